@@ -1,0 +1,166 @@
+"""Frozen configuration dataclasses. The CLI and the server build them; components take what they use."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.errors import UnsupportedModel
+
+DTYPES = ("float32", "bfloat16", "float16")
+_DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "half": "float16", "fp16": "float16", "bf16": "bfloat16"}
+
+# config.json `architectures` -> our model_type. Anything else is UnsupportedModel.
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
+
+
+def normalize_dtype(name: str | None) -> str | None:
+    if name is None:
+        return None
+    name = str(name).removeprefix("torch.")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Normalised `rope_scaling` / `rope_parameters`. Only `llama3` (and none) change frequencies."""
+
+    rope_type: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model needs to be built: shapes, norms, rope. Read from HF config.json or GGUF metadata."""
+
+    architecture: str
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    qk_norm: bool = False
+    dtype: str = "float32"
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any], dtype: str | None = None) -> "ModelConfig":
+        """Build from a config.json dict; reads both transformers 4 and 5 key generations."""
+        archs = cfg.get("architectures") or []
+        arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
+        if arch is None:
+            raise UnsupportedModel(f"unsupported architecture {archs or cfg.get('model_type')!r}; "
+                                   f"VeloLLM runs {sorted(SUPPORTED_ARCHITECTURES)}")
+        model_type = SUPPORTED_ARCHITECTURES[arch]
+        text = cfg.get("text_config") or cfg
+        rope_params = dict(text.get("rope_parameters") or {})
+        rope_scaling = text.get("rope_scaling") or (rope_params if rope_params.get("rope_type") not in (None, "default") else None)
+        rope_theta = text.get("rope_theta", rope_params.get("rope_theta", 10000.0))
+        num_heads = int(text["num_attention_heads"])
+        hidden = int(text["hidden_size"])
+        eos = text.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+        config_dtype = normalize_dtype(text.get("dtype") or text.get("torch_dtype") or "float32")
+        return cls(
+            architecture=arch,
+            model_type=model_type,
+            vocab_size=int(text["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(text["intermediate_size"]),
+            num_hidden_layers=int(text["num_hidden_layers"]),
+            num_attention_heads=num_heads,
+            num_key_value_heads=int(text.get("num_key_value_heads") or num_heads),
+            head_dim=int(text.get("head_dim") or hidden // num_heads),
+            max_position_embeddings=int(text.get("max_position_embeddings", 2048)),
+            rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope_theta),
+            rope_scaling=parse_rope_scaling(rope_scaling),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+            attention_bias=model_type == "qwen2" or bool(text.get("attention_bias", False)),
+            qk_norm=model_type == "qwen3",
+            dtype=normalize_dtype(dtype) or config_dtype,
+            bos_token_id=text.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+        )
+
+
+def parse_rope_scaling(raw: dict[str, Any] | None) -> RopeScaling | None:
+    if not raw:
+        return None
+    rope_type = raw.get("rope_type") or raw.get("type") or "default"
+    if rope_type == "default":
+        return None
+    if rope_type != "llama3":
+        raise UnsupportedModel(f"unsupported rope_scaling type {rope_type!r}; VeloLLM supports 'llama3'")
+    return RopeScaling(
+        rope_type="llama3",
+        factor=float(raw.get("factor", 8.0)),
+        low_freq_factor=float(raw.get("low_freq_factor", 1.0)),
+        high_freq_factor=float(raw.get("high_freq_factor", 4.0)),
+        original_max_position_embeddings=int(raw.get("original_max_position_embeddings", 8192)),
+    )
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Paged KV cache: block size and how much memory it may take."""
+
+    block_size: int = 16
+    kv_cache_memory: int | None = None  # bytes; CPU budget (default below), GPU: from free memory
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+
+    DEFAULT_CPU_KV_BYTES = 2 * 1024**3
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError("block_size must be >= 1")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError("kv_cache_memory must be positive")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Continuous batching limits."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")

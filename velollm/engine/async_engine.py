@@ -1,0 +1,171 @@
+"""AsyncEngine: one engine thread stepping LLMEngine; per-request asyncio streams of deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from velollm.engine.llm_engine import EngineStats, LLMEngine
+from velollm.errors import EngineDead, Overloaded
+from velollm.outputs import RequestDelta
+from velollm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine, max_queue: int = 512, served_name: str | None = None) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self.served_name = served_name or engine.source.info.name
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._wakeup = threading.Event()
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._dead: BaseException | None = None
+
+    @classmethod
+    def from_model(cls, model: str, *, max_queue: int = 512, served_name: str | None = None, **kwargs) -> "AsyncEngine":
+        return cls(LLMEngine.from_model(model, **kwargs), max_queue=max_queue, served_name=served_name or model)
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def model_config(self):
+        return self.engine.model_config
+
+    @property
+    def source(self):
+        return self.engine.source
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="velollm-engine", daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.engine.close()
+
+    @property
+    def num_waiting(self) -> int:
+        return max(0, len(self._streams) - len(self.engine.scheduler.running))
+
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str | None = None) -> AsyncIterator[RequestDelta]:
+        """Stream the request's deltas; leaving the loop early (or cancellation) aborts the request."""
+        if self._dead is not None:
+            raise EngineDead(f"the engine stopped: {self._dead}")
+        self.engine.validate_prompt(prompt_token_ids)
+        if self.num_waiting >= self.max_queue:
+            raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
+        request_id = request_id or uuid.uuid4().hex
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._streams[request_id] = stream
+        self._commands.put(("add", request_id, list(prompt_token_ids), params))
+        self._wakeup.set()
+        finished = False
+        try:
+            while True:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            with self._lock:
+                self._streams.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(("abort", request_id))
+        self._wakeup.set()
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._drain_commands()
+            if not self.engine.has_unfinished_requests():
+                self._wakeup.wait(timeout=1.0)
+                self._wakeup.clear()
+                continue
+            try:
+                deltas = self.engine.step()
+            except Exception as exc:  # a failed step must not hang its clients or leak blocks
+                logger.exception("engine step failed; aborting its requests")
+                self._fail_all(exc)
+                continue
+            self._dispatch(deltas)
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command[0] == "add":
+                _, request_id, prompt_token_ids, params = command
+                if request_id not in self._streams:
+                    continue  # the client left before the engine saw its request
+                try:
+                    self.engine.add_request(prompt_token_ids, params, request_id)
+                except Exception as exc:
+                    self._deliver(request_id, exc)
+            else:
+                self.engine.abort_request(command[1])
+
+    def _fail_all(self, exc: Exception) -> None:
+        for request_id in list(self.engine.requests):
+            self.engine.abort_request(request_id)
+            self._deliver(request_id, RuntimeError(f"engine step failed: {exc}"))
+
+    def _dispatch(self, deltas: list[RequestDelta]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestDelta]]] = {}
+        with self._lock:
+            for delta in deltas:
+                stream = self._streams.get(delta.request_id)
+                if stream is not None:
+                    by_loop.setdefault(stream.loop, []).append((stream.queue, delta))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
+
+    def _deliver(self, request_id: str, item: object) -> None:
+        with self._lock:
+            stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, RequestDelta]]) -> None:
+    for q, delta in items:
+        q.put_nowait(delta)

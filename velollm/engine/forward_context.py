@@ -1,0 +1,46 @@
+"""Attention metadata for one forward pass, reached by the attention layers through a context variable.
+
+Model code stays Hugging Face shaped: `forward(positions, hidden_states)`; the paged-KV details live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # int64 [num_tokens]; -1 = padding
+    block_tables: torch.Tensor  # int32 [num_seqs, max_blocks_per_seq]
+    context_lens: torch.Tensor  # int32 [num_seqs]: KV length including this step's tokens
+    cu_seqlens_q: torch.Tensor  # int32 [num_seqs + 1]
+    max_query_len: int
+    kv_caches: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k_cache, v_cache)
+
+    @property
+    def decode_only(self) -> bool:
+        return self.max_query_len == 1
+
+
+_current: contextvars.ContextVar[AttentionMetadata | None] = contextvars.ContextVar("attention_metadata", default=None)
+
+
+@contextlib.contextmanager
+def forward_context(metadata: AttentionMetadata) -> Iterator[None]:
+    token = _current.set(metadata)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def get_attention_metadata() -> AttentionMetadata:
+    metadata = _current.get()
+    if metadata is None:
+        raise RuntimeError("attention layers run only inside forward_context()")
+    return metadata

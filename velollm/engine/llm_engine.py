@@ -1,0 +1,179 @@
+"""LLMEngine: requests in, deltas out; step() = schedule -> run -> update."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from velollm.config import CacheConfig, SchedulerConfig
+from velollm.engine.block_manager import BlockManager
+from velollm.engine.loader.source import ModelSource
+from velollm.engine.model_runner import ModelRunner
+from velollm.engine.output_processor import OutputProcessor
+from velollm.engine.request import Request
+from velollm.engine.sampler import Sampler
+from velollm.engine.scheduler import ScheduledBatch, Scheduler
+from velollm.errors import ContextOverflow, InvalidRequest
+from velollm.outputs import RequestDelta
+from velollm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    num_total_blocks: int
+    num_free_blocks: int
+    num_allocated_blocks: int
+    kv_cache_usage: float
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    num_aborted: int
+    num_prompt_tokens: int
+    num_generation_tokens: int
+    num_preemptions: int
+    num_steps: int
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "float16" if config_dtype == "float16" else "bfloat16"
+    return "float32" if config_dtype == "float16" else config_dtype
+
+
+class LLMEngine:
+    def __init__(self, source: ModelSource, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 256,
+                 max_model_len: int | None = None, max_num_batched_tokens: int | None = None,
+                 kv_cache_memory: int | None = None, enable_prefix_caching: bool = True) -> None:
+        torch_device = resolve_device(device)
+        config = source.config.replace(dtype=resolve_dtype(dtype, source.config.dtype, torch_device))
+        self.source = ModelSource(config, source.info, source.load_tokenizer, source.iter_weights, source.path)
+        self.model_config = config
+        self.tokenizer = source.load_tokenizer()
+        wanted_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)
+        cache_config = CacheConfig(kv_cache_memory=kv_cache_memory, enable_prefix_caching=enable_prefix_caching)
+        self.runner = ModelRunner(self.source, torch_device, cache_config, max_num_seqs, wanted_len)
+        capacity = self.runner.num_blocks * cache_config.block_size
+        if wanted_len > capacity:
+            logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
+        self.max_model_len = min(wanted_len, capacity)
+        self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, enable_prefix_caching)
+        batched = max_num_batched_tokens or max(2048, min(self.max_model_len, 8192))
+        self.scheduler = Scheduler(SchedulerConfig(max_num_seqs, batched, self.max_model_len), self.block_manager)
+        self.eos_token_ids = frozenset(config.eos_token_ids) | self.tokenizer.eos_token_ids
+        self.sampler = Sampler(config.vocab_size, self.eos_token_ids)
+        self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
+        self.device = torch_device
+        self.requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
+
+    @classmethod
+    def from_model(cls, model: str, *, dtype: str = "auto", **kwargs) -> "LLMEngine":
+        from velollm.engine.loader.resolve import resolve_model
+
+        return cls(resolve_model(model, dtype=None if dtype == "auto" else dtype), dtype=dtype, **kwargs)
+
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.requests:
+            raise InvalidRequest(f"request id {request_id!r} is already running", param="request_id")
+        self.validate_prompt(prompt_token_ids)
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(self.device).manual_seed(params.seed)
+        request = Request(request_id, list(prompt_token_ids), params, generator=generator)
+        self.requests[request_id] = request
+        self.outputs.add(request)
+        self.scheduler.add(request)
+        return request
+
+    def validate_prompt(self, prompt_token_ids: list[int]) -> None:
+        if not prompt_token_ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ContextOverflow(f"the prompt has {len(prompt_token_ids)} tokens; the context holds "
+                                  f"{self.max_model_len} including at least one generated token", param="prompt")
+        vocab = self.model_config.vocab_size
+        bad = next((t for t in prompt_token_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequest(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", param="prompt")
+
+    def abort_request(self, request_id: str) -> RequestDelta | None:
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return None
+        self.scheduler.finish(request)
+        self.num_aborted += 1
+        delta = self.outputs.delta(request, finish_reason="abort")
+        self.outputs.remove(request_id)
+        return delta
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[RequestDelta]:
+        batch = self.scheduler.schedule()
+        if not batch.requests:
+            return []
+        logits, rows = self.runner.run(batch)
+        self.scheduler.update(batch)
+        return self._update_outputs(batch, logits, rows)
+
+    def _update_outputs(self, batch: ScheduledBatch, logits: torch.Tensor, rows: list[int]) -> list[RequestDelta]:
+        self.num_steps += 1
+        for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
+            if request.num_computed_tokens <= request.num_prompt_tokens:
+                self.num_prompt_tokens += num_new
+        if not rows:
+            return []
+        sampled_requests = [batch.requests[row] for row in rows]
+        token_ids, logprobs = self.sampler(logits, sampled_requests)
+        deltas = []
+        for request, token_id, token_logprobs in zip(sampled_requests, token_ids, logprobs):
+            self.outputs.append_token(request, token_id, token_logprobs)
+            self.num_generation_tokens += 1
+            deltas.append(self.outputs.delta(request))
+            if request.finish_reason is not None:
+                self.scheduler.finish(request)
+                self.requests.pop(request.request_id, None)
+                self.outputs.remove(request.request_id)
+        return deltas
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_total_blocks=bm.num_blocks,
+            num_free_blocks=bm.num_free_blocks,
+            num_allocated_blocks=bm.num_allocated_blocks,
+            kv_cache_usage=bm.usage(),
+            prefix_cache_queries=bm.prefix_cache_queries,
+            prefix_cache_hits=bm.prefix_cache_hits,
+            num_aborted=self.num_aborted,
+            num_prompt_tokens=self.num_prompt_tokens,
+            num_generation_tokens=self.num_generation_tokens,
+            num_preemptions=self.scheduler.num_preemptions,
+            num_steps=self.num_steps,
+        )
+
+    def close(self) -> None:
+        for request_id in list(self.requests):
+            self.abort_request(request_id)
+        self.runner.release()

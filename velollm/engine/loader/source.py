@@ -1,0 +1,44 @@
+"""ModelSource: everything needed to build one model, whatever format it came in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from velollm.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from velollm.engine.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a model that /api/tags, /api/show and /api/ps report."""
+
+    name: str
+    format: str  # "safetensors" | "gguf"
+    family: str  # "llama", "qwen2", ...
+    parameter_count: int
+    quantization_level: str  # "F32", "BF16", "Q4_K_M", ...
+    size_bytes: int
+    digest: str  # sha256 hex of the main weights file (or of the manifest), "" if unknown
+    modified_at: float = 0.0  # unix time
+    path: str = ""
+    default_options: dict[str, Any] = field(default_factory=dict)  # Ollama params layer
+    default_system: str | None = None  # Ollama system layer
+    template: str | None = None  # Ollama template layer / chat template text
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model: config, tokenizer factory, and a (hf_name, tensor) weight stream."""
+
+    config: ModelConfig
+    info: ModelInfo
+    load_tokenizer: Callable[[], "Tokenizer"]
+    iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]
+    path: Path

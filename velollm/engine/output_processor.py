@@ -1,0 +1,95 @@
+"""Turns sampled tokens into text deltas: incremental detokenization and the stop conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from velollm.engine.detokenizer import IncrementalDetokenizer
+from velollm.engine.request import Request
+from velollm.engine.tokenizer import Tokenizer
+from velollm.outputs import RequestDelta
+
+
+@dataclass
+class _TextState:
+    detokenizer: IncrementalDetokenizer
+    text: str = ""
+    num_sent_chars: int = 0
+    num_sent_tokens: int = 0
+
+
+class OutputProcessor:
+    """Per request: detokenize new tokens, apply EOS / stop ids / stop strings / max_tokens / context."""
+
+    def __init__(self, tokenizer: Tokenizer, eos_token_ids: frozenset[int], max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.max_model_len = max_model_len
+        self.states: dict[str, _TextState] = {}
+
+    def add(self, request: Request) -> None:
+        detokenizer = IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids, request.params.skip_special_tokens)
+        self.states[request.request_id] = _TextState(detokenizer)
+
+    def remove(self, request_id: str) -> None:
+        self.states.pop(request_id, None)
+
+    def append_token(self, request: Request, token_id: int, logprobs: dict[int, float] | None) -> None:
+        """Record a sampled token and decide whether it ends the request (sets finish_reason)."""
+        params = request.params
+        request.output_token_ids.append(token_id)
+        if logprobs is not None:
+            request.output_logprobs.append(logprobs)
+        state = self.states[request.request_id]
+        num_out = len(request.output_token_ids)
+        # The sampler bans EOS and stop ids below min_tokens, so seeing one here ends the request.
+        if not params.ignore_eos and token_id in self.eos_token_ids:
+            request.finish_reason, request.stop_reason = "stop", None
+            return
+        if token_id in params.stop_token_ids:
+            request.finish_reason, request.stop_reason = "stop", token_id
+            return
+        new_text = state.detokenizer.step([token_id])
+        if new_text:
+            state.text += new_text
+            if params.stop and num_out >= params.min_tokens and self._cut_at_stop(request, state, len(new_text)):
+                return
+        if params.max_tokens is not None and num_out >= params.max_tokens:
+            request.finish_reason = "length"
+        elif request.num_tokens >= self.max_model_len:
+            request.finish_reason = "length"
+
+    def _cut_at_stop(self, request: Request, state: _TextState, num_new_chars: int) -> bool:
+        params = request.params
+        longest = max(len(s) for s in params.stop)
+        search_from = max(0, len(state.text) - num_new_chars - longest + 1)
+        hits = [(state.text.find(s, search_from), s) for s in params.stop]
+        hits = [(index, s) for index, s in hits if index >= 0]
+        if not hits:
+            return False
+        index, stop = min(hits)
+        state.text = state.text[: index + len(stop) if params.include_stop_str_in_output else index]
+        request.finish_reason, request.stop_reason = "stop", stop
+        return True
+
+    def delta(self, request: Request, finish_reason: str | None = None) -> RequestDelta:
+        """New text and tokens since the last delta. Text that may begin a stop string is held back."""
+        state = self.states[request.request_id]
+        finish_reason = finish_reason or request.finish_reason
+        holdback = 0 if finish_reason or not request.params.stop else max(len(s) for s in request.params.stop) - 1
+        end = max(state.num_sent_chars, len(state.text) - holdback)
+        text = state.text[state.num_sent_chars : end]
+        token_ids = request.output_token_ids[state.num_sent_tokens :]
+        logprobs = request.output_logprobs[state.num_sent_tokens :] if request.params.logprobs is not None else None
+        state.num_sent_chars, state.num_sent_tokens = end, len(request.output_token_ids)
+        return RequestDelta(
+            request_id=request.request_id,
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+            stop_reason=request.stop_reason,
+            num_prompt_tokens=request.num_prompt_tokens,
+            num_cached_tokens=max(request.num_cached_tokens, 0),
+            num_output_tokens=len(request.output_token_ids),
+        )

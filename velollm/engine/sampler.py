@@ -1,0 +1,122 @@
+"""Sampler: logits processors (bias, min_tokens, penalties), greedy or seeded sampling, top-k logprobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from velollm.engine.request import Request
+
+_NEG_INF = float("-inf")
+
+
+class Sampler:
+    def __init__(self, vocab_size: int, eos_token_ids: frozenset[int]) -> None:
+        self.vocab_size = vocab_size
+        self.eos_token_ids = eos_token_ids
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, requests: Sequence[Request]) -> tuple[list[int], list[dict[int, float] | None]]:
+        """logits: float32 [len(requests), vocab]. Returns the sampled ids and per-row logprobs (or None)."""
+        logits = self.process(logits, requests)
+        want_logprobs = [r.params.logprobs is not None for r in requests]
+        logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
+        token_ids = self.sample(logits, requests)
+        if logprobs is None:
+            return token_ids.tolist(), [None] * len(requests)
+        return _gather_logprobs(logprobs, token_ids, requests)
+
+    def process(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
+        for row, request in enumerate(requests):
+            params = request.params
+            if params.logit_bias:
+                ids = torch.tensor([i for i in params.logit_bias if 0 <= i < logits.shape[1]], dtype=torch.long)
+                bias = torch.tensor([params.logit_bias[i] for i in ids.tolist()], dtype=logits.dtype)
+                logits[row].index_add_(0, ids.to(logits.device), bias.to(logits.device))
+            if len(request.output_token_ids) < params.min_tokens:
+                banned = [i for i in (*self.eos_token_ids, *params.stop_token_ids) if i < logits.shape[1]]
+                logits[row, banned] = _NEG_INF
+            if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+                apply_penalties(logits[row], request)
+        return logits
+
+    def sample(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
+        greedy = [r.params.greedy for r in requests]
+        if all(greedy):
+            return logits.argmax(dim=-1)
+        device = logits.device
+        temperature = torch.tensor([1.0 if g else r.params.temperature for g, r in zip(greedy, requests)], device=device)
+        scaled = logits / temperature.unsqueeze(1)
+        scaled = apply_top_k_top_p_min_p(
+            scaled,
+            torch.tensor([r.params.top_k if r.params.top_k > 0 else self.vocab_size for r in requests], device=device),
+            torch.tensor([r.params.top_p for r in requests], device=device),
+            torch.tensor([r.params.min_p for r in requests], device=device),
+        )
+        probs = torch.softmax(scaled, dim=-1)
+        noise = torch.empty_like(probs).exponential_()
+        for row, request in enumerate(requests):
+            if request.generator is not None:
+                noise[row].exponential_(generator=request.generator)
+        sampled = probs.div_(noise).argmax(dim=-1)
+        return torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), sampled)
+
+
+def apply_penalties(row_logits: torch.Tensor, request: Request) -> None:
+    """Repetition penalty (HF-style, over prompt and output; windowed like Ollama's repeat_last_n) and
+    OpenAI presence/frequency penalties over the output."""
+    params = request.params
+    vocab = row_logits.shape[0]
+    device = row_logits.device
+    if params.repetition_penalty != 1.0:
+        seen = request.all_token_ids
+        if params.repetition_window > 0:
+            seen = seen[-params.repetition_window :]
+        ids = torch.tensor(sorted({i for i in seen if i < vocab}), dtype=torch.long, device=device)
+        if ids.numel():
+            values = row_logits[ids]
+            row_logits[ids] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+    if (params.presence_penalty or params.frequency_penalty) and request.output_token_ids:
+        out = torch.tensor([i for i in request.output_token_ids if i < vocab], dtype=torch.long, device=device)
+        counts = torch.bincount(out, minlength=vocab).to(row_logits.dtype)
+        row_logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(row_logits.dtype)
+
+
+def apply_top_k_top_p_min_p(
+    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor:
+    """Filter each row in vLLM's order: min-p, then top-k, then top-p (always keeping the best token)."""
+    if bool((min_p > 0).any()):
+        probs = torch.softmax(logits, dim=-1)
+        threshold = probs.max(dim=-1, keepdim=True).values * min_p.unsqueeze(1)
+        logits = logits.masked_fill(probs < threshold, _NEG_INF)
+    vocab = logits.shape[-1]
+    if not bool((top_k < vocab).any()) and not bool((top_p < 1).any()):
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
+    sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), _NEG_INF)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    sorted_logits = sorted_logits.masked_fill((mass_before > top_p.unsqueeze(1)) & (ranks > 0), _NEG_INF)
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def _gather_logprobs(
+    logprobs: torch.Tensor, token_ids: torch.Tensor, requests: Sequence[Request]
+) -> tuple[list[int], list[dict[int, float] | None]]:
+    max_k = max((r.params.logprobs or 0) for r in requests)
+    top_values, top_ids = logprobs.topk(max(max_k, 1), dim=-1)
+    chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+    ids, top_values, top_ids, chosen = token_ids.tolist(), top_values.tolist(), top_ids.tolist(), chosen.tolist()
+    result: list[dict[int, float] | None] = []
+    for row, request in enumerate(requests):
+        k = request.params.logprobs
+        if k is None:
+            result.append(None)
+            continue
+        entry = dict(zip(top_ids[row][:k], top_values[row][:k]))
+        entry[ids[row]] = chosen[row]
+        result.append(entry)
+    return ids, result

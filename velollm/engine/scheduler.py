@@ -1,0 +1,130 @@
+"""Continuous batching: decodes first, then chunked prefill under a token budget; preemption by recompute."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from velollm.config import SchedulerConfig
+from velollm.engine.block_manager import BlockManager
+from velollm.engine.request import Request, RequestStatus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScheduledBatch:
+    """The contract between scheduler and model runner: who runs, and how many tokens each."""
+
+    requests: list[Request] = field(default_factory=list)
+    num_scheduled_tokens: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.num_scheduled_tokens)
+
+    def samples(self, index: int) -> bool:
+        """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
+        request = self.requests[index]
+        return request.num_computed_tokens + self.num_scheduled_tokens[index] == request.num_tokens
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+
+    def add(self, request: Request) -> None:
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.config.max_num_batched_tokens
+        budget = self._schedule_running(batch, budget)
+        self._schedule_waiting(batch, budget)
+        return batch
+
+    def _schedule_running(self, batch: ScheduledBatch, budget: int) -> int:
+        # Decodes (one token each) before running chunked prefills, in arrival order.
+        ordered = sorted(self.running, key=lambda r: (r.num_tokens - r.num_computed_tokens > 1, r.arrival_time))
+        for request in ordered:
+            if request.status is not RequestStatus.RUNNING or budget == 0:
+                continue
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            while not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
+                victim = self._pick_victim(request, batch)
+                self._preempt(victim)
+                if victim is request:
+                    break
+            if request.status is RequestStatus.RUNNING:
+                batch.requests.append(request)
+                batch.num_scheduled_tokens.append(num_new)
+                budget -= num_new
+        return budget
+
+    def _pick_victim(self, request: Request, batch: ScheduledBatch) -> Request:
+        # The newest running request that is not already in this step's batch gives up its blocks.
+        candidates = [r for r in self.running if r.status is RequestStatus.RUNNING and r not in batch.requests]
+        return max(candidates, key=lambda r: r.arrival_time) if candidates else request
+
+    def _preempt(self, request: Request) -> None:
+        self.block_manager.free(request)
+        request.status = RequestStatus.WAITING
+        request.num_cached_tokens = -1
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.running.remove(request)
+        self.waiting.appendleft(request)
+        logger.debug("preempted %s (recompute %d tokens)", request.request_id, request.num_tokens)
+
+    def _schedule_waiting(self, batch: ScheduledBatch, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting[0]
+            if request.num_cached_tokens < 0:
+                request.num_computed_tokens = self.block_manager.match_prefix(request)
+                request.num_cached_tokens = request.num_computed_tokens
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            if not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
+                # Alone, a smaller chunk is the way forward; otherwise wait for running requests to finish.
+                num_new = self._fit_chunk(request, num_new) if not self.running and not batch.requests else 0
+                if num_new == 0:
+                    self.block_manager.free(request)  # do not sit on prefix blocks while waiting
+                    request.num_cached_tokens = -1
+                    break
+            self.waiting.popleft()
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            batch.requests.append(request)
+            batch.num_scheduled_tokens.append(num_new)
+            budget -= num_new
+
+    def _fit_chunk(self, request: Request, num_new: int) -> int:
+        free_tokens = (len(request.block_table) + self.block_manager.num_free_blocks) * self.block_manager.block_size
+        num_new = min(num_new, free_tokens - request.num_computed_tokens)
+        if num_new <= 0 or not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
+            return 0
+        return num_new
+
+    def update(self, batch: ScheduledBatch) -> None:
+        """Advance computed-token counts after the model ran; cache the blocks that filled up."""
+        for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
+            request.num_computed_tokens += num_new
+            self.block_manager.cache_full_blocks(request)
+
+    def finish(self, request: Request) -> None:
+        if request.status is RequestStatus.RUNNING:
+            self.running.remove(request)
+        elif request.status is RequestStatus.WAITING:
+            self.waiting.remove(request)
+        request.status = RequestStatus.FINISHED
+        self.block_manager.free(request)

@@ -1,0 +1,42 @@
+"""Typed errors that the API layer maps to status codes (never `assert` on user input)."""
+
+from __future__ import annotations
+
+
+class VeloLLMError(Exception):
+    """Base class of every error VeloLLM raises on purpose."""
+
+
+class InvalidRequest(VeloLLMError, ValueError):
+    """A request field is missing, of the wrong type or out of range (HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextOverflow(InvalidRequest):
+    """The prompt does not fit in the model's context (HTTP 400)."""
+
+
+class ModelNotFound(VeloLLMError):
+    """No model of that name or path exists anywhere VeloLLM looks (HTTP 404)."""
+
+
+class UnsupportedModel(VeloLLMError):
+    """The model exists but VeloLLM cannot run it natively (architecture, tensor type, memory).
+
+    The proxy falls back to the upstream on this error.
+    """
+
+
+class ModelLoadError(VeloLLMError):
+    """A model file is corrupt or inconsistent (truncated, bad magic, missing blob)."""
+
+
+class Overloaded(VeloLLMError):
+    """The queue is full (HTTP 503 with Retry-After)."""
+
+
+class EngineDead(VeloLLMError):
+    """The engine thread died; requests cannot be served."""

@@ -1,0 +1,86 @@
+"""LLM: the offline, vLLM-shaped Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from velollm.engine.llm_engine import LLMEngine
+from velollm.outputs import RequestOutput
+from velollm.sampling_params import SamplingParams
+
+Prompt = str | list[int]
+
+
+class LLM:
+    """Runs a model in this process. No threads: nothing keeps the process alive.
+
+    `kv_cache_memory` is the KV budget in bytes (CPU default: 2 GiB, allocated lazily; on CUDA the
+    free memory times `gpu_memory_utilization` when not given).
+    """
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", *, max_num_seqs: int = 256,
+                 max_model_len: int | None = None, kv_cache_memory: int | None = None,
+                 max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True) -> None:
+        self.engine: LLMEngine | None = LLMEngine.from_model(
+            model, device=device, dtype=dtype, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+            kv_cache_memory=kv_cache_memory, max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching,
+        )
+
+    def get_tokenizer(self):
+        return self._engine().tokenizer
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 ) -> list[RequestOutput]:
+        """One RequestOutput per prompt (n per prompt, in order, when params.n > 1)."""
+        engine = self._engine()
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        params_list = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params_list)} SamplingParams")
+        outputs: list[RequestOutput] = []
+        by_id: dict[str, RequestOutput] = {}
+        for prompt, sp in zip(prompts, params_list):
+            ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+            for i in range(sp.n):
+                one = sp if sp.n == 1 else dataclasses.replace(sp, n=1, seed=None if sp.seed is None else sp.seed + i)
+                request = engine.add_request(ids, one)
+                by_id[request.request_id] = RequestOutput(request.request_id, ids)
+                outputs.append(by_id[request.request_id])
+        try:
+            while engine.has_unfinished_requests():
+                for delta in engine.step():
+                    by_id[delta.request_id].add(delta)
+        except BaseException:
+            for request_id in list(by_id):
+                engine.abort_request(request_id)
+            raise
+        return outputs
+
+    def chat(self, messages: list[dict], params: SamplingParams | None = None, **template_kwargs) -> RequestOutput:
+        ids = self._engine().tokenizer.encode_chat(messages, add_generation_prompt=True, **template_kwargs)
+        return self.generate([ids], params)[0]
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def _engine(self) -> LLMEngine:
+        if self.engine is None:
+            raise RuntimeError("this LLM is closed")
+        return self.engine
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,89 @@
+"""SamplingParams: how one request is sampled and when it stops (vLLM-shaped)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from velollm.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A constraint on the generated text, compiled to a token mask by the grammar backend.
+
+    kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
+    "ebnf" (value: a grammar), "structural_tag" (value: xgrammar structural-tag JSON; used for
+    tool_choice="auto": free text until a trigger, then constrained).
+    """
+
+    kind: Literal["json_object", "json_schema", "ebnf", "structural_tag"]
+    value: str = ""
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1 or 0: off
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    repetition_window: int = -1  # last N tokens the repetition penalty looks at (Ollama repeat_last_n); -1: all
+    seed: int | None = None
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    logprobs: int | None = None  # top-k logprobs per generated token (the sampled token always included)
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    skip_special_tokens: bool = True
+    structured_output: StructuredOutput | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = [s for s in (self.stop or []) if s]
+        self.stop_token_ids = list(self.stop_token_ids or [])
+        self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(param: str, why: str) -> None:
+            raise InvalidRequest(f"{param} {why}", param=param)
+
+        if self.n < 1:
+            bad("n", f"must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            bad("temperature", f"must be non-negative, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            bad("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.top_k < -1:
+            bad("top_k", f"must be -1 (disabled) or positive, got {self.top_k}")
+        if not 0 <= self.min_p <= 1:
+            bad("min_p", f"must be in [0, 1], got {self.min_p}")
+        if not -2 <= self.presence_penalty <= 2:
+            bad("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty}")
+        if not -2 <= self.frequency_penalty <= 2:
+            bad("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty}")
+        if self.repetition_penalty <= 0:
+            bad("repetition_penalty", f"must be positive, got {self.repetition_penalty}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            bad("max_tokens", f"must be at least 1, got {self.max_tokens}")
+        if self.min_tokens < 0:
+            bad("min_tokens", f"must be non-negative, got {self.min_tokens}")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            bad("min_tokens", f"({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            bad("logprobs", f"must be in [0, 20], got {self.logprobs}")
+        for token_id, bias in self.logit_bias.items():
+            if not -100 <= bias <= 100:
+                bad("logit_bias", f"values must be in [-100, 100], got {bias} for token {token_id}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < 1e-5 or self.top_k == 1
