@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from velollm.engine.llm_engine import LLMEngine
@@ -23,7 +24,7 @@ class LLM:
                  max_model_len: int | None = None, kv_cache_memory: int | None = None,
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True) -> None:
         self.engine: LLMEngine | None = LLMEngine.from_model(
-            model, device=device, dtype=dtype, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+            model, cache_dir=os.environ.get("VELOLLM_CACHE"), device=device, dtype=dtype, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             kv_cache_memory=kv_cache_memory, max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching,
         )

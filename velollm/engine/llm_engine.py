@@ -84,10 +84,15 @@ class LLMEngine:
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
 
     @classmethod
-    def from_model(cls, model: str, *, dtype: str = "auto", **kwargs) -> "LLMEngine":
+    def from_model(cls, model: str, *, dtype: str = "auto", cache_dir: str | None = None, **kwargs) -> "LLMEngine":
+        """Resolve a model specifier (demo, path, Ollama name, HF repo id) and build the engine.
+
+        `cache_dir` is where `demo` is generated (default ~/.cache/velollm).
+        """
         from velollm.engine.loader.resolve import resolve_model
 
-        return cls(resolve_model(model, dtype=None if dtype == "auto" else dtype), dtype=dtype, **kwargs)
+        source = resolve_model(model, dtype=None if dtype == "auto" else dtype, cache_dir=cache_dir)
+        return cls(source, dtype=dtype, **kwargs)
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:
         request_id = request_id or f"req-{next(self._ids)}"

@@ -36,28 +36,33 @@ class OutputProcessor:
 
     def append_token(self, request: Request, token_id: int, logprobs: dict[int, float] | None) -> None:
         """Record a sampled token and decide whether it ends the request (sets finish_reason)."""
-        params = request.params
         request.output_token_ids.append(token_id)
         if logprobs is not None:
             request.output_logprobs.append(logprobs)
         state = self.states[request.request_id]
+        if self._check_stop(request, state, token_id) != "stop-string":
+            if request.finish_reason is not None:
+                state.text += state.detokenizer.flush()  # bytes held back for a character that will never complete
+
+    def _check_stop(self, request: Request, state: _TextState, token_id: int) -> str | None:
+        params = request.params
         num_out = len(request.output_token_ids)
         # The sampler bans EOS and stop ids below min_tokens, so seeing one here ends the request.
         if not params.ignore_eos and token_id in self.eos_token_ids:
             request.finish_reason, request.stop_reason = "stop", None
-            return
+            return "eos"
         if token_id in params.stop_token_ids:
             request.finish_reason, request.stop_reason = "stop", token_id
-            return
+            return "stop-id"
         new_text = state.detokenizer.step([token_id])
         if new_text:
             state.text += new_text
             if params.stop and num_out >= params.min_tokens and self._cut_at_stop(request, state, len(new_text)):
-                return
-        if params.max_tokens is not None and num_out >= params.max_tokens:
+                return "stop-string"
+        if (params.max_tokens is not None and num_out >= params.max_tokens) or request.num_tokens >= self.max_model_len:
             request.finish_reason = "length"
-        elif request.num_tokens >= self.max_model_len:
-            request.finish_reason = "length"
+            return "length"
+        return None
 
     def _cut_at_stop(self, request: Request, state: _TextState, num_new_chars: int) -> bool:
         params = request.params

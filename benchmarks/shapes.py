@@ -1,0 +1,67 @@
+"""Real model shapes for benchmarks: random weights saved as a Hugging Face folder (speed ignores values)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES: dict[str, dict] = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, head_dim=64,
+                         rope_theta=100000.0),
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, head_dim=64,
+                         rope_theta=500000.0),
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128,
+                         rope_theta=500000.0),
+}
+
+
+def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
+    """Write config.json + safetensors of random weights, plus the demo tokenizer files (ids are random anyway)."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from velollm.engine.loader.demo import ensure_demo
+
+    if (folder / "config.json").exists():
+        return folder
+    cfg = LlamaConfig(max_position_embeddings=8192, bos_token_id=0, eos_token_id=1, **SHAPES[shape])
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model = model.to_empty(device="cpu").to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    model.tie_weights()
+    model.save_pretrained(folder)
+    demo = ensure_demo(folder.parent / "demo")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(demo / name, folder / name)
+    return folder
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes per second of a device-to-device copy (read + write), the decode roofline's denominator."""
+    n = (1 << 30) if device == "cuda" else (1 << 27)
+    x = torch.empty(n, dtype=torch.float32 if device == "cpu" else torch.bfloat16, device=device).normal_()
+    y = torch.empty_like(x)
+    for _ in range(2):
+        y.copy_(x)
+    sync(device)
+    start = time.perf_counter()
+    reps = 10
+    for _ in range(reps):
+        y.copy_(x)
+    sync(device)
+    return 2 * x.numel() * x.element_size() * reps / (time.perf_counter() - start)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,43 @@
+"""`velollm` command line: each subcommand lives in velollm/commands/<name>.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module exposing add_parser(subparsers) and run(args) -> int
+COMMANDS = {
+    "serve": "velollm.commands.serve",
+    "generate": "velollm.commands.generate",
+    "list": "velollm.commands.list_models",
+    "detect": "velollm.commands.detect",
+    "benchmark": "velollm.commands.benchmark",
+    "optimize": "velollm.commands.optimize",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="velollm", description="vLLM performance with Ollama simplicity.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a subcommand not built yet
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""GGUF models: metadata -> ModelConfig + ModelInfo, tensors -> (hf_name, tensor) in the compute dtype.
+
+Weights are dequantized at load (`gguf.quants.dequantize`); keeping them quantized is later work.
+llama.cpp's converter permutes the Q/K rows of `llama` models for its interleaved rope; the
+permutation is undone here so every tensor equals what Hugging Face's LlamaForCausalLM holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from velollm.config import ModelConfig, RopeScaling
+from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.engine.loader.source import ModelInfo, ModelSource
+from velollm.errors import UnsupportedModel
+
+logger = logging.getLogger(__name__)
+
+# GGUF general.architecture -> (HF architecture, our model_type).
+ARCHITECTURES = {
+    "llama": ("LlamaForCausalLM", "llama"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+}
+SUPPORTED_TYPES = frozenset(
+    {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+)
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+_BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+_SKIPPED = {"rope_freqs.weight"}  # folded into ModelConfig.rope_scaling
+MIN_KV_TOKENS = 512  # the smallest KV cache worth serving with, for the memory check
+
+
+def hf_name(name: str) -> str | None:
+    """The Hugging Face name of a GGUF tensor, None if it is not one of ours."""
+    if name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[name]
+    m = _BLOCK_RE.fullmatch(name)
+    if m and m.group(2) in _BLOCK_NAMES:
+        return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
+    return None
+
+
+def check_supported(f: GGUFFile) -> None:
+    """Raise UnsupportedModel naming the architecture, tensor type or tensor VeloLLM cannot run."""
+    arch = f.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise UnsupportedModel(f"{f.path}: unsupported GGUF architecture {arch!r}; VeloLLM runs {sorted(ARCHITECTURES)}")
+    if int(f.get(f"{arch}.expert_count", 0) or 0) > 0:
+        raise UnsupportedModel(f"{f.path}: mixture-of-experts {arch!r} models are not supported")
+    for info in f.tensors.values():
+        if info.type_name not in SUPPORTED_TYPES:
+            raise UnsupportedModel(f"{f.path}: tensor {info.name!r} has tensor type {info.type_name}, "
+                                   f"VeloLLM dequantizes {sorted(SUPPORTED_TYPES)}")
+        if info.name not in _SKIPPED and hf_name(info.name) is None:
+            raise UnsupportedModel(f"{f.path}: unexpected tensor {info.name!r} for architecture {arch!r}")
+    if "token_embd.weight" not in f.tensors:
+        raise UnsupportedModel(f"{f.path}: no token_embd.weight tensor")
+
+
+def _uniform(f: GGUFFile, key: str, default: int | None = None) -> int:
+    value = f.get(key, default)
+    if value is None:
+        raise UnsupportedModel(f"{f.path}: GGUF metadata {key!r} is missing")
+    if isinstance(value, np.ndarray):  # per-layer values (hybrid models)
+        if len(set(value.tolist())) != 1:
+            raise UnsupportedModel(f"{f.path}: per-layer {key!r} values are not supported")
+        value = value[0]
+    return int(value)
+
+
+def read_config(f: GGUFFile, dtype: str) -> ModelConfig:
+    """ModelConfig from GGUF metadata (the llama.cpp keys `<arch>.*`)."""
+    check_supported(f)
+    arch = f.get("general.architecture")
+    hf_arch, model_type = ARCHITECTURES[arch]
+    p = f"{arch}."
+    hidden = _uniform(f, p + "embedding_length")
+    heads = _uniform(f, p + "attention.head_count")
+    head_dim = _uniform(f, p + "attention.key_length", hidden // heads)
+    rope_dim = _uniform(f, p + "rope.dimension_count", head_dim)
+    if rope_dim != head_dim:
+        raise UnsupportedModel(f"{f.path}: partial rotary embedding ({rope_dim} of {head_dim}) is not supported")
+    eos = [f.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")]
+    return ModelConfig(
+        architecture=hf_arch,
+        model_type=model_type,
+        vocab_size=f.tensors["token_embd.weight"].shape[0],
+        hidden_size=hidden,
+        intermediate_size=_uniform(f, p + "feed_forward_length"),
+        num_hidden_layers=_uniform(f, p + "block_count"),
+        num_attention_heads=heads,
+        num_key_value_heads=_uniform(f, p + "attention.head_count_kv", heads),
+        head_dim=head_dim,
+        max_position_embeddings=_uniform(f, p + "context_length", 2048),
+        rms_norm_eps=float(f.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(f.get(p + "rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(f, p, head_dim),
+        tie_word_embeddings="output.weight" not in f.tensors,
+        attention_bias="blk.0.attn_q.bias" in f.tensors,
+        qk_norm="blk.0.attn_q_norm.weight" in f.tensors,
+        dtype=dtype,
+        bos_token_id=_opt_int(f.get("tokenizer.ggml.bos_token_id")),
+        eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos if e is not None)),
+    )
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[arg-type]
+
+
+def _rope_scaling(f: GGUFFile, p: str, head_dim: int) -> RopeScaling | None:
+    kind = f.get(p + "rope.scaling.type", "none")
+    factor = float(f.get(p + "rope.scaling.factor", 1.0) or 1.0)
+    if kind not in ("none", "") and factor != 1.0:
+        raise UnsupportedModel(f"{f.path}: rope scaling {kind!r} is not supported (only llama3 rope_freqs)")
+    info = f.tensors.get("rope_freqs.weight")
+    if info is None:
+        return None
+    # Llama 3.1+ GGUFs carry the llama3 frequency divisors as a tensor; recover the parameters and
+    # check they reproduce it, since the model computes them from RopeScaling.
+    freqs = _dequantize(f, info).to(torch.float32, copy=True)
+    theta = float(f.get(p + "rope.freq_base", 10000.0))
+    orig = int(f.get(p + "rope.scaling.original_context_length", 8192) or 8192)
+    scaling = RopeScaling("llama3", float(freqs.max()), 1.0, 4.0, orig)
+    expected = llama3_rope_divisors(theta, head_dim, scaling)
+    if expected.shape != freqs.shape or not torch.allclose(expected, freqs, rtol=1e-3, atol=1e-3):
+        raise UnsupportedModel(f"{f.path}: rope_freqs.weight does not match llama3 rope scaling")
+    return scaling
+
+
+def llama3_rope_divisors(theta: float, head_dim: int, s: RopeScaling) -> torch.Tensor:
+    """The per-frequency divisors that llama.cpp's converter writes as rope_freqs.weight."""
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    wavelen = 2 * torch.pi / freqs
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    mid = 1.0 / ((1 - smooth) / s.factor + smooth)
+    out = torch.where(wavelen < high_wavelen, torch.ones_like(wavelen), torch.where(wavelen > low_wavelen, s.factor, mid))
+    return out.float()
+
+
+def quantization_level(f: GGUFFile) -> str:
+    """Ollama's quantization_level: general.file_type by name, else the most common matrix type."""
+    import gguf
+
+    file_type = f.get("general.file_type")
+    if file_type is not None:
+        try:
+            return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    kinds = Counter(t.type_name for t in f.tensors.values() if len(t.shape) == 2)
+    return kinds.most_common(1)[0][0] if kinds else "unknown"
+
+
+def parameter_count(f: GGUFFile) -> int:
+    return sum(t.num_elements for t in f.tensors.values() if t.name not in _SKIPPED)
+
+
+def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
+    fields: dict[str, object] = dict(
+        name=name, format="gguf", family=str(f.get("general.architecture", "unknown")),
+        parameter_count=parameter_count(f), quantization_level=quantization_level(f),
+        size_bytes=f.file_size, digest="", modified_at=f.path.stat().st_mtime, path=str(f.path),
+        template=f.get("tokenizer.chat_template"),
+    )
+    fields.update(overrides)
+    return ModelInfo(**fields)  # type: ignore[arg-type]
+
+
+def check_memory(config: ModelConfig, num_params: int, device: str) -> None:
+    """Raise UnsupportedModel, before anything is allocated, when the dequantized weights plus a
+    minimal KV cache would not fit in the device's free memory."""
+    itemsize = _TORCH_DTYPES[config.dtype].itemsize
+    kv = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * itemsize * MIN_KV_TOKENS
+    need = num_params * itemsize + kv
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    if need > free:
+        raise UnsupportedModel(
+            f"model needs {need / 2**30:.1f} GiB in {config.dtype} ({num_params / 1e9:.2f}B parameters "
+            f"dequantized + a {MIN_KV_TOKENS}-token KV cache) but only {free / 2**30:.1f} GiB is free on {device}"
+        )
+
+
+def _dequantize(f: GGUFFile, info: TensorInfo) -> torch.Tensor:
+    """float32 (or the file's float type) tensor of `info`, in torch (rows, cols) order."""
+    raw = f.raw(info)
+    kind = info.type_name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view
+        if kind == "F32":
+            t = torch.from_numpy(raw.view(np.float32))
+        elif kind == "F16":
+            t = torch.from_numpy(raw.view(np.float16))
+        elif kind == "BF16":
+            t = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
+        else:
+            import gguf
+
+            rows = raw.reshape(-1, raw.size // max(1, info.num_elements // info.shape[-1]))
+            t = torch.from_numpy(gguf.quants.dequantize(rows, gguf.GGMLQuantizationType[kind]))
+    return t.reshape(info.shape)
+
+
+def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Undo convert_hf_to_gguf.py's `permute` (rows [h, 2, d/2] -> [h, d/2, 2]) for Q/K weights/biases."""
+    rest = t.shape[1:]
+    return t.reshape(num_heads, t.shape[0] // num_heads // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
+
+
+def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype."""
+    target = _TORCH_DTYPES[config.dtype]
+    with GGUFFile(path) as f:
+        check_supported(f)
+        infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
+        total = sum(t.num_elements for t in infos) * target.itemsize
+        logger.info("loading %s: %d tensors, %.2f GiB of weights in %s", path.name, len(infos), total / 2**30, config.dtype)
+        permute = config.model_type == "llama"
+        with _progress(len(infos), f"loading {path.name}") as advance:
+            for info in infos:
+                tensor = _dequantize(f, info).to(target, copy=True)
+                if permute and info.name.split(".")[-2] in ("attn_q", "attn_k"):
+                    heads = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
+                    tensor = unpermute_qk(tensor, heads)
+                yield hf_name(info.name), tensor  # type: ignore[misc]
+                advance()
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self._bar = total, label, None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(console=Console(stderr=True), transient=True)
+            self._bar.start()
+            task = self._bar.add_task(self.label, total=self.total)
+            return lambda: self._bar.advance(task)  # type: ignore[union-attr]
+        return lambda: None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None = None,
+                device: str | None = None, **info_overrides: object) -> ModelSource:
+    """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource."""
+    path = Path(path)
+    device = device or default_device()
+    with GGUFFile(path) as f:
+        config = read_config(f, dtype or default_dtype(device))
+        info = model_info(f, name or path.name, **info_overrides)
+        from velollm.engine.loader.gguf_tokenizer import tokenizer_from_gguf
+
+        if "tokenizer.ggml.model" not in f.metadata:
+            raise UnsupportedModel(f"{path}: no tokenizer in the GGUF metadata")
+    check_memory(config, info.parameter_count, device)
+    return ModelSource(
+        config=config,
+        info=info,
+        load_tokenizer=lambda: tokenizer_from_gguf(path),
+        iter_weights=lambda: iter_weights(path, config),
+        path=path,
+    )

@@ -1,0 +1,194 @@
+"""Ollama's on-disk model store: names parsed as Ollama parses them, manifests, sha256 blobs.
+
+The store root comes from the caller (`models_dir=`) or, at the edge, from `$OLLAMA_MODELS` read at
+each call, else `~/.ollama/models`, else the Linux service's `/usr/share/ollama/.ollama/models`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from velollm.errors import ModelLoadError, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG = "registry.ollama.ai", "library", "latest"
+MODEL_MEDIA = "application/vnd.ollama.image.model"
+_MEDIA = "application/vnd.ollama.image."
+_PART = {  # types/model/name.go: first char alnum or _, then alnum _ - plus . (not namespace) and : (host)
+    "host": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"),
+    "namespace": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"),
+    "model": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"),
+    "tag": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"),
+}
+
+
+@dataclass(frozen=True)
+class OllamaName:
+    host: str
+    namespace: str
+    model: str
+    tag: str
+
+    def display(self) -> str:
+        """Ollama's DisplayShortest: `model:tag`, `ns/model:tag` or `host/ns/model:tag`."""
+        if self.host.lower() != DEFAULT_HOST:
+            return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+        if self.namespace.lower() != DEFAULT_NAMESPACE:
+            return f"{self.namespace}/{self.model}:{self.tag}"
+        return f"{self.model}:{self.tag}"
+
+    def parts(self) -> tuple[str, str, str, str]:
+        return self.host, self.namespace, self.model, self.tag
+
+
+def parse_name(name: str) -> OllamaName | None:
+    """Parse `[host/][namespace/]model[:tag]` as Ollama's ParseName does; None when invalid."""
+    name = name.strip()
+    if "://" in name:
+        name = name.split("://", 1)[1]
+    tag = DEFAULT_TAG
+    colon, slash = name.rfind(":"), name.rfind("/")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    pieces = name.split("/")
+    if len(pieces) > 3:
+        return None
+    model = pieces[-1]
+    namespace = pieces[-2] if len(pieces) >= 2 else DEFAULT_NAMESPACE
+    host = pieces[0] if len(pieces) == 3 else DEFAULT_HOST
+    parsed = OllamaName(host, namespace, model, tag)
+    for kind, value in zip(("host", "namespace", "model", "tag"), parsed.parts()):
+        if not _PART[kind].fullmatch(value):
+            return None
+    return parsed
+
+
+def models_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The store root: $OLLAMA_MODELS, else ~/.ollama/models, else /usr/share/ollama/.ollama/models."""
+    env = os.environ if env is None else env
+    configured = env.get("OLLAMA_MODELS", "").strip().strip("'\"")
+    if configured:
+        return Path(configured).expanduser()
+    home = Path(env.get("HOME") or Path.home()) / ".ollama" / "models"
+    service = Path("/usr/share/ollama/.ollama/models")
+    return home if home.is_dir() or not service.is_dir() else service
+
+
+@dataclass(frozen=True)
+class OllamaModel:
+    """One manifest of the store and the layers VeloLLM uses."""
+
+    name: OllamaName
+    manifest_path: Path
+    digest: str  # sha256 hex of the manifest bytes, as /api/tags reports
+    size: int  # layers + config, as /api/tags reports
+    modified_at: float
+    model_path: Path | None  # the GGUF blob (last model layer)
+    config: dict[str, Any] = field(default_factory=dict)  # the config blob (family, file_type, ...)
+    params: dict[str, Any] = field(default_factory=dict)
+    system: str | None = None
+    template: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name.display()
+
+
+def _blob(root: Path, digest: str) -> Path:
+    return root / "blobs" / digest.replace(":", "-")
+
+
+def _find_manifest(root: Path, name: OllamaName) -> Path | None:
+    exact = root.joinpath("manifests", *name.parts())
+    if exact.is_file():
+        return exact
+    wanted = tuple(p.lower() for p in name.parts())
+    for path in root.glob("manifests/*/*/*/*"):  # names compare case-insensitively (EqualFold)
+        if path.is_file() and tuple(p.lower() for p in path.parts[-4:]) == wanted:
+            return path
+    return None
+
+
+def read_manifest(root: Path, path: Path) -> OllamaModel:
+    """Read one manifest and its small layers; a missing blob is a ModelLoadError naming it."""
+    raw = path.read_bytes()
+    name = OllamaName(*path.parts[-4:])
+    try:
+        manifest = json.loads(raw)
+        layers = list(manifest.get("layers") or [])
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ModelLoadError(f"Ollama manifest {path} for {name.display()} is not valid JSON: {e}") from e
+    config_ref = manifest.get("config") or {}
+    fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {}}
+    if config_ref.get("digest") and _blob(root, config_ref["digest"]).is_file():
+        fields["config"] = _json(_blob(root, config_ref["digest"]))
+    for layer in layers:
+        media, digest = layer.get("mediaType", ""), layer.get("digest", "")
+        kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
+        if kind not in ("model", "params", "system", "template", "prompt"):
+            continue
+        blob = _blob(root, digest)
+        if not blob.is_file():
+            raise ModelLoadError(f"Ollama model {name.display()}: manifest {path} names blob {blob}, which is missing")
+        if kind == "model":
+            fields["model_path"] = blob
+        elif kind == "params":
+            fields["params"] = _json(blob)
+        elif kind == "system":
+            fields["system"] = blob.read_text(encoding="utf-8")
+        else:
+            fields["template"] = blob.read_text(encoding="utf-8")
+    size = sum(int(layer.get("size", 0)) for layer in layers) + int(config_ref.get("size", 0))
+    return OllamaModel(name=name, manifest_path=path, digest=hashlib.sha256(raw).hexdigest(), size=size,
+                       modified_at=path.stat().st_mtime, **fields)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+    return value if isinstance(value, dict) else {}
+
+
+def find_model(name: str, root: Path | None = None) -> OllamaModel | None:
+    """The store's model called `name`, None when the name is invalid or not in the store."""
+    parsed = parse_name(name)
+    root = models_dir() if root is None else root
+    if parsed is None or not root.is_dir():
+        return None
+    path = _find_manifest(root, parsed)
+    return read_manifest(root, path) if path is not None else None
+
+
+def resolve(name: str, root: Path | None = None) -> OllamaModel:
+    """Like find_model, but an unknown name is ModelNotFound and a model without weights ModelLoadError."""
+    model = find_model(name, root)
+    if model is None:
+        raise ModelNotFound(f"model {name!r} not found in the Ollama store {models_dir() if root is None else root}")
+    if model.model_path is None:
+        raise ModelLoadError(f"Ollama model {model.display_name} has no model layer in {model.manifest_path}")
+    return model
+
+
+def list_models(root: Path | None = None) -> list[OllamaModel]:
+    """Every readable manifest of the store, newest first (as /api/tags orders them)."""
+    root = models_dir() if root is None else root
+    found = []
+    for path in root.glob("manifests/*/*/*/*"):
+        if not path.is_file():
+            continue
+        try:
+            found.append(read_manifest(root, path))
+        except (ModelLoadError, OSError) as e:
+            logger.warning("skipping %s: %s", path, e)
+    return sorted(found, key=lambda m: m.modified_at, reverse=True)

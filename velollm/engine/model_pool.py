@@ -1,0 +1,239 @@
+"""Natively served models loaded on demand, like Ollama's scheduler.
+
+At most `max_loaded_models` engines are loaded at once. A model stays loaded for `keep_alive` after
+its last request finished (Ollama's semantics: default 5 m, 0 = unload as soon as it is idle,
+negative = forever). A request for a model that is not loaded waits while an idle model is unloaded
+(or, when all are busy, until one becomes idle) and its own model loads; requests for the models
+that stay loaded keep flowing meanwhile. Loading is blocking and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEEP_ALIVE = 300.0
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: Any, default: float = DEFAULT_KEEP_ALIVE) -> float:
+    """A request's `keep_alive` → seconds; math.inf = forever; None → `default`.
+
+    A number means seconds; a string is a Go duration ("5m", "1h30m", "-1m", "0"); a unit-less
+    string other than "0" is an error, as in Ollama.
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
+    if isinstance(value, (int, float)):
+        return math.inf if value < 0 else float(value)
+    if not isinstance(value, str):
+        raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
+    return _parse_go_duration(value.strip())
+
+
+def parse_keep_alive_env(value: str | None) -> float:
+    """`$OLLAMA_KEEP_ALIVE` → seconds: a Go duration or integer seconds; unset/invalid → 5 m."""
+    value = (value or "").strip().strip("'\"")
+    if not value:
+        return DEFAULT_KEEP_ALIVE
+    try:
+        seconds = float(int(value))
+        return math.inf if seconds < 0 else seconds
+    except ValueError:
+        pass
+    try:
+        return _parse_go_duration(value)
+    except InvalidRequest:
+        logger.warning("invalid OLLAMA_KEEP_ALIVE %r; using 5m", value)
+        return DEFAULT_KEEP_ALIVE
+
+
+def _parse_go_duration(text: str) -> float:
+    sign, body = (-1.0, text[1:]) if text.startswith("-") else (1.0, text.lstrip("+"))
+    if body == "0":
+        return 0.0
+    parts = _GO_DURATION.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise InvalidRequest(f"time: invalid duration {text!r} (missing unit?)", param="keep_alive")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return math.inf if sign < 0 and seconds > 0 else seconds
+
+
+@dataclass
+class LoadedModel:
+    """A loaded engine and its bookkeeping; `expires_at` is wall-clock time (None while in use)."""
+
+    name: str
+    engine: Any
+    keep_alive: float
+    num_active: int = 0
+    expires_at: float | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    _timer: asyncio.TimerHandle | None = None
+
+
+class ModelPool:
+    """Engines by model name. `load_fn(name)` is blocking and returns an object with `.shutdown()`."""
+
+    def __init__(self, load_fn: Callable[[str], Any], max_loaded_models: int = 1,
+                 default_keep_alive: float = DEFAULT_KEEP_ALIVE) -> None:
+        if max_loaded_models < 1:
+            raise ValueError("max_loaded_models must be >= 1")
+        self._load_fn = load_fn
+        self.max_loaded_models = max_loaded_models
+        self.default_keep_alive = default_keep_alive
+        self._models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self._changed = asyncio.Condition()
+        # One load at a time (as in Ollama): each load needs exactly one free slot.
+        self._load_lock = asyncio.Lock()
+
+    def loaded(self) -> list[LoadedModel]:
+        """Loaded models, latest expiry first (the order of Ollama's /api/ps)."""
+        return sorted(self._models.values(), key=lambda m: -(m.expires_at or math.inf))
+
+    async def acquire(self, name: str, keep_alive: Any = None) -> Any:
+        """The engine for `name`, loading it if needed; pair with `release(name)` when the request ends."""
+        seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
+        while True:
+            entry = self._models.get(name)
+            if entry is not None and not entry.draining:
+                entry.num_active += 1
+                entry.keep_alive = seconds
+                entry.expires_at = None
+                self._cancel_timer(entry)
+                return entry.engine
+            if entry is not None:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: name not in self._models)
+                continue
+            future = self._loading.get(name)
+            if future is None:
+                future = asyncio.ensure_future(self._load(name))
+                self._loading[name] = future
+                future.add_done_callback(lambda _f: self._loading.pop(name, None))
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Nobody may take the model this load was for: start its keep-alive clock anyway.
+                future.add_done_callback(lambda _f: self._expire_if_unused(name))
+                raise
+
+    def release(self, name: str, keep_alive: Any = None) -> None:
+        """One request on `name` finished: start its keep-alive timer when it is idle."""
+        entry = self._models.get(name)
+        if entry is None:
+            return
+        entry.num_active = max(0, entry.num_active - 1)
+        entry.last_used = time.monotonic()
+        if keep_alive is not None:
+            entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
+        if entry.num_active == 0:
+            self._schedule_expiry(entry)
+            self._notify()
+
+    @asynccontextmanager
+    async def use(self, name: str, keep_alive: Any = None) -> AsyncIterator[Any]:
+        engine = await self.acquire(name, keep_alive)
+        try:
+            yield engine
+        finally:
+            self.release(name)
+
+    async def unload(self, name: str) -> bool:
+        """Unload `name` now if it is idle (keep_alive 0 on a load-only request); True if it was loaded."""
+        entry = self._models.get(name)
+        if entry is None:
+            return False
+        if entry.num_active:
+            entry.keep_alive = 0.0
+            return True
+        await self._unload(entry)
+        return True
+
+    async def close(self) -> None:
+        for entry in list(self._models.values()):
+            await self._unload(entry)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> LoadedModel:
+        async with self._load_lock:
+            await self._make_room()
+            logger.info("loading model %r", name)
+            started = time.perf_counter()
+            engine = await asyncio.to_thread(self._load_fn, name)
+            logger.info("model %r loaded in %.1f s", name, time.perf_counter() - started)
+            entry = LoadedModel(name, engine, self.default_keep_alive)
+            self._models[name] = entry
+            self._notify()
+            return entry
+
+    def _expire_if_unused(self, name: str) -> None:
+        entry = self._models.get(name)
+        if entry is not None and entry.num_active == 0 and entry.expires_at is None:
+            self._schedule_expiry(entry)
+
+    async def _make_room(self) -> None:
+        async with self._changed:
+            while len(self._models) >= self.max_loaded_models:
+                idle = [m for m in self._models.values() if m.num_active == 0]
+                if idle:
+                    victim = min(idle, key=lambda m: m.last_used)
+                    await self._unload(victim)
+                    continue
+                # All busy: stop new requests on the least recently used one and wait for it to drain.
+                min(self._models.values(), key=lambda m: m.last_used).draining = True
+                await self._changed.wait()
+
+    def _schedule_expiry(self, entry: LoadedModel) -> None:
+        self._cancel_timer(entry)
+        if entry.draining or entry.keep_alive == 0:
+            entry.expires_at = time.time()
+            asyncio.ensure_future(self._expire(entry))
+        elif math.isinf(entry.keep_alive):
+            entry.expires_at = math.inf
+        else:
+            entry.expires_at = time.time() + entry.keep_alive
+            loop = asyncio.get_running_loop()
+            entry._timer = loop.call_later(entry.keep_alive, lambda: asyncio.ensure_future(self._expire(entry)))
+
+    async def _expire(self, entry: LoadedModel) -> None:
+        if self._models.get(entry.name) is entry and entry.num_active == 0:
+            await self._unload(entry)
+
+    async def _unload(self, entry: LoadedModel) -> None:
+        if self._models.get(entry.name) is not entry:
+            return
+        del self._models[entry.name]
+        self._cancel_timer(entry)
+        logger.info("unloading model %r", entry.name)
+        await asyncio.to_thread(entry.engine.shutdown)
+        self._notify()
+
+    def _cancel_timer(self, entry: LoadedModel) -> None:
+        if entry._timer is not None:
+            entry._timer.cancel()
+            entry._timer = None
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.ensure_future(wake())
