@@ -1,0 +1,122 @@
+"""The Starlette app factory. Its lifespan loads (or adopts) the engines, starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from velollm.api import ollama, ollama_models, openai
+from velollm.api.errors import APIError, error_response
+from velollm.api.handler import AppState
+from velollm.api.metrics import ServerMetrics, StatsLogger
+from velollm.api.middleware import (
+    CORS_HEADERS,
+    DEFAULT_CORS_ORIGIN_REGEX,
+    APIKeyMiddleware,
+    BodyLimitMiddleware,
+    HostCheckMiddleware,
+)
+from velollm.api.models import ModelRegistry, Upstream
+from velollm.api.server_config import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
+    """What AsyncEngine.from_model takes from the server config."""
+    return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
+            "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
+            "max_queue": config.max_queue}
+
+
+async def health(request: Request) -> Response:
+    models: ModelRegistry = request.app.state.velollm.models
+    if models.load_error is not None:
+        return JSONResponse({"status": "error", "error": models.load_error}, status_code=503)
+    if not models.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "ok", "models": [m.name for m in models.models()]})
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.velollm.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:  # type: ignore[override]
+    message = "404 page not found" if exc.status_code == 404 else (exc.detail or "error")
+    if exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    return error_response(request.url.path, APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+
+
+def _middleware(config: ServerConfig) -> list[Middleware]:
+    origins = list(config.cors_origins)
+    return [
+        Middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=DEFAULT_CORS_ORIGIN_REGEX,
+                   allow_methods=["*"], allow_headers=CORS_HEADERS),
+        Middleware(HostCheckMiddleware, enabled=config.is_loopback),
+        Middleware(APIKeyMiddleware, api_key=config.api_key),
+        Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+    ]
+
+
+async def _load(config: ServerConfig, models: ModelRegistry,
+                on_load_error: Callable[[BaseException], None] | None) -> None:
+    try:
+        await models.load(config.models, config.served_names, engine_kwargs(config))
+    except Exception as exc:  # reported on /health; the CLI stops the server
+        logger.exception("loading models failed")
+        models.load_error = f"{type(exc).__name__}: {exc}"
+        if on_load_error is not None:
+            on_load_error(exc)
+    finally:
+        models.mark_ready()
+
+
+def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
+               upstream: Upstream | None = None,
+               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
+    """Builds the app. With `engines` (served name -> engine), those are served as given; otherwise
+    the lifespan loads `config.models` in the background (/health is 503 until they are ready).
+    """
+    models = ModelRegistry(upstream)
+    state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = []
+        if engines is not None:
+            for name, engine in engines.items():
+                models.add(name, engine)
+            models.start_all()
+            models.mark_ready()
+        else:
+            tasks.append(asyncio.create_task(_load(config, models, on_load_error)))
+        if config.stats_interval_s > 0:
+            tasks.append(asyncio.create_task(StatsLogger(models, state.metrics, config.stats_interval_s).run()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            models.shutdown_all()
+
+    routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
+              *openai.routes(), *ollama.routes(), *ollama_models.routes()]
+    app = Starlette(routes=routes, middleware=_middleware(config), lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    app.state.velollm = state
+    return app

@@ -1,0 +1,73 @@
+"""OpenAI chat messages -> the plain dicts a Hugging Face chat template expects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from velollm.api.fields import Fields
+from velollm.errors import InvalidRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def text_of(content: Any, param: str) -> str | None:
+    """String content, or the text parts of an array joined by newlines (as vLLM does)."""
+    if content is None or isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param} must be a string or an array of content parts", param=param)
+    texts = []
+    for i, part in enumerate(content):
+        p = Fields(part, f"{param}[{i}].")
+        kind = p.str("type")
+        if kind not in ("text", "input_text"):
+            raise InvalidRequest(f"{param}[{i}].type {kind!r} is not supported: this server takes text only",
+                                 param=f"{param}[{i}].type")
+        texts.append(p.str("text"))
+    return "\n".join(texts)
+
+
+def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{param} must be an array", param=param)
+    out = []
+    for j, call in enumerate(calls):
+        c = Fields(call, f"{param}[{j}].")
+        fn = Fields(c.dict("function"), f"{param}[{j}].function.")
+        args = fn.raw("arguments", {})
+        if isinstance(args, str):
+            # Templates render arguments with `tojson`; a JSON string would be encoded twice.
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise InvalidRequest(f"{fn.name('arguments')} is not valid JSON: {exc}",
+                                     param=fn.name("arguments")) from exc
+        out.append({**call, "type": c.str("type", "function"),
+                    "function": {"name": fn.str("name"), "arguments": args}})
+    return out
+
+
+def normalize_messages(raw: Any, param: str = "messages") -> list[dict[str, Any]]:
+    """Validates OpenAI messages; keeps the keys templates use (name, tool_calls, tool_call_id, ...)."""
+    if not isinstance(raw, list):
+        raise InvalidRequest(f"{param} is required and must be an array", param=param)
+    if not raw:
+        raise InvalidRequest(f"{param} must not be empty", param=param)
+    messages = []
+    for i, message in enumerate(raw):
+        m = Fields(message, f"{param}[{i}].")
+        role = m.str("role")
+        if role not in ROLES:
+            raise InvalidRequest(f"{m.name('role')} must be one of {sorted(ROLES)}, got {role!r}",
+                                 param=m.name("role"))
+        out = dict(message)
+        out["content"] = text_of(message.get("content"), m.name("content"))
+        if out["content"] is None and role != "assistant":
+            raise InvalidRequest(f"{m.name('content')} is required for role {role!r}", param=m.name("content"))
+        if message.get("tool_calls") is not None:
+            out["tool_calls"] = _tool_calls(message["tool_calls"], m.name("tool_calls"))
+        if out["content"] is None:
+            out["content"] = ""
+        messages.append(out)
+    return messages

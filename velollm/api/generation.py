@@ -1,0 +1,147 @@
+"""GenerationStream: the engine requests behind one API request (n choices, several prompts), merged.
+
+Each choice is pumped by its own task into one queue, so choices advance together. `start()` waits
+until every choice has produced its first delta, which is when the engine has accepted it: errors it
+raises up front (ContextOverflow, Overloaded) surface before any HTTP status is sent. Closing the
+stream cancels the pumps; the engine aborts a request whose iterator is cancelled and frees its blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from velollm.outputs import RequestDelta
+from velollm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChoiceState:
+    """What one choice has produced so far."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict[int, float]] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    t_first: float | None = None  # perf_counter of the first and the latest delta
+    t_last: float | None = None
+
+    def add(self, delta: RequestDelta, now: float) -> None:
+        if self.t_first is None:
+            self.t_first = now
+        self.t_last = now
+        self.text += delta.text
+        self.token_ids.extend(delta.token_ids)
+        if delta.logprobs:
+            self.logprobs.extend(delta.logprobs)
+        self.finish_reason = delta.finish_reason
+        self.stop_reason = delta.stop_reason
+        self.num_prompt_tokens = delta.num_prompt_tokens or self.num_prompt_tokens
+        self.num_cached_tokens = delta.num_cached_tokens or self.num_cached_tokens
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """One engine request: the prompt tokens and how to sample them."""
+
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+def engine_params(params: SamplingParams, max_tokens: int, seed_offset: int = 0) -> SamplingParams:
+    """Params for one engine request: the clamped max_tokens and, for choice i of n, seed + i."""
+    seed = params.seed + seed_offset if params.seed is not None else None
+    return replace(params, n=1, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens), seed=seed)
+
+
+_END = object()
+
+
+class GenerationStream:
+    """Merges the deltas of several engine requests; iterate for (choice index, delta)."""
+
+    def __init__(self, engine: Any, calls: list[EngineCall], request_id: str) -> None:
+        self.engine = engine
+        self.calls = calls
+        self.request_id = request_id
+        self.choices = [ChoiceState(i) for i in range(len(calls))]
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._buffer: list[tuple[int, Any, float]] = []
+        self._open = len(calls)
+
+    async def start(self) -> None:
+        """Submits every call; returns once each has produced a first delta, or raises its error."""
+        self._tasks = [asyncio.create_task(self._pump(i, call)) for i, call in enumerate(self.calls)]
+        started: set[int] = set()
+        try:
+            while len(started) < len(self.calls):
+                entry = await self._queue.get()
+                index, item, _ = entry
+                if isinstance(item, BaseException):
+                    raise item
+                started.add(index)
+                self._buffer.append(entry)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, RequestDelta]]:
+        while self._open:
+            index, item, t = self._buffer.pop(0) if self._buffer else await self._queue.get()
+            if item is _END:
+                self._open -= 1
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            self.choices[index].add(item, t)
+            yield index, item
+
+    async def collect(self) -> list[ChoiceState]:
+        async for _ in self:
+            pass
+        return self.choices
+
+    @property
+    def finished(self) -> bool:
+        return all(c.finish_reason is not None for c in self.choices)
+
+    async def aclose(self) -> None:
+        """Cancels unfinished engine requests (the engine aborts them and frees their blocks)."""
+        for task in self._tasks:
+            task.cancel()  # synchronous first: it must happen even if our own awaits get cancelled
+        if self._tasks:
+            import anyio
+
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _pump(self, index: int, call: EngineCall) -> None:
+        try:
+            iterator = self.engine.generate(call.prompt_token_ids, call.params,
+                                            request_id=f"{self.request_id}-{index}")
+            if inspect.isawaitable(iterator):
+                iterator = await iterator
+            try:
+                async for delta in iterator:
+                    self._queue.put_nowait((index, delta, time.perf_counter()))
+            finally:
+                close = getattr(iterator, "aclose", None)
+                if close is not None:
+                    await close()
+            self._queue.put_nowait((index, _END, 0.0))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which maps it to the wire format
+            self._queue.put_nowait((index, exc, 0.0))

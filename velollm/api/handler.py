@@ -1,0 +1,107 @@
+"""What every route shares: app state, error mapping, request metrics, JSON bodies, context fitting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from velollm.api.disconnect import ClientDisconnected
+from velollm.api.errors import APIError, error_response, to_api_error
+from velollm.errors import ContextOverflow
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from velollm.api.metrics import ServerMetrics
+    from velollm.api.models import ModelRegistry
+    from velollm.api.server_config import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+STATUS_CLIENT_CLOSED = 499  # nginx's and Ollama's code for "client went away"
+
+
+@dataclass
+class AppState:
+    """Everything the handlers need; lives on `app.state.velollm` (no module globals)."""
+
+    config: "ServerConfig"
+    models: "ModelRegistry"
+    metrics: "ServerMetrics"
+
+
+@dataclass
+class Call:
+    """One HTTP request being handled: for metrics and logs."""
+
+    endpoint: str
+    t0: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    records_itself: bool = False  # metrics recorded by the handler (with generation timings) or its stream
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+Handler = Callable[["Request", AppState, Call], Awaitable["Response"]]
+
+
+def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["Response"]]]:
+    """Wraps a handler: typed errors -> wire format (by path), and the per-request metrics."""
+
+    def wrap(fn: Handler) -> Callable[["Request"], Awaitable["Response"]]:
+        async def route(request: "Request") -> "Response":
+            from starlette.responses import Response
+
+            state: AppState = request.app.state.velollm
+            call = Call(name)
+            try:
+                response = await fn(request, state, call)
+            except ClientDisconnected:
+                logger.info("%s: client disconnected, request cancelled", name)
+                response = Response(status_code=STATUS_CLIENT_CLOSED)
+            except Exception as exc:
+                err = to_api_error(exc)
+                if err.status >= 500:
+                    logger.warning("%s failed with %d: %s", name, err.status, err.message)
+                response = error_response(request.url.path, err)
+            if not call.records_itself:
+                state.metrics.observe_request(call.model, name, response.status_code, call.elapsed())
+            return response
+
+        route.__name__ = fn.__name__
+        return route
+
+    return wrap
+
+
+async def read_json(request: "Request") -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        raise APIError(400, "missing request body")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"invalid JSON in request body: {exc}") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def fit_max_tokens(num_prompt_tokens: int, requested: int | None, max_model_len: int,
+                   param: str = "prompt") -> int:
+    """Output budget: the request's max_tokens clamped to what fits the context (None: all of it).
+
+    A prompt that leaves no room for one output token is a ContextOverflow (400).
+    """
+    room = max_model_len - num_prompt_tokens
+    if room < 1:
+        raise ContextOverflow(f"this model's maximum context length is {max_model_len} tokens, but the prompt "
+                              f"has {num_prompt_tokens} tokens (at least one output token must fit)",
+                              param=param)
+    return room if requested is None else min(requested, room)

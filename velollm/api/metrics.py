@@ -1,0 +1,155 @@
+"""Prometheus metrics (one CollectorRegistry per app) and the periodic stats log line.
+
+Request-level numbers (counts, latencies) are recorded by the handlers; engine-level numbers (queue,
+KV usage, prefix cache, token counters) are read from `engine.stats()` at scrape time, so they are
+never stale and never double-counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from velollm.api.models import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                    10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+                 2.5, 5.0, 10.0)
+
+
+class _EngineCollector:
+    """Reads every served engine's stats at scrape time."""
+
+    def __init__(self, models: "ModelRegistry", rates: dict[str, float]) -> None:
+        self.models = models
+        self.rates = rates
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        gauges = {
+            "queue_size": GaugeMetricFamily("velollm_queue_size", "Requests waiting to be scheduled", labels=["model"]),
+            "running": GaugeMetricFamily("velollm_running_requests", "Requests being generated", labels=["model"]),
+            "batches": GaugeMetricFamily("velollm_active_batches",
+                                         "Engines running a batch now (one batch per engine step)", labels=["model"]),
+            "kv": GaugeMetricFamily("velollm_kv_cache_usage_ratio", "Fraction of KV blocks in use (0..1)",
+                                    labels=["model"]),
+            "blocks": GaugeMetricFamily("velollm_allocated_blocks", "KV blocks held by requests", labels=["model"]),
+            "total_blocks": GaugeMetricFamily("velollm_kv_cache_blocks", "KV blocks in the cache", labels=["model"]),
+            "tps": GaugeMetricFamily("velollm_tokens_per_second",
+                                     "Generated tokens per second over the last stats interval", labels=["model"]),
+        }
+        counters = {
+            "tokens": CounterMetricFamily("velollm_tokens", "Tokens processed", labels=["model", "kind"]),
+            "pq": CounterMetricFamily("velollm_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                      labels=["model"]),
+            "ph": CounterMetricFamily("velollm_prefix_cache_hits", "Prompt tokens found in the prefix cache",
+                                      labels=["model"]),
+            "aborted": CounterMetricFamily("velollm_aborted_requests", "Engine requests aborted (client gone)",
+                                           labels=["model"]),
+            "preempted": CounterMetricFamily("velollm_preemptions", "Requests preempted for lack of KV blocks",
+                                             labels=["model"]),
+        }
+        for served in self.models.models():
+            s = served.engine.stats()
+            m = [served.name]
+            gauges["queue_size"].add_metric(m, s.num_waiting)
+            gauges["running"].add_metric(m, s.num_running)
+            gauges["batches"].add_metric(m, 1 if s.num_running else 0)
+            gauges["kv"].add_metric(m, s.kv_cache_usage)
+            gauges["blocks"].add_metric(m, s.num_allocated_blocks)
+            gauges["total_blocks"].add_metric(m, s.num_total_blocks)
+            gauges["tps"].add_metric(m, self.rates.get(served.name, 0.0))
+            counters["tokens"].add_metric([served.name, "prompt"], s.num_prompt_tokens)
+            counters["tokens"].add_metric([served.name, "generation"], s.num_generation_tokens)
+            counters["pq"].add_metric(m, s.prefix_cache_queries)
+            counters["ph"].add_metric(m, s.prefix_cache_hits)
+            counters["aborted"].add_metric(m, s.num_aborted)
+            counters["preempted"].add_metric(m, s.num_preemptions)
+        yield from gauges.values()
+        yield from counters.values()
+
+
+class ServerMetrics:
+    """The app's metrics; `render()` is what /metrics returns."""
+
+    def __init__(self, models: "ModelRegistry") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.rates: dict[str, float] = {}
+        self.requests = Counter("velollm_requests", "HTTP requests by model, endpoint and status",
+                                ["model", "endpoint", "status"], registry=self.registry)
+        self.duration = Histogram("velollm_request_duration_seconds", "Request latency, arrival to last byte",
+                                  ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("velollm_time_to_first_token_seconds", "Arrival to first generated token",
+                              ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.tpot = Histogram("velollm_time_per_output_token_seconds",
+                              "(last token - first token) / (output tokens - 1), per request",
+                              ["model"], buckets=_TPOT_BUCKETS, registry=self.registry)
+        self.registry.register(_EngineCollector(models, self.rates))
+
+    def observe_request(self, model: str, endpoint: str, status: int, duration_s: float) -> None:
+        self.requests.labels(model, endpoint, str(status)).inc()
+        self.duration.labels(model, endpoint).observe(duration_s)
+
+    def observe_generation(self, model: str, ttft_s: float | None, decode_s: float | None,
+                           num_output_tokens: int) -> None:
+        if ttft_s is not None:
+            self.ttft.labels(model).observe(ttft_s)
+        if decode_s is not None and num_output_tokens > 1:
+            self.tpot.labels(model).observe(decode_s / (num_output_tokens - 1))
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass
+class _Snapshot:
+    t: float
+    prompt: int
+    generation: int
+
+
+class StatsLogger:
+    """Logs one line per model every `interval_s` while there is work, and updates tokens/s."""
+
+    def __init__(self, models: "ModelRegistry", metrics: ServerMetrics, interval_s: float) -> None:
+        self.models = models
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self._last: dict[str, _Snapshot] = {}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.tick()
+            except Exception:  # a stats glitch must never take the server down
+                logger.exception("stats logging failed")
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        for served in self.models.models():
+            s = served.engine.stats()
+            last = self._last.get(served.name, _Snapshot(now, s.num_prompt_tokens, s.num_generation_tokens))
+            dt = max(now - last.t, 1e-9)
+            prompt_tps = (s.num_prompt_tokens - last.prompt) / dt
+            gen_tps = (s.num_generation_tokens - last.generation) / dt
+            self._last[served.name] = _Snapshot(now, s.num_prompt_tokens, s.num_generation_tokens)
+            self.metrics.rates[served.name] = gen_tps
+            if s.num_running or s.num_waiting or prompt_tps or gen_tps:
+                hit = s.prefix_cache_hits / s.prefix_cache_queries if s.prefix_cache_queries else 0.0
+                logger.info("%s: prompt %.1f tok/s, generation %.1f tok/s, running %d, waiting %d, "
+                            "KV usage %.1f%%, prefix cache hit rate %.1f%%", served.name, prompt_tps, gen_tps,
+                            s.num_running, s.num_waiting, 100 * s.kv_cache_usage, 100 * hit)

@@ -1,0 +1,128 @@
+"""Request guards as raw ASGI middleware (no BaseHTTPMiddleware: it would break disconnect detection).
+
+Order, outermost first (see app.py): CORS, Host check, API key, body size.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import socket
+from typing import Any
+
+from velollm.api.errors import APIError, send_error
+
+_OPEN_PATHS = frozenset({"/", "/health"})  # reachable without the API key (liveness checks)
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
+
+# Ollama's built-in allowed origins (OLLAMA_ORIGINS adds to these).
+DEFAULT_CORS_ORIGIN_REGEX = (
+    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
+    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
+)
+CORS_HEADERS = ["Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "OpenAI-Beta",
+                "x-stainless-arch", "x-stainless-async", "x-stainless-custom-poll-interval",
+                "x-stainless-helper-method", "x-stainless-lang", "x-stainless-os", "x-stainless-package-version",
+                "x-stainless-poll-helper", "x-stainless-retry-count", "x-stainless-runtime",
+                "x-stainless-runtime-version", "x-stainless-timeout"]
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def host_is_local(host_header: str, hostname: str) -> bool:
+    """Ollama's rule against DNS rebinding: loopback/private/unspecified IPs and local names only."""
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host in ("", "localhost", hostname.lower()):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_unspecified
+    except ValueError:
+        return host.endswith(_LOCAL_SUFFIXES)
+
+
+class HostCheckMiddleware:
+    """403 for a Host header that is not local, when the server listens on loopback only."""
+
+    def __init__(self, app: Any, *, enabled: bool) -> None:
+        self.app = app
+        self.enabled = enabled
+        self.hostname = socket.gethostname()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self.enabled and scope["type"] == "http":
+            host = _header(scope, b"host")
+            if host is not None and not host_is_local(host, self.hostname):
+                await send_error(scope, send, APIError(403, f"host {host!r} is not allowed", code="forbidden_host"))
+                return
+        await self.app(scope, receive, send)
+
+
+class APIKeyMiddleware:
+    """401 unless `Authorization: Bearer KEY` matches, on every route but / and /health."""
+
+    def __init__(self, app: Any, *, api_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (self.expected is not None and scope["type"] == "http" and scope["path"] not in _OPEN_PATHS
+                and scope["method"] != "OPTIONS"):
+            given = (_header(scope, b"authorization") or "").encode("latin-1")
+            if not hmac.compare_digest(given, self.expected):
+                await send_error(scope, send, APIError(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                                                       code="invalid_api_key",
+                                                       headers={"WWW-Authenticate": "Bearer"}))
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `max_bytes`; reads the (JSON-sized) body first, then replays it to the app."""
+
+    def __init__(self, app: Any, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_big = APIError(413, f"request body is larger than {self.max_bytes} bytes", code="request_too_large")
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await send_error(scope, send, too_big)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_error(scope, send, too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls wait for http.disconnect, as the app expects
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,226 @@
+"""Ollama-compatible generation routes: /api/generate and /api/chat (NDJSON streaming by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from velollm.api import ollama_template
+from velollm.api.disconnect import cancel_on_disconnect
+from velollm.api.errors import ollama_error_body, to_api_error
+from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
+from velollm.api.logprobs import LogprobFormatter
+from velollm.api.ollama_models import now_rfc3339
+from velollm.api.protocol_ollama import (
+    ChatRequest,
+    GenerateRequest,
+    parse_chat_request,
+    parse_generate_request,
+    sampling_from_options,
+)
+from velollm.api.streaming import NDJSON_MEDIA_TYPE, ndjson_line, streaming_response
+from velollm.errors import InvalidRequest
+from velollm.outputs import RequestDelta
+
+logger = logging.getLogger(__name__)
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+class OllamaFormatter:
+    """Chunks and the final object of /api/generate (`response`) or /api/chat (`message`)."""
+
+    def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
+                 return_context: bool, logprobs: LogprobFormatter | None) -> None:
+        self.model = model
+        self.chat = chat
+        self.call = call
+        self.t_loaded = t_loaded
+        self.prompt_ids = prompt_ids
+        self.return_context = return_context
+        self.logprobs = logprobs
+
+    def _body(self, text: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
+        if self.chat:
+            out["message"] = {"role": "assistant", "content": text}
+        else:
+            out["response"] = text
+        return out
+
+    def chunk(self, delta: RequestDelta) -> dict[str, Any] | None:
+        if not delta.text and not (self.logprobs and delta.token_ids):
+            return None
+        out = self._body(delta.text)
+        out["done"] = False
+        if self.logprobs and delta.token_ids:
+            out["logprobs"] = self.logprobs.chat_entries(delta.token_ids, delta.logprobs or [])
+        return out
+
+    def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False) -> dict[str, Any]:
+        out = self._body(text)
+        out["done"] = True
+        out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
+        if self.return_context:
+            out["context"] = self.prompt_ids + choice.token_ids
+        t_first = choice.t_first or self.t_loaded
+        out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
+                   prompt_eval_count=len(self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
+                   eval_count=len(choice.token_ids), eval_duration=_ns((choice.t_last or t_first) - t_first))
+        if with_logprobs and self.logprobs:
+            out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
+        return out
+
+
+def _load_response(model: str, chat: bool, keep_alive_s: float | None) -> Response:
+    # keep_alive 0 asks for an unload; the model stays loaded until on-demand loading lands (documented).
+    out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
+    if chat:
+        out["message"] = {"role": "assistant", "content": ""}
+    else:
+        out["response"] = ""
+    out.update(done=True, done_reason="unload" if keep_alive_s == 0 else "load")
+    return JSONResponse(out)
+
+
+def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return ids[1:] if ids and bos is not None and ids[0] == bos else ids
+
+
+def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None) -> list[int]:
+    system = req.system if req.system is not None else default_system
+    if req.raw:
+        return tokenizer.encode(req.prompt)
+    if req.template:
+        ids = tokenizer.encode(ollama_template.render(req.template, system=system, prompt=req.prompt))
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": req.prompt}]
+        ids = _encode_chat(tokenizer, messages, None)
+    # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
+    return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
+
+
+def _encode_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
+    try:
+        return tokenizer.encode_chat(messages, tools=tools, add_generation_prompt=True)
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # jinja errors from the model's template
+        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+
+
+def _observe(state: AppState, call: Call, choice: ChoiceState, status: int) -> None:
+    state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
+    if choice.t_first is not None:
+        state.metrics.observe_generation(call.model, choice.t_first - call.t0,
+                                         (choice.t_last or choice.t_first) - choice.t_first, len(choice.token_ids))
+
+
+async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, call: Call) -> AsyncIterator[bytes]:
+    status = STATUS_CLIENT_CLOSED
+    try:
+        try:
+            async for _, delta in gen:
+                chunk = fmt.chunk(delta)
+                if chunk is not None:
+                    yield ndjson_line(chunk)
+            yield ndjson_line(fmt.final(gen.choices[0]))
+            status = 200
+        except Exception as exc:  # output already started: one more line with the error, status stays 200
+            err = to_api_error(exc)
+            status = err.status
+            yield ndjson_line(ollama_error_body(err))
+    finally:
+        await gen.aclose()
+        _observe(state, call, gen.choices[0], status)
+
+
+async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
+               fmt: OllamaFormatter, stream: bool) -> Response:
+    gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}")
+    await cancel_on_disconnect(request.receive, gen.start())
+    call.records_itself = True
+    if stream:
+        return streaming_response(_ndjson(gen, fmt, state, call), NDJSON_MEDIA_TYPE)
+    try:
+        [choice] = await cancel_on_disconnect(request.receive, gen.collect())
+    except BaseException:
+        call.records_itself = False
+        raise
+    finally:
+        await gen.aclose()
+    _observe(state, call, choice, 200)
+    return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True))
+
+
+def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
+    info = served.engine.source.info
+    sampling = sampling_from_options(req.options, info.default_options, req.format,
+                                     req.top_logprobs if req.logprobs else None)
+    context = served.engine.max_model_len
+    if sampling.num_ctx:
+        context = min(context, sampling.num_ctx)
+    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, context, "prompt")
+    return engine_params(sampling.params, max_tokens)
+
+
+@endpoint("/api/generate")
+async def generate(request: Request, state: AppState, call: Call) -> Response:
+    body = await read_json(request)
+    req = parse_generate_request(body)
+    call.model = req.model
+    route = await state.models.route(req.model, req.keep_alive_s)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    t_loaded = time.perf_counter()
+    served = route.model
+    if not req.prompt:
+        return _load_response(served.name, False, req.keep_alive_s)
+    engine = served.engine
+    info = engine.source.info
+    prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system)
+    params = _sampling(served, req, len(prompt_ids))
+    logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
+    fmt = OllamaFormatter(served.name, False, call, t_loaded, prompt_ids, not req.raw, logprobs)
+    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream)
+
+
+@endpoint("/api/chat")
+async def chat(request: Request, state: AppState, call: Call) -> Response:
+    body = await read_json(request)
+    req = parse_chat_request(body)
+    call.model = req.model
+    route = await state.models.route(req.model, req.keep_alive_s)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    t_loaded = time.perf_counter()
+    served = route.model
+    if not req.messages:
+        return _load_response(served.name, True, req.keep_alive_s)
+    engine = served.engine
+    messages = req.messages
+    system = engine.source.info.default_system
+    if system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system}] + messages
+    prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, messages, req.tools)
+    params = _sampling(served, req, len(prompt_ids))
+    logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
+    fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
+    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream)
+
+
+def routes() -> list[Route]:
+    return [Route("/api/generate", generate, methods=["POST"]), Route("/api/chat", chat, methods=["POST"])]

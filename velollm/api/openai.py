@@ -1,0 +1,178 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models[/{id}]."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from velollm.api.disconnect import cancel_on_disconnect
+from velollm.api.errors import openai_error_body, to_api_error
+from velollm.api.generation import EngineCall, GenerationStream, engine_params
+from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
+from velollm.api.openai_format import ChatFormatter, CompletionFormatter
+from velollm.api.protocol_openai import (
+    ChatCompletionRequest,
+    parse_chat_request,
+    parse_completion_request,
+)
+from velollm.api.streaming import SSE_DONE, SSE_MEDIA_TYPE, sse_event, streaming_response
+from velollm.errors import InvalidRequest, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+
+def _encode_chat(tokenizer: Any, req: ChatCompletionRequest) -> list[int]:
+    try:
+        return tokenizer.encode_chat(req.messages, tools=req.tool_config.tools,
+                                     add_generation_prompt=req.add_generation_prompt, **req.chat_template_kwargs)
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # jinja errors from the model's template ("roles must alternate", ...)
+        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+
+
+def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> list[int]:
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    bad = [t for t in prompt if not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidRequest(f"prompt holds token ids outside the vocabulary [0, {vocab_size}): {bad[:5]}",
+                             param="prompt")
+    return list(prompt)
+
+
+def _observe(state: AppState, call: Call, gen: GenerationStream, status: int) -> None:
+    state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
+    for c in gen.choices:
+        if c.t_first is not None:
+            decode = c.t_last - c.t_first if c.t_last is not None else None
+            state.metrics.observe_generation(call.model, c.t_first - call.t0, decode, len(c.token_ids))
+
+
+async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
+               call: Call) -> AsyncIterator[bytes]:
+    status = STATUS_CLIENT_CLOSED
+    try:
+        try:
+            async for index, delta in gen:
+                for chunk in fmt.stream_chunks(index, delta, gen.choices):
+                    yield sse_event(chunk)
+            if fmt.include_usage:
+                yield sse_event(fmt.usage_chunk(gen.choices))
+            status = 200
+        except Exception as exc:  # after the 200 went out: report in-band, as the openai SDK expects
+            err = to_api_error(exc)
+            status = err.status
+            yield sse_event(openai_error_body(err))
+        yield SSE_DONE
+    finally:
+        await gen.aclose()
+        _observe(state, call, gen, status)
+
+
+async def _run(request: Request, state: AppState, call: Call, gen: GenerationStream, fmt: Any,
+               stream: bool) -> Response:
+    await cancel_on_disconnect(request.receive, gen.start())
+    if stream:
+        call.records_itself = True
+        return streaming_response(_sse(gen, fmt, state, call), SSE_MEDIA_TYPE)
+    try:
+        states = await cancel_on_disconnect(request.receive, gen.collect())
+    finally:
+        await gen.aclose()
+    response = JSONResponse(fmt.response(states))
+    _observe(state, call, gen, 200)
+    call.records_itself = True
+    return response
+
+
+@endpoint("/v1/chat/completions")
+async def chat_completions(request: Request, state: AppState, call: Call) -> Response:
+    body = await read_json(request)
+    req = parse_chat_request(body)
+    call.model = req.model
+    route = await state.models.route(req.model)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    engine = route.model.engine
+    prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, req)
+    max_tokens = fit_max_tokens(len(prompt_ids), req.params.max_tokens, engine.max_model_len, "messages")
+    calls = [EngineCall(prompt_ids, engine_params(req.params, max_tokens, i)) for i in range(req.params.n)]
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    fmt = ChatFormatter(request_id, route.model.name, int(time.time()), engine.tokenizer, req.top_logprobs,
+                        req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
+                        want_logprobs=req.logprobs)
+    gen = GenerationStream(engine, calls, request_id)
+    return await _run(request, state, call, gen, fmt, req.stream.stream)
+
+
+@endpoint("/v1/completions")
+async def completions(request: Request, state: AppState, call: Call) -> Response:
+    body = await read_json(request)
+    req = parse_completion_request(body)
+    call.model = req.model
+    route = await state.models.route(req.model)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    engine = route.model.engine
+    tokenizer = engine.tokenizer
+    prompt_ids = [await asyncio.to_thread(_encode_prompt, tokenizer, p, tokenizer.vocab_size) for p in req.prompts]
+    calls = []
+    for ids in prompt_ids:
+        if not ids:
+            raise InvalidRequest("prompt must not be empty", param="prompt")
+        max_tokens = fit_max_tokens(len(ids), req.params.max_tokens, engine.max_model_len, "prompt")
+        calls += [EngineCall(ids, engine_params(req.params, max_tokens, i)) for i in range(req.params.n)]
+    echo_texts = None
+    if req.echo:
+        echo_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in req.prompts]
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    fmt = CompletionFormatter(request_id, route.model.name, int(time.time()), tokenizer, req.params.logprobs or 0,
+                              req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
+                              want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n)
+    gen = GenerationStream(engine, calls, request_id)
+    return await _run(request, state, call, gen, fmt, req.stream.stream)
+
+
+def _model_card(name: str, created: float, max_model_len: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(created), "owned_by": "velollm", "root": name,
+            "parent": None, "max_model_len": max_model_len}
+
+
+@endpoint("/v1/models")
+async def list_models(request: Request, state: AppState, call: Call) -> Response:
+    await state.models.wait_ready()
+    data = [_model_card(m.name, m.loaded_at, m.engine.max_model_len) for m in state.models.models()]
+    if state.models.upstream is not None:
+        data += await state.models.upstream.openai_models()
+    return JSONResponse({"object": "list", "data": data})
+
+
+@endpoint("/v1/models/{model:path}")
+async def get_model(request: Request, state: AppState, call: Call) -> Response:
+    name = request.path_params["model"]
+    call.model = name
+    route = await state.models.route(name)
+    if route.model is None:
+        cards = [c for c in await state.models.upstream.openai_models() if c.get("id") == name]
+        if not cards:
+            raise ModelNotFound(f"model '{name}' not found")
+        return JSONResponse(cards[0])
+    return JSONResponse(_model_card(route.model.name, route.model.loaded_at, route.model.engine.max_model_len))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+    ]

@@ -1,0 +1,135 @@
+"""OpenAI response bodies: chat.completion(.chunk) and text_completion, usage, logprobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from velollm.api.generation import ChoiceState
+from velollm.api.logprobs import LogprobFormatter
+from velollm.outputs import RequestDelta
+
+
+def usage(prompt_lens: list[int], choices: list[ChoiceState]) -> dict[str, Any]:
+    """prompt_tokens counts each distinct prompt once (n choices share it), as OpenAI and vLLM do.
+
+    Choices are ordered prompt by prompt, n per prompt.
+    """
+    prompt = sum(prompt_lens)
+    completion = sum(len(c.token_ids) for c in choices)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    n = max(1, len(choices) // max(1, len(prompt_lens)))
+    cached = sum(c.num_cached_tokens for c in choices[::n])
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+class _Base:
+    object_name = ""
+    chunk_object_name = ""
+
+    def __init__(self, request_id: str, model: str, created: int, tokenizer: Any, top_n: int,
+                 include_usage: bool, continuous_usage: bool, prompt_lens: list[int]) -> None:
+        self.request_id = request_id
+        self.model = model
+        self.created = created
+        self.logprobs = LogprobFormatter(tokenizer, top_n)
+        self.include_usage = include_usage
+        self.continuous_usage = continuous_usage
+        self.prompt_lens = prompt_lens
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model,
+                "choices": choices}
+
+    def chunk(self, choices: list[dict[str, Any]], states: list[ChoiceState]) -> dict[str, Any]:
+        out = self._envelope(self.chunk_object_name, choices)
+        if self.continuous_usage:
+            out["usage"] = usage(self.prompt_lens, states)
+        return out
+
+    def usage_chunk(self, states: list[ChoiceState]) -> dict[str, Any]:
+        return {**self._envelope(self.chunk_object_name, []), "usage": usage(self.prompt_lens, states)}
+
+
+class ChatFormatter(_Base):
+    object_name = "chat.completion"
+    chunk_object_name = "chat.completion.chunk"
+
+    def __init__(self, *args: Any, want_logprobs: bool, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.want_logprobs = want_logprobs
+        self._started: set[int] = set()
+
+    def _logprobs(self, token_ids: list[int], lps: list[dict[int, float]] | None) -> dict[str, Any] | None:
+        if not self.want_logprobs:
+            return None
+        return {"content": self.logprobs.chat_entries(token_ids, lps or [])}
+
+    def response(self, states: list[ChoiceState]) -> dict[str, Any]:
+        choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+                    "logprobs": self._logprobs(c.token_ids, c.logprobs),
+                    "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in states]
+        return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states),
+                "system_fingerprint": None}
+
+    def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
+        chunks = []
+        if index not in self._started:
+            self._started.add(index)
+            chunks.append(self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
+                                       "logprobs": None, "finish_reason": None}], states))
+        has_logprobs = self.want_logprobs and bool(delta.token_ids)
+        if delta.text or has_logprobs or delta.finished:
+            choice: dict[str, Any] = {
+                "index": index, "delta": {"content": delta.text} if delta.text else {},
+                "logprobs": self._logprobs(delta.token_ids, delta.logprobs) if has_logprobs else None,
+                "finish_reason": delta.finish_reason,
+            }
+            if delta.finished:
+                choice["stop_reason"] = delta.stop_reason
+            chunks.append(self.chunk([choice], states))
+        return chunks
+
+
+class CompletionFormatter(_Base):
+    object_name = "text_completion"
+    chunk_object_name = "text_completion"
+
+    def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.want_logprobs = want_logprobs
+        self.echo_texts = echo_texts
+        self.n = n
+        self._offsets: dict[int, int] = {}
+
+    def _echo(self, index: int) -> str:
+        return self.echo_texts[index // self.n] if self.echo_texts else ""
+
+    def _logprobs(self, index: int, token_ids: list[int], lps: list[dict[int, float]] | None):
+        if not self.want_logprobs:
+            return None
+        offset = self._offsets.get(index, len(self._echo(index)))
+        out = self.logprobs.completion(token_ids, lps or [], offset)
+        self._offsets[index] = offset + sum(len(t) for t in out["tokens"])
+        return out
+
+    def response(self, states: list[ChoiceState]) -> dict[str, Any]:
+        choices = [{"index": c.index, "text": self._echo(c.index) + c.text,
+                    "logprobs": self._logprobs(c.index, c.token_ids, c.logprobs),
+                    "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in states]
+        return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states),
+                "system_fingerprint": None}
+
+    def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
+        first = index not in self._offsets
+        text = (self._echo(index) if first else "") + delta.text
+        logprobs = self._logprobs(index, delta.token_ids, delta.logprobs) if delta.token_ids else None
+        self._offsets.setdefault(index, len(self._echo(index)))
+        if not (text or logprobs or delta.finished):
+            return []
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+        if delta.finished:
+            choice["stop_reason"] = delta.stop_reason
+        return [self.chunk([choice], states)]

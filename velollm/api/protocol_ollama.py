@@ -1,0 +1,213 @@
+"""Parsing and validation of Ollama /api requests: generate, chat, options, keep_alive, format, think.
+
+keep_alive is parsed and validated as Ollama does but not acted on yet: models stay loaded for the
+server's lifetime until on-demand loading lands (velollm/proxy).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.api.features import STRUCTURED_OUTPUT_KINDS
+from velollm.api.fields import Fields
+from velollm.errors import InvalidRequest
+from velollm.sampling_params import SamplingParams, StructuredOutput
+
+logger = logging.getLogger(__name__)
+
+# Ollama's DefaultOptions() for the sampling keys (api/types.go).
+DEFAULT_OPTIONS: dict[str, Any] = {"num_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.9,
+                                   "min_p": 0.0, "seed": -1, "repeat_last_n": 64, "repeat_penalty": 1.0,
+                                   "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# Load-time or llama.cpp-only keys: accepted silently, they have no meaning per request here.
+IGNORED_OPTIONS = frozenset({"num_keep", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",
+                             "draft_num_predict", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
+                             "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
+                             "mirostat", "mirostat_tau", "mirostat_eta"})
+THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class OllamaSampling:
+    params: SamplingParams  # max_tokens None: until the context is full
+    num_ctx: int | None  # a smaller per-request context, when asked
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: str
+    prompt: str
+    stream: bool
+    options: dict[str, Any]
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    format: StructuredOutput | None = None
+    keep_alive_s: float | None = None  # parsed, not honoured yet (see module doc)
+    think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    options: dict[str, Any]
+    tools: list[dict[str, Any]] | None = None
+    format: StructuredOutput | None = None
+    keep_alive_s: float | None = None
+    think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """Seconds (inf = forever): a JSON number is seconds, a string is a Go duration ("5m", "1h30m", "0")."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("keep_alive must be a number of seconds or a duration string", param="keep_alive")
+    if isinstance(value, (int, float)):
+        return math.inf if value < 0 else float(value)
+    if not isinstance(value, str):
+        raise InvalidRequest("keep_alive must be a number of seconds or a duration string", param="keep_alive")
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    if not body or _DURATION.sub("", body):
+        raise InvalidRequest(f"time: missing unit in duration {value!r}" if body.replace(".", "").isdigit()
+                             else f"time: invalid duration {value!r}", param="keep_alive")
+    seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(body))
+    return math.inf if sign < 0 else seconds
+
+
+def parse_format(value: Any) -> StructuredOutput | None:
+    if value in (None, ""):
+        return None
+    if value == "json":
+        out = StructuredOutput("json_object")
+    elif isinstance(value, dict):
+        import json
+
+        out = StructuredOutput("json_schema", json.dumps(value))
+    else:
+        raise InvalidRequest(f'invalid format: {value!r}; expected "json" or a valid JSON Schema object',
+                             param="format")
+    if out.kind not in STRUCTURED_OUTPUT_KINDS:
+        raise InvalidRequest("format with a JSON schema is not supported yet (it needs constrained decoding, "
+                             'which this server does not run yet); use "json"', param="format")
+    return out
+
+
+def parse_think(value: Any, model: str) -> bool | str | None:
+    if value is None or value is False:
+        return value
+    if value is True or value in THINK_LEVELS:
+        raise InvalidRequest(f'"{model}" does not support thinking', param="think")
+    raise InvalidRequest(f"invalid think value: {value!r}", param="think")
+
+
+def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any],
+                          structured: StructuredOutput | None, logprobs: int | None) -> OllamaSampling:
+    """Ollama's precedence: DefaultOptions() <- the model's params layer <- the request's options."""
+    for key in options:
+        if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx") and key not in IGNORED_OPTIONS:
+            logger.warning("invalid option provided: %s (ignored, as Ollama does)", key)
+    merged = {**DEFAULT_OPTIONS, **(model_defaults or {}), **options}
+    o = Fields(merged, "options.")
+    num_predict = o.int("num_predict", truncate=True)
+    seed = o.int("seed", truncate=True)
+    repeat_last_n = o.int("repeat_last_n", truncate=True, lo=-1)
+    num_ctx = o.int("num_ctx", None, truncate=True, lo=1)
+    top_k = o.int("top_k", truncate=True)
+    params = SamplingParams(
+        temperature=o.float("temperature"),
+        top_p=o.float("top_p"),
+        top_k=-1 if top_k <= 0 else top_k,
+        min_p=o.float("min_p"),
+        seed=None if seed < 0 else seed,
+        max_tokens=num_predict if num_predict > 0 else None,  # -1 unlimited, -2 fill the context
+        stop=o.str_list("stop", []),
+        repetition_penalty=o.float("repeat_penalty") if repeat_last_n != 0 else 1.0,
+        repetition_window=repeat_last_n,
+        presence_penalty=o.float("presence_penalty"),
+        frequency_penalty=o.float("frequency_penalty"),
+        structured_output=structured,
+        logprobs=logprobs,
+    )
+    return OllamaSampling(params, num_ctx)
+
+
+def _common(f: Fields) -> dict[str, Any]:
+    model = f.str("model", "") or f.str("name", "")
+    if not model:
+        raise InvalidRequest("model is required", param="model")
+    logprobs = f.bool("logprobs", False)
+    return {
+        "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
+        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive")),
+        "think": parse_think(f.raw("think"), model), "logprobs": logprobs,
+        "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
+    }
+
+
+def _no_images(images: Any, model: str, param: str) -> None:
+    if images:
+        raise InvalidRequest(f'"{model}" does not support images (vision)', param=param)
+
+
+def parse_generate_request(body: Any) -> GenerateRequest:
+    f = Fields(body)
+    common = _common(f)
+    _no_images(f.list("images", None), common["model"], "images")
+    if f.str("suffix", ""):
+        raise InvalidRequest(f'"{common["model"]}" does not support insert', param="suffix")
+    raw = f.bool("raw", False)
+    context = f.list("context", None)
+    if context is not None and not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
+        raise f.bad("context", "must be an array of token ids")
+    template = f.str("template", None)
+    system = f.str("system", None)
+    if raw and (template or system or context):
+        raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
+    return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
+                           raw=raw, **common)
+
+
+def _chat_message(message: Any, i: int, model: str) -> dict[str, Any]:
+    m = Fields(message, f"messages[{i}].")
+    role = m.str("role").lower()
+    _no_images(m.list("images", None), model, m.name("images"))
+    out: dict[str, Any] = {"role": role, "content": m.str("content", "")}
+    if m.has("tool_calls"):
+        calls = []
+        for j, call in enumerate(m.list("tool_calls")):
+            fn = Fields(Fields(call, f"{m.name('tool_calls')}[{j}].").dict("function"),
+                        f"{m.name('tool_calls')}[{j}].function.")
+            calls.append({"type": "function", "function": {"name": fn.str("name"),
+                                                           "arguments": dict(fn.dict("arguments", {}))}})
+        out["tool_calls"] = calls
+    if m.has("tool_name"):
+        out["name"] = m.str("tool_name")
+    if m.has("tool_call_id"):
+        out["tool_call_id"] = m.str("tool_call_id")
+    return out
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    f = Fields(body)
+    common = _common(f)
+    messages = [_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))]
+    return ChatRequest(messages=messages, tools=f.list("tools", None) or None, **common)

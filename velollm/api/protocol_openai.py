@@ -1,0 +1,219 @@
+"""Parsing and validation of OpenAI /v1 requests (chat and completions) into typed requests.
+
+Fields follow OpenAI plus vLLM's top-level extras (what the openai SDK sends in `extra_body`).
+`tools`, `tool_choice`, `parallel_tool_calls` and `response_format` are carried on the request for
+the tool-calling work; what the engine cannot honour yet is a 400 (see features.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.api.chat_messages import normalize_messages
+from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES
+from velollm.api.fields import Fields
+from velollm.sampling_params import SamplingParams, StructuredOutput
+
+_NOT_YET = "is not supported yet (it needs constrained decoding, which this server does not run yet)"
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """Tool-calling fields as sent; the tool-calling work reads them from here."""
+
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    stream: bool = False
+    include_usage: bool = False
+    continuous_usage: bool = False  # vLLM's stream_options.continuous_usage_stats
+
+
+@dataclass(frozen=True)
+class ChatCompletionRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    params: SamplingParams  # max_tokens None = whatever fits the context
+    stream: StreamConfig
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tool_config: ToolConfig = field(default_factory=ToolConfig)
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    prompts: list[str | list[int]]
+    params: SamplingParams
+    stream: StreamConfig
+    echo: bool = False
+
+
+def _stream_config(f: Fields) -> StreamConfig:
+    stream = f.bool("stream", False)
+    if not f.has("stream_options"):
+        return StreamConfig(stream)
+    if not stream:
+        raise f.bad("stream_options", "is only allowed when stream is true")
+    opts = Fields(f.dict("stream_options"), "stream_options.")
+    # vLLM's default: once stream_options is given, usage is included unless turned off.
+    return StreamConfig(True, opts.bool("include_usage", True), opts.bool("continuous_usage_stats", False))
+
+
+def _logit_bias(f: Fields) -> dict[int, float]:
+    bias = {}
+    for key, value in f.dict("logit_bias", {}).items():
+        try:
+            token_id = int(key)
+        except (TypeError, ValueError):
+            raise f.bad("logit_bias", f"keys must be token ids, got {key!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise f.bad("logit_bias", f"values must be numbers, got {value!r}")
+        bias[token_id] = float(value)
+    return bias
+
+
+def _structured_output(f: Fields) -> StructuredOutput | None:
+    if not f.has("response_format"):
+        return None
+    rf = Fields(f.dict("response_format"), "response_format.")
+    kind = rf.str("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        out = StructuredOutput("json_object")
+    elif kind == "json_schema":
+        spec = Fields(rf.dict("json_schema"), "response_format.json_schema.")
+        out = StructuredOutput("json_schema", json.dumps(spec.dict("schema", {})))
+    else:
+        raise rf.bad("type", f"must be one of 'text', 'json_object', 'json_schema', got {kind!r}")
+    if out.kind not in STRUCTURED_OUTPUT_KINDS:
+        raise rf.bad("type", f"{kind!r} {_NOT_YET}")
+    return out
+
+
+def _tool_config(f: Fields) -> ToolConfig:
+    tools = f.list("tools", None) or None  # the ollama client and some SDKs send [] for "no tools"
+    for i, tool in enumerate(tools or []):
+        t = Fields(tool, f"tools[{i}].")
+        if t.str("type", "function") != "function":
+            raise t.bad("type", "must be 'function'")
+        Fields(t.dict("function"), f"tools[{i}].function.").str("name")
+    choice = f.raw("tool_choice")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        raise f.bad("tool_choice", f"naming a function ({name!r}) {_NOT_YET}")
+    if choice is not None and not isinstance(choice, str):
+        raise f.bad("tool_choice", "must be 'none', 'auto', 'required' or a named function")
+    if choice is not None and choice not in TOOL_CHOICES:
+        if choice == "required":
+            raise f.bad("tool_choice", f"'required' {_NOT_YET}")
+        raise f.bad("tool_choice", f"must be one of {sorted(TOOL_CHOICES)}, got {choice!r}")
+    return ToolConfig(tools=tools, tool_choice=choice, parallel_tool_calls=f.bool("parallel_tool_calls", True),
+                      response_format=f.dict("response_format", None))
+
+
+def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    """The sampling fields both endpoints share; SamplingParams checks the ranges (param-named 400s)."""
+    n = f.int("n", 1, lo=1, hi=MAX_N)
+    top_k = f.int("top_k", -1)
+    return SamplingParams(
+        n=n,
+        temperature=f.float("temperature", 1.0),
+        top_p=f.float("top_p", 1.0),
+        top_k=-1 if top_k == 0 else top_k,
+        min_p=f.float("min_p", 0.0),
+        presence_penalty=f.float("presence_penalty", 0.0),
+        frequency_penalty=f.float("frequency_penalty", 0.0),
+        repetition_penalty=f.float("repetition_penalty", 1.0),
+        seed=f.int("seed", None, lo=-(2**63), hi=2**64 - 1),
+        max_tokens=max_tokens,
+        min_tokens=f.int("min_tokens", 0),
+        stop=f.str_list("stop", []),
+        stop_token_ids=[int(t) for t in f.list("stop_token_ids", [])],
+        ignore_eos=f.bool("ignore_eos", False),
+        include_stop_str_in_output=f.bool("include_stop_str_in_output", False),
+        skip_special_tokens=f.bool("skip_special_tokens", True),
+        logprobs=logprobs,
+        logit_bias=_logit_bias(f),
+        structured_output=_structured_output(f),
+    )
+
+
+def _model(f: Fields) -> str:
+    model = f.str("model")
+    if not model:
+        raise f.bad("model", "must not be empty")
+    return model
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    f = Fields(body)
+    model = _model(f)
+    messages = normalize_messages(body.get("messages"))
+    max_tokens = f.int("max_completion_tokens", None) if f.has("max_completion_tokens") else f.int("max_tokens", None)
+    logprobs = f.bool("logprobs", False)
+    top_logprobs = f.int("top_logprobs", 0, lo=0, hi=20)
+    if f.has("top_logprobs") and top_logprobs and not logprobs:
+        raise f.bad("top_logprobs", "requires logprobs to be true")
+    tool_config = _tool_config(f)
+    params = _sampling(f, max_tokens=max_tokens, logprobs=top_logprobs if logprobs else None)
+    template_kwargs = dict(f.dict("chat_template_kwargs", {}))
+    if "chat_template" in template_kwargs or f.has("chat_template"):
+        # A template is code the server runs; like vLLM's default, requests may not bring their own.
+        raise f.bad("chat_template", "cannot be set per request")
+    return ChatCompletionRequest(
+        model=model, messages=messages, params=params, stream=_stream_config(f), logprobs=logprobs,
+        top_logprobs=top_logprobs, tool_config=tool_config,
+        add_generation_prompt=f.bool("add_generation_prompt", True),
+        chat_template_kwargs=template_kwargs,
+    )
+
+
+def _prompts(f: Fields) -> list[str | list[int]]:
+    raw = f.raw("prompt")
+    if raw is None:
+        raise f.bad("prompt", "is required: a string, an array of strings, or token ids")
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(p, str) for p in raw):
+            prompts: list[str | list[int]] = list(raw)
+        elif all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
+            prompts = [list(raw)]
+        elif all(isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p)
+                 for p in raw):
+            prompts = [list(p) for p in raw]
+        else:
+            raise f.bad("prompt", "must be a string, an array of strings, an array of token ids, "
+                                  "or an array of arrays of token ids")
+        if len(prompts) > MAX_PROMPTS:
+            raise f.bad("prompt", f"holds {len(prompts)} prompts; at most {MAX_PROMPTS} per request")
+        return prompts
+    raise f.bad("prompt", "must be a non-empty string, array of strings, or array of token ids")
+
+
+def parse_completion_request(body: Any) -> CompletionRequest:
+    f = Fields(body)
+    model = _model(f)
+    prompts = _prompts(f)
+    if f.has("suffix"):
+        raise f.bad("suffix", "is not supported")
+    best_of = f.int("best_of", None)
+    if best_of is not None and best_of != f.int("n", 1):
+        raise f.bad("best_of", "is not supported (only best_of == n)")
+    echo = f.bool("echo", False)
+    logprobs = f.int("logprobs", None, lo=0, hi=20)
+    if echo and logprobs is not None:
+        raise f.bad("echo", "together with logprobs is not supported (prompt logprobs are not computed)")
+    params = _sampling(f, max_tokens=f.int("max_tokens", 16), logprobs=logprobs)
+    return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo)

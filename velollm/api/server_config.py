@@ -1,0 +1,75 @@
+"""ServerConfig: everything `velollm serve` decides once at start-up (built by the CLI, read by the app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "demo"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one server runs. `served_model_names[i]` names `models[i]` (default: the specifier as given)."""
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    served_model_names: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    dtype: str = "auto"
+    max_num_seqs: int = 256
+    max_model_len: int | None = None
+    max_queue: int = 512  # Ollama's OLLAMA_MAX_QUEUE default; beyond it: 503 + Retry-After
+    kv_cache_memory: int | None = None  # bytes of CPU KV cache; None: the engine's default
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()  # added to the loopback origins Ollama allows by default
+    max_request_bytes: int = 32 * 1024 * 1024  # body limit (413 beyond)
+    upstream: str | None = None  # Ollama / OpenAI-compatible URL for models not served natively (proxy)
+    stats_interval_s: float = 10.0  # periodic stats log line; 0 turns it off
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("at least one model is required")
+        if any(not m for m in self.models):
+            raise ValueError("model specifiers must be non-empty")
+        if self.served_model_names and len(self.served_model_names) != len(self.models):
+            raise ValueError(f"--served-model-name given {len(self.served_model_names)} times for "
+                             f"{len(self.models)} models; give one per --model")
+        names = self.served_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"served model names must be unique, got {list(names)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("max_num_seqs", "max_queue", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must be non-empty when given")
+        if self.stats_interval_s < 0:
+            raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return self.served_model_names or self.models
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when bound to a loopback address only (then the Host-header check applies, as in Ollama)."""
+        import ipaddress
+
+        if self.host in ("localhost", ""):
+            return self.host == "localhost"
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False

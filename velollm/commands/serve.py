@@ -1,0 +1,144 @@
+"""`velollm serve`: the OpenAI- and Ollama-compatible HTTP server (uvicorn + velollm.api.app).
+
+Environment variables are read here only: VELOLLM_API_KEY (when --api-key is absent), OLLAMA_HOST
+(the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
+VELOLLM_CACHE (where the demo model is generated; default ~/.cache/velollm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
+
+logger = logging.getLogger("velollm.serve")
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "512MiB", "2G", "1.5GB" or a plain number (binary units either way)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512MiB, 2GiB, 1073741824)")
+    scale = 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * scale)
+
+
+def ollama_host_url(value: str | None) -> str:
+    """OLLAMA_HOST ([scheme://]host[:port]) as a client URL; Ollama's defaults fill the gaps."""
+    value = (value or "").strip().strip("'\"")
+    if not value:
+        return "http://127.0.0.1:11434"
+    scheme, _, rest = value.rpartition("://")
+    scheme = scheme or "http"
+    host, _, port = rest.partition("/")[0].rpartition(":") if ":" in rest.split("]")[-1] else (rest, "", "")
+    host = host or "127.0.0.1"
+    if host in ("0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    port = port or ("443" if scheme == "https" else "80" if "://" in value else "11434")
+    return f"{scheme}://{host}:{port}"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="serve models over OpenAI- and Ollama-compatible HTTP APIs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=None,
+                   help=f"model to serve (repeatable): demo, a .gguf file, an HF folder, an Ollama name or an HF "
+                        f"repo id in the local cache (default: {DEFAULT_MODEL})")
+    p.add_argument("--served-model-name", action="append", default=None,
+                   help="name clients use for the model (one per --model; default: the specifier)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--upstream", default=None,
+                   help="Ollama / OpenAI-compatible server for models not run natively (default: $OLLAMA_HOST)")
+    p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests batched at once")
+    p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (Ollama's default)")
+    p.add_argument("--kv-cache-memory", type=parse_size, default=None,
+                   help="KV cache size on CPU, e.g. 512MiB (default: the engine's)")
+    p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (or $VELOLLM_API_KEY)")
+    p.add_argument("--cors-origins", nargs="*", default=None,
+                   help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
+    p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
+                   help="request body limit (413 beyond; default 32MiB)")
+    p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
+    p.set_defaults(run=run)
+
+
+def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]:
+    """With $VELOLLM_CACHE set, `demo` is generated there and served from that folder."""
+    if not cache or DEFAULT_MODEL not in specs:
+        return specs
+    from pathlib import Path
+
+    from velollm.engine.loader.demo import ensure_demo
+
+    folder = str(ensure_demo(Path(cache)))
+    return tuple(folder if s == DEFAULT_MODEL else s for s in specs)
+
+
+def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
+    origins = list(args.cors_origins or [])
+    origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
+    specs = tuple(args.model or (DEFAULT_MODEL,))
+    return ServerConfig(
+        models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
+        served_model_names=tuple(args.served_model_name or specs),
+        host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
+        kv_cache_memory=args.kv_cache_memory, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
+        cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
+        upstream=args.upstream or ollama_host_url(env.get("OLLAMA_HOST")), stats_interval_s=args.stats_interval,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    log_level = str(getattr(args, "log_level", "INFO")).lower()  # the top-level CLI's --log-level
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.model:
+        logger.info("no --model given: serving the built-in 'demo' model (tiny, random weights: nonsense text)")
+    try:
+        config = build_config(args, dict(os.environ))
+    except ValueError as exc:
+        logger.error("invalid arguments: %s", exc)
+        return 2
+    logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api)", ", ".join(config.served_names),
+                config.host, config.port)
+
+    import uvicorn
+
+    from velollm.api.app import create_app
+
+    failed: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_load_error(exc: BaseException) -> None:
+        failed.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, on_load_error=on_load_error)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
+                                           log_level=log_level, timeout_graceful_shutdown=5))
+    server.run()
+    return 1 if failed or not server.started else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="velollm")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return args.run(args)
+
+
+if __name__ == "__main__":  # `python -m velollm.commands.serve ...` works without the top-level CLI
+    sys.exit(main())
