@@ -1,0 +1,112 @@
+"""Compute kernels: Triton on CUDA tensors, the torch references (the CPU production path) otherwise.
+
+Importing this package never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from velollm.config import RopeScaling
+from velollm.kernels import activation, decode_attention, norm, prefill_attention, rope
+from velollm.kernels._triton import HAS_TRITON
+from velollm.kernels.rope import build_cos_sin_cache
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    return HAS_TRITON and t.is_cuda
+
+
+def kernel_backend(t: torch.Tensor) -> str:
+    """Which implementation these functions run for tensors like `t`: "triton" or "torch" (for logs, benchmarks)."""
+    return "triton" if _use_triton(t) else "torch"
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF Llama RMSNorm over the last dim; float32 statistics, result in x.dtype."""
+    if _use_triton(x):
+        return norm.rms_norm_triton(x, weight, eps)
+    return norm.rms_norm_ref(x, weight, eps)
+
+
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rms_norm(x + residual), x + residual), the add in the model dtype."""
+    if _use_triton(x):
+        return norm.fused_add_rms_norm_triton(x, residual, weight, eps)
+    return norm.fused_add_rms_norm_ref(x, residual, weight, eps)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x[..., 2I] -> silu(x[..., :I]) * x[..., I:]."""
+    if _use_triton(x):
+        return activation.silu_and_mul_triton(x)
+    return activation.silu_and_mul_ref(x)
+
+
+def rope_and_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q [T, Hq, D] / k [T, Hkv, D] (neox), write k_rot and v at slot_mapping (-1 skipped)."""
+    if _use_triton(q):
+        return rope.rope_and_cache_triton(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
+    return rope.rope_and_cache_ref(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping)
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """One query token per sequence: q [B, Hq, D] -> [B, Hq, D] over the paged KV."""
+    if _use_triton(q):
+        return decode_attention.paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return decode_attention.paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def paged_prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    max_query_len: int | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed queries q [T, Hq, D] over paged KV that already holds them.
+
+    Pass `max_query_len` when known: the Triton path otherwise reads cu_seqlens_q on the host.
+    """
+    if _use_triton(q):
+        return prefill_attention.paged_prefill_attention_triton(
+            q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, max_query_len=max_query_len
+        )
+    return prefill_attention.paged_prefill_attention_ref(
+        q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
+    )
+
+
+__all__ = [
+    "HAS_TRITON",
+    "RopeScaling",
+    "build_cos_sin_cache",
+    "fused_add_rms_norm",
+    "kernel_backend",
+    "paged_decode_attention",
+    "paged_prefill_attention",
+    "rms_norm",
+    "rope_and_cache",
+    "silu_and_mul",
+]
