@@ -91,8 +91,9 @@ class LLMEngine:
         """
         from velollm.engine.loader.resolve import resolve_model
 
-        source = resolve_model(model, dtype=None if dtype == "auto" else dtype, cache_dir=cache_dir)
-        return cls(source, dtype=dtype, **kwargs)
+        device = str(resolve_device(kwargs.pop("device", "auto")))
+        source = resolve_model(model, dtype=None if dtype == "auto" else dtype, cache_dir=cache_dir, device=device)
+        return cls(source, device=device, dtype=dtype, **kwargs)
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:
         request_id = request_id or f"req-{next(self._ids)}"

@@ -12,7 +12,8 @@ import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ ARCHITECTURES = {
 SUPPORTED_TYPES = frozenset(
     {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 )
+_FLOAT_TYPES = ("F32", "F16", "BF16")
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -246,7 +248,8 @@ def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.T
         permute = config.model_type == "llama"
         with _progress(len(infos), f"loading {path.name}") as advance:
             for info in infos:
-                tensor = _dequantize(f, info).to(target, copy=True)
+                # float tensors are views of the map and must be copied out; dequantized ones are fresh
+                tensor = _dequantize(f, info).to(target, copy=info.type_name in _FLOAT_TYPES)
                 if permute and info.name.split(".")[-2] in ("attn_q", "attn_k"):
                     heads = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
                     tensor = unpermute_qk(tensor, heads)
@@ -254,26 +257,18 @@ def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.T
                 advance()
 
 
-class _progress:
-    """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr when it is a terminal; a no-op otherwise (tests, logs)."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
 
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self._bar = total, label, None
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._bar = Progress(console=Console(stderr=True), transient=True)
-            self._bar.start()
-            task = self._bar.add_task(self.label, total=self.total)
-            return lambda: self._bar.advance(task)  # type: ignore[union-attr]
-        return lambda: None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
 
 
 def default_dtype(device: str) -> str:
@@ -289,13 +284,12 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource."""
     path = Path(path)
     device = device or default_device()
+    from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported, tokenizer_from_gguf
+
     with GGUFFile(path) as f:
         config = read_config(f, dtype or default_dtype(device))
+        check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
-        from velollm.engine.loader.gguf_tokenizer import tokenizer_from_gguf
-
-        if "tokenizer.ggml.model" not in f.metadata:
-            raise UnsupportedModel(f"{path}: no tokenizer in the GGUF metadata")
     check_memory(config, info.parameter_count, device)
     return ModelSource(
         config=config,

@@ -27,6 +27,7 @@ _SCALARS: dict[int, tuple[str, str]] = {
     12: ("<d", "<f8"),
 }
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,23 @@ class _Cursor:
         raw = self.take(self.scalar("<Q"))
         return bytes(raw).decode("utf-8", errors="replace")
 
+    def strings(self, count: int) -> list[str]:
+        """`count` strings in one tight loop: vocabularies hold 100k+ tokens and merges."""
+        buf, pos, size, out = self.buf, self.pos, len(self.buf), []
+        unpack, append = _U64.unpack_from, out.append
+        for _ in range(count):
+            if pos + 8 > size:
+                break
+            end = pos + 8 + unpack(buf, pos)[0]
+            if end > size:
+                break
+            append(buf[pos + 8:end].decode("utf-8", errors="replace"))
+            pos = end
+        self.pos = pos
+        if len(out) < count:
+            self.take(size + 1)  # raises the truncation error
+        return out
+
     def value(self, type_id: int) -> Any:
         if type_id in _SCALARS:
             return self.scalar(_SCALARS[type_id][0])
@@ -81,6 +99,8 @@ class _Cursor:
             if item_type in _SCALARS:
                 dtype = np.dtype(_SCALARS[item_type][1])
                 return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).copy()
+            if item_type == _STRING:
+                return self.strings(count)
             return [self.value(item_type) for _ in range(count)]
         raise ModelLoadError(f"{self.path}: unknown GGUF metadata value type {type_id} at byte {self.pos}")
 

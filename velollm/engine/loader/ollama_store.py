@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from velollm.errors import ModelLoadError, ModelNotFound
+from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,15 @@ def find_model(name: str, root: Path | None = None) -> OllamaModel | None:
 
 
 def resolve(name: str, root: Path | None = None) -> OllamaModel:
-    """Like find_model, but an unknown name is ModelNotFound and a model without weights ModelLoadError."""
+    """Like find_model, but an unknown name is ModelNotFound, and a model Ollama runs that is not a
+    local GGUF (a cloud model, safetensors layers) is UnsupportedModel, so the proxy can forward it."""
     model = find_model(name, root)
     if model is None:
         raise ModelNotFound(f"model {name!r} not found in the Ollama store {models_dir() if root is None else root}")
+    if model.config.get("remote_host") or model.config.get("remote_model"):
+        raise UnsupportedModel(f"Ollama model {model.display_name} is a cloud model")
     if model.model_path is None:
-        raise ModelLoadError(f"Ollama model {model.display_name} has no model layer in {model.manifest_path}")
+        raise UnsupportedModel(f"Ollama model {model.display_name} has no GGUF model layer in {model.manifest_path}")
     return model
 
 

@@ -1,0 +1,84 @@
+"""Corrupt or unsupported GGUF files fail with typed errors naming the file, before any tensor is loaded."""
+
+from __future__ import annotations
+
+import struct
+from collections import namedtuple
+
+import pytest
+
+from velollm.engine.loader import gguf as gguf_loader
+from velollm.engine.loader.resolve import resolve_model
+from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
+
+
+def _patched(src, dst, mutate):
+    data = bytearray(src.read_bytes())
+    mutate(data)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _tensor_type_offset(data: bytearray, name: bytes) -> int:
+    """Offset of the u32 type field of tensor `name` in the header: name, n_dims, dims, type."""
+    i = data.find(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    n_dims = struct.unpack_from("<I", data, i)[0]
+    return i + 4 + 8 * n_dims
+
+
+def test_truncated_file(fixtures, tmp_path):
+    src = fixtures.model("llama", "Q8_0").path
+    half = _patched(src, tmp_path / "half.gguf", lambda d: d.__delitem__(slice(len(d) // 2, None)))
+    with pytest.raises(ModelLoadError, match="truncated") as err:
+        resolve_model(str(half))
+    assert str(half) in str(err.value)
+    head = _patched(src, tmp_path / "head.gguf", lambda d: d.__delitem__(slice(200, None)))
+    with pytest.raises(ModelLoadError, match="truncated GGUF header") as err:
+        resolve_model(str(head))
+    assert str(head) in str(err.value)
+
+
+def test_bad_magic(fixtures, tmp_path):
+    bad = _patched(fixtures.model("llama", "Q8_0").path, tmp_path / "bad.gguf", lambda d: d.__setitem__(slice(0, 4), b"GGML"))
+    with pytest.raises(ModelLoadError, match="bad magic") as err:
+        resolve_model(str(bad))
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("type_id, shown", [(99, "unknown GGML tensor type 99"), (16, "IQ2_XXS")])
+def test_unknown_tensor_type(fixtures, tmp_path, type_id, shown):
+    def mutate(data):
+        struct.pack_into("<I", data, _tensor_type_offset(data, b"blk.0.attn_v.weight"), type_id)
+
+    bad = _patched(fixtures.model("llama", "Q8_0").path, tmp_path / "type.gguf", mutate)
+    with pytest.raises(UnsupportedModel, match=shown) as err:
+        resolve_model(str(bad))
+    assert "blk.0.attn_v.weight" in str(err.value)
+
+
+def test_unknown_architecture(fixtures, tmp_path):
+    def mutate(data):
+        j = data.find(b"llama", data.find(b"general.architecture"))
+        data[j:j + 5] = b"gemma"
+
+    bad = _patched(fixtures.model("llama", "Q8_0").path, tmp_path / "arch.gguf", mutate)
+    with pytest.raises(UnsupportedModel, match="architecture 'gemma'"):
+        resolve_model(str(bad))
+
+
+def test_missing_path_is_not_found(tmp_path):
+    with pytest.raises(ModelNotFound, match="nope.gguf"):
+        resolve_model(str(tmp_path / "nope.gguf"))
+
+
+def test_too_big_for_memory_is_unsupported_before_loading(fixtures, monkeypatch):
+    import psutil
+
+    Mem = namedtuple("Mem", "available total")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1024, 1024))
+    loaded = []
+    real = gguf_loader._dequantize
+    monkeypatch.setattr(gguf_loader, "_dequantize", lambda f, info: loaded.append(info.name) or real(f, info))
+    with pytest.raises(UnsupportedModel, match="only 0.0 GiB is free on cpu"):
+        resolve_model(str(fixtures.model("llama", "Q8_0").path), device="cpu")
+    assert loaded == ["rope_freqs.weight"]  # read for the config; no weight was dequantized

@@ -1,0 +1,184 @@
+"""The Ollama store: names, manifests, blobs, `velollm list`, and the HF cache lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from velollm.commands import list_models as list_cmd
+from velollm.engine.loader import hf_cache, ollama_store
+from velollm.engine.loader.ollama_store import OllamaName, parse_name
+from velollm.engine.loader.resolve import resolve_model
+from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
+
+
+def _blob(root: Path, data: bytes) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / f"sha256-{digest}").write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def make_store(root: Path, gguf: Path, name=("registry.ollama.ai", "library", "tiny", "latest")) -> Path:
+    """A store laid out as `ollama pull` leaves it: manifests/<host>/<ns>/<model>/<tag>, blobs/sha256-<hex>."""
+    model = _blob(root, gguf.read_bytes())
+    config = _blob(root, json.dumps({"model_format": "gguf", "model_family": "llama", "model_families": ["llama"],
+                                     "model_type": "1.5M", "file_type": "Q8_0", "architecture": "amd64",
+                                     "os": "linux", "rootfs": {"type": "layers", "diff_ids": [model["digest"]]}}).encode())
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.model", **model},
+        {"mediaType": "application/vnd.ollama.image.template", **_blob(root, b"{{ .Prompt }}")},
+        {"mediaType": "application/vnd.ollama.image.system", **_blob(root, b"You are tiny.")},
+        {"mediaType": "application/vnd.ollama.image.params",
+         **_blob(root, b'{"stop":["<|eot_id|>"],"temperature":0.7,"num_ctx":4096}')},
+        {"mediaType": "application/vnd.ollama.image.license", **_blob(root, b"MIT")},
+    ]
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config}, "layers": layers}
+    path = root.joinpath("manifests", *name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(fixtures, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ollama") / "models"
+    make_store(root, fixtures.model("llama", "Q8_0").path)
+    make_store(root, fixtures.model("qwen3", "Q8_0").path, ("hf.co", "org", "Repo", "Q8_0"))
+    return root
+
+
+@pytest.mark.parametrize("text, parts, display", [
+    ("llama3.2", ("registry.ollama.ai", "library", "llama3.2", "latest"), "llama3.2:latest"),
+    ("llama3.2:3b", ("registry.ollama.ai", "library", "llama3.2", "3b"), "llama3.2:3b"),
+    ("registry.ollama.ai/library/llama3.2:latest", ("registry.ollama.ai", "library", "llama3.2", "latest"), "llama3.2:latest"),
+    ("user/model:tag", ("registry.ollama.ai", "user", "model", "tag"), "user/model:tag"),
+    ("hf.co/org/repo:Q4_K_M", ("hf.co", "org", "repo", "Q4_K_M"), "hf.co/org/repo:Q4_K_M"),
+    ("host:5000/ns/m", ("host:5000", "ns", "m", "latest"), "host:5000/ns/m:latest"),
+])
+def test_parse_name_like_ollama(text, parts, display):
+    name = parse_name(text)
+    assert name == OllamaName(*parts)
+    assert name.display() == display
+
+
+@pytest.mark.parametrize("bad", ["a/b/c/d", "m:", "/m", "-x", "ns.dot/m", "", "x" * 81])
+def test_invalid_names(bad):
+    assert parse_name(bad) is None
+
+
+def test_names_resolve_to_the_same_model(store):
+    sources = [resolve_model(n, ollama_models=store) for n in ("tiny", "tiny:latest",
+                                                               "registry.ollama.ai/library/tiny:latest", "TINY:Latest")]
+    assert {s.path for s in sources} == {sources[0].path}
+    assert sources[0].path.name.startswith("sha256-")
+    info = sources[0].info
+    assert info.name == "tiny:latest" and info.format == "gguf" and info.family == "llama"
+    assert info.default_options == {"stop": ["<|eot_id|>"], "temperature": 0.7, "num_ctx": 4096}
+    assert info.default_system == "You are tiny." and info.template == "{{ .Prompt }}"
+    manifest = store / "manifests/registry.ollama.ai/library/tiny/latest"
+    assert info.digest == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert info.size_bytes == sum(layer["size"] for layer in json.loads(manifest.read_text())["layers"]) + \
+        json.loads(manifest.read_text())["config"]["size"]
+
+
+def test_store_from_env_read_at_each_resolve(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "empty"))
+    with pytest.raises(ModelNotFound, match="'tiny'"):
+        resolve_model("tiny")
+    monkeypatch.setenv("OLLAMA_MODELS", f' "{store}" ')  # Ollama trims spaces and quotes
+    assert resolve_model("tiny").info.name == "tiny:latest"
+    assert resolve_model("hf.co/org/repo:Q8_0").info.family == "qwen3"
+
+
+def test_default_store_locations(tmp_path):
+    home = tmp_path / "home"
+    assert ollama_store.models_dir({"HOME": str(home)}) in (home / ".ollama" / "models",
+                                                             Path("/usr/share/ollama/.ollama/models"))
+    (home / ".ollama" / "models").mkdir(parents=True)
+    assert ollama_store.models_dir({"HOME": str(home)}) == home / ".ollama" / "models"
+
+
+def test_unknown_name_is_model_not_found(store):
+    with pytest.raises(ModelNotFound, match="nosuchmodel:7b"):
+        resolve_model("nosuchmodel:7b", ollama_models=store)
+
+
+def test_manifest_with_missing_blob(store, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    manifest = json.loads((root / "manifests/registry.ollama.ai/library/tiny/latest").read_text())
+    blob = root / "blobs" / manifest["layers"][0]["digest"].replace(":", "-")
+    blob.unlink()
+    with pytest.raises(ModelLoadError) as err:
+        resolve_model("tiny", ollama_models=root)
+    assert str(blob) in str(err.value) and "tiny:latest" in str(err.value)
+
+
+def test_store_models_without_local_gguf_are_unsupported(tmp_path):
+    root = tmp_path / "models"
+    config = _blob(root, json.dumps({"model_format": "gguf", "remote_host": "https://ollama.com:443",
+                                     "remote_model": "gpt-oss:120b"}).encode())
+    manifest = {"schemaVersion": 2, "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
+                "layers": []}
+    path = root / "manifests/registry.ollama.ai/library/gpt-oss/120b-cloud"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UnsupportedModel, match="cloud model"):
+        resolve_model("gpt-oss:120b-cloud", ollama_models=root)
+    manifest["config"] = {"mediaType": "application/vnd.docker.container.image.v1+json",
+                          **_blob(root, b'{"model_format":"safetensors"}')}
+    manifest["layers"] = [{"mediaType": "application/vnd.ollama.image.tensor", "name": "w", **_blob(root, b"x")}]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UnsupportedModel, match="no GGUF model layer"):
+        resolve_model("gpt-oss:120b-cloud", ollama_models=root)
+
+
+def test_list_models_and_command(store, capsys):
+    rows = {r.name: r for r in list_cmd.collect(store)}
+    assert set(rows) == {"tiny:latest", "hf.co/org/Repo:Q8_0"}
+    assert rows["tiny:latest"].native and rows["tiny:latest"].quantization == "Q8_0"
+    from velollm.cli import main
+
+    assert main(["list", "--models-dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny:latest" in out and "hf.co/org/Repo:Q8_0" in out and "yes" in out
+
+
+def test_list_marks_unsupported_models(store, tmp_path, fixtures):
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    bad = tmp_path / "gemma.gguf"
+    data = bytearray(fixtures.model("llama", "Q8_0").path.read_bytes())
+    i = data.find(b"general.architecture")
+    # Re-point the architecture string ("llama", 5 bytes) at "gemma": same length, same layout.
+    j = data.find(b"llama", i)
+    data[j:j + 5] = b"gemma"
+    bad.write_bytes(bytes(data))
+    make_store(root, bad, ("registry.ollama.ai", "library", "gem", "2b"))
+    rows = {r.name: r for r in list_cmd.collect(root)}
+    assert not rows["gem:2b"].native and "gemma" in rows["gem:2b"].reason
+
+
+def test_hf_cache_snapshot(tmp_path):
+    from velollm.engine.loader.demo import write_demo
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--tiny-model"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    write_demo(snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert hf_cache.snapshot_folder("org/tiny-model", hub) == snap
+    assert hf_cache.hub_dir({"HF_HOME": str(tmp_path)}) == hub
+    assert hf_cache.hub_dir({"HF_HUB_CACHE": str(hub / "x")}) == hub / "x"
+    source = resolve_model("org/tiny-model", hf_hub=hub, ollama_models=tmp_path / "none")
+    assert source.path == snap and source.info.format == "safetensors"
+    with pytest.raises(ModelNotFound, match="org/other"):
+        resolve_model("org/other", hf_hub=hub, ollama_models=tmp_path / "none")

@@ -1,0 +1,97 @@
+"""`velollm list`: the Ollama store's models, and whether VeloLLM runs each natively."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from velollm.errors import VeloLLMError
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    name: str
+    size: int
+    quantization: str
+    family: str
+    native: bool
+    reason: str  # why not native ("" when native)
+
+
+def native_check(gguf_path: Path) -> tuple[bool, str, str, str]:
+    """(native, reason, family, quantization) from the GGUF header alone (no tensor is read)."""
+    from velollm.engine.loader.gguf import check_supported, quantization_level
+    from velollm.engine.loader.gguf_file import GGUFFile
+    from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported
+
+    try:
+        with GGUFFile(gguf_path) as f:
+            family, quant = str(f.get("general.architecture", "")), quantization_level(f)
+            try:
+                check_supported(f)
+                check_tokenizer_supported(f.metadata, str(gguf_path))
+            except VeloLLMError as e:
+                return False, str(e).removeprefix(f"{gguf_path}: "), family, quant
+            return True, "", family, quant
+    except VeloLLMError as e:
+        return False, str(e), "", ""
+
+
+def collect(models_dir: Path | None = None) -> list[ListedModel]:
+    from velollm.engine.loader.ollama_store import list_models
+
+    rows = []
+    for model in list_models(models_dir):
+        native, reason, family, quant = (False, "no model layer", "", "")
+        if model.model_path is not None:
+            native, reason, family, quant = native_check(model.model_path)
+        if model.config.get("remote_host"):
+            native, reason = False, "cloud model"
+        rows.append(ListedModel(
+            name=model.display_name,
+            size=model.size,
+            quantization=str(model.config.get("file_type") or quant or "?"),
+            family=str(model.config.get("model_family") or family or "?"),
+            native=native,
+            reason=reason,
+        ))
+    return rows
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    return str(size)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("list", help="list the Ollama store's models and whether VeloLLM runs them")
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="Ollama store root (default: $OLLAMA_MODELS, else ~/.ollama/models)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from velollm.engine.loader.ollama_store import models_dir
+
+    root = args.models_dir or models_dir()
+    console = Console()
+    rows = collect(root)
+    if not rows:
+        console.print(f"no models in the Ollama store at {root}")
+        return 0
+    table = Table(title=f"Ollama models in {root}")
+    for column in ("NAME", "SIZE", "QUANTIZATION", "FAMILY", "NATIVE"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left")
+    for row in rows:
+        native = "yes" if row.native else f"no ({row.reason})"
+        table.add_row(row.name, _human(row.size), row.quantization, row.family, native)
+    console.print(table)
+    return 0
