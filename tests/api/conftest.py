@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -69,7 +68,7 @@ class ThreadedServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -78,7 +77,7 @@ class ThreadedServer:
             time.sleep(0.01)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -100,14 +99,10 @@ def stub_server():
 
 
 def serve_command(*args: str) -> list[str]:
-    cli = REPO / "velollm" / "cli.py"
-    module = "velollm.cli" if cli.exists() else "velollm.commands.serve"
-    return [sys.executable, "-m", module, *(["serve"] if cli.exists() else []), *args]
+    return [sys.executable, "-m", "velollm.cli", "serve", *args]
 
 
 def start_live(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
-    if importlib.util.find_spec("velollm.engine.async_engine") is None:
-        pytest.skip("the engine (velollm.engine.async_engine) is not in the tree yet")
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     env = {**os.environ, "VELOLLM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
