@@ -23,7 +23,7 @@ def test_stop_string_cuts_text_and_holds_back_partial_matches(llama_folder):
     text = full.text
     stop = text[len(text) // 2 : len(text) // 2 + 3]
     cut = text.index(stop)
-    request = engine.add_request(prompt, greedy(40, stop=[stop]))
+    engine.add_request(prompt, greedy(40, stop=[stop]))
     deltas = []
     while engine.has_unfinished_requests():
         deltas += engine.step()

@@ -1,9 +1,11 @@
 """bound_schema: a JSON Schema narrowed so that every value it admits is short.
 
 Under a grammar, a model that does not want to stop (a random one, or a confused one inside a long
-string) runs on until max_tokens and the answer is cut mid-JSON. Capping string lengths, array and
-map sizes and number widths makes every admissible answer end, within a budget derived from the
-request's max_tokens. The result only narrows the schema: whatever it admits, the original
+string) runs on until max_tokens and the answer is cut mid-JSON. Capping array and map sizes,
+number widths, formats and patterns makes the grammar end; plain strings stay uncapped in the
+grammar (a capped string with escapes is ~1000x slower to mask in xgrammar 0.2.x) and get a
+character cap that StringWatchdog enforces while decoding. Caps come from a budget derived from
+the request's max_tokens. The result only narrows the schema: whatever it admits, the original
 admits too, so validation uses the original. Formats and patterns that xgrammar would expand
 without bound are replaced by bounded patterns (it ignores maxLength next to them).
 """
@@ -11,6 +13,7 @@ without bound are replaced by bounded patterns (it ignores maxLength next to the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +98,7 @@ def any_value_schema(depth: int, string_cap: int, limits: GrammarLimits) -> dict
     """A bounded stand-in for "any JSON value" (untyped schemas, json_object members)."""
     bound = 10**limits.max_integer_digits - 1
     scalars: list[dict[str, Any]] = [
-        {"type": "string", "maxLength": string_cap},
+        {"type": "string"},
         {"type": "number", "minimum": -bound, "maximum": bound},
         {"type": "boolean"},
         {"type": "null"},
@@ -108,12 +111,8 @@ def any_value_schema(depth: int, string_cap: int, limits: GrammarLimits) -> dict
 
 
 def _map_schema(values: dict[str, Any], string_cap: int, limits: GrammarLimits) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": values,
-        "propertyNames": {"maxLength": min(string_cap, 64)},
-        "maxProperties": min(limits.max_object_properties, 8),
-    }
+    # Keys are strings: the watchdog caps them (a maxLength here would cost mask time).
+    return {"type": "object", "additionalProperties": values, "maxProperties": min(limits.max_object_properties, 8)}
 
 
 def json_object_schema(limits: GrammarLimits, string_cap: int) -> dict[str, Any]:
@@ -176,9 +175,10 @@ class _Bounder:
             out["pattern"] = bound_regex(out["pattern"], min(self.cap, 32))
             self.fixed += self.weight * 32
             return
-        if "maxLength" not in out:
-            self.num_strings += self.weight
-        out["maxLength"] = max(min(out.get("maxLength", self.cap), self.cap), out.get("minLength", 0))
+        if "maxLength" in out:
+            self.fixed += self.weight * min(int(out["maxLength"]), self.cap)
+        else:
+            self.num_strings += self.weight  # capped by the watchdog, not the grammar
 
     def _number(self, out: dict[str, Any]) -> None:
         bound = 10**self.limits.max_integer_digits - 1
@@ -202,23 +202,26 @@ class _Bounder:
             low = out.get("minProperties", len(out.get("required", [])))
             cap = len(out.get("properties", {})) + self.limits.max_object_properties
             out["maxProperties"] = max(min(out.get("maxProperties", cap), cap), low)
-            names = dict(out.get("propertyNames") or {})
-            names["maxLength"] = min(names.get("maxLength", 64), 64)
-            out["propertyNames"] = names
 
 
-def bound_schema(schema: Any, limits: GrammarLimits, max_tokens: int | None = None) -> Any:
-    """A narrowed copy of `schema` whose answers fit in about max_tokens (see module docstring)."""
+def bound_schema(schema: Any, limits: GrammarLimits, max_tokens: int | None = None) -> tuple[Any, int]:
+    """(a narrowed copy of `schema`, the character cap for its plain strings), sized so that an
+    answer fits in about max_tokens (see the module docstring)."""
     schema = copy.deepcopy(schema)
-    probe = _Bounder(limits, limits.max_string_length)
-    probe.node(schema)
     cap = limits.max_string_length
     if max_tokens is not None:
         # A token is at least one character; keep a quarter of the budget for punctuation and
-        # whitespace, give the strings what keys, numbers and formats leave.
-        room = max_tokens * 3 // 4 - probe.fixed
-        cap = max(limits.min_string_length, min(cap, room // max(1, probe.num_strings)))
-    return _Bounder(limits, cap).node(schema)
+        # whitespace. Numbers get narrower when they would take over half of the rest; strings
+        # share what keys, numbers and formats leave.
+        room = max_tokens * 3 // 4
+        for digits in sorted({limits.max_integer_digits, min(6, limits.max_integer_digits), 3}, reverse=True):
+            limits = dataclasses.replace(limits, max_integer_digits=digits)
+            probe = _Bounder(limits, limits.max_string_length)
+            probe.node(copy.deepcopy(schema))
+            if probe.fixed <= room // 2:
+                break
+        cap = max(limits.min_string_length, min(cap, (room - probe.fixed) // max(1, probe.num_strings)))
+    return _Bounder(limits, cap).node(schema), cap
 
 
 def string_cap_for(limits: GrammarLimits, max_tokens: int | None, num_strings: int = 4) -> int:

@@ -18,11 +18,14 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from velollm.engine.grammar_vocab import build_tokenizer_info, starts_with_bitmask
 from velollm.engine.schema_bounds import GrammarLimits, bound_schema, json_object_schema, string_cap_for
+from velollm.engine.string_watchdog import StringWatchdog
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import StructuredOutput
 
@@ -34,69 +37,38 @@ logger = logging.getLogger(__name__)
 _PARAM = {"json_object": "response_format", "json_schema": "response_format", "ebnf": "grammar", "structural_tag": "tools"}
 
 
-# Special tokens that stand for tool-call markers: the grammar may produce them (a model emits
-# its own marker token, not the marker spelled out), so requests with tools must be detokenized
-# with skip_special_tokens=False.
-TOOL_MARKER_TOKENS = frozenset({"<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"})
-
-
-def build_tokenizer_info(tokenizer: Tokenizer, vocab_size: int) -> Any:
-    """xgrammar TokenizerInfo for `tokenizer`, sized to the model's lm_head (`vocab_size`).
-
-    Special tokens other than the stop tokens and tool markers get an empty string: xgrammar then
-    never allows them inside the grammar, which matters because detokenization skips them (the
-    text the client sees would differ from the text the grammar accepted).
-    """
-    import xgrammar as xgr
-
-    backend = tokenizer.backend
-    vocab = backend.get_vocab(with_added_tokens=True)
-    stop_ids = sorted(i for i in tokenizer.eos_token_ids if i < vocab_size)
-    markers = {i for t, i in vocab.items() if t in TOOL_MARKER_TOKENS}
-    special = set(tokenizer.special_ids) - set(stop_ids) - markers
-    encoded = [""] * vocab_size
-    for token, token_id in vocab.items():
-        if token_id < vocab_size and token_id not in special:
-            encoded[token_id] = token
-    try:
-        meta = xgr.TokenizerInfo._detect_metadata_from_hf(backend.to_str())
-        vocab_type, add_prefix_space = meta["vocab_type"], meta["add_prefix_space"]
-    except Exception as e:  # private xgrammar helper: fall back to the vocabulary evidence below
-        logger.debug("xgrammar metadata detection failed: %s", e)
-        vocab_type, add_prefix_space = xgr.VocabType.RAW, False
-    by_vocab = xgr.TokenizerInfo._detect_vocab_type_from_vocab(vocab) if hasattr(xgr.TokenizerInfo, "_detect_vocab_type_from_vocab") else None
-    if by_vocab is not None and by_vocab != vocab_type:
-        vocab_type = by_vocab
-        add_prefix_space = by_vocab == xgr.VocabType.BYTE_FALLBACK and _prepends_space(tokenizer)
-    return xgr.TokenizerInfo(
-        encoded, vocab_type, vocab_size=vocab_size, stop_token_ids=stop_ids or None, add_prefix_space=add_prefix_space
-    )
-
-
-def _prepends_space(tokenizer: Tokenizer) -> bool:
-    ids = tokenizer.encode("a", add_special_tokens=False)
-    piece = tokenizer.id_to_token(ids[0]) if ids else None
-    return bool(piece) and piece.startswith("▁")  # type: ignore[union-attr]
+@dataclass(frozen=True)
+class CompiledSpec:
+    grammar: Any  # xgrammar.CompiledGrammar
+    string_cap: int | None  # characters a plain string may hold before the watchdog closes it
+    triggers: tuple[str, ...] = ()  # free text until one of these (tool_choice="auto")
 
 
 class GrammarMatcher:
     """Grammar state of one request: fill its mask row, then advance with the sampled token."""
 
-    def __init__(self, matcher: Any) -> None:
+    def __init__(self, matcher: Any, watchdog: StringWatchdog | None, token_bytes: list[bytes]) -> None:
         self._matcher = matcher
+        self._watchdog = watchdog
+        self._token_bytes = token_bytes
 
     def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
         self._matcher.fill_next_token_bitmask(bitmask, row)
 
+    @property
+    def must_close_string(self) -> bool:
+        return self._watchdog is not None and self._watchdog.must_close
+
     def accept_token(self, token_id: int) -> bool:
         """False when the token breaks the grammar (the request should stop: it cannot recover)."""
-        return bool(self._matcher.accept_token(token_id))
+        if not self._matcher.accept_token(token_id):
+            return False
+        if self._watchdog is not None and token_id < len(self._token_bytes):
+            self._watchdog.feed(self._token_bytes[token_id])
+        return True
 
     def is_terminated(self) -> bool:
         return bool(self._matcher.is_terminated())
-
-    def reset(self) -> None:
-        self._matcher.reset()
 
 
 class StructuredOutputManager:
@@ -117,8 +89,10 @@ class StructuredOutputManager:
         self.vocab_size = vocab_size
         self.limits = limits or GrammarLimits()
         self.tokenizer_info = build_tokenizer_info(tokenizer, vocab_size)
+        self._token_bytes: list[bytes] = list(self.tokenizer_info.decoded_vocab)
+        self._quote_mask = starts_with_bitmask(self._token_bytes, b'"')
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=max_threads, cache_enabled=False)
-        self._cache: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int | None], CompiledSpec] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
@@ -127,8 +101,8 @@ class StructuredOutputManager:
 
     # ---- compilation -------------------------------------------------------------------------
 
-    def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> Any:
-        """The compiled grammar of `spec`, bounded to answers that fit in `max_tokens`.
+    def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
+        """`spec` compiled once per (spec, budget bucket), bounded to answers that fit in max_tokens.
 
         Raises InvalidRequest for a schema or grammar xgrammar cannot compile.
         """
@@ -149,19 +123,21 @@ class StructuredOutputManager:
     def num_cached(self) -> int:
         return len(self._cache)
 
-    def _compile(self, spec: StructuredOutput, budget: int | None) -> Any:
+    def _compile(self, spec: StructuredOutput, budget: int | None) -> CompiledSpec:
         try:
             if spec.kind == "json_object":
-                schema = json_object_schema(self.limits, string_cap_for(self.limits, budget, num_strings=8))
-                return self._compile_schema(schema)
+                cap = string_cap_for(self.limits, budget, num_strings=8)
+                return CompiledSpec(self._compile_schema(json_object_schema(self.limits, cap)), cap)
             if spec.kind == "json_schema":
-                return self._compile_schema(bound_schema(_load(spec), self.limits, budget))
+                schema, cap = bound_schema(_load(spec), self.limits, budget)
+                return CompiledSpec(self._compile_schema(schema), cap)
             if spec.kind == "ebnf":
-                return self._compiler.compile_grammar(spec.value)
+                return CompiledSpec(self._compiler.compile_grammar(spec.value), None)
             if spec.kind == "structural_tag":
                 tag = _load(spec)
-                _bound_tag(tag, self.limits, budget)
-                return self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
+                cap = _bound_tag(tag, self.limits, budget)
+                grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
+                return CompiledSpec(grammar, cap, tuple(_triggers(tag)))
         except InvalidRequest:
             raise
         except Exception as e:  # xgrammar raises RuntimeError/ValueError/its own errors on bad input
@@ -178,16 +154,17 @@ class StructuredOutputManager:
         return self._compile_patched(grammar)
 
     def _compile_patched(self, grammar: Any) -> Any:
-        # xgrammar 0.2.x writes length-bounded strings with a character class that admits raw
-        # control characters (invalid JSON) and no escapes: swap in JSON's own string character.
+        # xgrammar 0.2.x writes strings with an explicit maxLength with a character class that
+        # admits raw control characters, which is invalid JSON: exclude them.
         text = str(grammar)
         if _LOOSE_STRING_CHAR in text:
-            text = text.replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
-            grammar = self._xgr.Grammar.from_ebnf(text)
+            grammar = self._xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHAR, _STRICT_STRING_CHAR))
         return self._compiler.compile_grammar(grammar)
 
     def new_matcher(self, spec: StructuredOutput, max_tokens: int | None = None) -> GrammarMatcher:
-        return GrammarMatcher(self._xgr.GrammarMatcher(self.compile(spec, max_tokens)))
+        compiled = self.compile(spec, max_tokens)
+        watchdog = StringWatchdog(compiled.string_cap, compiled.triggers) if compiled.string_cap else None
+        return GrammarMatcher(self._xgr.GrammarMatcher(compiled.grammar), watchdog, self._token_bytes)
 
     # ---- masking -----------------------------------------------------------------------------
 
@@ -200,12 +177,17 @@ class StructuredOutputManager:
         if len(matchers) > self._bitmask.shape[0]:
             self._bitmask = self._xgr.allocate_token_bitmask(2 ** math.ceil(math.log2(len(matchers))), self.vocab_size)
             self._device_bitmask = None
-        live = [matchers[i]._matcher for i in rows]  # type: ignore[union-attr]
+        live = [matchers[i] for i in rows]
         if len(rows) >= 4:
-            self._batch_filler.batch_fill_next_token_bitmask(live, self._bitmask, rows)
+            self._batch_filler.batch_fill_next_token_bitmask([m._matcher for m in live], self._bitmask, rows)  # type: ignore[union-attr]
         else:
             for row, m in zip(rows, live):
-                m.fill_next_token_bitmask(self._bitmask, row)
+                m.fill_mask(self._bitmask, row)  # type: ignore[union-attr]
+        for row, m in zip(rows, live):
+            if m.must_close_string:  # type: ignore[union-attr]
+                narrowed = self._bitmask[row] & self._quote_mask[: self._bitmask.shape[1]]
+                if bool(narrowed.any()):  # else the grammar cannot close here (minLength, pattern)
+                    self._bitmask[row] = narrowed
         return rows
 
     def apply_bitmask(self, logits: torch.Tensor, rows: list[int]) -> None:
@@ -229,9 +211,7 @@ class StructuredOutputManager:
 
 
 _LOOSE_STRING_CHAR = r'(([^\"\\\r\n]))'
-_JSON_STRING_CHAR = (
-    r'(([^\"\\\0-\x1f]) | ("\\" ([\"\\/bfnrt] | ("u" [A-Fa-f0-9] [A-Fa-f0-9] [A-Fa-f0-9] [A-Fa-f0-9]))))'
-)
+_STRICT_STRING_CHAR = r'(([^\"\\\0-\x1f]))'
 
 
 def _budget_bucket(max_tokens: int | None) -> int | None:
@@ -244,6 +224,15 @@ def _load(spec: StructuredOutput) -> Any:
         return json.loads(spec.value)
     except ValueError as e:
         raise InvalidRequest(f"{spec.kind} is not valid JSON: {e}", param=_PARAM[spec.kind]) from e
+
+
+def _triggers(node: Any) -> list[str]:
+    if isinstance(node, list):
+        return [t for n in node for t in _triggers(n)]
+    if not isinstance(node, dict):
+        return []
+    own = list(node.get("triggers", [])) if node.get("type") == "triggered_tags" else []
+    return own + [t for k, v in node.items() if isinstance(v, (dict, list)) for t in _triggers(v)]
 
 
 def _num_values(node: Any) -> int:
@@ -263,24 +252,28 @@ def _num_values(node: Any) -> int:
     if kind in ("triggered_tags", "tags_with_separator"):
         one = max((_num_values(n) for n in node.get("tags", [])), default=0)
         return one if node.get("stop_after_first") else 4 * one
-    return sum(_num_values(v) for k, v in node.items() if isinstance(v, (dict, list)))
+    return sum(_num_values(v) for v in node.values() if isinstance(v, (dict, list)))
 
 
-def _bound_tag(tag: Any, limits: GrammarLimits, budget: int | None) -> None:
-    """Bound every JSON schema inside a structural tag, in place, sharing the budget."""
+def _bound_tag(tag: Any, limits: GrammarLimits, budget: int | None) -> int | None:
+    """Bound every JSON schema inside a structural tag, in place, sharing the budget; returns the
+    string cap (the smallest of the schemas'), None when the tag holds no schema."""
     share = None if budget is None else max(1, budget // max(1, _num_values(tag)))
-    _bound_schemas(tag, limits, share)
+    caps: list[int] = []
+    _bound_schemas(tag, limits, share, caps)
+    return min(caps) if caps else None
 
 
-def _bound_schemas(node: Any, limits: GrammarLimits, budget: int | None) -> None:
+def _bound_schemas(node: Any, limits: GrammarLimits, budget: int | None, caps: list[int]) -> None:
     if isinstance(node, list):
         for item in node:
-            _bound_schemas(item, limits, budget)
+            _bound_schemas(item, limits, budget, caps)
     elif isinstance(node, dict):
         if node.get("type") == "json_schema" and "json_schema" in node:
-            node["json_schema"] = bound_schema(node["json_schema"], limits, budget)
+            node["json_schema"], cap = bound_schema(node["json_schema"], limits, budget)
+            caps.append(cap)
             if limits.max_whitespace is not None:
                 node.setdefault("max_whitespace_cnt", limits.max_whitespace)
             return
         for value in node.values():
-            _bound_schemas(value, limits, budget)
+            _bound_schemas(value, limits, budget, caps)

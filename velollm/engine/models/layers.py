@@ -60,6 +60,7 @@ class PagedAttention(nn.Module):
             out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale)
         else:
             out = kernels.paged_prefill_attention(
-                q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, self.scale
+                q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, self.scale,
+                max_query_len=meta.max_query_len,
             )
         return out.reshape(num_tokens, self.num_heads * self.head_dim)
