@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
 
     if (folder / "config.json").exists():
         return folder
+    # Written beside the target and renamed into place: a run killed mid-write, or another benchmark
+    # writing the same shape at the same time, never leaves a folder with config.json but no weights.
+    final, folder = folder, folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     cfg = LlamaConfig(max_position_embeddings=8192, bos_token_id=0, eos_token_id=1, **SHAPES[shape])
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -40,10 +44,14 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
             p.normal_(0, 0.02)
     model.tie_weights()
     model.save_pretrained(folder)
-    demo = ensure_demo(folder.parent / "demo")
+    demo = ensure_demo(final.parent / "demo")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(demo / name, folder / name)
-    return folder
+    try:
+        folder.rename(final)
+    except OSError:  # another process finished first
+        shutil.rmtree(folder, ignore_errors=True)
+    return final
 
 
 def copy_bandwidth(device: str) -> float:

@@ -7,14 +7,15 @@ Usage: python benchmarks/throughput.py --shape smollm2-135m --num-requests 32 --
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
 from shapes import SHAPES, copy_bandwidth, save_random_model, sync
 
 
@@ -27,7 +28,8 @@ def make_prompts(n: int, lo: int, hi: int, vocab: int) -> list[list[int]]:
 def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str) -> dict:
     from velollm import LLM, SamplingParams
 
-    llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=4 << 30)
+    # On CUDA the KV cache is sized from free memory (gpu_memory_utilization), as a server would run.
+    llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=None if device == "cuda" else 4 << 30)
     params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
     sync(device)
@@ -35,9 +37,25 @@ def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str)
     outputs = llm.generate(prompts, params)
     sync(device)
     elapsed = time.perf_counter() - start
-    attention = "triton" if device == "cuda" else "torch-reference"
+    paths = llm.engine.runner.paths()
     llm.close()
-    return dict(out_tokens=sum(len(o.token_ids) for o in outputs), seconds=elapsed, path=f"paged/{attention}")
+    del llm
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()  # hand the KV cache back before transformers loads the same weights
+    return dict(out_tokens=sum(len(o.token_ids) for o in outputs), seconds=elapsed, paths=paths)
+
+
+def kernel_check(device: str, paths: dict) -> str | None:
+    """Why the run does not count as a paged-Triton run on CUDA (None when it does, and always on CPU)."""
+    if device != "cuda":
+        return None
+    steps = paths["steps"]
+    if paths["attention"] != "paged/triton":
+        return f"paged attention ran on {paths['attention']}, not Triton (is triton installed?)"
+    if steps["prefill"] == 0 or steps["decode_eager"] + steps["decode_graph"] == 0:
+        return f"the paged Triton prefill and decode kernels did not both run: steps {steps}"
+    return None
 
 
 def run_hf_generate_batch(model, prompts, output_len: int, device: str) -> dict:
@@ -104,6 +122,7 @@ def main() -> None:
     ours = run_velollm(folder, prompts, args.output_len, args.device, dtype)
     rows.append(("velollm", ours))
     print(json.dumps(dict(what="velollm", **ours)), flush=True)
+    problem = kernel_check(args.device, ours["paths"])
     if not args.skip_peers:
         from transformers import AutoModelForCausalLM
 
@@ -126,6 +145,11 @@ def main() -> None:
         rate = result["out_tokens"] / result["seconds"]
         total = (result["out_tokens"] + num_prompt_tokens) / result["seconds"]
         print(f"{name:<22}{rate:>14.1f}{total:>14.1f}{result['seconds']:>10.2f}{ours_rate / rate:>11.2f}x")
+    print(f"velollm paths: {json.dumps(ours['paths'])}")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        print(json.dumps(dict(what="velollm_kernel_check", ok=False, error=problem)), flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

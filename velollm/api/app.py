@@ -37,7 +37,8 @@ def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
     """What AsyncEngine.from_model takes from the server config."""
     return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
             "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
-            "max_queue": config.max_queue}
+            "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
+            "enforce_eager": config.enforce_eager}
 
 
 async def health(request: Request) -> Response:

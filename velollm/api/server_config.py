@@ -23,6 +23,8 @@ class ServerConfig:
     max_model_len: int | None = None
     max_queue: int = 512  # Ollama's OLLAMA_MAX_QUEUE default; beyond it: 503 + Retry-After
     kv_cache_memory: int | None = None  # bytes of CPU KV cache; None: the engine's default
+    gpu_memory_utilization: float = 0.9  # share of GPU memory for weights, activations and the KV cache
+    enforce_eager: bool = False  # no CUDA graphs for decode steps
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()  # added to the loopback origins Ollama allows by default
     max_request_bytes: int = 32 * 1024 * 1024  # body limit (413 beyond)
@@ -53,6 +55,8 @@ class ServerConfig:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given")
         if self.stats_interval_s < 0:

@@ -64,6 +64,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (Ollama's default)")
     p.add_argument("--kv-cache-memory", type=parse_size, default=None,
                    help="KV cache size on CPU, e.g. 512MiB (default: the engine's)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                   help="share of GPU memory for weights, activations and the KV cache (default 0.9)")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decode steps (debugging)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (or $VELOLLM_API_KEY)")
     p.add_argument("--cors-origins", nargs="*", default=None,
                    help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
@@ -94,7 +97,8 @@ def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
         served_model_names=tuple(args.served_model_name or specs),
         host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
-        kv_cache_memory=args.kv_cache_memory, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
+        kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=args.upstream or ollama_host_url(env.get("OLLAMA_HOST")), stats_interval_s=args.stats_interval,
     )

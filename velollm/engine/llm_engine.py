@@ -59,15 +59,18 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
 class LLMEngine:
     def __init__(self, source: ModelSource, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 256,
                  max_model_len: int | None = None, max_num_batched_tokens: int | None = None,
-                 kv_cache_memory: int | None = None, enable_prefix_caching: bool = True) -> None:
+                 kv_cache_memory: int | None = None, enable_prefix_caching: bool = True,
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False) -> None:
         torch_device = resolve_device(device)
         config = source.config.replace(dtype=resolve_dtype(dtype, source.config.dtype, torch_device))
         self.source = ModelSource(config, source.info, source.load_tokenizer, source.iter_weights, source.path)
         self.model_config = config
         self.tokenizer = source.load_tokenizer()
         wanted_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)
-        cache_config = CacheConfig(kv_cache_memory=kv_cache_memory, enable_prefix_caching=enable_prefix_caching)
-        self.runner = ModelRunner(self.source, torch_device, cache_config, max_num_seqs, wanted_len)
+        cache_config = CacheConfig(kv_cache_memory=kv_cache_memory, enable_prefix_caching=enable_prefix_caching,
+                                   gpu_memory_utilization=gpu_memory_utilization)
+        self.runner = ModelRunner(self.source, torch_device, cache_config, max_num_seqs, wanted_len,
+                                  max_num_batched_tokens=max_num_batched_tokens, enforce_eager=enforce_eager)
         capacity = self.runner.num_blocks * cache_config.block_size
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)

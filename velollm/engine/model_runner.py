@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
 
 import torch
 
+from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
+from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets
 from velollm.engine.forward_context import AttentionMetadata, forward_context
 from velollm.engine.loader.source import ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
@@ -17,7 +20,8 @@ from velollm.engine.scheduler import ScheduledBatch
 logger = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_GPU_ACTIVATION_RESERVE = 1 << 30
+# Headroom beyond the profiled activations: decode-graph pool, allocator fragmentation.
+_GPU_RESERVE = 512 << 20
 
 
 @dataclass
@@ -29,17 +33,40 @@ class StepInputs:
     sampled_rows: list[int]  # batch rows whose logits are sampled this step
 
 
+@dataclass
+class HostStep:
+    """A step's inputs as host lists, before any device copy."""
+
+    input_ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    slot_mapping: list[int] = field(default_factory=list)
+    context_lens: list[int] = field(default_factory=list)
+    cu_seqlens_q: list[int] = field(default_factory=lambda: [0])
+    block_tables: list[list[int]] = field(default_factory=list)  # padded with 0 to one width
+    logits_indices: list[int] = field(default_factory=list)
+    sampled_rows: list[int] = field(default_factory=list)
+    max_query_len: int = 0
+
+
 class ModelRunner:
     def __init__(self, source: ModelSource, device: torch.device, cache_config: CacheConfig,
-                 max_num_seqs: int, max_model_len: int) -> None:
+                 max_num_seqs: int, max_model_len: int, *, max_num_batched_tokens: int | None = None,
+                 enforce_eager: bool = False) -> None:
         self.config: ModelConfig = source.config
         self.device = device
         self.dtype = TORCH_DTYPES[self.config.dtype]
         self.block_size = cache_config.block_size
+        self.max_num_seqs = max_num_seqs
         self.model = self._load_model(source)
-        self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len)
+        profile_tokens = max_num_batched_tokens or max(2048, min(max_model_len, 8192))
+        self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
+        self.attention_backend = kernels.kernel_backend(self.kv_caches[0][0])
+        self.graphs: DecodeGraphs | None = None
+        if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
+            self.graphs = self._capture_graphs(min(max_model_len, self.num_blocks * self.block_size))
         self.num_forward_tokens = 0  # tokens actually run through the model (prefix-cache tests read it)
+        self.step_counts = {"prefill": 0, "decode_eager": 0, "decode_graph": 0}
 
     def _load_model(self, source: ModelSource) -> torch.nn.Module:
         # Built on the meta device so the weights are materialised once, straight from the checkpoint stream.
@@ -49,8 +76,6 @@ class ModelRunner:
         model.tie_weights()
         for module in model.modules():
             if isinstance(module, RotaryEmbedding):
-                from velollm import kernels
-
                 cfg = self.config
                 module.cos_sin_cache = kernels.build_cos_sin_cache(
                     cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
@@ -64,12 +89,12 @@ class ModelRunner:
         cfg = self.config
         return 2 * cfg.num_hidden_layers * self.block_size * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
 
-    def _num_kv_blocks(self, cache_config: CacheConfig, max_num_seqs: int, max_model_len: int) -> int:
+    def _num_kv_blocks(self, cache_config: CacheConfig, max_num_seqs: int, max_model_len: int,
+                       profile_tokens: int) -> int:
         if cache_config.kv_cache_memory is not None:
             budget = cache_config.kv_cache_memory
         elif self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            budget = int(total * cache_config.gpu_memory_utilization) - (total - free) - _GPU_ACTIVATION_RESERVE
+            budget = self._gpu_kv_budget(cache_config.gpu_memory_utilization, profile_tokens)
         else:
             budget = CacheConfig.DEFAULT_CPU_KV_BYTES
         # Never more than every sequence at full length could use: torch.empty on CPU is lazy anyway.
@@ -77,8 +102,54 @@ class ModelRunner:
         num_blocks = min(budget // self.kv_bytes_per_block(), useful)
         if num_blocks < 2:
             raise ValueError(f"KV cache budget of {budget} bytes holds fewer than 2 blocks of "
-                             f"{self.kv_bytes_per_block()} bytes; raise kv_cache_memory")
+                             f"{self.kv_bytes_per_block()} bytes; raise kv_cache_memory or gpu_memory_utilization")
         return int(num_blocks)
+
+    def _gpu_kv_budget(self, utilization: float, profile_tokens: int) -> int:
+        """utilization x total memory, less what is in use now (weights, CUDA context, other processes),
+        the peak activations of a full-size step, and a reserve."""
+        activations = self._profile_activation_bytes(profile_tokens)
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = int(total * utilization) - (total - free) - activations - _GPU_RESERVE
+        logger.info("GPU memory: %.2f GiB total, %.2f GiB in use, %.2f GiB peak activations (%d tokens) -> "
+                    "%.2f GiB for the KV cache", total / 2**30, (total - free) / 2**30, activations / 2**30,
+                    profile_tokens, budget / 2**30)
+        return budget
+
+    @torch.inference_mode()
+    def _profile_activation_bytes(self, num_tokens: int) -> int:
+        """Peak memory of one prefill of `num_tokens` tokens plus logits and sampling for the largest batch.
+
+        KV writes are skipped (slot -1) and every position reads one zeroed block, so no real cache is needed.
+        """
+        cfg = self.config
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        block = torch.zeros(1, self.block_size, cfg.num_key_value_heads, cfg.head_dim, dtype=self.dtype,
+                            device=self.device)
+        make = lambda data, dtype: torch.tensor(data, dtype=dtype, device=self.device)
+        metadata = AttentionMetadata(
+            slot_mapping=torch.full((num_tokens,), -1, dtype=torch.int64, device=self.device),
+            block_tables=torch.zeros(1, -(-num_tokens // self.block_size), dtype=torch.int32, device=self.device),
+            context_lens=make([num_tokens], torch.int32),
+            cu_seqlens_q=make([0, num_tokens], torch.int32),
+            max_query_len=num_tokens,
+            kv_caches=[(block, block)] * cfg.num_hidden_layers,
+        )
+        input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
+        positions = torch.arange(num_tokens, device=self.device) % cfg.max_position_embeddings
+        with forward_context(metadata):
+            hidden = self.model(input_ids, positions)
+        logits = self.model.compute_logits(hidden[: min(self.max_num_seqs, num_tokens)])
+        del hidden
+        # The sampler's heaviest path (top-k/top-p) sorts and softmaxes float32 [rows, vocab].
+        probs = torch.softmax(logits, dim=-1)
+        sorted_logits = logits.sort(dim=-1, descending=True)
+        del probs, sorted_logits, logits
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device) - base
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
@@ -88,51 +159,109 @@ class ModelRunner:
                     cache.numel() * cache.element_size() / 2**20)
         return [(cache[i, 0], cache[i, 1]) for i in range(cfg.num_hidden_layers)]
 
+    @torch.inference_mode()
+    def _capture_graphs(self, max_model_len: int) -> DecodeGraphs:
+        graphs = DecodeGraphs(self.model, self.kv_caches, batch_buckets(self.max_num_seqs),
+                              -(-max_model_len // self.block_size), self.config.hidden_size, self.dtype, self.device)
+        graphs.capture()
+        return graphs
+
     def release(self) -> None:
+        self.graphs = None  # the graphs hold the KV cache's addresses
         self.kv_caches = []
 
-    def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slot_mapping: list[int] = []
-        context_lens: list[int] = []
-        cu_seqlens_q = [0]
-        logits_indices: list[int] = []
-        sampled_rows: list[int] = []
+    def paths(self) -> dict[str, object]:
+        """Which compute paths ran so far (benchmarks print and check this)."""
+        blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
+        return {
+            "attention": f"paged/{self.attention_backend}",
+            "norm_rope_act": self.attention_backend,
+            "matmul": f"torch.nn.functional.linear ({blas})",
+            "cuda_graphs": self.graphs is not None,
+            "graph_buckets": self.graphs.buckets if self.graphs is not None else [],
+            "graph_replays": self.graphs.num_replays if self.graphs is not None else 0,
+            "steps": dict(self.step_counts),
+        }
+
+    def host_step(self, batch: ScheduledBatch) -> HostStep:
+        step = HostStep(max_query_len=max(batch.num_scheduled_tokens))
         bs = self.block_size
         for row, (request, num_new) in enumerate(zip(batch.requests, batch.num_scheduled_tokens)):
             start = request.num_computed_tokens
             end = start + num_new
-            input_ids.extend(request.token_ids_slice(start, end))
-            positions.extend(range(start, end))
+            step.input_ids.extend(request.token_ids_slice(start, end))
+            step.positions.extend(range(start, end))
             table = request.block_table
-            slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            context_lens.append(end)
-            cu_seqlens_q.append(cu_seqlens_q[-1] + num_new)
+            step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            step.context_lens.append(end)
+            step.cu_seqlens_q.append(step.cu_seqlens_q[-1] + num_new)
             if batch.samples(row):
-                logits_indices.append(cu_seqlens_q[-1] - 1)
-                sampled_rows.append(row)
+                step.logits_indices.append(step.cu_seqlens_q[-1] - 1)
+                step.sampled_rows.append(row)
         max_blocks = max(len(r.block_table) for r in batch.requests)
-        block_tables = [r.block_table + [0] * (max_blocks - len(r.block_table)) for r in batch.requests]
-        as_tensor = lambda data, dtype: torch.tensor(data, dtype=dtype, device=self.device)  # noqa: E731
+        step.block_tables = [r.block_table + [0] * (max_blocks - len(r.block_table)) for r in batch.requests]
+        return step
+
+    def _to_device(self, parts: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
+        """One host->device copy for several index lists (pinned and asynchronous on CUDA), split back."""
+        flat = list(chain.from_iterable(parts))
+        if self.device.type == "cuda":
+            packed = torch.tensor(flat, dtype=dtype, pin_memory=True).to(self.device, non_blocking=True)
+        else:
+            packed = torch.tensor(flat, dtype=dtype, device=self.device)
+        return list(packed.split([len(p) for p in parts]))
+
+    def prepare(self, batch: ScheduledBatch) -> StepInputs:
+        return self._inputs(self.host_step(batch))
+
+    def _inputs(self, step: HostStep) -> StepInputs:
+        input_ids, positions, slot_mapping, logits_indices = self._to_device(
+            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices], torch.int64)
+        tables = step.block_tables
+        context_lens, cu_seqlens_q, block_tables = self._to_device(
+            [step.context_lens, step.cu_seqlens_q, list(chain.from_iterable(tables))], torch.int32)
         metadata = AttentionMetadata(
-            slot_mapping=as_tensor(slot_mapping, torch.int64),
-            block_tables=as_tensor(block_tables, torch.int32),
-            context_lens=as_tensor(context_lens, torch.int32),
-            cu_seqlens_q=as_tensor(cu_seqlens_q, torch.int32),
-            max_query_len=max(batch.num_scheduled_tokens),
+            slot_mapping=slot_mapping,
+            block_tables=block_tables.view(len(tables), len(tables[0])),
+            context_lens=context_lens,
+            cu_seqlens_q=cu_seqlens_q,
+            max_query_len=step.max_query_len,
             kv_caches=self.kv_caches,
         )
-        return StepInputs(as_tensor(input_ids, torch.int64), as_tensor(positions, torch.int64), metadata,
-                          as_tensor(logits_indices, torch.int64), sampled_rows)
+        return StepInputs(input_ids, positions, metadata, logits_indices, step.sampled_rows)
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
-        """Float32 logits for the rows of `batch` that reach their last token, and those rows."""
-        inputs = self.prepare(batch)
-        self.num_forward_tokens += int(inputs.input_ids.numel())
+        """Float32 logits for the rows of `batch` that reach their last token, and those rows.
+
+        No host sync: inputs go up asynchronously and nothing is read back (the sampler reads the result).
+        """
+        step = self.host_step(batch)
+        self.num_forward_tokens += len(step.input_ids)
+        graphs = self.graphs
+        decode_only = step.max_query_len == 1
+        if graphs is not None and decode_only and graphs.can_run(len(step.input_ids), len(step.block_tables[0])):
+            hidden = self._run_graph(graphs, step)
+        else:
+            hidden = self._run_eager(step)
+        if not step.sampled_rows:
+            return hidden.new_empty((0, self.config.vocab_size), dtype=torch.float32), []
+        return self.model.compute_logits(hidden), step.sampled_rows
+
+    def _run_eager(self, step: HostStep) -> torch.Tensor:
+        """Hidden states of the sampled rows."""
+        inputs = self._inputs(step)
+        self.step_counts["decode_eager" if step.max_query_len == 1 else "prefill"] += 1
         with forward_context(inputs.metadata):
             hidden = self.model(inputs.input_ids, inputs.positions)
-        if not inputs.sampled_rows:
-            return hidden.new_empty((0, self.config.vocab_size), dtype=torch.float32), []
-        return self.model.compute_logits(hidden[inputs.logits_indices]), inputs.sampled_rows
+        return hidden[inputs.logits_indices]
+
+    def _run_graph(self, graphs: DecodeGraphs, step: HostStep) -> torch.Tensor:
+        """Hidden states of the sampled rows, from the replayed graph's static output."""
+        decode = DecodeStep(step.input_ids, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
+        hidden = graphs.run(decode)
+        self.step_counts["decode_graph"] += 1
+        if len(step.sampled_rows) == decode.num_seqs:  # one token per row: row i is token i
+            return hidden
+        (rows,) = self._to_device([step.sampled_rows], torch.int64)
+        return hidden[rows]

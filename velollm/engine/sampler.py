@@ -48,11 +48,15 @@ class Sampler:
         device = logits.device
         temperature = torch.tensor([1.0 if g else r.params.temperature for g, r in zip(greedy, requests)], device=device)
         scaled = logits / temperature.unsqueeze(1)
+        top_k = [r.params.top_k if 0 < r.params.top_k < self.vocab_size else self.vocab_size for r in requests]
+        top_p = [r.params.top_p for r in requests]
+        min_p = [r.params.min_p for r in requests]
+        # Which filters run is decided from the host-side params: no device sync for the branch.
         scaled = apply_top_k_top_p_min_p(
             scaled,
-            torch.tensor([r.params.top_k if r.params.top_k > 0 else self.vocab_size for r in requests], device=device),
-            torch.tensor([r.params.top_p for r in requests], device=device),
-            torch.tensor([r.params.min_p for r in requests], device=device),
+            torch.tensor(top_k, device=device) if min(top_k) < self.vocab_size else None,
+            torch.tensor(top_p, device=device) if min(top_p) < 1 else None,
+            torch.tensor(min_p, device=device) if max(min_p) > 0 else None,
         )
         probs = torch.softmax(scaled, dim=-1)
         noise = torch.empty_like(probs).exponential_()
@@ -84,22 +88,27 @@ def apply_penalties(row_logits: torch.Tensor, request: Request) -> None:
 
 
 def apply_top_k_top_p_min_p(
-    logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None, min_p: torch.Tensor | None
 ) -> torch.Tensor:
-    """Filter each row in vLLM's order: min-p, then top-k, then top-p (always keeping the best token)."""
-    if bool((min_p > 0).any()):
+    """Filter each row in vLLM's order: min-p, then top-k, then top-p (always keeping the best token).
+
+    A None filter is off for every row.
+    """
+    if min_p is not None:
         probs = torch.softmax(logits, dim=-1)
         threshold = probs.max(dim=-1, keepdim=True).values * min_p.unsqueeze(1)
         logits = logits.masked_fill(probs < threshold, _NEG_INF)
-    vocab = logits.shape[-1]
-    if not bool((top_k < vocab).any()) and not bool((top_p < 1).any()):
+    if top_k is None and top_p is None:
         return logits
+    vocab = logits.shape[-1]
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
-    sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), _NEG_INF)
-    sorted_probs = torch.softmax(sorted_logits, dim=-1)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    sorted_logits = sorted_logits.masked_fill((mass_before > top_p.unsqueeze(1)) & (ranks > 0), _NEG_INF)
+    if top_k is not None:
+        sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), _NEG_INF)
+    if top_p is not None:
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        sorted_logits = sorted_logits.masked_fill((mass_before > top_p.unsqueeze(1)) & (ranks > 0), _NEG_INF)
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
