@@ -82,6 +82,10 @@ class AsyncEngine:
         self.engine.validate_prompt(prompt_token_ids)
         if self.num_waiting >= self.max_queue:
             raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
+        if params.structured_output is not None:
+            # Compile (cached) off the engine thread, so a new schema never stalls the batch.
+            manager = await asyncio.to_thread(lambda: self.engine.structured_output)
+            await asyncio.to_thread(manager.compile, params.structured_output)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:

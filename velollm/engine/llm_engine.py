@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import logging
 from dataclasses import dataclass
 
@@ -83,6 +84,8 @@ class LLMEngine:
         self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
         self.device = torch_device
         self.requests: dict[str, Request] = {}
+        self._structured = None
+        self._structured_lock = threading.Lock()
         self._ids = itertools.count()
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
 
@@ -107,10 +110,24 @@ class LLMEngine:
         if params.seed is not None:
             generator = torch.Generator(self.device).manual_seed(params.seed)
         request = Request(request_id, list(prompt_token_ids), params, generator=generator)
+        if params.structured_output is not None:
+            budget = params.max_tokens or self.max_model_len - len(prompt_token_ids)
+            request.grammar = self.structured_output.new_matcher(params.structured_output, max_tokens=budget)
         self.requests[request_id] = request
         self.outputs.add(request)
         self.scheduler.add(request)
         return request
+
+    @property
+    def structured_output(self):
+        """The grammar backend (xgrammar), built on the first constrained request."""
+        with self._structured_lock:
+            if self._structured is None:
+                from velollm.engine.structured_output import StructuredOutputManager
+
+                self._structured = StructuredOutputManager(self.tokenizer, self.model_config.vocab_size,
+                                                           stop_token_ids=self.eos_token_ids)
+            return self._structured
 
     def validate_prompt(self, prompt_token_ids: list[int]) -> None:
         if not prompt_token_ids:
@@ -152,7 +169,11 @@ class LLMEngine:
         if not rows:
             return []
         sampled_requests = [batch.requests[row] for row in rows]
-        token_ids, logprobs = self.sampler(logits, sampled_requests)
+        apply_grammar = None
+        if any(r.grammar is not None for r in sampled_requests):
+            matchers = [r.grammar for r in sampled_requests]
+            apply_grammar = lambda logits: self.structured_output.apply_masks(logits, matchers)  # noqa: E731
+        token_ids, logprobs = self.sampler(logits, sampled_requests, apply_grammar)
         deltas = []
         for request, token_id, token_logprobs in zip(sampled_requests, token_ids, logprobs):
             self.outputs.append_token(request, token_id, token_logprobs)

@@ -47,6 +47,11 @@ class OutputProcessor:
     def _check_stop(self, request: Request, state: _TextState, token_id: int) -> str | None:
         params = request.params
         num_out = len(request.output_token_ids)
+        grammar_done = request.grammar is not None and (
+            not request.grammar.accept_token(token_id) or request.grammar.is_terminated())
+        if grammar_done and (token_id in self.eos_token_ids or token_id in params.stop_token_ids):
+            request.finish_reason, request.stop_reason = "stop", None  # the grammar ended on a stop token
+            return "eos"
         # The sampler bans EOS and stop ids below min_tokens, so seeing one here ends the request.
         if not params.ignore_eos and token_id in self.eos_token_ids:
             request.finish_reason, request.stop_reason = "stop", None
@@ -59,6 +64,9 @@ class OutputProcessor:
             state.text += new_text
             if params.stop and num_out >= params.min_tokens and self._cut_at_stop(request, state, len(new_text)):
                 return "stop-string"
+        if grammar_done:  # the constrained answer is complete (even with ignore_eos)
+            request.finish_reason, request.stop_reason = "stop", None
+            return "grammar"
         if (params.max_tokens is not None and num_out >= params.max_tokens) or request.num_tokens >= self.max_model_len:
             request.finish_reason = "length"
             return "length"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -17,9 +17,16 @@ class Sampler:
         self.eos_token_ids = eos_token_ids
 
     @torch.no_grad()
-    def __call__(self, logits: torch.Tensor, requests: Sequence[Request]) -> tuple[list[int], list[dict[int, float] | None]]:
-        """logits: float32 [len(requests), vocab]. Returns the sampled ids and per-row logprobs (or None)."""
+    def __call__(self, logits: torch.Tensor, requests: Sequence[Request],
+                 apply_grammar: Callable[[torch.Tensor], None] | None = None,
+                 ) -> tuple[list[int], list[dict[int, float] | None]]:
+        """logits: float32 [len(requests), vocab]. Returns the sampled ids and per-row logprobs (or None).
+
+        `apply_grammar` masks the rows of constrained requests in place (after the processors).
+        """
         logits = self.process(logits, requests)
+        if apply_grammar is not None:
+            apply_grammar(logits)
         want_logprobs = [r.params.logprobs is not None for r in requests]
         logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
         token_ids = self.sample(logits, requests)
@@ -34,7 +41,8 @@ class Sampler:
                 ids = torch.tensor([i for i in params.logit_bias if 0 <= i < logits.shape[1]], dtype=torch.long)
                 bias = torch.tensor([params.logit_bias[i] for i in ids.tolist()], dtype=logits.dtype)
                 logits[row].index_add_(0, ids.to(logits.device), bias.to(logits.device))
-            if len(request.output_token_ids) < params.min_tokens:
+            # A finished grammar allows only EOS: banning it too would leave nothing to sample.
+            if len(request.output_token_ids) < params.min_tokens and request.grammar is None:
                 banned = [i for i in (*self.eos_token_ids, *params.stop_token_ids) if i < logits.shape[1]]
                 logits[row, banned] = _NEG_INF
             if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:

@@ -5,9 +5,12 @@ tags (free text until a trigger, then a schema: what tool_choice="auto" needs), 
 the token mask at compile time so the per-step mask is cheap, and fills masks for a whole batch on
 worker threads.
 
-One manager per model: it builds the xgrammar TokenizerInfo once, compiles each spec once (LRU),
-hands out one matcher per request and masks a batch of logits with one reused bitmask.
-xgrammar is imported lazily: `from velollm import LLM` must not need it.
+One manager per model: it builds the xgrammar TokenizerInfo once, compiles each spec once (LRU;
+schemas are first narrowed by schema_bounds), hands out one matcher per request (with a JsonGuard
+that ends runaway strings and winds the answer down near max_tokens) and masks a batch of logits
+with one reused bitmask. The mask is CPU work: `fill_bitmask` can run while the forward pass is
+in flight, `apply_bitmask` once the logits exist. xgrammar is imported lazily: `from velollm
+import LLM` must not need it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,19 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from velollm.engine.grammar_vocab import build_tokenizer_info, starts_with_bitmask
-from velollm.engine.schema_bounds import GrammarLimits, bound_schema, json_object_schema, string_cap_for
-from velollm.engine.string_watchdog import StringWatchdog
+from velollm.engine.grammar_vocab import (
+    build_tokenizer_info,
+    ids_bitmask,
+    starts_with_bitmask,
+)
+from velollm.engine.json_guard import JsonGuard
+from velollm.engine.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import StructuredOutput
 
@@ -34,37 +41,38 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_PARAM = {"json_object": "response_format", "json_schema": "response_format", "ebnf": "grammar", "structural_tag": "tools"}
+_PARAM = {
+    "json_object": "response_format",
+    "json_schema": "response_format",
+    "ebnf": "grammar",
+    "structural_tag": "tools",
+}
 
 
 @dataclass(frozen=True)
 class CompiledSpec:
     grammar: Any  # xgrammar.CompiledGrammar
-    string_cap: int | None  # characters a plain string may hold before the watchdog closes it
+    is_json: bool  # JsonGuard applies (JSON schemas and structural tags; not EBNF)
     triggers: tuple[str, ...] = ()  # free text until one of these (tool_choice="auto")
 
 
 class GrammarMatcher:
     """Grammar state of one request: fill its mask row, then advance with the sampled token."""
 
-    def __init__(self, matcher: Any, watchdog: StringWatchdog | None, token_bytes: list[bytes]) -> None:
+    def __init__(self, matcher: Any, guard: JsonGuard | None, token_bytes: list[bytes]) -> None:
         self._matcher = matcher
-        self._watchdog = watchdog
+        self.guard = guard
         self._token_bytes = token_bytes
 
     def fill_mask(self, bitmask: torch.Tensor, row: int = 0) -> None:
         self._matcher.fill_next_token_bitmask(bitmask, row)
 
-    @property
-    def must_close_string(self) -> bool:
-        return self._watchdog is not None and self._watchdog.must_close
-
     def accept_token(self, token_id: int) -> bool:
         """False when the token breaks the grammar (the request should stop: it cannot recover)."""
         if not self._matcher.accept_token(token_id):
             return False
-        if self._watchdog is not None and token_id < len(self._token_bytes):
-            self._watchdog.feed(self._token_bytes[token_id])
+        if self.guard is not None:
+            self.guard.feed(self._token_bytes[token_id] if token_id < len(self._token_bytes) else b"")
         return True
 
     def is_terminated(self) -> bool:
@@ -79,20 +87,31 @@ class StructuredOutputManager:
         tokenizer: Tokenizer,
         vocab_size: int,
         *,
+        stop_token_ids: Iterable[int] | None = None,
         limits: GrammarLimits | None = None,
         cache_size: int = 256,
         max_threads: int = 4,
     ) -> None:
+        """`stop_token_ids`: the ids that end a request (the engine's EOS set; default: the
+        tokenizer's). A finished grammar allows only these."""
         import xgrammar as xgr
 
         self._xgr = xgr
         self.vocab_size = vocab_size
         self.limits = limits or GrammarLimits()
-        self.tokenizer_info = build_tokenizer_info(tokenizer, vocab_size)
+        self.tokenizer_info = build_tokenizer_info(tokenizer, vocab_size, stop_token_ids)
         self._token_bytes: list[bytes] = list(self.tokenizer_info.decoded_vocab)
-        self._quote_mask = starts_with_bitmask(self._token_bytes, b'"')
+        stop = ids_bitmask(self.tokenizer_info.stop_token_ids, vocab_size)
+        closers = starts_with_bitmask(self._token_bytes, (b"}", b"]"))
+        comma = starts_with_bitmask(self._token_bytes, (b",",))
+        spaces = starts_with_bitmask(self._token_bytes, (b" ", b"\t", b"\n", b"\r"))
+        self._narrowing_masks = {  # in order of preference (see JsonGuard)
+            "close_string": [starts_with_bitmask(self._token_bytes, (b'"',))],
+            "close_structure": [stop, closers, comma, ~spaces],
+            "stop": [stop],
+        }
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=max_threads, cache_enabled=False)
-        self._cache: OrderedDict[tuple[str, str, int | None], CompiledSpec] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], CompiledSpec] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
@@ -101,18 +120,15 @@ class StructuredOutputManager:
 
     # ---- compilation -------------------------------------------------------------------------
 
-    def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
-        """`spec` compiled once per (spec, budget bucket), bounded to answers that fit in max_tokens.
-
-        Raises InvalidRequest for a schema or grammar xgrammar cannot compile.
-        """
-        budget = _budget_bucket(max_tokens)
-        key = (spec.kind, spec.value, budget)
+    def compile(self, spec: StructuredOutput) -> CompiledSpec:
+        """`spec` compiled once (LRU cache). Raises InvalidRequest for a schema or grammar that
+        xgrammar cannot compile."""
+        key = (spec.kind, spec.value)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        compiled = self._compile(spec, budget)
+        compiled = self._compile(spec)
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > self._cache_size:
@@ -123,21 +139,18 @@ class StructuredOutputManager:
     def num_cached(self) -> int:
         return len(self._cache)
 
-    def _compile(self, spec: StructuredOutput, budget: int | None) -> CompiledSpec:
+    def _compile(self, spec: StructuredOutput) -> CompiledSpec:
         try:
-            if spec.kind == "json_object":
-                cap = string_cap_for(self.limits, budget, num_strings=8)
-                return CompiledSpec(self._compile_schema(json_object_schema(self.limits, cap)), cap)
-            if spec.kind == "json_schema":
-                schema, cap = bound_schema(_load(spec), self.limits, budget)
-                return CompiledSpec(self._compile_schema(schema), cap)
+            if spec.kind in ("json_object", "json_schema"):
+                schema = JSON_OBJECT_SCHEMA if spec.kind == "json_object" else _load(spec)
+                return CompiledSpec(self._compile_schema(bound_schema(schema, self.limits)), True)
             if spec.kind == "ebnf":
-                return CompiledSpec(self._compiler.compile_grammar(spec.value), None)
+                return CompiledSpec(self._compiler.compile_grammar(spec.value), False)
             if spec.kind == "structural_tag":
                 tag = _load(spec)
-                cap = _bound_tag(tag, self.limits, budget)
+                _bound_schemas(tag, self.limits)
                 grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
-                return CompiledSpec(grammar, cap, tuple(_triggers(tag)))
+                return CompiledSpec(grammar, True, tuple(_triggers(tag)))
         except InvalidRequest:
             raise
         except Exception as e:  # xgrammar raises RuntimeError/ValueError/its own errors on bad input
@@ -162,9 +175,12 @@ class StructuredOutputManager:
         return self._compiler.compile_grammar(grammar)
 
     def new_matcher(self, spec: StructuredOutput, max_tokens: int | None = None) -> GrammarMatcher:
-        compiled = self.compile(spec, max_tokens)
-        watchdog = StringWatchdog(compiled.string_cap, compiled.triggers) if compiled.string_cap else None
-        return GrammarMatcher(self._xgr.GrammarMatcher(compiled.grammar), watchdog, self._token_bytes)
+        """A matcher for one request; `max_tokens` (the request's own) sets when it winds down."""
+        compiled = self.compile(spec)
+        guard = None
+        if compiled.is_json:
+            guard = JsonGuard(self.limits.max_string_length, compiled.triggers, self.limits.wind_down_at(max_tokens))
+        return GrammarMatcher(self._xgr.GrammarMatcher(compiled.grammar), guard, self._token_bytes)
 
     # ---- masking -----------------------------------------------------------------------------
 
@@ -184,10 +200,12 @@ class StructuredOutputManager:
             for row, m in zip(rows, live):
                 m.fill_mask(self._bitmask, row)  # type: ignore[union-attr]
         for row, m in zip(rows, live):
-            if m.must_close_string:  # type: ignore[union-attr]
-                narrowed = self._bitmask[row] & self._quote_mask[: self._bitmask.shape[1]]
-                if bool(narrowed.any()):  # else the grammar cannot close here (minLength, pattern)
+            narrowing = m.guard.narrowing if m.guard is not None else None  # type: ignore[union-attr]
+            for preferred in self._narrowing_masks[narrowing] if narrowing is not None else ():
+                narrowed = self._bitmask[row] & preferred
+                if bool(narrowed.any()):  # else the grammar cannot end here yet (minLength, pattern...)
                     self._bitmask[row] = narrowed
+                    break
         return rows
 
     def apply_bitmask(self, logits: torch.Tensor, rows: list[int]) -> None:
@@ -210,13 +228,8 @@ class StructuredOutputManager:
         self.apply_bitmask(logits, self.fill_bitmask(matchers))
 
 
-_LOOSE_STRING_CHAR = r'(([^\"\\\r\n]))'
-_STRICT_STRING_CHAR = r'(([^\"\\\0-\x1f]))'
-
-
-def _budget_bucket(max_tokens: int | None) -> int | None:
-    # Powers of two keep the cache small; rounding down keeps the bound within max_tokens.
-    return None if max_tokens is None else 2 ** int(math.log2(max(1, max_tokens)))
+_LOOSE_STRING_CHAR = r"[^\"\\\r\n]"
+_STRICT_STRING_CHAR = r"[^\"\\\0-\x1f]"
 
 
 def _load(spec: StructuredOutput) -> Any:
@@ -235,45 +248,16 @@ def _triggers(node: Any) -> list[str]:
     return own + [t for k, v in node.items() if isinstance(v, (dict, list)) for t in _triggers(v)]
 
 
-def _num_values(node: Any) -> int:
-    """How many JSON values a structural-tag format can produce at most (4 where unbounded: about
-    where a model that stops at random ends)."""
-    if isinstance(node, list):
-        return sum(_num_values(n) for n in node)
-    if not isinstance(node, dict):
-        return 0
-    kind = node.get("type")
-    if kind == "json_schema":
-        return 1
-    if kind == "repeat":
-        return int(node.get("max", 4)) * _num_values(node.get("content"))
-    if kind == "or":
-        return max((_num_values(n) for n in node.get("elements", [])), default=0)
-    if kind in ("triggered_tags", "tags_with_separator"):
-        one = max((_num_values(n) for n in node.get("tags", [])), default=0)
-        return one if node.get("stop_after_first") else 4 * one
-    return sum(_num_values(v) for v in node.values() if isinstance(v, (dict, list)))
-
-
-def _bound_tag(tag: Any, limits: GrammarLimits, budget: int | None) -> int | None:
-    """Bound every JSON schema inside a structural tag, in place, sharing the budget; returns the
-    string cap (the smallest of the schemas'), None when the tag holds no schema."""
-    share = None if budget is None else max(1, budget // max(1, _num_values(tag)))
-    caps: list[int] = []
-    _bound_schemas(tag, limits, share, caps)
-    return min(caps) if caps else None
-
-
-def _bound_schemas(node: Any, limits: GrammarLimits, budget: int | None, caps: list[int]) -> None:
+def _bound_schemas(node: Any, limits: GrammarLimits) -> None:
+    """Bound every JSON schema inside a structural tag, in place."""
     if isinstance(node, list):
         for item in node:
-            _bound_schemas(item, limits, budget, caps)
+            _bound_schemas(item, limits)
     elif isinstance(node, dict):
         if node.get("type") == "json_schema" and "json_schema" in node:
-            node["json_schema"], cap = bound_schema(node["json_schema"], limits, budget)
-            caps.append(cap)
+            node["json_schema"] = bound_schema(node["json_schema"], limits)
             if limits.max_whitespace is not None:
                 node.setdefault("max_whitespace_cnt", limits.max_whitespace)
             return
         for value in node.values():
-            _bound_schemas(value, limits, budget, caps)
+            _bound_schemas(value, limits)

@@ -1,0 +1,242 @@
+"""Grammar backend: random tokens under the mask always give parseable, schema-valid, short JSON."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import torch
+
+from tests.tools.corpus import TOOLS
+from tests.tools.schemas import ALL
+from velollm.engine.schema_bounds import GrammarLimits, bound_regex, bound_schema
+from velollm.engine.structured_output import StructuredOutputManager
+from velollm.engine.tokenizer import Tokenizer
+from velollm.errors import InvalidRequest
+from velollm.optimizer.tool_grammar import (
+    ollama_format_constraint,
+    response_format_constraint,
+    tool_call_constraint,
+)
+from velollm.optimizer.tool_parsers import ToolFamily
+from velollm.optimizer.tool_repair import ToolRepairer
+from velollm.sampling_params import StructuredOutput
+
+MAX_TOKENS = 256
+PAD = 13  # the model's lm_head is larger than the vocabulary (padded rows must never be sampled)
+
+
+@pytest.fixture(scope="module")
+def manager(byte_bpe: Tokenizer) -> StructuredOutputManager:
+    return StructuredOutputManager(byte_bpe, byte_bpe.vocab_size + PAD, max_threads=2)
+
+
+def _sample_batch(
+    manager: StructuredOutputManager, tok: Tokenizer, specs: list[StructuredOutput | None], seed: int
+) -> list[tuple[list[int], bool]]:
+    """Random logits, masked; argmax per row. Returns (token ids, ended with EOS) per row."""
+    gen = torch.Generator().manual_seed(seed)
+    matchers = [manager.new_matcher(s, max_tokens=MAX_TOKENS) if s is not None else None for s in specs]
+    outs: list[list[int]] = [[] for _ in specs]
+    done = [m is None for m in matchers]
+    for _ in range(MAX_TOKENS):
+        if all(done):
+            break
+        logits = torch.rand(len(specs), manager.vocab_size, generator=gen)
+        manager.apply_masks(logits, [None if d else m for m, d in zip(matchers, done)])
+        for row, m in enumerate(matchers):
+            if done[row] or m is None:
+                continue
+            token = int(torch.argmax(logits[row]))
+            assert token < tok.vocab_size, "a padded lm_head row was allowed"
+            assert m.accept_token(token)
+            if token in tok.eos_token_ids:
+                done[row] = True
+                assert m.is_terminated()
+            else:
+                outs[row].append(token)
+    return [(ids, d) for ids, d in zip(outs, done)]
+
+
+def _check(schema: dict, text: str) -> None:
+    value = json.loads(text)
+    cls = jsonschema.validators.validator_for(schema)
+    cls(schema, format_checker=cls.FORMAT_CHECKER).validate(value)
+
+
+def test_at_least_100_schemas() -> None:
+    assert len(ALL) >= 100
+
+
+@pytest.mark.parametrize("start", range(0, len(ALL), 8))
+def test_random_tokens_under_schema_mask_give_valid_json(
+    manager: StructuredOutputManager, byte_bpe: Tokenizer, start: int
+) -> None:
+    schemas = ALL[start : start + 8]
+    specs: list[StructuredOutput | None] = [StructuredOutput("json_schema", json.dumps(s)) for s in schemas]
+    specs.insert(1, None)  # an unconstrained request in the same batch stays unmasked
+    results = _sample_batch(manager, byte_bpe, specs, seed=start)
+    results.pop(1)
+    for schema, (ids, ended) in zip(schemas, results):
+        assert ended, f"no EOS within {MAX_TOKENS} tokens for {json.dumps(schema)}: {byte_bpe.decode(ids)!r}"
+        _check(schema, byte_bpe.decode(ids))
+
+
+def test_json_object_mode(manager: StructuredOutputManager, byte_bpe: Tokenizer) -> None:
+    specs: list[StructuredOutput | None] = [StructuredOutput("json_object")] * 6
+    for ids, ended in _sample_batch(manager, byte_bpe, specs, seed=1):
+        assert ended and isinstance(json.loads(byte_bpe.decode(ids)), dict)
+
+
+def test_unmasked_rows_are_untouched(manager: StructuredOutputManager) -> None:
+    logits = torch.rand(3, manager.vocab_size)
+    before = logits.clone()
+    m = manager.new_matcher(StructuredOutput("json_object"))
+    manager.apply_masks(logits, [None, m, None])
+    assert torch.equal(logits[0], before[0]) and torch.equal(logits[2], before[2])
+    assert torch.isinf(logits[1]).sum() > manager.vocab_size // 2
+    bitmask = manager._bitmask
+    manager.apply_masks(torch.rand(2, manager.vocab_size), [m, m])
+    assert manager._bitmask is bitmask  # allocated once, reused
+
+
+def test_compiled_once_per_spec(byte_bpe: Tokenizer) -> None:
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1)
+    spec = StructuredOutput("json_schema", json.dumps(ALL[0]))
+    first = manager.compile(spec)
+    manager.new_matcher(spec, max_tokens=100)
+    manager.new_matcher(StructuredOutput("json_schema", json.dumps(ALL[0])), max_tokens=900)
+    assert manager.compile(spec) is first and manager.num_cached == 1
+
+
+def test_bad_specs_are_invalid_requests(manager: StructuredOutputManager) -> None:
+    with pytest.raises(InvalidRequest):
+        manager.compile(StructuredOutput("json_schema", "{not json"))
+    with pytest.raises(InvalidRequest):
+        manager.compile(StructuredOutput("ebnf", "root ::= undefined_rule"))
+
+
+def test_bounds_only_narrow() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "s": {"type": "string"},
+            "a": {"type": "array", "items": {"type": "integer"}},
+            "m": {"type": "string", "format": "email"},
+        },
+    }
+    bounded = bound_schema(schema, GrammarLimits())
+    assert "maxLength" not in bounded["properties"]["s"]  # plain strings: JsonGuard's job
+    assert bounded["properties"]["a"]["maxItems"] == GrammarLimits().max_array_items
+    assert bounded["properties"]["a"]["items"]["maximum"] == 10**12 - 1
+    assert "format" not in bounded["properties"]["m"] and "@" in bounded["properties"]["m"]["pattern"]
+    assert schema["properties"]["s"] == {"type": "string"}  # the original is not modified
+    assert bound_regex(r"^[a-z]+\+x*(ab)?$", 5) == r"^[a-z]{1,5}\+x{0,5}(ab){0,1}$"
+    assert GrammarLimits().wind_down_at(256) == 64 and GrammarLimits().wind_down_at(4096) == 3840
+
+
+@pytest.mark.parametrize("family", list(ToolFamily))
+@pytest.mark.parametrize("choice", ["required", "named"])
+@pytest.mark.parametrize("parallel", [True, False])
+def test_tool_choice_grammar_yields_valid_calls(
+    manager: StructuredOutputManager, byte_bpe: Tokenizer, family: ToolFamily, choice: str, parallel: bool
+) -> None:
+    tool_choice = {"type": "function", "function": {"name": "get_weather"}} if choice == "named" else "required"
+    spec = tool_call_constraint(TOOLS, tool_choice, family, parallel_tool_calls=parallel)
+    assert spec is not None
+    repairer = ToolRepairer(TOOLS, family)
+    for ids, ended in _sample_batch(manager, byte_bpe, [spec] * 4, seed=7):
+        assert ended
+        text = byte_bpe.decode(ids, skip_special_tokens=False)  # as the API decodes requests with tools
+        result = repairer.repair_text(text)
+        assert result.calls and all(o.outcome == "valid" for o in result.outcomes), (text, result.outcomes)
+        assert result.content == ""
+        if choice == "named":
+            assert {c.name for c in result.calls} == {"get_weather"}
+        if not parallel or choice == "named":
+            assert len(result.calls) + result.num_duplicates == 1
+
+
+@pytest.mark.parametrize("family", list(ToolFamily))
+def test_auto_allows_text_then_a_valid_call(
+    manager: StructuredOutputManager, byte_bpe: Tokenizer, family: ToolFamily
+) -> None:
+    spec = tool_call_constraint(TOOLS, "auto", family)
+    assert spec is not None
+    m = manager.new_matcher(spec)
+    prefix = {"hermes": '<tool_call>\n{"name": "', "llama3_json": '{"name": "', "mistral": '[TOOL_CALLS][{"name": "'}[
+        family.value
+    ]
+    ids = byte_bpe.encode("Let me check. " + prefix + "get_weather", add_special_tokens=False)
+    if family is ToolFamily.HERMES:
+        assert byte_bpe.token_to_id("<tool_call>") in ids  # the marker token itself is allowed
+    for token in ids:
+        assert m.accept_token(token)
+    # From the marker on, the mask allows only the schema: an argument of the wrong type is refused.
+    middle = '", "parameters": ' if family is ToolFamily.LLAMA3 else '", "arguments": '
+    for token in byte_bpe.encode(middle + '{"city": ', add_special_tokens=False):
+        assert m.accept_token(token)
+    assert not m.accept_token(byte_bpe.encode("5", add_special_tokens=False)[0])
+
+
+def test_tool_choice_none_and_errors() -> None:
+    assert tool_call_constraint(TOOLS, "none") is None
+    assert tool_call_constraint([], "auto") is None
+    with pytest.raises(InvalidRequest):
+        tool_call_constraint(TOOLS, {"type": "function", "function": {"name": "missing"}})
+    with pytest.raises(InvalidRequest):
+        tool_call_constraint(TOOLS, "sometimes")
+    with pytest.raises(InvalidRequest):
+        tool_call_constraint([], "required")
+
+
+def test_response_format_and_ollama_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    strict = {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": schema}}
+    assert response_format_constraint(strict) == StructuredOutput("json_schema", json.dumps(schema))
+    assert response_format_constraint({"type": "json_object"}) == StructuredOutput("json_object")
+    assert response_format_constraint({"type": "text"}) is None
+    assert ollama_format_constraint("json") == StructuredOutput("json_object")
+    assert ollama_format_constraint(schema) == StructuredOutput("json_schema", json.dumps(schema))
+    with pytest.raises(InvalidRequest):
+        response_format_constraint({"type": "json_schema", "json_schema": {"name": "x"}})
+
+
+def test_sentencepiece_vocabulary(sp_bpe: Tokenizer) -> None:
+    """Metaspace pieces with <0xNN> byte fallback (Llama 2 / Mistral style) work like byte-level BPE."""
+    manager = StructuredOutputManager(sp_bpe, sp_bpe.vocab_size + PAD, max_threads=2)
+    import xgrammar as xgr
+
+    assert manager.tokenizer_info.vocab_type == xgr.VocabType.BYTE_FALLBACK
+    schemas = ALL[::5]
+    for start in range(0, len(schemas), 8):
+        batch = schemas[start : start + 8]
+        specs: list[StructuredOutput | None] = [StructuredOutput("json_schema", json.dumps(s)) for s in batch]
+        for schema, (ids, ended) in zip(batch, _sample_batch(manager, sp_bpe, specs, seed=start)):
+            assert ended
+            _check(schema, sp_bpe.decode(ids))
+    spec = tool_call_constraint(TOOLS, "required", ToolFamily.MISTRAL)
+    for ids, ended in _sample_batch(manager, sp_bpe, [spec] * 4, seed=3):
+        result = ToolRepairer(TOOLS, ToolFamily.MISTRAL).repair_text(sp_bpe.decode(ids, skip_special_tokens=False))
+        assert ended and result.calls and result.ok
+    logits = torch.zeros(1, manager.vocab_size)
+    manager.apply_masks(logits, [manager.new_matcher(spec)])
+    assert logits[0, sp_bpe.token_to_id("[TOOL_CALLS]")] == 0  # the model may use its own marker token
+
+
+def test_other_special_tokens_are_never_allowed(manager: StructuredOutputManager, byte_bpe: Tokenizer) -> None:
+    start = byte_bpe.token_to_id("<|start|>")
+    assert start is not None
+    for spec in (StructuredOutput("json_object"), tool_call_constraint(TOOLS, "auto", ToolFamily.HERMES)):
+        logits = torch.zeros(1, manager.vocab_size)
+        manager.apply_masks(logits, [manager.new_matcher(spec)])
+        assert logits[0, start] == float("-inf")
+        assert logits[0, byte_bpe.vocab_size :].eq(float("-inf")).all()  # padded lm_head rows
+
+
+def test_ebnf_grammar(manager: StructuredOutputManager, byte_bpe: Tokenizer) -> None:
+    spec = StructuredOutput("ebnf", 'root ::= ("yes" | "no") " " [0-9]{1,3}')
+    for ids, ended in _sample_batch(manager, byte_bpe, [spec] * 6, seed=2):
+        text = byte_bpe.decode(ids)
+        assert ended and text.split(" ")[0] in ("yes", "no") and text.split(" ")[1].isdigit()

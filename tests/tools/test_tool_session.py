@@ -1,0 +1,66 @@
+"""ToolSession: one request's prompt, constraint, parsing and retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.tools.corpus import TOOLS
+from velollm.engine.tokenizer import Tokenizer
+from velollm.errors import InvalidRequest
+from velollm.optimizer.tool_parsers import ToolFamily
+from velollm.optimizer.tool_session import ToolCallConfig, ToolSession
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@pytest.fixture()
+def qwen_like(byte_bpe: Tokenizer) -> Tokenizer:
+    return Tokenizer(byte_bpe.backend, chat_template=(TEMPLATES / "hermes.jinja").read_text(), eos_token="<eos>")
+
+
+def test_session_end_to_end(qwen_like: Tokenizer) -> None:
+    session = ToolSession(qwen_like, TOOLS, "required", parallel_tool_calls=False)
+    assert session.family is ToolFamily.HERMES and session.active and not session.skip_special_tokens
+    assert session.structured_output is not None and session.structured_output.kind == "structural_tag"
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    assert "<tools>" in session.render_prompt(messages)
+    assert session.prompt_token_ids(messages) == qwen_like.encode(
+        session.render_prompt(messages), add_special_tokens=False
+    )
+    text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>'
+    result = session.parse(text)
+    assert [c.name for c in result.calls] == ["get_weather"]  # parallel_tool_calls=false: one call
+    assert ToolSession.finish_reason(result, "stop") == "tool_calls"
+    assert session.stream_parser().incremental  # constrained: arguments stream as they come
+
+
+def test_retry_flow(qwen_like: Tokenizer) -> None:
+    session = ToolSession(qwen_like, TOOLS, "auto", config=ToolCallConfig(retries=1, constrain_auto=False))
+    assert session.structured_output is None and not session.stream_parser().incremental
+    bad = '<tool_call>{"name": "get_weather", "arguments": {"days": 2}}</tool_call>'
+    result = session.parse(bad)
+    assert session.should_retry(result, attempt=0) and not session.should_retry(result, attempt=1)
+    retry = session.retry_messages([{"role": "user", "content": "hi"}], bad, result)
+    assert retry[-2] == {"role": "assistant", "content": bad}
+    assert "missing required argument 'city'" in retry[-1]["content"]
+    assert result.content == bad and ToolSession.finish_reason(result, "stop") == "stop"
+
+
+def test_tool_choice_none_leaves_text_alone(qwen_like: Tokenizer) -> None:
+    session = ToolSession(qwen_like, TOOLS, "none")
+    text = '<tool_call>{"name": "now"}</tool_call>'
+    assert session.structured_output is None and session.skip_special_tokens
+    assert session.parse(text).content == text and not session.parse(text).calls
+
+
+def test_bad_tool_choice(qwen_like: Tokenizer) -> None:
+    with pytest.raises(InvalidRequest):
+        ToolSession(qwen_like, TOOLS, {"type": "function"})
+    with pytest.raises(InvalidRequest):
+        ToolSession(qwen_like, None, "required")
+    assert json.loads(
+        ToolSession(qwen_like, TOOLS, {"type": "function", "function": {"name": "now"}}).structured_output.value
+    )  # type: ignore[union-attr]

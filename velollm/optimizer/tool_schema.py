@@ -1,0 +1,119 @@
+"""ToolSpec: one callable tool, normalized from the shapes clients send.
+
+Accepts OpenAI (`{"type": "function", "function": {...}}`), bare (`{"name", "parameters"}`) and
+Ollama tools; maps Gorilla/BFCL pseudo-types (`dict`, `float`, `tuple`, `any`) to JSON Schema so
+that both `jsonschema` and the grammar compiler accept the schema as the client meant it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from velollm.errors import InvalidRequest
+
+_GORILLA_TYPES = {
+    "dict": "object",
+    "float": "number",
+    "double": "number",
+    "int": "integer",
+    "long": "integer",
+    "bool": "boolean",
+    "str": "string",
+    "list": "array",
+    "tuple": "array",
+    "String": "string",
+    "Boolean": "boolean",
+}
+_EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters_json: str  # normalized JSON Schema of the arguments, serialized (frozen and hashable)
+    strict: bool = False
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return json.loads(self.parameters_json)
+
+    def to_openai(self) -> dict[str, Any]:
+        function = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": function}
+
+
+def normalize_schema(schema: Any) -> Any:
+    """A copy of `schema` with pseudo-types mapped to JSON Schema types ('any' drops the type)."""
+    schema = copy.deepcopy(schema)
+    _fix_types(schema)
+    return schema
+
+
+def _fix_types(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _fix_types(item)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "any":
+        del node["type"]
+    elif isinstance(kind, str):
+        node["type"] = _GORILLA_TYPES.get(kind, kind)
+    elif isinstance(kind, list):
+        node["type"] = [_GORILLA_TYPES.get(k, k) for k in kind if k != "any"] or node.pop("type")
+    for key, value in node.items():
+        if key in ("properties", "patternProperties", "$defs", "definitions") and isinstance(value, dict):
+            for sub in value.values():
+                _fix_types(sub)
+        elif key not in ("enum", "const", "default", "examples", "required", "type"):
+            _fix_types(value)
+
+
+def tool_specs(tools: Sequence[Mapping[str, Any]] | None) -> list[ToolSpec]:
+    """Normalize request tools; raises InvalidRequest on shapes no client means."""
+    specs, seen = [], set()
+    for i, tool in enumerate(tools or []):
+        if not isinstance(tool, Mapping):
+            raise InvalidRequest(f"tools[{i}] must be an object", param="tools")
+        fn = tool.get("function", tool) if tool.get("type", "function") == "function" else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise InvalidRequest(f"tools[{i}] must be a function tool with a name", param="tools")
+        params = fn.get("parameters")
+        if params is None:
+            params = _EMPTY_PARAMETERS
+        if not isinstance(params, Mapping):
+            raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON Schema object", param="tools")
+        params = normalize_schema(dict(params))
+        if "type" not in params and "properties" in params:
+            params["type"] = "object"
+        _check_schema(params, i)
+        if fn["name"] in seen:
+            raise InvalidRequest(f"tool name {fn['name']!r} is defined twice", param="tools")
+        seen.add(fn["name"])
+        specs.append(
+            ToolSpec(
+                name=fn["name"],
+                description=str(fn.get("description") or ""),
+                parameters_json=json.dumps(params, sort_keys=True),
+                strict=bool(fn.get("strict", False)),
+            )
+        )
+    return specs
+
+
+def _check_schema(schema: dict[str, Any], index: int) -> None:
+    import jsonschema  # lazily: not needed by `from velollm import LLM`
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise InvalidRequest(
+            f"tools[{index}].function.parameters is not a valid JSON Schema: {e.message}", param="tools"
+        ) from e
