@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, forwarding_app, velollm_app
+
+from velollm.proxy.upstream import UpstreamConfig
+
+FAKE_MODELS = ["llama3.2:latest", "gated:latest", "broken:latest", "slow:latest"]
+
+
+@pytest.fixture
+def ollama_state() -> FakeOllamaState:
+    return FakeOllamaState(list(FAKE_MODELS))
+
+
+@pytest.fixture
+def fake_ollama(ollama_state: FakeOllamaState) -> Iterator[ThreadServer]:
+    server = ThreadServer(fake_ollama_app(ollama_state)).start()
+    yield server
+    ollama_state.gate.set()
+    server.stop()
+
+
+@pytest.fixture
+def start_proxy() -> Iterator[Callable[..., ThreadServer]]:
+    """Start a forwarding app in front of an upstream URL; stopped at teardown."""
+    servers: list[ThreadServer] = []
+
+    def start(url: str, proxy_only: bool = False, api: bool = False, **config: Any) -> ThreadServer:
+        """`api`: the real velollm/api app (no native model) instead of the minimal forwarding app."""
+        factory = velollm_app if api else forwarding_app
+        server = ThreadServer(factory(UpstreamConfig(url=url, **config), proxy_only=proxy_only)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,138 @@
+"""A real OpenAI-compatible upstream: llama-cpp-python's server on a tiny random GGUF, on a random port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import ollama
+import openai
+import pytest
+from gguf_fixture import write_tiny_llama_gguf
+from proxy_servers import ThreadServer, forwarding_app, velollm_app
+
+from velollm.proxy.upstream import UpstreamConfig
+
+pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+
+MODEL = "tiny-llama"
+MESSAGES = [{"role": "user", "content": "the cat sat on"}]
+
+
+class LlamaServer:
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--model_alias", MODEL,
+             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "512", "--n_threads", "1",
+             "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if self.process.poll() is not None:
+                break
+        raise RuntimeError("llama_cpp.server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
+    server = LlamaServer(str(write_tiny_llama_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["velollm-api", "forwarding-app"])
+def proxy(request, llama_server) -> Iterator[ThreadServer]:
+    """Through the real API app (no native model), and through the minimal forwarding app."""
+    factory = velollm_app if request.param == "velollm-api" else forwarding_app
+    server = ThreadServer(factory(UpstreamConfig(url=llama_server.url))).start()
+    yield server
+    server.stop()
+
+
+def _openai(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=30)
+
+
+def test_openai_sdk_gets_the_same_answers(llama_server, proxy):
+    direct, through = _openai(llama_server.url), _openai(proxy.url)
+    params = {"model": MODEL, "messages": MESSAGES, "temperature": 0, "max_tokens": 16}
+    want = direct.chat.completions.create(**params)
+    got = through.chat.completions.create(**params)
+    assert got.choices[0].message.content == want.choices[0].message.content
+    assert got.choices[0].finish_reason == want.choices[0].finish_reason
+    assert got.usage.completion_tokens == want.usage.completion_tokens > 0
+
+    def streamed(client: openai.OpenAI) -> list[str]:
+        return [c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **params)
+                if c.choices]
+
+    # (llama-cpp-python's own streams drop characters split across tokens: compare stream to stream.)
+    assert streamed(through) == streamed(direct) and "".join(streamed(direct))
+    completion = {"model": MODEL, "prompt": "once upon", "temperature": 0, "max_tokens": 12}
+    assert (through.completions.create(**completion).choices[0].text
+            == direct.completions.create(**completion).choices[0].text)
+    assert [m.id for m in through.models.list()] == [m.id for m in direct.models.list()] == [MODEL]
+
+
+def test_ollama_client_through_openai_upstream(llama_server, proxy):
+    want = _openai(llama_server.url).chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0, max_tokens=16)
+    client = ollama.Client(host=proxy.url, timeout=30)
+    options = {"temperature": 0, "num_predict": 16}
+    answer = client.chat(model=MODEL, messages=MESSAGES, options=options)
+    assert answer.message.content == want.choices[0].message.content
+    assert answer.done and answer.done_reason == want.choices[0].finish_reason
+    assert answer.eval_count == want.usage.completion_tokens and answer.prompt_eval_count == want.usage.prompt_tokens
+    assert answer.total_duration > 0
+
+    parts = list(client.chat(model=MODEL, messages=MESSAGES, options=options, stream=True))
+    direct_stream = _openai(llama_server.url).chat.completions.create(
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=16, stream=True)
+    assert "".join(p.message.content for p in parts) == "".join(
+        c.choices[0].delta.content or "" for c in direct_stream if c.choices)
+    assert [p.done for p in parts].count(True) == 1 and parts[-1].done
+    assert parts[-1].eval_count == want.usage.completion_tokens
+
+    raw = _openai(llama_server.url).completions.create(model=MODEL, prompt="once upon", temperature=0, max_tokens=12)
+    generated = client.generate(model=MODEL, prompt="once upon", raw=True, options={"temperature": 0, "num_predict": 12})
+    assert generated.response == raw.choices[0].text
+    assert [m.model for m in client.list().models] == [MODEL]
+
+
+def test_upstream_restart(llama_server, proxy):
+    client = ollama.Client(host=proxy.url, timeout=30)
+    llama_server.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ollama.ResponseError) as err:
+            client.chat(model=MODEL, messages=MESSAGES)
+        assert err.value.status_code == 502 and llama_server.url in err.value.error
+        with pytest.raises(openai.InternalServerError):
+            _openai(proxy.url).chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert time.monotonic() - started < 2
+    finally:
+        llama_server.start()
+    answer = client.chat(model=MODEL, messages=MESSAGES, options={"temperature": 0, "num_predict": 4})
+    assert answer.done and answer.eval_count == 4

@@ -1,0 +1,222 @@
+"""Through the forwarding app to a fake Ollama, with the official `ollama` and `openai` clients."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import ollama
+import openai
+import pytest
+from proxy_servers import ThreadServer, fake_ollama_app
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _clients(proxy: ThreadServer) -> tuple[ollama.Client, openai.OpenAI]:
+    return (ollama.Client(host=proxy.url, timeout=10),
+            openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0, timeout=10))
+
+
+def test_native_api_forwarded_faithfully(fake_ollama, ollama_state, start_proxy):
+    client, _ = _clients(start_proxy(fake_ollama.url))
+    answer = client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi there"}])
+    assert answer.message.content == "echo: hi there "
+    assert answer.done_reason == "stop" and answer.eval_count == 3
+    # The body reaches the upstream as the client sent it (the ollama client always sends tools/stream).
+    assert ollama_state.requests[-1] == ("/api/chat", {"model": "llama3.2", "stream": False, "tools": [],
+                                                       "messages": [{"role": "user", "content": "hi there"}]})
+    parts = list(client.generate(model="llama3.2", prompt="a b c", stream=True, options={"num_predict": 2}))
+    assert [p.response for p in parts] == ["echo: ", "a ", ""]
+    assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].context == [1, 2, 3]
+
+
+def test_openai_chat_converted_to_ollama(fake_ollama, ollama_state, start_proxy):
+    _, client = _clients(start_proxy(fake_ollama.url))
+    answer = client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "hi there"}],
+                                            max_tokens=2, seed=7, stop="zz")
+    assert answer.choices[0].message.content == "echo: hi "
+    assert answer.choices[0].finish_reason == "length"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 2)
+    path, sent = ollama_state.requests[-1]
+    assert path == "/api/chat" and sent["stream"] is False
+    assert sent["options"] == {"temperature": 1.0, "top_p": 1.0, "num_predict": 2, "seed": 7, "stop": ["zz"]}
+
+    chunks = list(client.chat.completions.create(model="llama3.2", stream=True,
+                                                 stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "hi there"}]))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hi there "
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 3
+
+
+def test_openai_tool_calls_have_string_arguments(fake_ollama, ollama_state, start_proxy):
+    _, client = _clients(start_proxy(fake_ollama.url))
+    history = [{"role": "user", "content": "weather please"},
+               {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+               {"role": "user", "content": "and the weather in Tokyo?"}]
+    answer = client.chat.completions.create(model="llama3.2", messages=history, tools=[WEATHER_TOOL])
+    call = answer.choices[0].message.tool_calls[0]
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert (call.id, call.type, call.function.name) == ("call_ab12cd34", "function", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Tokyo"}
+    sent = ollama_state.requests[-1][1]["messages"]
+    assert sent[1]["tool_calls"] == [{"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
+    assert sent[2] == {"role": "tool", "content": "sunny", "tool_name": "get_weather", "tool_call_id": "call_1"}
+
+    chunks = list(client.chat.completions.create(model="llama3.2", messages=history, tools=[WEATHER_TOOL], stream=True))
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and json.loads(calls[0].function.arguments) == {"city": "Tokyo"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_completions_and_embeddings(fake_ollama, ollama_state, start_proxy):
+    _, client = _clients(start_proxy(fake_ollama.url))
+    answer = client.completions.create(model="llama3.2", prompt="hello", max_tokens=5)
+    assert answer.choices[0].text == "echo: hello " and answer.choices[0].finish_reason == "stop"
+    assert ollama_state.requests[-1][1]["raw"] is True
+    text = "".join(c.choices[0].text for c in client.completions.create(model="llama3.2", prompt="x y", stream=True)
+                   if c.choices)
+    assert text == "echo: x y "
+    vectors = client.embeddings.create(model="llama3.2", input=["a", "b"])
+    assert [d.embedding for d in vectors.data] == [[0.6, 0.8], [0.6, 0.8]]
+
+
+def test_listings_and_unknown_model(fake_ollama, start_proxy):
+    native, client = _clients(start_proxy(fake_ollama.url))
+    assert [m.id for m in client.models.list()] == ["llama3.2:latest", "gated:latest", "broken:latest", "slow:latest"]
+    assert next(m.model for m in native.list().models) == "llama3.2:latest"
+    with pytest.raises(openai.NotFoundError, match="nope"):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(ollama.ResponseError) as err:
+        native.chat(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 404 and err.value.error == "model 'nope' not found"
+
+
+def test_upstream_error_status_passes_through(fake_ollama, start_proxy):
+    native, client = _clients(start_proxy(fake_ollama.url, proxy_only=True))
+    with pytest.raises(ollama.ResponseError) as err:
+        native.generate(model="ghost", prompt="x")
+    assert err.value.status_code == 404 and err.value.error == "model 'ghost' not found"
+    with pytest.raises(openai.NotFoundError, match="model 'ghost' not found"):
+        client.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_first_chunk_arrives_before_upstream_finishes(fake_ollama, ollama_state, start_proxy, api):
+    proxy = start_proxy(fake_ollama.url)
+    path, body = (("/api/chat", {"model": "gated", "messages": [{"role": "user", "content": "a b"}]}) if api == "ollama"
+                  else ("/v1/chat/completions", {"model": "gated", "stream": True,
+                                                 "messages": [{"role": "user", "content": "a b"}]}))
+    with httpx.Client(timeout=5) as http, http.stream("POST", proxy.url + path, json=body) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line)
+        # The upstream is still blocked on the gate, so this chunk was relayed on its own.
+        assert not ollama_state.gate.is_set()
+        ollama_state.gate.set()
+        rest = [line for line in lines if line]
+    if api == "ollama":
+        assert json.loads(first)["message"]["content"] == "echo: " and json.loads(rest[-1])["done"] is True
+    else:
+        assert json.loads(first[6:])["choices"][0]["delta"]["content"] == "echo: " and rest[-1] == "data: [DONE]"
+
+
+def test_stream_broken_midway_ends_with_error(fake_ollama, start_proxy):
+    proxy = start_proxy(fake_ollama.url)
+    native, client = _clients(proxy)
+    with pytest.raises(ollama.ResponseError, match="unreachable"):
+        list(native.chat(model="broken", messages=[{"role": "user", "content": "a b c"}], stream=True))
+    lines = httpx.post(proxy.url + "/api/generate", json={"model": "broken", "prompt": "a b c"}, timeout=5).text.splitlines()
+    assert [json.loads(x).get("response") for x in lines[:2]] == ["echo: ", "a "] and "error" in json.loads(lines[2])
+    events = httpx.post(proxy.url + "/v1/chat/completions", timeout=5, json={
+        "model": "broken", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}).text.split("\n\n")
+    assert "error" in json.loads(events[-3][6:]) and events[-2] == "data: [DONE]"
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="broken", stream=True, messages=[{"role": "user", "content": "a b c"}]))
+
+
+def test_client_disconnect_cancels_upstream(fake_ollama, ollama_state, start_proxy):
+    proxy = start_proxy(fake_ollama.url)
+    with httpx.Client(timeout=5) as http, http.stream("POST", proxy.url + "/api/generate",
+                                                      json={"model": "slow", "prompt": "a"}) as response:
+        assert next(response.iter_lines())
+    assert ollama_state.cancelled.wait(3), "the upstream kept generating for a client that left"
+
+
+def test_client_disconnect_before_the_answer_cancels_upstream(fake_ollama, ollama_state, start_proxy):
+    proxy = start_proxy(fake_ollama.url)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(proxy.url + "/api/generate", json={"model": "slow", "prompt": "a", "stream": False}, timeout=0.5)
+    assert ollama_state.cancelled.wait(3), "the upstream kept generating for a client that left"
+
+
+def test_upstream_down_gives_fast_502_then_recovers(fake_ollama, ollama_state, start_proxy):
+    proxy = start_proxy(fake_ollama.url)
+    native, client = _clients(proxy)
+    assert native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x "
+    fake_ollama.stop()
+    started = time.monotonic()
+    with pytest.raises(ollama.ResponseError) as err:
+        native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 502 and fake_ollama.url in err.value.error
+    with pytest.raises(openai.InternalServerError) as oerr:
+        client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "x"}])
+    assert oerr.value.status_code == 502 and fake_ollama.url in oerr.value.message
+    assert time.monotonic() - started < 2
+    # The listing stays available from the last successful one.
+    assert next(m.model for m in native.list().models) == "llama3.2:latest"
+    restarted = ThreadServer(fake_ollama_app(ollama_state), port=fake_ollama.port).start()
+    try:
+        assert client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "y"}]
+                                              ).choices[0].message.content == "echo: y "
+    finally:
+        restarted.stop()
+
+
+def test_upstream_started_after_proxy(ollama_state, start_proxy):
+    late = ThreadServer(fake_ollama_app(ollama_state)).start()
+    late.stop()  # keep its port, free
+    proxy = start_proxy(late.url, proxy_only=True)
+    native, _ = _clients(proxy)
+    with pytest.raises(ollama.ResponseError) as err:
+        native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 502
+    late.start()
+    try:
+        assert native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x "
+    finally:
+        late.stop()
+
+
+def test_openai_pass_through_broken_midway(start_proxy):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request):
+        async def events():
+            yield b'data: {"id":"1","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\ndata: {"id"'
+            raise RuntimeError("upstream crashed")
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def not_found(request):
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    upstream = ThreadServer(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                                              Route("/api/version", not_found)])).start()
+    try:
+        proxy = start_proxy(upstream.url, proxy_only=True)
+        text = httpx.post(proxy.url + "/v1/chat/completions", timeout=5, json={
+            "model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}).text
+        events = text.split("\n\n")
+        # The half-written event is dropped; the error event and [DONE] follow the whole ones.
+        assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == "a"
+        assert "unreachable" in json.loads(events[1][6:])["error"]["message"] and events[2:] == ["data: [DONE]", ""]
+    finally:
+        upstream.stop()

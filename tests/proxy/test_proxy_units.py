@@ -1,0 +1,207 @@
+"""Pure parts of the proxy: OLLAMA_HOST parsing, request/answer conversion, routing, torch-free imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from velollm.errors import InvalidRequest, ModelNotFound, UnsupportedModel
+from velollm.proxy import ollama_via_openai as o2o
+from velollm.proxy import openai_via_ollama as o2l
+from velollm.proxy.router import ModelRouter
+from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable, parse_ollama_host
+
+
+@pytest.mark.parametrize("value, url", [
+    (None, "http://127.0.0.1:11434"),
+    ("", "http://127.0.0.1:11434"),
+    ("example.com", "http://example.com:11434"),
+    ("example.com:56789", "http://example.com:56789"),
+    (":56789", "http://127.0.0.1:56789"),
+    ("0.0.0.0", "http://127.0.0.1:11434"),
+    ("0.0.0.0:1234", "http://127.0.0.1:1234"),
+    ("http://example.com", "http://example.com:80"),
+    ("https://example.com", "https://example.com:443"),
+    ("https://example.com:8443/ollama/", "https://example.com:8443/ollama"),
+    ("[::1]:1337", "http://[::1]:1337"),
+    ("'localhost:1'", "http://localhost:1"),
+    ("example.com:notaport", "http://example.com:11434"),
+])
+def test_parse_ollama_host(value, url):
+    assert parse_ollama_host(value) == url
+
+
+def test_openai_request_to_ollama_chat():
+    body = {"model": "m", "temperature": 0.2, "max_completion_tokens": 9, "stop": ["a"], "top_k": 5,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "reasoning_effort": "xhigh", "tool_choice": "none", "tools": [{"type": "function"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "look"},
+                                                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
+                         {"role": "assistant", "content": None, "reasoning_content": "hmm"}]}
+    out = o2l.chat_request(body)
+    assert out["options"] == {"temperature": 0.2, "top_p": 1.0, "num_predict": 9, "stop": ["a"], "top_k": 5}
+    assert out["format"] == {"type": "object"} and out["think"] == "max" and "tools" not in out
+    assert out["messages"] == [{"role": "user", "content": "look", "images": ["iVBO"]},
+                               {"role": "assistant", "content": "", "thinking": "hmm"}]
+    assert out["stream"] is False
+    for bad in ({"messages": []}, {"messages": [{"role": "user", "content": "x"}], "n": 2},
+                {"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]},
+                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]}):
+        with pytest.raises(InvalidRequest):
+            o2l.chat_request({"model": "m", **bad})
+
+
+def test_ollama_chat_stream_to_openai_events():
+    stream = o2l.ChatStream("m", include_usage=True)
+    events = stream.feed({"message": {"role": "assistant", "content": "", "thinking": "t"}, "done": False})
+    events += stream.feed({"message": {"role": "assistant", "content": "Hi"}, "done": False})
+    events += stream.feed({"message": {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "f", "arguments": {"a": 1}}}]}, "done": False})
+    events += stream.feed({"message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
+                           "prompt_eval_count": 3, "eval_count": 4})
+    assert events[-1] == b"data: [DONE]\n\n"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "reasoning": "t"} and deltas[1] == {"content": "Hi"}
+    call = deltas[2]["tool_calls"][0]
+    assert call["function"] == {"name": "f", "arguments": "{\"a\": 1}"} and call["id"].startswith("call_")
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert len({c["id"] for c in chunks}) == 1
+
+
+def test_ollama_request_to_openai():
+    path, body = o2o.generate_request({"model": "m", "prompt": "hi", "system": "be brief", "images": ["R0lGODlh"],
+                                       "format": "json", "options": {"num_predict": -1, "repeat_penalty": 1.1,
+                                                                     "temperature": 0, "mirostat": 1}})
+    assert path == "/v1/chat/completions" and body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/gif;base64,R0lGODlh"}}]}]
+    assert body["response_format"] == {"type": "json_object"} and body["temperature"] == 0
+    assert body["repetition_penalty"] == 1.1 and "max_tokens" not in body and "mirostat" not in body
+    path, body = o2o.generate_request({"model": "m", "prompt": "x", "raw": True, "stream": False,
+                                       "options": {"num_predict": 3, "stop": ["\n"]}})
+    assert path == "/v1/completions" and body == {"model": "m", "prompt": "x", "stream": False, "max_tokens": 3,
+                                                  "stop": ["\n"]}
+    chat = o2o.chat_request({"model": "m", "messages": [
+        {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+        {"role": "tool", "tool_name": "f", "content": "ok"}]})
+    call_id = chat["messages"][0]["tool_calls"][0]["id"]
+    assert chat["messages"][0]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}
+    assert chat["messages"][1] == {"role": "tool", "content": "ok", "name": "f", "tool_call_id": call_id}
+
+
+def test_openai_stream_to_ollama_lines_assembles_tool_calls():
+    answer = o2o.NdjsonAnswer("m", "chat")
+    lines = answer.feed({"choices": [{"delta": {"role": "assistant", "content": "He"}}]})
+    lines += answer.feed({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "get", "arguments": "{\"ci"}}]}}]})
+    lines += answer.feed({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "ty\": \"X\"}"}}]},
+                                       "finish_reason": "tool_calls"}]})
+    lines += answer.feed({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
+    final = answer.final()
+    assert [x["message"]["content"] for x in lines] == ["He"] and lines[0]["done"] is False
+    assert final["done"] is True and final["done_reason"] == "stop"
+    assert final["message"]["tool_calls"] == [{"id": "call_1", "function": {"index": 0, "name": "get", "arguments": {"city": "X"}}}]
+    assert (final["prompt_eval_count"], final["eval_count"]) == (5, 7)
+    assert final["total_duration"] >= final["eval_duration"] >= 0 and isinstance(final["total_duration"], int)
+
+
+def _upstream(handler) -> Upstream:
+    return Upstream(UpstreamConfig(url="http://up:1", kind="auto"), transport=httpx.MockTransport(handler))
+
+
+async def test_kind_probe_and_cached_listing():
+    calls = []
+    state = {"down": False}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if state["down"]:
+            raise httpx.ConnectError("refused")
+        if request.url.path == "/api/version":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "org/model.gguf", "object": "model"}]})
+
+    upstream = _upstream(handler)
+    listing = await upstream.list_models()
+    assert upstream.known_kind == "openai" and listing.names == ["org/model.gguf"]
+    assert listing.as_ollama_tags()[0]["model"] == "org/model.gguf"
+    state["down"] = True
+    assert (await upstream.list_models()) is listing  # an unreachable upstream keeps the last listing
+    with pytest.raises(UpstreamUnavailable, match="http://up:1"):
+        await upstream.send("POST", "/v1/chat/completions", json_body={})
+    assert calls.count("/v1/chat/completions") == 2  # one retry of a connection failure
+    await upstream.aclose()
+
+
+async def test_failed_probe_is_not_cached():
+    state = {"down": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if state["down"]:
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"version": "0.12.0"})
+
+    upstream = _upstream(handler)
+    with pytest.raises(UpstreamUnavailable):
+        await upstream.kind()
+    state["down"] = False
+    assert await upstream.kind() == "ollama"
+    await upstream.aclose()
+
+
+async def test_router_decisions():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/version":
+            return httpx.Response(200, json={"version": "0.12.0"})
+        return httpx.Response(200, json={"models": [{"name": "qwen3:0.6b"}, {"name": "llama3.2:latest"}]})
+
+    upstream = _upstream(handler)
+    router = ModelRouter(upstream)
+    assert (await router.route("demo", native=True)).target == "native"
+    route = await router.route("LLAMA3.2", native=False)
+    assert (route.target, route.model) == ("upstream", "LLAMA3.2")
+    with pytest.raises(ModelNotFound):
+        await router.route("nope", native=False)
+    route = await router.fallback("qwen3:0.6b", UnsupportedModel("architecture qwen3moe"))
+    assert route.target == "upstream" and "qwen3moe" in route.reason
+    only = ModelRouter(upstream, proxy_only=True)
+    assert (await only.route("demo", native=True)).target == "upstream"
+    assert (await only.route("anything", native=False)).model == "anything"
+    with pytest.raises(ModelNotFound):
+        await ModelRouter(None).route("x", native=False)
+    await upstream.aclose()
+
+
+def test_proxy_only_server_imports_no_torch():
+    # --proxy-only: the API app with the gateway and no native engine must start without torch.
+    code = ("import sys\n"
+            "from velollm.api.app import create_app\n"
+            "from velollm.api.server_config import ServerConfig\n"
+            "from velollm.engine.model_pool import ModelPool\n"
+            "from velollm.proxy.gateway import UpstreamGateway\n"
+            "from velollm.proxy.options import upstream_config\n"
+            "from velollm.proxy.upstream import UpstreamConfig\n"
+            "create_app(ServerConfig(), engines={}, upstream=UpstreamGateway(UpstreamConfig(), proxy_only=True))\n"
+            "bad = [m for m in ('torch', 'transformers', 'triton') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_serve_options_read_ollama_host_at_the_edge():
+    import argparse
+
+    from velollm.proxy.options import add_upstream_arguments, upstream_config
+
+    parser = argparse.ArgumentParser()
+    add_upstream_arguments(parser)
+    config = upstream_config(parser.parse_args([]), {"OLLAMA_HOST": "0.0.0.0:9999"})
+    assert (config.url, config.kind) == ("http://127.0.0.1:9999", "auto")
+    args = parser.parse_args(["--upstream", "http://gpu-box:8080/v1", "--upstream-kind", "openai", "--proxy-only"])
+    config = upstream_config(args, {"OLLAMA_HOST": "ignored:1"})
+    assert (config.url, config.kind) == ("http://gpu-box:8080", "openai") and args.proxy_only
+    assert upstream_config(parser.parse_args(["--no-upstream"]), {}) is None

@@ -1,0 +1,348 @@
+"""Starlette handlers that forward one request to the upstream, converting the wire format when needed.
+
+Streams go chunk by chunk; a stream broken mid-way ends with an error line (Ollama) or an error event
+and `data: [DONE]` (OpenAI); a client that goes away closes the upstream connection (Starlette cancels
+the body iterator, whose `finally` closes the upstream response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from velollm.errors import InvalidRequest
+from velollm.proxy import ollama_via_openai as o2o
+from velollm.proxy import openai_via_ollama as o2l
+from velollm.proxy.upstream import Upstream, UpstreamUnavailable
+
+logger = logging.getLogger(__name__)
+
+Api = Literal["openai", "ollama"]
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def error_response(api: Api, status: int, message: str) -> JSONResponse:
+    """An error in the client's wire format."""
+    body = o2l.openai_error_body(message, status) if api == "openai" else {"error": message}
+    return JSONResponse(body, status_code=status)
+
+
+async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None) -> Response:
+    """Answer `request` (already parsed into `body`; None → the raw request body) from the upstream.
+
+    Until the answer starts streaming, a client that disconnects cancels the upstream request (an
+    Ollama answer with stream:false arrives only when the whole generation is done).
+    """
+    raw = await request.body() if body is None else None
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, asyncio.current_task()))
+    try:
+        return await _forward(request.method, upstream, api, path, body, raw)
+    except UpstreamUnavailable as exc:
+        logger.warning("%s %s: %s", request.method, path, exc)
+        return error_response(api, exc.status_code, str(exc))
+    except InvalidRequest as exc:
+        return error_response(api, 400, str(exc))
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise
+        current = asyncio.current_task()
+        if current is not None and hasattr(current, "uncancel"):
+            current.uncancel()
+        # Nobody reads this: the client is gone (nginx's 499, which Ollama uses too).
+        return Response(status_code=499)
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    if task is not None:
+        task.cancel()
+
+
+async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None,
+                   raw: bytes | None) -> Response:
+    kind = upstream.known_kind or await upstream.kind()
+    if kind == api:
+        content = json.dumps(body).encode() if body is not None else raw
+        return await _pass_through(upstream, api, method, path, content or b"")
+    if body is None:
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise InvalidRequest(f"invalid JSON body: {exc}") from exc
+        if not isinstance(body, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+    if api == "openai":
+        return await _openai_via_ollama(upstream, path, body)
+    return await _ollama_via_openai(upstream, path, body)
+
+
+# --- same API on both sides -------------------------------------------------------------------
+
+
+async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes) -> Response:
+    response = await upstream.send(method, path, content=content or None)
+    media_type = response.headers.get("content-type", "application/json")
+    if response.status_code == 200 and media_type.startswith(_STREAM_TYPES):
+        return _streaming(_relay(upstream, response, api), response, media_type)
+    try:
+        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
+    finally:
+        await response.aclose()
+    return Response(data, status_code=response.status_code, media_type=media_type)
+
+
+async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
+    # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
+    # half a message before the error. Upstreams send whole messages per chunk: no copy then.
+    boundaries = (b"\n\n", b"\r\n\r\n") if api == "openai" else (b"\n",)
+    pending = b""
+    try:
+        async for chunk in upstream.iter_raw(response):
+            if pending:
+                chunk, pending = pending + chunk, b""
+            if not chunk.endswith(boundaries):
+                cut = max(chunk.rfind(b) + len(b) if chunk.rfind(b) >= 0 else 0 for b in boundaries)
+                chunk, pending = chunk[:cut], chunk[cut:]
+            if chunk:
+                yield chunk
+        if pending:
+            yield pending
+    except UpstreamUnavailable as exc:
+        logger.warning("upstream stream broken: %s", exc)
+        if api == "openai":
+            yield b"".join(o2l.error_events(str(exc)))
+        else:
+            yield o2o.ndjson({"error": str(exc)})
+    finally:
+        await response.aclose()
+
+
+# --- OpenAI client, Ollama upstream -----------------------------------------------------------
+
+
+async def _openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+    model = str(body.get("model") or "")
+    if path == "/v1/embeddings":
+        return await _embeddings_via_ollama(upstream, body)
+    if path == "/v1/chat/completions":
+        target, converted, whole, stream_type = "/api/chat", o2l.chat_request(body), o2l.chat_response, o2l.ChatStream
+    elif path == "/v1/completions":
+        target, converted = "/api/generate", o2l.completion_request(body)
+        whole, stream_type = o2l.completion_response, o2l.CompletionStream
+    else:
+        return error_response("openai", 404, f"{path} is not available through an Ollama upstream")
+    response = await upstream.send("POST", target, json_body=converted)
+    if response.status_code != 200:
+        return await _converted_error(upstream, response, "openai")
+    if not converted["stream"]:
+        answer = await _read_json(upstream, response)
+        return JSONResponse(whole(answer, model))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    converter = stream_type(model, include_usage)
+    return _streaming(_ndjson_to_sse(upstream, response, converter), response, "text/event-stream")
+
+
+async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter: Any) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        async for line in upstream.iter_lines(response):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            finished = bool(obj.get("done")) or "error" in obj
+            yield b"".join(converter.feed(obj))
+            if finished:
+                return
+        yield b"".join(converter.error("the upstream ended the stream early"))
+    except UpstreamUnavailable as exc:
+        logger.warning("upstream stream broken: %s", exc)
+        if not finished:
+            yield b"".join(converter.error(str(exc)))
+    except ValueError as exc:
+        yield b"".join(converter.error(f"the upstream sent invalid JSON: {exc}"))
+    finally:
+        await response.aclose()
+
+
+async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Response:
+    converted = {"model": body.get("model"), "input": body.get("input")}
+    if body.get("dimensions"):
+        converted["dimensions"] = body["dimensions"]
+    response = await upstream.send("POST", "/api/embed", json_body=converted)
+    if response.status_code != 200:
+        return await _converted_error(upstream, response, "openai")
+    answer = await _read_json(upstream, response)
+    data = [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(answer.get("embeddings") or [])]
+    tokens = int(answer.get("prompt_eval_count") or 0)
+    return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+# --- Ollama client, OpenAI upstream -----------------------------------------------------------
+
+
+async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+    model = str(body.get("model") or "")
+    if path in ("/api/embed", "/api/embeddings"):
+        return await _embeddings_via_openai(upstream, path, body)
+    if path == "/api/show":
+        return JSONResponse(_show(model))
+    if path == "/api/chat":
+        if not body.get("messages"):
+            return _load_answer(model, "chat", body)
+        target, converted = "/v1/chat/completions", o2o.chat_request(body)
+    elif path == "/api/generate":
+        if not body.get("prompt") and not body.get("images"):
+            return _load_answer(model, "generate", body)
+        target, converted = o2o.generate_request(body)
+    else:
+        return error_response("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
+    converter = o2o.NdjsonAnswer(model, "chat" if path == "/api/chat" else "generate")
+    response = await upstream.send("POST", target, json_body=converted)
+    if response.status_code != 200:
+        return await _converted_error(upstream, response, "ollama")
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        answer = await _read_json(upstream, response)
+        obj = converter.whole(answer)
+        if converted["stream"]:
+            return Response(o2o.ndjson(obj), media_type="application/x-ndjson")
+        return JSONResponse(obj)
+    lines = _sse_to_ndjson(upstream, response, converter)
+    if converted["stream"]:
+        return _streaming(lines, response, "application/x-ndjson")
+    return await _collapse(lines, converter, path)
+
+
+async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer) -> AsyncIterator[bytes]:
+    try:
+        async for line in upstream.iter_lines(response):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                yield o2o.ndjson(converter.final())
+                return
+            chunk = json.loads(payload)
+            if "error" in chunk:
+                yield o2o.ndjson({"error": o2o.error_message(chunk)})
+                return
+            for obj in converter.feed(chunk):
+                yield o2o.ndjson(obj)
+        # Some servers end without [DONE]: a stream that gave a finish reason is complete.
+        if converter.finish is not None:
+            yield o2o.ndjson(converter.final())
+        else:
+            yield o2o.ndjson({"error": "the upstream ended the stream early"})
+    except UpstreamUnavailable as exc:
+        logger.warning("upstream stream broken: %s", exc)
+        yield o2o.ndjson({"error": str(exc)})
+    except ValueError as exc:
+        yield o2o.ndjson({"error": f"the upstream sent invalid JSON: {exc}"})
+    finally:
+        await response.aclose()
+
+
+async def _collapse(lines: AsyncIterator[bytes], converter: o2o.NdjsonAnswer, path: str) -> Response:
+    """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does."""
+    text, thinking, logprobs, final = [], [], [], None
+    async for line in lines:
+        obj = json.loads(line)
+        if "error" in obj:
+            return error_response("ollama", 502, obj["error"])
+        part = obj.get("message") or obj
+        text.append(part.get("content") or part.get("response") or "")
+        thinking.append(part.get("thinking") or "")
+        logprobs += obj.get("logprobs") or []
+        final = obj
+    if final is None:
+        return error_response("ollama", 502, "the upstream sent an empty answer")
+    target = final["message"] if path == "/api/chat" else final
+    target["content" if path == "/api/chat" else "response"] = "".join(text)
+    if any(thinking):
+        target["thinking"] = "".join(thinking)
+    if logprobs:
+        final["logprobs"] = logprobs
+    return JSONResponse(final)
+
+
+def _show(model: str) -> dict[str, Any]:
+    """/api/show for a model of an OpenAI upstream, which tells nothing about it (`model_info` is required)."""
+    details = {"parent_model": "", "format": "", "family": "", "families": None, "parameter_size": "",
+               "quantization_level": ""}
+    return {"modelfile": f"# served by an OpenAI-compatible upstream\nFROM {model}\n", "parameters": "",
+            "template": "", "details": details, "model_info": {}, "capabilities": ["completion"]}
+
+
+def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:
+    """Empty prompt / messages: Ollama loads (or unloads) the model; an OpenAI upstream has nothing to load."""
+    reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
+    obj: dict[str, Any] = {"model": model, "created_at": o2o.now_rfc3339()}
+    obj.update({"message": {"role": "assistant", "content": ""}} if endpoint == "chat" else {"response": ""})
+    obj.update(done=True, done_reason=reason)
+    return JSONResponse(obj)
+
+
+async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+    legacy = path == "/api/embeddings"
+    inputs = body.get("prompt") if legacy else body.get("input")
+    if not inputs:
+        return JSONResponse({"embedding": []} if legacy else {"model": body.get("model"), "embeddings": []})
+    converted: dict[str, Any] = {"model": body.get("model"), "input": inputs}
+    if body.get("dimensions"):
+        converted["dimensions"] = body["dimensions"]
+    response = await upstream.send("POST", "/v1/embeddings", json_body=converted)
+    if response.status_code != 200:
+        return await _converted_error(upstream, response, "ollama")
+    answer = await _read_json(upstream, response)
+    vectors = [d.get("embedding") for d in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))]
+    if legacy:
+        return JSONResponse({"embedding": vectors[0] if vectors else []})
+    tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+    return JSONResponse({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+def _streaming(body: AsyncIterator[bytes], upstream_response: httpx.Response, media_type: str) -> StreamingResponse:
+    # The body's `finally` closes the upstream response, but a client gone before the first chunk
+    # means the body never starts: the background task closes it then (closing twice is harmless).
+    return StreamingResponse(body, media_type=media_type, headers=_SSE_HEADERS,
+                             background=BackgroundTask(upstream_response.aclose))
+
+
+async def _read_json(upstream: Upstream, response: httpx.Response) -> Any:
+    try:
+        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
+    finally:
+        await response.aclose()
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise UpstreamUnavailable(upstream.url, f"invalid JSON answer: {data[:200]!r}") from exc
+
+
+async def _converted_error(upstream: Upstream, response: httpx.Response, api: Api) -> Response:
+    """An upstream error status passed through, its message moved into the client's error shape."""
+    try:
+        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
+    finally:
+        await response.aclose()
+    try:
+        message = o2o.error_message(json.loads(data))
+    except ValueError:
+        message = data.decode("utf-8", "replace").strip() or f"upstream answered {response.status_code}"
+    return error_response(api, response.status_code, message)
+

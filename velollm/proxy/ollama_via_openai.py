@@ -1,0 +1,275 @@
+"""Ollama requests served by an OpenAI-compatible upstream: /api/* → /v1/* and back to NDJSON.
+
+/api/chat → /v1/chat/completions. /api/generate → /v1/completions when it is raw or has a suffix
+(text completion), else /v1/chat/completions with the prompt as the user turn, which is what Ollama
+does when it applies the model's template. Tool calls, streamed in pieces by OpenAI servers, are
+assembled and sent whole on the final line, as Ollama's own llama-server path does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from velollm.errors import InvalidRequest
+
+_OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
+                ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
+# Not in OpenAI's own API, but llama.cpp, vLLM and VeloLLM accept them: sent only when asked for.
+_EXTRA_OPTION_KEYS = (("top_k", "top_k"), ("min_p", "min_p"), ("repeat_penalty", "repetition_penalty"))
+
+
+def chat_request(body: dict[str, Any]) -> dict[str, Any]:
+    """/api/chat body → /v1/chat/completions body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages must be an array", param="messages")
+    out = {"model": body.get("model"), "messages": _messages(messages)}
+    if body.get("tools"):
+        out["tools"] = body["tools"]
+    return _common(body, out)
+
+
+def generate_request(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """/api/generate body → (upstream path, body)."""
+    prompt = body.get("prompt") or ""
+    if body.get("raw") or body.get("suffix"):
+        out: dict[str, Any] = {"model": body.get("model"), "prompt": prompt}
+        if body.get("suffix"):
+            out["suffix"] = body["suffix"]
+        if body.get("logprobs"):
+            out["logprobs"] = body.get("top_logprobs") or 1
+        return "/v1/completions", _common({k: v for k, v in body.items() if k != "logprobs"}, out)
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": body["system"]})
+    messages.append({"role": "user", "content": prompt, "images": body.get("images") or []})
+    return "/v1/chat/completions", chat_request({**body, "messages": messages})
+
+
+def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    stream = body.get("stream", True) is not False
+    out["stream"] = stream
+    if stream:
+        out["stream_options"] = {"include_usage": True}
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("options must be an object", param="options")
+    for key, target in _OPTION_KEYS + _EXTRA_OPTION_KEYS:
+        if options.get(key) is not None:
+            out[target] = options[key]
+    if options.get("stop"):
+        out["stop"] = options["stop"]
+    num_predict = options.get("num_predict")
+    if isinstance(num_predict, int) and num_predict >= 0:
+        out["max_tokens"] = num_predict
+    fmt = body.get("format")
+    if fmt == "json":
+        out["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+    if isinstance(body.get("think"), str):
+        out["reasoning_effort"] = body["think"]
+    if body.get("logprobs") and "prompt" not in out:
+        out["logprobs"] = True
+        if body.get("top_logprobs"):
+            out["top_logprobs"] = body["top_logprobs"]
+    return out
+
+
+def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+    ids_by_name: dict[str, str] = {}
+    out = []
+    for message in messages:
+        if not isinstance(message, dict):
+            raise InvalidRequest("each message must be an object", param="messages")
+        role = str(message.get("role") or "").lower()
+        converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
+        if message.get("images"):
+            parts: list[dict[str, Any]] = [{"type": "text", "text": converted["content"]}] if converted["content"] else []
+            parts += [{"type": "image_url", "image_url": {"url": _data_url(image)}} for image in message["images"]]
+            converted["content"] = parts
+        if message.get("tool_calls"):
+            converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in message["tool_calls"]]
+        if role == "tool":
+            name = message.get("tool_name") or message.get("name")
+            if name:
+                converted["name"] = name
+            call_id = message.get("tool_call_id") or ids_by_name.get(name or "")
+            if call_id:
+                converted["tool_call_id"] = call_id
+        out.append(converted)
+    return out
+
+
+def _tool_call(call: dict[str, Any], ids_by_name: dict[str, str]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    call_id = call.get("id") or f"call_{secrets.token_hex(4)}"
+    ids_by_name[function.get("name") or ""] = call_id
+    arguments = function.get("arguments")
+    return {"id": call_id, "type": "function",
+            "function": {"name": function.get("name"),
+                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {})}}
+
+
+def _data_url(image: str) -> str:
+    head = base64.b64decode(image[:32] + "=" * (-len(image[:32]) % 4), validate=False)
+    mime = ("image/png" if head.startswith(b"\x89PNG") else "image/gif" if head.startswith(b"GIF8")
+            else "image/webp" if head[8:12] == b"WEBP" else "image/jpeg")
+    return f"data:{mime};base64,{image}"
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _done_reason(finish: str | None) -> str:
+    return "length" if finish == "length" else "stop"
+
+
+def _tool_calls_in(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i, call in enumerate(calls):
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            # Ollama's clients require an object: keep the text rather than drop the call.
+            parsed = {"_raw": arguments}
+        out.append({"id": call.get("id") or f"call_{secrets.token_hex(4)}",
+                    "function": {"index": i, "name": function.get("name"), "arguments": parsed}})
+    return out
+
+
+class NdjsonAnswer:
+    """OpenAI chunks (or one whole answer) → Ollama /api/chat or /api/generate objects."""
+
+    def __init__(self, model: str, endpoint: str) -> None:
+        self.model = model
+        self.chat = endpoint == "chat"
+        self.started = time.perf_counter_ns()
+        self.first_token_at: int | None = None
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+        # Servers that send no usage in streams (llama-cpp-python) send one chunk per token.
+        self.num_token_chunks = 0
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def _line(self, text: str = "", thinking: str = "", done: bool = False,
+              calls: list[dict[str, Any]] | None = None, logprobs: list[Any] | None = None) -> dict[str, Any]:
+        obj: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
+        if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
+            obj["message"] = message
+        else:
+            obj["response"] = text
+            if thinking:
+                obj["thinking"] = thinking
+        obj["done"] = done
+        if logprobs:
+            obj["logprobs"] = logprobs
+        return obj
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """One OpenAI stream chunk → zero or more Ollama objects (never the final one)."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        out = []
+        for choice in chunk.get("choices") or []:
+            self.finish = choice.get("finish_reason") or self.finish
+            delta = choice.get("delta") or {}
+            if "content" in delta or "text" in choice or delta.get("tool_calls"):
+                self.num_token_chunks += 1
+            text = delta.get("content") or choice.get("text") or ""
+            thinking = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            for call in delta.get("tool_calls") or []:
+                self._merge_call(call)
+            logprobs = _logprobs_in(choice.get("logprobs"))
+            if text or thinking or logprobs:
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter_ns()
+                out.append(self._line(text, thinking, logprobs=logprobs))
+        return out
+
+    def _merge_call(self, call: dict[str, Any]) -> None:
+        slot = self._calls.setdefault(int(call.get("index") or 0), {"id": None, "function": {"name": "", "arguments": ""}})
+        slot["id"] = call.get("id") or slot["id"]
+        function = call.get("function") or {}
+        slot["function"]["name"] += function.get("name") or ""
+        slot["function"]["arguments"] += function.get("arguments") or ""
+
+    def final(self) -> dict[str, Any]:
+        """The done:true object with Ollama's metrics (durations in ns, measured here)."""
+        calls = _tool_calls_in([self._calls[i] for i in sorted(self._calls)])
+        obj = self._line(done=True, calls=calls or None)
+        end = time.perf_counter_ns()
+        first = self.first_token_at or end
+        obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0,
+                   prompt_eval_count=int(self.usage.get("prompt_tokens") or 0),
+                   prompt_eval_duration=first - self.started,
+                   eval_count=int(self.usage.get("completion_tokens") or self.num_token_chunks),
+                   eval_duration=end - first)
+        return obj
+
+    def whole(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed OpenAI answer → one Ollama object."""
+        self.usage = answer.get("usage") or {}
+        choice = (answer.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        self.finish = choice.get("finish_reason")
+        for i, call in enumerate(message.get("tool_calls") or []):
+            self._calls[i] = call
+        obj = self.final()
+        text = message.get("content") or choice.get("text") or ""
+        thinking = message.get("reasoning_content") or message.get("reasoning") or ""
+        if self.chat:
+            obj["message"]["content"] = text
+            if thinking:
+                obj["message"]["thinking"] = thinking
+        else:
+            obj["response"] = text
+            if thinking:
+                obj["thinking"] = thinking
+        logprobs = _logprobs_in(choice.get("logprobs"))
+        if logprobs:
+            obj["logprobs"] = logprobs
+        return obj
+
+
+def _logprobs_in(logprobs: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(logprobs, dict):
+        return None
+    if isinstance(logprobs.get("content"), list):
+        return logprobs["content"] or None
+    tokens = logprobs.get("tokens") or []
+    values = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    return [{"token": t, "logprob": v,
+             "top_logprobs": [{"token": k, "logprob": p} for k, p in (top or {}).items()]}
+            for t, v, top in zip(tokens, values, tops)] or None
+
+
+def error_message(body: Any) -> str:
+    """The message of an OpenAI-style (or any) error body."""
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body))
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        return str(error)
+    return str(body)
+
+
+def ndjson(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

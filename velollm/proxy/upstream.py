@@ -1,0 +1,361 @@
+"""The upstream server (Ollama or any OpenAI-compatible one): one pooled httpx client.
+
+Kept free of torch so that `velollm serve --proxy-only` starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from velollm.errors import VeloLLMError
+
+logger = logging.getLogger(__name__)
+
+UpstreamKind = Literal["ollama", "openai"]
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+_OLLAMA_PORT = 11434
+
+
+class UpstreamUnavailable(VeloLLMError):
+    """The upstream cannot be reached, or it did not answer in time (HTTP 502 / 504)."""
+
+    def __init__(self, url: str, reason: str, status_code: int = 502) -> None:
+        super().__init__(f"upstream {url} is unreachable: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status_code = status_code
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The upstream accepted the request but sent nothing before the first-byte timeout (504)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason, status_code=504)
+
+
+def parse_ollama_host(value: str | None) -> str:
+    """`$OLLAMA_HOST` (Ollama's format) → the base URL a client connects to.
+
+    `host`, `host:port`, `:port`, `scheme://host[:port][/path]`, `[::1]:port`; a bare host gets 11434,
+    `http://host` 80 and `https://host` 443 (like Ollama's envconfig.Host), and a bind-everywhere
+    address (0.0.0.0, ::) becomes loopback because that is where a local client connects.
+    """
+    value = (value or "").strip().strip("'\"")
+    if not value:
+        return DEFAULT_OLLAMA_HOST
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+        default_port = _OLLAMA_PORT
+    else:
+        scheme = scheme.lower()
+        default_port = 443 if scheme == "https" else 80
+    hostport, _, path = rest.partition("/")
+    parts = urlsplit(f"//{hostport}")
+    host = parts.hostname or ""
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        # Ollama falls back to its default port on an invalid one.
+        port = default_port
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    path = f"/{path.rstrip('/')}" if path.strip("/") else ""
+    return f"{scheme}://{host}:{port}{path}"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """Where the upstream is and how long to wait for it (seconds)."""
+
+    url: str = DEFAULT_OLLAMA_HOST
+    kind: Literal["ollama", "openai", "auto"] = "auto"
+    api_key: str | None = None
+    connect_timeout: float = 2.0
+    # Ollama may load a model before the first byte: generous by default.
+    first_byte_timeout: float = 600.0
+    idle_timeout: float = 120.0
+    connect_retries: int = 1
+    max_connections: int = 1024
+    client_shards: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ollama", "openai", "auto"):
+            raise ValueError(f"upstream kind must be ollama, openai or auto, not {self.kind!r}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream URL must start with http:// or https://: {self.url!r}")
+        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.connect_retries < 0:
+            raise ValueError("connect_retries must be >= 0")
+        if self.client_shards < 1:
+            raise ValueError("client_shards must be >= 1")
+
+
+@dataclass(frozen=True)
+class UpstreamListing:
+    """One successful model listing of the upstream, in the upstream's own format."""
+
+    kind: UpstreamKind
+    models: tuple[dict[str, Any], ...]
+    fetched_at: float = field(default_factory=time.time)
+
+    @cached_property
+    def names(self) -> list[str]:
+        key = "name" if self.kind == "ollama" else "id"
+        return [str(m.get(key) or m.get("model") or "") for m in self.models]
+
+    def contains(self, name: str) -> bool:
+        wanted = model_name_key(name)
+        return any(model_name_key(n) == wanted for n in self.names)
+
+    def as_ollama_tags(self) -> list[dict[str, Any]]:
+        """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
+        if self.kind == "ollama":
+            return list(self.models)
+        return [{"name": m.get("id"), "model": m.get("id"), "modified_at": _rfc3339(m.get("created")),
+                 "size": 0, "digest": "", "details": {"parent_model": "", "format": "", "family": "",
+                                                      "families": None, "parameter_size": "",
+                                                      "quantization_level": ""}}
+                for m in self.models]
+
+    def as_openai_models(self) -> list[dict[str, Any]]:
+        """Entries for /v1/models, ids unchanged."""
+        if self.kind == "openai":
+            return list(self.models)
+        out = []
+        for m in self.models:
+            name = str(m.get("name") or m.get("model"))
+            owner = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "library"
+            out.append({"id": name, "object": "model", "created": _unix(m.get("modified_at")), "owned_by": owner})
+        return out
+
+
+def model_name_key(name: str) -> str:
+    """Ollama compares names case-insensitively and `m` means `m:latest`."""
+    name = name.strip().lower()
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+class Upstream:
+    """The upstream server: kind detection, model listing, and requests with typed failures."""
+
+    def __init__(self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.url = config.url.rstrip("/")
+        self._kind: UpstreamKind | None = None if config.kind == "auto" else config.kind
+        self._listing: UpstreamListing | None = None
+        self._listing_task: asyncio.Task[UpstreamListing] | None = None
+        headers = {"accept-encoding": "identity"}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        # Several pooled clients, used in turn: httpcore's pool bookkeeping costs O(connections²)
+        # per request, which at 64 concurrent streams dominated the proxy's CPU time. Each shard
+        # keeps its connections alive; `client_shards=1` is the plain single pool.
+        shards = 1 if transport is not None else config.client_shards
+        # One TLS context for all shards (building one reads the CA store: ~15 ms each); none over http.
+        verify: Any = httpx.create_ssl_context() if self.url.startswith("https://") else False
+        self._clients = [httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            # Reads are bounded by our own first-byte / idle timers (see send/iter_raw).
+            timeout=httpx.Timeout(connect=config.connect_timeout, read=None, write=30.0, pool=None),
+            limits=httpx.Limits(max_connections=max(1, config.max_connections // shards),
+                                max_keepalive_connections=max(1, 256 // shards)),
+            transport=transport,
+            verify=verify,
+            trust_env=False,
+        ) for _ in range(shards)]
+        self._turn = 0
+
+    async def aclose(self) -> None:
+        if self._listing_task is not None:
+            self._listing_task.cancel()
+        for client in self._clients:
+            await client.aclose()
+
+    # --- kind -------------------------------------------------------------------------------
+
+    @property
+    def known_kind(self) -> UpstreamKind | None:
+        """The kind if configured or already probed, else None (no I/O)."""
+        return self._kind
+
+    async def kind(self) -> UpstreamKind:
+        """`ollama` when GET /api/version answers with a version, else `openai`.
+
+        A failed probe is not cached: the next call probes again, so an upstream that starts after
+        VeloLLM is picked up without a restart.
+        """
+        if self._kind is not None:
+            return self._kind
+        status, body = await self.request_json("GET", "/api/version", timeout=self.config.connect_timeout + 3.0)
+        kind: UpstreamKind = "ollama" if status == 200 and isinstance(body, dict) and "version" in body else "openai"
+        logger.info("upstream %s speaks the %s API", self.url, kind)
+        self._kind = kind
+        return kind
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        first_byte_timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send a request and return once the response headers arrived (body not read yet).
+
+        Only connection failures are retried: nothing reached the upstream then, so a retry cannot
+        run a generation twice. Raises UpstreamUnavailable / UpstreamTimeout.
+        """
+        if json_body is not None:
+            content = _dumps(json_body)
+        headers = {"content-type": "application/json"} if content is not None else None
+        self._turn = (self._turn + 1) % len(self._clients)
+        client = self._clients[self._turn]
+        request = client.build_request(method, path, content=content, headers=headers)
+        timeout = first_byte_timeout or self.config.first_byte_timeout
+        for attempt in range(self.config.connect_retries + 1):
+            try:
+                return await _within(client.send(request, stream=True), timeout)
+            except httpx.ConnectError as exc:
+                # Refused or reset while connecting: nothing was sent. (A connect timeout is not
+                # retried: waiting twice would make a down upstream slow to report.)
+                if attempt == self.config.connect_retries:
+                    raise UpstreamUnavailable(self.url, _describe(exc)) from exc
+                await asyncio.sleep(0.05)
+            except asyncio.TimeoutError as exc:
+                raise UpstreamTimeout(self.url, f"no response within {timeout:g} s") from exc
+            except httpx.TransportError as exc:
+                raise UpstreamUnavailable(self.url, _describe(exc)) from exc
+        raise AssertionError("unreachable")
+
+    async def iter_raw(self, response: httpx.Response) -> Any:
+        """The body as it arrives; a chunk later than idle_timeout raises UpstreamTimeout."""
+        if response.is_stream_consumed:
+            # Already in memory (a response built from bytes, as mock transports return).
+            yield response.content
+            return
+        chunks = response.aiter_raw()
+        idle = self.config.idle_timeout
+        while True:
+            try:
+                chunk = await _within(anext(chunks), idle)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError as exc:
+                raise UpstreamTimeout(self.url, f"no data for {idle:g} s") from exc
+            except httpx.TransportError as exc:
+                raise UpstreamUnavailable(self.url, _describe(exc)) from exc
+            yield chunk
+
+    async def iter_lines(self, response: httpx.Response) -> Any:
+        """Complete lines (without the newline) as they arrive."""
+        pending = b""
+        async for chunk in self.iter_raw(response):
+            pending += chunk
+            if b"\n" not in pending:
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r")
+        if pending:
+            yield pending
+
+    async def request_json(self, method: str, path: str, json_body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
+        """A whole small request: (status, parsed JSON body or the text when it is not JSON)."""
+        response = await self.send(method, path, json_body=json_body, first_byte_timeout=timeout)
+        try:
+            body = b"".join([chunk async for chunk in self.iter_raw(response)])
+        finally:
+            await response.aclose()
+        try:
+            return response.status_code, json.loads(body)
+        except ValueError:
+            return response.status_code, body.decode("utf-8", "replace")
+
+    # --- models -----------------------------------------------------------------------------
+
+    @property
+    def last_listing(self) -> UpstreamListing | None:
+        return self._listing
+
+    async def list_models(self) -> UpstreamListing | None:
+        """Fetch the model list; on failure return the last successful one (None if never).
+
+        Concurrent callers share one fetch.
+        """
+        if self._listing_task is None or self._listing_task.done():
+            self._listing_task = asyncio.ensure_future(self._fetch_listing())
+        try:
+            return await asyncio.shield(self._listing_task)
+        except (UpstreamUnavailable, ValueError, KeyError, TypeError) as exc:
+            logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
+            return self._listing
+
+    async def _fetch_listing(self) -> UpstreamListing:
+        kind = await self.kind()
+        path = "/api/tags" if kind == "ollama" else "/v1/models"
+        status, body = await self.request_json("GET", path, timeout=self.config.connect_timeout + 10.0)
+        if status != 200 or not isinstance(body, dict):
+            raise ValueError(f"GET {path} answered {status}")
+        models = body.get("models" if kind == "ollama" else "data") or []
+        listing = UpstreamListing(kind=kind, models=tuple(m for m in models if isinstance(m, dict)))
+        self._listing = listing
+        return listing
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Any, seconds: float) -> Any:
+        # asyncio.timeout schedules one timer; wait_for (3.11) would create a task per chunk.
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:
+    _within = asyncio.wait_for
+
+
+def _rfc3339(created: Any) -> str:
+    seconds = created if isinstance(created, (int, float)) else time.time()
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _unix(modified_at: Any) -> int:
+    try:
+        # Go writes 9 fractional digits; Python's parser takes at most 6.
+        text = str(modified_at).replace("Z", "+00:00")
+        head, dot, rest = text.partition(".")
+        if dot:
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+        return int(datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        return int(time.time())
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
