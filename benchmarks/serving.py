@@ -70,6 +70,7 @@ def _chunk_text(choice: dict[str, Any]) -> str:
 async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestResult:
     result = RequestResult()
     start = last = time.perf_counter()
+    num_chunks = 0
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
@@ -84,6 +85,7 @@ async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Req
                 chunk = json.loads(data)
                 now = time.perf_counter()
                 if chunk.get("choices"):
+                    num_chunks += 1
                     if result.ttft == 0.0:
                         result.ttft = now - start
                     else:
@@ -97,6 +99,9 @@ async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Req
                     result.error = str(chunk["error"])
                     return result
         result.latency = last - start
+        if result.output_tokens == 0:
+            # No usage in the stream (llama-cpp-python's server): one token per streamed chunk, as it sends them.
+            result.output_tokens = num_chunks
         result.ok = result.ttft > 0
         if not result.ok:
             result.error = "no token chunk received"
