@@ -163,7 +163,7 @@ def test_ollama_load_list_show_ps(server):
     [entry] = client.list().models
     assert entry.model == "demo" and entry.size > 0 and entry.details.family
     show = client.show("demo")
-    assert show.capabilities == ["completion"] and show.details.parameter_size
+    assert show.capabilities == ["completion", "tools"] and show.details.parameter_size
     arch = show.modelinfo["general.architecture"]
     assert show.modelinfo[f"{arch}.context_length"] > 0 and show.modelinfo[f"{arch}.block_count"] > 0
     [running] = client.ps().models

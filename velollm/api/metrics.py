@@ -95,6 +95,9 @@ class ServerMetrics:
         self.tpot = Histogram("velollm_time_per_output_token_seconds",
                               "(last token - first token) / (output tokens - 1), per request",
                               ["model"], buckets=_TPOT_BUCKETS, registry=self.registry)
+        self.tool_calls = Counter("velollm_tool_calls", "Tool calls by outcome: valid, repaired (fixed, coerced), "
+                                  "retried (a new generation after an unusable call), failed (returned as content)",
+                                  ["model", "outcome"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
 
     def observe_request(self, model: str, endpoint: str, status: int, duration_s: float) -> None:
@@ -107,6 +110,9 @@ class ServerMetrics:
             self.ttft.labels(model).observe(ttft_s)
         if decode_s is not None and num_output_tokens > 1:
             self.tpot.labels(model).observe(decode_s / (num_output_tokens - 1))
+
+    def observe_tool_call(self, model: str, outcome: str) -> None:
+        self.tool_calls.labels(model, outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from velollm.api.protocol_ollama import (
     sampling_from_options,
 )
 from velollm.api.streaming import NDJSON_MEDIA_TYPE, ndjson_line, streaming_response
+from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest
 from velollm.outputs import RequestDelta
 
@@ -51,26 +53,31 @@ class OllamaFormatter:
         self.return_context = return_context
         self.logprobs = logprobs
 
-    def _body(self, text: str) -> dict[str, Any]:
+    def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
         if self.chat:
             out["message"] = {"role": "assistant", "content": text}
+            if tool_calls:
+                out["message"]["tool_calls"] = tool_calls
         else:
             out["response"] = text
         return out
 
-    def chunk(self, delta: RequestDelta) -> dict[str, Any] | None:
-        if not delta.text and not (self.logprobs and delta.token_ids):
+    def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
+        if not delta.text and not tool_calls and not (self.logprobs and delta.token_ids):
             return None
-        out = self._body(delta.text)
+        out = self._body(delta.text, tool_calls)
         out["done"] = False
         if self.logprobs and delta.token_ids:
             out["logprobs"] = self.logprobs.chat_entries(delta.token_ids, delta.logprobs or [])
         return out
 
-    def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False) -> dict[str, Any]:
-        out = self._body(text)
+    def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False,
+              tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out = self._body(text, tool_calls)
         out["done"] = True
+        # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
         out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
         if self.return_context:
             out["context"] = self.prompt_ids + choice.token_ids
@@ -129,12 +136,31 @@ def _observe(state: AppState, call: Call, choice: ChoiceState, status: int) -> N
                                          (choice.t_last or choice.t_first) - choice.t_first, len(choice.token_ids))
 
 
-async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, call: Call) -> AsyncIterator[bytes]:
+def _ollama_calls(calls: Any) -> tuple[list[dict[str, Any]], str]:
+    """Calls as Ollama sends them (arguments as objects); one whose arguments do not parse (a stream
+    cut mid-call) goes back into the content rather than being dropped."""
+    out, text = [], ""
+    for c in calls:
+        try:
+            out.append(c.to_ollama())
+        except ValueError:
+            text += c.arguments
+    return out, text
+
+
+async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, call: Call,
+                  tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
+    tool_stream = tools.stream() if tools is not None else None
     try:
         try:
-            async for _, delta in gen:
-                chunk = fmt.chunk(delta)
+            async for index, delta in gen:
+                tool_calls = None
+                if tool_stream is not None:
+                    piece = tool_stream.feed(index, delta)
+                    tool_calls, stray = _ollama_calls(piece.new_calls)
+                    delta = replace(piece.delta, text=piece.delta.text + stray)
+                chunk = fmt.chunk(delta, tool_calls)
                 if chunk is not None:
                     yield ndjson_line(chunk)
             yield ndjson_line(fmt.final(gen.choices[0]))
@@ -149,21 +175,29 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
-               fmt: OllamaFormatter, stream: bool) -> Response:
+               fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None) -> Response:
     gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}")
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
     if stream:
-        return streaming_response(_ndjson(gen, fmt, state, call), NDJSON_MEDIA_TYPE)
+        return streaming_response(_ndjson(gen, fmt, state, call, tools), NDJSON_MEDIA_TYPE)
     try:
-        [choice] = await cancel_on_disconnect(request.receive, gen.collect())
+        answers = None
+        if tools is None:
+            [choice] = await cancel_on_disconnect(request.receive, gen.collect())
+        else:
+            answers = await cancel_on_disconnect(request.receive, tools.answers(gen))
+            [choice] = gen.choices
     except BaseException:
         call.records_itself = False
         raise
     finally:
         await gen.aclose()
     _observe(state, call, choice, 200)
-    return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True))
+    if answers is None:
+        return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True))
+    tool_calls, stray = _ollama_calls(answers[0].calls)
+    return JSONResponse(fmt.final(choice, answers[0].content + stray, with_logprobs=True, tool_calls=tool_calls))
 
 
 def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
@@ -215,11 +249,19 @@ async def chat(request: Request, state: AppState, call: Call) -> Response:
     system = engine.source.info.default_system
     if system and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}] + messages
-    prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, messages, req.tools)
+    tools = None
+    if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")
+        tools = ToolCalls(engine, req.tools, "auto", True, retries=state.config.tool_retries, metrics=state.metrics,
+                          model=served.name)
+        prompt_ids = await asyncio.to_thread(tools.prompt_ids, messages)
+    else:
+        prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, messages, None)
     params = _sampling(served, req, len(prompt_ids))
+    if tools is not None:
+        params = tools.params(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream)
+    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools)
 
 
 def routes() -> list[Route]:

@@ -24,6 +24,7 @@ from velollm.api.protocol_openai import (
     parse_completion_request,
 )
 from velollm.api.streaming import SSE_DONE, SSE_MEDIA_TYPE, sse_event, streaming_response
+from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,19 @@ def _observe(state: AppState, call: Call, gen: GenerationStream, status: int) ->
 
 
 async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
-               call: Call) -> AsyncIterator[bytes]:
+               call: Call, tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
+    tool_stream = tools.stream() if tools is not None else None
     try:
         try:
             async for index, delta in gen:
-                for chunk in fmt.stream_chunks(index, delta, gen.choices):
+                if tool_stream is None:
+                    chunks = fmt.stream_chunks(index, delta, gen.choices)
+                else:
+                    piece = tool_stream.feed(index, delta)
+                    chunks = fmt.stream_chunks(index, piece.delta, gen.choices,  # type: ignore[call-arg]
+                                               [d.to_openai() for d in piece.call_deltas])
+                for chunk in chunks:
                     yield sse_event(chunk)
             if fmt.include_usage:
                 yield sse_event(fmt.usage_chunk(gen.choices))
@@ -79,16 +87,20 @@ async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, 
 
 
 async def _run(request: Request, state: AppState, call: Call, gen: GenerationStream, fmt: Any,
-               stream: bool) -> Response:
+               stream: bool, tools: ToolCalls | None = None) -> Response:
     await cancel_on_disconnect(request.receive, gen.start())
     if stream:
         call.records_itself = True
-        return streaming_response(_sse(gen, fmt, state, call), SSE_MEDIA_TYPE)
+        return streaming_response(_sse(gen, fmt, state, call, tools), SSE_MEDIA_TYPE)
     try:
-        states = await cancel_on_disconnect(request.receive, gen.collect())
+        if tools is None:
+            body = fmt.response(await cancel_on_disconnect(request.receive, gen.collect()))
+        else:
+            answers = await cancel_on_disconnect(request.receive, tools.answers(gen))
+            body = fmt.response(gen.choices, answers)
     finally:
         await gen.aclose()
-    response = JSONResponse(fmt.response(states))
+    response = JSONResponse(body)
     _observe(state, call, gen, 200)
     call.records_itself = True
     return response
@@ -103,15 +115,25 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     if route.upstream is not None:
         return await route.upstream.forward(request, body)
     engine = route.model.engine
-    prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, req)
-    max_tokens = fit_max_tokens(len(prompt_ids), req.params.max_tokens, engine.max_model_len, "messages")
-    calls = [EngineCall(prompt_ids, engine_params(req.params, max_tokens, i)) for i in range(req.params.n)]
+    tools, params = None, req.params
+    if req.tool_config.tools:
+        tc = req.tool_config
+        tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
+                          metrics=state.metrics, model=route.model.name,
+                          template_kwargs={"add_generation_prompt": req.add_generation_prompt,
+                                           **req.chat_template_kwargs})
+        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
+        params = tools.params(req.params)
+    else:
+        prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, req)
+    max_tokens = fit_max_tokens(len(prompt_ids), params.max_tokens, engine.max_model_len, "messages")
+    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i)) for i in range(params.n)]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     fmt = ChatFormatter(request_id, route.model.name, int(time.time()), engine.tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs)
     gen = GenerationStream(engine, calls, request_id)
-    return await _run(request, state, call, gen, fmt, req.stream.stream)
+    return await _run(request, state, call, gen, fmt, req.stream.stream, tools)
 
 
 @endpoint("/v1/completions")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
 from velollm.outputs import RequestDelta
+
+if TYPE_CHECKING:
+    from velollm.api.tool_calls import ToolAnswer
 
 
 def usage(prompt_lens: list[int], choices: list[ChoiceState]) -> dict[str, Any]:
@@ -67,23 +70,39 @@ class ChatFormatter(_Base):
             return None
         return {"content": self.logprobs.chat_entries(token_ids, lps or [])}
 
-    def response(self, states: list[ChoiceState]) -> dict[str, Any]:
-        choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
-                    "logprobs": self._logprobs(c.token_ids, c.logprobs),
-                    "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in states]
+    def response(self, states: list[ChoiceState], answers: list[ToolAnswer] | None = None) -> dict[str, Any]:
+        """`answers`: the parsed tool calls per choice, when the request carried tools."""
+        choices = []
+        for c in states:
+            message: dict[str, Any] = {"role": "assistant", "content": c.text}
+            finish_reason = c.finish_reason
+            if answers is not None:
+                a = answers[c.index]
+                # OpenAI sends content null next to tool calls when the model wrote nothing else.
+                message["content"] = a.content or (None if a.calls else "")
+                if a.calls:
+                    message["tool_calls"] = [call.to_openai() for call in a.calls]
+                finish_reason = a.finish_reason
+            choices.append({"index": c.index, "message": message, "logprobs": self._logprobs(c.token_ids, c.logprobs),
+                            "finish_reason": finish_reason, "stop_reason": c.stop_reason})
         return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states),
                 "system_fingerprint": None}
 
-    def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
+    def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState],
+                      tool_calls: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """`tool_calls`: OpenAI tool-call deltas parsed from this delta (id, type and name first)."""
         chunks = []
         if index not in self._started:
             self._started.add(index)
             chunks.append(self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
                                        "logprobs": None, "finish_reason": None}], states))
         has_logprobs = self.want_logprobs and bool(delta.token_ids)
-        if delta.text or has_logprobs or delta.finished:
+        if delta.text or has_logprobs or delta.finished or tool_calls:
+            body: dict[str, Any] = {"content": delta.text} if delta.text else {}
+            if tool_calls:
+                body["tool_calls"] = tool_calls
             choice: dict[str, Any] = {
-                "index": index, "delta": {"content": delta.text} if delta.text else {},
+                "index": index, "delta": body,
                 "logprobs": self._logprobs(delta.token_ids, delta.logprobs) if has_logprobs else None,
                 "finish_reason": delta.finish_reason,
             }

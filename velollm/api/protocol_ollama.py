@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm.api.features import STRUCTURED_OUTPUT_KINDS
+from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import SamplingParams, StructuredOutput
@@ -94,20 +94,17 @@ def parse_keep_alive(value: Any) -> float | None:
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
-    if value in (None, ""):
-        return None
-    if value == "json":
-        out = StructuredOutput("json_object")
-    elif isinstance(value, dict):
-        import json
+    """`format`: "json" or a JSON Schema object, enforced by constrained decoding."""
+    from velollm.optimizer.tool_grammar import ollama_format_constraint
 
-        out = StructuredOutput("json_schema", json.dumps(value))
-    else:
+    if value not in (None, "", "json") and not isinstance(value, dict):
         raise InvalidRequest(f'invalid format: {value!r}; expected "json" or a valid JSON Schema object',
                              param="format")
-    if out.kind not in STRUCTURED_OUTPUT_KINDS:
-        raise InvalidRequest("format with a JSON schema is not supported yet (it needs constrained decoding, "
-                             'which this server does not run yet); use "json"', param="format")
+    if isinstance(value, dict):
+        check_schema(value, "format")
+    out = ollama_format_constraint(value)
+    if out is not None and out.kind not in STRUCTURED_OUTPUT_KINDS:
+        raise InvalidRequest(f"format {out.kind} is not supported", param="format")
     return out
 
 
@@ -210,4 +207,9 @@ def parse_chat_request(body: Any) -> ChatRequest:
     f = Fields(body)
     common = _common(f)
     messages = [_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))]
-    return ChatRequest(messages=messages, tools=f.list("tools", None) or None, **common)
+    tools = f.list("tools", None) or None
+    if tools:
+        from velollm.optimizer.tool_schema import tool_specs
+
+        tool_specs(tools)  # 400 on a malformed tool, before the model is touched
+    return ChatRequest(messages=messages, tools=tools, **common)

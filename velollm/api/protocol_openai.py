@@ -1,27 +1,24 @@
 """Parsing and validation of OpenAI /v1 requests (chat and completions) into typed requests.
 
 Fields follow OpenAI plus vLLM's top-level extras (what the openai SDK sends in `extra_body`).
-`tools`, `tool_choice`, `parallel_tool_calls` and `response_format` are carried on the request for
-the tool-calling work; what the engine cannot honour yet is a 400 (see features.py).
+`tools`, `tool_choice` and `parallel_tool_calls` are carried on the request (ToolConfig) for
+velollm/api/tool_calls.py; `response_format` becomes SamplingParams.structured_output.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.api.chat_messages import normalize_messages
-from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES
+from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
 from velollm.sampling_params import SamplingParams, StructuredOutput
-
-_NOT_YET = "is not supported yet (it needs constrained decoding, which this server does not run yet)"
 
 
 @dataclass(frozen=True)
 class ToolConfig:
-    """Tool-calling fields as sent; the tool-calling work reads them from here."""
+    """Tool-calling fields as sent (validated); velollm/api/tool_calls.py runs them."""
 
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -85,40 +82,59 @@ def _logit_bias(f: Fields) -> dict[int, float]:
 def _structured_output(f: Fields) -> StructuredOutput | None:
     if not f.has("response_format"):
         return None
+    from velollm.optimizer.tool_grammar import response_format_constraint
+
     rf = Fields(f.dict("response_format"), "response_format.")
     kind = rf.str("type")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        out = StructuredOutput("json_object")
-    elif kind == "json_schema":
-        spec = Fields(rf.dict("json_schema"), "response_format.json_schema.")
-        out = StructuredOutput("json_schema", json.dumps(spec.dict("schema", {})))
-    else:
+    if kind not in ("text", "json_object", "json_schema"):
         raise rf.bad("type", f"must be one of 'text', 'json_object', 'json_schema', got {kind!r}")
-    if out.kind not in STRUCTURED_OUTPUT_KINDS:
-        raise rf.bad("type", f"{kind!r} {_NOT_YET}")
+    if kind == "json_schema":
+        spec = Fields(rf.dict("json_schema"), "response_format.json_schema.")
+        check_schema(spec.dict("schema"), "response_format.json_schema.schema")
+        spec.str("name", "")
+        spec.bool("strict", False)  # accepted; the schema is enforced as given either way
+    out = response_format_constraint(f.dict("response_format"))
+    if out is not None and out.kind not in STRUCTURED_OUTPUT_KINDS:
+        raise rf.bad("type", f"{kind!r} is not supported")
     return out
+
+
+def _tool_choice(f: Fields, names: list[str]) -> str | dict[str, Any] | None:
+    choice = f.raw("tool_choice")
+    if choice is None:
+        return None
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if choice.get("type", "function") != "function" or not isinstance(name, str) or not name:
+            raise f.bad("tool_choice", "must name a function: {'type': 'function', 'function': {'name': ...}}")
+        if name not in names:
+            raise f.bad("tool_choice", f"names {name!r}, which is not in tools")
+        return choice
+    if not isinstance(choice, str) or choice not in TOOL_CHOICES:
+        raise f.bad("tool_choice", f"must be one of {sorted(TOOL_CHOICES)} or a named function, got {choice!r}")
+    if choice == "required" and not names:
+        raise f.bad("tool_choice", "'required' needs tools, but none were given")
+    return choice
 
 
 def _tool_config(f: Fields) -> ToolConfig:
     tools = f.list("tools", None) or None  # the ollama client and some SDKs send [] for "no tools"
+    names = []
     for i, tool in enumerate(tools or []):
         t = Fields(tool, f"tools[{i}].")
         if t.str("type", "function") != "function":
             raise t.bad("type", "must be 'function'")
-        Fields(t.dict("function"), f"tools[{i}].function.").str("name")
-    choice = f.raw("tool_choice")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        raise f.bad("tool_choice", f"naming a function ({name!r}) {_NOT_YET}")
-    if choice is not None and not isinstance(choice, str):
-        raise f.bad("tool_choice", "must be 'none', 'auto', 'required' or a named function")
-    if choice is not None and choice not in TOOL_CHOICES:
-        if choice == "required":
-            raise f.bad("tool_choice", f"'required' {_NOT_YET}")
-        raise f.bad("tool_choice", f"must be one of {sorted(TOOL_CHOICES)}, got {choice!r}")
-    return ToolConfig(tools=tools, tool_choice=choice, parallel_tool_calls=f.bool("parallel_tool_calls", True),
+        fn = Fields(t.dict("function"), f"tools[{i}].function.")
+        names.append(fn.str("name"))
+        if fn.has("parameters"):
+            fn.dict("parameters")
+    if tools:
+        from velollm.optimizer.tool_schema import tool_specs
+
+        tool_specs(tools)  # 400 on a parameters schema that is no JSON Schema, or a name given twice
+    return ToolConfig(tools=tools, tool_choice=_tool_choice(f, names),
+                      parallel_tool_calls=f.bool("parallel_tool_calls", True),
                       response_format=f.dict("response_format", None))
 
 

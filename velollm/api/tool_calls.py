@@ -1,0 +1,165 @@
+"""ToolCalls: one chat request's tool calling against the native engine, for /v1 and /api/chat.
+
+The handlers stay unaware of tools: they ask a ToolCalls for the prompt and the sampling params,
+then hand it either the finished choices (parsed, repaired, and regenerated with a corrective
+message while `--tool-retries` allows) or each streamed delta (parsed as it comes; a stream cannot
+take back text it sent, so it is never retried: calls that fail go out as content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
+from velollm.errors import InvalidRequest, Overloaded
+from velollm.optimizer.tool_parsers import ToolCall
+from velollm.optimizer.tool_repair import RepairResult
+from velollm.optimizer.tool_session import ToolCallConfig, ToolSession
+from velollm.optimizer.tool_stream import StreamingToolParser, ToolCallDelta
+from velollm.outputs import RequestDelta
+from velollm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToolAnswer:
+    """What one choice answers: content (calls taken out) and its validated calls."""
+
+    content: str
+    calls: tuple[ToolCall, ...]
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """What one engine delta becomes: content, OpenAI call increments, calls completed (Ollama)."""
+
+    delta: RequestDelta  # text = the content part; finish_reason "tool_calls" when calls went out
+    call_deltas: tuple[ToolCallDelta, ...] = ()
+    new_calls: tuple[ToolCall, ...] = ()
+
+
+def _encode(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> list[int]:
+    """The prompt ids, with template errors as a 400 ("roles must alternate", ...)."""
+    try:
+        return session.prompt_token_ids(messages, **kwargs)
+    except InvalidRequest:  # ContextOverflow included
+        raise
+    except Exception as exc:  # jinja errors from the model's template
+        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+
+
+class ToolCalls:
+    """Tool calling for one chat request whose body carried `tools`."""
+
+    def __init__(self, engine: Any, tools: list[dict[str, Any]], tool_choice: Any, parallel_tool_calls: bool,
+                 *, retries: int, metrics: Any, model: str, template_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.engine = engine
+        self.session = ToolSession(engine.tokenizer, tools, tool_choice, parallel_tool_calls,
+                                   model_type=getattr(engine.model_config, "model_type", None),
+                                   config=ToolCallConfig(retries=retries))
+        self.structured_output = self.session.structured_output  # built once: it serializes every schema
+        self.metrics = metrics
+        self.model = model
+        self.template_kwargs = dict(template_kwargs or {})
+        self.messages: list[dict[str, Any]] = []
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The prompt through the model's template (tools and tool history included), or the fallback."""
+        self.messages = [dict(m) for m in messages]
+        return _encode(self.session, self.messages, self.template_kwargs)
+
+    def params(self, params: SamplingParams) -> SamplingParams:
+        """The tool grammar (when the choice needs one) wins over response_format; tool markers may be
+        special tokens, so an active session detokenizes with them."""
+        return replace(params, structured_output=self.structured_output or params.structured_output,
+                       skip_special_tokens=params.skip_special_tokens and self.session.skip_special_tokens)
+
+    async def answers(self, gen: GenerationStream) -> list[ToolAnswer]:
+        """Collects every choice, then parses (and retries) each; gen.choices end as the answers' states."""
+        states = await gen.collect()
+        return list(await asyncio.gather(*(self._answer(gen, s) for s in states)))
+
+    async def _answer(self, gen: GenerationStream, state: ChoiceState) -> ToolAnswer:
+        result = self.session.parse(state.text)
+        attempt = 0
+        while self.session.should_retry(result, attempt):
+            attempt += 1
+            retried = await self._regenerate(gen, state, result, attempt)
+            if retried is None:
+                break
+            self.count(["retried"])
+            _take_over(state, retried)
+            result = self.session.parse(state.text)
+        self.count(o.outcome for o in result.outcomes)
+        return ToolAnswer(result.content, result.calls, ToolSession.finish_reason(result, state.finish_reason))
+
+    async def _regenerate(self, gen: GenerationStream, state: ChoiceState, result: RepairResult,
+                          attempt: int) -> ChoiceState | None:
+        messages = self.session.retry_messages(self.messages, state.text, result)
+        ids = _encode(self.session, messages, self.template_kwargs)
+        call = gen.calls[state.index]
+        max_tokens = min(call.params.max_tokens, self.engine.max_model_len - len(ids))
+        if max_tokens < 1:  # the corrective conversation no longer fits: answer with what we have
+            logger.info("tool-call retry skipped: %d prompt tokens leave no room", len(ids))
+            return None
+        params = replace(call.params, max_tokens=max_tokens, min_tokens=min(call.params.min_tokens, max_tokens))
+        retry = GenerationStream(self.engine, [EngineCall(ids, params)], f"{gen.request_id}-{state.index}-r{attempt}")
+        try:
+            await retry.start()
+            [out] = await retry.collect()
+        except Overloaded as exc:  # the first answer stands (returned as content) rather than a 503
+            logger.info("tool-call retry skipped: %s", exc)
+            return None
+        finally:
+            await retry.aclose()
+        return out
+
+    def stream(self) -> ToolStream:
+        return ToolStream(self)
+
+    def count(self, outcomes: Iterable[str]) -> None:
+        """velollm_tool_calls_total, one increment per outcome."""
+        for outcome in outcomes:
+            self.metrics.observe_tool_call(self.model, outcome)
+
+
+def _take_over(state: ChoiceState, new: ChoiceState) -> None:
+    """The choice now holds the retry's answer (usage then counts that answer's tokens)."""
+    state.text, state.token_ids, state.logprobs = new.text, new.token_ids, new.logprobs
+    state.finish_reason, state.stop_reason, state.t_last = new.finish_reason, new.stop_reason, new.t_last
+
+
+@dataclass
+class ToolStream:
+    """Per-choice streaming parsers over the engine's deltas."""
+
+    owner: ToolCalls
+    parsers: dict[int, StreamingToolParser] = field(default_factory=dict)
+    sent: dict[int, int] = field(default_factory=dict)  # whole calls handed out per choice
+
+    def feed(self, index: int, delta: RequestDelta) -> StreamPiece:
+        session = self.owner.session
+        if not session.active:
+            return StreamPiece(delta)
+        parser = self.parsers.get(index)
+        if parser is None:
+            parser = self.parsers[index] = session.stream_parser()
+        out = parser.feed(delta.text)
+        content, call_deltas = out.content, list(out.tool_calls)
+        finish_reason = delta.finish_reason
+        if delta.finished:
+            tail = parser.finish()
+            content += tail.content
+            call_deltas += tail.tool_calls
+            finish_reason = "tool_calls" if parser.has_tool_calls else delta.finish_reason
+            self.owner.count(o.outcome for o in parser.outcomes)
+        done = self.sent.get(index, 0)
+        self.sent[index] = len(parser.calls)
+        return StreamPiece(replace(delta, text=content, finish_reason=finish_reason), tuple(call_deltas),
+                           tuple(parser.calls[done:]))
