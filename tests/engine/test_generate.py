@@ -92,3 +92,11 @@ def test_chunked_prefill_under_small_token_budget(llama_folder):
     reference = run_all(make_engine(llama_folder), prompts, greedy(12))
     chunked = run_all(make_engine(llama_folder, max_num_batched_tokens=24), prompts, greedy(12))
     assert [o.token_ids for o in chunked] == [o.token_ids for o in reference]
+
+
+def test_logit_bias_and_penalties_on_engine_logits(llama_folder):
+    """The runner's logits are inference tensors; the processors edit them in place."""
+    engine = make_engine(llama_folder)
+    params = greedy(4, logit_bias={42: 100.0}, repetition_penalty=1.2, presence_penalty=0.5, frequency_penalty=0.5)
+    [out] = run_all(engine, random_prompts([9], seed=41), params)
+    assert out.token_ids == [42, 42, 42, 42]

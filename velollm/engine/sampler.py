@@ -16,7 +16,7 @@ class Sampler:
         self.vocab_size = vocab_size
         self.eos_token_ids = eos_token_ids
 
-    @torch.no_grad()
+    @torch.inference_mode()  # the runner's logits are inference tensors: edited in place here
     def __call__(self, logits: torch.Tensor, requests: Sequence[Request],
                  apply_grammar: Callable[[torch.Tensor], None] | None = None,
                  ) -> tuple[list[int], list[dict[int, float] | None]]:

@@ -213,6 +213,9 @@ class StructuredOutputManager:
         if not rows:
             return
         bitmask = self._bitmask
+        if logits.device.type == "cpu":
+            _apply_bitmask_cpu(logits, bitmask, rows, self.vocab_size)
+            return
         if logits.device.type != "cpu":
             if self._device_bitmask is None or self._device_bitmask.device != logits.device:
                 self._bitmask = self._bitmask.pin_memory()
@@ -226,6 +229,19 @@ class StructuredOutputManager:
     def apply_masks(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None]) -> None:
         """Mask `logits` [B, V] for the rows whose matcher is not None."""
         self.apply_bitmask(logits, self.fill_bitmask(matchers))
+
+
+_BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+def _apply_bitmask_cpu(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int], vocab_size: int) -> None:
+    """xgrammar's CPU apply, vectorised in torch (several times faster for batches of rows)."""
+    index = torch.tensor(rows)
+    bits = (bitmask[index].unsqueeze(-1) >> _BIT_SHIFTS) & 1  # [rows, words, 32], little-endian bits
+    allowed = bits.view(len(rows), -1)[:, : logits.shape[1]].bool()
+    if logits.shape[1] > vocab_size:
+        allowed[:, vocab_size:] = False
+    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
 
 
 _LOOSE_STRING_CHAR = r"[^\"\\\r\n]"
