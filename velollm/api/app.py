@@ -27,7 +27,7 @@ from velollm.api.middleware import (
     BodyLimitMiddleware,
     HostCheckMiddleware,
 )
-from velollm.api.models import ModelRegistry, Upstream
+from velollm.api.models import LeaseScope, ModelRegistry, OnDemand, Upstream
 from velollm.api.server_config import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,26 @@ def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
             "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
             "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
             "enforce_eager": config.enforce_eager}
+
+
+def on_demand(config: ServerConfig) -> OnDemand:
+    """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
+    kwargs = engine_kwargs(config)
+
+    def resolve(name: str) -> str:
+        from velollm.engine.loader.resolve import resolve_model
+
+        return resolve_model(name).info.name  # lazy source: reads headers, not weights
+
+    def load(name: str) -> Any:
+        from velollm.engine.async_engine import AsyncEngine
+
+        engine = AsyncEngine.from_model(name, served_name=name, **kwargs)
+        engine.start()
+        return engine
+
+    return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
+                    keep_alive_s=config.keep_alive_s)
 
 
 async def health(request: Request) -> Response:
@@ -70,6 +90,7 @@ def _middleware(config: ServerConfig) -> list[Middleware]:
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+        Middleware(LeaseScope),
     ]
 
 
@@ -89,17 +110,20 @@ async def _load(config: ServerConfig, models: ModelRegistry,
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
-    """Builds the app. With `engines` (served name -> engine), those are served as given; otherwise
-    the lifespan loads `config.models` in the background (/health is 503 until they are ready).
+    """Builds the app. With `engines` (served name -> engine), those are served as given and nothing
+    else is loaded; otherwise the lifespan loads `config.models` in the background (/health is 503
+    until they are ready) and other runnable names load on demand. `config.proxy_only`: no engine.
+    The app owns `upstream` from here on (closed at shutdown).
     """
-    models = ModelRegistry(upstream)
+    native = engines is None and not config.proxy_only
+    models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
-        if engines is not None:
-            for name, engine in engines.items():
+        if not native:
+            for name, engine in (engines or {}).items():
                 models.add(name, engine)
             models.start_all()
             models.mark_ready()
@@ -113,7 +137,10 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            models.shutdown_all()
+            await models.close()
+            close = getattr(upstream, "aclose", None)
+            if close is not None:
+                await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
               *openai.routes(), *ollama.routes(), *ollama_models.routes()]

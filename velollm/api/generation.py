@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from velollm.api.models import EngineLease
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -80,6 +81,11 @@ class GenerationStream:
         self._tasks: list[asyncio.Task] = []
         self._buffer: list[tuple[int, Any, float]] = []
         self._open = len(calls)
+        # An on-demand model stays loaded (not unloaded by keep_alive or for another model) until
+        # every stream of the request is closed.
+        self._lease = engine if isinstance(engine, EngineLease) else None
+        if self._lease is not None:
+            self._lease.hold()
 
     async def start(self) -> None:
         """Submits every call; returns once each has produced a first delta, or raises its error."""
@@ -121,11 +127,16 @@ class GenerationStream:
         """Cancels unfinished engine requests (the engine aborts them and frees their blocks)."""
         for task in self._tasks:
             task.cancel()  # synchronous first: it must happen even if our own awaits get cancelled
-        if self._tasks:
-            import anyio
+        try:
+            if self._tasks:
+                import anyio
 
-            with anyio.CancelScope(shield=True):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                with anyio.CancelScope(shield=True):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                lease.drop()
 
     async def _pump(self, index: int, call: EngineCall) -> None:
         try:

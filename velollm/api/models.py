@@ -1,24 +1,36 @@
-"""ModelRegistry: served model name -> running engine, and the hook where the proxy adds upstream fallback.
+"""ModelRegistry: served model name -> running engine; the one place that picks native or upstream.
 
-Handlers never hold engines themselves: they ask `await registry.route(name)` for every request, so
-on-demand loading and upstream fallback (velollm/proxy) only have to change this one place.
+Handlers never hold engines themselves: they ask `await registry.route(name)` for every request.
+Models given with --model are loaded at start-up and pinned. Any other name VeloLLM can run (Ollama
+store, HF cache, a path, demo) is loaded on demand into a ModelPool (at most --max-loaded-models,
+unloaded after keep_alive), and the request holds an `EngineLease` until its generation stream
+closes. A name that cannot run natively goes to the upstream (velollm/proxy) when it knows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from velollm.errors import ModelNotFound
+from velollm.errors import ModelNotFound, UnsupportedModel
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from velollm.engine.model_pool import ModelPool
+
 logger = logging.getLogger(__name__)
+
+NEGATIVE_TTL_S = 5.0  # a name that did not resolve is looked up again after this (a pull lands quickly)
+UNSUPPORTED_TTL_S = 60.0  # a model that failed to load as unsupported is not retried natively before this
 
 
 @runtime_checkable
@@ -27,11 +39,12 @@ class Upstream(Protocol):
 
     `forward` relays the request unchanged in wire format (path, body, streaming) and returns the
     upstream's response; the listings return entries already in the wire format of the route asking.
+    (velollm.proxy.gateway.UpstreamGateway also takes `has_model(name, reason=...)` and `aclose()`.)
     """
 
     async def has_model(self, name: str) -> bool: ...
 
-    async def forward(self, request: "Request", body: dict[str, Any]) -> "Response": ...
+    async def forward(self, request: Request, body: dict[str, Any]) -> Response: ...
 
     async def ollama_tags(self) -> list[dict[str, Any]]: ...
 
@@ -40,13 +53,17 @@ class Upstream(Protocol):
 
 @dataclass
 class ServedModel:
-    """One natively served model."""
+    """One natively served model; `pinned`: given with --model (never unloaded)."""
 
     name: str
     engine: Any  # velollm.engine.async_engine.AsyncEngine (duck-typed so tests can pass a stub)
     spec: str = ""
     loaded_at: float = field(default_factory=time.time)
     load_duration_s: float = 0.0
+    pinned: bool = True
+
+    def shutdown(self) -> None:  # the ModelPool unloads through this
+        self.engine.shutdown()
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,88 @@ class Route:
 
     model: ServedModel | None = None
     upstream: Upstream | None = None
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """How names outside --model are served. Both callables block (they run in worker threads).
+
+    `resolve(name)` -> the canonical name to load (cheap: no weights read), or ModelNotFound /
+    UnsupportedModel; `load(name)` -> a started engine.
+    """
+
+    resolve: Callable[[str], str]
+    load: Callable[[str], Any]
+    max_loaded_models: int = 1
+    keep_alive_s: float = 300.0
+
+
+# The leases taken while handling the current HTTP request (set by LeaseScope).
+_request_leases: ContextVar[list[EngineLease] | None] = ContextVar("velollm_request_leases", default=None)
+
+
+class EngineLease:
+    """One request's hold on an on-demand engine; attributes are the engine's.
+
+    The pool slot is released exactly once: when the last GenerationStream holding the lease
+    closes, or at the latest when the HTTP request ends (LeaseScope) — a request that failed or
+    answered before generating, such as a load-only one. Outside a LeaseScope, garbage collection
+    of the lease releases it.
+    """
+
+    def __init__(self, engine: Any, release: Callable[[], None]) -> None:
+        self._engine = engine
+        self._holders = 0
+        self._finalizer = weakref.finalize(self, _release_in_loop, asyncio.get_running_loop(), release)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_engine":
+            raise AttributeError(name)
+        return getattr(self._engine, name)
+
+    @property
+    def released(self) -> bool:
+        return not self._finalizer.alive
+
+    def hold(self) -> None:
+        self._holders += 1
+
+    def drop(self) -> None:
+        self._holders -= 1
+        if self._holders <= 0:
+            self._finalizer()
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+class LeaseScope:
+    """ASGI middleware: every EngineLease taken during a request is released when its response
+    (streamed or not) is complete, whatever happened in between."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        leases: list[EngineLease] = []
+        token = _request_leases.set(leases)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request_leases.reset(token)
+            for lease in leases:
+                lease.release()
+
+
+def _release_in_loop(loop: asyncio.AbstractEventLoop, release: Callable[[], None]) -> None:
+    # A finalizer may run in any thread, in the middle of anything: defer the pool's bookkeeping.
+    try:
+        loop.call_soon_threadsafe(release)
+    except RuntimeError:  # loop closed: the server is gone and its pool with it
+        pass
 
 
 def _aliases(name: str) -> list[str]:
@@ -67,13 +166,21 @@ def _aliases(name: str) -> list[str]:
 
 
 class ModelRegistry:
-    """Served name -> ServedModel, plus load state for /health and an optional upstream."""
+    """Pinned models, on-demand models (a ModelPool) and the upstream; load state for /health."""
 
-    def __init__(self, upstream: Upstream | None = None) -> None:
+    def __init__(self, upstream: Upstream | None = None, on_demand: OnDemand | None = None) -> None:
         self.upstream = upstream
+        self.on_demand = on_demand
         self._models: dict[str, ServedModel] = {}
         self._ready = asyncio.Event()
         self.load_error: str | None = None
+        self.pool: ModelPool | None = None
+        # name -> (expiry on the monotonic clock, canonical name or the error it raised)
+        self._resolved: dict[str, tuple[float, str | Exception]] = {}
+        if on_demand is not None:
+            from velollm.engine.model_pool import ModelPool
+
+            self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s)
 
     @property
     def ready(self) -> bool:
@@ -93,30 +200,97 @@ class ModelRegistry:
         return served
 
     def find(self, name: str) -> ServedModel | None:
+        """A pinned model answering to `name` (on-demand ones go through `route`)."""
         for alias in _aliases(name):
             if alias in self._models:
                 return self._models[alias]
         return None
 
     def models(self) -> list[ServedModel]:
-        return list(self._models.values())
+        """Every loaded model: pinned first, then the on-demand ones."""
+        pooled = [m.engine for m in self.pool.loaded()] if self.pool is not None else []
+        return list(self._models.values()) + pooled
+
+    def running(self) -> list[tuple[ServedModel, float]]:
+        """Loaded models with their unload time (unix seconds; math.inf = never), as /api/ps lists them."""
+        out = [(m, math.inf) for m in self._models.values()]
+        if self.pool is not None:
+            now = time.time()
+            for entry in self.pool.loaded():
+                # In use: the keep-alive clock has not started; report it as if it started now.
+                out.append((entry.engine, entry.expires_at if entry.expires_at is not None
+                            else now + entry.keep_alive))
+        return out
 
     async def route(self, name: str, keep_alive_s: float | None = None) -> Route:
-        """The native model of that name, else the upstream if it knows it, else ModelNotFound (404).
-
-        `keep_alive_s` (Ollama's, parsed) is for on-demand loading; nothing unloads yet.
+        """The native model of that name (loading it on demand), else the upstream if it knows it,
+        else ModelNotFound (404). `keep_alive_s`: Ollama's, parsed; None = the server default.
         """
         if not self.ready and self.load_error is None:
             await self.wait_ready()  # a request that arrives while loading waits, as in Ollama
         served = self.find(name)
         if served is not None:
             return Route(model=served)
+        if self.pool is not None:
+            try:
+                return Route(model=await self._acquire(name, keep_alive_s))
+            except ModelNotFound:
+                pass
+            except UnsupportedModel as exc:
+                if self.upstream is not None and await self.upstream.has_model(name, reason=str(exc)):  # type: ignore[call-arg]
+                    return Route(upstream=self.upstream)
+                raise
         if self.upstream is not None and await self.upstream.has_model(name):
             return Route(upstream=self.upstream)
         raise ModelNotFound(f"model '{name}' not found")
 
+    async def _acquire(self, name: str, keep_alive_s: float | None) -> ServedModel:
+        assert self.pool is not None
+        canonical = await self._resolve(name)
+        try:
+            pooled: ServedModel = await self.pool.acquire(canonical, keep_alive_s)
+        except UnsupportedModel as exc:  # e.g. it does not fit: let the upstream answer for a while
+            self._resolved[name] = (time.monotonic() + UNSUPPORTED_TTL_S, exc)
+            raise
+        except Exception:
+            self._resolved.pop(name, None)  # resolve again next time (the file may have changed)
+            raise
+        lease = EngineLease(pooled.engine, lambda: self.pool.release(canonical))  # type: ignore[union-attr]
+        scope = _request_leases.get()
+        if scope is not None:
+            scope.append(lease)
+        return replace(pooled, engine=lease)
+
+    async def _resolve(self, name: str) -> str:
+        assert self.on_demand is not None
+        hit = self._resolved.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            if isinstance(hit[1], Exception):
+                raise type(hit[1])(str(hit[1]))  # a fresh one: re-raising one object grows its traceback
+            return hit[1]
+        if len(self._resolved) > 4096:  # names are client-chosen: bound the cache
+            self._resolved.clear()
+        try:
+            canonical = await asyncio.to_thread(self.on_demand.resolve, name)
+        except (ModelNotFound, UnsupportedModel) as exc:
+            self._resolved[name] = (time.monotonic() + NEGATIVE_TTL_S, exc)
+            raise
+        self._resolved[name] = (math.inf, canonical)
+        return canonical
+
+    def _load_on_demand(self, name: str) -> ServedModel:
+        """The ModelPool's load function (worker thread)."""
+        assert self.on_demand is not None
+        t0 = time.perf_counter()
+        engine = self.on_demand.load(name)
+        served = ServedModel(name=name, engine=engine, spec=name, load_duration_s=time.perf_counter() - t0,
+                             pinned=False)
+        logger.info("model %r loaded on demand in %.1fs (max_model_len=%s)", name, served.load_duration_s,
+                    getattr(engine, "max_model_len", "?"))
+        return served
+
     async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_kwargs: dict[str, Any]) -> None:
-        """Loads and starts each model in a worker thread (the engine load blocks)."""
+        """Loads and starts each pinned model in a worker thread (the engine load blocks)."""
         from velollm.engine.async_engine import AsyncEngine
 
         for spec, name in zip(specs, names):
@@ -131,6 +305,15 @@ class ModelRegistry:
     def start_all(self) -> None:
         for served in self._models.values():
             served.engine.start()
+
+    async def close(self) -> None:
+        """Unloads the on-demand models and shuts the pinned ones down."""
+        if self.pool is not None:
+            try:
+                await self.pool.close()
+            except Exception:  # shutting down: report and go on
+                logger.exception("unloading on-demand models failed")
+        self.shutdown_all()
 
     def shutdown_all(self) -> None:
         for served in self._models.values():

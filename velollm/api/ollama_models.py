@@ -5,8 +5,11 @@ Open WebUI and other clients read these, so they carry real facts from the model
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +19,8 @@ from starlette.routing import Route
 from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.api.models import ServedModel
 from velollm.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
 
 # Clients gate features on the Ollama version they see (tools, structured outputs); this is the
 # Ollama API level VeloLLM's /api routes follow, not VeloLLM's own version.
@@ -76,7 +81,9 @@ def model_info(served: ServedModel) -> dict[str, Any]:
 
 
 def capabilities(served: ServedModel) -> list[str]:
-    return ["completion"]  # "tools" once tool calls are parsed (tool-calling issue)
+    # Any chat model can take tools: its own template renders them when it knows how, else the
+    # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
+    return ["completion", "tools"] if served.engine.tokenizer.chat_template else ["completion"]
 
 
 def _modified(served: ServedModel) -> str:
@@ -112,12 +119,52 @@ def tag_entry(served: ServedModel) -> dict[str, Any]:
             "digest": info.digest, "details": details(served), "capabilities": capabilities(served)}
 
 
+def _name_key(name: str) -> str:
+    # Ollama compares names case-insensitively and `m` means `m:latest`.
+    name = str(name).strip().lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _store_entries() -> list[dict[str, Any]]:
+    """The Ollama store's models, as Ollama lists them (manifest and config blob only: no GGUF read)."""
+    from velollm.engine.loader import ollama_store
+
+    out = []
+    for m in ollama_store.list_models():
+        c = m.config
+        family = str(c.get("model_family") or "")
+        out.append({"name": m.display_name, "model": m.display_name, "modified_at": rfc3339(m.modified_at),
+                    "size": m.size, "digest": m.digest,
+                    "details": {"parent_model": "", "format": str(c.get("model_format") or "gguf"), "family": family,
+                                "families": c.get("model_families") or ([family] if family else None),
+                                "parameter_size": str(c.get("model_type") or ""),
+                                "quantization_level": str(c.get("file_type") or "")}})
+    return out
+
+
+def merge_listings(native: list[dict[str, Any]], upstream: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Native entries first; an upstream entry for a name already listed is dropped (same model)."""
+    seen = {_name_key(e.get(key) or "") for e in native}
+    out = list(native)
+    for entry in upstream:
+        k = _name_key(entry.get(key) or "")
+        if k not in seen:
+            seen.add(k)
+            out.append(entry)
+    return out
+
+
 @endpoint("/api/tags")
 async def tags(request: Request, state: AppState, call: Call) -> Response:
     await state.models.wait_ready()
     models = [tag_entry(m) for m in state.models.models()]
+    if state.models.on_demand is not None:  # what could load on demand: the store, as Ollama lists it
+        try:
+            models = merge_listings(models, await asyncio.to_thread(_store_entries), "name")
+        except Exception:  # a broken store must not break the listing
+            logger.exception("listing the Ollama store failed")
     if state.models.upstream is not None:
-        models += await state.models.upstream.ollama_tags()
+        models = merge_listings(models, await state.models.upstream.ollama_tags(), "name")
     return JSONResponse({"models": models})
 
 
@@ -143,11 +190,16 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
 
 @endpoint("/api/ps")
 async def ps(request: Request, state: AppState, call: Call) -> Response:
-    expires = rfc3339(dt.datetime.now(dt.timezone.utc) + _FOREVER)  # keep_alive is not honoured yet
+    upstream = state.models.upstream
+    if state.config.proxy_only and upstream is not None:  # what runs is the upstream's to say
+        response = await upstream.forward(request, {})
+        return response if response.status_code == 200 else JSONResponse({"models": []})
+    forever = rfc3339(dt.datetime.now(dt.timezone.utc) + _FOREVER)  # pinned (--model) models
     models = []
-    for served in state.models.models():
+    for served, expires_at in state.models.running():
         info = _info(served)
         on_gpu = "cuda" in str(getattr(served.engine, "device", "cpu"))
+        expires = forever if math.isinf(expires_at) else rfc3339(expires_at)
         models.append({"name": served.name, "model": served.name, "size": info.size_bytes, "digest": info.digest,
                        "details": details(served), "expires_at": expires,
                        "size_vram": info.size_bytes if on_gpu else 0,

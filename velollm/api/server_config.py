@@ -30,10 +30,16 @@ class ServerConfig:
     max_request_bytes: int = 32 * 1024 * 1024  # body limit (413 beyond)
     upstream: str | None = None  # Ollama / OpenAI-compatible URL for models not served natively (proxy)
     stats_interval_s: float = 10.0  # periodic stats log line; 0 turns it off
+    max_loaded_models: int = 1  # on-demand models loaded at once (the --model ones are pinned, not counted)
+    keep_alive_s: float = 300.0  # default keep_alive of on-demand models (OLLAMA_KEEP_ALIVE); inf = forever
+    proxy_only: bool = False  # no engine at all: every request goes to the upstream
+    tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
 
     def __post_init__(self) -> None:
-        if not self.models:
+        if not self.models and not self.proxy_only:
             raise ValueError("at least one model is required")
+        if self.proxy_only and self.models:
+            raise ValueError("--proxy-only serves no native model; drop --model")
         if any(not m for m in self.models):
             raise ValueError("model specifiers must be non-empty")
         if self.served_model_names and len(self.served_model_names) != len(self.models):
@@ -59,6 +65,12 @@ class ServerConfig:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given")
+        if self.tool_retries < 0:
+            raise ValueError(f"tool_retries must be >= 0, got {self.tool_retries}")
+        if self.max_loaded_models < 1:
+            raise ValueError(f"max_loaded_models must be >= 1, got {self.max_loaded_models}")
+        if self.keep_alive_s < 0:
+            raise ValueError(f"keep_alive_s must be >= 0 (math.inf: forever), got {self.keep_alive_s}")
         if self.stats_interval_s < 0:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
 

@@ -2,7 +2,12 @@
 
 Environment variables are read here only: VELOLLM_API_KEY (when --api-key is absent), OLLAMA_HOST
 (the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
+OLLAMA_KEEP_ALIVE (how long on-demand models stay loaded after their last request; default 5m),
 VELOLLM_CACHE (where the demo model is generated; default ~/.cache/velollm).
+
+Models given with --model load at start-up and stay loaded. Any other name VeloLLM can run (Ollama
+store, HF cache, a path) loads on first request, at most --max-loaded-models at once; names it
+cannot run go to the upstream. --proxy-only starts without an engine (no torch import).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
+from velollm.proxy.options import add_upstream_arguments, upstream_config
 
 logger = logging.getLogger("velollm.serve")
 
@@ -30,21 +36,6 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def ollama_host_url(value: str | None) -> str:
-    """OLLAMA_HOST ([scheme://]host[:port]) as a client URL; Ollama's defaults fill the gaps."""
-    value = (value or "").strip().strip("'\"")
-    if not value:
-        return "http://127.0.0.1:11434"
-    scheme, _, rest = value.rpartition("://")
-    scheme = scheme or "http"
-    host, _, port = rest.partition("/")[0].rpartition(":") if ":" in rest.split("]")[-1] else (rest, "", "")
-    host = host or "127.0.0.1"
-    if host in ("0.0.0.0", "[::]", "::"):
-        host = "127.0.0.1"
-    port = port or ("443" if scheme == "https" else "80" if "://" in value else "11434")
-    return f"{scheme}://{host}:{port}"
-
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="serve models over OpenAI- and Ollama-compatible HTTP APIs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,13 +46,13 @@ def add_parser(subparsers: Any) -> None:
                    help="name clients use for the model (one per --model; default: the specifier)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--upstream", default=None,
-                   help="Ollama / OpenAI-compatible server for models not run natively (default: $OLLAMA_HOST)")
     p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (Ollama's default)")
+    p.add_argument("--max-loaded-models", type=int, default=1,
+                   help="models loaded on demand at once, besides the --model ones (default 1)")
     p.add_argument("--kv-cache-memory", type=parse_size, default=None,
                    help="KV cache size on CPU, e.g. 512MiB (default: the engine's)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
@@ -73,6 +64,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
+    p.add_argument("--tool-retries", type=int, default=2,
+                   help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
+    add_upstream_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -89,37 +83,47 @@ def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]
 
 
 def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
+    from velollm.engine.model_pool import parse_keep_alive_env
+
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
-    specs = tuple(args.model or (DEFAULT_MODEL,))
+    proxy_only = bool(getattr(args, "proxy_only", False))
+    specs = tuple(args.model or (() if proxy_only else (DEFAULT_MODEL,)))
+    upstream = upstream_config(args, env)
     return ServerConfig(
         models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
-        served_model_names=tuple(args.served_model_name or specs),
+        served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
+        max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
-        upstream=args.upstream or ollama_host_url(env.get("OLLAMA_HOST")), stats_interval_s=args.stats_interval,
+        upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
+        tool_retries=args.tool_retries,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     log_level = str(getattr(args, "log_level", "INFO")).lower()  # the top-level CLI's --log-level
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.model:
+    if not args.model and not getattr(args, "proxy_only", False):
         logger.info("no --model given: serving the built-in 'demo' model (tiny, random weights: nonsense text)")
+    env = dict(os.environ)
     try:
-        config = build_config(args, dict(os.environ))
+        config = build_config(args, env)
+        upstream_cfg = upstream_config(args, env)
     except ValueError as exc:
         logger.error("invalid arguments: %s", exc)
         return 2
-    logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api)", ", ".join(config.served_names),
-                config.host, config.port)
+    native = "no native model" if config.proxy_only else ", ".join(config.served_names)
+    logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
+                config.host, config.port, config.upstream or "none")
 
     import uvicorn
 
     from velollm.api.app import create_app
+    from velollm.proxy.gateway import UpstreamGateway
 
     failed: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_load_error=on_load_error)
+    gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only) if upstream_cfg is not None else None
+    app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            log_level=log_level, timeout_graceful_shutdown=5))
     server.run()

@@ -99,6 +99,9 @@ class ModelPool:
         self.default_keep_alive = default_keep_alive
         self._models: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        # Requests waiting for a load: the loaded model starts with them counted as active, so that
+        # the next load (for another model) cannot evict it before they resume.
+        self._waiters: dict[str, int] = {}
         self._changed = asyncio.Condition()
         # One load at a time (as in Ollama): each load needs exactly one free slot.
         self._load_lock = asyncio.Lock()
@@ -123,16 +126,23 @@ class ModelPool:
                     await self._changed.wait_for(lambda: name not in self._models)
                 continue
             future = self._loading.get(name)
-            if future is None:
+            if future is None or future.done():  # a done one is stale: its model was taken and dropped
                 future = asyncio.ensure_future(self._load(name))
                 self._loading[name] = future
-                future.add_done_callback(lambda _f: self._loading.pop(name, None))
+                future.add_done_callback(lambda f: self._loading.pop(name) if self._loading.get(name) is f else None)
+            self._waiters[name] = self._waiters.get(name, 0) + 1
             try:
-                await asyncio.shield(future)
+                loaded = await asyncio.shield(future)
             except asyncio.CancelledError:
-                # Nobody may take the model this load was for: start its keep-alive clock anyway.
-                future.add_done_callback(lambda _f: self._expire_if_unused(name))
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.release(name)  # the load counted this request: give its slot back
+                else:
+                    self._drop_waiter(name)
+                    # Nobody may take the model this load was for: start its keep-alive clock anyway.
+                    future.add_done_callback(lambda _f: self._expire_if_unused(name))
                 raise
+            loaded.keep_alive = seconds
+            return loaded.engine
 
     def release(self, name: str, keep_alive: Any = None) -> None:
         """One request on `name` finished: start its keep-alive timer when it is idle."""
@@ -177,12 +187,23 @@ class ModelPool:
             await self._make_room()
             logger.info("loading model %r", name)
             started = time.perf_counter()
-            engine = await asyncio.to_thread(self._load_fn, name)
+            try:
+                engine = await asyncio.to_thread(self._load_fn, name)
+            except BaseException:
+                self._waiters.pop(name, None)
+                raise
             logger.info("model %r loaded in %.1f s", name, time.perf_counter() - started)
-            entry = LoadedModel(name, engine, self.default_keep_alive)
+            entry = LoadedModel(name, engine, self.default_keep_alive, num_active=self._waiters.pop(name, 0))
             self._models[name] = entry
             self._notify()
             return entry
+
+    def _drop_waiter(self, name: str) -> None:
+        left = self._waiters.get(name, 0) - 1
+        if left > 0:
+            self._waiters[name] = left
+        else:
+            self._waiters.pop(name, None)
 
     def _expire_if_unused(self, name: str) -> None:
         entry = self._models.get(name)

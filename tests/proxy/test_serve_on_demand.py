@@ -1,0 +1,180 @@
+"""On-demand loading from an Ollama store (`--max-loaded-models 1`, keep_alive, /api/ps), and a second
+VeloLLM instance (`--proxy-only`) with the first one as its Ollama upstream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from gguf_fixture import write_tiny_llama_gguf
+from test_serve_proxy_only import start_serve, stop_serve
+
+from tests.gguf.test_ollama_store import make_store
+
+A, B = "tiny-a:latest", "tiny-b:latest"
+RAW = {"raw": True, "stream": False, "options": {"temperature": 0, "num_predict": 8}}
+USER = [{"role": "user", "content": "the cat sat on"}]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    for seed, name in enumerate(("tiny-a", "tiny-b")):
+        gguf = write_tiny_llama_gguf(root / f"{name}.gguf", seed=seed)
+        make_store(root / "models", gguf, ("registry.ollama.ai", "library", name, "latest"))
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def native(store, tmp_path_factory) -> Iterator[str]:
+    """demo pinned (the default --model); the store's models load on demand, one at a time."""
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("native"), "--no-upstream", "--max-loaded-models", "1",
+                                  "--max-model-len", "256", "--kv-cache-memory", "16MiB",
+                                  env={"OLLAMA_MODELS": str(store)})
+    yield url
+    stop_serve(proc)
+
+
+@pytest.fixture(scope="module")
+def proxy(native, tmp_path_factory) -> Iterator[str]:
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("proxy"), "--proxy-only", "--upstream", native)
+    yield url
+    stop_serve(proc)
+
+
+def generate(url: str, model: str, prompt: str = "once upon a time", **extra) -> dict:
+    r = httpx.post(f"{url}/api/generate", json={"model": model, "prompt": prompt, **RAW, **extra}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def loaded(url: str) -> dict[str, dict]:
+    return {m["name"]: m for m in httpx.get(f"{url}/api/ps", timeout=10).json()["models"]}
+
+
+def test_models_load_on_demand_one_at_a_time(native):
+    first_a = generate(native, "tiny-a")
+    assert first_a["eval_count"] == 8 and first_a["response"]
+    assert set(loaded(native)) == {"demo", A}
+    first_b = generate(native, "tiny-b")
+    assert set(loaded(native)) == {"demo", B}  # A was unloaded to make room
+    assert first_b["response"] != first_a["response"]  # different weights: really the other model
+    for _ in range(2):  # alternate: each reload answers exactly as before (greedy)
+        assert generate(native, "tiny-a:latest")["response"] == first_a["response"]
+        assert generate(native, "tiny-b")["response"] == first_b["response"]
+    # both at once: one waits for the other to finish before its model replaces it
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda m: generate(native, m)["response"], ["tiny-a", "tiny-b"] * 2))
+    assert answers == [first_a["response"], first_b["response"]] * 2
+    assert generate(native, "demo")["eval_count"] == 8  # the pinned model was there all along
+
+
+def test_ps_keep_alive_and_unload(native):
+    generate(native, "tiny-a", keep_alive="10m")
+    ps = loaded(native)
+    expires = dt.datetime.fromisoformat(ps[A]["expires_at"].replace("Z", "+00:00"))
+    remaining = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert 540 < remaining <= 601, remaining
+    assert ps["demo"]["expires_at"] > "2200"  # pinned: never
+    assert ps[A]["context_length"] == 256 and ps[A]["details"]["format"] == "gguf"
+
+    r = httpx.post(f"{native}/api/generate", json={"model": "tiny-a", "keep_alive": 0}, timeout=60).json()
+    assert r["done"] and r["done_reason"] == "unload"
+    deadline = time.monotonic() + 5
+    while A in loaded(native) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(loaded(native)) == {"demo"}
+
+    generate(native, "tiny-b", keep_alive=0)  # keep_alive 0 on a real request: unloaded once it is done
+    deadline = time.monotonic() + 5
+    while B in loaded(native) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(loaded(native)) == {"demo"}
+
+    # A request that fails after its model loaded (prompt over the context) still lets it go.
+    r = httpx.post(f"{native}/api/generate", json={"model": "tiny-a", "prompt": "the cat " * 300, "keep_alive": 0,
+                                                     **{k: v for k, v in RAW.items() if k != "raw"}}, timeout=60)
+    assert r.status_code == 400, r.text
+    deadline = time.monotonic() + 2
+    while A in loaded(native) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(loaded(native)) == {"demo"}
+
+
+def test_listing_holds_pinned_and_store_models_and_unknown_names_404(native):
+    assert [m["name"] for m in httpx.get(f"{native}/api/tags").json()["models"]][:1] == ["demo"]
+    assert {A, B} <= {m["name"] for m in httpx.get(f"{native}/api/tags").json()["models"]}
+    r = httpx.post(f"{native}/api/generate", json={"model": "not-in-the-store", "prompt": "x"})
+    assert r.status_code == 404 and "not-in-the-store" in r.json()["error"]
+    r = httpx.post(f"{native}/v1/completions", json={"model": "not-in-the-store", "prompt": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+# --- a second VeloLLM in front of the first ----------------------------------------------------
+
+
+def _without_timings(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if not k.endswith("duration") and k != "created_at"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/generate", {"model": "demo", "prompt": "once upon a time", **RAW}),
+    ("/api/generate", {"model": "demo", "prompt": "once upon a time", "options": {"temperature": 0,
+                                                                                  "num_predict": 8}}),
+    ("/api/chat", {"model": "demo", "messages": USER, "stream": False, "options": {"temperature": 0, "num_predict": 8}}),
+    ("/api/chat", {"model": "demo", "messages": USER, "options": {"temperature": 0, "num_predict": 8}}),
+    ("/api/generate", {"model": "tiny-a", "prompt": "once upon a time", **RAW}),
+])
+def test_native_endpoints_pass_through(native, proxy, path, body):
+    def call(url: str) -> list[dict]:
+        with httpx.stream("POST", url + path, json=body, timeout=120) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/json" if body.get("stream") is False
+                                                        else "application/x-ndjson")
+            import json
+
+            return [_without_timings(json.loads(line)) for line in r.iter_lines() if line]
+
+    direct, through = call(native), call(proxy)
+    assert through == direct and len(direct) >= (1 if body.get("stream") is False else 3)
+
+
+def test_listing_show_and_ps_pass_through(native, proxy):
+    generate(native, "tiny-a")
+    assert httpx.get(f"{proxy}/api/tags").json() == httpx.get(f"{native}/api/tags").json()
+    assert httpx.get(f"{proxy}/api/ps").json()["models"] and (
+        [m["name"] for m in httpx.get(f"{proxy}/api/ps").json()["models"]]
+        == [m["name"] for m in httpx.get(f"{native}/api/ps").json()["models"]])
+    shown = {p: httpx.post(f"{p}/api/show", json={"model": "demo"}).json() for p in (native, proxy)}
+    assert shown[proxy] == shown[native] and shown[native]["details"]
+    r = httpx.post(f"{proxy}/api/chat", json={"model": "nowhere", "messages": USER})
+    assert r.status_code == 404 and "nowhere" in r.json()["error"]  # the upstream's own 404, passed on
+
+
+def test_openai_requests_converted_there_and_back(native, proxy):
+    import openai
+
+    direct = openai.OpenAI(base_url=f"{native}/v1", api_key="x", max_retries=0, timeout=60)
+    through = openai.OpenAI(base_url=f"{proxy}/v1", api_key="x", max_retries=0, timeout=60)
+    chat = {"model": "demo", "messages": USER, "temperature": 0, "max_tokens": 8}
+    want, got = direct.chat.completions.create(**chat), through.chat.completions.create(**chat)
+    assert got.choices[0].message.content == want.choices[0].message.content
+    assert got.choices[0].finish_reason == want.choices[0].finish_reason == "length"
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (want.usage.prompt_tokens, 8)
+
+    def streamed(client) -> str:
+        chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **chat))
+        assert chunks[-1].usage.completion_tokens == 8
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    assert streamed(through) == streamed(direct) == want.choices[0].message.content
+    completion = {"model": "demo", "prompt": "once upon a time", "temperature": 0, "max_tokens": 8}
+    assert (through.completions.create(**completion).choices[0].text
+            == direct.completions.create(**completion).choices[0].text)
+    assert [m.id for m in through.models.list()] == [m["name"] for m in
+                                                    httpx.get(f"{native}/api/tags").json()["models"]]

@@ -1,0 +1,119 @@
+"""`velollm serve --proxy-only` as a real process: starts fast, never imports torch, streams as it comes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+USER = [{"role": "user", "content": "hi there"}]
+
+
+def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                timeout: float = 120.0) -> tuple[subprocess.Popen, str, Path, float]:
+    """`velollm serve ARGS` on a free port; returns (process, url, log, seconds until /health said ok)."""
+    from tests.api.conftest import free_port
+
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
+    for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
+        if not env or name not in env:
+            full_env.pop(name, None)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
+                             "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(timeout=2) as client:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"velollm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return proc, url, log, time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > timeout:
+                proc.kill()
+                raise RuntimeError(f"velollm serve did not become healthy:\n{log.read_text()[-3000:]}")
+            time.sleep(0.01)
+
+
+def stop_serve(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_proxy_only_starts_fast_without_torch_and_streams_through(fake_ollama, ollama_state, tmp_path):
+    # -X importtime writes every import (also the lazy ones made while serving) to the log.
+    proc, url, log, startup_s = start_serve(tmp_path, "--proxy-only", "--upstream", fake_ollama.url,
+                                            env={"PYTHONPROFILEIMPORTTIME": "1"})
+    try:
+        assert startup_s < 1.5, f"--proxy-only took {startup_s:.2f}s to become healthy"
+        native = ollama.Client(host=url, timeout=10)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=10)
+        assert native.chat(model="llama3.2", messages=USER).message.content == "echo: hi there "
+        assert native.generate(model="llama3.2", prompt="x").response == "echo: x "
+        answer = client.chat.completions.create(model="llama3.2", messages=USER, max_tokens=2)
+        assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == ("echo: hi ", "length")
+        chunks = list(client.chat.completions.create(model="llama3.2", messages=USER, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hi there "
+        assert [m.model for m in native.list().models] == ollama_state.models
+        assert [m.id for m in client.models.list()] == ollama_state.models
+
+        # The `gated` model holds its stream after the first chunk until the test opens the gate:
+        # the first chunk must reach the client through the whole process while the upstream waits.
+        with httpx.stream("POST", f"{url}/api/chat", json={"model": "gated", "messages": USER}, timeout=10) as r:
+            lines = r.iter_lines()
+            first = json.loads(next(lines))
+            assert first["message"]["content"] == "echo: " and not first["done"]
+            assert not ollama_state.gate.is_set()
+            ollama_state.gate.set()
+            rest = [json.loads(line) for line in lines if line]
+        assert rest[-1]["done"] and "".join(p["message"]["content"] for p in rest) == "hi there "
+    finally:
+        stop_serve(proc)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines() if "import time:" in line]
+    assert "velollm.proxy.gateway" in imported  # the log does hold the imports
+    assert not [m for m in imported if m.split(".")[0] in ("torch", "transformers", "triton", "safetensors")]
+    # (model_pool is torch-free: it parses OLLAMA_KEEP_ALIVE)
+    assert [m for m in imported if m.startswith("velollm.engine.")] == ["velollm.engine.model_pool"]
+
+
+def test_proxy_only_needs_an_upstream(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", "--proxy-only", "--no-upstream"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=False,
+                            timeout=60)
+    assert result.returncode == 2 and "--proxy-only needs an upstream" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+def test_proxy_only_upstream_down_is_a_fast_502(tmp_path, path):
+    from tests.api.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc, url, _, _ = start_serve(tmp_path, "--proxy-only", "--upstream", dead)
+    try:
+        started = time.monotonic()
+        r = httpx.post(url + path, json={"model": "m", "messages": USER}, timeout=10)
+        assert time.monotonic() - started < 2
+        assert r.status_code == 502
+        message = r.json()["error"]["message"] if path.startswith("/v1") else r.json()["error"]
+        assert dead in message
+        assert httpx.get(f"{url}/api/tags").json() == {"models": []}
+        assert httpx.get(f"{url}/v1/models").json()["data"] == []
+    finally:
+        stop_serve(proc)

@@ -1,0 +1,121 @@
+"""ModelRegistry.route with on-demand loading: native first, UnsupportedModel falls back to the upstream,
+leases keep a model loaded exactly as long as a request uses it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from velollm.api.generation import EngineCall, GenerationStream
+from velollm.api.models import EngineLease, ModelRegistry, OnDemand
+from velollm.errors import ModelNotFound, UnsupportedModel
+from velollm.sampling_params import SamplingParams
+
+
+class Engine:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.max_model_len = 64
+        self.running = True
+
+    def shutdown(self) -> None:
+        self.running = False
+
+    async def generate(self, prompt_token_ids, params, request_id=None):
+        from velollm.outputs import RequestDelta
+
+        yield RequestDelta(request_id=request_id, text="ok", token_ids=[1], finish_reason="stop")
+
+
+class Upstream:
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.asked: list[tuple[str, str | None]] = []
+
+    async def has_model(self, name: str, reason: str | None = None) -> bool:
+        self.asked.append((name, reason))
+        return name in self.names
+
+
+def registry(upstream: Upstream | None, loads: list[str]) -> ModelRegistry:
+    def resolve(name: str) -> str:
+        if name == "cloud":
+            raise UnsupportedModel("cloud model")
+        if name not in ("a", "a:latest", "b", "huge"):
+            raise ModelNotFound(name)
+        return name.removesuffix(":latest")
+
+    def load(name: str) -> Engine:
+        loads.append(name)
+        if name == "huge":
+            raise UnsupportedModel("does not fit in memory")
+        return Engine(name)
+
+    models = ModelRegistry(upstream, OnDemand(resolve=resolve, load=load, max_loaded_models=1))
+    models.mark_ready()
+    return models
+
+
+def test_native_first_then_upstream_then_404():
+    async def main() -> None:
+        loads: list[str] = []
+        upstream = Upstream({"cloud", "huge", "remote"})
+        models = registry(upstream, loads)
+        route = await models.route("a:latest")
+        assert route.upstream is None and route.model.name == "a" and isinstance(route.model.engine, EngineLease)
+        route.model.engine.release()  # (held, it would keep "huge" waiting for the one slot)
+        assert (await models.route("remote")).upstream is upstream
+        assert (await models.route("cloud")).upstream is upstream
+        assert upstream.asked[-1] == ("cloud", "cloud model")
+        assert (await models.route("huge")).upstream is upstream  # loading said it does not fit
+        assert upstream.asked[-1] == ("huge", "does not fit in memory")
+        assert (await models.route("huge")).upstream is upstream
+        assert loads.count("huge") == 1  # not retried natively at once
+        with pytest.raises(ModelNotFound):
+            await models.route("nowhere")
+        await models.close()
+
+    asyncio.run(main())
+
+
+def test_unsupported_without_upstream_says_why():
+    async def main() -> None:
+        models = registry(Upstream(set()), [])
+        with pytest.raises(UnsupportedModel, match="cloud model"):
+            await models.route("cloud")
+        models = registry(None, [])
+        with pytest.raises(UnsupportedModel):
+            await models.route("cloud")
+        with pytest.raises(ModelNotFound):
+            await models.route("nowhere")
+
+    asyncio.run(main())
+
+
+def test_a_lease_holds_the_model_until_its_streams_close():
+    async def main() -> None:
+        loads: list[str] = []
+        models = registry(None, loads)
+        route = await models.route("a")
+        lease = route.model.engine
+        [entry] = models.pool.loaded()
+        assert entry.num_active == 1 and lease.max_model_len == 64  # attributes are the engine's
+        gen = GenerationStream(lease, [EngineCall([1], SamplingParams(max_tokens=1))], "r")
+        await gen.start()
+        await gen.collect()
+        retry = GenerationStream(lease, [EngineCall([1], SamplingParams(max_tokens=1))], "r2")
+        await retry.aclose()
+        assert not lease.released  # the first stream still holds it
+        await gen.aclose()
+        await gen.aclose()  # closing twice releases once
+        await asyncio.sleep(0)
+        assert lease.released and entry.num_active == 0
+        # loading "b" evicts the idle "a"
+        b = (await models.route("b")).model
+        assert [m.name for m in models.models()] == ["b"] and not entry.engine.engine.running
+        b.engine.release()
+        await models.close()
+        assert loads == ["a", "b"]
+
+    asyncio.run(main())
