@@ -43,3 +43,19 @@ def test_unknown_native_name_goes_upstream_and_listings_merge():
         assert c.get("/v1/models/remote:7b").json()["owned_by"] == "upstream"
         # Ollama clients add ":latest"; the native model answers to both spellings
         assert c.post("/api/show", json={"model": "demo:latest"}).status_code == 200
+
+
+def test_models_listing_names_a_model_once():
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    class Upstream(FakeUpstream):
+        async def openai_models(self):
+            return [{"id": "demo:latest", "object": "model", "created": 0, "owned_by": "upstream"},
+                    *await super().openai_models()]
+
+    app = create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()}, upstream=Upstream())
+    with TestClient(app, base_url="http://localhost") as c:
+        data = c.get("/v1/models").json()["data"]
+        assert [(m["id"], m["owned_by"]) for m in data] == [("demo", "velollm"), ("remote:7b", "upstream")]
+        assert c.get("/v1/models/demo:latest").json()["id"] == "demo"

@@ -115,6 +115,24 @@ def test_listing_holds_pinned_and_store_models_and_unknown_names_404(native):
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
+def test_show_and_model_card_do_not_load_and_listing_is_unique(native):
+    generate(native, "tiny-a", keep_alive="10m")
+    before = set(loaded(native))
+    assert B not in before
+    shown = httpx.post(f"{native}/api/show", json={"model": "tiny-b"}, timeout=60)
+    card = httpx.get(f"{native}/v1/models/tiny-b", timeout=60)
+    assert shown.status_code == card.status_code == 200, shown.text
+    assert card.json()["id"] == B and card.json()["max_model_len"] == 512  # the GGUF's context length
+    assert set(loaded(native)) == before  # like Ollama: describing a model does not load it
+    ids = [m["id"] for m in httpx.get(f"{native}/v1/models").json()["data"]]
+    assert ids[0] == "demo" and sorted(ids) == sorted(["demo", A, B])  # tiny-a is loaded and in the store: once
+    generate(native, "tiny-b")
+    assert B in loaded(native)
+    assert httpx.post(f"{native}/api/show", json={"model": "tiny-b"}).json() == shown.json()  # same facts loaded
+    r = httpx.post(f"{native}/api/show", json={"model": "not-in-the-store"})
+    assert r.status_code == 404
+
+
 # --- a second VeloLLM in front of the first ----------------------------------------------------
 
 

@@ -4,6 +4,8 @@ leases keep a model loaded exactly as long as a request uses it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -117,5 +119,35 @@ def test_a_lease_holds_the_model_until_its_streams_close():
         b.engine.release()
         await models.close()
         assert loads == ["a", "b"]
+
+    asyncio.run(main())
+
+
+def test_describe_never_loads():
+    class Source:
+        def __init__(self, name: str) -> None:
+            self.config = SimpleNamespace(max_position_embeddings=4096)
+            self.info = SimpleNamespace(name=name, modified_at=123.0)
+            self.load_tokenizer = lambda: SimpleNamespace(chat_template="{{ messages }}")
+
+    async def main() -> None:
+        loads: list[str] = []
+        described: list[str] = []
+        upstream = Upstream({"cloud", "remote"})
+        models = registry(upstream, loads)
+        models.on_demand = replace(models.on_demand, describe=lambda name: described.append(name) or Source(name))
+        a = (await models.describe("a:latest")).model
+        assert (a.name, a.engine.max_model_len, a.engine.tokenizer.chat_template) == ("a", 4096, "{{ messages }}")
+        assert a.engine.source.info.name == "a" and a.loaded_at == 123.0
+        assert (await models.describe("a")).model is a and described == ["a"]  # described once
+        assert (await models.describe("cloud")).upstream is upstream
+        assert (await models.describe("remote")).upstream is upstream
+        with pytest.raises(ModelNotFound):
+            await models.describe("nowhere")
+        assert loads == [] and models.models() == []
+        route = await models.route("a")  # loaded now: describe answers with the running engine
+        assert (await models.describe("a")).model.engine is route.model.engine._engine
+        route.model.engine.release()
+        await models.close()
 
     asyncio.run(main())

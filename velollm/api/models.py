@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from velollm.errors import ModelNotFound, UnsupportedModel
@@ -86,6 +87,21 @@ class OnDemand:
     load: Callable[[str], Any]
     max_loaded_models: int = 1
     keep_alive_s: float = 300.0
+    # canonical name -> its ModelSource, no weights read (/api/show of a model not loaded);
+    # None: velollm.engine.loader.resolve.resolve_model
+    describe: Callable[[str], Any] | None = None
+
+
+class SourceView:
+    """A resolved model that is not loaded, with the engine attributes that /api/show and
+    /v1/models/{id} read: Ollama answers those from the manifest without loading the model."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.model_config = source.config
+        self.max_model_len = source.config.max_position_embeddings  # before --max-model-len lowers it
+        # The tokenizer is read only for its template (capabilities): keep that, not the vocabulary.
+        self.tokenizer = SimpleNamespace(chat_template=source.load_tokenizer().chat_template)
 
 
 # The leases taken while handling the current HTTP request (set by LeaseScope).
@@ -177,6 +193,7 @@ class ModelRegistry:
         self.pool: ModelPool | None = None
         # name -> (expiry on the monotonic clock, canonical name or the error it raised)
         self._resolved: dict[str, tuple[float, str | Exception]] = {}
+        self._described: dict[str, ServedModel] = {}  # canonical name -> a SourceView, for /api/show
         if on_demand is not None:
             from velollm.engine.model_pool import ModelPool
 
@@ -237,12 +254,62 @@ class ModelRegistry:
             except ModelNotFound:
                 pass
             except UnsupportedModel as exc:
-                if self.upstream is not None and await self.upstream.has_model(name, reason=str(exc)):  # type: ignore[call-arg]
-                    return Route(upstream=self.upstream)
-                raise
-        if self.upstream is not None and await self.upstream.has_model(name):
-            return Route(upstream=self.upstream)
+                return await self._elsewhere(name, exc)
+        return await self._elsewhere(name)
+
+    async def describe(self, name: str) -> Route:
+        """Like `route`, but never loads a model: a loaded one, else an on-demand one described from
+        its resolved source (a ServedModel whose engine is a SourceView), else the upstream, else
+        ModelNotFound."""
+        if not self.ready and self.load_error is None:
+            await self.wait_ready()
+        served = self.find(name)
+        if served is not None:
+            return Route(model=served)
+        if self.pool is not None:
+            try:
+                canonical = await self._resolve(name)
+            except ModelNotFound:
+                pass
+            except UnsupportedModel as exc:
+                return await self._elsewhere(name, exc)
+            else:
+                loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
+                return Route(model=loaded or await self._describe(canonical))
+        return await self._elsewhere(name)
+
+    async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> Route:
+        """The upstream when it has `name`, else the UnsupportedModel (it says why) or a 404."""
+        if self.upstream is not None:
+            if unsupported is not None:
+                found = await self.upstream.has_model(name, reason=str(unsupported))  # type: ignore[call-arg]
+            else:
+                found = await self.upstream.has_model(name)
+            if found:
+                return Route(upstream=self.upstream)
+        if unsupported is not None:
+            raise unsupported
         raise ModelNotFound(f"model '{name}' not found")
+
+    async def _describe(self, canonical: str) -> ServedModel:
+        served = self._described.get(canonical)
+        if served is None:
+            served = await asyncio.to_thread(self._describe_source, canonical)
+            if len(self._described) > 256:
+                self._described.clear()
+            self._described[canonical] = served
+        return served
+
+    def _describe_source(self, canonical: str) -> ServedModel:
+        assert self.on_demand is not None
+        describe = self.on_demand.describe
+        if describe is None:
+            from velollm.engine.loader.resolve import resolve_model
+
+            describe = resolve_model
+        view = SourceView(describe(canonical))
+        return ServedModel(name=canonical, engine=view, spec=canonical,
+                           loaded_at=view.source.info.modified_at or time.time(), pinned=False)
 
     async def _acquire(self, name: str, keep_alive_s: float | None) -> ServedModel:
         assert self.pool is not None

@@ -119,7 +119,7 @@ def tag_entry(served: ServedModel) -> dict[str, Any]:
             "digest": info.digest, "details": details(served), "capabilities": capabilities(served)}
 
 
-def _name_key(name: str) -> str:
+def name_key(name: str) -> str:
     # Ollama compares names case-insensitively and `m` means `m:latest`.
     name = str(name).strip().lower()
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -144,10 +144,10 @@ def _store_entries() -> list[dict[str, Any]]:
 
 def merge_listings(native: list[dict[str, Any]], upstream: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Native entries first; an upstream entry for a name already listed is dropped (same model)."""
-    seen = {_name_key(e.get(key) or "") for e in native}
+    seen = {name_key(e.get(key) or "") for e in native}
     out = list(native)
     for entry in upstream:
-        k = _name_key(entry.get(key) or "")
+        k = name_key(entry.get(key) or "")
         if k not in seen:
             seen.add(k)
             out.append(entry)
@@ -175,7 +175,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
     if not isinstance(name, str) or not name:
         raise InvalidRequest("model is required", param="model")
     call.model = name
-    route = await state.models.route(name)
+    route = await state.models.describe(name)  # like Ollama: showing a model does not load it
     if route.upstream is not None:
         return await route.upstream.forward(request, body)
     served = route.model

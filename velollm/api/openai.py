@@ -17,6 +17,7 @@ from velollm.api.disconnect import cancel_on_disconnect
 from velollm.api.errors import openai_error_body, to_api_error
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
+from velollm.api.ollama_models import merge_listings, name_key
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
     ChatCompletionRequest,
@@ -173,18 +174,31 @@ def _model_card(name: str, created: float, max_model_len: int) -> dict[str, Any]
 async def list_models(request: Request, state: AppState, call: Call) -> Response:
     await state.models.wait_ready()
     data = [_model_card(m.name, m.loaded_at, m.engine.max_model_len) for m in state.models.models()]
+    if state.models.on_demand is not None:  # what could load on demand: the Ollama store
+        try:
+            data = merge_listings(data, await asyncio.to_thread(_store_cards), "id")
+        except Exception:  # a broken store must not break the listing
+            logger.exception("listing the Ollama store failed")
     if state.models.upstream is not None:
-        data += await state.models.upstream.openai_models()
+        data = merge_listings(data, await state.models.upstream.openai_models(), "id")
     return JSONResponse({"object": "list", "data": data})
+
+
+def _store_cards() -> list[dict[str, Any]]:
+    """The Ollama store's models (manifests only: nothing is loaded), as Ollama's /v1/models lists them."""
+    from velollm.engine.loader import ollama_store
+
+    return [{"id": m.display_name, "object": "model", "created": int(m.modified_at), "owned_by": "velollm"}
+            for m in ollama_store.list_models()]
 
 
 @endpoint("/v1/models/{model:path}")
 async def get_model(request: Request, state: AppState, call: Call) -> Response:
     name = request.path_params["model"]
     call.model = name
-    route = await state.models.route(name)
+    route = await state.models.describe(name)  # a model that is not loaded is described, not loaded
     if route.model is None:
-        cards = [c for c in await state.models.upstream.openai_models() if c.get("id") == name]
+        cards = [c for c in await state.models.upstream.openai_models() if name_key(c.get("id") or "") == name_key(name)]
         if not cards:
             raise ModelNotFound(f"model '{name}' not found")
         return JSONResponse(cards[0])

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
+from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -36,16 +37,18 @@ def error_response(api: Api, status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None) -> Response:
+async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None,
+                  repair: AnswerRepair | None = None) -> Response:
     """Answer `request` (already parsed into `body`; None → the raw request body) from the upstream.
 
     Until the answer starts streaming, a client that disconnects cancels the upstream request (an
-    Ollama answer with stream:false arrives only when the whole generation is done).
+    Ollama answer with stream:false arrives only when the whole generation is done). `repair`: the
+    tool calls of a chat answer are repaired against the request's tools (answer_repair.py).
     """
     raw = await request.body() if body is None else None
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, asyncio.current_task()))
     try:
-        return await _forward(request.method, upstream, api, path, body, raw)
+        return await _forward(request.method, upstream, api, path, body, raw, repair)
     except UpstreamUnavailable as exc:
         logger.warning("%s %s: %s", request.method, path, exc)
         return error_response(api, exc.status_code, str(exc))
@@ -71,11 +74,11 @@ async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None
 
 
 async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None,
-                   raw: bytes | None) -> Response:
+                   raw: bytes | None, repair: AnswerRepair | None) -> Response:
     kind = upstream.known_kind or await upstream.kind()
     if kind == api:
         content = json.dumps(body).encode() if body is not None else raw
-        return await _pass_through(upstream, api, method, path, content or b"")
+        return await _pass_through(upstream, api, method, path, content or b"", repair)
     if body is None:
         try:
             body = json.loads(raw) if raw else {}
@@ -84,23 +87,34 @@ async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: d
         if not isinstance(body, dict):
             raise InvalidRequest("the request body must be a JSON object")
     if api == "openai":
-        return await _openai_via_ollama(upstream, path, body)
-    return await _ollama_via_openai(upstream, path, body)
+        return await _openai_via_ollama(upstream, path, body, repair)
+    return await _ollama_via_openai(upstream, path, body, repair)
 
 
 # --- same API on both sides -------------------------------------------------------------------
 
 
-async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes) -> Response:
+async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes,
+                        repair: AnswerRepair | None = None) -> Response:
     response = await upstream.send(method, path, content=content or None)
     media_type = response.headers.get("content-type", "application/json")
     if response.status_code == 200 and media_type.startswith(_STREAM_TYPES):
-        return _streaming(_relay(upstream, response, api), response, media_type)
+        relay = _relay(upstream, response, api)
+        if repair is not None and api == "ollama":  # OpenAI argument fragments pass unrepaired
+            relay = _repaired_lines(relay, repair)
+        return _streaming(relay, response, media_type)
     try:
         data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
     finally:
         await response.aclose()
+    if repair is not None and response.status_code == 200:
+        data = repair.json_body(data, api)
     return Response(data, status_code=response.status_code, media_type=media_type)
+
+
+async def _repaired_lines(chunks: AsyncIterator[bytes], repair: AnswerRepair) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield repair.ndjson_chunk(chunk)
 
 
 async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
@@ -132,7 +146,8 @@ async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> Asyn
 # --- OpenAI client, Ollama upstream -----------------------------------------------------------
 
 
-async def _openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+async def _openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any],
+                             repair: AnswerRepair | None) -> Response:
     model = str(body.get("model") or "")
     if path == "/v1/embeddings":
         return await _embeddings_via_ollama(upstream, body)
@@ -148,13 +163,16 @@ async def _openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any]
         return await _converted_error(upstream, response, "openai")
     if not converted["stream"]:
         answer = await _read_json(upstream, response)
+        if repair is not None and isinstance(answer, dict):
+            answer = repair.ollama_answer(answer, whole=True)
         return JSONResponse(whole(answer, model))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     converter = stream_type(model, include_usage)
-    return _streaming(_ndjson_to_sse(upstream, response, converter), response, "text/event-stream")
+    return _streaming(_ndjson_to_sse(upstream, response, converter, repair), response, "text/event-stream")
 
 
-async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter: Any) -> AsyncIterator[bytes]:
+async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter: Any,
+                         repair: AnswerRepair | None = None) -> AsyncIterator[bytes]:
     finished = False
     try:
         async for line in upstream.iter_lines(response):
@@ -162,6 +180,8 @@ async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter
                 continue
             obj = json.loads(line)
             finished = bool(obj.get("done")) or "error" in obj
+            if repair is not None and "error" not in obj:
+                obj = repair.ollama_answer(obj, whole=False)
             yield b"".join(converter.feed(obj))
             if finished:
                 return
@@ -193,7 +213,8 @@ async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Re
 # --- Ollama client, OpenAI upstream -----------------------------------------------------------
 
 
-async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
+                             repair: AnswerRepair | None) -> Response:
     model = str(body.get("model") or "")
     if path in ("/api/embed", "/api/embeddings"):
         return await _embeddings_via_openai(upstream, path, body)
@@ -215,24 +236,32 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
         return await _converted_error(upstream, response, "ollama")
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
         answer = await _read_json(upstream, response)
+        if repair is not None and isinstance(answer, dict):
+            answer = repair.openai_answer(answer)
         obj = converter.whole(answer)
         if converted["stream"]:
             return Response(o2o.ndjson(obj), media_type="application/x-ndjson")
         return JSONResponse(obj)
-    lines = _sse_to_ndjson(upstream, response, converter)
     if converted["stream"]:
-        return _streaming(lines, response, "application/x-ndjson")
-    return await _collapse(lines, converter, path)
+        return _streaming(_sse_to_ndjson(upstream, response, converter, repair), response, "application/x-ndjson")
+    return await _collapse(_sse_to_ndjson(upstream, response, converter), converter, path, repair)
 
 
-async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer) -> AsyncIterator[bytes]:
+async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
+                         repair: AnswerRepair | None = None) -> AsyncIterator[bytes]:
+    """`repair`: the calls, which arrive whole on the final line, are repaired there."""
+
+    def final() -> bytes:
+        obj = converter.final()
+        return o2o.ndjson(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
+
     try:
         async for line in upstream.iter_lines(response):
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                yield o2o.ndjson(converter.final())
+                yield final()
                 return
             chunk = json.loads(payload)
             if "error" in chunk:
@@ -242,7 +271,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 yield o2o.ndjson(obj)
         # Some servers end without [DONE]: a stream that gave a finish reason is complete.
         if converter.finish is not None:
-            yield o2o.ndjson(converter.final())
+            yield final()
         else:
             yield o2o.ndjson({"error": "the upstream ended the stream early"})
     except UpstreamUnavailable as exc:
@@ -254,7 +283,8 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
         await response.aclose()
 
 
-async def _collapse(lines: AsyncIterator[bytes], converter: o2o.NdjsonAnswer, path: str) -> Response:
+async def _collapse(lines: AsyncIterator[bytes], converter: o2o.NdjsonAnswer, path: str,
+                    repair: AnswerRepair | None = None) -> Response:
     """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does."""
     text, thinking, logprobs, final = [], [], [], None
     async for line in lines:
@@ -274,6 +304,8 @@ async def _collapse(lines: AsyncIterator[bytes], converter: o2o.NdjsonAnswer, pa
         target["thinking"] = "".join(thinking)
     if logprobs:
         final["logprobs"] = logprobs
+    if repair is not None and path == "/api/chat":
+        final = repair.ollama_answer(final, whole=True)
     return JSONResponse(final)
 
 

@@ -7,12 +7,14 @@ has_model / forward / ollama_tags / openai_models, on top of Upstream (client), 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from velollm.errors import ModelNotFound
+from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
 from velollm.proxy.router import ModelRouter
 from velollm.proxy.upstream import Upstream, UpstreamConfig
@@ -59,7 +61,8 @@ class UpstreamGateway:
                     body = {**body, "model": route.model}
             except ModelNotFound:
                 pass  # let the upstream say so, in its own words
-        return await forward(request, self.upstream, api, path, body)
+        repair = AnswerRepair.for_request(path, body, _tool_outcomes(request, str(name or "")))
+        return await forward(request, self.upstream, api, path, body, repair)
 
     async def ollama_tags(self) -> list[dict[str, Any]]:
         listing = await self.upstream.list_models()
@@ -71,3 +74,12 @@ class UpstreamGateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+
+def _tool_outcomes(request: Request, model: str) -> Callable[[str], None] | None:
+    """velollm_tool_calls_total of the API app serving `request` (None outside it: nothing to count)."""
+    state = getattr(request.app.state, "velollm", None) if "app" in request.scope else None
+    observe = getattr(getattr(state, "metrics", None), "observe_tool_call", None)
+    if observe is None:
+        return None
+    return lambda outcome: observe(model, outcome)

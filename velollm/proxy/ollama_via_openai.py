@@ -21,6 +21,8 @@ _OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "se
                 ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
 # Not in OpenAI's own API, but llama.cpp, vLLM and VeloLLM accept them: sent only when asked for.
 _EXTRA_OPTION_KEYS = (("top_k", "top_k"), ("min_p", "min_p"), ("repeat_penalty", "repetition_penalty"))
+# Arguments that are no JSON, wrapped into the object Ollama's clients require (answer_repair unwraps them).
+RAW_ARGUMENTS = "_raw"
 
 
 def chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def _tool_calls_in(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
         except ValueError:
             # Ollama's clients require an object: keep the text rather than drop the call.
-            parsed = {"_raw": arguments}
+            parsed = {RAW_ARGUMENTS: arguments}
         out.append({"id": call.get("id") or f"call_{secrets.token_hex(4)}",
                     "function": {"index": i, "name": function.get("name"), "arguments": parsed}})
     return out
