@@ -56,6 +56,9 @@ def _body(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
                             "stream": True, "stream_options": {"include_usage": True}}
     if args.ignore_eos:
         body["ignore_eos"] = True  # vLLM / VeloLLM / llama.cpp extra: fixed output length
+    if args.ban_token:
+        # For servers without ignore_eos (llama-cpp-python's): a -100 bias keeps EOS from ending answers early.
+        body["logit_bias"] = {str(t): -100 for t in args.ban_token}
     if args.endpoint == "chat":
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
                    help="do not send ignore_eos (for servers that reject unknown fields)")
+    p.add_argument("--ban-token", type=int, action="append", default=[],
+                   help="token id sent with logit_bias -100 (repeatable), e.g. the EOS id")
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0)

@@ -55,8 +55,9 @@ def run_serving(label: str, url: str, model: str, args: argparse.Namespace) -> d
     cmd = [sys.executable, str(HERE / "serving.py"), "--base-url", f"{url}/v1", "--model", model, "--label", label,
            "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.max_concurrency),
            "--input-len", str(args.input_len), "--output-len", str(args.output_len)]
-    if label == "llama.cpp":
-        cmd.append("--no-ignore-eos")  # it rejects no field, but ignores vLLM's extras anyway
+    # llama-cpp-python ignores vLLM's ignore_eos: banning EOS (id 2 in the written vocab) through logit_bias
+    # gives both servers the same fixed output length.
+    cmd += ["--no-ignore-eos", "--ban-token", "2"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     print(out.stdout, flush=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
