@@ -88,7 +88,7 @@ async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Req
                 chunk = json.loads(data)
                 now = time.perf_counter()
                 if chunk.get("choices"):
-                    num_chunks += 1
+                    num_chunks += bool(_chunk_text(chunk["choices"][0]))
                     if result.ttft == 0.0:
                         result.ttft = now - start
                     else:
@@ -103,7 +103,7 @@ async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Req
                     return result
         result.latency = last - start
         if result.output_tokens == 0:
-            # No usage in the stream (llama-cpp-python's server): one token per streamed chunk, as it sends them.
+            # No usage in the stream (llama-cpp-python's server): one token per chunk with text, as it sends them.
             result.output_tokens = num_chunks
         result.ok = result.ttft > 0
         if not result.ok:
