@@ -2,8 +2,8 @@
 
 Writes a random-weight GGUF of a real shape (default: SmolLM2-135M's; `--quant` re-quantizes it with
 llama.cpp's own quantizer), starts `velollm serve` and `python -m llama_cpp.server` on it, and runs
-benchmarks/serving.py against each. llama-cpp-python's server decodes one request at a time: that is the
-peer as users run it.
+benchmarks/serving.py against each. llama-cpp-python's server decodes one request at a time (queued, with
+`--interrupt_requests False`; its default cuts a streaming answer off when the next request arrives).
 
 Usage: python benchmarks/serving_compare.py --num-prompts 16 --max-concurrency 8 --input-len 64 --output-len 32
 """
@@ -109,7 +109,9 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = serve([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", "bench",
-                  "--port", str(port), "--n_ctx", "2048", "--n_threads", str(args.threads)], url,
+                  "--port", str(port), "--n_ctx", "2048", "--n_threads", str(args.threads),
+                  # by default a new request interrupts the one streaming; queue them instead
+                  "--interrupt_requests", "False"], url,
                  args.out / "llama_cpp.log")
     try:
         results.append(run_serving("llama.cpp", url, "bench", args))
