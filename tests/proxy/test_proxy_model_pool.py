@@ -96,7 +96,7 @@ async def test_loading_waits_for_busy_model_and_loaded_models_keep_flowing():
     await asyncio.sleep(0.02)
     started = time.monotonic()
     assert (await pool.acquire("a")).name == "a"  # not stuck behind b's load
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.2  # b takes 0.3 s to load
     assert (await loading_b).name == "b"
     pool.release("a"); pool.release("a"); pool.release("b")
 

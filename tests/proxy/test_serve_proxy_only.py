@@ -62,7 +62,8 @@ def test_proxy_only_starts_fast_without_torch_and_streams_through(fake_ollama, o
     proc, url, log, startup_s = start_serve(tmp_path, "--proxy-only", "--upstream", fake_ollama.url,
                                             env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
-        assert startup_s < 1.5, f"--proxy-only took {startup_s:.2f}s to become healthy"
+        # ~1 s here; the bound leaves room for a loaded CI machine (importing torch alone takes longer)
+        assert startup_s < 2.5, f"--proxy-only took {startup_s:.2f}s to become healthy"
         native = ollama.Client(host=url, timeout=10)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=10)
         assert native.chat(model="llama3.2", messages=USER).message.content == "echo: hi there "
