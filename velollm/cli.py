@@ -13,8 +13,6 @@ COMMANDS = {
     "generate": "velollm.commands.generate",
     "list": "velollm.commands.list_models",
     "detect": "velollm.commands.detect",
-    "benchmark": "velollm.commands.benchmark",
-    "optimize": "velollm.commands.optimize",
 }
 
 
@@ -22,14 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="velollm", description="vLLM performance with Ollama simplicity.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a subcommand not built yet
-        module.add_parser(subparsers)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
