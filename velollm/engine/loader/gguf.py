@@ -1,6 +1,7 @@
 """GGUF models: metadata -> ModelConfig + ModelInfo, tensors -> (hf_name, tensor) in the compute dtype.
 
-Weights are dequantized at load (`gguf.quants.dequantize`); keeping them quantized is later work.
+Weights are dequantized at load (torch dequantizers in gguf_dequant.py, `gguf.quants` for other types);
+keeping them quantized is later work.
 llama.cpp's converter permutes the Q/K rows of `llama` models for its interleaved rope; the
 permutation is undone here so every tensor equals what Hugging Face's LlamaForCausalLM holds.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
+from velollm.engine.loader import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.engine.loader.source import ModelInfo, ModelSource
 from velollm.errors import UnsupportedModel
@@ -211,8 +213,9 @@ def check_memory(config: ModelConfig, num_params: int, device: str) -> None:
         )
 
 
-def _dequantize(f: GGUFFile, info: TensorInfo) -> torch.Tensor:
-    """float32 (or the file's float type) tensor of `info`, in torch (rows, cols) order."""
+def _dequantize(f: GGUFFile, info: TensorInfo, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """float32 (or the file's float type) tensor of `info`, in torch (rows, cols) order. The types
+    with a torch dequantizer come out in `dtype` directly (no float32 copy of the whole tensor)."""
     raw = f.raw(info)
     kind = info.type_name
     with warnings.catch_warnings():
@@ -223,6 +226,8 @@ def _dequantize(f: GGUFFile, info: TensorInfo) -> torch.Tensor:
             t = torch.from_numpy(raw.view(np.float16))
         elif kind == "BF16":
             t = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
+        elif kind in gguf_dequant.SUPPORTED_TYPES:
+            t = gguf_dequant.dequantize(raw, kind, info.shape, dtype)
         else:
             import gguf
 
@@ -249,7 +254,7 @@ def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.T
         with _progress(len(infos), f"loading {path.name}") as advance:
             for info in infos:
                 # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                tensor = _dequantize(f, info).to(target, copy=info.type_name in _FLOAT_TYPES)
+                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
                 if permute and info.name.split(".")[-2] in ("attn_q", "attn_k"):
                     heads = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
                     tensor = unpermute_qk(tensor, heads)
