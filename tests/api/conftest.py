@@ -1,12 +1,9 @@
 """Servers for the API tests: a stub engine behind a real uvicorn (in a thread), and a real
-`velollm serve` subprocess on the demo model (skipped until the engine can be imported)."""
+`velollm serve` subprocess on the demo model."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,14 +15,7 @@ import pytest
 
 from tests.api.stub_engine import StubEngine
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serve_process import free_port, start_serve, stop_serve  # noqa: F401 (re-exported to tests)
 
 
 @dataclass
@@ -98,40 +88,13 @@ def stub_server():
         yield ServerHandle("stub", f"http://127.0.0.1:{port}", engine=engine, max_model_len=engine.max_model_len)
 
 
-def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "velollm.cli", "serve", *args]
-
-
 def start_live(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = tmp_path / f"serve-{port}.log"
-    env = {**os.environ, "VELOLLM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
-    env.pop("VELOLLM_API_KEY", None)
-    proc = subprocess.Popen(serve_command("--port", str(port), "--kv-cache-memory", "32MiB", "--stats-interval", "1",
-                                          *args), cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"velollm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"velollm serve did not become healthy:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    """`velollm serve` with a small KV cache and a 1 s stats interval (so the rate gauges move)."""
+    proc, url, log, _ = start_serve(tmp_path, "--kv-cache-memory", "32MiB", "--stats-interval", "1", *args)
+    return proc, url, log
 
 
-def stop_live(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop_live = stop_serve
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,6 @@ def test_random_blocks_odd_rows_3d(name):
 def test_llama_cpp_kquant_tensors(fixtures, ftype):
     """Every tensor of a file quantized by llama.cpp, through the loader's _dequantize, and its
     first 3 rows alone (an odd row count)."""
-    import gguf
 
     from velollm.engine.loader.gguf import _dequantize
     from velollm.engine.loader.gguf_file import GGUFFile

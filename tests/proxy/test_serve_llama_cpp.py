@@ -12,7 +12,7 @@ import ollama
 import openai
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
-from test_serve_proxy_only import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
 from test_proxy_llama_cpp import MESSAGES, MODEL, LlamaServer

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
-from test_serve_proxy_only import start_serve, stop_serve
+from tests.serve_process import start_serve, stop_serve
 
 from tests.gguf.test_ollama_store import make_store
 

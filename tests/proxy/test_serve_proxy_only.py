@@ -7,54 +7,15 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import ollama
 import openai
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.serve_process import REPO, start_serve, stop_serve
+
 USER = [{"role": "user", "content": "hi there"}]
-
-
-def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 120.0) -> tuple[subprocess.Popen, str, Path, float]:
-    """`velollm serve ARGS` on a free port; returns (process, url, log, seconds until /health said ok)."""
-    from tests.api.conftest import free_port
-
-    port = free_port()
-    log = tmp_path / f"serve-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
-    for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
-        if not env or name not in env:
-            full_env.pop(name, None)
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
-                             "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(timeout=2) as client:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"velollm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if client.get(f"{url}/health").status_code == 200:
-                    return proc, url, log, time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - started > timeout:
-                proc.kill()
-                raise RuntimeError(f"velollm serve did not become healthy:\n{log.read_text()[-3000:]}")
-            time.sleep(0.01)
-
-
-def stop_serve(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_proxy_only_starts_fast_without_torch_and_streams_through(fake_ollama, ollama_state, tmp_path):

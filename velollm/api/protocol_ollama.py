@@ -1,19 +1,17 @@
 """Parsing and validation of Ollama /api requests: generate, chat, options, keep_alive, format, think.
 
-keep_alive is parsed and validated as Ollama does but not acted on yet: models stay loaded for the
-server's lifetime until on-demand loading lands (velollm/proxy).
+keep_alive is parsed as Ollama parses it (velollm.engine.model_pool) and honoured by the model pool.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
+from velollm.engine import model_pool
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
@@ -29,8 +27,6 @@ IGNORED_OPTIONS = frozenset({"num_keep", "num_batch", "num_gpu", "main_gpu", "us
                              "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
                              "mirostat", "mirostat_tau", "mirostat_eta"})
 THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
-_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class GenerateRequest:
     context: list[int] | None = None
     raw: bool = False
     format: StructuredOutput | None = None
-    keep_alive_s: float | None = None  # parsed, not honoured yet (see module doc)
+    keep_alive_s: float | None = None  # None: the server's default
     think: bool | str | None = None
     logprobs: bool = False
     top_logprobs: int = 0
@@ -72,25 +68,8 @@ class ChatRequest:
 
 
 def parse_keep_alive(value: Any) -> float | None:
-    """Seconds (inf = forever): a JSON number is seconds, a string is a Go duration ("5m", "1h30m", "0")."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidRequest("keep_alive must be a number of seconds or a duration string", param="keep_alive")
-    if isinstance(value, (int, float)):
-        return math.inf if value < 0 else float(value)
-    if not isinstance(value, str):
-        raise InvalidRequest("keep_alive must be a number of seconds or a duration string", param="keep_alive")
-    text = value.strip()
-    if text == "0":
-        return 0.0
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    if not body or _DURATION.sub("", body):
-        raise InvalidRequest(f"time: missing unit in duration {value!r}" if body.replace(".", "").isdigit()
-                             else f"time: invalid duration {value!r}", param="keep_alive")
-    seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(body))
-    return math.inf if sign < 0 else seconds
+    """Seconds (inf = forever), None when absent: a JSON number is seconds, a string a Go duration."""
+    return model_pool.parse_keep_alive(value, default=None)
 
 
 def parse_format(value: Any) -> StructuredOutput | None:

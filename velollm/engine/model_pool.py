@@ -28,7 +28,7 @@ _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_keep_alive(value: Any, default: float = DEFAULT_KEEP_ALIVE) -> float:
+def parse_keep_alive(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> float | None:
     """A request's `keep_alive` → seconds; math.inf = forever; None → `default`.
 
     A number means seconds; a string is a Go duration ("5m", "1h30m", "-1m", "0"); a unit-less

@@ -8,14 +8,6 @@ import torch.nn.functional as F
 from velollm.kernels._triton import dot_dtype_args, launch_options, output_buffer, tl, triton
 
 
-def gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """[num_blocks, block_size, Hkv, D] gathered through block_tables [B, *] -> [B, num_tokens, Hkv, D]."""
-    block_size = cache.shape[1]
-    num_blocks = -(-num_tokens // block_size)
-    blocks = cache[block_tables[:, :num_blocks].long()]  # [B, nb, bs, Hkv, D]
-    return blocks.flatten(1, 2)[:, :num_tokens]
-
-
 def paged_decode_attention_ref(
     q: torch.Tensor,
     k_cache: torch.Tensor,

@@ -1,0 +1,62 @@
+"""`velollm serve` as a real subprocess on a free port, for the tests that need a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                timeout: float = START_TIMEOUT_S) -> tuple[subprocess.Popen, str, Path, float]:
+    """`velollm serve ARGS`; returns (process, url, log, seconds until /health said ok).
+
+    The demo model is generated under tmp_path; no API key or upstream leaks in from the environment
+    unless `env` sets them.
+    """
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
+    for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
+        if not env or name not in env:
+            full_env.pop(name, None)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
+                             "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(timeout=2) as client:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"velollm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return proc, url, log, time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > timeout:
+                proc.kill()
+                raise RuntimeError(f"velollm serve did not become healthy:\n{log.read_text()[-3000:]}")
+            time.sleep(0.02)
+
+
+def stop_serve(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
