@@ -66,10 +66,11 @@ def main() -> int:
         want = da.paged_decode_attention_ref(q, k_cache, v_cache, tables, lens, scale)
         out = torch.empty_like(q)
         configs = [dict()]
-        if not a.no_sweep and not a.small and model == "llama-3.1-8b":
+        if not a.no_sweep and not a.small:
             # Kept small: each config is one more compile inside gpu_check.sh's time budget.
-            configs += [dict(num_splits=s, block_n=n) for s, n in itertools.product((1, 2, 4), (32, 64))]
-            configs += [dict(num_splits=2, block_n=64, num_warps=8), dict(num_splits=4, block_n=64, num_warps=8)]
+            configs += [dict(num_splits=s, block_n=n) for s, n in itertools.product((1, 2, 4, 8), (32, 64))]
+            configs += [dict(num_splits=s, block_n=n, num_warps=8) for s, n in ((2, 64), (4, 64), (4, 128))]
+            configs += [dict(num_splits=4, block_n=64, num_stages=2), dict(num_splits=4, block_n=64, num_stages=4)]
         best = None
         for cfg in configs:
             def call(cfg=cfg):

@@ -3,7 +3,7 @@
 Prints JSON rows (key "what") with tok/s and the fraction of the roofline (measured device copy bandwidth
 divided by the weight bytes: every decode step reads every weight once), and which compute paths ran.
 Usage:  python benchmarks/gpu_decode.py                      # Llama-3.2-1B and Llama-3.1-8B shapes, bf16, CUDA
-        python benchmarks/gpu_decode.py --shape llama-3.2-1b --skip-peers
+        python benchmarks/gpu_decode.py --shape llama-3.2-1b --peers none
         python benchmarks/gpu_decode.py --quick              # CPU dry run on a small shape (< 1 min)
 """
 
@@ -64,6 +64,7 @@ def run_velollm(folder: Path, prompt: list[int], new_tokens: int, device: str, d
     generated = len(token_ids)
     paths = runner.paths()
     paths["graph_replays"] -= replays_before
+    device_ms = device_step_ms(runner) if device == "cuda" else {}
     llm.close()
     del llm, engine, runner
     gc.collect()
@@ -73,7 +74,27 @@ def run_velollm(folder: Path, prompt: list[int], new_tokens: int, device: str, d
                 weight_bytes=weight_bytes, **rates(generated, end - start, weight_bytes, bandwidth),
                 decode_tok_s=round((generated - 1) / (end - first), 1),
                 decode_frac_roofline=round((generated - 1) / (end - first) * weight_bytes / bandwidth, 3),
-                paths=paths, token_ids=token_ids)
+                paths=paths, token_ids=token_ids, **device_ms)
+
+
+def device_step_ms(runner) -> dict:
+    """GPU time of one batch-1 decode step without the host: the graph replay, then lm_head + argmax.
+    Their sum against the measured step time is the host's share."""
+    if runner.graphs is None or 1 not in runner.graphs.graphs:
+        return {}
+    graph = runner.graphs.graphs[1]
+    hidden = runner.graphs.hidden[:1]
+    timings = {}
+    with torch.inference_mode():
+        for name, fn in (("graph_ms", graph.replay), ("head_ms", lambda: runner.model.compute_logits(hidden).argmax(-1))):
+            fn()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(50):
+                fn()
+            torch.cuda.synchronize()
+            timings[name] = round((time.perf_counter() - start) / 50 * 1e3, 3)
+    return timings
 
 
 def compare_eager(folder: Path, shape: str, prompt: list[int], new_tokens: int, device: str, dtype: str,
@@ -101,7 +122,9 @@ def run_hf(model, prompt: list[int], new_tokens: int, device: str, cache: str | 
                            pad_token_id=0, eos_token_id=None, cache_implementation=cache)
     ids = torch.tensor([prompt], device=device)
     mask = torch.ones_like(ids)
-    model.generate(ids, attention_mask=mask, generation_config=cfg)
+    # The dynamic cache needs only a short warm-up; the static one compiles for the full length.
+    warm = cfg if cache else GenerationConfig(**{**cfg.to_dict(), "max_new_tokens": 16, "min_new_tokens": 16})
+    model.generate(ids, attention_mask=mask, generation_config=warm)
     sync(device)
     start = time.perf_counter()
     out = model.generate(ids, attention_mask=mask, generation_config=cfg)
@@ -113,17 +136,18 @@ def run_hf(model, prompt: list[int], new_tokens: int, device: str, cache: str | 
 
 
 def run_peers(folder: Path, shape: str, prompt: list[int], new_tokens: int, device: str, torch_dtype: torch.dtype,
-              weight_bytes: int, bandwidth: float) -> None:
+              bandwidth: float, caches: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
-    for name, cache in (("hf_dynamic_cache", None), ("hf_static_cache", "static")):
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
+    for name in caches:
         try:
-            seconds = run_hf(model, prompt, new_tokens, device, cache)
+            seconds = run_hf(model, prompt, new_tokens, device, None if name == "dynamic" else name)
         except Exception as exc:  # a peer that fails is reported, not hidden
-            emit(what=f"decode_b1/{name}", shape=shape, error=repr(exc)[:300])
+            emit(what=f"decode_b1/hf_{name}_cache", shape=shape, error=repr(exc)[:300])
             continue
-        emit(what=f"decode_b1/{name}", shape=shape, seconds=round(seconds, 4),
+        emit(what=f"decode_b1/hf_{name}_cache", shape=shape, seconds=round(seconds, 4),
              **rates(new_tokens, seconds, weight_bytes, bandwidth))
     del model
     gc.collect()
@@ -138,7 +162,9 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "velollm-bench")
-    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--peers", choices=["dynamic", "static", "both", "none"], default="dynamic",
+                        help="transformers peers: dynamic and/or static KV cache (static compiles: minutes)")
+    parser.add_argument("--skip-velollm", action="store_true", help="peers only (a later step of gpu_check.sh)")
     parser.add_argument("--enforce-eager", action="store_true", help="VeloLLM without CUDA graphs")
     parser.add_argument("--quick", action="store_true", help="CPU dry run: small shape, float32, few tokens")
     args = parser.parse_args()
@@ -156,10 +182,13 @@ def main() -> int:
     # All VeloLLM rows first: they are the numbers the issue's targets are about, and the peers'
     # static-cache compile is the slow part of this script.
     failed = False
-    done: list[tuple[str, Path, list[int], int]] = []
+    done: list[tuple[str, Path, list[int]]] = []
     for shape in shapes:
         folder = save_random_model(shape, args.workdir / f"{shape}-{dtype}", torch_dtype)
         prompt = make_prompt(args.prompt_len, SHAPES[shape]["vocab_size"])
+        if args.skip_velollm:
+            done.append((shape, folder, prompt))
+            continue
         try:
             ours = run_velollm(folder, prompt, args.new_tokens, args.device, dtype, bandwidth, args.enforce_eager)
         except Exception as exc:
@@ -173,10 +202,11 @@ def main() -> int:
         if args.device == "cuda" and ours["paths"]["attention"] != "paged/triton":
             print(f"error: paged Triton attention did not run: {ours['paths']}", file=sys.stderr)
             failed = True
-        done.append((shape, folder, prompt, ours["weight_bytes"]))
-    if not args.skip_peers:
-        for shape, folder, prompt, weight_bytes in done:
-            run_peers(folder, shape, prompt, args.new_tokens, args.device, torch_dtype, weight_bytes, bandwidth)
+        done.append((shape, folder, prompt))
+    caches = {"dynamic": ["dynamic"], "static": ["static"], "both": ["dynamic", "static"], "none": []}[args.peers]
+    for shape, folder, prompt in done:
+        if caches:
+            run_peers(folder, shape, prompt, args.new_tokens, args.device, torch_dtype, bandwidth, caches)
     return 1 if failed else 0
 
 

@@ -127,8 +127,10 @@ def main() -> None:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(args.device).eval()
-        for name, fn in (("hf_generate_batch", lambda: run_hf_generate_batch(model, prompts, args.output_len, args.device)),
-                         ("hf_generate_padded", lambda: run_hf_padded(model, prompts, args.output_len, args.device, args.padded_batch))):
+        # Padded generate first: generate_batch switches the model to paged attention (transformers 5.17
+        # leaves it switched, and a plain forward then refuses to run).
+        for name, fn in (("hf_generate_padded", lambda: run_hf_padded(model, prompts, args.output_len, args.device, args.padded_batch)),
+                         ("hf_generate_batch", lambda: run_hf_generate_batch(model, prompts, args.output_len, args.device))):
             try:
                 result = fn()
             except Exception as exc:  # a peer path that fails is reported, not hidden

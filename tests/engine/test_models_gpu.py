@@ -1,0 +1,65 @@
+"""GPU-only: the whole engine on CUDA (Triton kernels, CUDA graphs) against transformers, every architecture.
+
+float32 on both sides (our Triton dots run in IEEE float32, torch leaves TF32 off for matmuls), so the
+bounds are the CPU tests' bounds loosened only for the different summation orders of GPU kernels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from .conftest import ARCHS
+from .helpers import greedy, random_prompts, run_all
+from velollm.engine.llm_engine import LLMEngine
+from velollm.engine.loader.hf_folder import load_hf_folder
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _cuda_engine(folder, dtype: str = "float32") -> LLMEngine:
+    return LLMEngine(load_hf_folder(folder), device="cuda", dtype=dtype, max_num_seqs=8, kv_cache_memory=64 << 20)
+
+
+def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> tuple[list[int], torch.Tensor]:
+    """transformers' greedy tokens and the logits of every step, float32 on the GPU."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).cuda().eval()
+    ids = torch.tensor([prompt], device="cuda")
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=0, eos_token_id=None)
+    return out.sequences[0, len(prompt):].tolist(), torch.stack(out.logits)[:, 0].float()
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_cuda_engine_greedy_matches_transformers(tiny_models, arch):
+    pytest.importorskip("triton")
+    folder = tiny_models[arch]
+    prompts = random_prompts([1, 17, 40], seed=7)
+    engine = _cuda_engine(folder)
+    ours = run_all(engine, prompts, greedy(24, logprobs=1))
+    paths = engine.runner.paths()
+    assert paths["attention"] == "paged/triton" and paths["graph_replays"] > 0
+    for prompt, got in zip(prompts, ours):
+        want, hf_logits = _hf_greedy(folder, prompt, 24)
+        assert got.token_ids == want, f"{arch}: prompt of {len(prompt)} tokens"
+        # The chosen token's logprob against transformers' log-softmax at every step.
+        ref = torch.log_softmax(hf_logits, dim=-1).gather(1, torch.tensor(want, device="cuda")[:, None])[:, 0]
+        chosen = torch.tensor([lp[t] for lp, t in zip(got.logprobs, got.token_ids)], device="cuda")
+        assert (chosen - ref).abs().max().item() < 1e-3
+
+
+def test_cuda_bf16_first_token_logits_close_to_transformers(tiny_models):
+    """bf16 on both sides: the same argmax is not guaranteed, the logits agree to bf16 rounding."""
+    pytest.importorskip("triton")
+    folder = tiny_models["llama"]
+    prompt = random_prompts([50], seed=3)[0]
+    engine = _cuda_engine(folder, dtype="bfloat16")
+    got = run_all(engine, [prompt], greedy(1, logprobs=20))[0]
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).cuda().eval()
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([prompt], device="cuda")).logits[0, -1].float(), dim=-1)
+    top = got.logprobs[0]
+    err = max(abs(value - ref[token].item()) for token, value in top.items())
+    assert err < 0.1, f"bf16 logprobs differ by {err}"
