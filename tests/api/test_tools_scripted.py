@@ -121,6 +121,7 @@ def test_openai_stream_sends_call_deltas_and_tool_calls_finish(scripted, engine)
                                                             stream=True))
     deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].id and deltas[0].type == "function" and deltas[0].function.name == "get_weather"
+    assert deltas[0].function.arguments == ""  # as OpenAI's first chunk of a call
     assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == "Let me check."
     assert chunks[-1].choices[0].finish_reason == "tool_calls"

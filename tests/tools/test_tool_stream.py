@@ -35,8 +35,10 @@ def _run(parser: StreamingToolParser, pieces: list[str]) -> tuple[str, list[dict
         content += d.content
         for t in d.tool_calls:
             if t.index not in calls:
-                # The first delta of a call carries id, type and name, before any argument text.
+                # The first delta of a call carries id, type, name and an empty arguments string (as
+                # OpenAI's first chunk does), before any argument text.
                 assert t.id and t.name and t.to_openai()["type"] == "function", t
+                assert t.arguments == "" and t.to_openai()["function"]["arguments"] == "", t
                 calls[t.index] = {"id": t.id, "name": t.name, "arguments": ""}
             else:
                 assert t.id is None and t.name is None

@@ -1,7 +1,7 @@
 """StreamingToolParser: text deltas in, OpenAI-style content and tool-call deltas out.
 
-Per call it sends the id, type and name first, then argument fragments that concatenate to the
-arguments JSON (`{}` for a call without arguments). Text that may be the start of a marker is held
+Per call it sends the id, type, name and `"arguments": ""` first (as OpenAI does), then argument
+fragments that concatenate to the arguments JSON (`{}` for a call without arguments). Text that may be the start of a marker is held
 back until it is known not to be one.
 
 Two modes. incremental (constrained decoding: the grammar guarantees the arguments parse and
@@ -235,7 +235,8 @@ class StreamingToolParser:
         if call.index is None:
             call.id = new_call_id(self.family)
             call.index = self._new_index()
-            deltas.append(ToolCallDelta(call.index, id=call.id, name=call.name))
+            # As OpenAI's first chunk of a call: id, type, name and an empty arguments string.
+            deltas.append(ToolCallDelta(call.index, id=call.id, name=call.name, arguments=""))
         if call.args_start is None:
             return
         while call.args_sent == 0 and call.args_start < len(buf) and buf[call.args_start] in " \t\r\n":
@@ -278,7 +279,7 @@ class StreamingToolParser:
             if self._is_surplus(o.call):
                 continue
             index = self._new_index()
-            deltas.append(ToolCallDelta(index, id=o.call.id, name=o.call.name))
+            deltas.append(ToolCallDelta(index, id=o.call.id, name=o.call.name, arguments=""))
             deltas.append(ToolCallDelta(index, arguments=o.call.arguments))
             self._record(o.call, o.outcome)
 
