@@ -90,6 +90,17 @@ def test_ps_keep_alive_and_unload(native):
         time.sleep(0.05)
     assert set(loaded(native)) == {"demo"}
 
+    # `ollama stop` of a model that is not loaded: nothing is loaded for it (with --max-loaded-models 1
+    # a load would have evicted tiny-a), and the answer is still an unload.
+    generate(native, "tiny-a", keep_alive="10m")
+    for path, extra in (("/api/generate", {}), ("/api/chat", {"messages": []})):
+        r = httpx.post(f"{native}{path}", json={"model": "tiny-b", "keep_alive": 0, **extra}, timeout=60)
+        assert r.status_code == 200 and r.json()["done_reason"] == "unload", r.text
+        assert set(loaded(native)) == {"demo", A}
+    r = httpx.post(f"{native}/api/generate", json={"model": "no-such-model", "keep_alive": 0}, timeout=60)
+    assert r.status_code == 404 and "not found" in r.json()["error"]
+    httpx.post(f"{native}/api/generate", json={"model": "tiny-a", "keep_alive": 0}, timeout=60)
+
     generate(native, "tiny-b", keep_alive=0)  # keep_alive 0 on a real request: unloaded once it is done
     deadline = time.monotonic() + 5
     while B in loaded(native) and time.monotonic() < deadline:

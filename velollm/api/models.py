@@ -278,6 +278,11 @@ class ModelRegistry:
                 return Route(model=loaded or await self._describe(canonical))
         return await self._elsewhere(name)
 
+    async def unload(self, served: ServedModel) -> None:
+        """Unload an on-demand model now (at once if idle, else when its requests end); pinned ones stay."""
+        if self.pool is not None and self.find(served.name) is None:
+            await self.pool.unload(served.name)
+
     async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> Route:
         """The upstream when it has `name`, else the UnsupportedModel (it says why) or a 404."""
         if self.upstream is not None:

@@ -90,8 +90,17 @@ class OllamaFormatter:
         return out
 
 
+async def _unload(request: Request, state: AppState, body: Any, name: str, chat: bool) -> Response:
+    """A load-only request with keep_alive 0 (`ollama stop`): unload the model if it is loaded, and
+    never load it for that (describe, not route)."""
+    route = await state.models.describe(name)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    await state.models.unload(route.model)
+    return _load_response(route.model.name, chat, 0)
+
+
 def _load_response(model: str, chat: bool, keep_alive_s: float | None) -> Response:
-    # keep_alive 0 asks for an unload; the model stays loaded until on-demand loading lands (documented).
     out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     if chat:
         out["message"] = {"role": "assistant", "content": ""}
@@ -216,6 +225,8 @@ async def generate(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_generate_request(body)
     call.model = req.model
+    if not req.prompt and req.keep_alive_s == 0:
+        return await _unload(request, state, body, req.model, chat=False)
     route = await state.models.route(req.model, req.keep_alive_s)
     if route.upstream is not None:
         return await route.upstream.forward(request, body)
@@ -237,6 +248,8 @@ async def chat(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_chat_request(body)
     call.model = req.model
+    if not req.messages and req.keep_alive_s == 0:
+        return await _unload(request, state, body, req.model, chat=True)
     route = await state.models.route(req.model, req.keep_alive_s)
     if route.upstream is not None:
         return await route.upstream.forward(request, body)
