@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from shapes import SHAPES, copy_bandwidth, save_random_model, sync
+from step_timer import StepTimer
 
 
 def make_prompts(n: int, lo: int, hi: int, vocab: int) -> list[list[int]]:
@@ -32,12 +33,14 @@ def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str)
     llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=None if device == "cuda" else 4 << 30)
     params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
+    timer = StepTimer(llm.engine)
     sync(device)
     start = time.perf_counter()
     outputs = llm.generate(prompts, params)
     sync(device)
     elapsed = time.perf_counter() - start
     paths = llm.engine.runner.paths()
+    paths["step_time"] = timer.summary()
     llm.close()
     del llm
     gc.collect()

@@ -49,7 +49,9 @@ class LLM:
         for prompt, sp in zip(prompts, params_list):
             ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
             for i in range(sp.n):
-                one = sp if sp.n == 1 else dataclasses.replace(sp, n=1, seed=None if sp.seed is None else sp.seed + i)
+                # The caller reads whole outputs: text is detokenized once per request, at its end.
+                one = dataclasses.replace(sp, n=1, seed=sp.seed if sp.n == 1 or sp.seed is None else sp.seed + i,
+                                          output_kind="final_only")
                 request = engine.add_request(ids, one)
                 by_id[request.request_id] = RequestOutput(request.request_id, ids)
                 outputs.append(by_id[request.request_id])

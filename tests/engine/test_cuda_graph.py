@@ -187,3 +187,16 @@ def test_runner_steps_never_sync_with_the_host(llama_folder):
         engine.scheduler.update(batch)
         engine._update_outputs(batch, logits, rows)
     assert engine.runner.paths()["graph_replays"] > 0
+
+
+@pytest.mark.parametrize("num_tokens", [1, 16, 33])
+def test_dry_forward_writes_no_kv(llama_folder, num_tokens):
+    """The profile run and the start-up kernel warm-up (CUDA) go through dry_forward: no cache write."""
+    engine = make_engine(llama_folder, max_num_seqs=8)
+    runner = engine.runner
+    before = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
+    logits = runner.dry_forward(num_tokens)
+    assert logits.shape == (min(8, num_tokens), runner.config.vocab_size) and logits.isfinite().all()
+    for (k0, v0), (k1, v1) in zip(before, runner.kv_caches):
+        torch.testing.assert_close(k1, k0, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(v1, v0, rtol=0, atol=0, equal_nan=True)

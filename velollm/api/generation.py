@@ -60,10 +60,12 @@ class EngineCall:
     params: SamplingParams
 
 
-def engine_params(params: SamplingParams, max_tokens: int, seed_offset: int = 0) -> SamplingParams:
-    """Params for one engine request: the clamped max_tokens and, for choice i of n, seed + i."""
+def engine_params(params: SamplingParams, max_tokens: int, seed_offset: int = 0, *, stream: bool = True) -> SamplingParams:
+    """Params for one engine request: the clamped max_tokens, for choice i of n seed + i, and text per
+    step only when the answer is streamed (a whole answer is detokenized once, at its end)."""
     seed = params.seed + seed_offset if params.seed is not None else None
-    return replace(params, n=1, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens), seed=seed)
+    return replace(params, n=1, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens), seed=seed,
+                   output_kind="delta" if stream else "final_only")
 
 
 _END = object()

@@ -185,6 +185,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
                fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None) -> Response:
+    params = replace(params, output_kind="delta" if stream else "final_only")  # see engine_params
     gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}")
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True

@@ -128,7 +128,8 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     else:
         prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, req)
     max_tokens = fit_max_tokens(len(prompt_ids), params.max_tokens, engine.max_model_len, "messages")
-    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i)) for i in range(params.n)]
+    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
+             for i in range(params.n)]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     fmt = ChatFormatter(request_id, route.model.name, int(time.time()), engine.tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
@@ -153,7 +154,8 @@ async def completions(request: Request, state: AppState, call: Call) -> Response
         if not ids:
             raise InvalidRequest("prompt must not be empty", param="prompt")
         max_tokens = fit_max_tokens(len(ids), req.params.max_tokens, engine.max_model_len, "prompt")
-        calls += [EngineCall(ids, engine_params(req.params, max_tokens, i)) for i in range(req.params.n)]
+        calls += [EngineCall(ids, engine_params(req.params, max_tokens, i, stream=req.stream.stream))
+                  for i in range(req.params.n)]
     echo_texts = None
     if req.echo:
         echo_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in req.prompts]

@@ -62,6 +62,8 @@ class ModelRunner:
         self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
         self.attention_backend = kernels.kernel_backend(self.kv_caches[0][0])
+        if device.type == "cuda" and self.attention_backend == "triton":
+            self._warm_up_kernels()
         self.graphs: DecodeGraphs | None = None
         if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
             self.graphs = self._capture_graphs(min(max_model_len, self.num_blocks * self.block_size))
@@ -119,14 +121,23 @@ class ModelRunner:
 
     @torch.inference_mode()
     def _profile_activation_bytes(self, num_tokens: int) -> int:
-        """Peak memory of one prefill of `num_tokens` tokens plus logits and sampling for the largest batch.
-
-        KV writes are skipped (slot -1) and every position reads one zeroed block, so no real cache is needed.
-        """
-        cfg = self.config
+        """Peak memory of one prefill of `num_tokens` tokens plus logits and sampling for the largest batch."""
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
+        logits = self.dry_forward(num_tokens)
+        # The sampler's heaviest path (top-k/top-p) sorts and softmaxes float32 [rows, vocab].
+        probs = torch.softmax(logits, dim=-1)
+        sorted_logits = logits.sort(dim=-1, descending=True)
+        del probs, sorted_logits, logits
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device) - base
+
+    @torch.inference_mode()
+    def dry_forward(self, num_tokens: int) -> torch.Tensor:
+        """One sequence of `num_tokens` through the model without a KV cache: writes are skipped (slot -1)
+        and every position reads one zeroed block. Logits of the last min(max_num_seqs, num_tokens) rows."""
+        cfg = self.config
         block = torch.zeros(1, self.block_size, cfg.num_key_value_heads, cfg.head_dim, dtype=self.dtype,
                             device=self.device)
         make = lambda data, dtype: torch.tensor(data, dtype=dtype, device=self.device)
@@ -142,14 +153,14 @@ class ModelRunner:
         positions = torch.arange(num_tokens, device=self.device) % cfg.max_position_embeddings
         with forward_context(metadata):
             hidden = self.model(input_ids, positions)
-        logits = self.model.compute_logits(hidden[: min(self.max_num_seqs, num_tokens)])
-        del hidden
-        # The sampler's heaviest path (top-k/top-p) sorts and softmaxes float32 [rows, vocab].
-        probs = torch.softmax(logits, dim=-1)
-        sorted_logits = logits.sort(dim=-1, descending=True)
-        del probs, sorted_logits, logits
+        return self.model.compute_logits(hidden[-min(self.max_num_seqs, num_tokens):])
+
+    def _warm_up_kernels(self) -> None:
+        """Compile the Triton variants a first request could otherwise wait for (hundreds of ms each):
+        the prefill tile height follows the longest query (16, 32, 64 rows) and an eager decode step."""
+        for num_tokens in (1, 16, 32, 64):
+            self.dry_forward(num_tokens)
         torch.cuda.synchronize(self.device)
-        return torch.cuda.max_memory_allocated(self.device) - base
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config

@@ -16,6 +16,15 @@ class _TextState:
     text: str = ""
     num_sent_chars: int = 0
     num_sent_tokens: int = 0
+    # output_kind "final_only" without stop strings: ids wait here and are detokenized once, at the finish
+    # (one step() over all of them gives the text that step-by-step would).
+    pending: list[int] | None = None
+
+    def finish_text(self) -> None:
+        if self.pending:
+            self.text += self.detokenizer.step(self.pending)
+            self.pending.clear()
+        self.text += self.detokenizer.flush()  # bytes held back for a character that will never complete
 
 
 class OutputProcessor:
@@ -28,8 +37,10 @@ class OutputProcessor:
         self.states: dict[str, _TextState] = {}
 
     def add(self, request: Request) -> None:
-        detokenizer = IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids, request.params.skip_special_tokens)
-        self.states[request.request_id] = _TextState(detokenizer)
+        params = request.params
+        detokenizer = IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids, params.skip_special_tokens)
+        deferred = params.output_kind == "final_only" and not params.stop
+        self.states[request.request_id] = _TextState(detokenizer, pending=[] if deferred else None)
 
     def remove(self, request_id: str) -> None:
         self.states.pop(request_id, None)
@@ -40,9 +51,8 @@ class OutputProcessor:
         if logprobs is not None:
             request.output_logprobs.append(logprobs)
         state = self.states[request.request_id]
-        if self._check_stop(request, state, token_id) != "stop-string":
-            if request.finish_reason is not None:
-                state.text += state.detokenizer.flush()  # bytes held back for a character that will never complete
+        if self._check_stop(request, state, token_id) != "stop-string" and request.finish_reason is not None:
+            state.finish_text()
 
     def _check_stop(self, request: Request, state: _TextState, token_id: int) -> str | None:
         params = request.params
@@ -59,7 +69,11 @@ class OutputProcessor:
         if token_id in params.stop_token_ids:
             request.finish_reason, request.stop_reason = "stop", token_id
             return "stop-id"
-        new_text = state.detokenizer.step([token_id])
+        if state.pending is not None:
+            state.pending.append(token_id)
+            new_text = ""
+        else:
+            new_text = state.detokenizer.step([token_id])
         if new_text:
             state.text += new_text
             if params.stop and num_out >= params.min_tokens and self._cut_at_stop(request, state, len(new_text)):
@@ -88,6 +102,8 @@ class OutputProcessor:
     def delta(self, request: Request, finish_reason: str | None = None) -> RequestDelta:
         """New text and tokens since the last delta. Text that may begin a stop string is held back."""
         state = self.states[request.request_id]
+        if finish_reason and state.pending:  # an abort: the text so far
+            state.finish_text()
         finish_reason = finish_reason or request.finish_reason
         holdback = 0 if finish_reason or not request.params.stop else max(len(s) for s in request.params.stop) - 1
         end = max(state.num_sent_chars, len(state.text) - holdback)

@@ -40,7 +40,9 @@ def paged_decode_attention_ref(
 LOG2E = 1.4426950408889634
 
 
-@triton.jit
+# Ints that change with the batch are not specialized on (== 1, divisible by 16): each specialization is
+# one more compile, and a first request that meets one waits for it. They only index scalars.
+@triton.jit(do_not_specialize=["bt_stride", "num_splits"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     out_ptr, m_ptr, l_ptr, acc_ptr,
@@ -107,7 +109,7 @@ def _decode_kernel(
         tl.store(acc_ptr + part[:, None] * HEAD_DIM_PAD + d[None, :], acc, mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _reduce_kernel(
     out_ptr, m_ptr, l_ptr, acc_ptr, out_b_stride, out_h_stride, num_heads, num_splits,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,

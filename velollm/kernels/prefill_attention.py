@@ -55,7 +55,7 @@ def paged_prefill_attention_ref(
     return out
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["bt_stride"])  # the block-table width changes every step (see decode)
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, cu_seqlens_ptr, context_lens_ptr, out_ptr,
     qk_scale,
