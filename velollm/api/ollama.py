@@ -20,6 +20,7 @@ from velollm.api.errors import ollama_error_body, to_api_error
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.models import ServedModel
 from velollm.api.ollama_models import now_rfc3339
 from velollm.api.protocol_ollama import (
     ChatRequest,
@@ -88,6 +89,21 @@ class OllamaFormatter:
         if with_logprobs and self.logprobs:
             out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
         return out
+
+
+async def _served_or_answer(request: Request, state: AppState, call: Call, body: Any, model: str,
+                            keep_alive_s: float | None, has_input: bool, chat: bool) -> Response | ServedModel:
+    """The native model for a generate/chat request, or the whole answer: the upstream's, or for an
+    empty prompt / messages the load (or, with keep_alive 0, unload) answer."""
+    call.model = model
+    if not has_input and keep_alive_s == 0:
+        return await _unload(request, state, body, model, chat)
+    route = await state.models.route(model, keep_alive_s)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    if not has_input:
+        return _load_response(route.model.name, chat, keep_alive_s)
+    return route.model
 
 
 async def _unload(request: Request, state: AppState, body: Any, name: str, chat: bool) -> Response:
@@ -225,16 +241,11 @@ def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
 async def generate(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_generate_request(body)
-    call.model = req.model
-    if not req.prompt and req.keep_alive_s == 0:
-        return await _unload(request, state, body, req.model, chat=False)
-    route = await state.models.route(req.model, req.keep_alive_s)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
+    served = await _served_or_answer(request, state, call, body, req.model, req.keep_alive_s, bool(req.prompt),
+                                     chat=False)
+    if isinstance(served, Response):
+        return served
     t_loaded = time.perf_counter()
-    served = route.model
-    if not req.prompt:
-        return _load_response(served.name, False, req.keep_alive_s)
     engine = served.engine
     info = engine.source.info
     prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system)
@@ -248,16 +259,11 @@ async def generate(request: Request, state: AppState, call: Call) -> Response:
 async def chat(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_chat_request(body)
-    call.model = req.model
-    if not req.messages and req.keep_alive_s == 0:
-        return await _unload(request, state, body, req.model, chat=True)
-    route = await state.models.route(req.model, req.keep_alive_s)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
+    served = await _served_or_answer(request, state, call, body, req.model, req.keep_alive_s, bool(req.messages),
+                                     chat=True)
+    if isinstance(served, Response):
+        return served
     t_loaded = time.perf_counter()
-    served = route.model
-    if not req.messages:
-        return _load_response(served.name, True, req.keep_alive_s)
     engine = served.engine
     messages = req.messages
     system = engine.source.info.default_system
