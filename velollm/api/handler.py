@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from velollm.api.metrics import ServerMetrics
-    from velollm.api.models import ModelRegistry
+    from velollm.api.models import ModelRegistry, ServedModel
     from velollm.api.server_config import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,17 @@ async def read_json(request: "Request") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data
+
+
+async def route_native(request: "Request", state: AppState, call: Call, body: Any, model: str,
+                       keep_alive_s: float | None = None) -> "Response | ServedModel":
+    """The native model a request names (loaded on demand), or the upstream's whole answer to it."""
+    call.model = model
+    route = await state.models.route(model, keep_alive_s)
+    if route.upstream is not None:
+        return await route.upstream.forward(request, body)
+    assert route.model is not None
+    return route.model
 
 
 def fit_max_tokens(num_prompt_tokens: int, requested: int | None, max_model_len: int,

@@ -18,7 +18,8 @@ from velollm.api import ollama_template
 from velollm.api.disconnect import cancel_on_disconnect
 from velollm.api.errors import ollama_error_body, to_api_error
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json,
+                                 route_native)
 from velollm.api.logprobs import LogprobFormatter
 from velollm.api.models import ServedModel
 from velollm.api.ollama_models import now_rfc3339
@@ -95,15 +96,13 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
                             keep_alive_s: float | None, has_input: bool, chat: bool) -> Response | ServedModel:
     """The native model for a generate/chat request, or the whole answer: the upstream's, or for an
     empty prompt / messages the load (or, with keep_alive 0, unload) answer."""
-    call.model = model
     if not has_input and keep_alive_s == 0:
+        call.model = model
         return await _unload(request, state, body, model, chat)
-    route = await state.models.route(model, keep_alive_s)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    if not has_input:
-        return _load_response(route.model.name, chat, keep_alive_s)
-    return route.model
+    served = await route_native(request, state, call, body, model, keep_alive_s)
+    if not has_input and not isinstance(served, Response):
+        return _load_response(served.name, chat, keep_alive_s)
+    return served
 
 
 async def _unload(request: Request, state: AppState, body: Any, name: str, chat: bool) -> Response:

@@ -16,7 +16,8 @@ from starlette.routing import Route
 from velollm.api.disconnect import cancel_on_disconnect
 from velollm.api.errors import openai_error_body, to_api_error
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json,
+                                 route_native)
 from velollm.api.ollama_models import merge_listings, name_key
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
@@ -111,16 +112,15 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
 async def chat_completions(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_chat_request(body)
-    call.model = req.model
-    route = await state.models.route(req.model)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    engine = route.model.engine
+    served = await route_native(request, state, call, body, req.model)
+    if isinstance(served, Response):
+        return served
+    engine = served.engine
     tools, params = None, req.params
     if req.tool_config.tools:
         tc = req.tool_config
         tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
-                          metrics=state.metrics, model=route.model.name,
+                          metrics=state.metrics, model=served.name,
                           template_kwargs={"add_generation_prompt": req.add_generation_prompt,
                                            **req.chat_template_kwargs})
         prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
@@ -131,7 +131,7 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
              for i in range(params.n)]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    fmt = ChatFormatter(request_id, route.model.name, int(time.time()), engine.tokenizer, req.top_logprobs,
+    fmt = ChatFormatter(request_id, served.name, int(time.time()), engine.tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs)
     gen = GenerationStream(engine, calls, request_id)
@@ -142,11 +142,10 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
 async def completions(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     req = parse_completion_request(body)
-    call.model = req.model
-    route = await state.models.route(req.model)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    engine = route.model.engine
+    served = await route_native(request, state, call, body, req.model)
+    if isinstance(served, Response):
+        return served
+    engine = served.engine
     tokenizer = engine.tokenizer
     prompt_ids = [await asyncio.to_thread(_encode_prompt, tokenizer, p, tokenizer.vocab_size) for p in req.prompts]
     calls = []
@@ -160,7 +159,7 @@ async def completions(request: Request, state: AppState, call: Call) -> Response
     if req.echo:
         echo_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in req.prompts]
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    fmt = CompletionFormatter(request_id, route.model.name, int(time.time()), tokenizer, req.params.logprobs or 0,
+    fmt = CompletionFormatter(request_id, served.name, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
                               want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n)
     gen = GenerationStream(engine, calls, request_id)
