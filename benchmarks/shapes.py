@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import torch
+
+from velollm.hw.bandwidth import copy_bandwidth  # noqa: F401  (re-exported for the benchmark scripts)
 
 SHAPES: dict[str, dict] = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -54,22 +55,6 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(folder, ignore_errors=True)
     return final
-
-
-def copy_bandwidth(device: str) -> float:
-    """Bytes per second of a device-to-device copy (read + write), the decode roofline's denominator."""
-    n = (1 << 30) if device == "cuda" else (1 << 27)
-    x = torch.empty(n, dtype=torch.float32 if device == "cpu" else torch.bfloat16, device=device).normal_()
-    y = torch.empty_like(x)
-    for _ in range(2):
-        y.copy_(x)
-    sync(device)
-    start = time.perf_counter()
-    reps = 10
-    for _ in range(reps):
-        y.copy_(x)
-    sync(device)
-    return 2 * x.numel() * x.element_size() * reps / (time.perf_counter() - start)
 
 
 def sync(device: str) -> None:

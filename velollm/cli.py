@@ -13,6 +13,7 @@ COMMANDS = {
     "generate": "velollm.commands.generate",
     "list": "velollm.commands.list_models",
     "detect": "velollm.commands.detect",
+    "benchmark": "velollm.commands.benchmark",
 }
 
 
