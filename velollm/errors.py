@@ -23,6 +23,10 @@ class ModelNotFound(VeloLLMError):
     """No model of that name or path exists anywhere VeloLLM looks (HTTP 404)."""
 
 
+class PathNotAllowed(ModelNotFound):
+    """A client named a filesystem path on a server that does not load those (HTTP 404, said plainly)."""
+
+
 class UnsupportedModel(VeloLLMError):
     """The model exists but VeloLLM cannot run it natively (architecture, tensor type, memory).
 

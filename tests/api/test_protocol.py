@@ -140,6 +140,10 @@ def test_human_number_like_ollama():
 def test_server_config_validation():
     assert ServerConfig().served_names == ("demo",) and ServerConfig().is_loopback
     assert not ServerConfig(host="0.0.0.0").is_loopback
+    # Client-named paths: by default only on loopback; the flag decides either way.
+    assert ServerConfig().client_paths_allowed and not ServerConfig(host="0.0.0.0").client_paths_allowed
+    assert ServerConfig(host="0.0.0.0", allow_client_paths=True).client_paths_allowed
+    assert not ServerConfig(allow_client_paths=False).client_paths_allowed
     for bad in (dict(models=()), dict(port=70000), dict(max_queue=0), dict(dtype="int3"),
                 dict(models=("a", "b"), served_model_names=("x",)), dict(models=("a", "a"))):
         with pytest.raises(ValueError):

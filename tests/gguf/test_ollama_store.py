@@ -182,3 +182,27 @@ def test_hf_cache_snapshot(tmp_path):
     assert source.path == snap and source.info.format == "safetensors"
     with pytest.raises(ModelNotFound, match="org/other"):
         resolve_model("org/other", hf_hub=hub, ollama_models=tmp_path / "none")
+    # A revision is a ref or a commit: never a way out of the repo's folder.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_demo(elsewhere)
+    for spec in ("org/tiny-model@../../../elsewhere", "org/tiny-model@/abs", "org/tiny-model@a//b"):
+        assert hf_cache.snapshot_folder(spec, hub) is None
+
+
+def test_resolve_without_paths_refuses_them_before_looking(tmp_path, monkeypatch):
+    """allow_paths=False (names from network clients): paths are refused whether or not they exist, and the
+    store, the HF cache and demo still resolve."""
+    from velollm.engine.loader.demo import write_demo
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_demo(folder)
+    assert resolve_model(str(folder), ollama_models=tmp_path / "none").path == folder  # the default allows paths
+    monkeypatch.chdir(tmp_path)
+    for spec in (str(folder), "./model", "../x", "~/model", "model.gguf", "C:\\\\models\\\\x"):
+        with pytest.raises(ModelNotFound, match="does not load paths sent by clients"):
+            resolve_model(spec, allow_paths=False, ollama_models=tmp_path / "none")
+    with pytest.raises(ModelNotFound, match="not found \\(not a file"):  # a bare relative name is not a path
+        resolve_model("model", allow_paths=False, ollama_models=tmp_path / "none", hf_hub=tmp_path / "hub")
+    assert resolve_model("demo", allow_paths=False, cache_dir=tmp_path / "cache").info.name == "demo"

@@ -207,3 +207,26 @@ def test_openai_requests_converted_there_and_back(native, proxy):
             == direct.completions.create(**completion).choices[0].text)
     assert [m.id for m in through.models.list()] == [m["name"] for m in
                                                     httpx.get(f"{native}/api/tags").json()["models"]]
+
+
+def test_paths_from_clients_only_on_loopback_unless_allowed(store, tmp_path):
+    """A server open to the network does not let clients load (or probe) files by path."""
+    gguf = str(store.parent / "tiny-a.gguf")
+    body = {"model": gguf, "prompt": "the cat", **RAW}
+    (tmp_path / "open").mkdir()
+    (tmp_path / "allowed").mkdir()
+    proc, url, _, _ = start_serve(tmp_path / "open", "--host", "0.0.0.0", "--no-upstream", "--max-model-len", "256",
+                                  "--kv-cache-memory", "16MiB", env={"OLLAMA_MODELS": str(store)})
+    try:
+        for model in (gguf, str(store.parent / "no-such.gguf"), "./models", "~/x"):
+            r = httpx.post(f"{url}/api/generate", json={**body, "model": model}, timeout=60)
+            assert r.status_code == 404 and "does not load paths sent by clients" in r.json()["error"], r.text
+        assert generate(url, "tiny-a")["done"]  # store names still load on demand
+    finally:
+        stop_serve(proc)
+    proc, url, _, _ = start_serve(tmp_path / "allowed", "--host", "0.0.0.0", "--allow-client-paths", "--no-upstream",
+                                  "--max-model-len", "256", "--kv-cache-memory", "16MiB")
+    try:
+        assert generate(url, gguf)["done"]
+    finally:
+        stop_serve(proc)

@@ -45,15 +45,17 @@ def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
     kwargs = engine_kwargs(config)
 
+    allow_paths = config.client_paths_allowed
+
     def resolve(name: str) -> str:
         from velollm.engine.loader.resolve import resolve_model
 
-        return resolve_model(name).info.name  # lazy source: reads headers, not weights
+        return resolve_model(name, allow_paths=allow_paths).info.name  # lazy source: reads headers, not weights
 
     def load(name: str) -> Any:
         from velollm.engine.async_engine import AsyncEngine
 
-        engine = AsyncEngine.from_model(name, served_name=name, **kwargs)
+        engine = AsyncEngine.from_model(name, served_name=name, allow_paths=allow_paths, **kwargs)
         engine.start()
         return engine
 

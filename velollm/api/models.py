@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from velollm.errors import ModelNotFound, UnsupportedModel
+from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -251,6 +251,8 @@ class ModelRegistry:
         if self.pool is not None:
             try:
                 return Route(model=await self._acquire(name, keep_alive_s))
+            except PathNotAllowed:
+                raise  # no upstream serves a path of this machine; the message says why
             except ModelNotFound:
                 pass
             except UnsupportedModel as exc:

@@ -34,6 +34,8 @@ class ServerConfig:
     keep_alive_s: float = 300.0  # default keep_alive of on-demand models (OLLAMA_KEEP_ALIVE); inf = forever
     proxy_only: bool = False  # no engine at all: every request goes to the upstream
     tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
+    # May clients name filesystem paths as models (loaded on demand)? None: only when bound to loopback.
+    allow_client_paths: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -77,6 +79,10 @@ class ServerConfig:
     @property
     def served_names(self) -> tuple[str, ...]:
         return self.served_model_names or self.models
+
+    @property
+    def client_paths_allowed(self) -> bool:
+        return self.is_loopback if self.allow_client_paths is None else self.allow_client_paths
 
     @property
     def is_loopback(self) -> bool:

@@ -66,6 +66,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
+    p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
+                   help="let clients name model files and folders on this machine (loaded on demand); "
+                        "default: only when bound to loopback")
     add_upstream_arguments(p)
     p.set_defaults(run=run)
 
@@ -100,7 +103,7 @@ def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
         enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
-        tool_retries=args.tool_retries,
+        tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths,
     )
 
 

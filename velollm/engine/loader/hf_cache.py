@@ -30,6 +30,8 @@ def snapshot_folder(spec: str, hub: Path | None = None) -> Path | None:
     repo, _, revision = spec.partition("@")
     if not is_repo_id(spec):
         return None
+    if revision and (revision.startswith("/") or any(part in ("", ".", "..") for part in revision.split("/"))):
+        return None  # a revision names a ref or a commit, never a way out of the repo's folder
     root = (hub_dir() if hub is None else hub) / ("models--" + repo.replace("/", "--"))
     snapshots = root / "snapshots"
     if not snapshots.is_dir():

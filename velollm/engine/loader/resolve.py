@@ -6,20 +6,22 @@ import logging
 from pathlib import Path
 
 from velollm.engine.loader.source import ModelSource
-from velollm.errors import ModelNotFound
+from velollm.errors import ModelNotFound, PathNotAllowed
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path | None = None,
                   device: str | None = None, ollama_models: str | Path | None = None,
-                  hf_hub: str | Path | None = None) -> ModelSource:
+                  hf_hub: str | Path | None = None, allow_paths: bool = True) -> ModelSource:
     """Find `spec` and return its lazy ModelSource; nothing is allocated yet.
 
     Order: "demo"; an existing path (a GGUF file or an HF folder); an Ollama name in the store
     (`ollama_models`, else $OLLAMA_MODELS read now); an HF repo id in the hub cache (`hf_hub`, else
     $HF_HUB_CACHE / $HF_HOME / ~/.cache). Raises ModelNotFound naming the spec when nothing matches,
     UnsupportedModel when it exists but cannot run natively, ModelLoadError when it is corrupt.
+    `allow_paths=False` (names sent by clients of a server open to the network): filesystem paths are
+    refused before the filesystem is looked at, so a client can neither load nor probe files.
     """
     from velollm.engine.loader import hf_cache, ollama_store
     from velollm.engine.loader.gguf import gguf_source
@@ -29,11 +31,16 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
         from velollm.engine.loader.demo import ensure_demo
 
         return load_hf_folder(ensure_demo(Path(cache_dir) if cache_dir else None), name="demo", dtype=dtype)
-    path = Path(spec).expanduser()
-    if path.exists():
-        return _from_path(path, spec, dtype, device)
-    if _looks_like_path(spec):
-        raise ModelNotFound(f"model {spec!r} not found: no such file or directory")
+    if not allow_paths:
+        if _looks_like_path(spec) or "\\" in spec:
+            raise PathNotAllowed(f"model {spec!r} not found: this server does not load paths sent by clients "
+                                "(start it with --allow-client-paths, or name the model with --model)")
+    else:
+        path = Path(spec).expanduser()
+        if path.exists():
+            return _from_path(path, spec, dtype, device)
+        if _looks_like_path(spec):
+            raise ModelNotFound(f"model {spec!r} not found: no such file or directory")
     root = Path(ollama_models) if ollama_models is not None else ollama_store.models_dir()
     model = ollama_store.find_model(spec, root)
     if model is not None:
