@@ -10,7 +10,7 @@ import torch
 
 from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
-from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets
+from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
 from velollm.engine.loader.source import ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
@@ -200,10 +200,15 @@ class ModelRunner:
         for row, (request, num_new) in enumerate(zip(batch.requests, batch.num_scheduled_tokens)):
             start = request.num_computed_tokens
             end = start + num_new
-            step.input_ids.extend(request.token_ids_slice(start, end))
-            step.positions.extend(range(start, end))
             table = request.block_table
-            step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            if num_new == 1:  # a decode row: the common case, kept cheap (it runs for every row, every step)
+                step.input_ids.append(request.token_ids_slice(start, end)[0])
+                step.positions.append(start)
+                step.slot_mapping.append(table[start // bs] * bs + start % bs)
+            else:
+                step.input_ids.extend(request.token_ids_slice(start, end))
+                step.positions.extend(range(start, end))
+                step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
             step.context_lens.append(end)
             step.cu_seqlens_q.append(step.cu_seqlens_q[-1] + num_new)
             if batch.samples(row):
@@ -217,9 +222,9 @@ class ModelRunner:
         """One host->device copy for several index lists (pinned and asynchronous on CUDA), split back."""
         flat = list(chain.from_iterable(parts))
         if self.device.type == "cuda":
-            packed = torch.tensor(flat, dtype=dtype, pin_memory=True).to(self.device, non_blocking=True)
+            packed = host_tensor(flat, dtype, pin=True).to(self.device, non_blocking=True)
         else:
-            packed = torch.tensor(flat, dtype=dtype, device=self.device)
+            packed = host_tensor(flat, dtype)
         return list(packed.split([len(p) for p in parts]))
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
