@@ -187,9 +187,9 @@ def test_malformed_call_arguments_are_repaired(setup):
     streamed = [c for p in parts for c in p.message.tool_calls or []]
     assert [dict(c.function.arguments) for c in streamed] == [EXPECTED] and parts[-1].done
 
-    if kind == "ollama":  # an Ollama stream sends calls whole, so the converted OpenAI stream is repaired
-        call, finish = openai_streamed_calls(oai)
-        assert finish == "tool_calls" and json.loads(call["arguments"]) == EXPECTED
+    # Ollama streams send calls whole; OpenAI streams' argument fragments are held back and sent repaired.
+    call, finish = openai_streamed_calls(oai)
+    assert finish == "tool_calls" and json.loads(call["arguments"]) == EXPECTED and call["name"] == "get_weather"
 
     metrics = httpx.get(f"{server.url}/metrics").text
     assert f'velollm_tool_calls_total{{model="{MODEL}",outcome="repaired"}}' in metrics
@@ -245,3 +245,69 @@ def test_family_from_the_model_name():
     assert family_for_model("llama3.2:latest") is ToolFamily.LLAMA3
     assert family_for_model("hf.co/org/Mistral-Nemo") is ToolFamily.MISTRAL
     assert family_for_model("qwen3:8b") is ToolFamily.HERMES
+
+
+def _streamed(client: openai.OpenAI) -> tuple[str, dict[int, dict[str, str]], str | None, Any]:
+    content, calls, finish, usage = "", {}, None, None
+    for chunk in client.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, stream=True,
+                                                stream_options={"include_usage": True}):
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+            for d in choice.delta.tool_calls or []:
+                slot = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                slot["id"] += d.id or ""
+                slot["name"] += d.function.name or ""
+                slot["arguments"] += d.function.arguments or ""
+    return content, calls, finish, usage
+
+
+@pytest.fixture
+def openai_setup() -> Iterator[tuple[Script, ThreadServer]]:
+    script = Script()
+    upstream = ThreadServer(fake_openai_app(script)).start()
+    server = ThreadServer(velollm_app(UpstreamConfig(url=upstream.url, kind="openai"))).start()
+    yield script, server
+    server.stop()
+    upstream.stop()
+
+
+def test_openai_stream_calls_held_back_then_sent_whole(openai_setup):
+    script, server = openai_setup
+    oai, _ = clients(server)
+    # Valid calls keep the upstream's ids and arrive whole, one delta each, after the content.
+    script.set(content="Checking.", calls=[openai_call("get_weather", '{"city": "Oslo"}', "call_a"),
+                                           openai_call("get_weather", '{"city": "Rome", "days": 2}', "call_b")])
+    content, calls, finish, usage = _streamed(oai)
+    assert content == "Checking." and finish == "tool_calls" and usage.completion_tokens == 7
+    assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
+        ("call_a", "get_weather", {"city": "Oslo"}), ("call_b", "get_weather", {"city": "Rome", "days": 2})]
+    # A call to a tool that was never offered becomes text, and the answer an ordinary stop.
+    script.set(calls=[openai_call("delete_everything", '{"really": true}')])
+    content, calls, finish, _ = _streamed(oai)
+    assert not calls and finish == "stop" and "delete_everything" in content
+    # Without tools nothing is held back: the upstream's fragments pass as they came.
+    script.set(calls=[openai_call("get_weather", BROKEN_ARGS)])
+    raw = httpx.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": USER, "stream": True},
+                     timeout=10).text
+    assert raw.count('"tool_calls": [') == 3 and json.dumps(BROKEN_ARGS[:9])[1:-1] in raw  # unrepaired
+
+
+def test_stream_repair_flushes_calls_of_a_stream_that_never_finished():
+    from velollm.proxy.sse_repair import OpenAIStreamRepair
+
+    repair = AnswerRepair.for_request("/v1/chat/completions", {"model": "m", "tools": TOOLS})
+    stream = OpenAIStreamRepair(repair)
+    head = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = [_sse({**head, "choices": [{"index": 0, "delta": {"tool_calls": [
+                  {"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+                  "finish_reason": None}]}),
+              _sse({**head, "choices": [{"index": 0, "delta": {"tool_calls": [
+                  {"index": 0, "function": {"arguments": BROKEN_ARGS}}]}, "finish_reason": None}]})]
+    assert stream.chunk("".join(events).encode()) == b""  # held back
+    out = (stream.chunk(b"data: [DONE]\n\n") + stream.finish()).decode()
+    chunks = [json.loads(e[6:]) for e in out.split("\n\n") if e.startswith("data: {")]
+    [call] = chunks[0]["choices"][0]["delta"]["tool_calls"]
+    assert call["id"] == "c1" and json.loads(call["function"]["arguments"]) == EXPECTED
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and out.endswith("data: [DONE]\n\n")

@@ -6,9 +6,10 @@ JSON, `<tool_call>` markers). Every chat answer to a request with `tools` goes t
 ToolRepairer as a native answer: usable calls go out repaired, a call that cannot be used goes back
 into the content (never dropped), and OpenAI's finish_reason is "tool_calls" exactly when calls go out.
 
-Streams: Ollama sends each call whole in one line, so each is repaired as it passes; streamed text
-cannot be taken back, so calls leaked into streamed content stay content. OpenAI streams (argument
-fragments) pass through unrepaired.
+Streams: Ollama sends each call whole in one line, so each is repaired as it passes; an OpenAI stream
+sends argument fragments, so its calls are held back until their choice finishes and go out whole,
+repaired (sse_repair.py). Streamed text cannot be taken back, so calls leaked into streamed content
+stay content.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class AnswerRepair:
         if repaired:
             message["tool_calls"] = [_ollama_call(call, i, call.id in upstream_ids) for i, call in enumerate(repaired)]
         return {**obj, "message": message}
+
+    def repair_calls(self, calls: Sequence[Mapping[str, Any]]) -> tuple[str, tuple[ToolCall, ...]] | None:
+        """OpenAI-shaped calls gathered from a stream: (content for calls that cannot be used, usable
+        calls repaired), or None when they need no repair."""
+        return self._repair("", calls, whole=False)
 
     # --- bytes, for the pass-through paths ------------------------------------------------------
 

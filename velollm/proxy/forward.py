@@ -22,6 +22,7 @@ from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,8 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
     media_type = response.headers.get("content-type", "application/json")
     if response.status_code == 200 and media_type.startswith(_STREAM_TYPES):
         relay = _relay(upstream, response, api)
-        if repair is not None and api == "ollama":  # OpenAI argument fragments pass unrepaired
-            relay = _repaired_lines(relay, repair)
+        if repair is not None:
+            relay = _repaired_lines(relay, repair) if api == "ollama" else _repaired_events(relay, repair)
         return _streaming(relay, response, media_type)
     try:
         data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
@@ -115,6 +116,17 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
 async def _repaired_lines(chunks: AsyncIterator[bytes], repair: AnswerRepair) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield repair.ndjson_chunk(chunk)
+
+
+async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -> AsyncIterator[bytes]:
+    stream = OpenAIStreamRepair(repair)
+    async for chunk in chunks:
+        out = stream.chunk(chunk)
+        if out:
+            yield out
+    tail = stream.finish()
+    if tail:
+        yield tail
 
 
 async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
