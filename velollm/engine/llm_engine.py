@@ -54,7 +54,11 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
         return requested
     if device.type == "cuda":
         return "float16" if config_dtype == "float16" else "bfloat16"
-    return "float32" if config_dtype == "float16" else config_dtype
+    if config_dtype == "float16":  # float16 matmuls are slow on CPUs (emulated past batch 1)
+        from velollm.hw.cpu_features import default_cpu_dtype
+
+        return default_cpu_dtype()
+    return config_dtype  # a bfloat16 or float32 checkpoint runs as stored
 
 
 class LLMEngine:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from velollm.hw.cpu_features import has_native_bf16
+
 
 @dataclass(frozen=True)
 class GPUInfo:
@@ -33,6 +35,7 @@ class HardwareInfo:
     available_memory: int
     gpus: tuple[GPUInfo, ...] = field(default_factory=tuple)
     ollama: OllamaInfo | None = None
+    cpu_bf16: bool = False  # bfloat16 dot products in hardware (AVX512-BF16 / AMX-BF16)
 
 
 def detect_gpus() -> tuple[GPUInfo, ...]:
@@ -87,4 +90,5 @@ def detect(env: Mapping[str, str] | None = None, *, probe_ollama: bool = True) -
         available_memory=memory.available,
         gpus=detect_gpus(),
         ollama=detect_ollama(env) if probe_ollama else None,
+        cpu_bf16=has_native_bf16(),
     )

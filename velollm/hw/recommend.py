@@ -35,5 +35,7 @@ def recommend(hw: HardwareInfo) -> Recommendation:
     # On CPU the KV cache competes with the weights for RAM: a quarter of what is free, 1-8 GiB.
     kv = min(max(hw.available_memory // 4, _GiB), 8 * _GiB)
     seqs = 64 if hw.num_cores <= 4 else 128
-    notes = (f"CPU only ({hw.num_cores} cores): decode speed is bound by memory bandwidth",)
-    return Recommendation("cpu", "float32", kv, seqs, notes)
+    notes = [f"CPU only ({hw.num_cores} cores): decode speed is bound by memory bandwidth"]
+    if hw.cpu_bf16:
+        notes.append("bfloat16 in hardware (AVX512-BF16/AMX): half the bytes of float32, 2x+ faster matmuls")
+    return Recommendation("cpu", "bfloat16" if hw.cpu_bf16 else "float32", kv, seqs, tuple(notes))
