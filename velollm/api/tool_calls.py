@@ -63,7 +63,8 @@ class ToolCalls:
         self.session = ToolSession(engine.tokenizer, tools, tool_choice, parallel_tool_calls,
                                    model_type=getattr(engine.model_config, "model_type", None),
                                    config=ToolCallConfig(retries=retries))
-        self.structured_output = self.session.structured_output  # built once: it serializes every schema
+        # Built (and cached by the session) now, so that a tool_choice naming no given tool fails here.
+        self.session.structured_output  # noqa: B018
         self.metrics = metrics
         self.model = model
         self.template_kwargs = dict(template_kwargs or {})
@@ -77,7 +78,7 @@ class ToolCalls:
     def params(self, params: SamplingParams) -> SamplingParams:
         """The tool grammar (when the choice needs one) wins over response_format; tool markers may be
         special tokens, so an active session detokenizes with them."""
-        return replace(params, structured_output=self.structured_output or params.structured_output,
+        return replace(params, structured_output=self.session.structured_output or params.structured_output,
                        skip_special_tokens=params.skip_special_tokens and self.session.skip_special_tokens)
 
     async def answers(self, gen: GenerationStream) -> list[ToolAnswer]:

@@ -19,14 +19,22 @@ _INT = re.compile(r"^\s*[-+]?\d+(\.0*)?\s*$")
 _UNSET = object()
 
 
-def check_arguments(
-    args: dict[str, Any], schema: dict[str, Any], coerce: bool = True
-) -> tuple[dict[str, Any], list[str], list[str]]:
-    """(arguments, fixes applied, errors left). Errors empty means the arguments validate."""
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """The jsonschema validator (format checks on) for `schema`: build it once per schema and reuse it."""
     import jsonschema  # lazily: not needed by `from velollm import LLM`
 
     cls = jsonschema.validators.validator_for(schema)
-    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def check_arguments(
+    args: dict[str, Any], schema: dict[str, Any], coerce: bool = True, validator: Any = None
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(arguments, fixes applied, errors left). Errors empty means the arguments validate.
+
+    validator: `schema_validator(schema)`, when the caller keeps one (built here otherwise)."""
+    if validator is None:
+        validator = schema_validator(schema)
     args = copy.deepcopy(args)
     fixes: list[str] = []
     for _ in range(_MAX_PASSES):

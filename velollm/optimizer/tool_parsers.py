@@ -103,10 +103,6 @@ class Extraction:
     text: str  # the model text, trailing end-of-turn tokens removed; snippet offsets index it
     snippets: tuple[Snippet, ...]
 
-    @property
-    def has_calls(self) -> bool:
-        return bool(self.snippets)
-
     def content_without(self, snippets: list[Snippet] | tuple[Snippet, ...]) -> str:
         """The text with `snippets` (and fences left empty around them) removed."""
         parts, pos = [], 0
@@ -132,25 +128,61 @@ def json_span(text: str, start: int) -> tuple[int, bool]:
 
     String-aware bracket counting that tolerates single-quoted strings (a common model slip).
     """
-    depth, quote, escaped = 0, "", False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch == '"' or (ch == "'" and _opens_single_quote(text, i)):
-            quote = ch
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1, True
-    return len(text), False
+    end = JsonScan(start).advance(text)
+    return (end, True) if end is not None else (len(text), False)
+
+
+class JsonScan:
+    """A resumable, string-aware bracket scan of JSON text from `start` (the scan of `json_span`).
+
+    `advance` goes over the text not seen yet, so a growing buffer is scanned once in all. Bracket
+    counting only: `depth` counts every bracket, `closers` the characters that would close the
+    brackets still open, `quote` the string open at the end. single_quotes: a ' after JSON
+    punctuation opens a string too; stop: the scan ends at the bracket that closes depth 0.
+    """
+
+    __slots__ = ("closers", "depth", "end", "escaped", "pos", "quote", "single_quotes", "start", "stop")
+
+    def __init__(self, start: int = 0, *, single_quotes: bool = True, stop: bool = True) -> None:
+        self.start = self.pos = start
+        self.depth = 0
+        self.closers: list[str] = []
+        self.quote, self.escaped = "", False
+        self.end: int | None = None  # set once the value closed (with stop)
+        self.single_quotes, self.stop = single_quotes, stop
+
+    def advance(self, text: str) -> int | None:
+        """Scan `text` (the same text as before, maybe longer) up to its end; the end (exclusive) of
+        the value once it closed, else None."""
+        if self.end is not None:
+            return self.end
+        depth, closers, quote, escaped = self.depth, self.closers, self.quote, self.escaped
+        i, n = self.pos, len(text)
+        while i < n:
+            ch = text[i]
+            if quote:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == quote:
+                    quote = ""
+            elif ch == '"' or (ch == "'" and self.single_quotes and _opens_single_quote(text, i)):
+                quote = ch
+            elif ch in "{[":
+                depth += 1
+                closers.append("}" if ch == "{" else "]")
+            elif ch in "}]":
+                depth -= 1
+                if closers:
+                    closers.pop()
+                if depth == 0 and self.stop:
+                    self.end = i + 1
+                    i += 1
+                    break
+            i += 1
+        self.pos, self.depth, self.quote, self.escaped = i, depth, quote, escaped
+        return self.end
 
 
 def _opens_single_quote(text: str, i: int) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from velollm.optimizer.tool_coerce import check_arguments
+from velollm.optimizer.tool_coerce import check_arguments, schema_validator
 from velollm.optimizer.tool_parsers import (
     Snippet,
     ToolCall,
@@ -142,6 +142,21 @@ def _call_fields(obj: Mapping[str, Any]) -> tuple[Any, Any, bool]:
     return name, None, False
 
 
+def drop_reason(
+    call: ToolCall, seen: set[tuple[str, str]], num_kept: int, config: RepairConfig
+) -> Literal["duplicate", "surplus"] | None:
+    """Why `call` is dropped from an answer that kept `num_kept` calls so far: "duplicate" (same
+    name and canonical arguments as a call in `seen`, when deduplicating) or "surplus" (past
+    max_calls); None when it is kept, and then its key joins `seen`."""
+    key = (call.name, json.dumps(json.loads(call.arguments), sort_keys=True))
+    if config.dedupe and key in seen:
+        return "duplicate"
+    if config.max_calls is not None and num_kept >= config.max_calls:
+        return "surplus"
+    seen.add(key)
+    return None
+
+
 class ToolRepairer:
     """Turns model output into tool calls for one request's tools (validators built once)."""
 
@@ -155,7 +170,7 @@ class ToolRepairer:
         self.tools: dict[str, ToolSpec] = {s.name: s for s in specs}  # type: ignore[union-attr]
         self.family = family
         self.config = config or RepairConfig()
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[ToolSpec, Any] = {}  # jsonschema validators, built on first use
 
     def repair_text(self, text: str) -> RepairResult:
         """Extract, repair and validate every call in `text`."""
@@ -231,12 +246,18 @@ class ToolRepairer:
             fixes.extend(decoded.fixes if upstream else [*decoded.fixes, "decoded arguments given as a string"])
         if not isinstance(args, dict):
             return failed(f"arguments must be a JSON object, got {type(args).__name__}")
-        args, arg_fixes, errors = check_arguments(args, spec.parameters, self.config.coerce)
+        args, arg_fixes, errors = check_arguments(args, spec.parameters, self.config.coerce, self._validator(spec))
         if errors:
             return failed("; ".join(errors))
         fixes.extend(arg_fixes)
         call = ToolCall(spec.name, json.dumps(args, ensure_ascii=False), call_id or new_call_id(self.family))
         return CallOutcome("repaired" if fixes else "valid", call, spec.name, "; ".join(fixes), raw)
+
+    def _validator(self, spec: ToolSpec) -> Any:
+        validator = self._validators.get(spec)
+        if validator is None:
+            validator = self._validators[spec] = schema_validator(spec.parameters)
+        return validator
 
     def _resolve(self, name: str) -> tuple[ToolSpec | None, bool]:
         if name in self.tools:
@@ -254,14 +275,13 @@ class ToolRepairer:
         num_duplicates = num_over = 0
         for o in outcomes:
             if o.call is not None:
-                key = (o.call.name, json.dumps(json.loads(o.call.arguments), sort_keys=True))
-                if self.config.dedupe and key in seen:
+                verdict = drop_reason(o.call, seen, len(calls), self.config)
+                if verdict == "duplicate":
                     num_duplicates += 1
                     continue
-                if self.config.max_calls is not None and len(calls) >= self.config.max_calls:
+                if verdict == "surplus":
                     num_over += 1
                     continue
-                seen.add(key)
                 calls.append(o.call)
             kept.append(o)
         if num_duplicates or num_over:

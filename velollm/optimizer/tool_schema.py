@@ -11,6 +11,7 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from velollm.errors import InvalidRequest
@@ -38,12 +39,14 @@ class ToolSpec:
     parameters_json: str  # normalized JSON Schema of the arguments, serialized (frozen and hashable)
     strict: bool = False
 
-    @property
+    @cached_property
     def parameters(self) -> dict[str, Any]:
+        """The schema, parsed once and shared: read it, do not change it (`to_openai` gives a copy)."""
         return json.loads(self.parameters_json)
 
     def to_openai(self) -> dict[str, Any]:
-        function = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        # A fresh copy: the caller (a chat template, a client) owns what it gets.
+        function = {"name": self.name, "description": self.description, "parameters": json.loads(self.parameters_json)}
         return {"type": "function", "function": function}
 
 

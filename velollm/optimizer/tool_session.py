@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from velollm.errors import InvalidRequest
@@ -71,9 +72,10 @@ class ToolSession:
         """Whether answers are parsed for calls (tools given and tool_choice is not "none")."""
         return bool(self.specs) and self.tool_choice != "none"
 
-    @property
+    @cached_property
     def structured_output(self) -> StructuredOutput | None:
-        """The grammar constraint for SamplingParams.structured_output (None: free generation)."""
+        """The grammar constraint for SamplingParams.structured_output (None: free generation);
+        built once per session, as it serializes every tool's schema."""
         if not self.active or (self.tool_choice == "auto" and not self.config.constrain_auto):
             return None
         return tool_call_constraint(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import regex
@@ -24,13 +24,13 @@ from velollm.optimizer.tool_parsers import (
     HERMES_OPEN,
     MISTRAL_MARKER,
     PYTHON_TAG,
+    JsonScan,
     Snippet,
     ToolCall,
     ToolFamily,
-    json_span,
     new_call_id,
 )
-from velollm.optimizer.tool_repair import CallOutcome, ToolRepairer
+from velollm.optimizer.tool_repair import CallOutcome, ToolRepairer, drop_reason
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ class StreamingToolParser:
         call = self._call
         assert call is not None
         buf = self._buf
-        end, closed = json_span(buf, call.start) if call.start < len(buf) else (len(buf), False)
+        found = call.scan.advance(buf)  # resumes where the last delta left off
+        end, closed = (found, True) if found is not None else (len(buf), False)
         if self.incremental:
             self._stream_pieces(call, deltas, closed)
         if not closed and not final:
@@ -246,7 +247,9 @@ class StreamingToolParser:
         if buf[call.args_start] != "{":
             call.args_start = None if call.bare_args else call.args_start
             return  # arguments as a string or scalar: decoded whole when the call closes
-        args_end = json_span(buf, call.args_start)[0]
+        if call.args_scan is None or call.args_scan.start != call.args_start:
+            call.args_scan = JsonScan(call.args_start)
+        args_end = call.args_scan.advance(buf) or len(buf)
         piece = buf[call.args_start + call.args_sent : args_end]
         if piece:
             call.args_sent += len(piece)
@@ -301,15 +304,10 @@ class StreamingToolParser:
         self._record(ToolCall(call.name or "", sent, call.id or ""), outcome)
 
     def _is_surplus(self, call: ToolCall) -> bool:
-        config = self.repairer.config
-        key = (call.name, json.dumps(json.loads(call.arguments), sort_keys=True))
-        if config.dedupe and key in self._seen:
+        verdict = drop_reason(call, self._seen, len(self.calls), self.repairer.config)
+        if verdict == "duplicate":
             self.num_duplicates += 1
-            return True
-        if config.max_calls is not None and len(self.calls) >= config.max_calls:
-            return True
-        self._seen.add(key)
-        return False
+        return verdict is not None
 
     def _judge(self, text: str) -> list[CallOutcome]:
         return self.repairer.snippet_outcomes(Snippet(text, True, 0, len(text)))
@@ -328,27 +326,19 @@ class _OpenCall:
     index: int | None = None
     id: str | None = None
     args_sent: int = 0
+    # Resumable scans of the call object and of its arguments object: each delta scans new text only.
+    scan: JsonScan = field(init=False, repr=False, compare=False)
+    args_scan: JsonScan | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.scan = JsonScan(self.start)
 
 
 def closing_suffix(text: str) -> str:
     """Text that closes a truncated JSON value into one that parses (best effort)."""
-    stack: list[str] = []
-    quote, escaped = "", False
-    for ch in text:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch == '"':
-            quote = ch
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
-    closers = "".join(reversed(stack))
+    scan = JsonScan(single_quotes=False, stop=False)
+    scan.advance(text)
+    quote, closers = scan.quote, "".join(reversed(scan.closers))
     # The cut may fall in a key, after a colon or after a comma: try the completions in turn.
     for middle in ("", ": null", " null", '"": null', "null", "0"):
         suffix = quote + middle + closers
