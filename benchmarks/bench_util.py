@@ -1,4 +1,4 @@
-"""Kernel benchmark helpers: JSON rows and CUDA-graph timing (copy bandwidth lives in shapes.py).
+"""Benchmark helpers: JSON rows and CUDA-graph timing (copy bandwidth: velollm.hw.bandwidth).
 
 Every benchmark prints one JSON object per line with a "what" key; benchmarks/report_table.py turns
 those lines into the table gpu_check.sh prints last.

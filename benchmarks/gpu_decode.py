@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -20,14 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_util import emit
 from shapes import SHAPES, copy_bandwidth, save_random_model, sync
 
 DEFAULT_SHAPES = ["llama-3.2-1b", "llama-3.1-8b"]
-
-
-def emit(**row) -> dict:
-    print(json.dumps(row), flush=True)
-    return row
 
 
 def make_prompt(length: int, vocab: int) -> list[int]:

@@ -33,7 +33,6 @@ class ChoiceState:
     logprobs: list[dict[int, float]] = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: str | int | None = None
-    num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     t_first: float | None = None  # perf_counter of the first and the latest delta
     t_last: float | None = None
@@ -48,7 +47,6 @@ class ChoiceState:
             self.logprobs.extend(delta.logprobs)
         self.finish_reason = delta.finish_reason
         self.stop_reason = delta.stop_reason
-        self.num_prompt_tokens = delta.num_prompt_tokens or self.num_prompt_tokens
         self.num_cached_tokens = delta.num_cached_tokens or self.num_cached_tokens
 
 
@@ -120,10 +118,6 @@ class GenerationStream:
         async for _ in self:
             pass
         return self.choices
-
-    @property
-    def finished(self) -> bool:
-        return all(c.finish_reason is not None for c in self.choices)
 
     async def aclose(self) -> None:
         """Cancels unfinished engine requests (the engine aborts them and frees their blocks)."""

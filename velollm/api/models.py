@@ -54,14 +54,13 @@ class Upstream(Protocol):
 
 @dataclass
 class ServedModel:
-    """One natively served model; `pinned`: given with --model (never unloaded)."""
+    """One natively served model."""
 
     name: str
     engine: Any  # velollm.engine.async_engine.AsyncEngine (duck-typed so tests can pass a stub)
     spec: str = ""
     loaded_at: float = field(default_factory=time.time)
     load_duration_s: float = 0.0
-    pinned: bool = True
 
     def shutdown(self) -> None:  # the ModelPool unloads through this
         self.engine.shutdown()
@@ -316,7 +315,7 @@ class ModelRegistry:
             describe = resolve_model
         view = SourceView(describe(canonical))
         return ServedModel(name=canonical, engine=view, spec=canonical,
-                           loaded_at=view.source.info.modified_at or time.time(), pinned=False)
+                           loaded_at=view.source.info.modified_at or time.time())
 
     async def _acquire(self, name: str, keep_alive_s: float | None) -> ServedModel:
         assert self.pool is not None
@@ -357,8 +356,7 @@ class ModelRegistry:
         assert self.on_demand is not None
         t0 = time.perf_counter()
         engine = self.on_demand.load(name)
-        served = ServedModel(name=name, engine=engine, spec=name, load_duration_s=time.perf_counter() - t0,
-                             pinned=False)
+        served = ServedModel(name=name, engine=engine, spec=name, load_duration_s=time.perf_counter() - t0)
         logger.info("model %r loaded on demand in %.1fs (max_model_len=%s)", name, served.load_duration_s,
                     getattr(engine, "max_model_len", "?"))
         return served

@@ -200,7 +200,6 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
                fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None) -> Response:
-    params = replace(params, output_kind="delta" if stream else "final_only")  # see engine_params
     gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}")
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
@@ -233,7 +232,7 @@ def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
     if sampling.num_ctx:
         context = min(context, sampling.num_ctx)
     max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, context, "prompt")
-    return engine_params(sampling.params, max_tokens)
+    return engine_params(sampling.params, max_tokens, stream=req.stream)
 
 
 @endpoint("/api/generate")

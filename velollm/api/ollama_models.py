@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.api.models import ServedModel
+from velollm.proxy.upstream import name_key
 from velollm.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,6 @@ def tag_entry(served: ServedModel) -> dict[str, Any]:
     info = _info(served)
     return {"name": served.name, "model": served.name, "modified_at": _modified(served), "size": info.size_bytes,
             "digest": info.digest, "details": details(served), "capabilities": capabilities(served)}
-
-
-def name_key(name: str) -> str:
-    # Ollama compares names case-insensitively and `m` means `m:latest`.
-    name = str(name).strip().lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 def _store_entries() -> list[dict[str, Any]]:

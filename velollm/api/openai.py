@@ -18,7 +18,7 @@ from velollm.api.errors import openai_error_body, to_api_error
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json,
                                  route_native)
-from velollm.api.ollama_models import merge_listings, name_key
+from velollm.api.ollama_models import merge_listings
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
     ChatCompletionRequest,
@@ -27,6 +27,7 @@ from velollm.api.protocol_openai import (
 )
 from velollm.api.streaming import SSE_DONE, SSE_MEDIA_TYPE, sse_event, streaming_response
 from velollm.api.tool_calls import ToolCalls
+from velollm.proxy.upstream import name_key
 from velollm.errors import InvalidRequest, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ async def completions(request: Request, state: AppState, call: Call) -> Response
         return served
     engine = served.engine
     tokenizer = engine.tokenizer
-    prompt_ids = [await asyncio.to_thread(_encode_prompt, tokenizer, p, tokenizer.vocab_size) for p in req.prompts]
+    prompt_ids = await asyncio.to_thread(lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
     calls = []
     for ids in prompt_ids:
         if not ids:

@@ -23,7 +23,6 @@ class ToolConfig:
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
-    response_format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +133,7 @@ def _tool_config(f: Fields) -> ToolConfig:
 
         tool_specs(tools)  # 400 on a parameters schema that is no JSON Schema, or a name given twice
     return ToolConfig(tools=tools, tool_choice=_tool_choice(f, names),
-                      parallel_tool_calls=f.bool("parallel_tool_calls", True),
-                      response_format=f.dict("response_format", None))
+                      parallel_tool_calls=f.bool("parallel_tool_calls", True))
 
 
 def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> SamplingParams:

@@ -19,6 +19,7 @@ class _TextState:
     # output_kind "final_only" without stop strings: ids wait here and are detokenized once, at the finish
     # (one step() over all of them gives the text that step-by-step would).
     pending: list[int] | None = None
+    longest_stop: int = 0  # characters in the longest stop string (0: none)
 
     def finish_text(self) -> None:
         if self.pending:
@@ -40,7 +41,8 @@ class OutputProcessor:
         params = request.params
         detokenizer = IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids, params.skip_special_tokens)
         deferred = params.output_kind == "final_only" and not params.stop
-        self.states[request.request_id] = _TextState(detokenizer, pending=[] if deferred else None)
+        self.states[request.request_id] = _TextState(detokenizer, pending=[] if deferred else None,
+                                                     longest_stop=max(map(len, params.stop), default=0))
 
     def remove(self, request_id: str) -> None:
         self.states.pop(request_id, None)
@@ -88,7 +90,7 @@ class OutputProcessor:
 
     def _cut_at_stop(self, request: Request, state: _TextState, num_new_chars: int) -> bool:
         params = request.params
-        longest = max(len(s) for s in params.stop)
+        longest = state.longest_stop
         search_from = max(0, len(state.text) - num_new_chars - longest + 1)
         hits = [(state.text.find(s, search_from), s) for s in params.stop]
         hits = [(index, s) for index, s in hits if index >= 0]
@@ -105,7 +107,7 @@ class OutputProcessor:
         if finish_reason and state.pending:  # an abort: the text so far
             state.finish_text()
         finish_reason = finish_reason or request.finish_reason
-        holdback = 0 if finish_reason or not request.params.stop else max(len(s) for s in request.params.stop) - 1
+        holdback = 0 if finish_reason or not state.longest_stop else state.longest_stop - 1
         end = max(state.num_sent_chars, len(state.text) - holdback)
         text = state.text[state.num_sent_chars : end]
         token_ids = request.output_token_ids[state.num_sent_tokens :]

@@ -7,7 +7,6 @@ the body iterator, whose `finally` closes the upstream response).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from velollm.api.disconnect import ClientDisconnected, cancel_on_disconnect
 from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
@@ -38,55 +38,31 @@ def error_response(api: Api, status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None,
+async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
                   repair: AnswerRepair | None = None) -> Response:
-    """Answer `request` (already parsed into `body`; None → the raw request body) from the upstream.
+    """Answer `request` (its body already parsed into `body`) from the upstream.
 
     Until the answer starts streaming, a client that disconnects cancels the upstream request (an
     Ollama answer with stream:false arrives only when the whole generation is done). `repair`: the
     tool calls of a chat answer are repaired against the request's tools (answer_repair.py).
     """
-    raw = await request.body() if body is None else None
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, asyncio.current_task()))
     try:
-        return await _forward(request.method, upstream, api, path, body, raw, repair)
+        return await cancel_on_disconnect(request.receive, _forward(request.method, upstream, api, path, body, repair))
     except UpstreamUnavailable as exc:
         logger.warning("%s %s: %s", request.method, path, exc)
         return error_response(api, exc.status_code, str(exc))
     except InvalidRequest as exc:
         return error_response(api, 400, str(exc))
-    except asyncio.CancelledError:
-        if not watcher.done() or watcher.cancelled():
-            raise
-        current = asyncio.current_task()
-        if current is not None and hasattr(current, "uncancel"):
-            current.uncancel()
+    except ClientDisconnected:
         # Nobody reads this: the client is gone (nginx's 499, which Ollama uses too).
         return Response(status_code=499)
-    finally:
-        watcher.cancel()
 
 
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    if task is not None:
-        task.cancel()
-
-
-async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any] | None,
-                   raw: bytes | None, repair: AnswerRepair | None) -> Response:
+async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
+                   repair: AnswerRepair | None) -> Response:
     kind = upstream.known_kind or await upstream.kind()
     if kind == api:
-        content = json.dumps(body).encode() if body is not None else raw
-        return await _pass_through(upstream, api, method, path, content or b"", repair)
-    if body is None:
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError as exc:
-            raise InvalidRequest(f"invalid JSON body: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidRequest("the request body must be a JSON object")
+        return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair)
     if api == "openai":
         return await _openai_via_ollama(upstream, path, body, repair)
     return await _ollama_via_openai(upstream, path, body, repair)
@@ -256,7 +232,7 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
         return JSONResponse(obj)
     if converted["stream"]:
         return _streaming(_sse_to_ndjson(upstream, response, converter, repair), response, "application/x-ndjson")
-    return await _collapse(_sse_to_ndjson(upstream, response, converter), converter, path, repair)
+    return await _collapse(_sse_to_ndjson(upstream, response, converter), path, repair)
 
 
 async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
@@ -295,8 +271,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
         await response.aclose()
 
 
-async def _collapse(lines: AsyncIterator[bytes], converter: o2o.NdjsonAnswer, path: str,
-                    repair: AnswerRepair | None = None) -> Response:
+async def _collapse(lines: AsyncIterator[bytes], path: str, repair: AnswerRepair | None = None) -> Response:
     """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does."""
     text, thinking, logprobs, final = [], [], [], None
     async for line in lines:

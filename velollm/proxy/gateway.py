@@ -28,11 +28,6 @@ class UpstreamGateway:
     def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False) -> None:
         self.upstream = Upstream(config)
         self.router = ModelRouter(self.upstream, proxy_only=proxy_only)
-        self.proxy_only = proxy_only
-
-    @property
-    def url(self) -> str:
-        return self.upstream.url
 
     async def has_model(self, name: str, reason: str | None = None) -> bool:
         """True when the upstream should answer `name` (in its last listing, or --proxy-only).

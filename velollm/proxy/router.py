@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from velollm.errors import ModelNotFound, UnsupportedModel
-from velollm.proxy.upstream import Upstream, model_name_key
+from velollm.proxy.upstream import Upstream, name_key
 
 logger = logging.getLogger(__name__)
 
@@ -78,5 +78,5 @@ def _listed_name(upstream: Upstream, name: str) -> str | None:
         return None
     if name in listing.names:
         return name
-    wanted = model_name_key(name)
-    return next((n for n in listing.names if model_name_key(n) == wanted), None)
+    wanted = name_key(name)
+    return next((n for n in listing.names if name_key(n) == wanted), None)

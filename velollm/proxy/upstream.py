@@ -119,10 +119,6 @@ class UpstreamListing:
         key = "name" if self.kind == "ollama" else "id"
         return [str(m.get(key) or m.get("model") or "") for m in self.models]
 
-    def contains(self, name: str) -> bool:
-        wanted = model_name_key(name)
-        return any(model_name_key(n) == wanted for n in self.names)
-
     def as_ollama_tags(self) -> list[dict[str, Any]]:
         """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
         if self.kind == "ollama":
@@ -145,12 +141,10 @@ class UpstreamListing:
         return out
 
 
-def model_name_key(name: str) -> str:
-    """Ollama compares names case-insensitively and `m` means `m:latest`."""
-    name = name.strip().lower()
-    if ":" not in name.rsplit("/", 1)[-1]:
-        name += ":latest"
-    return name
+def name_key(name: str) -> str:
+    """How Ollama compares model names: case-insensitively, and `m` means `m:latest`."""
+    name = str(name).strip().lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 class Upstream:
