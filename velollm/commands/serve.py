@@ -21,6 +21,7 @@ from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
 from velollm.proxy.options import add_upstream_arguments, upstream_config
+from velollm.proxy.upstream import UpstreamConfig
 
 logger = logging.getLogger("velollm.serve")
 
@@ -86,13 +87,16 @@ def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]
 
 
 def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
+    return _build_config(args, env, upstream_config(args, env))
+
+
+def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: UpstreamConfig | None) -> ServerConfig:
     from velollm.engine.model_pool import parse_keep_alive_env
 
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
     proxy_only = bool(getattr(args, "proxy_only", False))
     specs = tuple(args.model or (() if proxy_only else (DEFAULT_MODEL,)))
-    upstream = upstream_config(args, env)
     return ServerConfig(
         models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
         served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
@@ -114,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         logger.info("no --model given: serving the built-in 'demo' model (tiny, random weights: nonsense text)")
     env = dict(os.environ)
     try:
-        config = build_config(args, env)
         upstream_cfg = upstream_config(args, env)
+        config = _build_config(args, env, upstream_cfg)
     except ValueError as exc:
         logger.error("invalid arguments: %s", exc)
         return 2

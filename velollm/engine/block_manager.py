@@ -88,9 +88,6 @@ class BlockManager:
             request.block_table.append(block_id)
         return True
 
-    def can_allocate(self, num_blocks: int) -> bool:
-        return num_blocks <= len(self.free_blocks)
-
     def cache_full_blocks(self, request: Request) -> None:
         """Register the hashes of blocks that this step filled, so later requests can share them."""
         if not self.enable_prefix_caching:
@@ -130,8 +127,3 @@ class BlockManager:
             if self.hash_to_block.get(block.hash) == block_id:
                 del self.hash_to_block[block.hash]
             block.hash, block.token_ids = None, ()
-
-    def reset_prefix_cache(self) -> None:
-        for block_id in list(self.hash_to_block.values()):
-            if self.blocks[block_id].ref_count == 0:
-                self._evict(block_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import logging
@@ -11,7 +12,7 @@ import torch
 
 from velollm.config import CacheConfig, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
-from velollm.engine.loader.source import ModelSource
+from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
 from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.request import Request
@@ -43,7 +44,7 @@ class EngineStats:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(default_device())
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
     return torch.device(device)
@@ -68,7 +69,7 @@ class LLMEngine:
                  gpu_memory_utilization: float = 0.9, enforce_eager: bool = False) -> None:
         torch_device = resolve_device(device)
         config = source.config.replace(dtype=resolve_dtype(dtype, source.config.dtype, torch_device))
-        self.source = ModelSource(config, source.info, source.load_tokenizer, source.iter_weights, source.path)
+        self.source = dataclasses.replace(source, config=config)
         self.model_config = config
         self.tokenizer = source.load_tokenizer()
         wanted_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)

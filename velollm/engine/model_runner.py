@@ -12,14 +12,13 @@ from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
-from velollm.engine.loader.source import ModelSource
+from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.registry import model_class
 from velollm.engine.scheduler import ScheduledBatch
 
 logger = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Headroom beyond the profiled activations: decode-graph pool, allocator fragmentation.
 _GPU_RESERVE = 512 << 20
 

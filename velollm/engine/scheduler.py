@@ -20,13 +20,6 @@ class ScheduledBatch:
     requests: list[Request] = field(default_factory=list)
     num_scheduled_tokens: list[int] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.num_scheduled_tokens)
-
     def samples(self, index: int) -> bool:
         """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
         request = self.requests[index]

@@ -216,14 +216,13 @@ class StructuredOutputManager:
         if logits.device.type == "cpu":
             _apply_bitmask_cpu(logits, bitmask, rows, self.vocab_size)
             return
-        if logits.device.type != "cpu":
-            if self._device_bitmask is None or self._device_bitmask.device != logits.device:
-                self._bitmask = self._bitmask.pin_memory()
-                self._device_bitmask = torch.empty_like(self._bitmask, device=logits.device)
-                bitmask = self._bitmask
-            n = max(rows) + 1
-            self._device_bitmask[:n].copy_(bitmask[:n], non_blocking=True)
-            bitmask = self._device_bitmask
+        if self._device_bitmask is None or self._device_bitmask.device != logits.device:
+            self._bitmask = self._bitmask.pin_memory()
+            self._device_bitmask = torch.empty_like(self._bitmask, device=logits.device)
+            bitmask = self._bitmask
+        n = max(rows) + 1
+        self._device_bitmask[:n].copy_(bitmask[:n], non_blocking=True)
+        bitmask = self._device_bitmask
         self._xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=self.vocab_size, indices=rows)
 
     def apply_masks(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None]) -> None:

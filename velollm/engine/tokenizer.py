@@ -198,14 +198,18 @@ class Tokenizer:
                 self._template_vars[name] = value
 
     @classmethod
-    def from_folder(cls, path: str | Path) -> Tokenizer:
-        """Load a Hugging Face model folder's tokenizer (tokenizer.json is required)."""
+    def from_folder(cls, path: str | Path, *, model_config: Mapping[str, Any] | None = None,
+                    generation_config: Mapping[str, Any] | None = None) -> Tokenizer:
+        """Load a Hugging Face model folder's tokenizer (tokenizer.json is required).
+
+        `model_config` / `generation_config`: the folder's config.json / generation_config.json ({} when
+        the file is absent) for a caller that has already read them; otherwise they are read here."""
         folder = Path(path)
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise ModelLoadError(f"{folder} has no tokenizer.json (a slow-only tokenizer is not supported)")
         cfg = _read_json(folder / "tokenizer_config.json")
-        model_cfg = _read_json(folder / "config.json")
+        model_cfg = _read_json(folder / "config.json") if model_config is None else model_config
         text = tokenizer_file.read_text(encoding="utf-8")
         try:
             if _uses_llama_class(cfg, model_cfg, text):
@@ -217,7 +221,9 @@ class Tokenizer:
             raise ModelLoadError(f"cannot load {tokenizer_file}: {e}") from e
         _add_config_tokens(backend, cfg)
         special = {n: t for n in NAMED_SPECIAL_TOKENS if (t := _token_text(cfg.get(n))) is not None}
-        eos_ids = _ids(_read_json(folder / "generation_config.json").get("eos_token_id"))
+        if generation_config is None:
+            generation_config = _read_json(folder / "generation_config.json")
+        eos_ids = _ids(generation_config.get("eos_token_id"))
         eos_ids |= _ids(model_cfg.get("eos_token_id"))
         eos_ids |= _ids((model_cfg.get("text_config") or {}).get("eos_token_id"))
         return cls(

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,8 +24,11 @@ import torch
 from velollm.config import ModelConfig, RopeScaling
 from velollm.engine.loader import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
-from velollm.engine.loader.source import ModelInfo, ModelSource
+from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, default_device
 from velollm.errors import UnsupportedModel
+
+if TYPE_CHECKING:
+    from velollm.engine.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,6 @@ SUPPORTED_TYPES = frozenset(
     {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 )
 _FLOAT_TYPES = ("F32", "F16", "BF16")
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -197,7 +200,7 @@ def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
 def check_memory(config: ModelConfig, num_params: int, device: str) -> None:
     """Raise UnsupportedModel, before anything is allocated, when the dequantized weights plus a
     minimal KV cache would not fit in the device's free memory."""
-    itemsize = _TORCH_DTYPES[config.dtype].itemsize
+    itemsize = TORCH_DTYPES[config.dtype].itemsize
     kv = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * itemsize * MIN_KV_TOKENS
     need = num_params * itemsize + kv
     if device.startswith("cuda"):
@@ -243,10 +246,10 @@ def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype."""
-    target = _TORCH_DTYPES[config.dtype]
+    """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype.
+    The file was validated by gguf_source (read_config), so it is not checked again here."""
+    target = TORCH_DTYPES[config.dtype]
     with GGUFFile(path) as f:
-        check_supported(f)
         infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
         total = sum(t.num_elements for t in infos) * target.itemsize
         logger.info("loading %s: %d tensors, %.2f GiB of weights in %s", path.name, len(infos), total / 2**30, config.dtype)
@@ -284,26 +287,44 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else default_cpu_dtype()
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None = None,
                 device: str | None = None, **info_overrides: object) -> ModelSource:
-    """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource."""
+    """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource.
+
+    The header is parsed once, here: the tokenizer is built from this parse's metadata (the file is
+    opened again only for its tensors, by iter_weights)."""
     path = Path(path)
     device = device or default_device()
-    from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported, tokenizer_from_gguf
+    from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported
 
     with GGUFFile(path) as f:
         config = read_config(f, dtype or default_dtype(device))
         check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
+        metadata = f.metadata
     check_memory(config, info.parameter_count, device)
     return ModelSource(
         config=config,
         info=info,
-        load_tokenizer=lambda: tokenizer_from_gguf(path),
+        load_tokenizer=_tokenizer_loader(path, metadata),
         iter_weights=lambda: iter_weights(path, config),
         path=path,
     )
+
+
+def _tokenizer_loader(path: Path, metadata: dict) -> Callable[[], Tokenizer]:
+    """load_tokenizer for gguf_source: the first call builds from the metadata already parsed (and
+    checked), then lets it go, as a vocabulary is tens of MB and sources are kept (SourceView);
+    any later call reads the file again."""
+    held = [metadata]
+
+    def load() -> Tokenizer:
+        from velollm.engine.loader.gguf_tokenizer import build_tokenizer, tokenizer_from_gguf
+
+        try:
+            meta = held.pop()
+        except IndexError:
+            return tokenizer_from_gguf(path)
+        return build_tokenizer(meta)
+
+    return load

@@ -68,6 +68,11 @@ def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
 def tokenizer_from_metadata(meta: Mapping[str, Any], where: str = "GGUF") -> Tokenizer:
     """Build the Tokenizer a GGUF file's `tokenizer.*` metadata describes."""
     check_tokenizer_supported(meta, where)
+    return build_tokenizer(meta)
+
+
+def build_tokenizer(meta: Mapping[str, Any]) -> Tokenizer:
+    """tokenizer_from_metadata for metadata that check_tokenizer_supported has already passed."""
     tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(meta["tokenizer.ggml.tokens"])]
     types = np.asarray(meta.get("tokenizer.ggml.token_type", np.full(len(tokens), NORMAL)), dtype=np.int64)
     vocab = {t: i for i, t in enumerate(tokens)}  # a duplicate text keeps its last id, as in llama.cpp

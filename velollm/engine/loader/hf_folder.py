@@ -23,8 +23,10 @@ def load_hf_folder(folder: Path, *, name: str | None = None, dtype: str | None =
         raise ModelLoadError(f"{config_path} is not valid JSON: {exc}") from exc
     config = ModelConfig.from_hf_config(raw, dtype=dtype)
     generation = folder / "generation_config.json"
+    generation_config: dict = {}  # passed to the tokenizer, which would otherwise read both files again
     if generation.is_file():
-        eos = json.loads(generation.read_text()).get("eos_token_id")
+        generation_config = json.loads(generation.read_text())
+        eos = generation_config.get("eos_token_id")
         extra = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
         config = config.replace(eos_token_ids=tuple(dict.fromkeys([*config.eos_token_ids, *extra])))
     info = ModelInfo(
@@ -32,7 +34,7 @@ def load_hf_folder(folder: Path, *, name: str | None = None, dtype: str | None =
         format="safetensors",
         family=config.model_type,
         parameter_count=_parameter_count(config),
-        quantization_level=config.dtype.upper().replace("FLOAT", "F").replace("BF", "BF"),
+        quantization_level=config.dtype.upper().replace("FLOAT", "F"),
         size_bytes=safetensors_size(folder),
         digest=_digest(folder),
         modified_at=config_path.stat().st_mtime,
@@ -42,7 +44,7 @@ def load_hf_folder(folder: Path, *, name: str | None = None, dtype: str | None =
     def load_tokenizer():
         from velollm.engine.tokenizer import Tokenizer
 
-        return Tokenizer.from_folder(folder)
+        return Tokenizer.from_folder(folder, model_config=raw, generation_config=generation_config)
 
     return ModelSource(config, info, load_tokenizer, lambda: iter_safetensors(folder, config.dtype), folder)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
+from velollm.errors import ModelLoadError, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +170,9 @@ def find_model(name: str, root: Path | None = None) -> OllamaModel | None:
     return read_manifest(root, path) if path is not None else None
 
 
-def resolve(name: str, root: Path | None = None) -> OllamaModel:
-    """Like find_model, but an unknown name is ModelNotFound, and a model Ollama runs that is not a
-    local GGUF (a cloud model, safetensors layers) is UnsupportedModel, so the proxy can forward it."""
-    model = find_model(name, root)
-    if model is None:
-        raise ModelNotFound(f"model {name!r} not found in the Ollama store {models_dir() if root is None else root}")
+def check_runnable(model: OllamaModel) -> OllamaModel:
+    """`model`, if it is a local GGUF VeloLLM can load; a cloud model or one without a GGUF model
+    layer (safetensors layers) is UnsupportedModel, so the proxy can forward it."""
     if model.config.get("remote_host") or model.config.get("remote_model"):
         raise UnsupportedModel(f"Ollama model {model.display_name} is a cloud model")
     if model.model_path is None:

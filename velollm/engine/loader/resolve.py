@@ -44,7 +44,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     root = Path(ollama_models) if ollama_models is not None else ollama_store.models_dir()
     model = ollama_store.find_model(spec, root)
     if model is not None:
-        model = ollama_store.resolve(spec, root)  # raises on a missing weights layer
+        ollama_store.check_runnable(model)  # raises for a cloud model or one with no GGUF layer
         return gguf_source(
             model.model_path,  # type: ignore[arg-type]
             name=model.display_name, dtype=dtype, device=device, digest=model.digest,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 
+from velollm.engine.loader.source import TORCH_DTYPES
 from velollm.errors import ModelLoadError
-
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -32,7 +31,7 @@ def iter_safetensors(folder: Path, dtype: str) -> Iterator[tuple[str, torch.Tens
     """Yield each tensor once, converted to `dtype`; safe_open maps the file instead of reading it."""
     from safetensors import safe_open
 
-    target = _TORCH_DTYPES[dtype]
+    target = TORCH_DTYPES[dtype]
     for file in safetensors_files(folder):
         try:
             with safe_open(str(file), framework="pt") as handle:

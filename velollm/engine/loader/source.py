@@ -7,12 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from velollm.config import ModelConfig
 
 if TYPE_CHECKING:
-    import torch
-
     from velollm.engine.tokenizer import Tokenizer
+
+# config dtype names (velollm.config.DTYPES) -> torch dtypes, for the loaders and the model runner.
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_device() -> str:
+    """The device "auto" means: the GPU when CUDA is available, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)
