@@ -114,13 +114,15 @@ def test_auto_answers_text_or_a_valid_call(live, stream):
                   tool_choice="auto" if seed % 2 else openai.NOT_GIVEN)
         if not stream:
             r = await client.chat.completions.create(**kw)
-            return r.choices[0].message.content, r.choices[0].message.tool_calls or [], r.choices[0].finish_reason
+            calls = [(c.function.name, c.function.arguments) for c in r.choices[0].message.tool_calls or []]
+            return r.choices[0].message.content, calls, r.choices[0].finish_reason
         content, calls, finish = "", {}, None
         async for chunk in await client.chat.completions.create(**kw, stream=True):
             delta = chunk.choices[0].delta
             content += delta.content or ""
             for d in delta.tool_calls or []:
-                calls[d.index] = calls.get(d.index, "") + (d.function.arguments or "")
+                name, args = calls.get(d.index, ("", ""))
+                calls[d.index] = (name + (d.function.name or ""), args + (d.function.arguments or ""))
             finish = chunk.choices[0].finish_reason or finish
         return content, list(calls.values()), finish
 
@@ -131,6 +133,8 @@ def test_auto_answers_text_or_a_valid_call(live, stream):
     for content, calls, finish in asyncio.run(run()):
         if calls:
             assert finish == "tool_calls"
+            for name, arguments in calls:
+                validate(SCHEMAS[name], arguments)
         else:
             assert content and finish in ("stop", "length")
 

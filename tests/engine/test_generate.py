@@ -22,6 +22,7 @@ def test_greedy_equals_transformers_generate(tiny_models, arch):
     assert out.token_ids == ref_ids
     assert out.finish_reason == "length"
     ref_logprobs = [torch.log_softmax(step[0].float(), -1) for step in ref.logits]
+    assert len(out.logprobs) == len(ref_logprobs) == 32
     for token_id, ours, theirs in zip(out.token_ids, out.logprobs, ref_logprobs):
         assert abs(ours[token_id] - theirs[token_id].item()) < 1e-3
 

@@ -51,6 +51,7 @@ def test_stop_strings_keep_incremental_text(llama_folder):
     prompt = random_prompts([12], seed=23)[0]
     text = run_all(engine, [prompt], greedy(40))[0].text
     stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert len(stop) == 3 and stop.strip()  # a real stop string, not an empty or blank one
     got = run_all(engine, [prompt], greedy(40, stop=[stop], output_kind="final_only"))[0]
     assert got.text == text[: text.index(stop)] and got.stop_reason == stop
 

@@ -22,6 +22,7 @@ def test_stop_string_cuts_text_and_holds_back_partial_matches(llama_folder):
     [full] = run_all(engine, [prompt], greedy(40))
     text = full.text
     stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert len(stop) == 3 and stop.strip()  # a real stop string, not an empty or blank one
     cut = text.index(stop)
     engine.add_request(prompt, greedy(40, stop=[stop]))
     deltas = []

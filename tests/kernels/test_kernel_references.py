@@ -113,8 +113,13 @@ def test_rope_and_cache_reference_matches_hf_rotation_and_per_token_writes():
     assert k_cache.isnan().all(-1).all(-1).sum() == 32 - 4  # exactly the 4 real slots were written
 
 
-def test_dispatch_uses_reference_on_cpu():
+def test_dispatch_uses_reference_on_cpu(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the Triton kernel was launched on CPU tensors")
+
+    monkeypatch.setattr(da, "paged_decode_attention_triton", boom)
     q = torch.randn(2, 4, 64)
+    assert K.kernel_backend(q) == "torch"
     k_cache, v_cache = torch.randn(3, 16, 2, 64), torch.randn(3, 16, 2, 64)
     tables = torch.tensor([[1, 2], [0, 0]], dtype=torch.int32)
     lens = torch.tensor([20, 3], dtype=torch.int32)

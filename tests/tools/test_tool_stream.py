@@ -143,6 +143,9 @@ def test_truncated_streamed_call_is_closed() -> None:
     assert parser.outcomes[0].outcome == "repaired"
 
 
-@pytest.mark.parametrize("text", ['{"a": "x', '{"a": 1, "en', '{"a":', '{"a": 1,', "[1, 2,", '{"a": [1, {"b": "c"'])
-def test_closing_suffix_makes_json(text: str) -> None:
-    json.loads(text + closing_suffix(text))
+@pytest.mark.parametrize("text, suffix", [('{"a": "x', '"}'), ('{"a": 1, "en', '": null}'), ('{"a":', " null}"),
+                                          ('{"a": 1,', '"": null}'), ("[1, 2,", " null]"),
+                                          ('{"a": [1, {"b": "c"', "}]}")])
+def test_closing_suffix_makes_json(text: str, suffix: str) -> None:
+    assert closing_suffix(text) == suffix
+    json.loads(text + suffix)
