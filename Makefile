@@ -1,7 +1,7 @@
 # `make test` is the README's test command; .ci/run calls it inside a fresh virtual environment.
 PYTHON ?= python3
 
-.PHONY: install install-dev serve test test-fast
+.PHONY: install install-dev system-deps serve test test-fast
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -14,7 +14,10 @@ install-dev:
 serve: install
 	velollm serve
 
-test: install-dev
+system-deps:
+	bash .ci/system-deps
+
+test: install-dev system-deps
 	$(PYTHON) -m pytest -q -ra --durations=15
 
 test-fast:
