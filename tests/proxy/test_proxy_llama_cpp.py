@@ -15,6 +15,8 @@ import pytest
 from gguf_fixture import write_tiny_llama_gguf
 from proxy_servers import ThreadServer, forwarding_app, velollm_app
 
+from tests.llama_cpp_ref import child_env
+
 from velollm.proxy.upstream import UpstreamConfig
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
@@ -34,9 +36,9 @@ class LlamaServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--model_alias", MODEL,
+            [sys.executable, "-m", "tests.llama_cpp_ref", "server", "--model", self.model_path, "--model_alias", MODEL,
              "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "512", "--n_threads", "1",
-             "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
