@@ -24,7 +24,7 @@ CORPUS = (
 TEXTS = [
     "Hello world",
     "The quick brown fox jumps over the lazy dog.",
-    "Embeddings map sentences to vectors; retrieval needs a good encoder. " * 6,
+    "Embeddings map sentences to vectors; retrieval needs a good encoder. " * 2,
     "café naïve résumé Zürich",
     "a",
     "Numbers 12 345 6789 and punctuation!?",

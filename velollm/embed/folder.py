@@ -60,11 +60,7 @@ def folder_source(folder: Path, name: str | None = None) -> EmbeddingSource:
         build = _encoder_builder(config, model_dir)
         params = _parameter_count(model_dir)
     else:
-        from velollm.embed.decoder import decoder_builder
-
-        build, model_config = decoder_builder(model_dir)
-        dim, limit, family = model_config.hidden_size, model_config.max_position_embeddings, model_config.model_type
-        params = _parameter_count(model_dir)
+        raise UnsupportedModel(f"{model_dir}: model_type {raw.get('model_type')!r} is no embedding model VeloLLM runs")
     max_tokens = min(limit, int(st_max)) if st_max else limit
     info = ModelInfo(
         name=name or folder.name, format="safetensors", family=family, parameter_count=params,

@@ -88,8 +88,8 @@ def _unigram(meta: Mapping[str, Any], tokens: list[str], types: np.ndarray) -> t
     charsmap = meta.get("tokenizer.ggml.precompiled_charsmap")
     if charsmap is not None and len(charsmap):
         steps.append(normalizers.Precompiled(np.asarray(charsmap, dtype=np.uint8).tobytes()))
-    if meta.get("tokenizer.ggml.remove_extra_whitespaces", True):
-        steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+    if meta.get("tokenizer.ggml.remove_extra_whitespaces", True):  # SentencePiece's: runs, leading, trailing
+        steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip(left=True, right=True)]
     if steps:
         backend.normalizer = normalizers.Sequence(steps)
     prefix = "always" if meta.get("tokenizer.ggml.add_space_prefix", True) else "never"
