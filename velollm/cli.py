@@ -14,6 +14,7 @@ COMMANDS = {
     "list": "velollm.commands.list_models",
     "detect": "velollm.commands.detect",
     "benchmark": "velollm.commands.benchmark",
+    "cache": "velollm.commands.cache",
 }
 
 

@@ -78,11 +78,20 @@ def _split_prompt(body: dict[str, Any]) -> tuple[Any, str | None]:
     return prompt, None
 
 
+def _given(obj: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields a client actually set: null and empty lists/objects mean "not given" (the ollama
+    client sends `"tools": []`, LangChain `"stop": null`)."""
+    return {k: v for k, v in obj.items() if k not in skip and v is not None and v != [] and v != {}}
+
+
 def _shaping_fields(body: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
+    out = _given(body, _DELIVERY_FIELDS)
     options = out.get("options")
     if isinstance(options, dict):
-        out["options"] = {k: v for k, v in options.items() if k not in _RUNTIME_OPTIONS}
+        out["options"] = _given(options, _RUNTIME_OPTIONS)
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [_given(m) if isinstance(m, dict) else m for m in messages]
     return out
 
 

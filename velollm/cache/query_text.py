@@ -11,7 +11,7 @@ from functools import cached_property
 from velollm.cache.lexicon import CONTRACTIONS, NEGATIONS, ORDINALS, SCALES, STOPWORDS, UNITS
 
 _TOKEN = re.compile(r"[A-Za-z]+\+\+|[A-Za-z]#|->|→|=>|\d+(?:[.,:/]\d+)*%?|[A-Za-z0-9]+(?:[.\-_/'][A-Za-z0-9]+)*")
-_GLUED_NUMBER = re.compile(r"^(\d+(?:[.,]\d+)*)(st|nd|rd|th|[a-z]+)$")
+_ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})  # "3rd" is tokenized "3", "rd"
 _QUOTED = re.compile(r"[\"“”«»`]([^\"“”«»`]{1,80})[\"“”«»`]|(?<![A-Za-z])'([^']{1,80})'(?![A-Za-z])")
 _SENTENCE_END = re.compile(r"[.!?:;]\s+|\n")
 
@@ -52,7 +52,7 @@ def _number(token: str) -> float | None:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,6 @@ class QueryText:
                 continue
             at_start = any(m.start() == s or self.expanded[s:m.start()].strip(" \"'(*-#>") == "" for s in starts
                            if s <= m.start())
-            glued = _GLUED_NUMBER.match(raw.lower())
-            if glued and glued.group(2) not in ("st", "nd", "rd", "th"):  # "5km" -> "5", "km"
-                for part in (glued.group(1), glued.group(2)):
-                    out.append(Token(part, part.lower(), stem(part), at_start))
-                continue
             out.append(Token(raw, raw.lower(), stem(raw), at_start))
         return out
 
@@ -114,28 +109,31 @@ class QueryText:
         i = 0
         while i < len(words):
             w = words[i]
-            value = _number(w.rstrip("%"))
-            glued = _GLUED_NUMBER.match(w)
+            value = _number(w)
             if re.fullmatch(r"\d+(?:[:/.,]\d+)+", w) and value is None:  # 9/11, 3:30, 1.2.3
                 out[w] += 1
-            elif glued and glued.group(2) in ("st", "nd", "rd", "th"):
-                out[f"#{_fmt(float(glued.group(1).replace(',', '')))}"] += 1
+            elif value is not None and i + 1 < len(words) and words[i + 1] in _ORDINAL_SUFFIXES:
+                out[f"#{_fmt(value)}"] += 1
+                i += 2
+                continue
             elif w in ORDINALS:
                 out[f"#{ORDINALS[w]}"] += 1
             elif value is not None or w in UNITS:
-                total = value if value is not None else float(UNITS[w])
+                total, current = 0.0, value if value is not None else float(UNITS[w])
                 j = i + 1
                 while j < len(words) and (words[j] in UNITS or words[j] in SCALES or words[j] == "and"):
                     nxt = words[j]
-                    if nxt in SCALES:
-                        total *= SCALES[nxt]
+                    if nxt in SCALES and SCALES[nxt] < 1000:
+                        current *= SCALES[nxt]
+                    elif nxt in SCALES:  # "two thousand three hundred": close the thousands group
+                        total, current = total + current * SCALES[nxt], 0.0
                     elif nxt in UNITS and value is None:
-                        total += UNITS[nxt]
+                        current += UNITS[nxt]
                     elif nxt != "and":
                         break
                     j += 1
                 suffix = "%" if w.endswith("%") or (j < len(words) and words[j] in ("percent", "pct")) else ""
-                out[_fmt(total) + suffix] += 1
+                out[_fmt(total + current) + suffix] += 1
                 i = j
                 continue
             elif w in SCALES and w not in ("k", "m", "bn"):

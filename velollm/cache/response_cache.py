@@ -38,6 +38,7 @@ class ResponseCache:
         self.exact = exact
         self.semantic = semantic
         self.metrics: CacheMetrics | None = None
+        self._pending: set[asyncio.Task] = set()
         if registry is not None:
             self.metrics = CacheMetrics(registry, sqlite.count_sync)
 
@@ -124,6 +125,17 @@ class ResponseCache:
             self.metrics.store_failures.inc()
         return ok
 
+    def store_later(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
+                    vector: np.ndarray | None = None) -> None:
+        """Stores in the background (the response is not held up); close() waits for these."""
+        task = asyncio.create_task(self.store(key, answer, ttl_s, vector))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
     async def count(self) -> int:
         return await self.exact.count()
 
@@ -136,6 +148,7 @@ class ResponseCache:
         return removed
 
     async def close(self) -> None:
+        await self.drain()
         if self.exact is not self.sqlite:
             await self.exact.close()
         await self.sqlite.close()
