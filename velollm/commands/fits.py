@@ -3,6 +3,7 @@ it natively, at which precision, with how much KV cache room, and the `serve` fl
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ def model_fit(spec: str, source: str, hw: HardwareInfo, rec: Recommendation, env
         return ModelFit(spec, source, False, f"does not fit: {weights / 2**30:.1f} GiB of weights in {precision} "
                         f"leave no room for a KV cache on {rec.device}", **common)  # type: ignore[arg-type]
     max_len = min(cfg.max_position_embeddings, kv_tokens)
-    flags = f"--model {spec} --max-model-len {max_len} {rec.serve_flags()}"
+    flags = f"--model {shlex.quote(spec)} --max-model-len {max_len} {rec.serve_flags()}"
     return ModelFit(spec, source, True, "", max_model_len=max_len, serve_flags=flags, **common)  # type: ignore[arg-type]
 
 
