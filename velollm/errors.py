@@ -42,5 +42,13 @@ class Overloaded(VeloLLMError):
     """The queue is full (HTTP 503 with Retry-After)."""
 
 
+class RequestFailed(VeloLLMError):
+    """One request failed an engine step on its own (HTTP 500 for that request; the others run on)."""
+
+    def __init__(self, request_id: str, message: str) -> None:
+        super().__init__(f"the engine could not run this request: {message}")
+        self.request_id = request_id
+
+
 class EngineDead(VeloLLMError):
     """The engine thread died; requests cannot be served."""

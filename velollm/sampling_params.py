@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from velollm.errors import InvalidRequest
+
+
+# Beyond these, sampling is uniform noise or one token forever: a client mistake, refused as one.
+MAX_TEMPERATURE = 100.0
+MAX_REPETITION_PENALTY = 100.0
+
+
+@dataclass(frozen=True)
+class ReasoningSpan:
+    """A reasoning model's thinking before a constrained answer: free text from `begin` to `end`.
+
+    begin "": the prompt already opened it (the answer starts inside). optional: the model may
+    skip it and answer at once. The thinking gets part of max_tokens, then `end` is forced, so
+    the constrained answer always has room to finish.
+    """
+
+    begin: str
+    end: str
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -14,11 +34,13 @@ class StructuredOutput:
 
     kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
     "ebnf" (value: a grammar), "structural_tag" (value: xgrammar structural-tag JSON; used for
-    tool_choice="auto": free text until a trigger, then constrained).
+    tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
+    starts after the model's thinking.
     """
 
     kind: Literal["json_object", "json_schema", "ebnf", "structural_tag"]
     value: str = ""
+    reasoning: ReasoningSpan | None = None
 
 
 @dataclass
@@ -61,10 +83,13 @@ class SamplingParams:
         def bad(param: str, why: str) -> None:
             raise InvalidRequest(f"{param} {why}", param=param)
 
+        for name in ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                bad(name, f"must be a finite number, got {getattr(self, name)}")
         if self.n < 1:
             bad("n", f"must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            bad("temperature", f"must be non-negative, got {self.temperature}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            bad("temperature", f"must be in [0, {MAX_TEMPERATURE}], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             bad("top_p", f"must be in (0, 1], got {self.top_p}")
         if self.top_k < -1:
@@ -75,8 +100,13 @@ class SamplingParams:
             bad("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty}")
         if not -2 <= self.frequency_penalty <= 2:
             bad("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty}")
-        if self.repetition_penalty <= 0:
-            bad("repetition_penalty", f"must be positive, got {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            bad("repetition_penalty", f"must be in (0, {MAX_REPETITION_PENALTY}], got {self.repetition_penalty}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            bad("seed", f"must fit in 64 bits, got {self.seed}")
+        for token_id in self.stop_token_ids:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                bad("stop_token_ids", f"must be non-negative token ids, got {token_id!r}")
         if self.max_tokens is not None and self.max_tokens < 1:
             bad("max_tokens", f"must be at least 1, got {self.max_tokens}")
         if self.min_tokens < 0:
@@ -88,7 +118,9 @@ class SamplingParams:
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             bad("logprobs", f"must be in [0, 20], got {self.logprobs}")
         for token_id, bias in self.logit_bias.items():
-            if not -100 <= bias <= 100:
+            if token_id < 0:
+                bad("logit_bias", f"keys must be non-negative token ids, got {token_id}")
+            if not -100 <= bias <= 100:  # NaN fails this too
                 bad("logit_bias", f"values must be in [-100, 100], got {bias} for token {token_id}")
 
     @property

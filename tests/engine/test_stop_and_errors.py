@@ -70,6 +70,19 @@ def test_streamed_text_equals_decode_of_tokens(llama_folder):
     (dict(logprobs=50), "logprobs"),
     (dict(logit_bias={1: 200}), "logit_bias"),
     (dict(min_tokens=5, max_tokens=2), "min_tokens"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=float("inf")), "temperature"),
+    (dict(temperature=1e308), "temperature"),
+    (dict(repetition_penalty=float("nan")), "repetition_penalty"),
+    (dict(repetition_penalty=float("inf")), "repetition_penalty"),
+    (dict(presence_penalty=float("nan")), "presence_penalty"),
+    (dict(top_p=float("nan")), "top_p"),
+    (dict(logit_bias={1: float("nan")}), "logit_bias"),
+    (dict(seed=2**64), "seed"),
+    (dict(stop_token_ids=[-1]), "stop_token_ids"),
+    (dict(stop_token_ids=["5"]), "stop_token_ids"),
+    (dict(stop_token_ids=[None]), "stop_token_ids"),
+    (dict(stop_token_ids=[True]), "stop_token_ids"),
 ])
 def test_invalid_sampling_values_raise_typed_errors(kwargs, param):
     with pytest.raises(InvalidRequest) as info:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.llama_cpp_ref import reference_scores
+
 NEAR_TIE = {"F32": 0.001, "F16": 0.02, "Q8_0": 0.4, "Q4_0": 0.4, "Q4_K_M": 0.4, "Q6_K": 0.4}
 CASES = [("llama", "F32"), ("llama", "Q8_0"), ("llama", "Q4_K_M"), ("qwen2", "F16"), ("qwen2", "Q4_0"),
          ("qwen3", "F32"), ("qwen3", "Q6_K")]
@@ -27,17 +29,9 @@ def _llm_class():
 
 
 def _llama_cpp_greedy(path, prompt: list[int]) -> tuple[list[int], list[np.ndarray]]:
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    ref = llama_cpp.Llama(str(path), logits_all=True, n_ctx=256, n_threads=2, seed=0,
-                          type_k=0, type_v=0, verbose=False)  # ggml type 0: an f32 KV cache
-    ref.eval(prompt)
-    tokens, logits = [], []
-    for _ in range(MAX_TOKENS):
-        row = np.array(ref.scores[ref.n_tokens - 1], dtype=np.float64)
-        logits.append(row)
-        tokens.append(int(row.argmax()))
-        ref.eval([tokens[-1]])
-    return tokens, logits
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    scores, tokens = reference_scores(path, prompt, n_ctx=256, greedy_steps=MAX_TOKENS)
+    return tokens, list(scores[len(prompt) - 1 : len(prompt) - 1 + MAX_TOKENS])
 
 
 @pytest.mark.parametrize("arch, qtype", CASES)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.llama_cpp_ref import reference_scores
+
 from .tiny_gguf import VARIED_TEXT, gguf_name, hf_model
 
 from velollm.engine.loader.gguf import unpermute_qk
@@ -97,16 +99,13 @@ def test_compute_dtype(fixtures, dtype):
 
 
 def _logits_vs_llama_cpp(path, qtype_tol):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     source = resolve_model(str(path), dtype="float32")
     model = hf_model(source.config, dict(source.iter_weights()))
     ids = source.load_tokenizer().encode(VARIED_TEXT)[:64]
     with torch.no_grad():
         ours = model(torch.tensor([ids])).logits[0].numpy()
-    # An f32 KV cache (ggml type 0) so that only the matmuls differ from the float32 reference.
-    ref = llama_cpp.Llama(str(path), logits_all=True, n_ctx=128, n_threads=2, type_k=0, type_v=0, verbose=False)
-    ref.eval(ids)
-    theirs = np.array(ref.scores[: len(ids)])
+    theirs, _ = reference_scores(path, ids, n_ctx=128)
     scale = theirs.std()
     assert np.abs(ours - theirs).max() <= qtype_tol * scale
     # Greedy picks agree wherever llama.cpp's top-2 gap is larger than the tolerance.

@@ -13,7 +13,9 @@ import ollama
 import openai
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
-from proxy_servers import ThreadServer, forwarding_app, velollm_app
+from proxy_servers import ThreadServer, velollm_app
+
+from tests.llama_cpp_ref import child_env
 
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -34,9 +36,9 @@ class LlamaServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--model_alias", MODEL,
+            [sys.executable, "-m", "tests.llama_cpp_ref", "server", "--model", self.model_path, "--model_alias", MODEL,
              "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "512", "--n_threads", "1",
-             "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -63,11 +65,10 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module", params=["velollm-api", "forwarding-app"])
-def proxy(request, llama_server) -> Iterator[ThreadServer]:
-    """Through the real API app (no native model), and through the minimal forwarding app."""
-    factory = velollm_app if request.param == "velollm-api" else forwarding_app
-    server = ThreadServer(factory(UpstreamConfig(url=llama_server.url))).start()
+@pytest.fixture(scope="module")
+def proxy(llama_server) -> Iterator[ThreadServer]:
+    """Through the real API app (no native model)."""
+    server = ThreadServer(velollm_app(UpstreamConfig(url=llama_server.url))).start()
     yield server
     server.stop()
 

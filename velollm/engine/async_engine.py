@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from velollm.engine.llm_engine import EngineStats, LLMEngine
-from velollm.errors import EngineDead, Overloaded
+from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -79,13 +79,14 @@ class AsyncEngine:
         """Stream the request's deltas; leaving the loop early (or cancellation) aborts the request."""
         if self._dead is not None:
             raise EngineDead(f"the engine stopped: {self._dead}")
-        self.engine.validate_prompt(prompt_token_ids)
+        self.engine.validate(prompt_token_ids, params)
         if self.num_waiting >= self.max_queue:
             raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
         if params.structured_output is not None:
             # Compile (cached) off the engine thread, so a new schema never stalls the batch.
             manager = await asyncio.to_thread(lambda: self.engine.structured_output)
-            await asyncio.to_thread(manager.compile, params.structured_output)
+            budget = self.engine.output_budget(len(prompt_token_ids), params)
+            await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
@@ -125,6 +126,9 @@ class AsyncEngine:
                 continue
             try:
                 deltas = self.engine.step()
+            except RequestFailed as exc:  # the engine removed that request; the others run on
+                self._deliver(exc.request_id, exc)
+                continue
             except Exception as exc:  # a failed step must not hang its clients or leak blocks
                 logger.exception("engine step failed; aborting its requests")
                 self._fail_all(exc)

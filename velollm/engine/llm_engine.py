@@ -18,7 +18,7 @@ from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.request import Request
 from velollm.engine.sampler import Sampler
 from velollm.engine.scheduler import ScheduledBatch, Scheduler
-from velollm.errors import ContextOverflow, InvalidRequest
+from velollm.errors import ContextOverflow, InvalidRequest, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -113,18 +113,22 @@ class LLMEngine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise InvalidRequest(f"request id {request_id!r} is already running", param="request_id")
-        self.validate_prompt(prompt_token_ids)
+        self.validate(prompt_token_ids, params)
         generator = None
         if params.seed is not None:
             generator = torch.Generator(self.device).manual_seed(params.seed)
         request = Request(request_id, list(prompt_token_ids), params, generator=generator)
         if params.structured_output is not None:
-            budget = params.max_tokens or self.max_model_len - len(prompt_token_ids)
+            budget = self.output_budget(len(prompt_token_ids), params)
             request.grammar = self.structured_output.new_matcher(params.structured_output, max_tokens=budget)
         self.requests[request_id] = request
         self.outputs.add(request)
         self.scheduler.add(request)
         return request
+
+    def output_budget(self, num_prompt_tokens: int, params: SamplingParams) -> int:
+        """The most tokens a request may generate (what a grammar winds down against)."""
+        return params.max_tokens or self.max_model_len - num_prompt_tokens
 
     @property
     def structured_output(self):
@@ -136,6 +140,16 @@ class LLMEngine:
                 self._structured = StructuredOutputManager(self.tokenizer, self.model_config.vocab_size,
                                                            stop_token_ids=self.eos_token_ids)
             return self._structured
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """What the model's sizes decide about a request (SamplingParams checked the rest when built)."""
+        self.validate_prompt(prompt_token_ids)
+        vocab = self.model_config.vocab_size
+        for param, token_ids in (("stop_token_ids", params.stop_token_ids), ("logit_bias", params.logit_bias)):
+            bad = next((t for t in token_ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise InvalidRequest(f"{param}: token id {bad} is outside the vocabulary (0..{vocab - 1})",
+                                     param=param)
 
     def validate_prompt(self, prompt_token_ids: list[int]) -> None:
         if not prompt_token_ids:
@@ -162,12 +176,33 @@ class LLMEngine:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[RequestDelta]:
+        """One step. A failure is pinned on one request: a batch that fails is rolled back and its requests
+        are retried alone; the one that fails alone is removed and raised as RequestFailed."""
         batch = self.scheduler.schedule()
         if not batch.requests:
             return []
-        logits, rows = self.runner.run(batch)
-        self.scheduler.update(batch)
-        return self._update_outputs(batch, logits, rows)
+        try:
+            logits, rows = self.runner.run(batch)
+            self.scheduler.update(batch)
+            deltas = self._update_outputs(batch, logits, rows)
+        except Exception as exc:
+            self._contain(batch, exc)
+            return []
+        self.scheduler.cleared(batch, sampled=bool(rows))
+        return deltas
+
+    def _contain(self, batch: ScheduledBatch, exc: Exception) -> None:
+        if len(batch.requests) > 1:
+            logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(batch.requests),
+                           type(exc).__name__, exc)
+            self.scheduler.quarantine(batch.requests)
+            return
+        request = batch.requests[0]
+        logger.error("request %s failed the engine step alone", request.request_id, exc_info=exc)
+        self.scheduler.finish(request)
+        self.requests.pop(request.request_id, None)
+        self.outputs.remove(request.request_id)
+        raise RequestFailed(request.request_id, f"{type(exc).__name__}: {exc}") from exc
 
     def _update_outputs(self, batch: ScheduledBatch, logits: torch.Tensor, rows: list[int]) -> list[RequestDelta]:
         self.num_steps += 1

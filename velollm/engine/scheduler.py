@@ -32,6 +32,9 @@ class Scheduler:
         self.block_manager = block_manager
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        # Requests of a failed step, each retried alone (in order) until it samples, so that a failure one
+        # request causes fails that request only.
+        self.suspects: deque[Request] = deque()
         self.num_preemptions = 0
 
     def add(self, request: Request) -> None:
@@ -41,15 +44,43 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> ScheduledBatch:
+        if self.suspects:
+            return self._schedule_suspect(self.suspects[0])
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
-        budget = self._schedule_running(batch, budget)
+        budget = self._schedule_running(batch, budget, self.running)
         self._schedule_waiting(batch, budget)
         return batch
 
-    def _schedule_running(self, batch: ScheduledBatch, budget: int) -> int:
+    def quarantine(self, requests: list[Request]) -> None:
+        """A step over `requests` failed: roll them back (their KV is recomputed) and retry each alone."""
+        for request in reversed(requests):
+            if request.status is RequestStatus.RUNNING:
+                self._requeue(request)
+        self.suspects.extend(r for r in requests if r not in self.suspects and not r.finished)
+
+    def cleared(self, batch: ScheduledBatch, sampled: bool) -> None:
+        """A step succeeded: a suspect that ran alone and sampled is trusted again."""
+        if sampled and self.suspects and batch.requests == [self.suspects[0]]:
+            self.suspects.popleft()
+
+    def _schedule_suspect(self, request: Request) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.config.max_num_batched_tokens
+        if request.status is RequestStatus.RUNNING:
+            self._schedule_running(batch, budget, [request])
+        else:
+            self.waiting.remove(request)
+            self.waiting.appendleft(request)
+            self._schedule_waiting(batch, budget, max_requests=1)
+        if not batch.requests:  # cannot run alone now (blocks held by others): back to normal batching
+            self.suspects.clear()
+            return self.schedule()
+        return batch
+
+    def _schedule_running(self, batch: ScheduledBatch, budget: int, candidates: list[Request]) -> int:
         # Decodes (one token each) before running chunked prefills, in arrival order.
-        ordered = sorted(self.running, key=lambda r: (r.num_tokens - r.num_computed_tokens > 1, r.arrival_time))
+        ordered = sorted(candidates, key=lambda r: (r.num_tokens - r.num_computed_tokens > 1, r.arrival_time))
         for request in ordered:
             if request.status is not RequestStatus.RUNNING or budget == 0:
                 continue
@@ -71,17 +102,23 @@ class Scheduler:
         return max(candidates, key=lambda r: r.arrival_time) if candidates else request
 
     def _preempt(self, request: Request) -> None:
+        self._requeue(request)
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        logger.debug("preempted %s (recompute %d tokens)", request.request_id, request.num_tokens)
+
+    def _requeue(self, request: Request) -> None:
+        """Back to the head of the queue without KV: it is recomputed (prompt and output so far)."""
         self.block_manager.free(request)
         request.status = RequestStatus.WAITING
         request.num_cached_tokens = -1
-        request.num_preemptions += 1
-        self.num_preemptions += 1
         self.running.remove(request)
         self.waiting.appendleft(request)
-        logger.debug("preempted %s (recompute %d tokens)", request.request_id, request.num_tokens)
 
-    def _schedule_waiting(self, batch: ScheduledBatch, budget: int) -> None:
+    def _schedule_waiting(self, batch: ScheduledBatch, budget: int, max_requests: int | None = None) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            if max_requests is not None and len(batch.requests) >= max_requests:
+                break
             request = self.waiting[0]
             if request.num_cached_tokens < 0:
                 request.num_computed_tokens = self.block_manager.match_prefix(request)
@@ -121,3 +158,5 @@ class Scheduler:
             self.waiting.remove(request)
         request.status = RequestStatus.FINISHED
         self.block_manager.free(request)
+        if request in self.suspects:
+            self.suspects.remove(request)

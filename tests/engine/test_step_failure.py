@@ -1,0 +1,81 @@
+"""A step that fails because of one request fails that request only; the others finish as if alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from velollm.engine.async_engine import AsyncEngine
+from velollm.errors import InvalidRequest, RequestFailed
+from velollm.sampling_params import SamplingParams
+
+from .helpers import greedy, make_engine, random_prompts, run_all
+
+
+def _poison(params: SamplingParams) -> None:
+    """Makes sampling raise inside the step: validation passed already, as a fault it misses would."""
+    params.stop_token_ids = [-100000]
+
+
+def test_one_bad_request_fails_alone_and_the_batch_runs_on(llama_folder):
+    engine = make_engine(llama_folder)
+    prompts = random_prompts([10, 14, 18], seed=41)
+    expected = run_all(make_engine(llama_folder), prompts, greedy(12))
+    for i, prompt in enumerate(prompts):
+        engine.add_request(prompt, greedy(12), f"good-{i}")
+    bad = engine.add_request(random_prompts([9], seed=43)[0], greedy(8, min_tokens=2), "bad")
+    _poison(bad.params)
+    outputs: dict[str, list[int]] = {}
+    failed = []
+    while engine.has_unfinished_requests():
+        try:
+            deltas = engine.step()
+        except RequestFailed as exc:
+            failed.append(exc.request_id)
+            continue
+        for delta in deltas:
+            outputs.setdefault(delta.request_id, []).extend(delta.token_ids)
+    assert failed == ["bad"]
+    assert [outputs[f"good-{i}"] for i in range(3)] == [ref.token_ids for ref in expected]
+    assert engine.block_manager.num_allocated_blocks == 0 and not engine.scheduler.suspects
+
+
+def test_async_engine_fails_only_the_bad_stream(llama_folder):
+    engine = AsyncEngine(make_engine(llama_folder))
+    engine.start()
+    prompts = random_prompts([12, 16], seed=47)
+
+    async def collect(prompt, params):
+        return [d async for d in engine.generate(prompt, params)]
+
+    async def poisoned(prompt):
+        params = greedy(16, min_tokens=8)
+        async for _ in engine.generate(prompt, params):
+            _poison(params)
+
+    async def main():
+        return await asyncio.gather(collect(prompts[0], greedy(16)), poisoned(prompts[1]), return_exceptions=True)
+
+    try:
+        good, bad = asyncio.run(main())
+        assert isinstance(bad, RequestFailed)
+        [ref] = run_all(make_engine(llama_folder), [prompts[0]], greedy(16))
+        assert sum((d.token_ids for d in good), []) == ref.token_ids
+        assert engine.stats().num_allocated_blocks == 0
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("params, param", [
+    (dict(stop_token_ids=[-100000], min_tokens=2), "stop_token_ids"),
+    (dict(stop_token_ids=[10**9]), "stop_token_ids"),
+    (dict(logit_bias={10**6: 5}), "logit_bias"),
+    (dict(logit_bias={-3: 5}), "logit_bias"),
+])
+def test_token_ids_outside_the_vocabulary_are_refused_before_running(llama_folder, params, param):
+    engine = make_engine(llama_folder)
+    with pytest.raises(InvalidRequest) as info:
+        engine.add_request(random_prompts([5], seed=1)[0], SamplingParams(max_tokens=4, **params))
+    assert info.value.param == param
+    assert not engine.has_unfinished_requests()
