@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from velollm.engine.loader import gguf_dequant
-from velollm.engine.loader.gguf_dequant import SUPPORTED_TYPES, dequantize
+from velollm.kernels import gguf_dequant
+from velollm.kernels.gguf_dequant import SUPPORTED_TYPES, dequantize
 
 LEGACY = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")  # gguf.quants can quantize these
 KQUANT_FILES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")

@@ -14,6 +14,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from velollm.kernels import activation, decode_attention as da, norm, prefill_attention as pa, rope
+from velollm.kernels import quant_gemm, quant_gemv, quant_rows
+from velollm.kernels.gguf_planes import QUANT_TYPES
 
 TARGET = GPUTarget("cuda", 90, 32)
 I32 = "i32"
@@ -65,7 +67,29 @@ def main() -> int:
         context_lens_ptr="*i32", out_ptr=p, qk_scale="fp32", q_t_stride=I32, q_h_stride=I32, out_t_stride=I32,
         out_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32, cache_h_stride=I32,
         block_size=I32), dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=64, BLOCK_N=64, **dot)))
+    ok += compile_quantized(p, dot)
     return 0 if all(ok) else 1
+
+
+def compile_quantized(p: str, dot: dict) -> list[bool]:
+    """The three quantized kernels for every GGUF type, with the plane pointer types each type has."""
+    ok = []
+    for name, spec in QUANT_TYPES.items():
+        planes = {"qs_ptr": "*i8" if name == "Q8_0" else "*u8", "qh_ptr": "*u8",
+                  "sc_ptr": "*i8" if name == "Q6_K" else "*u8", "d_ptr": "*fp16",
+                  "qs_stride": I32, "qh_stride": I32, "sc_stride": I32, "d_stride": I32}
+        qtype = dict(QTYPE=spec.code, QK=spec.block, QS_BYTES=spec.qs_bytes, SHIFTS=spec.shifts)
+        for m_pad, out in ((1, p), (8, "*fp32")) if name == "Q4_K" else ((1, p),):
+            ok.append(compile_kernel(f"quant_gemv {name} M_PAD={m_pad}", quant_gemv._gemv_kernel, dict(
+                x_ptr=p, out_ptr=out, M=I32, N=I32, row_bytes=I32, bytes_per_split=I32, x_stride=I32,
+                out_stride=I32, split_stride=I32, **planes), dict(M_PAD=m_pad, BLOCK_N=16, BLOCK_B=256 // m_pad,
+                                                                   **qtype)))
+        ok.append(compile_kernel(f"quant_gemm {name}", quant_gemm._gemm_kernel, dict(
+            x_ptr=p, out_ptr=p, M=I32, N=I32, row_bytes=I32, x_stride=I32, out_stride=I32, **planes),
+            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_B=32, GROUP_M=8, **dot, **qtype)))
+        ok.append(compile_kernel(f"quant_rows {name}", quant_rows._rows_kernel, dict(
+            ids_ptr="*i64", out_ptr=p, row_bytes=I32, out_stride=I32, **planes), dict(BLOCK_B=128, **qtype)))
+    return ok
 
 
 if __name__ == "__main__":

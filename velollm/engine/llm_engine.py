@@ -120,12 +120,16 @@ class LLMEngine:
             generator = torch.Generator(self.device).manual_seed(params.seed)
         request = Request(request_id, list(prompt_token_ids), params, generator=generator)
         if params.structured_output is not None:
-            budget = params.max_tokens or self.max_model_len - len(prompt_token_ids)
+            budget = self.output_budget(len(prompt_token_ids), params)
             request.grammar = self.structured_output.new_matcher(params.structured_output, max_tokens=budget)
         self.requests[request_id] = request
         self.outputs.add(request)
         self.scheduler.add(request)
         return request
+
+    def output_budget(self, num_prompt_tokens: int, params: SamplingParams) -> int:
+        """The most tokens a request may generate (what a grammar winds down against)."""
+        return params.max_tokens or self.max_model_len - num_prompt_tokens
 
     @property
     def structured_output(self):

@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 
 from velollm.config import RopeScaling
-from velollm.kernels import activation, decode_attention, norm, prefill_attention, rope
+from velollm.kernels import activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope
 from velollm.kernels._triton import HAS_TRITON
+from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.rope import build_cos_sin_cache
 
 
@@ -98,14 +99,37 @@ def paged_prefill_attention(
     )
 
 
+def quantized_linear(x: torch.Tensor, weight: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ W^T with W in GGUF planes -> [..., N] in x.dtype (or into `out`, a 2-D [M, N] view).
+
+    On CUDA: the GEMV for at most quant_gemv.MAX_ROWS rows (decode), the GEMM above (prefill, big
+    batches). Elsewhere the torch reference: W dequantized for this call, never kept."""
+    if _use_triton(x):
+        rows = x.numel() // max(1, x.shape[-1])
+        kernel = quant_gemv.quant_gemv_triton if rows <= quant_gemv.MAX_ROWS else quant_gemm.quant_gemm_triton
+        return kernel(x, weight, out=out)
+    y = quantized_matmul_ref(x, weight)
+    return y if out is None else out.copy_(y.reshape(out.shape))
+
+
+def quantized_embedding(ids: torch.Tensor, weight: QuantizedWeight, dtype: torch.dtype) -> torch.Tensor:
+    """Rows `ids` of a GGUF-quantized embedding, dequantized -> [*ids.shape, K] in `dtype`."""
+    if _use_triton(ids):
+        return quant_rows.dequantize_rows_triton(ids, weight, dtype)
+    return quant_rows.dequantize_rows_ref(ids, weight, dtype)
+
+
 __all__ = [
     "HAS_TRITON",
+    "QuantizedWeight",
     "RopeScaling",
     "build_cos_sin_cache",
     "fused_add_rms_norm",
     "kernel_backend",
     "paged_decode_attention",
     "paged_prefill_attention",
+    "quantized_embedding",
+    "quantized_linear",
     "rms_norm",
     "rope_and_cache",
     "silu_and_mul",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
-from velollm.engine.loader import gguf_dequant
+from velollm.kernels import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, default_device
 from velollm.errors import UnsupportedModel

@@ -155,20 +155,31 @@ _KERNELS: dict[str, tuple[int, int, Callable[[torch.Tensor, torch.Tensor], None]
 SUPPORTED_TYPES = frozenset(_KERNELS)
 
 
-def dequantize(raw: np.ndarray | memoryview, type_name: str, shape: tuple[int, ...],
+def block_size(type_name: str) -> tuple[int, int]:
+    """(elements per block, bytes per block) of a type in SUPPORTED_TYPES."""
+    block_elems, type_size, _ = _KERNELS[type_name]
+    return block_elems, type_size
+
+
+def dequantize(raw: np.ndarray | memoryview | torch.Tensor, type_name: str, shape: tuple[int, ...],
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The blocks in `raw` (uint8 bytes, e.g. a read-only view of the mapped file) as a fresh `dtype`
-    tensor of `shape`; equal to `gguf.quants.dequantize` (then cast to `dtype`). Raises KeyError for a
-    type outside SUPPORTED_TYPES and ValueError when the byte count does not match the shape."""
+    """The blocks in `raw` (uint8 bytes, e.g. a read-only view of the mapped file, or a CPU uint8
+    tensor) as a fresh `dtype` tensor of `shape`; equal to `gguf.quants.dequantize` (then cast to
+    `dtype`). Raises KeyError for a type outside SUPPORTED_TYPES and ValueError when the byte count
+    does not match the shape."""
     block_elems, type_size, kernel = _KERNELS[type_name]
-    data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, memoryview) else raw.view(np.uint8).reshape(-1)
     numel = int(np.prod(shape)) if shape else 1
     n_blocks = numel // block_elems
-    if numel % block_elems or data.size != n_blocks * type_size:
-        raise ValueError(f"{type_name}: {data.size} bytes do not hold a tensor of shape {tuple(shape)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view; never written
-        blocks = torch.from_numpy(data).view(n_blocks, type_size)
+    if isinstance(raw, torch.Tensor):
+        flat = raw.reshape(-1)
+    else:
+        data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, memoryview) else raw.view(np.uint8).reshape(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view; never written
+            flat = torch.from_numpy(data)
+    if numel % block_elems or flat.numel() != n_blocks * type_size:
+        raise ValueError(f"{type_name}: {flat.numel()} bytes do not hold a tensor of shape {tuple(shape)}")
+    blocks = flat.view(n_blocks, type_size)
     out = torch.empty(n_blocks, block_elems, dtype=dtype)
     step = max(1, _CHUNK_ELEMENTS // block_elems)
     # float32 goes straight into the output; other dtypes through one reused float32 chunk
