@@ -15,16 +15,32 @@ MAX_REPETITION_PENALTY = 100.0
 
 
 @dataclass(frozen=True)
+class ReasoningSpan:
+    """A reasoning model's thinking before a constrained answer: free text from `begin` to `end`.
+
+    begin "": the prompt already opened it (the answer starts inside). optional: the model may
+    skip it and answer at once. The thinking gets part of max_tokens, then `end` is forced, so
+    the constrained answer always has room to finish.
+    """
+
+    begin: str
+    end: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class StructuredOutput:
     """A constraint on the generated text, compiled to a token mask by the grammar backend.
 
     kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
     "ebnf" (value: a grammar), "structural_tag" (value: xgrammar structural-tag JSON; used for
-    tool_choice="auto": free text until a trigger, then constrained).
+    tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
+    starts after the model's thinking.
     """
 
     kind: Literal["json_object", "json_schema", "ebnf", "structural_tag"]
     value: str = ""
+    reasoning: ReasoningSpan | None = None
 
 
 @dataclass

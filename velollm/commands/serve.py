@@ -91,7 +91,7 @@ def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
 
 
 def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: UpstreamConfig | None) -> ServerConfig:
-    from velollm.engine.model_pool import parse_keep_alive_env
+    from velollm.api.keep_alive import parse_keep_alive_env
 
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
@@ -127,6 +127,14 @@ def run(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
                 config.host, config.port, config.upstream or "none")
 
+    server, failed = make_server(config, upstream_cfg, log_level)
+    server.run()
+    return 1 if failed or not server.started else 0
+
+
+def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
+                log_level: str) -> tuple[Any, list[BaseException]]:
+    """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
     import uvicorn
 
     from velollm.api.app import create_app
@@ -144,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            log_level=log_level, timeout_graceful_shutdown=5))
-    server.run()
-    return 1 if failed or not server.started else 0
+    return server, failed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,8 @@ class AsyncEngine:
         if params.structured_output is not None:
             # Compile (cached) off the engine thread, so a new schema never stalls the batch.
             manager = await asyncio.to_thread(lambda: self.engine.structured_output)
-            await asyncio.to_thread(manager.compile, params.structured_output)
+            budget = self.engine.output_budget(len(prompt_token_ids), params)
+            await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:

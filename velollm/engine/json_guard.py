@@ -15,6 +15,8 @@ applied, none if all would empty the mask, so the grammar always has the last wo
 
 With triggers (tool_choice="auto": free text, then a call), strings are only followed from a
 trigger until the call's outermost bracket closes, so quotes in free text are left alone.
+With a reasoning span, nothing is followed (or narrowed) until the thinking ended: the grammar
+itself ends the thinking when its token budget is spent.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from velollm.sampling_params import ReasoningSpan
+
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 
 Narrowing = Literal["close_string", "close_structure", "stop"]
 
 
 class JsonGuard:
-    def __init__(self, string_cap: int, triggers: Sequence[str] = (), wind_down_at: int | None = None) -> None:
+    def __init__(self, string_cap: int, triggers: Sequence[str] = (), wind_down_at: int | None = None,
+                 reasoning: ReasoningSpan | None = None) -> None:
         self.string_cap = string_cap
+        self._thinking = _Thinking(reasoning) if reasoning is not None else None
         self.wind_down_at = wind_down_at
         self.num_tokens = 0
         self._triggers = [t.encode() for t in triggers]
@@ -43,6 +49,8 @@ class JsonGuard:
     @property
     def narrowing(self) -> Narrowing | None:
         """How the next token's mask should be narrowed, if at all."""
+        if self._thinking is not None:
+            return None
         winding = self.wind_down_at is not None and self.num_tokens >= self.wind_down_at
         if not self._active:
             return "stop" if winding else None
@@ -55,6 +63,11 @@ class JsonGuard:
     def feed(self, data: bytes) -> None:
         """Advance over the bytes of one accepted token."""
         self.num_tokens += 1
+        if self._thinking is not None:
+            data = self._thinking.feed(data)
+            if not self._thinking.done:
+                return
+            self._thinking = None
         self._scan(data)
 
     def _scan(self, data: bytes) -> None:
@@ -96,3 +109,32 @@ class JsonGuard:
                     self._tail = b""
                     self._scan(data[i + 1 :])
                     return
+
+
+class _Thinking:
+    """Follows the thinking before the answer; `feed` returns the bytes that come after it."""
+
+    def __init__(self, span: ReasoningSpan) -> None:
+        self._begin, self._end = span.begin.encode(), span.end.encode()
+        self._inside = not self._begin  # "": the prompt opened it
+        self._undecided = span.optional and not self._inside
+        self._buf = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buf += data
+        if not self._inside:
+            head = self._buf.lstrip()
+            if head.startswith(self._begin):
+                self._inside, self._buf = True, head[len(self._begin):]
+            elif self._undecided and not self._begin.startswith(head):
+                self.done = True  # no thinking: the answer began at once
+                return self._buf
+            else:
+                return b""
+        at = self._buf.find(self._end)
+        if at == -1:
+            self._buf = self._buf[-(len(self._end) - 1):] if len(self._end) > 1 else b""  # a split marker
+            return b""
+        self.done = True
+        return self._buf[at + len(self._end):]

@@ -81,6 +81,7 @@ class LLMEngine:
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
         self.max_model_len = min(wanted_len, capacity)
+        self.tokenizer.max_input_tokens = self.max_model_len
         self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, enable_prefix_caching)
         batched = max_num_batched_tokens or max(2048, min(self.max_model_len, 8192))
         self.scheduler = Scheduler(SchedulerConfig(max_num_seqs, batched, self.max_model_len), self.block_manager)
@@ -120,12 +121,16 @@ class LLMEngine:
             generator = torch.Generator(self.device).manual_seed(params.seed)
         request = Request(request_id, list(prompt_token_ids), params, generator=generator)
         if params.structured_output is not None:
-            budget = params.max_tokens or self.max_model_len - len(prompt_token_ids)
+            budget = self.output_budget(len(prompt_token_ids), params)
             request.grammar = self.structured_output.new_matcher(params.structured_output, max_tokens=budget)
         self.requests[request_id] = request
         self.outputs.add(request)
         self.scheduler.add(request)
         return request
+
+    def output_budget(self, num_prompt_tokens: int, params: SamplingParams) -> int:
+        """The most tokens a request may generate (what a grammar winds down against)."""
+        return params.max_tokens or self.max_model_len - num_prompt_tokens
 
     @property
     def structured_output(self):
@@ -247,3 +252,4 @@ class LLMEngine:
         for request_id in list(self.requests):
             self.abort_request(request_id)
         self.runner.release()
+        self.tokenizer.close()

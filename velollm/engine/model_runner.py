@@ -12,6 +12,7 @@ from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.llama import FUSED_LINEARS
@@ -92,7 +93,9 @@ class ModelRunner:
                 module.cos_sin_cache = kernels.build_cos_sin_cache(
                     cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
                 ).to(self.device)
-        model.load_weights((name, _placed(tensor, self.device, self.dtype)) for name, tensor in source.iter_weights())
+        model.load_weights(track_progress(
+            ((name, _placed(tensor, self.device, self.dtype)) for name, tensor in source.iter_weights()),
+            source.info.name, source.info.parameter_count))
         self.quantization = source.quantization
         self.weight_bytes = weight_bytes(model)
         return model.eval()

@@ -40,6 +40,11 @@ class GrammarLimits:
             return None
         return max_tokens - min(max_tokens * 3 // 4, self.wind_down_reserve)
 
+    def reasoning_budget(self, max_tokens: int | None) -> int | None:
+        """Tokens a reasoning model may think before a constrained answer: the answer keeps as much
+        room before its own wind-down as the wind-down keeps after it."""
+        return self.wind_down_at(self.wind_down_at(max_tokens))
+
 
 _D, _H = r"[0-9]", r"[0-9a-f]"
 _DATE = r"[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"  # day <= 28: valid in every month

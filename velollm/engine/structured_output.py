@@ -34,7 +34,7 @@ from velollm.engine.grammar_vocab import (
 from velollm.engine.json_guard import JsonGuard
 from velollm.engine.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
 from velollm.errors import InvalidRequest
-from velollm.sampling_params import StructuredOutput
+from velollm.sampling_params import ReasoningSpan, StructuredOutput
 
 if TYPE_CHECKING:
     from velollm.engine.tokenizer import Tokenizer
@@ -54,6 +54,7 @@ class CompiledSpec:
     grammar: Any  # xgrammar.CompiledGrammar
     is_json: bool  # JsonGuard applies (JSON schemas and structural tags; not EBNF)
     triggers: tuple[str, ...] = ()  # free text until one of these (tool_choice="auto")
+    reasoning: ReasoningSpan | None = None  # free thinking before all of it
 
 
 class GrammarMatcher:
@@ -120,15 +121,20 @@ class StructuredOutputManager:
 
     # ---- compilation -------------------------------------------------------------------------
 
-    def compile(self, spec: StructuredOutput) -> CompiledSpec:
+    def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
         """`spec` compiled once (LRU cache). Raises InvalidRequest for a schema or grammar that
-        xgrammar cannot compile."""
-        key = (spec.kind, spec.value)
+        xgrammar cannot compile. `max_tokens` (the request's) bounds the thinking of a spec with
+        `reasoning`, and is part of the grammar then."""
+        budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
+        key = (spec.kind, spec.value, spec.reasoning, budget)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        compiled = self._compile(spec)
+        if spec.reasoning is None:
+            compiled = self._compile(spec)
+        else:
+            compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > self._cache_size:
@@ -157,6 +163,37 @@ class StructuredOutputManager:
             raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {e}", param=_PARAM[spec.kind]) from e
         raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
 
+    def _compile_after_reasoning(self, spec: StructuredOutput, span: ReasoningSpan, budget: int | None) -> CompiledSpec:
+        """The thinking (free text, at most `budget` tokens), then the spec: one structural tag."""
+        try:
+            answer = self._as_format(spec)
+            thinking: dict[str, Any] = {"type": "tag", "begin": span.begin, "end": span.end,
+                                        "content": {"type": "any_text", "max_tokens": budget}}
+            if span.optional:
+                thinking = {"type": "optional", "content": thinking}
+            tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
+                thinking, {"type": "regex", "pattern": _GAP_AFTER_REASONING}, answer]}}
+            _bound_schemas(tag, self.limits)
+            grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
+            return CompiledSpec(grammar, spec.kind != "ebnf", tuple(_triggers(answer)), span)
+        except InvalidRequest:
+            raise
+        except Exception as e:
+            raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {e}", param=_PARAM[spec.kind]) from e
+
+    @staticmethod
+    def _as_format(spec: StructuredOutput) -> dict[str, Any]:
+        """The spec as a structural-tag format (what follows the thinking)."""
+        if spec.kind == "json_object":
+            return {"type": "json_schema", "json_schema": JSON_OBJECT_SCHEMA}
+        if spec.kind == "json_schema":
+            return {"type": "json_schema", "json_schema": _load(spec)}
+        if spec.kind == "ebnf":
+            return {"type": "grammar", "grammar": spec.value}
+        if spec.kind == "structural_tag":
+            return _load(spec)["format"]
+        raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
+
     def _compile_schema(self, schema: Any) -> Any:
         grammar = self._xgr.Grammar.from_json_schema(
             json.dumps(schema),
@@ -176,10 +213,11 @@ class StructuredOutputManager:
 
     def new_matcher(self, spec: StructuredOutput, max_tokens: int | None = None) -> GrammarMatcher:
         """A matcher for one request; `max_tokens` (the request's own) sets when it winds down."""
-        compiled = self.compile(spec)
+        compiled = self.compile(spec, max_tokens)
         guard = None
         if compiled.is_json:
-            guard = JsonGuard(self.limits.max_string_length, compiled.triggers, self.limits.wind_down_at(max_tokens))
+            guard = JsonGuard(self.limits.max_string_length, compiled.triggers, self.limits.wind_down_at(max_tokens),
+                              reasoning=compiled.reasoning)
         return GrammarMatcher(self._xgr.GrammarMatcher(compiled.grammar), guard, self._token_bytes)
 
     # ---- masking -----------------------------------------------------------------------------
@@ -243,6 +281,8 @@ def _apply_bitmask_cpu(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[i
     logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
 
 
+# Between the thinking and the answer: the newlines reasoning models write ("</think>\n\n{").
+_GAP_AFTER_REASONING = r"[ \t\r\n]{0,4}"
 _LOOSE_STRING_CHAR = r"[^\"\\\r\n]"
 _STRICT_STRING_CHAR = r"[^\"\\\0-\x1f]"
 

@@ -1,0 +1,105 @@
+"""Response objects and stream events, checked against the openai SDK's own types."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from velollm.responses import ResponseEventStream, ResponseShell, parse_responses_request, sse_frame
+
+EVENTS = TypeAdapter(ResponseStreamEvent)
+REQ = parse_responses_request({"model": "m", "input": "hi", "tools": [
+    {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}]})
+USAGE = {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17,
+         "completion_tokens_details": {"reasoning_tokens": 3}}
+
+
+def _chunk(delta=None, finish=None, usage=None):
+    choices = [] if usage else [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    return {"object": "chat.completion.chunk", "choices": choices, "usage": usage}
+
+
+def _strict(event: dict) -> None:
+    parsed = EVENTS.validate_python(event)
+    assert parsed.type == event["type"]
+    if "response" in event:
+        Response.model_validate(event["response"])
+
+
+def test_whole_completion_becomes_a_response():
+    shell = ResponseShell(REQ)
+    resp = shell.from_chat_completion({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "reasoning_content": "think",
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
+        "usage": USAGE})
+    parsed = Response.model_validate(resp)
+    assert parsed.status == "completed" and parsed.id.startswith("resp_")
+    assert [o.type for o in parsed.output] == ["reasoning", "function_call"]
+    assert parsed.usage.output_tokens_details.reasoning_tokens == 3 and parsed.usage.total_tokens == 17
+
+
+def test_cut_by_max_output_tokens_is_incomplete():
+    resp = ResponseShell(REQ).from_chat_completion(
+        {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "abc"}}]})
+    assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert Response.model_validate(resp).output_text == "abc"
+
+
+def test_stream_events_in_order_and_typed():
+    stream = ResponseEventStream(ResponseShell(REQ))
+    events = stream.start()
+    for chunk in [_chunk({"role": "assistant", "reasoning_content": "Let me "}), _chunk({"reasoning_content": "see."}),
+                  _chunk({"content": "Calling"}), _chunk({"content": " f."}),
+                  _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                          "function": {"name": "f", "arguments": ""}}]}),
+                  _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+                  _chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+                  _chunk(finish="tool_calls"), _chunk(usage=USAGE)]:
+        events += stream.chunk(chunk)
+    events += stream.finish()
+    for e in events:
+        _strict(e)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress",
+        "response.output_item.added", "response.content_part.added", "response.reasoning_text.delta",
+        "response.reasoning_text.delta", "response.reasoning_text.done", "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"]
+    final = Response.model_validate(events[-1]["response"])
+    assert final.output_text == "Calling f."
+    assert final.output[2].arguments == '{"a": 1}' and final.output[2].call_id == "call_1"
+    assert final.output[0].content[0].text == "Let me see."
+    assert final.usage.input_tokens == 10
+    frame = sse_frame(events[0]).decode()
+    assert frame.startswith("event: response.created\ndata: {") and frame.endswith("\n\n")
+    assert json.loads(frame.split("data: ", 1)[1])["type"] == "response.created"
+
+
+@pytest.mark.parametrize("finish,status", [("length", "response.incomplete"), ("stop", "response.completed")])
+def test_stream_end_status(finish, status):
+    stream = ResponseEventStream(ResponseShell(REQ))
+    stream.start()
+    stream.chunk(_chunk({"content": "x"}))
+    stream.chunk(_chunk(finish=finish))
+    last = stream.finish()[-1]
+    _strict(last)
+    assert last["type"] == status
+
+
+def test_failure_mid_stream():
+    stream = ResponseEventStream(ResponseShell(REQ))
+    stream.start()
+    stream.chunk(_chunk({"content": "x"}))
+    error, failed = stream.fail("engine died", code="server_error")
+    for e in (error, failed):
+        _strict(e)
+    assert failed["response"]["status"] == "failed" and failed["response"]["error"]["message"] == "engine died"

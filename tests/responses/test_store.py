@@ -1,0 +1,43 @@
+"""ResponseStore: round trip, retention by count and age, survives a reopen."""
+
+from __future__ import annotations
+
+import time
+
+from velollm.responses import ResponseStore
+
+
+def _resp(i: int) -> dict:
+    return {"id": f"resp_{i}", "object": "response", "output": []}
+
+
+def test_round_trip_and_reopen(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    store.put(_resp(1), conversation)
+    got = store.get("resp_1")
+    assert got.response == _resp(1) and got.conversation == conversation
+    assert store.get("resp_2") is None
+    store.close()
+    again = ResponseStore(tmp_path / "r.sqlite")
+    assert again.get("resp_1").conversation == conversation
+    assert again.delete("resp_1") and not again.delete("resp_1") and again.get("resp_1") is None
+
+
+def test_keeps_at_most_max_responses_newest_first(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite", max_responses=3)
+    for i in range(5):
+        store.put(_resp(i), [])
+    assert len(store) == 3
+    assert store.get("resp_0") is None and store.get("resp_1") is None
+    assert store.get("resp_4") is not None and store.get("resp_2") is not None
+
+
+def test_old_responses_expire(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite", max_age_s=0.2)
+    store.put(_resp(1), [])
+    assert store.get("resp_1") is not None
+    time.sleep(0.3)
+    assert store.get("resp_1") is None  # expired even before the next write prunes it
+    store.put(_resp(2), [])
+    assert len(store) == 1

@@ -1,0 +1,209 @@
+"""Natively served models loaded on demand, like Ollama's scheduler.
+
+At most `max_loaded_models` engines are loaded at once. A model stays loaded for `keep_alive` after
+its last request finished (Ollama's semantics: default 5 m, 0 = unload as soon as it is idle,
+negative = forever). A request for a model that is not loaded waits while an idle model is unloaded
+(or, when all are busy, until one becomes idle) and its own model loads; requests for the models
+that stay loaded keep flowing meanwhile. Loading is blocking and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class LoadedModel:
+    """A loaded engine and its bookkeeping; `expires_at` is wall-clock time (None while in use)."""
+
+    name: str
+    engine: Any
+    keep_alive: float
+    num_active: int = 0
+    expires_at: float | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    _timer: asyncio.TimerHandle | None = None
+
+
+class ModelPool:
+    """Engines by model name. `load_fn(name)` is blocking and returns an object with `.shutdown()`."""
+
+    def __init__(self, load_fn: Callable[[str], Any], max_loaded_models: int = 1,
+                 default_keep_alive: float = DEFAULT_KEEP_ALIVE) -> None:
+        if max_loaded_models < 1:
+            raise ValueError("max_loaded_models must be >= 1")
+        self._load_fn = load_fn
+        self.max_loaded_models = max_loaded_models
+        self.default_keep_alive = default_keep_alive
+        self._models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        # Requests waiting for a load: the loaded model starts with them counted as active, so that
+        # the next load (for another model) cannot evict it before they resume.
+        self._waiters: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        # One load at a time (as in Ollama): each load needs exactly one free slot.
+        self._load_lock = asyncio.Lock()
+
+    def loaded(self) -> list[LoadedModel]:
+        """Loaded models, latest expiry first (the order of Ollama's /api/ps)."""
+        return sorted(self._models.values(), key=lambda m: -(m.expires_at or math.inf))
+
+    async def acquire(self, name: str, keep_alive: Any = None) -> Any:
+        """The engine for `name`, loading it if needed; pair with `release(name)` when the request ends."""
+        seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
+        while True:
+            entry = self._models.get(name)
+            if entry is not None and not entry.draining:
+                entry.num_active += 1
+                entry.keep_alive = seconds
+                entry.expires_at = None
+                self._cancel_timer(entry)
+                return entry.engine
+            if entry is not None:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: name not in self._models)
+                continue
+            future = self._loading.get(name)
+            if future is None or future.done():  # a done one is stale: its model was taken and dropped
+                future = asyncio.ensure_future(self._load(name))
+                self._loading[name] = future
+                future.add_done_callback(lambda f: self._loading.pop(name) if self._loading.get(name) is f else None)
+            self._waiters[name] = self._waiters.get(name, 0) + 1
+            try:
+                loaded = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.release(name)  # the load counted this request: give its slot back
+                else:
+                    self._drop_waiter(name)
+                    # Nobody may take the model this load was for: start its keep-alive clock anyway.
+                    future.add_done_callback(lambda _f: self._expire_if_unused(name))
+                raise
+            loaded.keep_alive = seconds
+            return loaded.engine
+
+    def release(self, name: str, keep_alive: Any = None) -> None:
+        """One request on `name` finished: start its keep-alive timer when it is idle."""
+        entry = self._models.get(name)
+        if entry is None:
+            return
+        entry.num_active = max(0, entry.num_active - 1)
+        entry.last_used = time.monotonic()
+        if keep_alive is not None:
+            entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
+        if entry.num_active == 0:
+            self._schedule_expiry(entry)
+            self._notify()
+
+    @asynccontextmanager
+    async def use(self, name: str, keep_alive: Any = None) -> AsyncIterator[Any]:
+        engine = await self.acquire(name, keep_alive)
+        try:
+            yield engine
+        finally:
+            self.release(name)
+
+    async def unload(self, name: str) -> bool:
+        """Unload `name` now if it is idle (keep_alive 0 on a load-only request); True if it was loaded."""
+        entry = self._models.get(name)
+        if entry is None:
+            return False
+        if entry.num_active:
+            entry.keep_alive = 0.0
+            return True
+        await self._unload(entry)
+        return True
+
+    async def close(self) -> None:
+        for entry in list(self._models.values()):
+            await self._unload(entry)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> LoadedModel:
+        async with self._load_lock:
+            await self._make_room()
+            logger.info("loading model %r", name)
+            started = time.perf_counter()
+            try:
+                engine = await asyncio.to_thread(self._load_fn, name)
+            except BaseException:
+                self._waiters.pop(name, None)
+                raise
+            logger.info("model %r loaded in %.1f s", name, time.perf_counter() - started)
+            entry = LoadedModel(name, engine, self.default_keep_alive, num_active=self._waiters.pop(name, 0))
+            self._models[name] = entry
+            self._notify()
+            return entry
+
+    def _drop_waiter(self, name: str) -> None:
+        left = self._waiters.get(name, 0) - 1
+        if left > 0:
+            self._waiters[name] = left
+        else:
+            self._waiters.pop(name, None)
+
+    def _expire_if_unused(self, name: str) -> None:
+        entry = self._models.get(name)
+        if entry is not None and entry.num_active == 0 and entry.expires_at is None:
+            self._schedule_expiry(entry)
+
+    async def _make_room(self) -> None:
+        async with self._changed:
+            while len(self._models) >= self.max_loaded_models:
+                idle = [m for m in self._models.values() if m.num_active == 0]
+                if idle:
+                    victim = min(idle, key=lambda m: m.last_used)
+                    await self._unload(victim)
+                    continue
+                # All busy: stop new requests on the least recently used one and wait for it to drain.
+                min(self._models.values(), key=lambda m: m.last_used).draining = True
+                await self._changed.wait()
+
+    def _schedule_expiry(self, entry: LoadedModel) -> None:
+        self._cancel_timer(entry)
+        if entry.draining or entry.keep_alive == 0:
+            entry.expires_at = time.time()
+            asyncio.ensure_future(self._expire(entry))
+        elif math.isinf(entry.keep_alive):
+            entry.expires_at = math.inf
+        else:
+            entry.expires_at = time.time() + entry.keep_alive
+            loop = asyncio.get_running_loop()
+            entry._timer = loop.call_later(entry.keep_alive, lambda: asyncio.ensure_future(self._expire(entry)))
+
+    async def _expire(self, entry: LoadedModel) -> None:
+        if self._models.get(entry.name) is entry and entry.num_active == 0:
+            await self._unload(entry)
+
+    async def _unload(self, entry: LoadedModel) -> None:
+        if self._models.get(entry.name) is not entry:
+            return
+        del self._models[entry.name]
+        self._cancel_timer(entry)
+        logger.info("unloading model %r", entry.name)
+        await asyncio.to_thread(entry.engine.shutdown)
+        self._notify()
+
+    def _cancel_timer(self, entry: LoadedModel) -> None:
+        if entry._timer is not None:
+            entry._timer.cancel()
+            entry._timer = None
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.ensure_future(wake())

@@ -1,0 +1,148 @@
+"""ResponseEventStream: chat completion chunks in, the Responses API's typed stream events out.
+
+Each output item is announced (`response.output_item.added`), filled with deltas (reasoning text,
+output text, function call arguments) and closed (`...done`, `response.output_item.done`) before
+the next one opens; the stream starts with `response.created` / `response.in_progress` and ends
+with `response.completed` (or `response.incomplete` when max_output_tokens cut it, or an `error`
+event and `response.failed`). Every event carries a `sequence_number`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from velollm.responses.items import function_call_item, message_item, new_id, reasoning_item
+from velollm.responses.response_object import ResponseShell, usage_from_chat
+
+
+def sse_frame(event: Mapping[str, Any]) -> bytes:
+    """One event as Server-Sent Events: `event:` names its type, `data:` holds it."""
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+class _OpenItem:
+    def __init__(self, index: int, item: dict[str, Any]) -> None:
+        self.index, self.item, self.text = index, item, ""
+
+
+class ResponseEventStream:
+    def __init__(self, shell: ResponseShell) -> None:
+        self.shell = shell
+        self.output: list[dict[str, Any]] = []
+        self._open: _OpenItem | None = None
+        self._calls: dict[int, _OpenItem] = {}  # chat tool-call index -> its item
+        self._seq = 0
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self.response: dict[str, Any] = shell.build("in_progress")
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return event
+
+    def start(self) -> list[dict[str, Any]]:
+        return [self._event("response.created", response=self.response),
+                self._event("response.in_progress", response=self.response)]
+
+    def chunk(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Events for one chat.completion.chunk (first choice; the usage chunk is remembered)."""
+        if chunk.get("usage"):
+            self._usage = usage_from_chat(chunk["usage"])
+        events: list[dict[str, Any]] = []
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                events += self._text("reasoning", reasoning)
+            if delta.get("content"):
+                events += self._text("message", delta["content"])
+            for call in delta.get("tool_calls") or []:
+                events += self._call(call)
+            self._finish = choice.get("finish_reason") or self._finish
+        return events
+
+    def _open_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self._close()
+        self._open = _OpenItem(len(self.output), item)
+        self.output.append(item)
+        events.append(self._event("response.output_item.added", output_index=self._open.index, item=dict(item)))
+        return events
+
+    def _text(self, kind: str, text: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._open is None or self._open.item["type"] != kind:
+            item = message_item("", "in_progress") if kind == "message" else reasoning_item("", "in_progress")
+            empty_part = dict(item["content"][0])
+            item["content"] = []
+            events += self._open_item(item)
+            events.append(self._event("response.content_part.added", item_id=item["id"],
+                                      output_index=self._open.index, content_index=0, part=empty_part))  # type: ignore[union-attr]
+        current = self._open
+        assert current is not None
+        current.text += text
+        name = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
+        extra = {"logprobs": []} if kind == "message" else {}
+        events.append(self._event(name, item_id=current.item["id"], output_index=current.index, content_index=0,
+                                  delta=text, **extra))
+        return events
+
+    def _call(self, call: Mapping[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        fn = call.get("function") or {}
+        index = call.get("index", len(self._calls))
+        current = self._calls.get(index)
+        if current is None:
+            item = function_call_item(call.get("id") or new_id("call"), fn.get("name") or "", "", "in_progress")
+            events += self._open_item(item)
+            current = self._calls[index] = self._open  # type: ignore[assignment]
+        arguments = fn.get("arguments")
+        if arguments:
+            current.text += arguments
+            events.append(self._event("response.function_call_arguments.delta", item_id=current.item["id"],
+                                      output_index=current.index, delta=arguments))
+        return events
+
+    def _close(self) -> list[dict[str, Any]]:
+        current, self._open = self._open, None
+        if current is None:
+            return []
+        item, events = current.item, []
+        item["status"] = "completed"
+        ids = {"item_id": item["id"], "output_index": current.index}
+        if item["type"] == "function_call":
+            item["arguments"] = current.text or "{}"
+            events.append(self._event("response.function_call_arguments.done", **ids, name=item["name"],
+                                      arguments=item["arguments"]))
+        else:
+            part = (message_item if item["type"] == "message" else reasoning_item)(current.text)["content"][0]
+            item["content"] = [part]
+            kind = "output_text" if item["type"] == "message" else "reasoning_text"
+            extra = {"logprobs": []} if kind == "output_text" else {}
+            events.append(self._event(f"response.{kind}.done", **ids, content_index=0, text=current.text, **extra))
+            events.append(self._event("response.content_part.done", **ids, content_index=0, part=part))
+        events.append(self._event("response.output_item.done", output_index=current.index, item=dict(item)))
+        return events
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close what is open and send the final response."""
+        events = self._close()
+        if self._finish == "length":
+            for item in self.output:
+                item["status"] = "incomplete"
+            self.response = self.shell.build("incomplete", self.output, self._usage, incomplete_reason="max_output_tokens")
+            return events + [self._event("response.incomplete", response=self.response)]
+        self.response = self.shell.build("completed", self.output, self._usage)
+        return events + [self._event("response.completed", response=self.response)]
+
+    def fail(self, message: str, code: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
+        """After an error mid-stream: the `error` event, then `response.failed`."""
+        self._close()
+        self.response = self.shell.build("failed", self.output, self._usage,
+                                         error={"code": code or "server_error", "message": message})
+        return [self._event("error", code=code, message=message, param=param),
+                self._event("response.failed", response=self.response)]

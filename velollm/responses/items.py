@@ -1,0 +1,127 @@
+"""Responses items <-> chat messages: what the model reads, and what it answered, in both shapes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from velollm.errors import InvalidRequest
+
+_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+_TEXT_PARTS = ("input_text", "output_text", "text")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's content: a string, or text parts (joined)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"Invalid '{where}.content': expected a string or an array of content parts",
+                             param=f"{where}.content")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _TEXT_PARTS:
+            texts.append(str(part.get("text", "")))
+        elif kind == "refusal":
+            texts.append(str(part.get("refusal", "")))
+        else:
+            raise InvalidRequest(f"Invalid '{where}.content[{j}]': content of type {kind!r} is not supported "
+                                 "(text only)", param=f"{where}.content[{j}]")
+    return "".join(texts)
+
+
+def _reasoning_text(item: Mapping[str, Any]) -> str:
+    parts = item.get("content") or item.get("summary") or []
+    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+def items_to_messages(items: Sequence[Mapping[str, Any]], param: str = "input") -> list[dict[str, Any]]:
+    """Input items as chat messages: consecutive function calls become one assistant message with
+    tool_calls, a reasoning item rides on the assistant message after it (reasoning_content)."""
+    messages: list[dict[str, Any]] = []
+    reasoning: str | None = None
+
+    def assistant() -> dict[str, Any]:
+        nonlocal reasoning
+        last = messages[-1] if messages else None
+        if last is None or last["role"] != "assistant" or reasoning is not None:  # reasoning opens a turn
+            last = {"role": "assistant", "content": None}
+            messages.append(last)
+        if reasoning is not None:
+            last["reasoning_content"], reasoning = reasoning, None
+        return last
+
+    for i, item in enumerate(items):
+        where = f"{param}[{i}]"
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            if role is None:
+                raise InvalidRequest(f"Invalid '{where}.role': expected one of {sorted(_ROLES)}", param=f"{where}.role")
+            text = _text(item.get("content"), where)
+            if role == "assistant":
+                msg = assistant()
+                msg["content"] = (msg["content"] or "") + text
+            else:
+                messages.append({"role": role, "content": text})
+        elif kind == "function_call":
+            msg = assistant()
+            msg.setdefault("tool_calls", []).append({
+                "id": _field(item, "call_id", where), "type": "function",
+                "function": {"name": _field(item, "name", where), "arguments": _field(item, "arguments", where)}})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text(output, where)
+            messages.append({"role": "tool", "tool_call_id": _field(item, "call_id", where), "content": text})
+        elif kind == "reasoning":
+            reasoning = _reasoning_text(item)
+        else:
+            raise InvalidRequest(f"Invalid '{where}.type': items of type {kind!r} are not supported", param=f"{where}.type")
+    return messages
+
+
+def _field(item: Mapping[str, Any], name: str, where: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"Missing or invalid '{where}.{name}': expected a string", param=f"{where}.{name}")
+    return value
+
+
+def reasoning_item(text: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "reasoning", "id": new_id("rs"), "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}], "status": status}
+
+
+def message_item(text: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "message", "id": new_id("msg"), "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+
+def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": new_id("fc"), "call_id": call_id, "name": name,
+            "arguments": arguments, "status": status}
+
+
+def output_items(message: Mapping[str, Any], status: str = "completed") -> list[dict[str, Any]]:
+    """A chat completion's message as output items: reasoning, then text, then function calls."""
+    items = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        items.append(reasoning_item(reasoning, status))
+    if message.get("content"):
+        items.append(message_item(message["content"], status))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        arguments = fn.get("arguments")
+        if not isinstance(arguments, str):  # an Ollama-style object
+            arguments = json.dumps(arguments if arguments is not None else {})
+        items.append(function_call_item(call.get("id") or new_id("call"), fn.get("name", ""), arguments, status))
+    return items
+

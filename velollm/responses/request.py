@@ -1,0 +1,160 @@
+"""ResponsesRequest: a `POST /v1/responses` body, validated (OpenAI's field names in every 400)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from velollm.errors import InvalidRequest
+
+# Accepted and echoed or ignored as OpenAI allows; anything else unknown is left alone, as the
+# SDK's extra_body may carry vLLM-style sampling extras.
+_UNSUPPORTED = {
+    "background": "background responses are not supported",
+    "conversation": "conversations are not supported; use previous_response_id",
+    "prompt": "stored prompts are not supported",
+}
+
+
+@dataclass(frozen=True)
+class ResponsesRequest:
+    model: str
+    input: list[dict[str, Any]]  # items; a text input is one user message item
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)  # Responses function tools (flat)
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    text_format: dict[str, Any] = field(default_factory=lambda: {"type": "text"})
+    reasoning_effort: str | None = None
+    stream: bool = False
+    store: bool = True
+    previous_response_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    truncation: str = "disabled"
+    top_logprobs: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # sampling extras passed on to chat (seed, stop...)
+
+
+def _bad(param: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid '{param}': {why}", param=param)
+
+
+def _typed(body: Mapping[str, Any], name: str, types: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):  # JSON true is no number
+        raise _bad(name, f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def _input(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise _bad(f"input[{i}]", "expected an object")
+        return [dict(item) for item in value]
+    if value is None and body.get("previous_response_id"):
+        return []
+    raise _bad("input", "expected a string or an array of input items")
+
+
+def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    tools = _typed(body, "tools", list, "an array") or []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _bad(f"tools[{i}]", "expected an object")
+        if tool.get("type") != "function":
+            raise _bad(f"tools[{i}].type", f"only 'function' tools are supported here, got {tool.get('type')!r}")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _bad(f"tools[{i}].name", "a function tool needs a name")
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise _bad(f"tools[{i}].parameters", "expected a JSON Schema object")
+    return [dict(t) for t in tools]
+
+
+def _tool_choice(body: Mapping[str, Any], names: list[str]) -> str | dict[str, Any]:
+    choice = body.get("tool_choice", "auto")
+    if choice in ("auto", "none", "required"):
+        if choice == "required" and not names:
+            raise _bad("tool_choice", "'required' needs tools, but none were given")
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        if choice.get("name") not in names:
+            raise _bad("tool_choice", f"names {choice.get('name')!r}, which is not in tools")
+        return {"type": "function", "name": choice["name"]}
+    raise _bad("tool_choice", "expected 'auto', 'none', 'required' or {'type': 'function', 'name': ...}")
+
+
+def _text_format(body: Mapping[str, Any]) -> dict[str, Any]:
+    text = _typed(body, "text", dict, "an object") or {}
+    fmt = text.get("format") or {"type": "text"}
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("text.format", "expected a format of type 'text', 'json_object' or 'json_schema'")
+    if fmt["type"] == "json_schema":
+        if not isinstance(fmt.get("schema"), dict):
+            raise _bad("text.format.schema", "a json_schema format needs a schema object")
+        if not isinstance(fmt.get("name"), str) or not fmt["name"]:
+            raise _bad("text.format.name", "a json_schema format needs a name")
+    return dict(fmt)
+
+
+def _int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> int | None:
+    value = _typed(body, name, int, "an integer")
+    if value is not None and (value < lo or (hi is not None and value > hi)):
+        raise _bad(name, f"must be at least {lo}" + (f" and at most {hi}" if hi is not None else "") + f", got {value}")
+    return value
+
+
+def _number(body: Mapping[str, Any], name: str) -> float | None:
+    value = _typed(body, name, (int, float), "a number")
+    return None if value is None else float(value)
+
+
+def parse_responses_request(body: Any) -> ResponsesRequest:
+    """Validate a create-response body; InvalidRequest (400) names the offending field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", param=None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "a model name is required")
+    for name, why in _UNSUPPORTED.items():
+        if body.get(name):
+            raise _bad(name, why)
+    tools = _tools(body)
+    reasoning = _typed(body, "reasoning", dict, "an object") or {}
+    metadata = _typed(body, "metadata", dict, "an object") or {}
+    truncation = body.get("truncation") or "disabled"
+    if truncation not in ("auto", "disabled"):
+        raise _bad("truncation", "expected 'auto' or 'disabled'")
+    known = set(ResponsesRequest.__dataclass_fields__) | {"text", "reasoning", "include", "service_tier",
+                                                          "safety_identifier", "prompt_cache_key", *_UNSUPPORTED}
+    return ResponsesRequest(
+        model=model,
+        input=_input(body),
+        instructions=_typed(body, "instructions", str, "a string"),
+        max_output_tokens=_int(body, "max_output_tokens", 1),
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        tools=tools,
+        tool_choice=_tool_choice(body, [t["name"] for t in tools]),
+        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+        text_format=_text_format(body),
+        reasoning_effort=reasoning.get("effort"),
+        stream=bool(_typed(body, "stream", bool, "a boolean")),
+        store=body.get("store") is not False,
+        previous_response_id=_typed(body, "previous_response_id", str, "a string"),
+        metadata={str(k): str(v) for k, v in metadata.items()},
+        user=_typed(body, "user", str, "a string"),
+        truncation=truncation,
+        top_logprobs=_int(body, "top_logprobs", 0, 20),
+        extra={k: v for k, v in body.items() if k not in known},
+    )
