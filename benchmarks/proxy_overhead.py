@@ -103,25 +103,22 @@ def velollm_app(upstream: str) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from velollm.proxy.forward import forward
-    from velollm.proxy.router import ModelRouter
-    from velollm.proxy.upstream import Upstream, UpstreamConfig
+    from velollm.proxy.gateway import UpstreamGateway
+    from velollm.proxy.upstream import UpstreamConfig
 
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        state["upstream"] = Upstream(UpstreamConfig(url=upstream))
-        state["router"] = ModelRouter(state["upstream"])
-        await state["upstream"].list_models()
+        state["gateway"] = gateway = UpstreamGateway(UpstreamConfig(url=upstream))
+        await gateway.upstream.list_models()
         yield
-        await state["upstream"].aclose()
+        await gateway.aclose()
 
     async def chat(request: Any) -> Response:
         body = await request.json()
-        route = await state["router"].route(body["model"], native=False)
-        body["model"] = route.model
-        return await forward(request, state["upstream"], "openai", "/v1/chat/completions", body)
+        gateway = state["gateway"]
+        return await gateway.forward(request, body, await gateway.find(body["model"]))
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
 

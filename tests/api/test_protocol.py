@@ -178,7 +178,7 @@ def test_request_cannot_bring_its_own_chat_template():
 
 
 def test_typed_errors_map_to_status():
-    from velollm.api.errors import to_api_error
+    from velollm.wire.errors import to_api_error
     from velollm.errors import ModelNotFound, Overloaded, VeloLLMError
 
     class Unavailable(VeloLLMError):

@@ -17,7 +17,7 @@ from tests.api.conftest import ServerHandle, start_live, stop_live
 from tests.api.test_tools_schemas import gather_limited, validate
 from velollm.api.chat_messages import normalize_messages
 from velollm.engine.tokenizer import Tokenizer
-from velollm.optimizer.tool_session import ToolSession
+from velollm.tools.tool_session import ToolSession
 
 MAX_TOKENS = 256
 PARAMS = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},

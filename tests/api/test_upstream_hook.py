@@ -12,12 +12,15 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.forwarded: list[tuple[str, dict]] = []
 
-    async def has_model(self, name: str) -> bool:
-        return name == "remote:7b"
+    async def find(self, name: str, reason: str = "") -> str | None:
+        return "remote:7b" if name.lower() == "remote:7b" else None
 
-    async def forward(self, request, body):
+    async def forward(self, request, body, model=None, tool_outcome=None):
         self.forwarded.append((request.url.path, body))
-        return JSONResponse({"forwarded": body["model"]})
+        return JSONResponse({"forwarded": model, "asked": body["model"]})
+
+    async def aclose(self):
+        pass
 
     async def ollama_tags(self):
         return [{"name": "remote:7b", "model": "remote:7b"}]
@@ -34,8 +37,9 @@ def test_unknown_native_name_goes_upstream_and_listings_merge():
     app = create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()}, upstream=upstream)
     with TestClient(app, base_url="http://localhost") as c:
         r = c.post("/v1/chat/completions", json={"model": "remote:7b", "messages": [{"role": "user", "content": "x"}]})
-        assert r.json() == {"forwarded": "remote:7b"}
-        assert c.post("/api/generate", json={"model": "remote:7b", "prompt": "x"}).json() == {"forwarded": "remote:7b"}
+        assert r.json() == {"forwarded": "remote:7b", "asked": "remote:7b"}
+        r = c.post("/api/generate", json={"model": "REMOTE:7b", "prompt": "x"})
+        assert r.json() == {"forwarded": "remote:7b", "asked": "REMOTE:7b"}  # the upstream's spelling is sent
         assert [p for p, _ in upstream.forwarded] == ["/v1/chat/completions", "/api/generate"]
         assert c.post("/api/generate", json={"model": "elsewhere", "prompt": "x"}).status_code == 404
         assert [m["name"] for m in c.get("/api/tags").json()["models"]] == ["demo", "remote:7b"]

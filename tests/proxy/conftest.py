@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, forwarding_app, velollm_app
+from proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, velollm_app
 
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -26,13 +26,11 @@ def fake_ollama(ollama_state: FakeOllamaState) -> Iterator[ThreadServer]:
 
 @pytest.fixture
 def start_proxy() -> Iterator[Callable[..., ThreadServer]]:
-    """Start a forwarding app in front of an upstream URL; stopped at teardown."""
+    """Start the real API app (no native model) in front of an upstream URL; stopped at teardown."""
     servers: list[ThreadServer] = []
 
-    def start(url: str, proxy_only: bool = False, api: bool = False, **config: Any) -> ThreadServer:
-        """`api`: the real velollm/api app (no native model) instead of the minimal forwarding app."""
-        factory = velollm_app if api else forwarding_app
-        server = ThreadServer(factory(UpstreamConfig(url=url, **config), proxy_only=proxy_only)).start()
+    def start(url: str, proxy_only: bool = False, **config: Any) -> ThreadServer:
+        server = ThreadServer(velollm_app(UpstreamConfig(url=url, **config), proxy_only=proxy_only)).start()
         servers.append(server)
         return server
 

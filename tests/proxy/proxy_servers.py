@@ -1,5 +1,6 @@
-"""Servers for the proxy tests: a fake Ollama (wire format per shared/reference/ollama_api.md), a
-minimal forwarding app (what the API app does for upstream models), and a uvicorn-in-a-thread runner."""
+"""Servers for the proxy tests: a fake Ollama (wire format per shared/reference/ollama_api.md) and a
+fake OpenAI-compatible server, both recording what they received; the real API app in front of them;
+a uvicorn-in-a-thread runner."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import json
 import socket
 import threading
 import time
-from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 import uvicorn
@@ -18,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from velollm.proxy.forward import error_response
 from velollm.proxy.gateway import UpstreamGateway
 from velollm.proxy.upstream import UpstreamConfig
+from velollm.wire.timestamps import now_rfc3339
 
 
 class ThreadServer:
@@ -64,10 +63,6 @@ class ThreadServer:
 # --- fake Ollama ------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 class FakeOllamaState:
     def __init__(self, models: list[str]) -> None:
         self.models = models
@@ -82,6 +77,12 @@ def _answer_words(path: str, body: dict[str, Any]) -> list[str]:
     else:
         text = body.get("prompt") or ""
     return [w + " " for w in f"echo: {text}".split()]
+
+
+def _num_images(body: dict[str, Any]) -> int:
+    """Images of an Ollama request (generate: `images`; chat: each message's `images`)."""
+    messages = body.get("messages") or [body]
+    return sum(len(m.get("images") or []) for m in messages)
 
 
 def fake_ollama_app(state: FakeOllamaState) -> Starlette:
@@ -118,15 +119,21 @@ def fake_ollama_app(state: FakeOllamaState) -> Starlette:
             calls = [{"id": "call_ab12cd34", "function": {"index": 0, "name": "get_weather",
                                                           "arguments": {"city": "Tokyo"}}}]
         chat = path == "/api/chat"
+        # With think, the model "thinks" first: how many images it was shown (as a vision model would).
+        thought = f"I see {_num_images(body)} image(s)" if body.get("think") else ""
 
-        def line(text: str, done: bool, tool_calls: Any = None) -> dict[str, Any]:
-            obj: dict[str, Any] = {"model": model, "created_at": _now()}
+        def line(text: str, done: bool, tool_calls: Any = None, thinking: str = "") -> dict[str, Any]:
+            obj: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
             if chat:
                 obj["message"] = {"role": "assistant", "content": text}
                 if tool_calls:
                     obj["message"]["tool_calls"] = tool_calls
+                if thinking:
+                    obj["message"]["thinking"] = thinking
             else:
                 obj["response"] = text
+                if thinking:
+                    obj["thinking"] = thinking
             obj["done"] = done
             if done:
                 obj.update(done_reason=done_reason, total_duration=1_000_000, load_duration=1000,
@@ -144,12 +151,14 @@ def fake_ollama_app(state: FakeOllamaState) -> Starlette:
                         state.cancelled.set()
                         break
                     await asyncio.sleep(0.05)
-            final = line("".join(words), True, calls)
+            final = line("".join(words), True, calls, thought)
             return JSONResponse(final)
 
         async def stream() -> Any:
             finished = False
             try:
+                if thought:
+                    yield json.dumps(line("", False, thinking=thought)) + "\n"
                 for i, word in enumerate(words):
                     yield json.dumps(line(word, False)) + "\n"
                     if model == "gated" and i == 0:
@@ -187,37 +196,64 @@ def fake_ollama_app(state: FakeOllamaState) -> Starlette:
     ])
 
 
-# --- the forwarding app (what velollm/api does for upstream models) ---------------------------
+# --- fake OpenAI-compatible server -----------------------------------------------------------
 
 
-def forwarding_app(config: UpstreamConfig, proxy_only: bool = False) -> Starlette:
-    """A minimal API app around UpstreamGateway, the object velollm/api calls for upstream models."""
+def _openai_images(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for m in messages if isinstance(m.get("content"), list)
+               for part in m["content"] if part.get("type") == "image_url")
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        app.state.gateway = UpstreamGateway(config, proxy_only=proxy_only)
-        yield
-        await app.state.gateway.aclose()
 
-    async def handle(request: Request) -> Response:
-        api = "openai" if request.url.path.startswith("/v1/") else "ollama"
+def fake_openai_app(models: list[str], requests: list[tuple[str, dict[str, Any]]]) -> Starlette:
+    """The OpenAI wire format (SSE with [DONE], string tool arguments); appends every request to
+    `requests`. Answers echo the last user text; with reasoning asked for (`reasoning_effort`, or
+    `chat_template_kwargs.enable_thinking` as vLLM and llama.cpp take it) a `reasoning_content` comes first,
+    saying how many image parts the request held. /api/version is a 404, as on any OpenAI server."""
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "me"}
+                                                        for m in models]})
+
+    async def chat(request: Request) -> Response:
         body = await request.json()
-        name = str(body.get("model") or "")
-        if not await request.app.state.gateway.has_model(name):
-            return error_response(api, 404, f"model '{name}' not found")
-        return await request.app.state.gateway.forward(request, body)
+        requests.append((request.url.path, body))
+        if body.get("model") not in models:
+            return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found", "type": "invalid_request_error",
+                                           "param": "model", "code": None}}, status_code=404)
+        messages = body.get("messages") or []
+        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+        text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user if p.get("type") == "text")
+        thinks = bool(body.get("reasoning_effort") or (body.get("chat_template_kwargs") or {}).get("enable_thinking"))
+        reasoning = f"I see {_openai_images(messages)} image(s)" if thinks else None
+        base = {"id": "chatcmpl-1", "created": 0, "model": body["model"]}
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": f"echo: {text}", "reasoning_content": reasoning}
+            return JSONResponse({**base, "object": "chat.completion", "usage": usage,
+                                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
-    async def tags(request: Request) -> Response:
-        return JSONResponse({"models": await request.app.state.gateway.ollama_tags()})
+        def event(delta: dict[str, Any], finish: str | None = None) -> str:
+            chunk = {**base, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(chunk)}\n\n"
 
-    async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": await request.app.state.gateway.openai_models()})
+        async def events() -> Any:
+            yield event({"role": "assistant", "content": ""})
+            if reasoning:
+                yield event({"reasoning_content": reasoning})
+            yield event({"content": f"echo: {text}"})
+            yield event({}, "stop")
+            yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
 
-    paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate",
-             "/api/embed", "/api/embeddings"]
-    return Starlette(routes=[Route(p, handle, methods=["POST"]) for p in paths]
-                     + [Route("/api/tags", tags, methods=["GET"]), Route("/v1/models", models, methods=["GET"])],
-                     lifespan=lifespan)
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def not_found(request: Request) -> Response:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    return Starlette(routes=[Route("/v1/models", list_models, methods=["GET"]),
+                             Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/api/version", not_found, methods=["GET"])])
 
 
 def velollm_app(config: UpstreamConfig, proxy_only: bool = False) -> Any:

@@ -13,7 +13,7 @@ import ollama
 import openai
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
-from proxy_servers import ThreadServer, forwarding_app, velollm_app
+from proxy_servers import ThreadServer, velollm_app
 
 from tests.llama_cpp_ref import child_env
 
@@ -65,11 +65,10 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module", params=["velollm-api", "forwarding-app"])
-def proxy(request, llama_server) -> Iterator[ThreadServer]:
-    """Through the real API app (no native model), and through the minimal forwarding app."""
-    factory = velollm_app if request.param == "velollm-api" else forwarding_app
-    server = ThreadServer(factory(UpstreamConfig(url=llama_server.url))).start()
+@pytest.fixture(scope="module")
+def proxy(llama_server) -> Iterator[ThreadServer]:
+    """Through the real API app (no native model)."""
+    server = ThreadServer(velollm_app(UpstreamConfig(url=llama_server.url))).start()
     yield server
     server.stop()
 

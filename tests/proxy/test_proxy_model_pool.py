@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from velollm.engine.model_pool import ModelPool, parse_keep_alive, parse_keep_alive_env
+from velollm.api.keep_alive import parse_keep_alive, parse_keep_alive_env
+from velollm.api.model_pool import ModelPool
 from velollm.errors import InvalidRequest
 
 

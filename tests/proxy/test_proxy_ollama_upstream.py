@@ -1,4 +1,4 @@
-"""Through the forwarding app to a fake Ollama, with the official `ollama` and `openai` clients."""
+"""Through the real API app (no native model) to a fake Ollama, with the official `ollama` and `openai` clients."""
 
 from __future__ import annotations
 

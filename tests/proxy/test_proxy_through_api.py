@@ -14,7 +14,7 @@ USER = [{"role": "user", "content": "hi there"}]
 
 
 def test_ollama_and_openai_clients_through_velollm(fake_ollama, ollama_state, start_proxy):
-    server = start_proxy(fake_ollama.url, api=True)
+    server = start_proxy(fake_ollama.url)
     native = ollama.Client(host=server.url, timeout=10)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=10)
 
@@ -42,7 +42,7 @@ def test_ollama_and_openai_clients_through_velollm(fake_ollama, ollama_state, st
 
 
 def test_upstream_down_then_back_through_velollm(fake_ollama, ollama_state, start_proxy):
-    server = start_proxy(fake_ollama.url, api=True)
+    server = start_proxy(fake_ollama.url)
     native = ollama.Client(host=server.url, timeout=10)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=10)
     assert native.generate(model="llama3.2", prompt="x").response == "echo: x "

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from velollm.optimizer.tool_parsers import ToolFamily
+from velollm.tools.tool_parsers import ToolFamily
 from velollm.proxy.answer_repair import AnswerRepair, family_for_model
 from velollm.proxy.upstream import UpstreamConfig
 

@@ -9,11 +9,12 @@ import sys
 import httpx
 import pytest
 
-from velollm.errors import InvalidRequest, ModelNotFound, UnsupportedModel
+from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
-from velollm.proxy.router import ModelRouter
-from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable, parse_ollama_host
+from velollm.proxy.gateway import UpstreamGateway
+from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
+from velollm.wire.ollama_host import parse_ollama_host
 
 
 @pytest.mark.parametrize("value, url", [
@@ -154,27 +155,37 @@ async def test_failed_probe_is_not_cached():
     await upstream.aclose()
 
 
-async def test_router_decisions():
-    def handler(request: httpx.Request) -> httpx.Response:
+async def _gateway(handler, proxy_only: bool = False) -> UpstreamGateway:
+    gateway = UpstreamGateway(UpstreamConfig(url="http://upstream"), proxy_only=proxy_only)
+    await gateway.upstream.aclose()
+    gateway.upstream = _upstream(handler)
+    return gateway
+
+
+async def test_gateway_finds_listed_names_in_the_upstreams_spelling():
+    def ollama(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/version":
             return httpx.Response(200, json={"version": "0.12.0"})
         return httpx.Response(200, json={"models": [{"name": "qwen3:0.6b"}, {"name": "llama3.2:latest"}]})
 
-    upstream = _upstream(handler)
-    router = ModelRouter(upstream)
-    assert (await router.route("demo", native=True)).target == "native"
-    route = await router.route("LLAMA3.2", native=False)
-    assert (route.target, route.model) == ("upstream", "LLAMA3.2")
-    with pytest.raises(ModelNotFound):
-        await router.route("nope", native=False)
-    route = await router.fallback("qwen3:0.6b", UnsupportedModel("architecture qwen3moe"))
-    assert route.target == "upstream" and "qwen3moe" in route.reason
-    only = ModelRouter(upstream, proxy_only=True)
-    assert (await only.route("demo", native=True)).target == "upstream"
-    assert (await only.route("anything", native=False)).model == "anything"
-    with pytest.raises(ModelNotFound):
-        await ModelRouter(None).route("x", native=False)
-    await upstream.aclose()
+    gateway = await _gateway(ollama)
+    assert await gateway.find("LLAMA3.2") == "LLAMA3.2"  # Ollama matches names itself: sent as asked
+    assert await gateway.find("nope") is None
+    assert await gateway.find("qwen3:0.6b", "cannot run it natively: architecture qwen3moe") == "qwen3:0.6b"
+    await gateway.aclose()
+    only = await _gateway(ollama, proxy_only=True)
+    assert await only.find("anything") == "anything"  # --proxy-only: the upstream answers every name
+    await only.aclose()
+
+    def openai_server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "Tiny-Llama"}]})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    gateway = await _gateway(openai_server)
+    assert await gateway.find("tiny-llama:latest") == "Tiny-Llama"  # an OpenAI server knows only its own ids
+    assert await gateway.find("other") is None
+    await gateway.aclose()
 
 
 def test_proxy_only_server_imports_no_torch():
@@ -182,7 +193,7 @@ def test_proxy_only_server_imports_no_torch():
     code = ("import sys\n"
             "from velollm.api.app import create_app\n"
             "from velollm.api.server_config import ServerConfig\n"
-            "from velollm.engine.model_pool import ModelPool\n"
+            "from velollm.api.model_pool import ModelPool\n"
             "from velollm.proxy.gateway import UpstreamGateway\n"
             "from velollm.proxy.options import upstream_config\n"
             "from velollm.proxy.upstream import UpstreamConfig\n"

@@ -51,8 +51,7 @@ def test_proxy_only_starts_fast_without_torch_and_streams_through(fake_ollama, o
     imported = [line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines() if "import time:" in line]
     assert "velollm.proxy.gateway" in imported  # the log does hold the imports
     assert not [m for m in imported if m.split(".")[0] in ("torch", "transformers", "triton", "safetensors")]
-    # (model_pool is torch-free: it parses OLLAMA_KEEP_ALIVE)
-    assert [m for m in imported if m.startswith("velollm.engine.")] == ["velollm.engine.model_pool"]
+    assert [m for m in imported if m.startswith("velollm.engine.")] == []
 
 
 def test_proxy_only_needs_an_upstream(tmp_path):

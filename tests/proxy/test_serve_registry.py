@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from velollm.api.generation import EngineCall, GenerationStream
-from velollm.api.models import EngineLease, ModelRegistry, OnDemand
+from velollm.api.lease import EngineLease
+from velollm.api.registry import ModelRegistry, NativeTarget, OnDemand, UpstreamTarget
 from velollm.errors import ModelNotFound, UnsupportedModel
 from velollm.sampling_params import SamplingParams
 
@@ -35,9 +36,17 @@ class Upstream:
         self.names = names
         self.asked: list[tuple[str, str | None]] = []
 
-    async def has_model(self, name: str, reason: str | None = None) -> bool:
+    async def find(self, name: str, reason: str = "") -> str | None:
         self.asked.append((name, reason))
-        return name in self.names
+        return name if name in self.names else None
+
+
+def upstream_of(target) -> Upstream | None:
+    """The upstream a target sends to (None for a native one), checking the name it sends."""
+    if isinstance(target, NativeTarget):
+        return None
+    assert isinstance(target, UpstreamTarget) and target.model in target.upstream.names
+    return target.upstream
 
 
 def registry(upstream: Upstream | None, loads: list[str]) -> ModelRegistry:
@@ -65,14 +74,14 @@ def test_native_first_then_upstream_then_404():
         upstream = Upstream({"cloud", "huge", "remote"})
         models = registry(upstream, loads)
         route = await models.route("a:latest")
-        assert route.upstream is None and route.model.name == "a" and isinstance(route.model.engine, EngineLease)
+        assert upstream_of(route) is None and route.model.name == "a" and isinstance(route.model.engine, EngineLease)
         route.model.engine.release()  # (held, it would keep "huge" waiting for the one slot)
-        assert (await models.route("remote")).upstream is upstream
-        assert (await models.route("cloud")).upstream is upstream
-        assert upstream.asked[-1] == ("cloud", "cloud model")
-        assert (await models.route("huge")).upstream is upstream  # loading said it does not fit
-        assert upstream.asked[-1] == ("huge", "does not fit in memory")
-        assert (await models.route("huge")).upstream is upstream
+        assert upstream_of(await models.route("remote")) is upstream
+        assert upstream_of(await models.route("cloud")) is upstream
+        assert upstream.asked[-1] == ("cloud", "cannot run it natively: cloud model")
+        assert upstream_of(await models.route("huge")) is upstream  # loading said it does not fit
+        assert upstream.asked[-1] == ("huge", "cannot run it natively: does not fit in memory")
+        assert upstream_of(await models.route("huge")) is upstream
         assert loads.count("huge") == 1  # not retried natively at once
         with pytest.raises(ModelNotFound):
             await models.route("nowhere")
@@ -140,8 +149,8 @@ def test_describe_never_loads():
         assert (a.name, a.engine.max_model_len, a.engine.tokenizer.chat_template) == ("a", 4096, "{{ messages }}")
         assert a.engine.source.info.name == "a" and a.loaded_at == 123.0
         assert (await models.describe("a")).model is a and described == ["a"]  # described once
-        assert (await models.describe("cloud")).upstream is upstream
-        assert (await models.describe("remote")).upstream is upstream
+        assert upstream_of(await models.describe("cloud")) is upstream
+        assert upstream_of(await models.describe("remote")) is upstream
         with pytest.raises(ModelNotFound):
             await models.describe("nowhere")
         assert loads == [] and models.models() == []

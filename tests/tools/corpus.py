@@ -5,7 +5,7 @@ Each case: (id, family, model text, expected outcomes in order, expected calls a
 
 from __future__ import annotations
 
-from velollm.optimizer.tool_parsers import ToolFamily
+from velollm.tools.tool_parsers import ToolFamily
 
 H, L, M = ToolFamily.HERMES, ToolFamily.LLAMA3, ToolFamily.MISTRAL
 

@@ -8,15 +8,15 @@ import random
 import pytest
 
 from tests.tools.corpus import TOOLS
-from velollm.optimizer.tool_parsers import (
+from velollm.tools.tool_parsers import (
     JsonScan,
     ToolFamily,
     _opens_single_quote,
     json_span,
 )
-from velollm.optimizer.tool_repair import ToolRepairer
-from velollm.optimizer.tool_schema import tool_specs
-from velollm.optimizer.tool_stream import StreamingToolParser
+from velollm.tools.tool_repair import ToolRepairer
+from velollm.tools.tool_schema import tool_specs
+from velollm.tools.tool_stream import StreamingToolParser
 
 H = ToolFamily.HERMES
 
@@ -110,7 +110,7 @@ def test_parsed_schema_is_cached() -> None:
 
 
 def test_validator_built_once_per_tool(monkeypatch: pytest.MonkeyPatch) -> None:
-    from velollm.optimizer import tool_repair
+    from velollm.tools import tool_repair
 
     built: list[object] = []
     real = tool_repair.schema_validator

@@ -13,9 +13,9 @@ from velollm.engine.json_guard import JsonGuard
 from velollm.engine.schema_bounds import GrammarLimits
 from velollm.engine.structured_output import StructuredOutputManager
 from velollm.engine.tokenizer import Tokenizer
-from velollm.optimizer.tool_grammar import tool_call_constraint
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_repair import ToolRepairer
+from velollm.tools.tool_grammar import tool_call_constraint
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_repair import ToolRepairer
 from velollm.reasoning import ThinkTagParser
 from velollm.sampling_params import ReasoningSpan, StructuredOutput
 

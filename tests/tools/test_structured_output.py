@@ -14,13 +14,13 @@ from velollm.engine.schema_bounds import GrammarLimits, bound_regex, bound_schem
 from velollm.engine.structured_output import StructuredOutputManager
 from velollm.engine.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_grammar import (
+from velollm.tools.tool_grammar import (
     ollama_format_constraint,
     response_format_constraint,
     tool_call_constraint,
 )
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_repair import ToolRepairer
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_repair import ToolRepairer
 from velollm.sampling_params import StructuredOutput
 
 MAX_TOKENS = 256

@@ -9,13 +9,13 @@ import pytest
 
 from tests.tools.corpus import TOOLS
 from velollm.engine.tokenizer import Tokenizer
-from velollm.optimizer.tool_parsers import ToolFamily, detect_family
-from velollm.optimizer.tool_prompt import (
+from velollm.tools.tool_parsers import ToolFamily, detect_family
+from velollm.tools.tool_prompt import (
     render_with_tools,
     template_supports_tools,
     to_template_messages,
 )
-from velollm.optimizer.tool_repair import ToolRepairer
+from velollm.tools.tool_repair import ToolRepairer
 
 TEMPLATES = Path(__file__).parent / "templates"
 H, L, M = ToolFamily.HERMES, ToolFamily.LLAMA3, ToolFamily.MISTRAL

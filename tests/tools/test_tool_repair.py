@@ -8,8 +8,8 @@ import pytest
 
 from tests.tools.corpus import CASES, TOOLS
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_parsers import ToolFamily, detect_family
-from velollm.optimizer.tool_repair import RepairConfig, ToolRepairer
+from velollm.tools.tool_parsers import ToolFamily, detect_family
+from velollm.tools.tool_repair import RepairConfig, ToolRepairer
 
 
 def test_corpus_is_large_and_covers_every_family() -> None:

@@ -10,8 +10,8 @@ import pytest
 from tests.tools.corpus import TOOLS
 from velollm.engine.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_session import ToolCallConfig, ToolSession
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_session import ToolCallConfig, ToolSession
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from tests.tools.corpus import CASES, TOOLS
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_repair import RepairConfig, ToolRepairer
-from velollm.optimizer.tool_stream import (
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_repair import RepairConfig, ToolRepairer
+from velollm.tools.tool_stream import (
     StreamDelta,
     StreamingToolParser,
     closing_suffix,

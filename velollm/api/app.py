@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import ollama, ollama_models, openai
-from velollm.api.errors import APIError, error_response
+from velollm.api import embeddings, ollama, ollama_models, openai
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import (
@@ -27,8 +26,10 @@ from velollm.api.middleware import (
     BodyLimitMiddleware,
     HostCheckMiddleware,
 )
-from velollm.api.models import LeaseScope, ModelRegistry, OnDemand, Upstream
+from velollm.api.lease import LeaseScope
+from velollm.api.registry import ModelRegistry, OnDemand, Upstream
 from velollm.api.server_config import ServerConfig
+from velollm.wire.errors import APIError, api_of, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     message = "404 page not found" if exc.status_code == 404 else (exc.detail or "error")
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(request.url.path, APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+    return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
 def _middleware(config: ServerConfig) -> list[Middleware]:
@@ -145,7 +146,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *ollama.routes(), *ollama_models.routes()]
+              *openai.routes(), *ollama.routes(), *ollama_models.routes(), *embeddings.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config), lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from velollm.api.models import EngineLease
+from velollm.api.lease import EngineLease
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 

@@ -9,16 +9,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from velollm.api.disconnect import ClientDisconnected
-from velollm.api.errors import APIError, error_response, to_api_error
 from velollm.errors import ContextOverflow
+from velollm.wire.disconnect import ClientDisconnected
+from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
     from velollm.api.metrics import ServerMetrics
-    from velollm.api.models import ModelRegistry, ServedModel
+    from velollm.api.registry import ModelRegistry, Target, UpstreamTarget
     from velollm.api.server_config import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
                 err = to_api_error(exc)
                 if err.status >= 500:
                     logger.warning("%s failed with %d: %s", name, err.status, err.message)
-                response = error_response(request.url.path, err)
+                response = error_response(api_of(request.url.path), err)
             if not call.records_itself:
                 state.metrics.observe_request(call.model, name, response.status_code, call.elapsed())
             return response
@@ -93,15 +93,17 @@ async def read_json(request: "Request") -> dict[str, Any]:
     return data
 
 
-async def route_native(request: "Request", state: AppState, call: Call, body: Any, model: str,
-                       keep_alive_s: float | None = None) -> "Response | ServedModel":
-    """The native model a request names (loaded on demand), or the upstream's whole answer to it."""
-    call.model = model
-    route = await state.models.route(model, keep_alive_s)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    assert route.model is not None
-    return route.model
+async def route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any = None) -> "Target":
+    """Where the request goes, from its model name alone (before the rest of the body is read)."""
+    call.model = name
+    return await state.models.route(name, keep_alive)
+
+
+async def forward(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
+                  body: dict[str, Any]) -> "Response":
+    """The upstream's answer to the request, its body as the client sent it."""
+    model = call.model
+    return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome))
 
 
 def fit_max_tokens(num_prompt_tokens: int, requested: int | None, max_model_len: int,

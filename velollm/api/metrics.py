@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from velollm.api.models import ModelRegistry
+    from velollm.api.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

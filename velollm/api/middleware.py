@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from velollm.api.errors import APIError, send_error
+from velollm.wire.errors import APIError, send_error
 
 _OPEN_PATHS = frozenset({"/", "/health"})  # reachable without the API key (liveness checks)
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")

@@ -15,25 +15,29 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.disconnect import cancel_on_disconnect
-from velollm.api.errors import ollama_error_body, to_api_error
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json,
-                                 route_native)
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
+                                 read_json, route)
+from velollm.api.keep_alive import parse_keep_alive
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.models import ServedModel
-from velollm.api.ollama_models import now_rfc3339
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
+    model_of,
     parse_chat_request,
     parse_generate_request,
     sampling_from_options,
 )
-from velollm.api.streaming import NDJSON_MEDIA_TYPE, ndjson_line, streaming_response
+from velollm.api.registry import UpstreamTarget
+from velollm.api.served_model import ServedModel
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest
 from velollm.outputs import RequestDelta
+from velollm.wire.disconnect import cancel_on_disconnect
+from velollm.wire.errors import ollama_error_body, to_api_error
+from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
+from velollm.wire.streaming import streaming_response
+from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -92,27 +96,30 @@ class OllamaFormatter:
         return out
 
 
-async def _served_or_answer(request: Request, state: AppState, call: Call, body: Any, model: str,
-                            keep_alive_s: float | None, has_input: bool, chat: bool) -> Response | ServedModel:
-    """The native model for a generate/chat request, or the whole answer: the upstream's, or for an
-    empty prompt / messages the load (or, with keep_alive 0, unload) answer."""
-    if not has_input and keep_alive_s == 0:
-        call.model = model
-        return await _unload(request, state, body, model, chat)
-    served = await route_native(request, state, call, body, model, keep_alive_s)
-    if not has_input and not isinstance(served, Response):
-        return _load_response(served.name, chat, keep_alive_s)
-    return served
+async def _served_or_answer(request: Request, state: AppState, call: Call, body: dict[str, Any],
+                            has_input: bool, chat: bool) -> Response | ServedModel:
+    """The native model a generate/chat request names, or the whole answer: the upstream's (the body
+    as sent: the upstream judges images, think, format, options), or, for an empty prompt / messages
+    with keep_alive 0 (`ollama stop`), the unload answer."""
+    name = model_of(body)
+    if not has_input and _is_zero(body.get("keep_alive")):
+        call.model = name
+        target = await state.models.describe(name)  # unloading never loads the model first
+        if isinstance(target, UpstreamTarget):
+            return await forward(request, state, call, target, body)
+        await state.models.unload(target.model)
+        return _load_response(target.model.name, chat, 0)
+    target = await route(request, state, call, name, body.get("keep_alive"))
+    if isinstance(target, UpstreamTarget):
+        return await forward(request, state, call, target, body)
+    return target.model
 
 
-async def _unload(request: Request, state: AppState, body: Any, name: str, chat: bool) -> Response:
-    """A load-only request with keep_alive 0 (`ollama stop`): unload the model if it is loaded, and
-    never load it for that (describe, not route)."""
-    route = await state.models.describe(name)
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    await state.models.unload(route.model)
-    return _load_response(route.model.name, chat, 0)
+def _is_zero(keep_alive: Any) -> bool:
+    try:
+        return parse_keep_alive(keep_alive, default=None) == 0
+    except InvalidRequest:  # the native parse says why, with the field named
+        return False
 
 
 def _load_response(model: str, chat: bool, keep_alive_s: float | None) -> Response:
@@ -238,11 +245,12 @@ def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
 @endpoint("/api/generate")
 async def generate(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    req = parse_generate_request(body)
-    served = await _served_or_answer(request, state, call, body, req.model, req.keep_alive_s, bool(req.prompt),
-                                     chat=False)
+    served = await _served_or_answer(request, state, call, body, bool(body.get("prompt")), chat=False)
     if isinstance(served, Response):
         return served
+    req = parse_generate_request(body)
+    if not req.prompt:
+        return _load_response(served.name, False, req.keep_alive_s)
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
@@ -256,11 +264,12 @@ async def generate(request: Request, state: AppState, call: Call) -> Response:
 @endpoint("/api/chat")
 async def chat(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    req = parse_chat_request(body)
-    served = await _served_or_answer(request, state, call, body, req.model, req.keep_alive_s, bool(req.messages),
-                                     chat=True)
+    served = await _served_or_answer(request, state, call, body, bool(body.get("messages")), chat=True)
     if isinstance(served, Response):
         return served
+    req = parse_chat_request(body)
+    if not req.messages:
+        return _load_response(served.name, True, req.keep_alive_s)
     t_loaded = time.perf_counter()
     engine = served.engine
     messages = req.messages

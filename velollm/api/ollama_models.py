@@ -16,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.models import ServedModel
-from velollm.proxy.upstream import name_key
-from velollm.errors import InvalidRequest
+from velollm.api.handler import AppState, Call, endpoint, forward, read_json
+from velollm.api.protocol_ollama import model_of
+from velollm.api.registry import UpstreamTarget
+from velollm.api.served_model import ServedModel
+from velollm.wire.names import name_key
+from velollm.wire.timestamps import rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +29,6 @@ logger = logging.getLogger(__name__)
 # Ollama API level VeloLLM's /api routes follow, not VeloLLM's own version.
 OLLAMA_API_VERSION = "0.12.0"
 _FOREVER = dt.timedelta(microseconds=(2**63 - 1) // 1000)  # Ollama's "keep loaded forever"
-
-
-def rfc3339(ts: float | dt.datetime) -> str:
-    when = ts if isinstance(ts, dt.datetime) else dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def now_rfc3339() -> str:
-    return rfc3339(dt.datetime.now(dt.timezone.utc))
 
 
 def human_number(n: int) -> str:
@@ -166,14 +159,12 @@ async def tags(request: Request, state: AppState, call: Call) -> Response:
 @endpoint("/api/show")
 async def show(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    name = body.get("model") or body.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest("model is required", param="model")
+    name = model_of(body)
     call.model = name
-    route = await state.models.describe(name)  # like Ollama: showing a model does not load it
-    if route.upstream is not None:
-        return await route.upstream.forward(request, body)
-    served = route.model
+    target = await state.models.describe(name)  # like Ollama: showing a model does not load it
+    if isinstance(target, UpstreamTarget):
+        return await forward(request, state, call, target, body)
+    served = target.model
     info = _info(served)
     return JSONResponse({
         "license": "", "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
@@ -187,7 +178,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
 async def ps(request: Request, state: AppState, call: Call) -> Response:
     upstream = state.models.upstream
     if state.config.proxy_only and upstream is not None:  # what runs is the upstream's to say
-        response = await upstream.forward(request, {})
+        response = await upstream.forward(request, {}, None, None)
         return response if response.status_code == 200 else JSONResponse({"models": []})
     forever = rfc3339(dt.datetime.now(dt.timezone.utc) + _FOREVER)  # pinned (--model) models
     models = []

@@ -13,22 +13,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api.disconnect import cancel_on_disconnect
-from velollm.api.errors import openai_error_body, to_api_error
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, read_json,
-                                 route_native)
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
+                                 read_json, route)
 from velollm.api.ollama_models import merge_listings
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
     ChatCompletionRequest,
+    model_of,
     parse_chat_request,
     parse_completion_request,
 )
-from velollm.api.streaming import SSE_DONE, SSE_MEDIA_TYPE, sse_event, streaming_response
+from velollm.api.registry import UpstreamTarget
 from velollm.api.tool_calls import ToolCalls
-from velollm.proxy.upstream import name_key
 from velollm.errors import InvalidRequest, ModelNotFound
+from velollm.wire.disconnect import cancel_on_disconnect
+from velollm.wire.errors import openai_error_body, to_api_error
+from velollm.wire.framing import SSE_DONE, SSE_MEDIA_TYPE, sse_event
+from velollm.wire.names import name_key
+from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +115,11 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
 @endpoint("/v1/chat/completions")
 async def chat_completions(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
+    target = await route(request, state, call, model_of(body))
+    if isinstance(target, UpstreamTarget):
+        return await forward(request, state, call, target, body)
     req = parse_chat_request(body)
-    served = await route_native(request, state, call, body, req.model)
-    if isinstance(served, Response):
-        return served
+    served = target.model
     engine = served.engine
     tools, params = None, req.params
     if req.tool_config.tools:
@@ -142,10 +146,11 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/completions")
 async def completions(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
+    target = await route(request, state, call, model_of(body))
+    if isinstance(target, UpstreamTarget):
+        return await forward(request, state, call, target, body)
     req = parse_completion_request(body)
-    served = await route_native(request, state, call, body, req.model)
-    if isinstance(served, Response):
-        return served
+    served = target.model
     engine = served.engine
     tokenizer = engine.tokenizer
     prompt_ids = await asyncio.to_thread(lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
@@ -198,13 +203,13 @@ def _store_cards() -> list[dict[str, Any]]:
 async def get_model(request: Request, state: AppState, call: Call) -> Response:
     name = request.path_params["model"]
     call.model = name
-    route = await state.models.describe(name)  # a model that is not loaded is described, not loaded
-    if route.model is None:
+    target = await state.models.describe(name)  # a model that is not loaded is described, not loaded
+    if isinstance(target, UpstreamTarget):
         cards = [c for c in await state.models.upstream.openai_models() if name_key(c.get("id") or "") == name_key(name)]
         if not cards:
             raise ModelNotFound(f"model '{name}' not found")
         return JSONResponse(cards[0])
-    return JSONResponse(_model_card(route.model.name, route.model.loaded_at, route.model.engine.max_model_len))
+    return JSONResponse(_model_card(target.model.name, target.model.loaded_at, target.model.engine.max_model_len))
 
 
 def routes() -> list[Route]:

@@ -1,6 +1,6 @@
 """Parsing and validation of Ollama /api requests: generate, chat, options, keep_alive, format, think.
 
-keep_alive is parsed as Ollama parses it (velollm.engine.model_pool) and honoured by the model pool.
+keep_alive is parsed as Ollama parses it (velollm.api.keep_alive) and honoured by the model pool.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
-from velollm.engine import model_pool
+from velollm.api.keep_alive import parse_keep_alive as parse_duration
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
@@ -69,12 +69,12 @@ class ChatRequest:
 
 def parse_keep_alive(value: Any) -> float | None:
     """Seconds (inf = forever), None when absent: a JSON number is seconds, a string a Go duration."""
-    return model_pool.parse_keep_alive(value, default=None)
+    return parse_duration(value, default=None)
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
     """`format`: "json" or a JSON Schema object, enforced by constrained decoding."""
-    from velollm.optimizer.tool_grammar import ollama_format_constraint
+    from velollm.tools.tool_grammar import ollama_format_constraint
 
     if value not in (None, "", "json") and not isinstance(value, dict):
         raise InvalidRequest(f'invalid format: {value!r}; expected "json" or a valid JSON Schema object',
@@ -126,10 +126,20 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
     return OllamaSampling(params, num_ctx)
 
 
-def _common(f: Fields) -> dict[str, Any]:
+def model_of(body: Any) -> str:
+    """The requested model (`model`, or the older `name`): all the router reads of a body."""
+    return _model(Fields(body))
+
+
+def _model(f: Fields) -> str:
     model = f.str("model", "") or f.str("name", "")
     if not model:
         raise InvalidRequest("model is required", param="model")
+    return model
+
+
+def _common(f: Fields) -> dict[str, Any]:
+    model = _model(f)
     logprobs = f.bool("logprobs", False)
     return {
         "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
@@ -188,7 +198,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     messages = [_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))]
     tools = f.list("tools", None) or None
     if tools:
-        from velollm.optimizer.tool_schema import tool_specs
+        from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a malformed tool, before the model is touched
     return ChatRequest(messages=messages, tools=tools, **common)

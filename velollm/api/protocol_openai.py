@@ -81,7 +81,7 @@ def _logit_bias(f: Fields) -> dict[int, float]:
 def _structured_output(f: Fields) -> StructuredOutput | None:
     if not f.has("response_format"):
         return None
-    from velollm.optimizer.tool_grammar import response_format_constraint
+    from velollm.tools.tool_grammar import response_format_constraint
 
     rf = Fields(f.dict("response_format"), "response_format.")
     kind = rf.str("type")
@@ -129,7 +129,7 @@ def _tool_config(f: Fields) -> ToolConfig:
         if fn.has("parameters"):
             fn.dict("parameters")
     if tools:
-        from velollm.optimizer.tool_schema import tool_specs
+        from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a parameters schema that is no JSON Schema, or a name given twice
     return ToolConfig(tools=tools, tool_choice=_tool_choice(f, names),
@@ -161,6 +161,11 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> Sam
         logit_bias=_logit_bias(f),
         structured_output=_structured_output(f),
     )
+
+
+def model_of(body: Any) -> str:
+    """The requested model (a non-empty string): all the router reads of a body."""
+    return _model(Fields(body))
 
 
 def _model(f: Fields) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
 from velollm.errors import InvalidRequest, Overloaded
-from velollm.optimizer.tool_parsers import ToolCall
-from velollm.optimizer.tool_repair import RepairResult
-from velollm.optimizer.tool_session import ToolCallConfig, ToolSession
-from velollm.optimizer.tool_stream import StreamingToolParser, ToolCallDelta
+from velollm.tools.tool_parsers import ToolCall
+from velollm.tools.tool_repair import RepairResult
+from velollm.tools.tool_session import ToolCallConfig, ToolSession
+from velollm.tools.tool_stream import StreamingToolParser, ToolCallDelta
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 

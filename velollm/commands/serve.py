@@ -91,7 +91,7 @@ def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
 
 
 def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: UpstreamConfig | None) -> ServerConfig:
-    from velollm.engine.model_pool import parse_keep_alive_env
+    from velollm.api.keep_alive import parse_keep_alive_env
 
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]

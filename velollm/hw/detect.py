@@ -66,7 +66,7 @@ def detect_ollama(env: Mapping[str, str], timeout: float = 0.5) -> OllamaInfo:
     import httpx
 
     from velollm.engine.loader.ollama_store import list_models, models_dir
-    from velollm.proxy.upstream import parse_ollama_host
+    from velollm.wire.ollama_host import parse_ollama_host
 
     store = models_dir(env)
     num_models = len(list_models(store)) if store.exists() else 0

@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_parsers import ToolCall, ToolFamily
-from velollm.optimizer.tool_repair import RepairConfig, RepairResult, ToolRepairer
-from velollm.optimizer.tool_schema import tool_specs
+from velollm.tools.tool_parsers import ToolCall, ToolFamily
+from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
+from velollm.tools.tool_schema import tool_specs
 from velollm.proxy.ollama_via_openai import RAW_ARGUMENTS
 
 logger = logging.getLogger(__name__)

@@ -10,32 +10,32 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from velollm.api.disconnect import ClientDisconnected, cancel_on_disconnect
 from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
+from velollm.wire.disconnect import ClientDisconnected, cancel_on_disconnect
+from velollm.wire.errors import Api, APIError, error_message, error_response
+from velollm.wire.framing import ndjson_line
+from velollm.wire.streaming import streaming_response
+from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
 
-Api = Literal["openai", "ollama"]
 _STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def error_response(api: Api, status: int, message: str) -> JSONResponse:
-    """An error in the client's wire format."""
-    body = o2l.openai_error_body(message, status) if api == "openai" else {"error": message}
-    return JSONResponse(body, status_code=status)
+def _error(api: Api, status: int, message: str) -> Response:
+    return error_response(api, APIError(status, message))
 
 
 async def forward(request: Request, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
@@ -50,9 +50,9 @@ async def forward(request: Request, upstream: Upstream, api: Api, path: str, bod
         return await cancel_on_disconnect(request.receive, _forward(request.method, upstream, api, path, body, repair))
     except UpstreamUnavailable as exc:
         logger.warning("%s %s: %s", request.method, path, exc)
-        return error_response(api, exc.status_code, str(exc))
+        return _error(api, exc.status_code, str(exc))
     except InvalidRequest as exc:
-        return error_response(api, 400, str(exc))
+        return _error(api, 400, str(exc))
     except ClientDisconnected:
         # Nobody reads this: the client is gone (nginx's 499, which Ollama uses too).
         return Response(status_code=499)
@@ -126,7 +126,7 @@ async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> Asyn
         if api == "openai":
             yield b"".join(o2l.error_events(str(exc)))
         else:
-            yield o2o.ndjson({"error": str(exc)})
+            yield ndjson_line({"error": str(exc)})
     finally:
         await response.aclose()
 
@@ -145,7 +145,7 @@ async def _openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any]
         target, converted = "/api/generate", o2l.completion_request(body)
         whole, stream_type = o2l.completion_response, o2l.CompletionStream
     else:
-        return error_response("openai", 404, f"{path} is not available through an Ollama upstream")
+        return _error("openai", 404, f"{path} is not available through an Ollama upstream")
     response = await upstream.send("POST", target, json_body=converted)
     if response.status_code != 200:
         return await _converted_error(upstream, response, "openai")
@@ -217,7 +217,7 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
             return _load_answer(model, "generate", body)
         target, converted = o2o.generate_request(body)
     else:
-        return error_response("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
+        return _error("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
     converter = o2o.NdjsonAnswer(model, "chat" if path == "/api/chat" else "generate")
     response = await upstream.send("POST", target, json_body=converted)
     if response.status_code != 200:
@@ -228,7 +228,7 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
             answer = repair.openai_answer(answer)
         obj = converter.whole(answer)
         if converted["stream"]:
-            return Response(o2o.ndjson(obj), media_type="application/x-ndjson")
+            return Response(ndjson_line(obj), media_type="application/x-ndjson")
         return JSONResponse(obj)
     if converted["stream"]:
         return _streaming(_sse_to_ndjson(upstream, response, converter, repair), response, "application/x-ndjson")
@@ -241,7 +241,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
 
     def final() -> bytes:
         obj = converter.final()
-        return o2o.ndjson(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
+        return ndjson_line(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
 
     try:
         async for line in upstream.iter_lines(response):
@@ -253,20 +253,20 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 return
             chunk = json.loads(payload)
             if "error" in chunk:
-                yield o2o.ndjson({"error": o2o.error_message(chunk)})
+                yield ndjson_line({"error": error_message(chunk)})
                 return
             for obj in converter.feed(chunk):
-                yield o2o.ndjson(obj)
+                yield ndjson_line(obj)
         # Some servers end without [DONE]: a stream that gave a finish reason is complete.
         if converter.finish is not None:
             yield final()
         else:
-            yield o2o.ndjson({"error": "the upstream ended the stream early"})
+            yield ndjson_line({"error": "the upstream ended the stream early"})
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
-        yield o2o.ndjson({"error": str(exc)})
+        yield ndjson_line({"error": str(exc)})
     except ValueError as exc:
-        yield o2o.ndjson({"error": f"the upstream sent invalid JSON: {exc}"})
+        yield ndjson_line({"error": f"the upstream sent invalid JSON: {exc}"})
     finally:
         await response.aclose()
 
@@ -277,14 +277,14 @@ async def _collapse(lines: AsyncIterator[bytes], path: str, repair: AnswerRepair
     async for line in lines:
         obj = json.loads(line)
         if "error" in obj:
-            return error_response("ollama", 502, obj["error"])
+            return _error("ollama", 502, obj["error"])
         part = obj.get("message") or obj
         text.append(part.get("content") or part.get("response") or "")
         thinking.append(part.get("thinking") or "")
         logprobs += obj.get("logprobs") or []
         final = obj
     if final is None:
-        return error_response("ollama", 502, "the upstream sent an empty answer")
+        return _error("ollama", 502, "the upstream sent an empty answer")
     target = final["message"] if path == "/api/chat" else final
     target["content" if path == "/api/chat" else "response"] = "".join(text)
     if any(thinking):
@@ -307,7 +307,7 @@ def _show(model: str) -> dict[str, Any]:
 def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:
     """Empty prompt / messages: Ollama loads (or unloads) the model; an OpenAI upstream has nothing to load."""
     reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
-    obj: dict[str, Any] = {"model": model, "created_at": o2o.now_rfc3339()}
+    obj: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     obj.update({"message": {"role": "assistant", "content": ""}} if endpoint == "chat" else {"response": ""})
     obj.update(done=True, done_reason=reason)
     return JSONResponse(obj)
@@ -338,8 +338,7 @@ async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, 
 def _streaming(body: AsyncIterator[bytes], upstream_response: httpx.Response, media_type: str) -> StreamingResponse:
     # The body's `finally` closes the upstream response, but a client gone before the first chunk
     # means the body never starts: the background task closes it then (closing twice is harmless).
-    return StreamingResponse(body, media_type=media_type, headers=_SSE_HEADERS,
-                             background=BackgroundTask(upstream_response.aclose))
+    return streaming_response(body, media_type, background=BackgroundTask(upstream_response.aclose))
 
 
 async def _read_json(upstream: Upstream, response: httpx.Response) -> Any:
@@ -360,8 +359,8 @@ async def _converted_error(upstream: Upstream, response: httpx.Response, api: Ap
     finally:
         await response.aclose()
     try:
-        message = o2o.error_message(json.loads(data))
+        message = error_message(json.loads(data))
     except ValueError:
         message = data.decode("utf-8", "replace").strip() or f"upstream answered {response.status_code}"
-    return error_response(api, response.status_code, message)
+    return _error(api, response.status_code, message)
 

@@ -1,7 +1,11 @@
-"""UpstreamGateway: the proxy behind the API's `Upstream` protocol (velollm/api/models.py).
+"""UpstreamGateway: the proxy as the serving layer sees it (velollm.api.registry.Upstream).
 
-has_model / forward / ollama_tags / openai_models, on top of Upstream (client), ModelRouter
-(listing-based decisions) and forward() (pass-through or conversion, streamed).
+`find(name)` says whether the upstream answers a model name and under which spelling; `forward`
+answers one request from it (pass-through or conversion, streamed); the listings feed /api/tags and
+/v1/models. Ollama-like: a name is the upstream's when it is in the upstream's last successful listing
+(fetched again once when it is not, so a model pulled meanwhile works at once), or always under
+--proxy-only. An upstream that is down gives 502 for the names it listed (forward raises that), and the
+first request after it comes back succeeds: there is no cool-down.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from velollm.errors import ModelNotFound
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
-from velollm.proxy.router import ModelRouter
 from velollm.proxy.upstream import Upstream, UpstreamConfig
+from velollm.wire.errors import api_of
+from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
 
@@ -27,37 +31,49 @@ class UpstreamGateway:
 
     def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False) -> None:
         self.upstream = Upstream(config)
-        self.router = ModelRouter(self.upstream, proxy_only=proxy_only)
+        self.proxy_only = proxy_only
+        self._explained: set[str] = set()
 
-    async def has_model(self, name: str, reason: str | None = None) -> bool:
-        """True when the upstream should answer `name` (in its last listing, or --proxy-only).
+    async def find(self, name: str, reason: str = "") -> str | None:
+        """The name to send upstream for `name`, or None when the upstream does not serve it.
 
-        `reason`: why VeloLLM does not run it natively (e.g. an UnsupportedModel message), for the log.
+        `reason`: why VeloLLM does not run it natively (for the log line, once per name). An OpenAI
+        server knows only its own spelling of an id ("m" vs "m:latest"); Ollama takes the name as sent.
         """
-        try:
-            if reason:
-                await self.router.fallback(name, RuntimeError(reason))
-            else:
-                await self.router.route(name, native=False)
-        except ModelNotFound:
-            return False
-        return True
+        listed = self._listed(name)
+        if listed is None and not self.proxy_only:
+            await self.upstream.list_models()  # a model pulled since the last listing must work at once
+            listed = self._listed(name)
+            if listed is None:
+                return None
+        if name not in self._explained:
+            if len(self._explained) > 4096:  # names are client-chosen: bound the set
+                self._explained.clear()
+            self._explained.add(name)
+            why = reason or ("--proxy-only" if self.proxy_only else "VeloLLM has no model of that name")
+            logger.info("model %r goes to upstream %s (%s)", name, self.upstream.url, why)
+        return listed if listed is not None and self.upstream.known_kind == "openai" else name
 
-    async def forward(self, request: Request, body: dict[str, Any]) -> Response:
-        """Answer the request from the upstream, in the wire format of the path it came on."""
+    def _listed(self, name: str) -> str | None:
+        listing = self.upstream.last_listing
+        if listing is None:
+            return None
+        if name in listing.names:
+            return name
+        wanted = name_key(name)
+        return next((n for n in listing.names if name_key(n) == wanted), None)
+
+    async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
+                      tool_outcome: Callable[[str], None] | None = None) -> Response:
+        """Answer the request from the upstream, in the wire format of the path it came on.
+
+        `model`: the name `find` gave (replaces the body's); `tool_outcome`: counts repaired tool calls.
+        """
         path = request.url.path
-        api = "openai" if path.startswith("/v1/") else "ollama"
-        name = body.get("model") if isinstance(body, dict) else None
-        if isinstance(name, str) and name:
-            try:
-                route = await self.router.route(name, native=False)
-                if route.model != name:
-                    # An OpenAI server knows only its own spelling of the id ("m" vs "m:latest").
-                    body = {**body, "model": route.model}
-            except ModelNotFound:
-                pass  # let the upstream say so, in its own words
-        repair = AnswerRepair.for_request(path, body, _tool_outcomes(request, str(name or "")))
-        return await forward(request, self.upstream, api, path, body, repair)
+        if model is not None and body.get("model") != model:
+            body = {**body, "model": model}
+        repair = AnswerRepair.for_request(path, body, tool_outcome)
+        return await forward(request, self.upstream, api_of(path), path, body, repair)
 
     async def ollama_tags(self) -> list[dict[str, Any]]:
         listing = await self.upstream.list_models()
@@ -69,12 +85,3 @@ class UpstreamGateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
-
-
-def _tool_outcomes(request: Request, model: str) -> Callable[[str], None] | None:
-    """velollm_tool_calls_total of the API app serving `request` (None outside it: nothing to count)."""
-    state = getattr(request.app.state, "velollm", None) if "app" in request.scope else None
-    observe = getattr(getattr(state, "metrics", None), "observe_tool_call", None)
-    if observe is None:
-        return None
-    return lambda outcome: observe(model, outcome)

@@ -12,10 +12,10 @@ import base64
 import json
 import secrets
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.wire.timestamps import now_rfc3339
 
 _OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
                 ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
@@ -74,8 +74,12 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
         out["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
-    if isinstance(body.get("think"), str):
-        out["reasoning_effort"] = body["think"]
+    think = body.get("think")
+    if isinstance(think, str):
+        out["reasoning_effort"] = think
+    elif isinstance(think, bool) and "prompt" not in out:
+        # Qwen3-style chat templates switch thinking with this flag (vLLM, llama.cpp's server take it).
+        out["chat_template_kwargs"] = {"enable_thinking": think}
     if body.get("logprobs") and "prompt" not in out:
         out["logprobs"] = True
         if body.get("top_logprobs"):
@@ -126,10 +130,6 @@ def _data_url(image: str) -> str:
 
 
 # --- answers ----------------------------------------------------------------------------------
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _done_reason(finish: str | None) -> str:
@@ -261,17 +261,3 @@ def _logprobs_in(logprobs: Any) -> list[dict[str, Any]] | None:
     return [{"token": t, "logprob": v,
              "top_logprobs": [{"token": k, "logprob": p} for k, p in (top or {}).items()]}
             for t, v, top in zip(tokens, values, tops)] or None
-
-
-def error_message(body: Any) -> str:
-    """The message of an OpenAI-style (or any) error body."""
-    if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body))
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        return str(error)
-    return str(body)
-
-
-def ndjson(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

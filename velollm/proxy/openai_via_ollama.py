@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.wire.errors import APIError, openai_error_body
+from velollm.wire.framing import SSE_DONE, sse_event
 
-_DONE = b"data: [DONE]\n\n"
 _THINK_LEVELS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
                  "max": "max", "xhigh": "max", "ultra": "max"}
 
@@ -238,7 +239,7 @@ class ChatStream:
         chunk["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": extra.pop("logprobs", None),
                                                       "finish_reason": finish}]
         chunk.update(extra)
-        return sse(chunk)
+        return sse_event(chunk)
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
@@ -267,7 +268,7 @@ class ChatStream:
         if obj.get("done"):
             if self.include_usage:
                 events.append(self._event(None, usage=usage(obj)))
-            events.append(_DONE)
+            events.append(SSE_DONE)
         return events
 
     def error(self, message: str) -> list[bytes]:
@@ -291,13 +292,13 @@ class CompletionStream:
         text = obj.get("response") or ""
         if text or not obj.get("done"):
             choice = {"index": 0, "text": text, "logprobs": _completion_logprobs(obj.get("logprobs")), "finish_reason": None}
-            events.append(sse({**base, "choices": [choice]}))
+            events.append(sse_event({**base, "choices": [choice]}))
         if obj.get("done"):
-            events.append(sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
+            events.append(sse_event({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
                                                     "finish_reason": finish_reason(obj, False)}]}))
             if self.include_usage:
-                events.append(sse({**base, "choices": [], "usage": usage(obj)}))
-            events.append(_DONE)
+                events.append(sse_event({**base, "choices": [], "usage": usage(obj)}))
+            events.append(SSE_DONE)
         return events
 
     def error(self, message: str) -> list[bytes]:
@@ -306,17 +307,7 @@ class CompletionStream:
 
 def error_events(message: str) -> list[bytes]:
     """How an OpenAI stream that broke mid-way ends: an error event, then [DONE]."""
-    return [sse(openai_error_body(message, 502)), _DONE]
-
-
-def sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
-def openai_error_body(message: str, status: int) -> dict[str, Any]:
-    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-            429: "rate_limit_error"}.get(status, "api_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return [sse_event(openai_error_body(APIError(502, message))), SSE_DONE]
 
 
 def _call_id() -> str:

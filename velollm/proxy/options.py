@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from velollm.proxy.upstream import UpstreamConfig, parse_ollama_host
+from velollm.proxy.upstream import UpstreamConfig
+from velollm.wire.ollama_host import parse_ollama_host
 
 
 def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:

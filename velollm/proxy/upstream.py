@@ -11,20 +11,19 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
 from velollm.errors import VeloLLMError
+from velollm.wire.framing import dumps_bytes
+from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
+from velollm.wire.timestamps import rfc3339, unix_seconds
 
 logger = logging.getLogger(__name__)
 
 UpstreamKind = Literal["ollama", "openai"]
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-_OLLAMA_PORT = 11434
 
 
 class UpstreamUnavailable(VeloLLMError):
@@ -42,39 +41,6 @@ class UpstreamTimeout(UpstreamUnavailable):
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(url, reason, status_code=504)
-
-
-def parse_ollama_host(value: str | None) -> str:
-    """`$OLLAMA_HOST` (Ollama's format) → the base URL a client connects to.
-
-    `host`, `host:port`, `:port`, `scheme://host[:port][/path]`, `[::1]:port`; a bare host gets 11434,
-    `http://host` 80 and `https://host` 443 (like Ollama's envconfig.Host), and a bind-everywhere
-    address (0.0.0.0, ::) becomes loopback because that is where a local client connects.
-    """
-    value = (value or "").strip().strip("'\"")
-    if not value:
-        return DEFAULT_OLLAMA_HOST
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        scheme, rest = "http", value
-        default_port = _OLLAMA_PORT
-    else:
-        scheme = scheme.lower()
-        default_port = 443 if scheme == "https" else 80
-    hostport, _, path = rest.partition("/")
-    parts = urlsplit(f"//{hostport}")
-    host = parts.hostname or ""
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        # Ollama falls back to its default port on an invalid one.
-        port = default_port
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    path = f"/{path.rstrip('/')}" if path.strip("/") else ""
-    return f"{scheme}://{host}:{port}{path}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +89,7 @@ class UpstreamListing:
         """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
         if self.kind == "ollama":
             return list(self.models)
-        return [{"name": m.get("id"), "model": m.get("id"), "modified_at": _rfc3339(m.get("created")),
+        return [{"name": m.get("id"), "model": m.get("id"), "modified_at": _created(m),
                  "size": 0, "digest": "", "details": {"parent_model": "", "format": "", "family": "",
                                                       "families": None, "parameter_size": "",
                                                       "quantization_level": ""}}
@@ -137,14 +103,8 @@ class UpstreamListing:
         for m in self.models:
             name = str(m.get("name") or m.get("model"))
             owner = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "library"
-            out.append({"id": name, "object": "model", "created": _unix(m.get("modified_at")), "owned_by": owner})
+            out.append({"id": name, "object": "model", "created": unix_seconds(m.get("modified_at")), "owned_by": owner})
         return out
-
-
-def name_key(name: str) -> str:
-    """How Ollama compares model names: case-insensitively, and `m` means `m:latest`."""
-    name = str(name).strip().lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 class Upstream:
@@ -222,7 +182,7 @@ class Upstream:
         run a generation twice. Raises UpstreamUnavailable / UpstreamTimeout.
         """
         if json_body is not None:
-            content = _dumps(json_body)
+            content = dumps_bytes(json_body)
         headers = {"content-type": "application/json"} if content is not None else None
         self._turn = (self._turn + 1) % len(self._clients)
         client = self._clients[self._turn]
@@ -329,27 +289,10 @@ else:
     _within = asyncio.wait_for
 
 
-def _rfc3339(created: Any) -> str:
-    seconds = created if isinstance(created, (int, float)) else time.time()
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _unix(modified_at: Any) -> int:
-    try:
-        # Go writes 9 fractional digits; Python's parser takes at most 6.
-        text = str(modified_at).replace("Z", "+00:00")
-        head, dot, rest = text.partition(".")
-        if dot:
-            digits = len(rest) - len(rest.lstrip("0123456789"))
-            text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
-        return int(datetime.fromisoformat(text).timestamp())
-    except ValueError:
-        return int(time.time())
+def _created(model: dict[str, Any]) -> str:
+    created = model.get("created")
+    return rfc3339(created if isinstance(created, (int, float)) else time.time())
 
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

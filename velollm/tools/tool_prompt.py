@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_schema import ToolSpec, tool_specs
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_schema import ToolSpec, tool_specs
 
 if TYPE_CHECKING:
     from velollm.engine.tokenizer import Tokenizer

@@ -1,10 +1,11 @@
-"""Errors -> HTTP status and wire format: `{"error": {message, type, param, code}}` on /v1, `{"error": "..."}` elsewhere."""
+"""Errors -> HTTP status and wire format: `{"error": {message, type, param, code}}` on /v1,
+`{"error": "..."}` on Ollama routes. The API and the proxy both answer through here."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from velollm.errors import (
     EngineDead,
@@ -16,21 +17,28 @@ from velollm.errors import (
     VeloLLMError,
 )
 
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
 logger = logging.getLogger(__name__)
 
+Api = Literal["openai", "ollama"]
 RETRY_AFTER_S = 1  # queue-full back-off hint; the openai SDK honours Retry-After
+# OpenAI's error `type` per status, for errors that carry no type of their own.
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
 class APIError(Exception):
-    """An HTTP-level error raised by the API layer itself (auth, size, host, method, malformed JSON)."""
+    """An HTTP-level error: status, message, and the OpenAI `type` / `param` / `code` fields."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+    def __init__(self, status: int, message: str, *, type: str | None = None,
                  param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.type = type
+        self.type = type or _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         self.param = param
         self.code = code
         self.headers = headers or {}
@@ -57,14 +65,17 @@ def to_api_error(exc: BaseException) -> APIError:
     status = getattr(exc, "status_code", None)
     if isinstance(exc, VeloLLMError) and isinstance(status, int) and 400 <= status < 600:
         # errors that know their status (the proxy's UpstreamUnavailable: 502, UpstreamTimeout: 504)
-        return APIError(status, message, type="server_error" if status >= 500 else "invalid_request_error",
-                        code=type(exc).__name__)
+        return APIError(status, message, code=type(exc).__name__)
     logger.exception("internal error", exc_info=exc)
     return APIError(500, f"internal error: {message}", type="server_error")
 
 
 def is_openai_path(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
+
+
+def api_of(path: str) -> Api:
+    return "openai" if is_openai_path(path) else "ollama"
 
 
 def openai_error_body(err: APIError) -> dict[str, Any]:
@@ -75,22 +86,33 @@ def ollama_error_body(err: APIError) -> dict[str, Any]:
     return {"error": err.message}
 
 
-def error_body(path: str, err: APIError) -> dict[str, Any]:
-    return openai_error_body(err) if is_openai_path(path) else ollama_error_body(err)
+def error_body(api: Api, err: APIError) -> dict[str, Any]:
+    return openai_error_body(err) if api == "openai" else ollama_error_body(err)
 
 
-def error_response(path: str, exc: BaseException):  # -> starlette Response (imported lazily)
+def error_response(api: Api, exc: BaseException) -> Response:
+    """A JSON error response in `api`'s wire format (status, headers such as Retry-After)."""
     from starlette.responses import Response
 
     err = to_api_error(exc)
-    body = json.dumps(error_body(path, err)).encode()
+    body = json.dumps(error_body(api, err)).encode()
     return Response(body, status_code=err.status, headers=err.headers, media_type="application/json")
 
 
 async def send_error(scope: dict, send: Any, err: APIError) -> None:
     """Writes an error response from raw ASGI middleware (before any app code ran)."""
-    body = json.dumps(error_body(scope.get("path", ""), err)).encode()
+    body = json.dumps(error_body(api_of(scope.get("path", "")), err)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def error_message(body: Any) -> str:
+    """The message of an upstream's error body, whatever its format (OpenAI, Ollama, FastAPI's detail)."""
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body))
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        return str(error)
+    return str(body)

@@ -13,12 +13,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_grammar import named_tool, tool_call_constraint
-from velollm.optimizer.tool_parsers import ToolFamily, detect_family
-from velollm.optimizer.tool_prompt import render_with_tools
-from velollm.optimizer.tool_repair import RepairConfig, RepairResult, ToolRepairer
-from velollm.optimizer.tool_schema import tool_specs
-from velollm.optimizer.tool_stream import StreamingToolParser
+from velollm.tools.tool_grammar import named_tool, tool_call_constraint
+from velollm.tools.tool_parsers import ToolFamily, detect_family
+from velollm.tools.tool_prompt import render_with_tools
+from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
+from velollm.tools.tool_schema import tool_specs
+from velollm.tools.tool_stream import StreamingToolParser
 from velollm.sampling_params import StructuredOutput
 
 if TYPE_CHECKING:

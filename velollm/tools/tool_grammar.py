@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from velollm.errors import InvalidRequest
-from velollm.optimizer.tool_parsers import ToolFamily
-from velollm.optimizer.tool_schema import ToolSpec, normalize_schema, tool_specs
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_schema import ToolSpec, normalize_schema, tool_specs
 from velollm.sampling_params import StructuredOutput
 
 # (trigger, call begin before the name, between name and arguments, call end, separator of calls)

@@ -19,7 +19,7 @@ from typing import Any
 
 import regex
 
-from velollm.optimizer.tool_parsers import (
+from velollm.tools.tool_parsers import (
     HERMES_CLOSE,
     HERMES_OPEN,
     MISTRAL_MARKER,
@@ -30,7 +30,7 @@ from velollm.optimizer.tool_parsers import (
     ToolFamily,
     new_call_id,
 )
-from velollm.optimizer.tool_repair import CallOutcome, ToolRepairer, drop_reason
+from velollm.tools.tool_repair import CallOutcome, ToolRepairer, drop_reason
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,13 @@
-"""ModelRegistry: served model name -> running engine; the one place that picks native or upstream.
+"""ModelRegistry: the one place that decides where a request goes, from its model name alone.
 
-Handlers never hold engines themselves: they ask `await registry.route(name)` for every request.
-Models given with --model are loaded at start-up and pinned. Any other name VeloLLM can run (Ollama
-store, HF cache, a path, demo) is loaded on demand into a ModelPool (at most --max-loaded-models,
-unloaded after keep_alive), and the request holds an `EngineLease` until its generation stream
-closes. A name that cannot run natively goes to the upstream (velollm/proxy) when it knows it.
+`route(name)` runs before the request body is interpreted and returns a typed target: a
+`NativeTarget` (a model VeloLLM runs: the body is then parsed with the native rules) or an
+`UpstreamTarget` (the body goes to the upstream as sent, converted only in wire format, and the
+upstream decides what it supports: images, think, format, options...). Models given with --model
+are loaded at start-up and pinned. Any other name VeloLLM can run (Ollama store, HF cache, a path,
+demo) is loaded on demand into a ModelPool (at most --max-loaded-models, unloaded after keep_alive),
+and the request holds an `EngineLease` until its generation stream closes. A name that cannot run
+natively goes to the upstream (velollm/proxy) when it serves it, else 404.
 """
 
 from __future__ import annotations
@@ -13,20 +16,19 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
+from velollm.api.lease import EngineLease
+from velollm.api.model_pool import ModelPool
+from velollm.api.served_model import ServedModel, SourceView
 from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
+from velollm.wire.names import name_key
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
-
-    from velollm.engine.model_pool import ModelPool
 
 logger = logging.getLogger(__name__)
 
@@ -36,42 +38,45 @@ UNSUPPORTED_TTL_S = 60.0  # a model that failed to load as unsupported is not re
 
 @runtime_checkable
 class Upstream(Protocol):
-    """What the proxy provides for models VeloLLM does not run itself.
+    """What the proxy (velollm.proxy.gateway.UpstreamGateway) provides for models VeloLLM does not run.
 
-    `forward` relays the request unchanged in wire format (path, body, streaming) and returns the
-    upstream's response; the listings return entries already in the wire format of the route asking.
-    (velollm.proxy.gateway.UpstreamGateway also takes `has_model(name, reason=...)` and `aclose()`.)
+    `find` -> the name to send upstream, or None when the upstream does not serve `name`; `forward`
+    relays the request in the wire format of its path (converting when the upstream speaks the other
+    API) and returns the upstream's response; the listings are already in the asking route's format.
     """
 
-    async def has_model(self, name: str) -> bool: ...
+    async def find(self, name: str, reason: str = "") -> str | None: ...
 
-    async def forward(self, request: Request, body: dict[str, Any]) -> Response: ...
+    async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
+                      tool_outcome: Callable[[str], None] | None = None) -> Response: ...
 
     async def ollama_tags(self) -> list[dict[str, Any]]: ...
 
     async def openai_models(self) -> list[dict[str, Any]]: ...
 
-
-@dataclass
-class ServedModel:
-    """One natively served model."""
-
-    name: str
-    engine: Any  # velollm.engine.async_engine.AsyncEngine (duck-typed so tests can pass a stub)
-    spec: str = ""
-    loaded_at: float = field(default_factory=time.time)
-    load_duration_s: float = 0.0
-
-    def shutdown(self) -> None:  # the ModelPool unloads through this
-        self.engine.shutdown()
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
-class Route:
-    """Where one request goes: a native model, or the upstream."""
+class NativeTarget:
+    """A model VeloLLM runs itself."""
 
-    model: ServedModel | None = None
-    upstream: Upstream | None = None
+    model: ServedModel
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """A model the upstream serves; `model` is the name to send (the upstream's own spelling)."""
+
+    upstream: Upstream
+    model: str
+
+    async def forward(self, request: Request, body: dict[str, Any],
+                      tool_outcome: Callable[[str], None] | None = None) -> Response:
+        return await self.upstream.forward(request, body, self.model, tool_outcome)
+
+
+Target = Union[NativeTarget, UpstreamTarget]
 
 
 @dataclass(frozen=True)
@@ -91,102 +96,13 @@ class OnDemand:
     describe: Callable[[str], Any] | None = None
 
 
-class SourceView:
-    """A resolved model that is not loaded, with the engine attributes that /api/show and
-    /v1/models/{id} read: Ollama answers those from the manifest without loading the model."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.model_config = source.config
-        self.max_model_len = source.config.max_position_embeddings  # before --max-model-len lowers it
-        # The tokenizer is read only for its template (capabilities): keep that, not the vocabulary.
-        self.tokenizer = SimpleNamespace(chat_template=source.load_tokenizer().chat_template)
-
-
-# The leases taken while handling the current HTTP request (set by LeaseScope).
-_request_leases: ContextVar[list[EngineLease] | None] = ContextVar("velollm_request_leases", default=None)
-
-
-class EngineLease:
-    """One request's hold on an on-demand engine; attributes are the engine's.
-
-    The pool slot is released exactly once: when the last GenerationStream holding the lease
-    closes, or at the latest when the HTTP request ends (LeaseScope) — a request that failed or
-    answered before generating, such as a load-only one. Outside a LeaseScope, garbage collection
-    of the lease releases it.
-    """
-
-    def __init__(self, engine: Any, release: Callable[[], None]) -> None:
-        self._engine = engine
-        self._holders = 0
-        self._finalizer = weakref.finalize(self, _release_in_loop, asyncio.get_running_loop(), release)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "_engine":
-            raise AttributeError(name)
-        return getattr(self._engine, name)
-
-    @property
-    def released(self) -> bool:
-        return not self._finalizer.alive
-
-    def hold(self) -> None:
-        self._holders += 1
-
-    def drop(self) -> None:
-        self._holders -= 1
-        if self._holders <= 0:
-            self._finalizer()
-
-    def release(self) -> None:
-        self._finalizer()
-
-
-class LeaseScope:
-    """ASGI middleware: every EngineLease taken during a request is released when its response
-    (streamed or not) is complete, whatever happened in between."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        leases: list[EngineLease] = []
-        token = _request_leases.set(leases)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _request_leases.reset(token)
-            for lease in leases:
-                lease.release()
-
-
-def _release_in_loop(loop: asyncio.AbstractEventLoop, release: Callable[[], None]) -> None:
-    # A finalizer may run in any thread, in the middle of anything: defer the pool's bookkeeping.
-    try:
-        loop.call_soon_threadsafe(release)
-    except RuntimeError:  # loop closed: the server is gone and its pool with it
-        pass
-
-
-def _aliases(name: str) -> list[str]:
-    # Ollama clients add ":latest" to untagged names and some strip it; treat both as the same model.
-    if name.endswith(":latest"):
-        return [name, name.removesuffix(":latest")]
-    if ":" not in name.rsplit("/", 1)[-1]:
-        return [name, f"{name}:latest"]
-    return [name]
-
-
 class ModelRegistry:
     """Pinned models, on-demand models (a ModelPool) and the upstream; load state for /health."""
 
     def __init__(self, upstream: Upstream | None = None, on_demand: OnDemand | None = None) -> None:
         self.upstream = upstream
         self.on_demand = on_demand
-        self._models: dict[str, ServedModel] = {}
+        self._models: dict[str, ServedModel] = {}  # name_key(served name) -> model
         self._ready = asyncio.Event()
         self.load_error: str | None = None
         self.pool: ModelPool | None = None
@@ -194,8 +110,6 @@ class ModelRegistry:
         self._resolved: dict[str, tuple[float, str | Exception]] = {}
         self._described: dict[str, ServedModel] = {}  # canonical name -> a SourceView, for /api/show
         if on_demand is not None:
-            from velollm.engine.model_pool import ModelPool
-
             self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s)
 
     @property
@@ -209,18 +123,15 @@ class ModelRegistry:
         await self._ready.wait()
 
     def add(self, name: str, engine: Any, *, spec: str = "", load_duration_s: float = 0.0) -> ServedModel:
-        if name in self._models:
+        if name_key(name) in self._models:
             raise ValueError(f"model {name!r} is already served")
         served = ServedModel(name=name, engine=engine, spec=spec or name, load_duration_s=load_duration_s)
-        self._models[name] = served
+        self._models[name_key(name)] = served
         return served
 
     def find(self, name: str) -> ServedModel | None:
-        """A pinned model answering to `name` (on-demand ones go through `route`)."""
-        for alias in _aliases(name):
-            if alias in self._models:
-                return self._models[alias]
-        return None
+        """A pinned model answering to `name` (Ollama's name rule; on-demand ones go through `route`)."""
+        return self._models.get(name_key(name))
 
     def models(self) -> list[ServedModel]:
         """Every loaded model: pinned first, then the on-demand ones."""
@@ -238,18 +149,20 @@ class ModelRegistry:
                             else now + entry.keep_alive))
         return out
 
-    async def route(self, name: str, keep_alive_s: float | None = None) -> Route:
-        """The native model of that name (loading it on demand), else the upstream if it knows it,
-        else ModelNotFound (404). `keep_alive_s`: Ollama's, parsed; None = the server default.
+    async def route(self, name: str, keep_alive: Any = None) -> Target:
+        """Where a request for `name` goes, decided before its body is interpreted: the native model
+        of that name (loading it on demand), else the upstream if it serves it, else ModelNotFound
+        (404). `keep_alive`: the request's, as sent (parsed, as Ollama does, only when a model is
+        loaded on demand for it; an upstream target gets it as sent); None = the server default.
         """
         if not self.ready and self.load_error is None:
             await self.wait_ready()  # a request that arrives while loading waits, as in Ollama
         served = self.find(name)
         if served is not None:
-            return Route(model=served)
+            return NativeTarget(served)
         if self.pool is not None:
             try:
-                return Route(model=await self._acquire(name, keep_alive_s))
+                return NativeTarget(await self._acquire(name, keep_alive))
             except PathNotAllowed:
                 raise  # no upstream serves a path of this machine; the message says why
             except ModelNotFound:
@@ -258,7 +171,7 @@ class ModelRegistry:
                 return await self._elsewhere(name, exc)
         return await self._elsewhere(name)
 
-    async def describe(self, name: str) -> Route:
+    async def describe(self, name: str) -> Target:
         """Like `route`, but never loads a model: a loaded one, else an on-demand one described from
         its resolved source (a ServedModel whose engine is a SourceView), else the upstream, else
         ModelNotFound."""
@@ -266,7 +179,7 @@ class ModelRegistry:
             await self.wait_ready()
         served = self.find(name)
         if served is not None:
-            return Route(model=served)
+            return NativeTarget(served)
         if self.pool is not None:
             try:
                 canonical = await self._resolve(name)
@@ -276,7 +189,7 @@ class ModelRegistry:
                 return await self._elsewhere(name, exc)
             else:
                 loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
-                return Route(model=loaded or await self._describe(canonical))
+                return NativeTarget(loaded or await self._describe(canonical))
         return await self._elsewhere(name)
 
     async def unload(self, served: ServedModel) -> None:
@@ -284,15 +197,13 @@ class ModelRegistry:
         if self.pool is not None and self.find(served.name) is None:
             await self.pool.unload(served.name)
 
-    async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> Route:
-        """The upstream when it has `name`, else the UnsupportedModel (it says why) or a 404."""
+    async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> UpstreamTarget:
+        """The upstream when it serves `name`, else the UnsupportedModel (it says why) or a 404."""
         if self.upstream is not None:
-            if unsupported is not None:
-                found = await self.upstream.has_model(name, reason=str(unsupported))  # type: ignore[call-arg]
-            else:
-                found = await self.upstream.has_model(name)
-            if found:
-                return Route(upstream=self.upstream)
+            reason = f"cannot run it natively: {unsupported}" if unsupported is not None else ""
+            upstream_name = await self.upstream.find(name, reason)
+            if upstream_name is not None:
+                return UpstreamTarget(self.upstream, upstream_name)
         if unsupported is not None:
             raise unsupported
         raise ModelNotFound(f"model '{name}' not found")
@@ -317,11 +228,11 @@ class ModelRegistry:
         return ServedModel(name=canonical, engine=view, spec=canonical,
                            loaded_at=view.source.info.modified_at or time.time())
 
-    async def _acquire(self, name: str, keep_alive_s: float | None) -> ServedModel:
+    async def _acquire(self, name: str, keep_alive: Any) -> ServedModel:
         assert self.pool is not None
         canonical = await self._resolve(name)
         try:
-            pooled: ServedModel = await self.pool.acquire(canonical, keep_alive_s)
+            pooled: ServedModel = await self.pool.acquire(canonical, keep_alive)
         except UnsupportedModel as exc:  # e.g. it does not fit: let the upstream answer for a while
             self._resolved[name] = (time.monotonic() + UNSUPPORTED_TTL_S, exc)
             raise
@@ -329,9 +240,6 @@ class ModelRegistry:
             self._resolved.pop(name, None)  # resolve again next time (the file may have changed)
             raise
         lease = EngineLease(pooled.engine, lambda: self.pool.release(canonical))  # type: ignore[union-attr]
-        scope = _request_leases.get()
-        if scope is not None:
-            scope.append(lease)
         return replace(pooled, engine=lease)
 
     async def _resolve(self, name: str) -> str:

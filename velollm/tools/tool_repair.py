@@ -15,15 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from velollm.optimizer.tool_coerce import check_arguments, schema_validator
-from velollm.optimizer.tool_parsers import (
+from velollm.tools.tool_coerce import check_arguments, schema_validator
+from velollm.tools.tool_parsers import (
     Snippet,
     ToolCall,
     ToolFamily,
     extract_tool_calls,
     new_call_id,
 )
-from velollm.optimizer.tool_schema import ToolSpec, tool_specs
+from velollm.tools.tool_schema import ToolSpec, tool_specs
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,34 @@
+"""ServedModel: one natively served model; SourceView: a resolved model that is not loaded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+
+@dataclass
+class ServedModel:
+    """One natively served model."""
+
+    name: str
+    engine: Any  # velollm.engine.async_engine.AsyncEngine, an EngineLease on one, or a SourceView
+    spec: str = ""
+    loaded_at: float = field(default_factory=time.time)
+    load_duration_s: float = 0.0
+
+    def shutdown(self) -> None:  # the ModelPool unloads through this
+        self.engine.shutdown()
+
+
+class SourceView:
+    """A resolved model that is not loaded, with the engine attributes that /api/show and
+    /v1/models/{id} read: Ollama answers those from the manifest without loading the model."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.model_config = source.config
+        self.max_model_len = source.config.max_position_embeddings  # before --max-model-len lowers it
+        # The tokenizer is read only for its template (capabilities): keep that, not the vocabulary.
+        self.tokenizer = SimpleNamespace(chat_template=source.load_tokenizer().chat_template)
