@@ -44,24 +44,19 @@ def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
 
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
-    kwargs = engine_kwargs(config)
+    from velollm.api.native_models import describe_native, load_native, resolve_native
 
+    kwargs = engine_kwargs(config)
     allow_paths = config.client_paths_allowed
 
     def resolve(name: str) -> str:
-        from velollm.engine.loader.resolve import resolve_model
-
-        return resolve_model(name, allow_paths=allow_paths).info.name  # lazy source: reads headers, not weights
+        return resolve_native(name, allow_paths)  # lazy source: reads headers, not weights
 
     def load(name: str) -> Any:
-        from velollm.engine.async_engine import AsyncEngine
-
-        engine = AsyncEngine.from_model(name, served_name=name, allow_paths=allow_paths, **kwargs)
-        engine.start()
-        return engine
+        return load_native(name, served_name=name, allow_paths=allow_paths, **kwargs)
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
-                    keep_alive_s=config.keep_alive_s)
+                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths))
 
 
 async def health(request: Request) -> Response:

@@ -53,6 +53,10 @@ def details(served: ServedModel) -> dict[str, Any]:
 
 def model_info(served: ServedModel) -> dict[str, Any]:
     """GGUF-style keys (what `ollama show` prints), from the model config."""
+    if getattr(served.engine, "is_embedding", False):
+        from velollm.api.embedding_format import embedding_model_info
+
+        return embedding_model_info(served.engine)
     c = served.engine.model_config
     arch = _info(served).family
     out: dict[str, Any] = {
@@ -76,6 +80,8 @@ def model_info(served: ServedModel) -> dict[str, Any]:
 
 
 def capabilities(served: ServedModel) -> list[str]:
+    if getattr(served.engine, "is_embedding", False):
+        return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
     template = served.engine.tokenizer.chat_template

@@ -127,6 +127,14 @@ def run(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
                 config.host, config.port, config.upstream or "none")
 
+    server, failed = make_server(config, upstream_cfg, log_level)
+    server.run()
+    return 1 if failed or not server.started else 0
+
+
+def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
+                log_level: str) -> tuple[Any, list[BaseException]]:
+    """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
     import uvicorn
 
     from velollm.api.app import create_app
@@ -144,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            log_level=log_level, timeout_graceful_shutdown=5))
-    server.run()
-    return 1 if failed or not server.started else 0
+    return server, failed
 
 
 def main(argv: list[str] | None = None) -> int:

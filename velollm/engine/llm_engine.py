@@ -81,6 +81,7 @@ class LLMEngine:
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
         self.max_model_len = min(wanted_len, capacity)
+        self.tokenizer.max_input_tokens = self.max_model_len
         self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, enable_prefix_caching)
         batched = max_num_batched_tokens or max(2048, min(self.max_model_len, 8192))
         self.scheduler = Scheduler(SchedulerConfig(max_num_seqs, batched, self.max_model_len), self.block_manager)
@@ -250,3 +251,4 @@ class LLMEngine:
         for request_id in list(self.requests):
             self.abort_request(request_id)
         self.runner.release()
+        self.tokenizer.close()

@@ -12,6 +12,7 @@ from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.registry import model_class
@@ -81,9 +82,9 @@ class ModelRunner:
                 module.cos_sin_cache = kernels.build_cos_sin_cache(
                     cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
                 ).to(self.device)
-        model.load_weights(
-            (name, tensor.to(self.device, self.dtype)) for name, tensor in source.iter_weights()
-        )
+        model.load_weights(track_progress(
+            ((name, tensor.to(self.device, self.dtype)) for name, tensor in source.iter_weights()),
+            source.info.name, source.info.parameter_count))
         return model.eval()
 
     def kv_bytes_per_block(self) -> int:

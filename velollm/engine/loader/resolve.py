@@ -6,9 +6,12 @@ import logging
 from pathlib import Path
 
 from velollm.engine.loader.source import ModelSource
-from velollm.errors import ModelNotFound, PathNotAllowed
+from velollm.errors import InvalidRequest, ModelNotFound, PathNotAllowed
 
 logger = logging.getLogger(__name__)
+
+MAX_NAME_PART_BYTES = 255  # a file name's limit on Linux and macOS: a longer part names nothing anywhere
+MAX_NAME_BYTES = 4096  # PATH_MAX
 
 
 def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path | None = None,
@@ -27,6 +30,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     from velollm.engine.loader.gguf import gguf_source
     from velollm.engine.loader.hf_folder import load_hf_folder
 
+    check_model_name(spec)
     if spec == "demo":
         from velollm.engine.loader.demo import ensure_demo
 
@@ -57,6 +61,19 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     raise ModelNotFound(f"model {spec!r} not found (not a file, an Ollama model in {root} or a cached Hugging Face repo)")
 
 
+def check_model_name(spec: str) -> None:
+    """A name no file system can hold is a 400 before any lookup (not an OSError from deep inside)."""
+    try:
+        encoded = spec.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("model name is not valid Unicode (a lone surrogate)", param="model") from None
+    if not spec or b"\x00" in encoded:
+        raise InvalidRequest("model name must be a non-empty string without NUL characters", param="model")
+    if len(encoded) > MAX_NAME_BYTES or any(len(part) > MAX_NAME_PART_BYTES for part in encoded.split(b"/")):
+        raise InvalidRequest(f"model name is too long: at most {MAX_NAME_PART_BYTES} bytes between slashes and "
+                             f"{MAX_NAME_BYTES} in all", param="model")
+
+
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(".gguf")
 
@@ -66,6 +83,7 @@ def _from_path(path: Path, name: str, dtype: str | None, device: str | None) -> 
     from velollm.engine.loader.hf_folder import load_hf_folder
 
     if path.is_file():
+        _check_gguf_magic(path, name)
         return gguf_source(path, name=name, dtype=dtype, device=device)
     if (path / "config.json").is_file():
         return load_hf_folder(path, name=name, dtype=dtype)
@@ -73,3 +91,17 @@ def _from_path(path: Path, name: str, dtype: str | None, device: str | None) -> 
     if len(ggufs) == 1:  # a GGUF repo snapshot or a folder holding one model file
         return gguf_source(ggufs[0], name=name, dtype=dtype, device=device)
     raise ModelNotFound(f"model {name!r} not found: {path} has no config.json and no single .gguf file")
+
+
+def _check_gguf_magic(path: Path, name: str) -> None:
+    """A file that is no GGUF is a 400 naming the path only: nothing of its contents is echoed."""
+    from velollm.engine.loader.gguf_file import GGUF_MAGIC
+
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise InvalidRequest(f"model {name!r}: {path} cannot be read ({exc.strerror})", param="model") from None
+    if magic != GGUF_MAGIC:
+        raise InvalidRequest(f"model {name!r}: {path} is not a model (a GGUF file or a model folder)",
+                             param="model")
