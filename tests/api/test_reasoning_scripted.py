@@ -14,9 +14,9 @@ import ollama
 import openai
 import pytest
 
-from tests.api.conftest import ServerHandle, ThreadedServer, free_port, stub_app
+from tests.api.conftest import ServerHandle
 from tests.api.stub_engine import StubTokenizer
-from tests.api.test_tools_scripted import WEATHER, ScriptedEngine
+from tests.api.test_tools_scripted import WEATHER, scripted  # noqa: F401 (the scripted server fixture)
 from velollm.sampling_params import ReasoningSpan
 
 HYBRID = "{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{{ c.split('</think>')[-1] }}"
@@ -48,11 +48,8 @@ class ThinkingTokenizer(StubTokenizer):
 
 
 @pytest.fixture(scope="module")
-def thinking_server():
-    engine = ScriptedEngine()
-    port = free_port()
-    with ThreadedServer(stub_app(engine, port=port, tool_retries=0), port):
-        yield ServerHandle("stub", f"http://127.0.0.1:{port}", engine=engine)
+def thinking_server(scripted):
+    return scripted
 
 
 @pytest.fixture
