@@ -110,5 +110,6 @@ def replay(args: argparse.Namespace) -> None:
         results[name] = len(stream) / seconds
         print(f"{name:17s} {len(stream) / seconds:6.2f} req/s  ({seconds:6.1f} s)  hit rate {hits / len(stream):5.1%}  "
               + " ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     base = results["no cache"]
     print("throughput vs no cache: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in results.items() if k != "no cache"))
