@@ -42,6 +42,18 @@ class EngineStats:
     num_steps: int
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine was built (what /metrics reports and `velollm optimize --check` compares)."""
+
+    device: str
+    dtype: str
+    max_num_seqs: int
+    max_model_len: int
+    kv_cache_bytes: int
+    cuda_graphs: bool
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device(default_device())
@@ -246,6 +258,11 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             num_steps=self.num_steps,
         )
+
+    def settings(self) -> EngineSettings:
+        r = self.runner
+        return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
+                              self.max_model_len, r.num_blocks * r.kv_bytes_per_block(), r.graphs is not None)
 
     def close(self) -> None:
         for request_id in list(self.requests):
