@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai
+from velollm.api import embeddings, ollama, ollama_models, openai, responses
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import (
@@ -136,12 +136,15 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if state.responses is not None:
+                state.responses.close()
             close = getattr(upstream, "aclose", None)
             if close is not None:
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *ollama.routes(), *ollama_models.routes(), *embeddings.routes()]
+              *openai.routes(), *responses.routes(), *ollama.routes(), *ollama_models.routes(),
+              *embeddings.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config), lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state

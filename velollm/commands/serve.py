@@ -67,6 +67,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
+    p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
+                   help="stored /v1/responses kept (oldest dropped first; also dropped after 30 days)")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
@@ -108,7 +110,15 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths,
+        responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
     )
+
+
+def _responses_db(cache: str | None) -> str:
+    """Stored responses live beside the demo model: $VELOLLM_CACHE, else ~/.cache/velollm."""
+    from pathlib import Path
+
+    return str(Path(cache or Path.home() / ".cache" / "velollm") / "responses.sqlite")
 
 
 def run(args: argparse.Namespace) -> int:
