@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from velollm.cache.config import CacheConfig
 
 DEFAULT_MODEL = "demo"
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,6 +40,7 @@ class ServerConfig:
     tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
     # May clients name filesystem paths as models (loaded on demand)? None: only when bound to loopback.
     allow_client_paths: bool | None = None
+    cache: "CacheConfig | None" = None  # response caches (--cache, --semantic-cache); None: off
     # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
     # the retention limit: at most this many, none older than responses_max_age_s.
     responses_db: str = ":memory:"

@@ -3,7 +3,7 @@
 Environment variables are read here only: VELOLLM_API_KEY (when --api-key is absent), OLLAMA_HOST
 (the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
 OLLAMA_KEEP_ALIVE (how long on-demand models stay loaded after their last request; default 5m),
-VELOLLM_CACHE (where the demo model is generated; default ~/.cache/velollm).
+VELOLLM_CACHE (where the demo model is generated and the response cache is kept; default ~/.cache/velollm).
 
 Models given with --model load at start-up and stay loaded. Any other name VeloLLM can run (Ollama
 store, HF cache, a path) loads on first request, at most --max-loaded-models at once; names it
@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
+from velollm.cache.options import add_cache_arguments, cache_config
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -73,6 +74,7 @@ def add_parser(subparsers: Any) -> None:
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
     add_upstream_arguments(p)
+    add_cache_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -109,7 +111,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
-        tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths,
+        tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
     )
 
