@@ -161,7 +161,8 @@ function renderCaches(samples) {
     const base = hits.replace(/_hits_total$/, "");
     const h = sum(samples, hits), misses = sum(samples, base + "_misses_total");
     const looked = misses ? h + misses : sum(samples, base + "_queries_total") || sum(samples, base + "_lookups_total");
-    rows.push([base.replace(/^velollm_/, "").replace(/_/g, " "), h, looked]);
+    const label = base === "velollm_cache" ? "response (whole answers)" : base.replace(/^velollm_/, "").replace(/_/g, " ");
+    rows.push([label, h, looked]);
   }
   const body = $("caches").tBodies[0];
   body.replaceChildren();
