@@ -2,7 +2,8 @@
 
 For each GGUF type and M (rows of activations): the GEMV (M <= 8) and the GEMM, each in GB/s of weight
 bytes read and TFLOP/s, beside cuBLAS on the same weight in bfloat16 (the dequantize-at-load path).
-Then a small tile sweep of each kernel at M = 1 and M = 256. Rows "quant_dispatch" print, per type,
+Then a small tile sweep of each kernel at M = 1 and M = 256 (rows ending in _cfg: in the logs and
+results.jsonl, not in gpu_check's table). Rows "quant_dispatch" print, per type,
 the largest M where the GEMV beats the GEMM: kernels.quantized_linear switches at quant_gemv.MAX_ROWS.
 
 Usage: python benchmarks/quant_matmul.py [--types Q4_K Q6_K Q8_0 Q4_0]
@@ -51,7 +52,7 @@ def sweep_type(qtype: str) -> None:
                 best_gemv_at = m if times["gemv"] < times["gemm"] else best_gemv_at
             for kernel, seconds in times.items():
                 nbytes = dense.numel() * 2 if kernel == "cublas_bf16" else w.nbytes
-                emit(what="quant_matmul", qtype=qtype, shape=shape, n=n, k=k, m=m, kernel=kernel,
+                emit(what="quant_matmul" if m in (1, 256) else "quant_matmul_cfg", qtype=qtype, shape=shape, n=n, k=k, m=m, kernel=kernel,
                      us=round(seconds * 1e6, 1), gb_s=round(nbytes / seconds / 1e9, 1),
                      tflop_s=round(2 * m * n * k / seconds / 1e12, 2))
         crossover[shape] = best_gemv_at
@@ -64,13 +65,13 @@ def tile_sweep(qtype: str, shape: str, w, k: int) -> None:
     for block_n in (8, 16, 32):
         for block_b in (128, 256, 512):
             seconds = time_cuda(lambda: quant_gemv_triton(x1, w, block_n=block_n, block_b=block_b))
-            emit(what="quant_tiles", kernel="gemv", qtype=qtype, shape=shape, block_n=block_n, block_b=block_b,
+            emit(what="quant_tiles_cfg", kernel="gemv", qtype=qtype, shape=shape, block_n=block_n, block_b=block_b,
                  us=round(seconds * 1e6, 1), gb_s=round(w.nbytes / seconds / 1e9, 1))
     x = torch.randn(256, k, device="cuda", dtype=torch.bfloat16)
     for block_n, block_b, warps in ((64, 32, 4), (128, 32, 4), (64, 64, 4), (128, 64, 8)):
         seconds = time_cuda(lambda: quant_gemm_triton(x, w, block_m=64, block_n=block_n, block_b=block_b,
                                                       num_warps=warps))
-        emit(what="quant_tiles", kernel="gemm", qtype=qtype, shape=shape, block_n=block_n, block_b=block_b,
+        emit(what="quant_tiles_cfg", kernel="gemm", qtype=qtype, shape=shape, block_n=block_n, block_b=block_b,
              num_warps=warps, us=round(seconds * 1e6, 1), tflop_s=round(2 * 256 * w.shape[0] * k / seconds / 1e12, 2))
 
 
