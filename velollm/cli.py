@@ -20,6 +20,7 @@ COMMANDS = {
     "stop": "velollm.commands.stop",
     "show": "velollm.commands.show",
     "pull": "velollm.commands.pull",
+    "cache": "velollm.commands.cache",
 }
 
 

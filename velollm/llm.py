@@ -18,18 +18,20 @@ class LLM:
 
     `kv_cache_memory` is the KV budget in bytes (CPU default: 2 GiB, allocated lazily; on CUDA the
     free memory times `gpu_memory_utilization` when not given). `enforce_eager` turns off the CUDA graphs
-    that decode steps otherwise replay on CUDA.
+    that decode steps otherwise replay on CUDA. `quantization`: "auto" keeps GGUF weights quantized on
+    CUDA (Triton kernels compute in place) and dequantizes them at load on the CPU; "none" always
+    dequantizes; "gguf" always keeps them quantized (on the CPU through the torch reference).
     """
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", *, max_num_seqs: int = 256,
                  max_model_len: int | None = None, kv_cache_memory: int | None = None,
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
-                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False) -> None:
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, quantization: str = "auto") -> None:
         self.engine: LLMEngine | None = LLMEngine.from_model(
             model, cache_dir=os.environ.get("VELOLLM_CACHE"), device=device, dtype=dtype, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             kv_cache_memory=kv_cache_memory, max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
+            enforce_eager=enforce_eager, quantization=quantization,
         )
 
     def get_tokenizer(self):

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai
+from velollm.api import embeddings, ollama, ollama_models, openai, responses
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import (
@@ -28,6 +28,7 @@ from velollm.api.middleware import (
 )
 from velollm.api.lease import LeaseScope
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
+from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
 from velollm.wire.errors import APIError, api_of, error_response
 
@@ -80,7 +81,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
-def _middleware(config: ServerConfig) -> list[Middleware]:
+def _middleware(config: ServerConfig, cache: Middleware | None) -> list[Middleware]:
     origins = list(config.cors_origins)
     return [
         Middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=DEFAULT_CORS_ORIGIN_REGEX,
@@ -88,6 +89,7 @@ def _middleware(config: ServerConfig) -> list[Middleware]:
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+        *([cache] if cache is not None else []),
         Middleware(LeaseScope),
     ]
 
@@ -116,6 +118,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+    cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,13 +139,19 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if cache is not None:
+                await cache.close()
+            if state.responses is not None:
+                state.responses.close()
             close = getattr(upstream, "aclose", None)
             if close is not None:
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *ollama.routes(), *ollama_models.routes(), *embeddings.routes()]
-    app = Starlette(routes=routes, middleware=_middleware(config), lifespan=lifespan,
+              *openai.routes(), *responses.routes(), *ollama.routes(), *ollama_models.routes(),
+              *embeddings.routes()]
+    app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
+                    lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state
     return app

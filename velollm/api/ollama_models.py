@@ -22,6 +22,7 @@ from velollm.api.registry import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.wire.names import name_key
 from velollm.wire.timestamps import rfc3339
+from velollm.reasoning import ThinkingTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def capabilities(served: ServedModel) -> list[str]:
         return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
-    return ["completion", "tools"] if served.engine.tokenizer.chat_template else ["completion"]
+    template = served.engine.tokenizer.chat_template
+    if not template:
+        return ["completion"]
+    return ["completion", "tools"] + (["thinking"] if ThinkingTemplate.of(template).supports_thinking else [])
 
 
 def _modified(served: ServedModel) -> str:

@@ -17,13 +17,9 @@ from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
                                  read_json, route)
 from velollm.api.ollama_models import merge_listings
+from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
-from velollm.api.protocol_openai import (
-    ChatCompletionRequest,
-    model_of,
-    parse_chat_request,
-    parse_completion_request,
-)
+from velollm.api.protocol_openai import model_of, parse_chat_request, parse_completion_request
 from velollm.api.registry import UpstreamTarget
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest, ModelNotFound
@@ -34,16 +30,6 @@ from velollm.wire.names import name_key
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
-
-
-def _encode_chat(tokenizer: Any, req: ChatCompletionRequest) -> list[int]:
-    try:
-        return tokenizer.encode_chat(req.messages, tools=req.tool_config.tools,
-                                     add_generation_prompt=req.add_generation_prompt, **req.chat_template_kwargs)
-    except InvalidRequest:
-        raise
-    except Exception as exc:  # jinja errors from the model's template ("roles must alternate", ...)
-        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
 
 
 def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> list[int]:
@@ -67,20 +53,10 @@ def _observe(state: AppState, call: Call, gen: GenerationStream, status: int) ->
 async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
                call: Call, tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
-    tool_stream = tools.stream() if tools is not None else None
     try:
         try:
-            async for index, delta in gen:
-                if tool_stream is None:
-                    chunks = fmt.stream_chunks(index, delta, gen.choices)
-                else:
-                    piece = tool_stream.feed(index, delta)
-                    chunks = fmt.stream_chunks(index, piece.delta, gen.choices,  # type: ignore[call-arg]
-                                               [d.to_openai() for d in piece.call_deltas])
-                for chunk in chunks:
-                    yield sse_event(chunk)
-            if fmt.include_usage:
-                yield sse_event(fmt.usage_chunk(gen.choices))
+            async for chunk in stream_chunks(gen, fmt, tools):
+                yield sse_event(chunk)
             status = 200
         except Exception as exc:  # after the 200 went out: report in-band, as the openai SDK expects
             err = to_api_error(exc)
@@ -99,11 +75,7 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
         call.records_itself = True
         return streaming_response(_sse(gen, fmt, state, call, tools), SSE_MEDIA_TYPE)
     try:
-        if tools is None:
-            body = fmt.response(await cancel_on_disconnect(request.receive, gen.collect()))
-        else:
-            answers = await cancel_on_disconnect(request.receive, tools.answers(gen))
-            body = fmt.response(gen.choices, answers)
+        body = await whole_body(request.receive, gen, fmt, tools)
     finally:
         await gen.aclose()
     response = JSONResponse(body)
@@ -118,29 +90,8 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     target = await route(request, state, call, model_of(body))
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
-    req = parse_chat_request(body)
-    served = target.model
-    engine = served.engine
-    tools, params = None, req.params
-    if req.tool_config.tools:
-        tc = req.tool_config
-        tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
-                          metrics=state.metrics, model=served.name,
-                          template_kwargs={"add_generation_prompt": req.add_generation_prompt,
-                                           **req.chat_template_kwargs})
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
-        params = tools.params(req.params)
-    else:
-        prompt_ids = await asyncio.to_thread(_encode_chat, engine.tokenizer, req)
-    max_tokens = fit_max_tokens(len(prompt_ids), params.max_tokens, engine.max_model_len, "messages")
-    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
-             for i in range(params.n)]
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    fmt = ChatFormatter(request_id, served.name, int(time.time()), engine.tokenizer, req.top_logprobs,
-                        req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
-                        want_logprobs=req.logprobs)
-    gen = GenerationStream(engine, calls, request_id)
-    return await _run(request, state, call, gen, fmt, req.stream.stream, tools)
+    chat = await prepare_chat(state, target.model, parse_chat_request(body))
+    return await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
 
 
 @endpoint("/v1/completions")

@@ -43,22 +43,27 @@ def decoder_config(raw: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_hf_config({**raw, "architectures": archs}).replace(tie_word_embeddings=True)
 
 
-def decoder_builder(info: ModelInfo, config: ModelConfig,
-                    iter_weights: Callable[[], Iterator[tuple[str, torch.Tensor]]]) -> Callable[[str, torch.dtype], nn.Module]:
-    """build(device, dtype) for EmbeddingSource: the engine model, weights streamed from `iter_weights`."""
+def decoder_builder(info: ModelInfo, config: ModelConfig, iter_weights: Callable[[], Iterator[tuple[str, Any]]],
+                    quantization: str = "none") -> Callable[[str, torch.dtype], nn.Module]:
+    """build(device, dtype) for EmbeddingSource: the engine model, weights streamed from `iter_weights`
+    (GGUF planes too, with quantization="gguf", as the engine keeps them)."""
 
     def build(device: str, dtype: torch.dtype) -> nn.Module:
         from velollm.engine.model_runner import load_model
 
         name = {v: k for k, v in TORCH_DTYPES.items()}[dtype]
-        source = ModelSource(config.replace(dtype=name), info, lambda: None, lambda: _model_names(iter_weights()),  # type: ignore[arg-type,return-value]
-                             Path(info.path))
+        source = ModelSource(config.replace(dtype=name), info, _no_tokenizer, lambda: _model_names(iter_weights()),
+                             Path(info.path), quantization=quantization)
         return DecoderEncoder(load_model(source, source.config, device, dtype))
 
     return build
 
 
-def _model_names(weights: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+def _no_tokenizer() -> Any:
+    raise RuntimeError("the embedder holds the tokenizer; load_model never asks for it")
+
+
+def _model_names(weights: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
     for name, tensor in weights:
         if name.startswith("lm_head."):
             continue  # tied to the embedding: embedding passes never use the head

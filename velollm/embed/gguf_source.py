@@ -119,7 +119,8 @@ def _decoder_source(path: Path, f: GGUFFile, name: str | None, info_overrides: d
         return backend
 
     return EmbeddingSource(source.info, "decoder", config.hidden_size, max_tokens, Pooling(mode, normalize=True),
-                           decoder_builder(source.info, config, source.iter_weights), load_tokenizer)
+                           decoder_builder(source.info, config, source.iter_weights, source.quantization),
+                           load_tokenizer)
 
 
 def _iter_weights(path: Path, config: EncoderConfig) -> Iterator[tuple[str, int | None, torch.Tensor]]:

@@ -97,17 +97,18 @@ class LLMEngine:
 
     @classmethod
     def from_model(cls, model: str, *, dtype: str = "auto", cache_dir: str | None = None, allow_paths: bool = True,
-                   **kwargs) -> "LLMEngine":
+                   quantization: str = "auto", **kwargs) -> "LLMEngine":
         """Resolve a model specifier (demo, path, Ollama name, HF repo id) and build the engine.
 
         `cache_dir` is where `demo` is generated (default ~/.cache/velollm); `allow_paths=False` refuses
-        filesystem paths (a name a network client chose).
+        filesystem paths (a name a network client chose). `quantization`: auto | none | gguf, whether GGUF
+        weights stay quantized (auto: on CUDA) or are dequantized at load.
         """
         from velollm.engine.loader.resolve import resolve_model
 
         device = str(resolve_device(kwargs.pop("device", "auto")))
         source = resolve_model(model, dtype=None if dtype == "auto" else dtype, cache_dir=cache_dir, device=device,
-                               allow_paths=allow_paths)
+                               allow_paths=allow_paths, quantization=quantization)
         return cls(source, device=device, dtype=dtype, **kwargs)
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:

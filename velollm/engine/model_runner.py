@@ -15,8 +15,11 @@ from velollm.engine.forward_context import AttentionMetadata, forward_context
 from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
+from velollm.engine.models.llama import FUSED_LINEARS
+from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
 from velollm.engine.scheduler import ScheduledBatch
+from velollm.kernels.gguf_planes import QuantizedWeight
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,11 @@ class HostStep:
     max_query_len: int = 0
 
 
+def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
+    """A streamed weight on the device: float tensors in the model dtype, GGUF planes as they are."""
+    return tensor.to(device) if isinstance(tensor, QuantizedWeight) else tensor.to(device, dtype)
+
+
 class ModelRunner:
     def __init__(self, source: ModelSource, device: torch.device, cache_config: CacheConfig,
                  max_num_seqs: int, max_model_len: int, *, max_num_batched_tokens: int | None = None,
@@ -71,7 +79,13 @@ class ModelRunner:
         self.step_counts = {"prefill": 0, "decode_eager": 0, "decode_graph": 0}
 
     def _load_model(self, source: ModelSource) -> torch.nn.Module:
-        return load_model(source, self.config, self.device, self.dtype)
+        model = load_model(source, self.config, self.device, self.dtype)
+        self.quantization = source.quantization
+        self.weight_bytes = weight_bytes(model)
+        return model
+
+    def kv_cache_bytes(self) -> int:
+        return self.num_blocks * self.kv_bytes_per_block()
 
     def kv_bytes_per_block(self) -> int:
         cfg = self.config
@@ -170,10 +184,15 @@ class ModelRunner:
     def paths(self) -> dict[str, object]:
         """Which compute paths ran so far (benchmarks print and check this)."""
         blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
+        matmul = f"torch.nn.functional.linear ({blas})"
+        if self.quantization == "gguf":
+            matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
+                                          else "(torch reference: dequantize per call)")
         return {
             "attention": f"paged/{self.attention_backend}",
             "norm_rope_act": self.attention_backend,
-            "matmul": f"torch.nn.functional.linear ({blas})",
+            "matmul": matmul,
+            "weight_bytes": self.weight_bytes,
             "cuda_graphs": self.graphs is not None,
             "graph_buckets": self.graphs.buckets if self.graphs is not None else [],
             "graph_replays": self.graphs.num_replays if self.graphs is not None else 0,
@@ -273,10 +292,14 @@ def load_model(source: ModelSource, config: ModelConfig, device: torch.device | 
                dtype: torch.dtype) -> torch.nn.Module:
     """The model of `source` (shaped by `config`) on `device`, its weights streamed in.
 
-    Built on the meta device so the weights are materialised once, straight from the checkpoint stream.
+    Built on the meta device so the weights are materialised once, straight from the checkpoint stream;
+    quantized layers replace the dense ones before anything is allocated.
     """
+    device = torch.device(device)
     with torch.device("meta"):
         model = model_class(config)(config)
+        if source.quantization == "gguf":
+            quantize_linears(model, dtype, FUSED_LINEARS)
     model = model.to(dtype=dtype).to_empty(device=device)
     model.tie_weights()
     for module in model.modules():
@@ -285,6 +308,6 @@ def load_model(source: ModelSource, config: ModelConfig, device: torch.device | 
                 config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling
             ).to(device)
     model.load_weights(track_progress(
-        ((name, tensor.to(device, dtype)) for name, tensor in source.iter_weights()),
+        ((name, _placed(tensor, device, dtype)) for name, tensor in source.iter_weights()),
         source.info.name, source.info.parameter_count))
     return model.eval()

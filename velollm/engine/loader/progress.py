@@ -56,7 +56,7 @@ def track_progress(weights: Iterable[tuple[str, "torch.Tensor"]], model: str,
     for name, tensor in weights:
         yield name, tensor
         num_tensors += 1
-        num_bytes += tensor.numel() * tensor.element_size()
+        num_bytes += tensor.nbytes  # a GGUF QuantizedWeight counts its planes
         num_params += tensor.numel()
         now = time.perf_counter()
         if now - last >= REPORT_EVERY_S:

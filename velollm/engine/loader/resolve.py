@@ -16,13 +16,15 @@ MAX_NAME_BYTES = 4096  # PATH_MAX
 
 def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path | None = None,
                   device: str | None = None, ollama_models: str | Path | None = None,
-                  hf_hub: str | Path | None = None, allow_paths: bool = True) -> ModelSource:
+                  hf_hub: str | Path | None = None, allow_paths: bool = True,
+                  quantization: str | None = None) -> ModelSource:
     """Find `spec` and return its lazy ModelSource; nothing is allocated yet.
 
     Order: "demo"; an existing path (a GGUF file or an HF folder); an Ollama name in the store
     (`ollama_models`, else $OLLAMA_MODELS read now); an HF repo id in the hub cache (`hf_hub`, else
     $HF_HUB_CACHE / $HF_HOME / ~/.cache). Raises ModelNotFound naming the spec when nothing matches,
     UnsupportedModel when it exists but cannot run natively, ModelLoadError when it is corrupt.
+    `quantization` (auto | none | gguf) says whether GGUF weights stay quantized (gguf_quantized.py).
     `allow_paths=False` (names sent by clients of a server open to the network): filesystem paths are
     refused before the filesystem is looked at, so a client can neither load nor probe files.
     """
@@ -42,7 +44,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     else:
         path = Path(spec).expanduser()
         if path.exists():
-            return _from_path(path, spec, dtype, device)
+            return _from_path(path, spec, dtype, device, quantization)
         if _looks_like_path(spec):
             raise ModelNotFound(f"model {spec!r} not found: no such file or directory")
     root = Path(ollama_models) if ollama_models is not None else ollama_store.models_dir()
@@ -51,13 +53,13 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
         ollama_store.check_runnable(model)  # raises for a cloud model or one with no GGUF layer
         return gguf_source(
             model.model_path,  # type: ignore[arg-type]
-            name=model.display_name, dtype=dtype, device=device, digest=model.digest,
+            name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
             default_system=model.system, template=model.template,
         )
     folder = hf_cache.snapshot_folder(spec, Path(hf_hub) if hf_hub is not None else None)
     if folder is not None:
-        return _from_path(folder, spec, dtype, device)
+        return _from_path(folder, spec, dtype, device, quantization)
     raise ModelNotFound(f"model {spec!r} not found (not a file, an Ollama model in {root} or a cached Hugging Face repo)")
 
 
@@ -78,18 +80,19 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(".gguf")
 
 
-def _from_path(path: Path, name: str, dtype: str | None, device: str | None) -> ModelSource:
+def _from_path(path: Path, name: str, dtype: str | None, device: str | None,
+               quantization: str | None) -> ModelSource:
     from velollm.engine.loader.gguf import gguf_source
     from velollm.engine.loader.hf_folder import load_hf_folder
 
     if path.is_file():
         _check_gguf_magic(path, name)
-        return gguf_source(path, name=name, dtype=dtype, device=device)
+        return gguf_source(path, name=name, dtype=dtype, device=device, quantization=quantization)
     if (path / "config.json").is_file():
         return load_hf_folder(path, name=name, dtype=dtype)
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:  # a GGUF repo snapshot or a folder holding one model file
-        return gguf_source(ggufs[0], name=name, dtype=dtype, device=device)
+        return gguf_source(ggufs[0], name=name, dtype=dtype, device=device, quantization=quantization)
     raise ModelNotFound(f"model {name!r} not found: {path} has no config.json and no single .gguf file")
 
 
