@@ -263,7 +263,12 @@ class LLMEngine:
     def settings(self) -> EngineSettings:
         r = self.runner
         return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
-                              self.max_model_len, r.num_blocks * r.kv_bytes_per_block(), r.graphs is not None)
+                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None)
+
+    def memory_bytes(self) -> int:
+        """What the loaded model holds on its device: the weights as held (GGUF planes when kept
+        quantized) and the KV cache (what Ollama's /api/ps reports as size)."""
+        return self.runner.weight_bytes + self.runner.kv_cache_bytes()
 
     def close(self) -> None:
         for request_id in list(self.requests):
