@@ -40,7 +40,7 @@ def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
     return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
             "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
             "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
-            "enforce_eager": config.enforce_eager}
+            "enforce_eager": config.enforce_eager, "quantization": config.quantization}
 
 
 def on_demand(config: ServerConfig) -> OnDemand:

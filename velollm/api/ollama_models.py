@@ -195,10 +195,11 @@ async def ps(request: Request, state: AppState, call: Call) -> Response:
     for served, expires_at in state.models.running():
         info = _info(served)
         on_gpu = "cuda" in str(getattr(served.engine, "device", "cpu"))
+        # what the model holds in memory (weights as held + KV cache), as Ollama reports; the file size otherwise
+        size = served.engine.memory_bytes() if hasattr(served.engine, "memory_bytes") else info.size_bytes
         expires = forever if math.isinf(expires_at) else rfc3339(expires_at)
-        models.append({"name": served.name, "model": served.name, "size": info.size_bytes, "digest": info.digest,
-                       "details": details(served), "expires_at": expires,
-                       "size_vram": info.size_bytes if on_gpu else 0,
+        models.append({"name": served.name, "model": served.name, "size": size, "digest": info.digest,
+                       "details": details(served), "expires_at": expires, "size_vram": size if on_gpu else 0,
                        "context_length": served.engine.max_model_len})
     return JSONResponse({"models": models})
 

@@ -73,7 +73,7 @@ def model_fit(spec: str, source: str, hw: HardwareInfo, rec: Recommendation, env
         return ModelFit(spec, source, False, str(exc))
     cfg, info = src.config, src.info
     precision = cfg.dtype
-    weights = info.parameter_count * _ITEMSIZE[precision]
+    weights = src.weight_bytes or info.parameter_count * _ITEMSIZE[precision]  # GGUF kept quantized: its size
     per_token = kv_bytes_per_token(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, precision)
     kv_tokens = max(0, kv_budget(hw, rec, weights)) // per_token
     common = dict(stored=info.quantization_level, precision=precision, weight_bytes=weights,

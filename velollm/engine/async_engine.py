@@ -57,6 +57,13 @@ class AsyncEngine:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    @property
+    def device(self):
+        return self.engine.device
+
+    def memory_bytes(self) -> int:
+        return self.engine.memory_bytes()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="velollm-engine", daemon=True)

@@ -248,6 +248,11 @@ class LLMEngine:
             num_steps=self.num_steps,
         )
 
+    def memory_bytes(self) -> int:
+        """What the loaded model holds on its device: the weights as held (GGUF planes when kept
+        quantized) and the KV cache (what Ollama's /api/ps reports as size)."""
+        return self.runner.weight_bytes + self.runner.kv_cache_bytes()
+
     def close(self) -> None:
         for request_id in list(self.requests):
             self.abort_request(request_id)
