@@ -33,6 +33,7 @@ class AppState:
     config: "ServerConfig"
     models: "ModelRegistry"
     metrics: "ServerMetrics"
+    responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
 
 
 @dataclass
@@ -100,10 +101,10 @@ async def route(request: "Request", state: AppState, call: Call, name: str, keep
 
 
 async def forward(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
-                  body: dict[str, Any]) -> "Response":
-    """The upstream's answer to the request, its body as the client sent it."""
+                  body: dict[str, Any], path: str | None = None) -> "Response":
+    """The upstream's answer to the request, its body as the client sent it (to `path`, if given)."""
     model = call.model
-    return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome))
+    return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome), path)
 
 
 def fit_max_tokens(num_prompt_tokens: int, requested: int | None, max_model_len: int,

@@ -48,7 +48,7 @@ class Upstream(Protocol):
     async def find(self, name: str, reason: str = "") -> str | None: ...
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None) -> Response: ...
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response: ...
 
     async def ollama_tags(self) -> list[dict[str, Any]]: ...
 
@@ -72,8 +72,8 @@ class UpstreamTarget:
     model: str
 
     async def forward(self, request: Request, body: dict[str, Any],
-                      tool_outcome: Callable[[str], None] | None = None) -> Response:
-        return await self.upstream.forward(request, body, self.model, tool_outcome)
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+        return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 
 Target = Union[NativeTarget, UpstreamTarget]

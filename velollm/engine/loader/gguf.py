@@ -338,6 +338,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         iter_weights=lambda: iter_weights(path, config, quantized_device),
         path=path,
         quantization=quantization,
+        weight_bytes=weight_bytes,
     )
 
 
