@@ -62,7 +62,8 @@ async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages,
     API's default (error on /v1, truncate on /api)."""
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
-    fitter = ContextFitter(render, served.engine.tokenizer, ctx.turn_cache(served.name))
+    turns = ctx.turn_cache(served.name) if state.config.prefetch else None
+    fitter = ContextFitter(render, served.engine.tokenizer, turns)
     reserve = output_reserve(context_len, max_tokens)
     compressor = Compressor() if mode == "compress" else None
     fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
@@ -123,6 +124,8 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
 
 def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn."""
+    if not state.config.prefetch:
+        return
     cache = context_state(state).turn_cache(served.name)
     tokenizer = served.engine.tokenizer
 

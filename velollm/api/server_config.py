@@ -48,6 +48,7 @@ class ServerConfig:
     responses_max_age_s: float = 30 * 86400.0
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
+    prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:

@@ -31,4 +31,6 @@ class ContextReport:
         saved = [f"{step}:{n}" for step, n in self.saved_tokens.items() if n]
         if saved:
             parts.append("saved=" + ",".join(saved))
+        if self.step_seconds:
+            parts.append("seconds=" + ",".join(f"{step}:{s:.4f}" for step, s in self.step_seconds.items()))
         return "; ".join(parts)
