@@ -1,4 +1,4 @@
-"""Ollama model listing routes: /api/tags, /api/show, /api/ps, /api/version, and `GET|HEAD /`.
+"""Ollama model listing routes: /api/tags, /api/show, /api/ps, /api/version (`GET|HEAD /`: status_page.py).
 
 Open WebUI and other clients read these, so they carry real facts from the model source and config.
 """
@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
@@ -208,13 +208,8 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": OLLAMA_API_VERSION})
 
 
-async def root(request: Request) -> Response:
-    return PlainTextResponse("Ollama is running")
-
-
 def routes() -> list[Route]:
     return [
-        Route("/", root, methods=["GET", "HEAD"]),
         Route("/api/version", version, methods=["GET", "HEAD"]),
         Route("/api/tags", tags, methods=["GET", "HEAD"]),
         Route("/api/show", show, methods=["POST"]),

@@ -23,7 +23,7 @@ class ModelFit:
     native: bool
     reason: str  # why not native ("" when native)
     stored: str = ""  # precision in the files: "Q4_K_M", "BF16"
-    precision: str = ""  # what the engine computes in here: "bfloat16"
+    precision: str = ""  # what the engine computes in here: "bfloat16" (GGUF matrices may stay quantized)
     weight_bytes: int = 0  # in `precision`
     context_length: int = 0  # the model's
     kv_tokens: int = 0  # KV cache tokens that fit beside the weights

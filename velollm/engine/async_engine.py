@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from velollm.engine.llm_engine import EngineStats, LLMEngine
+from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
@@ -123,6 +123,9 @@ class AsyncEngine:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def settings(self) -> EngineSettings:
+        return self.engine.settings()
 
     def _run(self) -> None:
         while not self._stopping:
