@@ -18,7 +18,7 @@ from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
                                  read_json, route)
-from velollm.api.keep_alive import parse_keep_alive
+from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
 from velollm.api.context_fit import context_headers, fit_chat, remember_turn
 from velollm.api.native_chat import chat_renderer, encode_chat
@@ -110,7 +110,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
     as sent: the upstream judges images, think, format, options), or, for an empty prompt / messages
     with keep_alive 0 (`ollama stop`), the unload answer."""
     name = model_of(body)
-    if not has_input and _is_zero(body.get("keep_alive")):
+    if not has_input and is_unload(body.get("keep_alive")):
         call.model = name
         target = await state.models.describe(name)  # unloading never loads the model first
         if isinstance(target, UpstreamTarget):
@@ -121,13 +121,6 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     return target.model
-
-
-def _is_zero(keep_alive: Any) -> bool:
-    try:
-        return parse_keep_alive(keep_alive, default=None) == 0
-    except InvalidRequest:  # the native parse says why, with the field named
-        return False
 
 
 def _load_response(model: str, chat: bool, keep_alive_s: float | None) -> Response:

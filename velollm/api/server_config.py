@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from velollm.config import QUANTIZATIONS
+
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
 
@@ -23,6 +25,7 @@ class ServerConfig:
     port: int = 8000
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "auto"  # GGUF weights kept quantized (auto: on CUDA) or dequantized at load
     max_num_seqs: int = 256
     max_model_len: int | None = None
     max_queue: int = 512  # Ollama's OLLAMA_MAX_QUEUE default; beyond it: 503 + Retry-After
@@ -69,6 +72,8 @@ class ServerConfig:
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
         for name in ("max_num_seqs", "max_queue", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -51,3 +51,4 @@ class ModelSource:
     iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # GGUF planes too when quantization="gguf"
     path: Path
     quantization: str = "none"  # "gguf": quantized matrices stream as QuantizedWeight planes (GGUF files)
+    weight_bytes: int | None = None  # bytes the weights take once loaded; None: parameters x dtype size
