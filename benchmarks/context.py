@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
+
 WORDS = ("river mill grain morning numbers sacks brother stories bakery bread coins model token engine cache "
          "scheduler weather clouds north sunshine south winds temperature thunder evening umbrella coat book "
          "office letter system prompt user question assistant answer tool function name arguments location "
@@ -37,40 +38,14 @@ WORDS = ("river mill grain morning numbers sacks brother stories bakery bread co
          "coast lighthouse keeper logbook storms ships whales visitor stars night").split()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = Path(tempfile.gettempdir()) / f"velollm-context-{port}.log"
-    cmd = [sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval", "0",
-           "--kv-cache-memory", "512MiB", *extra]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("serve did not become healthy")
+    """`velollm serve` with the demo model from the usual cache (tests/serve_process does the waiting)."""
+    from velollm.engine.loader.demo import default_cache_dir
 
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    cache = os.environ.get("VELOLLM_CACHE") or str(default_cache_dir())
+    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--kv-cache-memory", "512MiB", *extra,
+                                    env={"VELOLLM_CACHE": cache}, timeout=300)
+    return proc, url, log
 
 
 def user_message(rng: random.Random, turn: int, num_words: int) -> str:
@@ -144,7 +119,7 @@ def part_ttft(args: argparse.Namespace) -> list[dict]:
         try:
             messages, rows = conversation(args, url)
         finally:
-            stop(proc)
+            stop_serve(proc)
         runs[label] = rows
     print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len})")
     print("| turn | prompt tokens | TTFT prefetch ms | cache hits | TTFT no-prefetch ms | cache hits | context |")
@@ -201,7 +176,7 @@ def part_switch(args: argparse.Namespace) -> None:
                 how = "load" if metric(url, "velollm_model_loads_total") > loads["all"] else "loaded"
                 print(f"| {i + 1} | {'A' if name == models[0] else 'B'} | {out['ttft'] * 1e3:.1f} | {how} |")
     finally:
-        stop(proc)
+        stop_serve(proc)
         shutil.rmtree(other.parent, ignore_errors=True)
 
 
