@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai, responses
+from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import (
@@ -40,7 +40,7 @@ def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
     return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
             "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
             "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
-            "enforce_eager": config.enforce_eager}
+            "enforce_eager": config.enforce_eager, "quantization": config.quantization}
 
 
 def on_demand(config: ServerConfig) -> OnDemand:
@@ -148,8 +148,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *responses.routes(), *ollama.routes(), *ollama_models.routes(),
-              *embeddings.routes()]
+              *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
+              *ollama_models.routes(), *embeddings.routes(), *pull.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from velollm.config import QUANTIZATIONS
+
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
 
@@ -23,6 +25,7 @@ class ServerConfig:
     port: int = 8000
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "auto"  # GGUF weights kept quantized (auto: on CUDA) or dequantized at load
     max_num_seqs: int = 256
     max_model_len: int | None = None
     max_queue: int = 512  # Ollama's OLLAMA_MAX_QUEUE default; beyond it: 503 + Retry-After
@@ -46,6 +49,9 @@ class ServerConfig:
     responses_db: str = ":memory:"
     responses_max: int = 10_000
     responses_max_age_s: float = 30 * 86400.0
+    # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
+    context_overflow: str | None = None
+    prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -66,6 +72,8 @@ class ServerConfig:
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
         for name in ("max_num_seqs", "max_queue", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -85,6 +93,8 @@ class ServerConfig:
             raise ValueError(f"keep_alive_s must be >= 0 (math.inf: forever), got {self.keep_alive_s}")
         if self.responses_max < 1 or self.responses_max_age_s <= 0:
             raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
+        if self.context_overflow not in (None, "error", "truncate", "compress"):
+            raise ValueError(f"context_overflow must be error, truncate or compress, got {self.context_overflow!r}")
         if self.stats_interval_s < 0:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
 

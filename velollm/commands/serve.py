@@ -21,6 +21,7 @@ from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
+from velollm.config import QUANTIZATIONS
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -50,6 +51,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                   help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and "
+                        "dequantizes at load on CPUs; none always dequantizes; gguf always keeps them quantized")
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (Ollama's default)")
@@ -66,6 +70,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
+    p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
+                   help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
+                        "compress then summarise them (compress); default: error on /v1, truncate on /api")
+    p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                   help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
@@ -105,7 +114,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
         served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
-        host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        host=args.host, port=args.port, device=args.device, dtype=args.dtype, quantization=args.quantization,
         max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
         kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
@@ -113,6 +122,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
+        context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
     )
 
 

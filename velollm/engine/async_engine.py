@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from velollm.engine.llm_engine import EngineStats, LLMEngine
+from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
@@ -56,6 +56,13 @@ class AsyncEngine:
     @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
+
+    @property
+    def device(self):
+        return self.engine.device
+
+    def memory_bytes(self) -> int:
+        return self.engine.memory_bytes()
 
     def start(self) -> None:
         if self._thread is None:
@@ -116,6 +123,9 @@ class AsyncEngine:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def settings(self) -> EngineSettings:
+        return self.engine.settings()
 
     def _run(self) -> None:
         while not self._stopping:
