@@ -114,6 +114,8 @@ def _modelfile(served: ServedModel) -> str:
     if info.default_system:
         lines.append(f'SYSTEM """{info.default_system}"""')
     lines += [f"PARAMETER {line}" for line in _parameters(info.default_options).splitlines()]
+    if info.license:
+        lines.append(f'LICENSE """{info.license}"""')
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +179,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
     served = target.model
     info = _info(served)
     return JSONResponse({
-        "license": "", "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
+        "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
         "model_info": model_info(served), "capabilities": capabilities(served), "modified_at": _modified(served),
         "tensors": [],

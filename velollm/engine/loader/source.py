@@ -39,6 +39,7 @@ class ModelInfo:
     default_options: dict[str, Any] = field(default_factory=dict)  # Ollama params layer
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
+    license: str = ""  # Ollama license layers, else GGUF general.license
 
 
 @dataclass(frozen=True)
