@@ -21,6 +21,10 @@ def test_off_by_default_and_flags_to_config(tmp_path):
                                 "--semantic-max-error", "0.05"), {"VELOLLM_CACHE": str(tmp_path)})
     assert config.semantic and config.ttl_s == 900 and config.max_entries == 5
     assert config.sqlite_path == tmp_path / "cache.sqlite3" and config.semantic_max_error == 0.05
+    assert config.embedding_device == "auto"
+    serve_args = parse("--cache")
+    serve_args.device = "cpu"  # velollm serve's --device
+    assert cache_config(serve_args, {}).embedding_device == "cpu"
     assert cache_config(parse("--cache-url", "redis://127.0.0.1:6379"), {}).url == "redis://127.0.0.1:6379"
     with pytest.raises(ValueError, match="redis://"):
         cache_config(parse("--cache-url", "http://x"), {})

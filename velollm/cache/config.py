@@ -34,7 +34,7 @@ class CacheConfig:
     url: str | None = None
     embedding_model: str | None = None  # None: all-MiniLM-L6-v2 resolved offline
     semantic_max_error: float = DEFAULT_SEMANTIC_MAX_ERROR
-    embedding_device: str = "cpu"
+    embedding_device: str = "auto"  # the server's --device: auto = the GPU when there is one
 
     def __post_init__(self) -> None:
         if self.ttl_s <= 0:

@@ -44,4 +44,5 @@ def cache_config(args: argparse.Namespace, env: Mapping[str, str]) -> CacheConfi
         return None
     return CacheConfig(directory=cache_directory(env), semantic=args.semantic_cache, ttl_s=args.cache_ttl,
                        max_entries=args.cache_max_entries, url=args.cache_url, embedding_model=args.embedding_model,
-                       semantic_max_error=args.semantic_max_error)
+                       semantic_max_error=args.semantic_max_error,
+                       embedding_device=getattr(args, "device", None) or "auto")

@@ -59,7 +59,7 @@ class ResponseCache:
             if embedder is None:
                 from velollm.embed import load_embedder
 
-                embedder = load_embedder(config.embedding_model, device=config.embedding_device)
+                embedder = load_embedder(config.embedding_model, device=_device(config.embedding_device))
             semantic = SemanticTier(sqlite, embedder, threshold_for(config.semantic_max_error))
         return cls(config, sqlite, exact, semantic, registry)
 
@@ -173,6 +173,14 @@ class ResponseCache:
         await self.sqlite.close()
         if self.semantic is not None:
             self.semantic.close()
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _fresh(entry: CacheEntry, max_age_s: float | None) -> bool:
