@@ -19,13 +19,8 @@ from starlette.routing import Route
 from velollm.api import embeddings, ollama, ollama_models, openai
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import (
-    CORS_HEADERS,
-    DEFAULT_CORS_ORIGIN_REGEX,
-    APIKeyMiddleware,
-    BodyLimitMiddleware,
-    HostCheckMiddleware,
-)
+from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
+from velollm.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
 from velollm.api.server_config import ServerConfig
@@ -34,18 +29,8 @@ from velollm.wire.errors import APIError, api_of, error_response
 logger = logging.getLogger(__name__)
 
 
-def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
-    """What AsyncEngine.from_model takes from the server config."""
-    return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
-            "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
-            "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
-            "enforce_eager": config.enforce_eager}
-
-
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
-    kwargs = engine_kwargs(config)
-
     allow_paths = config.client_paths_allowed
 
     def resolve(name: str) -> str:
@@ -56,7 +41,7 @@ def on_demand(config: ServerConfig) -> OnDemand:
     def load(name: str) -> Any:
         from velollm.engine.async_engine import AsyncEngine
 
-        engine = AsyncEngine.from_model(name, served_name=name, allow_paths=allow_paths, **kwargs)
+        engine = AsyncEngine.from_model(name, config.engine, served_name=name, allow_paths=allow_paths)
         engine.start()
         return engine
 
@@ -100,7 +85,7 @@ def _middleware(config: ServerConfig) -> list[Middleware]:
 async def _load(config: ServerConfig, models: ModelRegistry,
                 on_load_error: Callable[[BaseException], None] | None) -> None:
     try:
-        await models.load(config.models, config.served_names, engine_kwargs(config))
+        await models.load(config.models, config.served_names, config.engine)
     except Exception as exc:  # reported on /health; the CLI stops the server
         logger.exception("loading models failed")
         models.load_error = f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from velollm.api.fields import Fields
@@ -71,3 +72,14 @@ def normalize_messages(raw: Any, param: str = "messages") -> list[dict[str, Any]
             out["content"] = ""
         messages.append(out)
     return messages
+
+
+def encode_chat(encode: Callable[..., list[int]], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[int]:
+    """`encode(messages, **kwargs)` (a tokenizer's encode_chat, a ToolSession's prompt_token_ids) with
+    the model's template errors ("roles must alternate", ...) as a 400 naming `messages`."""
+    try:
+        return encode(messages, **kwargs)
+    except InvalidRequest:  # ContextOverflow included
+        raise
+    except Exception as exc:  # jinja errors from the model's template
+        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc

@@ -11,7 +11,7 @@ from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
-from velollm.api.keep_alive import parse_keep_alive as parse_duration
+from velollm.api.keep_alive import parse_keep_alive
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
@@ -65,11 +65,6 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_keep_alive(value: Any) -> float | None:
-    """Seconds (inf = forever), None when absent: a JSON number is seconds, a string a Go duration."""
-    return parse_duration(value, default=None)
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
@@ -143,7 +138,7 @@ def _common(f: Fields) -> dict[str, Any]:
     logprobs = f.bool("logprobs", False)
     return {
         "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
-        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive")),
+        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
         "think": parse_think(f.raw("think"), model), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
     }
