@@ -14,6 +14,13 @@ COMMANDS = {
     "list": "velollm.commands.list_models",
     "detect": "velollm.commands.detect",
     "benchmark": "velollm.commands.benchmark",
+    "optimize": "velollm.commands.optimize",
+    "run": "velollm.commands.run",
+    "ps": "velollm.commands.ps",
+    "stop": "velollm.commands.stop",
+    "show": "velollm.commands.show",
+    "pull": "velollm.commands.pull",
+    "cache": "velollm.commands.cache",
 }
 
 

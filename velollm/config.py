@@ -170,6 +170,7 @@ class SchedulerConfig:
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINE_DTYPES = ("auto", *DTYPES)
+QUANTIZATIONS = ("auto", "none", "gguf")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9  # share of GPU memory for weights, activations and the KV cache
     enforce_eager: bool = False  # no CUDA graphs for decode steps
     max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
+    quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA), none (dequantized at load), gguf
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -204,6 +206,8 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
 
     def batched_tokens(self, max_model_len: int) -> int:
         """Tokens per step (also the activation size profiled before sizing the KV cache): the flag,

@@ -25,6 +25,8 @@ class RequestDelta:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     num_output_tokens: int = 0  # cumulative
+    # The thinking part of the output when the serving layer splits it off `text` (the engine never does).
+    reasoning: str = ""
 
     @property
     def finished(self) -> bool:

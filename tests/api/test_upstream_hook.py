@@ -15,8 +15,8 @@ class FakeUpstream:
     async def find(self, name: str, reason: str = "") -> str | None:
         return "remote:7b" if name.lower() == "remote:7b" else None
 
-    async def forward(self, request, body, model=None, tool_outcome=None):
-        self.forwarded.append((request.url.path, body))
+    async def forward(self, request, body, model=None, tool_outcome=None, path=None):
+        self.forwarded.append((path or request.url.path, body))
         return JSONResponse({"forwarded": model, "asked": body["model"]})
 
     async def aclose(self):

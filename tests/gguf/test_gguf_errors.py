@@ -9,7 +9,7 @@ import pytest
 
 from velollm.engine.loader import gguf as gguf_loader
 from velollm.engine.loader.resolve import resolve_model
-from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
+from velollm.errors import InvalidRequest, ModelLoadError, ModelNotFound, UnsupportedModel
 
 
 def _patched(src, dst, mutate):
@@ -39,10 +39,32 @@ def test_truncated_file(fixtures, tmp_path):
 
 
 def test_bad_magic(fixtures, tmp_path):
+    from velollm.engine.loader.gguf_file import GGUFFile
+
     bad = _patched(fixtures.model("llama", "Q8_0").path, tmp_path / "bad.gguf", lambda d: d.__setitem__(slice(0, 4), b"GGML"))
-    with pytest.raises(ModelLoadError, match="bad magic") as err:
+    with pytest.raises(InvalidRequest, match="is not a model") as err:
         resolve_model(str(bad))
-    assert str(bad) in str(err.value)
+    assert str(bad) in str(err.value) and err.value.param == "model" and "GGML" not in str(err.value)
+    with pytest.raises(ModelLoadError, match="bad magic") as err:
+        GGUFFile(bad)
+    assert str(bad) in str(err.value) and "GGML" not in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"root:$6$secret:19000:0:99999:7:::\n", b"", b"GG"])
+def test_a_file_that_is_no_model_is_named_never_echoed(tmp_path, content):
+    path = tmp_path / "shadow"
+    path.write_bytes(content)
+    with pytest.raises(InvalidRequest) as err:
+        resolve_model(str(path))
+    assert err.value.param == "model" and str(path) in str(err.value)
+    assert "root" not in str(err.value).replace(str(tmp_path), "") and "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["/" + "a" * 256, "x" * 300, "a/" * 2100, "\ud800.gguf", "bad\x00name", ""])
+def test_names_no_file_system_holds_are_400s(spec):
+    with pytest.raises(InvalidRequest) as err:
+        resolve_model(spec)
+    assert err.value.param == "model"
 
 
 @pytest.mark.parametrize("type_id, shown", [(99, "unknown GGML tensor type 99"), (16, "IQ2_XXS")])

@@ -65,3 +65,20 @@ def test_sentencepiece_metadata(fixtures):
     assert ids[0] == 1 and ours.bos_token_id == 1 and 2 in ours.eos_token_ids
     assert any(ours.id_to_token(i).startswith("<0x") for i in ids)  # the emoji falls back to bytes
     assert ours.decode(ids) == "Hello 🦙"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_big_texts_encode_the_same_in_the_worker_process(fixtures, kind):
+    from velollm.engine.tokenizer import BIG_TEXT_CHARS
+
+    tok = tokenizer_from_gguf(fixtures.vocab_model(kind))
+    try:
+        text = "".join(TEXTS) * (BIG_TEXT_CHARS // len("".join(TEXTS)) + 1)
+        assert len(text) > BIG_TEXT_CHARS
+        for special in (True, False):
+            assert tok.encode(text, add_special_tokens=special) == \
+                tok.backend.encode(text, add_special_tokens=special).ids
+        for sample in TEXTS:
+            assert len(tok.backend.encode(sample).ids) * tok.max_token_chars >= len(sample)
+    finally:
+        tok.close()

@@ -86,3 +86,21 @@ def test_model_without_thinking():
 ])
 def test_upstream_model_names(name, thinks):
     assert (family_for_name(name) is not None) == thinks
+
+
+def test_reasoning_tokens_counted_exactly_with_the_end_token():
+    plan = ThinkingTemplate.of(QWEN3_TAIL).plan(ThinkSetting(), model="m", strict=True)
+    stream = plan.stream(False, end_token_id=99)
+    stream.feed("", [1, 2])  # a whole answer's tokens first, its text at the end (final_only)
+    stream.feed("", [3, 99, 4])
+    assert stream.feed("<think>a b</think>c", [5]).content == "c" and stream.num_reasoning_tokens == 4
+    counted = plan.stream(False)
+    for text in ("<think>", "a", " b", "</think>", "c"):
+        counted.feed(text, [0])
+    assert counted.num_reasoning_tokens == 4
+    cut = plan.stream(False, end_token_id=99)
+    cut.feed("<think>still", [1, 2, 3])
+    assert cut.num_reasoning_tokens == 3
+    plain = plan.stream(False, end_token_id=99)
+    plain.feed("no thinking at all", [1, 2, 3])
+    assert plain.finish().content == "" and plain.num_reasoning_tokens == 0

@@ -13,8 +13,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "velollm"
 BASE = {"errors", "config", "outputs", "sampling_params", "output_budget"}  # plain types every layer may use
 EDGE = {"commands", "cli", "llm", "__init__", "__main__"}  # the CLI and `velollm.LLM`: may import anything
@@ -81,11 +79,7 @@ def test_layers_import_only_downwards():
 
 
 def test_hw_imports_nothing_of_velollm():
-    bad = _violations("hw", import_graph().get("hw", {}))
-    if bad:
-        # velollm/hw/detect.py is being rewritten (issue 19, helper h19), which removes these imports.
-        pytest.xfail("hw still imports: " + "; ".join(bad))
-    assert not bad
+    assert not _violations("hw", import_graph().get("hw", {}))
 
 
 def test_the_rule_catches_what_it_forbids():

@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai
+from velollm.api import embeddings, ollama, ollama_models, openai, responses
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
 from velollm.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
+from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
 from velollm.wire.errors import APIError, api_of, error_response
 
@@ -31,22 +32,18 @@ logger = logging.getLogger(__name__)
 
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
+    from velollm.api.native_models import describe_native, load_native, resolve_native
+
     allow_paths = config.client_paths_allowed
 
     def resolve(name: str) -> str:
-        from velollm.engine.loader.resolve import resolve_model
-
-        return resolve_model(name, allow_paths=allow_paths).info.name  # lazy source: reads headers, not weights
+        return resolve_native(name, allow_paths)  # lazy source: reads headers, not weights
 
     def load(name: str) -> Any:
-        from velollm.engine.async_engine import AsyncEngine
-
-        engine = AsyncEngine.from_model(name, config.engine, served_name=name, allow_paths=allow_paths)
-        engine.start()
-        return engine
+        return load_native(name, config.engine, served_name=name, allow_paths=allow_paths)
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
-                    keep_alive_s=config.keep_alive_s)
+                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths))
 
 
 async def health(request: Request) -> Response:
@@ -70,7 +67,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
-def _middleware(config: ServerConfig) -> list[Middleware]:
+def _middleware(config: ServerConfig, cache: Middleware | None) -> list[Middleware]:
     origins = list(config.cors_origins)
     return [
         Middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=DEFAULT_CORS_ORIGIN_REGEX,
@@ -78,6 +75,7 @@ def _middleware(config: ServerConfig) -> list[Middleware]:
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+        *([cache] if cache is not None else []),
         Middleware(LeaseScope),
     ]
 
@@ -106,6 +104,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+    cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,13 +125,19 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if cache is not None:
+                await cache.close()
+            if state.responses is not None:
+                state.responses.close()
             close = getattr(upstream, "aclose", None)
             if close is not None:
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *ollama.routes(), *ollama_models.routes(), *embeddings.routes()]
-    app = Starlette(routes=routes, middleware=_middleware(config), lifespan=lifespan,
+              *openai.routes(), *responses.routes(), *ollama.routes(), *ollama_models.routes(),
+              *embeddings.routes()]
+    app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
+                    lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state
     return app

@@ -1,32 +1,56 @@
 """Embedding routes: /v1/embeddings (OpenAI), /api/embed and the older /api/embeddings (Ollama).
 
 Routed by model name like every other request: an upstream model gets the body as sent (converted
-when the upstream speaks the other API). A native model answers 400 until the engine computes
-embeddings.
+when the upstream speaks the other API); a native embedding model (velollm.embed, loaded on demand
+with keep_alive) computes the vectors; a native generation model answers 400.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import protocol_ollama, protocol_openai
+from velollm.api import embedding_format, embedding_request, protocol_ollama, protocol_openai
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json, route
 from velollm.api.registry import UpstreamTarget
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import is_openai_path
 
+_PARSERS = {"/v1/embeddings": embedding_request.parse_openai, "/api/embed": embedding_request.parse_ollama_embed,
+            "/api/embeddings": embedding_request.parse_ollama_legacy}
+
 
 async def _embed(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    protocol = protocol_openai if is_openai_path(request.url.path) else protocol_ollama
+    path = request.url.path
+    protocol = protocol_openai if is_openai_path(path) else protocol_ollama
     target = await route(request, state, call, protocol.model_of(body), body.get("keep_alive"))
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
-    raise InvalidRequest(f'"{target.model.name}" does not support embeddings', param="model")
+    engine, name = target.model.engine, target.model.name
+    if not getattr(engine, "is_embedding", False):
+        raise InvalidRequest(f'"{name}" does not support embeddings', param="model")
+    t_loaded = time.perf_counter()
+    req = _PARSERS[path](body)
+    vectors, num_tokens = await _vectors(engine, req)
+    vectors = embedding_format.fit_dimensions(vectors, req.dimensions, engine.source.pooling.normalize)
+    if path == "/v1/embeddings":
+        return JSONResponse(embedding_format.openai_body(name, vectors, num_tokens, req.encoding_format))
+    if path == "/api/embeddings":
+        return JSONResponse({"embedding": vectors[0].tolist() if len(vectors) else []})
+    return JSONResponse(embedding_format.ollama_embed_body(name, vectors, num_tokens, call.elapsed(),
+                                                           t_loaded - call.t0))
+
+
+async def _vectors(engine: Any, req: embedding_request.EmbedRequest) -> tuple[Any, int]:
+    ids = req.token_ids if req.token_ids is not None else await engine.tokenize(req.texts or [], req.truncate)
+    vectors = await engine.embed_ids(ids)
+    return vectors, sum(len(s) for s in ids)
 
 
 def routes() -> list[Route]:
-    return [Route(path, endpoint(path)(_embed), methods=["POST"])
-            for path in ("/v1/embeddings", "/api/embed", "/api/embeddings")]
+    return [Route(path, endpoint(path)(_embed), methods=["POST"]) for path in _PARSERS]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from velollm.api.lease import EngineLease
+from velollm.api.thinking import Thinking
+from velollm.reasoning import PlannedStream
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -28,7 +30,9 @@ class ChoiceState:
     """What one choice has produced so far."""
 
     index: int
-    text: str = ""
+    text: str = ""  # the answer (content); the thinking, split off, is in `reasoning`
+    reasoning: str = ""
+    num_reasoning_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, float]] = field(default_factory=list)
     finish_reason: str | None = None
@@ -42,6 +46,7 @@ class ChoiceState:
             self.t_first = now
         self.t_last = now
         self.text += delta.text
+        self.reasoning += delta.reasoning
         self.token_ids.extend(delta.token_ids)
         if delta.logprobs:
             self.logprobs.extend(delta.logprobs)
@@ -70,13 +75,18 @@ _END = object()
 
 
 class GenerationStream:
-    """Merges the deltas of several engine requests; iterate for (choice index, delta)."""
+    """Merges the deltas of several engine requests; iterate for (choice index, delta).
 
-    def __init__(self, engine: Any, calls: list[EngineCall], request_id: str) -> None:
+    With `thinking`, each choice's text is split as it comes: deltas carry the answer in `text` and
+    the thinking in `reasoning`."""
+
+    def __init__(self, engine: Any, calls: list[EngineCall], request_id: str, thinking: Thinking | None = None) -> None:
         self.engine = engine
         self.calls = calls
         self.request_id = request_id
+        self.thinking = thinking
         self.choices = [ChoiceState(i) for i in range(len(calls))]
+        self._splits: list[PlannedStream] = [thinking.stream() for _ in calls] if thinking is not None else []
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._buffer: list[tuple[int, Any, float]] = []
@@ -111,8 +121,18 @@ class GenerationStream:
                 continue
             if isinstance(item, BaseException):
                 raise item
+            if self._splits:
+                item = self._split(index, item)
             self.choices[index].add(item, t)
             yield index, item
+
+    def _split(self, index: int, delta: RequestDelta) -> RequestDelta:
+        split = self._splits[index]
+        piece = split.feed(delta.text, delta.token_ids)
+        if delta.finished:
+            piece += split.finish()
+            self.choices[index].num_reasoning_tokens = split.num_reasoning_tokens
+        return replace(delta, text=piece.content, reasoning=piece.reasoning)
 
     async def collect(self) -> list[ChoiceState]:
         async for _ in self:

@@ -34,6 +34,7 @@ class AppState:
     config: "ServerConfig"
     models: "ModelRegistry"
     metrics: "ServerMetrics"
+    responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
 
 
 @dataclass
@@ -124,10 +125,10 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
 
 
 async def forward(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
-                  body: dict[str, Any]) -> "Response":
-    """The upstream's answer to the request, its body as the client sent it."""
+                  body: dict[str, Any], path: str | None = None) -> "Response":
+    """The upstream's answer to the request, its body as the client sent it (to `path`, if given)."""
     model = call.model
-    return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome))
+    return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome), path)
 
 
 def observe(state: AppState, call: Call, choices: "Iterable[ChoiceState]", status: int) -> None:

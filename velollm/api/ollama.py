@@ -31,6 +31,7 @@ from velollm.api.protocol_ollama import (
 )
 from velollm.api.registry import UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest
 from velollm.output_budget import fit_max_tokens
@@ -61,29 +62,33 @@ class OllamaFormatter:
         self.return_context = return_context
         self.logprobs = logprobs
 
-    def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
         if self.chat:
             out["message"] = {"role": "assistant", "content": text}
+            if thinking:
+                out["message"]["thinking"] = thinking
             if tool_calls:
                 out["message"]["tool_calls"] = tool_calls
         else:
             out["response"] = text
+            if thinking:
+                out["thinking"] = thinking
         return out
 
     def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
-        if not delta.text and not tool_calls and not (self.logprobs and delta.token_ids):
+        if not delta.text and not delta.reasoning and not tool_calls and not (self.logprobs and delta.token_ids):
             return None
-        out = self._body(delta.text, tool_calls)
+        out = self._body(delta.text, tool_calls, delta.reasoning)
         out["done"] = False
         if self.logprobs and delta.token_ids:
             out["logprobs"] = self.logprobs.chat_entries(delta.token_ids, delta.logprobs or [])
         return out
 
     def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False,
-              tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        out = self._body(text, tool_calls)
+              tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
+        out = self._body(text, tool_calls, thinking)
         out["done"] = True
         # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
         out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
@@ -161,7 +166,8 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None) -> list[int]:
+def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None,
+                         template_kwargs: dict[str, Any]) -> list[int]:
     system = req.system if req.system is not None else default_system
     if req.raw:
         return tokenizer.encode(req.prompt)
@@ -170,7 +176,7 @@ def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: s
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": req.prompt}]
-        ids = encode_chat(tokenizer.encode_chat, messages, add_generation_prompt=True)
+        ids = encode_chat(tokenizer.encode_chat, messages, **template_kwargs)
     # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
@@ -214,8 +220,9 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
-               fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None) -> Response:
-    gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}")
+               fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None,
+               thinking: Thinking | None = None) -> Response:
+    gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}", thinking)
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
     if stream:
@@ -234,9 +241,10 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
         await gen.aclose()
     observe(state, call, [choice], 200)
     if answers is None:
-        return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True))
+        return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True, thinking=choice.reasoning))
     tool_calls, stray = _ollama_calls(answers[0].calls)
-    return JSONResponse(fmt.final(choice, answers[0].content + stray, with_logprobs=True, tool_calls=tool_calls))
+    return JSONResponse(fmt.final(choice, answers[0].content + stray, with_logprobs=True, tool_calls=tool_calls,
+                                  thinking=choice.reasoning))
 
 
 def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
@@ -256,11 +264,16 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
-    prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system)
+    plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
+    prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
+                                         plan.template_kwargs)
+    thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
+    if thinking is not None:
+        params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(served.name, False, call, t_loaded, prompt_ids, not req.raw, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream)
+    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
 
 
 @endpoint("/api/chat")
@@ -272,20 +285,24 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     system = engine.source.info.default_system
     if system and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}] + messages
+    plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     tools = None
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")
         tools = ToolCalls(engine, req.tools, "auto", True, retries=state.config.tool_retries, metrics=state.metrics,
-                          model=served.name)
+                          model=served.name, template_kwargs=plan.template_kwargs)
         prompt_ids = await asyncio.to_thread(tools.prompt_ids, messages)
     else:
         prompt_ids = await asyncio.to_thread(encode_chat, engine.tokenizer.encode_chat, messages,
-                                             add_generation_prompt=True)
+                                             **plan.template_kwargs)
+    thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if tools is not None:
         params = tools.params(params)
+    if thinking is not None:
+        params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools)
+    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking)
 
 
 def routes() -> list[Route]:

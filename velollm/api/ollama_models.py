@@ -23,6 +23,7 @@ from velollm.api.registry import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.wire.names import name_key
 from velollm.wire.timestamps import rfc3339
+from velollm.reasoning import ThinkingTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ def details(served: ServedModel) -> dict[str, Any]:
 
 def model_info(served: ServedModel) -> dict[str, Any]:
     """GGUF-style keys (what `ollama show` prints), from the model config."""
+    if getattr(served.engine, "is_embedding", False):
+        from velollm.api.embedding_format import embedding_model_info
+
+        return embedding_model_info(served.engine)
     c = served.engine.model_config
     arch = _info(served).family
     out: dict[str, Any] = {
@@ -76,9 +81,14 @@ def model_info(served: ServedModel) -> dict[str, Any]:
 
 
 def capabilities(served: ServedModel) -> list[str]:
+    if getattr(served.engine, "is_embedding", False):
+        return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
-    return ["completion", "tools"] if served.engine.tokenizer.chat_template else ["completion"]
+    template = served.engine.tokenizer.chat_template
+    if not template:
+        return ["completion"]
+    return ["completion", "tools"] + (["thinking"] if ThinkingTemplate.of(template).supports_thinking else [])
 
 
 def _modified(served: ServedModel) -> str:

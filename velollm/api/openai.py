@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api.chat_messages import encode_chat
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, observe, routed
+from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.ollama_models import listing
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
@@ -52,20 +52,10 @@ def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> 
 async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
                call: Call, tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
-    tool_stream = tools.stream() if tools is not None else None
     try:
         try:
-            async for index, delta in gen:
-                if tool_stream is None:
-                    chunks = fmt.stream_chunks(index, delta, gen.choices)
-                else:
-                    piece = tool_stream.feed(index, delta)
-                    chunks = fmt.stream_chunks(index, piece.delta, gen.choices,  # type: ignore[call-arg]
-                                               [d.to_openai() for d in piece.call_deltas])
-                for chunk in chunks:
-                    yield sse_event(chunk)
-            if fmt.include_usage:
-                yield sse_event(fmt.usage_chunk(gen.choices))
+            async for chunk in stream_chunks(gen, fmt, tools):
+                yield sse_event(chunk)
             status = 200
         except Exception as exc:  # after the 200 went out: report in-band, as the openai SDK expects
             err = to_api_error(exc)
@@ -84,11 +74,7 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
         call.records_itself = True
         return streaming_response(_sse(gen, fmt, state, call, tools), SSE_MEDIA_TYPE)
     try:
-        if tools is None:
-            body = fmt.response(await cancel_on_disconnect(request.receive, gen.collect()))
-        else:
-            answers = await cancel_on_disconnect(request.receive, tools.answers(gen))
-            body = fmt.response(gen.choices, answers)
+        body = await whole_body(request.receive, gen, fmt, tools)
     finally:
         await gen.aclose()
     response = JSONResponse(body)
@@ -101,28 +87,8 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
 @routed(model_of, parse_chat_request)
 async def chat_completions(request: Request, state: AppState, call: Call, req: ChatCompletionRequest,
                            served: ServedModel) -> Response:
-    engine = served.engine
-    tools, params = None, req.params
-    if req.tool_config.tools:
-        tc = req.tool_config
-        tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
-                          metrics=state.metrics, model=served.name,
-                          template_kwargs={"add_generation_prompt": req.add_generation_prompt,
-                                           **req.chat_template_kwargs})
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
-        params = tools.params(req.params)
-    else:
-        prompt_ids = await asyncio.to_thread(encode_chat, engine.tokenizer.encode_chat, req.messages,
-                                             add_generation_prompt=req.add_generation_prompt, **req.chat_template_kwargs)
-    max_tokens = fit_max_tokens(len(prompt_ids), params.max_tokens, engine.max_model_len, "messages")
-    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
-             for i in range(params.n)]
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    fmt = ChatFormatter(request_id, served.name, int(time.time()), engine.tokenizer, req.top_logprobs,
-                        req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
-                        want_logprobs=req.logprobs)
-    gen = GenerationStream(engine, calls, request_id)
-    return await _run(request, state, call, gen, fmt, req.stream.stream, tools)
+    chat = await prepare_chat(state, served, req)
+    return await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
 
 
 @endpoint("/v1/completions")

@@ -12,15 +12,18 @@ if TYPE_CHECKING:
     from velollm.api.tool_calls import ToolAnswer
 
 
-def usage(prompt_lens: list[int], choices: list[ChoiceState]) -> dict[str, Any]:
+def usage(prompt_lens: list[int], choices: list[ChoiceState], reasoning: bool = False) -> dict[str, Any]:
     """prompt_tokens counts each distinct prompt once (n choices share it), as OpenAI and vLLM do.
 
-    Choices are ordered prompt by prompt, n per prompt.
+    Choices are ordered prompt by prompt, n per prompt. `reasoning` (a thinking model): the
+    completion tokens that were thinking, as `completion_tokens_details.reasoning_tokens`.
     """
     prompt = sum(prompt_lens)
     completion = sum(len(c.token_ids) for c in choices)
     out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": sum(c.num_reasoning_tokens for c in choices)}
     n = max(1, len(choices) // max(1, len(prompt_lens)))
     cached = sum(c.num_cached_tokens for c in choices[::n])
     if cached:
@@ -31,6 +34,7 @@ def usage(prompt_lens: list[int], choices: list[ChoiceState]) -> dict[str, Any]:
 class _Base:
     object_name = ""
     chunk_object_name = ""
+    reasoning = False  # a thinking model's answer: usage counts reasoning tokens
 
     def __init__(self, request_id: str, model: str, created: int, tokenizer: Any, top_n: int,
                  include_usage: bool, continuous_usage: bool, prompt_lens: list[int]) -> None:
@@ -49,20 +53,21 @@ class _Base:
     def chunk(self, choices: list[dict[str, Any]], states: list[ChoiceState]) -> dict[str, Any]:
         out = self._envelope(self.chunk_object_name, choices)
         if self.continuous_usage:
-            out["usage"] = usage(self.prompt_lens, states)
+            out["usage"] = usage(self.prompt_lens, states, self.reasoning)
         return out
 
     def usage_chunk(self, states: list[ChoiceState]) -> dict[str, Any]:
-        return {**self._envelope(self.chunk_object_name, []), "usage": usage(self.prompt_lens, states)}
+        return {**self._envelope(self.chunk_object_name, []), "usage": usage(self.prompt_lens, states, self.reasoning)}
 
 
 class ChatFormatter(_Base):
     object_name = "chat.completion"
     chunk_object_name = "chat.completion.chunk"
 
-    def __init__(self, *args: Any, want_logprobs: bool, **kw: Any) -> None:
+    def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
+        self.reasoning = reasoning
         self._started: set[int] = set()
 
     def _logprobs(self, token_ids: list[int], lps: list[dict[int, float]] | None) -> dict[str, Any] | None:
@@ -75,6 +80,8 @@ class ChatFormatter(_Base):
         choices = []
         for c in states:
             message: dict[str, Any] = {"role": "assistant", "content": c.text}
+            if c.reasoning:
+                message["reasoning_content"] = c.reasoning  # vLLM's and DeepSeek's name
             finish_reason = c.finish_reason
             if answers is not None:
                 a = answers[c.index]
@@ -85,7 +92,7 @@ class ChatFormatter(_Base):
                 finish_reason = a.finish_reason
             choices.append({"index": c.index, "message": message, "logprobs": self._logprobs(c.token_ids, c.logprobs),
                             "finish_reason": finish_reason, "stop_reason": c.stop_reason})
-        return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states),
+        return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states, self.reasoning),
                 "system_fingerprint": None}
 
     def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState],
@@ -97,8 +104,10 @@ class ChatFormatter(_Base):
             chunks.append(self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
                                        "logprobs": None, "finish_reason": None}], states))
         has_logprobs = self.want_logprobs and bool(delta.token_ids)
-        if delta.text or has_logprobs or delta.finished or tool_calls:
-            body: dict[str, Any] = {"content": delta.text} if delta.text else {}
+        if delta.text or delta.reasoning or has_logprobs or delta.finished or tool_calls:
+            body: dict[str, Any] = {"reasoning_content": delta.reasoning} if delta.reasoning else {}
+            if delta.text:
+                body["content"] = delta.text
             if tool_calls:
                 body["tool_calls"] = tool_calls
             choice: dict[str, Any] = {

@@ -13,6 +13,7 @@ from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
 from velollm.api.keep_alive import parse_keep_alive
 from velollm.errors import InvalidRequest
+from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ IGNORED_OPTIONS = frozenset({"num_keep", "num_batch", "num_gpu", "main_gpu", "us
                              "draft_num_predict", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
                              "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
                              "mirostat", "mirostat_tau", "mirostat_eta"})
-THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class GenerateRequest:
     raw: bool = False
     format: StructuredOutput | None = None
     keep_alive_s: float | None = None  # None: the server's default
-    think: bool | str | None = None
+    think: ThinkSetting = field(default_factory=ThinkSetting)
     logprobs: bool = False
     top_logprobs: int = 0
 
@@ -61,7 +61,7 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     format: StructuredOutput | None = None
     keep_alive_s: float | None = None
-    think: bool | str | None = None
+    think: ThinkSetting = field(default_factory=ThinkSetting)
     logprobs: bool = False
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -80,14 +80,6 @@ def parse_format(value: Any) -> StructuredOutput | None:
     if out is not None and out.kind not in STRUCTURED_OUTPUT_KINDS:
         raise InvalidRequest(f"format {out.kind} is not supported", param="format")
     return out
-
-
-def parse_think(value: Any, model: str) -> bool | str | None:
-    if value is None or value is False:
-        return value
-    if value is True or value in THINK_LEVELS:
-        raise InvalidRequest(f'"{model}" does not support thinking', param="think")
-    raise InvalidRequest(f"invalid think value: {value!r}", param="think")
 
 
 def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any],
@@ -139,7 +131,7 @@ def _common(f: Fields) -> dict[str, Any]:
     return {
         "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
         "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
-        "think": parse_think(f.raw("think"), model), "logprobs": logprobs,
+        "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
     }
 

@@ -13,6 +13,7 @@ from typing import Any
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
+from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
 
@@ -43,6 +44,8 @@ class ChatCompletionRequest:
     tool_config: ToolConfig = field(default_factory=ToolConfig)
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    think: ThinkSetting = field(default_factory=ThinkSetting)  # reasoning_effort / enable_thinking
+    include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,8 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         top_logprobs=top_logprobs, tool_config=tool_config,
         add_generation_prompt=f.bool("add_generation_prompt", True),
         chat_template_kwargs=template_kwargs,
+        think=ThinkSetting.from_openai(f.raw("reasoning_effort"), template_kwargs),
+        include_reasoning=f.bool("include_reasoning", True),
     )
 
 

@@ -50,7 +50,7 @@ class Upstream(Protocol):
     async def find(self, name: str, reason: str = "") -> str | None: ...
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None) -> Response: ...
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response: ...
 
     async def ollama_tags(self) -> list[dict[str, Any]]: ...
 
@@ -74,8 +74,8 @@ class UpstreamTarget:
     model: str
 
     async def forward(self, request: Request, body: dict[str, Any],
-                      tool_outcome: Callable[[str], None] | None = None) -> Response:
-        return await self.upstream.forward(request, body, self.model, tool_outcome)
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+        return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 
 Target = Union[NativeTarget, UpstreamTarget]
@@ -226,7 +226,8 @@ class ModelRegistry:
             from velollm.engine.loader.resolve import resolve_model
 
             describe = resolve_model
-        view = SourceView(describe(canonical))
+        described = describe(canonical)
+        view = described if getattr(described, "is_embedding", False) else SourceView(described)
         return ServedModel(name=canonical, engine=view, spec=canonical,
                            loaded_at=view.source.info.modified_at or time.time())
 
@@ -273,13 +274,12 @@ class ModelRegistry:
 
     async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_config: EngineConfig) -> None:
         """Loads and starts each pinned model in a worker thread (the engine load blocks)."""
-        from velollm.engine.async_engine import AsyncEngine
+        from velollm.api.native_models import load_native
 
         for spec, name in zip(specs, names):
             t0 = time.perf_counter()
             logger.info("loading model %s as %r", spec, name)
-            engine = await asyncio.to_thread(AsyncEngine.from_model, spec, engine_config, served_name=name)
-            engine.start()
+            engine = await asyncio.to_thread(load_native, spec, engine_config, served_name=name, allow_paths=True)
             served = self.add(name, engine, spec=spec, load_duration_s=time.perf_counter() - t0)
             logger.info("model %r ready in %.1fs (max_model_len=%d)", name, served.load_duration_s,
                         engine.max_model_len)

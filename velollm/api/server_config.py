@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from velollm.config import EngineConfig
+
+if TYPE_CHECKING:
+    from velollm.cache.config import CacheConfig
 
 DEFAULT_MODEL = "demo"
 
@@ -29,6 +33,12 @@ class ServerConfig:
     tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
     # May clients name filesystem paths as models (loaded on demand)? None: only when bound to loopback.
     allow_client_paths: bool | None = None
+    cache: "CacheConfig | None" = None  # response caches (--cache, --semantic-cache); None: off
+    # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
+    # the retention limit: at most this many, none older than responses_max_age_s.
+    responses_db: str = ":memory:"
+    responses_max: int = 10_000
+    responses_max_age_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -55,6 +65,8 @@ class ServerConfig:
             raise ValueError(f"max_loaded_models must be >= 1, got {self.max_loaded_models}")
         if self.keep_alive_s < 0:
             raise ValueError(f"keep_alive_s must be >= 0 (math.inf: forever), got {self.keep_alive_s}")
+        if self.responses_max < 1 or self.responses_max_age_s <= 0:
+            raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
         if self.stats_interval_s < 0:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
 

@@ -103,7 +103,8 @@ class ToolCalls:
             logger.info("tool-call retry skipped: %d prompt tokens leave no room", len(ids))
             return None
         params = replace(call.params, max_tokens=max_tokens, min_tokens=min(call.params.min_tokens, max_tokens))
-        retry = GenerationStream(self.engine, [EngineCall(ids, params)], f"{gen.request_id}-{state.index}-r{attempt}")
+        retry = GenerationStream(self.engine, [EngineCall(ids, params)], f"{gen.request_id}-{state.index}-r{attempt}",
+                                 gen.thinking)
         try:
             await retry.start()
             [out] = await retry.collect()
@@ -126,6 +127,7 @@ class ToolCalls:
 def _take_over(state: ChoiceState, new: ChoiceState) -> None:
     """The choice now holds the retry's answer (usage then counts that answer's tokens)."""
     state.text, state.token_ids, state.logprobs = new.text, new.token_ids, new.logprobs
+    state.reasoning, state.num_reasoning_tokens = new.reasoning, new.num_reasoning_tokens
     state.finish_reason, state.stop_reason, state.t_last = new.finish_reason, new.stop_reason, new.t_last
 
 

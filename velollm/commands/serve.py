@@ -3,7 +3,7 @@
 Environment variables are read here only: VELOLLM_API_KEY (when --api-key is absent), OLLAMA_HOST
 (the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
 OLLAMA_KEEP_ALIVE (how long on-demand models stay loaded after their last request; default 5m),
-VELOLLM_CACHE (where the demo model is generated; default ~/.cache/velollm).
+VELOLLM_CACHE (where the demo model is generated and the response cache is kept; default ~/.cache/velollm).
 
 Models given with --model load at start-up and stay loaded. Any other name VeloLLM can run (Ollama
 store, HF cache, a path) loads on first request, at most --max-loaded-models at once; names it
@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
+from velollm.cache.options import add_cache_arguments, cache_config
 from velollm.config import DEVICES, ENGINE_DTYPES, EngineConfig, parse_size
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
@@ -56,10 +57,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
+    p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
+                   help="stored /v1/responses kept (oldest dropped first; also dropped after 30 days)")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
     add_upstream_arguments(p)
+    add_cache_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -98,8 +102,16 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
-        tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths,
+        tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
+        responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
     )
+
+
+def _responses_db(cache: str | None) -> str:
+    """Stored responses live beside the demo model: $VELOLLM_CACHE, else ~/.cache/velollm."""
+    from pathlib import Path
+
+    return str(Path(cache or Path.home() / ".cache" / "velollm") / "responses.sqlite")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
                 config.host, config.port, config.upstream or "none")
 
+    server, failed = make_server(config, upstream_cfg, log_level)
+    server.run()
+    return 1 if failed or not server.started else 0
+
+
+def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
+                log_level: str) -> tuple[Any, list[BaseException]]:
+    """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
     import uvicorn
 
     from velollm.api.app import create_app
@@ -135,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            log_level=log_level, timeout_graceful_shutdown=5))
-    server.run()
-    return 1 if failed or not server.started else 0
+    return server, failed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ class Embedder:
         self.dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
         self.max_batch_tokens = max(max_batch_tokens, self.max_tokens)
         self._tokenizer = source.load_tokenizer()
+        self.vocab_size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._model = source.build(device, self.dtype)
         self._lock = threading.Lock()
 
@@ -49,10 +50,8 @@ class Embedder:
         if not truncate:
             for i, enc in enumerate(encodings):
                 if enc.overflowing:
-                    total = len(enc.ids) + sum(len(o.ids) for o in enc.overflowing)
-                    raise ContextOverflow(f"input {i} has more tokens than the model's context length of "
-                                          f"{self.max_tokens} (about {total}); shorten it or allow truncation",
-                                          param="input")
+                    raise ContextOverflow(f"input {i} exceeds the model's context length of {self.max_tokens} "
+                                          "tokens", param="input")
         return [enc.ids for enc in encodings]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -61,7 +60,16 @@ class Embedder:
 
     def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed token-id sequences as given (no special tokens added); each must fit in max_tokens."""
-        vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self.check_ids(ids)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for batch_index in self._batches([len(s) for s in ids]):
+            vectors = self._forward([list(ids[i]) for i in batch_index])
+            out[batch_index] = vectors
+        return out
+
+    def check_ids(self, ids: Sequence[Sequence[int]]) -> None:
+        """Raise InvalidRequest / ContextOverflow for an empty, too long or out-of-vocabulary sequence."""
+        vocab = self.vocab_size
         for i, seq in enumerate(ids):
             if not seq:
                 raise InvalidRequest(f"input {i} is empty: nothing to embed", param="input")
@@ -70,11 +78,6 @@ class Embedder:
                                       f"{self.max_tokens}", param="input")
             if min(seq) < 0 or max(seq) >= vocab:
                 raise InvalidRequest(f"input {i} holds a token id outside the vocabulary [0, {vocab})", param="input")
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        for batch_index in self._batches([len(s) for s in ids]):
-            vectors = self._forward([list(ids[i]) for i in batch_index])
-            out[batch_index] = vectors
-        return out
 
     def _batches(self, lens: list[int]) -> list[list[int]]:
         order = sorted(range(len(lens)), key=lambda i: -lens[i])

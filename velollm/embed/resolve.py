@@ -60,6 +60,37 @@ def resolve_embedding(spec: str | None, *, ollama_models: Path | None = None,
                         "or a cached Hugging Face repo)")
 
 
+def find_embedding_model(spec: str, *, allow_paths: bool = True, ollama_models: Path | None = None,
+                         hf_hub: Path | None = None) -> EmbeddingSource | None:
+    """The EmbeddingSource of `spec` when it names an embedding model (reading headers and configs, no
+    weights), else None: a generation model, a path refused by `allow_paths`, or nothing at all.
+    Raises UnsupportedModel / ModelLoadError for an embedding model VeloLLM cannot run."""
+    if _is_embedding_model(spec, allow_paths, ollama_models, hf_hub):
+        return resolve_embedding(spec, ollama_models=ollama_models, hf_hub=hf_hub)
+    return None
+
+
+def _is_embedding_model(spec: str, allow_paths: bool, ollama_models: Path | None, hf_hub: Path | None) -> bool:
+    from velollm.embed.folder import is_embedding_folder
+    from velollm.embed.gguf_source import is_gguf_encoder
+    from velollm.engine.loader import hf_cache, ollama_store
+    from velollm.errors import VeloLLMError
+
+    try:
+        path = Path(spec).expanduser()
+        if allow_paths and path.is_file():
+            return is_gguf_encoder(path)
+        if allow_paths and path.is_dir():
+            return is_embedding_folder(path)
+        model = ollama_store.find_model(spec, ollama_models if ollama_models is not None else ollama_store.models_dir())
+        if model is not None:
+            return model.model_path is not None and is_gguf_encoder(model.model_path)
+        folder = hf_cache.snapshot_folder(spec, hf_hub)
+        return folder is not None and is_embedding_folder(folder)
+    except (OSError, VeloLLMError):
+        return False  # unreadable: the generation resolver looks again and reports it in its words
+
+
 def load_embedder(spec: str | None = None, device: str = "cpu", dtype: torch.dtype | None = None) -> Embedder:
     """Load an embedding model: `spec` is a folder (HF / sentence-transformers layout), a GGUF path, an
     Ollama name or HF repo id found offline, or None for the default all-MiniLM-L6-v2."""

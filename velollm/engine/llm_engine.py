@@ -80,6 +80,7 @@ class LLMEngine:
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
         self.max_model_len = min(wanted_len, capacity)
+        self.tokenizer.max_input_tokens = self.max_model_len
         self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, config.enable_prefix_caching)
         scheduler_config = SchedulerConfig(config.max_num_seqs, config.batched_tokens(self.max_model_len),
                                            self.max_model_len)
@@ -106,7 +107,7 @@ class LLMEngine:
 
         config = config.replace(device=str(resolve_device(config.device)))
         source = resolve_model(model, dtype=None if config.dtype == "auto" else config.dtype, cache_dir=cache_dir,
-                               device=config.device, allow_paths=allow_paths)
+                               device=config.device, allow_paths=allow_paths, quantization=config.quantization)
         return cls(source, config)
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:
@@ -250,3 +251,4 @@ class LLMEngine:
         for request_id in list(self.requests):
             self.abort_request(request_id)
         self.runner.release()
+        self.tokenizer.close()

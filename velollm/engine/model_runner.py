@@ -12,10 +12,14 @@ from velollm import kernels
 from velollm.config import CacheConfig, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
+from velollm.engine.models.llama import FUSED_LINEARS
+from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
 from velollm.engine.scheduler import ScheduledBatch
+from velollm.kernels.gguf_planes import QuantizedWeight
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,11 @@ class HostStep:
     max_query_len: int = 0
 
 
+def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
+    """A streamed weight on the device: float tensors in the model dtype, GGUF planes as they are."""
+    return tensor.to(device) if isinstance(tensor, QuantizedWeight) else tensor.to(device, dtype)
+
+
 class ModelRunner:
     def __init__(self, source: ModelSource, device: torch.device, cache_config: CacheConfig,
                  max_num_seqs: int, max_model_len: int, *, profile_tokens: int, enforce_eager: bool = False) -> None:
@@ -69,9 +78,12 @@ class ModelRunner:
         self.step_counts = {"prefill": 0, "decode_eager": 0, "decode_graph": 0}
 
     def _load_model(self, source: ModelSource) -> torch.nn.Module:
-        # Built on the meta device so the weights are materialised once, straight from the checkpoint stream.
+        # Built on the meta device so the weights are materialised once, straight from the checkpoint stream;
+        # quantized layers replace the dense ones before anything is allocated.
         with torch.device("meta"):
             model = model_class(self.config)(self.config)
+            if source.quantization == "gguf":
+                quantize_linears(model, self.dtype, FUSED_LINEARS)
         model = model.to(dtype=self.dtype).to_empty(device=self.device)
         model.tie_weights()
         for module in model.modules():
@@ -80,10 +92,15 @@ class ModelRunner:
                 module.cos_sin_cache = kernels.build_cos_sin_cache(
                     cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
                 ).to(self.device)
-        model.load_weights(
-            (name, tensor.to(self.device, self.dtype)) for name, tensor in source.iter_weights()
-        )
+        model.load_weights(track_progress(
+            ((name, _placed(tensor, self.device, self.dtype)) for name, tensor in source.iter_weights()),
+            source.info.name, source.info.parameter_count))
+        self.quantization = source.quantization
+        self.weight_bytes = weight_bytes(model)
         return model.eval()
+
+    def kv_cache_bytes(self) -> int:
+        return self.num_blocks * self.kv_bytes_per_block()
 
     def kv_bytes_per_block(self) -> int:
         cfg = self.config
@@ -182,10 +199,15 @@ class ModelRunner:
     def paths(self) -> dict[str, object]:
         """Which compute paths ran so far (benchmarks print and check this)."""
         blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
+        matmul = f"torch.nn.functional.linear ({blas})"
+        if self.quantization == "gguf":
+            matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
+                                          else "(torch reference: dequantize per call)")
         return {
             "attention": f"paged/{self.attention_backend}",
             "norm_rope_act": self.attention_backend,
-            "matmul": f"torch.nn.functional.linear ({blas})",
+            "matmul": matmul,
+            "weight_bytes": self.weight_bytes,
             "cuda_graphs": self.graphs is not None,
             "graph_buckets": self.graphs.buckets if self.graphs is not None else [],
             "graph_replays": self.graphs.num_replays if self.graphs is not None else 0,

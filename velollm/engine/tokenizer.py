@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,16 @@ import tokenizers
 from tokenizers import AddedToken, processors
 
 from velollm.engine.chat_template import render_chat_template, select_template
-from velollm.errors import ModelLoadError
+from velollm.engine.encode_worker import EncodeWorker
+from velollm.errors import ContextOverflow, ModelLoadError
 
 logger = logging.getLogger(__name__)
+
+# Texts longer than this are encoded in a child process (EncodeWorker): ~0.1 s of GIL on a slow CPU.
+BIG_TEXT_CHARS = 32_768
+# A normalizer can shrink text (NFC composes up to 3 characters into 1, some strip characters): the
+# character bound on the token count allows for that.
+_NORMALIZER_SLACK = 4
 
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _ADDED_TOKEN_FIELDS = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
@@ -192,6 +200,9 @@ class Tokenizer:
         added = backend.get_added_tokens_decoder()
         self._special_ids = frozenset(i for i, t in added.items() if t.special)
         self.vocab_size: int = max([backend.get_vocab_size(with_added_tokens=True), *(i + 1 for i in added)])
+        self.max_input_tokens: int | None = None  # set by the engine: longer inputs are refused unread
+        self._worker: EncodeWorker | None = None
+        self._worker_lock = threading.Lock()
         self._template_vars = {**(special_tokens or {})}
         for name, value in (("bos_token", bos_token), ("eos_token", eos_token)):
             if value is not None:
@@ -249,8 +260,35 @@ class Tokenizer:
         self._backend.post_processor = processors.TemplateProcessing(single=" ".join(pieces), special_tokens=special)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of `text`; special tokens only where the post-processor adds them."""
+        """Token ids of `text`; special tokens only where the post-processor adds them.
+
+        With `max_input_tokens` set, a text that has more tokens for sure (by its length) is a ContextOverflow
+        before any encoding; a big text is encoded in a child process (the GIL stays free meanwhile).
+        """
+        if self.max_input_tokens is not None and len(text) > self.max_input_chars:
+            raise ContextOverflow(f"the input has {len(text)} characters, so more tokens than the context holds "
+                                  f"({self.max_input_tokens})", param="prompt")
+        if len(text) > BIG_TEXT_CHARS:
+            with self._worker_lock:
+                if self._worker is None:
+                    self._worker = EncodeWorker(self._backend.to_str())
+            return self._worker.encode(text, add_special_tokens)
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    @property
+    def max_input_chars(self) -> int:
+        """Characters beyond which a text surely has more than `max_input_tokens` tokens."""
+        return (self.max_input_tokens or 0) * self.max_token_chars * _NORMALIZER_SLACK
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The longest token's text: no token covers more characters of (normalized) input than this."""
+        return max(1, *map(len, self._backend.get_vocab(with_added_tokens=True)))
+
+    def close(self) -> None:
+        """Ends the encode worker process, if one was started."""
+        if self._worker is not None:
+            self._worker.close()
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of `ids`; ids the tokenizer does not know (padded embedding rows) are dropped."""

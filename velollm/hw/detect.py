@@ -1,30 +1,18 @@
-"""What this machine has: CPU, memory, GPUs, an Ollama store and server. Pure reads; no CUDA init on import."""
+"""What this machine has: CPU, memory, GPUs (NVML first, torch as fallback). Pure reads; no CUDA init on
+import. Imports nothing of velollm outside velollm/hw: the commands layer adds models and servers."""
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from velollm.hw.cpu_features import has_native_bf16
+from velollm.hw.nvml import DriverInfo, GPUInfo, GPUProcess, read_nvml
 
-
-@dataclass(frozen=True)
-class GPUInfo:
-    index: int
-    name: str
-    total_memory: int  # bytes
-    compute_capability: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class OllamaInfo:
-    store: Path
-    num_models: int
-    host: str
-    server_version: str | None  # None when no Ollama answers at host
+__all__ = ["DriverInfo", "GPUInfo", "GPUProcess", "HardwareInfo", "cpu_name", "detect", "detect_gpus"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +22,14 @@ class HardwareInfo:
     total_memory: int
     available_memory: int
     gpus: tuple[GPUInfo, ...] = field(default_factory=tuple)
-    ollama: OllamaInfo | None = None
     cpu_bf16: bool = False  # bfloat16 dot products in hardware (AVX512-BF16 / AMX-BF16)
+    driver: DriverInfo | None = None  # from NVML; None without an NVIDIA driver
+    gpu_source: str = "none"  # "nvml", "torch" (no NVML, CUDA through torch) or "none"
+    nvml_error: str | None = None  # why NVML was not used
 
 
-def detect_gpus() -> tuple[GPUInfo, ...]:
+def torch_gpus() -> tuple[GPUInfo, ...]:
+    """GPUs as torch sees them (creates a CUDA context): the fallback when NVML is unavailable."""
     try:
         import torch
     except ImportError:
@@ -48,8 +39,19 @@ def detect_gpus() -> tuple[GPUInfo, ...]:
     gpus = []
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
-        gpus.append(GPUInfo(index, props.name, props.total_memory, (props.major, props.minor)))
+        free, total = torch.cuda.mem_get_info(index)
+        gpus.append(GPUInfo(index, props.name, props.total_memory, (props.major, props.minor),
+                            free_memory=free, used_memory=total - free))
     return tuple(gpus)
+
+
+def detect_gpus(nvml: ModuleType | None = None) -> tuple[tuple[GPUInfo, ...], DriverInfo | None, str, str | None]:
+    """(gpus, driver, source, nvml_error): NVML when a driver answers, else torch.cuda."""
+    report = read_nvml(nvml)
+    if report.error is None:
+        return report.gpus, report.driver, "nvml", None
+    gpus = torch_gpus()
+    return gpus, None, "torch" if gpus else "none", report.error
 
 
 def cpu_name() -> str:
@@ -62,33 +64,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def detect_ollama(env: Mapping[str, str], timeout: float = 0.5) -> OllamaInfo:
-    import httpx
-
-    from velollm.engine.loader.ollama_store import list_models, models_dir
-    from velollm.wire.ollama_host import parse_ollama_host
-
-    store = models_dir(env)
-    num_models = len(list_models(store)) if store.exists() else 0
-    host = parse_ollama_host(env.get("OLLAMA_HOST"))
-    try:
-        version = httpx.get(f"{host}/api/version", timeout=timeout).json().get("version")
-    except (httpx.HTTPError, ValueError):
-        version = None
-    return OllamaInfo(store, num_models, host, version)
-
-
-def detect(env: Mapping[str, str] | None = None, *, probe_ollama: bool = True) -> HardwareInfo:
+def detect(nvml: ModuleType | None = None) -> HardwareInfo:
+    """This machine. `nvml`: the pynvml module to ask (default: the installed one, if any)."""
     import psutil
 
-    env = os.environ if env is None else env
     memory = psutil.virtual_memory()
+    gpus, driver, source, error = detect_gpus(nvml)
     return HardwareInfo(
         cpu=cpu_name(),
         num_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
         total_memory=memory.total,
         available_memory=memory.available,
-        gpus=detect_gpus(),
-        ollama=detect_ollama(env) if probe_ollama else None,
+        gpus=gpus,
         cpu_bf16=has_native_bf16(),
+        driver=driver,
+        gpu_source=source,
+        nvml_error=error,
     )

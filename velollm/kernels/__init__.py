@@ -102,14 +102,20 @@ def paged_prefill_attention(
 def quantized_linear(x: torch.Tensor, weight: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ W^T with W in GGUF planes -> [..., N] in x.dtype (or into `out`, a 2-D [M, N] view).
 
-    On CUDA: the GEMV for at most quant_gemv.MAX_ROWS rows (decode), the GEMM above (prefill, big
-    batches). Elsewhere the torch reference: W dequantized for this call, never kept."""
+    On CUDA the Triton kernels (quantized_linear_triton). Elsewhere the torch reference: W dequantized
+    for this call, never kept."""
     if _use_triton(x):
-        rows = x.numel() // max(1, x.shape[-1])
-        kernel = quant_gemv.quant_gemv_triton if rows <= quant_gemv.MAX_ROWS else quant_gemm.quant_gemm_triton
-        return kernel(x, weight, out=out)
+        return quantized_linear_triton(x, weight, out)
     y = quantized_matmul_ref(x, weight)
     return y if out is None else out.copy_(y.reshape(out.shape))
+
+
+def quantized_linear_triton(x: torch.Tensor, weight: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The dispatch by number of rows: the GEMV for at most quant_gemv.MAX_ROWS rows (decode), the GEMM
+    above (prefill, big batches)."""
+    rows = x.numel() // max(1, x.shape[-1])
+    kernel = quant_gemv.quant_gemv_triton if rows <= quant_gemv.MAX_ROWS else quant_gemm.quant_gemm_triton
+    return kernel(x, weight, out=out)
 
 
 def quantized_embedding(ids: torch.Tensor, weight: QuantizedWeight, dtype: torch.dtype) -> torch.Tensor:

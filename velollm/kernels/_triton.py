@@ -45,6 +45,12 @@ def is_interpreted(kernel: Any) -> bool:
     return type(kernel).__name__ == "InterpretedFunction"
 
 
+def interpreter_tile(kernel: Any, size: int, tile: int) -> int:
+    """`tile` on the GPU; under the interpreter, where each program costs milliseconds of Python, one tile
+    covering `size` (up to 256) so that model-level tests stay fast. Kernel tests pass explicit tiles."""
+    return min(256, max(tile, 1 << (max(size, 1) - 1).bit_length())) if is_interpreted(kernel) else tile
+
+
 def dot_dtype_args(dtype: Any, kernel: Any) -> dict[str, Any]:
     """Constexprs for kernels that call tl.dot on cache-dtype tiles.
 
@@ -72,4 +78,4 @@ def output_buffer(
     return buf
 
 
-__all__ = ["HAS_TRITON", "triton", "tl", "is_interpreted", "dot_dtype_args", "launch_options", "output_buffer"]
+__all__ = ["HAS_TRITON", "triton", "tl", "is_interpreted", "interpreter_tile", "dot_dtype_args", "launch_options", "output_buffer"]

@@ -87,6 +87,10 @@ class QuantizedWeight:
     def device(self) -> torch.device:
         return self.planes["qs"].device
 
+    def numel(self) -> int:
+        """Elements of the matrix it encodes."""
+        return self.shape[0] * self.shape[1]
+
     @property
     def nbytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.planes.values())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from velollm.kernels._triton import dot_dtype_args, launch_options, tl, triton
+from velollm.kernels._triton import dot_dtype_args, interpreter_tile, launch_options, tl, triton
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.gguf_tile import linear_operands, load_qs_tile, plane_args, tile_weights
 
@@ -60,7 +60,7 @@ def _tile_m(num_rows: int) -> int:
 
 
 def quant_gemm_triton(x: torch.Tensor, w: QuantizedWeight, *, out: torch.Tensor | None = None,
-                      block_m: int | None = None, block_n: int = 64, block_b: int = 32,
+                      block_m: int | None = None, block_n: int | None = None, block_b: int = 32,
                       num_warps: int = 4, num_stages: int | None = None) -> torch.Tensor:
     """x [..., K] @ W^T -> [..., N] (2-D [M, N] when `out`, a possibly column-sliced buffer, is given).
 
@@ -70,6 +70,7 @@ def quant_gemm_triton(x: torch.Tensor, w: QuantizedWeight, *, out: torch.Tensor 
     num_rows, n = x2.shape[0], w.shape[0]
     args, constexprs = plane_args(w)
     block_m = block_m or _tile_m(num_rows)
+    block_n = block_n or interpreter_tile(_gemm_kernel, n, 64)
     if num_rows and n:
         grid = (triton.cdiv(num_rows, block_m) * triton.cdiv(n, block_n),)
         _gemm_kernel[grid](

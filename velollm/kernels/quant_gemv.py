@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from velollm.kernels._triton import tl, triton
+from velollm.kernels._triton import interpreter_tile, tl, triton
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.gguf_tile import linear_operands, load_qs_tile, plane_args, tile_weights
 
@@ -70,7 +70,7 @@ def _num_splits(num_row_tiles: int, num_byte_tiles: int, device: torch.device) -
 
 
 def quant_gemv_triton(x: torch.Tensor, w: QuantizedWeight, *, out: torch.Tensor | None = None,
-                      split_k: int | None = None, block_n: int = _BLOCK_N, block_b: int | None = None) -> torch.Tensor:
+                      split_k: int | None = None, block_n: int | None = None, block_b: int | None = None) -> torch.Tensor:
     """x [..., K] @ W^T -> [..., N] (2-D [M, N] when `out`, a possibly column-sliced buffer, is given).
 
     M = x.numel() / K must be <= MAX_ROWS. `split_k`, `block_n`, `block_b` override the launch shape
@@ -82,6 +82,7 @@ def quant_gemv_triton(x: torch.Tensor, w: QuantizedWeight, *, out: torch.Tensor 
     args, constexprs = plane_args(w)
     row_bytes = w.planes["qs"].shape[1]
     m_pad = triton.next_power_of_2(max(num_rows, 1))
+    block_n = block_n or interpreter_tile(_gemv_kernel, n, _BLOCK_N)
     block_b = block_b or max(32, 256 // m_pad)
     num_byte_tiles = triton.cdiv(row_bytes, block_b)
     splits = split_k or _num_splits(triton.cdiv(n, block_n), num_byte_tiles, x.device)

@@ -23,7 +23,9 @@ from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
+from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
+from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.disconnect import ClientDisconnected, cancel_on_disconnect
 from velollm.wire.errors import Api, APIError, error_message, error_response
 from velollm.wire.framing import ndjson_line
@@ -63,30 +65,38 @@ async def forward(request: Request, upstream: Upstream, api: Api, path: str, bod
 async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
                    repair: AnswerRepair | None) -> Response:
     kind = upstream.known_kind or await upstream.kind()
+    split = splitter_for(path, body) if kind == "openai" else None  # Ollama splits thinking itself
     if kind == api:
-        return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair)
+        return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair, split)
     if api == "openai":
         return await _openai_via_ollama(upstream, path, body, repair)
-    return await _ollama_via_openai(upstream, path, body, repair)
+    return await _ollama_via_openai(upstream, path, body, repair, split)
 
 
 # --- same API on both sides -------------------------------------------------------------------
 
 
 async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes,
-                        repair: AnswerRepair | None = None) -> Response:
+                        repair: AnswerRepair | None = None, split: OpenAIAnswerSplit | None = None) -> Response:
     response = await upstream.send(method, path, content=content or None)
     media_type = response.headers.get("content-type", "application/json")
     if response.status_code != 200:
         return await _converted_error(upstream, response, api)
     if media_type.startswith(_STREAM_TYPES):
         relay = _relay(upstream, response, api)
+        if split is not None:
+            relay = split_events(relay, split)
         if repair is not None:
             relay = _repaired_lines(relay, repair) if api == "ollama" else _repaired_events(relay, repair)
         return _streaming(relay, response, media_type)
+    if split is None and repair is None:
+        return await _relayed_json(upstream, response, media_type)
+    data = await upstream.read_body(response)  # rewritten whole: held, within --max-upstream-body
+    if split is not None:
+        data = split_json(data, split)
     if repair is not None:
-        return Response(repair.json_body(await upstream.read_body(response), api), media_type=media_type)
-    return await _relayed_json(upstream, response, media_type)
+        data = repair.json_body(data, api)
+    return Response(data, media_type=media_type)
 
 
 async def _repaired_lines(chunks: AsyncIterator[bytes], repair: AnswerRepair) -> AsyncIterator[bytes]:
@@ -234,7 +244,7 @@ async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Re
 
 
 async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
-                             repair: AnswerRepair | None) -> Response:
+                             repair: AnswerRepair | None, split: OpenAIAnswerSplit | None = None) -> Response:
     model = str(body.get("model") or "")
     if path in ("/api/embed", "/api/embeddings"):
         return await _embeddings_via_openai(upstream, path, body)
@@ -256,6 +266,8 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
         return await _converted_error(upstream, response, "ollama")
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
         answer = await _read_json(upstream, response)
+        if split is not None and isinstance(answer, dict):
+            answer = split.completion(answer)
         if repair is not None and isinstance(answer, dict):
             answer = repair.openai_answer(answer)
         obj = converter.whole(answer)
@@ -263,12 +275,15 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
             return Response(ndjson_line(obj), media_type="application/x-ndjson")
         return JSONResponse(obj)
     if converted["stream"]:
-        return _streaming(_sse_to_ndjson(upstream, response, converter, repair), response, "application/x-ndjson")
-    return await _collapse(_sse_to_ndjson(upstream, response, converter), path, upstream.config.max_body_bytes, repair)
+        return _streaming(_sse_to_ndjson(upstream, response, converter, repair, split), response,
+                          "application/x-ndjson")
+    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path,
+                           upstream.config.max_body_bytes, repair)
 
 
 async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
-                         repair: AnswerRepair | None = None) -> AsyncIterator[bytes]:
+                         repair: AnswerRepair | None = None,
+                         split: OpenAIAnswerSplit | None = None) -> AsyncIterator[bytes]:
     """`repair`: the calls, which arrive whole on the final line, are repaired there."""
 
     def final() -> bytes:
@@ -287,6 +302,8 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
             if "error" in chunk:
                 yield ndjson_line({"error": error_message(chunk)})
                 return
+            if split is not None:
+                chunk = split.chunk(chunk)
             for obj in converter.feed(chunk):
                 yield ndjson_line(obj)
         # Some servers end without [DONE]: a stream that gave a finish reason is complete.

@@ -64,12 +64,14 @@ class UpstreamGateway:
         return next((n for n in listing.names if name_key(n) == wanted), None)
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None) -> Response:
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
         """Answer the request from the upstream, in the wire format of the path it came on.
 
-        `model`: the name `find` gave (replaces the body's); `tool_outcome`: counts repaired tool calls.
+        `model`: the name `find` gave (replaces the body's); `tool_outcome`: counts repaired tool calls;
+        `path`: another route than the request's (/v1/responses asks /v1/chat/completions of upstreams
+        that have no Responses API).
         """
-        path = request.url.path
+        path = path or request.url.path
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
         repair = AnswerRepair.for_request(path, body, tool_outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,31 +43,50 @@ class ThinkPlan:
             return ReasoningDelta(content=text)
         return self._shown(self.parser.split(text, prompt_opened))
 
-    def stream(self, prompt_opened: bool) -> PlannedStream:
-        """A splitter for one streamed answer."""
+    def stream(self, prompt_opened: bool, end_token_id: int | None = None) -> PlannedStream:
+        """A splitter for one answer, fed as it streams (`end_token_id`: the end marker's id, if one token)."""
         inner = self.parser.stream(prompt_opened) if self.parser is not None else None
-        return PlannedStream(self, inner)
+        return PlannedStream(self, inner, end_token_id)
 
     def _shown(self, delta: ReasoningDelta) -> ReasoningDelta:
         return delta if self.return_reasoning else ReasoningDelta(content=delta.content)
 
 
 class PlannedStream:
-    """A ReasoningStream under a plan; counts the answer's reasoning tokens as they pass."""
+    """A ReasoningStream under a plan; counts the answer's reasoning tokens as they pass.
 
-    def __init__(self, plan: ThinkPlan, inner: ReasoningStream | None) -> None:
-        self._plan, self._inner = plan, inner
-        self.num_reasoning_tokens = 0
+    With the end marker's token id (a single token in Qwen3's, QwQ's and R1's vocabularies) the
+    count is exact: the tokens up to and including it. Without it, tokens are counted while the
+    text is still thinking (exact when the text comes token by token)."""
 
-    def feed(self, text: str, num_tokens: int = 0) -> ReasoningDelta:
-        """`text` and the number of tokens it came from (counted as reasoning while thinking)."""
+    def __init__(self, plan: ThinkPlan, inner: ReasoningStream | None, end_token_id: int | None = None) -> None:
+        self._plan, self._inner, self._end_token_id = plan, inner, end_token_id
+        self._num_tokens = self._counted = 0
+        self._end_at: int | None = None
+        self._thought = False
+
+    def feed(self, text: str, token_ids: Sequence[int] = ()) -> ReasoningDelta:
+        """`text` and the tokens it came from."""
         if self._inner is None:
             return ReasoningDelta(content=text)
+        if self._end_at is None and self._end_token_id in token_ids:
+            self._end_at = self._num_tokens + list(token_ids).index(self._end_token_id) + 1  # type: ignore[arg-type]
+        self._num_tokens += len(token_ids)
         if self._inner.in_reasoning:
-            self.num_reasoning_tokens += num_tokens
-        return self._plan._shown(self._inner.feed(text))
+            self._counted += len(token_ids)
+        return self._shown(self._inner.feed(text))
 
     def finish(self) -> ReasoningDelta:
-        if self._inner is None:
-            return ReasoningDelta()
-        return self._plan._shown(self._inner.finish())
+        return self._shown(self._inner.finish()) if self._inner is not None else ReasoningDelta()
+
+    def _shown(self, delta: ReasoningDelta) -> ReasoningDelta:
+        self._thought = self._thought or bool(delta.reasoning)
+        return self._plan._shown(delta)
+
+    @property
+    def num_reasoning_tokens(self) -> int:
+        if self._inner is None or not self._thought:
+            return 0
+        if self._end_at is not None:
+            return self._end_at
+        return self._num_tokens if self._inner.in_reasoning else self._counted

@@ -1,7 +1,8 @@
 """GGUF models: metadata -> ModelConfig + ModelInfo, tensors -> (hf_name, tensor) in the compute dtype.
 
-Weights are dequantized at load (torch dequantizers in gguf_dequant.py, `gguf.quants` for other types);
-keeping them quantized is later work.
+Weights are either kept quantized (planes of the file's blocks, computed in place by the quantized
+kernels: gguf_quantized.py says when) or dequantized at load (velollm.kernels.gguf_dequant, `gguf.quants`
+for other types).
 llama.cpp's converter permutes the Q/K rows of `llama` models for its interleaved rope; the
 permutation is undone here so every tensor equals what Hugging Face's LlamaForCausalLM holds.
 """
@@ -24,8 +25,12 @@ import torch
 from velollm.config import ModelConfig, RopeScaling
 from velollm.kernels import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.engine.loader.gguf_quantized import (
+    quantized_tensor, resident_weight_bytes, resolve_quantization, stays_quantized,
+)
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, default_device
 from velollm.errors import UnsupportedModel
+from velollm.kernels.gguf_planes import QuantizedWeight
 
 if TYPE_CHECKING:
     from velollm.engine.tokenizer import Tokenizer
@@ -197,12 +202,13 @@ def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
     return ModelInfo(**fields)  # type: ignore[arg-type]
 
 
-def check_memory(config: ModelConfig, num_params: int, device: str) -> None:
-    """Raise UnsupportedModel, before anything is allocated, when the dequantized weights plus a
-    minimal KV cache would not fit in the device's free memory."""
+def check_memory(config: ModelConfig, weight_bytes: int, quantization: str, device: str) -> None:
+    """Raise UnsupportedModel, before anything is allocated, when the weights as they will be held
+    (`weight_bytes`: quantized or dequantized) plus a minimal KV cache would not fit in the device's
+    free memory."""
     itemsize = TORCH_DTYPES[config.dtype].itemsize
     kv = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * itemsize * MIN_KV_TOKENS
-    need = num_params * itemsize + kv
+    need = weight_bytes + kv
     if device.startswith("cuda"):
         free = torch.cuda.mem_get_info(torch.device(device))[0]
     else:
@@ -210,9 +216,10 @@ def check_memory(config: ModelConfig, num_params: int, device: str) -> None:
 
         free = psutil.virtual_memory().available
     if need > free:
+        held = "kept quantized" if quantization == "gguf" else f"dequantized to {config.dtype}"
         raise UnsupportedModel(
-            f"model needs {need / 2**30:.1f} GiB in {config.dtype} ({num_params / 1e9:.2f}B parameters "
-            f"dequantized + a {MIN_KV_TOKENS}-token KV cache) but only {free / 2**30:.1f} GiB is free on {device}"
+            f"model needs {need / 2**30:.1f} GiB ({weight_bytes / 2**30:.2f} GiB of weights {held} + a "
+            f"{MIN_KV_TOKENS}-token KV cache) but only {free / 2**30:.1f} GiB is free on {device}"
         )
 
 
@@ -245,24 +252,40 @@ def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     return t.reshape(num_heads, t.shape[0] // num_heads // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
 
 
-def iter_weights(path: Path, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype.
+def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None
+                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight]]:
+    """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype; with
+    `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device.
     The file was validated by gguf_source (read_config), so it is not checked again here."""
     target = TORCH_DTYPES[config.dtype]
     with GGUFFile(path) as f:
         infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
-        total = sum(t.num_elements for t in infos) * target.itemsize
-        logger.info("loading %s: %d tensors, %.2f GiB of weights in %s", path.name, len(infos), total / 2**30, config.dtype)
+        quantization = "gguf" if quantized_device else "none"
+        total = resident_weight_bytes(infos, quantization, target.itemsize)
+        logger.info("loading %s: %d tensors, %.2f GiB of weights (%s)", path.name, len(infos), total / 2**30,
+                    "kept quantized" if quantized_device else config.dtype)
         permute = config.model_type == "llama"
         with _progress(len(infos), f"loading {path.name}") as advance:
             for info in infos:
-                # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
-                if permute and info.name.split(".")[-2] in ("attn_q", "attn_k"):
-                    heads = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
-                    tensor = unpermute_qk(tensor, heads)
-                yield hf_name(info.name), tensor  # type: ignore[misc]
+                heads = _permuted_heads(info.name, config) if permute else None
+                if quantized_device and stays_quantized(info):
+                    weight = quantized_tensor(f, info, quantized_device)
+                    if heads:
+                        weight = weight.rows(unpermute_qk(torch.arange(info.shape[0]), heads))
+                    yield hf_name(info.name), weight  # type: ignore[misc]
+                else:
+                    # float tensors are views of the map and must be copied out; dequantized ones are fresh
+                    tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
+                    yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
                 advance()
+
+
+def _permuted_heads(name: str, config: ModelConfig) -> int | None:
+    """The head count llama.cpp's converter permuted the rows of this Q/K tensor by, else None."""
+    kind = name.split(".")[-2]
+    if kind == "attn_q":
+        return config.num_attention_heads
+    return config.num_key_value_heads if kind == "attn_k" else None
 
 
 @contextmanager
@@ -288,8 +311,9 @@ def default_dtype(device: str) -> str:
 
 
 def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None = None,
-                device: str | None = None, **info_overrides: object) -> ModelSource:
+                device: str | None = None, quantization: str | None = None, **info_overrides: object) -> ModelSource:
     """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource.
+    `quantization`: auto | none | gguf (gguf_quantized.resolve_quantization).
 
     The header is parsed once, here: the tokenizer is built from this parse's metadata (the file is
     opened again only for its tensors, by iter_weights)."""
@@ -302,13 +326,18 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
         metadata = f.metadata
-    check_memory(config, info.parameter_count, device)
+        quantization = resolve_quantization(quantization, device)
+        weight_bytes = resident_weight_bytes((t for t in f.tensors.values() if t.name not in _SKIPPED),
+                                             quantization, TORCH_DTYPES[config.dtype].itemsize)
+    check_memory(config, weight_bytes, quantization, device)
+    quantized_device = device if quantization == "gguf" else None
     return ModelSource(
         config=config,
         info=info,
         load_tokenizer=_tokenizer_loader(path, metadata),
-        iter_weights=lambda: iter_weights(path, config),
+        iter_weights=lambda: iter_weights(path, config, quantized_device),
         path=path,
+        quantization=quantization,
     )
 
 

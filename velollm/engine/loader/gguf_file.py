@@ -122,7 +122,7 @@ class GGUFFile:
         cur = _Cursor(self._map, self.path)
         magic = bytes(cur.take(4))
         if magic != GGUF_MAGIC:
-            raise ModelLoadError(f"{self.path}: bad magic {magic!r}, not a GGUF file")
+            raise ModelLoadError(f"{self.path}: bad magic, not a GGUF file")  # never echo a file's bytes
         self.version = cur.scalar("<I")
         if self.version not in (2, 3):
             raise UnsupportedModel(f"{self.path}: GGUF version {self.version} is not supported (2, 3 are)")

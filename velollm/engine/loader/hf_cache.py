@@ -44,3 +44,12 @@ def snapshot_folder(spec: str, hub: Path | None = None) -> Path | None:
         return snapshots / revision
     candidates = [p for p in snapshots.iterdir() if p.is_dir()]
     return candidates[0] if len(candidates) == 1 and not revision else None
+
+
+def list_repos(hub: Path | None = None) -> list[str]:
+    """Repo ids with a usable snapshot in the hub cache (`models--org--name` -> "org/name"), sorted."""
+    root = hub_dir() if hub is None else hub
+    if not root.is_dir():
+        return []
+    repos = (p.name.removeprefix("models--").replace("--", "/", 1) for p in root.glob("models--*--*"))
+    return sorted(r for r in repos if snapshot_folder(r, root) is not None)

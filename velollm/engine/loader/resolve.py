@@ -6,20 +6,25 @@ import logging
 from pathlib import Path
 
 from velollm.engine.loader.source import ModelSource
-from velollm.errors import ModelNotFound, PathNotAllowed
+from velollm.errors import InvalidRequest, ModelNotFound, PathNotAllowed
 
 logger = logging.getLogger(__name__)
+
+MAX_NAME_PART_BYTES = 255  # a file name's limit on Linux and macOS: a longer part names nothing anywhere
+MAX_NAME_BYTES = 4096  # PATH_MAX
 
 
 def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path | None = None,
                   device: str | None = None, ollama_models: str | Path | None = None,
-                  hf_hub: str | Path | None = None, allow_paths: bool = True) -> ModelSource:
+                  hf_hub: str | Path | None = None, allow_paths: bool = True,
+                  quantization: str | None = None) -> ModelSource:
     """Find `spec` and return its lazy ModelSource; nothing is allocated yet.
 
     Order: "demo"; an existing path (a GGUF file or an HF folder); an Ollama name in the store
     (`ollama_models`, else $OLLAMA_MODELS read now); an HF repo id in the hub cache (`hf_hub`, else
     $HF_HUB_CACHE / $HF_HOME / ~/.cache). Raises ModelNotFound naming the spec when nothing matches,
     UnsupportedModel when it exists but cannot run natively, ModelLoadError when it is corrupt.
+    `quantization` (auto | none | gguf) says whether GGUF weights stay quantized (gguf_quantized.py).
     `allow_paths=False` (names sent by clients of a server open to the network): filesystem paths are
     refused before the filesystem is looked at, so a client can neither load nor probe files.
     """
@@ -27,6 +32,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     from velollm.engine.loader.gguf import gguf_source
     from velollm.engine.loader.hf_folder import load_hf_folder
 
+    check_model_name(spec)
     if spec == "demo":
         from velollm.engine.loader.demo import ensure_demo
 
@@ -38,7 +44,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     else:
         path = Path(spec).expanduser()
         if path.exists():
-            return _from_path(path, spec, dtype, device)
+            return _from_path(path, spec, dtype, device, quantization)
         if _looks_like_path(spec):
             raise ModelNotFound(f"model {spec!r} not found: no such file or directory")
     root = Path(ollama_models) if ollama_models is not None else ollama_store.models_dir()
@@ -47,29 +53,58 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
         ollama_store.check_runnable(model)  # raises for a cloud model or one with no GGUF layer
         return gguf_source(
             model.model_path,  # type: ignore[arg-type]
-            name=model.display_name, dtype=dtype, device=device, digest=model.digest,
+            name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
             default_system=model.system, template=model.template,
         )
     folder = hf_cache.snapshot_folder(spec, Path(hf_hub) if hf_hub is not None else None)
     if folder is not None:
-        return _from_path(folder, spec, dtype, device)
+        return _from_path(folder, spec, dtype, device, quantization)
     raise ModelNotFound(f"model {spec!r} not found (not a file, an Ollama model in {root} or a cached Hugging Face repo)")
+
+
+def check_model_name(spec: str) -> None:
+    """A name no file system can hold is a 400 before any lookup (not an OSError from deep inside)."""
+    try:
+        encoded = spec.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("model name is not valid Unicode (a lone surrogate)", param="model") from None
+    if not spec or b"\x00" in encoded:
+        raise InvalidRequest("model name must be a non-empty string without NUL characters", param="model")
+    if len(encoded) > MAX_NAME_BYTES or any(len(part) > MAX_NAME_PART_BYTES for part in encoded.split(b"/")):
+        raise InvalidRequest(f"model name is too long: at most {MAX_NAME_PART_BYTES} bytes between slashes and "
+                             f"{MAX_NAME_BYTES} in all", param="model")
 
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(".gguf")
 
 
-def _from_path(path: Path, name: str, dtype: str | None, device: str | None) -> ModelSource:
+def _from_path(path: Path, name: str, dtype: str | None, device: str | None,
+               quantization: str | None) -> ModelSource:
     from velollm.engine.loader.gguf import gguf_source
     from velollm.engine.loader.hf_folder import load_hf_folder
 
     if path.is_file():
-        return gguf_source(path, name=name, dtype=dtype, device=device)
+        _check_gguf_magic(path, name)
+        return gguf_source(path, name=name, dtype=dtype, device=device, quantization=quantization)
     if (path / "config.json").is_file():
         return load_hf_folder(path, name=name, dtype=dtype)
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:  # a GGUF repo snapshot or a folder holding one model file
-        return gguf_source(ggufs[0], name=name, dtype=dtype, device=device)
+        return gguf_source(ggufs[0], name=name, dtype=dtype, device=device, quantization=quantization)
     raise ModelNotFound(f"model {name!r} not found: {path} has no config.json and no single .gguf file")
+
+
+def _check_gguf_magic(path: Path, name: str) -> None:
+    """A file that is no GGUF is a 400 naming the path only: nothing of its contents is echoed."""
+    from velollm.engine.loader.gguf_file import GGUF_MAGIC
+
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise InvalidRequest(f"model {name!r}: {path} cannot be read ({exc.strerror})", param="model") from None
+    if magic != GGUF_MAGIC:
+        raise InvalidRequest(f"model {name!r}: {path} is not a model (a GGUF file or a model folder)",
+                             param="model")

@@ -48,5 +48,6 @@ class ModelSource:
     config: ModelConfig
     info: ModelInfo
     load_tokenizer: Callable[[], "Tokenizer"]
-    iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]
+    iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # GGUF planes too when quantization="gguf"
     path: Path
+    quantization: str = "none"  # "gguf": quantized matrices stream as QuantizedWeight planes (GGUF files)

@@ -9,6 +9,7 @@ from torch import nn
 
 from velollm.config import ModelConfig
 from velollm.engine.models.layers import PagedAttention, RMSNorm, RotaryEmbedding, SiluAndMul
+from velollm.engine.models.quantized_linear import QUANTIZED_MODULES, QuantizedLinear
 from velollm.errors import ModelLoadError
 
 # checkpoint name fragment -> (our fused parameter fragment, shard index)
@@ -19,6 +20,8 @@ _STACKED = {
     ".gate_proj.": (".gate_up_proj.", 0),
     ".up_proj.": (".gate_up_proj.", 1),
 }
+# fused child module -> its parent's method giving the shard sizes (for quantize_linears)
+FUSED_LINEARS = {"qkv_proj": "shard_sizes", "gate_up_proj": "shard_sizes"}
 
 
 class LlamaAttention(nn.Module):
@@ -106,7 +109,11 @@ class LlamaForCausalLM(nn.Module):
 
     def tie_weights(self) -> None:
         """Share the embedding with lm_head when tied (again after to_empty(), which unshares them)."""
-        if self.config.tie_word_embeddings:
+        if not self.config.tie_word_embeddings:
+            return
+        if isinstance(self.lm_head, QuantizedLinear):
+            self.lm_head.tie_to(self.model.embed_tokens)
+        else:
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -117,15 +124,21 @@ class LlamaForCausalLM(nn.Module):
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Map checkpoint names onto our modules once, fusing q/k/v and gate/up as they stream by."""
+        """Map checkpoint names onto our modules once, fusing q/k/v and gate/up as they stream by.
+        Quantized layers (quantize_linears) take their weights as shards, stacked once all arrived."""
         params = dict(self.named_parameters())
-        missing = set(params)
+        slots = {f"{name}.weight": m for name, m in self.named_modules() if isinstance(m, QUANTIZED_MODULES)}
+        missing = set(params) | set(slots)
         if self.config.tie_word_embeddings:
             missing.discard("lm_head.weight")
         for name, tensor in weights:
             if "rotary_emb" in name or (name == "lm_head.weight" and self.config.tie_word_embeddings):
                 continue
             target, shard = _fused_target(name)
+            if target in slots:
+                slots[target].load_shard(shard or 0, tensor)
+                missing.discard(target)
+                continue
             param = params.get(target)
             if param is None:
                 raise ModelLoadError(f"checkpoint tensor {name!r} has no place in {type(self).__name__}")
@@ -139,6 +152,8 @@ class LlamaForCausalLM(nn.Module):
             missing.discard(target)
         if missing:
             raise ModelLoadError(f"checkpoint lacks tensors for {sorted(missing)[:5]}")
+        for module in slots.values():
+            module.finish()
 
 
 def _fused_target(name: str) -> tuple[str, int | None]:

@@ -1,0 +1,115 @@
+"""/v1/responses through the official openai SDK, on the scripted stub (thinking template, scripted answers)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.api.test_reasoning_scripted import THOUGHT, engine, thinking_server  # noqa: F401 (fixtures)
+from tests.api.test_tools_scripted import scripted  # noqa: F401 (the scripted server fixture)
+
+TOOL = {"type": "function", "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+CALL = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+
+
+@pytest.fixture
+def client(thinking_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{thinking_server.url}/v1", api_key="x", max_retries=0, timeout=30)
+
+
+def _prompt(engine, i: int) -> str:
+    return engine.tokenizer.decode(engine.seen_prompts[i])
+
+
+def test_text_in_reasoning_and_text_out(client, engine):
+    engine.script = [THOUGHT + "Hello!"]
+    r = client.responses.create(model="demo", input="Hi", instructions="Be brief.", max_output_tokens=64,
+                                temperature=0.5, top_p=0.9, reasoning={"effort": "high"}, metadata={"k": "v"})
+    assert r.status == "completed" and r.object == "response" and r.output_text == "Hello!"
+    reasoning, message = r.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text == "The user says hi."
+    assert message.type == "message" and message.role == "assistant"
+    assert r.usage.output_tokens == len(THOUGHT + "Hello!")
+    assert r.usage.output_tokens_details.reasoning_tokens == len(THOUGHT.rstrip())
+    assert r.instructions == "Be brief." and r.max_output_tokens == 64 and r.metadata == {"k": "v"}
+    params = engine.seen_params[-1]
+    assert (params.max_tokens, params.temperature, params.top_p) == (64, 0.5, 0.9)
+    assert _prompt(engine, -1) == "<system>Be brief.\n<user>Hi\n<assistant>"
+    assert client.responses.retrieve(r.id).output_text == "Hello!"
+
+
+def test_stream_events(client, engine):
+    engine.script = [THOUGHT + "Hello!"]
+    events = list(client.responses.create(model="demo", input="Hi", stream=True))
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
+    assert "response.reasoning_text.delta" in types and "response.output_text.delta" in types
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello!"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    assert final.output_text == "Hello!" and final.usage.output_tokens_details.reasoning_tokens > 0
+    assert client.responses.retrieve(final.id).status == "completed"  # streamed responses are stored too
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_round_trip_with_previous_response_id(client, engine, stream):
+    engine.script = [f"<think>\nNeed the weather.\n</think>\n\n{CALL}", "It is 18C in Paris."]
+    if stream:
+        events = list(client.responses.create(model="demo", input="Weather in Paris?", tools=[TOOL], stream=True))
+        assert any(e.type == "response.function_call_arguments.delta" for e in events)
+        first = events[-1].response
+    else:
+        first = client.responses.create(model="demo", input="Weather in Paris?", tools=[TOOL])
+    [call] = [o for o in first.output if o.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    second = client.responses.create(
+        model="demo", previous_response_id=first.id, tools=[TOOL],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}])
+    assert second.output_text == "It is 18C in Paris." and second.previous_response_id == first.id
+    # The conversation went back to the model (through the fallback tool prompt of the stub's template):
+    # the question, the call, the result, in that order.
+    prompt = _prompt(engine, -1)
+    asked, called, result = (prompt.index(s) for s in ("Weather in Paris?", '"city": "Paris"', "18C"))
+    assert asked < called < result
+
+
+def test_text_format_json_schema_reaches_the_grammar(client, engine):
+    engine.script = [THOUGHT + '{"city": "Paris"}']
+    r = client.responses.create(model="demo", input="City?", text={"format": {
+        "type": "json_schema", "name": "city", "schema": TOOL["parameters"], "strict": True}})
+    assert json.loads(r.output_text) == {"city": "Paris"}
+    spec = engine.seen_params[-1].structured_output
+    assert spec.kind == "json_schema" and json.loads(spec.value)["required"] == ["city"]
+    assert spec.reasoning is not None  # constrained after the thinking
+
+
+def test_errors_have_the_spec_shape(client, engine, thinking_server):
+    engine.script = ["x"]
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.retrieve("resp_nope")
+    assert e.value.body["message"] == "Response with id 'resp_nope' not found."
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="demo", input="x", previous_response_id="resp_nope")
+    assert e.value.code == "previous_response_not_found" and e.value.param == "previous_response_id"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="demo", input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}])
+    assert e.value.param == "input[0].content[0]"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="demo", input="x", tools=[{"type": "web_search"}])
+    assert e.value.param == "tools[0].type"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="no-such-model", input="x")
+    r = client.responses.create(model="demo", input="x", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    kept = client.responses.create(model="demo", input="x")
+    deleted = httpx.delete(f"{thinking_server.url}/v1/responses/{kept.id}")
+    assert deleted.json() == {"id": kept.id, "object": "response.deleted", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(kept.id)
+

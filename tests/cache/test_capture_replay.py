@@ -1,0 +1,104 @@
+"""Streams put back together for storage, and cached answers replayed in each framing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from velollm.cache.capture import capture
+from velollm.cache.policy import CacheFieldError, bypass_reason, cache_policy
+from velollm.cache.replay import replay
+from velollm.wire.framing import SSE_DONE, ndjson_line, sse_event
+
+
+def chunk(delta=None, finish=None, **extra):
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}], **extra}
+
+
+def sse(*chunks, done=True):
+    return b"".join(sse_event(c) for c in chunks) + (SSE_DONE if done else b"")
+
+
+def test_openai_chat_stream_with_tool_call_fragments():
+    raw = sse(chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}),
+              chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                     "function": {"name": "get", "arguments": ""}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+              chunk(finish="tool_calls"),
+              {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+    whole = capture("chat", raw, "text/event-stream; charset=utf-8")
+    message = whole["choices"][0]["message"]
+    assert message["content"] == "Hello" and whole["choices"][0]["finish_reason"] == "tool_calls"
+    assert message["tool_calls"] == [{"id": "call_1", "type": "function",
+                                      "function": {"name": "get", "arguments": "{\"a\": 1}"}}]
+    assert whole["usage"]["total_tokens"] == 8
+
+
+@pytest.mark.parametrize("raw", [
+    sse(chunk({"content": "Hel"}), done=False),  # cut off
+    sse(chunk({"content": "Hel"})),  # no finish_reason
+    sse(chunk({"content": "Hel"}), {"error": {"message": "boom"}}),
+    b"data: {not json\n\n" + SSE_DONE,
+])
+def test_incomplete_or_failed_streams_are_not_stored(raw):
+    assert capture("chat", raw, "text/event-stream") is None
+
+
+def test_ollama_streams_and_whole_bodies():
+    lines = [{"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "Hi"}, "done": False},
+             {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": " there"}, "done": False},
+             {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": ""}, "done": True,
+              "done_reason": "stop", "eval_count": 2, "prompt_eval_count": 4}]
+    raw = b"".join(ndjson_line(x) for x in lines)
+    whole = capture("ollama_chat", raw, "application/x-ndjson")
+    assert whole["message"]["content"] == "Hi there" and whole["eval_count"] == 2
+    assert capture("ollama_chat", raw[: -len(ndjson_line(lines[-1]))], "application/x-ndjson") is None
+    gen = {"model": "m", "response": "ok", "done": True, "done_reason": "stop"}
+    assert capture("ollama_generate", json.dumps(gen).encode(), "application/json") == gen
+    assert capture("ollama_generate", b'{"error": "x"}', "application/json") is None
+
+
+def test_replay_as_json_and_as_streams():
+    answer = {"id": "old", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "logprobs": None,
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+    parts, media = replay("chat", answer, {"model": "m"}, 1000)
+    body = json.loads(b"".join(parts))
+    assert media == "application/json" and body["id"] != "old" and body["choices"] == answer["choices"]
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 9}
+    parts, media = replay("chat", answer, {"model": "m", "stream": True, "stream_options": {"include_usage": True}},
+                          1000)
+    assert media == "text/event-stream" and parts[-1] == SSE_DONE
+    again = capture("chat", b"".join(parts), media)  # what a client reassembles is the cached answer
+    assert again["choices"][0]["message"] == answer["choices"][0]["message"]
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 9
+    ollama = {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "Paris"}, "done": True,
+              "done_reason": "stop", "eval_count": 1, "total_duration": 5}
+    parts, media = replay("ollama_chat", ollama, {"model": "m"}, 1234)  # Ollama streams by default
+    lines = [json.loads(p) for p in parts]
+    assert media == "application/x-ndjson" and [x["done"] for x in lines] == [False, True]
+    assert lines[0]["message"]["content"] == "Paris" and lines[-1]["total_duration"] == 1234
+
+
+def test_policy_from_body_and_headers():
+    assert cache_policy({"cache": {"no-cache": True, "ttl": 60}}, {}).no_cache
+    policy = cache_policy({}, {"cache-control": "no-store, max-age=30"})
+    assert policy.no_store and policy.max_age_s == 30 and not policy.no_cache
+    assert cache_policy({"cache": {"ttl": 0}}, {}).no_store
+    for bad in ({"cache": "yes"}, {"cache": {"no-cache": "true"}}, {"cache": {"ttl": -1}}, {"cache": {"nope": 1}}):
+        with pytest.raises(CacheFieldError):
+            cache_policy(bad, {})
+
+
+def test_default_bypass_rules():
+    assert bypass_reason("chat", {"n": 2}) == "n_sampled"
+    assert bypass_reason("chat", {"n": 2, "temperature": 0}) is None
+    assert bypass_reason("completion", {"best_of": 3, "temperature": 0.7}) == "n_sampled"
+    assert bypass_reason("ollama_generate", {"model": "m"}) == "load"
+    assert bypass_reason("ollama_chat", {"model": "m", "messages": []}) == "load"
+    assert bypass_reason("chat", {"temperature": 0.7}) is None

@@ -1,0 +1,38 @@
+"""A live `velollm serve` (demo model) for the CLI client commands, and how to run the CLI against it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serve_process import REPO, start_serve, stop_serve
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("cli")
+    proc, url, _log, _ = start_serve(tmp)
+    try:
+        yield url
+    finally:
+        stop_serve(proc)
+
+
+def cli_env(url: str, home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_HOST": url, "HOME": str(home), "COLUMNS": "200",
+           "TERM": "xterm", **extra}
+    for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
+        env.pop(name, None) if name not in extra else None
+    return env
+
+
+def velollm(url: str, home: Path, *args: str, stdin: str | None = None, timeout: float = 120,
+            **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "velollm.cli", *args], capture_output=True, text=True,
+                          input=stdin if stdin is not None else "", timeout=timeout, cwd=REPO,
+                          env=cli_env(url, home, **extra))

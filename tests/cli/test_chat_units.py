@@ -1,0 +1,69 @@
+"""`velollm run`'s pieces without a server: multi-line input, parameter values, the answer writer."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from velollm.commands.chat_render import DIM, RESET, AnswerWriter, timings
+from velollm.commands.chat_session import parse_value, read_message
+
+
+def _reader(lines):
+    it = iter(lines)
+    prompts = []
+
+    def read(prompt: str) -> str:
+        prompts.append(prompt)
+        try:
+            return next(it)
+        except StopIteration:
+            raise EOFError from None
+
+    return read, prompts
+
+
+def test_multi_line_input():
+    read, prompts = _reader(['"""first', "second", 'third"""', "next"])
+    assert read_message(read) == "first\nsecond\nthird" and prompts == [">>> ", "... ", "... "]
+    assert read_message(read) == "next"
+    read, _ = _reader(['"""one line"""'])
+    assert read_message(read) == "one line"
+    read, _ = _reader(['"""', "a", '"""'])
+    assert read_message(read) == "a"
+    read, _ = _reader(['"""never closed'])
+    with pytest.raises(EOFError):
+        read_message(read)
+
+
+def test_parameter_values():
+    assert parse_value("4") == 4 and parse_value("0.2") == 0.2 and parse_value("true") is True
+    assert parse_value("False") is False and parse_value("<|eot|>") == "<|eot|>"
+
+
+def _chunk(content="", thinking="", **final):
+    return {"message": {"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})},
+            "done": bool(final), **final}
+
+
+def test_thinking_is_dimmed():
+    out = io.StringIO()
+    chunks = [_chunk(thinking="Let me "), _chunk(thinking="see."), _chunk("The answer"), _chunk(" is 4."),
+              _chunk(done_reason="stop", eval_count=3)]
+    content, thinking, final = AnswerWriter(out, color=True).write(chunks)
+    assert (content, thinking, final["eval_count"]) == ("The answer is 4.", "Let me see.", 3)
+    assert out.getvalue() == f"Thinking...\n{DIM}Let me see.{RESET}\n...done thinking.\n\nThe answer is 4.\n"
+    plain = io.StringIO()
+    AnswerWriter(plain, color=False).write(chunks)
+    assert "\x1b" not in plain.getvalue() and "Let me see." in plain.getvalue()
+    only_thinking = io.StringIO()
+    AnswerWriter(only_thinking, color=True).write([_chunk(thinking="hmm"), _chunk(done_reason="length")])
+    assert only_thinking.getvalue() == f"Thinking...\n{DIM}hmm{RESET}\n...done thinking.\n\n"
+
+
+def test_timings():
+    text = timings({"total_duration": 2_000_000_000, "prompt_eval_count": 10, "prompt_eval_duration": 500_000_000,
+                    "eval_count": 20, "eval_duration": 1_000_000_000})
+    assert "prompt eval rate:     20.00 tokens/s" in text and "eval rate:            20.00 tokens/s" in text
+    assert "eval count:           20 token(s)" in text

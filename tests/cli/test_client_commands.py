@@ -1,0 +1,84 @@
+"""`velollm run` one-shot (argument and pipe), in-process fallback, `ps`, `show`, `stop` against a live server."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from velollm.commands.client import server_url
+from velollm.commands.ps import human_bytes, processor, until
+from tests.serve_process import free_port
+
+from .conftest import velollm
+
+
+def test_one_shot_prompt_and_pipe(live, tmp_path):
+    out = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "hello", "there")
+    assert out.returncode == 0, out.stderr
+    assert "prompt eval count" in out.stdout and ">>>" not in out.stdout
+    assert 1 <= int(out.stdout.split("\neval count:")[1].split()[0]) <= 8  # the option reached the server
+    piped = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", stdin="hello there")
+    assert piped.returncode == 0, piped.stderr
+    # the same message either way: the same prompt token count
+    count = [line for line in out.stdout.splitlines() if "prompt eval count" in line]
+    assert count == [line for line in piped.stdout.splitlines() if "prompt eval count" in line]
+    both = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "there", stdin="hello")
+    assert both.returncode == 0 and [line for line in both.stdout.splitlines() if "prompt eval count" in line] != count
+
+
+def test_run_unknown_model(live, tmp_path):
+    out = velollm(live, tmp_path, "run", "no-such-model", "hi")
+    assert out.returncode == 1 and "not found" in out.stderr
+    out = velollm(live, tmp_path, "run", "-o", "num_predict", "demo", "hi")
+    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+
+
+def test_run_in_process_when_no_server_answers(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out = velollm(url, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "hello", timeout=300,
+                  VELOLLM_CACHE=str(tmp_path / "cache"))
+    assert out.returncode == 0, out.stderr
+    assert f"no server answers at {url}: running demo in this process" in out.stderr
+    assert "loading" in out.stderr and "tensors" in out.stderr and "MB/s" in out.stderr  # the load progress
+    assert "prompt eval count" in out.stdout
+
+
+def test_ps_show_stop(live, tmp_path):
+    velollm(live, tmp_path, "run", "-o", "num_predict=2", "demo", "hi")  # loaded (pinned: the server's --model)
+    ps = velollm(live, tmp_path, "ps")
+    assert ps.returncode == 0, ps.stderr
+    header, row = ps.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert row.split()[0] == "demo" and "100% CPU" in row and "Forever" in row
+    show = velollm(live, tmp_path, "show", "demo")
+    assert show.returncode == 0, show.stderr
+    for text in ("Model", "architecture", "llama", "context length", "quantization", "Capabilities", "completion"):
+        assert text in show.stdout
+    template = velollm(live, tmp_path, "show", "demo", "--template")
+    assert template.returncode == 0 and template.stdout.strip() and "architecture" not in template.stdout
+    missing = velollm(live, tmp_path, "show", "nothing-here")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    stop = velollm(live, tmp_path, "stop", "nothing-here")
+    assert stop.returncode == 1 and 'couldn\'t find model "nothing-here" to stop' in stop.stderr
+    stop = velollm(live, tmp_path, "stop", "demo")
+    assert stop.returncode == 0, stop.stderr
+
+
+def test_no_server(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    for command in (["ps"], ["show", "demo"], ["stop", "demo"], ["pull", "demo"]):
+        out = velollm(url, tmp_path, *command)
+        assert out.returncode == 1 and f"no VeloLLM server answers at {url}" in out.stderr
+
+
+def test_formatting():
+    assert server_url({}) == "http://127.0.0.1:8000"
+    assert server_url({"VELOLLM_HOST": "0.0.0.0:9000"}) == "http://127.0.0.1:9000"
+    assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:8000"
+    assert server_url({"VELOLLM_HOST": "[::1]:7"}) == "http://[::1]:7"
+    assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
+    assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
+    assert processor(100, 25) == "75%/25% CPU/GPU"
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
+    assert until("2026-01-01T01:00:00.000000Z", now) == "1 hour from now"
+    assert until("2025-12-31T00:00:00Z", now) == "Stopping..." and until("2318-01-01T00:00:00Z", now) == "Forever"

@@ -1,0 +1,94 @@
+"""`velollm run` in a pseudo-terminal against a live server: the prompt, streaming, slash commands,
+history on the arrow keys, multi-line input, and /bye."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pexpect
+
+from tests.serve_process import REPO
+
+from .conftest import cli_env
+
+PROMPT = ">>> "
+_COUNT = re.compile(r"prompt eval count:\s+(\d+) token")
+_EVAL = re.compile(r"eval count:\s+(\d+) token")
+
+
+def _spawn(url: str, home, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo", *args], cwd=str(REPO),
+                          env=cli_env(url, home), encoding="utf-8", timeout=120, dimensions=(40, 200))
+    child.expect_exact(PROMPT)
+    return child
+
+
+def _ask(child: pexpect.spawn, text: str) -> tuple[int, int]:
+    """Send a message with verbose on; (prompt tokens, generated tokens) from Ollama's timing lines."""
+    child.sendline(text)
+    child.expect(_COUNT)
+    prompt = int(child.match.group(1))
+    child.expect(r"\neval count:\s+(\d+) token")
+    generated = int(child.match.group(1))
+    child.expect_exact(PROMPT)
+    return prompt, generated
+
+
+def test_interactive_chat(live, tmp_path):
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        child.sendline("/set parameter num_predict 4")
+        child.expect_exact("Set parameter 'num_predict' to '4'")
+        child.expect_exact(PROMPT)
+        first, generated = _ask(child, "hi")
+        assert first > 0 and 1 <= generated <= 4  # num_predict reached the server
+        second, _ = _ask(child, "hi")
+        assert second > first  # the first exchange is in the history
+        child.sendline("/clear")
+        child.expect_exact("Cleared session context")
+        child.expect_exact(PROMPT)
+        assert _ask(child, "hi")[0] == first  # history gone: the same prompt as the first
+        child.sendline("/clear")
+        child.expect_exact(PROMPT)
+        child.sendline("/set system You are a terse assistant.")
+        child.expect_exact("Set system message.")
+        child.expect_exact(PROMPT)
+        assert _ask(child, "hi")[0] > first  # the system message is in the prompt
+        child.sendline("/clear")
+        child.expect_exact(PROMPT)
+        child.sendline('"""first line')
+        child.expect_exact("... ")
+        child.sendline('second line"""')
+        child.expect(_COUNT)
+        multi = int(child.match.group(1))
+        child.expect_exact(PROMPT)
+        assert multi > first
+        child.sendline("/show info")
+        child.expect("architecture\\s+llama")
+        child.expect("context length\\s+\\d+")
+        child.expect_exact(PROMPT)
+        child.send("\x1b[A")  # arrow up: the last line again (/show info), then Enter
+        child.send("\r")
+        child.expect("architecture\\s+llama")
+        child.expect_exact(PROMPT)
+        child.sendline("/nonsense")
+        child.expect_exact("Unknown command '/nonsense'. Type /? for help")
+        child.expect_exact(PROMPT)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    # the history survives the session, in ~/.velollm/history
+    assert "/show info" in (tmp_path / ".velollm" / "history").read_text()
+
+
+def test_ctrl_d_leaves(live, tmp_path):
+    child = _spawn(live, tmp_path)
+    try:
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

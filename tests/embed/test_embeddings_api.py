@@ -1,0 +1,171 @@
+"""The embedding endpoints through the official clients against a live `velollm serve`.
+
+Native: all-MiniLM-L6-v2 pinned from its sentence-transformers folder, and the same weights converted
+to GGUF in an Ollama store (loaded on demand), both checked against sentence-transformers; a tiny
+nomic-bert GGUF in the store. Proxied: a second server that does not have the models forwards to the
+first one as its Ollama upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.gguf.test_ollama_store import make_store
+from tests.serve_process import start_serve, stop_serve
+
+from . import encoder_fixtures as fx
+from .conftest import cosines
+
+TEXTS = ["The cat sat on the mat.", "Embeddings power retrieval.", "東京 café naïve", "short",
+         "A longer sentence about vector databases and semantic search. " * 3]
+LONG = "word " * 400
+
+
+@pytest.fixture(scope="module")
+def expected(minilm_dir: Path) -> np.ndarray:
+    st = pytest.importorskip("sentence_transformers")
+    return st.SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, minilm_dir: Path, tiny_nomic_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("embed_store")
+    minilm_gguf = fx.write_encoder_gguf(root / "minilm.gguf", minilm_dir, "bert", pooling_type=1)
+    nomic_gguf = fx.write_encoder_gguf(root / "nomic.gguf", tiny_nomic_dir, "nomic-bert")
+    make_store(root / "models", minilm_gguf, ("registry.ollama.ai", "library", "all-minilm", "latest"))
+    make_store(root / "models", nomic_gguf, ("registry.ollama.ai", "library", "nomic-tiny", "latest"))
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory, store: Path, minilm_dir: Path) -> Iterator[str]:
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("native"), "--model", str(minilm_dir),
+                                  "--served-model-name", "minilm", "--no-upstream", "--max-loaded-models", "1",
+                                  env={"OLLAMA_MODELS": str(store)})
+    yield url
+    stop_serve(proc)
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory, native: str) -> Iterator[str]:
+    """A VeloLLM with an empty store whose Ollama upstream is `native`."""
+    empty = tmp_path_factory.mktemp("empty_store")
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("front"), "--model", "demo", "--upstream", native,
+                                  "--kv-cache-memory", "16MiB", env={"OLLAMA_MODELS": str(empty)})
+    yield url
+    stop_serve(proc)
+
+
+def test_openai_sdk_float_and_base64(native: str, expected: np.ndarray):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none")
+    default = client.embeddings.create(model="minilm", input=TEXTS)  # the SDK asks for base64 and decodes it
+    floats = client.embeddings.create(model="minilm", input=TEXTS, encoding_format="float")
+    for answer in (default, floats):
+        got = np.array([d.embedding for d in answer.data])
+        assert [d.index for d in answer.data] == list(range(len(TEXTS)))
+        assert cosines(got, expected).min() >= 0.9999
+    assert floats.model == "minilm" and floats.usage.prompt_tokens == floats.usage.total_tokens > len(TEXTS) * 2
+    raw = httpx.post(f"{native}/v1/embeddings", json={"model": "minilm", "input": "hi", "encoding_format": "base64"})
+    vector = np.frombuffer(base64.b64decode(raw.json()["data"][0]["embedding"]), dtype="<f4")
+    assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+
+
+def test_openai_token_ids_and_dimensions(native: str, expected: np.ndarray, minilm_dir: Path):
+    import openai
+    from transformers import AutoTokenizer
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none")
+    ids = [AutoTokenizer.from_pretrained(minilm_dir)(t)["input_ids"] for t in TEXTS[:2]]
+    by_ids = client.embeddings.create(model="minilm", input=ids, encoding_format="float")
+    assert cosines(np.array([d.embedding for d in by_ids.data]), expected[:2]).min() >= 0.9999
+    short = client.embeddings.create(model="minilm", input=TEXTS[:1], dimensions=64, encoding_format="float")
+    vector = np.array(short.data[0].embedding)
+    assert vector.shape == (64,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+    assert cosines(vector[None], expected[:1, :64]).min() >= 0.9999
+
+
+def test_openai_errors(native: str):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="context length of 256"):
+        client.embeddings.create(model="minilm", input=LONG)
+    with pytest.raises(openai.BadRequestError, match="input"):
+        client.embeddings.create(model="minilm", input="")
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="minilm", input="x", dimensions=1000)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")
+    assert client.embeddings.create(model="minilm", input="still serving").data
+
+
+def test_ollama_client_embed_loads_gguf_on_demand(native: str, expected: np.ndarray):
+    import ollama
+
+    client = ollama.Client(host=native)
+    answer = client.embed(model="all-minilm", input=TEXTS)
+    assert cosines(np.array(answer.embeddings), expected).min() >= 0.9999  # GGUF of the same weights
+    assert answer.prompt_eval_count > len(TEXTS) * 2 and answer.total_duration > 0
+    legacy = client.embeddings(model="all-minilm", prompt=TEXTS[0])
+    assert cosines(np.array([legacy.embedding]), expected[:1]).min() >= 0.9999
+    truncated = client.embed(model="all-minilm", input=LONG)
+    assert len(truncated.embeddings[0]) == 384
+    with pytest.raises(ollama.ResponseError, match="context length") as err:
+        client.embed(model="all-minilm", input=LONG * 2, truncate=False)  # the GGUF allows 512
+    assert err.value.status_code == 400
+    running = {m.model: m for m in client.ps().models}
+    assert "all-minilm:latest" in running and running["all-minilm:latest"].context_length == 512
+    show = client.show("all-minilm")
+    assert show.capabilities == ["embedding"] and show.modelinfo["general.architecture"] == "bert"
+    tags = {m["name"]: m for m in httpx.get(f"{native}/api/tags", timeout=30).json()["models"]}
+    assert tags["minilm"]["capabilities"] == ["embedding"] and "all-minilm:latest" in tags
+
+
+def test_keep_alive_and_load_only_requests(native: str):
+    import ollama
+
+    client = ollama.Client(host=native)
+    assert client.embed(model="nomic-tiny", input=[]).embeddings == []  # loads only
+    assert "nomic-tiny:latest" in {m.model for m in client.ps().models}
+    vectors = client.embed(model="nomic-tiny", input=["one", "two"], keep_alive=0).embeddings
+    assert len(vectors) == 2 and len(vectors[0]) == 64
+    for _ in range(100):  # keep_alive 0: unloaded once the request has ended
+        if "nomic-tiny:latest" not in {m.model for m in client.ps().models}:
+            break
+        time.sleep(0.05)
+    assert "nomic-tiny:latest" not in {m.model for m in client.ps().models}
+
+
+def test_generation_model_has_no_embeddings(front: str):
+    r = httpx.post(f"{front}/v1/embeddings", json={"model": "demo", "input": "x"}, timeout=30)
+    assert r.status_code == 400 and "does not support embeddings" in r.json()["error"]["message"]
+
+
+def test_models_the_front_lacks_are_proxied(front: str, expected: np.ndarray):
+    import ollama
+    import openai
+
+    answer = ollama.Client(host=front).embed(model="all-minilm", input=TEXTS)
+    assert cosines(np.array(answer.embeddings), expected).min() >= 0.9999
+    client = openai.OpenAI(base_url=f"{front}/v1", api_key="none")
+    for fmt in ("float", "base64"):
+        got = client.embeddings.create(model="minilm", input=TEXTS, encoding_format=fmt)
+        assert cosines(np.array([d.embedding for d in got.data]), expected).min() >= 0.9999
+
+
+def test_langchain_ollama_embeddings(native: str, expected: np.ndarray):
+    langchain_ollama = pytest.importorskip("langchain_ollama")
+    embeddings = langchain_ollama.OllamaEmbeddings(model="all-minilm", base_url=native)
+    docs = np.array(embeddings.embed_documents(TEXTS))
+    query = np.array([embeddings.embed_query(TEXTS[0])])
+    assert cosines(docs, expected).min() >= 0.9999
+    assert cosines(query, expected[:1]).min() >= 0.9999

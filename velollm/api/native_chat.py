@@ -1,0 +1,87 @@
+"""NativeChat: an OpenAI chat request on a native model, ready to run (for /v1/chat/completions and
+/v1/responses): the prompt through the chat template (thinking mode and tools included), the
+sampling params (grammars start after the thinking), the generation stream and its formatter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from velollm.api.generation import EngineCall, GenerationStream, engine_params
+from velollm.api.chat_messages import encode_chat
+from velollm.api.handler import AppState
+from velollm.api.openai_format import ChatFormatter, CompletionFormatter
+from velollm.api.protocol_openai import ChatCompletionRequest
+from velollm.api.served_model import ServedModel
+from velollm.api.thinking import Thinking, think_plan
+from velollm.api.tool_calls import ToolCalls
+from velollm.output_budget import fit_max_tokens
+from velollm.wire.disconnect import cancel_on_disconnect
+
+
+@dataclass
+class NativeChat:
+    gen: GenerationStream
+    fmt: ChatFormatter
+    tools: ToolCalls | None
+    stream: bool
+
+
+async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
+    engine = served.engine
+    tokenizer = engine.tokenizer
+    plan = think_plan(tokenizer, req.think, served.name, strict=False)  # reasoning_effort: accepted anywhere
+    if not req.include_reasoning:
+        plan = replace(plan, return_reasoning=False)
+    template_kwargs = {"add_generation_prompt": req.add_generation_prompt, **plan.template_kwargs,
+                       **req.chat_template_kwargs}
+    tools, params = None, req.params
+    if req.tool_config.tools:
+        tc = req.tool_config
+        tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
+                          metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
+        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
+        params = tools.params(req.params)
+    else:
+        prompt_ids = await asyncio.to_thread(encode_chat, tokenizer.encode_chat, req.messages, **template_kwargs)
+    thinking = Thinking.for_prompt(plan, tokenizer, prompt_ids)
+    if thinking is not None:
+        params = thinking.constrain(params)
+    max_tokens = fit_max_tokens(len(prompt_ids), params.max_tokens, engine.max_model_len, "messages")
+    calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
+             for i in range(params.n)]
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    fmt = ChatFormatter(request_id, served.name, int(time.time()), tokenizer, req.top_logprobs,
+                        req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
+                        want_logprobs=req.logprobs, reasoning=thinking is not None)
+    return NativeChat(GenerationStream(engine, calls, request_id, thinking), fmt, tools, req.stream.stream)
+
+
+async def stream_chunks(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter,
+                        tools: ToolCalls | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a streamed answer (tool calls parsed as they come), then the usage chunk if asked."""
+    tool_stream = tools.stream() if tools is not None else None
+    async for index, delta in gen:
+        if tool_stream is None:
+            chunks = fmt.stream_chunks(index, delta, gen.choices)
+        else:
+            piece = tool_stream.feed(index, delta)
+            chunks = fmt.stream_chunks(index, piece.delta, gen.choices,  # type: ignore[call-arg]
+                                       [d.to_openai() for d in piece.call_deltas])
+        for chunk in chunks:
+            yield chunk
+    if fmt.include_usage:
+        yield fmt.usage_chunk(gen.choices)
+
+
+async def whole_body(receive: Callable[[], Awaitable[Any]], gen: GenerationStream, fmt: Any,
+                     tools: ToolCalls | None = None) -> dict[str, Any]:
+    """The whole answer (tool calls parsed, repaired and retried); a client that leaves cancels it."""
+    if tools is None:
+        return fmt.response(await cancel_on_disconnect(receive, gen.collect()))
+    answers = await cancel_on_disconnect(receive, tools.answers(gen))
+    return fmt.response(gen.choices, answers)

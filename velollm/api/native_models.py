@@ -1,0 +1,66 @@
+"""What runs natively, by name: embedding models (velollm.embed) first, else generation models (engine).
+
+Both kinds go through the same registry and ModelPool (on demand, keep_alive, --max-loaded-models);
+an EmbeddingEngine stands where an AsyncEngine would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from velollm.config import EngineConfig
+from velollm.engine.loader.source import default_device
+
+
+def _embedding_source(name: str, allow_paths: bool) -> Any:
+    from velollm.embed.resolve import find_embedding_model
+
+    return find_embedding_model(name, allow_paths=allow_paths)
+
+
+def resolve_native(name: str, allow_paths: bool) -> str:
+    """The canonical name of a model VeloLLM runs (headers only), or ModelNotFound / UnsupportedModel."""
+    source = _embedding_source(name, allow_paths)
+    if source is not None:
+        return source.info.name
+    from velollm.engine.loader.resolve import resolve_model
+
+    return resolve_model(name, allow_paths=allow_paths).info.name
+
+
+def load_native(name: str, config: EngineConfig, *, served_name: str, allow_paths: bool) -> Any:
+    """A started engine for `name`: an EmbeddingEngine or an AsyncEngine (blocking: worker thread)."""
+    if _embedding_source(name, allow_paths) is not None:
+        from velollm.embed.served import EmbeddingEngine
+
+        return EmbeddingEngine.load(name, device=default_device() if config.device == "auto" else config.device)
+    from velollm.engine.async_engine import AsyncEngine
+
+    engine = AsyncEngine.from_model(name, config, served_name=served_name, allow_paths=allow_paths)
+    engine.start()
+    return engine
+
+
+def describe_native(name: str, allow_paths: bool = True) -> Any:
+    """What /api/show reads of a model that is not loaded: an EmbeddingView, else the ModelSource."""
+    source = _embedding_source(name, allow_paths)
+    if source is not None:
+        return EmbeddingView(source)
+    from velollm.engine.loader.resolve import resolve_model
+
+    return resolve_model(name, allow_paths=allow_paths)
+
+
+class EmbeddingView:
+    """An embedding model that is not loaded, with the attributes /api/show reads (no weights)."""
+
+    is_embedding = True
+
+    def __init__(self, source: Any) -> None:
+        from types import SimpleNamespace
+
+        self.source = source
+        self.max_model_len = source.max_tokens
+        self.dim = source.dim
+        self.model_config = None
+        self.tokenizer = SimpleNamespace(chat_template=None)

@@ -1,0 +1,31 @@
+"""The response cache in the server: opened from ServerConfig.cache, its middleware placed after the
+guards, its metrics in the server's registry, hits counted in velollm_requests_total."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.middleware import Middleware
+
+if TYPE_CHECKING:
+    from velollm.api.metrics import ServerMetrics
+    from velollm.cache.config import CacheConfig
+    from velollm.cache.response_cache import ResponseCache
+
+
+@dataclass
+class ServedCache:
+    cache: "ResponseCache"
+    middleware: Middleware
+
+    async def close(self) -> None:
+        await self.cache.close()
+
+
+def open_cache(config: "CacheConfig", metrics: "ServerMetrics") -> ServedCache:
+    from velollm.cache.middleware import ResponseCacheMiddleware
+    from velollm.cache.response_cache import ResponseCache
+
+    cache = ResponseCache.open(config, registry=metrics.registry)
+    return ServedCache(cache, Middleware(ResponseCacheMiddleware, cache=cache, observe=metrics.observe_request))

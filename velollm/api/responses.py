@@ -1,0 +1,190 @@
+"""/v1/responses (OpenAI's Responses API): create, retrieve, delete.
+
+A create request is routed by its model first. An upstream that has its own Responses API gets the
+request as sent; otherwise (a native model, or an upstream with chat only) the request becomes a chat
+completion (velollm/responses), run natively through the same path as /v1/chat/completions or asked
+of the upstream's chat route, and its answer becomes the Response object or the typed stream events.
+With `store` (the default) the response and its conversation are kept in the ResponseStore, so that
+`previous_response_id` continues it and `GET /v1/responses/{id}` returns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, read_json, route
+from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
+from velollm.api.protocol_openai import model_of, parse_chat_request
+from velollm.api.registry import UpstreamTarget
+from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
+                               conversation, items_to_messages, parse_responses_request, sse_frame)
+from velollm.wire.disconnect import cancel_on_disconnect
+from velollm.wire.errors import APIError, error_message, to_api_error
+from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.streaming import streaming_response
+
+logger = logging.getLogger(__name__)
+
+_NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses answers
+
+
+def _store(state: AppState) -> ResponseStore:
+    if state.responses is None:
+        c = state.config
+        state.responses = ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
+    return state.responses
+
+
+def _not_found(response_id: str, param: str | None = None) -> APIError:
+    if param is not None:
+        return APIError(400, f"Previous response with id '{response_id}' not found.", param=param,
+                        code="previous_response_not_found")
+    return APIError(404, f"Response with id '{response_id}' not found.")
+
+
+class _Turn:
+    """One create request being answered: its conversation, and what to store when it is done."""
+
+    def __init__(self, state: AppState, req: ResponsesRequest, history: list[dict[str, Any]]) -> None:
+        self.state, self.req = state, req
+        self.messages = conversation(req, history)
+        self.shell = ResponseShell(req)
+
+    async def keep(self, response: dict[str, Any]) -> None:
+        if not self.req.store or response.get("status") == "failed":
+            return
+        answered = self.messages + items_to_messages(response["output"])
+        await asyncio.to_thread(_store(self.state).put, response, answered)
+
+    async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        stream = ResponseEventStream(self.shell)
+        for event in stream.start():
+            yield sse_frame(event)
+        try:
+            async for chunk in chunks:
+                if "error" in chunk:
+                    raise APIError(502, error_message(chunk))
+                for event in stream.chunk(chunk):
+                    yield sse_frame(event)
+            events = stream.finish()
+        except Exception as exc:  # after the 200 went out: in-band, as the Responses API does
+            err = to_api_error(exc)
+            events = stream.fail(err.message, err.code or err.type, err.param)
+        await self.keep(stream.response)
+        for event in events:
+            yield sse_frame(event)
+
+
+@endpoint("/v1/responses")
+async def create_response(request: Request, state: AppState, call: Call) -> Response:
+    body = await read_json(request)
+    target = await route(request, state, call, model_of(body))
+    previous = body.get("previous_response_id")
+    stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
+    if isinstance(target, UpstreamTarget) and stored is None:
+        answer = await forward(request, state, call, target, body)  # an upstream's own Responses API
+        if answer.status_code not in _NO_RESPONSES_API:
+            return answer
+    req = parse_responses_request(body)
+    if req.previous_response_id and stored is None:
+        raise _not_found(req.previous_response_id, "previous_response_id")
+    turn = _Turn(state, req, stored.conversation if stored is not None else [])
+    chat = chat_body(req, turn.messages)
+    if isinstance(target, UpstreamTarget):
+        return await _via_upstream_chat(request, state, call, target, turn, chat)
+    return await _native(request, state, call, target.model, turn, chat)
+
+
+async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
+                  chat: dict[str, Any]) -> Response:
+    native = await prepare_chat(state, served, parse_chat_request(chat))
+    gen = native.gen
+    await cancel_on_disconnect(request.receive, gen.start())
+    call.records_itself = True
+    if turn.req.stream:
+        async def events() -> AsyncIterator[bytes]:
+            status = STATUS_CLIENT_CLOSED
+            try:
+                async for frame in turn.events(stream_chunks(gen, native.fmt, native.tools)):
+                    yield frame
+                status = 200
+            finally:
+                await gen.aclose()
+                state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
+        return streaming_response(events(), SSE_MEDIA_TYPE)
+    try:
+        completion = await whole_body(request.receive, gen, native.fmt, native.tools)
+    except BaseException:
+        call.records_itself = False
+        raise
+    finally:
+        await gen.aclose()
+    state.metrics.observe_request(call.model, call.endpoint, 200, call.elapsed())
+    response = turn.shell.from_chat_completion(completion)
+    await turn.keep(response)
+    return JSONResponse(response)
+
+
+async def _via_upstream_chat(request: Request, state: AppState, call: Call, target: UpstreamTarget, turn: _Turn,
+                             chat: dict[str, Any]) -> Response:
+    answer = await forward(request, state, call, target, chat, path="/v1/chat/completions")
+    if answer.status_code != 200:
+        return answer  # already an OpenAI error body
+    if turn.req.stream:
+        return streaming_response(turn.events(_sse_chunks(answer)), SSE_MEDIA_TYPE)
+    response = turn.shell.from_chat_completion(json.loads(bytes(answer.body)))
+    await turn.keep(response)
+    return JSONResponse(response)
+
+
+async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
+    """The chunk objects of a chat completion stream the proxy answered with."""
+    if not isinstance(answer, StreamingResponse):
+        yield json.loads(bytes(answer.body))  # an upstream that answered whole
+        return
+    pending = b""
+    try:
+        async for data in answer.body_iterator:
+            pending += data if isinstance(data, bytes) else str(data).encode()
+            *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
+            for event in events:
+                payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+                if payload and payload != b"[DONE]":
+                    yield json.loads(payload)
+    finally:  # what the response would do when sent: close the upstream stream
+        close = getattr(answer.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
+        if answer.background is not None:
+            await answer.background()
+
+
+@endpoint("/v1/responses/{id}")
+async def get_response(request: Request, state: AppState, call: Call) -> Response:
+    response_id = request.path_params["id"]
+    stored = await asyncio.to_thread(_store(state).get, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return JSONResponse(stored.response)
+
+
+@endpoint("/v1/responses/{id}")
+async def delete_response(request: Request, state: AppState, call: Call) -> Response:
+    response_id = request.path_params["id"]
+    if not await asyncio.to_thread(_store(state).delete, response_id):
+        raise _not_found(response_id)
+    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+def routes() -> list[Route]:
+    return [Route("/v1/responses", create_response, methods=["POST"]),
+            Route("/v1/responses/{id}", get_response, methods=["GET"]),
+            Route("/v1/responses/{id}", delete_response, methods=["DELETE"])]

@@ -1,0 +1,42 @@
+"""Thinking: one native request's reasoning handling, from the template to the split answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from velollm.reasoning import PlannedStream, ThinkingTemplate, ThinkPlan, ThinkSetting
+from velollm.sampling_params import SamplingParams
+
+_PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered prompt
+
+
+def think_plan(tokenizer: Any, setting: ThinkSetting, model: str, *, strict: bool) -> ThinkPlan:
+    """The plan for a request on this model (strict: Ollama's 400 for think on a model that cannot)."""
+    return ThinkingTemplate.of(getattr(tokenizer, "chat_template", None)).plan(setting, model=model, strict=strict)
+
+
+@dataclass(frozen=True)
+class Thinking:
+    plan: ThinkPlan
+    opened: bool = False  # the prompt ends inside the thinking (DeepSeek-R1, QwQ templates)
+    end_token_id: int | None = None
+
+    @classmethod
+    def for_prompt(cls, plan: ThinkPlan, tokenizer: Any, prompt_ids: list[int]) -> Thinking | None:
+        """None for a model that does not think (nothing to split)."""
+        if plan.parser is None:
+            return None
+        tail = tokenizer.decode(prompt_ids[-_PROMPT_TAIL_TOKENS:], skip_special_tokens=False)
+        return cls(plan, plan.prompt_opened(tail), tokenizer.token_to_id(plan.parser.end_marker))
+
+    def constrain(self, params: SamplingParams) -> SamplingParams:
+        """A constrained answer (JSON, tool calls) starts after the thinking."""
+        return replace(params, structured_output=self.plan.constrain(params.structured_output, self.opened))
+
+    def stream(self) -> PlannedStream:
+        return self.plan.stream(self.opened, self.end_token_id)
+
+    @property
+    def shows_reasoning(self) -> bool:
+        return self.plan.return_reasoning

@@ -1,0 +1,114 @@
+"""CacheKey: what identifies an answer. The exact key hashes everything that shapes it; the context key
+hashes the same minus the question (the last user message, or the prompt), which the semantic tier
+matches by meaning only among entries of one context."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Endpoint paths -> the kind of answer they give (the kind is part of every key).
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
+             "/api/chat": "ollama_chat", "/api/generate": "ollama_generate"}
+
+# Fields that never change the answer: how it is delivered, who asked, how long the model stays loaded.
+_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "keep_alive", "cache", "metadata", "store",
+                              "service_tier", "request_id"})
+# Ollama options that tune the runtime, not the tokens.
+_RUNTIME_OPTIONS = frozenset({"num_thread", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "low_vram", "numa",
+                              "num_batch"})
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """`exact`/`context`: hex digests. `query`: the question the semantic tier may match by meaning
+    (None when the request has no plain-text question last, e.g. a tool result or an image)."""
+
+    kind: str
+    model: str
+    exact: str
+    context: str
+    query: str | None
+
+
+def _digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def tenant_of(authorization: str | None) -> str:
+    """A short digest of the caller's credentials: entries never cross API keys."""
+    return hashlib.sha256((authorization or "").encode()).hexdigest()[:16]
+
+
+def _text_of(content: Any) -> str | None:
+    """Plain text of a message's content; None when it holds anything but text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
+            return "\n".join(texts)
+    return None
+
+
+def _split_messages(body: dict[str, Any]) -> tuple[Any, str | None]:
+    """(context part, question) of a chat body: the question is the last message when it is the user's."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return messages, None
+    last = messages[-1]
+    if last.get("role") != "user" or last.get("images"):
+        return messages, None
+    query = _text_of(last.get("content"))
+    if query is None:
+        return messages, None
+    rest = {k: v for k, v in last.items() if k != "content"}
+    return [*messages[:-1], rest], query
+
+
+def _split_prompt(body: dict[str, Any]) -> tuple[Any, str | None]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str) and not body.get("images") and not body.get("suffix"):
+        return None, prompt
+    return prompt, None
+
+
+def _given(obj: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields a client actually set: null and empty lists/objects mean "not given" (the ollama
+    client sends `"tools": []`, LangChain `"stop": null`)."""
+    return {k: v for k, v in obj.items() if k not in skip and v is not None and v != [] and v != {}}
+
+
+def _shaping_fields(body: dict[str, Any]) -> dict[str, Any]:
+    out = _given(body, _DELIVERY_FIELDS)
+    options = out.get("options")
+    if isinstance(options, dict):
+        out["options"] = _given(options, _RUNTIME_OPTIONS)
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [_given(m) if isinstance(m, dict) else m for m in messages]
+    return out
+
+
+def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | None = None) -> CacheKey:
+    """The key of a request to one of ENDPOINTS (body already parsed as a JSON object)."""
+    kind = ENDPOINTS[path]
+    fields = _shaping_fields(body)
+    scope = {"kind": kind, "tenant": tenant, "namespace": namespace}
+    exact = _digest({**scope, "body": fields})
+    if kind in ("chat", "ollama_chat"):
+        context_part, query = _split_messages(fields)
+        rest = {k: v for k, v in fields.items() if k != "messages"}
+        context = _digest({**scope, "body": rest, "messages": context_part})
+    else:
+        context_part, query = _split_prompt(fields)
+        rest = {k: v for k, v in fields.items() if k != "prompt"}
+        context = _digest({**scope, "body": rest, "prompt": context_part})
+    if query is not None and not query.strip():
+        query = None
+    return CacheKey(kind=kind, model=str(body.get("model", "")), exact=exact, context=context, query=query)

@@ -1,0 +1,150 @@
+"""ResponseCacheMiddleware: the cache in front of the four generation endpoints, as raw ASGI.
+
+It sits after the guards (API key, body size) and before routing, so native and proxied models, both
+APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
+`x-velollm-cache: hit-exact | hit-semantic | miss | bypass`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from velollm.cache.capture import capture
+from velollm.cache.key import ENDPOINTS, cache_key, tenant_of
+from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
+from velollm.cache.replay import replay
+from velollm.cache.response_cache import ResponseCache
+from velollm.wire.errors import APIError, send_error
+from velollm.wire.framing import STREAM_HEADERS
+
+logger = logging.getLogger(__name__)
+
+HEADER = b"x-velollm-cache"
+MAX_CAPTURE_BYTES = 16 * 1024 * 1024  # longer answers are served, not stored
+
+# (model, endpoint, status, seconds) -> None: the server's request metrics, which count hits too.
+RequestObserver = Callable[[str, str, int, float], None]
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: str, label: str) -> None:
+    streamed = [(k.lower().encode(), v.encode()) for k, v in STREAM_HEADERS.items()] if len(parts) > 1 else []
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", media_type.encode()), (HEADER, label.encode()), *streamed]})
+    for i, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+    if not parts:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class ResponseCacheMiddleware:
+    def __init__(self, app: Any, *, cache: ResponseCache, observe: RequestObserver | None = None) -> None:
+        self.app = app
+        self.cache = cache
+        self.observe = observe
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ENDPOINTS:
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        path = scope["path"]
+        kind = ENDPOINTS[path]
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            self.cache.count_bypass("invalid")
+            await self._forward(scope, receive, send, raw, "bypass")
+            return
+        headers = _headers(scope)
+        try:
+            policy = cache_policy(body, headers)
+        except CacheFieldError as exc:
+            await send_error(scope, send, APIError(400, str(exc), param="cache"))
+            return
+        if "cache" in body:
+            body = {k: v for k, v in body.items() if k != "cache"}
+            raw = json.dumps(body).encode()
+        key = cache_key(path, body, tenant_of(headers.get("authorization")), policy.namespace)
+        reason = bypass_reason(kind, body) or ("no_cache" if policy.no_cache and policy.no_store else None)
+        if reason is not None:
+            self.cache.count_bypass(reason)
+            await self._forward(scope, receive, send, raw, "bypass")
+            return
+        lookup = None
+        if policy.no_cache:
+            self.cache.count_bypass("no_cache")
+        else:
+            lookup = await self.cache.lookup(key, policy.max_age_s)
+            if lookup.entry is not None:
+                elapsed = time.perf_counter() - t0
+                parts, media_type = replay(kind, lookup.entry.answer, body, int(elapsed * 1e9))
+                await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}")
+                if self.observe is not None:
+                    self.observe(key.model, path, 200, time.perf_counter() - t0)
+                return
+        store = None
+        if not policy.no_store:
+            vector = lookup.vector if lookup is not None else None
+
+            def store(answer: dict[str, Any]) -> None:
+                self.cache.store_later(key, answer, policy.ttl_s, vector)
+
+        await self._forward(scope, receive, send, raw, "miss" if lookup is not None else "bypass",
+                            kind if store else None, store)
+
+    async def _forward(self, scope: dict, receive: Any, send: Any, raw: bytes, label: str,
+                       kind: str | None = None, store: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Runs the endpoint with the (rewritten) body; captures a 200 answer for `store`."""
+        replayed = False
+
+        async def receive_body() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        state: dict[str, Any] = {"status": 0, "media": "", "parts": [], "size": 0}
+
+        async def send_tagged(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                state["media"] = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
+                message = {**message, "headers": [*headers, (HEADER, label.encode())]}
+            elif message["type"] == "http.response.body" and store is not None and state["status"] == 200:
+                chunk = message.get("body", b"")
+                state["size"] += len(chunk)
+                if state["size"] <= MAX_CAPTURE_BYTES:
+                    state["parts"].append(chunk)
+                if not message.get("more_body", False) and state["size"] <= MAX_CAPTURE_BYTES:
+                    answer = capture(kind or "", b"".join(state["parts"]), state["media"])
+                    if answer is not None:
+                        store(answer)
+            await send(message)
+
+        await self.app(scope, receive_body, send_tagged)
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

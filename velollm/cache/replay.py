@@ -1,0 +1,109 @@
+"""Replay: a cached answer served again, as the new request asks for it: one JSON body, or a stream
+framed like a live one (SSE for /v1, NDJSON for /api), with usage counting the prompt as cached."""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from velollm.wire.framing import NDJSON_MEDIA_TYPE, SSE_DONE, SSE_MEDIA_TYPE, dumps_bytes, ndjson_line, sse_event
+from velollm.wire.timestamps import now_rfc3339
+
+
+def wants_stream(kind: str, body: dict[str, Any]) -> bool:
+    """Ollama streams unless told not to; OpenAI only when asked."""
+    default = kind.startswith("ollama")
+    stream = body.get("stream", default)
+    return default if stream is None else bool(stream)
+
+
+def _cached_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's way of saying the whole prompt came from a cache."""
+    if not usage:
+        return None
+    out = dict(usage)
+    out["prompt_tokens_details"] = {**(usage.get("prompt_tokens_details") or {}),
+                                    "cached_tokens": usage.get("prompt_tokens", 0)}
+    return out
+
+
+def _openai_whole(answer: dict[str, Any], model: str) -> dict[str, Any]:
+    out = copy.deepcopy(answer)
+    prefix = "chatcmpl" if out.get("object") == "chat.completion" else "cmpl"
+    out.update(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+    usage = _cached_usage(out.get("usage"))
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def _ollama_whole(answer: dict[str, Any], model: str, elapsed_ns: int) -> dict[str, Any]:
+    out = copy.deepcopy(answer)
+    out.update(model=model, created_at=now_rfc3339(), total_duration=elapsed_ns, load_duration=0,
+               prompt_eval_duration=0, eval_duration=elapsed_ns)
+    return out
+
+
+def _chat_chunks(whole: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    env = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"]}
+    for choice in whole.get("choices", []):
+        i = choice.get("index", 0)
+        message = choice.get("message") or {}
+        yield {**env, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                    "finish_reason": None}]}
+        delta: dict[str, Any] = {}
+        if message.get("content"):
+            delta["content"] = message["content"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": n, **call} for n, call in enumerate(message["tool_calls"])]
+        if delta or choice.get("logprobs"):
+            yield {**env, "choices": [{"index": i, "delta": delta, "logprobs": choice.get("logprobs"),
+                                        "finish_reason": None}]}
+        yield {**env, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                    "finish_reason": choice.get("finish_reason")}]}
+
+
+def _completion_chunks(whole: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    env = {"id": whole["id"], "object": "text_completion", "created": whole["created"], "model": whole["model"]}
+    for choice in whole.get("choices", []):
+        i = choice.get("index", 0)
+        yield {**env, "choices": [{"index": i, "text": choice.get("text", ""), "logprobs": choice.get("logprobs"),
+                                    "finish_reason": None}]}
+        yield {**env, "choices": [{"index": i, "text": "", "logprobs": None,
+                                    "finish_reason": choice.get("finish_reason")}]}
+
+
+def _ollama_lines(whole: dict[str, Any], kind: str) -> Iterator[dict[str, Any]]:
+    head = {"model": whole["model"], "created_at": whole["created_at"]}
+    if kind == "ollama_chat":
+        message = whole.get("message") or {}
+        first = {k: v for k, v in message.items() if k != "content"} | {"content": message.get("content", "")}
+        yield {**head, "message": first, "done": False}
+        yield {**whole, "message": {"role": message.get("role", "assistant"), "content": ""}}
+    else:
+        yield {**head, "response": whole.get("response", ""), "done": False}
+        yield {**whole, "response": ""}
+
+
+def replay(kind: str, answer: dict[str, Any], request: dict[str, Any], elapsed_ns: int
+           ) -> tuple[list[bytes], str]:
+    """(body parts, media type) for the cached `answer` to `request`."""
+    model = str(request.get("model", answer.get("model", "")))
+    stream = wants_stream(kind, request)
+    if kind.startswith("ollama"):
+        whole = _ollama_whole(answer, model, elapsed_ns)
+        if not stream:
+            return [dumps_bytes(whole)], "application/json"
+        return [ndjson_line(line) for line in _ollama_lines(whole, kind)], NDJSON_MEDIA_TYPE
+    whole = _openai_whole(answer, model)
+    if not stream:
+        return [dumps_bytes(whole)], "application/json"
+    chunks = list(_chat_chunks(whole) if kind == "chat" else _completion_chunks(whole))
+    options = request.get("stream_options") if isinstance(request.get("stream_options"), dict) else {}
+    if options.get("include_usage") and whole.get("usage"):
+        chunks.append({**{k: chunks[0][k] for k in ("id", "object", "created", "model")}, "choices": [],
+                       "usage": whole["usage"]})
+    return [*(sse_event(c) for c in chunks), SSE_DONE], SSE_MEDIA_TYPE

@@ -1,0 +1,158 @@
+"""ResponseCache: the exact tier, then (when on) the semantic tier, over the stores; what the
+middleware asks. Embedding runs on a worker thread, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from velollm.cache.calibration import threshold_for
+from velollm.cache.config import CacheConfig
+from velollm.cache.entry import CacheEntry, ExactStore
+from velollm.cache.key import CacheKey
+from velollm.cache.metrics import CacheMetrics
+from velollm.cache.semantic_tier import SemanticTier
+from velollm.cache.sqlite_store import SQLiteStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Lookup:
+    kind: str  # "exact", "semantic" or "miss"
+    entry: CacheEntry | None = None
+    score: float = 0.0
+    vector: np.ndarray | None = None  # the question's embedding (semantic tier), reused to store the answer
+
+
+class ResponseCache:
+    def __init__(self, config: CacheConfig, sqlite: SQLiteStore, exact: ExactStore,
+                 semantic: SemanticTier | None, registry: Any = None) -> None:
+        self.config = config
+        self.sqlite = sqlite
+        self.exact = exact
+        self.semantic = semantic
+        self.metrics: CacheMetrics | None = None
+        self._pending: set[asyncio.Task] = set()
+        if registry is not None:
+            self.metrics = CacheMetrics(registry, sqlite.count_sync)
+
+    @classmethod
+    def open(cls, config: CacheConfig, registry: Any = None, embedder: Any = None) -> "ResponseCache":
+        """Opens (or sets aside and recreates) the SQLite file, connects Redis, loads the embedder."""
+        sqlite = SQLiteStore(config.sqlite_path, config.max_entries)
+        exact: ExactStore = sqlite
+        if config.url is not None:
+            from velollm.cache.redis_store import RedisStore
+
+            exact = RedisStore(config.url, config.max_entries)
+        semantic = None
+        if config.semantic:
+            if embedder is None:
+                from velollm.embed import load_embedder
+
+                embedder = load_embedder(config.embedding_model, device=config.embedding_device)
+            semantic = SemanticTier(sqlite, embedder, threshold_for(config.semantic_max_error))
+        return cls(config, sqlite, exact, semantic, registry)
+
+    def _observe(self, tier: str, t0: float) -> None:
+        if self.metrics is not None:
+            self.metrics.lookup.labels(tier).observe(time.perf_counter() - t0)
+
+    async def lookup(self, key: CacheKey, max_age_s: float | None = None) -> Lookup:
+        t0 = time.perf_counter()
+        entry = await self.exact.get(key.exact)
+        self._observe("exact", t0)
+        if entry is not None and _fresh(entry, max_age_s):
+            await self._touch(entry.key)
+            return self._hit("exact", Lookup("exact", entry, 1.0))
+        if self.semantic is None or not self.semantic.accepts(key.query):
+            return self._miss(Lookup("miss"))
+        t1 = time.perf_counter()
+        match = await asyncio.to_thread(self.semantic.lookup_sync, key.context, key.query or "")
+        self._observe("semantic", t1)
+        if self.metrics is not None:
+            for reason in match.rejected:
+                self.metrics.rejected.labels(reason).inc()
+        if match.entry is not None and _fresh(match.entry, max_age_s):
+            await self._touch(match.entry.key)
+            return self._hit("semantic", Lookup("semantic", match.entry, match.score, match.vector))
+        return self._miss(Lookup("miss", None, match.score, match.vector))
+
+    async def _touch(self, key: str) -> None:
+        touch = getattr(self.exact, "touch", None)
+        if touch is not None:
+            await touch(key)
+
+    def _hit(self, kind: str, lookup: Lookup) -> Lookup:
+        if self.metrics is not None:
+            self.metrics.hits.labels(kind).inc()
+        return lookup
+
+    def _miss(self, lookup: Lookup) -> Lookup:
+        if self.metrics is not None:
+            self.metrics.misses.inc()
+        return lookup
+
+    def count_bypass(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.bypass.labels(reason).inc()
+
+    async def store(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
+                    vector: np.ndarray | None = None) -> bool:
+        """Stores an answer under the key (and its question's embedding for the semantic tier)."""
+        now = time.time()
+        entry = CacheEntry(key=key.exact, context=key.context, kind=key.kind, model=key.model, query=key.query,
+                           answer=answer, created=now, expires=now + (ttl_s or self.config.ttl_s))
+        semantic = self.semantic is not None and self.semantic.accepts(key.query)
+        if semantic and vector is None:
+            vector = await asyncio.to_thread(self.semantic.embed, key.query or "")  # type: ignore[union-attr]
+        if semantic and vector is not None:
+            entry.embedding = np.asarray(vector, dtype=np.float32).tobytes()
+        ok = await self.exact.put(entry)
+        if self.exact is not self.sqlite and semantic:
+            ok = await self.sqlite.put(entry) and ok
+        if semantic and vector is not None and self.sqlite.storing:
+            self.semantic.add(entry, vector)  # type: ignore[union-attr]
+        if self.semantic is not None:
+            self.semantic.forget(self.sqlite.take_evicted())
+        if not ok and self.metrics is not None:
+            self.metrics.store_failures.inc()
+        return ok
+
+    def store_later(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
+                    vector: np.ndarray | None = None) -> None:
+        """Stores in the background (the response is not held up); close() waits for these."""
+        task = asyncio.create_task(self.store(key, answer, ttl_s, vector))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def count(self) -> int:
+        return await self.exact.count()
+
+    async def clear(self) -> int:
+        removed = await self.exact.clear()
+        if self.exact is not self.sqlite:
+            removed += await self.sqlite.clear()
+        if self.semantic is not None:
+            self.semantic.index.clear()
+        return removed
+
+    async def close(self) -> None:
+        await self.drain()
+        if self.exact is not self.sqlite:
+            await self.exact.close()
+        await self.sqlite.close()
+
+
+def _fresh(entry: CacheEntry, max_age_s: float | None) -> bool:
+    return max_age_s is None or time.time() - entry.created <= max_age_s

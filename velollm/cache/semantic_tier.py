@@ -1,0 +1,85 @@
+"""SemanticTier: on an exact miss, the question is embedded and compared with the questions cached
+under the same context; the nearest ones over the threshold go through the Verifier."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from velollm.cache.entry import CacheEntry
+from velollm.cache.sqlite_store import SQLiteStore
+from velollm.cache.vector_index import VectorIndex
+from velollm.cache.verifier import Verifier
+
+logger = logging.getLogger(__name__)
+
+NUM_CANDIDATES = 4
+
+
+@dataclass
+class SemanticMatch:
+    entry: CacheEntry | None
+    score: float  # cosine of the best candidate (0.0 when the context has none)
+    vector: np.ndarray  # the question's embedding, kept to store the answer under
+    rejected: list[str]  # the verifier's reasons for the candidates it turned down
+
+
+class SemanticTier:
+    """`embedder`: velollm.embed.Embedder (embed(texts) -> float32 [n, dim], unit rows; dim; max_tokens)."""
+
+    def __init__(self, store: SQLiteStore, embedder: Any, threshold: float, verifier: Verifier | None = None) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.threshold = threshold
+        self.verifier = verifier or Verifier()
+        self.index = VectorIndex(int(embedder.dim))
+        # Longer questions would be cut at the embedder's window, and two that differ past it would match.
+        self.max_words = max(8, int(getattr(embedder, "max_tokens", 256)) // 2)
+        self.rebuild()
+
+    def rebuild(self) -> int:
+        self.index.clear()
+        n = 0
+        for key, context, _query, blob in self.store.iter_semantic():
+            vector = np.frombuffer(blob, dtype=np.float32)
+            if vector.shape == (self.index.dim,):
+                self.index.add(context, key, vector)
+                n += 1
+        if n:
+            logger.info("semantic cache: %d entries indexed", n)
+        return n
+
+    def accepts(self, query: str | None) -> bool:
+        return query is not None and len(query.split()) <= self.max_words
+
+    def embed(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
+
+    def lookup_sync(self, context: str, query: str) -> SemanticMatch:
+        """Blocking (embeds): run it on a worker thread."""
+        vector = self.embed(query)
+        candidates = self.index.search(context, vector, NUM_CANDIDATES)
+        rejected: list[str] = []
+        best = candidates[0][0] if candidates else 0.0
+        for score, key in candidates:
+            if score < self.threshold:
+                break
+            entry = self.store.get_sync(key)
+            if entry is None or entry.query is None:
+                self.index.remove(context, key)
+                continue
+            verdict = self.verifier.check(query, entry.query)
+            if verdict.same:
+                return SemanticMatch(entry, score, vector, rejected)
+            rejected.append(verdict.reason)
+        return SemanticMatch(None, best, vector, rejected)
+
+    def add(self, entry: CacheEntry, vector: np.ndarray) -> None:
+        self.index.add(entry.context, entry.key, vector)
+
+    def forget(self, evicted: list[tuple[str, str]]) -> None:
+        for key, context in evicted:
+            self.index.remove(context, key)

@@ -1,0 +1,150 @@
+"""The CLI's side of a running `velollm serve`: its address ($VELOLLM_HOST) and small typed reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_HOST = "http://127.0.0.1:8000"
+
+
+class ServerError(Exception):
+    """The server did not answer, or answered with an error (its message, as the server wrote it)."""
+
+
+def server_url(env: Mapping[str, str]) -> str:
+    """$VELOLLM_HOST as a base URL: `host`, `host:port`, `http(s)://host[:port]`; port 8000 when absent."""
+    value = (env.get("VELOLLM_HOST") or "").strip().rstrip("/")
+    if not value:
+        return DEFAULT_HOST
+    if "://" not in value:
+        value = f"http://{value}"
+    parts = urlsplit(value)
+    host = parts.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # a bind-everywhere address: connect to loopback
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{parts.port or 8000}{parts.path}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class ServerClient:
+    """httpx against one server; every error becomes a ServerError with the server's own message."""
+
+    def __init__(self, base_url: str, timeout: float = 600.0, api_key: str | None = None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "ServerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def answers(self) -> bool:
+        """True when something answers /api/version at the address."""
+        import httpx
+
+        try:
+            return self.http.get("/api/version", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str) -> Any:
+        return self._json(self._send("GET", path))
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._json(self._send("POST", path, json=body))
+
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST and yield each NDJSON line of the answer as it arrives (Ollama's streaming format)."""
+        import httpx
+
+        try:
+            with self.http.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServerError(_message(response))
+                for line in response.iter_lines():
+                    if line.strip():
+                        chunk = json.loads(line)
+                        if isinstance(chunk, dict) and chunk.get("error"):
+                            raise ServerError(str(chunk["error"]))
+                        yield chunk
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+
+    def metrics(self) -> list[Sample]:
+        """/metrics parsed with prometheus_client's own parser."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self._send("GET", "/metrics").text
+        return [Sample(s.name, dict(s.labels), s.value)
+                for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code >= 400:
+            raise ServerError(_message(response))
+        return response
+
+    def _unreachable(self, exc: Exception) -> ServerError:
+        return ServerError(f"no VeloLLM server answers at {self.base_url} ({exc}); start one with "
+                           "`velollm serve` or set $VELOLLM_HOST")
+
+    @staticmethod
+    def _json(response: Any) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(f"{response.request.url}: not JSON: {response.text[:200]!r}") from exc
+
+
+def _message(response: Any) -> str:
+    """The error text of an Ollama (`{"error": "..."}`) or OpenAI (`{"error": {"message"}}`) body."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        error = error.get("message")
+    return f"{error or response.text.strip() or 'error'} (HTTP {response.status_code})"
+
+
+def server_command(body: "Callable[[argparse.Namespace, ServerClient], int]") -> "Callable[[argparse.Namespace], int]":
+    """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
+    ServerError printed as `error: ...` with exit status 1."""
+
+    def run(args: "argparse.Namespace") -> int:
+        env = os.environ
+        try:
+            with ServerClient(server_url(env), api_key=env.get("VELOLLM_API_KEY")) as client:
+                return body(args, client)
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run

@@ -1,0 +1,67 @@
+"""`velollm ps`: the models the server at $VELOLLM_HOST has loaded (Ollama's `ollama ps`)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from velollm.commands.client import ServerClient, server_command
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ps", help="list the models the server has loaded")
+    parser.set_defaults(run=server_command(run))
+
+
+def human_bytes(n: int) -> str:
+    """Ollama's format.HumanBytes: decimal units, "4.7 GB"."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def processor(size: int, size_vram: int) -> str:
+    """Ollama's PROCESSOR column: where the model's memory is."""
+    if size_vram <= 0 or size <= 0:
+        return "100% CPU"
+    if size_vram >= size:
+        return "100% GPU"
+    gpu = round(100 * size_vram / size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def until(expires_at: str, now: dt.datetime | None = None) -> str:
+    """Ollama's UNTIL column: "4 minutes from now", "Forever", "Stopping..."."""
+    try:
+        when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return expires_at
+    now = now or dt.datetime.now(dt.timezone.utc)
+    left = (when - now).total_seconds()
+    if left > 100 * 365 * 86400:
+        return "Forever"
+    if left <= 0:
+        return "Stopping..."
+    for seconds, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if left >= seconds:
+            count = int(left // seconds)
+            return f"{count} {unit}{'s' if count != 1 else ''} from now"
+    return "Less than a second from now"
+
+
+def run(args: argparse.Namespace, client: ServerClient) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    models = client.get("/api/ps").get("models") or []
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"):
+        table.add_column(column)
+    for m in models:
+        size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
+        table.add_row(m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor(size, vram),
+                      str(m.get("context_length") or ""), until(m.get("expires_at") or ""))
+    Console().print(table)
+    return 0

@@ -1,0 +1,106 @@
+"""`velollm run MODEL [PROMPT]`: chat with a model in the terminal, as `ollama run` does.
+
+Talks to the server at $VELOLLM_HOST (default http://127.0.0.1:8000); when none answers, runs the
+model in this process. With PROMPT, or with text piped on stdin, prints one answer and exits.
+Interactive: multi-line input between \"\"\", history with the arrow keys, /set, /show, /clear, /bye.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="chat with a model in the terminal", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("prompt", nargs="*", help="answer this and exit (stdin, when piped, comes first)")
+    parser.add_argument("--verbose", action="store_true", help="print timings after each answer")
+    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                        help="ask a thinking model to think (default: when the model can)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
+    parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
+    parser.set_defaults(run=run)
+
+
+def _history_file() -> Path:
+    return Path(os.environ.get("HOME") or Path.home()) / ".velollm" / "history"
+
+
+def _line_reader():  # noqa: ANN202 (a callable like input)
+    """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history."""
+    try:
+        import readline
+    except ImportError:  # not on this platform: plain input
+        return input
+    import atexit
+
+    path = _history_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+    atexit.register(readline.write_history_file, path)
+    return input
+
+
+def _connect(model: str, err):  # noqa: ANN001, ANN202
+    """(client, local server or None): the server at $VELOLLM_HOST, else one started in this process."""
+    from velollm.commands.client import ServerClient, server_url
+    from velollm.commands.local_server import LocalServer, load_progress_bar
+
+    url = server_url(os.environ)
+    client = ServerClient(url, api_key=os.environ.get("VELOLLM_API_KEY"))
+    if client.answers():
+        return client, None
+    client.close()
+    print(f"no server answers at {url}: running {model} in this process", file=err)
+    local = LocalServer(model)
+    with load_progress_bar():
+        url = local.start()
+    return ServerClient(url), local
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from velollm.commands.chat_session import ChatSession, parse_value, run_interactive
+    from velollm.commands.client import ServerError
+
+    logging.getLogger().setLevel(logging.WARNING)  # the chat, not the log of a server in this process, owns the terminal
+    piped = "" if sys.stdin.isatty() else sys.stdin.read()
+    prompt = "\n\n".join(p for p in (piped.strip(), " ".join(args.prompt).strip()) if p)
+    if any("=" not in o for o in args.option):
+        print("Error: --option takes NAME=VALUE", file=sys.stderr)
+        return 2
+    options = {k: parse_value(v) for k, _, v in (o.partition("=") for o in args.option)}
+    local = None
+    try:
+        client, local = _connect(args.model, sys.stderr)
+        with client:
+            session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options)
+            session.verbose = args.verbose
+            if args.think is not None:
+                session.think = args.think
+            if args.keepalive is not None:
+                session.keep_alive = args.keepalive
+            session.load()
+            if prompt or not sys.stdin.isatty():
+                if prompt:
+                    session.ask(prompt)
+                return 0
+            return run_interactive(session, _line_reader())
+    except (ServerError, RuntimeError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if local is not None:
+            local.stop()

@@ -1,0 +1,73 @@
+"""`velollm show MODEL`: a model's facts from the server at $VELOLLM_HOST (Ollama's `ollama show`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from velollm.commands.client import ServerClient, server_command
+
+_PARTS = ("license", "modelfile", "parameters", "system", "template")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("show", help="show a model's architecture, parameters, template and license")
+    parser.add_argument("model")
+    for part in _PARTS:
+        parser.add_argument(f"--{part}", action="store_true", help=f"print only the {part}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="every model_info key")
+    parser.add_argument("--json", action="store_true", help="the /api/show answer as JSON")
+    parser.set_defaults(run=server_command(run))
+
+
+def _info(info: dict[str, Any], suffix: str) -> Any:
+    arch = info.get("general.architecture", "")
+    return info.get(f"{arch}.{suffix}")
+
+
+def model_section(show: dict[str, Any]) -> list[tuple[str, str]]:
+    """Ollama's "Model" block: architecture, parameters, context length, embedding length, quantization."""
+    details, info = show.get("details") or {}, show.get("model_info") or {}
+    rows = [("architecture", info.get("general.architecture") or details.get("family", "")),
+            ("parameters", details.get("parameter_size", "")),
+            ("context length", _info(info, "context_length")),
+            ("embedding length", _info(info, "embedding_length")),
+            ("quantization", details.get("quantization_level", ""))]
+    return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+
+def run(args: argparse.Namespace, client: ServerClient) -> int:
+    show = client.post("/api/show", {"model": args.model, "verbose": args.verbose})
+    if args.json:
+        print(json.dumps(show, indent=2))
+        return 0
+    for part in _PARTS:
+        if getattr(args, part):
+            print(show.get(part) or "")
+            return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+
+    def section(title: str, rows: list[tuple[str, str]]) -> None:
+        if not rows:
+            return
+        table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 4, 0, 4))
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        console.print()
+
+    section("Model", model_section(show))
+    section("Capabilities", [(c, "") for c in show.get("capabilities") or []])
+    params = [tuple(line.split(None, 1)) + ("",) for line in (show.get("parameters") or "").splitlines() if line]
+    section("Parameters", [(p[0], p[1]) for p in params])
+    if show.get("system"):
+        section("System", [(line, "") for line in show["system"].splitlines()[:2]])
+    if show.get("license"):
+        section("License", [(line, "") for line in show["license"].splitlines()[:2]])
+    if args.verbose:
+        section("Metadata", [(k, json.dumps(v)) for k, v in sorted((show.get("model_info") or {}).items())])
+    return 0
