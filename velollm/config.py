@@ -11,6 +11,8 @@ from typing import Any
 from velollm.errors import UnsupportedModel
 
 DTYPES = ("float32", "bfloat16", "float16")
+# GGUF weights: auto (kept quantized on CUDA, dequantized at load on CPU) | none (dequantized) | gguf (kept quantized)
+QUANTIZATIONS = ("auto", "none", "gguf")
 _DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "half": "float16", "fp16": "float16", "bf16": "bfloat16"}
 
 # config.json `architectures` -> our model_type. Anything else is UnsupportedModel.
@@ -170,7 +172,6 @@ class SchedulerConfig:
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINE_DTYPES = ("auto", *DTYPES)
-QUANTIZATIONS = ("auto", "none", "gguf")
 
 
 @dataclass(frozen=True)

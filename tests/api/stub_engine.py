@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 from velollm.config import ModelConfig
+from velollm.engine.llm_engine import EngineSettings
 from velollm.engine.loader.source import ModelInfo
 from velollm.errors import ContextOverflow, Overloaded
 from velollm.outputs import RequestDelta
@@ -92,6 +93,10 @@ class StubEngine:
 
     def shutdown(self) -> None:
         self.stopped = True
+
+    def settings(self) -> EngineSettings:
+        return EngineSettings("cpu", "float32", self.max_running, self.max_model_len,
+                              self._stats.num_total_blocks * 16 * 64, False)
 
     def stats(self) -> StubStats:
         s = self._stats

@@ -113,3 +113,22 @@ def test_errors_have_the_spec_shape(client, engine, thinking_server):
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(kept.id)
 
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_that_leaves_aborts_and_frees(stub_server, stream):
+    """A /v1/responses client gone mid-answer cancels its engine request (real stub timing, 1 ms a token)."""
+    aborted = stub_server.metric("velollm_aborted_requests_total", model="demo")
+    body = {"model": "demo", "input": "go on", "max_output_tokens": 200, "temperature": 0, "ignore_eos": True,
+            "stream": stream}
+    with httpx.Client(timeout=30) as http:
+        if stream:
+            with http.stream("POST", f"{stub_server.url}/v1/responses", json=body) as response:
+                assert response.status_code == 200
+                assert next(response.iter_lines()) == "event: response.created"
+        else:
+            with pytest.raises(httpx.TimeoutException):
+                http.post(f"{stub_server.url}/v1/responses", json=body, timeout=0.05)
+    now = stub_server.wait_metric("velollm_aborted_requests_total", lambda v: v >= aborted + 1, model="demo")
+    assert now == aborted + 1
+    assert stub_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0

@@ -62,6 +62,9 @@ def test_proxied_answers_are_cached_and_shared_between_replicas(tmp_path):
             assert hit.headers["x-velollm-cache"] == "hit-exact"
             assert hit.parse().choices[0].message.content == first.parse().choices[0].message.content
             assert upstream_requests(upstream) == before + 1  # replica b never asked the upstream
+            time.sleep(1.1)
+            b.chat.completions.create(model="demo", messages=messages, max_tokens=6, temperature=0)
+            assert ServerHandle("live", replicas[1]).metric("velollm_cache_entries") == 1  # Redis's count
             other_key = openai.OpenAI(base_url=f"{replicas[1]}/v1", api_key="someone-else", max_retries=0)
             assert other_key.chat.completions.with_raw_response.create(
                 model="demo", messages=messages, max_tokens=6, temperature=0).headers["x-velollm-cache"] == "miss"

@@ -243,3 +243,29 @@ def _write_vocab(w, folder: Path, arch: str) -> None:
     w.add_unk_token_id(ids["[UNK]"])
     w.add_pad_token_id(ids["[PAD]"])
     w.add_mask_token_id(ids["[MASK]"])
+
+
+def tiny_qwen3_embedding(folder: Path, seed: int = 0) -> Path:
+    """A random Qwen3Model saved as Qwen3-Embedding is: sentence-transformers folder, last-token pooling,
+    Normalize, a tokenizer that appends <|endoftext|>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([CORPUS], trainer)
+    eos = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+                         rms_norm_eps=1e-6, rope_theta=10000.0, initializer_range=0.2, tie_word_embeddings=True,
+                         eos_token_id=eos, pad_token_id=eos)
+    config.architectures = ["Qwen3ForCausalLM"]
+    Qwen3Model(config).eval().save_pretrained(folder)
+    _modules_json(folder, "last", normalize=True)
+    return folder

@@ -130,19 +130,26 @@ def test_ollama_client_embed_loads_gguf_on_demand(native: str, expected: np.ndar
     assert tags["minilm"]["capabilities"] == ["embedding"] and "all-minilm:latest" in tags
 
 
+def _gone(client, model: str) -> bool:
+    for _ in range(100):  # keep_alive 0: unloaded once the request has ended
+        if model not in {m.model for m in client.ps().models}:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_keep_alive_and_load_only_requests(native: str):
     import ollama
 
     client = ollama.Client(host=native)
     assert client.embed(model="nomic-tiny", input=[]).embeddings == []  # loads only
     assert "nomic-tiny:latest" in {m.model for m in client.ps().models}
+    assert client.embed(model="nomic-tiny", input=[], keep_alive=0).embeddings == []  # `ollama stop`
+    assert _gone(client, "nomic-tiny:latest")
+    assert client.embeddings(model="nomic-tiny", prompt="").embedding == []  # legacy load-only
     vectors = client.embed(model="nomic-tiny", input=["one", "two"], keep_alive=0).embeddings
     assert len(vectors) == 2 and len(vectors[0]) == 64
-    for _ in range(100):  # keep_alive 0: unloaded once the request has ended
-        if "nomic-tiny:latest" not in {m.model for m in client.ps().models}:
-            break
-        time.sleep(0.05)
-    assert "nomic-tiny:latest" not in {m.model for m in client.ps().models}
+    assert _gone(client, "nomic-tiny:latest")
 
 
 def test_generation_model_has_no_embeddings(front: str):

@@ -93,3 +93,33 @@ def test_nomic_bert_folder_and_gguf_match_llama_cpp(tiny_nomic_dir: Path, tmp_pa
     ref_tokens, ref_vectors = llama_cpp_embed(path, fx.TEXTS)
     assert gguf_embedder.tokenize(fx.TEXTS) == ref_tokens
     assert cosines(from_gguf, ref_vectors).min() >= 0.9999
+
+
+def test_qwen3_embedding_folder_matches_sentence_transformers(tmp_path: Path):
+    st = pytest.importorskip("sentence_transformers")
+    folder = fx.tiny_qwen3_embedding(tmp_path / "qwen3-embedding")
+    embedder = load_embedder(str(folder))
+    assert embedder.source.kind == "decoder" and embedder.pooling == Pooling("last", normalize=True)
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    limit = reference.max_seq_length
+    assert embedder.tokenize(fx.TEXTS) == [reference.tokenizer(t, truncation=True, max_length=limit)["input_ids"]
+                                           for t in fx.TEXTS]
+    assert embedder.tokenize(fx.TEXTS)[0][-1] == reference.tokenizer.eos_token_id
+    got, expected = embedder.embed(fx.TEXTS), reference.encode(fx.TEXTS)
+    assert cosines(got, expected).min() >= 0.9999
+
+
+def test_qwen3_embedding_gguf_matches_llama_cpp(tmp_path: Path):
+    from tests.gguf.conftest import ARCH_SPECS
+    from tests.gguf.tiny_gguf import bpe_tokenizer, state_dict, write_gguf
+
+    tok = bpe_tokenizer("qwen2")
+    spec = ARCH_SPECS["qwen3"]
+    path = write_gguf(tmp_path / "qwen3-embedding.gguf", spec, state_dict(spec, len(tok.tokens), seed=5), tok,
+                      extra_kv={"qwen3.pooling_type": 3, "tokenizer.ggml.add_eos_token": True})
+    embedder = load_embedder(str(path))
+    assert embedder.source.kind == "decoder" and embedder.pooling == Pooling("last", normalize=True)
+    ref_tokens, ref_vectors = llama_cpp_embed(path, fx.TEXTS)
+    assert embedder.tokenize(fx.TEXTS) == ref_tokens
+    assert all(ids[-1] == tok.eos for ids in ref_tokens)
+    assert cosines(embedder.embed(fx.TEXTS), ref_vectors).min() >= 0.9999

@@ -32,10 +32,11 @@ def model_path(fixtures, arch: str, qtype: str):
     return fixtures.kquant(arch, qtype) if "_K" in qtype else fixtures.model(arch, qtype).path
 
 
-def generate(path, quantization: str, max_tokens: int = 12):
-    llm = LLM(model=str(path), dtype="float32", device="cpu", kv_cache_memory=16 * 2**20, quantization=quantization)
+def generate(path, quantization: str, max_tokens: int = 12, device: str = "cpu", logprobs: int = 1):
+    llm = LLM(model=str(path), dtype="float32", device=device, kv_cache_memory=16 * 2**20, quantization=quantization)
     prompt = llm.get_tokenizer().encode(PROMPT)
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=max_tokens, logprobs=1, ignore_eos=True))[0]
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=max_tokens, logprobs=logprobs,
+                                                ignore_eos=True))[0]
     runner = llm.engine.runner
     llm.close()
     return out, runner
@@ -74,6 +75,10 @@ def test_quantized_path_generates_what_the_dequantized_path_does(fixtures, arch,
     planes = sum(m.weight_bytes() for m in runner.model.modules() if isinstance(m, quantized_linear.QUANTIZED_MODULES))
     assert planes == quantized_bytes
     assert runner.weight_bytes < dense_runner.weight_bytes
+    # the resident size gguf_source predicted (memory check, `velollm fits`) is what was loaded, less
+    # the rope table the runner adds
+    rope = sum(b.numel() * b.element_size() for b in runner.model.buffers())
+    assert gguf_source(path, dtype="float32", device="cpu", quantization="gguf").weight_bytes == runner.weight_bytes - rope
     assert "GGUF quantized" in runner.paths()["matmul"]
 
 

@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from tests.api.conftest import start_live, stop_live
+from tests.cli.conftest import velollm
 
 from .test_ollama_store import make_store
 
@@ -36,4 +37,12 @@ def test_store_model_through_openai_and_ollama_clients(tiny_server):
     assert generated.response == completion.choices[0].text
     shown = ollama_client.show("tiny")
     assert shown.details.format == "gguf" and shown.details.quantization_level == "Q8_0"
+    assert shown.license == "MIT" and 'LICENSE """MIT"""' in shown.modelfile  # the store's license layer
     assert [m.model for m in ollama_client.list().models] == ["tiny"]
+
+
+def test_show_command_prints_the_license(tiny_server, tmp_path):
+    out = velollm(tiny_server, tmp_path, "show", "tiny", "--license")
+    assert out.returncode == 0 and out.stdout.strip() == "MIT"
+    table = velollm(tiny_server, tmp_path, "show", "tiny")
+    assert "License" in table.stdout and "MIT" in table.stdout and "Q8_0" in table.stdout

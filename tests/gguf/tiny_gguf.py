@@ -191,7 +191,9 @@ def llama3_rope_freqs(spec: ArchSpec, factor: float = 8.0) -> np.ndarray:
 FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "BF16": 32}
 
 
-def write_gguf(path: Path, spec: ArchSpec, sd: dict[str, torch.Tensor], tok: TokMeta, qtype: str = "F32") -> Path:
+def write_gguf(path: Path, spec: ArchSpec, sd: dict[str, torch.Tensor], tok: TokMeta, qtype: str = "F32",
+               extra_kv: dict[str, int | bool] | None = None) -> Path:
+    """`extra_kv`: more metadata (uint32 or bool values), e.g. an embedding model's pooling type."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), spec.arch)
@@ -225,6 +227,8 @@ def write_gguf(path: Path, spec: ArchSpec, sd: dict[str, torch.Tensor], tok: Tok
         w.add_unk_token_id(tok.unk)
     w.add_add_bos_token(tok.add_bos)
     w.add_chat_template(tok.chat_template)
+    for key, value in (extra_kv or {}).items():
+        (w.add_bool if isinstance(value, bool) else w.add_uint32)(key, value)
     if spec.llama3_rope:
         w.add_tensor("rope_freqs.weight", llama3_rope_freqs(spec))
     q = gguf.GGMLQuantizationType[qtype]

@@ -82,11 +82,12 @@ def compile_quantized(p: str, dot: dict) -> list[bool]:
         for m_pad, out in ((1, p), (8, "*fp32")) if name == "Q4_K" else ((1, p),):
             ok.append(compile_kernel(f"quant_gemv {name} M_PAD={m_pad}", quant_gemv._gemv_kernel, dict(
                 x_ptr=p, out_ptr=out, M=I32, N=I32, row_bytes=I32, bytes_per_split=I32, x_stride=I32,
-                out_stride=I32, split_stride=I32, **planes), dict(M_PAD=m_pad, BLOCK_N=16, BLOCK_B=256 // m_pad,
-                                                                   **qtype)))
+                out_stride=I32, split_stride=I32, **planes), dict(M_PAD=m_pad, BLOCK_N=8, BLOCK_B=256 // m_pad,
+                                                                   GROUP=spec.group, **qtype)))
         ok.append(compile_kernel(f"quant_gemm {name}", quant_gemm._gemm_kernel, dict(
             x_ptr=p, out_ptr=p, M=I32, N=I32, row_bytes=I32, x_stride=I32, out_stride=I32, **planes),
-            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_B=32, GROUP_M=8, **dot, **qtype)))
+            dict(BLOCK_M=64, BLOCK_N=32 if name == "Q3_K" else 64, BLOCK_B=32, GROUP_M=8, GROUP=spec.group, **dot,
+                 **qtype), num_warps=8))
         ok.append(compile_kernel(f"quant_rows {name}", quant_rows._rows_kernel, dict(
             ids_ptr="*i64", out_ptr=p, row_bytes=I32, out_stride=I32, **planes), dict(BLOCK_B=128, **qtype)))
     return ok

@@ -67,7 +67,8 @@ def test_ollama_chat_stream_to_openai_events():
     assert events[-1] == b"data: [DONE]\n\n"
     chunks = [json.loads(e[6:]) for e in events[:-1]]
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
-    assert deltas[0] == {"role": "assistant", "reasoning": "t"} and deltas[1] == {"content": "Hi"}
+    assert deltas[0] == {"role": "assistant", "reasoning": "t", "reasoning_content": "t"}
+    assert deltas[1] == {"content": "Hi"}
     call = deltas[2]["tool_calls"][0]
     assert call["function"] == {"name": "f", "arguments": "{\"a\": 1}"} and call["id"].startswith("call_")
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai, responses
+from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
 from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
@@ -43,7 +43,8 @@ def on_demand(config: ServerConfig) -> OnDemand:
         return load_native(name, config.engine, served_name=name, allow_paths=allow_paths)
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
-                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths))
+                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
+                    host_cache_bytes=config.host_cache_bytes)
 
 
 async def health(request: Request) -> Response:
@@ -134,8 +135,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *openai.routes(), *responses.routes(), *ollama.routes(), *ollama_models.routes(),
-              *embeddings.routes()]
+              *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
+              *ollama_models.routes(), *embeddings.routes(), *pull.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

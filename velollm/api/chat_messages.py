@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+
+T = TypeVar("T")
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -74,11 +76,11 @@ def normalize_messages(raw: Any, param: str = "messages") -> list[dict[str, Any]
     return messages
 
 
-def encode_chat(encode: Callable[..., list[int]], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[int]:
-    """`encode(messages, **kwargs)` (a tokenizer's encode_chat, a ToolSession's prompt_token_ids) with
-    the model's template errors ("roles must alternate", ...) as a 400 naming `messages`."""
+def apply_template(render: Callable[..., T], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> T:
+    """`render(messages, **kwargs)` (a tokenizer's chat template, a ToolSession's prompt) with the model's
+    template errors ("roles must alternate", ...) as a 400 naming `messages`."""
     try:
-        return encode(messages, **kwargs)
+        return render(messages, **kwargs)
     except InvalidRequest:  # ContextOverflow included
         raise
     except Exception as exc:  # jinja errors from the model's template

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from velollm.api import embedding_format, embedding_request, protocol_ollama, protocol_openai
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json, route
+from velollm.api.keep_alive import is_unload
 from velollm.api.registry import UpstreamTarget
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import is_openai_path
@@ -28,6 +29,8 @@ async def _embed(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     path = request.url.path
     protocol = protocol_openai if is_openai_path(path) else protocol_ollama
+    if path != "/v1/embeddings" and is_unload(body.get("keep_alive")) and not _PARSERS[path](body).num_inputs:
+        return await _unload(request, state, call, body)
     target = await route(request, state, call, protocol.model_of(body), body.get("keep_alive"))
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
@@ -44,6 +47,18 @@ async def _embed(request: Request, state: AppState, call: Call) -> Response:
         return JSONResponse({"embedding": vectors[0].tolist() if len(vectors) else []})
     return JSONResponse(embedding_format.ollama_embed_body(name, vectors, num_tokens, call.elapsed(),
                                                            t_loaded - call.t0))
+
+
+async def _unload(request: Request, state: AppState, call: Call, body: dict[str, Any]) -> Response:
+    """An Ollama request with no input and keep_alive 0: unload the model, never load it first."""
+    call.model = protocol_ollama.model_of(body)
+    target = await state.models.describe(call.model)
+    if isinstance(target, UpstreamTarget):
+        return await forward(request, state, call, target, body)
+    await state.models.unload(target.model)
+    if request.url.path == "/api/embeddings":
+        return JSONResponse({"embedding": []})
+    return JSONResponse({"model": target.model.name, "embeddings": []})
 
 
 async def _vectors(engine: Any, req: embedding_request.EmbedRequest) -> tuple[Any, int]:

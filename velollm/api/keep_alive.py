@@ -33,6 +33,14 @@ def parse_keep_alive(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> 
     return _parse_go_duration(value.strip())
 
 
+def is_unload(keep_alive: Any) -> bool:
+    """`keep_alive` 0 (`ollama stop`); an invalid value is no unload (the request's parse reports it)."""
+    try:
+        return parse_keep_alive(keep_alive, default=None) == 0
+    except InvalidRequest:
+        return False
+
+
 def parse_keep_alive_env(value: str | None) -> float:
     """`$OLLAMA_KEEP_ALIVE` → seconds: a Go duration or integer seconds; unset/invalid → 5 m."""
     value = (value or "").strip().strip("'\"")

@@ -74,8 +74,35 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+        pool = getattr(self.models, "pool", None)
+        if pool is not None:
+            loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
+                                        "host (woken from host memory after an eviction)", labels=["model", "kind"])
+            for (model, kind), n in pool.load_counts.items():
+                loads.add_metric([model, kind], n)
+            yield loads
         yield from gauges.values()
         yield from counters.values()
+        yield from self._settings()
+
+    def _settings(self) -> Iterator[Any]:
+        """How each engine was built: what `velollm optimize --check` compares with its advice."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        info = GaugeMetricFamily("velollm_engine_info", "Engine build settings (value 1)",
+                                 labels=["model", "device", "dtype", "cuda_graphs"])
+        numbers = {
+            "max_num_seqs": GaugeMetricFamily("velollm_max_num_seqs", "Most requests batched at once", labels=["model"]),
+            "max_model_len": GaugeMetricFamily("velollm_max_model_len", "Context length served", labels=["model"]),
+            "kv_cache_bytes": GaugeMetricFamily("velollm_kv_cache_bytes", "KV cache size in bytes", labels=["model"]),
+        }
+        for served in self.models.models():
+            st = served.engine.settings()
+            info.add_metric([served.name, st.device, st.dtype, str(st.cuda_graphs).lower()], 1)
+            for key, family in numbers.items():
+                family.add_metric([served.name], getattr(st, key))
+        yield info
+        yield from numbers.values()
 
 
 class ServerMetrics:

@@ -12,7 +12,8 @@ from typing import Any
 
 from velollm.wire.errors import APIError, send_error
 
-_OPEN_PATHS = frozenset({"/", "/health"})  # reachable without the API key (liveness checks)
+# reachable without the API key: liveness checks, and the status page's code (its data needs the key)
+_OPEN_PATHS = frozenset({"/", "/health", "/status.js"})
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
 # Ollama's built-in allowed origins (OLLAMA_ORIGINS adds to these).

@@ -4,23 +4,39 @@ sampling params (grammars start after the thinking), the generation stream and i
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.api.chat_messages import encode_chat
+from velollm.api.chat_messages import apply_template
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
+from velollm.context.fitter import FittedPrompt, Render
 from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> str:
+    return apply_template(tokenizer.apply_chat_template, messages, **template_kwargs)
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> list[int]:
+    return tokenizer.encode(render_chat(tokenizer, messages, template_kwargs), add_special_tokens=False)
+
+
+def chat_renderer(tokenizer: Any, tools: ToolCalls | None, template_kwargs: dict[str, Any]) -> Render:
+    """messages -> prompt text: through the tools' rendering when the request has tools."""
+    if tools is not None:
+        return tools.prompt_text
+    return lambda messages: render_chat(tokenizer, messages, template_kwargs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -29,6 +45,7 @@ class NativeChat:
     fmt: ChatFormatter
     tools: ToolCalls | None
     stream: bool
+    context: FittedPrompt | None = None
 
 
 async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
@@ -44,10 +61,13 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
         tc = req.tool_config
         tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
                           metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
         params = tools.params(req.params)
-    else:
-        prompt_ids = await asyncio.to_thread(encode_chat, tokenizer.encode_chat, req.messages, **template_kwargs)
+    fitted = await fit_chat(state, served, req.messages, chat_renderer(tokenizer, tools, template_kwargs),
+                            api="openai", requested=req.context_overflow, context_len=engine.max_model_len,
+                            max_tokens=params.max_tokens)
+    if tools is not None:
+        tools.use_messages(fitted.messages)
+    prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, tokenizer, prompt_ids)
     if thinking is not None:
         params = thinking.constrain(params)
@@ -58,7 +78,9 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     fmt = ChatFormatter(request_id, served.name, int(time.time()), tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs, reasoning=thinking is not None)
-    return NativeChat(GenerationStream(engine, calls, request_id, thinking), fmt, tools, req.stream.stream)
+    gen = GenerationStream(engine, calls, request_id, thinking)
+    remember_turn(state, served, gen, fitted)
+    return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
 
 
 async def stream_chunks(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter,

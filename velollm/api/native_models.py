@@ -33,7 +33,11 @@ def load_native(name: str, config: EngineConfig, *, served_name: str, allow_path
     if _embedding_source(name, allow_paths) is not None:
         from velollm.embed.served import EmbeddingEngine
 
-        return EmbeddingEngine.load(name, device=default_device() if config.device == "auto" else config.device)
+        from velollm.engine.loader.source import TORCH_DTYPES
+
+        dtype = TORCH_DTYPES.get(config.dtype)  # "auto": float16 on GPUs, float32 on CPUs
+        device = default_device() if config.device == "auto" else config.device
+        return EmbeddingEngine.load(name, device=device, dtype=dtype)
     from velollm.engine.async_engine import AsyncEngine
 
     engine = AsyncEngine.from_model(name, config, served_name=served_name, allow_paths=allow_paths)

@@ -15,15 +15,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.chat_messages import encode_chat
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.context_fit import context_headers, fit_chat, remember_turn
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
                                  observe, read_json, route)
-from velollm.api.keep_alive import parse_keep_alive
+from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.native_chat import chat_renderer, encode_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
+    OllamaSampling,
     model_of,
     parse_chat_request,
     parse_generate_request,
@@ -33,7 +35,6 @@ from velollm.api.registry import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
-from velollm.errors import InvalidRequest
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -131,7 +132,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
                             has_input: bool, chat: bool) -> Response | ServedModel:
     """The native model a generate/chat request names, or the upstream's or the unload answer."""
     name = model_of(body)
-    if not has_input and _is_zero(body.get("keep_alive")):
+    if not has_input and is_unload(body.get("keep_alive")):
         call.model = name
         target = await state.models.describe(name)  # unloading never loads the model first
         if isinstance(target, UpstreamTarget):
@@ -142,13 +143,6 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     return target.model
-
-
-def _is_zero(keep_alive: Any) -> bool:
-    try:
-        return parse_keep_alive(keep_alive, default=None) == 0
-    except InvalidRequest:  # the native parse says why, with the field named
-        return False
 
 
 def _load_response(model: str, chat: bool, keep_alive_s: float | None) -> Response:
@@ -176,7 +170,7 @@ def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: s
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": req.prompt}]
-        ids = encode_chat(tokenizer.encode_chat, messages, **template_kwargs)
+        ids = encode_chat(tokenizer, messages, template_kwargs)
     # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
@@ -221,8 +215,10 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
                fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None,
-               thinking: Thinking | None = None) -> Response:
+               thinking: Thinking | None = None, on_gen: Callable[[GenerationStream], None] | None = None) -> Response:
     gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}", thinking)
+    if on_gen is not None:
+        on_gen(gen)
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
     if stream:
@@ -247,14 +243,21 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
                                   thinking=choice.reasoning))
 
 
-def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
+def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
     info = served.engine.source.info
-    sampling = sampling_from_options(req.options, info.default_options, req.format,
-                                     req.top_logprobs if req.logprobs else None)
+    return sampling_from_options(req.options, info.default_options, req.format,
+                                 req.top_logprobs if req.logprobs else None)
+
+
+def _context_len(served: Any, sampling: OllamaSampling) -> int:
+    """The model's context, or the smaller `num_ctx` the request asks for."""
     context = served.engine.max_model_len
-    if sampling.num_ctx:
-        context = min(context, sampling.num_ctx)
-    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, context, "prompt")
+    return min(context, sampling.num_ctx) if sampling.num_ctx else context
+
+
+def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
+    sampling = _options(served, req)
+    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, _context_len(served, sampling), "prompt")
     return engine_params(sampling.params, max_tokens, stream=req.stream)
 
 
@@ -290,10 +293,13 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")
         tools = ToolCalls(engine, req.tools, "auto", True, retries=state.config.tool_retries, metrics=state.metrics,
                           model=served.name, template_kwargs=plan.template_kwargs)
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, messages)
-    else:
-        prompt_ids = await asyncio.to_thread(encode_chat, engine.tokenizer.encode_chat, messages,
-                                             **plan.template_kwargs)
+    options = _options(served, req)
+    fitted = await fit_chat(state, served, messages, chat_renderer(engine.tokenizer, tools, plan.template_kwargs),
+                            api="ollama", requested=req.context_overflow, context_len=_context_len(served, options),
+                            max_tokens=options.params.max_tokens)
+    if tools is not None:
+        tools.use_messages(fitted.messages)
+    prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if tools is not None:
@@ -302,7 +308,10 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking)
+    response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
+                          on_gen=lambda gen: remember_turn(state, served, gen, fitted))
+    response.headers.update(context_headers(fitted))
+    return response
 
 
 def routes() -> list[Route]:

@@ -1,4 +1,4 @@
-"""Ollama model listing routes: /api/tags, /api/show, /api/ps, /api/version, and `GET|HEAD /`.
+"""Ollama model listing routes: /api/tags, /api/show, /api/ps, /api/version (`GET|HEAD /`: status_page.py).
 
 Open WebUI and other clients read these, so they carry real facts from the model source and config.
 """
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
@@ -115,6 +115,8 @@ def _modelfile(served: ServedModel) -> str:
     if info.default_system:
         lines.append(f'SYSTEM """{info.default_system}"""')
     lines += [f"PARAMETER {line}" for line in _parameters(info.default_options).splitlines()]
+    if info.license:
+        lines.append(f'LICENSE """{info.license}"""')
     return "\n".join(lines) + "\n"
 
 
@@ -186,7 +188,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
     served = target.model
     info = _info(served)
     return JSONResponse({
-        "license": "", "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
+        "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
         "model_info": model_info(served), "capabilities": capabilities(served), "modified_at": _modified(served),
         "tensors": [],
@@ -204,10 +206,11 @@ async def ps(request: Request, state: AppState, call: Call) -> Response:
     for served, expires_at in state.models.running():
         info = _info(served)
         on_gpu = "cuda" in str(getattr(served.engine, "device", "cpu"))
+        # what the model holds in memory (weights as held + KV cache), as Ollama reports; the file size otherwise
+        size = served.engine.memory_bytes() if hasattr(served.engine, "memory_bytes") else info.size_bytes
         expires = forever if math.isinf(expires_at) else rfc3339(expires_at)
-        models.append({"name": served.name, "model": served.name, "size": info.size_bytes, "digest": info.digest,
-                       "details": details(served), "expires_at": expires,
-                       "size_vram": info.size_bytes if on_gpu else 0,
+        models.append({"name": served.name, "model": served.name, "size": size, "digest": info.digest,
+                       "details": details(served), "expires_at": expires, "size_vram": size if on_gpu else 0,
                        "context_length": served.engine.max_model_len})
     return JSONResponse({"models": models})
 
@@ -216,13 +219,8 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": OLLAMA_API_VERSION})
 
 
-async def root(request: Request) -> Response:
-    return PlainTextResponse("Ollama is running")
-
-
 def routes() -> list[Route]:
     return [
-        Route("/", root, methods=["GET", "HEAD"]),
         Route("/api/version", version, methods=["GET", "HEAD"]),
         Route("/api/tags", tags, methods=["GET", "HEAD"]),
         Route("/api/show", show, methods=["POST"]),

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, observe, routed
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
@@ -88,7 +89,9 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
 async def chat_completions(request: Request, state: AppState, call: Call, req: ChatCompletionRequest,
                            served: ServedModel) -> Response:
     chat = await prepare_chat(state, served, req)
-    return await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
+    response = await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
+    response.headers.update(context_headers(chat.context))
+    return response
 
 
 @endpoint("/v1/completions")

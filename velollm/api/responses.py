@@ -78,6 +78,10 @@ class _Turn:
         except Exception as exc:  # after the 200 went out: in-band, as the Responses API does
             err = to_api_error(exc)
             events = stream.fail(err.message, err.code or err.type, err.param)
+        finally:  # also when the client left: the source (engine or upstream stream) stops now
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
         await self.keep(stream.response)
         for event in events:
             yield sse_frame(event)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from velollm.api.chat_messages import encode_chat
+from velollm.api.chat_messages import apply_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
 from velollm.errors import ContextOverflow, Overloaded
 from velollm.tools.tool_parsers import ToolCall
@@ -46,6 +46,15 @@ class StreamPiece:
     new_calls: tuple[ToolCall, ...] = ()
 
 
+def _render(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> str:
+    """The prompt text, with template errors as a 400 ("roles must alternate", ...)."""
+    return apply_template(session.render_prompt, messages, **kwargs)
+
+
+def _encode(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> list[int]:
+    return session.tokenizer.encode(_render(session, messages, kwargs), add_special_tokens=False)
+
+
 class ToolCalls:
     """Tool calling for one chat request whose body carried `tools`."""
 
@@ -62,10 +71,18 @@ class ToolCalls:
         self.template_kwargs = dict(template_kwargs or {})
         self.messages: list[dict[str, Any]] = []
 
+    def prompt_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt text for `messages` (tools included); `use_messages` says which ones ran."""
+        return _render(self.session, messages, self.template_kwargs)
+
+    def use_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """The history a retry continues (after context management, the messages that ran)."""
+        self.messages = [dict(m) for m in messages]
+
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""
         self.messages = [dict(m) for m in messages]
-        return encode_chat(self.session.prompt_token_ids, self.messages, **self.template_kwargs)
+        return _encode(self.session, self.messages, self.template_kwargs)
 
     def params(self, params: SamplingParams) -> SamplingParams:
         """The tool grammar (when the choice needs one) wins over response_format; tool markers may be
@@ -95,7 +112,7 @@ class ToolCalls:
     async def _regenerate(self, gen: GenerationStream, state: ChoiceState, result: RepairResult,
                           attempt: int) -> ChoiceState | None:
         messages = self.session.retry_messages(self.messages, state.text, result)
-        ids = encode_chat(self.session.prompt_token_ids, messages, **self.template_kwargs)
+        ids = _encode(self.session, messages, self.template_kwargs)
         call = gen.calls[state.index]
         try:
             max_tokens = fit_max_tokens(len(ids), call.params.max_tokens, self.engine.max_model_len)

@@ -109,3 +109,50 @@ DIRECTION_WORDS = frozenset({"to", "into", "from", "than", "onto", "toward", "to
                              "killed", "owe", "owes", "pay", "pays", "send", "sends", "sent", "follow", "follows",
                              "love", "loves", "hate", "hates", "ate", "eat", "eats", "chase", "chases", "bought",
                              "sold", "married", "replace", "replaces"})
+
+# Closed classes whose members are interchangeable in a sentence but never in meaning: a unit, a
+# weekday, a month, a language, a colour, a planet. A member on one side must be on the other (as the
+# same canonical word: "km" = "kilometre"), written in any case ("translate to german" / "to French").
+_UNIT_MEMBERS = {
+    "km": "kilometer kilometers kilometre kilometres km kms", "mile": "mile miles mi", "meter": "meter meters metre "
+    "metres m", "centimeter": "centimeter centimeters centimetre centimetres cm", "millimeter": "millimeter "
+    "millimeters millimetre millimetres mm", "inch": "inch inches in.", "foot": "foot feet ft", "yard": "yard yards yd",
+    "kilogram": "kilogram kilograms kilo kilos kg kgs", "gram": "gram grams g", "pound": "pound pounds lb lbs",
+    "ounce": "ounce ounces oz", "stone": "stone stones", "ton": "ton tons tonne tonnes", "liter": "liter liters "
+    "litre litres l", "milliliter": "milliliter milliliters millilitre millilitres ml", "gallon": "gallon gallons gal",
+    "cup": "cup cups", "tablespoon": "tablespoon tablespoons tbsp", "teaspoon": "teaspoon teaspoons tsp",
+    "pint": "pint pints", "quart": "quart quarts", "celsius": "celsius centigrade °c", "fahrenheit": "fahrenheit °f",
+    "kelvin": "kelvin", "second": "sec secs seconds", "minute": "minute minutes min mins", "hour": "hour hours hr hrs",
+    "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
+    "decade": "decade decades", "century": "century centuries", "dollar": "dollar dollars usd $",
+    "euro": "euro euros eur €", "yen": "yen jpy ¥", "sterling": "gbp £ sterling", "rupee": "rupee rupees inr",
+    "byte": "byte bytes", "kilobyte": "kb kilobyte kilobytes", "megabyte": "mb megabyte megabytes",
+    "gigabyte": "gb gigabyte gigabytes", "terabyte": "tb terabyte terabytes", "mph": "mph", "kph": "kph km/h",
+    "acre": "acre acres", "hectare": "hectare hectares", "calorie": "calorie calories kcal", "joule": "joule joules",
+    "watt": "watt watts w", "volt": "volt volts v",
+}
+_CLASS_MEMBERS = {
+    "monday": "monday mon", "tuesday": "tuesday tue tues", "wednesday": "wednesday wed", "thursday": "thursday thu "
+    "thurs", "friday": "friday fri", "saturday": "saturday sat", "sunday": "sunday sun",
+    "today": "today tonight", "tomorrow": "tomorrow", "yesterday": "yesterday",
+    "january": "january jan", "february": "february feb", "march": "march", "april": "april apr", "june": "june jun",
+    "july": "july jul", "august": "august aug", "september": "september sep sept", "october": "october oct",
+    "november": "november nov", "december": "december dec",
+    "english": "english", "french": "french", "spanish": "spanish", "german": "german", "italian": "italian",
+    "portuguese": "portuguese", "dutch": "dutch", "russian": "russian", "chinese": "chinese mandarin",
+    "japanese": "japanese", "korean": "korean", "arabic": "arabic", "hindi": "hindi", "turkish": "turkish",
+    "polish": "polish", "swedish": "swedish", "greek": "greek", "hebrew": "hebrew", "latin": "latin",
+    "red": "red", "green": "green", "blue": "blue", "yellow": "yellow", "orange": "orange", "purple": "purple violet",
+    "pink": "pink", "brown": "brown", "black": "black", "white": "white", "gray": "gray grey",
+    "mercury": "mercury", "venus": "venus", "mars": "mars", "jupiter": "jupiter", "saturn": "saturn",
+    "uranus": "uranus", "neptune": "neptune", "pluto": "pluto",
+}
+CLOSED_CLASS = {member: canonical for canonical, members in _CLASS_MEMBERS.items() for member in members.split()}
+# Units count only in a question about quantities (a number, "how many/much", "convert"): elsewhere
+# "a cup of tea" or "a second opinion" are plain nouns.
+UNIT_NAMES = {member: canonical for canonical, members in _UNIT_MEMBERS.items() for member in members.split()}
+QUANTITY_CUES = frozenset({"many", "much", "convert", "conversion", "equal", "equals", "equivalent"})
+# Short forms that are also everyday words: only when they stand right after a number ("5 m", "3 in.").
+UNIT_ONLY_AFTER_NUMBER = frozenset({"m", "g", "l", "w", "v", "mi", "in.", "min", "sec", "sat", "sun", "mon", "wed",
+                                    "fri", "jan", "mar", "may", "jun", "oct", "dec", "aug", "sep", "nov", "apr", "feb",
+                                    "tue", "thu", "yd", "ft", "gal", "$", "€", "£", "¥"})

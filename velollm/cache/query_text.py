@@ -8,7 +8,18 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-from velollm.cache.lexicon import CONTRACTIONS, NEGATIONS, ORDINALS, SCALES, STOPWORDS, UNITS
+from velollm.cache.lexicon import (
+    CLOSED_CLASS,
+    CONTRACTIONS,
+    NEGATIONS,
+    ORDINALS,
+    QUANTITY_CUES,
+    SCALES,
+    STOPWORDS,
+    UNIT_NAMES,
+    UNIT_ONLY_AFTER_NUMBER,
+    UNITS,
+)
 
 _TOKEN = re.compile(r"[A-Za-z]+\+\+|[A-Za-z]#|->|→|=>|\d+(?:[.,:/]\d+)*%?|[A-Za-z0-9]+(?:[.\-_/'][A-Za-z0-9]+)*")
 _ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})  # "3rd" is tokenized "3", "rd"
@@ -140,6 +151,21 @@ class QueryText:
                 out[_fmt(float(SCALES[w]))] += 1
             i += 1
         return out
+
+    @cached_property
+    def terms(self) -> frozenset[str]:
+        """Members of the closed classes (units, days, months, languages, colours, planets), canonical."""
+        out = set()
+        words = self.words
+        quantitative = bool(self.numbers) or any(w in QUANTITY_CUES for w in words)
+        for i, w in enumerate(words):
+            canonical = CLOSED_CLASS.get(w) or (UNIT_NAMES.get(w) if quantitative else None)
+            if canonical is None:
+                continue
+            if w in UNIT_ONLY_AFTER_NUMBER and not (i > 0 and _number(words[i - 1]) is not None):
+                continue
+            out.add(canonical)
+        return frozenset(out)
 
     @cached_property
     def named(self) -> frozenset[str]:

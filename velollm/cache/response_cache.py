@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +40,10 @@ class ResponseCache:
         self.semantic = semantic
         self.metrics: CacheMetrics | None = None
         self._pending: set[asyncio.Task] = set()
+        self._shared_count = 0  # entries in a shared exact store (Redis), refreshed at most once a second
+        self._counted_at = 0.0
         if registry is not None:
-            self.metrics = CacheMetrics(registry, sqlite.count_sync)
+            self.metrics = CacheMetrics(registry, self.num_entries)
 
     @classmethod
     def open(cls, config: CacheConfig, registry: Any = None, embedder: Any = None) -> "ResponseCache":
@@ -65,22 +68,23 @@ class ResponseCache:
             self.metrics.lookup.labels(tier).observe(time.perf_counter() - t0)
 
     async def lookup(self, key: CacheKey, max_age_s: float | None = None) -> Lookup:
+        await self._recount()
         t0 = time.perf_counter()
         entry = await self.exact.get(key.exact)
         self._observe("exact", t0)
         if entry is not None and _fresh(entry, max_age_s):
-            await self._touch(entry.key)
+            self._later(self._touch(entry.key))
             return self._hit("exact", Lookup("exact", entry, 1.0))
         if self.semantic is None or not self.semantic.accepts(key.query):
             return self._miss(Lookup("miss"))
         t1 = time.perf_counter()
-        match = await asyncio.to_thread(self.semantic.lookup_sync, key.context, key.query or "")
+        match = await self.semantic.run(self.semantic.lookup_sync, key.context, key.query or "")
         self._observe("semantic", t1)
         if self.metrics is not None:
             for reason in match.rejected:
                 self.metrics.rejected.labels(reason).inc()
         if match.entry is not None and _fresh(match.entry, max_age_s):
-            await self._touch(match.entry.key)
+            self._later(self._touch(match.entry.key))
             return self._hit("semantic", Lookup("semantic", match.entry, match.score, match.vector))
         return self._miss(Lookup("miss", None, match.score, match.vector))
 
@@ -111,7 +115,7 @@ class ResponseCache:
                            answer=answer, created=now, expires=now + (ttl_s or self.config.ttl_s))
         semantic = self.semantic is not None and self.semantic.accepts(key.query)
         if semantic and vector is None:
-            vector = await asyncio.to_thread(self.semantic.embed, key.query or "")  # type: ignore[union-attr]
+            vector = await self.semantic.run(self.semantic.embed, key.query or "")  # type: ignore[union-attr]
         if semantic and vector is not None:
             entry.embedding = np.asarray(vector, dtype=np.float32).tobytes()
         ok = await self.exact.put(entry)
@@ -123,12 +127,25 @@ class ResponseCache:
             self.semantic.forget(self.sqlite.take_evicted())
         if not ok and self.metrics is not None:
             self.metrics.store_failures.inc()
+        await self._recount()
         return ok
+
+    async def _recount(self) -> None:
+        if self.exact is not self.sqlite and time.monotonic() - self._counted_at > 1.0:
+            self._counted_at = time.monotonic()
+            self._shared_count = await self.exact.count()
+
+    def num_entries(self) -> int:
+        """Entries of the exact tier (the velollm_cache_entries gauge)."""
+        return self.sqlite.count_sync() if self.exact is self.sqlite else self._shared_count
 
     def store_later(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
                     vector: np.ndarray | None = None) -> None:
         """Stores in the background (the response is not held up); close() waits for these."""
-        task = asyncio.create_task(self.store(key, answer, ttl_s, vector))
+        self._later(self.store(key, answer, ttl_s, vector))
+
+    def _later(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -152,6 +169,8 @@ class ResponseCache:
         if self.exact is not self.sqlite:
             await self.exact.close()
         await self.sqlite.close()
+        if self.semantic is not None:
+            self.semantic.close()
 
 
 def _fresh(entry: CacheEntry, max_age_s: float | None) -> bool:

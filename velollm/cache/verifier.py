@@ -24,7 +24,7 @@ _MIN_BASE = 4  # shortest shared word part for the prefix rule (enable/dis-able,
 @dataclass(frozen=True)
 class Verdict:
     same: bool
-    reason: str  # "ok" or the guard that rejected: number, negation, name, opposite, direction
+    reason: str  # "ok" or the guard that rejected: number, negation, term, name, opposite, direction
 
 
 def opposite(x: str, y: str) -> bool:
@@ -84,7 +84,8 @@ class Verifier:
     def check(self, new: str | QueryText, cached: str | QueryText) -> Verdict:
         a = new if isinstance(new, QueryText) else QueryText(new)
         b = cached if isinstance(cached, QueryText) else QueryText(cached)
-        for reason, guard in (("number", self._numbers), ("negation", self._negations), ("name", self._names),
+        for reason, guard in (("number", self._numbers), ("negation", self._negations), ("term", self._terms),
+                              ("name", self._names),
                               ("opposite", self._opposites), ("direction", self._direction)):
             if not guard(a, b):
                 return Verdict(False, reason)
@@ -97,6 +98,10 @@ class Verifier:
     @staticmethod
     def _negations(a: QueryText, b: QueryText) -> bool:
         return a.negations == b.negations
+
+    @staticmethod
+    def _terms(a: QueryText, b: QueryText) -> bool:
+        return a.terms == b.terms
 
     @staticmethod
     def _names(a: QueryText, b: QueryText) -> bool:

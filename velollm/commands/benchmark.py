@@ -14,7 +14,7 @@ import os
 import sys
 
 
-from velollm.config import parse_size
+from velollm.config import QUANTIZATIONS, parse_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="demo", help="a model specifier, as for serve")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                        help="GGUF weights kept quantized (auto: on GPUs) or dequantized at load")
     parser.add_argument("--num-prompts", type=int, default=64, help="requests of the throughput run (default 64)")
     parser.add_argument("--input-len", type=int, default=128, help="prompt tokens per request (default 128)")
     parser.add_argument("--output-len", type=int, default=128, help="generated tokens per request (default 128)")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=min(args.num_prompts, 256),
                               max_model_len=args.max_model_len, kv_cache_memory=args.kv_cache_memory,
-                              enforce_eager=args.enforce_eager)
+                              enforce_eager=args.enforce_eager, quantization=args.quantization)
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         try:
             result = run_benchmark(engine, num_requests=args.num_prompts, input_len=args.input_len,

@@ -139,6 +139,9 @@ def server_command(body: "Callable[[argparse.Namespace, ServerClient], int]") ->
     ServerError printed as `error: ...` with exit status 1."""
 
     def run(args: "argparse.Namespace") -> int:
+        import logging
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server's to log
         env = os.environ
         try:
             with ServerClient(server_url(env), api_key=env.get("VELOLLM_API_KEY")) as client:

@@ -23,7 +23,7 @@ class ModelFit:
     native: bool
     reason: str  # why not native ("" when native)
     stored: str = ""  # precision in the files: "Q4_K_M", "BF16"
-    precision: str = ""  # what the engine computes in here: "bfloat16"
+    precision: str = ""  # what the engine computes in here: "bfloat16" (GGUF matrices may stay quantized)
     weight_bytes: int = 0  # in `precision`
     context_length: int = 0  # the model's
     kv_tokens: int = 0  # KV cache tokens that fit beside the weights
@@ -73,7 +73,7 @@ def model_fit(spec: str, source: str, hw: HardwareInfo, rec: Recommendation, env
         return ModelFit(spec, source, False, str(exc))
     cfg, info = src.config, src.info
     precision = cfg.dtype
-    weights = info.parameter_count * _ITEMSIZE[precision]
+    weights = src.weight_bytes or info.parameter_count * _ITEMSIZE[precision]  # GGUF kept quantized: its size
     per_token = kv_bytes_per_token(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, precision)
     kv_tokens = max(0, kv_budget(hw, rec, weights)) // per_token
     common = dict(stored=info.quantization_level, precision=precision, weight_bytes=weights,

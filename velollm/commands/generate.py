@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from velollm.config import QUANTIZATIONS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="generate a completion for one prompt")
@@ -13,6 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                        help="GGUF weights kept quantized (auto: on GPUs) or dequantized at load")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
@@ -27,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from velollm.sampling_params import SamplingParams
 
     try:
-        config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=1, kv_cache_memory=256 << 20)
+        config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=1, kv_cache_memory=256 << 20,
+                              quantization=args.quantization)
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         tokenizer = engine.tokenizer
         if args.chat:

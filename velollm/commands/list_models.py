@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from velollm.errors import VeloLLMError
+from velollm.errors import UnsupportedModel, VeloLLMError
+
+if TYPE_CHECKING:
+    from velollm.engine.loader.gguf_file import GGUFFile
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,7 @@ class ListedModel:
     family: str
     native: bool
     reason: str  # why not native ("" when native)
+    capability: str = "completion"  # "completion" | "embedding"
 
 
 def native_check(gguf_path: Path) -> tuple[bool, str, str, str]:
@@ -29,6 +34,8 @@ def native_check(gguf_path: Path) -> tuple[bool, str, str, str]:
         with GGUFFile(gguf_path) as f:
             family, quant = str(f.get("general.architecture", "")), quantization_level(f)
             try:
+                if _embedding_check(f):
+                    return True, "", family, quant
                 check_supported(f)
                 check_tokenizer_supported(f.metadata, str(gguf_path))
             except VeloLLMError as e:
@@ -38,14 +45,40 @@ def native_check(gguf_path: Path) -> tuple[bool, str, str, str]:
         return False, str(e), "", ""
 
 
+def _embedding_check(f: GGUFFile) -> bool:
+    """True for an embedding model VeloLLM runs; raises UnsupportedModel for one it cannot run."""
+    from velollm.embed.gguf_source import ENCODER_ARCHITECTURES, read_encoder_config
+    from velollm.embed.gguf_vocab import TOKENIZER_MODELS
+
+    if f.get("general.architecture") not in ENCODER_ARCHITECTURES:
+        return False
+    read_encoder_config(f)
+    kind = f.get("tokenizer.ggml.model")
+    if kind not in TOKENIZER_MODELS:
+        raise UnsupportedModel(f"tokenizer model {kind!r} is not supported for embeddings")
+    return True
+
+
+def capability(gguf_path: Path) -> str:
+    """"embedding" for encoders and decoders with a pooling type, else "completion"."""
+    from velollm.embed.gguf_source import is_gguf_embedding
+
+    try:
+        return "embedding" if is_gguf_embedding(gguf_path) else "completion"
+    except VeloLLMError:
+        return "completion"
+
+
 def collect(models_dir: Path | None = None) -> list[ListedModel]:
     from velollm.engine.loader.ollama_store import list_models
 
     rows = []
     for model in list_models(models_dir):
         native, reason, family, quant = (False, "no model layer", "", "")
+        kind = "completion"
         if model.model_path is not None:
             native, reason, family, quant = native_check(model.model_path)
+            kind = capability(model.model_path)
         if model.config.get("remote_host"):
             native, reason = False, "cloud model"
         rows.append(ListedModel(
@@ -55,6 +88,7 @@ def collect(models_dir: Path | None = None) -> list[ListedModel]:
             family=str(model.config.get("model_family") or family or "?"),
             native=native,
             reason=reason,
+            capability=kind,
         ))
     return rows
 
@@ -88,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"no models in the Ollama store at {root}")
         return 0
     table = Table(title=f"Ollama models in {root}")
-    for column in ("NAME", "SIZE", "QUANTIZATION", "FAMILY", "NATIVE"):
+    for column in ("NAME", "SIZE", "QUANTIZATION", "FAMILY", "CAPABILITY", "NATIVE"):
         table.add_column(column, justify="right" if column == "SIZE" else "left")
     for row in rows:
         native = "yes" if row.native else f"no ({row.reason})"
-        table.add_row(row.name, _human(row.size), row.quantization, row.family, native)
+        table.add_row(row.name, _human(row.size), row.quantization, row.family, row.capability, native)
     console.print(table)
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
-from velollm.config import DEVICES, ENGINE_DTYPES, EngineConfig, parse_size
+from velollm.config import DEVICES, ENGINE_DTYPES, QUANTIZATIONS, EngineConfig, parse_size
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -38,6 +38,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
     p.add_argument("--dtype", default="auto", choices=ENGINE_DTYPES)
+    p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
+                   help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and "
+                        "dequantizes at load on CPUs; none always dequantizes; gguf always keeps them quantized")
     p.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--max-queue", type=int, default=EngineConfig.max_queue,
@@ -55,6 +58,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
+    p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
+                   help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
+                        "compress then summarise them (compress); default: error on /v1, truncate on /api")
+    p.add_argument("--host-cache-memory", type=parse_size, default=None,
+                   help="weights of CPU models evicted by --max-loaded-models kept asleep in host memory for "
+                        "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
+    p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                   help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
@@ -95,8 +106,8 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port,
-        engine=EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=args.max_num_seqs,
-                            max_model_len=args.max_model_len, max_queue=args.max_queue,
+        engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
+                            max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
                             kv_cache_memory=args.kv_cache_memory,
                             gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager),
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
@@ -104,7 +115,18 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
+        context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
+        host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
     )
+
+
+def _host_cache_bytes(requested: int | None) -> int:
+    """--host-cache-memory, else a quarter of the machine's RAM."""
+    if requested is not None:
+        return requested
+    import psutil
+
+    return psutil.virtual_memory().total // 4
 
 
 def _responses_db(cache: str | None) -> str:

@@ -57,17 +57,24 @@ def folder_source(folder: Path, name: str | None = None) -> EmbeddingSource:
     if is_encoder:
         config = EncoderConfig.from_hf_config(raw)
         dim, limit, family = config.hidden_size, config.max_tokens, config.model_type
-        build = _encoder_builder(config, model_dir)
-        params = _parameter_count(model_dir)
     else:
-        raise UnsupportedModel(f"{model_dir}: model_type {raw.get('model_type')!r} is no embedding model VeloLLM runs")
+        from velollm.embed.decoder import decoder_config
+
+        decoder = decoder_config(raw)
+        dim, limit, family = decoder.hidden_size, decoder.max_position_embeddings, decoder.model_type
     max_tokens = min(limit, int(st_max)) if st_max else limit
     info = ModelInfo(
-        name=name or folder.name, format="safetensors", family=family, parameter_count=params,
+        name=name or folder.name, format="safetensors", family=family, parameter_count=_parameter_count(model_dir),
         quantization_level=str(raw.get("torch_dtype") or raw.get("dtype") or "float32").upper().replace("FLOAT", "F"),
         size_bytes=safetensors_size(model_dir), digest="", modified_at=(model_dir / "config.json").stat().st_mtime,
         path=str(folder),
     )
+    if is_encoder:
+        build = _encoder_builder(config, model_dir)
+    else:
+        from velollm.embed.decoder import decoder_builder
+
+        build = decoder_builder(info, decoder, lambda: iter_safetensors(model_dir, "float32"))
     return EmbeddingSource(info, "encoder" if is_encoder else "decoder", dim, max_tokens, pooling, build,
                            lambda: folder_tokenizer(model_dir, raw, max_tokens))
 

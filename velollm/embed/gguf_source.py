@@ -21,9 +21,17 @@ from velollm.errors import ModelLoadError, UnsupportedModel
 ENCODER_ARCHITECTURES = ("bert", "nomic-bert")
 
 
-def is_gguf_encoder(path: Path) -> bool:
+def _pooling_type(f: GGUFFile) -> int:
+    return int(f.get(f"{f.get('general.architecture')}.pooling_type", 0) or 0)
+
+
+def is_gguf_embedding(path: Path) -> bool:
+    """An encoder, or a decoder (llama, qwen2, qwen3) whose metadata names a pooling (Qwen3-Embedding)."""
+    from velollm.engine.loader.gguf import ARCHITECTURES
+
     with GGUFFile(path) as f:
-        return f.get("general.architecture") in ENCODER_ARCHITECTURES
+        arch = f.get("general.architecture")
+        return arch in ENCODER_ARCHITECTURES or (arch in ARCHITECTURES and _pooling_type(f) > 0)
 
 
 def read_encoder_config(f: GGUFFile) -> EncoderConfig:
@@ -66,6 +74,8 @@ def read_encoder_config(f: GGUFFile) -> EncoderConfig:
 def gguf_embedding_source(path: str | Path, *, name: str | None = None, **info_overrides: object) -> EmbeddingSource:
     path = Path(path)
     with GGUFFile(path) as f:
+        if f.get("general.architecture") not in ENCODER_ARCHITECTURES and _pooling_type(f) > 0:
+            return _decoder_source(path, f, name, info_overrides)
         config = read_encoder_config(f)
         if config.type_vocab_size == 0:
             raise UnsupportedModel(f"{path}: no token_types.weight tensor")
@@ -90,6 +100,27 @@ def gguf_embedding_source(path: str | Path, *, name: str | None = None, **info_o
 
     return EmbeddingSource(info, "encoder", config.hidden_size, config.max_tokens, Pooling(mode, normalize=True),
                            build, load_tokenizer)
+
+
+def _decoder_source(path: Path, f: GGUFFile, name: str | None, info_overrides: dict) -> EmbeddingSource:
+    from velollm.embed.decoder import decoder_builder
+    from velollm.engine.loader.gguf import gguf_source
+
+    mode = GGUF_POOLING.get(_pooling_type(f))
+    if mode is None:
+        raise UnsupportedModel(f"{path}: pooling type {_pooling_type(f)} is not mean, cls or last")
+    source = gguf_source(path, name=name, dtype="float32", device="cpu", **info_overrides)
+    config = source.config.replace(tie_word_embeddings=True)  # no output head in embedding passes
+    max_tokens = config.max_position_embeddings
+
+    def load_tokenizer():
+        backend = source.load_tokenizer().backend
+        backend.enable_truncation(max_tokens)
+        return backend
+
+    return EmbeddingSource(source.info, "decoder", config.hidden_size, max_tokens, Pooling(mode, normalize=True),
+                           decoder_builder(source.info, config, source.iter_weights, source.quantization),
+                           load_tokenizer)
 
 
 def _iter_weights(path: Path, config: EncoderConfig) -> Iterator[tuple[str, int | None, torch.Tensor]]:

@@ -72,19 +72,19 @@ def find_embedding_model(spec: str, *, allow_paths: bool = True, ollama_models: 
 
 def _is_embedding_model(spec: str, allow_paths: bool, ollama_models: Path | None, hf_hub: Path | None) -> bool:
     from velollm.embed.folder import is_embedding_folder
-    from velollm.embed.gguf_source import is_gguf_encoder
+    from velollm.embed.gguf_source import is_gguf_embedding
     from velollm.engine.loader import hf_cache, ollama_store
     from velollm.errors import VeloLLMError
 
     try:
         path = Path(spec).expanduser()
         if allow_paths and path.is_file():
-            return is_gguf_encoder(path)
+            return is_gguf_embedding(path)
         if allow_paths and path.is_dir():
             return is_embedding_folder(path)
         model = ollama_store.find_model(spec, ollama_models if ollama_models is not None else ollama_store.models_dir())
         if model is not None:
-            return model.model_path is not None and is_gguf_encoder(model.model_path)
+            return model.model_path is not None and is_gguf_embedding(model.model_path)
         folder = hf_cache.snapshot_folder(spec, hf_hub)
         return folder is not None and is_embedding_folder(folder)
     except (OSError, VeloLLMError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,9 +14,6 @@ from velollm.engine.loader.source import ModelInfo
 if TYPE_CHECKING:
     import tokenizers
     from torch import nn
-
-# (our parameter name, shard or None, tensor) for encoders; (HF name, tensor) for decoder models.
-WeightStream = Iterator[tuple]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from velollm.config import EngineConfig
-from velollm.engine.llm_engine import EngineStats, LLMEngine
+from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
@@ -60,18 +60,38 @@ class AsyncEngine:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    @property
+    def device(self):
+        return self.engine.device
+
+    def memory_bytes(self) -> int:
+        return self.engine.memory_bytes()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="velollm-engine", daemon=True)
             self._thread.start()
 
     def shutdown(self) -> None:
+        self._stop_thread()
+        self.engine.close()
+
+    def sleep(self) -> None:
+        """The engine thread stopped and the KV cache released; the weights stay (see LLMEngine.sleep)."""
+        self._stop_thread()
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+        self._stopping = False
+        self.start()
+
+    def _stop_thread(self) -> None:
         self._stopping = True
         self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self.engine.close()
 
     @property
     def num_waiting(self) -> int:
@@ -119,6 +139,9 @@ class AsyncEngine:
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
+
+    def settings(self) -> EngineSettings:
+        return self.engine.settings()
 
     def _run(self) -> None:
         while not self._stopping:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from velollm.engine.dense_attention import DenseAttentionMetadata
+
 
 @dataclass
 class AttentionMetadata:
@@ -27,11 +29,11 @@ class AttentionMetadata:
         return self.max_query_len == 1
 
 
-_current: contextvars.ContextVar[AttentionMetadata | None] = contextvars.ContextVar("attention_metadata", default=None)
+_current: contextvars.ContextVar[AttentionMetadata | DenseAttentionMetadata | None] = contextvars.ContextVar("attention_metadata", default=None)
 
 
 @contextlib.contextmanager
-def forward_context(metadata: AttentionMetadata) -> Iterator[None]:
+def forward_context(metadata: AttentionMetadata | DenseAttentionMetadata) -> Iterator[None]:
     token = _current.set(metadata)
     try:
         yield
@@ -39,7 +41,7 @@ def forward_context(metadata: AttentionMetadata) -> Iterator[None]:
         _current.reset(token)
 
 
-def get_attention_metadata() -> AttentionMetadata:
+def get_attention_metadata() -> AttentionMetadata | DenseAttentionMetadata:
     metadata = _current.get()
     if metadata is None:
         raise RuntimeError("attention layers run only inside forward_context()")

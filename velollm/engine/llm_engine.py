@@ -43,6 +43,18 @@ class EngineStats:
     num_steps: int
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine was built (what /metrics reports and `velollm optimize --check` compares)."""
+
+    device: str
+    dtype: str
+    max_num_seqs: int
+    max_model_len: int
+    kv_cache_bytes: int
+    cuda_graphs: bool
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device(default_device())
@@ -246,6 +258,27 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             num_steps=self.num_steps,
         )
+
+    def settings(self) -> EngineSettings:
+        r = self.runner
+        return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
+                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None)
+
+    def memory_bytes(self) -> int:
+        """What the loaded model holds on its device: the weights as held (GGUF planes when kept
+        quantized) and the KV cache (what Ollama's /api/ps reports as size)."""
+        return self.runner.weight_bytes + self.runner.kv_cache_bytes()
+
+    def sleep(self) -> None:
+        """Like vLLM's sleep mode level 1 on a CPU engine: requests aborted, KV cache released, weights kept
+        (in host memory), so `wake()` is much faster than building the engine again."""
+        for request_id in list(self.requests):
+            self.abort_request(request_id)
+        self.runner.release()
+
+    def wake(self) -> None:
+        self.runner.reacquire()
+        self.block_manager.reset()
 
     def close(self) -> None:
         for request_id in list(self.requests):

@@ -72,32 +72,18 @@ class ModelRunner:
         if device.type == "cuda" and self.attention_backend == "triton":
             self._warm_up_kernels()
         self.graphs: DecodeGraphs | None = None
+        self._graph_len = 0  # decode graphs' context length; 0: eager decode
         if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
-            self.graphs = self._capture_graphs(min(max_model_len, self.num_blocks * self.block_size))
+            self._graph_len = min(max_model_len, self.num_blocks * self.block_size)
+            self.graphs = self._capture_graphs(self._graph_len)
         self.num_forward_tokens = 0  # tokens actually run through the model (prefix-cache tests read it)
         self.step_counts = {"prefill": 0, "decode_eager": 0, "decode_graph": 0}
 
     def _load_model(self, source: ModelSource) -> torch.nn.Module:
-        # Built on the meta device so the weights are materialised once, straight from the checkpoint stream;
-        # quantized layers replace the dense ones before anything is allocated.
-        with torch.device("meta"):
-            model = model_class(self.config)(self.config)
-            if source.quantization == "gguf":
-                quantize_linears(model, self.dtype, FUSED_LINEARS)
-        model = model.to(dtype=self.dtype).to_empty(device=self.device)
-        model.tie_weights()
-        for module in model.modules():
-            if isinstance(module, RotaryEmbedding):
-                cfg = self.config
-                module.cos_sin_cache = kernels.build_cos_sin_cache(
-                    cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
-                ).to(self.device)
-        model.load_weights(track_progress(
-            ((name, _placed(tensor, self.device, self.dtype)) for name, tensor in source.iter_weights()),
-            source.info.name, source.info.parameter_count))
+        model = load_model(source, self.config, self.device, self.dtype)
         self.quantization = source.quantization
         self.weight_bytes = weight_bytes(model)
-        return model.eval()
+        return model
 
     def kv_cache_bytes(self) -> int:
         return self.num_blocks * self.kv_bytes_per_block()
@@ -195,6 +181,14 @@ class ModelRunner:
     def release(self) -> None:
         self.graphs = None  # the graphs hold the KV cache's addresses
         self.kv_caches = []
+
+    def reacquire(self) -> None:
+        """The KV cache (and decode graphs) again after `release`, the weights as they are."""
+        if self.kv_caches:
+            return
+        self.kv_caches = self._allocate_kv_cache(self.num_blocks)
+        if self._graph_len:
+            self.graphs = self._capture_graphs(self._graph_len)
 
     def paths(self) -> dict[str, object]:
         """Which compute paths ran so far (benchmarks print and check this)."""
@@ -301,3 +295,28 @@ class ModelRunner:
             return hidden
         (rows,) = self._to_device([step.sampled_rows], torch.int64)
         return hidden[rows]
+
+
+def load_model(source: ModelSource, config: ModelConfig, device: torch.device | str,
+               dtype: torch.dtype) -> torch.nn.Module:
+    """The model of `source` (shaped by `config`) on `device`, its weights streamed in.
+
+    Built on the meta device so the weights are materialised once, straight from the checkpoint stream;
+    quantized layers replace the dense ones before anything is allocated.
+    """
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = model_class(config)(config)
+        if source.quantization == "gguf":
+            quantize_linears(model, dtype, FUSED_LINEARS)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.tie_weights()
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.cos_sin_cache = kernels.build_cos_sin_cache(
+                config.head_dim, config.max_position_embeddings, config.rope_theta, config.rope_scaling
+            ).to(device)
+    model.load_weights(track_progress(
+        ((name, _placed(tensor, device, dtype)) for name, tensor in source.iter_weights()),
+        source.info.name, source.info.parameter_count))
+    return model.eval()

@@ -101,6 +101,7 @@ class StructuredOutputManager:
         self.vocab_size = vocab_size
         self.limits = limits or GrammarLimits()
         self.tokenizer_info = build_tokenizer_info(tokenizer, vocab_size, stop_token_ids)
+        self._token_to_id = tokenizer.token_to_id
         self._token_bytes: list[bytes] = list(self.tokenizer_info.decoded_vocab)
         stop = ids_bitmask(self.tokenizer_info.stop_token_ids, vocab_size)
         closers = starts_with_bitmask(self._token_bytes, (b"}", b"]"))
@@ -167,8 +168,7 @@ class StructuredOutputManager:
         """The thinking (free text, at most `budget` tokens), then the spec: one structural tag."""
         try:
             answer = self._as_format(spec)
-            thinking: dict[str, Any] = {"type": "tag", "begin": span.begin, "end": span.end,
-                                        "content": {"type": "any_text", "max_tokens": budget}}
+            thinking = self._thinking_format(span, budget)
             if span.optional:
                 thinking = {"type": "optional", "content": thinking}
             tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
@@ -180,6 +180,23 @@ class StructuredOutputManager:
             raise
         except Exception as e:
             raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {e}", param=_PARAM[spec.kind]) from e
+
+    def _thinking_format(self, span: ReasoningSpan, budget: int | None) -> dict[str, Any]:
+        """Free thinking between the span's markers, at most `budget` tokens. Markers that are one token
+        in this vocabulary (Qwen3's, QwQ's and R1's `<think>` / `</think>`) are matched as that token,
+        as the model writes them, and may not appear inside."""
+        begin_id, end_id = (self._token_id(m) for m in (span.begin, span.end))
+        if end_id is None:
+            return {"type": "tag", "begin": span.begin, "end": span.end,
+                    "content": {"type": "any_text", "max_tokens": budget}}
+        excluded = sorted({end_id, *self.tokenizer_info.stop_token_ids, *([begin_id] if begin_id is not None else [])})
+        begin: Any = {"type": "token", "token": begin_id} if begin_id is not None else span.begin
+        return {"type": "tag", "begin": begin, "end": {"type": "token", "token": end_id},
+                "content": {"type": "any_tokens", "exclude_tokens": excluded, "max_tokens": budget}}
+
+    def _token_id(self, marker: str) -> int | None:
+        token_id = self._token_to_id(marker) if marker else None
+        return token_id if token_id is not None and 0 <= token_id < self.vocab_size else None
 
     @staticmethod
     def _as_format(spec: StructuredOutput) -> dict[str, Any]:

@@ -44,6 +44,12 @@ class QuantType:
         """How many elements each qs byte holds (8 / bits of the qs field)."""
         return self.block // self.qs_bytes
 
+    @property
+    def group(self) -> int:
+        """Aligned qs bytes whose fields at one shift step share a scale (and min): 32 for Q8_0, Q4_K
+        and Q5_K, 16 for the others (16-element sub-blocks, or 32-element blocks of 16 bytes)."""
+        return 32 if self.name in ("Q8_0", "Q4_K", "Q5_K") else 16
+
 
 _U8, _I8, _F16 = torch.uint8, torch.int8, torch.float16
 QUANT_TYPES: dict[str, QuantType] = {q.name: q for q in (

@@ -64,88 +64,110 @@ def _k4_scale_min(sc_ptr, base, g, mask):
 
 
 @triton.jit
-def dequant(q, s, b, e, rows, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride, mask,
-            QTYPE: tl.constexpr):
-    """float32 weights of the fields at shift step s of the qs bytes `q` (loaded, zero where masked).
+def quant_values(q, s, b, e, rows, qh_ptr, qh_stride, mask, QTYPE: tl.constexpr):
+    """int32 quants at shift step s of the qs bytes `q` (loaded, zero where masked), high bits merged and
+    the type's fixed offset applied (-8, -16, -32, Q3_K's -4): the weight is quant * A - B (block_scales).
 
     b: block index in the row and e: element index in the block (qs_element), per byte; rows: the row
-    of each byte (int64, broadcastable). Masked positions come out finite (zero scales), never NaN.
-    """
+    of each byte (int64, broadcastable)."""
     if QTYPE == Q8_0:
-        val = q.to(tl.float32) * _f16(d_ptr, rows * d_stride + b, mask)
+        qv = q.to(tl.int32)
     else:
         qi = q.to(tl.int32)
         if QTYPE == Q4_0:
-            val = (((qi >> (4 * s)) & 15) - 8).to(tl.float32) * _f16(d_ptr, rows * d_stride + b, mask)
+            qv = ((qi >> (4 * s)) & 15) - 8
         elif QTYPE == Q4_1:
-            d = _f16(d_ptr, rows * d_stride + 2 * b, mask)
-            m = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
-            val = ((qi >> (4 * s)) & 15).to(tl.float32) * d + m
+            qv = (qi >> (4 * s)) & 15
         elif QTYPE == Q5_0:
             h = (_u8(qh_ptr, rows * qh_stride + 4 * b + e // 8, mask) >> (e % 8)) & 1
-            qv = ((qi >> (4 * s)) & 15) | (h << 4)
-            val = (qv - 16).to(tl.float32) * _f16(d_ptr, rows * d_stride + b, mask)
+            qv = (((qi >> (4 * s)) & 15) | (h << 4)) - 16
         elif QTYPE == Q5_1:
             h = (_u8(qh_ptr, rows * qh_stride + 4 * b + e // 8, mask) >> (e % 8)) & 1
             qv = ((qi >> (4 * s)) & 15) | (h << 4)
-            d = _f16(d_ptr, rows * d_stride + 2 * b, mask)
-            m = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
-            val = qv.to(tl.float32) * d + m
         elif QTYPE == Q2_K:
-            scb = _u8(sc_ptr, rows * sc_stride + 16 * b + e // 16, mask)
-            d = _f16(d_ptr, rows * d_stride + 2 * b, mask)
-            dmin = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
-            val = ((qi >> (2 * s)) & 3).to(tl.float32) * (d * (scb & 15).to(tl.float32)) \
-                - dmin * (scb >> 4).to(tl.float32)
+            qv = (qi >> (2 * s)) & 3
         elif QTYPE == Q3_K:
             h = (_u8(qh_ptr, rows * qh_stride + 32 * b + e % 32, mask) >> (e // 32)) & 1
             qv = ((qi >> (2 * s)) & 3) - 4 + 4 * h  # the offset 4 is dropped where the hmask bit is set
-            j = e // 16
-            base = rows * sc_stride + 12 * b
-            low = (_u8(sc_ptr, base + j % 8, mask) >> (4 * (j // 8))) & 15
-            high = (_u8(sc_ptr, base + 8 + j % 4, mask) >> (2 * (j // 4))) & 3
-            scale = ((low | (high << 4)) - 32).to(tl.float32)
-            val = qv.to(tl.float32) * (_f16(d_ptr, rows * d_stride + b, mask) * scale)
-        elif QTYPE == Q4_K:
-            sc, mn = _k4_scale_min(sc_ptr, rows * sc_stride + 12 * b, e // 32, mask)
-            d = _f16(d_ptr, rows * d_stride + 2 * b, mask)
-            dmin = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
-            val = ((qi >> (4 * s)) & 15).to(tl.float32) * (d * sc) - dmin * mn
-        elif QTYPE == Q5_K:
-            sc, mn = _k4_scale_min(sc_ptr, rows * sc_stride + 12 * b, e // 32, mask)
-            d = _f16(d_ptr, rows * d_stride + 2 * b, mask)
-            dmin = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
-            h = (_u8(qh_ptr, rows * qh_stride + 32 * b + e % 32, mask) >> (e // 32)) & 1
-            qv = ((qi >> (4 * s)) & 15) | (h << 4)
-            val = qv.to(tl.float32) * (d * sc) - dmin * mn
-        else:  # Q6_K
+        elif QTYPE == Q6_K:
             within = e % 128
             hb = _u8(qh_ptr, rows * qh_stride + 64 * b + (e // 128) * 32 + within % 32, mask)
-            qv = ((qi >> (4 * s)) & 15) | (((hb >> (2 * (within // 32))) & 3) << 4)
-            scale = tl.load(sc_ptr + rows * sc_stride + 16 * b + e // 16, mask=mask, other=0).to(tl.float32)
-            val = (qv - 32).to(tl.float32) * (_f16(d_ptr, rows * d_stride + b, mask) * scale)
-    return val
+            qv = (((qi >> (4 * s)) & 15) | (((hb >> (2 * (within // 32))) & 3) << 4)) - 32
+        else:  # Q4_K, Q5_K
+            qv = (qi >> (4 * s)) & 15
+            if QTYPE == Q5_K:
+                h = (_u8(qh_ptr, rows * qh_stride + 32 * b + e % 32, mask) >> (e // 32)) & 1
+                qv = qv | (h << 4)
+    return qv
 
 
 @triton.jit
-def load_qs_tile(qs_ptr, rows, row_mask, qs_stride, off, end, BLOCK_B: tl.constexpr):
-    """The qs bytes [off, off + BLOCK_B) of `rows` ([R, 1] int64), zero past `end` or masked rows.
-    Returns (bytes, byte positions, their mask, the [R, BLOCK_B] mask)."""
-    pb = off + tl.arange(0, BLOCK_B)
+def block_scales(b, e, rows, sc_ptr, d_ptr, sc_stride, d_stride, mask, QTYPE: tl.constexpr):
+    """float32 (A, B) of the (sub-)block holding element e of block b: the weight is quant * A - B.
+    A is the reference's d * scale product; B its dmin * min (or -m for Q4_1/Q5_1), 0 without mins.
+    Masked positions get A = B = 0."""
+    if QTYPE == Q8_0 or QTYPE == Q4_0 or QTYPE == Q5_0:
+        a = _f16(d_ptr, rows * d_stride + b, mask)
+        m = a * 0.0
+    elif QTYPE == Q4_1 or QTYPE == Q5_1:
+        a = _f16(d_ptr, rows * d_stride + 2 * b, mask)
+        m = -_f16(d_ptr, rows * d_stride + 2 * b + 1, mask)
+    elif QTYPE == Q2_K:
+        scb = _u8(sc_ptr, rows * sc_stride + 16 * b + e // 16, mask)
+        a = _f16(d_ptr, rows * d_stride + 2 * b, mask) * (scb & 15).to(tl.float32)
+        m = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask) * (scb >> 4).to(tl.float32)
+    elif QTYPE == Q3_K:
+        j = e // 16
+        base = rows * sc_stride + 12 * b
+        low = (_u8(sc_ptr, base + j % 8, mask) >> (4 * (j // 8))) & 15
+        high = (_u8(sc_ptr, base + 8 + j % 4, mask) >> (2 * (j // 4))) & 3
+        a = _f16(d_ptr, rows * d_stride + b, mask) * ((low | (high << 4)) - 32).to(tl.float32)
+        m = a * 0.0
+    elif QTYPE == Q6_K:
+        scale = tl.load(sc_ptr + rows * sc_stride + 16 * b + e // 16, mask=mask, other=0).to(tl.float32)
+        a = _f16(d_ptr, rows * d_stride + b, mask) * scale
+        m = a * 0.0
+    else:  # Q4_K, Q5_K
+        sc, mn = _k4_scale_min(sc_ptr, rows * sc_stride + 12 * b, e // 32, mask)
+        a = _f16(d_ptr, rows * d_stride + 2 * b, mask) * sc
+        m = _f16(d_ptr, rows * d_stride + 2 * b + 1, mask) * mn
+    return a, m
+
+
+@triton.jit
+def dequant(q, s, b, e, rows, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride, mask,
+            QTYPE: tl.constexpr):
+    """float32 weights of the fields at shift step s of the qs bytes `q`, element by element (see
+    quant_values). Masked positions come out finite (zero scales), never NaN."""
+    a, m = block_scales(b, e, rows, sc_ptr, d_ptr, sc_stride, d_stride, mask, QTYPE)
+    return quant_values(q, s, b, e, rows, qh_ptr, qh_stride, mask, QTYPE).to(tl.float32) * a - m
+
+
+@triton.jit
+def load_group_tile(qs_ptr, rows2, row_mask, qs_stride, off, end, NG: tl.constexpr, GROUP: tl.constexpr):
+    """The qs bytes [off, off + NG * GROUP) of the rows `rows2` ([R, 1] int64) as an [R, NG, GROUP] tile,
+    zero past `end` and in masked rows. A group's fields at one shift step share their scales (GROUP is
+    the type's QuantType.group; `off` a multiple of it). Returns (bytes, group starts [NG], byte
+    positions [NG, GROUP], their mask, the tile mask, the [R, NG] group mask)."""
+    pg = off + tl.arange(0, NG) * GROUP
+    pb = pg[:, None] + tl.arange(0, GROUP)[None, :]
     p_mask = pb < end
-    mask = row_mask[:, None] & p_mask[None, :]
-    return tl.load(qs_ptr + rows * qs_stride + pb[None, :], mask=mask, other=0), pb, p_mask, mask
+    mask = row_mask[:, None, None] & p_mask[None, :, :]
+    q = tl.load(qs_ptr + rows2[:, :, None] * qs_stride + pb[None, :, :], mask=mask, other=0)
+    return q, pg, pb, p_mask, mask, row_mask[:, None] & (pg < end)[None, :]
 
 
 @triton.jit
-def tile_weights(q, s, pb, rows, mask, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride,
-                 QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr):
-    """float32 weights [R, BLOCK_B] of a qs tile at shift step s, and the K index of each column."""
+def group_tile(q, s, pg, pb, rows2, mask, g_mask, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride,
+               QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr):
+    """A load_group_tile tile at shift step s: int32 quants [R, NG, GROUP], the scales A and B of each
+    group [R, NG] (weight = quant * A - B) and the K index of each field [NG, GROUP]."""
     b = pb // QS_BYTES
     e = qs_element(pb % QS_BYTES, s, QTYPE)
-    w = dequant(q, s, b[None, :], e[None, :], rows, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride, mask,
-                QTYPE)
-    return w, b * QK + e
+    qv = quant_values(q, s, b[None, :, :], e[None, :, :], rows2[:, :, None], qh_ptr, qh_stride, mask, QTYPE)
+    a, m = block_scales((pg // QS_BYTES)[None, :], qs_element(pg % QS_BYTES, s, QTYPE)[None, :], rows2,
+                        sc_ptr, d_ptr, sc_stride, d_stride, g_mask, QTYPE)
+    return qv, a, m, b * QK + e
 
 
 def plane_args(w: QuantizedWeight) -> tuple[list, dict[str, int]]:

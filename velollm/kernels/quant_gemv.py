@@ -1,8 +1,9 @@
 """Quantized GEMV for decode: y [M, N] = x [M, K] @ W^T for a few rows M, W kept in GGUF planes.
 
-Each program owns BLOCK_N weight rows and one split of K; it streams the qs plane in byte tiles,
-dequantizes in registers (gguf_tile) and multiplies by every activation row at once, so the weights are
-read once per step whatever M is. float32 accumulation; split-K partials are summed in float32 (a
+Each program owns BLOCK_N weight rows and one split of K; it streams the qs plane in byte tiles and
+multiplies by every activation row at once, so the weights are read once per step whatever M is.
+Scales are applied per group of fields sharing them (A * sum(q * x) - B * sum(x)), so only the quants
+are decoded element by element. float32 accumulation; split-K partials are summed in float32 (a
 second small launch, deterministic, no atomics) when N alone gives too few programs to fill the GPU.
 
 Dispatch (kernels.quantized_linear): this kernel for M <= MAX_ROWS, quant_gemm above. The bound is where
@@ -18,10 +19,10 @@ import torch
 
 from velollm.kernels._triton import interpreter_tile, tl, triton
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
-from velollm.kernels.gguf_tile import linear_operands, load_qs_tile, plane_args, tile_weights
+from velollm.kernels.gguf_tile import group_tile, linear_operands, load_group_tile, plane_args
 
 MAX_ROWS = 8
-_BLOCK_N = 16
+_BLOCK_N = 8  # 16 spills registers for Q6_K at one row (sm_90, ptxas)
 _PROGRAMS_PER_SM = 4
 
 quant_gemv_ref = quantized_matmul_ref
@@ -32,9 +33,13 @@ def _gemv_kernel(
     x_ptr, qs_ptr, qh_ptr, sc_ptr, d_ptr, out_ptr,
     M, N, row_bytes, bytes_per_split, x_stride, out_stride, split_stride,
     qs_stride, qh_stride, sc_stride, d_stride,
-    QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr, SHIFTS: tl.constexpr,
+    QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr, SHIFTS: tl.constexpr, GROUP: tl.constexpr,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
+    # A tile is [BLOCK_N rows, NG groups, GROUP bytes]: a group's fields at one shift step share the
+    # scale A and min B, so each group takes one dot product: sum(w * x) = A * sum(q * x) - B * sum(x),
+    # and per element only the quant is decoded (llama.cpp's MMVQ does the same per block).
+    NG: tl.constexpr = BLOCK_B // GROUP
     split = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
@@ -45,13 +50,14 @@ def _gemv_kernel(
     start = split * bytes_per_split
     end = tl.minimum(start + bytes_per_split, row_bytes)
     for off in range(start, end, BLOCK_B):
-        q, pb, p_mask, mask = load_qs_tile(qs_ptr, rows2, row_mask, qs_stride, off, end, BLOCK_B)
+        q, pg, pb, p_mask, mask, g_mask = load_group_tile(qs_ptr, rows2, row_mask, qs_stride, off, end, NG, GROUP)
         for s in tl.static_range(SHIFTS):
-            w, cols = tile_weights(q, s, pb, rows2, mask, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride,
-                                   QTYPE, QK, QS_BYTES)
-            x = tl.load(x_ptr + m[:, None] * x_stride + cols[None, :], mask=m_mask[:, None] & p_mask[None, :],
-                        other=0.0).to(tl.float32)
-            acc += tl.sum(w[None, :, :] * x[:, None, :], axis=2)
+            qv, a, bias, cols = group_tile(q, s, pg, pb, rows2, mask, g_mask, qh_ptr, sc_ptr, d_ptr, qh_stride,
+                                           sc_stride, d_stride, QTYPE, QK, QS_BYTES)
+            x = tl.load(x_ptr + m[:, None, None] * x_stride + cols[None, :, :],
+                        mask=m_mask[:, None, None] & p_mask[None, :, :], other=0.0).to(tl.float32)
+            dots = tl.sum(qv.to(tl.float32)[None, :, :, :] * x[:, None, :, :], axis=3)
+            acc += tl.sum(dots * a[None, :, :] - tl.sum(x, axis=2)[:, None, :] * bias[None, :, :], axis=2)
     out = out_ptr + split * split_stride + m[:, None] * out_stride + rows[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & row_mask[None, :])
 
@@ -97,7 +103,7 @@ def quant_gemv_triton(x: torch.Tensor, w: QuantizedWeight, *, out: torch.Tensor 
         _gemv_kernel[(triton.cdiv(n, block_n), splits)](
             x2, args[0], args[1], args[2], args[3], target,
             num_rows, n, row_bytes, bytes_per_split, x2.stride(0), out_stride, split_stride, *args[4:],
-            M_PAD=m_pad, BLOCK_N=block_n, BLOCK_B=block_b, **constexprs,
+            GROUP=w.spec.group, M_PAD=m_pad, BLOCK_N=block_n, BLOCK_B=block_b, **constexprs,
         )
         if splits > 1:
             dst.copy_(target.sum(dim=0))

@@ -52,5 +52,6 @@ def dequantize_rows_triton(ids: torch.Tensor, w: QuantizedWeight, dtype: torch.d
         _rows_kernel[(flat.numel(), triton.cdiv(row_bytes, block_b))](
             flat, args[0], args[1], args[2], args[3], dst, row_bytes, dst.stride(0), *args[4:],
             BLOCK_B=block_b, **constexprs,
+            enable_fp_fusion=False,  # q * A - B rounded twice, as the reference: rows equal dequantize-at-load's
         )
     return dst.view(*ids.shape, cols)

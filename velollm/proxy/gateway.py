@@ -11,6 +11,7 @@ first request after it comes back succeeds: there is no cool-down.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.responses import Response
 
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
-from velollm.proxy.upstream import Upstream, UpstreamConfig
+from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
 from velollm.wire.errors import api_of
 from velollm.wire.names import name_key
 
@@ -76,6 +77,24 @@ class UpstreamGateway:
             body = {**body, "model": model}
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         return await forward(request, self.upstream, api_of(path), path, body, repair)
+
+    async def health(self) -> dict[str, Any]:
+        """The upstream now (for the status page): reachable or not, its API, how many models it lists,
+        and how long its listing took."""
+        started = time.perf_counter()
+        out: dict[str, Any] = {"url": self.upstream.url, "up": False}
+        try:
+            kind = await self.upstream.kind()
+            path = "/api/tags" if kind == "ollama" else "/v1/models"
+            status, body = await self.upstream.request_json("GET", path, timeout=5.0)
+        except UpstreamUnavailable as exc:
+            return {**out, "error": str(exc)}
+        models = body.get("models" if kind == "ollama" else "data") if isinstance(body, dict) else None
+        out.update(kind=kind, up=status == 200, latency_ms=round((time.perf_counter() - started) * 1e3, 1),
+                   models=len(models) if isinstance(models, list) else None)
+        if status != 200:
+            out["error"] = f"GET {path} answered {status}"
+        return out
 
     async def ollama_tags(self) -> list[dict[str, Any]]:
         listing = await self.upstream.list_models()

@@ -13,11 +13,10 @@ import time
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.reasoning import ThinkSetting
 from velollm.wire.errors import APIError, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
 
-_THINK_LEVELS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-                 "max": "max", "xhigh": "max", "ultra": "max"}
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -62,10 +61,9 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
     if fmt is not None:
         out["format"] = fmt
     effort = body.get("reasoning_effort") or (body.get("reasoning") or {}).get("effort")
-    if effort is not None:
-        if effort not in _THINK_LEVELS:
-            raise InvalidRequest(f"invalid reasoning_effort {effort!r}", param="reasoning_effort")
-        out["think"] = _THINK_LEVELS[effort]
+    think = ThinkSetting.from_openai(effort).to_ollama()  # Ollama's own mapping of the efforts
+    if think is not None:
+        out["think"] = think
     if body.get("logprobs") is True:
         out["logprobs"] = True
         if body.get("top_logprobs"):
@@ -195,8 +193,8 @@ def chat_response(answer: dict[str, Any], model: str) -> dict[str, Any]:
     """A non-streamed /api/chat answer → a chat.completion object."""
     message = answer.get("message") or {}
     out_message: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-    if message.get("thinking"):
-        out_message["reasoning"] = message["thinking"]
+    if message.get("thinking"):  # Ollama's name, and vLLM's / DeepSeek's
+        out_message["reasoning"] = out_message["reasoning_content"] = message["thinking"]
     calls = message.get("tool_calls") or []
     if calls:
         out_message["tool_calls"] = tool_calls_out(calls)
@@ -247,7 +245,7 @@ class ChatStream:
         message = obj.get("message") or {}
         deltas: list[tuple[dict[str, Any], Any, str | None]] = []
         if message.get("thinking"):
-            deltas.append(({"reasoning": message["thinking"]}, None, None))
+            deltas.append(({"reasoning": message["thinking"], "reasoning_content": message["thinking"]}, None, None))
         content = message.get("content") or ""
         calls = message.get("tool_calls") or []
         logprobs = {"content": obj["logprobs"]} if obj.get("logprobs") else None

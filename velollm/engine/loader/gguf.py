@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -196,7 +194,7 @@ def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
         name=name, format="gguf", family=str(f.get("general.architecture", "unknown")),
         parameter_count=parameter_count(f), quantization_level=quantization_level(f),
         size_bytes=f.file_size, digest="", modified_at=f.path.stat().st_mtime, path=str(f.path),
-        template=f.get("tokenizer.chat_template"),
+        template=f.get("tokenizer.chat_template"), license=str(f.get("general.license", "") or ""),
     )
     fields.update(overrides)
     return ModelInfo(**fields)  # type: ignore[arg-type]
@@ -265,19 +263,17 @@ def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None =
         logger.info("loading %s: %d tensors, %.2f GiB of weights (%s)", path.name, len(infos), total / 2**30,
                     "kept quantized" if quantized_device else config.dtype)
         permute = config.model_type == "llama"
-        with _progress(len(infos), f"loading {path.name}") as advance:
-            for info in infos:
-                heads = _permuted_heads(info.name, config) if permute else None
-                if quantized_device and stays_quantized(info):
-                    weight = quantized_tensor(f, info, quantized_device)
-                    if heads:
-                        weight = weight.rows(unpermute_qk(torch.arange(info.shape[0]), heads))
-                    yield hf_name(info.name), weight  # type: ignore[misc]
-                else:
-                    # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                    tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
-                    yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
-                advance()
+        for info in infos:
+            heads = _permuted_heads(info.name, config) if permute else None
+            if quantized_device and stays_quantized(info):
+                weight = quantized_tensor(f, info, quantized_device)
+                if heads:
+                    weight = weight.rows(unpermute_qk(torch.arange(info.shape[0]), heads))
+                yield hf_name(info.name), weight  # type: ignore[misc]
+            else:
+                # float tensors are views of the map and must be copied out; dequantized ones are fresh
+                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
+                yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
 
 
 def _permuted_heads(name: str, config: ModelConfig) -> int | None:
@@ -286,20 +282,6 @@ def _permuted_heads(name: str, config: ModelConfig) -> int | None:
     if kind == "attn_q":
         return config.num_attention_heads
     return config.num_key_value_heads if kind == "attn_k" else None
-
-
-@contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on stderr when it is a terminal; a no-op otherwise (tests, logs)."""
-    if not sys.stderr.isatty():
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda: bar.advance(task)
 
 
 def default_dtype(device: str) -> str:
@@ -338,6 +320,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         iter_weights=lambda: iter_weights(path, config, quantized_device),
         path=path,
         quantization=quantization,
+        weight_bytes=weight_bytes,
     )
 
 

@@ -13,11 +13,9 @@ from collections.abc import Iterable
 
 import torch
 
+from velollm.config import QUANTIZATIONS
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.kernels.gguf_planes import QUANT_TYPES, QuantizedWeight, split_planes
-
-QUANTIZATIONS = ("auto", "none", "gguf")
-
 
 def resolve_quantization(requested: str | None, device: str) -> str:
     """"gguf" (weights stay quantized) or "none" (dequantized at load) for a GGUF model on `device`."""

@@ -97,10 +97,15 @@ class OllamaModel:
     params: dict[str, Any] = field(default_factory=dict)
     system: str | None = None
     template: str | None = None
+    license_paths: tuple[Path, ...] = ()  # license layers, read only when asked (`ollama show`)
 
     @property
     def display_name(self) -> str:
         return self.name.display()
+
+    def license(self) -> str:
+        """The license layers' text, as `ollama show --license` prints them."""
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in self.license_paths)
 
 
 def _blob(root: Path, digest: str) -> Path:
@@ -128,13 +133,14 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     except (json.JSONDecodeError, AttributeError) as e:
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} is not valid JSON: {e}") from e
     config_ref = manifest.get("config") or {}
-    fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {}}
+    fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
+                              "license_paths": ()}
     if config_ref.get("digest") and _blob(root, config_ref["digest"]).is_file():
         fields["config"] = _json(_blob(root, config_ref["digest"]))
     for layer in layers:
         media, digest = layer.get("mediaType", ""), layer.get("digest", "")
         kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
-        if kind not in ("model", "params", "system", "template", "prompt"):
+        if kind not in ("model", "params", "system", "template", "prompt", "license"):
             continue
         blob = _blob(root, digest)
         if not blob.is_file():
@@ -143,6 +149,8 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
             fields["model_path"] = blob
         elif kind == "params":
             fields["params"] = _json(blob)
+        elif kind == "license":
+            fields["license_paths"] += (blob,)
         elif kind == "system":
             fields["system"] = blob.read_text(encoding="utf-8")
         else:

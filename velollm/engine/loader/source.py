@@ -39,6 +39,7 @@ class ModelInfo:
     default_options: dict[str, Any] = field(default_factory=dict)  # Ollama params layer
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
+    license: str = ""  # Ollama license layers, else GGUF general.license
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,4 @@ class ModelSource:
     iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # GGUF planes too when quantization="gguf"
     path: Path
     quantization: str = "none"  # "gguf": quantized matrices stream as QuantizedWeight planes (GGUF files)
+    weight_bytes: int | None = None  # bytes the weights take once loaded; None: parameters x dtype size

@@ -7,6 +7,7 @@ from torch import nn
 
 from velollm import kernels
 from velollm.config import RopeScaling
+from velollm.engine.dense_attention import DenseAttentionMetadata, dense_attention
 from velollm.engine.forward_context import get_attention_metadata
 
 
@@ -50,11 +51,14 @@ class PagedAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         meta = get_attention_metadata()
-        k_cache, v_cache = meta.kv_caches[self.layer_idx]
         num_tokens = q.shape[0]
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        if isinstance(meta, DenseAttentionMetadata):  # no KV cache (embedding passes)
+            out = dense_attention(q, k, v, positions, self.rotary.cos_sin_cache, meta, self.scale)
+            return out.reshape(num_tokens, self.num_heads * self.head_dim)
+        k_cache, v_cache = meta.kv_caches[self.layer_idx]
         q, _ = kernels.rope_and_cache(q, k, v, positions, self.rotary.cos_sin_cache, k_cache, v_cache, meta.slot_mapping)
         if meta.decode_only:
             out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale)

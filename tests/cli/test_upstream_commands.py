@@ -1,0 +1,90 @@
+"""Commands that go through the server to its Ollama upstream: `pull` (progress from Ollama's NDJSON)
+and `run` on a thinking model (thinking dimmed in a terminal); `optimize --check` against the server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pexpect
+import pytest
+
+from tests.ollama_upstream import fake_ollama
+from tests.serve_process import REPO, start_serve, stop_serve
+
+from .conftest import cli_env, velollm
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fake_ollama(["thinker:latest"]) as upstream:
+        proc, url, _log, _ = start_serve(tmp_path_factory.mktemp("upstream"), "--upstream", upstream)
+        try:
+            yield url
+        finally:
+            stop_serve(proc)
+
+
+def test_pull_through_the_upstream(proxied, tmp_path):
+    out = velollm(proxied, tmp_path, "pull", "newmodel")
+    assert out.returncode == 0, out.stderr
+    for text in ("pulling manifest", "pulling abababababab", "3.0/3.0 MB", "verifying sha256 digest", "success"):
+        assert text in out.stderr
+    names = [m["name"] for m in httpx.get(f"{proxied}/api/tags").json()["models"]]
+    assert "newmodel:latest" in names  # the upstream has it now, and VeloLLM lists it
+    failed = velollm(proxied, tmp_path, "pull", "missing-model")
+    assert failed.returncode == 1 and "pull model manifest: file does not exist" in failed.stderr
+
+
+def test_pull_without_an_upstream(tmp_path):
+    proc, url, _log, _ = start_serve(tmp_path, "--no-upstream")
+    try:
+        out = velollm(url, tmp_path, "pull", "llama3.2")
+        assert out.returncode == 1 and "VeloLLM does not download models" in out.stderr and "(HTTP 501)" in out.stderr
+    finally:
+        stop_serve(proc)
+
+
+def test_run_shows_thinking_dimmed(proxied, tmp_path):
+    child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "thinker"], cwd=str(REPO),
+                          env=cli_env(proxied, tmp_path), encoding="utf-8", timeout=60)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("hi")
+        child.expect_exact("Thinking...\r\n\x1b[2mThe user says hi.\x1b[0m\r\n...done thinking.\r\n\r\nHello there!")
+        child.expect_exact(">>> ")
+        child.sendline("/set nothink")
+        child.expect_exact("Set 'nothink' mode.")
+        child.expect_exact(">>> ")
+        child.sendline("hi")
+        child.expect_exact("Hello there!")
+        assert "Thinking" not in child.before
+        child.expect_exact(">>> ")
+        child.sendline("/show info")
+        child.expect(r"architecture\s+qwen3")
+        child.expect(r"context length\s+40960")
+        child.expect_exact(">>> ")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    piped = velollm(proxied, tmp_path, "run", "thinker", stdin="hi")  # not a terminal: no escape codes
+    assert piped.returncode == 0 and "\x1b" not in piped.stdout and "The user says hi." in piped.stdout
+
+
+def test_optimize_check(tmp_path):
+    proc, url, _log, _ = start_serve(tmp_path, "--max-num-seqs", "3", "--no-upstream")
+    try:
+        out = velollm(url, tmp_path, "optimize", "--check")
+        assert out.returncode == 1, out.stderr  # 3 sequences is not what this machine is advised
+        rows = [line for line in out.stdout.splitlines() if "demo" in line]
+        seqs = next(line for line in rows if "max_num_seqs" in line)
+        assert " 3 " in seqs and "differs" in seqs
+        device = next(line for line in rows if " device " in line)
+        assert "ok" in device
+    finally:
+        stop_serve(proc)
+    nobody = velollm("http://127.0.0.1:9", tmp_path, "optimize", "--check")
+    assert nobody.returncode == 2 and "no VeloLLM server answers" in nobody.stderr
