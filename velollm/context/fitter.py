@@ -54,11 +54,15 @@ class ContextFitter:
         return text, Encoded(self.tokenizer.encode(text, add_special_tokens=False), 0)
 
     def count(self, messages: list[Mapping[str, Any]]) -> int:
+        """Tokens of the rendered messages. Each counted prompt is remembered, so the next turn's count of
+        the same history (raw, compressed or truncated alike) tokenizes only what is new."""
         try:
             text, encoded = self.encode(messages)
         except ContextOverflow:
             return TOO_LONG
         self._encoded[len(messages)] = (text, encoded)
+        if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
+            self.turn_cache.remember(text, encoded.token_ids)
         return len(encoded.token_ids)
 
     def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
