@@ -23,9 +23,6 @@ class ContextMetrics:
                                     "step", ["model", "step"], registry=registry)
         self.reused_tokens = Counter("velollm_context_prefix_reused_tokens", "Prompt tokens taken from an "
                                      "earlier turn's ids (prefetch hits across turns)", ["model"], registry=registry)
-        self.model_loads = Counter("velollm_model_loads", "Model loads by kind: cold (from the files), "
-                                   "host (weights kept in host memory), avoided (already loaded when asked)",
-                                   ["model", "kind"], registry=registry)
 
     def observe(self, model: str, report: ContextReport | None, num_reused: int) -> None:
         if num_reused:
