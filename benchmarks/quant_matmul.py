@@ -1,7 +1,8 @@
 """Quantized GEMV/GEMM kernels alone on Llama-3.1-8B's projection shapes: the sweep behind the dispatch rule.
 
 For each GGUF type and M (rows of activations): the GEMV (M <= 8) and the GEMM, each in GB/s of weight
-bytes read and TFLOP/s, beside cuBLAS on the same weight in bfloat16 (the dequantize-at-load path).
+bytes read and TFLOP/s, beside cuBLAS on the same weight in bfloat16 (the dequantize-at-load path) and
+the large-M alternative (dequantize the layer into a bfloat16 scratch, then cuBLAS).
 Then a small tile sweep of each kernel at M = 1 and M = 256 (rows ending in _cfg: in the logs and
 results.jsonl, not in gpu_check's table). Rows "quant_dispatch" print, per type,
 the largest M where the GEMV beats the GEMM: kernels.quantized_linear switches at quant_gemv.MAX_ROWS.
@@ -23,6 +24,7 @@ from bench_util import emit, time_cuda
 from velollm.kernels.gguf_planes import QUANT_TYPES, dequantize_weight, split_planes
 from velollm.kernels.quant_gemm import quant_gemm_triton
 from velollm.kernels.quant_gemv import MAX_ROWS, quant_gemv_triton
+from velollm.kernels.quant_rows import dequantize_rows_triton
 
 SHAPES = {"qkv": (6144, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 ROWS = [1, 2, 4, 8, 16, 32, 64, 256]
@@ -42,11 +44,14 @@ def sweep_type(qtype: str) -> None:
     for shape, (n, k) in SHAPES.items():
         w = random_weight(qtype, n, k)
         dense = dequantize_weight(w, torch.bfloat16)
+        all_rows = torch.arange(n, device="cuda")
         best_gemv_at = 0
         for m in ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             times = {"gemm": time_cuda(lambda: quant_gemm_triton(x, w)),
-                     "cublas_bf16": time_cuda(lambda: x @ dense.T)}
+                     "cublas_bf16": time_cuda(lambda: x @ dense.T),
+                     # the alternative at large M: dequantize the layer into a bfloat16 scratch, then cuBLAS
+                     "dequant_cublas": time_cuda(lambda: x @ dequantize_rows_triton(all_rows, w, torch.bfloat16).T)}
             if m <= MAX_ROWS:
                 times["gemv"] = time_cuda(lambda: quant_gemv_triton(x, w))
                 best_gemv_at = m if times["gemv"] < times["gemm"] else best_gemv_at

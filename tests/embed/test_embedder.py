@@ -92,3 +92,11 @@ def test_tiny_bert_pooling_modes_match_sentence_transformers(tmp_path: Path, min
     expected = reference.encode(MIXED)
     assert cosines(got, expected).min() >= 0.9999
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.linalg.norm(expected, axis=1), rtol=1e-4)
+
+
+def test_huge_inputs_are_cut_before_encoding(minilm):
+    huge = "retrieval augmented generation " * 200_000  # 6 MB
+    head = huge[:minilm.max_input_chars]
+    assert minilm.tokenize([huge]) == minilm.tokenize([head])
+    with pytest.raises(ContextOverflow, match="256"):
+        minilm.tokenize([huge], truncate=False)

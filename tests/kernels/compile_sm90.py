@@ -86,7 +86,8 @@ def compile_quantized(p: str, dot: dict) -> list[bool]:
                                                                    GROUP=spec.group, **qtype)))
         ok.append(compile_kernel(f"quant_gemm {name}", quant_gemm._gemm_kernel, dict(
             x_ptr=p, out_ptr=p, M=I32, N=I32, row_bytes=I32, x_stride=I32, out_stride=I32, **planes),
-            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_B=32, GROUP_M=8, **dot, **qtype), num_warps=8))
+            dict(BLOCK_M=64, BLOCK_N=32 if name == "Q3_K" else 64, BLOCK_B=32, GROUP_M=8, GROUP=spec.group, **dot,
+                 **qtype), num_warps=8))
         ok.append(compile_kernel(f"quant_rows {name}", quant_rows._rows_kernel, dict(
             ids_ptr="*i64", out_ptr=p, row_bytes=I32, out_stride=I32, **planes), dict(BLOCK_B=128, **qtype)))
     return ok

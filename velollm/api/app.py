@@ -57,7 +57,8 @@ def on_demand(config: ServerConfig) -> OnDemand:
         return load_native(name, served_name=name, allow_paths=allow_paths, **kwargs)
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
-                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths))
+                    keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
+                    host_cache_bytes=config.host_cache_bytes)
 
 
 async def health(request: Request) -> Response:

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -91,6 +91,8 @@ class GenerationStream:
         self._tasks: list[asyncio.Task] = []
         self._buffer: list[tuple[int, Any, float]] = []
         self._open = len(calls)
+        # Called with the choices once, at close, when every choice ended by itself (not aborted, no error).
+        self.on_finished: list[Callable[[list[ChoiceState]], None]] = []
         # An on-demand model stays loaded (not unloaded by keep_alive or for another model) until
         # every stream of the request is closed.
         self._lease = engine if isinstance(engine, EngineLease) else None
@@ -153,6 +155,17 @@ class GenerationStream:
             lease, self._lease = self._lease, None
             if lease is not None:
                 lease.drop()
+            self._finished()
+
+    def _finished(self) -> None:
+        hooks, self.on_finished = self.on_finished, []
+        if not all(c.finish_reason not in (None, "abort") for c in self.choices):
+            return
+        for hook in hooks:
+            try:
+                hook(self.choices)
+            except Exception:  # bookkeeping after the answer went out must not fail the request
+                logger.exception("a finished-stream hook failed")
 
     async def _pump(self, index: int, call: EngineCall) -> None:
         try:

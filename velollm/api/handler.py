@@ -34,6 +34,7 @@ class AppState:
     models: "ModelRegistry"
     metrics: "ServerMetrics"
     responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
+    context: Any = None  # api/context_fit.ContextState, made on first use
 
 
 @dataclass

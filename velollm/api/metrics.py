@@ -74,6 +74,13 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+        pool = getattr(self.models, "pool", None)
+        if pool is not None:
+            loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
+                                        "host (woken from host memory after an eviction)", labels=["model", "kind"])
+            for (model, kind), n in pool.load_counts.items():
+                loads.add_metric([model, kind], n)
+            yield loads
         yield from gauges.values()
         yield from counters.values()
         yield from self._settings()

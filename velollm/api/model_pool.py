@@ -13,12 +13,14 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
+from velollm.context.parked_models import ParkedModels, parked_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class ModelPool:
     """Engines by model name. `load_fn(name)` is blocking and returns an object with `.shutdown()`."""
 
     def __init__(self, load_fn: Callable[[str], Any], max_loaded_models: int = 1,
-                 default_keep_alive: float = DEFAULT_KEEP_ALIVE) -> None:
+                 default_keep_alive: float = DEFAULT_KEEP_ALIVE, host_cache_bytes: int = 0) -> None:
         if max_loaded_models < 1:
             raise ValueError("max_loaded_models must be >= 1")
         self._load_fn = load_fn
@@ -54,6 +56,9 @@ class ModelPool:
         self._changed = asyncio.Condition()
         # One load at a time (as in Ollama): each load needs exactly one free slot.
         self._load_lock = asyncio.Lock()
+        # Engines evicted for room, asleep with their weights in host memory (velollm.context.parked_models).
+        self.parked = ParkedModels(host_cache_bytes)
+        self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host) -> loads
 
     def loaded(self) -> list[LoadedModel]:
         """Loaded models, latest expiry first (the order of Ollama's /api/ps)."""
@@ -128,24 +133,40 @@ class ModelPool:
     async def close(self) -> None:
         for entry in list(self._models.values()):
             await self._unload(entry)
+        for engine in self.parked.drain():
+            await asyncio.to_thread(engine.shutdown)
 
     # --- internals -----------------------------------------------------------------------------
 
     async def _load(self, name: str) -> LoadedModel:
         async with self._load_lock:
             await self._make_room()
-            logger.info("loading model %r", name)
             started = time.perf_counter()
+            kind = "host" if name in self.parked else "cold"
+            logger.info("loading model %r%s", name, " from host memory" if kind == "host" else "")
             try:
-                engine = await asyncio.to_thread(self._load_fn, name)
+                engine = await asyncio.to_thread(self._wake_or_load, name)
             except BaseException:
                 self._waiters.pop(name, None)
                 raise
-            logger.info("model %r loaded in %.1f s", name, time.perf_counter() - started)
+            self.load_counts[(name, kind)] += 1
+            logger.info("model %r loaded in %.2f s (%s)", name, time.perf_counter() - started, kind)
             entry = LoadedModel(name, engine, self.default_keep_alive, num_active=self._waiters.pop(name, 0))
             self._models[name] = entry
             self._notify()
             return entry
+
+    def _wake_or_load(self, name: str) -> Any:
+        engine = self.parked.take(name)
+        if engine is None:
+            return self._load_fn(name)
+        try:
+            engine.wake()
+        except Exception:  # a parked engine that cannot wake is loaded afresh
+            logger.exception("waking parked model %r failed; loading it again", name)
+            engine.shutdown()
+            return self._load_fn(name)
+        return engine
 
     def _drop_waiter(self, name: str) -> None:
         left = self._waiters.get(name, 0) - 1
@@ -165,7 +186,7 @@ class ModelPool:
                 idle = [m for m in self._models.values() if m.num_active == 0]
                 if idle:
                     victim = min(idle, key=lambda m: m.last_used)
-                    await self._unload(victim)
+                    await self._unload(victim, park=True)
                     continue
                 # All busy: stop new requests on the least recently used one and wait for it to drain.
                 min(self._models.values(), key=lambda m: m.last_used).draining = True
@@ -187,13 +208,20 @@ class ModelPool:
         if self._models.get(entry.name) is entry and entry.num_active == 0:
             await self._unload(entry)
 
-    async def _unload(self, entry: LoadedModel) -> None:
+    async def _unload(self, entry: LoadedModel, park: bool = False) -> None:
+        """Unloads `entry`; `park`: evicted for room, so kept asleep in host memory when it fits there."""
         if self._models.get(entry.name) is not entry:
             return
         del self._models[entry.name]
         self._cancel_timer(entry)
-        logger.info("unloading model %r", entry.name)
-        await asyncio.to_thread(entry.engine.shutdown)
+        if park and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
+            logger.info("parking model %r in host memory", entry.name)
+            await asyncio.to_thread(entry.engine.sleep)
+            for engine in self.parked.park(entry.name, entry.engine):
+                await asyncio.to_thread(engine.shutdown)
+        else:
+            logger.info("unloading model %r", entry.name)
+            await asyncio.to_thread(entry.engine.shutdown)
         self._notify()
 
     def _cancel_timer(self, entry: LoadedModel) -> None:

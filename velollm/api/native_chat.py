@@ -4,13 +4,13 @@ sampling params (grammars start after the thinking), the generation stream and i
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import AppState, fit_max_tokens
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
@@ -18,17 +18,29 @@ from velollm.api.protocol_openai import ChatCompletionRequest
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
+from velollm.context.fitter import FittedPrompt, Render
 from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 
 
-def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> list[int]:
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> str:
     try:
-        return tokenizer.encode_chat(messages, **template_kwargs)
+        return tokenizer.apply_chat_template(messages, **template_kwargs)
     except InvalidRequest:
         raise
     except Exception as exc:  # jinja errors from the model's template ("roles must alternate", ...)
         raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> list[int]:
+    return tokenizer.encode(render_chat(tokenizer, messages, template_kwargs), add_special_tokens=False)
+
+
+def chat_renderer(tokenizer: Any, tools: ToolCalls | None, template_kwargs: dict[str, Any]) -> Render:
+    """messages -> prompt text: through the tools' rendering when the request has tools."""
+    if tools is not None:
+        return tools.prompt_text
+    return lambda messages: render_chat(tokenizer, messages, template_kwargs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -37,6 +49,7 @@ class NativeChat:
     fmt: ChatFormatter
     tools: ToolCalls | None
     stream: bool
+    context: FittedPrompt | None = None
 
 
 async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
@@ -52,10 +65,13 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
         tc = req.tool_config
         tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
                           metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, req.messages)
         params = tools.params(req.params)
-    else:
-        prompt_ids = await asyncio.to_thread(encode_chat, tokenizer, req.messages, template_kwargs)
+    fitted = await fit_chat(state, served, req.messages, chat_renderer(tokenizer, tools, template_kwargs),
+                            api="openai", requested=req.context_overflow, context_len=engine.max_model_len,
+                            max_tokens=params.max_tokens)
+    if tools is not None:
+        tools.use_messages(fitted.messages)
+    prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, tokenizer, prompt_ids)
     if thinking is not None:
         params = thinking.constrain(params)
@@ -66,7 +82,9 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     fmt = ChatFormatter(request_id, served.name, int(time.time()), tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs, reasoning=thinking is not None)
-    return NativeChat(GenerationStream(engine, calls, request_id, thinking), fmt, tools, req.stream.stream)
+    gen = GenerationStream(engine, calls, request_id, thinking)
+    remember_turn(state, served, gen, fitted)
+    return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
 
 
 async def stream_chunks(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter,

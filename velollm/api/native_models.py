@@ -32,8 +32,11 @@ def load_native(name: str, *, served_name: str, allow_paths: bool, **engine_kwar
     if _embedding_source(name, allow_paths) is not None:
         from velollm.embed.served import EmbeddingEngine
 
+        from velollm.engine.loader.source import TORCH_DTYPES
+
         device = engine_kwargs.get("device") or "auto"
-        return EmbeddingEngine.load(name, device=default_device() if device == "auto" else device)
+        dtype = TORCH_DTYPES.get(str(engine_kwargs.get("dtype")))  # "auto": float16 on GPUs, float32 on CPUs
+        return EmbeddingEngine.load(name, device=default_device() if device == "auto" else device, dtype=dtype)
     from velollm.engine.async_engine import AsyncEngine
 
     engine = AsyncEngine.from_model(name, served_name=served_name, allow_paths=allow_paths, **engine_kwargs)

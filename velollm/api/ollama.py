@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,10 +20,12 @@ from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint,
                                  read_json, route)
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.native_chat import encode_chat
+from velollm.api.context_fit import context_headers, fit_chat, remember_turn
+from velollm.api.native_chat import chat_renderer, encode_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
+    OllamaSampling,
     model_of,
     parse_chat_request,
     parse_generate_request,
@@ -198,8 +200,10 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
                fmt: OllamaFormatter, stream: bool, tools: ToolCalls | None = None,
-               thinking: Thinking | None = None) -> Response:
+               thinking: Thinking | None = None, on_gen: Callable[[GenerationStream], None] | None = None) -> Response:
     gen = GenerationStream(engine, [EngineCall(prompt_ids, params)], f"ollama-{uuid.uuid4().hex}", thinking)
+    if on_gen is not None:
+        on_gen(gen)
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
     if stream:
@@ -224,14 +228,21 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
                                   thinking=choice.reasoning))
 
 
-def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
+def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
     info = served.engine.source.info
-    sampling = sampling_from_options(req.options, info.default_options, req.format,
-                                     req.top_logprobs if req.logprobs else None)
+    return sampling_from_options(req.options, info.default_options, req.format,
+                                 req.top_logprobs if req.logprobs else None)
+
+
+def _context_len(served: Any, sampling: OllamaSampling) -> int:
+    """The model's context, or the smaller `num_ctx` the request asks for."""
     context = served.engine.max_model_len
-    if sampling.num_ctx:
-        context = min(context, sampling.num_ctx)
-    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, context, "prompt")
+    return min(context, sampling.num_ctx) if sampling.num_ctx else context
+
+
+def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
+    sampling = _options(served, req)
+    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, _context_len(served, sampling), "prompt")
     return engine_params(sampling.params, max_tokens, stream=req.stream)
 
 
@@ -279,9 +290,13 @@ async def chat(request: Request, state: AppState, call: Call) -> Response:
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")
         tools = ToolCalls(engine, req.tools, "auto", True, retries=state.config.tool_retries, metrics=state.metrics,
                           model=served.name, template_kwargs=plan.template_kwargs)
-        prompt_ids = await asyncio.to_thread(tools.prompt_ids, messages)
-    else:
-        prompt_ids = await asyncio.to_thread(encode_chat, engine.tokenizer, messages, plan.template_kwargs)
+    options = _options(served, req)
+    fitted = await fit_chat(state, served, messages, chat_renderer(engine.tokenizer, tools, plan.template_kwargs),
+                            api="ollama", requested=req.context_overflow, context_len=_context_len(served, options),
+                            max_tokens=options.params.max_tokens)
+    if tools is not None:
+        tools.use_messages(fitted.messages)
+    prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if tools is not None:
@@ -290,7 +305,10 @@ async def chat(request: Request, state: AppState, call: Call) -> Response:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking)
+    response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
+                          on_gen=lambda gen: remember_turn(state, served, gen, fitted))
+    response.headers.update(context_headers(fitted))
+    return response
 
 
 def routes() -> list[Route]:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
                                  read_json, route)
@@ -91,7 +92,9 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     chat = await prepare_chat(state, target.model, parse_chat_request(body))
-    return await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
+    response = await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
+    response.headers.update(context_headers(chat.context))
+    return response
 
 
 @endpoint("/v1/completions")

@@ -12,6 +12,7 @@ from typing import Any
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
 from velollm.api.keep_alive import parse_keep_alive as parse_duration
+from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import SamplingParams, StructuredOutput
 from velollm.reasoning import ThinkSetting
@@ -65,6 +66,7 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
 
 
 def parse_keep_alive(value: Any) -> float | None:
@@ -91,7 +93,8 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
                           structured: StructuredOutput | None, logprobs: int | None) -> OllamaSampling:
     """Ollama's precedence: DefaultOptions() <- the model's params layer <- the request's options."""
     for key in options:
-        if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx") and key not in IGNORED_OPTIONS:
+        if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx", "context_overflow") \
+                and key not in IGNORED_OPTIONS:
             logger.warning("invalid option provided: %s (ignored, as Ollama does)", key)
     merged = {**DEFAULT_OPTIONS, **(model_defaults or {}), **options}
     o = Fields(merged, "options.")
@@ -193,4 +196,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a malformed tool, before the model is touched
-    return ChatRequest(messages=messages, tools=tools, **common)
+    overflow = parse_overflow(common["options"].get("context_overflow"), "options.context_overflow")
+    if overflow is None and f.has("truncate") and not f.bool("truncate"):
+        overflow = "error"  # Ollama's `truncate: false`: an error instead of a shorter history
+    return ChatRequest(messages=messages, tools=tools, context_overflow=overflow, **common)

@@ -13,6 +13,7 @@ from typing import Any
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
+from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
@@ -46,6 +47,7 @@ class ChatCompletionRequest:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     think: ThinkSetting = field(default_factory=ThinkSetting)  # reasoning_effort / enable_thinking
     include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
+    context_overflow: str | None = None  # error | truncate | compress (extra_body); None: the server's
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         chat_template_kwargs=template_kwargs,
         think=ThinkSetting.from_openai(f.raw("reasoning_effort"), template_kwargs),
         include_reasoning=f.bool("include_reasoning", True),
+        context_overflow=parse_overflow(f.raw("context_overflow")),
     )
 
 

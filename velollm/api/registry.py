@@ -94,6 +94,7 @@ class OnDemand:
     # canonical name -> its ModelSource, no weights read (/api/show of a model not loaded);
     # None: velollm.engine.loader.resolve.resolve_model
     describe: Callable[[str], Any] | None = None
+    host_cache_bytes: int = 0  # weights of evicted CPU models kept asleep for a fast re-load
 
 
 class ModelRegistry:
@@ -110,7 +111,8 @@ class ModelRegistry:
         self._resolved: dict[str, tuple[float, str | Exception]] = {}
         self._described: dict[str, ServedModel] = {}  # canonical name -> a SourceView, for /api/show
         if on_demand is not None:
-            self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s)
+            self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s,
+                                  on_demand.host_cache_bytes)
 
     @property
     def ready(self) -> bool:

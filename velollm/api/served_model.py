@@ -21,6 +21,13 @@ class ServedModel:
     def shutdown(self) -> None:  # the ModelPool unloads through this
         self.engine.shutdown()
 
+    def sleep(self) -> None:  # the ModelPool parks an evicted model through these (AsyncEngine.sleep)
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+        self.loaded_at = time.time()
+
 
 class SourceView:
     """A resolved model that is not loaded, with the engine attributes that /api/show and

@@ -49,6 +49,10 @@ class ServerConfig:
     responses_db: str = ":memory:"
     responses_max: int = 10_000
     responses_max_age_s: float = 30 * 86400.0
+    # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
+    context_overflow: str | None = None
+    host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
+    prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -90,6 +94,10 @@ class ServerConfig:
             raise ValueError(f"keep_alive_s must be >= 0 (math.inf: forever), got {self.keep_alive_s}")
         if self.responses_max < 1 or self.responses_max_age_s <= 0:
             raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
+        if self.host_cache_bytes < 0:
+            raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
+        if self.context_overflow not in (None, "error", "truncate", "compress"):
+            raise ValueError(f"context_overflow must be error, truncate or compress, got {self.context_overflow!r}")
         if self.stats_interval_s < 0:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
 

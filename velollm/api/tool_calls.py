@@ -44,14 +44,18 @@ class StreamPiece:
     new_calls: tuple[ToolCall, ...] = ()
 
 
-def _encode(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> list[int]:
-    """The prompt ids, with template errors as a 400 ("roles must alternate", ...)."""
+def _render(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> str:
+    """The prompt text, with template errors as a 400 ("roles must alternate", ...)."""
     try:
-        return session.prompt_token_ids(messages, **kwargs)
-    except InvalidRequest:  # ContextOverflow included
+        return session.render_prompt(messages, **kwargs)
+    except InvalidRequest:
         raise
     except Exception as exc:  # jinja errors from the model's template
         raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+
+
+def _encode(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> list[int]:
+    return session.tokenizer.encode(_render(session, messages, kwargs), add_special_tokens=False)
 
 
 class ToolCalls:
@@ -69,6 +73,14 @@ class ToolCalls:
         self.model = model
         self.template_kwargs = dict(template_kwargs or {})
         self.messages: list[dict[str, Any]] = []
+
+    def prompt_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt text for `messages` (tools included); `use_messages` says which ones ran."""
+        return _render(self.session, messages, self.template_kwargs)
+
+    def use_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """The history a retry continues (after context management, the messages that ran)."""
+        self.messages = [dict(m) for m in messages]
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""

@@ -70,6 +70,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
+    p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
+                   help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
+                        "compress then summarise them (compress); default: error on /v1, truncate on /api")
+    p.add_argument("--host-cache-memory", type=parse_size, default=None,
+                   help="weights of CPU models evicted by --max-loaded-models kept asleep in host memory for "
+                        "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
+    p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                   help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
@@ -117,7 +125,18 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
+        context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
+        host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
     )
+
+
+def _host_cache_bytes(requested: int | None) -> int:
+    """--host-cache-memory, else a quarter of the machine's RAM."""
+    if requested is not None:
+        return requested
+    import psutil
+
+    return psutil.virtual_memory().total // 4
 
 
 def _responses_db(cache: str | None) -> str:

@@ -40,13 +40,23 @@ class Embedder:
         self.max_batch_tokens = max(max_batch_tokens, self.max_tokens)
         self._tokenizer = source.load_tokenizer()
         self.vocab_size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        longest = max(1, *map(len, self._tokenizer.get_vocab(with_added_tokens=True)))
+        # Characters that surely hold more than max_tokens tokens: no token covers more than the longest
+        # one (or a whole unknown word, < 128), and a normalizer shrinks text at most 4x. Text beyond it
+        # cannot reach the truncated ids, so it is cut before encoding (a 10 MB input costs nothing).
+        self.max_input_chars = self.max_tokens * max(longest, 128) * 4
         self._model = source.build(device, self.dtype)
         self._lock = threading.Lock()
 
     def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[list[int]]:
         """Token ids with the model's special tokens; inputs over `max_tokens` are cut to it, or raise
         ContextOverflow (naming the limit) when `truncate` is false."""
-        encodings = self._tokenizer.encode_batch(list(texts))
+        if not truncate:
+            for i, text in enumerate(texts):
+                if len(text) > self.max_input_chars:
+                    raise ContextOverflow(f"input {i} exceeds the model's context length of {self.max_tokens} "
+                                          "tokens", param="input")
+        encodings = self._tokenizer.encode_batch([text[:self.max_input_chars] for text in texts])
         if not truncate:
             for i, enc in enumerate(encodings):
                 if enc.overflowing:

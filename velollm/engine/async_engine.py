@@ -70,12 +70,25 @@ class AsyncEngine:
             self._thread.start()
 
     def shutdown(self) -> None:
+        self._stop_thread()
+        self.engine.close()
+
+    def sleep(self) -> None:
+        """The engine thread stopped and the KV cache released; the weights stay (see LLMEngine.sleep)."""
+        self._stop_thread()
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+        self._stopping = False
+        self.start()
+
+    def _stop_thread(self) -> None:
         self._stopping = True
         self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self.engine.close()
 
     @property
     def num_waiting(self) -> int:

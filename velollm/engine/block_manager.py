@@ -115,6 +115,12 @@ class BlockManager:
         request.block_hashes = []
         request.num_computed_tokens = 0
 
+    def reset(self) -> None:
+        """Every block free and no prefix cached (the KV cache was released and allocated anew)."""
+        self.blocks = [Block(i) for i in range(self.num_blocks)]
+        self.free_blocks = OrderedDict.fromkeys(range(self.num_blocks))
+        self.hash_to_block = {}
+
     def _take(self, block_id: int) -> None:
         block = self.blocks[block_id]
         if block.ref_count == 0:

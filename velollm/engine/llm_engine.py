@@ -270,6 +270,17 @@ class LLMEngine:
         quantized) and the KV cache (what Ollama's /api/ps reports as size)."""
         return self.runner.weight_bytes + self.runner.kv_cache_bytes()
 
+    def sleep(self) -> None:
+        """Like vLLM's sleep mode level 1 on a CPU engine: requests aborted, KV cache released, weights kept
+        (in host memory), so `wake()` is much faster than building the engine again."""
+        for request_id in list(self.requests):
+            self.abort_request(request_id)
+        self.runner.release()
+
+    def wake(self) -> None:
+        self.runner.reacquire()
+        self.block_manager.reset()
+
     def close(self) -> None:
         for request_id in list(self.requests):
             self.abort_request(request_id)

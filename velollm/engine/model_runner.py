@@ -73,8 +73,10 @@ class ModelRunner:
         if device.type == "cuda" and self.attention_backend == "triton":
             self._warm_up_kernels()
         self.graphs: DecodeGraphs | None = None
+        self._graph_len = 0  # decode graphs' context length; 0: eager decode
         if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
-            self.graphs = self._capture_graphs(min(max_model_len, self.num_blocks * self.block_size))
+            self._graph_len = min(max_model_len, self.num_blocks * self.block_size)
+            self.graphs = self._capture_graphs(self._graph_len)
         self.num_forward_tokens = 0  # tokens actually run through the model (prefix-cache tests read it)
         self.step_counts = {"prefill": 0, "decode_eager": 0, "decode_graph": 0}
 
@@ -180,6 +182,14 @@ class ModelRunner:
     def release(self) -> None:
         self.graphs = None  # the graphs hold the KV cache's addresses
         self.kv_caches = []
+
+    def reacquire(self) -> None:
+        """The KV cache (and decode graphs) again after `release`, the weights as they are."""
+        if self.kv_caches:
+            return
+        self.kv_caches = self._allocate_kv_cache(self.num_blocks)
+        if self._graph_len:
+            self.graphs = self._capture_graphs(self._graph_len)
 
     def paths(self) -> dict[str, object]:
         """Which compute paths ran so far (benchmarks print and check this)."""

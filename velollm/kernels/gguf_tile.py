@@ -144,24 +144,30 @@ def dequant(q, s, b, e, rows, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_str
 
 
 @triton.jit
-def load_qs_tile(qs_ptr, rows, row_mask, qs_stride, off, end, BLOCK_B: tl.constexpr):
-    """The qs bytes [off, off + BLOCK_B) of `rows` ([R, 1] int64), zero past `end` or masked rows.
-    Returns (bytes, byte positions, their mask, the [R, BLOCK_B] mask)."""
-    pb = off + tl.arange(0, BLOCK_B)
+def load_group_tile(qs_ptr, rows2, row_mask, qs_stride, off, end, NG: tl.constexpr, GROUP: tl.constexpr):
+    """The qs bytes [off, off + NG * GROUP) of the rows `rows2` ([R, 1] int64) as an [R, NG, GROUP] tile,
+    zero past `end` and in masked rows. A group's fields at one shift step share their scales (GROUP is
+    the type's QuantType.group; `off` a multiple of it). Returns (bytes, group starts [NG], byte
+    positions [NG, GROUP], their mask, the tile mask, the [R, NG] group mask)."""
+    pg = off + tl.arange(0, NG) * GROUP
+    pb = pg[:, None] + tl.arange(0, GROUP)[None, :]
     p_mask = pb < end
-    mask = row_mask[:, None] & p_mask[None, :]
-    return tl.load(qs_ptr + rows * qs_stride + pb[None, :], mask=mask, other=0), pb, p_mask, mask
+    mask = row_mask[:, None, None] & p_mask[None, :, :]
+    q = tl.load(qs_ptr + rows2[:, :, None] * qs_stride + pb[None, :, :], mask=mask, other=0)
+    return q, pg, pb, p_mask, mask, row_mask[:, None] & (pg < end)[None, :]
 
 
 @triton.jit
-def tile_weights(q, s, pb, rows, mask, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride,
-                 QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr):
-    """float32 weights [R, BLOCK_B] of a qs tile at shift step s, and the K index of each column."""
+def group_tile(q, s, pg, pb, rows2, mask, g_mask, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride,
+               QTYPE: tl.constexpr, QK: tl.constexpr, QS_BYTES: tl.constexpr):
+    """A load_group_tile tile at shift step s: int32 quants [R, NG, GROUP], the scales A and B of each
+    group [R, NG] (weight = quant * A - B) and the K index of each field [NG, GROUP]."""
     b = pb // QS_BYTES
     e = qs_element(pb % QS_BYTES, s, QTYPE)
-    w = dequant(q, s, b[None, :], e[None, :], rows, qh_ptr, sc_ptr, d_ptr, qh_stride, sc_stride, d_stride, mask,
-                QTYPE)
-    return w, b * QK + e
+    qv = quant_values(q, s, b[None, :, :], e[None, :, :], rows2[:, :, None], qh_ptr, qh_stride, mask, QTYPE)
+    a, m = block_scales((pg // QS_BYTES)[None, :], qs_element(pg % QS_BYTES, s, QTYPE)[None, :], rows2,
+                        sc_ptr, d_ptr, sc_stride, d_stride, g_mask, QTYPE)
+    return qv, a, m, b * QK + e
 
 
 def plane_args(w: QuantizedWeight) -> tuple[list, dict[str, int]]:

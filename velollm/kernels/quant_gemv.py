@@ -19,7 +19,7 @@ import torch
 
 from velollm.kernels._triton import interpreter_tile, tl, triton
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
-from velollm.kernels.gguf_tile import block_scales, linear_operands, plane_args, qs_element, quant_values
+from velollm.kernels.gguf_tile import group_tile, linear_operands, load_group_tile, plane_args
 
 MAX_ROWS = 8
 _BLOCK_N = 8  # 16 spills registers for Q6_K at one row (sm_90, ptxas)
@@ -44,26 +44,17 @@ def _gemv_kernel(
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     rows2 = rows.to(tl.int64)[:, None]
-    rows3 = rows2[:, :, None]
     m = tl.arange(0, M_PAD)
     m_mask = m < M
     acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     start = split * bytes_per_split
     end = tl.minimum(start + bytes_per_split, row_bytes)
     for off in range(start, end, BLOCK_B):
-        pg = off + tl.arange(0, NG) * GROUP  # first byte of each group
-        pb = pg[:, None] + tl.arange(0, GROUP)[None, :]
-        p_mask = pb < end
-        mask = row_mask[:, None, None] & p_mask[None, :, :]
-        q = tl.load(qs_ptr + rows3 * qs_stride + pb[None, :, :], mask=mask, other=0)
-        b = pb // QS_BYTES
-        g_mask = row_mask[:, None] & (pg < end)[None, :]
+        q, pg, pb, p_mask, mask, g_mask = load_group_tile(qs_ptr, rows2, row_mask, qs_stride, off, end, NG, GROUP)
         for s in tl.static_range(SHIFTS):
-            e = qs_element(pb % QS_BYTES, s, QTYPE)
-            qv = quant_values(q, s, b[None, :, :], e[None, :, :], rows3, qh_ptr, qh_stride, mask, QTYPE)
-            a, bias = block_scales((pg // QS_BYTES)[None, :], qs_element(pg % QS_BYTES, s, QTYPE)[None, :], rows2,
-                                   sc_ptr, d_ptr, sc_stride, d_stride, g_mask, QTYPE)
-            x = tl.load(x_ptr + m[:, None, None] * x_stride + (b * QK + e)[None, :, :],
+            qv, a, bias, cols = group_tile(q, s, pg, pb, rows2, mask, g_mask, qh_ptr, sc_ptr, d_ptr, qh_stride,
+                                           sc_stride, d_stride, QTYPE, QK, QS_BYTES)
+            x = tl.load(x_ptr + m[:, None, None] * x_stride + cols[None, :, :],
                         mask=m_mask[:, None, None] & p_mask[None, :, :], other=0.0).to(tl.float32)
             dots = tl.sum(qv.to(tl.float32)[None, :, :, :] * x[:, None, :, :], axis=3)
             acc += tl.sum(dots * a[None, :, :] - tl.sum(x, axis=2)[:, None, :] * bias[None, :, :], axis=2)

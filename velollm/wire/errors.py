@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from velollm.errors import (
+    ContextOverflow,
     EngineDead,
     InvalidRequest,
     ModelLoadError,
@@ -49,7 +50,9 @@ def to_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, InvalidRequest):  # ContextOverflow included
+    if isinstance(exc, ContextOverflow):  # OpenAI's code for a prompt longer than the context
+        return APIError(400, message, param=exc.param, code="context_length_exceeded")
+    if isinstance(exc, InvalidRequest):
         return APIError(400, message, param=exc.param)
     if isinstance(exc, ModelNotFound):
         return APIError(404, message, code="model_not_found")

@@ -1,0 +1,219 @@
+"""Long conversations: TTFT per turn with and without turn prefetch, compression per step, model switch.
+
+    python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--parts ttft,compress,switch]
+
+A 30-turn chat on the demo model through `velollm serve --context-overflow compress`: each turn a new
+~300-token user message and a 32-token answer; turns 5, 10, 15, 20 and 25 also carry a tool call whose
+result is the same ~2k-token output. TTFT (first streamed content) per turn, once with turn prefetch and
+once with `--no-prefetch` (prompts tokenized afresh), and the prefix-cache hits. Compression: the lossless
+steps on the final history (tokens before/after, time), and what the server reported for its last turn.
+Switch: two models with `--max-loaded-models 1`, TTFT of the first request after each switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
+
+WORDS = ("river mill grain morning numbers sacks brother stories bakery bread coins model token engine cache "
+         "scheduler weather clouds north sunshine south winds temperature thunder evening umbrella coat book "
+         "office letter system prompt user question assistant answer tool function name arguments location "
+         "result conversation recipe onions carrots celery olive water stock salt pepper thyme harbour dawn "
+         "coast lighthouse keeper logbook storms ships whales visitor stars night").split()
+
+
+def start(args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, str, Path]:
+    """`velollm serve` with the demo model from the usual cache (tests/serve_process does the waiting)."""
+    from velollm.engine.loader.demo import default_cache_dir
+
+    cache = os.environ.get("VELOLLM_CACHE") or str(default_cache_dir())
+    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--kv-cache-memory", "512MiB", *extra,
+                                    env={"VELOLLM_CACHE": cache}, timeout=300)
+    return proc, url, log
+
+
+def user_message(rng: random.Random, turn: int, num_words: int) -> str:
+    return f"Turn {turn}. " + " ".join(rng.choice(WORDS) for _ in range(num_words)) + "?"
+
+
+def tool_output(num_rows: int) -> str:
+    rows = [{"id": i, "name": f"sack {i}", "mill": "river", "weight_kg": 40 + i % 7, "day": WORDS[i % len(WORDS)]}
+            for i in range(num_rows)]
+    return json.dumps({"rows": rows}, indent=2)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of a series over every label set that includes `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        total += sum(s.value for s in family.samples
+                     if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return total
+
+
+def turn_request(client: httpx.Client, model: str, messages: list[dict], max_tokens: int) -> dict:
+    """One streamed turn: TTFT (first content), the answer, usage and the x-velollm-context header."""
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft, text, usage = None, "", {}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        header = r.headers.get("x-velollm-context", "")
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices", []):
+                if choice["delta"].get("content"):
+                    ttft = ttft or time.perf_counter() - t0
+                    text += choice["delta"]["content"]
+    return {"ttft": ttft or time.perf_counter() - t0, "text": text, "usage": usage, "context": header}
+
+
+def conversation(args: argparse.Namespace, url: str) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(7)
+    output = tool_output(args.tool_rows)
+    messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
+    rows = []
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for turn in range(1, args.turns + 1):
+            messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
+            if turn % 5 == 0 and turn < args.turns:
+                call = {"id": f"call_{turn}", "type": "function", "function": {"name": "mill_rows", "arguments": "{}"}}
+                messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                             {"role": "tool", "tool_call_id": f"call_{turn}", "content": output}]
+            hits = metric(url, "velollm_prefix_cache_hits_total")
+            out = turn_request(client, "demo", messages, args.max_tokens)
+            out["hits"] = metric(url, "velollm_prefix_cache_hits_total") - hits
+            messages.append({"role": "assistant", "content": out["text"]})
+            rows.append({"turn": turn, "ttft_ms": round(out["ttft"] * 1e3, 1),
+                         "prompt_tokens": out["usage"].get("prompt_tokens"), "cache_hit_tokens": int(out["hits"]),
+                         "context": out["context"]})
+    return messages, rows
+
+
+def part_ttft(args: argparse.Namespace) -> list[dict]:
+    runs = {}
+    for label, extra in (("prefetch", ()), ("no-prefetch", ("--no-prefetch",))):
+        proc, url, _ = start(args, "--max-model-len", str(args.max_model_len), "--context-overflow", "compress",
+                             *extra)
+        try:
+            messages, rows = conversation(args, url)
+        finally:
+            stop_serve(proc)
+        runs[label] = rows
+    print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len})")
+    print("| turn | prompt tokens | TTFT prefetch ms | cache hits | TTFT no-prefetch ms | cache hits | context |")
+    print("|---|---|---|---|---|---|---|")
+    for a, b in zip(runs["prefetch"], runs["no-prefetch"]):
+        print(f"| {a['turn']} | {a['prompt_tokens']} | {a['ttft_ms']} | {a['cache_hit_tokens']} | {b['ttft_ms']} | "
+              f"{b['cache_hit_tokens']} | {a['context'] or '-'} |")
+    for label, rows in runs.items():
+        ratio = rows[-1]["ttft_ms"] / rows[1]["ttft_ms"]
+        print(f"{label}: turn {rows[-1]['turn']} TTFT / turn 2 TTFT = {ratio:.2f} (target <= 1.5)")
+    return messages
+
+
+def part_compress(messages: list[dict]) -> None:
+    from velollm.context.compressor import STEPS
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(ensure_demo())
+
+    def count(ms: list[dict]) -> int:
+        return len(tokenizer.encode(tokenizer.apply_chat_template(ms), add_special_tokens=False))
+
+    print(f"\n## Compression of the final history ({len(messages)} messages), lossless steps")
+    print("| step | tokens before | tokens after | saved | ms |")
+    print("|---|---|---|---|---|")
+    current = messages
+    for name, step in STEPS:
+        before = count(current)
+        t0 = time.perf_counter()
+        current = step(current)
+        dt = time.perf_counter() - t0
+        after = count(current)
+        print(f"| {name} | {before} | {after} | {before - after} | {dt * 1e3:.2f} |")
+
+
+def part_switch(args: argparse.Namespace) -> None:
+    from velollm.engine.loader.demo import ensure_demo
+
+    demo = Path(ensure_demo())
+    other = Path(tempfile.mkdtemp()) / "demo-copy"
+    shutil.copytree(demo, other)
+    models = {"A": str(demo), "B": str(other)}
+    print("\n## Model switch with --max-loaded-models 1 (two on-demand copies of demo)")
+    print("| --host-cache-memory | request | model | TTFT ms | load |")
+    print("|---|---|---|---|---|")
+    summary: list[str] = []
+    try:
+        for host_cache in ("1GiB", "0"):
+            proc, url, _ = start(args, "--max-loaded-models", "1", "--max-model-len", "2048",
+                                 "--host-cache-memory", host_cache)
+            try:
+                by_kind: dict[str, list[float]] = {}
+                with httpx.Client(base_url=url, timeout=600) as client:
+                    for i, label in enumerate("AB" * args.switches):
+                        before = {k: metric(url, "velollm_model_loads_total", kind=k) for k in ("cold", "host")}
+                        out = turn_request(client, models[label], [{"role": "user", "content": "Hello there"}], 4)
+                        how = [k for k in before if metric(url, "velollm_model_loads_total", kind=k) > before[k]]
+                        print(f"| {host_cache} | {i + 1} | {label} | {out['ttft'] * 1e3:.1f} | {how[0] if how else '-'} |")
+                        if i >= 2 and how:  # after both models were seen once
+                            by_kind.setdefault(how[0], []).append(out["ttft"] * 1e3)
+                for kind, values in by_kind.items():
+                    summary.append(f"--host-cache-memory {host_cache}: switch TTFT median {statistics.median(values):.1f} "
+                                   f"ms over {len(values)} {kind} loads")
+            finally:
+                stop_serve(proc)
+    finally:
+        shutil.rmtree(other.parent, ignore_errors=True)
+    print("\n".join(summary))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--turns", type=int, default=30)
+    p.add_argument("--words", type=int, default=150, help="words per user message (~2 demo tokens each)")
+    p.add_argument("--tool-rows", type=int, default=40, help="rows of the repeated tool output (~50 tokens each)")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--switches", type=int, default=5, help="A,B request pairs in the switch part")
+    p.add_argument("--parts", default="ttft,compress,switch")
+    args = p.parse_args()
+    print(f"# benchmarks/context.py on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}")
+    parts = set(args.parts.split(","))
+    messages = part_ttft(args) if "ttft" in parts else []
+    if "compress" in parts and messages:
+        part_compress(messages)
+    if "switch" in parts:
+        part_switch(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

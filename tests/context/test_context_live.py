@@ -1,0 +1,182 @@
+"""Context management and turn prefetch through the official openai and ollama clients against
+`velollm serve` (demo model, 512-token context)."""
+
+from __future__ import annotations
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from tests.api.conftest import ServerHandle
+from tests.serve_process import start_serve, stop_serve
+
+CONTEXT = 512
+SENTENCE = "The river ran quietly past the old mill where the miller counted sacks of grain. "
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("context")
+    proc, url, log, _ = start_serve(tmp, "--kv-cache-memory", "32MiB", "--max-model-len", str(CONTEXT))
+    try:
+        yield ServerHandle("live", url, max_model_len=CONTEXT, log=log)
+    finally:
+        stop_serve(proc)
+
+
+def oai(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def long_chat(turns: int = 8) -> list[dict]:
+    """A history of ~800 tokens: over the 512-token context."""
+    messages = [{"role": "system", "content": "You are terse."}]
+    for i in range(turns):
+        messages += [{"role": "user", "content": f"Question {i}: " + SENTENCE * 2},
+                     {"role": "assistant", "content": f"Answer {i}: " + SENTENCE}]
+    return messages + [{"role": "user", "content": "And the last question?"}]
+
+
+def parse_header(value: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in value.split("; "))
+
+
+def test_openai_default_is_context_length_exceeded(live):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(live).chat.completions.create(model="demo", messages=long_chat(), max_tokens=4)
+    assert info.value.status_code == 400
+    assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+    assert f"maximum context length is {CONTEXT} tokens" in info.value.message
+    assert oai(live).chat.completions.create(model="demo", messages=long_chat(1), max_tokens=2).choices  # serving
+
+
+def test_openai_truncate_per_request_reports_what_it_dropped(live):
+    before = live.metric("velollm_context_dropped_messages_total", model="demo")
+    raw = oai(live).chat.completions.with_raw_response.create(
+        model="demo", messages=long_chat(), max_tokens=8, temperature=0, extra_body={"context_overflow": "truncate"})
+    r = raw.parse()
+    report = parse_header(raw.headers["x-velollm-context"])
+    dropped = [int(i) for i in report["dropped_messages"].split(",")]
+    # Whole turns, oldest first: user + assistant pairs from index 1; never the system prompt or the last message.
+    assert dropped == list(range(1, 1 + len(dropped))) and len(dropped) % 2 == 0
+    original, kept = (int(n) for n in report["tokens"].split("->"))
+    assert original > CONTEXT and kept == r.usage.prompt_tokens <= CONTEXT - 8
+    assert live.metric("velollm_context_dropped_messages_total", model="demo") == before + len(dropped)
+    assert live.metric("velollm_context_overflows_total", model="demo", mode="truncate") >= 1
+
+
+def test_openai_bad_mode_is_a_400(live):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(live).chat.completions.create(model="demo", messages=long_chat(1), max_tokens=2,
+                                          extra_body={"context_overflow": "shorten"})
+    assert info.value.param == "context_overflow"
+
+
+def test_truncation_never_splits_a_tool_call_from_its_result(live):
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    messages = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Look it up. " + SENTENCE * 2},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": SENTENCE * 8},
+                {"role": "assistant", "content": "Found it."}] + long_chat(6)[1:]
+    raw = oai(live).chat.completions.with_raw_response.create(
+        model="demo", messages=messages, max_tokens=8, extra_body={"context_overflow": "truncate"})
+    dropped = [int(i) for i in parse_header(raw.headers["x-velollm-context"])["dropped_messages"].split(",")]
+    assert {2, 3} <= set(dropped) or not {2, 3} & set(dropped)
+    assert dropped[:4] == [1, 2, 3, 4]
+
+
+class HeaderLog:
+    """Response headers the ollama client's httpx transport saw."""
+
+    def __init__(self) -> None:
+        self.headers: list[httpx.Headers] = []
+
+    def client(self, server) -> ollama.Client:
+        return ollama.Client(host=server.url, timeout=120,
+                             event_hooks={"response": [lambda response: self.headers.append(response.headers)]})
+
+
+def test_ollama_default_truncates_keeping_system_and_last_message(live):
+    log = HeaderLog()
+    r = log.client(live).chat(model="demo", messages=long_chat(), options={"num_predict": 4, "temperature": 0})
+    assert r.done and r.prompt_eval_count <= CONTEXT
+    report = parse_header(log.headers[-1]["x-velollm-context"])
+    assert report["mode"] == "truncate" and "0" not in report["dropped_messages"].split(",")
+    assert str(len(long_chat()) - 1) not in report["dropped_messages"].split(",")
+
+
+def test_ollama_num_ctx_lowers_the_budget(live):
+    log = HeaderLog()
+    r = log.client(live).chat(model="demo", messages=long_chat(2), options={"num_predict": 4, "num_ctx": 160})
+    assert r.prompt_eval_count <= 160
+    assert "dropped_messages" in parse_header(log.headers[-1]["x-velollm-context"])
+
+
+def test_ollama_error_mode_and_truncate_false(live):
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=live.url).chat(model="demo", messages=long_chat(),
+                                          options={"num_predict": 4, "context_overflow": "error"})
+    assert info.value.status_code == 400 and "maximum context length" in info.value.error
+    r = httpx.post(f"{live.url}/api/chat", json={"model": "demo", "messages": long_chat(), "stream": False,
+                                                 "truncate": False}, timeout=60)
+    assert r.status_code == 400 and "maximum context length" in r.json()["error"]
+
+
+def test_ollama_last_message_alone_too_long_is_a_400(live):
+    messages = [{"role": "user", "content": SENTENCE * 40}]
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=live.url).chat(model="demo", messages=messages, options={"num_predict": 4})
+    assert info.value.status_code == 400 and "last user message" in info.value.error
+
+
+def test_next_turn_prompt_reuses_the_whole_history_from_the_prefix_cache(live):
+    """Turn N+1's prompt starts with turn N's prompt ids and generated ids, token for token: the
+    prefix cache hits everything the engine computed for turn N (all full blocks)."""
+    client = oai(live)
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": SENTENCE}]
+    for _ in range(3):
+        r = client.chat.completions.create(model="demo", messages=messages, max_tokens=24, temperature=0,
+                                           extra_body={"ignore_eos": True})
+        computed = r.usage.prompt_tokens + r.usage.completion_tokens - 1  # the last sampled token has no KV
+        messages += [{"role": "assistant", "content": r.choices[0].message.content},
+                     {"role": "user", "content": "Go on."}]
+        hits = live.metric("velollm_prefix_cache_hits_total", model="demo")
+        reused = live.metric("velollm_context_prefix_reused_tokens_total", model="demo")
+        nxt = client.chat.completions.create(model="demo", messages=messages, max_tokens=1)
+        assert live.metric("velollm_prefix_cache_hits_total", model="demo") - hits == computed // 16 * 16
+        assert live.metric("velollm_context_prefix_reused_tokens_total", model="demo") - reused == computed + 1
+        assert nxt.usage.prompt_tokens > computed + 1
+
+
+def agent_chat(turns: int) -> list[dict]:
+    """An agent loop re-sending the same tool output every turn."""
+    output = "row 17: miller, 12 sacks, river mill, monday. " * 12
+    messages = [{"role": "system", "content": "You are terse."}]
+    for i in range(turns):
+        call = {"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+        messages += [{"role": "user", "content": f"Step {i}: " + SENTENCE},
+                     {"role": "assistant", "content": None, "tool_calls": [call]},
+                     {"role": "tool", "tool_call_id": f"call_{i}", "content": output},
+                     {"role": "assistant", "content": f"Done {i}."}]
+    return messages + [{"role": "user", "content": "Summing up?"}]
+
+
+def test_compress_dedupes_then_summarises_once_per_prefix(live):
+    client = oai(live)
+    raw = client.chat.completions.with_raw_response.create(
+        model="demo", messages=agent_chat(2), max_tokens=4, extra_body={"context_overflow": "compress"})
+    report = parse_header(raw.headers["x-velollm-context"])
+    saved = dict(s.split(":") for s in report["saved"].split(","))
+    assert int(saved["dedupe"]) > 100 and "summarized_messages" not in report  # lossless was enough
+    assert live.metric("velollm_context_saved_tokens_total", model="demo", step="dedupe") >= int(saved["dedupe"])
+
+    summaries = live.log.read_text().count("summarised")
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo", messages=agent_chat(6), max_tokens=4, extra_body={"context_overflow": "compress"})
+        report = parse_header(raw.headers["x-velollm-context"])
+        assert report["summarized_messages"].startswith("1,2,3,4") and "dropped_messages" not in report
+        assert int(report["tokens"].split("->")[1]) == raw.parse().usage.prompt_tokens <= CONTEXT - 4
+    assert live.log.read_text().count("summarised") == summaries + 1  # the second request reused the summary

@@ -1,0 +1,142 @@
+"""Context management for the chat handlers: the prompt fitted to its context (velollm.context), the
+x-velollm-context header, the metrics, and the finished turn remembered for the next one (prefetch)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from velollm.api.summarizer import ModelSummarizer
+from velollm.context.compressor import Compressor
+from velollm.context.fitter import ContextFitter, FittedPrompt, Render, output_reserve
+from velollm.context.metrics import ContextMetrics
+from velollm.context.overflow import resolve_overflow
+from velollm.context.report import HEADER
+from velollm.context.summary import SummaryCache, with_summary
+from velollm.context.turn_cache import TurnCache
+from velollm.context.turns import Turns
+from velollm.errors import ContextOverflow
+
+if TYPE_CHECKING:
+    from velollm.api.generation import ChoiceState, GenerationStream
+    from velollm.api.handler import AppState
+    from velollm.api.served_model import ServedModel
+
+_LOCK = threading.Lock()
+Messages = list[Mapping[str, Any]]
+
+
+@dataclass
+class ContextState:
+    """Per app: the counters, and each model's remembered turns and summaries."""
+
+    metrics: ContextMetrics
+    turn_caches: dict[str, TurnCache] = field(default_factory=dict)
+    summaries: dict[str, SummaryCache] = field(default_factory=dict)
+
+    def turn_cache(self, model: str) -> TurnCache:
+        with _LOCK:
+            return self.turn_caches.setdefault(model, TurnCache())
+
+    def summary_cache(self, model: str) -> SummaryCache:
+        with _LOCK:
+            return self.summaries.setdefault(model, SummaryCache())
+
+
+def context_state(state: "AppState") -> ContextState:
+    """The app's ContextState, made on first use."""
+    with _LOCK:
+        if state.context is None:
+            state.context = ContextState(ContextMetrics(state.metrics.registry))
+        return state.context
+
+
+async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+                   *, api: str, requested: str | None, context_len: int, max_tokens: int | None) -> FittedPrompt:
+    """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
+    API's default (error on /v1, truncate on /api)."""
+    ctx = context_state(state)
+    mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
+    turns = ctx.turn_cache(served.name) if state.config.prefetch else None
+    fitter = ContextFitter(render, served.engine.tokenizer, turns)
+    reserve = output_reserve(context_len, max_tokens)
+    compressor = Compressor() if mode == "compress" else None
+    fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
+    if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
+        summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
+        fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    ctx.metrics.observe(served.name, fitted.report, fitted.num_reused)
+    return fitted
+
+
+async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compressor: Compressor,
+                     messages: Messages, fitted: FittedPrompt, context_len: int, reserve: int) -> FittedPrompt:
+    """The oldest turns replaced by the model's summary of them, in the system prompt. A summary made
+    earlier for as many turns or more is reused (the prompt then keeps its prefix, and the prefix cache
+    hits); a new one covers the turns that leave a quarter of the budget free, so the next turns reuse
+    it too. When no summary fits, the truncated prompt stands."""
+    t0 = time.perf_counter()
+    budget = context_len - reserve
+    summary_tokens = max(16, min(256, budget // 8))
+    units = Turns.of(messages).units
+    gone = set(fitted.report.dropped_messages)  # type: ignore[union-attr]
+    k_min = next((k for k, unit in enumerate(units) if not set(unit) <= gone), len(units))
+
+    def older(k: int) -> Messages:
+        return [messages[i] for unit in units[:k] for i in unit]
+
+    def build(k: int, summary: str) -> FittedPrompt | None:
+        summarized = {i for unit in units[:k] for i in unit}
+        kept = with_summary(compressor.apply([m for i, m in enumerate(messages) if i not in summarized]), summary)
+        text, encoded = fitter.encode(kept)
+        if len(encoded.token_ids) > budget:
+            return None
+        full = fitter.count(compressor.apply(messages))
+        report = dataclasses.replace(fitted.report, dropped_messages=[], summarized_messages=sorted(summarized),
+                                     num_prompt_tokens=len(encoded.token_ids),
+                                     saved_tokens={**fitted.report.saved_tokens,  # type: ignore[union-attr]
+                                                   "summary": full - len(encoded.token_ids)},
+                                     step_seconds={**fitted.report.step_seconds,  # type: ignore[union-attr]
+                                                   "summary": time.perf_counter() - t0})
+        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report)
+
+    for k in range(max(1, k_min), len(units) + 1):
+        summary = summarizer.cached(older(k))
+        if summary is not None and (out := await asyncio.to_thread(build, k, summary)) is not None:
+            return out
+    k = k_min
+    try:
+        roomy = await asyncio.to_thread(fitter.fit, messages, "compress", context_len,
+                                        reserve + budget // 4 + summary_tokens, compressor)
+        if roomy.report is not None:
+            gone = set(roomy.report.dropped_messages)
+            k = next((j for j, unit in enumerate(units) if not set(unit) <= gone), len(units))
+    except ContextOverflow:
+        pass
+    summary = await summarizer.summarize(older(k), context_len, summary_tokens)
+    return await asyncio.to_thread(build, k, summary) or fitted
+
+
+def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
+    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn."""
+    if not state.config.prefetch:
+        return
+    cache = context_state(state).turn_cache(served.name)
+    tokenizer = served.engine.tokenizer
+
+    def remember(choices: list["ChoiceState"]) -> None:
+        cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
+
+    gen.on_finished.append(remember)
+
+
+def context_headers(fitted: FittedPrompt | None) -> dict[str, str]:
+    """`x-velollm-context` when the prompt that ran is not the one the client sent."""
+    if fitted is None or fitted.report is None:
+        return {}
+    return {HEADER: fitted.report.header()}

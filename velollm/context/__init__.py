@@ -1,0 +1,8 @@
+"""Long conversations: what happens when a chat outgrows the context (error, truncate, compress), and the
+prefetch that keeps the next turn's prompt in the prefix cache (one noun per file)."""
+
+from velollm.context.overflow import MODES, parse_overflow
+from velollm.context.report import ContextReport
+from velollm.context.turns import Turns
+
+__all__ = ["MODES", "ContextReport", "Turns", "parse_overflow"]

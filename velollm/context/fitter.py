@@ -1,0 +1,125 @@
+"""ContextFitter: a chat's prompt made to fit its context the way the overflow mode says.
+
+`error` leaves the messages alone and raises OpenAI's context_length_exceeded when they do not fit;
+`truncate` drops the oldest turns (velollm.context.turns says which ones may go); `compress` first
+applies the compressor's lossless steps, then truncates what still does not fit (the serving layer then
+summarises what was dropped). Prompts are encoded through the
+TurnCache, so the ids of earlier turns are the ones the engine already holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from velollm.context.report import ContextReport
+from velollm.context.truncation import stable_target, truncate
+from velollm.context.turn_cache import Encoded, TurnCache
+from velollm.context.turns import Turns
+from velollm.errors import ContextOverflow
+
+Render = Callable[[list[Mapping[str, Any]]], str]  # messages -> the prompt text (the chat template)
+TOO_LONG = 1 << 62  # a text the tokenizer refuses by its length alone
+# Truncation cuts in steps of budget / 4 tokens (truncation.stable_target): up to a quarter of the budget
+# more than needed goes, and the next turns keep the same cut (and their prefix-cache hits).
+STABLE_STEP_DIVISOR = 4
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    messages: list[Mapping[str, Any]]
+    text: str
+    token_ids: list[int]
+    num_reused: int  # leading ids taken from an earlier turn (TurnCache)
+    report: ContextReport | None  # None: the messages ran as sent
+
+
+def output_reserve(context_len: int, max_tokens: int | None) -> int:
+    """Room kept for the answer when truncating: the request's max_tokens, else min(1024, 1/8 of the
+    context); at most half the context, at least one token."""
+    wanted = max_tokens if max_tokens is not None else min(1024, context_len // 8)
+    return max(1, min(wanted, context_len // 2))
+
+
+class ContextFitter:
+    def __init__(self, render: Render, tokenizer: Any, turn_cache: TurnCache | None = None) -> None:
+        self.render = render
+        self.tokenizer = tokenizer
+        self.turn_cache = turn_cache
+        self._encoded: dict[int, tuple[str, Encoded]] = {}  # by number of messages: truncation re-counts
+        self._last_count: tuple[list[Mapping[str, Any]], int] | None = None
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> tuple[str, Encoded]:
+        text = self.render(messages)
+        if self.turn_cache is not None:
+            return text, self.turn_cache.encode(self.tokenizer, text)
+        return text, Encoded(self.tokenizer.encode(text, add_special_tokens=False), 0)
+
+    def count(self, messages: list[Mapping[str, Any]]) -> int:
+        """Tokens of the rendered messages. Each counted prompt is remembered, so the next turn's count of
+        the same history (raw, compressed or truncated alike) tokenizes only what is new."""
+        last = self._last_count
+        if last is not None and last[0] is messages:
+            return last[1]
+        try:
+            text, encoded = self.encode(messages)
+        except ContextOverflow:
+            return TOO_LONG
+        self._encoded[len(messages)] = (text, encoded)
+        if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
+            self.turn_cache.remember(text, encoded.token_ids)
+        self._last_count = (messages, len(encoded.token_ids))  # the list itself: its id stays valid
+        return len(encoded.token_ids)
+
+    def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
+            compressor: Any = None) -> FittedPrompt:
+        """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
+        less one token, as the request's max_tokens is clamped to what remains)."""
+        self._encoded.clear()
+        self._last_count = None
+        if mode == "error":
+            text, encoded = self.encode(messages)
+            if len(encoded.token_ids) >= context_len:
+                raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. However, "
+                                      f"your messages resulted in {len(encoded.token_ids)} tokens. Please reduce "
+                                      f"the length of the messages.", param="messages")
+            return FittedPrompt(messages, text, encoded.token_ids, encoded.num_reused, None)
+        budget = context_len - reserve
+        num_original = self.count(messages)
+        if num_original <= budget:
+            text, encoded = self._encoded[len(messages)]
+            return FittedPrompt(messages, text, encoded.token_ids, encoded.num_reused, None)
+        report = ContextReport(mode, num_original, num_original)
+        current = messages
+        if compressor is not None:
+            current = compressor.compress(current, self.count, report)
+        if self.count(current) > budget:
+            t0 = time.perf_counter()
+            current = self._truncate(messages, current, compressor, budget, context_len, report)
+            report.step_seconds["truncate"] = time.perf_counter() - t0
+        text, encoded = self._encoded.get(len(current)) or self.encode(current)
+        report.num_prompt_tokens = len(encoded.token_ids)
+        return FittedPrompt(current, text, encoded.token_ids, encoded.num_reused, report)
+
+    def _truncate(self, original: list[Mapping[str, Any]], current: list[Mapping[str, Any]], compressor: Any,
+                  budget: int, context_len: int, report: ContextReport) -> list[Mapping[str, Any]]:
+        """Drops the oldest turns of `current` (compressed: one message per original message, same indices).
+        The kept originals are compressed again, so no reference points to a dropped message; a kept copy
+        that thereby grows back can cost another turn."""
+        dropped: set[int] = set()
+        while True:
+            turns = Turns.of(current)
+            target = stable_target(self.count(current), budget, budget // STABLE_STEP_DIVISOR)
+            cut = truncate(turns, self.count, budget, context_len, target)
+            index = [i for i in range(len(original)) if i not in dropped]
+            dropped |= {index[i] for i in cut.dropped}
+            if compressor is None:
+                report.dropped_messages = sorted(dropped)
+                return cut.messages
+            current = compressor.apply([m for i, m in enumerate(original) if i not in dropped])
+            if self.count(current) <= budget:
+                report.dropped_messages = sorted(dropped)
+                return current
+

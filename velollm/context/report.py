@@ -1,0 +1,36 @@
+"""ContextReport: what was done to a prompt to make it fit, for the x-velollm-context header and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEADER = "x-velollm-context"
+
+
+@dataclass
+class ContextReport:
+    mode: str
+    num_original_tokens: int  # the prompt as the client sent it
+    num_prompt_tokens: int  # the prompt that ran
+    dropped_messages: list[int] = field(default_factory=list)  # indices into the request's messages
+    summarized_messages: list[int] = field(default_factory=list)  # replaced by a summary in the system prompt
+    saved_tokens: dict[str, int] = field(default_factory=dict)  # compression step -> tokens it saved
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.dropped_messages or self.summarized_messages) or any(self.saved_tokens.values())
+
+    def header(self) -> str:
+        """`mode=truncate; tokens=9000->3900; dropped_messages=1,2,3,4` (and `saved=step:n,...` for compress)."""
+        parts = [f"mode={self.mode}", f"tokens={self.num_original_tokens}->{self.num_prompt_tokens}"]
+        if self.dropped_messages:
+            parts.append("dropped_messages=" + ",".join(map(str, self.dropped_messages)))
+        if self.summarized_messages:
+            parts.append("summarized_messages=" + ",".join(map(str, self.summarized_messages)))
+        saved = [f"{step}:{n}" for step, n in self.saved_tokens.items() if n]
+        if saved:
+            parts.append("saved=" + ",".join(saved))
+        if self.step_seconds:
+            parts.append("seconds=" + ",".join(f"{step}:{s:.4f}" for step, s in self.step_seconds.items()))
+        return "; ".join(parts)

@@ -1,0 +1,29 @@
+"""Whitespace runs: trailing spaces, runs of blank lines, and runs of spaces inside a line (not the
+indentation that starts one, which code needs) shrink to one. JSON tool results are left to json_minify
+(spaces inside their strings are values)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
+_INNER_RUNS = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
+
+
+def squeeze(text: str) -> str:
+    return _BLANK_LINES.sub("\n\n", _INNER_RUNS.sub(" ", _TRAILING.sub("", text)))
+
+
+def squeeze_whitespace(messages: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and not (message.get("role") == "tool" and content[:1] in "[{"):
+            squeezed = squeeze(content)
+            if squeezed != content:
+                message = {**message, "content": squeezed}
+        out.append(message)
+    return out
