@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="each round runs every configuration once; ratios are per round (other jobs on the "
+                             "machine slow rounds down together), the median is reported")
 
 
 def workload(n: int, seed: int) -> list[str]:
@@ -97,19 +101,24 @@ def replay(args: argparse.Namespace) -> None:
     print(f"{len(stream)} chat requests, {len(set(stream))} distinct texts ({repeats} word-for-word repeats), "
           f"40% repeat or rephrase an earlier question; concurrency {args.concurrency}, max_tokens "
           f"{args.max_tokens}, demo model")
-    results = {}
-    for name, flags in (("no cache", ()), ("--cache", ("--cache",)), ("--semantic-cache", ("--semantic-cache",))):
-        with tempfile.TemporaryDirectory() as tmp:
-            proc, url = _start(Path(tmp), *flags)
-            try:
-                seconds, labels = asyncio.run(_run(url, stream, args.concurrency, args.max_tokens))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-        hits = labels.get("hit-exact", 0) + labels.get("hit-semantic", 0)
-        results[name] = len(stream) / seconds
-        print(f"{name:17s} {len(stream) / seconds:6.2f} req/s  ({seconds:6.1f} s)  hit rate {hits / len(stream):5.1%}  "
-              + " ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    configs = (("no cache", ()), ("--cache", ("--cache",)), ("--semantic-cache", ("--semantic-cache",)))
+    rates: dict[str, list[float]] = {name: [] for name, _ in configs}
+    ratios: dict[str, list[float]] = {name: [] for name, _ in configs[1:]}
+    for r in range(args.rounds):
+        for name, flags in configs:
+            with tempfile.TemporaryDirectory() as tmp:
+                proc, url = _start(Path(tmp), *flags)
+                try:
+                    seconds, labels = asyncio.run(_run(url, stream, args.concurrency, args.max_tokens))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+            hits = labels.get("hit-exact", 0) + labels.get("hit-semantic", 0)
+            rates[name].append(len(stream) / seconds)
+            print(f"round {r + 1} {name:17s} {len(stream) / seconds:6.2f} req/s ({seconds:6.1f} s)  hit rate "
+                  f"{hits / len(stream):5.1%}  " + " ".join(f"{k}={v}" for k, v in sorted(labels.items())), flush=True)
+        for name in ratios:
+            ratios[name].append(rates[name][-1] / rates["no cache"][-1])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    base = results["no cache"]
-    print("throughput vs no cache: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in results.items() if k != "no cache"))
+    print("throughput vs no cache, median of per-round ratios: "
+          + ", ".join(f"{k} {statistics.median(v):.2f}x" for k, v in ratios.items()))

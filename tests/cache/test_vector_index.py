@@ -18,7 +18,7 @@ def test_search_is_per_context_and_ordered():
     index.add("c2", "z", unit([1, 0, 0]))
     hits = index.search("c1", unit([1, 0.1, 0]), k=4)
     assert [k for _, k in hits] == ["x", "y"] and hits[0][0] > hits[1][0]
-    assert index.search("c3", unit([1, 0, 0])) == []
+    assert index.search("c3", unit([1, 0, 0])) == [] and not index.has("c3") and index.has("c1")
 
 
 def test_growth_removal_and_exact_scores_against_numpy():

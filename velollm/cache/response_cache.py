@@ -77,6 +77,8 @@ class ResponseCache:
             return self._hit("exact", Lookup("exact", entry, 1.0))
         if self.semantic is None or not self.semantic.accepts(key.query):
             return self._miss(Lookup("miss"))
+        if not self.semantic.index.has(key.context):  # nothing to compare with: embed later, when storing
+            return self._miss(Lookup("miss"))
         t1 = time.perf_counter()
         match = await self.semantic.run(self.semantic.lookup_sync, key.context, key.query or "")
         self._observe("semantic", t1)

@@ -79,6 +79,9 @@ class VectorIndex:
                 if not group.keys:
                     del self._groups[context]
 
+    def has(self, context: str) -> bool:
+        return context in self._groups
+
     def search(self, context: str, vector: np.ndarray, k: int = 4) -> list[tuple[float, str]]:
         """Up to k (cosine, key) of the context's entries, most similar first."""
         with self._lock:
