@@ -18,6 +18,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,12 +59,14 @@ def tool_output(num_rows: int) -> str:
     return json.dumps({"rows": rows}, indent=2)
 
 
-def metric(url: str, name: str) -> float:
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of a series over every label set that includes `labels`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = 0.0
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        total += sum(s.value for s in family.samples if s.name == name)
+        total += sum(s.value for s in family.samples
+                     if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
     return total
 
 
@@ -162,22 +165,33 @@ def part_switch(args: argparse.Namespace) -> None:
     demo = Path(ensure_demo())
     other = Path(tempfile.mkdtemp()) / "demo-copy"
     shutil.copytree(demo, other)
-    models = [str(demo), str(other)]
-    proc, url, log = start(args, "--max-loaded-models", "1", "--max-model-len", "2048", "--model", models[0],
-                           "--served-model-name", "pinned")
+    models = {"A": str(demo), "B": str(other)}
     print("\n## Model switch with --max-loaded-models 1 (two on-demand copies of demo)")
-    print("| request | model | TTFT ms | how |")
-    print("|---|---|---|---|")
+    print("| --host-cache-memory | request | model | TTFT ms | load |")
+    print("|---|---|---|---|---|")
+    summary: list[str] = []
     try:
-        with httpx.Client(base_url=url, timeout=600) as client:
-            for i, name in enumerate([models[0], models[1]] * 3):
-                loads = {k: metric(url, f"velollm_model_loads_total") for k in ("all",)}
-                out = turn_request(client, name, [{"role": "user", "content": "Hello there"}], 4)
-                how = "load" if metric(url, "velollm_model_loads_total") > loads["all"] else "loaded"
-                print(f"| {i + 1} | {'A' if name == models[0] else 'B'} | {out['ttft'] * 1e3:.1f} | {how} |")
+        for host_cache in ("1GiB", "0"):
+            proc, url, _ = start(args, "--max-loaded-models", "1", "--max-model-len", "2048",
+                                 "--host-cache-memory", host_cache)
+            try:
+                by_kind: dict[str, list[float]] = {}
+                with httpx.Client(base_url=url, timeout=600) as client:
+                    for i, label in enumerate("AB" * args.switches):
+                        before = {k: metric(url, "velollm_model_loads_total", kind=k) for k in ("cold", "host")}
+                        out = turn_request(client, models[label], [{"role": "user", "content": "Hello there"}], 4)
+                        how = [k for k in before if metric(url, "velollm_model_loads_total", kind=k) > before[k]]
+                        print(f"| {host_cache} | {i + 1} | {label} | {out['ttft'] * 1e3:.1f} | {how[0] if how else '-'} |")
+                        if i >= 2 and how:  # after both models were seen once
+                            by_kind.setdefault(how[0], []).append(out["ttft"] * 1e3)
+                for kind, values in by_kind.items():
+                    summary.append(f"--host-cache-memory {host_cache}: switch TTFT median {statistics.median(values):.1f} "
+                                   f"ms over {len(values)} {kind} loads")
+            finally:
+                stop_serve(proc)
     finally:
-        stop_serve(proc)
         shutil.rmtree(other.parent, ignore_errors=True)
+    print("\n".join(summary))
 
 
 def main() -> int:
@@ -187,7 +201,8 @@ def main() -> int:
     p.add_argument("--tool-rows", type=int, default=40, help="rows of the repeated tool output (~50 tokens each)")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-model-len", type=int, default=8192)
-    p.add_argument("--parts", default="ttft,compress")
+    p.add_argument("--switches", type=int, default=5, help="A,B request pairs in the switch part")
+    p.add_argument("--parts", default="ttft,compress,switch")
     args = p.parse_args()
     print(f"# benchmarks/context.py on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}")

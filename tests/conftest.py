@@ -33,3 +33,19 @@ def tiny_qwen3(qwen3_tokenizer_folder, tmp_path_factory) -> Path:
     from tests.qwen3_fixture import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3", qwen3_tokenizer_folder)
+
+
+@pytest.fixture(scope="session")
+def qwen3(qwen3_tokenizer_folder):
+    """Qwen3's real tokenizer, as VeloLLM loads it."""
+    from velollm.engine.tokenizer import Tokenizer
+
+    return Tokenizer.from_folder(qwen3_tokenizer_folder, model_config={"model_type": "qwen3"})
+
+
+@pytest.fixture(scope="session")
+def reference(qwen3_tokenizer_folder):
+    """Qwen3's real tokenizer, as transformers loads it (the reference)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +168,68 @@ class SchedulerConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+
+DEVICES = ("auto", "cpu", "cuda")
+ENGINE_DTYPES = ("auto", *DTYPES)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one engine runs: built once at the edge (`velollm serve`, `LLM()`, the CLI commands) and
+    passed down whole; the engine hands each component its part (CacheConfig, SchedulerConfig)."""
+
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    dtype: str = "auto"  # auto: the checkpoint's (bfloat16 for float16 checkpoints on CPUs that have it)
+    max_num_seqs: int = 256  # requests batched at once
+    max_model_len: int | None = None  # context length; None: the model's (lowered to what the KV cache holds)
+    max_num_batched_tokens: int | None = None  # tokens per step; None: see `batched_tokens`
+    kv_cache_memory: int | None = None  # bytes of KV cache; None: CacheConfig's CPU default, or from free GPU memory
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float = 0.9  # share of GPU memory for weights, activations and the KV cache
+    enforce_eager: bool = False  # no CUDA graphs for decode steps
+    max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
+    quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA), none (dequantized at load), gguf
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        if self.dtype not in ENGINE_DTYPES:
+            raise ValueError(f"dtype must be one of {ENGINE_DTYPES}, got {self.dtype!r}")
+        for name in ("max_num_seqs", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_model_len", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+
+    def batched_tokens(self, max_model_len: int) -> int:
+        """Tokens per step (also the activation size profiled before sizing the KV cache): the flag,
+        else the context length clamped to [2048, 8192]."""
+        return self.max_num_batched_tokens or max(2048, min(max_model_len, 8192))
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig(kv_cache_memory=self.kv_cache_memory, enable_prefix_caching=self.enable_prefix_caching,
+                           gpu_memory_utilization=self.gpu_memory_utilization)
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "512MiB", "2G", "1.5GB" or a plain number (binary units either way)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512MiB, 2GiB, 1073741824)")
+    scale = 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * scale)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Any
 
+from velollm.config import EngineConfig
 from velollm.engine.llm_engine import LLMEngine
 from velollm.outputs import RequestOutput
 from velollm.sampling_params import SamplingParams
@@ -23,16 +25,11 @@ class LLM:
     dequantizes; "gguf" always keeps them quantized (on the CPU through the torch reference).
     """
 
-    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", *, max_num_seqs: int = 256,
-                 max_model_len: int | None = None, kv_cache_memory: int | None = None,
-                 max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
-                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, quantization: str = "auto") -> None:
-        self.engine: LLMEngine | None = LLMEngine.from_model(
-            model, cache_dir=os.environ.get("VELOLLM_CACHE"), device=device, dtype=dtype, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-            kv_cache_memory=kv_cache_memory, max_num_batched_tokens=max_num_batched_tokens,
-            enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager, quantization=quantization,
-        )
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
+        """`options`: any other EngineConfig field (max_num_seqs, max_model_len, kv_cache_memory,
+        max_num_batched_tokens, enable_prefix_caching, gpu_memory_utilization, enforce_eager, quantization)."""
+        config = EngineConfig(device=device, dtype=dtype, **options)
+        self.engine: LLMEngine | None = LLMEngine.from_model(model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
 
     def get_tokenizer(self):
         return self._engine().tokenizer

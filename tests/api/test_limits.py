@@ -110,7 +110,7 @@ def test_health_is_503_while_loading(monkeypatch):
     from velollm.api.server_config import ServerConfig
     from velollm.engine import async_engine
 
-    def slow_load(model, **kwargs):
+    def slow_load(model, config, **kwargs):
         time.sleep(1.0)
         return StubEngine()
 

@@ -8,14 +8,16 @@ import math
 import pytest
 
 from velollm.api.fields import Fields
-from velollm.api.handler import fit_max_tokens
 from velollm.api.ollama_models import human_number
 from velollm.api.ollama_template import render
 from velollm.api.protocol_ollama import parse_chat_request as ollama_chat
-from velollm.api.protocol_ollama import parse_generate_request, parse_keep_alive, sampling_from_options
+from velollm.api.keep_alive import parse_keep_alive
+from velollm.api.protocol_ollama import parse_generate_request, sampling_from_options
 from velollm.api.protocol_openai import parse_chat_request, parse_completion_request
 from velollm.api.server_config import ServerConfig
 from velollm.commands import serve
+from velollm.config import EngineConfig
+from velollm.output_budget import fit_max_tokens
 from velollm.errors import ContextOverflow, InvalidRequest
 
 MSGS = [{"role": "user", "content": "hi"}]
@@ -89,7 +91,7 @@ def test_context_fitting():
 
 
 def test_keep_alive_like_ollama():
-    assert parse_keep_alive(None) is None
+    assert parse_keep_alive(None, default=None) is None
     assert parse_keep_alive(30) == 30.0 and parse_keep_alive(-1) == math.inf
     assert parse_keep_alive("1h30m") == 5400.0 and parse_keep_alive("300ms") == 0.3
     assert parse_keep_alive("0") == 0.0 and parse_keep_alive("-1m") == math.inf
@@ -144,10 +146,14 @@ def test_server_config_validation():
     assert ServerConfig().client_paths_allowed and not ServerConfig(host="0.0.0.0").client_paths_allowed
     assert ServerConfig(host="0.0.0.0", allow_client_paths=True).client_paths_allowed
     assert not ServerConfig(allow_client_paths=False).client_paths_allowed
-    for bad in (dict(models=()), dict(port=70000), dict(max_queue=0), dict(dtype="int3"),
+    for bad in (dict(models=()), dict(port=70000), dict(max_request_bytes=0),
                 dict(models=("a", "b"), served_model_names=("x",)), dict(models=("a", "a"))):
         with pytest.raises(ValueError):
             ServerConfig(**bad)
+    for bad in (dict(max_queue=0), dict(dtype="int3"), dict(device="tpu"), dict(gpu_memory_utilization=0),
+                dict(max_model_len=0), dict(max_num_batched_tokens=0), dict(kv_cache_memory=-1)):
+        with pytest.raises(ValueError):
+            EngineConfig(**bad)
 
 
 def test_serve_flags_and_env_edge():
@@ -158,12 +164,12 @@ def test_serve_flags_and_env_edge():
                               "--cors-origins", "https://a.example"])
     config = serve.build_config(args, {"OLLAMA_HOST": "0.0.0.0:1234", "VELOLLM_API_KEY": "k",
                                        "OLLAMA_ORIGINS": "https://b.example"})
-    assert config.models == ("a", "b") and config.served_names == ("x", "y") and config.max_queue == 3
-    assert config.kv_cache_memory == 64 << 20 and config.api_key == "k"
+    assert config.models == ("a", "b") and config.served_names == ("x", "y") and config.engine.max_queue == 3
+    assert config.engine.kv_cache_memory == 64 << 20 and config.api_key == "k"
     assert config.upstream == "http://127.0.0.1:1234"
     assert config.cors_origins == ("https://a.example", "https://b.example")
     defaults = serve.build_config(parser.parse_args(["serve"]), {})
-    assert defaults.models == ("demo",) and defaults.max_num_seqs == 256 and defaults.max_queue == 512
+    assert defaults.models == ("demo",) and defaults.engine == EngineConfig()
     assert defaults.upstream == "http://127.0.0.1:11434" and defaults.host == "127.0.0.1"
 
 

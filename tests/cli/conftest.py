@@ -27,7 +27,8 @@ def cli_env(url: str, home: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_HOST": url, "HOME": str(home), "COLUMNS": "200",
            "TERM": "xterm", **extra}
     for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
-        env.pop(name, None) if name not in extra else None
+        if name not in extra:
+            env.pop(name, None)
     return env
 
 

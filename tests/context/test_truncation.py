@@ -97,3 +97,26 @@ def test_output_reserve():
     assert output_reserve(4096, 100) == 100
     assert output_reserve(4096, 10_000) == 2048
     assert output_reserve(1, None) == 1
+
+
+def test_stable_target_rounds_the_cut_to_steps():
+    from velollm.context.truncation import stable_target
+
+    assert stable_target(90, 100, 25) == 100  # fits: no cut
+    assert stable_target(110, 100, 25) == 85  # 10 over: one step of 25
+    assert stable_target(130, 100, 25) == 80  # 30 over: two steps
+    assert stable_target(110, 100, 0) == 100
+
+
+def test_truncation_keeps_its_cut_while_the_chat_grows():
+    """Adding turns at the end keeps the same oldest turns dropped until the growth passes a step."""
+    fitter = ContextFitter(render, WordTokenizer())
+    chat = [{"role": "system", "content": "s"}]
+    cuts = []
+    for i in range(30):
+        chat = chat + [{"role": "user", "content": words(20)}, {"role": "assistant", "content": words(20)}]
+        fitted = fitter.fit(chat + [{"role": "user", "content": "q"}], "truncate", 500, 100)
+        if fitted.report is not None:
+            cuts.append(len(fitted.report.dropped_messages))
+            assert len(fitted.token_ids) <= 400
+    assert len(cuts) > 10 and len(set(cuts)) < len(cuts) / 2  # the cut moves in steps, not every turn

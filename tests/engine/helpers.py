@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from velollm.config import EngineConfig
 from velollm.engine.llm_engine import LLMEngine
 from velollm.engine.loader.hf_folder import load_hf_folder
 from velollm.outputs import RequestOutput
@@ -13,8 +14,9 @@ from velollm.sampling_params import SamplingParams
 
 
 def make_engine(folder: Path, **kwargs) -> LLMEngine:
-    kwargs.setdefault("kv_cache_memory", 32 << 20)
-    return LLMEngine(load_hf_folder(folder), device="cpu", dtype="float32", **kwargs)
+    """`kwargs`: EngineConfig fields (CPU, float32 and a 32 MiB KV cache unless given)."""
+    kwargs = {"device": "cpu", "dtype": "float32", "kv_cache_memory": 32 << 20, **kwargs}
+    return LLMEngine(load_hf_folder(folder), EngineConfig(**kwargs))
 
 
 def run_all(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[RequestOutput]:

@@ -15,7 +15,6 @@ from velollm.engine.cuda_graph import (
 )
 from velollm.engine.forward_context import forward_context
 from velollm.engine.llm_engine import LLMEngine
-from velollm.engine.loader.hf_folder import load_hf_folder
 
 from .helpers import greedy, make_engine, random_prompts, run_all
 
@@ -149,8 +148,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _cuda_engine(folder, **kwargs) -> LLMEngine:
-    return LLMEngine(load_hf_folder(folder), device="cuda", dtype="float32", max_num_seqs=16,
-                     kv_cache_memory=64 << 20, **kwargs)
+    return make_engine(folder, device="cuda", max_num_seqs=16, kv_cache_memory=64 << 20, **kwargs)
 
 
 @pytest.mark.gpu

@@ -23,11 +23,12 @@ def test_progress_records(monkeypatch, caplog):
 
 
 def test_engine_load_reports_progress(caplog, tmp_path):
+    from velollm.config import EngineConfig
     from velollm.engine.llm_engine import LLMEngine
 
     with caplog.at_level(logging.INFO, logger=progress.logger.name):
-        engine = LLMEngine.from_model("demo", cache_dir=str(tmp_path), device="cpu", max_num_seqs=1,
-                                      kv_cache_memory=16 << 20)
+        engine = LLMEngine.from_model("demo", EngineConfig(device="cpu", max_num_seqs=1, kv_cache_memory=16 << 20),
+                                      cache_dir=str(tmp_path))
     engine.close()
     final = [r.load_progress for r in caplog.records if getattr(r, "load_progress", None) is not None][-1]
     assert final.done and final.num_tensors > 0

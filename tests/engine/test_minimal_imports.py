@@ -1,5 +1,6 @@
-"""`from velollm import LLM` and generation need only torch, triton, transformers, tokenizers, safetensors,
-numpy and jinja2 (what the GPU machines have): the server, GGUF, grammar and proxy libraries stay lazy."""
+"""`from velollm import LLM` and generation need only torch, triton, tokenizers, safetensors, numpy and
+jinja2 (what the GPU machines have): the server, GGUF, grammar and proxy libraries stay lazy, and
+transformers (a test reference only, not a runtime dependency) is never imported."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-SERVER_SIDE = ["starlette", "uvicorn", "httpx", "gguf", "xgrammar", "jsonschema", "json_repair",
+SERVER_SIDE = ["transformers", "starlette", "uvicorn", "httpx", "gguf", "xgrammar", "jsonschema", "json_repair",
                "prometheus_client", "psutil", "rich", "uvloop", "httptools", "openai", "ollama"]
 
 

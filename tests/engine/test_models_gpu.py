@@ -12,6 +12,7 @@ import transformers
 
 from .conftest import ARCHS
 from .helpers import greedy, random_prompts, run_all
+from velollm.config import EngineConfig
 from velollm.engine.llm_engine import LLMEngine
 from velollm.engine.loader.hf_folder import load_hf_folder
 
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def _cuda_engine(folder, dtype: str = "float32") -> LLMEngine:
-    return LLMEngine(load_hf_folder(folder), device="cuda", dtype=dtype, max_num_seqs=8, kv_cache_memory=64 << 20)
+    return LLMEngine(load_hf_folder(folder), EngineConfig(device="cuda", dtype=dtype, max_num_seqs=8, kv_cache_memory=64 << 20))
 
 
 def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> tuple[list[int], torch.Tensor]:

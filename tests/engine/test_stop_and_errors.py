@@ -123,7 +123,7 @@ def test_model_config_reads_both_generations():
 
 
 def test_async_engine_streams_and_aborts(llama_folder):
-    engine = AsyncEngine(make_engine(llama_folder), max_queue=4)
+    engine = AsyncEngine(make_engine(llama_folder, max_queue=4))
     engine.start()
     prompts = random_prompts([10, 20, 30], seed=37)
 

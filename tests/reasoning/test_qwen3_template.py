@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from velollm.engine.tokenizer import Tokenizer
 from velollm.reasoning import ThinkingTemplate, ThinkSetting
 
 CONVERSATIONS = [
@@ -19,18 +18,6 @@ CONVERSATIONS = [
 ]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-
-
-@pytest.fixture(scope="module")
-def qwen3(qwen3_tokenizer_folder) -> Tokenizer:
-    return Tokenizer.from_folder(qwen3_tokenizer_folder, model_config={"model_type": "qwen3"})
-
-
-@pytest.fixture(scope="module")
-def reference(qwen3_tokenizer_folder):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(qwen3_tokenizer_folder))
 
 
 @pytest.mark.parametrize("think", [None, True, False])

@@ -13,9 +13,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-
 PACKAGE = Path(__file__).resolve().parents[2] / "velollm"
-BASE = {"errors", "config", "outputs", "sampling_params"}  # plain types every layer may use
+BASE = {"errors", "config", "outputs", "sampling_params", "output_budget"}  # plain types every layer may use
 EDGE = {"commands", "cli", "llm", "__init__", "__main__"}  # the CLI and `velollm.LLM`: may import anything
 # Who may import whom (besides itself and BASE). A package not named here is a serving package.
 ALLOWED = {

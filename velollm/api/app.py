@@ -19,13 +19,8 @@ from starlette.routing import Route
 from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import (
-    CORS_HEADERS,
-    DEFAULT_CORS_ORIGIN_REGEX,
-    APIKeyMiddleware,
-    BodyLimitMiddleware,
-    HostCheckMiddleware,
-)
+from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
+from velollm.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
 from velollm.api.response_cache import open_cache
@@ -35,26 +30,17 @@ from velollm.wire.errors import APIError, api_of, error_response
 logger = logging.getLogger(__name__)
 
 
-def engine_kwargs(config: ServerConfig) -> dict[str, Any]:
-    """What AsyncEngine.from_model takes from the server config."""
-    return {"device": config.device, "dtype": config.dtype, "max_num_seqs": config.max_num_seqs,
-            "max_model_len": config.max_model_len, "kv_cache_memory": config.kv_cache_memory,
-            "max_queue": config.max_queue, "gpu_memory_utilization": config.gpu_memory_utilization,
-            "enforce_eager": config.enforce_eager, "quantization": config.quantization}
-
-
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
     from velollm.api.native_models import describe_native, load_native, resolve_native
 
-    kwargs = engine_kwargs(config)
     allow_paths = config.client_paths_allowed
 
     def resolve(name: str) -> str:
         return resolve_native(name, allow_paths)  # lazy source: reads headers, not weights
 
     def load(name: str) -> Any:
-        return load_native(name, served_name=name, allow_paths=allow_paths, **kwargs)
+        return load_native(name, config.engine, served_name=name, allow_paths=allow_paths)
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
                     keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
@@ -98,7 +84,7 @@ def _middleware(config: ServerConfig, cache: Middleware | None) -> list[Middlewa
 async def _load(config: ServerConfig, models: ModelRegistry,
                 on_load_error: Callable[[BaseException], None] | None) -> None:
     try:
-        await models.load(config.models, config.served_names, engine_kwargs(config))
+        await models.load(config.models, config.served_names, config.engine)
     except Exception as exc:  # reported on /health; the CLI stops the server
         logger.exception("loading models failed")
         models.load_error = f"{type(exc).__name__}: {exc}"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+
+T = TypeVar("T")
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -71,3 +74,14 @@ def normalize_messages(raw: Any, param: str = "messages") -> list[dict[str, Any]
             out["content"] = ""
         messages.append(out)
     return messages
+
+
+def apply_template(render: Callable[..., T], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> T:
+    """`render(messages, **kwargs)` (a tokenizer's chat template, a ToolSession's prompt) with the model's
+    template errors ("roles must alternate", ...) as a 400 naming `messages`."""
+    try:
+        return render(messages, **kwargs)
+    except InvalidRequest:  # ContextOverflow included
+        raise
+    except Exception as exc:  # jinja errors from the model's template
+        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc

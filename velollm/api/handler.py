@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from velollm.errors import ContextOverflow
+from velollm.api.registry import UpstreamTarget
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from velollm.api.generation import ChoiceState
     from velollm.api.metrics import ServerMetrics
-    from velollm.api.registry import ModelRegistry, Target, UpstreamTarget
+    from velollm.api.registry import ModelRegistry, Target
     from velollm.api.server_config import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,29 @@ async def route(request: "Request", state: AppState, call: Call, name: str, keep
     return await state.models.route(name, keep_alive)
 
 
+# (request, state, call, the request parsed by the native rules, the ServedModel) -> response
+NativeHandler = Callable[..., Awaitable["Response"]]
+
+
+def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Callable[[NativeHandler], Handler]:
+    """Wraps a generation handler: the body is routed by its model name first (`model_of` reads it in
+    the route's wire format); an upstream model gets the body as sent, a native one runs the handler
+    with the body parsed by the native rules (`parse`) and the model."""
+
+    def wrap(fn: NativeHandler) -> Handler:
+        async def handler(request: "Request", state: AppState, call: Call) -> "Response":
+            body = await read_json(request)
+            target = await route(request, state, call, model_of(body))
+            if isinstance(target, UpstreamTarget):
+                return await forward(request, state, call, target, body)
+            return await fn(request, state, call, parse(body), target.model)
+
+        handler.__name__ = fn.__name__
+        return handler
+
+    return wrap
+
+
 async def forward(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
                   body: dict[str, Any], path: str | None = None) -> "Response":
     """The upstream's answer to the request, its body as the client sent it (to `path`, if given)."""
@@ -108,15 +132,10 @@ async def forward(request: "Request", state: AppState, call: Call, target: "Upst
     return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome), path)
 
 
-def fit_max_tokens(num_prompt_tokens: int, requested: int | None, max_model_len: int,
-                   param: str = "prompt") -> int:
-    """Output budget: the request's max_tokens clamped to what fits the context (None: all of it).
-
-    A prompt that leaves no room for one output token is a ContextOverflow (400).
-    """
-    room = max_model_len - num_prompt_tokens
-    if room < 1:
-        raise ContextOverflow(f"this model's maximum context length is {max_model_len} tokens, but the prompt "
-                              f"has {num_prompt_tokens} tokens (at least one output token must fit)",
-                              param=param)
-    return room if requested is None else min(requested, room)
+def observe(state: AppState, call: Call, choices: "Iterable[ChoiceState]", status: int) -> None:
+    """The request's metrics, with the generation timings of its choices."""
+    state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
+    for c in choices:
+        if c.t_first is not None:
+            decode = c.t_last - c.t_first if c.t_last is not None else None
+            state.metrics.observe_generation(call.model, c.t_first - call.t0, decode, len(c.token_ids))

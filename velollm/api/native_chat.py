@@ -12,24 +12,20 @@ from typing import Any
 
 from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.api.handler import AppState, fit_max_tokens
+from velollm.api.chat_messages import apply_template
+from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.context.fitter import FittedPrompt, Render
-from velollm.errors import InvalidRequest
+from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, **template_kwargs)
-    except InvalidRequest:
-        raise
-    except Exception as exc:  # jinja errors from the model's template ("roles must alternate", ...)
-        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+    return apply_template(tokenizer.apply_chat_template, messages, **template_kwargs)
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from velollm.config import EngineConfig
 from velollm.engine.loader.source import default_device
 
 
@@ -27,19 +28,19 @@ def resolve_native(name: str, allow_paths: bool) -> str:
     return resolve_model(name, allow_paths=allow_paths).info.name
 
 
-def load_native(name: str, *, served_name: str, allow_paths: bool, **engine_kwargs: Any) -> Any:
+def load_native(name: str, config: EngineConfig, *, served_name: str, allow_paths: bool) -> Any:
     """A started engine for `name`: an EmbeddingEngine or an AsyncEngine (blocking: worker thread)."""
     if _embedding_source(name, allow_paths) is not None:
         from velollm.embed.served import EmbeddingEngine
 
         from velollm.engine.loader.source import TORCH_DTYPES
 
-        device = engine_kwargs.get("device") or "auto"
-        dtype = TORCH_DTYPES.get(str(engine_kwargs.get("dtype")))  # "auto": float16 on GPUs, float32 on CPUs
-        return EmbeddingEngine.load(name, device=default_device() if device == "auto" else device, dtype=dtype)
+        dtype = TORCH_DTYPES.get(config.dtype)  # "auto": float16 on GPUs, float32 on CPUs
+        device = default_device() if config.device == "auto" else config.device
+        return EmbeddingEngine.load(name, device=device, dtype=dtype)
     from velollm.engine.async_engine import AsyncEngine
 
-    engine = AsyncEngine.from_model(name, served_name=served_name, allow_paths=allow_paths, **engine_kwargs)
+    engine = AsyncEngine.from_model(name, config, served_name=served_name, allow_paths=allow_paths)
     engine.start()
     return engine
 

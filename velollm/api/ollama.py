@@ -16,11 +16,11 @@ from starlette.routing import Route
 
 from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
-                                 read_json, route)
+from velollm.api.context_fit import context_headers, fit_chat, remember_turn
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
+                                 observe, read_json, route)
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.context_fit import context_headers, fit_chat, remember_turn
 from velollm.api.native_chat import chat_renderer, encode_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
@@ -35,7 +35,7 @@ from velollm.api.registry import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
-from velollm.errors import InvalidRequest
+from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_error_body, to_api_error
@@ -104,11 +104,33 @@ class OllamaFormatter:
         return out
 
 
+def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
+    """handler.routed with Ollama's load-only requests: the body is routed by its model name first (an
+    upstream model gets it as sent: the upstream judges images, think, format, options); for a native
+    model an empty prompt / messages loads it (keep_alive 0, `ollama stop`: unloads it) and answers
+    at once, anything else runs the handler with the body parsed by the native rules."""
+
+    def wrap(fn: NativeHandler) -> Handler:
+        async def handler(request: Request, state: AppState, call: Call) -> Response:
+            body = await read_json(request)
+            has_input = bool(body.get("messages" if chat else "prompt"))
+            served = await _served_or_answer(request, state, call, body, has_input, chat)
+            if isinstance(served, Response):
+                return served
+            req = parse_chat_request(body) if chat else parse_generate_request(body)
+            if not (req.messages if chat else req.prompt):
+                return _load_response(served.name, chat, req.keep_alive_s)
+            return await fn(request, state, call, req, served)
+
+        handler.__name__ = fn.__name__
+        return handler
+
+    return wrap
+
+
 async def _served_or_answer(request: Request, state: AppState, call: Call, body: dict[str, Any],
                             has_input: bool, chat: bool) -> Response | ServedModel:
-    """The native model a generate/chat request names, or the whole answer: the upstream's (the body
-    as sent: the upstream judges images, think, format, options), or, for an empty prompt / messages
-    with keep_alive 0 (`ollama stop`), the unload answer."""
+    """The native model a generate/chat request names, or the upstream's or the unload answer."""
     name = model_of(body)
     if not has_input and is_unload(body.get("keep_alive")):
         call.model = name
@@ -153,13 +175,6 @@ def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: s
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
 
-def _observe(state: AppState, call: Call, choice: ChoiceState, status: int) -> None:
-    state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
-    if choice.t_first is not None:
-        state.metrics.observe_generation(call.model, choice.t_first - call.t0,
-                                         (choice.t_last or choice.t_first) - choice.t_first, len(choice.token_ids))
-
-
 def _ollama_calls(calls: Any) -> tuple[list[dict[str, Any]], str]:
     """Calls as Ollama sends them (arguments as objects); one whose arguments do not parse (a stream
     cut mid-call) goes back into the content rather than being dropped."""
@@ -195,7 +210,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
             yield ndjson_line(ollama_error_body(err))
     finally:
         await gen.aclose()
-        _observe(state, call, gen.choices[0], status)
+        observe(state, call, gen.choices[:1], status)
 
 
 async def _run(request: Request, state: AppState, call: Call, engine: Any, prompt_ids: list[int], params: Any,
@@ -220,7 +235,7 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
         raise
     finally:
         await gen.aclose()
-    _observe(state, call, choice, 200)
+    observe(state, call, [choice], 200)
     if answers is None:
         return JSONResponse(fmt.final(choice, choice.text, with_logprobs=True, thinking=choice.reasoning))
     tool_calls, stray = _ollama_calls(answers[0].calls)
@@ -247,14 +262,8 @@ def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
 
 
 @endpoint("/api/generate")
-async def generate(request: Request, state: AppState, call: Call) -> Response:
-    body = await read_json(request)
-    served = await _served_or_answer(request, state, call, body, bool(body.get("prompt")), chat=False)
-    if isinstance(served, Response):
-        return served
-    req = parse_generate_request(body)
-    if not req.prompt:
-        return _load_response(served.name, False, req.keep_alive_s)
+@_routed(chat=False)
+async def generate(request: Request, state: AppState, call: Call, req: GenerateRequest, served: ServedModel) -> Response:
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
@@ -271,14 +280,8 @@ async def generate(request: Request, state: AppState, call: Call) -> Response:
 
 
 @endpoint("/api/chat")
-async def chat(request: Request, state: AppState, call: Call) -> Response:
-    body = await read_json(request)
-    served = await _served_or_answer(request, state, call, body, bool(body.get("messages")), chat=True)
-    if isinstance(served, Response):
-        return served
-    req = parse_chat_request(body)
-    if not req.messages:
-        return _load_response(served.name, True, req.keep_alive_s)
+@_routed(chat=True)
+async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, served: ServedModel) -> Response:
     t_loaded = time.perf_counter()
     engine = served.engine
     messages = req.messages

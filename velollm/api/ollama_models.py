@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
-from velollm.api.registry import UpstreamTarget
+from velollm.api.registry import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.wire.names import name_key
 from velollm.wire.timestamps import rfc3339
@@ -154,18 +155,26 @@ def merge_listings(native: list[dict[str, Any]], upstream: list[dict[str, Any]],
     return out
 
 
-@endpoint("/api/tags")
-async def tags(request: Request, state: AppState, call: Call) -> Response:
+async def listing(state: AppState, entry: Callable[[ServedModel], dict[str, Any]],
+                  store: Callable[[], list[dict[str, Any]]], upstream: Callable[[Upstream], Awaitable[list[dict[str, Any]]]],
+                  key: str) -> list[dict[str, Any]]:
+    """/api/tags or /v1/models: the loaded models, then what could load on demand (the Ollama store),
+    then the upstream's, one entry per name."""
     await state.models.wait_ready()
-    models = [tag_entry(m) for m in state.models.models()]
-    if state.models.on_demand is not None:  # what could load on demand: the store, as Ollama lists it
+    models = [entry(m) for m in state.models.models()]
+    if state.models.on_demand is not None:
         try:
-            models = merge_listings(models, await asyncio.to_thread(_store_entries), "name")
+            models = merge_listings(models, await asyncio.to_thread(store), key)
         except Exception:  # a broken store must not break the listing
             logger.exception("listing the Ollama store failed")
     if state.models.upstream is not None:
-        models = merge_listings(models, await state.models.upstream.ollama_tags(), "name")
-    return JSONResponse({"models": models})
+        models = merge_listings(models, await upstream(state.models.upstream), key)
+    return models
+
+
+@endpoint("/api/tags")
+async def tags(request: Request, state: AppState, call: Call) -> Response:
+    return JSONResponse({"models": await listing(state, tag_entry, _store_entries, lambda u: u.ollama_tags(), "name")})
 
 
 @endpoint("/api/show")

@@ -15,15 +15,22 @@ from starlette.routing import Route
 
 from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, fit_max_tokens, forward,
-                                 read_json, route)
-from velollm.api.ollama_models import merge_listings
+from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, observe, routed
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
+from velollm.api.ollama_models import listing
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
-from velollm.api.protocol_openai import model_of, parse_chat_request, parse_completion_request
+from velollm.api.protocol_openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    model_of,
+    parse_chat_request,
+    parse_completion_request,
+)
 from velollm.api.registry import UpstreamTarget
+from velollm.api.served_model import ServedModel
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import InvalidRequest, ModelNotFound
+from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import openai_error_body, to_api_error
 from velollm.wire.framing import SSE_DONE, SSE_MEDIA_TYPE, sse_event
@@ -43,14 +50,6 @@ def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> 
     return list(prompt)
 
 
-def _observe(state: AppState, call: Call, gen: GenerationStream, status: int) -> None:
-    state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
-    for c in gen.choices:
-        if c.t_first is not None:
-            decode = c.t_last - c.t_first if c.t_last is not None else None
-            state.metrics.observe_generation(call.model, c.t_first - call.t0, decode, len(c.token_ids))
-
-
 async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
                call: Call, tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
@@ -66,7 +65,7 @@ async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, 
         yield SSE_DONE
     finally:
         await gen.aclose()
-        _observe(state, call, gen, status)
+        observe(state, call, gen.choices, status)
 
 
 async def _run(request: Request, state: AppState, call: Call, gen: GenerationStream, fmt: Any,
@@ -80,31 +79,25 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
     finally:
         await gen.aclose()
     response = JSONResponse(body)
-    _observe(state, call, gen, 200)
+    observe(state, call, gen.choices, 200)
     call.records_itself = True
     return response
 
 
 @endpoint("/v1/chat/completions")
-async def chat_completions(request: Request, state: AppState, call: Call) -> Response:
-    body = await read_json(request)
-    target = await route(request, state, call, model_of(body))
-    if isinstance(target, UpstreamTarget):
-        return await forward(request, state, call, target, body)
-    chat = await prepare_chat(state, target.model, parse_chat_request(body))
+@routed(model_of, parse_chat_request)
+async def chat_completions(request: Request, state: AppState, call: Call, req: ChatCompletionRequest,
+                           served: ServedModel) -> Response:
+    chat = await prepare_chat(state, served, req)
     response = await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
     response.headers.update(context_headers(chat.context))
     return response
 
 
 @endpoint("/v1/completions")
-async def completions(request: Request, state: AppState, call: Call) -> Response:
-    body = await read_json(request)
-    target = await route(request, state, call, model_of(body))
-    if isinstance(target, UpstreamTarget):
-        return await forward(request, state, call, target, body)
-    req = parse_completion_request(body)
-    served = target.model
+@routed(model_of, parse_completion_request)
+async def completions(request: Request, state: AppState, call: Call, req: CompletionRequest,
+                      served: ServedModel) -> Response:
     engine = served.engine
     tokenizer = engine.tokenizer
     prompt_ids = await asyncio.to_thread(lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
@@ -133,15 +126,8 @@ def _model_card(name: str, created: float, max_model_len: int) -> dict[str, Any]
 
 @endpoint("/v1/models")
 async def list_models(request: Request, state: AppState, call: Call) -> Response:
-    await state.models.wait_ready()
-    data = [_model_card(m.name, m.loaded_at, m.engine.max_model_len) for m in state.models.models()]
-    if state.models.on_demand is not None:  # what could load on demand: the Ollama store
-        try:
-            data = merge_listings(data, await asyncio.to_thread(_store_cards), "id")
-        except Exception:  # a broken store must not break the listing
-            logger.exception("listing the Ollama store failed")
-    if state.models.upstream is not None:
-        data = merge_listings(data, await state.models.upstream.openai_models(), "id")
+    data = await listing(state, lambda m: _model_card(m.name, m.loaded_at, m.engine.max_model_len), _store_cards,
+                         lambda u: u.openai_models(), "id")
     return JSONResponse({"object": "list", "data": data})
 
 

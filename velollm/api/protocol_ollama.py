@@ -11,11 +11,11 @@ from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
-from velollm.api.keep_alive import parse_keep_alive as parse_duration
+from velollm.api.keep_alive import parse_keep_alive
 from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
-from velollm.sampling_params import SamplingParams, StructuredOutput
 from velollm.reasoning import ThinkSetting
+from velollm.sampling_params import SamplingParams, StructuredOutput
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,6 @@ class ChatRequest:
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
-
-
-def parse_keep_alive(value: Any) -> float | None:
-    """Seconds (inf = forever), None when absent: a JSON number is seconds, a string a Go duration."""
-    return parse_duration(value, default=None)
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
@@ -138,7 +133,7 @@ def _common(f: Fields) -> dict[str, Any]:
     logprobs = f.bool("logprobs", False)
     return {
         "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
-        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive")),
+        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
         "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
     }

@@ -28,6 +28,8 @@ from velollm.wire.names import name_key
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+    from velollm.config import EngineConfig
     from starlette.responses import Response
 
 logger = logging.getLogger(__name__)
@@ -272,14 +274,14 @@ class ModelRegistry:
                     getattr(engine, "max_model_len", "?"))
         return served
 
-    async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_kwargs: dict[str, Any]) -> None:
+    async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_config: EngineConfig) -> None:
         """Loads and starts each pinned model in a worker thread (the engine load blocks)."""
         from velollm.api.native_models import load_native
 
         for spec, name in zip(specs, names):
             t0 = time.perf_counter()
             logger.info("loading model %s as %r", spec, name)
-            engine = await asyncio.to_thread(load_native, spec, served_name=name, allow_paths=True, **engine_kwargs)
+            engine = await asyncio.to_thread(load_native, spec, engine_config, served_name=name, allow_paths=True)
             served = self.add(name, engine, spec=spec, load_duration_s=time.perf_counter() - t0)
             logger.info("model %r ready in %.1fs (max_model_len=%d)", name, served.load_duration_s,
                         engine.max_model_len)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from velollm.config import QUANTIZATIONS
+from velollm.config import EngineConfig
 
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
 
 DEFAULT_MODEL = "demo"
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -23,15 +21,7 @@ class ServerConfig:
     served_model_names: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
-    device: str = "auto"
-    dtype: str = "auto"
-    quantization: str = "auto"  # GGUF weights kept quantized (auto: on CUDA) or dequantized at load
-    max_num_seqs: int = 256
-    max_model_len: int | None = None
-    max_queue: int = 512  # Ollama's OLLAMA_MAX_QUEUE default; beyond it: 503 + Retry-After
-    kv_cache_memory: int | None = None  # bytes of CPU KV cache; None: the engine's default
-    gpu_memory_utilization: float = 0.9  # share of GPU memory for weights, activations and the KV cache
-    enforce_eager: bool = False  # no CUDA graphs for decode steps
+    engine: EngineConfig = field(default_factory=EngineConfig)  # every native engine's, pinned and on demand
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()  # added to the loopback origins Ollama allows by default
     max_request_bytes: int = 32 * 1024 * 1024  # body limit (413 beyond)
@@ -69,21 +59,8 @@ class ServerConfig:
             raise ValueError(f"served model names must be unique, got {list(names)}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
-        for name in ("max_num_seqs", "max_queue", "max_request_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
-        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
-            raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_request_bytes < 1:
+            raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given")
         if self.tool_retries < 0:

@@ -14,12 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from velollm.api.chat_messages import apply_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
-from velollm.errors import InvalidRequest, Overloaded
+from velollm.errors import ContextOverflow, Overloaded
 from velollm.tools.tool_parsers import ToolCall
 from velollm.tools.tool_repair import RepairResult
 from velollm.tools.tool_session import ToolCallConfig, ToolSession
 from velollm.tools.tool_stream import StreamingToolParser, ToolCallDelta
+from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -46,12 +48,7 @@ class StreamPiece:
 
 def _render(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> str:
     """The prompt text, with template errors as a 400 ("roles must alternate", ...)."""
-    try:
-        return session.render_prompt(messages, **kwargs)
-    except InvalidRequest:
-        raise
-    except Exception as exc:  # jinja errors from the model's template
-        raise InvalidRequest(f"the chat template could not render these messages: {exc}", param="messages") from exc
+    return apply_template(session.render_prompt, messages, **kwargs)
 
 
 def _encode(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> list[int]:
@@ -117,8 +114,9 @@ class ToolCalls:
         messages = self.session.retry_messages(self.messages, state.text, result)
         ids = _encode(self.session, messages, self.template_kwargs)
         call = gen.calls[state.index]
-        max_tokens = min(call.params.max_tokens, self.engine.max_model_len - len(ids))
-        if max_tokens < 1:  # the corrective conversation no longer fits: answer with what we have
+        try:
+            max_tokens = fit_max_tokens(len(ids), call.params.max_tokens, self.engine.max_model_len)
+        except ContextOverflow:  # the corrective conversation no longer fits: answer with what we have
             logger.info("tool-call retry skipped: %d prompt tokens leave no room", len(ids))
             return None
         params = replace(call.params, max_tokens=max_tokens, min_tokens=min(call.params.min_tokens, max_tokens))

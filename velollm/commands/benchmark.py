@@ -14,8 +14,7 @@ import os
 import sys
 
 
-from velollm.commands.serve import parse_size
-from velollm.config import QUANTIZATIONS
+from velollm.config import QUANTIZATIONS, parse_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from velollm.engine.benchmark import run_benchmark
+    from velollm.config import EngineConfig
     from velollm.engine.llm_engine import LLMEngine
     from velollm.errors import VeloLLMError
 
@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     try:
-        engine = LLMEngine.from_model(
-            args.model, cache_dir=os.environ.get("VELOLLM_CACHE"), device=args.device, dtype=args.dtype,
-            max_num_seqs=min(args.num_prompts, 256), max_model_len=args.max_model_len,
-            kv_cache_memory=args.kv_cache_memory, enforce_eager=args.enforce_eager, quantization=args.quantization)
+        config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=min(args.num_prompts, 256),
+                              max_model_len=args.max_model_len, kv_cache_memory=args.kv_cache_memory,
+                              enforce_eager=args.enforce_eager, quantization=args.quantization)
+        engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         try:
             result = run_benchmark(engine, num_requests=args.num_prompts, input_len=args.input_len,
                                    output_len=args.output_len)

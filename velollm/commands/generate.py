@@ -25,14 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from velollm.config import EngineConfig
     from velollm.engine.llm_engine import LLMEngine
     from velollm.errors import VeloLLMError
     from velollm.sampling_params import SamplingParams
 
     try:
-        engine = LLMEngine.from_model(args.model, cache_dir=os.environ.get("VELOLLM_CACHE"), device=args.device, dtype=args.dtype, max_num_seqs=1,
-                                      quantization=args.quantization,
-                                      kv_cache_memory=256 << 20)
+        config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=1, kv_cache_memory=256 << 20,
+                              quantization=args.quantization)
+        engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         tokenizer = engine.tokenizer
         if args.chat:
             prompt_ids = tokenizer.encode_chat([{"role": "user", "content": args.prompt}])

@@ -67,6 +67,18 @@ def _connect(model: str, err):  # noqa: ANN001, ANN202
     return ServerClient(url), local
 
 
+def _load(session, err) -> None:  # noqa: ANN001
+    """Load the model, with a spinner on a terminal (a server's own loading progress is in its log; a
+    server that `run` started in this process draws it as a bar)."""
+    if not err.isatty():
+        session.load()
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"loading {session.model}...", spinner="dots"):
+        session.load()
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -90,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 session.think = args.think
             if args.keepalive is not None:
                 session.keep_alive = args.keepalive
-            session.load()
+            _load(session, sys.stderr)
             if prompt or not sys.stdin.isatty():
                 if prompt:
                     session.ask(prompt)

@@ -15,29 +15,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from typing import Any
 
-from velollm.api.server_config import DEFAULT_MODEL, DEVICES, DTYPES, ServerConfig
+from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
-from velollm.config import QUANTIZATIONS
+from velollm.config import DEVICES, ENGINE_DTYPES, QUANTIZATIONS, EngineConfig, parse_size
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
 logger = logging.getLogger("velollm.serve")
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from "512MiB", "2G", "1.5GB" or a plain number (binary units either way)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512MiB, 2GiB, 1073741824)")
-    scale = 1024 ** " kmgt".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * scale)
-
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="serve models over OpenAI- and Ollama-compatible HTTP APIs",
@@ -50,18 +37,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=ENGINE_DTYPES)
     p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                    help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and "
                         "dequantizes at load on CPUs; none always dequantizes; gguf always keeps them quantized")
-    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests batched at once")
+    p.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    p.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (Ollama's default)")
+    p.add_argument("--max-queue", type=int, default=EngineConfig.max_queue,
+                   help="waiting requests before 503 (Ollama's default)")
     p.add_argument("--max-loaded-models", type=int, default=1,
                    help="models loaded on demand at once, besides the --model ones (default 1)")
     p.add_argument("--kv-cache-memory", type=parse_size, default=None,
                    help="KV cache size on CPU, e.g. 512MiB (default: the engine's)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+    p.add_argument("--gpu-memory-utilization", type=float, default=EngineConfig.gpu_memory_utilization,
                    help="share of GPU memory for weights, activations and the KV cache (default 0.9)")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decode steps (debugging)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (or $VELOLLM_API_KEY)")
@@ -117,10 +105,12 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
         served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
-        host=args.host, port=args.port, device=args.device, dtype=args.dtype, quantization=args.quantization,
-        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
-        kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
-        enforce_eager=args.enforce_eager, api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
+        host=args.host, port=args.port,
+        engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
+                            max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
+                            kv_cache_memory=args.kv_cache_memory,
+                            gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager),
+        api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from velollm.context.report import ContextReport
-from velollm.context.truncation import truncate
+from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
 
 Render = Callable[[list[Mapping[str, Any]]], str]  # messages -> the prompt text (the chat template)
 TOO_LONG = 1 << 62  # a text the tokenizer refuses by its length alone
+# Truncation cuts in steps of budget / 4 tokens (truncation.stable_target): up to a quarter of the budget
+# more than needed goes, and the next turns keep the same cut (and their prefix-cache hits).
+STABLE_STEP_DIVISOR = 4
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ContextFitter:
         self.tokenizer = tokenizer
         self.turn_cache = turn_cache
         self._encoded: dict[int, tuple[str, Encoded]] = {}  # by number of messages: truncation re-counts
+        self._last_count: tuple[list[Mapping[str, Any]], int] | None = None
 
     def encode(self, messages: list[Mapping[str, Any]]) -> tuple[str, Encoded]:
         text = self.render(messages)
@@ -54,11 +58,19 @@ class ContextFitter:
         return text, Encoded(self.tokenizer.encode(text, add_special_tokens=False), 0)
 
     def count(self, messages: list[Mapping[str, Any]]) -> int:
+        """Tokens of the rendered messages. Each counted prompt is remembered, so the next turn's count of
+        the same history (raw, compressed or truncated alike) tokenizes only what is new."""
+        last = self._last_count
+        if last is not None and last[0] is messages:
+            return last[1]
         try:
             text, encoded = self.encode(messages)
         except ContextOverflow:
             return TOO_LONG
         self._encoded[len(messages)] = (text, encoded)
+        if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
+            self.turn_cache.remember(text, encoded.token_ids)
+        self._last_count = (messages, len(encoded.token_ids))  # the list itself: its id stays valid
         return len(encoded.token_ids)
 
     def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
@@ -66,6 +78,7 @@ class ContextFitter:
         """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
         less one token, as the request's max_tokens is clamped to what remains)."""
         self._encoded.clear()
+        self._last_count = None
         if mode == "error":
             text, encoded = self.encode(messages)
             if len(encoded.token_ids) >= context_len:
@@ -97,7 +110,9 @@ class ContextFitter:
         that thereby grows back can cost another turn."""
         dropped: set[int] = set()
         while True:
-            cut = truncate(Turns.of(current), self.count, budget, context_len)
+            turns = Turns.of(current)
+            target = stable_target(self.count(current), budget, budget // STABLE_STEP_DIVISOR)
+            cut = truncate(turns, self.count, budget, context_len, target)
             index = [i for i in range(len(original)) if i not in dropped]
             dropped |= {index[i] for i in cut.dropped}
             if compressor is None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+
+_TAIL = 64  # characters compared before a candidate's prefix is hashed
 
 
 def _digest(text: str) -> bytes:
@@ -30,12 +34,14 @@ class Encoded:
 
 
 class TurnCache:
-    """Remembered (text -> token ids) pairs, least recently used dropped beyond `capacity`."""
+    """Remembered (text -> token ids) pairs, least recently used dropped beyond `capacity`.
+
+    Ids are kept as 4-byte arrays; a lookup checks each candidate's last characters before hashing."""
 
     def __init__(self, capacity: int = 256, min_chars: int = 64) -> None:
         self.capacity = capacity
         self.min_chars = min_chars  # shorter texts are cheaper to tokenize than to look up
-        self._entries: OrderedDict[tuple[int, bytes], tuple[int, ...]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, bytes], tuple[str, array]] = OrderedDict()  # -> (tail, ids)
         self._lengths: Counter[int] = Counter()
         self._lock = threading.Lock()  # prompts are encoded in worker threads
 
@@ -49,7 +55,7 @@ class TurnCache:
         with self._lock:
             if key not in self._entries:
                 self._lengths[key[0]] += 1
-            self._entries[key] = tuple(token_ids)
+            self._entries[key] = (text[-_TAIL:], array("l", token_ids))
             self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
                 (length, _), _ = self._entries.popitem(last=False)
@@ -66,17 +72,24 @@ class TurnCache:
             answer = tokenizer.decode(list(output_ids), skip_special_tokens=False)
             self.remember(prompt_text + answer, list(prompt_ids) + list(output_ids))
 
-    def longest_prefix(self, text: str) -> tuple[int, tuple[int, ...]] | None:
+    def longest_prefix(self, text: str) -> tuple[int, array] | None:
         """(characters, ids) of the longest remembered text that `text` starts with."""
         with self._lock:
             lengths = sorted((n for n in self._lengths if n <= len(text)), reverse=True)
+            tails = {}
+            for (n, digest), (tail, _) in self._entries.items():
+                tails.setdefault(n, []).append((tail, digest))
         for n in lengths:
-            key = (n, _digest(text[:n]))
-            with self._lock:
-                ids = self._entries.get(key)
-                if ids is not None:
-                    self._entries.move_to_end(key)
-                    return n, ids
+            candidates = [digest for tail, digest in tails.get(n, ()) if text.startswith(tail, n - len(tail))]
+            if not candidates:
+                continue
+            digest = _digest(text[:n])
+            if digest in candidates:
+                with self._lock:
+                    entry = self._entries.get((n, digest))
+                    if entry is not None:
+                        self._entries.move_to_end((n, digest))
+                        return n, entry[1]
         return None
 
     def encode(self, tokenizer: Any, text: str) -> Encoded:
@@ -87,4 +100,4 @@ class TurnCache:
         num_chars, ids = hit
         rest = text[num_chars:]
         tail = tokenizer.encode(rest, add_special_tokens=False) if rest else []
-        return Encoded(list(ids) + tail, len(ids))
+        return Encoded(ids.tolist() + tail, len(ids))

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from velollm.config import EngineConfig
 from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
@@ -25,9 +26,9 @@ class _Stream:
 
 
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine, max_queue: int = 512, served_name: str | None = None) -> None:
+    def __init__(self, engine: LLMEngine, served_name: str | None = None) -> None:
         self.engine = engine
-        self.max_queue = max_queue
+        self.max_queue = engine.config.max_queue
         self.served_name = served_name or engine.source.info.name
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -38,8 +39,10 @@ class AsyncEngine:
         self._dead: BaseException | None = None
 
     @classmethod
-    def from_model(cls, model: str, *, max_queue: int = 512, served_name: str | None = None, **kwargs) -> "AsyncEngine":
-        return cls(LLMEngine.from_model(model, **kwargs), max_queue=max_queue, served_name=served_name or model)
+    def from_model(cls, model: str, config: EngineConfig, *, served_name: str | None = None,
+                   cache_dir: str | None = None, allow_paths: bool = True) -> "AsyncEngine":
+        engine = LLMEngine.from_model(model, config, cache_dir=cache_dir, allow_paths=allow_paths)
+        return cls(engine, served_name=served_name or model)
 
     @property
     def tokenizer(self):

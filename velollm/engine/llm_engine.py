@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from velollm.config import CacheConfig, SchedulerConfig
+from velollm.config import EngineConfig, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
 from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
+from velollm.output_budget import fit_max_tokens
 from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.request import Request
 from velollm.engine.sampler import Sampler
@@ -75,30 +76,29 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
 
 
 class LLMEngine:
-    def __init__(self, source: ModelSource, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 256,
-                 max_model_len: int | None = None, max_num_batched_tokens: int | None = None,
-                 kv_cache_memory: int | None = None, enable_prefix_caching: bool = True,
-                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False) -> None:
-        torch_device = resolve_device(device)
-        config = source.config.replace(dtype=resolve_dtype(dtype, source.config.dtype, torch_device))
-        self.source = dataclasses.replace(source, config=config)
-        self.model_config = config
+    def __init__(self, source: ModelSource, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        torch_device = resolve_device(config.device)
+        model_config = source.config.replace(dtype=resolve_dtype(config.dtype, source.config.dtype, torch_device))
+        self.source = dataclasses.replace(source, config=model_config)
+        self.model_config = model_config
         self.tokenizer = source.load_tokenizer()
-        wanted_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)
-        cache_config = CacheConfig(kv_cache_memory=kv_cache_memory, enable_prefix_caching=enable_prefix_caching,
-                                   gpu_memory_utilization=gpu_memory_utilization)
-        self.runner = ModelRunner(self.source, torch_device, cache_config, max_num_seqs, wanted_len,
-                                  max_num_batched_tokens=max_num_batched_tokens, enforce_eager=enforce_eager)
+        limit = model_config.max_position_embeddings
+        wanted_len = min(config.max_model_len or limit, limit)
+        cache_config = config.cache_config()
+        self.runner = ModelRunner(self.source, torch_device, cache_config, config.max_num_seqs, wanted_len,
+                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager)
         capacity = self.runner.num_blocks * cache_config.block_size
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
         self.max_model_len = min(wanted_len, capacity)
         self.tokenizer.max_input_tokens = self.max_model_len
-        self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, enable_prefix_caching)
-        batched = max_num_batched_tokens or max(2048, min(self.max_model_len, 8192))
-        self.scheduler = Scheduler(SchedulerConfig(max_num_seqs, batched, self.max_model_len), self.block_manager)
-        self.eos_token_ids = frozenset(config.eos_token_ids) | self.tokenizer.eos_token_ids
-        self.sampler = Sampler(config.vocab_size, self.eos_token_ids)
+        self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, config.enable_prefix_caching)
+        scheduler_config = SchedulerConfig(config.max_num_seqs, config.batched_tokens(self.max_model_len),
+                                           self.max_model_len)
+        self.scheduler = Scheduler(scheduler_config, self.block_manager)
+        self.eos_token_ids = frozenset(model_config.eos_token_ids) | self.tokenizer.eos_token_ids
+        self.sampler = Sampler(model_config.vocab_size, self.eos_token_ids)
         self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
         self.device = torch_device
         self.requests: dict[str, Request] = {}
@@ -108,20 +108,19 @@ class LLMEngine:
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
 
     @classmethod
-    def from_model(cls, model: str, *, dtype: str = "auto", cache_dir: str | None = None, allow_paths: bool = True,
-                   quantization: str = "auto", **kwargs) -> "LLMEngine":
+    def from_model(cls, model: str, config: EngineConfig = EngineConfig(), *, cache_dir: str | None = None,
+                   allow_paths: bool = True) -> "LLMEngine":
         """Resolve a model specifier (demo, path, Ollama name, HF repo id) and build the engine.
 
         `cache_dir` is where `demo` is generated (default ~/.cache/velollm); `allow_paths=False` refuses
-        filesystem paths (a name a network client chose). `quantization`: auto | none | gguf, whether GGUF
-        weights stay quantized (auto: on CUDA) or are dequantized at load.
+        filesystem paths (a name a network client chose).
         """
         from velollm.engine.loader.resolve import resolve_model
 
-        device = str(resolve_device(kwargs.pop("device", "auto")))
-        source = resolve_model(model, dtype=None if dtype == "auto" else dtype, cache_dir=cache_dir, device=device,
-                               allow_paths=allow_paths, quantization=quantization)
-        return cls(source, device=device, dtype=dtype, **kwargs)
+        config = config.replace(device=str(resolve_device(config.device)))
+        source = resolve_model(model, dtype=None if config.dtype == "auto" else config.dtype, cache_dir=cache_dir,
+                               device=config.device, allow_paths=allow_paths, quantization=config.quantization)
+        return cls(source, config)
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None) -> Request:
         request_id = request_id or f"req-{next(self._ids)}"
@@ -142,7 +141,7 @@ class LLMEngine:
 
     def output_budget(self, num_prompt_tokens: int, params: SamplingParams) -> int:
         """The most tokens a request may generate (what a grammar winds down against)."""
-        return params.max_tokens or self.max_model_len - num_prompt_tokens
+        return fit_max_tokens(num_prompt_tokens, params.max_tokens, self.max_model_len)
 
     @property
     def structured_output(self):

@@ -58,15 +58,14 @@ def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype:
 
 class ModelRunner:
     def __init__(self, source: ModelSource, device: torch.device, cache_config: CacheConfig,
-                 max_num_seqs: int, max_model_len: int, *, max_num_batched_tokens: int | None = None,
-                 enforce_eager: bool = False) -> None:
+                 max_num_seqs: int, max_model_len: int, *, profile_tokens: int, enforce_eager: bool = False) -> None:
+        """`profile_tokens`: the most tokens one step runs (the activations sized before the KV cache)."""
         self.config: ModelConfig = source.config
         self.device = device
         self.dtype = TORCH_DTYPES[self.config.dtype]
         self.block_size = cache_config.block_size
         self.max_num_seqs = max_num_seqs
         self.model = self._load_model(source)
-        profile_tokens = max_num_batched_tokens or max(2048, min(max_model_len, 8192))
         self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
         self.attention_backend = kernels.kernel_backend(self.kv_caches[0][0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,9 +22,10 @@ from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.sse_repair import OpenAIStreamRepair
+from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
 from velollm.proxy.think_split import split_events, split_json, splitter_for
+from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
-from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.wire.disconnect import ClientDisconnected, cancel_on_disconnect
 from velollm.wire.errors import Api, APIError, error_message, error_response
 from velollm.wire.framing import ndjson_line
@@ -34,6 +35,7 @@ from velollm.wire.timestamps import now_rfc3339
 logger = logging.getLogger(__name__)
 
 _STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+VALIDATED_BYTES = 1 << 20  # a passed-through whole answer up to this size is checked to be JSON first
 
 
 def _error(api: Api, status: int, message: str) -> Response:
@@ -78,22 +80,23 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
                         repair: AnswerRepair | None = None, split: OpenAIAnswerSplit | None = None) -> Response:
     response = await upstream.send(method, path, content=content or None)
     media_type = response.headers.get("content-type", "application/json")
-    if response.status_code == 200 and media_type.startswith(_STREAM_TYPES):
+    if response.status_code != 200:
+        return await _converted_error(upstream, response, api)
+    if media_type.startswith(_STREAM_TYPES):
         relay = _relay(upstream, response, api)
         if split is not None:
             relay = split_events(relay, split)
         if repair is not None:
             relay = _repaired_lines(relay, repair) if api == "ollama" else _repaired_events(relay, repair)
         return _streaming(relay, response, media_type)
-    try:
-        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
-    finally:
-        await response.aclose()
-    if split is not None and response.status_code == 200:
+    if split is None and repair is None:
+        return await _relayed_json(upstream, response, media_type)
+    data = await upstream.read_body(response)  # rewritten whole: held, within --max-upstream-body
+    if split is not None:
         data = split_json(data, split)
-    if repair is not None and response.status_code == 200:
+    if repair is not None:
         data = repair.json_body(data, api)
-    return Response(data, status_code=response.status_code, media_type=media_type)
+    return Response(data, media_type=media_type)
 
 
 async def _repaired_lines(chunks: AsyncIterator[bytes], repair: AnswerRepair) -> AsyncIterator[bytes]:
@@ -115,19 +118,10 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
 async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
-    boundaries = (b"\n\n", b"\r\n\r\n") if api == "openai" else (b"\n",)
-    pending = b""
+    buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
     try:
-        async for chunk in upstream.iter_raw(response):
-            if pending:
-                chunk, pending = pending + chunk, b""
-            if not chunk.endswith(boundaries):
-                cut = max(chunk.rfind(b) + len(b) if chunk.rfind(b) >= 0 else 0 for b in boundaries)
-                chunk, pending = chunk[:cut], chunk[cut:]
-            if chunk:
-                yield chunk
-        if pending:
-            yield pending
+        async for messages in upstream.iter_messages(response, buffer):
+            yield messages
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
         if api == "openai":
@@ -136,6 +130,40 @@ async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> Asyn
             yield ndjson_line({"error": str(exc)})
     finally:
         await response.aclose()
+
+
+async def _relayed_json(upstream: Upstream, response: httpx.Response, media_type: str) -> Response:
+    """A whole (non-streamed) answer passed through: up to VALIDATED_BYTES it is held and must be JSON
+    (else a 502 in the client's shape); a larger one is relayed as it comes, never held whole."""
+    chunks = upstream.iter_raw(response)
+    head: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            head.append(chunk)
+            size += len(chunk)
+            if size > VALIDATED_BYTES:
+                break
+        else:
+            data = b"".join(head)
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                raise UpstreamBadAnswer(upstream.url, f"invalid JSON: {data[:200]!r}") from exc
+            return Response(data, media_type=media_type)
+    except BaseException:
+        await response.aclose()
+        raise
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            yield b"".join(head)
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await response.aclose()
+
+    return _streaming(rest(), response, media_type)
 
 
 # --- OpenAI client, Ollama upstream -----------------------------------------------------------
@@ -191,14 +219,21 @@ async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter
         await response.aclose()
 
 
-async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Response:
-    converted = {"model": body.get("model"), "input": body.get("input")}
+async def _embed(upstream: Upstream, path: str, body: dict[str, Any], inputs: Any, api: Api) -> Any:
+    """An embedding request sent upstream (`path`): its parsed answer, or its error in `api`'s shape."""
+    converted: dict[str, Any] = {"model": body.get("model"), "input": inputs}
     if body.get("dimensions"):
         converted["dimensions"] = body["dimensions"]
-    response = await upstream.send("POST", "/api/embed", json_body=converted)
+    response = await upstream.send("POST", path, json_body=converted)
     if response.status_code != 200:
-        return await _converted_error(upstream, response, "openai")
-    answer = await _read_json(upstream, response)
+        return await _converted_error(upstream, response, api)
+    return await _read_json(upstream, response)
+
+
+async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Response:
+    answer = await _embed(upstream, "/api/embed", body, body.get("input"), "openai")
+    if isinstance(answer, Response):
+        return answer
     data = [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(answer.get("embeddings") or [])]
     tokens = int(answer.get("prompt_eval_count") or 0)
     return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
@@ -242,7 +277,8 @@ async def _ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any]
     if converted["stream"]:
         return _streaming(_sse_to_ndjson(upstream, response, converter, repair, split), response,
                           "application/x-ndjson")
-    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path, repair)
+    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path,
+                           upstream.config.max_body_bytes, repair)
 
 
 async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
@@ -284,18 +320,28 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
         await response.aclose()
 
 
-async def _collapse(lines: AsyncIterator[bytes], path: str, repair: AnswerRepair | None = None) -> Response:
-    """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does."""
+async def _collapse(lines: AsyncGenerator[bytes, None], path: str, max_bytes: int,
+                    repair: AnswerRepair | None = None) -> Response:
+    """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does
+    (holding at most `max_bytes` of it)."""
     text, thinking, logprobs, final = [], [], [], None
-    async for line in lines:
-        obj = json.loads(line)
-        if "error" in obj:
-            return _error("ollama", 502, obj["error"])
-        part = obj.get("message") or obj
-        text.append(part.get("content") or part.get("response") or "")
-        thinking.append(part.get("thinking") or "")
-        logprobs += obj.get("logprobs") or []
-        final = obj
+    size = 0
+    try:
+        async for line in lines:
+            size += len(line)
+            if size > max_bytes:
+                return _error("ollama", 502, f"the upstream's answer is larger than {max_bytes} bytes "
+                                             f"(--max-upstream-body)")
+            obj = json.loads(line)
+            if "error" in obj:
+                return _error("ollama", 502, obj["error"])
+            part = obj.get("message") or obj
+            text.append(part.get("content") or part.get("response") or "")
+            thinking.append(part.get("thinking") or "")
+            logprobs += obj.get("logprobs") or []
+            final = obj
+    finally:
+        await lines.aclose()  # closes the upstream response at once
     if final is None:
         return _error("ollama", 502, "the upstream sent an empty answer")
     target = final["message"] if path == "/api/chat" else final
@@ -331,13 +377,9 @@ async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, 
     inputs = body.get("prompt") if legacy else body.get("input")
     if not inputs:
         return JSONResponse({"embedding": []} if legacy else {"model": body.get("model"), "embeddings": []})
-    converted: dict[str, Any] = {"model": body.get("model"), "input": inputs}
-    if body.get("dimensions"):
-        converted["dimensions"] = body["dimensions"]
-    response = await upstream.send("POST", "/v1/embeddings", json_body=converted)
-    if response.status_code != 200:
-        return await _converted_error(upstream, response, "ollama")
-    answer = await _read_json(upstream, response)
+    answer = await _embed(upstream, "/v1/embeddings", body, inputs, "ollama")
+    if isinstance(answer, Response):
+        return answer
     vectors = [d.get("embedding") for d in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))]
     if legacy:
         return JSONResponse({"embedding": vectors[0] if vectors else []})
@@ -355,25 +397,27 @@ def _streaming(body: AsyncIterator[bytes], upstream_response: httpx.Response, me
 
 
 async def _read_json(upstream: Upstream, response: httpx.Response) -> Any:
-    try:
-        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
-    finally:
-        await response.aclose()
+    data = await upstream.read_body(response)
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise UpstreamUnavailable(upstream.url, f"invalid JSON answer: {data[:200]!r}") from exc
+        raise UpstreamBadAnswer(upstream.url, f"invalid JSON: {data[:200]!r}") from exc
 
 
 async def _converted_error(upstream: Upstream, response: httpx.Response, api: Api) -> Response:
-    """An upstream error status passed through, its message moved into the client's error shape."""
+    """An upstream error status passed on in the client's error shape: a body already in that shape as
+    it is; any other (the other API's, HTML, broken JSON) turned into it, its text as the message."""
+    data = await upstream.read_body(response)
     try:
-        data = b"".join([chunk async for chunk in upstream.iter_raw(response)])
-    finally:
-        await response.aclose()
-    try:
-        message = error_message(json.loads(data))
+        body = json.loads(data)
     except ValueError:
-        message = data.decode("utf-8", "replace").strip() or f"upstream answered {response.status_code}"
-    return _error(api, response.status_code, message)
+        text = data.decode("utf-8", "replace").strip()
+        if text.startswith("<"):  # an error page of a server or proxy in front of the upstream
+            text = "(an HTML page)"
+        return _error(api, response.status_code, f"upstream answered {response.status_code}: {text[:500]}"
+                      if text else f"upstream answered {response.status_code}")
+    error = body.get("error") if isinstance(body, dict) else None
+    if (isinstance(error, dict) and isinstance(error.get("message"), str)) if api == "openai" else isinstance(error, str):
+        return Response(data, status_code=response.status_code, media_type="application/json")
+    return _error(api, response.status_code, error_message(body))
 

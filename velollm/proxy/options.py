@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from velollm.config import parse_size
 from velollm.proxy.upstream import UpstreamConfig
 from velollm.wire.ollama_host import parse_ollama_host
 
@@ -21,6 +22,9 @@ def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
                        help="wait for the upstream's first byte (it may be loading a model)")
     group.add_argument("--upstream-idle-timeout", type=float, default=120.0, metavar="S",
                        help="longest pause between two chunks of an upstream stream")
+    group.add_argument("--max-upstream-body", type=parse_size, default=UpstreamConfig.max_body_bytes, metavar="SIZE",
+                       help="most of one upstream answer held in memory (a whole answer converted or repaired, "
+                            "one line of a stream); 502 beyond (default 64MiB; relayed answers are not held)")
     group.add_argument("--no-upstream", action="store_true", help="serve native models only")
     group.add_argument("--proxy-only", action="store_true",
                        help="no engine, no torch import: forward every request to the upstream")
@@ -38,4 +42,5 @@ def upstream_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Ups
     return UpstreamConfig(url=url, kind=args.upstream_kind, api_key=args.upstream_api_key,
                           connect_timeout=args.upstream_connect_timeout,
                           first_byte_timeout=args.upstream_first_byte_timeout,
-                          idle_timeout=args.upstream_idle_timeout)
+                          idle_timeout=args.upstream_idle_timeout,
+                          max_body_bytes=getattr(args, "max_upstream_body", UpstreamConfig.max_body_bytes))

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.wire.framing import sse_event
 
 _ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
 
@@ -68,7 +69,7 @@ class OpenAIStreamRepair:
                 choices.append({**choice, "delta": delta, "finish_reason": finish})
         if not changed:
             return raw
-        rewritten = b"" if not choices and obj["choices"] else _sse({**obj, "choices": choices})
+        rewritten = b"" if not choices and obj["choices"] else sse_event({**obj, "choices": choices})
         return b"".join(before) + rewritten
 
     def _hold(self, index: int, fragments: list[Any]) -> None:
@@ -99,13 +100,9 @@ class OpenAIStreamRepair:
         if out:
             delta["tool_calls"] = out
         reason = "tool_calls" if out else ("stop" if finish in ("tool_calls", "function_call") else finish)
-        chunk = _sse({**self.envelope, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        chunk = sse_event({**self.envelope, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
         return (chunk if delta else b""), reason
 
     def _flush(self, index: int, finish: str) -> bytes:
         chunk, reason = self._repaired(index, finish)
-        return chunk + _sse({**self.envelope, "choices": [{"index": index, "delta": {}, "finish_reason": reason}]})
-
-
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+        return chunk + sse_event({**self.envelope, "choices": [{"index": index, "delta": {}, "finish_reason": reason}]})

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from velollm.errors import VeloLLMError
+from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, MessageBuffer, MessageTooLong, lines
 from velollm.wire.framing import dumps_bytes
 from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
 from velollm.wire.timestamps import rfc3339, unix_seconds
@@ -34,6 +35,17 @@ class UpstreamUnavailable(VeloLLMError):
         self.url = url
         self.reason = reason
         self.status_code = status_code
+
+
+class UpstreamBadAnswer(UpstreamUnavailable):
+    """The upstream answered with something the proxy cannot pass on: larger than it may hold, a line
+    longer than it reassembles, or no JSON where JSON is due (HTTP 502)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        VeloLLMError.__init__(self, f"upstream {url} sent an unusable answer: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status_code = 502
 
 
 class UpstreamTimeout(UpstreamUnavailable):
@@ -57,6 +69,9 @@ class UpstreamConfig:
     connect_retries: int = 1
     max_connections: int = 1024
     client_shards: int = 8
+    # Most bytes of one answer the proxy holds in memory (a non-streamed answer it converts, repairs or
+    # validates; one line / event of a stream); past it the client gets a 502. Relayed bodies are not held.
+    max_body_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.kind not in ("ollama", "openai", "auto"):
@@ -70,6 +85,8 @@ class UpstreamConfig:
             raise ValueError("connect_retries must be >= 0")
         if self.client_shards < 1:
             raise ValueError("client_shards must be >= 1")
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -222,26 +239,46 @@ class Upstream:
                 raise UpstreamUnavailable(self.url, _describe(exc)) from exc
             yield chunk
 
+    def message_buffer(self, boundaries: tuple[bytes, ...]) -> MessageBuffer:
+        return MessageBuffer(boundaries, self.config.max_body_bytes)
+
+    async def iter_messages(self, response: httpx.Response, buffer: MessageBuffer) -> Any:
+        """Whole messages (lines, events; several per item when they came together) as they arrive;
+        an unterminated last one at the end. A message over max_body_bytes raises UpstreamBadAnswer."""
+        try:
+            async for chunk in self.iter_raw(response):
+                out = buffer.feed(chunk)
+                if out:
+                    yield out
+        except MessageTooLong as exc:
+            raise UpstreamBadAnswer(self.url, str(exc)) from exc
+        tail = buffer.tail()
+        if tail:
+            yield tail
+
     async def iter_lines(self, response: httpx.Response) -> Any:
         """Complete lines (without the newline) as they arrive."""
-        pending = b""
-        async for chunk in self.iter_raw(response):
-            pending += chunk
-            if b"\n" not in pending:
-                continue
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.rstrip(b"\r")
-        if pending:
-            yield pending
+        async for data in self.iter_messages(response, self.message_buffer(NDJSON_BOUNDARIES)):
+            for line in (lines(data) if data.endswith(b"\n") else [data]):
+                yield line
+
+    async def read_body(self, response: httpx.Response) -> bytes:
+        """The whole body (closing the response), at most max_body_bytes: beyond, UpstreamBadAnswer."""
+        parts, size, limit = [], 0, self.config.max_body_bytes
+        try:
+            async for chunk in self.iter_raw(response):
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamBadAnswer(self.url, f"the answer is larger than {limit} bytes (--max-upstream-body)")
+                parts.append(chunk)
+        finally:
+            await response.aclose()
+        return b"".join(parts)
 
     async def request_json(self, method: str, path: str, json_body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
         """A whole small request: (status, parsed JSON body or the text when it is not JSON)."""
         response = await self.send(method, path, json_body=json_body, first_byte_timeout=timeout)
-        try:
-            body = b"".join([chunk async for chunk in self.iter_raw(response)])
-        finally:
-            await response.aclose()
+        body = await self.read_body(response)
         try:
             return response.status_code, json.loads(body)
         except ValueError:

@@ -22,10 +22,9 @@ def _has_reasoning(obj: Mapping[str, Any]) -> bool:
 def _apply(target: dict[str, Any], split: ReasoningDelta, keep_reasoning: bool, *, whole: bool) -> None:
     if split.reasoning and keep_reasoning:
         target["reasoning_content"] = split.reasoning
-    if split.content or whole:
-        target["content"] = split.content if split.content or not whole else (None if target.get("tool_calls") else "")
-    else:
-        target.pop("content", None)
+    # A delta keeps its content key even when its text is held back or was thinking: servers without
+    # usage in streams send one content delta per token, and converters count them.
+    target["content"] = split.content or (None if whole and target.get("tool_calls") else "")
 
 
 class OpenAIAnswerSplit:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from velollm.tools.tool_parsers import ToolFamily
-from velollm.tools.tool_schema import ToolSpec, tool_specs
+from velollm.tools.tool_schema import ToolSpec, template_tools, tool_specs
 
 if TYPE_CHECKING:
     from velollm.engine.tokenizer import Tokenizer
@@ -147,11 +147,12 @@ def render_with_tools(
     family: ToolFamily,
     **kwargs: Any,
 ) -> str:
-    """The prompt text: through the model's template when it renders tools, else the fallback."""
-    specs = tool_specs(tools)
+    """The prompt text: through the model's template when it renders tools (the tools exactly as the
+    client sent them, as transformers renders them), else the fallback."""
+    specs = tool_specs(tools)  # raises InvalidRequest on a malformed tool
     if template_supports_tools(tokenizer.chat_template):
         return tokenizer.apply_chat_template(
-            to_template_messages(messages, family), tools=[s.to_openai() for s in specs] or None, **kwargs
+            to_template_messages(messages, family), tools=template_tools(tools) if specs else None, **kwargs
         )
     if not specs:
         return tokenizer.apply_chat_template(to_template_messages(messages, family), **kwargs)

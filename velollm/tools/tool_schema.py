@@ -50,6 +50,13 @@ class ToolSpec:
         return {"type": "function", "function": function}
 
 
+def template_tools(tools: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The tools as a chat template gets them: exactly as the client sent them (key order, texts and
+    schemas untouched, as transformers' apply_chat_template passes them), a bare function object
+    wrapped the way templates expect ({"type": "function", "function": ...})."""
+    return [tool if "function" in tool else {"type": "function", "function": tool} for tool in tools]
+
+
 def normalize_schema(schema: Any) -> Any:
     """A copy of `schema` with pseudo-types mapped to JSON Schema types ('any' drops the type)."""
     schema = copy.deepcopy(schema)

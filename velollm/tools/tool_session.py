@@ -17,7 +17,7 @@ from velollm.tools.tool_grammar import named_tool, tool_call_constraint
 from velollm.tools.tool_parsers import ToolFamily, detect_family
 from velollm.tools.tool_prompt import render_with_tools
 from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
-from velollm.tools.tool_schema import tool_specs
+from velollm.tools.tool_schema import template_tools, tool_specs
 from velollm.tools.tool_stream import StreamingToolParser
 from velollm.sampling_params import StructuredOutput
 
@@ -55,7 +55,8 @@ class ToolSession:
     ) -> None:
         self.tokenizer = tokenizer
         self.config = config or ToolCallConfig()
-        self.specs = tool_specs(tools)
+        self.specs = tool_specs(tools)  # validated and normalized: for the grammar and the repairs
+        self.template_tools = template_tools(tools) if self.specs else None  # for the prompt: as sent
         self.tool_choice = "auto" if tool_choice is None else tool_choice
         if self.tool_choice not in ("auto", "none", "required"):
             named_tool(self.tool_choice)  # raises InvalidRequest on a malformed choice
@@ -93,8 +94,7 @@ class ToolSession:
         return not self.active
 
     def render_prompt(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> str:
-        tools = [s.to_openai() for s in self.specs] if self.specs else None
-        return render_with_tools(self.tokenizer, messages, tools, self.family, **kwargs)
+        return render_with_tools(self.tokenizer, messages, self.template_tools, self.family, **kwargs)
 
     def prompt_token_ids(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[int]:
         return self.tokenizer.encode(self.render_prompt(messages, **kwargs), add_special_tokens=False)
