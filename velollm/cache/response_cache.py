@@ -143,14 +143,15 @@ class ResponseCache:
         return self.sqlite.count_sync() if self.exact is self.sqlite else self._shared_count
 
     def store_later(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
-                    vector: np.ndarray | None = None) -> None:
+                    vector: np.ndarray | None = None) -> asyncio.Task:
         """Stores in the background (the response is not held up); close() waits for these."""
-        self._later(self.store(key, answer, ttl_s, vector))
+        return self._later(self.store(key, answer, ttl_s, vector))
 
-    def _later(self, work: Coroutine[Any, Any, Any]) -> None:
+    def _later(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def drain(self) -> None:
         while self._pending:
