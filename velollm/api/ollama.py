@@ -139,7 +139,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
             return await forward(request, state, call, target, body)
         await state.models.unload(target.model)
         return _load_response(target.model.name, chat, 0)
-    target = await route(request, state, call, name, body.get("keep_alive"))
+    target = await route(request, state, call, name, body.get("keep_alive"), body=body)
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     return target.model
