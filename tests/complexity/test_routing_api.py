@@ -31,6 +31,13 @@ def test_a_chosen_model_that_does_not_exist_is_a_404_that_says_which_route():
         assert r.headers["x-velollm-route"] == "default; model=demo; no rule matched"
 
 
+def test_show_of_the_virtual_model_shows_its_default():
+    with TestClient(_app({"default": "demo"})) as client:
+        r = client.post("/api/show", json={"model": "auto"})
+        assert r.status_code == 200 and r.json()["details"]["family"]
+        assert [m["name"] for m in client.get("/api/tags").json()["models"]][:2] == ["auto", "demo"]
+
+
 def test_a_bad_body_is_reported_by_the_chosen_models_parser():
     with TestClient(_app({"default": "demo"})) as client:
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": "nope"})

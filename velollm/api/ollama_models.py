@@ -183,6 +183,8 @@ async def tags(request: Request, state: AppState, call: Call) -> Response:
 async def show(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     name = model_of(body)
+    if state.router is not None and state.router.handles(name):
+        name = body["model"] = state.router.policy.default  # the virtual model shows its default model
     call.model = name
     target = await state.models.describe(name)  # like Ollama: showing a model does not load it
     if isinstance(target, UpstreamTarget):

@@ -33,6 +33,7 @@ class ComplexityRouter:
         self._index_loader = index_loader
         self._index: asyncio.Task[KnnIndex] | None = None
         self.created = time.time()  # what the listings say
+        self._warned = False
 
     @property
     def name(self) -> str:
@@ -71,8 +72,11 @@ class ComplexityRouter:
         try:
             index = await asyncio.shield(self._index)
         except Exception as exc:  # the examples could not be embedded: rules and default still route
-            logger.warning("routing kNN unavailable: %s", exc)
-            return None, f"kNN unavailable: {type(exc).__name__}: {exc}"
+            problem = f"kNN unavailable: {type(exc).__name__}: {exc}"
+            if not self._warned:
+                self._warned = True
+                logger.error("routing %s; rules and the default still route", problem)
+            return None, problem
         return await asyncio.to_thread(index.vote, features.query), ""
 
     async def close(self) -> None:
