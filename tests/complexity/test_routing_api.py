@@ -19,7 +19,7 @@ def _app(table: dict):
 def test_a_chosen_model_that_does_not_exist_is_a_404_that_says_which_route():
     app = _app({"default": "demo", "rules": [{"name": "code", "model": "missing", "code": True}]})
     code = "```python\nprint(1)\n```"
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": code}]})
         assert r.status_code == 404
         assert "chosen for 'auto' by route 'code'" in r.json()["error"]["message"]
@@ -32,14 +32,14 @@ def test_a_chosen_model_that_does_not_exist_is_a_404_that_says_which_route():
 
 
 def test_show_of_the_virtual_model_shows_its_default():
-    with TestClient(_app({"default": "demo"})) as client:
+    with TestClient(_app({"default": "demo"}), base_url="http://127.0.0.1") as client:
         r = client.post("/api/show", json={"model": "auto"})
         assert r.status_code == 200 and r.json()["details"]["family"]
         assert [m["name"] for m in client.get("/api/tags").json()["models"]][:2] == ["auto", "demo"]
 
 
 def test_a_bad_body_is_reported_by_the_chosen_models_parser():
-    with TestClient(_app({"default": "demo"})) as client:
+    with TestClient(_app({"default": "demo"}), base_url="http://127.0.0.1") as client:
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": "nope"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "x"}],
@@ -53,7 +53,8 @@ def test_the_virtual_name_cannot_shadow_a_served_model():
 
 
 def test_without_routing_auto_is_an_unknown_model():
-    with TestClient(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})) as client:
+    with TestClient(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()}),
+                    base_url="http://127.0.0.1") as client:
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 404 and "x-velollm-route" not in r.headers
         assert "auto" not in [m["id"] for m in client.get("/v1/models").json()["data"]]

@@ -42,10 +42,15 @@ _CODE_WEAK = [re.compile(p, re.MULTILINE) for p in (
     r"[;{]\s*$",
     r"</?[a-z]+[^>\n]{0,200}>",
 )]
+# Words about code: names of languages and tools count 2 (they make a code question alone), the others 1.
+_CODE_STRONG_WORDS = re.compile(
+    r"\b(python|javascript|typescript|node\.?js|java|golang|c\+\+|c#|sql|bash|powershell|kubernetes|docker"
+    r"|regex|compiler|stack ?trace|traceback|refactor\w*|git|npm|pip|json|yaml|html|css|react|django)\b",
+    re.IGNORECASE)
 _CODE_WORDS = re.compile(
-    r"\b(code|coding|function|method|python|javascript|typescript|java|rust|golang|c\+\+|sql|bash|shell|regex"
-    r"|compile[sd]?|compiler|debug|bug|stack ?trace|exception|refactor|implement|api|script|snippet|algorithm"
-    r"|unit tests?|repository|git)\b", re.IGNORECASE)
+    r"\b(code|coding|programming|program|function|method|api|script|snippet|algorithm|bug|debug\w*|exception"
+    r"|error|implement\w*|server|module|class|loop|variable|array|compil\w+|repository|unit tests?|database"
+    r"|query|endpoint|framework|library|rust|linux|time complexity)\b", re.IGNORECASE)
 
 _MATH_STRONG_SYNTAX = [re.compile(p, re.MULTILINE) for p in (
     r"\\(frac|int|sum|prod|sqrt|lim|infty|alpha|beta|theta|partial|cdot|leq|geq|mathbb)\b",
@@ -61,10 +66,12 @@ _MATH_SYNTAX = [re.compile(p, re.MULTILINE) for p in (
 # Words that make a math question on their own count 2, the others 1.
 _MATH_STRONG = re.compile(
     r"\b(mathematics|equations?|integral|derivative|differentiate|theorem|prove|proof|lemma|probability"
-    r"|eigen\w*|polynomial|logarithm|calculus)\b", re.IGNORECASE)
+    r"|eigen\w*|polynomial|logarithm|calculus|divisible|combinatorics|permutations?|factorial|arithmetic)\b",
+    re.IGNORECASE)
 _MATH_WORDS = re.compile(
-    r"\b(math|maths|integrate|calculate|compute|solve|matrix|matrices|prime|factorial|vector|algebra|geometry"
-    r"|statistics|variance)\b", re.IGNORECASE)
+    r"\b(math|maths|integrate|calculate|compute|solve|matrix|matrices|primes?|vector|algebra|geometry"
+    r"|statistics|variance|limit|integers?|sum|average|how many ways|infinity|fraction|percent\w*|ratio"
+    r"|show that)\b", re.IGNORECASE)
 
 
 def estimate_tokens(text: str) -> int:
@@ -90,11 +97,12 @@ def _count_strong(patterns: list[re.Pattern[str]], text: str) -> int:
 
 def code_score(text: str) -> int:
     """Fenced blocks count 3 each; each syntax pattern up to 3 (a strong one 2 from its first match);
-    words about code (python, function, debug...) 1 each, up to 3 in all."""
+    words about code: 2 for a language or tool (python, sql, docker, git...), 1 for the others (function,
+    debug, server...), up to 3 in all."""
     text = _window(text)
     fences = (len(_FENCE.findall(text)) + 1) // 2
-    return (3 * min(_CAP, fences) + _count_strong(_CODE_STRONG, text) + _count(_CODE_WEAK, text)
-            + min(_CAP, len(_CODE_WORDS.findall(text))))
+    words = 2 * len(_CODE_STRONG_WORDS.findall(text)) + len(_CODE_WORDS.findall(text))
+    return 3 * min(_CAP, fences) + _count_strong(_CODE_STRONG, text) + _count(_CODE_WEAK, text) + min(_CAP, words)
 
 
 def math_score(text: str) -> int:
