@@ -119,7 +119,7 @@ def test_completions_and_responses(oai):
 def test_proxied_json_streamed(oai):
     raw = oai.chat.completions.with_raw_response.create(
         model="auto", stream=True, response_format={"type": "json_object"},
-        messages=[{"role": "user", "content": "give me json"}], **MAX)
+        messages=[{"role": "user", "content": "list three colours"}], **MAX)
     assert _route(raw.headers) == ("json", "remote")
     assert {c.model for c in raw.parse()} == {"remote"}
 

@@ -45,12 +45,12 @@ _CODE_WEAK = [re.compile(p, re.MULTILINE) for p in (
 # Words about code: names of languages and tools count 2 (they make a code question alone), the others 1.
 _CODE_STRONG_WORDS = re.compile(
     r"\b(python|javascript|typescript|node\.?js|java|golang|c\+\+|c#|sql|bash|powershell|kubernetes|docker"
-    r"|regex|compiler|stack ?trace|traceback|refactor\w*|git|npm|pip|json|yaml|html|css|react|django)\b",
+    r"|regex|compiler|stack ?trace|traceback|refactor\w*|git|npm|pip|html|css|react|django)\b",
     re.IGNORECASE)
 _CODE_WORDS = re.compile(
     r"\b(code|coding|programming|program|function|method|api|script|snippet|algorithm|bug|debug\w*|exception"
     r"|error|implement\w*|server|module|class|loop|variable|array|compil\w+|repository|unit tests?|database"
-    r"|query|endpoint|framework|library|rust|linux|time complexity)\b", re.IGNORECASE)
+    r"|query|endpoint|framework|library|rust|linux|json|yaml|time complexity)\b", re.IGNORECASE)
 
 _MATH_STRONG_SYNTAX = [re.compile(p, re.MULTILINE) for p in (
     r"\\(frac|int|sum|prod|sqrt|lim|infty|alpha|beta|theta|partial|cdot|leq|geq|mathbb)\b",
