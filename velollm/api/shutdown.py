@@ -17,13 +17,12 @@ from typing import Any
 
 import uvicorn
 
-from velollm.api.drain import CUT_GRACE_S
 from velollm.api.handler import AppState
 
 logger = logging.getLogger(__name__)
 
 KV_SETTLE_S = 2.0  # engines free the blocks of aborted requests on their next step
-UVICORN_GRACE_S = CUT_GRACE_S + 5.0  # after the drain: idle connections close, cut streams flush
+UVICORN_GRACE_S = 5.0  # uvicorn's own, once the drain is over: idle connections close, cut streams flush
 
 
 class DrainingServer(uvicorn.Server):
