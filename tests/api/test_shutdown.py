@@ -16,6 +16,9 @@ import httpx
 from tests.serve_process import start_serve, stop_serve
 
 LONG = 100_000  # clamped to the context: runs until cut
+GREEDY_LONG = {"num_predict": LONG, "temperature": 0}  # the demo model never ends a greedy answer early
+FINISH = 500  # some seconds of work for the demo model: running at SIGTERM, done well before the timeout
+GREEDY_FINISH = {"num_predict": FINISH, "temperature": 0}
 CHAT = [{"role": "user", "content": "tell a long story"}]
 
 
@@ -55,8 +58,19 @@ def _start(url: str, specs: list[tuple[str, dict[str, Any]]]) -> list[Client]:
         c.start()
     for c in clients:
         assert c.first.wait(60), c.path
-    time.sleep(0.3)  # the non-streamed ones are generating too
+    deadline = time.monotonic() + 30
+    while _num_requests(url) < len(clients):  # the non-streamed ones are in the engine too
+        assert time.monotonic() < deadline, "the requests did not all start"
+        time.sleep(0.05)
     return clients
+
+
+def _num_requests(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name in ("velollm_running_requests", "velollm_queue_size"))
 
 
 def _sigterm_and_check_draining(proc: Any, url: str) -> None:
@@ -95,10 +109,10 @@ def test_sigterm_cuts_long_requests_at_the_timeout_with_an_ending(tmp_path):
         clients = _start(url, [
             ("/v1/chat/completions", {"model": "demo", "messages": CHAT, "max_tokens": LONG, "stream": True,
                                       "ignore_eos": True}),
-            ("/api/generate", {"model": "demo", "prompt": "story", "options": {"num_predict": LONG},
+            ("/api/generate", {"model": "demo", "prompt": "story", "options": GREEDY_LONG,
                                "stream": True}),
             ("/v1/completions", {"model": "demo", "prompt": "story", "max_tokens": LONG, "ignore_eos": True}),
-            ("/api/chat", {"model": "demo", "messages": CHAT, "options": {"num_predict": LONG}, "stream": False}),
+            ("/api/chat", {"model": "demo", "messages": CHAT, "options": GREEDY_LONG, "stream": False}),
         ])
         _sigterm_and_check_draining(proc, url)
         assert _wait_exit(proc, 30) < 25
@@ -123,11 +137,11 @@ def test_sigterm_lets_running_requests_finish(tmp_path):
     proc, url, log = _serve(tmp_path, 60.0)
     try:
         clients = _start(url, [
-            ("/v1/chat/completions", {"model": "demo", "messages": CHAT, "max_tokens": 300, "stream": True,
+            ("/v1/chat/completions", {"model": "demo", "messages": CHAT, "max_tokens": FINISH, "stream": True,
                                       "ignore_eos": True}),
-            ("/api/generate", {"model": "demo", "prompt": "story", "options": {"num_predict": 300},
+            ("/api/generate", {"model": "demo", "prompt": "story", "options": GREEDY_FINISH,
                                "stream": True}),
-            ("/api/generate", {"model": "demo", "prompt": "story", "options": {"num_predict": 300},
+            ("/api/generate", {"model": "demo", "prompt": "story", "options": GREEDY_FINISH,
                                "stream": False}),
         ])
         sse, ndjson, whole = clients
@@ -139,8 +153,8 @@ def test_sigterm_lets_running_requests_finish(tmp_path):
         assert len(sse.lines) > streamed_before[0] and len(ndjson.lines) > streamed_before[1]  # ran on after SIGTERM
         events = _openai_events(sse.lines)
         assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length", sse.lines[-2:]
-        assert json.loads(ndjson.lines[-1])["done"] is True and json.loads(ndjson.lines[-1])["eval_count"] == 300
-        assert whole.status == 200 and whole.json["eval_count"] == 300
+        assert json.loads(ndjson.lines[-1])["done"] is True and json.loads(ndjson.lines[-1])["eval_count"] == FINISH
+        assert whole.status == 200 and whole.json["eval_count"] == FINISH
         assert "cutting" not in log.read_text()
     finally:
         stop_serve(proc)

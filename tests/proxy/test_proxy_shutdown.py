@@ -51,8 +51,10 @@ def test_sigterm_ends_proxied_streams_with_an_error(tmp_path):
         native = ollama.Client(host=url, timeout=60)
         messages = [{"role": "user", "content": "a long story"}]
         runs: list[tuple[dict[str, Any], threading.Event]] = []
-        for fn in (lambda: oai.chat.completions.create(model="demo", messages=messages, max_tokens=LONG, stream=True),
-                   lambda: native.generate(model="demo", prompt="story", options={"num_predict": LONG}, stream=True)):
+        greedy = {"num_predict": LONG, "temperature": 0}  # the demo model never ends a greedy answer early
+        for fn in (lambda: oai.chat.completions.create(model="demo", messages=messages, max_tokens=LONG,
+                                                       temperature=0, stream=True),
+                   lambda: native.generate(model="demo", prompt="story", options=greedy, stream=True)):
             out: dict[str, Any] = {}
             started = threading.Event()
             threading.Thread(target=_collect, args=(fn, out, started), daemon=True).start()
