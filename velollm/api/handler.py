@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from velollm.api.drain import Drain
 from velollm.api.registry import UpstreamTarget
 from velollm.errors import ModelNotFound
 from velollm.wire.disconnect import ClientDisconnected
@@ -39,6 +40,7 @@ class AppState:
     responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
     context: Any = None  # api/context_fit.ContextState, made on first use
     router: "ComplexityRouter | None" = None  # the virtual model of [routing] (velollm/complexity)
+    drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
 
 
 @dataclass
