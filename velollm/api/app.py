@@ -110,6 +110,9 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
+        start = getattr(upstream, "start", None)  # the router (velollm.router): health checks, model refresh
+        if start is not None:
+            await start()
         if not native:
             for name, engine in (engines or {}).items():
                 models.add(name, engine)

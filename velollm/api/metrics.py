@@ -74,6 +74,12 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+        queue_sizes = getattr(getattr(self.models, "upstream", None), "queue_sizes", None)  # the router's backends
+        if queue_sizes is not None:
+            from prometheus_client.samples import Sample
+
+            for backend, waiting in queue_sizes().items():
+                gauges["queue_size"].samples.append(Sample("velollm_queue_size", {"backend": backend}, waiting))
         pool = getattr(self.models, "pool", None)
         if pool is not None:
             loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
@@ -126,6 +132,9 @@ class ServerMetrics:
                                   "retried (a new generation after an unusable call), failed (returned as content)",
                                   ["model", "outcome"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
+        backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
+        if backends is not None:
+            self.registry.register(backends)
 
     def observe_request(self, model: str, endpoint: str, status: int, duration_s: float) -> None:
         self.requests.labels(model, endpoint, str(status)).inc()

@@ -9,6 +9,7 @@ from velollm.config import EngineConfig
 
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
+    from velollm.router.config import RoutingFile
 
 DEFAULT_MODEL = "demo"
 
@@ -43,6 +44,9 @@ class ServerConfig:
     context_overflow: str | None = None
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
+    # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, reserved tables such
+    # as [auto] (read with `routing.section("auto")`); None without --config
+    routing: "RoutingFile | None" = None
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
