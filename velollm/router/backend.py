@@ -82,18 +82,23 @@ class Backend:
     # --- models -------------------------------------------------------------------------------
 
     def serves(self, name: str) -> str | None:
-        """The spelling of `name` to send to this backend, or None when it does not serve it.
+        """The name to send to this backend for `name`, or None when it does not serve it.
 
-        With `models` configured, only those names (in the backend's own spelling once listed; as
-        configured while it has not answered yet, so a down replica still counts as one). Otherwise
-        what its last listing holds."""
+        With `models` configured, only those names (also while it has not answered yet, so a down
+        replica still counts as one); otherwise what its last listing holds."""
         key = name_key(name)
         listed = self._listed(key)
         if self._configured:
             if key not in self._configured:
                 return None
-            return listed or self._configured[key]
-        return listed
+            spelled = listed or self._configured[key]
+        elif listed is None:
+            return None
+        else:
+            spelled = listed
+        # An OpenAI server knows only its own spelling of an id ("m" vs "m:latest"); Ollama (and VeloLLM)
+        # resolve names themselves and get the name as the client sent it.
+        return spelled if self.upstream.known_kind == "openai" else name
 
     def model_names(self) -> list[str]:
         listing = self.upstream.last_listing
