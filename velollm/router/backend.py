@@ -67,6 +67,7 @@ class Backend:
         self.health_timeout_s = router.health_timeout_s
         self.errors: Counter[str] = Counter()  # kind -> count (connect, timeout, status, stream)
         self.requests = 0
+        self.failovers = 0  # requests that failed here before their first byte and were tried elsewhere
         self._configured = {name_key(m): m for m in config.models}
 
     # --- what the policies see ----------------------------------------------------------------

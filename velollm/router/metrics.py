@@ -43,6 +43,8 @@ class RouterMetrics:
         errors = CounterMetricFamily("velollm_backend_errors", "Backend failures: connect (unreachable), timeout "
                                      "(no first byte in time), stream (broken mid-answer), status (5xx)",
                                      labels=["backend", "kind"])
+        failovers = CounterMetricFamily("velollm_backend_failovers", "Requests that failed on the backend before "
+                                        "their first byte and went to another replica", labels=["backend"])
         ejections = CounterMetricFamily("velollm_backend_ejections", "Times the backend was ejected",
                                         labels=["backend"])
         for b in self.backends:
@@ -50,7 +52,8 @@ class RouterMetrics:
             ejected.add_metric([b.name], 1 if b.health.ejected else 0)
             requests.add_metric([b.name], b.requests)
             ejections.add_metric([b.name], b.health.ejections)
+            failovers.add_metric([b.name], b.failovers)
             for kind in ("connect", "timeout", "stream", "status"):
                 errors.add_metric([b.name, kind], b.errors[kind])
-        yield from (in_flight, ejected, requests, errors, ejections)
+        yield from (in_flight, ejected, requests, errors, ejections, failovers)
         yield from self.latency.collect()

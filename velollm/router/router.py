@@ -148,9 +148,11 @@ class Router:
                 slot.release()
                 self.metrics.observe(backend.name, time.perf_counter() - started)
                 failed = response
+                retry = attempts <= self.config.router.retries and any(
+                    b.admitted and b.name not in tried for b in replicas)
+                backend.failovers += retry
                 logger.warning("backend %s answered %d for %r before the first byte; %s", backend.name,
-                               response.status_code, name,
-                               "trying another replica" if attempts <= self.config.router.retries else "giving up")
+                               response.status_code, name, "trying another replica" if retry else "giving up")
                 continue
             response.headers["x-velollm-backend"] = backend.name
             return self._held(response, slot, backend, started)
