@@ -180,3 +180,30 @@ def test_compress_dedupes_then_summarises_once_per_prefix(live):
         assert report["summarized_messages"].startswith("1,2,3,4") and "dropped_messages" not in report
         assert int(report["tokens"].split("->")[1]) == raw.parse().usage.prompt_tokens <= CONTEXT - 4
     assert live.log.read_text().count("summarised") == summaries + 1  # the second request reused the summary
+
+
+@pytest.mark.parametrize("mode", ["truncate", "compress"])
+def test_past_the_context_each_turn_extends_the_previous_prompt_and_answer(live, mode):
+    """Past the context, turn N's plan (the turns dropped or summarised) is applied again to turn N+1
+    while it fits: turn N+1's prompt starts with turn N's prompt ids and generated ids, token for token,
+    and the prefix cache hits all of it."""
+    client = oai(live)
+    messages = long_chat(5)
+    reused_turns, computed = 0, None
+    for turn in range(10):
+        hits = live.metric("velollm_prefix_cache_hits_total", model="demo")
+        reused = live.metric("velollm_context_prefix_reused_tokens_total", model="demo")
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo", messages=messages, max_tokens=16, temperature=0,
+            extra_body={"ignore_eos": True, "context_overflow": mode})
+        r = raw.parse()
+        report = parse_header(raw.headers.get("x-velollm-context", "mode=none"))
+        if "reuse:" in report.get("seconds", ""):
+            assert live.metric("velollm_context_prefix_reused_tokens_total", model="demo") - reused == computed + 1
+            assert live.metric("velollm_prefix_cache_hits_total", model="demo") - hits == computed // 16 * 16
+            reused_turns += 1
+        assert r.usage.prompt_tokens <= CONTEXT - 16
+        computed = r.usage.prompt_tokens + r.usage.completion_tokens - 1  # the last sampled token has no KV
+        messages += [{"role": "assistant", "content": r.choices[0].message.content},
+                     {"role": "user", "content": f"Next {turn}."}]
+    assert reused_turns >= 5

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
+from velollm.context.fit_plan import PlanCache, prefix_digests
 from velollm.context.fitter import ContextFitter, FittedPrompt, Render, output_reserve
 from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
@@ -33,11 +34,16 @@ Messages = list[Mapping[str, Any]]
 
 @dataclass
 class ContextState:
-    """Per app: the counters, and each model's remembered turns and summaries."""
+    """Per app: the counters, and each model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
     turn_caches: dict[str, TurnCache] = field(default_factory=dict)
     summaries: dict[str, SummaryCache] = field(default_factory=dict)
+    plans: dict[str, PlanCache] = field(default_factory=dict)
+
+    def plan_cache(self, model: str) -> PlanCache:
+        with _LOCK:
+            return self.plans.setdefault(model, PlanCache())
 
     def turn_cache(self, model: str) -> TurnCache:
         with _LOCK:
@@ -59,17 +65,28 @@ def context_state(state: "AppState") -> ContextState:
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
-    API's default (error on /v1, truncate on /api)."""
+    API's default (error on /v1, truncate on /api). With prefetch on, the plan that fitted the
+    conversation's previous turn is applied again while its result fits (same cut, same summary, so the
+    prompt starts with the previous prompt and answer); the conversation is fitted afresh otherwise."""
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
     fitter = ContextFitter(render, served.engine.tokenizer, turns)
     reserve = output_reserve(context_len, max_tokens)
     compressor = Compressor() if mode == "compress" else None
-    fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
-    if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
-        summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
-        fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    plans = ctx.plan_cache(served.name) if state.config.prefetch and mode != "error" else None
+    digests = prefix_digests(messages) if plans is not None else []
+    plan = plans.longest(digests, mode, context_len) if plans is not None else None
+    fitted = None
+    if plan is not None:
+        fitted = await asyncio.to_thread(fitter.reuse, messages, plan, context_len, reserve, compressor)
+    if fitted is None:
+        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
+        if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
+            summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
+            fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    if plans is not None and (made := fitted.plan(context_len)) is not None:
+        plans.put(digests, made)
     ctx.metrics.observe(served.name, fitted.report, fitted.num_reused)
     return fitted
 
@@ -103,7 +120,7 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
                                                    "summary": full - len(encoded.token_ids)},
                                      step_seconds={**fitted.report.step_seconds,  # type: ignore[union-attr]
                                                    "summary": time.perf_counter() - t0})
-        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report)
+        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report, summary)
 
     for k in range(max(1, k_min), len(units) + 1):
         summary = summarizer.cached(older(k))
