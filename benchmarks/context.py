@@ -139,7 +139,7 @@ def part_ttft(args: argparse.Namespace) -> list[dict]:
 def part_compress(messages: list[dict]) -> None:
     from velollm.context.compressor import STEPS
     from velollm.engine.loader.demo import ensure_demo
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_folder(ensure_demo())
 

@@ -146,7 +146,7 @@ def velollm_router_app(upstream: str) -> Any:
     from velollm.router.router import Router
 
     routing = parse_config({"backends": [{"name": "b0", "url": upstream, "kind": "openai"}]})
-    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, routing=routing), engines={},
+    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, config_file=routing), engines={},
                       upstream=Router(routing))
 
 

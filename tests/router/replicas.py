@@ -97,7 +97,7 @@ def router_app(toml: str, tmp_path: Path) -> Any:
     path = tmp_path / "velollm.toml"
     path.write_text(toml)
     routing = load_config(path)
-    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, routing=routing), engines={},
+    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, config_file=routing), engines={},
                       upstream=Router(routing))
 
 

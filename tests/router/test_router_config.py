@@ -50,8 +50,8 @@ served_names = ["tiny"]
 policy = "round-robin"
 load_margin = 1
 
-[auto]
-models = ["small", "big"]
+[routing]
+default = "small"
 """
 
 
@@ -68,7 +68,7 @@ def test_full_file_loads(tmp_path):
     assert [b.name for b in config.remote] == ["gpu0", "ollama"]
     assert config.routing_for("Llama3.2:3B") == ("round-robin", 1)
     assert config.routing_for("other") == ("prefix-aware", 0.25)
-    assert config.section("auto") == {"models": ["small", "big"]}
+    assert config.section("routing") == {"default": "small"}
     with pytest.raises(KeyError):
         config.section("router")
 
@@ -77,7 +77,7 @@ def test_defaults():
     config = parse_config({"backends": [{"url": "http://h:1"}]})
     assert config.router == RouterConfig() and config.router.policy == "least-outstanding"
     assert config.backends[0].name == "backend0" and config.backends[0].kind == "auto"
-    assert config.section("auto") == {}
+    assert config.section("routing") == {}
 
 
 @pytest.mark.parametrize("data, message", [

@@ -100,6 +100,20 @@ async def _load(config: ServerConfig, models: ModelRegistry,
         models.mark_ready()
 
 
+def _router(config: ServerConfig, cache: Any) -> Any:
+    """The ComplexityRouter of [routing]; its kNN shares the semantic cache's embedder when both name
+    the same embedding model (one copy of the weights, one lock)."""
+    from velollm.complexity import ComplexityRouter
+    from velollm.complexity.knn import load_index
+
+    assert config.routing is not None
+    semantic = getattr(cache.cache, "semantic", None) if cache is not None else None
+    knn = config.routing.knn
+    if semantic is not None and knn is not None and knn.embedding_model == config.cache.embedding_model:
+        return ComplexityRouter(config.routing, lambda settings: load_index(settings, semantic.embedder))
+    return ComplexityRouter(config.routing)
+
+
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
@@ -112,13 +126,17 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
     cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
+    if config.routing is not None:
+        state.router = _router(config, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
-        start = getattr(upstream, "start", None)  # the router (velollm.router): health checks, model refresh
+        start = getattr(upstream, "start", None)  # velollm.router's Router: health checks, model refresh
         if start is not None:
             await start()
+        if state.router is not None:
+            state.router.start()  # embeds the kNN examples in a worker thread
         if not native:
             for name, engine in (engines or {}).items():
                 models.add(name, engine)
@@ -135,6 +153,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if state.router is not None:
+                await state.router.close()
             if cache is not None:
                 await cache.close()
             if state.responses is not None:

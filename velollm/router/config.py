@@ -6,9 +6,9 @@ A TOML file with these tables (every key is documented in velollm/router/README.
     [[backends]]      one per backend: url, kind, models, max_concurrency, timeouts (kind "native": the
                       models this process runs itself, as --model would)
     [models."NAME"]   per-model overrides (policy, load_margin)
-    [auto]            reserved for routing by complexity (the virtual `auto` model), read by its own module
+    [routing]         routing by complexity (the virtual `auto` model): velollm/complexity reads it
 
-Other modules read their own table from the loaded file: `RoutingFile.section("auto")` returns that
+Other modules read their own table from the loaded file: `RoutingFile.section("routing")` returns that
 table as parsed TOML (an empty dict when absent), unvalidated here; `KNOWN_SECTIONS` lists the tables this
 module validates and `RESERVED_SECTIONS` those it leaves to other modules. Any other top-level key is an
 error, so a typo never passes silently.
@@ -29,7 +29,7 @@ POLICIES: tuple[str, ...] = ("least-outstanding", "round-robin", "prefix-aware")
 BackendKind = Literal["velollm", "vllm", "ollama", "llamacpp", "openai", "auto", "native"]
 BACKEND_KINDS: tuple[str, ...] = ("velollm", "vllm", "ollama", "llamacpp", "openai", "auto", "native")
 KNOWN_SECTIONS = ("router", "backends", "models")
-RESERVED_SECTIONS = ("auto",)
+RESERVED_SECTIONS = ("routing",)
 
 
 class ConfigError(ValueError):
@@ -141,7 +141,7 @@ class RoutingFile:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def section(self, name: str) -> dict[str, Any]:
-        """A reserved table (e.g. "auto") as parsed, for the module that owns it; {} when absent."""
+        """A reserved table ("routing") as parsed, for the module that owns it; {} when absent."""
         if name not in RESERVED_SECTIONS:
             raise KeyError(f"{name!r} is not a reserved section ({', '.join(RESERVED_SECTIONS)})")
         value = self.raw.get(name, {})
