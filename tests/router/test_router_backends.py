@@ -177,7 +177,8 @@ def test_serve_config_cli(replicas, tmp_path):
     config = tmp_path / "velollm.toml"
     config.write_text(f'[[backends]]\nname = "r0"\nurl = "{replicas[0].url}"\nkind = "velollm"\n'
                       f'[[backends]]\nname = "r1"\nurl = "{replicas[1].url}"\nkind = "velollm"\n'
-                      f'[models.demo]\npolicy = "round-robin"\n')
+                      f'[models.demo]\npolicy = "round-robin"\n'
+                      f'[routing]\ndefault = "demo"\n')
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
         seen = set()
@@ -186,6 +187,11 @@ def test_serve_config_cli(replicas, tmp_path):
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
             seen.add(r.headers["x-velollm-backend"])
         assert seen == {"r0", "r1"}
+        # the [routing] table of the same file: the virtual `auto` model picks demo, served by a replica
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": USER, "max_tokens": 2},
+                       timeout=60)
+        assert r.status_code == 200 and r.json()["model"] == "demo"
+        assert "model=demo" in r.headers["x-velollm-route"] and r.headers["x-velollm-backend"] in ("r0", "r1")
         status = httpx.get(url + "/status/upstream").json()["upstream"]
         assert status["kind"] == "router" and [b["up"] for b in status["backends"]] == [True, True]
     finally:
@@ -203,8 +209,13 @@ def test_serve_config_errors(tmp_path):
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[router]\npolicy = "fastest"\n')
+    good = tmp_path / "good.toml"
+    good.write_text('[[backends]]\nurl = "http://127.0.0.1:1"\n')
+    no_default = tmp_path / "routing.toml"
+    no_default.write_text('[routing]\nname = "auto"\n')
     for args, message in ((["--config", str(bad)], "router.policy must be one of"),
-                          (["--config", str(bad), "--upstream", "http://x:1"], "--config names the backends")):
+                          (["--config", str(good), "--upstream", "http://x:1"], "--config names the backends"),
+                          (["--config", str(no_default)], f"{no_default}: ")):
         result = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", *args], cwd=REPO, capture_output=True,
                                 text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
