@@ -17,11 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
-from velollm.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from velollm.api.middleware import CORS_HEADERS, APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
+from velollm.api.origins import OriginPolicy
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
@@ -48,7 +50,10 @@ def on_demand(config: ServerConfig) -> OnDemand:
 
 
 async def health(request: Request) -> Response:
-    models: ModelRegistry = request.app.state.velollm.models
+    state: AppState = request.app.state.velollm
+    models = state.models
+    if state.drain.draining:
+        return JSONResponse({"status": "draining", "running": state.drain.num_running}, status_code=503)
     if models.load_error is not None:
         return JSONResponse({"status": "error", "error": models.load_error}, status_code=503)
     if not models.ready:
@@ -68,13 +73,14 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
-def _middleware(config: ServerConfig, cache: Middleware | None) -> list[Middleware]:
-    origins = list(config.cors_origins)
+def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) -> list[Middleware]:
+    origins = OriginPolicy(config.cors_origins)
     return [
-        Middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=DEFAULT_CORS_ORIGIN_REGEX,
-                   allow_methods=["*"], allow_headers=CORS_HEADERS),
+        Middleware(OriginCheckMiddleware, policy=origins),
+        Middleware(CORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS),
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
+        Middleware(DrainMiddleware, drain=drain),
         Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
         *([cache] if cache is not None else []),
         Middleware(LeaseScope),
@@ -137,7 +143,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
               *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
               *ollama_models.routes(), *embeddings.routes(), *pull.routes()]
-    app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
+    app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state

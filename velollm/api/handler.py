@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from velollm.api.drain import Drain
 from velollm.api.registry import UpstreamTarget
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
@@ -36,6 +37,7 @@ class AppState:
     metrics: "ServerMetrics"
     responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
     context: Any = None  # api/context_fit.ContextState, made on first use
+    drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
 
 
 @dataclass

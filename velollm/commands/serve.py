@@ -57,6 +57,9 @@ def add_parser(subparsers: Any) -> None:
                    help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
+    p.add_argument("--shutdown-timeout", type=float, default=ServerConfig.shutdown_timeout_s,
+                   help="on SIGTERM, seconds running requests get to finish before they are ended with an "
+                        "error (new ones get 503 meanwhile; default 30)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
                    help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
@@ -117,6 +120,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
+        shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
     )
 
 
@@ -160,13 +164,12 @@ def run(args: argparse.Namespace) -> int:
 def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
                 log_level: str) -> tuple[Any, list[BaseException]]:
     """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
-    import uvicorn
-
     from velollm.api.app import create_app
+    from velollm.api.shutdown import DrainingServer, make_uvicorn_config
     from velollm.proxy.gateway import UpstreamGateway
 
     failed: list[BaseException] = []
-    server: uvicorn.Server | None = None
+    server: DrainingServer | None = None
 
     def on_load_error(exc: BaseException) -> None:
         failed.append(exc)
@@ -175,8 +178,8 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
 
     gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only) if upstream_cfg is not None else None
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
-                                           log_level=log_level, timeout_graceful_shutdown=5))
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level), app.state.velollm,
+                            config.shutdown_timeout_s)
     return server, failed
 
 
