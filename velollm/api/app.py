@@ -111,11 +111,17 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+    if config.routing is not None:
+        from velollm.complexity import ComplexityRouter
+
+        state.router = ComplexityRouter(config.routing)
     cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
+        if state.router is not None:
+            state.router.start()  # embeds the kNN examples in a worker thread
         if not native:
             for name, engine in (engines or {}).items():
                 models.add(name, engine)
@@ -132,6 +138,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if state.router is not None:
+                await state.router.close()
             if cache is not None:
                 await cache.close()
             if state.responses is not None:

@@ -130,6 +130,9 @@ class ServerMetrics:
         self.tool_calls = Counter("velollm_tool_calls", "Tool calls by outcome: valid, repaired (fixed, coerced), "
                                   "retried (a new generation after an unusable call), failed (returned as content)",
                                   ["model", "outcome"], registry=self.registry)
+        self.routed = Counter("velollm_routed_requests", "Requests for the virtual model (routing by complexity), "
+                              "by route (rule name, knn or default) and the model chosen",
+                              ["route", "model"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
 
     def label(self, model: str) -> str:
@@ -159,6 +162,9 @@ class ServerMetrics:
     def observe_tool_call(self, model: str, outcome: str) -> None:
         model = self.label(model)
         self.tool_calls.labels(model, outcome).inc()
+
+    def observe_route(self, route: str, model: str) -> None:
+        self.routed.labels(route, model).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -41,6 +41,7 @@ from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_error_body, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.streaming import streaming_response
+from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -68,18 +69,7 @@ class OllamaFormatter:
         self.context_ids = prompt_ids if context_ids is None else context_ids
 
     def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
-        if self.chat:
-            out["message"] = {"role": "assistant", "content": text}
-            if thinking:
-                out["message"]["thinking"] = thinking
-            if tool_calls:
-                out["message"]["tool_calls"] = tool_calls
-        else:
-            out["response"] = text
-            if thinking:
-                out["thinking"] = thinking
-        return out
+        return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
 
     def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
@@ -143,7 +133,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
             return await forward(request, state, call, target, body)
         await state.models.unload(target.model)
         return _load_response(target.model.name, chat, 0)
-    target = await route(request, state, call, name, body.get("keep_alive"))
+    target = await route(request, state, call, name, body.get("keep_alive"), body=body)
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     return target.model

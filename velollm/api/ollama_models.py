@@ -21,6 +21,7 @@ from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
 from velollm.api.registry import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.virtual_model import ollama_tag, with_virtual
 from velollm.wire.names import name_key
 from velollm.wire.timestamps import rfc3339
 from velollm.reasoning import ThinkingTemplate
@@ -174,13 +175,16 @@ async def listing(state: AppState, entry: Callable[[ServedModel], dict[str, Any]
 
 @endpoint("/api/tags")
 async def tags(request: Request, state: AppState, call: Call) -> Response:
-    return JSONResponse({"models": await listing(state, tag_entry, _store_entries, lambda u: u.ollama_tags(), "name")})
+    models = await listing(state, tag_entry, _store_entries, lambda u: u.ollama_tags(), "name")
+    return JSONResponse({"models": with_virtual(ollama_tag(state), models)})
 
 
 @endpoint("/api/show")
 async def show(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     name = model_of(body)
+    if state.router is not None and state.router.handles(name):
+        name = body["model"] = state.router.policy.default  # the virtual model shows its default model
     call.model = name
     target = await state.models.describe(name)  # like Ollama: showing a model does not load it
     if isinstance(target, UpstreamTarget):

@@ -90,7 +90,7 @@ class _Turn:
 @endpoint("/v1/responses")
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    target = await route(request, state, call, model_of(body))
+    target = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
