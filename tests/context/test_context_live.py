@@ -237,3 +237,22 @@ def test_ollama_generate_context_is_truncated_like_ollama_and_keeps_its_cut(live
     r = httpx.post(f"{live.url}/api/generate", json={"model": "demo", "prompt": "x", "stream": False,
                                                      "context": context, "truncate": False}, timeout=60)
     assert r.status_code == 400 and "context length" in r.json()["error"]  # truncate: false: Ollama's error
+
+
+def test_streamed_turn_is_remembered_before_done(live):
+    """The turn is remembered as the answer ends, before [DONE]: a client that sends its next turn at once
+    still gets the whole previous prompt and answer from the TurnCache."""
+    client = oai(live)
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Streamed. " + SENTENCE}]
+    for _ in range(3):
+        stream = client.chat.completions.create(model="demo", messages=messages, max_tokens=24, temperature=0,
+                                                stream=True, stream_options={"include_usage": True},
+                                                extra_body={"ignore_eos": True})
+        chunks = list(stream)
+        usage = chunks[-1].usage
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Go on."}]
+        reused = live.metric("velollm_context_prefix_reused_tokens_total", model="demo")
+        client.chat.completions.create(model="demo", messages=messages, max_tokens=1)
+        computed = usage.prompt_tokens + usage.completion_tokens
+        assert live.metric("velollm_context_prefix_reused_tokens_total", model="demo") - reused == computed
