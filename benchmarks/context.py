@@ -190,7 +190,7 @@ def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
 def part_compress(messages: list[dict]) -> None:
     from velollm.context.compressor import STEPS
     from velollm.engine.loader.demo import ensure_demo
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_folder(ensure_demo())
 

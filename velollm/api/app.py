@@ -100,6 +100,20 @@ async def _load(config: ServerConfig, models: ModelRegistry,
         models.mark_ready()
 
 
+def _router(config: ServerConfig, cache: Any) -> Any:
+    """The ComplexityRouter of [routing]; its kNN shares the semantic cache's embedder when both name
+    the same embedding model (one copy of the weights, one lock)."""
+    from velollm.complexity import ComplexityRouter
+    from velollm.complexity.knn import load_index
+
+    assert config.routing is not None
+    semantic = getattr(cache.cache, "semantic", None) if cache is not None else None
+    knn = config.routing.knn
+    if semantic is not None and knn is not None and knn.embedding_model == config.cache.embedding_model:
+        return ComplexityRouter(config.routing, lambda settings: load_index(settings, semantic.embedder))
+    return ComplexityRouter(config.routing)
+
+
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
@@ -111,11 +125,9 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
-    if config.routing is not None:
-        from velollm.complexity import ComplexityRouter
-
-        state.router = ComplexityRouter(config.routing)
     cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
+    if config.routing is not None:
+        state.router = _router(config, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -8,9 +8,11 @@ and the vote, so the policy is tested without a server (velollm/complexity/READM
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from velollm.complexity.features import FORMATS, RequestFeatures
@@ -179,8 +181,9 @@ class RoutingPolicy:
         return RouteDecision(self.default, "default", "no rule matched")
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> RoutingPolicy:
-        """The policy of a parsed `[routing]` table; ValueError naming the key for anything wrong."""
+    def from_table(cls, table: Mapping[str, Any], base_dir: Path | None = None) -> RoutingPolicy:
+        """The policy of a parsed `[routing]` table; ValueError naming the key for anything wrong.
+        `base_dir`: where a relative `knn.examples_file` is (the config file's folder; default: cwd)."""
         _known(table, ("name", "default", "rules", "knn"), "routing")
         rules = table.get("rules", [])
         if not isinstance(rules, list):
@@ -189,7 +192,33 @@ class RoutingPolicy:
         return cls(default=_str(table, "default", "routing", required=True),
                    name=_str(table, "name", "routing") or DEFAULT_NAME,
                    rules=tuple(_rule(r, i) for i, r in enumerate(rules)),
-                   knn=_knn(knn) if knn is not None else None)
+                   knn=_knn(knn, base_dir) if knn is not None else None)
+
+
+def _example(table: Any, where: str) -> Example:
+    _known(table, ("text", "model"), where)
+    return Example(_str(table, "text", where, required=True), _str(table, "model", where, required=True))
+
+
+def _examples_file(name: str, base_dir: Path | None) -> list[Example]:
+    """JSON Lines, one {"text": ..., "model": ...} object a line (blank lines skipped)."""
+    path = Path(name).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"routing.knn.examples_file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    out = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            where = f"routing.knn.examples_file {path.name} line {number}"
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg})") from exc
+            out.append(_example(value, where))
+    return out
 
 
 def _known(table: Any, keys: tuple[str, ...], where: str) -> None:
@@ -252,16 +281,16 @@ def _pattern(value: Any, where: str) -> re.Pattern[str]:
         raise ValueError(f"{where}.pattern is not a valid regular expression: {exc}") from exc
 
 
-def _knn(table: Any) -> KnnSettings:
-    _known(table, ("k", "min_similarity", "embedding_model", "examples"), "routing.knn")
+def _knn(table: Any, base_dir: Path | None) -> KnnSettings:
+    _known(table, ("k", "min_similarity", "embedding_model", "examples", "examples_file"), "routing.knn")
     examples = table.get("examples", [])
-    if not isinstance(examples, list) or not examples:
-        raise ValueError("routing.knn.examples must be a non-empty array of {text, model} tables")
-    parsed = []
-    for i, ex in enumerate(examples):
-        where = f"routing.knn.examples[{i}]"
-        _known(ex, ("text", "model"), where)
-        parsed.append(Example(_str(ex, "text", where, required=True), _str(ex, "model", where, required=True)))
+    if not isinstance(examples, list):
+        raise ValueError("routing.knn.examples must be an array of {text, model} tables")
+    parsed = [_example(ex, f"routing.knn.examples[{i}]") for i, ex in enumerate(examples)]
+    if "examples_file" in table:
+        parsed += _examples_file(_str(table, "examples_file", "routing.knn", required=True), base_dir)
+    if not parsed:
+        raise ValueError("routing.knn needs examples: a non-empty `examples` array or an `examples_file`")
     k, min_similarity = table.get("k", DEFAULT_K), table.get("min_similarity", DEFAULT_MIN_SIMILARITY)
     if isinstance(k, bool) or not isinstance(k, int):
         raise ValueError(f"routing.knn.k must be an integer, got {k!r}")
