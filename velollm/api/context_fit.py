@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
 from velollm.context.fit_plan import PlanCache, prefix_digests
+from velollm.context.id_window import fit_ids
 from velollm.context.fitter import ContextFitter, FittedPrompt, Render, output_reserve
 from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
-from velollm.context.report import HEADER
+from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SummaryCache, with_summary
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
@@ -139,6 +140,23 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
     return await asyncio.to_thread(build, k, summary) or fitted
 
 
+def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], num_new: int, *,
+                     requested: str | None, context_len: int, max_tokens: int | None,
+                     num_keep: int) -> tuple[list[int], ContextReport | None]:
+    """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
+    ids after the first `num_keep` (velollm.context.id_window), as Ollama truncates; the last `num_new` ids
+    (this call's prompt) never go. In the error mode the prompt stays as it is (the 400 comes after)."""
+    mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
+    if mode == "error":
+        return ids, None
+    window = fit_ids(ids, num_new, num_keep, context_len - output_reserve(context_len, max_tokens), context_len)
+    if window is None:
+        return ids, None
+    report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
+    context_state(state).metrics.observe(served.name, report, 0)
+    return window.token_ids, report
+
+
 def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn."""
     if not state.config.prefetch:
@@ -152,8 +170,9 @@ def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStre
     gen.on_finished.append(remember)
 
 
-def context_headers(fitted: FittedPrompt | None) -> dict[str, str]:
+def context_headers(fitted: FittedPrompt | ContextReport | None) -> dict[str, str]:
     """`x-velollm-context` when the prompt that ran is not the one the client sent."""
-    if fitted is None or fitted.report is None:
+    report = fitted.report if isinstance(fitted, FittedPrompt) else fitted
+    if report is None:
         return {}
-    return {HEADER: fitted.report.header()}
+    return {HEADER: report.header()}
