@@ -132,6 +132,9 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
+        start = getattr(upstream, "start", None)  # velollm.router's Router: health checks, model refresh
+        if start is not None:
+            await start()
         if state.router is not None:
             state.router.start()  # embeds the kNN examples in a worker thread
         if not native:

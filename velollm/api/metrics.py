@@ -78,6 +78,12 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+        queue_sizes = getattr(getattr(self.models, "upstream", None), "queue_sizes", None)  # the router's backends
+        if queue_sizes is not None:
+            from prometheus_client.samples import Sample
+
+            for backend, waiting in queue_sizes().items():
+                gauges["queue_size"].samples.append(Sample("velollm_queue_size", {"backend": backend}, waiting))
         pool = getattr(self.models, "pool", None)
         if pool is not None:
             loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
@@ -134,6 +140,9 @@ class ServerMetrics:
                               "by route (rule name, knn or default) and the model chosen",
                               ["route", "model"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
+        backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
+        if backends is not None:
+            self.registry.register(backends)
 
     def label(self, model: str) -> str:
         """The metric label for a model name as a client sent it ("" for routes without a model)."""

@@ -202,7 +202,8 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
 @endpoint("/api/ps")
 async def ps(request: Request, state: AppState, call: Call) -> Response:
     upstream = state.models.upstream
-    if state.config.proxy_only and upstream is not None:  # what runs is the upstream's to say
+    running = getattr(upstream, "ollama_ps", None)  # the router: what runs on each backend, merged
+    if state.config.proxy_only and upstream is not None and running is None:  # what runs is the upstream's to say
         response = await upstream.forward(request, {}, None, None)
         return response if response.status_code == 200 else JSONResponse({"models": []})
     forever = rfc3339(dt.datetime.now(dt.timezone.utc) + _FOREVER)  # pinned (--model) models
@@ -216,6 +217,8 @@ async def ps(request: Request, state: AppState, call: Call) -> Response:
         models.append({"name": served.name, "model": served.name, "size": size, "digest": info.digest,
                        "details": details(served), "expires_at": expires, "size_vram": size if on_gpu else 0,
                        "context_length": served.engine.max_model_len})
+    if running is not None:
+        models = merge_listings(models, await running(), "name")
     return JSONResponse({"models": models})
 
 

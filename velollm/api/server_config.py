@@ -10,6 +10,7 @@ from velollm.config import EngineConfig
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
     from velollm.complexity.policy import RoutingPolicy
+    from velollm.router.config import RoutingFile
 
 DEFAULT_MODEL = "demo"
 
@@ -46,6 +47,9 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
     routing: "RoutingPolicy | None" = None  # the virtual model that routes by complexity ([routing]); None: off
+    # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, and the raw reserved
+    # tables ([routing], read with `config_file.section("routing")`); None without --config
+    config_file: "RoutingFile | None" = None
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:

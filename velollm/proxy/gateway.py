@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 class UpstreamGateway:
     """Models VeloLLM does not run natively, answered by the upstream (any path of /v1/* or /api/*)."""
 
-    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False) -> None:
-        self.upstream = Upstream(config)
+    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False, upstream: Upstream | None = None) -> None:
+        self.upstream = upstream if upstream is not None else Upstream(config)
         self.proxy_only = proxy_only
         self._explained: set[str] = set()
 
