@@ -1,7 +1,7 @@
 """Routing across replicas (issue 16): balancing policies on a multi-turn shared-prefix workload, failover,
 and the router path's added latency.
 
-    python benchmarks/routing.py [--replicas 3] [--users 16] [--turns 5] [--rounds 2] [--kv-cache-memory 3MiB]
+    python benchmarks/routing.py [--replicas 3] [--users 12] [--turns 4] [--rounds 3] [--kv-cache-memory 3MiB]
                                  [--skip-failover] [--skip-overhead]
 
 1. Policies. `--replicas` local `velollm serve` replicas of the demo model with a small KV budget (so a
@@ -297,9 +297,9 @@ def overhead(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--users", type=int, default=16)
-    parser.add_argument("--turns", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each policy (order reversed every other)")
+    parser.add_argument("--users", type=int, default=12)
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each policy (order reversed every other)")
     parser.add_argument("--system-chars", type=int, default=3000, help="length of each user's system prompt")
     parser.add_argument("--question-words", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=16)
