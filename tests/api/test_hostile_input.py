@@ -213,3 +213,10 @@ def test_more_sequences_than_the_queue_holds_is_a_400(oai):
                "--max-queue")
     # as many as the queue holds still run
     assert len(oai.completions.create(model="demo", prompt=["a"] * 4, n=2, max_tokens=1).choices) == MAX_QUEUE
+
+
+# --- what the fuzz suite (tests/fuzz) found ---------------------------------------------------------
+
+
+def test_responses_input_role_of_the_wrong_type(oai):
+    bad_openai(lambda: oai.responses.create(model="demo", input=[{"role": [], "content": ""}]), "input[0].role")
