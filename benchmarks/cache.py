@@ -30,6 +30,7 @@ from cache_pairs import Pair, load_pairs  # noqa: E402
 from velollm.cache.config import CacheConfig  # noqa: E402
 from velollm.cache.key import cache_key, tenant_of  # noqa: E402
 from velollm.cache.response_cache import ResponseCache  # noqa: E402
+from velollm.cache.vector_index import scan  # noqa: E402
 
 MODEL = "bench-model"
 ANSWER = {"id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
@@ -56,7 +57,8 @@ def quality(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache.open(CacheConfig(Path(tmp), semantic=True))
         print(f"semantic threshold {cache.semantic.threshold:.3f} (--semantic-max-error "
-              f"{cache.config.semantic_max_error}), embedder dim {cache.semantic.index.dim}")
+              f"{cache.config.semantic_max_error}), embedder dim {cache.semantic.index.dim}, "
+              f"{str(cache.semantic.embedder.dtype).removeprefix('torch.')}")
         results = asyncio.run(_quality(cache, pairs))
     for split in ("dev", "heldout", "all"):
         rows = [(p, kind) for p, kind in results if split == "all" or p.split == split]
@@ -116,45 +118,125 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
+def _ms(samples: list[float]) -> str:
+    p50, p99 = _percentiles(samples)
+    return f"{p50:.2f} / {p99:.2f} ms"
+
+
+async def _fill(cache: ResponseCache, n: int, firsts: list[str]) -> list:
+    """n entries in one context (the worst case: every entry is a candidate): the questions of the labeled
+    pairs embedded for real, the rest random unit vectors (embedding 100k real questions takes too long)."""
+    rng = np.random.default_rng(0)
+    tenant = tenant_of(None)
+    keys = []
+    for q in firsts:
+        await cache.store(cache_key("/v1/chat/completions", _body([], q), tenant), ANSWER)
+    for i in range(n - len(firsts)):
+        key = cache_key("/v1/chat/completions", _body([], f"question {i} {rng.integers(1 << 30)}"), tenant)
+        v = rng.standard_normal(cache.semantic.index.dim).astype(np.float32)
+        await cache.store(key, ANSWER, vector=v / np.linalg.norm(v))
+        keys.append(key)
+    return keys
+
+
+def _profile(cache: ResponseCache, context: str, questions: list[str]) -> str:
+    """Each stage of a semantic lookup alone, on the tier's own thread, as the server runs it."""
+    tier = cache.semantic
+    embed, search, full, fetch, verify = [], [], [], [], []
+    group = tier.index._groups[context]
+    found = exact_found = 0
+    for q in questions:
+        t = time.perf_counter()
+        vec = tier.executor.submit(tier.embed, q).result()
+        embed.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        candidates = tier.index.search(context, vec)
+        search.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scores = scan(group.vectors[:len(group.keys)], vec)  # what a scan of every entry of the context costs
+        best = group.keys[int(np.argmax(scores))]
+        full.append(time.perf_counter() - t)
+        exact_found += float(scores.max()) >= tier.threshold
+        found += float(scores.max()) >= tier.threshold and bool(candidates) and candidates[0][1] == best
+        if candidates:
+            t = time.perf_counter()
+            entry = tier.store.get_sync(candidates[0][1])
+            fetch.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            tier.verifier.check(q, entry.query or "")
+            verify.append(time.perf_counter() - t)
+    kind = "HNSW graph (usearch)" if group.graph is not None else "numpy scan"
+    return (f"  stages p50 / p99: embedding {_ms(embed)} | index search ({kind}) {_ms(search)} | numpy scan of all "
+            f"{_ms(full)} | SQLite read of a candidate {_ms(fetch)} | verifier {_ms(verify)}\n"
+            f"  index recall: the best entry over the threshold found for {found}/{exact_found} questions")
+
+
 async def _latency(n: int, lookups: int) -> None:
-    questions = [p.second for p in load_pairs() if p.kind == "paraphrase"]
+    pairs = [p for p in load_pairs() if p.kind in ("paraphrase", "number", "entity", "direction", "negation",
+                                                   "antonym")]
+    firsts = sorted({p.first for p in pairs})
+    seconds = [p.second for p in pairs]
+    tenant = tenant_of(None)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = ResponseCache.open(CacheConfig(Path(tmp), semantic=True, max_entries=n + 10))
-        rng = np.random.default_rng(0)
-        tenant = tenant_of(None)
+        config = CacheConfig(Path(tmp), semantic=True, max_entries=n + 10)
+        cache = ResponseCache.open(config)
+        embedder = cache.semantic.embedder
         t0 = time.perf_counter()
-        keys = []
-        for i in range(n):  # one context (the worst case: every entry is a candidate); random unit vectors
-            key = cache_key("/v1/chat/completions", _body([], f"question {i} {rng.integers(1 << 30)}"), tenant)
-            v = rng.standard_normal(cache.semantic.index.dim).astype(np.float32)
-            await cache.store(key, ANSWER, vector=v / np.linalg.norm(v))
-            keys.append(key)
+        keys = await _fill(cache, n, firsts)
         fill_s = time.perf_counter() - t0
-        exact, semantic = [], []
+        await cache.close()
+        t0 = time.perf_counter()
+        cache = ResponseCache.open(config, embedder=embedder)  # the index is rebuilt from SQLite, as at a start
+        start_s = time.perf_counter() - t0
+        cache.semantic.index.wait_for_graphs()  # built on a thread of its own: lookups scan until then
+        graph_s = time.perf_counter() - t0 - start_s
+        rng = np.random.default_rng(1)
+        exact, hits, misses = [], [], []
         for i in range(lookups):
-            key = keys[int(rng.integers(n))]
+            key = keys[int(rng.integers(len(keys)))]
             t = time.perf_counter()
             assert (await cache.lookup(key)).kind == "exact"
             exact.append(time.perf_counter() - t)
-            miss = cache_key("/v1/chat/completions", _body([], questions[i % len(questions)]), tenant)
+            q = cache_key("/v1/chat/completions", _body([], seconds[i % len(seconds)]), tenant)
             t = time.perf_counter()
-            await cache.lookup(miss)
-            semantic.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        for i in range(lookups):  # on the tier's own thread, as in the server
-            cache.semantic.executor.submit(cache.semantic.embed, questions[i % len(questions)]).result()
-        embed_only = (time.perf_counter() - t) / lookups
-        vec = cache.semantic.executor.submit(cache.semantic.embed, questions[0]).result()
-        t = time.perf_counter()
-        for _ in range(lookups):
-            cache.semantic.index.search(keys[0].context, vec)
-        search_only = (time.perf_counter() - t) / lookups
+            kind = (await cache.lookup(q)).kind
+            (hits if kind == "semantic" else misses).append(time.perf_counter() - t)
+        profile = _profile(cache, keys[0].context, [seconds[i % len(seconds)] for i in range(lookups)])
         await cache.close()
-    e50, e99 = _percentiles(exact)
-    s50, s99 = _percentiles(semantic)
-    print(f"{n:>7,} entries (filled in {fill_s:.1f} s): exact hit p50 {e50:.3f} ms p99 {e99:.3f} ms | "
-          f"semantic miss (embed + search + verify) p50 {s50:.2f} ms p99 {s99:.2f} ms | "
-          f"index search alone {search_only * 1000:.2f} ms, embedding alone {embed_only * 1000:.2f} ms (mean)")
+    print(f"{n:>7,} entries (filled in {fill_s:.1f} s; reopened in {start_s:.1f} s, then the graph built in the "
+          f"background in {graph_s:.1f} s): "
+          f"exact hit p50 / p99 {_ms(exact)} | semantic hit {_ms(hits)} ({len(hits)}) | semantic miss "
+          f"{_ms(misses)} ({len(misses)}; embed + search + verify)\n{profile}", flush=True)
+
+
+def _embedding(lookups: int) -> None:
+    """One short question, float32 vs bfloat16, 1 vs 2 intra-op threads (the tier uses one: see
+    semantic_tier.py), each on a worker thread of its own as in the server, taking turns question by
+    question so that the other jobs on the machine weigh on all alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from velollm.cache.response_cache import _embedding_dtype
+    from velollm.embed import load_embedder
+
+    questions = [p.second for p in load_pairs() if p.kind == "paraphrase"]
+    runs = []
+    for dtype in dict.fromkeys([_embedding_dtype("cpu") or torch.float32, torch.float32]):
+        embedder = load_embedder(dtype=dtype)
+        for threads in (1, 2):
+            pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,))
+            runs.append((f"{str(dtype).removeprefix('torch.')} {threads} thread{'s' if threads > 1 else ''}",
+                         embedder, pool, []))
+    for i in range(lookups + 10):
+        for _, embedder, pool, samples in runs:
+            t = time.perf_counter()
+            pool.submit(embedder.embed, [questions[i % len(questions)]]).result()
+            samples.append(time.perf_counter() - t)
+    for *_, pool, _ in runs:
+        pool.shutdown()
+    print("one question's embedding p50 / p99: " + " | ".join(
+        f"{name} {_ms(samples[10:])} (fastest {min(samples) * 1000:.2f} ms)" for name, _, _, samples in runs), flush=True)
 
 
 def _machine() -> str:
@@ -167,8 +249,10 @@ def _machine() -> str:
 
 def latency(args: argparse.Namespace) -> None:
     print(_machine())
+    _embedding(args.lookups)
     for n in args.entries:
         asyncio.run(_latency(n, args.lookups))
+    print(_machine())
 
 
 def main() -> None:

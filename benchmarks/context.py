@@ -1,13 +1,17 @@
 """Long conversations: TTFT per turn with and without turn prefetch, compression per step, model switch.
 
-    python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--parts ttft,compress,switch]
+    python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--repeats 1] [--parts ttft,floor,compress,switch]
 
 A 30-turn chat on the demo model through `velollm serve --context-overflow compress`: each turn a new
 ~300-token user message and a 32-token answer; turns 5, 10, 15, 20 and 25 also carry a tool call whose
 result is the same ~2k-token output. TTFT (first streamed content) per turn, once with turn prefetch and
-once with `--no-prefetch` (prompts tokenized afresh), and the prefix-cache hits. Compression: the lossless
+once with `--no-prefetch` (prompts tokenized afresh), and the prefix-cache hits; with `--repeats R`, R
+conversations (other words) on the same server and the median per turn. Floor: the engine alone (offline
+`LLM`, no HTTP, no fitting) on prompts of turn 2's and the last turn's sizes with the same cached prefix: the
+part of the growth that is the model's own attention over the longer history. Compression: the lossless
 steps on the final history (tokens before/after, time), and what the server reported for its last turn.
 Switch: two models with `--max-loaded-models 1`, TTFT of the first request after each switch.
+The load average of the machine is printed with each part (other jobs share it).
 """
 
 from __future__ import annotations
@@ -92,8 +96,12 @@ def turn_request(client: httpx.Client, model: str, messages: list[dict], max_tok
     return {"ttft": ttft or time.perf_counter() - t0, "text": text, "usage": usage, "context": header}
 
 
-def conversation(args: argparse.Namespace, url: str) -> tuple[list[dict], list[dict]]:
-    rng = random.Random(7)
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(seed)
     output = tool_output(args.tool_rows)
     messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
     rows = []
@@ -114,17 +122,29 @@ def conversation(args: argparse.Namespace, url: str) -> tuple[list[dict], list[d
     return messages, rows
 
 
-def part_ttft(args: argparse.Namespace) -> list[dict]:
+def median_rows(repeats: list[list[dict]]) -> list[dict]:
+    """Per turn: the median TTFT over the repeats; the other columns from the first conversation."""
+    return [{**rows[0], "ttft_ms": round(statistics.median(r["ttft_ms"] for r in rows), 1)} for rows in zip(*repeats)]
+
+
+def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     runs = {}
+    print(f"\n{load()} before the TTFT part")
     for label, extra in (("prefetch", ()), ("no-prefetch", ("--no-prefetch",))):
         proc, url, _ = start(args, "--max-model-len", str(args.max_model_len), "--context-overflow", "compress",
                              *extra)
         try:
-            messages, rows = conversation(args, url)
+            repeats = []
+            for r in range(args.repeats):
+                history, rows = conversation(args, url, seed=7 + r)
+                messages = history if r == 0 else messages  # noqa: F821 (set by the first conversation)
+                repeats.append(rows)
         finally:
             stop_serve(proc)
-        runs[label] = rows
-    print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len})")
+        runs[label] = median_rows(repeats)
+        print(f"{load()} after the {label} server")
+    print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len}, "
+          f"median of {args.repeats} conversation(s) per server)")
     print("| turn | prompt tokens | TTFT prefetch ms | cache hits | TTFT no-prefetch ms | cache hits | context |")
     print("|---|---|---|---|---|---|---|")
     for a, b in zip(runs["prefetch"], runs["no-prefetch"]):
@@ -133,13 +153,44 @@ def part_ttft(args: argparse.Namespace) -> list[dict]:
     for label, rows in runs.items():
         ratio = rows[-1]["ttft_ms"] / rows[1]["ttft_ms"]
         print(f"{label}: turn {rows[-1]['turn']} TTFT / turn 2 TTFT = {ratio:.2f} (target <= 1.5)")
-    return messages
+    return messages, runs["prefetch"]
+
+
+def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The engine alone on prompts of turn 2's and the last turn's sizes: the cached prefix first (as the
+    prefix cache holds it in the server), then the whole prompt timed to its first token."""
+    from velollm import LLM, SamplingParams
+
+    llm = LLM("demo", max_model_len=args.max_model_len, kv_cache_memory=512 << 20)
+    params = SamplingParams(temperature=0, max_tokens=1)
+    rng = random.Random(0)
+    out = {}
+    try:
+        for row in (rows[1], rows[-1]):
+            cached, total = row["cache_hit_tokens"], row["prompt_tokens"]
+            times = []
+            for _ in range(args.floor_repeats):
+                ids = [rng.randrange(16, 900) for _ in range(total)]
+                llm.generate([ids[:cached]], params)
+                t0 = time.perf_counter()
+                llm.generate([ids], params)
+                times.append(time.perf_counter() - t0)
+            out[row["turn"]] = (cached, total, statistics.median(times) * 1e3)
+    finally:
+        llm.close()
+    print(f"\n## Floor: the engine alone (offline LLM), median of {args.floor_repeats}; {load()}")
+    print("| turn | cached tokens | new tokens | TTFT ms |")
+    print("|---|---|---|---|")
+    for turn, (cached, total, ms) in out.items():
+        print(f"| {turn} | {cached} | {total - cached} | {ms:.1f} |")
+    (_, _, first), (_, _, last) = out.values()
+    print(f"engine alone: turn {rows[-1]['turn']} / turn 2 = {last / first:.2f}")
 
 
 def part_compress(messages: list[dict]) -> None:
     from velollm.context.compressor import STEPS
     from velollm.engine.loader.demo import ensure_demo
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_folder(ensure_demo())
 
@@ -202,12 +253,19 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--switches", type=int, default=5, help="A,B request pairs in the switch part")
-    p.add_argument("--parts", default="ttft,compress,switch")
+    p.add_argument("--repeats", type=int, default=1, help="conversations per server in the TTFT part")
+    p.add_argument("--floor-repeats", type=int, default=5)
+    p.add_argument("--parts", default="ttft,floor,compress,switch")
     args = p.parse_args()
+    import torch
+
     print(f"# benchmarks/context.py on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}")
+          f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); {load()}")
     parts = set(args.parts.split(","))
-    messages = part_ttft(args) if "ttft" in parts else []
+    messages, rows = part_ttft(args) if "ttft" in parts else ([], [])
+    if "floor" in parts and rows:
+        part_floor(args, rows)
     if "compress" in parts and messages:
         part_compress(messages)
     if "switch" in parts:

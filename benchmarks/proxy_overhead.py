@@ -5,7 +5,9 @@ pass-through (the floor of this stack), and through VeloLLM's proxy path, interl
     python benchmarks/proxy_overhead.py --velollm-url http://127.0.0.1:8000   # a running `velollm serve --proxy-only`
 
 Paths: direct; floor (bare Starlette + httpx pass-through); velollm (the proxy path alone: route +
-forward); velollm-api (the whole API app with middleware and validation, no native model).
+forward); velollm-api (the whole API app with middleware and validation, no native model);
+velollm-router (velollm-api with the router of `--config` and one backend: issue 16's router path,
+target < 0.3 ms p50 over velollm-api). `--paths` picks the rows.
 Reports, per event loop: added latency per request and per first token (p50, p99) over direct,
 chunks/s at N concurrent streams, and the serving process's CPU time per relayed chunk (the steadiest
 number on a shared machine). Targets (issue 6): added p50 within 0.3 ms of the floor, p99 < 5 ms,
@@ -135,6 +137,19 @@ def velollm_api_app(upstream: str) -> Any:
                       upstream=UpstreamGateway(UpstreamConfig(url=upstream), proxy_only=True))
 
 
+def velollm_router_app(upstream: str) -> Any:
+    """The whole API app with the router (velollm/router, `velollm serve --config`) in front of one backend:
+    the router path, compared with velollm-api (the single-upstream proxy path)."""
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+    from velollm.router.config import parse_config
+    from velollm.router.router import Router
+
+    routing = parse_config({"backends": [{"name": "b0", "url": upstream, "kind": "openai"}]})
+    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, config_file=routing), engines={},
+                      upstream=Router(routing))
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -144,6 +159,8 @@ def serve(args: argparse.Namespace) -> None:
         app = floor_app(args.upstream)
     elif args.role == "velollm-api":
         app = velollm_api_app(args.upstream)
+    elif args.role == "velollm-router":
+        app = velollm_router_app(args.upstream)
     else:
         app = velollm_app(args.upstream)
     fast = args.loop == "uvloop"
@@ -290,7 +307,9 @@ def report(loop: str, results: dict[str, dict[str, Any]], streams: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=["upstream", "floor", "velollm", "velollm-api"])
+    parser.add_argument("--role", choices=["upstream", "floor", "velollm", "velollm-api", "velollm-router"])
+    parser.add_argument("--paths", default="floor,velollm,velollm-api,velollm-router",
+                        help="paths compared with direct (velollm-router: the API app with the router of --config)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--loop", default="asyncio")
@@ -315,22 +334,21 @@ def main() -> None:
                 print("uvloop/httptools not installed: skipping that row")
                 continue
         args.loop_now = loop
-        ports = {name: free_port() for name in ("direct", "floor", "velollm", "velollm-api")}
+        paths = ["direct", *[p for p in args.paths.split(",") if p and p != "direct"]]
+        ports = {name: free_port() for name in paths}
         upstream = f"http://127.0.0.1:{ports['direct']}"
-        processes = [spawn("upstream", ports["direct"], args), spawn("floor", ports["floor"], args, upstream),
-                     spawn("velollm", ports["velollm"], args, upstream)]
-        if args.velollm_url:
-            del ports["velollm-api"]
-        else:
-            processes.append(spawn("velollm-api", ports["velollm-api"], args, upstream))
+        processes = {"direct": spawn("upstream", ports["direct"], args)}
+        for name in paths[1:]:
+            if not (name == "velollm-api" and args.velollm_url):
+                processes[name] = spawn(name, ports[name], args, upstream)
         targets = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         if args.velollm_url:
             targets["velollm-api"] = args.velollm_url
         try:
-            pids = dict(zip(["direct", "floor", "velollm", "velollm-api"], [p.pid for p in processes]))
+            pids = {name: p.pid for name, p in processes.items()}
             results = asyncio.run(measure(targets, pids, args))
         finally:
-            for process in processes:
+            for process in processes.values():
                 process.terminate()
                 process.wait()
         report(loop, results, args.streams)

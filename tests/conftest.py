@@ -38,7 +38,7 @@ def tiny_qwen3(qwen3_tokenizer_folder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen3(qwen3_tokenizer_folder):
     """Qwen3's real tokenizer, as VeloLLM loads it."""
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
     return Tokenizer.from_folder(qwen3_tokenizer_folder, model_config={"model_type": "qwen3"})
 

@@ -30,7 +30,8 @@ def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
     """
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
     for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
         if not env or name not in env:
             full_env.pop(name, None)

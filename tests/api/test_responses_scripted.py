@@ -77,6 +77,28 @@ def test_tool_round_trip_with_previous_response_id(client, engine, stream):
     assert asked < called < result
 
 
+def test_input_items_list_pages_through_the_stored_input(client, engine):
+    engine.script = ["Done."]
+    given = [{"role": "developer", "content": "Be brief."},
+             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "one"}]},
+             {"role": "assistant", "content": "two"}, {"role": "user", "content": "three"}]
+    r = client.responses.create(model="demo", input=given)
+    listed = client.responses.input_items.list(r.id)  # newest first, as OpenAI lists them
+    assert [item.role for item in listed.data] == ["user", "assistant", "user", "developer"]
+    assert listed.data[0].content[0].type == "input_text" and listed.data[0].content[0].text == "three"
+    assert listed.data[1].content[0].type == "output_text" and len({i.id for i in listed.data}) == 4
+    first = client.responses.input_items.list(r.id, order="asc", limit=2)
+    assert [i.content[0].text for i in first.data] == ["Be brief.", "one"] and first.has_more
+    rest = client.responses.input_items.list(r.id, order="asc", limit=2, after=first.data[-1].id)
+    assert [i.content[0].text for i in rest.data] == ["two", "three"] and not rest.has_more
+    assert [i.content[0].text for i in client.responses.input_items.list(r.id, order="asc")] == \
+        ["Be brief.", "one", "two", "three"]  # the SDK's auto-pagination
+    with pytest.raises(openai.BadRequestError, match="limit"):
+        client.responses.input_items.list(r.id, limit=101)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_nope")
+
+
 def test_text_format_json_schema_reaches_the_grammar(client, engine):
     engine.script = [THOUGHT + '{"city": "Paris"}']
     r = client.responses.create(model="demo", input="City?", text={"format": {

@@ -16,7 +16,7 @@ import pytest
 from tests.api.conftest import ServerHandle, start_live, stop_live
 from tests.api.test_tools_schemas import gather_limited, validate
 from velollm.api.chat_messages import normalize_messages
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.tools.tool_session import ToolSession
 
 MAX_TOKENS = 256

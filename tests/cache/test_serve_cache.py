@@ -170,3 +170,23 @@ def test_restart_keeps_entries_and_a_corrupt_file_is_set_aside(tmp_path):
     cleared = subprocess.run([sys.executable, "-m", "velollm.cli", "cache", "clear"], cwd=REPO, env=env,
                              capture_output=True, text=True, check=True)
     assert "removed 1 entries" in cleared.stdout
+
+
+def test_identical_requests_in_flight_at_once_are_generated_once(cached):
+    import asyncio
+
+    async def ask_all() -> list:
+        async with openai.AsyncOpenAI(base_url=f"{cached.url}/v1", api_key="x", max_retries=0) as aclient:
+            async def one():
+                raw = await aclient.chat.completions.with_raw_response.create(
+                    model="demo", messages=[{"role": "user", "content": "Tell a long story about tides."}],
+                    max_tokens=64, temperature=0, extra_body={"ignore_eos": True})
+                return raw.headers.get("x-velollm-cache"), raw.parse().choices[0].message.content
+
+            return await asyncio.gather(*(one() for _ in range(4)))
+
+    tokens_before = cached.metric("velollm_tokens_total", model="demo", kind="generation")
+    answers = asyncio.run(ask_all())
+    assert sorted(label for label, _ in answers) == ["hit-exact", "hit-exact", "hit-exact", "miss"]
+    assert len({text for _, text in answers}) == 1
+    assert cached.metric("velollm_tokens_total", model="demo", kind="generation") == tokens_before + 64

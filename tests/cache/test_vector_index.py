@@ -38,3 +38,56 @@ def test_growth_removal_and_exact_scores_against_numpy():
     assert len(index) == 50
     with pytest.raises(ValueError):
         index.add("c", "bad", np.zeros(3, dtype=np.float32))
+
+
+def _near(v, rng, noise=0.3):
+    return unit(v + noise * rng.standard_normal(v.shape[0]) / np.sqrt(v.shape[0]))
+
+
+def test_a_large_context_gets_a_graph_that_finds_near_duplicates_and_forgets_removed_entries():
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(1)
+    index = VectorIndex(64, graph_min_entries=256)
+    vectors = {f"k{i}": unit(rng.standard_normal(64)) for i in range(600)}
+    for k, v in vectors.items():
+        index.add("big", k, v)
+    index.add("small", "s", vectors["k0"])
+    index.wait_for_graphs()
+    group = index._groups["big"]
+    assert group.graph is not None and index._groups["small"].graph is None
+    for k in ("k1", "k2", "k3"):
+        index.remove("big", k)
+    for i in range(600):  # every question close to an entry finds it, with its exact cosine
+        q = _near(vectors[f"k{i}"], rng)
+        got = index.search("big", q, k=4)
+        if i in (1, 2, 3):
+            assert all(key not in ("k1", "k2", "k3") for _, key in got)
+            continue
+        assert got[0][1] == f"k{i}" and abs(got[0][0] - float(vectors[f"k{i}"] @ q)) < 1e-5
+    index.add("big", "k1", vectors["k1"])
+    assert index.search("big", vectors["k1"], k=1)[0][1] == "k1"
+
+
+def test_load_builds_graphs_in_the_background_and_catches_up_with_changes_made_meanwhile():
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(2)
+    vectors = {f"k{i}": unit(rng.standard_normal(32)) for i in range(3000)}
+    index = VectorIndex(32, graph_min_entries=1000)
+    assert index.load(("c", k, v) for k, v in vectors.items()) == 3000
+    assert index.search("c", vectors["k5"], k=1)[0][1] == "k5"  # scanned while the graph is built
+    index.add("c", "late", unit(rng.standard_normal(32)))
+    index.remove("c", "k7")
+    index.wait_for_graphs()
+    assert index._groups["c"].graph is not None
+    assert index._groups["c"].graph.keys() == set(index._groups["c"].rows)
+    assert index.search("c", vectors["k5"], k=1)[0][1] == "k5"
+    assert all(key != "k7" for _, key in index.search("c", vectors["k7"], k=4))
+
+
+def test_scan_in_chunks_equals_one_product():
+    from velollm.cache.vector_index import SCAN_CHUNK_ROWS, scan
+
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((SCAN_CHUNK_ROWS * 2 + 5, 16)).astype(np.float32)
+    q = rng.standard_normal(16).astype(np.float32)
+    assert np.allclose(scan(m, q), m @ q, atol=1e-5)

@@ -180,3 +180,79 @@ def test_compress_dedupes_then_summarises_once_per_prefix(live):
         assert report["summarized_messages"].startswith("1,2,3,4") and "dropped_messages" not in report
         assert int(report["tokens"].split("->")[1]) == raw.parse().usage.prompt_tokens <= CONTEXT - 4
     assert live.log.read_text().count("summarised") == summaries + 1  # the second request reused the summary
+
+
+@pytest.mark.parametrize("mode", ["truncate", "compress"])
+def test_past_the_context_each_turn_extends_the_previous_prompt_and_answer(live, mode):
+    """Past the context, turn N's plan (the turns dropped or summarised) is applied again to turn N+1
+    while it fits: turn N+1's prompt starts with turn N's prompt ids and generated ids, token for token,
+    and the prefix cache hits all of it."""
+    client = oai(live)
+    messages = long_chat(5)
+    reused_turns, computed = 0, None
+    for turn in range(10):
+        hits = live.metric("velollm_prefix_cache_hits_total", model="demo")
+        reused = live.metric("velollm_context_prefix_reused_tokens_total", model="demo")
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo", messages=messages, max_tokens=16, temperature=0,
+            extra_body={"ignore_eos": True, "context_overflow": mode})
+        r = raw.parse()
+        report = parse_header(raw.headers.get("x-velollm-context", "mode=none"))
+        if "reuse:" in report.get("seconds", ""):
+            assert live.metric("velollm_context_prefix_reused_tokens_total", model="demo") - reused == computed + 1
+            assert live.metric("velollm_prefix_cache_hits_total", model="demo") - hits == computed // 16 * 16
+            reused_turns += 1
+        assert r.usage.prompt_tokens <= CONTEXT - 16
+        computed = r.usage.prompt_tokens + r.usage.completion_tokens - 1  # the last sampled token has no KV
+        messages += [{"role": "assistant", "content": r.choices[0].message.content},
+                     {"role": "user", "content": f"Next {turn}."}]
+    assert reused_turns >= 5
+
+
+def test_ollama_generate_context_is_truncated_like_ollama_and_keeps_its_cut(live):
+    """/api/generate with `context` past the context: the oldest context ids after num_keep go (reported),
+    the returned context is the whole prompt and the answer (as Ollama's), and the next call cuts the same
+    ids, so its prompt extends this one's and the prefix cache hits all of it."""
+    log = HeaderLog()
+    client = log.client(live)
+    context, reports, kept, hits_all = [], [], None, 0
+    for turn in range(18):
+        hits = live.metric("velollm_prefix_cache_hits_total", model="demo")
+        r = client.generate(model="demo", prompt=f"Part {turn}. " + SENTENCE, context=context,
+                            options={"num_predict": 16, "temperature": 0})
+        header = log.headers[-1].get("x-velollm-context")
+        assert r.prompt_eval_count <= CONTEXT - 16
+        assert r.context[: len(context)] == context and len(r.context) > len(context) + r.eval_count - 1
+        if header is not None:
+            report = parse_header(header)
+            start, end = (int(n) for n in report["dropped_tokens"].split("-"))
+            assert report["mode"] == "truncate" and start == 4 and end > start
+            if reports and reports[-1] == (start, end):  # the same cut: all of the last prompt and answer hit
+                assert live.metric("velollm_prefix_cache_hits_total", model="demo") - hits == kept // 16 * 16
+                hits_all += 1
+            reports.append((start, end))
+        kept = r.prompt_eval_count + r.eval_count - 1
+        context = r.context
+    assert len(reports) >= 6 and hits_all >= 3
+    r = httpx.post(f"{live.url}/api/generate", json={"model": "demo", "prompt": "x", "stream": False,
+                                                     "context": context, "truncate": False}, timeout=60)
+    assert r.status_code == 400 and "context length" in r.json()["error"]  # truncate: false: Ollama's error
+
+
+def test_streamed_turn_is_remembered_before_done(live):
+    """The turn is remembered as the answer ends, before [DONE]: a client that sends its next turn at once
+    still gets the whole previous prompt and answer from the TurnCache."""
+    client = oai(live)
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Streamed. " + SENTENCE}]
+    for _ in range(3):
+        stream = client.chat.completions.create(model="demo", messages=messages, max_tokens=24, temperature=0,
+                                                stream=True, stream_options={"include_usage": True},
+                                                extra_body={"ignore_eos": True})
+        chunks = list(stream)
+        usage = chunks[-1].usage
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Go on."}]
+        reused = live.metric("velollm_context_prefix_reused_tokens_total", model="demo")
+        client.chat.completions.create(model="demo", messages=messages, max_tokens=1)
+        computed = usage.prompt_tokens + usage.completion_tokens
+        assert live.metric("velollm_context_prefix_reused_tokens_total", model="demo") - reused == computed

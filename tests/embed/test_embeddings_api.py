@@ -117,6 +117,8 @@ def test_ollama_client_embed_loads_gguf_on_demand(native: str, expected: np.ndar
     assert answer.prompt_eval_count > len(TEXTS) * 2 and answer.total_duration > 0
     legacy = client.embeddings(model="all-minilm", prompt=TEXTS[0])
     assert cosines(np.array([legacy.embedding]), expected[:1]).min() >= 0.9999
+    # Ollama's legacy route returns the pooled vector as computed, not normalised (/api/embed normalises)
+    assert abs(np.linalg.norm(legacy.embedding) - 1) > 0.01
     truncated = client.embed(model="all-minilm", input=LONG)
     assert len(truncated.embeddings[0]) == 384
     with pytest.raises(ollama.ResponseError, match="context length") as err:

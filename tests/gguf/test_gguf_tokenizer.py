@@ -69,7 +69,7 @@ def test_sentencepiece_metadata(fixtures):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_big_texts_encode_the_same_in_the_worker_process(fixtures, kind):
-    from velollm.engine.tokenizer import BIG_TEXT_CHARS
+    from velollm.engine.text.tokenizer import BIG_TEXT_CHARS
 
     tok = tokenizer_from_gguf(fixtures.vocab_model(kind))
     try:

@@ -41,3 +41,19 @@ def test_old_responses_expire(tmp_path):
     assert store.get("resp_1") is None  # expired even before the next write prunes it
     store.put(_resp(2), [])
     assert len(store) == 1
+
+
+def test_input_items_kept_and_old_files_upgraded(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.sqlite")  # the table as written before input items were kept
+    old.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, created_at REAL NOT NULL, response TEXT NOT NULL, "
+                "conversation TEXT NOT NULL)")
+    old.execute("INSERT INTO responses VALUES ('resp_0', ?, '{\"id\": \"resp_0\"}', '[]')", (time.time(),))
+    old.commit()
+    old.close()
+    store = ResponseStore(tmp_path / "old.sqlite")
+    assert store.get("resp_0").input_items == []
+    items = [{"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
+    store.put(_resp(1), [], items)
+    assert store.get("resp_1").input_items == items

@@ -9,7 +9,7 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 
 SPECIALS = ["<eos>", "<|start|>", "<tool_call>", "</tool_call>"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from velollm.engine.grammar_vocab import ids_bitmask, starts_with_bitmask
-from velollm.engine.json_guard import JsonGuard
+from velollm.engine.text.grammar_vocab import ids_bitmask, starts_with_bitmask
+from velollm.engine.text.json_guard import JsonGuard
 
 
 def _feed(g: JsonGuard, *pieces: bytes) -> str | None:

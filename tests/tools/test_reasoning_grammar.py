@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tests.tools.corpus import TOOLS
-from velollm.engine.json_guard import JsonGuard
-from velollm.engine.schema_bounds import GrammarLimits
-from velollm.engine.structured_output import StructuredOutputManager
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.json_guard import JsonGuard
+from velollm.engine.text.schema_bounds import GrammarLimits
+from velollm.engine.text.structured_output import StructuredOutputManager
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.tools.tool_grammar import tool_call_constraint
 from velollm.tools.tool_parsers import ToolFamily
 from velollm.tools.tool_repair import ToolRepairer

@@ -10,9 +10,9 @@ import torch
 
 from tests.tools.corpus import TOOLS
 from tests.tools.schemas import ALL
-from velollm.engine.schema_bounds import GrammarLimits, bound_regex, bound_schema
-from velollm.engine.structured_output import StructuredOutputManager
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.schema_bounds import GrammarLimits, bound_regex, bound_schema
+from velollm.engine.text.structured_output import StructuredOutputManager
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
 from velollm.tools.tool_grammar import (
     ollama_format_constraint,

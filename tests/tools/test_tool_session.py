@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.tools.corpus import TOOLS
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
 from velollm.tools.tool_parsers import ToolFamily
 from velollm.tools.tool_session import ToolCallConfig, ToolSession

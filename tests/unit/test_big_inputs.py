@@ -8,7 +8,7 @@ import time
 import pytest
 
 from velollm.engine.loader.demo import ensure_demo
-from velollm.engine.tokenizer import BIG_TEXT_CHARS, Tokenizer
+from velollm.engine.text.tokenizer import BIG_TEXT_CHARS, Tokenizer
 from velollm.errors import ContextOverflow
 
 TEXT = "The quick brown fox, 12 jumps; über 3.5 lazy dogs!\n\tdef f(x): return x ** 2  # ok\n"

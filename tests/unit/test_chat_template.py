@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from velollm.engine.chat_template import render_chat_template
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.chat_template import render_chat_template
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest, ModelLoadError
 
 transformers = pytest.importorskip("transformers")

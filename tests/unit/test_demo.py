@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from velollm.engine.loader.demo import DEMO_NAME, ensure_demo
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 

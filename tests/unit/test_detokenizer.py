@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from velollm.engine.detokenizer import IncrementalDetokenizer
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.detokenizer import IncrementalDetokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 
 FOLDERS = ["demo", "llama3", "mistral-metaspace", "llama2-normalizer", "qwen2"]
 

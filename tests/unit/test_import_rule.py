@@ -64,9 +64,9 @@ def _violations(owner: str, imports: dict[str, list[str]]) -> list[str]:
         allowed = ALLOWED[owner] | (set() if owner == "hw" else BASE)
     else:  # a serving package: api, proxy, and the feature packages beside them
         allowed = BASE | SERVING_MAY_IMPORT | {p for p in imports if p not in ALLOWED and p not in EDGE}
-        if owner == "proxy":
-            allowed.discard("api")  # the proxy is a leaf: upstream client + converters
-            allowed.discard("engine")  # --proxy-only runs without the engine (and without torch)
+        if owner in ("proxy", "router"):
+            allowed.discard("api")  # the proxy is a leaf: upstream client + converters; the router sits on it
+            allowed.discard("engine")  # --proxy-only / --config without a native backend: no engine, no torch
     return [f"{owner} imports {target} ({', '.join(sorted(set(files)))})"
             for target, files in sorted(imports.items()) if target not in allowed]
 

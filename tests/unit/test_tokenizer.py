@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tokenizers
 
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import ModelLoadError
 
 transformers = pytest.importorskip("transformers")

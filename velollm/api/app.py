@@ -17,11 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import CORS_HEADERS, DEFAULT_CORS_ORIGIN_REGEX
-from velollm.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from velollm.api.middleware import CORS_HEADERS, APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
+from velollm.api.origins import OriginPolicy
 from velollm.api.registry import ModelRegistry, OnDemand, Upstream
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
@@ -48,7 +50,10 @@ def on_demand(config: ServerConfig) -> OnDemand:
 
 
 async def health(request: Request) -> Response:
-    models: ModelRegistry = request.app.state.velollm.models
+    state: AppState = request.app.state.velollm
+    models = state.models
+    if state.drain.draining:
+        return JSONResponse({"status": "draining", "running": state.drain.num_running}, status_code=503)
     if models.load_error is not None:
         return JSONResponse({"status": "error", "error": models.load_error}, status_code=503)
     if not models.ready:
@@ -68,13 +73,14 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
-def _middleware(config: ServerConfig, cache: Middleware | None) -> list[Middleware]:
-    origins = list(config.cors_origins)
+def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) -> list[Middleware]:
+    origins = OriginPolicy(config.cors_origins)
     return [
-        Middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=DEFAULT_CORS_ORIGIN_REGEX,
-                   allow_methods=["*"], allow_headers=CORS_HEADERS),
+        Middleware(OriginCheckMiddleware, policy=origins),
+        Middleware(CORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS),
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
+        Middleware(DrainMiddleware, drain=drain),
         Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
         *([cache] if cache is not None else []),
         Middleware(LeaseScope),
@@ -94,6 +100,20 @@ async def _load(config: ServerConfig, models: ModelRegistry,
         models.mark_ready()
 
 
+def _router(config: ServerConfig, cache: Any) -> Any:
+    """The ComplexityRouter of [routing]; its kNN shares the semantic cache's embedder when both name
+    the same embedding model (one copy of the weights, one lock)."""
+    from velollm.complexity import ComplexityRouter
+    from velollm.complexity.knn import load_index
+
+    assert config.routing is not None
+    semantic = getattr(cache.cache, "semantic", None) if cache is not None else None
+    knn = config.routing.knn
+    if semantic is not None and knn is not None and knn.embedding_model == config.cache.embedding_model:
+        return ComplexityRouter(config.routing, lambda settings: load_index(settings, semantic.embedder))
+    return ComplexityRouter(config.routing)
+
+
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
@@ -106,10 +126,17 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
     cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
+    if config.routing is not None:
+        state.router = _router(config, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
+        start = getattr(upstream, "start", None)  # velollm.router's Router: health checks, model refresh
+        if start is not None:
+            await start()
+        if state.router is not None:
+            state.router.start()  # embeds the kNN examples in a worker thread
         if not native:
             for name, engine in (engines or {}).items():
                 models.add(name, engine)
@@ -126,6 +153,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
+            if state.router is not None:
+                await state.router.close()
             if cache is not None:
                 await cache.close()
             if state.responses is not None:
@@ -137,7 +166,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
               *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
               *ollama_models.routes(), *embeddings.routes(), *pull.routes()]
-    app = Starlette(routes=routes, middleware=_middleware(config, cache.middleware if cache else None),
+    app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.velollm = state

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
+from velollm.context.fit_plan import PlanCache, prefix_digests
+from velollm.context.id_window import fit_ids
 from velollm.context.fitter import ContextFitter, FittedPrompt, Render, output_reserve
 from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
-from velollm.context.report import HEADER
+from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SummaryCache, with_summary
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
@@ -33,11 +35,16 @@ Messages = list[Mapping[str, Any]]
 
 @dataclass
 class ContextState:
-    """Per app: the counters, and each model's remembered turns and summaries."""
+    """Per app: the counters, and each model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
     turn_caches: dict[str, TurnCache] = field(default_factory=dict)
     summaries: dict[str, SummaryCache] = field(default_factory=dict)
+    plans: dict[str, PlanCache] = field(default_factory=dict)
+
+    def plan_cache(self, model: str) -> PlanCache:
+        with _LOCK:
+            return self.plans.setdefault(model, PlanCache())
 
     def turn_cache(self, model: str) -> TurnCache:
         with _LOCK:
@@ -59,17 +66,28 @@ def context_state(state: "AppState") -> ContextState:
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
-    API's default (error on /v1, truncate on /api)."""
+    API's default (error on /v1, truncate on /api). With prefetch on, the plan that fitted the
+    conversation's previous turn is applied again while its result fits (same cut, same summary, so the
+    prompt starts with the previous prompt and answer); the conversation is fitted afresh otherwise."""
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
     fitter = ContextFitter(render, served.engine.tokenizer, turns)
     reserve = output_reserve(context_len, max_tokens)
     compressor = Compressor() if mode == "compress" else None
-    fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
-    if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
-        summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
-        fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    plans = ctx.plan_cache(served.name) if state.config.prefetch and mode != "error" else None
+    digests = prefix_digests(messages) if plans is not None else []
+    plan = plans.longest(digests, mode, context_len) if plans is not None else None
+    fitted = None
+    if plan is not None:
+        fitted = await asyncio.to_thread(fitter.reuse, messages, plan, context_len, reserve, compressor)
+    if fitted is None:
+        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
+        if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
+            summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
+            fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    if plans is not None and (made := fitted.plan(context_len)) is not None:
+        plans.put(digests, made)
     ctx.metrics.observe(served.name, fitted.report, fitted.num_reused)
     return fitted
 
@@ -103,7 +121,7 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
                                                    "summary": full - len(encoded.token_ids)},
                                      step_seconds={**fitted.report.step_seconds,  # type: ignore[union-attr]
                                                    "summary": time.perf_counter() - t0})
-        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report)
+        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report, summary)
 
     for k in range(max(1, k_min), len(units) + 1):
         summary = summarizer.cached(older(k))
@@ -122,6 +140,23 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
     return await asyncio.to_thread(build, k, summary) or fitted
 
 
+def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], num_new: int, *,
+                     requested: str | None, context_len: int, max_tokens: int | None,
+                     num_keep: int) -> tuple[list[int], ContextReport | None]:
+    """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
+    ids after the first `num_keep` (velollm.context.id_window), as Ollama truncates; the last `num_new` ids
+    (this call's prompt) never go. In the error mode the prompt stays as it is (the 400 comes after)."""
+    mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
+    if mode == "error":
+        return ids, None
+    window = fit_ids(ids, num_new, num_keep, context_len - output_reserve(context_len, max_tokens), context_len)
+    if window is None:
+        return ids, None
+    report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
+    context_state(state).metrics.observe(served.name, report, 0)
+    return window.token_ids, report
+
+
 def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn."""
     if not state.config.prefetch:
@@ -135,8 +170,9 @@ def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStre
     gen.on_finished.append(remember)
 
 
-def context_headers(fitted: FittedPrompt | None) -> dict[str, str]:
+def context_headers(fitted: FittedPrompt | ContextReport | None) -> dict[str, str]:
     """`x-velollm-context` when the prompt that ran is not the one the client sent."""
-    if fitted is None or fitted.report is None:
+    report = fitted.report if isinstance(fitted, FittedPrompt) else fitted
+    if report is None:
         return {}
-    return {HEADER: fitted.report.header()}
+    return {HEADER: report.header()}

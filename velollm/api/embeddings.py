@@ -39,11 +39,12 @@ async def _embed(request: Request, state: AppState, call: Call) -> Response:
         raise InvalidRequest(f'"{name}" does not support embeddings', param="model")
     t_loaded = time.perf_counter()
     req = _PARSERS[path](body)
-    vectors, num_tokens = await _vectors(engine, req)
-    vectors = embedding_format.fit_dimensions(vectors, req.dimensions, engine.source.pooling.normalize)
+    legacy = path == "/api/embeddings"  # Ollama returns this one's vector as the model computed it, not normalised
+    vectors, num_tokens = await _vectors(engine, req, raw=legacy)
+    vectors = embedding_format.fit_dimensions(vectors, req.dimensions, engine.source.pooling.normalize and not legacy)
     if path == "/v1/embeddings":
         return JSONResponse(embedding_format.openai_body(name, vectors, num_tokens, req.encoding_format))
-    if path == "/api/embeddings":
+    if legacy:
         return JSONResponse({"embedding": vectors[0].tolist() if len(vectors) else []})
     return JSONResponse(embedding_format.ollama_embed_body(name, vectors, num_tokens, call.elapsed(),
                                                            t_loaded - call.t0))
@@ -61,9 +62,9 @@ async def _unload(request: Request, state: AppState, call: Call, body: dict[str,
     return JSONResponse({"model": target.model.name, "embeddings": []})
 
 
-async def _vectors(engine: Any, req: embedding_request.EmbedRequest) -> tuple[Any, int]:
+async def _vectors(engine: Any, req: embedding_request.EmbedRequest, raw: bool) -> tuple[Any, int]:
     ids = req.token_ids if req.token_ids is not None else await engine.tokenize(req.texts or [], req.truncate)
-    vectors = await engine.embed_ids(ids)
+    vectors = await engine.embed_ids(ids, raw=raw)
     return vectors, sum(len(s) for s in ids)
 
 

@@ -103,7 +103,8 @@ class GenerationStream:
         self._tasks: list[asyncio.Task] = []
         self._buffer: list[tuple[int, Any, float]] = []
         self._open = len(calls)
-        # Called with the choices once, at close, when every choice ended by itself (not aborted, no error).
+        # Called with the choices once, when every choice ended by itself (not aborted, no error): as the
+        # iteration ends, else at close.
         self.on_finished: list[Callable[[list[ChoiceState]], None]] = []
         # An on-demand model stays loaded (not unloaded by keep_alive or for another model) until
         # every stream of the request is closed.
@@ -139,6 +140,9 @@ class GenerationStream:
                 item = self._split(index, item)
             self.choices[index].add(item, t)
             yield index, item
+        # Every choice ended: the hooks run now, before the caller sends the end of the answer (a client
+        # that sends its next turn on [DONE] finds the turn remembered), not at close.
+        self._finished()
 
     def _split(self, index: int, delta: RequestDelta) -> RequestDelta:
         split = self._splits[index]

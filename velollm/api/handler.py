@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from velollm.api.drain import Drain
 from velollm.api.registry import UpstreamTarget
+from velollm.errors import ModelNotFound
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from velollm.api.metrics import ServerMetrics
     from velollm.api.registry import ModelRegistry, Target
     from velollm.api.server_config import ServerConfig
+    from velollm.complexity import ComplexityRouter, RouteDecision
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class AppState:
     metrics: "ServerMetrics"
     responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
     context: Any = None  # api/context_fit.ContextState, made on first use
+    router: "ComplexityRouter | None" = None  # the virtual model of [routing] (velollm/complexity)
+    drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     model: str = ""
     records_itself: bool = False  # metrics recorded by the handler (with generation timings) or its stream
+    route: "RouteDecision | None" = None  # set when the virtual model chose `model` (x-velollm-route)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -73,6 +79,8 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
                 if err.status >= 500:
                     logger.warning("%s failed with %d: %s", name, err.status, err.message)
                 response = error_response(api_of(request.url.path), err)
+            if call.route is not None:
+                response.headers["x-velollm-route"] = call.route.header()
             if not call.records_itself:
                 state.metrics.observe_request(call.model, name, response.status_code, call.elapsed())
             return response
@@ -93,9 +101,25 @@ async def read_json(request: "Request") -> dict[str, Any]:
     return data
 
 
-async def route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any = None) -> "Target":
-    """Where the request goes, from its model name alone (before the rest of the body is read)."""
+async def route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any = None,
+                body: dict[str, Any] | None = None) -> "Target":
+    """Where the request goes, from its model name alone (before the rest of the body is interpreted).
+
+    The virtual model of [routing] (with `body` given) first picks a model from the body's features;
+    `body["model"]` then names the chosen model, so that parsing, forwarding and the answer report it.
+    """
     call.model = name
+    router = state.router
+    if router is not None and body is not None and router.handles(name):
+        decision = await router.decide(body, request.url.path)
+        call.route, call.model, name = decision, decision.model, decision.model
+        state.metrics.observe_route(decision.route, decision.model)
+        body["model"] = name
+        body.pop("name", None)  # Ollama's older spelling of `model`
+        try:
+            return await state.models.route(name, keep_alive)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"{exc} (chosen for '{router.name}' by route '{decision.route}')") from exc
     return await state.models.route(name, keep_alive)
 
 
@@ -111,7 +135,7 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
     def wrap(fn: NativeHandler) -> Handler:
         async def handler(request: "Request", state: AppState, call: Call) -> "Response":
             body = await read_json(request)
-            target = await route(request, state, call, model_of(body))
+            target = await route(request, state, call, model_of(body), body=body)
             if isinstance(target, UpstreamTarget):
                 return await forward(request, state, call, target, body)
             return await fn(request, state, call, parse(body), target.model)

@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                     10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
+# Model labels: only names the server knows (ModelRegistry.known_name), others as one value, so that
+# clients cannot grow the series count by sending names; long names are cut.
+UNKNOWN_MODEL_LABEL = "unknown"
+MAX_LABEL_CHARS = 128
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
                  2.5, 5.0, 10.0)
 
@@ -74,6 +78,12 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+        queue_sizes = getattr(getattr(self.models, "upstream", None), "queue_sizes", None)  # the router's backends
+        if queue_sizes is not None:
+            from prometheus_client.samples import Sample
+
+            for backend, waiting in queue_sizes().items():
+                gauges["queue_size"].samples.append(Sample("velollm_queue_size", {"backend": backend}, waiting))
         pool = getattr(self.models, "pool", None)
         if pool is not None:
             loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
@@ -111,6 +121,7 @@ class ServerMetrics:
     def __init__(self, models: "ModelRegistry") -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        self.models = models
         self.registry = CollectorRegistry()
         self.rates: dict[str, float] = {}
         self.requests = Counter("velollm_requests", "HTTP requests by model, endpoint and status",
@@ -125,21 +136,44 @@ class ServerMetrics:
         self.tool_calls = Counter("velollm_tool_calls", "Tool calls by outcome: valid, repaired (fixed, coerced), "
                                   "retried (a new generation after an unusable call), failed (returned as content)",
                                   ["model", "outcome"], registry=self.registry)
+        self.routed = Counter("velollm_routed_requests", "Requests for the virtual model (routing by complexity), "
+                              "by route (rule name, knn or default) and the model chosen",
+                              ["route", "model"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
+        backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
+        if backends is not None:
+            self.registry.register(backends)
+
+    def label(self, model: str) -> str:
+        """The metric label for a model name as a client sent it ("" for routes without a model)."""
+        if not model:
+            return ""
+        known = self.models.known_name(model)
+        if known is None:
+            return UNKNOWN_MODEL_LABEL
+        # the client's spelling when it is the known one give or take ":latest" (at most two per model)
+        label = model if model in (known, known.removesuffix(":latest")) else known
+        return label[:MAX_LABEL_CHARS]
 
     def observe_request(self, model: str, endpoint: str, status: int, duration_s: float) -> None:
+        model = self.label(model)
         self.requests.labels(model, endpoint, str(status)).inc()
         self.duration.labels(model, endpoint).observe(duration_s)
 
     def observe_generation(self, model: str, ttft_s: float | None, decode_s: float | None,
                            num_output_tokens: int) -> None:
+        model = self.label(model)
         if ttft_s is not None:
             self.ttft.labels(model).observe(ttft_s)
         if decode_s is not None and num_output_tokens > 1:
             self.tpot.labels(model).observe(decode_s / (num_output_tokens - 1))
 
     def observe_tool_call(self, model: str, outcome: str) -> None:
+        model = self.label(model)
         self.tool_calls.labels(model, outcome).inc()
+
+    def observe_route(self, route: str, model: str) -> None:
+        self.routed.labels(route, model).inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

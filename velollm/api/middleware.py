@@ -1,6 +1,6 @@
 """Request guards as raw ASGI middleware (no BaseHTTPMiddleware: it would break disconnect detection).
 
-Order, outermost first (see app.py): CORS, Host check, API key, body size.
+Order, outermost first (see app.py): origin check (origins.py), CORS, Host check, API key, body size.
 """
 
 from __future__ import annotations
@@ -10,17 +10,13 @@ import ipaddress
 import socket
 from typing import Any
 
+from velollm.api.origins import OriginPolicy
 from velollm.wire.errors import APIError, send_error
 
 # reachable without the API key: liveness checks, and the status page's code (its data needs the key)
 _OPEN_PATHS = frozenset({"/", "/health", "/status.js"})
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
-# Ollama's built-in allowed origins (OLLAMA_ORIGINS adds to these).
-DEFAULT_CORS_ORIGIN_REGEX = (
-    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
-    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
-)
 CORS_HEADERS = ["Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "OpenAI-Beta",
                 "x-stainless-arch", "x-stainless-async", "x-stainless-custom-poll-interval",
                 "x-stainless-helper-method", "x-stainless-lang", "x-stainless-os", "x-stainless-package-version",
@@ -64,6 +60,24 @@ class HostCheckMiddleware:
             host = _header(scope, b"host")
             if host is not None and not host_is_local(host, self.hostname):
                 await send_error(scope, send, APIError(403, f"host {host!r} is not allowed", code="forbidden_host"))
+                return
+        await self.app(scope, receive, send)
+
+
+class OriginCheckMiddleware:
+    """403, in the caller's wire format, for any request (preflight or not) from a disallowed origin."""
+
+    def __init__(self, app: Any, *, policy: OriginPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            origin = _header(scope, b"origin")
+            if origin is not None and not self.policy.allows(origin, _header(scope, b"host")):
+                await send_error(scope, send, APIError(
+                    403, f"origin {origin!r} is not allowed (add it with --cors-origins or OLLAMA_ORIGINS)",
+                    code="forbidden_origin"))
                 return
         await self.app(scope, receive, send)
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.context_fit import context_headers, fit_chat, remember_turn
+from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, remember_turn
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
                                  observe, read_json, route)
 from velollm.api.keep_alive import is_unload
@@ -41,6 +41,7 @@ from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_error_body, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.streaming import streaming_response
+from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class OllamaFormatter:
     """Chunks and the final object of /api/generate (`response`) or /api/chat (`message`)."""
 
     def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
-                 return_context: bool, logprobs: LogprobFormatter | None) -> None:
+                 return_context: bool, logprobs: LogprobFormatter | None,
+                 context_ids: list[int] | None = None) -> None:
         self.model = model
         self.chat = chat
         self.call = call
@@ -62,20 +64,12 @@ class OllamaFormatter:
         self.prompt_ids = prompt_ids
         self.return_context = return_context
         self.logprobs = logprobs
+        # The `context` returned is the whole prompt (before truncation) and the answer, as Ollama's: the
+        # next call then cuts the same ids (id_window) and its prompt extends this one's.
+        self.context_ids = prompt_ids if context_ids is None else context_ids
 
     def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
-        if self.chat:
-            out["message"] = {"role": "assistant", "content": text}
-            if thinking:
-                out["message"]["thinking"] = thinking
-            if tool_calls:
-                out["message"]["tool_calls"] = tool_calls
-        else:
-            out["response"] = text
-            if thinking:
-                out["thinking"] = thinking
-        return out
+        return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
 
     def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
@@ -94,7 +88,7 @@ class OllamaFormatter:
         # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
         out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
         if self.return_context:
-            out["context"] = self.prompt_ids + choice.token_ids
+            out["context"] = self.context_ids + choice.token_ids
         t_first = choice.t_first or self.t_loaded
         out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
                    prompt_eval_count=len(self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
@@ -139,7 +133,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
             return await forward(request, state, call, target, body)
         await state.models.unload(target.model)
         return _load_response(target.model.name, chat, 0)
-    target = await route(request, state, call, name, body.get("keep_alive"))
+    target = await route(request, state, call, name, body.get("keep_alive"), body=body)
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     return target.model
@@ -270,13 +264,20 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
                                          plan.template_kwargs)
+    full_ids = prompt_ids
+    options = _options(served, req)
+    prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
+                                          requested=req.context_overflow, context_len=_context_len(served, options),
+                                          max_tokens=options.params.max_tokens, num_keep=req.num_keep)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    fmt = OllamaFormatter(served.name, False, call, t_loaded, prompt_ids, not req.raw, logprobs)
-    return await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
+    fmt = OllamaFormatter(served.name, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids)
+    response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
+    response.headers.update(context_headers(report))
+    return response
 
 
 @endpoint("/api/chat")

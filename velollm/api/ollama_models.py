@@ -21,6 +21,7 @@ from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
 from velollm.api.registry import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.virtual_model import ollama_tag, with_virtual
 from velollm.wire.names import name_key
 from velollm.wire.timestamps import rfc3339
 from velollm.reasoning import ThinkingTemplate
@@ -174,13 +175,16 @@ async def listing(state: AppState, entry: Callable[[ServedModel], dict[str, Any]
 
 @endpoint("/api/tags")
 async def tags(request: Request, state: AppState, call: Call) -> Response:
-    return JSONResponse({"models": await listing(state, tag_entry, _store_entries, lambda u: u.ollama_tags(), "name")})
+    models = await listing(state, tag_entry, _store_entries, lambda u: u.ollama_tags(), "name")
+    return JSONResponse({"models": with_virtual(ollama_tag(state), models)})
 
 
 @endpoint("/api/show")
 async def show(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     name = model_of(body)
+    if state.router is not None and state.router.handles(name):
+        name = body["model"] = state.router.policy.default  # the virtual model shows its default model
     call.model = name
     target = await state.models.describe(name)  # like Ollama: showing a model does not load it
     if isinstance(target, UpstreamTarget):
@@ -198,7 +202,8 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
 @endpoint("/api/ps")
 async def ps(request: Request, state: AppState, call: Call) -> Response:
     upstream = state.models.upstream
-    if state.config.proxy_only and upstream is not None:  # what runs is the upstream's to say
+    running = getattr(upstream, "ollama_ps", None)  # the router: what runs on each backend, merged
+    if state.config.proxy_only and upstream is not None and running is None:  # what runs is the upstream's to say
         response = await upstream.forward(request, {}, None, None)
         return response if response.status_code == 200 else JSONResponse({"models": []})
     forever = rfc3339(dt.datetime.now(dt.timezone.utc) + _FOREVER)  # pinned (--model) models
@@ -212,6 +217,8 @@ async def ps(request: Request, state: AppState, call: Call) -> Response:
         models.append({"name": served.name, "model": served.name, "size": size, "digest": info.digest,
                        "details": details(served), "expires_at": expires, "size_vram": size if on_gpu else 0,
                        "context_length": served.engine.max_model_len})
+    if running is not None:
+        models = merge_listings(models, await running(), "name")
     return JSONResponse({"models": models})
 
 

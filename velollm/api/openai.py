@@ -29,6 +29,7 @@ from velollm.api.protocol_openai import (
 from velollm.api.registry import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.tool_calls import ToolCalls
+from velollm.api.virtual_model import openai_card, with_virtual
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -129,7 +130,7 @@ def _model_card(name: str, created: float, max_model_len: int) -> dict[str, Any]
 async def list_models(request: Request, state: AppState, call: Call) -> Response:
     data = await listing(state, lambda m: _model_card(m.name, m.loaded_at, m.engine.max_model_len), _store_cards,
                          lambda u: u.openai_models(), "id")
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": with_virtual(openai_card(state), data)})
 
 
 def _store_cards() -> list[dict[str, Any]]:
@@ -144,6 +145,8 @@ def _store_cards() -> list[dict[str, Any]]:
 async def get_model(request: Request, state: AppState, call: Call) -> Response:
     name = request.path_params["model"]
     call.model = name
+    if state.router is not None and state.router.handles(name):
+        return JSONResponse(openai_card(state))
     target = await state.models.describe(name)  # a model that is not loaded is described, not loaded
     if isinstance(target, UpstreamTarget):
         cards = [c for c in await state.models.upstream.openai_models() if name_key(c.get("id") or "") == name_key(name)]

@@ -25,7 +25,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {"num_predict": -1, "temperature": 0.8, "top_k
                                    "min_p": 0.0, "seed": -1, "repeat_last_n": 64, "repeat_penalty": 1.0,
                                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
 # Load-time or llama.cpp-only keys: accepted silently, they have no meaning per request here.
-IGNORED_OPTIONS = frozenset({"num_keep", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",
+IGNORED_OPTIONS = frozenset({"num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",
                              "draft_num_predict", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
                              "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
                              "mirostat", "mirostat_tau", "mirostat_eta"})
@@ -55,6 +55,8 @@ class GenerateRequest:
     think: ThinkSetting = field(default_factory=ThinkSetting)
     logprobs: bool = False
     top_logprobs: int = 0
+    context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
+    num_keep: int = 4  # options.num_keep: leading ids never truncated away (Ollama's default)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
                           structured: StructuredOutput | None, logprobs: int | None) -> OllamaSampling:
     """Ollama's precedence: DefaultOptions() <- the model's params layer <- the request's options."""
     for key in options:
-        if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx", "context_overflow") \
+        if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx", "context_overflow", "num_keep") \
                 and key not in IGNORED_OPTIONS:
             logger.warning("invalid option provided: %s (ignored, as Ollama does)", key)
     merged = {**DEFAULT_OPTIONS, **(model_defaults or {}), **options}
@@ -177,8 +179,17 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     system = f.str("system", None)
     if raw and (template or system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
+    num_keep = Fields(common["options"], "options.").int("num_keep", 4, truncate=True, lo=0)
     return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
-                           raw=raw, **common)
+                           raw=raw, context_overflow=_overflow(f, common), num_keep=num_keep, **common)
+
+
+def _overflow(f: Fields, common: dict[str, Any]) -> str | None:
+    """options.context_overflow; Ollama's `truncate: false` is the error mode."""
+    overflow = parse_overflow(common["options"].get("context_overflow"), "options.context_overflow")
+    if overflow is None and f.has("truncate") and not f.bool("truncate"):
+        overflow = "error"  # Ollama's `truncate: false`: an error instead of a shorter history
+    return overflow
 
 
 def _chat_message(message: Any, i: int, model: str) -> dict[str, Any]:
@@ -210,7 +221,4 @@ def parse_chat_request(body: Any) -> ChatRequest:
         from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a malformed tool, before the model is touched
-    overflow = parse_overflow(common["options"].get("context_overflow"), "options.context_overflow")
-    if overflow is None and f.has("truncate") and not f.bool("truncate"):
-        overflow = "error"  # Ollama's `truncate: false`: an error instead of a shorter history
-    return ChatRequest(messages=messages, tools=tools, context_overflow=overflow, **common)
+    return ChatRequest(messages=messages, tools=tools, context_overflow=_overflow(f, common), **common)

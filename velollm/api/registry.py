@@ -49,6 +49,8 @@ class Upstream(Protocol):
 
     async def find(self, name: str, reason: str = "") -> str | None: ...
 
+    def listed(self, name: str) -> str | None: ...
+
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response: ...
 
@@ -136,6 +138,19 @@ class ModelRegistry:
     def find(self, name: str) -> ServedModel | None:
         """A pinned model answering to `name` (Ollama's name rule; on-demand ones go through `route`)."""
         return self._models.get(name_key(name))
+
+    def known_name(self, name: str) -> str | None:
+        """The name of a model this server knows as `name`, without I/O: pinned, resolved to a model
+        on disk (loaded or not), or in the upstream's last listing; None for any other name. Client-chosen
+        names must not become metric labels: only these do."""
+        served = self.find(name)
+        if served is not None:
+            return served.name
+        hit = self._resolved.get(name)
+        if hit is not None and isinstance(hit[1], str):
+            return hit[1]
+        listed = getattr(self.upstream, "listed", None)  # optional for Upstream implementations
+        return listed(name) if listed is not None else None
 
     def models(self) -> list[ServedModel]:
         """Every loaded model: pinned first, then the on-demand ones."""

@@ -1,4 +1,4 @@
-"""/v1/responses (OpenAI's Responses API): create, retrieve, delete.
+"""/v1/responses (OpenAI's Responses API): create, retrieve, list input items, delete.
 
 A create request is routed by its model first. An upstream that has its own Responses API gets the
 request as sent; otherwise (a native model, or an upstream with chat only) the request becomes a chat
@@ -25,7 +25,8 @@ from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.registry import UpstreamTarget
 from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
-                               conversation, items_to_messages, parse_responses_request, sse_frame)
+                               conversation, input_item_objects, items_to_messages, parse_responses_request,
+                               sse_frame)
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
 from velollm.wire.framing import SSE_MEDIA_TYPE
@@ -62,7 +63,7 @@ class _Turn:
         if not self.req.store or response.get("status") == "failed":
             return
         answered = self.messages + items_to_messages(response["output"])
-        await asyncio.to_thread(_store(self.state).put, response, answered)
+        await asyncio.to_thread(_store(self.state).put, response, answered, input_item_objects(self.req.input))
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -90,7 +91,7 @@ class _Turn:
 @endpoint("/v1/responses")
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    target = await route(request, state, call, model_of(body))
+    target = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
@@ -180,6 +181,36 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
     return JSONResponse(stored.response)
 
 
+@endpoint("/v1/responses/{id}/input_items")
+async def list_input_items(request: Request, state: AppState, call: Call) -> Response:
+    """The input items of a stored response, a cursor page: `order` (desc by default), `limit` (1-100,
+    default 20), `after` (an item id)."""
+    response_id = request.path_params["id"]
+    stored = await asyncio.to_thread(_store(state).get, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    query = request.query_params
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise APIError(400, f"Invalid 'order': expected 'asc' or 'desc', got {order!r}", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
+    items = stored.input_items if order == "asc" else stored.input_items[::-1]
+    after = query.get("after")
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise APIError(400, f"Invalid 'after': no input item with id {after!r}", param="after")
+        items = items[ids.index(after) + 1:]
+    page = items[:limit]
+    return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                         "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit})
+
+
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
@@ -191,4 +222,5 @@ async def delete_response(request: Request, state: AppState, call: Call) -> Resp
 def routes() -> list[Route]:
     return [Route("/v1/responses", create_response, methods=["POST"]),
             Route("/v1/responses/{id}", get_response, methods=["GET"]),
+            Route("/v1/responses/{id}/input_items", list_input_items, methods=["GET"]),
             Route("/v1/responses/{id}", delete_response, methods=["DELETE"])]

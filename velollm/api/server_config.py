@@ -9,6 +9,8 @@ from velollm.config import EngineConfig
 
 if TYPE_CHECKING:
     from velollm.cache.config import CacheConfig
+    from velollm.complexity.policy import RoutingPolicy
+    from velollm.router.config import RoutingFile
 
 DEFAULT_MODEL = "demo"
 
@@ -42,7 +44,12 @@ class ServerConfig:
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
+    shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
+    routing: "RoutingPolicy | None" = None  # the virtual model that routes by complexity ([routing]); None: off
+    # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, and the raw reserved
+    # tables ([routing], read with `config_file.section("routing")`); None without --config
+    config_file: "RoutingFile | None" = None
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -75,6 +82,10 @@ class ServerConfig:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):
             raise ValueError(f"context_overflow must be error, truncate or compress, got {self.context_overflow!r}")
+        if self.routing is not None and self.routing.name in self.served_names:
+            raise ValueError(f"the routing model name {self.routing.name!r} is also a served model name")
+        if not self.shutdown_timeout_s >= 0:
+            raise ValueError(f"shutdown_timeout_s must be >= 0, got {self.shutdown_timeout_s}")
         if self.stats_interval_s < 0:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s}")
 

@@ -3,10 +3,15 @@
 It sits after the guards (API key, body size) and before routing, so native and proxied models, both
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`.
+
+Identical requests (same exact key) in flight at once are answered once: the later ones wait for the
+first to finish and store its answer, then read it from the cache (`hit-exact`) instead of generating
+it again; if the first stored nothing (an error, a client gone), the next one generates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from velollm.cache.capture import capture
-from velollm.cache.key import ENDPOINTS, cache_key, tenant_of
+from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
 from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
 from velollm.cache.replay import replay
 from velollm.cache.response_cache import ResponseCache
@@ -51,6 +56,7 @@ class ResponseCacheMiddleware:
         self.app = app
         self.cache = cache
         self.observe = observe
+        self._in_flight: dict[str, asyncio.Event] = {}  # exact key -> set when its request is done
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ENDPOINTS:
@@ -85,27 +91,47 @@ class ResponseCacheMiddleware:
             self.cache.count_bypass(reason)
             await self._forward(scope, receive, send, raw, "bypass")
             return
-        lookup = None
         if policy.no_cache:
             self.cache.count_bypass("no_cache")
-        else:
-            lookup = await self.cache.lookup(key, policy.max_age_s)
-            if lookup.entry is not None:
-                elapsed = time.perf_counter() - t0
-                parts, media_type = replay(kind, lookup.entry.answer, body, int(elapsed * 1e9))
-                await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}")
-                if self.observe is not None:
-                    self.observe(key.model, path, 200, time.perf_counter() - t0)
-                return
-        store = None
-        if not policy.no_store:
-            vector = lookup.vector if lookup is not None else None
+            await self._forward(scope, receive, send, raw, "bypass", kind if not policy.no_store else None,
+                                self._storer(key, policy, None))
+            return
+        while (first := self._in_flight.get(key.exact)) is not None:
+            await first.wait()
+        done = self._in_flight[key.exact] = asyncio.Event()
+        try:
+            await self._lookup_or_forward(scope, receive, send, raw, body, key, kind, policy, t0)
+        finally:
+            del self._in_flight[key.exact]
+            done.set()
 
-            def store(answer: dict[str, Any]) -> None:
-                self.cache.store_later(key, answer, policy.ttl_s, vector)
+    async def _lookup_or_forward(self, scope: dict, receive: Any, send: Any, raw: bytes, body: dict, key: CacheKey,
+                                 kind: str, policy: CachePolicy, t0: float) -> None:
+        lookup = await self.cache.lookup(key, policy.max_age_s)
+        if lookup.entry is not None:
+            elapsed = time.perf_counter() - t0
+            parts, media_type = replay(kind, lookup.entry.answer, body, int(elapsed * 1e9))
+            await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}")
+            if self.observe is not None:
+                self.observe(key.model, scope["path"], 200, time.perf_counter() - t0)
+            return
+        stored: list[asyncio.Task] = []
+        store = self._storer(key, policy, lookup.vector, stored)
+        await self._forward(scope, receive, send, raw, "miss", kind if store else None, store)
+        if stored:  # the answer is sent; identical requests waiting read it once it is stored
+            await asyncio.gather(*stored, return_exceptions=True)
 
-        await self._forward(scope, receive, send, raw, "miss" if lookup is not None else "bypass",
-                            kind if store else None, store)
+    def _storer(self, key: CacheKey, policy: CachePolicy, vector: Any,
+                stored: list[asyncio.Task] | None = None) -> Callable[[dict[str, Any]], None] | None:
+        if policy.no_store:
+            return None
+
+        def store(answer: dict[str, Any]) -> None:
+            task = self.cache.store_later(key, answer, policy.ttl_s, vector)
+            if stored is not None:
+                stored.append(task)
+
+        return store
 
     async def _forward(self, scope: dict, receive: Any, send: Any, raw: bytes, label: str,
                        kind: str | None = None, store: Callable[[dict[str, Any]], None] | None = None) -> None:

@@ -65,13 +65,13 @@ class SemanticTier:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def rebuild(self) -> int:
-        self.index.clear()
-        n = 0
-        for key, context, _query, blob in self.store.iter_semantic():
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (self.index.dim,):
-                self.index.add(context, key, vector)
-                n += 1
+        def rows():
+            for key, context, _query, blob in self.store.iter_semantic():
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape == (self.index.dim,):
+                    yield context, key, vector
+
+        n = self.index.load(rows())
         if n:
             logger.info("semantic cache: %d entries indexed", n)
         return n

@@ -16,13 +16,16 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
 from velollm.config import DEVICES, ENGINE_DTYPES, QUANTIZATIONS, EngineConfig, parse_size
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
+
+if TYPE_CHECKING:
+    from velollm.router.config import RoutingFile
 
 logger = logging.getLogger("velollm.serve")
 
@@ -57,6 +60,9 @@ def add_parser(subparsers: Any) -> None:
                    help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
     p.add_argument("--max-request-bytes", type=parse_size, default=ServerConfig.max_request_bytes,
                    help="request body limit (413 beyond; default 32MiB)")
+    p.add_argument("--shutdown-timeout", type=float, default=ServerConfig.shutdown_timeout_s,
+                   help="on SIGTERM, seconds running requests get to finish before they are ended with an "
+                        "error (new ones get 503 meanwhile; default 30)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
                    help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
@@ -73,6 +79,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="backends and routing (TOML: [router], [[backends]], [models.NAME]; see velollm/router/"
+                        "README.md): several servers behind this endpoint, balanced per model, with failover")
     add_upstream_arguments(p)
     add_cache_arguments(p)
     p.set_defaults(run=run)
@@ -91,19 +100,77 @@ def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]
 
 
 def build_config(args: argparse.Namespace, env: dict[str, str]) -> ServerConfig:
-    return _build_config(args, env, upstream_config(args, env))
+    config_file = _config_file(args)
+    return _build_config(args, env, _upstream(args, env, config_file), config_file)
 
 
-def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: UpstreamConfig | None) -> ServerConfig:
+def _config_file(args: argparse.Namespace) -> RoutingFile | None:
+    """--config, loaded once (ValueError when invalid, or when it names backends and --upstream is given)."""
+    path = getattr(args, "config", None)
+    if not path:
+        return None
+    from velollm.router.config import load_config
+
+    config_file = load_config(path)
+    if config_file.remote and (args.upstream or getattr(args, "proxy_only", False)):
+        raise ValueError("--config names the backends: put the upstream there as a [[backends]] entry "
+                         "(--upstream / --proxy-only are the one-backend shorthand)")
+    return config_file
+
+
+def _upstream(args: argparse.Namespace, env: dict[str, str], config_file: RoutingFile | None) -> UpstreamConfig | None:
+    """The one upstream of --upstream ($OLLAMA_HOST), unless the config file names the backends."""
+    return None if config_file is not None and config_file.remote else upstream_config(args, env)
+
+
+def _complexity(config_file: RoutingFile | None) -> Any:
+    """The [routing] table (the virtual `auto` model, velollm/complexity) of the config file, or None."""
+    if config_file is None or not config_file.section("routing"):
+        return None
+    from pathlib import Path
+
+    from velollm.complexity.policy import RoutingPolicy
+
+    try:
+        return RoutingPolicy.from_table(config_file.section("routing"), Path(config_file.path).parent)
+    except ValueError as exc:
+        raise ValueError(f"{config_file.path}: {exc}") from exc
+
+
+def _native_models(args: argparse.Namespace, config_file: RoutingFile | None,
+                   proxy_only: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(specifiers, served names) of the models this process runs: --model, then the config's native
+    backends; `demo` when there is none, unless the config names remote backends (then this process is
+    a pure router: no engine, no torch import)."""
+    specs = tuple(args.model or ())
+    names = tuple(args.served_model_name or specs)
+    if args.served_model_name and len(names) != len(specs):
+        raise ValueError(f"--served-model-name given {len(names)} times for {len(specs)} models; give one per --model")
+    for backend in config_file.native if config_file is not None else ():
+        specs += backend.models
+        names += backend.served_names or backend.models
+    if not specs and not proxy_only and not (config_file is not None and config_file.remote):
+        specs = names = (DEFAULT_MODEL,)
+    return specs, names
+
+
+def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: UpstreamConfig | None,
+                  config_file: RoutingFile | None = None) -> ServerConfig:
     from velollm.api.keep_alive import parse_keep_alive_env
 
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
     proxy_only = bool(getattr(args, "proxy_only", False))
-    specs = tuple(args.model or (() if proxy_only else (DEFAULT_MODEL,)))
+    specs, names = _native_models(args, config_file, proxy_only)
+    if not specs:
+        proxy_only = True
+    upstream_name = upstream.url if upstream is not None else None
+    if config_file is not None and config_file.remote:
+        upstream_name = f"{len(config_file.remote)} backends of {config_file.path}"
     return ServerConfig(
-        models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")),
-        served_model_names=tuple(args.served_model_name or specs), proxy_only=proxy_only,
+        models=_demo_in_cache(specs, env.get("VELOLLM_CACHE")), config_file=config_file,
+        routing=_complexity(config_file),
+        served_model_names=names, proxy_only=proxy_only,
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port,
         engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
@@ -112,11 +179,13 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
                             gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager),
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
-        upstream=upstream.url if upstream is not None else None, stats_interval_s=args.stats_interval,
+        upstream=upstream_name,
+        stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
+        shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
     )
 
 
@@ -139,12 +208,13 @@ def _responses_db(cache: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     log_level = str(getattr(args, "log_level", "INFO")).lower()  # the top-level CLI's --log-level
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.model and not getattr(args, "proxy_only", False):
+    if not args.model and not getattr(args, "proxy_only", False) and not getattr(args, "config", None):
         logger.info("no --model given: serving the built-in 'demo' model (tiny, random weights: nonsense text)")
     env = dict(os.environ)
     try:
-        upstream_cfg = upstream_config(args, env)
-        config = _build_config(args, env, upstream_cfg)
+        config_file = _config_file(args)
+        upstream_cfg = _upstream(args, env, config_file)
+        config = _build_config(args, env, upstream_cfg, config_file)
     except ValueError as exc:
         logger.error("invalid arguments: %s", exc)
         return 2
@@ -160,23 +230,28 @@ def run(args: argparse.Namespace) -> int:
 def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
                 log_level: str) -> tuple[Any, list[BaseException]]:
     """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
-    import uvicorn
-
     from velollm.api.app import create_app
+    from velollm.api.shutdown import DrainingServer, make_uvicorn_config
     from velollm.proxy.gateway import UpstreamGateway
 
     failed: list[BaseException] = []
-    server: uvicorn.Server | None = None
+    server: DrainingServer | None = None
 
     def on_load_error(exc: BaseException) -> None:
         failed.append(exc)
         if server is not None:
             server.should_exit = True
 
-    gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only) if upstream_cfg is not None else None
+    gateway: Any = None
+    if config.config_file is not None and config.config_file.remote:
+        from velollm.router.router import Router
+
+        gateway = Router(config.config_file)
+    elif upstream_cfg is not None:
+        gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
-                                           log_level=log_level, timeout_graceful_shutdown=5))
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level), app.state.velollm,
+                            config.shutdown_timeout_s)
     return server, failed
 
 

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
+from velollm.context.summary import with_summary
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
@@ -34,6 +36,14 @@ class FittedPrompt:
     token_ids: list[int]
     num_reused: int  # leading ids taken from an earlier turn (TurnCache)
     report: ContextReport | None  # None: the messages ran as sent
+    summary: str | None = None  # the summary in the system prompt (compress)
+
+    def plan(self, context_len: int) -> FitPlan | None:
+        """What was done, to do again on the conversation's next turn (None: nothing was done)."""
+        if self.report is None:
+            return None
+        return FitPlan(self.report.mode, context_len, tuple(self.report.dropped_messages),
+                       tuple(self.report.summarized_messages), self.summary, self.report.mode == "compress")
 
 
 def output_reserve(context_len: int, max_tokens: int | None) -> int:
@@ -102,6 +112,32 @@ class ContextFitter:
         text, encoded = self._encoded.get(len(current)) or self.encode(current)
         report.num_prompt_tokens = len(encoded.token_ids)
         return FittedPrompt(current, text, encoded.token_ids, encoded.num_reused, report)
+
+    def reuse(self, messages: list[Mapping[str, Any]], plan: FitPlan, context_len: int, reserve: int,
+              compressor: Any = None) -> FittedPrompt | None:
+        """`plan` (made for a prefix of `messages`) applied to `messages`: one render and one count of the
+        kept messages, and one of the whole (the report's original size; the TurnCache has the history's
+        ids, so only what is new is tokenized). None when the result does not fit (fit again) or when the
+        messages now fit as sent (the plan is not needed)."""
+        t0 = time.perf_counter()
+        self._encoded.clear()
+        self._last_count = None
+        budget = context_len - reserve
+        num_original = self.count(messages)
+        if num_original <= budget:
+            return None
+        removed = plan.removed
+        kept = [m for i, m in enumerate(messages) if i not in removed]
+        if plan.compressed and compressor is not None:
+            kept = compressor.apply(kept)
+        if plan.summary is not None:
+            kept = with_summary(kept, plan.summary)
+        if self.count(kept) > budget:
+            return None
+        text, encoded = self._encoded[len(kept)]
+        report = ContextReport(plan.mode, num_original, len(encoded.token_ids), list(plan.dropped),
+                               list(plan.summarized), step_seconds={"reuse": time.perf_counter() - t0})
+        return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report, plan.summary)
 
     def _truncate(self, original: list[Mapping[str, Any]], current: list[Mapping[str, Any]], compressor: Any,
                   budget: int, context_len: int, report: ContextReport) -> list[Mapping[str, Any]]:

@@ -3,13 +3,16 @@ again without the indentation and spaces (same value, fewer tokens)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
 
+@functools.lru_cache(maxsize=1024)
 def minify(text: str) -> str | None:
-    """`text` as compact JSON, or None when it is not a JSON object or array."""
+    """`text` as compact JSON, or None when it is not a JSON object or array (each text parsed once: a
+    chat sends the same tool results every turn)."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
         return None

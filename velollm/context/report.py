@@ -14,12 +14,14 @@ class ContextReport:
     num_prompt_tokens: int  # the prompt that ran
     dropped_messages: list[int] = field(default_factory=list)  # indices into the request's messages
     summarized_messages: list[int] = field(default_factory=list)  # replaced by a summary in the system prompt
+    dropped_tokens: tuple[int, int] | None = None  # ids [start, end) of a token prompt (/api/generate context)
     saved_tokens: dict[str, int] = field(default_factory=dict)  # compression step -> tokens it saved
     step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
-        return bool(self.dropped_messages or self.summarized_messages) or any(self.saved_tokens.values())
+        return bool(self.dropped_messages or self.summarized_messages or self.dropped_tokens) \
+            or any(self.saved_tokens.values())
 
     def header(self) -> str:
         """`mode=truncate; tokens=9000->3900; dropped_messages=1,2,3,4` (and `saved=step:n,...` for compress)."""
@@ -28,6 +30,8 @@ class ContextReport:
             parts.append("dropped_messages=" + ",".join(map(str, self.dropped_messages)))
         if self.summarized_messages:
             parts.append("summarized_messages=" + ",".join(map(str, self.summarized_messages)))
+        if self.dropped_tokens:
+            parts.append("dropped_tokens={}-{}".format(*self.dropped_tokens))
         saved = [f"{step}:{n}" for step, n in self.saved_tokens.items() if n]
         if saved:
             parts.append("saved=" + ",".join(saved))

@@ -1,9 +1,12 @@
 """Whitespace runs: trailing spaces, runs of blank lines, and runs of spaces inside a line (not the
 indentation that starts one, which code needs) shrink to one. JSON tool results are left to json_minify
-(spaces inside their strings are values)."""
+(spaces inside their strings are values), and the assistant's answers stay as the model wrote them: the
+engine holds their generated ids (TurnCache), which a rewritten answer would no longer match.
+Each content is squeezed once: a chat sends the same history every turn."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +16,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _INNER_RUNS = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 
 
+@functools.lru_cache(maxsize=1024)
 def squeeze(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", _INNER_RUNS.sub(" ", _TRAILING.sub("", text)))
 
@@ -21,7 +25,8 @@ def squeeze_whitespace(messages: list[Mapping[str, Any]]) -> list[Mapping[str, A
     out: list[Mapping[str, Any]] = []
     for message in messages:
         content = message.get("content")
-        if isinstance(content, str) and not (message.get("role") == "tool" and content[:1] in "[{"):
+        role = message.get("role")
+        if isinstance(content, str) and role != "assistant" and not (role == "tool" and content[:1] in "[{"):
             squeezed = squeeze(content)
             if squeezed != content:
                 message = {**message, "content": squeezed}

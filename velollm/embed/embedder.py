@@ -68,14 +68,15 @@ class Embedder:
         """float32 [len(texts), dim], normalised when the model says so (sentence-transformers' Normalize)."""
         return self.embed_ids(self.tokenize(texts))
 
-    def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Embed token-id sequences as given (no special tokens added); each must fit in max_tokens."""
+    def embed_ids(self, ids: Sequence[Sequence[int]], raw: bool = False) -> np.ndarray:
+        """Embed token-id sequences as given (no special tokens added); each must fit in max_tokens.
+        raw: the pooled vectors before the model's normalisation."""
         self.check_ids(ids)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for batch_index in self._batches([len(s) for s in ids]):
             vectors = self._forward([list(ids[i]) for i in batch_index])
             out[batch_index] = vectors
-        return out
+        return out if raw else self.pooling.finish(out)
 
     def check_ids(self, ids: Sequence[Sequence[int]]) -> None:
         """Raise InvalidRequest / ContextOverflow for an empty, too long or out-of-vocabulary sequence."""

@@ -81,7 +81,7 @@ def folder_source(folder: Path, name: str | None = None) -> EmbeddingSource:
 
 def folder_tokenizer(model_dir: Path, raw: dict[str, Any], max_tokens: int):
     """The folder's tokenizer as transformers builds it, truncating to `max_tokens` as HF does."""
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
     backend = Tokenizer.from_folder(model_dir, model_config=raw, generation_config={}).backend
     backend.enable_truncation(max_tokens)

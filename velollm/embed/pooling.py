@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 POOLING_MODES = ("mean", "cls", "last", "max", "mean_sqrt_len")
 # sentence-transformers 1_Pooling/config.json flags -> our mode (only one may be set).
@@ -38,7 +38,8 @@ class Pooling:
         return cls({"lasttoken": "last", "mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, mode), normalize)
 
     def __call__(self, hidden: torch.Tensor, seq_lens: list[int]) -> torch.Tensor:
-        """hidden [num_tokens, H] of sequences laid end to end -> float32 [num_seqs, H]."""
+        """hidden [num_tokens, H] of sequences laid end to end -> float32 [num_seqs, H], not normalised
+        (`finish` applies the model's normalisation: Ollama's legacy /api/embeddings returns raw vectors)."""
         hidden = hidden.float()
         if self.mode == "cls":
             starts = torch.tensor([0, *seq_lens[:-1]], device=hidden.device).cumsum(0)
@@ -53,4 +54,14 @@ class Pooling:
             sums = hidden.new_zeros(len(seq_lens), hidden.shape[1]).index_add_(0, seq_index, hidden)
             scale = lens.float().sqrt() if self.mode == "mean_sqrt_len" else lens.float()
             out = sums / scale[:, None]
-        return F.normalize(out, p=2, dim=1) if self.normalize else out
+        return out
+
+    def finish(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw pooled vectors -> what the model card says to return (L2-normalised rows, or as they are)."""
+        return l2_normalized(vectors) if self.normalize else vectors
+
+
+def l2_normalized(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (torch's F.normalize: a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Pending:
     ids: list[list[int]]
+    raw: bool
     future: asyncio.Future = field(repr=False)
 
 
@@ -75,13 +76,14 @@ class EmbeddingEngine:
     async def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
         return await asyncio.to_thread(self.embedder.tokenize, texts, truncate)
 
-    async def embed_ids(self, ids: list[list[int]]) -> np.ndarray:
-        """float32 [len(ids), dim]; raises what Embedder.embed_ids raises for bad input."""
+    async def embed_ids(self, ids: list[list[int]], raw: bool = False) -> np.ndarray:
+        """float32 [len(ids), dim] (raw: before the model's normalisation); raises what
+        Embedder.embed_ids raises for bad input."""
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.embedder.check_ids(ids)  # a bad request fails alone, not the batch it would join
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(ids, future))
+        self._pending.append(_Pending(ids, raw, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         self.num_requests_running += 1
@@ -98,7 +100,7 @@ class EmbeddingEngine:
                 continue
             merged = [seq for p in taken for seq in p.ids]
             try:
-                vectors = await asyncio.to_thread(self.embedder.embed_ids, merged)
+                vectors = await asyncio.to_thread(self.embedder.embed_ids, merged, True)
             except Exception as exc:  # e.g. out of memory: every request of the pass gets it
                 for p in taken:
                     if not p.future.done():
@@ -108,7 +110,8 @@ class EmbeddingEngine:
             start = 0
             for p in taken:
                 if not p.future.done():
-                    p.future.set_result(vectors[start:start + len(p.ids)])
+                    part = vectors[start:start + len(p.ids)]
+                    p.future.set_result(part if p.raw else self.embedder.pooling.finish(part))
                 start += len(p.ids)
 
     @staticmethod

@@ -148,7 +148,7 @@ class LLMEngine:
         """The grammar backend (xgrammar), built on the first constrained request."""
         with self._structured_lock:
             if self._structured is None:
-                from velollm.engine.structured_output import StructuredOutputManager
+                from velollm.engine.text.structured_output import StructuredOutputManager
 
                 self._structured = StructuredOutputManager(self.tokenizer, self.model_config.vocab_size,
                                                            stop_token_ids=self.eos_token_ids)

@@ -34,7 +34,7 @@ class Request:
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling (-1: not scheduled yet)
     num_preemptions: int = 0
     generator: "torch.Generator | None" = None
-    grammar: Any = None  # GrammarMatcher from velollm.engine.structured_output, when constrained
+    grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
     stop_reason: str | int | None = None
 

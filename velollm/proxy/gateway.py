@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 class UpstreamGateway:
     """Models VeloLLM does not run natively, answered by the upstream (any path of /v1/* or /api/*)."""
 
-    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False) -> None:
-        self.upstream = Upstream(config)
+    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False, upstream: Upstream | None = None) -> None:
+        self.upstream = upstream if upstream is not None else Upstream(config)
         self.proxy_only = proxy_only
         self._explained: set[str] = set()
 
@@ -41,10 +41,10 @@ class UpstreamGateway:
         `reason`: why VeloLLM does not run it natively (for the log line, once per name). An OpenAI
         server knows only its own spelling of an id ("m" vs "m:latest"); Ollama takes the name as sent.
         """
-        listed = self._listed(name)
+        listed = self.listed(name)
         if listed is None and not self.proxy_only:
             await self.upstream.list_models()  # a model pulled since the last listing must work at once
-            listed = self._listed(name)
+            listed = self.listed(name)
             if listed is None:
                 return None
         if name not in self._explained:
@@ -55,7 +55,8 @@ class UpstreamGateway:
             logger.info("model %r goes to upstream %s (%s)", name, self.upstream.url, why)
         return listed if listed is not None and self.upstream.known_kind == "openai" else name
 
-    def _listed(self, name: str) -> str | None:
+    def listed(self, name: str) -> str | None:
+        """The upstream's spelling of `name` when its last listing has it (no request made), else None."""
         listing = self.upstream.last_listing
         if listing is None:
             return None

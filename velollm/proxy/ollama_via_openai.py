@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from velollm.errors import InvalidRequest
-from velollm.wire.timestamps import now_rfc3339
+from velollm.wire.ollama_answer import ollama_answer
 
 _OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
                 ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
@@ -167,18 +167,7 @@ class NdjsonAnswer:
 
     def _line(self, text: str = "", thinking: str = "", done: bool = False,
               calls: list[dict[str, Any]] | None = None, logprobs: list[Any] | None = None) -> dict[str, Any]:
-        obj: dict[str, Any] = {"model": self.model, "created_at": now_rfc3339()}
-        if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if thinking:
-                message["thinking"] = thinking
-            if calls:
-                message["tool_calls"] = calls
-            obj["message"] = message
-        else:
-            obj["response"] = text
-            if thinking:
-                obj["thinking"] = thinking
+        obj = ollama_answer(self.model, self.chat, text, thinking, calls)
         obj["done"] = done
         if logprobs:
             obj["logprobs"] = logprobs
@@ -212,10 +201,11 @@ class NdjsonAnswer:
         slot["function"]["name"] += function.get("name") or ""
         slot["function"]["arguments"] += function.get("arguments") or ""
 
-    def final(self) -> dict[str, Any]:
-        """The done:true object with Ollama's metrics (durations in ns, measured here)."""
+    def final(self, text: str = "", thinking: str = "") -> dict[str, Any]:
+        """The done:true object with Ollama's metrics (durations in ns, measured here); a whole answer
+        carries its text and thinking in it."""
         calls = _tool_calls_in([self._calls[i] for i in sorted(self._calls)])
-        obj = self._line(done=True, calls=calls or None)
+        obj = self._line(text, thinking, done=True, calls=calls or None)
         end = time.perf_counter_ns()
         first = self.first_token_at or end
         obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0,
@@ -233,17 +223,9 @@ class NdjsonAnswer:
         self.finish = choice.get("finish_reason")
         for i, call in enumerate(message.get("tool_calls") or []):
             self._calls[i] = call
-        obj = self.final()
         text = message.get("content") or choice.get("text") or ""
         thinking = message.get("reasoning_content") or message.get("reasoning") or ""
-        if self.chat:
-            obj["message"]["content"] = text
-            if thinking:
-                obj["message"]["thinking"] = thinking
-        else:
-            obj["response"] = text
-            if thinking:
-                obj["thinking"] = thinking
+        obj = self.final(text, thinking)
         logprobs = _logprobs_in(choice.get("logprobs"))
         if logprobs:
             obj["logprobs"] = logprobs

@@ -72,6 +72,9 @@ class UpstreamConfig:
     # Most bytes of one answer the proxy holds in memory (a non-streamed answer it converts, repairs or
     # validates; one line / event of a stream); past it the client gets a 502. Relayed bodies are not held.
     max_body_bytes: int = 64 * 1024 * 1024
+    # The upstream answers /v1 and /api alike (another VeloLLM): requests pass through in the client's
+    # API, never converted; listed through /api/tags.
+    speaks_both: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("ollama", "openai", "auto"):

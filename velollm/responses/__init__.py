@@ -8,11 +8,11 @@ by the proxy (for upstreams without /v1/responses); it imports neither.
 
 from velollm.responses.chat_body import chat_body, conversation
 from velollm.responses.event_stream import ResponseEventStream, sse_frame
-from velollm.responses.items import items_to_messages, output_items
+from velollm.responses.items import input_item_objects, items_to_messages, output_items
 from velollm.responses.request import ResponsesRequest, parse_responses_request
 from velollm.responses.response_object import ResponseShell, usage_from_chat
 from velollm.responses.store import ResponseStore, StoredResponse
 
 __all__ = ["ResponseEventStream", "ResponseShell", "ResponseStore", "ResponsesRequest", "StoredResponse",
-           "chat_body", "conversation", "items_to_messages", "output_items", "parse_responses_request",
+           "chat_body", "conversation", "input_item_objects", "items_to_messages", "output_items", "parse_responses_request",
            "sse_frame", "usage_from_chat"]

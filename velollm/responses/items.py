@@ -126,3 +126,21 @@ def output_items(message: Mapping[str, Any], status: str = "completed") -> list[
         items.append(function_call_item(call.get("id") or new_id("call"), fn.get("name", ""), arguments, status))
     return items
 
+
+
+_ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def input_item_objects(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A request's input items as `GET /v1/responses/{id}/input_items` lists them: each with an id and a
+    status, a message's text content as typed parts (input_text; output_text for the assistant's)."""
+    out = []
+    for item in items:
+        kind = item.get("type") or ("message" if "role" in item else "item")
+        obj: dict[str, Any] = {"id": new_id(_ITEM_ID_PREFIX.get(kind, "item")), **item, "type": kind}
+        obj.setdefault("status", "completed")
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            obj["content"] = [{"type": part, "text": item["content"]}]
+        out.append(obj)
+    return out

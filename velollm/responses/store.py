@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     response TEXT NOT NULL,
-    conversation TEXT NOT NULL
+    conversation TEXT NOT NULL,
+    input_items TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS responses_created_at ON responses (created_at);
 """
@@ -34,6 +35,7 @@ CREATE INDEX IF NOT EXISTS responses_created_at ON responses (created_at);
 class StoredResponse:
     response: dict[str, Any]
     conversation: list[dict[str, Any]]  # chat messages: the input history and this response's answer
+    input_items: list[dict[str, Any]]  # this request's input as Responses items, with ids (input_items list)
 
 
 class ResponseStore:
@@ -47,13 +49,18 @@ class ResponseStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "input_items" not in columns:  # a file written before input items were kept
+            self._db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
 
-    def put(self, response: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+    def put(self, response: dict[str, Any], conversation: list[dict[str, Any]],
+            input_items: list[dict[str, Any]] | None = None) -> None:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
-                             (response["id"], now, json.dumps(response), json.dumps(conversation)))
+            self._db.execute("INSERT OR REPLACE INTO responses (id, created_at, response, conversation, input_items) "
+                             "VALUES (?, ?, ?, ?, ?)", (response["id"], now, json.dumps(response),
+                                                        json.dumps(conversation), json.dumps(input_items or [])))
             self._db.execute("DELETE FROM responses WHERE created_at < ?", (now - self.max_age_s,))
             self._db.execute("DELETE FROM responses WHERE id NOT IN "
                              "(SELECT id FROM responses ORDER BY created_at DESC, rowid DESC LIMIT ?)",
@@ -62,11 +69,11 @@ class ResponseStore:
 
     def get(self, response_id: str) -> StoredResponse | None:
         with self._lock:
-            row = self._db.execute("SELECT response, conversation, created_at FROM responses WHERE id = ?",
-                                   (response_id,)).fetchone()
+            row = self._db.execute("SELECT response, conversation, created_at, input_items FROM responses "
+                                   "WHERE id = ?", (response_id,)).fetchone()
         if row is None or row[2] < time.time() - self.max_age_s:
             return None
-        return StoredResponse(json.loads(row[0]), json.loads(row[1]))
+        return StoredResponse(json.loads(row[0]), json.loads(row[1]), json.loads(row[3]))
 
     def delete(self, response_id: str) -> bool:
         with self._lock:

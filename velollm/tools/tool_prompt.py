@@ -19,7 +19,7 @@ from velollm.tools.tool_parsers import ToolFamily
 from velollm.tools.tool_schema import ToolSpec, template_tools, tool_specs
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 _USES_TOOLS = re.compile(r"\btools\b")
 

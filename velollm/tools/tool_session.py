@@ -22,7 +22,7 @@ from velollm.tools.tool_stream import StreamingToolParser
 from velollm.sampling_params import StructuredOutput
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

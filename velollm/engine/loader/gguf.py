@@ -31,7 +31,7 @@ from velollm.errors import UnsupportedModel
 from velollm.kernels.gguf_planes import QuantizedWeight
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

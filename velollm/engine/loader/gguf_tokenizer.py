@@ -18,7 +18,7 @@ import numpy as np
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
-from velollm.engine.tokenizer import Tokenizer
+from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import UnsupportedModel
 
 logger = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ def load_hf_folder(folder: Path, *, name: str | None = None, dtype: str | None =
     )
 
     def load_tokenizer():
-        from velollm.engine.tokenizer import Tokenizer
+        from velollm.engine.text.tokenizer import Tokenizer
 
         return Tokenizer.from_folder(folder, model_config=raw, generation_config=generation_config)
 

@@ -12,7 +12,7 @@ import torch
 from velollm.config import ModelConfig
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 # config dtype names (velollm.config.DTYPES) -> torch dtypes, for the loaders and the model runner.
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, processors
 
-from velollm.engine.chat_template import render_chat_template, select_template
-from velollm.engine.encode_worker import EncodeWorker
+from velollm.engine.text.chat_template import render_chat_template, select_template
+from velollm.engine.text.encode_worker import EncodeWorker
 from velollm.errors import ContextOverflow, ModelLoadError
 
 logger = logging.getLogger(__name__)

@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from velollm.engine.grammar_vocab import (
+from velollm.engine.text.grammar_vocab import (
     build_tokenizer_info,
     ids_bitmask,
     starts_with_bitmask,
 )
-from velollm.engine.json_guard import JsonGuard
-from velollm.engine.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
+from velollm.engine.text.json_guard import JsonGuard
+from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import ReasoningSpan, StructuredOutput
 
 if TYPE_CHECKING:
-    from velollm.engine.tokenizer import Tokenizer
+    from velollm.engine.text.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,111 @@
+"""Real backends for the router tests: `velollm serve` demo-model replicas as subprocesses (restartable
+on their port, for failover), and the router itself, in-process (a thread) or as `velollm serve --config`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.serve_process import REPO, free_port
+
+REPLICA_ARGS = ("--max-model-len", "512", "--kv-cache-memory", "16MiB", "--max-num-seqs", "8", "--no-upstream")
+
+
+class Replica:
+    """One `velollm serve` serving the demo model, on a fixed port so it can come back after a kill."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.args = args or REPLICA_ARGS
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Replica:
+        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(self.folder.parent / "cache")}
+        env.pop("OLLAMA_HOST", None)
+        env.pop("VELOLLM_API_KEY", None)
+        log = (self.folder / f"serve-{self.port}.log").open("a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(self.port),
+                                      "--stats-interval", "0", *self.args], cwd=REPO, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def wait_healthy(self, timeout: float = 180.0) -> Replica:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"replica on {self.port} exited:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"replica on {self.port} did not become healthy:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def log_tail(self) -> str:
+        logs = sorted(self.folder.glob("serve-*.log"))
+        return logs[-1].read_text()[-3000:] if logs else ""
+
+
+def start_replicas(folder: Path, n: int, *args: str) -> list[Replica]:
+    """n replicas started together (they import torch in parallel), each healthy on return."""
+    replicas = [Replica(folder / f"r{i}", *args).start() for i in range(n)]
+    try:
+        return [r.wait_healthy() for r in replicas]
+    except BaseException:
+        for r in replicas:
+            r.stop()
+        raise
+
+
+def router_app(toml: str, tmp_path: Path) -> Any:
+    """The real API app with no native model and a Router built from `toml` (as `velollm serve --config`)."""
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+    from velollm.router.config import load_config
+    from velollm.router.router import Router
+
+    path = tmp_path / "velollm.toml"
+    path.write_text(toml)
+    routing = load_config(path)
+    return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, config_file=routing), engines={},
+                      upstream=Router(routing))
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from a Prometheus text page (labels matched exactly), or None."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return None

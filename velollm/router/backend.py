@@ -1,0 +1,167 @@
+"""Backend: one server behind the router (VeloLLM, vLLM, Ollama, llama.cpp, any OpenAI-compatible
+URL): its proxy connection, the models it serves, its request queue, its health and its numbers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from velollm.proxy.gateway import UpstreamGateway
+from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamListing, UpstreamTimeout, UpstreamUnavailable
+from velollm.router.config import BackendConfig, RouterConfig
+from velollm.router.health import Health
+from velollm.router.queue import BackendQueue
+from velollm.wire.names import name_key
+
+logger = logging.getLogger(__name__)
+
+
+class WatchedUpstream(Upstream):
+    """The proxy's upstream client, reporting every transport failure to the backend's Health, also
+    those in the middle of a relayed stream (passive ejection)."""
+
+    def __init__(self, config: UpstreamConfig, backend: Backend) -> None:
+        super().__init__(config)
+        self.backend = backend
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await super().send(method, path, **kwargs)
+        except UpstreamUnavailable as exc:
+            self.backend.transport_failed(exc, before_first_byte=True)
+            raise
+
+    async def iter_raw(self, response: httpx.Response) -> Any:
+        try:
+            async for chunk in super().iter_raw(response):
+                yield chunk
+        except UpstreamUnavailable as exc:
+            self.backend.transport_failed(exc, before_first_byte=False)
+            raise
+
+
+class Backend:
+    """One configured backend (not the native engine: that one is served by the API's registry)."""
+
+    def __init__(self, config: BackendConfig, router: RouterConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.url = config.url
+        upstream_config = UpstreamConfig(url=config.url, kind=config.upstream_kind, api_key=config.api_key,
+                                         connect_timeout=config.connect_timeout_s,
+                                         first_byte_timeout=config.first_byte_timeout_s,
+                                         idle_timeout=config.idle_timeout_s, connect_retries=0,
+                                         speaks_both=config.speaks_both)
+        self.upstream = WatchedUpstream(upstream_config, self)
+        # Health checks on their own small client, so a down backend's probes are not counted as request errors.
+        self._probe_client = Upstream(replace(upstream_config, client_shards=1, max_connections=4))
+        self.gateway = UpstreamGateway(upstream_config, proxy_only=True, upstream=self.upstream)
+        self.queue = BackendQueue(config.max_concurrency, router.max_queue, router.queue_timeout_s)
+        self.health = Health(config.name, router.eject_after_failures, router.readmit_after_s,
+                             active_checks=router.health_interval_s > 0)
+        self.health_timeout_s = router.health_timeout_s
+        self.errors: Counter[str] = Counter()  # kind -> count (connect, timeout, status, stream)
+        self.requests = 0
+        self.failovers = 0  # requests that failed here before their first byte and were tried elsewhere
+        self._configured = {name_key(m): m for m in config.models}
+
+    # --- what the policies see ----------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        return self.queue.outstanding
+
+    @property
+    def admitted(self) -> bool:
+        return self.health.admitted
+
+    # --- models -------------------------------------------------------------------------------
+
+    def serves(self, name: str) -> str | None:
+        """The name to send to this backend for `name`, or None when it does not serve it.
+
+        With `models` configured, only those names (also while it has not answered yet, so a down
+        replica still counts as one); otherwise what its last listing holds."""
+        key = name_key(name)
+        listed = self._listed(key)
+        if self._configured:
+            if key not in self._configured:
+                return None
+            spelled = listed or self._configured[key]
+        elif listed is None:
+            return None
+        else:
+            spelled = listed
+        # An OpenAI server knows only its own spelling of an id ("m" vs "m:latest"); Ollama (and VeloLLM)
+        # resolve names themselves and get the name as the client sent it.
+        return spelled if self.upstream.known_kind == "openai" else name
+
+    def model_names(self) -> list[str]:
+        listing = self.upstream.last_listing
+        names = listing.names if listing is not None else []
+        if self._configured:
+            spelled = {name_key(n): n for n in names}
+            return [spelled.get(k, m) for k, m in self._configured.items()]
+        return [n for n in names if n]
+
+    def _listed(self, key: str) -> str | None:
+        listing = self.upstream.last_listing
+        if listing is None:
+            return None
+        return next((n for n in listing.names if name_key(n) == key), None)
+
+    async def refresh(self) -> UpstreamListing | None:
+        return await self.upstream.list_models()
+
+    def listing_entries(self, listing: UpstreamListing | None, api: str) -> list[dict[str, Any]]:
+        """This backend's models for /api/tags ("ollama") or /v1/models ("openai"), limited to the
+        configured names when there are any."""
+        if listing is None:
+            return []
+        entries = listing.as_ollama_tags() if api == "ollama" else listing.as_openai_models()
+        if not self._configured:
+            return entries
+        key = "name" if api == "ollama" else "id"
+        return [e for e in entries if name_key(str(e.get(key) or "")) in self._configured]
+
+    # --- health -------------------------------------------------------------------------------
+
+    def transport_failed(self, exc: UpstreamUnavailable, *, before_first_byte: bool) -> None:
+        timeout = isinstance(exc, UpstreamTimeout)
+        self.errors["timeout" if timeout else "connect" if before_first_byte else "stream"] += 1
+        # Refused / reset before an answer: the server is gone. A slow answer or a broken stream counts.
+        self.health.failure(exc.reason, unreachable=before_first_byte and not timeout)
+
+    def answered(self, status: int) -> None:
+        """A request's answer status (before its body): 5xx count toward ejection (503 = busy: not)."""
+        self.requests += 1
+        if status >= 500 and status not in (501, 503):
+            self.errors["status"] += 1
+            self.health.failure(f"answered {status}")
+        elif status < 500:
+            self.health.success()
+
+    async def probe(self) -> str | None:
+        """The active check: None when the backend answers its health path with 200, else why not."""
+        path = self.config.health_path or ("/v1/models" if self.upstream.known_kind == "openai" else "/api/version")
+        started = time.perf_counter()
+        try:
+            status, _ = await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)
+            if status == 404 and not self.config.health_path and path == "/api/version":
+                path = "/v1/models"  # an OpenAI server whose kind is not known yet
+                status, _ = await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)
+        except UpstreamUnavailable as exc:
+            return exc.reason
+        self.last_probe_ms = (time.perf_counter() - started) * 1e3
+        return None if status == 200 else f"GET {path} answered {status}"
+
+    last_probe_ms: float | None = None
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        await self._probe_client.aclose()

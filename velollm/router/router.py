@@ -1,0 +1,274 @@
+"""Router: many backends behind one endpoint, as the API's registry sees one upstream
+(velollm.api.registry.Upstream: find, forward, listings).
+
+A model name served by several backends has replicas; each request goes to one of them by the model's
+policy (least-outstanding, round-robin, prefix-aware), waits there for a slot when the backend has a
+concurrency limit, and, when the replica fails before the first byte reached the client (unreachable,
+no answer in time, a 5xx), is sent to another replica (`retries`). A stream that breaks after its first
+byte ends with an error event (the proxy's relay). With no admitted replica left: 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from velollm.errors import Overloaded
+from velollm.router.backend import Backend
+from velollm.router.config import RoutingFile
+from velollm.router.health import HealthChecker
+from velollm.router.metrics import RouterMetrics
+from velollm.router.policy import Policy, make_policy
+from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
+from velollm.router.queue import Slot
+from velollm.wire.errors import Api, APIError, api_of, error_response
+from velollm.wire.names import name_key
+
+logger = logging.getLogger(__name__)
+
+RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
+MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
+
+
+class Router:
+    """The configured remote backends (native models are the registry's, answered before these)."""
+
+    def __init__(self, config: RoutingFile) -> None:
+        self.config = config
+        self.backends = [Backend(b, config.router) for b in config.remote]
+        self.metrics = RouterMetrics(self.backends)
+        self._policies: dict[str, Policy] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._miss_refresh: asyncio.Task[None] | None = None
+        self._miss_refreshed_at = -MISS_REFRESH_S
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts the health checks and the periodic model-list refresh (the app's lifespan calls this)."""
+        router = self.config.router
+        self._tasks.append(asyncio.create_task(self._refresh_all()))
+        if router.health_interval_s > 0:
+            checker = HealthChecker([(b.health, b.probe) for b in self.backends], router.health_interval_s)
+            self._tasks.append(asyncio.create_task(checker.run()))
+        if router.refresh_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._refresh_loop(router.refresh_interval_s)))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(b.aclose() for b in self.backends), return_exceptions=True)
+
+    async def _refresh_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._refresh_all()
+
+    async def _refresh_all(self) -> None:
+        await asyncio.gather(*(b.refresh() for b in self.backends if b.admitted), return_exceptions=True)
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def replicas(self, name: str) -> list[Backend]:
+        """Every backend serving `name`, admitted or not."""
+        return [b for b in self.backends if b.serves(name) is not None]
+
+    async def find(self, name: str, reason: str = "") -> str | None:
+        """`name` when some backend serves it (the lists are fetched again, at most once a second,
+        for a name nobody listed: a model pulled meanwhile works at once), else None."""
+        if not self.replicas(name):
+            await self._refresh_on_miss()
+            if not self.replicas(name):
+                return None
+        return name
+
+    async def _refresh_on_miss(self) -> None:
+        if self._miss_refresh is None or self._miss_refresh.done():
+            if time.monotonic() - self._miss_refreshed_at < MISS_REFRESH_S:
+                return
+            self._miss_refreshed_at = time.monotonic()
+            self._miss_refresh = asyncio.ensure_future(self._refresh_all())
+        await asyncio.shield(self._miss_refresh)
+
+    def policy(self, name: str) -> Policy:
+        key = name_key(name)
+        policy = self._policies.get(key)
+        if policy is None:
+            chosen, margin = self.config.routing_for(name)
+            policy = make_policy(chosen, load_margin=margin, table_size=self.config.router.prefix_table_size)
+            self._policies[key] = policy
+        return policy
+
+    async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+        """One request answered by one replica of its model (another one when it fails before the
+        first byte); 503 + Retry-After when none can take it."""
+        path = path or request.url.path
+        api = api_of(path)
+        if path == "/api/pull":
+            return await self._pull(request, body)
+        name = model or str(body.get("model") or "")
+        replicas = self.replicas(name)
+        policy = self.policy(name)
+        blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
+            if policy.name == "prefix-aware" else NO_BLOCKS
+        tried: set[str] = set()
+        failed: Response | None = None
+        attempts = 0
+        while attempts <= self.config.router.retries:
+            candidates = [b for b in replicas if b.admitted and b.name not in tried]
+            if not candidates:
+                break
+            backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
+            tried.add(backend.name)
+            try:
+                slot = await backend.queue.acquire()
+            except Overloaded as exc:
+                logger.info("backend %s cannot take a request for %r: %s", backend.name, name, exc)
+                continue  # its queue is full: another replica, without using up a retry
+            attempts += 1
+            policy.routed(backend, blocks)
+            started = time.perf_counter()
+            try:
+                response = await backend.gateway.forward(request, body, backend.serves(name) or name,
+                                                         tool_outcome, path)
+            except BaseException:
+                slot.release()
+                raise
+            backend.answered(response.status_code)
+            if not isinstance(response, StreamingResponse) and response.status_code in RETRIED_STATUSES:
+                slot.release()
+                self.metrics.observe(backend.name, time.perf_counter() - started)
+                failed = response
+                retry = attempts <= self.config.router.retries and any(
+                    b.admitted and b.name not in tried for b in replicas)
+                backend.failovers += retry
+                logger.warning("backend %s answered %d for %r before the first byte; %s", backend.name,
+                               response.status_code, name, "trying another replica" if retry else "giving up")
+                continue
+            response.headers["x-velollm-backend"] = backend.name
+            return self._held(response, slot, backend, started)
+        return self._unavailable(api, name, replicas, failed)
+
+    def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
+        """The slot (and the in-flight count) is held until the response's last byte, or until the
+        client left: released by the body's `finally` and by the background task, whichever first."""
+        done = False
+
+        def finish() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                slot.release()
+                self.metrics.observe(backend.name, time.perf_counter() - started)
+
+        if not isinstance(response, StreamingResponse):
+            finish()
+            return response
+        inner = response.body_iterator
+
+        async def body() -> Any:
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                close = getattr(inner, "aclose", None)
+                if close is not None:
+                    await close()
+                finish()
+
+        previous = response.background
+
+        async def background() -> None:
+            finish()
+            if previous is not None:
+                await previous()
+
+        response.body_iterator = body()
+        response.background = BackgroundTask(background)
+        return response
+
+    def _unavailable(self, api: Api, name: str, replicas: list[Backend], failed: Response | None) -> Response:
+        """No replica could take the request: an upstream's own error answer (a 500 it sent) as it is;
+        otherwise (all ejected, unreachable, busy) 503 + Retry-After."""
+        if failed is not None and failed.status_code not in (502, 503, 504):
+            return failed
+        states = ", ".join(f"{b.name}: {b.health.reason or 'busy'}" for b in replicas) or "no backend"
+        retry_after = str(self.config.router.retry_after_s)
+        return error_response(api, APIError(503, f"no replica of {name!r} can take the request now ({states})",
+                                            type="server_error", code="no_replica",
+                                            headers={"Retry-After": retry_after}))
+
+    async def _pull(self, request: Request, body: dict[str, Any]) -> Response:
+        """/api/pull goes to the first admitted Ollama-speaking backend (a model lands on one host)."""
+        for backend in self.backends:
+            if backend.admitted and backend.upstream.known_kind == "ollama":
+                return await backend.gateway.forward(request, body)
+        return error_response("ollama", APIError(501, "no Ollama backend to pull through is up"))
+
+    # --- listings -----------------------------------------------------------------------------
+
+    async def _listings(self) -> list[tuple[Backend, Any]]:
+        async def one(b: Backend) -> Any:
+            return await b.refresh() if b.admitted else b.upstream.last_listing
+
+        listings = await asyncio.gather(*(one(b) for b in self.backends))
+        return list(zip(self.backends, listings))
+
+    async def ollama_tags(self) -> list[dict[str, Any]]:
+        return _merged([b.listing_entries(listing, "ollama") for b, listing in await self._listings()], "name")
+
+    async def openai_models(self) -> list[dict[str, Any]]:
+        return _merged([b.listing_entries(listing, "openai") for b, listing in await self._listings()], "id")
+
+    async def ollama_ps(self) -> list[dict[str, Any]]:
+        """What runs on the admitted Ollama-speaking backends now (GET /api/ps of each, merged)."""
+        async def one(b: Backend) -> list[dict[str, Any]]:
+            if not b.admitted or b.upstream.known_kind != "ollama":
+                return []
+            try:
+                status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
+            except Exception:  # a backend that does not answer lists nothing
+                return []
+            models = data.get("models") if status == 200 and isinstance(data, dict) else None
+            return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+
+        return _merged(list(await asyncio.gather(*(one(b) for b in self.backends))), "name")
+
+    def queue_sizes(self) -> dict[str, int]:
+        return self.metrics.queue_sizes()
+
+    @property
+    def metrics_collector(self) -> RouterMetrics:
+        return self.metrics
+
+    async def health(self) -> dict[str, Any]:
+        """The backends now (for the status page): each one's state, load and last probe time."""
+        backends = [{"name": b.name, "url": b.url, "up": not b.health.ejected, "reason": b.health.reason or None,
+                     "in_flight": b.queue.in_flight, "waiting": b.queue.waiting,
+                     "latency_ms": round(b.last_probe_ms, 1) if b.last_probe_ms is not None else None,
+                     "models": len(b.model_names())} for b in self.backends]
+        names = {name_key(n) for b in self.backends for n in b.model_names()}
+        return {"url": ", ".join(b.url for b in self.backends), "kind": "router",
+                "up": any(b["up"] for b in backends), "models": len(names), "backends": backends}
+
+
+def _merged(lists: list[list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+    """One entry per name (Ollama's name rule), the first backend's."""
+    seen: set[str] = set()
+    out = []
+    for entries in lists:
+        for entry in entries:
+            k = name_key(str(entry.get(key) or ""))
+            if k and k not in seen:
+                seen.add(k)
+                out.append(entry)
+    return out
