@@ -74,6 +74,24 @@ def metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
+def server_ttft(url: str, before: tuple[float, float]) -> tuple[float, float, float]:
+    """(sum, count) of the server's TTFT histogram (arrival to first token), and the last request's seconds:
+    the histogram is observed as the request closes, so it is polled until the count moves."""
+    deadline = time.perf_counter() + 2
+    while True:
+        now = (metric(url, "velollm_time_to_first_token_seconds_sum"),
+               metric(url, "velollm_time_to_first_token_seconds_count"))
+        if now[1] > before[1] or time.perf_counter() > deadline:
+            return now[0], now[1], now[0] - before[0]
+        time.sleep(0.01)
+
+
+def fit_ms(header: str) -> str:
+    """The fitting's seconds in x-velollm-context (every step, or `reuse`), in ms."""
+    part = dict(p.split("=", 1) for p in header.split("; ") if "=" in p).get("seconds")
+    return f"{sum(float(x.split(':')[1]) for x in part.split(',')) * 1e3:.1f}" if part else "-"
+
+
 def turn_request(client: httpx.Client, model: str, messages: list[dict], max_tokens: int) -> dict:
     """One streamed turn: TTFT (first content), the answer, usage and the x-velollm-context header."""
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
@@ -105,6 +123,7 @@ def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[lis
     output = tool_output(args.tool_rows)
     messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
     rows = []
+    server = server_ttft(url, (0.0, -1.0))[:2]
     with httpx.Client(base_url=url, timeout=600) as client:
         for turn in range(1, args.turns + 1):
             messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
@@ -115,8 +134,10 @@ def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[lis
             hits = metric(url, "velollm_prefix_cache_hits_total")
             out = turn_request(client, "demo", messages, args.max_tokens)
             out["hits"] = metric(url, "velollm_prefix_cache_hits_total") - hits
+            *server, seconds = server_ttft(url, server)
             messages.append({"role": "assistant", "content": out["text"]})
-            rows.append({"turn": turn, "ttft_ms": round(out["ttft"] * 1e3, 1),
+            rows.append({"turn": turn, "ttft_ms": round(out["ttft"] * 1e3, 1), "server_ms": round(seconds * 1e3, 1),
+                         "fit_ms": fit_ms(out["context"]),
                          "prompt_tokens": out["usage"].get("prompt_tokens"), "cache_hit_tokens": int(out["hits"]),
                          "context": out["context"]})
     return messages, rows
@@ -124,7 +145,8 @@ def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[lis
 
 def median_rows(repeats: list[list[dict]]) -> list[dict]:
     """Per turn: the median TTFT over the repeats; the other columns from the first conversation."""
-    return [{**rows[0], "ttft_ms": round(statistics.median(r["ttft_ms"] for r in rows), 1)} for rows in zip(*repeats)]
+    return [{**rows[0], **{k: round(statistics.median(r[k] for r in rows), 1) for k in ("ttft_ms", "server_ms")}}
+            for rows in zip(*repeats)]
 
 
 def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
@@ -145,11 +167,15 @@ def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
         print(f"{load()} after the {label} server")
     print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len}, "
           f"median of {args.repeats} conversation(s) per server)")
-    print("| turn | prompt tokens | TTFT prefetch ms | cache hits | TTFT no-prefetch ms | cache hits | context |")
-    print("|---|---|---|---|---|---|---|")
+    print("Server ms: arrival to first token on the server (velollm_time_to_first_token_seconds); fit ms: the "
+          "fitting's own seconds (x-velollm-context), both inside the client's TTFT; first conversation's header.")
+    print("| turn | prompt tokens | TTFT prefetch ms | server ms | fit ms | cache hits | TTFT no-prefetch ms | "
+          "server ms | cache hits | context |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for a, b in zip(runs["prefetch"], runs["no-prefetch"]):
-        print(f"| {a['turn']} | {a['prompt_tokens']} | {a['ttft_ms']} | {a['cache_hit_tokens']} | {b['ttft_ms']} | "
-              f"{b['cache_hit_tokens']} | {a['context'] or '-'} |")
+        print(f"| {a['turn']} | {a['prompt_tokens']} | {a['ttft_ms']} | {a['server_ms']} | {a['fit_ms']} | "
+              f"{a['cache_hit_tokens']} | {b['ttft_ms']} | {b['server_ms']} | {b['cache_hit_tokens']} | "
+              f"{a['context'] or '-'} |")
     for label, rows in runs.items():
         ratio = rows[-1]["ttft_ms"] / rows[1]["ttft_ms"]
         print(f"{label}: turn {rows[-1]['turn']} TTFT / turn 2 TTFT = {ratio:.2f} (target <= 1.5)")

@@ -1,7 +1,7 @@
 """Routing across replicas (issue 16): balancing policies on a multi-turn shared-prefix workload, failover,
 and the router path's added latency.
 
-    python benchmarks/routing.py [--replicas 3] [--users 12] [--turns 4] [--kv-cache-memory 3MiB]
+    python benchmarks/routing.py [--replicas 3] [--users 12] [--turns 4] [--rounds 3] [--kv-cache-memory 3MiB]
                                  [--skip-failover] [--skip-overhead]
 
 1. Policies. `--replicas` local `velollm serve` replicas of the demo model with a small KV budget (so a
@@ -10,7 +10,8 @@ and the router path's added latency.
    concurrently (streamed, `--max-tokens` per answer). Per policy (round-robin, least-outstanding,
    prefix-aware; fresh users for each, so no policy inherits another's cache): the replicas'
    prefix-cache hit rate (prompt tokens found in the cache / looked up, from their /metrics), mean and
-   p50 TTFT seen by the client, and throughput (output tokens/s and requests/s over the whole run).
+   p50 TTFT seen by the client, and throughput (output tokens/s and requests/s over the whole run);
+   `--rounds` runs of each, the order reversed every other round, and their mean.
    Target: prefix-aware >= 2x round-robin's hit rate, throughput no lower.
 2. Failover. A mixed load (non-streamed and streamed requests) runs; one replica is killed (SIGKILL)
    mid-run. Printed: failed non-streamed requests (target 0), streams on it that ended with an error
@@ -163,14 +164,14 @@ async def chat_turn(client: httpx.AsyncClient, url: str, messages: list[dict[str
     return (ttft if ttft is not None else time.perf_counter() - started), tokens, "".join(text), backend
 
 
-async def policy_run(url: str, policy: str, args: argparse.Namespace) -> dict[str, Any]:
+async def policy_run(url: str, tag: str, args: argparse.Namespace) -> dict[str, Any]:
     ttfts: list[float] = []
     tokens = 0
     homes: dict[int, set[str]] = {}
 
     async def user(u: int, client: httpx.AsyncClient) -> None:
         nonlocal tokens
-        messages = [{"role": "system", "content": system_prompt(f"{policy}-user{u}", args.system_chars)}]
+        messages = [{"role": "system", "content": system_prompt(f"{tag}-user{u}", args.system_chars)}]
         rng = random.Random(u)
         for t in range(args.turns):
             question = f"turn {t}: " + " ".join(rng.choice(WORDS) for _ in range(args.question_words))
@@ -191,22 +192,31 @@ async def policy_run(url: str, policy: str, args: argparse.Namespace) -> dict[st
 
 
 def policies(replicas: list[Server], folder: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    results = {}
-    for policy in POLICIES:
-        front = router(replicas, folder, policy)
-        try:
-            before = prefix_counters(replicas)
-            result = asyncio.run(policy_run(front.url, policy, args))
-            after = prefix_counters(replicas)
-        finally:
-            front.stop()
-        queries = after[1] - before[1]
-        result["hit_rate"] = (after[0] - before[0]) / queries if queries else 0.0
-        results[policy] = result
-        print(f"  {policy:18} hit rate {result['hit_rate']:6.1%}  TTFT mean {result['ttft_mean_ms']:7.1f} ms"
-              f"  p50 {result['ttft_p50_ms']:7.1f} ms  {result['tokens_per_s']:6.1f} tok/s"
-              f"  {result['requests_per_s']:5.2f} req/s  replicas/user {result['replicas_per_user']:.2f}", flush=True)
-    return results
+    """Each policy once per round, the order reversed every other round (drift on the machine hits all
+    alike); fresh users every time. Returns the mean of the rounds per policy."""
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in POLICIES}
+    for round_ in range(args.rounds):
+        for policy in (POLICIES if round_ % 2 == 0 else tuple(reversed(POLICIES))):
+            front = router(replicas, folder, policy)
+            try:
+                before = prefix_counters(replicas)
+                result = asyncio.run(policy_run(front.url, f"{policy}-{round_}", args))
+                after = prefix_counters(replicas)
+            finally:
+                front.stop()
+            queries = after[1] - before[1]
+            result["hit_rate"] = (after[0] - before[0]) / queries if queries else 0.0
+            runs[policy].append(result)
+            print(f"  round {round_ + 1}  {policy:18} hit rate {result['hit_rate']:6.1%}"
+                  f"  TTFT mean {result['ttft_mean_ms']:7.1f} ms  p50 {result['ttft_p50_ms']:7.1f} ms"
+                  f"  {result['tokens_per_s']:6.1f} tok/s  {result['requests_per_s']:5.2f} req/s"
+                  f"  replicas/user {result['replicas_per_user']:.2f}", flush=True)
+    means = {p: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for p, rs in runs.items()}
+    print(f"  mean of {args.rounds} round(s):")
+    for policy, m in means.items():
+        print(f"  {policy:18} hit rate {m['hit_rate']:6.1%}  TTFT mean {m['ttft_mean_ms']:7.1f} ms"
+              f"  {m['tokens_per_s']:6.1f} tok/s  {m['requests_per_s']:5.2f} req/s", flush=True)
+    return means
 
 
 async def failover_load(url: str, replicas: list[Server], args: argparse.Namespace) -> dict[str, Any]:
@@ -289,6 +299,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--users", type=int, default=12)
     parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each policy (order reversed every other)")
     parser.add_argument("--system-chars", type=int, default=3000, help="length of each user's system prompt")
     parser.add_argument("--question-words", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=16)

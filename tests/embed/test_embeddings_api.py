@@ -154,6 +154,15 @@ def test_keep_alive_and_load_only_requests(native: str):
     assert _gone(client, "nomic-tiny:latest")
 
 
+def test_metrics_describe_embedding_models(native: str):
+    """/metrics was a 500 once an embedding model was loaded (it has no settings() like engines have)."""
+    r = httpx.get(f"{native}/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    info = [line for line in r.text.splitlines() if line.startswith('velollm_engine_info{') and 'model="minilm"' in line]
+    assert info and 'dtype="float32"' in info[0], info
+    assert 'velollm_kv_cache_bytes{model="minilm"} 0.0' in r.text
+
+
 def test_generation_model_has_no_embeddings(front: str):
     r = httpx.post(f"{front}/v1/embeddings", json={"model": "demo", "input": "x"}, timeout=30)
     assert r.status_code == 400 and "does not support embeddings" in r.json()["error"]["message"]

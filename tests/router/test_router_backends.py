@@ -219,3 +219,25 @@ def test_serve_config_errors(tmp_path):
         result = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", *args], cwd=REPO, capture_output=True,
                                 text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_native_backend_beside_remote_ones(replicas, tmp_path):
+    """kind = "native": this process runs the model itself (as --model would), beside the remote replicas."""
+    from tests.serve_process import start_serve, stop_serve
+
+    config = tmp_path / "velollm.toml"
+    config.write_text(f'[[backends]]\nname = "local"\nkind = "native"\nmodels = ["demo"]\nserved_names = ["local-demo"]\n'
+                      f'[[backends]]\nname = "r0"\nurl = "{replicas[0].url}"\nkind = "velollm"\n')
+    proc, url, _, _ = start_serve(tmp_path, "--config", str(config), "--max-model-len", "256",
+                                  "--kv-cache-memory", "16MiB")
+    try:
+        client = _openai(url)
+        local = client.chat.completions.with_raw_response.create(model="local-demo", messages=USER, max_tokens=2)
+        assert "x-velollm-backend" not in local.headers and local.parse().usage.completion_tokens == 2
+        remote = client.chat.completions.with_raw_response.create(model="demo", messages=USER, max_tokens=2)
+        assert remote.headers["x-velollm-backend"] == "r0"
+        names = [m.model for m in ollama.Client(host=url, timeout=60).list().models]
+        assert names[0] == "local-demo" and "demo" in names
+        assert httpx.get(url + "/health").json()["models"] == ["local-demo"]
+    finally:
+        stop_serve(proc)

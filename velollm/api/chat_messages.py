@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+from velollm.wire.json_body import parse_json
 
 T = TypeVar("T")
 
@@ -41,11 +41,7 @@ def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
         args = fn.raw("arguments", {})
         if isinstance(args, str):
             # Templates render arguments with `tojson`; a JSON string would be encoded twice.
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"{fn.name('arguments')} is not valid JSON: {exc}",
-                                     param=fn.name("arguments")) from exc
+            args = parse_json(args, fn.name("arguments"), fn.name("arguments")) if args.strip() else {}
         out.append({**call, "type": c.str("type", "function"),
                     "function": {"name": fn.str("name"), "arguments": args}})
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,8 @@ class Fields:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.bad(key, f"must be an integer, got {_type_name(value)}")
         if isinstance(value, float):
+            if not math.isfinite(value):
+                raise self.bad(key, f"must be a finite number, got {value}")
             if not truncate and not value.is_integer():
                 raise self.bad(key, f"must be an integer, got {value}")
             value = int(value)
@@ -73,7 +76,26 @@ class Fields:
             return self._default(key, default, "a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.bad(key, f"must be a number, got {_type_name(value)}")
-        return self._range(key, float(value), lo, hi)
+        try:
+            number = float(value)
+        except OverflowError:  # an int past the float range
+            raise self.bad(key, "must be a finite number, got an integer beyond the float range") from None
+        if not math.isfinite(number):
+            raise self.bad(key, f"must be a finite number, got {number}")
+        return self._range(key, number, lo, hi)
+
+    def int_list(self, key: str, default: Any = _MISSING) -> Any:
+        """An array of integers (token ids and the like): each item an integer, as `int` reads one."""
+        items = self.list(key, default)
+        if items is default:
+            return default
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or \
+                    (isinstance(item, float) and not (math.isfinite(item) and item.is_integer())):
+                raise self.bad(key, f"must be an array of integers; item {i} is {_type_name(item)} {item!r:.40}")
+            out.append(int(item))
+        return out
 
     def list(self, key: str, default: Any = _MISSING) -> Any:
         value = self.body.get(key)

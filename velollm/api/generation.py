@@ -18,6 +18,7 @@ from typing import Any
 
 from velollm.api.lease import EngineLease
 from velollm.api.thinking import Thinking
+from velollm.errors import InvalidRequest
 from velollm.reasoning import PlannedStream
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
@@ -67,8 +68,19 @@ def engine_params(params: SamplingParams, max_tokens: int, seed_offset: int = 0,
     """Params for one engine request: the clamped max_tokens, for choice i of n seed + i, and text per
     step only when the answer is streamed (a whole answer is detokenized once, at its end)."""
     seed = params.seed + seed_offset if params.seed is not None else None
+    if seed is not None and seed >= 2**64:  # wraps like the 64-bit seed it is (seed 2**64 - 1 with n > 1)
+        seed -= 2**64
     return replace(params, n=1, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens), seed=seed,
                    output_kind="delta" if stream else "final_only")
+
+
+def check_queue_fits(engine: Any, num_sequences: int, param: str) -> None:
+    """More engine requests than the queue holds can never all be admitted: a 400 saying the limit, before
+    any tokenizing (a 503 + Retry-After is for a queue that is busy now and will drain)."""
+    max_queue = getattr(engine, "max_queue", None)
+    if isinstance(max_queue, int) and num_sequences > max_queue:
+        raise InvalidRequest(f"this request needs {num_sequences} sequences (prompts x n); the server queues at "
+                             f"most {max_queue} (--max-queue)", param=param)
 
 
 _END = object()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -14,6 +13,7 @@ from velollm.api.registry import UpstreamTarget
 from velollm.errors import ModelNotFound
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
+from velollm.wire.json_body import parse_json
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -95,10 +95,7 @@ async def read_json(request: "Request") -> dict[str, Any]:
     body = await request.body()
     if not body.strip():
         raise APIError(400, "missing request body")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"invalid JSON in request body: {exc}") from exc
+    data = parse_json(body)  # 400s for what Python's json takes but no client means (NaN, depth, surrogates)
     if not isinstance(data, dict):
         raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KEEP_ALIVE = 300.0
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+MAX_DURATION_S = 2**63 / 1e9  # Go's time.Duration: int64 nanoseconds (about 292 years)
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -27,7 +28,10 @@ def parse_keep_alive(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> 
     if isinstance(value, bool):
         raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
     if isinstance(value, (int, float)):
-        return math.inf if value < 0 else float(value)
+        if isinstance(value, float) and math.isnan(value):
+            raise InvalidRequest("keep_alive must be a number or a duration string, got NaN", param="keep_alive")
+        # Past Go's time.Duration, Ollama's conversion overflows to a negative value: forever.
+        return math.inf if value < 0 or value >= MAX_DURATION_S else float(value)
     if not isinstance(value, str):
         raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
     return _parse_go_duration(value.strip())
@@ -66,4 +70,6 @@ def _parse_go_duration(text: str) -> float:
     if not body or "".join(n + u for n, u in parts) != body:
         raise InvalidRequest(f"time: invalid duration {text!r} (missing unit?)", param="keep_alive")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds >= MAX_DURATION_S:  # Go's ParseDuration: "invalid duration" on overflow
+        raise InvalidRequest(f"time: invalid duration {text!r}", param="keep_alive")
     return math.inf if sign < 0 and seconds > 0 else seconds

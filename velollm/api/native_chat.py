@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from velollm.api.context_fit import fit_chat, remember_turn
-from velollm.api.generation import EngineCall, GenerationStream, engine_params
+from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
 from velollm.api.chat_messages import apply_template
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
@@ -51,6 +51,7 @@ class NativeChat:
 async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
     engine = served.engine
     tokenizer = engine.tokenizer
+    check_queue_fits(engine, req.params.n, "n")
     plan = think_plan(tokenizer, req.think, served.name, strict=False)  # reasoning_effort: accepted anywhere
     if not req.include_reasoning:
         plan = replace(plan, return_reasoning=False)

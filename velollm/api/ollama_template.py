@@ -38,10 +38,41 @@ def _parts(template: str) -> list[tuple[str, str]]:
         pos = m.end()
     tail = template[pos:]
     parts.append(("text", tail.lstrip() if trim_next else tail))
+    unclosed = next((text for kind, text in parts if kind == "text" and "{{" in text), None)
+    if unclosed is not None:  # Go's parser: "unclosed action"
+        action = unclosed[unclosed.index("{{"):][:40]
+        raise InvalidRequest(f"template has an unclosed action: {action!r} (no closing }}}})", param="template")
     return parts
 
 
+def check(template: str) -> None:
+    """A 400 naming `template` unless all of it is in the supported subset (checked when the request is
+    parsed: render stops at `.Response` and would not see the rest)."""
+    depth = 0
+    for kind, value in _parts(template):
+        if kind == "action":
+            action, _ = _classify(value)
+            depth += {"if": 1, "end": -1}.get(action, 0)
+            if depth < 0 or (action == "else" and depth == 0):
+                raise InvalidRequest(f"template has {{{{ {action} }}}} without `if`", param="template")
+    if depth:
+        raise InvalidRequest("template has an `if` without `end`", param="template")
+
+
+def _classify(value: str) -> tuple[str, str]:
+    """("field" | "if", the field name) or ("else" | "end", "")."""
+    field = value[1:] if value.startswith(".") else None
+    if field in _FIELDS:
+        return "field", field
+    if value.startswith("if ") and value[3:].strip().lstrip(".") in _FIELDS:
+        return "if", value[3:].strip().lstrip(".")
+    if value in ("else", "end"):
+        return value, ""
+    raise _unsupported(value)
+
+
 def render(template: str, *, system: str | None, prompt: str) -> str:
+    check(template)
     values = {"System": system or "", "Prompt": prompt, "Response": ""}
     out: list[str] = []
     active = [True]  # one entry per open `if`: whether its current branch is emitted
@@ -51,23 +82,17 @@ def render(template: str, *, system: str | None, prompt: str) -> str:
             if all(active):
                 out.append(value)
             continue
-        field = value[1:] if value.startswith(".") else None
-        if field in _FIELDS:
-            if all(active):
-                if field == "Response":
-                    return "".join(out)
-                out.append(values[field])
-        elif value.startswith("if ") and value[3:].strip().lstrip(".") in _FIELDS:
-            cond = bool(values[value[3:].strip().lstrip(".")])
-            active.append(cond)
-            taken.append(cond)
-        elif value == "else" and taken:
+        action, name = _classify(value)
+        if action == "field" and all(active):
+            if name == "Response":
+                return "".join(out)
+            out.append(values[name])
+        elif action == "if":
+            active.append(bool(values[name]))
+            taken.append(bool(values[name]))
+        elif action == "else":
             active[-1] = not taken[-1]
-        elif value == "end" and taken:
+        elif action == "end":
             active.pop()
             taken.pop()
-        else:
-            raise _unsupported(value)
-    if taken:
-        raise InvalidRequest("template has an `if` without `end`", param="template")
     return "".join(out)

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api.context_fit import context_headers
-from velollm.api.generation import EngineCall, GenerationStream, engine_params
+from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, observe, routed
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.ollama_models import listing
@@ -101,6 +101,7 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
                       served: ServedModel) -> Response:
     engine = served.engine
     tokenizer = engine.tokenizer
+    check_queue_fits(engine, len(req.prompts) * req.params.n, "n" if req.params.n > 1 else "prompt")
     prompt_ids = await asyncio.to_thread(lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
     calls = []
     for ids in prompt_ids:

@@ -12,6 +12,7 @@ from typing import Any
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
 from velollm.api.keep_alive import parse_keep_alive
+from velollm.api.ollama_template import check as check_template
 from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting
@@ -28,6 +29,9 @@ IGNORED_OPTIONS = frozenset({"num_batch", "num_gpu", "main_gpu", "use_mmap", "nu
                              "draft_num_predict", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
                              "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
                              "mirostat", "mirostat_tau", "mirostat_eta"})
+
+# SamplingParams' field -> the Ollama option that sets it (the others share their name)
+_OPTION_OF = {"max_tokens": "num_predict", "repetition_penalty": "repeat_penalty"}
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,11 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
     merged = {**DEFAULT_OPTIONS, **(model_defaults or {}), **options}
     o = Fields(merged, "options.")
     num_predict = o.int("num_predict", truncate=True)
-    seed = o.int("seed", truncate=True)
+    seed = o.int("seed", truncate=True, lo=-(2**63), hi=2**63 - 1)  # Go's int: larger is a decode error there
     repeat_last_n = o.int("repeat_last_n", truncate=True, lo=-1)
     num_ctx = o.int("num_ctx", None, truncate=True, lo=1)
     top_k = o.int("top_k", truncate=True)
-    params = SamplingParams(
+    kwargs: dict[str, Any] = dict(
         temperature=o.float("temperature"),
         top_p=o.float("top_p"),
         top_k=-1 if top_k <= 0 else top_k,
@@ -115,7 +119,20 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
         structured_output=structured,
         logprobs=logprobs,
     )
+    try:
+        params = SamplingParams(**kwargs)
+    except InvalidRequest as exc:
+        raise _as_option(exc) from None
     return OllamaSampling(params, num_ctx)
+
+
+def _as_option(exc: InvalidRequest) -> InvalidRequest:
+    """SamplingParams' error, naming the option the client sent (`options.repeat_penalty`)."""
+    name = _OPTION_OF.get(exc.param or "", exc.param)
+    if exc.param is None or name not in DEFAULT_OPTIONS:
+        return exc
+    option = f"options.{name}"
+    return InvalidRequest(str(exc).replace(exc.param, option, 1), param=option)
 
 
 def model_of(body: Any) -> str:
@@ -157,6 +174,8 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     if context is not None and not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
         raise f.bad("context", "must be an array of token ids")
     template = f.str("template", None)
+    if template:
+        check_template(template)
     system = f.str("system", None)
     if raw and (template or system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")

@@ -158,7 +158,7 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> Sam
         max_tokens=max_tokens,
         min_tokens=f.int("min_tokens", 0),
         stop=f.str_list("stop", []),
-        stop_token_ids=[int(t) for t in f.list("stop_token_ids", [])],
+        stop_token_ids=f.int_list("stop_token_ids", []),
         ignore_eos=f.bool("ignore_eos", False),
         include_stop_str_in_output=f.bool("include_stop_str_in_output", False),
         skip_special_tokens=f.bool("skip_special_tokens", True),

@@ -23,8 +23,10 @@ from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
 from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
 from velollm.cache.replay import replay
 from velollm.cache.response_cache import ResponseCache
+from velollm.errors import InvalidRequest
 from velollm.wire.errors import APIError, send_error
 from velollm.wire.framing import STREAM_HEADERS
+from velollm.wire.json_body import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +69,8 @@ class ResponseCacheMiddleware:
         path = scope["path"]
         kind = ENDPOINTS[path]
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            body = parse_json(raw)
+        except InvalidRequest:  # the endpoint answers it in its wire format
             body = None
         if not isinstance(body, dict):
             self.cache.count_bypass("invalid")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from velollm.embed.embedder import MAX_BATCH_SEQS, Embedder
-from velollm.engine.llm_engine import EngineStats
+from velollm.engine.llm_engine import EngineSettings, EngineStats
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ class EmbeddingEngine:
                            prefix_cache_queries=0, prefix_cache_hits=0, num_aborted=0,
                            num_prompt_tokens=self.num_prompt_tokens, num_generation_tokens=0, num_preemptions=0,
                            num_steps=0)
+
+    def settings(self) -> EngineSettings:
+        """What /metrics reports of every engine: no KV cache, batches of up to MAX_BATCH_SEQS texts."""
+        dtype = str(self.embedder.dtype).removeprefix("torch.") if self.embedder is not None else ""
+        return EngineSettings(str(self.device), dtype, MAX_BATCH_SEQS, self.max_model_len, 0, False)
 
     async def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
         return await asyncio.to_thread(self.embedder.tokenize, texts, truncate)

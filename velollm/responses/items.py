@@ -62,7 +62,8 @@ def items_to_messages(items: Sequence[Mapping[str, Any]], param: str = "input") 
         where = f"{param}[{i}]"
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            given = item.get("role")
+            role = _ROLES.get(given) if isinstance(given, str) else None
             if role is None:
                 raise InvalidRequest(f"Invalid '{where}.role': expected one of {sorted(_ROLES)}", param=f"{where}.role")
             text = _text(item.get("content"), where)

@@ -190,7 +190,12 @@ function renderUpstream(info) {
   add("address", up.url);
   add("state", up.up ? "up" : "down", up.up ? "ok" : "bad");
   $("upstream").dataset.state = up.up ? "up" : "down";
-  if (up.kind) add("speaks", up.kind === "ollama" ? "Ollama API" : "OpenAI-compatible API");
+  if (up.kind === "router") add("routing", `${up.backends.length} backends (--config)`);
+  else if (up.kind) add("speaks", up.kind === "ollama" ? "Ollama API" : "OpenAI-compatible API");
+  for (const b of up.backends || []) {
+    const state = b.up ? "up" : `ejected: ${b.reason || "down"}`;
+    add(`backend ${b.name}`, `${b.url} · ${state} · ${b.in_flight} in flight, ${b.waiting} waiting`, b.up ? "ok" : "bad");
+  }
   if (up.models !== undefined && up.models !== null) add("models", String(up.models));
   if (up.latency_ms !== undefined) add("listing took", `${up.latency_ms} ms`);
   if (up.error) add("error", up.error);

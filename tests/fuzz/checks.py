@@ -1,0 +1,84 @@
+"""What every answer to a fuzzed request must be: no 5xx, the route's wire format, errors a client can read."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+# VeloLLM never downloads models: /api/pull without an Ollama upstream is 501 by design (api/pull.py).
+ALLOWED_5XX = {("/api/pull", 501)}
+
+
+def check_answer(path: str, response: httpx.Response) -> None:
+    status = response.status_code
+    where = f"{path} -> {status}: {response.text[:500]}"
+    assert status < 500 or (path, status) in ALLOWED_5XX, where
+    openai = path.startswith("/v1/")
+    content_type = response.headers.get("content-type", "")
+    if status >= 400:
+        _check_error(_json(response, where), openai, where)
+    elif "text/event-stream" in content_type:
+        _check_sse(response.text, where)
+    elif "ndjson" in content_type:
+        for line in filter(None, response.text.splitlines()):
+            obj = json.loads(line)
+            assert isinstance(obj, dict), where
+            if "error" in obj:
+                _check_error(obj, False, where)
+    else:
+        assert isinstance(_json(response, where), dict), where
+
+
+def _json(response: httpx.Response, where: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise AssertionError(f"not JSON: {where}") from None
+
+
+def _check_error(body: Any, openai: bool, where: str) -> None:
+    assert isinstance(body, dict) and "error" in body, where
+    error = body["error"]
+    if openai:  # OpenAI's error object, which the openai SDK reads
+        assert isinstance(error, dict) and isinstance(error.get("message"), str), where
+        assert {"type", "param", "code"} <= error.keys(), where
+        assert error["type"] != "server_error", where
+    else:  # Ollama's: one string
+        assert isinstance(error, str) and error, where
+        assert not error.startswith("internal error"), where
+
+
+def _check_sse(text: str, where: str) -> None:
+    events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    assert events, where
+    for data in events:
+        if data == "[DONE]":
+            continue
+        obj = json.loads(data)
+        assert isinstance(obj, dict), where
+        error = obj.get("error")
+        if isinstance(error, dict):  # an error after the 200: still never the server's fault
+            assert error.get("type") != "server_error", where
+        if obj.get("type") == "error" or obj.get("type") == "response.failed":
+            assert "internal error" not in json.dumps(obj), where
+
+
+def metric_sum(url: str, name: str) -> float:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200, f"/metrics -> {response.status_code}: {response.text[:300]}"
+    text = response.text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
+
+
+def wait_until_idle(url: str, timeout_s: float = 30.0) -> float:
+    """Allocated KV blocks once every request ended (0 is the answer; returns what was last seen)."""
+    deadline = time.monotonic() + timeout_s
+    blocks = metric_sum(url, "velollm_allocated_blocks")
+    while blocks and time.monotonic() < deadline:
+        time.sleep(0.1)
+        blocks = metric_sum(url, "velollm_allocated_blocks")
+    return blocks
