@@ -3,7 +3,7 @@
 serve`, without a cache, with --cache and with --semantic-cache, in the same run; hit rate from the
 x-velollm-cache headers, throughput as completed requests per second.
 
-The model is a random Llama of about 30M parameters with the demo model's tokenizer (`--model demo`
+The model is a random Llama of 26M parameters with the demo model's tokenizer (`--model demo`
 takes the 0.3M-parameter demo instead): its answers take real time per token, as any useful model's do
 (the demo answers 128 tokens faster than a question embeds, so a cache could only cost there)."""
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=150)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--model", default="bench", help="bench (the random 30M Llama above) or any model "
+    parser.add_argument("--model", default="bench", help="bench (the random 26M-parameter Llama above) or any model "
                         "`velollm serve --model` takes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2,
