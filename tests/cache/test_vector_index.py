@@ -91,3 +91,30 @@ def test_scan_in_chunks_equals_one_product():
     m = rng.standard_normal((SCAN_CHUNK_ROWS * 2 + 5, 16)).astype(np.float32)
     q = rng.standard_normal(16).astype(np.float32)
     assert np.allclose(scan(m, q), m @ q, atol=1e-5)
+
+
+def test_graphs_saved_at_shutdown_are_taken_at_start_only_while_they_fit(tmp_path):
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(4)
+    vectors = {f"k{i}": unit(rng.standard_normal(32)) for i in range(600)}
+    index = VectorIndex(32, graph_min_entries=256)
+    index.load(("c", k, v) for k, v in vectors.items())
+    index.wait_for_graphs()
+    index.remove("c", "k9")
+    del vectors["k9"]
+    assert index.save_graphs(tmp_path) == 1 and len(list(tmp_path.glob("graph-*.usearch"))) == 1
+
+    again = VectorIndex(32, graph_min_entries=256)
+    again.load((("c", k, v) for k, v in vectors.items()), saved=tmp_path)
+    assert again._groups["c"].graph is not None and not again._builders  # taken, not built
+    for i in (0, 10, 599):
+        q = _near(vectors[f"k{i}"], rng)
+        assert again.search("c", q, k=1)[0][1] == f"k{i}"
+    again.add("c", "new", unit(rng.standard_normal(32)))
+    assert again.search("c", again._groups["c"].vectors[again._groups["c"].rows["new"]], k=1)[0][1] == "new"
+
+    vectors["extra"] = unit(rng.standard_normal(32))  # the entries changed since the graph was saved
+    third = VectorIndex(32, graph_min_entries=256)
+    third.load((("c", k, v) for k, v in vectors.items()), saved=tmp_path)
+    third.wait_for_graphs()
+    assert third._groups["c"].graph.keys() == set(vectors)

@@ -10,6 +10,8 @@ search can miss a neighbour (a cache miss), never make one up (a wrong hit).
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -21,11 +23,13 @@ EXPANSION_SEARCH = 64  # ef: candidates kept while walking; recall of a paraphra
 class GraphIndex:
     """String keys over usearch's integer labels. Not thread-safe: VectorIndex holds its lock around it."""
 
-    def __init__(self, dim: int, keys: list[str], vectors: np.ndarray) -> None:
+    def __init__(self, dim: int, keys: list[str], vectors: np.ndarray, index: object = None) -> None:
         from usearch.index import Index
 
-        self._index = Index(ndim=dim, metric="ip", dtype="i8", connectivity=CONNECTIVITY,
-                            expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+        if index is None:
+            index = Index(ndim=dim, metric="ip", dtype="i8", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
+                          expansion_search=EXPANSION_SEARCH)
+        self._index = index
         self._labels: dict[str, int] = {}
         self._keys: dict[int, str] = {}
         self._next = itertools.count()
@@ -35,6 +39,33 @@ class GraphIndex:
 
     def __len__(self) -> int:
         return len(self._labels)
+
+    def save(self, path: Path) -> None:
+        """The graph and its key of each label, beside it (`<path>.keys.json`). A pair left half written
+        costs recall only: labels without a key are skipped, keys without a vector never found."""
+        self._index.save(f"{path}.tmp")
+        Path(f"{path}.keys.json.tmp").write_text(json.dumps(list(self._labels.items())))
+        Path(f"{path}.tmp").replace(path)
+        Path(f"{path}.keys.json.tmp").replace(f"{path}.keys.json")
+
+    @classmethod
+    def restore(cls, path: Path, dim: int) -> "GraphIndex | None":
+        """A graph saved by `save`, or None when there is none that fits."""
+        from usearch.index import Index
+
+        try:
+            labels = json.loads(Path(f"{path}.keys.json").read_text())
+            index = Index.restore(str(path))
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if index is None or index.ndim != dim:
+            return None
+        index.expansion_search = EXPANSION_SEARCH
+        graph = cls(dim, [], np.zeros((0, dim), dtype=np.float32), index)
+        graph._labels = {key: int(label) for key, label in labels}
+        graph._keys = {label: key for key, label in graph._labels.items()}
+        graph._next = itertools.count(max(graph._keys, default=-1) + 1)
+        return graph
 
     def keys(self) -> set[str]:
         return set(self._labels)

@@ -124,8 +124,8 @@ class ResponseCache:
         ok = await self.exact.put(entry)
         if self.exact is not self.sqlite and semantic:
             ok = await self.sqlite.put(entry) and ok
-        if semantic and vector is not None and self.sqlite.storing:
-            self.semantic.add(entry, vector)  # type: ignore[union-attr]
+        if semantic and vector is not None and self.sqlite.storing:  # a graph insertion: off the event loop
+            await self.semantic.run(self.semantic.add, entry, vector)  # type: ignore[union-attr]
         if self.semantic is not None:
             self.semantic.forget(self.sqlite.take_evicted())
         if not ok and self.metrics is not None:

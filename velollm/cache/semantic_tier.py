@@ -63,6 +63,7 @@ class SemanticTier:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.index.save_graphs(self.store.path.parent)
 
     def rebuild(self) -> int:
         def rows():
@@ -71,7 +72,7 @@ class SemanticTier:
                 if vector.shape == (self.index.dim,):
                     yield context, key, vector
 
-        n = self.index.load(rows())
+        n = self.index.load(rows(), saved=self.store.path.parent)
         if n:
             logger.info("semantic cache: %d entries indexed", n)
         return n

@@ -7,16 +7,20 @@ GRAPH_MIN_ENTRIES rows it is scanned (exact). Past that it also gets an HNSW gra
 whose candidates are rescored exactly from the matrix, so a lookup stays under a millisecond at 100k
 entries in one context (benchmarks/cache.py latency measures both). Graphs are built on a thread of
 their own, at start (the index is rebuilt from SQLite) and when a group grows past the limit; until
-its graph is ready a group is scanned. Removal swaps the last row into the hole.
+its graph is ready a group is scanned. A clean shutdown saves the graphs beside the SQLite file; a
+start takes a saved graph whose keys are exactly its context's entries instead of building it again.
+Removal swaps the last row into the hole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +34,10 @@ GRAPH_CANDIDATES = 16  # candidates asked of the graph for each of the k results
 # threads that costs 100+ ms at p99 (measured on the 2-core test box). Chunks of this many rows stay on
 # the calling thread.
 SCAN_CHUNK_ROWS = 1024
+
+
+def _graph_path(folder: Path, context: str) -> Path:
+    return folder / f"graph-{hashlib.sha256(context.encode()).hexdigest()[:32]}.usearch"
 
 
 def scan(vectors: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -127,19 +135,38 @@ class VectorIndex:
             group.add(key, vector)
             self._want_graph(context, group)
 
-    def load(self, entries: Iterable[tuple[str, str, np.ndarray]]) -> int:
-        """Replaces the contents with (context, key, vector) triples (what a start does)."""
+    def load(self, entries: Iterable[tuple[str, str, np.ndarray]], saved: Path | None = None) -> int:
+        """Replaces the contents with (context, key, vector) triples (what a start does); graphs that
+        `save_graphs` left in the folder `saved` are taken where they still fit."""
         groups: dict[str, _Group] = {}
         n = 0
         for context, key, vector in entries:
             self._check(vector)
             groups.setdefault(context, _Group(self.dim)).add(key, vector)
             n += 1
+        for context, group in groups.items():
+            if saved is not None and len(group.keys) >= self.graph_min_entries:
+                graph = GraphIndex.restore(_graph_path(saved, context), self.dim)
+                if graph is not None and graph.keys() == group.rows.keys():
+                    group.graph = graph
         with self._lock:
             self._groups = groups
             for context, group in groups.items():
                 self._want_graph(context, group)
         return n
+
+    def save_graphs(self, folder: Path) -> int:
+        """Saves every group's graph into `folder` (a clean shutdown), and removes graphs saved before."""
+        for old in folder.glob("graph-*"):
+            old.unlink(missing_ok=True)
+        with self._lock:
+            groups = [(context, group.graph) for context, group in self._groups.items() if group.graph is not None]
+            for context, graph in groups:
+                try:
+                    graph.save(_graph_path(folder, context))
+                except (OSError, RuntimeError) as exc:
+                    logger.warning("semantic cache: saving a graph failed (%s); it is built again at start", exc)
+        return len(groups)
 
     def _want_graph(self, context: str, group: _Group) -> None:
         """Starts building the group's graph once it is large enough (called under the lock)."""
