@@ -17,7 +17,7 @@ import math
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +236,8 @@ def _embedding(lookups: int) -> None:
     for *_, pool, _ in runs:
         pool.shutdown()
     print("one question's embedding p50 / p99: " + " | ".join(
-        f"{name} {_ms(samples[10:])} (fastest {min(samples) * 1000:.2f} ms)" for name, _, _, samples in runs), flush=True)
+        f"{name} {_ms(samples[10:])} (fastest {min(samples) * 1000:.2f} ms)" for name, _, _, samples in runs),
+        flush=True)
 
 
 def _machine() -> str:

@@ -3,7 +3,7 @@
 serve`, without a cache, with --cache and with --semantic-cache, in the same run; hit rate from the
 x-velollm-cache headers, throughput as completed requests per second.
 
-The model is a random Llama of about 30M parameters with the demo model's tokenizer (`--model demo`
+The model is a random Llama of 26M parameters with the demo model's tokenizer (`--model demo`
 takes the 0.3M-parameter demo instead): its answers take real time per token, as any useful model's do
 (the demo answers 128 tokens faster than a question embeds, so a cache could only cost there)."""
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=150)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--model", default="bench", help="bench (the random 30M Llama above) or any model "
+    parser.add_argument("--model", default="bench", help="bench (the random 26M-parameter Llama above) or any model "
                         "`velollm serve --model` takes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2,
@@ -79,13 +79,15 @@ def bench_model(folder: Path) -> Path:
         return torch.randn(*shape, generator=gen) * 0.02
 
     tensors = {"model.embed_tokens.weight": normal(vocab, hidden), "model.norm.weight": torch.ones(hidden)}
+    shapes = {"self_attn.q_proj": (q, hidden), "self_attn.k_proj": (kv, hidden), "self_attn.v_proj": (kv, hidden),
+              "self_attn.o_proj": (hidden, q), "mlp.gate_proj": (inter, hidden), "mlp.up_proj": (inter, hidden),
+              "mlp.down_proj": (hidden, inter)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        tensors |= {p + "input_layernorm.weight": torch.ones(hidden), p + "post_attention_layernorm.weight":
-                    torch.ones(hidden), p + "self_attn.q_proj.weight": normal(q, hidden), p + "self_attn.k_proj.weight":
-                    normal(kv, hidden), p + "self_attn.v_proj.weight": normal(kv, hidden), p + "self_attn.o_proj.weight":
-                    normal(hidden, q), p + "mlp.gate_proj.weight": normal(inter, hidden), p + "mlp.up_proj.weight":
-                    normal(inter, hidden), p + "mlp.down_proj.weight": normal(hidden, inter)}
+        tensors[p + "input_layernorm.weight"] = torch.ones(hidden)
+        tensors[p + "post_attention_layernorm.weight"] = torch.ones(hidden)
+        for name, shape in shapes.items():
+            tensors[f"{p}{name}.weight"] = normal(*shape)
     lm_head = normal(vocab, hidden)
     lm_head[zero_rows] = 0.0
     tensors["lm_head.weight"] = lm_head
@@ -106,7 +108,8 @@ def _start(tmp: Path, model: str, *flags: str) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "VELOLLM_CACHE": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
-                             "0", "--kv-cache-memory", "256MiB", "--model", model, "--served-model-name", "bench", *flags], cwd=REPO, env=env,
+                             "0", "--kv-cache-memory", "256MiB", "--model", model, "--served-model-name", "bench",
+                             *flags], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -237,6 +237,10 @@ def test_ollama_generate_context_is_truncated_like_ollama_and_keeps_its_cut(live
     r = httpx.post(f"{live.url}/api/generate", json={"model": "demo", "prompt": "x", "stream": False,
                                                      "context": context, "truncate": False}, timeout=60)
     assert r.status_code == 400 and "context length" in r.json()["error"]  # truncate: false: Ollama's error
+    # A long prompt without context that is over the budget but within the context runs, its answer clamped.
+    r = client.generate(model="demo", prompt=SENTENCE * 29, options={"temperature": 0})
+    assert CONTEXT - 64 < r.prompt_eval_count < CONTEXT and r.done_reason == "length"
+    assert "x-velollm-context" not in log.headers[-1]
 
 
 def test_streamed_turn_is_remembered_before_done(live):

@@ -126,17 +126,18 @@ def test_id_window_drops_the_oldest_context_ids_after_num_keep_in_steps():
     from velollm.context.id_window import fit_ids
 
     ids = list(range(1000))
-    assert fit_ids(ids, 100, 4, 1000, 1024) is None  # fits
-    w = fit_ids(ids, 100, 4, 800, 1024)  # 200 over, steps of 200
+    assert fit_ids(ids, 100, 4, 1000) is None  # fits
+    w = fit_ids(ids, 100, 4, 800)  # 200 over, steps of 200
     assert (w.start, w.end) == (4, 204) and w.token_ids == ids[:4] + ids[204:]
     # The conversation grows at the end: the same ids go until it grows past the next step.
-    grown = fit_ids(list(range(1150)), 100, 4, 800, 1024)
+    grown = fit_ids(list(range(1150)), 100, 4, 800)
     assert (grown.start, grown.end) == (4, 404) and grown.token_ids[: len(w.token_ids)] != w.token_ids
-    same = fit_ids(list(range(1000)) + list(range(5000, 5100)), 100, 4, 900, 1024)  # 200 over: one 225-step
-    again = fit_ids(list(range(1000)) + list(range(5000, 5120)), 120, 4, 900, 1024)
+    same = fit_ids(list(range(1000)) + list(range(5000, 5100)), 100, 4, 900)  # 200 over: one 225-step
+    again = fit_ids(list(range(1000)) + list(range(5000, 5120)), 120, 4, 900)
     assert (same.start, same.end) == (again.start, again.end) == (4, 229)
     assert again.token_ids[: len(same.token_ids)] == same.token_ids  # the next prompt extends this one
-    # The new prompt (last num_new ids) never goes: cut to what is left of the context, or an error.
-    assert fit_ids(ids, 790, 4, 850, 1024).token_ids == ids[:4] + ids[-790:]  # a 212-step, 206 droppable
-    with pytest.raises(ContextOverflow, match="whole context dropped"):
-        fit_ids(ids, 900, 4, 800, 1024)
+    # The new prompt (last num_new ids) never goes: at most the whole context goes, and a prompt alone over
+    # the budget (or one without context) is left as it is (its answer is clamped to the room left).
+    assert fit_ids(ids, 790, 4, 850).token_ids == ids[:4] + ids[-790:]  # a 212-step, 206 droppable
+    assert fit_ids(ids, 900, 4, 800).token_ids == ids[:4] + ids[-900:]
+    assert fit_ids(ids, 1000, 4, 800) is None

@@ -219,3 +219,103 @@ def test_serve_config_errors(tmp_path):
         result = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", *args], cwd=REPO, capture_output=True,
                                 text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_native_backend_beside_remote_ones(replicas, tmp_path):
+    """kind = "native": this process runs the model itself (as --model would), beside the remote replicas."""
+    from tests.serve_process import start_serve, stop_serve
+
+    config = tmp_path / "velollm.toml"
+    config.write_text(f'[[backends]]\nname = "local"\nkind = "native"\nmodels = ["demo"]\nserved_names = ["local-demo"]\n'
+                      f'[[backends]]\nname = "r0"\nurl = "{replicas[0].url}"\nkind = "velollm"\n')
+    proc, url, _, _ = start_serve(tmp_path, "--config", str(config), "--max-model-len", "256",
+                                  "--kv-cache-memory", "16MiB")
+    try:
+        client = _openai(url)
+        local = client.chat.completions.with_raw_response.create(model="local-demo", messages=USER, max_tokens=2)
+        assert "x-velollm-backend" not in local.headers and local.parse().usage.completion_tokens == 2
+        remote = client.chat.completions.with_raw_response.create(model="demo", messages=USER, max_tokens=2)
+        assert remote.headers["x-velollm-backend"] == "r0"
+        names = [m.model for m in ollama.Client(host=url, timeout=60).list().models]
+        assert names[0] == "local-demo" and "demo" in names
+        assert httpx.get(url + "/health").json()["models"] == ["local-demo"]
+    finally:
+        stop_serve(proc)
+
+
+def test_prefix_aware_keeps_a_conversation_on_its_replica(replicas, tmp_path):
+    toml = f"""
+[router]
+policy = "prefix-aware"
+prefix_block_bytes = 64
+[[backends]]
+name = "r0"
+url = "{replicas[0].url}"
+kind = "velollm"
+[[backends]]
+name = "r1"
+url = "{replicas[1].url}"
+kind = "velollm"
+"""
+    server = ThreadServer(router_app(toml, tmp_path)).start()
+    try:
+        client = _openai(server.url)
+        homes = {}
+        for user in ("alice", "bob"):
+            messages = [{"role": "system", "content": f"You help {user} with the project of {user}. " * 8}]
+            for turn in range(3):
+                messages.append({"role": "user", "content": f"question {turn}"})
+                raw = client.chat.completions.with_raw_response.create(model="demo", messages=messages, max_tokens=3)
+                homes.setdefault(user, set()).add(raw.headers["x-velollm-backend"])
+                messages.append({"role": "assistant", "content": raw.parse().choices[0].message.content})
+        assert [len(h) for h in homes.values()] == [1, 1] and homes["alice"] != homes["bob"]
+    finally:
+        server.stop()
+
+
+def test_a_5xx_is_retried_on_another_replica_and_ejects_after_failures(replicas, tmp_path):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls = []
+
+    async def fail(request):
+        calls.append(request.url.path)
+        return JSONResponse({"error": "model runner crashed"}, status_code=500)
+
+    async def version(request):
+        return JSONResponse({"version": "0.12.0"})
+
+    flaky = ThreadServer(Starlette(routes=[Route("/api/chat", fail, methods=["POST"]),
+                                           Route("/api/version", version)])).start()
+    toml = f"""
+[router]
+policy = "round-robin"
+health_interval_s = 0
+eject_after_failures = 2
+readmit_after_s = 60
+[[backends]]
+name = "a-flaky"
+url = "{flaky.url}"
+kind = "ollama"
+models = ["demo"]
+[[backends]]
+name = "b"
+url = "{replicas[0].url}"
+kind = "velollm"
+models = ["demo"]
+"""
+    server = ThreadServer(router_app(toml, tmp_path)).start()
+    try:
+        native = ollama.Client(host=server.url, timeout=60)
+        for _ in range(4):
+            assert native.chat(model="demo", messages=USER, options={"num_predict": 2}).eval_count == 2
+        assert len(calls) == 2  # two 500s, each retried on b; then a-flaky is ejected
+        page = httpx.get(server.url + "/metrics").text
+        assert metric(page, "velollm_backend_ejected", backend="a-flaky") == 1
+        assert metric(page, "velollm_backend_errors_total", backend="a-flaky", kind="status") == 2
+        assert metric(page, "velollm_backend_failovers_total", backend="a-flaky") == 2
+    finally:
+        server.stop()
+        flaky.stop()

@@ -149,7 +149,7 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
     if mode == "error":
         return ids, None
-    window = fit_ids(ids, num_new, num_keep, context_len - output_reserve(context_len, max_tokens), context_len)
+    window = fit_ids(ids, num_new, num_keep, context_len - output_reserve(context_len, max_tokens))
     if window is None:
         return ids, None
     report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))

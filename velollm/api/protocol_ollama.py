@@ -179,7 +179,7 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     system = f.str("system", None)
     if raw and (template or system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
-    num_keep = Fields(common["options"], "options.").int("num_keep", 4, truncate=True, lo=0)
+    num_keep = max(0, Fields(common["options"], "options.").int("num_keep", 4, truncate=True))
     return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
                            raw=raw, context_overflow=_overflow(f, common), num_keep=num_keep, **common)
 

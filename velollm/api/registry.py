@@ -179,7 +179,7 @@ class ModelRegistry:
         served = self.find(name)
         if served is not None:
             return NativeTarget(served)
-        if self.pool is not None:
+        if self.pool is not None and not self._upstream_first(name):
             try:
                 return NativeTarget(await self._acquire(name, keep_alive))
             except PathNotAllowed:
@@ -199,7 +199,7 @@ class ModelRegistry:
         served = self.find(name)
         if served is not None:
             return NativeTarget(served)
-        if self.pool is not None:
+        if self.pool is not None and not self._upstream_first(name):
             try:
                 canonical = await self._resolve(name)
             except ModelNotFound:
@@ -210,6 +210,13 @@ class ModelRegistry:
                 loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
                 return NativeTarget(loaded or await self._describe(canonical))
         return await self._elsewhere(name)
+
+    def _upstream_first(self, name: str) -> bool:
+        """The configured backends of `--config` (velollm.router) answer the names they serve before any
+        on-demand native load (pinned models still come first); a plain `--upstream` comes after both."""
+        if not getattr(self.upstream, "before_on_demand", False):
+            return False
+        return self.upstream.listed(name) is not None  # type: ignore[union-attr]
 
     async def unload(self, served: ServedModel) -> None:
         """Unload an on-demand model now (at once if idle, else when its requests end); pinned ones stay."""

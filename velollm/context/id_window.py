@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from velollm.context.fitter import STABLE_STEP_DIVISOR
 from velollm.context.truncation import stable_target
-from velollm.errors import ContextOverflow
 
 
 @dataclass(frozen=True)
@@ -23,17 +22,14 @@ class IdWindow:
     end: int
 
 
-def fit_ids(ids: list[int], num_new: int, num_keep: int, budget: int, context_len: int) -> IdWindow | None:
-    """None when `ids` fit `budget`; else the window without the oldest ids after the first `num_keep`.
-    The last `num_new` ids may not go: ContextOverflow when the budget cannot hold them (and `num_keep`)."""
+def fit_ids(ids: list[int], num_new: int, num_keep: int, budget: int) -> IdWindow | None:
+    """None when `ids` fit `budget` or nothing may go; else the window without the oldest ids after the
+    first `num_keep`. The last `num_new` ids (the new prompt) never go: when they alone are over the budget,
+    the whole context goes and what is left runs as a prompt without `context` would (its answer clamped to
+    the room left, or the 400 when none is)."""
     n = len(ids)
-    if n <= budget:
-        return None
     keep = max(0, min(num_keep, n - num_new))
-    droppable = n - num_new - keep
-    if n - droppable > budget:
-        raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. Even with the "
-                              f"whole context dropped, the prompt has {n - droppable} tokens, more than the "
-                              f"{budget} it may use. Please reduce the length of the prompt.", param="prompt")
-    drop = min(n - stable_target(n, budget, budget // STABLE_STEP_DIVISOR), droppable)
+    drop = min(n - stable_target(n, budget, budget // STABLE_STEP_DIVISOR), n - num_new - keep)
+    if n <= budget or drop <= 0:
+        return None
     return IdWindow(ids[:keep] + ids[keep + drop:], keep, keep + drop)

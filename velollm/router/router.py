@@ -77,6 +77,13 @@ class Router:
 
     # --- routing ------------------------------------------------------------------------------
 
+    # The registry asks the backends before loading a name on demand (pinned native models still first).
+    before_on_demand = True
+
+    def listed(self, name: str) -> str | None:
+        """`name` when some backend serves it (no I/O: configured names and last listings), else None."""
+        return name if self.replicas(name) else None
+
     def replicas(self, name: str) -> list[Backend]:
         """Every backend serving `name`, admitted or not."""
         return [b for b in self.backends if b.serves(name) is not None]
