@@ -113,8 +113,10 @@ def test_one_at_a_time_to_an_ollama_with_num_parallel_1(router, gated_ollama):
     for t in threads:
         t.start()
         time.sleep(0.2)  # arrival order
-    page = httpx.get(router.url + "/metrics").text
-    assert metric(page, "velollm_queue_size", backend="ollama1") == 2
+    deadline = time.monotonic() + 20  # a loaded machine may take a while to queue all three
+    while metric(page := httpx.get(router.url + "/metrics").text, "velollm_queue_size", backend="ollama1") != 2:
+        assert time.monotonic() < deadline, "the two later requests never waited in VeloLLM's queue"
+        time.sleep(0.05)
     assert metric(page, "velollm_backend_in_flight", backend="ollama1") == 1
     assert len(state.requests) - sent_before == 1  # the others wait in VeloLLM, not at the backend
     state.gate.set()
@@ -125,7 +127,7 @@ def test_one_at_a_time_to_an_ollama_with_num_parallel_1(router, gated_ollama):
     assert metric(page, "velollm_queue_size", backend="ollama1") == 0
     assert metric(page, "velollm_backend_requests_total", backend="ollama1") >= 3
     assert metric(page, "velollm_backend_ejected", backend="r0") == 0
-    assert metric(page, "velollm_backend_request_duration_seconds_count", backend="r0") >= 1
+    assert metric(page, "velollm_backend_request_duration_seconds_count", backend="ollama1") >= 3
 
 
 def test_unknown_model_is_404_in_each_api(router):
