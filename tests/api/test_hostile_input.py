@@ -220,3 +220,36 @@ def test_more_sequences_than_the_queue_holds_is_a_400(oai):
 
 def test_responses_input_role_of_the_wrong_type(oai):
     bad_openai(lambda: oai.responses.create(model="demo", input=[{"role": [], "content": ""}]), "input[0].role")
+
+
+# --- item 2 through the server: a huge prompt is refused without stopping /health ----------------
+
+
+def test_ten_megabyte_prompt_is_refused_while_health_answers(url):
+    import threading
+    import time
+
+    slowest = 0.0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal slowest
+        with httpx.Client(timeout=10) as client:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                assert client.get(f"{url}/health").status_code == 200
+                slowest = max(slowest, time.perf_counter() - t0)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/completions", json={"model": "demo", "prompt": "word " * 2_000_000, "max_tokens": 1},
+                       timeout=60)
+        elapsed = time.perf_counter() - t0
+    finally:
+        done.set()
+        poller.join(timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+    assert elapsed < 5 and slowest < 1.0, (elapsed, slowest)

@@ -73,6 +73,8 @@ def test_cors_preflight(client):
     with TestClient(stub_app(cors_origins=("https://ui.example.com",)), base_url="http://localhost") as c:
         r = c.get("/api/version", headers={"Origin": "https://ui.example.com"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://ui.example.com"
+        # a page may read VeloLLM's own headers (cache hit, route, context cuts, backend)
+        assert "x-velollm-cache" in r.headers["access-control-expose-headers"].lower().split(", ")
 
 
 def _queue_full(url: str, long_body: dict) -> httpx.Response:

@@ -212,3 +212,15 @@ def test_a_request_waiting_on_one_that_stores_nothing_generates_its_own_answer(c
     (label_1, text_1), (label_2, text_2) = asyncio.run(ask_both())
     assert label_1 == "miss" and label_2 == "miss" and text_1 == text_2
     assert cached.metric("velollm_tokens_total", model="demo", kind="generation") == tokens_before + 128
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/generate"])
+def test_hostile_bodies_pass_the_cache_to_a_400(cached, path):
+    """The cache reads bodies with the server's JSON reader: NaN or deep nesting was a 500 in front of the
+    endpoint; now the endpoint answers its 400 in its wire format (issue 12)."""
+    for raw, field in (('{"model": "demo", "messages": [], "prompt": "x", "temperature": NaN}', "temperature"),
+                       ('{"model": "demo", "x": ' + "[" * 900 + "]" * 900 + "}", "x")):
+        r = httpx.post(cached.url + path, content=raw, headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 400 and r.headers["x-velollm-cache"] == "bypass", r.text
+        error = r.json()["error"]
+        assert field in (error["param"] if isinstance(error, dict) else error), error

@@ -23,8 +23,9 @@ def test_proxy_only_starts_fast_without_torch_and_streams_through(fake_ollama, o
     proc, url, log, startup_s = start_serve(tmp_path, "--proxy-only", "--upstream", fake_ollama.url,
                                             env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
-        # ~1 s here; the bound leaves room for a loaded CI machine (importing torch alone takes longer)
-        assert startup_s < 2.5, f"--proxy-only took {startup_s:.2f}s to become healthy"
+        # ~1 s on a quiet 2-core box, 2.5-3.1 s at load average 6-11; what keeps it fast (no torch, no
+        # engine imported) is asserted exactly below, the bound only catches a gross regression
+        assert startup_s < 6, f"--proxy-only took {startup_s:.2f}s to become healthy"
         native = ollama.Client(host=url, timeout=10)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=10)
         assert native.chat(model="llama3.2", messages=USER).message.content == "echo: hi there "

@@ -20,7 +20,7 @@ from velollm.api import embeddings, ollama, ollama_models, openai, pull, respons
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import CORS_HEADERS, APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from velollm.api.middleware import CORS_EXPOSE_HEADERS, CORS_HEADERS, APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.origins import OriginPolicy
@@ -77,7 +77,8 @@ def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) ->
     origins = OriginPolicy(config.cors_origins)
     return [
         Middleware(OriginCheckMiddleware, policy=origins),
-        Middleware(CORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS),
+        Middleware(CORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS,
+                   expose_headers=CORS_EXPOSE_HEADERS),
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(DrainMiddleware, drain=drain),

@@ -22,6 +22,8 @@ CORS_HEADERS = ["Authorization", "Content-Type", "User-Agent", "Accept", "X-Requ
                 "x-stainless-helper-method", "x-stainless-lang", "x-stainless-os", "x-stainless-package-version",
                 "x-stainless-poll-helper", "x-stainless-retry-count", "x-stainless-runtime",
                 "x-stainless-runtime-version", "x-stainless-timeout"]
+# Response headers a browser page may read (the rest are hidden from cross-origin scripts).
+CORS_EXPOSE_HEADERS = ["x-velollm-cache", "x-velollm-route", "x-velollm-context", "x-velollm-backend", "Retry-After"]
 
 
 def _header(scope: dict, name: bytes) -> str | None:
