@@ -63,7 +63,7 @@ def test_parse_keep_alive_env():
 async def test_keep_alive_unloads():
     engines = FakeEngines()
     pool = ModelPool(engines.load, max_loaded_models=3)
-    async with pool.use("a", keep_alive=0.2) as engine:
+    async with pool.use("a", keep_alive=2.0) as engine:  # long enough for the checks below on a loaded box
         assert engine.name == "a" and [m.name for m in pool.loaded()] == ["a"]
         assert pool.loaded()[0].expires_at is None  # in use: no expiry
     async with pool.use("b", keep_alive=-1):
@@ -73,7 +73,10 @@ async def test_keep_alive_unloads():
     await asyncio.sleep(0.05)
     assert engines.loaded == {"a", "b"}  # keep_alive 0: gone as soon as idle
     assert [m.name for m in pool.loaded()] == ["b", "a"] and pool.loaded()[0].expires_at == math.inf
-    await asyncio.sleep(0.3)
+    for _ in range(200):  # "a" expires 2 s after its release
+        if engines.loaded == {"b"}:
+            break
+        await asyncio.sleep(0.05)
     assert engines.loaded == {"b"}
     assert await pool.unload("b") and engines.loaded == set()
     await pool.close()
