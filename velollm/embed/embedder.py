@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from velollm.embed.encoder import PackedBatch
+from velollm.embed.packed_linear import can_pack, pack_linears
 from velollm.embed.source import EmbeddingSource
 from velollm.errors import ContextOverflow, InvalidRequest
 
@@ -46,6 +47,8 @@ class Embedder:
         # cannot reach the truncated ids, so it is cut before encoding (a 10 MB input costs nothing).
         self.max_input_chars = self.max_tokens * max(longest, 128) * 4
         self._model = source.build(device, self.dtype)
+        if source.kind == "encoder" and can_pack(device, self.dtype):
+            pack_linears(self._model)  # weights laid out for oneDNN once, not at every matmul
         self._lock = threading.Lock()
 
     def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[list[int]]:

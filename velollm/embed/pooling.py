@@ -41,6 +41,9 @@ class Pooling:
         """hidden [num_tokens, H] of sequences laid end to end -> float32 [num_seqs, H], not normalised
         (`finish` applies the model's normalisation: Ollama's legacy /api/embeddings returns raw vectors)."""
         hidden = hidden.float()
+        if len(seq_lens) == 1 and self.mode in ("mean", "mean_sqrt_len"):  # one question: no index tensors to build
+            total = hidden.sum(0, keepdim=True)
+            return total / (seq_lens[0] ** 0.5 if self.mode == "mean_sqrt_len" else seq_lens[0])
         if self.mode == "cls":
             starts = torch.tensor([0, *seq_lens[:-1]], device=hidden.device).cumsum(0)
             out = hidden[starts]
