@@ -187,7 +187,7 @@ def _device(device: str) -> str:
 
 def _embedding_dtype(device: str) -> Any:
     """bfloat16 on a CPU with native bf16 dot products (AVX512-BF16, AMX): one short question embeds
-    about 1.7x faster than in float32 (benchmarks/cache.py latency), and its vector stays within cosine
+    about 1.3x faster than in float32 (benchmarks/cache.py latency), and its vector stays within cosine
     0.9999 of the float32 one, far below what moves a pair across the threshold. Otherwise the
     Embedder's default (float32 on CPU, float16 on GPU)."""
     import torch
