@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cache_pairs import Pair, load_pairs  # noqa: E402
 
-from velollm.cache.config import CacheConfig  # noqa: E402
+from velollm.cache.config import ResponseCacheConfig  # noqa: E402
 from velollm.cache.key import cache_key, tenant_of  # noqa: E402
 from velollm.cache.response_cache import ResponseCache  # noqa: E402
 from velollm.cache.vector_index import scan  # noqa: E402
@@ -55,7 +55,7 @@ async def _quality(cache: ResponseCache, pairs: list[Pair]) -> list[tuple[Pair, 
 def quality(args: argparse.Namespace) -> None:
     pairs = load_pairs()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = ResponseCache.open(CacheConfig(Path(tmp), semantic=True))
+        cache = ResponseCache.open(ResponseCacheConfig(Path(tmp), semantic=True))
         print(f"semantic threshold {cache.semantic.threshold:.3f} (--semantic-max-error "
               f"{cache.config.semantic_max_error}), embedder dim {cache.semantic.index.dim}, "
               f"{str(cache.semantic.embedder.dtype).removeprefix('torch.')}")
@@ -178,7 +178,7 @@ async def _latency(n: int, lookups: int) -> None:
     seconds = [p.second for p in pairs]
     tenant = tenant_of(None)
     with tempfile.TemporaryDirectory() as tmp:
-        config = CacheConfig(Path(tmp), semantic=True, max_entries=n + 10)
+        config = ResponseCacheConfig(Path(tmp), semantic=True, max_entries=n + 10)
         cache = ResponseCache.open(config)
         embedder = cache.semantic.embedder
         t0 = time.perf_counter()

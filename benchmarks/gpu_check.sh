@@ -16,10 +16,14 @@
 # seconds (default 420): a step that would start with less than 20 s left is skipped and reported.
 # Results: $GPU_CHECK_DIR/results.jsonl and all.log (default: $OUT if set, else /tmp/gpu_check).
 # Exit status 1 if any step failed, timed out or was skipped.
+# Packages the GPU machine lacks (it has no network; `gguf` for step 5) go in .gpu_deps, made where pip
+# works (`pip install --target .gpu_deps --no-deps gguf`) and carried along with the tree: it is put on
+# PYTHONPATH when present.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 unset TRITON_INTERPRET
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu_deps ] && export PYTHONPATH="$PYTHONPATH:$PWD/.gpu_deps"
 PY=${PYTHON:-python3}
 DIR=${GPU_CHECK_DIR:-${OUT:-/tmp/gpu_check}}
 BUDGET=${GPU_CHECK_BUDGET:-420}

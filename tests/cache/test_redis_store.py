@@ -6,7 +6,7 @@ import asyncio
 from urllib.parse import urlparse
 
 from tests.cache.redis_server import redis_server
-from velollm.cache.config import CacheConfig
+from velollm.cache.config import ResponseCacheConfig
 from velollm.cache.key import cache_key, tenant_of
 from velollm.cache.response_cache import ResponseCache
 
@@ -21,8 +21,8 @@ def key(body=BODY, auth=None):
 
 def test_two_replicas_share_the_exact_tier(tmp_path):
     async def run(url: str) -> None:
-        a = ResponseCache.open(CacheConfig(tmp_path / "a", url=url))
-        b = ResponseCache.open(CacheConfig(tmp_path / "b", url=url))
+        a = ResponseCache.open(ResponseCacheConfig(tmp_path / "a", url=url))
+        b = ResponseCache.open(ResponseCacheConfig(tmp_path / "b", url=url))
         assert (await b.lookup(key())).kind == "miss"
         assert await a.store(key(), ANSWER)
         hit = await b.lookup(key())
@@ -39,7 +39,7 @@ def test_two_replicas_share_the_exact_tier(tmp_path):
 
 def test_lru_trim_and_ttl_in_redis(tmp_path):
     async def run(url: str) -> None:
-        cache = ResponseCache.open(CacheConfig(tmp_path / "a", url=url, max_entries=2))
+        cache = ResponseCache.open(ResponseCacheConfig(tmp_path / "a", url=url, max_entries=2))
         bodies = [{**BODY, "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(3)]
         for body in bodies:
             await cache.store(key(body), ANSWER)
@@ -57,7 +57,7 @@ def test_lru_trim_and_ttl_in_redis(tmp_path):
 def test_an_unreachable_redis_is_a_miss_then_recovers(tmp_path, caplog):
     async def run() -> None:
         with redis_server(tmp_path) as url:
-            cache = ResponseCache.open(CacheConfig(tmp_path / "a", url=url))
+            cache = ResponseCache.open(ResponseCacheConfig(tmp_path / "a", url=url))
             assert await cache.store(key(), ANSWER)
         # the server is gone: lookups are misses and stores fail, nothing raises
         assert (await cache.lookup(key())).kind == "miss"

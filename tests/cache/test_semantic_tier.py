@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from velollm.cache.config import CacheConfig
+from velollm.cache.config import ResponseCacheConfig
 from velollm.cache.key import cache_key, tenant_of
 from velollm.cache.response_cache import ResponseCache
 
@@ -28,7 +28,7 @@ def key(question: str, system: str = "be brief"):
 
 
 def test_paraphrase_hits_near_miss_does_not_and_the_index_survives_a_restart(tmp_path, embedder):
-    config = CacheConfig(tmp_path, semantic=True, max_entries=3)
+    config = ResponseCacheConfig(tmp_path, semantic=True, max_entries=3)
 
     async def first_run() -> None:
         cache = ResponseCache.open(config, embedder=embedder)
@@ -56,7 +56,7 @@ def test_paraphrase_hits_near_miss_does_not_and_the_index_survives_a_restart(tmp
 
 def test_long_questions_are_exact_only(tmp_path, embedder):
     async def run() -> None:
-        cache = ResponseCache.open(CacheConfig(tmp_path, semantic=True), embedder=embedder)
+        cache = ResponseCache.open(ResponseCacheConfig(tmp_path, semantic=True), embedder=embedder)
         long = "Summarize this: " + "word " * 400
         await cache.store(key(long), ANSWER)
         assert len(cache.semantic.index) == 0 and (await cache.lookup(key(long))).kind == "exact"

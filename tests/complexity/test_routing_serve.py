@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.serve_process import REPO, start_serve, stop_serve

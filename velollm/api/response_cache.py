@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 
 if TYPE_CHECKING:
     from velollm.api.metrics import ServerMetrics
-    from velollm.cache.config import CacheConfig
+    from velollm.cache.config import ResponseCacheConfig
     from velollm.cache.response_cache import ResponseCache
 
 
@@ -23,7 +23,7 @@ class ServedCache:
         await self.cache.close()
 
 
-def open_cache(config: "CacheConfig", metrics: "ServerMetrics") -> ServedCache:
+def open_cache(config: "ResponseCacheConfig", metrics: "ServerMetrics") -> ServedCache:
     from velollm.cache.middleware import ResponseCacheMiddleware
     from velollm.cache.response_cache import ResponseCache
 

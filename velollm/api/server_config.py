@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from velollm.config import EngineConfig
 
 if TYPE_CHECKING:
-    from velollm.cache.config import CacheConfig
+    from velollm.cache.config import ResponseCacheConfig
     from velollm.complexity.policy import RoutingPolicy
     from velollm.router.config import RoutingFile
 
@@ -35,7 +35,7 @@ class ServerConfig:
     tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
     # May clients name filesystem paths as models (loaded on demand)? None: only when bound to loopback.
     allow_client_paths: bool | None = None
-    cache: "CacheConfig | None" = None  # response caches (--cache, --semantic-cache); None: off
+    cache: "ResponseCacheConfig | None" = None  # response caches (--cache, --semantic-cache); None: off
     # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
     # the retention limit: at most this many, none older than responses_max_age_s.
     responses_db: str = ":memory:"

@@ -1,4 +1,4 @@
-"""CacheConfig: how the response caches run (built by `velollm serve` from its --cache* flags)."""
+"""ResponseCacheConfig: how the response caches run (built by `velollm serve` from its --cache* flags)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class ResponseCacheConfig:
     """`exact`: the exact tier; `semantic`: exact + semantic. `directory` holds cache.sqlite3;
     `url` (redis://...) holds the exact tier instead, shared between replicas."""
 

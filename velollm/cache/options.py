@@ -1,4 +1,4 @@
-"""The cache's `velollm serve` flags and the CacheConfig they make ($VELOLLM_CACHE read here, at the edge)."""
+"""The cache's `velollm serve` flags and the ResponseCacheConfig they make ($VELOLLM_CACHE read here, at the edge)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from velollm.cache.config import DEFAULT_MAX_ENTRIES, DEFAULT_SEMANTIC_MAX_ERROR, CacheConfig, parse_duration
+from velollm.cache.config import DEFAULT_MAX_ENTRIES, DEFAULT_SEMANTIC_MAX_ERROR, ResponseCacheConfig, parse_duration
 
 
 def cache_directory(env: Mapping[str, str]) -> Path:
@@ -38,11 +38,11 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_SEMANTIC_MAX_ERROR}; sets the similarity threshold)")
 
 
-def cache_config(args: argparse.Namespace, env: Mapping[str, str]) -> CacheConfig | None:
+def cache_config(args: argparse.Namespace, env: Mapping[str, str]) -> ResponseCacheConfig | None:
     """None unless --cache, --semantic-cache or --cache-url was given. Raises ValueError on bad values."""
     if not (args.cache or args.semantic_cache or args.cache_url):
         return None
-    return CacheConfig(directory=cache_directory(env), semantic=args.semantic_cache, ttl_s=args.cache_ttl,
+    return ResponseCacheConfig(directory=cache_directory(env), semantic=args.semantic_cache, ttl_s=args.cache_ttl,
                        max_entries=args.cache_max_entries, url=args.cache_url, embedding_model=args.embedding_model,
                        semantic_max_error=args.semantic_max_error,
                        embedding_device=getattr(args, "device", None) or "auto")

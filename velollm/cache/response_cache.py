@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from velollm.cache.calibration import threshold_for
-from velollm.cache.config import CacheConfig
+from velollm.cache.config import ResponseCacheConfig
 from velollm.cache.entry import CacheEntry, ExactStore
 from velollm.cache.key import CacheKey
 from velollm.cache.metrics import CacheMetrics
@@ -32,7 +32,7 @@ class Lookup:
 
 
 class ResponseCache:
-    def __init__(self, config: CacheConfig, sqlite: SQLiteStore, exact: ExactStore,
+    def __init__(self, config: ResponseCacheConfig, sqlite: SQLiteStore, exact: ExactStore,
                  semantic: SemanticTier | None, registry: Any = None) -> None:
         self.config = config
         self.sqlite = sqlite
@@ -46,7 +46,7 @@ class ResponseCache:
             self.metrics = CacheMetrics(registry, self.num_entries)
 
     @classmethod
-    def open(cls, config: CacheConfig, registry: Any = None, embedder: Any = None) -> "ResponseCache":
+    def open(cls, config: ResponseCacheConfig, registry: Any = None, embedder: Any = None) -> "ResponseCache":
         """Opens (or sets aside and recreates) the SQLite file, connects Redis, loads the embedder."""
         sqlite = SQLiteStore(config.sqlite_path, config.max_entries)
         exact: ExactStore = sqlite
