@@ -38,3 +38,19 @@ def test_pack_linears_replaces_every_linear() -> None:
 def test_can_pack() -> None:
     assert not can_pack("cuda", torch.float32)
     assert not can_pack("cpu", torch.float16)
+
+
+def test_a_cpu_without_the_private_ops_keeps_plain_linears(monkeypatch) -> None:
+    """oneDNN's packing ops are private: where they raise (another torch build or CPU), nothing is packed."""
+    from velollm.embed import packed_linear
+
+    def broken(linear: nn.Linear) -> None:
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(packed_linear, "PackedLinear", broken)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        want = model(x)
+        assert pack_linears(model) == 0
+        assert all(isinstance(m, nn.Linear) for m in model) and torch.equal(model(x), want)
