@@ -27,8 +27,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,78 +38,22 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.router.replicas import Replica  # noqa: E402 (after the path insert; the tests' replica process)
+
 POLICIES = ("round-robin", "least-outstanding", "prefix-aware")
 WORDS = ("the model serves tokens from a paged cache while requests arrive and leave; each user keeps a long "
          "system prompt describing their project, their data, the tools they use and the rules to follow, "
          "so every turn repeats thousands of characters the server has already seen once").split()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One `velollm serve` process."""
-
-    def __init__(self, args: list[str], folder: Path, port: int | None = None) -> None:
-        self.args = args
-        self.folder = folder
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Server:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               "VELOLLM_CACHE": str(self.folder / "cache")}
-        env.pop("OLLAMA_HOST", None)
-        log = open(self.folder / f"serve-{self.port}.log", "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "--log-level", "WARNING", "serve",
-                                      "--port", str(self.port), "--stats-interval", "0", *self.args],
-                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def wait(self, timeout: float = 300.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"server on {self.port} exited; see {self.folder}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server on {self.port} did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-def router(replicas: list[Server], folder: Path, policy: str, health_interval: float = 1.0) -> Server:
+def router(replicas: list[Replica], folder: Path, policy: str, health_interval: float = 1.0) -> Replica:
     config = folder / f"router-{policy}.toml"
     lines = [f"[router]\npolicy = \"{policy}\"\nhealth_interval_s = {health_interval}\nhealth_timeout_s = 0.5\n"]
     for i, r in enumerate(replicas):
         lines.append(f"[[backends]]\nname = \"r{i}\"\nurl = \"{r.url}\"\nkind = \"velollm\"\n")
     config.write_text("\n".join(lines))
-    return Server(["--config", str(config)], folder).start().wait()
+    return Replica(folder / f"router-{policy}", "--config", str(config)).start().wait_healthy()
 
 
 def scrape(url: str, name: str) -> dict[str, float]:
@@ -124,7 +66,7 @@ def scrape(url: str, name: str) -> dict[str, float]:
     return out
 
 
-def prefix_counters(replicas: list[Server]) -> tuple[float, float]:
+def prefix_counters(replicas: list[Replica]) -> tuple[float, float]:
     hits = sum(sum(scrape(r.url, "velollm_prefix_cache_hits_total").values()) for r in replicas)
     queries = sum(sum(scrape(r.url, "velollm_prefix_cache_queries_total").values()) for r in replicas)
     return hits, queries
@@ -191,7 +133,7 @@ async def policy_run(url: str, tag: str, args: argparse.Namespace) -> dict[str, 
             "replicas_per_user": statistics.mean(len(h) for h in homes.values())}
 
 
-def policies(replicas: list[Server], folder: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def policies(replicas: list[Replica], folder: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Each policy once per round, the order reversed every other round (drift on the machine hits all
     alike); fresh users every time. Returns the mean of the rounds per policy."""
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in POLICIES}
@@ -219,7 +161,7 @@ def policies(replicas: list[Server], folder: Path, args: argparse.Namespace) -> 
     return means
 
 
-async def failover_load(url: str, replicas: list[Server], args: argparse.Namespace) -> dict[str, Any]:
+async def failover_load(url: str, replicas: list[Replica], args: argparse.Namespace) -> dict[str, Any]:
     victim = replicas[-1]
     victim_name = f"r{len(replicas) - 1}"
     outcome = {"whole_ok": 0, "whole_failed": 0, "streams_ok": 0, "streams_error_event": 0, "streams_cut": 0}
@@ -261,7 +203,7 @@ async def failover_load(url: str, replicas: list[Server], args: argparse.Namespa
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=256)) as client:
         await asyncio.gather(killer(), *(whole(client, i) for i in range(args.failover_whole)),
                              *(stream(client, i) for i in range(args.failover_streams)))
-    victim.start().wait()
+    victim.start().wait_healthy()
     restarted = time.perf_counter()
     while scrape(url, "velollm_backend_ejected").get(f'{{backend="{victim_name}"}}') != 0:
         await asyncio.sleep(0.02)
@@ -269,7 +211,7 @@ async def failover_load(url: str, replicas: list[Server], args: argparse.Namespa
     return outcome
 
 
-def failover(replicas: list[Server], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def failover(replicas: list[Replica], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     front = router(replicas, folder, "least-outstanding", health_interval=0.5)
     try:
         result = asyncio.run(failover_load(front.url, replicas, args))
@@ -315,11 +257,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="velollm-routing-"))
     replica_args = ["--no-upstream", "--max-model-len", "4096", "--kv-cache-memory", args.kv_cache_memory,
                     "--max-num-seqs", "8"]
-    replicas = [Server(replica_args, folder).start() for _ in range(args.replicas)]
+    replicas = [Replica(folder / f"replica-{i}", *replica_args).start() for i in range(args.replicas)]
     report: dict[str, Any] = {}
     try:
         for r in replicas:
-            r.wait()
+            r.wait_healthy()
         print(f"\n== policies: {args.replicas} replicas (demo, KV {args.kv_cache_memory} each), {args.users} users x "
               f"{args.turns} turns, system prompts of {args.system_chars} chars, {args.max_tokens} tokens per answer ==",
               flush=True)
