@@ -13,20 +13,9 @@ from velollm.context.summary import SummaryCache, summary_key, transcript, with_
 from velollm.context.turn_cache import TurnCache
 from velollm.context.whitespace import squeeze, squeeze_whitespace
 
-DOC = "A long tool output line with facts and numbers 1234. " * 10
+from tests.context.char_chat import DOC, CharTokenizer, render
+
 TOOL_JSON = json.dumps({"rows": [{"id": i, "name": f"item {i}", "tags": ["a", "b"]} for i in range(5)]}, indent=2)
-
-
-class CharTokenizer:
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return [ord(c) for c in text]
-
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        return "".join(map(chr, ids))
-
-
-def render(messages) -> str:
-    return "".join(f"<{m['role']}>{m.get('content') or ''}" for m in messages) + "<assistant>"
 
 
 def chat() -> list[dict]:

@@ -12,19 +12,7 @@ from velollm.context.summary import with_summary
 from velollm.context.turn_cache import TurnCache
 from velollm.context.whitespace import squeeze_whitespace
 
-DOC = "A long tool output line with facts and numbers 1234. " * 10
-
-
-class CharTokenizer:
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return [ord(c) for c in text]
-
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        return "".join(map(chr, ids))
-
-
-def render(messages) -> str:
-    return "".join(f"<{m['role']}>{m.get('content') or ''}" for m in messages) + "<assistant>"
+from tests.context.char_chat import DOC, CharTokenizer, render
 
 
 def user(i: int) -> dict:
