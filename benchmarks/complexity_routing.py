@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from velollm.complexity import ComplexityRouter, RoutingPolicy  # noqa: E402
+from velollm.hw.detect import cpu_name  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "complexity_routing.json"
 WRITING = r"\b(essay|story|novel|chapter|report|speech|white paper|guide|blog post|screenplay|letter|strategy)\b"
@@ -42,16 +42,6 @@ def policies(examples: list[dict], k: int) -> dict[str, dict]:
     return {"rules": {"default": "small", "rules": RULES},
             "knn": {"default": "small", "knn": knn},
             "rules+knn": {"default": "small", "rules": RULES, "knn": knn}}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 async def evaluate(name: str, table: dict, prompts: list[dict]) -> None:
@@ -90,7 +80,7 @@ async def main() -> None:
     data = json.loads(args.data.read_text())
     prompts = data["eval"]
     print(f"{len(prompts)} held-out prompts, {len(data['examples'])} kNN examples, labels "
-          f"{sorted({p['label'] for p in prompts})}; {_cpu()}, {os.cpu_count()} logical CPUs, "
+          f"{sorted({p['label'] for p in prompts})}; {cpu_name()}, {os.cpu_count()} logical CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name, table in policies(data["examples"], args.k).items():
         await evaluate(name, table, prompts)
