@@ -97,9 +97,10 @@ def main() -> int:
         want = pa.paged_prefill_attention_ref(q, k_cache, v_cache, tables, cu, lens, d ** -0.5)
         out = torch.empty_like(q)
         configs = [dict()]
-        if not a.no_sweep and not a.small:
+        if not a.no_sweep and not a.small:  # "default" is pa.prefill_tile's pick (its table: GPU_NOTES run 1)
+            table = pa.prefill_tile(d, q_len)
             configs += [dict(block_m=m, block_n=n, num_warps=w)
-                        for m, n, w in itertools.product((64, 128), (32, 64), (4, 8)) if (m, n, w) != (64, 64, 4)]
+                        for m, n, w in itertools.product((64, 128), (32, 64), (4, 8)) if (m, n, w) != table]
         timer = time_cuda if device == "cuda" else (lambda f, **_: time_cpu(f, repeats=1))
         best = None
         for cfg in configs:
@@ -117,6 +118,7 @@ def main() -> int:
                 default_seconds = seconds
         peer = timer(sdpa_peer(q, k_cache, v_cache, tables, num_seqs, q_len, kv_len, hq, hkv, d), use_graph=False)
         emit(what="prefill_attention", case=f"{num_seqs}x{q_len}/{kv_len}",
+             default_cfg="{block_m=%d,block_n=%d,num_warps=%d}" % pa.prefill_tile(d, q_len),
              TFLOPs=round(flops / default_seconds / 1e12, 2),
              sdpa_TFLOPs=round(flops / peer / 1e12, 2), vs_sdpa=round(peer / default_seconds, 3),
              best_cfg=best[1] or "default", best_TFLOPs=round(flops / best[0] / 1e12, 2))
