@@ -62,11 +62,13 @@ def main() -> int:
     ok.append(compile_kernel("decode reduce", da._reduce_kernel, dict(
         out_ptr=p, m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", out_b_stride=I32, out_h_stride=I32,
         num_heads=I32, num_splits=I32), dict(HEAD_DIM=128, HEAD_DIM_PAD=128, SPLITS_PAD=4)))
-    ok.append(compile_kernel("prefill", pa._prefill_kernel, dict(
-        q_ptr=p, k_cache_ptr=p, v_cache_ptr=p, block_tables_ptr="*i32", cu_seqlens_ptr="*i32",
-        context_lens_ptr="*i32", out_ptr=p, qk_scale="fp32", q_t_stride=I32, q_h_stride=I32, out_t_stride=I32,
-        out_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32, cache_h_stride=I32,
-        block_size=I32), dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=64, BLOCK_N=64, **dot)))
+    for block_m, block_n in ((64, 64), (128, 32)):  # pa.DEFAULT_TILE and pa.PREFILL_TILES' largest
+        ok.append(compile_kernel(f"prefill block_m={block_m} block_n={block_n}", pa._prefill_kernel, dict(
+            q_ptr=p, k_cache_ptr=p, v_cache_ptr=p, block_tables_ptr="*i32", cu_seqlens_ptr="*i32",
+            context_lens_ptr="*i32", out_ptr=p, qk_scale="fp32", q_t_stride=I32, q_h_stride=I32,
+            out_t_stride=I32, out_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32,
+            cache_h_stride=I32, block_size=I32),
+            dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=block_m, BLOCK_N=block_n, **dot)))
     ok += compile_quantized(p, dot)
     return 0 if all(ok) else 1
 
