@@ -266,18 +266,18 @@ class ModelRunner:
     def prepare(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> StepInputs:
         return self._inputs(self.host_step(batch, pending), pending)
 
-    def _scatter(self, step: HostStep, pending: PendingTokens | None) -> TokenScatter | None:
+    def _graph_scatter(self, step: HostStep, pending: PendingTokens | None) -> TokenScatter | None:
         if not step.placeholder_positions or pending is None:
             return None
         positions, rows = self._to_device([step.placeholder_positions, step.placeholder_rows], torch.int64)
         return TokenScatter(pending.token_ids, positions, rows)
 
     def _inputs(self, step: HostStep, pending: PendingTokens | None = None) -> StepInputs:
-        input_ids, positions, slot_mapping, logits_indices = self._to_device(
-            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices], torch.int64)
-        scatter = self._scatter(step, pending)
-        if scatter is not None:
-            scatter.apply(input_ids)
+        input_ids, positions, slot_mapping, logits_indices, placeholder_positions, placeholder_rows = self._to_device(
+            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices, step.placeholder_positions,
+             step.placeholder_rows], torch.int64)
+        if step.placeholder_positions and pending is not None:
+            TokenScatter(pending.token_ids, placeholder_positions, placeholder_rows).apply(input_ids)
         tables = step.block_tables
         context_lens, cu_seqlens_q, block_tables = self._to_device(
             [step.context_lens, step.cu_seqlens_q, list(chain.from_iterable(tables))], torch.int32)
@@ -322,7 +322,7 @@ class ModelRunner:
     def _run_graph(self, graphs: DecodeGraphs, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows, from the replayed graph's static output."""
         decode = DecodeStep(step.input_ids, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
-        hidden = graphs.run(decode, self._scatter(step, pending))
+        hidden = graphs.run(decode, self._graph_scatter(step, pending))
         self.step_counts["decode_graph"] += 1
         if len(step.sampled_rows) == decode.num_seqs:  # one token per row: row i is token i
             return hidden
