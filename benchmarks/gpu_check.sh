@@ -5,7 +5,9 @@
 #      CUDA-graph replay == eager, the whole engine on CUDA against transformers
 #   2. decode attention alone: GB/s against the measured copy bandwidth, with a small tiling sweep
 #   3. batch-1 decode vs roofline and transformers; 256-request throughput vs transformers' generate_batch
-#      and padded generate (fails unless the paged Triton kernels ran); prefill attention TFLOP/s
+#      and padded generate (fails unless the paged Triton kernels ran); prefill attention TFLOP/s, and for
+#      prompts without a cached prefix one row per engine path (varlen = torch flash on the step's k/v,
+#      paged = our Triton kernel; $VELOLLM_PREFILL_ATTENTION) with the one "auto" takes
 #   4. transformers' static-cache decode (it compiles: minutes), only if the time budget allows
 #   5. GGUF kept quantized (issue 11): quantized kernel tests, the GEMV/GEMM sweep behind the dispatch rule,
 #      batch-1 decode and 64/256-request throughput quantized vs our bfloat16 path (+ llama.cpp when its build
