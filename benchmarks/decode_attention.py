@@ -49,11 +49,15 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--b1-only", action="store_true", help="only the batch-1 rows (split policy, fused merge)")
     a = p.parse_args()
     device = "cpu" if a.small else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
         return 2
+    if a.b1_only:
+        batch_one(a.block_size)
+        return 0
     batch, context = (2, 40) if a.small else (a.batch, a.context)
     copy_bps = copy_bandwidth("cuda") if device == "cuda" else 20e9
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu-interpreter"
