@@ -22,7 +22,11 @@
 #     throughput_llama-3.2-1b / _llama-3.1-8b  issue 18: 256 requests, async scheduling on and off    ~50/~100 [90/130]
 #     gpu_decode          batch-1 decode vs the roofline (1B, 8B; 1B eager too; no transformers peer:
 #                         its dynamic cache is host-bound, 13 tok/s, GPU_NOTES.md)                   ~45  [75]
-#     prefill_attention   issue 18: paged prefill vs torch SDPA (flash), tile sweep                   ~12  [45]
+#     prefill_attention   issue 18: paged prefill vs torch SDPA (flash), tile sweep; for prompts without a
+#                         cached prefix a row per engine path (varlen = torch flash on the step's k/v, paged =
+#                         our Triton kernel; $VELOLLM_PREFILL_ATTENTION) and the one "auto" takes      ~15  [45]
+#     decode_b1_fused     issue 18: batch-1 decode attention, split merge in a second kernel (default) vs
+#                         fused into the split kernel ($VELOLLM_DECODE_FUSED_REDUCE=1), 8B and 1B heads ~10  [30]
 #   second (~210 s)
 #     serving_8b          issue 18: velollm serve, 8B shape, ShareGPT-like, 1,000 prompts at rate inf and
 #                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
@@ -124,6 +128,7 @@ step throughput_llama-3.1-8b 130 $PY benchmarks/throughput.py --device cuda --sh
 GROUPS_OF="first base"
 step gpu_decode 75 $PY benchmarks/gpu_decode.py --workdir "$WORK" --peers none
 step prefill_attention 45 $PY benchmarks/prefill_attention.py
+step decode_b1_fused 30 $PY benchmarks/decode_attention.py --b1-only
 
 # --- second call: issue 18's serving run, issue 17's context run ---
 RATE_RUN=${SERVING_RATE_RUN:-8:300}

@@ -52,13 +52,14 @@ def main() -> int:
             cache_h_stride=I32, num_q_heads=I32, num_kv_heads=I32, block_size=I32), dict(
             HALF=half, HALF_PAD=triton.next_power_of_2(half), Q_HEADS_PAD=triton.next_power_of_2(hq),
             KV_HEADS_PAD=triton.next_power_of_2(hkv))))
-    for single, lens in ((True, "*i32"), (False, "*i64")):
-        ok.append(compile_kernel(f"decode single_split={single} lens={lens}", da._decode_kernel, dict(
+    for single, lens, fused in ((True, "*i32", False), (False, "*i64", False), (False, "*i32", True)):
+        ok.append(compile_kernel(f"decode single_split={single} lens={lens} fused_reduce={fused}", da._decode_kernel, dict(
             q_ptr=p, k_cache_ptr=p, v_cache_ptr=p, block_tables_ptr="*i32", context_lens_ptr=lens, out_ptr=p,
-            m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", qk_scale="fp32", tokens_per_split=I32,
+            m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", counter_ptr="*i32", qk_scale="fp32", tokens_per_split=I32,
             q_b_stride=I32, q_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32,
             cache_h_stride=I32, out_b_stride=I32, out_h_stride=I32, block_size=I32, num_splits=I32), dict(
-            GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_N=64, SINGLE_SPLIT=single, **dot)))
+            GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_N=64, SINGLE_SPLIT=single,
+            FUSED_REDUCE=fused, **dot)))
     ok.append(compile_kernel("decode reduce", da._reduce_kernel, dict(
         out_ptr=p, m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", out_b_stride=I32, out_h_stride=I32,
         num_heads=I32, num_splits=I32), dict(HEAD_DIM=128, HEAD_DIM_PAD=128, SPLITS_PAD=4)))

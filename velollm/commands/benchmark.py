@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kv-cache-memory", type=parse_size, default=None,
                         help="KV cache size on CPU, e.g. 512MiB (default 2 GiB); on GPU it is sized from free memory")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    parser.add_argument("--async-scheduling", action="store_true", help="schedule step N+1 while step N runs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=min(args.num_prompts, 256),
                               max_model_len=args.max_model_len, kv_cache_memory=args.kv_cache_memory,
-                              enforce_eager=args.enforce_eager, quantization=args.quantization)
+                              enforce_eager=args.enforce_eager, quantization=args.quantization,
+                              async_scheduling=args.async_scheduling)
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         try:
             result = run_benchmark(engine, num_requests=args.num_prompts, input_len=args.input_len,
