@@ -136,7 +136,7 @@ GROUPS_OF="second serving"
 step serving_8b 170 $PY benchmarks/serving_velollm.py --shape llama-3.1-8b --workdir "$WORK" --async on \
     --run inf:1000 --run "$RATE_RUN"
 GROUPS_OF="second context"
-step context_cuda 110 $PY benchmarks/context.py --device cuda
+step context_cuda 110 $PY benchmarks/context.py --device cuda --switches 3
 GROUPS_OF="second serving"
 step serving_8b_async_off 90 $PY benchmarks/serving_velollm.py --shape llama-3.1-8b --workdir "$WORK" --async off \
     --run inf:1000

@@ -131,6 +131,8 @@ def main() -> int:
         proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--model", str(folder), "--served-model-name",
                                         args.shape, "--device", args.device, "--dtype", dtype, "--max-model-len",
                                         str(args.max_model_len), "--max-num-seqs", str(args.max_num_seqs),
+                                        # every prompt of a rate-inf run waits in the queue at once (default 512)
+                                        "--max-queue", str(max(n for _, n in runs) + 64),
                                         "--no-upstream", *extra, *flags, timeout=max(60.0, left - 10))
         emit(what="serving_server", shape=args.shape, **{"async": label}, flags=" ".join(flags) or "-",
              start_s=round(time.perf_counter() - t0, 1))

@@ -50,6 +50,8 @@ def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str,
     elapsed = time.perf_counter() - start
     paths = llm.engine.runner.paths()
     paths["step_time"] = timer.summary() if timer is not None else timer_error
+    if timer is not None:
+        timer.detach()
     llm.close()
     del llm
     gc.collect()
