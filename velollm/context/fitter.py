@@ -16,6 +16,7 @@ from typing import Any
 
 from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
+from velollm.context.segment_count import SegmentEncoder
 from velollm.context.summary import with_summary
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
@@ -58,14 +59,26 @@ class ContextFitter:
         self.render = render
         self.tokenizer = tokenizer
         self.turn_cache = turn_cache
+        # Prompts tokenized per template segment, each distinct one once: the prompts a fitting compares
+        # share almost all of them (velollm.context.segment_count).
+        self.segments = SegmentEncoder.of(tokenizer)
         self._encoded: dict[int, tuple[str, Encoded]] = {}  # by number of messages: truncation re-counts
         self._last_count: tuple[list[Mapping[str, Any]], int] | None = None
+        # Every prompt encoded for this request, by its text: the compression steps, a second fit with
+        # more room (the summary's) and the summary's own report render the same prompts again.
+        self._by_text: dict[str, Encoded] = {}
 
     def encode(self, messages: list[Mapping[str, Any]]) -> tuple[str, Encoded]:
         text = self.render(messages)
-        if self.turn_cache is not None:
-            return text, self.turn_cache.encode(self.tokenizer, text)
-        return text, Encoded(self.tokenizer.encode(text, add_special_tokens=False), 0)
+        encoded = self._by_text.get(text)
+        if encoded is None:
+            encoder = self.segments or self.tokenizer
+            if self.turn_cache is not None:
+                encoded = self.turn_cache.encode(encoder, text)
+            else:
+                encoded = Encoded(encoder.encode(text, add_special_tokens=False), 0)
+            self._by_text[text] = encoded
+        return text, encoded
 
     def count(self, messages: list[Mapping[str, Any]]) -> int:
         """Tokens of the rendered messages. Each counted prompt is remembered, so the next turn's count of
