@@ -63,9 +63,10 @@ class ContextFitter:
         # share almost all of them (velollm.context.segment_count).
         self.segments = SegmentEncoder.of(tokenizer)
         self._encoded: dict[int, tuple[str, Encoded]] = {}  # by number of messages: truncation re-counts
-        self._last_count: tuple[list[Mapping[str, Any]], int] | None = None
-        # Every prompt encoded for this request, by its text: the compression steps, a second fit with
-        # more room (the summary's) and the summary's own report render the same prompts again.
+        # Every prompt counted for this request, by its messages (the objects: truncation's lists share
+        # them) and by its text: the compression steps, a second fit with more room (the summary's) and
+        # the summary's report come back to the same prompts.
+        self._counted: dict[tuple[int, ...], tuple[list[Mapping[str, Any]], str, Encoded]] = {}
         self._by_text: dict[str, Encoded] = {}
 
     def encode(self, messages: list[Mapping[str, Any]]) -> tuple[str, Encoded]:
@@ -83,25 +84,24 @@ class ContextFitter:
     def count(self, messages: list[Mapping[str, Any]]) -> int:
         """Tokens of the rendered messages. Each counted prompt is remembered, so the next turn's count of
         the same history (raw, compressed or truncated alike) tokenizes only what is new."""
-        last = self._last_count
-        if last is not None and last[0] is messages:
-            return last[1]
-        try:
-            text, encoded = self.encode(messages)
-        except ContextOverflow:
-            return TOO_LONG
-        self._encoded[len(messages)] = (text, encoded)
-        if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
-            self.turn_cache.remember(text, encoded.token_ids)
-        self._last_count = (messages, len(encoded.token_ids))  # the list itself: its id stays valid
-        return len(encoded.token_ids)
+        key = tuple(map(id, messages))
+        hit = self._counted.get(key)
+        if hit is None:
+            try:
+                text, encoded = self.encode(messages)
+            except ContextOverflow:
+                return TOO_LONG
+            if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
+                self.turn_cache.remember(text, encoded.token_ids)
+            hit = self._counted[key] = (messages, text, encoded)  # the messages kept: their ids stay theirs
+        self._encoded[len(messages)] = hit[1], hit[2]
+        return len(hit[2].token_ids)
 
     def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
             compressor: Any = None) -> FittedPrompt:
         """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
         less one token, as the request's max_tokens is clamped to what remains)."""
         self._encoded.clear()
-        self._last_count = None
         if mode == "error":
             text, encoded = self.encode(messages)
             if len(encoded.token_ids) >= context_len:
@@ -134,7 +134,6 @@ class ContextFitter:
         messages now fit as sent (the plan is not needed)."""
         t0 = time.perf_counter()
         self._encoded.clear()
-        self._last_count = None
         budget = context_len - reserve
         num_original = self.count(messages)
         if num_original <= budget:
