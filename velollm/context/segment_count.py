@@ -7,7 +7,9 @@ each added token, the pieces' ids put together are the whole text's ids. The pro
 (the history before and after each compression step, the cuts truncation tries, the same again with more
 room for the summary) are made of the same messages, so they share almost all of their segments, and only
 the segments not seen yet are tokenized. Added tokens that take in the spaces beside them (lstrip,
-single_word) or that match normalized text are not cut at.
+single_word) or that match normalized text are not cut at. New segments go to the tokenizer in one
+`encode_batch`, which (unlike `encode`) releases the GIL, so a big history needs no EncodeWorker here; a
+text the tokenizer would refuse by its length alone still goes to `tokenizer.encode`, which refuses it.
 """
 
 from __future__ import annotations
