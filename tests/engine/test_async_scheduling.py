@@ -268,3 +268,13 @@ def test_placeholder_scatter_fills_the_decode_graph_buffer(llama_folder):
     expected = [ids[pending.rows[r]] for r in batch.requests]
     known = DecodeStep(expected, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
     assert tokens.tolist() == pad_token_rows(known, bucket)
+
+
+def test_the_wasted_row_of_a_request_at_the_context_limit(llama_folder):
+    """A request that the context ends still gets its wasted row at the last position: it must fit."""
+    prompts = random_prompts([60, 47], seed=61)
+    params = SamplingParams(temperature=0.0, ignore_eos=True)  # runs to the context length
+    reference, outputs, _, placeholders = both(llama_folder, prompts, params, max_model_len=64)
+    same(reference, outputs)
+    assert len(outputs[0].token_ids) == 4 and {o.finish_reason for o in outputs} == {"length"}
+    assert placeholders > 0
