@@ -268,3 +268,28 @@ def test_placeholder_scatter_fills_the_decode_graph_buffer(llama_folder):
     expected = [ids[pending.rows[r]] for r in batch.requests]
     known = DecodeStep(expected, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
     assert tokens.tolist() == pad_token_rows(known, bucket)
+
+
+def test_the_wasted_row_of_a_request_at_the_context_limit(llama_folder):
+    """A request that the context ends still gets its wasted row at the last position: it must fit."""
+    prompts = random_prompts([60, 47], seed=61)
+    params = SamplingParams(temperature=0.0, ignore_eos=True)  # runs to the context length
+    reference, outputs, _, placeholders = both(llama_folder, prompts, params, max_model_len=64)
+    same(reference, outputs)
+    assert len(outputs[0].token_ids) == 4 and {o.finish_reason for o in outputs} == {"length"}
+    assert placeholders > 0
+
+
+def test_sleep_with_a_step_in_flight_then_wake(llama_folder):
+    engine, _ = async_engine(llama_folder)
+    prompts = random_prompts([12, 18], seed=67)
+    for prompt in prompts:
+        engine.add_request(prompt, greedy(16))
+    for _ in range(3):
+        engine.step()
+    engine.sleep()
+    assert not engine.has_unfinished_requests()
+    engine.wake()
+    assert [o.token_ids for o in run_all(engine, prompts, greedy(16))] == \
+        [o.token_ids for o in run_all(make_engine(llama_folder), prompts, greedy(16))]
+    assert engine.block_manager.num_allocated_blocks == 0

@@ -22,16 +22,35 @@ class _TopLogprobs:
 
 @dataclass(frozen=True)
 class SampledTokens:
-    """A step's sampled ids (and the logprobs asked for), still on the device: `to_host` is the step's sync."""
+    """A step's sampled ids (and the logprobs asked for). `token_ids` stays on the device for the next step's
+    inputs; a copy to the host starts at once, and `to_host` waits for that copy only (the step's one sync),
+    not for work queued after it, such as the next step under async scheduling."""
 
-    token_ids: torch.Tensor  # int64 [rows]
-    logprobs: _TopLogprobs | None = None
+    token_ids: torch.Tensor  # int64 [rows], on the device
+    logprobs: _TopLogprobs | None
+    host: list[torch.Tensor]  # ids, then top values, top ids, chosen: on the host (pinned on CUDA)
+    ready: torch.cuda.Event | None  # recorded after the copies (CUDA)
+
+    @classmethod
+    def start_copy(cls, token_ids: torch.Tensor, logprobs: _TopLogprobs | None = None) -> SampledTokens:
+        tensors = [token_ids]
+        if logprobs is not None:
+            tensors += [logprobs.top_values, logprobs.top_ids, logprobs.chosen]
+        if token_ids.device.type != "cuda":
+            return cls(token_ids, logprobs, tensors, None)
+        host = [t.to("cpu", non_blocking=True) for t in tensors]  # pinned destinations: asynchronous
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(token_ids, logprobs, host, ready)
 
     def to_host(self) -> tuple[list[int], list[dict[int, float] | None]]:
-        ids = self.token_ids.tolist()
+        if self.ready is not None:
+            self.ready.synchronize()
+        ids = self.host[0].tolist()
         if self.logprobs is None:
             return ids, [None] * len(ids)
-        return ids, _host_logprobs(self.logprobs, ids)
+        top_values, top_ids, chosen = (t.tolist() for t in self.host[1:])
+        return ids, _host_logprobs(self.logprobs.ks, top_values, top_ids, chosen, ids)
 
 
 def _on_device(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -67,8 +86,8 @@ class Sampler:
         logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
         token_ids = self.sample(logits, requests)
         if logprobs is None:
-            return SampledTokens(token_ids)
-        return SampledTokens(token_ids, _top_logprobs(logprobs, token_ids, requests))
+            return SampledTokens.start_copy(token_ids)
+        return SampledTokens.start_copy(token_ids, _top_logprobs(logprobs, token_ids, requests))
 
     def process(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
         for row, request in enumerate(requests):
@@ -166,10 +185,10 @@ def _top_logprobs(logprobs: torch.Tensor, token_ids: torch.Tensor, requests: Seq
     return _TopLogprobs(top_values, top_ids, chosen, [r.params.logprobs for r in requests])
 
 
-def _host_logprobs(top: _TopLogprobs, ids: list[int]) -> list[dict[int, float] | None]:
-    top_values, top_ids, chosen = top.top_values.tolist(), top.top_ids.tolist(), top.chosen.tolist()
+def _host_logprobs(ks: list[int | None], top_values: list[list[float]], top_ids: list[list[int]],
+                   chosen: list[float], ids: list[int]) -> list[dict[int, float] | None]:
     result: list[dict[int, float] | None] = []
-    for row, k in enumerate(top.ks):
+    for row, k in enumerate(ks):
         if k is None:
             result.append(None)
             continue
