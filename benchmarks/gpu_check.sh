@@ -27,14 +27,16 @@
 #     prefill_attention   issue 18: paged prefill vs torch SDPA (flash), tile sweep; for prompts without a
 #                         cached prefix a row per engine path (varlen = torch flash on the step's k/v, paged =
 #                         our Triton kernel; $VELOLLM_PREFILL_ATTENTION) and the one "auto" takes      ~15  [45]
-#     decode_b1_fused     issue 18: batch-1 decode attention, split merge in a second kernel (default) vs
-#                         fused into the split kernel ($VELOLLM_DECODE_FUSED_REDUCE=1), 8B and 1B heads ~10  [30]
+#     decode_fusions      issue 18: batch-1 decode fusions behind switches vs the default they would replace:
+#                         split merge fused into decode attention ($VELOLLM_DECODE_FUSED_REDUCE=1), SiLU*mul
+#                         fused into a Triton down-projection GEMV ($VELOLLM_SILU_DOWN_GEMV=1)       ~20  [45]
 #   second (~210 s)
 #     serving_8b          issue 18: velollm serve, 8B shape, ShareGPT-like, 1,000 prompts at rate inf and
 #                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
 #     context_cuda        issue 17: benchmarks/context.py --device cuda (30-turn TTFT, compression, switch) ~70 [110]
 #     serving_8b_async_off, serving_1b   the same with async off (rate inf) and on the 1B shape      ~70/~90 [90/120]
-#   base   gpu_tests, decode_attention, gpu_decode, the two throughput steps, prefill_attention, hf_static_cache
+#   base   gpu_tests, decode_attention, gpu_decode, the two throughput steps, prefill_attention, decode_fusions,
+#          hf_static_cache
 #   quant  the three quant_decode steps, quant_tests, quant_sweep, quant_throughput_8b, quant_load_8b
 #   serving, context, tests: the steps so named; a step's own name also selects it
 # GPU_CHECK_PEERS=1 adds transformers' generate_batch / padded generate to the throughput steps (~20 s 1B,
@@ -130,7 +132,7 @@ step throughput_llama-3.1-8b 130 $PY benchmarks/throughput.py --device cuda --sh
 GROUPS_OF="first base"
 step gpu_decode 75 $PY benchmarks/gpu_decode.py --workdir "$WORK" --peers none
 step prefill_attention 45 $PY benchmarks/prefill_attention.py
-step decode_b1_fused 30 $PY benchmarks/decode_attention.py --b1-only
+step decode_fusions 45 $PY benchmarks/decode_fusions.py
 
 # --- second call: issue 18's serving run, issue 17's context run ---
 RATE_RUN=${SERVING_RATE_RUN:-8:300}

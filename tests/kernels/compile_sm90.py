@@ -13,7 +13,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from velollm.kernels import activation, decode_attention as da, norm, prefill_attention as pa, rope
+from velollm.kernels import activation, decode_attention as da, norm, prefill_attention as pa, rope, silu_gemv
 from velollm.kernels import quant_gemm, quant_gemv, quant_rows
 from velollm.kernels.gguf_planes import QUANT_TYPES
 
@@ -70,6 +70,10 @@ def main() -> int:
             out_t_stride=I32, out_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32,
             cache_h_stride=I32, block_size=I32),
             dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=block_m, BLOCK_N=block_n, **dot)))
+    for m_pad in (1, 4):
+        ok.append(compile_kernel(f"silu_mul_gemv M_PAD={m_pad}", silu_gemv._silu_mul_gemv_kernel, dict(
+            x_ptr=p, w_ptr=p, out_ptr=p, M=I32, N=I32, inter=I32, x_stride=I32, w_stride=I32, out_stride=I32),
+            dict(M_PAD=m_pad, BLOCK_N=silu_gemv._BLOCK_N, BLOCK_K=silu_gemv._BLOCK_K, EVEN_K=True)))
     ok += compile_quantized(p, dot)
     return 0 if all(ok) else 1
 
