@@ -1,5 +1,8 @@
 """Paged prefill attention alone: 16 prompts of 512 tokens, plus 16 chunks of 256 after a 768-token cached
 prefix, Llama-3.1-8B heads, bf16. Prints TFLOP/s beside torch SDPA (flash) on the same, unpaged, tensors.
+For steps without a cached prefix it also prints one `prefill_attention_path` row per path the engine can
+take (velollm.kernels.prefill_attention_path, $VELOLLM_PREFILL_ATTENTION): "varlen" (torch flash on the
+step's packed k/v) and "paged" (the Triton kernel over the paged cache), and which one "auto" picks.
 Usage: python benchmarks/prefill_attention.py [--no-sweep]      (CPU dry run: TRITON_INTERPRET=1 ... --small)
 """
 
@@ -17,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_util import emit, time_cpu, time_cuda  # noqa: E402
+from velollm import kernels  # noqa: E402
 from velollm.kernels import prefill_attention as pa  # noqa: E402
 
 
@@ -48,6 +52,33 @@ def sdpa_peer(q, k_cache, v_cache, tables, num_seqs, q_len, kv_len, hq, hkv, d):
                                                   is_causal=is_causal, enable_gqa=is_causal and hq != hkv)
 
 
+def packed_kv(k_cache, v_cache, tables, kv_len):
+    """The step's own k/v [S * L, Hkv, D], as rope_and_cache hands them to the varlen path (built untimed)."""
+    k = k_cache[tables.long()].flatten(1, 2)[:, :kv_len].flatten(0, 1).contiguous()
+    v = v_cache[tables.long()].flatten(1, 2)[:, :kv_len].flatten(0, 1).contiguous()
+    return k, v
+
+
+def compare_paths(q, k_cache, v_cache, tables, cu, lens, q_len, d, flops, case, timer, want) -> bool:
+    """One row per prefill path for a step without a cached prefix, timed alike (eager launches)."""
+    k, v = packed_kv(k_cache, v_cache, tables, q_len)
+    paths = {
+        "varlen": lambda: kernels.varlen_prefill_attention(q, k, v, cu, q_len, d ** -0.5),
+        "paged": lambda: kernels.paged_prefill_attention(q, k_cache, v_cache, tables, cu, lens, d ** -0.5,
+                                                         max_query_len=q_len),
+    }
+    seconds, ok = {}, True
+    for name, call in paths.items():
+        err = (call().float() - want.float()).abs().max().item()
+        ok &= err <= 3e-2
+        seconds[name] = timer(call, use_graph=False)
+    for name in paths:
+        emit(what="prefill_attention_path", case=case, path=name, us=round(seconds[name] * 1e6, 1),
+             TFLOPs=round(flops / seconds[name] / 1e12, 2), vs_paged=round(seconds["paged"] / seconds[name], 3),
+             auto=kernels.prefill_attention_path(q), env=os.environ.get(kernels.PREFILL_PATH_ENV, "auto"))
+    return ok
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--no-sweep", action="store_true")
@@ -66,9 +97,10 @@ def main() -> int:
         want = pa.paged_prefill_attention_ref(q, k_cache, v_cache, tables, cu, lens, d ** -0.5)
         out = torch.empty_like(q)
         configs = [dict()]
-        if not a.no_sweep and not a.small:
+        if not a.no_sweep and not a.small:  # "default" is pa.prefill_tile's pick (its table: GPU_NOTES run 1)
+            table = pa.prefill_tile(d, q_len)
             configs += [dict(block_m=m, block_n=n, num_warps=w)
-                        for m, n, w in itertools.product((64, 128), (32, 64), (4, 8)) if (m, n, w) != (64, 64, 4)]
+                        for m, n, w in itertools.product((64, 128), (32, 64), (4, 8)) if (m, n, w) != table]
         timer = time_cuda if device == "cuda" else (lambda f, **_: time_cpu(f, repeats=1))
         best = None
         for cfg in configs:
@@ -86,9 +118,13 @@ def main() -> int:
                 default_seconds = seconds
         peer = timer(sdpa_peer(q, k_cache, v_cache, tables, num_seqs, q_len, kv_len, hq, hkv, d), use_graph=False)
         emit(what="prefill_attention", case=f"{num_seqs}x{q_len}/{kv_len}",
+             default_cfg="{block_m=%d,block_n=%d,num_warps=%d}" % pa.prefill_tile(d, q_len),
              TFLOPs=round(flops / default_seconds / 1e12, 2),
              sdpa_TFLOPs=round(flops / peer / 1e12, 2), vs_sdpa=round(peer / default_seconds, 3),
              best_cfg=best[1] or "default", best_TFLOPs=round(flops / best[0] / 1e12, 2))
+        if q_len == kv_len:
+            ok &= compare_paths(q, k_cache, v_cache, tables, cu, lens, q_len, d, flops,
+                                f"{num_seqs}x{q_len}/{kv_len}", timer, want)
     return 0 if ok else 1
 
 

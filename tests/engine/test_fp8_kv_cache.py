@@ -21,6 +21,7 @@ import torch
 
 from tests.engine.helpers import greedy, make_engine, random_prompts, run_all
 from velollm import LLM, SamplingParams
+from velollm import kernels
 from velollm.config import EngineConfig
 
 PROMPTS = random_prompts([5, 17, 33, 48, 70, 9], seed=3)
@@ -109,6 +110,24 @@ def test_free_running_greedy_diverges_only_at_near_ties(engines):
     got = run_all(fp8, PROMPTS, greedy(STEPS, logprobs=20))
     report = check_divergence(want, got, STEPS)
     print(f"fp8 vs bf16 KV, free-running greedy: first divergence per prompt (None: all {STEPS} equal) {report}")
+
+
+def test_varlen_prefill_sees_what_the_fp8_cache_holds(llama_folder, monkeypatch):
+    """A prefill without a cached prefix may attend over its own k/v (the varlen path, CUDA's default) instead
+    of the cache: it takes them through the fp8 round trip, so a prompt's logprobs do not depend on the path
+    (nor so on whether a prefix was cached). float32 compute: only summation order differs."""
+    prompts = random_prompts([3, 17, 30, 1], seed=9)
+    params = greedy(8, logprobs=5)
+    runs = {}
+    for path in ("paged", "varlen"):
+        monkeypatch.setenv(kernels.PREFILL_PATH_ENV, path)
+        engine = make_engine(llama_folder, kv_cache_dtype="fp8", enable_prefix_caching=False)
+        runs[path] = run_all(engine, prompts, params)
+        engine.close()
+    for paged, varlen in zip(runs["paged"], runs["varlen"]):
+        assert paged.token_ids == varlen.token_ids
+        for a, b in zip(paged.logprobs, varlen.logprobs):
+            assert max(abs(a[t] - b[t]) for t in a) < 1e-4
 
 
 def test_engine_config_kv_cache_dtype():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ def check_answer(path: str, response: httpx.Response) -> None:
     elif "text/event-stream" in content_type:
         _check_sse(response.text, where)
     elif "ndjson" in content_type:
-        for line in filter(None, response.text.splitlines()):
+        for line in filter(None, response.text.split("\n")):  # str.splitlines() also splits JSON text at U+0085
             obj = json.loads(line)
             assert isinstance(obj, dict), where
             if "error" in obj:
@@ -53,7 +54,8 @@ def _check_error(body: Any, openai: bool, where: str) -> None:
 
 
 def _check_sse(text: str, where: str) -> None:
-    events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    lines = re.split(r"\r\n|\r|\n", text)  # SSE's line ends; splitlines() would also split at U+0085, U+2028
+    events = [line[len("data: "):] for line in lines if line.startswith("data: ")]
     assert events, where
     for data in events:
         if data == "[DONE]":

@@ -53,7 +53,8 @@ def main() -> int:
     ok.append(compile_kernel("decode reduce", da._reduce_kernel, dict(
         out_ptr=p, m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", out_b_stride=I32, out_h_stride=I32,
         num_heads=I32, num_splits=I32), dict(HEAD_DIM=128, HEAD_DIM_PAD=128, SPLITS_PAD=4)))
-    ok.append(compile_prefill("prefill", p, p, dot))
+    for block_m, block_n in ((64, 64), (128, 32)):  # pa.DEFAULT_TILE and pa.PREFILL_TILES' largest
+        ok.append(compile_prefill(f"prefill block_m={block_m} block_n={block_n}", p, p, dot, block_m, block_n))
     ok += compile_quantized(p, dot)
     ok += compile_fp8_kv(p, dot)
     return 0 if all(ok) else 1
@@ -81,12 +82,13 @@ def compile_decode(name: str, p: str, cache: str, lens: str, single: bool, dot: 
         target=target)
 
 
-def compile_prefill(name: str, p: str, cache: str, dot: dict, target: GPUTarget = TARGET) -> bool:
+def compile_prefill(name: str, p: str, cache: str, dot: dict, block_m: int = 64, block_n: int = 64,
+                    target: GPUTarget = TARGET) -> bool:
     return compile_kernel(name, pa._prefill_kernel, dict(
         q_ptr=p, k_cache_ptr=cache, v_cache_ptr=cache, block_tables_ptr="*i32", cu_seqlens_ptr="*i32",
         context_lens_ptr="*i32", out_ptr=p, qk_scale="fp32", q_t_stride=I32, q_h_stride=I32, out_t_stride=I32,
         out_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32, cache_h_stride=I32,
-        block_size=I32), dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=64, BLOCK_N=64, **dot),
+        block_size=I32), dict(GROUP=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_M=block_m, BLOCK_N=block_n, **dot),
         target=target)
 
 
@@ -98,7 +100,7 @@ def compile_fp8_kv(p: str, dot: dict) -> list[bool]:
         sm = f"fp8 sm_{target.arch}"
         ok.append(compile_rope(f"rope_and_cache {sm}", p, FP8, 64, 32, 8, target))
         ok.append(compile_decode(f"decode {sm}", p, FP8, "*i32", False, dot, target))
-        ok.append(compile_prefill(f"prefill {sm}", p, FP8, dot, target))
+        ok.append(compile_prefill(f"prefill {sm}", p, FP8, dot, target=target))
     return ok
 
 

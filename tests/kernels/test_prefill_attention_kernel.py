@@ -17,9 +17,18 @@ HEADS = [(2, 2), (8, 2), (8, 1)]
 SEQS = [(15, 15), (16, 16), (17, 33), (1, 17), (33, 33), (5, 21)]
 
 
-def _inputs(hq, hkv, head_dim, dtype, device, paged_kv):
-    q_lens = [n for n, _ in SEQS]
-    kv_lens = [n for _, n in SEQS]
+# Longer steps for the causal diagonal: several whole key tiles below it per query tile, prefixes that end
+# inside a key tile, a one-token chunk, and query tiles whose diagonal spans several key tiles (or one key
+# tile holding keys past the tile's last query).
+# Prefixes of 14, 30 and 62 put a query one key short of a key-tile end (16, 32, 64), where a tile taken
+# whole one step too early would show it the next key.
+DIAGONAL_SEQS = [(70, 70), (40, 77), (1, 50), (23, 23), (33, 49), (100, 100), (17, 129), (30, 44), (20, 50),
+                 (9, 71)]
+
+
+def _inputs(hq, hkv, head_dim, dtype, device, paged_kv, seqs=SEQS):
+    q_lens = [n for n, _ in seqs]
+    kv_lens = [n for _, n in seqs]
     k_cache, v_cache, block_tables = paged_kv(kv_lens, hkv, head_dim, dtype, device)
     cu = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
     q = torch.randn(sum(q_lens), hq, head_dim, device=device).to(dtype)
@@ -49,6 +58,25 @@ def test_prefill_attention_small_tiles(block_m, block_n, device, paged_kv, poiso
                                             out=out, max_query_len=33, block_m=block_m, block_n=block_n)
     want = pa.paged_prefill_attention_ref(q, k_cache, v_cache, block_tables, cu, context_lens, 0.125)
     torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("block_m,block_n", [(16, 16), (32, 16), (16, 64), (64, 32), (128, 32)])
+@pytest.mark.parametrize("hq,hkv,head_dim", [(4, 1, 64), (2, 2, 48)])
+def test_prefill_attention_causal_diagonal(block_m, block_n, hq, hkv, head_dim, device, paged_kv, poison):
+    # Unmasked whole tiles below the diagonal, masked tiles on it, none above; head 48 pads to 64.
+    q, k_cache, v_cache, block_tables, cu, context_lens = _inputs(hq, hkv, head_dim, torch.float32, device,
+                                                                  paged_kv, DIAGONAL_SEQS)
+    out = poison(q.shape, q.dtype, device)
+    got = pa.paged_prefill_attention_triton(q, k_cache, v_cache, block_tables, cu, context_lens, 0.1, out=out,
+                                            max_query_len=100, block_m=block_m, block_n=block_n)
+    want = pa.paged_prefill_attention_ref(q, k_cache, v_cache, block_tables, cu, context_lens, 0.1)
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+def test_prefill_tile_table():
+    assert pa.prefill_tile(128, 512) == (64, 32, 4)  # GPU_NOTES run 1: 16 x 512 fresh prompts
+    assert pa.prefill_tile(128, 256) == (128, 32, 4)  # 16 x 256 chunks after a prefix
+    assert pa.prefill_tile(64, 512) == pa.DEFAULT_TILE
 
 
 def test_prefill_rejects_bad_cu_seqlens(device):

@@ -101,6 +101,15 @@ def router_app(toml: str, tmp_path: Path) -> Any:
                       upstream=Router(routing))
 
 
+def assert_one_label_set_per_family(text: str) -> None:
+    """Every family on a /metrics page has one set of label names (what Prometheus' clients declare)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        label_sets = {frozenset(s.labels) - {"le", "quantile"} for s in family.samples}
+        assert len(label_sets) <= 1, f"{family.name} mixes label sets {label_sets}"
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     """One sample's value from a Prometheus text page (labels matched exactly), or None."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())

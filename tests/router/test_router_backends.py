@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
-from tests.router.replicas import Replica, metric, router_app, start_replicas
+from tests.router.replicas import Replica, assert_one_label_set_per_family, metric, router_app, start_replicas
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -114,7 +114,7 @@ def test_one_at_a_time_to_an_ollama_with_num_parallel_1(router, gated_ollama):
         t.start()
         time.sleep(0.2)  # arrival order
     deadline = time.monotonic() + 20  # a loaded machine may take a while to queue all three
-    while metric(page := httpx.get(router.url + "/metrics").text, "velollm_queue_size", backend="ollama1") != 2:
+    while metric(page := httpx.get(router.url + "/metrics").text, "velollm_backend_queue_size", backend="ollama1") != 2:
         assert time.monotonic() < deadline, "the two later requests never waited in VeloLLM's queue"
         time.sleep(0.05)
     assert metric(page, "velollm_backend_in_flight", backend="ollama1") == 1
@@ -124,7 +124,8 @@ def test_one_at_a_time_to_an_ollama_with_num_parallel_1(router, gated_ollama):
         t.join(timeout=30)
     assert results == ["echo: hello there "] * 3
     page = httpx.get(router.url + "/metrics").text
-    assert metric(page, "velollm_queue_size", backend="ollama1") == 0
+    assert metric(page, "velollm_backend_queue_size", backend="ollama1") == 0
+    assert_one_label_set_per_family(page)
     assert metric(page, "velollm_backend_requests_total", backend="ollama1") >= 3
     assert metric(page, "velollm_backend_ejected", backend="r0") == 0
     assert metric(page, "velollm_backend_request_duration_seconds_count", backend="ollama1") >= 3
@@ -241,6 +242,11 @@ def test_native_backend_beside_remote_ones(replicas, tmp_path):
         names = [m.model for m in ollama.Client(host=url, timeout=60).list().models]
         assert names[0] == "local-demo" and "demo" in names
         assert httpx.get(url + "/health").json()["models"] == ["local-demo"]
+        page = httpx.get(url + "/metrics").text  # the engine's queue and the backends' queues: two families
+        assert metric(page, "velollm_queue_size", model="local-demo") == 0
+        assert metric(page, "velollm_backend_queue_size", backend="r0") == 0
+        assert metric(page, "velollm_queue_size", backend="r0") is None
+        assert_one_label_set_per_family(page)
     finally:
         stop_serve(proc)
 

@@ -70,3 +70,38 @@ def test_check_json_walks_parsed_values():
     check_json({"a": [1.5, "x", {"b": None}]})
     with pytest.raises(InvalidRequest):
         check_json({"a": [float("nan")]})
+
+
+_hostile_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "a\udfffb", "é\ud83d", "\U0001F600", "ok"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=3) | st.just("\udc00"), children, max_size=3),
+    max_leaves=12,
+)
+
+
+def _nest(value, levels: int):
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(_hostile_values, st.sampled_from([0, 40, 62, 63, 64, 70]))
+def test_fast_walk_judges_as_the_path_walk_does(value, levels):
+    """check_json walks without paths first; what it raises must be what the path walk alone raises."""
+    from velollm.wire.json_body import _raise_first_fault
+
+    value = _nest(value, levels)
+    try:
+        _raise_first_fault(value, "")
+        expected = None
+    except InvalidRequest as exc:
+        expected = (str(exc), exc.param)
+    try:
+        check_json(value)
+        got = None
+    except InvalidRequest as exc:
+        got = (str(exc), exc.param)
+    assert got == expected

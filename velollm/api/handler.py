@@ -13,7 +13,7 @@ from velollm.api.registry import UpstreamTarget
 from velollm.errors import ModelNotFound
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
-from velollm.wire.json_body import parse_json
+from velollm.wire.json_body import parse_json, take_handed
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -92,6 +92,9 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
 
 
 async def read_json(request: "Request") -> dict[str, Any]:
+    handed = take_handed(request.scope)  # parsed and checked by the response cache in front
+    if handed is not None:
+        return handed
     body = await request.body()
     if not body.strip():
         raise APIError(400, "missing request body")

@@ -78,12 +78,6 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
-        queue_sizes = getattr(getattr(self.models, "upstream", None), "queue_sizes", None)  # the router's backends
-        if queue_sizes is not None:
-            from prometheus_client.samples import Sample
-
-            for backend, waiting in queue_sizes().items():
-                gauges["queue_size"].samples.append(Sample("velollm_queue_size", {"backend": backend}, waiting))
         pool = getattr(self.models, "pool", None)
         if pool is not None:
             loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "

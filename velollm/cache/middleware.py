@@ -26,7 +26,7 @@ from velollm.cache.response_cache import ResponseCache
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import APIError, send_error
 from velollm.wire.framing import STREAM_HEADERS
-from velollm.wire.json_body import parse_json
+from velollm.wire.json_body import hand_over, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class ResponseCacheMiddleware:
         if "cache" in body:
             body = {k: v for k, v in body.items() if k != "cache"}
             raw = json.dumps(body).encode()
+        hand_over(scope, body)  # the endpoint reads it instead of parsing `raw` again
         key = cache_key(path, body, tenant_of(headers.get("authorization")), policy.namespace)
         reason = bypass_reason(kind, body) or ("no_cache" if policy.no_cache and policy.no_store else None)
         if reason is not None:

@@ -23,6 +23,9 @@ class AttentionMetadata:
     cu_seqlens_q: torch.Tensor  # int32 [num_seqs + 1]
     max_query_len: int
     kv_caches: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k_cache, v_cache)
+    # Known on the host when the step is built: no sequence has KV before this step's tokens, so attention
+    # needs only this step's k/v (kernels.prefill_attention_path picks the kernel).
+    no_cached_prefix: bool = False
 
     @property
     def decode_only(self) -> bool:

@@ -50,6 +50,7 @@ class HostStep:
     logits_indices: list[int] = field(default_factory=list)
     sampled_rows: list[int] = field(default_factory=list)
     max_query_len: int = 0
+    no_cached_prefix: bool = True  # every row starts at position 0 (AttentionMetadata.no_cached_prefix)
 
 
 def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
@@ -137,9 +138,10 @@ class ModelRunner:
         return torch.cuda.max_memory_allocated(self.device) - base
 
     @torch.inference_mode()
-    def dry_forward(self, num_tokens: int) -> torch.Tensor:
+    def dry_forward(self, num_tokens: int, *, no_cached_prefix: bool = True) -> torch.Tensor:
         """One sequence of `num_tokens` through the model without a KV cache: writes are skipped (slot -1)
-        and every position reads one zeroed block. Logits of the last min(max_num_seqs, num_tokens) rows."""
+        and every position reads one zeroed block. Logits of the last min(max_num_seqs, num_tokens) rows.
+        `no_cached_prefix=False` sends the prefill through the paged kernel as a step with a prefix would."""
         cfg = self.config
         block = torch.zeros(1, self.block_size, cfg.num_key_value_heads, cfg.head_dim, dtype=self.kv_dtype,
                             device=self.device)
@@ -151,6 +153,7 @@ class ModelRunner:
             cu_seqlens_q=make([0, num_tokens], torch.int32),
             max_query_len=num_tokens,
             kv_caches=[(block, block)] * cfg.num_hidden_layers,
+            no_cached_prefix=no_cached_prefix,
         )
         input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
         positions = torch.arange(num_tokens, device=self.device) % cfg.max_position_embeddings
@@ -160,9 +163,12 @@ class ModelRunner:
 
     def _warm_up_kernels(self) -> None:
         """Compile the Triton variants a first request could otherwise wait for (hundreds of ms each):
-        the prefill tile height follows the longest query (16, 32, 64 rows) and an eager decode step."""
-        for num_tokens in (1, 16, 32, 64):
-            self.dry_forward(num_tokens)
+        the paged prefill kernel's tile height follows the longest query (16 to 128 rows; steps with a
+        cached prefix run it whatever kernels.prefill_attention_path says), an eager decode step, and the
+        prefill path of steps without a prefix."""
+        for num_tokens in (1, 16, 32, 64, 128):
+            self.dry_forward(num_tokens, no_cached_prefix=False)
+        self.dry_forward(16)
         torch.cuda.synchronize(self.device)
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -199,9 +205,12 @@ class ModelRunner:
         if self.quantization == "gguf":
             matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
                                           else "(torch reference: dequantize per call)")
+        cfg = self.config
+        q_like = torch.empty(0, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
         return {
             "attention": f"paged/{self.attention_backend}",
             "kv_cache_dtype": str(self.kv_dtype).removeprefix("torch."),
+            "prefill_no_prefix": kernels.prefill_attention_path(q_like),  # with a cached prefix: paged
             "norm_rope_act": self.attention_backend,
             "matmul": matmul,
             "weight_bytes": self.weight_bytes,
@@ -218,6 +227,8 @@ class ModelRunner:
             start = request.num_computed_tokens
             end = start + num_new
             table = request.block_table
+            if start:
+                step.no_cached_prefix = False
             if num_new == 1:  # a decode row: the common case, kept cheap (it runs for every row, every step)
                 step.input_ids.append(request.token_ids_slice(start, end)[0])
                 step.positions.append(start)
@@ -260,6 +271,7 @@ class ModelRunner:
             cu_seqlens_q=cu_seqlens_q,
             max_query_len=step.max_query_len,
             kv_caches=self.kv_caches,
+            no_cached_prefix=step.no_cached_prefix,
         )
         return StepInputs(input_ids, positions, metadata, logits_indices, step.sampled_rows)
 

@@ -5,11 +5,16 @@ Importing this package never initialises CUDA.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from velollm.config import RopeScaling
-from velollm.kernels import activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope
+from velollm.kernels import (
+    activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope, varlen_attention,
+)
 from velollm.kernels._triton import HAS_TRITON
+from velollm.kernels.fp8 import as_stored
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.rope import build_cos_sin_cache
 
@@ -99,6 +104,37 @@ def paged_prefill_attention(
     )
 
 
+PREFILL_PATH_ENV = "VELOLLM_PREFILL_ATTENTION"
+PREFILL_PATHS = ("auto", "varlen", "paged")
+
+
+def prefill_attention_path(q: torch.Tensor) -> str:
+    """For a prefill step with no cached prefix (every key is in this step's k/v): "varlen" (attention over
+    the step's contiguous k/v, varlen_prefill_attention) or "paged" (paged_prefill_attention).
+
+    $VELOLLM_PREFILL_ATTENTION picks: "auto" (default) takes varlen where torch's flash kernel runs (CUDA,
+    fp16/bf16: benchmarks/GPU_NOTES.md run 1, H100, 16 x 512 causal: the paged Triton kernel reached 0.47x
+    flash) and paged elsewhere (on CPU both are SDPA per sequence); "varlen" and "paged" force one
+    (benchmarks/prefill_attention.py prints both). Steps with a cached prefix always take the paged path.
+    """
+    choice = os.environ.get(PREFILL_PATH_ENV, "auto") or "auto"
+    if choice not in PREFILL_PATHS:
+        raise ValueError(f"${PREFILL_PATH_ENV} must be one of {', '.join(PREFILL_PATHS)}, not {choice!r}")
+    if choice == "auto":
+        return "varlen" if varlen_attention.flash_supported(q) else "paged"
+    return choice
+
+
+def varlen_prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor, max_query_len: int, scale: float
+) -> torch.Tensor:
+    """Causal attention of packed sequences q [T, Hq, D] over their own k / v [T, Hkv, D] (no cached
+    prefix): torch's flash kernel where it runs, SDPA per sequence otherwise."""
+    if varlen_attention.flash_supported(q):
+        return varlen_attention.varlen_causal_attention_flash(q, k, v, cu_seqlens_q, max_query_len, scale)
+    return varlen_attention.varlen_causal_attention_ref(q, k, v, cu_seqlens_q, scale)
+
+
 def quantized_linear(x: torch.Tensor, weight: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ W^T with W in GGUF planes -> [..., N] in x.dtype (or into `out`, a 2-D [M, N] view).
 
@@ -129,14 +165,17 @@ __all__ = [
     "HAS_TRITON",
     "QuantizedWeight",
     "RopeScaling",
+    "as_stored",
     "build_cos_sin_cache",
     "fused_add_rms_norm",
     "kernel_backend",
     "paged_decode_attention",
     "paged_prefill_attention",
+    "prefill_attention_path",
     "quantized_embedding",
     "quantized_linear",
     "rms_norm",
     "rope_and_cache",
     "silu_and_mul",
+    "varlen_prefill_attention",
 ]

@@ -37,6 +37,16 @@ def to_cache_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
+def as_stored(x: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
+    """x as a cache of `cache_dtype` gives it back, in x's dtype: the fp8 round trip, else x itself.
+
+    Attention that takes this step's k/v directly instead of reading the cache (the varlen prefill) sees
+    them through this, so a prompt's result does not depend on whether its prefix was cached."""
+    if cache_dtype != FP8_KV_DTYPE:
+        return x
+    return to_cache_dtype(x, cache_dtype).to(x.dtype)
+
+
 @triton.jit
 def round_to_e4m3(x):
     """float32 x saturated to +-448 and rounded to the nearest e4m3 value (ties to even), still in float32.

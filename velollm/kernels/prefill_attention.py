@@ -55,6 +55,47 @@ def paged_prefill_attention_ref(
     return out
 
 
+@triton.jit
+def _attend_tiles(
+    q, m_i, l_i, acc, q_pos, lo, hi,
+    k_cache_ptr, v_cache_ptr, table_ptr, kv_head_off, qk_scale,
+    cache_block_stride, cache_slot_stride, block_size,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """Online softmax over the key tiles [lo, hi) of one query tile. MASKED: the causal diagonal (per-element
+    position compare, keys up to hi - 1 only); otherwise every query sees every key of every tile."""
+    n = tl.arange(0, BLOCK_N)
+    d = tl.arange(0, HEAD_DIM_PAD)
+    for tok0 in range(lo, hi, BLOCK_N):
+        pos = tok0 + n
+        if MASKED:
+            kv_valid = pos < hi
+            block = tl.load(table_ptr + pos // block_size, mask=kv_valid, other=0).to(tl.int64)
+            kv_mask = kv_valid[:, None] & (d[None, :] < HEAD_DIM)
+        else:
+            block = tl.load(table_ptr + pos // block_size).to(tl.int64)
+            kv_mask = d[None, :] < HEAD_DIM
+        row = block * cache_block_stride + (pos % block_size) * cache_slot_stride + kv_head_off
+        # To q's dtype (float32 under DOT_F32): a no-op for a cache in the model dtype, an fp8 cache's upcast.
+        if MASKED or HEAD_DIM != HEAD_DIM_PAD:
+            k = tl.load(k_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
+            v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
+        else:  # whole tiles of a power-of-two head: plain loads
+            k = tl.load(k_cache_ptr + row[:, None] + d[None, :]).to(q.dtype)
+            v = tl.load(v_cache_ptr + row[:, None] + d[None, :]).to(q.dtype)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        if MASKED:
+            s = tl.where(kv_valid[None, :] & (pos[None, :] <= q_pos[:, None]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
 @triton.jit(do_not_specialize=["bt_stride"])  # the block-table width changes every step (see decode)
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, cu_seqlens_ptr, context_lens_ptr, out_ptr,
@@ -66,7 +107,8 @@ def _prefill_kernel(
 ):
     """One program = BLOCK_M queries of one sequence x one query head (flash-attention forward)."""
     seq = tl.program_id(0).to(tl.int64)
-    m_block = tl.program_id(1)
+    # The last query tiles see the most keys: launched first, they do not trail at the end of the grid.
+    m_block = tl.num_programs(1) - 1 - tl.program_id(1)
     h = tl.program_id(2)
     q_start = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
     q_len = (tl.load(cu_seqlens_ptr + seq + 1) - q_start).to(tl.int32)
@@ -84,30 +126,42 @@ def _prefill_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], tl.float32)
-    n = tl.arange(0, BLOCK_N)
     kv_head_off = (h // GROUP) * cache_h_stride
-    # Causal: this block's last query sits at ctx - q_len + (m_block + 1) * BLOCK_M - 1.
-    hi = tl.minimum(ctx, ctx - q_len + (m_block + 1) * BLOCK_M)
-    for tok0 in range(0, hi, BLOCK_N):
-        pos = tok0 + n
-        kv_valid = pos < hi
-        block = tl.load(block_tables_ptr + seq * bt_stride + pos // block_size, mask=kv_valid, other=0).to(tl.int64)
-        row = block * cache_block_stride + (pos % block_size) * cache_slot_stride + kv_head_off
-        kv_mask = kv_valid[:, None] & (d[None, :] < HEAD_DIM)
-        # To q's dtype (float32 under DOT_F32): a no-op for a cache in the model dtype, an fp8 cache's upcast.
-        k = tl.load(k_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
-        v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        s = tl.where(kv_valid[None, :] & (pos[None, :] <= q_pos[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+    table_ptr = block_tables_ptr + seq * bt_stride
+    # Causal: no key past the tile's last query (ctx - q_len + (m_block + 1) * BLOCK_M - 1) is read, and the
+    # key tiles that end at or before the first query's position are seen whole by every query: no mask.
+    first_q = ctx - q_len + m_block * BLOCK_M
+    hi = tl.minimum(ctx, first_q + BLOCK_M)
+    full_hi = (first_q + 1) // BLOCK_N * BLOCK_N
+    m_i, l_i, acc = _attend_tiles(
+        q, m_i, l_i, acc, q_pos, 0, full_hi, k_cache_ptr, v_cache_ptr, table_ptr, kv_head_off, qk_scale,
+        cache_block_stride, cache_slot_stride, block_size, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DOT_PRECISION, False,
+    )
+    m_i, l_i, acc = _attend_tiles(
+        q, m_i, l_i, acc, q_pos, full_hi, hi, k_cache_ptr, v_cache_ptr, table_ptr, kv_head_off, qk_scale,
+        cache_block_stride, cache_slot_stride, block_size, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DOT_PRECISION, True,
+    )
     o = acc / l_i[:, None]
     o_ptr = out_ptr + (q_start + m[:, None]) * out_t_stride + h * out_h_stride + d[None, :]
     tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=q_mask)
+
+
+# Tiles (block_m, block_n, num_warps) by head size and longest query of the step, from the sweep in
+# benchmarks/prefill_attention.py: benchmarks/GPU_NOTES.md run 1 (H100, bf16, Llama-3.1-8B heads), best_cfg
+# of 16 x 512 fresh prompts: 64 / 32 / 4; of 16 x 256 after a 768-token prefix: 128 / 32 / 4. Head sizes not
+# swept keep the earlier default. A bucket is (longest query up to, tile); the last bucket has no bound.
+PREFILL_TILES: dict[int, tuple[tuple[int | None, tuple[int, int, int]], ...]] = {
+    128: ((256, (128, 32, 4)), (None, (64, 32, 4))),
+}
+DEFAULT_TILE = (64, 64, 4)
+
+
+def prefill_tile(head_dim: int, max_query_len: int) -> tuple[int, int, int]:
+    """(block_m, block_n, num_warps) for this head size and longest query (see PREFILL_TILES)."""
+    for bound, tile in PREFILL_TILES.get(head_dim, ()):
+        if bound is None or max_query_len <= bound:
+            return tile
+    return DEFAULT_TILE
 
 
 def paged_prefill_attention_triton(
@@ -121,13 +175,13 @@ def paged_prefill_attention_triton(
     *,
     out: torch.Tensor | None = None,
     max_query_len: int | None = None,
-    block_m: int = 64,
-    block_n: int = 64,
-    num_warps: int = 4,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
     num_stages: int | None = None,
 ) -> torch.Tensor:
     """`max_query_len` (if the caller knows it) saves the host read of cu_seqlens_q; the tile and launch
-    knobs exist for benchmarks/prefill_attention.py."""
+    knobs exist for benchmarks/prefill_attention.py and tests (unset: prefill_tile's table)."""
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = context_lens.shape[0]
     check_paged_inputs(q, k_cache, v_cache, block_tables, num_seqs)
@@ -138,6 +192,8 @@ def paged_prefill_attention_triton(
         return out
     if max_query_len is None:
         max_query_len = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+    tile = prefill_tile(head_dim, max_query_len)
+    block_m, block_n, num_warps = block_m or tile[0], block_n or tile[1], num_warps or tile[2]
     block_m = min(block_m, max(16, triton.next_power_of_2(max_query_len)))
     grid = (num_seqs, triton.cdiv(max_query_len, block_m), num_heads)
     _prefill_kernel[grid](

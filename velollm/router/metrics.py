@@ -1,6 +1,7 @@
 """Per-backend Prometheus series, read at scrape time (registered into the app's registry by
 velollm.api.metrics): in flight, waiting, requests, errors by kind, ejected state, latency histogram.
-`velollm_queue_size{backend}` joins the engine's `velollm_queue_size{model}` family (api/metrics.py)."""
+Each family has its own name and one label set: the requests waiting for a backend are
+`velollm_backend_queue_size{backend}`, apart from the engines' `velollm_queue_size{model}`."""
 
 from __future__ import annotations
 
@@ -28,14 +29,13 @@ class RouterMetrics:
     def observe(self, backend: str, seconds: float) -> None:
         self.latency.labels(backend).observe(seconds)
 
-    def queue_sizes(self) -> dict[str, int]:
-        return {b.name: b.queue.waiting for b in self.backends}
-
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         in_flight = GaugeMetricFamily("velollm_backend_in_flight", "Requests sent to the backend and not finished",
                                       labels=["backend"])
+        waiting = GaugeMetricFamily("velollm_backend_queue_size", "Requests waiting in VeloLLM for a free slot on "
+                                    "the backend (its max_concurrency)", labels=["backend"])
         ejected = GaugeMetricFamily("velollm_backend_ejected", "1 while the backend is ejected (unhealthy)",
                                     labels=["backend"])
         requests = CounterMetricFamily("velollm_backend_requests", "Requests the backend answered",
@@ -49,11 +49,12 @@ class RouterMetrics:
                                         labels=["backend"])
         for b in self.backends:
             in_flight.add_metric([b.name], b.queue.in_flight)
+            waiting.add_metric([b.name], b.queue.waiting)
             ejected.add_metric([b.name], 1 if b.health.ejected else 0)
             requests.add_metric([b.name], b.requests)
             ejections.add_metric([b.name], b.health.ejections)
             failovers.add_metric([b.name], b.failovers)
             for kind in ("connect", "timeout", "stream", "status"):
                 errors.add_metric([b.name, kind], b.errors[kind])
-        yield from (in_flight, ejected, requests, errors, ejections, failovers)
+        yield from (in_flight, waiting, ejected, requests, errors, ejections, failovers)
         yield from self.latency.collect()

@@ -26,7 +26,7 @@ class Slot:
 
 
 class BackendQueue:
-    """A FIFO semaphore with a bounded, visible queue (`velollm_queue_size{backend}`)."""
+    """A FIFO semaphore with a bounded, visible queue (`velollm_backend_queue_size{backend}`)."""
 
     def __init__(self, limit: int, max_queue: int, timeout_s: float) -> None:
         self.limit = limit  # 0: unbounded

@@ -250,9 +250,6 @@ class Router:
 
         return _merged(list(await asyncio.gather(*(one(b) for b in self.backends))), "name")
 
-    def queue_sizes(self) -> dict[str, int]:
-        return self.metrics.queue_sizes()
-
     @property
     def metrics_collector(self) -> RouterMetrics:
         return self.metrics

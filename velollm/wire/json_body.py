@@ -19,6 +19,22 @@ from velollm.errors import InvalidRequest
 # interpreter's recursion limit, which every later reader (jsonschema, grammar compilers) must stay under.
 MAX_JSON_DEPTH = 64
 
+# Where a middleware that has parsed and checked a request's body (the response cache) leaves it for the
+# endpoint, which would otherwise parse and check the same bytes again: a key of the ASGI scope's "state"
+# (Starlette's request.state), so it lives and dies with the one request.
+_PARSED_BODY = "velollm.parsed_body"
+
+
+def hand_over(scope: dict[str, Any], body: dict[str, Any]) -> None:
+    """Leaves `body`, parsed from the bytes the endpoint will receive, for `take_handed` to return."""
+    scope.setdefault("state", {})[_PARSED_BODY] = body
+
+
+def take_handed(scope: dict[str, Any]) -> dict[str, Any] | None:
+    """The body a middleware handed over for this request (once), or None: parse it yourself."""
+    state = scope.get("state")
+    return state.pop(_PARSED_BODY, None) if isinstance(state, dict) else None
+
 
 def parse_json(data: bytes | str, what: str = "request body", prefix: str = "") -> Any:
     """`data` parsed and checked (`check_json`); an InvalidRequest naming `what` / the field otherwise."""
@@ -36,7 +52,57 @@ def parse_json(data: bytes | str, what: str = "request body", prefix: str = "") 
 
 def check_json(value: Any, prefix: str = "") -> None:
     """An InvalidRequest naming the first field that is nested deeper than MAX_JSON_DEPTH, a number
-    that is not finite, or a string with a lone surrogate. Iterative: any depth is safe to walk."""
+    that is not finite, or a string with a lone surrogate. Iterative: any depth is safe to walk.
+    Paths are built only to name a fault: a clean body (nearly every one) is walked without them."""
+    if not _is_clean(value):
+        _raise_first_fault(value, prefix)
+
+
+def _text_ok(text: Any) -> bool:
+    """No lone surrogate in `text`. isascii() is O(1) on str (CPython keeps the flag), so ASCII strings
+    of any length cost nothing; the others are encoded, the one check CPython has in C."""
+    if not isinstance(text, str) or text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_clean(value: Any) -> bool:
+    """Whether `value` passes check_json, walked without the paths that only an error needs.
+
+    Exact type tests: json.loads makes nothing else, and they cost a third of isinstance's; any other
+    type (a caller's own value) goes to the full walk, which judges it as before."""
+    isfinite = math.isfinite
+    stack: list[tuple[Any, int]] = [([value], 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if type(node) is dict:
+            for key in node:
+                if type(key) is not str or not (key.isascii() or _text_ok(key)):
+                    return False
+            node = node.values()
+        for item in node:
+            kind = type(item)
+            if kind is str:
+                if not (item.isascii() or _text_ok(item)):
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((item, depth + 1))
+            elif kind is float:
+                if not isfinite(item):
+                    return False
+            elif kind is not int and kind is not bool and item is not None:
+                return False
+    return True
+
+
+def _raise_first_fault(value: Any, prefix: str) -> None:
+    """The InvalidRequest for the first fault of `value`, its field named (the walk again, with paths)."""
     stack: list[tuple[Any, str, int]] = [(value, prefix.rstrip("."), 1)]
     while stack:
         node, path, depth = stack.pop()

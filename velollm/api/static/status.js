@@ -175,7 +175,7 @@ function renderCaches(samples) {
 
 function renderRequests(samples) {
   $("stat-running").textContent = sum(samples, "velollm_running_requests");
-  $("stat-waiting").textContent = sum(samples, "velollm_queue_size");
+  $("stat-waiting").textContent = sum(samples, "velollm_queue_size") + sum(samples, "velollm_backend_queue_size");
   $("stat-requests").textContent = Math.round(sum(samples, "velollm_requests_total"));
   $("stat-errors").textContent = Math.round(sum(samples, "velollm_requests_total", (l) => +l.status >= 400));
   $("stat-aborted").textContent = Math.round(sum(samples, "velollm_aborted_requests_total"));

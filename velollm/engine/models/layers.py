@@ -59,9 +59,12 @@ class PagedAttention(nn.Module):
             out = dense_attention(q, k, v, positions, self.rotary.cos_sin_cache, meta, self.scale)
             return out.reshape(num_tokens, self.num_heads * self.head_dim)
         k_cache, v_cache = meta.kv_caches[self.layer_idx]
-        q, _ = kernels.rope_and_cache(q, k, v, positions, self.rotary.cos_sin_cache, k_cache, v_cache, meta.slot_mapping)
+        q, k = kernels.rope_and_cache(q, k, v, positions, self.rotary.cos_sin_cache, k_cache, v_cache, meta.slot_mapping)
         if meta.decode_only:
             out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale)
+        elif meta.no_cached_prefix and kernels.prefill_attention_path(q) == "varlen":
+            k, v = kernels.as_stored(k, k_cache.dtype), kernels.as_stored(v, v_cache.dtype)  # as later steps read them
+            out = kernels.varlen_prefill_attention(q, k, v, meta.cu_seqlens_q, meta.max_query_len, self.scale)
         else:
             out = kernels.paged_prefill_attention(
                 q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, self.scale,
