@@ -1,6 +1,7 @@
 """Long conversations: TTFT per turn with and without turn prefetch, compression per step, model switch.
 
     python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--repeats 1] [--parts ttft,floor,compress,switch]
+    python benchmarks/context.py --device cuda        # the same on a GPU (issue 17: "and on a GPU when one is available")
 
 A 30-turn chat on the demo model through `velollm serve --context-overflow compress`: each turn a new
 ~300-token user message and a 32-token answer; turns 5, 10, 15, 20 and 25 also carry a tool call whose
@@ -22,6 +23,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,8 +50,8 @@ def start(args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, str,
     from velollm.engine.loader.demo import default_cache_dir
 
     cache = os.environ.get("VELOLLM_CACHE") or str(default_cache_dir())
-    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--kv-cache-memory", "512MiB", *extra,
-                                    env={"VELOLLM_CACHE": cache}, timeout=300)
+    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--kv-cache-memory", "512MiB", "--device", args.device,
+                                    *extra, env={"VELOLLM_CACHE": cache}, timeout=300)
     return proc, url, log
 
 
@@ -179,6 +181,10 @@ def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     for label, rows in runs.items():
         ratio = rows[-1]["ttft_ms"] / rows[1]["ttft_ms"]
         print(f"{label}: turn {rows[-1]['turn']} TTFT / turn 2 TTFT = {ratio:.2f} (target <= 1.5)")
+        print(json.dumps({"what": "context_ttft", "device": args.device, "mode": label, "turns": rows[-1]["turn"],
+                          "turn2_ms": rows[1]["ttft_ms"], "last_ms": rows[-1]["ttft_ms"],
+                          "last_prompt_tokens": rows[-1]["prompt_tokens"], "ratio": round(ratio, 2),
+                          "target": 1.5, "met": ratio <= 1.5}), flush=True)
     return messages, runs["prefetch"]
 
 
@@ -187,7 +193,7 @@ def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
     prefix cache holds it in the server), then the whole prompt timed to its first token."""
     from velollm import LLM, SamplingParams
 
-    llm = LLM("demo", max_model_len=args.max_model_len, kv_cache_memory=512 << 20)
+    llm = LLM("demo", device=args.device, max_model_len=args.max_model_len, kv_cache_memory=512 << 20)
     params = SamplingParams(temperature=0, max_tokens=1)
     rng = random.Random(0)
     out = {}
@@ -211,6 +217,8 @@ def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
         print(f"| {turn} | {cached} | {total - cached} | {ms:.1f} |")
     (_, _, first), (_, _, last) = out.values()
     print(f"engine alone: turn {rows[-1]['turn']} / turn 2 = {last / first:.2f}")
+    print(json.dumps({"what": "context_floor", "device": args.device, "turn2_ms": round(first, 1),
+                      "last_ms": round(last, 1), "ratio": round(last / first, 2)}), flush=True)
 
 
 def part_compress(messages: list[dict]) -> None:
@@ -227,6 +235,7 @@ def part_compress(messages: list[dict]) -> None:
     print("| step | tokens before | tokens after | saved | ms |")
     print("|---|---|---|---|---|")
     current = messages
+    rows = []
     for name, step in STEPS:
         before = count(current)
         t0 = time.perf_counter()
@@ -234,6 +243,8 @@ def part_compress(messages: list[dict]) -> None:
         dt = time.perf_counter() - t0
         after = count(current)
         print(f"| {name} | {before} | {after} | {before - after} | {dt * 1e3:.2f} |")
+        rows.append({"step": name, "before": before, "after": after, "ms": round(dt * 1e3, 2)})
+    print(json.dumps({"what": "context_compress", "steps": rows}), flush=True)
 
 
 def part_switch(args: argparse.Namespace) -> None:
@@ -264,6 +275,9 @@ def part_switch(args: argparse.Namespace) -> None:
                 for kind, values in by_kind.items():
                     summary.append(f"--host-cache-memory {host_cache}: switch TTFT median {statistics.median(values):.1f} "
                                    f"ms over {len(values)} {kind} loads")
+                    summary.append(json.dumps({"what": "context_switch", "device": args.device,
+                                               "host_cache": host_cache, "load": kind, "loads": len(values),
+                                               "ttft_median_ms": round(statistics.median(values), 1)}))
             finally:
                 stop_serve(proc)
     finally:
@@ -282,10 +296,15 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="conversations per server in the TTFT part")
     p.add_argument("--floor-repeats", type=int, default=5)
     p.add_argument("--parts", default="ttft,floor,compress,switch")
+    p.add_argument("--device", default="auto", help="the servers' and the floor engine's device: auto, cpu, cuda")
     args = p.parse_args()
+    # A time limit's SIGTERM (gpu_check.sh) ends the script through its finally blocks: its servers go down too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
-    print(f"# benchmarks/context.py on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    gpu = f", GPU {torch.cuda.get_device_name()}" if args.device != "cpu" and torch.cuda.is_available() else ""
+    print(f"# benchmarks/context.py --device {args.device}{gpu}; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); {load()}")
     parts = set(args.parts.split(","))

@@ -49,11 +49,15 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--b1-only", action="store_true", help="only the batch-1 rows (split policy, fused merge)")
     a = p.parse_args()
     device = "cpu" if a.small else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
         return 2
+    if a.b1_only:
+        batch_one(a.block_size)
+        return 0
     batch, context = (2, 40) if a.small else (a.batch, a.context)
     copy_bps = copy_bandwidth("cuda") if device == "cuda" else 20e9
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu-interpreter"
@@ -102,17 +106,28 @@ def main() -> int:
 
 def batch_one(block_size: int) -> None:
     """Batch-1 decode as a CUDA graph runs it: a short context (384) in a table as wide as the graph's
-    (8192 tokens), so the split count comes from the width. Kernel time per split policy (8B heads)."""
-    hq, hkv, head_dim = SHAPES["llama-3.1-8b"]
-    q, k_cache, v_cache, tables, lens = build(1, 8192, hq, hkv, head_dim, block_size, "cuda")
-    lens.fill_(384)
-    out = torch.empty_like(q)
-    for cfg in (dict(), dict(num_splits=16), dict(num_splits=4), dict(num_splits=1)):
-        def call(cfg=cfg):
-            return da.paged_decode_attention_triton(q, k_cache, v_cache, tables, lens, head_dim ** -0.5, out=out, **cfg)
-        call()
-        emit(what="decode_attention_b1_cfg", context=384, table_tokens=8192, cfg=cfg or "default",
-             us=round(time_cuda(call) * 1e6, 2))
+    (8192 tokens), so the split count comes from the width. Kernel time per split policy (8B heads), and
+    the split merge fused into the attention kernel ($VELOLLM_DECODE_FUSED_REDUCE=1, off by default: the
+    engine turns it on where `fused_reduce` beats "default" here) for both shapes, contexts 384 and 2048."""
+    for model in ("llama-3.1-8b", "llama-3.2-1b"):
+        hq, hkv, head_dim = SHAPES[model]
+        q, k_cache, v_cache, tables, lens = build(1, 8192, hq, hkv, head_dim, block_size, "cuda")
+        out = torch.empty_like(q)
+        want = {}
+        for context in (384, 2048):
+            lens.fill_(context)
+            cfgs = [dict(), dict(fused_reduce=True)]
+            if model == "llama-3.1-8b" and context == 384:
+                cfgs += [dict(num_splits=16), dict(num_splits=4), dict(num_splits=1)]
+            for cfg in cfgs:
+                def call(cfg=cfg):
+                    return da.paged_decode_attention_triton(q, k_cache, v_cache, tables, lens, head_dim ** -0.5,
+                                                            out=out, **cfg)
+                got = call().float()
+                want.setdefault(context, got.clone())
+                emit(what="decode_attention_b1_cfg", model=model, context=context, table_tokens=8192,
+                     cfg=cfg or "default", us=round(time_cuda(call) * 1e6, 2),
+                     max_diff_vs_default=round((got - want[context]).abs().max().item(), 4))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,46 @@
 #!/usr/bin/env bash
-# Issue 5 GPU check, one command on an H100/H200 with no network; installs nothing (torch, triton,
+# GPU check (issues 5, 11, 17, 18), on an H100/H200 with no network; installs nothing (torch, triton,
 # transformers, pytest are there). Run from anywhere:   bash benchmarks/gpu_check.sh
-#   1. GPU tests: every kernel compiled for the GPU (TRITON_INTERPRET unset; the tests CI runs interpreted),
-#      CUDA-graph replay == eager, the whole engine on CUDA against transformers
-#   2. decode attention alone: GB/s against the measured copy bandwidth, with a small tiling sweep
-#   3. batch-1 decode vs roofline and transformers; 256-request throughput vs transformers' generate_batch
-#      and padded generate (fails unless the paged Triton kernels ran); prefill attention TFLOP/s
-#   4. transformers' static-cache decode (it compiles: minutes), only if the time budget allows
-#   5. GGUF kept quantized (issue 11): quantized kernel tests, the GEMV/GEMM sweep behind the dispatch rule,
-#      batch-1 decode and 64/256-request throughput quantized vs our bfloat16 path (+ llama.cpp when its build
-#      offloads), load time / RSS / VRAM of an 8B Q4_K_M file vs llama.cpp
-#   GPU_CHECK_STEPS=quant runs only step 5 (GPU_CHECK_BUDGET=540 fits one 10-minute call);
-#   GPU_CHECK_STEPS=base only steps 1-4; default: all
-# then the table, last. Every step has a time limit, and the whole run stays inside GPU_CHECK_BUDGET
-# seconds (default 420): a step that would start with less than 20 s left is skipped and reported.
+#
+# The next GPU session (15 minutes of one H100 in all, machine start included; at most 10 minutes a call):
+# two calls, the second at once after the first (the machine stays warm 30 s; a fresh one costs a start
+# and rewrites the 16 GB 8B model folder), each with the packages the machine lacks carried along:
+#   run(command="GPU_CHECK_STEPS=first GPU_CHECK_BUDGET=470 bash benchmarks/gpu_check.sh",
+#       carry=[".gpu_deps"], timeout_s=500)
+#   run(command="GPU_CHECK_STEPS=second GPU_CHECK_BUDGET=<budget_left_s - 70> bash benchmarks/gpu_check.sh",
+#       carry=[".gpu_deps"], timeout_s=<GPU_CHECK_BUDGET + 25>)            (e.g. 230 / 255)
+# .gpu_deps, made once here where pip works (pure-Python wheels; the GPU image has Python 3.12 and the rest):
+#   pip install --target .gpu_deps --no-deps gguf==0.19.0 starlette==1.10.0 uvicorn==0.55.0 sniffio==1.3.1 json-repair==0.64.6
+# (gguf: the quantized steps; starlette + uvicorn: `velollm serve` for the serving and context steps.)
+# It is put on PYTHONPATH when present. Results come back under $OUT: results.jsonl and all.log.
+#
+# Groups (GPU_CHECK_STEPS: comma-separated group or step names; default all), in the order they run,
+# with the expected seconds on an H100 (the limit in brackets; a step never runs past its limit):
+#   first  (~420 s, limits sum past the budget: the last steps are skipped, and reported, if time runs out)
+#     quant_decode_8b     issue 11: batch-1 decode 8B Q4_K_M and Q8_0 quantized vs our bfloat16 path  ~120 [150]
+#     quant_decode_3b     issue 11: same, 3B Q4_K_M                                                   ~50  [75]
+#     throughput_llama-3.2-1b / _llama-3.1-8b  issue 18: 256 requests, async scheduling on and off    ~50/~100 [90/130]
+#     gpu_decode          batch-1 decode vs the roofline (1B, 8B; 1B eager too; no transformers peer:
+#                         its dynamic cache is host-bound, 13 tok/s, GPU_NOTES.md)                   ~45  [75]
+#     prefill_attention   issue 18: paged prefill vs torch SDPA (flash), tile sweep; for prompts without a
+#                         cached prefix a row per engine path (varlen = torch flash on the step's k/v, paged =
+#                         our Triton kernel; $VELOLLM_PREFILL_ATTENTION) and the one "auto" takes      ~15  [45]
+#     decode_b1_fused     issue 18: batch-1 decode attention, split merge in a second kernel (default) vs
+#                         fused into the split kernel ($VELOLLM_DECODE_FUSED_REDUCE=1), 8B and 1B heads ~10  [30]
+#   second (~210 s)
+#     serving_8b          issue 18: velollm serve, 8B shape, ShareGPT-like, 1,000 prompts at rate inf and
+#                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
+#     context_cuda        issue 17: benchmarks/context.py --device cuda (30-turn TTFT, compression, switch) ~70 [110]
+#     serving_8b_async_off, serving_1b   the same with async off (rate inf) and on the 1B shape      ~70/~90 [90/120]
+#   base   gpu_tests, decode_attention, gpu_decode, the two throughput steps, prefill_attention, hf_static_cache
+#   quant  quant_tests, quant_decode_8b, quant_sweep, quant_throughput_8b, quant_decode_3b, quant_load_8b
+#   serving, context, tests: the steps so named; a step's own name also selects it
+# GPU_CHECK_PEERS=1 adds transformers' generate_batch / padded generate to the throughput steps (~20 s 1B,
+# ~75 s 8B; measured in GPU_NOTES.md run 1). SERVING_RATE_RUN (default 8:300) is the rate run of serving.
+# Every step has a time limit, and the whole run stays inside GPU_CHECK_BUDGET seconds (default 420): a step
+# that would start with less than 20 s left is skipped and reported. Then the table, last.
 # Results: $GPU_CHECK_DIR/results.jsonl and all.log (default: $OUT if set, else /tmp/gpu_check).
 # Exit status 1 if any step failed, timed out or was skipped.
-# Packages the GPU machine lacks (it has no network; `gguf` for step 5) go in .gpu_deps, made where pip
-# works (`pip install --target .gpu_deps --no-deps gguf`) and carried along with the tree: it is put on
-# PYTHONPATH when present.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 unset TRITON_INTERPRET
@@ -36,9 +58,21 @@ LOG="$DIR/all.log"
 STATUS=0
 T0=$(date +%s)
 
-step() {  # step NAME LIMIT_S COMMAND...: run inside the budget, append its log, keep its JSON rows
+want() {  # want NAME...: does GPU_CHECK_STEPS name one of these groups or steps (or is it all)?
+    local name
+    [ "$STEPS" = all ] && return 0
+    for name in "$@"; do
+        case ",$STEPS," in *",$name,"*) return 0 ;; esac
+    done
+    return 1
+}
+
+GROUPS_OF=""  # the groups of the steps that follow (set before each block)
+step() {  # step NAME LIMIT_S COMMAND...: if wanted, run inside the budget, append its log, keep its JSON rows
     local name=$1 limit=$2 start rc left
     shift 2
+    # shellcheck disable=SC2086
+    want "$name" $GROUPS_OF || return 0
     left=$(( BUDGET - ($(date +%s) - T0) ))
     if [ "$left" -lt 20 ]; then
         echo "=== $name: skipped, ${left}s of the budget left" | tee -a "$LOG"
@@ -49,7 +83,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run inside the budget, append its log,
     [ "$limit" -gt "$left" ] && limit=$left
     echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
     start=$(date +%s)
-    timeout "$limit" "$@" > "$DIR/.step.log" 2>&1
+    # GPU_CHECK_STEP_LIMIT: the step's own limit, for scripts that pace their parts (serving_velollm.py)
+    timeout "$limit" env GPU_CHECK_STEP_LIMIT="$limit" "$@" > "$DIR/.step.log" 2>&1
     rc=$?
     cat "$DIR/.step.log" >> "$LOG"
     tail -n 25 "$DIR/.step.log"
@@ -70,37 +105,63 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
 
 XDIST=()
 $PY -c "import xdist" 2>/dev/null && XDIST=(-n 8)  # the many small kernel compiles run in parallel
-if [ "$STEPS" != quant ]; then
-step gpu_tests 150 $PY -m pytest tests/kernels tests/engine/test_cuda_graph.py tests/engine/test_models_gpu.py \
-    -q -p no:cacheprovider "${XDIST[@]}" -rs
-grep -E "passed|failed" "$DIR/.step.log" | tail -n 1 | \
-    $PY -c 'import json,sys; print(json.dumps({"what": "gpu_tests", "summary": sys.stdin.read().strip()}))' >> "$RESULTS"
+WORK=${GPU_CHECK_WORK:-/tmp/velollm-bench}  # model folders and GGUF files (8B bf16 16 GB, Q4_K_M 4.9 GB, Q8_0 8.5 GB)
+PEERS=(--skip-peers)
+[ "${GPU_CHECK_PEERS:-0}" = 1 ] && PEERS=()
+summary() {  # summary WHAT: the pytest summary line of the last step as a JSON row
+    grep -E "passed|failed" "$DIR/.step.log" | tail -n 1 | \
+        $PY -c "import json,sys; print(json.dumps({'what': '$1', 'summary': sys.stdin.read().strip()}))" >> "$RESULTS"
+}
 
-step decode_attention 75 $PY benchmarks/decode_attention.py
-step gpu_decode 150 $PY benchmarks/gpu_decode.py
-for shape in llama-3.2-1b llama-3.1-8b; do
-    step "throughput_$shape" 150 $PY benchmarks/throughput.py --device cuda --shape "$shape" \
-        --num-requests 256 --min-prompt 64 --max-prompt 512 --output-len 128 --padded-batch 64
-done
-step prefill_attention 45 $PY benchmarks/prefill_attention.py
-step hf_static_cache 240 $PY benchmarks/gpu_decode.py --skip-velollm --peers static
-fi
-
-if [ "$STEPS" != base ]; then
-WORK=${GPU_CHECK_WORK:-/tmp/velollm-bench}  # the GGUF files (4.9 GB 8B Q4_K_M, 8.5 GB 8B Q8_0, 2 GB 3B)
-step quant_tests 120 $PY -m pytest tests/kernels/test_quant_kernels.py tests/gguf/test_gguf_quantized_gpu.py \
-    -q -p no:cacheprovider "${XDIST[@]}" -rs
-grep -E "passed|failed" "$DIR/.step.log" | tail -n 1 | \
-    $PY -c 'import json,sys; print(json.dumps({"what": "quant_tests", "summary": sys.stdin.read().strip()}))' >> "$RESULTS"
+# --- first call: issue 11's decode targets, issue 18's throughput, batch-1 decode, prefill attention ---
+GROUPS_OF="first quant"
 step quant_decode_8b 150 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" \
     --case llama-3.1-8b:Q4_K_M --case llama-3.1-8b:Q8_0
+step quant_decode_3b 75 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M
+GROUPS_OF="first base throughput"
+step throughput_llama-3.2-1b 90 $PY benchmarks/throughput.py --device cuda --shape llama-3.2-1b --workdir "$WORK" \
+    --num-requests 256 --min-prompt 64 --max-prompt 512 --output-len 128 --padded-batch 64 \
+    --async-scheduling both "${PEERS[@]}"
+step throughput_llama-3.1-8b 130 $PY benchmarks/throughput.py --device cuda --shape llama-3.1-8b --workdir "$WORK" \
+    --num-requests 256 --min-prompt 64 --max-prompt 512 --output-len 128 --padded-batch 64 \
+    --async-scheduling both "${PEERS[@]}"
+GROUPS_OF="first base"
+step gpu_decode 75 $PY benchmarks/gpu_decode.py --workdir "$WORK" --peers none
+step prefill_attention 45 $PY benchmarks/prefill_attention.py
+step decode_b1_fused 30 $PY benchmarks/decode_attention.py --b1-only
+
+# --- second call: issue 18's serving run, issue 17's context run ---
+RATE_RUN=${SERVING_RATE_RUN:-8:300}
+GROUPS_OF="second serving"
+step serving_8b 170 $PY benchmarks/serving_velollm.py --shape llama-3.1-8b --workdir "$WORK" --async on \
+    --run inf:1000 --run "$RATE_RUN"
+GROUPS_OF="second context"
+step context_cuda 110 $PY benchmarks/context.py --device cuda --switches 3
+GROUPS_OF="second serving"
+step serving_8b_async_off 90 $PY benchmarks/serving_velollm.py --shape llama-3.1-8b --workdir "$WORK" --async off \
+    --run inf:1000
+step serving_1b 120 $PY benchmarks/serving_velollm.py --shape llama-3.2-1b --workdir "$WORK" --async on \
+    --run inf:1000 --run "$RATE_RUN"
+
+# --- longer sessions: correctness on the GPU, the rest of issues 5 and 11 ---
+GROUPS_OF="base tests"
+step gpu_tests 150 $PY -m pytest tests/kernels tests/engine/test_cuda_graph.py tests/engine/test_models_gpu.py \
+    -q -p no:cacheprovider "${XDIST[@]}" -rs
+want gpu_tests base tests && summary gpu_tests
+GROUPS_OF="base"
+step decode_attention 75 $PY benchmarks/decode_attention.py
+GROUPS_OF="quant tests"
+step quant_tests 120 $PY -m pytest tests/kernels/test_quant_kernels.py tests/gguf/test_gguf_quantized_gpu.py \
+    -q -p no:cacheprovider "${XDIST[@]}" -rs
+want quant_tests quant tests && summary quant_tests
+GROUPS_OF="quant"
 step quant_sweep 90 $PY benchmarks/quant_matmul.py --types Q4_K Q6_K Q8_0
 step quant_throughput_8b 150 $PY benchmarks/gguf_quantized.py --steps throughput --workdir "$WORK" \
     --case llama-3.1-8b:Q4_K_M
-step quant_decode_3b 75 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M
 step quant_load_8b 90 $PY benchmarks/gguf_load.py --out "$WORK" --shape llama-3.1-8b --types Q4_K_M \
     --device cuda --quantization gguf
-fi
+GROUPS_OF="base"
+step hf_static_cache 240 $PY benchmarks/gpu_decode.py --workdir "$WORK" --skip-velollm --peers static
 
 echo "{\"what\": \"total\", \"seconds\": $(( $(date +%s) - T0 )), \"status\": $STATUS}" >> "$RESULTS"
 $PY benchmarks/report_table.py "$RESULTS" | tee -a "$LOG"

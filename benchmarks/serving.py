@@ -3,6 +3,7 @@
     python benchmarks/serving.py --base-url http://127.0.0.1:8000/v1 --model demo \
         --num-prompts 200 --max-concurrency 16 --input-len 128 --output-len 64
     python benchmarks/serving.py --base-url http://127.0.0.1:8080/v1 --model tiny --request-rate 8
+    python benchmarks/serving.py --model llama-3.1-8b --dataset sharegpt-like --num-prompts 1000   # as vLLM's run
 
 Measured as `vllm bench serve` does (shared/reference/serving_features.md §3): every request streams with
 stream_options.include_usage; TTFT = first SSE chunk with choices - send time; ITL = gaps between later
@@ -11,6 +12,20 @@ from usage.completion_tokens; TPOT = (E2EL - TTFT) / (output tokens - 1) per req
 total output tokens / benchmark duration. Arrivals: Poisson at --request-rate (gamma with --burstiness),
 all at once when inf; --max-concurrency caps requests in flight. Prompts are random words, distinct per
 request so prefix caches do not flatter repeated runs. Prints a table and one JSON line ("what": "serving").
+
+--dataset sharegpt-like: per request an input and an output length drawn like ShareGPT's (no download, no
+network): lognormal, medians 190 (input) and 174 (output) tokens, sigma 0.5 for both, rounded, at least 4,
+input at most 1,024 and input + output at most --max-model-len (2,048): vLLM's ShareGPT sampler's filter.
+The medians are set so the means are 215 and 197 tokens: 1,000 prompts (seed 0) give 215k input / 198k
+output tokens, the totals of vLLM's published 1,000-prompt ShareGPT run (shared/reference/perf_anchors.md,
+3b: 215k in / 197k out), so output tok/s compares like for like. On the completions endpoint the prompts
+are token ids (exact lengths, random ids in --token-range), on the chat endpoint words (~1 token each).
+Every request sends ignore_eos and min_tokens = max_tokens (vLLM and VeloLLM honour both) so each answer
+has its drawn length; answers shorter than asked are counted (short_outputs) and make the exit status 1.
+
+Batching criterion (the seed's): before the load, --single-requests requests run one at a time (median
+lengths, other prompts); their median TPOT is the single-request TPOT, and TPOT p99 under load / that
+must stay <= 2 (printed as tpot_p99_over_single with batching_met).
 """
 
 from __future__ import annotations
@@ -21,6 +36,7 @@ import json
 import math
 import random
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +49,26 @@ _WORDS = ("time person year way day thing man world life hand part child eye wom
           "old right big high different small large next early young important few public bad same able").split()
 
 
+# ShareGPT-like lengths (see the module docstring): lognormal(log(median), SIGMA) per side, clipped.
+SHAREGPT_INPUT_MEDIAN = 190
+SHAREGPT_OUTPUT_MEDIAN = 174
+SHAREGPT_SIGMA = 0.5
+SHAREGPT_MIN_LEN = 4
+SHAREGPT_MAX_INPUT = 1024
+SINGLE_TPOT_TARGET = 2.0  # TPOT p99 under load <= 2x the single-request TPOT
+
+
+@dataclass
+class Request:
+    prompt: str | list[int]
+    input_len: int
+    output_len: int
+
+
 @dataclass
 class RequestResult:
     ok: bool = False
+    expected_output: int = 0
     error: str = ""
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -51,11 +84,48 @@ def make_prompts(n: int, input_len: int, seed: int) -> list[str]:
             for i in range(n)]
 
 
-def _body(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": args.model, "max_tokens": args.output_len, "temperature": args.temperature,
+def sharegpt_like_lengths(n: int, seed: int, max_model_len: int = 2048, max_input: int = SHAREGPT_MAX_INPUT,
+                          max_output: int | None = None) -> list[tuple[int, int]]:
+    """(input, output) token lengths of n requests drawn like ShareGPT's (module docstring), seeded."""
+    rng = random.Random(seed)
+    lengths = []
+    for _ in range(n):
+        inp = rng.lognormvariate(math.log(SHAREGPT_INPUT_MEDIAN), SHAREGPT_SIGMA)
+        out = rng.lognormvariate(math.log(SHAREGPT_OUTPUT_MEDIAN), SHAREGPT_SIGMA)
+        inp = min(max_input, max_model_len - SHAREGPT_MIN_LEN, max(SHAREGPT_MIN_LEN, round(inp)))
+        out = min(max_model_len - inp, max_output or max_model_len, max(SHAREGPT_MIN_LEN, round(out)))
+        lengths.append((inp, max(1, out)))
+    return lengths
+
+
+def _prompt(rng: random.Random, index: int, length: int, as_ids: bool, token_range: tuple[int, int]) -> str | list[int]:
+    if as_ids:
+        return [rng.randrange(*token_range) for _ in range(length)]
+    return f"{index} {rng.random():.6f} " + " ".join(rng.choice(_WORDS) for _ in range(max(1, length - 2)))
+
+
+def make_requests(args: argparse.Namespace, n: int, seed: int, single: bool = False) -> list[Request]:
+    """The requests of a run (`single`: the one-at-a-time baseline's, median lengths, other prompts)."""
+    rng = random.Random(seed)
+    if args.dataset == "random":
+        return [Request(p, args.input_len, args.output_len) for p in make_prompts(n, args.input_len, seed)]
+    if single:
+        inp = min(SHAREGPT_INPUT_MEDIAN, args.max_input, args.max_model_len - SHAREGPT_MIN_LEN)
+        out = min(SHAREGPT_OUTPUT_MEDIAN, args.max_output or SHAREGPT_OUTPUT_MEDIAN, args.max_model_len - inp)
+        lengths = [(inp, out)] * n
+    else:
+        lengths = sharegpt_like_lengths(n, seed, args.max_model_len, args.max_input, args.max_output)
+    as_ids = args.endpoint == "completions" and args.prompt_format == "ids"
+    return [Request(_prompt(rng, i, inp, as_ids, tuple(args.token_range)), inp, out)
+            for i, (inp, out) in enumerate(lengths)]
+
+
+def _body(args: argparse.Namespace, prompt: str | list[int], max_tokens: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": args.model, "max_tokens": max_tokens, "temperature": args.temperature,
                             "stream": True, "stream_options": {"include_usage": True}}
     if args.ignore_eos:
         body["ignore_eos"] = True  # vLLM / VeloLLM / llama.cpp extra: fixed output length
+        body["min_tokens"] = max_tokens  # vLLM / VeloLLM: no stop token ends the answer early either
     if args.ban_token:
         # For servers without ignore_eos (llama-cpp-python's): a -100 bias keeps EOS from ending answers early.
         body["logit_bias"] = {str(t): -100 for t in args.ban_token}
@@ -71,7 +141,7 @@ def _chunk_text(choice: dict[str, Any]) -> str:
 
 
 async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestResult:
-    result = RequestResult()
+    result = RequestResult(expected_output=body["max_tokens"])
     start = last = time.perf_counter()
     num_chunks = 0
     try:
@@ -121,27 +191,30 @@ def _arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[flo
     return [rng.gammavariate(burstiness, theta) for _ in range(n)]
 
 
-async def run(args: argparse.Namespace) -> tuple[list[RequestResult], float]:
+async def run(args: argparse.Namespace) -> tuple[list[RequestResult], float, list[RequestResult]]:
+    """(the load's results, its duration, the single-request baseline's results)."""
     url = args.base_url.rstrip("/") + ("/chat/completions" if args.endpoint == "chat" else "/completions")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    prompts = make_prompts(args.num_prompts, args.input_len, args.seed)
-    limit = asyncio.Semaphore(args.max_concurrency or len(prompts))
+    requests = make_requests(args, args.num_prompts, args.seed)
+    limit = asyncio.Semaphore(args.max_concurrency or len(requests))
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), headers=headers, limits=limits) as client:
         if args.warmup:
-            await send(client, url, {**_body(args, "warm up"), "max_tokens": 4})
+            await send(client, url, _body(args, "warm up", 4))
+        single = [await send(client, url, _body(args, r.prompt, r.output_len))
+                  for r in make_requests(args, args.single_requests, args.seed + 1_000_003, single=True)]
 
-        async def one(prompt: str) -> RequestResult:
+        async def one(request: Request) -> RequestResult:
             async with limit:
-                return await send(client, url, _body(args, prompt))
+                return await send(client, url, _body(args, request.prompt, request.output_len))
 
         tasks = []
         start = time.perf_counter()
-        for prompt, gap in zip(prompts, _arrival_gaps(len(prompts), args.request_rate, args.burstiness, args.seed)):
+        for request, gap in zip(requests, _arrival_gaps(len(requests), args.request_rate, args.burstiness, args.seed)):
             await asyncio.sleep(gap)
-            tasks.append(asyncio.create_task(one(prompt)))
+            tasks.append(asyncio.create_task(one(request)))
         results = await asyncio.gather(*tasks)
-        return list(results), time.perf_counter() - start
+        return list(results), time.perf_counter() - start, single
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -153,12 +226,25 @@ def _stats(values: list[float]) -> dict[str, float]:
             "std": (statistics.pstdev(values) if len(values) > 1 else 0.0) * 1000, "p99": p99 * 1000}
 
 
-def summarize(results: list[RequestResult], duration: float) -> dict[str, Any]:
+def _tpots(results: list[RequestResult]) -> list[float]:
+    return [(r.latency - r.ttft) / (r.output_tokens - 1) for r in results if r.ok and r.output_tokens > 1]
+
+
+def summarize(results: list[RequestResult], duration: float, single: list[RequestResult] | None = None,
+              ) -> dict[str, Any]:
     done = [r for r in results if r.ok]
     total_out = sum(r.output_tokens for r in done)
     total_in = sum(r.prompt_tokens for r in done)
-    tpots = [(r.latency - r.ttft) / (r.output_tokens - 1) for r in done if r.output_tokens > 1]
+    tpots = _tpots(results)
+    single_tpots = _tpots(single or [])
+    single_tpot = statistics.median(single_tpots) * 1000 if single_tpots else None
+    tpot_p99 = _stats(tpots)["p99"]
+    ratio = tpot_p99 / single_tpot if single_tpot else None
     return {
+        "short_outputs": sum(r.output_tokens < r.expected_output for r in done),
+        "single_requests": len(single_tpots), "single_tpot_ms": single_tpot,
+        "tpot_p99_over_single": ratio, "batching_target": SINGLE_TPOT_TARGET,
+        "batching_met": None if ratio is None else ratio <= SINGLE_TPOT_TARGET,
         "completed": len(done), "failed": len(results) - len(done), "duration_s": duration,
         "total_input_tokens": total_in, "total_output_tokens": total_out,
         "request_throughput": len(done) / duration, "output_tok_s": total_out / duration,
@@ -176,10 +262,15 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"{'request throughput (req/s)':<28}{summary['request_throughput']:.2f}")
     print(f"{'output throughput (tok/s)':<28}{summary['output_tok_s']:.1f}")
     print(f"{'total throughput (tok/s)':<28}{summary['total_tok_s']:.1f}")
+    print(f"{'answers shorter than asked':<28}{summary['short_outputs']}")
     print(f"{'':<10}{'mean':>10}{'median':>10}{'p99':>10}  (ms)")
     for key, name in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "ITL"), ("e2el_ms", "E2EL")):
         s = summary[key]
         print(f"{name:<10}{s['mean']:>10.2f}{s['median']:>10.2f}{s['p99']:>10.2f}")
+    if summary["single_tpot_ms"] is not None:
+        print(f"single-request TPOT {summary['single_tpot_ms']:.2f} ms (median of {summary['single_requests']} alone); "
+              f"TPOT p99 under load / single = {summary['tpot_p99_over_single']:.2f} "
+              f"(target <= {SINGLE_TPOT_TARGET:g}: {'met' if summary['batching_met'] else 'not met'})")
     for error in summary["errors"]:
         print(f"error: {error}")
 
@@ -193,8 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most (default: all)")
     p.add_argument("--request-rate", type=float, default=math.inf, help="requests/s, Poisson (default: inf)")
     p.add_argument("--burstiness", type=float, default=1.0, help="1 = Poisson; <1 burstier, >1 steadier")
-    p.add_argument("--input-len", type=int, default=128, help="prompt length in words (~tokens)")
-    p.add_argument("--output-len", type=int, default=64, help="max_tokens per request")
+    p.add_argument("--dataset", choices=["random", "sharegpt-like"], default="random",
+                   help="random: --input-len / --output-len for every request; sharegpt-like: lengths drawn "
+                        "like ShareGPT's (see above)")
+    p.add_argument("--input-len", type=int, default=128, help="prompt length in words (~tokens), random dataset")
+    p.add_argument("--output-len", type=int, default=64, help="max_tokens per request, random dataset")
+    p.add_argument("--max-model-len", type=int, default=2048, help="sharegpt-like: input + output at most this")
+    p.add_argument("--max-input", type=int, default=SHAREGPT_MAX_INPUT, help="sharegpt-like: input at most this")
+    p.add_argument("--max-output", type=int, default=None, help="sharegpt-like: output at most this (default: no cap)")
+    p.add_argument("--prompt-format", choices=["ids", "text"], default="ids",
+                   help="sharegpt-like on the completions endpoint: token ids (exact lengths) or words")
+    p.add_argument("--token-range", type=int, nargs=2, default=[16, 940], metavar=("LO", "HI"),
+                   help="prompt token ids drawn from [LO, HI): ordinary tokens of the served vocabulary")
+    p.add_argument("--single-requests", type=int, default=3,
+                   help="requests run one at a time before the load: the single-request TPOT (0: none)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
                    help="do not send ignore_eos (for servers that reject unknown fields)")
@@ -206,13 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None)
     p.add_argument("--label", default="", help="name of this run in the JSON line (e.g. velollm, llama.cpp)")
     args = p.parse_args(argv)
-    results, duration = asyncio.run(run(args))
-    summary = summarize(results, duration)
+    results, duration, single = asyncio.run(run(args))
+    summary = summarize(results, duration, single)
     print_table(summary)
+    lengths = ({"input_len": args.input_len, "output_len": args.output_len} if args.dataset == "random" else
+               {"seed": args.seed, "max_model_len": args.max_model_len, "max_input": args.max_input,
+                "max_output": args.max_output, "prompt_format": args.prompt_format})
     print(json.dumps({"what": "serving", "label": args.label, "base_url": args.base_url, "model": args.model,
-                      "endpoint": args.endpoint, "num_prompts": args.num_prompts,
+                      "endpoint": args.endpoint, "dataset": args.dataset, "num_prompts": args.num_prompts,
                       "max_concurrency": args.max_concurrency, "request_rate": str(args.request_rate),
-                      "input_len": args.input_len, "output_len": args.output_len, **summary}), flush=True)
+                      **lengths, **summary}), flush=True)
+    if args.ignore_eos and summary["short_outputs"]:
+        print(f"error: {summary['short_outputs']} answers shorter than their max_tokens: output tok/s is not "
+              "comparable (does the server honour ignore_eos / min_tokens?)", file=sys.stderr)
+        return 1
     return 0 if summary["completed"] else 1
 
 

@@ -22,15 +22,43 @@ SHAPES: dict[str, dict] = {
 }
 
 
+def write_tokenizer(folder: Path, vocab_size: int) -> None:
+    """The demo tokenizer (byte-level BPE, its chat template) with its vocabulary filled up to `vocab_size`:
+    the ids past the demo's ~1k are plain tokens " w<id>" (no merges produce them), so every id the random
+    model samples decodes to text and a streamed answer sends one chunk per token, as with a real tokenizer."""
+    import json
+    import shutil
+
+    from velollm.engine.loader.demo import ensure_demo
+
+    target = folder / "tokenizer.json"
+    if target.exists():
+        tok = json.loads(target.read_text())
+        if len(tok["model"]["vocab"]) >= vocab_size:
+            return
+    demo = ensure_demo(folder.parent / "demo")
+    tok = json.loads((demo / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    # The special tokens join the model's vocabulary at their ids: tokenizers gives an added token that the
+    # model lacks the next id after the model's vocabulary, which would move them to the end.
+    vocab.update({t["content"]: t["id"] for t in tok["added_tokens"]})
+    taken = set(vocab.values())
+    vocab.update({f"\u0120w{i}": i for i in range(vocab_size) if i not in taken})
+    tmp = target.with_name(f"tokenizer.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(tok, ensure_ascii=False))
+    tmp.rename(target)
+    shutil.copy(demo / "tokenizer_config.json", folder / "tokenizer_config.json")
+
+
 def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
-    """Write config.json + safetensors of random weights, plus the demo tokenizer files (ids are random anyway)."""
+    """Write config.json + safetensors of random weights, plus a tokenizer covering the whole vocabulary
+    (write_tokenizer; ids are random anyway)."""
     import shutil
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from velollm.engine.loader.demo import ensure_demo
-
     if (folder / "config.json").exists():
+        write_tokenizer(folder, SHAPES[shape]["vocab_size"])  # folders written before the full vocabulary
         return folder
     # Written beside the target and renamed into place: a run killed mid-write, or another benchmark
     # writing the same shape at the same time, never leaves a folder with config.json but no weights.
@@ -47,9 +75,7 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
     model.tie_weights()
     model.save_pretrained(folder)
     del model
-    demo = ensure_demo(final.parent / "demo")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(demo / name, folder / name)
+    write_tokenizer(folder, SHAPES[shape]["vocab_size"])
     try:
         folder.rename(final)
     except OSError:  # another process finished first

@@ -1,6 +1,8 @@
 """Offline throughput: N requests of mixed prompt lengths submitted at once, VeloLLM vs transformers.
 
-Same weights, same run: transformers' continuous batching (`generate_batch`) and padded `generate`.
+Same weights, same run: VeloLLM with asynchronous scheduling on and off (--async-scheduling both; one run
+labelled async=unsupported where the engine has no such switch), transformers' continuous batching
+(`generate_batch`) and padded `generate` (--skip-peers leaves those out).
 Usage: python benchmarks/throughput.py --shape smollm2-135m --num-requests 32 --min-prompt 32 --max-prompt 256 --output-len 64
 """
 
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from async_toggle import CHOICES, engine_settings
 from shapes import SHAPES, copy_bandwidth, save_random_model, sync
 from step_timer import StepTimer
 
@@ -27,22 +30,28 @@ def make_prompts(n: int, lo: int, hi: int, vocab: int) -> list[list[int]]:
 
 
 def run_velollm(folder: Path, prompts, output_len: int, device: str, dtype: str, quantization: str = "auto",
-                max_num_seqs: int = 256) -> dict:
+                max_num_seqs: int = 256, **options) -> dict:
+    """`options`: more EngineConfig fields (async_scheduling)."""
     from velollm import LLM, SamplingParams
 
     # On CUDA the KV cache is sized from free memory (gpu_memory_utilization), as a server would run.
     llm = LLM(str(folder), device=device, dtype=dtype, kv_cache_memory=None if device == "cuda" else 4 << 30,
-              quantization=quantization, max_num_seqs=max_num_seqs)
+              quantization=quantization, max_num_seqs=max_num_seqs, **options)
     params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
-    timer = StepTimer(llm.engine)
+    try:
+        timer = StepTimer(llm.engine)
+    except AttributeError as exc:  # an engine whose step is built differently: time the whole run only
+        timer, timer_error = None, f"unavailable: {exc}"
     sync(device)
     start = time.perf_counter()
     outputs = llm.generate(prompts, params)
     sync(device)
     elapsed = time.perf_counter() - start
     paths = llm.engine.runner.paths()
-    paths["step_time"] = timer.summary()
+    paths["step_time"] = timer.summary() if timer is not None else timer_error
+    if timer is not None:
+        timer.detach()
     llm.close()
     del llm
     gc.collect()
@@ -110,6 +119,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "velollm-bench")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--async-scheduling", choices=CHOICES, default="both",
+                        help="VeloLLM runs with asynchronous scheduling on, off or both (default)")
     args = parser.parse_args()
 
     dtype = "bfloat16" if args.device == "cuda" else "float32"
@@ -124,10 +135,15 @@ def main() -> None:
                           prompt_tokens=num_prompt_tokens, output_len=args.output_len)), flush=True)
 
     rows = []
-    ours = run_velollm(folder, prompts, args.output_len, args.device, dtype)
-    rows.append(("velollm", ours))
-    print(json.dumps(dict(what="velollm", **ours)), flush=True)
-    problem = kernel_check(args.device, ours["paths"])
+    problem = None
+    for label, options in engine_settings(args.async_scheduling):
+        result = run_velollm(folder, prompts, args.output_len, args.device, dtype, **options)
+        result["out_tok_s"] = round(result["out_tokens"] / result["seconds"], 1)
+        rows.append((f"velollm async={label}", result))
+        print(json.dumps(dict(what="velollm", shape=args.shape, requests=args.num_requests, **{"async": label},
+                              **result)), flush=True)
+        problem = problem or kernel_check(args.device, result["paths"])
+    ours = rows[0][1]
     if not args.skip_peers:
         from transformers import AutoModelForCausalLM
 
@@ -146,13 +162,15 @@ def main() -> None:
 
     print(f"\n=== throughput: {args.shape}, {args.num_requests} requests, prompts {args.min_prompt}-{args.max_prompt}, "
           f"{args.output_len} new tokens, {args.device} ({hardware}), {dtype}, copy bandwidth {bandwidth / 1e9:.1f} GB/s ===")
-    print(f"{'engine':<22}{'output tok/s':>14}{'total tok/s':>14}{'seconds':>10}{'vs velollm':>12}")
+    print(f"{'engine':<26}{'output tok/s':>14}{'total tok/s':>14}{'seconds':>10}{'vs first':>12}")
     ours_rate = ours["out_tokens"] / ours["seconds"]
     for name, result in rows:
         rate = result["out_tokens"] / result["seconds"]
         total = (result["out_tokens"] + num_prompt_tokens) / result["seconds"]
-        print(f"{name:<22}{rate:>14.1f}{total:>14.1f}{result['seconds']:>10.2f}{ours_rate / rate:>11.2f}x")
-    print(f"velollm paths: {json.dumps(ours['paths'])}")
+        print(f"{name:<26}{rate:>14.1f}{total:>14.1f}{result['seconds']:>10.2f}{ours_rate / rate:>11.2f}x")
+    for name, result in rows:
+        if "paths" in result:
+            print(f"{name} paths: {json.dumps(result['paths'])}")
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         print(json.dumps(dict(what="velollm_kernel_check", ok=False, error=problem)), flush=True)

@@ -201,6 +201,8 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     gpu_memory_utilization: float = 0.9  # share of GPU memory for weights, activations and the KV cache
     enforce_eager: bool = False  # no CUDA graphs for decode steps
+    # Schedule step N+1 while step N runs; its sampled ids reach N+1's inputs on the device (LLMEngine.step)
+    async_scheduling: bool = False
     max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
     quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA), none (dequantized at load), gguf
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8 (alias fp8_e4m3): float8 e4m3, half the bytes

@@ -20,7 +20,8 @@ class LLM:
 
     `kv_cache_memory` is the KV budget in bytes (CPU default: 2 GiB, allocated lazily; on CUDA the
     free memory times `gpu_memory_utilization` when not given). `enforce_eager` turns off the CUDA graphs
-    that decode steps otherwise replay on CUDA. `quantization`: "auto" keeps GGUF weights quantized on
+    that decode steps otherwise replay on CUDA; `async_scheduling` schedules each step while the previous
+    one runs on the device. `quantization`: "auto" keeps GGUF weights quantized on
     CUDA (Triton kernels compute in place) and dequantizes them at load on the CPU; "none" always
     dequantizes; "gguf" always keeps them quantized (on the CPU through the torch reference).
     `kv_cache_dtype`: "auto" stores K/V in the model's dtype; "fp8" (alias "fp8_e4m3") in float8 e4m3, half
@@ -29,8 +30,8 @@ class LLM:
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
         """`options`: any other EngineConfig field (max_num_seqs, max_model_len, kv_cache_memory,
-        max_num_batched_tokens, enable_prefix_caching, gpu_memory_utilization, enforce_eager, quantization,
-        kv_cache_dtype)."""
+        max_num_batched_tokens, enable_prefix_caching, gpu_memory_utilization, enforce_eager, async_scheduling,
+        quantization, kv_cache_dtype)."""
         config = EngineConfig(device=device, dtype=dtype, **options)
         self.engine: LLMEngine | None = LLMEngine.from_model(model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
 

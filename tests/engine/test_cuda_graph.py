@@ -60,9 +60,7 @@ def _decode_batch(engine: LLMEngine, prompts: list[list[int]]):
         batch = engine.scheduler.schedule()
         if max(batch.num_scheduled_tokens) == 1:
             return batch
-        logits, rows = engine.runner.run(batch)
-        engine.scheduler.update(batch)
-        engine._update_outputs(batch, logits, rows)
+        engine._collect(engine._launch(batch))
 
 
 @pytest.mark.parametrize("bucket", [3, 4, 8])

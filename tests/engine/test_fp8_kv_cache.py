@@ -130,6 +130,16 @@ def test_varlen_prefill_sees_what_the_fp8_cache_holds(llama_folder, monkeypatch)
             assert max(abs(a[t] - b[t]) for t in a) < 1e-4
 
 
+def test_async_scheduling_keeps_the_fp8_tokens(llama_folder, engines):
+    _, fp8 = engines
+    want = run_all(fp8, PROMPTS, greedy(8))
+    overlapped = make_engine(llama_folder, dtype="bfloat16", kv_cache_dtype="fp8", async_scheduling=True)
+    try:
+        assert [o.token_ids for o in run_all(overlapped, PROMPTS, greedy(8))] == [o.token_ids for o in want]
+    finally:
+        overlapped.close()
+
+
 def test_engine_config_kv_cache_dtype():
     assert EngineConfig(kv_cache_dtype="fp8_e4m3").kv_cache_dtype == "fp8"
     assert EngineConfig().kv_cache_dtype == "auto"

@@ -10,11 +10,12 @@ from .conftest import ARCHS
 from .helpers import greedy, make_engine, random_prompts, run_all
 
 
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_greedy_equals_transformers_generate(tiny_models, arch):
+def test_greedy_equals_transformers_generate(tiny_models, arch, async_scheduling):
     folder = tiny_models[arch]
     prompt = random_prompts([21], seed=7)[0]
-    [out] = run_all(make_engine(folder), [prompt], greedy(32, logprobs=1))
+    [out] = run_all(make_engine(folder, async_scheduling=async_scheduling), [prompt], greedy(32, logprobs=1))
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=32, min_new_tokens=32,
                          output_logits=True, return_dict_in_generate=True)

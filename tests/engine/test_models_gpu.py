@@ -66,6 +66,28 @@ def test_cuda_bf16_first_token_logits_close_to_transformers(tiny_models):
     assert err < 0.1, f"bf16 logprobs differ by {err}"
 
 
+def test_cuda_bf16_varlen_prefill_matches_paged(tiny_models, monkeypatch):
+    """Prompts without a cached prefix take torch's flash kernel on the step's k/v ("auto" in bf16); the
+    logprobs agree with the paged Triton kernel's. A later prompt sharing two blocks (a prefix-cache hit)
+    runs the paged kernel over the K/V the flash step wrote."""
+    pytest.importorskip("triton")
+    folder = tiny_models["qwen3"]
+    prompts = random_prompts([1, 17, 40, 7], seed=4)
+    prompts[3] = prompts[2][:32] + prompts[3]
+    runs = {}
+    for path in ("paged", "auto"):
+        monkeypatch.setenv("VELOLLM_PREFILL_ATTENTION", path)
+        engine = _cuda_engine(folder, dtype="bfloat16")
+        runs[path] = run_all(engine, prompts[:3], greedy(4, logprobs=5)) + run_all(engine, prompts[3:], greedy(4, logprobs=5))
+        assert engine.runner.paths()["prefill_no_prefix"] == ("varlen" if path == "auto" else "paged")
+    for paged, varlen in zip(runs["paged"], runs["auto"]):
+        first, other = paged.logprobs[0], varlen.logprobs[0]
+        common = first.keys() & other.keys()
+        assert len(common) >= 3
+        err = max(abs(first[token] - other[token]) for token in common)
+        assert err < 0.05, f"first-token logprobs differ by {err}"
+
+
 def test_cuda_fp8_kv_cache_tracks_the_bf16_cache(tiny_models):
     """fp8 KV on CUDA (Triton write and reads, decode graphs) within the CPU test's bounds
     (tests/engine/test_fp8_kv_cache.py); GPUs without e4m3 keep the model dtype (with a warning)."""

@@ -50,14 +50,16 @@ def test_forced_varlen_matches_transformers(tiny_models, arch, monkeypatch, coun
     assert (chunks[1] - ref[20:]).abs().max().item() < 1e-4
 
 
-def test_forced_varlen_generates_what_paged_does(llama_folder, monkeypatch, count_varlen):
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_forced_varlen_generates_what_paged_does(llama_folder, monkeypatch, count_varlen, async_scheduling):
     # Several fresh prompts of odd lengths in one step (packed cu_seqlens), then decode from the paged cache
     # the varlen steps wrote.
     prompts = random_prompts([3, 17, 30, 1], seed=9)
+    engine = lambda: make_engine(llama_folder, enable_prefix_caching=False, async_scheduling=async_scheduling)
     monkeypatch.setenv(kernels.PREFILL_PATH_ENV, "paged")
-    paged = run_all(make_engine(llama_folder, enable_prefix_caching=False), prompts, greedy(12))
+    paged = run_all(engine(), prompts, greedy(12))
     assert count_varlen == []
     monkeypatch.setenv(kernels.PREFILL_PATH_ENV, "varlen")
-    varlen = run_all(make_engine(llama_folder, enable_prefix_caching=False), prompts, greedy(12))
+    varlen = run_all(engine(), prompts, greedy(12))
     assert count_varlen and max(count_varlen) > 1
     assert [o.token_ids for o in varlen] == [o.token_ids for o in paged]

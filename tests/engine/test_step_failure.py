@@ -18,8 +18,9 @@ def _poison(params: SamplingParams) -> None:
     params.stop_token_ids = [-100000]
 
 
-def test_one_bad_request_fails_alone_and_the_batch_runs_on(llama_folder):
-    engine = make_engine(llama_folder)
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+def test_one_bad_request_fails_alone_and_the_batch_runs_on(llama_folder, async_scheduling):
+    engine = make_engine(llama_folder, async_scheduling=async_scheduling)
     prompts = random_prompts([10, 14, 18], seed=41)
     expected = run_all(make_engine(llama_folder), prompts, greedy(12))
     for i, prompt in enumerate(prompts):
@@ -41,8 +42,9 @@ def test_one_bad_request_fails_alone_and_the_batch_runs_on(llama_folder):
     assert engine.block_manager.num_allocated_blocks == 0 and not engine.scheduler.suspects
 
 
-def test_async_engine_fails_only_the_bad_stream(llama_folder):
-    engine = AsyncEngine(make_engine(llama_folder))
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+def test_async_engine_fails_only_the_bad_stream(llama_folder, async_scheduling):
+    engine = AsyncEngine(make_engine(llama_folder, async_scheduling=async_scheduling))
     engine.start()
     prompts = random_prompts([12, 16], seed=47)
 

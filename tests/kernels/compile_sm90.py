@@ -48,8 +48,9 @@ def main() -> int:
         x_ptr=p, out_ptr=p, x_stride=I32, out_stride=I32, inter=I32), dict(BLOCK=1024)))
     for half, hq, hkv in ((64, 32, 8), (40, 6, 2)):
         ok.append(compile_rope(f"rope_and_cache half={half}", p, p, half, hq, hkv))
-    for single, lens in ((True, "*i32"), (False, "*i64")):
-        ok.append(compile_decode(f"decode single_split={single} lens={lens}", p, p, lens, single, dot))
+    for single, lens, fused in ((True, "*i32", False), (False, "*i64", False), (False, "*i32", True)):
+        ok.append(compile_decode(f"decode single_split={single} lens={lens} fused_reduce={fused}", p, p, lens,
+                                 single, dot, fused))
     ok.append(compile_kernel("decode reduce", da._reduce_kernel, dict(
         out_ptr=p, m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", out_b_stride=I32, out_h_stride=I32,
         num_heads=I32, num_splits=I32), dict(HEAD_DIM=128, HEAD_DIM_PAD=128, SPLITS_PAD=4)))
@@ -71,15 +72,15 @@ def compile_rope(name: str, p: str, cache: str, half: int, hq: int, hkv: int,
         KV_HEADS_PAD=triton.next_power_of_2(hkv), KV_FP8=cache == FP8), target=target)
 
 
-def compile_decode(name: str, p: str, cache: str, lens: str, single: bool, dot: dict,
+def compile_decode(name: str, p: str, cache: str, lens: str, single: bool, dot: dict, fused: bool = False,
                    target: GPUTarget = TARGET) -> bool:
     return compile_kernel(name, da._decode_kernel, dict(
         q_ptr=p, k_cache_ptr=cache, v_cache_ptr=cache, block_tables_ptr="*i32", context_lens_ptr=lens, out_ptr=p,
-        m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", qk_scale="fp32", tokens_per_split=I32,
+        m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32", counter_ptr="*i32", qk_scale="fp32", tokens_per_split=I32,
         q_b_stride=I32, q_h_stride=I32, bt_stride=I32, cache_block_stride=I32, cache_slot_stride=I32,
         cache_h_stride=I32, out_b_stride=I32, out_h_stride=I32, block_size=I32, num_splits=I32), dict(
-        GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_N=64, SINGLE_SPLIT=single, **dot),
-        target=target)
+        GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_N=64, SINGLE_SPLIT=single,
+        FUSED_REDUCE=fused, **dot), target=target)
 
 
 def compile_prefill(name: str, p: str, cache: str, dot: dict, block_m: int = 64, block_n: int = 64,
@@ -99,7 +100,7 @@ def compile_fp8_kv(p: str, dot: dict) -> list[bool]:
     for target in (TARGET, GPUTarget("cuda", 89, 32)):
         sm = f"fp8 sm_{target.arch}"
         ok.append(compile_rope(f"rope_and_cache {sm}", p, FP8, 64, 32, 8, target))
-        ok.append(compile_decode(f"decode {sm}", p, FP8, "*i32", False, dot, target))
+        ok.append(compile_decode(f"decode {sm}", p, FP8, "*i32", False, dot, True, target))
         ok.append(compile_prefill(f"prefill {sm}", p, FP8, dot, target=target))
     return ok
 

@@ -7,6 +7,8 @@ import torch
 
 from velollm.kernels import decode_attention as da
 
+from .conftest import ON_GPU
+
 # float32 runs IEEE dots; bfloat16 rounds p to bf16 before p @ V (as flash attention does) and the
 # output once, so errors stay within a few bf16 units of outputs of magnitude ~1.
 TOL = {
@@ -76,3 +78,56 @@ def test_decode_accepts_int64_lengths_and_tables(device, paged_kv, poison):
     got = _run(q, k_cache, v_cache, block_tables.long(), context_lens, poison, num_splits=2, block_n=16)
     want = da.paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, 0.125)
     torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("hq,hkv", HEADS)
+@pytest.mark.parametrize("num_splits,block_n", [(4, 16), (8, 16), (None, 32)])
+def test_decode_attention_fused_reduce(num_splits, block_n, hq, hkv, device, paged_kv, poison):
+    """The last live split merges (kernels.decode_reduce_fused): several live splits, one live split of many,
+    an empty row; twice in a row, since the arrival counters must be back at zero after each launch."""
+    lens = [200, 129, 7, 16, 1, 0]
+    k_cache, v_cache, block_tables = paged_kv(lens, hkv, 64, torch.bfloat16, device)
+    context_lens = torch.tensor(lens, dtype=torch.int32, device=device)
+    want = None
+    for _ in range(2):
+        q = torch.randn(len(lens), hq, 64, device=device).to(torch.bfloat16)
+        got = _run(q, k_cache, v_cache, block_tables, context_lens, poison, num_splits=num_splits, block_n=block_n,
+                   fused_reduce=True)
+        want = da.paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, 64 ** -0.5)
+        torch.testing.assert_close(got, want, **TOL[torch.bfloat16])
+        assert torch.equal(got[-1], torch.zeros_like(got[-1]))
+        assert not da.split_counters(q.device, len(lens) * hkv).any()
+
+
+def test_decode_reduce_fused_switch(monkeypatch):
+    from velollm import kernels
+
+    monkeypatch.delenv(kernels.DECODE_FUSED_REDUCE_ENV, raising=False)
+    assert not kernels.decode_reduce_fused()  # off by default until a GPU run decides
+    monkeypatch.setenv(kernels.DECODE_FUSED_REDUCE_ENV, "1")
+    assert kernels.decode_reduce_fused()
+
+
+@pytest.mark.skipif(not ON_GPU, reason="the race between real concurrent splits needs a GPU")
+def test_decode_attention_fused_reduce_gpu_graph(paged_kv):
+    """Batch 1 as the decode graph runs it (64 splits of an 8192-token table, 8B heads), replayed from a
+    CUDA graph: every replay merges all live splits and leaves the counters at zero."""
+    lens = [1000]
+    k_cache, v_cache, block_tables = paged_kv(lens, 8, 128, torch.bfloat16, "cuda")
+    tables = torch.zeros(1, 512, dtype=torch.int32, device="cuda")
+    tables[:, : block_tables.shape[1]] = block_tables
+    context_lens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    q = torch.randn(1, 32, 128, device="cuda").to(torch.bfloat16)
+    out = torch.empty_like(q)
+    run = lambda: da.paged_decode_attention_triton(q, k_cache, v_cache, tables, context_lens, 128 ** -0.5, out=out,
+                                                   fused_reduce=True)
+    run()  # compiles, and makes the counters outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for _ in range(20):
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        want = da.paged_decode_attention_ref(q, k_cache, v_cache, tables, context_lens, 128 ** -0.5)
+        torch.testing.assert_close(out, want, **TOL[torch.bfloat16])
+    assert not da.split_counters(q.device, 8).any()

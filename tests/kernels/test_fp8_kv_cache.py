@@ -51,8 +51,8 @@ def _fp8_error_bound(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 
 @pytest.mark.parametrize("dtype", list(TOL))
 @pytest.mark.parametrize("hq,hkv", [(8, 2), (4, 4)])
-@pytest.mark.parametrize("num_splits,block_n", [(1, 32), (4, 16)])
-def test_decode_attention_fp8_cache(num_splits, block_n, hq, hkv, dtype, device, paged_kv, poison):
+@pytest.mark.parametrize("num_splits,block_n,fused", [(1, 32, False), (4, 16, False), (4, 16, True)])
+def test_decode_attention_fp8_cache(num_splits, block_n, fused, hq, hkv, dtype, device, paged_kv, poison):
     lens, head_dim = [15, 16, 33, 1, 0], 64
     k_hi, v_hi, block_tables = paged_kv(lens, hkv, head_dim, dtype, device)
     k8, v8 = _to_fp8(k_hi, v_hi)
@@ -61,7 +61,7 @@ def test_decode_attention_fp8_cache(num_splits, block_n, hq, hkv, dtype, device,
     scale = head_dim**-0.5
     out = poison(q.shape, dtype, device)
     got = da.paged_decode_attention_triton(q, k8, v8, block_tables, context_lens, scale, out=out,
-                                           num_splits=num_splits, block_n=block_n)
+                                           num_splits=num_splits, block_n=block_n, fused_reduce=fused)
     want = da.paged_decode_attention_ref(q, k8, v8, block_tables, context_lens, scale)
     torch.testing.assert_close(got, want, **TOL[dtype])
     assert torch.equal(got[-1], torch.zeros_like(got[-1]))  # context 0

@@ -79,3 +79,39 @@ def test_proxy_only_upstream_down_is_a_fast_502(tmp_path, path):
         assert httpx.get(f"{url}/v1/models").json()["data"] == []
     finally:
         stop_serve(proc)
+
+
+def test_proxy_only_labels_the_upstreams_models_from_the_first_request(tmp_path):
+    """A second VeloLLM as the Ollama upstream, never listed before the first request: the proxied
+    model's requests are labeled with its name at once (the listing is fetched for the labels), made-up
+    names stay `unknown`, and they do not make the proxy list the upstream again."""
+    from tests.api.conftest import ServerHandle
+
+    (tmp_path / "up").mkdir()
+    (tmp_path / "front").mkdir()
+    up_proc, up_url, _, _ = start_serve(tmp_path / "up", "--model", "demo", "--max-model-len", "256",
+                                        "--kv-cache-memory", "16MiB")
+    try:
+        proc, url, _, _ = start_serve(tmp_path / "front", "--proxy-only", "--upstream", up_url)
+        try:
+            front, upstream = ServerHandle("live", url), ServerHandle("live", up_url)
+            native = ollama.Client(host=url, timeout=60)
+            assert native.chat(model="demo", messages=USER, options={"num_predict": 2}).eval_count == 2
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+            assert client.chat.completions.create(model="demo", messages=USER, max_tokens=2).model == "demo"
+            for name in ("made-up-1", "made-up-2", "made-up-3"):
+                with pytest.raises(ollama.ResponseError):
+                    native.chat(model=name, messages=USER)
+            page = front.metrics()
+            assert front.metric("velollm_requests_total", model="demo", endpoint="/api/chat", status="200") == 1
+            assert front.metric("velollm_requests_total", model="demo", endpoint="/v1/chat/completions",
+                                status="200") == 1
+            assert front.metric("velollm_requests_total", model="unknown", endpoint="/api/chat", status="404") == 3
+            assert not [labels for _, labels in page if ("model", "made-up-1") in labels]
+            listings = sum(v for (name, labels), v in upstream.metrics().items()
+                           if name == "velollm_requests_total" and ("endpoint", "/api/tags") in labels)
+            assert listings == 1  # fetched for the first name; the made-up ones came within RELIST_INTERVAL_S
+        finally:
+            stop_serve(proc)
+    finally:
+        stop_serve(up_proc)

@@ -128,6 +128,10 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
     name = model_of(body)
     if not has_input and is_unload(body.get("keep_alive")):
         call.model = name
+        if state.router is not None and state.router.handles(name):
+            # The virtual model holds no weights; the models it routes to are served under their own
+            # names, maybe busy with other clients: `ollama stop` them by name (velollm/complexity).
+            return _load_response(name, chat, 0)
         target = await state.models.describe(name)  # unloading never loads the model first
         if isinstance(target, UpstreamTarget):
             return await forward(request, state, call, target, body)

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+# Where a stored answer keeps the `x-velollm-route` header it was sent with (the virtual model's decision,
+# velollm/complexity): a hit replays the header and the chosen model's name; it is never part of a body.
+ROUTE_FIELD = "x-velollm-route"
+
+
 @dataclass
 class CacheEntry:
     """`answer` is the whole (non-streamed) response body in the endpoint's wire format; a hit is

@@ -2,7 +2,9 @@
 
 It sits after the guards (API key, body size) and before routing, so native and proxied models, both
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
-`x-velollm-cache: hit-exact | hit-semantic | miss | bypass`.
+`x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
+complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
+the decision that produced the answer, not a new one.
 
 Identical requests (same exact key) in flight at once are answered once: the later ones wait for the
 first to finish and store its answer, then read it from the cache (`hit-exact`) instead of generating
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from velollm.cache.capture import capture
+from velollm.cache.entry import ROUTE_FIELD
 from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
 from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
 from velollm.cache.replay import replay
@@ -31,6 +34,7 @@ from velollm.wire.json_body import hand_over, parse_json
 logger = logging.getLogger(__name__)
 
 HEADER = b"x-velollm-cache"
+ROUTE_HEADER = ROUTE_FIELD.encode()
 MAX_CAPTURE_BYTES = 16 * 1024 * 1024  # longer answers are served, not stored
 
 # (model, endpoint, status, seconds) -> None: the server's request metrics, which count hits too.
@@ -41,10 +45,12 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: str, label: str) -> None:
+async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: str, label: str,
+                      route: str | None = None) -> None:
     streamed = [(k.lower().encode(), v.encode()) for k, v in STREAM_HEADERS.items()] if len(parts) > 1 else []
+    routed = [(ROUTE_HEADER, route.encode("latin-1", "replace"))] if route else []
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", media_type.encode()), (HEADER, label.encode()), *streamed]})
+                "headers": [(b"content-type", media_type.encode()), (HEADER, label.encode()), *routed, *streamed]})
     for i, part in enumerate(parts):
         await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
     if not parts:
@@ -111,10 +117,17 @@ class ResponseCacheMiddleware:
         lookup = await self.cache.lookup(key, policy.max_age_s)
         if lookup.entry is not None:
             elapsed = time.perf_counter() - t0
-            parts, media_type = replay(kind, lookup.entry.answer, body, int(elapsed * 1e9))
-            await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}")
+            answer = dict(lookup.entry.answer)
+            route = answer.pop(ROUTE_FIELD, None)
+            route = route if isinstance(route, str) else None
+            model = key.model
+            if route is not None:  # the virtual model chose: the answer names the model that gave it
+                model = str(answer.get("model") or model)
+                body = {**body, "model": model}
+            parts, media_type = replay(kind, answer, body, int(elapsed * 1e9))
+            await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}", route)
             if self.observe is not None:
-                self.observe(key.model, scope["path"], 200, time.perf_counter() - t0)
+                self.observe(model, scope["path"], 200, time.perf_counter() - t0)
             return
         stored: list[asyncio.Task] = []
         store = self._storer(key, policy, lookup.vector, stored)
@@ -146,13 +159,14 @@ class ResponseCacheMiddleware:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        state: dict[str, Any] = {"status": 0, "media": "", "parts": [], "size": 0}
+        state: dict[str, Any] = {"status": 0, "media": "", "parts": [], "size": 0, "route": None}
 
         async def send_tagged(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 state["media"] = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
+                state["route"] = next((v.decode("latin-1") for k, v in headers if k.lower() == ROUTE_HEADER), None)
                 message = {**message, "headers": [*headers, (HEADER, label.encode())]}
             elif message["type"] == "http.response.body" and store is not None and state["status"] == 200:
                 chunk = message.get("body", b"")
@@ -162,6 +176,8 @@ class ResponseCacheMiddleware:
                 if not message.get("more_body", False) and state["size"] <= MAX_CAPTURE_BYTES:
                     answer = capture(kind or "", b"".join(state["parts"]), state["media"])
                     if answer is not None:
+                        if state["route"]:
+                            answer[ROUTE_FIELD] = state["route"]
                         store(answer)
             await send(message)
 

@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kv-cache-dtype", default="auto", choices=(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES),
                         help="KV cache storage: auto (the model's dtype) or fp8 (float8 e4m3)")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    parser.add_argument("--async-scheduling", action="store_true", help="schedule step N+1 while step N runs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=min(args.num_prompts, 256),
                               max_model_len=args.max_model_len, kv_cache_memory=args.kv_cache_memory,
                               enforce_eager=args.enforce_eager, quantization=args.quantization,
-                              kv_cache_dtype=args.kv_cache_dtype)
+                              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         try:
             result = run_benchmark(engine, num_requests=args.num_prompts, input_len=args.input_len,

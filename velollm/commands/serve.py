@@ -61,6 +61,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=EngineConfig.gpu_memory_utilization,
                    help="share of GPU memory for weights, activations and the KV cache (default 0.9)")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decode steps (debugging)")
+    p.add_argument("--async-scheduling", action="store_true",
+                   help="schedule step N+1 while step N runs on the device (vLLM V1's async scheduling)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (or $VELOLLM_API_KEY)")
     p.add_argument("--cors-origins", nargs="*", default=None,
                    help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
@@ -183,7 +185,8 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
                             kv_cache_dtype=kv_cache_dtype(getattr(args, "kv_cache_dtype", None), env),
                             max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
                             kv_cache_memory=args.kv_cache_memory,
-                            gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager),
+                            gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
+                            async_scheduling=getattr(args, "async_scheduling", False)),
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream_name,

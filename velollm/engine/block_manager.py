@@ -92,7 +92,10 @@ class BlockManager:
         """Register the hashes of blocks that this step filled, so later requests can share them."""
         if not self.enable_prefix_caching:
             return
-        num_full = min(request.num_computed_tokens // self.block_size, len(request.block_table))
+        # Only tokens the host knows: under async scheduling the KV of a placeholder is computed before its id
+        # is read back.
+        num_known = min(request.num_computed_tokens, request.num_tokens)
+        num_full = min(num_known // self.block_size, len(request.block_table))
         parent = request.block_hashes[-1] if request.block_hashes else None
         for index in range(len(request.block_hashes), num_full):
             start = index * self.block_size

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.placeholders import TokenScatter
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +154,17 @@ class DecodeGraphs:
     def can_run(self, num_seqs: int, num_blocks: int) -> bool:
         return bucket_for(self.buckets, num_seqs) is not None and num_blocks <= self.max_blocks_per_seq
 
-    def run(self, step: DecodeStep) -> torch.Tensor:
-        """Hidden states [num_seqs, hidden] of the step: a view of the static output, valid until the next run."""
+    def run(self, step: DecodeStep, scatter: TokenScatter | None = None) -> torch.Tensor:
+        """Hidden states [num_seqs, hidden] of the step: a view of the static output, valid until the next run.
+
+        `scatter` fills input ids that are on the device only (async scheduling's placeholders).
+        """
         bucket = bucket_for(self.buckets, step.num_seqs)
         if bucket is None:
             raise ValueError(f"no graph for {step.num_seqs} sequences")
         self._copy_in(self.tokens[: 3 * bucket], pad_token_rows(step, bucket), torch.int64)
+        if scatter is not None:  # queued after the copy above on the same stream
+            scatter.apply(self.tokens[:bucket])
         self._copy_in(self.context_lens[:bucket], pad_context_lens(step, bucket), torch.int32)
         # Padding rows and columns past this step's tables keep stale block ids: context_lens bounds every
         # read, so they are never followed.

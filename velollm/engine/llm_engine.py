@@ -16,8 +16,9 @@ from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
 from velollm.output_budget import fit_max_tokens
 from velollm.engine.output_processor import OutputProcessor
+from velollm.engine.placeholders import LaunchedStep
 from velollm.engine.request import Request
-from velollm.engine.sampler import Sampler
+from velollm.engine.sampler import SampledTokens, Sampler
 from velollm.engine.scheduler import ScheduledBatch, Scheduler
 from velollm.errors import ContextOverflow, InvalidRequest, RequestFailed
 from velollm.outputs import RequestDelta
@@ -106,6 +107,7 @@ class LLMEngine:
         self._structured = None
         self._structured_lock = threading.Lock()
         self._ids = itertools.count()
+        self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
 
     @classmethod
@@ -187,52 +189,86 @@ class LLMEngine:
         return delta
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or self._in_flight is not None
 
     def step(self) -> list[RequestDelta]:
         """One step. A failure is pinned on one request: a batch that fails is rolled back and its requests
         are retried alone; the one that fails alone is removed and raised as RequestFailed."""
+        if self.config.async_scheduling:
+            return self._step_async()
+        return self._step_sync()
+
+    def _step_sync(self) -> list[RequestDelta]:
         batch = self.scheduler.schedule()
         if not batch.requests:
             return []
         try:
-            logits, rows = self.runner.run(batch)
-            self.scheduler.update(batch)
-            deltas = self._update_outputs(batch, logits, rows)
+            launched = self._launch(batch)
+            deltas = self._collect(launched)
         except Exception as exc:
             self._contain(batch, exc)
             return []
-        self.scheduler.cleared(batch, sampled=bool(rows))
+        self.scheduler.cleared(batch, sampled=launched.sampled is not None)
         return deltas
 
-    def _contain(self, batch: ScheduledBatch, exc: Exception) -> None:
-        if len(batch.requests) > 1:
-            logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(batch.requests),
-                           type(exc).__name__, exc)
-            self.scheduler.quarantine(batch.requests)
-            return
-        request = batch.requests[0]
-        logger.error("request %s failed the engine step alone", request.request_id, exc_info=exc)
-        self.scheduler.finish(request)
-        self.requests.pop(request.request_id, None)
-        self.outputs.remove(request.request_id)
-        raise RequestFailed(request.request_id, f"{type(exc).__name__}: {exc}") from exc
+    def _step_async(self) -> list[RequestDelta]:
+        """vLLM V1's async scheduling: step N+1 is scheduled and launched before step N's ids are read, so the
+        host's work (scheduling, inputs, detokenizing, stop checks) overlaps the device's. Rows of requests
+        that step N ends are wasted in N+1 and dropped when read. Each call returns the previous step's deltas."""
+        previous, self._in_flight = self._in_flight, None
+        if previous is None and self.scheduler.suspects:
+            return self._step_sync()  # retrying a failed step's requests alone pins the failure on one
+        overlap = previous is None or self._overlaps(previous)
+        # Without overlap this call only reads `previous`: the next one schedules with every id on the host.
+        batch = self.scheduler.schedule() if overlap else ScheduledBatch()
+        try:
+            launched = self._launch(batch, previous) if batch.requests else None
+            deltas = self._collect(previous) if previous is not None else []
+        except Exception as exc:
+            self._abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
+            return []
+        self._in_flight = launched
+        return deltas
 
-    def _update_outputs(self, batch: ScheduledBatch, logits: torch.Tensor, rows: list[int]) -> list[RequestDelta]:
+    def _overlaps(self, previous: LaunchedStep) -> bool:
+        """Whether the next step may be scheduled before `previous`'s ids are read: not when a request it
+        sampled needs its ids on the host to sample again (grammar state, penalties over the output), nor
+        while a failed step's requests are retried."""
+        if self.scheduler.suspects:
+            return False
+        return not any(r.grammar is not None or _has_penalties(r) for r in previous.requests)
+
+    def _launch(self, batch: ScheduledBatch, previous: LaunchedStep | None = None) -> LaunchedStep:
+        """Run the model and sample on the device; nothing is read back."""
+        logits, rows = self.runner.run(batch, previous.pending() if previous is not None else None)
+        requests = [batch.requests[row] for row in rows]
+        sampled = self._sample(logits, requests) if rows else None
+        self.scheduler.update(batch)
         self.num_steps += 1
         for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
             if request.num_computed_tokens <= request.num_prompt_tokens:
                 self.num_prompt_tokens += num_new
-        if not rows:
-            return []
-        sampled_requests = [batch.requests[row] for row in rows]
+        for request in requests:
+            request.num_placeholders += 1
+        return LaunchedStep(batch, requests, sampled)
+
+    def _sample(self, logits: torch.Tensor, requests: list[Request]) -> SampledTokens:
         apply_grammar = None
-        if any(r.grammar is not None for r in sampled_requests):
-            matchers = [r.grammar for r in sampled_requests]
+        if any(r.grammar is not None for r in requests):
+            matchers = [r.grammar for r in requests]
             apply_grammar = lambda logits: self.structured_output.apply_masks(logits, matchers)  # noqa: E731
-        token_ids, logprobs = self.sampler(logits, sampled_requests, apply_grammar)
+        return self.sampler.sample_on_device(logits, requests, apply_grammar)
+
+    def _collect(self, launched: LaunchedStep) -> list[RequestDelta]:
+        """Read the step's ids (the step's one host sync), append them and apply the stop conditions."""
+        if launched.sampled is None:
+            return []
+        token_ids, logprobs = launched.sampled.to_host()
         deltas = []
-        for request, token_id, token_logprobs in zip(sampled_requests, token_ids, logprobs):
+        for request, token_id, token_logprobs in zip(launched.requests, token_ids, logprobs):
+            if request.finished:  # ended (or aborted) after this step was launched: a wasted row
+                continue
+            request.num_placeholders -= 1
             self.outputs.append_token(request, token_id, token_logprobs)
             self.num_generation_tokens += 1
             deltas.append(self.outputs.delta(request))
@@ -241,6 +277,34 @@ class LLMEngine:
                 self.requests.pop(request.request_id, None)
                 self.outputs.remove(request.request_id)
         return deltas
+
+    def _abandon(self, batches: list[ScheduledBatch], exc: Exception) -> None:
+        """An async step failed: what is in flight is dropped (its ids were never read), and the requests are
+        recomputed from the tokens the host has, each alone and synchronously, so the failure lands on one."""
+        self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
+
+    def _contain(self, batch: ScheduledBatch, exc: Exception) -> None:
+        if len(batch.requests) > 1:
+            self._retry_alone(batch.requests, exc)
+            return
+        request = batch.requests[0]
+        logger.error("request %s failed the engine step alone", request.request_id, exc_info=exc)
+        self.scheduler.finish(request)
+        self.requests.pop(request.request_id, None)
+        self.outputs.remove(request.request_id)
+        raise RequestFailed(request.request_id, f"{type(exc).__name__}: {exc}") from exc
+
+    def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
+        logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(requests),
+                       type(exc).__name__, exc)
+        for request in requests:
+            request.num_placeholders = 0  # ids sampled but never read go with the failed step
+        self.scheduler.quarantine(requests)
+
+    def _abort_all(self) -> None:
+        for request_id in list(self.requests):
+            self.abort_request(request_id)
+        self._in_flight = None  # its rows all belong to aborted requests
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
@@ -274,8 +338,7 @@ class LLMEngine:
     def sleep(self) -> None:
         """Like vLLM's sleep mode level 1 on a CPU engine: requests aborted, KV cache released, weights kept
         (in host memory), so `wake()` is much faster than building the engine again."""
-        for request_id in list(self.requests):
-            self.abort_request(request_id)
+        self._abort_all()
         self.runner.release()
 
     def wake(self) -> None:
@@ -283,7 +346,11 @@ class LLMEngine:
         self.block_manager.reset()
 
     def close(self) -> None:
-        for request_id in list(self.requests):
-            self.abort_request(request_id)
+        self._abort_all()
         self.runner.release()
         self.tokenizer.close()
+
+
+def _has_penalties(request: Request) -> bool:
+    params = request.params
+    return params.repetition_penalty != 1.0 or bool(params.presence_penalty) or bool(params.frequency_penalty)

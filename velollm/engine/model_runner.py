@@ -18,6 +18,8 @@ from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.llama import FUSED_LINEARS
 from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
+from velollm.engine.placeholders import PendingTokens, TokenScatter
+from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
@@ -51,6 +53,9 @@ class HostStep:
     sampled_rows: list[int] = field(default_factory=list)
     max_query_len: int = 0
     no_cached_prefix: bool = True  # every row starts at position 0 (AttentionMetadata.no_cached_prefix)
+    # Async scheduling: input_ids[placeholder_positions[i]] is pending.token_ids[placeholder_rows[i]].
+    placeholder_positions: list[int] = field(default_factory=list)
+    placeholder_rows: list[int] = field(default_factory=list)
 
 
 def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
@@ -220,7 +225,8 @@ class ModelRunner:
             "steps": dict(self.step_counts),
         }
 
-    def host_step(self, batch: ScheduledBatch) -> HostStep:
+    def host_step(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> HostStep:
+        """`pending`: the ids the previous step sampled, for rows whose last token is a placeholder."""
         step = HostStep(max_query_len=max(batch.num_scheduled_tokens))
         bs = self.block_size
         for row, (request, num_new) in enumerate(zip(batch.requests, batch.num_scheduled_tokens)):
@@ -230,11 +236,16 @@ class ModelRunner:
             if start:
                 step.no_cached_prefix = False
             if num_new == 1:  # a decode row: the common case, kept cheap (it runs for every row, every step)
-                step.input_ids.append(request.token_ids_slice(start, end)[0])
+                if start < request.num_tokens:
+                    step.input_ids.append(request.token_ids_slice(start, end)[0])
+                else:
+                    _add_placeholder(step, pending, request)
                 step.positions.append(start)
                 step.slot_mapping.append(table[start // bs] * bs + start % bs)
             else:
-                step.input_ids.extend(request.token_ids_slice(start, end))
+                step.input_ids.extend(request.token_ids_slice(start, min(end, request.num_tokens)))
+                if end > request.num_tokens:  # at most the last token: one step is in flight at a time
+                    _add_placeholder(step, pending, request)
                 step.positions.extend(range(start, end))
                 step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
             step.context_lens.append(end)
@@ -255,12 +266,21 @@ class ModelRunner:
             packed = host_tensor(flat, dtype)
         return list(packed.split([len(p) for p in parts]))
 
-    def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        return self._inputs(self.host_step(batch))
+    def prepare(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> StepInputs:
+        return self._inputs(self.host_step(batch, pending), pending)
 
-    def _inputs(self, step: HostStep) -> StepInputs:
-        input_ids, positions, slot_mapping, logits_indices = self._to_device(
-            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices], torch.int64)
+    def _graph_scatter(self, step: HostStep, pending: PendingTokens | None) -> TokenScatter | None:
+        if not step.placeholder_positions or pending is None:
+            return None
+        positions, rows = self._to_device([step.placeholder_positions, step.placeholder_rows], torch.int64)
+        return TokenScatter(pending.token_ids, positions, rows)
+
+    def _inputs(self, step: HostStep, pending: PendingTokens | None = None) -> StepInputs:
+        input_ids, positions, slot_mapping, logits_indices, placeholder_positions, placeholder_rows = self._to_device(
+            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices, step.placeholder_positions,
+             step.placeholder_rows], torch.int64)
+        if step.placeholder_positions and pending is not None:
+            TokenScatter(pending.token_ids, placeholder_positions, placeholder_rows).apply(input_ids)
         tables = step.block_tables
         context_lens, cu_seqlens_q, block_tables = self._to_device(
             [step.context_lens, step.cu_seqlens_q, list(chain.from_iterable(tables))], torch.int32)
@@ -276,35 +296,36 @@ class ModelRunner:
         return StepInputs(input_ids, positions, metadata, logits_indices, step.sampled_rows)
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
+    def run(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> tuple[torch.Tensor, list[int]]:
         """Float32 logits for the rows of `batch` that reach their last token, and those rows.
 
         No host sync: inputs go up asynchronously and nothing is read back (the sampler reads the result).
+        `pending` holds the ids of rows whose input is a placeholder (async scheduling).
         """
-        step = self.host_step(batch)
+        step = self.host_step(batch, pending)
         self.num_forward_tokens += len(step.input_ids)
         graphs = self.graphs
         decode_only = step.max_query_len == 1
         if graphs is not None and decode_only and graphs.can_run(len(step.input_ids), len(step.block_tables[0])):
-            hidden = self._run_graph(graphs, step)
+            hidden = self._run_graph(graphs, step, pending)
         else:
-            hidden = self._run_eager(step)
+            hidden = self._run_eager(step, pending)
         if not step.sampled_rows:
             return hidden.new_empty((0, self.config.vocab_size), dtype=torch.float32), []
         return self.model.compute_logits(hidden), step.sampled_rows
 
-    def _run_eager(self, step: HostStep) -> torch.Tensor:
+    def _run_eager(self, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows."""
-        inputs = self._inputs(step)
+        inputs = self._inputs(step, pending)
         self.step_counts["decode_eager" if step.max_query_len == 1 else "prefill"] += 1
         with forward_context(inputs.metadata):
             hidden = self.model(inputs.input_ids, inputs.positions)
         return hidden[inputs.logits_indices]
 
-    def _run_graph(self, graphs: DecodeGraphs, step: HostStep) -> torch.Tensor:
+    def _run_graph(self, graphs: DecodeGraphs, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows, from the replayed graph's static output."""
         decode = DecodeStep(step.input_ids, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
-        hidden = graphs.run(decode)
+        hidden = graphs.run(decode, self._graph_scatter(step, pending))
         self.step_counts["decode_graph"] += 1
         if len(step.sampled_rows) == decode.num_seqs:  # one token per row: row i is token i
             return hidden
@@ -325,6 +346,15 @@ def kv_cache_dtype(requested: str, model_dtype: torch.dtype, device: torch.devic
                        *torch.cuda.get_device_capability(device), str(model_dtype).removeprefix("torch."))
         return model_dtype
     return FP8_KV_DTYPE
+
+
+def _add_placeholder(step: HostStep, pending: PendingTokens | None, request: Request) -> None:
+    """The row's input is the id the step still on the device sampled: 0 here, scattered in on the device."""
+    if pending is None:
+        raise RuntimeError(f"request {request.request_id} has a placeholder but no step is in flight")
+    step.placeholder_positions.append(len(step.input_ids))
+    step.placeholder_rows.append(pending.row(request))
+    step.input_ids.append(0)
 
 
 def load_model(source: ModelSource, config: ModelConfig, device: torch.device | str,

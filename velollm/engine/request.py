@@ -33,6 +33,9 @@ class Request:
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling (-1: not scheduled yet)
     num_preemptions: int = 0
+    # Tokens sampled on the device whose ids the host has not read yet (async scheduling: at most one when
+    # a step is scheduled, two between launching a step and reading the previous one).
+    num_placeholders: int = 0
     generator: "torch.Generator | None" = None
     grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
@@ -45,6 +48,11 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_tokens_with_placeholders(self) -> int:
+        """The tokens the model has to see: prompt, output, and the sampled ids still on the device."""
+        return len(self.prompt_token_ids) + len(self.output_token_ids) + self.num_placeholders
 
     @property
     def all_token_ids(self) -> list[int]:

@@ -3,12 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from velollm.engine.request import Request
 
 _NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class _TopLogprobs:
+    top_values: torch.Tensor  # [rows, max_k]
+    top_ids: torch.Tensor  # [rows, max_k]
+    chosen: torch.Tensor  # [rows]: the sampled token's logprob
+    ks: list[int | None]  # per row: how many the request asked for (None: none)
+
+
+@dataclass(frozen=True)
+class SampledTokens:
+    """A step's sampled ids (and the logprobs asked for). `token_ids` stays on the device for the next step's
+    inputs; a copy to the host starts at once, and `to_host` waits for that copy only (the step's one sync),
+    not for work queued after it, such as the next step under async scheduling."""
+
+    token_ids: torch.Tensor  # int64 [rows], on the device
+    logprobs: _TopLogprobs | None
+    host: list[torch.Tensor]  # ids, then top values, top ids, chosen: on the host (pinned on CUDA)
+    ready: torch.cuda.Event | None  # recorded after the copies (CUDA)
+
+    @classmethod
+    def start_copy(cls, token_ids: torch.Tensor, logprobs: _TopLogprobs | None = None) -> SampledTokens:
+        tensors = [token_ids]
+        if logprobs is not None:
+            tensors += [logprobs.top_values, logprobs.top_ids, logprobs.chosen]
+        if token_ids.device.type != "cuda":
+            return cls(token_ids, logprobs, tensors, None)
+        host = [t.to("cpu", non_blocking=True) for t in tensors]  # pinned destinations: asynchronous
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(token_ids, logprobs, host, ready)
+
+    def to_host(self) -> tuple[list[int], list[dict[int, float] | None]]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        ids = self.host[0].tolist()
+        if self.logprobs is None:
+            return ids, [None] * len(ids)
+        top_values, top_ids, chosen = (t.tolist() for t in self.host[1:])
+        return ids, _host_logprobs(self.logprobs.ks, top_values, top_ids, chosen, ids)
+
+
+def _on_device(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host list on the device without waiting for the stream (pinned + non_blocking on CUDA), so
+    sampling queues behind the forward pass instead of ending the overlap of async scheduling."""
+    tensor = torch.tensor(data, dtype=dtype)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class Sampler:
@@ -20,10 +71,14 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, requests: Sequence[Request],
                  apply_grammar: Callable[[torch.Tensor], None] | None = None,
                  ) -> tuple[list[int], list[dict[int, float] | None]]:
-        """logits: float32 [len(requests), vocab]. Returns the sampled ids and per-row logprobs (or None).
+        """logits: float32 [len(requests), vocab]. Returns the sampled ids and per-row logprobs (or None)."""
+        return self.sample_on_device(logits, requests, apply_grammar).to_host()
 
-        `apply_grammar` masks the rows of constrained requests in place (after the processors).
-        """
+    @torch.inference_mode()
+    def sample_on_device(self, logits: torch.Tensor, requests: Sequence[Request],
+                         apply_grammar: Callable[[torch.Tensor], None] | None = None) -> SampledTokens:
+        """Sample without a host sync. `apply_grammar` masks the rows of constrained requests in place
+        (after the processors)."""
         logits = self.process(logits, requests)
         if apply_grammar is not None:
             apply_grammar(logits)
@@ -31,20 +86,22 @@ class Sampler:
         logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
         token_ids = self.sample(logits, requests)
         if logprobs is None:
-            return token_ids.tolist(), [None] * len(requests)
-        return _gather_logprobs(logprobs, token_ids, requests)
+            return SampledTokens.start_copy(token_ids)
+        return SampledTokens.start_copy(token_ids, _top_logprobs(logprobs, token_ids, requests))
 
     def process(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
         for row, request in enumerate(requests):
             params = request.params
             if params.logit_bias:
-                ids = torch.tensor([i for i in params.logit_bias if 0 <= i < logits.shape[1]], dtype=torch.long)
-                bias = torch.tensor([params.logit_bias[i] for i in ids.tolist()], dtype=logits.dtype)
-                logits[row].index_add_(0, ids.to(logits.device), bias.to(logits.device))
-            # A finished grammar allows only EOS: banning it too would leave nothing to sample.
-            if len(request.output_token_ids) < params.min_tokens and request.grammar is None:
+                ids = [i for i in params.logit_bias if 0 <= i < logits.shape[1]]
+                bias = _on_device([params.logit_bias[i] for i in ids], logits.dtype, logits.device)
+                logits[row].index_add_(0, _on_device(ids, torch.long, logits.device), bias)
+            # A finished grammar allows only EOS: banning it too would leave nothing to sample. Placeholders
+            # count: their ids are not on the host yet, but they are outputs.
+            num_output = len(request.output_token_ids) + request.num_placeholders
+            if num_output < params.min_tokens and request.grammar is None:
                 banned = [i for i in (*self.eos_token_ids, *params.stop_token_ids) if i < logits.shape[1]]
-                logits[row, banned] = _NEG_INF
+                logits[row].index_fill_(0, _on_device(banned, torch.long, logits.device), _NEG_INF)
             if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
                 apply_penalties(logits[row], request)
         return logits
@@ -54,7 +111,8 @@ class Sampler:
         if all(greedy):
             return logits.argmax(dim=-1)
         device = logits.device
-        temperature = torch.tensor([1.0 if g else r.params.temperature for g, r in zip(greedy, requests)], device=device)
+        temperature = _on_device([1.0 if g else r.params.temperature for g, r in zip(greedy, requests)],
+                                 logits.dtype, device)
         scaled = logits / temperature.unsqueeze(1)
         top_k = [r.params.top_k if 0 < r.params.top_k < self.vocab_size else self.vocab_size for r in requests]
         top_p = [r.params.top_p for r in requests]
@@ -62,9 +120,9 @@ class Sampler:
         # Which filters run is decided from the host-side params: no device sync for the branch.
         scaled = apply_top_k_top_p_min_p(
             scaled,
-            torch.tensor(top_k, device=device) if min(top_k) < self.vocab_size else None,
-            torch.tensor(top_p, device=device) if min(top_p) < 1 else None,
-            torch.tensor(min_p, device=device) if max(min_p) > 0 else None,
+            _on_device(top_k, torch.long, device) if min(top_k) < self.vocab_size else None,
+            _on_device(top_p, logits.dtype, device) if min(top_p) < 1 else None,
+            _on_device(min_p, logits.dtype, device) if max(min_p) > 0 else None,
         )
         probs = torch.softmax(scaled, dim=-1)
         noise = torch.empty_like(probs).exponential_()
@@ -72,7 +130,7 @@ class Sampler:
             if request.generator is not None:
                 noise[row].exponential_(generator=request.generator)
         sampled = probs.div_(noise).argmax(dim=-1)
-        return torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), sampled)
+        return torch.where(_on_device(greedy, torch.bool, device), logits.argmax(dim=-1), sampled)
 
 
 def apply_penalties(row_logits: torch.Tensor, request: Request) -> None:
@@ -120,20 +178,21 @@ def apply_top_k_top_p_min_p(
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
-def _gather_logprobs(
-    logprobs: torch.Tensor, token_ids: torch.Tensor, requests: Sequence[Request]
-) -> tuple[list[int], list[dict[int, float] | None]]:
+def _top_logprobs(logprobs: torch.Tensor, token_ids: torch.Tensor, requests: Sequence[Request]) -> _TopLogprobs:
     max_k = max((r.params.logprobs or 0) for r in requests)
     top_values, top_ids = logprobs.topk(max(max_k, 1), dim=-1)
     chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
-    ids, top_values, top_ids, chosen = token_ids.tolist(), top_values.tolist(), top_ids.tolist(), chosen.tolist()
+    return _TopLogprobs(top_values, top_ids, chosen, [r.params.logprobs for r in requests])
+
+
+def _host_logprobs(ks: list[int | None], top_values: list[list[float]], top_ids: list[list[int]],
+                   chosen: list[float], ids: list[int]) -> list[dict[int, float] | None]:
     result: list[dict[int, float] | None] = []
-    for row, request in enumerate(requests):
-        k = request.params.logprobs
+    for row, k in enumerate(ks):
         if k is None:
             result.append(None)
             continue
         entry = dict(zip(top_ids[row][:k], top_values[row][:k]))
         entry[ids[row]] = chosen[row]
         result.append(entry)
-    return ids, result
+    return result

@@ -23,7 +23,7 @@ class ScheduledBatch:
     def samples(self, index: int) -> bool:
         """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
         request = self.requests[index]
-        return request.num_computed_tokens + self.num_scheduled_tokens[index] == request.num_tokens
+        return request.num_computed_tokens + self.num_scheduled_tokens[index] == request.num_tokens_with_placeholders
 
 
 class Scheduler:
@@ -79,12 +79,14 @@ class Scheduler:
         return batch
 
     def _schedule_running(self, batch: ScheduledBatch, budget: int, candidates: list[Request]) -> int:
-        # Decodes (one token each) before running chunked prefills, in arrival order.
-        ordered = sorted(candidates, key=lambda r: (r.num_tokens - r.num_computed_tokens > 1, r.arrival_time))
+        # Decodes (one token each) before running chunked prefills, in arrival order. A decode whose input is
+        # a placeholder (sampled by the step still on the device) is scheduled like any other.
+        ordered = sorted(candidates, key=lambda r: (r.num_tokens_with_placeholders - r.num_computed_tokens > 1,
+                                                    r.arrival_time))
         for request in ordered:
             if request.status is not RequestStatus.RUNNING or budget == 0:
                 continue
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            num_new = min(request.num_tokens_with_placeholders - request.num_computed_tokens, budget)
             while not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
                 victim = self._pick_victim(request, batch)
                 self._preempt(victim)

@@ -77,7 +77,8 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """One query token per sequence: q [B, Hq, D] -> [B, Hq, D] over the paged KV."""
     if _use_triton(q):
-        return decode_attention.paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
+        return decode_attention.paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale,
+                                                              fused_reduce=decode_reduce_fused())
     return decode_attention.paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
@@ -102,6 +103,16 @@ def paged_prefill_attention(
     return prefill_attention.paged_prefill_attention_ref(
         q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
     )
+
+
+DECODE_FUSED_REDUCE_ENV = "VELOLLM_DECODE_FUSED_REDUCE"
+
+
+def decode_reduce_fused() -> bool:
+    """$VELOLLM_DECODE_FUSED_REDUCE=1: split decode attention (batch 1 in a wide graph table splits up to 64
+    ways) merges its splits in the last split's program instead of a second kernel. Off until a GPU run of
+    benchmarks/decode_attention.py (decode_attention_b1_cfg rows, fused_reduce) shows it faster."""
+    return os.environ.get(DECODE_FUSED_REDUCE_ENV, "0") == "1"
 
 
 PREFILL_PATH_ENV = "VELOLLM_PREFILL_ATTENTION"
@@ -167,6 +178,7 @@ __all__ = [
     "RopeScaling",
     "as_stored",
     "build_cos_sin_cache",
+    "decode_reduce_fused",
     "fused_add_rms_norm",
     "kernel_backend",
     "paged_decode_attention",

@@ -46,7 +46,7 @@ LOG2E = 1.4426950408889634
 @triton.jit(do_not_specialize=["bt_stride", "num_splits"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
-    out_ptr, m_ptr, l_ptr, acc_ptr,
+    out_ptr, m_ptr, l_ptr, acc_ptr, counter_ptr,
     qk_scale, tokens_per_split,
     q_b_stride, q_h_stride, bt_stride,
     cache_block_stride, cache_slot_stride, cache_h_stride,
@@ -54,13 +54,21 @@ def _decode_kernel(
     block_size, num_splits,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    FUSED_REDUCE: tl.constexpr = False,
 ):
     """One program = one sequence x one KV head x one split of the context; all GROUP query heads of
-    that KV head share every K/V tile loaded, so the cache is read once per KV head."""
+    that KV head share every K/V tile loaded, so the cache is read once per KV head.
+
+    FUSED_REDUCE (split runs only): splits past the context exit at once, and the last live split of a
+    (sequence, KV head) to finish merges the partials itself (_merge_splits), so no reduce kernel runs."""
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     ctx = tl.load(context_lens_ptr + b).to(tl.int32)  # int32 or int64 input; loop bounds need one type
+    live = tl.cdiv(ctx, tokens_per_split)  # splits holding part of the context
+    if FUSED_REDUCE:
+        if split >= tl.maximum(live, 1):  # split 0 of an empty row stays to write its zeros
+            return
     start = split * tokens_per_split
     end = tl.minimum(start + tokens_per_split, ctx)
 
@@ -96,16 +104,60 @@ def _decode_kernel(
         m_i = m_new
 
     out_mask = q_mask
+    o_ptr = out_ptr + b * out_b_stride + heads[:, None] * out_h_stride + d[None, :]
     if SINGLE_SPLIT:
         # Empty sequences (batch padding) have l_i == 0 and produce zeros.
         o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        o_ptr = out_ptr + b * out_b_stride + heads[:, None] * out_h_stride + d[None, :]
+        tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=out_mask)
+    elif not FUSED_REDUCE:
+        _store_partials(m_ptr, l_ptr, acc_ptr, m_i, l_i, acc, (b * (GROUP * tl.num_programs(1)) + heads) * num_splits
+                        + split, g, d, out_mask, GROUP, HEAD_DIM_PAD)
+    elif live <= 1:  # the only live split (or an empty row): nothing to merge
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
-        part = (b * (GROUP * tl.num_programs(1)) + heads) * num_splits + split  # [GROUP_PAD]
-        tl.store(m_ptr + part, m_i, mask=g < GROUP)
-        tl.store(l_ptr + part, l_i, mask=g < GROUP)
-        tl.store(acc_ptr + part[:, None] * HEAD_DIM_PAD + d[None, :], acc, mask=out_mask)
+        seq_parts = (b * (GROUP * tl.num_programs(1)) + heads) * num_splits  # [GROUP_PAD]
+        _store_partials(m_ptr, l_ptr, acc_ptr, m_i, l_i, acc, seq_parts + split, g, d, out_mask, GROUP, HEAD_DIM_PAD)
+        # Every thread's partials are written before one thread publishes them (release); the program that
+        # counts last acquires all of them, resets the counter for the next launch, and merges.
+        tl.debug_barrier()
+        counter = counter_ptr + b * tl.num_programs(1) + kvh
+        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == live - 1:
+            tl.store(counter, 0)
+            _merge_splits(o_ptr, m_ptr, l_ptr, acc_ptr, seq_parts, live, g, d, out_mask, GROUP, GROUP_PAD,
+                          HEAD_DIM_PAD)
+
+
+@triton.jit
+def _store_partials(m_ptr, l_ptr, acc_ptr, m_i, l_i, acc, part, g, d, out_mask,
+                    GROUP: tl.constexpr, HEAD_DIM_PAD: tl.constexpr):
+    tl.store(m_ptr + part, m_i, mask=g < GROUP)
+    tl.store(l_ptr + part, l_i, mask=g < GROUP)
+    tl.store(acc_ptr + part[:, None] * HEAD_DIM_PAD + d[None, :], acc, mask=out_mask)
+
+
+@triton.jit
+def _merge_splits(o_ptr, m_ptr, l_ptr, acc_ptr, seq_parts, live, g, d, out_mask,
+                  GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM_PAD: tl.constexpr):
+    """Online merge of the `live` split partials (m, l, acc) of GROUP query heads; loads bypass L1 (.cg),
+    since other SMs wrote them during this launch."""
+    m_run = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l_run = tl.zeros([GROUP_PAD], tl.float32)
+    acc_run = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
+    for s in range(0, live):
+        # Live splits saw at least one key: m is finite for real heads; padding heads read 0.
+        m_s = tl.load(m_ptr + seq_parts + s, mask=g < GROUP, other=0.0, cache_modifier=".cg")
+        l_s = tl.load(l_ptr + seq_parts + s, mask=g < GROUP, other=0.0, cache_modifier=".cg")
+        acc_s = tl.load(acc_ptr + (seq_parts + s)[:, None] * HEAD_DIM_PAD + d[None, :], mask=out_mask, other=0.0,
+                        cache_modifier=".cg")
+        m_new = tl.maximum(m_run, m_s)
+        alpha = tl.math.exp2(m_run - m_new)
+        beta = tl.math.exp2(m_s - m_new)
+        l_run = l_run * alpha + l_s * beta
+        acc_run = acc_run * alpha[:, None] + acc_s * beta[:, None]
+        m_run = m_new
+    o = acc_run / tl.where(l_run > 0, l_run, 1.0)[:, None]
+    tl.store(o_ptr, o.to(o_ptr.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit(do_not_specialize=["num_splits"])
@@ -153,6 +205,22 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_tokens: int, block_n: i
     return min(max_chunks, wanted, 64)
 
 
+_SPLIT_COUNTERS: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+
+def split_counters(device: torch.device, size: int) -> torch.Tensor:
+    """Zeroed int32 arrival counters for the fused split merge, one per (sequence, KV head). Each launch
+    leaves them at zero again, so launches on one stream share them. Kept for the process: a CUDA graph
+    holds their address; a graph capture must find them made by its warm-up run."""
+    key = (torch.device(device), size)
+    counters = _SPLIT_COUNTERS.get(key)
+    if counters is None:
+        if key[0].type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("fused split merge: run the decode once before capturing it in a CUDA graph")
+        counters = _SPLIT_COUNTERS[key] = torch.zeros(size, dtype=torch.int32, device=device)
+    return counters
+
+
 def paged_decode_attention_triton(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -167,9 +235,12 @@ def paged_decode_attention_triton(
     target_programs: int = 512,
     num_warps: int = 4,
     num_stages: int | None = None,
+    fused_reduce: bool = False,
 ) -> torch.Tensor:
     """Triton paged decode. `out` lets CUDA graphs keep a static output buffer; the tuning knobs
     (num_splits, block_n, target_programs, num_warps, num_stages) exist for benchmarks/decode_attention.py.
+    `fused_reduce`: with several splits, the last split of each (sequence, KV head) merges the partials
+    instead of a second kernel, and splits past the context exit at once (kernels.decode_reduce_fused).
 
     Defaults from its sweep on an H100 (batch 64, context 2048, bf16): 64-token tiles and one program per
     (sequence, KV head) once that makes 512 programs read 0.98 (8B heads) and 0.91 (1B heads) of the copy
@@ -192,14 +263,17 @@ def paged_decode_attention_triton(
     head_dim_pad = triton.next_power_of_2(head_dim)
     single = num_splits == 1
     parts = (batch, num_heads, num_splits)
-    m = l = acc = out  # unused placeholders on the single-split path
+    m = l = acc = counters = out  # unused placeholders on the single-split path
+    fused = fused_reduce and not single
     if not single:
         m = torch.empty(parts, dtype=torch.float32, device=q.device)
         l = torch.empty(parts, dtype=torch.float32, device=q.device)
         acc = torch.empty((*parts, head_dim_pad), dtype=torch.float32, device=q.device)
+    if fused:
+        counters = split_counters(q.device, batch * num_kv_heads)
     _decode_kernel[(batch, num_kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens,
-        out, m, l, acc,
+        out, m, l, acc, counters,
         scale * LOG2E, tokens_per_split,
         q.stride(0), q.stride(1), block_tables.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -207,10 +281,10 @@ def paged_decode_attention_triton(
         block_size, num_splits,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
-        BLOCK_N=block_n, SINGLE_SPLIT=single,
+        BLOCK_N=block_n, SINGLE_SPLIT=single, FUSED_REDUCE=fused,
         **dot_dtype_args(q.dtype, _decode_kernel), **launch_options(num_warps, num_stages),
     )
-    if not single:
+    if not single and not fused:
         _reduce_kernel[(batch, num_heads)](
             out, m, l, acc, out.stride(0), out.stride(1), num_heads, num_splits,
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(num_splits),

@@ -3,7 +3,8 @@
 
 gateway.UpstreamGateway (what the API's registry calls: find a name upstream, forward a request) ·
 upstream.Upstream (pooled client, kind probe, listing cache, bounded reads) · forward.forward
-(pass-through or conversion, streamed) · message_buffer (lines / events of a stream, linear time) ·
+(pass-through, or one of the conversions: openai_via_ollama_forward, ollama_via_openai_forward; both
+read answers through upstream_answer) · message_buffer (lines / events of a stream, linear time) ·
 openai_via_ollama / ollama_via_openai (wire-format converters) · answer_repair, sse_repair (tool calls)
 · options (serve flags). velollm.router builds one gateway per backend of `--config` on top of this
 (its own Upstream subclass reports failures; `UpstreamConfig.speaks_both` passes either API through to

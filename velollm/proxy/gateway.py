@@ -4,12 +4,17 @@
 answers one request from it (pass-through or conversion, streamed); the listings feed /api/tags and
 /v1/models. Ollama-like: a name is the upstream's when it is in the upstream's last successful listing
 (fetched again once when it is not, so a model pulled meanwhile works at once), or always under
---proxy-only. An upstream that is down gives 502 for the names it listed (forward raises that), and the
-first request after it comes back succeeds: there is no cool-down.
+--proxy-only. There the listing is fetched too, for the metric labels only (`listed` names a model, any
+other name is `unknown`): on the first name it lacks, then at most once per RELIST_INTERVAL_S, so that
+clients sending made-up names cannot make every request list the upstream; a request waits for it at
+most RELIST_WAIT_S. An upstream that is down gives 502 for the names it listed (forward raises that),
+and the first request after it comes back succeeds: there is no cool-down.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +31,9 @@ from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
 
+RELIST_INTERVAL_S = 30.0  # --proxy-only: the least time between listings fetched for names not in the last one
+RELIST_WAIT_S = 1.0  # --proxy-only: the longest a request waits for that listing (it goes on in the background)
+
 
 class UpstreamGateway:
     """Models VeloLLM does not run natively, answered by the upstream (any path of /v1/* or /api/*)."""
@@ -34,6 +42,7 @@ class UpstreamGateway:
         self.upstream = upstream if upstream is not None else Upstream(config)
         self.proxy_only = proxy_only
         self._explained: set[str] = set()
+        self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -47,6 +56,11 @@ class UpstreamGateway:
             listed = self.listed(name)
             if listed is None:
                 return None
+        elif listed is None and self._may_relist():
+            # Only for the labels: the request goes upstream whatever the listing says.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.upstream.list_models()), RELIST_WAIT_S)
+            listed = self.listed(name)
         if name not in self._explained:
             if len(self._explained) > 4096:  # names are client-chosen: bound the set
                 self._explained.clear()
@@ -54,6 +68,14 @@ class UpstreamGateway:
             why = reason or ("--proxy-only" if self.proxy_only else "VeloLLM has no model of that name")
             logger.info("model %r goes to upstream %s (%s)", name, self.upstream.url, why)
         return listed if listed is not None and self.upstream.known_kind == "openai" else name
+
+    def _may_relist(self) -> bool:
+        """--proxy-only: whether a name missing from the listing may fetch it again now (bounded rate)."""
+        now = time.monotonic()
+        if self._relisted_at is not None and now - self._relisted_at < RELIST_INTERVAL_S:
+            return False
+        self._relisted_at = now
+        return True
 
     def listed(self, name: str) -> str | None:
         """The upstream's spelling of `name` when its last listing has it (no request made), else None."""

@@ -1,0 +1,280 @@
+"""Async scheduling (EngineConfig.async_scheduling): step N+1 is launched before step N's ids are read.
+
+Every case runs through the same engine with the flag on and off and must give the same tokens; each checks
+that the KV cache is empty afterwards, and that the overlapped path (placeholder inputs filled on the device)
+really ran where it should.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from velollm.engine.llm_engine import LLMEngine
+from velollm.outputs import RequestOutput
+from velollm.sampling_params import SamplingParams, StructuredOutput
+
+from .helpers import greedy, make_engine, random_prompts, run_all
+
+
+class PlaceholderCounter:
+    """Counts the input ids that came from the previous step's sampled ids on the device."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.count = 0
+        host_step = engine.runner.host_step
+
+        def counting(batch, pending=None):
+            step = host_step(batch, pending)
+            self.count += len(step.placeholder_positions)
+            return step
+
+        engine.runner.host_step = counting
+
+
+def async_engine(folder, **kwargs) -> tuple[LLMEngine, PlaceholderCounter]:
+    engine = make_engine(folder, async_scheduling=True, **kwargs)
+    return engine, PlaceholderCounter(engine)
+
+
+def both(folder, prompts, params, **kwargs) -> tuple[list[RequestOutput], list[RequestOutput], LLMEngine, int]:
+    """Outputs without and with async scheduling, the async engine and its placeholder count."""
+    reference = run_all(make_engine(folder, **kwargs), prompts, params)
+    engine, counter = async_engine(folder, **kwargs)
+    outputs = run_all(engine, prompts, params)
+    assert engine.block_manager.num_allocated_blocks == 0
+    assert not engine.has_unfinished_requests()
+    return reference, outputs, engine, counter.count
+
+
+def same(a: list[RequestOutput], b: list[RequestOutput]) -> None:
+    assert [(o.token_ids, o.text, o.finish_reason) for o in a] == [(o.token_ids, o.text, o.finish_reason) for o in b]
+
+
+def test_batched_greedy_equals_sync_and_overlaps(llama_folder):
+    prompts = random_prompts([3, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 5, 64, 70, 12, 1], seed=11)
+    reference, outputs, engine, placeholders = both(llama_folder, prompts, greedy(24, logprobs=2))
+    same(reference, outputs)
+    for ref, out in zip(reference, outputs):
+        assert [sorted(lp) for lp in ref.logprobs] == [sorted(lp) for lp in out.logprobs]
+    assert placeholders >= 16 * 20  # nearly every decode input came from the device
+    stats = engine.stats()
+    assert stats.num_generation_tokens == 16 * 24
+
+
+def test_requests_that_end_early_waste_one_row_and_free_their_blocks(llama_folder):
+    prompts = random_prompts([10, 20, 30, 40], seed=3)
+    params = [greedy(n) for n in (1, 2, 7, 30)]
+    reference = [run_all(make_engine(llama_folder), [p], sp)[0] for p, sp in zip(prompts, params)]
+    engine, counter = async_engine(llama_folder)
+    outputs = {}
+    for prompt, sp in zip(prompts, params):
+        request = engine.add_request(prompt, sp)
+        outputs[request.request_id] = RequestOutput(request.request_id, prompt)
+    while engine.has_unfinished_requests():
+        for delta in engine.step():
+            outputs[delta.request_id].add(delta)
+    same(reference, list(outputs.values()))
+    assert [len(o.token_ids) for o in outputs.values()] == [1, 2, 7, 30]
+    assert engine.block_manager.num_allocated_blocks == 0 and counter.count > 0
+
+
+def test_forced_preemption(llama_folder):
+    prompts = random_prompts([30, 41, 25, 36, 50, 19, 44, 28], seed=13)
+    block_bytes = make_engine(llama_folder).runner.kv_bytes_per_block()
+    reference, outputs, engine, placeholders = both(llama_folder, prompts, greedy(40),
+                                                    kv_cache_memory=14 * block_bytes)
+    assert engine.stats().num_preemptions > 0
+    same(reference, outputs)
+    assert placeholders > 0
+
+
+def test_chunked_prefill_and_eos(llama_folder):
+    prompts = random_prompts([70, 90, 33, 8], seed=19)
+    params = SamplingParams(temperature=0.0, max_tokens=40)  # EOS ends some early
+    reference, outputs, _, _ = both(llama_folder, prompts, params, max_num_batched_tokens=24)
+    same(reference, outputs)
+
+
+def test_stop_strings_and_stop_ids(llama_folder):
+    engine = make_engine(llama_folder)
+    prompt = random_prompts([12], seed=23)[0]
+    [free] = run_all(engine, [prompt], greedy(24))
+    stop = free.text[6:9]
+    params = [greedy(24, stop=[stop]), greedy(24, stop_token_ids=[free.token_ids[5]]),
+              greedy(24, stop=[stop], include_stop_str_in_output=True)]
+    for sp in params:
+        reference, outputs, _, _ = both(llama_folder, [prompt, random_prompts([30], seed=29)[0]], sp)
+        same(reference, outputs)
+        assert outputs[0].finish_reason == "stop"
+
+
+def test_streamed_deltas_equal_the_sync_engine(llama_folder):
+    """With output_kind cumulative streaming, the concatenated deltas give the same text and tokens."""
+    prompts = random_prompts([7, 19], seed=31)
+    params = greedy(20, stop=["zz"])
+    reference, outputs, _, _ = both(llama_folder, prompts, params)
+    same(reference, outputs)
+
+
+def test_seeded_sampling_is_reproducible(llama_folder):
+    prompts = random_prompts([9, 17, 25], seed=37)
+    params = SamplingParams(temperature=0.9, top_p=0.9, top_k=40, min_p=0.02, seed=5, max_tokens=24,
+                            ignore_eos=True, logprobs=1)
+    reference, outputs, _, placeholders = both(llama_folder, prompts, params)
+    same(reference, outputs)
+    again = run_all(make_engine(llama_folder, async_scheduling=True), prompts, params)
+    same(outputs, again)
+    assert placeholders > 0
+
+
+def test_min_tokens_counts_placeholders(llama_folder):
+    prompts = random_prompts([11, 13], seed=41)
+    params = SamplingParams(temperature=0.0, max_tokens=30, min_tokens=12)
+    reference, outputs, _, _ = both(llama_folder, prompts, params)
+    same(reference, outputs)
+    assert all(len(o.token_ids) >= 12 for o in outputs)
+
+
+def test_penalties_fall_back_to_sync_and_agree(llama_folder):
+    prompts = random_prompts([9, 21], seed=43)
+    params = greedy(16, repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.3)
+    reference, outputs, _, placeholders = both(llama_folder, prompts, params)
+    same(reference, outputs)
+    assert placeholders == 0  # each step waits for the previous one's ids
+
+
+def test_grammar_request_mixed_with_plain_ones(llama_folder):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    constrained = SamplingParams(temperature=1.0, seed=3, max_tokens=60,
+                                 structured_output=StructuredOutput("json_schema", json.dumps(schema)))
+    prompts = random_prompts([7, 19, 33], seed=47)
+    params = [greedy(30), constrained, greedy(45)]
+
+    def run(engine: LLMEngine) -> list[RequestOutput]:
+        outputs = {}
+        for prompt, sp in zip(prompts, params):
+            request = engine.add_request(prompt, sp)
+            outputs[request.request_id] = RequestOutput(request.request_id, prompt)
+        while engine.has_unfinished_requests():
+            for delta in engine.step():
+                outputs[delta.request_id].add(delta)
+        assert engine.block_manager.num_allocated_blocks == 0
+        return list(outputs.values())
+
+    reference = run(make_engine(llama_folder))
+    engine, counter = async_engine(llama_folder)
+    outputs = run(engine)
+    same(reference, outputs)
+    jsonschema.validate(json.loads(outputs[1].text), schema)
+    assert counter.count > 0  # the plain requests overlap once the constrained one is done
+
+
+def test_abort_mid_stream(llama_folder):
+    prompts = random_prompts([14, 22, 30], seed=53)
+    reference = run_all(make_engine(llama_folder), prompts, greedy(20))
+    engine, _ = async_engine(llama_folder)
+    requests = [engine.add_request(p, greedy(20)) for p in prompts]
+    tokens: dict[str, list[int]] = {r.request_id: [] for r in requests}
+    finish: dict[str, str | None] = {}
+    for _ in range(6):
+        for delta in engine.step():
+            tokens[delta.request_id].extend(delta.token_ids)
+    aborted = requests[1].request_id
+    delta = engine.abort_request(aborted)  # its row is in the step still in flight
+    tokens[aborted].extend(delta.token_ids)
+    finish[aborted] = delta.finish_reason
+    while engine.has_unfinished_requests():
+        for delta in engine.step():
+            assert delta.request_id != aborted
+            tokens[delta.request_id].extend(delta.token_ids)
+    assert finish[aborted] == "abort"
+    assert tokens[aborted] == reference[1].token_ids[: len(tokens[aborted])] and 0 < len(tokens[aborted]) < 20
+    assert tokens[requests[0].request_id] == reference[0].token_ids
+    assert tokens[requests[2].request_id] == reference[2].token_ids
+    assert engine.block_manager.num_allocated_blocks == 0
+
+
+def test_abort_everything_in_flight(llama_folder):
+    engine, _ = async_engine(llama_folder)
+    requests = [engine.add_request(p, greedy(64)) for p in random_prompts([20 + i for i in range(12)], seed=17)]
+    for _ in range(3):
+        engine.step()
+    for request in requests:
+        engine.abort_request(request.request_id)
+    while engine.has_unfinished_requests():  # reads (and drops) the step still in flight
+        assert engine.step() == []
+    assert engine.block_manager.num_allocated_blocks == 0
+
+
+def test_prefix_cache_hits(llama_folder):
+    engine, counter = async_engine(llama_folder)
+    prefix = random_prompts([100], seed=5)[0]
+    [first] = run_all(engine, [prefix + [7, 8, 9]], greedy(8))
+    [second] = run_all(engine, [prefix + [10, 11, 12, 13]], greedy(8))
+    assert second.num_cached_tokens == 96
+    [fresh] = run_all(make_engine(llama_folder), [prefix + [10, 11, 12, 13]], greedy(8))
+    assert second.token_ids == fresh.token_ids
+    [same_prompt] = run_all(engine, [prefix + [7, 8, 9]], greedy(8))  # its generated blocks are cached too
+    assert same_prompt.token_ids == first.token_ids
+    assert engine.block_manager.num_allocated_blocks == 0
+    assert all(block.ref_count == 0 for block in engine.block_manager.blocks)
+    assert counter.count > 0
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_llm_api_option(llama_folder, async_scheduling):
+    from velollm import LLM
+
+    llm = LLM(str(llama_folder), device="cpu", dtype="float32", kv_cache_memory=32 << 20,
+              async_scheduling=async_scheduling)
+    try:
+        outs = llm.generate(random_prompts([5, 9], seed=59), greedy(6))
+        assert [len(o.token_ids) for o in outs] == [6, 6]
+        assert llm.engine.config.async_scheduling is async_scheduling
+        assert llm.engine.block_manager.num_allocated_blocks == 0
+    finally:
+        llm.close()
+
+
+def test_placeholder_scatter_fills_the_decode_graph_buffer(llama_folder):
+    """The CUDA-graph path's contract on the CPU: ids scattered into the padded static buffer land on the
+    rows of their requests, and positions and slots stay as the host wrote them."""
+    import torch
+
+    from velollm.engine.cuda_graph import DecodeStep, pad_token_rows
+    from velollm.engine.placeholders import PendingTokens, TokenScatter
+
+    engine = make_engine(llama_folder, async_scheduling=True)
+    for prompt in random_prompts([5, 16, 33], seed=3):
+        engine.add_request(prompt, greedy(8))
+    while engine._in_flight is None or max(engine._in_flight.batch.num_scheduled_tokens) > 1:
+        engine.step()
+    previous = engine._in_flight
+    pending = previous.pending()
+    batch = engine.scheduler.schedule()
+    step = engine.runner.host_step(batch, pending)
+    assert len(step.placeholder_positions) == 3 and step.input_ids == [0, 0, 0]
+    decode = DecodeStep(step.input_ids, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
+    bucket = 4
+    tokens = torch.tensor(pad_token_rows(decode, bucket))
+    scatter = TokenScatter(pending.token_ids, torch.tensor(step.placeholder_positions),
+                           torch.tensor(step.placeholder_rows))
+    scatter.apply(tokens[:bucket])
+    ids = pending.token_ids.tolist()
+    expected = [ids[pending.rows[r]] for r in batch.requests]
+    known = DecodeStep(expected, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
+    assert tokens.tolist() == pad_token_rows(known, bucket)
+
+
+def test_the_wasted_row_of_a_request_at_the_context_limit(llama_folder):
+    """A request that the context ends still gets its wasted row at the last position: it must fit."""
+    prompts = random_prompts([60, 47], seed=61)
+    params = SamplingParams(temperature=0.0, ignore_eos=True)  # runs to the context length
+    reference, outputs, _, placeholders = both(llama_folder, prompts, params, max_model_len=64)
+    same(reference, outputs)
+    assert len(outputs[0].token_ids) == 4 and {o.finish_reason for o in outputs} == {"length"}
+    assert placeholders > 0

@@ -1,0 +1,169 @@
+"""Ollama client, OpenAI-compatible upstream: /api/chat, /api/generate and /api/embed(dings) sent to
+/v1/*, the answers (whole or SSE streams) turned into Ollama's (whole or NDJSON); a load / unload
+request and /api/show are answered here, as the upstream has no such thing. The formats themselves:
+ollama_via_openai.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.responses import JSONResponse, Response
+
+from velollm.proxy import ollama_via_openai as o2o
+from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.upstream import Upstream, UpstreamUnavailable
+from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
+from velollm.reasoning.openai_answer import OpenAIAnswerSplit
+from velollm.wire.errors import error_message
+from velollm.wire.framing import ndjson_line
+from velollm.wire.timestamps import now_rfc3339
+
+logger = logging.getLogger(__name__)
+
+
+async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
+                             repair: AnswerRepair | None, split: OpenAIAnswerSplit | None = None) -> Response:
+    model = str(body.get("model") or "")
+    if path in ("/api/embed", "/api/embeddings"):
+        return await _embeddings_via_openai(upstream, path, body)
+    if path == "/api/show":
+        return JSONResponse(_show(model))
+    if path == "/api/chat":
+        if not body.get("messages"):
+            return _load_answer(model, "chat", body)
+        target, converted = "/v1/chat/completions", o2o.chat_request(body)
+    elif path == "/api/generate":
+        if not body.get("prompt") and not body.get("images"):
+            return _load_answer(model, "generate", body)
+        target, converted = o2o.generate_request(body)
+    else:
+        return error_answer("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
+    converter = o2o.NdjsonAnswer(model, "chat" if path == "/api/chat" else "generate")
+    response = await upstream.send("POST", target, json_body=converted)
+    if response.status_code != 200:
+        return await converted_error(upstream, response, "ollama")
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        answer = await read_json(upstream, response)
+        if split is not None and isinstance(answer, dict):
+            answer = split.completion(answer)
+        if repair is not None and isinstance(answer, dict):
+            answer = repair.openai_answer(answer)
+        obj = converter.whole(answer)
+        if converted["stream"]:
+            return Response(ndjson_line(obj), media_type="application/x-ndjson")
+        return JSONResponse(obj)
+    if converted["stream"]:
+        return streaming(_sse_to_ndjson(upstream, response, converter, repair, split), response,
+                          "application/x-ndjson")
+    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path,
+                           upstream.config.max_body_bytes, repair)
+
+
+async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
+                         repair: AnswerRepair | None = None,
+                         split: OpenAIAnswerSplit | None = None) -> AsyncIterator[bytes]:
+    """`repair`: the calls, which arrive whole on the final line, are repaired there."""
+
+    def final() -> bytes:
+        obj = converter.final()
+        return ndjson_line(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
+
+    try:
+        async for line in upstream.iter_lines(response):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                yield final()
+                return
+            chunk = json.loads(payload)
+            if "error" in chunk:
+                yield ndjson_line({"error": error_message(chunk)})
+                return
+            if split is not None:
+                chunk = split.chunk(chunk)
+            for obj in converter.feed(chunk):
+                yield ndjson_line(obj)
+        # Some servers end without [DONE]: a stream that gave a finish reason is complete.
+        if converter.finish is not None:
+            yield final()
+        else:
+            yield ndjson_line({"error": "the upstream ended the stream early"})
+    except UpstreamUnavailable as exc:
+        logger.warning("upstream stream broken: %s", exc)
+        yield ndjson_line({"error": str(exc)})
+    except ValueError as exc:
+        yield ndjson_line({"error": f"the upstream sent invalid JSON: {exc}"})
+    finally:
+        await response.aclose()
+
+
+async def _collapse(lines: AsyncGenerator[bytes, None], path: str, max_bytes: int,
+                    repair: AnswerRepair | None = None) -> Response:
+    """Non-streamed Ollama answer from an upstream that streamed anyway: concatenate like Ollama does
+    (holding at most `max_bytes` of it)."""
+    text, thinking, logprobs, final = [], [], [], None
+    size = 0
+    try:
+        async for line in lines:
+            size += len(line)
+            if size > max_bytes:
+                return error_answer("ollama", 502, f"the upstream's answer is larger than {max_bytes} bytes "
+                                                   f"(--max-upstream-body)")
+            obj = json.loads(line)
+            if "error" in obj:
+                return error_answer("ollama", 502, obj["error"])
+            part = obj.get("message") or obj
+            text.append(part.get("content") or part.get("response") or "")
+            thinking.append(part.get("thinking") or "")
+            logprobs += obj.get("logprobs") or []
+            final = obj
+    finally:
+        await lines.aclose()  # closes the upstream response at once
+    if final is None:
+        return error_answer("ollama", 502, "the upstream sent an empty answer")
+    target = final["message"] if path == "/api/chat" else final
+    target["content" if path == "/api/chat" else "response"] = "".join(text)
+    if any(thinking):
+        target["thinking"] = "".join(thinking)
+    if logprobs:
+        final["logprobs"] = logprobs
+    if repair is not None and path == "/api/chat":
+        final = repair.ollama_answer(final, whole=True)
+    return JSONResponse(final)
+
+
+def _show(model: str) -> dict[str, Any]:
+    """/api/show for a model of an OpenAI upstream, which tells nothing about it (`model_info` is required)."""
+    details = {"parent_model": "", "format": "", "family": "", "families": None, "parameter_size": "",
+               "quantization_level": ""}
+    return {"modelfile": f"# served by an OpenAI-compatible upstream\nFROM {model}\n", "parameters": "",
+            "template": "", "details": details, "model_info": {}, "capabilities": ["completion"]}
+
+
+def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:
+    """Empty prompt / messages: Ollama loads (or unloads) the model; an OpenAI upstream has nothing to load."""
+    reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
+    obj: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
+    obj.update({"message": {"role": "assistant", "content": ""}} if endpoint == "chat" else {"response": ""})
+    obj.update(done=True, done_reason=reason)
+    return JSONResponse(obj)
+
+
+async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, Any]) -> Response:
+    legacy = path == "/api/embeddings"
+    inputs = body.get("prompt") if legacy else body.get("input")
+    if not inputs:
+        return JSONResponse({"embedding": []} if legacy else {"model": body.get("model"), "embeddings": []})
+    answer = await embed(upstream, "/v1/embeddings", body, inputs, "ollama")
+    if isinstance(answer, Response):
+        return answer
+    vectors = [d.get("embedding") for d in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))]
+    if legacy:
+        return JSONResponse({"embedding": vectors[0] if vectors else []})
+    tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+    return JSONResponse({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
