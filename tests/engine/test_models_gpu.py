@@ -88,6 +88,22 @@ def test_cuda_bf16_varlen_prefill_matches_paged(tiny_models, monkeypatch):
         assert err < 0.05, f"first-token logprobs differ by {err}"
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_cuda_engine_decode_fusions_match_transformers(tiny_models, arch, monkeypatch):
+    """The batch-1 decode fusions behind switches (split merge in the attention kernel, SiLU*mul in the
+    down-projection GEMV), on in eager steps and in the captured graphs: transformers' greedy tokens."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("VELOLLM_DECODE_FUSED_REDUCE", "1")
+    monkeypatch.setenv("VELOLLM_SILU_DOWN_GEMV", "1")
+    folder = tiny_models[arch]
+    prompts = random_prompts([1, 40], seed=8)
+    engine = _cuda_engine(folder)
+    for prompt in prompts:  # one at a time: batch 1, the graphs' many-split case
+        got = run_all(engine, [prompt], greedy(24))[0]
+        assert got.token_ids == _hf_greedy(folder, prompt, 24)[0]
+    assert engine.runner.paths()["graph_replays"] > 0
+
+
 def test_cuda_fp8_kv_cache_tracks_the_bf16_cache(tiny_models):
     """fp8 KV on CUDA (Triton write and reads, decode graphs) within the CPU test's bounds
     (tests/engine/test_fp8_kv_cache.py); GPUs without e4m3 keep the model dtype (with a warning)."""

@@ -13,7 +13,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from velollm.kernels import activation, decode_attention as da, norm, prefill_attention as pa, rope
+from velollm.kernels import activation, decode_attention as da, norm, prefill_attention as pa, rope, silu_gemv
 from velollm.kernels import quant_gemm, quant_gemv, quant_rows
 from velollm.kernels.gguf_planes import QUANT_TYPES
 
@@ -56,6 +56,10 @@ def main() -> int:
         num_heads=I32, num_splits=I32), dict(HEAD_DIM=128, HEAD_DIM_PAD=128, SPLITS_PAD=4)))
     for block_m, block_n in ((64, 64), (128, 32)):  # pa.DEFAULT_TILE and pa.PREFILL_TILES' largest
         ok.append(compile_prefill(f"prefill block_m={block_m} block_n={block_n}", p, p, dot, block_m, block_n))
+    for m_pad in (1, 4):
+        ok.append(compile_kernel(f"silu_mul_gemv M_PAD={m_pad}", silu_gemv._silu_mul_gemv_kernel, dict(
+            x_ptr=p, w_ptr=p, out_ptr=p, M=I32, N=I32, inter=I32, x_stride=I32, w_stride=I32, out_stride=I32),
+            dict(M_PAD=m_pad, BLOCK_N=silu_gemv._BLOCK_N, BLOCK_K=silu_gemv._BLOCK_K, EVEN_K=True)))
     ok += compile_quantized(p, dot)
     ok += compile_fp8_kv(p, dot)
     return 0 if all(ok) else 1

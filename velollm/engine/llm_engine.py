@@ -1,4 +1,5 @@
-"""LLMEngine: requests in, deltas out; step() = schedule -> run -> update."""
+"""LLMEngine: requests in, deltas out; step() = schedule -> run -> update (with async scheduling, step N+1 is
+launched before step N's sampled ids are read: see _step_async)."""
 
 from __future__ import annotations
 
