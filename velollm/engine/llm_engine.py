@@ -110,6 +110,8 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
+        if config.async_scheduling:
+            logger.info("async scheduling: each step is scheduled while the previous one runs")
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig = EngineConfig(), *, cache_dir: str | None = None,
