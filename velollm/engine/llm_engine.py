@@ -55,6 +55,7 @@ class EngineSettings:
     max_model_len: int
     kv_cache_bytes: int
     cuda_graphs: bool
+    kv_cache_dtype: str | None = None  # what the KV cache stores (float8_e4m3fn for fp8); None: the model dtype
 
 
 def resolve_device(device: str) -> torch.device:
@@ -330,7 +331,8 @@ class LLMEngine:
     def settings(self) -> EngineSettings:
         r = self.runner
         return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
-                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None)
+                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None,
+                              str(r.kv_dtype).removeprefix("torch."))
 
     def memory_bytes(self) -> int:
         """What the loaded model holds on its device: the weights as held (GGUF planes when kept

@@ -15,6 +15,7 @@ from velollm.kernels import (
     varlen_attention,
 )
 from velollm.kernels._triton import HAS_TRITON
+from velollm.kernels.fp8 import as_stored
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.rope import build_cos_sin_cache
 
@@ -196,6 +197,7 @@ __all__ = [
     "HAS_TRITON",
     "QuantizedWeight",
     "RopeScaling",
+    "as_stored",
     "build_cos_sin_cache",
     "decode_reduce_fused",
     "fused_add_rms_norm",
