@@ -218,12 +218,13 @@ class LLMEngine:
         """vLLM V1's async scheduling: step N+1 is scheduled and launched before step N's ids are read, so the
         host's work (scheduling, inputs, detokenizing, stop checks) overlaps the device's. Rows of requests
         that step N ends are wasted in N+1 and dropped when read. Each call returns the previous step's deltas."""
-        previous, self._in_flight = self._in_flight, None
+        previous = self._in_flight
         if previous is None and self.scheduler.suspects:
             return self._step_sync()  # retrying a failed step's requests alone pins the failure on one
         overlap = previous is None or self._overlaps(previous)
         # Without overlap this call only reads `previous`: the next one schedules with every id on the host.
         batch = self.scheduler.schedule() if overlap else ScheduledBatch()
+        self._in_flight = None
         try:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
