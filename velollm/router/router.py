@@ -20,10 +20,11 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from velollm.errors import Overloaded
+from velollm.errors import Overloaded, ServeLocally
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
 from velollm.router.health import HealthChecker
+from velollm.router.local import LocalReplica
 from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
@@ -38,12 +39,14 @@ MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this of
 
 
 class Router:
-    """The configured remote backends (native models are the registry's, answered before these)."""
+    """The configured backends: the remote ones, and the native ones as local replicas (their models are
+    the registry's; a name that remote backends serve too is balanced across all of them, `balances`)."""
 
     def __init__(self, config: RoutingFile) -> None:
         self.config = config
         self.backends = [Backend(b, config.router) for b in config.remote]
-        self.metrics = RouterMetrics(self.backends)
+        self.local = [LocalReplica(b, config.router) for b in config.native]
+        self.metrics = RouterMetrics([*self.local, *self.backends])
         self._policies: dict[str, Policy] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._miss_refresh: asyncio.Task[None] | None = None
@@ -105,6 +108,12 @@ class Router:
             self._miss_refresh = asyncio.ensure_future(self._refresh_all())
         await asyncio.shield(self._miss_refresh)
 
+    def balances(self, name: str) -> bool:
+        """Whether a native model of that name is one replica among remote ones (the registry then hands
+        requests for it to `forward(..., local=True)`), rather than answering them all itself."""
+        return (any(r.serves(name) for r in self.local) and bool(self.replicas(name))
+                and not self.config.local_first_for(name))
+
     def policy(self, name: str) -> Policy:
         key = name_key(name)
         policy = self._policies.get(key)
@@ -115,15 +124,19 @@ class Router:
         return policy
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
+                      local: bool = False) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
-        first byte); 503 + Retry-After when none can take it."""
+        first byte); 503 + Retry-After when none can take it. `local`: the native replicas of the name
+        are candidates too; choosing one raises ServeLocally (the API runs the request natively)."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
-        replicas = self.replicas(name)
+        replicas: list[Backend | LocalReplica] = [*self.replicas(name)]
+        if local:
+            replicas = [*(r for r in self.local if r.serves(name)), *replicas]
         policy = self.policy(name)
         blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
             if policy.name == "prefix-aware" else NO_BLOCKS
@@ -143,6 +156,8 @@ class Router:
                 continue  # its queue is full: another replica, without using up a retry
             attempts += 1
             policy.routed(backend, blocks)
+            if isinstance(backend, LocalReplica):
+                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe))
             started = time.perf_counter()
             try:
                 response = await backend.gateway.forward(request, body, backend.serves(name) or name,
@@ -203,7 +218,7 @@ class Router:
         response.background = BackgroundTask(background)
         return response
 
-    def _unavailable(self, api: Api, name: str, replicas: list[Backend], failed: Response | None) -> Response:
+    def _unavailable(self, api: Api, name: str, replicas: list[Backend | LocalReplica], failed: Response | None) -> Response:
         """No replica could take the request: an upstream's own error answer (a 500 it sent) as it is;
         otherwise (all ejected, unreachable, busy) 503 + Retry-After."""
         if failed is not None and failed.status_code not in (502, 503, 504):
@@ -259,7 +274,7 @@ class Router:
         backends = [{"name": b.name, "url": b.url, "up": not b.health.ejected, "reason": b.health.reason or None,
                      "in_flight": b.queue.in_flight, "waiting": b.queue.waiting,
                      "latency_ms": round(b.last_probe_ms, 1) if b.last_probe_ms is not None else None,
-                     "models": len(b.model_names())} for b in self.backends]
+                     "models": len(b.model_names())} for b in [*self.local, *self.backends]]
         names = {name_key(n) for b in self.backends for n in b.model_names()}
         return {"url": ", ".join(b.url for b in self.backends), "kind": "router",
                 "up": any(b["up"] for b in backends), "models": len(names), "backends": backends}
