@@ -35,10 +35,9 @@ from velollm.kernels.fp8 import FP8_KV_DTYPE, fp8_supported, to_cache_dtype  # n
 
 def capacity() -> None:
     for name, s in SHAPES.items():
-        per_value = 2 * s["num_hidden_layers"] * s["num_key_value_heads"] * s["head_dim"]  # K and V, every layer
-        for dtype, itemsize in (("bfloat16", 2), ("float8_e4m3fn", 1)):
-            emit(what="kv_capacity", shape=name, kv_dtype=dtype, bytes_per_token=per_value * itemsize,
-                 tokens_per_GiB=(1 << 30) // (per_value * itemsize))
+        values = 2 * s["num_hidden_layers"] * s["num_key_value_heads"] * s["head_dim"]  # K and V, every layer
+        emit(what="fp8_kv_capacity", shape=name, bf16_bytes_per_token=2 * values, fp8_bytes_per_token=values,
+             bf16_tokens_per_GiB=(1 << 30) // (2 * values), fp8_tokens_per_GiB=(1 << 30) // values)
 
 
 def _caches(batch: int, context: int, hkv: int, head_dim: int, device: str):

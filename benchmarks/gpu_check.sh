@@ -35,8 +35,9 @@
 #                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
 #     context_cuda        issue 17: benchmarks/context.py --device cuda (30-turn TTFT, compression, switch) ~70 [110]
 #     serving_8b_async_off, serving_1b   the same with async off (rate inf) and on the 1B shape      ~70/~90 [90/120]
-#   base   gpu_tests, decode_attention, gpu_decode, the two throughput steps, prefill_attention, decode_fusions,
-#          hf_static_cache
+#   base   gpu_tests, decode_attention, fp8_kv_cache (issue 11's fp8 KV cache: decode attention over bf16 vs fp8,
+#          accuracy, 1B engine throughput with each), gpu_decode, the two throughput steps, prefill_attention,
+#          decode_fusions, hf_static_cache
 #   quant  the three quant_decode steps, quant_tests, quant_sweep, quant_throughput_8b, quant_load_8b
 #   serving, context, tests: the steps so named; a step's own name also selects it
 # GPU_CHECK_PEERS=1 adds transformers' generate_batch / padded generate to the throughput steps (~20 s 1B,
@@ -154,6 +155,7 @@ step gpu_tests 150 $PY -m pytest tests/kernels tests/engine/test_cuda_graph.py t
 want gpu_tests base tests && summary gpu_tests
 GROUPS_OF="base"
 step decode_attention 75 $PY benchmarks/decode_attention.py
+step fp8_kv_cache 120 $PY benchmarks/fp8_kv_cache.py --engine --workdir "$WORK"
 GROUPS_OF="quant tests"
 step quant_tests 120 $PY -m pytest tests/kernels/test_quant_kernels.py tests/gguf/test_gguf_quantized_gpu.py \
     -q -p no:cacheprovider "${XDIST[@]}" -rs
