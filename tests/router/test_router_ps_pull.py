@@ -1,6 +1,7 @@
 """/api/ps and /api/pull through the router, with the official ollama client against `velollm serve --config`:
-a native `demo` (the local engine), a second `velollm serve` serving `demo`, two Ollama stand-ins
-(tests/ollama_upstream.py), one Ollama-speaking backend whose /api/ps fails, and an OpenAI-compatible one."""
+a native `demo` (the local engine), two Ollama stand-ins (tests/ollama_upstream.py), a second `velollm serve`
+serving `demo`, one Ollama-speaking backend whose /api/ps fails, and an OpenAI-compatible one. And /api/pull
+on a server without any upstream."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class Setup:
 def setup(tmp_path_factory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("ps_pull")
     replicas = start_replicas(tmp / "replicas", 1)
-    models = {"ol-a": ["thinker:latest"], "ol-b": ["other:latest"]}
+    models = {"ol-a": ["thinker:latest"], "ol-b": ["other:latest", "shared:latest"]}
     openai_paths: list[str] = []
     servers = {name: ThreadServer(ollama_app(m)).start() for name, m in models.items()}
     flaky = ThreadServer(_flaky_ollama()).start()
@@ -70,9 +71,9 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
     config = tmp / "velollm.toml"
     config.write_text(config_toml([
         {"name": "local", "kind": "native", "models": ["demo"]},
-        *replica_backends(replicas, ("r0",)),
         {"name": "ol-b", "url": servers["ol-b"].url, "kind": "ollama"},
-        {"name": "ol-a", "url": servers["ol-a"].url, "kind": "ollama", "models": ["thinker", "newer"]},
+        *replica_backends(replicas, ("r0",)),
+        {"name": "ol-a", "url": servers["ol-a"].url, "kind": "ollama", "models": ["thinker", "newer", "shared"]},
         {"name": "flaky", "url": flaky.url, "kind": "ollama"},
         {"name": "oai", "url": oai.url, "kind": "openai"},
     ], health_interval_s=0.5))
@@ -98,3 +99,66 @@ def test_ps_merges_the_local_engine_and_every_ollama_backend(setup):
     assert thinker.size_vram == 5_000_000 and thinker.context_length == 4096
     assert "gpt-x" not in names and "/api/ps" not in setup.openai_paths  # OpenAI servers have no ps
     assert "backend flaky: GET /api/ps answered 500" in setup.log.read_text()
+
+
+def _pulled(setup: Setup) -> dict[str, int]:
+    return {name: len(models) for name, models in setup.ollama_models.items()}
+
+
+def test_pull_goes_to_the_backends_that_serve_the_name(setup):
+    client = ollama.Client(host=setup.url, timeout=60)
+    before = _pulled(setup)
+    parts = list(client.pull("thinker", stream=True))  # configured on ol-a only
+    statuses = [p.status for p in parts]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success" and statuses.count("success") == 1
+    layer = [p for p in parts if p.digest]
+    assert layer and layer[-1].completed == layer[-1].total == 3_000_000
+    assert _pulled(setup) == {"ol-a": before["ol-a"] + 1, "ol-b": before["ol-b"]}
+
+    assert client.pull("newer").status == "success"  # configured on ol-a, not there yet: pulled there
+    assert "newer:latest" in setup.ollama_models["ol-a"]
+
+    r = httpx.post(setup.url + "/api/pull", json={"model": "shared"}, timeout=60)  # ol-b lists it, ol-a is configured
+    lines = [line for line in r.text.splitlines() if line]
+    assert r.status_code == 200 and r.headers["x-velollm-backend"] == "ol-b,ol-a"
+    assert r.text.count('"pulling manifest"') == 2 and r.text.count('"success"') == 1 and '"success"' in lines[-1]
+    assert setup.ollama_models["ol-a"].count("shared:latest") == 1 and setup.ollama_models["ol-b"].count("shared:latest") == 2
+
+
+def test_pull_of_a_name_nobody_serves_goes_to_the_first_ollama_backend(setup):
+    client = ollama.Client(host=setup.url, timeout=60)
+    assert [p.status for p in client.pull("brandnew", stream=True)][-1] == "success"
+    assert "brandnew:latest" in setup.ollama_models["ol-b"] and "brandnew:latest" not in setup.ollama_models["ol-a"]
+    answer = client.chat(model="brandnew", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert "".join(p.message.content for p in answer) == "Hello there!"  # routable at once
+    with pytest.raises(ollama.ResponseError) as err:  # the backend's error line, relayed
+        list(client.pull("missing-model", stream=True))
+    assert "pull model manifest: file does not exist" in str(err.value)
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull("missing-model")
+    assert err.value.status_code == 500 and "file does not exist" in str(err.value)
+
+
+def test_pull_of_a_balanced_model_goes_to_its_remote_replica(setup):
+    before = _pulled(setup)
+    r = httpx.post(setup.url + "/api/pull", json={"model": "demo", "stream": False}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"status": "success"} and r.headers["x-velollm-backend"] == "r0"
+    assert _pulled(setup) == before  # the replica has it: nothing was downloaded anywhere
+
+
+def test_pull_without_an_upstream(tmp_path):
+    proc, url, _log, _ = start_serve(tmp_path, "--no-upstream", *ENGINE_ARGS)
+    try:
+        client = ollama.Client(host=url, timeout=60)
+        parts = list(client.pull("demo", stream=True))  # served here: present, no network
+        assert [p.status for p in parts] == ["pulling manifest", "verifying sha256 digest", "writing manifest",
+                                             "success"]
+        assert client.pull("demo").status == "success"
+        with pytest.raises(ollama.ResponseError) as err:  # what Ollama answers when it cannot pull
+            list(client.pull("llama3.2", stream=True))
+        assert "VeloLLM does not download models" in str(err.value)
+        with pytest.raises(ollama.ResponseError) as err:
+            client.pull("llama3.2")
+        assert err.value.status_code == 500 and "--upstream" in str(err.value)
+    finally:
+        stop_serve(proc)

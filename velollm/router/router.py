@@ -28,6 +28,7 @@ from velollm.router.local import LocalReplica
 from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
+from velollm.router.pull import pull_through
 from velollm.router.queue import Slot
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
@@ -230,11 +231,10 @@ class Router:
                                             headers={"Retry-After": retry_after}))
 
     async def _pull(self, request: Request, body: dict[str, Any]) -> Response:
-        """/api/pull goes to the first admitted Ollama-speaking backend (a model lands on one host)."""
-        for backend in self.backends:
-            if backend.admitted and backend.upstream.known_kind == "ollama":
-                return await backend.gateway.forward(request, body)
-        return error_response("ollama", APIError(501, "no Ollama backend to pull through is up"))
+        """/api/pull goes to the Ollama-speaking backends that serve the name, else to the first admitted
+        one (velollm/router/pull.py)."""
+        name = str(body.get("model") or body.get("name") or "")
+        return await pull_through(self.backends, name, body)
 
     # --- listings -----------------------------------------------------------------------------
 
