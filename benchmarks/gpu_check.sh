@@ -17,23 +17,28 @@
 # Groups (GPU_CHECK_STEPS: comma-separated group or step names; default all), in the order they run,
 # with the expected seconds on an H100 (the limit in brackets; a step never runs past its limit):
 #   first  (~420 s, limits sum past the budget: the last steps are skipped, and reported, if time runs out)
-#     quant_decode_8b     issue 11: batch-1 decode 8B Q4_K_M and Q8_0 quantized vs our bfloat16 path  ~120 [150]
-#     quant_decode_3b     issue 11: same, 3B Q4_K_M                                                   ~50  [75]
+#     quant_decode_8b     issue 11: batch-1 decode 8B Q4_K_M quantized vs our bfloat16 path (the bf16
+#                         side dequantizes 8B on the CPU at load: ~20 s)                              ~80  [110]
+#     quant_decode_3b     issue 11: same, 3B Q4_K_M                                                   ~40  [70]
+#     quant_decode_8b_q8  issue 11: same, 8B Q8_0                                                     ~70  [100]
 #     throughput_llama-3.2-1b / _llama-3.1-8b  issue 18: 256 requests, async scheduling on and off    ~50/~100 [90/130]
 #     gpu_decode          batch-1 decode vs the roofline (1B, 8B; 1B eager too; no transformers peer:
 #                         its dynamic cache is host-bound, 13 tok/s, GPU_NOTES.md)                   ~45  [75]
 #     prefill_attention   issue 18: paged prefill vs torch SDPA (flash), tile sweep; for prompts without a
 #                         cached prefix a row per engine path (varlen = torch flash on the step's k/v, paged =
 #                         our Triton kernel; $VELOLLM_PREFILL_ATTENTION) and the one "auto" takes      ~15  [45]
-#     decode_b1_fused     issue 18: batch-1 decode attention, split merge in a second kernel (default) vs
-#                         fused into the split kernel ($VELOLLM_DECODE_FUSED_REDUCE=1), 8B and 1B heads ~10  [30]
+#     decode_fusions      issue 18: batch-1 decode fusions behind switches vs the default they would replace:
+#                         split merge fused into decode attention ($VELOLLM_DECODE_FUSED_REDUCE=1), SiLU*mul
+#                         fused into a Triton down-projection GEMV ($VELOLLM_SILU_DOWN_GEMV=1)       ~20  [45]
 #   second (~210 s)
 #     serving_8b          issue 18: velollm serve, 8B shape, ShareGPT-like, 1,000 prompts at rate inf and
 #                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
 #     context_cuda        issue 17: benchmarks/context.py --device cuda (30-turn TTFT, compression, switch) ~70 [110]
 #     serving_8b_async_off, serving_1b   the same with async off (rate inf) and on the 1B shape      ~70/~90 [90/120]
-#   base   gpu_tests, decode_attention, gpu_decode, the two throughput steps, prefill_attention, hf_static_cache
-#   quant  quant_tests, quant_decode_8b, quant_sweep, quant_throughput_8b, quant_decode_3b, quant_load_8b
+#   base   gpu_tests, decode_attention, fp8_kv_cache (issue 11's fp8 KV cache: decode attention over bf16 vs fp8,
+#          accuracy, 1B engine throughput with each), gpu_decode, the two throughput steps, prefill_attention,
+#          decode_fusions, hf_static_cache
+#   quant  the three quant_decode steps, quant_tests, quant_sweep, quant_throughput_8b, quant_load_8b
 #   serving, context, tests: the steps so named; a step's own name also selects it
 # GPU_CHECK_PEERS=1 adds transformers' generate_batch / padded generate to the throughput steps (~20 s 1B,
 # ~75 s 8B; measured in GPU_NOTES.md run 1). SERVING_RATE_RUN (default 8:300) is the rate run of serving.
@@ -115,9 +120,9 @@ summary() {  # summary WHAT: the pytest summary line of the last step as a JSON 
 
 # --- first call: issue 11's decode targets, issue 18's throughput, batch-1 decode, prefill attention ---
 GROUPS_OF="first quant"
-step quant_decode_8b 150 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" \
-    --case llama-3.1-8b:Q4_K_M --case llama-3.1-8b:Q8_0
-step quant_decode_3b 75 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M
+step quant_decode_8b 110 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.1-8b:Q4_K_M
+step quant_decode_3b 70 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M
+step quant_decode_8b_q8 100 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.1-8b:Q8_0
 GROUPS_OF="first base throughput"
 step throughput_llama-3.2-1b 90 $PY benchmarks/throughput.py --device cuda --shape llama-3.2-1b --workdir "$WORK" \
     --num-requests 256 --min-prompt 64 --max-prompt 512 --output-len 128 --padded-batch 64 \
@@ -128,7 +133,7 @@ step throughput_llama-3.1-8b 130 $PY benchmarks/throughput.py --device cuda --sh
 GROUPS_OF="first base"
 step gpu_decode 75 $PY benchmarks/gpu_decode.py --workdir "$WORK" --peers none
 step prefill_attention 45 $PY benchmarks/prefill_attention.py
-step decode_b1_fused 30 $PY benchmarks/decode_attention.py --b1-only
+step decode_fusions 45 $PY benchmarks/decode_fusions.py
 
 # --- second call: issue 18's serving run, issue 17's context run ---
 RATE_RUN=${SERVING_RATE_RUN:-8:300}
@@ -150,6 +155,7 @@ step gpu_tests 150 $PY -m pytest tests/kernels tests/engine/test_cuda_graph.py t
 want gpu_tests base tests && summary gpu_tests
 GROUPS_OF="base"
 step decode_attention 75 $PY benchmarks/decode_attention.py
+step fp8_kv_cache 120 $PY benchmarks/fp8_kv_cache.py --engine --workdir "$WORK"
 GROUPS_OF="quant tests"
 step quant_tests 120 $PY -m pytest tests/kernels/test_quant_kernels.py tests/gguf/test_gguf_quantized_gpu.py \
     -q -p no:cacheprovider "${XDIST[@]}" -rs

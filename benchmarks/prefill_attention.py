@@ -2,7 +2,8 @@
 prefix, Llama-3.1-8B heads, bf16. Prints TFLOP/s beside torch SDPA (flash) on the same, unpaged, tensors.
 For steps without a cached prefix it also prints one `prefill_attention_path` row per path the engine can
 take (velollm.kernels.prefill_attention_path, $VELOLLM_PREFILL_ATTENTION): "varlen" (torch flash on the
-step's packed k/v) and "paged" (the Triton kernel over the paged cache), and which one "auto" picks.
+step's packed k/v) and "paged" (the Triton kernel over the paged cache), and which one "auto" picks; the
+same for 16 fresh prompts of mixed lengths (64 to 1,024 tokens) in one step.
 Usage: python benchmarks/prefill_attention.py [--no-sweep]      (CPU dry run: TRITON_INTERPRET=1 ... --small)
 """
 
@@ -52,20 +53,38 @@ def sdpa_peer(q, k_cache, v_cache, tables, num_seqs, q_len, kv_len, hq, hkv, d):
                                                   is_causal=is_causal, enable_gqa=is_causal and hq != hkv)
 
 
-def packed_kv(k_cache, v_cache, tables, kv_len):
-    """The step's own k/v [S * L, Hkv, D], as rope_and_cache hands them to the varlen path (built untimed)."""
-    k = k_cache[tables.long()].flatten(1, 2)[:, :kv_len].flatten(0, 1).contiguous()
-    v = v_cache[tables.long()].flatten(1, 2)[:, :kv_len].flatten(0, 1).contiguous()
-    return k, v
+def build_mixed(lengths: list[int], hq: int, hkv: int, d: int, block_size: int, device: str):
+    """Fresh prompts of different lengths in one step (no cached prefix), as build() lays them out."""
+    per_seq = [-(-n // block_size) for n in lengths]
+    gen = torch.Generator().manual_seed(1)
+    num_blocks = sum(per_seq) + 1
+    k_cache = torch.randn(num_blocks, block_size, hkv, d, generator=gen).to(device, torch.bfloat16)
+    v_cache = torch.randn(num_blocks, block_size, hkv, d, generator=gen).to(device, torch.bfloat16)
+    order = (torch.randperm(num_blocks - 1, generator=gen) + 1).tolist()
+    tables = torch.zeros(len(lengths), max(per_seq), dtype=torch.int32)
+    for s, count in enumerate(per_seq):
+        tables[s, :count] = torch.tensor([order.pop() for _ in range(count)], dtype=torch.int32)
+    q = torch.randn(sum(lengths), hq, d, generator=gen).to(device, torch.bfloat16)
+    cu = torch.tensor([0] + lengths).cumsum(0).to(device, torch.int32)
+    lens = torch.tensor(lengths, dtype=torch.int32, device=device)
+    return q, k_cache, v_cache, tables.to(device), cu, lens
 
 
-def compare_paths(q, k_cache, v_cache, tables, cu, lens, q_len, d, flops, case, timer, want) -> bool:
+def packed_kv(k_cache, v_cache, tables, lengths: list[int]):
+    """The step's own k/v [sum(lengths), Hkv, D], as rope_and_cache hands them to the varlen path (untimed)."""
+    gather = lambda cache: torch.cat([cache[tables[s].long()].flatten(0, 1)[:n] for s, n in enumerate(lengths)])
+    return gather(k_cache), gather(v_cache)
+
+
+def compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, case, timer, want) -> bool:
     """One row per prefill path for a step without a cached prefix, timed alike (eager launches)."""
-    k, v = packed_kv(k_cache, v_cache, tables, q_len)
+    lengths = lens.tolist()
+    k, v = packed_kv(k_cache, v_cache, tables, lengths)
+    longest = max(lengths)
     paths = {
-        "varlen": lambda: kernels.varlen_prefill_attention(q, k, v, cu, q_len, d ** -0.5),
+        "varlen": lambda: kernels.varlen_prefill_attention(q, k, v, cu, longest, d ** -0.5),
         "paged": lambda: kernels.paged_prefill_attention(q, k_cache, v_cache, tables, cu, lens, d ** -0.5,
-                                                         max_query_len=q_len),
+                                                         max_query_len=longest),
     }
     seconds, ok = {}, True
     for name, call in paths.items():
@@ -123,8 +142,16 @@ def main() -> int:
              sdpa_TFLOPs=round(flops / peer / 1e12, 2), vs_sdpa=round(peer / default_seconds, 3),
              best_cfg=best[1] or "default", best_TFLOPs=round(flops / best[0] / 1e12, 2))
         if q_len == kv_len:
-            ok &= compare_paths(q, k_cache, v_cache, tables, cu, lens, q_len, d, flops,
-                                f"{num_seqs}x{q_len}/{kv_len}", timer, want)
+            ok &= compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, f"{num_seqs}x{q_len}/{kv_len}",
+                                timer, want)
+    # Fresh prompts of mixed lengths in one step, as a serving prefill packs them (64 to 1024 tokens).
+    lengths = [5, 17, 9] if a.small else [64 * ((7 * i) % 16 + 1) for i in range(16)]
+    q, k_cache, v_cache, tables, cu, lens = build_mixed(lengths, hq, hkv, d, 16, device)
+    flops = 4 * d * hq * sum(n * (n + 1) // 2 for n in lengths)
+    want = pa.paged_prefill_attention_ref(q, k_cache, v_cache, tables, cu, lens, d ** -0.5)
+    ok &= compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, f"{len(lengths)}xmixed{min(lengths)}-"
+                        f"{max(lengths)}", time_cuda if device == "cuda" else (lambda f, **_: time_cpu(f, repeats=1)),
+                        want)
     return 0 if ok else 1
 
 

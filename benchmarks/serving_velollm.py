@@ -78,6 +78,7 @@ def serving_run(url: str, model: str, rate: float, prompts: int, seed: int, args
     for line in out.stdout.splitlines():
         if line.startswith('{"what": "serving"'):
             row = json.loads(line)
+            print(f"serving.py row: {line}")  # kept in the log; the compact row goes to the results
         else:
             print(line)
     print(out.stderr[-2000:], end="", file=sys.stderr)

@@ -13,6 +13,9 @@ from velollm.errors import UnsupportedModel
 DTYPES = ("float32", "bfloat16", "float16")
 # GGUF weights: auto (kept quantized on CUDA, dequantized at load on CPU) | none (dequantized) | gguf (kept quantized)
 QUANTIZATIONS = ("auto", "none", "gguf")
+# KV cache storage: auto (the model's dtype) | fp8 (float8 e4m3, half the bytes; velollm/kernels/fp8.py)
+KV_CACHE_DTYPES = ("auto", "fp8")
+KV_CACHE_DTYPE_ALIASES = {"fp8_e4m3": "fp8"}
 _DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "half": "float16", "fp16": "float16", "bf16": "bfloat16"}
 
 # config.json `architectures` -> our model_type. Anything else is UnsupportedModel.
@@ -31,6 +34,14 @@ def normalize_dtype(name: str | None) -> str | None:
     name = _DTYPE_ALIASES.get(name, name)
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return name
+
+
+def normalize_kv_cache_dtype(name: str) -> str:
+    """auto | fp8 (fp8_e4m3 is an alias, as in vLLM); ValueError for anything else."""
+    name = KV_CACHE_DTYPE_ALIASES.get(name, name)
+    if name not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype must be one of {(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES)}, got {name!r}")
     return name
 
 
@@ -144,10 +155,12 @@ class CacheConfig:
     kv_cache_memory: int | None = None  # bytes; CPU budget (default below), GPU: from free memory
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
+    kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8: float8 e4m3 (falls back below sm_89, see runner)
 
     DEFAULT_CPU_KV_BYTES = 2 * 1024**3
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kv_cache_dtype", normalize_kv_cache_dtype(self.kv_cache_dtype))
         if self.block_size < 1:
             raise ValueError("block_size must be >= 1")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
@@ -192,8 +205,10 @@ class EngineConfig:
     async_scheduling: bool = False
     max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
     quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA), none (dequantized at load), gguf
+    kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8 (alias fp8_e4m3): float8 e4m3, half the bytes
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kv_cache_dtype", normalize_kv_cache_dtype(self.kv_cache_dtype))
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
         if self.dtype not in ENGINE_DTYPES:
@@ -219,7 +234,7 @@ class EngineConfig:
 
     def cache_config(self) -> CacheConfig:
         return CacheConfig(kv_cache_memory=self.kv_cache_memory, enable_prefix_caching=self.enable_prefix_caching,
-                           gpu_memory_utilization=self.gpu_memory_utilization)
+                           gpu_memory_utilization=self.gpu_memory_utilization, kv_cache_dtype=self.kv_cache_dtype)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class VeloLLMError(Exception):
     """Base class of every error VeloLLM raises on purpose."""
@@ -52,3 +54,13 @@ class RequestFailed(VeloLLMError):
 
 class EngineDead(VeloLLMError):
     """The engine thread died; requests cannot be served."""
+
+
+class ServeLocally(VeloLLMError):
+    """Not a failure: the router chose this process's own engine for the request (the local replica of a
+    model that remote backends also serve). The API runs it natively and calls `release` when done."""
+
+    def __init__(self, backend: str, release: Callable[[], None]) -> None:
+        super().__init__(f"served by the local replica {backend!r}")
+        self.backend = backend
+        self.release = release

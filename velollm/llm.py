@@ -24,12 +24,14 @@ class LLM:
     one runs on the device. `quantization`: "auto" keeps GGUF weights quantized on
     CUDA (Triton kernels compute in place) and dequantizes them at load on the CPU; "none" always
     dequantizes; "gguf" always keeps them quantized (on the CPU through the torch reference).
+    `kv_cache_dtype`: "auto" stores K/V in the model's dtype; "fp8" (alias "fp8_e4m3") in float8 e4m3, half
+    the bytes per token (GPUs below compute capability 8.9 keep "auto" with a warning).
     """
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
         """`options`: any other EngineConfig field (max_num_seqs, max_model_len, kv_cache_memory,
         max_num_batched_tokens, enable_prefix_caching, gpu_memory_utilization, enforce_eager, async_scheduling,
-        quantization)."""
+        quantization, kv_cache_dtype)."""
         config = EngineConfig(device=device, dtype=dtype, **options)
         self.engine: LLMEngine | None = LLMEngine.from_model(model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
 

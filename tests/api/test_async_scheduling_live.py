@@ -39,6 +39,8 @@ def _stream(server: ServerHandle, i: int) -> tuple[str, str | None]:
 
 
 def test_concurrent_streams_equal_the_sync_server(async_server, live_server):
+    assert "async scheduling" in async_server.log.read_text()
+    assert "async scheduling" not in live_server.log.read_text()
     with ThreadPoolExecutor(6) as pool:
         streamed = list(pool.map(lambda i: _stream(async_server, i), range(6)))
     for i, (text, finish) in enumerate(streamed):

@@ -278,3 +278,18 @@ def test_the_wasted_row_of_a_request_at_the_context_limit(llama_folder):
     same(reference, outputs)
     assert len(outputs[0].token_ids) == 4 and {o.finish_reason for o in outputs} == {"length"}
     assert placeholders > 0
+
+
+def test_sleep_with_a_step_in_flight_then_wake(llama_folder):
+    engine, _ = async_engine(llama_folder)
+    prompts = random_prompts([12, 18], seed=67)
+    for prompt in prompts:
+        engine.add_request(prompt, greedy(16))
+    for _ in range(3):
+        engine.step()
+    engine.sleep()
+    assert not engine.has_unfinished_requests()
+    engine.wake()
+    assert [o.token_ids for o in run_all(engine, prompts, greedy(16))] == \
+        [o.token_ids for o in run_all(make_engine(llama_folder), prompts, greedy(16))]
+    assert engine.block_manager.num_allocated_blocks == 0

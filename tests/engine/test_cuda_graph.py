@@ -168,20 +168,33 @@ def test_graph_replay_gives_the_eager_tokens(llama_folder, num_prompts):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_runner_steps_never_sync_with_the_host(llama_folder):
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+def test_steps_sync_with_the_host_only_to_read_the_ids(llama_folder, monkeypatch, async_scheduling):
+    """Scheduling, inputs, the forward pass (eager and graphs), sampling and output processing never wait
+    for the device; only SampledTokens.to_host does (under async scheduling, after the next step is queued)."""
     pytest.importorskip("triton")
-    engine = _cuda_engine(llama_folder)
-    for prompt in random_prompts([5, 40, 17]):
-        engine.add_request(prompt, greedy(6))
-    while engine.has_unfinished_requests():
-        batch = engine.scheduler.schedule()
-        torch.cuda.set_sync_debug_mode("error")
+    from velollm.engine.sampler import SampledTokens
+
+    engine = _cuda_engine(llama_folder, async_scheduling=async_scheduling)
+    read = SampledTokens.to_host
+
+    def allowed_read(self):
+        torch.cuda.set_sync_debug_mode("default")
         try:
-            logits, rows = engine.runner.run(batch)
+            return read(self)
         finally:
-            torch.cuda.set_sync_debug_mode("default")
-        engine.scheduler.update(batch)
-        engine._update_outputs(batch, logits, rows)
+            torch.cuda.set_sync_debug_mode("error")
+
+    monkeypatch.setattr(SampledTokens, "to_host", allowed_read)
+    requests = [engine.add_request(prompt, greedy(6)) for prompt in random_prompts([5, 40, 17])]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        while engine.has_unfinished_requests():
+            engine.step()  # a sync would fail the step: its requests would be retried, then fail alone
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [len(r.output_token_ids) for r in requests] == [6, 6, 6]
+    assert engine.stats().num_preemptions == 0 and not engine.scheduler.suspects
     assert engine.runner.paths()["graph_replays"] > 0
 
 

@@ -86,3 +86,42 @@ def test_cuda_bf16_varlen_prefill_matches_paged(tiny_models, monkeypatch):
         assert len(common) >= 3
         err = max(abs(first[token] - other[token]) for token in common)
         assert err < 0.05, f"first-token logprobs differ by {err}"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_cuda_engine_decode_fusions_match_transformers(tiny_models, arch, monkeypatch):
+    """The batch-1 decode fusions behind switches (split merge in the attention kernel, SiLU*mul in the
+    down-projection GEMV), on in eager steps and in the captured graphs: transformers' greedy tokens."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("VELOLLM_DECODE_FUSED_REDUCE", "1")
+    monkeypatch.setenv("VELOLLM_SILU_DOWN_GEMV", "1")
+    folder = tiny_models[arch]
+    prompts = random_prompts([1, 40], seed=8)
+    engine = _cuda_engine(folder)
+    for prompt in prompts:  # one at a time: batch 1, the graphs' many-split case
+        got = run_all(engine, [prompt], greedy(24))[0]
+        assert got.token_ids == _hf_greedy(folder, prompt, 24)[0]
+    assert engine.runner.paths()["graph_replays"] > 0
+
+
+def test_cuda_fp8_kv_cache_tracks_the_bf16_cache(tiny_models):
+    """fp8 KV on CUDA (Triton write and reads, decode graphs) within the CPU test's bounds
+    (tests/engine/test_fp8_kv_cache.py); GPUs without e4m3 keep the model dtype (with a warning)."""
+    pytest.importorskip("triton")
+    from velollm.kernels.fp8 import fp8_supported
+
+    from .test_fp8_kv_cache import PROMPTS, STEPS, check_divergence
+
+    folder = tiny_models["llama"]
+    ref, fp8 = (LLMEngine(load_hf_folder(folder), EngineConfig(device="cuda", dtype="bfloat16", max_num_seqs=8,
+                                                               kv_cache_memory=64 << 20, kv_cache_dtype=kv))
+                for kv in ("auto", "fp8"))
+    if not fp8_supported(torch.device("cuda")):
+        assert fp8.runner.kv_caches[0][0].dtype == torch.bfloat16
+        pytest.skip("fp8 KV needs compute capability 8.9")
+    want = run_all(ref, PROMPTS, greedy(STEPS, logprobs=20))
+    got = run_all(fp8, PROMPTS, greedy(STEPS, logprobs=20))
+    paths = fp8.runner.paths()
+    assert paths["kv_cache_dtype"] == "float8_e4m3fn" and paths["graph_replays"] > 0
+    assert 2 * fp8.runner.kv_bytes_per_block() == ref.runner.kv_bytes_per_block()
+    print("fp8 vs bf16 KV on CUDA, first divergence per prompt:", check_divergence(want, got, STEPS))

@@ -95,6 +95,10 @@ def test_recommendations():
     shared = HardwareInfo("x", 16, 64 << 30, 60 << 30, (GPUInfo(0, "H100", 80 << 30, (9, 0), used_memory=20 << 30),))
     assert recommend(shared).gpu_memory_utilization == 0.65
     assert "20.0 GiB" in {s.name: s.reason for s in recommend(shared).settings}["--gpu-memory-utilization"]
+    # A tight GPU that converts e4m3 natively gets the fp8 KV cache; a tight older one and a roomy one do not.
+    ada = HardwareInfo("x", 16, 64 << 30, 60 << 30, (GPUInfo(0, "RTX 4060 Ti", 16 << 30, (8, 9)),))
+    assert "--kv-cache-dtype fp8" in recommend(ada).serve_flags()
+    assert "--kv-cache-dtype" not in recommend(old).serve_flags() + recommend(new).serve_flags()
 
 
 def test_ollama_settings():

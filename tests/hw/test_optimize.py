@@ -63,3 +63,16 @@ def test_optimize_command_writes_files(tmp_path):
     printed = subprocess.run([sys.executable, "-m", "velollm.cli", "optimize"], capture_output=True, text=True,
                              timeout=60, env=env)
     assert printed.returncode == 0 and "==> ollama.env" in printed.stdout and "exec velollm serve" in printed.stdout
+
+
+def test_check_compares_the_kv_cache_dtype_where_fp8_is_advised():
+    from velollm.commands.optimize_check import compare
+
+    ada = HardwareInfo("x", 16, 64 << 30, 60 << 30, (GPUInfo(0, "RTX 4060 Ti", 16 << 30, (8, 9)),))
+    served = {"demo": {"device": "cuda:0", "dtype": "bfloat16", "max_num_seqs": "128", "cuda_graphs": "true",
+                       "kv_cache_dtype": "bfloat16"}}
+    [kv] = [f for f in compare(served, recommend(ada), []) if f.setting == "kv_cache_dtype"]
+    assert (kv.server, kv.advised, kv.ok) == ("bfloat16", "float8_e4m3fn", False)
+    served["demo"]["kv_cache_dtype"] = "float8_e4m3fn"
+    assert all(f.ok for f in compare(served, recommend(ada), []))
+    assert not [f for f in compare(served, recommend(H100), []) if f.setting == "kv_cache_dtype"]  # not advised

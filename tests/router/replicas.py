@@ -3,10 +3,12 @@ on their port, for failover), and the router itself, in-process (a thread) or as
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,28 @@ def start_replicas(folder: Path, n: int, *args: str) -> list[Replica]:
         for r in replicas:
             r.stop()
         raise
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # a TOML basic string or number
+
+
+def config_toml(backends: Sequence[Mapping[str, Any]], **router: Any) -> str:
+    """A `--config` file: the `[router]` keys given, then one `[[backends]]` table per mapping."""
+    lines = ["[router]", *(f"{k} = {_toml_value(v)}" for k, v in router.items())] if router else []
+    for backend in backends:
+        lines += ["[[backends]]", *(f"{k} = {_toml_value(v)}" for k, v in backend.items())]
+    return "\n".join(lines) + "\n"
+
+
+def replica_backends(replicas: Sequence[Replica], names: Sequence[str] = ("a", "b"),
+                     kind: str = "velollm") -> list[dict[str, Any]]:
+    """One `[[backends]]` entry per replica (spoken to as `kind`), named in order."""
+    return [{"name": name, "url": r.url, "kind": kind} for name, r in zip(names, replicas)]
 
 
 def router_app(toml: str, tmp_path: Path) -> Any:

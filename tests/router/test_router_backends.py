@@ -15,7 +15,8 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
-from tests.router.replicas import Replica, assert_one_label_set_per_family, metric, router_app, start_replicas
+from tests.router.replicas import (Replica, assert_one_label_set_per_family, config_toml, metric, replica_backends,
+                                  router_app, start_replicas)
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -178,8 +179,7 @@ def test_serve_config_cli(replicas, tmp_path):
     from tests.serve_process import start_serve, stop_serve
 
     config = tmp_path / "velollm.toml"
-    config.write_text(f'[[backends]]\nname = "r0"\nurl = "{replicas[0].url}"\nkind = "velollm"\n'
-                      f'[[backends]]\nname = "r1"\nurl = "{replicas[1].url}"\nkind = "velollm"\n'
+    config.write_text(config_toml(replica_backends(replicas, ("r0", "r1"))) +
                       f'[models.demo]\npolicy = "round-robin"\n'
                       f'[routing]\ndefault = "demo"\n')
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -252,19 +252,7 @@ def test_native_backend_beside_remote_ones(replicas, tmp_path):
 
 
 def test_prefix_aware_keeps_a_conversation_on_its_replica(replicas, tmp_path):
-    toml = f"""
-[router]
-policy = "prefix-aware"
-prefix_block_bytes = 64
-[[backends]]
-name = "r0"
-url = "{replicas[0].url}"
-kind = "velollm"
-[[backends]]
-name = "r1"
-url = "{replicas[1].url}"
-kind = "velollm"
-"""
+    toml = config_toml(replica_backends(replicas, ("r0", "r1")), policy="prefix-aware", prefix_block_bytes=64)
     server = ThreadServer(router_app(toml, tmp_path)).start()
     try:
         client = _openai(server.url)

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import ThreadServer
-from tests.router.replicas import metric, router_app, start_replicas
+from tests.router.replicas import config_toml, metric, replica_backends, router_app, start_replicas
 
 USER = [{"role": "user", "content": "tell me a long story"}]
 
@@ -29,19 +29,7 @@ def _ejected(url: str, backend: str) -> float | None:
 @pytest.mark.timeout(600)
 def test_kill_a_replica_mid_run(tmp_path):
     replicas = start_replicas(tmp_path / "replicas", 2)
-    toml = f"""
-[router]
-health_interval_s = 0.5
-health_timeout_s = 0.5
-[[backends]]
-name = "a"
-url = "{replicas[0].url}"
-kind = "velollm"
-[[backends]]
-name = "b"
-url = "{replicas[1].url}"
-kind = "velollm"
-"""
+    toml = config_toml(replica_backends(replicas), health_interval_s=0.5, health_timeout_s=0.5)
     server = ThreadServer(router_app(toml, tmp_path)).start()
     try:
         asyncio.run(_run(server.url, replicas))

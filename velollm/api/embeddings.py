@@ -15,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import embedding_format, embedding_request, protocol_ollama, protocol_openai
-from velollm.api.handler import AppState, Call, endpoint, forward, read_json, route
+from velollm.api.handler import AppState, Call, endpoint, forward, forward_or_local, read_json, route
 from velollm.api.keep_alive import is_unload
 from velollm.api.registry import UpstreamTarget
+from velollm.api.served_model import ServedModel
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import is_openai_path
 
@@ -32,9 +33,11 @@ async def _embed(request: Request, state: AppState, call: Call) -> Response:
     if path != "/v1/embeddings" and is_unload(body.get("keep_alive")) and not _PARSERS[path](body).num_inputs:
         return await _unload(request, state, call, body)
     target = await route(request, state, call, protocol.model_of(body), body.get("keep_alive"))
-    if isinstance(target, UpstreamTarget):
-        return await forward(request, state, call, target, body)
-    engine, name = target.model.engine, target.model.name
+    served = await forward_or_local(request, state, call, target, body) \
+        if isinstance(target, UpstreamTarget) else target.model
+    if not isinstance(served, ServedModel):
+        return served  # the upstream's answer
+    engine, name = served.engine, served.name
     if not getattr(engine, "is_embedding", False):
         raise InvalidRequest(f'"{name}" does not support embeddings', param="model")
     t_loaded = time.perf_counter()

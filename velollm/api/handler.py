@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from velollm.api.drain import Drain
+from velollm.api.lease import EngineLease
 from velollm.api.registry import UpstreamTarget
-from velollm.errors import ModelNotFound
+from velollm.api.served_model import ServedModel
+from velollm.errors import ModelNotFound, ServeLocally
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json, take_handed
@@ -52,6 +54,7 @@ class Call:
     model: str = ""
     records_itself: bool = False  # metrics recorded by the handler (with generation timings) or its stream
     route: "RouteDecision | None" = None  # set when the virtual model chose `model` (x-velollm-route)
+    backend: str = ""  # the router's local replica that ran it (x-velollm-backend; a remote one sets its own)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -81,6 +84,8 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
                 response = error_response(api_of(request.url.path), err)
             if call.route is not None:
                 response.headers["x-velollm-route"] = call.route.header()
+            if call.backend:
+                response.headers["x-velollm-backend"] = call.backend
             if not call.records_itself:
                 state.metrics.observe_request(call.model, name, response.status_code, call.elapsed())
             return response
@@ -140,7 +145,10 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
             body = await read_json(request)
             target = await route(request, state, call, model_of(body), body=body)
             if isinstance(target, UpstreamTarget):
-                return await forward(request, state, call, target, body)
+                answer = await forward_or_local(request, state, call, target, body)
+                if not isinstance(answer, ServedModel):
+                    return answer
+                return await fn(request, state, call, parse(body), answer)
             return await fn(request, state, call, parse(body), target.model)
 
         handler.__name__ = fn.__name__
@@ -154,6 +162,23 @@ async def forward(request: "Request", state: AppState, call: Call, target: "Upst
     """The upstream's answer to the request, its body as the client sent it (to `path`, if given)."""
     model = call.model
     return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome), path)
+
+
+async def forward_or_local(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
+                           body: dict[str, Any]) -> "Response | ServedModel":
+    """The upstream's answer; or, for a native model that the router balances with remote replicas
+    (`target.local`) when it chose this process's engine, that model to run the request on natively (its
+    engine leased: the router's slot is released when the response is complete)."""
+    local = target.local
+    if local is None:
+        return await forward(request, state, call, target, body)
+    model = call.model
+    try:
+        return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome),
+                                    local=True)
+    except ServeLocally as chosen:
+        call.backend = chosen.backend
+        return replace(local, engine=EngineLease(local.engine, chosen.release))
 
 
 def observe(state: AppState, call: Call, choices: "Iterable[ChoiceState]", status: int) -> None:

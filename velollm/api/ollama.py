@@ -18,7 +18,7 @@ from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, remember_turn
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
-                                 observe, read_json, route)
+                                 forward_or_local, observe, read_json, route)
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
 from velollm.api.native_chat import chat_renderer, encode_chat
@@ -139,7 +139,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
         return _load_response(target.model.name, chat, 0)
     target = await route(request, state, call, name, body.get("keep_alive"), body=body)
     if isinstance(target, UpstreamTarget):
-        return await forward(request, state, call, target, body)
+        return await forward_or_local(request, state, call, target, body)
     return target.model
 
 

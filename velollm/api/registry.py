@@ -70,13 +70,22 @@ class NativeTarget:
 
 @dataclass(frozen=True)
 class UpstreamTarget:
-    """A model the upstream serves; `model` is the name to send (the upstream's own spelling)."""
+    """A model the upstream serves; `model` is the name to send (the upstream's own spelling).
+
+    `local`: the native model of the same name when the router balances it with remote replicas
+    (velollm.router: `balances`); `forward(..., local=True)` may then raise ServeLocally, and the request
+    runs on `local` (handler.forward_or_local)."""
 
     upstream: Upstream
     model: str
+    local: ServedModel | None = None
 
     async def forward(self, request: Request, body: dict[str, Any],
-                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None,
+                      local: bool = False) -> Response:
+        if local and self.local is not None:
+            return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
+                                               local=True)
         return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 
@@ -178,6 +187,8 @@ class ModelRegistry:
             await self.wait_ready()  # a request that arrives while loading waits, as in Ollama
         served = self.find(name)
         if served is not None:
+            if self._balanced(name):
+                return UpstreamTarget(self.upstream, name, local=served)  # type: ignore[arg-type]
             return NativeTarget(served)
         if self.pool is not None and not self._upstream_first(name):
             try:
@@ -189,6 +200,25 @@ class ModelRegistry:
             except UnsupportedModel as exc:
                 return await self._elsewhere(name, exc)
         return await self._elsewhere(name)
+
+    async def present(self, name: str) -> bool:
+        """Whether `name` is a model this process runs itself (pinned, or found on disk for on-demand
+        loading), no remote backend of `--config` serving it too: `/api/pull` of it is then Ollama's
+        pull of a model already present. Never loads anything."""
+        if not self.ready and self.load_error is None:
+            await self.wait_ready()
+        listed = getattr(self.upstream, "listed", None)
+        if getattr(self.upstream, "before_on_demand", False) and listed is not None and listed(name) is not None:
+            return False
+        if self.find(name) is not None:
+            return True
+        if self.pool is None:
+            return False
+        try:
+            await self._resolve(name)
+        except (ModelNotFound, UnsupportedModel):
+            return False
+        return True
 
     async def describe(self, name: str) -> Target:
         """Like `route`, but never loads a model: a loaded one, else an on-demand one described from
@@ -210,6 +240,12 @@ class ModelRegistry:
                 loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
                 return NativeTarget(loaded or await self._describe(canonical))
         return await self._elsewhere(name)
+
+    def _balanced(self, name: str) -> bool:
+        """A pinned model that the configured backends of `--config` balance with remote replicas of
+        the same name (velollm.router's local replica) rather than letting it answer every request."""
+        balances = getattr(self.upstream, "balances", None)
+        return balances is not None and balances(name)
 
     def _upstream_first(self, name: str) -> bool:
         """The configured backends of `--config` (velollm.router) answer the names they serve before any

@@ -20,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, read_json, route
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, forward_or_local, read_json,
+                                 route)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.registry import UpstreamTarget
+from velollm.api.registry import NativeTarget, UpstreamTarget
+from velollm.api.served_model import ServedModel
 from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
                                conversation, input_item_objects, items_to_messages, parse_responses_request,
                                sse_frame)
@@ -91,12 +93,14 @@ class _Turn:
 @endpoint("/v1/responses")
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
-    target = await route(request, state, call, model_of(body), body=body)
+    target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
-        answer = await forward(request, state, call, target, body)  # an upstream's own Responses API
-        if answer.status_code not in _NO_RESPONSES_API:
+        answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
+        if isinstance(answer, ServedModel):
+            target = NativeTarget(answer)  # the router chose this process's replica
+        elif answer.status_code not in _NO_RESPONSES_API:
             return answer
     req = parse_responses_request(body)
     if req.previous_response_id and stored is None:

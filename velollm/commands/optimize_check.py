@@ -49,6 +49,8 @@ def compare(served: Mapping[str, Mapping[str, str]], rec: Recommendation, fits: 
             want["cuda_graphs"] = "true"
         if fit is not None:
             want["max_model_len"] = str(fit.max_model_len)
+        if any(s.name == "--kv-cache-dtype" and s.value == "fp8" for s in rec.settings):
+            want["kv_cache_dtype"] = "float8_e4m3fn"  # the engine_info label of an fp8 cache
         for key, advised in want.items():
             value = have.get(key, "?")
             ok = value.split(":")[0] == advised if key == "device" else value == advised

@@ -3,7 +3,8 @@
 Environment variables are read here only: VELOLLM_API_KEY (when --api-key is absent), OLLAMA_HOST
 (the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
 OLLAMA_KEEP_ALIVE (how long on-demand models stay loaded after their last request; default 5m),
-VELOLLM_CACHE (where the demo model is generated and the response cache is kept; default ~/.cache/velollm).
+VELOLLM_CACHE (where the demo model is generated and the response cache is kept; default ~/.cache/velollm),
+OLLAMA_KV_CACHE_TYPE (when --kv-cache-dtype is absent: q8_0 -> fp8, f16 -> auto).
 
 Models given with --model load at start-up and stay loaded. Any other name VeloLLM can run (Ollama
 store, HF cache, a path) loads on first request, at most --max-loaded-models at once; names it
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
-from velollm.config import DEVICES, ENGINE_DTYPES, QUANTIZATIONS, EngineConfig, parse_size
+from velollm.config import (DEVICES, ENGINE_DTYPES, KV_CACHE_DTYPE_ALIASES, KV_CACHE_DTYPES, QUANTIZATIONS,
+                            EngineConfig, parse_size)
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -44,6 +46,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                    help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and "
                         "dequantizes at load on CPUs; none always dequantizes; gguf always keeps them quantized")
+    p.add_argument("--kv-cache-dtype", default=None, choices=(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES),
+                   help="KV cache storage: auto (the model's dtype) or fp8 (float8 e4m3, half the memory, so twice "
+                        "the tokens; GPUs need compute capability 8.9+, older ones keep auto with a warning). "
+                        "Default: $OLLAMA_KV_CACHE_TYPE mapped (q8_0 -> fp8, f16 -> auto), else auto")
     p.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--max-queue", type=int, default=EngineConfig.max_queue,
@@ -176,6 +182,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port,
         engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
+                            kv_cache_dtype=kv_cache_dtype(getattr(args, "kv_cache_dtype", None), env),
                             max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
                             kv_cache_memory=args.kv_cache_memory,
                             gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
@@ -190,6 +197,31 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
     )
+
+
+# Ollama's OLLAMA_KV_CACHE_TYPE values -> --kv-cache-dtype. VeloLLM's 8-bit KV cache is fp8 e4m3, not
+# q8_0's int8 blocks; it has no 4-bit one, so q4_0 gets the 8-bit cache, the nearest saving.
+_OLLAMA_KV_CACHE_TYPES = {"f16": "auto", "q8_0": "fp8", "q4_0": "fp8"}
+
+
+def kv_cache_dtype(flag: str | None, env: dict[str, str]) -> str:
+    """--kv-cache-dtype if given, else $OLLAMA_KV_CACHE_TYPE mapped (logged), else auto."""
+    if flag is not None:
+        return flag
+    ollama = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower()
+    if not ollama:
+        return "auto"
+    mapped = _OLLAMA_KV_CACHE_TYPES.get(ollama)
+    if mapped is None:
+        logger.warning("OLLAMA_KV_CACHE_TYPE=%s is not one of %s (Ollama's); the KV cache stays auto", ollama,
+                       "/".join(_OLLAMA_KV_CACHE_TYPES))
+        return "auto"
+    if mapped == "fp8":
+        logger.info("OLLAMA_KV_CACHE_TYPE=%s: VeloLLM's 8-bit KV cache is fp8 e4m3 (float8, per-tensor scale 1.0%s), "
+                    "i.e. --kv-cache-dtype fp8", ollama, "; there is no 4-bit one" if ollama == "q4_0" else "")
+    else:
+        logger.info("OLLAMA_KV_CACHE_TYPE=%s: the KV cache keeps the model's dtype (--kv-cache-dtype auto)", ollama)
+    return mapped
 
 
 def _host_cache_bytes(requested: int | None) -> int:

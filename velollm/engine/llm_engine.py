@@ -1,4 +1,5 @@
-"""LLMEngine: requests in, deltas out; step() = schedule -> run -> update."""
+"""LLMEngine: requests in, deltas out; step() = schedule -> run -> update (with async scheduling, step N+1 is
+launched before step N's sampled ids are read: see _step_async)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class EngineSettings:
     max_model_len: int
     kv_cache_bytes: int
     cuda_graphs: bool
+    kv_cache_dtype: str | None = None  # what the KV cache stores (float8_e4m3fn for fp8); None: the model dtype
 
 
 def resolve_device(device: str) -> torch.device:
@@ -108,6 +110,8 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
+        if config.async_scheduling:
+            logger.info("async scheduling: each step is scheduled while the previous one runs")
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig = EngineConfig(), *, cache_dir: str | None = None,
@@ -214,12 +218,13 @@ class LLMEngine:
         """vLLM V1's async scheduling: step N+1 is scheduled and launched before step N's ids are read, so the
         host's work (scheduling, inputs, detokenizing, stop checks) overlaps the device's. Rows of requests
         that step N ends are wasted in N+1 and dropped when read. Each call returns the previous step's deltas."""
-        previous, self._in_flight = self._in_flight, None
+        previous = self._in_flight
         if previous is None and self.scheduler.suspects:
             return self._step_sync()  # retrying a failed step's requests alone pins the failure on one
         overlap = previous is None or self._overlaps(previous)
         # Without overlap this call only reads `previous`: the next one schedules with every id on the host.
         batch = self.scheduler.schedule() if overlap else ScheduledBatch()
+        self._in_flight = None
         try:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
@@ -326,7 +331,8 @@ class LLMEngine:
     def settings(self) -> EngineSettings:
         r = self.runner
         return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
-                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None)
+                              self.max_model_len, r.kv_cache_bytes(), r.graphs is not None,
+                              str(r.kv_dtype).removeprefix("torch."))
 
     def memory_bytes(self) -> int:
         """What the loaded model holds on its device: the weights as held (GGUF planes when kept

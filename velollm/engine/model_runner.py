@@ -21,6 +21,7 @@ from velollm.engine.models.registry import model_class
 from velollm.engine.placeholders import PendingTokens, TokenScatter
 from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
+from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ModelRunner:
         self.dtype = TORCH_DTYPES[self.config.dtype]
         self.block_size = cache_config.block_size
         self.max_num_seqs = max_num_seqs
+        self.kv_dtype = kv_cache_dtype(cache_config.kv_cache_dtype, self.dtype, device)
         self.model = self._load_model(source)
         self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
@@ -96,7 +98,7 @@ class ModelRunner:
 
     def kv_bytes_per_block(self) -> int:
         cfg = self.config
-        return 2 * cfg.num_hidden_layers * self.block_size * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
+        return 2 * cfg.num_hidden_layers * self.block_size * cfg.num_key_value_heads * cfg.head_dim * self.kv_dtype.itemsize
 
     def _num_kv_blocks(self, cache_config: CacheConfig, max_num_seqs: int, max_model_len: int,
                        profile_tokens: int) -> int:
@@ -146,7 +148,7 @@ class ModelRunner:
         and every position reads one zeroed block. Logits of the last min(max_num_seqs, num_tokens) rows.
         `no_cached_prefix=False` sends the prefill through the paged kernel as a step with a prefix would."""
         cfg = self.config
-        block = torch.zeros(1, self.block_size, cfg.num_key_value_heads, cfg.head_dim, dtype=self.dtype,
+        block = torch.zeros(1, self.block_size, cfg.num_key_value_heads, cfg.head_dim, dtype=self.kv_dtype,
                             device=self.device)
         make = lambda data, dtype: torch.tensor(data, dtype=dtype, device=self.device)
         metadata = AttentionMetadata(
@@ -177,9 +179,9 @@ class ModelRunner:
     def _allocate_kv_cache(self, num_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
         shape = (cfg.num_hidden_layers, 2, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
-        cache = torch.empty(shape, dtype=self.dtype, device=self.device)
-        logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, self.block_size,
-                    cache.numel() * cache.element_size() / 2**20)
+        cache = torch.empty(shape, dtype=self.kv_dtype, device=self.device)
+        logger.info("KV cache: %d blocks of %d tokens, %s (%.1f MiB)", num_blocks, self.block_size,
+                    str(self.kv_dtype).removeprefix("torch."), cache.numel() * cache.element_size() / 2**20)
         return [(cache[i, 0], cache[i, 1]) for i in range(cfg.num_hidden_layers)]
 
     @torch.inference_mode()
@@ -212,6 +214,7 @@ class ModelRunner:
         q_like = torch.empty(0, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
         return {
             "attention": f"paged/{self.attention_backend}",
+            "kv_cache_dtype": str(self.kv_dtype).removeprefix("torch."),
             "prefill_no_prefix": kernels.prefill_attention_path(q_like),  # with a cached prefix: paged
             "norm_rope_act": self.attention_backend,
             "matmul": matmul,
@@ -328,6 +331,21 @@ class ModelRunner:
             return hidden
         (rows,) = self._to_device([step.sampled_rows], torch.int64)
         return hidden[rows]
+
+
+def kv_cache_dtype(requested: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The KV cache's torch dtype: the model's for "auto"; float8 e4m3 for "fp8" where the kernels can
+    convert it. GPUs below compute capability 8.9 cannot (Triton has no e4m3 there): they keep the model
+    dtype with a warning rather than fail, since the KV dtype trades memory, not what the model computes,
+    and OLLAMA_KV_CACHE_TYPE=q8_0 may be set for Ollama on a machine that also runs VeloLLM."""
+    if requested == "auto":
+        return model_dtype
+    if not fp8_supported(device):
+        logger.warning("--kv-cache-dtype fp8 needs compute capability %d.%d or newer (Ada, Hopper); %s has %d.%d: "
+                       "the KV cache stays %s", *FP8_MIN_CAPABILITY, torch.cuda.get_device_name(device),
+                       *torch.cuda.get_device_capability(device), str(model_dtype).removeprefix("torch."))
+        return model_dtype
+    return FP8_KV_DTYPE
 
 
 def _add_placeholder(step: HostStep, pending: PendingTokens | None, request: Request) -> None:

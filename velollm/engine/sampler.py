@@ -40,7 +40,7 @@ class SampledTokens:
             return cls(token_ids, logprobs, tensors, None)
         host = [t.to("cpu", non_blocking=True) for t in tensors]  # pinned destinations: asynchronous
         ready = torch.cuda.Event()
-        ready.record()
+        ready.record(torch.cuda.current_stream(token_ids.device))  # the copies' stream, on cuda:N too
         return cls(token_ids, logprobs, host, ready)
 
     def to_host(self) -> tuple[list[int], list[dict[int, float] | None]]:

@@ -9,6 +9,10 @@ from velollm.hw.detect import GPUInfo, HardwareInfo
 _GiB = 1 << 30
 # Memory other processes hold on a GPU beyond which --gpu-memory-utilization is lowered to leave it to them.
 _FOREIGN_MEMORY = _GiB
+# Below this a GPU's KV cache is tight (Ollama's q8_0 advice in ollama_env.py uses the same line); the fp8
+# KV cache needs compute capability 8.9 (velollm/kernels/fp8.py; hw imports nothing of velollm).
+_TIGHT_GPU = 24 * _GiB
+_FP8_CAPABILITY = (8, 9)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ def _gpu_recommendation(gpu: GPUInfo) -> Recommendation:
                 f"{seqs} requests in one decode step before KV memory, not compute, is the limit"),
         Setting("--gpu-memory-utilization", f"{utilization:g}", util_reason),
     )
+    if gpu.total_memory < _TIGHT_GPU and gpu.compute_capability >= _FP8_CAPABILITY:
+        settings += (Setting("--kv-cache-dtype", "fp8", f"{gpu.total_memory / _GiB:.0f} GiB is tight: an fp8 (e4m3) "
+                             "KV cache holds twice the tokens (sm_89+ converts it natively)"),)
     return Recommendation("cuda", dtype, None, seqs, tuple(notes), utilization, settings)
 
 

@@ -11,9 +11,11 @@ import torch
 
 from velollm.config import RopeScaling
 from velollm.kernels import (
-    activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope, varlen_attention,
+    activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope, silu_gemv,
+    varlen_attention,
 )
 from velollm.kernels._triton import HAS_TRITON
+from velollm.kernels.fp8 import as_stored
 from velollm.kernels.gguf_planes import QuantizedWeight, quantized_matmul_ref
 from velollm.kernels.rope import build_cos_sin_cache
 
@@ -104,6 +106,26 @@ def paged_prefill_attention(
     )
 
 
+SILU_DOWN_GEMV_ENV = "VELOLLM_SILU_DOWN_GEMV"
+
+
+def silu_down_fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether silu_mul_linear fuses for gate_up output `x` and a plain down-projection `weight`:
+    $VELOLLM_SILU_DOWN_GEMV=1 (off by default until benchmarks/decode_fusions.py shows the Triton GEMV
+    beating silu_and_mul + cuBLAS on the GPU), CUDA, weight in x's dtype, at most silu_gemv.MAX_ROWS rows."""
+    return (
+        os.environ.get(SILU_DOWN_GEMV_ENV, "0") == "1"
+        and _use_triton(x)
+        and weight.dtype == x.dtype
+        and x.numel() <= silu_gemv.MAX_ROWS * x.shape[-1]
+    )
+
+
+def silu_mul_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """silu(x[..., :I]) * x[..., I:] @ weight^T in one kernel (a few decode rows; see silu_down_fused)."""
+    return silu_gemv.silu_mul_gemv_triton(x, weight)
+
+
 DECODE_FUSED_REDUCE_ENV = "VELOLLM_DECODE_FUSED_REDUCE"
 
 
@@ -175,6 +197,7 @@ __all__ = [
     "HAS_TRITON",
     "QuantizedWeight",
     "RopeScaling",
+    "as_stored",
     "build_cos_sin_cache",
     "decode_reduce_fused",
     "fused_add_rms_norm",
@@ -187,5 +210,7 @@ __all__ = [
     "rms_norm",
     "rope_and_cache",
     "silu_and_mul",
+    "silu_down_fused",
+    "silu_mul_gemv",
     "varlen_prefill_attention",
 ]

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from velollm.kernels._triton import dot_dtype_args, launch_options, output_buffer, tl, triton
+from velollm.kernels.fp8 import FP8_KV_DTYPE
 
 
 def paged_decode_attention_ref(
@@ -90,11 +91,9 @@ def _decode_kernel(
         block = tl.load(block_tables_ptr + b * bt_stride + pos // block_size, mask=valid, other=0).to(tl.int64)
         row = block * cache_block_stride + (pos % block_size) * cache_slot_stride + kv_head_off
         kv_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
-        k = tl.load(k_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        # To q's dtype (float32 under DOT_F32): a no-op for a cache in the model dtype, an fp8 cache's upcast.
+        k = tl.load(k_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
+        v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [GROUP_PAD, BLOCK_N], log2 units
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -192,8 +191,8 @@ def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         raise ValueError("q and the caches need a contiguous head_dim")
     if q.shape[-1] != k_cache.shape[-1] or q.shape[-2] % k_cache.shape[2]:
         raise ValueError(f"q {tuple(q.shape)} does not fit caches {tuple(k_cache.shape)}")
-    if q.dtype != k_cache.dtype:
-        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
+    if k_cache.dtype not in (q.dtype, FP8_KV_DTYPE) or v_cache.dtype != k_cache.dtype:
+        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype} (only an fp8 cache may differ)")
     if block_tables.dim() != 2 or block_tables.shape[0] != num_seqs or block_tables.stride(-1) != 1:
         raise ValueError("block_tables must be [num_seqs, max_blocks] with contiguous rows")
 

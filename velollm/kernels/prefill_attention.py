@@ -77,7 +77,7 @@ def _attend_tiles(
             block = tl.load(table_ptr + pos // block_size).to(tl.int64)
             kv_mask = d[None, :] < HEAD_DIM
         row = block * cache_block_stride + (pos % block_size) * cache_slot_stride + kv_head_off
-        # To q's dtype (float32 under DOT_F32): a no-op for a cache in the model dtype.
+        # To q's dtype (float32 under DOT_F32): a no-op for a cache in the model dtype, an fp8 cache's upcast.
         if MASKED or HEAD_DIM != HEAD_DIM_PAD:
             k = tl.load(k_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
             v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)

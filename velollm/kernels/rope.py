@@ -8,6 +8,7 @@ import torch
 
 from velollm.config import RopeScaling
 from velollm.kernels._triton import output_buffer, tl, triton
+from velollm.kernels.fp8 import FP8_KV_DTYPE, round_to_e4m3, to_cache_dtype
 
 
 def build_cos_sin_cache(
@@ -46,12 +47,13 @@ def apply_rope_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tor
 def write_kv_ref(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
-    """Store k/v [T, Hkv, D] at flat slots of the [num_blocks, block_size, Hkv, D] caches; -1 is skipped."""
+    """Store k/v [T, Hkv, D] at flat slots of the [num_blocks, block_size, Hkv, D] caches; -1 is skipped.
+    An fp8 cache gets saturated, rounded values (velollm/kernels/fp8.py)."""
     valid = slot_mapping >= 0
     slots = slot_mapping[valid]
     num_kv_heads, head_dim = k_cache.shape[-2:]
-    k_cache.view(-1, num_kv_heads, head_dim)[slots] = k[valid].to(k_cache.dtype)
-    v_cache.view(-1, num_kv_heads, head_dim)[slots] = v[valid].to(v_cache.dtype)
+    k_cache.view(-1, num_kv_heads, head_dim)[slots] = to_cache_dtype(k[valid], k_cache.dtype)
+    v_cache.view(-1, num_kv_heads, head_dim)[slots] = to_cache_dtype(v[valid], v_cache.dtype)
 
 
 def rope_and_cache_ref(
@@ -94,6 +96,14 @@ def _rotate_heads(
 
 
 @triton.jit
+def _cache_value(x, cache_ptr, KV_FP8: tl.constexpr):
+    """x in the cache's dtype; an fp8 cache gets x saturated and rounded first (fp8.round_to_e4m3)."""
+    if KV_FP8:
+        x = round_to_e4m3(x.to(tl.float32))
+    return x.to(cache_ptr.dtype.element_ty)
+
+
+@triton.jit
 def _rope_and_cache_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr, cos_sin_ptr, slot_ptr,
     q_out_ptr, k_out_ptr, k_cache_ptr, v_cache_ptr,
@@ -101,6 +111,7 @@ def _rope_and_cache_kernel(
     cache_block_stride, cache_slot_stride, cache_h_stride,
     num_q_heads, num_kv_heads, block_size,
     HALF: tl.constexpr, HALF_PAD: tl.constexpr, Q_HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t).to(tl.int64)
@@ -119,12 +130,12 @@ def _rope_and_cache_kernel(
     heads = tl.arange(0, KV_HEADS_PAD)[:, None]
     kmask = (heads < cache_heads) & (d < HALF)
     kdst = k_cache_ptr + cache_off + heads * cache_h_stride + d
-    tl.store(kdst, k1.to(k_cache_ptr.dtype.element_ty), mask=kmask)
-    tl.store(kdst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=kmask)
+    tl.store(kdst, _cache_value(k1, k_cache_ptr, KV_FP8), mask=kmask)
+    tl.store(kdst + HALF, _cache_value(k2, k_cache_ptr, KV_FP8), mask=kmask)
     dv = tl.arange(0, 2 * HALF_PAD)[None, :]
     vmask = (heads < cache_heads) & (dv < 2 * HALF)
     v = tl.load(v_ptr + t * v_t_stride + heads * v_h_stride + dv, mask=vmask, other=0.0)
-    tl.store(v_cache_ptr + cache_off + heads * cache_h_stride + dv, v.to(v_cache_ptr.dtype.element_ty), mask=vmask)
+    tl.store(v_cache_ptr + cache_off + heads * cache_h_stride + dv, _cache_value(v, v_cache_ptr, KV_FP8), mask=vmask)
 
 
 def _check_rope_inputs(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot_mapping) -> None:
@@ -141,6 +152,8 @@ def _check_rope_inputs(q, k, v, positions, cos_sin_cache, k_cache, v_cache, slot
         raise ValueError("positions and slot_mapping must be [num_tokens]")
     if not cos_sin_cache.is_contiguous():
         raise ValueError("cos_sin_cache must be contiguous")
+    if k_cache.dtype not in (q.dtype, FP8_KV_DTYPE) or v_cache.dtype != k_cache.dtype:
+        raise ValueError(f"caches must be {q.dtype} (q's dtype) or {FP8_KV_DTYPE}, got {k_cache.dtype}/{v_cache.dtype}")
 
 
 def rope_and_cache_triton(
@@ -172,5 +185,6 @@ def rope_and_cache_triton(
             num_q_heads, num_kv_heads, k_cache.shape[1],
             HALF=half, HALF_PAD=triton.next_power_of_2(half),
             Q_HEADS_PAD=triton.next_power_of_2(num_q_heads), KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads),
+            KV_FP8=k_cache.dtype == FP8_KV_DTYPE,
         )
     return q_out, k_out

@@ -53,9 +53,13 @@ class RouterConfig:
     load_margin: float = 0.5  # prefix-aware: a replica may hold up to (1 + margin) x its share, + 1
     prefix_block_bytes: int = 256  # prefix-aware: bytes (UTF-8) per hashed block of the prompt text
     prefix_table_size: int = 200_000  # prefix-aware: block hashes remembered per model (LRU)
+    # A name that a native backend and remote ones serve: False, the local engine is one more replica of the
+    # model's policy; True, it answers every request (the remote replicas are then never used for that name).
+    local_first: bool = False
 
     def __post_init__(self) -> None:
         _check_policy(self.policy, "router.policy")
+        _check_bool(self.local_first, "router.local_first")
         _at_least(self, 0, "retries", "eject_after_failures", "max_queue")
         _at_least(self, 1, "eject_after_failures", "prefix_block_bytes", "prefix_table_size", "retry_after_s")
         _positive(self, "health_timeout_s", "readmit_after_s", "queue_timeout_s")
@@ -122,8 +126,11 @@ class ModelRouting:
 
     policy: Policy | None = None
     load_margin: float | None = None
+    local_first: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.local_first is not None:
+            _check_bool(self.local_first, "models.*.local_first")
         if self.policy is not None:
             _check_policy(self.policy, "models.*.policy")
         if self.load_margin is not None and not self.load_margin >= 0:
@@ -157,10 +164,19 @@ class RoutingFile:
 
     def routing_for(self, model: str) -> tuple[Policy, float]:
         """(policy, load_margin) for a model name."""
-        key = name_key(model)
-        own = next((v for k, v in self.models.items() if name_key(k) == key), ModelRouting())
+        own = self._own(model)
         return (own.policy or self.router.policy,
                 self.router.load_margin if own.load_margin is None else own.load_margin)
+
+
+    def local_first_for(self, model: str) -> bool:
+        """Whether the native backend answers every request for `model` before its remote replicas."""
+        own = self._own(model).local_first
+        return self.router.local_first if own is None else own
+
+    def _own(self, model: str) -> ModelRouting:
+        key = name_key(model)
+        return next((v for k, v in self.models.items() if name_key(k) == key), ModelRouting())
 
 
 def load_config(path: str | Path) -> RoutingFile:
@@ -247,6 +263,11 @@ def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
 def _check_policy(policy: str, key: str) -> None:
     if policy not in POLICIES:
         raise ConfigError(f"{key} must be one of {', '.join(POLICIES)}, not {policy!r}")
+
+
+def _check_bool(value: Any, key: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
 
 
 def _at_least(obj: Any, minimum: int, *keys: str) -> None:

@@ -20,13 +20,15 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from velollm.errors import Overloaded
+from velollm.errors import Overloaded, ServeLocally
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
 from velollm.router.health import HealthChecker
+from velollm.router.local import LocalReplica
 from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
+from velollm.router.pull import pull_through
 from velollm.router.queue import Slot
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
@@ -38,12 +40,14 @@ MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this of
 
 
 class Router:
-    """The configured remote backends (native models are the registry's, answered before these)."""
+    """The configured backends: the remote ones, and the native ones as local replicas (their models are
+    the registry's; a name that remote backends serve too is balanced across all of them, `balances`)."""
 
     def __init__(self, config: RoutingFile) -> None:
         self.config = config
         self.backends = [Backend(b, config.router) for b in config.remote]
-        self.metrics = RouterMetrics(self.backends)
+        self.local = [LocalReplica(b, config.router) for b in config.native]
+        self.metrics = RouterMetrics([*self.local, *self.backends])
         self._policies: dict[str, Policy] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._miss_refresh: asyncio.Task[None] | None = None
@@ -105,6 +109,12 @@ class Router:
             self._miss_refresh = asyncio.ensure_future(self._refresh_all())
         await asyncio.shield(self._miss_refresh)
 
+    def balances(self, name: str) -> bool:
+        """Whether a native model of that name is one replica among remote ones (the registry then hands
+        requests for it to `forward(..., local=True)`), rather than answering them all itself."""
+        return (any(r.serves(name) for r in self.local) and bool(self.replicas(name))
+                and not self.config.local_first_for(name))
+
     def policy(self, name: str) -> Policy:
         key = name_key(name)
         policy = self._policies.get(key)
@@ -115,15 +125,19 @@ class Router:
         return policy
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
+                      local: bool = False) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
-        first byte); 503 + Retry-After when none can take it."""
+        first byte); 503 + Retry-After when none can take it. `local`: the native replicas of the name
+        are candidates too; choosing one raises ServeLocally (the API runs the request natively)."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
-        replicas = self.replicas(name)
+        replicas: list[Backend | LocalReplica] = [*self.replicas(name)]
+        if local:
+            replicas = [*(r for r in self.local if r.serves(name)), *replicas]
         policy = self.policy(name)
         blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
             if policy.name == "prefix-aware" else NO_BLOCKS
@@ -143,6 +157,8 @@ class Router:
                 continue  # its queue is full: another replica, without using up a retry
             attempts += 1
             policy.routed(backend, blocks)
+            if isinstance(backend, LocalReplica):
+                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe))
             started = time.perf_counter()
             try:
                 response = await backend.gateway.forward(request, body, backend.serves(name) or name,
@@ -203,7 +219,7 @@ class Router:
         response.background = BackgroundTask(background)
         return response
 
-    def _unavailable(self, api: Api, name: str, replicas: list[Backend], failed: Response | None) -> Response:
+    def _unavailable(self, api: Api, name: str, replicas: list[Backend | LocalReplica], failed: Response | None) -> Response:
         """No replica could take the request: an upstream's own error answer (a 500 it sent) as it is;
         otherwise (all ejected, unreachable, busy) 503 + Retry-After."""
         if failed is not None and failed.status_code not in (502, 503, 504):
@@ -215,11 +231,10 @@ class Router:
                                             headers={"Retry-After": retry_after}))
 
     async def _pull(self, request: Request, body: dict[str, Any]) -> Response:
-        """/api/pull goes to the first admitted Ollama-speaking backend (a model lands on one host)."""
-        for backend in self.backends:
-            if backend.admitted and backend.upstream.known_kind == "ollama":
-                return await backend.gateway.forward(request, body)
-        return error_response("ollama", APIError(501, "no Ollama backend to pull through is up"))
+        """/api/pull goes to the Ollama-speaking backends that serve the name, else to the first admitted
+        one (velollm/router/pull.py)."""
+        name = str(body.get("model") or body.get("name") or "")
+        return await pull_through(self.backends, name, body)
 
     # --- listings -----------------------------------------------------------------------------
 
@@ -237,18 +252,26 @@ class Router:
         return _merged([b.listing_entries(listing, "openai") for b, listing in await self._listings()], "id")
 
     async def ollama_ps(self) -> list[dict[str, Any]]:
-        """What runs on the admitted Ollama-speaking backends now (GET /api/ps of each, merged)."""
-        async def one(b: Backend) -> list[dict[str, Any]]:
-            if not b.admitted or b.upstream.known_kind != "ollama":
-                return []
-            try:
-                status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
-            except Exception:  # a backend that does not answer lists nothing
-                return []
-            models = data.get("models") if status == 200 and isinstance(data, dict) else None
-            return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+        """What runs on the admitted Ollama-speaking backends now (GET /api/ps of each, merged in backend
+        order, one entry per name; the API puts the local engine's first). OpenAI-compatible servers have
+        no /api/ps: skipped. A backend that does not answer, or not with a model list, is skipped (logged)."""
+        return _merged(list(await asyncio.gather(*(self._ps(b) for b in self.backends))), "name")
 
-        return _merged(list(await asyncio.gather(*(one(b) for b in self.backends))), "name")
+    async def _ps(self, b: Backend) -> list[dict[str, Any]]:
+        if not b.admitted or b.upstream.known_kind != "ollama":
+            return []
+        try:
+            status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
+        except Exception as exc:  # its models are left out, the listing goes on
+            logger.warning("backend %s: GET /api/ps failed (%s); its running models are not listed", b.name,
+                           getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+            return []
+        models = data.get("models") if status == 200 and isinstance(data, dict) else None
+        if not isinstance(models, list):
+            logger.warning("backend %s: GET /api/ps answered %d without a model list; its running models are "
+                           "not listed", b.name, status)
+            return []
+        return [m for m in models if isinstance(m, dict) and b.configured_for(str(m.get("name") or m.get("model") or ""))]
 
     @property
     def metrics_collector(self) -> RouterMetrics:
@@ -259,7 +282,7 @@ class Router:
         backends = [{"name": b.name, "url": b.url, "up": not b.health.ejected, "reason": b.health.reason or None,
                      "in_flight": b.queue.in_flight, "waiting": b.queue.waiting,
                      "latency_ms": round(b.last_probe_ms, 1) if b.last_probe_ms is not None else None,
-                     "models": len(b.model_names())} for b in self.backends]
+                     "models": len(b.model_names())} for b in [*self.local, *self.backends]]
         names = {name_key(n) for b in self.backends for n in b.model_names()}
         return {"url": ", ".join(b.url for b in self.backends), "kind": "router",
                 "up": any(b["up"] for b in backends), "models": len(names), "backends": backends}

@@ -63,6 +63,7 @@ class PagedAttention(nn.Module):
         if meta.decode_only:
             out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale)
         elif meta.no_cached_prefix and kernels.prefill_attention_path(q) == "varlen":
+            k, v = kernels.as_stored(k, k_cache.dtype), kernels.as_stored(v, v_cache.dtype)  # as later steps read them
             out = kernels.varlen_prefill_attention(q, k, v, meta.cu_seqlens_q, meta.max_query_len, self.scale)
         else:
             out = kernels.paged_prefill_attention(

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from velollm import kernels
 from velollm.config import ModelConfig
 from velollm.engine.models.layers import PagedAttention, RMSNorm, RotaryEmbedding, SiluAndMul
 from velollm.engine.models.quantized_linear import QUANTIZED_MODULES, QuantizedLinear
@@ -56,7 +57,11 @@ class LlamaMLP(nn.Module):
         return [self.intermediate_size, self.intermediate_size]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj(x)
+        down = self.down_proj
+        if isinstance(down, nn.Linear) and kernels.silu_down_fused(gate_up, down.weight):  # a few decode rows
+            return kernels.silu_mul_gemv(gate_up, down.weight)
+        return down(self.act(gate_up))
 
 
 class LlamaDecoderLayer(nn.Module):
