@@ -1,5 +1,6 @@
-"""A small Ollama stand-in for the CLI and status-page tests: /api/pull streams Ollama's NDJSON progress,
-/api/chat streams thinking then content, /api/show reports the thinking capability. Runs under a real
+"""A small Ollama stand-in for the CLI, status-page and router tests: /api/pull streams Ollama's NDJSON
+progress (a pulled name joins the listing), /api/chat streams thinking then content, /api/show reports the
+thinking capability, /api/ps lists the first model as loaded. Runs under a real
 uvicorn in a thread (tests.api.conftest.ThreadedServer)."""
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def ollama_app(models: list[str]) -> Starlette:
         models.append(name if ":" in name else f"{name}:latest")
         return _ndjson(pull_progress())
 
+    async def ps(request: Request) -> Response:
+        return JSONResponse({"models": [{"name": m, "model": m, "size": 5_000_000, "size_vram": 5_000_000,
+                                         "digest": "cd" * 32, "details": {"family": "qwen3"},
+                                         "expires_at": "2026-01-01T00:05:00Z", "context_length": 4096}
+                                        for m in models[:1]]})
+
     async def show(request: Request) -> Response:
         return JSONResponse({"capabilities": ["completion", "thinking"], "template": "{{ .Prompt }}",
                              "parameters": 'temperature                    0.6', "license": "Apache 2.0",
@@ -79,7 +86,8 @@ def ollama_app(models: list[str]) -> Starlette:
 
     return Starlette(routes=[Route("/api/version", version, methods=["GET", "HEAD"]),
                              Route("/api/tags", tags, methods=["GET"]), Route("/api/pull", pull, methods=["POST"]),
-                             Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"])])
+                             Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
+                             Route("/api/ps", ps, methods=["GET"])])
 
 
 @contextmanager

@@ -115,3 +115,16 @@ def test_unreadable_and_bad_toml(tmp_path):
     wrong.write_text("[router]\npolicy = 'x'\n")
     with pytest.raises(ConfigError, match=f"{wrong}: router.policy"):
         load_config(wrong)
+
+
+def test_local_first_defaults_to_balancing_and_is_overridden_per_model():
+    config = parse_config({"backends": [{"name": "local", "kind": "native", "models": ["demo"]}],
+                           "models": {"Demo": {"local_first": True}}})
+    assert config.router.local_first is False and config.local_first_for("other") is False
+    assert config.local_first_for("demo:latest") is True
+    everywhere = parse_config({"router": {"local_first": True}, "models": {"demo": {"local_first": False}}})
+    assert everywhere.local_first_for("x") is True and everywhere.local_first_for("demo") is False
+    for data, key in (({"router": {"local_first": "yes"}}, "router.local_first"),
+                      ({"models": {"m": {"local_first": 1}}}, "models.*.local_first")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(data)

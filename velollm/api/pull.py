@@ -1,7 +1,11 @@
-"""POST /api/pull: handed to the Ollama upstream, whose NDJSON progress streams back as it comes.
+"""POST /api/pull. VeloLLM never downloads a model itself:
 
-VeloLLM never downloads a model itself: without an upstream, or with an OpenAI-compatible one, a pull
-is an error that says so.
+- a name this process runs itself (pinned, or found on disk: the Ollama store, the HF cache, `demo`), no
+  remote backend serving it too, is present: Ollama's answer for an up-to-date model (`success`), no network;
+- any other name goes to the upstream, whose NDJSON progress streams back as it comes (`--config`: the
+  Ollama-speaking backends that serve the name, else the first one; velollm/router/pull.py);
+- without an upstream: what Ollama answers for a pull it cannot do (a 200 stream ending in an `{"error"}`
+  line, or 500 `{"error"}` with `stream: false`), saying how to pull through an Ollama.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.errors import InvalidRequest
-from velollm.wire.errors import APIError
+from velollm.wire.pull_answer import cannot_pull, present, wants_stream
+
+NO_UPSTREAM = ("pull model manifest: VeloLLM does not download models: start `velollm serve` with an Ollama "
+               "upstream (--upstream or $OLLAMA_HOST, or an Ollama backend in --config) to pull through it")
 
 
 @endpoint("/api/pull")
@@ -22,10 +29,11 @@ async def pull(request: Request, state: AppState, call: Call) -> Response:
     if not isinstance(name, str) or not name:
         raise InvalidRequest("model is required", param="model")
     call.model = name
+    if await state.models.present(name):
+        return present(wants_stream(body))
     upstream = state.models.upstream
     if upstream is None:
-        raise APIError(501, "VeloLLM does not download models: start `velollm serve` with an Ollama upstream "
-                            "(--upstream or $OLLAMA_HOST) to pull through it")
+        return cannot_pull(NO_UPSTREAM, wants_stream(body))
     return await upstream.forward(request, body)
 
 

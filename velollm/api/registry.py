@@ -201,6 +201,25 @@ class ModelRegistry:
                 return await self._elsewhere(name, exc)
         return await self._elsewhere(name)
 
+    async def present(self, name: str) -> bool:
+        """Whether `name` is a model this process runs itself (pinned, or found on disk for on-demand
+        loading), no remote backend of `--config` serving it too: `/api/pull` of it is then Ollama's
+        pull of a model already present. Never loads anything."""
+        if not self.ready and self.load_error is None:
+            await self.wait_ready()
+        listed = getattr(self.upstream, "listed", None)
+        if getattr(self.upstream, "before_on_demand", False) and listed is not None and listed(name) is not None:
+            return False
+        if self.find(name) is not None:
+            return True
+        if self.pool is None:
+            return False
+        try:
+            await self._resolve(name)
+        except (ModelNotFound, UnsupportedModel):
+            return False
+        return True
+
     async def describe(self, name: str) -> Target:
         """Like `route`, but never loads a model: a loaded one, else an on-demand one described from
         its resolved source (a ServedModel whose engine is a SourceView), else the upstream, else

@@ -101,6 +101,10 @@ class Backend:
         # resolve names themselves and get the name as the client sent it.
         return spelled if self.upstream.known_kind == "openai" else name
 
+    def configured_for(self, name: str) -> bool:
+        """Whether `name` is this backend's to list: one of its `models`, or any name without them."""
+        return not self._configured or name_key(name) in self._configured
+
     def model_names(self) -> list[str]:
         listing = self.upstream.last_listing
         names = listing.names if listing is not None else []

@@ -28,6 +28,7 @@ from velollm.router.local import LocalReplica
 from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
+from velollm.router.pull import pull_through
 from velollm.router.queue import Slot
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
@@ -230,11 +231,10 @@ class Router:
                                             headers={"Retry-After": retry_after}))
 
     async def _pull(self, request: Request, body: dict[str, Any]) -> Response:
-        """/api/pull goes to the first admitted Ollama-speaking backend (a model lands on one host)."""
-        for backend in self.backends:
-            if backend.admitted and backend.upstream.known_kind == "ollama":
-                return await backend.gateway.forward(request, body)
-        return error_response("ollama", APIError(501, "no Ollama backend to pull through is up"))
+        """/api/pull goes to the Ollama-speaking backends that serve the name, else to the first admitted
+        one (velollm/router/pull.py)."""
+        name = str(body.get("model") or body.get("name") or "")
+        return await pull_through(self.backends, name, body)
 
     # --- listings -----------------------------------------------------------------------------
 
@@ -252,18 +252,26 @@ class Router:
         return _merged([b.listing_entries(listing, "openai") for b, listing in await self._listings()], "id")
 
     async def ollama_ps(self) -> list[dict[str, Any]]:
-        """What runs on the admitted Ollama-speaking backends now (GET /api/ps of each, merged)."""
-        async def one(b: Backend) -> list[dict[str, Any]]:
-            if not b.admitted or b.upstream.known_kind != "ollama":
-                return []
-            try:
-                status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
-            except Exception:  # a backend that does not answer lists nothing
-                return []
-            models = data.get("models") if status == 200 and isinstance(data, dict) else None
-            return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+        """What runs on the admitted Ollama-speaking backends now (GET /api/ps of each, merged in backend
+        order, one entry per name; the API puts the local engine's first). OpenAI-compatible servers have
+        no /api/ps: skipped. A backend that does not answer, or not with a model list, is skipped (logged)."""
+        return _merged(list(await asyncio.gather(*(self._ps(b) for b in self.backends))), "name")
 
-        return _merged(list(await asyncio.gather(*(one(b) for b in self.backends))), "name")
+    async def _ps(self, b: Backend) -> list[dict[str, Any]]:
+        if not b.admitted or b.upstream.known_kind != "ollama":
+            return []
+        try:
+            status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
+        except Exception as exc:  # its models are left out, the listing goes on
+            logger.warning("backend %s: GET /api/ps failed (%s); its running models are not listed", b.name,
+                           getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+            return []
+        models = data.get("models") if status == 200 and isinstance(data, dict) else None
+        if not isinstance(models, list):
+            logger.warning("backend %s: GET /api/ps answered %d without a model list; its running models are "
+                           "not listed", b.name, status)
+            return []
+        return [m for m in models if isinstance(m, dict) and b.configured_for(str(m.get("name") or m.get("model") or ""))]
 
     @property
     def metrics_collector(self) -> RouterMetrics:
