@@ -3,9 +3,10 @@
 The scale is fixed at 1.0 for K and for V (vLLM's default without calibrated checkpoint scales): a
 scale measured on some first prefill would make a request's tokens depend on which request came
 first. e4m3 holds |x| <= 448 with 3 mantissa bits (relative step 2^-3, so a rounding error <= 2^-4
-of the value) down to 2^-6, then subnormals in steps of 2^-9. Post-RoPE K and V of the models
-VeloLLM runs sit well inside that range; anything beyond is saturated to +-448 on write (a cast alone
-would give NaN on some paths), so a cache entry is never inf or NaN.
+of the value) down to 2^-6, then subnormals in steps of 2^-9. Post-RoPE K and V of Llama/Qwen-class
+models are typically tens, outliers hundreds: inside that range (not checked here on real weights, no
+GPU or checkpoint was at hand). Anything beyond is saturated to +-448 on write (a cast alone would give
+NaN on some paths), so a finite input never becomes inf or NaN in the cache.
 
 Readers (the paged attention kernels and their references) upcast the loaded values to the compute
 dtype before the dot products; nothing else changes for them.
