@@ -16,7 +16,9 @@
 #
 # Groups (GPU_CHECK_STEPS: comma-separated group or step names; default all), in the order they run,
 # with the expected seconds on an H100 (the limit in brackets; a step never runs past its limit):
-#   first  (~420 s, limits sum past the budget: the last steps are skipped, and reported, if time runs out)
+#   first  (~470 s, limits sum past the budget: the last steps are skipped, and reported, if time runs out)
+#     gpu_tests_engine    the CUDA engine and kernel tests (flash varlen prefill, async scheduling with decode
+#                         graphs, fp8 KV cache: on by default or new, never run on a GPU before)       ~50  [90]
 #     quant_decode_8b     issue 11: batch-1 decode 8B Q4_K_M quantized vs our bfloat16 path (the bf16
 #                         side dequantizes 8B on the CPU at load: ~20 s)                              ~80  [110]
 #     quant_decode_3b     issue 11: same, 3B Q4_K_M                                                   ~40  [70]
@@ -119,6 +121,12 @@ summary() {  # summary WHAT: the pytest summary line of the last step as a JSON 
 }
 
 # --- first call: issue 11's decode targets, issue 18's throughput, batch-1 decode, prefill attention ---
+# Before any figure: the paths that are on by default on CUDA but never ran on a GPU yet (flash varlen
+# prefill, async scheduling's device-side fill into decode graphs, the fp8 KV cache) against their references.
+GROUPS_OF="first"
+step gpu_tests_engine 90 $PY -m pytest tests/engine/test_cuda_graph.py tests/engine/test_models_gpu.py \
+    tests/kernels/test_kernels_gpu.py -q -p no:cacheprovider "${XDIST[@]}" -rs
+want gpu_tests_engine first && summary gpu_tests_engine
 GROUPS_OF="first quant"
 step quant_decode_8b 110 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.1-8b:Q4_K_M
 step quant_decode_3b 70 $PY benchmarks/gguf_quantized.py --steps decode --workdir "$WORK" --case llama-3.2-3b:Q4_K_M

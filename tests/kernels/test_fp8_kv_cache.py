@@ -21,7 +21,7 @@ import torch
 from velollm.kernels import decode_attention as da
 from velollm.kernels import prefill_attention as pa
 from velollm.kernels import rope
-from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MAX, to_cache_dtype
+from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MAX, to_cache_dtype, to_float
 
 # Same stored values on both sides: the read kernels' own tolerances for their compute dtype.
 TOL = {torch.float32: dict(atol=3e-5, rtol=3e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
@@ -99,6 +99,15 @@ def test_prefill_attention_fp8_cache(hq, hkv, dtype, device, paged_kv, poison):
             err = (got[t].float() - exact[t].float()).abs().amax(-1)
             rounding = TOL[dtype]["atol"] + TOL[dtype]["rtol"] * exact[t].float().abs().amax(-1)
             assert (err <= bound + rounding).all(), (s, i, err, bound)
+
+
+def test_references_decode_fp8_like_torch():
+    every = torch.arange(256, dtype=torch.uint8).view(FP8_KV_DTYPE)  # 0x7F and 0xFF are NaN
+    assert torch.equal(to_float(every).nan_to_num(-1.0), every.float().nan_to_num(-1.0))
+    assert to_float(every).isnan().sum() == 2
+    assert to_float(every[:0]).shape == (0,) and torch.equal(to_float(every[:1]), every[:1].float())
+    x = to_cache_dtype(torch.randn(3, 16, 2, 8) * 40, FP8_KV_DTYPE)[:, 3:9]  # a strided view, as gathered
+    assert torch.equal(to_float(x), x.float())
 
 
 def test_fp8_storage_error_is_within_half_a_step():

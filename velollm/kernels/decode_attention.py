@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from velollm.kernels._triton import dot_dtype_args, launch_options, output_buffer, tl, triton
-from velollm.kernels.fp8 import FP8_KV_DTYPE
+from velollm.kernels.fp8 import FP8_KV_DTYPE, to_float
 
 
 def paged_decode_attention_ref(
@@ -31,8 +31,8 @@ def paged_decode_attention_ref(
         if length == 0:
             continue
         blocks = tables[row, : -(-length // block_size)]
-        k = k_cache[blocks].flatten(0, 1)[:length].float().transpose(0, 1)[None]  # [1, Hkv, L, D]
-        v = v_cache[blocks].flatten(0, 1)[:length].float().transpose(0, 1)[None]
+        k = to_float(k_cache[blocks].flatten(0, 1)[:length]).transpose(0, 1)[None]  # [1, Hkv, L, D]
+        v = to_float(v_cache[blocks].flatten(0, 1)[:length]).transpose(0, 1)[None]
         o = F.scaled_dot_product_attention(q[row].float()[None, :, None, :], k, v, scale=scale, enable_gqa=gqa)
         out[row] = o[0, :, 0].to(q.dtype)
     return out

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from velollm.kernels._triton import dot_dtype_args, launch_options, output_buffer, tl, triton
 from velollm.kernels.decode_attention import LOG2E, check_paged_inputs
+from velollm.kernels.fp8 import to_float
 
 
 def paged_prefill_attention_ref(
@@ -35,8 +36,8 @@ def paged_prefill_attention_ref(
         if q_len == 0:
             continue
         blocks = block_tables[s, : -(-kv_len // block_size)].long()
-        k = k_cache[blocks].flatten(0, 1)[:kv_len].float()  # [L, Hkv, D]
-        v = v_cache[blocks].flatten(0, 1)[:kv_len].float()
+        k = to_float(k_cache[blocks].flatten(0, 1)[:kv_len])  # [L, Hkv, D]
+        v = to_float(v_cache[blocks].flatten(0, 1)[:kv_len])
         mask = None  # without a cached prefix, plain causal (top-left == bottom-right alignment)
         if q_len != kv_len:
             q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device)
