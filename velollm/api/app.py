@@ -46,7 +46,7 @@ def on_demand(config: ServerConfig) -> OnDemand:
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
                     keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
-                    host_cache_bytes=config.host_cache_bytes)
+                    host_cache_bytes=config.host_cache_bytes, prefetch=config.model_prefetch)
 
 
 async def health(request: Request) -> Response:
