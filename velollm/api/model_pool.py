@@ -69,7 +69,7 @@ class ModelPool:
         self.parked = ParkedModels(host_cache_bytes)
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host | prefetch) -> loads
         self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused) -> prefetches
-        self.on_slot_freed: Callable[[], None] | None = None  # a model expired or was unloaded
+        self.on_slot_freed: Callable[[], None] | None = None  # a model's keep_alive ran out
         self._last_used: dict[str, float] = {}  # model -> when a request last released it (monotonic)
         self._closed = False
 
@@ -143,8 +143,7 @@ class ModelPool:
         if entry.num_active:
             entry.keep_alive = 0.0
             return True
-        await self._unload(entry)
-        self._slot_freed()
+        await self._unload(entry)  # asked for (`ollama stop`): the memory is wanted back, nothing re-wakes
         return True
 
     def can_prefetch(self, name: str) -> bool:
@@ -268,12 +267,15 @@ class ModelPool:
         else:
             entry.expires_at = time.time() + entry.keep_alive
             loop = asyncio.get_running_loop()
-            entry._timer = loop.call_later(entry.keep_alive, lambda: asyncio.ensure_future(self._expire(entry)))
+            entry._timer = loop.call_later(entry.keep_alive,
+                                           lambda: asyncio.ensure_future(self._expire(entry, timed_out=True)))
 
-    async def _expire(self, entry: LoadedModel) -> None:
+    async def _expire(self, entry: LoadedModel, timed_out: bool = False) -> None:
+        """`timed_out`: its keep_alive ran out (not 0, not drained), so its slot may re-wake a parked model."""
         if self._models.get(entry.name) is entry and entry.num_active == 0:
             await self._unload(entry)
-            self._slot_freed()
+            if timed_out:
+                self._slot_freed()
 
     async def _unload(self, entry: LoadedModel, park: bool = False) -> None:
         """Unloads `entry`; `park`: evicted for room, so kept asleep in host memory when it fits there."""

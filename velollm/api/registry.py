@@ -264,7 +264,7 @@ class ModelRegistry:
             return None
 
     def _slot_freed(self) -> None:
-        """A slot freed: the parked model a request used last comes back ahead (recent usage)."""
+        """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""
         name = self.pool.most_recent_parked() if self.pool is not None else None
         if name is not None:
             self.predict(name, "recently used")

@@ -82,7 +82,7 @@ def add_parser(subparsers: Any) -> None:
                    help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
     p.add_argument("--no-model-prefetch", dest="model_prefetch", action="store_false",
                    help="load on-demand models only when a request needs them, never ahead (after /api/show, "
-                        "for the routes of the virtual model, or re-waking the last used one when a slot frees)")
+                        "for the routes of the virtual model, or re-waking the last used one when a keep_alive runs out)")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
