@@ -63,6 +63,7 @@ def test_run_passes_the_flags_to_the_server_it_starts(tmp_path, monkeypatch):
         metrics = httpx.get(f"{client.base_url}/metrics", timeout=10).text
         [info] = [line for line in metrics.splitlines() if line.startswith("velollm_engine_info{")]
         assert 'kv_cache_dtype="float8_e4m3fn"' in info
+        assert 'async_scheduling="true"' in info
         # A server that answers keeps its own settings: run says so instead of silently dropping the flags.
         monkeypatch.setenv("VELOLLM_HOST", client.base_url)
         err2 = io.StringIO()
