@@ -13,6 +13,10 @@ part of the growth that is the model's own attention over the longer history. Co
 steps on the final history (tokens before/after, time), and what the server reported for its last turn.
 Switch: two models with `--max-loaded-models 1`, TTFT of the first request after each switch: the model
 woken from host memory, loaded cold, or loaded ahead after an /api/show (model prefetch).
+Fit: the host side of the turns that change the prompt (13: first compression; 27: truncation before the
+summary), without a server or model: the same conversation (answers: 40 fixed words) fitted afresh in
+process as the server's `compress` does (the fit, then the summary's second fit with a quarter of the budget
+more room), median of --fit-repeats, with the chat-template renders and the tokens tokenized.
 The load average of the machine is printed with each part (other jobs share it).
 """
 
@@ -248,6 +252,93 @@ def part_compress(messages: list[dict]) -> None:
     print(json.dumps({"what": "context_compress", "steps": rows}), flush=True)
 
 
+def sent_messages(args: argparse.Namespace, seed: int = 7) -> dict[int, list[dict]]:
+    """The TTFT part's conversation without a server: per turn, the messages that turn sends."""
+    rng = random.Random(seed)
+    output = tool_output(args.tool_rows)
+    messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
+    sent = {}
+    for turn in range(1, args.turns + 1):
+        messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
+        if turn % 5 == 0 and turn < args.turns:
+            call = {"id": f"call_{turn}", "type": "function", "function": {"name": "mill_rows", "arguments": "{}"}}
+            messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": f"call_{turn}", "content": output}]
+        sent[turn] = list(messages)
+        messages.append({"role": "assistant", "content": " ".join(WORDS[(turn + i) % len(WORDS)] for i in range(40))})
+    return sent
+
+
+def part_fit(args: argparse.Namespace) -> None:
+    from velollm.context.compressor import Compressor
+    from velollm.context.fitter import ContextFitter, output_reserve
+    from velollm.context.turn_cache import TurnCache
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(ensure_demo())
+    sent = sent_messages(args)
+    reserve = output_reserve(args.max_model_len, args.max_tokens)
+    budget = args.max_model_len - reserve
+    roomy = reserve + budget // 4 + max(16, min(256, budget // 8))  # velollm.api.context_fit._summarize
+    print(f"\n## Fitting afresh, host side only (demo tokenizer and template, --max-model-len {args.max_model_len}, "
+          f"median of {args.fit_repeats}); {load()}")
+    print("| turn | messages | tokens | fitted tokens | dropped messages | fit ms | summary's refit ms | renders | tokens tokenized |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for turn in (int(t) for t in args.fit_turns.split(",")):
+        messages = sent[turn]
+        times, stats = [], {}
+        for _ in range(args.fit_repeats):
+            renders, tokenized = [0], [0]
+
+            def render(ms: list[dict]) -> str:
+                renders[0] += 1
+                return tokenizer.apply_chat_template(ms)
+
+            counted = CountingTokenizer(tokenizer, tokenized)
+            fitter = ContextFitter(render, counted, TurnCache())
+            t0 = time.perf_counter()
+            fitted = fitter.fit(messages, "compress", args.max_model_len, reserve, Compressor())
+            t1 = time.perf_counter()
+            fitter.fit(messages, "compress", args.max_model_len, roomy, Compressor())
+            times.append((t1 - t0, time.perf_counter() - t1))
+            stats = {"renders": renders[0], "tokenized": tokenized[0], "report": fitted.report}
+        fit_s = statistics.median(t[0] for t in times)
+        refit_s = statistics.median(t[1] for t in times)
+        report = stats["report"]
+        print(f"| {turn} | {len(messages)} | {report.num_original_tokens} | {report.num_prompt_tokens} | "
+              f"{len(report.dropped_messages)} | {fit_s * 1e3:.1f} | {refit_s * 1e3:.1f} | {stats['renders']} | "
+              f"{stats['tokenized']} |")
+        print(json.dumps({"what": "context_fit", "turn": turn, "fit_ms": round(fit_s * 1e3, 1),
+                          "refit_ms": round(refit_s * 1e3, 1), "renders": stats["renders"],
+                          "tokens_tokenized": stats["tokenized"]}), flush=True)
+
+
+class CountingTokenizer:
+    """The tokenizer, counting the tokens it produces (encode and its backend's encode_batch)."""
+
+    def __init__(self, tokenizer, tokenized: list[int]) -> None:
+        self._tokenizer = tokenizer
+        self._tokenized = tokenized
+        self.backend = self  # the fitter's SegmentEncoder batches through `backend`
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+    def get_added_tokens_decoder(self):
+        return self._tokenizer.backend.get_added_tokens_decoder()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        self._tokenized[0] += len(ids)
+        return ids
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = True):
+        out = self._tokenizer.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        self._tokenized[0] += sum(len(e.ids) for e in out)
+        return out
+
+
 def wait_loaded(client: httpx.Client, model: str, loaded: bool = True, timeout: float = 300.0) -> None:
     """Until /api/ps lists `model` (or, `loaded=False`, no longer lists it)."""
     deadline = time.monotonic() + timeout
@@ -316,6 +407,8 @@ def main() -> int:
     p.add_argument("--switches", type=int, default=5, help="A,B request pairs in the switch part")
     p.add_argument("--repeats", type=int, default=1, help="conversations per server in the TTFT part")
     p.add_argument("--floor-repeats", type=int, default=5)
+    p.add_argument("--fit-turns", default="13,27", help="turns of the fit part")
+    p.add_argument("--fit-repeats", type=int, default=5)
     p.add_argument("--parts", default="ttft,floor,compress,switch")
     p.add_argument("--device", default="auto", help="the servers' and the floor engine's device: auto, cpu, cuda")
     args = p.parse_args()
@@ -334,6 +427,8 @@ def main() -> int:
         part_floor(args, rows)
     if "compress" in parts and messages:
         part_compress(messages)
+    if "fit" in parts:
+        part_fit(args)
     if "switch" in parts:
         part_switch(args)
     return 0

@@ -66,3 +66,14 @@ def test_stop_string_and_client_disconnect(async_server, live_server):
 def _assert_blocks_return(server: ServerHandle) -> None:
     assert ("velollm_allocated_blocks", frozenset({"model": "demo"}.items())) in server.metrics()
     assert server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+
+
+def test_engine_info_says_whether_async_scheduling_is_on(async_server, live_server):
+    import httpx
+
+    def info(server: ServerHandle) -> str:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        return next(line for line in text.splitlines() if line.startswith("velollm_engine_info{"))
+
+    assert 'async_scheduling="true"' in info(async_server)
+    assert 'async_scheduling="false"' in info(live_server)

@@ -61,7 +61,7 @@ def test_fp8_server_through_the_openai_sdk(tmp_path):
 
 
 def test_flag_and_ollama_variable_reach_the_engine_config(caplog):
-    caplog.set_level(logging.INFO, logger="velollm.serve")
+    caplog.set_level(logging.INFO, logger="velollm.commands.engine_options")
     assert serve.build_config(_args(), {}).engine.kv_cache_dtype == "auto"
     assert serve.build_config(_args("--kv-cache-dtype", "fp8"), {}).engine.kv_cache_dtype == "fp8"
     assert serve.build_config(_args("--kv-cache-dtype", "fp8_e4m3"), {}).engine.kv_cache_dtype == "fp8"

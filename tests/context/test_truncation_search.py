@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from velollm.context.fitter import ContextFitter
-from velollm.context.segment_count import SegmentEncoder
+from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.truncation import Truncation, truncate
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow

@@ -76,3 +76,20 @@ def test_check_compares_the_kv_cache_dtype_where_fp8_is_advised():
     served["demo"]["kv_cache_dtype"] = "float8_e4m3fn"
     assert all(f.ok for f in compare(served, recommend(ada), []))
     assert not [f for f in compare(served, recommend(H100), []) if f.setting == "kv_cache_dtype"]  # not advised
+
+
+def test_check_compares_async_scheduling_only_where_advised():
+    from dataclasses import replace
+
+    from velollm.commands.optimize_check import compare, served_settings
+    from velollm.commands.client import Sample
+    from velollm.hw.recommend import Setting
+
+    samples = [Sample("velollm_engine_info", {"model": "demo", "device": "cuda:0", "dtype": "bfloat16",
+                                              "cuda_graphs": "true", "async_scheduling": "false"}, 1.0)]
+    served = served_settings(samples)
+    assert served["demo"]["async_scheduling"] == "false"
+    assert not [f for f in compare(served, recommend(H100), []) if f.setting == "async_scheduling"]  # no advice
+    advised = replace(recommend(H100), settings=(*recommend(H100).settings, Setting("--async-scheduling", "", "x")))
+    [found] = [f for f in compare(served, advised, []) if f.setting == "async_scheduling"]
+    assert (found.server, found.advised, found.ok) == ("false", "true", False)

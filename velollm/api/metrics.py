@@ -101,7 +101,8 @@ class _EngineCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         info = GaugeMetricFamily("velollm_engine_info", "Engine build settings (value 1)",
-                                 labels=["model", "device", "dtype", "cuda_graphs", "kv_cache_dtype"])
+                                 labels=["model", "device", "dtype", "cuda_graphs", "kv_cache_dtype",
+                                         "async_scheduling"])
         numbers = {
             "max_num_seqs": GaugeMetricFamily("velollm_max_num_seqs", "Most requests batched at once", labels=["model"]),
             "max_model_len": GaugeMetricFamily("velollm_max_model_len", "Context length served", labels=["model"]),
@@ -110,7 +111,7 @@ class _EngineCollector:
         for served in self.models.models():
             st = served.engine.settings()
             info.add_metric([served.name, st.device, st.dtype, str(st.cuda_graphs).lower(),
-                             st.kv_cache_dtype or st.dtype], 1)
+                             st.kv_cache_dtype or st.dtype, str(st.async_scheduling).lower()], 1)
             for key, family in numbers.items():
                 family.add_metric([served.name], getattr(st, key))
         yield info

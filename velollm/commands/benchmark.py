@@ -14,7 +14,8 @@ import os
 import sys
 
 
-from velollm.config import KV_CACHE_DTYPE_ALIASES, KV_CACHE_DTYPES, QUANTIZATIONS, parse_size
+from velollm.commands.engine_options import add_engine_arguments, engine_options
+from velollm.config import QUANTIZATIONS, parse_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--kv-cache-memory", type=parse_size, default=None,
                         help="KV cache size on CPU, e.g. 512MiB (default 2 GiB); on GPU it is sized from free memory")
-    parser.add_argument("--kv-cache-dtype", default="auto", choices=(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES),
-                        help="KV cache storage: auto (the model's dtype) or fp8 (float8 e4m3)")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
-    parser.add_argument("--async-scheduling", action="store_true", help="schedule step N+1 while step N runs")
+    add_engine_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=min(args.num_prompts, 256),
                               max_model_len=args.max_model_len, kv_cache_memory=args.kv_cache_memory,
                               enforce_eager=args.enforce_eager, quantization=args.quantization,
-                              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
+                              **engine_options(args, os.environ))
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         try:
             result = run_benchmark(engine, num_requests=args.num_prompts, input_len=args.input_len,

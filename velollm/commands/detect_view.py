@@ -111,8 +111,18 @@ def print_fits(console: "Console", fits: "list[ModelFit]") -> None:
         room = f"{f.kv_tokens:,} tokens = {f.full_contexts} x {f.max_model_len:,}"
         if f.max_model_len < f.context_length:
             room += f" (model: {f.context_length:,})"
+        room += kv_room_note(f)
         table.add_row(f.name, f.source, "yes", _precision(f), gib(f.weight_bytes), room, f"velollm serve {f.serve_flags}")
     console.print(table)
+
+
+def kv_room_note(f: "ModelFit") -> str:
+    """What the KV room is counted in when it is not the model's dtype, or what fp8 would hold where it could."""
+    if f.kv_cache_dtype == "fp8":
+        return ", fp8 KV cache"
+    if f.kv_tokens_fp8:
+        return f"; --kv-cache-dtype fp8: {f.kv_tokens_fp8:,} tokens"
+    return ""
 
 
 def _precision(f: "ModelFit") -> str:

@@ -12,6 +12,7 @@ from velollm.hw.detect import HardwareInfo
 from velollm.hw.recommend import Recommendation, main_gpu
 
 _ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+_KV_ITEMSIZE = {**_ITEMSIZE, "fp8": 1}  # --kv-cache-dtype fp8: float8 e4m3, one byte per value
 _MIN_KV_TOKENS = 32  # two KV blocks: less than that and no request can run
 _GPU_OVERHEAD = 1 << 30  # CUDA context, activations and allocator slack beside weights and KV cache
 
@@ -26,9 +27,11 @@ class ModelFit:
     precision: str = ""  # what the engine computes in here: "bfloat16" (GGUF matrices may stay quantized)
     weight_bytes: int = 0  # in `precision`
     context_length: int = 0  # the model's
-    kv_tokens: int = 0  # KV cache tokens that fit beside the weights
+    kv_tokens: int = 0  # KV cache tokens that fit beside the weights, in `kv_cache_dtype`
     max_model_len: int = 0  # the context to serve with: the model's, or what the KV room holds
     serve_flags: str = ""
+    kv_cache_dtype: str = ""  # what the KV room is counted in: "fp8" where advised, else `precision`
+    kv_tokens_fp8: int = 0  # the room with --kv-cache-dtype fp8 where the GPU has it but it is not advised; else 0
 
     @property
     def full_contexts(self) -> int:
@@ -37,7 +40,8 @@ class ModelFit:
 
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: str) -> int:
-    return 2 * num_layers * num_kv_heads * head_dim * _ITEMSIZE[dtype]
+    """K and V of one token in every layer; `dtype` is the KV cache's (a model dtype, or fp8)."""
+    return 2 * num_layers * num_kv_heads * head_dim * _KV_ITEMSIZE[dtype]
 
 
 def kv_budget(hw: HardwareInfo, rec: Recommendation, weight_bytes: int) -> int:
@@ -74,10 +78,17 @@ def model_fit(spec: str, source: str, hw: HardwareInfo, rec: Recommendation, env
     cfg, info = src.config, src.info
     precision = cfg.dtype
     weights = src.weight_bytes or info.parameter_count * _ITEMSIZE[precision]  # GGUF kept quantized: its size
-    per_token = kv_bytes_per_token(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, precision)
-    kv_tokens = max(0, kv_budget(hw, rec, weights)) // per_token
+    budget = max(0, kv_budget(hw, rec, weights))
+
+    def room(kv_dtype: str) -> int:
+        return budget // kv_bytes_per_token(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, kv_dtype)
+
+    kv_dtype = "fp8" if rec.kv_cache_dtype == "fp8" else precision  # what the serve flags below will store
+    kv_tokens = room(kv_dtype)
+    fp8_tokens = room("fp8") if rec.fp8_kv_cache and kv_dtype != "fp8" else 0
     common = dict(stored=info.quantization_level, precision=precision, weight_bytes=weights,
-                  context_length=cfg.max_position_embeddings, kv_tokens=kv_tokens)
+                  context_length=cfg.max_position_embeddings, kv_tokens=kv_tokens, kv_cache_dtype=kv_dtype,
+                  kv_tokens_fp8=fp8_tokens)
     if kv_tokens < _MIN_KV_TOKENS:
         return ModelFit(spec, source, False, f"does not fit: {weights / 2**30:.1f} GiB of weights in {precision} "
                         f"leave no room for a KV cache on {rec.device}", **common)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from velollm.commands.engine_options import add_engine_arguments, engine_options
 from velollm.config import QUANTIZATIONS
 
 
@@ -17,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                         help="GGUF weights kept quantized (auto: on GPUs) or dequantized at load")
+    add_engine_arguments(parser)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = EngineConfig(device=args.device, dtype=args.dtype, max_num_seqs=1, kv_cache_memory=256 << 20,
-                              quantization=args.quantization)
+                              quantization=args.quantization, **engine_options(args, os.environ))
         engine = LLMEngine.from_model(args.model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
         tokenizer = engine.tokenizer
         if args.chat:

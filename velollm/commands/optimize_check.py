@@ -23,7 +23,8 @@ class Finding:
 
 
 def served_settings(samples: Sequence[Sample]) -> dict[str, dict[str, str]]:
-    """model -> {device, dtype, cuda_graphs, max_num_seqs, max_model_len, kv_cache_bytes} from /metrics."""
+    """model -> {device, dtype, cuda_graphs, kv_cache_dtype, async_scheduling, max_num_seqs, max_model_len,
+    kv_cache_bytes} from /metrics."""
     out: dict[str, dict[str, str]] = {}
     gauges = {"velollm_max_num_seqs": "max_num_seqs", "velollm_max_model_len": "max_model_len",
               "velollm_kv_cache_bytes": "kv_cache_bytes"}
@@ -49,8 +50,11 @@ def compare(served: Mapping[str, Mapping[str, str]], rec: Recommendation, fits: 
             want["cuda_graphs"] = "true"
         if fit is not None:
             want["max_model_len"] = str(fit.max_model_len)
-        if any(s.name == "--kv-cache-dtype" and s.value == "fp8" for s in rec.settings):
+        advised = {s.name: s.value for s in rec.settings}
+        if advised.get("--kv-cache-dtype") == "fp8":
             want["kv_cache_dtype"] = "float8_e4m3fn"  # the engine_info label of an fp8 cache
+        if "--async-scheduling" in advised:  # compared only where advised (no advice names it today)
+            want["async_scheduling"] = "true"
         for key, advised in want.items():
             value = have.get(key, "?")
             ok = value.split(":")[0] == advised if key == "device" else value == advised

@@ -49,11 +49,13 @@ def serve_script(rec: Recommendation, fits: Sequence[ModelFit], model: str | Non
 
 
 def _context_reason(f: ModelFit) -> str:
+    fp8 = ", fp8 KV cache" if f.kv_cache_dtype == "fp8" else ""
+    more = f" (with --kv-cache-dtype fp8: {f.kv_tokens_fp8:,} tokens)" if f.kv_tokens_fp8 else ""
     if f.max_model_len < f.context_length:
-        return (f"the KV room ({f.kv_tokens:,} tokens) is less than the model's {f.context_length:,}-token context: "
-                "a longer one could never be scheduled")
-    return (f"the model's full {f.context_length:,}-token context; the KV room holds {f.full_contexts} "
-            "such sequences at once (more when they are shorter)")
+        return (f"the KV room ({f.kv_tokens:,} tokens{fp8}) is less than the model's {f.context_length:,}-token "
+                f"context: a longer one could never be scheduled{more}")
+    return (f"the model's full {f.context_length:,}-token context; the KV room{fp8} holds {f.full_contexts} "
+            f"such sequences at once (more when they are shorter){more}")
 
 
 def env_file(settings: Sequence[Setting], header: str) -> str:

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from velollm.commands.engine_options import add_engine_arguments, engine_flags
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="chat with a model in the terminal", description=__doc__,
@@ -24,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
+    add_engine_arguments(parser.add_argument_group(
+        "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run)
 
 
@@ -50,18 +54,21 @@ def _line_reader():  # noqa: ANN202 (a callable like input)
     return input
 
 
-def _connect(model: str, err):  # noqa: ANN001, ANN202
-    """(client, local server or None): the server at $VELOLLM_HOST, else one started in this process."""
+def _connect(model: str, err, serve_args: list[str]):  # noqa: ANN001, ANN202
+    """(client, local server or None): the server at $VELOLLM_HOST, else one started in this process with
+    `serve_args` (the engine flags; a running server keeps its own settings, said on `err`)."""
     from velollm.commands.client import ServerClient, server_url
     from velollm.commands.local_server import LocalServer, load_progress_bar
 
     url = server_url(os.environ)
     client = ServerClient(url, api_key=os.environ.get("VELOLLM_API_KEY"))
     if client.answers():
+        if serve_args:
+            print(f"{' '.join(serve_args)}: not applied, the server at {url} runs with its own settings", file=err)
         return client, None
     client.close()
     print(f"no server answers at {url}: running {model} in this process", file=err)
-    local = LocalServer(model)
+    local = LocalServer(model, serve_args)
     with load_progress_bar():
         url = local.start()
     return ServerClient(url), local
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     options = {k: parse_value(v) for k, _, v in (o.partition("=") for o in args.option)}
     local = None
     try:
-        client, local = _connect(args.model, sys.stderr)
+        client, local = _connect(args.model, sys.stderr, engine_flags(args))
         with client:
             session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options)
             session.verbose = args.verbose

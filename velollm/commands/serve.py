@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.server_config import DEFAULT_MODEL, ServerConfig
 from velollm.cache.options import add_cache_arguments, cache_config
-from velollm.config import (DEVICES, ENGINE_DTYPES, KV_CACHE_DTYPE_ALIASES, KV_CACHE_DTYPES, QUANTIZATIONS,
-                            EngineConfig, parse_size)
+from velollm.commands.engine_options import add_engine_arguments, engine_options
+from velollm.config import DEVICES, ENGINE_DTYPES, QUANTIZATIONS, EngineConfig, parse_size
 from velollm.proxy.options import add_upstream_arguments, upstream_config
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -46,10 +46,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                    help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and "
                         "dequantizes at load on CPUs; none always dequantizes; gguf always keeps them quantized")
-    p.add_argument("--kv-cache-dtype", default=None, choices=(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES),
-                   help="KV cache storage: auto (the model's dtype) or fp8 (float8 e4m3, half the memory, so twice "
-                        "the tokens; GPUs need compute capability 8.9+, older ones keep auto with a warning). "
-                        "Default: $OLLAMA_KV_CACHE_TYPE mapped (q8_0 -> fp8, f16 -> auto), else auto")
     p.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--max-queue", type=int, default=EngineConfig.max_queue,
@@ -61,8 +57,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=EngineConfig.gpu_memory_utilization,
                    help="share of GPU memory for weights, activations and the KV cache (default 0.9)")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decode steps (debugging)")
-    p.add_argument("--async-scheduling", action="store_true",
-                   help="schedule step N+1 while step N runs on the device (vLLM V1's async scheduling)")
+    add_engine_arguments(p)
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (or $VELOLLM_API_KEY)")
     p.add_argument("--cors-origins", nargs="*", default=None,
                    help="origins allowed besides localhost ones ('*' for any; also $OLLAMA_ORIGINS)")
@@ -185,11 +180,10 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port,
         engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
-                            kv_cache_dtype=kv_cache_dtype(getattr(args, "kv_cache_dtype", None), env),
                             max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
                             kv_cache_memory=args.kv_cache_memory,
                             gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
-                            async_scheduling=getattr(args, "async_scheduling", False)),
+                            **engine_options(args, env)),
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream_name,
@@ -201,31 +195,6 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
     )
-
-
-# Ollama's OLLAMA_KV_CACHE_TYPE values -> --kv-cache-dtype. VeloLLM's 8-bit KV cache is fp8 e4m3, not
-# q8_0's int8 blocks; it has no 4-bit one, so q4_0 gets the 8-bit cache, the nearest saving.
-_OLLAMA_KV_CACHE_TYPES = {"f16": "auto", "q8_0": "fp8", "q4_0": "fp8"}
-
-
-def kv_cache_dtype(flag: str | None, env: dict[str, str]) -> str:
-    """--kv-cache-dtype if given, else $OLLAMA_KV_CACHE_TYPE mapped (logged), else auto."""
-    if flag is not None:
-        return flag
-    ollama = env.get("OLLAMA_KV_CACHE_TYPE", "").strip().lower()
-    if not ollama:
-        return "auto"
-    mapped = _OLLAMA_KV_CACHE_TYPES.get(ollama)
-    if mapped is None:
-        logger.warning("OLLAMA_KV_CACHE_TYPE=%s is not one of %s (Ollama's); the KV cache stays auto", ollama,
-                       "/".join(_OLLAMA_KV_CACHE_TYPES))
-        return "auto"
-    if mapped == "fp8":
-        logger.info("OLLAMA_KV_CACHE_TYPE=%s: VeloLLM's 8-bit KV cache is fp8 e4m3 (float8, per-tensor scale 1.0%s), "
-                    "i.e. --kv-cache-dtype fp8", ollama, "; there is no 4-bit one" if ollama == "q4_0" else "")
-    else:
-        logger.info("OLLAMA_KV_CACHE_TYPE=%s: the KV cache keeps the model's dtype (--kv-cache-dtype auto)", ollama)
-    return mapped
 
 
 def _host_cache_bytes(requested: int | None) -> int:

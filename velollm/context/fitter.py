@@ -16,7 +16,7 @@ from typing import Any
 
 from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
-from velollm.context.segment_count import SegmentEncoder
+from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
@@ -60,7 +60,7 @@ class ContextFitter:
         self.tokenizer = tokenizer
         self.turn_cache = turn_cache
         # Prompts tokenized per template segment, each distinct one once: the prompts a fitting compares
-        # share almost all of them (velollm.context.segment_count).
+        # share almost all of them (velollm.context.segment_encoder).
         self.segments = SegmentEncoder.of(tokenizer)
         self._encoded: dict[int, tuple[str, Encoded]] = {}  # by number of messages: truncation re-counts
         # Every prompt counted for this request, by its messages (the objects: truncation's lists share

@@ -56,6 +56,7 @@ class EngineSettings:
     kv_cache_bytes: int
     cuda_graphs: bool
     kv_cache_dtype: str | None = None  # what the KV cache stores (float8_e4m3fn for fp8); None: the model dtype
+    async_scheduling: bool = False  # step N+1 scheduled while step N runs
 
 
 def resolve_device(device: str) -> torch.device:
@@ -332,7 +333,7 @@ class LLMEngine:
         r = self.runner
         return EngineSettings(str(self.device), self.model_config.dtype, self.scheduler.config.max_num_seqs,
                               self.max_model_len, r.kv_cache_bytes(), r.graphs is not None,
-                              str(r.kv_dtype).removeprefix("torch."))
+                              str(r.kv_dtype).removeprefix("torch."), self.config.async_scheduling)
 
     def memory_bytes(self) -> int:
         """What the loaded model holds on its device: the weights as held (GGUF planes when kept

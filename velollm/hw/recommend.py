@@ -33,9 +33,15 @@ class Recommendation:
     notes: tuple[str, ...]
     gpu_memory_utilization: float | None = None  # GPU only
     settings: tuple[Setting, ...] = ()  # the serve flags above, each with its reason
+    fp8_kv_cache: bool = False  # the GPU converts e4m3 natively: `--kv-cache-dtype fp8` is an option here
 
     def serve_flags(self) -> str:
         return " ".join(f"{s.name} {s.value}" if s.value else s.name for s in self.settings)
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """The --kv-cache-dtype of the advice: fp8 where advised, else auto (the model's dtype)."""
+        return next((s.value for s in self.settings if s.name == "--kv-cache-dtype"), "auto")
 
 
 def _size(n: int) -> str:
@@ -74,10 +80,11 @@ def _gpu_recommendation(gpu: GPUInfo) -> Recommendation:
                 f"{seqs} requests in one decode step before KV memory, not compute, is the limit"),
         Setting("--gpu-memory-utilization", f"{utilization:g}", util_reason),
     )
-    if gpu.total_memory < _TIGHT_GPU and gpu.compute_capability >= _FP8_CAPABILITY:
+    fp8 = gpu.compute_capability >= _FP8_CAPABILITY
+    if gpu.total_memory < _TIGHT_GPU and fp8:
         settings += (Setting("--kv-cache-dtype", "fp8", f"{gpu.total_memory / _GiB:.0f} GiB is tight: an fp8 (e4m3) "
                              "KV cache holds twice the tokens (sm_89+ converts it natively)"),)
-    return Recommendation("cuda", dtype, None, seqs, tuple(notes), utilization, settings)
+    return Recommendation("cuda", dtype, None, seqs, tuple(notes), utilization, settings, fp8)
 
 
 def _cpu_recommendation(hw: HardwareInfo) -> Recommendation:
