@@ -92,3 +92,24 @@ async def test_disabled_prefetcher_loads_nothing():
     await asyncio.sleep(0.1)
     assert engines.loads == []
     await pool.close()
+
+
+async def test_the_registry_loads_ahead_only_with_memory_to_spare():
+    from velollm.api.registry import ModelRegistry, OnDemand
+    from velollm.errors import ModelNotFound
+
+    engines = FakeEngines()
+
+    def resolve(name: str) -> str:
+        if name == "unknown":
+            raise ModelNotFound(name)
+        return name
+
+    registry = ModelRegistry(None, OnDemand(resolve=resolve, load=engines.load, max_loaded_models=3,
+                                            prefetch_room=lambda name: name != "huge"))
+    registry.mark_ready()
+    for name in ("huge", "unknown", "small"):
+        registry.predict(name, "shown")
+        await settle(registry.prefetcher)
+    assert engines.loads == ["small"]
+    await registry.close()

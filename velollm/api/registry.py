@@ -110,6 +110,8 @@ class OnDemand:
     describe: Callable[[str], Any] | None = None
     host_cache_bytes: int = 0  # weights of evicted CPU models kept asleep for a fast re-load
     prefetch: bool = True  # predicted models loaded ahead into free slots (velollm.context.model_prefetch)
+    # canonical name -> whether it may load ahead (memory to spare; blocking); None: always
+    prefetch_room: Callable[[str], bool] | None = None
 
 
 class ModelRegistry:
@@ -259,9 +261,15 @@ class ModelRegistry:
         if self.find(name) is not None or self._upstream_first(name):
             return None
         try:
-            return await self._resolve(name)
+            canonical = await self._resolve(name)
         except (ModelNotFound, UnsupportedModel, PathNotAllowed):
             return None
+        room = self.on_demand.prefetch_room if self.on_demand is not None else None
+        parked = self.pool is not None and canonical in self.pool.parked  # its weights are in memory already
+        if room is not None and not parked and not await asyncio.to_thread(room, canonical):
+            logger.info("not loading model %r ahead: less than twice its size is free", canonical)
+            return None
+        return canonical
 
     def _slot_freed(self) -> None:
         """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""

@@ -4,7 +4,8 @@ Predictions (the registry makes them): an on-demand model shown by `/api/show` (
 ollama CLI show a model when a user picks it), the models the virtual `auto` model routes to, and,
 when a keep_alive runs out and frees a slot, the parked model a request used last (re-woken from host
 memory). They load one at a time, newest prediction first, through the pool's `prefetch`, which only
-takes a free slot of --max-loaded-models: a prefetch never evicts a model, never makes a request wait
+takes a free slot of --max-loaded-models (the registry's `resolve` also wants twice a cold model's size
+free on its device): a prefetch never evicts a model, never makes a request wait
 for a slot, and a load that would fail for a request (not found, does not fit) fails here too and is
 only logged. A request for a model being prefetched waits for that load. `close` cancels what is
 queued; a load already running finishes and the pool unloads it.
