@@ -23,6 +23,7 @@ from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
+from velollm.kernels.int4_cpu import Int4Weight
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class HostStep:
 
 def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
     """A streamed weight on the device: float tensors in the model dtype, GGUF planes as they are."""
-    return tensor.to(device) if isinstance(tensor, QuantizedWeight) else tensor.to(device, dtype)
+    return tensor.to(device) if isinstance(tensor, (QuantizedWeight, Int4Weight)) else tensor.to(device, dtype)
 
 
 class ModelRunner:
@@ -207,6 +208,8 @@ class ModelRunner:
         """Which compute paths ran so far (benchmarks print and check this)."""
         blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
         matmul = f"torch.nn.functional.linear ({blas})"
+        if self.quantization == "int4":
+            matmul = "CPU int4 (torch _weight_int4pack_mm_for_cpu) for Q4_0/Q4_1/Q4_K, " + matmul + " for the rest"
         if self.quantization == "gguf":
             matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
                                           else "(torch reference: dequantize per call)")
@@ -367,7 +370,7 @@ def load_model(source: ModelSource, config: ModelConfig, device: torch.device | 
     device = torch.device(device)
     with torch.device("meta"):
         model = model_class(config)(config)
-        if source.quantization == "gguf":
+        if source.quantization in ("gguf", "int4"):
             quantize_linears(model, dtype, FUSED_LINEARS)
     model = model.to(dtype=dtype).to_empty(device=device)
     model.tie_weights()

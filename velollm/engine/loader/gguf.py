@@ -24,11 +24,12 @@ from velollm.config import ModelConfig, RopeScaling
 from velollm.kernels import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
-    quantized_tensor, resident_weight_bytes, resolve_quantization, stays_quantized,
+    int4_tensor, quantized_tensor, resident_weight_bytes, resolve_quantization, stays_int4, stays_quantized,
 )
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, default_device
 from velollm.errors import UnsupportedModel
 from velollm.kernels.gguf_planes import QuantizedWeight
+from velollm.kernels.int4_cpu import Int4Weight
 
 if TYPE_CHECKING:
     from velollm.engine.text.tokenizer import Tokenizer
@@ -214,7 +215,8 @@ def check_memory(config: ModelConfig, weight_bytes: int, quantization: str, devi
 
         free = psutil.virtual_memory().available
     if need > free:
-        held = "kept quantized" if quantization == "gguf" else f"dequantized to {config.dtype}"
+        held = {"gguf": "kept quantized", "int4": "4-bit ones repacked to int4"}.get(
+            quantization, f"dequantized to {config.dtype}")
         raise UnsupportedModel(
             f"model needs {need / 2**30:.1f} GiB ({weight_bytes / 2**30:.2f} GiB of weights {held} + a "
             f"{MIN_KV_TOKENS}-token KV cache) but only {free / 2**30:.1f} GiB is free on {device}"
@@ -250,22 +252,26 @@ def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     return t.reshape(num_heads, t.shape[0] // num_heads // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
 
 
-def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None
-                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight]]:
+def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None, int4: bool = False
+                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
     """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype; with
-    `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device.
+    `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device;
+    with `int4`, the 4-bit matrices come as Int4Weight (CPU).
     The file was validated by gguf_source (read_config), so it is not checked again here."""
     target = TORCH_DTYPES[config.dtype]
     with GGUFFile(path) as f:
         infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
-        quantization = "gguf" if quantized_device else "none"
+        quantization = "gguf" if quantized_device else "int4" if int4 else "none"
         total = resident_weight_bytes(infos, quantization, target.itemsize)
         logger.info("loading %s: %d tensors, %.2f GiB of weights (%s)", path.name, len(infos), total / 2**30,
-                    "kept quantized" if quantized_device else config.dtype)
+                    {"gguf": "kept quantized", "int4": "CPU int4"}.get(quantization, config.dtype))
         permute = config.model_type == "llama"
         for info in infos:
             heads = _permuted_heads(info.name, config) if permute else None
-            if quantized_device and stays_quantized(info):
+            if int4 and stays_int4(info):
+                rows = unpermute_qk(torch.arange(info.shape[0]), heads) if heads else None
+                yield hf_name(info.name), int4_tensor(f, info, rows)  # type: ignore[misc]
+            elif quantized_device and stays_quantized(info):
                 weight = quantized_tensor(f, info, quantized_device)
                 if heads:
                     weight = weight.rows(unpermute_qk(torch.arange(info.shape[0]), heads))
@@ -308,7 +314,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
         metadata = f.metadata
-        quantization = resolve_quantization(quantization, device)
+        quantization = resolve_quantization(quantization, device, config.dtype)
         weight_bytes = resident_weight_bytes((t for t in f.tensors.values() if t.name not in _SKIPPED),
                                              quantization, TORCH_DTYPES[config.dtype].itemsize)
     check_memory(config, weight_bytes, quantization, device)
@@ -317,7 +323,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         config=config,
         info=info,
         load_tokenizer=_tokenizer_loader(path, metadata),
-        iter_weights=lambda: iter_weights(path, config, quantized_device),
+        iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4"),
         path=path,
         quantization=quantization,
         weight_bytes=weight_bytes,

@@ -1,8 +1,11 @@
 """GGUF weights kept quantized: which tensors stay in their blocks, their planes, the resident size.
 
-`--quantization auto` keeps a GGUF file quantized on CUDA (the Triton kernels compute in place) and
-dequantizes at load on the CPU, where the torch reference would dequantize every weight on every step;
-`gguf` forces the quantized path anywhere (the CPU runs the torch reference: tests, comparisons);
+`--quantization auto` keeps a GGUF file quantized on CUDA (the Triton kernels compute in place); on
+the CPU it resolves to "int4" when the model computes in bfloat16 and torch has its CPU int4 kernels:
+the Q4_0 / Q4_1 / Q4_K matrices are repacked into torch's int4 layout (velollm.kernels.int4_cpu; batch-1
+decode about 2.5x the bfloat16 path, benchmarks/cpu_quantized.py) and every other tensor is dequantized at
+load. A float32 model keeps dequantizing (the kernel computes with bfloat16 activations).
+`gguf` forces the GGUF planes anywhere (the CPU runs the torch reference: tests, comparisons);
 `none` dequantizes at load everywhere, as before.
 """
 
@@ -15,10 +18,14 @@ import torch
 
 from velollm.config import QUANTIZATIONS
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QUANT_TYPES, QuantizedWeight, split_planes
+from velollm.kernels.int4_cpu import Int4Weight
 
-def resolve_quantization(requested: str | None, device: str) -> str:
-    """"gguf" (weights stay quantized) or "none" (dequantized at load) for a GGUF model on `device`."""
+
+def resolve_quantization(requested: str | None, device: str, dtype: str = "bfloat16") -> str:
+    """"gguf" (weights stay quantized), "int4" (the CPU's 4-bit matrices repacked, the rest dequantized)
+    or "none" (dequantized at load) for a GGUF model computing in `dtype` on `device`."""
     requested = requested or "auto"
     if requested not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {requested!r}")
@@ -26,12 +33,30 @@ def resolve_quantization(requested: str | None, device: str) -> str:
         return requested
     from velollm.kernels import HAS_TRITON
 
-    return "gguf" if device.startswith("cuda") and HAS_TRITON else "none"
+    if device.startswith("cuda"):
+        return "gguf" if HAS_TRITON else "none"
+    return "int4" if dtype == "bfloat16" and int4_cpu.available() else "none"
 
 
 def stays_quantized(info: TensorInfo) -> bool:
     """A matrix of a type the kernels compute on (vectors and float tensors are loaded as floats)."""
     return len(info.shape) == 2 and info.type_name in QUANT_TYPES
+
+
+def stays_int4(info: TensorInfo) -> bool:
+    """A matrix the CPU int4 path computes on. The token embedding is looked up by rows, so it is
+    dequantized (and a tied lm_head shares it)."""
+    return info.name != "token_embd.weight" and int4_cpu.fits(info.type_name, info.shape)
+
+
+def int4_tensor(f: GGUFFile, info: TensorInfo, rows: torch.Tensor | None = None) -> Int4Weight:
+    """The tensor's blocks (its rows `rows` first: the Q/K permutation) repacked for the CPU int4 kernel."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view; never written
+        raw = torch.from_numpy(f.raw(info)).reshape(info.shape[0], -1)
+    if rows is not None:
+        raw = raw.index_select(0, rows)
+    return int4_cpu.repack(raw, info.type_name, info.shape)  # type: ignore[arg-type]
 
 
 def quantized_tensor(f: GGUFFile, info: TensorInfo, device: str) -> QuantizedWeight:
@@ -43,10 +68,15 @@ def quantized_tensor(f: GGUFFile, info: TensorInfo, device: str) -> QuantizedWei
 
 
 def resident_weight_bytes(infos: Iterable[TensorInfo], quantization: str, itemsize: int) -> int:
-    """Bytes the weights take once loaded: quantized matrices at their file size, everything else (and
-    everything, when dequantized) at `itemsize` bytes per element."""
+    """Bytes the weights take once loaded: quantized matrices at their file size (int4: 5/8 byte per
+    element, bfloat16 scale and zero per 32), everything else (and everything, when dequantized) at
+    `itemsize` bytes per element."""
     total = 0
     for info in infos:
-        keep = quantization == "gguf" and stays_quantized(info)
-        total += info.nbytes if keep else info.num_elements * itemsize
+        if quantization == "gguf" and stays_quantized(info):
+            total += info.nbytes
+        elif quantization == "int4" and stays_int4(info):
+            total += info.num_elements // 2 + info.num_elements // int4_cpu.GROUP * 4
+        else:
+            total += info.num_elements * itemsize
     return total

@@ -5,6 +5,8 @@ copy of a quantized weight ever exists. Each layer holds its weight as output-ro
 gate/up arrive as separate GGUF tensors): a QuantizedWeight, or a dense tensor where the file stores
 the tensor as float. Once loaded, neighbouring shards of one type are stacked, so a fused projection
 of one type is one kernel launch; a Q4_K_M file's Q6_K v_proj is its own launch into its columns.
+On the CPU (quantization "int4") the 4-bit shards come as Int4Weight (velollm.kernels.int4_cpu) and the
+others as dense tensors dequantized at load; Int4Weight shards of any 4-bit type stack the same way.
 """
 
 from __future__ import annotations
@@ -14,22 +16,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from velollm import kernels
+from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QuantizedWeight, cat_rows
+from velollm.kernels.int4_cpu import Int4Weight
 from velollm.errors import ModelLoadError
 
-Weight = QuantizedWeight | torch.Tensor
+Weight = QuantizedWeight | Int4Weight | torch.Tensor
 
 
 def _matmul(x: torch.Tensor, w: Weight, out: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(w, QuantizedWeight):
         return kernels.quantized_linear(x, w, out=out)
+    if isinstance(w, Int4Weight):
+        y = int4_cpu.int4_linear(x, w)
+        return y if out is None else out.copy_(y)
     return F.linear(x, w) if out is None else out.copy_(F.linear(x, w))
 
 
 def _weight_bytes(w: Weight | None) -> int:
     if w is None:
         return 0
-    return w.nbytes if isinstance(w, QuantizedWeight) else w.numel() * w.element_size()
+    return w.nbytes if isinstance(w, (QuantizedWeight, Int4Weight)) else w.numel() * w.element_size()
 
 
 class QuantizedEmbedding(nn.Module):
@@ -93,8 +100,7 @@ class QuantizedLinear(nn.Module):
                 groups.append([w])
         offset, self.parts = 0, []
         for group in groups:
-            w = group[0] if len(group) == 1 else (
-                cat_rows(group) if isinstance(group[0], QuantizedWeight) else torch.cat(group))
+            w = group[0] if len(group) == 1 else _stack(group)
             self.parts.append((offset, w))
             offset += w.shape[0]
         self.shards = []
@@ -114,9 +120,21 @@ class QuantizedLinear(nn.Module):
 
 
 def _same_kind(a: Weight, b: Weight) -> bool:
+    """Whether b may be stacked below a in one matrix."""
     if isinstance(a, QuantizedWeight) and isinstance(b, QuantizedWeight):
         return a.qtype == b.qtype
-    return not isinstance(a, QuantizedWeight) and not isinstance(b, QuantizedWeight)
+    if isinstance(a, Int4Weight) and isinstance(b, Int4Weight):
+        return int4_cpu.can_stack(a)
+    dense = (QuantizedWeight, Int4Weight)
+    return not isinstance(a, dense) and not isinstance(b, dense)
+
+
+def _stack(group: list[Weight]) -> Weight:
+    if isinstance(group[0], QuantizedWeight):
+        return cat_rows(group)  # type: ignore[arg-type]
+    if isinstance(group[0], Int4Weight):
+        return int4_cpu.cat_rows(group)  # type: ignore[arg-type]
+    return torch.cat(group)  # type: ignore[arg-type]
 
 
 def _check_shape(weight: Weight, shape: tuple[int, int], what: str) -> None:

@@ -1,0 +1,141 @@
+"""4-bit GGUF matrices on the CPU: repacked once into torch's CPU int4 layout, multiplied by its kernel.
+
+torch's `_weight_int4pack_mm_for_cpu(x_bf16 [M, K], packed, 32, scales_and_zeros [K/32, N, 2])` computes
+x @ W^T with W[n, k] = (q[n, k] - 8) * scale[k // 32, n] + zero[k // 32, n], q in 0..15: every 4-bit GGUF
+type whose groups of 32 share one scale and one offset maps onto it exactly, but for the rounding of
+scale and zero to bfloat16:
+  Q4_0  (q - 8) * d                        scale = d,        zero = 0
+  Q4_1  q * d + m                          scale = d,        zero = m + 8 d
+  Q4_K  q * (d sc) - dmin m  per 32 elems  scale = d sc,     zero = 8 d sc - dmin m
+Decode on a CPU is bound by the bytes of weights read; these are 0.625 bytes per weight against 2 for
+bfloat16 (benchmarks/cpu_quantized.py). Q5_*, Q6_K, Q8_0 and the K-quants with 16-element groups do not
+fit 4 bits with one scale per 32 and stay dequantized at load, as do matrices whose output rows are
+not a multiple of 16 (the kernel's tile).
+
+Error: scale and zero each carry a relative error <= 2^-8 (bfloat16 rounding) and the activations,
+cast to bfloat16, another 2^-8; so per output |y - y_ref| <= (2 * 2^-8 + 2^-16) * sum_k |x_k| (|q - 8|
+|scale| + |zero|) + 2^-8 |y| (the bfloat16 result), plus float32 accumulation (`error_bound`, which
+the tests hold the kernel to).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from velollm.kernels import gguf_dequant
+
+INT4_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
+GROUP = 32  # elements sharing one scale and zero
+ROW_TILE = 16  # output rows must be a multiple of this (the kernel's tile)
+# Rows the packer interleaves together (64 with AVX-512, 32 with AVX2): packed matrices stack along N
+# only where every matrix but the last fills whole blocks of this; 64 covers both.
+PACK_ROWS = 64
+_BF16_U = 2.0 ** -8  # unit roundoff of bfloat16
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether this torch has the CPU int4 kernels (and they run on this CPU)."""
+    try:
+        q = torch.zeros(ROW_TILE, GROUP, dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        sz = torch.zeros(1, ROW_TILE, 2, dtype=torch.bfloat16)
+        torch.ops.aten._weight_int4pack_mm_for_cpu(torch.zeros(1, GROUP, dtype=torch.bfloat16), packed, GROUP, sz)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Int4Weight:
+    """A [N, K] matrix in torch's CPU int4 layout: packed uint8 [N, K/2], scales_and_zeros [K/32, N, 2]."""
+
+    shape: tuple[int, int]
+    packed: torch.Tensor
+    scales_and_zeros: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.scales_and_zeros))
+
+    @property
+    def device(self) -> torch.device:
+        return self.packed.device
+
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def to(self, device: torch.device | str) -> "Int4Weight":
+        if torch.device(device).type != "cpu":
+            raise ValueError("Int4Weight is the CPU layout")
+        return self
+
+
+def fits(qtype: str, shape: tuple[int, ...]) -> bool:
+    """Whether a GGUF matrix of this type and shape runs as Int4Weight."""
+    return qtype in INT4_TYPES and len(shape) == 2 and shape[0] % ROW_TILE == 0 and shape[1] % GROUP == 0
+
+
+def _f16(b: torch.Tensor, at: int) -> torch.Tensor:
+    return b[:, at:at + 2].contiguous().view(torch.float16).float().squeeze(1)
+
+
+def _quants_and_affine(blocks: torch.Tensor, qtype: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """blocks uint8 [n, type_size] -> (q uint8 [n, block] in element order, scale, zero float32 [n, groups])."""
+    if qtype == "Q4_K":
+        sc, mn = gguf_dequant._scale_min_k4(blocks[:, 4:16])
+        scale = _f16(blocks, 0).unsqueeze(1) * sc.float()
+        zero = 8 * scale - _f16(blocks, 2).unsqueeze(1) * mn.float()
+        return gguf_dequant._nibbles(blocks[:, 16:], 4, 32).reshape(len(blocks), -1), scale, zero
+    at = 2 if qtype == "Q4_0" else 4
+    scale = _f16(blocks, 0).unsqueeze(1)
+    zero = torch.zeros_like(scale) if qtype == "Q4_0" else _f16(blocks, 2).unsqueeze(1) + 8 * scale
+    return gguf_dequant._nibbles(blocks[:, at:], 1, 16).reshape(len(blocks), -1), scale, zero
+
+
+def repack(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Int4Weight:
+    """The GGUF blocks of a [N, K] matrix (uint8, N * K / block whole blocks, row-major) as Int4Weight."""
+    if not fits(qtype, shape):
+        raise ValueError(f"a {qtype} matrix of shape {tuple(shape)} does not fit the CPU int4 layout")
+    rows, cols = shape
+    block, type_size = gguf_dequant.block_size(qtype)
+    q, scale, zero = _quants_and_affine(blocks.reshape(-1, type_size), qtype)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(rows, cols).to(torch.int32), 1)
+    sz = torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=2)  # [N, K/32, 2]
+    return Int4Weight((rows, cols), packed, sz.transpose(0, 1).to(torch.bfloat16).contiguous())
+
+
+def can_stack(first: Int4Weight) -> bool:
+    """Whether another matrix may be stacked below `first` (its rows fill whole packer blocks)."""
+    return first.shape[0] % PACK_ROWS == 0
+
+
+def cat_rows(weights: list[Int4Weight]) -> Int4Weight:
+    """Matrices of one input width stacked along the output rows (fused q/k/v, gate/up)."""
+    if any(w.shape[1] != weights[0].shape[1] for w in weights) or not all(map(can_stack, weights[:-1])):
+        raise ValueError("only matrices of one input width, whole packer blocks of rows but the last, can be stacked")
+    return Int4Weight((sum(w.shape[0] for w in weights), weights[0].shape[1]),
+                      torch.cat([w.packed for w in weights]), torch.cat([w.scales_and_zeros for w in weights], dim=1))
+
+
+def int4_linear(x: torch.Tensor, w: Int4Weight) -> torch.Tensor:
+    """x [..., K] @ W^T -> [..., N] in x's dtype; computed with bfloat16 activations, float32 accumulation."""
+    flat = x.reshape(-1, w.shape[1]).to(torch.bfloat16)
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, w.packed, GROUP, w.scales_and_zeros)
+    return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
+
+
+def error_bound(x: torch.Tensor, blocks: torch.Tensor, qtype: str, shape: tuple[int, int],
+                y_ref: torch.Tensor) -> torch.Tensor:
+    """The elementwise bound on |int4_linear(x, W) - x @ W_exact^T| derived in the module docstring."""
+    _, type_size = gguf_dequant.block_size(qtype)
+    q, scale, zero = _quants_and_affine(blocks.reshape(-1, type_size), qtype)
+    rows, cols = shape
+    q = q.reshape(rows, cols // GROUP, GROUP).float()
+    magnitude = (q - 8).abs() * scale.reshape(rows, -1, 1).abs() + zero.reshape(rows, -1, 1).abs()
+    mass = x.float().abs() @ magnitude.reshape(rows, cols).T
+    accumulate = cols * 2.0 ** -23
+    return (2 * _BF16_U + _BF16_U ** 2 + accumulate) * mass + _BF16_U * y_ref.abs() * (1 + 2 * _BF16_U)
