@@ -20,6 +20,7 @@ from velollm.engine.loader.gguf import MIN_KV_TOKENS, gguf_source
 from velollm.engine.loader.gguf_file import GGUFFile
 from velollm.engine.loader.gguf_quantized import resident_weight_bytes, resolve_quantization, stays_quantized
 from velollm.engine.models import quantized_linear
+from velollm.kernels import int4_cpu
 from velollm.errors import UnsupportedModel
 
 # every GGUF type the kernels compute on appears in at least one of these files
@@ -131,7 +132,8 @@ def test_memory_check_counts_the_quantized_size(fixtures, monkeypatch):
 def test_resolve_quantization():
     from velollm.kernels import HAS_TRITON
 
-    assert resolve_quantization("auto", "cpu") == "none"  # the CPU dequantizes at load unless told
+    assert resolve_quantization("auto", "cpu", "float32") == "none"  # a float32 CPU model dequantizes at load
+    assert resolve_quantization("auto", "cpu", "bfloat16") == ("int4" if int4_cpu.available() else "none")
     assert resolve_quantization(None, "cuda:0") == ("gguf" if HAS_TRITON else "none")
     assert resolve_quantization("none", "cuda") == "none"
     assert resolve_quantization("gguf", "cpu") == "gguf"

@@ -1,0 +1,171 @@
+"""The CPU int4 path: Q4_0 / Q4_1 / Q4_K matrices repacked for torch's CPU int4 kernel (velollm.kernels.int4_cpu),
+what `--quantization auto` takes for a bfloat16 model on the CPU.
+
+Per layer: int4_linear against x @ W^T with the bit-exact dequantized W (gguf_dequant) in float32, within
+int4_cpu.error_bound: bfloat16 rounding of each group's scale and zero and of the activations (2^-8 relative
+each) over sum_k |x_k| (|q - 8| |scale| + |zero|), plus the bfloat16 result; on random blocks the errors seen
+are about a tenth of it, so the bound is tight enough to catch a wrong scale, zero or element order (those
+are off by whole quanta).
+End to end (bfloat16 models): greedy tokens equal the dequantized bfloat16 path's; both round to bfloat16
+(its weights, our scales) and differ only there, so where they part the dequantized path's logprobs must put
+the two tokens within NEAR_TIE. Against llama.cpp the rule of test_gguf_generate.py, with its quantized
+tolerance widened for the bfloat16 residual stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from velollm import LLM, SamplingParams
+from velollm.engine.loader.gguf import gguf_source
+from velollm.engine.loader.gguf_file import GGUFFile
+from velollm.engine.loader.gguf_quantized import resident_weight_bytes, resolve_quantization, stays_int4
+from velollm.engine.models.quantized_linear import QuantizedLinear
+from velollm.kernels import gguf_dequant, int4_cpu
+from velollm.kernels.int4_cpu import Int4Weight
+
+pytestmark = pytest.mark.skipif(not int4_cpu.available(), reason="this torch has no CPU int4 kernels")
+
+CASES = [("llama", "Q4_K_M"), ("qwen2", "Q4_0"), ("qwen3", "Q4_1")]
+PROMPT = "Hello world! def f(x):\n    return x"
+NEAR_TIE = 0.1  # nats, in the dequantized bfloat16 path's logprobs
+LLAMA_CPP_NEAR_TIE = 0.5  # test_gguf_generate's 0.4 for quantized files, plus the bfloat16 residual stream
+MAX_TOKENS = 16
+
+
+def blocks(qtype: str, rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    """GGUF blocks of a [rows, cols] matrix: gguf's own quantizer for Q4_0 / Q4_1 (random normal weights);
+    random bytes for Q4_K (every byte pattern is a valid block) with float16 d / dmin near 2^-6."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    if qtype != "Q4_K":
+        data = rng.standard_normal((rows, cols), dtype=np.float32)
+        return torch.from_numpy(gguf.quants.quantize(data, gguf.GGMLQuantizationType[qtype]).reshape(rows, -1))
+    _, type_size = gguf_dequant.block_size(qtype)
+    b = rng.integers(0, 256, size=(rows * cols // 256, type_size), dtype=np.uint8)
+    b[:, 1] = 0x20 + b[:, 1] % 4  # float16 exponent bits: d, dmin in [2^-7, 2^-5)
+    b[:, 3] = 0x20 + b[:, 3] % 4
+    return torch.from_numpy(b.reshape(rows, -1))
+
+
+def reference(x: torch.Tensor, b: torch.Tensor, qtype: str, shape: tuple[int, int]) -> torch.Tensor:
+    return x.float() @ gguf_dequant.dequantize(b, qtype, shape).T
+
+
+@pytest.mark.parametrize("qtype", sorted(int4_cpu.INT4_TYPES))
+@pytest.mark.parametrize("shape", [(16, 256), (48, 512), (128, 1024)])
+@pytest.mark.parametrize("num_rows", [1, 7])
+def test_int4_linear_matches_the_dequantized_matmul(qtype, shape, num_rows):
+    b = blocks(qtype, *shape, seed=shape[0] + num_rows)
+    x = torch.randn(num_rows, shape[1], generator=torch.Generator().manual_seed(num_rows))
+    y_ref = reference(x, b, qtype, shape)
+    y = int4_cpu.int4_linear(x, int4_cpu.repack(b, qtype, shape))
+    bound = int4_cpu.error_bound(x, b, qtype, shape, y_ref)
+    assert y.dtype == x.dtype and y.shape == y_ref.shape
+    assert ((y - y_ref).abs() <= bound).all(), float(((y - y_ref).abs() / bound).max())
+    assert ((y - y_ref).abs() > bound / 4).float().mean() < 0.01  # and not loose: most errors far inside
+
+
+def test_fits_and_repack_rejects():
+    assert int4_cpu.fits("Q4_K", (32, 256)) and not int4_cpu.fits("Q4_K", (40, 256))
+    assert not int4_cpu.fits("Q6_K", (32, 256)) and not int4_cpu.fits("Q8_0", (32, 256))
+    with pytest.raises(ValueError, match="does not fit"):
+        int4_cpu.repack(blocks("Q4_0", 32, 64)[:24], "Q4_0", (24, 64))
+
+
+@pytest.mark.parametrize("sizes, parts", [([64, 48, 32], 2), ([48, 64, 32], 3), ([64, 64, 32], 2)])
+def test_fused_shards_stack_where_the_packer_blocks_allow(sizes, parts):
+    """q / k / v style shards: Q4_K, Q4_0 (stacked when the rows above fill 64-row packer blocks) and a dense
+    last shard (a Q6_K v_proj dequantized at load), each into its own output columns."""
+    k = 256
+    kinds = ["Q4_K", "Q4_0"]
+    layer = QuantizedLinear(k, sizes, bias=False)
+    x = torch.randn(5, k, generator=torch.Generator().manual_seed(0))
+    expected, bounds = [], []
+    for i, n in enumerate(sizes[:2]):
+        b = blocks(kinds[i], n, k, seed=i)
+        layer.load_shard(i, int4_cpu.repack(b, kinds[i], (n, k)))
+        y_ref = reference(x, b, kinds[i], (n, k))
+        expected.append(y_ref)
+        bounds.append(int4_cpu.error_bound(x, b, kinds[i], (n, k), y_ref))
+    dense = torch.randn(sizes[2], k)
+    layer.load_shard(2, dense)
+    layer.finish()
+    assert len(layer.parts) == parts
+    y = layer(x)
+    assert (y[:, :-sizes[2]] - torch.cat(expected, 1)).abs().le(torch.cat(bounds, 1)).all()
+    torch.testing.assert_close(y[:, -sizes[2]:], x @ dense.T)
+    assert layer.weight_bytes() == sum(w.nbytes if isinstance(w, Int4Weight) else w.numel() * 4 for _, w in layer.parts)
+
+
+def model_path(fixtures, arch: str, qtype: str):
+    return fixtures.kquant(arch, qtype) if "_K" in qtype else fixtures.model(arch, qtype).path
+
+
+def generate(path, quantization: str, dtype: str = "bfloat16", logprobs: int = 5):
+    llm = LLM(model=str(path), dtype=dtype, device="cpu", kv_cache_memory=16 * 2**20, quantization=quantization)
+    prompt = llm.get_tokenizer().encode(PROMPT)
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=MAX_TOKENS, logprobs=logprobs,
+                                                ignore_eos=True))[0]
+    runner = llm.engine.runner
+    llm.close()
+    return prompt, out, runner
+
+
+def int4_weights(model: torch.nn.Module) -> list[Int4Weight]:
+    return [w for m in model.modules() if isinstance(m, QuantizedLinear) for _, w in m.parts if isinstance(w, Int4Weight)]
+
+
+@pytest.mark.parametrize("arch, qtype", CASES)
+def test_auto_on_a_bfloat16_cpu_model_runs_int4_as_the_dequantized_path_does(fixtures, arch, qtype):
+    path = model_path(fixtures, arch, qtype)
+    _, ours, runner = generate(path, "auto")
+    _, theirs, dense_runner = generate(path, "none")
+    assert runner.quantization == "int4" and dense_runner.quantization == "none"
+    assert int4_weights(runner.model) and not int4_weights(dense_runner.model)
+    assert "CPU int4" in runner.paths()["matmul"]
+    # the memory check's prediction is what was loaded (less the rope table the runner adds), and smaller
+    source = gguf_source(path, dtype="bfloat16", device="cpu")
+    rope = sum(b.numel() * b.element_size() for b in runner.model.buffers())
+    assert source.quantization == "int4" and runner.weight_bytes == source.weight_bytes + rope
+    assert runner.weight_bytes < dense_runner.weight_bytes
+    for step, (a, b) in enumerate(zip(ours.token_ids, theirs.token_ids)):
+        if a != b:
+            gap = theirs.logprobs[step][b] - theirs.logprobs[step].get(a, -np.inf)
+            assert gap <= NEAR_TIE, f"step {step}: int4 chose {a}, bfloat16 {b}, {gap:.3f} apart"
+            break
+        assert ours.logprobs[step][a] == pytest.approx(theirs.logprobs[step][b], abs=NEAR_TIE)
+
+
+@pytest.mark.parametrize("arch, qtype", CASES)
+def test_int4_greedy_matches_llama_cpp(fixtures, arch, qtype):
+    from tests.gguf.test_gguf_generate import _llama_cpp_greedy
+
+    path = model_path(fixtures, arch, qtype)
+    prompt, out, runner = generate(path, "auto", logprobs=1)
+    assert runner.quantization == "int4"
+    theirs, logits = _llama_cpp_greedy(path, tuple(prompt))
+    for step, (ours, ref, row) in enumerate(zip(out.token_ids, theirs, logits)):
+        if ours != ref:
+            gap = row[ref] - row[ours]
+            assert gap <= LLAMA_CPP_NEAR_TIE, f"step {step}: we chose {ours}, llama.cpp {ref}, {gap:.3f} apart"
+            break
+        log_probs = row - np.logaddexp.reduce(row)
+        assert out.logprobs[step][ours] == pytest.approx(log_probs[ours], abs=LLAMA_CPP_NEAR_TIE)
+
+
+def test_quantization_none_and_float32_still_dequantize(fixtures):
+    path = model_path(fixtures, "qwen2", "Q4_0")
+    assert resolve_quantization("auto", "cpu", "bfloat16") == "int4"
+    assert resolve_quantization("auto", "cpu", "float32") == "none"  # the kernel's activations are bfloat16
+    assert resolve_quantization("none", "cpu", "bfloat16") == "none"
+    assert gguf_source(path, dtype="float32", device="cpu").quantization == "none"
+    assert gguf_source(path, dtype="bfloat16", device="cpu", quantization="none").quantization == "none"
+    with GGUFFile(path) as f:
+        infos = list(f.tensors.values())
+        assert any(stays_int4(t) for t in infos) and not stays_int4(f.tensors["token_embd.weight"])
+    packed = resident_weight_bytes(infos, "int4", 2)
+    assert packed < resident_weight_bytes(infos, "none", 2)
