@@ -11,7 +11,8 @@ conversations (other words) on the same server and the median per turn. Floor: t
 `LLM`, no HTTP, no fitting) on prompts of turn 2's and the last turn's sizes with the same cached prefix: the
 part of the growth that is the model's own attention over the longer history. Compression: the lossless
 steps on the final history (tokens before/after, time), and what the server reported for its last turn.
-Switch: two models with `--max-loaded-models 1`, TTFT of the first request after each switch.
+Switch: two models with `--max-loaded-models 1`, TTFT of the first request after each switch: the model
+woken from host memory, loaded cold, or loaded ahead after an /api/show (model prefetch).
 Fit: the host side of the turns that change the prompt (13: first compression; 27: truncation before the
 summary), without a server or model: the same conversation (answers: 40 fixed words) fitted afresh in
 process as the server's `compress` does (the fit, then the summary's second fit with a quarter of the budget
@@ -338,6 +339,16 @@ class CountingTokenizer:
         return out
 
 
+def wait_loaded(client: httpx.Client, model: str, loaded: bool = True, timeout: float = 300.0) -> None:
+    """Until /api/ps lists `model` (or, `loaded=False`, no longer lists it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (model in [m["name"] for m in client.get("/api/ps").json()["models"]]) == loaded:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{model} still {'not ' if loaded else ''}loaded after {timeout} s")
+
+
 def part_switch(args: argparse.Namespace) -> None:
     from velollm.engine.loader.demo import ensure_demo
 
@@ -346,29 +357,39 @@ def part_switch(args: argparse.Namespace) -> None:
     shutil.copytree(demo, other)
     models = {"A": str(demo), "B": str(other)}
     print("\n## Model switch with --max-loaded-models 1 (two on-demand copies of demo)")
+    print("prefetch: the previous model is unloaded (keep_alive 0), /api/show names the next one (a user picks it),")
+    print("the client waits until /api/ps lists it (the time a user takes to type), then sends; TTFT is the send's")
     print("| --host-cache-memory | request | model | TTFT ms | load |")
     print("|---|---|---|---|---|")
     summary: list[str] = []
+    kinds = ("cold", "host", "prefetch")
     try:
-        for host_cache in ("1GiB", "0"):
+        for host_cache, show in (("1GiB", False), ("0", False), ("0", True)):
+            mode = host_cache + (" + show (prefetch)" if show else "")
             proc, url, _ = start(args, "--max-loaded-models", "1", "--max-model-len", "2048",
                                  "--host-cache-memory", host_cache)
             try:
                 by_kind: dict[str, list[float]] = {}
                 with httpx.Client(base_url=url, timeout=600) as client:
                     for i, label in enumerate("AB" * args.switches):
-                        before = {k: metric(url, "velollm_model_loads_total", kind=k) for k in ("cold", "host")}
+                        before = {k: metric(url, "velollm_model_loads_total", kind=k) for k in kinds}
+                        if show:
+                            client.post("/api/show", json={"model": models[label]}).raise_for_status()
+                            wait_loaded(client, models[label])
                         out = turn_request(client, models[label], [{"role": "user", "content": "Hello there"}], 4)
                         how = [k for k in before if metric(url, "velollm_model_loads_total", kind=k) > before[k]]
-                        print(f"| {host_cache} | {i + 1} | {label} | {out['ttft'] * 1e3:.1f} | {how[0] if how else '-'} |")
+                        print(f"| {mode} | {i + 1} | {label} | {out['ttft'] * 1e3:.1f} | {how[0] if how else '-'} |")
                         if i >= 2 and how:  # after both models were seen once
                             by_kind.setdefault(how[0], []).append(out["ttft"] * 1e3)
+                        if show:  # free the slot: a prefetch never evicts a loaded model
+                            client.post("/api/generate", json={"model": models[label], "keep_alive": 0})
+                            wait_loaded(client, models[label], loaded=False)
                 for kind, values in by_kind.items():
-                    summary.append(f"--host-cache-memory {host_cache}: switch TTFT median {statistics.median(values):.1f} "
+                    summary.append(f"--host-cache-memory {mode}: switch TTFT median {statistics.median(values):.1f} "
                                    f"ms over {len(values)} {kind} loads")
                     summary.append(json.dumps({"what": "context_switch", "device": args.device,
-                                               "host_cache": host_cache, "load": kind, "loads": len(values),
-                                               "ttft_median_ms": round(statistics.median(values), 1)}))
+                                               "host_cache": host_cache, "show": show, "load": kind,
+                                               "loads": len(values), "ttft_median_ms": round(statistics.median(values), 1)}))
             finally:
                 stop_serve(proc)
     finally:

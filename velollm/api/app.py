@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
-    from velollm.api.native_models import describe_native, load_native, resolve_native
+    from velollm.api.native_models import describe_native, load_native, prefetch_room, resolve_native
 
     allow_paths = config.client_paths_allowed
 
@@ -46,7 +46,8 @@ def on_demand(config: ServerConfig) -> OnDemand:
 
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
                     keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
-                    host_cache_bytes=config.host_cache_bytes)
+                    host_cache_bytes=config.host_cache_bytes, prefetch=config.model_prefetch,
+                    prefetch_room=lambda name: prefetch_room(name, config.engine, allow_paths))
 
 
 async def health(request: Request) -> Response:

@@ -144,9 +144,13 @@ async def route(request: "Request", state: AppState, call: Call, name: str, keep
         body["model"] = name
         body.pop("name", None)  # Ollama's older spelling of `model`
         try:
-            return await state.models.route(name, keep_alive)
+            target = await state.models.route(name, keep_alive)
         except ModelNotFound as exc:
             raise ModelNotFound(f"{exc} (chosen for '{router.name}' by route '{decision.route}')") from exc
+        for other in reversed(router.policy.models):  # the next request may route elsewhere: load ahead
+            if other != name:
+                state.models.predict(other, "routed to by " + router.name)
+        return target
     return await state.models.route(name, keep_alive)
 
 

@@ -80,11 +80,18 @@ class _EngineCollector:
             counters["preempted"].add_metric(m, s.num_preemptions)
         pool = getattr(self.models, "pool", None)
         if pool is not None:
-            loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files) or "
-                                        "host (woken from host memory after an eviction)", labels=["model", "kind"])
+            loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files), "
+                                        "host (woken from host memory after an eviction) or prefetch (loaded ahead "
+                                        "of a predicted request)", labels=["model", "kind"])
             for (model, kind), n in pool.load_counts.items():
                 loads.add_metric([model, kind], n)
             yield loads
+            prefetches = CounterMetricFamily("velollm_model_prefetch", "Models loaded ahead: used (a request found "
+                                             "it loaded or loading: a load avoided) or unused (unloaded unasked)",
+                                             labels=["model", "outcome"])
+            for (model, outcome), n in pool.prefetch_counts.items():
+                prefetches.add_metric([model, outcome], n)
+            yield prefetches
         yield from gauges.values()
         yield from counters.values()
         yield from self._settings()

@@ -5,6 +5,10 @@ its last request finished (Ollama's semantics: default 5 m, 0 = unload as soon a
 negative = forever). A request for a model that is not loaded waits while an idle model is unloaded
 (or, when all are busy, until one becomes idle) and its own model loads; requests for the models
 that stay loaded keep flowing meanwhile. Loading is blocking and runs in a worker thread.
+
+`prefetch(name)` loads a predicted model ahead (velollm.context.model_prefetch) into a free slot only:
+it never evicts, and an idle model that was prefetched but not used yet is the first to go when a
+request needs room. A request for a model being prefetched waits for that load.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ class LoadedModel:
     expires_at: float | None = None
     last_used: float = field(default_factory=time.monotonic)
     draining: bool = False
+    prefetched: bool = False  # loaded ahead by a prediction and not used yet
     _timer: asyncio.TimerHandle | None = None
+
+
+class PrefetchSkipped(Exception):
+    """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
 
 
 class ModelPool:
@@ -58,7 +67,11 @@ class ModelPool:
         self._load_lock = asyncio.Lock()
         # Engines evicted for room, asleep with their weights in host memory (velollm.context.parked_models).
         self.parked = ParkedModels(host_cache_bytes)
-        self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host) -> loads
+        self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host | prefetch) -> loads
+        self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused) -> prefetches
+        self.on_slot_freed: Callable[[], None] | None = None  # a model's keep_alive ran out
+        self._last_used: dict[str, float] = {}  # model -> when a request last released it (monotonic)
+        self._closed = False
 
     def loaded(self) -> list[LoadedModel]:
         """Loaded models, latest expiry first (the order of Ollama's /api/ps)."""
@@ -74,6 +87,7 @@ class ModelPool:
                 entry.keep_alive = seconds
                 entry.expires_at = None
                 self._cancel_timer(entry)
+                self._count_use(entry)
                 return entry.engine
             if entry is not None:
                 async with self._changed:
@@ -81,12 +95,13 @@ class ModelPool:
                 continue
             future = self._loading.get(name)
             if future is None or future.done():  # a done one is stale: its model was taken and dropped
-                future = asyncio.ensure_future(self._load(name))
-                self._loading[name] = future
-                future.add_done_callback(lambda f: self._loading.pop(name) if self._loading.get(name) is f else None)
+                future = self._start_load(name)
             self._waiters[name] = self._waiters.get(name, 0) + 1
             try:
                 loaded = await asyncio.shield(future)
+            except PrefetchSkipped:  # not reached while waiters count (a skip needs none): load afresh
+                self._drop_waiter(name)
+                continue
             except asyncio.CancelledError:
                 if future.done() and not future.cancelled() and future.exception() is None:
                     self.release(name)  # the load counted this request: give its slot back
@@ -96,6 +111,7 @@ class ModelPool:
                     future.add_done_callback(lambda _f: self._expire_if_unused(name))
                 raise
             loaded.keep_alive = seconds
+            self._count_use(loaded)
             return loaded.engine
 
     def release(self, name: str, keep_alive: Any = None) -> None:
@@ -104,7 +120,7 @@ class ModelPool:
         if entry is None:
             return
         entry.num_active = max(0, entry.num_active - 1)
-        entry.last_used = time.monotonic()
+        entry.last_used = self._last_used[name] = time.monotonic()
         if keep_alive is not None:
             entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
         if entry.num_active == 0:
@@ -127,10 +143,36 @@ class ModelPool:
         if entry.num_active:
             entry.keep_alive = 0.0
             return True
-        await self._unload(entry)
+        await self._unload(entry)  # asked for (`ollama stop`): the memory is wanted back, nothing re-wakes
         return True
 
+    def can_prefetch(self, name: str) -> bool:
+        """Whether `prefetch(name)` would load now: not loaded, no load running or waiting, a slot free."""
+        return (not self._closed and name not in self._models and not self._loading
+                and len(self._models) < self.max_loaded_models)
+
+    async def prefetch(self, name: str) -> bool:
+        """Loads `name` ahead into a free slot (woken from host memory when parked there), never evicting;
+        it then waits for a request for keep_alive like any idle model. False when it did not load."""
+        if not self.can_prefetch(name):
+            return False
+        future = self._start_load(name, prefetch=True)
+        future.add_done_callback(lambda _f: self._expire_if_unused(name))
+        try:
+            await asyncio.shield(future)  # a cancelled prefetcher leaves the load to finish (close waits)
+        except PrefetchSkipped:
+            return False
+        return True
+
+    def most_recent_parked(self) -> str | None:
+        """The parked model a request used last (what a freed slot re-wakes ahead), or None."""
+        used = [n for n in self.parked.names() if n in self._last_used and n not in self._models]
+        return max(used, key=self._last_used.__getitem__) if used else None
+
     async def close(self) -> None:
+        self._closed = True
+        running = [f for f in self._loading.values() if not f.done()]
+        await asyncio.gather(*(asyncio.shield(f) for f in running), return_exceptions=True)
         for entry in list(self._models.values()):
             await self._unload(entry)
         for engine in self.parked.drain():
@@ -138,12 +180,24 @@ class ModelPool:
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _load(self, name: str) -> LoadedModel:
+    def _start_load(self, name: str, prefetch: bool = False) -> asyncio.Future[LoadedModel]:
+        future = asyncio.ensure_future(self._load(name, prefetch))
+        self._loading[name] = future
+        future.add_done_callback(lambda f: self._loading.pop(name) if self._loading.get(name) is f else None)
+        return future
+
+    async def _load(self, name: str, prefetch: bool = False) -> LoadedModel:
         async with self._load_lock:
+            if self._closed:
+                self._waiters.pop(name, None)
+                raise RuntimeError("the server is shutting down")
+            if prefetch and not self._waiters.get(name) and len(self._models) >= self.max_loaded_models:
+                raise PrefetchSkipped(name)
             await self._make_room()
             started = time.perf_counter()
-            kind = "host" if name in self.parked else "cold"
-            logger.info("loading model %r%s", name, " from host memory" if kind == "host" else "")
+            kind = "prefetch" if prefetch else "host" if name in self.parked else "cold"
+            logger.info("loading model %r%s%s", name, " from host memory" if name in self.parked else "",
+                        " ahead (prefetch)" if prefetch else "")
             try:
                 engine = await asyncio.to_thread(self._wake_or_load, name)
             except BaseException:
@@ -151,7 +205,8 @@ class ModelPool:
                 raise
             self.load_counts[(name, kind)] += 1
             logger.info("model %r loaded in %.2f s (%s)", name, time.perf_counter() - started, kind)
-            entry = LoadedModel(name, engine, self.default_keep_alive, num_active=self._waiters.pop(name, 0))
+            entry = LoadedModel(name, engine, self.default_keep_alive, num_active=self._waiters.pop(name, 0),
+                                prefetched=prefetch)
             self._models[name] = entry
             self._notify()
             return entry
@@ -167,6 +222,16 @@ class ModelPool:
             engine.shutdown()
             return self._load_fn(name)
         return engine
+
+    def _count_use(self, entry: LoadedModel) -> None:
+        """A request found `entry` loaded ahead: a load it did not have to wait for (or only in part)."""
+        if entry.prefetched:
+            entry.prefetched = False
+            self.prefetch_counts[(entry.name, "used")] += 1
+
+    def _slot_freed(self) -> None:
+        if self.on_slot_freed is not None and not self._closed:
+            self.on_slot_freed()
 
     def _drop_waiter(self, name: str) -> None:
         left = self._waiters.get(name, 0) - 1
@@ -184,8 +249,8 @@ class ModelPool:
         async with self._changed:
             while len(self._models) >= self.max_loaded_models:
                 idle = [m for m in self._models.values() if m.num_active == 0]
-                if idle:
-                    victim = min(idle, key=lambda m: m.last_used)
+                if idle:  # a prediction nobody used yet goes first, then the least recently used
+                    victim = min(idle, key=lambda m: (not m.prefetched, m.last_used))
                     await self._unload(victim, park=True)
                     continue
                 # All busy: stop new requests on the least recently used one and wait for it to drain.
@@ -202,11 +267,15 @@ class ModelPool:
         else:
             entry.expires_at = time.time() + entry.keep_alive
             loop = asyncio.get_running_loop()
-            entry._timer = loop.call_later(entry.keep_alive, lambda: asyncio.ensure_future(self._expire(entry)))
+            entry._timer = loop.call_later(entry.keep_alive,
+                                           lambda: asyncio.ensure_future(self._expire(entry, timed_out=True)))
 
-    async def _expire(self, entry: LoadedModel) -> None:
+    async def _expire(self, entry: LoadedModel, timed_out: bool = False) -> None:
+        """`timed_out`: its keep_alive ran out (not 0, not drained), so its slot may re-wake a parked model."""
         if self._models.get(entry.name) is entry and entry.num_active == 0:
             await self._unload(entry)
+            if timed_out:
+                self._slot_freed()
 
     async def _unload(self, entry: LoadedModel, park: bool = False) -> None:
         """Unloads `entry`; `park`: evicted for room, so kept asleep in host memory when it fits there."""
@@ -214,6 +283,8 @@ class ModelPool:
             return
         del self._models[entry.name]
         self._cancel_timer(entry)
+        if entry.prefetched:
+            self.prefetch_counts[(entry.name, "unused")] += 1
         if park and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
             logger.info("parking model %r in host memory", entry.name)
             await asyncio.to_thread(entry.engine.sleep)

@@ -55,6 +55,24 @@ def describe_native(name: str, allow_paths: bool = True) -> Any:
     return resolve_model(name, allow_paths=allow_paths)
 
 
+def prefetch_room(name: str, config: EngineConfig, allow_paths: bool) -> bool:
+    """Whether `name` may load *ahead* of a request (velollm.context.model_prefetch): its files take at most
+    half the free memory of the device it would load on, so a prediction never takes the room a request
+    for another model needs. The load itself then makes the same fit check as any on-demand load."""
+    described = describe_native(name, allow_paths)
+    size = int(getattr(getattr(getattr(described, "source", described), "info", None), "size_bytes", 0) or 0)
+    device = default_device() if config.device == "auto" else config.device
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return 2 * size <= free
+
+
 class EmbeddingView:
     """An embedding model that is not loaded, with the attributes /api/show reads (no weights)."""
 

@@ -185,8 +185,12 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
     name = model_of(body)
     if state.router is not None and state.router.handles(name):
         name = body["model"] = state.router.policy.default  # the virtual model shows its default model
+        for routed_to in reversed(state.router.policy.models[1:]):  # likely next: loaded ahead (free slots)
+            state.models.predict(routed_to, "routed to by " + state.router.name)
     call.model = name
-    target = await state.models.describe(name)  # like Ollama: showing a model does not load it
+    # Like Ollama, showing a model does not load it before answering; a client shows the model a user
+    # picked, so an on-demand one then loads ahead in the background when a slot is free (prefetch).
+    target = await state.models.describe(name, prefetch=True)
     if isinstance(target, UpstreamTarget):
         return await forward(request, state, call, target, body)
     served = target.model

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 from velollm.api.lease import EngineLease
 from velollm.api.model_pool import ModelPool
 from velollm.api.served_model import ServedModel, SourceView
+from velollm.context.model_prefetch import ModelPrefetcher
 from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
 from velollm.wire.names import name_key
 
@@ -108,6 +109,9 @@ class OnDemand:
     # None: velollm.engine.loader.resolve.resolve_model
     describe: Callable[[str], Any] | None = None
     host_cache_bytes: int = 0  # weights of evicted CPU models kept asleep for a fast re-load
+    prefetch: bool = True  # predicted models loaded ahead into free slots (velollm.context.model_prefetch)
+    # canonical name -> whether it may load ahead (memory to spare; blocking); None: always
+    prefetch_room: Callable[[str], bool] | None = None
 
 
 class ModelRegistry:
@@ -120,12 +124,15 @@ class ModelRegistry:
         self._ready = asyncio.Event()
         self.load_error: str | None = None
         self.pool: ModelPool | None = None
+        self.prefetcher: ModelPrefetcher | None = None
         # name -> (expiry on the monotonic clock, canonical name or the error it raised)
         self._resolved: dict[str, tuple[float, str | Exception]] = {}
         self._described: dict[str, ServedModel] = {}  # canonical name -> a SourceView, for /api/show
         if on_demand is not None:
             self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s,
                                   on_demand.host_cache_bytes)
+            self.prefetcher = ModelPrefetcher(self.pool, self._prefetchable, enabled=on_demand.prefetch)
+            self.pool.on_slot_freed = self._slot_freed
 
     @property
     def ready(self) -> bool:
@@ -220,10 +227,11 @@ class ModelRegistry:
             return False
         return True
 
-    async def describe(self, name: str) -> Target:
+    async def describe(self, name: str, prefetch: bool = False) -> Target:
         """Like `route`, but never loads a model: a loaded one, else an on-demand one described from
         its resolved source (a ServedModel whose engine is a SourceView), else the upstream, else
-        ModelNotFound."""
+        ModelNotFound. `prefetch` (/api/show): an on-demand model not loaded is then loaded ahead in
+        the background when a slot is free."""
         if not self.ready and self.load_error is None:
             await self.wait_ready()
         served = self.find(name)
@@ -238,8 +246,36 @@ class ModelRegistry:
                 return await self._elsewhere(name, exc)
             else:
                 loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
+                if loaded is None and prefetch:
+                    self.predict(canonical, "shown")
                 return NativeTarget(loaded or await self._describe(canonical))
         return await self._elsewhere(name)
+
+    def predict(self, name: str, reason: str) -> None:
+        """A client is likely to ask for `name` soon: load it ahead when a slot is free (never blocks)."""
+        if self.prefetcher is not None:
+            self.prefetcher.predict(name, reason)
+
+    async def _prefetchable(self, name: str) -> str | None:
+        """The pool's name for `name` when a request for it would load it on demand, else None."""
+        if self.find(name) is not None or self._upstream_first(name):
+            return None
+        try:
+            canonical = await self._resolve(name)
+        except (ModelNotFound, UnsupportedModel, PathNotAllowed):
+            return None
+        room = self.on_demand.prefetch_room if self.on_demand is not None else None
+        parked = self.pool is not None and canonical in self.pool.parked  # its weights are in memory already
+        if room is not None and not parked and not await asyncio.to_thread(room, canonical):
+            logger.info("not loading model %r ahead: less than twice its size is free", canonical)
+            return None
+        return canonical
+
+    def _slot_freed(self) -> None:
+        """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""
+        name = self.pool.most_recent_parked() if self.pool is not None else None
+        if name is not None:
+            self.predict(name, "recently used")
 
     def _balanced(self, name: str) -> bool:
         """A pinned model that the configured backends of `--config` balance with remote replicas of
@@ -350,6 +386,8 @@ class ModelRegistry:
 
     async def close(self) -> None:
         """Unloads the on-demand models and shuts the pinned ones down."""
+        if self.prefetcher is not None:
+            await self.prefetcher.close()
         if self.pool is not None:
             try:
                 await self.pool.close()

@@ -46,6 +46,7 @@ class ServerConfig:
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
+    model_prefetch: bool = True  # predicted on-demand models loaded ahead into free slots (context.model_prefetch)
     routing: "RoutingPolicy | None" = None  # the virtual model that routes by complexity ([routing]); None: off
     # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, and the raw reserved
     # tables ([routing], read with `config_file.section("routing")`); None without --config

@@ -75,6 +75,9 @@ def add_parser(subparsers: Any) -> None:
                         "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
+    p.add_argument("--no-model-prefetch", dest="model_prefetch", action="store_false",
+                   help="load on-demand models only when a request needs them, never ahead (after /api/show, "
+                        "for the routes of the virtual model, or re-waking the last used one when a keep_alive runs out)")
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
@@ -188,6 +191,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         context_overflow=getattr(args, "context_overflow", None), prefetch=getattr(args, "prefetch", True),
+        model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
     )

@@ -37,6 +37,9 @@ class ParkedModels:
     def __contains__(self, name: str) -> bool:
         return name in self._engines
 
+    def names(self) -> list[str]:
+        return list(self._engines)
+
     @property
     def num_bytes(self) -> int:
         return sum(n for _, n in self._engines.values())

@@ -1,0 +1,136 @@
+"""Model prefetch through a live `velollm serve` and the official ollama client: /api/show loads an
+on-demand model ahead (the next chat records no cold load), a freed slot re-wakes the parked model used
+last when a keep_alive runs out (not after `ollama stop`), prefetch never evicts a loaded model, --no-model-prefetch turns it off, shutdown during a prefetch
+is clean, the virtual model's routes load ahead."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import ollama
+import pytest
+
+from tests.api.conftest import ServerHandle
+from tests.serve_process import start_serve, stop_serve
+from velollm.engine.loader.demo import ensure_demo
+
+ARGS = ("--max-loaded-models", "1", "--kv-cache-memory", "16MiB", "--max-model-len", "256")
+LOADS = "velollm_model_loads_total"
+PREFETCH = "velollm_model_prefetch_total"
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prefetch")
+    first = ensure_demo(tmp / "a")
+    second = tmp / "b" / "demo-copy"
+    shutil.copytree(first, second)
+    return str(first), str(second)
+
+
+def running(client: ollama.Client) -> list[str]:
+    return [m.model for m in client.ps().models]
+
+
+def wait_running(client: ollama.Client, model: str, timeout: float = 60.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while model not in (names := running(client)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return names
+
+
+def chat(client: ollama.Client, model: str, **extra) -> str:
+    r = client.chat(model=model, messages=[{"role": "user", "content": "hi"}],
+                    options={"num_predict": 4, "temperature": 0}, **extra)
+    return r.message.content
+
+
+def test_show_loads_the_model_ahead(tmp_path, two_models):
+    a, _ = two_models
+    proc, url, _, _ = start_serve(tmp_path, *ARGS)
+    server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
+    try:
+        assert running(client) == ["demo"]  # the pinned default only
+        client.show(a)  # a user picked the model: it loads in the background, the answer does not wait
+        assert a in wait_running(client, a)
+        chat(client, a)
+        assert server.metric(LOADS, model=a, kind="cold") == 0  # the chat found it loaded
+        assert server.metric(LOADS, model=a, kind="prefetch") == 1
+        assert server.metric(PREFETCH, model=a, outcome="used") == 1
+    finally:
+        stop_serve(proc)
+
+
+def test_prefetch_never_evicts_and_a_freed_slot_rewakes_the_last_used(tmp_path, two_models):
+    a, b = two_models
+    proc, url, _, _ = start_serve(tmp_path, *ARGS, "--host-cache-memory", "256MiB")
+    server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
+    try:
+        chat(client, a)
+        client.show(b)  # the only slot holds a (idle, used more recently than a prediction is worth)
+        time.sleep(1.0)
+        assert a in running(client) and b not in running(client)
+        assert server.metric(LOADS, model=b, kind="prefetch") == 0
+        chat(client, b, keep_alive="2s")  # a request evicts a: parked in host memory
+        assert server.metric(LOADS, model=b, kind="cold") == 1
+        assert a in wait_running(client, a)  # b's keep_alive ran out: a (parked, used last) comes back ahead
+        assert b not in running(client)
+        chat(client, a)
+        assert server.metric(LOADS, model=a, kind="cold") == 1 and server.metric(LOADS, model=a, kind="host") == 0
+        assert server.metric(LOADS, model=a, kind="prefetch") == 1
+        assert server.metric(PREFETCH, model=a, outcome="used") == 1
+        chat(client, b)  # a parked again; `ollama stop` of b frees the slot but asks for the memory back
+        client.generate(model=b, keep_alive=0)
+        time.sleep(1.0)
+        assert running(client) == ["demo"]
+    finally:
+        stop_serve(proc)
+
+
+def test_no_model_prefetch_turns_it_off(tmp_path, two_models):
+    a, _ = two_models
+    proc, url, _, _ = start_serve(tmp_path, *ARGS, "--no-model-prefetch")
+    server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
+    try:
+        client.show(a)
+        time.sleep(1.0)
+        assert a not in running(client)
+        chat(client, a)
+        assert server.metric(LOADS, model=a, kind="cold") == 1
+    finally:
+        stop_serve(proc)
+
+
+def test_shutdown_during_a_prefetch_is_clean(tmp_path, two_models):
+    a, _ = two_models
+    proc, url, log, _ = start_serve(tmp_path, *ARGS)
+    client = ollama.Client(host=url, timeout=120)
+    client.show(a)
+    deadline = time.monotonic() + 30
+    while "ahead (prefetch)" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+    text = log.read_text()
+    assert "ahead (prefetch)" in text and "Traceback" not in text, text[-3000:]
+
+
+def test_the_virtual_models_routes_load_ahead(tmp_path, two_models):
+    a, b = two_models
+    config = tmp_path / "velollm.toml"
+    config.write_text(f'[routing]\nname = "auto"\ndefault = "{a}"\n\n[[routing.rules]]\nname = "code"\n'
+                      f'model = "{b}"\ncode = true\n')
+    proc, url, _, _ = start_serve(tmp_path, "--max-loaded-models", "2", "--kv-cache-memory", "16MiB",
+                                  "--max-model-len", "256", "--config", str(config))
+    server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
+    try:
+        chat(client, "auto")  # routed to the default (a, loaded for it); b, the other route, loads ahead
+        assert b in wait_running(client, b)
+        r = client.chat(model="auto", messages=[{"role": "user", "content": "```python\nimport os\n```\nfix it"}],
+                        options={"num_predict": 4})
+        assert r.model == b
+        assert server.metric(LOADS, model=a, kind="cold") == 1 and server.metric(LOADS, model=b, kind="cold") == 0
+        assert server.metric(PREFETCH, model=b, outcome="used") == 1
+    finally:
+        stop_serve(proc)
