@@ -15,7 +15,8 @@ from tests.api.conftest import ServerHandle
 from tests.serve_process import start_serve, stop_serve
 from velollm.engine.loader.demo import ensure_demo
 
-ARGS = ("--max-loaded-models", "1", "--kv-cache-memory", "16MiB", "--max-model-len", "256")
+# On the CPU, where evicted models park in host memory (a GPU machine would unload them)
+ARGS = ("--max-loaded-models", "1", "--kv-cache-memory", "16MiB", "--max-model-len", "256", "--device", "cpu")
 LOADS = "velollm_model_loads_total"
 PREFETCH = "velollm_model_prefetch_total"
 
@@ -47,8 +48,8 @@ def chat(client: ollama.Client, model: str, **extra) -> str:
 
 
 def test_show_loads_the_model_ahead(tmp_path, two_models):
-    a, _ = two_models
-    proc, url, _, _ = start_serve(tmp_path, *ARGS)
+    a, b = two_models
+    proc, url, _, _ = start_serve(tmp_path, *ARGS, "--max-loaded-models", "2")
     server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
     try:
         assert running(client) == ["demo"]  # the pinned default only
@@ -58,6 +59,10 @@ def test_show_loads_the_model_ahead(tmp_path, two_models):
         assert server.metric(LOADS, model=a, kind="cold") == 0  # the chat found it loaded
         assert server.metric(LOADS, model=a, kind="prefetch") == 1
         assert server.metric(PREFETCH, model=a, outcome="used") == 1
+        client.show(b)
+        chat(client, b)  # at once: it waits for the load that the show started (or finds it done)
+        assert server.metric(LOADS, model=b, kind="cold") == 0 and server.metric(LOADS, model=b, kind="prefetch") == 1
+        assert server.metric(PREFETCH, model=b, outcome="used") == 1
     finally:
         stop_serve(proc)
 
@@ -121,8 +126,7 @@ def test_the_virtual_models_routes_load_ahead(tmp_path, two_models):
     config = tmp_path / "velollm.toml"
     config.write_text(f'[routing]\nname = "auto"\ndefault = "{a}"\n\n[[routing.rules]]\nname = "code"\n'
                       f'model = "{b}"\ncode = true\n')
-    proc, url, _, _ = start_serve(tmp_path, "--max-loaded-models", "2", "--kv-cache-memory", "16MiB",
-                                  "--max-model-len", "256", "--config", str(config))
+    proc, url, _, _ = start_serve(tmp_path, *ARGS, "--max-loaded-models", "2", "--config", str(config))
     server, client = ServerHandle("live", url), ollama.Client(host=url, timeout=120)
     try:
         chat(client, "auto")  # routed to the default (a, loaded for it); b, the other route, loads ahead

@@ -1,5 +1,7 @@
 """Long conversations: what happens when a chat outgrows the context (error, truncate, compress), and the
-prefetch that keeps the next turn's prompt in the prefix cache (one noun per file)."""
+prefetch that keeps the next turn's prompt in the prefix cache, and the model side of it: evicted models
+parked in host memory (parked_models.py) and predicted models loaded ahead (model_prefetch.py); one noun
+per file."""
 
 from velollm.context.overflow import MODES, parse_overflow
 from velollm.context.report import ContextReport
