@@ -1,10 +1,11 @@
-"""ResponseCacheMiddleware: the cache in front of the four generation endpoints, as raw ASGI.
+"""ResponseCacheMiddleware: the cache in front of the five generation endpoints, as raw ASGI.
 
 It sits after the guards (API key, body size) and before routing, so native and proxied models, both
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
 complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
-the decision that produced the answer, not a new one.
+the decision that produced the answer, not a new one. A `/v1/responses` hit is handed to its endpoint
+(velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked.
 
 Identical requests (same exact key) in flight at once are answered once: the later ones wait for the
 first to finish and store its answer, then read it from the cache (`hit-exact`) instead of generating
@@ -24,7 +25,7 @@ from velollm.cache.capture import capture
 from velollm.cache.entry import ROUTE_FIELD
 from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
 from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
-from velollm.cache.replay import replay
+from velollm.cache.replay import hand_over_hit, replay
 from velollm.cache.response_cache import ResponseCache
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import APIError, send_error
@@ -120,6 +121,10 @@ class ResponseCacheMiddleware:
             answer = dict(lookup.entry.answer)
             route = answer.pop(ROUTE_FIELD, None)
             route = route if isinstance(route, str) else None
+            if kind == "responses":  # the endpoint makes a new response of it (ids, store)
+                hand_over_hit(scope, answer)
+                await self._forward(scope, receive, send, raw, f"hit-{lookup.kind}")
+                return
             model = key.model
             if route is not None:  # the virtual model chose: the answer names the model that gave it
                 model = str(answer.get("model") or model)
