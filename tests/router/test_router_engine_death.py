@@ -17,7 +17,7 @@ import ollama
 import openai
 import pytest
 
-from tests.router.replicas import config_toml, metric, replica_backends, start_replicas
+from tests.router.replicas import Replica, config_toml, metric, replica_backends, start_replicas
 from tests.serve_process import REPO, start_serve, stop_serve
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -132,3 +132,36 @@ def test_a_full_local_queue_sends_requests_to_the_remote_replica(tmp_path):
         for r in replicas:
             r.stop()
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.timeout(600)
+def test_a_remote_velollm_whose_engine_died_is_ejected_by_its_health_check(tmp_path, monkeypatch):
+    """A `velollm` backend is checked on /health (not /api/version, which a dead engine still answers): its
+    503 engine_dead answers go to the other replica at once, and the check ejects it."""
+    flag = tmp_path / "die"
+    monkeypatch.setenv("PYTHONPATH", _hook_env(flag)["PYTHONPATH"])
+    monkeypatch.setenv("VELOLLM_TEST_ENGINE_DEATH", str(flag))
+    replicas = [Replica(tmp_path / "replicas" / "r0").start()]  # its engine dies when the flag appears
+    monkeypatch.delenv("VELOLLM_TEST_ENGINE_DEATH")
+    replicas.append(Replica(tmp_path / "replicas" / "r1").start())
+    for r in replicas:
+        r.wait_healthy()
+    config = tmp_path / "velollm.toml"
+    config.write_text(config_toml(replica_backends(replicas, ("r0", "r1")), policy="round-robin",
+                                  health_interval_s=0.2))
+    proc, url, _, _ = start_serve(tmp_path, "--config", str(config))
+    try:
+        assert set(_burst(url, 6)) == {"r0", "r1"}
+        flag.touch()
+        served = _burst(url, 9)  # none fails
+        assert sum(served.values()) == 9 and served["r1"] == 9, served
+        deadline = time.monotonic() + 10
+        while metric(httpx.get(url + "/metrics").text, "velollm_backend_ejected", backend="r0") != 1:
+            assert time.monotonic() < deadline, "r0 was not ejected"
+            time.sleep(0.1)
+        status = {b["name"]: b for b in httpx.get(url + "/status/upstream").json()["upstream"]["backends"]}
+        assert "GET /health answered 503" in status["r0"]["reason"] and status["r1"]["up"]
+    finally:
+        stop_serve(proc)
+        for r in replicas:
+            r.stop()
