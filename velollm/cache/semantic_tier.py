@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from velollm.cache.entry import CacheEntry
+from velollm.cache.query_text import QueryText
 from velollm.cache.sqlite_store import SQLiteStore
 from velollm.cache.vector_index import VectorIndex
 from velollm.cache.verifier import Verifier
@@ -93,6 +94,7 @@ class SemanticTier:
         candidates = self.index.search(context, vector, NUM_CANDIDATES)
         rejected: list[str] = []
         best = candidates[0][0] if candidates else 0.0
+        text = QueryText(query)  # parsed once for every candidate
         for score, key in candidates:
             if score < self.threshold:
                 break
@@ -100,7 +102,7 @@ class SemanticTier:
             if entry is None or entry.query is None:
                 self.index.remove(context, key)
                 continue
-            verdict = self.verifier.check(query, entry.query)
+            verdict = self.verifier.check(text, entry.query)
             if verdict.same:
                 return SemanticMatch(entry, score, vector, rejected)
             rejected.append(verdict.reason)
