@@ -29,6 +29,11 @@ from velollm.context.parked_models import ParkedModels, parked_bytes
 logger = logging.getLogger(__name__)
 
 
+def _dead(entry: LoadedModel) -> bool:
+    """Its engine thread died (ServedModel.dead): it never serves again, so the pool unloads it."""
+    return isinstance(getattr(entry.engine, "dead", None), str)
+
+
 class PrefetchSkipped(Exception):
     """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
 
@@ -68,6 +73,11 @@ class ModelPool:
         seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
         while True:
             entry = self._models.get(name)
+            if entry is not None and _dead(entry) and entry.num_active == 0:
+                await self._unload(entry)  # its engine thread died: load it afresh
+                continue
+            if entry is not None and _dead(entry):
+                entry.draining = True  # its requests end at once (EngineDead); then it unloads
             if entry is not None and not entry.draining:
                 entry.num_active += 1
                 entry.keep_alive = seconds
@@ -109,6 +119,8 @@ class ModelPool:
         entry.last_used = self._last_used[name] = time.monotonic()
         if keep_alive is not None:
             entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
+        if _dead(entry):
+            entry.draining = True  # unloaded once idle; the next request for it loads it afresh
         if entry.num_active == 0:
             self._schedule_expiry(entry)
             self._notify()
@@ -261,7 +273,7 @@ class ModelPool:
         entry.cancel_timer()
         if entry.prefetched:
             self.prefetch_counts[(entry.name, "unused")] += 1
-        if park and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
+        if park and not _dead(entry) and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
             logger.info("parking model %r in host memory", entry.name)
             await asyncio.to_thread(entry.engine.sleep)
             for engine in self.parked.park(entry.name, entry.engine):

@@ -61,7 +61,7 @@ class UpstreamTarget:
                       local: bool = False) -> Response:
         if local and self.local is not None:
             return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
-                                               local=True)
+                                               local=self.local.engine)
         return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 

@@ -83,9 +83,13 @@ class SemanticTier:
     def embed(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
 
-    def lookup_sync(self, context: str, query: str) -> SemanticMatch:
-        """Blocking (embeds): run it on a worker thread."""
-        vector = self.embed(query)
+    def same_question(self, query: str, vector: np.ndarray, other: str, other_vector: np.ndarray) -> bool:
+        """Whether a lookup of `query` would take an entry for `other` (same context): the hit rule."""
+        return float(np.dot(vector, other_vector)) >= self.threshold and self.verifier.check(query, other).same
+
+    def lookup_sync(self, context: str, query: str, vector: np.ndarray | None = None) -> SemanticMatch:
+        """Blocking (embeds, unless `vector` is the query's embedding already): run it on a worker thread."""
+        vector = self.embed(query) if vector is None else vector
         candidates = self.index.search(context, vector, NUM_CANDIDATES)
         rejected: list[str] = []
         best = candidates[0][0] if candidates else 0.0

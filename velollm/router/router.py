@@ -126,18 +126,22 @@ class Router:
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
-                      local: bool = False) -> Response:
+                      local: Any = None) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
-        first byte); 503 + Retry-After when none can take it. `local`: the native replicas of the name
-        are candidates too; choosing one raises ServeLocally (the API runs the request natively)."""
+        first byte); 503 + Retry-After when none can take it. `local`: the native model's engine, when its
+        native replicas are candidates too (a dead engine is ejected, one with a full queue passed over);
+        choosing one raises ServeLocally (the API runs the request natively)."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
         replicas: list[Backend | LocalReplica] = [*self.replicas(name)]
-        if local:
-            replicas = [*(r for r in self.local if r.serves(name)), *replicas]
+        if local is not None:
+            native = [r for r in self.local if r.serves(name)]
+            for r in native:
+                r.can_take(local)  # a dead engine is ejected before choosing
+            replicas = [*native, *replicas]
         policy = self.policy(name)
         blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
             if policy.name == "prefix-aware" else NO_BLOCKS
@@ -150,6 +154,9 @@ class Router:
                 break
             backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
             tried.add(backend.name)
+            if isinstance(backend, LocalReplica) and not backend.can_take(local):
+                logger.info("the local engine cannot take a request for %r now (queue full or dead)", name)
+                continue  # as a full remote queue: another replica, without using up a retry
             try:
                 slot = await backend.queue.acquire()
             except Overloaded as exc:
@@ -158,7 +165,7 @@ class Router:
             attempts += 1
             policy.routed(backend, blocks)
             if isinstance(backend, LocalReplica):
-                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe))
+                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe), backend.failed)
             started = time.perf_counter()
             try:
                 response = await backend.gateway.forward(request, body, backend.serves(name) or name,
