@@ -24,6 +24,11 @@ class LoadedModel:
     prefetched: bool = False  # loaded ahead by a prediction and not used yet
     _timer: asyncio.TimerHandle | None = None
 
+    @property
+    def dead(self) -> bool:
+        """Its engine thread died (ServedModel.dead): it never serves again, so the pool unloads it."""
+        return isinstance(getattr(self.engine, "dead", None), str)
+
     def start_keep_alive(self, expire: Callable[[bool], Coroutine[Any, Any, None]]) -> None:
         """It went idle: `expire(timed_out)` runs at once when it is draining or its keep_alive is 0,
         after keep_alive seconds (timed_out=True) otherwise, never for an infinite one."""

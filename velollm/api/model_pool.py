@@ -29,11 +29,6 @@ from velollm.context.parked_models import ParkedModels, parked_bytes
 logger = logging.getLogger(__name__)
 
 
-def _dead(entry: LoadedModel) -> bool:
-    """Its engine thread died (ServedModel.dead): it never serves again, so the pool unloads it."""
-    return isinstance(getattr(entry.engine, "dead", None), str)
-
-
 class PrefetchSkipped(Exception):
     """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
 
@@ -73,10 +68,10 @@ class ModelPool:
         seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
         while True:
             entry = self._models.get(name)
-            if entry is not None and _dead(entry) and entry.num_active == 0:
+            if entry is not None and entry.dead and entry.num_active == 0:
                 await self._unload(entry)  # its engine thread died: load it afresh
                 continue
-            if entry is not None and _dead(entry):
+            if entry is not None and entry.dead:
                 entry.draining = True  # its requests end at once (EngineDead); then it unloads
             if entry is not None and not entry.draining:
                 entry.num_active += 1
@@ -119,7 +114,7 @@ class ModelPool:
         entry.last_used = self._last_used[name] = time.monotonic()
         if keep_alive is not None:
             entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
-        if _dead(entry):
+        if entry.dead:
             entry.draining = True  # unloaded once idle; the next request for it loads it afresh
         if entry.num_active == 0:
             self._schedule_expiry(entry)
@@ -273,7 +268,7 @@ class ModelPool:
         entry.cancel_timer()
         if entry.prefetched:
             self.prefetch_counts[(entry.name, "unused")] += 1
-        if park and not _dead(entry) and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
+        if park and not entry.dead and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
             logger.info("parking model %r in host memory", entry.name)
             await asyncio.to_thread(entry.engine.sleep)
             for engine in self.parked.park(entry.name, entry.engine):
