@@ -24,7 +24,9 @@ from velollm.api.middleware import CORS_EXPOSE_HEADERS, CORS_HEADERS, APIKeyMidd
 from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.origins import OriginPolicy
-from velollm.api.registry import ModelRegistry, OnDemand, Upstream
+from velollm.api.on_demand import OnDemand
+from velollm.api.registry import ModelRegistry
+from velollm.api.targets import Upstream
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
 from velollm.wire.errors import APIError, api_of, error_response

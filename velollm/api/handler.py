@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.drain import Drain
 from velollm.api.lease import EngineLease
-from velollm.api.registry import UpstreamTarget
+from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.errors import EngineDead, ModelNotFound, Overloaded, ServeLocally
 from velollm.wire.disconnect import ClientDisconnected
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
     from velollm.api.generation import ChoiceState
     from velollm.api.metrics import ServerMetrics
-    from velollm.api.registry import ModelRegistry, Target
+    from velollm.api.registry import ModelRegistry
+    from velollm.api.targets import Target
     from velollm.api.server_config import ServerConfig
     from velollm.complexity import ComplexityRouter, RouteDecision
 

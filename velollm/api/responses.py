@@ -24,7 +24,7 @@ from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint,
                                  route)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.registry import NativeTarget, UpstreamTarget
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.cache.replay import take_hit
 from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,

@@ -21,7 +21,7 @@ from typing import Any
 from velollm.errors import EngineDead
 from velollm.router.config import BackendConfig, RouterConfig
 from velollm.router.health import Health
-from velollm.router.queue import BackendQueue, Slot
+from velollm.router.queue import BackendQueue, Slot, release_once
 from velollm.wire.names import name_key
 
 
@@ -79,14 +79,9 @@ class LocalReplica:
         """What the API calls once the native response is complete (exactly once): the slot is freed and
         the request counted, with its duration."""
         started = time.perf_counter()
-        done = False
 
-        def release() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                slot.release()
-                self.requests += 1
-                observe(self.name, time.perf_counter() - started)
+        def counted() -> None:
+            self.requests += 1
+            observe(self.name, time.perf_counter() - started)
 
-        return release
+        return release_once(slot, counted)

@@ -1,5 +1,5 @@
 """Router: many backends behind one endpoint, as the API's registry sees one upstream
-(velollm.api.registry.Upstream: find, forward, listings).
+(velollm.api.targets.Upstream: find, forward, listings).
 
 A model name served by several backends has replicas; each request goes to one of them by the model's
 policy (least-outstanding, round-robin, prefix-aware), waits there for a slot when the backend has a
@@ -29,7 +29,7 @@ from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
 from velollm.router.pull import pull_through
-from velollm.router.queue import Slot
+from velollm.router.queue import Slot, release_once
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
 
@@ -191,14 +191,7 @@ class Router:
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the
         client left: released by the body's `finally` and by the background task, whichever first."""
-        done = False
-
-        def finish() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                slot.release()
-                self.metrics.observe(backend.name, time.perf_counter() - started)
+        finish = release_once(slot, lambda: self.metrics.observe(backend.name, time.perf_counter() - started))
 
         if not isinstance(response, StreamingResponse):
             finish()
