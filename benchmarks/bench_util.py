@@ -8,10 +8,25 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
 import torch
+
+
+SMALL_HELP = "tiny shapes on CPU (TRITON_INTERPRET=1), a dry run"
+
+
+def kernel_device(small: bool) -> str | None:
+    """Where a kernel benchmark runs: "cpu" for a --small dry run, else "cuda"; None (said on stderr)
+    when there is no CUDA device."""
+    if small:
+        return "cpu"
+    if not torch.cuda.is_available():
+        print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
+        return None
+    return "cuda"
 
 
 def emit(**row: Any) -> dict[str, Any]:

@@ -125,19 +125,27 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+SYSTEM = {"role": "system", "content": "You are a helpful assistant for a river mill."}
+
+
+def user_turn(messages: list[dict], rng: random.Random, turn: int, args: argparse.Namespace, output: str) -> None:
+    """Appends the turn's user message; every fifth turn but the last, also a tool call and its rows."""
+    messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
+    if turn % 5 == 0 and turn < args.turns:
+        call = {"id": f"call_{turn}", "type": "function", "function": {"name": "mill_rows", "arguments": "{}"}}
+        messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                     {"role": "tool", "tool_call_id": f"call_{turn}", "content": output}]
+
+
 def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     output = tool_output(args.tool_rows)
-    messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
+    messages: list[dict] = [dict(SYSTEM)]
     rows = []
     server = server_ttft(url, (0.0, -1.0))[:2]
     with httpx.Client(base_url=url, timeout=600) as client:
         for turn in range(1, args.turns + 1):
-            messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
-            if turn % 5 == 0 and turn < args.turns:
-                call = {"id": f"call_{turn}", "type": "function", "function": {"name": "mill_rows", "arguments": "{}"}}
-                messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
-                             {"role": "tool", "tool_call_id": f"call_{turn}", "content": output}]
+            user_turn(messages, rng, turn, args, output)
             hits = metric(url, "velollm_prefix_cache_hits_total")
             out = turn_request(client, "demo", messages, args.max_tokens)
             out["hits"] = metric(url, "velollm_prefix_cache_hits_total") - hits
@@ -256,14 +264,10 @@ def sent_messages(args: argparse.Namespace, seed: int = 7) -> dict[int, list[dic
     """The TTFT part's conversation without a server: per turn, the messages that turn sends."""
     rng = random.Random(seed)
     output = tool_output(args.tool_rows)
-    messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant for a river mill."}]
+    messages: list[dict] = [dict(SYSTEM)]
     sent = {}
     for turn in range(1, args.turns + 1):
-        messages.append({"role": "user", "content": user_message(rng, turn, args.words)})
-        if turn % 5 == 0 and turn < args.turns:
-            call = {"id": f"call_{turn}", "type": "function", "function": {"name": "mill_rows", "arguments": "{}"}}
-            messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
-                         {"role": "tool", "tool_call_id": f"call_{turn}", "content": output}]
+        user_turn(messages, rng, turn, args, output)
         sent[turn] = list(messages)
         messages.append({"role": "assistant", "content": " ".join(WORDS[(turn + i) % len(WORDS)] for i in range(40))})
     return sent

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_util import emit, time_cpu, time_cuda  # noqa: E402
+from bench_util import SMALL_HELP, emit, kernel_device, time_cpu, time_cuda  # noqa: E402
 from shapes import SHAPES as MODEL_SHAPES, copy_bandwidth  # noqa: E402
 from velollm.kernels import decode_attention as da  # noqa: E402
 
@@ -48,12 +48,11 @@ def main() -> int:
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--no-sweep", action="store_true")
-    p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--small", action="store_true", help=SMALL_HELP)
     p.add_argument("--b1-only", action="store_true", help="only the batch-1 rows (split policy, fused merge)")
     a = p.parse_args()
-    device = "cpu" if a.small else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
+    device = kernel_device(a.small)
+    if device is None:
         return 2
     if a.b1_only:
         batch_one(a.block_size)

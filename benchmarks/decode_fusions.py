@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_util import emit, time_cpu, time_cuda  # noqa: E402
+from bench_util import SMALL_HELP, emit, kernel_device, time_cpu, time_cuda  # noqa: E402
 from shapes import SHAPES, copy_bandwidth  # noqa: E402
 from velollm.kernels import activation, silu_gemv  # noqa: E402
 
@@ -65,11 +65,10 @@ def silu_down(device: str, small: bool) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--small", action="store_true", help=SMALL_HELP)
     a = p.parse_args()
-    device = "cpu" if a.small else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
+    device = kernel_device(a.small)
+    if device is None:
         return 2
     if device == "cuda":
         import decode_attention

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_util import emit, time_cpu, time_cuda  # noqa: E402
+from bench_util import SMALL_HELP, emit, time_cpu, time_cuda  # noqa: E402
 from shapes import SHAPES, save_random_model  # noqa: E402
 from velollm.kernels import decode_attention as da  # noqa: E402
 from velollm.kernels.fp8 import FP8_KV_DTYPE, fp8_supported, to_cache_dtype  # noqa: E402
@@ -158,7 +158,7 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=16, help="prompts of the accuracy run")
     p.add_argument("--engine", action="store_true", help="also the engine throughput run (CUDA)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "velollm-bench")
-    p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--small", action="store_true", help=SMALL_HELP)
     a = p.parse_args()
     device = "cpu" if a.small or not torch.cuda.is_available() else "cuda"
     hardware = torch.cuda.get_device_name() if device == "cuda" else "cpu"

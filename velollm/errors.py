@@ -58,9 +58,13 @@ class EngineDead(VeloLLMError):
 
 class ServeLocally(VeloLLMError):
     """Not a failure: the router chose this process's own engine for the request (the local replica of a
-    model that remote backends also serve). The API runs it natively and calls `release` when done."""
+    model that remote backends also serve). The API runs it natively and calls `release` when done, or
+    `failed(exc)` when the engine refused it before its first byte (Overloaded, EngineDead) and it goes to
+    the other replicas."""
 
-    def __init__(self, backend: str, release: Callable[[], None]) -> None:
+    def __init__(self, backend: str, release: Callable[[], None],
+                 failed: Callable[[BaseException], None] = lambda exc: None) -> None:
         super().__init__(f"served by the local replica {backend!r}")
         self.backend = backend
         self.release = release
+        self.failed = failed

@@ -102,3 +102,28 @@ def test_default_bypass_rules():
     assert bypass_reason("ollama_generate", {"model": "m"}) == "load"
     assert bypass_reason("ollama_chat", {"model": "m", "messages": []}) == "load"
     assert bypass_reason("chat", {"temperature": 0.7}) is None
+
+
+def _response(status="completed", output=None):
+    return {"id": "resp_1", "object": "response", "status": status, "usage": None,
+            "output": output if output is not None else [{"type": "message", "id": "msg_1", "content": []}]}
+
+
+def test_responses_answers_are_captured_whole_or_from_the_final_event():
+    from velollm.responses import sse_frame
+
+    whole = _response()
+    assert capture("responses", json.dumps(whole).encode(), "application/json") == whole
+    events = [{"type": "response.created", "sequence_number": 0, "response": _response("in_progress")},
+              {"type": "response.incomplete", "sequence_number": 1, "response": _response("incomplete")}]
+    raw = b"".join(sse_frame(e) for e in events)
+    assert capture("responses", raw, "text/event-stream")["status"] == "incomplete"
+    assert capture("responses", raw[: raw.rindex(b"event:")], "text/event-stream") is None  # cut short
+    assert capture("responses", json.dumps(_response("failed")).encode(), "application/json") is None
+    hosted = _response(output=[{"type": "web_search_call", "id": "ws_1"}])  # nothing the replay can rebuild
+    assert capture("responses", json.dumps(hosted).encode(), "application/json") is None
+
+
+def test_only_stateless_responses_requests_are_cached():
+    assert bypass_reason("responses", {"model": "m", "input": "hi"}) is None
+    assert bypass_reason("responses", {"model": "m", "input": "hi", "previous_response_id": "resp_1"}) == "stateful"

@@ -81,3 +81,24 @@ def test_null_and_empty_fields_mean_not_given():
     with_nulls["messages"][1]["images"] = []
     with_nulls["messages"][0]["name"] = None
     assert cache_key("/api/chat", with_nulls, T) == base
+
+
+def test_responses_keys_are_over_the_canonical_request():
+    path = "/v1/responses"
+    text = {"model": "m", "input": "Capital of France?", "instructions": "be brief", "temperature": 0}
+    item = {**text, "input": [{"type": "message", "role": "user",
+                               "content": [{"type": "input_text", "text": "Capital of France?"}]}]}
+    a = cache_key(path, text, T)
+    assert a == cache_key(path, item, T) and a.query == "Capital of France?" and a.kind == "responses"
+    assert a == cache_key(path, {**text, "store": False, "stream": True, "metadata": {"x": "y"}}, T)
+    for change in ({"instructions": "be long"}, {"max_output_tokens": 5}, {"top_p": 0.5}, {"model": "n"},
+                   {"tools": [{"type": "function", "name": "f"}]}, {"text": {"format": {"type": "json_object"}}}):
+        other = cache_key(path, {**text, **change}, T)
+        assert other.exact != a.exact and other.context != a.context
+    para = cache_key(path, {**text, "input": "What is the capital of France?"}, T)
+    assert para.exact != a.exact and para.context == a.context
+    assert cache_key(path, text, T).exact != cache_key(CHAT, {"model": "m", "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "Capital of France?"}],
+        "temperature": 0}, T).exact
+    tool_result = {**text, "input": [{"type": "function_call_output", "call_id": "c", "output": "42"}]}
+    assert cache_key(path, tool_result, T).query is None

@@ -224,3 +224,47 @@ def test_hostile_bodies_pass_the_cache_to_a_400(cached, path):
         assert r.status_code == 400 and r.headers["x-velollm-cache"] == "bypass", r.text
         error = r.json()["error"]
         assert field in (error["param"] if isinstance(error, dict) else error), error
+
+
+def _two_at_once(server: ServerHandle, system: str, questions: tuple[str, str], extras: tuple[dict, dict]) -> list:
+    """Asks the first question, then the second while the first is being generated."""
+    import asyncio
+
+    async def ask_both() -> list:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as aclient:
+            async def one(question: str, extra: dict):
+                raw = await aclient.chat.completions.with_raw_response.create(
+                    model="demo", messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+                    max_tokens=64, temperature=0, extra_body={"ignore_eos": True, **extra})
+                return raw.headers.get("x-velollm-cache"), raw.parse().choices[0].message.content
+
+            misses = server.metric("velollm_cache_misses_total")
+            first = asyncio.create_task(one(questions[0], extras[0]))
+            while await asyncio.to_thread(server.metric, "velollm_cache_misses_total") == misses:
+                await asyncio.sleep(0.01)  # the first is in flight (looked up, generating) when the second arrives
+            second = asyncio.create_task(one(questions[1], extras[1]))
+            return [await first, await second]
+
+    return asyncio.run(ask_both())
+
+
+def test_a_paraphrase_of_a_question_in_flight_waits_for_its_answer(cached):
+    tokens_before = cached.metric("velollm_tokens_total", model="demo", kind="generation")
+    hits_before = cached.metric("velollm_cache_hits_total", kind="semantic")
+    (label_1, text_1), (label_2, text_2) = _two_at_once(
+        cached, "In flight.", ("What is the capital of Australia?", "What's the capital city of Australia?"), ({}, {}))
+    assert (label_1, label_2) == ("miss", "hit-semantic") and text_1 == text_2
+    assert cached.metric("velollm_tokens_total", model="demo", kind="generation") == tokens_before + 64
+    assert cached.metric("velollm_cache_hits_total", kind="semantic") == hits_before + 1
+    (label_1, _), (label_2, _) = _two_at_once(  # a near-miss in flight is not followed
+        cached, "In flight.", ("What is the capital of Norway?", "What is the capital of Sweden?"), ({}, {}))
+    assert (label_1, label_2) == ("miss", "miss")
+
+
+def test_a_paraphrase_waiting_on_one_that_stores_nothing_generates_its_own_answer(cached):
+    tokens_before = cached.metric("velollm_tokens_total", model="demo", kind="generation")
+    (label_1, text_1), (label_2, text_2) = _two_at_once(
+        cached, "Not stored.", ("How tall is Mount Everest?", "What is the height of Mount Everest?"),
+        ({"cache": {"no-store": True}}, {}))
+    assert (label_1, label_2) == ("miss", "miss")
+    assert cached.metric("velollm_tokens_total", model="demo", kind="generation") == tokens_before + 128

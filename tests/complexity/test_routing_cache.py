@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServerHandle
+from tests.complexity.serve_table import CODE, ROUTING, small_and_big
 from tests.serve_process import start_serve, stop_serve
 
 openai = pytest.importorskip("openai")
@@ -14,26 +15,13 @@ ollama = pytest.importorskip("ollama")
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[routing]
-name = "smart"
-default = "small"
-
-[[routing.rules]]
-name = "code"
-model = "big"
-code = true
-"""
-CODE = "```python\nimport os\nprint(os.getcwd())\n```\nWhat does it print?"
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("routing_cache")
-    (folder / "velollm.toml").write_text(CONFIG)
-    proc, url, log, _ = start_serve(folder, "--model", "demo", "--model", "demo", "--served-model-name", "small",
-                                    "--served-model-name", "big", "--config", str(folder / "velollm.toml"),
-                                    "--cache", "--max-model-len", "256", "--kv-cache-memory", "16MiB")
+    (folder / "velollm.toml").write_text(ROUTING)
+    proc, url, log, _ = start_serve(folder, *small_and_big(folder / "velollm.toml"), "--cache",
+                                    "--max-model-len", "256", "--kv-cache-memory", "16MiB")
     try:
         yield ServerHandle("live", url, log=log)
     finally:

@@ -9,21 +9,13 @@ import sys
 
 import pytest
 
+from tests.complexity.serve_table import CODE, ROUTING, small_and_big
 from tests.serve_process import REPO, start_serve, stop_serve
 
 openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
 
-CONFIG = """
-[routing]
-name = "smart"
-default = "small"
-
-[[routing.rules]]
-name = "code"
-model = "big"
-code = true
-
+CONFIG = ROUTING + """
 [routing.knn]
 k = 1
 min_similarity = 0.5
@@ -38,8 +30,7 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("routing_serve")
     (folder / "velollm.toml").write_text(CONFIG)
     (folder / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
-    proc, url, _, _ = start_serve(folder, "--model", "demo", "--model", "demo", "--served-model-name", "small",
-                                  "--served-model-name", "big", "--config", str(folder / "velollm.toml"))
+    proc, url, _, _ = start_serve(folder, *small_and_big(folder / "velollm.toml"))
     yield url
     stop_serve(proc)
 
@@ -48,7 +39,7 @@ def test_rules_knn_and_default_through_the_cli(server):
     client = openai.OpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="smart", stream=True, max_tokens=3,
-        messages=[{"role": "user", "content": "```python\nimport os\nprint(os.getcwd())\n```\nWhat does it print?"}])
+        messages=[{"role": "user", "content": CODE}])
     assert raw.headers["x-velollm-route"].startswith("code; model=big; ")
     assert {c.model for c in raw.parse()} == {"big"}
     raw = client.chat.completions.with_raw_response.create(

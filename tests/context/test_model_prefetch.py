@@ -95,7 +95,8 @@ async def test_disabled_prefetcher_loads_nothing():
 
 
 async def test_the_registry_loads_ahead_only_with_memory_to_spare():
-    from velollm.api.registry import ModelRegistry, OnDemand
+    from velollm.api.on_demand import OnDemand
+    from velollm.api.registry import ModelRegistry
     from velollm.errors import ModelNotFound
 
     engines = FakeEngines()

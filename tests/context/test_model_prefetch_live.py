@@ -5,29 +5,17 @@ is clean, the virtual model's routes load ahead."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import ollama
-import pytest
 
 from tests.api.conftest import ServerHandle
 from tests.serve_process import start_serve, stop_serve
-from velollm.engine.loader.demo import ensure_demo
 
 # On the CPU, where evicted models park in host memory (a GPU machine would unload them)
 ARGS = ("--max-loaded-models", "1", "--kv-cache-memory", "16MiB", "--max-model-len", "256", "--device", "cpu")
 LOADS = "velollm_model_loads_total"
 PREFETCH = "velollm_model_prefetch_total"
-
-
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prefetch")
-    first = ensure_demo(tmp / "a")
-    second = tmp / "b" / "demo-copy"
-    shutil.copytree(first, second)
-    return str(first), str(second)
 
 
 def running(client: ollama.Client) -> list[str]:

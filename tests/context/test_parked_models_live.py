@@ -3,7 +3,6 @@ without a cold load (velollm_model_loads_total{kind="host"}), answering as befor
 
 from __future__ import annotations
 
-import shutil
 from types import SimpleNamespace
 
 import openai
@@ -12,16 +11,6 @@ import pytest
 from tests.api.conftest import ServerHandle
 from tests.serve_process import start_serve, stop_serve
 from velollm.context.parked_models import ParkedModels
-from velollm.engine.loader.demo import ensure_demo
-
-
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("parked")
-    first = ensure_demo(tmp / "a")
-    second = tmp / "b" / "demo-copy"
-    shutil.copytree(first, second)
-    return str(first), str(second)
 
 
 def ask(url: str, model: str) -> list[int]:

@@ -19,10 +19,13 @@ def make_engine(folder: Path, **kwargs) -> LLMEngine:
     return LLMEngine(load_hf_folder(folder), EngineConfig(**kwargs))
 
 
-def run_all(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[RequestOutput]:
+def run_all(engine: LLMEngine, prompts: list[list[int]],
+            params: SamplingParams | list[SamplingParams]) -> list[RequestOutput]:
+    """Every prompt through the engine to the end (`params` one for all, or one per prompt)."""
+    per_prompt = params if isinstance(params, list) else [params] * len(prompts)
     outputs = {}
-    for prompt in prompts:
-        request = engine.add_request(prompt, params)
+    for prompt, sp in zip(prompts, per_prompt, strict=True):
+        request = engine.add_request(prompt, sp)
         outputs[request.request_id] = RequestOutput(request.request_id, prompt)
     while engine.has_unfinished_requests():
         for delta in engine.step():

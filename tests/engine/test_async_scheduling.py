@@ -69,15 +69,9 @@ def test_requests_that_end_early_waste_one_row_and_free_their_blocks(llama_folde
     params = [greedy(n) for n in (1, 2, 7, 30)]
     reference = [run_all(make_engine(llama_folder), [p], sp)[0] for p, sp in zip(prompts, params)]
     engine, counter = async_engine(llama_folder)
-    outputs = {}
-    for prompt, sp in zip(prompts, params):
-        request = engine.add_request(prompt, sp)
-        outputs[request.request_id] = RequestOutput(request.request_id, prompt)
-    while engine.has_unfinished_requests():
-        for delta in engine.step():
-            outputs[delta.request_id].add(delta)
-    same(reference, list(outputs.values()))
-    assert [len(o.token_ids) for o in outputs.values()] == [1, 2, 7, 30]
+    outputs = run_all(engine, prompts, params)
+    same(reference, outputs)
+    assert [len(o.token_ids) for o in outputs] == [1, 2, 7, 30]
     assert engine.block_manager.num_allocated_blocks == 0 and counter.count > 0
 
 
@@ -155,15 +149,9 @@ def test_grammar_request_mixed_with_plain_ones(llama_folder):
     params = [greedy(30), constrained, greedy(45)]
 
     def run(engine: LLMEngine) -> list[RequestOutput]:
-        outputs = {}
-        for prompt, sp in zip(prompts, params):
-            request = engine.add_request(prompt, sp)
-            outputs[request.request_id] = RequestOutput(request.request_id, prompt)
-        while engine.has_unfinished_requests():
-            for delta in engine.step():
-                outputs[delta.request_id].add(delta)
+        outputs = run_all(engine, prompts, params)
         assert engine.block_manager.num_allocated_blocks == 0
-        return list(outputs.values())
+        return outputs
 
     reference = run(make_engine(llama_folder))
     engine, counter = async_engine(llama_folder)

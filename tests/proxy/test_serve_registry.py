@@ -4,14 +4,15 @@ leases keep a model loaded exactly as long as a request uses it."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from velollm.api.generation import EngineCall, GenerationStream
 from velollm.api.lease import EngineLease
-from velollm.api.registry import ModelRegistry, NativeTarget, OnDemand, UpstreamTarget
+from velollm.api.on_demand import OnDemand
+from velollm.api.registry import ModelRegistry
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.errors import ModelNotFound, UnsupportedModel
 from velollm.sampling_params import SamplingParams
 
@@ -49,7 +50,7 @@ def upstream_of(target) -> Upstream | None:
     return target.upstream
 
 
-def registry(upstream: Upstream | None, loads: list[str]) -> ModelRegistry:
+def registry(upstream: Upstream | None, loads: list[str], describe=None) -> ModelRegistry:
     def resolve(name: str) -> str:
         if name == "cloud":
             raise UnsupportedModel("cloud model")
@@ -63,7 +64,7 @@ def registry(upstream: Upstream | None, loads: list[str]) -> ModelRegistry:
             raise UnsupportedModel("does not fit in memory")
         return Engine(name)
 
-    models = ModelRegistry(upstream, OnDemand(resolve=resolve, load=load, max_loaded_models=1))
+    models = ModelRegistry(upstream, OnDemand(resolve=resolve, load=load, max_loaded_models=1, describe=describe))
     models.mark_ready()
     return models
 
@@ -143,8 +144,7 @@ def test_describe_never_loads():
         loads: list[str] = []
         described: list[str] = []
         upstream = Upstream({"cloud", "remote"})
-        models = registry(upstream, loads)
-        models.on_demand = replace(models.on_demand, describe=lambda name: described.append(name) or Source(name))
+        models = registry(upstream, loads, describe=lambda name: described.append(name) or Source(name))
         a = (await models.describe("a:latest")).model
         assert (a.name, a.engine.max_model_len, a.engine.tokenizer.chat_template) == ("a", 4096, "{{ messages }}")
         assert a.engine.source.info.name == "a" and a.loaded_at == 123.0

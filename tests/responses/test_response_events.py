@@ -103,3 +103,27 @@ def test_failure_mid_stream():
     for e in (error, failed):
         _strict(e)
     assert failed["response"]["status"] == "failed" and failed["response"]["error"]["message"] == "engine died"
+
+
+def test_a_cached_response_replays_to_the_same_output_with_new_ids():
+    from velollm.responses import replay_chunks
+
+    live = ResponseEventStream(ResponseShell(REQ))
+    live.start()
+    for c in (_chunk({"reasoning_content": "think"}), _chunk({"content": "Hi"}),
+              _chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}]}),
+              _chunk(finish="tool_calls"), _chunk(usage=USAGE)):
+        live.chunk(c)
+    live.finish()
+    again = ResponseEventStream(ResponseShell(REQ))
+    events = again.start() + [e for c in replay_chunks(live.response) for e in again.chunk(c)] + again.finish()
+    for event in events:
+        _strict(event)
+    old, new = live.response, again.response
+    strip = ("id", "call_id")
+    assert [{k: v for k, v in i.items() if k not in strip} for i in new["output"]] == \
+        [{k: v for k, v in i.items() if k not in strip} for i in old["output"]]
+    assert not {i["id"] for i in new["output"]} & {i["id"] for i in old["output"]}
+    assert new["output"][2]["call_id"] != "call_1" and new["id"] != old["id"]
+    assert new["usage"]["input_tokens_details"]["cached_tokens"] == old["usage"]["input_tokens"] == 10
+    assert new["usage"]["output_tokens_details"]["reasoning_tokens"] == 3 and new["status"] == "completed"

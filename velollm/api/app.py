@@ -24,7 +24,9 @@ from velollm.api.middleware import CORS_EXPOSE_HEADERS, CORS_HEADERS, APIKeyMidd
 from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
 from velollm.api.origins import OriginPolicy
-from velollm.api.registry import ModelRegistry, OnDemand, Upstream
+from velollm.api.on_demand import OnDemand
+from velollm.api.registry import ModelRegistry
+from velollm.api.targets import Upstream
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
 from velollm.wire.errors import APIError, api_of, error_response
@@ -59,7 +61,15 @@ async def health(request: Request) -> Response:
         return JSONResponse({"status": "error", "error": models.load_error}, status_code=503)
     if not models.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    return JSONResponse({"status": "ok", "models": [m.name for m in models.models()]})
+    loaded = models.models()
+    # An engine whose thread died never comes back (its requests get 503 engine_dead; a router sends them to
+    # remote replicas meanwhile): unhealthy, so that a supervisor restarts the process.
+    dead = {m.name: why for m in loaded if isinstance(why := getattr(m.engine, "dead", None), str)}
+    if dead:
+        error = "; ".join(f"the engine of {name!r} died ({why})" for name, why in dead.items())
+        return JSONResponse({"status": "error", "error": error, "dead": list(dead),
+                             "models": [m.name for m in loaded]}, status_code=503)
+    return JSONResponse({"status": "ok", "models": [m.name for m in loaded]})
 
 
 async def metrics(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -10,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.drain import Drain
 from velollm.api.lease import EngineLease
-from velollm.api.registry import UpstreamTarget
+from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
-from velollm.errors import ModelNotFound, ServeLocally
+from velollm.errors import EngineDead, ModelNotFound, Overloaded, ServeLocally
 from velollm.wire.disconnect import ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json, take_handed
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
     from velollm.api.generation import ChoiceState
     from velollm.api.metrics import ServerMetrics
-    from velollm.api.registry import ModelRegistry, Target
+    from velollm.api.registry import ModelRegistry
+    from velollm.api.targets import Target
     from velollm.api.server_config import ServerConfig
     from velollm.complexity import ComplexityRouter, RouteDecision
 
@@ -55,6 +57,9 @@ class Call:
     records_itself: bool = False  # metrics recorded by the handler (with generation timings) or its stream
     route: "RouteDecision | None" = None  # set when the virtual model chose `model` (x-velollm-route)
     backend: str = ""  # the router's local replica that ran it (x-velollm-backend; a remote one sets its own)
+    # Set when the router chose this process's engine: sends the request to the other replicas instead, when
+    # the engine refuses it before its first byte (queue full, engine dead).
+    local_fallback: "Callable[[BaseException], Awaitable[Response]] | None" = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -73,7 +78,7 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
             state: AppState = request.app.state.velollm
             call = Call(name)
             try:
-                response = await fn(request, state, call)
+                response = await _answer(fn, request, state, call)
             except ClientDisconnected:
                 logger.info("%s: client disconnected, request cancelled", name)
                 response = Response(status_code=STATUS_CLIENT_CLOSED)
@@ -94,6 +99,21 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
         return route
 
     return wrap
+
+
+async def _answer(fn: Handler, request: "Request", state: AppState, call: Call) -> "Response":
+    """The handler's answer; when the local replica the router chose refused the request before any byte
+    was sent (Overloaded, EngineDead), the other replicas' answer, as for a remote replica failing so."""
+    try:
+        return await fn(request, state, call)
+    except (Overloaded, EngineDead) as exc:
+        fallback, call.local_fallback = call.local_fallback, None
+        if fallback is None:
+            raise
+        logger.warning("%s: the local replica %s refused the request (%s); trying the other replicas",
+                       call.endpoint, call.backend, exc)
+        call.backend, call.records_itself = "", False
+        return await fallback(exc)
 
 
 async def read_json(request: "Request") -> dict[str, Any]:
@@ -180,8 +200,17 @@ async def forward_or_local(request: "Request", state: AppState, call: Call, targ
     try:
         return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome),
                                     local=True)
-    except ServeLocally as chosen:
+    except ServeLocally as exc:
+        chosen = exc  # (the except clause unbinds `exc`; the fallback below runs later)
         call.backend = chosen.backend
+        sent = copy.deepcopy(body)  # as the client sent it: the native path may rewrite the body it parses
+
+        async def elsewhere(refused: BaseException) -> "Response":
+            chosen.failed(refused)
+            chosen.release()
+            return await forward(request, state, call, target, sent)  # without local=True: remote replicas only
+
+        call.local_fallback = elsewhere
         return replace(local, engine=EngineLease(local.engine, chosen.release))
 
 

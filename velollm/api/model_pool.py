@@ -20,27 +20,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
+from velollm.api.loaded_model import LoadedModel
 from velollm.context.parked_models import ParkedModels, parked_bytes
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class LoadedModel:
-    """A loaded engine and its bookkeeping; `expires_at` is wall-clock time (None while in use)."""
-
-    name: str
-    engine: Any
-    keep_alive: float
-    num_active: int = 0
-    expires_at: float | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    draining: bool = False
-    prefetched: bool = False  # loaded ahead by a prediction and not used yet
-    _timer: asyncio.TimerHandle | None = None
 
 
 class PrefetchSkipped(Exception):
@@ -82,11 +68,16 @@ class ModelPool:
         seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
         while True:
             entry = self._models.get(name)
+            if entry is not None and entry.dead and entry.num_active == 0:
+                await self._unload(entry)  # its engine thread died: load it afresh
+                continue
+            if entry is not None and entry.dead:
+                entry.draining = True  # its requests end at once (EngineDead); then it unloads
             if entry is not None and not entry.draining:
                 entry.num_active += 1
                 entry.keep_alive = seconds
                 entry.expires_at = None
-                self._cancel_timer(entry)
+                entry.cancel_timer()
                 self._count_use(entry)
                 return entry.engine
             if entry is not None:
@@ -123,6 +114,8 @@ class ModelPool:
         entry.last_used = self._last_used[name] = time.monotonic()
         if keep_alive is not None:
             entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
+        if entry.dead:
+            entry.draining = True  # unloaded once idle; the next request for it loads it afresh
         if entry.num_active == 0:
             self._schedule_expiry(entry)
             self._notify()
@@ -258,17 +251,7 @@ class ModelPool:
                 await self._changed.wait()
 
     def _schedule_expiry(self, entry: LoadedModel) -> None:
-        self._cancel_timer(entry)
-        if entry.draining or entry.keep_alive == 0:
-            entry.expires_at = time.time()
-            asyncio.ensure_future(self._expire(entry))
-        elif math.isinf(entry.keep_alive):
-            entry.expires_at = math.inf
-        else:
-            entry.expires_at = time.time() + entry.keep_alive
-            loop = asyncio.get_running_loop()
-            entry._timer = loop.call_later(entry.keep_alive,
-                                           lambda: asyncio.ensure_future(self._expire(entry, timed_out=True)))
+        entry.start_keep_alive(lambda timed_out: self._expire(entry, timed_out))
 
     async def _expire(self, entry: LoadedModel, timed_out: bool = False) -> None:
         """`timed_out`: its keep_alive ran out (not 0, not drained), so its slot may re-wake a parked model."""
@@ -282,10 +265,10 @@ class ModelPool:
         if self._models.get(entry.name) is not entry:
             return
         del self._models[entry.name]
-        self._cancel_timer(entry)
+        entry.cancel_timer()
         if entry.prefetched:
             self.prefetch_counts[(entry.name, "unused")] += 1
-        if park and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
+        if park and not entry.dead and parked_bytes(entry.engine) is not None and self.parked.budget_bytes:
             logger.info("parking model %r in host memory", entry.name)
             await asyncio.to_thread(entry.engine.sleep)
             for engine in self.parked.park(entry.name, entry.engine):
@@ -294,11 +277,6 @@ class ModelPool:
             logger.info("unloading model %r", entry.name)
             await asyncio.to_thread(entry.engine.shutdown)
         self._notify()
-
-    def _cancel_timer(self, entry: LoadedModel) -> None:
-        if entry._timer is not None:
-            entry._timer.cancel()
-            entry._timer = None
 
     def _notify(self) -> None:
         async def wake() -> None:

@@ -31,7 +31,7 @@ from velollm.api.protocol_ollama import (
     parse_generate_request,
     sampling_from_options,
 )
-from velollm.api.registry import UpstreamTarget
+from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
-from velollm.api.registry import Upstream, UpstreamTarget
+from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.virtual_model import ollama_tag, with_virtual
 from velollm.wire.names import name_key

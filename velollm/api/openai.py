@@ -26,7 +26,7 @@ from velollm.api.protocol_openai import (
     parse_chat_request,
     parse_completion_request,
 )
-from velollm.api.registry import UpstreamTarget
+from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.tool_calls import ToolCalls
 from velollm.api.virtual_model import openai_card, with_virtual

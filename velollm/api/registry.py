@@ -1,13 +1,12 @@
 """ModelRegistry: the one place that decides where a request goes, from its model name alone.
 
-`route(name)` runs before the request body is interpreted and returns a typed target: a
-`NativeTarget` (a model VeloLLM runs: the body is then parsed with the native rules) or an
-`UpstreamTarget` (the body goes to the upstream as sent, converted only in wire format, and the
-upstream decides what it supports: images, think, format, options...). Models given with --model
-are loaded at start-up and pinned. Any other name VeloLLM can run (Ollama store, HF cache, a path,
-demo) is loaded on demand into a ModelPool (at most --max-loaded-models, unloaded after keep_alive),
-and the request holds an `EngineLease` until its generation stream closes. A name that cannot run
-natively goes to the upstream (velollm/proxy) when it serves it, else 404.
+`route(name)` runs before the request body is interpreted and returns a typed target
+(velollm/api/targets.py): a `NativeTarget` (a model VeloLLM runs: the body is then parsed with the
+native rules) or an `UpstreamTarget` (the body goes to the upstream as sent, converted only in wire
+format, and the upstream decides what it supports: images, think, format, options...). Models given
+with --model are loaded at start-up and pinned. Any other name VeloLLM can run is loaded on demand
+(velollm/api/on_demand.py), and the request holds an `EngineLease` until its generation stream closes.
+A name that cannot run natively goes to the upstream (velollm/proxy) when it serves it, else 404.
 """
 
 from __future__ import annotations
@@ -16,123 +15,43 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from velollm.api.lease import EngineLease
 from velollm.api.model_pool import ModelPool
-from velollm.api.served_model import ServedModel, SourceView
+from velollm.api.on_demand import OnDemand, OnDemandModels
+from velollm.api.served_model import ServedModel
+from velollm.api.targets import NativeTarget, Target, Upstream, UpstreamTarget
 from velollm.context.model_prefetch import ModelPrefetcher
 from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
 from velollm.wire.names import name_key
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
-
     from velollm.config import EngineConfig
-    from starlette.responses import Response
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE_TTL_S = 5.0  # a name that did not resolve is looked up again after this (a pull lands quickly)
-UNSUPPORTED_TTL_S = 60.0  # a model that failed to load as unsupported is not retried natively before this
-
-
-@runtime_checkable
-class Upstream(Protocol):
-    """What the proxy (velollm.proxy.gateway.UpstreamGateway) provides for models VeloLLM does not run.
-
-    `find` -> the name to send upstream, or None when the upstream does not serve `name`; `forward`
-    relays the request in the wire format of its path (converting when the upstream speaks the other
-    API) and returns the upstream's response; the listings are already in the asking route's format.
-    """
-
-    async def find(self, name: str, reason: str = "") -> str | None: ...
-
-    def listed(self, name: str) -> str | None: ...
-
-    async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
-                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response: ...
-
-    async def ollama_tags(self) -> list[dict[str, Any]]: ...
-
-    async def openai_models(self) -> list[dict[str, Any]]: ...
-
-    async def aclose(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class NativeTarget:
-    """A model VeloLLM runs itself."""
-
-    model: ServedModel
-
-
-@dataclass(frozen=True)
-class UpstreamTarget:
-    """A model the upstream serves; `model` is the name to send (the upstream's own spelling).
-
-    `local`: the native model of the same name when the router balances it with remote replicas
-    (velollm.router: `balances`); `forward(..., local=True)` may then raise ServeLocally, and the request
-    runs on `local` (handler.forward_or_local)."""
-
-    upstream: Upstream
-    model: str
-    local: ServedModel | None = None
-
-    async def forward(self, request: Request, body: dict[str, Any],
-                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None,
-                      local: bool = False) -> Response:
-        if local and self.local is not None:
-            return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
-                                               local=True)
-        return await self.upstream.forward(request, body, self.model, tool_outcome, path)
-
-
-Target = Union[NativeTarget, UpstreamTarget]
-
-
-@dataclass(frozen=True)
-class OnDemand:
-    """How names outside --model are served. Both callables block (they run in worker threads).
-
-    `resolve(name)` -> the canonical name to load (cheap: no weights read), or ModelNotFound /
-    UnsupportedModel; `load(name)` -> a started engine.
-    """
-
-    resolve: Callable[[str], str]
-    load: Callable[[str], Any]
-    max_loaded_models: int = 1
-    keep_alive_s: float = 300.0
-    # canonical name -> its ModelSource, no weights read (/api/show of a model not loaded);
-    # None: velollm.engine.loader.resolve.resolve_model
-    describe: Callable[[str], Any] | None = None
-    host_cache_bytes: int = 0  # weights of evicted CPU models kept asleep for a fast re-load
-    prefetch: bool = True  # predicted models loaded ahead into free slots (velollm.context.model_prefetch)
-    # canonical name -> whether it may load ahead (memory to spare; blocking); None: always
-    prefetch_room: Callable[[str], bool] | None = None
-
 
 class ModelRegistry:
-    """Pinned models, on-demand models (a ModelPool) and the upstream; load state for /health."""
+    """Pinned models, on-demand models (OnDemandModels) and the upstream; load state for /health."""
 
     def __init__(self, upstream: Upstream | None = None, on_demand: OnDemand | None = None) -> None:
         self.upstream = upstream
-        self.on_demand = on_demand
         self._models: dict[str, ServedModel] = {}  # name_key(served name) -> model
         self._ready = asyncio.Event()
         self.load_error: str | None = None
-        self.pool: ModelPool | None = None
-        self.prefetcher: ModelPrefetcher | None = None
-        # name -> (expiry on the monotonic clock, canonical name or the error it raised)
-        self._resolved: dict[str, tuple[float, str | Exception]] = {}
-        self._described: dict[str, ServedModel] = {}  # canonical name -> a SourceView, for /api/show
-        if on_demand is not None:
-            self.pool = ModelPool(self._load_on_demand, on_demand.max_loaded_models, on_demand.keep_alive_s,
-                                  on_demand.host_cache_bytes)
-            self.prefetcher = ModelPrefetcher(self.pool, self._prefetchable, enabled=on_demand.prefetch)
-            self.pool.on_slot_freed = self._slot_freed
+        self.on_demand_models = OnDemandModels(on_demand, self._served_otherwise) if on_demand is not None else None
+
+    @property
+    def on_demand(self) -> OnDemand | None:
+        return self.on_demand_models.config if self.on_demand_models is not None else None
+
+    @property
+    def pool(self) -> ModelPool | None:
+        return self.on_demand_models.pool if self.on_demand_models is not None else None
+
+    @property
+    def prefetcher(self) -> ModelPrefetcher | None:
+        return self.on_demand_models.prefetcher if self.on_demand_models is not None else None
 
     @property
     def ready(self) -> bool:
@@ -162,9 +81,9 @@ class ModelRegistry:
         served = self.find(name)
         if served is not None:
             return served.name
-        hit = self._resolved.get(name)
-        if hit is not None and isinstance(hit[1], str):
-            return hit[1]
+        resolved = self.on_demand_models.resolved_name(name) if self.on_demand_models is not None else None
+        if resolved is not None:
+            return resolved
         listed = getattr(self.upstream, "listed", None)  # optional for Upstream implementations
         return listed(name) if listed is not None else None
 
@@ -197,9 +116,9 @@ class ModelRegistry:
             if self._balanced(name):
                 return UpstreamTarget(self.upstream, name, local=served)  # type: ignore[arg-type]
             return NativeTarget(served)
-        if self.pool is not None and not self._upstream_first(name):
+        if self.on_demand_models is not None and not self._upstream_first(name):
             try:
-                return NativeTarget(await self._acquire(name, keep_alive))
+                return NativeTarget(await self.on_demand_models.acquire(name, keep_alive))
             except PathNotAllowed:
                 raise  # no upstream serves a path of this machine; the message says why
             except ModelNotFound:
@@ -219,10 +138,10 @@ class ModelRegistry:
             return False
         if self.find(name) is not None:
             return True
-        if self.pool is None:
+        if self.on_demand_models is None:
             return False
         try:
-            await self._resolve(name)
+            await self.on_demand_models.resolve(name)
         except (ModelNotFound, UnsupportedModel):
             return False
         return True
@@ -237,45 +156,29 @@ class ModelRegistry:
         served = self.find(name)
         if served is not None:
             return NativeTarget(served)
-        if self.pool is not None and not self._upstream_first(name):
+        on_demand = self.on_demand_models
+        if on_demand is not None and not self._upstream_first(name):
             try:
-                canonical = await self._resolve(name)
+                canonical = await on_demand.resolve(name)
             except ModelNotFound:
                 pass
             except UnsupportedModel as exc:
                 return await self._elsewhere(name, exc)
             else:
-                loaded = next((e.engine for e in self.pool.loaded() if e.name == canonical), None)
+                loaded = on_demand.loaded(canonical)
                 if loaded is None and prefetch:
-                    self.predict(canonical, "shown")
-                return NativeTarget(loaded or await self._describe(canonical))
+                    on_demand.predict(canonical, "shown")
+                return NativeTarget(loaded or await on_demand.describe(canonical))
         return await self._elsewhere(name)
 
     def predict(self, name: str, reason: str) -> None:
         """A client is likely to ask for `name` soon: load it ahead when a slot is free (never blocks)."""
-        if self.prefetcher is not None:
-            self.prefetcher.predict(name, reason)
+        if self.on_demand_models is not None:
+            self.on_demand_models.predict(name, reason)
 
-    async def _prefetchable(self, name: str) -> str | None:
-        """The pool's name for `name` when a request for it would load it on demand, else None."""
-        if self.find(name) is not None or self._upstream_first(name):
-            return None
-        try:
-            canonical = await self._resolve(name)
-        except (ModelNotFound, UnsupportedModel, PathNotAllowed):
-            return None
-        room = self.on_demand.prefetch_room if self.on_demand is not None else None
-        parked = self.pool is not None and canonical in self.pool.parked  # its weights are in memory already
-        if room is not None and not parked and not await asyncio.to_thread(room, canonical):
-            logger.info("not loading model %r ahead: less than twice its size is free", canonical)
-            return None
-        return canonical
-
-    def _slot_freed(self) -> None:
-        """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""
-        name = self.pool.most_recent_parked() if self.pool is not None else None
-        if name is not None:
-            self.predict(name, "recently used")
+    def _served_otherwise(self, name: str) -> bool:
+        """A request for `name` would not load it on demand: a pinned model, or a backend answers first."""
+        return self.find(name) is not None or self._upstream_first(name)
 
     def _balanced(self, name: str) -> bool:
         """A pinned model that the configured backends of `--config` balance with remote replicas of
@@ -292,8 +195,8 @@ class ModelRegistry:
 
     async def unload(self, served: ServedModel) -> None:
         """Unload an on-demand model now (at once if idle, else when its requests end); pinned ones stay."""
-        if self.pool is not None and self.find(served.name) is None:
-            await self.pool.unload(served.name)
+        if self.on_demand_models is not None and self.find(served.name) is None:
+            await self.on_demand_models.pool.unload(served.name)
 
     async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> UpstreamTarget:
         """The upstream when it serves `name`, else the UnsupportedModel (it says why) or a 404."""
@@ -305,68 +208,6 @@ class ModelRegistry:
         if unsupported is not None:
             raise unsupported
         raise ModelNotFound(f"model '{name}' not found")
-
-    async def _describe(self, canonical: str) -> ServedModel:
-        served = self._described.get(canonical)
-        if served is None:
-            served = await asyncio.to_thread(self._describe_source, canonical)
-            if len(self._described) > 256:
-                self._described.clear()
-            self._described[canonical] = served
-        return served
-
-    def _describe_source(self, canonical: str) -> ServedModel:
-        assert self.on_demand is not None
-        describe = self.on_demand.describe
-        if describe is None:
-            from velollm.engine.loader.resolve import resolve_model
-
-            describe = resolve_model
-        described = describe(canonical)
-        view = described if getattr(described, "is_embedding", False) else SourceView(described)
-        return ServedModel(name=canonical, engine=view, spec=canonical,
-                           loaded_at=view.source.info.modified_at or time.time())
-
-    async def _acquire(self, name: str, keep_alive: Any) -> ServedModel:
-        assert self.pool is not None
-        canonical = await self._resolve(name)
-        try:
-            pooled: ServedModel = await self.pool.acquire(canonical, keep_alive)
-        except UnsupportedModel as exc:  # e.g. it does not fit: let the upstream answer for a while
-            self._resolved[name] = (time.monotonic() + UNSUPPORTED_TTL_S, exc)
-            raise
-        except Exception:
-            self._resolved.pop(name, None)  # resolve again next time (the file may have changed)
-            raise
-        lease = EngineLease(pooled.engine, lambda: self.pool.release(canonical))  # type: ignore[union-attr]
-        return replace(pooled, engine=lease)
-
-    async def _resolve(self, name: str) -> str:
-        assert self.on_demand is not None
-        hit = self._resolved.get(name)
-        if hit is not None and hit[0] > time.monotonic():
-            if isinstance(hit[1], Exception):
-                raise type(hit[1])(str(hit[1]))  # a fresh one: re-raising one object grows its traceback
-            return hit[1]
-        if len(self._resolved) > 4096:  # names are client-chosen: bound the cache
-            self._resolved.clear()
-        try:
-            canonical = await asyncio.to_thread(self.on_demand.resolve, name)
-        except (ModelNotFound, UnsupportedModel) as exc:
-            self._resolved[name] = (time.monotonic() + NEGATIVE_TTL_S, exc)
-            raise
-        self._resolved[name] = (math.inf, canonical)
-        return canonical
-
-    def _load_on_demand(self, name: str) -> ServedModel:
-        """The ModelPool's load function (worker thread)."""
-        assert self.on_demand is not None
-        t0 = time.perf_counter()
-        engine = self.on_demand.load(name)
-        served = ServedModel(name=name, engine=engine, spec=name, load_duration_s=time.perf_counter() - t0)
-        logger.info("model %r loaded on demand in %.1fs (max_model_len=%s)", name, served.load_duration_s,
-                    getattr(engine, "max_model_len", "?"))
-        return served
 
     async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_config: EngineConfig) -> None:
         """Loads and starts each pinned model in a worker thread (the engine load blocks)."""
@@ -386,13 +227,8 @@ class ModelRegistry:
 
     async def close(self) -> None:
         """Unloads the on-demand models and shuts the pinned ones down."""
-        if self.prefetcher is not None:
-            await self.prefetcher.close()
-        if self.pool is not None:
-            try:
-                await self.pool.close()
-            except Exception:  # shutting down: report and go on
-                logger.exception("unloading on-demand models failed")
+        if self.on_demand_models is not None:
+            await self.on_demand_models.close()
         self.shutdown_all()
 
     def shutdown_all(self) -> None:

@@ -24,11 +24,12 @@ from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint,
                                  route)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.registry import NativeTarget, UpstreamTarget
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.cache.replay import take_hit
 from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
                                conversation, input_item_objects, items_to_messages, parse_responses_request,
-                               sse_frame)
+                               replay_chunks, sse_frame)
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
 from velollm.wire.framing import SSE_MEDIA_TYPE
@@ -93,6 +94,9 @@ class _Turn:
 @endpoint("/v1/responses")
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
+    cached = take_hit(request.scope)
+    if cached is not None:
+        return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
@@ -110,6 +114,27 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
+
+
+async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached: dict[str, Any]) -> Response:
+    """A response-cache hit (a stateless request): a new response made of the cached one's output,
+    streamed or whole, and stored like a live one."""
+    call.model = model_of(body)
+    turn = _Turn(state, parse_responses_request(body), [])
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        for chunk in replay_chunks(cached):
+            yield chunk
+
+    if turn.req.stream:
+        return streaming_response(turn.events(chunks()), SSE_MEDIA_TYPE)
+    stream = ResponseEventStream(turn.shell)
+    stream.start()
+    for chunk in replay_chunks(cached):
+        stream.chunk(chunk)
+    stream.finish()
+    await turn.keep(stream.response)
+    return JSONResponse(stream.response)
 
 
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,

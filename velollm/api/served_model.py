@@ -18,6 +18,12 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
     load_duration_s: float = 0.0
 
+    @property
+    def dead(self) -> str | None:
+        """Why the engine thread died (AsyncEngine.dead), else None: the ModelPool unloads such a model."""
+        dead = getattr(self.engine, "dead", None)
+        return dead if isinstance(dead, str) else None
+
     def shutdown(self) -> None:  # the ModelPool unloads through this
         self.engine.shutdown()
 

@@ -1,6 +1,8 @@
 """Capture: a live answer turned into the whole body the cache stores. Non-streamed bodies are stored
 as they are; streams (SSE / NDJSON) are put back together. Anything incomplete or carrying an error
-gives None: only answers that ended normally are stored."""
+gives None: only answers that ended normally are stored. A Responses answer is stored as its final
+Response object (from the JSON body, or the stream's `response.completed` / `response.incomplete`
+event), and only when every output item is one the replay can rebuild."""
 
 from __future__ import annotations
 
@@ -101,9 +103,39 @@ def _ollama_stream(lines: list[dict[str, Any]], kind: str) -> dict[str, Any] | N
     return final
 
 
+_RESPONSE_ITEMS = frozenset({"message", "reasoning", "function_call"})
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete"})
+
+
+def _sse_payloads(raw: bytes) -> list[Any]:
+    blocks = raw.decode("utf-8", errors="strict").replace("\r\n", "\n").split("\n\n")
+    datas = ("".join(line[5:].lstrip() for line in b.splitlines() if line.startswith("data:")) for b in blocks)
+    return [json.loads(d) for d in datas if d and d != "[DONE]"]
+
+
+def _response(raw: bytes, media_type: str) -> dict[str, Any] | None:
+    if media_type.startswith("text/event-stream"):
+        events = _sse_payloads(raw)
+        last = events[-1] if events else None
+        if not isinstance(last, dict) or last.get("type") not in _RESPONSE_ENDS:
+            return None
+        body = last.get("response")
+    else:
+        body = json.loads(raw)
+    if not isinstance(body, dict) or body.get("status") not in ("completed", "incomplete"):
+        return None
+    output = body.get("output")
+    if not isinstance(output, list) or not all(isinstance(i, dict) and i.get("type") in _RESPONSE_ITEMS
+                                               for i in output):
+        return None
+    return body
+
+
 def capture(kind: str, raw: bytes, media_type: str) -> dict[str, Any] | None:
     """The whole answer in `raw` (a response body of the given media type), or None."""
     try:
+        if kind == "responses":
+            return _response(raw, media_type)
         if media_type.startswith("text/event-stream"):
             chunks = _events(raw)
             return None if chunks is None else _openai_stream(chunks, kind)

@@ -1,6 +1,8 @@
 """CacheKey: what identifies an answer. The exact key hashes everything that shapes it; the context key
 hashes the same minus the question (the last user message, or the prompt), which the semantic tier
-matches by meaning only among entries of one context."""
+matches by meaning only among entries of one context. A Responses request (`/v1/responses`) is keyed
+over its canonical form: a text `input` is the one user message item it stands for, a message's text
+parts are its text, and the question is the last input item when it is the user's text."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from typing import Any
 
 # Endpoint paths -> the kind of answer they give (the kind is part of every key).
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
-             "/api/chat": "ollama_chat", "/api/generate": "ollama_generate"}
+             "/api/chat": "ollama_chat", "/api/generate": "ollama_generate", "/v1/responses": "responses"}
 
 # Fields that never change the answer: how it is delivered, who asked, how long the model stays loaded.
 _DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "keep_alive", "cache", "metadata", "store",
-                              "service_tier", "request_id"})
+                              "service_tier", "request_id", "safety_identifier", "prompt_cache_key"})
 # Ollama options that tune the runtime, not the tokens.
 _RUNTIME_OPTIONS = frozenset({"num_thread", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "low_vram", "numa",
                               "num_batch"})
@@ -69,6 +71,43 @@ def _split_messages(body: dict[str, Any]) -> tuple[Any, str | None]:
     return [*messages[:-1], rest], query
 
 
+def _item_text(content: Any) -> str | None:
+    """A Responses message's text as the model reads it (parts joined); None when it holds more than text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        texts = [p.get("text") for p in content
+                 if isinstance(p, dict) and p.get("type") in ("input_text", "output_text", "text")]
+        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    return None
+
+
+def _response_items(value: Any) -> Any:
+    """A Responses `input` in canonical form: a list of items, each message's text as one string."""
+    items = [{"type": "message", "role": "user", "content": value}] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return items
+    out = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type", "message") == "message":
+            text = _item_text(item.get("content"))
+            item = {**item, "type": "message", **({"content": text} if text is not None else {})}
+        out.append(_given(item) if isinstance(item, dict) else item)
+    return out
+
+
+def _split_items(fields: dict[str, Any]) -> tuple[Any, str | None]:
+    """(context part, question) of a Responses body: the question is the last item when it is user text."""
+    items = fields.get("input")
+    if not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return items, None
+    last = items[-1]
+    if last.get("type") != "message" or last.get("role") != "user" or not isinstance(last.get("content"), str):
+        return items, None
+    return [*items[:-1], {k: v for k, v in last.items() if k != "content"}], last["content"]
+
+
 def _split_prompt(body: dict[str, Any]) -> tuple[Any, str | None]:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -99,12 +138,18 @@ def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | Non
     """The key of a request to one of ENDPOINTS (body already parsed as a JSON object)."""
     kind = ENDPOINTS[path]
     fields = _shaping_fields(body)
+    if kind == "responses" and "input" in fields:
+        fields["input"] = _response_items(fields["input"])
     scope = {"kind": kind, "tenant": tenant, "namespace": namespace}
     exact = _digest({**scope, "body": fields})
     if kind in ("chat", "ollama_chat"):
         context_part, query = _split_messages(fields)
         rest = {k: v for k, v in fields.items() if k != "messages"}
         context = _digest({**scope, "body": rest, "messages": context_part})
+    elif kind == "responses":
+        context_part, query = _split_items(fields)
+        rest = {k: v for k, v in fields.items() if k != "input"}
+        context = _digest({**scope, "body": rest, "input": context_part})
     else:
         context_part, query = _split_prompt(fields)
         rest = {k: v for k, v in fields.items() if k != "prompt"}

@@ -1,14 +1,17 @@
-"""ResponseCacheMiddleware: the cache in front of the four generation endpoints, as raw ASGI.
+"""ResponseCacheMiddleware: the cache in front of the five generation endpoints, as raw ASGI.
 
 It sits after the guards (API key, body size) and before routing, so native and proxied models, both
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
 complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
-the decision that produced the answer, not a new one.
+the decision that produced the answer, not a new one. A `/v1/responses` hit is handed to its endpoint
+(velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked.
 
 Identical requests (same exact key) in flight at once are answered once: the later ones wait for the
 first to finish and store its answer, then read it from the cache (`hit-exact`) instead of generating
-it again; if the first stored nothing (an error, a client gone), the next one generates.
+it again; if the first stored nothing (an error, a client gone), the next one generates. A paraphrase of
+a question in flight (velollm/cache/in_flight.py: the semantic hit rule, same context) waits for it too,
+at most `paraphrase_wait_s`, and is answered as a semantic hit; if nothing was stored, it generates.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 from velollm.cache.capture import capture
 from velollm.cache.entry import ROUTE_FIELD
+from velollm.cache.in_flight import Flight, InFlight
 from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
 from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, cache_policy
-from velollm.cache.replay import replay
-from velollm.cache.response_cache import ResponseCache
+from velollm.cache.replay import hand_over_hit, replay
+from velollm.cache.response_cache import Lookup, ResponseCache
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import APIError, send_error
 from velollm.wire.framing import STREAM_HEADERS
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 HEADER = b"x-velollm-cache"
 ROUTE_HEADER = ROUTE_FIELD.encode()
 MAX_CAPTURE_BYTES = 16 * 1024 * 1024  # longer answers are served, not stored
+PARAPHRASE_WAIT_S = 60.0  # longest a paraphrase waits for the answer in flight before generating its own
 
 # (model, endpoint, status, seconds) -> None: the server's request metrics, which count hits too.
 RequestObserver = Callable[[str, str, int, float], None]
@@ -58,11 +63,13 @@ async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: st
 
 
 class ResponseCacheMiddleware:
-    def __init__(self, app: Any, *, cache: ResponseCache, observe: RequestObserver | None = None) -> None:
+    def __init__(self, app: Any, *, cache: ResponseCache, observe: RequestObserver | None = None,
+                 paraphrase_wait_s: float = PARAPHRASE_WAIT_S) -> None:
         self.app = app
         self.cache = cache
         self.observe = observe
-        self._in_flight: dict[str, asyncio.Event] = {}  # exact key -> set when its request is done
+        self.paraphrase_wait_s = paraphrase_wait_s
+        self._in_flight = InFlight(cache.semantic)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ENDPOINTS:
@@ -103,23 +110,43 @@ class ResponseCacheMiddleware:
             await self._forward(scope, receive, send, raw, "bypass", kind if not policy.no_store else None,
                                 self._storer(key, policy, None))
             return
-        while (first := self._in_flight.get(key.exact)) is not None:
-            await first.wait()
-        done = self._in_flight[key.exact] = asyncio.Event()
+        flight = await self._in_flight.enter(key)
         try:
-            await self._lookup_or_forward(scope, receive, send, raw, body, key, kind, policy, t0)
+            await self._lookup_or_forward(scope, receive, send, raw, body, flight, kind, policy, t0)
         finally:
-            del self._in_flight[key.exact]
-            done.set()
+            self._in_flight.leave(flight)
 
-    async def _lookup_or_forward(self, scope: dict, receive: Any, send: Any, raw: bytes, body: dict, key: CacheKey,
+    async def _lookup(self, flight: Flight, policy: CachePolicy) -> Lookup:
+        """The cache's answer; on a miss, that of a paraphrase in flight once it is stored (bounded wait)."""
+        key = flight.key
+        lookup = await self.cache.lookup(key, policy.max_age_s, count=False)
+        if lookup.vector is not None:
+            flight.vector = lookup.vector
+        if lookup.entry is None and (leader := await self._in_flight.followed(flight)) is not None:
+            try:
+                await asyncio.wait_for(leader.done.wait(), self.paraphrase_wait_s)
+            except asyncio.TimeoutError:
+                logger.info("a paraphrase in flight took over %.0f s: generating", self.paraphrase_wait_s)
+            else:
+                lookup = await self.cache.lookup(key, policy.max_age_s, flight.vector, count=False)
+        self.cache.count_lookup(lookup)
+        if lookup.vector is None:
+            lookup.vector = flight.vector  # embedded while looking for a paraphrase: reused to store
+        return lookup
+
+    async def _lookup_or_forward(self, scope: dict, receive: Any, send: Any, raw: bytes, body: dict, flight: Flight,
                                  kind: str, policy: CachePolicy, t0: float) -> None:
-        lookup = await self.cache.lookup(key, policy.max_age_s)
+        key = flight.key
+        lookup = await self._lookup(flight, policy)
         if lookup.entry is not None:
             elapsed = time.perf_counter() - t0
             answer = dict(lookup.entry.answer)
             route = answer.pop(ROUTE_FIELD, None)
             route = route if isinstance(route, str) else None
+            if kind == "responses":  # the endpoint makes a new response of it (ids, store)
+                hand_over_hit(scope, answer)
+                await self._forward(scope, receive, send, raw, f"hit-{lookup.kind}")
+                return
             model = key.model
             if route is not None:  # the virtual model chose: the answer names the model that gave it
                 model = str(answer.get("model") or model)

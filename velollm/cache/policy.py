@@ -11,6 +11,8 @@ Bypassed by default (counted in velollm_cache_bypass_total{reason}):
 - `n_sampled`: n > 1 (or best_of > 1) with sampling: the client asks for several different answers.
 - `load`: an Ollama request with an empty prompt / no messages (it loads or unloads a model).
 - `invalid`: a body that is not a JSON object (the endpoint answers the 400).
+- `stateful`: a Responses request that continues a stored one (`previous_response_id`): its answer
+  depends on a conversation the body does not hold.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def bypass_reason(kind: str, body: dict[str, Any]) -> str | None:
         return "load"
     if kind == "ollama_chat" and not body.get("messages"):
         return "load"
+    if kind == "responses" and body.get("previous_response_id") is not None:
+        return "stateful"
     many = max(_int(body.get("n")), _int(body.get("best_of")))
     if many > 1 and _sampled(body, 1.0):
         return "n_sampled"

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from velollm.cache.lexicon import (
     CLOSED_CLASS,
@@ -25,6 +25,15 @@ _TOKEN = re.compile(r"[A-Za-z]+\+\+|[A-Za-z]#|->|→|=>|\d+(?:[.,:/]\d+)*%?|[A-Z
 _ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})  # "3rd" is tokenized "3", "rd"
 _QUOTED = re.compile(r"[\"“”«»`]([^\"“”«»`]{1,80})[\"“”«»`]|(?<![A-Za-z])'([^']{1,80})'(?![A-Za-z])")
 _SENTENCE_END = re.compile(r"[.!?:;]\s+|\n")
+# Compiled once: a lookup parses its question on the semantic hit path, where re's own cache lookups
+# for ~75 pattern uses per question cost more than the matching.
+_CONTRACTIONS = [(re.compile(re.escape(short) + r"\b", re.IGNORECASE), long)
+                 for short, long in CONTRACTIONS.items()]
+_POSSESSIVE = re.compile(r"(\w)'s\b")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_GROUPED_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DOTTED_NUMBER = re.compile(r"\d+(?:[:/.,]\d+)+")
+_CODE_MARK = re.compile(r"[.\-_/+#]")
 
 
 def stem(word: str) -> str:
@@ -47,17 +56,17 @@ def stem(word: str) -> str:
 def _expand(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).replace("’", "'")
     out = text
-    for short, long in CONTRACTIONS.items():
-        out = re.sub(re.escape(short) + r"\b", long, out, flags=re.IGNORECASE)
-    return re.sub(r"(\w)'s\b", r"\1", out)  # possessive / "is": the noun or question word remains
+    for pattern, long in _CONTRACTIONS:
+        out = pattern.sub(long, out)
+    return _POSSESSIVE.sub(r"\1", out)  # possessive / "is": the noun or question word remains
 
 
 def _number(token: str) -> float | None:
     """The value of a written number ("5", "3.5", "1,000", "15%"); None for anything else."""
     t = token.rstrip("%")
-    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+    if _PLAIN_NUMBER.fullmatch(t):
         return float(t)
-    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", t):
+    if _GROUPED_NUMBER.fullmatch(t):
         return float(t.replace(",", ""))
     return None
 
@@ -75,7 +84,13 @@ class Token:
 
 
 class QueryText:
-    """Features of one question, computed on first use."""
+    """Features of one question, computed on first use. `QueryText.of(text)` keeps them for a cached
+    question, which is compared again at every lookup it is a candidate for."""
+
+    @staticmethod
+    @lru_cache(maxsize=4096)
+    def of(text: str) -> "QueryText":
+        return QueryText(text)
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -121,7 +136,7 @@ class QueryText:
         while i < len(words):
             w = words[i]
             value = _number(w)
-            if re.fullmatch(r"\d+(?:[:/.,]\d+)+", w) and value is None:  # 9/11, 3:30, 1.2.3
+            if _DOTTED_NUMBER.fullmatch(w) and value is None:  # 9/11, 3:30, 1.2.3
                 out[w] += 1
             elif value is not None and i + 1 < len(words) and words[i + 1] in _ORDINAL_SUFFIXES:
                 out[f"#{_fmt(value)}"] += 1
@@ -176,7 +191,7 @@ class QueryText:
             raw = t.text
             if len(raw) < 2 and raw not in ("C", "R"):
                 continue
-            code_like = bool(re.search(r"[.\-_/+#]", raw)) and any(c.isalpha() for c in raw)
+            code_like = bool(_CODE_MARK.search(raw)) and any(c.isalpha() for c in raw)
             mixed = any(c.isdigit() for c in raw) and any(c.isalpha() for c in raw)
             camel = any(c.isupper() for c in raw[1:]) and any(c.islower() for c in raw)
             acronym = raw.isupper() and len(raw) >= 2 and raw.isalpha()

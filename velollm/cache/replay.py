@@ -1,5 +1,9 @@
 """Replay: a cached answer served again, as the new request asks for it: one JSON body, or a stream
-framed like a live one (SSE for /v1, NDJSON for /api), with usage counting the prompt as cached."""
+framed like a live one (SSE for /v1, NDJSON for /api), with usage counting the prompt as cached.
+
+A Responses hit is not replayed here: a new response must be made of it (new ids, stored when the request
+says `store`), so the middleware hands the cached Response to the endpoint (`hand_over_hit`), which builds
+it as it builds a live one (velollm/responses/replay.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,20 @@ from typing import Any
 
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, SSE_DONE, SSE_MEDIA_TYPE, dumps_bytes, ndjson_line, sse_event
 from velollm.wire.timestamps import now_rfc3339
+
+
+_CACHED_ANSWER = "velollm.cached_answer"
+
+
+def hand_over_hit(scope: dict[str, Any], answer: dict[str, Any]) -> None:
+    """Leaves a cached answer for the endpoint to answer the request with (`take_hit`)."""
+    scope.setdefault("state", {})[_CACHED_ANSWER] = answer
+
+
+def take_hit(scope: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached answer the response cache handed over for this request (once), or None."""
+    state = scope.get("state")
+    return state.pop(_CACHED_ANSWER, None) if isinstance(state, dict) else None
 
 
 def wants_stream(kind: str, body: dict[str, Any]) -> bool:

@@ -68,43 +68,50 @@ class ResponseCache:
         if self.metrics is not None:
             self.metrics.lookup.labels(tier).observe(time.perf_counter() - t0)
 
-    async def lookup(self, key: CacheKey, max_age_s: float | None = None) -> Lookup:
+    async def lookup(self, key: CacheKey, max_age_s: float | None = None, vector: np.ndarray | None = None,
+                     count: bool = True) -> Lookup:
+        """The cached answer for `key`, if any (`vector`: the question's embedding, when known). With
+        `count` false the hit or miss is left for `count_lookup` (a request that looks up twice)."""
+        lookup = await self._lookup(key, max_age_s, vector)
+        if count:
+            self.count_lookup(lookup)
+        return lookup
+
+    def count_lookup(self, lookup: Lookup) -> None:
+        if self.metrics is None:
+            return
+        if lookup.entry is None:
+            self.metrics.misses.inc()
+        else:
+            self.metrics.hits.labels(lookup.kind).inc()
+
+    async def _lookup(self, key: CacheKey, max_age_s: float | None, vector: np.ndarray | None) -> Lookup:
         await self._recount()
         t0 = time.perf_counter()
         entry = await self.exact.get(key.exact)
         self._observe("exact", t0)
         if entry is not None and _fresh(entry, max_age_s):
             self._later(self._touch(entry.key))
-            return self._hit("exact", Lookup("exact", entry, 1.0))
+            return Lookup("exact", entry, 1.0)
         if self.semantic is None or not self.semantic.accepts(key.query):
-            return self._miss(Lookup("miss"))
+            return Lookup("miss")
         if not self.semantic.index.has(key.context):  # nothing to compare with: embed later, when storing
-            return self._miss(Lookup("miss"))
+            return Lookup("miss", vector=vector)
         t1 = time.perf_counter()
-        match = await self.semantic.run(self.semantic.lookup_sync, key.context, key.query or "")
+        match = await self.semantic.run(self.semantic.lookup_sync, key.context, key.query or "", vector)
         self._observe("semantic", t1)
         if self.metrics is not None:
             for reason in match.rejected:
                 self.metrics.rejected.labels(reason).inc()
         if match.entry is not None and _fresh(match.entry, max_age_s):
             self._later(self._touch(match.entry.key))
-            return self._hit("semantic", Lookup("semantic", match.entry, match.score, match.vector))
-        return self._miss(Lookup("miss", None, match.score, match.vector))
+            return Lookup("semantic", match.entry, match.score, match.vector)
+        return Lookup("miss", None, match.score, match.vector)
 
     async def _touch(self, key: str) -> None:
         touch = getattr(self.exact, "touch", None)
         if touch is not None:
             await touch(key)
-
-    def _hit(self, kind: str, lookup: Lookup) -> Lookup:
-        if self.metrics is not None:
-            self.metrics.hits.labels(kind).inc()
-        return lookup
-
-    def _miss(self, lookup: Lookup) -> Lookup:
-        if self.metrics is not None:
-            self.metrics.misses.inc()
-        return lookup
 
     def count_bypass(self, reason: str) -> None:
         if self.metrics is not None:

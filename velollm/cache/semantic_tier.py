@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from velollm.cache.entry import CacheEntry
+from velollm.cache.query_text import QueryText
 from velollm.cache.sqlite_store import SQLiteStore
 from velollm.cache.vector_index import VectorIndex
 from velollm.cache.verifier import Verifier
@@ -83,12 +84,17 @@ class SemanticTier:
     def embed(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
 
-    def lookup_sync(self, context: str, query: str) -> SemanticMatch:
-        """Blocking (embeds): run it on a worker thread."""
-        vector = self.embed(query)
+    def same_question(self, query: str, vector: np.ndarray, other: str, other_vector: np.ndarray) -> bool:
+        """Whether a lookup of `query` would take an entry for `other` (same context): the hit rule."""
+        return float(np.dot(vector, other_vector)) >= self.threshold and self.verifier.check(query, other).same
+
+    def lookup_sync(self, context: str, query: str, vector: np.ndarray | None = None) -> SemanticMatch:
+        """Blocking (embeds, unless `vector` is the query's embedding already): run it on a worker thread."""
+        vector = self.embed(query) if vector is None else vector
         candidates = self.index.search(context, vector, NUM_CANDIDATES)
         rejected: list[str] = []
         best = candidates[0][0] if candidates else 0.0
+        text = QueryText(query)  # parsed once for every candidate
         for score, key in candidates:
             if score < self.threshold:
                 break
@@ -96,7 +102,7 @@ class SemanticTier:
             if entry is None or entry.query is None:
                 self.index.remove(context, key)
                 continue
-            verdict = self.verifier.check(query, entry.query)
+            verdict = self.verifier.check(text, entry.query)
             if verdict.same:
                 return SemanticMatch(entry, score, vector, rejected)
             rejected.append(verdict.reason)

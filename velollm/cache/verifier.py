@@ -83,7 +83,7 @@ def _between(q: QueryText, i: int, j: int) -> bool:
 class Verifier:
     def check(self, new: str | QueryText, cached: str | QueryText) -> Verdict:
         a = new if isinstance(new, QueryText) else QueryText(new)
-        b = cached if isinstance(cached, QueryText) else QueryText(cached)
+        b = cached if isinstance(cached, QueryText) else QueryText.of(cached)
         for reason, guard in (("number", self._numbers), ("negation", self._negations), ("term", self._terms),
                               ("name", self._names),
                               ("opposite", self._opposites), ("direction", self._direction)):

@@ -94,14 +94,19 @@ class AsyncEngine:
             self._thread = None
 
     @property
+    def dead(self) -> str | None:
+        """Why the engine thread died (an exception escaped its loop), else None. A dead engine answers
+        every request with EngineDead (503) and never comes back: the process needs a restart."""
+        return None if self._dead is None else f"{type(self._dead).__name__}: {self._dead}"
+
+    @property
     def num_waiting(self) -> int:
         return max(0, len(self._streams) - len(self.engine.scheduler.running))
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str | None = None) -> AsyncIterator[RequestDelta]:
         """Stream the request's deltas; leaving the loop early (or cancellation) aborts the request."""
-        if self._dead is not None:
-            raise EngineDead(f"the engine stopped: {self._dead}")
+        self._check_alive()
         self.engine.validate(prompt_token_ids, params)
         if self.num_waiting >= self.max_queue:
             raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
@@ -112,7 +117,8 @@ class AsyncEngine:
             await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        with self._lock:
+        with self._lock:  # under the lock _die takes: a stream is either failed by it or refused here
+            self._check_alive()
             self._streams[request_id] = stream
         self._commands.put(("add", request_id, list(prompt_token_ids), params))
         self._wakeup.set()
@@ -133,6 +139,13 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise self._dead_error()
+
+    def _dead_error(self) -> EngineDead:
+        return EngineDead(f"the engine of {self.served_name!r} stopped ({self.dead}); restart the server")
+
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))
         self._wakeup.set()
@@ -144,6 +157,23 @@ class AsyncEngine:
         return self.engine.settings()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 (the thread ends here: everything is reported, nothing re-raised)
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """An exception escaped the loop (not a failed step, which fails its requests and goes on): every
+        stream, in flight or queued, gets EngineDead; later requests are refused (`generate`)."""
+        logger.critical("the engine thread of %r died; its requests fail with 503 from now on", self.served_name,
+                        exc_info=exc)
+        with self._lock:
+            self._dead = exc
+            request_ids = list(self._streams)
+        for request_id in request_ids:
+            self._deliver(request_id, self._dead_error())
+
+    def _loop(self) -> None:
         while not self._stopping:
             self._drain_commands()
             if not self.engine.has_unfinished_requests():

@@ -96,12 +96,7 @@ def _decode_kernel(
         v = tl.load(v_cache_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [GROUP_PAD, BLOCK_N], log2 units
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION)
 
     out_mask = q_mask
     o_ptr = out_ptr + b * out_b_stride + heads[:, None] * out_h_stride + d[None, :]
@@ -126,6 +121,18 @@ def _decode_kernel(
             tl.store(counter, 0)
             _merge_splits(o_ptr, m_ptr, l_ptr, acc_ptr, seq_parts, live, g, d, out_mask, GROUP, GROUP_PAD,
                           HEAD_DIM_PAD)
+
+
+@triton.jit
+def online_softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION: tl.constexpr):
+    """One KV tile of flash attention's online softmax: `s` the tile's scores (log2 units, masked to
+    -inf), `v` its values; the running max, denominator and output accumulator, updated."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l_i, acc
 
 
 @triton.jit

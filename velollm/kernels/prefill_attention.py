@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from velollm.kernels._triton import dot_dtype_args, launch_options, output_buffer, tl, triton
-from velollm.kernels.decode_attention import LOG2E, check_paged_inputs
+from velollm.kernels.decode_attention import LOG2E, check_paged_inputs, online_softmax_step
 from velollm.kernels.fp8 import to_float
 
 
@@ -88,12 +88,7 @@ def _attend_tiles(
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if MASKED:
             s = tl.where(kv_valid[None, :] & (pos[None, :] <= q_pos[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION)
     return m_i, l_i, acc
 
 

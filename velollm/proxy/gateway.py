@@ -1,4 +1,4 @@
-"""UpstreamGateway: the proxy as the serving layer sees it (velollm.api.registry.Upstream).
+"""UpstreamGateway: the proxy as the serving layer sees it (velollm.api.targets.Upstream).
 
 `find(name)` says whether the upstream answers a model name and under which spelling; `forward`
 answers one request from it (pass-through or conversion, streamed); the listings feed /api/tags and

@@ -150,9 +150,16 @@ class Backend:
         elif status < 500:
             self.health.success()
 
+    def _default_health_path(self) -> str:
+        """A VeloLLM's /health (503 while it loads, drains, or after its engine died), an Ollama's
+        /api/version, an OpenAI-compatible server's /v1/models."""
+        if self.config.kind == "velollm":
+            return "/health"
+        return "/v1/models" if self.upstream.known_kind == "openai" else "/api/version"
+
     async def probe(self) -> str | None:
         """The active check: None when the backend answers its health path with 200, else why not."""
-        path = self.config.health_path or ("/v1/models" if self.upstream.known_kind == "openai" else "/api/version")
+        path = self.config.health_path or self._default_health_path()
         started = time.perf_counter()
         try:
             status, _ = await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)

@@ -81,7 +81,7 @@ class BackendConfig:
     connect_timeout_s: float = 2.0
     first_byte_timeout_s: float = 600.0
     idle_timeout_s: float = 120.0
-    health_path: str = ""  # GET path of the active check; "": /api/version (Ollama, VeloLLM) or /v1/models
+    health_path: str = ""  # GET path of the active check; "": /health (velollm), /api/version (ollama) or /v1/models
 
     def __post_init__(self) -> None:
         where = f"backend {self.name!r}"

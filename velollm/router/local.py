@@ -4,7 +4,10 @@ replica of its models, beside the remote backends that serve the same names.
 The policies see it like any backend (`name`, `outstanding`); it has its own queue count, health and
 metrics label (`backend="local"`, or the entry's name). It is not forwarded to: when the router chooses
 it, the API runs the request on the engine (velollm.errors.ServeLocally) and releases the slot when the
-response is complete. The engine bounds its own queue (--max-queue), so the slot count is unbounded.
+response is complete. The engine bounds its own queue (--max-queue), so the slot count is unbounded: an
+engine whose queue is full is passed over like a remote replica whose queue is full, and a request it
+refuses before its first byte (full queue, engine dead) goes to the other replicas (`failed`). An engine
+whose thread died is ejected for good (it never comes back; the process needs a restart).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from typing import Any
+
+from velollm.errors import EngineDead
 from velollm.router.config import BackendConfig, RouterConfig
 from velollm.router.health import Health
-from velollm.router.queue import BackendQueue, Slot
+from velollm.router.queue import BackendQueue, Slot, release_once
 from velollm.wire.names import name_key
 
 
@@ -30,7 +36,7 @@ class LocalReplica:
         self.names = config.served_names or config.models
         self._served = {name_key(n): n for n in self.names}
         self.queue = BackendQueue(0, router.max_queue, router.queue_timeout_s)
-        # Never ejected here: an engine that dies fails its requests itself (EngineDead) and /health says so.
+        # Active checks on: nothing probes the local engine, so an ejection (its thread died) is for good.
         self.health = Health(config.name, router.eject_after_failures, router.readmit_after_s, active_checks=True)
         self.errors: Counter[str] = Counter()
         self.requests = 0
@@ -51,18 +57,31 @@ class LocalReplica:
     def model_names(self) -> list[str]:
         return list(self.names)
 
+    def can_take(self, engine: Any) -> bool:
+        """Whether the engine can take a request now: not dead (a dead one is ejected) and its queue not full
+        (--max-queue). `engine` is the native model's (duck-typed: `dead`, `num_waiting`, `max_queue`)."""
+        dead = getattr(engine, "dead", None)
+        if isinstance(dead, str):
+            self.health.eject(f"the engine thread died ({dead})")
+            return False
+        waiting, limit = getattr(engine, "num_waiting", 0), getattr(engine, "max_queue", None)
+        return not (isinstance(limit, int) and isinstance(waiting, int) and waiting >= limit)
+
+    def failed(self, exc: BaseException) -> None:
+        """The engine refused a request it was chosen for, before its first byte (queue full, or dead: ejected);
+        the API sends the request to the other replicas."""
+        self.failovers += 1
+        if isinstance(exc, EngineDead):
+            self.errors["status"] += 1
+            self.health.eject(str(exc))
+
     def release_on_done(self, slot: Slot, observe: Callable[[str, float], None]) -> Callable[[], None]:
         """What the API calls once the native response is complete (exactly once): the slot is freed and
         the request counted, with its duration."""
         started = time.perf_counter()
-        done = False
 
-        def release() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                slot.release()
-                self.requests += 1
-                observe(self.name, time.perf_counter() - started)
+        def counted() -> None:
+            self.requests += 1
+            observe(self.name, time.perf_counter() - started)
 
-        return release
+        return release_once(slot, counted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from velollm.errors import Overloaded
 
@@ -23,6 +24,21 @@ class Slot:
         if not self._released:
             self._released = True
             self._queue._release()
+
+
+def release_once(slot: Slot, then: Callable[[], None]) -> Callable[[], None]:
+    """What ends a held request: frees `slot` and runs `then` (its accounting), once however often it is
+    called (a response may end through its body's `finally` and through its background task)."""
+    done = False
+
+    def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            slot.release()
+            then()
+
+    return release
 
 
 class BackendQueue:

@@ -1,5 +1,5 @@
 """Router: many backends behind one endpoint, as the API's registry sees one upstream
-(velollm.api.registry.Upstream: find, forward, listings).
+(velollm.api.targets.Upstream: find, forward, listings).
 
 A model name served by several backends has replicas; each request goes to one of them by the model's
 policy (least-outstanding, round-robin, prefix-aware), waits there for a slot when the backend has a
@@ -29,7 +29,7 @@ from velollm.router.metrics import RouterMetrics
 from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
 from velollm.router.pull import pull_through
-from velollm.router.queue import Slot
+from velollm.router.queue import Slot, release_once
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
 
@@ -126,18 +126,22 @@ class Router:
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
-                      local: bool = False) -> Response:
+                      local: Any = None) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
-        first byte); 503 + Retry-After when none can take it. `local`: the native replicas of the name
-        are candidates too; choosing one raises ServeLocally (the API runs the request natively)."""
+        first byte); 503 + Retry-After when none can take it. `local`: the native model's engine, when its
+        native replicas are candidates too (a dead engine is ejected, one with a full queue passed over);
+        choosing one raises ServeLocally (the API runs the request natively)."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
         replicas: list[Backend | LocalReplica] = [*self.replicas(name)]
-        if local:
-            replicas = [*(r for r in self.local if r.serves(name)), *replicas]
+        if local is not None:
+            native = [r for r in self.local if r.serves(name)]
+            for r in native:
+                r.can_take(local)  # a dead engine is ejected before choosing
+            replicas = [*native, *replicas]
         policy = self.policy(name)
         blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
             if policy.name == "prefix-aware" else NO_BLOCKS
@@ -150,6 +154,9 @@ class Router:
                 break
             backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
             tried.add(backend.name)
+            if isinstance(backend, LocalReplica) and not backend.can_take(local):
+                logger.info("the local engine cannot take a request for %r now (queue full or dead)", name)
+                continue  # as a full remote queue: another replica, without using up a retry
             try:
                 slot = await backend.queue.acquire()
             except Overloaded as exc:
@@ -158,7 +165,7 @@ class Router:
             attempts += 1
             policy.routed(backend, blocks)
             if isinstance(backend, LocalReplica):
-                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe))
+                raise ServeLocally(backend.name, backend.release_on_done(slot, self.metrics.observe), backend.failed)
             started = time.perf_counter()
             try:
                 response = await backend.gateway.forward(request, body, backend.serves(name) or name,
@@ -184,14 +191,7 @@ class Router:
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the
         client left: released by the body's `finally` and by the background task, whichever first."""
-        done = False
-
-        def finish() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                slot.release()
-                self.metrics.observe(backend.name, time.perf_counter() - started)
+        finish = release_once(slot, lambda: self.metrics.observe(backend.name, time.perf_counter() - started))
 
         if not isinstance(response, StreamingResponse):
             finish()

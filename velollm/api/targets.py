@@ -1,0 +1,68 @@
+"""Where a request goes, as ModelRegistry.route decides it from the model name: a `NativeTarget` (a model
+VeloLLM runs) or an `UpstreamTarget` (relayed to the `Upstream`, the proxy's gateway)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+
+from velollm.api.served_model import ServedModel
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+
+@runtime_checkable
+class Upstream(Protocol):
+    """What the proxy (velollm.proxy.gateway.UpstreamGateway) provides for models VeloLLM does not run.
+
+    `find` -> the name to send upstream, or None when the upstream does not serve `name`; `forward`
+    relays the request in the wire format of its path (converting when the upstream speaks the other
+    API) and returns the upstream's response; the listings are already in the asking route's format.
+    """
+
+    async def find(self, name: str, reason: str = "") -> str | None: ...
+
+    def listed(self, name: str) -> str | None: ...
+
+    async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response: ...
+
+    async def ollama_tags(self) -> list[dict[str, Any]]: ...
+
+    async def openai_models(self) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class NativeTarget:
+    """A model VeloLLM runs itself."""
+
+    model: ServedModel
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """A model the upstream serves; `model` is the name to send (the upstream's own spelling).
+
+    `local`: the native model of the same name when the router balances it with remote replicas
+    (velollm.router: `balances`); `forward(..., local=True)` may then raise ServeLocally, and the request
+    runs on `local` (handler.forward_or_local)."""
+
+    upstream: Upstream
+    model: str
+    local: ServedModel | None = None
+
+    async def forward(self, request: Request, body: dict[str, Any],
+                      tool_outcome: Callable[[str], None] | None = None, path: str | None = None,
+                      local: bool = False) -> Response:
+        if local and self.local is not None:
+            return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
+                                               local=self.local.engine)
+        return await self.upstream.forward(request, body, self.model, tool_outcome, path)
+
+
+Target = Union[NativeTarget, UpstreamTarget]
