@@ -9,6 +9,7 @@ Each engine runs in its own subprocess (its resident memory is its own), one req
            dequantized rest, all bfloat16, or the file's tensors for llama.cpp)
   lm_head  the median time of the (tied, bfloat16) lm_head at batch 1 against the decode step
   rss      resident memory after the run, and the peak
+Each engine runs --repeats times, interleaved; the medians are printed with every run's decode rate.
 `--quantization auto` takes the int4 path on a bfloat16 CPU model (velollm/engine/loader/gguf_quantized.py);
 the `decision` row says whether it measured faster. The box is shared: every row carries the load average.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=LLAMA_3_2_1B["vocab"])
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each engine (medians are printed)")
     parser.add_argument("--no-llama-cpp", action="store_true")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
@@ -118,25 +121,33 @@ def main() -> None:
             if not base.exists():
                 write_f16(base, shape)
             quantize(base, path, ftype)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):  # engines interleaved, so a busy minute of the shared box hits them all
+            for engine, quantization in (("velollm", "auto"), ("velollm", "none"), ("llama.cpp", None)):
+                if engine == "llama.cpp":
+                    if args.no_llama_cpp:
+                        continue
+                    r = measure(_LLAMA_CPP, str(path), str(args.prompt_len), str(args.new_tokens))
+                    r |= {"weight_bytes": tensor_bytes(path), "quantization": "llama.cpp", "matmul": "ggml"}
+                else:
+                    r = measure(_VELOLLM, str(path), quantization, str(args.prompt_len), str(args.new_tokens))
+                runs.setdefault(r["quantization"], []).append(r | {"engine": engine, "load_avg": os.getloadavg()[0]})
         rates = {}
-        for engine, quantization in (("velollm", "auto"), ("velollm", "none"), ("llama.cpp", None)):
-            if engine == "llama.cpp":
-                if args.no_llama_cpp:
-                    continue
-                r = measure(_LLAMA_CPP, str(path), str(args.prompt_len), str(args.new_tokens))
-                r |= {"weight_bytes": tensor_bytes(path), "quantization": "llama.cpp", "matmul": "ggml"}
-            else:
-                r = measure(_VELOLLM, str(path), quantization, str(args.prompt_len), str(args.new_tokens))
-            decode = 1 / r["decode_step_s"]
+        for path_name, rs in runs.items():
+            r = rs[0]
+            decode = statistics.median(1 / x["decode_step_s"] for x in rs)
+            prefill = statistics.median(args.prompt_len / x["prefill_s"] for x in rs)
             roofline = bandwidth / r["weight_bytes"]
-            rates[r["quantization"]] = dict(decode=decode, prefill=args.prompt_len / r["prefill_s"])
-            emit(what="cpu_gguf", quant=ftype, engine=engine, path=r["quantization"],
+            rates[path_name] = dict(decode=decode, prefill=prefill)
+            emit(what="cpu_gguf", quant=ftype, engine=r["engine"], path=path_name,
                  weights_gb=round(r["weight_bytes"] / 1e9, 3), decode_tok_s=round(decode, 2),
+                 decode_runs=[round(1 / x["decode_step_s"], 2) for x in rs],
                  roofline_tok_s=round(roofline, 2), frac_roofline=round(decode / roofline, 3),
-                 prefill_tok_s=round(args.prompt_len / r["prefill_s"], 1),
-                 lm_head_share=round(r["lm_head_s"] / r["decode_step_s"], 3) if "lm_head_s" in r else None,
-                 rss_gb=round(r["rss"] / 1e9, 2), peak_rss_gb=round(r["peak_rss"] / 1e9, 2),
-                 first_tokens=r.get("token_ids"), matmul=r["matmul"], load_avg=os.getloadavg())
+                 prefill_tok_s=round(prefill, 1),
+                 lm_head_share=round(statistics.median(x["lm_head_s"] / x["decode_step_s"] for x in rs), 3)
+                 if "lm_head_s" in r else None,
+                 rss_gb=round(max(x["rss"] for x in rs) / 1e9, 2), peak_rss_gb=round(max(x["peak_rss"] for x in rs) / 1e9, 2),
+                 first_tokens=r.get("token_ids"), matmul=r["matmul"], load_avg=[x["load_avg"] for x in rs])
         int4, dense = rates["int4"], rates["none"]
         emit(what="decision", quant=ftype, decode_int4_over_bf16=round(int4["decode"] / dense["decode"], 2),
              prefill_int4_over_bf16=round(int4["prefill"] / dense["prefill"], 2),
