@@ -2,14 +2,15 @@
 
 Random weights of Llama-3.2-1B's shape are written once as F16 and quantized by llama.cpp's own quantizer
 to each type (Q4_K_M: Q4_K with Q6_K attn_v / ffn_down in some layers and a Q6_K tied embedding; Q4_0).
-Each engine runs in its own subprocess (its resident memory is its own), one request at a time:
+The three engines live in one subprocess and take turns, one request each: every round runs one prefill
+(or one decode step) of each, so a busy moment of the shared box hits all three alike:
   prefill  a PROMPT_LEN-token prompt (M = 256 rows per matmul): tok/s
   decode   batch 1, NEW_TOKENS tokens: tok/s from the median step, and the roofline it sits under: the
            measured copy bandwidth over the bytes one token reads (the weights as held: int4 planes plus the
            dequantized rest, all bfloat16, or the file's tensors for llama.cpp)
   lm_head  the median time of the (tied, bfloat16) lm_head at batch 1 against the decode step
-  rss      resident memory after the run, and the peak
-Each engine runs --repeats times, interleaved; the medians are printed with every run's decode rate.
+  rss      resident memory each engine added when it loaded
+Prefill is repeated --repeats times (fresh prompts: no prefix-cache hits); medians are printed.
 `--quantization auto` takes the int4 path on a bfloat16 CPU model (velollm/engine/loader/gguf_quantized.py);
 the `decision` row says whether it measured faster. The box is shared: every row carries the load average.
 
@@ -32,52 +33,67 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_util import emit
 from gguf_load import LLAMA_3_2_1B, quantize, write_f16
 
-_VELOLLM = """
-import json, resource, statistics, sys, time
-import psutil, torch
+_PAIRED = """
+import json, statistics, sys, time
+import numpy as np, psutil, torch
 from velollm import LLM, SamplingParams
-path, quantization, prompt_len, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-llm = LLM(path, device="cpu", dtype="bfloat16", quantization=quantization, max_num_seqs=1,
-          kv_cache_memory=256 * 2**20)
-engine, runner = llm.engine, llm.engine.runner
-vocab = runner.config.vocab_size
-prompt = torch.randint(3, vocab, (prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
-llm.generate([prompt[:16]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
-engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True))
-stamps, token_ids = [time.perf_counter()], []
-while engine.has_unfinished_requests():
-    for delta in engine.step():
-        token_ids += delta.token_ids
-    stamps.append(time.perf_counter())
-steps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
-x = torch.randn(1, runner.config.hidden_size, dtype=torch.bfloat16)
-head = []
-with torch.no_grad():
-    for _ in range(12):
-        t = time.perf_counter(); runner.model.lm_head(x); head.append(time.perf_counter() - t)
-print(json.dumps({"quantization": runner.quantization, "weight_bytes": runner.weight_bytes,
-                  "prefill_s": stamps[1] - stamps[0], "decode_step_s": statistics.median(steps),
-                  "lm_head_s": statistics.median(head[2:]), "token_ids": token_ids[:8],
-                  "matmul": runner.paths()["matmul"], "rss": psutil.Process().memory_info().rss,
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-"""
-_LLAMA_CPP = """
-import json, resource, statistics, sys, time
-import numpy as np, psutil
-import llama_cpp
-path, prompt_len, new_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-n_ctx = prompt_len + new_tokens + 16  # scores has n_batch rows, indexed by position
-llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, verbose=False)
-prompt = np.random.default_rng(0).integers(3, llm.n_vocab(), prompt_len).tolist()
-llm.eval(prompt[:16]); llm.reset()  # warm-up
-t = time.perf_counter(); llm.eval(prompt); prefill = time.perf_counter() - t
-token, steps = int(llm.scores[llm.n_tokens - 1].argmax()), []
-for _ in range(new_tokens - 1):
-    t = time.perf_counter(); llm.eval([token]); steps.append(time.perf_counter() - t)
-    token = int(llm.scores[llm.n_tokens - 1].argmax())
-print(json.dumps({"prefill_s": prefill, "decode_step_s": statistics.median(steps),
-                  "rss": psutil.Process().memory_info().rss,
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+path, prompt_len, new_tokens, repeats, with_llama_cpp, plain = sys.argv[1], *map(int, sys.argv[2:7])
+proc = psutil.Process()
+engines, rss, info = {}, {}, {}
+for quantization in ("auto", "none"):
+    before = proc.memory_info().rss
+    llm = LLM(path, device="cpu", dtype="bfloat16", quantization=quantization, max_num_seqs=1,
+              kv_cache_memory=256 * 2**20)
+    runner = llm.engine.runner
+    engines[runner.quantization] = llm
+    rss[runner.quantization] = proc.memory_info().rss - before
+    info[runner.quantization] = dict(weight_bytes=runner.weight_bytes, matmul=runner.paths()["matmul"])
+if with_llama_cpp:
+    import llama_cpp
+    if plain:  # no repacked (AMX / AVX-512) buffers: they have crashed on tiny tensors (tests/llama_cpp_ref.py)
+        default = llama_cpp.llama_cpp.llama_model_default_params
+        def plain_params():
+            params = default(); params.use_extra_bufts = False; return params
+        llama_cpp.llama_cpp.llama_model_default_params = plain_params
+    before = proc.memory_info().rss
+    n_ctx = prompt_len + new_tokens + 16  # scores has n_batch rows, indexed by position
+    cpp = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, verbose=False)
+    rss["llama.cpp"] = proc.memory_info().rss - before
+vocab = next(iter(engines.values())).engine.runner.config.vocab_size
+prefill = {k: [] for k in rss}
+decode = {k: [] for k in rss}
+x = torch.randn(1, next(iter(engines.values())).engine.runner.config.hidden_size, dtype=torch.bfloat16)
+
+def velollm_prefill(llm, prompt, max_tokens):
+    llm.engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True))
+    t = time.perf_counter(); llm.engine.step(); return time.perf_counter() - t
+
+for rep in range(repeats + 1):  # round 0 warms up; fresh prompts each round (no prefix-cache hits)
+    prompt = torch.randint(3, vocab, (prompt_len,), generator=torch.Generator().manual_seed(rep)).tolist()
+    last = rep == repeats
+    for name, llm in engines.items():
+        seconds = velollm_prefill(llm, prompt, new_tokens if last else 1)
+        if not last:
+            while llm.engine.has_unfinished_requests():
+                llm.engine.step()
+        if rep:
+            prefill[name].append(seconds)
+    if with_llama_cpp:
+        cpp.reset()
+        t = time.perf_counter(); cpp.eval(prompt); seconds = time.perf_counter() - t
+        if rep:
+            prefill["llama.cpp"].append(seconds)
+token = int(cpp.scores[cpp.n_tokens - 1].argmax()) if with_llama_cpp else 0
+head = {k: [] for k in engines}
+for _ in range(new_tokens - 1):  # one decode step of each engine per round: a busy moment hits them all
+    for name, llm in engines.items():
+        t = time.perf_counter(); llm.engine.step(); decode[name].append(time.perf_counter() - t)
+        with torch.no_grad():
+            t = time.perf_counter(); llm.engine.runner.model.lm_head(x); head[name].append(time.perf_counter() - t)
+    if with_llama_cpp:
+        t = time.perf_counter(); cpp.eval([token]); decode["llama.cpp"].append(time.perf_counter() - t)
+        token = int(cpp.scores[cpp.n_tokens - 1].argmax())
+print(json.dumps(dict(rss=rss, prefill=prefill, decode=decode, head=head, info=info)))
 """
 
 
@@ -106,7 +122,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=LLAMA_3_2_1B["vocab"])
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each engine (medians are printed)")
+    parser.add_argument("--repeats", type=int, default=3, help="prefill rounds (medians are printed)")
     parser.add_argument("--no-llama-cpp", action="store_true")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
@@ -121,39 +137,29 @@ def main() -> None:
             if not base.exists():
                 write_f16(base, shape)
             quantize(base, path, ftype)
-        runs: dict[str, list[dict]] = {}
-        for _ in range(args.repeats):  # engines interleaved, so a busy minute of the shared box hits them all
-            for engine, quantization in (("velollm", "auto"), ("velollm", "none"), ("llama.cpp", None)):
-                if engine == "llama.cpp":
-                    if args.no_llama_cpp:
-                        continue
-                    r = measure(_LLAMA_CPP, str(path), str(args.prompt_len), str(args.new_tokens))
-                    r |= {"weight_bytes": tensor_bytes(path), "quantization": "llama.cpp", "matmul": "ggml"}
-                else:
-                    r = measure(_VELOLLM, str(path), quantization, str(args.prompt_len), str(args.new_tokens))
-                runs.setdefault(r["quantization"], []).append(r | {"engine": engine, "load_avg": os.getloadavg()[0]})
+        r = measure(_PAIRED, str(path), str(args.prompt_len), str(args.new_tokens), str(args.repeats),
+                    str(int(not args.no_llama_cpp)), str(int(args.layers < 4)))  # a smoke run's tiny tensors
+        info = r["info"] | {"llama.cpp": dict(weight_bytes=tensor_bytes(path), matmul="ggml")}
         rates = {}
-        for path_name, rs in runs.items():
-            r = rs[0]
-            decode = statistics.median(1 / x["decode_step_s"] for x in rs)
-            prefill = statistics.median(args.prompt_len / x["prefill_s"] for x in rs)
-            roofline = bandwidth / r["weight_bytes"]
-            rates[path_name] = dict(decode=decode, prefill=prefill)
-            emit(what="cpu_gguf", quant=ftype, engine=r["engine"], path=path_name,
-                 weights_gb=round(r["weight_bytes"] / 1e9, 3), decode_tok_s=round(decode, 2),
-                 decode_runs=[round(1 / x["decode_step_s"], 2) for x in rs],
+        for name, steps in r["decode"].items():
+            decode = 1 / statistics.median(steps)
+            prefill = args.prompt_len / statistics.median(r["prefill"][name])
+            roofline = bandwidth / info[name]["weight_bytes"]
+            rates[name] = dict(decode=decode, prefill=prefill, steps=steps)
+            emit(what="cpu_gguf", quant=ftype, path=name, weights_gb=round(info[name]["weight_bytes"] / 1e9, 3),
+                 decode_tok_s=round(decode, 2), best_decode_tok_s=round(1 / min(steps), 2),
                  roofline_tok_s=round(roofline, 2), frac_roofline=round(decode / roofline, 3),
                  prefill_tok_s=round(prefill, 1),
-                 lm_head_share=round(statistics.median(x["lm_head_s"] / x["decode_step_s"] for x in rs), 3)
-                 if "lm_head_s" in r else None,
-                 rss_gb=round(max(x["rss"] for x in rs) / 1e9, 2), peak_rss_gb=round(max(x["peak_rss"] for x in rs) / 1e9, 2),
-                 first_tokens=r.get("token_ids"), matmul=r["matmul"], load_avg=[x["load_avg"] for x in rs])
+                 lm_head_share=round(statistics.median(r["head"][name]) / statistics.median(steps), 3)
+                 if name in r["head"] else None,
+                 rss_gb=round(r["rss"][name] / 1e9, 2), matmul=info[name]["matmul"], load_avg=os.getloadavg())
         int4, dense = rates["int4"], rates["none"]
+        paired = [b / a for a, b in zip(int4["steps"], dense["steps"])]  # bf16 step / int4 step, same round
         emit(what="decision", quant=ftype, decode_int4_over_bf16=round(int4["decode"] / dense["decode"], 2),
+             paired_step_ratio_median=round(statistics.median(paired), 2),
              prefill_int4_over_bf16=round(int4["prefill"] / dense["prefill"], 2),
-             auto_takes_int4=int4["decode"] > dense["decode"],
+             auto_takes_int4=statistics.median(paired) > 1,
              int4_over_llama_cpp=round(int4["decode"] / rates["llama.cpp"]["decode"], 2) if "llama.cpp" in rates else None)
-
 
 if __name__ == "__main__":
     main()
