@@ -56,6 +56,18 @@ def test_openai_request_to_ollama_chat():
             o2l.chat_request({"model": "m", **bad})
 
 
+@pytest.mark.parametrize("bad", [{"stop": 1.0}, {"stop": [1, "x"]}, {"stop": {"a": 1}}, {"reasoning": 1},
+                                 {"reasoning": "high"},
+                                 {"response_format": {"type": "json_schema", "json_schema": [1]}}])
+def test_openai_fields_of_the_wrong_type_are_invalid_requests_not_crashes(bad):
+    """Found by tests/fuzz: {'prompt': '', 'stop': 1.0} through --proxy-only was a 500 (list(1.0))."""
+    for convert, body in ((o2l.completion_request, {"prompt": ""}),
+                          (o2l.chat_request, {"messages": [{"role": "user", "content": "x"}]})):
+        with pytest.raises(InvalidRequest) as caught:
+            convert({"model": "m", **body, **bad})
+        assert caught.value.param in bad
+
+
 def test_ollama_chat_stream_to_openai_events():
     stream = o2l.ChatStream("m", include_usage=True)
     events = stream.feed({"message": {"role": "assistant", "content": "", "thinking": "t"}, "done": False})

@@ -60,7 +60,10 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
     fmt = _format(body.get("response_format"))
     if fmt is not None:
         out["format"] = fmt
-    effort = body.get("reasoning_effort") or (body.get("reasoning") or {}).get("effort")
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise InvalidRequest("reasoning must be an object", param="reasoning")
+    effort = body.get("reasoning_effort") or (reasoning or {}).get("effort")
     think = ThinkSetting.from_openai(effort).to_ollama()  # Ollama's own mapping of the efforts
     if think is not None:
         out["think"] = think
@@ -79,7 +82,7 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     }
     stop = body.get("stop")
     if stop:
-        options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        options["stop"] = _stop_list(stop)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if max_tokens is not None:
         options["num_predict"] = max_tokens
@@ -91,6 +94,14 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _stop_list(stop: Any) -> list[str]:
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise InvalidRequest("stop must be a string or an array of strings", param="stop")
+
+
 def _format(response_format: Any) -> Any:
     if not isinstance(response_format, dict):
         return None
@@ -98,7 +109,10 @@ def _format(response_format: Any) -> Any:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        return (response_format.get("json_schema") or {}).get("schema") or "json"
+        spec = response_format.get("json_schema")
+        if spec is not None and not isinstance(spec, dict):
+            raise InvalidRequest("response_format.json_schema must be an object", param="response_format")
+        return (spec or {}).get("schema") or "json"
     return None
 
 
