@@ -153,6 +153,18 @@ def test_readable_file_that_is_no_model_names_the_path_only(olm, tmp_path):
     assert "root" not in err.value.error.replace(str(secret), "")
 
 
+@pytest.mark.parametrize("name", ["~0", "~nosuchuser/model", "~"])
+def test_tilde_names_are_not_found_not_500(olm, oai, name):
+    """Found by tests/fuzz: /api/show {"model": "~0"} was a 500 (Path.expanduser raises for an unknown user)."""
+    for call in (lambda: olm.show(name), lambda: olm.generate(model=name, prompt="x"),
+                 lambda: olm.embed(model=name, input="x")):
+        with pytest.raises(ollama.ResponseError) as err:
+            call()
+        assert err.value.status_code in (400, 404), err.value
+    with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
+        oai.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}], max_tokens=1)
+
+
 # --- item 9: accepted nonsense ------------------------------------------------------------------
 
 

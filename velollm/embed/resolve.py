@@ -41,7 +41,9 @@ def resolve_embedding(spec: str | None, *, ollama_models: Path | None = None,
 
     if spec is None:
         return folder_source(default_model_folder(hf_hub), name="all-minilm")
-    path = Path(spec).expanduser()
+    from velollm.engine.loader.user_path import user_path
+
+    path = user_path(spec)
     if path.is_file():
         return gguf_embedding_source(path, name=spec)
     if path.is_dir():
@@ -74,13 +76,14 @@ def _is_embedding_model(spec: str, allow_paths: bool, ollama_models: Path | None
     from velollm.embed.folder import is_embedding_folder
     from velollm.embed.gguf_source import is_gguf_embedding
     from velollm.engine.loader import hf_cache, ollama_store
+    from velollm.engine.loader.user_path import user_path
     from velollm.errors import VeloLLMError
 
     try:
-        path = Path(spec).expanduser()
-        if allow_paths and path.is_file():
+        path = user_path(spec) if allow_paths else None
+        if path is not None and path.is_file():
             return is_gguf_embedding(path)
-        if allow_paths and path.is_dir():
+        if path is not None and path.is_dir():
             return is_embedding_folder(path)
         model = ollama_store.find_model(spec, ollama_models if ollama_models is not None else ollama_store.models_dir())
         if model is not None:

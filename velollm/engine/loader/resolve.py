@@ -31,6 +31,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     from velollm.engine.loader import hf_cache, ollama_store
     from velollm.engine.loader.gguf import gguf_source
     from velollm.engine.loader.hf_folder import load_hf_folder
+    from velollm.engine.loader.user_path import user_path
 
     check_model_name(spec)
     if spec == "demo":
@@ -42,7 +43,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
             raise PathNotAllowed(f"model {spec!r} not found: this server does not load paths sent by clients "
                                 "(start it with --allow-client-paths, or name the model with --model)")
     else:
-        path = Path(spec).expanduser()
+        path = user_path(spec)
         if path.exists():
             return _from_path(path, spec, dtype, device, quantization)
         if _looks_like_path(spec):
