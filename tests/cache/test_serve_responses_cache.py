@@ -8,23 +8,9 @@ import openai
 import pytest
 
 from tests.api.conftest import ServerHandle
-from tests.serve_process import start_serve, stop_serve
+from tests.cache.conftest import client
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cached(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("responses-cache")
-    proc, url, log, _ = start_serve(tmp, "--semantic-cache", "--max-model-len", "256", "--kv-cache-memory", "32MiB")
-    try:
-        yield ServerHandle("live", url, log=log)
-    finally:
-        stop_serve(proc)
-
-
-def client(server: ServerHandle) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
 
 
 def create(server: ServerHandle, **kw):
