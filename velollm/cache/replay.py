@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from velollm.wire import scope_state
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, SSE_DONE, SSE_MEDIA_TYPE, dumps_bytes, ndjson_line, sse_event
 from velollm.wire.timestamps import now_rfc3339
 
@@ -22,13 +23,12 @@ _CACHED_ANSWER = "velollm.cached_answer"
 
 def hand_over_hit(scope: dict[str, Any], answer: dict[str, Any]) -> None:
     """Leaves a cached answer for the endpoint to answer the request with (`take_hit`)."""
-    scope.setdefault("state", {})[_CACHED_ANSWER] = answer
+    scope_state.leave(scope, _CACHED_ANSWER, answer)
 
 
 def take_hit(scope: dict[str, Any]) -> dict[str, Any] | None:
     """The cached answer the response cache handed over for this request (once), or None."""
-    state = scope.get("state")
-    return state.pop(_CACHED_ANSWER, None) if isinstance(state, dict) else None
+    return scope_state.take(scope, _CACHED_ANSWER)
 
 
 def wants_stream(kind: str, body: dict[str, Any]) -> bool:

@@ -14,26 +14,25 @@ import re
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.wire import scope_state
 
 # Deeper than any request a client means to send (a tool schema 25 levels deep fits), far below the
 # interpreter's recursion limit, which every later reader (jsonschema, grammar compilers) must stay under.
 MAX_JSON_DEPTH = 64
 
 # Where a middleware that has parsed and checked a request's body (the response cache) leaves it for the
-# endpoint, which would otherwise parse and check the same bytes again: a key of the ASGI scope's "state"
-# (Starlette's request.state), so it lives and dies with the one request.
+# endpoint, which would otherwise parse and check the same bytes again.
 _PARSED_BODY = "velollm.parsed_body"
 
 
 def hand_over(scope: dict[str, Any], body: dict[str, Any]) -> None:
     """Leaves `body`, parsed from the bytes the endpoint will receive, for `take_handed` to return."""
-    scope.setdefault("state", {})[_PARSED_BODY] = body
+    scope_state.leave(scope, _PARSED_BODY, body)
 
 
 def take_handed(scope: dict[str, Any]) -> dict[str, Any] | None:
     """The body a middleware handed over for this request (once), or None: parse it yourself."""
-    state = scope.get("state")
-    return state.pop(_PARSED_BODY, None) if isinstance(state, dict) else None
+    return scope_state.take(scope, _PARSED_BODY)
 
 
 def parse_json(data: bytes | str, what: str = "request body", prefix: str = "") -> Any:
