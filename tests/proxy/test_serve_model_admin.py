@@ -90,6 +90,10 @@ def test_copy_and_delete_on_the_local_store(native, store):
     with pytest.raises(ollama.ResponseError) as err:
         client.copy("tiny-a", "a/b/c/d")
     assert (err.value.status_code, err.value.error) == (400, 'destination "a/b/c/d" is invalid')
+    for refused in (lambda: client.delete("demo"), lambda: client.copy("tiny-a", "demo")):
+        with pytest.raises(ollama.ResponseError) as err:  # pinned (the default --model): kept loaded
+            refused()
+        assert err.value.status_code == 400 and "--model" in err.value.error
 
 
 def test_delete_unloads_the_model_and_removes_its_blobs(native, store):
