@@ -139,6 +139,15 @@ class ModelPool:
         await self._unload(entry)  # asked for (`ollama stop`): the memory is wanted back, nothing re-wakes
         return True
 
+    async def forget(self, name: str) -> None:
+        """`name`'s files are changing (deleted, replaced): unloaded now when idle (else when its requests
+        end), and its parked engine dropped, so that nothing serves the old weights again."""
+        await self.unload(name)
+        parked = self.parked.take(name)
+        if parked is not None:
+            await asyncio.to_thread(parked.shutdown)
+        self._last_used.pop(name, None)
+
     def can_prefetch(self, name: str) -> bool:
         """Whether `prefetch(name)` would load now: not loaded, no load running or waiting, a slot free."""
         return (not self._closed and name not in self._models and not self._loading

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from velollm.config import EngineConfig, SchedulerConfig
+from velollm.config import EngineConfig, KernelSwitches, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
 from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
@@ -81,6 +81,7 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
 
 class LLMEngine:
     def __init__(self, source: ModelSource, config: EngineConfig = EngineConfig()) -> None:
+        config = _with_kernel_switches(config)
         self.config = config
         torch_device = resolve_device(config.device)
         model_config = source.config.replace(dtype=resolve_dtype(config.dtype, source.config.dtype, torch_device))
@@ -91,7 +92,8 @@ class LLMEngine:
         wanted_len = min(config.max_model_len or limit, limit)
         cache_config = config.cache_config()
         self.runner = ModelRunner(self.source, torch_device, cache_config, config.max_num_seqs, wanted_len,
-                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager)
+                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager,
+                                  switches=config.kernel_switches)
         capacity = self.runner.num_blocks * cache_config.block_size
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
@@ -124,7 +126,7 @@ class LLMEngine:
         """
         from velollm.engine.loader.resolve import resolve_model
 
-        config = config.replace(device=str(resolve_device(config.device)))
+        config = _with_kernel_switches(config).replace(device=str(resolve_device(config.device)))
         source = resolve_model(model, dtype=None if config.dtype == "auto" else config.dtype, cache_dir=cache_dir,
                                device=config.device, allow_paths=allow_paths, quantization=config.quantization)
         return cls(source, config)
@@ -354,6 +356,14 @@ class LLMEngine:
         self._abort_all()
         self.runner.release()
         self.tokenizer.close()
+
+
+def _with_kernel_switches(config: EngineConfig) -> EngineConfig:
+    """`config` with its kernel switches, from $VELOLLM_* when the caller set none (read once, before loading:
+    a bad value stops the engine here)."""
+    if config.kernel_switches is not None:
+        return config
+    return config.replace(kernel_switches=KernelSwitches.from_env())
 
 
 def _has_penalties(request: Request) -> bool:

@@ -76,7 +76,7 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
     if response.status_code != 200:
         return await converted_error(upstream, response, api)
     if media_type.startswith(_STREAM_TYPES):
-        relay = _relay(upstream, response, api)
+        relay = relay_stream(upstream, response, api)
         if split is not None:
             relay = split_events(relay, split)
         if repair is not None:
@@ -108,7 +108,8 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
         yield tail
 
 
-async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
+async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
+    """An upstream stream relayed message by message, closed at the end; a break ends it with an error."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
