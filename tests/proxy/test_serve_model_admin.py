@@ -90,6 +90,10 @@ def test_copy_and_delete_on_the_local_store(native, store):
     with pytest.raises(ollama.ResponseError) as err:
         client.copy("tiny-a", "a/b/c/d")
     assert (err.value.status_code, err.value.error) == (400, 'destination "a/b/c/d" is invalid')
+    for refused in (lambda: client.delete("demo"), lambda: client.copy("tiny-a", "demo")):
+        with pytest.raises(ollama.ResponseError) as err:  # pinned (the default --model): kept loaded
+            refused()
+        assert err.value.status_code == 400 and "--model" in err.value.error
 
 
 def test_delete_unloads_the_model_and_removes_its_blobs(native, store):
@@ -190,7 +194,7 @@ def test_a_large_blob_streams_through_both_servers_without_being_held(front, nat
         assert peaks[pid] - base[pid] < 64 << 20, f"process {pid} grew by {(peaks[pid] - base[pid]) >> 20} MiB"
 
 
-def test_create_and_push_need_an_ollama(front, native):
+def test_push_needs_an_ollama(front, native):
     for url in (native[0], front[0]):  # front relays native's answer
         client = ollama.Client(host=url, timeout=60)
         with pytest.raises(ollama.ResponseError) as err:
@@ -199,6 +203,52 @@ def test_create_and_push_need_an_ollama(front, native):
         with pytest.raises(ollama.ResponseError) as err:
             list(client.push("tiny-a", stream=True))
         assert "does not push models" in str(err.value)
+
+
+def test_create_from_a_model_of_the_store(front, native, store):
+    client = ollama.Client(host=front[0], timeout=120)  # relayed; native writes into its store
+    parts = list(client.create(model="tiny-pirate", from_="tiny-a", system="Talk like a pirate.",
+                               parameters={"temperature": 0.2, "stop": "<|eot_id|>"}, stream=True))
+    statuses = [p.status for p in parts]
+    assert statuses[0].startswith("using existing layer sha256:") and statuses[-2:] == ["writing manifest", "success"]
+    assert sum(s.startswith("creating new layer") for s in statuses) == 2  # system, params
+    assert "tiny-pirate:latest" in _names(front[0])[0]  # listed at once
+    shown = client.show("tiny-pirate")
+    assert 'SYSTEM """Talk like a pirate."""' in shown.modelfile
+    assert "temperature" in shown.parameters and "num_ctx" in shown.parameters  # merged over tiny-a's
+    base = client.generate(model="tiny-a", prompt="the cat", **RAW).response
+    assert client.generate(model="tiny-pirate", prompt="the cat", **RAW).response == base  # tiny-a's weights
+    assert client.create(model="tiny-pirate", from_="tiny-a", template="{{ .Prompt }}!").status == "success"
+    assert client.show("tiny-pirate").template == "{{ .Prompt }}!"  # replaced, and seen at once
+    assert client.delete("tiny-pirate").status == "success"
+
+
+def test_create_from_an_uploaded_gguf(front, native, store, tmp_path):
+    client = ollama.Client(host=front[0], timeout=120)
+    gguf = write_tiny_llama_gguf(tmp_path / "new.gguf", seed=7)
+    digest = client.create_blob(gguf)
+    done = client.create(model="uploaded:v2", files={"new.gguf": digest}, template="{{ .Prompt }}")
+    assert done.status == "success"
+    listed = {m.model: m for m in client.list().models}["uploaded:v2"]
+    assert listed.details.family == "llama" and listed.details.format == "gguf"
+    answer = client.generate(model="uploaded:v2", prompt="the cat", **RAW)
+    assert answer.eval_count == 4
+    assert answer.response != client.generate(model="tiny-a", prompt="the cat", **RAW).response  # its own weights
+    assert client.delete("uploaded:v2").status == "success"
+    assert not (store / "blobs" / digest.replace(":", "-")).exists()  # no other manifest named it
+
+    for bad, status, text in [
+        ({"model": "x", "from": "nope"}, 404, "model 'nope' not found"),
+        ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
+        ({"model": "a/b/c/d", "from": "tiny-a"}, 400, "invalid model name"),
+        ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "upload it first"),
+        ({"model": "x", "from": "tiny-a", "quantize": "q4_K_M"}, 400, "quantize is not supported"),
+        ({"model": "x", "from": "tiny-a", "parameters": {"stop": {"a": 1}}}, 400, "parameters.stop"),
+    ]:
+        for url in (native[0], front[0]):
+            r = httpx.post(f"{url}/api/create", json=bad, timeout=60)
+            assert r.status_code == status and text in r.json()["error"], (bad, r.text)
+    assert "x:latest" not in _names(native[0])[0]
 
 
 def test_hostile_input(front, native):

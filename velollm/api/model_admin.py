@@ -4,7 +4,8 @@
 With an upstream that takes them (an Ollama, another VeloLLM; `--config`: velollm/router/model_admin.py
 picks the backends), they go there as sent and its answer comes back (NDJSON progress relayed as it comes).
 Without one (none, or an OpenAI-compatible server only), delete and copy act on the Ollama store this
-server loads models from (velollm/engine/loader/ollama_store_edit.py); create and push need an Ollama.
+server loads models from (velollm/engine/loader/ollama_store_edit.py), create writes a model there from
+one of its models or an uploaded GGUF blob (local_create.py); push always needs an Ollama.
 
 With an upstream, delete and copy fall back to the local store when the upstream has no such model (a
 store not shared with it), and a delete the upstream did also removes the model from the local store when
@@ -139,7 +140,13 @@ async def create(request: Request, state: AppState, call: Call) -> Response:
         answer = await upstream_answer(state, request, body)
         state.models.store_changed()
         return answer  # type: ignore[return-value]
-    return error_response("ollama", APIError(501, _no_upstream("create", "does not create models itself")))
+    root = state.models.store_root()
+    if root is None:
+        return error_response("ollama", APIError(501, _no_upstream("create", "keeps no Ollama store of its own "
+                                                                   "under --proxy-only")))
+    from velollm.api.local_create import create_locally
+
+    return await create_locally(state, body, root)
 
 
 @endpoint("/api/push")
