@@ -1,11 +1,11 @@
 """Requests before prefetches (velollm.api.load_turns, ModelPool): a running prefetch is stopped at its next
-tensor when a request for another model comes (its half-built model freed, counted as cancelled), a prefetch
-that has not started yields its turn, and a request for the prefetched model itself keeps that load."""
+tensor when a request for another model comes (its half-built model freed, counted as cancelled) or the server
+closes, a prefetch that has not started yields its turn, and a request for the prefetched model itself keeps
+that load."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 import weakref
@@ -173,4 +173,14 @@ async def test_a_running_prefetch_is_asked_to_stop_and_a_cancelled_waiter_leaves
     done.set()
     assert await waiting == "next" and turns.num_waiting == 0
     await running
-    gc.collect()
+
+
+async def test_close_stops_a_running_prefetch():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=2)
+    prefetch = asyncio.ensure_future(pool.prefetch("a"))
+    await started_loading(pool, "a")
+    started = time.perf_counter()
+    await pool.close()
+    assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S
+    assert not await prefetch and engines.loaded == set() and pool.prefetch_counts == {("a", "cancelled"): 1}

@@ -60,6 +60,11 @@ class LoadTurns:
         finally:
             self._hand_on()
 
+    def stop_speculative(self) -> None:
+        """Asks a speculative load that runs to stop (the server shuts down: nobody will use it)."""
+        if self._holder is not None and self._holder.speculative():
+            self._holder.stop.set()
+
     def _preempt(self) -> None:
         holder = self._holder
         if holder is not None and holder.speculative() and any(not w.speculative() for w in self._waiting):

@@ -185,6 +185,7 @@ class ModelPool:
 
     async def close(self) -> None:
         self._closed = True
+        self._turns.stop_speculative()  # a prefetch that runs stops at its next tensor instead of finishing
         running = [f for f in self._loading.values() if not f.done()]
         await asyncio.gather(*(asyncio.shield(f) for f in running), return_exceptions=True)
         for entry in list(self._models.values()):

@@ -9,8 +9,7 @@ free on its device): a prefetch never evicts a model, never makes a request wait
 for a slot, and a load that would fail for a request (not found, does not fit) fails here too and is
 only logged. A request for a model being prefetched waits for that load; a request for another model
 never waits behind one (the pool stops a running prefetch at its next tensor and frees what it loaded:
-velollm.api.load_turns). `close` cancels what is queued; a load already running finishes and the pool
-unloads it.
+velollm.api.load_turns). `close` cancels what is queued; the pool's close stops a load already running.
 """
 
 from __future__ import annotations
