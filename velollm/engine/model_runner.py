@@ -12,6 +12,7 @@ from velollm import kernels
 from velollm.config import CacheConfig, KernelSwitches, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.loader.load_stop import check_stop
 from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
@@ -78,6 +79,7 @@ class ModelRunner:
         self.max_num_seqs = max_num_seqs
         self.kv_dtype = kv_cache_dtype(cache_config.kv_cache_dtype, self.dtype, device)
         self.model = self._load_model(source)
+        check_stop()  # a load asked to stop (a prefetch a request needs the turn of) allocates no KV cache
         self.switches = settle_prefill_path(switches, self.config, self.dtype, device)
         self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
@@ -86,6 +88,7 @@ class ModelRunner:
             self._warm_up_kernels()
         self.graphs: DecodeGraphs | None = None
         self._graph_len = 0  # decode graphs' context length; 0: eager decode
+        check_stop()
         if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
             self._graph_len = min(max_model_len, self.num_blocks * self.block_size)
             self.graphs = self._capture_graphs(self._graph_len)

@@ -28,7 +28,11 @@ from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, error_answer, streaming
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
-from velollm.wire.disconnect import ClientDisconnected, cancel_on_disconnect
+from velollm.wire.disconnect import (
+    STATUS_CLIENT_CLOSED,
+    ClientDisconnected,
+    cancel_on_disconnect,
+)
 from velollm.wire.errors import Api
 from velollm.wire.framing import ndjson_line
 
@@ -54,8 +58,7 @@ async def forward(request: Request, upstream: Upstream, api: Api, path: str, bod
     except InvalidRequest as exc:
         return error_answer(api, 400, str(exc))
     except ClientDisconnected:
-        # Nobody reads this: the client is gone (nginx's 499, which Ollama uses too).
-        return Response(status_code=499)
+        return Response(status_code=STATUS_CLIENT_CLOSED)
 
 
 async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
