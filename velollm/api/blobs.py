@@ -16,6 +16,7 @@ IDLE_S cut off (408), and a partial file never visible under a blob's name.
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def _check_room(request: Request, root: Path) -> None:
 
 
 async def _receive(request: Request, root: Path, digest: str) -> Response:
-    writer = await asyncio.to_thread(store_edit.BlobWriter, root, digest)
+    try:
+        writer = await asyncio.to_thread(store_edit.BlobWriter, root, digest)
+    except OSError as exc:  # a store this server may read but not write
+        raise APIError(500, f"cannot write blobs into {root}: {exc.strerror or exc}") from None
     pending: list[bytes] = []
     size = 0
     try:
@@ -82,6 +86,10 @@ async def _receive(request: Request, root: Path, digest: str) -> Response:
     except ClientStalled as exc:
         await asyncio.to_thread(writer.abort)
         raise APIError(408, str(exc)) from None
+    except OSError as exc:  # the disk filled up (a body without Content-Length), or the store went away
+        await asyncio.to_thread(writer.abort)
+        status = 507 if exc.errno == errno.ENOSPC else 500
+        raise APIError(status, f"writing blob {digest} into {root} failed: {exc.strerror or exc}") from None
     except BaseException:
         await asyncio.shield(asyncio.to_thread(writer.abort))
         raise

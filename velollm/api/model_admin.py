@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,8 @@ from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.errors import APIError, error_response
+
+T = TypeVar("T")
 
 NO_PUSH = ("push: VeloLLM does not push models to a registry itself: start `velollm serve` with an Ollama "
            "upstream (--upstream or $OLLAMA_HOST, or an Ollama backend in --config) to push through it")
@@ -66,6 +69,17 @@ def refuse_pinned(state: AppState, name: str, doing: str) -> None:
                             "keeps it loaded; restart `velollm serve` without it first")
 
 
+async def store_op(fn: Callable[..., T], *args: Any) -> T:
+    """A change to the store, in a worker thread; a file-system failure (a store this server may read but
+    not write, a full disk) as a 500 that says which store and why, not an internal error."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        where = exc.filename or ""
+        raise APIError(500, f"the Ollama store cannot be changed: {exc.strerror or exc}"
+                            + (f": {where}" if where else "")) from None
+
+
 def empty_ok() -> Response:
     return Response(status_code=200)  # Ollama's copy and delete answer 200 with an empty body
 
@@ -95,7 +109,7 @@ async def _delete_locally(state: AppState, name: str, missing_ok: bool) -> None:
     try:
         if root is None:
             raise ModelNotFound(f"model '{name}' not found")
-        await asyncio.to_thread(store_edit.delete_model, name, root)
+        await store_op(store_edit.delete_model, name, root)
     except (ModelNotFound, InvalidRequest):
         if not missing_ok:
             raise
@@ -120,7 +134,7 @@ async def copy(request: Request, state: AppState, call: Call) -> Response:
             return answer
         raise ModelNotFound(f"model {json.dumps(source)} not found")
     try:
-        await asyncio.to_thread(store_edit.copy_model, source, destination, root)
+        await store_op(store_edit.copy_model, source, destination, root)
     except ModelNotFound:
         if answer is not None:
             return answer

@@ -113,6 +113,9 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
+        # Steps failed in a row, not counting a suspect's retry alone (its failure is its own): AsyncEngine
+        # declares the engine dead past a few, if `self_check` fails too.
+        self.num_failed_steps = 0
         if config.async_scheduling:
             logger.info("async scheduling: each step is scheduled while the previous one runs")
 
@@ -205,6 +208,7 @@ class LLMEngine:
         return self._step_sync()
 
     def _step_sync(self) -> list[RequestDelta]:
+        retrying = bool(self.scheduler.suspects)  # then the batch is one suspect, alone
         batch = self.scheduler.schedule()
         if not batch.requests:
             return []
@@ -212,8 +216,10 @@ class LLMEngine:
             launched = self._launch(batch)
             deltas = self._collect(launched)
         except Exception as exc:
+            self.num_failed_steps += not retrying
             self._contain(batch, exc)
             return []
+        self.num_failed_steps = 0
         self.scheduler.cleared(batch, sampled=launched.sampled is not None)
         return deltas
 
@@ -232,8 +238,11 @@ class LLMEngine:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
         except Exception as exc:
+            self.num_failed_steps += 1
             self._abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
+        if launched is not None or previous is not None:
+            self.num_failed_steps = 0
         self._in_flight = launched
         return deltas
 
@@ -307,6 +316,16 @@ class LLMEngine:
         for request in requests:
             request.num_placeholders = 0  # ids sampled but never read go with the failed step
         self.scheduler.quarantine(requests)
+
+    def self_check(self) -> str | None:
+        """One token through the model (no KV written) and read back: None when it runs, else why not. Tells an
+        engine that cannot run at all (a lost device, a sticky CUDA error) from steps that failed for their
+        requests."""
+        try:
+            self.runner.dry_forward(1).sum().item()
+        except Exception as exc:  # noqa: BLE001 (the answer is the failure)
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def _abort_all(self) -> None:
         for request_id in list(self.requests):
