@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint
-from velollm.api.model_admin import managing_upstream, upstream_answer
+from velollm.api.model_admin import upstream_answer
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.proxy.model_admin import ClientStalled, client_body, drain
 from velollm.wire.errors import APIError
@@ -37,8 +37,9 @@ WRITE_BYTES = 4 << 20  # written to disk (in a worker thread) in batches of this
 @endpoint("/api/blobs")
 async def blob(request: Request, state: AppState, call: Call) -> Response:
     digest = store_edit.check_digest(request.path_params["digest"])
-    if await managing_upstream(state) is not None:
-        return await upstream_answer(state, request, None)  # type: ignore[return-value]
+    answer = await upstream_answer(state, request, None)
+    if answer is not None:
+        return answer
     root = state.models.store_root()
     if root is None:
         raise APIError(501, "blobs: this server has no Ollama upstream (--upstream or $OLLAMA_HOST, or an Ollama "
