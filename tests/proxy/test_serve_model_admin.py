@@ -275,3 +275,25 @@ def test_cli_rm_and_cp(front, native, store, tmp_path):
     assert "model 'cli-copy' not found" in out.stderr
     out = velollm(front[0], tmp_path, "cp", "nope", "x")
     assert out.returncode == 1 and 'model "nope" not found' in out.stderr
+
+
+def test_an_upstream_that_does_not_answer_leaves_the_local_store_in_charge(store, tmp_path):
+    """The default `--upstream` ($OLLAMA_HOST) with no Ollama running there: the local store acts."""
+    from tests.serve_process import free_port
+
+    proc, url, _, _ = start_serve(tmp_path, "--upstream", f"http://127.0.0.1:{free_port()}", *ENGINE,
+                                  env={"OLLAMA_MODELS": str(store)})
+    try:
+        client = ollama.Client(host=url, timeout=60)
+        assert client.copy("tiny-a", "orphan").status == "success"
+        assert client.create(model="orphan2", from_="orphan", system="x").status == "success"
+        assert {"orphan:latest", "orphan2:latest"} <= set(_names(url)[0])
+        assert client.delete("orphan").status == "success" and client.delete("orphan2").status == "success"
+        with pytest.raises(ollama.ResponseError) as err:
+            client.delete("orphan")
+        assert (err.value.status_code, err.value.error) == (404, "model 'orphan' not found")
+        with pytest.raises(ollama.ResponseError) as err:
+            client.push("tiny-a")
+        assert err.value.status_code == 501
+    finally:
+        stop_serve(proc)

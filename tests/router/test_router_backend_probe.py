@@ -61,3 +61,8 @@ async def test_kinds_that_say_what_they_are_keep_their_path():
     backend, asked = scripted("openai", VELOLLM)  # an OpenAI server: /v1/models (kind known, no detection)
     backend.upstream._kind = "openai"
     assert await backend.probe() == "GET /v1/models answered 404" and asked == ["/v1/models"]
+
+
+async def test_a_velollm_that_loads_or_drains_says_so():
+    backend, _ = scripted("ollama", {**VELOLLM, "/health": (503, {"status": "draining", "running": 2})})
+    assert await backend.probe() == "GET /health answered 503 (draining)"

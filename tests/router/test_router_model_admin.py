@@ -116,3 +116,17 @@ def test_blobs_go_to_the_first_ollama_backend(setup, tmp_path):
     with pytest.raises(ollama.ResponseError) as err:  # vl-a has no Ollama upstream: its answer, relayed
         client.push("only-a")
     assert err.value.status_code == 501 and "does not push" in err.value.error
+
+
+def test_create_goes_to_the_backend_of_its_blobs_or_of_its_base(setup, tmp_path):
+    client = ollama.Client(host=setup.url, timeout=60)
+    r = httpx.post(f"{setup.url}/api/create", json={"model": "b-system", "from": "only-b", "system": "Hi.",
+                                                     "stream": False}, timeout=60)
+    assert (r.status_code, r.json(), r.headers["x-velollm-backend"]) == (200, {"status": "success"}, "vl-b")
+    assert _manifest(setup.stores["vl-b"], "b-system").exists()
+    assert "b-system:latest" in _tags(setup.url)  # listed at once
+    digest = client.create_blob(write_tiny_llama_gguf(tmp_path / "up.gguf", seed=5))
+    parts = list(client.create(model="uploaded", files={"up.gguf": digest}, stream=True))
+    assert parts[-1].status == "success"
+    assert _manifest(setup.stores["vl-a"], "uploaded").exists()  # where the blob went
+    assert client.generate(model="uploaded", prompt="hi", raw=True, options={"num_predict": 2}).eval_count == 2

@@ -16,6 +16,7 @@ IDLE_S cut off (408), and a partial file never visible under a blob's name.
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint
-from velollm.api.model_admin import managing_upstream, upstream_answer
+from velollm.api.model_admin import upstream_answer
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.proxy.model_admin import ClientStalled, client_body, drain
 from velollm.wire.errors import APIError
@@ -36,8 +37,9 @@ WRITE_BYTES = 4 << 20  # written to disk (in a worker thread) in batches of this
 @endpoint("/api/blobs")
 async def blob(request: Request, state: AppState, call: Call) -> Response:
     digest = store_edit.check_digest(request.path_params["digest"])
-    if await managing_upstream(state) is not None:
-        return await upstream_answer(state, request, None)  # type: ignore[return-value]
+    answer = await upstream_answer(state, request, None)
+    if answer is not None:
+        return answer
     root = state.models.store_root()
     if root is None:
         raise APIError(501, "blobs: this server has no Ollama upstream (--upstream or $OLLAMA_HOST, or an Ollama "
@@ -64,7 +66,10 @@ def _check_room(request: Request, root: Path) -> None:
 
 
 async def _receive(request: Request, root: Path, digest: str) -> Response:
-    writer = await asyncio.to_thread(store_edit.BlobWriter, root, digest)
+    try:
+        writer = await asyncio.to_thread(store_edit.BlobWriter, root, digest)
+    except OSError as exc:  # a store this server may read but not write
+        raise APIError(500, f"cannot write blobs into {root}: {exc.strerror or exc}") from None
     pending: list[bytes] = []
     size = 0
     try:
@@ -82,6 +87,10 @@ async def _receive(request: Request, root: Path, digest: str) -> Response:
     except ClientStalled as exc:
         await asyncio.to_thread(writer.abort)
         raise APIError(408, str(exc)) from None
+    except OSError as exc:  # the disk filled up (a body without Content-Length), or the store went away
+        await asyncio.to_thread(writer.abort)
+        status = 507 if exc.errno == errno.ENOSPC else 500
+        raise APIError(status, f"writing blob {digest} into {root} failed: {exc.strerror or exc}") from None
     except BaseException:
         await asyncio.shield(asyncio.to_thread(writer.abort))
         raise

@@ -16,7 +16,6 @@ each, or the last alone with `stream: false`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from starlette.responses import Response
 
 from velollm.api.handler import AppState
+from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.engine.loader.ollama_store import MODEL_MEDIA, blob_path, find_manifest, parse_name
 from velollm.errors import InvalidRequest, ModelNotFound
@@ -37,7 +37,7 @@ TEXT_LAYERS = ("template", "system")
 
 async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
     try:
-        lines = await asyncio.to_thread(create_model, body, root)
+        lines = await store_op(create_model, body, root)
     finally:
         state.models.store_changed()
     return progress_response(lines, wants_stream(body))

@@ -9,7 +9,9 @@ one of its models or an uploaded GGUF blob (local_create.py); push always needs 
 
 With an upstream, delete and copy fall back to the local store when the upstream has no such model (a
 store not shared with it), and a delete the upstream did also removes the model from the local store when
-it is there too: what VeloLLM lists under that name is gone either way.
+it is there too: what VeloLLM lists under that name is gone either way. An upstream that does not answer
+now counts as none (the local store acts, as native models are served first); a name only an
+OpenAI-compatible upstream serves is its clear 501.
 
 Before a model's files change, an on-demand model of that name is unloaded (ModelRegistry.forget); after,
 names resolve afresh and the listings (read at each request) show the change. A pinned `--model` model
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +33,8 @@ from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.errors import APIError, error_response
+
+T = TypeVar("T")
 
 NO_PUSH = ("push: VeloLLM does not push models to a registry itself: start `velollm serve` with an Ollama "
            "upstream (--upstream or $OLLAMA_HOST, or an Ollama backend in --config) to push through it")
@@ -53,10 +58,20 @@ async def managing_upstream(state: AppState) -> Any:
 
 
 async def upstream_answer(state: AppState, request: Request, body: dict[str, Any] | None) -> Response | None:
-    """The upstream's answer, or None without an upstream (an OpenAI-compatible one answers 404 or 501)."""
-    upstream = state.models.upstream
-    manage = getattr(upstream, "manage", None)
-    return await manage(request, body) if manage is not None else None
+    """The answer of an upstream that takes model management; None without one (none, an OpenAI-compatible
+    server, or one not reachable now: the local store then acts, as a native model is served first)."""
+    upstream = await managing_upstream(state)
+    return await upstream.manage(request, body) if upstream is not None else None
+
+
+async def unmanaged(state: AppState, request: Request, body: dict[str, Any] | None) -> Response | None:
+    """For a name the local store lacks: the 501 of an upstream without model management that serves it
+    (an OpenAI-compatible server); None otherwise (the caller's 404)."""
+    manage = getattr(state.models.upstream, "manage", None)
+    if manage is None:
+        return None
+    answer = await manage(request, body)
+    return answer if answer.status_code == 501 else None
 
 
 def refuse_pinned(state: AppState, name: str, doing: str) -> None:
@@ -64,6 +79,17 @@ def refuse_pinned(state: AppState, name: str, doing: str) -> None:
     if pinned is not None:
         raise APIError(400, f"cannot {doing} model '{name}': this server runs it with --model ({pinned.name}) and "
                             "keeps it loaded; restart `velollm serve` without it first")
+
+
+async def store_op(fn: Callable[..., T], *args: Any) -> T:
+    """A change to the store, in a worker thread; a file-system failure (a store this server may read but
+    not write, a full disk) as a 500 that says which store and why, not an internal error."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        where = exc.filename or ""
+        raise APIError(500, f"the Ollama store cannot be changed: {exc.strerror or exc}"
+                            + (f": {where}" if where else "")) from None
 
 
 def empty_ok() -> Response:
@@ -84,6 +110,7 @@ async def delete(request: Request, state: AppState, call: Call) -> Response:
     try:
         await _delete_locally(state, name, missing_ok=False)
     except ModelNotFound:
+        answer = answer or await unmanaged(state, request, body)
         if answer is not None:
             return answer
         raise
@@ -95,7 +122,7 @@ async def _delete_locally(state: AppState, name: str, missing_ok: bool) -> None:
     try:
         if root is None:
             raise ModelNotFound(f"model '{name}' not found")
-        await asyncio.to_thread(store_edit.delete_model, name, root)
+        await store_op(store_edit.delete_model, name, root)
     except (ModelNotFound, InvalidRequest):
         if not missing_ok:
             raise
@@ -115,13 +142,12 @@ async def copy(request: Request, state: AppState, call: Call) -> Response:
         state.models.store_changed()  # the upstream's store may be this server's too
         return answer
     root = state.models.store_root()
-    if root is None:
-        if answer is not None:
-            return answer
-        raise ModelNotFound(f"model {json.dumps(source)} not found")
     try:
-        await asyncio.to_thread(store_edit.copy_model, source, destination, root)
+        if root is None:
+            raise ModelNotFound(f"model {json.dumps(source)} not found")
+        await store_op(store_edit.copy_model, source, destination, root)
     except ModelNotFound:
+        answer = answer or await unmanaged(state, request, body)
         if answer is not None:
             return answer
         raise
@@ -136,10 +162,10 @@ async def create(request: Request, state: AppState, call: Call) -> Response:
     name = call.model = _name(body)
     refuse_pinned(state, name, "replace")
     await state.models.forget(name)
-    if await managing_upstream(state) is not None:
-        answer = await upstream_answer(state, request, body)
+    answer = await upstream_answer(state, request, body)
+    if answer is not None:
         state.models.store_changed()
-        return answer  # type: ignore[return-value]
+        return answer
     root = state.models.store_root()
     if root is None:
         return error_response("ollama", APIError(501, _no_upstream("create", "keeps no Ollama store of its own "
@@ -153,9 +179,8 @@ async def create(request: Request, state: AppState, call: Call) -> Response:
 async def push(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     call.model = _name(body)
-    if await managing_upstream(state) is not None:
-        return await upstream_answer(state, request, body)  # type: ignore[return-value]
-    return error_response("ollama", APIError(501, NO_PUSH))
+    answer = await upstream_answer(state, request, body)
+    return answer if answer is not None else error_response("ollama", APIError(501, NO_PUSH))
 
 
 def _no_upstream(what: str, why: str) -> str:

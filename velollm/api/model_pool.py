@@ -154,6 +154,9 @@ class ModelPool:
     async def forget(self, name: str) -> None:
         """`name`'s files are changing (deleted, replaced): unloaded now when idle (else when its requests
         end), and its parked engine dropped, so that nothing serves the old weights again."""
+        loading = self._loading.get(name)
+        if loading is not None:  # a load that read the old files: let it end, then unload what it loaded
+            await asyncio.gather(asyncio.shield(loading), return_exceptions=True)
         await self.unload(name)
         parked = self.parked.take(name)
         if parked is not None:

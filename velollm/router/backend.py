@@ -203,8 +203,11 @@ class Backend:
 
 
 def _why(body: Any) -> str:
-    """What a failed check's answer says, when it says it (a VeloLLM's /health: the engine that died)."""
+    """What a failed check's answer says, when it says it (a VeloLLM's /health: the engine that died, or that it
+    is still loading or draining)."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         error = error.get("message")
+    if not error and isinstance(body, dict):
+        error = body.get("status")  # a VeloLLM's /health: loading, draining
     return f" ({str(error)[:300]})" if isinstance(error, str) and error else ""
