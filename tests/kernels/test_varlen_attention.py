@@ -137,3 +137,12 @@ def test_probe_passes_the_reference_and_fails_a_wrong_kernel(monkeypatch):
 
     monkeypatch.setattr(va, "varlen_causal_attention_flash", broken)
     assert va.probe_flash(*args) == "RuntimeError: no kernel image is available for execution on the device"
+
+
+@pytest.mark.skipif(not ON_GPU, reason="torch's flash kernel runs on CUDA only")
+@pytest.mark.parametrize("hq,hkv,head_dim", [(32, 8, 128), (16, 8, 64), (28, 4, 128), (8, 8, 256)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_flash_passes_the_engine_probe_gpu(hq, hkv, head_dim, dtype):
+    """What "auto" needs to take flash at engine start (velollm.engine.prefill_path): the probe passes at the
+    supported models' head shapes, in both half dtypes."""
+    assert va.probe_flash(hq, hkv, head_dim, dtype, torch.device("cuda")) is None
