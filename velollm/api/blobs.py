@@ -19,6 +19,7 @@ import asyncio
 import errno
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -26,9 +27,11 @@ from starlette.routing import Route
 
 from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint
 from velollm.api.model_admin import upstream_answer
-from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.proxy.model_admin import ClientStalled, client_body, drain
 from velollm.wire.errors import APIError
+
+if TYPE_CHECKING:
+    from velollm.engine.loader.ollama_store_edit import BlobWriter
 
 IDLE_S = 120.0  # the longest a client may send nothing in the middle of a blob
 WRITE_BYTES = 4 << 20  # written to disk (in a worker thread) in batches of this much
@@ -36,6 +39,8 @@ WRITE_BYTES = 4 << 20  # written to disk (in a worker thread) in batches of this
 
 @endpoint("/api/blobs")
 async def blob(request: Request, state: AppState, call: Call) -> Response:
+    from velollm.engine.loader import ollama_store_edit as store_edit  # pure Python: no torch, even --proxy-only
+
     digest = store_edit.check_digest(request.path_params["digest"])
     answer = await upstream_answer(state, request, None)
     if answer is not None:
@@ -66,8 +71,10 @@ def _check_room(request: Request, root: Path) -> None:
 
 
 async def _receive(request: Request, root: Path, digest: str) -> Response:
+    from velollm.engine.loader.ollama_store_edit import BlobWriter
+
     try:
-        writer = await asyncio.to_thread(store_edit.BlobWriter, root, digest)
+        writer = await asyncio.to_thread(BlobWriter, root, digest)
     except OSError as exc:  # a store this server may read but not write
         raise APIError(500, f"cannot write blobs into {root}: {exc.strerror or exc}") from None
     pending: list[bytes] = []
@@ -97,7 +104,7 @@ async def _receive(request: Request, root: Path, digest: str) -> Response:
     return Response(status_code=201)
 
 
-def _write(writer: store_edit.BlobWriter, chunks: list[bytes]) -> None:
+def _write(writer: BlobWriter, chunks: list[bytes]) -> None:
     for chunk in chunks:
         writer.write(chunk)
 

@@ -30,7 +30,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.errors import APIError, error_response
 
@@ -122,6 +121,8 @@ async def _delete_locally(state: AppState, name: str, missing_ok: bool) -> None:
     try:
         if root is None:
             raise ModelNotFound(f"model '{name}' not found")
+        from velollm.engine.loader import ollama_store_edit as store_edit  # (no engine import under --proxy-only)
+
         await store_op(store_edit.delete_model, name, root)
     except (ModelNotFound, InvalidRequest):
         if not missing_ok:
@@ -145,6 +146,8 @@ async def copy(request: Request, state: AppState, call: Call) -> Response:
     try:
         if root is None:
             raise ModelNotFound(f"model {json.dumps(source)} not found")
+        from velollm.engine.loader import ollama_store_edit as store_edit
+
         await store_op(store_edit.copy_model, source, destination, root)
     except ModelNotFound:
         answer = answer or await unmanaged(state, request, body)

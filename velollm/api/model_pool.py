@@ -32,7 +32,6 @@ from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
 from velollm.api.load_turns import LoadTurns
 from velollm.api.loaded_model import LoadedModel
 from velollm.context.parked_models import ParkedModels, parked_bytes
-from velollm.engine.loader.load_stop import LoadStopped, run_stoppable
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +218,9 @@ class ModelPool:
             kind = "prefetch" if prefetch else "host" if name in self.parked else "cold"
             logger.info("loading model %r%s%s", name, " from host memory" if name in self.parked else "",
                         " ahead (prefetch)" if prefetch else "")
+            # here, not at the top: --proxy-only imports this module and must not import velollm.engine
+            from velollm.engine.loader.load_stop import LoadStopped, run_stoppable
+
             try:
                 engine = await asyncio.to_thread(run_stoppable, stop, lambda: self._wake_or_load(name))
             except LoadStopped:
