@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 import logging
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -15,13 +15,14 @@ from velollm.config import EngineConfig, KernelSwitches, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
 from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
-from velollm.output_budget import fit_max_tokens
 from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.placeholders import LaunchedStep
 from velollm.engine.request import Request
 from velollm.engine.sampler import SampledTokens, Sampler
 from velollm.engine.scheduler import ScheduledBatch, Scheduler
-from velollm.errors import ContextOverflow, InvalidRequest, RequestFailed
+from velollm.engine.step_failures import StepFailures
+from velollm.errors import ContextOverflow, InvalidRequest
+from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
@@ -113,9 +114,7 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
-        # Steps failed in a row, not counting a suspect's retry alone (its failure is its own): AsyncEngine
-        # declares the engine dead past a few, if `self_check` fails too.
-        self.num_failed_steps = 0
+        self.failures = StepFailures(self.scheduler, self.outputs, self.requests, self.runner)
         if config.async_scheduling:
             logger.info("async scheduling: each step is scheduled while the previous one runs")
 
@@ -216,10 +215,9 @@ class LLMEngine:
             launched = self._launch(batch)
             deltas = self._collect(launched)
         except Exception as exc:
-            self.num_failed_steps += not retrying
-            self._contain(batch, exc)
+            self.failures.contain(batch, exc, retrying=retrying)
             return []
-        self.num_failed_steps = 0
+        self.failures.ran()
         self.scheduler.cleared(batch, sampled=launched.sampled is not None)
         return deltas
 
@@ -238,11 +236,10 @@ class LLMEngine:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
         except Exception as exc:
-            self.num_failed_steps += 1
-            self._abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
+            self.failures.abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
         if launched is not None or previous is not None:
-            self.num_failed_steps = 0
+            self.failures.ran()
         self._in_flight = launched
         return deltas
 
@@ -293,39 +290,6 @@ class LLMEngine:
                 self.requests.pop(request.request_id, None)
                 self.outputs.remove(request.request_id)
         return deltas
-
-    def _abandon(self, batches: list[ScheduledBatch], exc: Exception) -> None:
-        """An async step failed: what is in flight is dropped (its ids were never read), and the requests are
-        recomputed from the tokens the host has, each alone and synchronously, so the failure lands on one."""
-        self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
-
-    def _contain(self, batch: ScheduledBatch, exc: Exception) -> None:
-        if len(batch.requests) > 1:
-            self._retry_alone(batch.requests, exc)
-            return
-        request = batch.requests[0]
-        logger.error("request %s failed the engine step alone", request.request_id, exc_info=exc)
-        self.scheduler.finish(request)
-        self.requests.pop(request.request_id, None)
-        self.outputs.remove(request.request_id)
-        raise RequestFailed(request.request_id, f"{type(exc).__name__}: {exc}") from exc
-
-    def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
-        logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(requests),
-                       type(exc).__name__, exc)
-        for request in requests:
-            request.num_placeholders = 0  # ids sampled but never read go with the failed step
-        self.scheduler.quarantine(requests)
-
-    def self_check(self) -> str | None:
-        """One token through the model (no KV written) and read back: None when it runs, else why not. Tells an
-        engine that cannot run at all (a lost device, a sticky CUDA error) from steps that failed for their
-        requests."""
-        try:
-            self.runner.dry_forward(1).sum().item()
-        except Exception as exc:  # noqa: BLE001 (the answer is the failure)
-            return f"{type(exc).__name__}: {exc}"
-        return None
 
     def _abort_all(self) -> None:
         for request_id in list(self.requests):
