@@ -49,6 +49,7 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     parsed = parse_name(name) if isinstance(name, str) else None
     if parsed is None:
         raise InvalidRequest("invalid model name", param="model")
+    store_edit.check_storable(parsed, "model")
     for field in UNSUPPORTED:
         if body.get(field):
             raise InvalidRequest(f"{field} is not supported without an Ollama upstream: VeloLLM creates models "
