@@ -48,6 +48,8 @@ class OnDemand:
     prefetch: bool = True  # predicted models loaded ahead into free slots (velollm.context.model_prefetch)
     # canonical name -> whether it may load ahead (memory to spare; blocking); None: always
     prefetch_room: Callable[[str], bool] | None = None
+    # canonical name -> the identity of its files (velollm/api/model_identity.py; blocking); None: unknown
+    identify: Callable[[str], str] | None = None
 
 
 class OnDemandModels:
