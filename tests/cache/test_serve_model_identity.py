@@ -24,7 +24,7 @@ from tests.gguf.test_ollama_store import make_store
 from tests.serve_process import start_serve, stop_serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy"))  # tests/proxy's helpers import by bare name
-from gguf_fixture import write_tiny_llama_gguf  # noqa: E402
+from gguf_fixture import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.slow
 

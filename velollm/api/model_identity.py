@@ -59,7 +59,7 @@ def engine_identity(engine: Any) -> str:
 class ModelIdentities:
     """`on_disk(canonical)`: the identity of an on-demand model from its files (blocking, worker thread)."""
 
-    def __init__(self, registry: "ModelRegistry", on_disk: Callable[[str], str] | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, on_disk: Callable[[str], str] | None = None) -> None:
         self.registry = registry
         self.on_disk = on_disk
         self._read: dict[str, tuple[float, str]] = {}  # canonical name -> (monotonic expiry, identity)

@@ -4,7 +4,8 @@ It sits after the guards (API key, body size) and before routing, so native and 
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
 complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
-the decision that produced the answer, not a new one. A `/v1/responses` hit is handed to its endpoint
+the decision that produced the answer, not a new one. The keys hold the model's identity (`identify`,
+velollm/api/model_identity.py): a name now pointing at another model misses. A `/v1/responses` hit is handed to its endpoint
 (velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked, the
 chosen model's name when the virtual model answered (its header added here).
 
