@@ -31,6 +31,7 @@ from typing import Any
 from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
 from velollm.api.load_turns import LoadTurns
 from velollm.api.loaded_model import LoadedModel
+from velollm.context.model_prefetch import PrefetchStopped
 from velollm.context.parked_models import ParkedModels, parked_bytes
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class PrefetchSkipped(Exception):
     """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
 
 
-class PrefetchCancelled(PrefetchSkipped):
+class PrefetchCancelled(PrefetchSkipped, PrefetchStopped):
     """A prefetch was stopped half-way: a request for another model needed its turn (its memory is freed)."""
 
 
@@ -162,23 +163,34 @@ class ModelPool:
             await asyncio.to_thread(parked.shutdown)
         self._last_used.pop(name, None)
 
+    def has_free_slot(self) -> bool:
+        """A slot of --max-loaded-models is free and no load runs or waits (what a prefetch needs)."""
+        return not self._closed and not self._loading and len(self._models) < self.max_loaded_models
+
     def can_prefetch(self, name: str) -> bool:
         """Whether `prefetch(name)` would load now: not loaded, no load running or waiting, a slot free."""
-        return (not self._closed and name not in self._models and not self._loading
-                and len(self._models) < self.max_loaded_models)
+        return name not in self._models and self.has_free_slot()
 
     async def prefetch(self, name: str) -> bool:
         """Loads `name` ahead into a free slot (woken from host memory when parked there), never evicting;
-        it then waits for a request for keep_alive like any idle model. False when it did not load."""
+        it then waits for a request for keep_alive like any idle model. False when it did not load; raises
+        PrefetchCancelled when it was stopped half-way (a request's load needed the turn, or the pool closed)."""
         if not self.can_prefetch(name):
             return False
         future = self._start_load(name, prefetch=True)
         future.add_done_callback(lambda _f: self._expire_if_unused(name))
         try:
             await asyncio.shield(future)  # a cancelled prefetcher leaves the load to finish (close waits)
-        except PrefetchSkipped:  # PrefetchCancelled too (logged where it stopped)
+        except PrefetchCancelled:  # logged where it stopped
+            raise
+        except PrefetchSkipped:
             return False
         return True
+
+    async def settled(self) -> None:
+        """Returns once no load runs or waits for its turn."""
+        while self._loading:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._loading.values())), return_exceptions=True)
 
     def most_recent_parked(self) -> str | None:
         """The parked model a request used last (what a freed slot re-wakes ahead), or None."""

@@ -166,7 +166,9 @@ class OnDemandModels:
         return canonical
 
     def _slot_freed(self) -> None:
-        """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""
+        """A keep_alive ran out and freed a slot: the predictions a request's load stopped are queued again, and the
+        parked model a request used last comes back ahead (recent usage: the newer prediction, tried first)."""
+        self.prefetcher.slot_freed()
         name = self.pool.most_recent_parked()
         if name is not None:
             self.predict(name, "recently used")
