@@ -77,3 +77,14 @@ def test_the_identity_is_part_of_both_keys_and_absent_when_unknown():
     plain, old, new = (cache_key("/api/chat", body, "t", None, identity) for identity in ("", "sha-1", "sha-2"))
     assert len({plain.exact, old.exact, new.exact}) == 3 and len({plain.context, old.context, new.context}) == 3
     assert cache_key("/api/chat", body, "t") == plain  # a name-only key is what it was before identities
+
+
+async def test_a_parked_engine_answers_with_what_it_was_loaded_from():
+    """A model evicted to host memory wakes instead of loading its (since replaced) files again."""
+    registry, reads = _registry({"x": "sha-new"})
+    info = SimpleNamespace(digest="sha-old", path="", size_bytes=0, modified_at=0.0)
+    parked = SimpleNamespace(engine=SimpleNamespace(source=SimpleNamespace(info=info)))
+    registry.pool.parked._engines["x"] = (parked, 1)
+    assert await registry.identity("x") == "sha-old" and reads == []
+    registry.pool.parked.take("x")
+    assert await registry.identity("x") == "sha-new"

@@ -5,9 +5,9 @@ a newer version of a tag, through VeloLLM or behind its back. The cache keys an 
 identity as well as its name, so that such a change makes the old answers unreachable at once. The
 identity is the one of the model that would answer, decided as ModelRegistry.route decides, without loading:
 
-- a pinned (--model) or loaded on-demand model: its engine's source (ModelInfo.digest: the Ollama manifest
-  digest; an HF folder's files; else the weights file's path, size and mtime). What a loaded engine answers
-  with does not change until it unloads, whatever happens to the files;
+- a pinned (--model) model, an on-demand one loaded or parked (asleep in host memory): its engine's source
+  (ModelInfo.digest: the Ollama manifest digest; an HF folder's files; else the weights file's path, size
+  and mtime). What such an engine answers with does not change until it goes, whatever happens to the files;
 - an on-demand model not loaded: the same, read from disk (the manifest, a stat) at most once per
   NATIVE_TTL_S per name, and at once after a change VeloLLM makes itself (`clear`, from the registry);
 - an upstream's model: the digest of its last listing (Ollama's /api/tags, another VeloLLM's); listings are
@@ -90,7 +90,8 @@ class ModelIdentities:
                 canonical = await models.resolve(name)  # cached: the request's own route reuses it
             except VeloLLMError:  # not found, unsupported, a path refused: the upstream's, or a 404
                 return None
-        loaded = models.loaded(canonical)
+        # A parked engine wakes instead of loading the files again: it answers with what it was loaded from.
+        loaded = models.loaded(canonical) or models.pool.parked.peek(canonical)
         if loaded is not None:
             return engine_identity(loaded.engine)
         return await self._from_disk(canonical)

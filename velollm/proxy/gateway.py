@@ -48,6 +48,7 @@ class UpstreamGateway:
         self.proxy_only = proxy_only
         self._explained: set[str] = set()
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
+        self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -97,7 +98,10 @@ class UpstreamGateway:
         or a name it does not list). A listing older than IDENTITY_LISTING_MAX_AGE_S is fetched again in
         the background, for the requests that follow."""
         listing = self.upstream.last_listing
-        if listing is None or time.time() - listing.fetched_at > IDENTITY_LISTING_MAX_AGE_S:
+        now = time.monotonic()
+        stale = listing is None or time.time() - listing.fetched_at > IDENTITY_LISTING_MAX_AGE_S
+        if stale and now - self._identity_relisted_at > IDENTITY_LISTING_MAX_AGE_S:  # bounded: an upstream may be down
+            self._identity_relisted_at = now
             self.upstream.relist_soon()
         return listing.digest(name) if listing is not None else ""
 
