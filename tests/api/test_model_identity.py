@@ -79,12 +79,13 @@ def test_the_identity_is_part_of_both_keys_and_absent_when_unknown():
     assert cache_key("/api/chat", body, "t") == plain  # a name-only key is what it was before identities
 
 
-async def test_a_parked_engine_answers_with_what_it_was_loaded_from():
-    """A model evicted to host memory wakes instead of loading its (since replaced) files again."""
+async def test_a_parked_engine_is_keyed_by_the_files_it_would_wake_for():
+    """A model evicted to host memory wakes only while its files are unchanged (ModelPool drops it
+    otherwise): its key is what the files are now, like a model not loaded."""
     registry, reads = _registry({"x": "sha-new"})
     info = SimpleNamespace(digest="sha-old", path="", size_bytes=0, modified_at=0.0)
     parked = SimpleNamespace(engine=SimpleNamespace(source=SimpleNamespace(info=info)))
     registry.pool.parked._engines["x"] = (parked, 1)
-    assert await registry.identity("x") == "sha-old" and reads == []
-    registry.pool.parked.take("x")
-    assert await registry.identity("x") == "sha-new"
+    assert await registry.identity("x") == "sha-new" and reads == ["x"]
+
+

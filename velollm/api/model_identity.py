@@ -5,10 +5,11 @@ a newer version of a tag, through VeloLLM or behind its back. The cache keys an 
 identity as well as its name, so that such a change makes the old answers unreachable at once. The
 identity is the one of the model that would answer, decided as ModelRegistry.route decides, without loading:
 
-- a pinned (--model) model, an on-demand one loaded or parked (asleep in host memory): its engine's source
-  (ModelInfo.digest: the Ollama manifest digest; an HF folder's files; else the weights file's path, size
-  and mtime). What such an engine answers with does not change until it goes, whatever happens to the files;
-- an on-demand model not loaded: the same, read from disk (the manifest, a stat) at most once per
+- a pinned (--model) model, an on-demand one loaded: its engine's source (ModelInfo.digest: the Ollama
+  manifest digest; an HF folder's files; else the weights file's path, size and mtime). What such an
+  engine answers with does not change until it goes, whatever happens to the files;
+- an on-demand model not loaded, or parked (asleep in host memory: it wakes only while its files are the
+  ones it was loaded from, ModelPool drops it otherwise): the same, read from disk (the manifest, a stat) at most once per
   NATIVE_TTL_S per name, and at once after a change VeloLLM makes itself (`clear`, from the registry);
 - an upstream's model: the digest of its last listing (Ollama's /api/tags, another VeloLLM's); listings are
   fetched again after VeloLLM's own changes and, in the background, when older than the upstream's
@@ -90,8 +91,9 @@ class ModelIdentities:
                 canonical = await models.resolve(name)  # cached: the request's own route reuses it
             except VeloLLMError:  # not found, unsupported, a path refused: the upstream's, or a 404
                 return None
-        # A parked engine wakes instead of loading the files again: it answers with what it was loaded from.
-        loaded = models.loaded(canonical) or models.pool.parked.peek(canonical)
+        # A parked engine wakes only while its files are unchanged (ModelPool drops it otherwise): the files
+        # say what answers, as for a model not loaded.
+        loaded = models.loaded(canonical)
         if loaded is not None:
             return engine_identity(loaded.engine)
         return await self._from_disk(canonical)
