@@ -68,6 +68,8 @@ class ModelPool:
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host | prefetch) -> loads
         self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused | cancelled) -> prefetches
         self.on_slot_freed: Callable[[], None] | None = None  # a model's keep_alive ran out
+        # (name, parked engine) -> whether its files are still the ones it was loaded from (blocking)
+        self.parked_is_current: Callable[[str, Any], bool] | None = None
         self._last_used: dict[str, float] = {}  # model -> when a request last released it (monotonic)
         self._closed = False
 
@@ -226,6 +228,7 @@ class ModelPool:
             if speculative() and len(self._models) >= self.max_loaded_models:
                 raise PrefetchSkipped(name)
             await self._make_room()
+            await self._drop_if_replaced(name)
             started = time.perf_counter()
             kind = "prefetch" if prefetch else "host" if name in self.parked else "cold"
             logger.info("loading model %r%s%s", name, " from host memory" if name in self.parked else "",
@@ -251,6 +254,19 @@ class ModelPool:
             self._models[name] = entry
             self._notify()
             return entry
+
+    async def _drop_if_replaced(self, name: str) -> None:
+        """Drops the engine parked as `name` when its files were replaced since it was loaded (`ollama cp`,
+        `ollama create` or a pull behind VeloLLM's back): waking it would answer with the old weights."""
+        parked = self.parked.peek(name)
+        if parked is None or self.parked_is_current is None:
+            return
+        if await asyncio.to_thread(self.parked_is_current, name, parked):
+            return
+        if self.parked.take(name) is parked:
+            logger.info("model %r parked in host memory: its files changed since it was loaded; loading it afresh",
+                        name)
+            await asyncio.to_thread(parked.shutdown)
 
     def _wake_or_load(self, name: str) -> Any:
         engine = self.parked.take(name)
