@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from velollm.config import EngineConfig
-from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
+from velollm.engine.engine_stats import EngineSettings, EngineStats
+from velollm.engine.llm_engine import LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
@@ -108,13 +109,13 @@ class AsyncEngine:
                        request_id: str | None = None) -> AsyncIterator[RequestDelta]:
         """Stream the request's deltas; leaving the loop early (or cancellation) aborts the request."""
         self._check_alive()
-        self.engine.validate(prompt_token_ids, params)
+        self.engine.limits.validate(prompt_token_ids, params)
         if self.num_waiting >= self.max_queue:
             raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
         if params.structured_output is not None:
             # Compile (cached) off the engine thread, so a new schema never stalls the batch.
             manager = await asyncio.to_thread(lambda: self.engine.structured_output)
-            budget = self.engine.output_budget(len(prompt_token_ids), params)
+            budget = self.engine.limits.output_budget(len(prompt_token_ids), params)
             await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
