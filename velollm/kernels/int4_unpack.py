@@ -34,9 +34,13 @@ GROUP = 32  # elements of k sharing one scale and zero
 _LOW = 0x0F0F0F0F0F0F0F0F
 _SIGN = 0x0808080808080808
 _FLIP = 0x8888888888888888 - (1 << 64)  # q ^ 8 read as a signed nibble is q - 8
-# Weights per chunk: 2^22 measured fastest of 2^19..2^24 on a 2-core EPYC shared with other jobs (fewer
-# parallel ops for a busy core to stall; its int8 quants and bfloat16 values still fit the L3).
+# Weights per chunk: its int8 quants and bfloat16 values stay in cache (2^18..2^22 measured alike).
 _CHUNK_ELEMENTS = 1 << 22
+# Threads for the dequantization's ~16 elementwise ops per chunk. Each parallel op ends in a barrier that
+# waits for every thread; on a box whose cores other jobs share, a thread on a busy core costs a
+# scheduler slice (~15 ms) per op. Measured on 2 shared EPYC cores, 4096x4096, load 5-7: 2 threads
+# 250-1000 ms median, 1 thread 27-80 ms; quiet, 2 threads 10-14 ms against 1 thread's ~20 ms.
+THREADS = 1
 
 
 class Int4Scratch:
@@ -108,10 +112,15 @@ def dequantize_t(w: "Int4Weight", scratch: Int4Scratch) -> torch.Tensor:
     out = scratch.take(rows * cols).view(cols, rows)
     flat = w.packed.view(-1)
     sz = w.scales_and_zeros
-    if full:
-        _full_blocks(flat[:full * cols // 2], sz[:, :full], out[:, :full], cols)
-    if full < rows:
-        _tail_block(flat[full * cols // 2:], sz[:, full:], out[:, full:], cols)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        if full:
+            _full_blocks(flat[:full * cols // 2], sz[:, :full], out[:, :full], cols)
+        if full < rows:
+            _tail_block(flat[full * cols // 2:], sz[:, full:], out[:, full:], cols)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
