@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench_util import SMALL_HELP, emit, kernel_device, time_cpu, time_cuda  # noqa: E402
 from velollm import kernels  # noqa: E402
 from velollm.kernels import prefill_attention as pa  # noqa: E402
+from velollm.kernels import varlen_attention  # noqa: E402
 
 
 def build(num_seqs: int, q_len: int, kv_len: int, hq: int, hkv: int, d: int, block_size: int, device: str):
@@ -87,6 +88,10 @@ def compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, case, timer, 
                                                          max_query_len=longest),
     }
     seconds, ok = {}, True
+    # What an engine's start-up probe (velollm.engine.prefill_path) says of flash at these shapes.
+    probe = "not run: no flash here"
+    if varlen_attention.flash_supported(q):
+        probe = varlen_attention.probe_flash(q.shape[1], k.shape[1], d, q.dtype, q.device) or "passed"
     for name, call in paths.items():
         err = (call().float() - want.float()).abs().max().item()
         ok &= err <= 3e-2
@@ -94,7 +99,8 @@ def compare_paths(q, k_cache, v_cache, tables, cu, lens, d, flops, case, timer, 
     for name in paths:
         emit(what="prefill_attention_path", case=case, path=name, us=round(seconds[name] * 1e6, 1),
              TFLOPs=round(flops / seconds[name] / 1e12, 2), vs_paged=round(seconds["paged"] / seconds[name], 3),
-             auto=kernels.prefill_attention_path(q), env=os.environ.get(kernels.PREFILL_PATH_ENV, "auto"))
+             auto=kernels.prefill_attention_path(q), env=kernels.KernelSwitches.from_env().prefill_attention,
+             probe=probe)
     return ok
 
 

@@ -20,6 +20,8 @@ COMMANDS = {
     "stop": "velollm.commands.stop",
     "show": "velollm.commands.show",
     "pull": "velollm.commands.pull",
+    "rm": "velollm.commands.rm",
+    "cp": "velollm.commands.cp",
     "cache": "velollm.commands.cache",
 }
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +186,50 @@ class SchedulerConfig:
                 raise ValueError(f"{name} must be >= 1")
 
 
+PREFILL_ATTENTION_ENV = "VELOLLM_PREFILL_ATTENTION"
+PREFILL_PATHS = ("auto", "varlen", "paged")
+DECODE_FUSED_REDUCE_ENV = "VELOLLM_DECODE_FUSED_REDUCE"
+SILU_DOWN_GEMV_ENV = "VELOLLM_SILU_DOWN_GEMV"
+_SWITCH_VALUES = ("0", "1")
+
+
+@dataclass(frozen=True)
+class KernelSwitches:
+    """Which kernels the model's forward takes where there is a choice (velollm.kernels documents each):
+
+    `prefill_attention` ($VELOLLM_PREFILL_ATTENTION): auto | varlen | paged, for prefill steps without a
+    cached prefix; `decode_fused_reduce` ($VELOLLM_DECODE_FUSED_REDUCE=0|1) and `silu_down_gemv`
+    ($VELOLLM_SILU_DOWN_GEMV=0|1), two batch-1 decode fusions off until a GPU run shows them faster.
+    Read once (`from_env`) where an engine is configured, so a bad value stops `velollm serve` or `LLM()`
+    at start instead of failing requests, and no forward pass reads the environment."""
+
+    prefill_attention: str = "auto"
+    decode_fused_reduce: bool = False
+    silu_down_gemv: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prefill_attention not in PREFILL_PATHS:
+            raise ValueError(f"prefill_attention must be one of {', '.join(PREFILL_PATHS)}, "
+                             f"not {self.prefill_attention!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KernelSwitches":
+        """The switches $VELOLLM_PREFILL_ATTENTION, $VELOLLM_DECODE_FUSED_REDUCE and $VELOLLM_SILU_DOWN_GEMV
+        set (unset or empty: the default); ValueError naming the variable and its values for anything else."""
+        env = os.environ if environ is None else environ
+        return cls(prefill_attention=_env_choice(env, PREFILL_ATTENTION_ENV, PREFILL_PATHS),
+                   decode_fused_reduce=_env_choice(env, DECODE_FUSED_REDUCE_ENV, _SWITCH_VALUES) == "1",
+                   silu_down_gemv=_env_choice(env, SILU_DOWN_GEMV_ENV, _SWITCH_VALUES) == "1")
+
+
+def _env_choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """$name, one of `allowed` (the first when unset or empty)."""
+    value = env.get(name, "").strip() or allowed[0]
+    if value not in allowed:
+        raise ValueError(f"${name} must be one of {', '.join(allowed)} (unset: {allowed[0]}), not {value!r}")
+    return value
+
+
 DEVICES = ("auto", "cpu", "cuda")
 ENGINE_DTYPES = ("auto", *DTYPES)
 
@@ -207,6 +253,8 @@ class EngineConfig:
     max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
     quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA, int4 on a bf16 CPU), none (dequantized), gguf
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8 (alias fp8_e4m3): float8 e4m3, half the bytes
+    # Kernel choices ($VELOLLM_PREFILL_ATTENTION, ...); None: read from the environment when the engine is built
+    kernel_switches: KernelSwitches | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_cache_dtype", normalize_kv_cache_dtype(self.kv_cache_dtype))

@@ -32,7 +32,9 @@ class LLM:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **options: Any) -> None:
         """`options`: any other EngineConfig field (max_num_seqs, max_model_len, kv_cache_memory,
         max_num_batched_tokens, enable_prefix_caching, gpu_memory_utilization, enforce_eager, async_scheduling,
-        quantization, kv_cache_dtype)."""
+        quantization, kv_cache_dtype, kernel_switches). Without kernel_switches, $VELOLLM_PREFILL_ATTENTION,
+        $VELOLLM_DECODE_FUSED_REDUCE and $VELOLLM_SILU_DOWN_GEMV are read here, once (ValueError for a bad value,
+        before the model loads)."""
         config = EngineConfig(device=device, dtype=dtype, **options)
         self.engine: LLMEngine | None = LLMEngine.from_model(model, config, cache_dir=os.environ.get("VELOLLM_CACHE"))
 

@@ -69,3 +69,76 @@ def test_identical_requests_enter_one_after_the_other():
         flights.leave(await second)
 
     asyncio.run(run())
+
+
+def _metrics():
+    from prometheus_client import CollectorRegistry
+
+    from velollm.cache.metrics import CacheMetrics
+
+    registry = CollectorRegistry()
+    return registry, CacheMetrics(registry, lambda: 0)
+
+
+def test_a_wait_for_an_identical_request_is_bounded_and_the_late_one_does_not_take_the_key():
+    async def run():
+        registry, metrics = _metrics()
+        flights = InFlight(None, max_wait_s=0.3, metrics=metrics)
+        first = await flights.enter(key("q"))
+        second = await flights.enter(key("q"))  # waited 0.3 s, then goes on: it generates its own answer
+        assert flights.holder(key("q")) is first and flights.num_flights() == 2
+        assert registry.get_sample_value("velollm_cache_flight_waits_total", {"outcome": "timeout"}) == 1
+        third = asyncio.create_task(flights.enter(key("q")))  # waits for the holder, not for the late one
+        await asyncio.sleep(0.01)
+        flights.leave(second)
+        await asyncio.sleep(0.01)
+        assert not third.done() and flights.holder(key("q")) is first
+        flights.leave(first)
+        third = await third
+        assert flights.holder(key("q")) is third
+        flights.leave(third)
+        assert flights.num_flights() == 0 and flights.num_waiting() == 0
+        assert registry.get_sample_value("velollm_cache_flight_waits_total", {"outcome": "released"}) == 1
+        assert registry.get_sample_value("velollm_cache_flights") == 0
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_wait_leaves_nothing_behind():
+    async def run():
+        registry, metrics = _metrics()
+        flights = InFlight(Tier(), metrics=metrics)
+        first = await flights.enter(key("capital of France?"))
+        waiting = asyncio.create_task(flights.enter(key("capital of France?")))
+        await asyncio.sleep(0.01)
+        assert registry.get_sample_value("velollm_cache_flight_waiters") == 1
+        waiting.cancel()  # what the middleware does when the client leaves
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert flights.num_waiting() == 0 and flights.num_flights() == 1 and flights.holder(key("q")) is None
+        assert registry.get_sample_value("velollm_cache_flight_waits_total", {"outcome": "cancelled"}) == 1
+        para = await flights.enter(key("France's capital?"))
+        follow = asyncio.create_task(flights.follow(para, await flights.followed(para)))
+        await asyncio.sleep(0.01)
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+        flights.leave(first)
+        flights.leave(para)
+        assert flights.num_flights() == 0 and flights.num_waiting() == 0 and flights.earlier(para) == []
+        assert registry.get_sample_value("velollm_cache_flight_waits_total", {"outcome": "cancelled"}) == 2
+
+    asyncio.run(run())
+
+
+def test_a_paraphrase_waits_only_what_is_left_of_its_time():
+    async def run():
+        flights = InFlight(Tier(), max_wait_s=0.05)
+        first = await flights.enter(key("capital of France?"))
+        para = await flights.enter(key("France's capital?"))
+        leader = await flights.followed(para)
+        assert leader is first and not await flights.follow(para, leader)  # 50 ms, then it generates
+        late = await flights.enter(key("capital of France?"))  # timed out waiting for the identical one:
+        assert await flights.followed(late) is None  # it follows no paraphrase either
+        for flight in (first, para, late):
+            flights.leave(flight)
+
+    asyncio.run(run())

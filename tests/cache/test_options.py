@@ -21,7 +21,8 @@ def test_off_by_default_and_flags_to_config(tmp_path):
                                 "--semantic-max-error", "0.05"), {"VELOLLM_CACHE": str(tmp_path)})
     assert config.semantic and config.ttl_s == 900 and config.max_entries == 5
     assert config.sqlite_path == tmp_path / "cache.sqlite3" and config.semantic_max_error == 0.05
-    assert config.embedding_device == "auto"
+    assert config.embedding_device == "auto" and config.flight_wait_s == 60
+    assert cache_config(parse("--cache", "--cache-flight-wait", "15s"), {}).flight_wait_s == 15
     serve_args = parse("--cache")
     serve_args.device = "cpu"  # velollm serve's --device
     assert cache_config(serve_args, {}).embedding_device == "cpu"

@@ -15,7 +15,7 @@ import pytest
 from tests.serve_process import REPO, free_port
 from velollm.cli import build_parser
 from velollm.commands import run as run_command
-from velollm.config import EngineConfig
+from velollm.config import EngineConfig, KernelSwitches
 from velollm.commands.engine_options import engine_flags, engine_options
 
 from .conftest import cli_env
@@ -31,10 +31,26 @@ def test_every_engine_command_takes_the_flags(command):
     config = EngineConfig(**engine_options(args, {}))
     assert (config.kv_cache_dtype, config.async_scheduling) == ("fp8", True)
     default = parser.parse_args([command, *extra])
-    assert engine_options(default, {}) == {"kv_cache_dtype": "auto", "async_scheduling": False}
+    assert engine_options(default, {}) == {"kv_cache_dtype": "auto", "async_scheduling": False,
+                                           "kernel_switches": KernelSwitches()}
+    assert engine_options(default, {"VELOLLM_SILU_DOWN_GEMV": "1"})["kernel_switches"].silu_down_gemv
     assert engine_options(default, {"OLLAMA_KV_CACHE_TYPE": "q8_0"})["kv_cache_dtype"] == "fp8"
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         parser.parse_args([command, *extra, "--kv-cache-dtype", "int4"])
+
+
+@pytest.mark.parametrize("command", ["serve", "generate"])
+def test_a_bad_kernel_switch_stops_the_command_at_start(tmp_path, command):
+    """Read where the command starts (engine_options), not in a forward step: no server comes up, no request
+    fails later; the message names the variable and its values."""
+    env = cli_env("http://127.0.0.1:1", tmp_path, VELOLLM_CACHE=str(tmp_path / "cache"),
+                  VELOLLM_PREFILL_ATTENTION="flash")
+    args = ["--port", str(free_port()), "--no-upstream"] if command == "serve" else ["--device", "cpu", "hello"]
+    out = subprocess.run([sys.executable, "-m", "velollm.cli", command, *args], capture_output=True, text=True,
+                         timeout=120, cwd=REPO, env=env)
+    assert out.returncode in (1, 2), out.stderr
+    assert "$VELOLLM_PREFILL_ATTENTION must be one of auto, varlen, paged" in out.stderr and "'flash'" in out.stderr
+    assert not (tmp_path / "cache").exists()  # nothing loaded (not even the demo model generated)
 
 
 def test_generate_runs_with_an_fp8_cache_and_async_scheduling(tmp_path):

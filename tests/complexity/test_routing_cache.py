@@ -80,3 +80,28 @@ def test_unload_of_the_virtual_model_answers_like_ollama_and_unloads_nothing(ser
     assert chat.done and chat.done_reason == "unload" and chat.message.content == ""
     assert sorted(m.model for m in client.ps().models) == loaded
     assert client.generate(model="big", prompt="hi", options={"num_predict": 1}).done  # still served
+
+
+def test_a_responses_hit_replays_the_route_and_the_chosen_model(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    kw = {"model": "smart", "input": CODE, "max_output_tokens": 4, "temperature": 0}
+    entries = server.metric("velollm_cache_entries")
+    first = client.responses.with_raw_response.create(**kw)
+    assert first.headers["x-velollm-cache"] == "miss"
+    route = first.headers["x-velollm-route"]
+    assert route.startswith("code; model=big; ") and first.parse().model == "big"
+    server.wait_metric("velollm_cache_entries", lambda v: v > entries)
+    decisions = server.metric("velollm_routed_requests_total", route="code", model="big")
+    requests = server.metric("velollm_requests_total", model="big", endpoint="/v1/responses", status="200")
+    again = client.responses.with_raw_response.create(**kw)
+    assert again.headers["x-velollm-cache"] == "hit-exact" and again.headers["x-velollm-route"] == route
+    hit = again.parse()
+    assert hit.model == "big" and hit.output_text == first.parse().output_text and hit.id != first.parse().id
+    assert client.responses.retrieve(hit.id).model == "big"  # stored as it was answered
+    with client.responses.with_streaming_response.create(stream=True, **kw) as streamed:
+        assert streamed.headers["x-velollm-cache"] == "hit-exact" and streamed.headers["x-velollm-route"] == route
+        events = list(streamed.parse())
+    assert {e.response.model for e in events if hasattr(e, "response")} == {"big"}
+    assert server.metric("velollm_routed_requests_total", route="code", model="big") == decisions  # no decision
+    assert server.metric("velollm_requests_total", model="big", endpoint="/v1/responses",
+                         status="200") == requests + 2

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from velollm.engine.async_engine import AsyncEngine
-from velollm.errors import EngineDead
+from velollm.errors import EngineDead, RequestFailed
 
 from .helpers import greedy, make_engine, random_prompts
 
@@ -63,5 +63,77 @@ def test_a_failed_step_does_not_kill_the_engine(llama_folder):
             asyncio.run(asyncio.wait_for(collect(random_prompts([8], seed=1)[0]), 60))
         assert engine.dead is None
         assert asyncio.run(asyncio.wait_for(collect(random_prompts([8], seed=2)[0]), 60))[-1].finished
+    finally:
+        engine.shutdown()
+
+
+def _break_the_model(engine: AsyncEngine) -> None:
+    """From now on every forward raises, as on a device with a sticky CUDA error (the self-check's too)."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    engine.engine.runner.model.forward = broken
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+def test_an_engine_whose_every_step_fails_is_declared_dead(llama_folder, async_scheduling):
+    """Steps that fail for their requests fail those requests; once MAX_FAILED_STEPS steps in a row have failed
+    (a suspect's retry alone not counted) and the self-check fails too, the engine is dead as if its thread died."""
+    engine = AsyncEngine(make_engine(llama_folder, async_scheduling=async_scheduling), served_name="tiny")
+    engine.start()
+    prompts = random_prompts([8, 12, 16, 9, 10, 11], seed=7)
+
+    async def collect(prompt):
+        return [d async for d in engine.generate(prompt, greedy(4))]
+
+    async def together(batch):
+        return await asyncio.wait_for(asyncio.gather(*(collect(p) for p in batch), return_exceptions=True), 60)
+
+    try:
+        assert asyncio.run(together(prompts[:1]))[0][-1].finished
+        _break_the_model(engine)
+        # One batch of three fails (1 step), then each of its requests alone (isolation: not counted).
+        first = asyncio.run(together(prompts[:3]))
+        assert all(isinstance(r, RequestFailed) for r in first), first
+        assert engine.dead is None and engine.engine.num_failed_steps == 1
+        [failed] = asyncio.run(together([prompts[3]]))  # alone: step 2
+        assert isinstance(failed, RequestFailed), failed
+        [dead] = asyncio.run(together([prompts[4]]))  # step 3: the engine is checked before this one is answered
+        assert isinstance(dead, EngineDead), dead
+        engine._thread.join(timeout=10)
+        assert not engine._thread.is_alive()
+        assert engine.dead.startswith("EngineFailing: 3 steps failed in a row and a self-check failed too")
+        assert "illegal memory access" in engine.dead
+        with pytest.raises(EngineDead, match="restart the server"):
+            asyncio.run(asyncio.wait_for(collect(prompts[5]), 10))
+    finally:
+        engine.shutdown()
+
+
+def test_requests_that_keep_failing_alone_do_not_kill_a_working_engine(llama_folder, caplog):
+    """Bad requests one after another fail steps in a row too, but the engine's self-check runs: it lives on."""
+    engine = AsyncEngine(make_engine(llama_folder))
+    engine.start()
+    poison = 7  # a prompt starting with it breaks sampling, from its first step (as a fault validation misses)
+    sample = engine.engine.sampler.sample_on_device
+
+    def picky(logits, requests, apply_grammar=None):
+        if any(r.token_ids_slice(0, 1) == [poison] for r in requests):
+            raise RuntimeError("this request breaks the sampler")
+        return sample(logits, requests, apply_grammar)
+
+    engine.engine.sampler.sample_on_device = picky
+
+    async def collect(prompt):
+        return [d async for d in engine.generate(prompt, greedy(4))]
+
+    try:
+        for prompt in random_prompts([8, 9, 10, 11, 12], seed=3):
+            with pytest.raises(RequestFailed):
+                asyncio.run(asyncio.wait_for(collect([poison, *prompt]), 60))
+        assert engine.dead is None
+        assert "3 engine steps failed in a row but the engine runs a self-check" in caplog.text
+        assert asyncio.run(asyncio.wait_for(collect(random_prompts([8], seed=4)[0]), 60))[-1].finished
+        assert engine.engine.num_failed_steps == 0
     finally:
         engine.shutdown()

@@ -31,7 +31,7 @@ def our_logits_in_chunks(engine, prompt: list[int], chunk: int) -> list[torch.Te
             inputs = engine.runner.prepare(batch)
             from velollm.engine.forward_context import forward_context
 
-            with forward_context(inputs.metadata):
+            with forward_context(inputs.metadata, engine.runner.switches):
                 hidden = engine.runner.model(inputs.input_ids, inputs.positions)
             logits.append(engine.runner.model.compute_logits(hidden))
         request.num_computed_tokens += num_new

@@ -103,9 +103,9 @@ def test_decode_reduce_fused_switch(monkeypatch):
     from velollm import kernels
 
     monkeypatch.delenv(kernels.DECODE_FUSED_REDUCE_ENV, raising=False)
-    assert not kernels.decode_reduce_fused()  # off by default until a GPU run decides
+    assert not kernels.KernelSwitches.from_env().decode_fused_reduce  # off by default until a GPU run decides
     monkeypatch.setenv(kernels.DECODE_FUSED_REDUCE_ENV, "1")
-    assert kernels.decode_reduce_fused()
+    assert kernels.KernelSwitches.from_env().decode_fused_reduce
 
 
 @pytest.mark.skipif(not ON_GPU, reason="the race between real concurrent splits needs a GPU")

@@ -131,3 +131,12 @@ def test_import_does_not_initialise_cuda():
     code = "import torch, velollm.kernels; assert not torch.cuda.is_initialized(); print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("hq,hkv,n,kv_len", [(8, 1, 1, 300), (4, 2, 37, 1000), (6, 6, 129, 130), (8, 2, 64, 64)])
+def test_causal_over_prefix_matches_bottom_right_mask(hq, hkv, n, kv_len):
+    """The CPU split (prefix unmasked + own tokens causal, merged by log-sum-exp) is the masked softmax."""
+    q, k, v = torch.randn(1, hq, n, 16), torch.randn(1, hkv, kv_len, 16), torch.randn(1, hkv, kv_len, 16)
+    mask = torch.arange(kv_len)[None, :] <= torch.arange(kv_len - n, kv_len)[:, None]
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3, enable_gqa=hq != hkv)
+    torch.testing.assert_close(pa.causal_over_prefix(q, k, v, 0.3), want, atol=1e-5, rtol=1e-5)

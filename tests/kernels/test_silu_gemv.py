@@ -43,6 +43,7 @@ def test_silu_mul_gemv_rejects_bad_shapes(device):
 def test_silu_down_switch(monkeypatch):
     x, w = torch.zeros(1, 8), torch.zeros(3, 4)
     monkeypatch.delenv(kernels.SILU_DOWN_GEMV_ENV, raising=False)
-    assert not kernels.silu_down_fused(x, w)
+    assert not kernels.KernelSwitches.from_env().silu_down_gemv  # off by default until a GPU run decides
     monkeypatch.setenv(kernels.SILU_DOWN_GEMV_ENV, "1")
-    assert not kernels.silu_down_fused(x, w)  # CPU tensors keep the two torch ops
+    assert kernels.KernelSwitches.from_env().silu_down_gemv
+    assert not kernels.silu_down_fused(x, w)  # CPU tensors keep the two torch ops, switch or not

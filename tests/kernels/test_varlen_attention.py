@@ -76,17 +76,73 @@ def test_flash_not_taken_for_float32_or_cpu(device):
 
 def test_path_rule_and_switch(monkeypatch):
     q_cpu = torch.zeros(1, 2, 64, dtype=torch.bfloat16)
-    monkeypatch.delenv(kernels.PREFILL_PATH_ENV, raising=False)
     assert kernels.prefill_attention_path(q_cpu) == "paged"  # CPU default: the paged torch reference
     for choice in ("varlen", "paged"):
-        monkeypatch.setenv(kernels.PREFILL_PATH_ENV, choice)
-        assert kernels.prefill_attention_path(q_cpu) == choice
-    monkeypatch.setenv(kernels.PREFILL_PATH_ENV, "flash")
-    with pytest.raises(ValueError, match="VELOLLM_PREFILL_ATTENTION"):
-        kernels.prefill_attention_path(q_cpu)
+        assert kernels.prefill_attention_path(q_cpu, choice) == choice
+    with pytest.raises(ValueError, match="varlen"):
+        kernels.prefill_attention_path(q_cpu, "flash")
+    monkeypatch.setenv(kernels.PREFILL_PATH_ENV, "varlen")  # the environment is read once, by KernelSwitches
+    assert kernels.prefill_attention_path(q_cpu) == "paged"
+    assert kernels.KernelSwitches.from_env().prefill_attention == "varlen"
 
 
 def test_varlen_dispatch_on_cpu_runs_the_reference(paged_kv):
     q, k, v, k_cache, v_cache, tables, cu, lens = _fresh_prompts(8, 2, 64, torch.float32, "cpu", paged_kv)
     got = kernels.varlen_prefill_attention(q, k, v, cu, max(Q_LENS), 0.125)
     torch.testing.assert_close(got, pa.paged_prefill_attention_ref(q, k_cache, v_cache, tables, cu, lens, 0.125))
+
+
+# varlen_causal_attention_flash passes these positionally, then `scale` by keyword (torch 2.13's schema).
+FLASH_POSITIONAL = [("query", "Tensor"), ("key", "Tensor"), ("value", "Tensor"), ("cum_seq_q", "Optional[Tensor]"),
+                    ("cum_seq_k", "Optional[Tensor]"), ("max_q", "int"), ("max_k", "int"), ("dropout_p", "float"),
+                    ("is_causal", "bool"), ("return_debug_mask", "bool")]
+
+
+def test_flash_call_matches_the_op_schema():
+    """The private op's signature, as the wrapper calls it: a torch that renames, moves or drops an argument
+    (or the `scale` keyword, or the output's place) fails here, without a GPU."""
+    schema = torch.ops.aten._flash_attention_forward.default._schema
+    positional = [a for a in schema.arguments if not a.kwarg_only]
+    assert [(a.name, str(a.type)) for a in positional] == FLASH_POSITIONAL
+    assert all(not a.has_default_value() for a in positional)
+    [scale] = [a for a in schema.arguments if a.name == "scale"]
+    assert scale.kwarg_only and str(scale.type) == "Optional[float]"
+    assert all(a.has_default_value() for a in schema.arguments if a.kwarg_only)  # nothing else is required
+    assert schema.returns[0].name == "output" and str(schema.returns[0].type) == "Tensor"
+
+
+def test_flash_call_binds_on_the_meta_device():
+    """The wrapper's real call through torch's dispatcher (argument binding and the meta kernel's shapes): packed
+    GQA queries give packed queries' shape back, in their dtype."""
+    q = torch.empty(45, 8, 128, dtype=torch.bfloat16, device="meta")
+    k = torch.empty(45, 2, 128, dtype=torch.bfloat16, device="meta")
+    cu = torch.empty(4, dtype=torch.int64, device="meta")  # the wrapper casts to int32 as the op needs
+    out = va.varlen_causal_attention_flash(q, k, k, cu, 30, 128 ** -0.5)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.device.type == "meta"
+
+
+def test_probe_passes_the_reference_and_fails_a_wrong_kernel(monkeypatch):
+    """probe_flash's verdicts (float32 on CPU, the flash call replaced): agreeing, raising, off by a little."""
+    ref = lambda q, k, v, cu, max_seqlen, scale: va.varlen_causal_attention_ref(q, k, v, cu, scale)  # noqa: E731
+    args = (8, 2, 64, torch.float32, torch.device("cpu"))
+    monkeypatch.setattr(va, "varlen_causal_attention_flash", ref)
+    assert va.probe_flash(*args) is None
+    monkeypatch.setattr(va, "varlen_causal_attention_flash", lambda *a: ref(*a) + 1e-3)
+    assert "max |flash - reference|" in va.probe_flash(*args)
+    monkeypatch.setattr(va, "varlen_causal_attention_flash", lambda *a: ref(*a)[:-1])
+    assert "shape" in va.probe_flash(*args)
+
+    def broken(*a):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(va, "varlen_causal_attention_flash", broken)
+    assert va.probe_flash(*args) == "RuntimeError: no kernel image is available for execution on the device"
+
+
+@pytest.mark.skipif(not ON_GPU, reason="torch's flash kernel runs on CUDA only")
+@pytest.mark.parametrize("hq,hkv,head_dim", [(32, 8, 128), (16, 8, 64), (28, 4, 128), (8, 8, 256)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_flash_passes_the_engine_probe_gpu(hq, hkv, head_dim, dtype):
+    """What "auto" needs to take flash at engine start (velollm.engine.prefill_path): the probe passes at the
+    supported models' head shapes, in both half dtypes."""
+    assert va.probe_flash(hq, hkv, head_dim, dtype, torch.device("cuda")) is None

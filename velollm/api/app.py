@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import embeddings, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api import blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
@@ -177,7 +177,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
               *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
-              *ollama_models.routes(), *embeddings.routes(), *pull.routes()]
+              *ollama_models.routes(), *embeddings.routes(), *pull.routes(),
+              *model_admin.routes(), *blobs.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

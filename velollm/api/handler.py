@@ -14,7 +14,7 @@ from velollm.api.lease import EngineLease
 from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.errors import EngineDead, ModelNotFound, Overloaded, ServeLocally
-from velollm.wire.disconnect import ClientDisconnected
+from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json, take_handed
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from velollm.complexity import ComplexityRouter, RouteDecision
 
 logger = logging.getLogger(__name__)
-
-STATUS_CLIENT_CLOSED = 499  # nginx's and Ollama's code for "client went away"
 
 
 @dataclass

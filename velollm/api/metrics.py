@@ -87,7 +87,9 @@ class _EngineCollector:
                 loads.add_metric([model, kind], n)
             yield loads
             prefetches = CounterMetricFamily("velollm_model_prefetch", "Models loaded ahead: used (a request found "
-                                             "it loaded or loading: a load avoided) or unused (unloaded unasked)",
+                                             "it loaded or loading: a load avoided), unused (unloaded unasked) or "
+                                             "cancelled (stopped half-way, its memory freed: a request for another "
+                                             "model needed the turn)",
                                              labels=["model", "outcome"])
             for (model, outcome), n in pool.prefetch_counts.items():
                 prefetches.add_metric([model, outcome], n)

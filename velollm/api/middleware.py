@@ -103,15 +103,21 @@ class APIKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+# Raw (not JSON) bodies of any size, streamed by their route and guarded there (api/blobs.py): a GGUF blob.
+STREAMED_BODY_PREFIXES = ("/api/blobs/",)
+
+
 class BodyLimitMiddleware:
-    """413 for a body over `max_bytes`; reads the (JSON-sized) body first, then replays it to the app."""
+    """413 for a body over `max_bytes`; reads the (JSON-sized) body first, then replays it to the app.
+    Routes that stream a raw body (STREAMED_BODY_PREFIXES) get it as it comes, unread and unlimited."""
 
     def __init__(self, app: Any, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS")
+                or scope["path"].startswith(STREAMED_BODY_PREFIXES)):
             await self.app(scope, receive, send)
             return
         too_big = APIError(413, f"request body is larger than {self.max_bytes} bytes", code="request_too_large")

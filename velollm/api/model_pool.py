@@ -8,7 +8,13 @@ that stay loaded keep flowing meanwhile. Loading is blocking and runs in a worke
 
 `prefetch(name)` loads a predicted model ahead (velollm.context.model_prefetch) into a free slot only:
 it never evicts, and an idle model that was prefetched but not used yet is the first to go when a
-request needs room. A request for a model being prefetched waits for that load.
+request needs room. A request for a model being prefetched waits for that load (which is then the request's).
+A request for another model never waits for a prefetch (velollm.api.load_turns): one that has not started
+yields its turn, and one that is running is stopped at its next tensor, its memory freed (nothing of it is
+left: velollm.engine.loader.load_stop), counted as `cancelled` in `prefetch_counts`. Stopping rather than
+letting it finish first: a prefetch takes as long as a cold load (tens of seconds for a large model), the
+request would wait that long for a model nobody asked for, and with one slot the request's load would evict
+it at once anyway.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
+from velollm.api.load_turns import LoadTurns
 from velollm.api.loaded_model import LoadedModel
 from velollm.context.parked_models import ParkedModels, parked_bytes
 
@@ -31,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 class PrefetchSkipped(Exception):
     """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
+
+
+class PrefetchCancelled(PrefetchSkipped):
+    """A prefetch was stopped half-way: a request for another model needed its turn (its memory is freed)."""
 
 
 class ModelPool:
@@ -49,12 +60,12 @@ class ModelPool:
         # the next load (for another model) cannot evict it before they resume.
         self._waiters: dict[str, int] = {}
         self._changed = asyncio.Condition()
-        # One load at a time (as in Ollama): each load needs exactly one free slot.
-        self._load_lock = asyncio.Lock()
+        # One load at a time (as in Ollama): each load needs exactly one free slot. Requests' loads first.
+        self._turns = LoadTurns()
         # Engines evicted for room, asleep with their weights in host memory (velollm.context.parked_models).
         self.parked = ParkedModels(host_cache_bytes)
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host | prefetch) -> loads
-        self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused) -> prefetches
+        self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused | cancelled) -> prefetches
         self.on_slot_freed: Callable[[], None] | None = None  # a model's keep_alive ran out
         self._last_used: dict[str, float] = {}  # model -> when a request last released it (monotonic)
         self._closed = False
@@ -90,7 +101,7 @@ class ModelPool:
             self._waiters[name] = self._waiters.get(name, 0) + 1
             try:
                 loaded = await asyncio.shield(future)
-            except PrefetchSkipped:  # not reached while waiters count (a skip needs none): load afresh
+            except PrefetchSkipped:  # skipped (needs no waiters) or stopped before this request came: load afresh
                 self._drop_waiter(name)
                 continue
             except asyncio.CancelledError:
@@ -139,6 +150,18 @@ class ModelPool:
         await self._unload(entry)  # asked for (`ollama stop`): the memory is wanted back, nothing re-wakes
         return True
 
+    async def forget(self, name: str) -> None:
+        """`name`'s files are changing (deleted, replaced): unloaded now when idle (else when its requests
+        end), and its parked engine dropped, so that nothing serves the old weights again."""
+        loading = self._loading.get(name)
+        if loading is not None:  # a load that read the old files: let it end, then unload what it loaded
+            await asyncio.gather(asyncio.shield(loading), return_exceptions=True)
+        await self.unload(name)
+        parked = self.parked.take(name)
+        if parked is not None:
+            await asyncio.to_thread(parked.shutdown)
+        self._last_used.pop(name, None)
+
     def can_prefetch(self, name: str) -> bool:
         """Whether `prefetch(name)` would load now: not loaded, no load running or waiting, a slot free."""
         return (not self._closed and name not in self._models and not self._loading
@@ -153,7 +176,7 @@ class ModelPool:
         future.add_done_callback(lambda _f: self._expire_if_unused(name))
         try:
             await asyncio.shield(future)  # a cancelled prefetcher leaves the load to finish (close waits)
-        except PrefetchSkipped:
+        except PrefetchSkipped:  # PrefetchCancelled too (logged where it stopped)
             return False
         return True
 
@@ -164,6 +187,7 @@ class ModelPool:
 
     async def close(self) -> None:
         self._closed = True
+        self._turns.stop_speculative()  # a prefetch that runs stops at its next tensor instead of finishing
         running = [f for f in self._loading.values() if not f.done()]
         await asyncio.gather(*(asyncio.shield(f) for f in running), return_exceptions=True)
         for entry in list(self._models.values()):
@@ -180,19 +204,31 @@ class ModelPool:
         return future
 
     async def _load(self, name: str, prefetch: bool = False) -> LoadedModel:
-        async with self._load_lock:
+        def speculative() -> bool:  # a prefetch that no request waits for yet
+            return prefetch and not self._waiters.get(name)
+
+        async with self._turns.turn(speculative) as stop:
             if self._closed:
                 self._waiters.pop(name, None)
                 raise RuntimeError("the server is shutting down")
-            if prefetch and not self._waiters.get(name) and len(self._models) >= self.max_loaded_models:
+            if speculative() and len(self._models) >= self.max_loaded_models:
                 raise PrefetchSkipped(name)
             await self._make_room()
             started = time.perf_counter()
             kind = "prefetch" if prefetch else "host" if name in self.parked else "cold"
             logger.info("loading model %r%s%s", name, " from host memory" if name in self.parked else "",
                         " ahead (prefetch)" if prefetch else "")
+            # here, not at the top: --proxy-only imports this module and must not import velollm.engine
+            from velollm.engine.loader.load_stop import LoadStopped, run_stoppable
+
             try:
-                engine = await asyncio.to_thread(self._wake_or_load, name)
+                engine = await asyncio.to_thread(run_stoppable, stop, lambda: self._wake_or_load(name))
+            except LoadStopped:
+                self._waiters.pop(name, None)
+                self.prefetch_counts[(name, "cancelled")] += 1
+                logger.info("loading model %r ahead stopped after %.2f s: a request for another model waits",
+                            name, time.perf_counter() - started)
+                raise PrefetchCancelled(name) from None
             except BaseException:
                 self._waiters.pop(name, None)
                 raise

@@ -17,12 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from velollm import __version__
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
 from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.virtual_model import ollama_tag, with_virtual
 from velollm.wire.names import name_key
+from velollm.wire.server_version import version_body
 from velollm.wire.timestamps import rfc3339
 from velollm.reasoning import ThinkingTemplate
 
@@ -227,7 +229,7 @@ async def ps(request: Request, state: AppState, call: Call) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return JSONResponse({"version": OLLAMA_API_VERSION})
+    return JSONResponse(version_body(OLLAMA_API_VERSION, __version__))
 
 
 def routes() -> list[Route]:

@@ -21,6 +21,7 @@ from velollm.api.model_pool import ModelPool
 from velollm.api.served_model import ServedModel, SourceView
 from velollm.context.model_prefetch import ModelPrefetcher
 from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
+from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,20 @@ class OnDemandModels:
                 self._described.clear()
             self._described[canonical] = served
         return served
+
+    async def forget(self, name: str) -> None:
+        """The store changed for `name` (deleted, copied over, created): the loaded or parked model of that
+        name goes (ModelPool.forget), and every resolution and description is made again on next use."""
+        wanted = {name_key(name), name_key(self.resolved_name(name) or name)}
+        for model in {*(e.name for e in self.pool.loaded()), *self.pool.parked.names()}:
+            if name_key(model) in wanted:
+                await self.pool.forget(model)
+        self.changed()
+
+    def changed(self) -> None:
+        """Names resolve afresh (a model deleted is not found; one created or copied is)."""
+        self._resolved.clear()
+        self._described.clear()
 
     async def close(self) -> None:
         await self.prefetcher.close()

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velollm.api.model_pool import ModelPool
@@ -197,6 +198,32 @@ class ModelRegistry:
         """Unload an on-demand model now (at once if idle, else when its requests end); pinned ones stay."""
         if self.on_demand_models is not None and self.find(served.name) is None:
             await self.on_demand_models.pool.unload(served.name)
+
+    def store_root(self) -> Path | None:
+        """The Ollama store this server loads on-demand models from ($OLLAMA_MODELS, read now), where
+        /api/delete, copy, create and blobs act without an Ollama upstream; None when it loads none
+        (--proxy-only, engines given)."""
+        if self.on_demand_models is None:
+            return None
+        from velollm.engine.loader.ollama_store import models_dir
+
+        return models_dir()
+
+    async def forget(self, name: str) -> None:
+        """The store is changing for `name`: its on-demand model unloads (when idle; else when its requests
+        end), and names resolve afresh. Pinned (--model) models are not touched (`pinned` says which)."""
+        if self.on_demand_models is not None:
+            await self.on_demand_models.forget(name)
+
+    def store_changed(self) -> None:
+        """After a change to the store: names resolve afresh (listings read the store at each call)."""
+        if self.on_demand_models is not None:
+            self.on_demand_models.changed()
+
+    def pinned(self, name: str) -> ServedModel | None:
+        """The --model model served as `name` or loaded from it (its spec), if any."""
+        key = name_key(name)
+        return self.find(name) or next((m for m in self._models.values() if name_key(m.spec) == key), None)
 
     async def _elsewhere(self, name: str, unsupported: UnsupportedModel | None = None) -> UpstreamTarget:
         """The upstream when it serves `name`, else the UnsupportedModel (it says why) or a 404."""

@@ -28,4 +28,5 @@ def open_cache(config: "ResponseCacheConfig", metrics: "ServerMetrics") -> Serve
     from velollm.cache.response_cache import ResponseCache
 
     cache = ResponseCache.open(config, registry=metrics.registry)
-    return ServedCache(cache, Middleware(ResponseCacheMiddleware, cache=cache, observe=metrics.observe_request))
+    return ServedCache(cache, Middleware(ResponseCacheMiddleware, cache=cache, observe=metrics.observe_request,
+                                           flight_wait_s=config.flight_wait_s))

@@ -21,6 +21,8 @@ class Upstream(Protocol):
     `find` -> the name to send upstream, or None when the upstream does not serve `name`; `forward`
     relays the request in the wire format of its path (converting when the upstream speaks the other
     API) and returns the upstream's response; the listings are already in the asking route's format.
+    Optional (read with getattr): `manages()` / `manage(request, body)`, Ollama's model management
+    (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`.
     """
 
     async def find(self, name: str, reason: str = "") -> str | None: ...

@@ -24,5 +24,14 @@ class CacheMetrics:
                                       "(full disk, unreachable Redis)", registry=registry)
         self.entries = Gauge("velollm_cache_entries", "Entries in the response cache", registry=registry)
         self.entries.set_function(count_entries)
+        # Requests being answered (velollm/cache/in_flight.py), and those waiting for one of them; InFlight
+        # sets their functions. A request that ended, however it ended, is in neither.
+        self.flights = Gauge("velollm_cache_flights", "Cacheable requests being answered (looked up, generated, "
+                             "stored)", registry=registry)
+        self.waiting = Gauge("velollm_cache_flight_waiters", "Requests waiting for an identical or rephrased "
+                             "request in flight", registry=registry)
+        self.waits = Counter("velollm_cache_flight_waits", "Waits for a request in flight, by how they ended: "
+                             "released (it ended), timeout (generated instead), cancelled (the client left)",
+                             ["outcome"], registry=registry)
         self.lookup = Histogram("velollm_cache_lookup_seconds", "Time to look a request up (semantic: embedding "
                                 "included)", ["tier"], buckets=_LOOKUP_BUCKETS, registry=registry)

@@ -5,13 +5,16 @@ APIs, streamed or not, pass through the same code. Every response of a cacheable
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
 complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
 the decision that produced the answer, not a new one. A `/v1/responses` hit is handed to its endpoint
-(velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked.
+(velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked, the
+chosen model's name when the virtual model answered (its header added here).
 
 Identical requests (same exact key) in flight at once are answered once: the later ones wait for the
 first to finish and store its answer, then read it from the cache (`hit-exact`) instead of generating
 it again; if the first stored nothing (an error, a client gone), the next one generates. A paraphrase of
 a question in flight (velollm/cache/in_flight.py: the semantic hit rule, same context) waits for it too,
-at most `paraphrase_wait_s`, and is answered as a semantic hit; if nothing was stored, it generates.
+and is answered as a semantic hit; if nothing was stored, it generates. A request waits at most
+`flight_wait_s` in all, then generates its own answer; one whose client leaves while it waits stops
+there (counted as a 499 in the request metrics), and the request it waited for goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from velollm.cache.capture import capture
+from velollm.cache.config import DEFAULT_FLIGHT_WAIT_S
 from velollm.cache.entry import ROUTE_FIELD
 from velollm.cache.in_flight import Flight, InFlight
 from velollm.cache.key import ENDPOINTS, CacheKey, cache_key, tenant_of
@@ -31,6 +35,7 @@ from velollm.cache.policy import CacheFieldError, CachePolicy, bypass_reason, ca
 from velollm.cache.replay import hand_over_hit, replay
 from velollm.cache.response_cache import Lookup, ResponseCache
 from velollm.errors import InvalidRequest
+from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected, cancel_on_disconnect
 from velollm.wire.errors import APIError, send_error
 from velollm.wire.framing import STREAM_HEADERS
 from velollm.wire.json_body import hand_over, parse_json
@@ -40,7 +45,6 @@ logger = logging.getLogger(__name__)
 HEADER = b"x-velollm-cache"
 ROUTE_HEADER = ROUTE_FIELD.encode()
 MAX_CAPTURE_BYTES = 16 * 1024 * 1024  # longer answers are served, not stored
-PARAPHRASE_WAIT_S = 60.0  # longest a paraphrase waits for the answer in flight before generating its own
 
 # (model, endpoint, status, seconds) -> None: the server's request metrics, which count hits too.
 RequestObserver = Callable[[str, str, int, float], None]
@@ -64,12 +68,11 @@ async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: st
 
 class ResponseCacheMiddleware:
     def __init__(self, app: Any, *, cache: ResponseCache, observe: RequestObserver | None = None,
-                 paraphrase_wait_s: float = PARAPHRASE_WAIT_S) -> None:
+                 flight_wait_s: float = DEFAULT_FLIGHT_WAIT_S) -> None:
         self.app = app
         self.cache = cache
         self.observe = observe
-        self.paraphrase_wait_s = paraphrase_wait_s
-        self._in_flight = InFlight(cache.semantic)
+        self._in_flight = InFlight(cache.semantic, flight_wait_s, cache.metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ENDPOINTS:
@@ -110,24 +113,37 @@ class ResponseCacheMiddleware:
             await self._forward(scope, receive, send, raw, "bypass", kind if not policy.no_store else None,
                                 self._storer(key, policy, None))
             return
-        flight = await self._in_flight.enter(key)
+        try:
+            flight = await self._enter(receive, key)
+        except ClientDisconnected:
+            self._left(scope, key, t0)
+            return
         try:
             await self._lookup_or_forward(scope, receive, send, raw, body, flight, kind, policy, t0)
         finally:
             self._in_flight.leave(flight)
 
-    async def _lookup(self, flight: Flight, policy: CachePolicy) -> Lookup:
-        """The cache's answer; on a miss, that of a paraphrase in flight once it is stored (bounded wait)."""
+    async def _enter(self, receive: Any, key: CacheKey) -> Flight:
+        """The request's flight; a wait for an identical request in flight ends when the client leaves
+        (ClientDisconnected). No watcher when there is nothing to wait for."""
+        if self._in_flight.holder(key) is None:
+            return await self._in_flight.enter(key)  # returns without awaiting anything
+        return await cancel_on_disconnect(receive, self._in_flight.enter(key))
+
+    def _left(self, scope: dict, key: CacheKey, t0: float) -> None:
+        logger.info("%s: client disconnected while waiting for a request in flight", scope["path"])
+        if self.observe is not None:
+            self.observe(key.model, scope["path"], STATUS_CLIENT_CLOSED, time.perf_counter() - t0)
+
+    async def _lookup(self, receive: Any, flight: Flight, policy: CachePolicy) -> Lookup:
+        """The cache's answer; on a miss, that of a paraphrase in flight once it is stored (a bounded wait,
+        which ends with ClientDisconnected when the client leaves)."""
         key = flight.key
         lookup = await self.cache.lookup(key, policy.max_age_s, count=False)
         if lookup.vector is not None:
             flight.vector = lookup.vector
         if lookup.entry is None and (leader := await self._in_flight.followed(flight)) is not None:
-            try:
-                await asyncio.wait_for(leader.done.wait(), self.paraphrase_wait_s)
-            except asyncio.TimeoutError:
-                logger.info("a paraphrase in flight took over %.0f s: generating", self.paraphrase_wait_s)
-            else:
+            if await cancel_on_disconnect(receive, self._in_flight.follow(flight, leader)):
                 lookup = await self.cache.lookup(key, policy.max_age_s, flight.vector, count=False)
         self.cache.count_lookup(lookup)
         if lookup.vector is None:
@@ -137,20 +153,25 @@ class ResponseCacheMiddleware:
     async def _lookup_or_forward(self, scope: dict, receive: Any, send: Any, raw: bytes, body: dict, flight: Flight,
                                  kind: str, policy: CachePolicy, t0: float) -> None:
         key = flight.key
-        lookup = await self._lookup(flight, policy)
+        try:
+            lookup = await self._lookup(receive, flight, policy)
+        except ClientDisconnected:
+            self._left(scope, key, t0)
+            return
         if lookup.entry is not None:
             elapsed = time.perf_counter() - t0
             answer = dict(lookup.entry.answer)
             route = answer.pop(ROUTE_FIELD, None)
             route = route if isinstance(route, str) else None
-            if kind == "responses":  # the endpoint makes a new response of it (ids, store)
-                hand_over_hit(scope, answer)
-                await self._forward(scope, receive, send, raw, f"hit-{lookup.kind}")
-                return
             model = key.model
             if route is not None:  # the virtual model chose: the answer names the model that gave it
                 model = str(answer.get("model") or model)
                 body = {**body, "model": model}
+            if kind == "responses":  # the endpoint makes a new response of it (ids, store)
+                hand_over(scope, body)
+                hand_over_hit(scope, answer)
+                await self._forward(scope, receive, send, raw, f"hit-{lookup.kind}", route=route)
+                return
             parts, media_type = replay(kind, answer, body, int(elapsed * 1e9))
             await _send_whole(send, 200, parts, media_type, f"hit-{lookup.kind}", route)
             if self.observe is not None:
@@ -175,8 +196,11 @@ class ResponseCacheMiddleware:
         return store
 
     async def _forward(self, scope: dict, receive: Any, send: Any, raw: bytes, label: str,
-                       kind: str | None = None, store: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Runs the endpoint with the (rewritten) body; captures a 200 answer for `store`."""
+                       kind: str | None = None, store: Callable[[dict[str, Any]], None] | None = None,
+                       route: str | None = None) -> None:
+        """Runs the endpoint with the (rewritten) body; captures a 200 answer for `store`. `route`: the
+        x-velollm-route a replayed answer was given (the endpoint makes no decision of its own then)."""
+        added = [(HEADER, label.encode())] + ([(ROUTE_HEADER, route.encode("latin-1", "replace"))] if route else [])
         replayed = False
 
         async def receive_body() -> dict:
@@ -194,7 +218,7 @@ class ResponseCacheMiddleware:
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 state["media"] = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
                 state["route"] = next((v.decode("latin-1") for k, v in headers if k.lower() == ROUTE_HEADER), None)
-                message = {**message, "headers": [*headers, (HEADER, label.encode())]}
+                message = {**message, "headers": [*headers, *added]}
             elif message["type"] == "http.response.body" and store is not None and state["status"] == 200:
                 chunk = message.get("body", b"")
                 state["size"] += len(chunk)

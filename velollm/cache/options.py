@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from velollm.cache.config import DEFAULT_MAX_ENTRIES, DEFAULT_SEMANTIC_MAX_ERROR, ResponseCacheConfig, parse_duration
+from velollm.cache.config import (DEFAULT_FLIGHT_WAIT_S, DEFAULT_MAX_ENTRIES, DEFAULT_SEMANTIC_MAX_ERROR,
+                                  ResponseCacheConfig, parse_duration)
 
 
 def cache_directory(env: Mapping[str, str]) -> Path:
@@ -36,6 +37,9 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--semantic-max-error", type=float, default=DEFAULT_SEMANTIC_MAX_ERROR,
                    help="highest estimated chance that a semantic hit answers another question "
                         f"(default {DEFAULT_SEMANTIC_MAX_ERROR}; sets the similarity threshold)")
+    g.add_argument("--cache-flight-wait", type=_duration, default=f"{DEFAULT_FLIGHT_WAIT_S:g}s", metavar="S",
+                   help="longest a request waits for an identical (or, semantic, rephrased) one being answered "
+                        f"before generating its own, e.g. 30s (default {DEFAULT_FLIGHT_WAIT_S:g}s; 0: never waits)")
 
 
 def cache_config(args: argparse.Namespace, env: Mapping[str, str]) -> ResponseCacheConfig | None:
@@ -45,4 +49,5 @@ def cache_config(args: argparse.Namespace, env: Mapping[str, str]) -> ResponseCa
     return ResponseCacheConfig(directory=cache_directory(env), semantic=args.semantic_cache, ttl_s=args.cache_ttl,
                        max_entries=args.cache_max_entries, url=args.cache_url, embedding_model=args.embedding_model,
                        semantic_max_error=args.semantic_max_error,
-                       embedding_device=getattr(args, "device", None) or "auto")
+                       embedding_device=getattr(args, "device", None) or "auto",
+                       flight_wait_s=args.cache_flight_wait)

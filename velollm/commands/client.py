@@ -74,6 +74,10 @@ class ServerClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._json(self._send("POST", path, json=body))
 
+    def call(self, method: str, path: str, body: dict[str, Any]) -> None:
+        """A request whose success has no body to read (Ollama's /api/delete, /api/copy: 200, empty)."""
+        self._send(method, path, json=body)
+
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST and yield each NDJSON line of the answer as it arrives (Ollama's streaming format)."""
         import httpx

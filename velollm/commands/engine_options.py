@@ -1,5 +1,6 @@
 """The engine flags every command that builds an engine shares (serve, run, generate, benchmark), and the
-EngineConfig fields they make; $OLLAMA_KV_CACHE_TYPE is read here, at the edge."""
+EngineConfig fields they make; $OLLAMA_KV_CACHE_TYPE and the kernel switches ($VELOLLM_PREFILL_ATTENTION,
+$VELOLLM_DECODE_FUSED_REDUCE, $VELOLLM_SILU_DOWN_GEMV) are read here, at the edge."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from velollm.config import KV_CACHE_DTYPE_ALIASES, KV_CACHE_DTYPES
+from velollm.config import KV_CACHE_DTYPE_ALIASES, KV_CACHE_DTYPES, KernelSwitches
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
-    """The EngineConfig keyword arguments of `add_engine_arguments`' flags."""
+    """The EngineConfig keyword arguments of `add_engine_arguments`' flags, and the kernel switches of `env`
+    (ValueError naming the variable for a bad value)."""
     return {"kv_cache_dtype": kv_cache_dtype(getattr(args, "kv_cache_dtype", None), env),
-            "async_scheduling": bool(getattr(args, "async_scheduling", False))}
+            "async_scheduling": bool(getattr(args, "async_scheduling", False)),
+            "kernel_switches": KernelSwitches.from_env(env)}
 
 
 def engine_flags(args: argparse.Namespace) -> list[str]:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             prompt_ids = tokenizer.encode(args.prompt)
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
         engine.add_request(prompt_ids, params)
-    except VeloLLMError as exc:
+    except (VeloLLMError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     while engine.has_unfinished_requests():

@@ -165,6 +165,11 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
                   config_file: RoutingFile | None = None) -> ServerConfig:
     from velollm.api.keep_alive import parse_keep_alive_env
 
+    # First: a bad flag or $VELOLLM_* kernel switch stops the server before anything loads (not even the demo).
+    engine = EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
+                          max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
+                          kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
+                          enforce_eager=args.enforce_eager, **engine_options(args, env))
     origins = list(args.cors_origins or [])
     origins += [o.strip() for o in env.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
     proxy_only = bool(getattr(args, "proxy_only", False))
@@ -180,11 +185,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         served_model_names=names, proxy_only=proxy_only,
         max_loaded_models=args.max_loaded_models, keep_alive_s=parse_keep_alive_env(env.get("OLLAMA_KEEP_ALIVE")),
         host=args.host, port=args.port,
-        engine=EngineConfig(device=args.device, dtype=args.dtype, quantization=args.quantization,
-                            max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, max_queue=args.max_queue,
-                            kv_cache_memory=args.kv_cache_memory,
-                            gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
-                            **engine_options(args, env)),
+        engine=engine,
         api_key=args.api_key or env.get("VELOLLM_API_KEY") or None,
         cors_origins=tuple(origins), max_request_bytes=args.max_request_bytes,
         upstream=upstream_name,

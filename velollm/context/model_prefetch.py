@@ -7,8 +7,9 @@ memory). They load one at a time, newest prediction first, through the pool's `p
 takes a free slot of --max-loaded-models (the registry's `resolve` also wants twice a cold model's size
 free on its device): a prefetch never evicts a model, never makes a request wait
 for a slot, and a load that would fail for a request (not found, does not fit) fails here too and is
-only logged. A request for a model being prefetched waits for that load. `close` cancels what is
-queued; a load already running finishes and the pool unloads it.
+only logged. A request for a model being prefetched waits for that load; a request for another model
+never waits behind one (the pool stops a running prefetch at its next tensor and frees what it loaded:
+velollm.api.load_turns). `close` cancels what is queued; the pool's close stops a load already running.
 """
 
 from __future__ import annotations

@@ -18,6 +18,16 @@ from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
+# Steps failed in a row (a suspect's retry alone not counted: LLMEngine.num_failed_steps) before the engine checks
+# itself. One bad request fails one step (alone, or a batch and then its own retry); a second bad request at once
+# makes two; a third in a row with nothing succeeding between is rare from requests, while an engine that cannot
+# run reaches it within three requests. Then `LLMEngine.self_check` decides: dead only if it fails too.
+MAX_FAILED_STEPS = 3
+
+
+class EngineFailing(RuntimeError):
+    """Steps kept failing and the engine's self-check failed too: it cannot run (the loop ends as if it died)."""
+
 
 @dataclass
 class _Stream:
@@ -95,8 +105,9 @@ class AsyncEngine:
 
     @property
     def dead(self) -> str | None:
-        """Why the engine thread died (an exception escaped its loop), else None. A dead engine answers
-        every request with EngineDead (503) and never comes back: the process needs a restart."""
+        """Why the engine thread died (an exception escaped its loop, or every step failed: EngineFailing), else
+        None. A dead engine answers every request with EngineDead (503) and never comes back: the process needs
+        a restart (or the model a reload, ModelPool)."""
         return None if self._dead is None else f"{type(self._dead).__name__}: {self._dead}"
 
     @property
@@ -163,8 +174,9 @@ class AsyncEngine:
             self._die(exc)
 
     def _die(self, exc: BaseException) -> None:
-        """An exception escaped the loop (not a failed step, which fails its requests and goes on): every
-        stream, in flight or queued, gets EngineDead; later requests are refused (`generate`)."""
+        """An exception escaped the loop (not a failed step, which fails its requests and goes on, unless steps
+        keep failing: EngineFailing): every stream, in flight or queued, gets EngineDead; later requests are
+        refused (`generate`)."""
         logger.critical("the engine thread of %r died; its requests fail with 503 from now on", self.served_name,
                         exc_info=exc)
         with self._lock:
@@ -180,16 +192,34 @@ class AsyncEngine:
                 self._wakeup.wait(timeout=1.0)
                 self._wakeup.clear()
                 continue
+            failed: Exception | None = None
             try:
                 deltas = self.engine.step()
-            except RequestFailed as exc:  # the engine removed that request; the others run on
-                self._deliver(exc.request_id, exc)
-                continue
-            except Exception as exc:  # a failed step must not hang its clients or leak blocks
-                logger.exception("engine step failed; aborting its requests")
-                self._fail_all(exc)
-                continue
+            except Exception as exc:  # noqa: BLE001 (answered below)
+                failed, deltas = exc, []
+                if not isinstance(exc, RequestFailed):  # raised past the engine's own containment
+                    logger.exception("engine step failed; aborting its requests")
+                    self.engine.num_failed_steps += 1
+            # Before answering: the request whose step shows the engine cannot run gets EngineDead (503, which a
+            # router retries elsewhere). Not while a failed batch's requests are retried alone (each is answered).
+            if self.engine.num_failed_steps >= MAX_FAILED_STEPS and not self.engine.scheduler.suspects:
+                self._check_engine()
+            if isinstance(failed, RequestFailed):  # the engine removed that request; the others run on
+                self._deliver(failed.request_id, failed)
+            elif failed is not None:  # a failed step must not hang its clients or leak blocks
+                self._fail_all(failed)
             self._dispatch(deltas)
+
+    def _check_engine(self) -> None:
+        """Steps keep failing: raise EngineFailing (the loop ends, `_die`) if the engine cannot run a token either;
+        else the failures were the requests' own, and the count starts again."""
+        num_failed = self.engine.num_failed_steps
+        failure = self.engine.self_check()
+        if failure is not None:
+            raise EngineFailing(f"{num_failed} steps failed in a row and a self-check failed too ({failure})")
+        logger.warning("%d engine steps failed in a row but the engine runs a self-check: blaming their requests",
+                       num_failed)
+        self.engine.num_failed_steps = 0
 
     def _drain_commands(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from velollm.config import KernelSwitches
 from velollm.engine.forward_context import AttentionMetadata, forward_context
 from velollm.engine.placeholders import TokenScatter
 
@@ -95,8 +96,10 @@ class DecodeGraphs:
 
     def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
                  buckets: list[int], max_blocks_per_seq: int, hidden_size: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, switches: KernelSwitches | None = None) -> None:
+        """`switches`: the kernel choices the captured forward bakes in (the engine's)."""
         self.model = model
+        self.switches = switches
         self.kv_caches = kv_caches
         self.buckets = sorted(buckets)
         self.max_blocks_per_seq = max_blocks_per_seq
@@ -123,7 +126,7 @@ class DecodeGraphs:
         )
 
     def _forward(self, bucket: int) -> None:
-        with forward_context(self._metadata(bucket)):
+        with forward_context(self._metadata(bucket), self.switches):
             out = self.model(self.tokens[:bucket], self.tokens[bucket : 2 * bucket])
         self.hidden[:bucket].copy_(out)
 

@@ -1,4 +1,5 @@
-"""Attention metadata for one forward pass, reached by the attention layers through a context variable.
+"""Attention metadata for one forward pass, reached by the attention layers through a context variable,
+and the engine's kernel switches beside it.
 
 Model code stays Hugging Face shaped: `forward(positions, hidden_states)`; the paged-KV details live here.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from velollm.config import KernelSwitches
 from velollm.engine.dense_attention import DenseAttentionMetadata
 
 
@@ -24,7 +26,7 @@ class AttentionMetadata:
     max_query_len: int
     kv_caches: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k_cache, v_cache)
     # Known on the host when the step is built: no sequence has KV before this step's tokens, so attention
-    # needs only this step's k/v (kernels.prefill_attention_path picks the kernel).
+    # needs only this step's k/v (KernelSwitches.prefill_attention picks the kernel).
     no_cached_prefix: bool = False
 
     @property
@@ -33,14 +35,20 @@ class AttentionMetadata:
 
 
 _current: contextvars.ContextVar[AttentionMetadata | DenseAttentionMetadata | None] = contextvars.ContextVar("attention_metadata", default=None)
+_switches: contextvars.ContextVar[KernelSwitches] = contextvars.ContextVar("kernel_switches", default=KernelSwitches())
 
 
 @contextlib.contextmanager
-def forward_context(metadata: AttentionMetadata | DenseAttentionMetadata) -> Iterator[None]:
+def forward_context(metadata: AttentionMetadata | DenseAttentionMetadata,
+                    switches: KernelSwitches | None = None) -> Iterator[None]:
+    """`switches`: the engine's (the model runner settles prefill_attention to varlen or paged); the
+    defaults without."""
     token = _current.set(metadata)
+    switches_token = _switches.set(switches or KernelSwitches())
     try:
         yield
     finally:
+        _switches.reset(switches_token)
         _current.reset(token)
 
 
@@ -49,3 +57,7 @@ def get_attention_metadata() -> AttentionMetadata | DenseAttentionMetadata:
     if metadata is None:
         raise RuntimeError("attention layers run only inside forward_context()")
     return metadata
+
+
+def get_kernel_switches() -> KernelSwitches:
+    return _switches.get()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from velollm.config import EngineConfig, SchedulerConfig
+from velollm.config import EngineConfig, KernelSwitches, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
 from velollm.engine.loader.source import ModelSource, default_device
 from velollm.engine.model_runner import ModelRunner
@@ -81,6 +81,7 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
 
 class LLMEngine:
     def __init__(self, source: ModelSource, config: EngineConfig = EngineConfig()) -> None:
+        config = _with_kernel_switches(config)
         self.config = config
         torch_device = resolve_device(config.device)
         model_config = source.config.replace(dtype=resolve_dtype(config.dtype, source.config.dtype, torch_device))
@@ -91,7 +92,8 @@ class LLMEngine:
         wanted_len = min(config.max_model_len or limit, limit)
         cache_config = config.cache_config()
         self.runner = ModelRunner(self.source, torch_device, cache_config, config.max_num_seqs, wanted_len,
-                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager)
+                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager,
+                                  switches=config.kernel_switches)
         capacity = self.runner.num_blocks * cache_config.block_size
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
@@ -111,6 +113,9 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
+        # Steps failed in a row, not counting a suspect's retry alone (its failure is its own): AsyncEngine
+        # declares the engine dead past a few, if `self_check` fails too.
+        self.num_failed_steps = 0
         if config.async_scheduling:
             logger.info("async scheduling: each step is scheduled while the previous one runs")
 
@@ -124,7 +129,7 @@ class LLMEngine:
         """
         from velollm.engine.loader.resolve import resolve_model
 
-        config = config.replace(device=str(resolve_device(config.device)))
+        config = _with_kernel_switches(config).replace(device=str(resolve_device(config.device)))
         source = resolve_model(model, dtype=None if config.dtype == "auto" else config.dtype, cache_dir=cache_dir,
                                device=config.device, allow_paths=allow_paths, quantization=config.quantization)
         return cls(source, config)
@@ -203,6 +208,7 @@ class LLMEngine:
         return self._step_sync()
 
     def _step_sync(self) -> list[RequestDelta]:
+        retrying = bool(self.scheduler.suspects)  # then the batch is one suspect, alone
         batch = self.scheduler.schedule()
         if not batch.requests:
             return []
@@ -210,8 +216,10 @@ class LLMEngine:
             launched = self._launch(batch)
             deltas = self._collect(launched)
         except Exception as exc:
+            self.num_failed_steps += not retrying
             self._contain(batch, exc)
             return []
+        self.num_failed_steps = 0
         self.scheduler.cleared(batch, sampled=launched.sampled is not None)
         return deltas
 
@@ -230,8 +238,11 @@ class LLMEngine:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
         except Exception as exc:
+            self.num_failed_steps += 1
             self._abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
+        if launched is not None or previous is not None:
+            self.num_failed_steps = 0
         self._in_flight = launched
         return deltas
 
@@ -306,6 +317,16 @@ class LLMEngine:
             request.num_placeholders = 0  # ids sampled but never read go with the failed step
         self.scheduler.quarantine(requests)
 
+    def self_check(self) -> str | None:
+        """One token through the model (no KV written) and read back: None when it runs, else why not. Tells an
+        engine that cannot run at all (a lost device, a sticky CUDA error) from steps that failed for their
+        requests."""
+        try:
+            self.runner.dry_forward(1).sum().item()
+        except Exception as exc:  # noqa: BLE001 (the answer is the failure)
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def _abort_all(self) -> None:
         for request_id in list(self.requests):
             self.abort_request(request_id)
@@ -354,6 +375,14 @@ class LLMEngine:
         self._abort_all()
         self.runner.release()
         self.tokenizer.close()
+
+
+def _with_kernel_switches(config: EngineConfig) -> EngineConfig:
+    """`config` with its kernel switches, from $VELOLLM_* when the caller set none (read once, before loading:
+    a bad value stops the engine here)."""
+    if config.kernel_switches is not None:
+        return config
+    return config.replace(kernel_switches=KernelSwitches.from_env())
 
 
 def _has_penalties(request: Request) -> bool:

@@ -9,9 +9,10 @@ from itertools import chain
 import torch
 
 from velollm import kernels
-from velollm.config import CacheConfig, ModelConfig
+from velollm.config import CacheConfig, KernelSwitches, ModelConfig
 from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
 from velollm.engine.forward_context import AttentionMetadata, forward_context
+from velollm.engine.loader.load_stop import check_stop
 from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
@@ -19,6 +20,7 @@ from velollm.engine.models.llama import FUSED_LINEARS
 from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
 from velollm.engine.placeholders import PendingTokens, TokenScatter
+from velollm.engine.prefill_path import settle_prefill_path
 from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
@@ -67,8 +69,10 @@ def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype:
 
 class ModelRunner:
     def __init__(self, source: ModelSource, device: torch.device, cache_config: CacheConfig,
-                 max_num_seqs: int, max_model_len: int, *, profile_tokens: int, enforce_eager: bool = False) -> None:
-        """`profile_tokens`: the most tokens one step runs (the activations sized before the KV cache)."""
+                 max_num_seqs: int, max_model_len: int, *, profile_tokens: int, enforce_eager: bool = False,
+                 switches: KernelSwitches = KernelSwitches()) -> None:
+        """`profile_tokens`: the most tokens one step runs (the activations sized before the KV cache);
+        `switches`: the kernel choices (prefill_attention settled to varlen or paged here, before any forward)."""
         self.config: ModelConfig = source.config
         self.device = device
         self.dtype = TORCH_DTYPES[self.config.dtype]
@@ -76,6 +80,8 @@ class ModelRunner:
         self.max_num_seqs = max_num_seqs
         self.kv_dtype = kv_cache_dtype(cache_config.kv_cache_dtype, self.dtype, device)
         self.model = self._load_model(source)
+        check_stop()  # a load asked to stop (a prefetch a request needs the turn of) allocates no KV cache
+        self.switches = settle_prefill_path(switches, self.config, self.dtype, device)
         self.num_blocks = self._num_kv_blocks(cache_config, max_num_seqs, max_model_len, profile_tokens)
         self.kv_caches = self._allocate_kv_cache(self.num_blocks)
         self.attention_backend = kernels.kernel_backend(self.kv_caches[0][0])
@@ -83,6 +89,7 @@ class ModelRunner:
             self._warm_up_kernels()
         self.graphs: DecodeGraphs | None = None
         self._graph_len = 0  # decode graphs' context length; 0: eager decode
+        check_stop()
         if device.type == "cuda" and not enforce_eager and self.attention_backend == "triton":
             self._graph_len = min(max_model_len, self.num_blocks * self.block_size)
             self.graphs = self._capture_graphs(self._graph_len)
@@ -164,14 +171,14 @@ class ModelRunner:
         )
         input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
         positions = torch.arange(num_tokens, device=self.device) % cfg.max_position_embeddings
-        with forward_context(metadata):
+        with forward_context(metadata, self.switches):
             hidden = self.model(input_ids, positions)
         return self.model.compute_logits(hidden[-min(self.max_num_seqs, num_tokens):])
 
     def _warm_up_kernels(self) -> None:
         """Compile the Triton variants a first request could otherwise wait for (hundreds of ms each):
         the paged prefill kernel's tile height follows the longest query (16 to 128 rows; steps with a
-        cached prefix run it whatever kernels.prefill_attention_path says), an eager decode step, and the
+        cached prefix run it whatever switches.prefill_attention says), an eager decode step, and the
         prefill path of steps without a prefix."""
         for num_tokens in (1, 16, 32, 64, 128):
             self.dry_forward(num_tokens, no_cached_prefix=False)
@@ -189,7 +196,8 @@ class ModelRunner:
     @torch.inference_mode()
     def _capture_graphs(self, max_model_len: int) -> DecodeGraphs:
         graphs = DecodeGraphs(self.model, self.kv_caches, batch_buckets(self.max_num_seqs),
-                              -(-max_model_len // self.block_size), self.config.hidden_size, self.dtype, self.device)
+                              -(-max_model_len // self.block_size), self.config.hidden_size, self.dtype, self.device,
+                              self.switches)
         graphs.capture()
         return graphs
 
@@ -217,12 +225,10 @@ class ModelRunner:
         if self.quantization == "gguf":
             matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
                                           else "(torch reference: dequantize per call)")
-        cfg = self.config
-        q_like = torch.empty(0, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
         return {
             "attention": f"paged/{self.attention_backend}",
             "kv_cache_dtype": str(self.kv_dtype).removeprefix("torch."),
-            "prefill_no_prefix": kernels.prefill_attention_path(q_like),  # with a cached prefix: paged
+            "prefill_no_prefix": self.switches.prefill_attention,  # with a cached prefix: paged
             "norm_rope_act": self.attention_backend,
             "matmul": matmul,
             "weight_bytes": self.weight_bytes,
@@ -325,7 +331,7 @@ class ModelRunner:
         """Hidden states of the sampled rows."""
         inputs = self._inputs(step, pending)
         self.step_counts["decode_eager" if step.max_query_len == 1 else "prefill"] += 1
-        with forward_context(inputs.metadata):
+        with forward_context(inputs.metadata, self.switches):
             hidden = self.model(inputs.input_ids, inputs.positions)
         return hidden[inputs.logits_indices]
 

@@ -1,15 +1,17 @@
 """Compute kernels: Triton on CUDA tensors, the torch references (the CPU production path) otherwise.
 
-Importing this package never initialises CUDA.
+Importing this package never initialises CUDA. Where a choice between kernels is switchable, the caller
+passes it (config.KernelSwitches, read once where the engine is configured): nothing here reads the
+environment.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from velollm.config import RopeScaling
+from velollm.config import (
+    DECODE_FUSED_REDUCE_ENV, PREFILL_ATTENTION_ENV, PREFILL_PATHS, SILU_DOWN_GEMV_ENV, KernelSwitches, RopeScaling,
+)
 from velollm.kernels import (
     activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope, silu_gemv,
     varlen_attention,
@@ -75,11 +77,17 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    fused_reduce: bool = False,
 ) -> torch.Tensor:
-    """One query token per sequence: q [B, Hq, D] -> [B, Hq, D] over the paged KV."""
+    """One query token per sequence: q [B, Hq, D] -> [B, Hq, D] over the paged KV.
+
+    `fused_reduce` (KernelSwitches.decode_fused_reduce, $VELOLLM_DECODE_FUSED_REDUCE=1): split decode attention
+    (batch 1 in a wide graph table splits up to 64 ways) merges its splits in the last split's program instead
+    of a second kernel. Off until a GPU run of benchmarks/decode_attention.py (decode_attention_b1_cfg rows,
+    fused_reduce) shows it faster."""
     if _use_triton(q):
         return decode_attention.paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale,
-                                                              fused_reduce=decode_reduce_fused())
+                                                              fused_reduce=fused_reduce)
     return decode_attention.paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
@@ -106,19 +114,15 @@ def paged_prefill_attention(
     )
 
 
-SILU_DOWN_GEMV_ENV = "VELOLLM_SILU_DOWN_GEMV"
+PREFILL_PATH_ENV = PREFILL_ATTENTION_ENV
 
 
 def silu_down_fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether silu_mul_linear fuses for gate_up output `x` and a plain down-projection `weight`:
-    $VELOLLM_SILU_DOWN_GEMV=1 (off by default until benchmarks/decode_fusions.py shows the Triton GEMV
-    beating silu_and_mul + cuBLAS on the GPU), CUDA, weight in x's dtype, at most silu_gemv.MAX_ROWS rows."""
-    return (
-        os.environ.get(SILU_DOWN_GEMV_ENV, "0") == "1"
-        and _use_triton(x)
-        and weight.dtype == x.dtype
-        and x.numel() <= silu_gemv.MAX_ROWS * x.shape[-1]
-    )
+    """Whether silu_mul_gemv can fuse gate_up output `x` with a plain down-projection `weight`: CUDA, weight in
+    x's dtype, at most silu_gemv.MAX_ROWS rows. The MLP asks only where KernelSwitches.silu_down_gemv is on
+    ($VELOLLM_SILU_DOWN_GEMV=1: off by default until benchmarks/decode_fusions.py shows the Triton GEMV beating
+    silu_and_mul + cuBLAS on the GPU)."""
+    return _use_triton(x) and weight.dtype == x.dtype and x.numel() <= silu_gemv.MAX_ROWS * x.shape[-1]
 
 
 def silu_mul_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -126,32 +130,18 @@ def silu_mul_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return silu_gemv.silu_mul_gemv_triton(x, weight)
 
 
-DECODE_FUSED_REDUCE_ENV = "VELOLLM_DECODE_FUSED_REDUCE"
-
-
-def decode_reduce_fused() -> bool:
-    """$VELOLLM_DECODE_FUSED_REDUCE=1: split decode attention (batch 1 in a wide graph table splits up to 64
-    ways) merges its splits in the last split's program instead of a second kernel. Off until a GPU run of
-    benchmarks/decode_attention.py (decode_attention_b1_cfg rows, fused_reduce) shows it faster."""
-    return os.environ.get(DECODE_FUSED_REDUCE_ENV, "0") == "1"
-
-
-PREFILL_PATH_ENV = "VELOLLM_PREFILL_ATTENTION"
-PREFILL_PATHS = ("auto", "varlen", "paged")
-
-
-def prefill_attention_path(q: torch.Tensor) -> str:
+def prefill_attention_path(q: torch.Tensor, choice: str = "auto") -> str:
     """For a prefill step with no cached prefix (every key is in this step's k/v): "varlen" (attention over
     the step's contiguous k/v, varlen_prefill_attention) or "paged" (paged_prefill_attention).
 
-    $VELOLLM_PREFILL_ATTENTION picks: "auto" (default) takes varlen where torch's flash kernel runs (CUDA,
-    fp16/bf16: benchmarks/GPU_NOTES.md run 1, H100, 16 x 512 causal: the paged Triton kernel reached 0.47x
-    flash) and paged elsewhere (on CPU both are SDPA per sequence); "varlen" and "paged" force one
-    (benchmarks/prefill_attention.py prints both). Steps with a cached prefix always take the paged path.
+    `choice` (KernelSwitches.prefill_attention, $VELOLLM_PREFILL_ATTENTION): "auto" takes varlen where torch's
+    flash kernel runs (CUDA, fp16/bf16: benchmarks/GPU_NOTES.md run 1, H100, 16 x 512 causal: the paged Triton
+    kernel reached 0.47x flash) and paged elsewhere (on CPU both are SDPA per sequence); "varlen" and "paged"
+    force one (benchmarks/prefill_attention.py prints both). Steps with a cached prefix always take the paged
+    path. The model runner settles "auto" once per engine, after a probe of the flash kernel (prefill_probe).
     """
-    choice = os.environ.get(PREFILL_PATH_ENV, "auto") or "auto"
     if choice not in PREFILL_PATHS:
-        raise ValueError(f"${PREFILL_PATH_ENV} must be one of {', '.join(PREFILL_PATHS)}, not {choice!r}")
+        raise ValueError(f"prefill attention path must be one of {', '.join(PREFILL_PATHS)}, not {choice!r}")
     if choice == "auto":
         return "varlen" if varlen_attention.flash_supported(q) else "paged"
     return choice
@@ -194,12 +184,16 @@ def quantized_embedding(ids: torch.Tensor, weight: QuantizedWeight, dtype: torch
 
 
 __all__ = [
+    "DECODE_FUSED_REDUCE_ENV",
     "HAS_TRITON",
+    "KernelSwitches",
+    "PREFILL_PATH_ENV",
+    "PREFILL_PATHS",
+    "SILU_DOWN_GEMV_ENV",
     "QuantizedWeight",
     "RopeScaling",
     "as_stored",
     "build_cos_sin_cache",
-    "decode_reduce_fused",
     "fused_add_rms_norm",
     "kernel_backend",
     "paged_decode_attention",

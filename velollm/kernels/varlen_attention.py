@@ -65,3 +65,38 @@ def varlen_causal_attention_flash(
         q, k, v, cu, cu, max_seqlen, max_seqlen, 0.0, True, False, scale=scale
     )[0]
     return out
+
+
+# The probe's sequences: a single token, lengths off and on the 16-row tile, and one spanning several tiles.
+PROBE_SEQ_LENS = (1, 7, 16, 45)
+# How far the flash kernel may stray from the float32 reference in the probe, in eps of the dtype (bf16 2^-7,
+# fp16 2^-10). Outputs are convex combinations of v in [-1, 1]: each path rounds its output once (eps/2 each)
+# and flash rounds the softmax weights to the input dtype before P @ V (eps/2 more); 4 eps leaves room for the
+# float32 summation order. A wrong mask, scale, head grouping or sequence boundary moves outputs by ~0.1.
+PROBE_TOLERANCE_EPS = 4
+
+
+def probe_flash(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                device: torch.device) -> str | None:
+    """Run varlen_causal_attention_flash once on a few packed causal sequences at these shapes and compare it
+    with varlen_causal_attention_ref: None when they agree, else what went wrong (it raised, returned another
+    shape, or strayed past the tolerance). The result is read back, so an asynchronous CUDA error shows here."""
+    gen = torch.Generator().manual_seed(0)
+    total = sum(PROBE_SEQ_LENS)
+    q = torch.randn(total, num_heads, head_dim, generator=gen).to(device, dtype)
+    k = torch.randn(total, num_kv_heads, head_dim, generator=gen).to(device, dtype)
+    v = (torch.rand(total, num_kv_heads, head_dim, generator=gen) * 2 - 1).to(device, dtype)
+    cu_seqlens = torch.tensor([0, *PROBE_SEQ_LENS]).cumsum(0).to(device, torch.int32)
+    scale = head_dim**-0.5
+    try:
+        got = varlen_causal_attention_flash(q, k, v, cu_seqlens, max(PROBE_SEQ_LENS), scale)
+        if got.shape != q.shape:
+            return f"returned shape {tuple(got.shape)} for queries {tuple(q.shape)}"
+        want = varlen_causal_attention_ref(q, k, v, cu_seqlens, scale)
+        error = (got.float() - want.float()).abs().max().item()
+    except Exception as exc:  # noqa: BLE001 (any failure means: do not use this kernel)
+        return f"{type(exc).__name__}: {exc}"
+    tolerance = PROBE_TOLERANCE_EPS * torch.finfo(dtype).eps
+    if not error <= tolerance:  # NaN fails too
+        return f"max |flash - reference| = {error:.3g} > {tolerance:.3g}"
+    return None

@@ -28,7 +28,11 @@ from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, error_answer, streaming
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
-from velollm.wire.disconnect import ClientDisconnected, cancel_on_disconnect
+from velollm.wire.disconnect import (
+    STATUS_CLIENT_CLOSED,
+    ClientDisconnected,
+    cancel_on_disconnect,
+)
 from velollm.wire.errors import Api
 from velollm.wire.framing import ndjson_line
 
@@ -54,8 +58,7 @@ async def forward(request: Request, upstream: Upstream, api: Api, path: str, bod
     except InvalidRequest as exc:
         return error_answer(api, 400, str(exc))
     except ClientDisconnected:
-        # Nobody reads this: the client is gone (nginx's 499, which Ollama uses too).
-        return Response(status_code=499)
+        return Response(status_code=STATUS_CLIENT_CLOSED)
 
 
 async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: dict[str, Any],
@@ -76,7 +79,7 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
     if response.status_code != 200:
         return await converted_error(upstream, response, api)
     if media_type.startswith(_STREAM_TYPES):
-        relay = _relay(upstream, response, api)
+        relay = relay_stream(upstream, response, api)
         if split is not None:
             relay = split_events(relay, split)
         if repair is not None:
@@ -108,7 +111,8 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
         yield tail
 
 
-async def _relay(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
+async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
+    """An upstream stream relayed message by message, closed at the end; a break ends it with an error."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)

@@ -23,9 +23,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
+from velollm.proxy.upstream_answer import error_answer
 from velollm.wire.errors import api_of
 from velollm.wire.names import name_key
 
@@ -100,6 +102,33 @@ class UpstreamGateway:
             body = {**body, "model": model}
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         return await forward(request, self.upstream, api_of(path), path, body, repair)
+
+    async def manages(self) -> bool:
+        """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):
+        an Ollama (or another VeloLLM); False for an OpenAI-compatible server or one not reachable now."""
+        try:
+            kind = self.upstream.known_kind or await self.upstream.kind()
+        except UpstreamUnavailable:
+            return False
+        return kind == "ollama" or self.upstream.config.speaks_both
+
+    async def manage(self, request: Request, body: dict[str, Any] | None) -> Response:
+        """A model-management request answered by the upstream (velollm/proxy/model_admin.py); `body` None:
+        the raw body (a blob). An OpenAI-compatible upstream: 404 for a name it does not list, else 501."""
+        path = request.url.path
+        try:
+            kind = self.upstream.known_kind or await self.upstream.kind()
+        except UpstreamUnavailable as exc:
+            return error_answer("ollama", exc.status_code, str(exc))
+        if kind != "ollama" and not self.upstream.config.speaks_both:
+            name = model_admin.named(path, body)
+            if name is not None and await self.find(name) is None:
+                return error_answer("ollama", 404, f"model '{name}' not found")
+            return model_admin.not_managed(self.upstream.url, path)
+        response = await model_admin.relay(request, self.upstream, body)
+        if path in model_admin.CHANGES_LISTING and response.status_code < 400:
+            model_admin.after(response, self.upstream.list_models)
+        return response
 
     async def health(self) -> dict[str, Any]:
         """The upstream now (for the status page): reachable or not, its API, how many models it lists,

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -193,20 +194,24 @@ class Upstream:
         path: str,
         *,
         json_body: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
         first_byte_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send a request and return once the response headers arrived (body not read yet).
 
-        Only connection failures are retried: nothing reached the upstream then, so a retry cannot
-        run a generation twice. Raises UpstreamUnavailable / UpstreamTimeout.
+        `content` may be an async iterator (a body streamed as it comes, chunked unless `headers` give its
+        content-length); `headers` add to / replace the JSON content-type. Only connection failures are
+        retried: nothing reached the upstream then, so a retry cannot run a generation twice. Raises
+        UpstreamUnavailable / UpstreamTimeout.
         """
         if json_body is not None:
             content = dumps_bytes(json_body)
-        headers = {"content-type": "application/json"} if content is not None else None
+        sent = {"content-type": "application/json"} if content is not None else {}
+        sent.update(headers or {})
         self._turn = (self._turn + 1) % len(self._clients)
         client = self._clients[self._turn]
-        request = client.build_request(method, path, content=content, headers=headers)
+        request = client.build_request(method, path, content=content, headers=sent or None)
         timeout = first_byte_timeout or self.config.first_byte_timeout
         for attempt in range(self.config.connect_retries + 1):
             try:

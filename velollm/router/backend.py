@@ -17,6 +17,7 @@ from velollm.router.config import BackendConfig, RouterConfig
 from velollm.router.health import Health
 from velollm.router.queue import BackendQueue
 from velollm.wire.names import name_key
+from velollm.wire.server_version import velollm_version
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +153,10 @@ class Backend:
 
     def _default_health_path(self) -> str:
         """A VeloLLM's /health (503 while it loads, drains, or after its engine died), an Ollama's
-        /api/version, an OpenAI-compatible server's /v1/models."""
-        if self.config.kind == "velollm":
+        /api/version, an OpenAI-compatible server's /v1/models. A backend of kind auto or ollama that turns
+        out to be a VeloLLM (its /api/version says so: velollm.wire.server_version) is checked on /health
+        too: its /api/version still answers 200 after its engine died."""
+        if self.config.kind == "velollm" or self.velollm_version is not None:
             return "/health"
         return "/v1/models" if self.upstream.known_kind == "openai" else "/api/version"
 
@@ -162,17 +165,49 @@ class Backend:
         path = self.config.health_path or self._default_health_path()
         started = time.perf_counter()
         try:
-            status, _ = await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)
-            if status == 404 and not self.config.health_path and path == "/api/version":
-                path = "/v1/models"  # an OpenAI server whose kind is not known yet
-                status, _ = await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)
+            status, body = await self._get(path)
+            if not self.config.health_path:
+                path, status, body = await self._follow(path, status, body)
         except UpstreamUnavailable as exc:
             return exc.reason
         self.last_probe_ms = (time.perf_counter() - started) * 1e3
-        return None if status == 200 else f"GET {path} answered {status}"
+        return None if status == 200 else f"GET {path} answered {status}{_why(body)}"
+
+    async def _follow(self, path: str, status: int, body: Any) -> tuple[str, int, Any]:
+        """The default check, after what the backend turned out to be: a VeloLLM (kind auto / ollama) goes
+        on to /health at once; one whose /health is a 404 is no VeloLLM any more (an Ollama took its address):
+        /api/version again; a 404 on /api/version is an OpenAI server whose kind is not known yet."""
+        if path == "/health" and status == 404 and self.config.kind != "velollm":
+            logger.info("backend %s has no /health any more: checking it on /api/version", self.name)
+            self.velollm_version = None
+            path, (status, body) = "/api/version", await self._get("/api/version")
+        if path == "/api/version" and status == 200 and self.config.kind in ("auto", "ollama"):
+            found = velollm_version(body)
+            if found is not None:
+                logger.info("backend %s is a VeloLLM (%s): checking it on /health", self.name, found)
+                self.velollm_version = found
+                path, (status, body) = "/health", await self._get("/health")
+        elif path == "/api/version" and status == 404:
+            path, (status, body) = "/v1/models", await self._get("/v1/models")  # an OpenAI server, kind not known yet
+        return path, status, body
+
+    async def _get(self, path: str) -> tuple[int, Any]:
+        return await self._probe_client.request_json("GET", path, timeout=self.health_timeout_s)
 
     last_probe_ms: float | None = None
+    velollm_version: str | None = None  # a VeloLLM behind kind auto / ollama, once its /api/version said so
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
         await self._probe_client.aclose()
+
+
+def _why(body: Any) -> str:
+    """What a failed check's answer says, when it says it (a VeloLLM's /health: the engine that died, or that it
+    is still loading or draining)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    if not error and isinstance(body, dict):
+        error = body.get("status")  # a VeloLLM's /health: loading, draining
+    return f" ({str(error)[:300]})" if isinstance(error, str) and error else ""

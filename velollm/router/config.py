@@ -81,7 +81,9 @@ class BackendConfig:
     connect_timeout_s: float = 2.0
     first_byte_timeout_s: float = 600.0
     idle_timeout_s: float = 120.0
-    health_path: str = ""  # GET path of the active check; "": /health (velollm), /api/version (ollama) or /v1/models
+    # GET path of the active check; "": /health (velollm, or an auto / ollama backend that is a VeloLLM),
+    # /api/version (ollama) or /v1/models
+    health_path: str = ""
 
     def __post_init__(self) -> None:
         where = f"backend {self.name!r}"

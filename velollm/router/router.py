@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from velollm.errors import Overloaded, ServeLocally
+from velollm.router import model_admin
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
 from velollm.router.health import HealthChecker
@@ -235,6 +236,16 @@ class Router:
         one (velollm/router/pull.py)."""
         name = str(body.get("model") or body.get("name") or "")
         return await pull_through(self.backends, name, body)
+
+    # --- model management -----------------------------------------------------------------------
+
+    async def manages(self) -> bool:
+        """Whether some admitted backend takes Ollama's model management (velollm/router/model_admin.py)."""
+        return bool(await model_admin.ollama_backends(self.backends))
+
+    async def manage(self, request: Request, body: dict[str, Any] | None) -> Response:
+        """/api/copy, delete, create, push, blobs: to the Ollama backends by what they act on (model_admin.py)."""
+        return await model_admin.manage(self.backends, request, body, self._refresh_all)
 
     # --- listings -----------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+STATUS_CLIENT_CLOSED = 499  # nginx's and Ollama's code for "client went away" (nobody reads it: metrics, logs)
+
 
 class ClientDisconnected(Exception):
     """The client closed the connection before the response was ready."""

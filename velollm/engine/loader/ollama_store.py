@@ -108,11 +108,13 @@ class OllamaModel:
         return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in self.license_paths)
 
 
-def _blob(root: Path, digest: str) -> Path:
+def blob_path(root: Path, digest: str) -> Path:
+    """Where the store keeps the blob `sha256:<hex>`: blobs/sha256-<hex>."""
     return root / "blobs" / digest.replace(":", "-")
 
 
-def _find_manifest(root: Path, name: OllamaName) -> Path | None:
+def find_manifest(root: Path, name: OllamaName) -> Path | None:
+    """The manifest file of `name` (names compare case-insensitively), None when the store lacks it."""
     exact = root.joinpath("manifests", *name.parts())
     if exact.is_file():
         return exact
@@ -135,14 +137,14 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     config_ref = manifest.get("config") or {}
     fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
                               "license_paths": ()}
-    if config_ref.get("digest") and _blob(root, config_ref["digest"]).is_file():
-        fields["config"] = _json(_blob(root, config_ref["digest"]))
+    if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
+        fields["config"] = _json(blob_path(root, config_ref["digest"]))
     for layer in layers:
         media, digest = layer.get("mediaType", ""), layer.get("digest", "")
         kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
         if kind not in ("model", "params", "system", "template", "prompt", "license"):
             continue
-        blob = _blob(root, digest)
+        blob = blob_path(root, digest)
         if not blob.is_file():
             raise ModelLoadError(f"Ollama model {name.display()}: manifest {path} names blob {blob}, which is missing")
         if kind == "model":
@@ -174,7 +176,7 @@ def find_model(name: str, root: Path | None = None) -> OllamaModel | None:
     root = models_dir() if root is None else root
     if parsed is None or not root.is_dir():
         return None
-    path = _find_manifest(root, parsed)
+    path = find_manifest(root, parsed)
     return read_manifest(root, path) if path is not None else None
 
 

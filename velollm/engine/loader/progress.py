@@ -2,7 +2,8 @@
 
 The model runner wraps `source.iter_weights()` in `track_progress`; anyone who wants to draw it (the
 `run` command's progress bar, `serve`'s log) reads the `load_progress` attribute of the records of this
-module's logger. No callback threads through the engine's constructors.
+module's logger. No callback threads through the engine's constructors. Each tensor is also where a load
+asked to stop does (load_stop.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from velollm.engine.loader.load_stop import check_stop
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +57,7 @@ def track_progress(weights: Iterable[tuple[str, "torch.Tensor"]], model: str,
     start = last = time.perf_counter()
     num_tensors = num_bytes = num_params = 0
     for name, tensor in weights:
+        check_stop()  # a load asked to stop (load_stop.py) stops at the next tensor
         yield name, tensor
         num_tensors += 1
         num_bytes += tensor.nbytes  # a GGUF QuantizedWeight counts its planes

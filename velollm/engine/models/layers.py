@@ -8,7 +8,7 @@ from torch import nn
 from velollm import kernels
 from velollm.config import RopeScaling
 from velollm.engine.dense_attention import DenseAttentionMetadata, dense_attention
-from velollm.engine.forward_context import get_attention_metadata
+from velollm.engine.forward_context import get_attention_metadata, get_kernel_switches
 
 
 class RMSNorm(nn.Module):
@@ -60,9 +60,11 @@ class PagedAttention(nn.Module):
             return out.reshape(num_tokens, self.num_heads * self.head_dim)
         k_cache, v_cache = meta.kv_caches[self.layer_idx]
         q, k = kernels.rope_and_cache(q, k, v, positions, self.rotary.cos_sin_cache, k_cache, v_cache, meta.slot_mapping)
+        switches = get_kernel_switches()
         if meta.decode_only:
-            out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale)
-        elif meta.no_cached_prefix and kernels.prefill_attention_path(q) == "varlen":
+            out = kernels.paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, self.scale,
+                                                 fused_reduce=switches.decode_fused_reduce)
+        elif meta.no_cached_prefix and kernels.prefill_attention_path(q, switches.prefill_attention) == "varlen":
             k, v = kernels.as_stored(k, k_cache.dtype), kernels.as_stored(v, v_cache.dtype)  # as later steps read them
             out = kernels.varlen_prefill_attention(q, k, v, meta.cu_seqlens_q, meta.max_query_len, self.scale)
         else:

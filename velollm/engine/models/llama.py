@@ -9,6 +9,7 @@ from torch import nn
 
 from velollm import kernels
 from velollm.config import ModelConfig
+from velollm.engine.forward_context import get_kernel_switches
 from velollm.engine.models.layers import PagedAttention, RMSNorm, RotaryEmbedding, SiluAndMul
 from velollm.engine.models.quantized_linear import QUANTIZED_MODULES, QuantizedLinear
 from velollm.errors import ModelLoadError
@@ -59,7 +60,8 @@ class LlamaMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
         down = self.down_proj
-        if isinstance(down, nn.Linear) and kernels.silu_down_fused(gate_up, down.weight):  # a few decode rows
+        fusable = get_kernel_switches().silu_down_gemv and isinstance(down, nn.Linear)
+        if fusable and kernels.silu_down_fused(gate_up, down.weight):  # a few decode rows
             return kernels.silu_mul_gemv(gate_up, down.weight)
         return down(self.act(gate_up))
 

@@ -1,0 +1,186 @@
+"""Requests before prefetches (velollm.api.load_turns, ModelPool): a running prefetch is stopped at its next
+tensor when a request for another model comes (its half-built model freed, counted as cancelled) or the server
+closes, a prefetch that has not started yields its turn, and a request for the prefetched model itself keeps
+that load."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+
+import pytest
+
+from velollm.api.load_turns import LoadTurns
+from velollm.api.model_pool import ModelPool
+from velollm.context.model_prefetch import ModelPrefetcher
+from velollm.engine.loader.load_stop import check_stop
+
+NUM_TENSORS = 60
+TENSOR_S = 0.05  # a whole load: 3 s
+
+
+class Weights:
+    """What a half-built model holds (its freeing is what the test checks)."""
+
+
+class StoppableEngines:
+    """Loads that stream NUM_TENSORS "tensors" and stop where the real weight stream does (check_stop)."""
+
+    def __init__(self, slow: frozenset[str] = frozenset({"a"})) -> None:
+        self.slow = slow
+        self.loaded: set[str] = set()
+        self.loads: list[str] = []
+        self.half_built: list[weakref.ref[Weights]] = []
+        self.lock = threading.Lock()
+
+    def load(self, name: str) -> "Engine":
+        weights = [Weights()]
+        self.half_built.append(weakref.ref(weights[0]))
+        for _ in range(NUM_TENSORS if name in self.slow else 1):
+            check_stop()
+            weights.append(Weights())
+            time.sleep(TENSOR_S)
+        with self.lock:
+            self.loaded.add(name)
+            self.loads.append(name)
+        return Engine(self, name, weights)
+
+
+class Engine:
+    def __init__(self, owner: StoppableEngines, name: str, weights: list[Weights]) -> None:
+        self.owner, self.name, self.weights = owner, name, weights
+
+    def shutdown(self) -> None:
+        with self.owner.lock:
+            self.owner.loaded.discard(self.name)
+
+
+async def started_loading(pool: ModelPool, name: str) -> None:
+    for _ in range(200):
+        if name in pool._loading and pool._turns._holder is not None:
+            await asyncio.sleep(3 * TENSOR_S)  # some tensors in
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} did not start loading")
+
+
+@pytest.mark.parametrize("max_loaded_models", [1, 2])
+async def test_a_request_for_another_model_stops_a_running_prefetch(max_loaded_models):
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=max_loaded_models)
+    prefetch = asyncio.ensure_future(pool.prefetch("a"))
+    await started_loading(pool, "a")
+    started = time.perf_counter()
+    async with pool.use("b"):
+        waited = time.perf_counter() - started
+        assert waited < 0.5 * NUM_TENSORS * TENSOR_S, waited  # not the prefetch's 3 s
+        assert engines.loaded == {"b"}
+    assert not await prefetch
+    assert pool.prefetch_counts == {("a", "cancelled"): 1} and pool.load_counts == {("b", "cold"): 1}
+    assert [e.name for e in pool.loaded()] == ["b"]
+    assert engines.half_built[0]() is None  # what the stopped load had built is gone
+    await pool.close()
+
+
+async def test_a_request_for_the_prefetched_model_keeps_that_load():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=2)
+    prefetch = asyncio.ensure_future(pool.prefetch("a"))
+    await started_loading(pool, "a")
+    wants_a = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0.05)
+    async with pool.use("b"):  # the load of a is a request's now: b waits for it, then loads
+        assert engines.loads == ["a", "b"]
+    await wants_a
+    pool.release("a")
+    assert await prefetch
+    assert pool.prefetch_counts == {("a", "used"): 1} and ("a", "cancelled") not in pool.prefetch_counts
+    await pool.close()
+
+
+async def test_the_prefetcher_counts_a_stopped_prefetch_and_goes_on():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=2)
+
+    async def names(name: str) -> str:
+        return name
+
+    prefetcher = ModelPrefetcher(pool, names)
+    prefetcher.predict("a", "shown")
+    await started_loading(pool, "a")
+    async with pool.use("b"):
+        pass
+    await asyncio.sleep(0.1)
+    assert prefetcher._task.done() and pool.prefetch_counts == {("a", "cancelled"): 1}
+    prefetcher.predict("c", "shown")  # the prefetcher still works
+    for _ in range(100):
+        if "c" in engines.loaded:
+            break
+        await asyncio.sleep(0.02)
+    assert engines.loaded == {"b", "c"}
+    await prefetcher.close()
+    await pool.close()
+
+
+async def test_a_prefetch_that_has_not_started_yields_its_turn():
+    turns = LoadTurns()
+    order: list[str] = []
+    release_first = asyncio.Event()
+
+    async def load(name: str, speculative: bool, hold: asyncio.Event | None = None) -> None:
+        async with turns.turn(lambda: speculative) as stop:
+            order.append(name)
+            assert not stop.is_set()
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.ensure_future(load("request-1", False, release_first))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(load("prefetch", True)), asyncio.ensure_future(load("request-2", False))]
+    await asyncio.sleep(0.01)
+    assert turns.num_waiting == 2
+    release_first.set()
+    await asyncio.gather(first, *queued)
+    assert order == ["request-1", "request-2", "prefetch"]
+
+
+async def test_a_running_prefetch_is_asked_to_stop_and_a_cancelled_waiter_leaves_the_queue():
+    turns = LoadTurns()
+    holding = asyncio.Event()
+    done = asyncio.Event()
+    stops: list[threading.Event] = []
+
+    async def prefetch() -> None:
+        async with turns.turn(lambda: True) as stop:
+            stops.append(stop)
+            holding.set()
+            await done.wait()
+
+    async def request(name: str) -> str:
+        async with turns.turn(lambda: False):
+            return name
+
+    running = asyncio.ensure_future(prefetch())
+    await holding.wait()
+    gone = asyncio.ensure_future(request("gone"))
+    await asyncio.sleep(0)
+    assert stops[0].is_set()  # a request waits: the prefetch is asked to stop
+    gone.cancel()
+    waiting = asyncio.ensure_future(request("next"))
+    await asyncio.sleep(0)
+    done.set()
+    assert await waiting == "next" and turns.num_waiting == 0
+    await running
+
+
+async def test_close_stops_a_running_prefetch():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=2)
+    prefetch = asyncio.ensure_future(pool.prefetch("a"))
+    await started_loading(pool, "a")
+    started = time.perf_counter()
+    await pool.close()
+    assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S
+    assert not await prefetch and engines.loaded == set() and pool.prefetch_counts == {("a", "cancelled"): 1}

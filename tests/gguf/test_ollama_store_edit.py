@@ -1,0 +1,73 @@
+"""velollm/engine/loader/ollama_store_edit.py on a store laid out as `ollama pull` leaves it (no server)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from velollm.engine.loader import ollama_store
+from velollm.engine.loader import ollama_store_edit as edit
+from velollm.errors import InvalidRequest, ModelNotFound
+
+from .test_ollama_store import make_store
+
+
+@pytest.fixture
+def root(tmp_path):
+    for name, weights in (("one", b"GGUF one"), ("two", b"GGUF two")):
+        (tmp_path / f"{name}.gguf").write_bytes(weights)
+        make_store(tmp_path / "models", tmp_path / f"{name}.gguf", ("registry.ollama.ai", "library", name, "latest"))
+    make_store(tmp_path / "models", tmp_path / "one.gguf", ("hf.co", "Org", "Repo", "Q8_0"))
+    return tmp_path / "models"
+
+
+def test_delete_removes_only_what_no_other_manifest_names(root):
+    two = ollama_store.find_model("two", root)
+    one_blobs = edit.manifest_digests(ollama_store.find_model("one", root).manifest_path)
+    edit.delete_model("TWO:latest", root)  # names compare case-insensitively
+    assert ollama_store.find_model("two", root) is None
+    assert not two.model_path.exists()  # its weights were its own
+    assert all(ollama_store.blob_path(root, d).exists() for d in one_blobs)  # shared layers stay
+    assert not (root / "manifests/registry.ollama.ai/library/two").exists()
+    edit.delete_model("hf.co/org/repo:Q8_0", root)
+    assert not (root / "manifests/hf.co").exists()  # every folder it left empty
+    assert ollama_store.find_model("one", root).model_path.exists()  # still named by `one`
+    with pytest.raises(ModelNotFound, match="model 'two' not found"):
+        edit.delete_model("two", root)
+    with pytest.raises(InvalidRequest, match='name "a/b/c/d" is invalid'):
+        edit.delete_model("a/b/c/d", root)
+
+
+def test_copy_writes_the_same_manifest_under_the_new_name(root):
+    edit.copy_model("one", "user/mine:v1", root)
+    copied = ollama_store.find_model("user/mine:v1", root)
+    assert copied.digest == ollama_store.find_model("one", root).digest  # the same bytes
+    edit.copy_model("two", "USER/MINE:V1", root)  # an existing name, in another case: replaced in place
+    assert [p.name for p in (root / "manifests/registry.ollama.ai/user/mine").iterdir()] == ["v1"]
+    assert ollama_store.find_model("user/mine:v1", root).digest == ollama_store.find_model("two", root).digest
+    with pytest.raises(ModelNotFound, match='model "nope" not found'):
+        edit.copy_model("nope", "x", root)
+    with pytest.raises(InvalidRequest, match='source "" is invalid'):
+        edit.copy_model("", "x", root)
+
+
+def test_a_blob_is_kept_only_when_its_digest_matches(root):
+    data = os.urandom(100_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    writer = edit.BlobWriter(root, digest)
+    writer.write(data[:5000])
+    writer.write(data[5000:])
+    writer.commit()
+    assert edit.has_blob(root, digest) and ollama_store.blob_path(root, digest).read_bytes() == data
+    wrong = "sha256:" + "0" * 64
+    writer = edit.BlobWriter(root, wrong)
+    writer.write(data)
+    with pytest.raises(InvalidRequest, match=f'digest mismatch, expected "{wrong}", got "{digest}"'):
+        writer.commit()
+    assert not edit.has_blob(root, wrong)
+    assert not [p for p in (root / "blobs").iterdir() if len(p.name) != len("sha256-") + 64]  # no temp file left
+    for bad in ("sha256:abc", "md5:" + "0" * 64, "sha256:../../" + "0" * 58):
+        with pytest.raises(InvalidRequest, match="invalid digest format"):
+            edit.check_digest(bad)

@@ -1,0 +1,299 @@
+"""Ollama's model management (/api/copy, /api/delete, /api/create, /api/push, HEAD|POST /api/blobs) with the
+official `ollama` client and the CLI: `native`, a `velollm serve` without an upstream acting on its own
+temporary Ollama store, and `front`, a second `velollm serve` whose Ollama upstream is `native` (its own
+store is another, empty one), so every request through `front` is relayed and `native` does the work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import psutil
+import pytest
+from gguf_fixture import write_tiny_llama_gguf
+
+from tests.cli.conftest import velollm
+from tests.gguf.test_ollama_store import make_store
+from tests.serve_process import start_serve, stop_serve
+
+ENGINE = ("--max-model-len", "256", "--kv-cache-memory", "16MiB", "--max-request-bytes", "1MiB")
+RAW = {"raw": True, "options": {"temperature": 0, "num_predict": 4}}
+
+
+def _manifests(store: Path) -> set[str]:
+    return {"/".join(p.parts[-4:]) for p in store.glob("manifests/*/*/*/*")}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    for seed, name in enumerate(("tiny-a", "tiny-b", "solo")):
+        gguf = write_tiny_llama_gguf(root / f"{name}.gguf", seed=seed)
+        make_store(root / "models", gguf, ("registry.ollama.ai", "library", name, "latest"))
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def native(store, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("native"), "--no-upstream", *ENGINE,
+                                  env={"OLLAMA_MODELS": str(store)})
+    yield url, proc.pid
+    stop_serve(proc)
+
+
+@pytest.fixture(scope="module")
+def front(native, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    own = tmp_path_factory.mktemp("front-store")
+    proc, url, _, _ = start_serve(tmp_path_factory.mktemp("front"), "--upstream", native[0], *ENGINE,
+                                  env={"OLLAMA_MODELS": str(own)})
+    yield url, proc.pid
+    stop_serve(proc)
+
+
+def _names(url: str) -> tuple[list[str], list[str]]:
+    tags = [m.model for m in ollama.Client(host=url).list().models]
+    ids = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+    return tags, ids
+
+
+def test_copy_and_delete_on_the_local_store(native, store):
+    url = native[0]
+    client = ollama.Client(host=url, timeout=120)
+    before = client.generate(model="tiny-a", prompt="the cat", **RAW).response
+    assert client.copy("tiny-a", "copied:v1").status == "success"
+    assert "registry.ollama.ai/library/copied/v1" in _manifests(store)
+    assert "copied:v1" in _names(url)[0] and "copied:v1" in _names(url)[1]
+    assert client.generate(model="copied:v1", prompt="the cat", **RAW).response == before  # the same weights
+    blobs = set(os.listdir(store / "blobs"))
+    assert client.delete("copied:v1").status == "success"
+    assert set(os.listdir(store / "blobs")) == blobs  # tiny-a still names every blob of the copy
+    assert not (store / "manifests/registry.ollama.ai/library/copied").exists()  # its empty folder pruned
+    tags, ids = _names(url)
+    assert "copied:v1" not in tags and "copied:v1" not in ids and "tiny-a:latest" in tags
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model="copied:v1", prompt="x", **RAW)
+    assert err.value.status_code == 404
+
+    with pytest.raises(ollama.ResponseError) as err:
+        client.delete("copied:v1")
+    assert (err.value.status_code, err.value.error) == (404, "model 'copied:v1' not found")
+    with pytest.raises(ollama.ResponseError) as err:
+        client.copy("nope", "other")
+    assert (err.value.status_code, err.value.error) == (404, 'model "nope" not found')
+    with pytest.raises(ollama.ResponseError) as err:
+        client.copy("tiny-a", "a/b/c/d")
+    assert (err.value.status_code, err.value.error) == (400, 'destination "a/b/c/d" is invalid')
+    for refused in (lambda: client.delete("demo"), lambda: client.copy("tiny-a", "demo")):
+        with pytest.raises(ollama.ResponseError) as err:  # pinned (the default --model): kept loaded
+            refused()
+        assert err.value.status_code == 400 and "--model" in err.value.error
+
+
+def test_delete_unloads_the_model_and_removes_its_blobs(native, store):
+    url = native[0]
+    client = ollama.Client(host=url, timeout=120)
+    manifest = json.loads((store / "manifests/registry.ollama.ai/library/solo/latest").read_text())
+    model_blob = store / "blobs" / manifest["layers"][0]["digest"].replace(":", "-")
+    shared_blob = store / "blobs" / manifest["layers"][1]["digest"].replace(":", "-")  # the same template as tiny-a
+    client.generate(model="solo", prompt="hello", **RAW)
+    assert "solo:latest" in [m.model for m in client.ps().models]
+    assert client.delete("solo").status == "success"
+    assert "solo:latest" not in [m.model for m in client.ps().models]  # unloaded first
+    assert not model_blob.exists() and shared_blob.exists()  # only what no other manifest names goes
+    assert "solo:latest" not in _names(url)[0]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.show("solo")
+    assert err.value.status_code == 404
+
+
+def test_management_through_an_ollama_upstream(front, native, store):
+    url = front[0]
+    client = ollama.Client(host=url, timeout=120)
+    assert "tiny-b:latest" in _names(url)[0]
+    assert client.copy("tiny-b", "via-front").status == "success"
+    assert "registry.ollama.ai/library/via-front/latest" in _manifests(store)  # done by the upstream
+    tags, ids = _names(url)
+    assert "via-front:latest" in tags and "via-front:latest" in ids  # listed at once, through the upstream
+    assert client.generate(model="via-front", prompt="one two", **RAW).response  # routed to the upstream at once
+    assert client.delete("via-front").status == "success"
+    assert "registry.ollama.ai/library/via-front/latest" not in _manifests(store)
+    tags, ids = _names(url)
+    assert "via-front:latest" not in tags and "via-front:latest" not in ids
+    with pytest.raises(ollama.ResponseError) as err:
+        client.delete("via-front")
+    assert (err.value.status_code, err.value.error) == (404, "model 'via-front' not found")
+    with pytest.raises(ollama.ResponseError) as err:
+        client.copy("nope", "x")
+    assert err.value.status_code == 404
+
+
+def test_blobs_through_the_upstream(front, native, store, tmp_path):
+    client = ollama.Client(host=front[0], timeout=120)
+    data = os.urandom(3 << 20)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    digest = client.create_blob(path)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert (store / "blobs" / digest.replace(":", "-")).read_bytes() == data  # in the upstream's store
+    assert httpx.head(f"{front[0]}/api/blobs/{digest}").status_code == 200
+    r = httpx.post(f"{front[0]}/api/blobs/{digest}", content=data)
+    assert r.status_code == 200  # present already
+    missing = "sha256:" + "0" * 64
+    assert httpx.head(f"{front[0]}/api/blobs/{missing}").status_code == 404
+    r = httpx.post(f"{front[0]}/api/blobs/{missing}", content=b"other bytes")
+    assert r.status_code == 400 and r.json()["error"].startswith(f'digest mismatch, expected "{missing}", got')
+    assert not (store / "blobs" / missing.replace(":", "-")).exists()
+    assert not [p for p in os.listdir(store / "blobs") if len(p) != len("sha256-") + 64]  # no temporary file left
+    for url in (front[0], native[0]):
+        r = httpx.post(f"{url}/api/blobs/sha256:{'g' * 64}", content=b"x")
+        assert (r.status_code, r.json()) == (400, {"error": "invalid digest format"})
+        assert httpx.head(f"{url}/api/blobs/md5:abc").status_code == 400
+
+
+def _peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, int]) -> None:
+    procs = [psutil.Process(pid) for pid in pids]
+    while not stop.is_set():
+        for p in procs:
+            peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
+        time.sleep(0.02)
+
+
+def test_a_large_blob_streams_through_both_servers_without_being_held(front, native, store):
+    """256 MiB, past --max-request-bytes (1 MiB), sent in 1 MiB chunks: neither process grows by more than a
+    small fraction of it, and the upstream's store gets the exact bytes."""
+    chunk, count = os.urandom(1 << 20), 256
+    digest = "sha256:" + hashlib.sha256(chunk * count).hexdigest()
+
+    def body() -> Iterator[bytes]:
+        for _ in range(count):
+            yield chunk
+
+    pids = [front[1], native[1]]
+    base = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+    peaks: dict[int, int] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_peak_rss, args=(pids, stop, peaks))
+    watcher.start()
+    try:
+        r = httpx.post(f"{front[0]}/api/blobs/{digest}", content=body(), timeout=300)
+    finally:
+        stop.set()
+        watcher.join()
+    assert r.status_code == 201, r.text
+    blob = store / "blobs" / digest.replace(":", "-")
+    assert blob.stat().st_size == count << 20
+    blob.unlink()
+    for pid in pids:
+        assert peaks[pid] - base[pid] < 64 << 20, f"process {pid} grew by {(peaks[pid] - base[pid]) >> 20} MiB"
+
+
+def test_push_needs_an_ollama(front, native):
+    for url in (native[0], front[0]):  # front relays native's answer
+        client = ollama.Client(host=url, timeout=60)
+        with pytest.raises(ollama.ResponseError) as err:
+            client.push("tiny-a")
+        assert err.value.status_code == 501 and "does not push models" in err.value.error
+        with pytest.raises(ollama.ResponseError) as err:
+            list(client.push("tiny-a", stream=True))
+        assert "does not push models" in str(err.value)
+
+
+def test_create_from_a_model_of_the_store(front, native, store):
+    client = ollama.Client(host=front[0], timeout=120)  # relayed; native writes into its store
+    parts = list(client.create(model="tiny-pirate", from_="tiny-a", system="Talk like a pirate.",
+                               parameters={"temperature": 0.2, "stop": "<|eot_id|>"}, stream=True))
+    statuses = [p.status for p in parts]
+    assert statuses[0].startswith("using existing layer sha256:") and statuses[-2:] == ["writing manifest", "success"]
+    assert sum(s.startswith("creating new layer") for s in statuses) == 2  # system, params
+    assert "tiny-pirate:latest" in _names(front[0])[0]  # listed at once
+    shown = client.show("tiny-pirate")
+    assert 'SYSTEM """Talk like a pirate."""' in shown.modelfile
+    assert "temperature" in shown.parameters and "num_ctx" in shown.parameters  # merged over tiny-a's
+    base = client.generate(model="tiny-a", prompt="the cat", **RAW).response
+    assert client.generate(model="tiny-pirate", prompt="the cat", **RAW).response == base  # tiny-a's weights
+    assert client.create(model="tiny-pirate", from_="tiny-a", template="{{ .Prompt }}!").status == "success"
+    assert client.show("tiny-pirate").template == "{{ .Prompt }}!"  # replaced, and seen at once
+    assert client.delete("tiny-pirate").status == "success"
+
+
+def test_create_from_an_uploaded_gguf(front, native, store, tmp_path):
+    client = ollama.Client(host=front[0], timeout=120)
+    gguf = write_tiny_llama_gguf(tmp_path / "new.gguf", seed=7)
+    digest = client.create_blob(gguf)
+    done = client.create(model="uploaded:v2", files={"new.gguf": digest}, template="{{ .Prompt }}")
+    assert done.status == "success"
+    listed = {m.model: m for m in client.list().models}["uploaded:v2"]
+    assert listed.details.family == "llama" and listed.details.format == "gguf"
+    answer = client.generate(model="uploaded:v2", prompt="the cat", **RAW)
+    assert answer.eval_count == 4
+    assert answer.response != client.generate(model="tiny-a", prompt="the cat", **RAW).response  # its own weights
+    assert client.delete("uploaded:v2").status == "success"
+    assert not (store / "blobs" / digest.replace(":", "-")).exists()  # no other manifest named it
+
+    for bad, status, text in [
+        ({"model": "x", "from": "nope"}, 404, "model 'nope' not found"),
+        ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
+        ({"model": "a/b/c/d", "from": "tiny-a"}, 400, "invalid model name"),
+        ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "upload it first"),
+        ({"model": "x", "from": "tiny-a", "quantize": "q4_K_M"}, 400, "quantize is not supported"),
+        ({"model": "x", "from": "tiny-a", "parameters": {"stop": {"a": 1}}}, 400, "parameters.stop"),
+    ]:
+        for url in (native[0], front[0]):
+            r = httpx.post(f"{url}/api/create", json=bad, timeout=60)
+            assert r.status_code == status and text in r.json()["error"], (bad, r.text)
+    assert "x:latest" not in _names(native[0])[0]
+
+
+def test_hostile_input(front, native):
+    for url in (native[0], front[0]):
+        r = httpx.request("DELETE", f"{url}/api/delete", json={"model": "../../../etc/passwd"})
+        assert r.status_code in (400, 404) and "error" in r.json()
+        r = httpx.request("DELETE", f"{url}/api/delete", content=b'{"model": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+        assert r.status_code == 400 and "nested" in r.json()["error"]
+        r = httpx.post(f"{url}/api/copy", content=b'{"source": "' + b"a" * (2 << 20) + b'"}')
+        assert r.status_code == 413  # JSON routes keep the body limit
+        r = httpx.request("DELETE", f"{url}/api/delete", content=b"")
+        assert r.status_code == 400
+        r = httpx.post(f"{url}/api/copy", json={"source": 5, "destination": "x"})
+        assert r.status_code == 400
+        assert httpx.get(f"{url}/api/delete").status_code == 405
+
+
+def test_cli_rm_and_cp(front, native, store, tmp_path):
+    out = velollm(front[0], tmp_path, "cp", "tiny-a", "cli-copy")
+    assert out.returncode == 0 and out.stdout.strip() == "copied 'tiny-a' to 'cli-copy'", out.stderr
+    assert "registry.ollama.ai/library/cli-copy/latest" in _manifests(store)
+    out = velollm(native[0], tmp_path, "rm", "cli-copy", "cli-copy")
+    assert out.returncode == 1 and out.stdout.strip() == "deleted 'cli-copy'"
+    assert "model 'cli-copy' not found" in out.stderr
+    out = velollm(front[0], tmp_path, "cp", "nope", "x")
+    assert out.returncode == 1 and 'model "nope" not found' in out.stderr
+
+
+def test_an_upstream_that_does_not_answer_leaves_the_local_store_in_charge(store, tmp_path):
+    """The default `--upstream` ($OLLAMA_HOST) with no Ollama running there: the local store acts."""
+    from tests.serve_process import free_port
+
+    proc, url, _, _ = start_serve(tmp_path, "--upstream", f"http://127.0.0.1:{free_port()}", *ENGINE,
+                                  env={"OLLAMA_MODELS": str(store)})
+    try:
+        client = ollama.Client(host=url, timeout=60)
+        assert client.copy("tiny-a", "orphan").status == "success"
+        assert client.create(model="orphan2", from_="orphan", system="x").status == "success"
+        assert {"orphan:latest", "orphan2:latest"} <= set(_names(url)[0])
+        assert client.delete("orphan").status == "success" and client.delete("orphan2").status == "success"
+        with pytest.raises(ollama.ResponseError) as err:
+            client.delete("orphan")
+        assert (err.value.status_code, err.value.error) == (404, "model 'orphan' not found")
+        with pytest.raises(ollama.ResponseError) as err:
+            client.push("tiny-a")
+        assert err.value.status_code == 501
+    finally:
+        stop_serve(proc)

@@ -1,0 +1,191 @@
+"""POST /api/create without an Ollama upstream: a model written into the local Ollama store, as Ollama's
+create writes it (server/create.go), from what VeloLLM can stand behind:
+
+- `from`: a model of the store (its layers and config reused: nothing is copied), and/or
+- `files`: one uploaded GGUF blob (POST /api/blobs first) as the model layer, its config (family,
+  parameter size, quantization) read from the GGUF header;
+- then `template`, `system`, `license` (a string or a list), `messages` and `parameters` (merged over the
+  base model's, as Ollama merges them) as new layers, each replacing the base's layer of that kind.
+
+`quantize`, `adapters`, draft models and safetensors files need Ollama's converter: 400 saying so.
+Everything is checked before anything is written (400 / 404 with Ollama's `{"error"}`); then the blobs
+and the manifest are written whole (temporary files renamed) and the answer is Ollama's progress:
+`using existing layer` / `creating new layer` per layer, `writing manifest`, `success` (one NDJSON line
+each, or the last alone with `stream: false`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import Response
+
+from velollm.api.handler import AppState
+from velollm.api.model_admin import store_op
+from velollm.engine.loader import ollama_store_edit as store_edit
+from velollm.engine.loader.ollama_store import MODEL_MEDIA, blob_path, find_manifest, parse_name
+from velollm.errors import InvalidRequest, ModelNotFound
+from velollm.wire.pull_answer import progress_response, wants_stream
+
+MEDIA = "application/vnd.ollama.image."
+UNSUPPORTED = ("quantize", "quantization", "adapters", "draft_files", "draft_quantize", "remote_host")
+TEXT_LAYERS = ("template", "system")
+
+
+async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
+    try:
+        lines = await store_op(create_model, body, root)
+    finally:
+        state.models.store_changed()
+    return progress_response(lines, wants_stream(body))
+
+
+def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
+    """Writes the model `body` describes into the store; the progress lines (blocking: a worker thread)."""
+    name = body.get("model") or body.get("name") or ""
+    parsed = parse_name(name) if isinstance(name, str) else None
+    if parsed is None:
+        raise InvalidRequest("invalid model name", param="model")
+    for field in UNSUPPORTED:
+        if body.get(field):
+            raise InvalidRequest(f"{field} is not supported without an Ollama upstream: VeloLLM creates models "
+                                 "from a model of its store or a GGUF file, with a template, system prompt, "
+                                 "parameters, license and messages", param=field)
+    base = body.get("from")
+    files = body.get("files") or {}
+    if not base and not files:
+        raise InvalidRequest("neither 'from' or 'files' was specified", param="from")
+    config, layers, lines = _base(root, base) if base else ({}, [], [])
+    if files:
+        config, model_layer = _gguf(root, files)
+        layers = [layer for layer in layers if layer.get("mediaType") != MODEL_MEDIA] + [model_layer]
+        lines.append({"status": "parsing GGUF"})
+    new = _new_layers(root, body, layers)
+    replaced = {MEDIA + kind for kind, _ in new}
+    if MEDIA + "template" in replaced:
+        replaced.add(MEDIA + "prompt")  # the template's legacy name
+    layers = [layer for layer in layers if layer.get("mediaType") not in replaced]
+    for kind, data in new:
+        digest = _write_blob(root, data)
+        layers.append({"mediaType": MEDIA + kind, "digest": digest, "size": len(data)})
+        lines.append({"status": f"creating new layer {digest}"})
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    manifest = {"schemaVersion": 2, "mediaType": store_edit.MANIFEST_MEDIA,
+                "config": {"mediaType": store_edit.CONFIG_MEDIA, "digest": _write_blob(root, config_bytes),
+                           "size": len(config_bytes)},
+                "layers": layers}
+    lines.append({"status": "writing manifest"})
+    path = find_manifest(root, parsed) if root.is_dir() else None
+    store_edit.write_file(path or root.joinpath("manifests", *parsed.parts()),
+                          json.dumps(manifest, separators=(",", ":")).encode() + b"\n")
+    return lines + [{"status": "success"}]
+
+
+def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The config, layers and progress lines of the store model `base`."""
+    parsed = parse_name(base) if isinstance(base, str) else None
+    path = find_manifest(root, parsed) if parsed is not None and root.is_dir() else None
+    if path is None:
+        raise ModelNotFound(f"model '{base}' not found: VeloLLM creates from models of its Ollama store "
+                            f"({root}) only, without an Ollama upstream")
+    manifest = json.loads(path.read_bytes())
+    layers = [dict(layer) for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
+    config_ref = manifest.get("config") or {}
+    config_path = blob_path(root, str(config_ref.get("digest", "")))
+    config = json.loads(config_path.read_bytes()) if config_ref.get("digest") and config_path.is_file() else {}
+    return config, layers, [{"status": f"using existing layer {layer['digest']}"} for layer in layers]
+
+
+def _gguf(root: Path, files: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and model layer of the one GGUF blob of `files` ({filename: digest})."""
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        raise InvalidRequest("files must map file names to blob digests", param="files")
+    if len(files) != 1:
+        raise InvalidRequest("without an Ollama upstream, files must name one GGUF file (safetensors models "
+                             "need Ollama's converter)", param="files")
+    (filename, digest), = files.items()
+    store_edit.check_digest(digest)
+    path = blob_path(root, digest)
+    if not path.is_file():
+        raise InvalidRequest(f"blob {digest} of {filename!r} not found: upload it first "
+                             f"(POST /api/blobs/{digest})", param="files")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise InvalidRequest(f"{filename!r} is not a GGUF file: without an Ollama upstream, VeloLLM creates "
+                                 "models from GGUF files only", param="files")
+    from velollm.api.ollama_models import human_number
+    from velollm.engine.loader.gguf import model_info
+    from velollm.engine.loader.gguf_file import GGUFFile
+
+    try:
+        with GGUFFile(path) as f:
+            info = model_info(f, filename)
+    except Exception as exc:  # a broken upload: the client's to fix
+        raise InvalidRequest(f"{filename!r} is not a usable GGUF file: {exc}", param="files") from exc
+    config = {"model_format": "gguf", "model_family": info.family, "model_families": [info.family],
+              "model_type": human_number(info.parameter_count), "file_type": info.quantization_level,
+              "architecture": "amd64", "os": "linux"}
+    return config, {"mediaType": MODEL_MEDIA, "digest": digest, "size": path.stat().st_size}
+
+
+def _new_layers(root: Path, body: dict[str, Any], base_layers: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    """(kind, bytes) of each layer the request sets, in Ollama's order."""
+    out: list[tuple[str, bytes]] = []
+    for kind in TEXT_LAYERS:
+        value = body.get(kind)
+        if value is not None:
+            if not isinstance(value, str):
+                raise InvalidRequest(f"{kind} must be a string", param=kind)
+            out.append((kind, value.encode()))
+    licenses = body.get("license")
+    if licenses is not None:
+        licenses = [licenses] if isinstance(licenses, str) else licenses
+        if not isinstance(licenses, list) or not all(isinstance(t, str) for t in licenses):
+            raise InvalidRequest("license must be a string or a list of strings", param="license")
+        out += [("license", text.encode()) for text in licenses]
+    parameters = body.get("parameters")
+    if parameters is not None:
+        out.append(("params", _params(root, parameters, base_layers)))
+    messages = body.get("messages")
+    if messages is not None:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                     for m in messages):
+            raise InvalidRequest("messages must be a list of {role, content} objects", param="messages")
+        out.append(("messages", json.dumps([{"role": m["role"], "content": m.get("content", "")} for m in messages],
+                                           separators=(",", ":")).encode()))
+    return out
+
+
+def _params(root: Path, parameters: Any, base_layers: list[dict[str, Any]]) -> bytes:
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("parameters must be an object", param="parameters")
+    merged: dict[str, Any] = {}
+    for layer in base_layers:  # the base's parameters, overridden key by key (Ollama's create)
+        if layer.get("mediaType") == MEDIA + "params":
+            merged.update(_read_json(blob_path(root, str(layer.get("digest", "")))))
+    for key, value in parameters.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (str, int, float, bool)) for v in values):
+            raise InvalidRequest(f"parameters.{key} must be a number, string or boolean (or a list of them)",
+                                 param=f"parameters.{key}")
+        merged[key] = list(values) if key == "stop" else value  # `stop` is always a list
+    return json.dumps(merged, separators=(",", ":")).encode()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_blob(root: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = blob_path(root, digest)
+    if not path.is_file():
+        store_edit.write_file(path, data)
+    return digest

@@ -1,0 +1,153 @@
+"""Changes to Ollama's on-disk store, made as Ollama makes them (server/images.go, manifest/*.go):
+
+- delete: the manifest goes, the folders it leaves empty are pruned, and each of its blobs that no
+  other manifest names is removed;
+- copy: the source manifest's bytes written under the new name (no blob is copied: they are shared);
+- blobs: written to a temporary `blobs/sha256-<random>` file while hashed, renamed to
+  `blobs/sha256-<hex>` only when the sha256 matches the digest it was sent under.
+
+Names are parsed and matched (case-insensitively) as ollama_store reads them; error messages are
+Ollama's. The caller serialises nothing: each change is a rename or an unlink, safe to race with readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from velollm.engine.loader.ollama_store import OllamaName, blob_path, find_manifest, parse_name
+from velollm.errors import InvalidRequest, ModelNotFound
+
+DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)
+MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
+
+
+def check_digest(digest: str) -> str:
+    """`digest` when it is `sha256:<64 hex>` (or `sha256-`), else Ollama's 400."""
+    if not DIGEST.fullmatch(digest):
+        raise InvalidRequest("invalid digest format", param="digest")
+    return digest
+
+
+def manifest_digests(path: Path) -> set[str]:
+    """The digests a manifest names (config and layers); none when it cannot be read."""
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(manifest, dict):
+        return set()
+    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
+    return {r["digest"] for r in refs if isinstance(r, dict) and isinstance(r.get("digest"), str)}
+
+
+def manifests(root: Path) -> list[Path]:
+    return [p for p in root.glob("manifests/*/*/*/*") if p.is_file()]
+
+
+def existing(root: Path, name: OllamaName) -> Path | None:
+    return find_manifest(root, name) if root.is_dir() else None
+
+
+def delete_model(name: str, root: Path) -> Path:
+    """Removes `name` from the store (Ollama's DeleteHandler); the removed manifest's path. 400 for an
+    invalid name, 404 `model 'NAME' not found`."""
+    parsed = parse_name(name)
+    if parsed is None:
+        raise InvalidRequest(f"name {json.dumps(name)} is invalid", param="model")
+    path = existing(root, parsed)
+    if path is None:
+        raise ModelNotFound(f"model '{name}' not found")
+    digests = manifest_digests(path)
+    path.unlink()
+    _prune(path.parent, root / "manifests")
+    still_used: set[str] = set().union(*(manifest_digests(p) for p in manifests(root)))
+    for digest in digests - still_used:
+        if DIGEST.fullmatch(digest):  # a manifest is a file on disk: never unlink what it names blindly
+            blob_path(root, digest).unlink(missing_ok=True)
+    return path
+
+
+def copy_model(source: str, destination: str, root: Path) -> Path:
+    """Writes the manifest of `source` under `destination` (Ollama's CopyHandler: 400 for an invalid name,
+    404 `model "SRC" not found`); a destination that exists (in any case) is replaced. The new path."""
+    src = parse_name(source)
+    if src is None:
+        raise InvalidRequest(f"source {json.dumps(source)} is invalid", param="source")
+    dst = parse_name(destination)
+    if dst is None:
+        raise InvalidRequest(f"destination {json.dumps(destination)} is invalid", param="destination")
+    path = existing(root, src)
+    if path is None:
+        raise ModelNotFound(f"model {json.dumps(source)} not found")
+    target = existing(root, dst) or root.joinpath("manifests", *dst.parts())
+    write_file(target, path.read_bytes())
+    return target
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """`data` at `path`, whole or not at all (a temporary file beside it, renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def has_blob(root: Path, digest: str) -> bool:
+    return blob_path(root, check_digest(digest)).is_file()
+
+
+def _prune(folder: Path, top: Path) -> None:
+    """Removes `folder` and its parents up to (not including) `top` while they are empty."""
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): stop
+            return
+        folder = folder.parent
+
+
+class BlobWriter:
+    """One blob being written into the store: `write` each chunk, then `commit` (checks the sha256 and
+    renames the file into place) or `abort`. Blocking: call from a worker thread for large chunks."""
+
+    def __init__(self, root: Path, digest: str) -> None:
+        self.digest = check_digest(digest)
+        self.target = blob_path(root, digest)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="sha256-", dir=self.target.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._file.write(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> None:
+        """Ollama's 400 `digest mismatch, expected "X", got "Y"` when the bytes are not the digest's."""
+        self._file.close()
+        got = "sha256:" + self._hash.hexdigest()
+        if got != self.digest:
+            self._tmp.unlink(missing_ok=True)
+            raise InvalidRequest(f"digest mismatch, expected {json.dumps(self.digest)}, got {json.dumps(got)}",
+                                 param="digest")
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, self.target)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
