@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not int4_cpu.available(), reason="this torch has
 
 CASES = [("llama", "Q4_K_M"), ("qwen2", "Q4_0"), ("qwen3", "Q4_1")]
 PROMPT = "Hello world! def f(x):\n    return x"
-LONG_PROMPT = " ".join(f"{PROMPT} {i}" for i in range(12))  # past int4_cpu.PREFILL_ROWS tokens
+LONG_PROMPT = " ".join(f"{PROMPT} {i}" for i in range(30))  # over twice int4_cpu.PREFILL_ROWS tokens
 NEAR_TIE = 0.1  # nats, in the dequantized bfloat16 path's logprobs
 LLAMA_CPP_NEAR_TIE = 0.5  # test_gguf_generate's 0.4 for quantized files, plus the bfloat16 residual stream
 MAX_TOKENS = 16

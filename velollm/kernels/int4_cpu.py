@@ -39,8 +39,13 @@ ROW_TILE = 16  # output rows must be a multiple of this (the kernel's tile)
 # Rows the packer interleaves together (64 with AVX-512, 32 with AVX2): packed matrices stack along N
 # only where every matrix but the last fills whole blocks of this; 64 covers both.
 PACK_ROWS = 64
-# Rows of x from which dequantize + bfloat16 GEMM beats the int4 kernel (benchmarks/int4_prefill.py).
-PREFILL_ROWS = 64
+# Rows of x from which dequantize + bfloat16 GEMM beats the int4 kernel. benchmarks/int4_prefill.py on 2
+# shared EPYC (Zen 4) cores, load 4.5-5.5, medians in ms, int4 kernel / dequantize + GEMM / bfloat16 GEMM:
+#   4096x4096    96 rows 19.4 / 31.4 / 8.6    128 rows 26.1 / 43.1 / 11.1    192 rows 77.6 / 73.2 / 33.6
+#   14336x4096   96 rows 139 / 159 / 61       128 rows 183 / 165 / 80        256 rows 522 / 391 / 209
+# The dequantization is a fixed cost (23-30 ms, 75-125 ms) against the kernel's per-row cost, so the
+# crossover is in rows, about the same for every shape: 128-192 and 96-128 here; 128 for both.
+PREFILL_ROWS = 128
 _BF16_U = 2.0 ** -8  # unit roundoff of bfloat16
 
 

@@ -2,21 +2,22 @@
 
 torch's `_weight_int4pack_mm_for_cpu` dequantizes every weight again for each block of 4 rows of x, so
 at prefill sizes it runs at a fraction of the bfloat16 GEMM (benchmarks/int4_prefill.py). Dequantizing
-the matrix once per call into a reused buffer and running the bfloat16 GEMM is faster from a few dozen
-rows on (int4_cpu.PREFILL_ROWS); the buffer is one per model, sized to its largest int4 matrix, not a
+the matrix once per call into a reused buffer and running the bfloat16 GEMM is faster from about a
+hundred rows on (int4_cpu.PREFILL_ROWS); the buffer is one per model, sized to its largest int4 matrix, not a
 bfloat16 copy per layer (which is what the int4 path saves).
 
 The values are the kernel's own: with AVX-512 it computes each weight as fma(q - 8, scale, zero) in float32
 ((q - 8) * scale is exact there, so one rounding) and multiplies in float32; we round that float32 weight
-to bfloat16 (round to nearest even, as the kernel rounds its output). So `dequantize(w)` equals, bit for
+to bfloat16 (round to nearest even, as the kernel rounds its output). So `dequantize_t(w)` equals, bit for
 bit, what the kernel returns for x = identity, which `supported()` checks on a probe once per process:
 another packing (AVX2's 32-row blocks, other torch versions) fails the probe and keeps the int4 kernel.
 
 Layout (aten/src/ATen/native/cpu/int4mm_kernel.cpp, weight_to_int4pack_kernel, AVX-512): rows come in
 blocks of 64, each stored k-major as [K, 32] bytes; byte d of a k holds row d (low nibble) and row d + 32
 (high nibble). A last block of 16, 32 or 48 rows is [K, rows / 2] bytes, byte j holding rows 2j and 2j + 1.
-The nibbles are split eight bytes at a time as int64 words and passed as signed int8 (q - 8) straight into
-one addcmul with the scales and zeros, written into W^T [K, N] (the GEMM takes it transposed at no cost).
+The nibbles are split eight bytes at a time as int64 words into signed int8 (q - 8), converted to bfloat16
+(exact) and put through one addcmul with the scales and zeros (float32 inside, one rounding) into W^T [K, N]
+(the GEMM takes it transposed at no cost).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ _SIGN = 0x0808080808080808
 _FLIP = 0x8888888888888888 - (1 << 64)  # q ^ 8 read as a signed nibble is q - 8
 # Weights per chunk: its int8 quants and bfloat16 values stay in cache (2^18..2^22 measured alike).
 _CHUNK_ELEMENTS = 1 << 22
-# Threads for the dequantization's ~16 elementwise ops per chunk. Each parallel op ends in a barrier that
+# Threads for the dequantization's ~10 elementwise ops per chunk. Each parallel op ends in a barrier that
 # waits for every thread; on a box whose cores other jobs share, a thread on a busy core costs a
-# scheduler slice (~15 ms) per op. Measured on 2 shared EPYC cores, 4096x4096, load 5-7: 2 threads
-# 250-1000 ms median, 1 thread 27-80 ms; quiet, 2 threads 10-14 ms against 1 thread's ~20 ms.
+# scheduler slice (~15 ms) per op. Measured on 2 shared EPYC cores, 4096x4096, load 4.5-7, medians: 2 threads
+# 250-1000 ms, 1 thread 27-95 ms; the fastest runs seen: 2 threads 10 ms, 1 thread 20 ms.
 THREADS = 1
 
 
