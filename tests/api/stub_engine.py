@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from velollm.config import ModelConfig
-from velollm.engine.llm_engine import EngineSettings
+from velollm.engine.engine_stats import EngineSettings
 from velollm.engine.loader.source import ModelInfo
 from velollm.errors import ContextOverflow, Overloaded
 from velollm.outputs import RequestDelta

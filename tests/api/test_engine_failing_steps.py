@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.serve_process import REPO, start_serve, stop_serve
-from velollm.engine.async_engine import MAX_FAILED_STEPS
+from velollm.engine.step_failures import MAX_FAILED_STEPS
 
 HOOK = Path(__file__).resolve().parents[1] / "hooks" / "step_failure"
 USER = [{"role": "user", "content": "hello there"}]

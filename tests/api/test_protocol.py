@@ -16,7 +16,7 @@ from velollm.api.protocol_ollama import parse_generate_request, sampling_from_op
 from velollm.api.protocol_openai import parse_chat_request, parse_completion_request
 from velollm.api.server_config import ServerConfig
 from velollm.commands import serve
-from velollm.config import EngineConfig
+from velollm.config import EngineConfig, KernelSwitches
 from velollm.output_budget import fit_max_tokens
 from velollm.errors import ContextOverflow, InvalidRequest
 
@@ -169,7 +169,8 @@ def test_serve_flags_and_env_edge():
     assert config.upstream == "http://127.0.0.1:1234"
     assert config.cors_origins == ("https://a.example", "https://b.example")
     defaults = serve.build_config(parser.parse_args(["serve"]), {})
-    assert defaults.models == ("demo",) and defaults.engine == EngineConfig()
+    # the kernel switches are read from the environment it was given (none set: the defaults)
+    assert defaults.models == ("demo",) and defaults.engine == EngineConfig(kernel_switches=KernelSwitches())
     assert defaults.upstream == "http://127.0.0.1:11434" and defaults.host == "127.0.0.1"
 
 

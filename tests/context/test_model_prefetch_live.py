@@ -136,7 +136,8 @@ def test_the_virtual_models_routes_load_ahead(tmp_path, two_models):
 
 def test_a_request_for_another_model_stops_a_running_prefetch(tmp_path, two_models):
     """A prefetch of b is loading (slowly: tests/hooks/slow_load); a chat for a does not wait for it: b's load
-    stops at its next tensor, its memory is freed, and it is counted as a cancelled prefetch."""
+    stops at its next tensor, its memory is freed, and it is counted as a cancelled prefetch. Once a has loaded,
+    a slot being free, b's prediction is queued again and loads ahead; a request for b then uses that load."""
     a, b = two_models
     hook = Path(__file__).resolve().parents[1] / "hooks" / "slow_load"
     per_tensor = 0.5
@@ -159,10 +160,16 @@ def test_a_request_for_another_model_stops_a_running_prefetch(tmp_path, two_mode
         assert server.metric(PREFETCH, model=b, outcome="cancelled") == 1
         assert server.metric(LOADS, model=b, kind="prefetch") == 0 and server.metric(LOADS, model=a, kind="cold") == 1
         assert sorted(running(client)) == sorted(["demo", a])  # nothing of b stays loaded
+        deadline = time.monotonic() + 30  # logged as a's load ended
+        while "queued again to load ahead" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
         openai_client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
         assert openai_client.chat.completions.create(model=b, messages=[{"role": "user", "content": "hi"}],
-                                                     max_tokens=2).choices  # b still loads for a request
-        assert server.metric(LOADS, model=b, kind="cold") == 1
+                                                     max_tokens=2).choices  # waits for b's second prefetch
+        assert server.metric(LOADS, model=b, kind="prefetch") == 1 and server.metric(LOADS, model=b, kind="cold") == 0
+        assert server.metric(PREFETCH, model=b, outcome="used") == 1
+        assert server.metric(PREFETCH, model=b, outcome="cancelled") == 1
     finally:
         stop_serve(proc)
     text = log.read_text()

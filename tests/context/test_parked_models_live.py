@@ -3,6 +3,7 @@ without a cold load (velollm_model_loads_total{kind="host"}), answering as befor
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import openai
@@ -35,6 +36,34 @@ def test_evicted_model_wakes_from_host_memory(tmp_path, two_models, host_cache, 
             assert answers.setdefault(model, text) == text  # a woken model answers as before
             seen += [k for k in counts if server.metric("velollm_model_loads_total", model=model, kind=k) > counts[k]]
         assert seen == kinds
+    finally:
+        stop_serve(proc)
+
+
+def test_a_parked_model_whose_files_changed_is_loaded_afresh(tmp_path, two_models):
+    """Files replaced behind VeloLLM's back while the model sleeps in host memory: waking it would answer
+    with the old weights, so it is dropped and loaded cold (and answers with the new ones)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    a, b = two_models
+    proc, url, _, _ = start_serve(tmp_path, "--max-loaded-models", "1", "--kv-cache-memory", "16MiB",
+                                  "--max-model-len", "256", "--host-cache-memory", "256MiB")
+    server = ServerHandle("live", url)
+    try:
+        first = ask(url, a)
+        ask(url, b)  # a sleeps in host memory
+        weights = Path(a) / "model.safetensors"
+        tensors = load_file(weights)
+        torch.manual_seed(1)
+        save_file({k: torch.randn_like(t) * t.std() for k, t in tensors.items()}, weights)
+        try:
+            again = ask(url, a)
+            assert server.metric("velollm_model_loads_total", model=a, kind="cold") == 2
+            assert server.metric("velollm_model_loads_total", model=a, kind="host") == 0
+            assert again != first  # the new weights answer
+        finally:
+            save_file(tensors, weights)  # the fixture's folder is shared by the module's other tests
     finally:
         stop_serve(proc)
 

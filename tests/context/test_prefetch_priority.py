@@ -1,7 +1,8 @@
 """Requests before prefetches (velollm.api.load_turns, ModelPool): a running prefetch is stopped at its next
 tensor when a request for another model comes (its half-built model freed, counted as cancelled) or the server
 closes, a prefetch that has not started yields its turn, and a request for the prefetched model itself keeps
-that load."""
+that load. The prefetcher queues a stopped prediction again, once, when the request's load is done and a slot is
+free (never evicting, behind newer predictions within MAX_PENDING)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import weakref
 import pytest
 
 from velollm.api.load_turns import LoadTurns
-from velollm.api.model_pool import ModelPool
-from velollm.context.model_prefetch import ModelPrefetcher
+from velollm.api.model_pool import ModelPool, PrefetchCancelled
+from velollm.context.model_prefetch import MAX_PENDING, ModelPrefetcher
 from velollm.engine.loader.load_stop import check_stop
 
 NUM_TENSORS = 60
@@ -57,6 +58,17 @@ class Engine:
             self.owner.loaded.discard(self.name)
 
 
+async def same_name(name: str) -> str:
+    return name
+
+
+async def until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 async def started_loading(pool: ModelPool, name: str) -> None:
     for _ in range(200):
         if name in pool._loading and pool._turns._holder is not None:
@@ -77,7 +89,8 @@ async def test_a_request_for_another_model_stops_a_running_prefetch(max_loaded_m
         waited = time.perf_counter() - started
         assert waited < 0.5 * NUM_TENSORS * TENSOR_S, waited  # not the prefetch's 3 s
         assert engines.loaded == {"b"}
-    assert not await prefetch
+    with pytest.raises(PrefetchCancelled):  # what tells the prefetcher to queue it again
+        await prefetch
     assert pool.prefetch_counts == {("a", "cancelled"): 1} and pool.load_counts == {("b", "cold"): 1}
     assert [e.name for e in pool.loaded()] == ["b"]
     assert engines.half_built[0]() is None  # what the stopped load had built is gone
@@ -100,26 +113,76 @@ async def test_a_request_for_the_prefetched_model_keeps_that_load():
     await pool.close()
 
 
-async def test_the_prefetcher_counts_a_stopped_prefetch_and_goes_on():
+async def test_a_stopped_prediction_is_queued_again_once_the_request_load_ends():
     engines = StoppableEngines()
     pool = ModelPool(engines.load, max_loaded_models=2)
+    prefetcher = ModelPrefetcher(pool, same_name)
+    prefetcher.predict("a", "shown")
+    await started_loading(pool, "a")
+    started = time.perf_counter()
+    async with pool.use("b"):
+        assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S  # b did not wait for a
+    await until(lambda: prefetcher._task.done())
+    assert engines.loads == ["b", "a"] and engines.loaded == {"a", "b"}  # a slot was free: a loaded ahead after all
+    assert pool.prefetch_counts == {("a", "cancelled"): 1}
+    assert pool.load_counts == {("b", "cold"): 1, ("a", "prefetch"): 1}
+    await prefetcher.close()
+    await pool.close()
 
-    async def names(name: str) -> str:
-        return name
 
-    prefetcher = ModelPrefetcher(pool, names)
+async def test_a_prediction_stopped_twice_is_dropped_until_predicted_anew():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=3)
+    prefetcher = ModelPrefetcher(pool, same_name)
     prefetcher.predict("a", "shown")
     await started_loading(pool, "a")
     async with pool.use("b"):
         pass
+    await started_loading(pool, "a")  # queued again once b loaded
+    async with pool.use("c"):
+        pass
+    await until(lambda: prefetcher._task.done())
     await asyncio.sleep(0.1)
-    assert prefetcher._task.done() and pool.prefetch_counts == {("a", "cancelled"): 1}
-    prefetcher.predict("c", "shown")  # the prefetcher still works
-    for _ in range(100):
-        if "c" in engines.loaded:
-            break
-        await asyncio.sleep(0.02)
-    assert engines.loaded == {"b", "c"}
+    assert engines.loads == ["b", "c"] and pool.prefetch_counts == {("a", "cancelled"): 2}  # no third try
+    assert pool.has_free_slot() and "a" not in engines.loaded
+    prefetcher.predict("a", "shown")  # a new prediction: loaded ahead again
+    await until(lambda: "a" in engines.loaded)
+    await prefetcher.close()
+    await pool.close()
+
+
+async def test_a_stopped_prediction_waits_for_a_free_slot_and_never_evicts():
+    engines = StoppableEngines()
+    pool = ModelPool(engines.load, max_loaded_models=1, default_keep_alive=0.5)
+    prefetcher = ModelPrefetcher(pool, same_name)
+    pool.on_slot_freed = prefetcher.slot_freed  # as OnDemand wires it
+    prefetcher.predict("a", "shown")
+    await started_loading(pool, "a")
+    async with pool.use("b"):
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(0.2)
+    assert engines.loads == ["b"] and engines.loaded == {"b"}  # b's slot is not taken while b is loaded
+    await until(lambda: engines.loads == ["b", "a"])  # b's keep_alive ran out: its slot loads a ahead
+    assert "b" not in engines.loaded and pool.prefetch_counts[("a", "cancelled")] == 1
+    await prefetcher.close()
+    await pool.close()
+
+
+async def test_a_stopped_prediction_goes_behind_newer_ones_within_max_pending():
+    engines = StoppableEngines(slow=frozenset({"a", "b"}))
+    pool = ModelPool(engines.load, max_loaded_models=2)
+    prefetcher = ModelPrefetcher(pool, same_name)
+    prefetcher.predict("a", "shown")
+    await started_loading(pool, "a")
+    request = asyncio.ensure_future(pool.acquire("b"))  # stops a; b's load is slow too
+    await asyncio.sleep(0.2)
+    for i in range(MAX_PENDING):  # predictions made while b loads wait for it
+        prefetcher.predict(f"p{i}", "shown")
+    await request
+    pool.release("b")
+    await until(lambda: prefetcher._task.done())
+    # The newest prediction took the free slot; a, queued behind MAX_PENDING newer ones, was dropped.
+    assert engines.loads == ["b", f"p{MAX_PENDING - 1}"] and pool.prefetch_counts == {("a", "cancelled"): 1}
     await prefetcher.close()
     await pool.close()
 
@@ -183,4 +246,6 @@ async def test_close_stops_a_running_prefetch():
     started = time.perf_counter()
     await pool.close()
     assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S
-    assert not await prefetch and engines.loaded == set() and pool.prefetch_counts == {("a", "cancelled"): 1}
+    with pytest.raises(PrefetchCancelled):
+        await prefetch
+    assert engines.loaded == set() and pool.prefetch_counts == {("a", "cancelled"): 1}

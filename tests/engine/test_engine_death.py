@@ -95,7 +95,7 @@ def test_an_engine_whose_every_step_fails_is_declared_dead(llama_folder, async_s
         # One batch of three fails (1 step), then each of its requests alone (isolation: not counted).
         first = asyncio.run(together(prompts[:3]))
         assert all(isinstance(r, RequestFailed) for r in first), first
-        assert engine.dead is None and engine.engine.num_failed_steps == 1
+        assert engine.dead is None and engine.engine.failures.num_failed_steps == 1
         [failed] = asyncio.run(together([prompts[3]]))  # alone: step 2
         assert isinstance(failed, RequestFailed), failed
         [dead] = asyncio.run(together([prompts[4]]))  # step 3: the engine is checked before this one is answered
@@ -134,6 +134,6 @@ def test_requests_that_keep_failing_alone_do_not_kill_a_working_engine(llama_fol
         assert engine.dead is None
         assert "3 engine steps failed in a row but the engine runs a self-check" in caplog.text
         assert asyncio.run(asyncio.wait_for(collect(random_prompts([8], seed=4)[0]), 60))[-1].finished
-        assert engine.engine.num_failed_steps == 0
+        assert engine.engine.failures.num_failed_steps == 0
     finally:
         engine.shutdown()

@@ -1,5 +1,6 @@
 """The servers the fuzz suite hits: `velollm serve` on the demo model, and `velollm serve --proxy-only` in
-front of it (the proxy path); a watcher that times /health all along."""
+front of it (the proxy path); a watcher that times /health all along. Both run on a temporary Ollama store
+(store.py; $OLLAMA_MODELS), never the user's: the model-management routes (/api/delete ...) are fuzzed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from tests.fuzz.store import FuzzStore, build_store
 from tests.fuzz.strategies import EMBEDDER
 from tests.serve_process import start_serve, stop_serve
 
@@ -59,28 +62,53 @@ class FuzzTarget:
     health: HealthWatch
 
 
-def _serve(tmp: Path, *args: str) -> Iterator[FuzzTarget]:
-    proc, url, log, _ = start_serve(tmp, *args)
+def _serve(tmp: Path, store: FuzzStore, *args: str) -> Iterator[FuzzTarget]:
+    proc, url, log, _ = start_serve(tmp, *args, env={"OLLAMA_MODELS": str(store.root)})
     try:
+        check_isolated(proc.pid, store)
         with HealthWatch(url) as health:
             yield FuzzTarget(url, log, health)
     finally:
         stop_serve(proc)
 
 
+def check_isolated(pid: int, store: FuzzStore) -> None:
+    """Fails the whole session unless the server's $OLLAMA_MODELS is the temporary store (fuzzing /api/delete
+    on a real store would destroy models)."""
+    seen = psutil.Process(pid).environ().get("OLLAMA_MODELS")
+    if seen != str(store.root) or not store.root.is_relative_to(store.base):
+        pytest.exit(f"fuzz server {pid} runs on OLLAMA_MODELS={seen!r}, not the temporary store {store.root}: "
+                    "refusing to fuzz model management on it", returncode=3)
+
+
 @pytest.fixture(scope="session")
-def native(tmp_path_factory) -> Iterator[FuzzTarget]:
+def fuzz_store(tmp_path_factory) -> Iterator[FuzzStore]:
+    """The temporary store; the user's own (~/.ollama/models, where one is) is the same afterwards."""
+    from velollm.engine.loader.ollama_store import models_dir
+
+    users = models_dir({"HOME": str(Path.home())})
+    before = _listing(users)
+    yield build_store(tmp_path_factory.mktemp("fuzz-store"))
+    assert _listing(users) == before, f"the fuzz changed the user's Ollama store {users}"
+
+
+def _listing(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.glob("manifests/*/*/*/*")} if root.is_dir() else {}
+
+
+@pytest.fixture(scope="session")
+def native(tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
     """The demo model and the default embedder (all-MiniLM-L6-v2, served as `minilm`), both pinned
     (keep_alive cannot unload them); small context and queue; loopback."""
     from velollm.embed.resolve import default_model_folder
 
-    yield from _serve(tmp_path_factory.mktemp("fuzz-native"), "--model", "demo", "--served-model-name", "demo",
+    yield from _serve(tmp_path_factory.mktemp("fuzz-native"), fuzz_store, "--model", "demo", "--served-model-name", "demo",
                       "--model", str(default_model_folder()), "--served-model-name", EMBEDDER, "--no-upstream",
                       "--max-model-len", "256", "--kv-cache-memory", "16MiB", "--max-queue", "16",
                       "--max-request-bytes", "1MiB", "--tool-retries", "0")
 
 
 @pytest.fixture(scope="session")
-def proxy(native, tmp_path_factory) -> Iterator[FuzzTarget]:
+def proxy(native, tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
     """`--proxy-only` in front of the native server (a second VeloLLM as its Ollama upstream)."""
-    yield from _serve(tmp_path_factory.mktemp("fuzz-proxy"), "--proxy-only", "--upstream", native.url)
+    yield from _serve(tmp_path_factory.mktemp("fuzz-proxy"), fuzz_store, "--proxy-only", "--upstream", native.url)

@@ -71,3 +71,24 @@ def test_a_blob_is_kept_only_when_its_digest_matches(root):
     for bad in ("sha256:abc", "md5:" + "0" * 64, "sha256:../../" + "0" * 58):
         with pytest.raises(InvalidRequest, match="invalid digest format"):
             edit.check_digest(bad)
+
+
+def test_a_host_past_the_file_name_limit_is_not_found_or_refused(root):
+    """Ollama takes hosts of up to 350 characters; no folder name is that long: a lookup is 'not found' and a
+    write is a 400 naming the limit, never ENAMETOOLONG as a store failure (the fuzz suite's 500)."""
+    from velollm.api.local_create import create_model
+
+    long_name = "h" * 300 + "/ns/m"
+    assert ollama_store.parse_name(long_name) is not None  # a valid name all the same
+    assert ollama_store.find_model(long_name, root) is None
+    with pytest.raises(ModelNotFound):
+        edit.delete_model(long_name, root)
+    with pytest.raises(ModelNotFound):
+        edit.copy_model(long_name, "x", root)
+    with pytest.raises(InvalidRequest, match="longer than 255 characters"):
+        edit.copy_model("one", long_name, root)
+    with pytest.raises(InvalidRequest, match="longer than 255 characters"):
+        create_model({"model": long_name, "from": "one"}, root)
+    with pytest.raises(ModelNotFound):
+        create_model({"model": "x", "from": long_name}, root)
+    assert not list(root.glob("manifests/hhh*"))

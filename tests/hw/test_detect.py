@@ -135,7 +135,7 @@ def test_detect_command_json(tmp_path):
 
 
 def test_cpu_flags_and_default_dtype(monkeypatch):
-    from velollm.engine.llm_engine import resolve_dtype
+    from velollm.engine.device import resolve_dtype
     from velollm.engine.loader.gguf import default_dtype
     from velollm.hw import cpu_features
 

@@ -20,12 +20,14 @@ REPLICA_ARGS = ("--max-model-len", "512", "--kv-cache-memory", "16MiB", "--max-n
 
 
 class Replica:
-    """One `velollm serve` serving the demo model, on a fixed port so it can come back after a kill."""
+    """One `velollm serve` serving the demo model, on a fixed port so it can come back after a kill. `env`: more
+    environment for the process (a test hook's switch; its PYTHONPATH goes before the repository)."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.folder = folder
         self.port = free_port()
         self.args = args or REPLICA_ARGS
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -34,8 +36,10 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Replica:
-        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**os.environ, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(self.folder.parent / "cache")}
+        extra = dict(self.env)
+        pythonpath = os.pathsep.join(p for p in (extra.pop("PYTHONPATH", ""), str(REPO),
+                                                 os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, **extra, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(self.folder.parent / "cache")}
         env.pop("OLLAMA_HOST", None)
         env.pop("VELOLLM_API_KEY", None)
         log = (self.folder / f"serve-{self.port}.log").open("a")

@@ -137,7 +137,9 @@ def test_a_full_local_queue_sends_requests_to_the_remote_replica(tmp_path):
 @pytest.mark.timeout(600)
 def test_a_remote_velollm_whose_engine_died_is_ejected_by_its_health_check(tmp_path, monkeypatch):
     """A `velollm` backend is checked on /health (not /api/version, which a dead engine still answers): its
-    503 engine_dead answers go to the other replica at once, and the check ejects it."""
+    503 engine_dead answers go to the other replica at once, and the first of them or the check ejects it (whichever
+    comes first: tests/router/test_router_engine_dead_ejection.py has the answer alone, checks off); the check keeps
+    it out."""
     flag = tmp_path / "die"
     monkeypatch.setenv("PYTHONPATH", _hook_env(flag)["PYTHONPATH"])
     monkeypatch.setenv("VELOLLM_TEST_ENGINE_DEATH", str(flag))
@@ -160,7 +162,10 @@ def test_a_remote_velollm_whose_engine_died_is_ejected_by_its_health_check(tmp_p
             assert time.monotonic() < deadline, "r0 was not ejected"
             time.sleep(0.1)
         status = {b["name"]: b for b in httpx.get(url + "/status/upstream").json()["upstream"]["backends"]}
-        assert "GET /health answered 503" in status["r0"]["reason"] and status["r1"]["up"]
+        reason = status["r0"]["reason"]  # "GET /health answered 503 (...died...)" or "POST ... engine_dead (...died)"
+        assert "answered 503" in reason and "died" in reason and status["r1"]["up"], reason
+        time.sleep(0.6)  # checks ran since: still out
+        assert metric(httpx.get(url + "/metrics").text, "velollm_backend_ejected", backend="r0") == 1
     finally:
         stop_serve(proc)
         for r in replicas:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 def on_demand(config: ServerConfig) -> OnDemand:
     """Loading of models not given with --model: resolved by name (cheap), loaded when requested."""
-    from velollm.api.native_models import describe_native, load_native, prefetch_room, resolve_native
+    from velollm.api.native_models import describe_native, load_native, native_identity, prefetch_room, resolve_native
 
     allow_paths = config.client_paths_allowed
 
@@ -49,7 +49,8 @@ def on_demand(config: ServerConfig) -> OnDemand:
     return OnDemand(resolve=resolve, load=load, max_loaded_models=config.max_loaded_models,
                     keep_alive_s=config.keep_alive_s, describe=lambda name: describe_native(name, allow_paths),
                     host_cache_bytes=config.host_cache_bytes, prefetch=config.model_prefetch,
-                    prefetch_room=lambda name: prefetch_room(name, config.engine, allow_paths))
+                    prefetch_room=lambda name: prefetch_room(name, config.engine, allow_paths),
+                    identify=lambda name: native_identity(name, allow_paths))
 
 
 async def health(request: Request) -> Response:
@@ -126,6 +127,19 @@ def _router(config: ServerConfig, cache: Any) -> Any:
     return ComplexityRouter(config.routing)
 
 
+def _identifier(state: AppState) -> Callable[[str], Awaitable[str]]:
+    """What the response cache keys a model name with (velollm/api/model_identity.py); the virtual model
+    (routing by complexity) stands for every model it routes to."""
+
+    async def identify(name: str) -> str:
+        router = state.router
+        if router is not None and router.handles(name):
+            return "routed:" + ",".join([await state.models.identity(m) for m in router.policy.models])
+        return await state.models.identity(name)
+
+    return identify
+
+
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
@@ -137,7 +151,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
-    cache = open_cache(config.cache, state.metrics) if config.cache is not None else None
+    cache = open_cache(config.cache, state.metrics, _identifier(state)) if config.cache is not None else None
     if config.routing is not None:
         state.router = _router(config, cache)
 

@@ -49,6 +49,7 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     parsed = parse_name(name) if isinstance(name, str) else None
     if parsed is None:
         raise InvalidRequest("invalid model name", param="model")
+    store_edit.check_storable(parsed, "model")
     for field in UNSUPPORTED:
         if body.get(field):
             raise InvalidRequest(f"{field} is not supported without an Ollama upstream: VeloLLM creates models "
@@ -91,12 +92,25 @@ def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], 
     if path is None:
         raise ModelNotFound(f"model '{base}' not found: VeloLLM creates from models of its Ollama store "
                             f"({root}) only, without an Ollama upstream")
-    manifest = json.loads(path.read_bytes())
-    layers = [dict(layer) for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
-    config_ref = manifest.get("config") or {}
-    config_path = blob_path(root, str(config_ref.get("digest", "")))
-    config = json.loads(config_path.read_bytes()) if config_ref.get("digest") and config_path.is_file() else {}
+    manifest = _read_json(path)
+    layers, config_ref = manifest.get("layers"), manifest.get("config")
+    if not isinstance(layers, list) or not isinstance(config_ref, dict):
+        raise _broken(base, path, "not a manifest (an object with config and layers)")
+    for ref in [config_ref, *layers]:
+        digest = ref.get("digest") if isinstance(ref, dict) else None
+        if not isinstance(digest, str) or not store_edit.DIGEST.fullmatch(digest):
+            raise _broken(base, path, f"a layer without a valid digest: {json.dumps(ref)[:200]}")
+        if not blob_path(root, digest).is_file():
+            raise _broken(base, path, f"blob {digest} is missing")
+    config = _read_json(blob_path(root, config_ref["digest"]))
+    layers = [dict(layer) for layer in layers]
     return config, layers, [{"status": f"using existing layer {layer['digest']}"} for layer in layers]
+
+
+def _broken(base: str, path: Path, why: str) -> InvalidRequest:
+    """The base model is in the store but unusable (a partial pull, a hand edit): the client's to fix."""
+    return InvalidRequest(f"cannot create from model '{base}': its manifest {path} is broken ({why}); delete it "
+                          "and pull or create it again", param="from")
 
 
 def _gguf(root: Path, files: Any) -> tuple[dict[str, Any], dict[str, Any]]:

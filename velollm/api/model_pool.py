@@ -31,6 +31,7 @@ from typing import Any
 from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
 from velollm.api.load_turns import LoadTurns
 from velollm.api.loaded_model import LoadedModel
+from velollm.context.model_prefetch import PrefetchStopped
 from velollm.context.parked_models import ParkedModels, parked_bytes
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class PrefetchSkipped(Exception):
     """A prefetch found no free slot when its turn to load came (a prefetch never evicts)."""
 
 
-class PrefetchCancelled(PrefetchSkipped):
+class PrefetchCancelled(PrefetchSkipped, PrefetchStopped):
     """A prefetch was stopped half-way: a request for another model needed its turn (its memory is freed)."""
 
 
@@ -67,6 +68,8 @@ class ModelPool:
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (model, cold | host | prefetch) -> loads
         self.prefetch_counts: Counter[tuple[str, str]] = Counter()  # (model, used | unused | cancelled) -> prefetches
         self.on_slot_freed: Callable[[], None] | None = None  # a model's keep_alive ran out
+        # (name, parked engine) -> whether its files are still the ones it was loaded from (blocking)
+        self.parked_is_current: Callable[[str, Any], bool] | None = None
         self._last_used: dict[str, float] = {}  # model -> when a request last released it (monotonic)
         self._closed = False
 
@@ -162,23 +165,34 @@ class ModelPool:
             await asyncio.to_thread(parked.shutdown)
         self._last_used.pop(name, None)
 
+    def has_free_slot(self) -> bool:
+        """A slot of --max-loaded-models is free and no load runs or waits (what a prefetch needs)."""
+        return not self._closed and not self._loading and len(self._models) < self.max_loaded_models
+
     def can_prefetch(self, name: str) -> bool:
         """Whether `prefetch(name)` would load now: not loaded, no load running or waiting, a slot free."""
-        return (not self._closed and name not in self._models and not self._loading
-                and len(self._models) < self.max_loaded_models)
+        return name not in self._models and self.has_free_slot()
 
     async def prefetch(self, name: str) -> bool:
         """Loads `name` ahead into a free slot (woken from host memory when parked there), never evicting;
-        it then waits for a request for keep_alive like any idle model. False when it did not load."""
+        it then waits for a request for keep_alive like any idle model. False when it did not load; raises
+        PrefetchCancelled when it was stopped half-way (a request's load needed the turn, or the pool closed)."""
         if not self.can_prefetch(name):
             return False
         future = self._start_load(name, prefetch=True)
         future.add_done_callback(lambda _f: self._expire_if_unused(name))
         try:
             await asyncio.shield(future)  # a cancelled prefetcher leaves the load to finish (close waits)
-        except PrefetchSkipped:  # PrefetchCancelled too (logged where it stopped)
+        except PrefetchCancelled:  # logged where it stopped
+            raise
+        except PrefetchSkipped:
             return False
         return True
+
+    async def settled(self) -> None:
+        """Returns once no load runs or waits for its turn."""
+        while self._loading:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._loading.values())), return_exceptions=True)
 
     def most_recent_parked(self) -> str | None:
         """The parked model a request used last (what a freed slot re-wakes ahead), or None."""
@@ -214,6 +228,7 @@ class ModelPool:
             if speculative() and len(self._models) >= self.max_loaded_models:
                 raise PrefetchSkipped(name)
             await self._make_room()
+            await self._drop_if_replaced(name)
             started = time.perf_counter()
             kind = "prefetch" if prefetch else "host" if name in self.parked else "cold"
             logger.info("loading model %r%s%s", name, " from host memory" if name in self.parked else "",
@@ -239,6 +254,19 @@ class ModelPool:
             self._models[name] = entry
             self._notify()
             return entry
+
+    async def _drop_if_replaced(self, name: str) -> None:
+        """Drops the engine parked as `name` when its files were replaced since it was loaded (`ollama cp`,
+        `ollama create` or a pull behind VeloLLM's back): waking it would answer with the old weights."""
+        parked = self.parked.peek(name)
+        if parked is None or self.parked_is_current is None:
+            return
+        if await asyncio.to_thread(self.parked_is_current, name, parked):
+            return
+        if self.parked.take(name) is parked:
+            logger.info("model %r parked in host memory: its files changed since it was loaded; loading it afresh",
+                        name)
+            await asyncio.to_thread(parked.shutdown)
 
     def _wake_or_load(self, name: str) -> Any:
         engine = self.parked.take(name)

@@ -86,3 +86,41 @@ class EmbeddingView:
         self.dim = source.dim
         self.model_config = None
         self.tokenizer = SimpleNamespace(chat_template=None)
+
+
+def native_identity(name: str, allow_paths: bool) -> str:
+    """What the files of the model `name` are now (velollm/api/model_identity.py), found as resolve_model
+    finds them but without reading weights or headers, and equal to the loaded engine's identity: the Ollama
+    manifest digest, an HF folder's digest (names, sizes, mtimes), a GGUF file's path, size and mtime; ""
+    when nothing matches. Blocking."""
+    from velollm.engine.loader import hf_cache, ollama_store
+    from velollm.engine.loader.user_path import user_path
+
+    if name == "demo":
+        from velollm.engine.loader.demo import ensure_demo
+        from velollm.engine.loader.hf_folder import folder_digest
+
+        return folder_digest(ensure_demo(None))
+    if allow_paths:
+        path = user_path(name)
+        if path.exists():
+            return _path_identity(path)
+    model = ollama_store.find_model(name)
+    if model is not None:
+        return model.digest
+    folder = hf_cache.snapshot_folder(name)
+    return _path_identity(folder) if folder is not None else ""
+
+
+def _path_identity(path: Any) -> str:
+    """As resolve_model's _from_path picks the file: a GGUF file, an HF folder, a folder of one GGUF."""
+    from velollm.api.model_identity import file_identity
+    from velollm.engine.loader.hf_folder import folder_digest
+
+    if path.is_dir() and (path / "config.json").is_file():
+        return folder_digest(path)
+    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else [path]
+    if len(ggufs) != 1:
+        return ""
+    stat = ggufs[0].stat()
+    return file_identity(str(ggufs[0]), stat.st_size, stat.st_mtime)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from velollm.api.lease import EngineLease
+from velollm.api.model_identity import engine_identity
 from velollm.api.model_pool import ModelPool
 from velollm.api.served_model import ServedModel, SourceView
 from velollm.context.model_prefetch import ModelPrefetcher
-from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel
+from velollm.errors import ModelNotFound, PathNotAllowed, UnsupportedModel, VeloLLMError
 from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class OnDemand:
     prefetch: bool = True  # predicted models loaded ahead into free slots (velollm.context.model_prefetch)
     # canonical name -> whether it may load ahead (memory to spare; blocking); None: always
     prefetch_room: Callable[[str], bool] | None = None
+    # canonical name -> the identity of its files (velollm/api/model_identity.py; blocking); None: unknown
+    identify: Callable[[str], str] | None = None
 
 
 class OnDemandModels:
@@ -63,6 +66,7 @@ class OnDemandModels:
         self.pool = ModelPool(self._load, config.max_loaded_models, config.keep_alive_s, config.host_cache_bytes)
         self.prefetcher = ModelPrefetcher(self.pool, self._prefetchable, enabled=config.prefetch)
         self.pool.on_slot_freed = self._slot_freed
+        self.pool.parked_is_current = self._parked_is_current
 
     def resolved_name(self, name: str) -> str | None:
         """The canonical name `name` last resolved to, without I/O; None when it has not (or failed)."""
@@ -164,10 +168,23 @@ class OnDemandModels:
         return canonical
 
     def _slot_freed(self) -> None:
-        """A keep_alive ran out and freed a slot: the parked model a request used last comes back ahead (recent usage)."""
+        """A keep_alive ran out and freed a slot: the predictions a request's load stopped are queued again, and the
+        parked model a request used last comes back ahead (recent usage: the newer prediction, tried first)."""
+        self.prefetcher.slot_freed()
         name = self.pool.most_recent_parked()
         if name is not None:
             self.predict(name, "recently used")
+
+    def _parked_is_current(self, name: str, parked: ServedModel) -> bool:
+        """Whether the files `name` resolves to are still those `parked` was loaded from (worker thread);
+        True when that cannot be told (no identity, the files unreadable: the wake or load reports it)."""
+        if self.config.identify is None:
+            return True
+        try:
+            now = self.config.identify(name)
+        except (VeloLLMError, OSError):
+            return True
+        return not now or now == engine_identity(parked.engine)
 
     def _load(self, name: str) -> ServedModel:
         """The ModelPool's load function (worker thread)."""

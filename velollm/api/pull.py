@@ -4,6 +4,9 @@
   remote backend serving it too, is present: Ollama's answer for an up-to-date model (`success`), no network;
 - any other name goes to the upstream, whose NDJSON progress streams back as it comes (`--config`: the
   Ollama-speaking backends that serve the name, else the first one; velollm/router/pull.py);
+- after a pull through the upstream, its model list is fetched again (at the end of the progress stream):
+  a pull of a newer version of a tag changes the digest the response cache keys the name with
+  (velollm/api/model_identity.py);
 - without an upstream: what Ollama answers for a pull it cannot do (a 200 stream ending in an `{"error"}`
   line, or 500 `{"error"}` with `stream: false`), saying how to pull through an Ollama.
 """
@@ -34,7 +37,11 @@ async def pull(request: Request, state: AppState, call: Call) -> Response:
     upstream = state.models.upstream
     if upstream is None:
         return cannot_pull(NO_UPSTREAM, wants_stream(body))
-    return await upstream.forward(request, body)
+    response = await upstream.forward(request, body)
+    relist_after = getattr(upstream, "relist_after", None)  # optional for Upstream implementations
+    if relist_after is not None:
+        await relist_after(response)
+    return response
 
 
 def routes() -> list[Route]:

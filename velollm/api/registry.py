@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from velollm.api.model_identity import ModelIdentities
 from velollm.api.model_pool import ModelPool
 from velollm.api.on_demand import OnDemand, OnDemandModels
 from velollm.api.served_model import ServedModel
@@ -41,6 +42,8 @@ class ModelRegistry:
         self._ready = asyncio.Event()
         self.load_error: str | None = None
         self.on_demand_models = OnDemandModels(on_demand, self._served_otherwise) if on_demand is not None else None
+        # what each name stands for now (the response cache's keys)
+        self.identities = ModelIdentities(self, on_demand.identify if on_demand is not None else None)
 
     @property
     def on_demand(self) -> OnDemand | None:
@@ -114,10 +117,10 @@ class ModelRegistry:
             await self.wait_ready()  # a request that arrives while loading waits, as in Ollama
         served = self.find(name)
         if served is not None:
-            if self._balanced(name):
+            if self.balanced(name):
                 return UpstreamTarget(self.upstream, name, local=served)  # type: ignore[arg-type]
             return NativeTarget(served)
-        if self.on_demand_models is not None and not self._upstream_first(name):
+        if self.on_demand_models is not None and not self.upstream_first(name):
             try:
                 return NativeTarget(await self.on_demand_models.acquire(name, keep_alive))
             except PathNotAllowed:
@@ -158,7 +161,7 @@ class ModelRegistry:
         if served is not None:
             return NativeTarget(served)
         on_demand = self.on_demand_models
-        if on_demand is not None and not self._upstream_first(name):
+        if on_demand is not None and not self.upstream_first(name):
             try:
                 canonical = await on_demand.resolve(name)
             except ModelNotFound:
@@ -179,15 +182,15 @@ class ModelRegistry:
 
     def _served_otherwise(self, name: str) -> bool:
         """A request for `name` would not load it on demand: a pinned model, or a backend answers first."""
-        return self.find(name) is not None or self._upstream_first(name)
+        return self.find(name) is not None or self.upstream_first(name)
 
-    def _balanced(self, name: str) -> bool:
+    def balanced(self, name: str) -> bool:
         """A pinned model that the configured backends of `--config` balance with remote replicas of
         the same name (velollm.router's local replica) rather than letting it answer every request."""
         balances = getattr(self.upstream, "balances", None)
         return balances is not None and balances(name)
 
-    def _upstream_first(self, name: str) -> bool:
+    def upstream_first(self, name: str) -> bool:
         """The configured backends of `--config` (velollm.router) answer the names they serve before any
         on-demand native load (pinned models still come first); a plain `--upstream` comes after both."""
         if not getattr(self.upstream, "before_on_demand", False):
@@ -214,11 +217,17 @@ class ModelRegistry:
         end), and names resolve afresh. Pinned (--model) models are not touched (`pinned` says which)."""
         if self.on_demand_models is not None:
             await self.on_demand_models.forget(name)
+        self.identities.clear()
 
     def store_changed(self) -> None:
         """After a change to the store: names resolve afresh (listings read the store at each call)."""
         if self.on_demand_models is not None:
             self.on_demand_models.changed()
+        self.identities.clear()
+
+    async def identity(self, name: str) -> str:
+        """What `name` stands for now (velollm/api/model_identity.py), from memory; "" when only the name is known."""
+        return await self.identities.of(name)
 
     def pinned(self, name: str) -> ServedModel | None:
         """The --model model served as `name` or loaded from it (its spec), if any."""

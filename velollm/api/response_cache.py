@@ -4,6 +4,7 @@ guards, its metrics in the server's registry, hits counted in velollm_requests_t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.middleware import Middleware
@@ -23,10 +24,12 @@ class ServedCache:
         await self.cache.close()
 
 
-def open_cache(config: "ResponseCacheConfig", metrics: "ServerMetrics") -> ServedCache:
+def open_cache(config: "ResponseCacheConfig", metrics: "ServerMetrics",
+               identify: Callable[[str], Awaitable[str]] | None = None) -> ServedCache:
+    """`identify`: model name -> its identity now, part of every key (velollm/api/model_identity.py)."""
     from velollm.cache.middleware import ResponseCacheMiddleware
     from velollm.cache.response_cache import ResponseCache
 
     cache = ResponseCache.open(config, registry=metrics.registry)
     return ServedCache(cache, Middleware(ResponseCacheMiddleware, cache=cache, observe=metrics.observe_request,
-                                           flight_wait_s=config.flight_wait_s))
+                                           flight_wait_s=config.flight_wait_s, identify=identify))

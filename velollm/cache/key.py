@@ -2,7 +2,12 @@
 hashes the same minus the question (the last user message, or the prompt), which the semantic tier
 matches by meaning only among entries of one context. A Responses request (`/v1/responses`) is keyed
 over its canonical form: a text `input` is the one user message item it stands for, a message's text
-parts are its text, and the question is the last input item when it is the user's text."""
+parts are its text, and the question is the last input item when it is the user's text.
+
+Both keys also hash the model's identity when the server knows one (velollm/api/model_identity.py: the
+Ollama manifest digest, the weights file's identity, an Ollama upstream's listed digest), so that a name
+that comes to point at another model (`ollama cp y x`, a delete and create, a pull of a newer version)
+never answers with the old model's entries; without one (an OpenAI-compatible upstream) the name is the key."""
 
 from __future__ import annotations
 
@@ -134,13 +139,17 @@ def _shaping_fields(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | None = None) -> CacheKey:
-    """The key of a request to one of ENDPOINTS (body already parsed as a JSON object)."""
+def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | None = None,
+              identity: str = "") -> CacheKey:
+    """The key of a request to one of ENDPOINTS (body already parsed as a JSON object). `identity`: what
+    the body's model name stands for now ("" when only the name is known)."""
     kind = ENDPOINTS[path]
     fields = _shaping_fields(body)
     if kind == "responses" and "input" in fields:
         fields["input"] = _response_items(fields["input"])
-    scope = {"kind": kind, "tenant": tenant, "namespace": namespace}
+    scope: dict[str, Any] = {"kind": kind, "tenant": tenant, "namespace": namespace}
+    if identity:  # absent, not empty, when unknown: name-only keys stay what they were
+        scope["model_identity"] = identity
     exact = _digest({**scope, "body": fields})
     if kind in ("chat", "ollama_chat"):
         context_part, query = _split_messages(fields)

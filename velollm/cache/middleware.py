@@ -4,7 +4,8 @@ It sits after the guards (API key, body size) and before routing, so native and 
 APIs, streamed or not, pass through the same code. Every response of a cacheable path carries
 `x-velollm-cache: hit-exact | hit-semantic | miss | bypass`. An answer of the virtual model (routing by
 complexity) is stored with its `x-velollm-route` header, which a hit replays with the chosen model's name:
-the decision that produced the answer, not a new one. A `/v1/responses` hit is handed to its endpoint
+the decision that produced the answer, not a new one. The keys hold the model's identity (`identify`,
+velollm/api/model_identity.py): a name now pointing at another model misses. A `/v1/responses` hit is handed to its endpoint
 (velollm.cache.replay.hand_over_hit), which makes a new response of it: new ids, stored when asked, the
 chosen model's name when the virtual model answered (its header added here).
 
@@ -23,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from velollm.cache.capture import capture
@@ -48,6 +49,8 @@ MAX_CAPTURE_BYTES = 16 * 1024 * 1024  # longer answers are served, not stored
 
 # (model, endpoint, status, seconds) -> None: the server's request metrics, which count hits too.
 RequestObserver = Callable[[str, str, int, float], None]
+# model name -> its identity now ("" when only the name is known); answered from memory (velollm/api/model_identity.py).
+ModelIdentifier = Callable[[str], Awaitable[str]]
 
 
 def _headers(scope: dict) -> dict[str, str]:
@@ -68,10 +71,11 @@ async def _send_whole(send: Any, status: int, parts: list[bytes], media_type: st
 
 class ResponseCacheMiddleware:
     def __init__(self, app: Any, *, cache: ResponseCache, observe: RequestObserver | None = None,
-                 flight_wait_s: float = DEFAULT_FLIGHT_WAIT_S) -> None:
+                 flight_wait_s: float = DEFAULT_FLIGHT_WAIT_S, identify: ModelIdentifier | None = None) -> None:
         self.app = app
         self.cache = cache
         self.observe = observe
+        self.identify = identify
         self._in_flight = InFlight(cache.semantic, flight_wait_s, cache.metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -102,8 +106,11 @@ class ResponseCacheMiddleware:
             body = {k: v for k, v in body.items() if k != "cache"}
             raw = json.dumps(body).encode()
         hand_over(scope, body)  # the endpoint reads it instead of parsing `raw` again
-        key = cache_key(path, body, tenant_of(headers.get("authorization")), policy.namespace)
+        identity = await self._identity(body)
+        key = cache_key(path, body, tenant_of(headers.get("authorization")), policy.namespace, identity or "")
         reason = bypass_reason(kind, body) or ("no_cache" if policy.no_cache and policy.no_store else None)
+        if identity is None and reason is None:
+            reason = "identity"
         if reason is not None:
             self.cache.count_bypass(reason)
             await self._forward(scope, receive, send, raw, "bypass")
@@ -122,6 +129,18 @@ class ResponseCacheMiddleware:
             await self._lookup_or_forward(scope, receive, send, raw, body, flight, kind, policy, t0)
         finally:
             self._in_flight.leave(flight)
+
+    async def _identity(self, body: dict) -> str | None:
+        """The identity of the body's model ("" when only its name is known); None when it could not be
+        told (the request then bypasses the cache rather than risk another model's answer)."""
+        model = body.get("model")
+        if self.identify is None or not isinstance(model, str) or not model:
+            return ""
+        try:
+            return await self.identify(model)
+        except Exception:  # the endpoint answers the request (a 404, a 400) in its wire format
+            logger.debug("no identity for model %r", model, exc_info=True)
+            return None
 
     async def _enter(self, receive: Any, key: CacheKey) -> Flight:
         """The request's flight; a wait for an identical request in flight ends when the client leaves

@@ -58,6 +58,11 @@ class ParkedModels:
             evicted.append(old_engine)
         return evicted
 
+    def peek(self, name: str) -> Any | None:
+        """The engine parked as `name`, left parked (None when there is none)."""
+        entry = self._engines.get(name)
+        return entry[0] if entry is not None else None
+
     def take(self, name: str) -> Any | None:
         entry = self._engines.pop(name, None)
         return entry[0] if entry is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from velollm.embed.embedder import MAX_BATCH_SEQS, Embedder
-from velollm.engine.llm_engine import EngineSettings, EngineStats
+from velollm.engine.engine_stats import EngineSettings, EngineStats
 
 logger = logging.getLogger(__name__)
 

@@ -11,22 +11,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from velollm.config import EngineConfig
-from velollm.engine.llm_engine import EngineSettings, EngineStats, LLMEngine
+from velollm.engine.engine_stats import EngineSettings, EngineStats
+from velollm.engine.llm_engine import LLMEngine
 from velollm.errors import EngineDead, Overloaded, RequestFailed
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
-
-# Steps failed in a row (a suspect's retry alone not counted: LLMEngine.num_failed_steps) before the engine checks
-# itself. One bad request fails one step (alone, or a batch and then its own retry); a second bad request at once
-# makes two; a third in a row with nothing succeeding between is rare from requests, while an engine that cannot
-# run reaches it within three requests. Then `LLMEngine.self_check` decides: dead only if it fails too.
-MAX_FAILED_STEPS = 3
-
-
-class EngineFailing(RuntimeError):
-    """Steps kept failing and the engine's self-check failed too: it cannot run (the loop ends as if it died)."""
 
 
 @dataclass
@@ -118,13 +109,13 @@ class AsyncEngine:
                        request_id: str | None = None) -> AsyncIterator[RequestDelta]:
         """Stream the request's deltas; leaving the loop early (or cancellation) aborts the request."""
         self._check_alive()
-        self.engine.validate(prompt_token_ids, params)
+        self.engine.limits.validate(prompt_token_ids, params)
         if self.num_waiting >= self.max_queue:
             raise Overloaded(f"{self.num_waiting} requests are waiting (max_queue={self.max_queue})")
         if params.structured_output is not None:
             # Compile (cached) off the engine thread, so a new schema never stalls the batch.
             manager = await asyncio.to_thread(lambda: self.engine.structured_output)
-            budget = self.engine.output_budget(len(prompt_token_ids), params)
+            budget = self.engine.limits.output_budget(len(prompt_token_ids), params)
             await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
@@ -199,27 +190,15 @@ class AsyncEngine:
                 failed, deltas = exc, []
                 if not isinstance(exc, RequestFailed):  # raised past the engine's own containment
                     logger.exception("engine step failed; aborting its requests")
-                    self.engine.num_failed_steps += 1
+                    self.engine.failures.num_failed_steps += 1
             # Before answering: the request whose step shows the engine cannot run gets EngineDead (503, which a
-            # router retries elsewhere). Not while a failed batch's requests are retried alone (each is answered).
-            if self.engine.num_failed_steps >= MAX_FAILED_STEPS and not self.engine.scheduler.suspects:
-                self._check_engine()
+            # router retries elsewhere): EngineFailing ends the loop.
+            self.engine.failures.check()
             if isinstance(failed, RequestFailed):  # the engine removed that request; the others run on
                 self._deliver(failed.request_id, failed)
             elif failed is not None:  # a failed step must not hang its clients or leak blocks
                 self._fail_all(failed)
             self._dispatch(deltas)
-
-    def _check_engine(self) -> None:
-        """Steps keep failing: raise EngineFailing (the loop ends, `_die`) if the engine cannot run a token either;
-        else the failures were the requests' own, and the count starts again."""
-        num_failed = self.engine.num_failed_steps
-        failure = self.engine.self_check()
-        if failure is not None:
-            raise EngineFailing(f"{num_failed} steps failed in a row and a self-check failed too ({failure})")
-        logger.warning("%d engine steps failed in a row but the engine runs a self-check: blaming their requests",
-                       num_failed)
-        self.engine.num_failed_steps = 0
 
     def _drain_commands(self) -> None:
         while True:

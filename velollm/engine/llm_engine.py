@@ -5,78 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 import logging
-from dataclasses import dataclass
+import threading
 
 import torch
 
 from velollm.config import EngineConfig, KernelSwitches, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
-from velollm.engine.loader.source import ModelSource, default_device
+from velollm.engine.device import resolve_device, resolve_dtype
+from velollm.engine.engine_stats import EngineSettings, EngineStats
+from velollm.engine.loader.source import ModelSource
 from velollm.engine.model_runner import ModelRunner
-from velollm.output_budget import fit_max_tokens
 from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.placeholders import LaunchedStep
 from velollm.engine.request import Request
+from velollm.engine.request_limits import RequestLimits
 from velollm.engine.sampler import SampledTokens, Sampler
 from velollm.engine.scheduler import ScheduledBatch, Scheduler
-from velollm.errors import ContextOverflow, InvalidRequest, RequestFailed
+from velollm.engine.step_failures import StepFailures
+from velollm.errors import InvalidRequest
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    num_running: int
-    num_waiting: int
-    num_total_blocks: int
-    num_free_blocks: int
-    num_allocated_blocks: int
-    kv_cache_usage: float
-    prefix_cache_queries: int
-    prefix_cache_hits: int
-    num_aborted: int
-    num_prompt_tokens: int
-    num_generation_tokens: int
-    num_preemptions: int
-    num_steps: int
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How the engine was built (what /metrics reports and `velollm optimize --check` compares)."""
-
-    device: str
-    dtype: str
-    max_num_seqs: int
-    max_model_len: int
-    kv_cache_bytes: int
-    cuda_graphs: bool
-    kv_cache_dtype: str | None = None  # what the KV cache stores (float8_e4m3fn for fp8); None: the model dtype
-    async_scheduling: bool = False  # step N+1 scheduled while step N runs
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device(default_device())
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
-
-
-def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> str:
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "float16" if config_dtype == "float16" else "bfloat16"
-    if config_dtype == "float16":  # float16 matmuls are slow on CPUs (emulated past batch 1)
-        from velollm.hw.cpu_features import default_cpu_dtype
-
-        return default_cpu_dtype()
-    return config_dtype  # a bfloat16 or float32 checkpoint runs as stored
 
 
 class LLMEngine:
@@ -99,6 +50,7 @@ class LLMEngine:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
         self.max_model_len = min(wanted_len, capacity)
         self.tokenizer.max_input_tokens = self.max_model_len
+        self.limits = RequestLimits(model_config.vocab_size, self.max_model_len)
         self.block_manager = BlockManager(self.runner.num_blocks, cache_config.block_size, config.enable_prefix_caching)
         scheduler_config = SchedulerConfig(config.max_num_seqs, config.batched_tokens(self.max_model_len),
                                            self.max_model_len)
@@ -113,9 +65,7 @@ class LLMEngine:
         self._ids = itertools.count()
         self._in_flight: LaunchedStep | None = None  # async scheduling: launched, its ids not read yet
         self.num_aborted = self.num_prompt_tokens = self.num_generation_tokens = self.num_steps = 0
-        # Steps failed in a row, not counting a suspect's retry alone (its failure is its own): AsyncEngine
-        # declares the engine dead past a few, if `self_check` fails too.
-        self.num_failed_steps = 0
+        self.failures = StepFailures(self.scheduler, self.outputs, self.requests, self.runner)
         if config.async_scheduling:
             logger.info("async scheduling: each step is scheduled while the previous one runs")
 
@@ -138,22 +88,18 @@ class LLMEngine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise InvalidRequest(f"request id {request_id!r} is already running", param="request_id")
-        self.validate(prompt_token_ids, params)
+        self.limits.validate(prompt_token_ids, params)
         generator = None
         if params.seed is not None:
             generator = torch.Generator(self.device).manual_seed(params.seed)
         request = Request(request_id, list(prompt_token_ids), params, generator=generator)
         if params.structured_output is not None:
-            budget = self.output_budget(len(prompt_token_ids), params)
+            budget = self.limits.output_budget(len(prompt_token_ids), params)
             request.grammar = self.structured_output.new_matcher(params.structured_output, max_tokens=budget)
         self.requests[request_id] = request
         self.outputs.add(request)
         self.scheduler.add(request)
         return request
-
-    def output_budget(self, num_prompt_tokens: int, params: SamplingParams) -> int:
-        """The most tokens a request may generate (what a grammar winds down against)."""
-        return fit_max_tokens(num_prompt_tokens, params.max_tokens, self.max_model_len)
 
     @property
     def structured_output(self):
@@ -165,27 +111,6 @@ class LLMEngine:
                 self._structured = StructuredOutputManager(self.tokenizer, self.model_config.vocab_size,
                                                            stop_token_ids=self.eos_token_ids)
             return self._structured
-
-    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """What the model's sizes decide about a request (SamplingParams checked the rest when built)."""
-        self.validate_prompt(prompt_token_ids)
-        vocab = self.model_config.vocab_size
-        for param, token_ids in (("stop_token_ids", params.stop_token_ids), ("logit_bias", params.logit_bias)):
-            bad = next((t for t in token_ids if not 0 <= t < vocab), None)
-            if bad is not None:
-                raise InvalidRequest(f"{param}: token id {bad} is outside the vocabulary (0..{vocab - 1})",
-                                     param=param)
-
-    def validate_prompt(self, prompt_token_ids: list[int]) -> None:
-        if not prompt_token_ids:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        if len(prompt_token_ids) >= self.max_model_len:
-            raise ContextOverflow(f"the prompt has {len(prompt_token_ids)} tokens; the context holds "
-                                  f"{self.max_model_len} including at least one generated token", param="prompt")
-        vocab = self.model_config.vocab_size
-        bad = next((t for t in prompt_token_ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise InvalidRequest(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", param="prompt")
 
     def abort_request(self, request_id: str) -> RequestDelta | None:
         request = self.requests.pop(request_id, None)
@@ -216,10 +141,9 @@ class LLMEngine:
             launched = self._launch(batch)
             deltas = self._collect(launched)
         except Exception as exc:
-            self.num_failed_steps += not retrying
-            self._contain(batch, exc)
+            self.failures.contain(batch, exc, retrying=retrying)
             return []
-        self.num_failed_steps = 0
+        self.failures.ran()
         self.scheduler.cleared(batch, sampled=launched.sampled is not None)
         return deltas
 
@@ -238,11 +162,10 @@ class LLMEngine:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
         except Exception as exc:
-            self.num_failed_steps += 1
-            self._abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
+            self.failures.abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
         if launched is not None or previous is not None:
-            self.num_failed_steps = 0
+            self.failures.ran()
         self._in_flight = launched
         return deltas
 
@@ -293,39 +216,6 @@ class LLMEngine:
                 self.requests.pop(request.request_id, None)
                 self.outputs.remove(request.request_id)
         return deltas
-
-    def _abandon(self, batches: list[ScheduledBatch], exc: Exception) -> None:
-        """An async step failed: what is in flight is dropped (its ids were never read), and the requests are
-        recomputed from the tokens the host has, each alone and synchronously, so the failure lands on one."""
-        self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
-
-    def _contain(self, batch: ScheduledBatch, exc: Exception) -> None:
-        if len(batch.requests) > 1:
-            self._retry_alone(batch.requests, exc)
-            return
-        request = batch.requests[0]
-        logger.error("request %s failed the engine step alone", request.request_id, exc_info=exc)
-        self.scheduler.finish(request)
-        self.requests.pop(request.request_id, None)
-        self.outputs.remove(request.request_id)
-        raise RequestFailed(request.request_id, f"{type(exc).__name__}: {exc}") from exc
-
-    def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
-        logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(requests),
-                       type(exc).__name__, exc)
-        for request in requests:
-            request.num_placeholders = 0  # ids sampled but never read go with the failed step
-        self.scheduler.quarantine(requests)
-
-    def self_check(self) -> str | None:
-        """One token through the model (no KV written) and read back: None when it runs, else why not. Tells an
-        engine that cannot run at all (a lost device, a sticky CUDA error) from steps that failed for their
-        requests."""
-        try:
-            self.runner.dry_forward(1).sum().item()
-        except Exception as exc:  # noqa: BLE001 (the answer is the failure)
-            return f"{type(exc).__name__}: {exc}"
-        return None
 
     def _abort_all(self) -> None:
         for request_id in list(self.requests):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from itertools import chain
 
 import torch
 
 from velollm import kernels
 from velollm.config import CacheConfig, KernelSwitches, ModelConfig
-from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets, host_tensor
+from velollm.engine.cuda_graph import DecodeGraphs, DecodeStep, batch_buckets
 from velollm.engine.forward_context import AttentionMetadata, forward_context
 from velollm.engine.loader.load_stop import check_stop
 from velollm.engine.loader.progress import track_progress
@@ -19,10 +17,17 @@ from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.llama import FUSED_LINEARS
 from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
-from velollm.engine.placeholders import PendingTokens, TokenScatter
+from velollm.engine.placeholders import PendingTokens
 from velollm.engine.prefill_path import settle_prefill_path
-from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
+from velollm.engine.step_inputs import (
+    HostStep,
+    StepInputs,
+    build_host_step,
+    graph_scatter,
+    step_inputs,
+    to_device,
+)
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
 from velollm.kernels import int4_cpu, int4_unpack
@@ -32,34 +37,6 @@ logger = logging.getLogger(__name__)
 
 # Headroom beyond the profiled activations: decode-graph pool, allocator fragmentation.
 _GPU_RESERVE = 512 << 20
-
-
-@dataclass
-class StepInputs:
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    metadata: AttentionMetadata
-    logits_indices: torch.Tensor
-    sampled_rows: list[int]  # batch rows whose logits are sampled this step
-
-
-@dataclass
-class HostStep:
-    """A step's inputs as host lists, before any device copy."""
-
-    input_ids: list[int] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    slot_mapping: list[int] = field(default_factory=list)
-    context_lens: list[int] = field(default_factory=list)
-    cu_seqlens_q: list[int] = field(default_factory=lambda: [0])
-    block_tables: list[list[int]] = field(default_factory=list)  # padded with 0 to one width
-    logits_indices: list[int] = field(default_factory=list)
-    sampled_rows: list[int] = field(default_factory=list)
-    max_query_len: int = 0
-    no_cached_prefix: bool = True  # every row starts at position 0 (AttentionMetadata.no_cached_prefix)
-    # Async scheduling: input_ids[placeholder_positions[i]] is pending.token_ids[placeholder_rows[i]].
-    placeholder_positions: list[int] = field(default_factory=list)
-    placeholder_rows: list[int] = field(default_factory=list)
 
 
 def _placed(tensor: torch.Tensor | QuantizedWeight, device: torch.device, dtype: torch.dtype):
@@ -240,73 +217,11 @@ class ModelRunner:
 
     def host_step(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> HostStep:
         """`pending`: the ids the previous step sampled, for rows whose last token is a placeholder."""
-        step = HostStep(max_query_len=max(batch.num_scheduled_tokens))
-        bs = self.block_size
-        for row, (request, num_new) in enumerate(zip(batch.requests, batch.num_scheduled_tokens)):
-            start = request.num_computed_tokens
-            end = start + num_new
-            table = request.block_table
-            if start:
-                step.no_cached_prefix = False
-            if num_new == 1:  # a decode row: the common case, kept cheap (it runs for every row, every step)
-                if start < request.num_tokens:
-                    step.input_ids.append(request.token_ids_slice(start, end)[0])
-                else:
-                    _add_placeholder(step, pending, request)
-                step.positions.append(start)
-                step.slot_mapping.append(table[start // bs] * bs + start % bs)
-            else:
-                step.input_ids.extend(request.token_ids_slice(start, min(end, request.num_tokens)))
-                if end > request.num_tokens:  # at most the last token: one step is in flight at a time
-                    _add_placeholder(step, pending, request)
-                step.positions.extend(range(start, end))
-                step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            step.context_lens.append(end)
-            step.cu_seqlens_q.append(step.cu_seqlens_q[-1] + num_new)
-            if batch.samples(row):
-                step.logits_indices.append(step.cu_seqlens_q[-1] - 1)
-                step.sampled_rows.append(row)
-        max_blocks = max(len(r.block_table) for r in batch.requests)
-        step.block_tables = [r.block_table + [0] * (max_blocks - len(r.block_table)) for r in batch.requests]
-        return step
-
-    def _to_device(self, parts: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
-        """One host->device copy for several index lists (pinned and asynchronous on CUDA), split back."""
-        flat = list(chain.from_iterable(parts))
-        if self.device.type == "cuda":
-            packed = host_tensor(flat, dtype, pin=True).to(self.device, non_blocking=True)
-        else:
-            packed = host_tensor(flat, dtype)
-        return list(packed.split([len(p) for p in parts]))
+        return build_host_step(batch, self.block_size, pending)
 
     def prepare(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> StepInputs:
-        return self._inputs(self.host_step(batch, pending), pending)
-
-    def _graph_scatter(self, step: HostStep, pending: PendingTokens | None) -> TokenScatter | None:
-        if not step.placeholder_positions or pending is None:
-            return None
-        positions, rows = self._to_device([step.placeholder_positions, step.placeholder_rows], torch.int64)
-        return TokenScatter(pending.token_ids, positions, rows)
-
-    def _inputs(self, step: HostStep, pending: PendingTokens | None = None) -> StepInputs:
-        input_ids, positions, slot_mapping, logits_indices, placeholder_positions, placeholder_rows = self._to_device(
-            [step.input_ids, step.positions, step.slot_mapping, step.logits_indices, step.placeholder_positions,
-             step.placeholder_rows], torch.int64)
-        if step.placeholder_positions and pending is not None:
-            TokenScatter(pending.token_ids, placeholder_positions, placeholder_rows).apply(input_ids)
-        tables = step.block_tables
-        context_lens, cu_seqlens_q, block_tables = self._to_device(
-            [step.context_lens, step.cu_seqlens_q, list(chain.from_iterable(tables))], torch.int32)
-        metadata = AttentionMetadata(
-            slot_mapping=slot_mapping,
-            block_tables=block_tables.view(len(tables), len(tables[0])),
-            context_lens=context_lens,
-            cu_seqlens_q=cu_seqlens_q,
-            max_query_len=step.max_query_len,
-            kv_caches=self.kv_caches,
-            no_cached_prefix=step.no_cached_prefix,
-        )
-        return StepInputs(input_ids, positions, metadata, logits_indices, step.sampled_rows)
+        """The step's inputs on the device, for running the model outside `run` (tests do)."""
+        return step_inputs(self.host_step(batch, pending), self.kv_caches, self.device, pending)
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -329,7 +244,7 @@ class ModelRunner:
 
     def _run_eager(self, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows."""
-        inputs = self._inputs(step, pending)
+        inputs = step_inputs(step, self.kv_caches, self.device, pending)
         self.step_counts["decode_eager" if step.max_query_len == 1 else "prefill"] += 1
         with forward_context(inputs.metadata, self.switches):
             hidden = self.model(inputs.input_ids, inputs.positions)
@@ -338,11 +253,11 @@ class ModelRunner:
     def _run_graph(self, graphs: DecodeGraphs, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows, from the replayed graph's static output."""
         decode = DecodeStep(step.input_ids, step.positions, step.slot_mapping, step.context_lens, step.block_tables)
-        hidden = graphs.run(decode, self._graph_scatter(step, pending))
+        hidden = graphs.run(decode, graph_scatter(step, pending, self.device))
         self.step_counts["decode_graph"] += 1
         if len(step.sampled_rows) == decode.num_seqs:  # one token per row: row i is token i
             return hidden
-        (rows,) = self._to_device([step.sampled_rows], torch.int64)
+        (rows,) = to_device([step.sampled_rows], torch.int64, self.device)
         return hidden[rows]
 
 
@@ -359,15 +274,6 @@ def kv_cache_dtype(requested: str, model_dtype: torch.dtype, device: torch.devic
                        *torch.cuda.get_device_capability(device), str(model_dtype).removeprefix("torch."))
         return model_dtype
     return FP8_KV_DTYPE
-
-
-def _add_placeholder(step: HostStep, pending: PendingTokens | None, request: Request) -> None:
-    """The row's input is the id the step still on the device sampled: 0 here, scattered in on the device."""
-    if pending is None:
-        raise RuntimeError(f"request {request.request_id} has a placeholder but no step is in flight")
-    step.placeholder_positions.append(len(step.input_ids))
-    step.placeholder_rows.append(pending.row(request))
-    step.input_ids.append(0)
 
 
 def load_model(source: ModelSource, config: ModelConfig, device: torch.device | str,

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 RELIST_INTERVAL_S = 30.0  # --proxy-only: the least time between listings fetched for names not in the last one
 RELIST_WAIT_S = 1.0  # --proxy-only: the longest a request waits for that listing (it goes on in the background)
+# A listing older than this is fetched again in the background when the response cache asks a model's digest:
+# how long a model replaced behind VeloLLM's back (`ollama pull` on the upstream) may still answer from the cache.
+IDENTITY_LISTING_MAX_AGE_S = 10.0
 
 
 class UpstreamGateway:
@@ -45,6 +48,7 @@ class UpstreamGateway:
         self.proxy_only = proxy_only
         self._explained: set[str] = set()
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
+        self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -89,6 +93,23 @@ class UpstreamGateway:
         wanted = name_key(name)
         return next((n for n in listing.names if name_key(n) == wanted), None)
 
+    def identity(self, name: str) -> str:
+        """The digest of `name` in the last listing (no request made; "" when it lists none: an OpenAI server,
+        or a name it does not list). A listing older than IDENTITY_LISTING_MAX_AGE_S is fetched again in
+        the background, for the requests that follow."""
+        listing = self.upstream.last_listing
+        now = time.monotonic()
+        stale = listing is None or time.time() - listing.fetched_at > IDENTITY_LISTING_MAX_AGE_S
+        if stale and now - self._identity_relisted_at > IDENTITY_LISTING_MAX_AGE_S:  # bounded: an upstream may be down
+            self._identity_relisted_at = now
+            self.upstream.relist_soon()
+        return listing.digest(name) if listing is not None else ""
+
+    async def relist_after(self, response: Response) -> None:
+        """The listing is fetched again once `response` (a relayed pull) is complete."""
+        if response.status_code < 400:
+            await model_admin.after(response, self.upstream.list_models)
+
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None) -> Response:
         """Answer the request from the upstream, in the wire format of the path it came on.
@@ -127,7 +148,7 @@ class UpstreamGateway:
             return model_admin.not_managed(self.upstream.url, path)
         response = await model_admin.relay(request, self.upstream, body)
         if path in model_admin.CHANGES_LISTING and response.status_code < 400:
-            model_admin.after(response, self.upstream.list_models)
+            await model_admin.after(response, self.upstream.list_models)
         return response
 
     async def health(self) -> dict[str, Any]:

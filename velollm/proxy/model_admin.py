@@ -49,21 +49,27 @@ def named(path: str, body: dict[str, Any] | None) -> str | None:
 
 async def after(response: Response, refresh: Callable[[], Awaitable[Any]]) -> None:
     """Runs `refresh` (the upstream's model listing fetched again) once `response` is complete: now for a
-    whole answer, at the end of the stream for a streamed one (create's progress)."""
+    whole answer, at the end of the stream for a streamed one (create's and pull's progress), before the
+    stream ends when it ends normally: a client that reads it to the end then finds the new listing (and
+    the response cache the model's new digest: velollm/api/model_identity.py)."""
     if not isinstance(response, StreamingResponse):
         await refresh()
         return
     inner = response.body_iterator
 
     async def body() -> AsyncIterator[Any]:
+        done = False
         try:
             async for chunk in inner:
                 yield chunk
+            done = True
         finally:
             close = getattr(inner, "aclose", None)
             if close is not None:
                 await close()
-            asyncio.ensure_future(refresh())  # not awaited here: the stream may be ending by cancellation
+            if not done:
+                asyncio.ensure_future(refresh())  # not awaited here: the stream is ending by cancellation
+        await refresh()
 
     response.body_iterator = body()
 

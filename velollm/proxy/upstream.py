@@ -20,6 +20,7 @@ import httpx
 from velollm.errors import VeloLLMError
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, MessageBuffer, MessageTooLong, lines
 from velollm.wire.framing import dumps_bytes
+from velollm.wire.names import name_key
 from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
 from velollm.wire.timestamps import rfc3339, unix_seconds
 
@@ -105,6 +106,14 @@ class UpstreamListing:
     def names(self) -> list[str]:
         key = "name" if self.kind == "ollama" else "id"
         return [str(m.get(key) or m.get("model") or "") for m in self.models]
+
+    def digest(self, name: str) -> str:
+        """The digest listed for `name` (names compare as Ollama's do); "" when none is (an OpenAI server)."""
+        key = name_key(name)
+        for listed, model in zip(self.names, self.models):
+            if listed == name or name_key(listed) == key:
+                return str(model.get("digest") or "")
+        return ""
 
     def as_ollama_tags(self) -> list[dict[str, Any]]:
         """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
@@ -310,6 +319,13 @@ class Upstream:
         except (UpstreamUnavailable, ValueError, KeyError, TypeError) as exc:
             logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
             return self._listing
+
+    def relist_soon(self) -> None:
+        """Fetches the model list in the background, unless a fetch is running already (never raises)."""
+        if self._listing_task is not None and not self._listing_task.done():
+            return
+        task = asyncio.ensure_future(self.list_models())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # list_models logs its failures
 
     async def _fetch_listing(self) -> UpstreamListing:
         kind = await self.kind()

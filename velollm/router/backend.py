@@ -16,6 +16,7 @@ from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamListing, Up
 from velollm.router.config import BackendConfig, RouterConfig
 from velollm.router.health import Health
 from velollm.router.queue import BackendQueue
+from velollm.wire.errors import ERROR_CODE_HEADER
 from velollm.wire.names import name_key
 from velollm.wire.server_version import velollm_version
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 class WatchedUpstream(Upstream):
     """The proxy's upstream client, reporting every transport failure to the backend's Health, also
-    those in the middle of a relayed stream (passive ejection)."""
+    those in the middle of a relayed stream, and a VeloLLM's answer that its engine died (passive ejection)."""
 
     def __init__(self, config: UpstreamConfig, backend: Backend) -> None:
         super().__init__(config)
@@ -32,10 +33,13 @@ class WatchedUpstream(Upstream):
 
     async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await super().send(method, path, **kwargs)
+            response = await super().send(method, path, **kwargs)
         except UpstreamUnavailable as exc:
             self.backend.transport_failed(exc, before_first_byte=True)
             raise
+        if response.status_code == 503 and response.headers.get(ERROR_CODE_HEADER) == "engine_dead":
+            self.backend.engine_died(f"{method} {path}")
+        return response
 
     async def iter_raw(self, response: httpx.Response) -> Any:
         try:
@@ -141,6 +145,13 @@ class Backend:
         self.errors["timeout" if timeout else "connect" if before_first_byte else "stream"] += 1
         # Refused / reset before an answer: the server is gone. A slow answer or a broken stream counts.
         self.health.failure(exc.reason, unreachable=before_first_byte and not timeout)
+
+    def engine_died(self, request: str) -> None:
+        """The backend (a VeloLLM) answered 503 engine_dead: an engine of its died, and every request it takes
+        fails until it is restarted (or, for a model loaded on demand, reloaded), so it is ejected at once, as an
+        unreachable one. Its other 503s (overloaded, shutting_down) are a busy server's: not counted."""
+        self.errors["status"] += 1
+        self.health.failure(f"{request} answered 503 engine_dead (an engine of it died)", unreachable=True)
 
     def answered(self, status: int) -> None:
         """A request's answer status (before its body): 5xx count toward ejection (503 = busy: not)."""

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from velollm.errors import Overloaded, ServeLocally
+from velollm.proxy import model_admin as proxy_admin
 from velollm.router import model_admin
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
@@ -88,6 +89,17 @@ class Router:
     def listed(self, name: str) -> str | None:
         """`name` when some backend serves it (no I/O: configured names and last listings), else None."""
         return name if self.replicas(name) else None
+
+    def identity(self, name: str) -> str:
+        """The digests the backends serving `name` list for it (no I/O; the lists are refreshed periodically
+        and after model management), joined; "" when none lists one (OpenAI-compatible backends)."""
+        digests = {listing.digest(name) for b in self.replicas(name) if (listing := b.upstream.last_listing)}
+        return ",".join(sorted(d for d in digests if d))
+
+    async def relist_after(self, response: Response) -> None:
+        """The lists are fetched again once `response` (a relayed pull) is complete."""
+        if response.status_code < 400:
+            await proxy_admin.after(response, self._refresh_all)
 
     def replicas(self, name: str) -> list[Backend]:
         """Every backend serving `name`, admitted or not."""

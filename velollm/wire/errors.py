@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 Api = Literal["openai", "ollama"]
 RETRY_AFTER_S = 1  # queue-full back-off hint; the openai SDK honours Retry-After
+# The error's `code` as a header on both APIs: an Ollama error body has no code, and a router in front tells a
+# dead engine (engine_dead: eject that replica) from a busy one (overloaded, shutting_down: keep it) by it.
+ERROR_CODE_HEADER = "x-velollm-error"
 # OpenAI's error `type` per status, for errors that carry no type of their own.
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
@@ -43,6 +46,8 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        if code:
+            self.headers = {**self.headers, ERROR_CODE_HEADER: code}
 
 
 def to_api_error(exc: BaseException) -> APIError:

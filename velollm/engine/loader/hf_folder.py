@@ -36,7 +36,7 @@ def load_hf_folder(folder: Path, *, name: str | None = None, dtype: str | None =
         parameter_count=_parameter_count(config),
         quantization_level=config.dtype.upper().replace("FLOAT", "F"),
         size_bytes=safetensors_size(folder),
-        digest=_digest(folder),
+        digest=folder_digest(folder),
         modified_at=config_path.stat().st_mtime,
         path=str(folder),
     )
@@ -58,7 +58,7 @@ def _parameter_count(config: ModelConfig) -> int:
     return layers * per_layer + embeddings + h
 
 
-def _digest(folder: Path) -> str:
+def folder_digest(folder: Path) -> str:
     """A cheap stable digest: file names, sizes and mtimes (hashing gigabytes at startup is not worth it)."""
     h = hashlib.sha256()
     for file in safetensors_files(folder):

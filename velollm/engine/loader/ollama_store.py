@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG = "registry.ollama.ai", "library", "latest"
 MODEL_MEDIA = "application/vnd.ollama.image.model"
 _MEDIA = "application/vnd.ollama.image."
+NAME_MAX = 255  # the longest file name Linux and macOS file systems take; Ollama allows hosts of 350 characters
 _PART = {  # types/model/name.go: first char alnum or _, then alnum _ - plus . (not namespace) and : (host)
     "host": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"),
     "namespace": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"),
@@ -48,6 +49,10 @@ class OllamaName:
 
     def parts(self) -> tuple[str, str, str, str]:
         return self.host, self.namespace, self.model, self.tag
+
+    def storable(self) -> bool:
+        """Whether each part fits in a file name (a valid host may be longer: no store can hold it)."""
+        return all(len(part) <= NAME_MAX for part in self.parts())  # parts are ASCII: characters are bytes
 
 
 def parse_name(name: str) -> OllamaName | None:
@@ -115,6 +120,8 @@ def blob_path(root: Path, digest: str) -> Path:
 
 def find_manifest(root: Path, name: OllamaName) -> Path | None:
     """The manifest file of `name` (names compare case-insensitively), None when the store lacks it."""
+    if not name.storable():  # the lookup would be ENAMETOOLONG
+        return None
     exact = root.joinpath("manifests", *name.parts())
     if exact.is_file():
         return exact

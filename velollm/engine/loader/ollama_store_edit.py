@@ -19,7 +19,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from velollm.engine.loader.ollama_store import OllamaName, blob_path, find_manifest, parse_name
+from velollm.engine.loader.ollama_store import NAME_MAX, OllamaName, blob_path, find_manifest, parse_name
 from velollm.errors import InvalidRequest, ModelNotFound
 
 DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)
@@ -32,6 +32,14 @@ def check_digest(digest: str) -> str:
     if not DIGEST.fullmatch(digest):
         raise InvalidRequest("invalid digest format", param="digest")
     return digest
+
+
+def check_storable(name: OllamaName, param: str) -> None:
+    """A 400 for a valid name the store cannot hold (a part past the file-name limit), not the file
+    system's ENAMETOOLONG as a store failure."""
+    if not name.storable():
+        raise InvalidRequest(f"name {json.dumps(name.display())} has a part longer than {NAME_MAX} characters, "
+                             "which no file system holds as a folder name", param=param)
 
 
 def manifest_digests(path: Path) -> set[str]:
@@ -82,6 +90,7 @@ def copy_model(source: str, destination: str, root: Path) -> Path:
     dst = parse_name(destination)
     if dst is None:
         raise InvalidRequest(f"destination {json.dumps(destination)} is invalid", param="destination")
+    check_storable(dst, "destination")
     path = existing(root, src)
     if path is None:
         raise ModelNotFound(f"model {json.dumps(source)} not found")
