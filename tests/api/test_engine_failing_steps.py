@@ -5,20 +5,17 @@ the next request loads it afresh."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
 
 import httpx
 import ollama
 import openai
 import pytest
 
-from tests.serve_process import REPO, start_serve, stop_serve
+from tests.api.hooked_serve import start_hooked
+from tests.serve_process import stop_serve
 from velollm.engine.step_failures import MAX_FAILED_STEPS
 
-HOOK = Path(__file__).resolve().parents[1] / "hooks" / "step_failure"
 USER = [{"role": "user", "content": "hello there"}]
 
 
@@ -30,21 +27,15 @@ def _fails(client: openai.OpenAI, model: str) -> openai.APIStatusError:
 
 @pytest.mark.timeout(300)
 def test_an_engine_failing_every_step_is_dead_then_reloaded_on_demand(tmp_path):
-    flag = tmp_path / "fault"
-    path = os.pathsep.join(p for p in (str(HOOK), str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    proc, url, log, _ = start_serve(tmp_path, "--max-model-len", "256", "--kv-cache-memory", "16MiB",
-                                    "--no-upstream", env={"PYTHONPATH": path, "VELOLLM_TEST_STEP_FAILURE": str(flag)})
+    server = start_hooked(tmp_path, "step_failure", "VELOLLM_TEST_STEP_FAILURE")
+    url, log, flag, folder, client = server.url, server.log, server.flag, server.on_demand, server.client
     try:
-        [config] = (tmp_path / "cache").rglob("config.json")  # the pinned demo's folder: a copy loads on demand
-        folder = tmp_path / "on-demand"
-        shutil.copytree(config.parent, folder)
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
-        assert client.chat.completions.create(model=str(folder), messages=USER, max_tokens=2).choices
+        assert client.chat.completions.create(model=folder, messages=USER, max_tokens=2).choices
         flag.touch()
         for _ in range(MAX_FAILED_STEPS - 1):  # each request fails on its own (500), the loop running on
-            failed = _fails(client, str(folder))
+            failed = _fails(client, folder)
             assert failed.status_code == 500 and "illegal memory access" in failed.body["message"]
-        dead = _fails(client, str(folder))  # the step that shows the engine cannot run: this request's answer
+        dead = _fails(client, folder)  # the step that shows the engine cannot run: this request's answer
         assert dead.status_code == 503 and dead.body["code"] == "engine_dead"
         deadline = time.monotonic() + 10  # dead, so unloaded once its last request ended
         while (health := httpx.get(url + "/health", timeout=10).json())["models"] != ["demo"]:
@@ -64,10 +55,10 @@ def test_an_engine_failing_every_step_is_dead_then_reloaded_on_demand(tmp_path):
         assert health.status_code == 503 and health.json()["dead"] == ["demo"]
 
         flag.unlink()  # the fault gone: the on-demand model loads afresh and answers
-        again = client.chat.completions.create(model=str(folder), messages=USER, max_tokens=2)
+        again = client.chat.completions.create(model=folder, messages=USER, max_tokens=2)
         assert again.usage.completion_tokens >= 1
         assert _fails(client, "demo").status_code == 503  # a pinned dead engine never comes back by itself
     finally:
-        stop_serve(proc)
+        stop_serve(server.proc)
     text = log.read_text()
-    assert text.count("self-check failed too") >= 2 and f"unloading model {str(folder)!r}" in text
+    assert text.count("self-check failed too") >= 2 and f"unloading model {folder!r}" in text
