@@ -25,6 +25,11 @@ def check_admin_answer(path: str, method: str, response: httpx.Response) -> None
     status = response.status_code
     where = f"{method} {path} -> {status}: {response.text[:500]}"
     assert status < 500 or (route, status) in ALLOWED_5XX, where
+    if status in (307, 308):  # a digest with a trailing `/` (`%2F`): the router's redirect without it, as Ollama's
+        location = httpx.URL(response.headers["location"])
+        assert location.host in ("", response.request.url.host), where  # never another host
+        assert location.path.rstrip("/") == response.request.url.path.rstrip("/"), where
+        return
     if method == "HEAD":
         assert status in (200, 400, 404, 405), where
         return

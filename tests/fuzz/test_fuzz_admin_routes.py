@@ -76,3 +76,38 @@ def test_a_server_on_another_store_stops_the_session(fuzz_store, models):
     finally:
         proc.kill()
         proc.wait()
+
+
+RACE = [("POST", "/api/copy", {"source": "tiny-a", "destination": "race"}),
+        ("POST", "/api/copy", {"source": "race", "destination": "race-copy"}),
+        ("DELETE", "/api/delete", {"model": "race"}), ("DELETE", "/api/delete", {"model": "race-copy"}),
+        ("POST", "/api/create", {"model": "race", "from": "tiny-b", "system": "s", "stream": False}),
+        ("POST", "/api/create", {"model": "ns/race:x", "from": "race", "stream": False}),
+        ("DELETE", "/api/delete", {"model": "ns/race:x"}), ("GET", "/api/tags", None),
+        ("POST", "/api/show", {"model": "race"})]
+
+
+def test_native_admin_races(native, fuzz_store):
+    """Copies, creates, deletes, listings and shows of the same names from 8 clients at once: each answers
+    as it would alone (a model deleted under a copy is its 404, never a 500), and the store stays whole."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = fuzz_store.around()
+
+    def client(seed: int) -> list[str]:
+        rng, bad = random.Random(seed), []
+        with httpx.Client(timeout=60) as http:
+            for _ in range(EXAMPLES):
+                method, path, body = rng.choice(RACE)
+                response = http.request(method, f"{native.url}{path}", json=body)
+                if response.status_code >= 500 or response.status_code not in (200, 400, 404):
+                    bad.append(f"{method} {path} {body} -> {response.status_code}: {response.text[:300]}")
+        return bad
+
+    with ThreadPoolExecutor(8) as pool:
+        bad = [line for lines in pool.map(client, range(8)) for line in lines]
+    assert not bad, bad[:5]
+    fuzz_store.check_contained(before, "after the races")
+    fuzz_store.restore()
+    _healthy(native, native.url)

@@ -92,3 +92,62 @@ def test_a_host_past_the_file_name_limit_is_not_found_or_refused(root):
     with pytest.raises(ModelNotFound):
         create_model({"model": "x", "from": long_name}, root)
     assert not list(root.glob("manifests/hhh*"))
+
+
+
+def test_changes_at_the_same_time_are_not_file_system_errors(root, monkeypatch):
+    """What the fuzz suite's races (tests/fuzz test_native_admin_races) hit as 500s, one at a time: a folder
+    removed during a listing, a manifest deleted between its lookup and its unlink or read, a folder pruned
+    between its mkdir and the temporary file written into it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if not isinstance(path, int) and Path(path).name == "two":  # a delete prunes it as the listing gets there
+            shutil.rmtree(path)
+        return real_scandir(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(ollama_store.os, "scandir", scandir)
+        assert sorted(p.parts[-2] for p in ollama_store.manifest_paths(root)) == ["Repo", "one"]
+    assert ollama_store.find_model("two", root) is None
+
+    real_digests = edit.manifest_digests
+
+    def digests_then_gone(path):  # another delete of the same model wins between lookup and unlink
+        found = real_digests(path)
+        path.unlink()
+        return found
+
+    with monkeypatch.context() as m:
+        m.setattr(edit, "manifest_digests", digests_then_gone)
+        with pytest.raises(ModelNotFound):
+            edit.delete_model("one", root)
+
+    edit.copy_model("hf.co/org/repo:Q8_0", "source", root)
+    calls = []
+
+    def read_then_gone(store, path):  # deleted while read: the lookup again says not found
+        calls.append(path)
+        path.unlink()
+        raise FileNotFoundError(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(ollama_store, "read_manifest", read_then_gone)
+        assert ollama_store.find_model("source", root) is None and len(calls) == 1
+
+    real_mkstemp, failed = tempfile.mkstemp, []
+
+    def mkstemp(*args, **kwargs):  # the folder was pruned between mkdir and mkstemp, once
+        if not failed:
+            failed.append(1)
+            raise FileNotFoundError("pruned")
+        return real_mkstemp(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(edit.tempfile, "mkstemp", mkstemp)
+        edit.copy_model("hf.co/org/repo:Q8_0", "copied", root)
+    assert failed and ollama_store.find_model("copied", root) is not None

@@ -37,7 +37,7 @@ TEXT_LAYERS = ("template", "system")
 
 async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
     try:
-        lines = await store_op(create_model, body, root)
+        lines = await store_op(state, create_model, body, root)
     finally:
         state.models.store_changed()
     return progress_response(lines, wants_stream(body))
@@ -92,7 +92,11 @@ def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], 
     if path is None:
         raise ModelNotFound(f"model '{base}' not found: VeloLLM creates from models of its Ollama store "
                             f"({root}) only, without an Ollama upstream")
-    manifest = _read_json(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:  # deleted since it was found
+        raise ModelNotFound(f"model '{base}' not found") from None
+    manifest = _loads(raw)
     layers, config_ref = manifest.get("layers"), manifest.get("config")
     if not isinstance(layers, list) or not isinstance(config_ref, dict):
         raise _broken(base, path, "not a manifest (an object with config and layers)")
@@ -191,8 +195,15 @@ def _params(root: Path, parameters: Any, base_layers: list[dict[str, Any]]) -> b
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return _loads(path.read_bytes())
+    except OSError:
+        return {}
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 

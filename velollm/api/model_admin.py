@@ -80,11 +80,16 @@ def refuse_pinned(state: AppState, name: str, doing: str) -> None:
                             "keeps it loaded; restart `velollm serve` without it first")
 
 
-async def store_op(fn: Callable[..., T], *args: Any) -> T:
-    """A change to the store, in a worker thread; a file-system failure (a store this server may read but
-    not write, a full disk) as a 500 that says which store and why, not an internal error."""
+async def store_op(state: AppState, fn: Callable[..., T], *args: Any) -> T:
+    """A change to the store, in a worker thread, one at a time (ModelRegistry.store_lock); a file-system
+    failure (a store this server may read but not write, a full disk) as a 500 that says which store and
+    why, not an internal error."""
+    def locked() -> T:
+        with state.models.store_lock:
+            return fn(*args)
+
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await asyncio.to_thread(locked)
     except OSError as exc:
         where = exc.filename or ""
         raise APIError(500, f"the Ollama store cannot be changed: {exc.strerror or exc}"
@@ -123,7 +128,7 @@ async def _delete_locally(state: AppState, name: str, missing_ok: bool) -> None:
             raise ModelNotFound(f"model '{name}' not found")
         from velollm.engine.loader import ollama_store_edit as store_edit  # (no engine import under --proxy-only)
 
-        await store_op(store_edit.delete_model, name, root)
+        await store_op(state, store_edit.delete_model, name, root)
     except (ModelNotFound, InvalidRequest):
         if not missing_ok:
             raise
@@ -148,7 +153,7 @@ async def copy(request: Request, state: AppState, call: Call) -> Response:
             raise ModelNotFound(f"model {json.dumps(source)} not found")
         from velollm.engine.loader import ollama_store_edit as store_edit
 
-        await store_op(store_edit.copy_model, source, destination, root)
+        await store_op(state, store_edit.copy_model, source, destination, root)
     except ModelNotFound:
         answer = answer or await unmanaged(state, request, body)
         if answer is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,9 @@ class ModelRegistry:
         self._models: dict[str, ServedModel] = {}  # name_key(served name) -> model
         self._ready = asyncio.Event()
         self.load_error: str | None = None
+        # /api/delete, copy and create change the store one at a time (in worker threads): a delete removes
+        # the blobs no other manifest names, which a create running beside it may be naming that moment
+        self.store_lock = threading.Lock()
         self.on_demand_models = OnDemandModels(on_demand, self._served_otherwise) if on_demand is not None else None
         # what each name stands for now (the response cache's keys)
         self.identities = ModelIdentities(self, on_demand.identify if on_demand is not None else None)

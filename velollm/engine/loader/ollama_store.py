@@ -118,6 +118,23 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "blobs" / digest.replace(":", "-")
 
 
+def manifest_paths(root: Path) -> list[Path]:
+    """Every manifest file, manifests/<host>/<namespace>/<model>/<tag>. Unlike Path.glob (Python < 3.13),
+    a folder that a delete at the same time removes is skipped, not a FileNotFoundError."""
+    level = [root / "manifests"]
+    for _ in range(4):
+        level = [Path(entry.path) for folder in level for entry in _entries(folder)]
+    return [path for path in level if path.is_file()]
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:  # gone, not a folder, unreadable
+        return []
+
+
 def find_manifest(root: Path, name: OllamaName) -> Path | None:
     """The manifest file of `name` (names compare case-insensitively), None when the store lacks it."""
     if not name.storable():  # the lookup would be ENAMETOOLONG
@@ -126,8 +143,8 @@ def find_manifest(root: Path, name: OllamaName) -> Path | None:
     if exact.is_file():
         return exact
     wanted = tuple(p.lower() for p in name.parts())
-    for path in root.glob("manifests/*/*/*/*"):  # names compare case-insensitively (EqualFold)
-        if path.is_file() and tuple(p.lower() for p in path.parts[-4:]) == wanted:
+    for path in manifest_paths(root):  # names compare case-insensitively (EqualFold)
+        if tuple(p.lower() for p in path.parts[-4:]) == wanted:
             return path
     return None
 
@@ -184,7 +201,12 @@ def find_model(name: str, root: Path | None = None) -> OllamaModel | None:
     if parsed is None or not root.is_dir():
         return None
     path = find_manifest(root, parsed)
-    return read_manifest(root, path) if path is not None else None
+    try:
+        return read_manifest(root, path) if path is not None else None
+    except (FileNotFoundError, ModelLoadError):  # a delete at the same time removed a file it names (the
+        # manifest, then its blobs): look again, now gone; a model broken for good fails the same way again
+        path = find_manifest(root, parsed)
+        return read_manifest(root, path) if path is not None else None
 
 
 def check_runnable(model: OllamaModel) -> OllamaModel:
@@ -201,9 +223,7 @@ def list_models(root: Path | None = None) -> list[OllamaModel]:
     """Every readable manifest of the store, newest first (as /api/tags orders them)."""
     root = models_dir() if root is None else root
     found = []
-    for path in root.glob("manifests/*/*/*/*"):
-        if not path.is_file():
-            continue
+    for path in manifest_paths(root):
         try:
             found.append(read_manifest(root, path))
         except (ModelLoadError, OSError) as e:

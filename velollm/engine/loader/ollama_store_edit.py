@@ -19,7 +19,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from velollm.engine.loader.ollama_store import NAME_MAX, OllamaName, blob_path, find_manifest, parse_name
+from velollm.engine.loader.ollama_store import (NAME_MAX, OllamaName, blob_path, find_manifest, manifest_paths,
+                                               parse_name)
 from velollm.errors import InvalidRequest, ModelNotFound
 
 DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)
@@ -55,7 +56,7 @@ def manifest_digests(path: Path) -> set[str]:
 
 
 def manifests(root: Path) -> list[Path]:
-    return [p for p in root.glob("manifests/*/*/*/*") if p.is_file()]
+    return manifest_paths(root)
 
 
 def existing(root: Path, name: OllamaName) -> Path | None:
@@ -72,7 +73,10 @@ def delete_model(name: str, root: Path) -> Path:
     if path is None:
         raise ModelNotFound(f"model '{name}' not found")
     digests = manifest_digests(path)
-    path.unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:  # a delete at the same time was first
+        raise ModelNotFound(f"model '{name}' not found") from None
     _prune(path.parent, root / "manifests")
     still_used: set[str] = set().union(*(manifest_digests(p) for p in manifests(root)))
     for digest in digests - still_used:
@@ -95,12 +99,26 @@ def copy_model(source: str, destination: str, root: Path) -> Path:
     if path is None:
         raise ModelNotFound(f"model {json.dumps(source)} not found")
     target = existing(root, dst) or root.joinpath("manifests", *dst.parts())
-    write_file(target, path.read_bytes())
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # deleted since it was found
+        raise ModelNotFound(f"model {json.dumps(source)} not found") from None
+    write_file(target, data)
     return target
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """`data` at `path`, whole or not at all (a temporary file beside it, renamed)."""
+def write_file(path: Path, data: bytes, tries: int = 5) -> None:
+    """`data` at `path`, whole or not at all (a temporary file beside it, renamed). A delete at the same
+    time may prune the folders it made (empty until the rename): they are made again."""
+    for _ in range(tries - 1):
+        try:
+            return _write_file(path, data)
+        except (FileNotFoundError, FileExistsError):  # (mkdir: it was there, then it was not)
+            continue
+    _write_file(path, data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
