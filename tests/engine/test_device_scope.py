@@ -55,3 +55,19 @@ def test_the_engine_builds_steps_and_wakes_inside_its_device_scope(llama_folder,
         engine.wake()
         assert len(run_all(engine, random_prompts([6]), greedy(3))) == 1
     assert set(entered) == {torch.device("cpu")}
+
+
+def test_the_self_check_runs_inside_the_device_scope(llama_folder, monkeypatch):
+    """AsyncEngine's loop calls failures.check() (a self-check through the model) outside LLMEngine.step."""
+    from velollm.engine import step_failures
+
+    seen: list[torch.device] = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        seen.append(device)
+        yield
+
+    monkeypatch.setattr(step_failures, "device_scope", recording)
+    engine = make_engine(llama_folder)
+    assert engine.failures.self_check() is None and seen == [torch.device("cpu")]
