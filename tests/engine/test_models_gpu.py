@@ -158,3 +158,19 @@ def test_a_closed_or_stopped_cuda_load_leaves_its_memory_reusable(tiny_models):
         run_stoppable(stop, make)
     assert torch.cuda.memory_allocated() - allocated < margin
     assert cuda_free_bytes("cuda") > free - margin
+
+
+def test_an_engine_on_an_indexed_device_gives_the_same_tokens(tiny_models):
+    """device="cuda:N" (the last GPU: N > 0 on a multi-GPU machine) builds, captures and steps with its device
+    current (engine.device.device_scope), async scheduling on: the tokens of a plain "cuda" engine."""
+    pytest.importorskip("triton")
+    folder = tiny_models["llama"]
+    index = torch.cuda.device_count() - 1
+    engine = LLMEngine(load_hf_folder(folder), EngineConfig(device=f"cuda:{index}", dtype="float32", max_num_seqs=8,
+                                                            kv_cache_memory=64 << 20, async_scheduling=True))
+    prompts = random_prompts([3, 21], seed=11)
+    got = run_all(engine, prompts, greedy(12))
+    want = run_all(_cuda_engine(folder), prompts, greedy(12))
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert engine.runner.kv_caches[0][0].device == torch.device("cuda", index)
+    assert engine.runner.paths()["graph_replays"] > 0
