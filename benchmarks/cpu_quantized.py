@@ -9,7 +9,8 @@ The three engines live in one subprocess and take turns, one request each: every
            measured copy bandwidth over the bytes one token reads (the weights as held: int4 planes plus the
            dequantized rest, all bfloat16, or the file's tensors for llama.cpp)
   lm_head  the median time of the (tied, bfloat16) lm_head at batch 1 against the decode step
-  rss      resident memory each engine added when it loaded
+  rss      resident memory each engine added when it loaded (and, for int4, the prefill's dequantization
+           buffer it grew afterwards: velollm.kernels.int4_unpack)
 Prefill is repeated --repeats times (fresh prompts: no prefix-cache hits); medians are printed.
 `--quantization auto` takes the int4 path on a bfloat16 CPU model (velollm/engine/loader/gguf_quantized.py);
 the `decision` row says whether it measured faster. The box is shared: every row carries the load average.
@@ -93,6 +94,9 @@ for _ in range(new_tokens - 1):  # one decode step of each engine per round: a b
     if with_llama_cpp:
         t = time.perf_counter(); cpp.eval([token]); decode["llama.cpp"].append(time.perf_counter() - t)
         token = int(cpp.scores[cpp.n_tokens - 1].argmax())
+for name, llm in engines.items():  # the int4 prefill's dequantization buffer, grown during the run
+    scratches = {id(m.scratch): m.scratch.nbytes for m in llm.engine.runner.model.modules() if hasattr(m, "scratch")}
+    info[name]["scratch_bytes"] = sum(scratches.values())
 print(json.dumps(dict(rss=rss, prefill=prefill, decode=decode, head=head, info=info)))
 """
 
@@ -152,7 +156,8 @@ def main() -> None:
                  prefill_tok_s=round(prefill, 1),
                  lm_head_share=round(statistics.median(r["head"][name]) / statistics.median(steps), 3)
                  if name in r["head"] else None,
-                 rss_gb=round(r["rss"][name] / 1e9, 2), matmul=info[name]["matmul"], load_avg=os.getloadavg())
+                 rss_gb=round(r["rss"][name] / 1e9, 2), prefill_scratch_gb=round(info[name].get("scratch_bytes", 0) / 1e9, 3),
+                 matmul=info[name]["matmul"], load_avg=os.getloadavg())
         int4, dense = rates["int4"], rates["none"]
         paired = [b / a for a, b in zip(int4["steps"], dense["steps"])]  # bf16 step / int4 step, same round
         emit(what="decision", quant=ftype, decode_int4_over_bf16=round(int4["decode"] / dense["decode"], 2),

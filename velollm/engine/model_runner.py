@@ -30,6 +30,7 @@ from velollm.engine.step_inputs import (
 )
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
+from velollm.kernels import int4_cpu, int4_unpack
 from velollm.kernels.int4_cpu import Int4Weight
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,10 @@ class ModelRunner:
         blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
         matmul = f"torch.nn.functional.linear ({blas})"
         if self.quantization == "int4":
-            matmul = "CPU int4 (torch _weight_int4pack_mm_for_cpu) for Q4_0/Q4_1/Q4_K, " + matmul + " for the rest"
+            prefill = (f"dequantized to bfloat16 + {blas} from {int4_cpu.PREFILL_ROWS} rows"
+                       if int4_unpack.supported() else "at every size")
+            matmul = (f"CPU int4 (torch _weight_int4pack_mm_for_cpu; {prefill}) for Q4_0/Q4_1/Q4_K, "
+                      + matmul + " for the rest")
         if self.quantization == "gguf":
             matmul = "GGUF quantized " + ("(Triton GEMV/GEMM)" if self.attention_backend == "triton"
                                           else "(torch reference: dequantize per call)")

@@ -12,10 +12,15 @@ bfloat16 (benchmarks/cpu_quantized.py). Q5_*, Q6_K, Q8_0 and the K-quants with 1
 fit 4 bits with one scale per 32 and stay dequantized at load, as do matrices whose output rows are
 not a multiple of 16 (the kernel's tile).
 
+Prefill: the kernel dequantizes every weight again for each block of 4 rows of x, so at many rows it
+runs well below the bfloat16 GEMM. From PREFILL_ROWS rows on, `int4_linear` dequantizes the matrix once
+into a per-model scratch buffer (velollm.kernels.int4_unpack: the kernel's own weights, rounded to
+bfloat16) and runs the bfloat16 GEMM.
+
 Error: scale and zero each carry a relative error <= 2^-8 (bfloat16 rounding) and the activations,
 cast to bfloat16, another 2^-8; so per output |y - y_ref| <= (2 * 2^-8 + 2^-16) * sum_k |x_k| (|q - 8|
 |scale| + |zero|) + 2^-8 |y| (the bfloat16 result), plus float32 accumulation (`error_bound`, which
-the tests hold the kernel to).
+the tests hold the kernel to). The prefill path rounds each weight to bfloat16 once more: 3 * 2^-8.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from velollm.kernels import gguf_dequant
+from velollm.kernels import gguf_dequant, int4_unpack
+from velollm.kernels.int4_unpack import Int4Scratch
 
 INT4_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
 GROUP = 32  # elements sharing one scale and zero
@@ -33,6 +39,13 @@ ROW_TILE = 16  # output rows must be a multiple of this (the kernel's tile)
 # Rows the packer interleaves together (64 with AVX-512, 32 with AVX2): packed matrices stack along N
 # only where every matrix but the last fills whole blocks of this; 64 covers both.
 PACK_ROWS = 64
+# Rows of x from which dequantize + bfloat16 GEMM beats the int4 kernel. benchmarks/int4_prefill.py on 2
+# shared EPYC (Zen 4) cores, load 4.5-5.5, medians in ms, int4 kernel / dequantize + GEMM / bfloat16 GEMM:
+#   4096x4096    96 rows 19.4 / 31.4 / 8.6    128 rows 26.1 / 43.1 / 11.1    192 rows 77.6 / 73.2 / 33.6
+#   14336x4096   96 rows 139 / 159 / 61       128 rows 183 / 165 / 80        256 rows 522 / 391 / 209
+# The dequantization is a fixed cost (23-30 ms, 75-125 ms) against the kernel's per-row cost, so the
+# crossover is in rows, about the same for every shape: 128-192 and 96-128 here; 128 for both.
+PREFILL_ROWS = 128
 _BF16_U = 2.0 ** -8  # unit roundoff of bfloat16
 
 
@@ -121,16 +134,21 @@ def cat_rows(weights: list[Int4Weight]) -> Int4Weight:
                       torch.cat([w.packed for w in weights]), torch.cat([w.scales_and_zeros for w in weights], dim=1))
 
 
-def int4_linear(x: torch.Tensor, w: Int4Weight) -> torch.Tensor:
-    """x [..., K] @ W^T -> [..., N] in x's dtype; computed with bfloat16 activations, float32 accumulation."""
+def int4_linear(x: torch.Tensor, w: Int4Weight, scratch: Int4Scratch | None = None) -> torch.Tensor:
+    """x [..., K] @ W^T -> [..., N] in x's dtype; computed with bfloat16 activations, float32 accumulation.
+    With a scratch buffer and at least PREFILL_ROWS rows, through the dequantized weight (bfloat16)."""
     flat = x.reshape(-1, w.shape[1]).to(torch.bfloat16)
-    y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, w.packed, GROUP, w.scales_and_zeros)
+    if scratch is not None and len(flat) >= PREFILL_ROWS and int4_unpack.supported():
+        y = flat @ int4_unpack.dequantize_t(w, scratch)
+    else:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, w.packed, GROUP, w.scales_and_zeros)
     return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
 
 
 def error_bound(x: torch.Tensor, blocks: torch.Tensor, qtype: str, shape: tuple[int, int],
-                y_ref: torch.Tensor) -> torch.Tensor:
-    """The elementwise bound on |int4_linear(x, W) - x @ W_exact^T| derived in the module docstring."""
+                y_ref: torch.Tensor, dequantized: bool = False) -> torch.Tensor:
+    """The elementwise bound on |int4_linear(x, W) - x @ W_exact^T| derived in the module docstring;
+    `dequantized`: through the prefill path, whose bfloat16 weights add one more 2^-8 relative rounding."""
     _, type_size = gguf_dequant.block_size(qtype)
     q, scale, zero = _quants_and_affine(blocks.reshape(-1, type_size), qtype)
     rows, cols = shape
@@ -138,4 +156,5 @@ def error_bound(x: torch.Tensor, blocks: torch.Tensor, qtype: str, shape: tuple[
     magnitude = (q - 8).abs() * scale.reshape(rows, -1, 1).abs() + zero.reshape(rows, -1, 1).abs()
     mass = x.float().abs() @ magnitude.reshape(rows, cols).T
     accumulate = cols * 2.0 ** -23
-    return (2 * _BF16_U + _BF16_U ** 2 + accumulate) * mass + _BF16_U * y_ref.abs() * (1 + 2 * _BF16_U)
+    roundings = 3 * _BF16_U + 3 * _BF16_U ** 2 if dequantized else 2 * _BF16_U + _BF16_U ** 2
+    return (roundings + accumulate) * mass + _BF16_U * y_ref.abs() * (1 + 2 * _BF16_U)

@@ -7,6 +7,8 @@ the tensor as float. Once loaded, neighbouring shards of one type are stacked, s
 of one type is one kernel launch; a Q4_K_M file's Q6_K v_proj is its own launch into its columns.
 On the CPU (quantization "int4") the 4-bit shards come as Int4Weight (velollm.kernels.int4_cpu) and the
 others as dense tensors dequantized at load; Int4Weight shards of any 4-bit type stack the same way.
+The layers of one model share one Int4Scratch: at prefill sizes an Int4Weight is dequantized into it per
+call (int4_cpu.PREFILL_ROWS), so it grows to the model's largest int4 matrix in bfloat16, once.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from velollm import kernels
 from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QuantizedWeight, cat_rows
 from velollm.kernels.int4_cpu import Int4Weight
+from velollm.kernels.int4_unpack import Int4Scratch
 from velollm.errors import ModelLoadError
 
 Weight = QuantizedWeight | Int4Weight | torch.Tensor
 
 
-def _matmul(x: torch.Tensor, w: Weight, out: torch.Tensor | None = None) -> torch.Tensor:
+def _matmul(x: torch.Tensor, w: Weight, out: torch.Tensor | None = None,
+            scratch: Int4Scratch | None = None) -> torch.Tensor:
     if isinstance(w, QuantizedWeight):
         return kernels.quantized_linear(x, w, out=out)
     if isinstance(w, Int4Weight):
-        y = int4_cpu.int4_linear(x, w)
+        y = int4_cpu.int4_linear(x, w, scratch)
         return y if out is None else out.copy_(y)
     return F.linear(x, w) if out is None else out.copy_(F.linear(x, w))
 
@@ -68,9 +72,11 @@ class QuantizedEmbedding(nn.Module):
 class QuantizedLinear(nn.Module):
     """y = x @ W^T (+ bias), W held as GGUF planes (kernels.quantized_linear) in output-row shards."""
 
-    def __init__(self, in_features: int, shard_sizes: list[int], bias: bool) -> None:
+    def __init__(self, in_features: int, shard_sizes: list[int], bias: bool,
+                 scratch: Int4Scratch | None = None) -> None:
         super().__init__()
         self.in_features = in_features
+        self.scratch = scratch  # shared by the model's layers: dequantized int4 weights at prefill
         self.out_features = sum(shard_sizes)
         self.shard_sizes = list(shard_sizes)
         self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
@@ -110,12 +116,12 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.parts) == 1:
-            y = _matmul(x, self.parts[0][1])
+            y = _matmul(x, self.parts[0][1], scratch=self.scratch)
         else:
             y = x.new_empty(*x.shape[:-1], self.out_features)
             flat_x, flat_y = x.reshape(-1, self.in_features), y.view(-1, self.out_features)
             for offset, w in self.parts:
-                _matmul(flat_x, w, out=flat_y[:, offset:offset + w.shape[0]])
+                _matmul(flat_x, w, out=flat_y[:, offset:offset + w.shape[0]], scratch=self.scratch)
         return y if self.bias is None else y + self.bias
 
 
@@ -148,11 +154,12 @@ QUANTIZED_MODULES = (QuantizedLinear, QuantizedEmbedding)
 def quantize_linears(model: nn.Module, dtype: torch.dtype, fused: dict[str, str]) -> None:
     """Replace every nn.Linear and nn.Embedding of `model` (on the meta device) by its quantized
     counterpart. `fused`: child name -> the parent's method giving the shard sizes (q/k/v, gate/up)."""
+    scratch = Int4Scratch()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 sizes = getattr(parent, fused[name])() if name in fused else [child.out_features]
-                setattr(parent, name, QuantizedLinear(child.in_features, sizes, child.bias is not None))
+                setattr(parent, name, QuantizedLinear(child.in_features, sizes, child.bias is not None, scratch))
             elif isinstance(child, nn.Embedding):
                 setattr(parent, name, QuantizedEmbedding(child.num_embeddings, child.embedding_dim, dtype))
 

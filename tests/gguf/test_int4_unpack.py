@@ -1,0 +1,125 @@
+"""The CPU int4 layout dequantized for prefill (velollm.kernels.int4_unpack) and int4_linear's dispatch.
+
+Bit for bit, on every 4-bit type and on shapes with and without a tail block (16/32/48 rows) and stacked
+shards: the dequantized weight equals what the int4 kernel computes with (its output for x = identity,
+both rounded to bfloat16 to nearest even), and the exact GGUF mapping with bfloat16 scale and zero from
+the GGUF blocks (int4_cpu's decoder); for Q4_0 blocks whose scales are bfloat16 numbers, gguf_dequant's
+float32 weights themselves (equal values: zeros may differ in sign).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.gguf.test_gguf_int4_cpu import blocks, reference
+from velollm.engine.models.quantized_linear import QuantizedLinear
+from velollm.kernels import gguf_dequant, int4_cpu, int4_unpack
+from velollm.kernels.int4_unpack import Int4Scratch
+
+pytestmark = pytest.mark.skipif(not int4_unpack.supported(), reason="no CPU int4 kernels, or another packing")
+
+SHAPES = [(16, 256), (48, 512), (64, 256), (80, 256), (112, 768), (208, 256)]  # rows % 64: 16, 48, 0, 16, 48, 16
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int16)
+
+
+def kernel_weights(w: int4_cpu.Int4Weight) -> torch.Tensor:
+    """W^T [K, N] as the int4 kernel computes with it, rounded to bfloat16: its product with the identity."""
+    eye = torch.eye(w.shape[1], dtype=torch.bfloat16)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, w.packed, int4_cpu.GROUP, w.scales_and_zeros)
+
+
+def gguf_weights(b: torch.Tensor, qtype: str, shape: tuple[int, int]) -> torch.Tensor:
+    """W^T from the GGUF blocks: (q - 8) * scale + zero in float32, scale and zero rounded to bfloat16."""
+    _, type_size = gguf_dequant.block_size(qtype)
+    q, scale, zero = int4_cpu._quants_and_affine(b.reshape(-1, type_size), qtype)
+    rows, cols = shape
+    s = scale.to(torch.bfloat16).float().reshape(rows, -1).repeat_interleave(int4_cpu.GROUP, 1)
+    z = zero.to(torch.bfloat16).float().reshape(rows, -1).repeat_interleave(int4_cpu.GROUP, 1)
+    return ((q.reshape(rows, cols).float() - 8) * s + z).to(torch.bfloat16).T
+
+
+@pytest.mark.parametrize("qtype", sorted(int4_cpu.INT4_TYPES))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dequantized_weights_are_the_kernels_bit_for_bit(qtype, shape):
+    if qtype == "Q4_K" and shape[1] % 256:
+        pytest.skip("Q4_K rows are whole 256-element blocks")
+    b = blocks(qtype, *shape, seed=shape[0])
+    w = int4_cpu.repack(b, qtype, shape)
+    ours = int4_unpack.dequantize_t(w, Int4Scratch())
+    assert ours.shape == (shape[1], shape[0]) and ours.dtype == torch.bfloat16
+    assert torch.equal(bits(ours), bits(kernel_weights(w)))
+    assert torch.equal(bits(ours), bits(gguf_weights(b, qtype, shape)))
+
+
+def test_q4_0_with_bfloat16_scales_is_gguf_dequant_exactly():
+    rows, cols = 80, 512
+    b = blocks("Q4_0", rows, cols).clone()
+    d = b.view(-1, 18)[:, :2].contiguous().view(torch.int16)
+    b.view(-1, 18)[:, :2] = (d & ~0x7).view(torch.uint8).view(-1, 2)  # float16 d with 8 significant bits
+    exact = gguf_dequant.dequantize(b, "Q4_0", (rows, cols))
+    ours = int4_unpack.dequantize_t(int4_cpu.repack(b, "Q4_0", (rows, cols)), Int4Scratch())
+    # equal values: gguf_dequant's (0) * (-d) is -0.0 where the kernel's fma(0, d, +0.0) is +0.0
+    assert torch.equal(ours, exact.to(torch.bfloat16).T)
+
+
+def test_stacked_shards_dequantize_as_one_matrix():
+    """Fused q/k/v: a Q4_K and a Q4_0 shard of whole 64-row blocks, and a Q4_1 shard with a 16-row tail."""
+    cols, parts = 256, [("Q4_K", 64), ("Q4_0", 128), ("Q4_1", 80)]
+    raw = [(q, blocks(q, n, cols, seed=n)) for q, n in parts]
+    w = int4_cpu.cat_rows([int4_cpu.repack(b, q, (n, cols)) for (q, b), (_, n) in zip(raw, parts)])
+    expected = torch.cat([gguf_weights(b, q, (n, cols)) for (q, b), (_, n) in zip(raw, parts)], dim=1)
+    ours = int4_unpack.dequantize_t(w, Int4Scratch())
+    assert torch.equal(bits(ours), bits(expected)) and torch.equal(bits(ours), bits(kernel_weights(w)))
+
+
+@pytest.mark.parametrize("qtype", sorted(int4_cpu.INT4_TYPES))
+def test_int4_linear_switches_to_the_dequantized_gemm_at_prefill_rows(qtype):
+    shape = (80, 512)
+    b = blocks(qtype, *shape, seed=1)
+    w = int4_cpu.repack(b, qtype, shape)
+    scratch = Int4Scratch()
+    for num_rows in (1, int4_cpu.PREFILL_ROWS - 1, int4_cpu.PREFILL_ROWS, 3 * int4_cpu.PREFILL_ROWS + 5):
+        x = torch.randn(num_rows, shape[1], generator=torch.Generator().manual_seed(num_rows))
+        y = int4_cpu.int4_linear(x, w, scratch)
+        x16 = x.to(torch.bfloat16)
+        kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x16, w.packed, int4_cpu.GROUP, w.scales_and_zeros)
+        assert torch.equal(int4_cpu.int4_linear(x, w), kernel.float())  # no scratch: always the kernel
+        expected = kernel if num_rows < int4_cpu.PREFILL_ROWS else x16 @ kernel_weights(w)
+        assert torch.equal(y, expected.float()), num_rows
+        y_ref = reference(x, b, qtype, shape)
+        bound = int4_cpu.error_bound(x, b, qtype, shape, y_ref, dequantized=num_rows >= int4_cpu.PREFILL_ROWS)
+        assert ((y - y_ref).abs() <= bound).all(), float(((y - y_ref).abs() / bound).max())
+
+
+def test_one_scratch_serves_every_layer_at_the_size_of_the_largest():
+    """Layers share the model's scratch: it grows to the largest int4 matrix once and is reused, so the
+    prefill path holds one bfloat16 matrix, not a copy per layer."""
+    scratch = Int4Scratch()
+    layers = []
+    for rows, cols in [(128, 256), (192, 512), (64, 512)]:
+        layer = QuantizedLinear(cols, [rows], bias=False, scratch=scratch)
+        layer.load_shard(0, int4_cpu.repack(blocks("Q4_0", rows, cols, seed=rows), "Q4_0", (rows, cols)))
+        layer.finish()
+        layers.append(layer)
+    x_rows = int4_cpu.PREFILL_ROWS
+    for layer in layers:
+        layer(torch.randn(x_rows, layer.in_features))
+    assert scratch.nbytes == 192 * 512 * 2
+    storage = scratch.buffer.data_ptr()
+    for layer in layers:
+        layer(torch.randn(x_rows, layer.in_features))
+    assert scratch.buffer.data_ptr() == storage
+
+
+def test_supported_checks_the_packing_on_a_probe(monkeypatch):
+    assert int4_unpack.supported()  # the module's skip already needs it; this is the AVX-512 layout
+    int4_unpack.supported.cache_clear()
+    monkeypatch.setattr(int4_unpack, "BLOCK", 32)  # AVX2's packing: the probe no longer matches
+    try:
+        assert not int4_unpack.supported()
+    finally:
+        int4_unpack.supported.cache_clear()
