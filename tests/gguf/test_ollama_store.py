@@ -120,6 +120,20 @@ def test_manifest_with_missing_blob(store, tmp_path):
     assert str(blob) in str(err.value) and "tiny:latest" in str(err.value)
 
 
+@pytest.mark.parametrize("manifest", [{"config": 5, "layers": []}, {"config": {}, "layers": [1, "x"]},
+                                      {"layers": [{"mediaType": 7, "digest": "sha256:" + "0" * 64}]},
+                                      {"layers": [{"digest": 5}]}, {"layers": [{"size": "big"}]}, {"layers": 5}])
+def test_manifest_of_the_wrong_shape_is_a_load_error(tmp_path, manifest):
+    """Entries that are no layer objects were an AttributeError ('int' object has no attribute 'get'), a 500
+    'internal error' for /api/show and /api/generate (found by the model-management fuzz's broken manifests)."""
+    path = tmp_path / "models/manifests/registry.ollama.ai/library/odd/latest"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="odd:latest"):
+        resolve_model("odd", ollama_models=tmp_path / "models")
+    assert ollama_store.list_models(tmp_path / "models") == []  # skipped by the listing
+
+
 def test_store_models_without_local_gguf_are_unsupported(tmp_path):
     root = tmp_path / "models"
     config = _blob(root, json.dumps({"model_format": "gguf", "remote_host": "https://ollama.com:443",

@@ -156,9 +156,13 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     try:
         manifest = json.loads(raw)
         layers = list(manifest.get("layers") or [])
-    except (json.JSONDecodeError, AttributeError) as e:
+    except (json.JSONDecodeError, AttributeError, TypeError) as e:
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} is not valid JSON: {e}") from e
     config_ref = manifest.get("config") or {}
+    bad = next((ref for ref in [config_ref, *layers] if not _is_ref(ref)), None)
+    if bad is not None:  # a hand edit or a broken write: said as such, not an AttributeError deep below
+        raise ModelLoadError(f"Ollama manifest {path} for {name.display()} has an entry that is not a layer "
+                             f"({{mediaType, digest, size}}): {json.dumps(bad)[:200]}")
     fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
                               "license_paths": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
@@ -184,6 +188,13 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     size = sum(int(layer.get("size", 0)) for layer in layers) + int(config_ref.get("size", 0))
     return OllamaModel(name=name, manifest_path=path, digest=hashlib.sha256(raw).hexdigest(), size=size,
                        modified_at=path.stat().st_mtime, **fields)
+
+
+def _is_ref(ref: Any) -> bool:
+    """A manifest's config or layer entry: an object whose mediaType and digest (if any) are strings and
+    whose size (if any) is a whole number."""
+    return (isinstance(ref, dict) and all(isinstance(ref.get(k, ""), str) for k in ("mediaType", "digest"))
+            and isinstance(ref.get("size", 0), int) and not isinstance(ref.get("size", 0), bool))
 
 
 def _json(path: Path) -> dict[str, Any]:
