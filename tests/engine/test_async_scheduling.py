@@ -161,6 +161,50 @@ def test_grammar_request_mixed_with_plain_ones(llama_folder):
     assert counter.count > 0  # the plain requests overlap once the constrained one is done
 
 
+def test_the_grammar_bitmask_is_not_refilled_before_the_step_that_copied_it_is_read(llama_folder, monkeypatch):
+    """StructuredOutputManager keeps one host bitmask (pinned on CUDA) and copies it to the device without
+    waiting (non_blocking): filling it again for step N+1 before step N's copy ran would mask step N with
+    step N+1's rows. The engine reads a constrained step's ids (a sync) before it samples again: checked here
+    by structure, on every fill, with plain requests overlapping around the constrained ones."""
+    from velollm.engine.sampler import SampledTokens
+    from velollm.engine.text.structured_output import StructuredOutputManager
+
+    unread: set[int] = set()  # ids of SampledTokens whose sampling filled the bitmask, not read yet
+    fills = []
+    fill, to_host = StructuredOutputManager.fill_bitmask, SampledTokens.to_host
+
+    def checked_fill(self, matchers):
+        assert not unread, "the bitmask was refilled while a step that copied it was still in flight"
+        rows = fill(self, matchers)
+        fills.append(bool(rows))
+        return rows
+
+    def reading(self):
+        unread.discard(id(self))
+        return to_host(self)
+
+    monkeypatch.setattr(StructuredOutputManager, "fill_bitmask", checked_fill)
+    monkeypatch.setattr(SampledTokens, "to_host", reading)
+    engine, counter = async_engine(llama_folder)
+    sample = engine._sample
+
+    def sampling(logits, requests):
+        before = len(fills)
+        sampled = sample(logits, requests)
+        if any(fills[before:]):
+            unread.add(id(sampled))
+        return sampled
+
+    engine._sample = sampling
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    constrained = [SamplingParams(temperature=1.0, seed=s, max_tokens=40,
+                                  structured_output=StructuredOutput("json_schema", json.dumps(schema)))
+                   for s in (5, 6)]
+    run_all(engine, random_prompts([7, 19, 33, 11], seed=59), [greedy(30), constrained[0], greedy(45), constrained[1]])
+    assert sum(fills) > 2 and counter.count > 0 and not unread
+
+
 def test_abort_mid_stream(llama_folder):
     prompts = random_prompts([14, 22, 30], seed=53)
     reference = run_all(make_engine(llama_folder), prompts, greedy(20))

@@ -125,3 +125,57 @@ def test_cuda_fp8_kv_cache_tracks_the_bf16_cache(tiny_models):
     assert paths["kv_cache_dtype"] == "float8_e4m3fn" and paths["graph_replays"] > 0
     assert 2 * fp8.runner.kv_bytes_per_block() == ref.runner.kv_bytes_per_block()
     print("fp8 vs bf16 KV on CUDA, first divergence per prompt:", check_divergence(want, got, STEPS))
+
+
+def test_a_closed_or_stopped_cuda_load_leaves_its_memory_reusable(tiny_models):
+    """What a closed engine or a stopped load (load_stop) held goes back to torch's cache, not the driver:
+    nothing stays allocated, and the next load's fit check (cuda_free_bytes) counts it free again. A first identical engine sets up what torch keeps per process (cuBLAS
+    workspaces, the capture stream) outside the count."""
+    import gc
+    import threading
+
+    from velollm.engine.loader.load_stop import LoadStopped, run_stoppable
+    from velollm.engine.loader.source import cuda_free_bytes
+
+    folder = tiny_models["llama"]
+    margin = 8 << 20
+    # 256 sequences of up to 1,024 tokens: a 64 MiB KV cache, so the engine's footprint dwarfs the margin
+    make = lambda: LLMEngine(load_hf_folder(folder), EngineConfig(device="cuda", dtype="bfloat16", max_num_seqs=256,
+                                                                  kv_cache_memory=64 << 20))
+    warm = make()
+    run_all(warm, random_prompts([9, 30]), greedy(8))
+    warm.close()
+    del warm
+    gc.collect()
+    allocated, free = torch.cuda.memory_allocated(), cuda_free_bytes("cuda")
+    engine = make()
+    run_all(engine, random_prompts([9, 30]), greedy(8))
+    footprint = engine.memory_bytes()
+    assert footprint > 8 * margin and torch.cuda.memory_allocated() - allocated >= footprint
+    engine.close()
+    del engine
+    gc.collect()
+    assert torch.cuda.memory_allocated() - allocated < margin
+    assert cuda_free_bytes("cuda") > free - margin
+    stop = threading.Event()
+    stop.set()  # the load stops at its first tensor, its weights already allocated on the device (to_empty)
+    with pytest.raises(LoadStopped):
+        run_stoppable(stop, make)
+    assert torch.cuda.memory_allocated() - allocated < margin
+    assert cuda_free_bytes("cuda") > free - margin
+
+
+def test_an_engine_on_an_indexed_device_gives_the_same_tokens(tiny_models):
+    """device="cuda:N" (the last GPU: N > 0 on a multi-GPU machine) builds, captures and steps with its device
+    current (engine.device.device_scope), async scheduling on: the tokens of a plain "cuda" engine."""
+    pytest.importorskip("triton")
+    folder = tiny_models["llama"]
+    index = torch.cuda.device_count() - 1
+    engine = LLMEngine(load_hf_folder(folder), EngineConfig(device=f"cuda:{index}", dtype="float32", max_num_seqs=8,
+                                                            kv_cache_memory=64 << 20, async_scheduling=True))
+    prompts = random_prompts([3, 21], seed=11)
+    got = run_all(engine, prompts, greedy(12))
+    want = run_all(_cuda_engine(folder), prompts, greedy(12))
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert engine.runner.kv_caches[0][0].device == torch.device("cuda", index)
+    assert engine.runner.paths()["graph_replays"] > 0

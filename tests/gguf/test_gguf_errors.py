@@ -104,3 +104,25 @@ def test_too_big_for_memory_is_unsupported_before_loading(fixtures, monkeypatch)
     with pytest.raises(UnsupportedModel, match="only 0.0 GiB is free on cpu"):
         resolve_model(str(fixtures.model("llama", "Q8_0").path), device="cpu")
     assert loaded == ["rope_freqs.weight"]  # read for the config; no weight was dequantized
+
+
+def test_cuda_fit_counts_memory_torch_caches_but_no_tensor_holds(fixtures, monkeypatch):
+    """A model unloaded or a load stopped (load_stop) returns its memory to torch's caching allocator, not
+    to the driver: mem_get_info alone would call it in use and refuse a model that fits (mocked CUDA)."""
+    import torch
+
+    from velollm.engine.loader.source import cuda_free_bytes
+
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 40 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 15 * gib)
+    assert cuda_free_bytes("cuda:0") == 26 * gib
+    config = fixtures.model("llama", "Q8_0")  # any config: only the fit is checked
+    from velollm.engine.loader.gguf import GGUFFile, read_config
+
+    with GGUFFile(config.path) as f:
+        model_config = read_config(f, "bfloat16")
+    gguf_loader.check_memory(model_config, 20 * gib, "gguf", "cuda:0")  # 1 GiB free + 25 GiB cached
+    with pytest.raises(UnsupportedModel, match="only 26.0 GiB is free on cuda:0"):
+        gguf_loader.check_memory(model_config, 30 * gib, "gguf", "cuda:0")

@@ -20,6 +20,7 @@ from velollm.kernels.gguf_planes import QUANT_TYPES
 TARGET = GPUTarget("cuda", 90, 32)
 I32 = "i32"
 FP8 = "*fp8e4nv"  # a torch.float8_e4m3fn KV cache
+MAX_SHARED = 99 * 1024  # bytes per block, opt-in, on sm_86 / sm_89 (the largest kernel here takes 48 KiB)
 
 
 def compile_kernel(name: str, fn, types: dict[str, str], constexprs: dict, num_warps: int = 4,
@@ -28,9 +29,14 @@ def compile_kernel(name: str, fn, types: dict[str, str], constexprs: dict, num_w
     src = ASTSource(fn=fn, signature=signature,
                     constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     try:
-        triton.compile(src, target=target, options={"num_warps": num_warps})
+        kernel = triton.compile(src, target=target, options={"num_warps": num_warps})
     except Exception as exc:  # report every failing kernel, not only the first
         print(f"FAIL {name}: {type(exc).__name__}: {exc}", flush=True)
+        return False
+    # Shared memory is checked only when a GPU loads the kernel (OutOfResources at the first launch): hold
+    # every kernel to the smallest opt-in limit of the GPUs it runs on (sm_86 / sm_89: 99 KiB; H100 227 KiB).
+    if kernel.metadata.shared > MAX_SHARED:
+        print(f"FAIL {name}: {kernel.metadata.shared} bytes of shared memory > {MAX_SHARED}", flush=True)
         return False
     print(f"ok   {name}", flush=True)
     return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from velollm.config import EngineConfig
-from velollm.engine.loader.source import default_device
+from velollm.engine.loader.source import cuda_free_bytes, default_device
 
 
 def _embedding_source(name: str, allow_paths: bool) -> Any:
@@ -63,9 +63,7 @@ def prefetch_room(name: str, config: EngineConfig, allow_paths: bool) -> bool:
     size = int(getattr(getattr(getattr(described, "source", described), "info", None), "size_bytes", 0) or 0)
     device = default_device() if config.device == "auto" else config.device
     if device.startswith("cuda"):
-        import torch
-
-        free = torch.cuda.mem_get_info(torch.device(device))[0]
+        free = cuda_free_bytes(device)
     else:
         import psutil
 

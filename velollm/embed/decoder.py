@@ -19,6 +19,7 @@ from torch import nn
 from velollm.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from velollm.embed.encoder import PackedBatch
 from velollm.engine.dense_attention import DenseAttentionMetadata
+from velollm.engine.device import device_scope
 from velollm.engine.forward_context import forward_context
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource
 
@@ -31,7 +32,8 @@ class DecoderEncoder(nn.Module):
         self.model = model
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        with forward_context(DenseAttentionMetadata(batch.seq_lens)):
+        # device_scope: the Triton norms and activations launch on the current device, not the ids' (cuda:N)
+        with device_scope(batch.input_ids.device), forward_context(DenseAttentionMetadata(batch.seq_lens)):
             return self.model(batch.input_ids, batch.positions)
 
 

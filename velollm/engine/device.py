@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from velollm.engine.loader.source import default_device
@@ -25,3 +27,13 @@ def resolve_dtype(requested: str, config_dtype: str, device: torch.device) -> st
 
         return default_cpu_dtype()
     return config_dtype  # a bfloat16 or float32 checkpoint runs as stored
+
+
+def device_scope(device: torch.device) -> contextlib.AbstractContextManager:
+    """`device` made the thread's current CUDA device for what runs inside: Triton launches on the current
+    device and its stream, not their tensors' (triton.runtime.jit), and CUDA graphs capture and replay on the
+    current device's streams, so an engine on cuda:N (N > 0) would run its kernels on device 0. A no-op on the
+    CPU and for a plain "cuda" (the current device already)."""
+    if device.type == "cuda" and device.index is not None:
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()

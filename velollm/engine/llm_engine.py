@@ -12,7 +12,7 @@ import torch
 
 from velollm.config import EngineConfig, KernelSwitches, SchedulerConfig
 from velollm.engine.block_manager import BlockManager
-from velollm.engine.device import resolve_device, resolve_dtype
+from velollm.engine.device import device_scope, resolve_device, resolve_dtype
 from velollm.engine.engine_stats import EngineSettings, EngineStats
 from velollm.engine.loader.source import ModelSource
 from velollm.engine.model_runner import ModelRunner
@@ -42,9 +42,10 @@ class LLMEngine:
         limit = model_config.max_position_embeddings
         wanted_len = min(config.max_model_len or limit, limit)
         cache_config = config.cache_config()
-        self.runner = ModelRunner(self.source, torch_device, cache_config, config.max_num_seqs, wanted_len,
-                                  profile_tokens=config.batched_tokens(wanted_len), enforce_eager=config.enforce_eager,
-                                  switches=config.kernel_switches)
+        with device_scope(torch_device):  # kernels compile, run and are captured on the engine's device
+            self.runner = ModelRunner(self.source, torch_device, cache_config, config.max_num_seqs, wanted_len,
+                                      profile_tokens=config.batched_tokens(wanted_len),
+                                      enforce_eager=config.enforce_eager, switches=config.kernel_switches)
         capacity = self.runner.num_blocks * cache_config.block_size
         if wanted_len > capacity:
             logger.warning("max_model_len %d exceeds the KV cache (%d tokens); using %d", wanted_len, capacity, capacity)
@@ -128,9 +129,10 @@ class LLMEngine:
     def step(self) -> list[RequestDelta]:
         """One step. A failure is pinned on one request: a batch that fails is rolled back and its requests
         are retried alone; the one that fails alone is removed and raised as RequestFailed."""
-        if self.config.async_scheduling:
-            return self._step_async()
-        return self._step_sync()
+        with device_scope(self.device):  # Triton and CUDA graphs run on the current device (cuda:N)
+            if self.config.async_scheduling:
+                return self._step_async()
+            return self._step_sync()
 
     def _step_sync(self) -> list[RequestDelta]:
         retrying = bool(self.scheduler.suspects)  # then the batch is one suspect, alone
@@ -258,7 +260,8 @@ class LLMEngine:
         self.runner.release()
 
     def wake(self) -> None:
-        self.runner.reacquire()
+        with device_scope(self.device):  # the decode graphs are captured again
+            self.runner.reacquire()
         self.block_manager.reset()
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from velollm.engine.device import device_scope
 from velollm.engine.model_runner import ModelRunner
 from velollm.engine.output_processor import OutputProcessor
 from velollm.engine.request import Request
@@ -90,7 +91,8 @@ class StepFailures:
         engine that cannot run at all (a lost device, a sticky CUDA error) from steps that failed for their
         requests."""
         try:
-            self.runner.dry_forward(1).sum().item()
+            with device_scope(self.runner.device):  # called outside LLMEngine.step (AsyncEngine's loop)
+                self.runner.dry_forward(1).sum().item()
         except Exception as exc:  # noqa: BLE001 (the answer is the failure)
             return f"{type(exc).__name__}: {exc}"
         return None

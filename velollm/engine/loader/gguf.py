@@ -26,7 +26,7 @@ from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
     int4_tensor, quantized_tensor, resident_weight_bytes, resolve_quantization, stays_int4, stays_quantized,
 )
-from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, default_device
+from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, cuda_free_bytes, default_device
 from velollm.errors import UnsupportedModel
 from velollm.kernels.gguf_planes import QuantizedWeight
 from velollm.kernels.int4_cpu import Int4Weight
@@ -209,7 +209,7 @@ def check_memory(config: ModelConfig, weight_bytes: int, quantization: str, devi
     kv = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * itemsize * MIN_KV_TOKENS
     need = weight_bytes + kv
     if device.startswith("cuda"):
-        free = torch.cuda.mem_get_info(torch.device(device))[0]
+        free = cuda_free_bytes(device)
     else:
         import psutil
 

@@ -23,6 +23,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cuda_free_bytes(device: str | torch.device) -> int:
+    """Memory a load on CUDA `device` can take: the driver's free memory plus what torch's caching allocator
+    holds without a tensor in it. An unloaded model's weights, a stopped load's (load_stop) or a released KV
+    cache go back to that cache, not to the driver, so mem_get_info alone counts them as in use."""
+    device = torch.device(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return torch.cuda.mem_get_info(device)[0] + cached
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Facts about a model that /api/tags, /api/show and /api/ps report."""
