@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from tests.fuzz.store import BROKEN, ESCAPE, MODELS, FuzzStore
+from tests.fuzz.store import BROKEN, ESCAPE, FRONT_ONLY, MODELS, FuzzStore
 from tests.fuzz.strategies import (
     EMBEDDER,
     MODEL,
@@ -39,7 +39,7 @@ _TRAVERSAL = ["../../x", "a/../../b", "..", ".", "../../../../sentinel", "../../
 
 def _names(store: FuzzStore) -> st.SearchStrategy[str]:
     known = [*MODELS, f"{MODELS[0]}:latest", MODELS[1].upper(), f"registry.ollama.ai/library/{MODELS[1]}:latest",
-             MODEL, EMBEDDER, "new-model", "ns/copy:v1", "host.example:5000/ns/m:t", "nope", *BROKEN]
+             MODEL, EMBEDDER, "new-model", "ns/copy:v1", "host.example:5000/ns/m:t", "nope", FRONT_ONLY, *BROKEN]
     outside = [str(store.base / "sentinel"), str(store.root), str(store.root / ".." / "sentinel"),
                str(store.pristine / "manifests")]
     return st.one_of(st.sampled_from(known), st.sampled_from(known), st.sampled_from(known),
@@ -71,7 +71,7 @@ def admin_routes(store: FuzzStore) -> dict[str, st.SearchStrategy[Any]]:
     messages = st.lists(st.fixed_dictionaries({"role": field(st.sampled_from(["user", "assistant", "system"])),
                                                "content": field(st.text(max_size=10))}), max_size=2)
     common = {"stream": st.booleans(), "insecure": st.booleans()}
-    store_models = st.sampled_from([*MODELS, f"{MODELS[1]}:latest", MODELS[0].upper(), *BROKEN])
+    store_models = st.sampled_from([*MODELS, f"{MODELS[1]}:latest", MODELS[0].upper(), FRONT_ONLY, *BROKEN])
     new_names = st.sampled_from(["new-model", "ns/created:v1", "host.example:5000/ns/m:t", MODELS[1]])
     plain = {"parameters": parameters, "messages": messages, "template": _templates, "system": st.text(max_size=20),
              "license": st.text(max_size=10), "stream": st.booleans()}

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.fuzz.store import FuzzStore, build_store
+from tests.fuzz.store import FRONT_ONLY, FuzzStore, build_store
 from tests.fuzz.strategies import EMBEDDER
 from tests.serve_process import start_serve, stop_serve
 
@@ -112,3 +112,16 @@ def native(tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
 def proxy(native, tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
     """`--proxy-only` in front of the native server (a second VeloLLM as its Ollama upstream)."""
     yield from _serve(tmp_path_factory.mktemp("fuzz-proxy"), fuzz_store, "--proxy-only", "--upstream", native.url)
+
+
+@pytest.fixture(scope="session")
+def front_store(tmp_path_factory) -> FuzzStore:
+    return build_store(tmp_path_factory.mktemp("fuzz-front-store"), FRONT_ONLY)
+
+
+@pytest.fixture(scope="session")
+def front(native, tmp_path_factory, front_store) -> Iterator[FuzzTarget]:
+    """A VeloLLM with its own temporary store in front of the native server (its Ollama upstream): model
+    management goes upstream first and falls back on the own store (a name the upstream lacks)."""
+    yield from _serve(tmp_path_factory.mktemp("fuzz-front"), front_store, "--upstream", native.url,
+                      "--max-model-len", "256", "--kv-cache-memory", "16MiB", "--max-request-bytes", "1MiB")

@@ -19,6 +19,7 @@ from tests.gguf.test_ollama_store import make_store
 from tests.proxy.gguf_fixture import write_tiny_llama_gguf
 
 MODELS = ("tiny-a", "tiny-b")  # registry.ollama.ai/library/<name>:latest
+FRONT_ONLY = "solo"  # only in the store of the server in front (conftest.py): its fallback paths
 # Manifests a partial pull or a hand edit leaves: not JSON, not an object, layers of the wrong shape, a
 # missing blob. Every route must answer them with a clear error, never a 500.
 BROKEN = {"broken-json": b"{not json", "broken-list": b"[1, 2]",
@@ -70,9 +71,10 @@ class FuzzStore:
                 assert rel[0] == "manifests" and len(rel) == 5, f"{where}: stray file {rel}"
 
 
-def build_store(base: Path) -> FuzzStore:
+def build_store(base: Path, *extra: str) -> FuzzStore:
+    """The store with MODELS, BROKEN and `extra` models (tiny GGUFs each)."""
     root = base / "around" / "outer" / "models"
-    for seed, name in enumerate(MODELS):
+    for seed, name in enumerate((*MODELS, *extra)):
         gguf = write_tiny_llama_gguf(base / f"{name}.gguf", seed=seed)
         make_store(root, gguf, ("registry.ollama.ai", "library", name, "latest"))
     for name, manifest in BROKEN.items():

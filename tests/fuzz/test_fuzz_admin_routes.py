@@ -27,14 +27,17 @@ METHODS = {"/api/delete": "DELETE", "/api/copy": "POST", "/api/create": "POST", 
 ROUTES = [*METHODS, "HEAD /api/blobs", "POST /api/blobs"]
 
 
-def _fuzz(target: FuzzTarget, store: FuzzStore, route: str, examples: int) -> None:
+def _fuzz(target: FuzzTarget, store: FuzzStore, route: str, examples: int, *others: FuzzStore) -> None:
+    """`examples` requests to `route` on `target`; `store` (whose names the requests use) and `others` are
+    checked and restored after each."""
     if route.endswith("/api/blobs"):
         method = route.split()[0]
         strategy = blob_requests(store).map(lambda r: (method, r.path, r.content if method == "POST" else b""))
     else:
         method = METHODS[route]
         strategy = admin_routes(store)[route].map(lambda b: (method, route, encode(b)))
-    before = store.around()
+    stores = (store, *others)
+    before = [s.around() for s in stores]
     with httpx.Client(timeout=120) as client:
         @settings(max_examples=examples, **_SETTINGS)
         @given(strategy)
@@ -44,9 +47,11 @@ def _fuzz(target: FuzzTarget, store: FuzzStore, route: str, examples: int) -> No
             try:
                 response = client.request(method, f"{target.url}{path}", content=content, headers=headers)
                 check_admin_answer(path, method, response)
-                store.check_contained(before, f"{method} {path} {content[:300]!r}")
+                for checked, snapshot in zip(stores, before):
+                    checked.check_contained(snapshot, f"{method} {path} {content[:300]!r}")
             finally:
-                store.restore()
+                for checked in stores:
+                    checked.restore()
 
         run()
 
@@ -76,6 +81,13 @@ def test_a_server_on_another_store_stops_the_session(fuzz_store, models):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_front_admin_route(native, front, fuzz_store, front_store, route):
+    """Through a VeloLLM with its own store in front of the native one: upstream first, then its own store."""
+    _fuzz(front, fuzz_store, route, max(10, EXAMPLES // 4), front_store)
+    _healthy(front, native.url)
 
 
 RACE = [("POST", "/api/copy", {"source": "tiny-a", "destination": "race"}),
