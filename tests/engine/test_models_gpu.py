@@ -129,25 +129,26 @@ def test_cuda_fp8_kv_cache_tracks_the_bf16_cache(tiny_models):
 
 def test_a_closed_or_stopped_cuda_load_leaves_its_memory_reusable(tiny_models):
     """What a closed engine or a stopped load (load_stop) held goes back to torch's cache, not the driver:
-    nothing stays allocated, and the next load's fit check (cuda_free_bytes) counts it free again. A first identical engine sets up what torch keeps per process (cuBLAS
-    workspaces, the capture stream) outside the count."""
+    nothing stays allocated, and it is what cuda_free_bytes adds to the driver's free memory for the next
+    load's fit check. Per-process figures only (pytest-xdist runs other GPU tests beside this one). A first
+    identical engine sets up what torch keeps per process (cuBLAS workspaces, the capture stream)."""
     import gc
     import threading
 
     from velollm.engine.loader.load_stop import LoadStopped, run_stoppable
-    from velollm.engine.loader.source import cuda_free_bytes
 
     folder = tiny_models["llama"]
     margin = 8 << 20
     # 256 sequences of up to 1,024 tokens: a 64 MiB KV cache, so the engine's footprint dwarfs the margin
     make = lambda: LLMEngine(load_hf_folder(folder), EngineConfig(device="cuda", dtype="bfloat16", max_num_seqs=256,
                                                                   kv_cache_memory=64 << 20))
+    cached = lambda: torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
     warm = make()
     run_all(warm, random_prompts([9, 30]), greedy(8))
     warm.close()
     del warm
     gc.collect()
-    allocated, free = torch.cuda.memory_allocated(), cuda_free_bytes("cuda")
+    allocated = torch.cuda.memory_allocated()
     engine = make()
     run_all(engine, random_prompts([9, 30]), greedy(8))
     footprint = engine.memory_bytes()
@@ -156,13 +157,12 @@ def test_a_closed_or_stopped_cuda_load_leaves_its_memory_reusable(tiny_models):
     del engine
     gc.collect()
     assert torch.cuda.memory_allocated() - allocated < margin
-    assert cuda_free_bytes("cuda") > free - margin
+    assert cached() >= footprint  # free for this process, though mem_get_info counts it as in use
     stop = threading.Event()
     stop.set()  # the load stops at its first tensor, its weights already allocated on the device (to_empty)
     with pytest.raises(LoadStopped):
         run_stoppable(stop, make)
     assert torch.cuda.memory_allocated() - allocated < margin
-    assert cuda_free_bytes("cuda") > free - margin
 
 
 def test_an_engine_on_an_indexed_device_gives_the_same_tokens(tiny_models):
