@@ -134,6 +134,22 @@ def test_manifest_of_the_wrong_shape_is_a_load_error(tmp_path, manifest):
     assert ollama_store.list_models(tmp_path / "models") == []  # skipped by the listing
 
 
+@pytest.mark.parametrize("digest", ["../../../outside", "sha256:../../outside", "sha256-" + "0" * 63 + "/",
+                                    "/etc/passwd"])
+def test_a_manifest_digest_that_is_no_digest_never_opens_a_file(tmp_path, digest):
+    """A manifest is only a file: a hand-edited digest with `../` or an absolute path would have opened a
+    file outside blobs/ (the layers are read as params/template/system text)."""
+    outside = tmp_path / "outside"
+    outside.write_text('{"temperature": 0.1}')
+    path = tmp_path / "models/manifests/registry.ollama.ai/library/odd/latest"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.params", "digest": digest}]}))
+    with pytest.raises(ModelLoadError, match="odd:latest"):
+        resolve_model("odd", ollama_models=tmp_path / "models")
+    with pytest.raises(ModelLoadError, match="not an Ollama blob digest"):
+        ollama_store.blob_path(tmp_path / "models", digest)
+
+
 def test_store_models_without_local_gguf_are_unsupported(tmp_path):
     root = tmp_path / "models"
     config = _blob(root, json.dumps({"model_format": "gguf", "remote_host": "https://ollama.com:443",

@@ -26,7 +26,12 @@ from starlette.responses import Response
 from velollm.api.handler import AppState
 from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
-from velollm.engine.loader.ollama_store import MODEL_MEDIA, blob_path, find_manifest, parse_name
+from velollm.engine.loader.ollama_store import (
+    MODEL_MEDIA,
+    blob_path,
+    find_manifest,
+    parse_name,
+)
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.pull_answer import progress_response, wants_stream
 

@@ -113,8 +113,14 @@ class OllamaModel:
         return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in self.license_paths)
 
 
+DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)
+
+
 def blob_path(root: Path, digest: str) -> Path:
-    """Where the store keeps the blob `sha256:<hex>`: blobs/sha256-<hex>."""
+    """Where the store keeps the blob `sha256:<hex>`: blobs/sha256-<hex>. Any other digest (a manifest on
+    disk is only a file: `../` in one would reach outside blobs/) is a ModelLoadError."""
+    if not DIGEST.fullmatch(digest):
+        raise ModelLoadError(f"{json.dumps(digest)[:100]} is not an Ollama blob digest (sha256:<64 hex digits>)")
     return root / "blobs" / digest.replace(":", "-")
 
 
@@ -192,8 +198,9 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
 
 def _is_ref(ref: Any) -> bool:
     """A manifest's config or layer entry: an object whose mediaType and digest (if any) are strings and
-    whose size (if any) is a whole number."""
+    whose size (if any) is a whole number, with a digest (if any) of Ollama's form."""
     return (isinstance(ref, dict) and all(isinstance(ref.get(k, ""), str) for k in ("mediaType", "digest"))
+            and (not ref.get("digest") or DIGEST.fullmatch(ref["digest"]) is not None)
             and isinstance(ref.get("size", 0), int) and not isinstance(ref.get("size", 0), bool))
 
 

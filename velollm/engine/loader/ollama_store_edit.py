@@ -15,15 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from velollm.engine.loader.ollama_store import (NAME_MAX, OllamaName, blob_path, find_manifest, manifest_paths,
-                                               parse_name)
+from velollm.engine.loader.ollama_store import (
+    DIGEST,
+    NAME_MAX,
+    OllamaName,
+    blob_path,
+    find_manifest,
+    manifest_paths,
+    parse_name,
+)
 from velollm.errors import InvalidRequest, ModelNotFound
 
-DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
 
