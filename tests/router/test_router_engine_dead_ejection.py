@@ -18,8 +18,7 @@ import pytest
 
 from tests.proxy.proxy_servers import ThreadServer
 from tests.router.replicas import Replica, config_toml, metric, router_app
-from tests.serve_process import REPO
-from velollm.engine.async_engine import MAX_FAILED_STEPS
+from velollm.engine.step_failures import MAX_FAILED_STEPS
 
 USER = [{"role": "user", "content": "hello there"}]
 HOOKS = Path(__file__).resolve().parents[1] / "hooks"
