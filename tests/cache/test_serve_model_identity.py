@@ -158,3 +158,18 @@ def test_an_upstream_model_is_keyed_by_its_listed_digest(sqlite_server, tmp_path
         assert tags["z:latest"] != digest
     finally:
         stop_serve(proc)
+
+
+@pytest.mark.parametrize("mode", ["--proxy-only", "--no-model-prefetch"])
+def test_the_first_answer_of_an_upstream_model_is_found_by_the_second_request(sqlite_server, tmp_path, mode):
+    """Before the upstream's first listing the digest is unknown: the first request waits (bounded) for that
+    listing, so its answer is stored under the key the next request asks with (it was stored under the name
+    alone, never found again, and an identical request beside it did not wait for it)."""
+    proc, url, _, _ = start_serve(tmp_path, mode, "--upstream", sqlite_server[0], "--cache", *ENGINE,
+                                  env={"OLLAMA_MODELS": str(tmp_path / "own-store")})
+    try:
+        state, first = ask(url, "solo", "A question asked first.")
+        assert state == "miss"
+        assert ask(url, "solo", "A question asked first.") == ("hit-exact", first)
+    finally:
+        stop_serve(proc)

@@ -78,7 +78,12 @@ class ModelIdentities:
         if native is not None:
             return native
         identity = getattr(registry.upstream, "identity", None)  # optional for Upstream implementations
-        return (identity(name) or "") if identity is not None else ""
+        if identity is None:
+            return ""
+        ready = getattr(registry.upstream, "identity_ready", None)  # the first listing, awaited (bounded)
+        if ready is not None:
+            await ready()
+        return identity(name) or ""
 
     async def _on_demand(self, name: str) -> str | None:
         """The identity of the on-demand model `name` loads, None when it is not one."""

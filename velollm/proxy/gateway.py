@@ -38,6 +38,11 @@ RELIST_WAIT_S = 1.0  # --proxy-only: the longest a request waits for that listin
 # A listing older than this is fetched again in the background when the response cache asks a model's digest:
 # how long a model replaced behind VeloLLM's back (`ollama pull` on the upstream) may still answer from the cache.
 IDENTITY_LISTING_MAX_AGE_S = 10.0
+# Before the upstream's first listing, a request waits this long for it (shared by all, once per
+# IDENTITY_LISTING_MAX_AGE_S while the upstream does not answer), so that its cache key holds the digest the
+# next requests' keys hold: a first answer stored under the name alone would never be found again, and an
+# identical request beside it would not wait for it.
+IDENTITY_FIRST_LISTING_S = 2.0
 
 
 class UpstreamGateway:
@@ -49,6 +54,7 @@ class UpstreamGateway:
         self._explained: set[str] = set()
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
+        self._first_listing: tuple[float, asyncio.Future[Any]] | None = None  # (monotonic start, fetch)
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -92,6 +98,22 @@ class UpstreamGateway:
             return name
         wanted = name_key(name)
         return next((n for n in listing.names if name_key(n) == wanted), None)
+
+    async def identity_ready(self) -> None:
+        """Returns once the upstream has been listed, or after IDENTITY_FIRST_LISTING_S of the first fetch
+        (which goes on in the background); at once when a fetch failed less than IDENTITY_LISTING_MAX_AGE_S ago."""
+        if self.upstream.last_listing is not None:
+            return
+        now = time.monotonic()
+        if self._first_listing is None or (self._first_listing[1].done()
+                                           and now - self._first_listing[0] > IDENTITY_LISTING_MAX_AGE_S):
+            fetch = asyncio.ensure_future(self.upstream.list_models())
+            fetch.add_done_callback(lambda t: t.cancelled() or t.exception())  # list_models logs its failures
+            self._first_listing = (now, fetch)
+        fetch = self._first_listing[1]
+        if not fetch.done():
+            with contextlib.suppress(Exception):  # too slow or failed: the name alone keys this request
+                await asyncio.wait_for(asyncio.shield(fetch), IDENTITY_FIRST_LISTING_S)
 
     def identity(self, name: str) -> str:
         """The digest of `name` in the last listing (no request made; "" when it lists none: an OpenAI server,
