@@ -50,14 +50,14 @@ def tenant_of(authorization: str | None) -> str:
     return hashlib.sha256((authorization or "").encode()).hexdigest()[:16]
 
 
-def _text_of(content: Any) -> str | None:
-    """Plain text of a message's content; None when it holds anything but text parts."""
+def _text_of(content: Any, types: tuple[str, ...] = ("text",), sep: str = "\n") -> str | None:
+    """Plain text of a message's content (its `types` parts joined by `sep`); None when it holds anything else."""
     if isinstance(content, str):
         return content
     if isinstance(content, list) and content:
-        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") in types]
         if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return "\n".join(texts)
+            return sep.join(texts)
     return None
 
 
@@ -76,16 +76,7 @@ def _split_messages(body: dict[str, Any]) -> tuple[Any, str | None]:
     return [*messages[:-1], rest], query
 
 
-def _item_text(content: Any) -> str | None:
-    """A Responses message's text as the model reads it (parts joined); None when it holds more than text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and content:
-        texts = [p.get("text") for p in content
-                 if isinstance(p, dict) and p.get("type") in ("input_text", "output_text", "text")]
-        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return "".join(texts)
-    return None
+RESPONSE_TEXT_PARTS = ("input_text", "output_text", "text")
 
 
 def _response_items(value: Any) -> Any:
@@ -96,7 +87,7 @@ def _response_items(value: Any) -> Any:
     out = []
     for item in items:
         if isinstance(item, dict) and item.get("type", "message") == "message":
-            text = _item_text(item.get("content"))
+            text = _text_of(item.get("content"), RESPONSE_TEXT_PARTS, "")  # parts joined as the model reads them
             item = {**item, "type": "message", **({"content": text} if text is not None else {})}
         out.append(_given(item) if isinstance(item, dict) else item)
     return out

@@ -54,7 +54,7 @@ class UpstreamGateway:
         self._explained: set[str] = set()
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
-        self._first_listing: tuple[float, asyncio.Future[Any]] | None = None  # (monotonic start, fetch)
+        self._identity_listing: asyncio.Future[Any] | None = None  # that fetch
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -99,19 +99,23 @@ class UpstreamGateway:
         wanted = name_key(name)
         return next((n for n in listing.names if name_key(n) == wanted), None)
 
+    def _identity_fetch(self) -> asyncio.Future[Any] | None:
+        """The listing fetch made for identities, while it runs: started when the last listing is missing or
+        older than IDENTITY_LISTING_MAX_AGE_S, at most once per that time (bounded: an upstream may be down)."""
+        listing = self.upstream.last_listing
+        now = time.monotonic()
+        stale = listing is None or time.time() - listing.fetched_at > IDENTITY_LISTING_MAX_AGE_S
+        if stale and now - self._identity_relisted_at > IDENTITY_LISTING_MAX_AGE_S:
+            self._identity_relisted_at = now
+            self._identity_listing = asyncio.ensure_future(self.upstream.list_models())
+            self._identity_listing.add_done_callback(lambda t: t.cancelled() or t.exception())  # it logs failures
+        fetch = self._identity_listing
+        return fetch if fetch is not None and not fetch.done() else None
+
     async def identity_ready(self) -> None:
         """Returns once the upstream has been listed, or after IDENTITY_FIRST_LISTING_S of the first fetch
         (which goes on in the background); at once when a fetch failed less than IDENTITY_LISTING_MAX_AGE_S ago."""
-        if self.upstream.last_listing is not None:
-            return
-        now = time.monotonic()
-        if self._first_listing is None or (self._first_listing[1].done()
-                                           and now - self._first_listing[0] > IDENTITY_LISTING_MAX_AGE_S):
-            fetch = asyncio.ensure_future(self.upstream.list_models())
-            fetch.add_done_callback(lambda t: t.cancelled() or t.exception())  # list_models logs its failures
-            self._first_listing = (now, fetch)
-        fetch = self._first_listing[1]
-        if not fetch.done():
+        if self.upstream.last_listing is None and (fetch := self._identity_fetch()) is not None:
             with contextlib.suppress(Exception):  # too slow or failed: the name alone keys this request
                 await asyncio.wait_for(asyncio.shield(fetch), IDENTITY_FIRST_LISTING_S)
 
@@ -119,12 +123,8 @@ class UpstreamGateway:
         """The digest of `name` in the last listing (no request made; "" when it lists none: an OpenAI server,
         or a name it does not list). A listing older than IDENTITY_LISTING_MAX_AGE_S is fetched again in
         the background, for the requests that follow."""
+        self._identity_fetch()
         listing = self.upstream.last_listing
-        now = time.monotonic()
-        stale = listing is None or time.time() - listing.fetched_at > IDENTITY_LISTING_MAX_AGE_S
-        if stale and now - self._identity_relisted_at > IDENTITY_LISTING_MAX_AGE_S:  # bounded: an upstream may be down
-            self._identity_relisted_at = now
-            self.upstream.relist_soon()
         return listing.digest(name) if listing is not None else ""
 
     async def relist_after(self, response: Response) -> None:

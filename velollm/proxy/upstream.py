@@ -320,13 +320,6 @@ class Upstream:
             logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
             return self._listing
 
-    def relist_soon(self) -> None:
-        """Fetches the model list in the background, unless a fetch is running already (never raises)."""
-        if self._listing_task is not None and not self._listing_task.done():
-            return
-        task = asyncio.ensure_future(self.list_models())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # list_models logs its failures
-
     async def _fetch_listing(self) -> UpstreamListing:
         kind = await self.kind()
         path = "/api/tags" if kind == "ollama" else "/v1/models"
