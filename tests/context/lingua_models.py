@@ -44,8 +44,20 @@ def bert_folder(root: Path, seed: int = 0) -> Path:
 def xlmr_folder(root: Path, seed: int = 0) -> Path:
     """XLMRobertaForTokenClassification with a small Unigram (SentencePiece-style) tokenizer trained here."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForTokenClassification
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        PreTrainedTokenizerFast,
+        XLMRobertaConfig,
+        XLMRobertaForTokenClassification,
+    )
 
     out = root / XLMR_NAME
     if (out / "model.safetensors").is_file():

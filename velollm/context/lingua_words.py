@@ -28,13 +28,13 @@ class WordRules:
             raise ValueError(f"family must be bert or xlm-roberta, got {self.family!r}")
 
     def pure(self, token: str) -> str:
-        # str.lstrip takes a set of characters: "###" loses all three, as in LLMLingua.
-        return token.lstrip("##") if self.family == "bert" else token.lstrip("▁")
+        # LLMLingua strips with lstrip("##"), a set of characters: every leading "#" goes ("#" too).
+        return token.lstrip("#") if self.family == "bert" else token.lstrip("▁")
 
     def begins_word(self, token: str) -> bool:
         stand_ins = set(self.token_map.values())
         if self.family == "bert":
-            bare = token.lstrip("##")
+            bare = token.lstrip("#")
             return bare in self.force_tokens or bare in stand_ins or not token.startswith("##")
         return token in string.punctuation or token in self.force_tokens or token in stand_ins \
             or token.startswith("▁")
