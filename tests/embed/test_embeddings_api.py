@@ -168,6 +168,28 @@ def test_generation_model_has_no_embeddings(front: str):
     assert r.status_code == 400 and "does not support embeddings" in r.json()["error"]["message"]
 
 
+def test_embedding_model_does_not_generate(native: str):
+    """Chat, completions, Responses and Ollama generate/chat on an embedding model were 500s (its
+    engine has no chat template nor tokenizer encode); Ollama answers 400 '"M" does not support chat'."""
+    import ollama
+    import openai
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match='"minilm" does not support chat') as err:
+        client.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError, match="does not support completions"):
+        client.completions.create(model="minilm", prompt="hi")
+    with pytest.raises(openai.BadRequestError, match="does not support responses"):
+        client.responses.create(model="minilm", input="hi")
+    with pytest.raises(ollama.ResponseError, match="does not support generate") as oerr:
+        ollama.Client(host=native).generate(model="all-minilm", prompt="hi")
+    assert oerr.value.status_code == 400
+    with pytest.raises(ollama.ResponseError, match="does not support chat"):
+        ollama.Client(host=native).chat(model="minilm", messages=[{"role": "user", "content": "hi"}])
+    assert client.embeddings.create(model="minilm", input="still serving").data
+
+
 def test_models_the_front_lacks_are_proxied(front: str, expected: np.ndarray):
     import ollama
     import openai

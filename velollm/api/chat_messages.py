@@ -72,6 +72,16 @@ def normalize_messages(raw: Any, param: str = "messages") -> list[dict[str, Any]
     return messages
 
 
+def developer_as_system(messages: list[dict[str, Any]], chat_template: Any) -> list[dict[str, Any]]:
+    """OpenAI's `developer` messages (what newer clients send for system instructions) as `system` ones,
+    unless the model's template names a developer role: most templates know none and raise on it or
+    drop it. /v1/responses maps it so too (velollm/responses/items.py)."""
+    templates = chat_template.values() if isinstance(chat_template, Mapping) else [chat_template or ""]
+    if any("developer" in str(t) for t in templates):
+        return messages
+    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
+
+
 def apply_template(render: Callable[..., T], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> T:
     """`render(messages, **kwargs)` (a tokenizer's chat template, a ToolSession's prompt) with the model's
     template errors ("roles must alternate", ...) as a 400 naming `messages`."""

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.drain import Drain
 from velollm.api.lease import EngineLease
-from velollm.api.targets import UpstreamTarget
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
-from velollm.errors import EngineDead, ModelNotFound, Overloaded, ServeLocally
+from velollm.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, ServeLocally
 from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json, take_handed
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from velollm.complexity import ComplexityRouter, RouteDecision
 
 logger = logging.getLogger(__name__)
+
+# What an embedding model cannot do, by endpoint: `"NAME" does not support chat` (Ollama's 400).
+_GENERATES = {"/v1/chat/completions": "chat", "/api/chat": "chat", "/v1/completions": "completions",
+              "/api/generate": "generate", "/v1/responses": "responses"}
 
 
 @dataclass
@@ -133,7 +137,17 @@ async def route(request: "Request", state: AppState, call: Call, name: str, keep
 
     The virtual model of [routing] (with `body` given) first picks a model from the body's features;
     `body["model"]` then names the chosen model, so that parsing, forwarding and the answer report it.
+    A native embedding model asked to generate is a 400 (it has no tokenizer template nor LM head).
     """
+    target = await _route(request, state, call, name, keep_alive, body)
+    what = _GENERATES.get(call.endpoint)
+    if what and isinstance(target, NativeTarget) and getattr(target.model.engine, "is_embedding", False):
+        raise InvalidRequest(f'"{target.model.name}" does not support {what}', param="model")
+    return target
+
+
+async def _route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any,
+                 body: dict[str, Any] | None) -> "Target":
     call.model = name
     router = state.router
     if router is not None and body is not None and router.handles(name):

@@ -12,7 +12,7 @@ from typing import Any
 
 from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.chat_messages import apply_template
+from velollm.api.chat_messages import apply_template, developer_as_system
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest
@@ -63,7 +63,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
         tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
                           metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
         params = tools.params(req.params)
-    fitted = await fit_chat(state, served, req.messages, chat_renderer(tokenizer, tools, template_kwargs),
+    messages = developer_as_system(req.messages, getattr(tokenizer, "chat_template", None))
+    fitted = await fit_chat(state, served, messages, chat_renderer(tokenizer, tools, template_kwargs),
                             api="openai", requested=req.context_overflow, context_len=engine.max_model_len,
                             max_tokens=params.max_tokens)
     if tools is not None:

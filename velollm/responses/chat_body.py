@@ -42,8 +42,8 @@ def chat_body(req: ResponsesRequest, messages: Sequence[dict[str, Any]], stream:
                 "top_p": req.top_p, "reasoning_effort": req.reasoning_effort, "user": req.user,
                 "response_format": _response_format(req.text_format)}
     body.update({k: v for k, v in optional.items() if v is not None})
-    if req.top_logprobs:
-        body.update(logprobs=True, top_logprobs=req.top_logprobs)
+    if req.logprobs or req.top_logprobs:
+        body.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
     if req.tools:
         body["tools"] = [_tool(t) for t in req.tools]
         choice = req.tool_choice

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from velollm.responses.items import function_call_item, message_item, new_id, reasoning_item
+from velollm.responses.items import function_call_item, message_item, new_id, reasoning_item, text_logprobs
 from velollm.responses.response_object import ResponseShell, usage_from_chat
 
 
@@ -25,6 +25,14 @@ def sse_frame(event: Mapping[str, Any]) -> bytes:
 class _OpenItem:
     def __init__(self, index: int, item: dict[str, Any]) -> None:
         self.index, self.item, self.text = index, item, ""
+        self.logprobs: list[dict[str, Any]] = []  # output_text logprobs (a message item's)
+
+
+def _delta_logprobs(logprobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Logprobs as the text delta/done events carry them (no bytes)."""
+    return [{"token": e["token"], "logprob": e["logprob"],
+             "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in e["top_logprobs"]]}
+            for e in logprobs]
 
 
 class ResponseEventStream:
@@ -36,6 +44,9 @@ class ResponseEventStream:
         self._seq = 0
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
+        # Chat logprobs not yet given to a text delta (a token may come before its text does); all of an
+        # answer's logprobs go to its message text, as a whole chat completion's do (ResponseShell).
+        self._logprobs: list[dict[str, Any]] = []
         self.response: dict[str, Any] = shell.build("in_progress")
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -56,6 +67,7 @@ class ResponseEventStream:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            self._logprobs += text_logprobs(choice.get("logprobs"))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
                 events += self._text("reasoning", reasoning)
@@ -86,7 +98,11 @@ class ResponseEventStream:
         assert current is not None
         current.text += text
         name = "response.output_text.delta" if kind == "message" else "response.reasoning_text.delta"
-        extra = {"logprobs": []} if kind == "message" else {}
+        extra = {}
+        if kind == "message":
+            logprobs, self._logprobs = self._logprobs, []
+            current.logprobs += logprobs
+            extra = {"logprobs": _delta_logprobs(logprobs)}
         events.append(self._event(name, item_id=current.item["id"], output_index=current.index, content_index=0,
                                   delta=text, **extra))
         return events
@@ -119,10 +135,16 @@ class ResponseEventStream:
             events.append(self._event("response.function_call_arguments.done", **ids, name=item["name"],
                                       arguments=item["arguments"]))
         else:
-            part = (message_item if item["type"] == "message" else reasoning_item)(current.text)["content"][0]
+            extra: dict[str, Any] = {}
+            if item["type"] == "message":
+                current.logprobs += self._logprobs  # tokens whose text came with an earlier delta or none
+                self._logprobs = []
+                part = message_item(current.text, logprobs=current.logprobs)["content"][0]
+                extra = {"logprobs": _delta_logprobs(current.logprobs)}
+            else:
+                part = reasoning_item(current.text)["content"][0]
             item["content"] = [part]
             kind = "output_text" if item["type"] == "message" else "reasoning_text"
-            extra = {"logprobs": []} if kind == "output_text" else {}
             events.append(self._event(f"response.{kind}.done", **ids, content_index=0, text=current.text, **extra))
             events.append(self._event("response.content_part.done", **ids, content_index=0, part=part))
         events.append(self._event("response.output_item.done", output_index=current.index, item=dict(item)))

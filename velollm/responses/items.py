@@ -100,9 +100,23 @@ def reasoning_item(text: str, status: str = "completed") -> dict[str, Any]:
             "content": [{"type": "reasoning_text", "text": text}], "status": status}
 
 
-def message_item(text: str, status: str = "completed") -> dict[str, Any]:
+def message_item(text: str, status: str = "completed", logprobs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     return {"type": "message", "id": new_id("msg"), "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": list(logprobs)}]}
+
+
+def _logprob(entry: Mapping[str, Any]) -> dict[str, Any]:
+    token = str(entry.get("token", ""))
+    raw = entry.get("bytes")
+    return {"token": token, "bytes": list(raw) if raw is not None else list(token.encode()),
+            "logprob": float(entry.get("logprob", 0.0))}
+
+
+def text_logprobs(chat_logprobs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A chat choice's `logprobs` (`{"content": [...]}`) as output_text logprobs: token, bytes, logprob and
+    the `top_logprobs` alternatives, as chat has them."""
+    entries = (chat_logprobs or {}).get("content") or []
+    return [{**_logprob(e), "top_logprobs": [_logprob(t) for t in e.get("top_logprobs") or []]} for e in entries]
 
 
 def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
@@ -110,14 +124,16 @@ def function_call_item(call_id: str, name: str, arguments: str, status: str = "c
             "arguments": arguments, "status": status}
 
 
-def output_items(message: Mapping[str, Any], status: str = "completed") -> list[dict[str, Any]]:
-    """A chat completion's message as output items: reasoning, then text, then function calls."""
+def output_items(message: Mapping[str, Any], status: str = "completed",
+                 logprobs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """A chat completion's message as output items: reasoning, then text (with `logprobs`, from
+    text_logprobs), then function calls."""
     items = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
         items.append(reasoning_item(reasoning, status))
     if message.get("content"):
-        items.append(message_item(message["content"], status))
+        items.append(message_item(message["content"], status, logprobs))
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         arguments = fn.get("arguments")

@@ -30,17 +30,21 @@ def replay_chunks(response: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     num_calls = 0
     for item in response.get("output") or []:
         kind = item.get("type")
+        logprobs = None
         if kind == "reasoning":
             delta: dict[str, Any] = {"reasoning_content": _text(item)}
         elif kind == "message":
             delta = {"content": _text(item)}
+            # output_text logprobs have chat's fields (token, bytes, logprob, top_logprobs)
+            logprobs = {"content": [lp for p in item.get("content") or [] if isinstance(p, dict)
+                                    for lp in p.get("logprobs") or []]}
         elif kind == "function_call":
             call = {"index": num_calls, "id": new_id("call"), "type": "function",
                     "function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}}
             delta, num_calls = {"tool_calls": [call]}, num_calls + 1
         else:
             continue
-        yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield {"choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}]}
     finish = "length" if response.get("status") == "incomplete" else ("tool_calls" if num_calls else "stop")
     yield {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
     usage = _cached_usage(response.get("usage"))

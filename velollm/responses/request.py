@@ -17,6 +17,10 @@ _UNSUPPORTED = {
 }
 
 
+# The `include` value that asks for the output text's logprobs (`top_logprobs` alternatives each).
+LOGPROBS = "message.output_text.logprobs"
+
+
 @dataclass(frozen=True)
 class ResponsesRequest:
     model: str
@@ -37,6 +41,7 @@ class ResponsesRequest:
     user: str | None = None
     truncation: str = "disabled"
     top_logprobs: int | None = None
+    logprobs: bool = False  # include has "message.output_text.logprobs"
     extra: dict[str, Any] = field(default_factory=dict)  # sampling extras passed on to chat (seed, stop...)
 
 
@@ -107,6 +112,14 @@ def _text_format(body: Mapping[str, Any]) -> dict[str, Any]:
     return dict(fmt)
 
 
+def _include(body: Mapping[str, Any]) -> list[str]:
+    include = _typed(body, "include", list, "an array") or []
+    for i, value in enumerate(include):
+        if not isinstance(value, str):
+            raise _bad(f"include[{i}]", f"expected a string, got {type(value).__name__}")
+    return include
+
+
 def _int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> int | None:
     value = _typed(body, name, int, "an integer")
     if value is not None and (value < lo or (hi is not None and value > hi)):
@@ -156,5 +169,6 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         user=_typed(body, "user", str, "a string"),
         truncation=truncation,
         top_logprobs=_int(body, "top_logprobs", 0, 20),
+        logprobs=LOGPROBS in _include(body),
         extra={k: v for k, v in body.items() if k not in known},
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.responses.items import new_id, output_items
+from velollm.responses.items import new_id, output_items, text_logprobs
 from velollm.responses.request import ResponsesRequest
 
 
@@ -59,5 +59,5 @@ class ResponseShell:
         choice = (completion.get("choices") or [{}])[0]
         finish = choice.get("finish_reason")
         status, reason = ("incomplete", "max_output_tokens") if finish == "length" else ("completed", None)
-        items = output_items(choice.get("message") or {}, status)
+        items = output_items(choice.get("message") or {}, status, text_logprobs(choice.get("logprobs")))
         return self.build(status, items, usage_from_chat(completion.get("usage")), incomplete_reason=reason)

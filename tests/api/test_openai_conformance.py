@@ -1,0 +1,54 @@
+"""OpenAI API details found by driving `velollm serve demo` with the openai SDK as a user would
+(each test names what was wrong before)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+
+def oai(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_developer_role_is_system_for_templates_without_it(live_server):
+    """`developer` (what newer OpenAI clients send for instructions) was a 400 'chat template rejected
+    the conversation: unsupported role: developer' on the demo model, whose template has no such role."""
+    client = oai(live_server)
+    kw = dict(model="demo", max_tokens=3, temperature=0, extra_body={"ignore_eos": True})
+    dev = client.chat.completions.create(messages=[{"role": "developer", "content": "Be terse."},
+                                                   {"role": "user", "content": "hi"}], **kw)
+    sys = client.chat.completions.create(messages=[{"role": "system", "content": "Be terse."},
+                                                   {"role": "user", "content": "hi"}], **kw)
+    assert dev.usage.prompt_tokens == sys.usage.prompt_tokens
+    assert dev.choices[0].message.content == sys.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="role"):
+        client.chat.completions.create(messages=[{"role": "bogus", "content": "x"}], **kw)
+
+
+def test_responses_logprobs_when_included(live_server):
+    """`include=["message.output_text.logprobs"]` with `top_logprobs` gave `logprobs: []` in the output
+    text and its stream events (computed for the chat underneath, then dropped)."""
+    client = oai(live_server)
+    kw = dict(model="demo", input="hello", max_output_tokens=6, temperature=0, top_logprobs=2,
+              include=["message.output_text.logprobs"], extra_body={"ignore_eos": True})
+    whole = client.responses.create(**kw)
+    logprobs = whole.output[0].content[0].logprobs
+    assert len(logprobs) == 6 and all(len(lp.top_logprobs) == 2 for lp in logprobs)
+    assert "".join(lp.token for lp in logprobs) == whole.output_text
+    chat = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hello"}], max_tokens=6,
+                                          temperature=0, logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True})
+    assert [lp.logprob for lp in logprobs] == pytest.approx([e.logprob for e in chat.choices[0].logprobs.content])
+    deltas, done, final = [], None, None
+    with client.responses.stream(**kw) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas += event.logprobs
+            elif event.type == "response.output_text.done":
+                done = event.logprobs
+            elif event.type == "response.incomplete":
+                final = event.response
+    assert [d.token for d in deltas] == [d.token for d in done] == [lp.token for lp in logprobs]
+    assert [lp.token for lp in final.output[0].content[0].logprobs] == [lp.token for lp in logprobs]
+    plain = client.responses.create(model="demo", input="hello", max_output_tokens=3)
+    assert plain.output[0].content[0].logprobs == []
