@@ -44,6 +44,7 @@ class ChatCompletionRequest:
     top_logprobs: int = 0
     tool_config: ToolConfig = field(default_factory=ToolConfig)
     add_generation_prompt: bool = True
+    continue_final_message: bool = False  # vLLM's assistant prefill: the last (assistant) message goes on
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     think: ThinkSetting = field(default_factory=ThinkSetting)  # reasoning_effort / enable_thinking
     include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
@@ -195,10 +196,16 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if "chat_template" in template_kwargs or f.has("chat_template"):
         # A template is code the server runs; like vLLM's default, requests may not bring their own.
         raise f.bad("chat_template", "cannot be set per request")
+    continue_final = f.bool("continue_final_message", False)
+    add_generation_prompt = f.bool("add_generation_prompt", not continue_final)
+    if continue_final and add_generation_prompt:
+        raise f.bad("continue_final_message", "cannot be true together with add_generation_prompt")
+    if continue_final and (messages[-1]["role"] != "assistant" or not messages[-1]["content"]):
+        raise f.bad("continue_final_message", "needs a final assistant message with content to continue")
     return ChatCompletionRequest(
         model=model, messages=messages, params=params, stream=_stream_config(f), logprobs=logprobs,
         top_logprobs=top_logprobs, tool_config=tool_config,
-        add_generation_prompt=f.bool("add_generation_prompt", True),
+        add_generation_prompt=add_generation_prompt, continue_final_message=continue_final,
         chat_template_kwargs=template_kwargs,
         think=ThinkSetting.from_openai(f.raw("reasoning_effort"), template_kwargs),
         include_reasoning=f.bool("include_reasoning", True),
