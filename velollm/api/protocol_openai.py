@@ -181,9 +181,23 @@ def _model(f: Fields) -> str:
     return model
 
 
+def _refuse_unhonoured(f: Fields) -> None:
+    """Chat fields a native model cannot honour: a 400 rather than an answer without what was asked."""
+    if f.raw("functions"):
+        raise f.bad("functions", "(deprecated by OpenAI) is not supported: send them as tools "
+                                 "([{'type': 'function', 'function': ...}])")
+    if f.raw("function_call") not in (None, "none", "auto"):
+        raise f.bad("function_call", "(deprecated by OpenAI) is not supported: use tool_choice")
+    modalities = f.raw("modalities", [])
+    wants_audio = isinstance(modalities, list) and "audio" in modalities
+    if wants_audio or f.has("audio"):
+        raise f.bad("modalities" if wants_audio else "audio", "asks for audio output, which is not supported: text only")
+
+
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
     f = Fields(body)
     model = _model(f)
+    _refuse_unhonoured(f)
     messages = normalize_messages(body.get("messages"))
     max_tokens = f.int("max_completion_tokens", None) if f.has("max_completion_tokens") else f.int("max_tokens", None)
     logprobs = f.bool("logprobs", False)
