@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from velollm.wire.errors import APIError, ollama_error_body, openai_error_body, send_error
+from velollm.wire.errors import APIError, ollama_stream_error, openai_error_body, send_error
 from velollm.wire.framing import SSE_DONE, dumps_bytes, ndjson_line, sse_event
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _ending(flight: _Flight) -> bytes:
             return lead + b"event: error\ndata: " + dumps_bytes(event) + b"\n\n"
         return lead + sse_event(openai_error_body(err)) + SSE_DONE
     if flight.content_type.startswith("application/x-ndjson"):
-        return lead[:1] + ndjson_line(ollama_error_body(err))
+        return lead[:1] + ndjson_line(ollama_stream_error(err))
     return b""
 
 

@@ -38,7 +38,7 @@ from velollm.api.tool_calls import ToolCalls
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
-from velollm.wire.errors import ollama_error_body, to_api_error
+from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.streaming import streaming_response
 from velollm.wire.ollama_answer import ollama_answer
@@ -205,7 +205,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
         except Exception as exc:  # output already started: one more line with the error, status stays 200
             err = to_api_error(exc)
             status = err.status
-            yield ndjson_line(ollama_error_body(err))
+            yield ndjson_line(ollama_stream_error(err))
     finally:
         await gen.aclose()
         observe(state, call, gen.choices[:1], status)

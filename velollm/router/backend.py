@@ -14,6 +14,7 @@ import httpx
 from velollm.proxy.gateway import UpstreamGateway
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamListing, UpstreamTimeout, UpstreamUnavailable
 from velollm.router.config import BackendConfig, RouterConfig
+from velollm.router.engine_death_watch import EngineDeathWatch
 from velollm.router.health import Health
 from velollm.router.queue import BackendQueue
 from velollm.wire.errors import ERROR_CODE_HEADER
@@ -42,12 +43,22 @@ class WatchedUpstream(Upstream):
         return response
 
     async def iter_raw(self, response: httpx.Response) -> Any:
+        """The body as it arrives; a 200 stream that the backend ends because its engine died (the 503 went out as
+        a 200 already: an engine_dead error in the stream, engine_death_watch.py) ejects it as the 503 would."""
+        watch = EngineDeathWatch() if response.status_code == 200 else None
         try:
             async for chunk in super().iter_raw(response):
+                if watch is not None and watch.feed(chunk):
+                    self._stream_died(response)
                 yield chunk
         except UpstreamUnavailable as exc:
             self.backend.transport_failed(exc, before_first_byte=False)
             raise
+        if watch is not None and watch.finish():
+            self._stream_died(response)
+
+    def _stream_died(self, response: httpx.Response) -> None:
+        self.backend.engine_died(f"a stream of {response.request.method} {response.request.url.path}", stream=True)
 
 
 class Backend:
@@ -146,12 +157,15 @@ class Backend:
         # Refused / reset before an answer: the server is gone. A slow answer or a broken stream counts.
         self.health.failure(exc.reason, unreachable=before_first_byte and not timeout)
 
-    def engine_died(self, request: str) -> None:
-        """The backend (a VeloLLM) answered 503 engine_dead: an engine of its died, and every request it takes
-        fails until it is restarted (or, for a model loaded on demand, reloaded), so it is ejected at once, as an
-        unreachable one. Its other 503s (overloaded, shutting_down) are a busy server's: not counted."""
-        self.errors["status"] += 1
-        self.health.failure(f"{request} answered 503 engine_dead (an engine of it died)", unreachable=True)
+    def engine_died(self, request: str, *, stream: bool = False) -> None:
+        """The backend (a VeloLLM) answered 503 engine_dead, or ended a `stream` with that error: an engine of its
+        died, and every request it takes fails until it is restarted (or, for a model loaded on demand, reloaded),
+        so it is ejected at once, as an unreachable one. Its other 503s (overloaded, shutting_down) are a busy
+        server's: not counted. The whole backend goes, not only the model whose engine died: its /health, which
+        re-admits it, is 503 while any of its engines is dead (README, Health)."""
+        self.errors["stream" if stream else "status"] += 1
+        what = "ended with engine_dead" if stream else "answered 503 engine_dead"
+        self.health.failure(f"{request} {what} (an engine of it died)", unreachable=True)
 
     def answered(self, status: int) -> None:
         """A request's answer status (before its body): 5xx count toward ejection (503 = busy: not)."""

@@ -94,6 +94,14 @@ def ollama_error_body(err: APIError) -> dict[str, Any]:
     return {"error": err.message}
 
 
+def ollama_stream_error(err: APIError) -> dict[str, Any]:
+    """The line that ends an Ollama stream whose 200 already went out: Ollama's `{"error"}`, plus the code when
+    there is one (engine_dead, shutting_down): the x-velollm-error header cannot say it any more, and a router in
+    front ejects a backend whose engine died by it (velollm/router/engine_death_watch.py). Ollama's clients read
+    only `error`."""
+    return {"error": err.message, **({"code": err.code} if err.code else {})}
+
+
 def error_body(api: Api, err: APIError) -> dict[str, Any]:
     return openai_error_body(err) if api == "openai" else ollama_error_body(err)
 
