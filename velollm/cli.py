@@ -35,8 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, except that a subcommand with `words` set (run's prompt) takes the words that follow
+    its options too: `velollm run demo --verbose why is the sky blue`, as Ollama's CLI reads it."""
+    args, extra = parser.parse_known_args(argv)
+    words = getattr(args, "words", None)
+    unknown = extra if words is None else [e for e in extra if e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        getattr(args, words).extend(extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args) or 0)
 

@@ -52,3 +52,43 @@ def test_responses_logprobs_when_included(live_server):
     assert [lp.token for lp in final.output[0].content[0].logprobs] == [lp.token for lp in logprobs]
     plain = client.responses.create(model="demo", input="hello", max_output_tokens=3)
     assert plain.output[0].content[0].logprobs == []
+
+
+def test_continue_final_message_prefills_the_assistant(live_server):
+    """vLLM's `continue_final_message` (assistant prefill) was silently ignored: the final assistant
+    message was closed with end-of-turn and a new turn generated. The continued prompt is the rendered
+    chat cut after the prefill, so greedy decoding equals /v1/completions of that text."""
+    client = oai(live_server)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The lighthouse"}]
+    kw = dict(model="demo", max_tokens=8, temperature=0)
+    continued = client.chat.completions.create(messages=turns, **kw,
+                                               extra_body={"ignore_eos": True, "continue_final_message": True})
+    prompt = ("<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"  # the tokenizer adds BOS
+              "<|start_header_id|>assistant<|end_header_id|>\n\nThe lighthouse")
+    plain = client.completions.create(prompt=prompt, **kw, extra_body={"ignore_eos": True})
+    assert continued.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert continued.choices[0].message.content == plain.choices[0].text
+    new_turn = client.chat.completions.create(messages=turns, **kw, extra_body={"ignore_eos": True})
+    assert new_turn.usage.prompt_tokens > continued.usage.prompt_tokens  # eot + a new assistant header
+    with pytest.raises(openai.BadRequestError, match="add_generation_prompt"):
+        client.chat.completions.create(messages=turns, **kw, extra_body={"continue_final_message": True,
+                                                                         "add_generation_prompt": True})
+    with pytest.raises(openai.BadRequestError, match="final assistant message") as err:
+        client.chat.completions.create(messages=turns[:1], **kw, extra_body={"continue_final_message": True})
+    assert err.value.body["param"] == "continue_final_message"
+
+
+def test_legacy_functions_and_audio_output_are_refused(live_server):
+    """`functions` / `function_call` and audio output were silently ignored (a plain text answer came back)."""
+    client = oai(live_server)
+    kw = dict(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    fn = {"name": "f", "parameters": {"type": "object", "properties": {}}}
+    with pytest.raises(openai.BadRequestError, match="tools") as err:
+        client.chat.completions.create(**kw, functions=[fn])
+    assert err.value.body["param"] == "functions"
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        client.chat.completions.create(**kw, function_call={"name": "f"})
+    with pytest.raises(openai.BadRequestError, match="audio") as err:
+        client.chat.completions.create(**kw, modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
+    assert err.value.body["param"] == "modalities"
+    assert client.chat.completions.create(**kw, modalities=["text"], function_call="auto").choices

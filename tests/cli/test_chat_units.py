@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from velollm.commands.chat_render import DIM, RESET, AnswerWriter, timings
+from velollm.commands.chat_render import DIM, RESET, AnswerWriter, go_duration, timings
 from velollm.commands.chat_session import parse_value, read_message
 
 
@@ -67,3 +67,9 @@ def test_timings():
                     "eval_count": 20, "eval_duration": 1_000_000_000})
     assert "prompt eval rate:     20.00 tokens/s" in text and "eval rate:            20.00 tokens/s" in text
     assert "eval count:           20 token(s)" in text
+    assert "total duration:       2s" in text and "load duration" not in text  # Ollama omits a zero line
+
+
+def test_go_durations():
+    assert [go_duration(n) for n in (0, 5, 1_500, 7_017_324, 1_500_000_000, 123_250_000_000, 3_600_000_000_000)] == \
+        ["0s", "5ns", "1.5\u00b5s", "7.017324ms", "1.5s", "2m3.25s", "1h0m0s"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from velollm.commands.client import server_url
 from velollm.commands.ps import human_bytes, processor, until
@@ -12,17 +13,25 @@ from .conftest import velollm
 
 
 def test_one_shot_prompt_and_pipe(live, tmp_path):
-    out = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "hello", "there")
+    # flags between the model and the prompt, as `ollama run demo --verbose why is the sky blue` takes them
+    out = velollm(live, tmp_path, "run", "demo", "--verbose", "-o", "num_predict=8", "hello", "there")
     assert out.returncode == 0, out.stderr
-    assert "prompt eval count" in out.stdout and ">>>" not in out.stdout
-    assert 1 <= int(out.stdout.split("\neval count:")[1].split()[0]) <= 8  # the option reached the server
+    # the answer on stdout, Ollama's timing lines on stderr (`> answer.txt` keeps only the answer)
+    assert "prompt eval count" in out.stderr and "eval count" not in out.stdout and out.stdout.strip()
+    assert ">>>" not in out.stdout
+    assert 1 <= int(out.stderr.split("\neval count:")[1].split()[0]) <= 8  # the option reached the server
+    assert re.search(r"^total duration: +[0-9.]+(ms|s|\u00b5s)$", out.stderr, re.MULTILINE)  # Go's duration format
     piped = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", stdin="hello there")
     assert piped.returncode == 0, piped.stderr
     # the same message either way: the same prompt token count
-    count = [line for line in out.stdout.splitlines() if "prompt eval count" in line]
-    assert count == [line for line in piped.stdout.splitlines() if "prompt eval count" in line]
+    count = [line for line in out.stderr.splitlines() if "prompt eval count" in line]
+    assert count == [line for line in piped.stderr.splitlines() if "prompt eval count" in line]
     both = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "there", stdin="hello")
-    assert both.returncode == 0 and [line for line in both.stdout.splitlines() if "prompt eval count" in line] != count
+    assert both.returncode == 0 and [line for line in both.stderr.splitlines() if "prompt eval count" in line] != count
+    mixed = velollm(live, tmp_path, "run", "demo", "hello", "--verbose", "there", "-o", "num_predict=8")
+    assert [line for line in mixed.stderr.splitlines() if "prompt eval count" in line] == count
+    unknown = velollm(live, tmp_path, "run", "demo", "--bogus", "hi")
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
 
 
 def test_run_unknown_model(live, tmp_path):
@@ -39,7 +48,7 @@ def test_run_in_process_when_no_server_answers(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"no server answers at {url}: running demo in this process" in out.stderr
     assert "loading" in out.stderr and "tensors" in out.stderr and "MB/s" in out.stderr  # the load progress
-    assert "prompt eval count" in out.stdout
+    assert "prompt eval count" in out.stderr
 
 
 def test_ps_show_stop(live, tmp_path):
@@ -82,3 +91,27 @@ def test_formatting():
     assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
     assert until("2026-01-01T01:00:00.000000Z", now) == "1 hour from now"
     assert until("2025-12-31T00:00:00Z", now) == "Stopping..." and until("2318-01-01T00:00:00Z", now) == "Forever"
+
+
+def test_ps_piped_keeps_long_names_and_quoted_host(live, tmp_path):
+    import httpx
+
+    modelfile = httpx.post(f"{live}/api/show", json={"model": "demo"}, timeout=60).json()["modelfile"]
+    path = next(line[5:] for line in modelfile.splitlines() if line.startswith("FROM /"))  # the demo's folder
+    assert len(path) > 40
+    loaded = httpx.post(f"{live}/api/generate", json={"model": path, "prompt": "", "keep_alive": "10m"}, timeout=120)
+    assert loaded.json()["done_reason"] == "load"
+    try:
+        # piped, with no COLUMNS: rich would cut rows to 80 columns; Ollama's table never cuts a name. And
+        # $VELOLLM_HOST in quotes, as Ollama trims $OLLAMA_HOST
+        ps = velollm(f'"{live}"', tmp_path, "ps", COLUMNS="")
+        assert ps.returncode == 0, ps.stderr
+        row = next(line for line in ps.stdout.splitlines() if "minutes from now" in line)
+        assert row.split()[0] == path and row.rstrip().endswith("from now")
+    finally:
+        httpx.post(f"{live}/api/generate", json={"model": path, "keep_alive": 0}, timeout=60)
+
+
+def test_host_forms():
+    assert server_url({"VELOLLM_HOST": "'127.0.0.1:9000'"}) == "http://127.0.0.1:9000"
+    assert server_url({"VELOLLM_HOST": "127.0.0.1:port"}) == "http://127.0.0.1:8000"  # Ollama: the default port

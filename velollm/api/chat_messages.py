@@ -82,6 +82,19 @@ def developer_as_system(messages: list[dict[str, Any]], chat_template: Any) -> l
     return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
 
 
+def continue_final(text: str, messages: Sequence[Mapping[str, Any]]) -> str:
+    """The chat rendered without a generation prompt, cut right after the final message's content, so
+    that the model goes on writing that (assistant) message: vLLM's and transformers'
+    `continue_final_message` (assistant prefill)."""
+    final = str(messages[-1].get("content") or "")
+    for probe in (final, final.strip()):  # templates may trim the content
+        at = text.rfind(probe) if probe else -1
+        if at >= 0:
+            return text[:at + len(probe)]
+    raise InvalidRequest("continue_final_message: the chat template does not render the final message's "
+                         "content, so it cannot be continued", param="messages")
+
+
 def apply_template(render: Callable[..., T], messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> T:
     """`render(messages, **kwargs)` (a tokenizer's chat template, a ToolSession's prompt) with the model's
     template errors ("roles must alternate", ...) as a 400 naming `messages`."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.chat_messages import apply_template, developer_as_system
+from velollm.api.chat_messages import apply_template, continue_final, developer_as_system
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest
@@ -32,11 +32,15 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], template_kwargs:
     return tokenizer.encode(render_chat(tokenizer, messages, template_kwargs), add_special_tokens=False)
 
 
-def chat_renderer(tokenizer: Any, tools: ToolCalls | None, template_kwargs: dict[str, Any]) -> Render:
-    """messages -> prompt text: through the tools' rendering when the request has tools."""
-    if tools is not None:
-        return tools.prompt_text
-    return lambda messages: render_chat(tokenizer, messages, template_kwargs)  # type: ignore[arg-type]
+def chat_renderer(tokenizer: Any, tools: ToolCalls | None, template_kwargs: dict[str, Any],
+                  continue_final_message: bool = False) -> Render:
+    """messages -> prompt text: through the tools' rendering when the request has tools; cut after the
+    final message's content when that message is to be continued."""
+    def render(messages: list[dict[str, Any]]) -> str:
+        text = tools.prompt_text(messages) if tools is not None else render_chat(tokenizer, messages, template_kwargs)
+        return continue_final(text, messages) if continue_final_message else text
+
+    return render  # type: ignore[return-value]
 
 
 @dataclass
@@ -64,9 +68,9 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                           metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
         params = tools.params(req.params)
     messages = developer_as_system(req.messages, getattr(tokenizer, "chat_template", None))
-    fitted = await fit_chat(state, served, messages, chat_renderer(tokenizer, tools, template_kwargs),
-                            api="openai", requested=req.context_overflow, context_len=engine.max_model_len,
-                            max_tokens=params.max_tokens)
+    render = chat_renderer(tokenizer, tools, template_kwargs, req.continue_final_message)
+    fitted = await fit_chat(state, served, messages, render, api="openai", requested=req.context_overflow,
+                            context_len=engine.max_model_len, max_tokens=params.max_tokens)
     if tools is not None:
         tools.use_messages(fitted.messages)
     prompt_ids = fitted.token_ids

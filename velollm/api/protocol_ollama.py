@@ -151,11 +151,16 @@ def _common(f: Fields) -> dict[str, Any]:
     model = _model(f)
     logprobs = f.bool("logprobs", False)
     return {
-        "model": model, "stream": f.bool("stream", True), "options": dict(f.dict("options", {})),
+        "model": model, "stream": f.bool("stream", True), "options": _options(f),
         "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
         "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
     }
+
+
+def _options(f: Fields) -> dict[str, Any]:
+    """`options` without its null values: Ollama's Options.FromMap skips a null (the default stays)."""
+    return {k: v for k, v in f.dict("options", {}).items() if v is not None}
 
 
 def _no_images(images: Any, model: str, param: str) -> None:
@@ -212,10 +217,26 @@ def _chat_message(message: Any, i: int, model: str) -> dict[str, Any]:
     return out
 
 
+def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama's collate (template/template.go): consecutive messages of one role, tool results aside, are
+    one message, their contents joined by a blank line (so two system messages in a row reach a template
+    that takes one system message, as on Ollama)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        last = out[-1] if out else None
+        if last is None or last["role"] != message["role"] or message["role"] == "tool":
+            out.append(message)
+            continue
+        last["content"] = "\n\n".join(part for part in (last["content"], message["content"]) if part)
+        if message.get("tool_calls"):
+            last["tool_calls"] = last.get("tool_calls", []) + message["tool_calls"]
+    return out
+
+
 def parse_chat_request(body: Any) -> ChatRequest:
     f = Fields(body)
     common = _common(f)
-    messages = [_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))]
+    messages = _collate([_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))])
     tools = f.list("tools", None) or None
     if tools:
         from velollm.tools.tool_schema import tool_specs

@@ -44,6 +44,7 @@ class ChatCompletionRequest:
     top_logprobs: int = 0
     tool_config: ToolConfig = field(default_factory=ToolConfig)
     add_generation_prompt: bool = True
+    continue_final_message: bool = False  # vLLM's assistant prefill: the last (assistant) message goes on
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     think: ThinkSetting = field(default_factory=ThinkSetting)  # reasoning_effort / enable_thinking
     include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
@@ -180,9 +181,23 @@ def _model(f: Fields) -> str:
     return model
 
 
+def _refuse_unhonoured(f: Fields) -> None:
+    """Chat fields a native model cannot honour: a 400 rather than an answer without what was asked."""
+    if f.raw("functions"):
+        raise f.bad("functions", "(deprecated by OpenAI) is not supported: send them as tools "
+                                 "([{'type': 'function', 'function': ...}])")
+    if f.raw("function_call") not in (None, "none", "auto"):
+        raise f.bad("function_call", "(deprecated by OpenAI) is not supported: use tool_choice")
+    modalities = f.raw("modalities", [])
+    wants_audio = isinstance(modalities, list) and "audio" in modalities
+    if wants_audio or f.has("audio"):
+        raise f.bad("modalities" if wants_audio else "audio", "asks for audio output, which is not supported: text only")
+
+
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
     f = Fields(body)
     model = _model(f)
+    _refuse_unhonoured(f)
     messages = normalize_messages(body.get("messages"))
     max_tokens = f.int("max_completion_tokens", None) if f.has("max_completion_tokens") else f.int("max_tokens", None)
     logprobs = f.bool("logprobs", False)
@@ -195,10 +210,16 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if "chat_template" in template_kwargs or f.has("chat_template"):
         # A template is code the server runs; like vLLM's default, requests may not bring their own.
         raise f.bad("chat_template", "cannot be set per request")
+    continue_final = f.bool("continue_final_message", False)
+    add_generation_prompt = f.bool("add_generation_prompt", not continue_final)
+    if continue_final and add_generation_prompt:
+        raise f.bad("continue_final_message", "cannot be true together with add_generation_prompt")
+    if continue_final and (messages[-1]["role"] != "assistant" or not messages[-1]["content"]):
+        raise f.bad("continue_final_message", "needs a final assistant message with content to continue")
     return ChatCompletionRequest(
         model=model, messages=messages, params=params, stream=_stream_config(f), logprobs=logprobs,
         top_logprobs=top_logprobs, tool_config=tool_config,
-        add_generation_prompt=f.bool("add_generation_prompt", True),
+        add_generation_prompt=add_generation_prompt, continue_final_message=continue_final,
         chat_template_kwargs=template_kwargs,
         think=ThinkSetting.from_openai(f.raw("reasoning_effort"), template_kwargs),
         include_reasoning=f.bool("include_reasoning", True),

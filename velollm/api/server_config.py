@@ -43,6 +43,8 @@ class ServerConfig:
     responses_max_age_s: float = 30 * 86400.0
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
+    # --context-compressor: an LLMLingua-2 classifier folder (checked at start) for `compress`; None: off
+    context_compressor: str | None = None
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)

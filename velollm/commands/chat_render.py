@@ -46,20 +46,46 @@ class AnswerWriter:
         self.out.flush()
 
 
+def go_duration(ns: int) -> str:
+    """Go's time.Duration.String, as Ollama prints durations: "7.017324ms", "1.5s", "2m3.25s"."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_decimal(ns, 1_000)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{_decimal(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = f"{_decimal(rest, 1_000_000_000)}s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    return f"{sign}{minutes}m{seconds}" if minutes else sign + seconds
+
+
+def _decimal(n: int, unit: int) -> str:
+    whole, frac = divmod(n, unit)
+    digits = str(frac).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
 def timings(final: dict[str, Any]) -> str:
-    """Ollama's `--verbose` block, from the final chunk's durations (nanoseconds)."""
+    """Ollama's `--verbose` block (api.Metrics.Summary), from the final chunk's durations (nanoseconds):
+    a line only for a value above zero, durations as Go prints them."""
 
-    def seconds(key: str) -> float:
-        return float(final.get(key) or 0) / 1e9
+    def ns(key: str) -> int:
+        return int(final.get(key) or 0)
 
-    prompt_n, eval_n = int(final.get("prompt_eval_count") or 0), int(final.get("eval_count") or 0)
-    prompt_s, eval_s = seconds("prompt_eval_duration"), seconds("eval_duration")
-    lines = [f"total duration:       {seconds('total_duration'):.6f}s",
-             f"load duration:        {seconds('load_duration'):.6f}s",
-             f"prompt eval count:    {prompt_n} token(s)",
-             f"prompt eval duration: {prompt_s:.6f}s",
-             f"prompt eval rate:     {prompt_n / prompt_s if prompt_s else 0:.2f} tokens/s",
-             f"eval count:           {eval_n} token(s)",
-             f"eval duration:        {eval_s:.6f}s",
-             f"eval rate:            {eval_n / eval_s if eval_s else 0:.2f} tokens/s"]
-    return "\n".join(lines)
+    prompt_n, eval_n = ns("prompt_eval_count"), ns("eval_count")
+    prompt_ns, eval_ns = ns("prompt_eval_duration"), ns("eval_duration")
+    lines = [(ns("total_duration"), f"total duration:       {go_duration(ns('total_duration'))}"),
+             (ns("load_duration"), f"load duration:        {go_duration(ns('load_duration'))}"),
+             (prompt_n, f"prompt eval count:    {prompt_n} token(s)"),
+             (prompt_ns, f"prompt eval duration: {go_duration(prompt_ns)}"),
+             (prompt_ns, f"prompt eval rate:     {prompt_n / (prompt_ns / 1e9) if prompt_ns else 0:.2f} tokens/s"),
+             (eval_n, f"eval count:           {eval_n} token(s)"),
+             (eval_ns, f"eval duration:        {go_duration(eval_ns)}"),
+             (eval_ns, f"eval rate:            {eval_n / (eval_ns / 1e9) if eval_ns else 0:.2f} tokens/s")]
+    return "\n".join(line for value, line in lines if value > 0)

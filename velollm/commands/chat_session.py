@@ -58,10 +58,11 @@ def read_message(read_line: Callable[[str], str]) -> str:
 
 class ChatSession:
     def __init__(self, client: ServerClient, model: str, out: TextIO, *, color: bool,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, err: TextIO | None = None) -> None:
         self.client = client
         self.model = model
         self.out = out
+        self.err = err or out  # where --verbose timings go: stderr, as Ollama writes them
         self.writer = AnswerWriter(out, color=color)
         self.messages: list[dict[str, Any]] = []
         self.options: dict[str, Any] = dict(options or {})
@@ -90,7 +91,8 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         self.messages.append({"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})})
         if self.verbose:
-            self._say(timings(final) + "\n")
+            self.err.write(timings(final) + "\n")
+            self.err.flush()
         return content
 
     def command(self, line: str) -> bool:

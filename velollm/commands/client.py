@@ -20,7 +20,7 @@ class ServerError(Exception):
 
 def server_url(env: Mapping[str, str]) -> str:
     """$VELOLLM_HOST as a base URL: `host`, `host:port`, `http(s)://host[:port]`; port 8000 when absent."""
-    value = (env.get("VELOLLM_HOST") or "").strip().rstrip("/")
+    value = (env.get("VELOLLM_HOST") or "").strip().strip("'\"").strip().rstrip("/")  # quotes: as Ollama trims
     if not value:
         return DEFAULT_HOST
     if "://" not in value:
@@ -30,7 +30,11 @@ def server_url(env: Mapping[str, str]) -> str:
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"  # a bind-everywhere address: connect to loopback
     host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}:{parts.port or 8000}{parts.path}"
+    try:
+        port = parts.port or 8000
+    except ValueError:  # not a port number: the default, as Ollama's envconfig.Host falls back
+        port = 8000
+    return f"{parts.scheme}://{host}:{port}{parts.path}"
 
 
 @dataclass(frozen=True)

@@ -110,13 +110,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from velollm.commands.table_console import table_console
     from velollm.engine.loader.ollama_store import models_dir
 
     root = args.models_dir or models_dir()
-    console = Console()
+    console = table_console()
     rows = collect(root)
     if not rows:
         console.print(f"no models in the Ollama store at {root}")

@@ -52,8 +52,9 @@ def until(expires_at: str, now: dt.datetime | None = None) -> str:
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from velollm.commands.table_console import table_console
 
     models = client.get("/api/ps").get("models") or []
     table = Table(box=None, pad_edge=False)
@@ -63,5 +64,5 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
         table.add_row(m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor(size, vram),
                       str(m.get("context_length") or ""), until(m.get("expires_at") or ""))
-    Console().print(table)
+    table_console().print(table)
     return 0

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
 
 
 def _history_file() -> Path:
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         client, local = _connect(args.model, sys.stderr, engine_flags(args))
         with client:
-            session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options)
+            session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options,
+                                  err=sys.stderr)
             session.verbose = args.verbose
             if args.think is not None:
                 session.think = args.think

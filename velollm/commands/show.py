@@ -46,10 +46,11 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
         if getattr(args, part):
             print(show.get(part) or "")
             return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from velollm.commands.table_console import table_console
+
+    console = table_console()
 
     def section(title: str, rows: list[tuple[str, str]]) -> None:
         if not rows:

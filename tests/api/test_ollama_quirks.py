@@ -1,0 +1,37 @@
+"""What Ollama accepts that a stricter reading would refuse, through the official ollama client against a
+live `velollm serve` (demo model)."""
+
+from __future__ import annotations
+
+import ollama
+
+
+def _client(server) -> ollama.Client:
+    return ollama.Client(host=server.url, timeout=60)
+
+
+def test_a_null_option_keeps_its_default(live_server):
+    # the python client sends {"temperature": null} as given; Ollama's Options.FromMap skips a null
+    client = _client(live_server)
+    opts = {"num_predict": 3, "seed": 7, "temperature": None, "top_k": None}
+    r = client.generate(model="demo", prompt="hi", options=opts)
+    assert r.done and r.eval_count == 3
+    c = client.chat(model="demo", messages=[{"role": "user", "content": "hi"}], options=opts)
+    assert c.done and c.eval_count == 3
+    same = client.generate(model="demo", prompt="hi", options={"num_predict": 3, "seed": 7})
+    assert r.response == same.response  # the defaults, as if the keys were absent
+
+
+def test_consecutive_messages_of_one_role_are_one_message(live_server):
+    # Ollama collates before rendering: two system messages in a row are one (the demo template, like
+    # Llama 3's, takes one system message and refuses a second)
+    client = _client(live_server)
+    opts = {"num_predict": 4, "temperature": 0}
+    split = client.chat(model="demo", options=opts, messages=[
+        {"role": "system", "content": "Be terse."}, {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "hi"}, {"role": "user", "content": "how are you?"}])
+    joined = client.chat(model="demo", options=opts, messages=[
+        {"role": "system", "content": "Be terse.\n\nAnswer in French."},
+        {"role": "user", "content": "hi\n\nhow are you?"}])
+    assert split.prompt_eval_count == joined.prompt_eval_count
+    assert split.message.content == joined.message.content
