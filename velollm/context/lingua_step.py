@@ -108,14 +108,16 @@ class LinguaStep:
         """Oldest compressible messages compressed until `count` is within `budget` (or none is left)."""
         messages, pending = self._cached(messages, namespace)
         total = count(messages)
-        compressor = self.compressor if total > budget and pending else None
-        if compressor is None:
+        if total <= budget or not pending:
             return messages
         target = budget - budget // SLACK_DIVISOR
         sizes = {i: count_text(messages[i]["content"]) for i in pending}
         pending = [i for i in pending if sizes[i] >= MIN_TOKENS]
         if sum(sizes[i] for i in pending) * (1 - MIN_RATE) < total - budget:
             return messages  # out of its reach: truncation drops turns anyway, no classifier time spent on them
+        compressor = self.compressor
+        if compressor is None:
+            return messages
         while total > budget and pending:
             excess, chosen, pool = total - target, [], 0
             while pending and pool * (1 - MIN_RATE) < excess:
@@ -126,6 +128,8 @@ class LinguaStep:
             for i in chosen:
                 content = messages[i]["content"]
                 text = compressor.compress(content, rate, count_text)
+                if count_text(text) >= sizes[i]:
+                    text = content  # no shorter (the decoder's spacing): kept, and remembered as kept
                 self._put(self._key(namespace, content), text)
                 out[i] = {**messages[i], "content": text}
             messages = out
