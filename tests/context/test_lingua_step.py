@@ -52,7 +52,7 @@ def folder(tmp_path_factory):
 def step(folder) -> LinguaStep:
     base = LinguaCompressor.from_folder(folder)
     spy = Spy(base.classifier, base.tokenizer, base.family, base.options)
-    return LinguaStep(ClassifierFolder.inspect(folder), compressor=spy)
+    return LinguaStep(lambda: spy)
 
 
 def test_only_plain_text_before_the_last_user_message():
@@ -144,7 +144,7 @@ def test_a_classifier_that_does_not_load_skips_the_step(folder, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
-    step = LinguaStep(ClassifierFolder.inspect(broken))
+    step = LinguaStep.of_folder(ClassifierFolder.inspect(broken))
     fitter = ContextFitter(render, CharTokenizer())
     messages = conversation(4)
     assert step.fit(messages, fitter.count, len, fitter.count(messages) - 300) == messages

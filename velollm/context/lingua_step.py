@@ -59,14 +59,16 @@ def is_json(text: str) -> bool:
 
 
 class LinguaStep:
-    """One classifier for the server (loaded on first use), and the cache of what it compressed."""
+    """One classifier for the server (`load`ed on first use), and the cache of what it compressed."""
 
-    def __init__(self, folder: ClassifierFolder, device: str = "cpu", capacity: int = CAPACITY,
-                 compressor: LinguaCompressor | None = None) -> None:
-        self.folder = folder
-        self.device = device
+    @classmethod
+    def of_folder(cls, folder: ClassifierFolder, device: str = "cpu") -> LinguaStep:
+        return cls(lambda: LinguaCompressor.from_folder(folder.path, device))
+
+    def __init__(self, load: Callable[[], LinguaCompressor], capacity: int = CAPACITY) -> None:
+        self.load = load
         self.capacity = capacity
-        self._compressor = compressor
+        self._compressor: LinguaCompressor | None = None
         self._error: Exception | None = None
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
@@ -78,10 +80,10 @@ class LinguaStep:
         with self._lock:
             if self._compressor is None and self._error is None:
                 try:
-                    self._compressor = LinguaCompressor.from_folder(self.folder.path, self.device)
+                    self._compressor = self.load()
                 except Exception as e:  # noqa: BLE001 (safetensors raises its own error type): the request goes on
                     self._error = e
-                    logger.error("context compressor %s not loaded, its step is skipped: %s", self.folder.path, e)
+                    logger.error("context compressor not loaded, its step is skipped: %s", e)
             return self._compressor
 
     def cached(self, messages: Messages, namespace: str = "") -> Messages:
