@@ -92,3 +92,15 @@ def test_legacy_functions_and_audio_output_are_refused(live_server):
         client.chat.completions.create(**kw, modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
     assert err.value.body["param"] == "modalities"
     assert client.chat.completions.create(**kw, modalities=["text"], function_call="auto").choices
+
+
+def test_responses_errors_name_the_input(live_server):
+    """The Responses API's 400s for a too-long or empty input named chat's `messages` (param and text)."""
+    client = oai(live_server)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="demo", input="hello " * 2000, max_output_tokens=3)
+    assert err.value.code == "context_length_exceeded" and err.value.body["param"] == "input"
+    assert "your input resulted in" in err.value.message and "messages" not in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="demo", input=[], max_output_tokens=3)
+    assert err.value.body["param"] == "input" and "input must not be empty" in err.value.message
