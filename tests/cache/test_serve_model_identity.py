@@ -72,6 +72,23 @@ def ask_until_hit(url: str, model: str, question: str = QUESTION, kind: str = "h
         time.sleep(0.2)
 
 
+def purged(url: str) -> float:
+    """velollm_cache_purged_total: entries deleted because their model's identity changed."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("velollm_cache_purged_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def wait_purged(url: str, num: float) -> None:
+    deadline = time.monotonic() + 15  # the purge runs in the background, after the request that saw the change
+    while (got := purged(url)) < num:
+        assert time.monotonic() < deadline, f"{got} entries purged, expected {num}"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert purged(url) == num
+
+
 def check_replacing(url: str) -> None:
     """Copy over a model, then delete it and create it from another: each time the same request misses and
     gets the new model's answer, its cached paraphrase is not taken; an unchanged model keeps hitting."""
@@ -87,6 +104,7 @@ def check_replacing(url: str) -> None:
 
     assert admin.copy("tiny-b", "x").status == "success"
     assert ask(url, "x") == ("miss", first["tiny-b"])
+    wait_purged(url, 2)  # x's two old entries (QUESTION, ASKED) deleted; tiny-a's stay (below)
     assert ask(url, "x", PARAPHRASE)[0] == "miss"  # the old model's entry for ASKED is not a match
     assert ask_until_hit(url, "x") == first["tiny-b"]
     assert ask(url, "tiny-a") == ("hit-exact", kept)
@@ -94,6 +112,7 @@ def check_replacing(url: str) -> None:
     assert admin.delete("x").status == "success"
     assert admin.create(model="x", from_="solo").status == "success"
     assert ask(url, "x") == ("miss", first["solo"])
+    wait_purged(url, 4)  # x's entries of tiny-b (QUESTION, PARAPHRASE)
     assert ask_until_hit(url, "x") == first["solo"]
     assert ask(url, "tiny-a") == ("hit-exact", kept)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
+from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.chat_render import DIM, RESET, AnswerWriter, go_duration, timings
 from velollm.commands.chat_session import parse_value, read_message
 
@@ -40,6 +42,16 @@ def test_multi_line_input():
 def test_parameter_values():
     assert parse_value("4") == 4 and parse_value("0.2") == 0.2 and parse_value("true") is True
     assert parse_value("False") is False and parse_value("<|eot|>") == "<|eot|>"
+
+
+def test_set_parameter_values_typed_as_ollama_does():
+    assert format_parameter("num_predict", ["64"]) == 64 and format_parameter("temperature", ["0.2"]) == 0.2
+    assert format_parameter("stop", ["<|eot|>", "###"]) == ["<|eot|>", "###"]
+    assert format_parameter("use_mmap", ["false"]) is False
+    for name, value, message in (("top_k", "x", "invalid int value [x]"), ("top_p", "x", "invalid float value [x]"),
+                                 ("bogus", "1", "unknown parameter 'bogus'")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            format_parameter(name, [value])
 
 
 def _chunk(content="", thinking="", **final):

@@ -92,3 +92,39 @@ def test_ctrl_d_leaves(live, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def _command(child: pexpect.spawn, line: str, *answers: str) -> None:
+    child.sendline(line)
+    for answer in answers:
+        child.expect_exact(answer)
+    child.expect_exact(PROMPT)
+
+
+def test_slash_commands_in_ollamas_words(live, tmp_path):
+    import json
+
+    child = _spawn(live, tmp_path)
+    try:
+        _command(child, "/set parameter num_predict many", "Couldn't set parameter: \"invalid int value [many]\"")
+        _command(child, "/set parameter nonsense 1", "Couldn't set parameter: \"unknown parameter 'nonsense'\"")
+        _command(child, "/set parameter num_predict 48", "Set parameter 'num_predict' to '48'")
+        _command(child, "/show parameters", "No additional parameters were specified for this model.",
+                 "User defined parameters:", "num_predict")
+        _command(child, "/show system", "No system message was specified for this model.")
+        _command(child, "/set blah", "Unknown command '/set blah'. Type /? for help")
+        _command(child, "/set format json", "Set format to 'json' mode.")
+        child.sendline("give me json")
+        child.expect_exact("give me json")
+        child.expect_exact(PROMPT)
+        answer = child.before.strip()
+        assert isinstance(json.loads(answer), dict), answer  # the format reached the server
+        _command(child, "/set noformat", "Disabled format.")
+        _command(child, "/load no-such-model", "Loading model 'no-such-model'", "Couldn't find model 'no-such-model'")
+        _command(child, "/load demo", "Loading model 'demo'")
+        _command(child, "/?", "/load <model>", "/? shortcuts")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -8,7 +8,11 @@ import json
 import pytest
 
 from velollm.responses.event_stream import sse_frame
-from velollm.router.engine_death_watch import MAX_LINE_BYTES, EngineDeathWatch, says_engine_dead
+from velollm.router.engine_death_watch import (
+    MAX_LINE_BYTES,
+    EngineDeathWatch,
+    says_engine_dead,
+)
 from velollm.wire.errors import APIError, ollama_stream_error, openai_error_body
 from velollm.wire.framing import SSE_DONE, ndjson_line, sse_event
 
@@ -62,10 +66,8 @@ def test_lines_that_only_mention_engine_dead_are_not_deaths(line):
 def test_a_line_longer_than_the_limit_is_not_parsed_and_the_next_one_is():
     long_line = ndjson_line({"error": "x" * MAX_LINE_BYTES, "code": "engine_dead"})
     assert says_engine_dead(long_line)
-    hits, watch = _fed(long_line, 4096)
-    assert hits == 0
-    hits, watch = _fed(long_line + ndjson_line(ollama_stream_error(DEAD)), 4096)
-    assert hits == 1
+    assert _fed(long_line, 4096)[0] == 0
+    assert _fed(long_line + ndjson_line(ollama_stream_error(DEAD)), 4096)[0] == 1
 
 
 def test_ollama_stream_error_adds_the_code_only_when_there_is_one():

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
 from velollm.context.fit_plan import PlanCache, prefix_digests
-from velollm.context.id_window import fit_ids
 from velollm.context.fitter import ContextFitter, FittedPrompt, Render, output_reserve
+from velollm.context.id_window import fit_ids
+from velollm.context.lingua_step import token_counter
 from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from velollm.api.generation import ChoiceState, GenerationStream
     from velollm.api.handler import AppState
     from velollm.api.served_model import ServedModel
+    from velollm.context.lingua_step import LinguaStep
 
 _LOCK = threading.Lock()
 Messages = list[Mapping[str, Any]]
@@ -38,6 +40,7 @@ class ContextState:
     """Per app: the counters, and each model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
+    lingua: "LinguaStep | None" = None  # --context-compressor's classifier step (compress mode)
     turn_caches: dict[str, TurnCache] = field(default_factory=dict)
     summaries: dict[str, SummaryCache] = field(default_factory=dict)
     plans: dict[str, PlanCache] = field(default_factory=dict)
@@ -59,8 +62,19 @@ def context_state(state: "AppState") -> ContextState:
     """The app's ContextState, made on first use."""
     with _LOCK:
         if state.context is None:
-            state.context = ContextState(ContextMetrics(state.metrics.registry))
+            lingua = _lingua(state.config.context_compressor, state.config.context_compressor_device)
+            state.context = ContextState(ContextMetrics(state.metrics.registry), lingua)
         return state.context
+
+
+def _lingua(path: str | None, device: str) -> "LinguaStep | None":
+    """The classifier step of --context-compressor (its folder was checked at start; loaded on first use)."""
+    if path is None:
+        return None
+    from velollm.context.lingua_step import LinguaStep
+    from velollm.embed.token_classifier import ClassifierFolder
+
+    return LinguaStep.of_folder(ClassifierFolder.inspect(path), device)
 
 
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
@@ -74,7 +88,10 @@ async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages,
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
     fitter = ContextFitter(render, served.engine.tokenizer, turns)
     reserve = output_reserve(context_len, max_tokens)
-    compressor = Compressor() if mode == "compress" else None
+    compressor = None
+    if mode == "compress":
+        compressor = Compressor(lingua=ctx.lingua, count_text=token_counter(served.engine.tokenizer),
+                                namespace=served.name)
     plans = ctx.plan_cache(served.name) if state.config.prefetch and mode != "error" else None
     digests = prefix_digests(messages) if plans is not None else []
     plan = plans.longest(digests, mode, context_len) if plans is not None else None

@@ -56,4 +56,9 @@ class ExactStore(Protocol):
 
     async def clear(self) -> int: ...
 
+    async def purge(self, prefix: str, keep: str, deadline: float) -> int:
+        """Deletes the entries whose key begins with `prefix` but not with `keep` (velollm/cache/stale_purge.py),
+        until done or the monotonic `deadline`; how many."""
+        ...
+
     async def close(self) -> None: ...

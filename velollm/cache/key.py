@@ -7,7 +7,11 @@ parts are its text, and the question is the last input item when it is the user'
 Both keys also hash the model's identity when the server knows one (velollm/api/model_identity.py: the
 Ollama manifest digest, the weights file's identity, an Ollama upstream's listed digest), so that a name
 that comes to point at another model (`ollama cp y x`, a delete and create, a pull of a newer version)
-never answers with the old model's entries; without one (an OpenAI-compatible upstream) the name is the key."""
+never answers with the old model's entries; without one (an OpenAI-compatible upstream) the name is the key.
+
+An exact key begins with tags of the model name and of its identity, `<model tag>.<identity tag>.<digest>`, so
+that every store can find a model's entries of other identities by their keys alone (entry_prefixes), and delete
+them once the name stands for another model (velollm/cache/stale_purge.py)."""
 
 from __future__ import annotations
 
@@ -38,6 +42,20 @@ class CacheKey:
     exact: str
     context: str
     query: str | None
+    identity: str = ""  # what `model` stood for when the key was made ("" when only the name was known)
+
+
+TAG_HEX = 16  # hex digits of a model's and an identity's tag in an exact key
+
+
+def _tag(kind: str, text: str) -> str:
+    return hashlib.sha256(f"{kind}\0{text}".encode()).hexdigest()[:TAG_HEX]
+
+
+def entry_prefixes(model: str, identity: str) -> tuple[str, str]:
+    """(how every exact key of `model`'s entries begins, how those made under `identity` begin)."""
+    prefix = _tag("model", model) + "."
+    return prefix, prefix + _tag("identity", identity) + "."
 
 
 def _digest(obj: Any) -> str:
@@ -141,7 +159,8 @@ def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | Non
     scope: dict[str, Any] = {"kind": kind, "tenant": tenant, "namespace": namespace}
     if identity:  # absent, not empty, when unknown: name-only keys stay what they were
         scope["model_identity"] = identity
-    exact = _digest({**scope, "body": fields})
+    model = str(body.get("model", ""))
+    exact = entry_prefixes(model, identity)[1] + _digest({**scope, "body": fields})
     if kind in ("chat", "ollama_chat"):
         context_part, query = _split_messages(fields)
         rest = {k: v for k, v in fields.items() if k != "messages"}
@@ -156,4 +175,4 @@ def cache_key(path: str, body: dict[str, Any], tenant: str, namespace: str | Non
         context = _digest({**scope, "body": rest, "prompt": context_part})
     if query is not None and not query.strip():
         query = None
-    return CacheKey(kind=kind, model=str(body.get("model", "")), exact=exact, context=context, query=query)
+    return CacheKey(kind=kind, model=model, exact=exact, context=context, query=query, identity=identity)

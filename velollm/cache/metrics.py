@@ -22,6 +22,8 @@ class CacheMetrics:
                                 "by guard", ["reason"], registry=registry)
         self.store_failures = Counter("velollm_cache_store_failures", "Answers that could not be stored "
                                       "(full disk, unreachable Redis)", registry=registry)
+        self.purged = Counter("velollm_cache_purged", "Entries deleted because their model's name came to stand for "
+                              "another model (its files or listed digest changed)", registry=registry)
         self.entries = Gauge("velollm_cache_entries", "Entries in the response cache", registry=registry)
         self.entries.set_function(count_entries)
         # Requests being answered (velollm/cache/in_flight.py), and those waiting for one of them; InFlight

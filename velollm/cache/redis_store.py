@@ -18,6 +18,11 @@ logger = logging.getLogger(__name__)
 _PREFIX = "velollm:cache:"
 _LRU = "velollm:cache-lru"  # key -> last use
 _EXPIRY = "velollm:cache-expiry"  # key -> expiry time (Redis drops the entry; this drops its rank)
+PURGE_SCAN = 500  # ranks a purge asks ZSCAN for at a time
+
+
+def _text(member: bytes | str) -> str:
+    return member.decode() if isinstance(member, bytes) else member
 
 
 class RedisStore:
@@ -81,7 +86,30 @@ class RedisStore:
         oldest = [k for k, _ in await self.client.zpopmin(_LRU, over)]
         if oldest:
             await self.client.zrem(_EXPIRY, *oldest)
-            await self.client.delete(*[_PREFIX + (k.decode() if isinstance(k, bytes) else k) for k in oldest])
+            await self.client.delete(*[_PREFIX + _text(k) for k in oldest])
+
+    async def purge(self, prefix: str, keep: str, deadline: float) -> int:
+        """Deletes the entries whose key begins with `prefix` but not with `keep` (key.entry_prefixes), found by a
+        ZSCAN of the ranks (every live entry has one) in batches, until done or the monotonic `deadline`."""
+        removed, cursor = 0, 0
+        try:
+            while True:
+                cursor, ranked = await self.client.zscan(_LRU, cursor, match=prefix + "*", count=PURGE_SCAN)
+                stale = [k for k in (_text(member) for member, _ in ranked) if not k.startswith(keep)]
+                if stale:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        pipe.delete(*[_PREFIX + k for k in stale])
+                        pipe.zrem(_LRU, *stale)
+                        pipe.zrem(_EXPIRY, *stale)
+                        await pipe.execute()
+                    removed += len(stale)
+                if cursor == 0 or time.monotonic() > deadline:
+                    break
+        except Exception as exc:
+            self._failed("purge", exc)
+        else:
+            self._ok()
+        return removed
 
     async def count(self) -> int:
         """Live entries (ranks of entries that expired are dropped here)."""

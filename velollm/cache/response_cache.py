@@ -1,5 +1,6 @@
 """ResponseCache: the exact tier, then (when on) the semantic tier, over the stores; what the
-middleware asks. Embedding runs on a worker thread, never on the event loop."""
+middleware asks. Embedding runs on a worker thread, never on the event loop. Entries of a model's former
+identities are deleted from every tier in the background (velollm/cache/stale_purge.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import numpy as np
 from velollm.cache.calibration import threshold_for
 from velollm.cache.config import ResponseCacheConfig
 from velollm.cache.entry import CacheEntry, ExactStore
-from velollm.cache.key import CacheKey
+from velollm.cache.key import CacheKey, entry_prefixes
 from velollm.cache.metrics import CacheMetrics
 from velollm.cache.semantic_tier import SemanticTier
 from velollm.cache.sqlite_store import SQLiteStore
+from velollm.cache.stale_purge import StalePurge
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class ResponseCache:
         self._pending: set[asyncio.Task] = set()
         self._shared_count = 0  # entries in a shared exact store (Redis), refreshed at most once a second
         self._counted_at = 0.0
+        self.stale = StalePurge(self.purge)
         if registry is not None:
             self.metrics = CacheMetrics(registry, self.num_entries)
 
@@ -72,6 +75,7 @@ class ResponseCache:
                      count: bool = True) -> Lookup:
         """The cached answer for `key`, if any (`vector`: the question's embedding, when known). With
         `count` false the hit or miss is left for `count_lookup` (a request that looks up twice)."""
+        self.stale.seen(key.model, key.identity)
         lookup = await self._lookup(key, max_age_s, vector)
         if count:
             self.count_lookup(lookup)
@@ -119,7 +123,10 @@ class ResponseCache:
 
     async def store(self, key: CacheKey, answer: dict[str, Any], ttl_s: float | None = None,
                     vector: np.ndarray | None = None) -> bool:
-        """Stores an answer under the key (and its question's embedding for the semantic tier)."""
+        """Stores an answer under the key (and its question's embedding for the semantic tier); not one made
+        under an identity its model no longer has (it would only wait for the purge)."""
+        if self.stale.outdated(key.model, key.identity):
+            return False
         now = time.time()
         entry = CacheEntry(key=key.exact, context=key.context, kind=key.kind, model=key.model, query=key.query,
                            answer=answer, created=now, expires=now + (ttl_s or self.config.ttl_s))
@@ -167,6 +174,19 @@ class ResponseCache:
     async def count(self) -> int:
         return await self.exact.count()
 
+    async def purge(self, model: str, identity: str, deadline: float) -> int:
+        """Deletes `model`'s entries of any identity but `identity` from every tier, until the monotonic
+        `deadline`; how many (the exact tier's)."""
+        prefix, keep = entry_prefixes(model, identity)
+        removed = await self.exact.purge(prefix, keep, deadline)
+        if self.exact is not self.sqlite:  # the semantic tier's copies
+            await self.sqlite.purge(prefix, keep, deadline)
+        if self.semantic is not None:  # possibly many vectors: off the event loop (the index has its own lock)
+            await asyncio.to_thread(self.semantic.forget, self.sqlite.take_evicted())
+        if removed and self.metrics is not None:
+            self.metrics.purged.inc(removed)
+        return removed
+
     async def clear(self) -> int:
         removed = await self.exact.clear()
         if self.exact is not self.sqlite:
@@ -176,6 +196,7 @@ class ResponseCache:
         return removed
 
     async def close(self) -> None:
+        await self.stale.close()
         await self.drain()
         if self.exact is not self.sqlite:
             await self.exact.close()

@@ -31,6 +31,7 @@ CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires);
 """
 _COLUMNS = "key, context, kind, model, query, answer, embedding, created, expires"
 _PURGE_EVERY_S = 30.0
+PURGE_BATCH = 256  # entries one write of a stale-identity purge deletes
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -145,6 +146,29 @@ class SQLiteStore:
                 return
         self._forget(rows)
 
+    def purge_sync(self, prefix: str, keep: str, deadline: float) -> int:
+        """Deletes the entries whose key begins with `prefix` but not with `keep` (a model's entries of an identity it
+        no longer has: key.entry_prefixes), PURGE_BATCH at a time (a range of the primary key: each a short write, so
+        `put` is never held up for long), until done or the monotonic `deadline`. Their (key, context) go to
+        `evicted`, for the semantic tier. How many."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        removed = 0
+        while time.monotonic() < deadline:
+            with self._lock:
+                try:
+                    rows = self._conn.execute(
+                        "DELETE FROM entries WHERE key IN (SELECT key FROM entries WHERE key >= ? AND key < ? "
+                        "AND substr(key, 1, ?) != ? LIMIT ?) RETURNING key, context",
+                        (prefix, upper, len(keep), keep, PURGE_BATCH)).fetchall()
+                except sqlite3.Error as exc:
+                    logger.warning("cache purge failed: %s", exc)
+                    break
+            self._forget(rows)
+            removed += len(rows)
+            if len(rows) < PURGE_BATCH:
+                break
+        return removed
+
     def clear_sync(self) -> int:
         with self._lock:
             removed = self._conn.execute("DELETE FROM entries").rowcount
@@ -172,7 +196,8 @@ class SQLiteStore:
                 "file_bytes": size}
 
     def take_evicted(self) -> list[tuple[str, str]]:
-        out, self.evicted = self.evicted, []
+        with self._lock:  # a purge or a put on a worker thread adds to it meanwhile
+            out, self.evicted = self.evicted, []
         return out
 
     def close_sync(self) -> None:
@@ -194,6 +219,9 @@ class SQLiteStore:
 
     async def count(self) -> int:
         return self._count
+
+    async def purge(self, prefix: str, keep: str, deadline: float) -> int:
+        return await asyncio.to_thread(self.purge_sync, prefix, keep, deadline)
 
     async def clear(self) -> int:
         return await asyncio.to_thread(self.clear_sync)
@@ -231,8 +259,9 @@ class SQLiteStore:
         self._forget(rows)
 
     def _forget(self, rows: list[tuple[str, str]]) -> None:
-        self._count -= len(rows)
-        self.evicted.extend(rows)
+        with self._lock:
+            self._count -= len(rows)
+            self.evicted.extend(rows)
 
 
 def _dumps(answer: dict) -> str:

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from velollm.commands.chat_commands import run_command
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
-from velollm.commands.show import model_section
-
-HELP = """Available Commands:
-  /set            Set session variables
-  /show           Show model information
-  /clear          Clear session context
-  /bye            Exit
-  /?, /help       Help for a command
-
-Use \"\"\" to begin a multi-line message."""
-
-SET_HELP = """Available Commands:
-  /set parameter ...     Set a parameter (e.g. /set parameter temperature 0.2)
-  /set system <string>   Set system message
-  /set verbose           Show LLM stats
-  /set quiet             Disable LLM stats
-  /set think             Enable thinking
-  /set nothink           Disable thinking"""
-
 
 def parse_value(text: str) -> Any:
     """A parameter value as Ollama types it: int, float, bool, else the string."""
@@ -69,8 +50,13 @@ class ChatSession:
         self.system: str | None = None
         self.verbose = False
         self.keep_alive: str | None = None
+        self.format: str | None = None  # /set format json
         self.show = client.post("/api/show", {"model": model})
-        self.think: bool | None = True if "thinking" in (self.show.get("capabilities") or []) else None
+        self.think: bool | str | None = self._default_think()
+
+    def _default_think(self) -> bool | None:
+        """A thinking model thinks unless told otherwise (Ollama's default); others are not asked."""
+        return True if "thinking" in (self.show.get("capabilities") or []) else None
 
     def load(self) -> None:
         """What `ollama run` does first: an empty chat, which loads the model (done_reason "load")."""
@@ -87,6 +73,8 @@ class ChatSession:
                                 **self._keep_alive()}
         if self.think is not None:
             body["think"] = self.think
+        if self.format:
+            body["format"] = self.format
         content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
         self.messages.append({"role": "user", "content": text})
         self.messages.append({"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})})
@@ -95,65 +83,36 @@ class ChatSession:
             self.err.flush()
         return content
 
+    def switch_model(self, model: str) -> None:
+        """/load: another model, a fresh conversation; the current one stays when `model` is not found."""
+        previous = self.model, self.show
+        self.model = model
+        try:
+            self.show = self.client.post("/api/show", {"model": model})
+            self.load()
+        except ServerError:
+            self.model, self.show = previous
+            raise
+        self.messages.clear()
+        if self.think in (None, True):  # not set by hand: the new model's default
+            self.think = self._default_think()
+
+    def save_as(self, name: str) -> None:
+        """/save: the session (system message, parameters, messages) as a new model, through /api/create."""
+        body: dict[str, Any] = {"model": name, "from": self.model, "stream": False}
+        if self.system:
+            body["system"] = self.system
+        if self.options:
+            body["parameters"] = self.options
+        if self.messages:
+            body["messages"] = self.messages
+        self.client.post("/api/create", body)
+
     def command(self, line: str) -> bool:
         """Run a slash command; False when the session should end."""
-        words = line.split(None, 2)
-        head = words[0].lower()
-        if head in ("/bye", "/exit"):
-            return False
-        if head in ("/?", "/help"):
-            self._say((SET_HELP if len(words) > 1 and words[1] == "set" else HELP) + "\n")
-        elif head == "/clear":
-            self.messages.clear()
-            self._say("Cleared session context\n")
-        elif head == "/set":
-            self._set(words[1:])
-        elif head == "/show":
-            self._show(words[1] if len(words) > 1 else "")
-        else:
-            self._say(f"Unknown command '{words[0]}'. Type /? for help\n")
-        return True
+        return run_command(self, line)
 
-    def _set(self, args: list[str]) -> None:
-        what = args[0].lower() if args else ""
-        rest = args[1] if len(args) > 1 else ""
-        if what == "parameter":
-            parts = shlex.split(rest) if rest else []
-            if len(parts) < 2:
-                self._say("Usage: /set parameter <name> <value>\n")
-                return
-            name, values = parts[0], parts[1:]
-            self.options[name] = values if name == "stop" else parse_value(" ".join(values))
-            self._say(f"Set parameter '{name}' to '{', '.join(values)}'\n")
-        elif what == "system":
-            self.system = rest.strip().strip('"') or None
-            self._say("Set system message.\n")
-        elif what in ("verbose", "quiet"):
-            self.verbose = what == "verbose"
-            self._say(f"Set '{what}' mode.\n")
-        elif what in ("think", "nothink"):
-            self.think = what == "think"
-            self._say(f"Set '{what}' mode.\n")
-        else:
-            self._say(SET_HELP + "\n")
-
-    def _show(self, what: str) -> None:
-        show = self.show
-        if what == "info":
-            rows = model_section(show) + [("capabilities", ", ".join(show.get("capabilities") or []))]
-            width = max(len(k) for k, _ in rows)
-            self._say("  Model\n" + "".join(f"    {k:<{width}}    {v}\n" for k, v in rows))
-        elif what == "parameters":
-            self._say((show.get("parameters") or "No parameters were specified for this model.") + "\n")
-            if self.options:
-                self._say("User defined parameters:\n" + "".join(f"{k:<30} {v}\n" for k, v in self.options.items()))
-        elif what in ("system", "template", "license", "modelfile"):
-            value = self.system if what == "system" and self.system else show.get(what)
-            self._say((value or f"No {what} was specified for this model.") + "\n")
-        else:
-            self._say("Usage: /show info|parameters|system|template|license|modelfile\n")
-
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
 

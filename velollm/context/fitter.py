@@ -2,7 +2,8 @@
 
 `error` leaves the messages alone and raises OpenAI's context_length_exceeded when they do not fit;
 `truncate` drops the oldest turns (velollm.context.turns says which ones may go); `compress` first
-applies the compressor's lossless steps, then truncates what still does not fit (the serving layer then
+applies the compressor's lossless steps (and, with a token classifier, compresses the oldest long
+messages), then truncates what still does not fit (the serving layer then
 summarises what was dropped). Prompts are encoded through the
 TurnCache, so the ids of earlier turns are the ones the engine already holds.
 """
@@ -117,7 +118,7 @@ class ContextFitter:
         report = ContextReport(mode, num_original, num_original)
         current = messages
         if compressor is not None:
-            current = compressor.compress(current, self.count, report)
+            current = compressor.compress(current, self.count, report, budget)
         if self.count(current) > budget:
             t0 = time.perf_counter()
             current = self._truncate(messages, current, compressor, budget, context_len, report)

@@ -1,0 +1,234 @@
+"""Ollama's slash commands in `velollm run`, with its words (cmd/interactive.go): /set, /show, /load,
+/save, /clear, /?, /bye."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from velollm.commands.chat_parameters import format_parameter
+from velollm.commands.client import ServerError
+from velollm.commands.show import model_section
+
+if TYPE_CHECKING:
+    from velollm.commands.chat_session import ChatSession
+
+HELP = """Available Commands:
+  /set            Set session variables
+  /show           Show model information
+  /load <model>   Load a session or model
+  /save <model>   Save your current session
+  /clear          Clear session context
+  /bye            Exit
+  /?, /help       Help for a command
+  /? shortcuts    Help for keyboard shortcuts
+
+Use \"\"\" to begin a multi-line message.
+"""
+
+SET_HELP = """Available Commands:
+  /set parameter ...     Set a parameter
+  /set system <string>   Set system message
+  /set history           Enable history
+  /set nohistory         Disable history
+  /set wordwrap          Enable wordwrap
+  /set nowordwrap        Disable wordwrap
+  /set format json       Enable JSON mode
+  /set noformat          Disable formatting
+  /set verbose           Show LLM stats
+  /set quiet             Disable LLM stats
+  /set think             Enable thinking
+  /set nothink           Disable thinking
+"""
+
+SHOW_HELP = """Available Commands:
+  /show info         Show details for this model
+  /show license      Show model license
+  /show modelfile    Show Modelfile for this model
+  /show parameters   Show parameters for this model
+  /show system       Show system message
+  /show template     Show prompt template
+"""
+
+PARAMETERS_HELP = """Available Parameters:
+  /set parameter seed <int>             Random number seed
+  /set parameter num_predict <int>      Max number of tokens to predict
+  /set parameter top_k <int>            Pick from top k num of tokens
+  /set parameter top_p <float>          Pick token based on sum of probabilities
+  /set parameter min_p <float>          Pick token based on top token probability * min_p
+  /set parameter num_ctx <int>          Set the context size
+  /set parameter temperature <float>    Set creativity level
+  /set parameter repeat_penalty <float> How strongly to penalize repetitions
+  /set parameter repeat_last_n <int>    Set how far back to look for repetitions
+  /set parameter stop <string> <string> ...   Set the stop parameters
+"""
+
+SHORTCUTS_HELP = """Available keyboard shortcuts:
+  Ctrl + a            Move to the beginning of the line (Home)
+  Ctrl + e            Move to the end of the line (End)
+  Ctrl + k            Delete the sentence after the cursor
+  Ctrl + u            Delete the sentence before the cursor
+  Ctrl + w            Delete the word before the cursor
+
+  Ctrl + l            Clear the screen
+  Ctrl + c            Stop the model from responding
+  Ctrl + d            Exit (/bye)
+"""
+
+_NOTHING = {"license": "No license was specified for this model.",
+            "system": "No system message was specified for this model.",
+            "template": "No prompt template was specified for this model."}
+
+
+def run_command(session: ChatSession, line: str) -> bool:
+    """Run one slash command; False when the session should end."""
+    words = line.split()
+    head = words[0].lower()
+    if head in ("/bye", "/exit"):
+        return False
+    handler = _COMMANDS.get(head)
+    if handler is None:
+        session.say(f"Unknown command '{words[0]}'. Type /? for help\n")
+    else:
+        handler(session, line, words[1:])
+    return True
+
+
+def _help(session: ChatSession, line: str, args: list[str]) -> None:
+    if not args:
+        session.say(HELP + "\n")
+        return
+    topic = {"set": SET_HELP, "show": SHOW_HELP, "shortcut": SHORTCUTS_HELP, "shortcuts": SHORTCUTS_HELP}
+    text = topic.get(args[0].lstrip("/"))
+    if text:
+        session.say(text + "\n")
+
+
+def _clear(session: ChatSession, line: str, args: list[str]) -> None:
+    session.messages.clear()
+    session.say("Cleared session context\n")
+
+
+def _load(session: ChatSession, line: str, args: list[str]) -> None:
+    if len(args) != 1:
+        session.say("Usage:\n  /load <modelname>\n")
+        return
+    session.say(f"Loading model '{args[0]}'\n")
+    try:
+        session.switch_model(args[0])
+    except ServerError as exc:
+        session.say(f"Couldn't find model '{args[0]}'\n" if "not found" in str(exc) else f"error: {exc}\n")
+
+
+def _save(session: ChatSession, line: str, args: list[str]) -> None:
+    if len(args) != 1:
+        session.say("Usage:\n  /save <modelname>\n")
+        return
+    try:
+        session.save_as(args[0])
+    except ServerError as exc:
+        session.say(f"error: {exc}\n")
+        return
+    session.say(f"Created new model '{args[0]}'\n")
+
+
+def _set(session: ChatSession, line: str, args: list[str]) -> None:
+    if not args:
+        session.say(SET_HELP + "\n")
+        return
+    what = args[0]
+    if what == "parameter":
+        _set_parameter(session, _words(line.split(None, 2)[2]) if len(args) > 1 else [])
+    elif what == "system":
+        _set_system(session, line.split(None, 2)[2] if len(args) > 1 else "")
+    elif what in ("history", "nohistory"):
+        pass  # readline keeps the history; Ollama says nothing either
+    elif what in ("wordwrap", "nowordwrap", "verbose", "quiet"):
+        if what in ("verbose", "quiet"):
+            session.verbose = what == "verbose"
+        session.say(f"Set '{what}' mode.\n")
+    elif what in ("think", "nothink"):
+        level = args[1] if what == "think" and len(args) > 1 else None
+        session.think = level or what == "think"
+        session.say(f"Set 'think' mode to '{level}'.\n" if level else f"Set '{what}' mode.\n")
+    elif what == "format":
+        if len(args) < 2 or args[1] != "json":
+            session.say("Invalid or missing format. For 'json' mode use '/set format json'\n")
+        else:
+            session.format = "json"
+            session.say("Set format to 'json' mode.\n")
+    elif what == "noformat":
+        session.format = None
+        session.say("Disabled format.\n")
+    else:
+        session.say(f"Unknown command '/set {what}'. Type /? for help\n")
+
+
+def _words(text: str) -> list[str]:
+    """Shell-like words (`stop "<|eot_id|>" "###"`); a stray quote: plain words."""
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _set_parameter(session: ChatSession, parts: list[str]) -> None:
+    if len(parts) < 2:
+        session.say(PARAMETERS_HELP + "\n")
+        return
+    name, values = parts[0], parts[1:]
+    try:
+        session.options[name] = format_parameter(name, values)
+    except ValueError as exc:
+        session.say(f'Couldn\'t set parameter: "{exc}"\n')
+        return
+    session.say(f"Set parameter '{name}' to '{', '.join(values)}'\n")
+
+
+def _set_system(session: ChatSession, text: str) -> None:
+    if not text.strip():
+        session.say(SET_HELP + "\n")
+        return
+    text = text.strip()
+    if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
+        text = text[3:-3]
+    session.system = text.strip('"') or None
+    session.say("Set system message.\n")
+
+
+def _show(session: ChatSession, line: str, args: list[str]) -> None:
+    if not args:
+        session.say(SHOW_HELP + "\n")
+        return
+    what, show = args[0], session.show
+    if what == "info":
+        rows = model_section(show) + [("capabilities", ", ".join(show.get("capabilities") or []))]
+        width = max(len(k) for k, _ in rows)
+        session.say("  Model\n" + "".join(f"    {k:<{width}}    {v}\n" for k, v in rows) + "\n")
+    elif what == "parameters":
+        lines = (show.get("parameters") or "").splitlines()
+        session.say("Model defined parameters:\n" + ("".join(f"  {p}\n" for p in lines) if lines else
+                    "  No additional parameters were specified for this model.\n") + "\n")
+        if session.options:
+            session.say("User defined parameters:\n" +
+                        "".join(f"  {k:<30} {_go_value(v)}\n" for k, v in session.options.items()) + "\n")
+    elif what == "system":
+        system = session.system or show.get("system")
+        session.say(f"{system}\n\n" if system else _NOTHING["system"] + "\n")
+    elif what in ("license", "template"):
+        session.say(f"{show.get(what) or _NOTHING[what]}\n")
+    elif what == "modelfile":
+        session.say(f"{show.get('modelfile') or ''}\n")
+    else:
+        session.say(f"Unknown command '/show {what}'. Type /? for help\n")
+
+
+def _go_value(value: object) -> str:
+    """A value as Go's %v prints it: a list as [a b], a bool as true/false."""
+    if isinstance(value, list):
+        return "[" + " ".join(map(str, value)) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/load": _load, "/save": _save, "/set": _set,
+             "/show": _show}

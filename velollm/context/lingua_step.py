@@ -1,0 +1,155 @@
+"""LinguaStep: the token-classifier step of `compress` (after the lossless steps, before truncation).
+
+When a chat still does not fit, the contents of its oldest compressible messages (long plain-text user
+and tool contents before the last user message; never a system prompt, tool-call arguments or a tool
+result that parses as JSON) are compressed by LinguaCompressor, at the rate that brings the prompt to
+its budget (less an eighth, so the next turns fit too), never below MIN_RATE. Each compressed text is
+cached by a hash of its input: the conversation's later turns get the same text for the same message
+(so their prompts share the prefix the engine holds) without running the classifier again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from velollm.context.lingua import LinguaCompressor
+from velollm.embed.token_classifier import ClassifierFolder
+
+logger = logging.getLogger(__name__)
+
+Messages = list[Mapping[str, Any]]
+COMPRESSIBLE_ROLES = frozenset({"user", "tool"})
+MIN_RATE = 0.33  # LLMLingua-2's paper compresses 2x to 5x; below a third the text stops reading well
+MIN_TOKENS = 48  # shorter messages are left alone: little to gain, and their words matter
+SLACK_DIVISOR = 8  # aim at budget - budget / 8: the next turns fit without compressing again
+CAPACITY = 4096
+
+
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens of a text in the served model's tokenizer (no special tokens), memoised per word."""
+    backend = getattr(tokenizer, "backend", None)
+    memo: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        n = memo.get(text)
+        if n is None:
+            ids = backend.encode(text, add_special_tokens=False).ids if backend is not None \
+                else tokenizer.encode(text, add_special_tokens=False)
+            n = memo[text] = len(ids)
+        return n
+
+    return count
+
+
+def is_json(text: str) -> bool:
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{\"":
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+class LinguaStep:
+    """One classifier for the server (`load`ed on first use), and the cache of what it compressed."""
+
+    @classmethod
+    def of_folder(cls, folder: ClassifierFolder, device: str = "cpu") -> LinguaStep:
+        return cls(lambda: LinguaCompressor.from_folder(folder.path, device))
+
+    def __init__(self, load: Callable[[], LinguaCompressor], capacity: int = CAPACITY) -> None:
+        self.load = load
+        self.capacity = capacity
+        self._compressor: LinguaCompressor | None = None
+        self._error: Exception | None = None
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def compressor(self) -> LinguaCompressor | None:
+        """The classifier, loaded on first use; None when it could not be (logged once: the step is then
+        skipped, and truncation and the summary make the prompt fit)."""
+        with self._lock:
+            if self._compressor is None and self._error is None:
+                try:
+                    self._compressor = self.load()
+                except Exception as e:  # noqa: BLE001 (safetensors raises its own error type): the request goes on
+                    self._error = e
+                    logger.error("context compressor not loaded, its step is skipped: %s", e)
+            return self._compressor
+
+    def cached(self, messages: Messages, namespace: str = "") -> Messages:
+        """`messages` with every compressible content compressed before replaced by its compressed text."""
+        return self._cached(messages, namespace)[0]
+
+    def _cached(self, messages: Messages, namespace: str) -> tuple[Messages, list[int]]:
+        """The cached texts in, and the indices of the compressible messages still as sent."""
+        out, pending = list(messages), []
+        for i in self.compressible(messages):
+            text = self._get(self._key(namespace, messages[i]["content"]))
+            if text is None:
+                pending.append(i)
+            else:
+                out[i] = {**messages[i], "content": text}
+        return out, pending
+
+    def fit(self, messages: Messages, count: Callable[[Messages], int], count_text: Callable[[str], int],
+            budget: int, namespace: str = "") -> Messages:
+        """Oldest compressible messages compressed until `count` is within `budget` (or none is left)."""
+        messages, pending = self._cached(messages, namespace)
+        total = count(messages)
+        compressor = self.compressor if total > budget and pending else None
+        if compressor is None:
+            return messages
+        target = budget - budget // SLACK_DIVISOR
+        sizes = {i: count_text(messages[i]["content"]) for i in pending}
+        pending = [i for i in pending if sizes[i] >= MIN_TOKENS]
+        while total > budget and pending:
+            excess, chosen, pool = total - target, [], 0
+            while pending and pool * (1 - MIN_RATE) < excess:
+                chosen.append(pending.pop(0))
+                pool += sizes[chosen[-1]]
+            rate = round(max(MIN_RATE, 1 - excess / pool), 2)
+            out = list(messages)
+            for i in chosen:
+                content = messages[i]["content"]
+                text = compressor.compress(content, rate, count_text)
+                self._put(self._key(namespace, content), text)
+                out[i] = {**messages[i], "content": text}
+            messages = out
+            total = count(messages)
+        return messages
+
+    @staticmethod
+    def compressible(messages: Messages) -> list[int]:
+        """Indices of the contents the step may compress, oldest first."""
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+        return [i for i, m in enumerate(messages[:last_user])
+                if m.get("role") in COMPRESSIBLE_ROLES and isinstance(m.get("content"), str)
+                and not m.get("tool_calls") and not is_json(m["content"])]
+
+    @staticmethod
+    def _key(namespace: str, content: str) -> str:
+        return hashlib.sha256(f"{namespace}\0{content}".encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _get(self, key: str) -> str | None:
+        with self._lock:
+            text = self._cache.get(key)
+            if text is not None:
+                self._cache.move_to_end(key)
+            return text
+
+    def _put(self, key: str, text: str) -> None:
+        with self._lock:
+            self._cache[key] = text
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
