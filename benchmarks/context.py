@@ -2,6 +2,7 @@
 
     python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--repeats 1] [--parts ttft,floor,compress,switch]
     python benchmarks/context.py --device cuda        # the same on a GPU (issue 17: "and on a GPU when one is available")
+    python benchmarks/context.py --parts lingua --compressor bert-base-random [--fit-turns 13,20,27]
 
 A 30-turn chat on the demo model through `velollm serve --context-overflow compress`: each turn a new
 ~300-token user message and a 32-token answer; turns 5, 10, 15, 20 and 25 also carry a tool call whose
@@ -17,6 +18,9 @@ Fit: the host side of the turns that change the prompt (13: first compression; 2
 summary), without a server or model: the same conversation (answers: 40 fixed words) fitted afresh in
 process as the server's `compress` does (the fit, then the summary's second fit with a quarter of the budget
 more room), median of --fit-repeats, with the chat-template renders and the tokens tokenized.
+Lingua (with --compressor): the token-classifier step of `--context-compressor` on that conversation
+fitted afresh at --fit-turns in order: tokens before and after it, its time, the messages it compressed,
+then the last turn once more (its compressed messages from the cache).
 The load average of the machine is printed with each part (other jobs share it).
 """
 
@@ -318,6 +322,83 @@ def part_fit(args: argparse.Namespace) -> None:
                           "tokens_tokenized": stats["tokenized"]}), flush=True)
 
 
+def lingua_compressor(spec: str, device: str):
+    """--compressor: a folder (or a repo id in the HF cache), or `bert-base-random`: BERT-base's shape
+    (llmlingua-2-bert-base-multilingual-cased-meetingbank's but for the vocabulary) with random weights and
+    all-MiniLM-L6-v2's tokenizer: its timing is a real model's, its choice of words is not."""
+    from velollm.context.lingua import LinguaCompressor
+    from velollm.context.lingua_folder import resolve_compressor_folder
+
+    if spec != "bert-base-random":
+        return LinguaCompressor.from_folder(resolve_compressor_folder(spec).path, device)
+    import torch
+
+    from velollm.embed.config import EncoderConfig
+    from velollm.embed.resolve import default_model_folder
+    from velollm.embed.token_classifier import TokenClassifier
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(default_model_folder(), generation_config={}).backend
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    torch.manual_seed(0)
+    config = EncoderConfig("bert", vocab_size=30522 + 100, hidden_size=768, num_hidden_layers=12,
+                           num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
+    return LinguaCompressor(TokenClassifier(config, 2).to(device).eval(), tokenizer, "bert")
+
+
+def part_lingua(args: argparse.Namespace) -> None:
+    """The token-classifier step (--context-compressor) on the conversation fitted afresh at each of
+    --fit-turns, in order, as the server's `compress` does (before the summary), then the last turn once
+    more: its compressed messages come from the cache."""
+    from velollm.context.compressor import Compressor
+    from velollm.context.fitter import ContextFitter, output_reserve
+    from velollm.context.lingua_step import LinguaStep, token_counter
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
+    t0 = time.perf_counter()
+    compressor = lingua_compressor(args.compressor, device)
+    load_s = time.perf_counter() - t0
+    tokenizer = Tokenizer.from_folder(ensure_demo())
+    step = LinguaStep(lambda: compressor)
+    sent = sent_messages(args)
+    reserve = output_reserve(args.max_model_len, args.max_tokens)
+    config = compressor.classifier.encoder.config
+    print(f"\n## Token classifier step ({args.compressor}: {config.model_type}, {config.num_hidden_layers} layers, "
+          f"hidden {config.hidden_size}, on {device}, loaded in {load_s:.2f} s; demo tokenizer and template, "
+          f"--max-model-len {args.max_model_len}); {load()}")
+    print("| turn | tokens | after lossless | after lingua | lingua saved | lingua ms | messages compressed | "
+          "dropped messages | final tokens |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    turns = [int(t) for t in args.fit_turns.split(",")]
+    for turn in [*turns, turns[-1]]:
+        messages = sent[turn]
+        fitter = ContextFitter(tokenizer.apply_chat_template, tokenizer)
+        lossless = fitter.count(Compressor().apply(messages))
+        before_cache = len(step._cache)
+        fitted = fitter.fit(messages, "compress", args.max_model_len, reserve,
+                            Compressor(lingua=step, count_text=token_counter(tokenizer)))
+        report = fitted.report
+        if report is None:
+            print(f"| {turn} | {fitter.count(messages)} | fits | | | | | | |")
+            continue
+        saved = report.saved_tokens.get("lingua", 0)
+        ms = report.step_seconds.get("lingua", 0.0) * 1e3
+        print(f"| {turn} | {report.num_original_tokens} | {lossless} | {lossless - saved} | {saved} | {ms:.1f} | "
+              f"{len(step._cache) - before_cache} | {len(report.dropped_messages)} | {report.num_prompt_tokens} |")
+        print(json.dumps({"what": "context_lingua", "turn": turn, "tokens": report.num_original_tokens,
+                          "after_lossless": lossless, "lingua_saved": saved, "lingua_ms": round(ms, 1),
+                          "final_tokens": report.num_prompt_tokens, "device": device}), flush=True)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 class CountingTokenizer:
     """The tokenizer, counting the tokens it produces (encode and its backend's encode_batch)."""
 
@@ -415,6 +496,9 @@ def main() -> int:
     p.add_argument("--fit-repeats", type=int, default=5)
     p.add_argument("--parts", default="ttft,floor,compress,switch")
     p.add_argument("--device", default="auto", help="the servers' and the floor engine's device: auto, cpu, cuda")
+    p.add_argument("--compressor", default=None,
+                   help="the lingua part's token classifier: a folder, an LLMLingua-2 repo id in the HF cache, or "
+                        "bert-base-random (BERT-base's shape, random weights: timing only)")
     args = p.parse_args()
     # A time limit's SIGTERM (gpu_check.sh) ends the script through its finally blocks: its servers go down too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -435,6 +519,8 @@ def main() -> int:
         part_fit(args)
     if "switch" in parts:
         part_switch(args)
+    if "lingua" in parts or args.compressor:
+        part_lingua(args)
     return 0
 
 

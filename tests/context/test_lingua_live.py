@@ -74,3 +74,15 @@ def test_a_bad_compressor_path_stops_serve_at_start(tmp_path):
                            str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "--context-compressor" in proc.stderr and "no such folder" in proc.stderr
+
+
+def test_a_missing_cuda_device_stops_serve_at_start(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    folder = bert_folder(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", "--context-compressor", str(folder),
+                           "--context-compressor-device", "cuda"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr

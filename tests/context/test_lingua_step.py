@@ -52,7 +52,7 @@ def folder(tmp_path_factory):
 def step(folder) -> LinguaStep:
     base = LinguaCompressor.from_folder(folder)
     spy = Spy(base.classifier, base.tokenizer, base.family, base.options)
-    return LinguaStep(ClassifierFolder.inspect(folder), compressor=spy)
+    return LinguaStep(lambda: spy)
 
 
 def test_only_plain_text_before_the_last_user_message():
@@ -114,13 +114,16 @@ def test_no_lossy_step_when_the_prompt_fits(step):
     assert fitted.report is None and fitted.messages == messages
 
 
-def test_too_long_even_compressed_then_truncated(step):
+def test_out_of_reach_is_left_to_truncation(step):
     fitter = ContextFitter(render, CharTokenizer())
     messages = conversation(4)
     context_len = fitter.count(messages) // 3
+    calls = Spy.calls
     fitted = fitter.fit(messages, "compress", context_len, 1, Compressor(lingua=step, count_text=len))
     assert fitted.report is not None and fitted.report.dropped_messages
     assert len(fitted.token_ids) <= context_len - 1
+    # Out of the classifier's reach (all of it at MIN_RATE would not fit): no time spent on turns that go.
+    assert Spy.calls == calls and not fitted.report.saved_tokens.get("lingua")
 
 
 def test_compressor_folder_found(folder, tmp_path):
@@ -144,7 +147,7 @@ def test_a_classifier_that_does_not_load_skips_the_step(folder, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
-    step = LinguaStep(ClassifierFolder.inspect(broken))
+    step = LinguaStep.of_folder(ClassifierFolder.inspect(broken))
     fitter = ContextFitter(render, CharTokenizer())
     messages = conversation(4)
     assert step.fit(messages, fitter.count, len, fitter.count(messages) - 300) == messages

@@ -62,19 +62,19 @@ def context_state(state: "AppState") -> ContextState:
     """The app's ContextState, made on first use."""
     with _LOCK:
         if state.context is None:
-            lingua = _lingua(state.config.context_compressor)
+            lingua = _lingua(state.config.context_compressor, state.config.context_compressor_device)
             state.context = ContextState(ContextMetrics(state.metrics.registry), lingua)
         return state.context
 
 
-def _lingua(path: str | None) -> "LinguaStep | None":
+def _lingua(path: str | None, device: str) -> "LinguaStep | None":
     """The classifier step of --context-compressor (its folder was checked at start; loaded on first use)."""
     if path is None:
         return None
     from velollm.context.lingua_step import LinguaStep
     from velollm.embed.token_classifier import ClassifierFolder
 
-    return LinguaStep(ClassifierFolder.inspect(path))
+    return LinguaStep.of_folder(ClassifierFolder.inspect(path), device)
 
 
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,

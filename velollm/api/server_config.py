@@ -45,6 +45,7 @@ class ServerConfig:
     context_overflow: str | None = None
     # --context-compressor: an LLMLingua-2 classifier folder (checked at start) for `compress`; None: off
     context_compressor: str | None = None
+    context_compressor_device: str = "cpu"  # where the classifier runs: cpu, cuda, cuda:N
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
@@ -85,6 +86,8 @@ class ServerConfig:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):
             raise ValueError(f"context_overflow must be error, truncate or compress, got {self.context_overflow!r}")
+        if self.context_compressor_device != "cpu" and not self.context_compressor_device.startswith("cuda"):
+            raise ValueError(f"context_compressor_device must be cpu or cuda[:N], got {self.context_compressor_device!r}")
         if self.routing is not None and self.routing.name in self.served_names:
             raise ValueError(f"the routing model name {self.routing.name!r} is also a served model name")
         if not self.shutdown_timeout_s >= 0:

@@ -181,8 +181,8 @@ class ResponseCache:
         removed = await self.exact.purge(prefix, keep, deadline)
         if self.exact is not self.sqlite:  # the semantic tier's copies
             await self.sqlite.purge(prefix, keep, deadline)
-        if self.semantic is not None:
-            self.semantic.forget(self.sqlite.take_evicted())
+        if self.semantic is not None:  # possibly many vectors: off the event loop (the index has its own lock)
+            await asyncio.to_thread(self.semantic.forget, self.sqlite.take_evicted())
         if removed and self.metrics is not None:
             self.metrics.purged.inc(removed)
         return removed

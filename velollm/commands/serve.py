@@ -76,6 +76,8 @@ def add_parser(subparsers: Any) -> None:
                         "Hugging Face cache, e.g. microsoft/llmlingua-2-xlm-roberta-large-meetingbank; never "
                         "downloaded): --context-overflow compress then shortens the oldest long messages with it "
                         "before truncating or summarising")
+    p.add_argument("--context-compressor-device", default="cpu", metavar="DEVICE",
+                   help="where --context-compressor's classifier runs: cpu (default), cuda or cuda:N")
     p.add_argument("--host-cache-memory", type=parse_size, default=None,
                    help="weights of CPU models evicted by --max-loaded-models kept asleep in host memory for "
                         "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
@@ -198,7 +200,9 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         context_overflow=getattr(args, "context_overflow", None),
-        context_compressor=_context_compressor(getattr(args, "context_compressor", None)), prefetch=getattr(args, "prefetch", True),
+        context_compressor=_context_compressor(getattr(args, "context_compressor", None)),
+        context_compressor_device=_compressor_device(getattr(args, "context_compressor_device", "cpu")),
+        prefetch=getattr(args, "prefetch", True),
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
@@ -212,6 +216,15 @@ def _context_compressor(spec: str | None) -> str | None:
     from velollm.context.lingua_folder import resolve_compressor_folder
 
     return str(resolve_compressor_folder(spec).path)
+
+
+def _compressor_device(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--context-compressor-device {device}: no CUDA device here")
+    return device
 
 
 def _host_cache_bytes(requested: int | None) -> int:
