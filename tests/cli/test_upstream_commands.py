@@ -72,6 +72,10 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
     assert child.exitstatus == 0
     piped = velollm(proxied, tmp_path, "run", "thinker", stdin="hi")  # not a terminal: no escape codes
     assert piped.returncode == 0 and "\x1b" not in piped.stdout and "The user says hi." in piped.stdout
+    hidden = velollm(proxied, tmp_path, "run", "thinker", "--hidethinking", "hi")  # Ollama's flag
+    assert hidden.returncode == 0, hidden.stderr
+    assert "Hello there!" in hidden.stdout and "The user says hi." not in hidden.stdout
+    assert "Thinking" not in hidden.stdout
 
 
 def test_optimize_check(tmp_path):

@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
+    parser.add_argument("--format", choices=["json"], default=None, help="response format (as /set format json)")
+    parser.add_argument("--hidethinking", action="store_true", help="hide the thinking of a thinking model")
+    parser.add_argument("--nowordwrap", action="store_true", help="accepted for Ollama's CLI; answers are not wrapped")
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
@@ -106,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options,
                                   err=sys.stderr)
             session.verbose = args.verbose
+            session.format = args.format
+            session.writer.show_thinking = not args.hidethinking
             if args.think is not None:
                 session.think = args.think
             if args.keepalive is not None:
