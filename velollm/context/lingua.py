@@ -26,7 +26,7 @@ import torch
 
 from velollm.context.lingua_words import WordRules
 from velollm.embed.token_classifier import ClassifierFolder, TokenClassifier
-from velollm.errors import ModelLoadError
+from velollm.errors import ModelLoadError, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ class LinguaOptions:
     def __post_init__(self) -> None:
         if len(self.force_tokens) > MAX_FORCE_TOKENS:
             raise ValueError(f"at most {MAX_FORCE_TOKENS} force tokens, got {len(self.force_tokens)}")
+
+
+def lingua_folder(folder: ClassifierFolder) -> ClassifierFolder:
+    """`folder`, when LLMLingua-2's word rules know its tokenizer family."""
+    if folder.model_type not in FRAMES:
+        raise UnsupportedModel(f"{folder.path}: model_type {folder.model_type!r}: LLMLingua-2's word rules know "
+                               f"bert (WordPiece) and xlm-roberta (SentencePiece) classifiers")
+    return folder
 
 
 class LinguaCompressor:
@@ -80,14 +88,14 @@ class LinguaCompressor:
                     options: LinguaOptions = LinguaOptions()) -> LinguaCompressor:
         from velollm.engine.text.tokenizer import Tokenizer
 
-        folder = ClassifierFolder.inspect(path)
+        folder = lingua_folder(ClassifierFolder.inspect(path))
         tokenizer = Tokenizer.from_folder(folder.path, generation_config={}).backend
         tokenizer.no_truncation()
         tokenizer.no_padding()
         model = TokenClassifier.load(folder, device)
         logger.info("context compressor: %s (%s, %d layers)", folder.path, folder.config.model_type,
                     folder.config.num_hidden_layers)
-        return cls(model, tokenizer, folder.config.model_type, options)
+        return cls(model, tokenizer, folder.model_type, options)
 
     def tokenize(self, text: str) -> list[str]:
         return self.tokenizer.encode(text, add_special_tokens=False).tokens
