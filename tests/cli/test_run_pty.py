@@ -128,3 +128,23 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_a_pasted_block_is_one_message(live, tmp_path):
+    import httpx
+
+    text = "first line\nsecond line\nthird"
+    body = {"model": "demo", "stream": False, "options": {"num_predict": 1}, "messages": [{"role": "user", "content": text}]}
+    expected = httpx.post(f"{live}/api/chat", json=body, timeout=60).json()["prompt_eval_count"]
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        _command(child, "/set parameter num_predict 2", "Set parameter 'num_predict' to '2'")
+        child.send("\x1b[200~" + text.replace("\n", "\r") + "\x1b[201~\r")  # a terminal's bracketed paste
+        child.expect(_COUNT)
+        assert int(child.match.group(1)) == expected  # the whole paste is one message
+        child.expect_exact(PROMPT)
+        assert "prompt eval count" not in child.before  # one answer, not one per line
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

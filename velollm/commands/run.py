@@ -89,10 +89,33 @@ def _load(session, err) -> None:  # noqa: ANN001
         session.load()
 
 
+def _session(client, model: str, options: dict):  # noqa: ANN001, ANN202
+    """The chat with `model`; one the server does not have is pulled first (through the server's Ollama
+    upstream, with its progress), as `ollama run` pulls a missing model."""
+    from velollm.commands import pull
+    from velollm.commands.chat_session import ChatSession
+    from velollm.commands.client import ServerError
+
+    def start() -> ChatSession:
+        return ChatSession(client, model, sys.stdout, color=sys.stdout.isatty(), options=options, err=sys.stderr)
+
+    try:
+        return start()
+    except ServerError as exc:
+        if "not found" not in str(exc):
+            raise
+        missing = exc
+    try:
+        pull.run(argparse.Namespace(model=model, insecure=False), client)
+    except ServerError as exc:
+        raise ServerError(f"{missing}; pulling it failed: {exc}") from exc
+    return start()
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from velollm.commands.chat_session import ChatSession, parse_value, run_interactive
+    from velollm.commands.chat_session import parse_value, run_interactive
     from velollm.commands.client import ServerError
 
     logging.getLogger().setLevel(logging.WARNING)  # the chat, not the log of a server in this process, owns the terminal
@@ -106,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client, local = _connect(args.model, sys.stderr, engine_flags(args))
         with client:
-            session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options,
-                                  err=sys.stderr)
+            session = _session(client, args.model, options)
             session.verbose = args.verbose
             session.format = args.format
             session.writer.show_thinking = not args.hidethinking
