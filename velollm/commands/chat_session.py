@@ -84,8 +84,12 @@ class ChatSession:
             body["think"] = self.think
         if self.format:
             body["format"] = self.format
-        content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
-        self.messages.append({"role": "user", "content": text})
+        self.messages.append({"role": "user", "content": text})  # kept when Ctrl-C stops the answer, as in Ollama
+        try:
+            content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
+        except ServerError:
+            self.messages.pop()
+            raise
         self.messages.append({"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})})
         if self.verbose:
             self.err.write(timings(final) + "\n")
