@@ -135,3 +135,26 @@ def test_allowed_tools_tool_choice(live_server):
     assert [(o.type, o.name, json.loads(o.arguments)) for o in response.output] == \
         [("function_call", "get_time", {"tz": "UTC"})]
     assert response.tool_choice.type == "allowed_tools"
+
+
+def _streamed_calls(chunks) -> list[tuple[str, dict]]:
+    calls: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name, args = calls.setdefault(delta.index, ["", ""])
+            calls[delta.index] = [name + (delta.function.name or ""), args + (delta.function.arguments or "")]
+    return [(name, json.loads(args)) for _, (name, args) in sorted(calls.items())]
+
+
+def test_streamed_tool_calls_equal_whole_ones(live_server):
+    """With the same seed a stream sent a repeated call twice where the whole answer (deduplicated) had
+    it once."""
+    client = oai(live_server)
+    time_tool = {**TIME, "parameters": {**TIME["parameters"], "properties": {"tz": {"type": "string",
+                                                                                  "enum": ["UTC", "CET"]}}}}
+    kw = dict(model="demo", messages=[{"role": "user", "content": "time?"}], max_tokens=150,
+              tools=[{"type": "function", "function": time_tool}], tool_choice="required")
+    for seed in range(4, 10):  # seeds 6 and 9 repeat the call (demo model, this prompt, 512 tokens)
+        whole = client.chat.completions.create(**kw, seed=seed).choices[0].message.tool_calls
+        streamed = _streamed_calls(client.chat.completions.create(**kw, seed=seed, stream=True))
+        assert streamed == [(c.function.name, json.loads(c.function.arguments)) for c in whole], seed
