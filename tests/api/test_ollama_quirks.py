@@ -35,3 +35,12 @@ def test_consecutive_messages_of_one_role_are_one_message(live_server):
         {"role": "user", "content": "hi\n\nhow are you?"}])
     assert split.prompt_eval_count == joined.prompt_eval_count
     assert split.message.content == joined.message.content
+
+
+def test_a_template_may_carry_go_comments(live_server):
+    client = _client(live_server)
+    opts = {"num_predict": 1, "temperature": 0}
+    plain = client.generate(model="demo", prompt="hi", template="Q: {{ .Prompt }} A:", options=opts)
+    commented = client.generate(model="demo", prompt="hi", options=opts,
+                                template="{{/* the question */}}Q: {{ .Prompt }} A:{{- /* trimmed */ -}}")
+    assert commented.context == plain.context

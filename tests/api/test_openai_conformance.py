@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -92,3 +94,67 @@ def test_legacy_functions_and_audio_output_are_refused(live_server):
         client.chat.completions.create(**kw, modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
     assert err.value.body["param"] == "modalities"
     assert client.chat.completions.create(**kw, modalities=["text"], function_call="auto").choices
+
+
+def test_responses_errors_name_the_input(live_server):
+    """The Responses API's 400s for a too-long or empty input named chat's `messages` (param and text)."""
+    client = oai(live_server)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="demo", input="hello " * 2000, max_output_tokens=3)
+    assert err.value.code == "context_length_exceeded" and err.value.body["param"] == "input"
+    assert "your input resulted in" in err.value.message and "messages" not in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="demo", input=[], max_output_tokens=3)
+    assert err.value.body["param"] == "input" and "input must not be empty" in err.value.message
+
+
+WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                 "required": ["city"]}}
+TIME = {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC"]}},
+                                           "required": ["tz"]}}
+
+
+def test_allowed_tools_tool_choice(live_server):
+    """`tool_choice: {"type": "allowed_tools", ...}` (chat and Responses) was a 400 'must name a function'."""
+    client = oai(live_server)
+    tools = [{"type": "function", "function": WEATHER}, {"type": "function", "function": TIME}]
+    only_time = {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}
+    r = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "weather?"}], max_tokens=80,
+                                       tools=tools, tool_choice={"type": "allowed_tools", "allowed_tools": only_time})
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in r.choices[0].message.tool_calls] == \
+        [("get_time", {"tz": "UTC"})]
+    unknown = {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]}
+    with pytest.raises(openai.BadRequestError, match="'nope', which is not in tools"):
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}], max_tokens=3,
+                                       tools=tools, tool_choice={"type": "allowed_tools", "allowed_tools": unknown})
+    response = client.responses.create(
+        model="demo", input="weather?", max_output_tokens=80,
+        tools=[{"type": "function", **WEATHER}, {"type": "function", **TIME}],
+        tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]})
+    assert [(o.type, o.name, json.loads(o.arguments)) for o in response.output] == \
+        [("function_call", "get_time", {"tz": "UTC"})]
+    assert response.tool_choice.type == "allowed_tools"
+
+
+def _streamed_calls(chunks) -> list[tuple[str, dict]]:
+    calls: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name, args = calls.setdefault(delta.index, ["", ""])
+            calls[delta.index] = [name + (delta.function.name or ""), args + (delta.function.arguments or "")]
+    return [(name, json.loads(args)) for _, (name, args) in sorted(calls.items())]
+
+
+def test_streamed_tool_calls_equal_whole_ones(live_server):
+    """With the same seed a stream sent a repeated call twice where the whole answer (deduplicated) had
+    it once."""
+    client = oai(live_server)
+    time_tool = {**TIME, "parameters": {**TIME["parameters"], "properties": {"tz": {"type": "string",
+                                                                                  "enum": ["UTC", "CET"]}}}}
+    kw = dict(model="demo", messages=[{"role": "user", "content": "time?"}], max_tokens=150,
+              tools=[{"type": "function", "function": time_tool}], tool_choice="required")
+    for seed in range(4, 10):  # seeds 6 and 9 repeat the call (demo model, this prompt, 512 tokens)
+        whole = client.chat.completions.create(**kw, seed=seed).choices[0].message.tool_calls
+        streamed = _streamed_calls(client.chat.completions.create(**kw, seed=seed, stream=True))
+        assert streamed == [(c.function.name, json.loads(c.function.arguments)) for c in whole], seed

@@ -34,6 +34,8 @@ def test_multi_line_input():
     assert read_message(read) == "one line"
     read, _ = _reader(['"""', "a", '"""'])
     assert read_message(read) == "a"
+    read, _ = _reader(["pasted\rlines\r\nhere"])  # a bracketed paste: the terminal's carriage returns
+    assert read_message(read) == "pasted\nlines\nhere"
     read, _ = _reader(['"""never closed'])
     with pytest.raises(EOFError):
         read_message(read)

@@ -115,3 +115,12 @@ def test_ps_piped_keeps_long_names_and_quoted_host(live, tmp_path):
 def test_host_forms():
     assert server_url({"VELOLLM_HOST": "'127.0.0.1:9000'"}) == "http://127.0.0.1:9000"
     assert server_url({"VELOLLM_HOST": "127.0.0.1:port"}) == "http://127.0.0.1:8000"  # Ollama: the default port
+
+
+def test_run_format_json_and_ollamas_other_run_flags(live, tmp_path):
+    import json
+
+    out = velollm(live, tmp_path, "run", "demo", "--format", "json", "--nowordwrap", "-o", "num_predict=48",
+                  "give me json")
+    assert out.returncode == 0, out.stderr
+    assert isinstance(json.loads(out.stdout), dict), out.stdout  # the format reached the server

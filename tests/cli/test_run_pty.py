@@ -128,3 +128,61 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_a_pasted_block_is_one_message(live, tmp_path):
+    import httpx
+
+    text = "first line\nsecond line\nthird"
+    body = {"model": "demo", "stream": False, "options": {"num_predict": 1}, "messages": [{"role": "user", "content": text}]}
+    expected = httpx.post(f"{live}/api/chat", json=body, timeout=60).json()["prompt_eval_count"]
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        _command(child, "/set parameter num_predict 2", "Set parameter 'num_predict' to '2'")
+        child.send("\x1b[200~" + text.replace("\n", "\r") + "\x1b[201~\r")  # a terminal's bracketed paste
+        child.expect(_COUNT)
+        assert int(child.match.group(1)) == expected  # the whole paste is one message
+        child.expect_exact(PROMPT)
+        assert "prompt eval count" not in child.before  # one answer, not one per line
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+def _aborted(url: str) -> float:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("velollm_aborted_requests_total{"))
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
+    import time
+
+    aborted = _aborted(live)
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        _command(child, "/set parameter num_predict 2", "Set parameter 'num_predict' to '2'")
+        alone, _ = _ask(child, "hi")
+        _command(child, "/clear", "Cleared session context")
+        _command(child, "/set parameter num_predict 100000", "Set parameter 'num_predict' to '100000'")
+        child.sendline("hi")
+        child.expect_exact("hi")
+        time.sleep(1.0)  # the answer is streaming
+        child.sendintr()
+        child.expect_exact(PROMPT)  # the session goes on
+        assert "eval count" not in child.before  # the answer stopped before its end
+        deadline = time.monotonic() + 10
+        while _aborted(live) == aborted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _aborted(live) == aborted + 1  # and the server stopped generating it
+        _command(child, "/set parameter num_predict 2", "Set parameter 'num_predict' to '2'")
+        after, _ = _ask(child, "hi")
+        assert after > alone  # the interrupted question stayed in the history, as in Ollama
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

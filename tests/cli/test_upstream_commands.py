@@ -37,6 +37,17 @@ def test_pull_through_the_upstream(proxied, tmp_path):
     assert failed.returncode == 1 and "pull model manifest: file does not exist" in failed.stderr
 
 
+def test_run_pulls_a_missing_model_first(proxied, tmp_path):
+    # `ollama run M` pulls M when the server does not have it, then chats
+    out = velollm(proxied, tmp_path, "run", "fresh-model", "hi")
+    assert out.returncode == 0, out.stderr
+    assert "pulling manifest" in out.stderr and "success" in out.stderr and "Hello there!" in out.stdout
+    failed = velollm(proxied, tmp_path, "run", "missing-one", "hi")
+    assert failed.returncode == 1
+    assert "model 'missing-one' not found" in failed.stderr
+    assert "pull model manifest: file does not exist" in failed.stderr
+
+
 def test_pull_without_an_upstream(tmp_path):
     proc, url, _log, _ = start_serve(tmp_path, "--no-upstream")
     try:
@@ -72,6 +83,10 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
     assert child.exitstatus == 0
     piped = velollm(proxied, tmp_path, "run", "thinker", stdin="hi")  # not a terminal: no escape codes
     assert piped.returncode == 0 and "\x1b" not in piped.stdout and "The user says hi." in piped.stdout
+    hidden = velollm(proxied, tmp_path, "run", "thinker", "--hidethinking", "hi")  # Ollama's flag
+    assert hidden.returncode == 0, hidden.stderr
+    assert "Hello there!" in hidden.stdout and "The user says hi." not in hidden.stdout
+    assert "Thinking" not in hidden.stdout
 
 
 def test_optimize_check(tmp_path):

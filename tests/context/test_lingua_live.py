@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import ollama
 import openai
 import pytest
 
@@ -67,6 +68,17 @@ def test_compress_runs_the_classifier_step(live):
     second = raw2.parse()
     assert second.choices and parse_header(raw2.headers["x-velollm-context"])["mode"] == "compress"
     assert second.usage.prompt_tokens_details.cached_tokens > kept // 2  # the first prompt, from the prefix cache
+
+
+def test_ollama_chat_compress_runs_the_classifier_step(live):
+    """The same step on /api/chat (per request: options.context_overflow)."""
+    before = live.metric("velollm_context_saved_tokens_total", model="demo", step="lingua")
+    messages = chat(5)  # not the other test's conversation: its messages are not in the cache yet
+    messages[1] = {**messages[1], "content": "Ollama. " + messages[1]["content"]}
+    r = ollama.Client(host=live.url, timeout=120).chat(
+        model="demo", messages=messages, options={"num_predict": 4, "temperature": 0, "context_overflow": "compress"})
+    assert r.message.role == "assistant" and r.prompt_eval_count <= CONTEXT - 4
+    assert live.metric("velollm_context_saved_tokens_total", model="demo", step="lingua") > before
 
 
 def test_a_bad_compressor_path_stops_serve_at_start(tmp_path):

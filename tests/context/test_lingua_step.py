@@ -114,13 +114,16 @@ def test_no_lossy_step_when_the_prompt_fits(step):
     assert fitted.report is None and fitted.messages == messages
 
 
-def test_too_long_even_compressed_then_truncated(step):
+def test_out_of_reach_is_left_to_truncation(step):
     fitter = ContextFitter(render, CharTokenizer())
     messages = conversation(4)
     context_len = fitter.count(messages) // 3
+    calls = Spy.calls
     fitted = fitter.fit(messages, "compress", context_len, 1, Compressor(lingua=step, count_text=len))
     assert fitted.report is not None and fitted.report.dropped_messages
     assert len(fitted.token_ids) <= context_len - 1
+    # Out of the classifier's reach (all of it at MIN_RATE would not fit): no time spent on turns that go.
+    assert Spy.calls == calls and not fitted.report.saved_tokens.get("lingua")
 
 
 def test_compressor_folder_found(folder, tmp_path):

@@ -103,6 +103,21 @@ def test_arguments_stream_in_fragments_when_incremental() -> None:
     assert len(pieces) > 5 and "".join(pieces) == calls[0]["arguments"]
 
 
+@pytest.mark.parametrize("incremental", [True, False])
+def test_repeated_call_is_dropped_as_in_a_whole_answer(incremental: bool) -> None:
+    """Constrained (incremental) streams sent a call repeated with the same arguments twice, while the
+    whole answer's repair keeps it once (a small model under tool_choice=required repeats itself)."""
+    text = ('{"name": "get_weather", "parameters": {"city"  :"Oslo"}}; {"name": "get_weather", "parameters": '
+            '{"city":"Oslo"}}; {"name": "now", "parameters": {}}')
+    whole = [(c.name, json.loads(c.arguments)) for c in ToolRepairer(TOOLS, L).repair_text(text).calls]
+    assert whole == [("get_weather", {"city": "Oslo"}), ("now", {})]
+    for max_len in (1, 3, len(text)):
+        parser = StreamingToolParser(L, ToolRepairer(TOOLS, L), incremental=incremental)
+        _, calls, _ = _run(parser, _chunks(text, random.Random(max_len), max_len))
+        assert [(c["name"], json.loads(c["arguments"])) for c in calls] == whole
+        assert parser.num_duplicates == 1 and [c.name for c in parser.calls] == ["get_weather", "now"]
+
+
 def test_partial_marker_is_held_back_then_released() -> None:
     parser = StreamingToolParser(H, ToolRepairer(TOOLS, H))
     assert parser.feed("Hello <tool").content == "Hello "

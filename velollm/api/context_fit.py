@@ -4,6 +4,7 @@ x-velollm-context header, the metrics, and the finished turn remembered for the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import threading
 import time
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from velollm.api.served_model import ServedModel
     from velollm.context.lingua_step import LinguaStep
 
+logger = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 Messages = list[Mapping[str, Any]]
 
@@ -73,8 +75,13 @@ def _lingua(path: str | None, device: str) -> "LinguaStep | None":
         return None
     from velollm.context.lingua_step import LinguaStep
     from velollm.embed.token_classifier import ClassifierFolder
+    from velollm.errors import VeloLLMError
 
-    return LinguaStep.of_folder(ClassifierFolder.inspect(path), device)
+    try:
+        return LinguaStep.of_folder(ClassifierFolder.inspect(path), device)
+    except (VeloLLMError, OSError) as e:  # gone since the start: chats go on without the step
+        logger.error("--context-compressor %s: %s; compress goes on without it", path, e)
+        return None
 
 
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,

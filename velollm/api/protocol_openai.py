@@ -104,8 +104,7 @@ def _structured_output(f: Fields) -> StructuredOutput | None:
     return out
 
 
-def _tool_choice(f: Fields, names: list[str]) -> str | dict[str, Any] | None:
-    choice = f.raw("tool_choice")
+def _tool_choice(f: Fields, names: list[str], choice: Any) -> str | dict[str, Any] | None:
     if choice is None:
         return None
     if isinstance(choice, dict):
@@ -123,8 +122,28 @@ def _tool_choice(f: Fields, names: list[str]) -> str | dict[str, Any] | None:
     return choice
 
 
+def _allowed_tools(f: Fields, tools: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]] | None, str]:
+    """`tool_choice: {"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}`: the tools it names
+    (the others leave the prompt too) and its mode, auto or required."""
+    spec = Fields(f.raw("tool_choice"), "tool_choice.")
+    allowed = Fields(spec.dict("allowed_tools"), "tool_choice.allowed_tools.")
+    mode = allowed.str("mode")
+    if mode not in ("auto", "required"):
+        raise allowed.bad("mode", f"must be 'auto' or 'required', got {mode!r}")
+    wanted = []
+    for i, tool in enumerate(allowed.list("tools")):
+        fn = Fields(tool, f"tool_choice.allowed_tools.tools[{i}].").dict("function")
+        wanted.append(Fields(fn, f"tool_choice.allowed_tools.tools[{i}].function.").str("name"))
+    names = {t.get("function", {}).get("name") for t in tools or [] if isinstance(t, dict)}
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise allowed.bad("tools", f"names {unknown[0]!r}, which is not in tools")
+    return [t for t in tools or [] if t["function"]["name"] in wanted] or None, mode
+
+
 def _tool_config(f: Fields) -> ToolConfig:
     tools = f.list("tools", None) or None  # the ollama client and some SDKs send [] for "no tools"
+    choice = f.raw("tool_choice")
     names = []
     for i, tool in enumerate(tools or []):
         t = Fields(tool, f"tools[{i}].")
@@ -138,7 +157,10 @@ def _tool_config(f: Fields) -> ToolConfig:
         from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a parameters schema that is no JSON Schema, or a name given twice
-    return ToolConfig(tools=tools, tool_choice=_tool_choice(f, names),
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        tools, choice = _allowed_tools(f, tools)
+        names = [t["function"]["name"] for t in tools or []]
+    return ToolConfig(tools=tools, tool_choice=_tool_choice(f, names, choice),
                       parallel_tool_calls=f.bool("parallel_tool_calls", True))
 
 
@@ -191,7 +213,7 @@ def _refuse_unhonoured(f: Fields) -> None:
     modalities = f.raw("modalities", [])
     wants_audio = isinstance(modalities, list) and "audio" in modalities
     if wants_audio or f.has("audio"):
-        raise f.bad("modalities" if wants_audio else "audio", "asks for audio output, which is not supported: text only")
+        raise f.bad("modalities" if wants_audio else "audio", "asks for audio output; this server answers text only")
 
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:

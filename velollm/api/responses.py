@@ -30,6 +30,7 @@ from velollm.cache.replay import take_hit
 from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
                                conversation, input_item_objects, items_to_messages, parse_responses_request,
                                replay_chunks, sse_frame)
+from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
 from velollm.wire.framing import SSE_MEDIA_TYPE
@@ -137,9 +138,20 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     return JSONResponse(stream.response)
 
 
+def _in_input_terms(exc: InvalidRequest) -> InvalidRequest:
+    """A chat-side 400 about `messages` in the Responses API's terms: they are this request's `input`
+    (after its instructions and the previous responses' conversation). ContextOverflow stays one."""
+    if not (exc.param or "").startswith("messages"):
+        return exc
+    return type(exc)(str(exc).replace("messages", "input"), param="input")
+
+
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
-    native = await prepare_chat(state, served, parse_chat_request(chat))
+    try:
+        native = await prepare_chat(state, served, parse_chat_request(chat))
+    except InvalidRequest as exc:
+        raise _in_input_terms(exc) from exc
     gen = native.gen
     await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True

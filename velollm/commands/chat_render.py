@@ -12,9 +12,10 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 class AnswerWriter:
     """Writes chunks of an /api/chat stream to `out`; returns the whole answer (content, thinking, last chunk)."""
 
-    def __init__(self, out: TextIO, *, color: bool) -> None:
+    def __init__(self, out: TextIO, *, color: bool, show_thinking: bool = True) -> None:
         self.out = out
         self.color = color
+        self.show_thinking = show_thinking  # False: `--hidethinking`, the thinking is kept but not written
 
     def write(self, chunks: Iterable[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
         content: list[str] = []
@@ -24,7 +25,9 @@ class AnswerWriter:
         for chunk in chunks:
             last = chunk
             message = chunk.get("message") or {}
-            if message.get("thinking"):
+            if message.get("thinking") and not self.show_thinking:
+                thinking.append(message["thinking"])
+            elif message.get("thinking"):
                 if not in_thinking:
                     in_thinking = True
                     self._emit("Thinking...\n" + (DIM if self.color else ""))

@@ -22,6 +22,15 @@ def parse_value(text: str) -> Any:
 def read_message(read_line: Callable[[str], str]) -> str:
     """One message: a line, or everything between \"\"\" markers (Ollama's multi-line input).
     Raises EOFError at the end of input."""
+    return _newlines(_read_message(read_line))
+
+
+def _newlines(text: str) -> str:
+    """A paste (readline's bracketed paste) keeps the terminal's carriage returns: lines end in "\\n"."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _read_message(read_line: Callable[[str], str]) -> str:
     line = read_line(">>> ")
     if not line.lstrip().startswith('"""'):
         return line
@@ -75,8 +84,12 @@ class ChatSession:
             body["think"] = self.think
         if self.format:
             body["format"] = self.format
-        content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
-        self.messages.append({"role": "user", "content": text})
+        self.messages.append({"role": "user", "content": text})  # kept when Ctrl-C stops the answer, as in Ollama
+        try:
+            content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
+        except ServerError:
+            self.messages.pop()
+            raise
         self.messages.append({"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})})
         if self.verbose:
             self.err.write(timings(final) + "\n")

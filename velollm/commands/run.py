@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
+    parser.add_argument("--format", choices=["json"], default=None, help="response format (as /set format json)")
+    parser.add_argument("--hidethinking", action="store_true", help="hide the thinking of a thinking model")
+    parser.add_argument("--nowordwrap", action="store_true", help="accepted for Ollama's CLI; answers are not wrapped")
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
@@ -86,10 +89,33 @@ def _load(session, err) -> None:  # noqa: ANN001
         session.load()
 
 
+def _session(client, model: str, options: dict):  # noqa: ANN001, ANN202
+    """The chat with `model`; one the server does not have is pulled first (through the server's Ollama
+    upstream, with its progress), as `ollama run` pulls a missing model."""
+    from velollm.commands import pull
+    from velollm.commands.chat_session import ChatSession
+    from velollm.commands.client import ServerError
+
+    def start() -> ChatSession:
+        return ChatSession(client, model, sys.stdout, color=sys.stdout.isatty(), options=options, err=sys.stderr)
+
+    try:
+        return start()
+    except ServerError as exc:
+        if "not found" not in str(exc):
+            raise
+        missing = exc
+    try:
+        pull.run(argparse.Namespace(model=model, insecure=False), client)
+    except ServerError as exc:
+        raise ServerError(f"{missing}; pulling it failed: {exc}") from exc
+    return start()
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from velollm.commands.chat_session import ChatSession, parse_value, run_interactive
+    from velollm.commands.chat_session import parse_value, run_interactive
     from velollm.commands.client import ServerError
 
     logging.getLogger().setLevel(logging.WARNING)  # the chat, not the log of a server in this process, owns the terminal
@@ -103,9 +129,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         client, local = _connect(args.model, sys.stderr, engine_flags(args))
         with client:
-            session = ChatSession(client, args.model, sys.stdout, color=sys.stdout.isatty(), options=options,
-                                  err=sys.stderr)
+            session = _session(client, args.model, options)
             session.verbose = args.verbose
+            session.format = args.format
+            session.writer.show_thinking = not args.hidethinking
             if args.think is not None:
                 session.think = args.think
             if args.keepalive is not None:

@@ -26,7 +26,7 @@ import torch
 
 from velollm.context.lingua_words import WordRules
 from velollm.embed.token_classifier import ClassifierFolder, TokenClassifier
-from velollm.errors import ModelLoadError
+from velollm.errors import ModelLoadError, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,19 @@ class LinguaOptions:
     force_tokens: tuple[str, ...] = DEFAULT_FORCE_TOKENS
     force_reserve_digit: bool = True
     chunk_end_tokens: tuple[str, ...] = CHUNK_END_TOKENS
+    drop_consecutive: bool = False  # a force token repeated with nothing kept between: one copy stays
 
     def __post_init__(self) -> None:
         if len(self.force_tokens) > MAX_FORCE_TOKENS:
             raise ValueError(f"at most {MAX_FORCE_TOKENS} force tokens, got {len(self.force_tokens)}")
+
+
+def lingua_folder(folder: ClassifierFolder) -> ClassifierFolder:
+    """`folder`, when LLMLingua-2's word rules know its tokenizer family."""
+    if folder.model_type not in FRAMES:
+        raise UnsupportedModel(f"{folder.path}: model_type {folder.model_type!r}: LLMLingua-2's word rules know "
+                               f"bert (WordPiece) and xlm-roberta (SentencePiece) classifiers")
+    return folder
 
 
 class LinguaCompressor:
@@ -80,14 +89,14 @@ class LinguaCompressor:
                     options: LinguaOptions = LinguaOptions()) -> LinguaCompressor:
         from velollm.engine.text.tokenizer import Tokenizer
 
-        folder = ClassifierFolder.inspect(path)
+        folder = lingua_folder(ClassifierFolder.inspect(path))
         tokenizer = Tokenizer.from_folder(folder.path, generation_config={}).backend
         tokenizer.no_truncation()
         tokenizer.no_padding()
         model = TokenClassifier.load(folder, device)
         logger.info("context compressor: %s (%s, %d layers)", folder.path, folder.config.model_type,
                     folder.config.num_hidden_layers)
-        return cls(model, tokenizer, folder.config.model_type, options)
+        return cls(model, tokenizer, folder.model_type, options)
 
     def tokenize(self, text: str) -> list[str]:
         return self.tokenizer.encode(text, add_special_tokens=False).tokens
@@ -151,9 +160,33 @@ class LinguaCompressor:
                count: Callable[[str], int]) -> str:
         words, token_probs = self.rules.merge(tokens, probs, self.options.force_reserve_digit)
         word_probs = [sum(p) / len(p) for p in token_probs]
+        if not words:
+            return ""
+        if self.options.drop_consecutive:
+            self._unforce_repeats(words, word_probs, reduce_rate)
         weighted = [p for word, p in zip(words, word_probs) for _ in range(count(word))]
         if not weighted:
             return ""
         threshold = np.percentile(weighted, int(100 * reduce_rate + 1))
-        keep = [w for w, p in zip(words, word_probs) if p > threshold or (threshold == 1.0 and p == threshold)]
+        keep: list[str] = []
+        for word, p in zip(words, word_probs):
+            if p > threshold or (threshold == 1.0 and p == threshold):
+                if not (self.options.drop_consecutive and word in self.options.force_tokens and keep
+                        and keep[-1] == word):
+                    keep.append(word)
         return self.detokenize(keep)
+
+    def _unforce_repeats(self, words: list[str], word_probs: list, reduce_rate: float) -> None:
+        """drop_consecutive: a force token equal to the previous one, with no word above the (unweighted)
+        threshold between them, gets probability 0."""
+        threshold = np.percentile(word_probs, int(100 * reduce_rate))
+        between, prev = False, None
+        for i, (word, p) in enumerate(zip(words, word_probs)):
+            if word in self.options.force_tokens:
+                if between:
+                    between = False
+                elif word == prev:
+                    word_probs[i] = 0.0
+                prev = word
+            else:
+                between |= p > threshold

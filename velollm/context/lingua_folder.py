@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from velollm.context.lingua import lingua_folder
 from velollm.embed.token_classifier import ClassifierFolder
 from velollm.errors import VeloLLMError
 
@@ -28,6 +29,6 @@ def resolve_compressor_folder(spec: str, hub: Path | None = None) -> ClassifierF
         raise ValueError(f"--context-compressor {spec}: no such folder (an LLMLingua-2 model folder, or one of "
                          f"{list(KNOWN_REPOS)} in the local Hugging Face cache)")
     try:
-        return ClassifierFolder.inspect(path)
+        return lingua_folder(ClassifierFolder.inspect(path))
     except (VeloLLMError, ValueError) as e:
         raise ValueError(f"--context-compressor {spec}: {e}") from e

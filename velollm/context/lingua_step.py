@@ -3,7 +3,9 @@
 When a chat still does not fit, the contents of its oldest compressible messages (long plain-text user
 and tool contents before the last user message; never a system prompt, tool-call arguments or a tool
 result that parses as JSON) are compressed by LinguaCompressor, at the rate that brings the prompt to
-its budget (less an eighth, so the next turns fit too), never below MIN_RATE. Each compressed text is
+its budget (less an eighth, so the next turns fit too), never below MIN_RATE. When even all of them at
+MIN_RATE would not make it fit, the step leaves them alone: truncation (and the summary) must drop turns
+then, and the classifier's time would go to turns that are dropped. Each compressed text is
 cached by a hash of its input: the conversation's later turns get the same text for the same message
 (so their prompts share the prefix the engine holds) without running the classifier again.
 """
@@ -106,12 +108,16 @@ class LinguaStep:
         """Oldest compressible messages compressed until `count` is within `budget` (or none is left)."""
         messages, pending = self._cached(messages, namespace)
         total = count(messages)
-        compressor = self.compressor if total > budget and pending else None
-        if compressor is None:
+        if total <= budget or not pending:
             return messages
         target = budget - budget // SLACK_DIVISOR
         sizes = {i: count_text(messages[i]["content"]) for i in pending}
         pending = [i for i in pending if sizes[i] >= MIN_TOKENS]
+        if sum(sizes[i] for i in pending) * (1 - MIN_RATE) < total - budget:
+            return messages  # out of its reach: truncation drops turns anyway, no classifier time spent on them
+        compressor = self.compressor
+        if compressor is None:
+            return messages
         while total > budget and pending:
             excess, chosen, pool = total - target, [], 0
             while pending and pool * (1 - MIN_RATE) < excess:
@@ -122,6 +128,8 @@ class LinguaStep:
             for i in chosen:
                 content = messages[i]["content"]
                 text = compressor.compress(content, rate, count_text)
+                if count_text(text) >= sizes[i]:
+                    text = content  # no shorter (the decoder's spacing): kept, and remembered as kept
                 self._put(self._key(namespace, content), text)
                 out[i] = {**messages[i], "content": text}
             messages = out

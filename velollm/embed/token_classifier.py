@@ -31,6 +31,7 @@ class ClassifierFolder:
     path: Path
     config: EncoderConfig
     num_labels: int
+    model_type: str  # config.json's ("roberta" stays "roberta": its tokenizer is not XLM-R's)
 
     @classmethod
     def inspect(cls, path: Path | str) -> ClassifierFolder:
@@ -55,7 +56,7 @@ class ClassifierFolder:
         num_labels = len(raw.get("id2label") or {}) or int(raw.get("num_labels", 2))
         if num_labels < 2:
             raise UnsupportedModel(f"{path}: a keep/drop classifier needs 2 labels, config has {num_labels}")
-        return cls(path, EncoderConfig.from_hf_config(raw), num_labels)
+        return cls(path, EncoderConfig.from_hf_config(raw), num_labels, str(raw.get("model_type")))
 
 
 class TokenClassifier(nn.Module):

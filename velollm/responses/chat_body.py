@@ -15,6 +15,15 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if not isinstance(choice, dict):
+        return choice
+    if choice["type"] == "allowed_tools":
+        tools = [{"type": "function", "function": {"name": t["name"]}} for t in choice["tools"]]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": choice["mode"], "tools": tools}}
+    return {"type": "function", "function": {"name": choice["name"]}}
+
+
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
     if fmt["type"] == "text":
         return None
@@ -46,7 +55,6 @@ def chat_body(req: ResponsesRequest, messages: Sequence[dict[str, Any]], stream:
         body.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
     if req.tools:
         body["tools"] = [_tool(t) for t in req.tools]
-        choice = req.tool_choice
-        body["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}} if isinstance(choice, dict) else choice
+        body["tool_choice"] = _tool_choice(req.tool_choice)
         body["parallel_tool_calls"] = req.parallel_tool_calls
     return body

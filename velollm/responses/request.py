@@ -96,7 +96,23 @@ def _tool_choice(body: Mapping[str, Any], names: list[str]) -> str | dict[str, A
         if choice.get("name") not in names:
             raise _bad("tool_choice", f"names {choice.get('name')!r}, which is not in tools")
         return {"type": "function", "name": choice["name"]}
-    raise _bad("tool_choice", "expected 'auto', 'none', 'required' or {'type': 'function', 'name': ...}")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return _allowed_tools(choice, names)
+    raise _bad("tool_choice", "expected 'auto', 'none', 'required', {'type': 'function', 'name': ...} "
+                              "or {'type': 'allowed_tools', 'mode': ..., 'tools': [...]}")
+
+
+def _allowed_tools(choice: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    if choice.get("mode") not in ("auto", "required"):
+        raise _bad("tool_choice.mode", f"expected 'auto' or 'required', got {choice.get('mode')!r}")
+    tools = choice.get("tools")
+    if not isinstance(tools, list):
+        raise _bad("tool_choice.tools", "expected an array of tools")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function" or tool.get("name") not in names:
+            raise _bad(f"tool_choice.tools[{i}]", "expected {'type': 'function', 'name': ...} naming one of tools")
+    return {"type": "allowed_tools", "mode": choice["mode"],
+            "tools": [{"type": "function", "name": t["name"]} for t in tools]}
 
 
 def _text_format(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -204,7 +204,9 @@ class StreamingToolParser:
         buf = self._buf
         found = call.scan.advance(buf)  # resumes where the last delta left off
         end, closed = (found, True) if found is not None else (len(buf), False)
-        if self.incremental:
+        if self.incremental and (call.index is not None or not self.calls):
+            # Only the answer's first call streams piece by piece; later ones go out whole when they
+            # close, so that a repeat of an earlier call is dropped here as in a whole answer.
             self._stream_pieces(call, deltas, closed)
         if not closed and not final:
             return False
@@ -301,7 +303,12 @@ class StreamingToolParser:
             sent = good[0].call.arguments if len(good) == 1 and good[0].call is not None else "{}"
             deltas.append(ToolCallDelta(call.index, arguments=sent))
         outcome = good[0].outcome if len(good) == 1 else "failed"
-        self._record(ToolCall(call.name or "", sent, call.id or ""), outcome)
+        streamed = ToolCall(call.name or "", sent, call.id or "")
+        try:
+            drop_reason(streamed, self._seen, 0, self.repairer.config)  # sent already: only remembered
+        except ValueError:
+            pass  # arguments that do not parse: nothing later can repeat them
+        self._record(streamed, outcome)
 
     def _is_surplus(self, call: ToolCall) -> bool:
         verdict = drop_reason(call, self._seen, len(self.calls), self.repairer.config)
