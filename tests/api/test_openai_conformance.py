@@ -80,16 +80,11 @@ def test_continue_final_message_prefills_the_assistant(live_server):
     assert err.value.body["param"] == "continue_final_message"
 
 
-def test_legacy_functions_and_audio_output_are_refused(live_server):
-    """`functions` / `function_call` and audio output were silently ignored (a plain text answer came back)."""
+def test_audio_output_is_refused(live_server):
+    """Audio output was silently ignored (a plain text answer came back). (The deprecated functions /
+    function_call run as tools: tests/api/test_legacy_functions.py.)"""
     client = oai(live_server)
     kw = dict(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
-    fn = {"name": "f", "parameters": {"type": "object", "properties": {}}}
-    with pytest.raises(openai.BadRequestError, match="tools") as err:
-        client.chat.completions.create(**kw, functions=[fn])
-    assert err.value.body["param"] == "functions"
-    with pytest.raises(openai.BadRequestError, match="tool_choice"):
-        client.chat.completions.create(**kw, function_call={"name": "f"})
     with pytest.raises(openai.BadRequestError, match="audio") as err:
         client.chat.completions.create(**kw, modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
     assert err.value.body["param"] == "modalities"

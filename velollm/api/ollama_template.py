@@ -1,7 +1,7 @@
 """The small subset of Ollama's Go templates that a request's `template` field may use.
 
-Supported: `{{ .System }}`, `{{ .Prompt }}`, `{{ .Response }}`, `{{ if .X }}...{{ else }}...{{ end }}`
-and the `{{-`/`-}}` whitespace trims. Output stops at `.Response`, where generation continues.
+Supported: `{{ .System }}`, `{{ .Prompt }}`, `{{ .Response }}`, `{{ if .X }}...{{ else }}...{{ end }}`,
+comments `{{/* ... */}}` and the `{{-`/`-}}` whitespace trims. Output stops at `.Response`, where generation continues.
 Anything else (`range .Messages`, functions) is a 400 naming what is not supported.
 """
 
@@ -60,7 +60,7 @@ def check(template: str) -> None:
 
 
 def _classify(value: str) -> tuple[str, str]:
-    """("field" | "if", the field name) or ("else" | "end", "")."""
+    """("field" | "if", the field name) or ("else" | "end" | "comment", "")."""
     field = value[1:] if value.startswith(".") else None
     if field in _FIELDS:
         return "field", field
@@ -68,6 +68,8 @@ def _classify(value: str) -> tuple[str, str]:
         return "if", value[3:].strip().lstrip(".")
     if value in ("else", "end"):
         return value, ""
+    if value.startswith("/*") and value.endswith("*/"):
+        return "comment", ""
     raise _unsupported(value)
 
 
