@@ -44,3 +44,16 @@ def test_a_template_may_carry_go_comments(live_server):
     commented = client.generate(model="demo", prompt="hi", options=opts,
                                 template="{{/* the question */}}Q: {{ .Prompt }} A:{{- /* trimmed */ -}}")
     assert commented.context == plain.context
+
+
+def test_debug_render_only_answers_the_prompt_without_running(live_server):
+    import httpx
+
+    url = live_server.url
+    g = httpx.post(f"{url}/api/generate", json={"model": "demo", "prompt": "hello", "system": "Be brief.",
+                                                "_debug_render_only": True}, timeout=60).json()
+    rendered = g["_debug_info"]["rendered_template"]
+    assert "Be brief." in rendered and "hello" in rendered and g["done"] is False and "eval_count" not in g
+    c = httpx.post(f"{url}/api/chat", json={"model": "demo", "_debug_render_only": True,
+                                            "messages": [{"role": "user", "content": "hello"}]}, timeout=60).json()
+    assert "hello" in c["_debug_info"]["rendered_template"] and c["message"]["content"] == ""

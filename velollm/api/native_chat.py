@@ -83,7 +83,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     fmt = ChatFormatter(request_id, served.name, int(time.time()), tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
-                        want_logprobs=req.logprobs, reasoning=thinking is not None)
+                        want_logprobs=req.logprobs, reasoning=thinking is not None,
+                        legacy_functions=req.legacy_functions)
     gen = GenerationStream(engine, calls, request_id, thinking)
     remember_turn(state, served, gen, fitted)
     return NativeChat(gen, fmt, tools, req.stream.stream, fitted)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, remember_turn
+from velollm.api.debug_render import debug_render
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
                                  forward_or_local, observe, read_json, route)
 from velollm.api.keep_alive import is_unload
@@ -273,6 +274,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
                                           requested=req.context_overflow, context_len=_context_len(served, options),
                                           max_tokens=options.params.max_tokens, num_keep=req.num_keep)
+    if req.debug_render_only:
+        return debug_render(served.name, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if thinking is not None:
@@ -305,6 +308,8 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     if tools is not None:
         tools.use_messages(fitted.messages)
     prompt_ids = fitted.token_ids
+    if req.debug_render_only:
+        return debug_render(served.name, True, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if tools is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from velollm.api import legacy_functions
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
 from velollm.outputs import RequestDelta
@@ -64,10 +65,14 @@ class ChatFormatter(_Base):
     object_name = "chat.completion"
     chunk_object_name = "chat.completion.chunk"
 
-    def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, **kw: Any) -> None:
+    def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, legacy_functions: bool = False,
+                 **kw: Any) -> None:
+        """`legacy_functions`: the request sent the deprecated `functions`; its call is answered as
+        `function_call` (velollm.api.legacy_functions)."""
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.reasoning = reasoning
+        self.legacy_functions = legacy_functions
         self._started: set[int] = set()
 
     def _logprobs(self, token_ids: list[int], lps: list[dict[int, float]] | None) -> dict[str, Any] | None:
@@ -87,9 +92,13 @@ class ChatFormatter(_Base):
                 a = answers[c.index]
                 # OpenAI sends content null next to tool calls when the model wrote nothing else.
                 message["content"] = a.content or (None if a.calls else "")
-                if a.calls:
+                if a.calls and self.legacy_functions:
+                    message["function_call"] = a.calls[0].to_openai()["function"]
+                elif a.calls:
                     message["tool_calls"] = [call.to_openai() for call in a.calls]
                 finish_reason = a.finish_reason
+            if self.legacy_functions:
+                finish_reason = legacy_functions.finish_reason(finish_reason)
             choices.append({"index": c.index, "message": message, "logprobs": self._logprobs(c.token_ids, c.logprobs),
                             "finish_reason": finish_reason, "stop_reason": c.stop_reason})
         return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states, self.reasoning),
@@ -108,12 +117,19 @@ class ChatFormatter(_Base):
             body: dict[str, Any] = {"reasoning_content": delta.reasoning} if delta.reasoning else {}
             if delta.text:
                 body["content"] = delta.text
-            if tool_calls:
+            finish_reason = delta.finish_reason
+            if tool_calls and self.legacy_functions:
+                function_call = legacy_functions.function_call_delta(tool_calls)
+                if function_call is not None:
+                    body["function_call"] = function_call
+            elif tool_calls:
                 body["tool_calls"] = tool_calls
+            if self.legacy_functions:
+                finish_reason = legacy_functions.finish_reason(finish_reason)
             choice: dict[str, Any] = {
                 "index": index, "delta": body,
                 "logprobs": self._logprobs(delta.token_ids, delta.logprobs) if has_logprobs else None,
-                "finish_reason": delta.finish_reason,
+                "finish_reason": finish_reason,
             }
             if delta.finished:
                 choice["stop_reason"] = delta.stop_reason

@@ -56,6 +56,7 @@ class GenerateRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
+    debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
     num_keep: int = 4  # options.num_keep: leading ids never truncated away (Ollama's default)
 
 
@@ -73,6 +74,7 @@ class ChatRequest:
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
+    debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
@@ -155,6 +157,7 @@ def _common(f: Fields) -> dict[str, Any]:
         "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
         "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
+        "debug_render_only": f.bool("_debug_render_only", False),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
+from velollm.api.legacy_functions import as_tools
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
@@ -49,6 +50,7 @@ class ChatCompletionRequest:
     think: ThinkSetting = field(default_factory=ThinkSetting)  # reasoning_effort / enable_thinking
     include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
     context_overflow: str | None = None  # error | truncate | compress (extra_body); None: the server's
+    legacy_functions: bool = False  # the client sent `functions`: the answer's call is a `function_call`
 
 
 @dataclass(frozen=True)
@@ -205,11 +207,6 @@ def _model(f: Fields) -> str:
 
 def _refuse_unhonoured(f: Fields) -> None:
     """Chat fields a native model cannot honour: a 400 rather than an answer without what was asked."""
-    if f.raw("functions"):
-        raise f.bad("functions", "(deprecated by OpenAI) is not supported: send them as tools "
-                                 "([{'type': 'function', 'function': ...}])")
-    if f.raw("function_call") not in (None, "none", "auto"):
-        raise f.bad("function_call", "(deprecated by OpenAI) is not supported: use tool_choice")
     modalities = f.raw("modalities", [])
     wants_audio = isinstance(modalities, list) and "audio" in modalities
     if wants_audio or f.has("audio"):
@@ -217,6 +214,7 @@ def _refuse_unhonoured(f: Fields) -> None:
 
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    body, legacy_functions = as_tools(body)  # the deprecated functions / function_call, as tools
     f = Fields(body)
     model = _model(f)
     _refuse_unhonoured(f)
@@ -246,6 +244,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         think=ThinkSetting.from_openai(f.raw("reasoning_effort"), template_kwargs),
         include_reasoning=f.bool("include_reasoning", True),
         context_overflow=parse_overflow(f.raw("context_overflow")),
+        legacy_functions=legacy_functions,
     )
 
 
