@@ -91,8 +91,9 @@ def test_audio_output_is_refused(live_server):
     assert client.chat.completions.create(**kw, modalities=["text"], function_call="auto").choices
 
 
-def test_responses_errors_name_the_input(live_server):
-    """The Responses API's 400s for a too-long or empty input named chat's `messages` (param and text)."""
+def test_responses_errors_name_the_responses_fields(live_server):
+    """The Responses API's 400s named the fields of the chat request underneath: `messages` for a too
+    long or empty input, `response_format` for text.format, `reasoning_effort`, `tools[0].function`."""
     client = oai(live_server)
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model="demo", input="hello " * 2000, max_output_tokens=3)
@@ -101,6 +102,14 @@ def test_responses_errors_name_the_input(live_server):
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model="demo", input=[], max_output_tokens=3)
     assert err.value.body["param"] == "input" and "input must not be empty" in err.value.message
+    bad_schema = {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}
+    for kw, param, text in [({"text": {"format": bad_schema}}, "text.format.schema", "text.format.schema is not"),
+                            ({"reasoning": {"effort": "bogus"}}, "reasoning.effort", "reasoning.effort must"),
+                            ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "nonsense"}}]},
+                             "tools", "tools[0].parameters is not")]:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="demo", input="hi", max_output_tokens=3, **kw)
+        assert err.value.body["param"] == param and text in err.value.message, err.value.body
 
 
 WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,22 +139,34 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     return JSONResponse(stream.response)
 
 
-def _in_input_terms(exc: InvalidRequest) -> InvalidRequest:
-    """A chat-side 400 about `messages` in the Responses API's terms: they are this request's `input`
-    (after its instructions and the previous responses' conversation). ContextOverflow stays one."""
-    if not (exc.param or "").startswith("messages"):
-        return exc
-    return type(exc)(str(exc).replace("messages", "input"), param="input")
+# Chat field names -> the Responses request's, first match wins (chat_body made the one from the other).
+_FIELD_NAMES = (("response_format.json_schema.", "text.format."), ("response_format", "text.format"),
+                ("reasoning_effort", "reasoning.effort"), ("max_completion_tokens", "max_output_tokens"),
+                (".function.", "."))
+
+
+def _in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
+    """A 400 from the chat request underneath, naming the Responses request's fields: `messages` are
+    its `input` (after its instructions and the previous responses' conversation), `response_format`
+    its `text.format`, and so on. ContextOverflow stays one (context_length_exceeded)."""
+    param, message = exc.param or "", str(exc)
+    if param.startswith("messages"):
+        message = re.sub(r"\bmessages\b", "input", message).replace("these input", "this input")
+        return type(exc)(message, param="input")
+    for chat, ours in _FIELD_NAMES:
+        if chat in param or (chat in message and param.startswith(("tools", "response_format"))):
+            return type(exc)(message.replace(chat, ours), param=param.replace(chat, ours))
+    return exc
 
 
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
     try:
         native = await prepare_chat(state, served, parse_chat_request(chat))
+        await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
-        raise _in_input_terms(exc) from exc
+        raise _in_responses_terms(exc) from exc
     gen = native.gen
-    await cancel_on_disconnect(request.receive, gen.start())
     call.records_itself = True
     if turn.req.stream:
         async def events() -> AsyncIterator[bytes]:
