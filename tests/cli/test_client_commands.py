@@ -70,6 +70,7 @@ def test_ps_show_stop(live, tmp_path):
     assert stop.returncode == 1 and 'couldn\'t find model "nothing-here" to stop' in stop.stderr
     stop = velollm(live, tmp_path, "stop", "demo")
     assert stop.returncode == 0, stop.stderr
+    assert "demo stays loaded" in stop.stderr  # pinned by the server's --model: said, not silently kept
 
 
 def test_no_server(tmp_path):
@@ -124,3 +125,23 @@ def test_run_format_json_and_ollamas_other_run_flags(live, tmp_path):
                   "give me json")
     assert out.returncode == 0, out.stderr
     assert isinstance(json.loads(out.stdout), dict), out.stdout  # the format reached the server
+
+
+def test_show_text_is_laid_out_as_ollamas():
+    from velollm.commands.show import describe
+
+    show = {"details": {"family": "llama", "parameter_size": "3.2B", "quantization_level": "Q4_K_M"},
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072,
+                           "llama.embedding_length": 3072},
+            "capabilities": ["completion", "tools"], "license": "LLAMA 3.2 LICENSE\nsecond line\nthird",
+            "parameters": 'stop                           "<|eot_id|>"\ntemperature                    0.6'}
+    assert describe(show) == (
+        "  Model\n"
+        "    architecture        llama\n"
+        "    parameters          3.2B\n"
+        "    context length      131072\n"
+        "    embedding length    3072\n"
+        "    quantization        Q4_K_M\n\n"
+        "  Capabilities\n    completion\n    tools\n\n"
+        '  Parameters\n    stop           "<|eot_id|>"\n    temperature    0.6\n\n'
+        "  License\n    LLAMA 3.2 LICENSE\n    second line\n\n")

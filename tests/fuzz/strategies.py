@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 MODEL = "demo"
 EMBEDDER = "minilm"  # tests/fuzz/conftest.py serves all-MiniLM-L6-v2 under this name
-ROLES = ["user", "user", "user", "system", "assistant", "tool", "developer", "wizard"]
+ROLES = ["user", "user", "user", "system", "assistant", "tool", "developer", "function", "wizard"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,13 @@ def _message(content: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any
 
 _openai_content = st.one_of(_prompt, _prompt, st.lists(st.fixed_dictionaries(
     {"type": st.sampled_from(["text", "text", "image_url"]), "text": _prompt}), min_size=1, max_size=2))
-_openai_messages = st.lists(_message(_openai_content), min_size=1, max_size=3)
+# The deprecated function calling's history: an assistant's function_call, then a "function" result.
+_function_call = st.fixed_dictionaries({"name": field(st.sampled_from(["get_weather", "f", ""])),
+                                        "arguments": field(st.sampled_from(['{"city": "Paris"}', "{}", "{", ""]))})
+_legacy_call = st.fixed_dictionaries({"role": st.just("assistant"), "content": st.none(),
+                                      "function_call": field(_function_call)})
+_openai_messages = st.lists(st.one_of(_message(_openai_content), _message(_openai_content), _legacy_call),
+                            min_size=1, max_size=3)
 _ollama_messages = st.lists(_message(_prompt), min_size=1, max_size=3)
 
 _sampling = {
@@ -127,6 +133,9 @@ _sampling = {
 OPENAI_CHAT = body({"model": st.just(MODEL), "messages": _openai_messages}, {
     **_sampling, "logprobs": st.booleans(), "top_logprobs": st.integers(0, 3), "tools": _tools,
     "tool_choice": st.sampled_from(["auto", "none", "required"]),
+    "functions": st.lists(field(_tool.map(lambda t: t["function"])), max_size=2),
+    "function_call": st.one_of(st.sampled_from(["auto", "none", "required"]),
+                               st.fixed_dictionaries({"name": st.sampled_from(["get_weather", "f", ""])})),
     "response_format": st.one_of(st.just({"type": "json_object"}), _schema.map(
         lambda s: {"type": "json_schema", "json_schema": {"name": "x", "schema": s}})),
     "reasoning_effort": st.sampled_from(["low", "high", "none"]), "context_overflow": st.sampled_from(

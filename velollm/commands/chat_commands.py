@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerError
-from velollm.commands.show import model_section
+from velollm.commands.show import describe
 
 if TYPE_CHECKING:
     from velollm.commands.chat_session import ChatSession
@@ -202,9 +202,7 @@ def _show(session: ChatSession, line: str, args: list[str]) -> None:
         return
     what, show = args[0], session.show
     if what == "info":
-        rows = model_section(show) + [("capabilities", ", ".join(show.get("capabilities") or []))]
-        width = max(len(k) for k, _ in rows)
-        session.say("  Model\n" + "".join(f"    {k:<{width}}    {v}\n" for k, v in rows) + "\n")
+        session.say(describe(show))
     elif what == "parameters":
         lines = (show.get("parameters") or "").splitlines()
         session.say("Model defined parameters:\n" + ("".join(f"  {p}\n" for p in lines) if lines else

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
+from velollm.commands.text_table import PADDING, text_table
 
 _PARTS = ("license", "modelfile", "parameters", "system", "template")
 
@@ -46,29 +47,27 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
         if getattr(args, part):
             print(show.get(part) or "")
             return 0
-    from rich.table import Table
-
-    from velollm.commands.table_console import table_console
-
-    console = table_console()
-
-    def section(title: str, rows: list[tuple[str, str]]) -> None:
-        if not rows:
-            return
-        table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 4, 0, 4))
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-        console.print()
-
-    section("Model", model_section(show))
-    section("Capabilities", [(c, "") for c in show.get("capabilities") or []])
-    params = [tuple(line.split(None, 1)) + ("",) for line in (show.get("parameters") or "").splitlines() if line]
-    section("Parameters", [(p[0], p[1]) for p in params])
-    if show.get("system"):
-        section("System", [(line, "") for line in show["system"].splitlines()[:2]])
-    if show.get("license"):
-        section("License", [(line, "") for line in show["license"].splitlines()[:2]])
-    if args.verbose:
-        section("Metadata", [(k, json.dumps(v)) for k, v in sorted((show.get("model_info") or {}).items())])
+    print(describe(show, verbose=args.verbose), end="")
     return 0
+
+
+def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
+    """`ollama show`'s text (cmd.go showInfo): "  Model", "  Capabilities", "  Parameters", "  System",
+    "  License" (and with `verbose` "  Metadata"), rows indented by four and columns four apart."""
+    params = [tuple(line.split(None, 1)) for line in (show.get("parameters") or "").splitlines() if line.strip()]
+    parts = [_section("Model", model_section(show)),
+             _section("Capabilities", [(c,) for c in show.get("capabilities") or []]),
+             _section("Parameters", [(p[0], p[1] if len(p) > 1 else "") for p in params])]
+    for title in ("system", "license"):
+        if show.get(title):
+            parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]]))
+    if verbose:
+        info = sorted((show.get("model_info") or {}).items())
+        parts.append(_section("Metadata", [(k, json.dumps(v)) for k, v in info]))
+    return "".join(parts)
+
+
+def _section(title: str, rows: list[tuple[str, ...]]) -> str:
+    if not rows:
+        return ""
+    return "\n".join([f"  {title}", *text_table(rows, indent=PADDING)]) + "\n\n"

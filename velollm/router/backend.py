@@ -3,6 +3,7 @@ URL): its proxy connection, the models it serves, its request queue, its health 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -14,6 +15,7 @@ import httpx
 from velollm.proxy.gateway import UpstreamGateway
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamListing, UpstreamTimeout, UpstreamUnavailable
 from velollm.router.config import BackendConfig, RouterConfig
+from velollm.router.dead_models import DeadModels
 from velollm.router.engine_death_watch import EngineDeathWatch
 from velollm.router.health import Health
 from velollm.router.queue import BackendQueue
@@ -39,7 +41,7 @@ class WatchedUpstream(Upstream):
             self.backend.transport_failed(exc, before_first_byte=True)
             raise
         if response.status_code == 503 and response.headers.get(ERROR_CODE_HEADER) == "engine_dead":
-            self.backend.engine_died(f"{method} {path}")
+            self.backend.engine_died(f"{method} {path}", model=_model_of(response.request))
         return response
 
     async def iter_raw(self, response: httpx.Response) -> Any:
@@ -58,7 +60,8 @@ class WatchedUpstream(Upstream):
             self._stream_died(response)
 
     def _stream_died(self, response: httpx.Response) -> None:
-        self.backend.engine_died(f"a stream of {response.request.method} {response.request.url.path}", stream=True)
+        self.backend.engine_died(f"a stream of {response.request.method} {response.request.url.path}", stream=True,
+                                 model=_model_of(response.request))
 
 
 class Backend:
@@ -80,6 +83,7 @@ class Backend:
         self.queue = BackendQueue(config.max_concurrency, router.max_queue, router.queue_timeout_s)
         self.health = Health(config.name, router.eject_after_failures, router.readmit_after_s,
                              active_checks=router.health_interval_s > 0)
+        self.dead_models = DeadModels(config.name, router.readmit_after_s, active_checks=router.health_interval_s > 0)
         self.health_timeout_s = router.health_timeout_s
         self.errors: Counter[str] = Counter()  # kind -> count (connect, timeout, status, stream)
         self.requests = 0
@@ -95,6 +99,10 @@ class Backend:
     @property
     def admitted(self) -> bool:
         return self.health.admitted
+
+    def admitted_for(self, name: str) -> bool:
+        """Requests for `name` may come here: the backend is admitted and `name`'s engine there is not dead."""
+        return self.health.admitted and not self.dead_models.has(name)
 
     # --- models -------------------------------------------------------------------------------
 
@@ -157,15 +165,24 @@ class Backend:
         # Refused / reset before an answer: the server is gone. A slow answer or a broken stream counts.
         self.health.failure(exc.reason, unreachable=before_first_byte and not timeout)
 
-    def engine_died(self, request: str, *, stream: bool = False) -> None:
-        """The backend (a VeloLLM) answered 503 engine_dead, or ended a `stream` with that error: an engine of its
-        died, and every request it takes fails until it is restarted (or, for a model loaded on demand, reloaded),
-        so it is ejected at once, as an unreachable one. Its other 503s (overloaded, shutting_down) are a busy
-        server's: not counted. The whole backend goes, not only the model whose engine died: its /health, which
-        re-admits it, is 503 while any of its engines is dead (README, Health)."""
+    def engine_died(self, request: str, *, stream: bool = False, model: str | None = None) -> None:
+        """The backend (a VeloLLM) answered 503 engine_dead, or ended a `stream` with that error: the engine of
+        `model` died there, and every request for it fails until the backend is restarted (or, for a model loaded
+        on demand, reloads it). When the backend serves other models whose engines live, only `model` leaves its
+        rotation (dead_models.py); otherwise it is ejected at once, as an unreachable one. Its other 503s
+        (overloaded, shutting_down) are a busy server's: not counted."""
         self.errors["stream" if stream else "status"] += 1
         what = "ended with engine_dead" if stream else "answered 503 engine_dead"
-        self.health.failure(f"{request} {what} (an engine of it died)", unreachable=True)
+        reason = f"{request} {what} (the engine of {model!r} died)" if model else f"{request} {what}"
+        if model and self._others_live(model):
+            self.dead_models.mark(model, reason)
+        else:
+            self.health.failure(reason, unreachable=True)
+
+    def _others_live(self, model: str) -> bool:
+        """Whether this backend serves a model besides `model` whose engine is not known to be dead."""
+        key = name_key(model)
+        return any(name_key(n) != key and not self.dead_models.has(n) for n in self.model_names())
 
     def answered(self, status: int) -> None:
         """A request's answer status (before its body): 5xx count toward ejection (503 = busy: not)."""
@@ -196,7 +213,24 @@ class Backend:
         except UpstreamUnavailable as exc:
             return exc.reason
         self.last_probe_ms = (time.perf_counter() - started) * 1e3
+        if path == "/health":
+            return self._read_dead(status, body)
         return None if status == 200 else f"GET {path} answered {status}{_why(body)}"
+
+    def _read_dead(self, status: int, body: Any) -> str | None:
+        """A VeloLLM's /health: 200, or 503 with the models whose engine died (`dead`) beside others still
+        served: healthy, those models out of its rotation; anything else (loading, draining, every model dead)
+        is why it is not healthy."""
+        dead = body.get("dead") if isinstance(body, dict) and status == 503 else None
+        if status == 200 or (isinstance(dead, list) and dead and all(isinstance(n, str) for n in dead)
+                             and any(self._others_live_beside(dead))):
+            self.dead_models.replace(dead or [])
+            return None
+        return f"GET /health answered {status}{_why(body)}"
+
+    def _others_live_beside(self, dead: list[str]) -> list[str]:
+        keys = {name_key(n) for n in dead}
+        return [n for n in self.model_names() if name_key(n) not in keys]
 
     async def _follow(self, path: str, status: int, body: Any) -> tuple[str, int, Any]:
         """The default check, after what the backend turned out to be: a VeloLLM (kind auto / ollama) goes
@@ -225,6 +259,16 @@ class Backend:
     async def aclose(self) -> None:
         await self.upstream.aclose()
         await self._probe_client.aclose()
+
+
+def _model_of(request: httpx.Request) -> str | None:
+    """The model a relayed request named (its JSON body's `model`), read only once its engine is known dead."""
+    try:
+        body = json.loads(request.content)
+    except (httpx.RequestNotRead, ValueError, TypeError):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else None
 
 
 def _why(body: Any) -> str:

@@ -51,6 +51,9 @@ class LocalReplica:
     def admitted(self) -> bool:
         return self.health.admitted
 
+    def admitted_for(self, name: str) -> bool:
+        return self.health.admitted
+
     def serves(self, name: str) -> str | None:
         return self._served.get(name_key(name))
 

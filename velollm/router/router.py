@@ -162,7 +162,7 @@ class Router:
         failed: Response | None = None
         attempts = 0
         while attempts <= self.config.router.retries:
-            candidates = [b for b in replicas if b.admitted and b.name not in tried]
+            candidates = [b for b in replicas if b.admitted_for(name) and b.name not in tried]
             if not candidates:
                 break
             backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
@@ -192,7 +192,7 @@ class Router:
                 self.metrics.observe(backend.name, time.perf_counter() - started)
                 failed = response
                 retry = attempts <= self.config.router.retries and any(
-                    b.admitted and b.name not in tried for b in replicas)
+                    b.admitted_for(name) and b.name not in tried for b in replicas)
                 backend.failovers += retry
                 logger.warning("backend %s answered %d for %r before the first byte; %s", backend.name,
                                response.status_code, name, "trying another replica" if retry else "giving up")
@@ -303,6 +303,7 @@ class Router:
     async def health(self) -> dict[str, Any]:
         """The backends now (for the status page): each one's state, load and last probe time."""
         backends = [{"name": b.name, "url": b.url, "up": not b.health.ejected, "reason": b.health.reason or None,
+                     "dead_models": b.dead_models.names() if isinstance(b, Backend) else [],
                      "in_flight": b.queue.in_flight, "waiting": b.queue.waiting,
                      "latency_ms": round(b.last_probe_ms, 1) if b.last_probe_ms is not None else None,
                      "models": len(b.model_names())} for b in [*self.local, *self.backends]]
