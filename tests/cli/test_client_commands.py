@@ -70,6 +70,7 @@ def test_ps_show_stop(live, tmp_path):
     assert stop.returncode == 1 and 'couldn\'t find model "nothing-here" to stop' in stop.stderr
     stop = velollm(live, tmp_path, "stop", "demo")
     assert stop.returncode == 0, stop.stderr
+    assert "demo stays loaded" in stop.stderr  # pinned by the server's --model: said, not silently kept
 
 
 def test_no_server(tmp_path):

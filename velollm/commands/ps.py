@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 
 from velollm.commands.client import ServerClient, server_command
+from velollm.commands.text_table import text_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,17 +53,11 @@ def until(expires_at: str, now: dt.datetime | None = None) -> str:
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
-    from rich.table import Table
-
-    from velollm.commands.table_console import table_console
-
     models = client.get("/api/ps").get("models") or []
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"):
-        table.add_column(column)
+    rows = [("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")]
     for m in models:
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
-        table.add_row(m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor(size, vram),
-                      str(m.get("context_length") or ""), until(m.get("expires_at") or ""))
-    table_console().print(table)
+        rows.append((m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor(size, vram),
+                     str(m.get("context_length") or ""), until(m.get("expires_at") or "")))
+    print("\n".join(text_table(rows)))
     return 0

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
+from velollm.commands.text_table import PADDING, text_table
 
 _PARTS = ("license", "modelfile", "parameters", "system", "template")
 
@@ -69,6 +70,4 @@ def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
 def _section(title: str, rows: list[tuple[str, ...]]) -> str:
     if not rows:
         return ""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"  {title}"] + [("    " + "    ".join(c.ljust(w) for c, w in zip(row, widths))).rstrip() for row in rows]
-    return "\n".join(lines) + "\n\n"
+    return "\n".join([f"  {title}", *text_table(rows, indent=PADDING)]) + "\n\n"

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from velollm.commands.client import ServerClient, server_command
+from velollm.commands.ps import until
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,13 +15,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=server_command(run))
 
 
-def is_running(client: ServerClient, name: str) -> bool:
-    names = {n for m in client.get("/api/ps").get("models") or [] for n in (m.get("name"), m.get("model"))}
-    return name in names or (":" not in name and f"{name}:latest" in names)
+def _running(client: ServerClient, name: str) -> dict | None:
+    """The /api/ps entry of `name` (`m` is `m:latest`), or None."""
+    for m in client.get("/api/ps").get("models") or []:
+        if name in (m.get("name"), m.get("model")) or (":" not in name and f"{name}:latest" == m.get("name")):
+            return m
+    return None
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
-    if not is_running(client, args.model):
+    if _running(client, args.model) is None:
         print(f'error: couldn\'t find model "{args.model}" to stop', file=sys.stderr)
         return 1
     # What `ollama stop` sends: an empty generate with keep_alive 0 unloads the model once it is idle.
@@ -28,4 +32,7 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
     if answer.get("done_reason") not in ("unload", None):
         print(f"error: the server answered {answer.get('done_reason')!r} instead of unloading", file=sys.stderr)
         return 1
+    left = _running(client, args.model)
+    if left is not None and until(left.get("expires_at") or "") == "Forever":
+        print(f"{args.model} stays loaded: the server was started with it (--model) and keeps it", file=sys.stderr)
     return 0
