@@ -162,3 +162,16 @@ def test_streamed_tool_calls_equal_whole_ones(live_server):
         whole = client.chat.completions.create(**kw, seed=seed).choices[0].message.tool_calls
         streamed = _streamed_calls(client.chat.completions.create(**kw, seed=seed, stream=True))
         assert streamed == [(c.function.name, json.loads(c.function.arguments)) for c in whole], seed
+
+
+def test_schema_the_grammar_cannot_take_is_a_clean_400(live_server):
+    """A schema xgrammar refuses (a regex backreference) answered with xgrammar's log stamp and C++ source
+    path in the message ('[18:05:30] /project/cpp/regex_converter.cc:94: ...')."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}, "required": ["a"]}
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(live_server).chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "x"}], max_tokens=5,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    message = err.value.body["message"]
+    assert message.startswith("cannot compile the json_schema constraint: ") and "Backreference" in message
+    assert ".cc:" not in message and not message.endswith("\n") and err.value.body["param"] == "response_format"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -161,7 +162,8 @@ class StructuredOutputManager:
         except InvalidRequest:
             raise
         except Exception as e:  # xgrammar raises RuntimeError/ValueError/its own errors on bad input
-            raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {e}", param=_PARAM[spec.kind]) from e
+            raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {_reason(e)}",
+                                 param=_PARAM[spec.kind]) from e
         raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
 
     def _compile_after_reasoning(self, spec: StructuredOutput, span: ReasoningSpan, budget: int | None) -> CompiledSpec:
@@ -179,7 +181,8 @@ class StructuredOutputManager:
         except InvalidRequest:
             raise
         except Exception as e:
-            raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {e}", param=_PARAM[spec.kind]) from e
+            raise InvalidRequest(f"cannot compile the {spec.kind} constraint: {_reason(e)}",
+                                 param=_PARAM[spec.kind]) from e
 
     def _thinking_format(self, span: ReasoningSpan, budget: int | None) -> dict[str, Any]:
         """Free thinking between the span's markers, at most `budget` tokens. Markers that are one token
@@ -302,6 +305,15 @@ def _apply_bitmask_cpu(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[i
 _GAP_AFTER_REASONING = r"[ \t\r\n]{0,4}"
 _LOOSE_STRING_CHAR = r"[^\"\\\r\n]"
 _STRICT_STRING_CHAR = r"[^\"\\\0-\x1f]"
+
+
+# xgrammar's C++ errors start with a log stamp and its source location: "[18:05:30] /project/cpp/x.cc:94: "
+_XGRAMMAR_STAMP = re.compile(r"^\[[0-9:]+\] \S+\.(?:cc|h):\d+: ")
+
+
+def _reason(exc: Exception) -> str:
+    """What was wrong, as a client reads it (xgrammar's stamp and trailing newline dropped)."""
+    return _XGRAMMAR_STAMP.sub("", str(exc)).strip()
 
 
 def _load(spec: StructuredOutput) -> Any:
