@@ -27,11 +27,14 @@ from tests.api.soak_traffic import traffic
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 WARMUP_SECONDS = 12.0  # every action at least once: lazy imports, compiled grammars, the first of each label
 NUM_CLIENTS = 6
-# Resident memory may grow by this much between the end of the warm-up and the end: the bounded caches
-# (TurnCache, plans, compiled grammars, SQLite page caches, the allocator's arenas) still fill during the
-# measured phase, and that settles well below 64 MiB for the demo (measured: a few MiB over 30 s on CPU).
-# A leak of 50 kB per request (about 1,500 requests in 30 s) would cross it; longer runs catch smaller ones.
-MAX_RSS_GROWTH_KIB = 64 * 1024
+# Resident memory may grow by this much between the end of the warm-up and the end. What may still fill
+# in the measured phase is bounded: TurnCache/plan/summary caches, compiled grammars, the negative cache of
+# unknown names (4,096 bare errors), SQLite page caches, the allocator's arenas. Measured on 2 CPU cores:
+# +3 MiB over 90 s and 11,000 requests (RSS flat at 502 MiB for the last minute); before the on-demand
+# negative cache dropped its errors' frames it grew steadily, +12 MiB over 120 s. Caches plateau, so the
+# bound does not depend on the run's length: a leak crosses it after 32 MiB / (bytes per request)
+# requests, e.g. a 10 kB-per-request leak in the default 30 s (~3,500 requests), 100 bytes in an hour.
+MAX_RSS_GROWTH_KIB = 32 * 1024
 MAX_FD_GROWTH = 8  # a few sockets in TIME_WAIT-like states, SQLite's -wal/-shm, a log: not one per request
 MAX_SERIES_GROWTH = 40  # a status code or endpoint seen for the first time, not one series per name
 HEALTH_MAX_S = 2.0  # /health on a loaded 2-core machine: the event loop never blocks for longer
@@ -57,7 +60,7 @@ def _gauge(url: str, name: str) -> float:
     return sum(v for n, labels, v in _samples(url) if n == name and labels.get("model") == "demo")
 
 
-def _settle(url: str, pid: int, timeout_s: float = 30.0) -> None:
+def _settle(url: str, timeout_s: float = 30.0) -> None:
     """Waits until no request runs or waits and no KV block is held (streams left mid-way are aborted)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -100,7 +103,7 @@ class HealthProbe(threading.Thread):
 def _no_server_errors(statuses: Counter[tuple[str, int]]) -> None:
     errors = {k: n for k, n in statuses.items() if k[1] >= 500}
     assert not errors, errors
-    expected = {"unknown_model": {404}, "malformed": {400, 422}}
+    expected = {"unknown_model": {404}, "malformed": {400, 422}, "embeddings": {200, 400}}  # demo: no pooling
     for (action, status), _ in statuses.items():
         if action in expected:
             assert status in expected[action], (action, status)
@@ -115,12 +118,12 @@ def test_soak_mixed_traffic_leaves_nothing_behind(tmp_path):
     try:
         warm = asyncio.run(traffic(url, NUM_CLIENTS, WARMUP_SECONDS, seed=1))
         _no_server_errors(warm)
-        _settle(url, proc.pid)
+        _settle(url)
         rss0, fds0, series0 = _rss_kib(proc.pid), _num_fds(proc.pid), len(_samples(url))
 
         soak = asyncio.run(traffic(url, NUM_CLIENTS, SOAK_SECONDS, seed=2))
         _no_server_errors(soak)
-        _settle(url, proc.pid)
+        _settle(url)
         rss1, fds1, series = _rss_kib(proc.pid), _num_fds(proc.pid), _samples(url)
         report = (f"{sum(soak.values())} requests in {SOAK_SECONDS:.0f} s; RSS {rss0} -> {rss1} KiB; "
                   f"fds {fds0} -> {fds1}; series {series0} -> {len(series)}; slowest /health "
