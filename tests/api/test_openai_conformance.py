@@ -175,3 +175,29 @@ def test_schema_the_grammar_cannot_take_is_a_clean_400(live_server):
     message = err.value.body["message"]
     assert message.startswith("cannot compile the json_schema constraint: ") and "Backreference" in message
     assert ".cc:" not in message and not message.endswith("\n") and err.value.body["param"] == "response_format"
+
+
+def test_responses_item_reference_names_stored_items(live_server):
+    """Stateful clients (Codex-like) send `{"type": "item_reference", "id": ...}` for an item of an
+    earlier stored response instead of replaying it; it was a 400 'items of type item_reference'."""
+    client = oai(live_server)
+    tools = [{"type": "function", **WEATHER}]
+    first = client.responses.create(model="demo", input="weather in Paris?", tools=tools, tool_choice="required",
+                                    max_output_tokens=60)
+    call = first.output[0]
+    asked = client.responses.input_items.list(first.id).data[0]
+    follow = [{"type": "item_reference", "id": asked.id}, {"type": "item_reference", "id": call.id},
+              {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = client.responses.create(model="demo", input=follow, tools=tools, max_output_tokens=3, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    replayed = [{"role": "user", "content": "weather in Paris?"},
+                {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+                follow[-1]]
+    same = client.responses.create(model="demo", input=replayed, tools=tools, max_output_tokens=3, temperature=0,
+                                   extra_body={"ignore_eos": True})
+    assert second.usage.input_tokens == same.usage.input_tokens and second.output_text == same.output_text
+    assert [i.type for i in client.responses.input_items.list(second.id, order="asc").data] == \
+        ["message", "function_call", "function_call_output"]
+    with pytest.raises(openai.BadRequestError, match="'fc_nope' not found") as err:
+        client.responses.create(model="demo", input=[{"type": "item_reference", "id": "fc_nope"}])
+    assert err.value.body["param"] == "input[0].id"

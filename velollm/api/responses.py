@@ -108,7 +108,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             target = NativeTarget(answer)  # the router chose this process's replica
         elif answer.status_code not in _NO_RESPONSES_API:
             return answer
-    req = parse_responses_request(body)
+    req = parse_responses_request(await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")
     turn = _Turn(state, req, stored.conversation if stored is not None else [])
@@ -116,6 +116,25 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
+
+
+async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each `item_reference` input item replaced by the stored item it names (an input or
+    output item of a stored response: what stateful clients send instead of replaying an item)."""
+    items = body.get("input")
+    if not isinstance(items, list) or not any(isinstance(i, dict) and i.get("type") == "item_reference"
+                                              for i in items):
+        return body
+    resolved = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            ref = item.get("id")
+            found = await asyncio.to_thread(_store(state).item, ref) if isinstance(ref, str) else None
+            if found is None:
+                raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
+            item = found
+        resolved.append(item)
+    return {**body, "input": resolved}
 
 
 async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached: dict[str, Any]) -> Response:
