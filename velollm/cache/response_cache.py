@@ -40,6 +40,7 @@ class ResponseCache:
         self.sqlite = sqlite
         self.exact = exact
         self.semantic = semantic
+        sqlite.keeps_evicted = semantic is not None  # only the semantic tier forgets them
         self.metrics: CacheMetrics | None = None
         self._pending: set[asyncio.Task] = set()
         self._shared_count = 0  # entries in a shared exact store (Redis), refreshed at most once a second
