@@ -103,16 +103,16 @@ def check_replacing(url: str) -> None:
     ask_until_hit(url, "x", PARAPHRASE, kind="hit-semantic")
 
     assert admin.copy("tiny-b", "x").status == "success"
+    wait_purged(url, 2)  # x's two old entries (QUESTION, ASKED) deleted as it is copied over; tiny-a's stay (below)
     assert ask(url, "x") == ("miss", first["tiny-b"])
-    wait_purged(url, 2)  # x's two old entries (QUESTION, ASKED) deleted; tiny-a's stay (below)
     assert ask(url, "x", PARAPHRASE)[0] == "miss"  # the old model's entry for ASKED is not a match
     assert ask_until_hit(url, "x") == first["tiny-b"]
     assert ask(url, "tiny-a") == ("hit-exact", kept)
 
     assert admin.delete("x").status == "success"
+    wait_purged(url, 4)  # x's entries of tiny-b (QUESTION, PARAPHRASE), as it is deleted
     assert admin.create(model="x", from_="solo").status == "success"
     assert ask(url, "x") == ("miss", first["solo"])
-    wait_purged(url, 4)  # x's entries of tiny-b (QUESTION, PARAPHRASE)
     assert ask_until_hit(url, "x") == first["solo"]
     assert ask(url, "tiny-a") == ("hit-exact", kept)
 

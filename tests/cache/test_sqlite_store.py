@@ -80,3 +80,21 @@ def test_clear_and_stats(tmp_path):
     stats = store.stats_sync()
     assert stats["entries"] == 1 and stats["hits"] == 1 and stats["semantic_entries"] == 1
     assert store.clear_sync() == 1 and store.count_sync() == 0 and store.get_sync("a") is None
+
+
+def test_an_exact_only_cache_keeps_no_list_of_evicted_keys(tmp_path):
+    """Without a semantic tier nobody takes the evicted keys: they must not pile up (one row per eviction,
+    for the server's lifetime)."""
+    from velollm.cache.config import ResponseCacheConfig
+    from velollm.cache.key import CacheKey
+    from velollm.cache.response_cache import ResponseCache
+
+    cache = ResponseCache.open(ResponseCacheConfig(tmp_path, max_entries=3))
+
+    async def fill() -> None:
+        for i in range(50):
+            key = CacheKey("chat", "m", f"{i:032x}", "ctx", f"question {i}")
+            assert await cache.store(key, {"answer": i})
+
+    asyncio.run(fill())
+    assert cache.sqlite.count_sync() == 3 and cache.sqlite.evicted == []

@@ -135,6 +135,23 @@ def _entry(k):
                       expires=time.time() + 600)
 
 
+def test_a_name_forgotten_loses_every_entry_under_each_spelling(tmp_path):
+    async def run() -> None:
+        cache = ResponseCache.open(ResponseCacheConfig(tmp_path))
+        for model in ("x", "X:latest", "y"):
+            assert await cache.store(key(QUESTIONS[0], model=model), ANSWER)
+            assert (await cache.lookup(key(QUESTIONS[0], model=model))).kind == "exact"
+        assert not await cache.store(key(QUESTIONS[1], model="x", identity="sha256:old"), ANSWER)  # x is sha256:a now
+        await cache.stale.idle()
+        assert await cache.count() == 3
+        cache.stale.forget("x")  # VeloLLM deletes it (or copies over it, creates it)
+        await cache.stale.idle()
+        assert await cache.count() == 1 and (await cache.lookup(key(QUESTIONS[0], model="y"))).kind == "exact"
+        await cache.close()
+
+    asyncio.run(run())
+
+
 def test_redis_and_the_semantic_copies_beside_it(tmp_path, embedder):
     async def run(url: str) -> None:
         config = ResponseCacheConfig(tmp_path / "a", url=url, semantic=True)

@@ -87,6 +87,12 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
     assert hidden.returncode == 0, hidden.stderr
     assert "Hello there!" in hidden.stdout and "The user says hi." not in hidden.stdout
     assert "Thinking" not in hidden.stdout
+    # Ollama's --think=VALUE: false stops the thinking, a level asks for it; a bare --think before the prompt
+    off = velollm(proxied, tmp_path, "run", "thinker", "--think=false", "hi")
+    assert off.returncode == 0 and "Hello there!" in off.stdout and "The user says hi." not in off.stdout
+    for flag in ("--think=high", "--think"):
+        on = velollm(proxied, tmp_path, "run", "thinker", flag, "hi")
+        assert on.returncode == 0 and "The user says hi." in on.stdout, (flag, on.stderr)
 
 
 def test_optimize_check(tmp_path):

@@ -141,3 +141,21 @@ def test_queue_keeps_arrival_order_and_bounds():
         assert q.in_flight == 0
 
     asyncio.run(main())
+
+
+def test_names_nobody_serves_leave_no_policy_behind():
+    """Model names are client-chosen: one nobody serves answers 503 without adding a policy (a table per
+    name would grow for the server's lifetime)."""
+    from starlette.requests import Request
+
+    from velollm.router.config import RoutingFile
+    from velollm.router.router import Router
+
+    router = Router(RoutingFile())
+    request = Request({"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []})
+
+    async def ask(name: str) -> int:
+        return (await router.forward(request, {"model": name, "messages": []})).status_code
+
+    assert {asyncio.run(ask(f"nobody-{i}")) for i in range(100)} == {503}
+    assert router._policies == {}

@@ -152,6 +152,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
     cache = open_cache(config.cache, state.metrics, _identifier(state)) if config.cache is not None else None
+    if cache is not None:
+        models.forgotten.append(cache.cache.stale.forget)
     if config.routing is not None:
         state.router = _router(config, cache)
 

@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,8 @@ class ModelRegistry:
         self.on_demand_models = OnDemandModels(on_demand, self._served_otherwise) if on_demand is not None else None
         # what each name stands for now (the response cache's keys)
         self.identities = ModelIdentities(self, on_demand.identify if on_demand is not None else None)
+        # Told each name `forget` is given (the response cache deletes its entries: velollm/cache/stale_purge.py).
+        self.forgotten: list[Callable[[str], None]] = []
 
     @property
     def on_demand(self) -> OnDemand | None:
@@ -222,6 +225,8 @@ class ModelRegistry:
         if self.on_demand_models is not None:
             await self.on_demand_models.forget(name)
         self.identities.clear()
+        for listener in self.forgotten:
+            listener(name)
 
     def store_changed(self) -> None:
         """After a change to the store: names resolve afresh (listings read the store at each call)."""

@@ -40,6 +40,7 @@ class ResponseCache:
         self.sqlite = sqlite
         self.exact = exact
         self.semantic = semantic
+        sqlite.keeps_evicted = semantic is not None  # only the semantic tier forgets them
         self.metrics: CacheMetrics | None = None
         self._pending: set[asyncio.Task] = set()
         self._shared_count = 0  # entries in a shared exact store (Redis), refreshed at most once a second
@@ -174,10 +175,12 @@ class ResponseCache:
     async def count(self) -> int:
         return await self.exact.count()
 
-    async def purge(self, model: str, identity: str, deadline: float) -> int:
-        """Deletes `model`'s entries of any identity but `identity` from every tier, until the monotonic
-        `deadline`; how many (the exact tier's)."""
-        prefix, keep = entry_prefixes(model, identity)
+    async def purge(self, model: str, identity: str | None, deadline: float) -> int:
+        """Deletes `model`'s entries of any identity but `identity` (None: all of them) from every tier, until the
+        monotonic `deadline`; how many (the exact tier's)."""
+        prefix, keep = entry_prefixes(model, identity or "")
+        if identity is None:
+            keep = prefix + "~"  # no key begins so (tags are hex)
         removed = await self.exact.purge(prefix, keep, deadline)
         if self.exact is not self.sqlite:  # the semantic tier's copies
             await self.sqlite.purge(prefix, keep, deadline)

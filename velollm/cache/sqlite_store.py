@@ -75,6 +75,9 @@ class SQLiteStore:
         self.set_aside: Path | None = None
         self.storing = True  # False after the disk filled up
         self.evicted: list[tuple[str, str]] = []  # (key, context) removed since the last take_evicted()
+        # Without a semantic tier nobody takes `evicted`: the cache turns this off, or the list grows by one
+        # row per entry evicted or purged, for as long as the server runs.
+        self.keeps_evicted = True
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -261,7 +264,8 @@ class SQLiteStore:
     def _forget(self, rows: list[tuple[str, str]]) -> None:
         with self._lock:
             self._count -= len(rows)
-            self.evicted.extend(rows)
+            if self.keeps_evicted:
+                self.evicted.extend(rows)
 
 
 def _dumps(answer: dict) -> str:

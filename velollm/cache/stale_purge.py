@@ -9,7 +9,9 @@ time a name is seen in this process (entries stored before a restart) and whenev
 last one seen, the name's entries of any other identity are deleted from every tier, in the background: one purge at
 a time, each bounded (PURGE_MAX_S; SQLite in short batches on a worker thread, Redis by a ZSCAN in batches), so no
 request waits for one. An empty identity (only the name known: an OpenAI-compatible upstream, a model whose files
-could not be read just now) deletes nothing.
+could not be read just now) deletes nothing. A name VeloLLM itself is about to delete, copy over or create (`forget`,
+from the server's model management) has all its entries deleted at once, so a model deleted and never asked for
+again does not leave them behind.
 
 Replicas sharing a Redis delete each other's entries of a name when they disagree about its identity: for the
 seconds a change takes to reach each of them, or for good when they serve different models under one name.
@@ -22,20 +24,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from velollm.wire.names import name_key
+
 logger = logging.getLogger(__name__)
 
 PURGE_MAX_S = 30.0  # one purge gives up after this (the rest leaves by TTL / LRU, or at the next change)
 MAX_NAMES = 4096  # names are client-chosen: bound the table (forgetting one only costs a purge that finds nothing)
 
-# (model name, its identity now, monotonic deadline) -> entries deleted
-Purge = Callable[[str, str, float], Awaitable[int]]
+# (model name, the identity whose entries stay (None: none stay), monotonic deadline) -> entries deleted
+Purge = Callable[[str, str | None, float], Awaitable[int]]
 
 
 class StalePurge:
     def __init__(self, purge: Purge) -> None:
         self.purge = purge
         self._current: dict[str, str] = {}  # model name -> the identity last seen for it
-        self._pending: dict[str, str] = {}  # names to purge, in the order their change was seen
+        self._pending: dict[str, str | None] = {}  # names to purge -> the identity kept, in the order seen
         self._task: asyncio.Task[None] | None = None
 
     def seen(self, model: str, identity: str) -> None:
@@ -45,7 +49,19 @@ class StalePurge:
         if len(self._current) >= MAX_NAMES:
             self._current.clear()
         self._current[model] = identity
-        self._pending[model] = identity
+        self._purge_later(model, identity)
+
+    def forget(self, model: str) -> None:
+        """`model` is about to stand for another model, or none (VeloLLM deletes, copies over or creates it): every
+        entry of it goes, under each spelling of the name seen (Ollama's rule: case, `:latest`)."""
+        key = name_key(model)
+        for name in [model, *(n for n in self._current if name_key(n) == key)]:
+            self._current.pop(name, None)
+            self._purge_later(name, None)
+
+    def _purge_later(self, model: str, keep: str | None) -> None:
+        self._pending.pop(model, None)  # to the end of the queue
+        self._pending[model] = keep
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
 

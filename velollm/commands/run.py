@@ -21,8 +21,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model")
     parser.add_argument("prompt", nargs="*", help="answer this and exit (stdin, when piped, comes first)")
     parser.add_argument("--verbose", action="store_true", help="print timings after each answer")
-    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
-                        help="ask a thinking model to think (default: when the model can)")
+    parser.add_argument("--think", action=_ThinkFlag, nargs="?", default=None, metavar="true|false|LEVEL",
+                        help="ask a thinking model to think, or not (--think=false), or how much (--think=high); "
+                             "default: when the model can")
+    parser.add_argument("--no-think", dest="think", action="store_const", const=False, help="--think=false")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
@@ -32,6 +34,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
+
+
+class _ThinkFlag(argparse.Action):
+    """Ollama's `--think[=true|false|low|medium|high|max]`: a bare `--think` is true, and a word after it that
+    is not a think value is the prompt's (`velollm run M --think why...`), as cobra reads the flag."""
+
+    VALUES = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
+                 option_string: str | None = None) -> None:
+        think = self.VALUES.get(str(value).lower()) if value is not None else True
+        if think is None:  # not a think value: the first word of the prompt
+            namespace.prompt = [*(getattr(namespace, "prompt", None) or []), value]
+            think = True
+        setattr(namespace, self.dest, think)
 
 
 def _history_file() -> Path:

@@ -3,23 +3,30 @@ again without the indentation and spaces (same value, fewer tokens)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from velollm.context.text_memo import TextMemo
 
-@functools.lru_cache(maxsize=1024)
+# Each text parsed once (a chat sends the same tool results every turn), within 8M characters of texts
+# and results: tool results are the client's, as large as it likes.
+_MEMO = TextMemo(max_entries=1024, max_chars=8 << 20)
+
+
 def minify(text: str) -> str | None:
-    """`text` as compact JSON, or None when it is not a JSON object or array (each text parsed once: a
-    chat sends the same tool results every turn)."""
+    """`text` as compact JSON, or None when it is not a JSON object or array."""
+    return _MEMO.memoised(_minify, text) or None
+
+
+def _minify(text: str) -> str:
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
-        return None
+        return ""  # not JSON: "" is no JSON value's text
     try:
         value = json.loads(stripped)
     except ValueError:
-        return None
+        return ""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

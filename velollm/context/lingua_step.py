@@ -16,12 +16,14 @@ import hashlib
 import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from velollm.context.lingua import LinguaCompressor
-from velollm.embed.token_classifier import ClassifierFolder
+from velollm.context.text_memo import TextMemo
+
+if TYPE_CHECKING:  # torch: imported only where a classifier is loaded (serve --config without one has none)
+    from velollm.context.lingua import LinguaCompressor
+    from velollm.embed.token_classifier import ClassifierFolder
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ MIN_RATE = 0.33  # LLMLingua-2's paper compresses 2x to 5x; below a third the te
 MIN_TOKENS = 48  # shorter messages are left alone: little to gain, and their words matter
 SLACK_DIVISOR = 8  # aim at budget - budget / 8: the next turns fit without compressing again
 CAPACITY = 4096
+MAX_CACHED_CHARS = 16 << 20  # the cache's texts (compressed contents, client-sized) in characters, all together
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -65,6 +68,8 @@ class LinguaStep:
 
     @classmethod
     def of_folder(cls, folder: ClassifierFolder, device: str = "cpu") -> LinguaStep:
+        from velollm.context.lingua import LinguaCompressor
+
         return cls(lambda: LinguaCompressor.from_folder(folder.path, device))
 
     def __init__(self, load: Callable[[], LinguaCompressor], capacity: int = CAPACITY) -> None:
@@ -72,7 +77,7 @@ class LinguaStep:
         self.capacity = capacity
         self._compressor: LinguaCompressor | None = None
         self._error: Exception | None = None
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache = TextMemo(capacity, MAX_CACHED_CHARS)
         self._lock = threading.Lock()
 
     @property
@@ -149,15 +154,7 @@ class LinguaStep:
         return hashlib.sha256(f"{namespace}\0{content}".encode("utf-8", "surrogatepass")).hexdigest()
 
     def _get(self, key: str) -> str | None:
-        with self._lock:
-            text = self._cache.get(key)
-            if text is not None:
-                self._cache.move_to_end(key)
-            return text
+        return self._cache.get(key)
 
     def _put(self, key: str, text: str) -> None:
-        with self._lock:
-            self._cache[key] = text
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+        self._cache.put(key, text)

@@ -21,6 +21,7 @@ from typing import Any
 
 
 _TAIL = 64  # characters compared before a candidate's prefix is hashed
+MAX_IDS = 8 << 20  # ids remembered per model, all entries together: 32 MiB
 
 
 def _digest(text: str) -> bytes:
@@ -34,31 +35,44 @@ class Encoded:
 
 
 class TurnCache:
-    """Remembered (text -> token ids) pairs, least recently used dropped beyond `capacity`.
+    """Remembered (text -> token ids) pairs, least recently used dropped beyond `capacity` entries or
+    `max_ids` ids in all (long-context chats: 256 prompts of 128k tokens would be 128 MiB of ids).
 
     Ids are kept as 4-byte arrays; a lookup checks each candidate's last characters before hashing."""
 
-    def __init__(self, capacity: int = 256, min_chars: int = 64) -> None:
+    def __init__(self, capacity: int = 256, min_chars: int = 64, max_ids: int = MAX_IDS) -> None:
         self.capacity = capacity
+        self.max_ids = max_ids
         self.min_chars = min_chars  # shorter texts are cheaper to tokenize than to look up
         self._entries: OrderedDict[tuple[int, bytes], tuple[str, array]] = OrderedDict()  # -> (tail, ids)
         self._lengths: Counter[int] = Counter()
+        self._num_ids = 0
         self._lock = threading.Lock()  # prompts are encoded in worker threads
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def num_ids(self) -> int:
+        return self._num_ids
+
     def remember(self, text: str, token_ids: Sequence[int]) -> None:
-        if len(text) < self.min_chars or not token_ids:
+        if len(text) < self.min_chars or not token_ids or len(token_ids) > self.max_ids:
             return
         key = (len(text), _digest(text))
+        ids = array("i", token_ids)  # 4 bytes an id: vocabularies are far below 2**31
         with self._lock:
-            if key not in self._entries:
+            old = self._entries.get(key)
+            if old is None:
                 self._lengths[key[0]] += 1
-            self._entries[key] = (text[-_TAIL:], array("l", token_ids))
+            else:
+                self._num_ids -= len(old[1])
+            self._entries[key] = (text[-_TAIL:], ids)
+            self._num_ids += len(ids)
             self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                (length, _), _ = self._entries.popitem(last=False)
+            while len(self._entries) > self.capacity or self._num_ids > self.max_ids:
+                (length, _), (_, dropped) = self._entries.popitem(last=False)
+                self._num_ids -= len(dropped)
                 self._lengths[length] -= 1
                 if not self._lengths[length]:
                     del self._lengths[length]

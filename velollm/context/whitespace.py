@@ -6,18 +6,25 @@ Each content is squeezed once: a chat sends the same history every turn."""
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from velollm.context.text_memo import TextMemo
 
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")
 _INNER_RUNS = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 
 
-@functools.lru_cache(maxsize=1024)
+_MEMO = TextMemo(max_entries=1024, max_chars=8 << 20)  # contents are the client's: bounded in characters too
+
+
 def squeeze(text: str) -> str:
+    return _MEMO.memoised(_squeeze, text)
+
+
+def _squeeze(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", _INNER_RUNS.sub(" ", _TRAILING.sub("", text)))
 
 

@@ -155,6 +155,8 @@ class Router:
             for r in native:
                 r.can_take(local)  # a dead engine is ejected before choosing
             replicas = [*native, *replicas]
+        if not replicas:  # before `policy`: a name nobody serves (client-chosen) must not add a policy each
+            return self._unavailable(api, name, replicas, None)
         policy = self.policy(name)
         blocks = PromptBlocks.of(body, self.config.router.prefix_block_bytes) \
             if policy.name == "prefix-aware" else NO_BLOCKS
