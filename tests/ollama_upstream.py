@@ -84,7 +84,14 @@ def ollama_app(models: list[str]) -> Starlette:
                       "prompt_eval_duration": 1_000_000, "total_duration": 20_000_000})
         return _ndjson(lines)
 
+    async def generate(request: Request) -> Response:
+        body = await request.json()  # only what `ollama stop` sends: an empty prompt that unloads
+        reason = "unload" if body.get("keep_alive") == 0 else "load"
+        return JSONResponse({"model": body.get("model"), "created_at": "2026-01-01T00:00:00Z", "response": "",
+                             "done": True, "done_reason": reason})
+
     return Starlette(routes=[Route("/api/version", version, methods=["GET", "HEAD"]),
+                             Route("/api/generate", generate, methods=["POST"]),
                              Route("/api/tags", tags, methods=["GET"]), Route("/api/pull", pull, methods=["POST"]),
                              Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
                              Route("/api/ps", ps, methods=["GET"])])

@@ -48,6 +48,14 @@ def test_run_pulls_a_missing_model_first(proxied, tmp_path):
     assert "pull model manifest: file does not exist" in failed.stderr
 
 
+def test_ps_and_stop_see_the_upstreams_running_models(proxied, tmp_path):
+    ps = velollm(proxied, tmp_path, "ps")
+    assert ps.returncode == 0, ps.stderr
+    assert "thinker:latest" in ps.stdout  # running on the Ollama upstream (its /api/ps), listed with ours
+    stop = velollm(proxied, tmp_path, "stop", "thinker")
+    assert stop.returncode == 0, stop.stderr  # found, and the unload went to the upstream
+
+
 def test_pull_without_an_upstream(tmp_path):
     proc, url, _log, _ = start_serve(tmp_path, "--no-upstream")
     try:
