@@ -201,3 +201,14 @@ def test_responses_item_reference_names_stored_items(live_server):
     with pytest.raises(openai.BadRequestError, match="'fc_nope' not found") as err:
         client.responses.create(model="demo", input=[{"type": "item_reference", "id": "fc_nope"}])
     assert err.value.body["param"] == "input[0].id"
+
+
+def test_reasoning_item_with_bad_content_is_a_400(live_server):
+    """A reasoning input item whose content (or summary) is no array was a 500 ('float' object is not
+    iterable)."""
+    client = oai(live_server)
+    for key in ("content", "summary"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="demo", max_output_tokens=2, input=[
+                {"type": "reasoning", "id": "rs_1", key: 1.5}, {"role": "user", "content": "hi"}])
+        assert err.value.body["param"] == f"input[0].{key}"
