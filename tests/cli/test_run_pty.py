@@ -186,3 +186,22 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_multi_line_system_message(live, tmp_path):
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        _command(child, "/set parameter num_predict 1", "Set parameter 'num_predict' to '1'")
+        alone, _ = _ask(child, "hi")
+        _command(child, "/clear", "Cleared session context")
+        child.sendline('/set system """You are terse.')
+        child.expect_exact("... ")
+        child.sendline('Answer in French."""')
+        child.expect_exact("Set system message.")
+        child.expect_exact(PROMPT)
+        _command(child, "/show system", "You are terse.\r\nAnswer in French.")
+        assert _ask(child, "hi")[0] > alone  # both lines are in the prompt
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

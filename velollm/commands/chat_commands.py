@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from velollm.commands.chat_input import read_block
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerError
 from velollm.commands.show import describe
@@ -186,12 +187,15 @@ def _set_parameter(session: ChatSession, parts: list[str]) -> None:
 
 
 def _set_system(session: ChatSession, text: str) -> None:
-    if not text.strip():
+    text = text.strip()
+    if not text:
         session.say(SET_HELP + "\n")
         return
-    text = text.strip()
-    if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
-        text = text[3:-3]
+    if text.startswith('"""'):  # a block, on this line or up to a closing line (Ollama's MultilineSystem)
+        if session.read_line is None and not (len(text) >= 6 and text.endswith('"""')):
+            session.say("Usage: /set system \"\"\"text\"\"\"\n")
+            return
+        text = read_block(session.read_line, text[3:]) if session.read_line else text[3:-3]
     session.system = text.strip('"') or None
     session.say("Set system message.\n")
 

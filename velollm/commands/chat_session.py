@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from velollm.commands.chat_commands import run_command
+from velollm.commands.chat_input import ReadLine, read_message
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
+
 
 def parse_value(text: str) -> Any:
     """A parameter value as Ollama types it: int, float, bool, else the string."""
@@ -17,33 +18,6 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def read_message(read_line: Callable[[str], str]) -> str:
-    """One message: a line, or everything between \"\"\" markers (Ollama's multi-line input).
-    Raises EOFError at the end of input."""
-    return _newlines(_read_message(read_line))
-
-
-def _newlines(text: str) -> str:
-    """A paste (readline's bracketed paste) keeps the terminal's carriage returns: lines end in "\\n"."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _read_message(read_line: Callable[[str], str]) -> str:
-    line = read_line(">>> ")
-    if not line.lstrip().startswith('"""'):
-        return line
-    text = line.lstrip()[3:]
-    if text.rstrip().endswith('"""') and text.strip() != "":
-        return text.rstrip()[:-3]
-    lines = [text] if text else []
-    while True:
-        line = read_line("... ")
-        if line.rstrip().endswith('"""'):
-            lines.append(line.rstrip()[:-3])
-            return "\n".join(lines).strip("\n")
-        lines.append(line)
 
 
 class ChatSession:
@@ -60,6 +34,7 @@ class ChatSession:
         self.verbose = False
         self.keep_alive: str | None = None
         self.format: str | None = None  # /set format json
+        self.read_line: ReadLine | None = None  # the terminal, once the interactive loop runs
         self.show = client.post("/api/show", {"model": model})
         self.think: bool | str | None = self._default_think()
 
@@ -130,7 +105,8 @@ class ChatSession:
         self.out.flush()
 
 
-def run_interactive(session: ChatSession, read_line: Callable[[str], str]) -> int:
+def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
+    session.read_line = read_line  # for commands that read on (`/set system """...`)
     while True:
         try:
             line = read_message(read_line)
