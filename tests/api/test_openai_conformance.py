@@ -212,3 +212,15 @@ def test_reasoning_item_with_bad_content_is_a_400(live_server):
             client.responses.create(model="demo", max_output_tokens=2, input=[
                 {"type": "reasoning", "id": "rs_1", key: 1.5}, {"role": "user", "content": "hi"}])
         assert err.value.body["param"] == f"input[0].{key}"
+
+
+def test_assistant_refusal_part_in_history(live_server):
+    """An assistant message replayed with a `refusal` content part (OpenAI's shape for a refusal) was a
+    400 'type refusal is not supported: this server takes text only'; it is what the assistant said."""
+    client = oai(live_server)
+    kw = dict(model="demo", max_tokens=2, temperature=0)
+    said = [{"role": "user", "content": "x"}, {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+            {"role": "user", "content": "y"}]
+    plain = [said[0], {"role": "assistant", "content": "No."}, said[2]]
+    assert client.chat.completions.create(messages=said, **kw).usage.prompt_tokens == \
+        client.chat.completions.create(messages=plain, **kw).usage.prompt_tokens
