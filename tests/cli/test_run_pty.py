@@ -117,6 +117,7 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
         child.sendline("give me json")
         child.expect_exact("give me json")
         child.expect_exact(PROMPT)
+        assert child.before.endswith("\r\n\r\n")  # a blank line before the next prompt, as in Ollama
         answer = child.before.strip()
         assert isinstance(json.loads(answer), dict), answer  # the format reached the server
         _command(child, "/set noformat", "Disabled format.")

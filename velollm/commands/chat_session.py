@@ -107,6 +107,7 @@ class ChatSession:
 
 def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
     session.read_line = read_line  # for commands that read on (`/set system """...`)
+    session.writer.end = "\n\n"
     while True:
         try:
             line = read_message(read_line)
