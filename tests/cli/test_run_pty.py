@@ -233,3 +233,22 @@ def test_history_can_be_turned_off(live, tmp_path):
     finally:
         child.close(force=True)
     assert not (home / ".velollm" / "history").exists()
+
+
+def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
+    import time
+
+    child = _spawn(live, tmp_path)
+    try:
+        child.send("half a quest")
+        time.sleep(0.3)
+        child.sendintr()
+        child.expect_exact(PROMPT)
+        assert "Use Ctrl + d" not in child.before  # Ollama gives the hint only on an empty line
+        child.sendintr()
+        child.expect_exact("Use Ctrl + d or /bye to exit.")
+        child.expect_exact(PROMPT)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
