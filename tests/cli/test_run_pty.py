@@ -206,3 +206,49 @@ def test_multi_line_system_message(live, tmp_path):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_history_can_be_turned_off(live, tmp_path):
+    child = _spawn(live, tmp_path)
+    try:
+        _command(child, "/set parameter num_predict 1", "Set parameter 'num_predict' to '1'")
+        _command(child, "/set nohistory")
+        _command(child, "a secret line")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    history = (tmp_path / ".velollm" / "history").read_text()
+    assert "/set nohistory" in history and "a secret line" not in history
+    # $OLLAMA_NOHISTORY: nothing is kept
+    home = tmp_path / "other"
+    home.mkdir()
+    child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo"], cwd=str(REPO), encoding="utf-8",
+                          env=cli_env(live, home, OLLAMA_NOHISTORY="1"), timeout=120, dimensions=(40, 200))
+    try:
+        child.expect_exact(PROMPT)
+        _command(child, "/show system", "No system message")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert not (home / ".velollm" / "history").exists()
+
+
+def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
+    import time
+
+    child = _spawn(live, tmp_path)
+    try:
+        child.send("half a quest")
+        time.sleep(0.3)
+        child.sendintr()
+        child.expect_exact(PROMPT)
+        assert "Use Ctrl + d" not in child.before  # Ollama gives the hint only on an empty line
+        child.sendintr()
+        child.expect_exact("Use Ctrl + d or /bye to exit.")
+        child.expect_exact(PROMPT)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

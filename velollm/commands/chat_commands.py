@@ -143,7 +143,7 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what == "system":
         _set_system(session, line.split(None, 2)[2] if len(args) > 1 else "")
     elif what in ("history", "nohistory"):
-        pass  # readline keeps the history; Ollama says nothing either
+        _history(what == "history")  # Ollama says nothing either
     elif what in ("wordwrap", "nowordwrap", "verbose", "quiet"):
         if what in ("verbose", "quiet"):
             session.verbose = what == "verbose"
@@ -163,6 +163,15 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
         session.say("Disabled format.\n")
     else:
         session.say(f"Unknown command '/set {what}'. Type /? for help\n")
+
+
+def _history(on: bool) -> None:
+    """Lines from now on join the history (arrow keys, ~/.velollm/history) or not."""
+    try:
+        import readline
+    except ImportError:  # no readline here: there is no history
+        return
+    readline.set_auto_history(on)
 
 
 def _words(text: str) -> list[str]:

@@ -30,6 +30,15 @@ def read_block(read_line: ReadLine, first: str) -> str:
         lines.append(line)
 
 
+def typed_text() -> str:
+    """What was on the input line when Ctrl-C came ("" without readline)."""
+    try:
+        import readline
+    except ImportError:
+        return ""
+    return readline.get_line_buffer()
+
+
 def _newlines(text: str) -> str:
     """A paste (readline's bracketed paste) keeps the terminal's carriage returns: lines end in "\\n"."""
     return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from velollm.commands.chat_commands import run_command
-from velollm.commands.chat_input import ReadLine, read_message
+from velollm.commands.chat_input import ReadLine, read_message, typed_text
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
 
@@ -114,8 +114,8 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
         except EOFError:
             session.out.write("\n")
             return 0
-        except KeyboardInterrupt:  # Ctrl-C drops the line being typed, as Ollama does
-            session.out.write("\nUse Ctrl + d or /bye to exit.\n")
+        except KeyboardInterrupt:  # Ctrl-C drops the line being typed; on an empty line, Ollama's hint
+            session.out.write("\n" if typed_text() else "\nUse Ctrl + d or /bye to exit.\n")
             continue
         if not line.strip():
             continue

@@ -56,12 +56,17 @@ def _history_file() -> Path:
 
 
 def _line_reader():  # noqa: ANN202 (a callable like input)
-    """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history."""
+    """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history (unless
+    $OLLAMA_NOHISTORY is set, as Ollama's; `/set nohistory` stops it for the session)."""
     try:
         import readline
     except ImportError:  # not on this platform: plain input
         return input
     import atexit
+
+    if os.environ.get("OLLAMA_NOHISTORY", "").strip().strip("'\"") not in ("", "0", "false"):
+        readline.set_auto_history(False)
+        return input
 
     path = _history_file()
     path.parent.mkdir(parents=True, exist_ok=True)
