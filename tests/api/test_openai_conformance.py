@@ -224,3 +224,20 @@ def test_assistant_refusal_part_in_history(live_server):
     plain = [said[0], {"role": "assistant", "content": "No."}, said[2]]
     assert client.chat.completions.create(messages=said, **kw).usage.prompt_tokens == \
         client.chat.completions.create(messages=plain, **kw).usage.prompt_tokens
+
+
+def test_input_items_of_a_chained_response_hold_the_earlier_turns(live_server):
+    """input_items of a response made with previous_response_id listed only its own input; they are
+    the items the response was generated from: the earlier turns' inputs and outputs, then its input."""
+    client = oai(live_server)
+    first = client.responses.create(model="demo", input=[{"role": "user", "content": "one"},
+                                                         {"role": "assistant", "content": "two"},
+                                                         {"role": "user", "content": "three"}], max_output_tokens=2)
+    second = client.responses.create(model="demo", previous_response_id=first.id, input="four", max_output_tokens=2)
+    third = client.responses.create(model="demo", previous_response_id=second.id, input="five", max_output_tokens=2)
+    items = client.responses.input_items.list(third.id, order="asc", limit=100).data
+    assert [i.content[0].text for i in items] == \
+        ["one", "two", "three", first.output_text, "four", second.output_text, "five"]
+    assert items[3].id == first.output[0].id and items[3].type == "message" and items[3].role == "assistant"
+    assert [i.content[0].text for i in client.responses.input_items.list(first.id, order="asc").data] == \
+        ["one", "two", "three"]
