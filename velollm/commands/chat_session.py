@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from velollm.commands.chat_commands import run_command
+from velollm.commands.chat_images import extract_images
 from velollm.commands.chat_input import ReadLine, read_message, typed_text
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
@@ -51,15 +52,20 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Send `text` as the next user message and stream the answer; the exchange joins the history."""
+        user: dict[str, Any] = {"role": "user", "content": text}
+        if "vision" in (self.show.get("capabilities") or []):  # image paths in the text, as Ollama's CLI reads them
+            user["content"], images = extract_images(text, self.err)
+            if images:
+                user["images"] = images
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
-        messages.append({"role": "user", "content": text})
+        messages.append(user)
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True, "options": self.options,
                                 **self._keep_alive()}
         if self.think is not None:
             body["think"] = self.think
         if self.format:
             body["format"] = self.format
-        self.messages.append({"role": "user", "content": text})  # kept when Ctrl-C stops the answer, as in Ollama
+        self.messages.append(user)  # kept when Ctrl-C stops the answer, as in Ollama
         try:
             content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
         except ServerError:
