@@ -113,9 +113,11 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
     # Ollama's --think=VALUE: false stops the thinking, a level asks for it; a bare --think before the prompt
     off = velollm(proxied, tmp_path, "run", "thinker", "--think=false", "hi")
     assert off.returncode == 0 and "Hello there!" in off.stdout and "The user says hi." not in off.stdout
-    for flag in ("--think=high", "--think"):
-        on = velollm(proxied, tmp_path, "run", "thinker", flag, "hi")
-        assert on.returncode == 0 and "The user says hi." in on.stdout, (flag, on.stderr)
+    for words in (["thinker", "--think=high", "hi"], ["thinker", "--think", "hi"], ["--think", "thinker", "hi"]):
+        on = velollm(proxied, tmp_path, "run", *words)
+        assert on.returncode == 0 and "The user says hi." in on.stdout, (words, on.stderr)
+    bad = velollm(proxied, tmp_path, "run", "thinker", "--think=sure", "hi")
+    assert bad.returncode == 2 and "invalid think value 'sure'" in bad.stderr
 
 
 def test_optimize_check(tmp_path):
