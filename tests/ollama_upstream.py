@@ -62,7 +62,9 @@ def ollama_app(models: list[str]) -> Starlette:
                                         for m in models[:1]]})
 
     async def show(request: Request) -> Response:
-        return JSONResponse({"capabilities": ["completion", "thinking"], "template": "{{ .Prompt }}",
+        name = str((await request.json()).get("model", ""))
+        capabilities = ["completion", "vision"] if name.startswith("seer") else ["completion", "thinking"]
+        return JSONResponse({"capabilities": capabilities, "template": "{{ .Prompt }}",
                              "parameters": 'temperature                    0.6', "license": "Apache 2.0",
                              "details": {"family": "qwen3", "parameter_size": "8.2B", "quantization_level": "Q4_K_M"},
                              "model_info": {"general.architecture": "qwen3", "qwen3.context_length": 40960,
@@ -77,14 +79,24 @@ def ollama_app(models: list[str]) -> Starlette:
         thinking = ["The user ", "says hi."] if body.get("think") else []
         lines = [{"model": model, "done": False, "message": {"role": "assistant", "content": "", "thinking": t}}
                  for t in thinking]
-        lines += [{"model": model, "done": False, "message": {"role": "assistant", "content": c}}
-                  for c in ("Hello", " there!")]
+        last = body["messages"][-1]
+        words = ("Hello", " there!") if not last.get("images") else (
+            f"I see {len(last['images'])} image(s) of {sum(len(i) for i in last['images'])} base64 characters; ",
+            f"the text was {last.get('content', '')!r}")
+        lines += [{"model": model, "done": False, "message": {"role": "assistant", "content": c}} for c in words]
         lines.append({"model": model, "done": True, "done_reason": "stop", "message": {"role": "assistant", "content": ""},
                       "prompt_eval_count": 5, "eval_count": 2 + len(thinking), "eval_duration": 10_000_000,
                       "prompt_eval_duration": 1_000_000, "total_duration": 20_000_000})
         return _ndjson(lines)
 
+    async def generate(request: Request) -> Response:
+        body = await request.json()  # only what `ollama stop` sends: an empty prompt that unloads
+        reason = "unload" if body.get("keep_alive") == 0 else "load"
+        return JSONResponse({"model": body.get("model"), "created_at": "2026-01-01T00:00:00Z", "response": "",
+                             "done": True, "done_reason": reason})
+
     return Starlette(routes=[Route("/api/version", version, methods=["GET", "HEAD"]),
+                             Route("/api/generate", generate, methods=["POST"]),
                              Route("/api/tags", tags, methods=["GET"]), Route("/api/pull", pull, methods=["POST"]),
                              Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
                              Route("/api/ps", ps, methods=["GET"])])

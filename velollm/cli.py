@@ -48,8 +48,17 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+def _normalized(argv: list[str]) -> list[str]:
+    """The subcommand's own rewrite of the words after its name (`normalize_argv`: run's `--think`)."""
+    for i, word in enumerate(argv):
+        if word in COMMANDS:
+            normalize = getattr(importlib.import_module(COMMANDS[word]), "normalize_argv", None)
+            return argv[:i + 1] + normalize(argv[i + 1:]) if normalize else argv
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = parse_args(build_parser(), _normalized(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args) or 0)
 

@@ -57,3 +57,34 @@ def test_debug_render_only_answers_the_prompt_without_running(live_server):
     c = httpx.post(f"{url}/api/chat", json={"model": "demo", "_debug_render_only": True,
                                             "messages": [{"role": "user", "content": "hello"}]}, timeout=60).json()
     assert "hello" in c["_debug_info"]["rendered_template"] and c["message"]["content"] == ""
+
+
+def test_tags_lists_what_a_newer_ollamas_config_says(tmp_path):
+    # a config blob written by a newer Ollama carries capabilities and the context / embedding lengths,
+    # which its /api/tags lists: listed from the store as they are (no GGUF read)
+    import json
+
+    import httpx
+
+    from tests.gguf.test_ollama_store import _blob, make_store
+    from tests.proxy.gguf_fixture import write_tiny_llama_gguf
+    from tests.serve_process import start_serve, stop_serve
+
+    store = tmp_path / "models"
+    manifest_path = make_store(store, write_tiny_llama_gguf(tmp_path / "tiny.gguf"))
+    manifest = json.loads(manifest_path.read_text())
+    old = store / "blobs" / ("sha256-" + manifest["config"]["digest"].split(":")[1])
+    config = {**json.loads(old.read_bytes()), "capabilities": ["completion", "tools"], "context_length": 131072,
+              "embedding_length": 3072}
+    manifest["config"].update(_blob(store, json.dumps(config).encode()))
+    manifest_path.write_text(json.dumps(manifest))
+    proc, url, _, _ = start_serve(tmp_path, "--kv-cache-memory", "16MiB", "--no-upstream",
+                                  env={"OLLAMA_MODELS": str(store)})
+    try:
+        tags = {m["name"]: m for m in httpx.get(f"{url}/api/tags", timeout=30).json()["models"]}
+        entry = tags["tiny:latest"]
+        assert entry["capabilities"] == ["completion", "tools"]
+        assert entry["details"]["context_length"] == 131072 and entry["details"]["embedding_length"] == 3072
+        assert [m.model for m in ollama.Client(host=url).list().models] == list(tags)  # the client reads it
+    finally:
+        stop_serve(proc)

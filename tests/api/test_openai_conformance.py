@@ -175,3 +175,69 @@ def test_schema_the_grammar_cannot_take_is_a_clean_400(live_server):
     message = err.value.body["message"]
     assert message.startswith("cannot compile the json_schema constraint: ") and "Backreference" in message
     assert ".cc:" not in message and not message.endswith("\n") and err.value.body["param"] == "response_format"
+
+
+def test_responses_item_reference_names_stored_items(live_server):
+    """Stateful clients (Codex-like) send `{"type": "item_reference", "id": ...}` for an item of an
+    earlier stored response instead of replaying it; it was a 400 'items of type item_reference'."""
+    client = oai(live_server)
+    tools = [{"type": "function", **WEATHER}]
+    first = client.responses.create(model="demo", input="weather in Paris?", tools=tools, tool_choice="required",
+                                    max_output_tokens=60)
+    call = first.output[0]
+    asked = client.responses.input_items.list(first.id).data[0]
+    follow = [{"type": "item_reference", "id": asked.id}, {"type": "item_reference", "id": call.id},
+              {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = client.responses.create(model="demo", input=follow, tools=tools, max_output_tokens=3, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    replayed = [{"role": "user", "content": "weather in Paris?"},
+                {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+                follow[-1]]
+    same = client.responses.create(model="demo", input=replayed, tools=tools, max_output_tokens=3, temperature=0,
+                                   extra_body={"ignore_eos": True})
+    assert second.usage.input_tokens == same.usage.input_tokens and second.output_text == same.output_text
+    assert [i.type for i in client.responses.input_items.list(second.id, order="asc").data] == \
+        ["message", "function_call", "function_call_output"]
+    with pytest.raises(openai.BadRequestError, match="'fc_nope' not found") as err:
+        client.responses.create(model="demo", input=[{"type": "item_reference", "id": "fc_nope"}])
+    assert err.value.body["param"] == "input[0].id"
+
+
+def test_reasoning_item_with_bad_content_is_a_400(live_server):
+    """A reasoning input item whose content (or summary) is no array was a 500 ('float' object is not
+    iterable)."""
+    client = oai(live_server)
+    for key in ("content", "summary"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="demo", max_output_tokens=2, input=[
+                {"type": "reasoning", "id": "rs_1", key: 1.5}, {"role": "user", "content": "hi"}])
+        assert err.value.body["param"] == f"input[0].{key}"
+
+
+def test_assistant_refusal_part_in_history(live_server):
+    """An assistant message replayed with a `refusal` content part (OpenAI's shape for a refusal) was a
+    400 'type refusal is not supported: this server takes text only'; it is what the assistant said."""
+    client = oai(live_server)
+    kw = dict(model="demo", max_tokens=2, temperature=0)
+    said = [{"role": "user", "content": "x"}, {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+            {"role": "user", "content": "y"}]
+    plain = [said[0], {"role": "assistant", "content": "No."}, said[2]]
+    assert client.chat.completions.create(messages=said, **kw).usage.prompt_tokens == \
+        client.chat.completions.create(messages=plain, **kw).usage.prompt_tokens
+
+
+def test_input_items_of_a_chained_response_hold_the_earlier_turns(live_server):
+    """input_items of a response made with previous_response_id listed only its own input; they are
+    the items the response was generated from: the earlier turns' inputs and outputs, then its input."""
+    client = oai(live_server)
+    first = client.responses.create(model="demo", input=[{"role": "user", "content": "one"},
+                                                         {"role": "assistant", "content": "two"},
+                                                         {"role": "user", "content": "three"}], max_output_tokens=2)
+    second = client.responses.create(model="demo", previous_response_id=first.id, input="four", max_output_tokens=2)
+    third = client.responses.create(model="demo", previous_response_id=second.id, input="five", max_output_tokens=2)
+    items = client.responses.input_items.list(third.id, order="asc", limit=100).data
+    assert [i.content[0].text for i in items] == \
+        ["one", "two", "three", first.output_text, "four", second.output_text, "five"]
+    assert items[3].id == first.output[0].id and items[3].type == "message" and items[3].role == "assistant"
+    assert [i.content[0].text for i in client.responses.input_items.list(first.id, order="asc").data] == \
+        ["one", "two", "three"]

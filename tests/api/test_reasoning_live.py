@@ -99,3 +99,23 @@ def test_responses_cut_by_max_output_tokens(oai):
     else:
         assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
         assert r.usage.output_tokens == 8
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_logprobs_leave_the_thinking_out(oai, stream):
+    """With include message.output_text.logprobs, the output text's logprobs began with the thinking's
+    tokens (<think>...</think>), which belong to the reasoning item."""
+    kw = dict(model="qwen3-tiny", input="Weather in Paris as JSON", max_output_tokens=120, temperature=0,
+              text={"format": {"type": "json_schema", "name": "w", "schema": SCHEMA}}, top_logprobs=1,
+              include=["message.output_text.logprobs"])
+    if stream:
+        events = list(oai.responses.create(**kw, stream=True))
+        final = events[-1].response
+        deltas = [lp.token for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+        assert "".join(deltas) == final.output_text
+    else:
+        final = oai.responses.create(**kw)
+    assert [o.type for o in final.output] == ["reasoning", "message"]
+    tokens = [lp.token for lp in final.output[1].content[0].logprobs]
+    assert tokens and not {"<think>", "</think>"} & set(tokens)
+    assert final.output_text.strip() in "".join(tokens)

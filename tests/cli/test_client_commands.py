@@ -90,7 +90,11 @@ def test_formatting():
     assert processor(100, 25) == "75%/25% CPU/GPU"
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
-    assert until("2026-01-01T01:00:00.000000Z", now) == "1 hour from now"
+    # Ollama's format.humanDuration words
+    assert until("2026-01-01T01:00:00.000000Z", now) == "About an hour from now"
+    assert until("2026-01-01T00:01:30Z", now) == "About a minute from now"
+    assert until("2026-01-01T00:00:30Z", now) == "30 seconds from now"
+    assert until("2026-01-01T05:40:00Z", now) == "6 hours from now" and until("2026-01-04T00:00:00Z", now) == "3 days from now"
     assert until("2025-12-31T00:00:00Z", now) == "Stopping..." and until("2318-01-01T00:00:00Z", now) == "Forever"
 
 

@@ -117,6 +117,7 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
         child.sendline("give me json")
         child.expect_exact("give me json")
         child.expect_exact(PROMPT)
+        assert child.before.endswith("\r\n\r\n")  # a blank line before the next prompt, as in Ollama
         answer = child.before.strip()
         assert isinstance(json.loads(answer), dict), answer  # the format reached the server
         _command(child, "/set noformat", "Disabled format.")
@@ -186,3 +187,68 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_multi_line_system_message(live, tmp_path):
+    child = _spawn(live, tmp_path, "--verbose")
+    try:
+        _command(child, "/set parameter num_predict 1", "Set parameter 'num_predict' to '1'")
+        alone, _ = _ask(child, "hi")
+        _command(child, "/clear", "Cleared session context")
+        child.sendline('/set system """You are terse.')
+        child.expect_exact("... ")
+        child.sendline('Answer in French."""')
+        child.expect_exact("Set system message.")
+        child.expect_exact(PROMPT)
+        _command(child, "/show system", "You are terse.\r\nAnswer in French.")
+        assert _ask(child, "hi")[0] > alone  # both lines are in the prompt
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+def test_history_can_be_turned_off(live, tmp_path):
+    child = _spawn(live, tmp_path)
+    try:
+        _command(child, "/set parameter num_predict 1", "Set parameter 'num_predict' to '1'")
+        _command(child, "/set nohistory")
+        _command(child, "a secret line")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    history = (tmp_path / ".velollm" / "history").read_text()
+    assert "/set nohistory" in history and "a secret line" not in history
+    # $OLLAMA_NOHISTORY: nothing is kept
+    home = tmp_path / "other"
+    home.mkdir()
+    child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo"], cwd=str(REPO), encoding="utf-8",
+                          env=cli_env(live, home, OLLAMA_NOHISTORY="1"), timeout=120, dimensions=(40, 200))
+    try:
+        child.expect_exact(PROMPT)
+        _command(child, "/show system", "No system message")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert not (home / ".velollm" / "history").exists()
+
+
+def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
+    import time
+
+    child = _spawn(live, tmp_path)
+    try:
+        child.send("half a quest")
+        time.sleep(0.3)
+        child.sendintr()
+        child.expect_exact(PROMPT)
+        assert "Use Ctrl + d" not in child.before  # Ollama gives the hint only on an empty line
+        child.sendintr()
+        child.expect_exact("Use Ctrl + d or /bye to exit.")
+        child.expect_exact(PROMPT)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

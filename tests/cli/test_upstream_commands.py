@@ -18,7 +18,7 @@ from .conftest import cli_env, velollm
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fake_ollama(["thinker:latest"]) as upstream:
+    with fake_ollama(["thinker:latest", "seer:latest"]) as upstream:
         proc, url, _log, _ = start_serve(tmp_path_factory.mktemp("upstream"), "--upstream", upstream)
         try:
             yield url
@@ -46,6 +46,29 @@ def test_run_pulls_a_missing_model_first(proxied, tmp_path):
     assert failed.returncode == 1
     assert "model 'missing-one' not found" in failed.stderr
     assert "pull model manifest: file does not exist" in failed.stderr
+
+
+def test_ps_and_stop_see_the_upstreams_running_models(proxied, tmp_path):
+    ps = velollm(proxied, tmp_path, "ps")
+    assert ps.returncode == 0, ps.stderr
+    assert "thinker:latest" in ps.stdout  # running on the Ollama upstream (its /api/ps), listed with ours
+    stop = velollm(proxied, tmp_path, "stop", "thinker")
+    assert stop.returncode == 0, stop.stderr  # found, and the unload went to the upstream
+
+
+def test_run_sends_the_images_a_vision_model_is_shown(proxied, tmp_path):
+    # `ollama run llava "what is in /path/cat.png"`: the file goes in the message's images, out of its text
+    image = tmp_path / "my cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
+    escaped = str(image).replace(" ", "\\ ")
+    out = velollm(proxied, tmp_path, "run", "seer", f"what is in {escaped} ?")
+    assert out.returncode == 0, out.stderr
+    assert f"Added image '{image}'" in out.stderr
+    assert "I see 1 image(s) of 412 base64 characters" in out.stdout and "the text was 'what is in  ?'" in out.stdout
+    missing = velollm(proxied, tmp_path, "run", "seer", "what is in /no/such/file.png")
+    assert "I see" not in missing.stdout and "Hello there!" in missing.stdout  # not a file: it stays text
+    plain = velollm(proxied, tmp_path, "run", "thinker", "--no-think", f"what is in {image}")
+    assert "Hello there!" in plain.stdout and "Added image" not in plain.stderr  # not a vision model
 
 
 def test_pull_without_an_upstream(tmp_path):
@@ -90,9 +113,11 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
     # Ollama's --think=VALUE: false stops the thinking, a level asks for it; a bare --think before the prompt
     off = velollm(proxied, tmp_path, "run", "thinker", "--think=false", "hi")
     assert off.returncode == 0 and "Hello there!" in off.stdout and "The user says hi." not in off.stdout
-    for flag in ("--think=high", "--think"):
-        on = velollm(proxied, tmp_path, "run", "thinker", flag, "hi")
-        assert on.returncode == 0 and "The user says hi." in on.stdout, (flag, on.stderr)
+    for words in (["thinker", "--think=high", "hi"], ["thinker", "--think", "hi"], ["--think", "thinker", "hi"]):
+        on = velollm(proxied, tmp_path, "run", *words)
+        assert on.returncode == 0 and "The user says hi." in on.stdout, (words, on.stderr)
+    bad = velollm(proxied, tmp_path, "run", "thinker", "--think=sure", "hi")
+    assert bad.returncode == 2 and "invalid think value 'sure'" in bad.stderr
 
 
 def test_optimize_check(tmp_path):

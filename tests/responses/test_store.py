@@ -57,3 +57,16 @@ def test_input_items_kept_and_old_files_upgraded(tmp_path):
     items = [{"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
     store.put(_resp(1), [], items)
     assert store.get("resp_1").input_items == items
+
+
+def test_items_by_id_follow_their_response(tmp_path):
+    """item_reference input items name a stored response's input or output items by id."""
+    store = ResponseStore(tmp_path / "r.sqlite", max_responses=1)
+    said = {"id": "msg_in", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}
+    store.put({**_resp(1), "output": [call]}, [], [said])
+    assert store.item("msg_in") == said and store.item("fc_1") == call and store.item("nope") is None
+    store.put(_resp(2), [])  # resp_1 is pruned (max_responses=1): its items go with it
+    assert store.item("fc_1") is None
+    store.put({**_resp(3), "output": [call]}, [])
+    assert store.delete("resp_3") and store.item("fc_1") is None

@@ -15,7 +15,7 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
 def text_of(content: Any, param: str) -> str | None:
-    """String content, or the text parts of an array joined by newlines (as vLLM does)."""
+    """String content, or the text (and refusal) parts of an array joined by newlines (as vLLM does)."""
     if content is None or isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -24,6 +24,9 @@ def text_of(content: Any, param: str) -> str | None:
     for i, part in enumerate(content):
         p = Fields(part, f"{param}[{i}].")
         kind = p.str("type")
+        if kind == "refusal":  # an assistant turn's refusal, replayed as history: what it said
+            texts.append(p.str("refusal"))
+            continue
         if kind not in ("text", "input_text"):
             raise InvalidRequest(f"{param}[{i}].type {kind!r} is not supported: this server takes text only",
                                  param=f"{param}[{i}].type")

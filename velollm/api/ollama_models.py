@@ -137,13 +137,26 @@ def _store_entries() -> list[dict[str, Any]]:
     for m in ollama_store.list_models():
         c = m.config
         family = str(c.get("model_family") or "")
-        out.append({"name": m.display_name, "model": m.display_name, "modified_at": rfc3339(m.modified_at),
-                    "size": m.size, "digest": m.digest,
-                    "details": {"parent_model": "", "format": str(c.get("model_format") or "gguf"), "family": family,
-                                "families": c.get("model_families") or ([family] if family else None),
-                                "parameter_size": str(c.get("model_type") or ""),
-                                "quantization_level": str(c.get("file_type") or "")}})
+        entry = {"name": m.display_name, "model": m.display_name, "modified_at": rfc3339(m.modified_at),
+                 "size": m.size, "digest": m.digest,
+                 "details": {"parent_model": "", "format": str(c.get("model_format") or "gguf"), "family": family,
+                             "families": c.get("model_families") or ([family] if family else None),
+                             "parameter_size": str(c.get("model_type") or ""),
+                             "quantization_level": str(c.get("file_type") or "")}}
+        _config_extras(entry, c)
+        out.append(entry)
     return out
+
+
+def _config_extras(entry: dict[str, Any], config: dict[str, Any]) -> None:
+    """What a newer Ollama writes into the config blob and lists in /api/tags: the context and embedding
+    lengths (in `details`) and the capabilities."""
+    for key in ("context_length", "embedding_length"):
+        if isinstance(config.get(key), int) and not isinstance(config.get(key), bool):
+            entry["details"][key] = config[key]
+    capabilities = config.get("capabilities")
+    if isinstance(capabilities, list) and all(isinstance(c, str) for c in capabilities):
+        entry["capabilities"] = capabilities
 
 
 def merge_listings(native: list[dict[str, Any]], upstream: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

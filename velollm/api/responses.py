@@ -28,9 +28,9 @@ from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.cache.replay import take_hit
-from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, chat_body,
-                               conversation, input_item_objects, items_to_messages, parse_responses_request,
-                               replay_chunks, sse_frame)
+from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, StoredResponse,
+                               chat_body, conversation, input_item_objects, items_to_messages,
+                               parse_responses_request, replay_chunks, sse_frame)
 from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
@@ -59,16 +59,19 @@ def _not_found(response_id: str, param: str | None = None) -> APIError:
 class _Turn:
     """One create request being answered: its conversation, and what to store when it is done."""
 
-    def __init__(self, state: AppState, req: ResponsesRequest, history: list[dict[str, Any]]) -> None:
+    def __init__(self, state: AppState, req: ResponsesRequest, previous: StoredResponse | None = None) -> None:
         self.state, self.req = state, req
-        self.messages = conversation(req, history)
+        self.messages = conversation(req, previous.conversation if previous is not None else [])
+        # What input_items lists: the previous responses' input and output items, then this input.
+        self.earlier_items = [*previous.input_items, *previous.response.get("output", [])] if previous else []
         self.shell = ResponseShell(req)
 
     async def keep(self, response: dict[str, Any]) -> None:
         if not self.req.store or response.get("status") == "failed":
             return
         answered = self.messages + items_to_messages(response["output"])
-        await asyncio.to_thread(_store(self.state).put, response, answered, input_item_objects(self.req.input))
+        items = [*self.earlier_items, *input_item_objects(self.req.input)]
+        await asyncio.to_thread(_store(self.state).put, response, answered, items)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -108,21 +111,40 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             target = NativeTarget(answer)  # the router chose this process's replica
         elif answer.status_code not in _NO_RESPONSES_API:
             return answer
-    req = parse_responses_request(body)
+    req = parse_responses_request(await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")
-    turn = _Turn(state, req, stored.conversation if stored is not None else [])
+    turn = _Turn(state, req, stored)
     chat = chat_body(req, turn.messages)
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
 
 
+async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each `item_reference` input item replaced by the stored item it names (an input or
+    output item of a stored response: what stateful clients send instead of replaying an item)."""
+    items = body.get("input")
+    if not isinstance(items, list) or not any(isinstance(i, dict) and i.get("type") == "item_reference"
+                                              for i in items):
+        return body
+    resolved = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            ref = item.get("id")
+            found = await asyncio.to_thread(_store(state).item, ref) if isinstance(ref, str) else None
+            if found is None:
+                raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
+            item = found
+        resolved.append(item)
+    return {**body, "input": resolved}
+
+
 async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached: dict[str, Any]) -> Response:
     """A response-cache hit (a stateless request): a new response made of the cached one's output,
     streamed or whole, and stored like a live one."""
     call.model = model_of(body)
-    turn = _Turn(state, parse_responses_request(body), [])
+    turn = _Turn(state, parse_responses_request(body))
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         for chunk in replay_chunks(cached):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from velollm.commands.chat_input import read_block
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerError
 from velollm.commands.show import describe
@@ -142,7 +143,7 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what == "system":
         _set_system(session, line.split(None, 2)[2] if len(args) > 1 else "")
     elif what in ("history", "nohistory"):
-        pass  # readline keeps the history; Ollama says nothing either
+        _history(what == "history")  # Ollama says nothing either
     elif what in ("wordwrap", "nowordwrap", "verbose", "quiet"):
         if what in ("verbose", "quiet"):
             session.verbose = what == "verbose"
@@ -162,6 +163,15 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
         session.say("Disabled format.\n")
     else:
         session.say(f"Unknown command '/set {what}'. Type /? for help\n")
+
+
+def _history(on: bool) -> None:
+    """Lines from now on join the history (arrow keys, ~/.velollm/history) or not."""
+    try:
+        import readline
+    except ImportError:  # no readline here: there is no history
+        return
+    readline.set_auto_history(on)
 
 
 def _words(text: str) -> list[str]:
@@ -186,12 +196,15 @@ def _set_parameter(session: ChatSession, parts: list[str]) -> None:
 
 
 def _set_system(session: ChatSession, text: str) -> None:
-    if not text.strip():
+    text = text.strip()
+    if not text:
         session.say(SET_HELP + "\n")
         return
-    text = text.strip()
-    if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
-        text = text[3:-3]
+    if text.startswith('"""'):  # a block, on this line or up to a closing line (Ollama's MultilineSystem)
+        if session.read_line is None and not (len(text) >= 6 and text.endswith('"""')):
+            session.say("Usage: /set system \"\"\"text\"\"\"\n")
+            return
+        text = read_block(session.read_line, text[3:]) if session.read_line else text[3:-3]
     session.system = text.strip('"') or None
     session.say("Set system message.\n")
 

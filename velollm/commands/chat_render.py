@@ -16,6 +16,7 @@ class AnswerWriter:
         self.out = out
         self.color = color
         self.show_thinking = show_thinking  # False: `--hidethinking`, the thinking is kept but not written
+        self.end = "\n"  # after the answer; "\n\n" in a chat: Ollama leaves a blank line before the next prompt
 
     def write(self, chunks: Iterable[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
         content: list[str] = []
@@ -41,7 +42,7 @@ class AnswerWriter:
                 self._emit(message["content"])
         if in_thinking:
             self._emit((RESET if self.color else "") + "\n...done thinking.\n")
-        self._emit("\n")
+        self._emit(self.end)
         return "".join(content), "".join(thinking), last
 
     def _emit(self, text: str) -> None:

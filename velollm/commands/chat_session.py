@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from velollm.commands.chat_commands import run_command
+from velollm.commands.chat_images import extract_images
+from velollm.commands.chat_input import ReadLine, read_message, typed_text
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
+
 
 def parse_value(text: str) -> Any:
     """A parameter value as Ollama types it: int, float, bool, else the string."""
@@ -17,33 +19,6 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def read_message(read_line: Callable[[str], str]) -> str:
-    """One message: a line, or everything between \"\"\" markers (Ollama's multi-line input).
-    Raises EOFError at the end of input."""
-    return _newlines(_read_message(read_line))
-
-
-def _newlines(text: str) -> str:
-    """A paste (readline's bracketed paste) keeps the terminal's carriage returns: lines end in "\\n"."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _read_message(read_line: Callable[[str], str]) -> str:
-    line = read_line(">>> ")
-    if not line.lstrip().startswith('"""'):
-        return line
-    text = line.lstrip()[3:]
-    if text.rstrip().endswith('"""') and text.strip() != "":
-        return text.rstrip()[:-3]
-    lines = [text] if text else []
-    while True:
-        line = read_line("... ")
-        if line.rstrip().endswith('"""'):
-            lines.append(line.rstrip()[:-3])
-            return "\n".join(lines).strip("\n")
-        lines.append(line)
 
 
 class ChatSession:
@@ -60,6 +35,7 @@ class ChatSession:
         self.verbose = False
         self.keep_alive: str | None = None
         self.format: str | None = None  # /set format json
+        self.read_line: ReadLine | None = None  # the terminal, once the interactive loop runs
         self.show = client.post("/api/show", {"model": model})
         self.think: bool | str | None = self._default_think()
 
@@ -76,15 +52,20 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Send `text` as the next user message and stream the answer; the exchange joins the history."""
+        user: dict[str, Any] = {"role": "user", "content": text}
+        if "vision" in (self.show.get("capabilities") or []):  # image paths in the text, as Ollama's CLI reads them
+            user["content"], images = extract_images(text, self.err)
+            if images:
+                user["images"] = images
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
-        messages.append({"role": "user", "content": text})
+        messages.append(user)
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True, "options": self.options,
                                 **self._keep_alive()}
         if self.think is not None:
             body["think"] = self.think
         if self.format:
             body["format"] = self.format
-        self.messages.append({"role": "user", "content": text})  # kept when Ctrl-C stops the answer, as in Ollama
+        self.messages.append(user)  # kept when Ctrl-C stops the answer, as in Ollama
         try:
             content, thinking, final = self.writer.write(self.client.stream("/api/chat", body))
         except ServerError:
@@ -130,15 +111,17 @@ class ChatSession:
         self.out.flush()
 
 
-def run_interactive(session: ChatSession, read_line: Callable[[str], str]) -> int:
+def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
+    session.read_line = read_line  # for commands that read on (`/set system """...`)
+    session.writer.end = "\n\n"
     while True:
         try:
             line = read_message(read_line)
         except EOFError:
             session.out.write("\n")
             return 0
-        except KeyboardInterrupt:  # Ctrl-C drops the line being typed, as Ollama does
-            session.out.write("\nUse Ctrl + d or /bye to exit.\n")
+        except KeyboardInterrupt:  # Ctrl-C drops the line being typed; on an empty line, Ollama's hint
+            session.out.write("\n" if typed_text() else "\nUse Ctrl + d or /bye to exit.\n")
             continue
         if not line.strip():
             continue

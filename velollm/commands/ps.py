@@ -34,22 +34,40 @@ def processor(size: int, size_vram: int) -> str:
 
 
 def until(expires_at: str, now: dt.datetime | None = None) -> str:
-    """Ollama's UNTIL column: "4 minutes from now", "Forever", "Stopping..."."""
+    """Ollama's UNTIL column (format.HumanTime): "4 minutes from now", "About an hour from now", "Forever",
+    "Stopping..."."""
     try:
         when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
     except ValueError:
         return expires_at
     now = now or dt.datetime.now(dt.timezone.utc)
     left = (when - now).total_seconds()
-    if left > 100 * 365 * 86400:
-        return "Forever"
     if left <= 0:
         return "Stopping..."
-    for seconds, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
-        if left >= seconds:
-            count = int(left // seconds)
-            return f"{count} {unit}{'s' if count != 1 else ''} from now"
-    return "Less than a second from now"
+    if left / 3600 // 24 // 365 > 20:
+        return "Forever"
+    return f"{human_duration(left)} from now"
+
+
+def human_duration(seconds: float) -> str:
+    """Ollama's format.humanDuration: "About a minute", "5 minutes", "About an hour", "3 hours", "2 days"..."""
+    if seconds < 1:
+        return "Less than a second"
+    if int(seconds) == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds // 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    for limit, unit, per in ((48, "hours", 1), (24 * 7 * 2, "days", 24), (24 * 30 * 2, "weeks", 24 * 7),
+                             (24 * 365 * 2, "months", 24 * 30)):
+        if hours < limit:
+            return "About an hour" if hours == 1 else f"{hours // per} {unit}"
+    return f"{hours // (24 * 365)} years"
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:

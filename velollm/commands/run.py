@@ -36,18 +36,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
 
 
+def normalize_argv(args: list[str]) -> list[str]:
+    """The words after `run`, before parsing: a bare `--think` is `--think=true`, so it never takes the word
+    after it (the model or the prompt: `velollm run --think M`, `velollm run M --think why...`), as cobra
+    reads Ollama's flag; `--think=VALUE` gives a value."""
+    return ["--think=true" if a == "--think" else a for a in args]
+
+
 class _ThinkFlag(argparse.Action):
-    """Ollama's `--think[=true|false|low|medium|high|max]`: a bare `--think` is true, and a word after it that
-    is not a think value is the prompt's (`velollm run M --think why...`), as cobra reads the flag."""
+    """Ollama's `--think=true|false|low|medium|high|max`."""
 
     VALUES = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
                  option_string: str | None = None) -> None:
         think = self.VALUES.get(str(value).lower()) if value is not None else True
-        if think is None:  # not a think value: the first word of the prompt
-            namespace.prompt = [*(getattr(namespace, "prompt", None) or []), value]
-            think = True
+        if think is None:
+            parser.error(f"invalid think value {value!r}: true, false, low, medium, high or max")
         setattr(namespace, self.dest, think)
 
 
@@ -56,12 +61,17 @@ def _history_file() -> Path:
 
 
 def _line_reader():  # noqa: ANN202 (a callable like input)
-    """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history."""
+    """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history (unless
+    $OLLAMA_NOHISTORY is set, as Ollama's; `/set nohistory` stops it for the session)."""
     try:
         import readline
     except ImportError:  # not on this platform: plain input
         return input
     import atexit
+
+    if os.environ.get("OLLAMA_NOHISTORY", "").strip().strip("'\"") not in ("", "0", "false"):
+        readline.set_auto_history(False)
+        return input
 
     path = _history_file()
     path.parent.mkdir(parents=True, exist_ok=True)

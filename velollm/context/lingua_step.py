@@ -17,11 +17,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from velollm.context.lingua import LinguaCompressor
 from velollm.context.text_memo import TextMemo
-from velollm.embed.token_classifier import ClassifierFolder
+
+if TYPE_CHECKING:  # torch: imported only where a classifier is loaded (serve --config without one has none)
+    from velollm.context.lingua import LinguaCompressor
+    from velollm.embed.token_classifier import ClassifierFolder
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class LinguaStep:
 
     @classmethod
     def of_folder(cls, folder: ClassifierFolder, device: str = "cpu") -> LinguaStep:
+        from velollm.context.lingua import LinguaCompressor
+
         return cls(lambda: LinguaCompressor.from_folder(folder.path, device))
 
     def __init__(self, load: Callable[[], LinguaCompressor], capacity: int = CAPACITY) -> None:

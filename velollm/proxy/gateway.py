@@ -43,6 +43,7 @@ IDENTITY_LISTING_MAX_AGE_S = 10.0
 # next requests' keys hold: a first answer stored under the name alone would never be found again, and an
 # identical request beside it would not wait for it.
 IDENTITY_FIRST_LISTING_S = 2.0
+PS_TIMEOUT_S = 5.0  # the upstream's /api/ps, read for ours: a slow upstream leaves its models out
 
 
 class UpstreamGateway:
@@ -190,6 +191,19 @@ class UpstreamGateway:
         if status != 200:
             out["error"] = f"GET {path} answered {status}"
         return out
+
+    async def ollama_ps(self) -> list[dict[str, Any]]:
+        """What runs on the upstream now (its GET /api/ps), listed by /api/ps after the local models (so
+        `ollama ps` / `velollm ps` and `stop` see a model the upstream answers); nothing from an
+        OpenAI-compatible upstream or one that does not answer."""
+        try:
+            if (self.upstream.known_kind or await self.upstream.kind()) != "ollama":
+                return []
+            status, body = await self.upstream.request_json("GET", "/api/ps", timeout=PS_TIMEOUT_S)
+        except UpstreamUnavailable:
+            return []
+        models = body.get("models") if status == 200 and isinstance(body, dict) else None
+        return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
 
     async def ollama_tags(self) -> list[dict[str, Any]]:
         listing = await self.upstream.list_models()

@@ -44,9 +44,10 @@ class ResponseEventStream:
         self._seq = 0
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
-        # Chat logprobs not yet given to a text delta (a token may come before its text does); all of an
-        # answer's logprobs go to its message text, as a whole chat completion's do (ResponseShell).
+        # Chat logprobs not yet given to a text delta (a token may come before its text does); an answer's
+        # logprobs after its thinking go to its message text, as a whole chat completion's do (ResponseShell).
         self._logprobs: list[dict[str, Any]] = []
+        self._thought = self._answered = False  # a thinking delta came; an output text delta came
         self.response: dict[str, Any] = shell.build("in_progress")
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -67,8 +68,8 @@ class ResponseEventStream:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            self._logprobs += text_logprobs(choice.get("logprobs"))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            self._take_logprobs(text_logprobs(choice.get("logprobs")), bool(reasoning), bool(delta.get("content")))
             if reasoning:
                 events += self._text("reasoning", reasoning)
             if delta.get("content"):
@@ -77,6 +78,17 @@ class ResponseEventStream:
                 events += self._call(call)
             self._finish = choice.get("finish_reason") or self._finish
         return events
+
+    def _take_logprobs(self, logprobs: list[dict[str, Any]], reasoning: bool, content: bool) -> None:
+        """Keep the output text's logprobs: not the thinking's tokens, nor (at the first text after a
+        thinking) its end marker and the gap after it, which came in chunks without text."""
+        if reasoning and not content:
+            self._thought, self._logprobs = True, []
+        elif content and self._thought and not self._answered:
+            self._logprobs = logprobs
+        else:
+            self._logprobs += logprobs
+        self._answered = self._answered or content
 
     def _open_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         events = self._close()

@@ -37,8 +37,11 @@ def _text(content: Any, where: str) -> str:
     return "".join(texts)
 
 
-def _reasoning_text(item: Mapping[str, Any]) -> str:
-    parts = item.get("content") or item.get("summary") or []
+def _reasoning_text(item: Mapping[str, Any], where: str) -> str:
+    key = "content" if item.get("content") else "summary"
+    parts = item.get(key) or []
+    if not isinstance(parts, list):
+        raise InvalidRequest(f"Invalid '{where}.{key}': expected an array of text parts", param=f"{where}.{key}")
     return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
 
 
@@ -82,7 +85,7 @@ def items_to_messages(items: Sequence[Mapping[str, Any]], param: str = "input") 
             text = output if isinstance(output, str) else _text(output, where)
             messages.append({"role": "tool", "tool_call_id": _field(item, "call_id", where), "content": text})
         elif kind == "reasoning":
-            reasoning = _reasoning_text(item)
+            reasoning = _reasoning_text(item, where)
         else:
             raise InvalidRequest(f"Invalid '{where}.type': items of type {kind!r} are not supported", param=f"{where}.type")
     return messages

@@ -59,5 +59,10 @@ class ResponseShell:
         choice = (completion.get("choices") or [{}])[0]
         finish = choice.get("finish_reason")
         status, reason = ("incomplete", "max_output_tokens") if finish == "length" else ("completed", None)
-        items = output_items(choice.get("message") or {}, status, text_logprobs(choice.get("logprobs")))
+        message = choice.get("message") or {}
+        logprobs = text_logprobs(choice.get("logprobs"))
+        if message.get("reasoning_content") or message.get("reasoning"):  # the thinking's tokens come first
+            details = (completion.get("usage") or {}).get("completion_tokens_details") or {}
+            logprobs = logprobs[int(details.get("reasoning_tokens") or 0):]
+        items = output_items(message, status, logprobs)
         return self.build(status, items, usage_from_chat(completion.get("usage")), incomplete_reason=reason)

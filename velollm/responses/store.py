@@ -1,8 +1,9 @@
 """ResponseStore: stored responses (store: true) for GET /v1/responses/{id} and previous_response_id.
 
 One SQLite file (`$VELOLLM_CACHE/responses.sqlite` by default) holds each response with the chat
-conversation that led to it and its own answer, so a follow-up turn continues from there. The
-oldest rows go beyond `max_responses` and after `max_age_s` (pruned on every write). Calls block:
+conversation that led to it and its own answer, so a follow-up turn continues from there, and its
+input and output items by id (what an `item_reference` input item names). The oldest rows go beyond
+`max_responses` and after `max_age_s` (pruned on every write, their items with them). Calls block:
 the API runs them in a worker thread.
 """
 
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS responses (
     input_items TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS responses_created_at ON responses (created_at);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    response_id TEXT NOT NULL,
+    item TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_response_id ON items (response_id);
 """
 
 
@@ -65,6 +72,10 @@ class ResponseStore:
             self._db.execute("DELETE FROM responses WHERE id NOT IN "
                              "(SELECT id FROM responses ORDER BY created_at DESC, rowid DESC LIMIT ?)",
                              (self.max_responses,))
+            items = [i for i in [*(input_items or []), *response.get("output", [])] if isinstance(i.get("id"), str)]
+            self._db.executemany("INSERT OR REPLACE INTO items (id, response_id, item) VALUES (?, ?, ?)",
+                                 [(i["id"], response["id"], json.dumps(i)) for i in items])
+            self._db.execute("DELETE FROM items WHERE response_id NOT IN (SELECT id FROM responses)")
             self._db.execute("COMMIT")
 
     def get(self, response_id: str) -> StoredResponse | None:
@@ -75,8 +86,18 @@ class ResponseStore:
             return None
         return StoredResponse(json.loads(row[0]), json.loads(row[1]), json.loads(row[3]))
 
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """An input or output item of a stored response, by its id (None when unknown or expired)."""
+        with self._lock:
+            row = self._db.execute("SELECT items.item, responses.created_at FROM items JOIN responses "
+                                   "ON responses.id = items.response_id WHERE items.id = ?", (item_id,)).fetchone()
+        if row is None or row[1] < time.time() - self.max_age_s:
+            return None
+        return json.loads(row[0])
+
     def delete(self, response_id: str) -> bool:
         with self._lock:
+            self._db.execute("DELETE FROM items WHERE response_id = ?", (response_id,))
             return self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
     def __len__(self) -> int:
