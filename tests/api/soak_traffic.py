@@ -94,6 +94,23 @@ class Clients:
         assert (await self.oai.responses.retrieve(r.id)).id == r.id
         return 200
 
+    async def long_history(self) -> int:
+        """A conversation longer than the 512-token context, fitted by truncation or compression (summary):
+        the context layer's caches (TurnCache, fit plans, summaries) see a new conversation each time."""
+        topic = self.words()
+        history = []
+        for turn in range(self.rng.randint(8, 16)):
+            history += [{"role": "user", "content": f"{topic} turn {turn}: " + self.words() * 3},
+                        {"role": "assistant", "content": self.words() * 2}]
+        history.append({"role": "user", "content": "and now?"})
+        mode = self.rng.choice(["truncate", "compress"])
+        if self.rng.random() < 0.5:
+            await self.oai.chat.completions.create(model="demo", messages=history, max_tokens=MAX,  # type: ignore[arg-type]
+                                                   extra_body={"context_overflow": mode})
+        else:
+            await self.oll.chat(model="demo", messages=history, options={"num_predict": MAX, "context_overflow": mode})
+        return 200
+
     async def embeddings(self) -> int:
         r = await self.http.post("/v1/embeddings", json={"model": "demo", "input": [self.words(), "b"]})
         return r.status_code
@@ -156,7 +173,7 @@ class Clients:
 ACTIONS: dict[str, tuple[int, Callable[[Clients], Awaitable[int]]]] = {  # name -> (weight, action)
     "chat": (4, Clients.chat), "chat_tools": (1, Clients.chat_tools), "chat_schema": (1, Clients.chat_schema),
     "chat_n2": (1, Clients.chat_n2), "responses_chain": (1, Clients.responses_chain),
-    "embeddings": (1, Clients.embeddings), "ollama_chat": (2, Clients.ollama_chat),
+    "long_history": (1, Clients.long_history), "embeddings": (1, Clients.embeddings), "ollama_chat": (2, Clients.ollama_chat),
     "ollama_generate": (2, Clients.ollama_generate), "unknown_model": (3, Clients.unknown_model),
     "malformed": (2, Clients.malformed), "leave_mid_stream": (2, Clients.leave_mid_stream),
 }

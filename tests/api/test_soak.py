@@ -29,9 +29,10 @@ WARMUP_SECONDS = 12.0  # every action at least once: lazy imports, compiled gram
 NUM_CLIENTS = 6
 # Resident memory may grow by this much between the end of the warm-up and the end. What may still fill
 # in the measured phase is bounded: TurnCache/plan/summary caches, compiled grammars, the negative cache of
-# unknown names (4,096 bare errors), SQLite page caches, the allocator's arenas. Measured on 2 CPU cores:
-# +3 MiB over 90 s and 11,000 requests (RSS flat at 502 MiB for the last minute); before the on-demand
-# negative cache dropped its errors' frames it grew steadily, +12 MiB over 120 s. Caches plateau, so the
+# unknown names (4,096 bare errors), the response cache's 200 entries, SQLite page caches, the allocator's
+# arenas. Measured on 2 CPU cores: +6 MiB over 150 s and 13,700 requests, RSS flat at 512-513 MiB for the
+# last 90 s (without --cache: +3 MiB over 90 s); before the on-demand negative cache dropped its errors'
+# frames it grew steadily, +12 MiB over 120 s. Caches plateau, so the
 # bound does not depend on the run's length: a leak crosses it after 32 MiB / (bytes per request)
 # requests, e.g. a 10 kB-per-request leak in the default 30 s (~3,500 requests), 100 bytes in an hour.
 MAX_RSS_GROWTH_KIB = 32 * 1024
@@ -112,7 +113,8 @@ def _no_server_errors(statuses: Counter[tuple[str, int]]) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(int(SOAK_SECONDS) + 240)
 def test_soak_mixed_traffic_leaves_nothing_behind(tmp_path):
-    proc, url, log = start_live(tmp_path, "--max-model-len", "512")
+    # the response cache on, small: its in-flight maps and evictions are soaked too (random prompts: most miss)
+    proc, url, log = start_live(tmp_path, "--max-model-len", "512", "--cache", "--cache-max-entries", "200")
     probe = HealthProbe(url, proc.pid)
     probe.start()
     try:
