@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.context.char_chat import CharTokenizer
 from velollm.context import json_minify, whitespace
 from velollm.context.lingua_step import LinguaStep
 from velollm.context.text_memo import TextMemo
 from velollm.context.turn_cache import TurnCache
-
-from tests.context.char_chat import CharTokenizer
 
 
 def test_text_memo_drops_least_recently_used_beyond_entries_and_chars():

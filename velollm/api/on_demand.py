@@ -53,6 +53,12 @@ class OnDemand:
     identify: Callable[[str], str] | None = None
 
 
+def _bare(exc: Exception) -> Exception:
+    """A copy of `exc` without its traceback, to keep: the raised one holds every frame it went through
+    (the request's handlers, with their locals), tens of kB per client-chosen name in the cache."""
+    return type(exc)(str(exc))
+
+
 class OnDemandModels:
     """The on-demand side of the ModelRegistry. `served_otherwise(name)`: whether a request for `name`
     would not load it on demand (a pinned model, or a configured backend answering first)."""
@@ -86,7 +92,7 @@ class OnDemandModels:
         try:
             pooled: ServedModel = await self.pool.acquire(canonical, keep_alive)
         except UnsupportedModel as exc:  # e.g. it does not fit: let the upstream answer for a while
-            self._resolved[name] = (time.monotonic() + UNSUPPORTED_TTL_S, exc)
+            self._resolved[name] = (time.monotonic() + UNSUPPORTED_TTL_S, _bare(exc))
             raise
         except Exception:
             self._resolved.pop(name, None)  # resolve again next time (the file may have changed)
@@ -105,7 +111,7 @@ class OnDemandModels:
         try:
             canonical = await asyncio.to_thread(self.config.resolve, name)
         except (ModelNotFound, UnsupportedModel) as exc:
-            self._resolved[name] = (time.monotonic() + NEGATIVE_TTL_S, exc)
+            self._resolved[name] = (time.monotonic() + NEGATIVE_TTL_S, _bare(exc))
             raise
         self._resolved[name] = (math.inf, canonical)
         return canonical
