@@ -99,3 +99,10 @@ def test_answers_carry_the_model_name_as_sent(live_server):
                                   options={"num_predict": 1}))
         assert {c.model for c in chunks} == {name}
         assert client.chat(model=name, messages=[]).model == name  # the load answer too
+
+
+def test_create_from_must_name_a_model(live_server):
+    import httpx
+
+    r = httpx.post(f"{live_server.url}/api/create", json={"model": "mine", "from": 5, "stream": False}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"] == "from must be a model name (a string), got int"
