@@ -88,3 +88,21 @@ def test_tags_lists_what_a_newer_ollamas_config_says(tmp_path):
         assert [m.model for m in ollama.Client(host=url).list().models] == list(tags)  # the client reads it
     finally:
         stop_serve(proc)
+
+
+def test_answers_carry_the_model_name_as_sent(live_server):
+    # Ollama's handlers answer `Model: req.Model`: a client that asked for "demo:latest" reads that back
+    client = _client(live_server)
+    for name in ("demo:latest", "DEMO"):
+        assert client.generate(model=name, prompt="hi", options={"num_predict": 1}).model == name
+        chunks = list(client.chat(model=name, messages=[{"role": "user", "content": "hi"}], stream=True,
+                                  options={"num_predict": 1}))
+        assert {c.model for c in chunks} == {name}
+        assert client.chat(model=name, messages=[]).model == name  # the load answer too
+
+
+def test_create_from_must_name_a_model(live_server):
+    import httpx
+
+    r = httpx.post(f"{live_server.url}/api/create", json={"model": "mine", "from": 5, "stream": False}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"] == "from must be a model name (a string), got int"

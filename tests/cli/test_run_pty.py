@@ -169,6 +169,9 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
         alone, _ = _ask(child, "hi")
         _command(child, "/clear", "Cleared session context")
         _command(child, "/set parameter num_predict 100000", "Set parameter 'num_predict' to '100000'")
+        # Greedy: the demo's answer to "hi" runs thousands of tokens without an end-of-turn (sampled, it can
+        # draw one in the first second and end by itself: CI saw the answer complete before the Ctrl-C).
+        _command(child, "/set parameter temperature 0", "Set parameter 'temperature' to '0'")
         child.sendline("hi")
         child.expect_exact("hi")
         time.sleep(1.0)  # the answer is streaming

@@ -9,7 +9,8 @@ from velollm.context.dedupe import dedupe
 from velollm.context.fitter import ContextFitter
 from velollm.context.json_minify import minify, minify_tool_results
 from velollm.context.report import ContextReport
-from velollm.context.summary import SummaryCache, summary_key, transcript, with_summary
+from velollm.context.summary import summary_key, transcript, with_summary
+from velollm.context.text_memo import TextMemo
 from velollm.context.turn_cache import TurnCache
 from velollm.context.whitespace import squeeze, squeeze_whitespace
 
@@ -82,7 +83,7 @@ def test_summary_helpers():
     assert text.startswith("user: q1\ntool: ") and " ... " in text
     assert with_summary(chat()[:1], "S")[0]["content"] == "sys\n\nSummary of the earlier conversation: S"
     assert with_summary([{"role": "user", "content": "x"}], "S")[0]["role"] == "system"
-    cache = SummaryCache(capacity=1)
+    cache = TextMemo(max_entries=1, max_chars=100)
     cache.put("a", "A")
     cache.put("b", "B")
     assert cache.get("a") is None and cache.get("b") == "B"

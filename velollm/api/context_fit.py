@@ -21,7 +21,8 @@ from velollm.context.lingua_step import token_counter
 from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
-from velollm.context.summary import SummaryCache, with_summary
+from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
+from velollm.context.text_memo import TextMemo
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -44,7 +45,7 @@ class ContextState:
     metrics: ContextMetrics
     lingua: "LinguaStep | None" = None  # --context-compressor's classifier step (compress mode)
     turn_caches: dict[str, TurnCache] = field(default_factory=dict)
-    summaries: dict[str, SummaryCache] = field(default_factory=dict)
+    summaries: dict[str, TextMemo] = field(default_factory=dict)
     plans: dict[str, PlanCache] = field(default_factory=dict)
 
     def plan_cache(self, model: str) -> PlanCache:
@@ -55,9 +56,9 @@ class ContextState:
         with _LOCK:
             return self.turn_caches.setdefault(model, TurnCache())
 
-    def summary_cache(self, model: str) -> SummaryCache:
+    def summary_cache(self, model: str) -> TextMemo:
         with _LOCK:
-            return self.summaries.setdefault(model, SummaryCache())
+            return self.summaries.setdefault(model, TextMemo(SUMMARY_ENTRIES, SUMMARY_CHARS))
 
 
 def context_state(state: "AppState") -> ContextState:

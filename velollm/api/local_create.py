@@ -61,6 +61,8 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
                                  "from a model of its store or a GGUF file, with a template, system prompt, "
                                  "parameters, license and messages", param=field)
     base = body.get("from")
+    if base is not None and not isinstance(base, str):
+        raise InvalidRequest(f"from must be a model name (a string), got {type(base).__name__}", param="from")
     files = body.get("files") or {}
     if not base and not files:
         raise InvalidRequest("neither 'from' or 'files' was specified", param="from")

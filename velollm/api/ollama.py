@@ -114,7 +114,7 @@ def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
                 return served
             req = parse_chat_request(body) if chat else parse_generate_request(body)
             if not (req.messages if chat else req.prompt):
-                return _load_response(served.name, chat, req.keep_alive_s)
+                return _load_response(req.model, chat, req.keep_alive_s)  # Ollama answers the name as sent
             return await fn(request, state, call, req, served)
 
         handler.__name__ = fn.__name__
@@ -137,7 +137,7 @@ async def _served_or_answer(request: Request, state: AppState, call: Call, body:
         if isinstance(target, UpstreamTarget):
             return await forward(request, state, call, target, body)
         await state.models.unload(target.model)
-        return _load_response(target.model.name, chat, 0)
+        return _load_response(name, chat, 0)
     target = await route(request, state, call, name, body.get("keep_alive"), body=body)
     if isinstance(target, UpstreamTarget):
         return await forward_or_local(request, state, call, target, body)
@@ -275,13 +275,13 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
                                           requested=req.context_overflow, context_len=_context_len(served, options),
                                           max_tokens=options.params.max_tokens, num_keep=req.num_keep)
     if req.debug_render_only:
-        return debug_render(served.name, False, engine.tokenizer, prompt_ids)
+        return debug_render(req.model, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    fmt = OllamaFormatter(served.name, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids)
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response
@@ -309,7 +309,7 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
         tools.use_messages(fitted.messages)
     prompt_ids = fitted.token_ids
     if req.debug_render_only:
-        return debug_render(served.name, True, engine.tokenizer, prompt_ids)
+        return debug_render(req.model, True, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
     params = _sampling(served, req, len(prompt_ids))
     if tools is not None:
@@ -317,7 +317,7 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    fmt = OllamaFormatter(served.name, True, call, t_loaded, prompt_ids, False, logprobs)
+    fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
                           on_gen=lambda gen: remember_turn(state, served, gen, fitted))
     response.headers.update(context_headers(fitted))

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from velollm.api.generation import EngineCall, GenerationStream, engine_params
-from velollm.context.summary import INSTRUCTION, SummaryCache, summary_key, transcript
+from velollm.context.summary import INSTRUCTION, summary_key, transcript
+from velollm.context.text_memo import TextMemo
 from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ CHARS_PER_TOKEN = 3  # a safe floor for clipping the transcript before it is tok
 
 
 class ModelSummarizer:
-    def __init__(self, engine: Any, cache: SummaryCache) -> None:
+    def __init__(self, engine: Any, cache: TextMemo) -> None:
         self.engine = engine
         self.cache = cache
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 INSTRUCTION = ("Summarize the conversation below in a few sentences. Keep names, numbers, decisions, open "
                "questions and what tools returned; leave out greetings and repetition.")
 PREFIX = "Summary of the earlier conversation: "
+# The summaries a server remembers per model (velollm.context.text_memo.TextMemo): each is a few hundred
+# tokens under a 64-character key.
+SUMMARY_ENTRIES, SUMMARY_CHARS = 512, 2_000_000
 
 
 def summary_key(messages: list[Mapping[str, Any]]) -> str:
@@ -42,26 +43,3 @@ def with_summary(messages: list[Mapping[str, Any]], summary: str) -> list[Mappin
         first = messages[0]
         return [{**first, "content": f"{first.get('content') or ''}\n\n{note}"}, *messages[1:]]
     return [{"role": "system", "content": note}, *messages]
-
-
-class SummaryCache:
-    """key -> summary, least recently used dropped beyond `capacity`."""
-
-    def __init__(self, capacity: int = 512) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: str, summary: str) -> None:
-        with self._lock:
-            self._entries[key] = summary
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
