@@ -58,3 +58,20 @@ def test_turn_cache_is_bounded_in_ids_as_well_as_entries():
     assert cache.encode(tok, last + "more").num_reused == 1000  # the most recent still answers
     cache.remember("x" * 100, list(range(20_000)))  # larger than the whole cache: not kept
     assert cache.num_ids <= 10_000 and len(cache) == 10
+
+
+def test_per_model_context_caches_keep_the_recent_models_only():
+    """On-demand models come and go: each one's TurnCache, plans and summaries must not stay forever."""
+    from prometheus_client import CollectorRegistry
+
+    from velollm.api.context_fit import MAX_MODELS, ContextState
+    from velollm.context.metrics import ContextMetrics
+
+    ctx = ContextState(ContextMetrics(CollectorRegistry()))
+    first = ctx.turn_cache("m0")
+    for i in range(3 * MAX_MODELS):
+        ctx.turn_cache(f"m{i}"), ctx.plan_cache(f"m{i}"), ctx.summary_cache(f"m{i}")
+        assert ctx.turn_cache("m0") is first  # used all along: kept
+    for table in (ctx.turn_caches, ctx.plans, ctx.summaries):
+        assert len(table) == MAX_MODELS and f"m{3 * MAX_MODELS - 1}" in table
+    assert "m0" not in ctx.plans and "m1" not in ctx.turn_caches

@@ -8,9 +8,10 @@ import logging
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
@@ -35,30 +36,44 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _LOCK = threading.Lock()
+T = TypeVar("T")
 Messages = list[Mapping[str, Any]]
+
+
+MAX_MODELS = 16  # models whose caches are kept (least recently used dropped): on-demand models come and go
+
+
+def _recent(table: OrderedDict[str, T], model: str, make: Callable[[], T]) -> T:
+    """`model`'s entry of a per-model table, made on first use; the least recently used model's goes
+    beyond MAX_MODELS (a TurnCache alone may hold 32 MiB of ids)."""
+    with _LOCK:
+        entry = table.get(model)
+        if entry is None:
+            entry = table[model] = make()
+        table.move_to_end(model)
+        while len(table) > MAX_MODELS:
+            table.popitem(last=False)
+        return entry
 
 
 @dataclass
 class ContextState:
-    """Per app: the counters, and each model's remembered turns, summaries and fit plans."""
+    """Per app: the counters, and each recent model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
     lingua: "LinguaStep | None" = None  # --context-compressor's classifier step (compress mode)
-    turn_caches: dict[str, TurnCache] = field(default_factory=dict)
-    summaries: dict[str, TextMemo] = field(default_factory=dict)
-    plans: dict[str, PlanCache] = field(default_factory=dict)
+    turn_caches: OrderedDict[str, TurnCache] = field(default_factory=OrderedDict)
+    summaries: OrderedDict[str, TextMemo] = field(default_factory=OrderedDict)
+    plans: OrderedDict[str, PlanCache] = field(default_factory=OrderedDict)
 
     def plan_cache(self, model: str) -> PlanCache:
-        with _LOCK:
-            return self.plans.setdefault(model, PlanCache())
+        return _recent(self.plans, model, PlanCache)
 
     def turn_cache(self, model: str) -> TurnCache:
-        with _LOCK:
-            return self.turn_caches.setdefault(model, TurnCache())
+        return _recent(self.turn_caches, model, TurnCache)
 
     def summary_cache(self, model: str) -> TextMemo:
-        with _LOCK:
-            return self.summaries.setdefault(model, TextMemo(SUMMARY_ENTRIES, SUMMARY_CHARS))
+        return _recent(self.summaries, model, lambda: TextMemo(SUMMARY_ENTRIES, SUMMARY_CHARS))
 
 
 def context_state(state: "AppState") -> ContextState:
