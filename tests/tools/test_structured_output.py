@@ -240,3 +240,17 @@ def test_ebnf_grammar(manager: StructuredOutputManager, byte_bpe: Tokenizer) -> 
     for ids, ended in _sample_batch(manager, byte_bpe, [spec] * 6, seed=2):
         text = byte_bpe.decode(ids)
         assert ended and text.split(" ")[0] in ("yes", "no") and text.split(" ")[1].isdigit()
+
+
+def test_compiled_grammars_are_bounded_in_bytes(byte_bpe: Tokenizer) -> None:
+    """Schemas are client-chosen: the cache of compiled grammars stays within its bytes, newest kept."""
+    probe = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1)
+    one = probe.compile(StructuredOutput("json_schema", json.dumps(ALL[0]))).grammar.memory_size_bytes
+    assert one > 0
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1, cache_bytes=3 * one)
+    specs = [StructuredOutput("json_schema", json.dumps({"type": "object", "properties": {f"k{i}": {"type": "string"}},
+                                                          "required": [f"k{i}"]})) for i in range(30)]
+    compiled = [manager.compile(spec) for spec in specs]
+    assert 1 <= manager.num_cached < 30 and manager.num_cached_bytes <= 3 * one
+    assert manager.num_cached_bytes == sum(c.grammar.memory_size_bytes for c in compiled[-manager.num_cached:])
+    assert manager.compile(specs[-1]) is compiled[-1] and manager.compile(specs[0]) is not compiled[0]

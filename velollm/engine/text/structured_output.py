@@ -50,6 +50,15 @@ _PARAM = {
 }
 
 
+# Compiled grammars kept, all together: schemas are the client's, and one compiled against a 150k-token
+# vocabulary takes from kilobytes to megabytes (its token-mask cache): 256 entries could hold gigabytes.
+CACHE_BYTES = 256 << 20
+
+
+def _size(compiled: CompiledSpec) -> int:
+    return int(getattr(compiled.grammar, "memory_size_bytes", 0))
+
+
 @dataclass(frozen=True)
 class CompiledSpec:
     grammar: Any  # xgrammar.CompiledGrammar
@@ -92,6 +101,7 @@ class StructuredOutputManager:
         stop_token_ids: Iterable[int] | None = None,
         limits: GrammarLimits | None = None,
         cache_size: int = 256,
+        cache_bytes: int = CACHE_BYTES,
         max_threads: int = 4,
     ) -> None:
         """`stop_token_ids`: the ids that end a request (the engine's EOS set; default: the
@@ -116,6 +126,8 @@ class StructuredOutputManager:
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=max_threads, cache_enabled=False)
         self._cache: OrderedDict[tuple[str, str], CompiledSpec] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._num_cached_bytes = 0
         self._lock = threading.Lock()
         self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
         self._bitmask = xgr.allocate_token_bitmask(8, vocab_size)
@@ -138,14 +150,21 @@ class StructuredOutputManager:
         else:
             compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
         with self._lock:
+            old = self._cache.pop(key, None)
+            self._num_cached_bytes += _size(compiled) - (_size(old) if old is not None else 0)
             self._cache[key] = compiled
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            while len(self._cache) > 1 and (len(self._cache) > self._cache_size
+                                            or self._num_cached_bytes > self._cache_bytes):
+                self._num_cached_bytes -= _size(self._cache.popitem(last=False)[1])
         return compiled
 
     @property
     def num_cached(self) -> int:
         return len(self._cache)
+
+    @property
+    def num_cached_bytes(self) -> int:
+        return self._num_cached_bytes
 
     def _compile(self, spec: StructuredOutput) -> CompiledSpec:
         try:
