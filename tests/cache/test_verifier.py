@@ -67,3 +67,14 @@ def test_query_text_features():
     assert {"node.js", "hard"} <= q.named
     assert "who" not in q.named  # a sentence-initial capital is not a name
     assert stem("running") == stem("run") and stem("cities") == stem("city") and stem("lists") == stem("list")
+
+
+def test_only_short_question_texts_are_kept():
+    """A question of few words may still be megabytes long (one word): such texts are not memoised."""
+    from velollm.cache.query_text import MEMO_MAX_CHARS, QueryText, _memoised
+
+    assert QueryText.of("what is the capital of France") is QueryText.of("what is the capital of France")
+    before = _memoised.cache_info().currsize
+    huge = "x" * (MEMO_MAX_CHARS + 1)
+    assert QueryText.of(huge) is not QueryText.of(huge) and QueryText.of(huge).text == huge
+    assert _memoised.cache_info().currsize == before

@@ -83,14 +83,18 @@ class Token:
     sentence_start: bool
 
 
+MEMO_MAX_CHARS = 2048
+
+
 class QueryText:
     """Features of one question, computed on first use. `QueryText.of(text)` keeps them for a cached
     question, which is compared again at every lookup it is a candidate for."""
 
     @staticmethod
-    @lru_cache(maxsize=4096)
-    def of(text: str) -> "QueryText":
-        return QueryText(text)
+    def of(text: str) -> QueryText:
+        # Only short texts are kept: the semantic tier takes questions of few words, but a word may be
+        # megabytes long, and 4,096 of those would be held for good.
+        return _memoised(text) if len(text) <= MEMO_MAX_CHARS else QueryText(text)
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -203,3 +207,6 @@ class QueryText:
             if quoted:
                 out.add(" ".join(quoted.split()))
         return frozenset(out)
+
+
+_memoised = lru_cache(maxsize=4096)(QueryText)
