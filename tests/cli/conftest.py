@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,3 +38,10 @@ def velollm(url: str, home: Path, *args: str, stdin: str | None = None, timeout:
     return subprocess.run([sys.executable, "-m", "velollm.cli", *args], capture_output=True, text=True,
                           input=stdin if stdin is not None else "", timeout=timeout, cwd=REPO,
                           env=cli_env(url, home, **extra))
+
+
+def terminal_signals() -> None:
+    """A pexpect child's preexec_fn: Ctrl-C's SIGINT handled as in a terminal's foreground job. A test run
+    started in the background (`make test &`, CI runners) ignores SIGINT, children inherit that, and Python
+    then installs no KeyboardInterrupt handler: the Ctrl-C tests would send ^C to a process deaf to it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,7 +10,7 @@ import pexpect
 
 from tests.serve_process import REPO
 
-from .conftest import cli_env
+from .conftest import cli_env, terminal_signals
 
 PROMPT = ">>> "
 _COUNT = re.compile(r"prompt eval count:\s+(\d+) token")
@@ -19,7 +19,8 @@ _EVAL = re.compile(r"eval count:\s+(\d+) token")
 
 def _spawn(url: str, home, *args: str) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo", *args], cwd=str(REPO),
-                          env=cli_env(url, home), encoding="utf-8", timeout=120, dimensions=(40, 200))
+                          env=cli_env(url, home), encoding="utf-8", timeout=120, dimensions=(40, 200),
+                          preexec_fn=terminal_signals)
     child.expect_exact(PROMPT)
     return child
 
@@ -227,7 +228,8 @@ def test_history_can_be_turned_off(live, tmp_path):
     home = tmp_path / "other"
     home.mkdir()
     child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo"], cwd=str(REPO), encoding="utf-8",
-                          env=cli_env(live, home, OLLAMA_NOHISTORY="1"), timeout=120, dimensions=(40, 200))
+                          env=cli_env(live, home, OLLAMA_NOHISTORY="1"), timeout=120, dimensions=(40, 200),
+                          preexec_fn=terminal_signals)
     try:
         child.expect_exact(PROMPT)
         _command(child, "/show system", "No system message")

@@ -13,7 +13,7 @@ import pytest
 from tests.ollama_upstream import fake_ollama
 from tests.serve_process import REPO, start_serve, stop_serve
 
-from .conftest import cli_env, velollm
+from .conftest import cli_env, terminal_signals, velollm
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_pull_without_an_upstream(tmp_path):
 
 def test_run_shows_thinking_dimmed(proxied, tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "thinker"], cwd=str(REPO),
-                          env=cli_env(proxied, tmp_path), encoding="utf-8", timeout=60)
+                          env=cli_env(proxied, tmp_path), encoding="utf-8", timeout=60, preexec_fn=terminal_signals)
     try:
         child.expect_exact(">>> ")
         child.sendline("hi")
