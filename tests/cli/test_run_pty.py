@@ -25,6 +25,12 @@ def _spawn(url: str, home, *args: str) -> pexpect.spawn:
     return child
 
 
+def _bye(child: pexpect.spawn) -> None:
+    """End the session as a user does; the process exits (status checked by the callers that care)."""
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+
+
 def _ask(child: pexpect.spawn, text: str) -> tuple[int, int]:
     """Send a message with verbose on; (prompt tokens, generated tokens) from Ollama's timing lines."""
     child.sendline(text)
@@ -76,8 +82,7 @@ def test_interactive_chat(live, tmp_path):
         child.sendline("/nonsense")
         child.expect_exact("Unknown command '/nonsense'. Type /? for help")
         child.expect_exact(PROMPT)
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
@@ -125,8 +130,7 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
         _command(child, "/load no-such-model", "Loading model 'no-such-model'", "Couldn't find model 'no-such-model'")
         _command(child, "/load demo", "Loading model 'demo'")
         _command(child, "/?", "/load <model>", "/? shortcuts")
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
@@ -146,8 +150,7 @@ def test_a_pasted_block_is_one_message(live, tmp_path):
         assert int(child.match.group(1)) == expected  # the whole paste is one message
         child.expect_exact(PROMPT)
         assert "prompt eval count" not in child.before  # one answer, not one per line
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
 
@@ -186,8 +189,7 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
         _command(child, "/set parameter num_predict 2", "Set parameter 'num_predict' to '2'")
         after, _ = _ask(child, "hi")
         assert after > alone  # the interrupted question stayed in the history, as in Ollama
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
@@ -206,8 +208,7 @@ def test_multi_line_system_message(live, tmp_path):
         child.expect_exact(PROMPT)
         _command(child, "/show system", "You are terse.\r\nAnswer in French.")
         assert _ask(child, "hi")[0] > alone  # both lines are in the prompt
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
 
@@ -218,8 +219,7 @@ def test_history_can_be_turned_off(live, tmp_path):
         _command(child, "/set parameter num_predict 1", "Set parameter 'num_predict' to '1'")
         _command(child, "/set nohistory")
         _command(child, "a secret line")
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
     history = (tmp_path / ".velollm" / "history").read_text()
@@ -233,8 +233,7 @@ def test_history_can_be_turned_off(live, tmp_path):
     try:
         child.expect_exact(PROMPT)
         _command(child, "/show system", "No system message")
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)
     assert not (home / ".velollm" / "history").exists()
@@ -253,7 +252,6 @@ def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
         child.sendintr()
         child.expect_exact("Use Ctrl + d or /bye to exit.")
         child.expect_exact(PROMPT)
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
+        _bye(child)
     finally:
         child.close(force=True)

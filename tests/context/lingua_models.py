@@ -10,6 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from velollm.context.lingua import LinguaCompressor
+
 BERT_NAME = "llmlingua-2-bert-base-multilingual-cased-tiny"
 XLMR_NAME = "llmlingua-2-xlm-roberta-large-tiny"
 _CORPUS = [
@@ -82,3 +86,15 @@ def xlmr_folder(root: Path, seed: int = 0) -> Path:
                               layer_norm_eps=1e-5)
     XLMRobertaForTokenClassification(config).save_pretrained(out)
     return out
+
+
+# Both tiny classifier families, shared by tests/context/test_lingua.py and tests/embed/test_token_classifier.py.
+@pytest.fixture(scope="module", params=["bert", "xlm-roberta"])
+def folder(request, tmp_path_factory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "lingua_models"
+    return bert_folder(root) if request.param == "bert" else xlmr_folder(root)
+
+
+@pytest.fixture(scope="module")
+def ours(folder) -> LinguaCompressor:
+    return LinguaCompressor.from_folder(folder)

@@ -3,11 +3,10 @@ through transformers): the same compressed text (the classifier's logits: tests/
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from tests.context.lingua_models import bert_folder, xlmr_folder
+from tests.context.lingua_models import folder, ours  # noqa: F401 (fixtures)
 from velollm.context.lingua import LinguaCompressor, LinguaOptions
 from velollm.embed.token_classifier import TokenClassifier
 from velollm.errors import ModelLoadError
@@ -25,17 +24,6 @@ EDGE = ("Héllo wörld 😀 emoji ### headings ## and #hash tags. See https://ex
 def count(word: str) -> int:
     """A stand-in target tokenizer (LLMLingua counts words with tiktoken's gpt-3.5 encoding)."""
     return len(word.encode()) // 3 + 1
-
-
-@pytest.fixture(scope="module", params=["bert", "xlm-roberta"])
-def folder(request, tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "lingua_models"
-    return bert_folder(root) if request.param == "bert" else xlmr_folder(root)
-
-
-@pytest.fixture(scope="module")
-def ours(folder) -> LinguaCompressor:
-    return LinguaCompressor.from_folder(folder)
 
 
 @pytest.fixture(scope="module")

