@@ -4,6 +4,7 @@ and queued requests get EngineDead at once, later ones are refused up front (nev
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -75,6 +76,23 @@ def _break_the_model(engine: AsyncEngine) -> None:
     engine.engine.runner.model.forward = broken
 
 
+def _step_together(engine: AsyncEngine, n: int) -> None:
+    """The engine's next step waits (on its thread) until n requests are in, so that they share that step: the
+    clients' requests reach the engine thread one by one, and it may otherwise step for the first one alone."""
+    step = engine.engine.step
+
+    def gathered():
+        deadline = time.monotonic() + 30
+        while len(engine.engine.scheduler.waiting) < n and time.monotonic() < deadline:
+            engine._wakeup.wait(0.01)
+            engine._wakeup.clear()
+            engine._drain_commands()
+        engine.engine.step = step  # type: ignore[method-assign]
+        return step()
+
+    engine.engine.step = gathered  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
 def test_an_engine_whose_every_step_fails_is_declared_dead(llama_folder, async_scheduling):
     """Steps that fail for their requests fail those requests; once MAX_FAILED_STEPS steps in a row have failed
@@ -93,6 +111,7 @@ def test_an_engine_whose_every_step_fails_is_declared_dead(llama_folder, async_s
         assert asyncio.run(together(prompts[:1]))[0][-1].finished
         _break_the_model(engine)
         # One batch of three fails (1 step), then each of its requests alone (isolation: not counted).
+        _step_together(engine, 3)
         first = asyncio.run(together(prompts[:3]))
         assert all(isinstance(r, RequestFailed) for r in first), first
         assert engine.dead is None and engine.engine.failures.num_failed_steps == 1
