@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 _NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses answers
 
 
-def _store(state: AppState) -> ResponseStore:
+def response_store(state: AppState) -> ResponseStore:
+    """The server's store (opened on first use): stored responses, and stored chat completions beside them."""
     if state.responses is None:
         c = state.config
         state.responses = ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
@@ -71,7 +72,7 @@ class _Turn:
             return
         answered = self.messages + items_to_messages(response["output"])
         items = [*self.earlier_items, *input_item_objects(self.req.input)]
-        await asyncio.to_thread(_store(self.state).put, response, answered, items)
+        await asyncio.to_thread(response_store(self.state).put, response, answered, items)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -104,7 +105,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
-    stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
+    stored = await asyncio.to_thread(response_store(state).get, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
@@ -132,7 +133,7 @@ async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("type") == "item_reference":
             ref = item.get("id")
-            found = await asyncio.to_thread(_store(state).item, ref) if isinstance(ref, str) else None
+            found = await asyncio.to_thread(response_store(state).item, ref) if isinstance(ref, str) else None
             if found is None:
                 raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
             item = found
@@ -251,7 +252,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
 @endpoint("/v1/responses/{id}")
 async def get_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(_store(state).get, response_id)
+    stored = await asyncio.to_thread(response_store(state).get, response_id)
     if stored is None:
         raise _not_found(response_id)
     return JSONResponse(stored.response)
@@ -260,9 +261,9 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
 @endpoint("/v1/responses/{id}/input_items")
 async def list_input_items(request: Request, state: AppState, call: Call) -> Response:
     """The input items of a stored response, a cursor page: `order` (desc by default), `limit` (1-100,
-    default 20), `after` (an item id)."""
+    default 20), `after` and `before` (item ids: the items after / before that one, in that order)."""
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(_store(state).get, response_id)
+    stored = await asyncio.to_thread(response_store(state).get, response_id)
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
@@ -276,21 +277,27 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     if not 1 <= limit <= 100:
         raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
-    after = query.get("after")
-    if after is not None:
-        ids = [item.get("id") for item in items]
-        if after not in ids:
-            raise APIError(400, f"Invalid 'after': no input item with id {after!r}", param="after")
-        items = items[ids.index(after) + 1:]
-    page = items[:limit]
+    ids = [item.get("id") for item in items]
+    start, end = 0, len(items)
+    for cursor in ("after", "before"):
+        item_id = query.get(cursor)
+        if item_id is not None and item_id not in ids:
+            raise APIError(400, f"Invalid '{cursor}': no input item with id {item_id!r}", param=cursor)
+        if item_id is not None and cursor == "after":
+            start = ids.index(item_id) + 1
+        elif item_id is not None:
+            end = ids.index(item_id)
+    window = items[start:end]
+    # `before` alone: the page just before that item (the previous page), in the same order
+    page = window[-limit:] if "before" in query and "after" not in query else window[:limit]
     return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                         "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit})
+                         "last_id": page[-1]["id"] if page else None, "has_more": len(window) > limit})
 
 
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    if not await asyncio.to_thread(_store(state).delete, response_id):
+    if not await asyncio.to_thread(response_store(state).delete, response_id):
         raise _not_found(response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 

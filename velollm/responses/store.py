@@ -1,4 +1,5 @@
-"""ResponseStore: stored responses (store: true) for GET /v1/responses/{id} and previous_response_id.
+"""ResponseStore: stored responses (store: true) for GET /v1/responses/{id} and previous_response_id;
+and, in the same file, the stored chat completions (`chat_completions`, chat_store.py).
 
 One SQLite file (`$VELOLLM_CACHE/responses.sqlite` by default) holds each response with the chat
 conversation that led to it and its own answer, so a follow-up turn continues from there, and its
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from velollm.responses.chat_store import ChatCompletionStore
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,9 @@ class ResponseStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
         if "input_items" not in columns:  # a file written before input items were kept
             self._db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
+        # Stored chat completions share the file and its limits (their own table, counted apart).
+        self.chat_completions = ChatCompletionStore(self._db, self._lock, max_completions=max_responses,
+                                                    max_age_s=max_age_s)
 
     def put(self, response: dict[str, Any], conversation: list[dict[str, Any]],
             input_items: list[dict[str, Any]] | None = None) -> None:
