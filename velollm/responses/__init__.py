@@ -3,7 +3,7 @@
 A request (request.py) becomes a chat body (chat_body.py, items.py); what the chat side answers,
 whole or as chunks, becomes the Response object (response_object.py) or its typed stream events
 (event_stream.py); a cached Response is answered again through the same path (replay.py). Stored
-responses live in an SQLite file (store.py). Used by the native API and
+responses live in an SQLite file (store.py; legacy_store.py converts the layout before). Used by the native API and
 by the proxy (for upstreams without /v1/responses); it imports neither.
 """
 
@@ -13,8 +13,8 @@ from velollm.responses.items import input_item_objects, items_to_messages, outpu
 from velollm.responses.replay import replay_chunks
 from velollm.responses.request import ResponsesRequest, parse_responses_request
 from velollm.responses.response_object import ResponseShell, usage_from_chat
-from velollm.responses.store import ResponseStore, StoredResponse
+from velollm.responses.store import History, ResponseStore
 
-__all__ = ["ResponseEventStream", "ResponseShell", "ResponseStore", "ResponsesRequest", "StoredResponse",
+__all__ = ["History", "ResponseEventStream", "ResponseShell", "ResponseStore", "ResponsesRequest",
            "chat_body", "conversation", "input_item_objects", "items_to_messages", "output_items",
            "parse_responses_request", "replay_chunks", "sse_frame", "usage_from_chat"]
