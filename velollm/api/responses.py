@@ -28,9 +28,9 @@ from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.cache.replay import take_hit
-from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, StoredResponse,
-                               chat_body, conversation, input_item_objects, items_to_messages,
-                               parse_responses_request, replay_chunks, sse_frame)
+from velollm.responses import (History, ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore,
+                               chat_body, conversation, input_item_objects, parse_responses_request, replay_chunks,
+                               sse_frame)
 from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
@@ -60,19 +60,17 @@ def _not_found(response_id: str, param: str | None = None) -> APIError:
 class _Turn:
     """One create request being answered: its conversation, and what to store when it is done."""
 
-    def __init__(self, state: AppState, req: ResponsesRequest, previous: StoredResponse | None = None) -> None:
-        self.state, self.req = state, req
-        self.messages = conversation(req, previous.conversation if previous is not None else [])
-        # What input_items lists: the previous responses' input and output items, then this input.
-        self.earlier_items = [*previous.input_items, *previous.response.get("output", [])] if previous else []
+    def __init__(self, state: AppState, req: ResponsesRequest, previous: History | None = None) -> None:
+        self.state, self.req, self.previous = state, req, previous
+        self.messages = conversation(req, previous.messages if previous is not None else [])
         self.shell = ResponseShell(req)
 
     async def keep(self, response: dict[str, Any]) -> None:
         if not self.req.store or response.get("status") == "failed":
             return
-        answered = self.messages + items_to_messages(response["output"])
-        items = [*self.earlier_items, *input_item_objects(self.req.input)]
-        await asyncio.to_thread(response_store(self.state).put, response, answered, items)
+        # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
+        await asyncio.to_thread(response_store(self.state).put, response, input_item_objects(self.req.input),
+                                self.previous)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -105,7 +103,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
-    stored = await asyncio.to_thread(response_store(state).get, previous) if isinstance(previous, str) else None
+    stored = await asyncio.to_thread(response_store(state).history, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
@@ -255,15 +253,16 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
     stored = await asyncio.to_thread(response_store(state).get, response_id)
     if stored is None:
         raise _not_found(response_id)
-    return JSONResponse(stored.response)
+    return JSONResponse(stored)
 
 
 @endpoint("/v1/responses/{id}/input_items")
 async def list_input_items(request: Request, state: AppState, call: Call) -> Response:
-    """The input items of a stored response, a cursor page: `order` (desc by default), `limit` (1-100,
-    default 20), `after` and `before` (item ids: the items after / before that one, in that order)."""
+    """The input items of a stored response (the earlier turns' inputs and outputs, then its own input),
+    a cursor page: `order` (desc by default), `limit` (1-100, default 20), `after` or `before` (an item id:
+    the page that follows it, or the one that comes just before it)."""
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(response_store(state).get, response_id)
+    stored = await asyncio.to_thread(response_store(state).history, response_id)
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
@@ -278,20 +277,15 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
         raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
     ids = [item.get("id") for item in items]
-    start, end = 0, len(items)
     for cursor in ("after", "before"):
-        item_id = query.get(cursor)
-        if item_id is not None and item_id not in ids:
-            raise APIError(400, f"Invalid '{cursor}': no input item with id {item_id!r}", param=cursor)
-        if item_id is not None and cursor == "after":
-            start = ids.index(item_id) + 1
-        elif item_id is not None:
-            end = ids.index(item_id)
-    window = items[start:end]
-    # `before` alone: the page just before that item (the previous page), in the same order
-    page = window[-limit:] if "before" in query and "after" not in query else window[:limit]
+        if query.get(cursor) is not None and query[cursor] not in ids:
+            raise APIError(400, f"Invalid {cursor!r}: no input item with id {query[cursor]!r}", param=cursor)
+    after, before = query.get("after"), query.get("before")
+    items = items[ids.index(after) + 1 if after is not None else 0:ids.index(before) if before is not None else None]
+    page = items[-limit:] if before is not None and after is None else items[:limit]
+    has_more = len(items) > limit
     return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                         "last_id": page[-1]["id"] if page else None, "has_more": len(window) > limit})
+                         "last_id": page[-1]["id"] if page else None, "has_more": has_more})
 
 
 @endpoint("/v1/responses/{id}")

@@ -45,7 +45,12 @@ class ChatCompletionStore:
                  max_age_s: float) -> None:
         self._db, self._lock = db, lock
         self.max_completions, self.max_age_s = max_completions, max_age_s
-        self._db.executescript(SCHEMA)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";"):  # not executescript: it commits whatever is open first
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("COMMIT")
 
     def put(self, completion: dict[str, Any], messages: list[Any], metadata: Mapping[str, str]) -> dict[str, Any]:
         """Keeps `completion` (its id the key: a later one with the same id replaces it) with the input
