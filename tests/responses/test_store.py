@@ -70,17 +70,41 @@ def test_keeps_at_most_max_responses_newest_first(tmp_path):
     assert store.get("resp_4") is not None and store.get("resp_2") is not None
 
 
-def test_a_pruned_response_is_folded_into_the_one_that_continued_it(tmp_path):
+def _rows(path) -> list[tuple[str, int]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT id, live FROM response ORDER BY created_at").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_pruned_response_stays_as_the_beginning_of_a_live_chain(tmp_path):
     """Evicting the start of a live chain must not cut its conversation short."""
     store = ResponseStore(tmp_path / "r.sqlite", max_responses=2)
     _chain(store, 5)
-    assert len(store) == 2 and store.get("resp_2") is None
+    assert len(store) == 2 and store.get("resp_2") is None and store.history("resp_2") is None
+    assert store.item("msg_a_a2") is None  # gone from the API at once
     assert _texts(store.history("resp_4").messages) == [f"{k}{i}" for i in range(5) for k in "qa"]
     assert len(store.history("resp_4").input_items) == 9
+    assert _rows(tmp_path / "r.sqlite") == [("resp_0", 0), ("resp_1", 0), ("resp_2", 0), ("resp_3", 1), ("resp_4", 1)]
     store.put(_resp(9, 4, [_said("a9")]), [_user("q9")], store.history("resp_4"))  # resp_3 goes now
     assert _texts(store.history("resp_9").messages) == [f"{k}{i}" for i in (0, 1, 2, 3, 4, 9) for k in "qa"]
-    db = sqlite3.connect(tmp_path / "r.sqlite")  # one base, at the start of what is left of the chain
-    assert db.execute("SELECT id FROM response WHERE base IS NOT NULL").fetchall() == [("resp_4",)]
+    store.put(_resp(10), [])
+    store.put(_resp(11), [])  # the chain's last response is pruned: its rows go, all of them
+    assert _rows(tmp_path / "r.sqlite") == [("resp_10", 1), ("resp_11", 1)]
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM response_item").fetchone()[0] == 0
+
+
+def test_a_branch_keeps_what_it_continued(tmp_path):
+    """Two responses continue one: deleting one branch leaves the other whole."""
+    store = ResponseStore(tmp_path / "r.sqlite")
+    _chain(store, 2)
+    store.put(_resp(7, 0, [_said("b1")]), [_user("p1")], store.history("resp_0"))
+    assert store.delete("resp_0") and store.delete("resp_1")
+    assert _texts(store.history("resp_7").messages) == ["q0", "a0", "p1", "b1"]
+    assert _rows(tmp_path / "r.sqlite") == [("resp_0", 0), ("resp_7", 1)]
+    assert store.delete("resp_7") and _rows(tmp_path / "r.sqlite") == []
 
 
 def test_old_responses_expire(tmp_path):
@@ -100,6 +124,7 @@ def test_deleting_a_response_keeps_the_ones_that_continued_it_whole(tmp_path):
     assert _texts(store.history("resp_2").messages) == ["q0", "a0", "q1", "a1", "q2", "a2"]
     assert _texts(store.history("resp_0").messages) == ["q0", "a0"]
     assert store.item("msg_a_a1") is None and store.item("msg_a_a2") == _said("a2")  # its items went with it
+    assert not store.delete("resp_1") and store.history("resp_1") is None
 
 
 def test_a_previous_response_gone_before_the_answer_is_stored(tmp_path):
@@ -179,9 +204,10 @@ def test_a_file_of_the_old_layout_is_converted_on_open(tmp_path):
     store.put(_resp(2, 1, [_said("a2")]), [_user("q2")], store.history("resp_1"))  # a new turn on an old one
     assert _texts(store.history("resp_2").messages) == ["q0", "a0", "q1", "a1", "q2", "a2"]
     assert len(store.history("resp_2").input_items) == 5
-    store.put(_resp(3), [])  # resp_0 pruned: nothing depended on it
-    store.put(_resp(4), [])  # resp_1 pruned: folded into resp_2
+    store.put(_resp(3), [])  # resp_0 pruned: nothing walks through it (resp_1 holds all it needs)
+    store.put(_resp(4), [])  # resp_1 pruned: kept as the beginning of resp_2
     assert _texts(store.history("resp_2").messages) == ["q0", "a0", "q1", "a1", "q2", "a2"]
+    assert [r[0] for r in _rows(tmp_path / "old.sqlite")] == ["resp_1", "resp_2", "resp_3", "resp_4"]
     store.close()
     tables = {r[0] for r in sqlite3.connect(tmp_path / "old.sqlite").execute("SELECT name FROM sqlite_master")}
     assert "responses" not in tables and "items" not in tables
@@ -198,6 +224,34 @@ def test_a_file_from_before_input_items_were_kept(tmp_path):
     assert store.history("resp_0").input_items == [] and store.get("resp_0") == {"id": "resp_0", "output": []}
     store.put(_resp(1), [_user("hi")])
     assert store.history("resp_1").input_items == [_user("hi")]
+
+
+def test_a_file_of_schema_version_2(tmp_path):
+    """Version 2 (rows of new items, no `live`: pruned rows folded into a base of the next one)."""
+    v2 = sqlite3.connect(tmp_path / "v2.sqlite")
+    v2.executescript("""
+        CREATE TABLE response (id TEXT PRIMARY KEY, created_at REAL NOT NULL, previous_id TEXT,
+                               response TEXT NOT NULL, base TEXT);
+        CREATE INDEX response_created_at ON response (created_at);
+        CREATE INDEX response_previous_id ON response (previous_id);
+        CREATE TABLE response_item (response_id TEXT NOT NULL, seq INTEGER NOT NULL, output INTEGER NOT NULL,
+                                    id TEXT, item TEXT NOT NULL, PRIMARY KEY (response_id, seq));
+        CREATE INDEX response_item_id ON response_item (id);
+        PRAGMA user_version = 2;""")
+    base = {"messages": [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"},
+                         {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}],
+            "input_items": [_user("q0"), _said("a0"), _user("q1")]}
+    v2.execute("INSERT INTO response VALUES ('resp_1', ?, 'resp_0', ?, ?)",
+               (time.time(), json.dumps({**_resp(1, 0), "output": []}), json.dumps(base)))
+    v2.executemany("INSERT INTO response_item VALUES ('resp_1', ?, ?, ?, ?)",
+                   [(0, 0, "msg_u0_q1", json.dumps(_user("q1"))), (1, 1, "msg_a_a1", json.dumps(_said("a1")))])
+    v2.commit()
+    v2.close()
+    store = ResponseStore(tmp_path / "v2.sqlite")
+    assert store.get("resp_1") == _resp(1, 0, [_said("a1")]) and len(store) == 1
+    assert _texts(store.history("resp_1").messages) == ["q0", "a0", "q1", "a1"]
+    assert len(store.history("resp_1").input_items) == 3
+    assert store.delete("resp_1") and _rows(tmp_path / "v2.sqlite") == []
 
 
 def _completion(i: int, model: str = "m") -> dict:

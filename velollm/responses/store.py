@@ -7,10 +7,12 @@ indexed by id for `item_reference`), and the `previous_response_id` it continued
 follow-up turn continues, and the input_items list, are rebuilt by walking that chain back (one
 recursive query), so a conversation of n turns takes O(n) bytes, not O(n^2).
 
-The oldest rows go beyond `max_responses` and after `max_age_s` (pruned on every write, their items with
-them); a deleted or pruned response that a stored one continued is first folded into that one (its
-`base`: the conversation and input items up to it), so a live chain never loses its beginning. A row
-with a base ends the walk. Calls block: the API runs them in a worker thread.
+The oldest responses go beyond `max_responses` and after `max_age_s` (on every write). A deleted or
+pruned response is gone from the API at once (not found, not continued, its items not referable), but
+its row stays, no longer `live`, while a stored response continues it: a live chain never loses its
+beginning, and the rows go when the last response that needed them does. A row with a `base` (one
+written by the old layout, or one whose previous response vanished while it was being answered) holds
+the conversation up to it and ends the walk. Calls block: the API runs them in a worker thread.
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ from velollm.responses.legacy_store import upgrade
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS response (
     id TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     previous_id TEXT,       -- the previous_response_id it continued
     response TEXT NOT NULL, -- the Response object, its output in response_item
-    base TEXT               -- {"messages", "input_items"} up to and with it, once what it continued is gone
+    base TEXT,              -- {"messages", "input_items"} up to and with it, when it ends the walk
+    live INTEGER NOT NULL DEFAULT 1  -- 0: deleted or pruned, kept as the beginning of live responses
 );
-CREATE INDEX IF NOT EXISTS response_created_at ON response (created_at);
+CREATE INDEX IF NOT EXISTS response_live_created_at ON response (live, created_at);
 CREATE INDEX IF NOT EXISTS response_previous_id ON response (previous_id);
 CREATE TABLE IF NOT EXISTS response_item (
     response_id TEXT NOT NULL,
@@ -53,6 +56,8 @@ CREATE TABLE IF NOT EXISTS response_item (
 );
 CREATE INDEX IF NOT EXISTS response_item_id ON response_item (id);
 """
+
+_MAX_CHAIN = 1_000_000  # turns walked back at most (a file changed behind our back could hold a loop)
 
 # One response and its chain back to the first (or to the first with a base), oldest first.
 _CHAIN = """
@@ -106,13 +111,13 @@ class ResponseStore:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):  # not executescript: it commits first (no ';' in comments)
-            if statement.strip():
-                self._db.execute(statement)
-        upgraded = upgrade(self._db)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._db.execute("COMMIT")
+        with self._writing():
+            _add_live_column(self._db)
+            for statement in _SCHEMA.split(";"):  # not executescript: it commits first (no ';' in comments)
+                if statement.strip():
+                    self._db.execute(statement)
+            upgraded = upgrade(self._db)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if upgraded:  # the old rows held whole conversations: give their pages back
             self._db.execute("VACUUM")
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
@@ -132,34 +137,30 @@ class ResponseStore:
             if previous_id is not None and previous is not None and not self._exists(previous_id):
                 base = _base(previous.then(input_items, outputs))
             self._insert(response, now, input_items, base)
-            self._evict("created_at < ? OR id NOT IN (SELECT id FROM response ORDER BY created_at DESC, "
-                        "rowid DESC LIMIT ?)", (now - self.max_age_s, self.max_responses))
+            self._retire("live = 1 AND (created_at < ? OR id NOT IN (SELECT id FROM response WHERE live = 1 "
+                         "ORDER BY created_at DESC, rowid DESC LIMIT ?))", (now - self.max_age_s, self.max_responses))
 
     def get(self, response_id: str) -> dict[str, Any] | None:
-        """The Response object (None when unknown or expired)."""
+        """The Response object (None when unknown, deleted or expired)."""
         with self._lock:
-            row = self._db.execute("SELECT response, created_at FROM response WHERE id = ?",
-                                   (response_id,)).fetchone()
-            if row is None or row[1] < time.time() - self.max_age_s:
+            if not self._live(response_id):
                 return None
+            row = self._db.execute("SELECT response FROM response WHERE id = ?", (response_id,)).fetchone()
             outputs = self._db.execute("SELECT item FROM response_item WHERE response_id = ? AND output = 1 "
                                        "ORDER BY seq", (response_id,)).fetchall()
         return {**json.loads(row[0]), "output": [json.loads(o[0]) for o in outputs]}
 
     def history(self, response_id: str) -> History | None:
-        """The conversation up to and with this response (None when unknown or expired)."""
+        """The conversation up to and with this response (None when unknown, deleted or expired)."""
         with self._lock:
-            row = self._db.execute("SELECT created_at FROM response WHERE id = ?", (response_id,)).fetchone()
-            if row is None or row[0] < time.time() - self.max_age_s:
-                return None
-            return self._history(response_id)
+            return self._history(response_id) if self._live(response_id) else None
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         """An input or output item of a stored response, by its id (None when unknown or expired)."""
         with self._lock:
             row = self._db.execute("SELECT i.item, r.created_at FROM response_item i JOIN response r "
-                                   "ON r.id = i.response_id WHERE i.id = ? ORDER BY r.created_at DESC, "
-                                   "i.rowid DESC LIMIT 1", (item_id,)).fetchone()
+                                   "ON r.id = i.response_id WHERE i.id = ? AND r.live = 1 "
+                                   "ORDER BY r.created_at DESC, i.rowid DESC LIMIT 1", (item_id,)).fetchone()
         if row is None or row[1] < time.time() - self.max_age_s:
             return None
         return json.loads(row[0])
@@ -167,11 +168,12 @@ class ResponseStore:
     def delete(self, response_id: str) -> bool:
         """Delete one response; the ones that continued it keep their conversation."""
         with self._writing():
-            return self._evict("id = ?", (response_id,)) > 0
+            return self._retire("live = 1 AND id = ?", (response_id,)) > 0
 
     def __len__(self) -> int:
+        """The responses one can get (not those kept only as the beginning of others)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM response").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM response WHERE live = 1").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -193,6 +195,10 @@ class ResponseStore:
     def _exists(self, response_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM response WHERE id = ?", (response_id,)).fetchone() is not None
 
+    def _live(self, response_id: str) -> bool:
+        row = self._db.execute("SELECT created_at FROM response WHERE id = ? AND live = 1", (response_id,)).fetchone()
+        return row is not None and row[0] >= time.time() - self.max_age_s  # expired before the next write prunes it
+
     def _insert(self, response: dict[str, Any], created_at: float, inputs: Sequence[dict[str, Any]],
                 base: dict[str, Any] | None) -> None:
         response_id, outputs = response["id"], list(response.get("output", []))
@@ -206,23 +212,29 @@ class ResponseStore:
         self._db.executemany("INSERT INTO response_item (response_id, seq, output, id, item) VALUES (?, ?, ?, ?, ?)",
                              rows)
 
-    def _evict(self, where: str, args: tuple[Any, ...]) -> int:
-        """Delete the responses `where` says, after folding each into the stored ones that continued it."""
-        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS evicted (id TEXT PRIMARY KEY)")
-        self._db.execute("DELETE FROM evicted")
-        self._db.execute(f"INSERT INTO evicted SELECT id FROM response WHERE {where}", args)
-        orphans = [r[0] for r in self._db.execute(
-            "SELECT id FROM response WHERE base IS NULL AND previous_id IN (SELECT id FROM evicted) "
-            "AND id NOT IN (SELECT id FROM evicted)")]
-        bases = [(json.dumps(_base(self._history(orphan))), orphan) for orphan in orphans]
-        self._db.executemany("UPDATE response SET base = ? WHERE id = ?", bases)
-        self._db.execute("DELETE FROM response_item WHERE response_id IN (SELECT id FROM evicted)")
-        return self._db.execute("DELETE FROM response WHERE id IN (SELECT id FROM evicted)").rowcount
+    def _retire(self, where: str, args: tuple[Any, ...]) -> int:
+        """Take the responses `where` says out of the API; then delete the rows no longer live that no
+        stored response walks through, and so on up their chains. The number taken out."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS retired (id TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM retired")
+        self._db.execute(f"INSERT INTO retired SELECT id FROM response WHERE {where}", args)
+        count = self._db.execute("UPDATE response SET live = 0 WHERE id IN (SELECT id FROM retired)").rowcount
+        while True:
+            unneeded = self._db.execute(
+                "SELECT id, previous_id, base FROM response r WHERE live = 0 AND id IN (SELECT id FROM retired) "
+                "AND NOT EXISTS (SELECT 1 FROM response c WHERE c.previous_id = r.id AND c.base IS NULL)").fetchall()
+            if not unneeded:
+                return count
+            self._db.execute("DELETE FROM retired")
+            self._db.executemany("DELETE FROM response_item WHERE response_id = ?", [(u[0],) for u in unneeded])
+            self._db.executemany("DELETE FROM response WHERE id = ?", [(u[0],) for u in unneeded])
+            self._db.executemany("INSERT OR IGNORE INTO retired VALUES (?)",
+                                 [(previous,) for _, previous, base in unneeded if previous and base is None])
 
     def _chain(self, response_id: str) -> list[_Row]:
         rows: dict[int, _Row] = {}
         for depth, rid, previous_id, base, output, item in self._db.execute(
-                _CHAIN, (response_id, self.max_responses + 1)):
+                _CHAIN, (response_id, _MAX_CHAIN)):
             row = rows.get(depth)
             if row is None:
                 row = rows[depth] = _Row(rid, previous_id, json.loads(base) if base else None, [], [])
@@ -245,6 +257,14 @@ class ResponseStore:
                 messages += [*items_to_messages(row.inputs), *items_to_messages(row.outputs)]
                 items += [*row.inputs, *row.outputs]
         return History(messages, items, len(chain[-1].outputs))
+
+
+def _add_live_column(db: sqlite3.Connection) -> None:
+    """Schema version 2 had no `live`: its pruned rows were folded into a base of the next one."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(response)")}
+    if columns and "live" not in columns:
+        db.execute("ALTER TABLE response ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
+        db.execute("DROP INDEX IF EXISTS response_created_at")
 
 
 def _base(history: History) -> dict[str, Any]:
