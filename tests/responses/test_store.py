@@ -252,3 +252,38 @@ def test_a_file_of_schema_version_2(tmp_path):
     assert _texts(store.history("resp_1").messages) == ["q0", "a0", "q1", "a1"]
     assert len(store.history("resp_1").input_items) == 3
     assert store.delete("resp_1") and _rows(tmp_path / "v2.sqlite") == []
+
+
+def _completion(i: int, model: str = "m") -> dict:
+    return {"id": f"chatcmpl-{i}", "object": "chat.completion", "model": model, "choices": []}
+
+
+def test_chat_completions_share_the_file_and_its_limits(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite", max_responses=3)
+    chats = store.chat_completions
+    for i in range(5):
+        chats.put(_completion(i, "a" if i % 2 else "b"), [{"role": "user", "content": str(i)}], {"n": str(i % 2)})
+    store.put(_resp(1), [])
+    assert len(chats) == 3 and len(store) == 1  # each kind counted apart
+    assert chats.get("chatcmpl-1") is None and chats.get("chatcmpl-4")["metadata"] == {"n": "0"}
+    assert chats.messages("chatcmpl-3") == [{"role": "user", "content": "3"}]
+    assert [c["id"] for c in chats.list(limit=10).data] == ["chatcmpl-2", "chatcmpl-3", "chatcmpl-4"]
+    desc = chats.list(limit=1, order="desc")
+    assert [c["id"] for c in desc.data] == ["chatcmpl-4"] and desc.has_more
+    assert [c["id"] for c in chats.list(limit=5, order="desc", after="chatcmpl-4").data] == ["chatcmpl-3", "chatcmpl-2"]
+    assert [c["id"] for c in chats.list(limit=5, model="a").data] == ["chatcmpl-3"]
+    assert [c["id"] for c in chats.list(limit=5, metadata={"n": "0"}).data] == ["chatcmpl-2", "chatcmpl-4"]
+    assert chats.update_metadata("chatcmpl-4", {"x": "y"})["metadata"] == {"x": "y"}
+    assert chats.list(limit=5, metadata={"n": "0"}).data[-1]["id"] == "chatcmpl-2"
+    assert chats.update_metadata("chatcmpl-9", {}) is None
+    store.close()
+    again = ResponseStore(tmp_path / "r.sqlite")
+    assert again.chat_completions.get("chatcmpl-4")["metadata"] == {"x": "y"}
+    assert again.chat_completions.delete("chatcmpl-4") and not again.chat_completions.delete("chatcmpl-4")
+
+
+def test_stored_chat_completions_expire(tmp_path):
+    chats = ResponseStore(tmp_path / "r.sqlite", max_age_s=0.2).chat_completions
+    chats.put(_completion(1), [], {})
+    time.sleep(0.3)
+    assert chats.get("chatcmpl-1") is None and chats.list(limit=5).data == []

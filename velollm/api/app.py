@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api import (blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page,
+                         stored_chat)
 from velollm.api.cors import PreflightCORSMiddleware
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
@@ -192,7 +193,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
+              *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
               *ollama_models.routes(), *embeddings.routes(), *pull.routes(),
               *model_admin.routes(), *blobs.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),

@@ -43,13 +43,23 @@ _NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses an
 _T = TypeVar("_T")
 
 
+def _open(state: AppState) -> ResponseStore:
+    c = state.config
+    return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
+
+
+def response_store(state: AppState) -> ResponseStore:
+    """The server's store (opened on first use): stored responses, and stored chat completions beside them."""
+    if state.responses is None:
+        state.responses = _open(state)
+    return state.responses
+
+
 async def _stored(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
     """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
     older layout may take a while)."""
     if state.responses is None:
-        c = state.config
-        store = await asyncio.to_thread(ResponseStore, c.responses_db, max_responses=c.responses_max,
-                                        max_age_s=c.responses_max_age_s)
+        store = await asyncio.to_thread(_open, state)
         if state.responses is None:
             state.responses = store
         else:  # another request opened it meanwhile

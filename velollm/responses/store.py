@@ -1,4 +1,5 @@
-"""ResponseStore: stored responses (store: true) for GET /v1/responses/{id} and previous_response_id.
+"""ResponseStore: stored responses (store: true) for GET /v1/responses/{id} and previous_response_id;
+and, in the same file, the stored chat completions (`chat_completions`, chat_store.py).
 
 One SQLite file (`$VELOLLM_CACHE/responses.sqlite` by default). Each response row holds only what is
 new in it: the Response object, its own input items and output items (one `response_item` row each,
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from velollm.responses.chat_store import ChatCompletionStore
 from velollm.responses.items import items_to_messages
 from velollm.responses.legacy_store import upgrade
 
@@ -119,6 +121,9 @@ class ResponseStore:
         if upgraded:  # the old rows held whole conversations: give their pages back
             self._db.execute("VACUUM")
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
+        # Stored chat completions share the file and its limits (their own table, counted apart).
+        self.chat_completions = ChatCompletionStore(self._db, self._lock, max_completions=max_responses,
+                                                    max_age_s=max_age_s)
 
     def put(self, response: dict[str, Any], input_items: Sequence[dict[str, Any]] = (),
             previous: History | None = None) -> None:
