@@ -14,8 +14,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -40,14 +40,31 @@ from velollm.wire.streaming import streaming_response
 logger = logging.getLogger(__name__)
 
 _NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses answers
+_T = TypeVar("_T")
+
+
+def _open(state: AppState) -> ResponseStore:
+    c = state.config
+    return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
 
 
 def response_store(state: AppState) -> ResponseStore:
     """The server's store (opened on first use): stored responses, and stored chat completions beside them."""
     if state.responses is None:
-        c = state.config
-        state.responses = ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
+        state.responses = _open(state)
     return state.responses
+
+
+async def _stored(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
+    """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
+    older layout may take a while)."""
+    if state.responses is None:
+        store = await asyncio.to_thread(_open, state)
+        if state.responses is None:
+            state.responses = store
+        else:  # another request opened it meanwhile
+            store.close()
+    return await asyncio.to_thread(call, state.responses, *args)
 
 
 def _not_found(response_id: str, param: str | None = None) -> APIError:
@@ -69,8 +86,7 @@ class _Turn:
         if not self.req.store or response.get("status") == "failed":
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
-        await asyncio.to_thread(response_store(self.state).put, response, input_item_objects(self.req.input),
-                                self.previous)
+        await _stored(self.state, ResponseStore.put, response, input_item_objects(self.req.input), self.previous)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -103,7 +119,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
-    stored = await asyncio.to_thread(response_store(state).history, previous) if isinstance(previous, str) else None
+    stored = await _stored(state, ResponseStore.history, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
@@ -131,7 +147,7 @@ async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("type") == "item_reference":
             ref = item.get("id")
-            found = await asyncio.to_thread(response_store(state).item, ref) if isinstance(ref, str) else None
+            found = await _stored(state, ResponseStore.item, ref) if isinstance(ref, str) else None
             if found is None:
                 raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
             item = found
@@ -250,7 +266,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
 @endpoint("/v1/responses/{id}")
 async def get_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(response_store(state).get, response_id)
+    stored = await _stored(state, ResponseStore.get, response_id)
     if stored is None:
         raise _not_found(response_id)
     return JSONResponse(stored)
@@ -262,7 +278,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     a cursor page: `order` (desc by default), `limit` (1-100, default 20), `after` or `before` (an item id:
     the page that follows it, or the one that comes just before it)."""
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(response_store(state).history, response_id)
+    stored = await _stored(state, ResponseStore.history, response_id)
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
@@ -291,7 +307,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    if not await asyncio.to_thread(response_store(state).delete, response_id):
+    if not await _stored(state, ResponseStore.delete, response_id):
         raise _not_found(response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 

@@ -31,7 +31,7 @@ def upgrade(db: sqlite3.Connection) -> bool:
         for item_id, response_id, item in db.execute("SELECT id, response_id, item FROM items"):
             referable.setdefault(response_id, []).append((item_id, item))
     for response_id, created_at, text, conversation, input_items in db.execute(
-            f"SELECT id, created_at, response, conversation, {inputs} FROM responses").fetchall():
+            f"SELECT id, created_at, response, conversation, {inputs} FROM responses"):  # one at a time: they are big
         _convert(db, response_id, created_at, json.loads(text), conversation, input_items,
                  referable.get(response_id, []))
     db.execute("DROP TABLE responses")
