@@ -113,3 +113,28 @@ def test_an_upstream_that_hangs_later_is_listed_from_its_last_listing(caplog):
             assert "its last listing, 1 models" in caplog.text
         finally:
             hung.close()
+
+
+def test_a_hung_backend_of_the_router_is_skipped_and_the_others_listed(tmp_path, caplog):
+    """`--config` with an Ollama stand-in that answers and a backend that hangs (admitted until its first
+    health probe fails, 1 s in): the listings hold the one that answered, at once."""
+    from tests.ollama_upstream import ollama_app
+    from tests.router.replicas import config_toml, router_app
+
+    hung = HungServer()
+    try:
+        with _served(ollama_app(["answering:latest"])) as good_url:
+            toml = config_toml([{"name": "good", "url": good_url, "kind": "ollama"},
+                                {"name": "stuck", "url": f"http://127.0.0.1:{hung.port}", "kind": "ollama"}],
+                               health_interval_s=3600)
+            with caplog.at_level(logging.WARNING), _served(router_app(toml, tmp_path)) as url:
+                olm = ollama.Client(host=url, timeout=30)
+                tags, took = _timed(olm.list)
+                assert [m.model for m in tags.models] == ["answering:latest"] and took < PROMPT_S, took
+                ps, took = _timed(olm.ps)
+                assert [m.model for m in ps.models] == ["answering:latest"] and took < PROMPT_S, took
+                models, took = _timed(openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).models.list)
+                assert [m.id for m in models.data] == ["answering:latest"] and took < PROMPT_S, took
+    finally:
+        hung.close()
+    assert f"upstream http://127.0.0.1:{hung.port} did not list its models within" in caplog.text
