@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import openai
 import pytest
 
 V1_CHAT, V1_COMP = "/v1/chat/completions", "/v1/completions"
@@ -107,8 +108,19 @@ def test_unknown_routes_and_methods(server):
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.get(f"{server.url}/api/nope")
     assert r.status_code == 404 and r.json() == {"error": "404 page not found"}
-    r = httpx.get(f"{server.url}{V1_CHAT}")
+    r = httpx.post(f"{server.url}/v1/nope/deeper", json={"model": "demo"})
+    assert r.status_code == 404 and r.json()["error"]["message"] == "404 page not found"
+    r = httpx.delete(f"{server.url}/api/nope")
+    assert r.status_code == 404 and r.json() == {"error": "404 page not found"}
+    r = httpx.get(f"{server.url}/v1/completions")
     assert r.status_code == 405 and "not allowed" in r.json()["error"]["message"]
+    r = httpx.get(f"{server.url}/api/chat")
+    assert r.status_code == 405 and "not allowed" in r.json()["error"]
+    # the openai SDK reads the 404 as its NotFoundError, with OpenAI's error object
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.get("/nope", cast_to=object)
+    assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["message"]
 
 
 def test_root_version_health(server):

@@ -66,7 +66,20 @@ def test_cors_preflight(client):
     ok = client.options("/v1/chat/completions", headers={"Origin": "http://localhost:3000",
                                                          "Access-Control-Request-Method": "POST",
                                                          "Access-Control-Request-Headers": "authorization"})
-    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+    # Ollama (gin-contrib/cors) answers an accepted preflight 204 No Content, /api and /v1 alike
+    assert ok.status_code == 204 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert ok.content == b"" and "content-length" not in ok.headers and "content-type" not in ok.headers
+    assert "Origin" in ok.headers["vary"] and "POST" in ok.headers["access-control-allow-methods"]
+    # what the openai SDK (in a browser page) and the ollama JS client send
+    sdk_headers = "authorization, content-type, x-stainless-lang, x-stainless-retry-count, openai-beta"
+    for path in ("/api/chat", "/api/tags", "/v1/responses"):
+        pre = client.options(path, headers={"Origin": "http://127.0.0.1:5173", "Access-Control-Request-Method": "POST",
+                                            "Access-Control-Request-Headers": sdk_headers})
+        assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "http://127.0.0.1:5173"
+        assert pre.headers["access-control-allow-headers"].lower().count("x-stainless-retry-count") == 1
+    refused = client.options("/api/chat", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method":
+                                                   "POST", "Access-Control-Request-Headers": "x-not-allowed"})
+    assert refused.status_code == 400  # a header the server does not allow: the browser must not send it
     bad = client.options("/v1/chat/completions", headers={"Origin": "https://evil.example.com",
                                                           "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in bad.headers

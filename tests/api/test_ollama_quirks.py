@@ -106,3 +106,20 @@ def test_create_from_must_name_a_model(live_server):
 
     r = httpx.post(f"{live_server.url}/api/create", json={"model": "mine", "from": 5, "stream": False}, timeout=30)
     assert r.status_code == 400 and r.json()["error"] == "from must be a model name (a string), got int"
+
+
+def test_a_plain_string_stop_is_refused_as_ollama_refuses_it(live_server):
+    # Ollama's Options.FromMap: `stop` is a []string field, a string given for it is an error
+    # (`option "stop" must be of type array`); the python client passes a dict of options through as is
+    client = _client(live_server)
+    for call in (lambda: client.generate(model="demo", prompt="hi", options={"stop": "x", "num_predict": 2}),
+                 lambda: client.chat(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                     options={"stop": "x", "num_predict": 2})):
+        try:
+            call()
+        except ollama.ResponseError as exc:
+            assert exc.status_code == 400 and 'option "stop" must be of type array' in exc.error, exc
+        else:
+            raise AssertionError("a string options.stop was accepted")
+    r = client.generate(model="demo", prompt="hi", options={"stop": ["x"], "num_predict": 2})
+    assert r.done

@@ -109,6 +109,13 @@ def test_ollama_request_to_openai():
     assert chat["messages"][1] == {"role": "tool", "content": "ok", "name": "f", "tool_call_id": call_id}
 
 
+def test_ollama_string_stop_is_refused_before_the_openai_upstream():
+    """Ollama takes `options.stop` as an array only; the conversion refuses what Ollama would refuse."""
+    with pytest.raises(InvalidRequest, match='option "stop" must be of type array') as caught:
+        o2o.generate_request({"model": "m", "prompt": "x", "options": {"stop": "\n"}})
+    assert caught.value.param == "options.stop"
+
+
 def test_openai_stream_to_ollama_lines_assembles_tool_calls():
     answer = o2o.NdjsonAnswer("m", "chat")
     lines = answer.feed({"choices": [{"delta": {"role": "assistant", "content": "He"}}]})

@@ -11,12 +11,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api import (blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page,
+                         stored_chat)
+from velollm.api.cors import PreflightCORSMiddleware
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
 from velollm.api.metrics import ServerMetrics, StatsLogger
@@ -89,7 +90,7 @@ def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) ->
     origins = OriginPolicy(config.cors_origins)
     return [
         Middleware(OriginCheckMiddleware, policy=origins),
-        Middleware(CORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS,
+        Middleware(PreflightCORSMiddleware, allow_origin_regex=origins.regex, allow_methods=["*"], allow_headers=CORS_HEADERS,
                    expose_headers=CORS_EXPOSE_HEADERS),
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
@@ -192,7 +193,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
+              *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
               *ollama_models.routes(), *embeddings.routes(), *pull.routes(),
               *model_admin.routes(), *blobs.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),

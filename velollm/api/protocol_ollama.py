@@ -30,6 +30,10 @@ IGNORED_OPTIONS = frozenset({"num_batch", "num_gpu", "main_gpu", "use_mmap", "nu
                              "use_mlock", "embedding_only", "penalize_newline", "typical_p", "tfs_z",
                              "mirostat", "mirostat_tau", "mirostat_eta"})
 
+# Ollama refuses `options.stop` as a plain string (its message; Ollama's status is a 500 from
+# handleScheduleError, a client error all the same: 400 here, as for every other mistyped option).
+STOP_NOT_ARRAY = 'option "stop" must be of type array (options.stop must be an array of strings, got a string)'
+
 # SamplingParams' field -> the Ollama option that sets it (the others share their name)
 _OPTION_OF = {"max_tokens": "num_predict", "repetition_penalty": "repeat_penalty"}
 
@@ -99,6 +103,8 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
         if key not in DEFAULT_OPTIONS and key not in ("stop", "num_ctx", "context_overflow", "num_keep") \
                 and key not in IGNORED_OPTIONS:
             logger.warning("invalid option provided: %s (ignored, as Ollama does)", key)
+    if isinstance(options.get("stop"), str):  # Ollama's Options.FromMap: a []string field given a string
+        raise InvalidRequest(STOP_NOT_ARRAY, param="options.stop")
     merged = {**DEFAULT_OPTIONS, **(model_defaults or {}), **options}
     o = Fields(merged, "options.")
     num_predict = o.int("num_predict", truncate=True)

@@ -64,6 +64,9 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     for key, target in _OPTION_KEYS + _EXTRA_OPTION_KEYS:
         if options.get(key) is not None:
             out[target] = options[key]
+    if isinstance(options.get("stop"), str):  # as the native route and Ollama itself: an array or nothing
+        raise InvalidRequest('option "stop" must be of type array (options.stop must be an array of strings, '
+                             'got a string)', param="options.stop")
     if options.get("stop"):
         out["stop"] = options["stop"]
     num_predict = options.get("num_predict")
