@@ -80,10 +80,15 @@ async def metrics(request: Request) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:  # type: ignore[override]
+    """An unknown route or method, in the wire format of its path: on /v1 OpenAI's error object with
+    OpenAI's message (`Invalid URL (GET /v1/x)`), elsewhere Ollama's `{"error": "404 page not found"}`."""
+    api = api_of(request.url.path)
     message = "404 page not found" if exc.status_code == 404 else (exc.detail or "error")
+    if exc.status_code == 404 and api == "openai":
+        message = f"Invalid URL ({request.method} {request.url.path})"
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+    return error_response(api, APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
 def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) -> list[Middleware]:

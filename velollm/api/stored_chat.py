@@ -4,7 +4,7 @@
 `ChatKeeper.keep` stores the answer as it goes out to the client: a whole body as it is, a stream put
 back together (the response cache's capture) and stored before its final `[DONE]`, so that a client
 that read the whole stream finds it at once. Native models and upstreams alike: what is stored is what
-the client got. The store is the ResponseStore's file (`response_store`), with its retention limits.
+the client got. The store is the ResponseStore's file (api/responses.py opens it), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
 GET/POST/DELETE /v1/chat/completions/{id} (retrieve, update metadata, delete) and
@@ -13,19 +13,18 @@ GET /v1/chat/completions/{id}/messages (the input messages, a cursor page).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.responses import response_store
+from velollm.api.responses import _stored  # the store, opened off the event loop, shared with /v1/responses
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, UnknownCursor
 from velollm.wire.errors import APIError
@@ -35,10 +34,13 @@ from velollm.wire.metadata import check_metadata, check_user
 logger = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]"
+_T = TypeVar("_T")
 
 
-def _chat_store(state: AppState) -> ChatCompletionStore:
-    return response_store(state).chat_completions
+async def _in_store(state: AppState, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """`method(chat_store, *args, **kwargs)` in a worker thread, the store opened in one too (as the
+    Responses routes open it: responses._stored)."""
+    return await _stored(state, lambda store: method(store.chat_completions, *args, **kwargs))
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class ChatKeeper:
         if completion is None or not isinstance(completion.get("id"), str):
             return  # an answer that failed or ended early: nothing to keep, as OpenAI keeps nothing
         try:
-            await asyncio.to_thread(_chat_store(self.state).put, completion, self.messages, self.metadata)
+            await _in_store(self.state, ChatCompletionStore.put, completion, self.messages, self.metadata)
         except Exception:  # the client has its answer; a store that failed must not take it away
             logger.exception("storing chat completion %s failed", completion.get("id"))
 
@@ -131,8 +133,8 @@ async def list_completions(request: Request, state: AppState, call: Call) -> Res
     limit, order = _page_args(request)
     after = request.query_params.get("after")
     try:
-        page = await asyncio.to_thread(_chat_store(state).list, limit=limit, order=order, after=after,
-                                       model=request.query_params.get("model"), metadata=_metadata_filter(request))
+        page = await _in_store(state, ChatCompletionStore.list, limit=limit, order=order, after=after,
+                               model=request.query_params.get("model"), metadata=_metadata_filter(request))
     except UnknownCursor:
         raise APIError(400, f"Invalid 'after': no stored chat completion with id {after!r}", param="after") from None
     return _page(page.data, page.has_more)
@@ -141,7 +143,7 @@ async def list_completions(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/chat/completions/{id}")
 async def get_completion(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
-    stored = await asyncio.to_thread(_chat_store(state).get, completion_id)
+    stored = await _in_store(state, ChatCompletionStore.get, completion_id)
     if stored is None:
         raise _not_found(completion_id)
     return JSONResponse(stored)
@@ -159,7 +161,7 @@ async def update_completion(request: Request, state: AppState, call: Call) -> Re
         raise APIError(400, f"Unrecognized request argument supplied: {unknown[0]} (only metadata can be updated)",
                        param=unknown[0])
     metadata = check_metadata(body["metadata"])
-    stored = await asyncio.to_thread(_chat_store(state).update_metadata, completion_id, metadata)
+    stored = await _in_store(state, ChatCompletionStore.update_metadata, completion_id, metadata)
     if stored is None:
         raise _not_found(completion_id)
     return JSONResponse(stored)
@@ -168,7 +170,7 @@ async def update_completion(request: Request, state: AppState, call: Call) -> Re
 @endpoint("/v1/chat/completions/{id}")
 async def delete_completion(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
-    if not await asyncio.to_thread(_chat_store(state).delete, completion_id):
+    if not await _in_store(state, ChatCompletionStore.delete, completion_id):
         raise _not_found(completion_id)
     return JSONResponse({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})
 
@@ -190,7 +192,7 @@ def message_object(completion_id: str, index: int, message: Any) -> dict[str, An
 async def list_messages(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
     limit, order = _page_args(request)
-    messages = await asyncio.to_thread(_chat_store(state).messages, completion_id)
+    messages = await _in_store(state, ChatCompletionStore.messages, completion_id)
     if messages is None:
         raise _not_found(completion_id)
     items = [message_object(completion_id, i, m) for i, m in enumerate(messages)]
