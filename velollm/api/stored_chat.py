@@ -4,7 +4,8 @@
 `ChatKeeper.keep` stores the answer as it goes out to the client: a whole body as it is, a stream put
 back together (the response cache's capture) and stored before its final `[DONE]`, so that a client
 that read the whole stream finds it at once. Native models and upstreams alike: what is stored is what
-the client got. The store is the ResponseStore's file (api/responses.py opens it), with its retention limits.
+the client got. The store is the ResponseStore's file, opened and used off the event loop as the Responses
+routes do (responses._stored), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
 GET/POST/DELETE /v1/chat/completions/{id} (retrieve, update metadata, delete) and
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.responses import _stored  # the store, opened off the event loop, shared with /v1/responses
+from velollm.api.responses import _stored
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, UnknownCursor
 from velollm.wire.errors import APIError
