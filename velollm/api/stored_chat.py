@@ -123,6 +123,9 @@ def keeper(state: AppState, body: dict[str, Any]) -> ChatKeeper | None:
     metadata = check_metadata(body.get("metadata"))
     check_user(body.get("user"))
     if not store:
+        # OpenAI refuses metadata without store ("only allowed when 'store' is enabled"); clients that
+        # tag every request (qwen-code, langchaingo's WithMetadata, Claude Code through converters) send
+        # it so to local servers, which ignore it: accepted and ignored here too.
         return None
     hide_usage = body.get("stream") is True and body.get("stream_options") is None
     if hide_usage:
