@@ -109,7 +109,9 @@ def test_unknown_routes_and_methods(server):
     r = httpx.get(f"{server.url}/api/nope")
     assert r.status_code == 404 and r.json() == {"error": "404 page not found"}
     r = httpx.post(f"{server.url}/v1/nope/deeper", json={"model": "demo"})
-    assert r.status_code == 404 and r.json()["error"]["message"] == "404 page not found"
+    assert r.status_code == 404 and r.json()["error"] == {"message": "Invalid URL (POST /v1/nope/deeper)",
+                                                          "type": "invalid_request_error", "param": None,
+                                                          "code": None}  # OpenAI's own answer
     r = httpx.delete(f"{server.url}/api/nope")
     assert r.status_code == 404 and r.json() == {"error": "404 page not found"}
     r = httpx.get(f"{server.url}/v1/completions")

@@ -93,6 +93,18 @@ def test_input_items_list_pages_through_the_stored_input(client, engine):
     assert [i.content[0].text for i in rest.data] == ["two", "three"] and not rest.has_more
     assert [i.content[0].text for i in client.responses.input_items.list(r.id, order="asc")] == \
         ["Be brief.", "one", "two", "three"]  # the SDK's auto-pagination
+    # `before` (in OpenAI's API reference; this SDK sends it as an extra query parameter)
+    back = client.responses.input_items.list(r.id, order="asc", limit=2, extra_query={"before": rest.data[-1].id})
+    assert [i.content[0].text for i in back.data] == ["one", "two"] and back.has_more  # the page just before
+    start = client.responses.input_items.list(r.id, order="asc", extra_query={"before": rest.data[0].id})
+    assert [i.content[0].text for i in start.data] == ["Be brief.", "one"] and not start.has_more
+    newest = client.responses.input_items.list(r.id, extra_query={"before": first.data[0].id})  # desc: newer items come first
+    assert [i.content[0].text for i in newest.data] == ["three", "two", "one"]
+    between = client.responses.input_items.list(r.id, order="asc", after=first.data[0].id,
+                                                extra_query={"before": rest.data[-1].id})
+    assert [i.content[0].text for i in between.data] == ["one", "two"] and not between.has_more
+    with pytest.raises(openai.BadRequestError, match="before"):
+        client.responses.input_items.list(r.id, extra_query={"before": "msg_nope"})
     with pytest.raises(openai.BadRequestError, match="limit"):
         client.responses.input_items.list(r.id, limit=101)
     with pytest.raises(openai.NotFoundError):
@@ -154,3 +166,17 @@ def test_client_that_leaves_aborts_and_frees(stub_server, stream):
     now = stub_server.wait_metric("velollm_aborted_requests_total", lambda v: v >= aborted + 1, model="demo")
     assert now == aborted + 1
     assert stub_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("metadata", {f"k{i}": "v" for i in range(17)}, "metadata"), ("metadata", {"k" * 65: "v"}, "metadata"),
+    ("metadata", {"k": "v" * 513}, "metadata.k"), ("metadata", {"k": 1}, "metadata.k"),
+    ("metadata", ["k"], "metadata"), ("user", 42, "user")])
+def test_metadata_and_user_are_checked_as_openai_checks_them(client, engine, field, value, param):
+    engine.script = ["Hi."]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="demo", input="Hi", **{field: value})
+    assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
+    at_limits = {f"{i:0>64}": "v" * 512 for i in range(16)}
+    r = client.responses.create(model="demo", input="Hi", metadata=at_limits, user="u-1")
+    assert r.metadata == at_limits and client.responses.retrieve(r.id).metadata == at_limits

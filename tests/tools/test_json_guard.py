@@ -29,8 +29,18 @@ def test_wind_down_after_the_token_count() -> None:
     assert _feed(g, b'{"k"', b": ") is None
     assert _feed(g, b'"ab') == "close_string"  # third token: winding down, the string closes
     assert _feed(g, b'c"') == "close_structure"
+
+def test_free_text_runs_on_until_a_call_has_closed() -> None:
+    """tool_choice="auto": a text answer is the model's and is never cut short (it ends at max_tokens with
+    "length", as without tools); a call that starts past the wind-down closes at once, and the free text
+    after a finished call stops."""
     free = JsonGuard(100, ["<tool_call>"], wind_down_at=1)
-    assert _feed(free, b"some free text") == "stop"
+    assert _feed(free, b"some free text", b" and more") is None
+    assert _feed(free, b'<tool_call>{"name": "x", "arguments": {"q": "ab') == "close_string"
+    assert _feed(free, b'"') == "close_structure"
+    assert _feed(free, b"}}</tool_call>") == "stop"
+    llama = JsonGuard(100, ['{"name": '], wind_down_at=1)
+    assert _feed(llama, b"Sure, ", b'{"name": "x", "parameters": {}}') == "stop"
 
 
 def test_with_triggers_only_inside_calls() -> None:

@@ -71,6 +71,22 @@ def test_mistral_ids_are_nine_characters_and_consistent(byte_bpe: Tokenizer) -> 
     assert f'"call_id": "{ids[0]}"' in prompt
 
 
+def test_results_without_ids_answer_the_calls_in_order(byte_bpe: Tokenizer) -> None:
+    """Ollama's clients send tool results with neither id nor (LangChain's ChatOllama) name: each answers the
+    next unanswered call of the assistant message before it, as an id would; a name picks its call."""
+    ollama_calls = [{"function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
+                    for c in CALLS]
+    history = [*CONVERSATION[:2], {"role": "assistant", "content": "", "tool_calls": ollama_calls},
+               {"role": "tool", "content": "sunny"}, {"role": "tool", "content": "12:00"}]
+    messages = to_template_messages(history, M)
+    ids = [c["id"] for c in messages[2]["tool_calls"]]
+    assert [(m["tool_call_id"], m["name"]) for m in messages[3:]] == [(ids[0], "get_weather"), (ids[1], "now")]
+    named = [*history[:3], {"role": "tool", "name": "now", "content": "12:00"}, {"role": "tool", "content": "sunny"}]
+    assert [m["name"] for m in to_template_messages(named, L)[3:]] == ["now", "get_weather"]
+    prompt = render_with_tools(_tokenizer(byte_bpe, "plain"), history, TOOLS, L)
+    assert "Result of get_weather:\nsunny" in prompt and "Result of now:\n12:00" in prompt
+
+
 @pytest.mark.parametrize(
     "family,name", [(H, "hermes"), (L, "llama3"), (M, "mistral"), (H, "plain"), (L, "plain"), (M, "plain")]
 )

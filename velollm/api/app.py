@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page
+from velollm.api import (blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page,
+                         stored_chat)
 from velollm.api.cors import PreflightCORSMiddleware
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
@@ -79,10 +80,15 @@ async def metrics(request: Request) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:  # type: ignore[override]
+    """An unknown route or method, in the wire format of its path: on /v1 OpenAI's error object with
+    OpenAI's message (`Invalid URL (GET /v1/x)`), elsewhere Ollama's `{"error": "404 page not found"}`."""
+    api = api_of(request.url.path)
     message = "404 page not found" if exc.status_code == 404 else (exc.detail or "error")
+    if exc.status_code == 404 and api == "openai":
+        message = f"Invalid URL ({request.method} {request.url.path})"
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(api_of(request.url.path), APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+    return error_response(api, APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
 def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) -> list[Middleware]:
@@ -192,7 +198,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
                 await close()
 
     routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *status_page.routes(), *openai.routes(), *responses.routes(), *ollama.routes(),
+              *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
               *ollama_models.routes(), *embeddings.routes(), *pull.routes(),
               *model_admin.routes(), *blobs.routes()]
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),

@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models[/{id}]."""
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models[/{id}] (the stored chat
+completions' routes are stored_chat.py's)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from starlette.routing import Route
 
 from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.handler import STATUS_CLIENT_CLOSED, AppState, Call, endpoint, observe, routed
+from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward_or_local, observe, read_json,
+                                 route, routed)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.ollama_models import listing
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
@@ -28,6 +30,7 @@ from velollm.api.protocol_openai import (
 )
 from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.stored_chat import keeper
 from velollm.api.tool_calls import ToolCalls
 from velollm.api.virtual_model import openai_card, with_virtual
 from velollm.errors import InvalidRequest, ModelNotFound
@@ -86,9 +89,24 @@ async def _run(request: Request, state: AppState, call: Call, gen: GenerationStr
 
 
 @endpoint("/v1/chat/completions")
-@routed(model_of, parse_chat_request)
-async def chat_completions(request: Request, state: AppState, call: Call, req: ChatCompletionRequest,
-                           served: ServedModel) -> Response:
+async def chat_completions(request: Request, state: AppState, call: Call) -> Response:
+    """Routed by model first; with `store: true` the answer (native or upstream) is stored as it goes out."""
+    body = await read_json(request)
+    target = await route(request, state, call, model_of(body), body=body)
+    keep = keeper(state, body)
+    if isinstance(target, UpstreamTarget):
+        answer = await forward_or_local(request, state, call, target, body)
+        if not isinstance(answer, ServedModel):
+            return await keep.keep(answer) if keep is not None else answer
+        served = answer
+    else:
+        served = target.model
+    response = await _native_chat(request, state, call, parse_chat_request(body), served)
+    return await keep.keep(response) if keep is not None else response
+
+
+async def _native_chat(request: Request, state: AppState, call: Call, req: ChatCompletionRequest,
+                       served: ServedModel) -> Response:
     chat = await prepare_chat(state, served, req)
     response = await _run(request, state, call, chat.gen, chat.fmt, chat.stream, chat.tools)
     response.headers.update(context_headers(chat.context))

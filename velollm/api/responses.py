@@ -14,8 +14,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,9 +28,9 @@ from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.cache.replay import take_hit
-from velollm.responses import (ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore, StoredResponse,
-                               chat_body, conversation, input_item_objects, items_to_messages,
-                               parse_responses_request, replay_chunks, sse_frame)
+from velollm.responses import (History, ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore,
+                               chat_body, conversation, input_item_objects, parse_responses_request, replay_chunks,
+                               sse_frame)
 from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
@@ -40,13 +40,24 @@ from velollm.wire.streaming import streaming_response
 logger = logging.getLogger(__name__)
 
 _NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses answers
+_T = TypeVar("_T")
 
 
-def _store(state: AppState) -> ResponseStore:
+def _open(state: AppState) -> ResponseStore:
+    c = state.config
+    return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
+
+
+async def _stored(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
+    """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
+    older layout may take a while). Also the stored chat completions' way in (stored_chat.py)."""
     if state.responses is None:
-        c = state.config
-        state.responses = ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
-    return state.responses
+        store = await asyncio.to_thread(_open, state)
+        if state.responses is None:
+            state.responses = store
+        else:  # another request opened it meanwhile
+            store.close()
+    return await asyncio.to_thread(call, state.responses, *args)
 
 
 def _not_found(response_id: str, param: str | None = None) -> APIError:
@@ -59,19 +70,16 @@ def _not_found(response_id: str, param: str | None = None) -> APIError:
 class _Turn:
     """One create request being answered: its conversation, and what to store when it is done."""
 
-    def __init__(self, state: AppState, req: ResponsesRequest, previous: StoredResponse | None = None) -> None:
-        self.state, self.req = state, req
-        self.messages = conversation(req, previous.conversation if previous is not None else [])
-        # What input_items lists: the previous responses' input and output items, then this input.
-        self.earlier_items = [*previous.input_items, *previous.response.get("output", [])] if previous else []
+    def __init__(self, state: AppState, req: ResponsesRequest, previous: History | None = None) -> None:
+        self.state, self.req, self.previous = state, req, previous
+        self.messages = conversation(req, previous.messages if previous is not None else [])
         self.shell = ResponseShell(req)
 
     async def keep(self, response: dict[str, Any]) -> None:
         if not self.req.store or response.get("status") == "failed":
             return
-        answered = self.messages + items_to_messages(response["output"])
-        items = [*self.earlier_items, *input_item_objects(self.req.input)]
-        await asyncio.to_thread(_store(self.state).put, response, answered, items)
+        # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
+        await _stored(self.state, ResponseStore.put, response, input_item_objects(self.req.input), self.previous)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -104,7 +112,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
-    stored = await asyncio.to_thread(_store(state).get, previous) if isinstance(previous, str) else None
+    stored = await _stored(state, ResponseStore.history, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
@@ -132,7 +140,7 @@ async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("type") == "item_reference":
             ref = item.get("id")
-            found = await asyncio.to_thread(_store(state).item, ref) if isinstance(ref, str) else None
+            found = await _stored(state, ResponseStore.item, ref) if isinstance(ref, str) else None
             if found is None:
                 raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
             item = found
@@ -251,18 +259,19 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
 @endpoint("/v1/responses/{id}")
 async def get_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(_store(state).get, response_id)
+    stored = await _stored(state, ResponseStore.get, response_id)
     if stored is None:
         raise _not_found(response_id)
-    return JSONResponse(stored.response)
+    return JSONResponse(stored)
 
 
 @endpoint("/v1/responses/{id}/input_items")
 async def list_input_items(request: Request, state: AppState, call: Call) -> Response:
-    """The input items of a stored response, a cursor page: `order` (desc by default), `limit` (1-100,
-    default 20), `after` (an item id)."""
+    """The input items of a stored response (the earlier turns' inputs and outputs, then its own input),
+    a cursor page: `order` (desc by default), `limit` (1-100, default 20), `after` or `before` (an item id:
+    the page that follows it, or the one that comes just before it)."""
     response_id = request.path_params["id"]
-    stored = await asyncio.to_thread(_store(state).get, response_id)
+    stored = await _stored(state, ResponseStore.history, response_id)
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
@@ -276,21 +285,22 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     if not 1 <= limit <= 100:
         raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
-    after = query.get("after")
-    if after is not None:
-        ids = [item.get("id") for item in items]
-        if after not in ids:
-            raise APIError(400, f"Invalid 'after': no input item with id {after!r}", param="after")
-        items = items[ids.index(after) + 1:]
-    page = items[:limit]
+    ids = [item.get("id") for item in items]
+    for cursor in ("after", "before"):
+        if query.get(cursor) is not None and query[cursor] not in ids:
+            raise APIError(400, f"Invalid {cursor!r}: no input item with id {query[cursor]!r}", param=cursor)
+    after, before = query.get("after"), query.get("before")
+    items = items[ids.index(after) + 1 if after is not None else 0:ids.index(before) if before is not None else None]
+    page = items[-limit:] if before is not None and after is None else items[:limit]
+    has_more = len(items) > limit
     return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                         "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit})
+                         "last_id": page[-1]["id"] if page else None, "has_more": has_more})
 
 
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    if not await asyncio.to_thread(_store(state).delete, response_id):
+    if not await _stored(state, ResponseStore.delete, response_id):
         raise _not_found(response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 

@@ -13,6 +13,8 @@ Bypassed by default (counted in velollm_cache_bypass_total{reason}):
 - `invalid`: a body that is not a JSON object (the endpoint answers the 400).
 - `stateful`: a Responses request that continues a stored one (`previous_response_id`): its answer
   depends on a conversation the body does not hold.
+- `stored`: a chat completion with `store: true`: each answer is a new stored completion (its own id,
+  listed and retrievable), which a replayed answer is not.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def bypass_reason(kind: str, body: dict[str, Any]) -> str | None:
         return "load"
     if kind == "responses" and body.get("previous_response_id") is not None:
         return "stateful"
+    if kind == "chat" and body.get("store") is True:
+        return "stored"
     many = max(_int(body.get("n")), _int(body.get("best_of")))
     if many > 1 and _sampled(body, 1.0):
         return "n_sampled"

@@ -89,7 +89,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--tool-retries", type=int, default=2,
                    help="regenerations with a corrective message when a tool call cannot be repaired (default 2)")
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
-                   help="stored /v1/responses kept (oldest dropped first; also dropped after 30 days)")
+                   help="stored /v1/responses kept, and as many stored chat completions (store: true; oldest "
+                        "dropped first; also dropped after 30 days)")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")

@@ -43,7 +43,10 @@ IDENTITY_LISTING_MAX_AGE_S = 10.0
 # next requests' keys hold: a first answer stored under the name alone would never be found again, and an
 # identical request beside it would not wait for it.
 IDENTITY_FIRST_LISTING_S = 2.0
-PS_TIMEOUT_S = 5.0  # the upstream's /api/ps, read for ours: a slow upstream leaves its models out
+# How long /api/tags, /v1/models and /api/ps wait for the upstream's part: past it, one that accepted the
+# connection and says nothing is skipped (logged), the tags showing its last listing, which the fetch still
+# running in the background renews; the local models are listed at once either way.
+LISTING_WAIT_S = 2.0
 
 
 class UpstreamGateway:
@@ -197,20 +200,31 @@ class UpstreamGateway:
         `ollama ps` / `velollm ps` and `stop` see a model the upstream answers); nothing from an
         OpenAI-compatible upstream or one that does not answer."""
         try:
-            if (self.upstream.known_kind or await self.upstream.kind()) != "ollama":
-                return []
-            status, body = await self.upstream.request_json("GET", "/api/ps", timeout=PS_TIMEOUT_S)
-        except UpstreamUnavailable:
+            answer = await asyncio.wait_for(self._ps(), LISTING_WAIT_S)  # the kind probe included
+        except asyncio.TimeoutError:
+            logger.warning("upstream %s: GET /api/ps did not answer within %g s; its running models are not listed",
+                           self.upstream.url, LISTING_WAIT_S)
             return []
+        except UpstreamUnavailable as exc:  # no upstream running (the default one is optional): quietly none
+            logger.debug("upstream %s: GET /api/ps failed (%s)", self.upstream.url, exc)
+            return []
+        if answer is None:
+            return []
+        status, body = answer
         models = body.get("models") if status == 200 and isinstance(body, dict) else None
         return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
 
+    async def _ps(self) -> tuple[int, Any] | None:
+        if (self.upstream.known_kind or await self.upstream.kind()) != "ollama":
+            return None  # an OpenAI-compatible server runs no /api/ps
+        return await self.upstream.request_json("GET", "/api/ps", timeout=LISTING_WAIT_S)
+
     async def ollama_tags(self) -> list[dict[str, Any]]:
-        listing = await self.upstream.list_models()
+        listing = await self.upstream.list_models(wait=LISTING_WAIT_S)
         return listing.as_ollama_tags() if listing else []
 
     async def openai_models(self) -> list[dict[str, Any]]:
-        listing = await self.upstream.list_models()
+        listing = await self.upstream.list_models(wait=LISTING_WAIT_S)
         return listing.as_openai_models() if listing else []
 
     async def aclose(self) -> None:

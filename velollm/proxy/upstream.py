@@ -146,6 +146,7 @@ class Upstream:
         self._kind: UpstreamKind | None = None if config.kind == "auto" else config.kind
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
+        self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
         headers = {"accept-encoding": "identity"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
@@ -307,18 +308,37 @@ class Upstream:
     def last_listing(self) -> UpstreamListing | None:
         return self._listing
 
-    async def list_models(self) -> UpstreamListing | None:
+    async def list_models(self, wait: float | None = None) -> UpstreamListing | None:
         """Fetch the model list; on failure return the last successful one (None if never).
 
-        Concurrent callers share one fetch.
+        Concurrent callers share one fetch. With `wait`, the answer comes within that many seconds: a
+        fetch still running then (an upstream that accepted the connection and says nothing) goes on in
+        the background, its listing kept for the next caller, and this one gets the last listing now.
         """
         if self._listing_task is None or self._listing_task.done():
             self._listing_task = asyncio.ensure_future(self._fetch_listing())
+            # a fetch nobody awaits to its end (all callers gave up waiting) must not leave its failure unread
+            self._listing_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task = self._listing_task
         try:
-            return await asyncio.shield(self._listing_task)
+            if wait is None:
+                return await asyncio.shield(task)
+            return await asyncio.wait_for(asyncio.shield(task), wait)
         except (UpstreamUnavailable, ValueError, KeyError, TypeError) as exc:
             logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
             return self._listing
+        except asyncio.TimeoutError:
+            if task is not self._slow_task:  # once per slow fetch, not once per caller
+                self._slow_task = task
+                logger.warning("upstream %s did not list its models within %g s; skipped in this listing (%s)",
+                               self.url, wait, self._last_listing_said())
+            return self._listing
+
+    def _last_listing_said(self) -> str:
+        if self._listing is None:
+            return "no earlier listing of it to show"
+        age = time.time() - self._listing.fetched_at
+        return f"its last listing, {len(self._listing.models)} models, {age:.0f} s old, is shown instead"
 
     async def _fetch_listing(self) -> UpstreamListing:
         kind = await self.kind()

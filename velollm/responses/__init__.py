@@ -3,18 +3,21 @@
 A request (request.py) becomes a chat body (chat_body.py, items.py); what the chat side answers,
 whole or as chunks, becomes the Response object (response_object.py) or its typed stream events
 (event_stream.py); a cached Response is answered again through the same path (replay.py). Stored
-responses live in an SQLite file (store.py). Used by the native API and
-by the proxy (for upstreams without /v1/responses); it imports neither.
+responses live in an SQLite file (store.py; legacy_store.py converts the layout before), and in the
+same file the stored chat completions (`store: true` on /v1/chat/completions: chat_store.py). Used by
+the native API and by the proxy (for upstreams without /v1/responses); it imports neither.
 """
 
 from velollm.responses.chat_body import chat_body, conversation
+from velollm.responses.chat_store import ChatCompletionStore, CompletionPage, UnknownCursor
 from velollm.responses.event_stream import ResponseEventStream, sse_frame
 from velollm.responses.items import input_item_objects, items_to_messages, output_items
 from velollm.responses.replay import replay_chunks
 from velollm.responses.request import ResponsesRequest, parse_responses_request
 from velollm.responses.response_object import ResponseShell, usage_from_chat
-from velollm.responses.store import ResponseStore, StoredResponse
+from velollm.responses.store import History, ResponseStore
 
-__all__ = ["ResponseEventStream", "ResponseShell", "ResponseStore", "ResponsesRequest", "StoredResponse",
-           "chat_body", "conversation", "input_item_objects", "items_to_messages", "output_items",
-           "parse_responses_request", "replay_chunks", "sse_frame", "usage_from_chat"]
+__all__ = ["ChatCompletionStore", "CompletionPage", "History", "ResponseEventStream", "ResponseShell",
+           "ResponseStore", "ResponsesRequest", "UnknownCursor", "chat_body", "conversation",
+           "input_item_objects", "items_to_messages", "output_items", "parse_responses_request",
+           "replay_chunks", "sse_frame", "usage_from_chat"]

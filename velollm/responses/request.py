@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.wire.metadata import check_metadata, check_user
 
 # Accepted and echoed or ignored as OpenAI allows; anything else unknown is left alone, as the
 # SDK's extra_body may carry vLLM-style sampling extras.
@@ -160,7 +161,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
             raise _bad(name, why)
     tools = _tools(body)
     reasoning = _typed(body, "reasoning", dict, "an object") or {}
-    metadata = _typed(body, "metadata", dict, "an object") or {}
+    metadata = check_metadata(body.get("metadata"))
     truncation = body.get("truncation") or "disabled"
     if truncation not in ("auto", "disabled"):
         raise _bad("truncation", "expected 'auto' or 'disabled'")
@@ -181,8 +182,8 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         stream=bool(_typed(body, "stream", bool, "a boolean")),
         store=body.get("store") is not False,
         previous_response_id=_typed(body, "previous_response_id", str, "a string"),
-        metadata={str(k): str(v) for k, v in metadata.items()},
-        user=_typed(body, "user", str, "a string"),
+        metadata=metadata,
+        user=check_user(body.get("user")),
         truncation=truncation,
         top_logprobs=_int(body, "top_logprobs", 0, 20),
         logprobs=LOGPROBS in _include(body),

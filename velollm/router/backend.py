@@ -143,8 +143,9 @@ class Backend:
             return None
         return next((n for n in listing.names if name_key(n) == key), None)
 
-    async def refresh(self) -> UpstreamListing | None:
-        return await self.upstream.list_models()
+    async def refresh(self, wait: float | None = None) -> UpstreamListing | None:
+        """Its listing fetched again (within `wait` seconds: else its last one; Upstream.list_models)."""
+        return await self.upstream.list_models(wait=wait)
 
     def listing_entries(self, listing: UpstreamListing | None, api: str) -> list[dict[str, Any]]:
         """This backend's models for /api/tags ("ollama") or /v1/models ("openai"), limited to the

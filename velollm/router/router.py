@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from velollm.errors import Overloaded, ServeLocally
 from velollm.proxy import model_admin as proxy_admin
+from velollm.proxy.gateway import LISTING_WAIT_S
 from velollm.router import model_admin
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
@@ -265,7 +266,8 @@ class Router:
 
     async def _listings(self) -> list[tuple[Backend, Any]]:
         async def one(b: Backend) -> Any:
-            return await b.refresh() if b.admitted else b.upstream.last_listing
+            # a backend that accepted the connection and says nothing is skipped past LISTING_WAIT_S (logged)
+            return await b.refresh(wait=LISTING_WAIT_S) if b.admitted else b.upstream.last_listing
 
         listings = await asyncio.gather(*(one(b) for b in self.backends))
         return list(zip(self.backends, listings))

@@ -69,20 +69,29 @@ def to_template_messages(messages: Sequence[Mapping[str, Any]], family: ToolFami
     """OpenAI-shaped messages -> what HF templates read (arguments as objects, tool names filled in)."""
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
+    unanswered: list[str] = []  # ids of the last assistant message's calls that no result answered yet
     fix_id = _mistral_id if family is ToolFamily.MISTRAL else (lambda i: i)
     for message in messages:
         msg = dict(message)
         if msg.get("role") == "assistant" and msg.get("tool_calls"):
-            calls = []
+            calls, unanswered = [], []
             for call in msg["tool_calls"]:
                 fn = dict(call.get("function") or {})
                 fn["arguments"] = _arguments(fn.get("arguments"))
                 call_id = str(call.get("id") or f"call{len(names)}")
                 names[call_id] = fn.get("name", "")
+                unanswered.append(call_id)
                 calls.append({"id": fix_id(call_id), "type": "function", "function": fn})
             msg["tool_calls"] = calls
         elif msg.get("role") == "tool":
             call_id = str(msg.get("tool_call_id") or "")
+            if not call_id and unanswered:
+                # Ollama's clients send results without ids (the Python client drops tool_call_id, and with
+                # it LangChain's): they answer the calls in order, as every API lays them out.
+                named = [i for i in unanswered if names[i] == msg.get("name")]
+                call_id = (named or unanswered)[0]
+            if call_id in unanswered:
+                unanswered.remove(call_id)
             if call_id:
                 msg["tool_call_id"] = fix_id(call_id)
             if not msg.get("name") and call_id in names:

@@ -1,0 +1,81 @@
+"""Servers for the LangChain tests, one of each per package run.
+
+- `demo`: `velollm serve --model demo` (random weights: grammar-constrained answers are still valid, seeded
+  ones repeat), with the tiny random Qwen3 (real Qwen3 template: thinking) loaded on demand by its path.
+- `scripted`: the real API app over a stub engine that writes what a test scripts (a random model cannot be
+  made to call a tool on its own, and Ollama has no tool_choice), uvicorn in a thread.
+- `demo_proxy` / `scripted_proxy`: `velollm serve --proxy-only` with one of those as its Ollama upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import ThreadedServer, free_port, stub_app
+from tests.api.test_tools_scripted import ScriptedEngine
+from tests.serve_process import start_serve, stop_serve
+from velollm.engine.text.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Demo:
+    url: str
+    tokenizer: Tokenizer  # the demo model's, to count prompt tokens
+    qwen3: str  # the on-demand Qwen3's model name (its folder)
+    qwen3_tokenizer: Tokenizer
+
+
+@dataclass(frozen=True)
+class Scripted:
+    url: str
+    engine: ScriptedEngine
+
+    def script(self, *texts: str) -> ScriptedEngine:
+        self.engine.script, self.engine.num_calls = list(texts), 0
+        self.engine.seen_prompts.clear()
+        return self.engine
+
+    def prompt(self, i: int) -> str:
+        return self.engine.tokenizer.decode(self.engine.seen_prompts[i])
+
+
+@pytest.fixture(scope="package")
+def demo(tmp_path_factory, tiny_qwen3: Path) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("langchain-demo")
+    proc, url, _, _ = start_serve(tmp, "--model", "demo", "--max-model-len", "2048", "--kv-cache-memory", "64MiB",
+                                  "--no-upstream", "--device", "cpu")
+    try:
+        yield Demo(url, Tokenizer.from_folder(tmp / "cache" / "demo-v1"), str(tiny_qwen3),
+                   Tokenizer.from_folder(tiny_qwen3, model_config={"model_type": "qwen3"}))
+    finally:
+        stop_serve(proc)
+
+
+@pytest.fixture(scope="package")
+def scripted() -> Iterator[Scripted]:
+    engine = ScriptedEngine()
+    port = free_port()
+    with ThreadedServer(stub_app(engine, port=port, tool_retries=0), port):
+        yield Scripted(f"http://127.0.0.1:{port}", engine)
+
+
+def _proxy(tmp: Path, upstream: str) -> Iterator[str]:
+    proc, url, _, _ = start_serve(tmp, "--proxy-only", "--upstream", upstream)
+    try:
+        yield url
+    finally:
+        stop_serve(proc)
+
+
+@pytest.fixture(scope="package")
+def demo_proxy(demo: Demo, tmp_path_factory) -> Iterator[str]:
+    yield from _proxy(tmp_path_factory.mktemp("langchain-proxy"), demo.url)
+
+
+@pytest.fixture(scope="package")
+def scripted_proxy(scripted: Scripted, tmp_path_factory) -> Iterator[str]:
+    yield from _proxy(tmp_path_factory.mktemp("langchain-scripted-proxy"), scripted.url)

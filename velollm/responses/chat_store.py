@@ -1,0 +1,136 @@
+"""ChatCompletionStore: stored chat completions (`store: true` on /v1/chat/completions).
+
+They live in the ResponseStore's SQLite file, in their own table, under the same retention limit (at most
+`max_completions`, none older than `max_age_s`; pruned on every write): one file and one set of
+`--responses-max` rules for everything this server keeps of a conversation. Each row holds the completion
+as answered (with its `metadata`), the input messages as sent, and what listings filter by (model,
+metadata). Calls block: the API runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chat_completions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    model TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    completion TEXT NOT NULL,
+    messages TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_completions_created_at ON chat_completions (created_at);
+"""
+
+
+class UnknownCursor(KeyError):
+    """A list's `after` names no stored completion (or one the filters leave out)."""
+
+
+@dataclass(frozen=True)
+class CompletionPage:
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+class ChatCompletionStore:
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, *, max_completions: int,
+                 max_age_s: float) -> None:
+        self._db, self._lock = db, lock
+        self.max_completions, self.max_age_s = max_completions, max_age_s
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";"):  # not executescript: it commits whatever is open first
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("COMMIT")
+
+    def put(self, completion: dict[str, Any], messages: list[Any], metadata: Mapping[str, str]) -> dict[str, Any]:
+        """Keeps `completion` (its id the key: a later one with the same id replaces it) with the input
+        `messages`; returns it as stored (with `metadata`)."""
+        stored = {**completion, "metadata": dict(metadata)}
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
+                             "messages) VALUES (?, ?, ?, ?, ?, ?)",
+                             (stored["id"], now, str(stored.get("model") or ""), json.dumps(stored["metadata"]),
+                              json.dumps(stored), json.dumps(messages)))
+            self._db.execute("DELETE FROM chat_completions WHERE created_at < ?", (now - self.max_age_s,))
+            self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
+                             "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,))
+            self._db.execute("COMMIT")
+        return stored
+
+    def get(self, completion_id: str) -> dict[str, Any] | None:
+        row = self._row("completion", completion_id)
+        return None if row is None else json.loads(row)
+
+    def messages(self, completion_id: str) -> list[Any] | None:
+        row = self._row("messages", completion_id)
+        return None if row is None else json.loads(row)
+
+    def _row(self, column: str, completion_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {column} FROM chat_completions WHERE id = ? AND created_at >= ?",
+                                   (completion_id, time.time() - self.max_age_s)).fetchone()
+        return None if row is None else row[0]
+
+    def update_metadata(self, completion_id: str, metadata: Mapping[str, str]) -> dict[str, Any] | None:
+        """The completion with its metadata replaced (None when unknown)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT completion FROM chat_completions WHERE id = ? AND created_at >= ?",
+                                   (completion_id, time.time() - self.max_age_s)).fetchone()
+            if row is None:
+                self._db.execute("ROLLBACK")
+                return None
+            stored = {**json.loads(row[0]), "metadata": dict(metadata)}
+            self._db.execute("UPDATE chat_completions SET metadata = ?, completion = ? WHERE id = ?",
+                             (json.dumps(stored["metadata"]), json.dumps(stored), completion_id))
+            self._db.execute("COMMIT")
+        return stored
+
+    def delete(self, completion_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM chat_completions WHERE id = ?", (completion_id,)).rowcount > 0
+
+    def list(self, *, limit: int, order: str = "asc", after: str | None = None, model: str | None = None,
+             metadata: Mapping[str, str] | None = None) -> CompletionPage:
+        """A cursor page, oldest first (`order` "asc") or newest first ("desc"), of the completions of
+        `model` whose metadata holds every pair of `metadata`, starting after the completion `after`."""
+        descending = order == "desc"
+        where, args = ["created_at >= ?"], [time.time() - self.max_age_s]
+        if model is not None:
+            where.append("model = ?")
+            args.append(model)
+        with self._lock:
+            if after is not None:
+                cursor = self._db.execute("SELECT created_at, rowid FROM chat_completions WHERE id = ?",
+                                          (after,)).fetchone()
+                if cursor is None:
+                    raise UnknownCursor(after)
+                where.append("(created_at, rowid) < (?, ?)" if descending else "(created_at, rowid) > (?, ?)")
+                args += list(cursor)
+            direction = "DESC" if descending else "ASC"
+            rows = self._db.execute(f"SELECT metadata, completion FROM chat_completions WHERE {' AND '.join(where)} "
+                                    f"ORDER BY created_at {direction}, rowid {direction}", args)
+            page = []
+            for meta, completion in rows:  # metadata filters in Python: keys are any strings
+                if metadata and any(json.loads(meta).get(k) != v for k, v in metadata.items()):
+                    continue
+                if len(page) == limit:
+                    return CompletionPage(page, has_more=True)
+                page.append(json.loads(completion))
+        return CompletionPage(page, has_more=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM chat_completions").fetchone()[0])
