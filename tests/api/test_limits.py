@@ -134,13 +134,16 @@ def test_health_is_503_while_loading(monkeypatch):
     from velollm.api.server_config import ServerConfig
     from velollm.engine import async_engine
 
+    loaded = threading.Event()  # the load ends when the test says, not after a time a slow machine may overrun
+
     def slow_load(model, config, **kwargs):
-        time.sleep(1.0)
+        assert loaded.wait(60)
         return StubEngine()
 
     monkeypatch.setattr(async_engine.AsyncEngine, "from_model", staticmethod(slow_load))
     with TestClient(create_app(ServerConfig(stats_interval_s=0)), base_url="http://localhost") as c:
         assert c.get("/health").status_code == 503
+        threading.Timer(0.5, loaded.set).start()
         r = c.post("/v1/completions", json={**GOOD, "model": "demo"})  # waits for the load
         assert r.status_code == 200
         assert c.get("/health").status_code == 200
