@@ -47,6 +47,12 @@ def test_stored_completions_retrieve_update_delete(client):
     kept = client.chat.completions.retrieve(sid)
     assert kept.choices[0].message.content == text and kept.choices[0].finish_reason == "length"
     assert kept.usage.completion_tokens == 4 and kept.metadata == {}
+    # without stream_options: stored with its usage all the same, and the client gets no usage chunk
+    chunks = list(client.chat.completions.create(model="demo", stream=True, max_tokens=4, messages=HI, store=True))
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    kept = client.chat.completions.retrieve(chunks[0].id)
+    assert kept.usage.completion_tokens == 4 and kept.usage.prompt_tokens > 0
+    assert kept.choices[0].message.content == "".join(c.choices[0].delta.content or "" for c in chunks)
     updated = client.chat.completions.update(whole.id, metadata={"topic": "hello", "n": "1"})
     assert updated.metadata == {"topic": "hello", "n": "1"}
     assert client.chat.completions.retrieve(whole.id).metadata == {"topic": "hello", "n": "1"}
@@ -165,10 +171,14 @@ def test_an_upstream_answer_is_stored_by_the_front(tmp_path):
             client = _client(f"http://127.0.0.1:{front_port}")
             whole = client.chat.completions.create(model="demo", messages=HI, max_tokens=3, store=True,
                                                    metadata={"via": "upstream"})
-            sid, text = _streamed(client, messages=HI, store=True)
+            chunks = list(client.chat.completions.create(model="demo", stream=True, max_tokens=4, messages=HI,
+                                                         store=True))
+            sid, text = chunks[0].id, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert all(c.choices for c in chunks)  # the usage chunk asked for the store is not the client's
             assert client.chat.completions.retrieve(whole.id).choices[0].message.content == \
                 whole.choices[0].message.content
-            assert client.chat.completions.retrieve(sid).choices[0].message.content == text
+            stored = client.chat.completions.retrieve(sid)
+            assert stored.choices[0].message.content == text and stored.usage.completion_tokens > 0
             assert [c.id for c in client.chat.completions.list(metadata={"via": "upstream"})] == [whole.id]
             assert [m.content for m in client.chat.completions.messages.list(sid)] == ["Be brief.", "hi"]
             with pytest.raises(openai.BadRequestError, match="metadata"):

@@ -180,23 +180,10 @@ def test_identical_requests_in_flight_at_once_are_generated_once(cached):
 
 
 def test_a_request_waiting_on_one_that_stores_nothing_generates_its_own_answer(cached):
-    import asyncio
-
-    async def ask_both() -> list:
-        async with openai.AsyncOpenAI(base_url=f"{cached.url}/v1", api_key="x", max_retries=0) as aclient:
-            async def one(extra: dict):
-                raw = await aclient.chat.completions.with_raw_response.create(
-                    model="demo", messages=[{"role": "user", "content": "Describe a lighthouse at night."}],
-                    max_tokens=64, temperature=0, extra_body={"ignore_eos": True, **extra})
-                return raw.headers.get("x-velollm-cache"), raw.parse().choices[0].message.content
-
-            first = asyncio.create_task(one({"cache": {"no-store": True}}))
-            await asyncio.sleep(0.05)  # the first is in flight when the second arrives, and waits for it
-            second = asyncio.create_task(one({}))
-            return [await first, await second]
-
     tokens_before = cached.metric("velollm_tokens_total", model="demo", kind="generation")
-    (label_1, text_1), (label_2, text_2) = asyncio.run(ask_both())
+    question = "Describe a lighthouse at night."
+    (label_1, text_1), (label_2, text_2) = _two_at_once(  # the second waits for the first, which stores nothing
+        cached, "No store.", (question, question), ({"cache": {"no-store": True}}, {}))
     assert label_1 == "miss" and label_2 == "miss" and text_1 == text_2
     assert cached.metric("velollm_tokens_total", model="demo", kind="generation") == tokens_before + 128
 

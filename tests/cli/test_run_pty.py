@@ -155,12 +155,20 @@ def test_a_pasted_block_is_one_message(live, tmp_path):
         child.close(force=True)
 
 
-def _aborted(url: str) -> float:
+def _counter(url: str, name: str, label: str = "") -> float:
     import httpx
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("velollm_aborted_requests_total{"))
+               if line.startswith(name + "{") and label in line)
+
+
+def _aborted(url: str) -> float:
+    return _counter(url, "velollm_aborted_requests_total")
+
+
+def _generated(url: str) -> float:
+    return _counter(url, "velollm_tokens_total", 'kind="generation"')
 
 
 def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
@@ -176,9 +184,13 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_question(live, tmp_path):
         # Greedy: the demo's answer to "hi" runs thousands of tokens without an end-of-turn (sampled, it can
         # draw one in the first second and end by itself: CI saw the answer complete before the Ctrl-C).
         _command(child, "/set parameter temperature 0", "Set parameter 'temperature' to '0'")
+        generated = _generated(live)
         child.sendline("hi")
         child.expect_exact("hi")
-        time.sleep(1.0)  # the answer is streaming
+        deadline = time.monotonic() + 60  # the answer is streaming: the server is generating it
+        while _generated(live) == generated:
+            assert time.monotonic() < deadline, "the answer never started"
+            time.sleep(0.05)
         child.sendintr()
         child.expect_exact(PROMPT)  # the session goes on
         assert "eval count" not in child.before  # the answer stopped before its end
@@ -240,12 +252,10 @@ def test_history_can_be_turned_off(live, tmp_path):
 
 
 def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
-    import time
-
     child = _spawn(live, tmp_path)
     try:
         child.send("half a quest")
-        time.sleep(0.3)
+        child.expect_exact("half a quest")  # read by readline (its echo): a ^C flushes what the tty still holds
         child.sendintr()
         child.expect_exact(PROMPT)
         assert "Use Ctrl + d" not in child.before  # Ollama gives the hint only on an empty line

@@ -34,15 +34,19 @@ class StoppableEngines:
         self.loaded: set[str] = set()
         self.loads: list[str] = []
         self.half_built: list[weakref.ref[Weights]] = []
+        self.ended: list[tuple[str, int]] = []  # (model, tensors streamed) of each load as it finished or stopped
         self.lock = threading.Lock()
 
     def load(self, name: str) -> "Engine":
         weights = [Weights()]
         self.half_built.append(weakref.ref(weights[0]))
-        for _ in range(NUM_TENSORS if name in self.slow else 1):
-            check_stop()
-            weights.append(Weights())
-            time.sleep(TENSOR_S)
+        try:
+            for _ in range(NUM_TENSORS if name in self.slow else 1):
+                check_stop()
+                weights.append(Weights())
+                time.sleep(TENSOR_S)
+        finally:
+            self.ended.append((name, len(weights) - 1))
         with self.lock:
             self.loaded.add(name)
             self.loads.append(name)
@@ -84,10 +88,10 @@ async def test_a_request_for_another_model_stops_a_running_prefetch(max_loaded_m
     pool = ModelPool(engines.load, max_loaded_models=max_loaded_models)
     prefetch = asyncio.ensure_future(pool.prefetch("a"))
     await started_loading(pool, "a")
-    started = time.perf_counter()
     async with pool.use("b"):
-        waited = time.perf_counter() - started
-        assert waited < 0.5 * NUM_TENSORS * TENSOR_S, waited  # not the prefetch's 3 s
+        # b did not wait for the prefetch's whole load: a stopped half-way. Counted in tensors, not seconds: what
+        # the stop costs after a's last tensor (collecting what it built) grows with the heap and the CPU's load.
+        assert engines.ended[0][0] == "a" and engines.ended[0][1] < NUM_TENSORS // 2, engines.ended
         assert engines.loaded == {"b"}
     with pytest.raises(PrefetchCancelled):  # what tells the prefetcher to queue it again
         await prefetch
@@ -119,9 +123,8 @@ async def test_a_stopped_prediction_is_queued_again_once_the_request_load_ends()
     prefetcher = ModelPrefetcher(pool, same_name)
     prefetcher.predict("a", "shown")
     await started_loading(pool, "a")
-    started = time.perf_counter()
     async with pool.use("b"):
-        assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S  # b did not wait for a
+        assert engines.ended[0][0] == "a" and engines.ended[0][1] < NUM_TENSORS // 2, engines.ended  # a stopped
     await until(lambda: prefetcher._task.done())
     assert engines.loads == ["b", "a"] and engines.loaded == {"a", "b"}  # a slot was free: a loaded ahead after all
     assert pool.prefetch_counts == {("a", "cancelled"): 1}
@@ -243,9 +246,8 @@ async def test_close_stops_a_running_prefetch():
     pool = ModelPool(engines.load, max_loaded_models=2)
     prefetch = asyncio.ensure_future(pool.prefetch("a"))
     await started_loading(pool, "a")
-    started = time.perf_counter()
     await pool.close()
-    assert time.perf_counter() - started < 0.5 * NUM_TENSORS * TENSOR_S
+    assert engines.ended == [("a", engines.ended[0][1])] and engines.ended[0][1] < NUM_TENSORS // 2  # stopped
     with pytest.raises(PrefetchCancelled):
         await prefetch
     assert engines.loaded == set() and pool.prefetch_counts == {("a", "cancelled"): 1}

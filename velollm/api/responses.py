@@ -48,16 +48,9 @@ def _open(state: AppState) -> ResponseStore:
     return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
 
 
-def response_store(state: AppState) -> ResponseStore:
-    """The server's store (opened on first use): stored responses, and stored chat completions beside them."""
-    if state.responses is None:
-        state.responses = _open(state)
-    return state.responses
-
-
 async def _stored(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
     """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
-    older layout may take a while)."""
+    older layout may take a while). Also the stored chat completions' way in (stored_chat.py)."""
     if state.responses is None:
         store = await asyncio.to_thread(_open, state)
         if state.responses is None:

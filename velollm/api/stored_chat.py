@@ -4,7 +4,8 @@
 `ChatKeeper.keep` stores the answer as it goes out to the client: a whole body as it is, a stream put
 back together (the response cache's capture) and stored before its final `[DONE]`, so that a client
 that read the whole stream finds it at once. Native models and upstreams alike: what is stored is what
-the client got. The store is the ResponseStore's file (api/responses.py opens it), with its retention limits.
+the client got. The store is the ResponseStore's file, opened and used off the event loop as the Responses
+routes do (responses._stored), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
 GET/POST/DELETE /v1/chat/completions/{id} (retrieve, update metadata, delete) and
@@ -14,6 +15,7 @@ GET /v1/chat/completions/{id}/messages (the input messages, a cursor page).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.responses import _stored  # the store, opened off the event loop, shared with /v1/responses
+from velollm.api.responses import _stored
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, UnknownCursor
 from velollm.wire.errors import APIError
@@ -50,6 +52,7 @@ class ChatKeeper:
     state: AppState
     messages: list[Any]
     metadata: dict[str, str]
+    hide_usage: bool = False  # the stream's usage chunk was asked for the store only: not the client's
 
     async def keep(self, answer: Response) -> Response:
         """`answer`, storing the completion in it (once it is whole) when it is one."""
@@ -62,14 +65,24 @@ class ChatKeeper:
         return answer
 
     async def _kept(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        raw = bytearray()
+        raw, pending, stored = bytearray(), b"", False
         try:
             async for data in chunks:
                 piece = data if isinstance(data, bytes) else str(data).encode()
                 raw += piece
-                if _DONE in piece:  # stored before the client can read the end and ask for it
+                # stored before the client can read the end and ask for it ([DONE] may span two pieces)
+                if not stored and _DONE in raw[max(0, len(raw) - len(piece) - len(_DONE)):]:
+                    stored = True
                     await self._put(capture("chat", bytes(raw), SSE_MEDIA_TYPE))
-                yield data
+                if not self.hide_usage:
+                    yield data
+                    continue
+                *events, pending = (pending + piece).split(b"\n\n")
+                shown = b"".join(event + b"\n\n" for event in events if not _usage_only(event))
+                if shown:
+                    yield shown
+            if pending:
+                yield pending
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
@@ -84,9 +97,25 @@ class ChatKeeper:
             logger.exception("storing chat completion %s failed", completion.get("id"))
 
 
+def _usage_only(event: bytes) -> bool:
+    """Whether an SSE event is the usage chunk of a chat stream (no choices, a usage)."""
+    payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+    if not payload.startswith(b"{") or b'"usage"' not in payload:
+        return False
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(chunk, dict) and chunk.get("choices") == [] and bool(chunk.get("usage"))
+
+
 def keeper(state: AppState, body: dict[str, Any]) -> ChatKeeper | None:
     """The keeper of a chat body with `store: true` (None without); a 400 for a `store`, `metadata` or
-    `user` of the wrong type or beyond OpenAI's limits, stored or not."""
+    `user` of the wrong type or beyond OpenAI's limits, stored or not.
+
+    A stream stored without `stream_options` gets `include_usage` added to `body` (the completion is
+    stored with its usage, as OpenAI's are), and the usage chunk is kept from the client, who did not
+    ask for it."""
     store = body.get("store")
     if store is not None and not isinstance(store, bool):
         raise APIError(400, f"Invalid type for 'store': expected a boolean, but got {type(store).__name__} instead.",
@@ -94,8 +123,14 @@ def keeper(state: AppState, body: dict[str, Any]) -> ChatKeeper | None:
     metadata = check_metadata(body.get("metadata"))
     check_user(body.get("user"))
     if not store:
+        # OpenAI refuses metadata without store ("only allowed when 'store' is enabled"); clients that
+        # tag every request (qwen-code, langchaingo's WithMetadata, Claude Code through converters) send
+        # it so to local servers, which ignore it: accepted and ignored here too.
         return None
-    return ChatKeeper(state, copy.deepcopy(body.get("messages") or []), metadata)
+    hide_usage = body.get("stream") is True and body.get("stream_options") is None
+    if hide_usage:
+        body["stream_options"] = {"include_usage": True}
+    return ChatKeeper(state, copy.deepcopy(body.get("messages") or []), metadata, hide_usage)
 
 
 def _not_found(completion_id: str) -> APIError:
