@@ -229,3 +229,23 @@ def test_reasoning_model(demo):
         tool_choice="required", temperature=0, max_output_tokens=160, stream=True)
     thinking = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
     assert thinking == reasoning["content"][0]["text"]
+
+
+def test_stateless_reasoning_replay(demo):
+    """store=False: LangChain sends reasoning items back only when they carry encrypted_content (include=
+    ["reasoning.encrypted_content"]), also from a stream whose reasoning text it dropped; the tool loop's next
+    turn then renders the thinking as when LangChain replays it from a stored response."""
+
+    def next_turn_input_tokens(stream: bool, **kw) -> int:
+        llm = chat_openai(demo.url, model=demo.qwen3, use_responses_api=True, temperature=0, max_tokens=160, **kw)
+        first = llm.bind_tools(TOOLS, tool_choice="any")
+        first = join(first.stream(PROMPT)) if stream else first.invoke(PROMPT)
+        check_calls(first.tool_calls)
+        history = [HumanMessage(PROMPT), first, *(ToolMessage("sunny", tool_call_id=c["id"]) for c in first.tool_calls)]
+        second = llm.bind(max_output_tokens=2).bind_tools(TOOLS, tool_choice="none").invoke(history)
+        return second.usage_metadata["input_tokens"]
+
+    stored = next_turn_input_tokens(False)
+    encrypted = next_turn_input_tokens(True, store=False, include=["reasoning.encrypted_content"])
+    dropped = next_turn_input_tokens(False, store=False)
+    assert encrypted == stored > dropped  # Qwen3's template renders the thinking of the turn that called

@@ -33,8 +33,10 @@ def test_openai_invoke_and_stream_converted(demo, demo_proxy):
     assert (m.usage_metadata["input_tokens"], m.usage_metadata["output_tokens"]) == (
         upstream.usage_metadata["input_tokens"], 10)
     assert m.response_metadata["finish_reason"] == "length" and m.response_metadata["model_name"] == "demo"
+    assert m.response_metadata["system_fingerprint"] == "fp_ollama"  # as Ollama's own OpenAI layer
     chunks = list(chat_openai(demo_proxy, seed=2, max_tokens=10, stream_usage=True).stream(PROMPT))
     assert join(chunks).content == upstream.content
+    assert join(chunks).response_metadata["system_fingerprint"] == "fp_ollama"
     [usage] = [c.usage_metadata for c in chunks if c.usage_metadata]
     assert usage["output_tokens"] == 10
 

@@ -102,3 +102,24 @@ def test_previous_conversation_goes_first_and_instructions_are_not_kept():
     turn = conversation(req, history)
     assert turn == [*history, {"role": "tool", "tool_call_id": "c", "content": "ok"}]
     assert chat_body(req, turn)["messages"][0] == {"role": "system", "content": "New rules."}
+
+
+def test_encrypted_reasoning_reads_back_as_the_thinking():
+    """include=["reasoning.encrypted_content"]: reasoning items carry the thinking in a form a stateless client
+    (store=false) sends back without the text; it reads back as the same assistant turn."""
+    from velollm.responses.items import encrypt_reasoning
+    from velollm.responses.response_object import ResponseShell
+
+    req = parse_responses_request({"model": "m", "input": "hi", "include": ["reasoning.encrypted_content"]})
+    message = {"role": "assistant", "content": "Sunny.", "reasoning_content": "They ask about the weather."}
+    output = ResponseShell(req).build("completed", output_items(message))["output"]
+    [reasoning] = [o for o in output if o["type"] == "reasoning"]
+    replay = [{"type": "reasoning", "id": reasoning["id"], "summary": [],
+               "encrypted_content": reasoning["encrypted_content"]}, *(o for o in output if o["type"] == "message")]
+    assert items_to_messages(replay) == [message]
+    plain = ResponseShell(parse_responses_request({"model": "m", "input": "hi"})).build("completed", output_items(message))
+    assert all("encrypted_content" not in o for o in plain["output"])
+    assert encrypt_reasoning(reasoning) == reasoning
+    with pytest.raises(InvalidRequest, match="encrypted content could not be read") as err:
+        items_to_messages([{"type": "reasoning", "summary": [], "encrypted_content": "gAAAAABo-openai"}])
+    assert err.value.param == "input[0].encrypted_content"

@@ -17,6 +17,9 @@ from velollm.reasoning import ThinkSetting
 from velollm.wire.errors import APIError, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
 
+# What Ollama's OpenAI layer sends as every answer's and chunk's system_fingerprint (clients such as LangChain
+# show it in response_metadata).
+FINGERPRINT = "fp_ollama"
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -215,7 +218,8 @@ def chat_response(answer: dict[str, Any], model: str) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "message": out_message, "finish_reason": finish_reason(answer, bool(calls)),
                               "logprobs": {"content": answer["logprobs"]} if answer.get("logprobs") else None}
     return {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
-            "model": answer.get("model") or model, "choices": [choice], "usage": usage(answer)}
+            "model": answer.get("model") or model, "system_fingerprint": FINGERPRINT, "choices": [choice],
+            "usage": usage(answer)}
 
 
 def completion_response(answer: dict[str, Any], model: str) -> dict[str, Any]:
@@ -223,7 +227,8 @@ def completion_response(answer: dict[str, Any], model: str) -> dict[str, Any]:
     choice = {"index": 0, "text": answer.get("response") or "", "finish_reason": finish_reason(answer, False),
               "logprobs": _completion_logprobs(answer.get("logprobs"))}
     return {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
-            "model": answer.get("model") or model, "choices": [choice], "usage": usage(answer)}
+            "model": answer.get("model") or model, "system_fingerprint": FINGERPRINT, "choices": [choice],
+            "usage": usage(answer)}
 
 
 def _completion_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -247,7 +252,7 @@ class ChatStream:
 
     def _event(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
         chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                 "model": self.model}
+                                 "model": self.model, "system_fingerprint": FINGERPRINT}
         chunk["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": extra.pop("logprobs", None),
                                                       "finish_reason": finish}]
         chunk.update(extra)
@@ -299,7 +304,8 @@ class CompletionStream:
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
             return self.error(str(obj["error"]))
-        base = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model}
+        base = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "system_fingerprint": FINGERPRINT}
         events = []
         text = obj.get("response") or ""
         if text or not obj.get("done"):

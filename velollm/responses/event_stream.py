@@ -13,7 +13,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from velollm.responses.items import function_call_item, message_item, new_id, reasoning_item, text_logprobs
+from velollm.responses.items import (
+    encrypt_reasoning,
+    function_call_item,
+    message_item,
+    new_id,
+    reasoning_item,
+    text_logprobs,
+)
 from velollm.responses.response_object import ResponseShell, usage_from_chat
 
 
@@ -156,6 +163,8 @@ class ResponseEventStream:
             else:
                 part = reasoning_item(current.text)["content"][0]
             item["content"] = [part]
+            if item["type"] == "reasoning" and self.shell.req.encrypted_reasoning:
+                item.update(encrypt_reasoning(item))
             kind = "output_text" if item["type"] == "message" else "reasoning_text"
             events.append(self._event(f"response.{kind}.done", **ids, content_index=0, text=current.text, **extra))
             events.append(self._event("response.content_part.done", **ids, content_index=0, part=part))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,31 @@ def _reasoning_text(item: Mapping[str, Any], where: str) -> str:
     parts = item.get(key) or []
     if not isinstance(parts, list):
         raise InvalidRequest(f"Invalid '{where}.{key}': expected an array of text parts", param=f"{where}.{key}")
-    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+    text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+    if not text and item.get("encrypted_content") is not None:
+        return _decrypt(item["encrypted_content"], f"{where}.encrypted_content")
+    return text
+
+
+def encrypt_reasoning(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A reasoning item with `encrypted_content` (include=["reasoning.encrypted_content"]): its thinking as an
+    opaque string that a stateless client (store=false) sends back in place of the text (LangChain drops
+    reasoning items without it). Nothing is hidden from the client that received the thinking: base64."""
+    text = "".join(str(p.get("text", "")) for p in item.get("content") or [] if isinstance(p, Mapping))
+    return {**item, "encrypted_content": _ENCRYPTED_PREFIX + base64.b64encode(text.encode()).decode()}
+
+
+_ENCRYPTED_PREFIX = "velollm-reasoning:"
+
+
+def _decrypt(value: Any, param: str) -> str:
+    if isinstance(value, str) and value.startswith(_ENCRYPTED_PREFIX):
+        try:
+            return base64.b64decode(value[len(_ENCRYPTED_PREFIX):], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            pass
+    raise InvalidRequest(f"Invalid '{param}': the encrypted content could not be read (it was not issued by this "
+                         "server)", param=param)
 
 
 def items_to_messages(items: Sequence[Mapping[str, Any]], param: str = "input") -> list[dict[str, Any]]:

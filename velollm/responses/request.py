@@ -20,6 +20,8 @@ _UNSUPPORTED = {
 
 # The `include` value that asks for the output text's logprobs (`top_logprobs` alternatives each).
 LOGPROBS = "message.output_text.logprobs"
+# The `include` value that asks for reasoning items a stateless client can send back (store=false).
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ResponsesRequest:
     truncation: str = "disabled"
     top_logprobs: int | None = None
     logprobs: bool = False  # include has "message.output_text.logprobs"
+    encrypted_reasoning: bool = False  # include has "reasoning.encrypted_content"
     extra: dict[str, Any] = field(default_factory=dict)  # sampling extras passed on to chat (seed, stop...)
 
 
@@ -187,5 +190,6 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         truncation=truncation,
         top_logprobs=_int(body, "top_logprobs", 0, 20),
         logprobs=LOGPROBS in _include(body),
+        encrypted_reasoning=ENCRYPTED_REASONING in _include(body),
         extra={k: v for k, v in body.items() if k not in known},
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.responses.items import new_id, output_items, text_logprobs
+from velollm.responses.items import encrypt_reasoning, new_id, output_items, text_logprobs
 from velollm.responses.request import ResponsesRequest
 
 
@@ -38,6 +38,8 @@ class ResponseShell:
     def build(self, status: str, output: Sequence[Mapping[str, Any]] = (), usage: Mapping[str, Any] | None = None,
               error: Mapping[str, Any] | None = None, incomplete_reason: str | None = None) -> dict[str, Any]:
         req = self.req
+        if req.encrypted_reasoning:
+            output = [encrypt_reasoning(o) if o.get("type") == "reasoning" else o for o in output]
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
             "completed_at": int(time.time()) if status == "completed" else None,
