@@ -168,3 +168,30 @@ def test_images_on_a_model_without_vision(demo):
     with pytest.raises(ollama.ResponseError) as err:
         chat_ollama(demo.url).invoke([message])
     assert err.value.status_code == 400 and 'does not support images' in err.value.error
+
+
+def test_thinking_in_the_history_reaches_the_template(demo):
+    """ChatOllama sends an AIMessage's reasoning_content back as message.thinking; Qwen3's template renders the
+    thinking of a tool loop's calling turn (as /v1 renders reasoning_content): it used to be dropped on /api."""
+    call = {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}
+
+    def history(thinking: str | None) -> list:
+        kwargs = {"reasoning_content": thinking} if thinking else {}
+        return [HumanMessage(PROMPT), AIMessage("", additional_kwargs=kwargs, tool_calls=[call]),
+                ToolMessage("sunny", tool_call_id="c1")]
+
+    def input_tokens(thinking: str | None) -> int:
+        llm = chat_ollama(demo.url, model=demo.qwen3, num_predict=1, reasoning=False).bind_tools(TOOLS)
+        return llm.invoke(history(thinking)).usage_metadata["input_tokens"]
+
+    thought = "The user wants the weather, so I call get_weather."
+    wire = [{"role": "user", "content": PROMPT},
+            {"role": "assistant", "content": "", "reasoning_content": thought, "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "sunny"}]
+    tok = demo.qwen3_tokenizer
+    rendered = tok.apply_chat_template(wire, enable_thinking=False)
+    assert f"<think>\n{thought}\n</think>" in rendered
+    grows = len(tok.encode_chat(wire, enable_thinking=False)) - len(tok.encode_chat(
+        [{k: v for k, v in m.items() if k != "reasoning_content"} for m in wire], enable_thinking=False))
+    assert grows > 0 and input_tokens(thought) - input_tokens(None) == grows
