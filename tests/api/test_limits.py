@@ -90,11 +90,20 @@ def test_cors_preflight(client):
         assert "x-velollm-cache" in r.headers["access-control-expose-headers"].lower().split(", ")
 
 
+def _wait_queued(url: str, headers: dict[str, str] | None = None) -> None:
+    """Until the request sent in the background waits in the engine's queue (a thread's request may take a
+    while to get there on a loaded machine; a fixed sleep let the third request take its place)."""
+    deadline = time.monotonic() + 60
+    while 'velollm_queue_size{model="demo"} 1.0' not in httpx.get(f"{url}/metrics", headers=headers).text:
+        assert time.monotonic() < deadline, "the second request never waited in the queue"
+        time.sleep(0.02)
+
+
 def _queue_full(url: str, long_body: dict) -> httpx.Response:
-    """One request running, one waiting, then a third is refused."""
+    """One request running (streamed, until the third is answered), one waiting, then a third is refused."""
     def background():
         try:
-            httpx.post(f"{url}/v1/completions", json=long_body, timeout=60)
+            httpx.post(f"{url}/v1/completions", json={**long_body, "max_tokens": 50}, timeout=60)
         except httpx.HTTPError:
             pass
 
@@ -104,7 +113,7 @@ def _queue_full(url: str, long_body: dict) -> httpx.Response:
         next(lines)
         waiting = threading.Thread(target=background, daemon=True)
         waiting.start()
-        time.sleep(0.5)
+        _wait_queued(url)
         third = httpx.post(f"{url}/v1/completions", json=GOOD, timeout=30)
     waiting.join(timeout=60)
     return third
@@ -115,7 +124,7 @@ def test_queue_full_is_503_with_retry_after():
     port = free_port()
     with ThreadedServer(stub_app(engine, port=port), port):
         url = f"http://127.0.0.1:{port}"
-        r = _queue_full(url, {"model": "demo", "prompt": "long", "max_tokens": 100})
+        r = _queue_full(url, {"model": "demo", "prompt": "long", "max_tokens": 3000})  # 60 s: cut when answered
         assert r.status_code == 503 and r.headers["retry-after"] and r.json()["error"]["code"] == "overloaded"
         assert httpx.post(f"{url}/v1/completions", json=GOOD, timeout=30).status_code == 200
 
@@ -125,13 +134,16 @@ def test_health_is_503_while_loading(monkeypatch):
     from velollm.api.server_config import ServerConfig
     from velollm.engine import async_engine
 
+    loaded = threading.Event()  # the load ends when the test says, not after a time a slow machine may overrun
+
     def slow_load(model, config, **kwargs):
-        time.sleep(1.0)
+        assert loaded.wait(60)
         return StubEngine()
 
     monkeypatch.setattr(async_engine.AsyncEngine, "from_model", staticmethod(slow_load))
     with TestClient(create_app(ServerConfig(stats_interval_s=0)), base_url="http://localhost") as c:
         assert c.get("/health").status_code == 503
+        threading.Timer(0.5, loaded.set).start()
         r = c.post("/v1/completions", json={**GOOD, "model": "demo"})  # waits for the load
         assert r.status_code == 200
         assert c.get("/health").status_code == 200
@@ -160,7 +172,7 @@ def test_live_limits(tmp_path):
             next(lines)
             waiting = threading.Thread(target=lambda: _swallow(post, "/v1/completions", long_body), daemon=True)
             waiting.start()
-            time.sleep(0.5)
+            _wait_queued(url, auth)
             third = post("/v1/completions", json=GOOD, timeout=30)
             assert third.status_code == 503 and third.headers["retry-after"], third.text
         waiting.join(timeout=120)
