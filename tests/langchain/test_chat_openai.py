@@ -249,3 +249,21 @@ def test_stateless_reasoning_replay(demo):
     encrypted = next_turn_input_tokens(True, store=False, include=["reasoning.encrypted_content"])
     dropped = next_turn_input_tokens(False, store=False)
     assert encrypted == stored > dropped  # Qwen3's template renders the thinking of the turn that called
+
+
+def test_context_overflow_error(demo):
+    """A prompt past the context: OpenAI's 400 with code context_length_exceeded (param messages / input)."""
+    from langchain_core.exceptions import ContextOverflowError
+
+    errors = []
+    for responses in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            chat_openai(demo.url, use_responses_api=responses, max_tokens=4).invoke("word " * 3000)
+        assert err.value.code == "context_length_exceeded" and err.value.status_code == 400
+        assert err.value.param == ("input" if responses else "messages")
+        assert "maximum context length is 2048 tokens" in err.value.message
+        errors.append(err.value)
+    if not all(isinstance(e, ContextOverflowError) for e in errors):
+        pytest.skip("langchain-openai 1.8 classifies context overflows by 'context_length_exceeded' in str(error), "
+                    "which openai>=3 no longer writes there (only the error's message): OpenAI's own errors are not "
+                    "classified either; the code is in error.code")
