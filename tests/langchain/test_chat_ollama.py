@@ -9,7 +9,6 @@ keep_alive and format as Ollama's API has them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 
@@ -19,12 +18,19 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from tests.langchain.conftest import Demo
-from tests.langchain.lc_tools import PROMPT, TOOLS, Weather, chat_ollama, chat_openai, check_calls, join
+from tests.langchain.lc_tools import (
+    PNG,
+    PROMPT,
+    TOOLS,
+    Weather,
+    chat_ollama,
+    chat_openai,
+    check_calls,
+    join,
+)
 
 GOOD = '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "c"}}'
 TWO = GOOD + '; {"name": "get_time", "parameters": {"zone": "cet"}}'
-PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")).decode()
 
 
 def _prompt_tokens(demo: Demo, text: str) -> int:

@@ -17,7 +17,15 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from tests.langchain.conftest import Demo
-from tests.langchain.lc_tools import PROMPT, SCHEMAS, TOOLS, Weather, chat_openai, check_calls, join
+from tests.langchain.lc_tools import (
+    PROMPT,
+    SCHEMAS,
+    TOOLS,
+    Weather,
+    chat_openai,
+    check_calls,
+    join,
+)
 from velollm.api.chat_messages import normalize_messages
 from velollm.tools.tool_session import ToolSession
 
