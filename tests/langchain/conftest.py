@@ -25,8 +25,13 @@ from velollm.engine.text.tokenizer import Tokenizer
 class Demo:
     url: str
     tokenizer: Tokenizer  # the demo model's, to count prompt tokens
-    qwen3: str  # the on-demand Qwen3's model name (its folder)
-    qwen3_tokenizer: Tokenizer
+
+
+@dataclass(frozen=True)
+class Qwen3:
+    url: str  # the demo server's: it loads the model on demand
+    name: str  # the model's name there (its folder)
+    tokenizer: Tokenizer
 
 
 @dataclass(frozen=True)
@@ -44,15 +49,19 @@ class Scripted:
 
 
 @pytest.fixture(scope="package")
-def demo(tmp_path_factory, tiny_qwen3: Path) -> Iterator[Demo]:
+def demo(tmp_path_factory) -> Iterator[Demo]:
     tmp = tmp_path_factory.mktemp("langchain-demo")
     proc, url, _, _ = start_serve(tmp, "--model", "demo", "--max-model-len", "2048", "--kv-cache-memory", "64MiB",
                                   "--no-upstream", "--device", "cpu")
     try:
-        yield Demo(url, Tokenizer.from_folder(tmp / "cache" / "demo-v1"), str(tiny_qwen3),
-                   Tokenizer.from_folder(tiny_qwen3, model_config={"model_type": "qwen3"}))
+        yield Demo(url, Tokenizer.from_folder(tmp / "cache" / "demo-v1"))
     finally:
         stop_serve(proc)
+
+
+@pytest.fixture(scope="package")
+def qwen3(demo: Demo, tiny_qwen3: Path) -> Qwen3:
+    return Qwen3(demo.url, str(tiny_qwen3), Tokenizer.from_folder(tiny_qwen3, model_config={"model_type": "qwen3"}))
 
 
 @pytest.fixture(scope="package")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import jsonschema
@@ -11,6 +12,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
 PROMPT = "What is the weather in Paris?"
+PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")).decode()
 
 
 def get_weather(city: str, unit: str = "c") -> str:

@@ -9,7 +9,6 @@ keep_alive and format as Ollama's API has them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 
@@ -19,12 +18,19 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from tests.langchain.conftest import Demo
-from tests.langchain.lc_tools import PROMPT, TOOLS, Weather, chat_ollama, chat_openai, check_calls, join
+from tests.langchain.lc_tools import (
+    PNG,
+    PROMPT,
+    TOOLS,
+    Weather,
+    chat_ollama,
+    chat_openai,
+    check_calls,
+    join,
+)
 
 GOOD = '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "c"}}'
 TWO = GOOD + '; {"name": "get_time", "parameters": {"zone": "cet"}}'
-PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")).decode()
 
 
 def _prompt_tokens(demo: Demo, text: str) -> int:
@@ -77,11 +83,11 @@ def test_options_reach_the_engine(demo):
     assert legacy.content == full
 
 
-def test_keep_alive(demo):
-    client = ollama.Client(host=demo.url, timeout=120)
+def test_keep_alive(qwen3):
+    client = ollama.Client(host=qwen3.url, timeout=120)
     for keep_alive, seconds in (("7m", 420), (3600, 3600)):
-        chat_ollama(demo.url, model=demo.qwen3, keep_alive=keep_alive, num_predict=2, reasoning=False).invoke("hi")
-        [loaded] = [m for m in client.ps().models if m.model == demo.qwen3]
+        chat_ollama(qwen3.url, model=qwen3.name, keep_alive=keep_alive, num_predict=2, reasoning=False).invoke("hi")
+        [loaded] = [m for m in client.ps().models if m.model == qwen3.name]
         assert abs(loaded.expires_at.timestamp() - time.time() - seconds) < 60
 
 
@@ -141,11 +147,11 @@ def test_tool_message_round_trip_renders_as_openai(scripted):
     assert ollama_prompt.split(f"<user>{PROMPT}")[1] == openai_prompt.split(f"<user>{PROMPT}")[1]
 
 
-def test_reasoning(demo):
+def test_reasoning(qwen3):
     """reasoning=True: the thinking goes to additional_kwargs['reasoning_content'], never into the content; a
     random Qwen3 thinks under a grammar (format), which ends the thinking and then constrains the answer."""
     schema = Weather.model_json_schema()
-    llm = chat_ollama(demo.url, model=demo.qwen3, seed=6, num_predict=160, reasoning=True, format=schema)
+    llm = chat_ollama(qwen3.url, model=qwen3.name, seed=6, num_predict=160, reasoning=True, format=schema)
     m = llm.invoke(PROMPT)
     thinking = m.additional_kwargs["reasoning_content"]
     assert thinking and "<think>" not in m.content and "</think>" not in m.content
@@ -153,11 +159,11 @@ def test_reasoning(demo):
     streamed = join(llm.stream(PROMPT))
     assert (streamed.additional_kwargs["reasoning_content"], streamed.content) == (thinking, m.content)
     messages = [{"role": "user", "content": PROMPT}]
-    assert m.usage_metadata["input_tokens"] == len(demo.qwen3_tokenizer.encode_chat(messages))
-    off = chat_ollama(demo.url, model=demo.qwen3, seed=6, num_predict=8, reasoning=False).invoke(PROMPT)
+    assert m.usage_metadata["input_tokens"] == len(qwen3.tokenizer.encode_chat(messages))
+    off = chat_ollama(qwen3.url, model=qwen3.name, seed=6, num_predict=8, reasoning=False).invoke(PROMPT)
     assert "reasoning_content" not in off.additional_kwargs
     # think=false renders Qwen3's no-thinking prompt (an empty think block)
-    no_think = demo.qwen3_tokenizer.encode_chat(messages, enable_thinking=False)
+    no_think = qwen3.tokenizer.encode_chat(messages, enable_thinking=False)
     assert off.usage_metadata["input_tokens"] == len(no_think) > m.usage_metadata["input_tokens"]
 
 
@@ -168,3 +174,30 @@ def test_images_on_a_model_without_vision(demo):
     with pytest.raises(ollama.ResponseError) as err:
         chat_ollama(demo.url).invoke([message])
     assert err.value.status_code == 400 and 'does not support images' in err.value.error
+
+
+def test_thinking_in_the_history_reaches_the_template(qwen3):
+    """ChatOllama sends an AIMessage's reasoning_content back as message.thinking; Qwen3's template renders the
+    thinking of a tool loop's calling turn (as /v1 renders reasoning_content): it used to be dropped on /api."""
+    call = {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}
+
+    def history(thinking: str | None) -> list:
+        kwargs = {"reasoning_content": thinking} if thinking else {}
+        return [HumanMessage(PROMPT), AIMessage("", additional_kwargs=kwargs, tool_calls=[call]),
+                ToolMessage("sunny", tool_call_id="c1")]
+
+    def input_tokens(thinking: str | None) -> int:
+        llm = chat_ollama(qwen3.url, model=qwen3.name, num_predict=1, reasoning=False).bind_tools(TOOLS)
+        return llm.invoke(history(thinking)).usage_metadata["input_tokens"]
+
+    thought = "The user wants the weather, so I call get_weather."
+    wire = [{"role": "user", "content": PROMPT},
+            {"role": "assistant", "content": "", "reasoning_content": thought, "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "sunny"}]
+    tok = qwen3.tokenizer
+    rendered = tok.apply_chat_template(wire, enable_thinking=False)
+    assert f"<think>\n{thought}\n</think>" in rendered
+    grows = len(tok.encode_chat(wire, enable_thinking=False)) - len(tok.encode_chat(
+        [{k: v for k, v in m.items() if k != "reasoning_content"} for m in wire], enable_thinking=False))
+    assert grows > 0 and input_tokens(thought) - input_tokens(None) == grows

@@ -17,7 +17,15 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from tests.langchain.conftest import Demo
-from tests.langchain.lc_tools import PROMPT, SCHEMAS, TOOLS, Weather, chat_openai, check_calls, join
+from tests.langchain.lc_tools import (
+    PROMPT,
+    SCHEMAS,
+    TOOLS,
+    Weather,
+    chat_openai,
+    check_calls,
+    join,
+)
 from velollm.api.chat_messages import normalize_messages
 from velollm.tools.tool_session import ToolSession
 
@@ -200,19 +208,19 @@ def test_responses_structured_output_and_previous_response_id(demo):
         "output_tokens"]
 
 
-def test_reasoning_model(demo):
+def test_reasoning_model(qwen3):
     """A thinking model (Qwen3's template) under a grammar: it thinks first, then answers. Chat Completions:
     LangChain's ChatOpenAI does not read `reasoning_content` (by design: provider packages do), but the thinking
     stays out of the content and is counted; the Responses API gives LangChain reasoning items."""
     schema = Weather.model_json_schema()
-    llm = chat_openai(demo.url, model=demo.qwen3, seed=1, max_tokens=160)
+    llm = chat_openai(qwen3.url, model=qwen3.name, seed=1, max_tokens=160)
     out = llm.with_structured_output(Weather, method="json_schema", include_raw=True).invoke(PROMPT)
     raw = out["raw"]
     assert isinstance(out["parsed"], Weather) and "<think>" not in raw.content
     jsonschema.validate(json.loads(raw.content), schema)
     assert 0 < raw.usage_metadata["output_token_details"]["reasoning"] < raw.usage_metadata["output_tokens"]
 
-    resp = chat_openai(demo.url, model=demo.qwen3, use_responses_api=True, temperature=0, max_tokens=160)
+    resp = chat_openai(qwen3.url, model=qwen3.name, use_responses_api=True, temperature=0, max_tokens=160)
     m = resp.bind_tools(TOOLS, tool_choice="any").invoke(PROMPT)
     check_calls(m.tool_calls)
     [reasoning] = [b for b in m.content if b.get("type") == "reasoning"]
@@ -224,20 +232,20 @@ def test_reasoning_model(demo):
     # drops response.reasoning_text.delta events (raw thinking, as vLLM and VeloLLM send): the block arrives
     # without its text. The server does stream it, and the same text as without streaming:
     assert [b for b in streamed.content if b.get("type") == "reasoning"]
-    events = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="x", max_retries=0).responses.create(
-        model=demo.qwen3, input=PROMPT, tools=[{"type": "function", **convert_to_openai_tool(t)["function"]} for t in TOOLS],
+    events = openai.OpenAI(base_url=f"{qwen3.url}/v1", api_key="x", max_retries=0).responses.create(
+        model=qwen3.name, input=PROMPT, tools=[{"type": "function", **convert_to_openai_tool(t)["function"]} for t in TOOLS],
         tool_choice="required", temperature=0, max_output_tokens=160, stream=True)
     thinking = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
     assert thinking == reasoning["content"][0]["text"]
 
 
-def test_stateless_reasoning_replay(demo):
+def test_stateless_reasoning_replay(qwen3):
     """store=False: LangChain sends reasoning items back only when they carry encrypted_content (include=
     ["reasoning.encrypted_content"]), also from a stream whose reasoning text it dropped; the tool loop's next
     turn then renders the thinking as when LangChain replays it from a stored response."""
 
     def next_turn_input_tokens(stream: bool, **kw) -> int:
-        llm = chat_openai(demo.url, model=demo.qwen3, use_responses_api=True, temperature=0, max_tokens=160, **kw)
+        llm = chat_openai(qwen3.url, model=qwen3.name, use_responses_api=True, temperature=0, max_tokens=160, **kw)
         first = llm.bind_tools(TOOLS, tool_choice="any")
         first = join(first.stream(PROMPT)) if stream else first.invoke(PROMPT)
         check_calls(first.tool_calls)
@@ -249,3 +257,21 @@ def test_stateless_reasoning_replay(demo):
     encrypted = next_turn_input_tokens(True, store=False, include=["reasoning.encrypted_content"])
     dropped = next_turn_input_tokens(False, store=False)
     assert encrypted == stored > dropped  # Qwen3's template renders the thinking of the turn that called
+
+
+def test_context_overflow_error(demo):
+    """A prompt past the context: OpenAI's 400 with code context_length_exceeded (param messages / input)."""
+    from langchain_core.exceptions import ContextOverflowError
+
+    errors = []
+    for responses in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            chat_openai(demo.url, use_responses_api=responses, max_tokens=4).invoke("word " * 3000)
+        assert err.value.code == "context_length_exceeded" and err.value.status_code == 400
+        assert err.value.param == ("input" if responses else "messages")
+        assert "maximum context length is 2048 tokens" in err.value.message
+        errors.append(err.value)
+    if not all(isinstance(e, ContextOverflowError) for e in errors):
+        pytest.skip("langchain-openai 1.8 classifies context overflows by 'context_length_exceeded' in str(error), "
+                    "which openai>=3 no longer writes there (only the error's message): OpenAI's own errors are not "
+                    "classified either; the code is in error.code")

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from tests.langchain.lc_tools import PROMPT, TOOLS, Weather, chat_ollama, chat_openai, check_calls, join
+from tests.langchain.lc_tools import (
+    PNG,
+    PROMPT,
+    TOOLS,
+    Weather,
+    chat_ollama,
+    chat_openai,
+    check_calls,
+    join,
+)
+from tests.ollama_upstream import fake_ollama
+from tests.serve_process import start_serve, stop_serve
 
 TWO = ('{"name": "get_weather", "parameters": {"city": "Paris"}}; '
        '{"name": "get_time", "parameters": {"zone": "cet"}}')
@@ -79,3 +91,31 @@ def test_tool_message_round_trip_through_the_proxy(scripted, scripted_proxy):
         prompt = scripted.prompt(i)
         assert "Result of get_weather:\nsunny" in prompt and "Result of get_time:\nnoon" in prompt
         assert '{"name": "get_weather", "parameters": {"city": "Paris"}}' in prompt
+
+
+@pytest.fixture(scope="module")
+def vision_proxy(tmp_path_factory):
+    """A vision and thinking model on an Ollama stand-in (tests/ollama_upstream.py: it answers how many images
+    of how many base64 characters the last message carried), behind `velollm serve --proxy-only`."""
+    with fake_ollama(["seer:latest"]) as upstream:
+        proc, url, _, _ = start_serve(tmp_path_factory.mktemp("langchain-vision"), "--proxy-only", "--upstream", upstream)
+        try:
+            yield url
+        finally:
+            stop_serve(proc)
+
+
+def test_images_and_thinking_through_the_proxy(vision_proxy):
+    """LangChain's image content blocks reach an upstream vision model as Ollama's base64 `images` (ChatOllama
+    passes them; ChatOpenAI's image_url data URLs are converted), and its thinking comes back as LangChain's."""
+    message = HumanMessage(content=[{"type": "text", "text": "What is this?"},
+                                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}])
+    seen = f"I see 1 image(s) of {len(PNG)} base64 characters; "
+    native = chat_ollama(vision_proxy, model="seer").invoke([message])
+    assert native.content.startswith(seen) and "What is this?" in native.content
+    thinking = chat_ollama(vision_proxy, model="seer", reasoning=True).invoke([message])
+    assert thinking.additional_kwargs["reasoning_content"] == "The user says hi."
+    assert thinking.content == native.content
+    # streamed: the stand-in always streams, as Ollama does unless told stream=false
+    converted = join(chat_openai(vision_proxy, model="seer").stream([message]))
+    assert converted.content == seen + "the text was 'What is this?'"

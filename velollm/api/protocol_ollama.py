@@ -219,6 +219,9 @@ def _chat_message(message: Any, i: int, model: str) -> dict[str, Any]:
             calls.append({"type": "function", "function": {"name": fn.str("name"),
                                                            "arguments": dict(fn.dict("arguments", {}))}})
         out["tool_calls"] = calls
+    thinking = m.str("thinking", "")
+    if thinking:  # the key chat templates read (Qwen3's renders the thinking of a tool loop's calling turn)
+        out["reasoning_content"] = thinking
     if m.has("tool_name"):
         out["name"] = m.str("tool_name")
     if m.has("tool_call_id"):

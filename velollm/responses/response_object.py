@@ -6,7 +6,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.responses.items import encrypt_reasoning, new_id, output_items, text_logprobs
+from velollm.responses.items import (
+    encrypt_reasoning,
+    new_id,
+    output_items,
+    text_logprobs,
+)
 from velollm.responses.request import ResponsesRequest
 
 
