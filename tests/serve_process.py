@@ -13,6 +13,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
+BIND_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -28,24 +29,41 @@ def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
     The demo model is generated under tmp_path; no API key or upstream leaks in from the environment
     unless `env` sets them.
     """
-    port = free_port()
-    log = tmp_path / f"serve-{port}.log"
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     full_env = {**os.environ, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
     for name in ("VELOLLM_API_KEY", "OLLAMA_HOST"):
         if not env or name not in env:
             full_env.pop(name, None)
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
-                             "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    for attempt in range(BIND_ATTEMPTS):
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
+                                 "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            return proc, *_healthy(proc, port, log, started, timeout)
+        except _PortTaken:
+            if attempt + 1 == BIND_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    """The free port was taken between free_port() and the server's bind (by another server or by a client's
+    outgoing connection, which the kernel gives any free port)."""
+
+
+def _healthy(proc: subprocess.Popen, port: int, log: Path, started: float, timeout: float) -> tuple[str, Path, float]:
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=2) as client:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"velollm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                text = log.read_text()
+                error = _PortTaken if "address already in use" in text else RuntimeError
+                raise error(f"velollm serve exited with {proc.returncode}:\n{text[-3000:]}")
             try:
                 if client.get(f"{url}/health").status_code == 200:
-                    return proc, url, log, time.perf_counter() - started
+                    return url, log, time.perf_counter() - started
             except httpx.HTTPError:
                 pass
             if time.perf_counter() - started > timeout:
