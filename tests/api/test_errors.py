@@ -60,7 +60,9 @@ CASES = [
     ("/api/generate", {"model": "demo", "prompt": "x", "keep_alive": "3600"}, 400, "missing unit"),
     ("/api/generate", {"model": "demo", "prompt": "x", "images": ["aGk="]}, 400, "images"),
     ("/api/generate", {"model": "demo", "prompt": "x", "template": "{{ range .Messages }}"}, 400, "template"),
-    ("/api/generate", {"model": "demo", "prompt": "x " * 3000, "stream": False}, 400, "context length"),
+    # Past the context Ollama cuts the prompt by default (tests/context); `truncate: false` is its 400.
+    ("/api/generate", {"model": "demo", "prompt": "x " * 3000, "stream": False, "truncate": False}, 400,
+     "the input length exceeds the context length"),
     ("/api/chat", {"model": "demo", "messages": "hi"}, 400, "messages"),
     ("/api/show", {}, 400, "model is required"),
     ("/api/show", {"model": "nope"}, 404, "model 'nope' not found"),

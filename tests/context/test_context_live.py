@@ -133,21 +133,133 @@ def test_ollama_num_ctx_lowers_the_budget(live):
     assert "dropped_messages" in parse_header(log.headers[-1]["x-velollm-context"])
 
 
+OLLAMA_TOO_LONG = "the input length exceeds the context length"  # Ollama's runner, with truncate: false
+
+
 def test_ollama_error_mode_and_truncate_false(live):
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=live.url).chat(model="demo", messages=long_chat(),
                                           options={"num_predict": 4, "context_overflow": "error"})
-    assert info.value.status_code == 400 and "maximum context length" in info.value.error
+    assert info.value.status_code == 400 and info.value.error.startswith(OLLAMA_TOO_LONG)
+    assert "maximum context length" in info.value.error
     r = httpx.post(f"{live.url}/api/chat", json={"model": "demo", "messages": long_chat(), "stream": False,
                                                  "truncate": False}, timeout=60)
-    assert r.status_code == 400 and "maximum context length" in r.json()["error"]
+    assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG)
+    assert "maximum context length" in r.json()["error"]
 
 
-def test_ollama_last_message_alone_too_long_is_a_400(live):
-    messages = [{"role": "user", "content": SENTENCE * 40}]
-    with pytest.raises(ollama.ResponseError) as info:
-        ollama.Client(host=live.url).chat(model="demo", messages=messages, options={"num_predict": 4})
-    assert info.value.status_code == 400 and "last user message" in info.value.error
+def whole_prompt_ids(server, path: str, body: dict) -> list[int]:
+    """The ids of the prompt `body` renders to, uncut (`_debug_render_only` with the model's context)."""
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(ensure_demo(server.log.parent / "cache"))
+    r = httpx.post(f"{server.url}{path}", json={**body, "options": {}, "_debug_render_only": True}, timeout=60)
+    text = r.json()["_debug_info"]["rendered_template"]
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def rendered(server, path: str, body: dict) -> str:
+    r = httpx.post(f"{server.url}{path}", json={**body, "_debug_render_only": True}, timeout=60)
+    return r.json()["_debug_info"]["rendered_template"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_chat_last_message_over_num_ctx_is_cut_like_ollama(live, stream):
+    """num_ctx smaller than the last message: not a 400 (Ollama's runner cuts the prompt's tokens). The turns
+    go first, then the first num_keep ids and the tail stay, leaving the answer its reserve (here
+    num_predict): prompt_eval_count is the cut prompt's length, reported in x-velollm-context and the
+    context metrics."""
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi. " + SENTENCE},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": SENTENCE * 6}]
+    kept = [messages[0], messages[3]]
+    whole = whole_prompt_ids(live, "/api/chat", {"model": "demo", "messages": kept})
+    assert len(whole) > 100
+    log = HeaderLog()
+    cuts = live.metric("velollm_context_cut_prompts_total", model="demo")
+    overflows = live.metric("velollm_context_overflows_total", model="demo", mode="truncate")
+    options = {"num_ctx": 64, "num_predict": 8, "temperature": 0}
+    r = log.client(live).chat(model="demo", messages=messages, options=options, stream=stream)
+    if stream:
+        r = list(r)[-1]
+    assert r.done and r.done_reason in ("stop", "length") and r.prompt_eval_count == 64 - 8
+    report = parse_header(log.headers[-1]["x-velollm-context"])
+    assert report["mode"] == "truncate" and report["dropped_messages"] == "1,2"
+    assert report["cut_tokens"] == f"4-{len(whole) - 52}" and report["tokens"].endswith("->56")
+    assert live.metric("velollm_context_cut_prompts_total", model="demo") == cuts + 1
+    assert live.metric("velollm_context_overflows_total", model="demo", mode="truncate") == overflows + 1
+    tokenizer = Tokenizer.from_folder(ensure_demo(live.log.parent / "cache"))
+    text = rendered(live, "/api/chat", {"model": "demo", "messages": messages, "options": options})
+    assert text == tokenizer.decode(whole[:4] + whole[-52:], skip_special_tokens=False)
+
+
+def test_ollama_num_keep_is_honoured(live):
+    messages = [{"role": "user", "content": SENTENCE * 6}]
+    whole = whole_prompt_ids(live, "/api/chat", {"model": "demo", "messages": messages})
+    log = HeaderLog()
+    client = log.client(live)
+    # num_ctx 64, num_predict 8: the prompt is cut to 56; num_keep clamps to 55; negative: all it can
+    for num_keep, keep in ((10, 10), (0, 0), (-1, 55), (1000, 55), (2.9, 2)):
+        r = client.chat(model="demo", messages=messages,
+                        options={"num_ctx": 64, "num_predict": 8, "num_keep": num_keep, "temperature": 0})
+        assert r.prompt_eval_count == 56
+        assert parse_header(log.headers[-1]["x-velollm-context"])["cut_tokens"] == f"{keep}-{len(whole) - 56 + keep}"
+    # num_ctx below 4 is 4, as Ollama's scheduler makes it: 3 prompt ids (num_keep clamped to 2), 1 answer id
+    r = client.chat(model="demo", messages=messages, options={"num_ctx": 1, "temperature": 0})
+    assert r.prompt_eval_count == 3 and r.eval_count <= 1 and r.done_reason == "length"
+    assert parse_header(log.headers[-1]["x-velollm-context"])["cut_tokens"] == f"2-{len(whole) - 1}"
+
+
+def test_ollama_truncate_false_over_num_ctx_is_ollamas_400(live):
+    """`truncate: false` (the ollama client has no argument for it: a raw request): Ollama's runner error,
+    a 400 before any chunk, streamed or not; on /api/generate too."""
+    for path, body in (("/api/chat", {"messages": [{"role": "user", "content": SENTENCE * 6}]}),
+                       ("/api/generate", {"prompt": SENTENCE * 6}), ("/api/generate", {"prompt": SENTENCE * 6,
+                                                                                        "raw": True})):
+        for stream in (False, True):
+            r = httpx.post(f"{live.url}{path}", json={"model": "demo", "stream": stream, "truncate": False,
+                                                      "options": {"num_ctx": 64}, **body}, timeout=60)
+            assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), (path, body, r.text)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_ollama_generate_prompt_over_num_ctx_is_cut_like_ollama(live, raw):
+    body = {"model": "demo", "prompt": SENTENCE * 6, "raw": raw}
+    whole = whole_prompt_ids(live, "/api/generate", body)
+    log = HeaderLog()
+    r = log.client(live).generate(model="demo", prompt=SENTENCE * 6, raw=raw,
+                                  options={"num_ctx": 64, "num_predict": 8, "num_keep": 5, "temperature": 0})
+    assert r.done and r.prompt_eval_count == 56
+    report = parse_header(log.headers[-1]["x-velollm-context"])
+    assert report["cut_tokens"] == f"5-{len(whole) - 51}" and report["tokens"] == f"{len(whole)}->56"
+    # A long prompt within the context runs as it is (Ollama cuts only past the context), answer clamped.
+    size = len(whole_prompt_ids(live, "/api/generate", {**body, "prompt": SENTENCE * 2}))
+    r = log.client(live).generate(model="demo", prompt=SENTENCE * 2, raw=raw,
+                                  options={"num_ctx": size + 2, "temperature": 0})
+    assert r.prompt_eval_count == size and r.eval_count <= 2 and r.done_reason == "length"
+    assert "x-velollm-context" not in log.headers[-1]
+
+
+def test_a_conversation_cut_every_turn_runs_and_its_next_turn_is_whole(live):
+    """Each turn's prompt is cut (the cut moves with the conversation, so the prefix cache misses after the
+    kept head: no crash, no wrong reuse). A cut prompt is not remembered for the next turn (its ids are not
+    its text's): the next turn, with room, renders the whole history."""
+    client = ollama.Client(host=live.url, timeout=120)
+    messages = [{"role": "system", "content": "You are terse."}]
+    for turn in range(3):
+        messages.append({"role": "user", "content": f"Turn {turn}. " + SENTENCE * 6})
+        r = client.chat(model="demo", messages=messages, options={"num_ctx": 64, "num_predict": 8, "temperature": 0})
+        assert r.done and r.prompt_eval_count == 56
+        messages.append({"role": "assistant", "content": r.message.content})
+    messages.append({"role": "user", "content": "Go on."})
+    text = rendered(live, "/api/chat", {"model": "demo", "messages": messages, "options": {}})
+    assert text.count((SENTENCE * 6).strip()) == 3  # the whole history: no cut ids reused for its text
+    r = client.chat(model="demo", messages=messages, options={"num_predict": 4})
+    assert r.done and r.prompt_eval_count == len(whole_prompt_ids(live, "/api/chat", {"model": "demo",
+                                                                                      "messages": messages}))
 
 
 def test_next_turn_prompt_reuses_the_whole_history_from_the_prefix_cache(live):

@@ -24,6 +24,7 @@ from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
 from velollm.context.text_memo import TextMemo
+from velollm.context.token_cut import ollama_cut
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -40,6 +41,8 @@ T = TypeVar("T")
 Messages = list[Mapping[str, Any]]
 
 
+# Ollama's runner (errorInputTooLong), with `truncate: false`, for a prompt longer than the context
+OLLAMA_INPUT_TOO_LONG = "the input length exceeds the context length"
 MAX_MODELS = 16  # models whose caches are kept (least recently used dropped): on-demand models come and go
 
 
@@ -101,11 +104,35 @@ def _lingua(path: str | None, device: str) -> "LinguaStep | None":
 
 
 async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
-                   *, api: str, requested: str | None, context_len: int, max_tokens: int | None) -> FittedPrompt:
+                   *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
+                   num_keep: int = 4) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
     API's default (error on /v1, truncate on /api). With prefetch on, the plan that fitted the
     conversation's previous turn is applied again while its result fits (same cut, same summary, so the
-    prompt starts with the previous prompt and answer); the conversation is fitted afresh otherwise."""
+    prompt starts with the previous prompt and answer); the conversation is fitted afresh otherwise.
+
+    On /api, what dropping turns cannot fit is cut at the token level as Ollama's runner cuts it (the first
+    `num_keep` ids and the tail: ContextFitter), and a context overflow says so in Ollama's words. /v1 keeps
+    OpenAI's context_length_exceeded (OpenAI never cuts a message)."""
+    try:
+        return await _fit_chat(state, served, messages, render, api=api, requested=requested,
+                               context_len=context_len, max_tokens=max_tokens,
+                               num_keep=num_keep if api == "ollama" else None)
+    except ContextOverflow as e:
+        if api != "ollama":
+            raise
+        raise ollama_overflow(e) from None
+
+
+def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
+    """Ollama's runner error for a prompt over the context with `truncate: false` (HTTP 400), the detail
+    after it."""
+    return ContextOverflow(f"{OLLAMA_INPUT_TOO_LONG} ({e})", param=e.param)
+
+
+async def _fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
+                    num_keep: int | None) -> FittedPrompt:
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
@@ -122,8 +149,9 @@ async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages,
     if plan is not None:
         fitted = await asyncio.to_thread(fitter.reuse, messages, plan, context_len, reserve, compressor)
     if fitted is None:
-        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor)
-        if compressor is not None and fitted.report is not None and fitted.report.dropped_messages:
+        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor, num_keep)
+        if compressor is not None and fitted.report is not None and fitted.report.dropped_messages \
+                and len(fitted.token_ids) <= context_len - reserve and fitted.cut is None:  # else no summary fits
             summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
             fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
     if plans is not None and (made := fitted.plan(context_len)) is not None:
@@ -185,21 +213,35 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
                      num_keep: int) -> tuple[list[int], ContextReport | None]:
     """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
     ids after the first `num_keep` (velollm.context.id_window), as Ollama truncates; the last `num_new` ids
-    (this call's prompt) never go. In the error mode the prompt stays as it is (the 400 comes after)."""
+    (this call's prompt) do not go there. A prompt that still leaves no room for an answer in the context
+    (this call's prompt alone too long) is cut as Ollama's runner cuts it, the first `num_keep` ids and the
+    tail, down to the budget (velollm.context.token_cut; `cut_tokens` in the report); within the context
+    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after)."""
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
     if mode == "error":
         return ids, None
-    window = fit_ids(ids, num_new, num_keep, context_len - output_reserve(context_len, max_tokens))
-    if window is None:
+    budget = context_len - output_reserve(context_len, max_tokens)
+    window = fit_ids(ids, num_new, num_keep if num_keep >= 0 else len(ids), budget)
+    report = None
+    if window is not None:
+        report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
+    if len(window.token_ids if window is not None else ids) >= context_len:  # no room for one answer token
+        cut = ollama_cut(len(ids), max(1, budget), num_keep)
+        assert cut is not None
+        logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
+                       len(ids), cut.keep, len(ids) - cut.num_cut, context_len)
+        window, report = None, ContextReport(mode, len(ids), len(ids) - cut.num_cut, cut_tokens=(cut.keep, cut.end))
+        ids = cut.apply(ids)
+    if report is None:
         return ids, None
-    report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
     context_state(state).metrics.observe(served.name, report, 0)
-    return window.token_ids, report
+    return window.token_ids if window is not None else ids, report
 
 
 def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
-    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn."""
-    if not state.config.prefetch:
+    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn; not
+    a prompt cut at the token level (its ids are not its text's: the next turn would start with the cut)."""
+    if not state.config.prefetch or fitted.cut is not None:
         return
     cache = context_state(state).turn_cache(served.name)
     tokenizer = served.engine.tokenizer

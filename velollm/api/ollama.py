@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, remember_turn
+from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, ollama_overflow, remember_turn
 from velollm.api.debug_render import debug_render
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
                                  forward_or_local, observe, read_json, route)
@@ -36,6 +36,7 @@ from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
+from velollm.errors import ContextOverflow
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -248,10 +249,13 @@ def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
                                  req.top_logprobs if req.logprobs else None)
 
 
+MIN_NUM_CTX = 4  # Ollama's scheduler raises a smaller num_ctx to 4 (server/sched.go)
+
+
 def _context_len(served: Any, sampling: OllamaSampling) -> int:
-    """The model's context, or the smaller `num_ctx` the request asks for."""
+    """The model's context, or the smaller `num_ctx` the request asks for (at least 4, as in Ollama)."""
     context = served.engine.max_model_len
-    return min(context, sampling.num_ctx) if sampling.num_ctx else context
+    return min(context, max(MIN_NUM_CTX, sampling.num_ctx)) if sampling.num_ctx else context
 
 
 def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
@@ -267,8 +271,11 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     engine = served.engine
     info = engine.source.info
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
-    prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
-                                         plan.template_kwargs)
+    try:
+        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
+                                             plan.template_kwargs)
+    except ContextOverflow as e:  # too long to tokenize (for sure over the model's context)
+        raise ollama_overflow(e) from None
     full_ids = prompt_ids
     options = _options(served, req)
     prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
@@ -277,7 +284,10 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     if req.debug_render_only:
         return debug_render(req.model, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
-    params = _sampling(served, req, len(prompt_ids))
+    try:
+        params = _sampling(served, req, len(prompt_ids))
+    except ContextOverflow as e:  # the error mode (`truncate: false`): Ollama's words
+        raise ollama_overflow(e) from None
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
@@ -304,7 +314,7 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     options = _options(served, req)
     fitted = await fit_chat(state, served, messages, chat_renderer(engine.tokenizer, tools, plan.template_kwargs),
                             api="ollama", requested=req.context_overflow, context_len=_context_len(served, options),
-                            max_tokens=options.params.max_tokens)
+                            max_tokens=options.params.max_tokens, num_keep=req.num_keep)
     if tools is not None:
         tools.use_messages(fitted.messages)
     prompt_ids = fitted.token_ids

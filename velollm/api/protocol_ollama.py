@@ -61,7 +61,7 @@ class GenerateRequest:
     top_logprobs: int = 0
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
     debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
-    num_keep: int = 4  # options.num_keep: leading ids never truncated away (Ollama's default)
+    num_keep: int = 4  # options.num_keep: leading ids never truncated away (Ollama's default; < 0: all)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
     debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
+    num_keep: int = 4  # options.num_keep: leading ids kept when the prompt is cut (Ollama's default; < 0: all)
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
@@ -164,7 +165,15 @@ def _common(f: Fields) -> dict[str, Any]:
         "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
         "debug_render_only": f.bool("_debug_render_only", False),
+        "num_keep": _num_keep(f),
     }
+
+
+def _num_keep(f: Fields) -> int:
+    """options.num_keep (Ollama's int option: any JSON number, truncated); negative means the whole prompt,
+    as in Ollama's runner (velollm.context.token_cut clamps it)."""
+    options = {k: v for k, v in f.dict("options", {}).items() if v is not None}
+    return Fields(options, "options.").int("num_keep", 4, truncate=True)
 
 
 def _options(f: Fields) -> dict[str, Any]:
@@ -193,9 +202,8 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     system = f.str("system", None)
     if raw and (template or system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
-    num_keep = max(0, Fields(common["options"], "options.").int("num_keep", 4, truncate=True))
     return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
-                           raw=raw, context_overflow=_overflow(f, common), num_keep=num_keep, **common)
+                           raw=raw, context_overflow=_overflow(f, common), **common)
 
 
 def _overflow(f: Fields, common: dict[str, Any]) -> str | None:

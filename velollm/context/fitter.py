@@ -6,10 +6,17 @@ applies the compressor's lossless steps (and, with a token classifier, compresse
 messages), then truncates what still does not fit (the serving layer then
 summarises what was dropped). Prompts are encoded through the
 TurnCache, so the ids of earlier turns are the ones the engine already holds.
+
+With a `num_keep` (the Ollama API), a prompt that still does not fit once every turn that may go is gone (the
+system prompt and the last user message alone are too long) is not an error: when it leaves no room for an
+answer in the context, its tokens are cut as Ollama's runner cuts them (velollm.context.token_cut), down to
+the budget, so that the room for the answer stays (Ollama fills the context and shifts it while generating;
+VeloLLM does not shift). Within the context it runs as it is, its answer clamped to the room left.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,11 +26,13 @@ from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
 from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
+from velollm.context.token_cut import TokenCut, ollama_cut
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
 
+logger = logging.getLogger(__name__)
 Render = Callable[[list[Mapping[str, Any]]], str]  # messages -> the prompt text (the chat template)
 TOO_LONG = 1 << 62  # a text the tokenizer refuses by its length alone
 # Truncation cuts in steps of budget / 4 tokens (truncation.stable_target): up to a quarter of the budget
@@ -39,10 +48,12 @@ class FittedPrompt:
     num_reused: int  # leading ids taken from an earlier turn (TurnCache)
     report: ContextReport | None  # None: the messages ran as sent
     summary: str | None = None  # the summary in the system prompt (compress)
+    cut: TokenCut | None = None  # token_ids are `text`'s ids less this cut (Ollama's token-level truncation)
 
     def plan(self, context_len: int) -> FitPlan | None:
-        """What was done, to do again on the conversation's next turn (None: nothing was done)."""
-        if self.report is None:
+        """What was done, to do again on the conversation's next turn (None: nothing was done, or the prompt
+        was cut at the token level: the kept messages alone are over the budget, so the plan cannot fit)."""
+        if self.report is None or self.cut is not None:
             return None
         return FitPlan(self.report.mode, context_len, tuple(self.report.dropped_messages),
                        tuple(self.report.summarized_messages), self.summary, self.report.mode == "compress")
@@ -91,6 +102,7 @@ class ContextFitter:
             try:
                 text, encoded = self.encode(messages)
             except ContextOverflow:
+                self._encoded.pop(len(messages), None)  # not another prompt's ids for these messages
                 return TOO_LONG
             if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
                 self.turn_cache.remember(text, encoded.token_ids)
@@ -99,9 +111,11 @@ class ContextFitter:
         return len(hit[2].token_ids)
 
     def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
-            compressor: Any = None) -> FittedPrompt:
+            compressor: Any = None, num_keep: int | None = None) -> FittedPrompt:
         """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
-        less one token, as the request's max_tokens is clamped to what remains)."""
+        less one token, as the request's max_tokens is clamped to what remains). With `num_keep` (Ollama's
+        option; not in the error mode), what dropping turns cannot fit is cut at the token level instead of
+        a ContextOverflow (see the module's docstring)."""
         self._encoded.clear()
         if mode == "error":
             text, encoded = self.encode(messages)
@@ -121,11 +135,21 @@ class ContextFitter:
             current = compressor.compress(current, self.count, report, budget)
         if self.count(current) > budget:
             t0 = time.perf_counter()
-            current = self._truncate(messages, current, compressor, budget, context_len, report)
+            current = self._truncate(messages, current, compressor, budget, context_len, report, num_keep is not None)
             report.step_seconds["truncate"] = time.perf_counter() - t0
         text, encoded = self._encoded.get(len(current)) or self.encode(current)
-        report.num_prompt_tokens = len(encoded.token_ids)
-        return FittedPrompt(current, text, encoded.token_ids, encoded.num_reused, report)
+        ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
+        if num_keep is not None and len(ids) >= context_len:  # no room for one answer token: Ollama's cut
+            cut = ollama_cut(len(ids), max(1, budget), num_keep)
+        if cut is not None:
+            ids, num_reused = cut.apply(ids), min(num_reused, cut.keep)
+            report.cut_tokens = (cut.keep, cut.end)
+            logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
+                           len(encoded.token_ids), cut.keep, len(ids), context_len)
+        report.num_prompt_tokens = len(ids)
+        if not report.changed:  # over the budget, but nothing could go, and it has room in the context
+            return FittedPrompt(current, text, ids, num_reused, None)
+        return FittedPrompt(current, text, ids, num_reused, report, cut=cut)
 
     def reuse(self, messages: list[Mapping[str, Any]], plan: FitPlan, context_len: int, reserve: int,
               compressor: Any = None) -> FittedPrompt | None:
@@ -153,22 +177,24 @@ class ContextFitter:
         return FittedPrompt(kept, text, encoded.token_ids, encoded.num_reused, report, plan.summary)
 
     def _truncate(self, original: list[Mapping[str, Any]], current: list[Mapping[str, Any]], compressor: Any,
-                  budget: int, context_len: int, report: ContextReport) -> list[Mapping[str, Any]]:
+                  budget: int, context_len: int, report: ContextReport,
+                  over_budget: bool = False) -> list[Mapping[str, Any]]:
         """Drops the oldest turns of `current` (compressed: one message per original message, same indices).
         The kept originals are compressed again, so no reference points to a dropped message; a kept copy
-        that thereby grows back can cost another turn."""
+        that thereby grows back can cost another turn. With `over_budget`, a kept part over the budget is
+        returned (truncation.truncate) rather than a ContextOverflow."""
         dropped: set[int] = set()
         while True:
             turns = Turns.of(current)
             target = stable_target(self.count(current), budget, budget // STABLE_STEP_DIVISOR)
-            cut = truncate(turns, self.count, budget, context_len, target)
+            cut = truncate(turns, self.count, budget, context_len, target, over_budget)
             index = [i for i in range(len(original)) if i not in dropped]
             dropped |= {index[i] for i in cut.dropped}
             if compressor is None:
                 report.dropped_messages = sorted(dropped)
                 return cut.messages
             current = compressor.apply([m for i, m in enumerate(original) if i not in dropped])
-            if self.count(current) <= budget:
+            if self.count(current) <= budget or not cut.dropped:  # fits, or nothing more may go
                 report.dropped_messages = sorted(dropped)
                 return current
 

@@ -19,6 +19,9 @@ class ContextMetrics:
                                            "summary (compress)", ["model"], registry=registry)
         self.dropped_tokens = Counter("velollm_context_dropped_tokens", "Prompt tokens removed to fit the "
                                       "context (all steps)", ["model"], registry=registry)
+        self.cut_prompts = Counter("velollm_context_cut_prompts", "Prompts cut at the token level (Ollama's "
+                                   "num_keep ids and the tail) as dropping turns was not enough", ["model"],
+                                   registry=registry)
         self.saved_tokens = Counter("velollm_context_saved_tokens", "Prompt tokens saved by each compression "
                                     "step", ["model", "step"], registry=registry)
         self.reused_tokens = Counter("velollm_context_prefix_reused_tokens", "Prompt tokens taken from an "
@@ -33,5 +36,7 @@ class ContextMetrics:
         self.dropped_messages.labels(model).inc(len(report.dropped_messages))
         self.summarized_messages.labels(model).inc(len(report.summarized_messages))
         self.dropped_tokens.labels(model).inc(max(0, report.num_original_tokens - report.num_prompt_tokens))
+        if report.cut_tokens:
+            self.cut_prompts.labels(model).inc()
         for step, saved in report.saved_tokens.items():
             self.saved_tokens.labels(model, step).inc(saved)

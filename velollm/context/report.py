@@ -15,16 +15,20 @@ class ContextReport:
     dropped_messages: list[int] = field(default_factory=list)  # indices into the request's messages
     summarized_messages: list[int] = field(default_factory=list)  # replaced by a summary in the system prompt
     dropped_tokens: tuple[int, int] | None = None  # ids [start, end) of a token prompt (/api/generate context)
+    # ids [start, end) of the prompt (after any turns were dropped) cut at the token level, as Ollama's runner
+    # cuts a prompt that does not fit (velollm.context.token_cut): the first num_keep ids and the tail stay
+    cut_tokens: tuple[int, int] | None = None
     saved_tokens: dict[str, int] = field(default_factory=dict)  # compression step -> tokens it saved
     step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
-        return bool(self.dropped_messages or self.summarized_messages or self.dropped_tokens) \
+        return bool(self.dropped_messages or self.summarized_messages or self.dropped_tokens or self.cut_tokens) \
             or any(self.saved_tokens.values())
 
     def header(self) -> str:
-        """`mode=truncate; tokens=9000->3900; dropped_messages=1,2,3,4` (and `saved=step:n,...` for compress)."""
+        """`mode=truncate; tokens=9000->3900; dropped_messages=1,2,3,4` (and `saved=step:n,...` for compress,
+        `cut_tokens=4-5104` for a prompt cut at the token level)."""
         parts = [f"mode={self.mode}", f"tokens={self.num_original_tokens}->{self.num_prompt_tokens}"]
         if self.dropped_messages:
             parts.append("dropped_messages=" + ",".join(map(str, self.dropped_messages)))
@@ -32,6 +36,8 @@ class ContextReport:
             parts.append("summarized_messages=" + ",".join(map(str, self.summarized_messages)))
         if self.dropped_tokens:
             parts.append("dropped_tokens={}-{}".format(*self.dropped_tokens))
+        if self.cut_tokens:
+            parts.append("cut_tokens={}-{}".format(*self.cut_tokens))
         saved = [f"{step}:{n}" for step, n in self.saved_tokens.items() if n]
         if saved:
             parts.append("saved=" + ",".join(saved))

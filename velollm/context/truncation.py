@@ -32,10 +32,12 @@ def stable_target(num_tokens: int, budget: int, step: int) -> int:
     return num_tokens - multiples * step
 
 
-def truncate(turns: Turns, count: Count, budget: int, context_len: int, target: int | None = None) -> Truncation:
+def truncate(turns: Turns, count: Count, budget: int, context_len: int, target: int | None = None,
+             over_budget: bool = False) -> Truncation:
     """Drops the fewest oldest units for the prompt to have at most `target` tokens, or, when no cut reaches
-    `target`, at most `budget`. ContextOverflow when even the kept part (system messages, the last user
-    message and what follows it) does not fit the budget.
+    `target`, at most `budget`. When even the kept part (system messages, the last user message and what
+    follows it) does not fit the budget: ContextOverflow, or with `over_budget` that kept part (every unit
+    dropped; the caller cuts its tokens, as Ollama does).
 
     A prompt never grows when a unit goes, so the cut is the end of a range that each exact count narrows
     (bisection). The first count is where the units' sizes in characters, scaled to tokens by the whole
@@ -47,6 +49,8 @@ def truncate(turns: Turns, count: Count, budget: int, context_len: int, target: 
     kept, dropped = turns.without(n)
     num_kept = count(kept)
     if num_kept > budget:
+        if over_budget:
+            return Truncation(kept, dropped, num_kept)
         raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. Even with the "
                               f"{len(dropped)} oldest messages dropped (the system prompt and the last user "
                               f"message are always kept), the messages have {num_kept} tokens, more than the "

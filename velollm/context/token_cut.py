@@ -1,0 +1,38 @@
+"""TokenCut: Ollama's truncation of a prompt's tokens, for a prompt that dropping turns cannot make fit.
+
+Ollama's runner (runner/ollamarunner/runner.go, NewSequence) cuts a prompt longer than the context at the
+token level: a negative `num_keep` means all of the prompt, `num_keep` is clamped to `num_ctx - 1` (one id
+always goes), and the ids `[num_keep, num_keep + len - num_ctx)` are discarded, so the first `num_keep` ids
+and the tail stay, exactly `num_ctx` of them ("truncating input prompt" in its log). Ollama then relies on
+shifting the context during generation; VeloLLM has no context shift, so its callers cut to the context
+less the room kept for the answer (`limit` here), and the formula is the same with `limit` for `num_ctx`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TokenCut:
+    keep: int  # leading ids kept (num_keep as clamped)
+    end: int  # ids [keep, end) go; the ids from `end` on stay
+
+    @property
+    def num_cut(self) -> int:
+        return self.end - self.keep
+
+    def apply(self, ids: Sequence[int]) -> list[int]:
+        return list(ids[: self.keep]) + list(ids[self.end:])
+
+
+def ollama_cut(num_ids: int, limit: int, num_keep: int) -> TokenCut | None:
+    """The cut of a `num_ids` prompt down to `limit` ids (None when it has no more than that)."""
+    if limit < 1:
+        raise ValueError(f"a prompt cannot be cut to {limit} tokens")
+    if num_ids <= limit:
+        return None
+    keep = num_ids if num_keep < 0 else num_keep
+    keep = min(keep, limit - 1)
+    return TokenCut(keep, keep + num_ids - limit)
