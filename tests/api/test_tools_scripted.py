@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -168,3 +169,66 @@ def test_tool_choice_none_leaves_the_text_alone(scripted, engine):
                                                   tool_choice="none")
     assert r.choices[0].message.content == GOOD and r.choices[0].message.tool_calls is None
     assert r.choices[0].finish_reason == "stop"
+
+
+def _ollama_chat_raw(server: ServerHandle, messages: list[dict], options: dict) -> httpx.Response:
+    """The same request as the ollama client's, for the x-velollm-context header it does not expose."""
+    return httpx.post(f"{server.url}/api/chat", timeout=30, json={
+        "model": "demo", "messages": messages, "tools": [WEATHER], "stream": False, "options": options})
+
+
+def test_ollama_retry_keeps_the_token_cut_and_num_ctx_of_its_first_attempt(scripted, engine):
+    """A last message longer than num_ctx is cut at the token level (Ollama's truncation); the retry after an
+    unusable call runs the same cut prompt plus the corrective turn, within num_ctx, not the uncut one.
+    (num_predict keeps room for that turn: the cut leaves only the room kept for the answer.)"""
+    num_ctx, options = 1024, {"num_ctx": 1024, "num_predict": 400}
+    messages = [{"role": "user", "content": "Weather in Paris? " + "Tell me everything. " * 150}]
+    engine.script = [UNKNOWN, GOOD]
+    r = ollama.Client(host=scripted.url, timeout=30).chat(model="demo", messages=messages, tools=[WEATHER],
+                                                            options=options)
+    [call] = r.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
+    assert engine.num_calls == 2
+    first, retry = engine.seen_prompts
+    assert len(first) < num_ctx and len(retry) < num_ctx
+    keep = 4  # Ollama's default num_keep: the first ids stay, the cut runs up to the tail
+    assert retry[:keep] == first[:keep]
+    retry_text = engine.tokenizer.decode(retry)
+    assert UNKNOWN in retry_text
+    assert "Your previous tool call could not be used" in retry_text
+    # The first attempt's prompt (less its generation prompt) is in the retry's, id for id.
+    shared = first[: len(first) - 16]
+    assert any(retry[i:i + len(shared)] == shared for i in range(len(retry) - len(shared) + 1))
+    # The report says what ran: the cut of the client's conversation, the first attempt's prompt size.
+    engine.script, engine.num_calls = [UNKNOWN, GOOD], 0
+    engine.seen_prompts.clear()
+    response = _ollama_chat_raw(scripted, messages, options)
+    assert response.status_code == 200, response.text
+    header = response.headers["x-velollm-context"]
+    assert "cut_tokens=4-" in header and f"->{len(engine.seen_prompts[0])}" in header
+    assert len(engine.seen_prompts[1]) < num_ctx
+
+
+def test_ollama_retry_that_no_longer_fits_num_ctx_is_skipped(scripted, engine):
+    """The first prompt fits num_ctx; the failed answer and the corrective message would take the retry past it:
+    the first answer stands (as content, never dropped), as when a retry does not fit the model's context."""
+    num_ctx = 1024
+    first_len = len(engine.tokenizer.encode(
+        _ollama_render(scripted, engine, MESSAGES, num_ctx)))  # one run: the prompt's size
+    note = "x" * (num_ctx - first_len - len(UNKNOWN) - 16)  # the answer fills what num_ctx leaves
+    long_unknown = UNKNOWN[:-2] + f', "note": "{note}"}}}}'
+    engine.script = [long_unknown, GOOD]
+    engine.num_calls = 0
+    engine.seen_prompts.clear()
+    r = ollama.Client(host=scripted.url, timeout=30).chat(model="demo", messages=MESSAGES, tools=[WEATHER],
+                                                            options={"num_ctx": num_ctx})
+    assert all(len(p) < num_ctx for p in engine.seen_prompts)
+    assert engine.num_calls == 1
+    assert not r.message.tool_calls and r.message.content == long_unknown
+
+
+def _ollama_render(server: ServerHandle, engine: ScriptedEngine, messages: list[dict], num_ctx: int) -> str:
+    engine.script = [GOOD]
+    ollama.Client(host=server.url, timeout=30).chat(model="demo", messages=messages, tools=[WEATHER],
+                                                    options={"num_ctx": num_ctx})
+    return _prompt_text(engine, 0)

@@ -235,6 +235,15 @@ def test_ollama_generate_prompt_over_num_ctx_is_cut_like_ollama(live, raw):
     assert r.done and r.prompt_eval_count == 56
     report = parse_header(log.headers[-1]["x-velollm-context"])
     assert report["cut_tokens"] == f"5-{len(whole) - 51}" and report["tokens"] == f"{len(whole)}->56"
+    if not raw:  # with a `context`: all of it goes, then the new prompt is cut (one range over both)
+        first = log.client(live).generate(model="demo", prompt="Hello.", options={"num_predict": 4})
+        r = log.client(live).generate(model="demo", prompt=SENTENCE * 6, context=first.context,
+                                      options={"num_ctx": 64, "num_predict": 8, "temperature": 0})
+        report = parse_header(log.headers[-1]["x-velollm-context"])
+        num_all = len(first.context) + len(whole) - 1  # the new prompt's ids follow the context without BOS
+        assert r.prompt_eval_count == 56 and "dropped_tokens" not in report
+        assert report["tokens"] == f"{num_all}->56" and report["cut_tokens"] == f"4-{num_all - 52}"
+        assert r.context[: len(first.context)] == first.context  # the whole prompt and answer, as Ollama's
     # A long prompt within the context runs as it is (Ollama cuts only past the context), answer clamped.
     size = len(whole_prompt_ids(live, "/api/generate", {**body, "prompt": SENTENCE * 2}))
     r = log.client(live).generate(model="demo", prompt=SENTENCE * 2, raw=raw,

@@ -72,7 +72,7 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     fitted = await fit_chat(state, served, messages, render, api="openai", requested=req.context_overflow,
                             context_len=engine.max_model_len, max_tokens=params.max_tokens)
     if tools is not None:
-        tools.use_messages(fitted.messages)
+        tools.use_fitted(fitted, engine.max_model_len)
     prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, tokenizer, prompt_ids)
     if thinking is not None:

@@ -316,7 +316,7 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
                             api="ollama", requested=req.context_overflow, context_len=_context_len(served, options),
                             max_tokens=options.params.max_tokens, num_keep=req.num_keep)
     if tools is not None:
-        tools.use_messages(fitted.messages)
+        tools.use_fitted(fitted, _context_len(served, options))
     prompt_ids = fitted.token_ids
     if req.debug_render_only:
         return debug_render(req.model, True, engine.tokenizer, prompt_ids)

@@ -16,14 +16,16 @@ from typing import Any
 
 from velollm.api.chat_messages import apply_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
+from velollm.context.fitter import FittedPrompt
+from velollm.context.token_cut import TokenCut
 from velollm.errors import ContextOverflow, Overloaded
+from velollm.output_budget import fit_max_tokens
+from velollm.outputs import RequestDelta
+from velollm.sampling_params import SamplingParams
 from velollm.tools.tool_parsers import ToolCall
 from velollm.tools.tool_repair import RepairResult
 from velollm.tools.tool_session import ToolCallConfig, ToolSession
 from velollm.tools.tool_stream import StreamingToolParser, ToolCallDelta
-from velollm.output_budget import fit_max_tokens
-from velollm.outputs import RequestDelta
-from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +72,24 @@ class ToolCalls:
         self.model = model
         self.template_kwargs = dict(template_kwargs or {})
         self.messages: list[dict[str, Any]] = []
+        # What the first attempt ran within, for a retry (use_fitted): the context it was fitted to (None:
+        # the model's) and the token-level cut of its prompt (Ollama's truncation), which a retry repeats.
+        self.context_len: int | None = None
+        self.cut: TokenCut | None = None
 
     def prompt_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """The prompt text for `messages` (tools included); `use_messages` says which ones ran."""
+        """The prompt text for `messages` (tools included); `use_fitted` says which ones ran."""
         return _render(self.session, messages, self.template_kwargs)
 
-    def use_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        """The history a retry continues (after context management, the messages that ran)."""
-        self.messages = [dict(m) for m in messages]
+    def use_fitted(self, fitted: FittedPrompt, context_len: int) -> None:
+        """What a retry continues: the conversation as context management fitted it for the first attempt
+        (the messages kept, compressed or summarized, and the cut of its tokens when it was cut at the token
+        level), within the same context (`num_ctx` on /api/chat). A retry is that prompt plus the failed
+        answer and the corrective message, so the x-velollm-context report stays true of it; when it no
+        longer fits that context, the first answer stands."""
+        self.messages = [dict(m) for m in fitted.messages]
+        self.context_len = context_len
+        self.cut = fitted.cut
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""
@@ -113,9 +125,12 @@ class ToolCalls:
                           attempt: int) -> ChoiceState | None:
         messages = self.session.retry_messages(self.messages, state.text, result)
         ids = _encode(self.session, messages, self.template_kwargs)
+        if self.cut is not None:  # the same ids go as in the first attempt (the retry's prompt starts as it did)
+            ids = self.cut.apply(ids)
         call = gen.calls[state.index]
+        context_len = self.context_len or self.engine.max_model_len
         try:
-            max_tokens = fit_max_tokens(len(ids), call.params.max_tokens, self.engine.max_model_len)
+            max_tokens = fit_max_tokens(len(ids), call.params.max_tokens, context_len)
         except ContextOverflow:  # the corrective conversation no longer fits: answer with what we have
             logger.info("tool-call retry skipped: %d prompt tokens leave no room", len(ids))
             return None
