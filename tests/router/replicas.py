@@ -101,6 +101,11 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # a TOML basic string or number
 
 
+# The health checks' timeout where a test keeps its replicas busy on a shared CI machine: a /health answered after the
+# default 1 s there is load, not a fault (a replica in the middle of a burst was ejected so, and the burst got 503s).
+BUSY_HEALTH_TIMEOUT_S = 10.0
+
+
 def config_toml(backends: Sequence[Mapping[str, Any]], **router: Any) -> str:
     """A `--config` file: the `[router]` keys given, then one `[[backends]]` table per mapping."""
     lines = ["[router]", *(f"{k} = {_toml_value(v)}" for k, v in router.items())] if router else []

@@ -17,7 +17,14 @@ import ollama
 import openai
 import pytest
 
-from tests.router.replicas import Replica, config_toml, metric, replica_backends, start_replicas
+from tests.router.replicas import (
+    BUSY_HEALTH_TIMEOUT_S,
+    Replica,
+    config_toml,
+    metric,
+    replica_backends,
+    start_replicas,
+)
 from tests.serve_process import REPO, start_serve, stop_serve
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -89,7 +96,8 @@ def test_the_router_ejects_a_dead_local_engine_and_the_remote_replica_takes_over
     flag = tmp_path / "die"
     config = tmp_path / "velollm.toml"
     config.write_text(config_toml([{"name": "local", "kind": "native", "models": ["demo"]},
-                                   *replica_backends(replicas, ("r0",))], policy="round-robin", health_interval_s=30))
+                                   *replica_backends(replicas, ("r0",))], policy="round-robin", health_interval_s=30,
+                                   health_timeout_s=BUSY_HEALTH_TIMEOUT_S))
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), *ENGINE_ARGS, env=_hook_env(flag))
     try:
         assert set(_burst(url, 6)) == {"local", "r0"}
@@ -117,7 +125,8 @@ def test_a_full_local_queue_sends_requests_to_the_remote_replica(tmp_path):
     replicas = start_replicas(tmp_path / "replicas", 1)
     config = tmp_path / "velollm.toml"
     config.write_text(config_toml([{"name": "local", "kind": "native", "models": ["demo"]},
-                                   *replica_backends(replicas, ("r0",))], policy="round-robin", health_interval_s=30))
+                                   *replica_backends(replicas, ("r0",))], policy="round-robin", health_interval_s=30,
+                                   health_timeout_s=BUSY_HEALTH_TIMEOUT_S))
     # One sequence running and one waiting at most: round-robin alone would hand the local engine more.
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), "--max-model-len", "256",
                                     "--kv-cache-memory", "16MiB", "--max-num-seqs", "1", "--max-queue", "1")
@@ -150,7 +159,7 @@ def test_a_remote_velollm_whose_engine_died_is_ejected_by_its_health_check(tmp_p
         r.wait_healthy()
     config = tmp_path / "velollm.toml"
     config.write_text(config_toml(replica_backends(replicas, ("r0", "r1")), policy="round-robin",
-                                  health_interval_s=0.2))
+                                  health_interval_s=0.2, health_timeout_s=BUSY_HEALTH_TIMEOUT_S))
     proc, url, _, _ = start_serve(tmp_path, "--config", str(config))
     try:
         assert set(_burst(url, 6)) == {"r0", "r1"}

@@ -13,7 +13,13 @@ import ollama
 import openai
 import pytest
 
-from tests.router.replicas import config_toml, metric, replica_backends, start_replicas
+from tests.router.replicas import (
+    BUSY_HEALTH_TIMEOUT_S,
+    config_toml,
+    metric,
+    replica_backends,
+    start_replicas,
+)
 from tests.serve_process import start_serve, stop_serve
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -54,7 +60,8 @@ def test_local_engine_is_one_replica_and_takes_over(tmp_path):
     config = tmp_path / "velollm.toml"
     # Active checks rarely: the remote replica's death is found by the requests sent to it (passive).
     config.write_text(config_toml([{"name": "local", "kind": "native", "models": ["demo"]},
-                                   *replica_backends(replicas, ("r0",))], health_interval_s=30))
+                                   *replica_backends(replicas, ("r0",))], health_interval_s=30,
+                                  health_timeout_s=BUSY_HEALTH_TIMEOUT_S))
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), *ENGINE_ARGS)
     try:
         served = _burst(url, 12)

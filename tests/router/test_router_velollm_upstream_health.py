@@ -16,7 +16,13 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
-from tests.router.replicas import Replica, config_toml, metric, router_app
+from tests.router.replicas import (
+    BUSY_HEALTH_TIMEOUT_S,
+    Replica,
+    config_toml,
+    metric,
+    router_app,
+)
 from tests.serve_process import REPO
 from velollm import __version__
 from velollm.wire.server_version import velollm_version
@@ -58,7 +64,7 @@ def test_a_velollm_behind_kind_auto_or_ollama_is_ejected_when_its_engine_died(tm
                             {"name": "velollm-as-ollama", "url": healthy.url, "kind": "ollama"},
                             {"name": "ollama", "url": stand_in.url, "kind": "auto"},
                             {"name": "llama", "url": llama.url + "/v1", "kind": "auto"}],
-                           policy="round-robin", health_interval_s=0.2)
+                           policy="round-robin", health_interval_s=0.2, health_timeout_s=BUSY_HEALTH_TIMEOUT_S)
         router = ThreadServer(router_app(toml, tmp_path)).start()
         url = router.url
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
