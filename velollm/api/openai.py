@@ -97,7 +97,7 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
     if isinstance(target, UpstreamTarget):
         answer = await forward_or_local(request, state, call, target, body)
         if not isinstance(answer, ServedModel):
-            return await keep.keep(answer) if keep is not None else answer
+            return await keep.keep(answer, relayed=True) if keep is not None else answer
         served = answer
     else:
         served = target.model

@@ -4,7 +4,11 @@
 `ChatKeeper.keep` stores the answer as it goes out to the client: a whole body as it is, a stream put
 back together (the response cache's capture) and stored before its final `[DONE]`, so that a client
 that read the whole stream finds it at once. Native models and upstreams alike: what is stored is what
-the client got. The store is the ResponseStore's file, opened and used off the event loop as the Responses
+the client got. An upstream's answer is stored under an id of VeloLLM's own, which replaces the upstream's
+in what the client receives (the whole body, or every chunk of a stream): the id the client sees is the one
+it retrieves, and stored completions never collide, whatever ids the upstream issues (Ollama's /v1 answers
+`chatcmpl-` and a number below 1000, which would have a later completion replace an earlier one). The
+store is the ResponseStore's file, opened and used off the event loop as the Responses
 routes do (responses._stored), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,39 +59,58 @@ class ChatKeeper:
     metadata: dict[str, str]
     hide_usage: bool = False  # the stream's usage chunk was asked for the store only: not the client's
 
-    async def keep(self, answer: Response) -> Response:
-        """`answer`, storing the completion in it (once it is whole) when it is one."""
+    async def keep(self, answer: Response, *, relayed: bool = False) -> Response:
+        """`answer`, storing the completion in it (once it is whole) when it is one. A `relayed` answer (an
+        upstream's) gets an id of VeloLLM's own, in the body or in every chunk, before it is stored."""
         if answer.status_code != 200:
             return answer
+        own_id = f"chatcmpl-{uuid.uuid4().hex}" if relayed else None
         if isinstance(answer, StreamingResponse):
-            answer.body_iterator = self._kept(answer.body_iterator)
+            answer.body_iterator = self._kept(answer.body_iterator, own_id)
             return answer
+        if own_id is not None:
+            _rewrite_body(answer, own_id)
         await self._put(capture("chat", bytes(answer.body), answer.media_type or "application/json"))
         return answer
 
-    async def _kept(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _kept(self, chunks: AsyncIterator[Any], own_id: str | None = None) -> AsyncIterator[Any]:
         raw, pending, stored = bytearray(), b"", False
+        by_event = self.hide_usage or own_id is not None  # whole events only: a piece may end mid-event
         try:
             async for data in chunks:
                 piece = data if isinstance(data, bytes) else str(data).encode()
-                raw += piece
-                # stored before the client can read the end and ask for it ([DONE] may span two pieces)
-                if not stored and _DONE in raw[max(0, len(raw) - len(piece) - len(_DONE)):]:
-                    stored = True
-                    await self._put(capture("chat", bytes(raw), SSE_MEDIA_TYPE))
-                if not self.hide_usage:
+                if not by_event:
+                    raw += piece
+                    stored = await self._store_at_done(raw, len(piece), stored)
                     yield data
                     continue
                 *events, pending = (pending + piece).split(b"\n\n")
-                shown = b"".join(event + b"\n\n" for event in events if not _usage_only(event))
+                events = [_with_id(event, own_id) if own_id is not None else event for event in events]
+                whole = b"".join(event + b"\n\n" for event in events)
+                raw += whole
+                stored = await self._store_at_done(raw, len(whole), stored)
+                shown = b"".join(event + b"\n\n" for event in events
+                                 if not (self.hide_usage and _usage_only(event)))
                 if shown:
                     yield shown
-            if pending:
+            if pending:  # a last event with no blank line after it
+                if own_id is not None:
+                    pending = _with_id(pending, own_id)
+                raw += pending
+                await self._store_at_done(raw, len(pending), stored)
                 yield pending
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+
+    async def _store_at_done(self, raw: bytearray, num_new: int, stored: bool) -> bool:
+        """Stores the stream once its [DONE] came (in its last `num_new` bytes, or spanning the piece before),
+        before the client can read the end and ask for it; whether it is stored."""
+        if stored or _DONE not in raw[max(0, len(raw) - num_new - len(_DONE)):]:
+            return stored
+        await self._put(capture("chat", bytes(raw), SSE_MEDIA_TYPE))
+        return True
 
     async def _put(self, completion: dict[str, Any] | None) -> None:
         if completion is None or not isinstance(completion.get("id"), str):
@@ -95,6 +119,36 @@ class ChatKeeper:
             await _in_store(self.state, ChatCompletionStore.put, completion, self.messages, self.metadata)
         except Exception:  # the client has its answer; a store that failed must not take it away
             logger.exception("storing chat completion %s failed", completion.get("id"))
+
+
+def _rewrite_body(answer: Response, own_id: str) -> None:
+    """A whole JSON completion's `id` replaced by `own_id` (its content-length with it)."""
+    try:
+        body = json.loads(bytes(answer.body))
+    except ValueError:
+        return
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        return
+    body["id"] = own_id
+    answer.body = json.dumps(body, ensure_ascii=False).encode()
+    answer.headers["content-length"] = str(len(answer.body))
+
+
+def _with_id(event: bytes, own_id: str) -> bytes:
+    """An SSE event whose JSON `data` has an `id`, with `own_id` for it (other events as they are)."""
+    lines = event.splitlines()
+    data = [line for line in lines if line.startswith(b"data:")]
+    if len(data) != 1 or b'"id"' not in data[0]:
+        return event
+    try:
+        chunk = json.loads(data[0][5:])
+    except ValueError:
+        return event
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("id"), str):
+        return event
+    chunk["id"] = own_id
+    new = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
+    return b"\n".join(new if line is data[0] else line for line in lines)
 
 
 def _usage_only(event: bytes) -> bool:
