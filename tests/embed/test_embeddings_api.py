@@ -209,3 +209,21 @@ def test_langchain_ollama_embeddings(native: str, expected: np.ndarray):
     query = np.array([embeddings.embed_query(TEXTS[0])])
     assert cosines(docs, expected).min() >= 0.9999
     assert cosines(query, expected[:1]).min() >= 0.9999
+
+
+def test_langchain_openai_embeddings(native: str, expected: np.ndarray):
+    """LangChain's OpenAIEmbeddings sends text with check_embedding_ctx_length=False (the setting for servers
+    other than OpenAI's); by default it sends tiktoken ids, which are not this model's: a 400 that says so."""
+    import openai
+
+    langchain_openai = pytest.importorskip("langchain_openai")
+    embeddings = langchain_openai.OpenAIEmbeddings(model="minilm", base_url=f"{native}/v1", api_key="none",
+                                                   check_embedding_ctx_length=False)
+    assert cosines(np.array(embeddings.embed_documents(TEXTS)), expected).min() >= 0.9999
+    assert cosines(np.array([embeddings.embed_query(TEXTS[1])]), expected[1:2]).min() >= 0.9999
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none")
+    with pytest.raises(openai.BadRequestError) as err:  # cl100k ids of "The cat sat on the mat."
+        client.embeddings.create(model="minilm", input=[[791, 8415, 7731, 389, 279, 5634, 13], [100257]])
+    assert err.value.body["param"] == "input"
+    assert "outside the vocabulary" in err.value.body["message"]
+    assert "check_embedding_ctx_length=False" in err.value.body["message"]

@@ -91,7 +91,10 @@ class Embedder:
                 raise ContextOverflow(f"input {i} has {len(seq)} tokens, over the model's context length of "
                                       f"{self.max_tokens}", param="input")
             if min(seq) < 0 or max(seq) >= vocab:
-                raise InvalidRequest(f"input {i} holds a token id outside the vocabulary [0, {vocab})", param="input")
+                # Token ids are the model's own; a client that tokenizes with tiktoken sends OpenAI's.
+                raise InvalidRequest(f"input {i} holds a token id outside the vocabulary [0, {vocab}): token ids "
+                                     "must be this model's own; send text instead of tiktoken ids (LangChain's "
+                                     "OpenAIEmbeddings: check_embedding_ctx_length=False)", param="input")
 
     def _batches(self, lens: list[int]) -> list[list[int]]:
         order = sorted(range(len(lens)), key=lambda i: -lens[i])
