@@ -48,7 +48,7 @@ def _open(state: AppState) -> ResponseStore:
     return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
 
 
-async def _stored(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
+async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
     """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
     older layout may take a while). Also the stored chat completions' way in (stored_chat.py)."""
     if state.responses is None:
@@ -79,7 +79,7 @@ class _Turn:
         if not self.req.store or response.get("status") == "failed":
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
-        await _stored(self.state, ResponseStore.put, response, input_item_objects(self.req.input), self.previous)
+        await in_store(self.state, ResponseStore.put, response, input_item_objects(self.req.input), self.previous)
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -112,7 +112,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
-    stored = await _stored(state, ResponseStore.history, previous) if isinstance(previous, str) else None
+    stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
@@ -140,7 +140,7 @@ async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str
     for i, item in enumerate(items):
         if isinstance(item, dict) and item.get("type") == "item_reference":
             ref = item.get("id")
-            found = await _stored(state, ResponseStore.item, ref) if isinstance(ref, str) else None
+            found = await in_store(state, ResponseStore.item, ref) if isinstance(ref, str) else None
             if found is None:
                 raise APIError(400, f"Item with id {ref!r} not found.", param=f"input[{i}].id")
             item = found
@@ -259,7 +259,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
 @endpoint("/v1/responses/{id}")
 async def get_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    stored = await _stored(state, ResponseStore.get, response_id)
+    stored = await in_store(state, ResponseStore.get, response_id)
     if stored is None:
         raise _not_found(response_id)
     return JSONResponse(stored)
@@ -271,7 +271,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     a cursor page: `order` (desc by default), `limit` (1-100, default 20), `after` or `before` (an item id:
     the page that follows it, or the one that comes just before it)."""
     response_id = request.path_params["id"]
-    stored = await _stored(state, ResponseStore.history, response_id)
+    stored = await in_store(state, ResponseStore.history, response_id)
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
@@ -300,7 +300,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
-    if not await _stored(state, ResponseStore.delete, response_id):
+    if not await in_store(state, ResponseStore.delete, response_id):
         raise _not_found(response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 

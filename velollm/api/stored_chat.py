@@ -9,7 +9,7 @@ in what the client receives (the whole body, or every chunk of a stream): the id
 it retrieves, and stored completions never collide, whatever ids the upstream issues (Ollama's /v1 answers
 `chatcmpl-` and a number below 1000, which would have a later completion replace an earlier one). The
 store is the ResponseStore's file, opened and used off the event loop as the Responses
-routes do (responses._stored), with its retention limits.
+routes do (responses.in_store), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
 GET/POST/DELETE /v1/chat/completions/{id} (retrieve, update metadata, delete) and
@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.responses import _stored
+from velollm.api.responses import in_store
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, UnknownCursor
 from velollm.wire.errors import APIError
@@ -44,10 +44,10 @@ _DONE = b"data: [DONE]"
 _T = TypeVar("_T")
 
 
-async def _in_store(state: AppState, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+async def _in_chat_store(state: AppState, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """`method(chat_store, *args, **kwargs)` in a worker thread, the store opened in one too (as the
-    Responses routes open it: responses._stored)."""
-    return await _stored(state, lambda store: method(store.chat_completions, *args, **kwargs))
+    Responses routes open it: responses.in_store)."""
+    return await in_store(state, lambda store: method(store.chat_completions, *args, **kwargs))
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class ChatKeeper:
         if completion is None or not isinstance(completion.get("id"), str):
             return  # an answer that failed or ended early: nothing to keep, as OpenAI keeps nothing
         try:
-            await _in_store(self.state, ChatCompletionStore.put, completion, self.messages, self.metadata)
+            await _in_chat_store(self.state, ChatCompletionStore.put, completion, self.messages, self.metadata)
         except Exception:  # the client has its answer; a store that failed must not take it away
             logger.exception("storing chat completion %s failed", completion.get("id"))
 
@@ -222,7 +222,7 @@ async def list_completions(request: Request, state: AppState, call: Call) -> Res
     limit, order = _page_args(request)
     after = request.query_params.get("after")
     try:
-        page = await _in_store(state, ChatCompletionStore.list, limit=limit, order=order, after=after,
+        page = await _in_chat_store(state, ChatCompletionStore.list, limit=limit, order=order, after=after,
                                model=request.query_params.get("model"), metadata=_metadata_filter(request))
     except UnknownCursor:
         raise APIError(400, f"Invalid 'after': no stored chat completion with id {after!r}", param="after") from None
@@ -232,7 +232,7 @@ async def list_completions(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/chat/completions/{id}")
 async def get_completion(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
-    stored = await _in_store(state, ChatCompletionStore.get, completion_id)
+    stored = await _in_chat_store(state, ChatCompletionStore.get, completion_id)
     if stored is None:
         raise _not_found(completion_id)
     return JSONResponse(stored)
@@ -250,7 +250,7 @@ async def update_completion(request: Request, state: AppState, call: Call) -> Re
         raise APIError(400, f"Unrecognized request argument supplied: {unknown[0]} (only metadata can be updated)",
                        param=unknown[0])
     metadata = check_metadata(body["metadata"])
-    stored = await _in_store(state, ChatCompletionStore.update_metadata, completion_id, metadata)
+    stored = await _in_chat_store(state, ChatCompletionStore.update_metadata, completion_id, metadata)
     if stored is None:
         raise _not_found(completion_id)
     return JSONResponse(stored)
@@ -259,7 +259,7 @@ async def update_completion(request: Request, state: AppState, call: Call) -> Re
 @endpoint("/v1/chat/completions/{id}")
 async def delete_completion(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
-    if not await _in_store(state, ChatCompletionStore.delete, completion_id):
+    if not await _in_chat_store(state, ChatCompletionStore.delete, completion_id):
         raise _not_found(completion_id)
     return JSONResponse({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})
 
@@ -281,7 +281,7 @@ def message_object(completion_id: str, index: int, message: Any) -> dict[str, An
 async def list_messages(request: Request, state: AppState, call: Call) -> Response:
     completion_id = request.path_params["id"]
     limit, order = _page_args(request)
-    messages = await _in_store(state, ChatCompletionStore.messages, completion_id)
+    messages = await _in_chat_store(state, ChatCompletionStore.messages, completion_id)
     if messages is None:
         raise _not_found(completion_id)
     items = [message_object(completion_id, i, m) for i, m in enumerate(messages)]
