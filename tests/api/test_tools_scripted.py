@@ -26,7 +26,8 @@ MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 
 
 class ScriptedEngine(StubEngine):
-    """Answers the i-th request with script[i] (the last one repeats), one character per token."""
+    """Answers the i-th request with script[i] (the last one repeats), one character per token; a script
+    longer than max_tokens is cut there and ends "length", as the engine ends it."""
 
     def __init__(self) -> None:
         super().__init__(max_model_len=4096, token_delay_s=0.0)
@@ -34,13 +35,15 @@ class ScriptedEngine(StubEngine):
         self.num_calls = 0
 
     async def _deltas(self, prompt, params, request_id):
-        text = self.script[min(self.num_calls, len(self.script) - 1)][: params.max_tokens]
+        script = self.script[min(self.num_calls, len(self.script) - 1)]
+        text = script[: params.max_tokens]
+        finish = "length" if len(text) < len(script) else "stop"
         self.num_calls += 1
         tokens = [b + OFFSET for b in text.encode()]
         for pos, token in enumerate(tokens):
             last = pos + 1 == len(tokens)
             yield RequestDelta(request_id=request_id, text=chr(token - OFFSET), token_ids=[token],
-                               finish_reason="stop" if last else None, num_prompt_tokens=len(prompt),
+                               finish_reason=finish if last else None, num_prompt_tokens=len(prompt),
                                num_output_tokens=pos + 1)
 
 
