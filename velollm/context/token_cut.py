@@ -4,7 +4,8 @@ Ollama's runner (runner/ollamarunner/runner.go, NewSequence) cuts a prompt longe
 token level: a negative `num_keep` means all of the prompt, `num_keep` is clamped to `num_ctx - 1` (one id
 always goes), and the ids `[num_keep, num_keep + len - num_ctx)` are discarded, so the first `num_keep` ids
 and the tail stay, exactly `num_ctx` of them ("truncating input prompt" in its log). Ollama then relies on
-shifting the context during generation; VeloLLM has no context shift, so its callers cut to the context
+shifting the context during generation (`ollama_shift`, also for a prompt that fills the context with
+`truncate: false`); VeloLLM has no context shift, so its callers cut to the context
 less the room kept for the answer (`limit` here), and the formula is the same with `limit` for `num_ctx`.
 """
 
@@ -36,3 +37,17 @@ def ollama_cut(num_ids: int, limit: int, num_keep: int) -> TokenCut | None:
     keep = num_ids if num_keep < 0 else num_keep
     keep = min(keep, limit - 1)
     return TokenCut(keep, keep + num_ids - limit)
+
+
+def ollama_shift(num_ids: int, num_ctx: int, num_keep: int) -> TokenCut | None:
+    """Ollama's context shift for a prompt that fills its context (`truncate: false` lets a prompt of exactly
+    `num_ctx` ids run: its check is `len(inputs) > numCtx`), None for one with room left. Ollama's runner
+    samples one token and then, the context full, discards ids after the first `num_keep` (clamped to
+    `num_ctx - 1`, as its sequence does): half of the rest, at least one (kvcache ShiftDiscard). VeloLLM
+    has no context shift, so its callers apply it before the first token, which then has that room."""
+    if num_ids < num_ctx:
+        return None
+    if num_ids > num_ctx:
+        raise ValueError(f"a prompt of {num_ids} ids is over its context ({num_ctx}): Ollama refuses it")
+    keep = min(num_ids if num_keep < 0 else num_keep, num_ctx - 1)
+    return TokenCut(keep, keep + max((num_ctx - keep) // 2, 1))
