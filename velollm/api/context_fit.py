@@ -24,7 +24,7 @@ from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
 from velollm.context.text_memo import TextMemo
-from velollm.context.token_cut import ollama_cut
+from velollm.context.token_cut import cut_prompt
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -226,12 +226,10 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     if window is not None:
         report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
     if len(window.token_ids if window is not None else ids) >= context_len:  # no room for one answer token
-        cut = ollama_cut(len(ids), max(1, budget), num_keep)
+        cut_ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         assert cut is not None
-        logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
-                       len(ids), cut.keep, len(ids) - cut.num_cut, context_len)
-        window, report = None, ContextReport(mode, len(ids), len(ids) - cut.num_cut, cut_tokens=(cut.keep, cut.end))
-        ids = cut.apply(ids)
+        window, report = None, ContextReport(mode, len(ids), len(cut_ids), cut_tokens=(cut.keep, cut.end))
+        ids = cut_ids
     if report is None:
         return ids, None
     context_state(state).metrics.observe(served.name, report, 0)

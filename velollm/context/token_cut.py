@@ -10,8 +10,11 @@ less the room kept for the answer (`limit` here), and the formula is the same wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,3 +39,15 @@ def ollama_cut(num_ids: int, limit: int, num_keep: int) -> TokenCut | None:
     keep = num_ids if num_keep < 0 else num_keep
     keep = min(keep, limit - 1)
     return TokenCut(keep, keep + num_ids - limit)
+
+
+def cut_prompt(ids: Sequence[int], budget: int, num_keep: int, context_len: int) -> tuple[list[int], TokenCut | None]:
+    """`ids` cut as Ollama's runner cuts them, down to `budget` ids (at least one), and the cut (None, and the
+    ids as they are, when they fit); a cut is logged as Ollama logs it."""
+    cut = ollama_cut(len(ids), max(1, budget), num_keep)
+    if cut is None:
+        return list(ids), None
+    cut_ids = cut.apply(ids)
+    logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget, len(ids),
+                   cut.keep, len(cut_ids), context_len)
+    return cut_ids, cut
