@@ -16,7 +16,6 @@ VeloLLM does not shift). Within the context it runs as it is, its answer clamped
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
 from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
-from velollm.context.token_cut import TokenCut, ollama_cut, ollama_shift
+from velollm.context.token_cut import TokenCut, cut_prompt, shift_prompt
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
 
-logger = logging.getLogger(__name__)
 Render = Callable[[list[Mapping[str, Any]]], str]  # messages -> the prompt text (the chat template)
 TOO_LONG = 1 << 62  # a text the tokenizer refuses by its length alone
 # Truncation cuts in steps of budget / 4 tokens (truncation.stable_target): up to a quarter of the budget
@@ -143,12 +141,10 @@ class ContextFitter:
         text, encoded = self._encoded.get(len(current)) or self.encode(current)
         ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
         if num_keep is not None and len(ids) >= context_len:  # no room for one answer token: Ollama's cut
-            cut = ollama_cut(len(ids), max(1, budget), num_keep)
+            ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         if cut is not None:
-            ids, num_reused = cut.apply(ids), min(num_reused, cut.keep)
+            num_reused = min(num_reused, cut.keep)
             report.cut_tokens = (cut.keep, cut.end)
-            logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
-                           len(encoded.token_ids), cut.keep, len(ids), context_len)
         report.num_prompt_tokens = len(ids)
         if not report.changed:  # over the budget, but nothing could go, and it has room in the context
             return FittedPrompt(current, text, ids, num_reused, None)
@@ -157,12 +153,9 @@ class ContextFitter:
     def _shifted(self, messages: list[Mapping[str, Any]], text: str, encoded: Encoded, context_len: int,
                  num_keep: int) -> FittedPrompt:
         """A prompt of exactly the context in the error mode (`truncate: false`) on the Ollama API: Ollama
-        runs it and shifts its context (velollm.context.token_cut.ollama_shift), so it is shifted here."""
-        shift = ollama_shift(len(encoded.token_ids), context_len, num_keep)
+        runs it and shifts its context (velollm.context.token_cut.shift_prompt), so it is shifted here."""
+        ids, shift = shift_prompt(encoded.token_ids, context_len, num_keep)
         assert shift is not None
-        ids = shift.apply(encoded.token_ids)
-        logger.info("shifting the context of a prompt that fills it: keep=%d discard=%d (context %d)",
-                    shift.keep, shift.num_cut, context_len)
         report = ContextReport("error", len(encoded.token_ids), len(ids), cut_tokens=(shift.keep, shift.end))
         return FittedPrompt(messages, text, ids, min(encoded.num_reused, shift.keep), report, cut=shift)
 

@@ -11,8 +11,11 @@ less the room kept for the answer (`limit` here), and the formula is the same wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,26 @@ def ollama_shift(num_ids: int, num_ctx: int, num_keep: int) -> TokenCut | None:
         raise ValueError(f"a prompt of {num_ids} ids is over its context ({num_ctx}): Ollama refuses it")
     keep = min(num_ids if num_keep < 0 else num_keep, num_ctx - 1)
     return TokenCut(keep, keep + max((num_ctx - keep) // 2, 1))
+
+
+def cut_prompt(ids: Sequence[int], budget: int, num_keep: int, context_len: int) -> tuple[list[int], TokenCut | None]:
+    """`ids` cut as Ollama's runner cuts them, down to `budget` ids (at least one), and the cut (None, and the
+    ids as they are, when they fit); a cut is logged as Ollama logs it."""
+    cut = ollama_cut(len(ids), max(1, budget), num_keep)
+    if cut is None:
+        return list(ids), None
+    cut_ids = cut.apply(ids)
+    logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget, len(ids),
+                   cut.keep, len(cut_ids), context_len)
+    return cut_ids, cut
+
+
+def shift_prompt(ids: Sequence[int], num_ctx: int, num_keep: int) -> tuple[list[int], TokenCut | None]:
+    """`ids` shifted as Ollama's runner shifts a full context (`ollama_shift`), and the shift (None, and the
+    ids as they are, when they leave room); a shift is logged."""
+    shift = ollama_shift(len(ids), num_ctx, num_keep)
+    if shift is None:
+        return list(ids), None
+    logger.info("shifting the context of a prompt that fills it: keep=%d discard=%d (context %d)",
+                shift.keep, shift.num_cut, num_ctx)
+    return shift.apply(ids), shift
