@@ -34,7 +34,7 @@ from velollm.responses import (History, ResponseEventStream, ResponseShell, Resp
 from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
-from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
             pending += data if isinstance(data, bytes) else str(data).encode()
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
-                payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+                payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
     finally:  # what the response would do when sent: close the upstream stream
