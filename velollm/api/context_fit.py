@@ -24,7 +24,7 @@ from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
 from velollm.context.text_memo import TextMemo
-from velollm.context.token_cut import cut_prompt
+from velollm.context.token_cut import cut_prompt, shift_prompt
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -216,10 +216,15 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     (this call's prompt) do not go there. A prompt that still leaves no room for an answer in the context
     (this call's prompt alone too long) is cut as Ollama's runner cuts it, the first `num_keep` ids and the
     tail, down to the budget (velollm.context.token_cut; `cut_tokens` in the report); within the context
-    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after)."""
+    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after),
+    but for a prompt of exactly the context, which Ollama runs and shifts (token_cut.shift_prompt)."""
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
-    if mode == "error":
-        return ids, None
+    if mode == "error":  # as sent (the 400 comes after), but a prompt of exactly the context: Ollama runs it
+        if len(ids) != context_len:
+            return ids, None
+        shifted, shift = shift_prompt(ids, context_len, num_keep)
+        assert shift is not None
+        return shifted, ContextReport(mode, len(ids), len(shifted), cut_tokens=(shift.keep, shift.end))
     budget = context_len - output_reserve(context_len, max_tokens)
     window = fit_ids(ids, num_new, num_keep if num_keep >= 0 else len(ids), budget)
     report = None
