@@ -21,17 +21,35 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, forward_or_local, read_json,
-                                 route)
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    endpoint,
+    forward,
+    forward_or_local,
+    read_json,
+    route,
+)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.cache.replay import take_hit
-from velollm.responses import (History, ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore,
-                               chat_body, conversation, input_item_objects, parse_responses_request, replay_chunks,
-                               sse_frame)
 from velollm.errors import InvalidRequest
+from velollm.responses import (
+    History,
+    ResponseEventStream,
+    ResponseShell,
+    ResponsesRequest,
+    ResponseStore,
+    chat_body,
+    conversation,
+    input_item_objects,
+    parse_responses_request,
+    replay_chunks,
+    sse_frame,
+)
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
 from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
@@ -92,7 +110,7 @@ class _Turn:
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
-        except Exception as exc:  # after the 200 went out: in-band, as the Responses API does
+        except Exception as exc:  # noqa: BLE001 (the 200 went out: any failure goes in-band, as OpenAI does)
             err = to_api_error(exc)
             events = stream.fail(err.message, err.code or err.type, err.param)
         finally:  # also when the client left: the source (engine or upstream stream) stops now
