@@ -235,3 +235,32 @@ def _ollama_render(server: ServerHandle, engine: ScriptedEngine, messages: list[
     ollama.Client(host=server.url, timeout=30).chat(model="demo", messages=messages, tools=[WEATHER],
                                                     options={"num_ctx": num_ctx})
     return _prompt_text(engine, 0)
+
+
+def test_usage_after_a_retry_counts_the_prompt_its_answer_came_from(scripted, engine):
+    """After a retry, the answer came from the retry's prompt (the request's prompt, the failed answer and
+    the corrective message): usage.prompt_tokens and prompt_eval_count count that prompt, as the completion
+    counts that answer, on both APIs; with n=2, the request's prompt counts once more for the choice that
+    kept its first answer."""
+    engine.script = [UNKNOWN, GOOD]
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER])
+    first, retry = engine.seen_prompts
+    assert len(retry) > len(first) + len(UNKNOWN)
+    assert r.usage.prompt_tokens == len(retry) and r.usage.completion_tokens == len(GOOD)
+    assert r.usage.total_tokens == len(retry) + len(GOOD)
+    engine.script, engine.num_calls = [UNKNOWN, GOOD], 0
+    engine.seen_prompts.clear()
+    o = ollama.Client(host=scripted.url, timeout=30).chat(model="demo", messages=MESSAGES, tools=[WEATHER])
+    first, retry = engine.seen_prompts
+    assert o.message.tool_calls and o.prompt_eval_count == len(retry) and o.eval_count == len(GOOD)
+    engine.script, engine.num_calls = [UNKNOWN, GOOD, GOOD], 0
+    engine.seen_prompts.clear()
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER], n=2)
+    first, _, retry = engine.seen_prompts
+    assert all(c.message.tool_calls for c in r.choices)
+    assert r.usage.prompt_tokens == len(first) + len(retry) and r.usage.completion_tokens == 2 * len(GOOD)
+    # No retry: the request's prompt, once.
+    engine.script, engine.num_calls = [GOOD], 0
+    engine.seen_prompts.clear()
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER], n=2)
+    assert r.usage.prompt_tokens == len(engine.seen_prompts[0])

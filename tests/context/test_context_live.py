@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import ollama
 import openai
@@ -223,6 +225,35 @@ def test_ollama_truncate_false_over_num_ctx_is_ollamas_400(live):
             r = httpx.post(f"{live.url}{path}", json={"model": "demo", "stream": stream, "truncate": False,
                                                       "options": {"num_ctx": 64}, **body}, timeout=60)
             assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), (path, body, r.text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_truncate_false_prompt_of_exactly_num_ctx_runs_as_ollamas(live, stream):
+    """Ollama refuses only a prompt longer than num_ctx (`len(inputs) > numCtx`): one of exactly num_ctx
+    tokens runs. With the context full, Ollama's runner shifts it (the ids after num_keep, half of the rest,
+    go: ShiftDiscard); VeloLLM shifts before the first token, so the answer has the room that leaves. Not a
+    400, on both endpoints; x-velollm-context says which ids went."""
+    cases = (("/api/chat", {"messages": [{"role": "user", "content": SENTENCE * 2}]}),
+             ("/api/generate", {"prompt": SENTENCE * 2}), ("/api/generate", {"prompt": SENTENCE * 2, "raw": True}))
+    for path, body in cases:
+        num_ctx = len(whole_prompt_ids(live, path, {"model": "demo", **body}))
+        for num_keep, keep in ((4, 4), (10, 10), (-1, num_ctx - 1)):
+            discard = max((num_ctx - keep) // 2, 1)
+            r = httpx.post(f"{live.url}{path}", timeout=60, json={
+                "model": "demo", "stream": stream, "truncate": False, **body,
+                "options": {"num_ctx": num_ctx, "num_keep": num_keep, "temperature": 0}})
+            assert r.status_code == 200, (path, body, r.text)
+            final = [json.loads(line) for line in r.text.splitlines() if line][-1]
+            assert final["done"] and final["done_reason"] in ("stop", "length"), final
+            assert final["prompt_eval_count"] == num_ctx - discard and final["eval_count"] >= 1, final
+            assert final["prompt_eval_count"] + final["eval_count"] <= num_ctx
+            report = parse_header(r.headers["x-velollm-context"])
+            assert report["cut_tokens"] == f"{keep}-{keep + discard}", report
+            assert report["tokens"] == f"{num_ctx}->{num_ctx - discard}", report
+        # One token more is Ollama's 400.
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={
+            "model": "demo", "stream": stream, "truncate": False, **body, "options": {"num_ctx": num_ctx - 1}})
+        assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), r.text
 
 
 @pytest.mark.parametrize("raw", [False, True])

@@ -93,11 +93,16 @@ class OllamaFormatter:
             out["context"] = self.context_ids + choice.token_ids
         t_first = choice.t_first or self.t_loaded
         out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
-                   prompt_eval_count=len(self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
+                   prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
                    eval_count=len(choice.token_ids), eval_duration=_ns((choice.t_last or t_first) - t_first))
         if with_logprobs and self.logprobs:
             out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
         return out
+
+
+def _prompt_eval_count(choice: ChoiceState, prompt_ids: list[int]) -> int:
+    """The prompt the answer came from: a tool-call retry's when it retried (velollm.api.openai_format.usage)."""
+    return len(prompt_ids) if choice.num_prompt_tokens is None else choice.num_prompt_tokens
 
 
 def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:

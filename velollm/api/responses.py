@@ -24,20 +24,40 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api import store_cap
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, forward_or_local, read_json,
-                                 route)
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    endpoint,
+    forward,
+    forward_or_local,
+    read_json,
+    route,
+)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.cache.replay import take_hit
 from velollm.errors import InvalidRequest
-from velollm.responses import (History, ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore,
-                               RowTooLarge, chat_body, conversation, input_item_objects, parse_responses_request,
-                               replay_chunks, sse_frame, stored_bytes)
+from velollm.responses import (
+    History,
+    ResponseEventStream,
+    ResponseShell,
+    ResponsesRequest,
+    ResponseStore,
+    RowTooLarge,
+    chat_body,
+    conversation,
+    input_item_objects,
+    parse_responses_request,
+    replay_chunks,
+    sse_frame,
+    stored_bytes,
+)
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
-from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
@@ -114,7 +134,7 @@ class _Turn:
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
-        except Exception as exc:  # after the 200 went out: in-band, as the Responses API does
+        except Exception as exc:  # noqa: BLE001 (the 200 went out: any failure goes in-band, as OpenAI does)
             err = to_api_error(exc)
             events = stream.fail(err.message, err.code or err.type, err.param)
         finally:  # also when the client left: the source (engine or upstream stream) stops now
@@ -267,7 +287,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
             pending += data if isinstance(data, bytes) else str(data).encode()
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
-                payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+                payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
     finally:  # what the response would do when sent: close the upstream stream

@@ -36,7 +36,7 @@ from velollm.api.responses import in_store
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, RowTooLarge, UnknownCursor, stored_bytes
 from velollm.wire.errors import APIError
-from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
 from velollm.wire.metadata import check_metadata, check_user
 
 logger = logging.getLogger(__name__)
@@ -139,24 +139,22 @@ def _rewrite_body(answer: Response, own_id: str) -> None:
 
 def _with_id(event: bytes, own_id: str) -> bytes:
     """An SSE event whose JSON `data` has an `id`, with `own_id` for it (other events as they are)."""
-    lines = event.splitlines()
-    data = [line for line in lines if line.startswith(b"data:")]
-    if len(data) != 1 or b'"id"' not in data[0]:
+    if b'"id"' not in event:
         return event
     try:
-        chunk = json.loads(data[0][5:])
+        chunk = json.loads(sse_data(event))
     except ValueError:
         return event
     if not isinstance(chunk, dict) or not isinstance(chunk.get("id"), str):
         return event
     chunk["id"] = own_id
-    new = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
-    return b"\n".join(new if line is data[0] else line for line in lines)
+    fields = [line for line in event.splitlines() if not line.startswith(b"data:")]
+    return b"\n".join([*fields, b"data: " + json.dumps(chunk, ensure_ascii=False).encode()])
 
 
 def _usage_only(event: bytes) -> bool:
     """Whether an SSE event is the usage chunk of a chat stream (no choices, a usage)."""
-    payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+    payload = sse_data(event)
     if not payload.startswith(b"{") or b'"usage"' not in payload:
         return False
     try:

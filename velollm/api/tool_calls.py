@@ -145,6 +145,7 @@ class ToolCalls:
             return None
         finally:
             await retry.aclose()
+        out.num_prompt_tokens = len(ids)
         return out
 
     def stream(self) -> ToolStream:
@@ -157,8 +158,10 @@ class ToolCalls:
 
 
 def _take_over(state: ChoiceState, new: ChoiceState) -> None:
-    """The choice now holds the retry's answer (usage then counts that answer's tokens)."""
+    """The choice now holds the retry's answer: usage (prompt_eval_count) then counts the tokens of that
+    answer and of the prompt it came from, cached ids included."""
     state.text, state.token_ids, state.logprobs = new.text, new.token_ids, new.logprobs
+    state.num_prompt_tokens, state.num_cached_tokens = new.num_prompt_tokens, new.num_cached_tokens
     state.reasoning, state.num_reasoning_tokens = new.reasoning, new.num_reasoning_tokens
     state.finish_reason, state.stop_reason, state.t_last = new.finish_reason, new.stop_reason, new.t_last
 
