@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from velollm.api import legacy_functions
+from velollm.wire import legacy_functions
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
 from velollm.outputs import RequestDelta
@@ -76,7 +76,7 @@ class ChatFormatter(_Base):
     def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, legacy_functions: bool = False,
                  **kw: Any) -> None:
         """`legacy_functions`: the request sent the deprecated `functions`; its call is answered as
-        `function_call` (velollm.api.legacy_functions)."""
+        `function_call` (velollm.wire.legacy_functions)."""
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.reasoning = reasoning

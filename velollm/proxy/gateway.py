@@ -26,9 +26,11 @@ from starlette.responses import Response
 from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
+from velollm.proxy.legacy_answer import as_function_call
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
 from velollm.proxy.upstream_answer import error_answer
 from velollm.wire.errors import api_of
+from velollm.wire.legacy_functions import as_tools
 from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
@@ -147,8 +149,12 @@ class UpstreamGateway:
         path = path or request.url.path
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
+        legacy = False
+        if path == "/v1/chat/completions":  # upstreams know tools only: functions go as tools (legacy_answer)
+            body, legacy = as_tools(body)  # (a contradiction in the body: an InvalidRequest, the client's 400)
         repair = AnswerRepair.for_request(path, body, tool_outcome)
-        return await forward(request, self.upstream, api_of(path), path, body, repair)
+        response = await forward(request, self.upstream, api_of(path), path, body, repair)
+        return await as_function_call(response) if legacy else response
 
     async def manages(self) -> bool:
         """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):

@@ -79,7 +79,9 @@ class OpenAIStreamRepair:
             call = calls.setdefault(int(fragment.get("index") or 0), {"id": "", "name": "", "arguments": ""})
             function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
             call["id"] = call["id"] or str(fragment.get("id") or "")
-            call["name"] += str(function.get("name") or "")
+            name = str(function.get("name") or "")
+            if name != call["name"]:  # llama-cpp-python repeats the whole name in every fragment
+                call["name"] += name
             call["arguments"] += str(function.get("arguments") or "")
 
     def _repaired(self, index: int, finish: Any) -> tuple[bytes, Any]:
