@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from velollm.api import ollama_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.chat_messages import with_model_preamble
 from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, ollama_overflow, remember_turn
 from velollm.api.debug_render import debug_render
 from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
@@ -45,6 +46,9 @@ from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.streaming import streaming_response
 from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.timestamps import now_rfc3339
+
+if TYPE_CHECKING:
+    from velollm.engine.loader.source import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -160,16 +164,17 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None,
+def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
                          template_kwargs: dict[str, Any]) -> list[int]:
-    system = req.system if req.system is not None else default_system
+    system = req.system if req.system is not None else info.default_system
     if req.raw:
         return tokenizer.encode(req.prompt)
     if req.template:
         ids = tokenizer.encode(ollama_template.render(req.template, system=system, prompt=req.prompt))
     else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": req.prompt}]
+        # Ollama's order: the system prompt, the model's messages (not when continuing a `context`), the prompt
+        messages = ([{"role": "system", "content": system}] if system else []) + (
+            [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
         ids = encode_chat(tokenizer, messages, template_kwargs)
     # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
@@ -272,8 +277,7 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     info = engine.source.info
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     try:
-        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
-                                             plan.template_kwargs)
+        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info, plan.template_kwargs)
     except ContextOverflow as e:  # too long to tokenize (for sure over the model's context)
         raise ollama_overflow(e) from None
     full_ids = prompt_ids
@@ -302,10 +306,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
 async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, served: ServedModel) -> Response:
     t_loaded = time.perf_counter()
     engine = served.engine
-    messages = req.messages
-    system = engine.source.info.default_system
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}] + messages
+    info = engine.source.info
+    messages = with_model_preamble(req.messages, info.default_system, info.default_messages)
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     tools = None
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")
