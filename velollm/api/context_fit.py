@@ -9,7 +9,7 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,8 +23,9 @@ from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
+from velollm.context.text_ends import cut_text
 from velollm.context.text_memo import TextMemo
-from velollm.context.token_cut import ollama_cut
+from velollm.context.token_cut import cut_prompt, shift_prompt
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -216,26 +217,47 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     (this call's prompt) do not go there. A prompt that still leaves no room for an answer in the context
     (this call's prompt alone too long) is cut as Ollama's runner cuts it, the first `num_keep` ids and the
     tail, down to the budget (velollm.context.token_cut; `cut_tokens` in the report); within the context
-    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after)."""
+    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after),
+    but for a prompt of exactly the context, which Ollama runs and shifts (token_cut.shift_prompt)."""
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
-    if mode == "error":
-        return ids, None
+    if mode == "error":  # as sent (the 400 comes after), but a prompt of exactly the context: Ollama runs it
+        if len(ids) != context_len:
+            return ids, None
+        shifted, shift = shift_prompt(ids, context_len, num_keep)
+        assert shift is not None
+        return shifted, ContextReport(mode, len(ids), len(shifted), cut_tokens=(shift.keep, shift.end))
     budget = context_len - output_reserve(context_len, max_tokens)
     window = fit_ids(ids, num_new, num_keep if num_keep >= 0 else len(ids), budget)
     report = None
     if window is not None:
         report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
     if len(window.token_ids if window is not None else ids) >= context_len:  # no room for one answer token
-        cut = ollama_cut(len(ids), max(1, budget), num_keep)
+        cut_ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         assert cut is not None
-        logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
-                       len(ids), cut.keep, len(ids) - cut.num_cut, context_len)
-        window, report = None, ContextReport(mode, len(ids), len(ids) - cut.num_cut, cut_tokens=(cut.keep, cut.end))
-        ids = cut.apply(ids)
+        window, report = None, ContextReport(mode, len(ids), len(cut_ids), cut_tokens=(cut.keep, cut.end))
+        ids = cut_ids
     if report is None:
         return ids, None
     context_state(state).metrics.observe(served.name, report, 0)
     return window.token_ids if window is not None else ids, report
+
+
+def cut_long_prompt(state: "AppState", served: "ServedModel", text: str, refusal: ContextOverflow, *,
+                    add_special_tokens: bool, prefix_ids: Sequence[int] | None, requested: str | None,
+                    context_len: int, max_tokens: int | None, num_keep: int) -> tuple[list[int], ContextReport]:
+    """/api/generate: a prompt too long to tokenize (the tokenizer's `refusal`: surely over the context) is
+    cut as any prompt over the context (fit_token_prompt), from the ids of its ends (velollm.context.text_ends:
+    the whole is never tokenized, so a huge body stays cheap), after the `prefix_ids` (its `context`). In the
+    error mode it is Ollama's 400."""
+    mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
+    if mode == "error":
+        raise ollama_overflow(refusal)
+    budget = context_len - output_reserve(context_len, max_tokens)
+    ids, cut, num_ids = cut_text(served.engine.tokenizer, text, budget, num_keep, context_len=context_len,
+                                 add_special_tokens=add_special_tokens, prefix_ids=prefix_ids or ())
+    report = ContextReport(mode, num_ids, len(ids), cut_tokens=(cut.keep, cut.end) if cut is not None else None)
+    context_state(state).metrics.observe(served.name, report, 0)
+    return ids, report
 
 
 def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:

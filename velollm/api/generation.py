@@ -39,6 +39,9 @@ class ChoiceState:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     num_cached_tokens: int = 0
+    # The prompt its answer came from when that is not the request's: a tool-call retry's (the request's
+    # prompt, the failed answer and the corrective message), which usage and prompt_eval_count then count.
+    num_prompt_tokens: int | None = None
     t_first: float | None = None  # perf_counter of the first and the latest delta
     t_last: float | None = None
 

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from velollm.proxy.answer_repair import AnswerRepair
-from velollm.wire.framing import sse_event
+from velollm.wire.framing import sse_data, sse_event
 
 _ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
 
@@ -38,9 +38,8 @@ class OpenAIStreamRepair:
 
     def _event(self, event: bytes) -> bytes:
         raw = event + b"\n\n"
-        lines = event.split(b"\n")
-        data = b"\n".join(line[5:].lstrip() for line in lines if line.startswith(b"data:"))
-        if data.strip() == b"[DONE]":
+        data = sse_data(event)
+        if data == b"[DONE]":
             return self.finish() + raw
         try:
             obj = json.loads(data) if data else None
