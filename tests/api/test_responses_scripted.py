@@ -60,7 +60,7 @@ def test_cut_by_max_output_tokens_only_the_cut_item_is_incomplete(client, engine
     """The thinking closed and the answer was cut: the reasoning item is completed, the message item
     incomplete (as are the response, reason max_output_tokens), in the answer, its events and the store."""
     engine.script = [THOUGHT + "Hello, and a long answer after it."]
-    kw = dict(model="demo", input="Hi", max_output_tokens=len(THOUGHT) + 5)
+    kw = {"model": "demo", "input": "Hi", "max_output_tokens": len(THOUGHT) + 5}
     if stream:
         events = list(client.responses.create(**kw, stream=True))
         assert events[-1].type == "response.incomplete"
@@ -80,7 +80,7 @@ def test_cut_by_max_output_tokens_only_the_cut_item_is_incomplete(client, engine
 @pytest.mark.parametrize("stream", [False, True])
 def test_cut_while_thinking_the_reasoning_item_is_incomplete(client, engine, stream):
     engine.script = [THOUGHT + "Hello!"]
-    kw = dict(model="demo", input="Hi", max_output_tokens=12)
+    kw = {"model": "demo", "input": "Hi", "max_output_tokens": 12}
     if stream:
         events = list(client.responses.create(**kw, stream=True))
         assert [(e.item.type, e.item.status) for e in events if e.type == "response.output_item.done"] == [

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +23,7 @@ from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
+from velollm.context.text_ends import cut_text
 from velollm.context.text_memo import TextMemo
 from velollm.context.token_cut import cut_prompt, shift_prompt
 from velollm.context.turn_cache import TurnCache
@@ -239,6 +240,24 @@ def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_n
         return ids, None
     context_state(state).metrics.observe(served.name, report, 0)
     return window.token_ids if window is not None else ids, report
+
+
+def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: ContextOverflow, *,
+                    add_special_tokens: bool, prefix_ids: Sequence[int] | None, requested: str | None,
+                    context_len: int, max_tokens: int | None, num_keep: int) -> tuple[list[int], ContextReport]:
+    """/api/generate: a prompt too long to tokenize (the tokenizer's `refusal`: surely over the context) is
+    cut as any prompt over the context (fit_token_prompt), from the ids of its ends (velollm.context.text_ends:
+    the whole is never tokenized, so a huge body stays cheap), after the `prefix_ids` (its `context`). In the
+    error mode it is Ollama's 400."""
+    mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
+    if mode == "error":
+        raise ollama_overflow(refusal)
+    budget = context_len - output_reserve(context_len, max_tokens)
+    ids, cut, num_ids = cut_text(served.engine.tokenizer, text, budget, num_keep, context_len=context_len,
+                                 add_special_tokens=add_special_tokens, prefix_ids=prefix_ids or ())
+    report = ContextReport(mode, num_ids, len(ids), cut_tokens=(cut.keep, cut.end) if cut is not None else None)
+    context_state(state).metrics.observe(served.name, report, 0)
+    return ids, report
 
 
 def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt) -> None:

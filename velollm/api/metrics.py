@@ -144,6 +144,10 @@ class ServerMetrics:
         self.routed = Counter("velollm_routed_requests", "Requests for the virtual model (routing by complexity), "
                               "by route (rule name, knn or default) and the model chosen",
                               ["route", "model"], registry=self.registry)
+        self.store_rows_skipped = Counter(
+            "velollm_store_rows_skipped", "Stored responses and chat completions not kept for being over "
+            "--responses-max-row-size, by store (responses, chat_completions) and outcome (refused: a 400 before "
+            "generation; unstored: answered, not stored)", ["store", "outcome"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
         if backends is not None:
@@ -176,6 +180,9 @@ class ServerMetrics:
     def observe_tool_call(self, model: str, outcome: str) -> None:
         model = self.label(model)
         self.tool_calls.labels(model, outcome).inc()
+
+    def observe_store_skip(self, store: str, outcome: str) -> None:
+        self.store_rows_skipped.labels(store, outcome).inc()
 
     def observe_route(self, route: str, model: str) -> None:
         self.routed.labels(route, model).inc()

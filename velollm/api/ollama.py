@@ -15,7 +15,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, ollama_overflow, remember_turn
+from velollm.api.context_fit import (
+    context_headers,
+    cut_long_prompt,
+    fit_chat,
+    fit_token_prompt,
+    ollama_overflow,
+    remember_turn,
+)
 from velollm.api.debug_render import debug_render
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (
@@ -33,7 +40,7 @@ from velollm.api.handler import (
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.native_chat import chat_renderer, encode_chat
+from velollm.api.native_chat import chat_renderer, render_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
@@ -176,17 +183,21 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None,
-                         template_kwargs: dict[str, Any]) -> list[int]:
+def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, default_system: str | None,
+                          template_kwargs: dict[str, Any]) -> tuple[str, bool]:
+    """The prompt's text, and whether the tokenizer adds its special tokens to it (a chat template writes
+    its own)."""
     system = req.system if req.system is not None else default_system
     if req.raw:
-        return tokenizer.encode(req.prompt)
+        return req.prompt, True
     if req.template:
-        ids = tokenizer.encode(ollama_template.render(req.template, system=system, prompt=req.prompt))
-    else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": req.prompt}]
-        ids = encode_chat(tokenizer, messages, template_kwargs)
+        return ollama_template.render(req.template, system=system, prompt=req.prompt), True
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": req.prompt}]
+    return render_chat(tokenizer, messages, template_kwargs), False
+
+
+def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, req: GenerateRequest) -> list[int]:
+    ids = tokenizer.encode(text, add_special_tokens=add_special_tokens)
     # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
@@ -287,16 +298,21 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     engine = served.engine
     info = engine.source.info
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
-    try:
-        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
-                                             plan.template_kwargs)
-    except ContextOverflow as e:  # too long to tokenize (for sure over the model's context)
-        raise ollama_overflow(e) from None
-    full_ids = prompt_ids
+    text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req,
+                                                       info.default_system, plan.template_kwargs)
     options = _options(served, req)
-    prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
-                                          requested=req.context_overflow, context_len=_context_len(served, options),
-                                          max_tokens=options.params.max_tokens, num_keep=req.num_keep)
+    fit = {"requested": req.context_overflow, "context_len": _context_len(served, options),
+           "max_tokens": options.params.max_tokens, "num_keep": req.num_keep}
+    try:
+        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, text, add_special_tokens, req)
+    except ContextOverflow as e:  # too long to tokenize (for sure over the context): its ends are cut
+        prompt_ids, report = await asyncio.to_thread(cut_long_prompt, state, served, text, e, **fit,
+                                                     add_special_tokens=add_special_tokens, prefix_ids=req.context)
+        full_ids = prompt_ids
+    else:
+        full_ids = prompt_ids
+        prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
+                                              **fit)
     if req.debug_render_only:
         return debug_render(req.model, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)

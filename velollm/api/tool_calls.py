@@ -124,7 +124,11 @@ class ToolCalls:
     async def _regenerate(self, gen: GenerationStream, state: ChoiceState, result: RepairResult,
                           attempt: int) -> ChoiceState | None:
         messages = self.session.retry_messages(self.messages, state.text, result)
-        ids = _encode(self.session, messages, self.template_kwargs)
+        try:
+            ids = _encode(self.session, messages, self.template_kwargs)
+        except ContextOverflow:  # too long to tokenize (a prompt cut from its ends): the first answer stands
+            logger.info("tool-call retry skipped: the corrective conversation is too long to tokenize")
+            return None
         if self.cut is not None:  # the same ids go as in the first attempt (the retry's prompt starts as it did)
             ids = self.cut.apply(ids)
         call = gen.calls[state.index]

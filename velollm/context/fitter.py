@@ -25,6 +25,7 @@ from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
 from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
+from velollm.context.text_ends import cut_text
 from velollm.context.token_cut import TokenCut, cut_prompt, shift_prompt
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
@@ -138,7 +139,12 @@ class ContextFitter:
             t0 = time.perf_counter()
             current = self._truncate(messages, current, compressor, budget, context_len, report, num_keep is not None)
             report.step_seconds["truncate"] = time.perf_counter() - t0
-        text, encoded = self._encoded.get(len(current)) or self.encode(current)
+        try:
+            text, encoded = self._encoded.get(len(current)) or self.encode(current)
+        except ContextOverflow:  # what is left is too long to tokenize
+            if num_keep is None:
+                raise
+            return self._cut_long(messages, current, report, budget, context_len, num_keep)
         ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
         if num_keep is not None and len(ids) >= context_len:  # no room for one answer token: Ollama's cut
             ids, cut = cut_prompt(ids, budget, num_keep, context_len)
@@ -149,6 +155,20 @@ class ContextFitter:
         if not report.changed:  # over the budget, but nothing could go, and it has room in the context
             return FittedPrompt(current, text, ids, num_reused, None)
         return FittedPrompt(current, text, ids, num_reused, report, cut=cut)
+
+    def _cut_long(self, messages: list[Mapping[str, Any]], current: list[Mapping[str, Any]], report: ContextReport,
+                  budget: int, context_len: int, num_keep: int) -> FittedPrompt:
+        """Kept messages too long to tokenize (surely over the context), on the Ollama API: cut as any prompt
+        that leaves no room, from the ids of the text's ends (velollm.context.text_ends: never tokenized
+        whole). The sizes in the report are estimated from those ids."""
+        text = self.render(current)
+        ids, cut, num_ids = cut_text(self.tokenizer, text, budget, num_keep, add_special_tokens=False,
+                                     context_len=context_len)
+        if report.num_original_tokens == TOO_LONG:  # the whole conversation, at the kept text's ids per character
+            report.num_original_tokens = max(num_ids, round(num_ids * len(self.render(messages)) / len(text)))
+        report.num_prompt_tokens = len(ids)
+        report.cut_tokens = (cut.keep, cut.end) if cut is not None else None
+        return FittedPrompt(current, text, ids, 0, report, cut=cut)
 
     def _shifted(self, messages: list[Mapping[str, Any]], text: str, encoded: Encoded, context_len: int,
                  num_keep: int) -> FittedPrompt:
