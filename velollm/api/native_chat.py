@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from velollm.api.chat_messages import apply_template, continue_final, developer_as_system, with_model_preamble
 from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.chat_messages import apply_template, continue_final, developer_as_system, with_model_preamble
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest

@@ -15,13 +15,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
 from velollm.api.chat_messages import with_model_preamble
-from velollm.api.context_fit import (context_headers, cut_long_prompt, fit_chat, fit_token_prompt, ollama_overflow,
-                                     remember_turn)
+from velollm.api.context_fit import (
+    context_headers,
+    cut_long_prompt,
+    fit_chat,
+    fit_token_prompt,
+    ollama_overflow,
+    remember_turn,
+)
 from velollm.api.debug_render import debug_render
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
-                                 forward_or_local, observe, read_json, route)
+from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    Handler,
+    NativeHandler,
+    endpoint,
+    forward,
+    forward_or_local,
+    observe,
+    read_json,
+    route,
+)
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
 from velollm.api.native_chat import chat_renderer, render_chat
@@ -34,8 +51,8 @@ from velollm.api.protocol_ollama import (
     parse_generate_request,
     sampling_from_options,
 )
-from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import UpstreamTarget
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import ContextOverflow
@@ -44,8 +61,8 @@ from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
-from velollm.wire.streaming import streaming_response
 from velollm.wire.ollama_answer import ollama_answer
+from velollm.wire.streaming import streaming_response
 from velollm.wire.timestamps import now_rfc3339
 
 if TYPE_CHECKING:

@@ -20,13 +20,13 @@ from starlette.routing import Route
 from velollm import __version__
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
-from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.virtual_model import ollama_tag, with_virtual
+from velollm.reasoning import ThinkingTemplate
 from velollm.wire.names import name_key
 from velollm.wire.server_version import version_body
 from velollm.wire.timestamps import rfc3339
-from velollm.reasoning import ThinkingTemplate
 
 logger = logging.getLogger(__name__)
 

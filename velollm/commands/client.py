@@ -57,7 +57,7 @@ class ServerClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "ServerClient":
+    def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,11 +155,11 @@ def _message(response: Any) -> str:
     return f"{error or response.text.strip() or 'error'} (HTTP {response.status_code})"
 
 
-def server_command(body: "Callable[[argparse.Namespace, ServerClient], int]") -> "Callable[[argparse.Namespace], int]":
+def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
     ServerError printed as `error: ...` with exit status 1."""
 
-    def run(args: "argparse.Namespace") -> int:
+    def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server's to log

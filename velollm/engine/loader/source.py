@@ -58,8 +58,8 @@ class ModelSource:
 
     config: ModelConfig
     info: ModelInfo
-    load_tokenizer: Callable[[], "Tokenizer"]
-    iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # GGUF planes too when quantization="gguf"
+    load_tokenizer: Callable[[], Tokenizer]
+    iter_weights: Callable[[], Iterator[tuple[str, torch.Tensor]]]  # GGUF planes too when quantization="gguf"
     path: Path
     quantization: str = "none"  # "gguf": quantized matrices stream as QuantizedWeight planes; "int4": as CPU Int4Weight
     weight_bytes: int | None = None  # bytes the weights take once loaded; None: parameters x dtype size
