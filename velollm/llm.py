@@ -85,7 +85,7 @@ class LLM:
             raise RuntimeError("this LLM is closed")
         return self.engine
 
-    def __enter__(self) -> "LLM":
+    def __enter__(self) -> LLM:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,8 +4,8 @@ x-velollm-context header, the metrics, and the finished turn remembered for the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import dataclasses
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -65,7 +65,7 @@ class ContextState:
     """Per app: the counters, and each recent model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
-    lingua: "LinguaStep | None" = None  # --context-compressor's classifier step (compress mode)
+    lingua: LinguaStep | None = None  # --context-compressor's classifier step (compress mode)
     turn_caches: OrderedDict[str, TurnCache] = field(default_factory=OrderedDict)
     summaries: OrderedDict[str, TextMemo] = field(default_factory=OrderedDict)
     plans: OrderedDict[str, PlanCache] = field(default_factory=OrderedDict)
@@ -80,7 +80,7 @@ class ContextState:
         return _recent(self.summaries, model, lambda: TextMemo(SUMMARY_ENTRIES, SUMMARY_CHARS))
 
 
-def context_state(state: "AppState") -> ContextState:
+def context_state(state: AppState) -> ContextState:
     """The app's ContextState, made on first use."""
     with _LOCK:
         if state.context is None:
@@ -89,7 +89,7 @@ def context_state(state: "AppState") -> ContextState:
         return state.context
 
 
-def _lingua(path: str | None, device: str) -> "LinguaStep | None":
+def _lingua(path: str | None, device: str) -> LinguaStep | None:
     """The classifier step of --context-compressor (its folder was checked at start; loaded on first use)."""
     if path is None:
         return None
@@ -104,7 +104,7 @@ def _lingua(path: str | None, device: str) -> "LinguaStep | None":
         return None
 
 
-async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+async def fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
                    num_keep: int = 4) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
@@ -131,7 +131,7 @@ def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
     return ContextOverflow(f"{OLLAMA_INPUT_TOO_LONG} ({e})", param=e.param)
 
 
-async def _fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                     *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
                     num_keep: int | None) -> FittedPrompt:
     ctx = context_state(state)
@@ -209,7 +209,7 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
     return await asyncio.to_thread(build, k, summary) or fitted
 
 
-def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], num_new: int, *,
+def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_new: int, *,
                      requested: str | None, context_len: int, max_tokens: int | None,
                      num_keep: int) -> tuple[list[int], ContextReport | None]:
     """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
@@ -242,7 +242,7 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     return window.token_ids if window is not None else ids, report
 
 
-def cut_long_prompt(state: "AppState", served: "ServedModel", text: str, refusal: ContextOverflow, *,
+def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: ContextOverflow, *,
                     add_special_tokens: bool, prefix_ids: Sequence[int] | None, requested: str | None,
                     context_len: int, max_tokens: int | None, num_keep: int) -> tuple[list[int], ContextReport]:
     """/api/generate: a prompt too long to tokenize (the tokenizer's `refusal`: surely over the context) is
@@ -260,7 +260,7 @@ def cut_long_prompt(state: "AppState", served: "ServedModel", text: str, refusal
     return ids, report
 
 
-def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
+def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn; not
     a prompt cut at the token level (its ids are not its text's: the next turn would start with the cut)."""
     if not state.config.prefetch or fitted.cut is not None:
@@ -268,7 +268,7 @@ def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStre
     cache = context_state(state).turn_cache(served.name)
     tokenizer = served.engine.tokenizer
 
-    def remember(choices: list["ChoiceState"]) -> None:
+    def remember(choices: list[ChoiceState]) -> None:
         cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
 
     gen.on_finished.append(remember)

@@ -19,8 +19,8 @@ from typing import Any
 from velollm.api.lease import EngineLease
 from velollm.api.thinking import Thinking
 from velollm.errors import InvalidRequest
-from velollm.reasoning import PlannedStream
 from velollm.outputs import RequestDelta
+from velollm.reasoning import PlannedStream
 from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)

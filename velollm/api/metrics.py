@@ -32,7 +32,7 @@ _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
 class _EngineCollector:
     """Reads every served engine's stats at scrape time."""
 
-    def __init__(self, models: "ModelRegistry", rates: dict[str, float]) -> None:
+    def __init__(self, models: ModelRegistry, rates: dict[str, float]) -> None:
         self.models = models
         self.rates = rates
 
@@ -123,7 +123,7 @@ class _EngineCollector:
 class ServerMetrics:
     """The app's metrics; `render()` is what /metrics returns."""
 
-    def __init__(self, models: "ModelRegistry") -> None:
+    def __init__(self, models: ModelRegistry) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.models = models
@@ -203,7 +203,7 @@ class _Snapshot:
 class StatsLogger:
     """Logs one line per model every `interval_s` while there is work, and updates tokens/s."""
 
-    def __init__(self, models: "ModelRegistry", metrics: ServerMetrics, interval_s: float) -> None:
+    def __init__(self, models: ModelRegistry, metrics: ServerMetrics, interval_s: float) -> None:
         self.models = models
         self.metrics = metrics
         self.interval_s = interval_s

@@ -81,7 +81,7 @@ class Int4Weight:
     def numel(self) -> int:
         return self.shape[0] * self.shape[1]
 
-    def to(self, device: torch.device | str) -> "Int4Weight":
+    def to(self, device: torch.device | str) -> Int4Weight:
         if torch.device(device).type != "cpu":
             raise ValueError("Int4Weight is the CPU layout")
         return self

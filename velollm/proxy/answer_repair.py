@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.proxy.ollama_via_openai import RAW_ARGUMENTS
 from velollm.tools.tool_parsers import ToolCall, ToolFamily
 from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
 from velollm.tools.tool_schema import tool_specs
-from velollm.proxy.ollama_via_openai import RAW_ARGUMENTS
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def _strftime_now(fmt: str) -> str:
 class _Namespace(jinja2.utils.Namespace):
     """`namespace()` that refuses underscore names, so templates cannot reach CPython internals."""
 
-    def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 (jinja's signature trick)
+    def __init__(*args: Any, **kwargs: Any) -> None:  # jinja's signature trick
         self, args = args[0], args[1:]
         attrs = dict(*args, **kwargs)
         for name in attrs:
