@@ -22,6 +22,7 @@ COMMANDS = {
     "pull": "velollm.commands.pull",
     "rm": "velollm.commands.rm",
     "cp": "velollm.commands.cp",
+    "create": "velollm.commands.create",
     "cache": "velollm.commands.cache",
 }
 

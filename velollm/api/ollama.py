@@ -8,13 +8,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
+from velollm.api.chat_messages import with_model_preamble
 from velollm.api.context_fit import (
     context_headers,
     cut_long_prompt,
@@ -63,6 +64,9 @@ from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.streaming import streaming_response
 from velollm.wire.timestamps import now_rfc3339
+
+if TYPE_CHECKING:
+    from velollm.engine.loader.source import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -183,16 +187,18 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, default_system: str | None,
+def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
                           template_kwargs: dict[str, Any]) -> tuple[str, bool]:
     """The prompt's text, and whether the tokenizer adds its special tokens to it (a chat template writes
     its own)."""
-    system = req.system if req.system is not None else default_system
+    system = req.system if req.system is not None else info.default_system
     if req.raw:
         return req.prompt, True
     if req.template:
         return ollama_template.render(req.template, system=system, prompt=req.prompt), True
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": req.prompt}]
+    # Ollama's order: the system prompt, the model's MESSAGE history (not when continuing a `context`), the prompt
+    messages = ([{"role": "system", "content": system}] if system else []) + (
+        [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
     return render_chat(tokenizer, messages, template_kwargs), False
 
 
@@ -298,8 +304,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     engine = served.engine
     info = engine.source.info
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
-    text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req,
-                                                       info.default_system, plan.template_kwargs)
+    text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req, info,
+                                                       plan.template_kwargs)
     options = _options(served, req)
     fit = {"requested": req.context_overflow, "context_len": _context_len(served, options),
            "max_tokens": options.params.max_tokens, "num_keep": req.num_keep}
@@ -334,10 +340,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
 async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, served: ServedModel) -> Response:
     t_loaded = time.perf_counter()
     engine = served.engine
-    messages = req.messages
-    system = engine.source.info.default_system
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}] + messages
+    info = engine.source.info
+    messages = with_model_preamble(req.messages, info.default_system, info.default_messages)
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     tools = None
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")

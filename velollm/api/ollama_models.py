@@ -118,9 +118,17 @@ def _modelfile(served: ServedModel) -> str:
     if info.default_system:
         lines.append(f'SYSTEM """{info.default_system}"""')
     lines += [f"PARAMETER {line}" for line in _parameters(info.default_options).splitlines()]
+    lines += [f"MESSAGE {m['role']} {_quoted(m['content'])}" for m in info.default_messages]
     if info.license:
         lines.append(f'LICENSE """{info.license}"""')
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    """A Modelfile value as Ollama's parser.quote writes it: quoted when it spans lines or has edge spaces."""
+    if "\n" in text or text.startswith(" ") or text.endswith(" "):
+        return f'"""{text}"""' if '"' in text else f'"{text}"'
+    return text
 
 
 def tag_entry(served: ServedModel) -> dict[str, Any]:
@@ -214,7 +222,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
         "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
         "model_info": model_info(served), "capabilities": capabilities(served), "modified_at": _modified(served),
-        "tensors": [],
+        "tensors": [], **({"messages": list(info.default_messages)} if info.default_messages else {}),
     })
 
 

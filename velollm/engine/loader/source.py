@@ -49,6 +49,7 @@ class ModelInfo:
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
     license: str = ""  # Ollama license layers, else GGUF general.license
+    default_messages: tuple[dict[str, str], ...] = ()  # Ollama messages layer: history before every chat
 
 
 @dataclass(frozen=True)
