@@ -202,5 +202,5 @@ class GenerationStream:
             self._queue.put_nowait((index, _END, 0.0))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # handed to the consumer, which maps it to the wire format
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which maps it to the wire format)
             self._queue.put_nowait((index, exc, 0.0))

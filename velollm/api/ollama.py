@@ -237,7 +237,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
                     yield ndjson_line(chunk)
             yield ndjson_line(fmt.final(gen.choices[0]))
             status = 200
-        except Exception as exc:  # output already started: one more line with the error, status stays 200
+        except Exception as exc:  # noqa: BLE001 (output started: one more line with the error, status stays 200)
             err = to_api_error(exc)
             status = err.status
             yield ndjson_line(ollama_stream_error(err))

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from velollm.commands.engine_options import add_engine_arguments, engine_flags
 
@@ -46,7 +47,7 @@ def normalize_argv(args: list[str]) -> list[str]:
 class _ThinkFlag(argparse.Action):
     """Ollama's `--think=true|false|low|medium|high|max`."""
 
-    VALUES = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
+    VALUES: ClassVar[dict[str, bool | str]] = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
                  option_string: str | None = None) -> None:

@@ -212,7 +212,7 @@ class AsyncEngine:
                     continue  # the client left before the engine saw its request
                 try:
                     self.engine.add_request(prompt_token_ids, params, request_id)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (the request's own failure, delivered to it)
                     self._deliver(request_id, exc)
             else:
                 self.engine.abort_request(command[1])

@@ -142,7 +142,7 @@ class LLMEngine:
         try:
             launched = self._launch(batch)
             deltas = self._collect(launched)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a failed step is contained: step_failures decides)
             self.failures.contain(batch, exc, retrying=retrying)
             return []
         self.failures.ran()
@@ -163,7 +163,7 @@ class LLMEngine:
         try:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a failed step is contained: step_failures decides)
             self.failures.abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
         if launched is not None or previous is not None:

@@ -124,7 +124,7 @@ def split_planes(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Qu
 def join_blocks(w: QuantizedWeight) -> torch.Tensor:
     """The file's blocks back: uint8 [rows, cols / QK * type_size]."""
     spec = w.spec
-    rows, cols = w.shape
+    rows, _cols = w.shape
     parts = [w.planes[name].view(torch.uint8).reshape(rows, -1, width) for name, _, width, _ in spec.planes]
     return torch.cat(parts, dim=2).reshape(rows, -1)
 

@@ -196,12 +196,12 @@ def parameter_count(f: GGUFFile) -> int:
 
 
 def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
-    fields: dict[str, object] = dict(
-        name=name, format="gguf", family=str(f.get("general.architecture", "unknown")),
-        parameter_count=parameter_count(f), quantization_level=quantization_level(f),
-        size_bytes=f.file_size, digest="", modified_at=f.path.stat().st_mtime, path=str(f.path),
-        template=f.get("tokenizer.chat_template"), license=str(f.get("general.license", "") or ""),
-    )
+    fields: dict[str, object] = {
+        "name": name, "format": "gguf", "family": str(f.get("general.architecture", "unknown")),
+        "parameter_count": parameter_count(f), "quantization_level": quantization_level(f),
+        "size_bytes": f.file_size, "digest": "", "modified_at": f.path.stat().st_mtime, "path": str(f.path),
+        "template": f.get("tokenizer.chat_template"), "license": str(f.get("general.license", "") or ""),
+    }
     fields.update(overrides)
     return ModelInfo(**fields)  # type: ignore[arg-type]
 
