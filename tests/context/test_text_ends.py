@@ -10,7 +10,8 @@ from velollm.context.text_ends import cut_text, text_ends
 from velollm.context.token_cut import ollama_cut
 from velollm.errors import ContextOverflow
 
-WORDS = "the river ran quietly past old mill where miller counted sacks of grain, and 42 birds sang.".split()
+WORDS = ["the", "river", "ran", "quietly", "past", "old", "mill", "where", "miller", "counted", "sacks", "of", "grain,",
+         "and", "42", "birds", "sang."]
 
 
 @pytest.fixture(scope="module")

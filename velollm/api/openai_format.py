@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from velollm.wire import legacy_functions
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
 from velollm.outputs import RequestDelta
+from velollm.wire import legacy_functions
 
 if TYPE_CHECKING:
     from velollm.api.tool_calls import ToolAnswer
