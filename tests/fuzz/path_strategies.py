@@ -57,8 +57,9 @@ def _q(text: str) -> str:
     return quote(text, safe="", errors="surrogatepass")
 
 
-# 10,000 distinct keys in under 64 KiB (uvicorn's HTTP parser refuses a longer request line, in plain text,
-# before the app sees it)
+# uvicorn's HTTP parser refuses a request line past 64 KiB, in plain text, before the app sees it: the targets
+# stay under it (10,000 distinct keys fit)
+_REQUEST_LINE_MAX = 65_000
 _MANY_KEYS = "&".join(f"{i:x}=" for i in range(10_000))
 
 # Hostile ids, as they go into the path (already percent-encoded where they are encoded).
@@ -149,7 +150,10 @@ def _request(draw: st.DrawFn, route: str, path: st.SearchStrategy[str], keys: di
         method = draw(st.sampled_from([m for m in METHODS if m not in allowed(route) and m != "HEAD"]))
     elif roll == 1 and method == "GET":
         method = "HEAD"
-    target = draw(path) + draw(_query(keys))
+    target = draw(path)
+    query = draw(_query(keys))
+    if len(target) + len(query) < _REQUEST_LINE_MAX:
+        target += query
     data, content_type = b"", None
     if content is not None and method == "POST":
         data, content_type = draw(content), "application/json"
@@ -209,7 +213,9 @@ ROUTES: dict[str, Callable[[Known], st.SearchStrategy[PathRequest]]] = {
         "GET /health", "GET /metrics", "GET /", "GET /status.js", "GET /status/upstream", "GET /api/version",
         "GET /api/tags", "GET /api/ps", "GET /v1/models")},
     "GET /v1/models/{model:path}": lambda k: _request("GET /v1/models/{model:path}", _models_path(k), {}),
-    "GET /v1/responses/{id}": lambda k: _request("GET /v1/responses/{id}", _response_path(k),
+    # OpenAI's POST /v1/responses/{id}/cancel (background responses, which VeloLLM does not run) drawn too: a 404
+    "GET /v1/responses/{id}": lambda k: _request("GET /v1/responses/{id}", st.one_of(
+        *[_response_path(k)] * 5, _response_path(k, "/cancel")),
                                                  {"include[]": st.sampled_from(_INCLUDES),
                                                   "stream": st.sampled_from(["true", "false", "1", "x"])}),
     "DELETE /v1/responses/{id}": lambda k: _request("DELETE /v1/responses/{id}", _response_path(k), {}),
