@@ -14,7 +14,7 @@ from __future__ import annotations
 import http.client
 import re
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 import pytest
@@ -160,11 +160,16 @@ def _expected(before: dict[str, Any], req: PathRequest, answer: httpx.Response, 
 
 def _check_named(req: PathRequest, answer: httpx.Response) -> None:
     """A 200 for one stored row is the row the path names (its id decoded as the router decodes it); a page
-    of a row's messages holds that row's."""
+    of a row's messages holds that row's; a page is one for a limit of 1 to 100 (ASCII digits), and keeps to it."""
     if answer.status_code != 200 or req.method not in ("GET", "POST", "DELETE"):
         return
-    segments = unquote(req.target.split("?", 1)[0]).split("/")
+    path, _, query = req.target.partition("?")
+    segments = unquote(path).split("/")
     where = f"{req!r} -> {answer.text[:300]}"
+    if answer.json().get("object") == "list" and "first_id" in answer.json():  # a cursor page: a limit it kept to
+        limit = dict(parse_qsl(query, keep_blank_values=True)).get("limit", "20")  # the last one, as Starlette
+        assert limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100, where
+        assert len(answer.json()["data"]) <= int(limit), where
     if req.route.endswith("{id}") and len(segments) == 4:
         assert answer.json()["id"] == segments[3], where
     elif req.route.endswith("{id}/messages") and len(segments) == 5:
