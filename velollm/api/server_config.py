@@ -50,6 +50,10 @@ class ServerConfig:
     context_compressor_device: str = "cpu"  # where the classifier runs: cpu, cuda, cuda:N
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
+    # A connection's time to send a complete request line and headers, from its accept and from the end of each
+    # response (api/header_deadline.py); the longest a client may stay silent in the middle of a JSON body (408).
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 60.0
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
     model_prefetch: bool = True  # predicted on-demand models loaded ahead into free slots (context.model_prefetch)
     routing: RoutingPolicy | None = None  # the virtual model that routes by complexity ([routing]); None: off
@@ -76,6 +80,9 @@ class ServerConfig:
             raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.tool_retries < 0:
             raise ValueError(f"tool_retries must be >= 0, got {self.tool_retries}")
         if self.max_loaded_models < 1:

@@ -67,6 +67,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=ServerConfig.shutdown_timeout_s,
                    help="on SIGTERM, seconds running requests get to finish before they are ended with an "
                         "error (new ones get 503 meanwhile; default 30)")
+    p.add_argument("--header-timeout", type=float, default=ServerConfig.header_timeout_s, metavar="SECONDS",
+                   help="time a connection gets to send a complete request line and headers, from its accept and "
+                        "from the end of each response; past it the connection is closed without an answer "
+                        "(slow or idle clients; default 30)")
+    p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s, metavar="SECONDS",
+                   help="longest a client may send nothing in the middle of a JSON request body: 408 (default 60)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
                    help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
@@ -213,6 +219,8 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
+        header_timeout_s=getattr(args, "header_timeout", ServerConfig.header_timeout_s),
+        body_timeout_s=getattr(args, "body_timeout", ServerConfig.body_timeout_s),
     )
 
 
@@ -267,6 +275,9 @@ def run(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
                 config.host, config.port, config.upstream or "none")
 
+    from velollm.commands.open_files import raise_open_files_limit
+
+    raise_open_files_limit()
     server, failed = make_server(config, upstream_cfg, log_level)
     server.run()
     return 1 if failed or not server.started else 0
@@ -295,7 +306,8 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     elif upstream_cfg is not None:
         gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level), app.state.velollm,
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s),
+                            app.state.velollm,
                             config.shutdown_timeout_s)
     return server, failed
 
