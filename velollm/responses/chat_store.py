@@ -66,19 +66,27 @@ class ChatCompletionStore:
         check_row(sum(len(column) for column in row), self.max_row_bytes)
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
-                             "messages) VALUES (?, ?, ?, ?, ?, ?)", (stored["id"], now, *row))
-            aged = self._db.execute("DELETE FROM chat_completions WHERE created_at < ?",
-                                    (now - self.max_age_s,)).rowcount
-            over = self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
-                                    "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,)).rowcount
-            evicted = self._size.evict(newest_completion=stored["id"])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                aged, over = self._insert(stored["id"], now, row)
+                evicted = self._size.evict(newest_completion=stored["id"])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
             self._size.reclaim(evicted)
         self._size.on_evict("chat_completions", "age", aged)
         self._size.on_evict("chat_completions", "count", over)
         return stored
+
+    def _insert(self, completion_id: str, now: float, row: tuple[str, str, str, str]) -> tuple[int, int]:
+        """The row in, and the rows past the age and count limits out: how many each took."""
+        self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
+                         "messages) VALUES (?, ?, ?, ?, ?, ?)", (completion_id, now, *row))
+        aged = self._db.execute("DELETE FROM chat_completions WHERE created_at < ?", (now - self.max_age_s,)).rowcount
+        over = self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
+                                "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,)).rowcount
+        return aged, over
 
     def get(self, completion_id: str) -> dict[str, Any] | None:
         row = self._row("completion", completion_id)

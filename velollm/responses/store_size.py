@@ -9,12 +9,14 @@ continues it, so a kept chain never loses its beginning and its rows count until
 completion deleted. The row just written is never evicted, so the store is over the cap only while that
 one row and the conversation it continues are over it alone (a warning says so).
 
-Freed pages are given back to the file system, not kept as free space: the file is in `auto_vacuum =
-INCREMENTAL` (an older file is converted by one VACUUM on open), and after an eviction the pages of the
-file beyond the cap are vacuumed away (those under it stay free for the next rows: at the cap, a write
-reuses what the last one freed instead of moving pages each time) and the WAL is checkpointed and emptied,
-so the file on disk, its `-wal` beside it, stays at most about the cap. Between evictions the WAL holds at
-most the last writes (SQLite's autocheckpoint; truncated back to `_WAL_BYTES_KEPT` after each).
+Space freed beyond the cap goes back to the file system: the file is in `auto_vacuum = INCREMENTAL` (an
+older file is converted by one VACUUM on open), and after an eviction the file's pages beyond the cap are
+vacuumed away (`incremental_vacuum` moves pages from the end into free ones, then the file is cut) and the
+WAL is checkpointed and emptied (`wal_checkpoint(TRUNCATE)`). Free pages under the cap stay, for the next
+rows: at the cap a write takes what the last eviction freed instead of moving pages each time (a row deleted
+or expired under the cap leaves its pages so too). Right after an eviction the file is at most the cap
+(plus the newest row), its `-wal` empty; between evictions the WAL holds the last writes until SQLite's
+autocheckpoint (1000 pages) and is cut back to `_WAL_BYTES_KEPT` after it.
 """
 
 from __future__ import annotations
