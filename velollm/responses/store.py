@@ -117,7 +117,7 @@ class ResponseStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        prepare(self._db)
+        prepare(self._db, max_store_bytes)
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._writing():
             _add_live_column(self._db)
@@ -140,7 +140,7 @@ class ResponseStore:
         with self._writing():  # a cap lowered since the file was written
             evicted = self.size.evict()
         with self._lock:
-            self.size.reclaim(evicted)
+            self.size.reclaim(evicted, checkpoint=True)
 
     def put(self, response: dict[str, Any], input_items: Sequence[dict[str, Any]] = (),
             previous: History | None = None) -> None:
