@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from shapes import SHAPES  # noqa: E402 (after the path insert)
+
 from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
 
 SHAPE_PARTS = ("ttft", "floor")  # the parts --shape runs; the others use the demo model
