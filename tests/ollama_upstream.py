@@ -39,6 +39,14 @@ def pull_progress(total: int = 3_000_000) -> list[dict[str, Any]]:
     return steps + [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
 
 
+def push_progress(total: int = 2_000_000) -> list[dict[str, Any]]:
+    """What `ollama push` streams (server/upload.go): the manifest, one layer's bytes, the manifest, success."""
+    steps = [{"status": "retrieving manifest"}]
+    steps += [{"status": f"pushing {LAYER[7:19]}", "digest": LAYER, "total": total, "completed": done}
+              for done in (0, total // 2, total)]
+    return steps + [{"status": "pushing manifest"}, {"status": "success"}]
+
+
 def ollama_app(models: list[str]) -> Starlette:
     async def version(request: Request) -> Response:
         return JSONResponse({"version": "0.12.3"})
@@ -54,6 +62,16 @@ def ollama_app(models: list[str]) -> Starlette:
             return _ndjson([{"status": "pulling manifest"}, {"error": "pull model manifest: file does not exist"}])
         models.append(name if ":" in name else f"{name}:latest")
         return _ndjson(pull_progress())
+
+    async def push(request: Request) -> Response:
+        body = await request.json()
+        name = body.get("model", "")
+        if "/" not in name:  # Ollama's registry answers 401 for the library namespace
+            return _ndjson([{"status": "retrieving manifest"}, {"error": "you are not authorized to push to this "
+                                                                         "namespace, create the model under a "
+                                                                         "namespace you own"}])
+        insecure = [{"status": "(insecure registry)"}] if body.get("insecure") is True else []  # seen as sent
+        return _ndjson(insecure + push_progress())
 
     async def ps(request: Request) -> Response:
         return JSONResponse({"models": [{"name": m, "model": m, "size": 5_000_000, "size_vram": 5_000_000,
@@ -98,6 +116,7 @@ def ollama_app(models: list[str]) -> Starlette:
     return Starlette(routes=[Route("/api/version", version, methods=["GET", "HEAD"]),
                              Route("/api/generate", generate, methods=["POST"]),
                              Route("/api/tags", tags, methods=["GET"]), Route("/api/pull", pull, methods=["POST"]),
+                             Route("/api/push", push, methods=["POST"]),
                              Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
                              Route("/api/ps", ps, methods=["GET"])])
 

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from velollm.llm import LLM
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "SamplingParams", "StructuredOutput", "RequestOutput", "RequestDelta", "__version__"]
+__all__ = ["LLM", "RequestDelta", "RequestOutput", "SamplingParams", "StructuredOutput", "__version__"]
 
 
 def __getattr__(name: str):

@@ -20,8 +20,10 @@ COMMANDS = {
     "stop": "velollm.commands.stop",
     "show": "velollm.commands.show",
     "pull": "velollm.commands.pull",
+    "push": "velollm.commands.push",
     "rm": "velollm.commands.rm",
     "cp": "velollm.commands.cp",
+    "create": "velollm.commands.create",
     "cache": "velollm.commands.cache",
 }
 

@@ -89,11 +89,11 @@ class ModelConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_hf_config(cls, cfg: dict[str, Any], dtype: str | None = None) -> "ModelConfig":
+    def from_hf_config(cls, cfg: dict[str, Any], dtype: str | None = None) -> ModelConfig:
         """Build from a config.json dict; reads both transformers 4 and 5 key generations."""
         archs = cfg.get("architectures") or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
@@ -213,7 +213,7 @@ class KernelSwitches:
                              f"not {self.prefill_attention!r}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KernelSwitches":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KernelSwitches:
         """The switches $VELOLLM_PREFILL_ATTENTION, $VELOLLM_DECODE_FUSED_REDUCE and $VELOLLM_SILU_DOWN_GEMV
         set (unset or empty: the default); ValueError naming the variable and its values for anything else."""
         env = os.environ if environ is None else environ
@@ -285,7 +285,7 @@ class EngineConfig:
         return CacheConfig(kv_cache_memory=self.kv_cache_memory, enable_prefix_caching=self.enable_prefix_caching,
                            gpu_memory_utilization=self.gpu_memory_utilization, kv_cache_dtype=self.kv_cache_dtype)
 
-    def replace(self, **changes: Any) -> "EngineConfig":
+    def replace(self, **changes: Any) -> EngineConfig:
         return dataclasses.replace(self, **changes)
 
 

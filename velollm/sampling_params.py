@@ -8,7 +8,6 @@ from typing import Literal
 
 from velollm.errors import InvalidRequest
 
-
 # Beyond these, sampling is uniform noise or one token forever: a client mistake, refused as one.
 MAX_TEMPERATURE = 100.0
 MAX_REPETITION_PENALTY = 100.0

@@ -265,3 +265,20 @@ def test_ten_megabyte_prompt_is_refused_while_health_answers(url):
         poller.join(timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert elapsed < 5 and slowest < 1.0, (elapsed, slowest)
+
+
+@pytest.mark.parametrize("path,body", [("/api/generate", {"prompt": "word " * 2_000_000}),
+                                       ("/api/chat", {"messages": [{"role": "user", "content": "word " * 2_000_000}]})])
+def test_ten_megabyte_prompt_on_api_is_cut_from_its_ends_cheaply(url, path, body):
+    """On /api the same prompt is cut as Ollama cuts a prompt over num_ctx: only its ends are tokenized, so it
+    costs no more than a refusal; `truncate: false` is still Ollama's 400."""
+    import time
+
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}{path}", json={"model": "demo", "stream": False, "options": {"num_predict": 1}, **body},
+                   timeout=60)
+    assert r.status_code == 200 and r.json()["prompt_eval_count"] == 255, r.text[:300]
+    assert "cut_tokens=4-" in r.headers["x-velollm-context"]
+    assert time.perf_counter() - t0 < 5
+    r = httpx.post(f"{url}{path}", json={"model": "demo", "stream": False, "truncate": False, **body}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"].startswith("the input length exceeds the context length")

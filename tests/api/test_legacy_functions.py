@@ -1,5 +1,5 @@
 """The deprecated function calling (`functions`, `function_call`, role "function"), run as tools: the
-rewriting of a request (velollm.api.legacy_functions), then a real `velollm serve` answering the openai SDK
+rewriting of a request (velollm.wire.legacy_functions), then a real `velollm serve` answering the openai SDK
 with `message.function_call` / `delta.function_call` as OpenAI does, and a history in the old form."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.api.test_tools_schemas import validate
-from velollm.api.legacy_functions import as_tools, function_call_delta
+from velollm.wire.legacy_functions import as_tools, function_call_delta
 from velollm.api.protocol_openai import parse_chat_request
 from velollm.errors import InvalidRequest
 

@@ -56,6 +56,43 @@ def test_stream_events(client, engine):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_cut_by_max_output_tokens_only_the_cut_item_is_incomplete(client, engine, stream):
+    """The thinking closed and the answer was cut: the reasoning item is completed, the message item
+    incomplete (as are the response, reason max_output_tokens), in the answer, its events and the store."""
+    engine.script = [THOUGHT + "Hello, and a long answer after it."]
+    kw = {"model": "demo", "input": "Hi", "max_output_tokens": len(THOUGHT) + 5}
+    if stream:
+        events = list(client.responses.create(**kw, stream=True))
+        assert events[-1].type == "response.incomplete"
+        done = [e.item for e in events if e.type == "response.output_item.done"]
+        assert [(i.type, i.status) for i in done] == [("reasoning", "completed"), ("message", "incomplete")]
+        r = events[-1].response
+    else:
+        r = client.responses.create(**kw)
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.output_text == "Hello"
+    assert [(o.type, o.status) for o in r.output] == [("reasoning", "completed"), ("message", "incomplete")]
+    stored = client.responses.retrieve(r.id)
+    assert stored.status == "incomplete" and stored.incomplete_details.reason == "max_output_tokens"
+    assert [(o.type, o.status) for o in stored.output] == [("reasoning", "completed"), ("message", "incomplete")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cut_while_thinking_the_reasoning_item_is_incomplete(client, engine, stream):
+    engine.script = [THOUGHT + "Hello!"]
+    kw = {"model": "demo", "input": "Hi", "max_output_tokens": 12}
+    if stream:
+        events = list(client.responses.create(**kw, stream=True))
+        assert [(e.item.type, e.item.status) for e in events if e.type == "response.output_item.done"] == [
+            ("reasoning", "incomplete")]
+        r = events[-1].response
+    else:
+        r = client.responses.create(**kw)
+    assert r.status == "incomplete" and [(o.type, o.status) for o in r.output] == [("reasoning", "incomplete")]
+    assert [o.status for o in client.responses.retrieve(r.id).output] == ["incomplete"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_tool_round_trip_with_previous_response_id(client, engine, stream):
     engine.script = [f"<think>\nNeed the weather.\n</think>\n\n{CALL}", "It is 18C in Paris."]
     if stream:

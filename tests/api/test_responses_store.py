@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.api.conftest import ThreadedServer, free_port, stub_app
+from tests.api.conftest import ServerHandle, ThreadedServer, free_port, stub_app
 from tests.api.test_reasoning_scripted import HYBRID, THOUGHT, ThinkingTokenizer
 from tests.api.test_tools_scripted import ScriptedEngine
 from tests.responses.test_store import _OLD_SCHEMA, _old_put
@@ -215,3 +215,36 @@ def test_a_store_file_of_the_previous_layout_is_read_and_continued(tmp_path):
         listed = s.client.responses.input_items.list(new.id, order="asc").data
         assert [i.id for i in listed[:2]] == ["msg_old_q", "msg_old_a"]
         assert json.loads(s.client.responses.retrieve(new.id).model_dump_json())["previous_response_id"] == "resp_old"
+
+
+def test_a_response_over_the_row_cap_is_not_stored_and_says_so(tmp_path):
+    """--responses-max-row-size: a response whose row (input items, output items, the object) is over it is
+    answered and not stored, `store: false` in what the client gets (whole, and every streamed event when the
+    input alone is over); `store: true` sent with an input already over it is a 400 before generation."""
+    with _serve(tmp_path / "r.sqlite", responses_max_row_bytes=8192) as small:
+        client, engine = small.client, small.engine
+        handle = ServerHandle("stub", str(client.base_url).rstrip("/").removesuffix("/v1"))
+        engine.script = ["Short."]
+        fits = client.responses.create(model="demo", input="Hi")
+        assert fits.store is True and client.responses.retrieve(fits.id).output_text == "Short."
+        big = "x" * 9000
+        whole = client.responses.create(model="demo", input=big)  # store by default: answered, not stored
+        events = list(client.responses.create(model="demo", input=big, stream=True))
+        assert whole.output_text == "Short." and whole.store is False
+        assert all(e.response.store is False for e in events if hasattr(e, "response"))
+        calls = engine.num_calls
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="demo", input=big, store=True)
+        assert refused.value.body["param"] == "store" and refused.value.body["code"] == "stored_row_too_large"
+        assert "--responses-max-row-size" in refused.value.body["message"] and engine.num_calls == calls
+        engine.script = ["y" * 9000]  # the input fits; the answer takes the row over
+        long = client.responses.create(model="demo", input="Hi", store=True)
+        streamed = list(client.responses.create(model="demo", input="Hi", stream=True))[-1].response
+        assert long.store is False and streamed.store is False and long.output_text == "y" * 9000
+        for unstored in (whole, events[-1].response, long, streamed):
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(unstored.id)
+        with pytest.raises(openai.BadRequestError, match="not found"):
+            client.responses.create(model="demo", input="And?", previous_response_id=long.id)
+        assert handle.metric("velollm_store_rows_skipped_total", store="responses", outcome="refused") == 1
+        assert handle.metric("velollm_store_rows_skipped_total", store="responses", outcome="unstored") == 4

@@ -153,6 +153,44 @@ def test_metadata_at_the_limits_and_updates_are_checked(client):
     assert client.chat.completions.retrieve(r.id).metadata == at_limits
 
 
+def _image(num_base64: int) -> list[dict]:
+    url = "data:image/png;base64," + "A" * num_base64
+    return [{"role": "user", "content": [{"type": "text", "text": "What is it?"},
+                                         {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+def test_a_completion_over_the_row_cap_is_refused_or_not_stored():
+    """--responses-max-row-size: store: true with input messages already over it (a base64 image counts by its
+    base64 bytes) is a 400 before generation; a row the answer takes over it is answered, not stored."""
+    from tests.api.conftest import ServerHandle
+    from tests.api.stub_engine import StubEngine
+
+    port = free_port()
+    with ThreadedServer(stub_app(StubEngine(max_model_len=4096), port=port, responses_max_row_bytes=4096), port):
+        handle, client = ServerHandle("stub", f"http://127.0.0.1:{port}"), _client(f"http://127.0.0.1:{port}")
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="demo", messages=_image(5000), max_tokens=2, store=True)
+        body = refused.value.body
+        assert body["param"] == "store" and body["code"] == "stored_row_too_large"
+        assert "--responses-max-row-size" in body["message"]
+        # Under the cap the request goes on, and this text-only model is what refuses the image.
+        with pytest.raises(openai.BadRequestError) as text_only:
+            client.chat.completions.create(model="demo", messages=_image(3000), max_tokens=2, store=True)
+        assert text_only.value.body["param"] != "store" and "text only" in text_only.value.body["message"]
+        long = [{"role": "user", "content": "x" * 3000}]
+        whole = client.chat.completions.create(model="demo", messages=long, max_tokens=1000, store=True)
+        chunks = list(client.chat.completions.create(model="demo", messages=long, max_tokens=1000, store=True,
+                                                     stream=True))
+        assert whole.choices[0].finish_reason == "length" and chunks[-1].choices[0].finish_reason == "length"
+        for completion_id in (whole.id, chunks[0].id):
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.retrieve(completion_id)
+        kept = client.chat.completions.create(model="demo", messages=long, max_tokens=2, store=True)
+        assert client.chat.completions.retrieve(kept.id).id == kept.id
+        assert handle.metric("velollm_store_rows_skipped_total", store="chat_completions", outcome="refused") == 1
+        assert handle.metric("velollm_store_rows_skipped_total", store="chat_completions", outcome="unstored") == 2
+
+
 def test_an_upstream_answer_is_stored_by_the_front(tmp_path):
     """A proxy-only VeloLLM in front of a second VeloLLM (the Ollama upstream): the front stores what its
     client got, whole or streamed, and answers the stored-completion routes itself."""
@@ -204,3 +242,16 @@ def test_live_server_keeps_them_in_the_responses_file_across_a_restart(tmp_path)
         assert client.chat.completions.retrieve(sid).choices[0].message.content == text
     finally:
         stop_serve(proc)
+
+
+def test_the_row_cap_flag_reaches_the_server_config():
+    from velollm.cli import build_parser
+    from velollm.commands import serve
+
+    def config(*flags: str):
+        return serve.build_config(build_parser().parse_args(["serve", *flags]), {})
+
+    assert config().responses_max_row_bytes == 16 << 20
+    assert config("--responses-max-row-size", "2MiB").responses_max_row_bytes == 2 << 20
+    with pytest.raises(ValueError, match="responses_max_row_bytes"):
+        config("--responses-max-row-size", "0")

@@ -26,7 +26,8 @@ MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 
 
 class ScriptedEngine(StubEngine):
-    """Answers the i-th request with script[i] (the last one repeats), one character per token."""
+    """Answers the i-th request with script[i] (the last one repeats), one character per token; a script
+    longer than max_tokens is cut there and ends "length", as the engine ends it."""
 
     def __init__(self) -> None:
         super().__init__(max_model_len=4096, token_delay_s=0.0)
@@ -34,13 +35,15 @@ class ScriptedEngine(StubEngine):
         self.num_calls = 0
 
     async def _deltas(self, prompt, params, request_id):
-        text = self.script[min(self.num_calls, len(self.script) - 1)][: params.max_tokens]
+        script = self.script[min(self.num_calls, len(self.script) - 1)]
+        text = script[: params.max_tokens]
+        finish = "length" if len(text) < len(script) else "stop"
         self.num_calls += 1
         tokens = [b + OFFSET for b in text.encode()]
         for pos, token in enumerate(tokens):
             last = pos + 1 == len(tokens)
             yield RequestDelta(request_id=request_id, text=chr(token - OFFSET), token_ids=[token],
-                               finish_reason="stop" if last else None, num_prompt_tokens=len(prompt),
+                               finish_reason=finish if last else None, num_prompt_tokens=len(prompt),
                                num_output_tokens=pos + 1)
 
 
@@ -232,3 +235,32 @@ def _ollama_render(server: ServerHandle, engine: ScriptedEngine, messages: list[
     ollama.Client(host=server.url, timeout=30).chat(model="demo", messages=messages, tools=[WEATHER],
                                                     options={"num_ctx": num_ctx})
     return _prompt_text(engine, 0)
+
+
+def test_usage_after_a_retry_counts_the_prompt_its_answer_came_from(scripted, engine):
+    """After a retry, the answer came from the retry's prompt (the request's prompt, the failed answer and
+    the corrective message): usage.prompt_tokens and prompt_eval_count count that prompt, as the completion
+    counts that answer, on both APIs; with n=2, the request's prompt counts once more for the choice that
+    kept its first answer."""
+    engine.script = [UNKNOWN, GOOD]
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER])
+    first, retry = engine.seen_prompts
+    assert len(retry) > len(first) + len(UNKNOWN)
+    assert r.usage.prompt_tokens == len(retry) and r.usage.completion_tokens == len(GOOD)
+    assert r.usage.total_tokens == len(retry) + len(GOOD)
+    engine.script, engine.num_calls = [UNKNOWN, GOOD], 0
+    engine.seen_prompts.clear()
+    o = ollama.Client(host=scripted.url, timeout=30).chat(model="demo", messages=MESSAGES, tools=[WEATHER])
+    first, retry = engine.seen_prompts
+    assert o.message.tool_calls and o.prompt_eval_count == len(retry) and o.eval_count == len(GOOD)
+    engine.script, engine.num_calls = [UNKNOWN, GOOD, GOOD], 0
+    engine.seen_prompts.clear()
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER], n=2)
+    first, _, retry = engine.seen_prompts
+    assert all(c.message.tool_calls for c in r.choices)
+    assert r.usage.prompt_tokens == len(first) + len(retry) and r.usage.completion_tokens == 2 * len(GOOD)
+    # No retry: the request's prompt, once.
+    engine.script, engine.num_calls = [GOOD], 0
+    engine.seen_prompts.clear()
+    r = _client(scripted).chat.completions.create(model="demo", messages=MESSAGES, tools=[WEATHER], n=2)
+    assert r.usage.prompt_tokens == len(engine.seen_prompts[0])

@@ -9,7 +9,7 @@ import pytest
 
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.chat_render import DIM, RESET, AnswerWriter, go_duration, timings
-from velollm.commands.chat_session import parse_value, read_message
+from velollm.commands.chat_session import ChatSession, parse_value, read_message, run_interactive
 
 
 def _reader(lines):
@@ -87,3 +87,22 @@ def test_timings():
 def test_go_durations():
     assert [go_duration(n) for n in (0, 5, 1_500, 7_017_324, 1_500_000_000, 123_250_000_000, 3_600_000_000_000)] == \
         ["0s", "5ns", "1.5\u00b5s", "7.017324ms", "1.5s", "2m3.25s", "1h0m0s"]
+
+
+class _ShowOnly:
+    """A server that only answers /api/show: a model created with MESSAGE lines."""
+
+    def post(self, path, body):
+        assert path == "/api/show"
+        return {"capabilities": ["completion"], "messages": [
+            {"role": "system", "content": "hidden"}, {"role": "user", "content": "Ahoy"},
+            {"role": "assistant", "content": "Arr, matey."}]}
+
+
+def test_interactive_run_shows_the_models_messages_first():
+    out = io.StringIO()
+    session = ChatSession(_ShowOnly(), "pirate", out, color=False)
+    read, _ = _reader([])
+    assert run_interactive(session, read) == 0
+    assert out.getvalue() == ">>> Ahoy\nArr, matey.\n\n\n"  # then Ctrl-D's newline
+    assert session.messages == []  # the server puts them before the chat, as Ollama's does

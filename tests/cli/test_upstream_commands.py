@@ -37,6 +37,17 @@ def test_pull_through_the_upstream(proxied, tmp_path):
     assert failed.returncode == 1 and "pull model manifest: file does not exist" in failed.stderr
 
 
+def test_push_through_the_upstream(proxied, tmp_path):
+    out = velollm(proxied, tmp_path, "push", "me/mymodel", "--insecure")
+    assert out.returncode == 0, out.stderr
+    for text in ("(insecure registry)", "retrieving manifest", "pushing abababababab", "2.0/2.0 MB", "pushing manifest",
+                 "success"):
+        assert text in out.stderr
+    assert "(insecure registry)" not in velollm(proxied, tmp_path, "push", "me/mymodel").stderr
+    failed = velollm(proxied, tmp_path, "push", "mymodel")
+    assert failed.returncode == 1 and "not authorized to push to this namespace" in failed.stderr
+
+
 def test_run_pulls_a_missing_model_first(proxied, tmp_path):
     # `ollama run M` pulls M when the server does not have it, then chats
     out = velollm(proxied, tmp_path, "run", "fresh-model", "hi")
@@ -76,6 +87,8 @@ def test_pull_without_an_upstream(tmp_path):
     try:
         out = velollm(url, tmp_path, "pull", "llama3.2")
         assert out.returncode == 1 and "VeloLLM does not download models" in out.stderr and "--upstream" in out.stderr
+        out = velollm(url, tmp_path, "push", "me/llama3.2")
+        assert out.returncode == 1 and "does not push models" in out.stderr, out.stderr
     finally:
         stop_serve(proc)
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import ollama
 import openai
@@ -213,6 +215,49 @@ def test_ollama_num_keep_is_honoured(live):
     assert parse_header(log.headers[-1]["x-velollm-context"])["cut_tokens"] == f"2-{len(whole) - 1}"
 
 
+def demo_tokenizer(server):
+    """The server's tokenizer (start_serve's cache), without the server's length refusal."""
+    from velollm.engine.loader.demo import ensure_demo
+    from velollm.engine.text.tokenizer import Tokenizer
+
+    return Tokenizer.from_folder(ensure_demo(server.log.parent / "cache"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_prompt_too_long_to_tokenize_is_cut_like_any_long_prompt(live, stream):
+    """A prompt that the tokenizer refuses by its length alone (surely over the context: not read whole) is
+    cut on /api as Ollama cuts any prompt over num_ctx: the first num_keep ids and the tail stay (only the
+    text's ends are tokenized, so it stays cheap; the whole's size in the header is estimated). /v1 keeps
+    OpenAI's context_length_exceeded, and `truncate: false` Ollama's 400."""
+    huge = "Begin here. " + SENTENCE * 4000 + "The end."  # ~330k characters: over the tokenizer's limit
+    with pytest.raises(openai.BadRequestError) as info:
+        oai(live).completions.create(model="demo", prompt=huge, max_tokens=1)
+    assert info.value.code == "context_length_exceeded"
+    tokenizer = demo_tokenizer(live)
+    system = {"role": "system", "content": "You are terse."}
+    options = {"num_predict": 8, "temperature": 0, "num_keep": 6}
+    cases = (("/api/chat", {"messages": [system, {"role": "user", "content": huge}]},
+              tokenizer.encode_chat([system, {"role": "user", "content": huge}])),
+             ("/api/generate", {"prompt": huge}, tokenizer.encode_chat([{"role": "user", "content": huge}])),
+             ("/api/generate", {"prompt": huge, "raw": True}, tokenizer.encode(huge)))
+    for path, body, whole in cases:
+        assert len(huge) > CONTEXT * tokenizer.max_token_chars * 4  # refused by its length: never read whole
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={"model": "demo", "stream": stream, **body,
+                                                              "options": options})
+        assert r.status_code == 200, (path, r.text)
+        final = [json.loads(line) for line in r.text.splitlines() if line][-1]
+        assert final["done"] and final["prompt_eval_count"] == CONTEXT - 8, final
+        report = parse_header(r.headers["x-velollm-context"])
+        num_whole = int(report["tokens"].split("->")[0])
+        assert abs(num_whole - len(whole)) < len(whole) // 50, (num_whole, len(whole))  # estimated
+        assert report["tokens"].endswith(f"->{CONTEXT - 8}") and report["cut_tokens"] == f"6-{num_whole - 498}"
+        ran = rendered(live, path, {"model": "demo", **body, "options": options})
+        assert ran == tokenizer.decode(whole[:6] + whole[-498:], skip_special_tokens=False)
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={"model": "demo", "stream": stream, "truncate": False,
+                                                              **body, "options": options})
+        assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), r.text
+
+
 def test_ollama_truncate_false_over_num_ctx_is_ollamas_400(live):
     """`truncate: false` (the ollama client has no argument for it: a raw request): Ollama's runner error,
     a 400 before any chunk, streamed or not; on /api/generate too."""
@@ -223,6 +268,35 @@ def test_ollama_truncate_false_over_num_ctx_is_ollamas_400(live):
             r = httpx.post(f"{live.url}{path}", json={"model": "demo", "stream": stream, "truncate": False,
                                                       "options": {"num_ctx": 64}, **body}, timeout=60)
             assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), (path, body, r.text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_truncate_false_prompt_of_exactly_num_ctx_runs_as_ollamas(live, stream):
+    """Ollama refuses only a prompt longer than num_ctx (`len(inputs) > numCtx`): one of exactly num_ctx
+    tokens runs. With the context full, Ollama's runner shifts it (the ids after num_keep, half of the rest,
+    go: ShiftDiscard); VeloLLM shifts before the first token, so the answer has the room that leaves. Not a
+    400, on both endpoints; x-velollm-context says which ids went."""
+    cases = (("/api/chat", {"messages": [{"role": "user", "content": SENTENCE * 2}]}),
+             ("/api/generate", {"prompt": SENTENCE * 2}), ("/api/generate", {"prompt": SENTENCE * 2, "raw": True}))
+    for path, body in cases:
+        num_ctx = len(whole_prompt_ids(live, path, {"model": "demo", **body}))
+        for num_keep, keep in ((4, 4), (10, 10), (-1, num_ctx - 1)):
+            discard = max((num_ctx - keep) // 2, 1)
+            r = httpx.post(f"{live.url}{path}", timeout=60, json={
+                "model": "demo", "stream": stream, "truncate": False, **body,
+                "options": {"num_ctx": num_ctx, "num_keep": num_keep, "temperature": 0}})
+            assert r.status_code == 200, (path, body, r.text)
+            final = [json.loads(line) for line in r.text.splitlines() if line][-1]
+            assert final["done"] and final["done_reason"] in ("stop", "length"), final
+            assert final["prompt_eval_count"] == num_ctx - discard and final["eval_count"] >= 1, final
+            assert final["prompt_eval_count"] + final["eval_count"] <= num_ctx
+            report = parse_header(r.headers["x-velollm-context"])
+            assert report["cut_tokens"] == f"{keep}-{keep + discard}", report
+            assert report["tokens"] == f"{num_ctx}->{num_ctx - discard}", report
+        # One token more is Ollama's 400.
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={
+            "model": "demo", "stream": stream, "truncate": False, **body, "options": {"num_ctx": num_ctx - 1}})
+        assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), r.text
 
 
 @pytest.mark.parametrize("raw", [False, True])

@@ -6,7 +6,7 @@ import pytest
 
 from tests.context.test_truncation import WordTokenizer, agent_chat, render, words
 from velollm.context.fitter import ContextFitter
-from velollm.context.token_cut import ollama_cut
+from velollm.context.token_cut import ollama_cut, ollama_shift
 from velollm.context.turn_cache import TurnCache
 from velollm.errors import ContextOverflow
 
@@ -50,6 +50,25 @@ def test_cut_edges():
     assert ollama_cut(10, 8, -1).keep == 7  # negative: the whole prompt, clamped to num_ctx - 1
     with pytest.raises(ValueError):
         ollama_cut(10, 0, 4)
+
+
+def go_shift_discard(num_ctx: int, input_len: int, num_keep: int) -> int:
+    """kvcache/causal.go (InputCache.ShiftDiscard), line for line."""
+    target_free = max((num_ctx - num_keep) // 2, 1)
+    current_free = num_ctx - input_len
+    return max(target_free - current_free, 0)
+
+
+@pytest.mark.parametrize("num_ctx,num_keep", [(8, 4), (8, 0), (8, -1), (8, 7), (8, 100), (1, 4), (2, 0), (512, 4)])
+def test_shift_of_a_full_context_is_ollamas(num_ctx, num_keep):
+    ids = list(range(100, 100 + num_ctx))
+    shift = ollama_shift(num_ctx, num_ctx, num_keep)
+    keep = min(num_ctx if num_keep < 0 else num_keep, num_ctx - 1)  # NewSequence's clamp
+    assert shift.keep == keep and shift.num_cut == go_shift_discard(num_ctx, num_ctx, keep) >= 1
+    assert shift.apply(ids) == ids[:keep] + ids[keep + shift.num_cut:]
+    assert ollama_shift(num_ctx - 1, num_ctx, num_keep) is None  # room left: nothing to shift
+    with pytest.raises(ValueError):
+        ollama_shift(num_ctx + 1, num_ctx, num_keep)  # over the context: Ollama's 400, no shift
 
 
 def long_last_message(n: int) -> list[dict]:

@@ -87,6 +87,21 @@ def test_names_resolve_to_the_same_model(store):
         json.loads(manifest.read_text())["config"]["size"]
 
 
+def test_the_messages_layer_is_read(store, tmp_path):
+    """A model created with MESSAGE lines: its messages layer (a JSON list of {role, content})."""
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    manifest_path = root / "manifests/registry.ollama.ai/library/tiny/latest"
+    manifest = json.loads(manifest_path.read_text())
+    history = [{"role": "user", "content": "Ahoy"}, {"role": "assistant", "content": "Arr"}, {"content": "no role"}]
+    manifest["layers"].append({"mediaType": "application/vnd.ollama.image.messages",
+                               **_blob(root, json.dumps(history).encode())})
+    manifest_path.write_text(json.dumps(manifest))
+    assert resolve_model("tiny", ollama_models=root).info.default_messages == (
+        {"role": "user", "content": "Ahoy"}, {"role": "assistant", "content": "Arr"})
+    assert resolve_model("hf.co/org/Repo:Q8_0", ollama_models=root).info.default_messages == ()
+
+
 def test_store_from_env_read_at_each_resolve(store, tmp_path, monkeypatch):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "empty"))
     with pytest.raises(ModelNotFound, match="'tiny'"):

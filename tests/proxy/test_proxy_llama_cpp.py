@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -120,6 +121,73 @@ def test_ollama_client_through_openai_upstream(llama_server, proxy):
     generated = client.generate(model=MODEL, prompt="once upon", raw=True, options={"temperature": 0, "num_predict": 12})
     assert generated.response == raw.choices[0].text
     assert [m.model for m in client.list().models] == [MODEL]
+
+
+FUNCTIONS = [{"name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                             "required": ["city"]}}]
+
+
+def test_legacy_functions_go_upstream_as_tools_and_come_back_as_function_call(llama_server, proxy):
+    """The deprecated `functions` / `function_call` (which llama.cpp's server ignores) go upstream as tools and
+    tool_choice; the upstream's tool call comes back as OpenAI answers such a request: `message.function_call`
+    (no tool_calls), `delta.function_call` in a stream, finish_reason "function_call". A history in the old
+    form (an assistant's function_call, a `function` message) goes as tool calls and results."""
+    client = _openai(proxy.url)
+    params = {"model": MODEL, "messages": MESSAGES, "temperature": 0, "max_tokens": 48, "functions": FUNCTIONS,
+              "function_call": {"name": "get_weather"}}
+    r = client.chat.completions.create(**params)
+    choice = r.choices[0]
+    assert choice.message.function_call is not None and choice.message.tool_calls is None, choice
+    assert choice.message.function_call.name == "get_weather" and choice.finish_reason == "function_call"
+    assert isinstance(json.loads(choice.message.function_call.arguments)["city"], str)
+    direct = _openai(llama_server.url).chat.completions.create(
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=48,
+        tools=[{"type": "function", "function": FUNCTIONS[0]}],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert json.loads(choice.message.function_call.arguments) == json.loads(
+        direct.choices[0].message.tool_calls[0].function.arguments, strict=False)  # (the proxy re-serializes them)
+
+    chunks = list(client.chat.completions.create(stream=True, **params))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert all(d.tool_calls is None for d in deltas)
+    name = "".join(d.function_call.name or "" for d in deltas if d.function_call)
+    arguments = "".join(d.function_call.arguments or "" for d in deltas if d.function_call)
+    assert name == "get_weather" and json.loads(arguments) == json.loads(choice.message.function_call.arguments)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "function_call"
+
+    history = MESSAGES + [{"role": "assistant", "content": None, "function_call": {
+        "name": "get_weather", "arguments": '{"city": "Paris"}'}}, {"role": "function", "name": "get_weather",
+                                                                  "content": '{"temp_c": 21}'}]
+    r = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=8,
+                                       functions=FUNCTIONS, function_call="none")
+    assert r.choices[0].message.function_call is None and r.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError) as err:  # both forms at once: the client's 400, not the upstream's
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, functions=FUNCTIONS,
+                                       tools=[{"type": "function", "function": FUNCTIONS[0]}])
+    assert err.value.body["param"] == "functions"
+
+
+def test_an_agent_loop_with_the_sdks_own_assistant_message(llama_server, proxy):
+    """The openai SDK's tool-call answer sent back as history has `content: null`, which llama-cpp-python's
+    server refuses (500, a validation error); relayed with content "" (the same turn to every server)."""
+    client = _openai(proxy.url)
+    tools = [{"type": "function", "function": FUNCTIONS[0]}]
+    first = client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0, max_tokens=48, tools=tools,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = first.choices[0].message
+    assert call.content is None and call.tool_calls and call.function_call is None  # not llama-cpp-python's copy
+    result = {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": '{"temp_c": 21}'}
+    for history, stream in ((MESSAGES + [call, result], False),  # the message object itself, as the SDK's docs do
+                            (MESSAGES + [call.model_dump(exclude_none=False), result], True)):  # every null in it
+        answer = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=4,
+                                                tools=tools, tool_choice="none", stream=stream)
+        chunks = list(answer) if stream else [answer]
+        assert chunks and all(c.choices is not None for c in chunks)
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=48, tools=tools, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}) if c.choices]
+    assert any(d.tool_calls for d in deltas) and not any(d.function_call for d in deltas)
 
 
 def test_upstream_restart(llama_server, proxy):

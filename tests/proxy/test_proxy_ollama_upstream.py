@@ -77,6 +77,39 @@ def test_openai_tool_calls_have_string_arguments(fake_ollama, ollama_state, star
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_legacy_functions_reach_ollama_as_tools_and_come_back_as_function_call(fake_ollama, ollama_state,
+                                                                              start_proxy):
+    """`functions` (which Ollama ignores) reach /api/chat as tools, the old history as tool calls and results;
+    Ollama's tool call comes back as `function_call` (whole and streamed), as OpenAI answers such a request.
+    (llama-cpp-python's server as the upstream, with a forced call: tests/proxy/test_proxy_llama_cpp.py.)"""
+    _, client = _clients(start_proxy(fake_ollama.url))
+    history = [{"role": "user", "content": "weather please"},
+               {"role": "assistant", "content": None, "function_call": {"name": "get_weather",
+                                                                        "arguments": "{\"city\": \"Oslo\"}"}},
+               {"role": "function", "name": "get_weather", "content": "sunny"},
+               {"role": "user", "content": "and the weather in Tokyo?"}]
+    functions = [WEATHER_TOOL["function"]]
+    answer = client.chat.completions.create(model="llama3.2", messages=history, functions=functions)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "function_call" and choice.message.tool_calls is None
+    assert choice.message.function_call.name == "get_weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Tokyo"}
+    sent = ollama_state.requests[-1][1]
+    assert sent["tools"] == [WEATHER_TOOL] and "functions" not in sent
+    assert sent["messages"][1]["tool_calls"] == [{"id": "call_fn_1", "function": {"name": "get_weather",
+                                                                                   "arguments": {"city": "Oslo"}}}]
+    assert sent["messages"][2]["role"] == "tool" and sent["messages"][2]["tool_name"] == "get_weather"
+
+    chunks = list(client.chat.completions.create(model="llama3.2", messages=history, functions=functions,
+                                                 stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert all(d.tool_calls is None for d in deltas)
+    calls = [d.function_call for d in deltas if d.function_call]
+    assert "".join(c.name or "" for c in calls) == "get_weather"
+    assert json.loads("".join(c.arguments or "" for c in calls)) == {"city": "Tokyo"}
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+
+
 def test_openai_completions_and_embeddings(fake_ollama, ollama_state, start_proxy):
     _, client = _clients(start_proxy(fake_ollama.url))
     answer = client.completions.create(model="llama3.2", prompt="hello", max_tokens=5)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import ollama
+import openai
 import psutil
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
@@ -275,6 +276,63 @@ def test_cli_rm_and_cp(front, native, store, tmp_path):
     assert "model 'cli-copy' not found" in out.stderr
     out = velollm(front[0], tmp_path, "cp", "nope", "x")
     assert out.returncode == 1 and 'model "nope" not found' in out.stderr
+
+
+def test_cli_create_from_a_modelfile(front, native, store, tmp_path):
+    """`velollm create NAME -f Modelfile`, as `ollama create`: through the upstream and on the local store."""
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text('# a pirate\nFROM tiny-a\nSYSTEM """Talk like\na pirate."""\nPARAMETER temperature 0.2\n'
+                         "PARAMETER stop <|eot_id|>\nPARAMETER stop ###\nMESSAGE user Ahoy\nLICENSE MIT\n")
+    for url, name in ((front[0], "cli-pirate"), (native[0], "cli-pirate-local")):
+        out = velollm(url, tmp_path, "create", name, "-f", str(modelfile))
+        assert out.returncode == 0, out.stderr
+        lines = out.stderr.splitlines()
+        assert lines[0].startswith("using existing layer sha256:") and lines[-2:] == ["writing manifest", "success"]
+        shown = httpx.post(f"{url}/api/show", json={"model": name}, timeout=60).json()
+        assert shown["system"] == "Talk like\na pirate." and shown["license"] == "MIT", shown
+        params = [line.split(None, 1) for line in shown["parameters"].splitlines()]
+        assert ["stop", '"<|eot_id|>"'] in params and ["stop", '"###"'] in params and ["temperature", "0.2"] in params
+        assert shown["messages"] == [{"role": "user", "content": "Ahoy"}] and "MESSAGE user Ahoy" in shown["modelfile"]
+        for path, body in (("/api/chat", {"messages": [{"role": "user", "content": "Sail"}]}),
+                           ("/api/generate", {"prompt": "Sail"})):  # the MESSAGE history comes first, as in Ollama
+            rendered = httpx.post(f"{url}{path}", json={"model": name, "_debug_render_only": True, **body},
+                                  timeout=60).json()["_debug_info"]["rendered_template"]
+            assert rendered.index("Talk like") < rendered.index("Ahoy") < rendered.index("Sail"), rendered
+        sail = [{"role": "user", "content": "Sail"}]  # /v1 puts them first too (Ollama's /v1 is its chat handler)
+        v1 = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).chat.completions.create(
+            model=name, messages=sail, max_tokens=4, temperature=0)
+        native_answer = ollama.Client(host=url, timeout=60).chat(model=name, messages=sail,
+                                                                 options={"temperature": 0, "num_predict": 4})
+        assert v1.choices[0].message.content == native_answer.message.content
+        assert v1.usage.prompt_tokens == native_answer.prompt_eval_count
+        assert f"registry.ollama.ai/library/{name}/latest" in _manifests(store)
+    (tmp_path / "weights").mkdir()
+    gguf = write_tiny_llama_gguf(tmp_path / "weights" / "own.gguf", seed=11)
+    modelfile.write_text("FROM ./weights/own.gguf\nTEMPLATE {{ .Prompt }}\n")
+    out = velollm(front[0], tmp_path, "create", "cli-own", "-f", str(modelfile))  # uploaded through front
+    assert out.returncode == 0 and "copying file sha256:" in out.stderr and out.stderr.endswith("success\n"), out.stderr
+    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert (store / "blobs" / digest.replace(":", "-")).is_file()
+    out = velollm(native[0], tmp_path, "create", "cli-own2", "-f", str(modelfile))  # the blob is there: not sent
+    assert out.returncode == 0 and "copying file" not in out.stderr, out.stderr
+    client = ollama.Client(host=front[0], timeout=60)
+    assert client.generate(model="cli-own2", prompt="the cat", **RAW).response == \
+        client.generate(model="cli-own", prompt="the cat", **RAW).response
+    for name in ("cli-pirate", "cli-pirate-local", "cli-own", "cli-own2"):
+        assert client.delete(name).status == "success"
+
+    for text, message in [("FROM tiny-a\nPARAMETER temprature 1\n", "unknown parameter 'temprature'"),
+                          ("FROM tiny-a\nBOGUS x\n", "(line 2): command must be one of"),
+                          ("SYSTEM hi\n", "no FROM line"),
+                          ("FROM nope\n", "model 'nope' not found"),  # the server's answer
+                          ("FROM tiny-a\n", "quantize is not supported")]:
+        modelfile.write_text(text)
+        extra = ("-q", "q4_K_M") if "quantize" in message else ()
+        out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(modelfile), *extra)
+        assert out.returncode == 1 and message in out.stderr, (text, out.stderr)
+    out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(tmp_path / "absent"))
+    assert out.returncode == 1 and "specified Modelfile wasn't found" in out.stderr
+    assert "cli-bad:latest" not in _names(native[0])[0]
 
 
 def test_an_upstream_that_does_not_answer_leaves_the_local_store_in_charge(store, tmp_path):

@@ -95,6 +95,20 @@ def test_stream_end_status(finish, status):
     assert last["type"] == status
 
 
+def test_cut_after_the_thinking_closed_only_the_open_item_is_incomplete():
+    stream = ResponseEventStream(ResponseShell(REQ))
+    events = stream.start()
+    for chunk in [_chunk({"reasoning_content": "done thinking"}), _chunk({"content": "Hel"}), _chunk(finish="length")]:
+        events += stream.chunk(chunk)
+    events += stream.finish()
+    for e in events:
+        _strict(e)
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [(i["type"], i["status"]) for i in done] == [("reasoning", "completed"), ("message", "incomplete")]
+    final = events[-1]["response"]
+    assert final["status"] == "incomplete" and [o["status"] for o in final["output"]] == ["completed", "incomplete"]
+
+
 def test_failure_mid_stream():
     stream = ResponseEventStream(ResponseShell(REQ))
     stream.start()

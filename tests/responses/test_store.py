@@ -287,3 +287,34 @@ def test_stored_chat_completions_expire(tmp_path):
     chats.put(_completion(1), [], {})
     time.sleep(0.3)
     assert chats.get("chatcmpl-1") is None and chats.list(limit=5).data == []
+
+
+def _image_message(num_base64: int) -> dict:
+    url = "data:image/png;base64," + "A" * num_base64
+    return {"role": "user", "content": [{"type": "text", "text": "What is it?"},
+                                        {"type": "image_url", "image_url": {"url": url}}]}
+
+
+def test_a_row_over_the_cap_is_not_stored_in_either_table(tmp_path):
+    """The per-row cap counts a row as stored (its JSON): a base64 image by its base64 bytes."""
+    import pytest
+
+    from velollm.responses import RowTooLarge
+
+    store = ResponseStore(tmp_path / "r.sqlite", max_row_bytes=4096)
+    store.put(_resp(0, output=[_said("short")]), [_user("q")])
+    with pytest.raises(RowTooLarge) as caught:
+        store.put(_resp(1, 0, [_said("a" * 4096)]), [_user("q1")], store.history("resp_0"))
+    assert caught.value.num_bytes > 4096 and caught.value.max_bytes == 4096
+    assert store.get("resp_1") is None and store.item("msg_a_" + "a" * 4096) is None and len(store) == 1
+    assert store.get("resp_0") is not None  # the transaction rolled back whole
+    chats = store.chat_completions
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": []}
+    chats.put(completion, [_image_message(3000)], {})
+    with pytest.raises(RowTooLarge) as caught:
+        chats.put({**completion, "id": "chatcmpl-2"}, [_image_message(4096)], {})
+    assert caught.value.num_bytes > 4096 + len("data:image/png;base64,")
+    assert chats.get("chatcmpl-2") is None and chats.get("chatcmpl-1") is not None and len(chats) == 1
+    store.close()
+    with pytest.raises(ValueError):
+        ResponseStore(tmp_path / "r.sqlite", max_row_bytes=0)

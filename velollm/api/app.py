@@ -15,21 +15,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from velollm.api import (blobs, embeddings, model_admin, ollama, ollama_models, openai, pull, responses, status_page,
-                         stored_chat)
+from velollm.api import (
+    blobs,
+    embeddings,
+    model_admin,
+    ollama,
+    ollama_models,
+    openai,
+    pull,
+    responses,
+    status_page,
+    stored_chat,
+)
 from velollm.api.cors import PreflightCORSMiddleware
 from velollm.api.drain import Drain, DrainMiddleware
 from velollm.api.handler import AppState
-from velollm.api.metrics import ServerMetrics, StatsLogger
-from velollm.api.middleware import CORS_EXPOSE_HEADERS, CORS_HEADERS, APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
-from velollm.api.middleware import OriginCheckMiddleware
 from velollm.api.lease import LeaseScope
-from velollm.api.origins import OriginPolicy
+from velollm.api.metrics import ServerMetrics, StatsLogger
+from velollm.api.middleware import (
+    CORS_EXPOSE_HEADERS,
+    CORS_HEADERS,
+    APIKeyMiddleware,
+    BodyLimitMiddleware,
+    HostCheckMiddleware,
+    OriginCheckMiddleware,
+)
 from velollm.api.on_demand import OnDemand
+from velollm.api.origins import OriginPolicy
 from velollm.api.registry import ModelRegistry
-from velollm.api.targets import Upstream
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
+from velollm.api.targets import Upstream
 from velollm.wire.errors import APIError, api_of, error_response
 
 logger = logging.getLogger(__name__)

@@ -85,6 +85,17 @@ def developer_as_system(messages: list[dict[str, Any]], chat_template: Any) -> l
     return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
 
 
+def with_model_preamble(messages: list[dict[str, Any]], system: str | None,
+                        history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An Ollama model's own turns put before the request's, as Ollama's chat handler puts them (on /api/chat
+    and /v1 alike): its MESSAGE history first, and its SYSTEM prompt before everything when the request does
+    not open with a system message of its own."""
+    out = [*history, *messages]
+    if system and (not messages or messages[0].get("role") != "system"):
+        out = [{"role": "system", "content": system}, *out]
+    return out
+
+
 def continue_final(text: str, messages: Sequence[Mapping[str, Any]]) -> str:
     """The chat rendered without a generation prompt, cut right after the final message's content, so
     that the model goes on writing that (assistant) message: vLLM's and transformers'

@@ -4,12 +4,12 @@ x-velollm-context header, the metrics, and the finished turn remembered for the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import dataclasses
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,8 +23,9 @@ from velollm.context.metrics import ContextMetrics
 from velollm.context.overflow import resolve_overflow
 from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
+from velollm.context.text_ends import cut_text
 from velollm.context.text_memo import TextMemo
-from velollm.context.token_cut import ollama_cut
+from velollm.context.token_cut import cut_prompt, shift_prompt
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -64,7 +65,7 @@ class ContextState:
     """Per app: the counters, and each recent model's remembered turns, summaries and fit plans."""
 
     metrics: ContextMetrics
-    lingua: "LinguaStep | None" = None  # --context-compressor's classifier step (compress mode)
+    lingua: LinguaStep | None = None  # --context-compressor's classifier step (compress mode)
     turn_caches: OrderedDict[str, TurnCache] = field(default_factory=OrderedDict)
     summaries: OrderedDict[str, TextMemo] = field(default_factory=OrderedDict)
     plans: OrderedDict[str, PlanCache] = field(default_factory=OrderedDict)
@@ -79,7 +80,7 @@ class ContextState:
         return _recent(self.summaries, model, lambda: TextMemo(SUMMARY_ENTRIES, SUMMARY_CHARS))
 
 
-def context_state(state: "AppState") -> ContextState:
+def context_state(state: AppState) -> ContextState:
     """The app's ContextState, made on first use."""
     with _LOCK:
         if state.context is None:
@@ -88,7 +89,7 @@ def context_state(state: "AppState") -> ContextState:
         return state.context
 
 
-def _lingua(path: str | None, device: str) -> "LinguaStep | None":
+def _lingua(path: str | None, device: str) -> LinguaStep | None:
     """The classifier step of --context-compressor (its folder was checked at start; loaded on first use)."""
     if path is None:
         return None
@@ -103,7 +104,7 @@ def _lingua(path: str | None, device: str) -> "LinguaStep | None":
         return None
 
 
-async def fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+async def fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
                    num_keep: int = 4) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
@@ -130,7 +131,7 @@ def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
     return ContextOverflow(f"{OLLAMA_INPUT_TOO_LONG} ({e})", param=e.param)
 
 
-async def _fit_chat(state: "AppState", served: "ServedModel", messages: Messages, render: Render,
+async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                     *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
                     num_keep: int | None) -> FittedPrompt:
     ctx = context_state(state)
@@ -208,7 +209,7 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
     return await asyncio.to_thread(build, k, summary) or fitted
 
 
-def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], num_new: int, *,
+def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_new: int, *,
                      requested: str | None, context_len: int, max_tokens: int | None,
                      num_keep: int) -> tuple[list[int], ContextReport | None]:
     """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
@@ -216,29 +217,50 @@ def fit_token_prompt(state: "AppState", served: "ServedModel", ids: list[int], n
     (this call's prompt) do not go there. A prompt that still leaves no room for an answer in the context
     (this call's prompt alone too long) is cut as Ollama's runner cuts it, the first `num_keep` ids and the
     tail, down to the budget (velollm.context.token_cut; `cut_tokens` in the report); within the context
-    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after)."""
+    it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after),
+    but for a prompt of exactly the context, which Ollama runs and shifts (token_cut.shift_prompt)."""
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
-    if mode == "error":
-        return ids, None
+    if mode == "error":  # as sent (the 400 comes after), but a prompt of exactly the context: Ollama runs it
+        if len(ids) != context_len:
+            return ids, None
+        shifted, shift = shift_prompt(ids, context_len, num_keep)
+        assert shift is not None
+        return shifted, ContextReport(mode, len(ids), len(shifted), cut_tokens=(shift.keep, shift.end))
     budget = context_len - output_reserve(context_len, max_tokens)
     window = fit_ids(ids, num_new, num_keep if num_keep >= 0 else len(ids), budget)
     report = None
     if window is not None:
         report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
     if len(window.token_ids if window is not None else ids) >= context_len:  # no room for one answer token
-        cut = ollama_cut(len(ids), max(1, budget), num_keep)
+        cut_ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         assert cut is not None
-        logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
-                       len(ids), cut.keep, len(ids) - cut.num_cut, context_len)
-        window, report = None, ContextReport(mode, len(ids), len(ids) - cut.num_cut, cut_tokens=(cut.keep, cut.end))
-        ids = cut.apply(ids)
+        window, report = None, ContextReport(mode, len(ids), len(cut_ids), cut_tokens=(cut.keep, cut.end))
+        ids = cut_ids
     if report is None:
         return ids, None
     context_state(state).metrics.observe(served.name, report, 0)
     return window.token_ids if window is not None else ids, report
 
 
-def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStream", fitted: FittedPrompt) -> None:
+def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: ContextOverflow, *,
+                    add_special_tokens: bool, prefix_ids: Sequence[int] | None, requested: str | None,
+                    context_len: int, max_tokens: int | None, num_keep: int) -> tuple[list[int], ContextReport]:
+    """/api/generate: a prompt too long to tokenize (the tokenizer's `refusal`: surely over the context) is
+    cut as any prompt over the context (fit_token_prompt), from the ids of its ends (velollm.context.text_ends:
+    the whole is never tokenized, so a huge body stays cheap), after the `prefix_ids` (its `context`). In the
+    error mode it is Ollama's 400."""
+    mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
+    if mode == "error":
+        raise ollama_overflow(refusal)
+    budget = context_len - output_reserve(context_len, max_tokens)
+    ids, cut, num_ids = cut_text(served.engine.tokenizer, text, budget, num_keep, context_len=context_len,
+                                 add_special_tokens=add_special_tokens, prefix_ids=prefix_ids or ())
+    report = ContextReport(mode, num_ids, len(ids), cut_tokens=(cut.keep, cut.end) if cut is not None else None)
+    context_state(state).metrics.observe(served.name, report, 0)
+    return ids, report
+
+
+def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn; not
     a prompt cut at the token level (its ids are not its text's: the next turn would start with the cut)."""
     if not state.config.prefetch or fitted.cut is not None:
@@ -246,7 +268,7 @@ def remember_turn(state: "AppState", served: "ServedModel", gen: "GenerationStre
     cache = context_state(state).turn_cache(served.name)
     tokenizer = served.engine.tokenizer
 
-    def remember(choices: list["ChoiceState"]) -> None:
+    def remember(choices: list[ChoiceState]) -> None:
         cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
 
     gen.on_finished.append(remember)

@@ -17,8 +17,8 @@ from starlette.routing import Route
 from velollm.api import embedding_format, embedding_request, protocol_ollama, protocol_openai
 from velollm.api.handler import AppState, Call, endpoint, forward, forward_or_local, read_json, route
 from velollm.api.keep_alive import is_unload
-from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import UpstreamTarget
 from velollm.errors import InvalidRequest
 from velollm.wire.errors import is_openai_path
 

@@ -19,8 +19,8 @@ from typing import Any
 from velollm.api.lease import EngineLease
 from velollm.api.thinking import Thinking
 from velollm.errors import InvalidRequest
-from velollm.reasoning import PlannedStream
 from velollm.outputs import RequestDelta
+from velollm.reasoning import PlannedStream
 from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class ChoiceState:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     num_cached_tokens: int = 0
+    # The prompt its answer came from when that is not the request's: a tool-call retry's (the request's
+    # prompt, the failed answer and the corrective message), which usage and prompt_eval_count then count.
+    num_prompt_tokens: int | None = None
     t_first: float | None = None  # perf_counter of the first and the latest delta
     t_last: float | None = None
 
@@ -199,5 +202,5 @@ class GenerationStream:
             self._queue.put_nowait((index, _END, 0.0))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # handed to the consumer, which maps it to the wire format
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which maps it to the wire format)
             self._queue.put_nowait((index, exc, 0.0))

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.drain import Drain
 from velollm.api.lease import EngineLease
-from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, ServeLocally
 from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from velollm.api.generation import ChoiceState
     from velollm.api.metrics import ServerMetrics
     from velollm.api.registry import ModelRegistry
-    from velollm.api.targets import Target
     from velollm.api.server_config import ServerConfig
+    from velollm.api.targets import Target
     from velollm.complexity import ComplexityRouter, RouteDecision
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,12 @@ _GENERATES = {"/v1/chat/completions": "chat", "/api/chat": "chat", "/v1/completi
 class AppState:
     """Everything the handlers need; lives on `app.state.velollm` (no module globals)."""
 
-    config: "ServerConfig"
-    models: "ModelRegistry"
-    metrics: "ServerMetrics"
+    config: ServerConfig
+    models: ModelRegistry
+    metrics: ServerMetrics
     responses: Any = None  # velollm.responses.ResponseStore, opened on first use (api/responses.py)
     context: Any = None  # api/context_fit.ContextState, made on first use
-    router: "ComplexityRouter | None" = None  # the virtual model of [routing] (velollm/complexity)
+    router: ComplexityRouter | None = None  # the virtual model of [routing] (velollm/complexity)
     drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
 
 
@@ -57,11 +57,11 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     model: str = ""
     records_itself: bool = False  # metrics recorded by the handler (with generation timings) or its stream
-    route: "RouteDecision | None" = None  # set when the virtual model chose `model` (x-velollm-route)
+    route: RouteDecision | None = None  # set when the virtual model chose `model` (x-velollm-route)
     backend: str = ""  # the router's local replica that ran it (x-velollm-backend; a remote one sets its own)
     # Set when the router chose this process's engine: sends the request to the other replicas instead, when
     # the engine refuses it before its first byte (queue full, engine dead).
-    local_fallback: "Callable[[BaseException], Awaitable[Response]] | None" = None
+    local_fallback: Callable[[BaseException], Awaitable[Response]] | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -70,11 +70,11 @@ class Call:
 Handler = Callable[["Request", AppState, Call], Awaitable["Response"]]
 
 
-def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["Response"]]]:
+def endpoint(name: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wraps a handler: typed errors -> wire format (by path), and the per-request metrics."""
 
-    def wrap(fn: Handler) -> Callable[["Request"], Awaitable["Response"]]:
-        async def route(request: "Request") -> "Response":
+    def wrap(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
             from starlette.responses import Response
 
             state: AppState = request.app.state.velollm
@@ -84,7 +84,7 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
             except ClientDisconnected:
                 logger.info("%s: client disconnected, request cancelled", name)
                 response = Response(status_code=STATUS_CLIENT_CLOSED)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (every failure is answered in the client's wire format)
                 err = to_api_error(exc)
                 if err.status >= 500:
                     logger.warning("%s failed with %d: %s", name, err.status, err.message)
@@ -103,7 +103,7 @@ def endpoint(name: str) -> Callable[[Handler], Callable[["Request"], Awaitable["
     return wrap
 
 
-async def _answer(fn: Handler, request: "Request", state: AppState, call: Call) -> "Response":
+async def _answer(fn: Handler, request: Request, state: AppState, call: Call) -> Response:
     """The handler's answer; when the local replica the router chose refused the request before any byte
     was sent (Overloaded, EngineDead), the other replicas' answer, as for a remote replica failing so."""
     try:
@@ -118,7 +118,7 @@ async def _answer(fn: Handler, request: "Request", state: AppState, call: Call) 
         return await fallback(exc)
 
 
-async def read_json(request: "Request") -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
     handed = take_handed(request.scope)  # parsed and checked by the response cache in front
     if handed is not None:
         return handed
@@ -131,8 +131,8 @@ async def read_json(request: "Request") -> dict[str, Any]:
     return data
 
 
-async def route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any = None,
-                body: dict[str, Any] | None = None) -> "Target":
+async def route(request: Request, state: AppState, call: Call, name: str, keep_alive: Any = None,
+                body: dict[str, Any] | None = None) -> Target:
     """Where the request goes, from its model name alone (before the rest of the body is interpreted).
 
     The virtual model of [routing] (with `body` given) first picks a model from the body's features;
@@ -146,8 +146,8 @@ async def route(request: "Request", state: AppState, call: Call, name: str, keep
     return target
 
 
-async def _route(request: "Request", state: AppState, call: Call, name: str, keep_alive: Any,
-                 body: dict[str, Any] | None) -> "Target":
+async def _route(request: Request, state: AppState, call: Call, name: str, keep_alive: Any,
+                 body: dict[str, Any] | None) -> Target:
     call.model = name
     router = state.router
     if router is not None and body is not None and router.handles(name):
@@ -177,7 +177,7 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
     with the body parsed by the native rules (`parse`) and the model."""
 
     def wrap(fn: NativeHandler) -> Handler:
-        async def handler(request: "Request", state: AppState, call: Call) -> "Response":
+        async def handler(request: Request, state: AppState, call: Call) -> Response:
             body = await read_json(request)
             target = await route(request, state, call, model_of(body), body=body)
             if isinstance(target, UpstreamTarget):
@@ -193,15 +193,15 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
     return wrap
 
 
-async def forward(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
-                  body: dict[str, Any], path: str | None = None) -> "Response":
+async def forward(request: Request, state: AppState, call: Call, target: UpstreamTarget,
+                  body: dict[str, Any], path: str | None = None) -> Response:
     """The upstream's answer to the request, its body as the client sent it (to `path`, if given)."""
     model = call.model
     return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome), path)
 
 
-async def forward_or_local(request: "Request", state: AppState, call: Call, target: "UpstreamTarget",
-                           body: dict[str, Any]) -> "Response | ServedModel":
+async def forward_or_local(request: Request, state: AppState, call: Call, target: UpstreamTarget,
+                           body: dict[str, Any]) -> Response | ServedModel:
     """The upstream's answer; or, for a native model that the router balances with remote replicas
     (`target.local`) when it chose this process's engine, that model to run the request on natively (its
     engine leased: the router's slot is released when the response is complete)."""
@@ -217,7 +217,7 @@ async def forward_or_local(request: "Request", state: AppState, call: Call, targ
         call.backend = chosen.backend
         sent = copy.deepcopy(body)  # as the client sent it: the native path may rewrite the body it parses
 
-        async def elsewhere(refused: BaseException) -> "Response":
+        async def elsewhere(refused: BaseException) -> Response:
             chosen.failed(refused)
             chosen.release()
             return await forward(request, state, call, target, sent)  # without local=True: remote replicas only
@@ -226,7 +226,7 @@ async def forward_or_local(request: "Request", state: AppState, call: Call, targ
         return replace(local, engine=EngineLease(local.engine, chosen.release))
 
 
-def observe(state: AppState, call: Call, choices: "Iterable[ChoiceState]", status: int) -> None:
+def observe(state: AppState, call: Call, choices: Iterable[ChoiceState], status: int) -> None:
     """The request's metrics, with the generation timings of its choices."""
     state.metrics.observe_request(call.model, call.endpoint, status, call.elapsed())
     for c in choices:

@@ -32,7 +32,7 @@ _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
 class _EngineCollector:
     """Reads every served engine's stats at scrape time."""
 
-    def __init__(self, models: "ModelRegistry", rates: dict[str, float]) -> None:
+    def __init__(self, models: ModelRegistry, rates: dict[str, float]) -> None:
         self.models = models
         self.rates = rates
 
@@ -123,7 +123,7 @@ class _EngineCollector:
 class ServerMetrics:
     """The app's metrics; `render()` is what /metrics returns."""
 
-    def __init__(self, models: "ModelRegistry") -> None:
+    def __init__(self, models: ModelRegistry) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.models = models
@@ -144,6 +144,10 @@ class ServerMetrics:
         self.routed = Counter("velollm_routed_requests", "Requests for the virtual model (routing by complexity), "
                               "by route (rule name, knn or default) and the model chosen",
                               ["route", "model"], registry=self.registry)
+        self.store_rows_skipped = Counter(
+            "velollm_store_rows_skipped", "Stored responses and chat completions not kept for being over "
+            "--responses-max-row-size, by store (responses, chat_completions) and outcome (refused: a 400 before "
+            "generation; unstored: answered, not stored)", ["store", "outcome"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
         if backends is not None:
@@ -177,6 +181,9 @@ class ServerMetrics:
         model = self.label(model)
         self.tool_calls.labels(model, outcome).inc()
 
+    def observe_store_skip(self, store: str, outcome: str) -> None:
+        self.store_rows_skipped.labels(store, outcome).inc()
+
     def observe_route(self, route: str, model: str) -> None:
         self.routed.labels(route, model).inc()
 
@@ -196,7 +203,7 @@ class _Snapshot:
 class StatsLogger:
     """Logs one line per model every `interval_s` while there is work, and updates tokens/s."""
 
-    def __init__(self, models: "ModelRegistry", metrics: ServerMetrics, interval_s: float) -> None:
+    def __init__(self, models: ModelRegistry, metrics: ServerMetrics, interval_s: float) -> None:
         self.models = models
         self.metrics = metrics
         self.interval_s = interval_s

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from velollm.api.chat_messages import apply_template, continue_final, developer_as_system, with_model_preamble
 from velollm.api.context_fit import fit_chat, remember_turn
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.chat_messages import apply_template, continue_final, developer_as_system
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import ChatCompletionRequest
@@ -67,7 +67,9 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
         tools = ToolCalls(engine, tc.tools, tc.tool_choice, tc.parallel_tool_calls, retries=state.config.tool_retries,
                           metrics=state.metrics, model=served.name, template_kwargs=template_kwargs)
         params = tools.params(req.params)
-    messages = developer_as_system(req.messages, getattr(tokenizer, "chat_template", None))
+    info = engine.source.info
+    messages = with_model_preamble(developer_as_system(req.messages, getattr(tokenizer, "chat_template", None)),
+                                   info.default_system, info.default_messages)
     render = chat_renderer(tokenizer, tools, template_kwargs, req.continue_final_message)
     fitted = await fit_chat(state, served, messages, render, api="openai", requested=req.context_overflow,
                             context_len=engine.max_model_len, max_tokens=params.max_tokens)

@@ -32,7 +32,6 @@ def load_native(name: str, config: EngineConfig, *, served_name: str, allow_path
     """A started engine for `name`: an EmbeddingEngine or an AsyncEngine (blocking: worker thread)."""
     if _embedding_source(name, allow_paths) is not None:
         from velollm.embed.served import EmbeddingEngine
-
         from velollm.engine.loader.source import TORCH_DTYPES
 
         dtype = TORCH_DTYPES.get(config.dtype)  # "auto": float16 on GPUs, float32 on CPUs

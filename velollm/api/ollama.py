@@ -8,21 +8,40 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
-from velollm.api.context_fit import context_headers, fit_chat, fit_token_prompt, ollama_overflow, remember_turn
+from velollm.api.chat_messages import with_model_preamble
+from velollm.api.context_fit import (
+    context_headers,
+    cut_long_prompt,
+    fit_chat,
+    fit_token_prompt,
+    ollama_overflow,
+    remember_turn,
+)
 from velollm.api.debug_render import debug_render
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, Handler, NativeHandler, endpoint, forward,
-                                 forward_or_local, observe, read_json, route)
+from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    Handler,
+    NativeHandler,
+    endpoint,
+    forward,
+    forward_or_local,
+    observe,
+    read_json,
+    route,
+)
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.native_chat import chat_renderer, encode_chat
+from velollm.api.native_chat import chat_renderer, render_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
@@ -32,8 +51,8 @@ from velollm.api.protocol_ollama import (
     parse_generate_request,
     sampling_from_options,
 )
-from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import UpstreamTarget
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.errors import ContextOverflow
@@ -42,9 +61,12 @@ from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
-from velollm.wire.streaming import streaming_response
 from velollm.wire.ollama_answer import ollama_answer
+from velollm.wire.streaming import streaming_response
 from velollm.wire.timestamps import now_rfc3339
+
+if TYPE_CHECKING:
+    from velollm.engine.loader.source import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +115,16 @@ class OllamaFormatter:
             out["context"] = self.context_ids + choice.token_ids
         t_first = choice.t_first or self.t_loaded
         out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
-                   prompt_eval_count=len(self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
+                   prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
                    eval_count=len(choice.token_ids), eval_duration=_ns((choice.t_last or t_first) - t_first))
         if with_logprobs and self.logprobs:
             out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
         return out
+
+
+def _prompt_eval_count(choice: ChoiceState, prompt_ids: list[int]) -> int:
+    """The prompt the answer came from: a tool-call retry's when it retried (velollm.api.openai_format.usage)."""
+    return len(prompt_ids) if choice.num_prompt_tokens is None else choice.num_prompt_tokens
 
 
 def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
@@ -160,17 +187,23 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_ids(tokenizer: Any, req: GenerateRequest, default_system: str | None,
-                         template_kwargs: dict[str, Any]) -> list[int]:
-    system = req.system if req.system is not None else default_system
+def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
+                          template_kwargs: dict[str, Any]) -> tuple[str, bool]:
+    """The prompt's text, and whether the tokenizer adds its special tokens to it (a chat template writes
+    its own)."""
+    system = req.system if req.system is not None else info.default_system
     if req.raw:
-        return tokenizer.encode(req.prompt)
+        return req.prompt, True
     if req.template:
-        ids = tokenizer.encode(ollama_template.render(req.template, system=system, prompt=req.prompt))
-    else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": req.prompt}]
-        ids = encode_chat(tokenizer, messages, template_kwargs)
+        return ollama_template.render(req.template, system=system, prompt=req.prompt), True
+    # Ollama's order: the system prompt, the model's MESSAGE history (not when continuing a `context`), the prompt
+    messages = ([{"role": "system", "content": system}] if system else []) + (
+        [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
+    return render_chat(tokenizer, messages, template_kwargs), False
+
+
+def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, req: GenerateRequest) -> list[int]:
+    ids = tokenizer.encode(text, add_special_tokens=add_special_tokens)
     # `context` (deprecated) is the previous turn's prompt + response tokens, continued here.
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
@@ -204,7 +237,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
                     yield ndjson_line(chunk)
             yield ndjson_line(fmt.final(gen.choices[0]))
             status = 200
-        except Exception as exc:  # output already started: one more line with the error, status stays 200
+        except Exception as exc:  # noqa: BLE001 (output started: one more line with the error, status stays 200)
             err = to_api_error(exc)
             status = err.status
             yield ndjson_line(ollama_stream_error(err))
@@ -271,16 +304,21 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     engine = served.engine
     info = engine.source.info
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
-    try:
-        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, req, info.default_system,
-                                             plan.template_kwargs)
-    except ContextOverflow as e:  # too long to tokenize (for sure over the model's context)
-        raise ollama_overflow(e) from None
-    full_ids = prompt_ids
+    text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req, info,
+                                                       plan.template_kwargs)
     options = _options(served, req)
-    prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
-                                          requested=req.context_overflow, context_len=_context_len(served, options),
-                                          max_tokens=options.params.max_tokens, num_keep=req.num_keep)
+    fit = {"requested": req.context_overflow, "context_len": _context_len(served, options),
+           "max_tokens": options.params.max_tokens, "num_keep": req.num_keep}
+    try:
+        prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, text, add_special_tokens, req)
+    except ContextOverflow as e:  # too long to tokenize (for sure over the context): its ends are cut
+        prompt_ids, report = await asyncio.to_thread(cut_long_prompt, state, served, text, e, **fit,
+                                                     add_special_tokens=add_special_tokens, prefix_ids=req.context)
+        full_ids = prompt_ids
+    else:
+        full_ids = prompt_ids
+        prompt_ids, report = fit_token_prompt(state, served, prompt_ids, len(prompt_ids) - len(req.context or ()),
+                                              **fit)
     if req.debug_render_only:
         return debug_render(req.model, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
@@ -302,10 +340,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
 async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, served: ServedModel) -> Response:
     t_loaded = time.perf_counter()
     engine = served.engine
-    messages = req.messages
-    system = engine.source.info.default_system
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}] + messages
+    info = engine.source.info
+    messages = with_model_preamble(req.messages, info.default_system, info.default_messages)
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     tools = None
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")

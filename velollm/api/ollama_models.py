@@ -20,13 +20,13 @@ from starlette.routing import Route
 from velollm import __version__
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
-from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.virtual_model import ollama_tag, with_virtual
+from velollm.reasoning import ThinkingTemplate
 from velollm.wire.names import name_key
 from velollm.wire.server_version import version_body
 from velollm.wire.timestamps import rfc3339
-from velollm.reasoning import ThinkingTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +118,17 @@ def _modelfile(served: ServedModel) -> str:
     if info.default_system:
         lines.append(f'SYSTEM """{info.default_system}"""')
     lines += [f"PARAMETER {line}" for line in _parameters(info.default_options).splitlines()]
+    lines += [f"MESSAGE {m['role']} {_quoted(m['content'])}" for m in info.default_messages]
     if info.license:
         lines.append(f'LICENSE """{info.license}"""')
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    """A Modelfile value as Ollama's parser.quote writes it: quoted when it spans lines or has edge spaces."""
+    if "\n" in text or text.startswith(" ") or text.endswith(" "):
+        return f'"""{text}"""' if '"' in text else f'"{text}"'
+    return text
 
 
 def tag_entry(served: ServedModel) -> dict[str, Any]:
@@ -214,7 +222,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
         "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
         "model_info": model_info(served), "capabilities": capabilities(served), "modified_at": _modified(served),
-        "tensors": [],
+        "tensors": [], **({"messages": list(info.default_messages)} if info.default_messages else {}),
     })
 
 

@@ -16,8 +16,17 @@ from starlette.routing import Route
 
 from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward_or_local, observe, read_json,
-                                 route, routed)
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    endpoint,
+    forward_or_local,
+    observe,
+    read_json,
+    route,
+    routed,
+)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.ollama_models import listing
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
@@ -28,9 +37,9 @@ from velollm.api.protocol_openai import (
     parse_chat_request,
     parse_completion_request,
 )
-from velollm.api.targets import UpstreamTarget
 from velollm.api.served_model import ServedModel
 from velollm.api.stored_chat import keeper
+from velollm.api.targets import UpstreamTarget
 from velollm.api.tool_calls import ToolCalls
 from velollm.api.virtual_model import openai_card, with_virtual
 from velollm.errors import InvalidRequest, ModelNotFound
@@ -62,7 +71,7 @@ async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, 
             async for chunk in stream_chunks(gen, fmt, tools):
                 yield sse_event(chunk)
             status = 200
-        except Exception as exc:  # after the 200 went out: report in-band, as the openai SDK expects
+        except Exception as exc:  # noqa: BLE001 (the 200 went out: any failure goes in-band, as the SDK expects)
             err = to_api_error(exc)
             status = err.status
             yield sse_event(openai_error_body(err))

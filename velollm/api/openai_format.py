@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from velollm.api import legacy_functions
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
 from velollm.outputs import RequestDelta
+from velollm.wire import legacy_functions
 
 if TYPE_CHECKING:
     from velollm.api.tool_calls import ToolAnswer
 
 
 def usage(prompt_lens: list[int], choices: list[ChoiceState], reasoning: bool = False) -> dict[str, Any]:
-    """prompt_tokens counts each distinct prompt once (n choices share it), as OpenAI and vLLM do.
+    """prompt_tokens counts each distinct prompt an answer came from once (n choices share it), as OpenAI
+    and vLLM do: a choice whose answer is a tool-call retry's counts the retry's prompt (longer: the
+    request's prompt, the failed answer and the corrective message), and the request's prompt counts when
+    some answer came from it. completion_tokens counts the answers returned.
 
     Choices are ordered prompt by prompt, n per prompt. `reasoning` (a thinking model): the
     completion tokens that were thinking, as `completion_tokens_details.reasoning_tokens`.
     """
-    prompt = sum(prompt_lens)
+    n = max(1, len(choices) // max(1, len(prompt_lens)))
+    prompt = sum(_prompt_tokens(length, choices[i * n:(i + 1) * n]) for i, length in enumerate(prompt_lens))
     completion = sum(len(c.token_ids) for c in choices)
     out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}
     if reasoning:
         out["completion_tokens_details"] = {"reasoning_tokens": sum(c.num_reasoning_tokens for c in choices)}
-    n = max(1, len(choices) // max(1, len(prompt_lens)))
     cached = sum(c.num_cached_tokens for c in choices[::n])
     if cached:
         out["prompt_tokens_details"] = {"cached_tokens": cached}
     return out
+
+
+def _prompt_tokens(prompt_len: int, choices: list[ChoiceState]) -> int:
+    retried = [c.num_prompt_tokens for c in choices if c.num_prompt_tokens is not None]
+    return (prompt_len if len(retried) < len(choices) or not choices else 0) + sum(retried)
 
 
 class _Base:
@@ -68,7 +76,7 @@ class ChatFormatter(_Base):
     def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, legacy_functions: bool = False,
                  **kw: Any) -> None:
         """`legacy_functions`: the request sent the deprecated `functions`; its call is answered as
-        `function_call` (velollm.api.legacy_functions)."""
+        `function_call` (velollm.wire.legacy_functions)."""
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.reasoning = reasoning

@@ -113,21 +113,21 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
     repeat_last_n = o.int("repeat_last_n", truncate=True, lo=-1)
     num_ctx = o.int("num_ctx", None, truncate=True, lo=1)
     top_k = o.int("top_k", truncate=True)
-    kwargs: dict[str, Any] = dict(
-        temperature=o.float("temperature"),
-        top_p=o.float("top_p"),
-        top_k=-1 if top_k <= 0 else top_k,
-        min_p=o.float("min_p"),
-        seed=None if seed < 0 else seed,
-        max_tokens=num_predict if num_predict > 0 else None,  # -1 unlimited, -2 fill the context
-        stop=o.str_list("stop", []),
-        repetition_penalty=o.float("repeat_penalty") if repeat_last_n != 0 else 1.0,
-        repetition_window=repeat_last_n,
-        presence_penalty=o.float("presence_penalty"),
-        frequency_penalty=o.float("frequency_penalty"),
-        structured_output=structured,
-        logprobs=logprobs,
-    )
+    kwargs: dict[str, Any] = {
+        "temperature": o.float("temperature"),
+        "top_p": o.float("top_p"),
+        "top_k": -1 if top_k <= 0 else top_k,
+        "min_p": o.float("min_p"),
+        "seed": None if seed < 0 else seed,
+        "max_tokens": num_predict if num_predict > 0 else None,  # -1 unlimited, -2 fill the context
+        "stop": o.str_list("stop", []),
+        "repetition_penalty": o.float("repeat_penalty") if repeat_last_n != 0 else 1.0,
+        "repetition_window": repeat_last_n,
+        "presence_penalty": o.float("presence_penalty"),
+        "frequency_penalty": o.float("frequency_penalty"),
+        "structured_output": structured,
+        "logprobs": logprobs,
+    }
     try:
         params = SamplingParams(**kwargs)
     except InvalidRequest as exc:

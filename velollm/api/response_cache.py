@@ -3,8 +3,8 @@ guards, its metrics in the server's registry, hits counted in velollm_requests_t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.middleware import Middleware
@@ -17,14 +17,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class ServedCache:
-    cache: "ResponseCache"
+    cache: ResponseCache
     middleware: Middleware
 
     async def close(self) -> None:
         await self.cache.close()
 
 
-def open_cache(config: "ResponseCacheConfig", metrics: "ServerMetrics",
+def open_cache(config: ResponseCacheConfig, metrics: ServerMetrics,
                identify: Callable[[str], Awaitable[str]] | None = None) -> ServedCache:
     """`identify`: model name -> its identity now, part of every key (velollm/api/model_identity.py)."""
     from velollm.cache.middleware import ResponseCacheMiddleware

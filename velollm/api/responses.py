@@ -5,12 +5,14 @@ request as sent; otherwise (a native model, or an upstream with chat only) the r
 completion (velollm/responses), run natively through the same path as /v1/chat/completions or asked
 of the upstream's chat route, and its answer becomes the Response object or the typed stream events.
 With `store` (the default) the response and its conversation are kept in the ResponseStore, so that
-`previous_response_id` continues it and `GET /v1/responses/{id}` returns it.
+`previous_response_id` continues it and `GET /v1/responses/{id}` returns it; one over the store's row cap
+is not (store_cap.py: a 400 when `store: true` was sent and the input alone is over, else `store: false`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -21,20 +23,41 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from velollm.api.handler import (STATUS_CLIENT_CLOSED, AppState, Call, endpoint, forward, forward_or_local, read_json,
-                                 route)
+from velollm.api import store_cap
+from velollm.api.handler import (
+    STATUS_CLIENT_CLOSED,
+    AppState,
+    Call,
+    endpoint,
+    forward,
+    forward_or_local,
+    read_json,
+    route,
+)
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.api.served_model import ServedModel
+from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.cache.replay import take_hit
-from velollm.responses import (History, ResponseEventStream, ResponseShell, ResponsesRequest, ResponseStore,
-                               chat_body, conversation, input_item_objects, parse_responses_request, replay_chunks,
-                               sse_frame)
 from velollm.errors import InvalidRequest
+from velollm.responses import (
+    History,
+    ResponseEventStream,
+    ResponseShell,
+    ResponsesRequest,
+    ResponseStore,
+    RowTooLarge,
+    chat_body,
+    conversation,
+    input_item_objects,
+    parse_responses_request,
+    replay_chunks,
+    sse_frame,
+    stored_bytes,
+)
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
-from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
@@ -45,7 +68,8 @@ _T = TypeVar("_T")
 
 def _open(state: AppState) -> ResponseStore:
     c = state.config
-    return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s)
+    return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s,
+                         max_row_bytes=c.responses_max_row_bytes)
 
 
 async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
@@ -68,18 +92,36 @@ def _not_found(response_id: str, param: str | None = None) -> APIError:
 
 
 class _Turn:
-    """One create request being answered: its conversation, and what to store when it is done."""
+    """One create request being answered: its conversation, and what to store when it is done. `store_asked`:
+    the request sent `store: true` (not only by default), so an input over the store's row cap is a 400."""
 
-    def __init__(self, state: AppState, req: ResponsesRequest, previous: History | None = None) -> None:
-        self.state, self.req, self.previous = state, req, previous
-        self.messages = conversation(req, previous.messages if previous is not None else [])
+    def __init__(self, state: AppState, req: ResponsesRequest, previous: History | None = None,
+                 store_asked: bool = False) -> None:
+        self.state, self.previous = state, previous
         self.shell = ResponseShell(req)
+        if req.store:
+            num_bytes = stored_bytes(self.shell.build("in_progress"), *input_item_objects(req.input))
+            if store_cap.over_cap(state, num_bytes):
+                if store_asked:
+                    raise store_cap.refuse(state, "responses", num_bytes)
+                req = dataclasses.replace(req, store=False)  # the response says so from its first event
+                self.shell = ResponseShell(req, self.shell.id, self.shell.created_at)
+                store_cap.unstored(state, "responses", self.shell.id, num_bytes)
+        self.req = req
+        self.messages = conversation(req, previous.messages if previous is not None else [])
 
     async def keep(self, response: dict[str, Any]) -> None:
+        """Store `response` (with `store`, not failed); one the store finds over its row cap is not, and
+        says `store: false` (the final stream event holds this same object)."""
         if not self.req.store or response.get("status") == "failed":
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
-        await in_store(self.state, ResponseStore.put, response, input_item_objects(self.req.input), self.previous)
+        try:
+            await in_store(self.state, ResponseStore.put, response, input_item_objects(self.req.input),
+                           self.previous)
+        except RowTooLarge as exc:
+            store_cap.unstored(self.state, "responses", response["id"], exc)
+            response["store"] = False
 
     async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         stream = ResponseEventStream(self.shell)
@@ -92,7 +134,7 @@ class _Turn:
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
-        except Exception as exc:  # after the 200 went out: in-band, as the Responses API does
+        except Exception as exc:  # noqa: BLE001 (the 200 went out: any failure goes in-band, as OpenAI does)
             err = to_api_error(exc)
             events = stream.fail(err.message, err.code or err.type, err.param)
         finally:  # also when the client left: the source (engine or upstream stream) stops now
@@ -122,8 +164,8 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     req = parse_responses_request(await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")
-    turn = _Turn(state, req, stored)
-    chat = chat_body(req, turn.messages)
+    turn = _Turn(state, req, stored, store_asked=body.get("store") is True)
+    chat = chat_body(turn.req, turn.messages)
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
@@ -245,7 +287,7 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
             pending += data if isinstance(data, bytes) else str(data).encode()
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
-                payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+                payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
     finally:  # what the response would do when sent: close the upstream stream

@@ -35,12 +35,14 @@ class ServerConfig:
     tool_retries: int = 2  # new generations with a corrective message after an unusable tool call
     # May clients name filesystem paths as models (loaded on demand)? None: only when bound to loopback.
     allow_client_paths: bool | None = None
-    cache: "ResponseCacheConfig | None" = None  # response caches (--cache, --semantic-cache); None: off
+    cache: ResponseCacheConfig | None = None  # response caches (--cache, --semantic-cache); None: off
     # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
-    # the retention limit: at most this many, none older than responses_max_age_s.
+    # the retention limit: at most this many, none older than responses_max_age_s; a row (a response, a
+    # stored chat completion) over responses_max_row_bytes as stored is not kept (velollm/responses/row_size.py).
     responses_db: str = ":memory:"
     responses_max: int = 10_000
     responses_max_age_s: float = 30 * 86400.0
+    responses_max_row_bytes: int = 16 << 20
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
     # --context-compressor: an LLMLingua-2 classifier folder (checked at start) for `compress`; None: off
@@ -50,10 +52,10 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
     model_prefetch: bool = True  # predicted on-demand models loaded ahead into free slots (context.model_prefetch)
-    routing: "RoutingPolicy | None" = None  # the virtual model that routes by complexity ([routing]); None: off
+    routing: RoutingPolicy | None = None  # the virtual model that routes by complexity ([routing]); None: off
     # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, and the raw reserved
     # tables ([routing], read with `config_file.section("routing")`); None without --config
-    config_file: "RoutingFile | None" = None
+    config_file: RoutingFile | None = None
 
     def __post_init__(self) -> None:
         if not self.models and not self.proxy_only:
@@ -82,6 +84,8 @@ class ServerConfig:
             raise ValueError(f"keep_alive_s must be >= 0 (math.inf: forever), got {self.keep_alive_s}")
         if self.responses_max < 1 or self.responses_max_age_s <= 0:
             raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
+        if self.responses_max_row_bytes < 1:
+            raise ValueError(f"responses_max_row_bytes must be >= 1, got {self.responses_max_row_bytes}")
         if self.host_cache_bytes < 0:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):

@@ -30,12 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from velollm.api import store_cap
 from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.api.responses import in_store
 from velollm.cache.capture import capture
-from velollm.responses import ChatCompletionStore, UnknownCursor
+from velollm.responses import ChatCompletionStore, RowTooLarge, UnknownCursor, stored_bytes
 from velollm.wire.errors import APIError
-from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
 from velollm.wire.metadata import check_metadata, check_user
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class ChatKeeper:
             return  # an answer that failed or ended early: nothing to keep, as OpenAI keeps nothing
         try:
             await _in_chat_store(self.state, ChatCompletionStore.put, completion, self.messages, self.metadata)
+        except RowTooLarge as exc:  # the input fitted (keeper checked it); with the answer it does not
+            store_cap.unstored(self.state, "chat_completions", completion["id"], exc)
         except Exception:  # the client has its answer; a store that failed must not take it away
             logger.exception("storing chat completion %s failed", completion.get("id"))
 
@@ -136,24 +139,22 @@ def _rewrite_body(answer: Response, own_id: str) -> None:
 
 def _with_id(event: bytes, own_id: str) -> bytes:
     """An SSE event whose JSON `data` has an `id`, with `own_id` for it (other events as they are)."""
-    lines = event.splitlines()
-    data = [line for line in lines if line.startswith(b"data:")]
-    if len(data) != 1 or b'"id"' not in data[0]:
+    if b'"id"' not in event:
         return event
     try:
-        chunk = json.loads(data[0][5:])
+        chunk = json.loads(sse_data(event))
     except ValueError:
         return event
     if not isinstance(chunk, dict) or not isinstance(chunk.get("id"), str):
         return event
     chunk["id"] = own_id
-    new = b"data: " + json.dumps(chunk, ensure_ascii=False).encode()
-    return b"\n".join(new if line is data[0] else line for line in lines)
+    fields = [line for line in event.splitlines() if not line.startswith(b"data:")]
+    return b"\n".join([*fields, b"data: " + json.dumps(chunk, ensure_ascii=False).encode()])
 
 
 def _usage_only(event: bytes) -> bool:
     """Whether an SSE event is the usage chunk of a chat stream (no choices, a usage)."""
-    payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+    payload = sse_data(event)
     if not payload.startswith(b"{") or b'"usage"' not in payload:
         return False
     try:
@@ -169,7 +170,7 @@ def keeper(state: AppState, body: dict[str, Any]) -> ChatKeeper | None:
 
     A stream stored without `stream_options` gets `include_usage` added to `body` (the completion is
     stored with its usage, as OpenAI's are), and the usage chunk is kept from the client, who did not
-    ask for it."""
+    ask for it. Input messages and metadata already over the store's row cap are a 400 (store_cap.py)."""
     store = body.get("store")
     if store is not None and not isinstance(store, bool):
         raise APIError(400, f"Invalid type for 'store': expected a boolean, but got {type(store).__name__} instead.",
@@ -181,10 +182,14 @@ def keeper(state: AppState, body: dict[str, Any]) -> ChatKeeper | None:
         # tag every request (qwen-code, langchaingo's WithMetadata, Claude Code through converters) send
         # it so to local servers, which ignore it: accepted and ignored here too.
         return None
+    messages = body.get("messages") or []
+    num_bytes = stored_bytes(messages, metadata)
+    if store_cap.over_cap(state, num_bytes):
+        raise store_cap.refuse(state, "chat_completions", num_bytes)
     hide_usage = body.get("stream") is True and body.get("stream_options") is None
     if hide_usage:
         body["stream_options"] = {"include_usage": True}
-    return ChatKeeper(state, copy.deepcopy(body.get("messages") or []), metadata, hide_usage)
+    return ChatKeeper(state, copy.deepcopy(messages), metadata, hide_usage)
 
 
 def _not_found(completion_id: str) -> APIError:

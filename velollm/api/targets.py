@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from velollm.api.served_model import ServedModel
 
@@ -67,4 +67,4 @@ class UpstreamTarget:
         return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 
-Target = Union[NativeTarget, UpstreamTarget]
+Target = NativeTarget | UpstreamTarget

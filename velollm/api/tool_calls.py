@@ -124,7 +124,11 @@ class ToolCalls:
     async def _regenerate(self, gen: GenerationStream, state: ChoiceState, result: RepairResult,
                           attempt: int) -> ChoiceState | None:
         messages = self.session.retry_messages(self.messages, state.text, result)
-        ids = _encode(self.session, messages, self.template_kwargs)
+        try:
+            ids = _encode(self.session, messages, self.template_kwargs)
+        except ContextOverflow:  # too long to tokenize (a prompt cut from its ends): the first answer stands
+            logger.info("tool-call retry skipped: the corrective conversation is too long to tokenize")
+            return None
         if self.cut is not None:  # the same ids go as in the first attempt (the retry's prompt starts as it did)
             ids = self.cut.apply(ids)
         call = gen.calls[state.index]
@@ -145,6 +149,7 @@ class ToolCalls:
             return None
         finally:
             await retry.aclose()
+        out.num_prompt_tokens = len(ids)
         return out
 
     def stream(self) -> ToolStream:
@@ -157,8 +162,10 @@ class ToolCalls:
 
 
 def _take_over(state: ChoiceState, new: ChoiceState) -> None:
-    """The choice now holds the retry's answer (usage then counts that answer's tokens)."""
+    """The choice now holds the retry's answer: usage (prompt_eval_count) then counts the tokens of that
+    answer and of the prompt it came from, cached ids included."""
     state.text, state.token_ids, state.logprobs = new.text, new.token_ids, new.logprobs
+    state.num_prompt_tokens, state.num_cached_tokens = new.num_prompt_tokens, new.num_cached_tokens
     state.reasoning, state.num_reasoning_tokens = new.reasoning, new.num_reasoning_tokens
     state.finish_reason, state.stop_reason, state.t_last = new.finish_reason, new.stop_reason, new.t_last
 

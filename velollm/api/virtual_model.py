@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from velollm.api.handler import AppState
 
 
-def openai_card(state: "AppState") -> dict[str, Any] | None:
+def openai_card(state: AppState) -> dict[str, Any] | None:
     """The /v1/models card, or None without routing."""
     if state.router is None:
         return None
@@ -20,7 +20,7 @@ def openai_card(state: "AppState") -> dict[str, Any] | None:
             "parent": None, "routes_to": list(policy.models)}
 
 
-def ollama_tag(state: "AppState") -> dict[str, Any] | None:
+def ollama_tag(state: AppState) -> dict[str, Any] | None:
     """The /api/tags entry, or None without routing: no size, a digest of the policy."""
     if state.router is None:
         return None

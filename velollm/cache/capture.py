@@ -9,20 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from velollm.wire.framing import sse_data
 
-def _events(raw: bytes) -> list[Any] | None:
-    """SSE `data:` payloads, parsed; None unless the stream ended with [DONE]."""
-    out: list[Any] = []
-    done = False
-    for block in raw.decode("utf-8", errors="strict").split("\n\n"):
-        data = "".join(line[5:].lstrip() for line in block.splitlines() if line.startswith("data:"))
-        if not data:
-            continue
-        if data == "[DONE]":
-            done = True
-            continue
-        out.append(json.loads(data))
-    return out if done else None
+
+def _sse_payloads(raw: bytes) -> tuple[list[Any], bool]:
+    """A stream's SSE `data:` payloads, parsed, and whether it sent [DONE]."""
+    datas = [sse_data(event) for event in raw.replace(b"\r\n", b"\n").split(b"\n\n")]
+    return [json.loads(d) for d in datas if d and d != b"[DONE]"], b"[DONE]" in datas
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
@@ -107,15 +100,9 @@ _RESPONSE_ITEMS = frozenset({"message", "reasoning", "function_call"})
 _RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete"})
 
 
-def _sse_payloads(raw: bytes) -> list[Any]:
-    blocks = raw.decode("utf-8", errors="strict").replace("\r\n", "\n").split("\n\n")
-    datas = ("".join(line[5:].lstrip() for line in b.splitlines() if line.startswith("data:")) for b in blocks)
-    return [json.loads(d) for d in datas if d and d != "[DONE]"]
-
-
 def _response(raw: bytes, media_type: str) -> dict[str, Any] | None:
     if media_type.startswith("text/event-stream"):
-        events = _sse_payloads(raw)
+        events, _ = _sse_payloads(raw)
         last = events[-1] if events else None
         if not isinstance(last, dict) or last.get("type") not in _RESPONSE_ENDS:
             return None
@@ -137,8 +124,8 @@ def capture(kind: str, raw: bytes, media_type: str) -> dict[str, Any] | None:
         if kind == "responses":
             return _response(raw, media_type)
         if media_type.startswith("text/event-stream"):
-            chunks = _events(raw)
-            return None if chunks is None else _openai_stream(chunks, kind)
+            chunks, done = _sse_payloads(raw)
+            return _openai_stream(chunks, kind) if done else None
         if media_type.startswith("application/x-ndjson"):
             return _ollama_stream([json.loads(line) for line in raw.splitlines() if line.strip()], kind)
         body = json.loads(raw)

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
 # Where a stored answer keeps the `x-velollm-route` header it was sent with (the virtual model's decision,
 # velollm/complexity): a hit replays the header and the chosen model's name; it is never part of a body.
 ROUTE_FIELD = "x-velollm-route"
@@ -37,7 +36,7 @@ class CacheEntry:
                            "created": self.created}, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "CacheEntry":
+    def from_json(cls, text: str | bytes) -> CacheEntry:
         d = json.loads(text)
         return cls(key=d["key"], context=d["context"], kind=d["kind"], model=d["model"], query=d["query"],
                    answer=d["answer"], expires=d["expires"], created=d["created"])

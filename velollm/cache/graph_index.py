@@ -51,7 +51,7 @@ class GraphIndex:
         Path(f"{path}.keys.json.tmp").replace(f"{path}.keys.json")
 
     @classmethod
-    def restore(cls, path: Path, dim: int) -> "GraphIndex | None":
+    def restore(cls, path: Path, dim: int) -> GraphIndex | None:
         """A graph saved by `save`, or None when there is none that fits."""
         from usearch.index import Index
 

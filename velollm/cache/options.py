@@ -7,8 +7,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from velollm.cache.config import (DEFAULT_FLIGHT_WAIT_S, DEFAULT_MAX_ENTRIES, DEFAULT_SEMANTIC_MAX_ERROR,
-                                  ResponseCacheConfig, parse_duration)
+from velollm.cache.config import (
+    DEFAULT_FLIGHT_WAIT_S,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_SEMANTIC_MAX_ERROR,
+    ResponseCacheConfig,
+    parse_duration,
+)
 
 
 def cache_directory(env: Mapping[str, str]) -> Path:

@@ -52,7 +52,7 @@ class RedisStore:
             raw = await self.client.get(_PREFIX + key)
             if raw is not None:
                 await self.client.zadd(_LRU, {key: time.time()})
-        except Exception as exc:  # redis.ConnectionError, TimeoutError, ...: a miss
+        except Exception as exc:  # noqa: BLE001 (redis.ConnectionError, TimeoutError, ...: a miss)
             self._failed("get", exc)
             return None
         self._ok()
@@ -76,7 +76,7 @@ class RedisStore:
             over = int(results[-1]) - self.max_entries
             if over > 0:
                 await self._trim(over)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a cache that fails is skipped, whatever failed)
             self._failed("put", exc)
             return False
         self._ok()
@@ -105,7 +105,7 @@ class RedisStore:
                     removed += len(stale)
                 if cursor == 0 or time.monotonic() > deadline:
                     break
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a cache that fails is skipped, whatever failed)
             self._failed("purge", exc)
         else:
             self._ok()
@@ -119,7 +119,7 @@ class RedisStore:
                 await self.client.zrem(_EXPIRY, *gone)
                 await self.client.zrem(_LRU, *gone)
             return int(await self.client.zcard(_LRU))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a cache that fails is skipped, whatever failed)
             self._failed("count", exc)
             return 0
 
@@ -129,7 +129,7 @@ class RedisStore:
             if keys:
                 await self.client.delete(*keys)
             await self.client.delete(_LRU, _EXPIRY)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a cache that fails is skipped, whatever failed)
             self._failed("clear", exc)
             return 0
         return len(keys)

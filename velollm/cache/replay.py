@@ -17,7 +17,6 @@ from velollm.wire import scope_state
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, SSE_DONE, SSE_MEDIA_TYPE, dumps_bytes, ndjson_line, sse_event
 from velollm.wire.timestamps import now_rfc3339
 
-
 _CACHED_ANSWER = "velollm.cached_answer"
 
 

@@ -50,7 +50,7 @@ class ResponseCache:
             self.metrics = CacheMetrics(registry, self.num_entries)
 
     @classmethod
-    def open(cls, config: ResponseCacheConfig, registry: Any = None, embedder: Any = None) -> "ResponseCache":
+    def open(cls, config: ResponseCacheConfig, registry: Any = None, embedder: Any = None) -> ResponseCache:
         """Opens (or sets aside and recreates) the SQLite file, connects Redis, loads the embedder."""
         sqlite = SQLiteStore(config.sqlite_path, config.max_entries)
         exact: ExactStore = sqlite

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 
-
 from velollm.commands.engine_options import add_engine_arguments, engine_options
 from velollm.config import QUANTIZATIONS, parse_size
 
@@ -38,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from velollm.engine.benchmark import run_benchmark
     from velollm.config import EngineConfig
+    from velollm.engine.benchmark import run_benchmark
     from velollm.engine.llm_engine import LLMEngine
     from velollm.errors import VeloLLMError
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,7 +57,7 @@ class ServerClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "ServerClient":
+    def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -81,6 +81,19 @@ class ServerClient:
     def call(self, method: str, path: str, body: dict[str, Any]) -> None:
         """A request whose success has no body to read (Ollama's /api/delete, /api/copy: 200, empty)."""
         self._send(method, path, json=body)
+
+    def head(self, path: str) -> int:
+        """The status code of a HEAD request (Ollama's blob check: 200 there, 404 not)."""
+        import httpx
+
+        try:
+            return self.http.head(path).status_code
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+
+    def upload(self, path: str, chunks: Iterable[bytes], size: int) -> None:
+        """POST a body sent as it is read (a GGUF is gigabytes: never held whole)."""
+        self._send("POST", path, content=chunks, headers={"Content-Length": str(size)})
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST and yield each NDJSON line of the answer as it arrives (Ollama's streaming format)."""
@@ -142,11 +155,11 @@ def _message(response: Any) -> str:
     return f"{error or response.text.strip() or 'error'} (HTTP {response.status_code})"
 
 
-def server_command(body: "Callable[[argparse.Namespace, ServerClient], int]") -> "Callable[[argparse.Namespace], int]":
+def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
     ServerError printed as `error: ...` with exit status 1."""
 
-    def run(args: "argparse.Namespace") -> int:
+    def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server's to log

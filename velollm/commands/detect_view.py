@@ -22,7 +22,7 @@ def gib(n: int | None) -> str:
     return _NA if n is None else f"{n / _GiB:.1f} GiB"
 
 
-def _of(now: float | int | None, most: float | int | None, unit: str) -> str:
+def _of(now: float | None, most: float | None, unit: str) -> str:
     if now is None and most is None:
         return _NA
     if most is None:
@@ -66,7 +66,7 @@ def _pcie(gpu: GPUInfo) -> str:
     return now if now == most else f"{now} now, {most} max"
 
 
-def print_machine(console: "Console", hw: "HardwareInfo", rec: "Recommendation", ollama: "OllamaInfo | None") -> None:
+def print_machine(console: Console, hw: HardwareInfo, rec: Recommendation, ollama: OllamaInfo | None) -> None:
     from rich.table import Table
 
     table = Table(title="velollm detect", show_header=False)
@@ -94,7 +94,7 @@ def print_machine(console: "Console", hw: "HardwareInfo", rec: "Recommendation",
     console.print(table)
 
 
-def print_fits(console: "Console", fits: "list[ModelFit]") -> None:
+def print_fits(console: Console, fits: list[ModelFit]) -> None:
     from rich.table import Table
 
     if not fits:
@@ -116,7 +116,7 @@ def print_fits(console: "Console", fits: "list[ModelFit]") -> None:
     console.print(table)
 
 
-def kv_room_note(f: "ModelFit") -> str:
+def kv_room_note(f: ModelFit) -> str:
     """What the KV room is counted in when it is not the model's dtype, or what fp8 would hold where it could."""
     if f.kv_cache_dtype == "fp8":
         return ", fp8 KV cache"
@@ -125,7 +125,7 @@ def kv_room_note(f: "ModelFit") -> str:
     return ""
 
 
-def _precision(f: "ModelFit") -> str:
+def _precision(f: ModelFit) -> str:
     if not f.precision:
         return _NA
     return f"{f.stored} -> {f.precision}" if f.stored and f.stored.lower() != f.precision.lower() else f.precision

@@ -86,9 +86,9 @@ def model_fit(spec: str, source: str, hw: HardwareInfo, rec: Recommendation, env
     kv_dtype = "fp8" if rec.kv_cache_dtype == "fp8" else precision  # what the serve flags below will store
     kv_tokens = room(kv_dtype)
     fp8_tokens = room("fp8") if rec.fp8_kv_cache and kv_dtype != "fp8" else 0
-    common = dict(stored=info.quantization_level, precision=precision, weight_bytes=weights,
-                  context_length=cfg.max_position_embeddings, kv_tokens=kv_tokens, kv_cache_dtype=kv_dtype,
-                  kv_tokens_fp8=fp8_tokens)
+    common = {"stored": info.quantization_level, "precision": precision, "weight_bytes": weights,
+              "context_length": cfg.max_position_embeddings, "kv_tokens": kv_tokens, "kv_cache_dtype": kv_dtype,
+              "kv_tokens_fp8": fp8_tokens}
     if kv_tokens < _MIN_KV_TOKENS:
         return ModelFit(spec, source, False, f"does not fit: {weights / 2**30:.1f} GiB of weights in {precision} "
                         f"leave no room for a KV cache on {rec.device}", **common)  # type: ignore[arg-type]

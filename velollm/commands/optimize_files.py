@@ -28,8 +28,9 @@ def serve_script(rec: Recommendation, fits: Sequence[ModelFit], model: str | Non
     flags: list[tuple[str, str]] = []
     chosen = next((f for f in fits if f.name == model), None)
     if chosen is not None:
-        flags.append((f"--model {shlex.quote(chosen.name)}", f"{chosen.name}: {chosen.stored or '?'} weights computed in "
-                      f"{chosen.precision}, {chosen.weight_bytes / 2**30:.1f} GiB"))
+        weights = (f"{chosen.name}: {chosen.stored or '?'} weights computed in {chosen.precision}, "
+                   f"{chosen.weight_bytes / 2**30:.1f} GiB")
+        flags.append((f"--model {shlex.quote(chosen.name)}", weights))
         flags.append((f"--max-model-len {chosen.max_model_len}", _context_reason(chosen)))
     elif model is not None:
         flags.append((f"--model {shlex.quote(model)}", "not found in the Ollama store or HF cache here: loaded on demand if it can be"))

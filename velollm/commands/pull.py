@@ -19,6 +19,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
+    body = {"model": args.model, "stream": True, **({"insecure": True} if args.insecure else {})}
+    draw_progress(client, "/api/pull", body)
+    return 0
+
+
+def draw_progress(client: ServerClient, path: str, body: dict) -> None:
+    """Ollama's NDJSON progress of a pull or push, drawn as Ollama's CLI draws it: a bar per layer
+    ("pulling 0123456789ab" / "pushing ..."), every other status on a line of its own (stderr)."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -27,8 +35,7 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
                TimeRemainingColumn())
     tasks: dict[str, int] = {}
     with Progress(*columns, console=console, transient=False) as progress:
-        body = {"model": args.model, "stream": True, **({"insecure": True} if args.insecure else {})}
-        for chunk in client.stream("/api/pull", body):
+        for chunk in client.stream(path, body):
             status, digest = str(chunk.get("status", "")), chunk.get("digest")
             if digest and chunk.get("total"):
                 if digest not in tasks:
@@ -37,4 +44,3 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
                 progress.update(tasks[digest], completed=chunk.get("completed") or 0)
             elif status:
                 progress.console.print(status)
-    return 0

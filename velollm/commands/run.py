@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from velollm.commands.engine_options import add_engine_arguments, engine_flags
 
@@ -46,7 +47,7 @@ def normalize_argv(args: list[str]) -> list[str]:
 class _ThinkFlag(argparse.Action):
     """Ollama's `--think=true|false|low|medium|high|max`."""
 
-    VALUES = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
+    VALUES: ClassVar[dict[str, bool | str]] = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high", "max": "max"}
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: object,
                  option_string: str | None = None) -> None:
@@ -60,7 +61,7 @@ def _history_file() -> Path:
     return Path(os.environ.get("HOME") or Path.home()) / ".velollm" / "history"
 
 
-def _line_reader():  # noqa: ANN202 (a callable like input)
+def _line_reader():  # a callable like input
     """input() with readline: arrow keys edit and recall history, kept in ~/.velollm/history (unless
     $OLLAMA_NOHISTORY is set, as Ollama's; `/set nohistory` stops it for the session)."""
     try:
@@ -84,7 +85,7 @@ def _line_reader():  # noqa: ANN202 (a callable like input)
     return input
 
 
-def _connect(model: str, err, serve_args: list[str]):  # noqa: ANN001, ANN202
+def _connect(model: str, err, serve_args: list[str]):
     """(client, local server or None): the server at $VELOLLM_HOST, else one started in this process with
     `serve_args` (the engine flags; a running server keeps its own settings, said on `err`)."""
     from velollm.commands.client import ServerClient, server_url
@@ -104,7 +105,7 @@ def _connect(model: str, err, serve_args: list[str]):  # noqa: ANN001, ANN202
     return ServerClient(url), local
 
 
-def _load(session, err) -> None:  # noqa: ANN001
+def _load(session, err) -> None:
     """Load the model, with a spinner on a terminal (a server's own loading progress is in its log; a
     server that `run` started in this process draws it as a bar)."""
     if not err.isatty():
@@ -116,7 +117,7 @@ def _load(session, err) -> None:  # noqa: ANN001
         session.load()
 
 
-def _session(client, model: str, options: dict):  # noqa: ANN001, ANN202
+def _session(client, model: str, options: dict):
     """The chat with `model`; one the server does not have is pulled first (through the server's Ollama
     upstream, with its progress), as `ollama run` pulls a missing model."""
     from velollm.commands import pull

@@ -91,6 +91,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--responses-max", type=int, default=ServerConfig.responses_max,
                    help="stored /v1/responses kept, and as many stored chat completions (store: true; oldest "
                         "dropped first; also dropped after 30 days)")
+    p.add_argument("--responses-max-row-size", type=parse_size, default=ServerConfig.responses_max_row_bytes,
+                   metavar="SIZE",
+                   help="largest stored response or stored chat completion, as stored (its JSON, base64 images "
+                        "by their base64 bytes; default 16MiB): a larger one is not stored; store: true asked with "
+                        "an input already over it is a 400 before generation")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
@@ -200,6 +205,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         stats_interval_s=args.stats_interval,
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
+        responses_max_row_bytes=args.responses_max_row_size,
         context_overflow=getattr(args, "context_overflow", None),
         context_compressor=_context_compressor(getattr(args, "context_compressor", None)),
         context_compressor_device=_compressor_device(getattr(args, "context_compressor_device", "cpu")),

@@ -71,7 +71,7 @@ class ComplexityRouter:
         assert self._index is not None
         try:
             index = await asyncio.shield(self._index)
-        except Exception as exc:  # the examples could not be embedded: rules and default still route
+        except Exception as exc:  # noqa: BLE001 (the examples could not be embedded: rules and default still route)
             problem = f"kNN unavailable: {type(exc).__name__}: {exc}"
             if not self._warned:
                 self._warned = True

@@ -28,7 +28,7 @@ LINGUA = "lingua"
 class Compressor:
     """Applies every step (one message out per message in, so indices keep their meaning)."""
 
-    def __init__(self, steps: tuple[tuple[str, Step], ...] = STEPS, lingua: "LinguaStep | None" = None,
+    def __init__(self, steps: tuple[tuple[str, Step], ...] = STEPS, lingua: LinguaStep | None = None,
                  count_text: Callable[[str], int] | None = None, namespace: str = "") -> None:
         """`lingua`: the classifier step; `count_text` counts a text's tokens for the model the prompt is for,
         `namespace` (its name) keeps its compressed texts apart from another model's."""

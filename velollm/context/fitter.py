@@ -16,7 +16,6 @@ VeloLLM does not shift). Within the context it runs as it is, its answer clamped
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,13 +25,13 @@ from velollm.context.fit_plan import FitPlan
 from velollm.context.report import ContextReport
 from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
-from velollm.context.token_cut import TokenCut, ollama_cut
+from velollm.context.text_ends import cut_text
+from velollm.context.token_cut import TokenCut, cut_prompt, shift_prompt
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
 
-logger = logging.getLogger(__name__)
 Render = Callable[[list[Mapping[str, Any]]], str]  # messages -> the prompt text (the chat template)
 TOO_LONG = 1 << 62  # a text the tokenizer refuses by its length alone
 # Truncation cuts in steps of budget / 4 tokens (truncation.stable_target): up to a quarter of the budget
@@ -114,11 +113,14 @@ class ContextFitter:
             compressor: Any = None, num_keep: int | None = None) -> FittedPrompt:
         """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
         less one token, as the request's max_tokens is clamped to what remains). With `num_keep` (Ollama's
-        option; not in the error mode), what dropping turns cannot fit is cut at the token level instead of
-        a ContextOverflow (see the module's docstring)."""
+        option), what dropping turns cannot fit is cut at the token level instead of a ContextOverflow (see
+        the module's docstring), and in the error mode a prompt of exactly the context runs shifted, as
+        Ollama's runner shifts it (`_shifted`)."""
         self._encoded.clear()
         if mode == "error":
             text, encoded = self.encode(messages)
+            if num_keep is not None and len(encoded.token_ids) == context_len:  # Ollama runs it, shifting
+                return self._shifted(messages, text, encoded, context_len, num_keep)
             if len(encoded.token_ids) >= context_len:
                 raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. However, "
                                       f"your messages resulted in {len(encoded.token_ids)} tokens. Please reduce "
@@ -137,19 +139,45 @@ class ContextFitter:
             t0 = time.perf_counter()
             current = self._truncate(messages, current, compressor, budget, context_len, report, num_keep is not None)
             report.step_seconds["truncate"] = time.perf_counter() - t0
-        text, encoded = self._encoded.get(len(current)) or self.encode(current)
+        try:
+            text, encoded = self._encoded.get(len(current)) or self.encode(current)
+        except ContextOverflow:  # what is left is too long to tokenize
+            if num_keep is None:
+                raise
+            return self._cut_long(messages, current, report, budget, context_len, num_keep)
         ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
         if num_keep is not None and len(ids) >= context_len:  # no room for one answer token: Ollama's cut
-            cut = ollama_cut(len(ids), max(1, budget), num_keep)
+            ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         if cut is not None:
-            ids, num_reused = cut.apply(ids), min(num_reused, cut.keep)
+            num_reused = min(num_reused, cut.keep)
             report.cut_tokens = (cut.keep, cut.end)
-            logger.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d (context %d)", budget,
-                           len(encoded.token_ids), cut.keep, len(ids), context_len)
         report.num_prompt_tokens = len(ids)
         if not report.changed:  # over the budget, but nothing could go, and it has room in the context
             return FittedPrompt(current, text, ids, num_reused, None)
         return FittedPrompt(current, text, ids, num_reused, report, cut=cut)
+
+    def _cut_long(self, messages: list[Mapping[str, Any]], current: list[Mapping[str, Any]], report: ContextReport,
+                  budget: int, context_len: int, num_keep: int) -> FittedPrompt:
+        """Kept messages too long to tokenize (surely over the context), on the Ollama API: cut as any prompt
+        that leaves no room, from the ids of the text's ends (velollm.context.text_ends: never tokenized
+        whole). The sizes in the report are estimated from those ids."""
+        text = self.render(current)
+        ids, cut, num_ids = cut_text(self.tokenizer, text, budget, num_keep, add_special_tokens=False,
+                                     context_len=context_len)
+        if report.num_original_tokens == TOO_LONG:  # the whole conversation, at the kept text's ids per character
+            report.num_original_tokens = max(num_ids, round(num_ids * len(self.render(messages)) / len(text)))
+        report.num_prompt_tokens = len(ids)
+        report.cut_tokens = (cut.keep, cut.end) if cut is not None else None
+        return FittedPrompt(current, text, ids, 0, report, cut=cut)
+
+    def _shifted(self, messages: list[Mapping[str, Any]], text: str, encoded: Encoded, context_len: int,
+                 num_keep: int) -> FittedPrompt:
+        """A prompt of exactly the context in the error mode (`truncate: false`) on the Ollama API: Ollama
+        runs it and shifts its context (velollm.context.token_cut.shift_prompt), so it is shifted here."""
+        ids, shift = shift_prompt(encoded.token_ids, context_len, num_keep)
+        assert shift is not None
+        report = ContextReport("error", len(encoded.token_ids), len(ids), cut_tokens=(shift.keep, shift.end))
+        return FittedPrompt(messages, text, ids, min(encoded.num_reused, shift.keep), report, cut=shift)
 
     def reuse(self, messages: list[Mapping[str, Any]], plan: FitPlan, context_len: int, reserve: int,
               compressor: Any = None) -> FittedPrompt | None:

@@ -95,7 +95,7 @@ class ModelPrefetcher:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the request that comes later reports it, if it does come
+            except Exception as exc:  # noqa: BLE001 (the request that comes later reports it, if it does come)
                 logger.info("prefetching model %r (%s) failed: %s", name, reason, exc)
             self._requeued.discard(name)
 

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 _TAIL = 64  # characters compared before a candidate's prefix is hashed
 MAX_IDS = 8 << 20  # ids remembered per model, all entries together: 32 MiB
 

@@ -21,7 +21,7 @@ class Turns:
     units: tuple[tuple[int, ...], ...]  # indices of droppable messages, one tuple per unit, oldest first
 
     @classmethod
-    def of(cls, messages: Sequence[Mapping[str, Any]]) -> "Turns":
+    def of(cls, messages: Sequence[Mapping[str, Any]]) -> Turns:
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages))
         units: list[list[int]] = []
         for i in range(last_user):

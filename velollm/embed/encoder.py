@@ -39,7 +39,7 @@ class PackedBatch:
         if min(lens) != max_len:
             mask = torch.arange(max_len)[None, :] < torch.tensor(lens)[:, None]
             mask = mask[:, None, None, :].to(device)
-        as_long = dict(dtype=torch.long, device=device)
+        as_long = {"dtype": torch.long, "device": device}
         return cls(torch.tensor(flat, **as_long), torch.tensor(positions, **as_long), lens,
                    torch.tensor(scatter, **as_long), mask)
 

@@ -101,7 +101,7 @@ class EmbeddingEngine:
             merged = [seq for p in taken for seq in p.ids]
             try:
                 vectors = await asyncio.to_thread(self.embedder.embed_ids, merged, True)
-            except Exception as exc:  # e.g. out of memory: every request of the pass gets it
+            except Exception as exc:  # noqa: BLE001 (e.g. out of memory: every request of the pass gets it)
                 for p in taken:
                     if not p.future.done():
                         p.future.set_exception(exc)

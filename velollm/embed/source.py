@@ -30,5 +30,5 @@ class EmbeddingSource:
     dim: int
     max_tokens: int
     pooling: Pooling
-    build: Callable[[str, torch.dtype], "nn.Module"]
-    load_tokenizer: Callable[[], "tokenizers.Tokenizer"]
+    build: Callable[[str, torch.dtype], nn.Module]
+    load_tokenizer: Callable[[], tokenizers.Tokenizer]

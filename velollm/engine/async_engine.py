@@ -41,7 +41,7 @@ class AsyncEngine:
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig, *, served_name: str | None = None,
-                   cache_dir: str | None = None, allow_paths: bool = True) -> "AsyncEngine":
+                   cache_dir: str | None = None, allow_paths: bool = True) -> AsyncEngine:
         engine = LLMEngine.from_model(model, config, cache_dir=cache_dir, allow_paths=allow_paths)
         return cls(engine, served_name=served_name or model)
 
@@ -186,7 +186,7 @@ class AsyncEngine:
             failed: Exception | None = None
             try:
                 deltas = self.engine.step()
-            except Exception as exc:  # noqa: BLE001 (answered below)
+            except Exception as exc:  # answered below
                 failed, deltas = exc, []
                 if not isinstance(exc, RequestFailed):  # raised past the engine's own containment
                     logger.exception("engine step failed; aborting its requests")
@@ -212,7 +212,7 @@ class AsyncEngine:
                     continue  # the client left before the engine saw its request
                 try:
                     self.engine.add_request(prompt_token_ids, params, request_id)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (the request's own failure, delivered to it)
                     self._deliver(request_id, exc)
             else:
                 self.engine.abort_request(command[1])

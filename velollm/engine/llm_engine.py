@@ -72,7 +72,7 @@ class LLMEngine:
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig = EngineConfig(), *, cache_dir: str | None = None,
-                   allow_paths: bool = True) -> "LLMEngine":
+                   allow_paths: bool = True) -> LLMEngine:
         """Resolve a model specifier (demo, path, Ollama name, HF repo id) and build the engine.
 
         `cache_dir` is where `demo` is generated (default ~/.cache/velollm); `allow_paths=False` refuses
@@ -142,7 +142,7 @@ class LLMEngine:
         try:
             launched = self._launch(batch)
             deltas = self._collect(launched)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a failed step is contained: step_failures decides)
             self.failures.contain(batch, exc, retrying=retrying)
             return []
         self.failures.ran()
@@ -163,7 +163,7 @@ class LLMEngine:
         try:
             launched = self._launch(batch, previous) if batch.requests else None
             deltas = self._collect(previous) if previous is not None else []
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a failed step is contained: step_failures decides)
             self.failures.abandon([previous.batch if previous is not None else ScheduledBatch(), batch], exc)
             return []
         if launched is not None or previous is not None:
@@ -197,7 +197,7 @@ class LLMEngine:
         apply_grammar = None
         if any(r.grammar is not None for r in requests):
             matchers = [r.grammar for r in requests]
-            apply_grammar = lambda logits: self.structured_output.apply_masks(logits, matchers)  # noqa: E731
+            apply_grammar = lambda logits: self.structured_output.apply_masks(logits, matchers)
         return self.sampler.sample_on_device(logits, requests, apply_grammar)
 
     def _collect(self, launched: LaunchedStep) -> list[RequestDelta]:

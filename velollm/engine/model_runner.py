@@ -28,9 +28,9 @@ from velollm.engine.step_inputs import (
     step_inputs,
     to_device,
 )
+from velollm.kernels import int4_cpu, int4_unpack
 from velollm.kernels.fp8 import FP8_KV_DTYPE, FP8_MIN_CAPABILITY, fp8_supported
 from velollm.kernels.gguf_planes import QuantizedWeight
-from velollm.kernels import int4_cpu, int4_unpack
 from velollm.kernels.int4_cpu import Int4Weight
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from velollm.engine.text.detokenizer import IncrementalDetokenizer
 from velollm.engine.request import Request
+from velollm.engine.text.detokenizer import IncrementalDetokenizer
 from velollm.engine.text.tokenizer import Tokenizer
 from velollm.outputs import RequestDelta
 

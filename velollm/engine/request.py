@@ -36,7 +36,7 @@ class Request:
     # Tokens sampled on the device whose ids the host has not read yet (async scheduling: at most one when
     # a step is scheduled, two between launching a step and reading the previous one).
     num_placeholders: int = 0
-    generator: "torch.Generator | None" = None
+    generator: torch.Generator | None = None
     grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
     stop_reason: str | int | None = None

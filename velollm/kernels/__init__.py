@@ -10,10 +10,23 @@ from __future__ import annotations
 import torch
 
 from velollm.config import (
-    DECODE_FUSED_REDUCE_ENV, PREFILL_ATTENTION_ENV, PREFILL_PATHS, SILU_DOWN_GEMV_ENV, KernelSwitches, RopeScaling,
+    DECODE_FUSED_REDUCE_ENV,
+    PREFILL_ATTENTION_ENV,
+    PREFILL_PATHS,
+    SILU_DOWN_GEMV_ENV,
+    KernelSwitches,
+    RopeScaling,
 )
 from velollm.kernels import (
-    activation, decode_attention, norm, prefill_attention, quant_gemm, quant_gemv, quant_rows, rope, silu_gemv,
+    activation,
+    decode_attention,
+    norm,
+    prefill_attention,
+    quant_gemm,
+    quant_gemv,
+    quant_rows,
+    rope,
+    silu_gemv,
     varlen_attention,
 )
 from velollm.kernels._triton import HAS_TRITON
@@ -186,10 +199,10 @@ def quantized_embedding(ids: torch.Tensor, weight: QuantizedWeight, dtype: torch
 __all__ = [
     "DECODE_FUSED_REDUCE_ENV",
     "HAS_TRITON",
-    "KernelSwitches",
-    "PREFILL_PATH_ENV",
     "PREFILL_PATHS",
+    "PREFILL_PATH_ENV",
     "SILU_DOWN_GEMV_ENV",
+    "KernelSwitches",
     "QuantizedWeight",
     "RopeScaling",
     "as_stored",

@@ -78,4 +78,5 @@ def output_buffer(
     return buf
 
 
-__all__ = ["HAS_TRITON", "triton", "tl", "is_interpreted", "interpreter_tile", "dot_dtype_args", "launch_options", "output_buffer"]
+__all__ = ["HAS_TRITON", "dot_dtype_args", "interpreter_tile", "is_interpreted", "launch_options", "output_buffer", "tl",
+           "triton"]

@@ -151,7 +151,7 @@ def _merge_splits(o_ptr, m_ptr, l_ptr, acc_ptr, seq_parts, live, g, d, out_mask,
     m_run = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_run = tl.zeros([GROUP_PAD], tl.float32)
     acc_run = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
-    for s in range(0, live):
+    for s in range(live):
         # Live splits saw at least one key: m is finite for real heads; padding heads read 0.
         m_s = tl.load(m_ptr + seq_parts + s, mask=g < GROUP, other=0.0, cache_modifier=".cg")
         l_s = tl.load(l_ptr + seq_parts + s, mask=g < GROUP, other=0.0, cache_modifier=".cg")

@@ -11,7 +11,7 @@ about three times in cache; what remains is mostly the first touch of the output
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -101,10 +101,10 @@ class QuantizedWeight:
     def nbytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.planes.values())
 
-    def to(self, device: torch.device | str) -> "QuantizedWeight":
+    def to(self, device: torch.device | str) -> QuantizedWeight:
         return QuantizedWeight(self.qtype, self.shape, {k: v.to(device) for k, v in self.planes.items()})
 
-    def rows(self, index: torch.Tensor) -> "QuantizedWeight":
+    def rows(self, index: torch.Tensor) -> QuantizedWeight:
         """The rows `index` (e.g. a permutation, or the tokens of an embedding lookup)."""
         planes = {k: v.index_select(0, index.to(v.device)) for k, v in self.planes.items()}
         return QuantizedWeight(self.qtype, (int(index.numel()), self.shape[1]), planes)
@@ -124,7 +124,7 @@ def split_planes(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Qu
 def join_blocks(w: QuantizedWeight) -> torch.Tensor:
     """The file's blocks back: uint8 [rows, cols / QK * type_size]."""
     spec = w.spec
-    rows, cols = w.shape
+    rows, _cols = w.shape
     parts = [w.planes[name].view(torch.uint8).reshape(rows, -1, width) for name, _, width, _ in spec.planes]
     return torch.cat(parts, dim=2).reshape(rows, -1)
 

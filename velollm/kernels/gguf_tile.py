@@ -175,7 +175,7 @@ def plane_args(w: QuantizedWeight) -> tuple[list, dict[str, int]]:
     sc_stride, d_stride] (a plane the type lacks is passed as qs, never read) and the type constexprs."""
     planes, spec = w.planes, w.spec
     tensors = [planes["qs"], *(planes.get(name, planes["qs"]) for name in ("qh", "sc", "d"))]
-    constexprs = dict(QTYPE=spec.code, QK=spec.block, QS_BYTES=spec.qs_bytes, SHIFTS=spec.shifts)
+    constexprs = {"QTYPE": spec.code, "QK": spec.block, "QS_BYTES": spec.qs_bytes, "SHIFTS": spec.shifts}
     return [*tensors, *(t.stride(0) for t in tensors)], constexprs
 
 

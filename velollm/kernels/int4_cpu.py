@@ -81,7 +81,7 @@ class Int4Weight:
     def numel(self) -> int:
         return self.shape[0] * self.shape[1]
 
-    def to(self, device: torch.device | str) -> "Int4Weight":
+    def to(self, device: torch.device | str) -> Int4Weight:
         if torch.device(device).type != "cpu":
             raise ValueError("Int4Weight is the CPU layout")
         return self
@@ -114,7 +114,7 @@ def repack(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Int4Weig
     if not fits(qtype, shape):
         raise ValueError(f"a {qtype} matrix of shape {tuple(shape)} does not fit the CPU int4 layout")
     rows, cols = shape
-    block, type_size = gguf_dequant.block_size(qtype)
+    _block, type_size = gguf_dequant.block_size(qtype)
     q, scale, zero = _quants_and_affine(blocks.reshape(-1, type_size), qtype)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(rows, cols).to(torch.int32), 1)
     sz = torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=2)  # [N, K/32, 2]

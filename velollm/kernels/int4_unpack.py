@@ -106,7 +106,7 @@ def _tail_block(packed: torch.Tensor, sz: torch.Tensor, out: torch.Tensor, cols:
     out.copy_(torch.addcmul(z, q, s))
 
 
-def dequantize_t(w: "Int4Weight", scratch: Int4Scratch) -> torch.Tensor:
+def dequantize_t(w: Int4Weight, scratch: Int4Scratch) -> torch.Tensor:
     """W^T [K, N] in bfloat16, in the scratch buffer (valid until its next use)."""
     rows, cols = w.shape
     full = rows // BLOCK * BLOCK

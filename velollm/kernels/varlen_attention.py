@@ -9,6 +9,7 @@ packed [T, H, D] layout and the step's cu_seqlens as they are, shares K/V heads 
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import torch
@@ -44,10 +45,10 @@ def varlen_causal_attention_ref(
     out = torch.empty_like(q)
     starts = cu_seqlens.tolist()
     gqa = q.shape[1] != k.shape[1]
-    for start, end in zip(starts[:-1], starts[1:]):
+    for start, end in itertools.pairwise(starts):
         if end == start:
             continue
-        heads_first = lambda t: t[start:end].float().transpose(0, 1)[None]  # [1, H, L, D]
+        heads_first = lambda t: t[start:end].float().transpose(0, 1)[None]  # [1, H, L, D]  # noqa: B023 (called in this iteration only)
         o = F.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v), is_causal=True,
                                            scale=scale, enable_gqa=gqa)
         out[start:end] = o[0].transpose(0, 1).to(q.dtype)

@@ -26,9 +26,11 @@ from starlette.responses import Response
 from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
+from velollm.proxy.legacy_answer import as_function_call
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
 from velollm.proxy.upstream_answer import error_answer
 from velollm.wire.errors import api_of
+from velollm.wire.legacy_functions import as_tools
 from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,25 @@ IDENTITY_FIRST_LISTING_S = 2.0
 # connection and says nothing is skipped (logged), the tags showing its last listing, which the fetch still
 # running in the background renews; the local models are listed at once either way.
 LISTING_WAIT_S = 2.0
+
+
+def _null_contents_as_empty(body: dict[str, Any]) -> dict[str, Any]:
+    """Assistant turns as every server takes them: `content: null` (the openai SDK's own tool-call message,
+    sent back as history) as "", and other fields that are null (`function_call`, `tool_calls`, `refusal`:
+    what a pydantic dump of the SDK's message holds) left out, as absent is what null means there;
+    llama-cpp-python's server refuses either null (a 500)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(_has_nulls(m) for m in messages):
+        return body
+    return {**body, "messages": [_without_nulls(m) if _has_nulls(m) else m for m in messages]}
+
+
+def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: "" if v is None else v for k, v in message.items() if v is not None or k == "content"}
+
+
+def _has_nulls(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and None in message.values()
 
 
 class UpstreamGateway:
@@ -147,8 +168,13 @@ class UpstreamGateway:
         path = path or request.url.path
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
+        legacy = False
+        if path == "/v1/chat/completions":  # upstreams know tools only: functions go as tools (legacy_answer)
+            body, legacy = as_tools(body)  # (a contradiction in the body: an InvalidRequest, the client's 400)
+            body = _null_contents_as_empty(body)
         repair = AnswerRepair.for_request(path, body, tool_outcome)
-        return await forward(request, self.upstream, api_of(path), path, body, repair)
+        response = await forward(request, self.upstream, api_of(path), path, body, repair)
+        return await as_function_call(response) if legacy else response
 
     async def manages(self) -> bool:
         """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):

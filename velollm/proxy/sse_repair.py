@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from velollm.proxy.answer_repair import AnswerRepair
-from velollm.wire.framing import sse_event
+from velollm.wire.framing import sse_data, sse_event
 
 _ENVELOPE = ("id", "object", "created", "model", "system_fingerprint")
 
@@ -38,9 +38,8 @@ class OpenAIStreamRepair:
 
     def _event(self, event: bytes) -> bytes:
         raw = event + b"\n\n"
-        lines = event.split(b"\n")
-        data = b"\n".join(line[5:].lstrip() for line in lines if line.startswith(b"data:"))
-        if data.strip() == b"[DONE]":
+        data = sse_data(event)
+        if data == b"[DONE]":
             return self.finish() + raw
         try:
             obj = json.loads(data) if data else None
@@ -61,6 +60,9 @@ class OpenAIStreamRepair:
                 self._hold(index, delta["tool_calls"])
                 delta = {k: v for k, v in delta.items() if k != "tool_calls"}
                 changed = True
+            if "function_call" in delta:  # llama-cpp-python's copy of the calls (see AnswerRepair.openai_answer)
+                delta = {k: v for k, v in delta.items() if k != "function_call"}
+                changed = True
             if finish is not None and index in self.calls:
                 calls_chunk, finish = self._repaired(index, finish)
                 before.append(calls_chunk)
@@ -80,7 +82,9 @@ class OpenAIStreamRepair:
             call = calls.setdefault(int(fragment.get("index") or 0), {"id": "", "name": "", "arguments": ""})
             function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
             call["id"] = call["id"] or str(fragment.get("id") or "")
-            call["name"] += str(function.get("name") or "")
+            name = str(function.get("name") or "")
+            if name != call["name"]:  # llama-cpp-python repeats the whole name in every fragment
+                call["name"] += name
             call["arguments"] += str(function.get("arguments") or "")
 
     def _repaired(self, index: int, finish: Any) -> tuple[bytes, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting, ThinkTagParser
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
+from velollm.wire.framing import sse_data
 
 SPLIT_PATHS = ("/v1/chat/completions", "/api/chat", "/api/generate")
 
@@ -47,10 +48,9 @@ def split_json(data: bytes, split: OpenAIAnswerSplit) -> bytes:
 
 
 def _event(event: bytes, split: OpenAIAnswerSplit) -> bytes:
-    lines = event.split(b"\n")
-    data = b"\n".join(line[5:].lstrip() for line in lines if line.startswith(b"data:"))
+    data = sse_data(event)
     try:
-        chunk = json.loads(data) if data and data.strip() != b"[DONE]" else None
+        chunk = json.loads(data) if data and data != b"[DONE]" else None
     except ValueError:
         chunk = None
     if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):

@@ -4,7 +4,8 @@ They live in the ResponseStore's SQLite file, in their own table, under the same
 `max_completions`, none older than `max_age_s`; pruned on every write): one file and one set of
 `--responses-max` rules for everything this server keeps of a conversation. Each row holds the completion
 as answered (with its `metadata`), the input messages as sent, and what listings filter by (model,
-metadata). Calls block: the API runs them in a worker thread.
+metadata). A row over `max_row_bytes` (its JSON text: completion, messages, metadata) is not written: `put`
+raises RowTooLarge. Calls block: the API runs them in a worker thread.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from velollm.responses.row_size import check_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_completions (
@@ -42,9 +45,9 @@ class CompletionPage:
 
 class ChatCompletionStore:
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock, *, max_completions: int,
-                 max_age_s: float) -> None:
+                 max_age_s: float, max_row_bytes: int = 16 << 20) -> None:
         self._db, self._lock = db, lock
-        self.max_completions, self.max_age_s = max_completions, max_age_s
+        self.max_completions, self.max_age_s, self.max_row_bytes = max_completions, max_age_s, max_row_bytes
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA.split(";"):  # not executescript: it commits whatever is open first
@@ -54,15 +57,16 @@ class ChatCompletionStore:
 
     def put(self, completion: dict[str, Any], messages: list[Any], metadata: Mapping[str, str]) -> dict[str, Any]:
         """Keeps `completion` (its id the key: a later one with the same id replaces it) with the input
-        `messages`; returns it as stored (with `metadata`)."""
+        `messages`; returns it as stored (with `metadata`). RowTooLarge (nothing written) when the row would
+        be over `max_row_bytes`."""
         stored = {**completion, "metadata": dict(metadata)}
+        row = (str(stored.get("model") or ""), json.dumps(stored["metadata"]), json.dumps(stored), json.dumps(messages))
+        check_row(sum(len(column) for column in row), self.max_row_bytes)
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
-                             "messages) VALUES (?, ?, ?, ?, ?, ?)",
-                             (stored["id"], now, str(stored.get("model") or ""), json.dumps(stored["metadata"]),
-                              json.dumps(stored), json.dumps(messages)))
+                             "messages) VALUES (?, ?, ?, ?, ?, ?)", (stored["id"], now, *row))
             self._db.execute("DELETE FROM chat_completions WHERE created_at < ?", (now - self.max_age_s,))
             self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
                              "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,))

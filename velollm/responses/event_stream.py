@@ -142,12 +142,12 @@ class ResponseEventStream:
                                       output_index=current.index, delta=arguments))
         return events
 
-    def _close(self) -> list[dict[str, Any]]:
+    def _close(self, status: str = "completed") -> list[dict[str, Any]]:
         current, self._open = self._open, None
         if current is None:
             return []
         item, events = current.item, []
-        item["status"] = "completed"
+        item["status"] = status
         ids = {"item_id": item["id"], "output_index": current.index}
         if item["type"] == "function_call":
             item["arguments"] = current.text or "{}"
@@ -172,11 +172,11 @@ class ResponseEventStream:
         return events
 
     def finish(self) -> list[dict[str, Any]]:
-        """Close what is open and send the final response."""
-        events = self._close()
-        if self._finish == "length":
-            for item in self.output:
-                item["status"] = "incomplete"
+        """Close what is open and send the final response. Cut by max_output_tokens, the item still open is
+        the one cut (`incomplete`); those closed before it (a finished thinking) stay completed."""
+        cut = self._finish == "length"
+        events = self._close("incomplete" if cut else "completed")
+        if cut:
             self.response = self.shell.build("incomplete", self.output, self._usage, incomplete_reason="max_output_tokens")
             return events + [self._event("response.incomplete", response=self.response)]
         self.response = self.shell.build("completed", self.output, self._usage)

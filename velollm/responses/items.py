@@ -152,22 +152,25 @@ def function_call_item(call_id: str, name: str, arguments: str, status: str = "c
             "arguments": arguments, "status": status}
 
 
-def output_items(message: Mapping[str, Any], status: str = "completed",
+def output_items(message: Mapping[str, Any], cut: bool = False,
                  logprobs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """A chat completion's message as output items: reasoning, then text (with `logprobs`, from
-    text_logprobs), then function calls."""
+    text_logprobs), then function calls. When max_output_tokens `cut` the answer, the last item is the one
+    cut (`incomplete`); those before it were finished (a thinking closed before the text began)."""
     items = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
-        items.append(reasoning_item(reasoning, status))
+        items.append(reasoning_item(reasoning))
     if message.get("content"):
-        items.append(message_item(message["content"], status, logprobs))
+        items.append(message_item(message["content"], logprobs=logprobs))
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         arguments = fn.get("arguments")
         if not isinstance(arguments, str):  # an Ollama-style object
             arguments = json.dumps(arguments if arguments is not None else {})
-        items.append(function_call_item(call.get("id") or new_id("call"), fn.get("name", ""), arguments, status))
+        items.append(function_call_item(call.get("id") or new_id("call"), fn.get("name", ""), arguments))
+    if cut and items:
+        items[-1]["status"] = "incomplete"
     return items
 
 

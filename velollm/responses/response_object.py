@@ -71,5 +71,5 @@ class ResponseShell:
         if message.get("reasoning_content") or message.get("reasoning"):  # the thinking's tokens come first
             details = (completion.get("usage") or {}).get("completion_tokens_details") or {}
             logprobs = logprobs[int(details.get("reasoning_tokens") or 0):]
-        items = output_items(message, status, logprobs)
+        items = output_items(message, status == "incomplete", logprobs)
         return self.build(status, items, usage_from_chat(completion.get("usage")), incomplete_reason=reason)

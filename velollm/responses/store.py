@@ -7,7 +7,8 @@ indexed by id for `item_reference`), and the `previous_response_id` it continued
 follow-up turn continues, and the input_items list, are rebuilt by walking that chain back (one
 recursive query), so a conversation of n turns takes O(n) bytes, not O(n^2).
 
-The oldest responses go beyond `max_responses` and after `max_age_s` (on every write). A deleted or
+A row over `max_row_bytes` (its JSON text: the response, its items, a base) is not written: `put` raises
+RowTooLarge. The oldest responses go beyond `max_responses` and after `max_age_s` (on every write). A deleted or
 pruned response is gone from the API at once (not found, not continued, its items not referable), but
 its row stays, no longer `live`, while a stored response continues it: a live chain never loses its
 beginning, and the rows go when the last response that needed them does. A row with a `base` (one
@@ -31,6 +32,7 @@ from typing import Any
 from velollm.responses.chat_store import ChatCompletionStore
 from velollm.responses.items import items_to_messages
 from velollm.responses.legacy_store import upgrade
+from velollm.responses.row_size import check_row
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +104,12 @@ class _Row:
 
 
 class ResponseStore:
-    def __init__(self, path: str | Path, *, max_responses: int = 10_000, max_age_s: float = 30 * 86400) -> None:
-        if max_responses < 1 or max_age_s <= 0:
-            raise ValueError("max_responses must be at least 1 and max_age_s positive")
+    def __init__(self, path: str | Path, *, max_responses: int = 10_000, max_age_s: float = 30 * 86400,
+                 max_row_bytes: int = 16 << 20) -> None:
+        if max_responses < 1 or max_age_s <= 0 or max_row_bytes < 1:
+            raise ValueError("max_responses and max_row_bytes must be at least 1 and max_age_s positive")
         self.path = Path(path)
-        self.max_responses, self.max_age_s = max_responses, max_age_s
+        self.max_responses, self.max_age_s, self.max_row_bytes = max_responses, max_age_s, max_row_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -123,12 +126,13 @@ class ResponseStore:
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
         # Stored chat completions share the file and its limits (their own table, counted apart).
         self.chat_completions = ChatCompletionStore(self._db, self._lock, max_completions=max_responses,
-                                                    max_age_s=max_age_s)
+                                                    max_age_s=max_age_s, max_row_bytes=max_row_bytes)
 
     def put(self, response: dict[str, Any], input_items: Sequence[dict[str, Any]] = (),
             previous: History | None = None) -> None:
         """Store `response` with this request's own `input_items`; `previous` is the history of the
-        response it continued, kept in this row should that one be gone by now."""
+        response it continued, kept in this row should that one be gone by now. RowTooLarge (nothing
+        written) when the row would be over `max_row_bytes`."""
         outputs = list(response.get("output", []))
         previous_id = response.get("previous_response_id")
         now = time.time()
@@ -202,13 +206,14 @@ class ResponseStore:
     def _insert(self, response: dict[str, Any], created_at: float, inputs: Sequence[dict[str, Any]],
                 base: dict[str, Any] | None) -> None:
         response_id, outputs = response["id"], list(response.get("output", []))
+        shell, base_json = json.dumps({**response, "output": []}), json.dumps(base) if base is not None else None
+        rows = [(response_id, seq, int(seq >= len(inputs)), i.get("id") if isinstance(i.get("id"), str) else None,
+                 json.dumps(i)) for seq, i in enumerate([*inputs, *outputs])]
+        check_row(len(shell) + len(base_json or "") + sum(len(r[-1]) for r in rows), self.max_row_bytes)
         self._db.execute("DELETE FROM response_item WHERE response_id = ?", (response_id,))
         self._db.execute("INSERT OR REPLACE INTO response (id, created_at, previous_id, response, base) "
                          "VALUES (?, ?, ?, ?, ?)", (response_id, created_at, response.get("previous_response_id"),
-                                                    json.dumps({**response, "output": []}),
-                                                    json.dumps(base) if base is not None else None))
-        rows = [(response_id, seq, int(seq >= len(inputs)), i.get("id") if isinstance(i.get("id"), str) else None,
-                 json.dumps(i)) for seq, i in enumerate([*inputs, *outputs])]
+                                                    shell, base_json))
         self._db.executemany("INSERT INTO response_item (response_id, seq, output, id, item) VALUES (?, ?, ?, ?, ?)",
                              rows)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import httpx

@@ -17,10 +17,11 @@ error, so a typo never passes silently.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from velollm.wire.names import name_key
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-
 from typing import Any
 
 from velollm.errors import EngineDead

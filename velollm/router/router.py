@@ -289,7 +289,7 @@ class Router:
             return []
         try:
             status, data = await b.upstream.request_json("GET", "/api/ps", timeout=b.health_timeout_s + 1)
-        except Exception as exc:  # its models are left out, the listing goes on
+        except Exception as exc:  # noqa: BLE001 (its models are left out, the listing goes on)
             logger.warning("backend %s: GET /api/ps failed (%s); its running models are not listed", b.name,
                            getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
             return []

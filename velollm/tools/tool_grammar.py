@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.sampling_params import StructuredOutput
 from velollm.tools.tool_parsers import ToolFamily
 from velollm.tools.tool_schema import ToolSpec, normalize_schema, tool_specs
-from velollm.sampling_params import StructuredOutput
 
 # (trigger, call begin before the name, between name and arguments, call end, separator of calls)
 _FORMATS: dict[ToolFamily, tuple[str, str, str, str, str]] = {

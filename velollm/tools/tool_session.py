@@ -13,13 +13,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from velollm.errors import InvalidRequest
+from velollm.sampling_params import StructuredOutput
 from velollm.tools.tool_grammar import named_tool, tool_call_constraint
 from velollm.tools.tool_parsers import ToolFamily, detect_family
 from velollm.tools.tool_prompt import render_with_tools
 from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
 from velollm.tools.tool_schema import template_tools, tool_specs
 from velollm.tools.tool_stream import StreamingToolParser
-from velollm.sampling_params import StructuredOutput
 
 if TYPE_CHECKING:
     from velollm.engine.text.tokenizer import Tokenizer

@@ -26,6 +26,12 @@ def sse_event(obj: Any) -> bytes:
     return b"data: " + dumps_bytes(obj) + b"\n\n"
 
 
+def sse_data(event: bytes) -> bytes:
+    """The data of one SSE event (the lines between two blank ones): the values of its `data:` lines, joined
+    by newlines as the SSE spec joins them, each stripped (these payloads are JSON or [DONE]); b"" when none."""
+    return b"\n".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+
+
 def ndjson_line(obj: Any) -> bytes:
     """One NDJSON line; never a blank line (the ollama client json-parses every line)."""
     return dumps_bytes(obj) + b"\n"

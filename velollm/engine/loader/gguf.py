@@ -21,13 +21,18 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
-from velollm.kernels import gguf_dequant
 from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
-    int4_tensor, quantized_tensor, resident_weight_bytes, resolve_quantization, stays_int4, stays_quantized,
+    int4_tensor,
+    quantized_tensor,
+    resident_weight_bytes,
+    resolve_quantization,
+    stays_int4,
+    stays_quantized,
 )
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, cuda_free_bytes, default_device
 from velollm.errors import UnsupportedModel
+from velollm.kernels import gguf_dequant
 from velollm.kernels.gguf_planes import QuantizedWeight
 from velollm.kernels.int4_cpu import Int4Weight
 
@@ -191,12 +196,12 @@ def parameter_count(f: GGUFFile) -> int:
 
 
 def model_info(f: GGUFFile, name: str, **overrides: object) -> ModelInfo:
-    fields: dict[str, object] = dict(
-        name=name, format="gguf", family=str(f.get("general.architecture", "unknown")),
-        parameter_count=parameter_count(f), quantization_level=quantization_level(f),
-        size_bytes=f.file_size, digest="", modified_at=f.path.stat().st_mtime, path=str(f.path),
-        template=f.get("tokenizer.chat_template"), license=str(f.get("general.license", "") or ""),
-    )
+    fields: dict[str, object] = {
+        "name": name, "format": "gguf", "family": str(f.get("general.architecture", "unknown")),
+        "parameter_count": parameter_count(f), "quantization_level": quantization_level(f),
+        "size_bytes": f.file_size, "digest": "", "modified_at": f.path.stat().st_mtime, "path": str(f.path),
+        "template": f.get("tokenizer.chat_template"), "license": str(f.get("general.license", "") or ""),
+    }
     fields.update(overrides)
     return ModelInfo(**fields)  # type: ignore[arg-type]
 

@@ -103,6 +103,7 @@ class OllamaModel:
     system: str | None = None
     template: str | None = None
     license_paths: tuple[Path, ...] = ()  # license layers, read only when asked (`ollama show`)
+    messages: tuple[dict[str, str], ...] = ()  # the messages layer (Modelfile MESSAGE lines)
 
     @property
     def display_name(self) -> str:
@@ -170,13 +171,13 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} has an entry that is not a layer "
                              f"({{mediaType, digest, size}}): {json.dumps(bad)[:200]}")
     fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
-                              "license_paths": ()}
+                              "license_paths": (), "messages": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
         fields["config"] = _json(blob_path(root, config_ref["digest"]))
     for layer in layers:
         media, digest = layer.get("mediaType", ""), layer.get("digest", "")
         kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
-        if kind not in ("model", "params", "system", "template", "prompt", "license"):
+        if kind not in ("model", "params", "system", "template", "prompt", "license", "messages"):
             continue
         blob = blob_path(root, digest)
         if not blob.is_file():
@@ -187,6 +188,8 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
             fields["params"] = _json(blob)
         elif kind == "license":
             fields["license_paths"] += (blob,)
+        elif kind == "messages":
+            fields["messages"] = _messages(blob)
         elif kind == "system":
             fields["system"] = blob.read_text(encoding="utf-8")
         else:
@@ -202,6 +205,18 @@ def _is_ref(ref: Any) -> bool:
     return (isinstance(ref, dict) and all(isinstance(ref.get(k, ""), str) for k in ("mediaType", "digest"))
             and (not ref.get("digest") or DIGEST.fullmatch(ref["digest"]) is not None)
             and isinstance(ref.get("size", 0), int) and not isinstance(ref.get("size", 0), bool))
+
+
+def _messages(path: Path) -> tuple[dict[str, str], ...]:
+    """The messages layer: a JSON list of {role, content} (Ollama's create writes it); entries of another
+    shape are skipped, as Ollama's JSON decoding would leave them empty."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+    return tuple({"role": m["role"], "content": m.get("content") if isinstance(m.get("content"), str) else ""}
+                 for m in (value if isinstance(value, list) else [])
+                 if isinstance(m, dict) and isinstance(m.get("role"), str))
 
 
 def _json(path: Path) -> dict[str, Any]:

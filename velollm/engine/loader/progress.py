@@ -51,8 +51,8 @@ class LoadProgress:
                 f"{self.seconds:.1f} s ({self.bytes_per_s / 1e6:,.0f} MB/s)")
 
 
-def track_progress(weights: Iterable[tuple[str, "torch.Tensor"]], model: str,
-                   total_params: int) -> Iterator[tuple[str, "torch.Tensor"]]:
+def track_progress(weights: Iterable[tuple[str, torch.Tensor]], model: str,
+                   total_params: int) -> Iterator[tuple[str, torch.Tensor]]:
     """Pass `weights` through, logging a LoadProgress every REPORT_EVERY_S and once at the end."""
     start = last = time.perf_counter()
     num_tensors = num_bytes = num_params = 0

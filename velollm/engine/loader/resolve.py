@@ -56,8 +56,8 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
             model.model_path,  # type: ignore[arg-type]
             name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
-            default_system=model.system, template=model.template, **({"license": model.license()}
-                                                                      if model.license_paths else {}),
+            default_system=model.system, template=model.template, default_messages=model.messages,
+            **({"license": model.license()} if model.license_paths else {}),
         )
     folder = hf_cache.snapshot_folder(spec, Path(hf_hub) if hf_hub is not None else None)
     if folder is not None:

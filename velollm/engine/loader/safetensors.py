@@ -35,7 +35,7 @@ def iter_safetensors(folder: Path, dtype: str) -> Iterator[tuple[str, torch.Tens
     for file in safetensors_files(folder):
         try:
             with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():
+                for name in handle.keys():  # noqa: SIM118 (safe_open gives no iterator, only keys())
                     yield name, handle.get_tensor(name).to(target)
         except (OSError, ValueError, RuntimeError) as exc:
             if isinstance(exc, ModelLoadError):

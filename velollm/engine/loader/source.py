@@ -49,6 +49,7 @@ class ModelInfo:
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
     license: str = ""  # Ollama license layers, else GGUF general.license
+    default_messages: tuple[dict[str, str], ...] = ()  # Ollama messages layer: history before every chat
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class ModelSource:
 
     config: ModelConfig
     info: ModelInfo
-    load_tokenizer: Callable[[], "Tokenizer"]
-    iter_weights: Callable[[], Iterator[tuple[str, "torch.Tensor"]]]  # GGUF planes too when quantization="gguf"
+    load_tokenizer: Callable[[], Tokenizer]
+    iter_weights: Callable[[], Iterator[tuple[str, torch.Tensor]]]  # GGUF planes too when quantization="gguf"
     path: Path
     quantization: str = "none"  # "gguf": quantized matrices stream as QuantizedWeight planes; "int4": as CPU Int4Weight
     weight_bytes: int | None = None  # bytes the weights take once loaded; None: parameters x dtype size

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from velollm import kernels
+from velollm.errors import ModelLoadError
 from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QuantizedWeight, cat_rows
 from velollm.kernels.int4_cpu import Int4Weight
 from velollm.kernels.int4_unpack import Int4Scratch
-from velollm.errors import ModelLoadError
 
 Weight = QuantizedWeight | Int4Weight | torch.Tensor
 

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 import jinja2.ext
@@ -30,7 +30,7 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 class _GenerationTag(jinja2.ext.Extension):
     """`{% generation %}...{% endgeneration %}` (assistant-mask marker): renders its body unchanged."""
 
-    tags = {"generation"}
+    tags: ClassVar[set[str]] = {"generation"}
 
     def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
         lineno = next(parser.stream).lineno
@@ -59,7 +59,7 @@ def _strftime_now(fmt: str) -> str:
 class _Namespace(jinja2.utils.Namespace):
     """`namespace()` that refuses underscore names, so templates cannot reach CPython internals."""
 
-    def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 (jinja's signature trick)
+    def __init__(*args: Any, **kwargs: Any) -> None:  # jinja's signature trick
         self, args = args[0], args[1:]
         attrs = dict(*args, **kwargs)
         for name in attrs:

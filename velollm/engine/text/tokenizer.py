@@ -263,7 +263,8 @@ class Tokenizer:
         """Token ids of `text`; special tokens only where the post-processor adds them.
 
         With `max_input_tokens` set, a text that has more tokens for sure (by its length) is a ContextOverflow
-        before any encoding; a big text is encoded in a child process (the GIL stays free meanwhile).
+        before any encoding (the Ollama API then cuts it from the ids of its ends: velollm.context.text_ends,
+        each end within this limit); a big text is encoded in a child process (the GIL stays free meanwhile).
         """
         if self.max_input_tokens is not None and len(text) > self.max_input_chars:
             raise ContextOverflow(f"the input has {len(text)} characters, so more tokens than the context holds "
@@ -278,7 +279,12 @@ class Tokenizer:
     @property
     def max_input_chars(self) -> int:
         """Characters beyond which a text surely has more than `max_input_tokens` tokens."""
-        return (self.max_input_tokens or 0) * self.max_token_chars * _NORMALIZER_SLACK
+        return (self.max_input_tokens or 0) * self.max_chars_per_token
+
+    @property
+    def max_chars_per_token(self) -> int:
+        """Characters of input that surely hold one token or more (normalization may shrink a text)."""
+        return self.max_token_chars * _NORMALIZER_SLACK
 
     @functools.cached_property
     def max_token_chars(self) -> int:

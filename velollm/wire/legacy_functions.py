@@ -7,6 +7,10 @@ per answer, assistant `tool_calls` and `tool` messages); on the way out, the cha
 back as `message.function_call` / `delta.function_call` with finish_reason "function_call", as OpenAI does
 for these requests. A body mixing both forms (`functions` with `tools`, `function_call` with `tool_choice`)
 is a 400: which one the client meant is not ours to guess.
+
+Upstreams (Ollama, llama.cpp's server) know tools only and ignore these fields: the proxy sends them the
+request as tools too, and rewrites their answer (`function_call_answer`, `function_call_chunk`: tool calls in,
+function_call out, whole or streamed) as the chat formatter writes a native one.
 """
 
 from __future__ import annotations
@@ -111,3 +115,40 @@ def function_call_delta(tool_calls: list[dict[str, Any]]) -> dict[str, Any] | No
 
 def finish_reason(reason: str | None) -> str | None:
     return "function_call" if reason == "tool_calls" else reason
+
+
+def function_call_answer(answer: Any) -> Any:
+    """A whole chat.completion whose first tool call (the one call of a `functions` request) is written as
+    `message.function_call`, finish_reason "tool_calls" as "function_call"; anything else as it is."""
+    for choice in _choices(answer):
+        message = choice.get("message")
+        if isinstance(message, dict) and "tool_calls" in message:
+            calls = message.pop("tool_calls") or []
+            first = calls[0].get("function") if calls and isinstance(calls[0], dict) else None
+            if isinstance(first, dict):
+                message["function_call"] = {"name": first.get("name"), "arguments": first.get("arguments", "")}
+        choice["finish_reason"] = finish_reason(choice.get("finish_reason"))
+    return answer
+
+
+def function_call_chunk(chunk: Any) -> Any:
+    """A chat.completion.chunk whose tool-call deltas are written as `delta.function_call`. The call is the
+    tool calls' (the upstream was asked with tools): an upstream's own copy of it as `function_call`
+    (llama-cpp-python sends both) goes."""
+    for choice in _choices(chunk):
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            delta.pop("function_call", None)
+        if isinstance(delta, dict) and "tool_calls" in delta:
+            calls = delta.pop("tool_calls")
+            function_call = function_call_delta([c for c in calls or [] if isinstance(c, dict)])
+            if function_call is not None:
+                delta["function_call"] = function_call
+        if "finish_reason" in choice:
+            choice["finish_reason"] = finish_reason(choice["finish_reason"])
+    return chunk
+
+
+def _choices(obj: Any) -> list[dict[str, Any]]:
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
