@@ -1,7 +1,7 @@
 """The store's total size cap (StoreSize, max_store_bytes): the oldest rows of both tables go after a write
 that takes the file over it, a kept response keeps the turns it continues, the newest row stays, the
 freed pages go back to the file system (the file and its WAL measured on disk), an older file is converted
-to incremental auto_vacuum and a lowered cap applies on open; each eviction counted."""
+to incremental auto_vacuum and a lowered cap applies on open; each eviction counted, by limit."""
 
 from __future__ import annotations
 
@@ -116,3 +116,17 @@ def test_an_older_file_is_converted_and_a_lowered_cap_applies_on_open(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     db.close()
+
+
+def test_the_count_and_age_limits_report_their_evictions_too(tmp_path):
+    evictions = Evictions()
+    store = ResponseStore(tmp_path / "r.sqlite", max_responses=2, on_evict=evictions)
+    for i in range(5):
+        store.put(_resp(i), [_user(i)])
+        store.chat_completions.put({**_completion(i), "choices": []}, [], {})
+    assert evictions.counts["responses", "count"] == 3 and evictions.counts["chat_completions", "count"] == 3
+    store.max_age_s = store.chat_completions.max_age_s = 1e-9  # everything before the next write is past it
+    store.put(_resp(9), [])
+    store.chat_completions.put({**_completion(9), "choices": []}, [], {})
+    assert evictions.counts["responses", "age"] == 2 and evictions.counts["chat_completions", "age"] == 2
+    assert evictions.counts.get(("responses", "size"), 0) == 0
