@@ -38,11 +38,13 @@ class ServerConfig:
     cache: ResponseCacheConfig | None = None  # response caches (--cache, --semantic-cache); None: off
     # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
     # the retention limit: at most this many, none older than responses_max_age_s; a row (a response, a
-    # stored chat completion) over responses_max_row_bytes as stored is not kept (velollm/responses/row_size.py).
+    # stored chat completion) over responses_max_row_bytes as stored is not kept (velollm/responses/row_size.py);
+    # the oldest rows go while the file is over responses_max_store_bytes (velollm/responses/store_size.py).
     responses_db: str = ":memory:"
     responses_max: int = 10_000
     responses_max_age_s: float = 30 * 86400.0
     responses_max_row_bytes: int = 16 << 20
+    responses_max_store_bytes: int = 1 << 30
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
     # --context-compressor: an LLMLingua-2 classifier folder (checked at start) for `compress`; None: off
@@ -93,6 +95,10 @@ class ServerConfig:
             raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
         if self.responses_max_row_bytes < 1:
             raise ValueError(f"responses_max_row_bytes must be >= 1, got {self.responses_max_row_bytes}")
+        if self.responses_max_store_bytes < self.responses_max_row_bytes:
+            raise ValueError(f"responses_max_store_bytes ({self.responses_max_store_bytes}) must be at least "
+                             f"responses_max_row_bytes ({self.responses_max_row_bytes}): one row would fill the "
+                             "store (--responses-max-store-size under --responses-max-row-size)")
         if self.host_cache_bytes < 0:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):

@@ -102,6 +102,11 @@ def add_parser(subparsers: Any) -> None:
                    help="largest stored response or stored chat completion, as stored (its JSON, base64 images "
                         "by their base64 bytes; default 16MiB): a larger one is not stored; store: true asked with "
                         "an input already over it is a 400 before generation")
+    p.add_argument("--responses-max-store-size", type=parse_size, default=ServerConfig.responses_max_store_bytes,
+                   metavar="SIZE",
+                   help="largest the store file of stored responses and chat completions may grow (default 1GiB; "
+                        "at least --responses-max-row-size): after a write that takes it over, the oldest rows go "
+                        "and the file shrinks back")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
@@ -212,6 +217,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         responses_max_row_bytes=args.responses_max_row_size,
+        responses_max_store_bytes=args.responses_max_store_size,
         context_overflow=getattr(args, "context_overflow", None),
         context_compressor=_context_compressor(getattr(args, "context_compressor", None)),
         context_compressor_device=_compressor_device(getattr(args, "context_compressor_device", "cpu")),
