@@ -3,6 +3,7 @@
     python benchmarks/context.py [--turns 30] [--max-model-len 8192] [--repeats 1] [--parts ttft,floor,compress,switch]
     python benchmarks/context.py --device cuda        # the same on a GPU (issue 17: "and on a GPU when one is available")
     python benchmarks/context.py --parts lingua --compressor bert-base-random [--fit-turns 13,20,27]
+    python benchmarks/context.py --shape llama-3.2-1b --layers 2 [--parts ttft,floor]   # a real model's width
 
 A 30-turn chat on the demo model through `velollm serve --context-overflow compress`: each turn a new
 ~300-token user message and a 32-token answer; turns 5, 10, 15, 20 and 25 also carry a tool call whose
@@ -21,6 +22,15 @@ more room), median of --fit-repeats, with the chat-template renders and the toke
 Lingua (with --compressor): the token-classifier step of `--context-compressor` on that conversation
 fitted afresh at --fit-turns in order: tokens before and after it, its time, the messages it compressed,
 then the last turn once more (its compressed messages from the cache).
+Shape (--shape, for the ttft and floor parts only; the others run on the demo model): the same run on a real
+model's shape (benchmarks/shapes.py) with random weights, written once under --workdir as a Hugging Face
+folder, its tokenizer the demo's with the vocabulary filled (the same conversation tokenizes to the same
+ids; every id the model samples decodes), float32 on the CPU and bfloat16 on CUDA. The demo is 64 wide, so
+at turn 30 its attention over the cached history dwarfs the rest of the model; at a real width the new
+tokens' projections and MLP weigh more. --layers N keeps N of the shape's layers: each layer's attention
+over the history and its projections and MLP over the new tokens are the same in every layer, so their
+ratio does not depend on the number of layers (what does not scale with layers, the HTTP, the fitting, the
+embedding and the lm_head, weighs more with fewer).
 The load average of the machine is printed with each part (other jobs share it).
 """
 
@@ -45,7 +55,15 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from shapes import SHAPES  # noqa: E402 (after the path insert)
+
 from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
+
+SHAPE_PARTS = ("ttft", "floor")  # the parts --shape runs; the others use the demo model
+DEFAULT_PARTS = "ttft,floor,compress,switch"
+DEMO_KV_CACHE = 512 << 20
 
 WORDS = ("river mill grain morning numbers sacks brother stories bakery bread coins model token engine cache "
          "scheduler weather clouds north sunshine south winds temperature thunder evening umbrella coat book "
@@ -54,13 +72,74 @@ WORDS = ("river mill grain morning numbers sacks brother stories bakery bread co
          "coast lighthouse keeper logbook storms ships whales visitor stars night").split()
 
 
+def on_cuda(args: argparse.Namespace) -> bool:
+    return args.device.startswith("cuda") or (args.device == "auto" and _cuda())
+
+
+def shape_dtype(args: argparse.Namespace) -> str:
+    """The --shape folder's dtype: bfloat16 on CUDA, float32 on the CPU (the CPU path runs a float32 checkpoint
+    as stored, as benchmarks/serving_velollm.py's CPU runs do)."""
+    return "bfloat16" if on_cuda(args) else "float32"
+
+
+def shape_layers(args: argparse.Namespace) -> int:
+    return args.layers or SHAPES[args.shape]["num_hidden_layers"]
+
+
+def model_folder(args: argparse.Namespace, dtype: str) -> Path:
+    """--shape's folder under --workdir: `{shape}-{dtype}` with all its layers (the folder the other benchmarks
+    write), `{shape}-{dtype}-{N}layers` with --layers N."""
+    name = f"{args.shape}-{dtype}"
+    if shape_layers(args) != SHAPES[args.shape]["num_hidden_layers"]:
+        name += f"-{shape_layers(args)}layers"
+    return args.workdir / name
+
+
+def kv_cache_memory(args: argparse.Namespace) -> int:
+    """The demo's 512 MiB, or for --shape room for four contexts of its KV (the prefix cache holds the previous
+    turn while the next one runs, and the summary's request), in the folder's dtype, at least 512 MiB."""
+    if not args.shape:
+        return DEMO_KV_CACHE
+    shape = SHAPES[args.shape]
+    head_dim = shape.get("head_dim") or shape["hidden_size"] // shape["num_attention_heads"]
+    per_token = shape_layers(args) * 2 * shape["num_key_value_heads"] * head_dim * (2 if on_cuda(args) else 4)
+    return max(DEMO_KV_CACHE, 4 * args.max_model_len * per_token)
+
+
+def served_model(args: argparse.Namespace) -> str:
+    """The model name the conversation's requests send."""
+    return args.shape or "demo"
+
+
+def serve_args(args: argparse.Namespace) -> list[str]:
+    """`velollm serve`'s model, KV cache and device arguments (the parts add theirs): the demo by default, the
+    --shape folder (args.folder, written by main) served as the shape's name."""
+    model = ["--model", str(args.folder), "--served-model-name", args.shape] if args.shape else []
+    return [*model, "--kv-cache-memory", f"{kv_cache_memory(args) >> 20}MiB", "--device", args.device]
+
+
+def model_label(args: argparse.Namespace) -> str:
+    if not args.shape:
+        return "demo"
+    return (f"{args.shape} shape, random weights, {shape_layers(args)} of its "
+            f"{SHAPES[args.shape]['num_hidden_layers']} layers, {shape_dtype(args)}")
+
+
+def model_fields(args: argparse.Namespace) -> dict:
+    """The JSON rows' model: demo, or the shape with its layers and dtype."""
+    if not args.shape:
+        return {"model": "demo"}
+    return {"model": args.shape, "layers": shape_layers(args), "dtype": shape_dtype(args)}
+
+
 def start(args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    """`velollm serve` with the demo model from the usual cache (tests/serve_process does the waiting)."""
+    """`velollm serve` with the demo model from the usual cache, or the --shape folder (tests/serve_process
+    does the waiting)."""
     from velollm.engine.loader.demo import default_cache_dir
 
     cache = os.environ.get("VELOLLM_CACHE") or str(default_cache_dir())
-    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), "--kv-cache-memory", "512MiB", "--device", args.device,
-                                    *extra, env={"VELOLLM_CACHE": cache}, timeout=300)
+    proc, url, log, _ = start_serve(Path(tempfile.mkdtemp()), *serve_args(args), *extra,
+                                    env={"VELOLLM_CACHE": cache}, timeout=300)
     return proc, url, log
 
 
@@ -151,7 +230,7 @@ def conversation(args: argparse.Namespace, url: str, seed: int = 7) -> tuple[lis
         for turn in range(1, args.turns + 1):
             user_turn(messages, rng, turn, args, output)
             hits = metric(url, "velollm_prefix_cache_hits_total")
-            out = turn_request(client, "demo", messages, args.max_tokens)
+            out = turn_request(client, served_model(args), messages, args.max_tokens)
             out["hits"] = metric(url, "velollm_prefix_cache_hits_total") - hits
             *server, seconds = server_ttft(url, server)
             messages.append({"role": "assistant", "content": out["text"]})
@@ -184,7 +263,7 @@ def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
             stop_serve(proc)
         runs[label] = median_rows(repeats)
         print(f"{load()} after the {label} server")
-    print(f"\n## TTFT per turn (demo, --context-overflow compress, --max-model-len {args.max_model_len}, "
+    print(f"\n## TTFT per turn ({model_label(args)}, --context-overflow compress, --max-model-len {args.max_model_len}, "
           f"median of {args.repeats} conversation(s) per server)")
     print("Server ms: arrival to first token on the server (velollm_time_to_first_token_seconds); fit ms: the "
           "fitting's own seconds (x-velollm-context), both inside the client's TTFT; first conversation's header.")
@@ -198,7 +277,7 @@ def part_ttft(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     for label, rows in runs.items():
         ratio = rows[-1]["ttft_ms"] / rows[1]["ttft_ms"]
         print(f"{label}: turn {rows[-1]['turn']} TTFT / turn 2 TTFT = {ratio:.2f} (target <= 1.5)")
-        print(json.dumps({"what": "context_ttft", "device": args.device, "mode": label, "turns": rows[-1]["turn"],
+        print(json.dumps({"what": "context_ttft", **model_fields(args), "device": args.device, "mode": label, "turns": rows[-1]["turn"],
                           "turn2_ms": rows[1]["ttft_ms"], "last_ms": rows[-1]["ttft_ms"],
                           "last_prompt_tokens": rows[-1]["prompt_tokens"], "ratio": round(ratio, 2),
                           "target": 1.5, "met": ratio <= 1.5}), flush=True)
@@ -210,7 +289,8 @@ def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
     prefix cache holds it in the server), then the whole prompt timed to its first token."""
     from velollm import LLM, SamplingParams
 
-    llm = LLM("demo", device=args.device, max_model_len=args.max_model_len, kv_cache_memory=512 << 20)
+    llm = LLM(str(args.folder) if args.shape else "demo", device=args.device, max_model_len=args.max_model_len,
+              kv_cache_memory=kv_cache_memory(args))
     params = SamplingParams(temperature=0, max_tokens=1)
     rng = random.Random(0)
     out = {}
@@ -227,14 +307,15 @@ def part_floor(args: argparse.Namespace, rows: list[dict]) -> None:
             out[row["turn"]] = (cached, total, statistics.median(times) * 1e3)
     finally:
         llm.close()
-    print(f"\n## Floor: the engine alone (offline LLM), median of {args.floor_repeats}; {load()}")
+    print(f"\n## Floor: the engine alone (offline LLM, {model_label(args)}), median of {args.floor_repeats}; "
+          f"{load()}")
     print("| turn | cached tokens | new tokens | TTFT ms |")
     print("|---|---|---|---|")
     for turn, (cached, total, ms) in out.items():
         print(f"| {turn} | {cached} | {total - cached} | {ms:.1f} |")
     (_, _, first), (_, _, last) = out.values()
     print(f"engine alone: turn {rows[-1]['turn']} / turn 2 = {last / first:.2f}")
-    print(json.dumps({"what": "context_floor", "device": args.device, "turn2_ms": round(first, 1),
+    print(json.dumps({"what": "context_floor", **model_fields(args), "device": args.device, "turn2_ms": round(first, 1),
                       "last_ms": round(last, 1), "ratio": round(last / first, 2)}), flush=True)
 
 
@@ -482,7 +563,7 @@ def part_switch(args: argparse.Namespace) -> None:
     print("\n".join(summary))
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--turns", type=int, default=30)
     p.add_argument("--words", type=int, default=150, help="words per user message (~2 demo tokens each)")
@@ -494,12 +575,39 @@ def main() -> int:
     p.add_argument("--floor-repeats", type=int, default=5)
     p.add_argument("--fit-turns", default="13,27", help="turns of the fit part")
     p.add_argument("--fit-repeats", type=int, default=5)
-    p.add_argument("--parts", default="ttft,floor,compress,switch")
+    p.add_argument("--parts", default=None,
+                   help=f"comma-separated: ttft, floor, compress, switch, fit, lingua (default: {DEFAULT_PARTS}; "
+                        f"with --shape: {','.join(SHAPE_PARTS)}, the only parts it runs)")
     p.add_argument("--device", default="auto", help="the servers' and the floor engine's device: auto, cpu, cuda")
     p.add_argument("--compressor", default=None,
                    help="the lingua part's token classifier: a folder, an LLMLingua-2 repo id in the HF cache, or "
                         "bert-base-random (BERT-base's shape, random weights: timing only)")
-    args = p.parse_args()
+    p.add_argument("--shape", default=None, choices=sorted(SHAPES),
+                   help="the ttft and floor parts on this real model shape (benchmarks/shapes.py), random weights, "
+                        "instead of the demo (the other parts run on the demo only: refused with --shape)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="with --shape: keep only this many of its layers (the per-layer ratio of attention over "
+                        "the history to projections and MLP does not depend on the number of layers)")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "velollm-bench",
+                   help="where --shape's model folder is written once and reused (as the other benchmarks do)")
+    args = p.parse_args(argv)
+    if args.layers is not None and not args.shape:
+        p.error("--layers needs --shape (the demo model keeps its layers)")
+    if args.shape:
+        total = SHAPES[args.shape]["num_hidden_layers"]
+        if args.layers is not None and not 1 <= args.layers <= total:
+            p.error(f"--layers {args.layers}: {args.shape} has {total} layers (give 1 to {total})")
+        others = sorted(set((args.parts or "").split(",")) - set(SHAPE_PARTS) - {""})
+        if others or args.compressor:
+            p.error(f"--shape runs the {' and '.join(SHAPE_PARTS)} parts only; the "
+                    f"{', '.join(others) or 'lingua'} part(s) use the demo model: run them without --shape")
+    args.parts = args.parts or (",".join(SHAPE_PARTS) if args.shape else DEFAULT_PARTS)
+    args.folder = model_folder(args, shape_dtype(args)) if args.shape else None
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     # A time limit's SIGTERM (gpu_check.sh) ends the script through its finally blocks: its servers go down too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
@@ -509,6 +617,16 @@ def main() -> int:
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); {load()}")
+    if args.shape:
+        import shapes
+
+        t0 = time.perf_counter()
+        shapes.save_random_model(args.shape, args.folder, getattr(torch, shape_dtype(args)), shape_layers(args))
+        print(f"# model: {model_label(args)} ({args.folder}, ready in {time.perf_counter() - t0:.1f} s). "
+              f"Layers: each layer does the same work, its attention over the cached history and its projections "
+              f"and MLP over the new tokens, so their ratio, and a turn's growth with the history, does not depend "
+              f"on the number of layers; the HTTP, the fitting, the embedding and the lm_head do not scale with "
+              f"layers and weigh more with fewer")
     parts = set(args.parts.split(","))
     messages, rows = part_ttft(args) if "ttft" in parts else ([], [])
     if "floor" in parts and rows:

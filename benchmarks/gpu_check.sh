@@ -37,6 +37,10 @@
 #                         300 at 8/s (1,000 at 8/s is 125 s of arrivals alone), async on             ~120 [170]
 #     context_cuda        issue 17: benchmarks/context.py --device cuda (30-turn TTFT, compression, switch) ~70 [110]
 #     serving_8b_async_off, serving_1b   the same with async off (rate inf) and on the 1B shape      ~70/~90 [90/120]
+#     context_cuda_8b     issue 17: the 30-turn TTFT and the engine floor on the 8B shape (bf16, all layers, the
+#                         serving steps' folder): a real width, where the demo's 64-wide layers leave a GPU
+#                         launch-bound; last, skipped when the budget is spent (GPU_CHECK_STEPS=context
+#                         runs both context steps)                                                  ~90 [150]
 #   base   gpu_tests, decode_attention, fp8_kv_cache (issue 11's fp8 KV cache: decode attention over bf16 vs fp8,
 #          accuracy, 1B engine throughput with each), gpu_decode, the two throughput steps, prefill_attention,
 #          decode_fusions, hf_static_cache
@@ -155,6 +159,9 @@ step serving_8b_async_off 90 $PY benchmarks/serving_velollm.py --shape llama-3.1
     --run inf:1000
 step serving_1b 120 $PY benchmarks/serving_velollm.py --shape llama-3.2-1b --workdir "$WORK" --async on \
     --run inf:1000 --run "$RATE_RUN"
+GROUPS_OF="second context"
+step context_cuda_8b 150 $PY benchmarks/context.py --device cuda --shape llama-3.1-8b --workdir "$WORK" \
+    --parts ttft,floor
 
 # --- longer sessions: correctness on the GPU, the rest of issues 5 and 11 ---
 GROUPS_OF="base tests"

@@ -50,9 +50,10 @@ def write_tokenizer(folder: Path, vocab_size: int) -> None:
     shutil.copy(demo / "tokenizer_config.json", folder / "tokenizer_config.json")
 
 
-def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
+def save_random_model(shape: str, folder: Path, dtype: torch.dtype, num_layers: int | None = None) -> Path:
     """Write config.json + safetensors of random weights, plus a tokenizer covering the whole vocabulary
-    (write_tokenizer; ids are random anyway)."""
+    (write_tokenizer; ids are random anyway). `num_layers`: only that many of the shape's layers (the folder
+    name should say so: the folder is reused as it is when its config.json exists)."""
     import shutil
 
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -63,7 +64,8 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
     # Written beside the target and renamed into place: a run killed mid-write, or another benchmark
     # writing the same shape at the same time, never leaves a folder with config.json but no weights.
     final, folder = folder, folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    cfg = LlamaConfig(max_position_embeddings=8192, bos_token_id=0, eos_token_id=1, **SHAPES[shape])
+    cfg = LlamaConfig(max_position_embeddings=8192, bos_token_id=0, eos_token_id=1,
+                      **{**SHAPES[shape], **({"num_hidden_layers": num_layers} if num_layers else {})})
     torch.manual_seed(0)
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)

@@ -156,8 +156,7 @@ def test_legacy_functions_go_upstream_as_tools_and_come_back_as_function_call(ll
     assert name == "get_weather" and json.loads(arguments) == json.loads(choice.message.function_call.arguments)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "function_call"
 
-    # (content "", not null: llama-cpp-python's server refuses an assistant message with content null)
-    history = MESSAGES + [{"role": "assistant", "content": "", "function_call": {
+    history = MESSAGES + [{"role": "assistant", "content": None, "function_call": {
         "name": "get_weather", "arguments": '{"city": "Paris"}'}}, {"role": "function", "name": "get_weather",
                                                                   "content": '{"temp_c": 21}'}]
     r = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=8,
@@ -167,6 +166,28 @@ def test_legacy_functions_go_upstream_as_tools_and_come_back_as_function_call(ll
         client.chat.completions.create(model=MODEL, messages=MESSAGES, functions=FUNCTIONS,
                                        tools=[{"type": "function", "function": FUNCTIONS[0]}])
     assert err.value.body["param"] == "functions"
+
+
+def test_an_agent_loop_with_the_sdks_own_assistant_message(llama_server, proxy):
+    """The openai SDK's tool-call answer sent back as history has `content: null`, which llama-cpp-python's
+    server refuses (500, a validation error); relayed with content "" (the same turn to every server)."""
+    client = _openai(proxy.url)
+    tools = [{"type": "function", "function": FUNCTIONS[0]}]
+    first = client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0, max_tokens=48, tools=tools,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = first.choices[0].message
+    assert call.content is None and call.tool_calls and call.function_call is None  # not llama-cpp-python's copy
+    result = {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": '{"temp_c": 21}'}
+    for history, stream in ((MESSAGES + [call, result], False),  # the message object itself, as the SDK's docs do
+                            (MESSAGES + [call.model_dump(exclude_none=False), result], True)):  # every null in it
+        answer = client.chat.completions.create(model=MODEL, messages=history, temperature=0, max_tokens=4,
+                                                tools=tools, tool_choice="none", stream=stream)
+        chunks = list(answer) if stream else [answer]
+        assert chunks and all(c.choices is not None for c in chunks)
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=48, tools=tools, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}) if c.choices]
+    assert any(d.tool_calls for d in deltas) and not any(d.function_call for d in deltas)
 
 
 def test_upstream_restart(llama_server, proxy):

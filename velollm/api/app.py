@@ -144,7 +144,7 @@ def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) ->
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(DrainMiddleware, drain=drain),
-        Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+        Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes, idle_s=config.body_timeout_s),
         *([cache] if cache is not None else []),
         Middleware(LeaseScope),
     ]

@@ -70,7 +70,8 @@ _T = TypeVar("_T")
 def _open(state: AppState) -> ResponseStore:
     c = state.config
     return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s,
-                         max_row_bytes=c.responses_max_row_bytes)
+                         max_row_bytes=c.responses_max_row_bytes, max_store_bytes=c.responses_max_store_bytes,
+                         on_evict=state.metrics.observe_store_eviction)
 
 
 async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:

@@ -80,7 +80,10 @@ class AnswerRepair:
                 choices.append(choice)
                 continue
             content, calls = result
-            message = {k: v for k, v in message.items() if k != "tool_calls"}
+            # (llama-cpp-python's server adds a function_call copy of the first call, arguments unrepaired: a
+            # client that sends the message back as history would send both forms; legacy requests get theirs
+            # back from the repaired calls, proxy/legacy_answer.py)
+            message = {k: v for k, v in message.items() if k not in ("tool_calls", "function_call")}
             # OpenAI sends content null next to tool calls when the model wrote nothing else.
             message["content"] = content or (None if calls else "")
             if calls:

@@ -51,6 +51,25 @@ IDENTITY_FIRST_LISTING_S = 2.0
 LISTING_WAIT_S = 2.0
 
 
+def _null_contents_as_empty(body: dict[str, Any]) -> dict[str, Any]:
+    """Assistant turns as every server takes them: `content: null` (the openai SDK's own tool-call message,
+    sent back as history) as "", and other fields that are null (`function_call`, `tool_calls`, `refusal`:
+    what a pydantic dump of the SDK's message holds) left out, as absent is what null means there;
+    llama-cpp-python's server refuses either null (a 500)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(_has_nulls(m) for m in messages):
+        return body
+    return {**body, "messages": [_without_nulls(m) if _has_nulls(m) else m for m in messages]}
+
+
+def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: "" if v is None else v for k, v in message.items() if v is not None or k == "content"}
+
+
+def _has_nulls(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and None in message.values()
+
+
 class UpstreamGateway:
     """Models VeloLLM does not run natively, answered by the upstream (any path of /v1/* or /api/*)."""
 
@@ -152,6 +171,7 @@ class UpstreamGateway:
         legacy = False
         if path == "/v1/chat/completions":  # upstreams know tools only: functions go as tools (legacy_answer)
             body, legacy = as_tools(body)  # (a contradiction in the body: an InvalidRequest, the client's 400)
+            body = _null_contents_as_empty(body)
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         return await as_function_call(response) if legacy else response

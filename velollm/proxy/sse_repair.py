@@ -60,6 +60,9 @@ class OpenAIStreamRepair:
                 self._hold(index, delta["tool_calls"])
                 delta = {k: v for k, v in delta.items() if k != "tool_calls"}
                 changed = True
+            if "function_call" in delta:  # llama-cpp-python's copy of the calls (see AnswerRepair.openai_answer)
+                delta = {k: v for k, v in delta.items() if k != "function_call"}
+                changed = True
             if finish is not None and index in self.calls:
                 calls_chunk, finish = self._repaired(index, finish)
                 before.append(calls_chunk)
