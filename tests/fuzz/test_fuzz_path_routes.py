@@ -71,6 +71,10 @@ class RawClient:
             self.conn = None
 
 
+def _quoted(text: str) -> str:
+    return quote(text, safe="")
+
+
 def allowed_here(target: str) -> frozenset[str] | None:
     """The methods of the registered paths that `target`'s decoded path matches (None: no route)."""
     path = unquote(target.split("?", 1)[0])
@@ -265,3 +269,60 @@ def test_strategies_name_stored_rows():
 
     run()
     assert sum(hits) > len(hits) // 3
+
+
+@pytest.mark.parametrize("which", ["native", "proxy"])
+def test_store_races(native, request, which):
+    """8 clients retrieve, update, list, page and delete the same stored rows at once, and store new ones:
+    each answers as it would alone (a row deleted under a page is its 400 / 404, never a 500), a row is deleted
+    once (one 200 per id), and what is left lists and retrieves whole. Natively and through the proxy (whose
+    own store keeps what it relayed)."""
+    import random
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    target: FuzzTarget = request.getfixturevalue(which)
+    known = Known()
+    with httpx.Client(base_url=target.url, timeout=120) as client:
+        for _ in range(4):
+            _store_chat(client, known)
+            _store_response(client, known)
+    chats, responses = list(known.chats), list(known.responses)
+
+    def requests(rng: random.Random) -> tuple[str, str, dict[str, Any] | None]:
+        chat, response = _quoted(rng.choice(chats)), _quoted(rng.choice(responses))
+        return rng.choice([
+            ("GET", f"/v1/chat/completions/{chat}", None), ("DELETE", f"/v1/chat/completions/{chat}", None),
+            ("POST", f"/v1/chat/completions/{chat}", {"metadata": {"k": str(rng.random())}}),
+            ("GET", f"/v1/chat/completions?limit=2&after={chat}", None), ("GET", f"/v1/chat/completions/{chat}/messages", None),
+            ("GET", f"/v1/responses/{response}", None), ("DELETE", f"/v1/responses/{response}", None),
+            ("GET", f"/v1/responses/{response}/input_items?limit=1", None),
+            ("POST", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                              "max_tokens": 1, "store": True}),
+        ])
+
+    def client(seed: int) -> tuple[list[str], list[str]]:
+        rng, bad, deleted = random.Random(seed), [], []
+        with httpx.Client(base_url=target.url, timeout=120) as http:
+            for _ in range(EXAMPLES):
+                method, path, body = requests(rng)
+                answer = http.request(method, path, json=body)
+                if answer.status_code not in (200, 400, 404):
+                    bad.append(f"{method} {path} -> {answer.status_code}: {answer.text[:300]}")
+                elif method == "DELETE" and answer.status_code == 200:
+                    deleted.append(answer.json()["id"])
+        return bad, deleted
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(client, range(8)))
+    bad = [line for lines, _ in results for line in lines]
+    assert not bad, bad[:5]
+    twice = [i for i, n in Counter(i for _, ids in results for i in ids).items() if n > 1]
+    assert not twice, f"deleted more than once: {twice}"
+    with httpx.Client(base_url=target.url, timeout=120) as http:
+        listed = snapshot(http, Known(responses=responses))
+        for key, row in listed.items():
+            kind, row_id = key.split(":", 1)
+            path = f"/v1/chat/completions/{_quoted(row_id)}" if kind == "chat" else f"/v1/responses/{_quoted(row_id)}"
+            assert http.get(path).json() == row, key
+    _healthy(target, native.url)
