@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--header-timeout", type=float, default=ServerConfig.header_timeout_s, metavar="SECONDS",
                    help="time a connection gets to send a complete request line and headers, from its accept and "
                         "from the end of each response; past it the connection is closed without an answer "
-                        "(slow or idle clients; default 30)")
+                        "(slow or idle clients; also how long an idle keep-alive connection stays open; default 30)")
     p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s, metavar="SECONDS",
                    help="longest a client may send nothing in the middle of a JSON request body: 408 (default 60)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
