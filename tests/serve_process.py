@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,11 +24,12 @@ def free_port() -> int:
 
 
 def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = START_TIMEOUT_S) -> tuple[subprocess.Popen, str, Path, float]:
+                timeout: float = START_TIMEOUT_S,
+                preexec_fn: Callable[[], None] | None = None) -> tuple[subprocess.Popen, str, Path, float]:
     """`velollm serve ARGS`; returns (process, url, log, seconds until /health said ok).
 
     The demo model is generated under tmp_path; no API key or upstream leaks in from the environment
-    unless `env` sets them.
+    unless `env` sets them. `preexec_fn` runs in the child before it starts (e.g. to lower its rlimits).
     """
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     full_env = {**os.environ, "PYTHONPATH": pythonpath, "VELOLLM_CACHE": str(tmp_path / "cache"), **(env or {})}
@@ -39,7 +41,8 @@ def start_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
         log = tmp_path / f"serve-{port}.log"
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "velollm.cli", "serve", "--port", str(port), "--stats-interval",
-                                 "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+                                 "0", *args], cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                preexec_fn=preexec_fn)  # noqa: PLW1509 (a setrlimit call: nothing a thread holds)
         try:
             return proc, *_healthy(proc, port, log, started, timeout)
         except _PortTaken:

@@ -127,6 +127,21 @@ def test_unknown_routes_and_methods(server):
     assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["message"]
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/v1/chat/completions/chatcmpl-x", {"GET", "HEAD", "POST", "DELETE"}),
+    ("PUT", "/v1/chat/completions", {"GET", "HEAD", "POST"}),
+    ("POST", "/v1/responses/resp_x", {"GET", "HEAD", "DELETE"}),
+    ("GET", "/api/blobs/sha256:x", {"HEAD", "POST"}),
+])
+def test_405_allows_every_method_of_the_path(server, method, path, allow):
+    """Routes that share a path (stored chat completions: list and create, retrieve / update / delete) answer
+    a method none takes with a 405 whose Allow lists all of theirs (it listed the first route's only)."""
+    r = httpx.request(method, f"{server.url}{path}")
+    assert r.status_code == 405, r.text
+    assert {m.strip() for m in r.headers["allow"].split(",")} == allow
+    assert "not allowed" in (r.json()["error"]["message"] if path.startswith("/v1/") else r.json()["error"])
+
+
 def test_root_version_health(server):
     assert httpx.get(f"{server.url}/").text == "Ollama is running"
     assert httpx.head(f"{server.url}/").status_code == 200

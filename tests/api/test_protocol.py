@@ -174,6 +174,19 @@ def test_serve_flags_and_env_edge():
     assert defaults.upstream == "http://127.0.0.1:11434" and defaults.host == "127.0.0.1"
 
 
+def test_connection_timeout_flags():
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers())
+    config = serve.build_config(parser.parse_args(["serve", "--header-timeout", "2.5", "--body-timeout", "7"]), {})
+    assert config.header_timeout_s == 2.5 and config.body_timeout_s == 7.0
+    defaults = serve.build_config(parser.parse_args(["serve"]), {})
+    assert defaults.header_timeout_s == 30.0 and defaults.body_timeout_s == 60.0
+    for flag in ("--header-timeout", "--body-timeout"):
+        for bad in ("0", "-1", "nan"):
+            with pytest.raises(ValueError, match="must be > 0 seconds"):
+                serve.build_config(parser.parse_args(["serve", flag, bad]), {})
+
+
 def test_request_cannot_bring_its_own_chat_template():
     for body in ({"chat_template": "{{ x }}"}, {"chat_template_kwargs": {"chat_template": "{{ x }}"}}):
         with pytest.raises(InvalidRequest) as e:

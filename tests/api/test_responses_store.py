@@ -176,6 +176,9 @@ def test_input_items_pages_with_after_and_before(api):
     assert [i.content[0].text for i in newest.data] == ["A two.", "Q two"] and newest.has_more  # the page before
     with pytest.raises(openai.BadRequestError, match="before"):
         api.client.responses.input_items.list(third.id, extra_query={"before": "msg_nope"})
+    for limit in ("5_0", " 3", "+3", "\u0663", "1.0"):  # ASCII digits only, not all that Python's int() reads
+        with pytest.raises(openai.BadRequestError, match="limit"):
+            api.client.responses.input_items.list(third.id, extra_query={"limit": limit})
 
 
 def test_a_chain_outlives_the_eviction_of_its_beginning(tmp_path):

@@ -100,6 +100,12 @@ def test_list_pages_filters_and_orders(client):
     for bad in ({"limit": 0}, {"limit": 101}, {"order": "sideways"}, {"after": "chatcmpl-nope"}):
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.list(**bad)
+    # limit is ASCII digits: what Python's int() also reads (`5_0` as 50, Arabic-Indic digits) is a 400
+    for limit in ("5_0", " 3", "3 ", "+3", "\u0663", "\uff13", "1.0", "1e1", "9" * 5000):
+        with pytest.raises(openai.BadRequestError, match="limit"):
+            client.chat.completions.list(extra_query={"limit": limit})
+        with pytest.raises(openai.BadRequestError, match="limit"):
+            client.chat.completions.messages.list(ids[0], extra_query={"limit": limit})
 
 
 def test_messages_are_the_input_messages_paginated(client):

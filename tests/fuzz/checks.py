@@ -6,9 +6,12 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from velollm.wire.errors import is_openai_path
 
 # VeloLLM never downloads models: /api/pull (stream false) without an Ollama upstream is Ollama's 500 for a
 # pull it cannot do (api/pull.py).
@@ -108,3 +111,52 @@ def wait_until_idle(url: str, timeout_s: float = 30.0) -> float:
         time.sleep(0.1)
         blocks = metric_sum(url, "velollm_allocated_blocks")
     return blocks
+
+
+def check_path_answer(method: str, target: str, route: str, allowed_here: frozenset[str] | None,
+                      response: httpx.Response) -> None:
+    """A GET / HEAD / DELETE (or metadata POST) by path and query (test_fuzz_path_routes.py). `target`: the
+    path and query as sent; `allowed_here`: the methods of the registered paths the decoded path matches (None:
+    it matches none). No 5xx; no route: a 404, a wrong method: a 405 whose Allow lists every method of the
+    path; errors in the path's wire format (OpenAI's on /v1, Ollama's elsewhere, by the decoded path as the
+    server routes it); a HEAD has no body; a 2xx is what the route gives (JSON, or /metrics' text ...)."""
+    path = unquote(target.split("?", 1)[0])  # as uvicorn decodes it for the router
+    status = response.status_code
+    where = f"{method} {target[:300]!r} ({route}) -> {status}: {response.text[:500]}"
+    assert status < 500, where
+    if status in (307, 308):  # a trailing `/`: the router's redirect without it, on the same host
+        location = httpx.URL(response.headers["location"])
+        assert location.host in ("", "127.0.0.1"), where
+        return
+    if status == 413:  # a body past --max-request-bytes, whatever the route: the limit's error
+        _check_error(_json(response, where), is_openai_path(path), where)
+        return
+    if allowed_here is None:
+        assert status == 404, where
+    elif method not in allowed_here:
+        assert status == 405, where
+        allow = {m.strip() for m in response.headers.get("allow", "").split(",") if m.strip()}
+        assert allow == allowed_here, f"Allow {sorted(allow)} != {sorted(allowed_here)}: {where}"
+    if method == "HEAD":
+        assert not response.content, where
+        return
+    if status >= 400:
+        _check_error(_json(response, where), is_openai_path(path), where)
+        return
+    content_type = response.headers.get("content-type", "")
+    if route == "GET /metrics":
+        assert content_type.startswith("text/plain"), where
+        list(text_string_to_metric_families(response.text))
+    elif route == "GET /":
+        assert content_type.startswith(("text/plain", "text/html")), where
+    elif route == "GET /status.js":
+        assert "javascript" in content_type, where
+    else:
+        assert content_type.startswith("application/json"), where
+        obj = _json(response, where)
+        assert isinstance(obj, dict), where
+        if obj.get("object") == "list" and "first_id" in obj:
+            data = obj["data"]
+            assert isinstance(data, list) and len(data) <= 100, where
+            assert obj["first_id"] == (data[0]["id"] if data else None), where
+            assert obj["last_id"] == (data[-1]["id"] if data else None), where

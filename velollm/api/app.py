@@ -107,6 +107,34 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:  # type
     return error_response(api, APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
+class _ByMethod:
+    """The ASGI apps of the routes that share a path, by method (HEAD with GET, as Starlette adds it)."""
+
+    def __init__(self, apps: Mapping[str, Any]) -> None:
+        self.apps = dict(apps)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.apps[scope["method"]](scope, receive, send)
+
+
+def one_route_per_path(routes: list[Route]) -> list[Route]:
+    """The routes that share a path (GET, POST and DELETE /v1/chat/completions/{id} ...) made one, answering
+    each method with its own route. Starlette answers a method no route takes with the first matching path's
+    405, whose Allow header would list that route's methods only (PUT /v1/chat/completions/{id}: `GET, HEAD`,
+    though POST and DELETE are there too): one route per path lists them all."""
+    by_path: dict[str, list[Route]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, []).append(route)
+    merged = []
+    for path, same in by_path.items():
+        if len(same) == 1:
+            merged.append(same[0])
+            continue
+        apps = {method: route.app for route in same for method in route.methods or ()}
+        merged.append(Route(path, _ByMethod(apps), methods=sorted(apps), name=same[0].name))
+    return merged
+
+
 def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) -> list[Middleware]:
     origins = OriginPolicy(config.cors_origins)
     return [
@@ -116,7 +144,7 @@ def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) ->
         Middleware(HostCheckMiddleware, enabled=config.is_loopback),
         Middleware(APIKeyMiddleware, api_key=config.api_key),
         Middleware(DrainMiddleware, drain=drain),
-        Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes),
+        Middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes, idle_s=config.body_timeout_s),
         *([cache] if cache is not None else []),
         Middleware(LeaseScope),
     ]
@@ -213,10 +241,10 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             if close is not None:
                 await close()
 
-    routes = [Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-              *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
-              *ollama_models.routes(), *embeddings.routes(), *pull.routes(),
-              *model_admin.routes(), *blobs.routes()]
+    routes = one_route_per_path([
+        Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
+        *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
+        *ollama_models.routes(), *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

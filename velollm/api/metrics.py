@@ -148,6 +148,10 @@ class ServerMetrics:
             "velollm_store_rows_skipped", "Stored responses and chat completions not kept for being over "
             "--responses-max-row-size, by store (responses, chat_completions) and outcome (refused: a 400 before "
             "generation; unstored: answered, not stored)", ["store", "outcome"], registry=self.registry)
+        self.store_rows_evicted = Counter(
+            "velollm_store_rows_evicted", "Stored responses and chat completions taken out by a retention limit, "
+            "by store (responses, chat_completions) and limit (age: 30 days; count: --responses-max; size: "
+            "--responses-max-store-size)", ["store", "limit"], registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
         if backends is not None:
@@ -183,6 +187,10 @@ class ServerMetrics:
 
     def observe_store_skip(self, store: str, outcome: str) -> None:
         self.store_rows_skipped.labels(store, outcome).inc()
+
+    def observe_store_eviction(self, store: str, limit: str, num_rows: int) -> None:
+        if num_rows:
+            self.store_rows_evicted.labels(store, limit).inc(num_rows)
 
     def observe_route(self, route: str, model: str) -> None:
         self.routed.labels(route, model).inc()

@@ -5,6 +5,7 @@ Order, outermost first (see app.py): origin check (origins.py), CORS, Host check
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import socket
@@ -109,11 +110,14 @@ STREAMED_BODY_PREFIXES = ("/api/blobs/",)
 
 class BodyLimitMiddleware:
     """413 for a body over `max_bytes`; reads the (JSON-sized) body first, then replays it to the app.
+    408 (and the connection closed) when the client sends nothing for `idle_s` in the middle of it: a client
+    that declares a body and stalls would otherwise hold its connection and what it sent forever.
     Routes that stream a raw body (STREAMED_BODY_PREFIXES) get it as it comes, unread and unlimited."""
 
-    def __init__(self, app: Any, *, max_bytes: int) -> None:
+    def __init__(self, app: Any, *, max_bytes: int, idle_s: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS")
@@ -128,7 +132,13 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_s)
+            except asyncio.TimeoutError:
+                await send_error(scope, send, APIError(
+                    408, f"the client sent no body data for {self.idle_s:g} s", code="request_timeout",
+                    headers={"Connection": "close"}))
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api import store_cap
+from velollm.api.cursor_page import page_args
 from velollm.api.handler import (
     STATUS_CLIENT_CLOSED,
     AppState,
@@ -69,7 +70,8 @@ _T = TypeVar("_T")
 def _open(state: AppState) -> ResponseStore:
     c = state.config
     return ResponseStore(c.responses_db, max_responses=c.responses_max, max_age_s=c.responses_max_age_s,
-                         max_row_bytes=c.responses_max_row_bytes)
+                         max_row_bytes=c.responses_max_row_bytes, max_store_bytes=c.responses_max_store_bytes,
+                         on_evict=state.metrics.observe_store_eviction)
 
 
 async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
@@ -317,15 +319,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     if stored is None:
         raise _not_found(response_id)
     query = request.query_params
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise APIError(400, f"Invalid 'order': expected 'asc' or 'desc', got {order!r}", param="order")
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
-        raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
+    limit, order = page_args(query, "desc")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
     ids = [item.get("id") for item in items]
     for cursor in ("after", "before"):

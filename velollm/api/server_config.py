@@ -38,11 +38,13 @@ class ServerConfig:
     cache: ResponseCacheConfig | None = None  # response caches (--cache, --semantic-cache); None: off
     # Stored /v1/responses (store: true): an SQLite file (":memory:": kept while the server runs), and
     # the retention limit: at most this many, none older than responses_max_age_s; a row (a response, a
-    # stored chat completion) over responses_max_row_bytes as stored is not kept (velollm/responses/row_size.py).
+    # stored chat completion) over responses_max_row_bytes as stored is not kept (velollm/responses/row_size.py);
+    # the oldest rows go while the file is over responses_max_store_bytes (velollm/responses/store_size.py).
     responses_db: str = ":memory:"
     responses_max: int = 10_000
     responses_max_age_s: float = 30 * 86400.0
     responses_max_row_bytes: int = 16 << 20
+    responses_max_store_bytes: int = 1 << 30
     # A chat longer than its context: error | truncate | compress; None: error on /v1, truncate on /api.
     context_overflow: str | None = None
     # --context-compressor: an LLMLingua-2 classifier folder (checked at start) for `compress`; None: off
@@ -50,6 +52,10 @@ class ServerConfig:
     context_compressor_device: str = "cpu"  # where the classifier runs: cpu, cuda, cuda:N
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
+    # A connection's time to send a complete request line and headers, from its accept and from the end of each
+    # response (api/header_deadline.py); the longest a client may stay silent in the middle of a JSON body (408).
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 60.0
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
     model_prefetch: bool = True  # predicted on-demand models loaded ahead into free slots (context.model_prefetch)
     routing: RoutingPolicy | None = None  # the virtual model that routes by complexity ([routing]); None: off
@@ -76,6 +82,9 @@ class ServerConfig:
             raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be non-empty when given")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.tool_retries < 0:
             raise ValueError(f"tool_retries must be >= 0, got {self.tool_retries}")
         if self.max_loaded_models < 1:
@@ -86,6 +95,10 @@ class ServerConfig:
             raise ValueError("responses_max must be >= 1 and responses_max_age_s positive")
         if self.responses_max_row_bytes < 1:
             raise ValueError(f"responses_max_row_bytes must be >= 1, got {self.responses_max_row_bytes}")
+        if self.responses_max_store_bytes < self.responses_max_row_bytes:
+            raise ValueError(f"responses_max_store_bytes ({self.responses_max_store_bytes}) must be at least "
+                             f"responses_max_row_bytes ({self.responses_max_row_bytes}): one row would fill the "
+                             "store (--responses-max-store-size under --responses-max-row-size)")
         if self.host_cache_bytes < 0:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):

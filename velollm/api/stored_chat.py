@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from velollm.api import store_cap
+from velollm.api.cursor_page import page_args
 from velollm.api.handler import AppState, Call, endpoint, read_json
 from velollm.api.responses import in_store
 from velollm.cache.capture import capture
@@ -197,18 +198,8 @@ def _not_found(completion_id: str) -> APIError:
 
 
 def _page_args(request: Request) -> tuple[int, str]:
-    """`limit` (1-100, default 20) and `order` (asc, the default, or desc) of a list request."""
-    query = request.query_params
-    order = query.get("order", "asc")
-    if order not in ("asc", "desc"):
-        raise APIError(400, f"Invalid 'order': expected 'asc' or 'desc', got {order!r}", param="order")
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
-        raise APIError(400, "Invalid 'limit': expected an integer from 1 to 100", param="limit")
-    return limit, order
+    """`limit` and `order` (asc, OpenAI's default here) of a list request."""
+    return page_args(request.query_params, "asc")
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> JSONResponse:

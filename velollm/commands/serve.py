@@ -67,6 +67,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=ServerConfig.shutdown_timeout_s,
                    help="on SIGTERM, seconds running requests get to finish before they are ended with an "
                         "error (new ones get 503 meanwhile; default 30)")
+    p.add_argument("--header-timeout", type=float, default=ServerConfig.header_timeout_s, metavar="SECONDS",
+                   help="time a connection gets to send a complete request line and headers, from its accept and "
+                        "from the end of each response; past it the connection is closed without an answer "
+                        "(slow or idle clients; also how long an idle keep-alive connection stays open; default 30)")
+    p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s, metavar="SECONDS",
+                   help="longest a client may send nothing in the middle of a JSON request body: 408 (default 60)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
     p.add_argument("--context-overflow", choices=("error", "truncate", "compress"), default=None,
                    help="a chat longer than the context: 400 (error), drop the oldest turns (truncate), or "
@@ -96,6 +102,11 @@ def add_parser(subparsers: Any) -> None:
                    help="largest stored response or stored chat completion, as stored (its JSON, base64 images "
                         "by their base64 bytes; default 16MiB): a larger one is not stored; store: true asked with "
                         "an input already over it is a 400 before generation")
+    p.add_argument("--responses-max-store-size", type=parse_size, default=ServerConfig.responses_max_store_bytes,
+                   metavar="SIZE",
+                   help="largest the store file of stored responses and chat completions may grow (default 1GiB; "
+                        "at least --responses-max-row-size): after a write that takes it over, the oldest rows go "
+                        "and the file shrinks back")
     p.add_argument("--allow-client-paths", action=argparse.BooleanOptionalAction, default=None,
                    help="let clients name model files and folders on this machine (loaded on demand); "
                         "default: only when bound to loopback")
@@ -206,6 +217,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         tool_retries=args.tool_retries, allow_client_paths=args.allow_client_paths, cache=cache_config(args, env),
         responses_db=_responses_db(env.get("VELOLLM_CACHE")), responses_max=args.responses_max,
         responses_max_row_bytes=args.responses_max_row_size,
+        responses_max_store_bytes=args.responses_max_store_size,
         context_overflow=getattr(args, "context_overflow", None),
         context_compressor=_context_compressor(getattr(args, "context_compressor", None)),
         context_compressor_device=_compressor_device(getattr(args, "context_compressor_device", "cpu")),
@@ -213,6 +225,8 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
+        header_timeout_s=getattr(args, "header_timeout", ServerConfig.header_timeout_s),
+        body_timeout_s=getattr(args, "body_timeout", ServerConfig.body_timeout_s),
     )
 
 
@@ -267,6 +281,9 @@ def run(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d (OpenAI: /v1, Ollama: /api); upstream: %s", native,
                 config.host, config.port, config.upstream or "none")
 
+    from velollm.commands.open_files import raise_open_files_limit
+
+    raise_open_files_limit()
     server, failed = make_server(config, upstream_cfg, log_level)
     server.run()
     return 1 if failed or not server.started else 0
@@ -295,7 +312,8 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     elif upstream_cfg is not None:
         gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level), app.state.velollm,
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s),
+                            app.state.velollm,
                             config.shutdown_timeout_s)
     return server, failed
 

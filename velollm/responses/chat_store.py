@@ -2,7 +2,8 @@
 
 They live in the ResponseStore's SQLite file, in their own table, under the same retention limit (at most
 `max_completions`, none older than `max_age_s`; pruned on every write): one file and one set of
-`--responses-max` rules for everything this server keeps of a conversation. Each row holds the completion
+`--responses-max` rules for everything this server keeps of a conversation, and one size cap over both tables
+(`size`: store_size.py). Each row holds the completion
 as answered (with its `metadata`), the input messages as sent, and what listings filter by (model,
 metadata). A row over `max_row_bytes` (its JSON text: completion, messages, metadata) is not written: `put`
 raises RowTooLarge. Calls block: the API runs them in a worker thread.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from velollm.responses.row_size import check_row
+from velollm.responses.store_size import StoreSize
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_completions (
@@ -45,8 +47,8 @@ class CompletionPage:
 
 class ChatCompletionStore:
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock, *, max_completions: int,
-                 max_age_s: float, max_row_bytes: int = 16 << 20) -> None:
-        self._db, self._lock = db, lock
+                 max_age_s: float, max_row_bytes: int = 16 << 20, size: StoreSize) -> None:
+        self._db, self._lock, self._size = db, lock, size
         self.max_completions, self.max_age_s, self.max_row_bytes = max_completions, max_age_s, max_row_bytes
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -64,14 +66,27 @@ class ChatCompletionStore:
         check_row(sum(len(column) for column in row), self.max_row_bytes)
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
-                             "messages) VALUES (?, ?, ?, ?, ?, ?)", (stored["id"], now, *row))
-            self._db.execute("DELETE FROM chat_completions WHERE created_at < ?", (now - self.max_age_s,))
-            self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
-                             "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                aged, over = self._insert(stored["id"], now, row)
+                evicted = self._size.evict(newest_completion=stored["id"])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
+            self._size.reclaim(evicted)
+        self._size.on_evict("chat_completions", "age", aged)
+        self._size.on_evict("chat_completions", "count", over)
         return stored
+
+    def _insert(self, completion_id: str, now: float, row: tuple[str, str, str, str]) -> tuple[int, int]:
+        """The row in, and the rows past the age and count limits out: how many each took."""
+        self._db.execute("INSERT OR REPLACE INTO chat_completions (id, created_at, model, metadata, completion, "
+                         "messages) VALUES (?, ?, ?, ?, ?, ?)", (completion_id, now, *row))
+        aged = self._db.execute("DELETE FROM chat_completions WHERE created_at < ?", (now - self.max_age_s,)).rowcount
+        over = self._db.execute("DELETE FROM chat_completions WHERE id NOT IN (SELECT id FROM chat_completions "
+                                "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_completions,)).rowcount
+        return aged, over
 
     def get(self, completion_id: str) -> dict[str, Any] | None:
         row = self._row("completion", completion_id)

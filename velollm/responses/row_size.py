@@ -3,7 +3,8 @@
 A row is measured as the store writes it: the JSON text of its columns (`json.dumps`, ASCII), so a base64
 image in the input counts by its base64 characters and non-ASCII text by its escapes. The cap
 (`--responses-max-row-size`) keeps one request from putting its whole body in the file; the count and age
-limits (`--responses-max`, 30 days) bound how many rows there are.
+limits (`--responses-max`, 30 days) bound how many rows there are, and `--responses-max-store-size` the file
+they make together (store_size.py).
 """
 
 from __future__ import annotations

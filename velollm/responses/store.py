@@ -8,7 +8,8 @@ follow-up turn continues, and the input_items list, are rebuilt by walking that 
 recursive query), so a conversation of n turns takes O(n) bytes, not O(n^2).
 
 A row over `max_row_bytes` (its JSON text: the response, its items, a base) is not written: `put` raises
-RowTooLarge. The oldest responses go beyond `max_responses` and after `max_age_s` (on every write). A deleted or
+RowTooLarge. The oldest responses go beyond `max_responses` and after `max_age_s` (on every write), and the
+oldest rows of both tables while the file is over `max_store_bytes` (store_size.py). A deleted or
 pruned response is gone from the API at once (not found, not continued, its items not referable), but
 its row stays, no longer `live`, while a stored response continues it: a live chain never loses its
 beginning, and the rows go when the last response that needed them does. A row with a `base` (one
@@ -33,6 +34,7 @@ from velollm.responses.chat_store import ChatCompletionStore
 from velollm.responses.items import items_to_messages
 from velollm.responses.legacy_store import upgrade
 from velollm.responses.row_size import check_row
+from velollm.responses.store_size import OnEvict, StoreSize, ignore_evictions, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,9 @@ class _Row:
 
 class ResponseStore:
     def __init__(self, path: str | Path, *, max_responses: int = 10_000, max_age_s: float = 30 * 86400,
-                 max_row_bytes: int = 16 << 20) -> None:
+                 max_row_bytes: int = 16 << 20, max_store_bytes: int = 1 << 30,
+                 on_evict: OnEvict = ignore_evictions) -> None:
+        """`on_evict(store, limit, num_rows)` hears of the rows each limit takes out (for a metric)."""
         if max_responses < 1 or max_age_s <= 0 or max_row_bytes < 1:
             raise ValueError("max_responses and max_row_bytes must be at least 1 and max_age_s positive")
         self.path = Path(path)
@@ -113,6 +117,7 @@ class ResponseStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        prepare(self._db, max_store_bytes)
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._writing():
             _add_live_column(self._db)
@@ -124,9 +129,18 @@ class ResponseStore:
         if upgraded:  # the old rows held whole conversations: give their pages back
             self._db.execute("VACUUM")
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
-        # Stored chat completions share the file and its limits (their own table, counted apart).
+        self.on_evict = on_evict
+        self.size = StoreSize(self._db, max_store_bytes, lambda rid: self._retire("live = 1 AND id = ?", (rid,)),
+                              on_evict)
+        # Stored chat completions share the file and its limits (their own table, counted apart; the size cap
+        # over both).
         self.chat_completions = ChatCompletionStore(self._db, self._lock, max_completions=max_responses,
-                                                    max_age_s=max_age_s, max_row_bytes=max_row_bytes)
+                                                    max_age_s=max_age_s, max_row_bytes=max_row_bytes,
+                                                    size=self.size)
+        with self._writing():  # a cap lowered since the file was written
+            evicted = self.size.evict()
+        with self._lock:
+            self.size.reclaim(evicted, checkpoint=True)
 
     def put(self, response: dict[str, Any], input_items: Sequence[dict[str, Any]] = (),
             previous: History | None = None) -> None:
@@ -141,8 +155,14 @@ class ResponseStore:
             if previous_id is not None and previous is not None and not self._exists(previous_id):
                 base = _base(previous.then(input_items, outputs))
             self._insert(response, now, input_items, base)
-            self._retire("live = 1 AND (created_at < ? OR id NOT IN (SELECT id FROM response WHERE live = 1 "
-                         "ORDER BY created_at DESC, rowid DESC LIMIT ?))", (now - self.max_age_s, self.max_responses))
+            aged = self._retire("live = 1 AND created_at < ?", (now - self.max_age_s,))
+            over = self._retire("live = 1 AND id NOT IN (SELECT id FROM response WHERE live = 1 "
+                                "ORDER BY created_at DESC, rowid DESC LIMIT ?)", (self.max_responses,))
+            evicted = self.size.evict(newest_response=response["id"])
+        with self._lock:
+            self.size.reclaim(evicted)
+        self.on_evict("responses", "age", aged)
+        self.on_evict("responses", "count", over)
 
     def get(self, response_id: str) -> dict[str, Any] | None:
         """The Response object (None when unknown, deleted or expired)."""

@@ -1,0 +1,177 @@
+"""The header deadline in uvicorn's protocol layer (velollm/api/header_deadline.py), for both HTTP/1.1
+implementations uvicorn ships (httptools, which `velollm serve` uses, and h11), through raw sockets against
+a real uvicorn in a thread. tests/api/test_connection_guard.py covers it end to end on `velollm serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from tests.serve_process import free_port
+from velollm.api.header_deadline import MAX_HEADER_BYTES, header_deadline_protocol
+
+DEADLINE_S = 0.6
+STREAM_S = 2.5  # several deadlines
+
+
+async def hello(request):
+    return PlainTextResponse("hello")
+
+
+async def slow_stream(request):
+    async def ticks():
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < STREAM_S:
+            yield b"tick\n"
+            await asyncio.sleep(0.1)
+        yield b"end\n"
+
+    return StreamingResponse(ticks(), media_type="text/plain")
+
+
+APP = Starlette(routes=[Route("/", hello), Route("/stream", slow_stream)])
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def port(request):
+    port = free_port()
+    config = uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="warning",
+                            http=header_deadline_protocol(DEADLINE_S, request.param))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One response with a Content-Length (the hello route's)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before a whole response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = int(next(line.split(b":")[1] for line in lines if line.startswith(b"content-length")))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def closed_after(s: socket.socket, t0: float) -> float:
+    s.settimeout(DEADLINE_S + 5)
+    assert s.recv(100) == b""
+    return time.monotonic() - t0
+
+
+GET = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+def test_a_silent_connection_is_closed_at_the_deadline(port):
+    with connect(port) as s:
+        assert DEADLINE_S - 0.1 < closed_after(s, time.monotonic()) < DEADLINE_S + 1
+
+
+def test_half_a_request_line_is_closed_without_an_answer(port):
+    with connect(port) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /hel")
+        assert DEADLINE_S - 0.1 < closed_after(s, t0) < DEADLINE_S + 1
+
+
+def test_bytes_do_not_push_the_deadline_back(port):
+    with connect(port) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        s.settimeout(0.05)
+        closed = None
+        while closed is None and time.monotonic() - t0 < DEADLINE_S + 3:
+            try:
+                s.sendall(b"x")  # an endless header name, a byte every 50 ms
+                if s.recv(100) == b"":
+                    closed = time.monotonic() - t0
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = time.monotonic() - t0
+    assert closed is not None and DEADLINE_S - 0.1 < closed < DEADLINE_S + 1
+
+
+def test_headers_sent_slowly_within_the_deadline_are_answered(port):
+    with connect(port) as s:
+        for byte in GET:
+            s.sendall(bytes([byte]))
+            time.sleep(DEADLINE_S * 0.5 / len(GET))
+        assert read_response(s).endswith(b"hello")
+
+
+def test_the_deadline_restarts_after_each_response(port):
+    with connect(port) as s:
+        for _ in range(3):  # each request comes more than half a deadline after the previous answer
+            time.sleep(DEADLINE_S * 0.6)
+            s.sendall(GET)
+            assert read_response(s).endswith(b"hello")
+        assert closed_after(s, time.monotonic()) < DEADLINE_S + 1
+
+
+def test_a_stream_longer_than_the_deadline_is_not_cut(port):
+    with connect(port) as s:
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        t0 = time.monotonic()
+        data = b""
+        while not data.endswith(b"end\n\r\n0\r\n\r\n"):
+            chunk = s.recv(65536)
+            assert chunk, f"cut after {time.monotonic() - t0:.1f} s"
+            data += chunk
+        assert time.monotonic() - t0 > STREAM_S
+        s.sendall(GET)  # the connection is still usable
+        assert read_response(s).endswith(b"hello")
+
+
+def test_pipelined_requests_are_all_answered(port):
+    with connect(port) as s:
+        s.sendall(GET * 3)
+        data = b""
+        while data.count(b"hello") < 3:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {data.count(b'hello')} answers"
+            data += chunk
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
+def test_oversized_headers_are_refused(port, request):
+    with connect(port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        answer = b""
+        try:
+            for _ in range(2 * MAX_HEADER_BYTES // 1000):
+                s.sendall(b"X-Big: " + b"a" * 990 + b"\r\n")
+                time.sleep(0.001)  # separate reads, as from a real network
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(5)
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    impl = request.node.callspec.params["port"]
+    # h11 stops at its own 16 KiB with uvicorn's 400; httptools has no limit of its own
+    assert answer.startswith(b"HTTP/1.1 431 " if impl == "httptools" else b"HTTP/1.1 400 "), answer[:100]

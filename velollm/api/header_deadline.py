@@ -1,0 +1,134 @@
+"""HeaderDeadline: uvicorn's HTTP/1.1 protocols with a deadline on reading a request's line and headers.
+
+uvicorn times nothing out before a request's headers are complete: a client that connects and sends
+nothing, or sends its headers a byte at a time (slowloris), holds a socket, a descriptor and a protocol
+object forever (uvicorn's keep-alive timeout runs only between requests, and any byte stops it). Here a
+connection gets `header_timeout_s` from its accept, and again from the end of each response, to deliver a
+complete request line and headers. Bytes do not extend it. Past it the connection is closed without an
+answer, as nginx (`client_header_timeout`) and Go's net/http (`ReadHeaderTimeout`, so Ollama) do: a
+keep-alive connection the client meant to reuse sees a clean close, which HTTP clients retry on a new
+connection, where an unsolicited 408 could be read as the answer to a request sent at that moment.
+
+The deadline never runs while a request is being served: neither a body (BodyLimitMiddleware has its own
+idle deadline, api/blobs.py its own) nor a response (a stream runs as long as it runs) is cut by it.
+
+httptools (which uvicorn picks when installed, as `velollm serve` installs it) keeps no limit on header
+bytes; h11 stops at 16 KiB (400). Here httptools stops at MAX_HEADER_BYTES: 431 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers, httptools only (h11's own limit is 16 KiB)
+_TOO_LARGE_TEXT = b"request line and headers are over 64 KiB\n"
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                      b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE_TEXT), _TOO_LARGE_TEXT))
+
+
+class HeaderDeadline:
+    """Mixin for a uvicorn HTTP protocol class: the timer of one connection, armed while it serves no request
+    (before the first one's headers are complete, and from the end of each response until the next one's are)."""
+
+    header_timeout_s: float = 30.0
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        self._sync_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        self._sync_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._sync_header_timer()
+
+    def _serving(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _sync_header_timer(self) -> None:
+        if self._serving() or self.transport.is_closing():
+            self._stop_header_timer()
+        elif self._header_timer is None:  # armed once per wait: bytes do not push it back
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        # a WebSocket upgrade swaps the protocol: the connection is no longer ours to time out
+        if self._serving() or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        logger.debug("closing a connection that sent no complete request headers in %g s", self.header_timeout_s)
+        self.transport.close()
+
+
+class H11HeaderDeadline(HeaderDeadline, H11Protocol):
+    """uvicorn's h11 protocol with the header deadline."""
+
+
+def _httptools_class() -> type | None:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class HttpToolsHeaderDeadline(HeaderDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the header deadline, and a cap on header bytes."""
+
+        _header_bytes = 0
+        _reading_headers = False
+
+        def on_message_begin(self) -> None:
+            self._reading_headers = True
+            self._header_bytes = 0
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._reading_headers = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # A chunk that began a request and did not finish its headers counts whole (it may hold the tail of
+            # a pipelined request's body: an overestimate of at most one read, far below the limit in practice).
+            if self._reading_headers and self.parser is not None and not self.transport.is_closing():
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self.transport.write(_HEADERS_TOO_LARGE)
+                    self.transport.close()
+
+    return HttpToolsHeaderDeadline
+
+
+def header_deadline_protocol(header_timeout_s: float, impl: str = "auto") -> type[asyncio.Protocol]:
+    """The protocol class for uvicorn.Config(http=...): `impl` "auto" picks httptools when installed (as
+    uvicorn's own "auto" does), else h11."""
+    if header_timeout_s <= 0:
+        raise ValueError(f"header timeout must be > 0 seconds, got {header_timeout_s:g}")
+    base = _httptools_class() if impl in ("auto", "httptools") else None
+    if impl == "httptools" and base is None:
+        raise ValueError("httptools is not installed")
+    if base is None and impl not in ("auto", "h11"):
+        raise ValueError(f"unknown HTTP protocol {impl!r} (auto, h11, httptools)")
+    base = base or H11HeaderDeadline
+    return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
