@@ -312,7 +312,9 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     elif upstream_cfg is not None:
         gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s),
+    closed = app.state.velollm.metrics.connections_closed
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s,
+                                                on_close=lambda reason: closed.labels(reason).inc()),
                             app.state.velollm,
                             config.shutdown_timeout_s)
     return server, failed
