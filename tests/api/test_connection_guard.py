@@ -118,6 +118,7 @@ def _connect(port: int) -> socket.socket:
 def test_slow_and_idle_sockets_are_closed_while_real_clients_are_answered(server):
     _room_for(NUM_SLOW + NUM_IDLE)
     port = _port(server)
+    closed_before = _closed(server)
     opened = time.monotonic()
     slow = [_connect(port) for _ in range(NUM_SLOW)]
     for s in slow:
@@ -141,6 +142,21 @@ def test_slow_and_idle_sockets_are_closed_while_real_clients_are_answered(server
         for s in slow + idle:
             s.close()
     assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+    closed = _closed(server)
+    assert closed["header_timeout"] - closed_before["header_timeout"] == NUM_SLOW
+    assert closed["idle"] - closed_before["idle"] >= NUM_IDLE  # and the test's own keep-alive connections
+
+
+def _closed(url: str) -> dict[str, float]:
+    """velollm_connections_closed_total by reason, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"idle": 0.0, "header_timeout": 0.0, "headers_too_large": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "velollm_connections_closed_total":
+                counts[sample.labels["reason"]] = sample.value
+    return counts
 
 
 def test_slow_headers_within_the_deadline_are_answered(server):

@@ -38,13 +38,14 @@ async def slow_stream(request):
 
 
 APP = Starlette(routes=[Route("/", hello), Route("/stream", slow_stream)])
+CLOSED: list[str] = []  # on_close's reasons, as velollm serve counts them on /metrics
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
 def port(request):
     port = free_port()
     config = uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="warning",
-                            http=header_deadline_protocol(DEADLINE_S, request.param))
+                            http=header_deadline_protocol(DEADLINE_S, request.param, on_close=CLOSED.append))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -87,6 +88,7 @@ GET = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 def test_a_silent_connection_is_closed_at_the_deadline(port):
     with connect(port) as s:
         assert DEADLINE_S - 0.1 < closed_after(s, time.monotonic()) < DEADLINE_S + 1
+    assert CLOSED[-1] == "idle"
 
 
 def test_half_a_request_line_is_closed_without_an_answer(port):
@@ -94,6 +96,7 @@ def test_half_a_request_line_is_closed_without_an_answer(port):
         t0 = time.monotonic()
         s.sendall(b"GET /hel")
         assert DEADLINE_S - 0.1 < closed_after(s, t0) < DEADLINE_S + 1
+    assert CLOSED[-1] == "header_timeout"
 
 
 def test_bytes_do_not_push_the_deadline_back(port):
@@ -128,7 +131,8 @@ def test_the_deadline_restarts_after_each_response(port):
             time.sleep(DEADLINE_S * 0.6)
             s.sendall(GET)
             assert read_response(s).endswith(b"hello")
-        assert closed_after(s, time.monotonic()) < DEADLINE_S + 1
+        assert closed_after(s, time.monotonic()) < DEADLINE_S + 1  # an idle keep-alive connection
+    assert CLOSED[-1] == "idle"
 
 
 def test_a_stream_longer_than_the_deadline_is_not_cut(port):
@@ -175,3 +179,5 @@ def test_oversized_headers_are_refused(port, request):
     impl = request.node.callspec.params["port"]
     # h11 stops at its own 16 KiB with uvicorn's 400; httptools has no limit of its own
     assert answer.startswith(b"HTTP/1.1 431 " if impl == "httptools" else b"HTTP/1.1 400 "), answer[:100]
+    if impl == "httptools":
+        assert CLOSED[-1] == "headers_too_large"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -37,11 +38,15 @@ class HeaderDeadline:
     (before the first one's headers are complete, and from the end of each response until the next one's are)."""
 
     header_timeout_s: float = 30.0
+    # called with "idle" (nothing sent since the wait began), "header_timeout" (part of a request) or
+    # "headers_too_large" for each connection closed here (the /metrics counter)
+    on_close: Callable[[str], None] = staticmethod(lambda reason: None)
     cycle: Any
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
 
     _header_timer: asyncio.TimerHandle | None = None
+    _sent_in_wait = False  # bytes arrived since the timer was armed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -53,7 +58,12 @@ class HeaderDeadline:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
+        self._sent_in_wait = True
         self._sync_header_timer()
+
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's keep-alive timer (armed for as long as this deadline, and stopped by any byte): this
+        deadline closes the connection instead, counted."""
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -66,6 +76,7 @@ class HeaderDeadline:
         if self._serving() or self.transport.is_closing():
             self._stop_header_timer()
         elif self._header_timer is None:  # armed once per wait: bytes do not push it back
+            self._sent_in_wait = False
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _stop_header_timer(self) -> None:
@@ -80,6 +91,7 @@ class HeaderDeadline:
             return
         logger.debug("closing a connection that sent no complete request headers in %g s", self.header_timeout_s)
         self.transport.close()
+        self.on_close("header_timeout" if self._sent_in_wait else "idle")
 
 
 class H11HeaderDeadline(HeaderDeadline, H11Protocol):
@@ -116,13 +128,15 @@ def _httptools_class() -> type | None:
                 if self._header_bytes > MAX_HEADER_BYTES:
                     self.transport.write(_HEADERS_TOO_LARGE)
                     self.transport.close()
+                    self.on_close("headers_too_large")
 
     return HttpToolsHeaderDeadline
 
 
-def header_deadline_protocol(header_timeout_s: float, impl: str = "auto") -> type[asyncio.Protocol]:
+def header_deadline_protocol(header_timeout_s: float, impl: str = "auto",
+                             on_close: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
     """The protocol class for uvicorn.Config(http=...): `impl` "auto" picks httptools when installed (as
-    uvicorn's own "auto" does), else h11."""
+    uvicorn's own "auto" does), else h11. `on_close(reason)` counts the connections it closes."""
     if header_timeout_s <= 0:
         raise ValueError(f"header timeout must be > 0 seconds, got {header_timeout_s:g}")
     base = _httptools_class() if impl in ("auto", "httptools") else None
@@ -131,4 +145,7 @@ def header_deadline_protocol(header_timeout_s: float, impl: str = "auto") -> typ
     if base is None and impl not in ("auto", "h11"):
         raise ValueError(f"unknown HTTP protocol {impl!r} (auto, h11, httptools)")
     base = base or H11HeaderDeadline
-    return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
+    attributes: dict[str, Any] = {"header_timeout_s": header_timeout_s}
+    if on_close is not None:
+        attributes["on_close"] = staticmethod(on_close)
+    return type(base.__name__, (base,), attributes)

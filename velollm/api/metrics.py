@@ -152,6 +152,11 @@ class ServerMetrics:
             "velollm_store_rows_evicted", "Stored responses and chat completions taken out by a retention limit, "
             "by store (responses, chat_completions) and limit (age: 30 days; count: --responses-max; size: "
             "--responses-max-store-size)", ["store", "limit"], registry=self.registry)
+        self.connections_closed = Counter(
+            "velollm_connections_closed", "Connections closed by the server while waiting for a request "
+            "(api/header_deadline.py), by reason: idle (nothing sent in --header-timeout), header_timeout (part of "
+            "a request, not its whole headers, in --header-timeout), headers_too_large (431)", ["reason"],
+            registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
         if backends is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -68,11 +69,17 @@ class DrainingServer(uvicorn.Server):
             logger.info("drained: %s holds %d KV blocks", name, num_blocks)
 
 
-def make_uvicorn_config(app: Any, host: str, port: int, log_level: str,
-                        header_timeout_s: float = 30.0) -> uvicorn.Config:
-    """uvicorn's defaults but for the HTTP protocol (header_deadline.py). No limit_concurrency: it answers 503 to
-    every connection past N, legitimate or not, where the engine's --max-queue already sheds load per model with a
-    Retry-After, and slow or idle clients are closed by the header deadline instead. The listen backlog stays
-    uvicorn's 2048 (capped by net.core.somaxconn): a burst of a thousand connects waits there, not refused."""
+def make_uvicorn_config(app: Any, host: str, port: int, log_level: str, header_timeout_s: float = 30.0,
+                        on_close: Callable[[str], None] | None = None) -> uvicorn.Config:
+    """uvicorn's defaults but for the HTTP protocol (header_deadline.py), whose deadline also closes idle
+    keep-alive connections (uvicorn's keep-alive timer, set as long, does nothing there). uvicorn's 5 s
+    closed keep-alive connections under load: with uvloop, timers run before reads, so an event loop busy for
+    seconds with a burst of requests closed a connection whose next request was already in its socket
+    (the client's "Server disconnected without sending a response").
+    No limit_concurrency: it answers 503 to every connection past N, legitimate or not, where the engine's
+    --max-queue already sheds load per model with a Retry-After, and slow or idle clients are closed by the
+    header deadline instead. The listen backlog stays uvicorn's 2048 (capped by net.core.somaxconn): a burst
+    of a thousand connects waits there, not refused."""
     return uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level,
-                          timeout_graceful_shutdown=UVICORN_GRACE_S, http=header_deadline_protocol(header_timeout_s))
+                          timeout_graceful_shutdown=UVICORN_GRACE_S, timeout_keep_alive=header_timeout_s,
+                          http=header_deadline_protocol(header_timeout_s, on_close=on_close))

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--header-timeout", type=float, default=ServerConfig.header_timeout_s, metavar="SECONDS",
                    help="time a connection gets to send a complete request line and headers, from its accept and "
                         "from the end of each response; past it the connection is closed without an answer "
-                        "(slow or idle clients; default 30)")
+                        "(slow or idle clients; also how long an idle keep-alive connection stays open; default 30)")
     p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s, metavar="SECONDS",
                    help="longest a client may send nothing in the middle of a JSON request body: 408 (default 60)")
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats log lines (0: off)")
@@ -312,7 +312,9 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     elif upstream_cfg is not None:
         gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
-    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s),
+    closed = app.state.velollm.metrics.connections_closed
+    server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s,
+                                                on_close=lambda reason: closed.labels(reason).inc()),
                             app.state.velollm,
                             config.shutdown_timeout_s)
     return server, failed
