@@ -194,7 +194,7 @@ def test_a_byte_at_a_time_does_not_push_the_deadline_back(server):
         s.sendall(b"GET /health HTTP/1.1\r\n")
         s.settimeout(0.2)
         closed_after = None
-        while closed_after is None and time.monotonic() - t0 < HEADER_TIMEOUT_S + 5:
+        while closed_after is None and time.monotonic() - t0 < HEADER_TIMEOUT_S + 8:
             try:
                 s.sendall(b"X")  # one byte of an endless header name, every 0.2 s
                 if s.recv(100) == b"":
@@ -203,7 +203,7 @@ def test_a_byte_at_a_time_does_not_push_the_deadline_back(server):
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 closed_after = time.monotonic() - t0
-    assert closed_after is not None and HEADER_TIMEOUT_S - 0.5 < closed_after < HEADER_TIMEOUT_S + 2
+    assert closed_after is not None and HEADER_TIMEOUT_S - 0.5 < closed_after < HEADER_TIMEOUT_S + 5
 
 
 def test_the_deadline_restarts_after_each_response_and_spares_long_streams(server):

@@ -87,7 +87,7 @@ GET = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 def test_a_silent_connection_is_closed_at_the_deadline(port):
     with connect(port) as s:
-        assert DEADLINE_S - 0.1 < closed_after(s, time.monotonic()) < DEADLINE_S + 1
+        assert DEADLINE_S - 0.3 < closed_after(s, time.monotonic()) < DEADLINE_S + 3
     assert CLOSED[-1] == "idle"
 
 
@@ -95,7 +95,7 @@ def test_half_a_request_line_is_closed_without_an_answer(port):
     with connect(port) as s:
         t0 = time.monotonic()
         s.sendall(b"GET /hel")
-        assert DEADLINE_S - 0.1 < closed_after(s, t0) < DEADLINE_S + 1
+        assert DEADLINE_S - 0.3 < closed_after(s, t0) < DEADLINE_S + 3
     assert CLOSED[-1] == "header_timeout"
 
 
@@ -105,7 +105,7 @@ def test_bytes_do_not_push_the_deadline_back(port):
         s.sendall(b"GET / HTTP/1.1\r\n")
         s.settimeout(0.05)
         closed = None
-        while closed is None and time.monotonic() - t0 < DEADLINE_S + 3:
+        while closed is None and time.monotonic() - t0 < DEADLINE_S + 5:
             try:
                 s.sendall(b"x")  # an endless header name, a byte every 50 ms
                 if s.recv(100) == b"":
@@ -114,7 +114,7 @@ def test_bytes_do_not_push_the_deadline_back(port):
                 pass
             except (BrokenPipeError, ConnectionResetError):
                 closed = time.monotonic() - t0
-    assert closed is not None and DEADLINE_S - 0.1 < closed < DEADLINE_S + 1
+    assert closed is not None and DEADLINE_S - 0.3 < closed < DEADLINE_S + 3
 
 
 def test_headers_sent_slowly_within_the_deadline_are_answered(port):
@@ -131,7 +131,7 @@ def test_the_deadline_restarts_after_each_response(port):
             time.sleep(DEADLINE_S * 0.6)
             s.sendall(GET)
             assert read_response(s).endswith(b"hello")
-        assert closed_after(s, time.monotonic()) < DEADLINE_S + 1  # an idle keep-alive connection
+        assert closed_after(s, time.monotonic()) < DEADLINE_S + 3  # an idle keep-alive connection
     assert CLOSED[-1] == "idle"
 
 
