@@ -13,10 +13,10 @@ from typing import Any
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
-from velollm.wire.legacy_functions import as_tools
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
+from velollm.wire.legacy_functions import as_tools
 
 
 @dataclass(frozen=True)
