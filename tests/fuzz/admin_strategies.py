@@ -78,7 +78,7 @@ def admin_routes(store: FuzzStore) -> dict[str, st.SearchStrategy[Any]]:
     layers = {"parameters": field(parameters), "messages": field(messages), "template": field(_templates),
               "system": field(st.text(max_size=20)),
               "license": field(st.one_of(st.text(max_size=10), st.lists(st.text(max_size=5), max_size=2))), **common}
-    rare = {"quantize": st.sampled_from(["q4_K_M", "", None]), "adapters": st.just({})}
+    rare = {"quantize": st.sampled_from(["q4_K_M", "q8_0", "Q8_0", "", None]), "adapters": st.just({})}
     return {
         "/api/delete": body({"model": names}, {"name": names, **common}),
         "/api/copy": body({"source": names, "destination": names}, {"stream": st.booleans()}),

@@ -243,13 +243,36 @@ def test_create_from_an_uploaded_gguf(front, native, store, tmp_path):
         ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "a/b/c/d", "from": "tiny-a"}, 400, "invalid model name"),
         ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "upload it first"),
-        ({"model": "x", "from": "tiny-a", "quantize": "q4_K_M"}, 400, "quantize is not supported"),
+        ({"model": "x", "from": "tiny-a", "quantize": "q4_K_M"}, 400, "q4_K_M and q4_K_S need an Ollama upstream"),
+        ({"model": "x", "from": "tiny-a", "quantize": "q2"}, 400, "unsupported quantization type q2"),
         ({"model": "x", "from": "tiny-a", "parameters": {"stop": {"a": 1}}}, 400, "parameters.stop"),
     ]:
         for url in (native[0], front[0]):
             r = httpx.post(f"{url}/api/create", json=bad, timeout=60)
             assert r.status_code == status and text in r.json()["error"], (bad, r.text)
     assert "x:latest" not in _names(native[0])[0]
+
+
+def test_create_quantized_to_q8_0(front, native, store, tmp_path):
+    """`quantize: q8_0` (`ollama create -q q8_0`) without an Ollama upstream: the F32 model layer written again
+    as Q8_0 (llama.cpp's bytes: tests/gguf/test_gguf_requantize.py), with Ollama's progress lines."""
+    for url, name in ((front[0], "tiny-q8"), (native[0], "tiny-q8-local")):
+        client = ollama.Client(host=url, timeout=120)
+        parts = list(client.create(model=name, from_="tiny-a", quantize="q8_0", stream=True))
+        statuses = [p.status for p in parts]
+        assert statuses[:3] == ["quantizing F32 model to Q8_0"] * 2 + ["verifying conversion"], statuses
+        assert parts[1].completed == parts[1].total > 0 and parts[1].digest == "0"
+        assert statuses[3].startswith("creating new layer sha256:") and statuses[-2:] == ["writing manifest", "success"]
+        shown = client.show(name)
+        assert shown.details.quantization_level == "Q8_0"
+        assert client.generate(model=name, prompt="the cat", **RAW).eval_count == 4
+        listed = {m.model: m for m in client.list().models}
+        assert listed[f"{name}:latest"].size < listed["tiny-a:latest"].size  # a byte and a bit a weight, not four
+        with pytest.raises(ollama.ResponseError) as err:  # already quantized
+            client.create(model="tiny-q8-again", from_=name, quantize="q8_0")
+        assert err.value.status_code == 400 and "only supported for F16, BF16 and F32 models, not Q8_0" in err.value.error
+        assert client.delete(name).status == "success"
+    assert not [p for p in (store / "blobs").iterdir() if not p.name.startswith("sha256-") or len(p.name) != 71]
 
 
 def test_hostile_input(front, native):
@@ -325,9 +348,9 @@ def test_cli_create_from_a_modelfile(front, native, store, tmp_path):
                           ("FROM tiny-a\nBOGUS x\n", "(line 2): command must be one of"),
                           ("SYSTEM hi\n", "no FROM line"),
                           ("FROM nope\n", "model 'nope' not found"),  # the server's answer
-                          ("FROM tiny-a\n", "quantize is not supported")]:
+                          ("FROM tiny-a\n", "need an Ollama upstream")]:
         modelfile.write_text(text)
-        extra = ("-q", "q4_K_M") if "quantize" in message else ()
+        extra = ("-q", "q4_K_M") if "Ollama upstream" in message else ()
         out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(modelfile), *extra)
         assert out.returncode == 1 and message in out.stderr, (text, out.stderr)
     out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(tmp_path / "absent"))

@@ -7,7 +7,8 @@ create writes it (server/create.go), from what VeloLLM can stand behind:
 - then `template`, `system`, `license` (a string or a list), `messages` and `parameters` (merged over the
   base model's, as Ollama merges them) as new layers, each replacing the base's layer of that kind.
 
-`quantize`, `adapters`, draft models and safetensors files need Ollama's converter: 400 saying so.
+`quantize: q8_0` writes the model layer again as Q8_0 (create_quantize.py); other levels, `adapters`, draft
+models and safetensors files need Ollama's converter: 400 saying so.
 Everything is checked before anything is written (400 / 404 with Ollama's `{"error"}`); then the blobs
 and the manifest are written whole (temporary files renamed) and the answer is Ollama's progress:
 `using existing layer` / `creating new layer` per layer, `writing manifest`, `success` (one NDJSON line
@@ -23,6 +24,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from velollm.api.create_quantize import quantize_model_layer
 from velollm.api.handler import AppState
 from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
@@ -36,7 +38,7 @@ from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.pull_answer import progress_response, wants_stream
 
 MEDIA = "application/vnd.ollama.image."
-UNSUPPORTED = ("quantize", "quantization", "adapters", "draft_files", "draft_quantize", "remote_host")
+UNSUPPORTED = ("adapters", "draft_files", "draft_quantize", "remote_host")
 TEXT_LAYERS = ("template", "system")
 
 
@@ -59,7 +61,7 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         if body.get(field):
             raise InvalidRequest(f"{field} is not supported without an Ollama upstream: VeloLLM creates models "
                                  "from a model of its store or a GGUF file, with a template, system prompt, "
-                                 "parameters, license and messages", param=field)
+                                 "parameters, license and messages, and quantizes to q8_0", param=field)
     base = body.get("from")
     if base is not None and not isinstance(base, str):
         raise InvalidRequest(f"from must be a model name (a string), got {type(base).__name__}", param="from")
@@ -71,6 +73,9 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         config, model_layer = _gguf(root, files)
         layers = [layer for layer in layers if layer.get("mediaType") != MODEL_MEDIA] + [model_layer]
         lines.append({"status": "parsing GGUF"})
+    quantize = body.get("quantize") or body.get("quantization")
+    if quantize:
+        config, layers = quantize_model_layer(root, quantize, config, layers, lines)
     new = _new_layers(root, body, layers)
     replaced = {MEDIA + kind for kind, _ in new}
     if MEDIA + "template" in replaced:
