@@ -92,6 +92,14 @@ def fuzz_store(tmp_path_factory) -> Iterator[FuzzStore]:
     assert _listing(users) == before, f"the fuzz changed the user's Ollama store {users}"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _pristine_store_per_module(fuzz_store) -> Iterator[None]:
+    """Each fuzz module starts on the store as built (FuzzStore.reset)."""
+    fuzz_store.reset()
+    yield
+    fuzz_store.reset()
+
+
 def _listing(root: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in root.glob("manifests/*/*/*/*")} if root.is_dir() else {}
 

@@ -53,6 +53,22 @@ class FuzzStore:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
 
+    def reset(self) -> None:
+        """The store exactly as built: what the fuzz added goes (a broken manifest copied under a new name,
+        created models, uploads), what it changed or removed comes back. Between modules, so that one module's
+        leftovers (`/api/copy` of a broken manifest to "nope") do not decide another's answers."""
+        for path in sorted(self.root.rglob("*"), reverse=True):  # files before their folders
+            twin = self.pristine / path.relative_to(self.root)
+            if path.is_file() and not twin.is_file():
+                path.unlink()
+            elif path.is_dir() and not twin.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+        for src in self.pristine.rglob("*"):
+            dst = self.root / src.relative_to(self.pristine)
+            if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+
     def check_contained(self, before: Snapshot, where: str) -> None:
         """Nothing around the store changed, nothing escaped to ESCAPE, and the store holds only manifests
         at manifests/<host>/<namespace>/<model>/<tag> and whole blobs (no temporary file left behind)."""
