@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from velollm.engine.loader.gguf_requantize import RequantizeError, file_type_name, requantize
+from velollm.engine.loader.gguf import quantization_level
+from velollm.engine.loader.gguf_file import GGUFFile
+from velollm.engine.loader.gguf_requantize import RequantizeError, requantize
 
 gguf = pytest.importorskip("gguf")
 
@@ -37,7 +39,8 @@ def test_q8_0_as_llama_cpp_writes_it(fixtures, tmp_path, arch, source):
         assert (a.tensor_type, list(a.shape)) == (b.tensor_type, list(b.shape)), a.name
         assert np.array_equal(np.asarray(a.data).view(np.uint8), np.asarray(b.data).view(np.uint8)), a.name
     assert {t.tensor_type.name for t in mine.tensors if len(t.shape) >= 2} == {"Q8_0"}
-    assert file_type_name(ours) == "Q8_0" and file_type_name(src) == source
+    with GGUFFile(ours) as q, GGUFFile(src) as f:  # as /api/show names them
+        assert quantization_level(q) == "Q8_0" and quantization_level(f) == source
     source_fields = gguf.GGUFReader(src).fields
     for name, field in source_fields.items():
         if name.startswith("GGUF.") or name == "general.file_type":

@@ -10,13 +10,13 @@ total and completed bytes), `verifying conversion`, `creating new layer sha256:.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from velollm.engine.loader.ollama_store import MODEL_MEDIA, blob_path
+from velollm.engine.loader.ollama_store_edit import file_digest
 from velollm.errors import InvalidRequest
 
 OLLAMA_ONLY = ("Q4_K_M", "Q4_K_S")
@@ -25,7 +25,9 @@ OLLAMA_ONLY = ("Q4_K_M", "Q4_K_S")
 def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers: list[dict[str, Any]],
                          lines: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(config, layers) with the model layer quantized to `value`; the progress lines appended to `lines`."""
-    from velollm.engine.loader.gguf_requantize import TARGETS, RequantizeError, file_type_name, requantize
+    from velollm.engine.loader.gguf import quantization_level
+    from velollm.engine.loader.gguf_file import GGUFFile
+    from velollm.engine.loader.gguf_requantize import SOURCE_TYPES, TARGETS, RequantizeError, requantize
 
     quant = value.upper() if isinstance(value, str) else ""
     if quant not in TARGETS:
@@ -36,8 +38,9 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     if model is None:
         raise InvalidRequest("quantize needs a model with weights (a GGUF model layer)", param="quantize")
     source = blob_path(root, str(model["digest"]))
-    kind = file_type_name(source)
-    if kind not in ("F32", "F16", "BF16"):
+    with GGUFFile(source) as f:
+        kind = quantization_level(f)
+    if kind not in SOURCE_TYPES:
         raise InvalidRequest(f"quantization is only supported for F16, BF16 and F32 models, not {kind}",
                              param="quantize")
     size = source.stat().st_size
@@ -51,7 +54,7 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
         except RequantizeError as exc:
             raise InvalidRequest(str(exc), param="quantize") from None
         ours += [{**progress, "completed": size}, {"status": "verifying conversion"}]
-        digest = "sha256:" + _sha256(Path(tmp))
+        digest = file_digest(Path(tmp))
         target = blob_path(root, digest)
         new_size = Path(tmp).stat().st_size
         if target.is_file():
@@ -68,11 +71,3 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     lines[:] = kept[:at] + ours + [{"status": f"creating new layer {digest}"}] + kept[at:]
     new_layer = {**model, "digest": digest, "size": new_size}
     return {**config, "file_type": quant}, [new_layer if layer is model else layer for layer in layers]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -16,7 +16,6 @@ per status, as Ollama's spinners leave them; the exit status is 1 on any error, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerClient, server_command
 from velollm.commands.modelfile import Command, ModelfileError, decode, parse
+from velollm.engine.loader.ollama_store_edit import file_digest
 
 CHUNK = 8 << 20
 DEPRECATED = ("penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat",
@@ -166,7 +166,7 @@ def _model_files(path: Path) -> dict[str, Path]:
 
 def _upload(client: ServerClient, path: Path) -> str:
     """The file's digest, after sending it to the server unless the server already has it."""
-    digest = "sha256:" + _sha256(path)
+    digest = file_digest(path)
     if client.head(f"/api/blobs/{digest}") == 200:
         return digest
     from rich.console import Console
@@ -185,12 +185,3 @@ def _upload(client: ServerClient, path: Path) -> str:
 
         client.upload(f"/api/blobs/{digest}", chunks(), size)
     return digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-

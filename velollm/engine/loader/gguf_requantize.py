@@ -33,21 +33,6 @@ class RequantizeError(ValueError):
     """The file cannot be quantized (its weights are not float, or the target is not one of TARGETS)."""
 
 
-def file_type_name(path: Path) -> str:
-    """The weights' type as `/api/show` names it: "F16", "Q4_K_M", ..."""
-    import gguf
-
-    reader = gguf.GGUFReader(path)
-    field = reader.fields.get(gguf.Keys.General.FILE_TYPE)
-    if field is not None:
-        try:
-            return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            pass
-    types = {t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2}
-    return types.pop() if len(types) == 1 else "unknown"
-
-
 def requantize(source: Path, target: Path, quant: str,
                on_progress: Callable[[int, int], None] | None = None) -> None:
     """`source` written to `target` with its weights as `quant` (one of TARGETS); RequantizeError when the

@@ -136,6 +136,15 @@ def _write_file(path: Path, data: bytes) -> None:
         raise
 
 
+def file_digest(path: Path) -> str:
+    """`sha256:<hex>` of a file, read in 8 MiB pieces: the name its blob has in a store."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
+
+
 def has_blob(root: Path, digest: str) -> bool:
     return blob_path(root, check_digest(digest)).is_file()
 
