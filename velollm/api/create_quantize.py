@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from velollm.engine.loader.ollama_store import MODEL_MEDIA, blob_path
-from velollm.engine.loader.ollama_store_edit import file_digest
 from velollm.errors import InvalidRequest
 
 OLLAMA_ONLY = ("Q4_K_M", "Q4_K_S")
@@ -27,6 +26,7 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     """(config, layers) with the model layer quantized to `value`; the progress lines appended to `lines`."""
     from velollm.engine.loader.gguf import quantization_level
     from velollm.engine.loader.gguf_file import GGUFFile
+    from velollm.engine.loader.ollama_store_edit import file_digest
     from velollm.engine.loader.gguf_requantize import SOURCE_TYPES, TARGETS, RequantizeError, requantize
 
     quant = value.upper() if isinstance(value, str) else ""
