@@ -26,7 +26,6 @@ from typing import Any
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerClient, server_command
 from velollm.commands.modelfile import Command, ModelfileError, decode, parse
-from velollm.engine.loader.ollama_store_edit import file_digest
 
 CHUNK = 8 << 20
 DEPRECATED = ("penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat",
@@ -166,6 +165,8 @@ def _model_files(path: Path) -> dict[str, Path]:
 
 def _upload(client: ServerClient, path: Path) -> str:
     """The file's digest, after sending it to the server unless the server already has it."""
+    from velollm.engine.loader.ollama_store_edit import file_digest  # (the CLI's start-up stays light)
+
     digest = file_digest(path)
     if client.head(f"/api/blobs/{digest}") == 200:
         return digest
