@@ -167,7 +167,7 @@ def _closed(url: str) -> dict[str, float]:
     """velollm_connections_closed_total by reason, from /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    counts = {"idle": 0.0, "header_timeout": 0.0, "headers_too_large": 0.0}
+    counts = {"idle": 0.0, "header_timeout": 0.0, "request_line_too_long": 0.0, "headers_too_large": 0.0}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
             if sample.name == "velollm_connections_closed_total":
@@ -247,3 +247,29 @@ def _read_all(s: socket.socket) -> bytes:
     while chunk := s.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_a_url_over_64_kib_is_a_json_414_in_the_client_format(server):
+    """A GET whose query string is over 64 KiB (through http.client: httpx, so the openai and ollama SDKs,
+    refuses a URL over 64 KiB itself): the client's wire format, not uvicorn's plain-text 400 (OpenAI's error
+    on /v1, Ollama's on its routes); the server serves on."""
+    import http.client
+
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    for path, size, want in (
+            ("/v1/models", 70_000, {"error": {"message": "the request line is over 64 KiB (its URL is too long)",
+                                              "type": "invalid_request_error", "param": None,
+                                              "code": "uri_too_long"}}),
+            ("/api/tags", 1 << 20, {"error": "the request line is over 64 KiB (its URL is too long)"})):
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request("GET", f"{path}?q={'a' * size}")
+        except (BrokenPipeError, ConnectionResetError):  # refused before it was all sent: the answer is there
+            pass
+        r = conn.getresponse()
+        assert (r.status, r.getheader("content-type"), json.loads(r.read())) == (414, "application/json", want)
+        conn.close()
+    assert _closed(server)["request_line_too_long"] >= 2
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=30)
+    assert [m.id for m in client.models.list(extra_query={"q": "a" * 60_000})] == ["demo"]
+    assert httpx.get(f"{server}/api/tags", params={"q": "a" * 60_000}, timeout=30).status_code == 200

@@ -5,6 +5,7 @@ a real uvicorn in a thread. tests/api/test_connection_guard.py covers it end to 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,8 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from tests.serve_process import free_port
-from velollm.api.header_deadline import MAX_HEADER_BYTES, header_deadline_protocol
+from velollm.api.head_limit import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+from velollm.api.header_deadline import header_deadline_protocol
 
 DEADLINE_S = 0.6
 STREAM_S = 2.5  # several deadlines
@@ -176,8 +178,63 @@ def test_oversized_headers_are_refused(port, request):
                 answer += chunk
         except ConnectionResetError:
             pass
-    impl = request.node.callspec.params["port"]
-    # h11 stops at its own 16 KiB with uvicorn's 400; httptools has no limit of its own
-    assert answer.startswith(b"HTTP/1.1 431 " if impl == "httptools" else b"HTTP/1.1 400 "), answer[:100]
-    if impl == "httptools":
-        assert CLOSED[-1] == "headers_too_large"
+    # both protocols stop at MAX_HEADER_BYTES (h11's own 16 KiB is raised to it): JSON, Ollama's shape at "/"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"content-type: application/json" in head, answer[:200]
+    assert json.loads(body) == {"error": "the request line and headers are over 64 KiB"}
+    assert CLOSED[-1] == "headers_too_large"
+
+
+def _refused(port: int, request: bytes, piece: int) -> bytes:
+    """The answer to `request` sent in pieces of `piece` bytes (one read each, as from a real network), read
+    to the close."""
+    answer = b""
+    with connect(port) as s:
+        try:
+            for i in range(0, len(request), piece):
+                s.sendall(request[i:i + piece])
+                if piece < len(request):
+                    time.sleep(0.001)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        s.settimeout(5)
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+@pytest.mark.parametrize("path, want", [
+    (b"/v1/models", {"error": {"message": "the request line is over 64 KiB (its URL is too long)",
+                               "type": "invalid_request_error", "param": None, "code": "uri_too_long"}}),
+    (b"/api/tags", {"error": "the request line is over 64 KiB (its URL is too long)"}),
+])
+@pytest.mark.parametrize("size, piece", [(70_000, 1 << 20), (70_000, 1000), (MAX_TARGET_BYTES + 1, 1 << 20),
+                                         (1 << 20, 16_384)])
+def test_a_request_line_over_64_kib_is_a_json_414_and_the_server_serves_on(port, path, want, size, piece):
+    """uvicorn answered a URL over 64 KiB with its plain-text 400 (httptools cannot parse it; h11 stopped at
+    16 KiB when it came in pieces, and took it whole in one read): a JSON 414 in the path's wire format, sent
+    whole or in pieces, on both protocols."""
+    query = b"?q=" + b"a" * (size - len(path) - 3)
+    answer = _refused(port, b"GET " + path + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", piece)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), answer[:200]
+    assert b"content-type: application/json" in head and b"connection: close" in head.lower()
+    assert json.loads(body) == want
+    assert CLOSED[-1] == "request_line_too_long"
+    with connect(port) as s:  # served on
+        s.sendall(GET)
+        assert read_response(s).endswith(b"hello")
+
+
+def test_a_long_request_line_within_the_limits_is_answered(port):
+    """Up to MAX_TARGET_BYTES of URL (with a short head) runs, in pieces too (h11 refused 16 KiB)."""
+    target = b"/?q=" + b"a" * (MAX_TARGET_BYTES - 4)
+    for piece in (1 << 20, 4096):
+        with connect(port) as s:
+            request = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            for i in range(0, len(request), piece):
+                s.sendall(request[i:i + piece])
+            assert read_response(s).endswith(b"hello")

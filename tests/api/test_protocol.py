@@ -125,6 +125,16 @@ def test_ollama_requests():
     assert c.messages[1]["tool_calls"][0]["function"]["arguments"] == {"a": 1} and c.messages[2]["name"] == "f"
 
 
+def test_ollama_shift_is_a_bool_defaulting_to_true():
+    """`shift` (*bool in Ollama: null is the default)."""
+    assert parse_generate_request({"model": "m", "prompt": "p"}).shift
+    assert parse_generate_request({"model": "m", "prompt": "p", "shift": None}).shift
+    assert not parse_generate_request({"model": "m", "prompt": "p", "shift": False}).shift
+    assert not ollama_chat({"model": "m", "messages": [], "shift": False}).shift
+    with pytest.raises(InvalidRequest, match="shift"):
+        ollama_chat({"model": "m", "messages": [], "shift": "no"})
+
+
 def test_go_template_subset():
     t = "{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}</s>"
     assert render(t, system="sys", prompt="hi") == "S:sys\nU:hi\nA:"

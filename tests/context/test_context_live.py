@@ -299,6 +299,71 @@ def test_ollama_truncate_false_prompt_of_exactly_num_ctx_runs_as_ollamas(live, s
         assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), r.text
 
 
+SHIFT_CASES = (("/api/chat", {"messages": [{"role": "user", "content": SENTENCE * 2}]}),
+               ("/api/generate", {"prompt": SENTENCE * 2}), ("/api/generate", {"prompt": SENTENCE * 2, "raw": True}))
+
+
+def ollama_answer(path: str, r: httpx.Response) -> ollama.GenerateResponse | ollama.ChatResponse:
+    """The final line of an Ollama answer, streamed or not, read by the ollama client's types (the client,
+    0.6.3, has no `shift` argument: the requests are raw)."""
+    assert r.status_code == 200, r.text
+    final = [json.loads(line) for line in r.text.splitlines() if line][-1]
+    return (ollama.ChatResponse if path == "/api/chat" else ollama.GenerateResponse).model_validate(final)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_shift_false_ends_the_answer_when_the_context_is_full(live, stream):
+    """`shift: false`: Ollama's runner ends the sequence with done_reason "length" when the next token has no
+    place in the context (`!seq.shift` in runner.go): it holds `num_ctx` ids and samples one more, so a
+    prompt of P ids gets `num_ctx - P + 1` tokens; one of exactly num_ctx runs as it is (not shifted, also
+    with `truncate: false`) and gets one. The default (shift) keeps the room of the context only."""
+    for path, body in SHIFT_CASES:
+        size = len(whole_prompt_ids(live, path, {"model": "demo", **body}))
+        for extra in ({}, {"truncate": False}):
+            for num_ctx, want in ((size + 2, 3), (size, 1)):
+                r = httpx.post(f"{live.url}{path}", timeout=60, json={
+                    "model": "demo", "stream": stream, "shift": False, **extra, **body,
+                    "options": {"num_ctx": num_ctx, "temperature": 0}})
+                final = ollama_answer(path, r)
+                assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (size, want, "length"), \
+                    (path, extra, num_ctx, final)
+                assert "x-velollm-context" not in r.headers  # the prompt ran as sent
+        # Shifting (the default, or `shift: true`): the answer has the context's room.
+        for shift in ({}, {"shift": True}):
+            r = httpx.post(f"{live.url}{path}", timeout=60, json={
+                "model": "demo", "stream": stream, **shift, **body, "options": {"num_ctx": size + 2, "temperature": 0}})
+            final = ollama_answer(path, r)
+            assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (size, 2, "length"), final
+        # One id over num_ctx: Ollama's 400 with `truncate: false`, else cut to the whole context (no room kept).
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={
+            "model": "demo", "stream": stream, "shift": False, "truncate": False, **body,
+            "options": {"num_ctx": size - 1}})
+        assert r.status_code == 400 and r.json()["error"].startswith(OLLAMA_TOO_LONG), r.text
+        r = httpx.post(f"{live.url}{path}", timeout=60, json={
+            "model": "demo", "stream": stream, "shift": False, **body,
+            "options": {"num_ctx": size - 10, "num_keep": 4, "temperature": 0}})
+        final = ollama_answer(path, r)
+        assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (size - 10, 1, "length"), final
+        report = parse_header(r.headers["x-velollm-context"])
+        assert report["tokens"] == f"{size}->{size - 10}" and report["cut_tokens"] == "4-14", report
+
+
+def test_ollama_shift_false_chat_keeps_no_room_for_the_answer(live):
+    """/api/chat drops the oldest turns only when the prompt is over `num_ctx` itself (Ollama's chatPrompt):
+    the room VeloLLM keeps for the answer stands for the shift, so with `shift: false` a history that fits
+    the context runs whole, where by default its oldest turns go."""
+    messages = long_chat(3)
+    size = len(whole_prompt_ids(live, "/api/chat", {"model": "demo", "messages": messages}))
+    body = {"model": "demo", "stream": False, "messages": messages, "options": {"num_ctx": size + 3, "temperature": 0}}
+    r = httpx.post(f"{live.url}/api/chat", timeout=60, json={**body, "shift": False})
+    final = ollama_answer("/api/chat", r)
+    assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (size, 4, "length"), final
+    assert "x-velollm-context" not in r.headers
+    r = httpx.post(f"{live.url}/api/chat", timeout=60, json=body)
+    final = ollama_answer("/api/chat", r)
+    assert final.prompt_eval_count < size and parse_header(r.headers["x-velollm-context"])["dropped_messages"]
+
+
 @pytest.mark.parametrize("raw", [False, True])
 def test_ollama_generate_prompt_over_num_ctx_is_cut_like_ollama(live, raw):
     body = {"model": "demo", "prompt": SENTENCE * 6, "raw": raw}

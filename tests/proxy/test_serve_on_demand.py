@@ -175,6 +175,23 @@ def test_native_endpoints_pass_through(native, proxy, path, body):
     assert through == direct and len(direct) >= (1 if body.get("stream") is False else 3)
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/api/generate", {"model": "demo", "prompt": "once upon a time", "raw": True}),
+    ("/api/chat", {"model": "demo", "messages": USER}),
+])
+def test_shift_false_reaches_the_upstream(native, proxy, path, body):
+    """Ollama's `shift: false` goes to an Ollama upstream as sent: the answer ends when the context is full
+    (num_ctx - prompt + 1 tokens, done_reason "length"), one token longer than the shifting default's room."""
+    size = httpx.post(f"{native}{path}", json={**body, "stream": False, "options": {"num_predict": 1}},
+                      timeout=120).json()["prompt_eval_count"]
+    options = {"num_ctx": size + 2, "temperature": 0}
+    for shift, want in ((False, 3), (True, 2)):
+        answers = [httpx.post(f"{url}{path}", json={**body, "stream": False, "shift": shift, "options": options},
+                              timeout=120).json() for url in (native, proxy)]
+        assert [(a["prompt_eval_count"], a["eval_count"], a["done_reason"]) for a in answers] == \
+            [(size, want, "length")] * 2, answers
+
+
 def test_listing_show_and_ps_pass_through(native, proxy):
     generate(native, "tiny-a")
     assert httpx.get(f"{proxy}/api/tags").json() == httpx.get(f"{native}/api/tags").json()

@@ -106,23 +106,31 @@ def _lingua(path: str | None, device: str) -> LinguaStep | None:
 
 async def fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
-                   num_keep: int = 4) -> FittedPrompt:
+                   num_keep: int = 4, shift: bool = True) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
     API's default (error on /v1, truncate on /api). With prefetch on, the plan that fitted the
     conversation's previous turn is applied again while its result fits (same cut, same summary, so the
     prompt starts with the previous prompt and answer); the conversation is fitted afresh otherwise.
 
     On /api, what dropping turns cannot fit is cut at the token level as Ollama's runner cuts it (the first
-    `num_keep` ids and the tail: ContextFitter), and a context overflow says so in Ollama's words. /v1 keeps
-    OpenAI's context_length_exceeded (OpenAI never cuts a message)."""
+    `num_keep` ids and the tail: ContextFitter), and a context overflow says so in Ollama's words; without
+    `shift` (Ollama's `shift: false`) no room is kept for the answer (answer_reserve). /v1 keeps OpenAI's
+    context_length_exceeded (OpenAI never cuts a message)."""
     try:
         return await _fit_chat(state, served, messages, render, api=api, requested=requested,
                                context_len=context_len, max_tokens=max_tokens,
-                               num_keep=num_keep if api == "ollama" else None)
+                               num_keep=num_keep if api == "ollama" else None, shift=shift)
     except ContextOverflow as e:
         if api != "ollama":
             raise
         raise ollama_overflow(e) from None
+
+
+def answer_reserve(context_len: int, max_tokens: int | None, shift: bool) -> int:
+    """Room kept for the answer when a prompt is cut (fitter.output_reserve), as VeloLLM's stand-in for
+    Ollama's context shift; none with `shift: false`, where Ollama fits the prompt to the whole context and
+    ends the answer when the context is full."""
+    return output_reserve(context_len, max_tokens) if shift else 0
 
 
 def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
@@ -133,12 +141,12 @@ def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
 
 async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                     *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
-                    num_keep: int | None) -> FittedPrompt:
+                    num_keep: int | None, shift: bool) -> FittedPrompt:
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
     fitter = ContextFitter(render, served.engine.tokenizer, turns)
-    reserve = output_reserve(context_len, max_tokens)
+    reserve = answer_reserve(context_len, max_tokens, shift)
     compressor = None
     if mode == "compress":
         compressor = Compressor(lingua=ctx.lingua, count_text=token_counter(served.engine.tokenizer),
@@ -150,7 +158,8 @@ async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, re
     if plan is not None:
         fitted = await asyncio.to_thread(fitter.reuse, messages, plan, context_len, reserve, compressor)
     if fitted is None:
-        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor, num_keep)
+        fitted = await asyncio.to_thread(fitter.fit, messages, mode, context_len, reserve, compressor, num_keep,
+                                         shift)
         if compressor is not None and fitted.report is not None and fitted.report.dropped_messages \
                 and len(fitted.token_ids) <= context_len - reserve and fitted.cut is None:  # else no summary fits
             summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
@@ -211,27 +220,28 @@ async def _summarize(fitter: ContextFitter, summarizer: ModelSummarizer, compres
 
 def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_new: int, *,
                      requested: str | None, context_len: int, max_tokens: int | None,
-                     num_keep: int) -> tuple[list[int], ContextReport | None]:
+                     num_keep: int, shift: bool = True) -> tuple[list[int], ContextReport | None]:
     """/api/generate: a prompt whose `context` (the previous turns' ids) is over the budget loses its oldest
     ids after the first `num_keep` (velollm.context.id_window), as Ollama truncates; the last `num_new` ids
     (this call's prompt) do not go there. A prompt that still leaves no room for an answer in the context
     (this call's prompt alone too long) is cut as Ollama's runner cuts it, the first `num_keep` ids and the
     tail, down to the budget (velollm.context.token_cut; `cut_tokens` in the report); within the context
     it runs as it is, its answer clamped. In the error mode the prompt stays as it is (the 400 comes after),
-    but for a prompt of exactly the context, which Ollama runs and shifts (token_cut.shift_prompt)."""
+    but for a prompt of exactly the context, which Ollama runs and shifts (token_cut.shift_prompt). Without
+    `shift` no room is kept for the answer (answer_reserve) and a prompt of exactly the context runs as it is."""
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
     if mode == "error":  # as sent (the 400 comes after), but a prompt of exactly the context: Ollama runs it
-        if len(ids) != context_len:
+        if len(ids) != context_len or not shift:
             return ids, None
-        shifted, shift = shift_prompt(ids, context_len, num_keep)
-        assert shift is not None
-        return shifted, ContextReport(mode, len(ids), len(shifted), cut_tokens=(shift.keep, shift.end))
-    budget = context_len - output_reserve(context_len, max_tokens)
+        shifted, moved = shift_prompt(ids, context_len, num_keep)
+        assert moved is not None
+        return shifted, ContextReport(mode, len(ids), len(shifted), cut_tokens=(moved.keep, moved.end))
+    budget = context_len - answer_reserve(context_len, max_tokens, shift)
     window = fit_ids(ids, num_new, num_keep if num_keep >= 0 else len(ids), budget)
     report = None
     if window is not None:
         report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
-    if len(window.token_ids if window is not None else ids) >= context_len:  # no room for one answer token
+    if len(window.token_ids if window is not None else ids) >= context_len + (not shift):  # no answer room
         cut_ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         assert cut is not None
         window, report = None, ContextReport(mode, len(ids), len(cut_ids), cut_tokens=(cut.keep, cut.end))
@@ -244,7 +254,8 @@ def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_n
 
 def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: ContextOverflow, *,
                     add_special_tokens: bool, prefix_ids: Sequence[int] | None, requested: str | None,
-                    context_len: int, max_tokens: int | None, num_keep: int) -> tuple[list[int], ContextReport]:
+                    context_len: int, max_tokens: int | None, num_keep: int,
+                    shift: bool = True) -> tuple[list[int], ContextReport]:
     """/api/generate: a prompt too long to tokenize (the tokenizer's `refusal`: surely over the context) is
     cut as any prompt over the context (fit_token_prompt), from the ids of its ends (velollm.context.text_ends:
     the whole is never tokenized, so a huge body stays cheap), after the `prefix_ids` (its `context`). In the
@@ -252,7 +263,7 @@ def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: Co
     mode = resolve_overflow(requested, state.config.context_overflow, "ollama")  # type: ignore[arg-type]
     if mode == "error":
         raise ollama_overflow(refusal)
-    budget = context_len - output_reserve(context_len, max_tokens)
+    budget = context_len - answer_reserve(context_len, max_tokens, shift)
     ids, cut, num_ids = cut_text(served.engine.tokenizer, text, budget, num_keep, context_len=context_len,
                                  add_special_tokens=add_special_tokens, prefix_ids=prefix_ids or ())
     report = ContextReport(mode, num_ids, len(ids), cut_tokens=(cut.keep, cut.end) if cut is not None else None)

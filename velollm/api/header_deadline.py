@@ -13,7 +13,9 @@ The deadline never runs while a request is being served: neither a body (BodyLim
 idle deadline, api/blobs.py its own) nor a response (a stream runs as long as it runs) is cut by it.
 
 httptools (which uvicorn picks when installed, as `velollm serve` installs it) keeps no limit on header
-bytes; h11 stops at 16 KiB (400). Here httptools stops at MAX_HEADER_BYTES: 431 and the connection closed.
+bytes, h11 stops at 16 KiB, and both answered uvicorn's plain-text 400 to a URL over 64 KiB. Here both refuse
+a request line or head over the limits of velollm/api/head_limit.py with a JSON 414 or 431 in the wire
+format of the request's path, and close the connection.
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from velollm.api.head_limit import (
+    CLOSE_REASONS,
+    MAX_HEADER_BYTES,
+    MAX_TARGET_BYTES,
+    LimitedH11Connection,
+    head_status,
+    refusal,
+)
+
 logger = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 64 * 1024  # request line + headers, httptools only (h11's own limit is 16 KiB)
-_TOO_LARGE_TEXT = b"request line and headers are over 64 KiB\n"
-_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                      b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE_TEXT), _TOO_LARGE_TEXT))
+# A refused head's connection is closed this long after the answer, what the client still sends read and
+# dropped meanwhile (nginx's lingering close): closed at once with its bytes unread, the kernel answers them
+# with a reset, which can destroy the answer before the client reads it.
+LINGER_S = 2.0
 
 
 class HeaderDeadline:
@@ -38,8 +49,8 @@ class HeaderDeadline:
     (before the first one's headers are complete, and from the end of each response until the next one's are)."""
 
     header_timeout_s: float = 30.0
-    # called with "idle" (nothing sent since the wait began), "header_timeout" (part of a request) or
-    # "headers_too_large" for each connection closed here (the /metrics counter)
+    # called with "idle" (nothing sent since the wait began), "header_timeout" (part of a request),
+    # "request_line_too_long" (414) or "headers_too_large" (431) for each connection closed here (/metrics)
     on_close: Callable[[str], None] = staticmethod(lambda reason: None)
     cycle: Any
     transport: asyncio.Transport
@@ -47,6 +58,7 @@ class HeaderDeadline:
 
     _header_timer: asyncio.TimerHandle | None = None
     _sent_in_wait = False  # bytes arrived since the timer was armed
+    _lingering = False  # a head was refused: what comes is dropped until the close (LINGER_S)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -57,6 +69,8 @@ class HeaderDeadline:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         super().data_received(data)  # type: ignore[misc]
         self._sent_in_wait = True
         self._sync_header_timer()
@@ -72,8 +86,14 @@ class HeaderDeadline:
     def _serving(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
+    def shutdown(self) -> None:
+        if self._lingering:  # no request: nothing to finish (and h11's state is an error)
+            self.transport.close()
+        else:
+            super().shutdown()  # type: ignore[misc]
+
     def _sync_header_timer(self) -> None:
-        if self._serving() or self.transport.is_closing():
+        if self._serving() or self._lingering or self.transport.is_closing():
             self._stop_header_timer()
         elif self._header_timer is None:  # armed once per wait: bytes do not push it back
             self._sent_in_wait = False
@@ -93,9 +113,31 @@ class HeaderDeadline:
         self.transport.close()
         self.on_close("header_timeout" if self._sent_in_wait else "idle")
 
+    def _refuse(self, status: int, target: bytes) -> None:
+        """The head refused (head_limit.refusal) and the connection closed, lingering (LINGER_S)."""
+        logger.debug("refusing a request head over the limits: %d", status)
+        self._lingering = True
+        self._stop_header_timer()
+        self.transport.write(refusal(status, target))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+        self.on_close(CLOSE_REASONS[status])
+
 
 class H11HeaderDeadline(HeaderDeadline, H11Protocol):
-    """uvicorn's h11 protocol with the header deadline."""
+    """uvicorn's h11 protocol with the header deadline and the head limits (head_limit.LimitedH11Connection)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = LimitedH11Connection()
+
+    def send_400_response(self, msg: str) -> None:
+        refused = self.conn.refused
+        if refused is None:
+            super().send_400_response(msg)
+        else:
+            self._refuse(*refused)
 
 
 def _httptools_class() -> type | None:
@@ -105,30 +147,43 @@ def _httptools_class() -> type | None:
         return None
 
     class HttpToolsHeaderDeadline(HeaderDeadline, HttpToolsProtocol):
-        """uvicorn's httptools protocol with the header deadline, and a cap on header bytes."""
+        """uvicorn's httptools protocol with the header deadline, and the head limits."""
 
         _header_bytes = 0
         _reading_headers = False
+        _target_refused = False
 
         def on_message_begin(self) -> None:
             self._reading_headers = True
             self._header_bytes = 0
             super().on_message_begin()
 
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > MAX_TARGET_BYTES:  # stops the parser: uvicorn's 400, answered by send_400_response
+                self._target_refused = True
+                raise ValueError("request target too long")
+
+        def send_400_response(self, msg: str) -> None:
+            if self._target_refused:
+                self._refuse(414, self.url)
+            else:
+                super().send_400_response(msg)
+
         def on_headers_complete(self) -> None:
             self._reading_headers = False
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return
             super().data_received(data)
             # A chunk that began a request and did not finish its headers counts whole (it may hold the tail of
             # a pipelined request's body: an overestimate of at most one read, far below the limit in practice).
             if self._reading_headers and self.parser is not None and not self.transport.is_closing():
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES:
-                    self.transport.write(_HEADERS_TOO_LARGE)
-                    self.transport.close()
-                    self.on_close("headers_too_large")
+                    self._refuse(head_status(len(self.url), self._header_bytes), self.url)
 
     return HttpToolsHeaderDeadline
 

@@ -155,7 +155,8 @@ class ServerMetrics:
         self.connections_closed = Counter(
             "velollm_connections_closed", "Connections closed by the server while waiting for a request "
             "(api/header_deadline.py), by reason: idle (nothing sent in --header-timeout), header_timeout (part of "
-            "a request, not its whole headers, in --header-timeout), headers_too_large (431)", ["reason"],
+            "a request, not its whole headers, in --header-timeout), request_line_too_long (414), headers_too_large "
+            "(431)", ["reason"],
             registry=self.registry)
         self.registry.register(_EngineCollector(models, self.rates))
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series

@@ -285,15 +285,30 @@ def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
 MIN_NUM_CTX = 4  # Ollama's scheduler raises a smaller num_ctx to 4 (server/sched.go)
 
 
-def _context_len(served: Any, sampling: OllamaSampling) -> int:
-    """The model's context, or the smaller `num_ctx` the request asks for (at least 4, as in Ollama)."""
+def _context_len(served: Any, sampling: OllamaSampling, shift: bool) -> int:
+    """The model's context, or the smaller `num_ctx` the request asks for (at least 4, as in Ollama).
+
+    With `shift: false` Ollama's runner holds `num_ctx` ids and still samples one token after them (the last
+    token never enters its cache) before it ends the sequence with done_reason "length": a prompt of the whole
+    context runs and gets one token, and a shorter one `num_ctx - prompt + 1` (_answer_room). VeloLLM's engine
+    holds that last token too, so this context is then at most the model's less one."""
     context = served.engine.max_model_len
-    return min(context, max(MIN_NUM_CTX, sampling.num_ctx)) if sampling.num_ctx else context
+    context = min(context, max(MIN_NUM_CTX, sampling.num_ctx)) if sampling.num_ctx else context
+    return context if shift else min(context, served.engine.max_model_len - 1)
+
+
+def _answer_room(context_len: int, shift: bool) -> int:
+    """The most ids of prompt and answer together (see _context_len)."""
+    return context_len if shift else context_len + 1
 
 
 def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
     sampling = _options(served, req)
-    max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, _context_len(served, sampling), "prompt")
+    room = _answer_room(_context_len(served, sampling, req.shift), req.shift)
+    try:
+        max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, room, "prompt")
+    except ContextOverflow as e:  # the error mode (`truncate: false`): Ollama's words
+        raise ollama_overflow(e) from None
     return engine_params(sampling.params, max_tokens, stream=req.stream)
 
 
@@ -307,8 +322,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req, info,
                                                        plan.template_kwargs)
     options = _options(served, req)
-    fit = {"requested": req.context_overflow, "context_len": _context_len(served, options),
-           "max_tokens": options.params.max_tokens, "num_keep": req.num_keep}
+    fit = {"requested": req.context_overflow, "context_len": _context_len(served, options, req.shift),
+           "max_tokens": options.params.max_tokens, "num_keep": req.num_keep, "shift": req.shift}
     try:
         prompt_ids = await asyncio.to_thread(_generate_prompt_ids, engine.tokenizer, text, add_special_tokens, req)
     except ContextOverflow as e:  # too long to tokenize (for sure over the context): its ends are cut
@@ -322,10 +337,7 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     if req.debug_render_only:
         return debug_render(req.model, False, engine.tokenizer, prompt_ids)
     thinking = Thinking.for_prompt(plan, engine.tokenizer, prompt_ids)
-    try:
-        params = _sampling(served, req, len(prompt_ids))
-    except ContextOverflow as e:  # the error mode (`truncate: false`): Ollama's words
-        raise ollama_overflow(e) from None
+    params = _sampling(served, req, len(prompt_ids))
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
@@ -348,11 +360,12 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
         tools = ToolCalls(engine, req.tools, "auto", True, retries=state.config.tool_retries, metrics=state.metrics,
                           model=served.name, template_kwargs=plan.template_kwargs)
     options = _options(served, req)
+    context_len = _context_len(served, options, req.shift)
     fitted = await fit_chat(state, served, messages, chat_renderer(engine.tokenizer, tools, plan.template_kwargs),
-                            api="ollama", requested=req.context_overflow, context_len=_context_len(served, options),
-                            max_tokens=options.params.max_tokens, num_keep=req.num_keep)
+                            api="ollama", requested=req.context_overflow, context_len=context_len,
+                            max_tokens=options.params.max_tokens, num_keep=req.num_keep, shift=req.shift)
     if tools is not None:
-        tools.use_fitted(fitted, _context_len(served, options))
+        tools.use_fitted(fitted, context_len)
     prompt_ids = fitted.token_ids
     if req.debug_render_only:
         return debug_render(req.model, True, engine.tokenizer, prompt_ids)

@@ -62,6 +62,7 @@ class GenerateRequest:
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
     debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
     num_keep: int = 4  # options.num_keep: leading ids never truncated away (Ollama's default; < 0: all)
+    shift: bool = True  # `shift`: false ends the answer when the context is full (done_reason "length")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ChatRequest:
     context_overflow: str | None = None  # options.context_overflow, or "error" for `truncate: false`
     debug_render_only: bool = False  # `_debug_render_only`: answer the rendered prompt, run nothing
     num_keep: int = 4  # options.num_keep: leading ids kept when the prompt is cut (Ollama's default; < 0: all)
+    shift: bool = True  # `shift`: false ends the answer when the context is full (done_reason "length")
 
 
 def parse_format(value: Any) -> StructuredOutput | None:
@@ -166,6 +168,7 @@ def _common(f: Fields) -> dict[str, Any]:
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
         "debug_render_only": f.bool("_debug_render_only", False),
         "num_keep": _num_keep(f),
+        "shift": f.bool("shift", True),
     }
 
 

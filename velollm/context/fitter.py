@@ -12,6 +12,10 @@ system prompt and the last user message alone are too long) is not an error: whe
 answer in the context, its tokens are cut as Ollama's runner cuts them (velollm.context.token_cut), down to
 the budget, so that the room for the answer stays (Ollama fills the context and shifts it while generating;
 VeloLLM does not shift). Within the context it runs as it is, its answer clamped to the room left.
+
+With Ollama's `shift: false` nothing stands in for the shift: the budget is the whole context (the caller
+keeps no reserve), a prompt of exactly the context runs as it is (Ollama's runner samples one token, then
+ends the sequence with done_reason "length"), and only a longer one is cut, down to the context.
 """
 
 from __future__ import annotations
@@ -110,16 +114,18 @@ class ContextFitter:
         return len(hit[2].token_ids)
 
     def fit(self, messages: list[Mapping[str, Any]], mode: str, context_len: int, reserve: int,
-            compressor: Any = None, num_keep: int | None = None) -> FittedPrompt:
+            compressor: Any = None, num_keep: int | None = None, shift: bool = True) -> FittedPrompt:
         """The prompt for `messages` within `context_len - reserve` tokens (error mode: within the context
         less one token, as the request's max_tokens is clamped to what remains). With `num_keep` (Ollama's
         option), what dropping turns cannot fit is cut at the token level instead of a ContextOverflow (see
         the module's docstring), and in the error mode a prompt of exactly the context runs shifted, as
-        Ollama's runner shifts it (`_shifted`)."""
+        Ollama's runner shifts it (`_shifted`), or as it is without `shift`."""
         self._encoded.clear()
         if mode == "error":
             text, encoded = self.encode(messages)
-            if num_keep is not None and len(encoded.token_ids) == context_len:  # Ollama runs it, shifting
+            if num_keep is not None and len(encoded.token_ids) == context_len:  # Ollama runs it
+                if not shift:
+                    return FittedPrompt(messages, text, encoded.token_ids, encoded.num_reused, None)
                 return self._shifted(messages, text, encoded, context_len, num_keep)
             if len(encoded.token_ids) >= context_len:
                 raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. However, "
@@ -146,7 +152,7 @@ class ContextFitter:
                 raise
             return self._cut_long(messages, current, report, budget, context_len, num_keep)
         ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
-        if num_keep is not None and len(ids) >= context_len:  # no room for one answer token: Ollama's cut
+        if num_keep is not None and len(ids) >= context_len + (not shift):  # no room for an answer: Ollama's cut
             ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         if cut is not None:
             num_reused = min(num_reused, cut.keep)
