@@ -220,6 +220,40 @@ def test_a_store_file_of_the_previous_layout_is_read_and_continued(tmp_path):
         assert json.loads(s.client.responses.retrieve(new.id).model_dump_json())["previous_response_id"] == "resp_old"
 
 
+def test_an_older_store_file_is_converted_at_start_up_not_on_the_first_request(tmp_path):
+    """A file written before the size cap (no auto_vacuum) needs one VACUUM of the whole file to take
+    incremental auto_vacuum: the server does it when it starts, before it listens, so the first request
+    that reads the store finds it converted and waits for no VACUUM."""
+    from velollm.responses import ResponseStore
+
+    path = tmp_path / "r.sqlite"
+    store = ResponseStore(path)
+    for i in range(64):
+        said = {"id": f"msg_{i}", "type": "message", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": f"answer {i} " + "x" * 20_000, "annotations": []}]}
+        store.put({"id": f"resp_{i}", "object": "response", "created_at": 1700000000 + i, "status": "completed",
+                   "model": "demo", "output": [said], "previous_response_id": None, "tools": [],
+                   "parallel_tool_calls": True, "tool_choice": "auto", "store": True})
+    store.close()
+    old = sqlite3.connect(path)  # back to the layout of a file written before the cap
+    old.execute("PRAGMA auto_vacuum = 0")
+    old.execute("VACUUM")
+    assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    old.close()
+    with _serve(path) as s:
+        db = sqlite3.connect(path)  # listening: converted already, no request made yet
+        try:
+            assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        finally:
+            db.close()
+        assert s.client.responses.retrieve("resp_63").output_text.startswith("answer 63 ")
+    with _serve(tmp_path / "new" / "r.sqlite") as s:  # no file: made on first use, as before
+        assert not (tmp_path / "new" / "r.sqlite").exists()
+        s.engine.script = ["Hi."]
+        assert s.client.responses.retrieve(s.client.responses.create(model="demo", input="Hello").id).output_text \
+            == "Hi."
+
+
 def test_a_response_over_the_row_cap_is_not_stored_and_says_so(tmp_path):
     """--responses-max-row-size: a response whose row (input items, output items, the object) is over it is
     answered and not stored, `store: false` in what the client gets (whole, and every streamed event when the

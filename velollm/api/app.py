@@ -222,6 +222,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             models.mark_ready()
         else:
             tasks.append(asyncio.create_task(_load(config, models, on_load_error)))
+        await responses.open_existing_store(state)  # before the server listens: its conversion waits for nothing
         if config.stats_interval_s > 0:
             tasks.append(asyncio.create_task(StatsLogger(models, state.metrics, config.stats_interval_s).run()))
         try:

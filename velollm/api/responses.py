@@ -16,7 +16,9 @@ import dataclasses
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -74,9 +76,24 @@ def _open(state: AppState) -> ResponseStore:
                          on_evict=state.metrics.observe_store_eviction)
 
 
+async def open_existing_store(state: AppState) -> None:
+    """At start-up, before the server listens: a store file that exists is opened now, so that what its first
+    open may do (an older file converted to incremental auto_vacuum or to the current schema, each one VACUUM
+    of the whole file; a lowered size cap applied) runs alone, holding up no request (it runs in a worker
+    thread; a new file is made on first use, at once). A file that cannot be opened is left to the first
+    request, whose error says why (the server serves on)."""
+    path = state.config.responses_db
+    if state.responses is not None or path == ":memory:" or not Path(path).is_file():
+        return
+    try:
+        state.responses = await asyncio.to_thread(_open, state)
+    except (sqlite3.Error, OSError) as e:
+        logger.error("responses store %s could not be opened at start-up: %s", path, e)
+
+
 async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
-    """`call(store, *args)` in a worker thread; the store is opened in one too (converting a file of an
-    older layout may take a while). Also the stored chat completions' way in (stored_chat.py)."""
+    """`call(store, *args)` in a worker thread; the store is opened in one too, when start-up did not open it
+    (open_existing_store: a new file, or one that failed then). Also the stored chat completions' way in (stored_chat.py)."""
     if state.responses is None:
         store = await asyncio.to_thread(_open, state)
         if state.responses is None:

@@ -10,7 +10,8 @@ completion deleted. The row just written is never evicted, so the store is over 
 one row and the conversation it continues are over it alone (a warning says so).
 
 Space freed beyond the cap goes back to the file system: the file is in `auto_vacuum = INCREMENTAL` (an
-older file is converted by one VACUUM on open), and after an eviction the file's pages beyond the cap are
+older file is converted by one VACUUM on open, which the server does at start-up: api/responses.py's
+open_existing_store), and after an eviction the file's pages beyond the cap are
 vacuumed away (`incremental_vacuum` moves pages from the end into free ones; the file is cut at the next
 checkpoint). Free pages under the cap stay, for the next rows: at the cap a write takes what the last
 eviction freed instead of moving pages each time (a row deleted or expired under the cap leaves its pages so
