@@ -7,7 +7,10 @@ of the next prompt and the answer would be prefilled again at the user's next tu
 conversation with the answer and a placeholder turn after it gives the text the next prompt starts
 with; it is cut where a user turn and a system turn in that place diverge (the header's role differs),
 then back to the end of a special token: the template's own tokens split the text, so the ids of what
-comes before them never depend on what comes after (the next user message's first characters).
+comes before them never depend on what comes after (the next user message's first characters). A template
+that renders the answer itself otherwise before a system turn (Qwen3 keeps the thinking of an answer after
+the last user query) diverges before the header: then the cut is before the placeholder user turn's text,
+back to a special token (the user header included: the next message of a chat without tools is the user's).
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ def next_turn_prefix(render: Render, messages: list[Mapping[str, Any]], answer: 
     end = as_user.find(marker)
     if end < 0:
         return None
-    end = min(end, _common_prefix(as_user, as_system))
+    common = _common_prefix(as_user, as_system)
+    between = as_user[common:end]
+    # The roles diverge in the header when at most one special token (Llama 3's <|end_header_id|>) lies between
+    # there and the marker; the answer's end-of-turn token and the next header's start make two or more.
+    if sum(between.count(t) for t in special_texts if t) <= 1:
+        end = common
     return _after_special(as_user[:end], special_texts)
 
 
