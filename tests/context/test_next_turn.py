@@ -25,7 +25,7 @@ def specials(tokenizer: Tokenizer) -> set[str]:
 
 @pytest.mark.parametrize("content", ["  By the river. \n", "<think>\nhmm\n</think>\n\nBy the river."])
 def test_the_prefix_starts_every_next_prompt_and_ends_after_a_special_token(tokenizer, content):
-    render = lambda ms: render_chat(tokenizer, ms, {"add_generation_prompt": True})  # noqa: E731
+    render = lambda ms: render_chat(tokenizer, ms, {"add_generation_prompt": True})
     answer = {"role": "assistant", "content": content}
     prefix = next_turn_prefix(render, HISTORY, answer, specials(tokenizer))
     assert prefix is not None and any(prefix.endswith(s) for s in specials(tokenizer))
@@ -49,5 +49,5 @@ def test_a_template_that_refuses_the_probe_or_has_no_special_tokens_gives_none()
 
     answer = {"role": "assistant", "content": "By the river."}
     assert next_turn_prefix(refuses_system, HISTORY[1:], answer, {"<s>", "</s>"}) is None
-    plain = lambda ms: "".join(f"{m['role']}: {m['content']}\n" for m in ms)  # noqa: E731
+    plain = lambda ms: "".join(f"{m['role']}: {m['content']}\n" for m in ms)
     assert next_turn_prefix(plain, HISTORY, answer, set()) is None
