@@ -24,7 +24,8 @@ import numpy as np
 if TYPE_CHECKING:
     from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
 
-SOURCE_TYPES = ("F32", "F16", "BF16")
+from velollm.engine.loader.gguf_file import FLOAT_TYPES as SOURCE_TYPES  # what it quantizes: float tensors
+
 TARGETS = ("Q8_0",)  # what gguf-py quantizes bit for bit as llama.cpp does, with llama.cpp's tensor choice
 _KEPT = ("_norm.weight", "ffn_gate_inp.weight", "position_embd", "token_types", "ssm_conv1d")
 
