@@ -243,8 +243,8 @@ def test_create_from_an_uploaded_gguf(front, native, store, tmp_path):
         ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "a/b/c/d", "from": "tiny-a"}, 400, "invalid model name"),
         ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "upload it first"),
-        ({"model": "x", "from": "tiny-a", "quantize": "q4_K_M"}, 400, "q4_K_M and q4_K_S need an Ollama upstream"),
-        ({"model": "x", "from": "tiny-a", "quantize": "q2"}, 400, "unsupported quantization type q2"),
+        ({"model": "x", "from": "tiny-a", "quantize": "q2"}, 400,
+         "unsupported quantization type Q2 - supported types are Q4_K_S, Q4_K_M, Q8_0"),
         ({"model": "x", "from": "tiny-a", "parameters": {"stop": {"a": 1}}}, 400, "parameters.stop"),
     ]:
         for url in (native[0], front[0]):
@@ -260,9 +260,13 @@ def test_create_quantized_to_q8_0(front, native, store, tmp_path):
         client = ollama.Client(host=url, timeout=120)
         parts = list(client.create(model=name, from_="tiny-a", quantize="q8_0", stream=True))
         statuses = [p.status for p in parts]
-        assert statuses[:3] == ["quantizing F32 model to Q8_0"] * 2 + ["verifying conversion"], statuses
-        assert parts[1].completed == parts[1].total > 0 and parts[1].digest == "0"
-        assert statuses[3].startswith("creating new layer sha256:") and statuses[-2:] == ["writing manifest", "success"]
+        n = statuses.index("verifying conversion")
+        assert n >= 2 and statuses[:n] == ["quantizing F32 model to Q8_0"] * n, statuses  # one per tensor or so
+        completed = [p.completed for p in parts[:n]]
+        assert completed[0] == 0 and completed == sorted(completed) and completed[-1] == parts[0].total > 0
+        assert {p.digest for p in parts[:n]} == {"0"}
+        assert statuses[n + 1].startswith("creating new layer sha256:")
+        assert statuses[-2:] == ["writing manifest", "success"]
         shown = client.show(name)
         assert shown.details.quantization_level == "Q8_0"
         assert client.generate(model=name, prompt="the cat", **RAW).eval_count == 4
@@ -299,6 +303,49 @@ def test_cli_rm_and_cp(front, native, store, tmp_path):
     assert "model 'cli-copy' not found" in out.stderr
     out = velollm(front[0], tmp_path, "cp", "nope", "x")
     assert out.returncode == 1 and 'model "nope" not found' in out.stderr
+
+
+def _k_quant_source(path: Path) -> Path:
+    """An F16 llama whose rows are multiples of 256 (every K-quant block type, no fallback), from tests/gguf."""
+    from tests.gguf.tiny_gguf import ArchSpec, bpe_tokenizer, state_dict, write_gguf
+
+    spec, tok = ArchSpec("llama", layers=2), bpe_tokenizer("llama-bpe")
+    return write_gguf(path, spec, state_dict(spec, len(tok.tokens), seed=9), tok, "F16")
+
+
+def test_create_quantized_to_k_quants(front, native, store, tmp_path):
+    """`ollama create -q q4_K_M` / `-q q4_K_S` without an Ollama upstream: an uploaded F16 GGUF quantized with
+    Ollama's tensor types and ggml's bytes (tests/gguf/test_gguf_requantize.py compares them with llama.cpp's),
+    the progress streamed while it runs; the model then loads and generates."""
+    from velollm.engine.loader.gguf_requantize import requantize
+
+    source = _k_quant_source(tmp_path / "k.gguf")
+    requantize(source, tmp_path / "expected.gguf", "Q4_K_M")
+    expected = "sha256:" + hashlib.sha256((tmp_path / "expected.gguf").read_bytes()).hexdigest()
+    for url, name in ((front[0], "tiny-k"), (native[0], "tiny-k-local")):
+        client = ollama.Client(host=url, timeout=300)
+        digest = client.create_blob(source)
+        parts = list(client.create(model=name, files={"k.gguf": digest}, quantize="q4_K_M", stream=True))
+        statuses = [p.status for p in parts]
+        first = statuses.index("quantizing F16 model to Q4_K_M")
+        n = statuses.index("verifying conversion")
+        assert n - first > 2, statuses  # completed grows tensor by tensor
+        completed = [p.completed for p in parts[first:n]]
+        assert completed[0] == 0 and completed == sorted(completed) and completed[-1] == parts[first].total
+        assert statuses[n + 1] == f"creating new layer {expected}" and statuses[-1] == "success"
+        shown = client.show(name)
+        assert shown.details.quantization_level == "Q4_K_M" and shown.details.family == "llama"
+        assert client.generate(model=name, prompt="the cat", **RAW).eval_count == 4
+        assert client.delete(name).status == "success"
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {source}\n")
+    out = velollm(native[0], tmp_path, "create", "cli-k", "-f", str(modelfile), "-q", "q4_K_S")
+    assert out.returncode == 0 and "quantizing F16 model to Q4_K_S\nverifying conversion\n" in out.stderr, out.stderr
+    client = ollama.Client(host=native[0], timeout=120)
+    assert client.show("cli-k").details.quantization_level == "Q4_K_S"
+    assert client.generate(model="cli-k", prompt="the cat", **RAW).eval_count == 4
+    assert client.delete("cli-k").status == "success"
+    assert not [p for p in (store / "blobs").iterdir() if not p.name.startswith("sha256-") or len(p.name) != 71]
 
 
 def test_cli_create_from_a_modelfile(front, native, store, tmp_path):
@@ -348,9 +395,9 @@ def test_cli_create_from_a_modelfile(front, native, store, tmp_path):
                           ("FROM tiny-a\nBOGUS x\n", "(line 2): command must be one of"),
                           ("SYSTEM hi\n", "no FROM line"),
                           ("FROM nope\n", "model 'nope' not found"),  # the server's answer
-                          ("FROM tiny-a\n", "need an Ollama upstream")]:
+                          ("FROM tiny-a\n", "unsupported quantization type Q2 - supported types are")]:
         modelfile.write_text(text)
-        extra = ("-q", "q4_K_M") if "Ollama upstream" in message else ()
+        extra = ("-q", "q2") if "quantization" in message else ()
         out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(modelfile), *extra)
         assert out.returncode == 1 and message in out.stderr, (text, out.stderr)
     out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(tmp_path / "absent"))

@@ -7,8 +7,9 @@ create writes it (server/create.go), from what VeloLLM can stand behind:
 - then `template`, `system`, `license` (a string or a list), `messages` and `parameters` (merged over the
   base model's, as Ollama merges them) as new layers, each replacing the base's layer of that kind.
 
-`quantize: q8_0` writes the model layer again as Q8_0 (create_quantize.py); other levels, `adapters`, draft
-models and safetensors files need Ollama's converter: 400 saying so.
+`quantize` (q4_K_M, q4_K_S, q8_0: Ollama's levels) writes the model layer again quantized (create_quantize.py),
+its progress streamed while it runs; `adapters`, draft models and safetensors files need Ollama's converter:
+400 saying so.
 Everything is checked before anything is written (400 / 404 with Ollama's `{"error"}`); then the blobs
 and the manifest are written whole (temporary files renamed) and the answer is Ollama's progress:
 `using existing layer` / `creating new layer` per layer, `writing manifest`, `success` (one NDJSON line
@@ -26,6 +27,7 @@ from starlette.responses import Response
 
 from velollm.api.create_quantize import quantize_model_layer
 from velollm.api.handler import AppState
+from velollm.api.live_progress import Emit, live_progress
 from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.engine.loader.ollama_store import (
@@ -43,6 +45,9 @@ TEXT_LAYERS = ("template", "system")
 
 
 async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
+    if wants_stream(body) and (body.get("quantize") or body.get("quantization")):  # minutes: progress as it goes
+        return await live_progress(lambda emit: store_op(state, create_model, body, root, emit),
+                                   state.models.store_changed)
     try:
         lines = await store_op(state, create_model, body, root)
     finally:
@@ -50,8 +55,9 @@ async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> R
     return progress_response(lines, wants_stream(body))
 
 
-def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-    """Writes the model `body` describes into the store; the progress lines (blocking: a worker thread)."""
+def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> list[dict[str, Any]]:
+    """Writes the model `body` describes into the store; the progress lines (blocking: a worker thread). With
+    `emit`, the lines up to the quantization's end go to `emit` as they happen and the rest are returned."""
     name = body.get("model") or body.get("name") or ""
     parsed = parse_name(name) if isinstance(name, str) else None
     if parsed is None:
@@ -61,7 +67,8 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         if body.get(field):
             raise InvalidRequest(f"{field} is not supported without an Ollama upstream: VeloLLM creates models "
                                  "from a model of its store or a GGUF file, with a template, system prompt, "
-                                 "parameters, license and messages, and quantizes to q8_0", param=field)
+                                 "parameters, license and messages, and quantizes to q4_K_M, q4_K_S and q8_0",
+                                 param=field)
     base = body.get("from")
     if base is not None and not isinstance(base, str):
         raise InvalidRequest(f"from must be a model name (a string), got {type(base).__name__}", param="from")
@@ -73,10 +80,10 @@ def create_model(body: dict[str, Any], root: Path) -> list[dict[str, Any]]:
         config, model_layer = _gguf(root, files)
         layers = [layer for layer in layers if layer.get("mediaType") != MODEL_MEDIA] + [model_layer]
         lines.append({"status": "parsing GGUF"})
+    new = _new_layers(root, body, layers)  # (checked before a quantization that may take minutes)
     quantize = body.get("quantize") or body.get("quantization")
     if quantize:
-        config, layers = quantize_model_layer(root, quantize, config, layers, lines)
-    new = _new_layers(root, body, layers)
+        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit)
     replaced = {MEDIA + kind for kind, _ in new}
     if MEDIA + "template" in replaced:
         replaced.add(MEDIA + "prompt")  # the template's legacy name

@@ -40,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("create", help="create a model from a Modelfile")
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("-f", "--file", help="name of the Modelfile (default: Modelfile)")
-    parser.add_argument("-q", "--quantize", help="quantize the model to this level (e.g. q4_K_M); needs an "
-                                                 "Ollama upstream")
+    parser.add_argument("-q", "--quantize", help="quantize the model to this level (q4_K_M, q4_K_S or q8_0)")
     parser.set_defaults(run=server_command(run))
 
 

@@ -1,16 +1,16 @@
-"""A float GGUF (F32, F16, BF16 weights) written again as Q8_0, as `ollama create --quantize q8_0` and llama.cpp's
-`llama-quantize ... Q8_0` write it, for `/api/create` without an Ollama upstream (velollm/api/local_create.py).
+"""A float GGUF (F32, F16, BF16 weights) written again as Q8_0, Q4_K_M or Q4_K_S, as `ollama create --quantize`
+and llama.cpp's `llama-quantize` write it, for `/api/create` without an Ollama upstream
+(velollm/api/create_quantize.py).
 
-Which tensors: Ollama's and llama.cpp's rule, the Q8_0 part of it. A tensor named `*weight` with two or more
-dimensions is quantized, except norms, MoE routers (`ffn_gate_inp`), position and token-type embeddings and
-`ssm_conv1d`; the token embedding and `output.weight` are quantized too (Q8_0 is the one file type whose
-output layer stays at the file type, not Q6_K). A row whose length is not a multiple of Q8_0's 32 values is
-written as F16, llama.cpp's fallback. The rest is copied as it is. The blocks are gguf-py's Q8_0 (scale
-max|x|/127 as F16, values rounded half away from zero), bit for bit llama.cpp's `quantize_row_q8_0_ref`
-(tests/gguf/test_gguf_requantize.py compares the tensors with llama.cpp's own quantizer's).
+Which tensor gets which type is Ollama's rule (quant_mix.py). The blocks are ggml's reference quantizers bit for
+bit: Q4_K, Q5_K and Q6_K from kquants.py, the Q5_0 / Q5_1 row fallbacks from legacy_quants.py, Q8_0 from gguf-py
+(ggml's `quantize_row_q8_0_ref`); tests/gguf/test_gguf_requantize.py and test_kquants.py compare the bytes with
+llama.cpp's own quantizer's.
 
-Metadata is copied key by key, `general.file_type` becoming MOSTLY_Q8_0 and `general.quantization_version`
-added. Tensors go one at a time from the mapped input to the output (never the whole model in memory).
+Metadata is copied key by key, `general.file_type` becoming the level's (7, 15, 14) and
+`general.quantization_version` added. Tensors go one at a time from the mapped input to the output, quantized in
+chunks of rows (never the whole model, nor a whole tensor as float32, in memory); `on_progress` is called per
+chunk.
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from velollm.engine.loader import kquants, legacy_quants
+from velollm.engine.loader.gguf_file import FLOAT_TYPES
+from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
+
 if TYPE_CHECKING:
     from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
 
-from velollm.engine.loader.gguf_file import FLOAT_TYPES as SOURCE_TYPES  # what it quantizes: float tensors
-
-TARGETS = ("Q8_0",)  # what gguf-py quantizes bit for bit as llama.cpp does, with llama.cpp's tensor choice
-_KEPT = ("_norm.weight", "ffn_gate_inp.weight", "position_embd", "token_types", "ssm_conv1d")
+SOURCE_TYPES = FLOAT_TYPES  # what it quantizes: float tensors
+TARGETS = ("Q8_0", "Q4_K_M", "Q4_K_S")  # Ollama's quantize levels
+CHUNK_VALUES = 1 << 20  # float32 values quantized at a time (the K-quant search holds ~20 arrays of this size)
+_BLOCKS = {"Q4_K": (256, kquants.quantize_q4_k), "Q5_K": (256, kquants.quantize_q5_k),
+           "Q6_K": (256, kquants.quantize_q6_k), "Q5_0": (32, legacy_quants.quantize_q5_0),
+           "Q5_1": (32, legacy_quants.quantize_q5_1)}  # Q8_0: gguf-py's, ggml's bytes already
 
 
 class RequantizeError(ValueError):
@@ -37,19 +43,22 @@ class RequantizeError(ValueError):
 def requantize(source: Path, target: Path, quant: str,
                on_progress: Callable[[int, int], None] | None = None) -> None:
     """`source` written to `target` with its weights as `quant` (one of TARGETS); RequantizeError when the
-    source holds weights that are not F32/F16/BF16. `on_progress(done_bytes, total_bytes)` per tensor."""
+    source holds weights that are not F32/F16/BF16. `on_progress(done_bytes, total_bytes)` (source bytes) per
+    chunk of rows."""
     import gguf
 
     if quant not in TARGETS:
         raise RequantizeError(f"unsupported quantization type {quant}")
-    qtype = gguf.GGMLQuantizationType[quant]
     reader = gguf.GGUFReader(source)
-    weights = [t for t in reader.tensors if _quantized(t.name, len(t.shape))]
-    foreign = sorted({t.tensor_type.name for t in weights} - set(SOURCE_TYPES))
+    arch = _arch(reader)
+    specs = [TensorSpec(t.name, tuple(int(n) for n in t.shape), t.tensor_type.name) for t in reader.tensors]
+    foreign = sorted({s.kind for s in specs if is_quantized(s.name, len(s.shape))} - set(SOURCE_TYPES))
     if foreign:
         raise RequantizeError(f"quantization is only supported for F32, F16 and BF16 models; this one holds "
                               f"{', '.join(foreign)} weights")
-    writer = gguf.GGUFWriter(target, arch=_arch(reader), endianess=reader.endianess)
+    experts = reader.fields.get(f"{arch}.expert_count")
+    kinds = tensor_types(specs, quant, arch, int(experts.contents()) if experts is not None else 0)
+    writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # written by GGUFWriter itself
@@ -58,49 +67,59 @@ def requantize(source: Path, target: Path, quant: str,
         value_type = field.types[0]
         sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
-    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{quant}"])
+    writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     plan = []
-    for tensor in reader.tensors:
-        kind = _target(tensor, qtype) if tensor in weights else None
-        shape = _numpy_shape(tensor)
-        if kind is None:
+    for tensor, spec, kind in zip(reader.tensors, specs, kinds):
+        qtype = None if kind == spec.kind else gguf.GGMLQuantizationType[kind]
+        if qtype is None:
             writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
                                    tensor.tensor_type)
-        elif kind == gguf.GGMLQuantizationType.F16:  # a row Q8_0 cannot hold
+        elif qtype == gguf.GGMLQuantizationType.F16:  # a row no block fits
+            shape = _numpy_shape(tensor)
             writer.add_tensor_info(tensor.name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
         else:
-            byte_shape = gguf.quant_shape_to_byte_shape(shape, kind)
-            writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), kind)
-        plan.append((tensor, kind))
+            byte_shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
+            writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
+        plan.append((tensor, qtype))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
-    for tensor, kind in plan:
-        if kind is None:
+    for tensor, qtype in plan:
+        if qtype is None:
             writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-        elif kind == gguf.GGMLQuantizationType.F16:
-            writer.write_tensor_data(_floats(tensor).astype(np.float16))
+            done += int(tensor.n_bytes)
+            if on_progress is not None:
+                on_progress(done, total)
+            continue
+        rows = _floats(tensor)
+        if qtype == gguf.GGMLQuantizationType.F16:
+            out, shape = np.empty(rows.shape, np.float16), _numpy_shape(tensor)
         else:
-            writer.write_tensor_data(gguf.quants.quantize(_floats(tensor), kind))
+            out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), np.uint8)
+            shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
+        step = max(1, CHUNK_VALUES // rows.shape[1])
+        for start in range(0, rows.shape[0], step):
+            out[start:start + step] = _quantize(rows[start:start + step], qtype)
+            if on_progress is not None:
+                on_progress(done + int(tensor.n_bytes) * min(start + step, rows.shape[0]) // rows.shape[0], total)
+        writer.write_tensor_data(out.reshape(shape))
         done += int(tensor.n_bytes)
-        if on_progress is not None:
-            on_progress(done, total)
     writer.close()
 
 
-def _quantized(name: str, num_dims: int) -> bool:
-    return name.endswith("weight") and num_dims >= 2 and not any(part in name for part in _KEPT)
-
-
-def _target(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> GGMLQuantizationType | None:
+def _quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    """float32 `(rows, ne0)` as `qtype`'s bytes (F16: halves)."""
     import gguf
 
-    block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
-    if int(tensor.shape[0]) % block_size:
-        return gguf.GGMLQuantizationType.F16 if tensor.tensor_type != gguf.GGMLQuantizationType.F16 else None
-    return qtype
+    rows = rows.astype(np.float32, copy=False)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return rows.astype(np.float16)
+    if qtype.name not in _BLOCKS:
+        return gguf.quants.quantize(rows, qtype)
+    size, blocks = _BLOCKS[qtype.name]
+    return blocks(np.ascontiguousarray(rows).reshape(-1, size)).reshape(rows.shape[0], -1)
 
 
 def _numpy_shape(tensor: ReaderTensor) -> tuple[int, ...]:
@@ -108,14 +127,29 @@ def _numpy_shape(tensor: ReaderTensor) -> tuple[int, ...]:
     return tuple(int(n) for n in reversed(tensor.shape))
 
 
-def _floats(tensor: ReaderTensor) -> np.ndarray:
-    """The tensor's values as float32, in its numpy shape (rows of ne0 values)."""
+def _floats(tensor: ReaderTensor) -> np.ndarray | _Bf16Rows:
+    """The tensor's rows `(rows, ne0)`, as stored (F32/F16/BF16 widened chunk by chunk by `_quantize`)."""
     import gguf
 
-    shape = _numpy_shape(tensor)
+    data = np.asarray(tensor.data)
+    rows = data.reshape(-1, int(tensor.shape[0]) if tensor.tensor_type != gguf.GGMLQuantizationType.BF16
+                        else int(tensor.shape[0]) * 2)
     if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
-        return gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-    return np.asarray(tensor.data, dtype=np.float32).reshape(shape)
+        return _Bf16Rows(rows)
+    return rows
+
+
+class _Bf16Rows:
+    """BF16 rows (stored as bytes) read as float32 a slice at a time."""
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.raw = raw
+        self.shape = (raw.shape[0], raw.shape[1] // 2)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        import gguf
+
+        return gguf.quants.dequantize(np.ascontiguousarray(self.raw[rows]), gguf.GGMLQuantizationType.BF16)
 
 
 def _arch(reader: GGUFReader) -> str:

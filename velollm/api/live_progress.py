@@ -1,0 +1,71 @@
+"""An Ollama progress stream sent while a store operation still runs in its worker thread (quantizing a model
+takes minutes): the lines the worker emits go out as they come, then the lines it returns.
+
+Until the first line is emitted nothing is sent, so a request the worker refuses while checking it is still an
+ordinary error answer with its status (400, 404); a failure after that ends the 200 stream with Ollama's
+`{"error"}` line, as Ollama's own create stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from velollm.wire.errors import ollama_stream_error, to_api_error
+from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
+from velollm.wire.pull_answer import progress_response
+
+logger = logging.getLogger(__name__)
+
+Line = dict[str, Any]
+Emit = Callable[[Line], None]
+
+
+async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: Callable[[], None]) -> Response:
+    """`work(emit)` run to its first emitted line (or its end); `finish()` once it is over, whatever happened.
+    `emit` may be called from any thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Line] = asyncio.Queue()
+    task = asyncio.ensure_future(work(lambda line: loop.call_soon_threadsafe(queue.put_nowait, line)))
+    first = asyncio.ensure_future(queue.get())
+    await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+    if not first.done():  # over before it had anything to say: an ordinary answer (or error)
+        first.cancel()
+        try:
+            return progress_response(task.result(), True)
+        finally:
+            finish()
+    return StreamingResponse(_lines(first.result(), queue, task, finish), media_type=NDJSON_MEDIA_TYPE)
+
+
+async def _lines(first: Line, queue: asyncio.Queue[Line], task: asyncio.Future[list[Line]],
+                 finish: Callable[[], None]) -> AsyncIterator[bytes]:
+    try:
+        yield ndjson_line(first)
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                break
+            yield ndjson_line(getter.result())
+        while not queue.empty():  # emitted before the worker returned
+            yield ndjson_line(queue.get_nowait())
+        try:
+            rest = task.result()
+        except Exception as exc:  # the 200 went out: the error ends the stream
+            error = to_api_error(exc)
+            if error.status >= 500:
+                logger.error("store operation failed after its progress stream began: %s", exc, exc_info=exc)
+            rest = [ollama_stream_error(error)]
+        for line in rest:
+            yield ndjson_line(line)
+    finally:  # (the client may have gone: the worker thread cannot be stopped, so finish when it ends)
+        if task.done():
+            finish()
+        else:
+            task.add_done_callback(lambda _: finish())
