@@ -69,6 +69,7 @@ class ContextState:
     turn_caches: OrderedDict[str, TurnCache] = field(default_factory=OrderedDict)
     summaries: OrderedDict[str, TextMemo] = field(default_factory=OrderedDict)
     plans: OrderedDict[str, PlanCache] = field(default_factory=OrderedDict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # next-turn prefills being prepared
 
     def plan_cache(self, model: str) -> PlanCache:
         return _recent(self.plans, model, PlanCache)

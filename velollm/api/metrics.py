@@ -61,6 +61,11 @@ class _EngineCollector:
                                            labels=["model"]),
             "preempted": CounterMetricFamily("velollm_preemptions", "Requests preempted for lack of KV blocks",
                                              labels=["model"]),
+            "turn_prefills": CounterMetricFamily("velollm_turn_prefills", "Next-turn prefixes prefilled in the "
+                                                 "background (done), or dropped (no free blocks, a failed step, "
+                                                 "too many queued)", labels=["model", "outcome"]),
+            "turn_prefill_tokens": CounterMetricFamily("velollm_turn_prefill_tokens", "Prompt tokens the "
+                                                       "background next-turn prefills computed", labels=["model"]),
         }
         for served in self.models.models():
             s = served.engine.stats()
@@ -78,6 +83,9 @@ class _EngineCollector:
             counters["ph"].add_metric(m, s.prefix_cache_hits)
             counters["aborted"].add_metric(m, s.num_aborted)
             counters["preempted"].add_metric(m, s.num_preemptions)
+            counters["turn_prefills"].add_metric([served.name, "done"], s.num_turn_prefills)
+            counters["turn_prefills"].add_metric([served.name, "dropped"], s.num_dropped_turn_prefills)
+            counters["turn_prefill_tokens"].add_metric(m, s.num_turn_prefill_tokens)
         pool = getattr(self.models, "pool", None)
         if pool is not None:
             loads = CounterMetricFamily("velollm_model_loads", "On-demand model loads: cold (from the files), "

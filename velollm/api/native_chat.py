@@ -19,6 +19,7 @@ from velollm.api.protocol_openai import ChatCompletionRequest
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
+from velollm.api.turn_prefill import prefill_next_turn
 from velollm.context.fitter import FittedPrompt, Render
 from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -89,6 +90,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                         legacy_functions=req.legacy_functions)
     gen = GenerationStream(engine, calls, request_id, thinking)
     remember_turn(state, served, gen, fitted)
+    if not req.continue_final_message:
+        prefill_next_turn(state, served, gen, fitted, render, has_tools=tools is not None)
     return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
 
 

@@ -55,6 +55,8 @@ from velollm.api.served_model import ServedModel
 from velollm.api.targets import UpstreamTarget
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
+from velollm.api.turn_prefill import prefill_next_turn
+from velollm.context.fitter import FittedPrompt, Render
 from velollm.errors import ContextOverflow
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
@@ -361,7 +363,8 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
                           model=served.name, template_kwargs=plan.template_kwargs)
     options = _options(served, req)
     context_len = _context_len(served, options, req.shift)
-    fitted = await fit_chat(state, served, messages, chat_renderer(engine.tokenizer, tools, plan.template_kwargs),
+    render = chat_renderer(engine.tokenizer, tools, plan.template_kwargs)
+    fitted = await fit_chat(state, served, messages, render,
                             api="ollama", requested=req.context_overflow, context_len=context_len,
                             max_tokens=options.params.max_tokens, num_keep=req.num_keep, shift=req.shift)
     if tools is not None:
@@ -378,9 +381,15 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
-                          on_gen=lambda gen: remember_turn(state, served, gen, fitted))
+                          on_gen=lambda gen: _remember(state, served, gen, fitted, render, tools is not None))
     response.headers.update(context_headers(fitted))
     return response
+
+
+def _remember(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt, render: Render,
+              has_tools: bool) -> None:
+    remember_turn(state, served, gen, fitted)
+    prefill_next_turn(state, served, gen, fitted, render, has_tools=has_tools)
 
 
 def routes() -> list[Route]:

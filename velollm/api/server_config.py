@@ -57,6 +57,8 @@ class ServerConfig:
     header_timeout_s: float = 30.0
     body_timeout_s: float = 60.0
     prefetch: bool = True  # next-turn prompts start with the previous turn's exact ids (velollm.context.turn_cache)
+    # with prefetch: the next turn's prefix, as the template rewrites the answer, prefilled while the engine is idle
+    turn_prefill: bool = True
     model_prefetch: bool = True  # predicted on-demand models loaded ahead into free slots (context.model_prefetch)
     routing: RoutingPolicy | None = None  # the virtual model that routes by complexity ([routing]); None: off
     # `--config velollm.toml` as loaded (velollm.router.config): backends, balancing, and the raw reserved

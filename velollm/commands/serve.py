@@ -89,6 +89,9 @@ def add_parser(subparsers: Any) -> None:
                         "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
+    p.add_argument("--no-turn-prefill", dest="turn_prefill", action="store_false",
+                   help="do not prefill a chat's next-turn prefix in the background when an answer ends (the "
+                        "engine runs it only while idle; it matters when the template rewrites the answer)")
     p.add_argument("--no-model-prefetch", dest="model_prefetch", action="store_false",
                    help="load on-demand models only when a request needs them, never ahead (after /api/show, "
                         "for the routes of the virtual model, or re-waking the last used one when a keep_alive runs out)")
@@ -222,6 +225,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         context_compressor=_context_compressor(getattr(args, "context_compressor", None)),
         context_compressor_device=_compressor_device(getattr(args, "context_compressor_device", "cpu")),
         prefetch=getattr(args, "prefetch", True),
+        turn_prefill=getattr(args, "turn_prefill", True),
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),

@@ -141,6 +141,12 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    def prefill(self, prompt_token_ids: list[int]) -> None:
+        """Queue a background prefill (LLMEngine.add_prefill); nothing comes back. A dead engine ignores it."""
+        if self._dead is None:
+            self._commands.put(("prefill", None, list(prompt_token_ids)))
+            self._wakeup.set()
+
     def _check_alive(self) -> None:
         if self._dead is not None:
             raise self._dead_error()
@@ -206,7 +212,9 @@ class AsyncEngine:
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            if command[0] == "add":
+            if command[0] == "prefill":
+                self.engine.add_prefill(command[2])
+            elif command[0] == "add":
                 _, request_id, prompt_token_ids, params = command
                 if request_id not in self._streams:
                     continue  # the client left before the engine saw its request

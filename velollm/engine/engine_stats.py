@@ -20,6 +20,9 @@ class EngineStats:
     num_generation_tokens: int
     num_preemptions: int
     num_steps: int
+    num_turn_prefills: int = 0  # background prefills done (LLMEngine.add_prefill)
+    num_turn_prefill_tokens: int = 0  # prompt tokens they computed
+    num_dropped_turn_prefills: int = 0  # dropped: no free blocks, a failed step, or more queued than kept
 
 
 @dataclass(frozen=True)

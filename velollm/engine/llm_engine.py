@@ -102,6 +102,32 @@ class LLMEngine:
         self.scheduler.add(request)
         return request
 
+    def add_prefill(self, prompt_token_ids: list[int], request_id: str | None = None) -> Request | None:
+        """A background prefill: the prompt's full blocks computed into the prefix cache while the engine is
+        idle, for a request expected to start with them (the next turn of a chat); nothing is sampled or
+        returned. None when there is no prefix cache to fill or the prompt is not one the engine would run."""
+        if not self.block_manager.enable_prefix_caching or len(prompt_token_ids) < self.block_manager.block_size:
+            return None
+        request_id = request_id or f"prefill-{next(self._ids)}"
+        if request_id in self.requests:
+            return None
+        params = SamplingParams(max_tokens=1)
+        try:
+            self.limits.validate(prompt_token_ids, params)
+        except InvalidRequest:
+            return None
+        request = Request(request_id, list(prompt_token_ids), params)
+        self.requests[request_id] = request
+        self.scheduler.add_prefill(request)
+        self._forget_prefills()
+        return request
+
+    def _forget_prefills(self) -> None:
+        for request in self.scheduler.ended_prefills:
+            if self.requests.get(request.request_id) is request:
+                del self.requests[request.request_id]
+        self.scheduler.ended_prefills.clear()
+
     @property
     def structured_output(self):
         """The grammar backend (xgrammar), built on the first constrained request."""
@@ -118,6 +144,8 @@ class LLMEngine:
         if request is None:
             return None
         self.scheduler.finish(request)
+        if request.prefill_only:
+            return None
         self.num_aborted += 1
         delta = self.outputs.delta(request, finish_reason="abort")
         self.outputs.remove(request_id)
@@ -130,9 +158,12 @@ class LLMEngine:
         """One step. A failure is pinned on one request: a batch that fails is rolled back and its requests
         are retried alone; the one that fails alone is removed and raised as RequestFailed."""
         with device_scope(self.device):  # Triton and CUDA graphs run on the current device (cuda:N)
-            if self.config.async_scheduling:
-                return self._step_async()
-            return self._step_sync()
+            try:
+                if self.config.async_scheduling:
+                    return self._step_async()
+                return self._step_sync()
+            finally:
+                self._forget_prefills()
 
     def _step_sync(self) -> list[RequestDelta]:
         retrying = bool(self.scheduler.suspects)  # then the batch is one suspect, alone
@@ -187,7 +218,7 @@ class LLMEngine:
         self.scheduler.update(batch)
         self.num_steps += 1
         for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
-            if request.num_computed_tokens <= request.num_prompt_tokens:
+            if request.num_computed_tokens <= request.num_prompt_tokens and not request.prefill_only:
                 self.num_prompt_tokens += num_new
         for request in requests:
             request.num_placeholders += 1
@@ -240,6 +271,9 @@ class LLMEngine:
             num_generation_tokens=self.num_generation_tokens,
             num_preemptions=self.scheduler.num_preemptions,
             num_steps=self.num_steps,
+            num_turn_prefills=self.scheduler.num_prefills,
+            num_turn_prefill_tokens=self.scheduler.num_prefill_tokens,
+            num_dropped_turn_prefills=self.scheduler.num_dropped_prefills,
         )
 
     def settings(self) -> EngineSettings:

@@ -40,6 +40,9 @@ class Request:
     grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    # A background prefill (Scheduler.add_prefill): its full blocks computed into the prefix cache, nothing
+    # sampled, run only while no request waits or runs.
+    prefill_only: bool = False
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -1,4 +1,10 @@
-"""Continuous batching: decodes first, then chunked prefill under a token budget; preemption by recompute."""
+"""Continuous batching: decodes first, then chunked prefill under a token budget; preemption by recompute.
+
+Background prefills (`add_prefill`: a chat's next-turn prefix computed into the prefix cache while the user
+types) run only when no request waits or runs, one chunk of at most PREFILL_CHUNK tokens a step: a request
+that arrives waits for the chunk in progress at most, then the prefill gives its blocks back (its full blocks
+stay cached, evictable) and resumes, from the cache, once the engine is idle again. One that finds no free
+blocks is dropped, as are the oldest beyond MAX_PREFILLS."""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from velollm.engine.request import Request, RequestStatus
 
 logger = logging.getLogger(__name__)
 
+PREFILL_CHUNK = 512  # tokens of a background prefill per step: what a request arriving meanwhile may wait for
+MAX_PREFILLS = 4  # background prefills queued; the oldest is dropped for a new one
+
 
 @dataclass
 class ScheduledBatch:
@@ -23,6 +32,8 @@ class ScheduledBatch:
     def samples(self, index: int) -> bool:
         """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
         request = self.requests[index]
+        if request.prefill_only:
+            return False
         return request.num_computed_tokens + self.num_scheduled_tokens[index] == request.num_tokens_with_placeholders
 
 
@@ -36,24 +47,83 @@ class Scheduler:
         # request causes fails that request only.
         self.suspects: deque[Request] = deque()
         self.num_preemptions = 0
+        self.prefills: deque[Request] = deque()  # background prefills, the head possibly holding blocks
+        self.ended_prefills: list[Request] = []  # finished or dropped since the engine last looked
+        self.num_prefills = self.num_prefill_tokens = self.num_dropped_prefills = 0
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
 
+    def add_prefill(self, request: Request) -> None:
+        """Compute `request`'s full prompt blocks into the prefix cache when the engine is idle."""
+        request.prefill_only = True
+        self.prefills.append(request)
+        while len(self.prefills) > MAX_PREFILLS:
+            self._drop_prefill(self.prefills[0])
+
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.prefills)
 
     def schedule(self) -> ScheduledBatch:
         if self.suspects:
             return self._schedule_suspect(self.suspects[0])
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
-        budget = self._schedule_running(batch, budget, self.running)
-        self._schedule_waiting(batch, budget)
+        if self.waiting or self.running:
+            self._pause_prefill()
+            budget = self._schedule_running(batch, budget, self.running)
+            self._schedule_waiting(batch, budget)
+        else:
+            self._schedule_prefill(batch, min(budget, PREFILL_CHUNK))
         return batch
+
+    def _pause_prefill(self) -> None:
+        """A request is here: the running prefill gives its blocks back (its full ones stay cached)."""
+        if self.prefills and self.prefills[0].status is RequestStatus.RUNNING:
+            request = self.prefills[0]
+            self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
+            self.block_manager.free(request)
+            request.status = RequestStatus.WAITING
+            request.num_cached_tokens = -1
+
+    def _schedule_prefill(self, batch: ScheduledBatch, budget: int) -> None:
+        while self.prefills:
+            request = self.prefills[0]
+            if request.num_cached_tokens < 0:
+                request.num_computed_tokens = self.block_manager.match_prefix(request)
+                request.num_cached_tokens = request.num_computed_tokens
+            num_new = min(self._prefill_end(request) - request.num_computed_tokens, budget)
+            if num_new <= 0:  # cached already
+                self._end_prefill(request)
+                continue
+            if not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
+                self._drop_prefill(request)  # memory pressure: a prefill never waits for blocks
+                continue
+            request.status = RequestStatus.RUNNING
+            batch.requests.append(request)
+            batch.num_scheduled_tokens.append(num_new)
+            return
+
+    def _prefill_end(self, request: Request) -> int:
+        """The prompt's full blocks: only those are cached."""
+        return request.num_prompt_tokens // self.block_manager.block_size * self.block_manager.block_size
+
+    def _end_prefill(self, request: Request) -> None:
+        self.num_prefills += 1
+        self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
+        self.finish(request)
+        self.ended_prefills.append(request)
+
+    def _drop_prefill(self, request: Request) -> None:
+        self.num_dropped_prefills += 1
+        self.finish(request)
+        self.ended_prefills.append(request)
 
     def quarantine(self, requests: list[Request]) -> None:
         """A step over `requests` failed: roll them back (their KV is recomputed) and retry each alone."""
+        for request in [r for r in requests if r.prefill_only]:  # not worth a retry: dropped
+            self._drop_prefill(request)
+        requests = [r for r in requests if not r.prefill_only]
         for request in reversed(requests):
             if request.status is RequestStatus.RUNNING:
                 self._requeue(request)
@@ -152,9 +222,14 @@ class Scheduler:
         for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
             request.num_computed_tokens += num_new
             self.block_manager.cache_full_blocks(request)
+            if request.prefill_only and request.num_computed_tokens >= self._prefill_end(request):
+                self._end_prefill(request)
 
     def finish(self, request: Request) -> None:
-        if request.status is RequestStatus.RUNNING:
+        if request.prefill_only:
+            if request in self.prefills:
+                self.prefills.remove(request)
+        elif request.status is RequestStatus.RUNNING:
             self.running.remove(request)
         elif request.status is RequestStatus.WAITING:
             self.waiting.remove(request)

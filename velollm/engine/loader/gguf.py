@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
-from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
     int4_tensor,
     quantized_tensor,
@@ -50,7 +50,6 @@ ARCHITECTURES = {
 SUPPORTED_TYPES = frozenset(
     {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 )
-_FLOAT_TYPES = ("F32", "F16", "BF16")
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -283,7 +282,7 @@ def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None =
                 yield hf_name(info.name), weight  # type: ignore[misc]
             else:
                 # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
+                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in FLOAT_TYPES)
                 yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
 
 

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from velollm.engine.loader import kquants, legacy_quants
+from velollm.engine.loader.gguf_file import FLOAT_TYPES
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
 
 if TYPE_CHECKING:
     from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, ReaderTensor
 
-SOURCE_TYPES = ("F32", "F16", "BF16")
+SOURCE_TYPES = FLOAT_TYPES  # what it quantizes: float tensors
 TARGETS = ("Q8_0", "Q4_K_M", "Q4_K_S")  # Ollama's quantize levels
 CHUNK_VALUES = 1 << 18  # float32 values at a time: the K-quant search's ~20 arrays of this size stay in cache
 _BLOCKS = {"Q4_K": (256, kquants.quantize_q4_k), "Q5_K": (256, kquants.quantize_q5_k),

@@ -1,0 +1,82 @@
+"""LLMEngine.add_prefill on a tiny model: the prefill fills the prefix cache without sampling, a request that
+arrives waits for one chunk at most (the step already running), outputs are the same as without it, and no
+path (done, paused, aborted, dropped, slept) leaks a KV block. Sync and async scheduling alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from velollm.engine.scheduler import PREFILL_CHUNK
+
+from .helpers import greedy, make_engine, random_prompts, run_all
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "async"])
+def engine(request, llama_folder):
+    return make_engine(llama_folder, async_scheduling=request.param)
+
+
+def drain(engine) -> list:
+    deltas = []
+    while engine.has_unfinished_requests():
+        deltas += engine.step()
+    return deltas
+
+
+def test_a_prefilled_prefix_is_a_cache_hit_and_changes_no_output(engine, llama_folder):
+    history, question = random_prompts([900, 20], seed=1)
+    engine.add_prefill(history)
+    assert drain(engine) == []  # nothing sampled, nothing returned
+    stats = engine.stats()
+    assert stats.num_turn_prefills == 1 and stats.num_turn_prefill_tokens == 896  # 56 full blocks of 16
+    assert stats.num_generation_tokens == 0 and stats.num_prompt_tokens == 0 and not engine.requests
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    [out] = run_all(engine, [history + question], greedy(8))
+    assert out.num_cached_tokens == 896
+    [cold] = run_all(make_engine(llama_folder), [history + question], greedy(8))
+    assert out.token_ids == cold.token_ids and cold.num_cached_tokens == 0
+
+
+def test_a_request_waits_for_one_chunk_at_most_and_the_prefill_resumes_after_it(engine):
+    history, other = random_prompts([1000, 40], seed=2)
+    engine.add_prefill(history)
+    engine.step()  # the first chunk runs (or, async, is launched)
+    request = engine.add_request(other, greedy(4))
+    first = []
+    while not first:
+        first = [d for d in engine.step() if d.request_id == request.request_id]
+    scheduler = engine.scheduler
+    # the chunk in progress when the request came is all the prefill did before the request's first token
+    assert scheduler.num_prefill_tokens == PREFILL_CHUNK
+    prefill = scheduler.prefills[0]
+    assert prefill.block_table == [] and prefill.num_cached_tokens == -1  # paused, its blocks given back
+    drain(engine)
+    assert scheduler.num_prefills == 1 and scheduler.num_prefill_tokens == 992
+    assert prefill.num_cached_tokens == PREFILL_CHUNK  # resumed from the blocks it had cached
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks and not engine.requests
+
+
+def test_aborted_dropped_and_slept_prefills_leak_no_blocks(engine):
+    bm = engine.block_manager
+    [a, b] = random_prompts([1000, 600], seed=3)
+    prefill = engine.add_prefill(a)
+    engine.step()
+    engine.abort_request(prefill.request_id)
+    drain(engine)
+    assert bm.num_free_blocks == bm.num_blocks and not engine.requests and engine.stats().num_aborted == 0
+    engine.add_prefill(b)
+    engine.step()
+    engine.sleep()
+    engine.wake()
+    assert bm.num_free_blocks == bm.num_blocks and not engine.requests and not engine.scheduler.prefills
+    # no room for one chunk: dropped at once, not kept waiting for blocks
+    bm.free_blocks = type(bm.free_blocks)(list(bm.free_blocks.items())[:8])
+    engine.add_prefill(b)
+    assert drain(engine) == [] and engine.stats().num_dropped_turn_prefills == 1 and not engine.requests
+
+
+def test_prompts_the_engine_would_refuse_or_not_cache_are_not_queued(llama_folder):
+    engine = make_engine(llama_folder)
+    assert engine.add_prefill(list(range(3, 10))) is None  # under one block: nothing to cache
+    assert engine.add_prefill([5] * (engine.max_model_len + 1)) is None
+    assert make_engine(llama_folder, enable_prefix_caching=False).add_prefill(list(range(3, 100))) is None
