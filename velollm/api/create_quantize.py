@@ -8,8 +8,9 @@ The source must hold F32, F16 or BF16 weights (Ollama's "quantization is only su
 models"). The new blob is written beside the others under a temporary name and renamed into place once hashed,
 so a failure leaves nothing behind. The progress lines are Ollama's: `quantizing F16 model to Q4_K_M` (digest
 "0", total the source's size, completed growing as the tensors are quantized, sent while it runs when the answer
-is streamed), `verifying conversion`, `creating new layer sha256:...`. numpy quantizes K-quants at about 4 MB of
-F16 weights a second per core (benchmarks/bench_quantize.py): minutes for a 1B model.
+is streamed), `verifying conversion`, `creating new layer sha256:...`. numpy quantizes about 14 MB of F16
+weights a second to Q4_K_M on one core of the 2-core test box (benchmarks/quantize.py): about three minutes
+for a 1B model, where llama.cpp takes one on two cores.
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from velollm.engine.loader.gguf_file import FLOAT_TYPES
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
 
 if TYPE_CHECKING:
-    from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, ReaderTensor
 
 SOURCE_TYPES = FLOAT_TYPES  # what it quantizes: float tensors
 TARGETS = ("Q8_0", "Q4_K_M", "Q4_K_S")  # Ollama's quantize levels
-CHUNK_VALUES = 1 << 20  # float32 values quantized at a time (the K-quant search holds ~20 arrays of this size)
+CHUNK_VALUES = 1 << 18  # float32 values at a time: the K-quant search's ~20 arrays of this size stay in cache
 _BLOCKS = {"Q4_K": (256, kquants.quantize_q4_k), "Q5_K": (256, kquants.quantize_q5_k),
            "Q6_K": (256, kquants.quantize_q6_k), "Q5_0": (32, legacy_quants.quantize_q5_0),
            "Q5_1": (32, legacy_quants.quantize_q5_1)}  # Q8_0: gguf-py's, ggml's bytes already
@@ -59,6 +59,34 @@ def requantize(source: Path, target: Path, quant: str,
     experts = reader.fields.get(f"{arch}.expert_count")
     kinds = tensor_types(specs, quant, arch, int(experts.contents()) if experts is not None else 0)
     writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
+    _copy_metadata(reader, writer, quant)
+    plan = [(t, None if kind == spec.kind else gguf.GGMLQuantizationType[kind])
+            for t, spec, kind in zip(reader.tensors, specs, kinds)]
+    for tensor, qtype in plan:
+        _add_info(writer, tensor, qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
+    for tensor, qtype in plan:
+        size = int(tensor.n_bytes)
+
+        def report(fraction: float, done: int = done, size: int = size) -> None:
+            if on_progress is not None:
+                on_progress(done + int(size * fraction), total)
+        if qtype is None:
+            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+            report(1.0)
+        else:
+            writer.write_tensor_data(_quantized(tensor, qtype, report))
+        done += size
+    writer.close()
+
+
+def _copy_metadata(reader: GGUFReader, writer: GGUFWriter, quant: str) -> None:
+    """Every key but the writer's own, `general.file_type` the level's, `general.quantization_version` added."""
+    import gguf
+
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # written by GGUFWriter itself
@@ -69,44 +97,37 @@ def requantize(source: Path, target: Path, quant: str,
         writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    plan = []
-    for tensor, spec, kind in zip(reader.tensors, specs, kinds):
-        qtype = None if kind == spec.kind else gguf.GGMLQuantizationType[kind]
-        if qtype is None:
-            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                                   tensor.tensor_type)
-        elif qtype == gguf.GGMLQuantizationType.F16:  # a row no block fits
-            shape = _numpy_shape(tensor)
-            writer.add_tensor_info(tensor.name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
-        else:
-            byte_shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
-            writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
-        plan.append((tensor, qtype))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
-    for tensor, qtype in plan:
-        if qtype is None:
-            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-            done += int(tensor.n_bytes)
-            if on_progress is not None:
-                on_progress(done, total)
-            continue
-        rows = _floats(tensor)
-        if qtype == gguf.GGMLQuantizationType.F16:
-            out, shape = np.empty(rows.shape, np.float16), _numpy_shape(tensor)
-        else:
-            out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), np.uint8)
-            shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
-        step = max(1, CHUNK_VALUES // rows.shape[1])
-        for start in range(0, rows.shape[0], step):
-            out[start:start + step] = _quantize(rows[start:start + step], qtype)
-            if on_progress is not None:
-                on_progress(done + int(tensor.n_bytes) * min(start + step, rows.shape[0]) // rows.shape[0], total)
-        writer.write_tensor_data(out.reshape(shape))
-        done += int(tensor.n_bytes)
-    writer.close()
+
+
+def _add_info(writer: GGUFWriter, tensor: ReaderTensor, qtype: GGMLQuantizationType | None) -> None:
+    import gguf
+
+    if qtype is None:  # copied as it is
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    elif qtype == gguf.GGMLQuantizationType.F16:  # a row no block fits
+        shape = _numpy_shape(tensor)
+        writer.add_tensor_info(tensor.name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
+    else:
+        byte_shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
+        writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
+
+
+def _quantized(tensor: ReaderTensor, qtype: GGMLQuantizationType, report: Callable[[float], None]) -> np.ndarray:
+    """The tensor's data as `qtype`, quantized CHUNK_VALUES at a time; `report(fraction done)` per chunk."""
+    import gguf
+
+    rows = _floats(tensor)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        out, shape = np.empty(rows.shape, np.float16), _numpy_shape(tensor)
+    else:
+        out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), np.uint8)
+        shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
+    step = max(1, CHUNK_VALUES // rows.shape[1])
+    for start in range(0, rows.shape[0], step):
+        out[start:start + step] = _quantize(rows[start:start + step], qtype)
+        report(min(start + step, rows.shape[0]) / rows.shape[0])
+    return out.reshape(shape)
 
 
 def _quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
