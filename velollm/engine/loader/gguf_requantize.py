@@ -172,7 +172,7 @@ def _quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     """float32 `(rows, ne0)` as `qtype`'s bytes (F16: halves)."""
     import gguf
 
-    rows = rows.astype(np.float32, copy=False)
+    rows = np.asarray(rows, dtype=np.float32)  # (a plain array: numpy.memmap views cost a Python call an operation)
     if qtype == gguf.GGMLQuantizationType.F16:
         return rows.astype(np.float16)
     if qtype.name not in _BLOCKS:

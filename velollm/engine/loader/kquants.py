@@ -118,14 +118,15 @@ def make_qkx2_quants(x: np.ndarray, weights: np.ndarray, nmax: int, rmin: float,
     flat = mx == mn  # C returns here: L = 0, the_min = -min, scale 0
     flat_min = mn
     finite = bool(np.isfinite(x).all())
-    L, laux, wl, scratch = (np.empty_like(x) for _ in range(4))
+    laux, wl, scratch = (np.empty_like(x) for _ in range(3))
     sum_l, sum_l2, sum_xl, best_error = (np.empty(x.shape[1], F) for _ in range(4))
 
-    def levels(iscale: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def levels(iscale: np.ndarray, mn: np.ndarray) -> np.ndarray:
+        """C's `MAX(0, MIN(nmax, nearest_int(iscale*(x[i] - min))))`, into laux (a flat column's: not used)."""
         bound = np.abs(iscale) * np.maximum(np.abs(x_min - mn), np.abs(mx - mn)) if finite else None
-        np.subtract(x, mn, out=out)
-        out *= iscale
-        return _round_clip(out, bound, 0, nmax)
+        np.subtract(x, mn, out=laux)
+        np.multiply(laux, iscale, out=laux)
+        return _round_clip(laux, None if bound is None else np.where(flat, F(0), bound), 0, nmax)
 
     def error(scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, out: np.ndarray) -> np.ndarray:
         diff = np.multiply(levels, scale, out=scratch)  # C: diff = scale * L + min - x; w * (diff * diff)
@@ -137,10 +138,13 @@ def make_qkx2_quants(x: np.ndarray, weights: np.ndarray, nmax: int, rmin: float,
 
     iscale = F(nmax) / (mx - mn)
     scale = F(1) / iscale
-    error(scale, levels(iscale, L), mn, best_error)
+    error(scale, levels(iscale, mn), mn, best_error)
+    # L is the levels of the best step so far; rather than copying them column by column (a masked copy costs
+    # as much as the step), the step's iscale and min are kept and its levels computed again at the end
+    best_iscale, best_shift = iscale, mn
     for step in range(nstep + 1):
         iscale = (F(rmin) + F(rdelta) * F(step) + F(nmax)) / (mx - mn)
-        levels(iscale, laux)
+        levels(iscale, mn)
         np.multiply(weights, laux, out=wl)
         seq_sum(wl, sum_l)
         seq_sum(np.multiply(wl, laux, out=scratch), sum_l2)
@@ -153,11 +157,14 @@ def make_qkx2_quants(x: np.ndarray, weights: np.ndarray, nmax: int, rmin: float,
         this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
         cur_error = error(this_scale, laux, this_min, sum_l)  # sum_l is free again
         better = (D > 0) & (cur_error < best_error)
-        np.copyto(L, laux, where=better)
+        best_iscale, best_shift = np.where(better, iscale, best_iscale), np.where(better, mn, best_shift)
         best_error = np.where(better, cur_error, best_error)
         scale = np.where(better, this_scale, scale)
         mn = np.where(better, this_min, mn)
-    return np.where(flat, F(0), scale), -np.where(flat, flat_min, mn), np.where(flat, F(0), L).astype(np.uint8)
+    L = levels(best_iscale, best_shift).astype(np.uint8)
+    if flat.any():
+        L[:, flat] = 0
+    return np.where(flat, F(0), scale), -np.where(flat, flat_min, mn), L
 
 
 def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,27 +181,35 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     finite = bool(np.isfinite(x).all())
     lf, scratch = np.empty_like(x), np.empty_like(x)
 
-    def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def levels(iscale: np.ndarray) -> np.ndarray:
+        """C's `MAX(-nmax, MIN(nmax-1, nearest_int(iscale * x[i])))`, into lf (an all-zero column's: not used)."""
         np.multiply(x, iscale, out=lf)
-        _round_clip(lf, np.abs(iscale) * amax if finite else None, -nmax, nmax - 1)
+        return _round_clip(lf, np.where(zero, F(0), np.abs(iscale) * amax) if finite else None, -nmax, nmax - 1)
+
+    def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels(iscale)
         sumlx = seq_sum(np.multiply(wx, lf, out=scratch))
         wl = np.multiply(w, lf, out=scratch)
         wl *= lf
         return sumlx, seq_sum(wl)
 
-    sumlx, suml2 = sums(F(-nmax) / mx)
-    L = lf + F(nmax)
+    best_iscale = F(-nmax) / mx
+    sumlx, suml2 = sums(best_iscale)
     scale = np.where(suml2 != 0, sumlx / suml2, F(0))
     best = scale * sumlx
     for step in range(-9, 10):
         if step == 0:
             continue
-        sumlx, suml2 = sums(-(F(nmax) + F(0.1) * F(step)) / mx)
+        iscale = -(F(nmax) + F(0.1) * F(step)) / mx
+        sumlx, suml2 = sums(iscale)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        np.add(lf, F(nmax), out=L, where=better)
+        best_iscale = np.where(better, iscale, best_iscale)  # its levels computed again at the end
         scale = np.where(better, sumlx / suml2, scale)
         best = np.where(better, scale * sumlx, best)
-    return np.where(zero, F(0), scale), np.where(zero, 0, L).astype(np.uint8)
+    L = (levels(best_iscale) + F(nmax)).astype(np.uint8)
+    if zero.any():
+        L[:, zero] = 0
+    return np.where(zero, F(0), scale), L
 
 
 def nearest_int(v: np.ndarray) -> np.ndarray:
