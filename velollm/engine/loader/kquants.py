@@ -4,10 +4,16 @@ ported to numpy bit for bit.
 
 Every C `float` operation is one float32 numpy operation in the same order, vectorized across sub-blocks: the
 arrays are laid out element-major, `(values per sub-block, sub-blocks)`, so `x[i]` is the i-th value of every
-sub-block and each C loop `s += ...` becomes a Python loop of vector adds in C's sequential order (numpy's own
-`sum` is pairwise, which rounds differently). `nearest_int` is ggml's bit trick itself (add 1.5 * 2**23, keep
-the mantissa): round half to even, and the same garbage as C for values past 2**22, infinities and NaN.
-tests/gguf/test_kquants.py compares the bytes with llama.cpp's own quantizer's.
+sub-block and each C loop `s += ...` is numpy's reduce down axis 0, which adds row after row in C's sequential
+order (numpy's pairwise sum is for the contiguous axis only; `seq_sum`). `nearest_int` is ggml's bit trick
+itself (add 1.5 * 2**23, keep the mantissa): round half to even, and the same garbage as C for values past
+2**22, infinities and NaN; where every value of a search step is known to lie well inside that range, np.rint
+rounds the same in one pass (`_round_clip`).
+
+For speed the searches work in place in a few preallocated buffers, and keep the best step's scale factors
+rather than its levels (the levels are computed again once at the end): the same float32 operations on every
+value, fewer passes over memory. tests/gguf/test_kquants.py compares the bytes with llama.cpp's own
+quantizer's.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def quantize_q6_k(x: np.ndarray) -> np.ndarray:
         sc = np.minimum(127, nearest_int(iscale[:, None] * scales)).astype(np.int8)
         step = (d.astype(F)[:, None] * sc.astype(F)).reshape(-1)  # per sub-block, in `sub`'s order
         fresh = (np.clip(nearest_int(sub / step), -32, 31) + 32).astype(np.uint8)
-        L = np.where(step != 0, fresh, L)
+        L = _unless_zero_step(step, fresh, L)
     q = L.T.reshape(nb, 2, 4, 32)  # [super-block, 128-value half, 32-value quarter, value]
     ql = (q[:, :, 0:2, :] & 0xF) | ((q[:, :, 2:4, :] & 0xF) << 4)
     qh = np.bitwise_or.reduce((q >> 4) << np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1), axis=2)
@@ -91,7 +97,7 @@ def _q45_k(x: np.ndarray, nmax: int, rmin: float, nstep: int
         step = (d.astype(F)[:, None] * ls.astype(F)).reshape(-1)
         shift = (dmin.astype(F)[:, None] * lm.astype(F)).reshape(-1)
         fresh = np.clip(nearest_int((sub + shift) / step), 0, nmax).astype(np.uint8)
-        L = np.where(step != 0, fresh, L)
+        L = _unless_zero_step(step, fresh, L)
     packed = np.empty((nb, 12), np.uint8)
     packed[:, 0:4] = ls[:, 0:4] | ((ls[:, 4:8] >> 4) << 6)
     packed[:, 4:8] = lm[:, 0:4] | ((lm[:, 4:8] >> 4) << 6)
@@ -210,6 +216,15 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     if zero.any():
         L[:, zero] = 0
     return np.where(zero, F(0), scale), L
+
+
+def _unless_zero_step(step: np.ndarray, fresh: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """C's `if (!d) continue;`: a sub-block whose step is 0 keeps the search's levels (a broadcast np.where
+    would cost a pass over every value for the few that do)."""
+    keep = step == 0
+    if keep.any():
+        fresh[:, keep] = L[:, keep]
+    return fresh
 
 
 def nearest_int(v: np.ndarray) -> np.ndarray:
