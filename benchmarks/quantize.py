@@ -4,7 +4,9 @@ Random weights of Llama-3.2-1B's shape (16 layers, a tied 128256 x 2048 embeddin
 F16) are quantized to each level by velollm.engine.loader.gguf_requantize (numpy, on each of `--workers`
 thread counts) and by llama.cpp's `llama_model_quantize` (C, `--threads` threads), one after the other, and
 each VeloLLM file is compared with llama.cpp's tensor by tensor (types and bytes). One row per engine, thread
-count and level: seconds, F16 MB/s in, the load average around it (the box is shared).
+count and level: seconds, CPU seconds (all threads), F16 MB/s in, the load average around it (the box is
+shared: where other jobs hold the cores, the CPU seconds say what a quantization costs and the wall time what
+share it got).
 
 Usage: python benchmarks/quantize.py [--out DIR] [--levels Q4_K_M Q4_K_S] [--threads 2] [--workers 1 2]
        python benchmarks/quantize.py --layers 1 --vocab 4096   (a quick smoke run)
@@ -34,6 +36,13 @@ def llama_cpp_quantize(src: Path, dst: Path, level: str, threads: int) -> None:
     params.nthread = threads
     if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
         raise RuntimeError(f"llama_model_quantize({level}) failed")
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time, all threads (llama.cpp's quantizer runs in it too): the work done, whatever share
+    of the shared box's cores it got."""
+    t = os.times()
+    return t.user + t.system
 
 
 def same_tensors(a: Path, b: Path) -> tuple[int, list[str]]:
@@ -71,7 +80,7 @@ def main() -> None:
         files = {}
         for engine, threads in runs:
             files[engine, threads] = args.out / f"{source.stem}-{level}-{engine}-{threads}.gguf"
-            load = os.getloadavg()
+            load, cpu = os.getloadavg(), _cpu_seconds()
             start = time.perf_counter()
             if engine == "velollm":
                 requantize(source, files[engine, threads], level, workers=threads)
@@ -79,7 +88,8 @@ def main() -> None:
                 llama_cpp_quantize(source, files[engine, threads], level, threads)
             seconds = time.perf_counter() - start
             emit(what="quantize", level=level, engine=engine, threads=threads, seconds=round(seconds, 1),
-                 f16_mb_s=round(size / seconds / 1e6, 1), load_avg_before=load, load_avg_after=os.getloadavg())
+                 cpu_seconds=round(_cpu_seconds() - cpu, 1), f16_mb_s=round(size / seconds / 1e6, 1),
+                 load_avg_before=load, load_avg_after=os.getloadavg())
         theirs = files["llama.cpp", args.threads]
         for threads in args.workers:
             compared, differ = same_tensors(files["velollm", threads], theirs)
