@@ -79,7 +79,7 @@ def main() -> None:
         runs = [("velollm", n) for n in args.workers] + [("llama.cpp", args.threads)]
         files = {}
         for engine, threads in runs:
-            files[engine, threads] = args.out / f"{source.stem}-{level}-{engine}-{threads}.gguf"
+            files[engine, threads] = args.out / f"{source.stem}-{level}-{engine}-{threads}-{os.getpid()}.gguf"
             load, cpu = os.getloadavg(), _cpu_seconds()
             start = time.perf_counter()
             if engine == "velollm":
