@@ -84,8 +84,10 @@ def ge(a: Any, b: Any) -> bool:
     return x >= y
 
 
-def length(v: Any) -> int:
-    v = unwrap(v)
+def length(item: Any) -> int:
+    v = unwrap(item)
+    if v is None and item is not None:  # a typed nil slice or map
+        return 0
     if isinstance(v, str):
         return len(v.encode("utf-8"))  # Go counts bytes
     if isinstance(v, (list, dict)):

@@ -217,7 +217,9 @@ def field(receiver: Any, name: str) -> Any:
     """.Name of `receiver`: a struct's field, a map's key (missing: nil), nil for nil."""
     value = unwrap(receiver)
     if value is None:
-        return None
+        if receiver is None:  # a nil interface (e.g. a missing key's zero value)
+            raise GoTemplateError(f"nil pointer evaluating interface {{}}.{name}")
+        return None  # a typed nil map: every key is missing
     if isinstance(value, GoStruct):
         if name in value.fields:
             return value.fields[name]

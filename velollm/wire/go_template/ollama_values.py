@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.wire.go_template.values import GoStruct, Named, go_json
+from velollm.wire.go_template.values import GoStruct, Named, go_json, nil_slice, unwrap
 
 
 def _content(value: Any) -> str:
@@ -63,8 +63,8 @@ def template_message(message: Mapping[str, Any]) -> GoStruct:
     thinking = message.get("thinking") or message.get("reasoning_content") or message.get("reasoning") or ""
     return GoStruct("*template.templateMessage", {
         "Role": str(message.get("role") or ""), "Content": _content(message.get("content")),
-        "Thinking": str(thinking), "Images": None,
-        "ToolCalls": [_tool_call(c, i) for i, c in enumerate(calls)] or None,
+        "Thinking": str(thinking), "Images": nil_slice("[]api.ImageData"),
+        "ToolCalls": [_tool_call(c, i) for i, c in enumerate(calls)] or nil_slice("[]template.templateToolCall"),
         "ToolName": str(message.get("tool_name") or (message.get("name") if message.get("role") == "tool" else "")
                         or ""),
         "ToolCallID": str(message.get("tool_call_id") or ""),
@@ -97,13 +97,13 @@ def tool_property(schema: Any) -> GoStruct:
     schema = schema if isinstance(schema, Mapping) else {}
     nested = schema.get("properties")
     return GoStruct("api.ToolProperty", {
-        "AnyOf": [tool_property(s) for s in schema.get("anyOf") or []] or None,
+        "AnyOf": [tool_property(s) for s in schema.get("anyOf") or []] or nil_slice("[]api.ToolProperty"),
         "Type": _property_type(schema.get("type")),
         "Items": go_number(schema.get("items")),
         "Description": str(schema.get("description") or ""),
-        "Enum": go_number(list(schema["enum"])) if schema.get("enum") else None,
-        "Properties": _properties(nested) if isinstance(nested, Mapping) else None,
-        "Required": [str(r) for r in schema.get("required") or []] or None,
+        "Enum": go_number(list(schema["enum"])) if schema.get("enum") else nil_slice("[]interface {}"),
+        "Properties": _properties(nested if isinstance(nested, Mapping) else None),
+        "Required": [str(r) for r in schema.get("required") or []] or nil_slice("[]string"),
     }, _PROPERTY_JSON)
 
 
@@ -123,7 +123,7 @@ def template_tool(tool: Mapping[str, Any]) -> GoStruct:
             "Parameters": GoStruct("template.templateToolFunctionParameters", {
                 "Type": str(params.get("type") or ""), "Defs": go_number(params.get("$defs")),
                 "Items": go_number(params.get("items")),
-                "Required": [str(r) for r in params.get("required") or []] or None,
+                "Required": [str(r) for r in params.get("required") or []] or nil_slice("[]string"),
                 "Properties": _properties(props if isinstance(props, Mapping) else None),
             }, [("type", "Type", False), ("$defs", "Defs", True), ("items", "Items", True),
                 ("required", "Required", True), ("properties", "Properties", False)]),
@@ -140,8 +140,9 @@ def to_typescript_type(v: Any) -> str:
     """Ollama's toTypeScriptType func: an api.ToolProperty's TypeScript type, else "any"."""
     if not isinstance(v, GoStruct) or v.type_name != "api.ToolProperty":
         return "any"
-    if v.fields["AnyOf"]:
-        return " | ".join(to_typescript_type(p) for p in v.fields["AnyOf"])
+    any_of = unwrap(v.fields["AnyOf"])
+    if any_of:
+        return " | ".join(to_typescript_type(p) for p in any_of)
     types = v.fields["Type"].value or []
     if not types:
         return "any"

@@ -28,6 +28,11 @@ class Named:
     to_json: Callable[[Any], str] | None = field(repr=False, default=None)
 
 
+def nil_slice(type_name: str) -> Named:
+    """A nil slice in a struct field: prints `[]`, is false and empty, marshals as `null`."""
+    return Named(type_name, None, lambda _: "[]", lambda _: "null")
+
+
 def unwrap(v: Any) -> Any:
     return v.value if isinstance(v, Named) else v
 
