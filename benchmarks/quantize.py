@@ -1,12 +1,12 @@
 """`ollama create -q` without Ollama: VeloLLM's numpy quantizer beside llama.cpp's, same F16 file, same box.
 
 Random weights of Llama-3.2-1B's shape (16 layers, a tied 128256 x 2048 embedding: 1.24 B weights, 2.5 GB of
-F16) are quantized to each level by velollm.engine.loader.gguf_requantize (numpy: one thread) and by llama.cpp's
-`llama_model_quantize` (C, `--threads` threads), one after the other, and the two files are compared tensor by
-tensor (types and bytes). One row per engine and level: seconds, F16 MB/s in, the load average around it (the
-box is shared).
+F16) are quantized to each level by velollm.engine.loader.gguf_requantize (numpy, on each of `--workers`
+thread counts) and by llama.cpp's `llama_model_quantize` (C, `--threads` threads), one after the other, and
+each VeloLLM file is compared with llama.cpp's tensor by tensor (types and bytes). One row per engine, thread
+count and level: seconds, F16 MB/s in, the load average around it (the box is shared).
 
-Usage: python benchmarks/quantize.py [--out DIR] [--levels Q4_K_M Q4_K_S] [--threads 2]
+Usage: python benchmarks/quantize.py [--out DIR] [--levels Q4_K_M Q4_K_S] [--threads 2] [--workers 1 2]
        python benchmarks/quantize.py --layers 1 --vocab 4096   (a quick smoke run)
 """
 
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=LLAMA_3_2_1B["layers"])
     parser.add_argument("--vocab", type=int, default=LLAMA_3_2_1B["vocab"])
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp's quantize threads")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="VeloLLM's thread counts")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -66,24 +67,25 @@ def main() -> None:
     size = source.stat().st_size
     emit(what="quantize_box", cpus=os.cpu_count(), source_gb=round(size / 1e9, 2), load_avg=os.getloadavg())
     for level in args.levels:
+        runs = [("velollm", n) for n in args.workers] + [("llama.cpp", args.threads)]
         files = {}
-        for engine in ("velollm", "llama.cpp"):
-            files[engine] = args.out / f"{source.stem}-{level}-{engine}.gguf"
+        for engine, threads in runs:
+            files[engine, threads] = args.out / f"{source.stem}-{level}-{engine}-{threads}.gguf"
             load = os.getloadavg()
             start = time.perf_counter()
             if engine == "velollm":
-                requantize(source, files[engine], level)
+                requantize(source, files[engine, threads], level, workers=threads)
             else:
-                llama_cpp_quantize(source, files[engine], level, args.threads)
+                llama_cpp_quantize(source, files[engine, threads], level, threads)
             seconds = time.perf_counter() - start
-            emit(what="quantize", level=level, engine=engine, threads=1 if engine == "velollm" else args.threads,
-                 seconds=round(seconds, 1), f16_mb_s=round(size / seconds / 1e6, 1),
-                 load_avg_before=load, load_avg_after=os.getloadavg())
-        compared, differ = same_tensors(files["velollm"], files["llama.cpp"])
-        emit(what="quantize_match", level=level, tensors=compared, differing=differ[:10])
+            emit(what="quantize", level=level, engine=engine, threads=threads, seconds=round(seconds, 1),
+                 f16_mb_s=round(size / seconds / 1e6, 1), load_avg_before=load, load_avg_after=os.getloadavg())
+        theirs = files["llama.cpp", args.threads]
+        for threads in args.workers:
+            compared, differ = same_tensors(files["velollm", threads], theirs)
+            emit(what="quantize_match", level=level, threads=threads, tensors=compared, differing=differ[:10])
         for path in files.values():
             path.unlink()
-
 
 if __name__ == "__main__":
     main()

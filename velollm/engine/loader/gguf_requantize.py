@@ -8,20 +8,23 @@ bit: Q4_K, Q5_K and Q6_K from kquants.py, the Q5_0 / Q5_1 row fallbacks from leg
 llama.cpp's own quantizer's.
 
 Metadata is copied key by key, `general.file_type` becoming the level's (7, 15, 14) and
-`general.quantization_version` added. Tensors go one at a time from the mapped input to the output, quantized in
-chunks of rows (never the whole model, nor a whole tensor as float32, in memory); `on_progress` is called per
-chunk.
+`general.quantization_version` added. Tensors go in order from the mapped input to the output, quantized in
+chunks of rows on a few threads (chunk_pool.py: a bounded number of chunks in flight, across tensor boundaries,
+taken back in order; never the whole model, nor a whole tensor as float32, in memory); `on_progress` is called
+per chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from velollm.engine.loader import kquants, legacy_quants
+from velollm.engine.loader.chunk_pool import default_workers, ordered_map
 from velollm.engine.loader.gguf_file import FLOAT_TYPES
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
 
@@ -41,10 +44,11 @@ class RequantizeError(ValueError):
 
 
 def requantize(source: Path, target: Path, quant: str,
-               on_progress: Callable[[int, int], None] | None = None) -> None:
+               on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> None:
     """`source` written to `target` with its weights as `quant` (one of TARGETS); RequantizeError when the
     source holds weights that are not F32/F16/BF16. `on_progress(done_bytes, total_bytes)` (source bytes) per
-    chunk of rows."""
+    chunk of rows. The chunks are quantized on `workers` threads (default: chunk_pool.default_workers()), the
+    bytes the same whatever their number."""
     import gguf
 
     if quant not in TARGETS:
@@ -68,19 +72,51 @@ def requantize(source: Path, target: Path, quant: str,
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
-    for tensor, qtype in plan:
-        size = int(tensor.n_bytes)
+    sources = [None if qtype is None else _floats(tensor) for tensor, qtype in plan]
 
-        def report(fraction: float, done: int = done, size: int = size) -> None:
-            if on_progress is not None:
-                on_progress(done + int(size * fraction), total)
+    def quantize(chunk: _Chunk) -> np.ndarray | None:
+        qtype = plan[chunk.tensor][1]
+        return None if qtype is None else _quantize(sources[chunk.tensor][chunk.rows], qtype)
+
+    out = np.empty(0, np.uint8)
+    for chunk, block in ordered_map(quantize, _chunks(plan, sources), workers or default_workers()):
+        tensor, qtype = plan[chunk.tensor]
         if qtype is None:
             writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-            report(1.0)
         else:
-            writer.write_tensor_data(_quantized(tensor, qtype, report))
-        done += size
+            if chunk.rows.start == 0:
+                out = _output(tensor, qtype)
+            out[chunk.rows] = block
+            if chunk.last:
+                writer.write_tensor_data(out.reshape(_output_shape(tensor, qtype)))
+        if on_progress is not None:
+            on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
+        if chunk.last:
+            done += int(tensor.n_bytes)
     writer.close()
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """CHUNK_VALUES' worth of rows of the plan's tensor `tensor` (all of it when it is copied as it is)."""
+
+    tensor: int
+    rows: slice
+    last: bool
+    fraction: float  # of the tensor done once this chunk is
+
+
+def _chunks(plan: list[tuple[ReaderTensor, GGMLQuantizationType | None]],
+            sources: list[np.ndarray | _Bf16Rows | None]) -> Iterator[_Chunk]:
+    for index, rows in enumerate(sources):
+        if rows is None:
+            yield _Chunk(index, slice(0, 0), True, 1.0)
+            continue
+        count = rows.shape[0]
+        step = max(1, CHUNK_VALUES // rows.shape[1])
+        for start in range(0, count, step):
+            stop = min(start + step, count)
+            yield _Chunk(index, slice(start, stop), stop == count, stop / count)
 
 
 def _copy_metadata(reader: GGUFReader, writer: GGUFWriter, quant: str) -> None:
@@ -113,28 +149,30 @@ def _add_info(writer: GGUFWriter, tensor: ReaderTensor, qtype: GGMLQuantizationT
         writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
 
 
-def _quantized(tensor: ReaderTensor, qtype: GGMLQuantizationType, report: Callable[[float], None]) -> np.ndarray:
-    """The tensor's data as `qtype`, quantized CHUNK_VALUES at a time; `report(fraction done)` per chunk."""
+def _output(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> np.ndarray:
+    """The tensor's quantized rows, to be filled chunk by chunk: `(rows, bytes per row)` (F16: halves)."""
     import gguf
 
-    rows = _floats(tensor)
+    ne0 = int(tensor.shape[0])
+    rows = int(np.prod([int(n) for n in tensor.shape])) // ne0
     if qtype == gguf.GGMLQuantizationType.F16:
-        out, shape = np.empty(rows.shape, np.float16), _numpy_shape(tensor)
-    else:
-        out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), np.uint8)
-        shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
-    step = max(1, CHUNK_VALUES // rows.shape[1])
-    for start in range(0, rows.shape[0], step):
-        out[start:start + step] = _quantize(rows[start:start + step], qtype)
-        report(min(start + step, rows.shape[0]) / rows.shape[0])
-    return out.reshape(shape)
+        return np.empty((rows, ne0), np.float16)
+    return np.empty(gguf.quant_shape_to_byte_shape((rows, ne0), qtype), np.uint8)
+
+
+def _output_shape(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> tuple[int, ...]:
+    import gguf
+
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return _numpy_shape(tensor)
+    return gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
 
 
 def _quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     """float32 `(rows, ne0)` as `qtype`'s bytes (F16: halves)."""
     import gguf
 
-    rows = rows.astype(np.float32, copy=False)
+    rows = np.asarray(rows, dtype=np.float32)  # (a plain array: numpy.memmap views cost a Python call an operation)
     if qtype == gguf.GGMLQuantizationType.F16:
         return rows.astype(np.float16)
     if qtype.name not in _BLOCKS:
