@@ -37,13 +37,13 @@ def uses_tools(source: str) -> bool:
 
 
 def render_go_chat(source: str, messages: Sequence[Mapping[str, Any]], *,
-                   tools: Sequence[Mapping[str, Any]] | None = None, think: Think = Think(),
+                   tools: Sequence[Mapping[str, Any]] | None = None, think: Think | None = None,
                    param: str = "messages") -> str:
     """The prompt Ollama builds for this chat with this template (template.Execute)."""
     if not messages:
         raise InvalidRequest("messages must not be empty", param="messages")
     template = checked_template(source, param="template")
     try:
-        return render(template, messages, tools, think)
+        return render(template, messages, tools, think or Think())
     except GoTemplateError as e:
         raise InvalidRequest(f"the model's template failed on this chat: {e}", param=param) from None

@@ -8,8 +8,19 @@ from typing import Any
 from velollm.wire.go_template.builtins import BUILTINS, LAZY
 from velollm.wire.go_template.errors import GoTemplateError
 from velollm.wire.go_template.nodes import (
-    Action, Branch, ChainNode, Command, ConstNode, DotNode, FieldNode, IdentifierNode, LoopControl, NilNode, Pipe,
-    Text, VariableNode,
+    Action,
+    Branch,
+    ChainNode,
+    Command,
+    ConstNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    LoopControl,
+    NilNode,
+    Pipe,
+    Text,
+    VariableNode,
 )
 from velollm.wire.go_template.values import GoStruct, sprint_one, truth, type_name, unwrap
 

@@ -91,8 +91,9 @@ def collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, 
 
 
 def render(template: OllamaTemplate, messages: Sequence[Mapping[str, Any]],
-           tools: Sequence[Mapping[str, Any]] | None = None, think: Think = Think()) -> str:
+           tools: Sequence[Mapping[str, Any]] | None = None, think: Think | None = None) -> str:
     """Ollama's Template.Execute for a chat (no suffix)."""
+    think = think or Think()
     system, collated = collate(messages)
     if "messages" in template.vars:
         data = {"System": system, "Messages": [template_message(m) for m in collated],

@@ -9,8 +9,19 @@ from velollm.wire.go_template.errors import GoTemplateError
 from velollm.wire.go_template.lexer import Token, tokenize
 from velollm.wire.go_template.literals import constant
 from velollm.wire.go_template.nodes import (
-    Action, Branch, ChainNode, Command, ConstNode, DotNode, FieldNode, IdentifierNode, LoopControl, NilNode, Pipe,
-    Text, VariableNode,
+    Action,
+    Branch,
+    ChainNode,
+    Command,
+    ConstNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    LoopControl,
+    NilNode,
+    Pipe,
+    Text,
+    VariableNode,
 )
 
 
@@ -141,7 +152,7 @@ class _Parser:
             self.pos += 1
             second = self.next()
             if second.kind != "var":
-                raise self.error(f"range can only initialize variables")
+                raise self.error("range can only initialize variables")
             names.append(second.value)
             nxt = self.peek()
         if nxt is not None and nxt.kind in ("declare", "assign"):
@@ -188,7 +199,7 @@ class _Parser:
         if isinstance(node, VariableNode):
             return VariableNode(node.idents + fields)
         if isinstance(node, (ConstNode, NilNode, DotNode)):
-            raise self.error(f"unexpected . after term")
+            raise self.error("unexpected . after term")
         return ChainNode(node, fields)
 
     def term(self) -> Any:

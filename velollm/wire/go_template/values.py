@@ -7,6 +7,7 @@ Python stands in for Go: str, bool, int, float, None (nil), list (slice), dict (
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,7 +57,7 @@ def truth(v: Any) -> bool:
 
 def go_float(f: float, fmt: str = "g") -> str:
     """strconv.FormatFloat(f, fmt, -1, 64): the shortest digits, %e beyond Go's exponent limits."""
-    if f != f:
+    if math.isnan(f):
         return "NaN"
     if f in (float("inf"), float("-inf")):
         return "+Inf" if f > 0 else "-Inf"
