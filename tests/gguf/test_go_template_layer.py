@@ -21,6 +21,8 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "go_template"
 GOLDENS = {g["name"]: g["output"] for g in json.loads((FIXTURES / "goldens.json").read_text())}
 CHATML = (FIXTURES / "library" / "chatml.gotmpl").read_bytes()
 QUESTION = "Why is the sky blue?"
+CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())}
+TOOLS_CASE = CASES["tools-llama3.1-style/store-tools-call-result"]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,11 @@ def layer_server(fixtures, tmp_path_factory):
     tok = dataclasses.replace(base.tok, chat_template=None)
     gguf = write_gguf(root / "no-template.gguf", base.spec, base.sd, tok, "F32")
     make_store(root / "models", gguf, template=CHATML)
+    make_store(root / "models", gguf, ("registry.ollama.ai", "library", "tooly", "latest"),
+               template=TOOLS_CASE["template"].encode())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OLLAMA_MODELS", str(root / "models"))
-        proc, url, _log = start_live(root, "--model", "tiny", "--max-model-len", "256")
+        proc, url, _log = start_live(root, "--model", "tiny", "--model", "tooly", "--max-model-len", "1024")
     try:
         yield url, gguf
     finally:
@@ -79,3 +83,22 @@ def test_a_template_that_fails_is_a_400_in_each_format(layer_server):
         "model": "tiny", "prompt": QUESTION, "system": "You are tiny.", "_debug_render_only": True,
         "template": CHATML.decode()})
     assert generated.json()["_debug_info"]["rendered_template"].endswith(GOLDENS["chatml/store-chat"])
+
+
+def test_tools_and_tool_results_reach_the_template(layer_server):
+    url, gguf = layer_server
+    golden = GOLDENS["tools-llama3.1-style/store-tools-call-result"]
+    messages = TOOLS_CASE["messages"][1:]  # the store's SYSTEM layer comes first, as on Ollama
+    body = {"model": "tooly", "messages": messages, "tools": TOOLS_CASE["tools"], "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["_debug_info"]["rendered_template"] == golden
+    assert "tools" in ollama.Client(host=url).show("tooly").capabilities
+    call = messages[1]["tool_calls"][0]
+    openai_messages = [messages[0], {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function",
+         "function": {"name": call["function"]["name"], "arguments": json.dumps(call["function"]["arguments"])}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    completion = openai.OpenAI(base_url=f"{url}/v1", api_key="x").chat.completions.create(
+        model="tooly", messages=openai_messages, tools=TOOLS_CASE["tools"], max_tokens=2, temperature=0)
+    assert completion.usage.prompt_tokens == _num_tokens(gguf, golden)
