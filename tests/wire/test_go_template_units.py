@@ -72,3 +72,25 @@ def test_runaway_templates_stop(monkeypatch):
                                          (1e-05, "1e-05"), (2.5, "2.5"), (-3.0, "-3")])
 def test_go_float(value, text):
     assert go_float(value) == text
+
+
+def test_thinking_through_a_go_template_layer():
+    """A Go layer that writes <think> and reads .Think: think=false reaches it as Ollama sets it."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from velollm.api.thinking import think_plan
+    from velollm.reasoning import ThinkSetting
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "go_template"
+    case = {c["name"]: c for c in json.loads((fixtures / "cases.json").read_text())}["deepseek/thinking"]
+    golden = {g["name"]: g for g in json.loads((fixtures / "goldens.json").read_text())}["deepseek/thinking"]
+    tokenizer = SimpleNamespace(chat_template=None, go_template=case["template"])
+    plan = think_plan(tokenizer, ThinkSetting(enabled=False), "m", strict=True)
+    assert plan.template_kwargs == {"enable_thinking": False}
+    out = render_go_chat(case["template"], case["messages"], think=think_values(**plan.template_kwargs))
+    assert out == golden["output"] and out.rstrip().endswith("<think> </think>")
+    chatml = SimpleNamespace(chat_template=None, go_template="{{ range .Messages }}{{ .Content }}{{ end }}")
+    with pytest.raises(InvalidRequest, match="does not support thinking"):
+        think_plan(chatml, ThinkSetting(enabled=True), "m", strict=True)

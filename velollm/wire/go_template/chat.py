@@ -29,11 +29,16 @@ def think_values(enable_thinking: Any = None, reasoning_effort: Any = None) -> T
     return Think()
 
 
-def uses_tools(source: str) -> bool:
+def template_vars(source: str) -> frozenset[str]:
+    """Ollama's Vars (lower-cased field and variable names); none for a template that does not parse."""
     try:
-        return "tools" in parse_template(source).vars
+        return parse_template(source).vars
     except GoTemplateError:
-        return False
+        return frozenset()
+
+
+def uses_tools(source: str) -> bool:
+    return "tools" in template_vars(source)
 
 
 def render_go_chat(source: str, messages: Sequence[Mapping[str, Any]], *,
