@@ -57,6 +57,10 @@ def test_rendered_prompt_is_gos(layer_server):
     r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["_debug_info"]["rendered_template"] == golden
+    # /api/generate (not raw) renders the prompt as one user message after the SYSTEM layer, as Ollama does.
+    body = {"model": "tiny", "prompt": QUESTION, "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/generate", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["_debug_info"]["rendered_template"] == golden, r.text
 
 
 def test_ollama_and_openai_clients_chat_through_the_layer(layer_server):
