@@ -1,0 +1,74 @@
+"""The Go template package's pieces beyond the goldens: Ollama's funcs and Vars, the chat entry's errors."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from velollm.errors import InvalidRequest
+from velollm.wire.go_template import GoTemplateError
+from velollm.wire.go_template.chat import checked_template, render_go_chat, think_values, uses_tools
+from velollm.wire.go_template.ollama import Think, parse_template, render
+from velollm.wire.go_template.values import go_float
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def test_parse_appends_response_unless_named():
+    assert render(parse_template("<{{ .Prompt }}>"), USER) == "<hi>"
+    assert parse_template("{{ range $.Messages }}{{ end }}").vars >= {"$", "messages"}
+    assert "response" in parse_template("{{ .Response }}").vars
+
+
+def test_date_funcs_take_and_ignore_a_format():
+    today = datetime.date.today()
+    out = render(parse_template('{{ currentDate }} {{ yesterdayDate "2006" }}{{ range .Messages }}{{ end }}'), USER)
+    assert out == f"{today:%Y-%m-%d} {today - datetime.timedelta(days=1):%Y-%m-%d}"
+
+
+def test_think_values_from_template_kwargs():
+    assert think_values() == Think()
+    assert think_values(enable_thinking=False) == Think(False, "", True)
+    assert think_values(reasoning_effort="high") == Think(True, "high", True)
+    t = "{{ if .IsThinkSet }}{{ .Think }}/{{ .ThinkLevel }}{{ end }}{{ range .Messages }}{{ end }}"
+    assert render_go_chat(t, USER, think=Think(True, "low", True)) == "true/low"
+
+
+def test_tools_named_by_the_template():
+    assert uses_tools("{{ if .Tools }}{{ json .Tools }}{{ end }}{{ .Prompt }}")
+    assert not uses_tools("{{ .Prompt }}") and not uses_tools("{{ broken")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    out = render_go_chat("{{ json .Tools }}{{ range .Messages }}{{ end }}", USER, tools=tools)
+    assert out == '[{"type":"function","function":{"name":"f","description":"","parameters":{"type":"object","properties":{}}}}]'
+
+
+def test_errors_are_400s_naming_the_field():
+    with pytest.raises(InvalidRequest, match="unexpected EOF") as e:
+        checked_template("{{ if .System }}")
+    assert e.value.param == "template"
+    with pytest.raises(InvalidRequest, match="can't evaluate field Nope") as e:
+        render_go_chat("{{ range .Messages }}{{ .Nope }}{{ end }}", USER)
+    assert e.value.param == "messages"
+    with pytest.raises(InvalidRequest, match="messages must not be empty"):
+        render_go_chat("{{ .Prompt }}", [])
+
+
+def test_legacy_cut_inside_if_else_is_refused_like_ollama_panics():
+    with pytest.raises(GoTemplateError):
+        render(parse_template("{{ if .Prompt }}{{ .Response }}{{ else }}x{{ end }}"), USER)
+
+
+def test_runaway_templates_stop(monkeypatch):
+    from velollm.wire.go_template import executor
+
+    monkeypatch.setattr(executor, "MAX_STEPS", 50)
+    with pytest.raises(GoTemplateError, match="step limit"):
+        render(parse_template("{{ range .Messages }}{{ range $.Messages }}x{{ end }}{{ end }}"),
+               [{"role": r, "content": "c"} for r in ("user", "assistant") * 10])
+
+
+@pytest.mark.parametrize("value, text", [(1e6, "1e+06"), (123456.0, "123456"), (0.0001, "0.0001"),
+                                         (1e-05, "1e-05"), (2.5, "2.5"), (-3.0, "-3")])
+def test_go_float(value, text):
+    assert go_float(value) == text
