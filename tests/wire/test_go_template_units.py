@@ -94,3 +94,9 @@ def test_thinking_through_a_go_template_layer():
     chatml = SimpleNamespace(chat_template=None, go_template="{{ range .Messages }}{{ .Content }}{{ end }}")
     with pytest.raises(InvalidRequest, match="does not support thinking"):
         think_plan(chatml, ThinkSetting(enabled=True), "m", strict=True)
+
+
+def test_typed_nils_act_as_empty():
+    t = ('{{ range .Messages }}{{ len .ToolCalls }}{{ index .ToolCalls | len }}{{ slice .ToolCalls | len }}'
+         '{{ .Images }}{{ end }}{{ len .Tools }}{{ if .Tools }}x{{ end }}{{ .Tools }}')
+    assert render(parse_template(t), USER) == "000[]0null"

@@ -105,7 +105,7 @@ def _int_index(v: Any) -> int:
 
 
 def index(item: Any, *indices: Any) -> Any:
-    v = unwrap(item)
+    v = _typed_nil_as_empty(item)
     for i in indices:
         v = unwrap(v)
         if isinstance(v, (list, str)):
@@ -122,8 +122,16 @@ def index(item: Any, *indices: Any) -> Any:
     return v
 
 
-def slice_(item: Any, *indices: Any) -> Any:
+def _typed_nil_as_empty(item: Any) -> Any:
+    """A typed nil (a field's nil slice or map) indexes and slices as an empty one, as in Go."""
     v = unwrap(item)
+    if v is None and item is not None:
+        return [] if str(getattr(item, "type_name", "")).startswith("[]") else {}
+    return v
+
+
+def slice_(item: Any, *indices: Any) -> Any:
+    v = _typed_nil_as_empty(item)
     if not isinstance(v, (list, str)):
         raise GoTemplateError(f"error calling slice: can't slice item of type {type_name(v)}")
     if len(indices) > 3 or (len(indices) == 3 and isinstance(v, str)):
