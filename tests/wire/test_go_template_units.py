@@ -100,3 +100,34 @@ def test_typed_nils_act_as_empty():
     t = ('{{ range .Messages }}{{ len .ToolCalls }}{{ index .ToolCalls | len }}{{ slice .ToolCalls | len }}'
          '{{ .Images }}{{ end }}{{ len .Tools }}{{ if .Tools }}x{{ end }}{{ .Tools }}')
     assert render(parse_template(t), USER) == "000[]0null"
+
+
+# --- a template from a request must not take the server down (Go has no bounds; VeloLLM's are these) ---------
+
+
+def test_printf_width_past_go_parsenum_is_noverb_as_in_go():
+    """Go 1.19 printed these (text/template, fmt): a width or precision whose digits overflow parsenum (a digit
+    read past 1e6) ends the format with %!(NOVERB); widths up to 9,999,999 pad as asked."""
+    run = lambda t: render(parse_template(t + "{{ range .Messages }}{{ end }}"), USER)
+    assert run('{{ printf "a%99999999db" 1 }}') == "a%!(NOVERB)%!(EXTRA int=1)"
+    assert run('{{ printf "a%9999999.99999999fb" 1.5 2 }}') == "a%!(NOVERB)%!(EXTRA float64=1.5, int=2)"
+    assert run('{{ printf "%1000001d|" 1 | len }}') == "1000002"
+
+
+def test_output_past_the_bound_is_an_error_not_a_gigabyte():
+    doubling = '{{ $x := "ab" }}{{ range .Messages }}{{ $x = printf "%s%s" $x $x }}{{ end }}{{ len $x }}'
+    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(61)]
+    with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
+        render_go_chat(doubling, many)
+    widths = "{{ range .Messages }}" + '{{ printf "%9999999d" 1 }}' * 8 + "{{ end }}"
+    with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
+        render_go_chat(widths, many)
+    assert render_go_chat(doubling, many[:5]) == str(2 * 2 ** 5)  # five messages, five doublings: in bounds
+
+
+@pytest.mark.parametrize("template", ["{{ if 1 }}" * 3000 + "{{ end }}" * 3000,
+                                      "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+                                      "{{ if 0 }}" + "{{ else if 0 }}" * 3000 + "{{ end }}"])
+def test_nesting_past_the_stack_is_a_400(template):
+    with pytest.raises(InvalidRequest, match="nesting too deep"):
+        render_go_chat(template, USER)

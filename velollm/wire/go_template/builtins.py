@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from velollm.wire.go_template.errors import GoTemplateError
+from velollm.wire.go_template.errors import GoTemplateError, bounded
 from velollm.wire.go_template.printf import sprintf
 from velollm.wire.go_template.values import sprint, sprint_one, truth, type_name, unwrap
 
@@ -148,7 +148,7 @@ def slice_(item: Any, *indices: Any) -> Any:
 
 
 def println_(*args: Any) -> str:
-    return " ".join(sprint_one(a) for a in args) + "\n"
+    return bounded(" ".join(sprint_one(a) for a in args) + "\n")
 
 
 def not_(v: Any) -> bool:
@@ -163,6 +163,6 @@ def printf(fmt: Any, *args: Any) -> str:
 
 BUILTINS: dict[str, Callable[..., Any]] = {
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge, "len": length, "index": index, "slice": slice_,
-    "not": not_, "print": lambda *a: sprint(list(a)), "printf": printf, "println": println_,
+    "not": not_, "print": lambda *a: bounded(sprint(list(a))), "printf": printf, "println": println_,
 }
 NAMES = frozenset(BUILTINS) | frozenset(LAZY) | {"html", "js", "urlquery", "call"}

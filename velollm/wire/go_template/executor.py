@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from velollm.wire.go_template.builtins import BUILTINS, LAZY
-from velollm.wire.go_template.errors import GoTemplateError
+from velollm.wire.go_template.errors import MAX_TEXT, GoTemplateError, too_long
 from velollm.wire.go_template.nodes import (
     Action,
     Branch,
@@ -39,7 +39,10 @@ class _Continue(Exception):
 def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]]) -> str:
     """The text `nodes` print for `data` (Go's Template.Execute with missingkey=zero)."""
     state = _State(data, {**BUILTINS, **funcs})
-    state.walk_list(nodes, data)
+    try:
+        state.walk_list(nodes, data)
+    except RecursionError:  # nodes or data nested past Python's stack
+        raise GoTemplateError("template: nesting too deep") from None
     return "".join(state.out)
 
 
@@ -48,7 +51,14 @@ class _State:
         self.vars: list[list[Any]] = [["$", data]]
         self.funcs = funcs
         self.out: list[str] = []
+        self.size = 0  # characters in `out`: bounded by MAX_TEXT
         self.steps = 0
+
+    def emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_TEXT:
+            raise too_long()
+        self.out.append(text)
 
     def walk_list(self, nodes: list[Any], dot: Any) -> None:
         for node in nodes:
@@ -59,11 +69,11 @@ class _State:
         if self.steps > MAX_STEPS:
             raise GoTemplateError("template: execution exceeded the step limit")
         if isinstance(node, Text):
-            self.out.append(node.text)
+            self.emit(node.text)
         elif isinstance(node, Action):
             value = self.pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append(printable(value))
+                self.emit(printable(value))
         elif isinstance(node, Branch):
             self.branch(node, dot)
         elif isinstance(node, LoopControl):

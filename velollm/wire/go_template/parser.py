@@ -28,7 +28,10 @@ from velollm.wire.go_template.nodes import (
 def parse(src: str, funcs: Collection[str]) -> list[Any]:
     """The nodes of `src`; a function name outside `funcs` is Go's `function "x" not defined`."""
     parser = _Parser(tokenize(src), funcs)
-    nodes, end = parser.list(0)
+    try:
+        nodes, end = parser.list(0)
+    except RecursionError:  # Go's parser has no bound; Python's stack has (real templates nest a few deep)
+        raise GoTemplateError("template: nesting too deep") from None
     if end is not None:
         raise parser.error(f"unexpected {{{{{end}}}}}")
     return nodes

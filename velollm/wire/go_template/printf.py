@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from velollm.wire.go_template.errors import MAX_TEXT, bounded, too_long
 from velollm.wire.go_template.values import GoStruct, Named, go_float, sprint_one, type_name, unwrap
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+|\*)?)?([a-zA-Z%])")
@@ -12,11 +13,16 @@ _VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+|\*)?)?([a-zA-Z%])")
 
 def sprintf(fmt: str, args: list[Any]) -> str:
     out: list[str] = []
+    size = 0
     pos, used = 0, 0
     for m in _VERB.finditer(fmt):
         out.append(fmt[pos:m.start()])
         pos = m.end()
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
+        if _too_large(width) or _too_large(prec):  # Go's parsenum gives up on the rest of the format
+            out.append("%!(NOVERB)")
+            pos = len(fmt)
+            break
         if verb == "%":
             out.append("%")
             continue
@@ -29,12 +35,27 @@ def sprintf(fmt: str, args: list[Any]) -> str:
         if width and width != "*" and len(text) < int(width):
             pad = int(width) - len(text)
             text = text + " " * pad if "-" in flags else ("0" if "0" in flags and verb in "dfx" else " ") * pad + text
+        size += len(text)
+        if size > MAX_TEXT:
+            raise too_long()
         out.append(text)
     out.append(fmt[pos:])
     if used < len(args):
         extra = ", ".join(f"{type_name(a)}={sprint_one(a)}" for a in args[used:])
         out.append(f"%!(EXTRA {extra})")
-    return "".join(out)
+    return bounded("".join(out))
+
+
+def _too_large(digits: str | None) -> bool:
+    """Go's parsenum overflow: a digit read while the number is past 1e6 (so at most 9,999,999)."""
+    if not digits or digits == "*":
+        return False
+    num = 0
+    for c in digits:
+        if num > 1_000_000:
+            return True
+        num = num * 10 + int(c)
+    return False
 
 
 def _bad(verb: str, arg: Any) -> str:
