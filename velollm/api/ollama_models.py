@@ -89,6 +89,13 @@ def capabilities(served: ServedModel) -> list[str]:
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
     template = served.engine.tokenizer.chat_template
+    go = getattr(served.engine.tokenizer, "go_template", None)
+    if not template and go:  # rendered by the TEMPLATE layer: Ollama's rule, tools when it names .Tools
+        from velollm.api.thinking import thinking_template
+        from velollm.wire.go_template.chat import uses_tools
+
+        thinks = thinking_template(served.engine.tokenizer).supports_thinking
+        return ["completion"] + (["tools"] if uses_tools(go) else []) + (["thinking"] if thinks else [])
     if not template:
         return ["completion"]
     return ["completion", "tools"] + (["thinking"] if ThinkingTemplate.of(template).supports_thinking else [])

@@ -326,7 +326,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     return ModelSource(
         config=config,
         info=info,
-        load_tokenizer=_tokenizer_loader(path, metadata),
+        load_tokenizer=_tokenizer_loader(path, metadata, info_overrides.get("template")),  # type: ignore[arg-type]
         iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4"),
         path=path,
         quantization=quantization,
@@ -334,19 +334,22 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     )
 
 
-def _tokenizer_loader(path: Path, metadata: dict) -> Callable[[], Tokenizer]:
+def _tokenizer_loader(path: Path, metadata: dict, template_layer: str | None = None) -> Callable[[], Tokenizer]:
     """load_tokenizer for gguf_source: the first call builds from the metadata already parsed (and
     checked), then lets it go, as a vocabulary is tens of MB and sources are kept (SourceView);
-    any later call reads the file again."""
+    any later call reads the file again. A store model's TEMPLATE layer rides along (`go_template`)
+    for a GGUF without a chat template (one with both keeps its jinja: tools and thinking key on it)."""
     held = [metadata]
 
     def load() -> Tokenizer:
         from velollm.engine.loader.gguf_tokenizer import build_tokenizer, tokenizer_from_gguf
 
         try:
-            meta = held.pop()
+            tokenizer = build_tokenizer(held.pop())
         except IndexError:
-            return tokenizer_from_gguf(path)
-        return build_tokenizer(meta)
+            tokenizer = tokenizer_from_gguf(path)
+        if template_layer and tokenizer.chat_template is None:
+            tokenizer.go_template = template_layer
+        return tokenizer
 
     return load
