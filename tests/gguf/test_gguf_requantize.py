@@ -179,3 +179,24 @@ def test_an_error_in_a_worker_is_raised_and_stops_the_pool(fixtures, tmp_path, m
         requantize(fixtures.model("llama", "F16").path, tmp_path / "out.gguf", "Q4_K_M", workers=2)
     assert all(name.startswith("velollm-quantize") for name in calls)  # (it did run on the pool)
     assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]
+
+
+def test_an_error_in_on_progress_stops_the_threads_at_once(fixtures, tmp_path, monkeypatch):
+    """A caller's on_progress that raises (a streamed create whose client left) ends the pool before requantize
+    returns, not when its traceback is collected."""
+    import threading
+
+    from velollm.engine.loader import gguf_requantize
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_some(done, total):
+        if done > total // 4:
+            raise Stop
+
+    monkeypatch.setattr(gguf_requantize, "CHUNK_VALUES", 4096)
+    with pytest.raises(Stop) as caught:
+        requantize(fixtures.model("llama", "F16").path, tmp_path / "out.gguf", "Q4_K_M", stop_after_some, workers=2)
+    assert caught.value.__traceback__ is not None  # (the frames are still alive)
+    assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]

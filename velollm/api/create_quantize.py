@@ -10,8 +10,9 @@ so a failure leaves nothing behind. The progress lines are Ollama's: `quantizing
 "0", total the source's size, completed growing as the tensors are quantized, sent while it runs when the answer
 is streamed), `verifying conversion`, `creating new layer sha256:...`. The chunks run on a thread per CPU (at
 most 8): a 1B model's F16 weights to Q4_K_M cost about 93 CPU seconds where llama.cpp's C quantizer costs 82
-(benchmarks/quantize.py on the 2-core test box); a failure in one of them is this request's error, and leaves
-no thread and no temporary blob behind.
+(benchmarks/quantize.py on the 2-core test box). A failure in one of them is this request's error, and a
+client that leaves a streamed create stops it at the next chunk (live_progress.ClientGone); neither leaves a
+thread or the temporary blob behind.
 """
 
 from __future__ import annotations

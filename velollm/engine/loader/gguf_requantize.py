@@ -17,6 +17,7 @@ per chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,20 +80,22 @@ def requantize(source: Path, target: Path, quant: str,
         return None if qtype is None else _quantize(sources[chunk.tensor][chunk.rows], qtype)
 
     out = np.empty(0, np.uint8)
-    for chunk, block in ordered_map(quantize, _chunks(plan, sources), workers or default_workers()):
-        tensor, qtype = plan[chunk.tensor]
-        if qtype is None:
-            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-        else:
-            if chunk.rows.start == 0:
-                out = _output(tensor, qtype)
-            out[chunk.rows] = block
+    jobs = ordered_map(quantize, _chunks(plan, sources), workers or default_workers())
+    with closing(jobs):  # an error in this loop (the writer's, on_progress's) stops the threads at once too
+        for chunk, block in jobs:
+            tensor, qtype = plan[chunk.tensor]
+            if qtype is None:
+                writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+            else:
+                if chunk.rows.start == 0:
+                    out = _output(tensor, qtype)
+                out[chunk.rows] = block
+                if chunk.last:
+                    writer.write_tensor_data(out.reshape(_output_shape(tensor, qtype)))
+            if on_progress is not None:
+                on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
             if chunk.last:
-                writer.write_tensor_data(out.reshape(_output_shape(tensor, qtype)))
-        if on_progress is not None:
-            on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
-        if chunk.last:
-            done += int(tensor.n_bytes)
+                done += int(tensor.n_bytes)
     writer.close()
 
 
