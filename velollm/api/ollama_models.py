@@ -92,7 +92,7 @@ def capabilities(served: ServedModel) -> list[str]:
     go = getattr(served.engine.tokenizer, "go_template", None)
     if not template and go:  # rendered by the TEMPLATE layer: Ollama's rule, tools when it names .Tools
         from velollm.api.thinking import thinking_template
-        from velollm.wire.go_template.chat import uses_tools
+        from velollm.engine.text.go_template.chat import uses_tools
 
         thinks = thinking_template(served.engine.tokenizer).supports_thinking
         return ["completion"] + (["tools"] if uses_tools(go) else []) + (["thinking"] if thinks else [])

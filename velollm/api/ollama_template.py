@@ -1,5 +1,5 @@
 """A /api/generate request's `template` field: a Go template rendered as Ollama renders it
-(velollm/wire/go_template: the full text/template language, Ollama's Values and funcs).
+(velollm/engine/text/go_template: the full text/template language, Ollama's Values and funcs).
 
 A template naming neither .Messages nor .Response gets `{{ .Response }}` appended; a legacy template
 (no .Messages) renders turn by turn and stops at the last `.Response`, where generation continues.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.wire.go_template.chat import checked_template, render_go_chat, think_values
+from velollm.engine.text.go_template.chat import checked_template, render_go_chat, think_values
 
 
 def check(template: str) -> None:

@@ -18,7 +18,7 @@ def thinking_template(tokenizer: Any) -> ThinkingTemplate:
     jinja = getattr(tokenizer, "chat_template", None)
     go = getattr(tokenizer, "go_template", None)
     if jinja is None and go:
-        from velollm.wire.go_template.chat import template_vars
+        from velollm.engine.text.go_template.chat import template_vars
 
         names = template_vars(go)
         return ThinkingTemplate(family_for_template(go), toggle="think" in names, effort="thinklevel" in names)

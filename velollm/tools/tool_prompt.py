@@ -44,7 +44,7 @@ def _go_template_takes_tools(tokenizer: Any) -> bool:
     go = getattr(tokenizer, "go_template", None)
     if tokenizer.chat_template is not None or not go:
         return False
-    from velollm.wire.go_template.chat import uses_tools
+    from velollm.engine.text.go_template.chat import uses_tools
 
     return uses_tools(go)
 

@@ -340,7 +340,7 @@ class Tokenizer:
         """Render `messages` (and `tools`) with the model's chat template, as transformers does; a model
         with no jinja template but an Ollama TEMPLATE layer renders as Ollama does (Go template)."""
         if self.chat_template is None and self.go_template is not None and chat_template is None:
-            from velollm.wire.go_template.chat import render_go_chat, think_values
+            from velollm.engine.text.go_template.chat import render_go_chat, think_values
 
             think = think_values(kwargs.get("enable_thinking"), kwargs.get("reasoning_effort"))
             return render_go_chat(self.go_template, messages, tools=tools, think=think)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from velollm.wire.go_template.errors import MAX_TEXT, bounded, too_long
-from velollm.wire.go_template.values import GoStruct, Named, go_float, sprint_one, type_name, unwrap
+from velollm.engine.text.go_template.errors import MAX_TEXT, bounded, too_long
+from velollm.engine.text.go_template.values import GoStruct, Named, go_float, sprint_one, type_name, unwrap
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+|\*)?)?([a-zA-Z%])")
 

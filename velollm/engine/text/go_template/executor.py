@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from velollm.wire.go_template.builtins import BUILTINS, LAZY
-from velollm.wire.go_template.errors import MAX_TEXT, GoTemplateError, too_long
-from velollm.wire.go_template.nodes import (
+from velollm.engine.text.go_template.builtins import BUILTINS, LAZY
+from velollm.engine.text.go_template.errors import MAX_TEXT, GoTemplateError, too_long
+from velollm.engine.text.go_template.nodes import (
     Action,
     Branch,
     ChainNode,
@@ -22,7 +22,7 @@ from velollm.wire.go_template.nodes import (
     Text,
     VariableNode,
 )
-from velollm.wire.go_template.values import GoStruct, sprint_one, truth, type_name, unwrap
+from velollm.engine.text.go_template.values import GoStruct, sprint_one, truth, type_name, unwrap
 
 _MISSING = object()
 MAX_STEPS = 1_000_000  # a template from a request must not spin the server

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from velollm.wire.go_template.errors import GoTemplateError
-from velollm.wire.go_template.lexer import Token, tokenize
-from velollm.wire.go_template.literals import constant
-from velollm.wire.go_template.nodes import (
+from velollm.engine.text.go_template.errors import GoTemplateError
+from velollm.engine.text.go_template.lexer import Token, tokenize
+from velollm.engine.text.go_template.literals import constant
+from velollm.engine.text.go_template.nodes import (
     Action,
     Branch,
     ChainNode,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from velollm.wire.go_template.errors import GoTemplateError, bounded
-from velollm.wire.go_template.printf import sprintf
-from velollm.wire.go_template.values import sprint, sprint_one, truth, type_name, unwrap
+from velollm.engine.text.go_template.errors import GoTemplateError, bounded
+from velollm.engine.text.go_template.printf import sprintf
+from velollm.engine.text.go_template.values import sprint, sprint_one, truth, type_name, unwrap
 
 LAZY = ("and", "or")
 

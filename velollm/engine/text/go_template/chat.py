@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from velollm.engine.text.go_template.errors import GoTemplateError
+from velollm.engine.text.go_template.ollama import OllamaTemplate, Think, parse_template, render
 from velollm.errors import InvalidRequest
-from velollm.wire.go_template.errors import GoTemplateError
-from velollm.wire.go_template.ollama import OllamaTemplate, Think, parse_template, render
 
 _LEVELS = {"low", "medium", "high"}
 

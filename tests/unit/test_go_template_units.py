@@ -6,11 +6,11 @@ import datetime
 
 import pytest
 
+from velollm.engine.text.go_template import GoTemplateError
+from velollm.engine.text.go_template.chat import checked_template, render_go_chat, think_values, uses_tools
+from velollm.engine.text.go_template.ollama import Think, parse_template, render
+from velollm.engine.text.go_template.values import go_float
 from velollm.errors import InvalidRequest
-from velollm.wire.go_template import GoTemplateError
-from velollm.wire.go_template.chat import checked_template, render_go_chat, think_values, uses_tools
-from velollm.wire.go_template.ollama import Think, parse_template, render
-from velollm.wire.go_template.values import go_float
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -60,7 +60,7 @@ def test_legacy_cut_inside_if_else_is_refused_like_ollama_panics():
 
 
 def test_runaway_templates_stop(monkeypatch):
-    from velollm.wire.go_template import executor
+    from velollm.engine.text.go_template import executor
 
     monkeypatch.setattr(executor, "MAX_STEPS", 50)
     with pytest.raises(GoTemplateError, match="step limit"):

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from velollm.wire.go_template import GoTemplateError, execute, parse
-from velollm.wire.go_template.builtins import NAMES
-from velollm.wire.go_template.ollama import FUNCS, Think, parse_template, render
-from velollm.wire.go_template.ollama_values import go_number
+from velollm.engine.text.go_template import GoTemplateError, execute, parse
+from velollm.engine.text.go_template.builtins import NAMES
+from velollm.engine.text.go_template.ollama import FUNCS, Think, parse_template, render
+from velollm.engine.text.go_template.ollama_values import go_number
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "go_template"
 CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())}

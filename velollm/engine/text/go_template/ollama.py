@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from velollm.wire.go_template.builtins import NAMES
-from velollm.wire.go_template.errors import GoTemplateError
-from velollm.wire.go_template.executor import execute
-from velollm.wire.go_template.nodes import Action, Branch, Command, FieldNode, Pipe, VariableNode
-from velollm.wire.go_template.ollama_values import template_message, template_tools, to_typescript_type
-from velollm.wire.go_template.parser import parse
-from velollm.wire.go_template.values import go_json
+from velollm.engine.text.go_template.builtins import NAMES
+from velollm.engine.text.go_template.errors import GoTemplateError
+from velollm.engine.text.go_template.executor import execute
+from velollm.engine.text.go_template.nodes import Action, Branch, Command, FieldNode, Pipe, VariableNode
+from velollm.engine.text.go_template.ollama_values import template_message, template_tools, to_typescript_type
+from velollm.engine.text.go_template.parser import parse
+from velollm.engine.text.go_template.values import go_json
 
 
 def _date(days: int) -> Callable[..., str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from velollm.wire.go_template.errors import GoTemplateError
+from velollm.engine.text.go_template.errors import GoTemplateError
 
 _SPACE = " \t\r\n"
 KEYWORDS = frozenset({"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",

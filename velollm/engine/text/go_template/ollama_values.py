@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.wire.go_template.values import GoStruct, Named, go_json, nil_slice, unwrap
+from velollm.engine.text.go_template.values import GoStruct, Named, go_json, nil_slice, unwrap
 
 
 def _content(value: Any) -> str:
