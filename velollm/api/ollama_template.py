@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from velollm.engine.text.go_template.chat import checked_template, render_go_chat, think_values
-
 
 def check(template: str) -> None:
+    from velollm.engine.text.go_template.chat import checked_template  # not at import: --proxy-only loads no engine
+
     checked_template(template)
 
 
 def render(template: str, messages: Sequence[Mapping[str, Any]],
            template_kwargs: Mapping[str, Any] | None = None) -> str:
+    from velollm.engine.text.go_template.chat import render_go_chat, think_values
+
     kwargs = template_kwargs or {}
     think = think_values(kwargs.get("enable_thinking"), kwargs.get("reasoning_effort"))
     return render_go_chat(template, messages, think=think, param="template")
