@@ -58,6 +58,9 @@ class StubStats:
     num_generation_tokens: int = 0
     num_preemptions: int = 0
     num_steps: int = 0
+    num_turn_prefills: int = 0  # EngineStats' background prefills: a stub never runs one
+    num_turn_prefill_tokens: int = 0
+    num_dropped_turn_prefills: int = 0
 
 
 @dataclass

@@ -212,6 +212,18 @@ def test_unterminated_template(olm, template):
                "template")
 
 
+@pytest.mark.parametrize("template, error", [
+    ('{{ $x := "ab" }}' + '{{ range $.Messages }}{{ $x = printf "%s%s" $x $x }}' * 40 + "{{ end }}" * 40
+     + "{{ .Prompt }}", "exceeds 64 MiB"),  # 40 doublings: two terabytes
+    ('{{ printf "%9999999d" 1 }}' * 20 + "{{ .Prompt }}", "exceeds 64 MiB"),
+    ("{{ if 1 }}" * 3000 + "{{ .Prompt }}" + "{{ end }}" * 3000, "nesting too deep"),
+])
+def test_template_that_would_eat_the_server(olm, template, error):
+    """A template is code from the request: its output and nesting are bounded (a 400), the server serves on."""
+    bad_ollama(lambda: olm.generate(model="demo", prompt="x", template=template, options={"num_predict": 2}), error)
+    assert olm.generate(model="demo", prompt="x", options={"num_predict": 2}).done
+
+
 # --- item 10: a request the queue can never hold is a 400 ----------------------------------------
 
 

@@ -135,13 +135,19 @@ def test_ollama_shift_is_a_bool_defaulting_to_true():
         ollama_chat({"model": "m", "messages": [], "shift": "no"})
 
 
-def test_go_template_subset():
+def test_generate_template_field_renders_like_ollama():
     t = "{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}</s>"
-    assert render(t, system="sys", prompt="hi") == "S:sys\nU:hi\nA:"
-    assert render(t, system=None, prompt="hi") == "U:hi\nA:"
-    assert render("{{- .Prompt -}}  \n{{ if .System }}x{{ else }}y{{ end }}", system="", prompt="p") == "py"
-    with pytest.raises(InvalidRequest):
-        render("{{ range .Messages }}{{ end }}", system=None, prompt="")
+    sys_hi = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
+    assert render(t, sys_hi) == "S:sys\nU:hi\nA:"
+    assert render(t, [{"role": "user", "content": "hi"}]) == "U:hi\nA:"
+    p = [{"role": "user", "content": "p"}]
+    # No .Response in the template: Ollama appends one, and the output stops there.
+    assert render("{{- .Prompt -}}  \n{{ if .System }}x{{ else }}y{{ end }}", p) == "py"
+    # The full language (the old subset refused these): .Messages templates render in one pass.
+    assert render("{{ range .Messages }}<{{ .Role }}>{{ .Content }}{{ end }}", sys_hi) == "<system>sys<user>hi"
+    assert render('{{ printf "%q" .Prompt }}', p) == '"p"'
+    with pytest.raises(InvalidRequest, match="function \"nope\" not defined"):
+        render("{{ nope .Prompt }}", p)
 
 
 def test_human_number_like_ollama():

@@ -56,6 +56,33 @@ def test_set_parameter_values_typed_as_ollama_does():
             format_parameter(name, [value])
 
 
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("seed", "-1", -1), ("top_k", "+5", 5), ("num_ctx", "9223372036854775807", 2**63 - 1),
+    ("temperature", ".5", 0.5), ("temperature", "1e-1", 0.1), ("top_p", "+1.", 1.0), ("temperature", "0x1p-2", 0.25),
+    ("use_mmap", "T", True), ("use_mmap", "FALSE", False), ("use_mmap", "0", False),
+])
+def test_parameter_values_go_parses(name, value, expected):
+    assert format_parameter(name, [value]) == expected
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("num_predict", "1_000", "invalid int value [1_000]"), ("top_k", " 5", "invalid int value [ 5]"),
+    ("num_ctx", "\u0665", "invalid int value [\u0665]"), ("seed", "9223372036854775808", "invalid int value"),
+    ("num_ctx", "4096.0", "invalid int value [4096.0]"), ("temperature", "1_0.5", "invalid float value [1_0.5]"),
+    ("temperature", "1e39", "invalid float value [1e39]"), ("top_p", "0.5 ", "invalid float value [0.5 ]"),
+    ("use_mmap", "tRuE", "invalid bool value [tRuE]"), ("use_mmap", "yes", "invalid bool value [yes]"),
+    # strconv takes these, then encoding/json refuses them: the Ollama CLI's error, never a traceback
+    ("temperature", "nan", "json: unsupported value: NaN"), ("top_p", "-Inf", "json: unsupported value: -Inf"),
+    ("temperature", "infinity", "json: unsupported value: +Inf"),
+])
+def test_parameter_values_go_refuses(name, value, message):
+    """strconv.ParseInt(s, 10, 64), ParseFloat(s, 32) and ParseBool, as Ollama's api.FormatParams calls them:
+    Python's int() and float() also take digit separators, spaces around, other scripts' digits and floats
+    beyond float32; a NaN or an infinity reached json.dumps in the request and crashed the CLI."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        format_parameter(name, [value])
+
 def _chunk(content="", thinking="", **final):
     return {"message": {"role": "assistant", "content": content, **({"thinking": thinking} if thinking else {})},
             "done": bool(final), **final}

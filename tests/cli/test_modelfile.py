@@ -124,6 +124,7 @@ def test_request_types_parameters_and_collects_stops(tmp_path):
     ("PARAMETER temprature 0.2", "unknown parameter 'temprature'"),
     ("PARAMETER num_ctx lots", "invalid int value [lots]"),
     ("PARAMETER top_p high", "invalid float value [high]"),
+    ("PARAMETER temperature NaN", "json: unsupported value: NaN"),  # Go parses it; its JSON encoder refuses it
     ("REQUIRES soon", "requires must be a valid semver"),
     ("ADAPTER ./missing.gguf", "ADAPTER ./missing.gguf: no such file or directory"),
 ])

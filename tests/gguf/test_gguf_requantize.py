@@ -143,3 +143,60 @@ def test_fallbacks_and_edge_blocks_as_llama_cpp_writes_them(fixtures, tmp_path, 
         else:  # rows of 96: Q5_0 / Q8_0; ffn_down rows of 80: F16
             assert kinds["blk.0.attn_q.weight"] == "Q5_0" and kinds["output.weight"] == "Q8_0"
             assert kinds["blk.0.ffn_down.weight"] == "F16"
+
+
+def test_threads_write_the_bytes_one_thread_writes(fixtures, tmp_path, monkeypatch):
+    """Small chunks (several per tensor, in flight across tensor boundaries) on 3 threads: the file of the serial
+    path, byte for byte, the progress still growing to the total."""
+    from velollm.engine.loader import gguf_requantize
+
+    monkeypatch.setattr(gguf_requantize, "CHUNK_VALUES", 4096)
+    src = fixtures.model("llama", "F16").path
+    for workers in (1, 3):
+        seen = []
+        requantize(src, tmp_path / f"{workers}.gguf", "Q4_K_M", lambda d, t: seen.append((d, t)), workers=workers)
+        assert len(seen) > len(gguf.GGUFReader(src).tensors)  # more chunks than tensors
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == seen[-1][1]
+    assert (tmp_path / "1.gguf").read_bytes() == (tmp_path / "3.gguf").read_bytes()
+
+
+def test_an_error_in_a_worker_is_raised_and_stops_the_pool(fixtures, tmp_path, monkeypatch):
+    import threading
+
+    from velollm.engine.loader import gguf_requantize, kquants
+
+    calls = []
+
+    def fail_on_the_fourth(x):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 4:
+            raise MemoryError("cannot allocate the chunk's buffers")
+        return kquants.quantize_q4_k(x)
+
+    monkeypatch.setattr(gguf_requantize, "CHUNK_VALUES", 4096)
+    monkeypatch.setitem(gguf_requantize._BLOCKS, "Q4_K", (256, fail_on_the_fourth))
+    with pytest.raises(MemoryError, match="cannot allocate"):
+        requantize(fixtures.model("llama", "F16").path, tmp_path / "out.gguf", "Q4_K_M", workers=2)
+    assert all(name.startswith("velollm-quantize") for name in calls)  # (it did run on the pool)
+    assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]
+
+
+def test_an_error_in_on_progress_stops_the_threads_at_once(fixtures, tmp_path, monkeypatch):
+    """A caller's on_progress that raises (a streamed create whose client left) ends the pool before requantize
+    returns, not when its traceback is collected."""
+    import threading
+
+    from velollm.engine.loader import gguf_requantize
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_some(done, total):
+        if done > total // 4:
+            raise Stop
+
+    monkeypatch.setattr(gguf_requantize, "CHUNK_VALUES", 4096)
+    with pytest.raises(Stop) as caught:
+        requantize(fixtures.model("llama", "F16").path, tmp_path / "out.gguf", "Q4_K_M", stop_after_some, workers=2)
+    assert caught.value.__traceback__ is not None  # (the frames are still alive)
+    assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]

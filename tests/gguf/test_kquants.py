@@ -5,8 +5,9 @@ same bytes for every block, random and edge-case values alike.
 Exact equality holds because both sides do IEEE float32 arithmetic in the same order: numpy's element-wise
 float32 operations are correctly rounded on every CPU, and ggml-base is built without the CPU backend's
 -march flags, so its reference quantizers have no fused multiply-adds (`objdump -d libggml-base.so | grep vfmadd`
-finds none in the 0.3.x wheels). A build that contracted `s += w*x` into FMAs could differ in rare blocks; that
-would be the library's float order, not this port's, and this test would name the blocks.
+finds none in llama-cpp-python 0.3.36 as installed here). A build that contracted `s += w*x` into FMAs could
+differ in rare blocks; that would be the library's float order, not this port's, and this test would name the
+blocks.
 """
 
 from __future__ import annotations

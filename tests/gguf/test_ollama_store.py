@@ -23,7 +23,8 @@ def _blob(root: Path, data: bytes) -> dict:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def make_store(root: Path, gguf: Path, name=("registry.ollama.ai", "library", "tiny", "latest")) -> Path:
+def make_store(root: Path, gguf: Path, name=("registry.ollama.ai", "library", "tiny", "latest"),
+               template: bytes = b"{{ .Prompt }}") -> Path:
     """A store laid out as `ollama pull` leaves it: manifests/<host>/<ns>/<model>/<tag>, blobs/sha256-<hex>."""
     model = _blob(root, gguf.read_bytes())
     config = _blob(root, json.dumps({"model_format": "gguf", "model_family": "llama", "model_families": ["llama"],
@@ -31,7 +32,7 @@ def make_store(root: Path, gguf: Path, name=("registry.ollama.ai", "library", "t
                                      "os": "linux", "rootfs": {"type": "layers", "diff_ids": [model["digest"]]}}).encode())
     layers = [
         {"mediaType": "application/vnd.ollama.image.model", **model},
-        {"mediaType": "application/vnd.ollama.image.template", **_blob(root, b"{{ .Prompt }}")},
+        {"mediaType": "application/vnd.ollama.image.template", **_blob(root, template)},
         {"mediaType": "application/vnd.ollama.image.system", **_blob(root, b"You are tiny.")},
         {"mediaType": "application/vnd.ollama.image.params",
          **_blob(root, b'{"stop":["<|eot_id|>"],"temperature":0.7,"num_ctx":4096}')},

@@ -1,6 +1,6 @@
 """velollm.engine.loader.quant_mix: Ollama's tensor-type rule where the llama.cpp comparison
-(test_gguf_requantize.py) cannot reach: more than 10 layers (Ollama counts in file order), MoE and MLA tensors,
-Qwen3-Next's table, and rows no block fits."""
+(test_gguf_requantize.py) does not reach: 16 layers (benchmarks/quantize.py compares those with llama.cpp at
+full size), MoE and MLA tensors, Qwen3-Next's table, and rows no block fits."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ def _kinds(specs, level, arch="llama", experts=0):
 
 
 def test_sixteen_layers_in_file_order():
-    """Llama-3.2-1B's 16 layers: use_more_bits picks layers 0, 1, 4, 7, 10, 13, 14, 15 by position in the file
-    (llama.cpp, counting in name order, would pick blk.0, blk.1, blk.12, ...)."""
+    """Llama-3.2-1B's 16 layers: use_more_bits picks layers 0, 1, 4, 7, 10, 13, 14, 15, counted in file order."""
     kinds = _kinds(_model(16, tied=True), "Q4_K_M")
     q6 = [i for i in range(16) if kinds[f"blk.{i}.attn_v.weight"] == "Q6_K"]
     assert q6 == [i for i in range(16) if use_more_bits(i, 16)] == [0, 1, 4, 7, 10, 13, 14, 15]

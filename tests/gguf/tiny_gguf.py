@@ -49,7 +49,7 @@ class TokMeta:
     scores: list[float] | None = None
     unk: int | None = None
     add_bos: bool = True
-    chat_template: str = CHAT_TEMPLATE
+    chat_template: str | None = CHAT_TEMPLATE  # None: a GGUF without tokenizer.chat_template
 
 
 def bpe_tokenizer(pre: str = "llama-bpe", vocab_size: int = 600) -> TokMeta:
@@ -226,7 +226,8 @@ def write_gguf(path: Path, spec: ArchSpec, sd: dict[str, torch.Tensor], tok: Tok
     if tok.unk is not None:
         w.add_unk_token_id(tok.unk)
     w.add_add_bos_token(tok.add_bos)
-    w.add_chat_template(tok.chat_template)
+    if tok.chat_template is not None:
+        w.add_chat_template(tok.chat_template)
     for key, value in (extra_kv or {}).items():
         (w.add_bool if isinstance(value, bool) else w.add_uint32)(key, value)
     if spec.llama3_rope:

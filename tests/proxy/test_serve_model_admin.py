@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -215,7 +216,7 @@ def test_create_from_a_model_of_the_store(front, native, store):
     assert sum(s.startswith("creating new layer") for s in statuses) == 2  # system, params
     assert "tiny-pirate:latest" in _names(front[0])[0]  # listed at once
     shown = client.show("tiny-pirate")
-    assert 'SYSTEM """Talk like a pirate."""' in shown.modelfile
+    assert "\nSYSTEM Talk like a pirate.\n" in shown.modelfile  # quoted only where it must be
     assert "temperature" in shown.parameters and "num_ctx" in shown.parameters  # merged over tiny-a's
     base = client.generate(model="tiny-a", prompt="the cat", **RAW).response
     assert client.generate(model="tiny-pirate", prompt="the cat", **RAW).response == base  # tiny-a's weights
@@ -340,7 +341,10 @@ def test_create_quantized_to_k_quants(front, native, store, tmp_path):
     modelfile = tmp_path / "Modelfile"
     modelfile.write_text(f"FROM {source}\n")
     out = velollm(native[0], tmp_path, "create", "cli-k", "-f", str(modelfile), "-q", "q4_K_S")
-    assert out.returncode == 0 and "quantizing F16 model to Q4_K_S\nverifying conversion\n" in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()  # Ollama's CLI: a bar for the quantization, in the order of the stream
+    bar = next(i for i, line in enumerate(lines) if line.startswith("quantizing F16 model to Q4_K_S "))
+    assert re.search(r" (\S+)/\1 [kMG]?B ", lines[bar]) and lines[bar + 1] == "verifying conversion", out.stderr
     client = ollama.Client(host=native[0], timeout=120)
     assert client.show("cli-k").details.quantization_level == "Q4_K_S"
     assert client.generate(model="cli-k", prompt="the cat", **RAW).eval_count == 4
@@ -403,6 +407,39 @@ def test_cli_create_from_a_modelfile(front, native, store, tmp_path):
     out = velollm(native[0], tmp_path, "create", "cli-bad", "-f", str(tmp_path / "absent"))
     assert out.returncode == 1 and "specified Modelfile wasn't found" in out.stderr
     assert "cli-bad:latest" not in _names(native[0])[0]
+
+
+def test_show_writes_parameters_and_modelfile_as_ollama_does(native, tmp_path):
+    """`parameters` is Go's `%-30s %#v` of the params layer's JSON values (a number is a float64: 0, 1e+06; a
+    bool is true/false; a string keeps its non-ASCII letters), and `modelfile` is parser.Command.String:
+    `PARAMETER key value`, values quoted only when they span lines or have edge spaces, so `velollm create -f`
+    on it makes the same model again."""
+    url = native[0]
+    client = ollama.Client(host=url, timeout=60)
+    assert client.create(model="go-fmt", from_="tiny-a", system=" Be brief.", license="MIT",
+                         messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy\nthere"}],
+                         parameters={"temperature": 0, "use_mmap": False, "top_p": 0.25, "num_ctx": 1000000,
+                                     "stop": ["é", "<|eot_id|>"]}).status == "success"
+    shown = client.show("go-fmt")
+    assert set(shown.parameters.splitlines()) == {f"{k:<30} {v}" for k, v in [
+        ("temperature", "0"), ("use_mmap", "false"), ("top_p", "0.25"), ("num_ctx", "1e+06"), ("stop", '"é"'),
+        ("stop", '"<|eot_id|>"')]}
+    lines = shown.modelfile.splitlines()
+    assert {"PARAMETER temperature 0", "PARAMETER use_mmap false", "PARAMETER stop é",
+            "PARAMETER stop <|eot_id|>", 'SYSTEM " Be brief."', "LICENSE MIT", "MESSAGE user Hi",
+            'MESSAGE assistant "Ahoy', 'there"'} <= set(lines), lines
+    assert lines.index("LICENSE MIT") < lines.index("MESSAGE user Hi")  # Ollama's order: licenses, then messages
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(shown.modelfile.replace("PARAMETER num_ctx 1e+06\n", "PARAMETER num_ctx 4096\n"))
+    out = velollm(url, tmp_path, "create", "go-fmt-again", "-f", str(modelfile))
+    assert out.returncode == 0, out.stderr
+    again = httpx.post(f"{url}/api/show", json={"model": "go-fmt-again"}, timeout=60).json()
+    assert (again["system"], again["license"], again["template"]) == (" Be brief.", "MIT", shown.template)
+    assert again["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ahoy\nthere"}]
+    assert set(again["parameters"].splitlines()) == set(shown.parameters.splitlines()) - {f"{'num_ctx':<30} 1e+06"} | {
+        f"{'num_ctx':<30} 4096"}
+    for name in ("go-fmt", "go-fmt-again"):
+        assert client.delete(name).status == "success"
 
 
 def test_an_upstream_that_does_not_answer_leaves_the_local_store_in_charge(store, tmp_path):

@@ -10,13 +10,14 @@ to the transport (no app runs for it) and the connection closed:
 - 431 for a head (request line and headers) over MAX_HEADER_BYTES otherwise.
 
 h11 keeps its own limit on an incomplete head (16 KiB by default); `LimitedH11Connection` raises it to
-MAX_HEADER_BYTES, so both protocols refuse at the same size, and refuses a target over MAX_TARGET_BYTES
-that arrived whole in one read (which h11 parses at any length).
+MAX_HEADER_BYTES, so both protocols refuse at the same size, and refuses a target over MAX_TARGET_BYTES or
+a head over MAX_HEADER_BYTES that arrived whole in one read (which h11 parses at any length).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import h11
 
@@ -34,6 +35,13 @@ CLOSE_REASONS = {414: "request_line_too_long", 431: "headers_too_large"}  # Head
 def head_status(line_bytes: int, head_bytes: int) -> int:
     """414 when the request line is most of a head over the limit (a URL too long), else 431."""
     return 414 if 2 * line_bytes > head_bytes else 431
+
+
+def header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """Parsed header fields' size, each `name: value\\r\\n`: a head that arrived whole (in one read) is refused
+    when they are over MAX_HEADER_BYTES, as its target is over MAX_TARGET_BYTES (a URL of the most the
+    target may be, with a few short headers, runs however it arrives)."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def refusal(status: int, target: bytes) -> bytes:
@@ -68,6 +76,10 @@ class LimitedH11Connection(h11.Connection):
         if isinstance(event, h11.Request) and len(event.target) > MAX_TARGET_BYTES:
             self.refused = (414, event.target)
             raise h11.RemoteProtocolError("request target too long", error_status_hint=414)
+        # a head over the limit that arrived whole: h11 parses any size
+        if isinstance(event, h11.Request) and header_bytes(event.headers.raw_items()) > MAX_HEADER_BYTES:
+            self.refused = (431, event.target)
+            raise h11.RemoteProtocolError("request headers too large", error_status_hint=431)
         return event
 
 

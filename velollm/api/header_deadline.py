@@ -33,6 +33,7 @@ from velollm.api.head_limit import (
     MAX_TARGET_BYTES,
     LimitedH11Connection,
     head_status,
+    header_bytes,
     refusal,
 )
 
@@ -149,24 +150,32 @@ def _httptools_class() -> type | None:
     class HttpToolsHeaderDeadline(HeaderDeadline, HttpToolsProtocol):
         """uvicorn's httptools protocol with the header deadline, and the head limits."""
 
-        _header_bytes = 0
+        _header_bytes = 0  # bytes read while the headers were unfinished
+        _fields_bytes = 0  # the parsed header fields' size (head_limit.header_bytes), for a head read whole
         _reading_headers = False
-        _target_refused = False
+        _refusing: int | None = None  # the status of a head a parser callback stopped
 
         def on_message_begin(self) -> None:
             self._reading_headers = True
-            self._header_bytes = 0
+            self._header_bytes = self._fields_bytes = 0
             super().on_message_begin()
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
             if len(self.url) > MAX_TARGET_BYTES:  # stops the parser: uvicorn's 400, answered by send_400_response
-                self._target_refused = True
+                self._refusing = 414
                 raise ValueError("request target too long")
 
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._fields_bytes += header_bytes([(name, value)])
+            if self._fields_bytes > MAX_HEADER_BYTES:  # however the head was read (one read of it all, too)
+                self._refusing = 431
+                raise ValueError("request headers too large")
+
         def send_400_response(self, msg: str) -> None:
-            if self._target_refused:
-                self._refuse(414, self.url)
+            if self._refusing is not None:
+                self._refuse(self._refusing, self.url)
             else:
                 super().send_400_response(msg)
 

@@ -3,13 +3,16 @@ takes minutes): the lines the worker emits go out as they come, then the lines i
 
 Until the first line is emitted nothing is sent, so a request the worker refuses while checking it is still an
 ordinary error answer with its status (400, 404); a failure after that ends the 200 stream with Ollama's
-`{"error"}` line, as Ollama's own create stream ends.
+`{"error"}` line, as Ollama's own create stream ends. A client that leaves (`ollama create -q` interrupted)
+stops the work at its next emitted line: `emit` raises ClientGone there, in the worker's thread, so the worker
+unwinds as from any failure (a quantization removes its temporary blob and writes no manifest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,12 +28,22 @@ Line = dict[str, Any]
 Emit = Callable[[Line], None]
 
 
+class ClientGone(Exception):
+    """Raised by `emit` once the client has stopped reading: the work is no longer wanted."""
+
+
 async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: Callable[[], None]) -> Response:
     """`work(emit)` run to its first emitted line (or its end); `finish()` once it is over, whatever happened.
     `emit` may be called from any thread."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Line] = asyncio.Queue()
-    task = asyncio.ensure_future(work(lambda line: loop.call_soon_threadsafe(queue.put_nowait, line)))
+    gone = threading.Event()
+
+    def emit(line: Line) -> None:
+        if gone.is_set():
+            raise ClientGone("the client stopped reading the progress")
+        loop.call_soon_threadsafe(queue.put_nowait, line)
+    task = asyncio.ensure_future(work(emit))
     first = asyncio.ensure_future(queue.get())
     await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
     if not first.done():  # over before it had anything to say: an ordinary answer (or error)
@@ -39,11 +52,11 @@ async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: C
             return progress_response(task.result(), True)
         finally:
             finish()
-    return StreamingResponse(_lines(first.result(), queue, task, finish), media_type=NDJSON_MEDIA_TYPE)
+    return StreamingResponse(_lines(first.result(), queue, task, finish, gone), media_type=NDJSON_MEDIA_TYPE)
 
 
 async def _lines(first: Line, queue: asyncio.Queue[Line], task: asyncio.Future[list[Line]],
-                 finish: Callable[[], None]) -> AsyncIterator[bytes]:
+                 finish: Callable[[], None], gone: threading.Event) -> AsyncIterator[bytes]:
     try:
         yield ndjson_line(first)
         while True:
@@ -64,8 +77,18 @@ async def _lines(first: Line, queue: asyncio.Queue[Line], task: asyncio.Future[l
             rest = [ollama_stream_error(error)]
         for line in rest:
             yield ndjson_line(line)
-    finally:  # (the client may have gone: the worker thread cannot be stopped, so finish when it ends)
+    finally:  # (the client may have gone: the worker stops at its next line, and finish waits for it)
         if task.done():
             finish()
         else:
-            task.add_done_callback(lambda _: finish())
+            gone.set()
+            task.add_done_callback(lambda done: _after_gone(done, finish))
+
+
+def _after_gone(task: asyncio.Future[list[Line]], finish: Callable[[], None]) -> None:
+    """`finish()` once the worker of a stream nobody reads any more has ended; how it ended goes to the log."""
+    try:
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ClientGone):
+            logger.warning("store operation failed after its client left: %s", task.exception())
+    finally:
+        finish()

@@ -196,11 +196,11 @@ def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
     system = req.system if req.system is not None else info.default_system
     if req.raw:
         return req.prompt, True
-    if req.template:
-        return ollama_template.render(req.template, system=system, prompt=req.prompt), True
     # Ollama's order: the system prompt, the model's MESSAGE history (not when continuing a `context`), the prompt
     messages = ([{"role": "system", "content": system}] if system else []) + (
         [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
+    if req.template:
+        return ollama_template.render(req.template, messages, template_kwargs), True
     return render_chat(tokenizer, messages, template_kwargs), False
 
 

@@ -44,4 +44,6 @@ class SourceView:
         self.model_config = source.config
         self.max_model_len = source.config.max_position_embeddings  # before --max-model-len lowers it
         # The tokenizer is read only for its template (capabilities): keep that, not the vocabulary.
-        self.tokenizer = SimpleNamespace(chat_template=source.load_tokenizer().chat_template)
+        tokenizer = source.load_tokenizer()
+        self.tokenizer = SimpleNamespace(chat_template=tokenizer.chat_template,
+                                         go_template=getattr(tokenizer, "go_template", None))

@@ -6,14 +6,28 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from velollm.reasoning import PlannedStream, ThinkingTemplate, ThinkPlan, ThinkSetting
+from velollm.reasoning.families import family_for_template
 from velollm.sampling_params import SamplingParams
 
 _PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered prompt
 
 
+def thinking_template(tokenizer: Any) -> ThinkingTemplate:
+    """What the model's template does about thinking: its jinja template, else its Ollama TEMPLATE layer
+    (a Go template: the family from the markers it writes, `.Think` / `.ThinkLevel` as the switches)."""
+    jinja = getattr(tokenizer, "chat_template", None)
+    go = getattr(tokenizer, "go_template", None)
+    if jinja is None and go:
+        from velollm.engine.text.go_template.chat import template_vars
+
+        names = template_vars(go)
+        return ThinkingTemplate(family_for_template(go), toggle="think" in names, effort="thinklevel" in names)
+    return ThinkingTemplate.of(jinja)
+
+
 def think_plan(tokenizer: Any, setting: ThinkSetting, model: str, *, strict: bool) -> ThinkPlan:
     """The plan for a request on this model (strict: Ollama's 400 for think on a model that cannot)."""
-    return ThinkingTemplate.of(getattr(tokenizer, "chat_template", None)).plan(setting, model=model, strict=strict)
+    return thinking_template(tokenizer).plan(setting, model=model, strict=strict)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerClient, server_command
 from velollm.commands.modelfile import Command, ModelfileError, decode, parse
+from velollm.commands.pull import draw_progress
 
 CHUNK = 8 << 20
 DEPRECATED = ("penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat",
@@ -60,12 +61,7 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
     body["model"] = args.model
     if args.quantize:
         body["quantize"] = args.quantize
-    last = ""
-    for chunk in client.stream("/api/create", {**body, "stream": True}):
-        status = str(chunk.get("status") or "")
-        if status and status != last:
-            print(status, file=sys.stderr)
-            last = status
+    draw_progress(client, "/api/create", {**body, "stream": True}, bar_label=lambda status, digest: status)
     return 0
 
 

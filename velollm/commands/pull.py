@@ -7,6 +7,7 @@ $OLLAMA_HOST where it runs) and relays its NDJSON progress, which is drawn here 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from velollm.commands.client import ServerClient, server_command
 
@@ -24,23 +25,43 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
     return 0
 
 
-def draw_progress(client: ServerClient, path: str, body: dict) -> None:
-    """Ollama's NDJSON progress of a pull or push, drawn as Ollama's CLI draws it: a bar per layer
-    ("pulling 0123456789ab" / "pushing ..."), every other status on a line of its own (stderr)."""
+def draw_progress(client: ServerClient, path: str, body: dict, bar_label: Callable[[str, str], str] | None = None
+                  ) -> None:
+    """Ollama's NDJSON progress of a pull, push or create, drawn as Ollama's CLI draws it: a bar per digest
+    with a total ("pulling 0123456789ab" / "pushing ...", or `bar_label(status, digest)`: create's
+    "quantizing F16 model to Q4_K_M"), every other status on a line of its own, once (stderr). A status
+    after bars settles them: they are printed in their final state above it and leave the live display, so
+    the lines stay in the server's order (also when stderr is not a terminal)."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+    label = bar_label or (lambda status, digest: f"{status.split(' ')[0]} {digest.removeprefix('sha256:')[:12]}")
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     tasks: dict[str, int] = {}
-    with Progress(*columns, console=console, transient=False) as progress:
-        for chunk in client.stream(path, body):
-            status, digest = str(chunk.get("status", "")), chunk.get("digest")
-            if digest and chunk.get("total"):
-                if digest not in tasks:
-                    label = f"{status.split(' ')[0]} {digest.removeprefix('sha256:')[:12]}"
-                    tasks[digest] = progress.add_task(label, total=chunk["total"])
-                progress.update(tasks[digest], completed=chunk.get("completed") or 0)
-            elif status:
-                progress.console.print(status)
+
+    def settle() -> None:  # the bars so far: printed in their final state, out of the live display
+        done = [task for task in progress.tasks if task.id in tasks.values()]
+        if done:
+            progress.console.print(progress.make_tasks_table(done))
+            for task in done:
+                progress.remove_task(task.id)
+            tasks.clear()
+
+    last = ""
+    # no live display off a terminal (rich would end it with an empty line): the settled bars alone
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        try:
+            for chunk in client.stream(path, body):
+                status, digest = str(chunk.get("status", "")), chunk.get("digest")
+                if digest and chunk.get("total"):
+                    if digest not in tasks:
+                        tasks[digest] = progress.add_task(label(status, str(digest)), total=chunk["total"])
+                    progress.update(tasks[digest], completed=chunk.get("completed") or 0)
+                elif status and status != last:
+                    settle()
+                    progress.console.print(status)
+                last = status
+        finally:  # an error line ends the stream: the bars as they stood, above it
+            settle()

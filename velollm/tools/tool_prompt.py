@@ -39,6 +39,16 @@ _INSTRUCTIONS = {
 }
 
 
+def _go_template_takes_tools(tokenizer: Any) -> bool:
+    """A model rendered by its Ollama TEMPLATE layer that names .Tools gets the tools, as in Ollama."""
+    go = getattr(tokenizer, "go_template", None)
+    if tokenizer.chat_template is not None or not go:
+        return False
+    from velollm.engine.text.go_template.chat import uses_tools
+
+    return uses_tools(go)
+
+
 def template_supports_tools(template: str | Mapping[str, str] | None) -> bool:
     if isinstance(template, Mapping):
         return any(template_supports_tools(t) for t in template.values())
@@ -159,7 +169,7 @@ def render_with_tools(
     """The prompt text: through the model's template when it renders tools (the tools exactly as the
     client sent them, as transformers renders them), else the fallback."""
     specs = tool_specs(tools)  # raises InvalidRequest on a malformed tool
-    if template_supports_tools(tokenizer.chat_template):
+    if template_supports_tools(tokenizer.chat_template) or _go_template_takes_tools(tokenizer):
         return tokenizer.apply_chat_template(
             to_template_messages(messages, family), tools=template_tools(tools) if specs else None, **kwargs
         )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
-from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
     int4_tensor,
     quantized_tensor,
@@ -50,7 +50,6 @@ ARCHITECTURES = {
 SUPPORTED_TYPES = frozenset(
     {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 )
-_FLOAT_TYPES = ("F32", "F16", "BF16")
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -283,7 +282,7 @@ def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None =
                 yield hf_name(info.name), weight  # type: ignore[misc]
             else:
                 # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in _FLOAT_TYPES)
+                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in FLOAT_TYPES)
                 yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
 
 
@@ -327,7 +326,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     return ModelSource(
         config=config,
         info=info,
-        load_tokenizer=_tokenizer_loader(path, metadata),
+        load_tokenizer=_tokenizer_loader(path, metadata, info_overrides.get("template")),  # type: ignore[arg-type]
         iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4"),
         path=path,
         quantization=quantization,
@@ -335,19 +334,22 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     )
 
 
-def _tokenizer_loader(path: Path, metadata: dict) -> Callable[[], Tokenizer]:
+def _tokenizer_loader(path: Path, metadata: dict, template_layer: str | None = None) -> Callable[[], Tokenizer]:
     """load_tokenizer for gguf_source: the first call builds from the metadata already parsed (and
     checked), then lets it go, as a vocabulary is tens of MB and sources are kept (SourceView);
-    any later call reads the file again."""
+    any later call reads the file again. A store model's TEMPLATE layer rides along (`go_template`)
+    for a GGUF without a chat template (one with both keeps its jinja: tools and thinking key on it)."""
     held = [metadata]
 
     def load() -> Tokenizer:
         from velollm.engine.loader.gguf_tokenizer import build_tokenizer, tokenizer_from_gguf
 
         try:
-            meta = held.pop()
+            tokenizer = build_tokenizer(held.pop())
         except IndexError:
-            return tokenizer_from_gguf(path)
-        return build_tokenizer(meta)
+            tokenizer = tokenizer_from_gguf(path)
+        if template_layer and tokenizer.chat_template is None:
+            tokenizer.go_template = template_layer
+        return tokenizer
 
     return load

@@ -19,6 +19,7 @@ from velollm.errors import ModelLoadError, UnsupportedModel
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+FLOAT_TYPES = ("F32", "F16", "BF16")  # the tensor types stored as floats (the rest are quantized blocks)
 
 # GGUF metadata value types -> (struct format, numpy dtype) for the fixed-size ones.
 _SCALARS: dict[int, tuple[str, str]] = {

@@ -8,28 +8,33 @@ bit: Q4_K, Q5_K and Q6_K from kquants.py, the Q5_0 / Q5_1 row fallbacks from leg
 llama.cpp's own quantizer's.
 
 Metadata is copied key by key, `general.file_type` becoming the level's (7, 15, 14) and
-`general.quantization_version` added. Tensors go one at a time from the mapped input to the output, quantized in
-chunks of rows (never the whole model, nor a whole tensor as float32, in memory); `on_progress` is called per
-chunk.
+`general.quantization_version` added. Tensors go in order from the mapped input to the output, quantized in
+chunks of rows on a few threads (chunk_pool.py: a bounded number of chunks in flight, across tensor boundaries,
+taken back in order; never the whole model, nor a whole tensor as float32, in memory); `on_progress` is called
+per chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from velollm.engine.loader import kquants, legacy_quants
+from velollm.engine.loader.chunk_pool import default_workers, ordered_map
+from velollm.engine.loader.gguf_file import FLOAT_TYPES
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
 
 if TYPE_CHECKING:
-    from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, ReaderTensor
 
-SOURCE_TYPES = ("F32", "F16", "BF16")
+SOURCE_TYPES = FLOAT_TYPES  # what it quantizes: float tensors
 TARGETS = ("Q8_0", "Q4_K_M", "Q4_K_S")  # Ollama's quantize levels
-CHUNK_VALUES = 1 << 20  # float32 values quantized at a time (the K-quant search holds ~20 arrays of this size)
+CHUNK_VALUES = 1 << 18  # float32 values at a time: the K-quant search's ~20 arrays of this size stay in cache
 _BLOCKS = {"Q4_K": (256, kquants.quantize_q4_k), "Q5_K": (256, kquants.quantize_q5_k),
            "Q6_K": (256, kquants.quantize_q6_k), "Q5_0": (32, legacy_quants.quantize_q5_0),
            "Q5_1": (32, legacy_quants.quantize_q5_1)}  # Q8_0: gguf-py's, ggml's bytes already
@@ -40,10 +45,11 @@ class RequantizeError(ValueError):
 
 
 def requantize(source: Path, target: Path, quant: str,
-               on_progress: Callable[[int, int], None] | None = None) -> None:
+               on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> None:
     """`source` written to `target` with its weights as `quant` (one of TARGETS); RequantizeError when the
     source holds weights that are not F32/F16/BF16. `on_progress(done_bytes, total_bytes)` (source bytes) per
-    chunk of rows."""
+    chunk of rows. The chunks are quantized on `workers` threads (default: chunk_pool.default_workers()), the
+    bytes the same whatever their number."""
     import gguf
 
     if quant not in TARGETS:
@@ -58,6 +64,68 @@ def requantize(source: Path, target: Path, quant: str,
     experts = reader.fields.get(f"{arch}.expert_count")
     kinds = tensor_types(specs, quant, arch, int(experts.contents()) if experts is not None else 0)
     writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
+    _copy_metadata(reader, writer, quant)
+    plan = [(t, None if kind == spec.kind else gguf.GGMLQuantizationType[kind])
+            for t, spec, kind in zip(reader.tensors, specs, kinds)]
+    for tensor, qtype in plan:
+        _add_info(writer, tensor, qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
+    sources = [None if qtype is None else _floats(tensor) for tensor, qtype in plan]
+
+    def quantize(chunk: _Chunk) -> np.ndarray | None:
+        qtype = plan[chunk.tensor][1]
+        return None if qtype is None else _quantize(sources[chunk.tensor][chunk.rows], qtype)
+
+    out = np.empty(0, np.uint8)
+    jobs = ordered_map(quantize, _chunks(plan, sources), workers or default_workers())
+    with closing(jobs):  # an error in this loop (the writer's, on_progress's) stops the threads at once too
+        for chunk, block in jobs:
+            tensor, qtype = plan[chunk.tensor]
+            if qtype is None:
+                writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+            else:
+                if chunk.rows.start == 0:
+                    out = _output(tensor, qtype)
+                out[chunk.rows] = block
+                if chunk.last:
+                    writer.write_tensor_data(out.reshape(_output_shape(tensor, qtype)))
+            if on_progress is not None:
+                on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
+            if chunk.last:
+                done += int(tensor.n_bytes)
+    writer.close()
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """CHUNK_VALUES' worth of rows of the plan's tensor `tensor` (all of it when it is copied as it is)."""
+
+    tensor: int
+    rows: slice
+    last: bool
+    fraction: float  # of the tensor done once this chunk is
+
+
+def _chunks(plan: list[tuple[ReaderTensor, GGMLQuantizationType | None]],
+            sources: list[np.ndarray | _Bf16Rows | None]) -> Iterator[_Chunk]:
+    for index, rows in enumerate(sources):
+        if rows is None:
+            yield _Chunk(index, slice(0, 0), True, 1.0)
+            continue
+        count = rows.shape[0]
+        step = max(1, CHUNK_VALUES // rows.shape[1])
+        for start in range(0, count, step):
+            stop = min(start + step, count)
+            yield _Chunk(index, slice(start, stop), stop == count, stop / count)
+
+
+def _copy_metadata(reader: GGUFReader, writer: GGUFWriter, quant: str) -> None:
+    """Every key but the writer's own, `general.file_type` the level's, `general.quantization_version` added."""
+    import gguf
+
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # written by GGUFWriter itself
@@ -68,51 +136,46 @@ def requantize(source: Path, target: Path, quant: str,
         writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    plan = []
-    for tensor, spec, kind in zip(reader.tensors, specs, kinds):
-        qtype = None if kind == spec.kind else gguf.GGMLQuantizationType[kind]
-        if qtype is None:
-            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                                   tensor.tensor_type)
-        elif qtype == gguf.GGMLQuantizationType.F16:  # a row no block fits
-            shape = _numpy_shape(tensor)
-            writer.add_tensor_info(tensor.name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
-        else:
-            byte_shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
-            writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
-        plan.append((tensor, qtype))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
-    for tensor, qtype in plan:
-        if qtype is None:
-            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-            done += int(tensor.n_bytes)
-            if on_progress is not None:
-                on_progress(done, total)
-            continue
-        rows = _floats(tensor)
-        if qtype == gguf.GGMLQuantizationType.F16:
-            out, shape = np.empty(rows.shape, np.float16), _numpy_shape(tensor)
-        else:
-            out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, qtype), np.uint8)
-            shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
-        step = max(1, CHUNK_VALUES // rows.shape[1])
-        for start in range(0, rows.shape[0], step):
-            out[start:start + step] = _quantize(rows[start:start + step], qtype)
-            if on_progress is not None:
-                on_progress(done + int(tensor.n_bytes) * min(start + step, rows.shape[0]) // rows.shape[0], total)
-        writer.write_tensor_data(out.reshape(shape))
-        done += int(tensor.n_bytes)
-    writer.close()
+
+
+def _add_info(writer: GGUFWriter, tensor: ReaderTensor, qtype: GGMLQuantizationType | None) -> None:
+    import gguf
+
+    if qtype is None:  # copied as it is
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    elif qtype == gguf.GGMLQuantizationType.F16:  # a row no block fits
+        shape = _numpy_shape(tensor)
+        writer.add_tensor_info(tensor.name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
+    else:
+        byte_shape = gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
+        writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
+
+
+def _output(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> np.ndarray:
+    """The tensor's quantized rows, to be filled chunk by chunk: `(rows, bytes per row)` (F16: halves)."""
+    import gguf
+
+    ne0 = int(tensor.shape[0])
+    rows = int(np.prod([int(n) for n in tensor.shape])) // ne0
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return np.empty((rows, ne0), np.float16)
+    return np.empty(gguf.quant_shape_to_byte_shape((rows, ne0), qtype), np.uint8)
+
+
+def _output_shape(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> tuple[int, ...]:
+    import gguf
+
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return _numpy_shape(tensor)
+    return gguf.quant_shape_to_byte_shape(_numpy_shape(tensor), qtype)
 
 
 def _quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     """float32 `(rows, ne0)` as `qtype`'s bytes (F16: halves)."""
     import gguf
 
-    rows = rows.astype(np.float32, copy=False)
+    rows = np.asarray(rows, dtype=np.float32)  # (a plain array: numpy.memmap views cost a Python call an operation)
     if qtype == gguf.GGMLQuantizationType.F16:
         return rows.astype(np.float16)
     if qtype.name not in _BLOCKS:

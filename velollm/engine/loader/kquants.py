@@ -4,10 +4,16 @@ ported to numpy bit for bit.
 
 Every C `float` operation is one float32 numpy operation in the same order, vectorized across sub-blocks: the
 arrays are laid out element-major, `(values per sub-block, sub-blocks)`, so `x[i]` is the i-th value of every
-sub-block and each C loop `s += ...` becomes a Python loop of vector adds in C's sequential order (numpy's own
-`sum` is pairwise, which rounds differently). `nearest_int` is ggml's bit trick itself (add 1.5 * 2**23, keep
-the mantissa): round half to even, and the same garbage as C for values past 2**22, infinities and NaN.
-tests/gguf/test_kquants.py compares the bytes with llama.cpp's own quantizer's.
+sub-block and each C loop `s += ...` is numpy's reduce down axis 0, which adds row after row in C's sequential
+order (numpy's pairwise sum is for the contiguous axis only; `seq_sum`). `nearest_int` is ggml's bit trick
+itself (add 1.5 * 2**23, keep the mantissa): round half to even, and the same garbage as C for values past
+2**22, infinities and NaN; where every value of a search step is known to lie well inside that range, np.rint
+rounds the same in one pass (`_round_clip`).
+
+For speed the searches work in place in a few preallocated buffers, and keep the best step's scale factors
+rather than its levels (the levels are computed again once at the end): the same float32 operations on every
+value, fewer passes over memory. tests/gguf/test_kquants.py compares the bytes with llama.cpp's own
+quantizer's.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def quantize_q6_k(x: np.ndarray) -> np.ndarray:
         sc = np.minimum(127, nearest_int(iscale[:, None] * scales)).astype(np.int8)
         step = (d.astype(F)[:, None] * sc.astype(F)).reshape(-1)  # per sub-block, in `sub`'s order
         fresh = (np.clip(nearest_int(sub / step), -32, 31) + 32).astype(np.uint8)
-        L = np.where(step != 0, fresh, L)
+        L = _unless_zero_step(step, fresh, L)
     q = L.T.reshape(nb, 2, 4, 32)  # [super-block, 128-value half, 32-value quarter, value]
     ql = (q[:, :, 0:2, :] & 0xF) | ((q[:, :, 2:4, :] & 0xF) << 4)
     qh = np.bitwise_or.reduce((q >> 4) << np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1), axis=2)
@@ -91,7 +97,7 @@ def _q45_k(x: np.ndarray, nmax: int, rmin: float, nstep: int
         step = (d.astype(F)[:, None] * ls.astype(F)).reshape(-1)
         shift = (dmin.astype(F)[:, None] * lm.astype(F)).reshape(-1)
         fresh = np.clip(nearest_int((sub + shift) / step), 0, nmax).astype(np.uint8)
-        L = np.where(step != 0, fresh, L)
+        L = _unless_zero_step(step, fresh, L)
     packed = np.empty((nb, 12), np.uint8)
     packed[:, 0:4] = ls[:, 0:4] | ((ls[:, 4:8] >> 4) << 6)
     packed[:, 4:8] = lm[:, 0:4] | ((lm[:, 4:8] >> 4) << 6)
@@ -113,31 +119,58 @@ def make_qkx2_quants(x: np.ndarray, weights: np.ndarray, nmax: int, rmin: float,
         mx = np.where(x[i] > mx, x[i], mx)
         sum_w += weights[i]
         sum_x += wx[i]
+    x_min = mn
     mn = np.where(mn > 0, F(0), mn)
     flat = mx == mn  # C returns here: L = 0, the_min = -min, scale 0
     flat_min = mn
+    finite = bool(np.isfinite(x).all())
+    laux, wl, scratch = (np.empty_like(x) for _ in range(3))
+    sum_l, sum_l2, sum_xl, best_error = (np.empty(x.shape[1], F) for _ in range(4))
+
+    def levels(iscale: np.ndarray, mn: np.ndarray) -> np.ndarray:
+        """C's `MAX(0, MIN(nmax, nearest_int(iscale*(x[i] - min))))`, into laux (a flat column's: not used)."""
+        bound = np.abs(iscale) * np.maximum(np.abs(x_min - mn), np.abs(mx - mn)) if finite else None
+        np.subtract(x, mn, out=laux)
+        np.multiply(laux, iscale, out=laux)
+        return _round_clip(laux, None if bound is None else np.where(flat, F(0), bound), 0, nmax)
+
+    def error(scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, out: np.ndarray) -> np.ndarray:
+        diff = np.multiply(levels, scale, out=scratch)  # C: diff = scale * L + min - x; w * (diff * diff)
+        diff += mn
+        diff -= x
+        diff *= diff
+        diff *= weights
+        return seq_sum(diff, out)
+
     iscale = F(nmax) / (mx - mn)
     scale = F(1) / iscale
-    L = _levels(iscale, x, mn, nmax)
-    best_error = _error(scale, L, mn, x, weights)
+    error(scale, levels(iscale, mn), mn, best_error)
+    # L is the levels of the best step so far; rather than copying them column by column (a masked copy costs
+    # as much as the step), the step's iscale and min are kept and its levels computed again at the end
+    best_iscale, best_shift = iscale, mn
     for step in range(nstep + 1):
         iscale = (F(rmin) + F(rdelta) * F(step) + F(nmax)) / (mx - mn)
-        laux = _levels(iscale, x, mn, nmax)
-        wl = weights * laux
-        sum_l, sum_l2, sum_xl = seq_sum(wl), seq_sum(wl * laux), seq_sum(wl * x)
+        levels(iscale, mn)
+        np.multiply(weights, laux, out=wl)
+        seq_sum(wl, sum_l)
+        seq_sum(np.multiply(wl, laux, out=scratch), sum_l2)
+        seq_sum(np.multiply(wl, x, out=scratch), sum_xl)
         D = sum_w * sum_l2 - sum_l * sum_l
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
         this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
         positive = this_min > 0
         this_min = np.where(positive, F(0), this_min)
         this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
-        cur_error = _error(this_scale, laux, this_min, x, weights)
+        cur_error = error(this_scale, laux, this_min, sum_l)  # sum_l is free again
         better = (D > 0) & (cur_error < best_error)
-        L = np.where(better, laux, L)
+        best_iscale, best_shift = np.where(better, iscale, best_iscale), np.where(better, mn, best_shift)
         best_error = np.where(better, cur_error, best_error)
         scale = np.where(better, this_scale, scale)
         mn = np.where(better, this_min, mn)
-    return np.where(flat, F(0), scale), -np.where(flat, flat_min, mn), np.where(flat, F(0), L).astype(np.uint8)
+    L = levels(best_iscale, best_shift).astype(np.uint8)
+    if flat.any():
+        L[:, flat] = 0
+    return np.where(flat, F(0), scale), -np.where(flat, flat_min, mn), L
 
 
 def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,25 +184,47 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     zero = amax < GROUP_MAX_EPS
     w = x * x
     wx = w * x
+    finite = bool(np.isfinite(x).all())
+    lf, scratch = np.empty_like(x), np.empty_like(x)
 
-    def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lv = np.clip(nearest_int(iscale * x), -nmax, nmax - 1)
-        lf = lv.astype(F)
-        return lv, seq_sum(wx * lf), seq_sum((w * lf) * lf)
+    def levels(iscale: np.ndarray) -> np.ndarray:
+        """C's `MAX(-nmax, MIN(nmax-1, nearest_int(iscale * x[i])))`, into lf (an all-zero column's: not used)."""
+        np.multiply(x, iscale, out=lf)
+        return _round_clip(lf, np.where(zero, F(0), np.abs(iscale) * amax) if finite else None, -nmax, nmax - 1)
 
-    l, sumlx, suml2 = sums(F(-nmax) / mx)
-    L = l + nmax
+    def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels(iscale)
+        sumlx = seq_sum(np.multiply(wx, lf, out=scratch))
+        wl = np.multiply(w, lf, out=scratch)
+        wl *= lf
+        return sumlx, seq_sum(wl)
+
+    best_iscale = F(-nmax) / mx
+    sumlx, suml2 = sums(best_iscale)
     scale = np.where(suml2 != 0, sumlx / suml2, F(0))
     best = scale * sumlx
     for step in range(-9, 10):
         if step == 0:
             continue
-        l, sumlx, suml2 = sums(-(F(nmax) + F(0.1) * F(step)) / mx)
+        iscale = -(F(nmax) + F(0.1) * F(step)) / mx
+        sumlx, suml2 = sums(iscale)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        L = np.where(better, l + nmax, L)
+        best_iscale = np.where(better, iscale, best_iscale)  # its levels computed again at the end
         scale = np.where(better, sumlx / suml2, scale)
         best = np.where(better, scale * sumlx, best)
-    return np.where(zero, F(0), scale), np.where(zero, 0, L).astype(np.uint8)
+    L = (levels(best_iscale) + F(nmax)).astype(np.uint8)
+    if zero.any():
+        L[:, zero] = 0
+    return np.where(zero, F(0), scale), L
+
+
+def _unless_zero_step(step: np.ndarray, fresh: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """C's `if (!d) continue;`: a sub-block whose step is 0 keeps the search's levels (a broadcast np.where
+    would cost a pass over every value for the few that do)."""
+    keep = step == 0
+    if keep.any():
+        fresh[:, keep] = L[:, keep]
+    return fresh
 
 
 def nearest_int(v: np.ndarray) -> np.ndarray:
@@ -178,18 +233,27 @@ def nearest_int(v: np.ndarray) -> np.ndarray:
     return (bits & 0x7FFFFF) - 0x400000
 
 
-def seq_sum(p: np.ndarray) -> np.ndarray:
-    """C's `float s = 0; for (i...) s += p[i];` down axis 0, in that order (float32)."""
-    s = np.zeros(p.shape[1:], F)
+def seq_sum(p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """C's `float s = 0; for (i...) s += p[i];` down axis 0, in that order (float32). numpy reduces a C-ordered
+    array along its outer axis row after row (its pairwise sum is for the inner axis only: a single column is one)."""
+    if p.ndim == 2 and p.shape[1] > 1 and p.flags.c_contiguous:
+        return np.add.reduce(p, axis=0, out=out, initial=F(0))
+    s = np.zeros(p.shape[1:], F) if out is None else out
+    s[...] = 0
     for row in p:
         s += row
     return s
 
 
-def _levels(iscale: np.ndarray, x: np.ndarray, mn: np.ndarray, nmax: int) -> np.ndarray:
-    return np.clip(nearest_int(iscale * (x - mn)), 0, nmax).astype(F)
+_EXACT = F(1 << 21)  # |v| below it: v + 1.5 * 2**23 stays in [2**23, 2**24), and nearest_int(v) is np.rint(v)
 
 
-def _error(scale: np.ndarray, L: np.ndarray, mn: np.ndarray, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    diff = scale * L + mn - x
-    return seq_sum(weights * (diff * diff))
+def _round_clip(v: np.ndarray, bound: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
+    """`clip(nearest_int(v), lo, hi)` as float32, in place. `bound` bounds |v| per column (None: unknown); within
+    _EXACT numpy's rint is ggml's trick (ties to even), past it (or NaN) the trick itself gives C's garbage. A
+    -0.0 level where C has 0 changes no sum nor error (every sum starts from +0.0, every error squares)."""
+    if bound is not None and np.all(bound < _EXACT):
+        np.rint(v, out=v)
+    else:
+        v[...] = nearest_int(v)
+    return np.clip(v, F(lo), F(hi), out=v)

@@ -11,10 +11,13 @@ first eighth of the `ffn_down` become Q5_K; MoE models with 8 experts and MLA pr
 says so. A row whose length is not a multiple of the chosen type's block falls back: Q4_K to Q5_0, Q5_K to Q5_1,
 Q6_K to Q8_0, and to F16 when even those blocks do not fit.
 
-Where Ollama and llama.cpp differ: Ollama counts the `attn_v` and `ffn_down` tensors in file order, llama.cpp
-in its name-sorted order (blk.10 before blk.2), so the two agree up to 10 layers and Ollama's layer choice is
-the one kept beyond; an output row that is not a multiple of 32 becomes F16 (llama.cpp gives up); Ollama's
-Qwen3-Next linear-attention table and MLA rule are Ollama's own.
+Where Ollama and llama.cpp differ, Ollama is followed: it counts the `attn_v` and `ffn_down` tensors in file
+order, llama.cpp in layer-number order (its weight map's comparer), the same for files written layer by layer
+as converters write them (benchmarks/quantize.py: the 146 tensors of a 16-layer Llama-3.2-1B-shape file come
+out identical); Ollama counts `n_ffn_down` as `blk.N` groups, llama.cpp as `ffn_down` tensors (the same for a
+dense model); an output row that is not a multiple of 32 becomes F16 (llama.cpp gives up); the Qwen3-Next
+linear-attention table and the MLA rule are Ollama's own, and llama.cpp's 70B `attn_v` rule, which needs the
+model size Ollama does not know, is left out as Ollama leaves it.
 """
 
 from __future__ import annotations

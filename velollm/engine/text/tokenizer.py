@@ -169,6 +169,9 @@ def _chat_templates(folder: Path, cfg: Mapping[str, Any]) -> str | dict[str, str
 class Tokenizer:
     """Text <-> token ids, chat templates and special-token facts for one model."""
 
+    # The Ollama store model's TEMPLATE layer (Go text/template), used only when there is no jinja template.
+    go_template: str | None = None
+
     def __init__(
         self,
         backend: tokenizers.Tokenizer,
@@ -334,7 +337,13 @@ class Tokenizer:
         chat_template: str | None = None,
         **kwargs: Any,
     ) -> str:
-        """Render `messages` (and `tools`) with the model's chat template, as transformers does."""
+        """Render `messages` (and `tools`) with the model's chat template, as transformers does; a model
+        with no jinja template but an Ollama TEMPLATE layer renders as Ollama does (Go template)."""
+        if self.chat_template is None and self.go_template is not None and chat_template is None:
+            from velollm.engine.text.go_template.chat import render_go_chat, think_values
+
+            think = think_values(kwargs.get("enable_thinking"), kwargs.get("reasoning_effort"))
+            return render_go_chat(self.go_template, messages, tools=tools, think=think)
         if chat_template is not None and isinstance(self.chat_template, dict) and chat_template in self.chat_template:
             chat_template = self.chat_template[chat_template]
         template = chat_template or select_template(self.chat_template, has_tools=tools is not None)

@@ -1,0 +1,108 @@
+"""A store model whose GGUF has no chat template chats through its TEMPLATE layer (a Go template), as in
+Ollama: the prompt VeloLLM renders is Go's output for that conversation (tests/fixtures/go_template)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from tests.api.conftest import start_live, stop_live
+
+from .test_ollama_store import make_store
+from .tiny_gguf import write_gguf
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "go_template"
+GOLDENS = {g["name"]: g["output"] for g in json.loads((FIXTURES / "goldens.json").read_text())}
+CHATML = (FIXTURES / "library" / "chatml.gotmpl").read_bytes()
+QUESTION = "Why is the sky blue?"
+CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())}
+TOOLS_CASE = CASES["tools-llama3.1-style/store-tools-call-result"]
+
+
+@pytest.fixture(scope="module")
+def layer_server(fixtures, tmp_path_factory):
+    root = tmp_path_factory.mktemp("go-template")
+    base = fixtures.model("llama", "F32")
+    tok = dataclasses.replace(base.tok, chat_template=None)
+    gguf = write_gguf(root / "no-template.gguf", base.spec, base.sd, tok, "F32")
+    make_store(root / "models", gguf, template=CHATML)
+    make_store(root / "models", gguf, ("registry.ollama.ai", "library", "tooly", "latest"),
+               template=TOOLS_CASE["template"].encode())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OLLAMA_MODELS", str(root / "models"))
+        proc, url, _log = start_live(root, "--model", "tiny", "--model", "tooly", "--max-model-len", "1024")
+    try:
+        yield url, gguf
+    finally:
+        stop_live(proc)
+
+
+def _num_tokens(gguf: Path, text: str) -> int:
+    from velollm.engine.loader.gguf_tokenizer import tokenizer_from_gguf
+
+    return len(tokenizer_from_gguf(gguf).encode(text, add_special_tokens=False))
+
+
+def test_rendered_prompt_is_gos(layer_server):
+    url, _ = layer_server
+    golden = GOLDENS["chatml/store-chat"]
+    assert golden.startswith("<|im_start|>system\nYou are tiny.<|im_end|>\n")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": QUESTION}], "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["_debug_info"]["rendered_template"] == golden
+    # /api/generate (not raw) renders the prompt as one user message after the SYSTEM layer, as Ollama does.
+    body = {"model": "tiny", "prompt": QUESTION, "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/generate", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["_debug_info"]["rendered_template"] == golden, r.text
+
+
+def test_ollama_and_openai_clients_chat_through_the_layer(layer_server):
+    url, gguf = layer_server
+    expected = _num_tokens(gguf, GOLDENS["chatml/store-chat"])
+    chat = ollama.Client(host=url).chat(model="tiny", messages=[{"role": "user", "content": QUESTION}],
+                                         options={"num_predict": 4, "temperature": 0})
+    assert chat.prompt_eval_count == expected and chat.eval_count == 4
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x")
+    completion = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": QUESTION}],
+                                                max_tokens=4, temperature=0)
+    assert completion.usage.prompt_tokens == expected
+    assert completion.choices[0].message.content == chat.message.content
+    shown = ollama.Client(host=url).show("tiny")
+    assert shown.template == CHATML.decode() and "completion" in shown.capabilities
+
+
+def test_a_template_that_fails_is_a_400_in_each_format(layer_server):
+    url, _ = layer_server
+    bad = {"model": "tiny", "prompt": "x", "template": "{{ .Prompt | nosuch }}"}
+    r = httpx.post(f"{url}/api/generate", json=bad, timeout=60)
+    assert r.status_code == 400 and 'function "nosuch" not defined' in r.json()["error"]
+    generated = httpx.post(f"{url}/api/generate", timeout=60, json={
+        "model": "tiny", "prompt": QUESTION, "system": "You are tiny.", "_debug_render_only": True,
+        "template": CHATML.decode()})
+    assert generated.json()["_debug_info"]["rendered_template"].endswith(GOLDENS["chatml/store-chat"])
+
+
+def test_tools_and_tool_results_reach_the_template(layer_server):
+    url, gguf = layer_server
+    golden = GOLDENS["tools-llama3.1-style/store-tools-call-result"]
+    messages = TOOLS_CASE["messages"][1:]  # the store's SYSTEM layer comes first, as on Ollama
+    body = {"model": "tooly", "messages": messages, "tools": TOOLS_CASE["tools"], "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["_debug_info"]["rendered_template"] == golden
+    assert "tools" in ollama.Client(host=url).show("tooly").capabilities
+    call = messages[1]["tool_calls"][0]
+    openai_messages = [messages[0], {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function",
+         "function": {"name": call["function"]["name"], "arguments": json.dumps(call["function"]["arguments"])}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    completion = openai.OpenAI(base_url=f"{url}/v1", api_key="x").chat.completions.create(
+        model="tooly", messages=openai_messages, tools=TOOLS_CASE["tools"], max_tokens=2, temperature=0)
+    assert completion.usage.prompt_tokens == _num_tokens(gguf, golden)

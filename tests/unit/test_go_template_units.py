@@ -1,0 +1,133 @@
+"""The Go template package's pieces beyond the goldens: Ollama's funcs and Vars, the chat entry's errors."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from velollm.engine.text.go_template import GoTemplateError
+from velollm.engine.text.go_template.chat import checked_template, render_go_chat, think_values, uses_tools
+from velollm.engine.text.go_template.ollama import Think, parse_template, render
+from velollm.engine.text.go_template.values import go_float
+from velollm.errors import InvalidRequest
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def test_parse_appends_response_unless_named():
+    assert render(parse_template("<{{ .Prompt }}>"), USER) == "<hi>"
+    assert parse_template("{{ range $.Messages }}{{ end }}").vars >= {"$", "messages"}
+    assert "response" in parse_template("{{ .Response }}").vars
+
+
+def test_date_funcs_take_and_ignore_a_format():
+    today = datetime.date.today()
+    out = render(parse_template('{{ currentDate }} {{ yesterdayDate "2006" }}{{ range .Messages }}{{ end }}'), USER)
+    assert out == f"{today:%Y-%m-%d} {today - datetime.timedelta(days=1):%Y-%m-%d}"
+
+
+def test_think_values_from_template_kwargs():
+    assert think_values() == Think()
+    assert think_values(enable_thinking=False) == Think(False, "", True)
+    assert think_values(reasoning_effort="high") == Think(True, "high", True)
+    t = "{{ if .IsThinkSet }}{{ .Think }}/{{ .ThinkLevel }}{{ end }}{{ range .Messages }}{{ end }}"
+    assert render_go_chat(t, USER, think=Think(True, "low", True)) == "true/low"
+
+
+def test_tools_named_by_the_template():
+    assert uses_tools("{{ if .Tools }}{{ json .Tools }}{{ end }}{{ .Prompt }}")
+    assert not uses_tools("{{ .Prompt }}") and not uses_tools("{{ broken")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    out = render_go_chat("{{ json .Tools }}{{ range .Messages }}{{ end }}", USER, tools=tools)
+    assert out == '[{"type":"function","function":{"name":"f","description":"","parameters":{"type":"object","properties":{}}}}]'
+
+
+def test_errors_are_400s_naming_the_field():
+    with pytest.raises(InvalidRequest, match="unexpected EOF") as e:
+        checked_template("{{ if .System }}")
+    assert e.value.param == "template"
+    with pytest.raises(InvalidRequest, match="can't evaluate field Nope") as e:
+        render_go_chat("{{ range .Messages }}{{ .Nope }}{{ end }}", USER)
+    assert e.value.param == "messages"
+    with pytest.raises(InvalidRequest, match="messages must not be empty"):
+        render_go_chat("{{ .Prompt }}", [])
+
+
+def test_legacy_cut_inside_if_else_is_refused_like_ollama_panics():
+    with pytest.raises(GoTemplateError):
+        render(parse_template("{{ if .Prompt }}{{ .Response }}{{ else }}x{{ end }}"), USER)
+
+
+def test_runaway_templates_stop(monkeypatch):
+    from velollm.engine.text.go_template import executor
+
+    monkeypatch.setattr(executor, "MAX_STEPS", 50)
+    with pytest.raises(GoTemplateError, match="step limit"):
+        render(parse_template("{{ range .Messages }}{{ range $.Messages }}x{{ end }}{{ end }}"),
+               [{"role": r, "content": "c"} for r in ("user", "assistant") * 10])
+
+
+@pytest.mark.parametrize("value, text", [(1e6, "1e+06"), (123456.0, "123456"), (0.0001, "0.0001"),
+                                         (1e-05, "1e-05"), (2.5, "2.5"), (-3.0, "-3")])
+def test_go_float(value, text):
+    assert go_float(value) == text
+
+
+def test_thinking_through_a_go_template_layer():
+    """A Go layer that writes <think> and reads .Think: think=false reaches it as Ollama sets it."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from velollm.api.thinking import think_plan
+    from velollm.reasoning import ThinkSetting
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "go_template"
+    case = {c["name"]: c for c in json.loads((fixtures / "cases.json").read_text())}["deepseek/thinking"]
+    golden = {g["name"]: g for g in json.loads((fixtures / "goldens.json").read_text())}["deepseek/thinking"]
+    tokenizer = SimpleNamespace(chat_template=None, go_template=case["template"])
+    plan = think_plan(tokenizer, ThinkSetting(enabled=False), "m", strict=True)
+    assert plan.template_kwargs == {"enable_thinking": False}
+    out = render_go_chat(case["template"], case["messages"], think=think_values(**plan.template_kwargs))
+    assert out == golden["output"] and out.rstrip().endswith("<think> </think>")
+    chatml = SimpleNamespace(chat_template=None, go_template="{{ range .Messages }}{{ .Content }}{{ end }}")
+    with pytest.raises(InvalidRequest, match="does not support thinking"):
+        think_plan(chatml, ThinkSetting(enabled=True), "m", strict=True)
+
+
+def test_typed_nils_act_as_empty():
+    t = ('{{ range .Messages }}{{ len .ToolCalls }}{{ index .ToolCalls | len }}{{ slice .ToolCalls | len }}'
+         '{{ .Images }}{{ end }}{{ len .Tools }}{{ if .Tools }}x{{ end }}{{ .Tools }}')
+    assert render(parse_template(t), USER) == "000[]0null"
+
+
+# --- a template from a request must not take the server down (Go has no bounds; VeloLLM's are these) ---------
+
+
+def test_printf_width_past_go_parsenum_is_noverb_as_in_go():
+    """Go 1.19 printed these (text/template, fmt): a width or precision whose digits overflow parsenum (a digit
+    read past 1e6) ends the format with %!(NOVERB); widths up to 9,999,999 pad as asked."""
+    run = lambda t: render(parse_template(t + "{{ range .Messages }}{{ end }}"), USER)
+    assert run('{{ printf "a%99999999db" 1 }}') == "a%!(NOVERB)%!(EXTRA int=1)"
+    assert run('{{ printf "a%9999999.99999999fb" 1.5 2 }}') == "a%!(NOVERB)%!(EXTRA float64=1.5, int=2)"
+    assert run('{{ printf "%1000001d|" 1 | len }}') == "1000002"
+
+
+def test_output_past_the_bound_is_an_error_not_a_gigabyte():
+    doubling = '{{ $x := "ab" }}{{ range .Messages }}{{ $x = printf "%s%s" $x $x }}{{ end }}{{ len $x }}'
+    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(61)]
+    with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
+        render_go_chat(doubling, many)
+    widths = "{{ range .Messages }}" + '{{ printf "%9999999d" 1 }}' * 8 + "{{ end }}"
+    with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
+        render_go_chat(widths, many)
+    assert render_go_chat(doubling, many[:5]) == str(2 * 2 ** 5)  # five messages, five doublings: in bounds
+
+
+@pytest.mark.parametrize("template", ["{{ if 1 }}" * 3000 + "{{ end }}" * 3000,
+                                      "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+                                      "{{ if 0 }}" + "{{ else if 0 }}" * 3000 + "{{ end }}"])
+def test_nesting_past_the_stack_is_a_400(template):
+    with pytest.raises(InvalidRequest, match="nesting too deep"):
+        render_go_chat(template, USER)

@@ -1,0 +1,27 @@
+"""velollm/wire/go_format.py against what Go's fmt prints for the same values (Go 1.22, by hand)."""
+
+from __future__ import annotations
+
+import pytest
+
+from velollm.wire.go_format import go_float, go_quote, go_syntax, go_value
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.0, "0"), (1.0, "1"), (0.25, "0.25"), (0.1, "0.1"), (123456.0, "123456"), (1e6, "1e+06"),
+    (1234567.0, "1.234567e+06"), (0.0001, "0.0001"), (0.00001, "1e-05"), (1.5e-05, "1.5e-05"), (-2.5, "-2.5"),
+    (4096.0, "4096"), (1e21, "1e+21"), (0.30000000000000004, "0.30000000000000004"), (float("inf"), "+Inf"),
+])
+def test_float(value, expected):
+    assert go_float(value) == expected
+
+
+def test_values():
+    assert [go_value(v) for v in (True, False, 0, 40, 0.9, "a b", None)] == ["true", "false", "0", "40", "0.9",
+                                                                          "a b", "null"]
+    assert go_syntax("<|eot_id|>") == '"<|eot_id|>"' and go_syntax(1e6) == "1e+06" and go_syntax(False) == "false"
+
+
+def test_quote():
+    assert go_quote('é "x"\\') == '"é \\"x\\"\\\\"'
+    assert go_quote("a\tb\nc\x01\u200b") == '"a\\tb\\nc\\x01\\u200b"'

@@ -1,0 +1,257 @@
+"""Executing a parsed Go template against Go-shaped data (values.py), with Go's semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from velollm.engine.text.go_template.builtins import BUILTINS, LAZY
+from velollm.engine.text.go_template.errors import MAX_TEXT, GoTemplateError, too_long
+from velollm.engine.text.go_template.nodes import (
+    Action,
+    Branch,
+    ChainNode,
+    Command,
+    ConstNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    LoopControl,
+    NilNode,
+    Pipe,
+    Text,
+    VariableNode,
+)
+from velollm.engine.text.go_template.values import GoStruct, sprint_one, truth, type_name, unwrap
+
+_MISSING = object()
+MAX_STEPS = 1_000_000  # a template from a request must not spin the server
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]]) -> str:
+    """The text `nodes` print for `data` (Go's Template.Execute with missingkey=zero)."""
+    state = _State(data, {**BUILTINS, **funcs})
+    try:
+        state.walk_list(nodes, data)
+    except RecursionError:  # nodes or data nested past Python's stack
+        raise GoTemplateError("template: nesting too deep") from None
+    return "".join(state.out)
+
+
+class _State:
+    def __init__(self, data: Any, funcs: Mapping[str, Callable[..., Any]]) -> None:
+        self.vars: list[list[Any]] = [["$", data]]
+        self.funcs = funcs
+        self.out: list[str] = []
+        self.size = 0  # characters in `out`: bounded by MAX_TEXT
+        self.steps = 0
+
+    def emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_TEXT:
+            raise too_long()
+        self.out.append(text)
+
+    def walk_list(self, nodes: list[Any], dot: Any) -> None:
+        for node in nodes:
+            self.walk(node, dot)
+
+    def walk(self, node: Any, dot: Any) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise GoTemplateError("template: execution exceeded the step limit")
+        if isinstance(node, Text):
+            self.emit(node.text)
+        elif isinstance(node, Action):
+            value = self.pipeline(dot, node.pipe)
+            if not node.pipe.decl:
+                self.emit(printable(value))
+        elif isinstance(node, Branch):
+            self.branch(node, dot)
+        elif isinstance(node, LoopControl):
+            raise _Break() if node.kind == "break" else _Continue()
+
+    def branch(self, node: Branch, dot: Any) -> None:
+        mark = len(self.vars)
+        try:
+            if node.kind == "range":
+                self.range_(node, dot)
+                return
+            value = self.pipeline(dot, node.pipe)
+            if truth(value):
+                self.walk_list(node.body, value if node.kind == "with" else dot)
+            elif node.else_body is not None:
+                self.walk_list(node.else_body, dot)
+        finally:
+            del self.vars[mark:]
+
+    def range_(self, node: Branch, dot: Any) -> None:
+        value = unwrap(self.pipeline(dot, Pipe(node.pipe.cmds)))
+        if isinstance(value, dict):
+            items: list[tuple[Any, Any]] = [(k, value[k]) for k in sorted(value)]
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        elif value is None:
+            items = []
+        else:
+            raise GoTemplateError(f"range can't iterate over {sprint_one(value)}")
+        if not items:
+            if node.else_body is not None:
+                self.walk_list(node.else_body, dot)
+            return
+        mark = len(self.vars)
+        for key, elem in items:
+            decl = node.pipe.decl
+            if decl:
+                values = [elem] if len(decl) == 1 else [key, elem]
+                for name, v in zip(decl, values):
+                    if node.pipe.is_assign:
+                        self.set_var(name, v)
+                    else:
+                        self.vars.append([name, v])
+            try:
+                self.walk_list(node.body, elem)
+            except _Break:
+                break
+            except _Continue:
+                pass
+            finally:
+                del self.vars[mark:]
+
+    def set_var(self, name: str, value: Any) -> None:
+        for slot in reversed(self.vars):
+            if slot[0] == name:
+                slot[1] = value
+                return
+        raise GoTemplateError(f"undefined variable: {name}")
+
+    def var(self, name: str) -> Any:
+        for slot in reversed(self.vars):
+            if slot[0] == name:
+                return slot[1]
+        raise GoTemplateError(f"undefined variable: {name}")
+
+    def pipeline(self, dot: Any, pipe: Pipe) -> Any:
+        value: Any = _MISSING
+        for cmd in pipe.cmds:
+            value = self.command(dot, cmd, value)
+        for name in pipe.decl:
+            if pipe.is_assign:
+                self.set_var(name, value)
+            else:
+                self.vars.append([name, value])
+        return value
+
+    def command(self, dot: Any, cmd: Command, final: Any) -> Any:
+        first = cmd.args[0]
+        if isinstance(first, FieldNode):
+            return self.fields(dot, dot, first.idents, cmd.args, final)
+        if isinstance(first, VariableNode):
+            value = self.var(first.idents[0])
+            if len(first.idents) == 1:
+                _not_a_function(cmd.args, final)
+                return value
+            return self.fields(dot, value, first.idents[1:], cmd.args, final)
+        if isinstance(first, ChainNode):
+            return self.fields(dot, self.arg(dot, first.node), first.fields, cmd.args, final)
+        if isinstance(first, IdentifierNode):
+            return self.call(dot, first.name, cmd.args[1:], final)
+        _not_a_function(cmd.args, final)
+        if isinstance(first, NilNode):
+            raise GoTemplateError("nil is not a command")
+        return self.arg(dot, first)
+
+    def fields(self, dot: Any, receiver: Any, idents: list[str], args: list[Any], final: Any) -> Any:
+        for i, name in enumerate(idents):
+            is_last = i == len(idents) - 1
+            if is_last and (len(args) > 1 or final is not _MISSING):
+                raise GoTemplateError(f"{name} has arguments but cannot be invoked as function")
+            receiver = field(receiver, name)
+        return receiver
+
+    def call(self, dot: Any, name: str, arg_nodes: list[Any], final: Any) -> Any:
+        if name in LAZY:
+            return self.lazy(dot, name, arg_nodes, final)
+        fn = self.funcs.get(name)
+        if fn is None:
+            raise GoTemplateError(f"\"{name}\" is not a defined function")
+        args = [self.arg(dot, a) for a in arg_nodes]
+        if final is not _MISSING:
+            args.append(final)
+        try:
+            return fn(*args)
+        except TypeError as e:
+            raise GoTemplateError(f"wrong number of args for {name}: {e}") from None
+        except GoTemplateError:
+            raise
+        except (ValueError, KeyError, IndexError, AttributeError) as e:
+            raise GoTemplateError(f"error calling {name}: {e}") from None
+
+    def lazy(self, dot: Any, name: str, arg_nodes: list[Any], final: Any) -> Any:
+        thunks: list[Callable[[], Any]] = [lambda a=a: self.arg(dot, a) for a in arg_nodes]
+        if final is not _MISSING:
+            thunks.append(lambda: final)
+        if not thunks:
+            raise GoTemplateError(f"wrong number of args for {name}: want at least 1 got 0")
+        value: Any = None
+        for thunk in thunks:
+            value = thunk()
+            if truth(value) == (name == "or"):
+                return value
+        return value
+
+    def arg(self, dot: Any, node: Any) -> Any:
+        if isinstance(node, DotNode):
+            return dot
+        if isinstance(node, NilNode):
+            return None
+        if isinstance(node, ConstNode):
+            return node.value
+        if isinstance(node, FieldNode):
+            return self.fields(dot, dot, node.idents, [node], _MISSING)
+        if isinstance(node, VariableNode):
+            value = self.var(node.idents[0])
+            return self.fields(dot, value, node.idents[1:], [node], _MISSING) if len(node.idents) > 1 else value
+        if isinstance(node, ChainNode):
+            return self.fields(dot, self.arg(dot, node.node), node.fields, [node], _MISSING)
+        if isinstance(node, Pipe):
+            return self.pipeline(dot, node)
+        if isinstance(node, IdentifierNode):
+            return self.call(dot, node.name, [], _MISSING)
+        raise GoTemplateError(f"can't handle {node!r} as an argument")
+
+
+def _not_a_function(args: list[Any], final: Any) -> None:
+    if len(args) > 1 or final is not _MISSING:
+        raise GoTemplateError(f"can't give argument to non-function {args[0]!r}")
+
+
+def field(receiver: Any, name: str) -> Any:
+    """.Name of `receiver`: a struct's field, a map's key (missing: nil), nil for nil."""
+    value = unwrap(receiver)
+    if value is None:
+        if receiver is None:  # a nil interface (e.g. a missing key's zero value)
+            raise GoTemplateError(f"nil pointer evaluating interface {{}}.{name}")
+        return None  # a typed nil map: every key is missing
+    if isinstance(value, GoStruct):
+        if name in value.fields:
+            return value.fields[name]
+        raise GoTemplateError(f"can't evaluate field {name} in type {value.type_name}")
+    if isinstance(value, dict):
+        return value.get(name)
+    raise GoTemplateError(f"can't evaluate field {name} in type {type_name(receiver)}")
+
+
+def printable(value: Any) -> str:
+    """How an action prints its value: a nil interface is `<no value>`."""
+    if value is None:
+        return "<no value>"
+    return sprint_one(value)

@@ -1,0 +1,237 @@
+"""Go text/template's parser: tokens -> a list of nodes (nodes.py), with Go's parse errors."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from velollm.engine.text.go_template.errors import GoTemplateError
+from velollm.engine.text.go_template.lexer import Token, tokenize
+from velollm.engine.text.go_template.literals import constant
+from velollm.engine.text.go_template.nodes import (
+    Action,
+    Branch,
+    ChainNode,
+    Command,
+    ConstNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    LoopControl,
+    NilNode,
+    Pipe,
+    Text,
+    VariableNode,
+)
+
+
+def parse(src: str, funcs: Collection[str]) -> list[Any]:
+    """The nodes of `src`; a function name outside `funcs` is Go's `function "x" not defined`."""
+    parser = _Parser(tokenize(src), funcs)
+    try:
+        nodes, end = parser.list(0)
+    except RecursionError:  # Go's parser has no bound; Python's stack has (real templates nest a few deep)
+        raise GoTemplateError("template: nesting too deep") from None
+    if end is not None:
+        raise parser.error(f"unexpected {{{{{end}}}}}")
+    return nodes
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], funcs: Collection[str]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.funcs = funcs
+        self.vars = ["$"]
+
+    def error(self, message: str) -> GoTemplateError:
+        line = self.tokens[min(self.pos, len(self.tokens) - 1)].line if self.tokens else 1
+        return GoTemplateError(f"template: :{line}: {message}")
+
+    def peek(self, skip_space: bool = True) -> Token | None:
+        while skip_space and self.pos < len(self.tokens) and self.tokens[self.pos].kind == "space":
+            self.pos += 1
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def next(self, skip_space: bool = True) -> Token:
+        tok = self.peek(skip_space)
+        if tok is None:
+            raise self.error("unexpected EOF")
+        self.pos += 1
+        return tok
+
+    def list(self, depth: int, loop: bool = False) -> tuple[list[Any], str | None]:
+        """Nodes up to `{{end}}` or `{{else}}` (returned as the terminator) or EOF (None)."""
+        nodes: list[Any] = []
+        while (tok := self.peek(False)) is not None:
+            self.pos += 1
+            if tok.kind == "text":
+                nodes.append(Text(tok.value))
+                continue
+            key = self.peek()
+            if key is not None and key.kind == "keyword" and key.value in ("end", "else"):
+                if depth == 0:
+                    raise self.error(f"unexpected {{{{{key.value}}}}}")
+                self.pos += 1
+                if key.value == "end":
+                    self.close()
+                return nodes, key.value
+            nodes.append(self.action(depth, loop))
+        if depth:
+            raise self.error("unexpected EOF")
+        return nodes, None
+
+    def close(self) -> None:
+        tok = self.next()
+        if tok.kind != "close":
+            raise self.error(f"unexpected {tok.value!r} in end")
+
+    def action(self, depth: int, loop: bool) -> Any:
+        tok = self.peek()
+        if tok is not None and tok.kind == "keyword" and tok.value in ("if", "range", "with"):
+            self.pos += 1
+            return self.branch(tok.value, depth, loop)
+        if tok is not None and tok.kind == "keyword" and tok.value in ("break", "continue"):
+            self.pos += 1
+            if not loop:
+                raise self.error(f"{{{{{tok.value}}}}} outside {{{{range}}}}")
+            self.close()
+            return LoopControl(tok.value)
+        if tok is not None and tok.kind == "keyword" and tok.value in ("define", "template", "block"):
+            raise self.error(f"{{{{{tok.value}}}}} is not supported by this server")
+        return Action(self.pipeline("command", allow_decl=True))
+
+    def branch(self, kind: str, depth: int, loop: bool) -> Branch:
+        mark = len(self.vars)
+        pipe = self.pipeline(kind, allow_decl=True, range_decl=kind == "range")
+        body, end = self.list(depth + 1, loop or kind == "range")
+        else_body = None
+        if end == "else":
+            nxt = self.peek()
+            if nxt is not None and nxt.kind == "keyword" and nxt.value == "if" and kind == "if":
+                self.pos += 1
+                else_body = [self.branch("if", depth, loop)]  # `else if` shares the outer `end`
+            else:
+                self.close()
+                else_body, end = self.list(depth + 1, loop)
+                if end != "end":
+                    raise self.error(f"expected end; found {{{{{end}}}}}")
+        del self.vars[mark:]
+        return Branch(kind, pipe, body, else_body)
+
+    def pipeline(self, context: str, allow_decl: bool, range_decl: bool = False) -> Pipe:
+        decl, is_assign = self.declarations(allow_decl, range_decl)
+        cmds: list[Command] = []
+        while True:
+            tok = self.peek()
+            if tok is None:
+                raise self.error("unclosed action")
+            if tok.kind in ("close", "rparen"):
+                if tok.kind == "close":
+                    self.pos += 1
+                break
+            cmds.append(self.command())
+            tok = self.peek()
+            if tok is not None and tok.kind == "pipe":
+                self.pos += 1
+                if self.peek() is not None and self.peek().kind in ("close", "rparen"):  # type: ignore[union-attr]
+                    raise self.error("missing command")
+        if not cmds:
+            raise self.error(f"missing value for {context}")
+        for cmd in cmds[1:]:
+            if isinstance(cmd.args[0], (ConstNode, NilNode, DotNode)):
+                raise self.error(f"non executable command in pipeline stage {cmds.index(cmd) + 1}")
+        return Pipe(cmds, decl, is_assign)
+
+    def declarations(self, allow: bool, range_decl: bool) -> tuple[list[str], bool]:
+        start = self.pos
+        tok = self.peek()
+        if not allow or tok is None or tok.kind != "var":
+            return [], False
+        names = [tok.value]
+        self.pos += 1
+        nxt = self.peek()
+        if nxt is not None and nxt.kind == "comma" and range_decl:
+            self.pos += 1
+            second = self.next()
+            if second.kind != "var":
+                raise self.error("range can only initialize variables")
+            names.append(second.value)
+            nxt = self.peek()
+        if nxt is not None and nxt.kind in ("declare", "assign"):
+            self.pos += 1
+            if nxt.kind == "declare":
+                self.vars.extend(names)
+            else:
+                for name in names:
+                    self.check_var(name)
+            return names, nxt.kind == "assign"
+        self.pos = start
+        return [], False
+
+    def check_var(self, name: str) -> None:
+        if name not in self.vars:
+            raise self.error(f"undefined variable \"{name}\"")
+
+    def command(self) -> Command:
+        args: list[Any] = []
+        while True:
+            tok = self.peek(False)
+            if tok is None:
+                raise self.error("unclosed action")
+            if tok.kind == "space":
+                self.pos += 1
+                continue
+            if tok.kind in ("close", "rparen", "pipe"):
+                break
+            args.append(self.operand())
+        if not args:
+            raise self.error("empty command")
+        return Command(args)
+
+    def operand(self) -> Any:
+        node = self.term()
+        fields: list[str] = []
+        while (tok := self.peek(False)) is not None and tok.kind == "field":
+            self.pos += 1
+            fields.append(tok.value[1:])
+        if not fields:
+            return node
+        if isinstance(node, FieldNode):
+            return FieldNode(node.idents + fields)
+        if isinstance(node, VariableNode):
+            return VariableNode(node.idents + fields)
+        if isinstance(node, (ConstNode, NilNode, DotNode)):
+            raise self.error("unexpected . after term")
+        return ChainNode(node, fields)
+
+    def term(self) -> Any:
+        tok = self.next(False)
+        kind, value = tok.kind, tok.value
+        if kind == "field":
+            return FieldNode([value[1:]])
+        if kind == "var":
+            self.check_var(value)
+            return VariableNode([value])
+        if kind == "dot":
+            return DotNode()
+        if kind == "ident":
+            if value not in self.funcs:
+                raise self.error(f"function \"{value}\" not defined")
+            return IdentifierNode(value)
+        if kind == "keyword" and value in ("true", "false"):
+            return ConstNode(value == "true")
+        if kind == "keyword" and value == "nil":
+            return NilNode()
+        if kind == "lparen":
+            pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
+            close = self.next()
+            if close.kind != "rparen":
+                raise self.error("unclosed left paren")
+            return pipe
+        if kind in ("string", "rawstring", "char", "number"):
+            try:
+                return ConstNode(constant(kind, value))
+            except ValueError as e:
+                raise self.error(str(e)) from None
+        raise self.error(f"unexpected {value!r} in operand")

@@ -1,0 +1,61 @@
+"""Values as Go's fmt prints them (`%v`, `%#v`), where Ollama shows a model's JSON parameters to people."""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t", "\v": r"\v",
+            "\\": "\\\\", '"': '\\"'}
+
+
+def go_value(value: Any) -> str:
+    """`fmt.Sprintf("%v", v)` of a value decoded from JSON by Go: every number is a float64."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return go_float(float(value))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def go_syntax(value: Any) -> str:
+    """`fmt.Sprintf("%#v", v)`: as %v but a string quoted as strconv.Quote quotes it."""
+    return go_quote(value) if isinstance(value, str) else go_value(value)
+
+
+def go_float(x: float) -> str:
+    """strconv.FormatFloat(x, 'g', -1, 64): the shortest digits that read back as x, in exponent form when the
+    exponent is under -4 or at least 6 (`1e+06`, `1.5e-05`, `123456`, `0.25`)."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    if x == 0:
+        return "-0" if math.copysign(1, x) < 0 else "0"
+    _, digits, exponent = Decimal(repr(x)).normalize().as_tuple()
+    num_digits = len(digits)
+    exp10 = num_digits + int(exponent) - 1
+    if exp10 < -4 or exp10 >= 6:
+        return f"{x:.{num_digits - 1}e}"
+    return f"{x:.{max(num_digits - 1 - exp10, 0)}f}"
+
+
+def go_quote(text: str) -> str:
+    """strconv.Quote: printable characters as they are, the rest escaped."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
