@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from server_metrics import metric  # noqa: E402 (after the path insert)
 from shapes import SHAPES  # noqa: E402 (after the path insert)
 
 from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
@@ -151,17 +152,6 @@ def tool_output(num_rows: int) -> str:
     rows = [{"id": i, "name": f"sack {i}", "mill": "river", "weight_kg": 40 + i % 7, "day": WORDS[i % len(WORDS)]}
             for i in range(num_rows)]
     return json.dumps({"rows": rows}, indent=2)
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """The sum of a series over every label set that includes `labels`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        total += sum(s.value for s in family.samples
-                     if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-    return total
 
 
 def server_ttft(url: str, before: tuple[float, float]) -> tuple[float, float, float]:

@@ -33,8 +33,11 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tests.serve_process import start_serve, stop_serve
+from server_metrics import metric  # noqa: E402 (after the path insert)
+
+from tests.serve_process import start_serve, stop_serve  # noqa: E402 (after the path insert)
 
 # Qwen3-0.6B's shape (its config.json); --layers keeps the first N of its 28 layers.
 QWEN3_06B = {"vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_attention_heads": 16,
@@ -71,16 +74,6 @@ def model_folder(args: argparse.Namespace) -> Path:
     for name in FILES:
         shutil.copyfile(qwen3_tokenizer_dir() / name, folder / name)
     return folder
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        total += sum(s.value for s in family.samples
-                     if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-    return total
 
 
 def turn(client: httpx.Client, messages: list[dict], args: argparse.Namespace, seed: int) -> dict:
