@@ -39,7 +39,7 @@ def test_emitted_lines_stream_before_the_worker_ends():
 
     def work(emit):
         emit({"status": "quantizing", "completed": 0})
-        release.wait(5)  # the first line must be out before this returns
+        assert release.wait(5)  # the first line must be out before this returns
         emit({"status": "quantizing", "completed": 10})
         return [{"status": "success"}]
 

@@ -19,8 +19,8 @@ def tokenizer(request, qwen3_tokenizer_folder, llama31_tokenizer_folder) -> Toke
     return Tokenizer.from_folder(llama31_tokenizer_folder, model_config={"model_type": "llama"})
 
 
-def specials(tokenizer: Tokenizer) -> set[str]:
-    return {tokenizer.decode([i], skip_special_tokens=False) for i in tokenizer.special_ids}
+def specials(tokenizer: Tokenizer) -> frozenset[str]:
+    return tokenizer.special_texts
 
 
 @pytest.mark.parametrize("content", ["  By the river. \n", "<think>\nhmm\n</think>\n\nBy the river."])

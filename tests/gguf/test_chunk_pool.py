@@ -4,6 +4,7 @@ behind after an error or an early close."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -65,5 +66,7 @@ def test_closing_early_cancels_and_joins():
     assert not _pool_threads()
 
 
-def test_default_workers_is_the_affinity_capped():
-    assert 1 <= default_workers() <= MAX_WORKERS
+def test_default_workers_is_the_affinity_capped(monkeypatch):
+    for cpus, expected in ((set(range(32)), MAX_WORKERS), ({3}, 1), ({0, 5}, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: cpus, raising=False)
+        assert default_workers() == expected

@@ -196,7 +196,6 @@ def test_an_error_in_on_progress_stops_the_threads_at_once(fixtures, tmp_path, m
             raise Stop
 
     monkeypatch.setattr(gguf_requantize, "CHUNK_VALUES", 4096)
-    with pytest.raises(Stop) as caught:
+    with pytest.raises(Stop):
         requantize(fixtures.model("llama", "F16").path, tmp_path / "out.gguf", "Q4_K_M", stop_after_some, workers=2)
-    assert caught.value.__traceback__ is not None  # (the frames are still alive)
     assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]

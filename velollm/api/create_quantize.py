@@ -65,25 +65,27 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     size = source.stat().st_size
     progress = {"status": f"quantizing {kind} model to {quant}", "digest": "0", "total": size}
     say({**progress, "completed": 0})
-    fd, tmp = tempfile.mkstemp(prefix="sha256-", dir=source.parent)
+    fd, name = tempfile.mkstemp(prefix="sha256-", dir=source.parent)
     os.close(fd)
+    tmp = Path(name)
     try:
         try:
-            requantize(source, Path(tmp), quant, _reporter(progress, emit))
+            requantize(source, tmp, quant, _reporter(progress, emit))
         except RequantizeError as exc:
             raise InvalidRequest(str(exc), param="quantize") from None
         if emit is None:
             say({**progress, "completed": size})
         say({"status": "verifying conversion"})
-        digest = file_digest(Path(tmp))
+        digest = file_digest(tmp)
         target = blob_path(root, digest)
-        new_size = Path(tmp).stat().st_size
+        new_size = tmp.stat().st_size
         if target.is_file():
-            Path(tmp).unlink()
+            tmp.unlink()
         else:
+            os.chmod(tmp, 0o644)  # as the store's other blobs (mkstemp makes 0600): an Ollama of another user reads it
             os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     say({"status": f"creating new layer {digest}"})
     lines[:] = ours + kept[at:]

@@ -16,11 +16,12 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.pull_answer import progress_response
+from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: C
             return progress_response(task.result(), True)
         finally:
             finish()
-    return StreamingResponse(_lines(first.result(), queue, task, finish, gone), media_type=NDJSON_MEDIA_TYPE)
+    # the project's streaming response: the generator is closed when the client leaves (its finally sets
+    # `gone`, which stops the work), and the stream headers keep proxies from buffering the progress
+    return streaming_response(_lines(first.result(), queue, task, finish, gone), NDJSON_MEDIA_TYPE)
 
 
 async def _lines(first: Line, queue: asyncio.Queue[Line], task: asyncio.Future[list[Line]],

@@ -62,13 +62,10 @@ def next_turn_ids(cache: TurnCache, tokenizer: Any, render: Render, fitted: Fitt
     """The ids of the next turn's prefix, remembered in `cache`; None when the remembered prompt + answer
     covers it already (the engine holds those blocks from the answer) or the template cannot tell it."""
     answer: Mapping[str, Any] = {"role": "assistant", "content": choice.text}  # as the client sends it back
-    special_ids = getattr(tokenizer, "special_ids", frozenset())
-    specials = {tokenizer.decode([i], skip_special_tokens=False) for i in special_ids}
-    text = next_turn_prefix(render, list(fitted.messages), answer, specials)
-    if text is None:
-        return None
     answered = fitted.text + tokenizer.decode(list(choice.token_ids), skip_special_tokens=False)
-    if text.startswith(answered) or answered.startswith(text):
+    text = next_turn_prefix(render, list(fitted.messages), answer, getattr(tokenizer, "special_texts", frozenset()),
+                            covered=answered)
+    if text is None:
         return None
     encoded = cache.encode(tokenizer, text)
     cache.remember(text, encoded.token_ids)

@@ -27,12 +27,16 @@ TAIL_CHARS = 256  # how far back from the cut a special token is looked for
 
 
 def next_turn_prefix(render: Render, messages: list[Mapping[str, Any]], answer: Mapping[str, Any],
-                     special_texts: Collection[str]) -> str | None:
+                     special_texts: Collection[str], covered: str = "") -> str | None:
     """The start of the prompt of the turn after `answer`, or None when the template cannot tell it (it
-    refuses a system turn after an answer, or drops the placeholder)."""
+    refuses a system turn after an answer, or drops the placeholder) or when `covered` (the remembered
+    prompt + answer: the engine holds its blocks) holds the start already or starts with it. A `covered`
+    that the first rendering starts with is one of those, so it is checked before the second rendering."""
     marker = f"VELOLLM{uuid.uuid4().hex}"
     try:
         as_user = render([*messages, answer, {"role": "user", "content": marker}])
+        if covered and as_user.startswith(covered):
+            return None
         as_system = render([*messages, answer, {"role": "system", "content": marker}])
     except Exception as e:  # noqa: BLE001 (a template's own refusal: jinja raise_exception, a missing key)
         logger.debug("next turn not rendered: %s", e)
@@ -46,7 +50,8 @@ def next_turn_prefix(render: Render, messages: list[Mapping[str, Any]], answer: 
     # there and the marker; the answer's end-of-turn token and the next header's start make two or more.
     if sum(between.count(t) for t in special_texts if t) <= 1:
         end = common
-    return _after_special(as_user[:end], special_texts)
+    text = _after_special(as_user[:end], special_texts)
+    return None if text is None or (covered and covered.startswith(text)) else text
 
 
 def _common_prefix(a: str, b: str) -> int:

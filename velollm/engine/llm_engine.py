@@ -102,15 +102,13 @@ class LLMEngine:
         self.scheduler.add(request)
         return request
 
-    def add_prefill(self, prompt_token_ids: list[int], request_id: str | None = None) -> Request | None:
+    def add_prefill(self, prompt_token_ids: list[int]) -> Request | None:
         """A background prefill: the prompt's full blocks computed into the prefix cache while the engine is
         idle, for a request expected to start with them (the next turn of a chat); nothing is sampled or
         returned. None when there is no prefix cache to fill or the prompt is not one the engine would run."""
         if not self.block_manager.enable_prefix_caching or len(prompt_token_ids) < self.block_manager.block_size:
             return None
-        request_id = request_id or f"prefill-{next(self._ids)}"
-        if request_id in self.requests:
-            return None
+        request_id = f"prefill-{next(self._ids)}"
         params = SamplingParams(max_tokens=1)
         try:
             self.limits.validate(prompt_token_ids, params)

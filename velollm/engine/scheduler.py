@@ -81,7 +81,7 @@ class Scheduler:
         """A request is here: the running prefill gives its blocks back (its full ones stay cached)."""
         if self.prefills and self.prefills[0].status is RequestStatus.RUNNING:
             request = self.prefills[0]
-            self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
+            self._count_prefilled(request)
             self.block_manager.free(request)
             request.status = RequestStatus.WAITING
             request.num_cached_tokens = -1
@@ -110,9 +110,13 @@ class Scheduler:
 
     def _end_prefill(self, request: Request) -> None:
         self.num_prefills += 1
-        self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
+        self._count_prefilled(request)
         self.finish(request)
         self.ended_prefills.append(request)
+
+    def _count_prefilled(self, request: Request) -> None:
+        """The tokens a prefill computed since it last took blocks (not those it found cached)."""
+        self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
 
     def _drop_prefill(self, request: Request) -> None:
         self.num_dropped_prefills += 1

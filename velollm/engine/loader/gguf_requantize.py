@@ -80,8 +80,9 @@ def requantize(source: Path, target: Path, quant: str,
         return None if qtype is None else _quantize(sources[chunk.tensor][chunk.rows], qtype)
 
     out = np.empty(0, np.uint8)
-    jobs = ordered_map(quantize, _chunks(plan, sources), workers or default_workers())
-    with closing(jobs):  # an error in this loop (the writer's, on_progress's) stops the threads at once too
+    jobs = ordered_map(quantize, _chunks(sources), workers or default_workers())
+    # an error in this loop (the writer's, on_progress's) stops the threads at once and closes the file too
+    with closing(writer), closing(jobs):
         for chunk, block in jobs:
             tensor, qtype = plan[chunk.tensor]
             if qtype is None:
@@ -96,7 +97,6 @@ def requantize(source: Path, target: Path, quant: str,
                 on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
             if chunk.last:
                 done += int(tensor.n_bytes)
-    writer.close()
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ class _Chunk:
     fraction: float  # of the tensor done once this chunk is
 
 
-def _chunks(plan: list[tuple[ReaderTensor, GGMLQuantizationType | None]],
-            sources: list[np.ndarray | _Bf16Rows | None]) -> Iterator[_Chunk]:
+def _chunks(sources: list[np.ndarray | _Bf16Rows | None]) -> Iterator[_Chunk]:
     for index, rows in enumerate(sources):
         if rows is None:
             yield _Chunk(index, slice(0, 0), True, 1.0)
@@ -156,11 +155,9 @@ def _output(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> np.ndarray:
     """The tensor's quantized rows, to be filled chunk by chunk: `(rows, bytes per row)` (F16: halves)."""
     import gguf
 
-    ne0 = int(tensor.shape[0])
-    rows = int(np.prod([int(n) for n in tensor.shape])) // ne0
-    if qtype == gguf.GGMLQuantizationType.F16:
-        return np.empty((rows, ne0), np.float16)
-    return np.empty(gguf.quant_shape_to_byte_shape((rows, ne0), qtype), np.uint8)
+    dtype = np.float16 if qtype == gguf.GGMLQuantizationType.F16 else np.uint8
+    shape = _output_shape(tensor, qtype)
+    return np.empty(shape, dtype).reshape(-1, shape[-1])
 
 
 def _output_shape(tensor: ReaderTensor, qtype: GGMLQuantizationType) -> tuple[int, ...]:
@@ -194,11 +191,9 @@ def _floats(tensor: ReaderTensor) -> np.ndarray | _Bf16Rows:
     import gguf
 
     data = np.asarray(tensor.data)
-    rows = data.reshape(-1, int(tensor.shape[0]) if tensor.tensor_type != gguf.GGMLQuantizationType.BF16
-                        else int(tensor.shape[0]) * 2)
     if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
-        return _Bf16Rows(rows)
-    return rows
+        return _Bf16Rows(data.reshape(-1, int(tensor.shape[0]) * 2))
+    return data.reshape(-1, int(tensor.shape[0]))
 
 
 class _Bf16Rows:

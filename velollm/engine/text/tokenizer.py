@@ -318,6 +318,11 @@ class Tokenizer:
         return self._special_ids
 
     @functools.cached_property
+    def special_texts(self) -> frozenset[str]:
+        """The special tokens as text (`<|eot_id|>`), as a template writes them."""
+        return frozenset(self.decode([i], skip_special_tokens=False) for i in self._special_ids)
+
+    @functools.cached_property
     def byte_fallback_ids(self) -> frozenset[int]:
         """Ids of SentencePiece byte tokens (`<0xE2>`) when the model falls back to bytes.
 
