@@ -75,7 +75,8 @@ def test_ollama_and_openai_clients_chat_through_the_layer(layer_server):
     assert completion.usage.prompt_tokens == expected
     assert completion.choices[0].message.content == chat.message.content
     shown = ollama.Client(host=url).show("tiny")
-    assert shown.template == CHATML.decode() and "completion" in shown.capabilities
+    assert shown.template == CHATML.decode()
+    assert shown.capabilities == ["completion"]  # chatml names neither .Tools nor a thinking marker
 
 
 def test_a_template_that_fails_is_a_400_in_each_format(layer_server):

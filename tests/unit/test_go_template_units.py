@@ -16,7 +16,8 @@ USER = [{"role": "user", "content": "hi"}]
 
 
 def test_parse_appends_response_unless_named():
-    assert render(parse_template("<{{ .Prompt }}>"), USER) == "<hi>"
+    turns = [*USER, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "q"}]
+    assert render(parse_template("<{{ .Prompt }}>"), turns) == "<hi>yo<q>"  # the appended .Response wrote "yo"
     assert parse_template("{{ range $.Messages }}{{ end }}").vars >= {"$", "messages"}
     assert "response" in parse_template("{{ .Response }}").vars
 

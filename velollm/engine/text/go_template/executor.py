@@ -190,8 +190,6 @@ class _State:
             return fn(*args)
         except TypeError as e:
             raise GoTemplateError(f"wrong number of args for {name}: {e}") from None
-        except GoTemplateError:
-            raise
         except (ValueError, KeyError, IndexError, AttributeError) as e:
             raise GoTemplateError(f"error calling {name}: {e}") from None
 

@@ -31,22 +31,37 @@ FUNCS: dict[str, Callable[..., Any]] = {"json": go_json, "currentDate": _date(0)
 _RESPONSE = Action(Pipe([Command([FieldNode(["Response"])])]))
 
 
+CACHED_CHARS = 256 << 10  # templates up to this size are kept parsed (model layers, a client's repeated one)
+
+
 @dataclass(frozen=True)
 class OllamaTemplate:
     source: str
     nodes: list[Any]
     vars: frozenset[str]
 
+    @functools.cached_property
+    def cut_nodes(self) -> list[Any]:
+        """The legacy path's last pass: the nodes up to the first `.Response` (cut once, not per render)."""
+        return _cut_after_response(copy.deepcopy(self.nodes))
 
-@functools.lru_cache(maxsize=64)
+
 def parse_template(source: str) -> OllamaTemplate:
     """template.Parse: Go's parse errors; `{{ .Response }}` appended when neither .Messages nor .Response
-    is named."""
+    is named. Kept parsed when small: a parse tree is some 50x its source, and a request's large template
+    must not pin memory or push the models' layers out."""
+    return _parse_cached(source) if len(source) <= CACHED_CHARS else _parse(source)
+
+
+def _parse(source: str) -> OllamaTemplate:
     nodes = parse(source, NAMES | set(FUNCS))
     names = frozenset(n.lower() for node in nodes for n in identifiers(node))
     if "messages" not in names and "response" not in names:
         nodes = [*nodes, _RESPONSE]
     return OllamaTemplate(source, nodes, names)
+
+
+_parse_cached = functools.lru_cache(maxsize=64)(_parse)
 
 
 def identifiers(node: Any) -> list[str]:
@@ -122,8 +137,7 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
             turn["Prompt"] = content
         elif role == "assistant":
             turn["Response"] = content
-    cut = _cut_after_response(copy.deepcopy(template.nodes))
-    out.append(execute(cut, {**turn, **think.values()}, {}))  # Ollama's last pass has no funcs of its own
+    out.append(execute(template.cut_nodes, {**turn, **think.values()}, {}))  # Ollama's last pass has no funcs of its own
     return "".join(out)
 
 

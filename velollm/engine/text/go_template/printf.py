@@ -106,7 +106,7 @@ def quote(s: str) -> str:
     for c in s:
         if c in named:
             out.append(named[c])
-        elif c == " " or c.isprintable():
+        elif c.isprintable():
             out.append(c)
         elif ord(c) < 0x80:
             out.append(f"\\x{ord(c):02x}")
