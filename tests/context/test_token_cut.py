@@ -6,7 +6,7 @@ import pytest
 
 from tests.context.test_truncation import WordTokenizer, agent_chat, render, words
 from velollm.context.fitter import ContextFitter
-from velollm.context.token_cut import ollama_cut, ollama_shift
+from velollm.context.token_cut import answer_room, ollama_cut, ollama_shift
 from velollm.context.turn_cache import TurnCache
 from velollm.errors import ContextOverflow
 
@@ -131,3 +131,8 @@ def test_a_cut_prompt_leaves_the_turn_cache_consistent():
     nxt = chat + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "short"}]
     fitted = ContextFitter(render, WordTokenizer(), cache).fit(nxt, "truncate", 300, 50, num_keep=4)
     assert fitted.token_ids == WordTokenizer().encode(fitted.text) and fitted.cut is None
+
+
+def test_answer_room_is_the_context_and_one_more_without_shift():
+    # Ollama's runner with `shift: false` samples one token after a prompt that fills the context
+    assert answer_room(8, shift=True) == 8 and answer_room(8, shift=False) == 9

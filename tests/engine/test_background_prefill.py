@@ -64,6 +64,9 @@ def test_aborted_dropped_and_slept_prefills_leak_no_blocks(engine):
     engine.abort_request(prefill.request_id)
     drain(engine)
     assert bm.num_free_blocks == bm.num_blocks and not engine.requests and engine.stats().num_aborted == 0
+    queued = engine.add_prefill(b)
+    engine.abort_request(queued.request_id)  # before it ran: found in the scheduler's queue
+    assert not engine.scheduler.prefills and not engine.has_unfinished_requests() and queued.finished
     engine.add_prefill(b)
     engine.step()
     engine.sleep()

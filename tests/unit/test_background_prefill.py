@@ -66,10 +66,11 @@ def test_a_request_that_arrives_pauses_the_prefill_which_resumes_from_the_cache(
 
 def test_no_free_blocks_drops_the_prefill_and_leaks_none():
     s = scheduler(num_blocks=8)  # 128 tokens of KV
-    s.add_prefill(request("big", list(range(1, 400))))
+    big = request("big", list(range(1, 400)))
+    s.add_prefill(big)
     assert step(s) == []  # 256 tokens' blocks (the first chunk) do not fit: dropped, not waiting
     assert s.num_dropped_prefills == 1 and not s.has_unfinished() and s.block_manager.num_free_blocks == 8
-    assert [r.request_id for r in s.ended_prefills] == ["big"]
+    assert not s.prefills and big.finished and big.block_table == []
 
 
 def test_oldest_prefills_go_beyond_the_queue_bound_and_failed_steps_drop_them():

@@ -132,3 +132,25 @@ def test_output_past_the_bound_is_an_error_not_a_gigabyte():
 def test_nesting_past_the_stack_is_a_400(template):
     with pytest.raises(InvalidRequest, match="nesting too deep"):
         render_go_chat(template, USER)
+
+
+def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
+    from types import SimpleNamespace
+
+    from velollm.api.ollama_models import capabilities
+    from velollm.api.thinking import thinking_template
+    from velollm.engine.text.tokenizer import go_layer
+    from velollm.tools.tool_prompt import _go_template_takes_tools
+
+    go = "{{ if .Think }}<think></think>{{ end }}{{ range .Messages }}{{ .Content }}{{ end }}{{ .Tools }}"
+    layered = SimpleNamespace(chat_template=None, go_template=go)
+    both = SimpleNamespace(chat_template="{{ messages }}", go_template=go)  # the jinja wins, as in the loader
+    assert go_layer(layered) == go and go_layer(both) is None
+    assert go_layer(SimpleNamespace(chat_template=None, go_template="")) is None
+    assert go_layer(SimpleNamespace(chat_template=None)) is None  # a tokenizer without the attribute
+    assert _go_template_takes_tools(layered) and not _go_template_takes_tools(both)
+    assert thinking_template(layered).supports_thinking and not thinking_template(both).supports_thinking
+    served = SimpleNamespace(engine=SimpleNamespace(tokenizer=layered))
+    assert capabilities(served) == ["completion", "tools", "thinking"]
+    served = SimpleNamespace(engine=SimpleNamespace(tokenizer=both))
+    assert capabilities(served) == ["completion", "tools"]

@@ -25,7 +25,7 @@ from velollm.context.report import HEADER, ContextReport
 from velollm.context.summary import SUMMARY_CHARS, SUMMARY_ENTRIES, with_summary
 from velollm.context.text_ends import cut_text
 from velollm.context.text_memo import TextMemo
-from velollm.context.token_cut import cut_prompt, shift_prompt
+from velollm.context.token_cut import answer_room, cut_prompt, shift_prompt
 from velollm.context.turn_cache import TurnCache
 from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
@@ -242,7 +242,7 @@ def fit_token_prompt(state: AppState, served: ServedModel, ids: list[int], num_n
     report = None
     if window is not None:
         report = ContextReport(mode, len(ids), len(window.token_ids), dropped_tokens=(window.start, window.end))
-    if len(window.token_ids if window is not None else ids) >= context_len + (not shift):  # no answer room
+    if len(window.token_ids if window is not None else ids) >= answer_room(context_len, shift):
         cut_ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         assert cut is not None
         window, report = None, ContextReport(mode, len(ids), len(cut_ids), cut_tokens=(cut.keep, cut.end))

@@ -57,6 +57,7 @@ from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.api.turn_prefill import prefill_next_turn
 from velollm.context.fitter import FittedPrompt, Render
+from velollm.context.token_cut import answer_room
 from velollm.errors import ContextOverflow
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
@@ -292,21 +293,16 @@ def _context_len(served: Any, sampling: OllamaSampling, shift: bool) -> int:
 
     With `shift: false` Ollama's runner holds `num_ctx` ids and still samples one token after them (the last
     token never enters its cache) before it ends the sequence with done_reason "length": a prompt of the whole
-    context runs and gets one token, and a shorter one `num_ctx - prompt + 1` (_answer_room). VeloLLM's engine
+    context runs and gets one token, and a shorter one `num_ctx - prompt + 1` (token_cut.answer_room). VeloLLM's engine
     holds that last token too, so this context is then at most the model's less one."""
     context = served.engine.max_model_len
     context = min(context, max(MIN_NUM_CTX, sampling.num_ctx)) if sampling.num_ctx else context
     return context if shift else min(context, served.engine.max_model_len - 1)
 
 
-def _answer_room(context_len: int, shift: bool) -> int:
-    """The most ids of prompt and answer together (see _context_len)."""
-    return context_len if shift else context_len + 1
-
-
 def _sampling(served: Any, req: GenerateRequest | ChatRequest, prompt_len: int):
     sampling = _options(served, req)
-    room = _answer_room(_context_len(served, sampling, req.shift), req.shift)
+    room = answer_room(_context_len(served, sampling, req.shift), req.shift)
     try:
         max_tokens = fit_max_tokens(prompt_len, sampling.params.max_tokens, room, "prompt")
     except ContextOverflow as e:  # the error mode (`truncate: false`): Ollama's words

@@ -88,9 +88,11 @@ def capabilities(served: ServedModel) -> list[str]:
         return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
+    from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+
     template = served.engine.tokenizer.chat_template
-    go = getattr(served.engine.tokenizer, "go_template", None)
-    if not template and go:  # rendered by the TEMPLATE layer: Ollama's rule, tools when it names .Tools
+    go = go_layer(served.engine.tokenizer)
+    if go is not None:  # rendered by the TEMPLATE layer: Ollama's rule, tools when it names .Tools
         from velollm.api.thinking import thinking_template
         from velollm.engine.text.go_template.chat import uses_tools
 

@@ -15,14 +15,15 @@ _PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered pr
 def thinking_template(tokenizer: Any) -> ThinkingTemplate:
     """What the model's template does about thinking: its jinja template, else its Ollama TEMPLATE layer
     (a Go template: the family from the markers it writes, `.Think` / `.ThinkLevel` as the switches)."""
-    jinja = getattr(tokenizer, "chat_template", None)
-    go = getattr(tokenizer, "go_template", None)
-    if jinja is None and go:
+    from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+
+    go = go_layer(tokenizer)
+    if go is not None:
         from velollm.engine.text.go_template.chat import template_vars
 
         names = template_vars(go)
         return ThinkingTemplate(family_for_template(go), toggle="think" in names, effort="thinklevel" in names)
-    return ThinkingTemplate.of(jinja)
+    return ThinkingTemplate.of(getattr(tokenizer, "chat_template", None))
 
 
 def think_plan(tokenizer: Any, setting: ThinkSetting, model: str, *, strict: bool) -> ThinkPlan:

@@ -30,7 +30,7 @@ from velollm.context.report import ContextReport
 from velollm.context.segment_encoder import SegmentEncoder
 from velollm.context.summary import with_summary
 from velollm.context.text_ends import cut_text
-from velollm.context.token_cut import TokenCut, cut_prompt, shift_prompt
+from velollm.context.token_cut import TokenCut, answer_room, cut_prompt, shift_prompt
 from velollm.context.truncation import stable_target, truncate
 from velollm.context.turn_cache import Encoded, TurnCache
 from velollm.context.turns import Turns
@@ -152,7 +152,7 @@ class ContextFitter:
                 raise
             return self._cut_long(messages, current, report, budget, context_len, num_keep)
         ids, num_reused, cut = encoded.token_ids, encoded.num_reused, None
-        if num_keep is not None and len(ids) >= context_len + (not shift):  # no room for an answer: Ollama's cut
+        if num_keep is not None and len(ids) >= answer_room(context_len, shift):  # no room for an answer: Ollama's cut
             ids, cut = cut_prompt(ids, budget, num_keep, context_len)
         if cut is not None:
             num_reused = min(num_reused, cut.keep)

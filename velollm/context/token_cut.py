@@ -31,6 +31,14 @@ class TokenCut:
         return list(ids[: self.keep]) + list(ids[self.end:])
 
 
+def answer_room(context_len: int, shift: bool) -> int:
+    """The most ids of prompt and answer together in a context of `context_len`: a prompt of this many ids or
+    more leaves no room for an answer. With Ollama's `shift: false` that is one more than the context: its
+    runner samples one token after a prompt that fills the context (the last token never enters its cache),
+    then ends the sequence with done_reason "length"."""
+    return context_len if shift else context_len + 1
+
+
 def ollama_cut(num_ids: int, limit: int, num_keep: int) -> TokenCut | None:
     """The cut of a `num_ids` prompt down to `limit` ids (None when it has no more than that)."""
     if limit < 1:

@@ -229,6 +229,7 @@ class AsyncEngine:
         for request_id in list(self.engine.requests):
             self.engine.abort_request(request_id)
             self._deliver(request_id, RuntimeError(f"engine step failed: {exc}"))
+        self.engine.abort_prefills()
 
     def _dispatch(self, deltas: list[RequestDelta]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestDelta]]] = {}

@@ -115,16 +115,8 @@ class LLMEngine:
         except InvalidRequest:
             return None
         request = Request(request_id, list(prompt_token_ids), params)
-        self.requests[request_id] = request
-        self.scheduler.add_prefill(request)
-        self._forget_prefills()
+        self.scheduler.add_prefill(request)  # the scheduler alone holds it (not in `requests`: nothing streams)
         return request
-
-    def _forget_prefills(self) -> None:
-        for request in self.scheduler.ended_prefills:
-            if self.requests.get(request.request_id) is request:
-                del self.requests[request.request_id]
-        self.scheduler.ended_prefills.clear()
 
     @property
     def structured_output(self):
@@ -138,7 +130,7 @@ class LLMEngine:
             return self._structured
 
     def abort_request(self, request_id: str) -> RequestDelta | None:
-        request = self.requests.pop(request_id, None)
+        request = self.requests.pop(request_id, None) or self.scheduler.find_prefill(request_id)
         if request is None:
             return None
         self.scheduler.finish(request)
@@ -149,6 +141,11 @@ class LLMEngine:
         self.outputs.remove(request_id)
         return delta
 
+    def abort_prefills(self) -> None:
+        """Every background prefill dropped, its blocks freed (the full ones stay cached)."""
+        for request in list(self.scheduler.prefills):
+            self.scheduler.finish(request)
+
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or self._in_flight is not None
 
@@ -156,12 +153,9 @@ class LLMEngine:
         """One step. A failure is pinned on one request: a batch that fails is rolled back and its requests
         are retried alone; the one that fails alone is removed and raised as RequestFailed."""
         with device_scope(self.device):  # Triton and CUDA graphs run on the current device (cuda:N)
-            try:
-                if self.config.async_scheduling:
-                    return self._step_async()
-                return self._step_sync()
-            finally:
-                self._forget_prefills()
+            if self.config.async_scheduling:
+                return self._step_async()
+            return self._step_sync()
 
     def _step_sync(self) -> list[RequestDelta]:
         retrying = bool(self.scheduler.suspects)  # then the batch is one suspect, alone
@@ -251,6 +245,7 @@ class LLMEngine:
     def _abort_all(self) -> None:
         for request_id in list(self.requests):
             self.abort_request(request_id)
+        self.abort_prefills()
         self._in_flight = None  # its rows all belong to aborted requests
 
     def stats(self) -> EngineStats:

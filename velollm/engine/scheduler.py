@@ -48,7 +48,6 @@ class Scheduler:
         self.suspects: deque[Request] = deque()
         self.num_preemptions = 0
         self.prefills: deque[Request] = deque()  # background prefills, the head possibly holding blocks
-        self.ended_prefills: list[Request] = []  # finished or dropped since the engine last looked
         self.num_prefills = self.num_prefill_tokens = self.num_dropped_prefills = 0
 
     def add(self, request: Request) -> None:
@@ -60,6 +59,9 @@ class Scheduler:
         self.prefills.append(request)
         while len(self.prefills) > MAX_PREFILLS:
             self._drop_prefill(self.prefills[0])
+
+    def find_prefill(self, request_id: str) -> Request | None:
+        return next((r for r in self.prefills if r.request_id == request_id), None)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.prefills)
@@ -112,7 +114,6 @@ class Scheduler:
         self.num_prefills += 1
         self._count_prefilled(request)
         self.finish(request)
-        self.ended_prefills.append(request)
 
     def _count_prefilled(self, request: Request) -> None:
         """The tokens a prefill computed since it last took blocks (not those it found cached)."""
@@ -121,7 +122,6 @@ class Scheduler:
     def _drop_prefill(self, request: Request) -> None:
         self.num_dropped_prefills += 1
         self.finish(request)
-        self.ended_prefills.append(request)
 
     def quarantine(self, requests: list[Request]) -> None:
         """A step over `requests` failed: roll them back (their KV is recomputed) and retry each alone."""

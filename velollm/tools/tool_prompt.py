@@ -41,8 +41,10 @@ _INSTRUCTIONS = {
 
 def _go_template_takes_tools(tokenizer: Any) -> bool:
     """A model rendered by its Ollama TEMPLATE layer that names .Tools gets the tools, as in Ollama."""
-    go = getattr(tokenizer, "go_template", None)
-    if tokenizer.chat_template is not None or not go:
+    from velollm.engine.text.tokenizer import go_layer
+
+    go = go_layer(tokenizer)
+    if go is None:
         return False
     from velollm.engine.text.go_template.chat import uses_tools
 

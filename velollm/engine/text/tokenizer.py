@@ -166,6 +166,14 @@ def _chat_templates(folder: Path, cfg: Mapping[str, Any]) -> str | dict[str, str
     return templates
 
 
+def go_layer(tokenizer: Any) -> str | None:
+    """The Ollama TEMPLATE layer (a Go template) that renders this tokenizer's chats, or None: a model has
+    one in use only without a jinja template. The one check behind rendering, capabilities, tools and
+    thinking, so they cannot disagree about which template a model speaks."""
+    go = getattr(tokenizer, "go_template", None)
+    return go if go and getattr(tokenizer, "chat_template", None) is None else None
+
+
 class Tokenizer:
     """Text <-> token ids, chat templates and special-token facts for one model."""
 
@@ -344,11 +352,12 @@ class Tokenizer:
     ) -> str:
         """Render `messages` (and `tools`) with the model's chat template, as transformers does; a model
         with no jinja template but an Ollama TEMPLATE layer renders as Ollama does (Go template)."""
-        if self.chat_template is None and self.go_template is not None and chat_template is None:
+        go = go_layer(self) if chat_template is None else None
+        if go is not None:
             from velollm.engine.text.go_template.chat import render_go_chat, think_values
 
             think = think_values(kwargs.get("enable_thinking"), kwargs.get("reasoning_effort"))
-            return render_go_chat(self.go_template, messages, tools=tools, think=think)
+            return render_go_chat(go, messages, tools=tools, think=think)
         if chat_template is not None and isinstance(self.chat_template, dict) and chat_template in self.chat_template:
             chat_template = self.chat_template[chat_template]
         template = chat_template or select_template(self.chat_template, has_tools=tools is not None)
