@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from tests.serve_process import free_port
 from velollm.api.head_limit import MAX_HEADER_BYTES, MAX_TARGET_BYTES
-from velollm.api.header_deadline import header_deadline_protocol
+from velollm.api.header_deadline import INVALID_REQUEST, header_deadline_protocol
 
 DEADLINE_S = 0.6
 STREAM_S = 2.5  # several deadlines
@@ -244,3 +245,47 @@ def test_a_long_request_line_within_the_limits_is_answered(port):
             for i in range(0, len(request), piece):
                 s.sendall(request[i:i + piece])
             assert read_response(s).endswith(b"hello")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def server_log():
+    """What the server logs meanwhile: uvicorn's protocol warnings ("uvicorn.error") and asyncio's errors."""
+    handler = _Records()
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("asyncio")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler.messages
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("request_bytes, piece", [
+    (b"GET /?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 1 << 20),
+    (b"GET /?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 16_384),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 1 << 20),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 16_384),
+])
+def test_a_refused_head_logs_no_invalid_request(port, server_log, request_bytes, piece):
+    """uvicorn logs "Invalid HTTP request received." at each parse error: not for a head answered with a
+    JSON 414/431, which is not invalid; and the answer is written once (no error on the transport)."""
+    answer = _refused(port, request_bytes, piece)
+    assert answer.startswith((b"HTTP/1.1 414 ", b"HTTP/1.1 431 ")), answer[:200]
+    time.sleep(0.1)
+    assert INVALID_REQUEST not in server_log and not any("Fatal error" in m for m in server_log), server_log
+
+
+def test_a_malformed_request_still_logs_invalid_request(port, server_log):
+    with connect(port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost localhost\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+    time.sleep(0.1)
+    assert INVALID_REQUEST in server_log

@@ -224,6 +224,19 @@ def test_template_that_would_eat_the_server(olm, template, error):
     assert olm.generate(model="demo", prompt="x", options={"num_predict": 2}).done
 
 
+def test_megabyte_template_parses_off_the_event_loop(url):
+    """A template just under the 1 MiB cap takes about 1.5 s to parse: /health answers meanwhile (the parse is
+    in a thread), the 400 is Go's parse error; one over the cap is refused at once with the cap named."""
+    template = "{{ .Prompt }}" * 80_000 + "{{ end }}"
+    r, slowest = _while_polling_health(url, lambda: httpx.post(
+        f"{url}/api/generate", json={"model": "demo", "prompt": "x", "template": template}, timeout=60))
+    assert r.status_code == 400 and r.json() == {"error": "template: :1: unexpected {{end}}"}, r.text[:300]
+    assert slowest < 1.0, slowest
+    r = httpx.post(f"{url}/api/generate", json={"model": "demo", "prompt": "x", "template": "x" * (1 << 20) + "y"},
+                   timeout=60)
+    assert r.status_code == 400 and "over VeloLLM's cap of 1048576 (1 MiB" in r.json()["error"], r.text[:300]
+
+
 # --- item 10: a request the queue can never hold is a 400 ----------------------------------------
 
 
@@ -249,7 +262,8 @@ def test_responses_input_role_of_the_wrong_type(oai):
 # --- item 2 through the server: a huge prompt is refused without stopping /health ----------------
 
 
-def test_ten_megabyte_prompt_is_refused_while_health_answers(url):
+def _while_polling_health(url: str, send) -> tuple[httpx.Response, float]:
+    """send()'s answer, and the slowest /health answer while it ran."""
     import threading
     import time
 
@@ -268,13 +282,20 @@ def test_ten_megabyte_prompt_is_refused_while_health_answers(url):
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        t0 = time.perf_counter()
-        r = httpx.post(f"{url}/v1/completions", json={"model": "demo", "prompt": "word " * 2_000_000, "max_tokens": 1},
-                       timeout=60)
-        elapsed = time.perf_counter() - t0
+        answer = send()
     finally:
         done.set()
         poller.join(timeout=10)
+    return answer, slowest
+
+
+def test_ten_megabyte_prompt_is_refused_while_health_answers(url):
+    import time
+
+    t0 = time.perf_counter()
+    r, slowest = _while_polling_health(url, lambda: httpx.post(
+        f"{url}/v1/completions", json={"model": "demo", "prompt": "word " * 2_000_000, "max_tokens": 1}, timeout=60))
+    elapsed = time.perf_counter() - t0
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert elapsed < 5 and slowest < 1.0, (elapsed, slowest)
 

@@ -150,6 +150,24 @@ def test_generate_template_field_renders_like_ollama():
         render("{{ nope .Prompt }}", p)
 
 
+def test_generate_checks_raw_mode_first_and_caps_the_template():
+    """Ollama's GenerateHandler answers the raw-mode 400 before anything about the template; a template over
+    1 MiB is a 400 naming the cap, before any parse; one that does not parse is found where it renders."""
+    from velollm.api.ollama_template import MAX_TEMPLATE_CHARS
+
+    huge = "x" * (MAX_TEMPLATE_CHARS + 1)
+    for template in ("{{ end }}", huge):
+        with pytest.raises(InvalidRequest, match="raw mode does not support") as e:
+            parse_generate_request({"model": "m", "prompt": "p", "raw": True, "template": template})
+        assert e.value.param == "raw"
+    with pytest.raises(InvalidRequest, match=f"{MAX_TEMPLATE_CHARS + 1} characters, over .* cap of "
+                                             f"{MAX_TEMPLATE_CHARS} \\(1 MiB") as e:
+        parse_generate_request({"model": "m", "prompt": "p", "template": huge})
+    assert e.value.param == "template"
+    assert parse_generate_request({"model": "m", "prompt": "p", "template": "{{ end }}"}).template == "{{ end }}"
+    assert parse_generate_request({"model": "m", "prompt": "p", "template": huge[1:]}).template == huge[1:]
+
+
 def test_human_number_like_ollama():
     assert human_number(8_030_261_248) == "8.0B" and human_number(361_821_696) == "361.82M"
     assert human_number(7_000_000_000) == "7B" and human_number(1500) == "2K" and human_number(12) == "12"

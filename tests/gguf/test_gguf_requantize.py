@@ -71,7 +71,7 @@ def test_q8_0_as_llama_cpp_writes_it(fixtures, tmp_path, arch, source):
 
 
 def test_only_float_weights_are_quantized(fixtures, tmp_path):
-    with pytest.raises(RequantizeError, match="only supported for F32, F16 and BF16 models; this one holds Q8_0"):
+    with pytest.raises(RequantizeError, match="only supported for F16, BF16 and F32 models, not Q8_0"):
         requantize(fixtures.model("llama", "Q8_0").path, tmp_path / "x.gguf", "Q8_0")
     with pytest.raises(RequantizeError, match="unsupported quantization type Q4_0"):
         requantize(fixtures.model("llama", "F16").path, tmp_path / "x.gguf", "Q4_0")

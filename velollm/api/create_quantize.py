@@ -4,8 +4,10 @@ Ollama's choice of type per tensor and ggml's reference quantizers, bit for bit
 (velollm/engine/loader/gguf_requantize.py). Another level is a 400 in Ollama's words ("unsupported quantization
 type ... - supported types are ...").
 
-The source must hold F32, F16 or BF16 weights (Ollama's "quantization is only supported for F16 and F32
-models"). The new blob is written beside the others under a temporary name and renamed into place once hashed,
+The source's weights must be stored as F32, F16 or BF16 (Ollama's "quantization is only supported for F16 and
+F32 models"): the tensors' own types are checked (gguf_requantize.open_source), once, before the first progress
+line, so a refusal is a 400 even when the answer is streamed, and a header whose file_type says F16 over quantized
+blocks is refused as well. The new blob is written beside the others under a temporary name and renamed into place once hashed,
 so a failure leaves nothing behind. The progress lines are Ollama's: `quantizing F16 model to Q4_K_M` (digest
 "0", total the source's size, completed growing as the tensors are quantized, sent while it runs when the answer
 is streamed), `verifying conversion`, `creating new layer sha256:...`. The chunks run on a thread per CPU (at
@@ -35,9 +37,7 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
                          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(config, layers) with the model layer quantized to `value`; the progress lines appended to `lines`, or,
     with `emit`, the lines up to the new layer's sent to `emit` as they happen (`lines` keeps the rest)."""
-    from velollm.engine.loader.gguf import quantization_level
-    from velollm.engine.loader.gguf_file import GGUFFile
-    from velollm.engine.loader.gguf_requantize import SOURCE_TYPES, TARGETS, RequantizeError, requantize
+    from velollm.engine.loader.gguf_requantize import TARGETS, RequantizeError, open_source, requantize
     from velollm.engine.loader.ollama_store_edit import file_digest
 
     quant = value.upper() if isinstance(value, str) else ""
@@ -49,11 +49,11 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     if model is None:
         raise InvalidRequest("quantize needs a model with weights (a GGUF model layer)", param="quantize")
     source = blob_path(root, str(model["digest"]))
-    with GGUFFile(source) as f:
-        kind = quantization_level(f)
-    if kind not in SOURCE_TYPES:
-        raise InvalidRequest(f"quantization is only supported for F16, BF16 and F32 models, not {kind}",
-                             param="quantize")
+    try:  # the one check of the source, before the first progress line: a refusal is a 400, not a stream's end
+        opened = open_source(source)
+    except RequantizeError as exc:
+        raise InvalidRequest(str(exc), param="quantize") from None
+    kind = opened.kind
     # Ollama's order: the quantization and its new layer, then the layers it keeps
     kept = [line for line in lines if line.get("status") != f"using existing layer {model['digest']}"]
     at = next((i for i, line in enumerate(kept) if str(line.get("status")).startswith("using existing layer")),
@@ -69,10 +69,7 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
     os.close(fd)
     tmp = Path(name)
     try:
-        try:
-            requantize(source, tmp, quant, _reporter(progress, emit))
-        except RequantizeError as exc:
-            raise InvalidRequest(str(exc), param="quantize") from None
+        requantize(opened, tmp, quant, _reporter(progress, emit))
         if emit is None:
             say({**progress, "completed": size})
         say({"status": "verifying conversion"})

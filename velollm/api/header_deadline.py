@@ -15,7 +15,9 @@ idle deadline, api/blobs.py its own) nor a response (a stream runs as long as it
 httptools (which uvicorn picks when installed, as `velollm serve` installs it) keeps no limit on header
 bytes, h11 stops at 16 KiB, and both answered uvicorn's plain-text 400 to a URL over 64 KiB. Here both refuse
 a request line or head over the limits of velollm/api/head_limit.py with a JSON 414 or 431 in the wire
-format of the request's path, and close the connection.
+format of the request's path, and close the connection; uvicorn's "Invalid HTTP request received." warning,
+which it logs at every parse error before its 400, is not logged for these (RefusalQuietLogger): they are
+answered, not invalid. A request that is malformed otherwise keeps uvicorn's 400 and its warning.
 """
 
 from __future__ import annotations
@@ -45,6 +47,26 @@ logger = logging.getLogger(__name__)
 LINGER_S = 2.0
 
 
+INVALID_REQUEST = "Invalid HTTP request received."  # uvicorn's warning at a parse error (h11_impl, httptools_impl)
+
+
+class RefusalQuietLogger:
+    """uvicorn's "uvicorn.error" logger for one connection, without its INVALID_REQUEST warning where the
+    parse error was a head the protocol refuses itself (`refusing()`); everything else goes to the logger."""
+
+    def __init__(self, logger: logging.Logger, refusing: Callable[[], bool]) -> None:
+        self._logger = logger
+        self._refusing = refusing
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg == INVALID_REQUEST and self._refusing():
+            return  # answered with a JSON 414/431 (HeaderDeadline._refuse, which logs it at debug)
+        self._logger.warning(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
 class HeaderDeadline:
     """Mixin for a uvicorn HTTP protocol class: the timer of one connection, armed while it serves no request
     (before the first one's headers are complete, and from the end of each response until the next one's are)."""
@@ -60,6 +82,15 @@ class HeaderDeadline:
     _header_timer: asyncio.TimerHandle | None = None
     _sent_in_wait = False  # bytes arrived since the timer was armed
     _lingering = False  # a head was refused: what comes is dropped until the close (LINGER_S)
+    logger: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.logger = RefusalQuietLogger(self.logger, self._refusing_head)
+
+    def _refusing_head(self) -> bool:
+        """Whether the parse error at hand is a head over the limits, which _refuse answers."""
+        raise NotImplementedError
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -115,7 +146,11 @@ class HeaderDeadline:
         self.on_close("header_timeout" if self._sent_in_wait else "idle")
 
     def _refuse(self, status: int, target: bytes) -> None:
-        """The head refused (head_limit.refusal) and the connection closed, lingering (LINGER_S)."""
+        """The head refused (head_limit.refusal) and the connection closed, lingering (LINGER_S); once (httptools'
+        byte count can pass the limit in the read whose parser callback refused it: a second answer would be
+        written after the first's write_eof, asyncio's "Fatal error on transport" and its traceback)."""
+        if self._lingering:
+            return
         logger.debug("refusing a request head over the limits: %d", status)
         self._lingering = True
         self._stop_header_timer()
@@ -132,6 +167,9 @@ class H11HeaderDeadline(HeaderDeadline, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn = LimitedH11Connection()
+
+    def _refusing_head(self) -> bool:
+        return self.conn.refused is not None
 
     def send_400_response(self, msg: str) -> None:
         refused = self.conn.refused
@@ -154,6 +192,9 @@ def _httptools_class() -> type | None:
         _fields_bytes = 0  # the parsed header fields' size (head_limit.header_bytes), for a head read whole
         _reading_headers = False
         _refusing: int | None = None  # the status of a head a parser callback stopped
+
+        def _refusing_head(self) -> bool:
+            return self._refusing is not None
 
         def on_message_begin(self) -> None:
             self._reading_headers = True

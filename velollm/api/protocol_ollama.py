@@ -12,7 +12,7 @@ from typing import Any
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
 from velollm.api.keep_alive import parse_keep_alive
-from velollm.api.ollama_template import check as check_template
+from velollm.api.ollama_template import MAX_TEMPLATE_CHARS
 from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting
@@ -190,21 +190,24 @@ def _no_images(images: Any, model: str, param: str) -> None:
 
 
 def parse_generate_request(body: Any) -> GenerateRequest:
+    """The request, checked as Ollama's GenerateHandler does, the raw-mode 400 first. Its `template` is parsed
+    where it renders (in a thread, ollama_template.render): a parse takes about 1 s per MB."""
     f = Fields(body)
+    raw = f.bool("raw", False)
+    context = f.list("context", None)
+    if context is not None and not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
+        raise f.bad("context", "must be an array of token ids")  # Ollama's JSON binding ([]int) comes first
+    template = f.str("template", None)
+    system = f.str("system", None)
+    if raw and (template or system or context):
+        raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
+    if template and len(template) > MAX_TEMPLATE_CHARS:
+        raise InvalidRequest(f"template is {len(template)} characters, over VeloLLM's cap of {MAX_TEMPLATE_CHARS} "
+                             "(1 MiB; a model's template is a few KiB)", param="template")
     common = _common(f)
     _no_images(f.list("images", None), common["model"], "images")
     if f.str("suffix", ""):
         raise InvalidRequest(f'"{common["model"]}" does not support insert', param="suffix")
-    raw = f.bool("raw", False)
-    context = f.list("context", None)
-    if context is not None and not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
-        raise f.bad("context", "must be an array of token ids")
-    template = f.str("template", None)
-    if template:
-        check_template(template)
-    system = f.str("system", None)
-    if raw and (template or system or context):
-        raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
     return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
                            raw=raw, context_overflow=_overflow(f, common), **common)
 

@@ -16,6 +16,7 @@ per chunk.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -44,23 +45,46 @@ class RequantizeError(ValueError):
     """The file cannot be quantized (its weights are not float, or the target is not one of TARGETS)."""
 
 
-def requantize(source: Path, target: Path, quant: str,
+@dataclass(frozen=True)
+class Source:
+    """A GGUF opened and checked for quantization (open_source): the one check of what it holds."""
+
+    reader: GGUFReader
+    arch: str
+    specs: list[TensorSpec]
+    kind: str  # the type most of its weights are stored as: Ollama's "quantizing F16 model to ..."
+
+
+def open_source(path: Path) -> Source:
+    """`path` opened for `requantize`; RequantizeError when a weight Ollama's rule would quantize is not stored as
+    F32, F16 or BF16. The tensors' own types decide, not `general.file_type` (a header may say F16 over
+    quantized blocks)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    arch = _arch(reader)
+    specs = [TensorSpec(t.name, tuple(int(n) for n in t.shape), t.tensor_type.name) for t in reader.tensors]
+    weights = Counter(s.kind for s in specs if is_quantized(s.name, len(s.shape)))
+    foreign = sorted(set(weights) - set(SOURCE_TYPES))
+    if foreign:
+        raise RequantizeError(f"quantization is only supported for F16, BF16 and F32 models, not {', '.join(foreign)} "
+                              "(the type its weights are stored as)")
+    kinds = weights or Counter(s.kind for s in specs)
+    return Source(reader, arch, specs, kinds.most_common(1)[0][0] if kinds else "F32")
+
+
+def requantize(source: Path | Source, target: Path, quant: str,
                on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> None:
-    """`source` written to `target` with its weights as `quant` (one of TARGETS); RequantizeError when the
-    source holds weights that are not F32/F16/BF16. `on_progress(done_bytes, total_bytes)` (source bytes) per
-    chunk of rows. The chunks are quantized on `workers` threads (default: chunk_pool.default_workers()), the
-    bytes the same whatever their number."""
+    """`source` (a path, or a file open_source checked) written to `target` with its weights as `quant` (one of
+    TARGETS); RequantizeError when the source holds weights that are not F32/F16/BF16. `on_progress(done_bytes,
+    total_bytes)` (source bytes) per chunk of rows. The chunks are quantized on `workers` threads (default:
+    chunk_pool.default_workers()), the bytes the same whatever their number."""
     import gguf
 
     if quant not in TARGETS:
         raise RequantizeError(f"unsupported quantization type {quant}")
-    reader = gguf.GGUFReader(source)
-    arch = _arch(reader)
-    specs = [TensorSpec(t.name, tuple(int(n) for n in t.shape), t.tensor_type.name) for t in reader.tensors]
-    foreign = sorted({s.kind for s in specs if is_quantized(s.name, len(s.shape))} - set(SOURCE_TYPES))
-    if foreign:
-        raise RequantizeError(f"quantization is only supported for F32, F16 and BF16 models; this one holds "
-                              f"{', '.join(foreign)} weights")
+    opened = source if isinstance(source, Source) else open_source(source)
+    reader, arch, specs = opened.reader, opened.arch, opened.specs
     experts = reader.fields.get(f"{arch}.expert_count")
     kinds = tensor_types(specs, quant, arch, int(experts.contents()) if experts is not None else 0)
     writer = gguf.GGUFWriter(target, arch=arch, endianess=reader.endianess)
