@@ -74,3 +74,25 @@ def test_ollama_stream_error_adds_the_code_only_when_there_is_one():
     assert ollama_stream_error(DEAD) == {"error": DEAD.message, "code": "engine_dead"}
     assert ollama_stream_error(APIError(500, "boom")) == {"error": "boom"}
     assert json.loads(ndjson_line(ollama_stream_error(DEAD)))["code"] == "engine_dead"
+
+
+def test_only_a_line_a_chunk_leaves_unfinished_is_held():
+    """The relay keeps no copy of the lines it passes: a chunk's whole lines are searched in place, and only
+    the start of a line cut between chunks is held (to be read whole if its rest says engine_dead)."""
+    watch = EngineDeathWatch()
+    assert not watch.feed(CHAT_CHUNK * 10_000) and watch.held == 0
+    error = sse_event(openai_error_body(DEAD))
+    assert not watch.feed(CHAT_CHUNK * 3 + error[:20]) and watch.held == 20
+    assert watch.feed(error[20:] + SSE_DONE) and watch.died and watch.held == 0
+
+
+def test_a_line_cut_over_the_limit_is_dropped_not_held():
+    watch = EngineDeathWatch()
+    assert not watch.feed(b"{" + b"x" * MAX_LINE_BYTES) and watch.held == 0
+    assert not watch.feed(b'", "code": "engine_dead"}\n' + CHAT_CHUNK)
+    assert watch.feed(ndjson_line(ollama_stream_error(DEAD)))  # the next line is read
+
+
+def test_the_death_among_many_lines_of_one_chunk_is_seen():
+    stream = CHAT_CHUNK * 500 + sse_event(openai_error_body(BUSY)) + sse_event(openai_error_body(DEAD)) + SSE_DONE
+    assert _fed(stream, len(stream))[0] == 1

@@ -6,65 +6,65 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Text:
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class FieldNode:
     idents: list[str]  # .A.B -> ["A", "B"]
 
 
-@dataclass
+@dataclass(slots=True)
 class VariableNode:
     idents: list[str]  # $x.A -> ["$x", "A"]
 
 
-@dataclass
+@dataclass(slots=True)
 class ChainNode:
     node: Any
     fields: list[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class IdentifierNode:
     name: str  # a function name
 
 
-@dataclass
+@dataclass(slots=True)
 class DotNode:
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class NilNode:
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class ConstNode:
     value: Any  # str | int | float | bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     args: list[Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pipe:
     cmds: list[Command]
     decl: list[str] = field(default_factory=list)
     is_assign: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Action:
     pipe: Pipe
 
 
-@dataclass
+@dataclass(slots=True)
 class Branch:
     kind: str  # if | range | with
     pipe: Pipe
@@ -72,6 +72,6 @@ class Branch:
     else_body: list[Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LoopControl:
     kind: str  # break | continue

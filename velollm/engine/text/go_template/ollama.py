@@ -15,7 +15,12 @@ from velollm.engine.text.go_template.builtins import NAMES
 from velollm.engine.text.go_template.errors import GoTemplateError
 from velollm.engine.text.go_template.executor import execute
 from velollm.engine.text.go_template.nodes import Action, Branch, Command, FieldNode, Pipe, VariableNode
-from velollm.engine.text.go_template.ollama_values import template_message, template_tools, to_typescript_type
+from velollm.engine.text.go_template.ollama_values import (
+    message_content,
+    template_message,
+    template_tools,
+    to_typescript_type,
+)
 from velollm.engine.text.go_template.parser import parse
 from velollm.engine.text.go_template.values import go_json
 
@@ -96,10 +101,9 @@ def collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, 
     for m in messages:
         msg = dict(m)
         if msg.get("role") == "system":
-            system.append(template_message(msg).fields["Content"])
+            system.append(message_content(msg))
         if out and out[-1].get("role") == msg.get("role") and msg.get("role") != "tool":
-            prev = template_message(out[-1]).fields["Content"]
-            out[-1] = {**out[-1], "content": prev + "\n\n" + template_message(msg).fields["Content"]}
+            out[-1] = {**out[-1], "content": message_content(out[-1]) + "\n\n" + message_content(msg)}
         else:
             out.append(msg)
     return "\n\n".join(system), out
@@ -126,7 +130,7 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
         turn.update(System="", Prompt="", Response="")
 
     for m in messages:
-        role, content = m.get("role"), template_message(m).fields["Content"]
+        role, content = m.get("role"), message_content(m)
         if role == "system":
             if turn["Prompt"] or turn["Response"]:
                 run()
