@@ -13,8 +13,8 @@ so a failure leaves nothing behind. The progress lines are Ollama's: `quantizing
 is streamed), `verifying conversion`, `creating new layer sha256:...`. The chunks run on a thread per CPU (at
 most 8): a 1B model's F16 weights to Q4_K_M cost about 93 CPU seconds where llama.cpp's C quantizer costs 82
 (benchmarks/quantize.py on the 2-core test box). A failure in one of them is this request's error, and a
-client that leaves a streamed create stops it at the next chunk (live_progress.ClientGone); neither leaves a
-thread or the temporary blob behind.
+client that leaves, streamed or not, before or after the first line, stops it at the next chunk
+(live_progress.ClientGone); neither leaves a thread or the temporary blob behind.
 """
 
 from __future__ import annotations
