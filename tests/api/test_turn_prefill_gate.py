@@ -1,5 +1,6 @@
-"""The next-turn prefill renders nothing for an engine without a prefix cache (its prefill would be dropped):
-the stub engine behind a real server, through the openai client, its chat template's renders counted."""
+"""The next-turn prefill's gates: nothing rendered for an engine without a prefix cache (its prefill would be
+dropped: the stub engine behind a real server, through the openai client, its chat template's renders
+counted), and with tools, only an answer without calls is prefilled (its next turn is the user's)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import openai
 
 from tests.api.conftest import ThreadedServer, free_port, stub_app
 from tests.api.stub_engine import StubEngine, StubTokenizer
+from velollm.api.tool_calls import ToolCalls
 
 
 class CountingTokenizer(StubTokenizer):
@@ -45,3 +47,11 @@ def test_no_prefix_cache_no_next_turn_rendering():
         # with a prefix cache, the next turn's one rendering more (its start is the answer's prompt + answer:
         # nothing to prefill); without, none, then or later
         assert engine.tokenizer.renders == 2 * num_fit + 1 and engine.prefilled == []
+
+
+def test_with_tools_only_an_answer_without_calls_is_prefilled():
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    calls = ToolCalls(StubEngine(), tools, "auto", True, retries=1, metrics=None, model="demo")
+    assert calls.plain_content("Sunny, 21 degrees. ") == "Sunny, 21 degrees. "
+    assert calls.plain_content('{"name": "get_weather", "parameters": {"city": "Paris"}}') is None

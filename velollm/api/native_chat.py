@@ -89,8 +89,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                         want_logprobs=req.logprobs, reasoning=thinking is not None,
                         legacy_functions=req.legacy_functions)
     gen = GenerationStream(engine, calls, request_id, thinking)
-    # A continued final message has no next turn to tell; tools: see velollm.api.turn_prefill
-    remember_turn(state, served, gen, fitted, render if tools is None and not req.continue_final_message else None)
+    # a continued final message has no next turn to tell
+    remember_turn(state, served, gen, fitted, None if req.continue_final_message else render, tools)
     return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
 
 

@@ -375,7 +375,7 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
-                          on_gen=lambda gen: remember_turn(state, served, gen, fitted, render if tools is None else None))
+                          on_gen=lambda gen: remember_turn(state, served, gen, fitted, render, tools))
     response.headers.update(context_headers(fitted))
     return response
 
