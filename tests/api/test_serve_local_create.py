@@ -33,12 +33,17 @@ def _say_f16(path: Path) -> Path:
     return path
 
 
+SLOW = ArchSpec("llama", hidden=512, layers=16, heads=8, kv_heads=4, intermediate=1536)  # ~100 MB: seconds to quantize
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
-    """(url, store, log) of a server with no upstream on a store holding `f16` (a 2-layer F16 llama)."""
+    """(url, store, log) of a server with no upstream on a store holding `f16` (a 2-layer F16 llama) and `slow`
+    (an F16 llama that takes seconds to quantize)."""
     root = tmp_path_factory.mktemp("create")
     store = root / "models"
     make_store(store, _gguf(root / "f16.gguf", "F16"), ("registry.ollama.ai", "library", "f16", "latest"))
+    make_store(store, _gguf(root / "slow.gguf", "F16", SLOW), ("registry.ollama.ai", "library", "slow", "latest"))
     proc, url, log, _ = start_serve(root, "--no-upstream", *ENGINE, env={"OLLAMA_MODELS": str(store)})
     yield url, store, log
     stop_serve(proc)
@@ -74,3 +79,45 @@ def _wait_for(predicate, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+STOPPED = "store operation stopped: its client left"
+
+
+def _left_alone(store: Path, before: set[str], *names: str) -> None:
+    """No temporary blob, no new blob and no manifest for `names`."""
+    assert _blobs(store) == before
+    for name in names:
+        assert not (store / "manifests/registry.ollama.ai/library" / name).exists(), name
+
+
+def test_a_client_that_leaves_a_create_that_is_not_streamed_stops_it(served):
+    url, store, log = served
+    before, stopped = _blobs(store), log.read_text().count(STOPPED)
+    with pytest.raises(httpx.ReadTimeout):  # leaves after 1 s of a quantization that takes several
+        httpx.post(f"{url}/api/create", json={"model": "gone-q4", "from": "slow", "quantize": "q4_K_M",
+                                              "stream": False}, timeout=httpx.Timeout(60, read=1.0))
+    assert _wait_for(lambda: log.read_text().count(STOPPED) == stopped + 1), log.read_text()[-3000:]
+    _left_alone(store, before, "gone-q4")
+    ok = ollama.Client(host=url, timeout=120).create(model="small-q8", from_="f16", quantize="q8_0")
+    assert ok.status == "success"  # the store lock was let go
+    assert ollama.Client(host=url).delete("small-q8").status == "success"
+
+
+def test_a_client_that_leaves_before_the_first_progress_line_stops_the_create(served):
+    """The second create waits for the store (the first holds it while it quantizes), so its client leaves before
+    any line was sent: once the store is free it stops at its first line, as the first does once its client
+    leaves mid-stream."""
+    url, store, log = served
+    before, stopped = _blobs(store), log.read_text().count(STOPPED)
+    body = {"from": "slow", "quantize": "q4_K_M", "stream": True}
+    with httpx.stream("POST", f"{url}/api/create", json={**body, "model": "first-q4"}, timeout=60) as first:
+        assert first.status_code == 200
+        lines = first.iter_lines()  # (kept: a dropped iterator closes the response)
+        assert next(lines)  # the first holds the store now
+        with pytest.raises(httpx.ReadTimeout), httpx.stream(
+                "POST", f"{url}/api/create", json={**body, "model": "second-q4"},
+                timeout=httpx.Timeout(60, read=1.0)) as second:
+            second.read()
+    assert _wait_for(lambda: log.read_text().count(STOPPED) == stopped + 2), log.read_text()[-3000:]
+    _left_alone(store, before, "first-q4", "second-q4")

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from velollm.api.create_quantize import quantize_model_layer
@@ -37,22 +38,18 @@ from velollm.engine.loader.ollama_store import (
     parse_name,
 )
 from velollm.errors import InvalidRequest, ModelNotFound
-from velollm.wire.pull_answer import progress_response, wants_stream
+from velollm.wire.pull_answer import wants_stream
 
 MEDIA = "application/vnd.ollama.image."
 UNSUPPORTED = ("adapters", "draft_files", "draft_quantize", "remote_host")
 TEXT_LAYERS = ("template", "system")
 
 
-async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
-    if wants_stream(body) and (body.get("quantize") or body.get("quantization")):  # minutes: progress as it goes
-        return await live_progress(lambda emit: store_op(state, create_model, body, root, emit),
-                                   state.models.store_changed)
-    try:
-        lines = await store_op(state, create_model, body, root)
-    finally:
-        state.models.store_changed()
-    return progress_response(lines, wants_stream(body))
+async def create_locally(state: AppState, request: Request, body: dict[str, Any], root: Path) -> Response:
+    """The create, its progress sent as it goes when streamed (a quantization takes minutes); a client that leaves,
+    streamed or not, stops the work (live_progress): no temporary blob, no manifest."""
+    return await live_progress(lambda emit: store_op(state, create_model, body, root, emit),
+                               state.models.store_changed, request.receive, wants_stream(body))
 
 
 def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> list[dict[str, Any]]:
