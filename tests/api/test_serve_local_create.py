@@ -121,3 +121,25 @@ def test_a_client_that_leaves_before_the_first_progress_line_stops_the_create(se
             second.read()
     assert _wait_for(lambda: log.read_text().count(STOPPED) == stopped + 2), log.read_text()[-3000:]
     _left_alone(store, before, "first-q4", "second-q4")
+
+
+def test_from_a_path_that_does_not_exist_names_the_path(served, tmp_path):
+    """`FROM /missing.gguf`: the CLI finds no file there and sends the path as `from` (as Ollama's does); the answer
+    is a 400 that names the path, not a model that was not found."""
+    from tests.cli.conftest import velollm
+
+    url, store, _ = served
+    missing = tmp_path / "missing.gguf"
+    client = ollama.Client(host=url, timeout=60)
+    for path in (str(missing), "./weights/missing.gguf", "~/missing.gguf"):
+        with pytest.raises(ollama.ResponseError) as err:
+            client.create(model="from-nothing", from_=path)
+        assert err.value.status_code == 400, err.value
+        assert err.value.error.startswith(f"FROM {path}: no such file or directory"), err.value.error
+    (tmp_path / "Modelfile").write_text(f"FROM {missing}\n")
+    out = velollm(url, tmp_path, "create", "from-nothing", "-f", str(tmp_path / "Modelfile"))
+    assert out.returncode == 1 and f"FROM {missing}: no such file or directory" in out.stderr, out.stderr
+    assert not (store / "manifests/registry.ollama.ai/library/from-nothing").exists()
+    with pytest.raises(ollama.ResponseError) as err:  # a name stays a name
+        client.create(model="from-nothing", from_="nope")
+    assert (err.value.status_code, err.value.error.split(":")[0]) == (404, "model 'nope' not found")

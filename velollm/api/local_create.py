@@ -43,6 +43,7 @@ from velollm.wire.pull_answer import wants_stream
 MEDIA = "application/vnd.ollama.image."
 UNSUPPORTED = ("adapters", "draft_files", "draft_quantize", "remote_host")
 TEXT_LAYERS = ("template", "system")
+PATH_STARTS = ("/", "./", "../", "~", ".\\", "..\\")  # how a Modelfile's FROM path begins (a name never does)
 
 
 async def create_locally(state: AppState, request: Request, body: dict[str, Any], root: Path) -> Response:
@@ -104,6 +105,11 @@ def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> 
 def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The config, layers and progress lines of the store model `base`."""
     parsed = parse_name(base) if isinstance(base, str) else None
+    if parsed is None and isinstance(base, str) and base.startswith(PATH_STARTS):
+        # the client's `FROM <path>` to a file it did not find (Ollama's CLI then sends the path as a name): name it
+        raise InvalidRequest(f"FROM {base}: no such file or directory (and not a model name): a GGUF file or model "
+                             "folder is read and uploaded by the client, from the path as the Modelfile gives it",
+                             param="from")
     path = find_manifest(root, parsed) if parsed is not None and root.is_dir() else None
     if path is None:
         raise ModelNotFound(f"model '{base}' not found: VeloLLM creates from models of its Ollama store "
