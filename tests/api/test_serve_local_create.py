@@ -143,3 +143,26 @@ def test_from_a_path_that_does_not_exist_names_the_path(served, tmp_path):
     with pytest.raises(ollama.ResponseError) as err:  # a name stays a name
         client.create(model="from-nothing", from_="nope")
     assert (err.value.status_code, err.value.error.split(":")[0]) == (404, "model 'nope' not found")
+
+
+def test_several_license_layers_as_ollama_shows_them(served, tmp_path):
+    """/api/show's `license` joins the layers by a newline (Ollama's strings.Join(m.License, "\\n")); its Modelfile
+    has one LICENSE block a layer (Ollama's Model.String), which `create -f` makes into the same layers again."""
+    from tests.cli.conftest import velollm
+
+    url = served[0]
+    client = ollama.Client(host=url, timeout=60)
+    texts = ["MIT", "Acceptable Use Policy\nno harm"]
+    assert client.create(model="two-licenses", from_="f16", license=texts).status == "success"
+    shown = client.show("two-licenses")
+    assert shown.license == "MIT\nAcceptable Use Policy\nno harm"
+    blocks = [line for line in shown.modelfile.splitlines() if line.startswith("LICENSE")]
+    assert blocks == ["LICENSE MIT", 'LICENSE "Acceptable Use Policy'], shown.modelfile
+    assert '\nLICENSE "Acceptable Use Policy\nno harm"\n' in shown.modelfile
+    (tmp_path / "Modelfile").write_text(shown.modelfile)
+    out = velollm(url, tmp_path, "create", "two-licenses-again", "-f", str(tmp_path / "Modelfile"))
+    assert out.returncode == 0, out.stderr
+    again = client.show("two-licenses-again")
+    assert (again.license, again.modelfile.count("\nLICENSE ")) == (shown.license, 2)
+    for name in ("two-licenses", "two-licenses-again"):
+        assert client.delete(name).status == "success"
