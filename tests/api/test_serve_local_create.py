@@ -38,13 +38,14 @@ SLOW = ArchSpec("llama", hidden=512, layers=16, heads=8, kv_heads=4, intermediat
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
-    """(url, store, log) of a server with no upstream on a store holding `f16` (a 2-layer F16 llama) and `slow`
-    (an F16 llama that takes seconds to quantize)."""
+    """(url, store, log) of a server with no upstream, quantizing on one thread, on a store holding `f16` (a
+    2-layer F16 llama) and `slow` (an F16 llama that takes seconds to quantize)."""
     root = tmp_path_factory.mktemp("create")
     store = root / "models"
     make_store(store, _gguf(root / "f16.gguf", "F16"), ("registry.ollama.ai", "library", "f16", "latest"))
     make_store(store, _gguf(root / "slow.gguf", "F16", SLOW), ("registry.ollama.ai", "library", "slow", "latest"))
-    proc, url, log, _ = start_serve(root, "--no-upstream", *ENGINE, env={"OLLAMA_MODELS": str(store)})
+    proc, url, log, _ = start_serve(root, "--no-upstream", "--quantize-threads", "1", *ENGINE,
+                                    env={"OLLAMA_MODELS": str(store)})
     yield url, store, log
     stop_serve(proc)
 
@@ -166,3 +167,21 @@ def test_several_license_layers_as_ollama_shows_them(served, tmp_path):
     assert (again.license, again.modelfile.count("\nLICENSE ")) == (shown.license, 2)
     for name in ("two-licenses", "two-licenses-again"):
         assert client.delete(name).status == "success"
+
+
+def test_quantize_threads_sets_the_threads_a_quantization_runs_on(served, tmp_path):
+    """`velollm serve --quantize-threads 1`: the quantization runs on one thread (the server's log says so, and
+    the bytes are those of any thread count); 0 is refused at start."""
+    import os
+    import subprocess
+    import sys
+
+    url, _, log = served
+    client = ollama.Client(host=url, timeout=120)
+    assert client.create(model="one-thread", from_="f16", quantize="q8_0").status == "success"
+    assert " to Q8_0 on 1 thread\n" in log.read_text(), log.read_text()[-3000:]
+    assert client.delete("one-thread").status == "success"
+    refused = subprocess.run([sys.executable, "-m", "velollm.cli", "serve", "--quantize-threads", "0", "--no-upstream",
+                              "--port", "0"], check=False, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "VELOLLM_CACHE": str(tmp_path)})
+    assert refused.returncode != 0 and "--quantize-threads" in refused.stderr + refused.stdout, refused

@@ -49,13 +49,16 @@ PATH_STARTS = ("/", "./", "../", "~", ".\\", "..\\")  # how a Modelfile's FROM p
 async def create_locally(state: AppState, request: Request, body: dict[str, Any], root: Path) -> Response:
     """The create, its progress sent as it goes when streamed (a quantization takes minutes); a client that leaves,
     streamed or not, stops the work (live_progress): no temporary blob, no manifest."""
-    return await live_progress(lambda emit: store_op(state, create_model, body, root, emit),
+    threads = state.config.quantize_threads
+    return await live_progress(lambda emit: store_op(state, create_model, body, root, emit, threads),
                                state.models.store_changed, request.receive, wants_stream(body))
 
 
-def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> list[dict[str, Any]]:
+def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None,
+                 threads: int | None = None) -> list[dict[str, Any]]:
     """Writes the model `body` describes into the store; the progress lines (blocking: a worker thread). With
-    `emit`, the lines up to the quantization's end go to `emit` as they happen and the rest are returned."""
+    `emit`, the lines up to the quantization's end go to `emit` as they happen and the rest are returned.
+    `threads`: the quantization's (None: chunk_pool.default_workers())."""
     name = body.get("model") or body.get("name") or ""
     parsed = parse_name(name) if isinstance(name, str) else None
     if parsed is None:
@@ -81,7 +84,7 @@ def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> 
     new = _new_layers(root, body, layers)  # (checked before a quantization that may take minutes)
     quantize = body.get("quantize") or body.get("quantization")
     if quantize:
-        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit)
+        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit, threads)
     replaced = {MEDIA + kind for kind, _ in new}
     if MEDIA + "template" in replaced:
         replaced.add(MEDIA + "prompt")  # the template's legacy name
