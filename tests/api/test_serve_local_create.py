@@ -4,6 +4,7 @@ client and httpx: a quantize source refused with a 400 before any progress, clie
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,66 @@ def test_quantize_threads_sets_the_threads_a_quantization_runs_on(served, tmp_pa
                               "--port", "0"], check=False, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "VELOLLM_CACHE": str(tmp_path)})
     assert refused.returncode != 0 and "--quantize-threads" in refused.stderr + refused.stdout, refused
+
+
+def test_a_create_that_fails_removes_the_blobs_it_wrote(served):
+    """The manifest cannot be written (a file stands where its folder goes): the layers and the config blob the
+    create wrote go again; the blobs it reused stay."""
+    url, store, _ = served
+    blocker = store / "manifests/registry.ollama.ai/library/blocked"
+    blocker.write_text("not a folder")
+    before = _blobs(store)
+    try:
+        with pytest.raises(ollama.ResponseError) as err:
+            ollama.Client(host=url, timeout=60).create(model="blocked", from_="f16", system="a system prompt only "
+                                                       "this create writes", license=["one", "two"])
+        assert err.value.status_code == 500, err.value
+        assert _blobs(store) == before
+    finally:
+        blocker.unlink()
+
+
+def _old(path: Path, hours: float = 2) -> Path:
+    stamp = time.time() - hours * 3600
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+@pytest.mark.parametrize("noprune", ["", "1"])
+def test_unused_blobs_an_hour_old_are_pruned_at_start_unless_ollama_noprune(tmp_path, noprune):
+    """As Ollama's server starts: the blobs no manifest names (a failed create's upload, a write that died) go once
+    they are an hour old; fresh ones (a create of another process sharing the store) and named ones stay; what
+    went is logged. OLLAMA_NOPRUNE keeps them all."""
+    store = tmp_path / "models"
+    make_store(store, _gguf(tmp_path / "f16.gguf", "F16"), ("registry.ollama.ai", "library", "f16", "latest"))
+    named = {p.name for p in (store / "blobs").iterdir()}
+    for name in named:
+        _old(store / "blobs" / name)
+    orphan = store / "blobs" / f"sha256-{'a' * 64}"
+    orphan.write_bytes(b"uploaded, then the create failed")
+    _old(orphan)
+    died = store / "blobs/sha256-1234567890"
+    died.write_bytes(b"half a blob")
+    _old(died)
+    fresh = store / "blobs" / f"sha256-{'b' * 64}"
+    fresh.write_bytes(b"another process's create in flight")
+    other = store / "blobs/notes.txt"
+    other.write_text("not a blob")
+    _old(other)
+    proc, url, log, _ = start_serve(tmp_path, "--no-upstream", *ENGINE,
+                                    env={"OLLAMA_MODELS": str(store), "OLLAMA_NOPRUNE": noprune})
+    try:
+        left = _blobs(store)
+        assert ollama.Client(host=url, timeout=60).show("f16").details.family == "llama"
+    finally:
+        stop_serve(proc)
+    kept = named | {fresh.name, other.name}
+    if noprune:
+        assert left == kept | {orphan.name, died.name}
+        assert "pruned" not in log.read_text()
+    else:
+        assert left == kept
+        text = log.read_text()
+        for path in (orphan, died):
+            assert f"pruned unused blob {path} " in text, text[-3000:]
+        assert "pruned 2 unused blobs from" in text

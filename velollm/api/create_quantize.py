@@ -37,11 +37,12 @@ Line = dict[str, Any]
 
 
 def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers: list[dict[str, Any]],
-                         lines: list[Line], emit: Callable[[Line], None] | None = None, threads: int | None = None
-                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                         lines: list[Line], emit: Callable[[Line], None] | None = None, threads: int | None = None,
+                         written: list[Path] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(config, layers) with the model layer quantized to `value` on `threads` threads (None: as many as the
     process may use CPUs, at most 8); the progress lines appended to `lines`, or, with `emit`, the lines up to the
-    new layer's sent to `emit` as they happen (`lines` keeps the rest)."""
+    new layer's sent to `emit` as they happen (`lines` keeps the rest). The new blob goes into `written` once it is
+    in place (the caller's to remove when what follows fails)."""
     from velollm.engine.loader.chunk_pool import default_workers
     from velollm.engine.loader.gguf_requantize import TARGETS, RequantizeError, open_source, requantize
 
@@ -77,17 +78,19 @@ def quantize_model_layer(root: Path, value: Any, config: dict[str, Any], layers:
         threads = threads or default_workers()
         logger.info("quantizing %s (%s) to %s on %d thread%s", model["digest"], kind, quant, threads,
                     "" if threads == 1 else "s")
-        written = requantize(opened, tmp, quant, _reporter(progress, emit), threads)  # hashed as it was written
+        result = requantize(opened, tmp, quant, _reporter(progress, emit), threads)  # hashed as it was written
         if emit is None:
             say({**progress, "completed": size})
         say({"status": "verifying conversion"})
-        digest, new_size = written.digest, written.size
+        digest, new_size = result.digest, result.size
         target = blob_path(root, digest)
         if target.is_file():
             tmp.unlink()
         else:
             os.chmod(tmp, 0o644)  # as the store's other blobs (mkstemp makes 0600): an Ollama of another user reads it
             os.replace(tmp, target)
+            if written is not None:
+                written.append(target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

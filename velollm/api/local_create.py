@@ -33,6 +33,7 @@ from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.engine.loader.ollama_store import (
     MODEL_MEDIA,
+    OllamaName,
     blob_path,
     find_manifest,
     parse_name,
@@ -82,27 +83,42 @@ def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None,
         layers = [layer for layer in layers if layer.get("mediaType") != MODEL_MEDIA] + [model_layer]
         lines.append({"status": "parsing GGUF"})
     new = _new_layers(root, body, layers)  # (checked before a quantization that may take minutes)
+    written: list[Path] = []  # the blobs this create put into the store: removed again when it fails
+    try:
+        rest = _write(root, parsed, body, config, layers, new, lines, emit, threads, written)  # (`lines` updated)
+    except BaseException:
+        store_edit.remove_unnamed(root, written)
+        raise
+    return lines + rest
+
+
+def _write(root: Path, parsed: OllamaName, body: dict[str, Any], config: dict[str, Any], layers: list[dict[str, Any]],
+           new: list[tuple[str, bytes]], lines: list[dict[str, Any]], emit: Emit | None, threads: int | None,
+           written: list[Path]) -> list[dict[str, Any]]:
+    """The blobs and the manifest written; the progress lines after `lines`. Each blob it creates goes into
+    `written` as it is renamed into place."""
     quantize = body.get("quantize") or body.get("quantization")
     if quantize:
-        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit, threads)
+        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit, threads, written)
+    out: list[dict[str, Any]] = []
     replaced = {MEDIA + kind for kind, _ in new}
     if MEDIA + "template" in replaced:
         replaced.add(MEDIA + "prompt")  # the template's legacy name
     layers = [layer for layer in layers if layer.get("mediaType") not in replaced]
     for kind, data in new:
-        digest = _write_blob(root, data)
+        digest = _write_blob(root, data, written)
         layers.append({"mediaType": MEDIA + kind, "digest": digest, "size": len(data)})
-        lines.append({"status": f"creating new layer {digest}"})
+        out.append({"status": f"creating new layer {digest}"})
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     manifest = {"schemaVersion": 2, "mediaType": store_edit.MANIFEST_MEDIA,
-                "config": {"mediaType": store_edit.CONFIG_MEDIA, "digest": _write_blob(root, config_bytes),
+                "config": {"mediaType": store_edit.CONFIG_MEDIA, "digest": _write_blob(root, config_bytes, written),
                            "size": len(config_bytes)},
                 "layers": layers}
-    lines.append({"status": "writing manifest"})
+    out.append({"status": "writing manifest"})
     path = find_manifest(root, parsed) if root.is_dir() else None
     store_edit.write_file(path or root.joinpath("manifests", *parsed.parts()),
                           json.dumps(manifest, separators=(",", ":")).encode() + b"\n")
-    return lines + [{"status": "success"}]
+    return out + [{"status": "success"}]
 
 
 def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -233,9 +249,10 @@ def _loads(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_blob(root: Path, data: bytes) -> str:
+def _write_blob(root: Path, data: bytes, written: list[Path]) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     path = blob_path(root, digest)
     if not path.is_file():
         store_edit.write_file(path, data)
+        written.append(path)
     return digest

@@ -53,6 +53,8 @@ class ServerConfig:
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
     # threads of a local create's quantization (api/create_quantize.py); None: chunk_pool.default_workers()
     quantize_threads: int | None = None
+    # at start, remove the store's blobs no manifest names, an hour old or more (Ollama's prune; OLLAMA_NOPRUNE: off)
+    prune_blobs: bool = True
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     # A connection's time to send a complete request line and headers, from its accept and from the end of each
     # response (api/header_deadline.py); the longest a client may stay silent in the middle of a JSON body (408).

@@ -125,6 +125,13 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
+def go_bool(value: str) -> bool:
+    """An Ollama boolean variable as its envconfig.Bool reads one: unset or empty is false, Go's ParseBool
+    spellings of false are false, anything else is true."""
+    value = value.strip()
+    return bool(value) and value not in ("0", "f", "F", "false", "FALSE", "False")
+
+
 def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]:
     """With $VELOLLM_CACHE set, `demo` is generated there and served from that folder."""
     if not cache or DEFAULT_MODEL not in specs:
@@ -233,6 +240,7 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
         quantize_threads=getattr(args, "quantize_threads", None),
+        prune_blobs=not go_bool(env.get("OLLAMA_NOPRUNE", "")),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
         header_timeout_s=getattr(args, "header_timeout", ServerConfig.header_timeout_s),
         body_timeout_s=getattr(args, "body_timeout", ServerConfig.body_timeout_s),
