@@ -89,6 +89,8 @@ class StubEngine:
         self.started = self.stopped = False
         self.seen_params: list[SamplingParams] = []
         self.seen_prompts: list[list[int]] = []
+        self.prefix_caching = False  # AsyncEngine's: off, no background prefill is prepared for the stub
+        self.prefilled: list[list[int]] = []
         self._slots = asyncio.Semaphore(max_running)
 
     def start(self) -> None:
@@ -109,6 +111,9 @@ class StubEngine:
 
     def abort(self, request_id: str) -> None:
         pass
+
+    def prefill(self, prompt_token_ids: list[int]) -> None:
+        self.prefilled.append(list(prompt_token_ids))
 
     def _token(self, prompt: list[int], pos: int, rng: random.Random | None) -> int:
         letters = "abcdefghij klmnopqrstuvwxyz"

@@ -108,3 +108,29 @@ def test_a_client_that_leaves_stops_the_quantization_and_leaves_nothing(tmp_path
     assert sorted(p.name for p in (root / "blobs").iterdir()) == blobs
     assert not (root / "manifests/registry.ollama.ai/library/small").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith("velollm-quantize")]
+
+
+def test_the_new_blob_is_hashed_as_it_is_written_not_read_back(tmp_path, monkeypatch):
+    """The blob's name comes from the bytes as they went out: a second read of the file (ollama_store_edit's
+    file_digest, gigabytes for a real model) is never made; the name is still the file's sha256."""
+    import hashlib
+
+    from velollm.engine.loader import ollama_store_edit
+
+    spec, tok = ArchSpec("llama", layers=2), bpe_tokenizer("llama-bpe")
+    source = write_gguf(tmp_path / "f16.gguf", spec, state_dict(spec, len(tok.tokens), seed=9), tok, "F16")
+    root = tmp_path / "models"
+    make_store(root, source, ("registry.ollama.ai", "library", "f16", "latest"))
+
+    def read_back(path):
+        raise AssertionError(f"{path} read back to hash it")
+
+    monkeypatch.setattr(ollama_store_edit, "file_digest", read_back)
+    for stream in (True, False):
+        body = {"model": f"small-{stream}", "from": "f16", "quantize": "q8_0"}
+        lines = _stream(body, root) if stream else create_model(body, root)
+        assert lines[-1] == {"status": "success"}, lines
+        manifest = json.loads((root / f"manifests/registry.ollama.ai/library/small-{stream}/latest").read_text())
+        layer = manifest["layers"][0]
+        data = (root / "blobs" / layer["digest"].replace(":", "-")).read_bytes()
+        assert (layer["digest"], layer["size"]) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))

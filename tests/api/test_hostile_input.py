@@ -217,6 +217,10 @@ def test_unterminated_template(olm, template):
      + "{{ .Prompt }}", "exceeds 64 MiB"),  # 40 doublings: two terabytes
     ('{{ printf "%9999999d" 1 }}' * 20 + "{{ .Prompt }}", "exceeds 64 MiB"),
     ("{{ if 1 }}" * 3000 + "{{ .Prompt }}" + "{{ end }}" * 3000, "nesting too deep"),
+    # .Messages templates: Ollama's legacy last pass has no defines ("not defined" there)
+    ('{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}{{ .Messages }}', "maximum template depth"),
+    ("".join(f'{{{{ define "t{i}" }}}}{{{{ template "t{i + 1}" }}}}{{{{ template "t{i + 1}" }}}}{{{{ end }}}}'
+             for i in range(40)) + '{{ define "t40" }}x{{ end }}{{ template "t0" }}{{ .Messages }}', "step limit"),
 ])
 def test_template_that_would_eat_the_server(olm, template, error):
     """A template is code from the request: its output and nesting are bounded (a 400), the server serves on."""

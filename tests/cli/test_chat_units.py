@@ -133,3 +133,21 @@ def test_interactive_run_shows_the_models_messages_first():
     assert run_interactive(session, read) == 0
     assert out.getvalue() == ">>> Ahoy\nArr, matey.\n\n\n"  # then Ctrl-D's newline
     assert session.messages == []  # the server puts them before the chat, as Ollama's does
+
+
+def test_show_parameters_prints_user_values_as_go():
+    """Ollama's `%v` of the values FormatParams typed: a float64/float32 in strconv's 'g' form (Go printed
+    1e+06, 1.5e-05, 0.7), an int as an int, a []string as [a b], a bool as false."""
+    from velollm.commands.chat_commands import run_command
+
+    out = io.StringIO()
+    session = ChatSession(_ShowOnly(), "pirate", out, color=False)
+    session.show = {"parameters": ""}
+    for line in ("/set parameter temperature 1000000", "/set parameter top_p 0.000015", "/set parameter min_p 0.7",
+                 "/set parameter num_ctx 1000000", "/set parameter stop <|a|> ###", "/set parameter use_mmap false"):
+        run_command(session, line)
+    out.truncate(0)
+    run_command(session, "/show parameters")
+    assert out.getvalue().split("User defined parameters:\n")[1] == (
+        f"  {'temperature':<30} 1e+06\n  {'top_p':<30} 1.5e-05\n  {'min_p':<30} 0.7\n"
+        f"  {'num_ctx':<30} 1000000\n  {'stop':<30} [<|a|> ###]\n  {'use_mmap':<30} false\n\n")

@@ -88,16 +88,16 @@ def prefilled(server: ServerHandle, before: float) -> float:
     return done
 
 
-def history_tokens(folder: Path, messages: list[dict], header: str) -> int:
+def history_tokens(folder: Path, messages: list[dict], header: str, tools: list[dict] | None = None) -> int:
     """Tokens of the next prompt before its last user turn's `header`: the previous conversation."""
     tokenizer = Tokenizer.from_folder(folder)
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools)
     return len(tokenizer.encode(text[:text.rindex(header)], add_special_tokens=False))
 
 
-def openai_turns(server: ServerHandle, first: dict, answer_of) -> tuple[list[dict], str, int]:
-    """Turn 1 (`first`: the request's extra arguments), the prefill waited for, then turn 2 (greedy):
-    (turn 2's messages, its answer, its cached tokens)."""
+def openai_turns(server: ServerHandle, first: dict, answer_of, second: dict | None = None) -> tuple[list[dict], str, int]:
+    """Turn 1 (`first`: the request's extra arguments), the prefill waited for, then turn 2 (greedy; `second`:
+    its extra arguments): (turn 2's messages, its answer, its cached tokens)."""
     client = oai(server)
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": QUESTION}]
     before = server.metric("velollm_turn_prefills_total", model=server.model, outcome="done")
@@ -105,7 +105,8 @@ def openai_turns(server: ServerHandle, first: dict, answer_of) -> tuple[list[dic
     prefilled(server, before)
     turn2 = messages + [{"role": "assistant", "content": answer_of(r1.choices[0].message)},
                         {"role": "user", "content": "And in London?"}]
-    r2 = client.chat.completions.create(model=server.model, messages=turn2, max_tokens=12, temperature=0)
+    r2 = client.chat.completions.create(model=server.model, messages=turn2, max_tokens=12, temperature=0,
+                                        **(second or {}))
     return turn2, r2.choices[0].message.content, r2.usage.prompt_tokens_details.cached_tokens
 
 
@@ -120,6 +121,31 @@ def test_qwen3_thinking_answer_is_prefilled_without_its_thinking(qwen3_pair, tin
     r_off = oai(off).chat.completions.create(model=off.model, messages=turn2, max_tokens=12, temperature=0)
     assert r_off.choices[0].message.content == answer  # greedy: the same answer as with prefetch off
     assert on.metric("velollm_turn_prefill_tokens_total", model=on.model) > 0
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather of a city for some days",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                   "required": ["city"]}}}]
+
+
+def test_qwen3_answer_with_tools_given_is_prefilled(qwen3_pair, tiny_qwen3):
+    """Qwen3's template renders the tools in the system turn, from the tools alone: the next turn, sent with the
+    same tools, starts with the same block, and an answer without calls is prefilled as any other."""
+    on, off = qwen3_pair
+    [tool_call] = Tokenizer.from_folder(tiny_qwen3).encode("<tool_call>", add_special_tokens=False)
+    no_thinking = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    first = {"max_tokens": 40, "temperature": 0, "tools": TOOLS, "logit_bias": {str(tool_call): -100},
+             **no_thinking}
+    second = {"tools": TOOLS, **no_thinking}
+    turn2, answer, cached = openai_turns(on, first, lambda m: (m.tool_calls is None and m.content), second)
+    assert turn2[2]["content"]  # an answer, no calls
+    history = history_tokens(tiny_qwen3, turn2, "<|im_start|>user", tools=TOOLS)
+    assert "# Tools" in Tokenizer.from_folder(tiny_qwen3).apply_chat_template(turn2, tools=TOOLS)
+    assert cached >= history // BLOCK * BLOCK
+    r_off = oai(off).chat.completions.create(model=off.model, messages=turn2, max_tokens=12, temperature=0,
+                                             **second)
+    assert r_off.choices[0].message.content == answer  # greedy: the same answer as with prefetch off
 
 
 def test_qwen3_ollama_chat_thinking_answer_is_prefilled(qwen3_pair, tiny_qwen3):

@@ -78,6 +78,22 @@ def test_aborted_dropped_and_slept_prefills_leak_no_blocks(engine):
     assert drain(engine) == [] and engine.stats().num_dropped_turn_prefills == 1 and not engine.requests
 
 
+def test_a_prefill_whose_step_fails_is_dropped_not_raised(engine):
+    """No client waits on a prefill: its failed step drops it (counted) rather than raising RequestFailed."""
+    prefill = engine.add_prefill(random_prompts([600], seed=5)[0])
+    run = engine.runner.run
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("device fault")
+
+    engine.runner.run = fail
+    assert engine.step() == []
+    engine.runner.run = run
+    assert prefill.finished and engine.stats().num_dropped_turn_prefills == 1
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    assert not engine.has_unfinished_requests() and engine.failures.num_failed_steps == 1
+
+
 def test_prompts_the_engine_would_refuse_or_not_cache_are_not_queued(llama_folder):
     engine = make_engine(llama_folder)
     assert engine.add_prefill(list(range(3, 10))) is None  # under one block: nothing to cache

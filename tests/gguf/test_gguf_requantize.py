@@ -5,6 +5,8 @@ and the same bytes, and the metadata is kept."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -49,8 +51,10 @@ def test_q8_0_as_llama_cpp_writes_it(fixtures, tmp_path, arch, source):
     src = fixtures.model(arch, source).path
     ours = tmp_path / "ours.gguf"
     seen = []
-    requantize(src, ours, "Q8_0", on_progress=lambda done, total: seen.append((done, total)))
+    written = requantize(src, ours, "Q8_0", on_progress=lambda done, total: seen.append((done, total)))
     assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    data = ours.read_bytes()  # hashed as it was written: the file's own digest and size
+    assert (written.digest, written.size) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
     theirs = gguf.GGUFReader(_llama_cpp_q8_0(src, tmp_path / "theirs.gguf"))
     mine = gguf.GGUFReader(ours)
     theirs_by_name = {t.name: t for t in theirs.tensors}  # (llama.cpp writes them in its own order)
@@ -154,7 +158,8 @@ def test_threads_write_the_bytes_one_thread_writes(fixtures, tmp_path, monkeypat
     src = fixtures.model("llama", "F16").path
     for workers in (1, 3):
         seen = []
-        requantize(src, tmp_path / f"{workers}.gguf", "Q4_K_M", lambda d, t: seen.append((d, t)), workers=workers)
+        requantize(src, tmp_path / f"{workers}.gguf", "Q4_K_M", lambda d, t, seen=seen: seen.append((d, t)),
+                   workers=workers)
         assert len(seen) > len(gguf.GGUFReader(src).tensors)  # more chunks than tensors
         assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == seen[-1][1]
     assert (tmp_path / "1.gguf").read_bytes() == (tmp_path / "3.gguf").read_bytes()

@@ -44,15 +44,36 @@ def layer_server(fixtures, tmp_path_factory):
 
 
 def _num_tokens(gguf: Path, text: str) -> int:
+    """Tokens of Go's output as Ollama's runner counts them: tokenized with llama.cpp's add_special (the BOS)."""
     from velollm.engine.loader.gguf_tokenizer import tokenizer_from_gguf
 
-    return len(tokenizer_from_gguf(gguf).encode(text, add_special_tokens=False))
+    return len(tokenizer_from_gguf(gguf).encode(text, add_special_tokens=True))
+
+
+@pytest.mark.parametrize("tok", ["llama-bpe", "spm", "qwen2"])
+def test_a_go_rendered_prompt_is_tokenized_with_the_bos_as_ollamas_runner_does(fixtures, tok):
+    """Ollama's templates write no BOS (llama3's starts at <|start_header_id|>): its runner tokenizes the
+    rendered prompt with add_special, so the GGUF's add_bos_token puts the BOS first. VeloLLM's prompt ids
+    must be those (they had no BOS: a llama3 store model read its chats without <|begin_of_text|>)."""
+    from velollm.engine.loader.gguf_tokenizer import tokenizer_from_gguf
+    from velollm.engine.text.go_template.chat import render_go_chat
+
+    tokenizer = tokenizer_from_gguf(fixtures.vocab_model(tok))
+    tokenizer.chat_template = None
+    template = (FIXTURES / "library" / "llama3-instruct.gotmpl").read_text()
+    tokenizer.go_template = template
+    messages = [{"role": "system", "content": "You are tiny."}, {"role": "user", "content": QUESTION}]
+    expected = tokenizer.encode(render_go_chat(template, messages), add_special_tokens=True)
+    assert tokenizer.encode_chat(messages) == expected
+    bos = tokenizer.bos_token_id
+    assert (expected[0] == bos) == (tok != "qwen2")  # qwen2's GGUF asks for no BOS, Ollama adds none
 
 
 def test_rendered_prompt_is_gos(layer_server):
     url, _ = layer_server
     golden = GOLDENS["chatml/store-chat"]
     assert golden.startswith("<|im_start|>system\nYou are tiny.<|im_end|>\n")
+    golden = "<|begin_of_text|>" + golden  # the BOS Ollama's runner adds (add_bos_token), first
     body = {"model": "tiny", "messages": [{"role": "user", "content": QUESTION}], "_debug_render_only": True}
     r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
     assert r.status_code == 200, r.text
@@ -97,7 +118,7 @@ def test_tools_and_tool_results_reach_the_template(layer_server):
     body = {"model": "tooly", "messages": messages, "tools": TOOLS_CASE["tools"], "_debug_render_only": True}
     r = httpx.post(f"{url}/api/chat", json=body, timeout=60)
     assert r.status_code == 200, r.text
-    assert r.json()["_debug_info"]["rendered_template"] == golden
+    assert r.json()["_debug_info"]["rendered_template"] == "<|begin_of_text|>" + golden
     assert "tools" in ollama.Client(host=url).show("tooly").capabilities
     call = messages[1]["tool_calls"][0]
     openai_messages = [messages[0], {"role": "assistant", "content": None, "tool_calls": [

@@ -64,3 +64,36 @@ def test_bad_tool_choice(qwen_like: Tokenizer) -> None:
     assert json.loads(
         ToolSession(qwen_like, TOOLS, {"type": "function", "function": {"name": "now"}}).structured_output.value
     )  # type: ignore[union-attr]
+
+
+QWEN3_GO = """{{- if .Tools }}<|im_start|>system
+<tools>
+{{- range .Tools }}
+{{ json .Function }}
+{{- end }}
+</tools>
+For each function call, return it within <tool_call></tool_call> XML tags.<|im_end|>
+{{ end }}
+{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ if .ToolCalls }}<tool_call>
+{{- range .ToolCalls }}
+{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
+{{- end }}</tool_call>{{ else }}{{ .Content }}{{ end }}<|im_end|>
+{{ end }}<|im_start|>assistant
+"""
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", None])
+def test_a_store_models_go_template_names_the_tool_call_format(byte_bpe: Tokenizer, model_type) -> None:
+    """A store model whose GGUF has no jinja template speaks its Ollama TEMPLATE layer: the calls are parsed in
+    the format that template writes (<tool_call> here), not the one guessed from the architecture (a llama-arch
+    fine-tune with a Hermes template was parsed as Llama 3 JSON: its <tool_call> blocks came back as content)."""
+    tokenizer = Tokenizer(byte_bpe.backend, chat_template=None, eos_token="<eos>")
+    tokenizer.go_template = QWEN3_GO
+    session = ToolSession(tokenizer, TOOLS, "auto", model_type=model_type)
+    assert session.family is ToolFamily.HERMES
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    assert "<tools>" in session.render_prompt(messages)  # the template's own tools block, not the fallback's
+    result = session.parse('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>')
+    assert [(c.name, json.loads(c.arguments)) for c in result.calls] == [("get_weather", {"city": "Paris"})]
+    assert result.content == ""

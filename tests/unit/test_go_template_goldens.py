@@ -11,6 +11,7 @@ import pytest
 
 from velollm.engine.text.go_template import GoTemplateError, execute, parse
 from velollm.engine.text.go_template.builtins import NAMES
+from velollm.engine.text.go_template.executor import MAX_TEMPLATE_DEPTH
 from velollm.engine.text.go_template.ollama import FUNCS, Think, parse_template, render
 from velollm.engine.text.go_template.ollama_values import go_number
 
@@ -21,7 +22,8 @@ GOLDENS = {g["name"]: g for g in json.loads((FIXTURES / "goldens.json").read_tex
 
 def _render(case: dict[str, Any]) -> str:
     if "data" in case:
-        return execute(parse(case["template"], NAMES | set(FUNCS)), go_number(case["data"]), FUNCS)
+        parsed = parse(case["template"], NAMES | set(FUNCS))
+        return execute(parsed.root, go_number(case["data"]), FUNCS, parsed.trees)
     think = Think(bool(case["think"]), case.get("think_level", ""), True) if "think" in case else Think()
     return render(parse_template(case["template"]), case["messages"], case.get("tools"), think)
 
@@ -39,7 +41,9 @@ def test_matches_go(name: str) -> None:
             _render(CASES[name])
         # Parse errors are Go's text; exec errors Go's without its `:line:col: executing "" at <node>:` prefix
         # (and a value read from a map is Go's `interface {}` where this names its dynamic type).
+        # Templates calling templates stop at VeloLLM's depth, Go's 100000 being past Python's stack.
+        expected = golden["output"].replace("(100000)", f"({MAX_TEMPLATE_DEPTH})")
         if name != "lang/err-field-on-string":
-            assert golden["output"].endswith(str(e.value))
+            assert expected.endswith(str(e.value))
         return
     assert _render(CASES[name]) == golden["output"]

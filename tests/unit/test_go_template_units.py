@@ -154,3 +154,25 @@ def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
     assert capabilities(served) == ["completion", "tools", "thinking"]
     served = SimpleNamespace(engine=SimpleNamespace(tokenizer=both))
     assert capabilities(served) == ["completion", "tools"]
+
+
+def test_templates_calling_templates_stay_in_bounds():
+    """define/template recursion ends at MAX_TEMPLATE_DEPTH in Go's words; deeper Python frames per level end as
+    nesting too deep; a fan-out (2^40 calls) at the step limit; doubling output through templates at 64 MiB."""
+    from velollm.engine.text.go_template.executor import MAX_TEMPLATE_DEPTH
+
+    msgs = "{{ range .Messages }}{{ end }}"
+    with pytest.raises(InvalidRequest, match=rf"exceeded maximum template depth \({MAX_TEMPLATE_DEPTH}\)"):
+        render_go_chat('{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}' + msgs, USER)
+    deep = '{{ define "r" }}' + "{{ if 1 }}" * 20 + '{{ template "r" . }}' + "{{ end }}" * 20 + "{{ end }}"
+    with pytest.raises(InvalidRequest, match="nesting too deep"):
+        render_go_chat(deep + '{{ template "r" . }}' + msgs, USER)
+    fan = "".join(f'{{{{ define "t{i}" }}}}{{{{ template "t{i + 1}" }}}}{{{{ template "t{i + 1}" }}}}{{{{ end }}}}'
+                  for i in range(40)) + '{{ define "t40" }}x{{ end }}'
+    with pytest.raises(InvalidRequest, match="step limit"):
+        render_go_chat(fan + '{{ template "t0" }}' + msgs, USER)
+    doubling = "".join(f'{{{{ define "d{i}" }}}}{{{{ template "d{i + 1}" (printf "%s%s" . .) }}}}{{{{ end }}}}'
+                       for i in range(40)) + '{{ define "d40" }}{{ len . }}{{ end }}'
+    with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
+        render_go_chat(doubling + '{{ template "d0" "ab" }}' + msgs, USER)
+    assert render_go_chat(doubling + '{{ template "d30" "ab" }}' + msgs, USER) == str(2 ** 11)

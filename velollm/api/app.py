@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -163,6 +164,31 @@ async def _load(config: ServerConfig, models: ModelRegistry,
         models.mark_ready()
 
 
+async def _prune(models: ModelRegistry) -> None:
+    """Ollama's start-up prune of the store's unused blobs (ollama_store_edit.prune_blobs: an hour old or more,
+    since the store may be shared with a running Ollama), what was removed logged."""
+    root = models.store_root()
+    if root is None or not root.is_dir():
+        return
+    from velollm.engine.loader.ollama_store_edit import PRUNE_AGE_S, prune_blobs
+
+    def prune() -> list[Path]:
+        with models.store_lock:
+            return prune_blobs(root)
+
+    try:
+        removed = await asyncio.to_thread(prune)
+    except OSError as exc:  # a store this server may read but not write: served as it is
+        logger.warning("pruning unused blobs in %s failed: %s", root, exc)
+        return
+    for path in removed:
+        logger.info("pruned unused blob %s (no manifest names it, untouched for %d minutes or more)", path,
+                    PRUNE_AGE_S // 60)
+    if removed:
+        logger.info("pruned %d unused blob%s from %s (OLLAMA_NOPRUNE=1 keeps them)", len(removed),
+                    "" if len(removed) == 1 else "s", root)
+
+
 def _router(config: ServerConfig, cache: Any) -> Any:
     """The ComplexityRouter of [routing]; its kNN shares the semantic cache's embedder when both name
     the same embedding model (one copy of the weights, one lock)."""
@@ -221,6 +247,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             models.start_all()
             models.mark_ready()
         else:
+            if config.prune_blobs:
+                await _prune(models)
             tasks.append(asyncio.create_task(_load(config, models, on_load_error)))
         await responses.open_existing_store(state)  # before the server listens: its conversion waits for nothing
         if config.stats_interval_s > 0:

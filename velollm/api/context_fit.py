@@ -1,5 +1,6 @@
 """Context management for the chat handlers: the prompt fitted to its context (velollm.context), the
-x-velollm-context header, the metrics, and the finished turn remembered for the next one (prefetch)."""
+x-velollm-context header, the metrics (the finished turn is remembered for the next one by
+velollm.api.turn_prefill)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ from velollm.context.turns import Turns
 from velollm.errors import ContextOverflow
 
 if TYPE_CHECKING:
-    from velollm.api.generation import ChoiceState, GenerationStream
     from velollm.api.handler import AppState
     from velollm.api.served_model import ServedModel
     from velollm.context.lingua_step import LinguaStep
@@ -270,20 +270,6 @@ def cut_long_prompt(state: AppState, served: ServedModel, text: str, refusal: Co
     report = ContextReport(mode, num_ids, len(ids), cut_tokens=(cut.keep, cut.end) if cut is not None else None)
     context_state(state).metrics.observe(served.name, report, 0)
     return ids, report
-
-
-def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt) -> None:
-    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn; not
-    a prompt cut at the token level (its ids are not its text's: the next turn would start with the cut)."""
-    if not state.config.prefetch or fitted.cut is not None:
-        return
-    cache = context_state(state).turn_cache(served.name)
-    tokenizer = served.engine.tokenizer
-
-    def remember(choices: list[ChoiceState]) -> None:
-        cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
-
-    gen.on_finished.append(remember)
 
 
 def context_headers(fitted: FittedPrompt | ContextReport | None) -> dict[str, str]:

@@ -5,7 +5,11 @@ Until the first line is emitted nothing is sent, so a request the worker refuses
 ordinary error answer with its status (400, 404); a failure after that ends the 200 stream with Ollama's
 `{"error"}` line, as Ollama's own create stream ends. A client that leaves (`ollama create -q` interrupted)
 stops the work at its next emitted line: `emit` raises ClientGone there, in the worker's thread, so the worker
-unwinds as from any failure (a quantization removes its temporary blob and writes no manifest).
+unwinds as from any failure (a quantization removes its temporary blob and writes no manifest). That holds
+from the start, not only once the stream is open: until the first line (and, for an answer that is not
+streamed, until the work ends) the request's `receive` is watched for the client's disconnect, which stops the
+work the same way; the request is then answered 499 (nobody reads it). With `stream=False` the emitted lines
+are dropped (the answer is the last line alone), but `emit` still checks that the client is there.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
+from starlette.types import Receive
 
+from velollm.wire.disconnect import ClientDisconnected, wait_for_disconnect
 from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
 from velollm.wire.pull_answer import progress_response
@@ -33,9 +39,11 @@ class ClientGone(Exception):
     """Raised by `emit` once the client has stopped reading: the work is no longer wanted."""
 
 
-async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: Callable[[], None]) -> Response:
-    """`work(emit)` run to its first emitted line (or its end); `finish()` once it is over, whatever happened.
-    `emit` may be called from any thread."""
+async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: Callable[[], None],
+                        receive: Receive | None = None, stream: bool = True) -> Response:
+    """`work(emit)` run to its first emitted line (or its end; to its end when not `stream`); `finish()` once it
+    is over, whatever happened. `emit` may be called from any thread. `receive` (the request's, its body read):
+    a disconnect seen there before the answer starts stops the work and raises ClientDisconnected."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Line] = asyncio.Queue()
     gone = threading.Event()
@@ -43,14 +51,24 @@ async def live_progress(work: Callable[[Emit], Awaitable[list[Line]]], finish: C
     def emit(line: Line) -> None:
         if gone.is_set():
             raise ClientGone("the client stopped reading the progress")
-        loop.call_soon_threadsafe(queue.put_nowait, line)
+        if stream:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
     task = asyncio.ensure_future(work(emit))
     first = asyncio.ensure_future(queue.get())
-    await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+    left = asyncio.ensure_future(wait_for_disconnect(receive) if receive is not None else asyncio.Event().wait())
+    try:
+        await asyncio.wait({task, first, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+    if left.done() and not left.cancelled() and not task.done():  # the client left before a line was sent
+        first.cancel()
+        gone.set()
+        task.add_done_callback(lambda done: _after_gone(done, finish))
+        raise ClientDisconnected()
     if not first.done():  # over before it had anything to say: an ordinary answer (or error)
         first.cancel()
         try:
-            return progress_response(task.result(), True)
+            return progress_response(task.result(), stream)
         finally:
             finish()
     # the project's streaming response: the generator is closed when the client leaves (its finally sets
@@ -93,5 +111,7 @@ def _after_gone(task: asyncio.Future[list[Line]], finish: Callable[[], None]) ->
     try:
         if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ClientGone):
             logger.warning("store operation failed after its client left: %s", task.exception())
+        elif not task.cancelled() and isinstance(task.exception(), ClientGone):
+            logger.info("store operation stopped: its client left")
     finally:
         finish()

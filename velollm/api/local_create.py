@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from velollm.api.create_quantize import quantize_model_layer
@@ -32,32 +33,33 @@ from velollm.api.model_admin import store_op
 from velollm.engine.loader import ollama_store_edit as store_edit
 from velollm.engine.loader.ollama_store import (
     MODEL_MEDIA,
+    OllamaName,
     blob_path,
     find_manifest,
     parse_name,
 )
 from velollm.errors import InvalidRequest, ModelNotFound
-from velollm.wire.pull_answer import progress_response, wants_stream
+from velollm.wire.pull_answer import wants_stream
 
 MEDIA = "application/vnd.ollama.image."
 UNSUPPORTED = ("adapters", "draft_files", "draft_quantize", "remote_host")
 TEXT_LAYERS = ("template", "system")
+PATH_STARTS = ("/", "./", "../", "~", ".\\", "..\\")  # how a Modelfile's FROM path begins (a name never does)
 
 
-async def create_locally(state: AppState, body: dict[str, Any], root: Path) -> Response:
-    if wants_stream(body) and (body.get("quantize") or body.get("quantization")):  # minutes: progress as it goes
-        return await live_progress(lambda emit: store_op(state, create_model, body, root, emit),
-                                   state.models.store_changed)
-    try:
-        lines = await store_op(state, create_model, body, root)
-    finally:
-        state.models.store_changed()
-    return progress_response(lines, wants_stream(body))
+async def create_locally(state: AppState, request: Request, body: dict[str, Any], root: Path) -> Response:
+    """The create, its progress sent as it goes when streamed (a quantization takes minutes); a client that leaves,
+    streamed or not, stops the work (live_progress): no temporary blob, no manifest."""
+    threads = state.config.quantize_threads
+    return await live_progress(lambda emit: store_op(state, create_model, body, root, emit, threads),
+                               state.models.store_changed, request.receive, wants_stream(body))
 
 
-def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> list[dict[str, Any]]:
+def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None,
+                 threads: int | None = None) -> list[dict[str, Any]]:
     """Writes the model `body` describes into the store; the progress lines (blocking: a worker thread). With
-    `emit`, the lines up to the quantization's end go to `emit` as they happen and the rest are returned."""
+    `emit`, the lines up to the quantization's end go to `emit` as they happen and the rest are returned.
+    `threads`: the quantization's (None: chunk_pool.default_workers())."""
     name = body.get("model") or body.get("name") or ""
     parsed = parse_name(name) if isinstance(name, str) else None
     if parsed is None:
@@ -81,32 +83,52 @@ def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None) -> 
         layers = [layer for layer in layers if layer.get("mediaType") != MODEL_MEDIA] + [model_layer]
         lines.append({"status": "parsing GGUF"})
     new = _new_layers(root, body, layers)  # (checked before a quantization that may take minutes)
+    written: list[Path] = []  # the blobs this create put into the store: removed again when it fails
+    try:
+        rest = _write(root, parsed, body, config, layers, new, lines, emit, threads, written)  # (`lines` updated)
+    except BaseException:
+        store_edit.remove_unnamed(root, written)
+        raise
+    return lines + rest
+
+
+def _write(root: Path, parsed: OllamaName, body: dict[str, Any], config: dict[str, Any], layers: list[dict[str, Any]],
+           new: list[tuple[str, bytes]], lines: list[dict[str, Any]], emit: Emit | None, threads: int | None,
+           written: list[Path]) -> list[dict[str, Any]]:
+    """The blobs and the manifest written; the progress lines after `lines`. Each blob it creates goes into
+    `written` as it is renamed into place."""
     quantize = body.get("quantize") or body.get("quantization")
     if quantize:
-        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit)
+        config, layers = quantize_model_layer(root, quantize, config, layers, lines, emit, threads, written)
+    out: list[dict[str, Any]] = []
     replaced = {MEDIA + kind for kind, _ in new}
     if MEDIA + "template" in replaced:
         replaced.add(MEDIA + "prompt")  # the template's legacy name
     layers = [layer for layer in layers if layer.get("mediaType") not in replaced]
     for kind, data in new:
-        digest = _write_blob(root, data)
+        digest = _write_blob(root, data, written)
         layers.append({"mediaType": MEDIA + kind, "digest": digest, "size": len(data)})
-        lines.append({"status": f"creating new layer {digest}"})
+        out.append({"status": f"creating new layer {digest}"})
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     manifest = {"schemaVersion": 2, "mediaType": store_edit.MANIFEST_MEDIA,
-                "config": {"mediaType": store_edit.CONFIG_MEDIA, "digest": _write_blob(root, config_bytes),
+                "config": {"mediaType": store_edit.CONFIG_MEDIA, "digest": _write_blob(root, config_bytes, written),
                            "size": len(config_bytes)},
                 "layers": layers}
-    lines.append({"status": "writing manifest"})
+    out.append({"status": "writing manifest"})
     path = find_manifest(root, parsed) if root.is_dir() else None
     store_edit.write_file(path or root.joinpath("manifests", *parsed.parts()),
                           json.dumps(manifest, separators=(",", ":")).encode() + b"\n")
-    return lines + [{"status": "success"}]
+    return out + [{"status": "success"}]
 
 
 def _base(root: Path, base: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The config, layers and progress lines of the store model `base`."""
     parsed = parse_name(base) if isinstance(base, str) else None
+    if parsed is None and isinstance(base, str) and base.startswith(PATH_STARTS):
+        # the client's `FROM <path>` to a file it did not find (Ollama's CLI then sends the path as a name): name it
+        raise InvalidRequest(f"FROM {base}: no such file or directory (and not a model name): a GGUF file or model "
+                             "folder is read and uploaded by the client, from the path as the Modelfile gives it",
+                             param="from")
     path = find_manifest(root, parsed) if parsed is not None and root.is_dir() else None
     if path is None:
         raise ModelNotFound(f"model '{base}' not found: VeloLLM creates from models of its Ollama store "
@@ -227,9 +249,10 @@ def _loads(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_blob(root: Path, data: bytes) -> str:
+def _write_blob(root: Path, data: bytes, written: list[Path]) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     path = blob_path(root, digest)
     if not path.is_file():
         store_edit.write_file(path, data)
+        written.append(path)
     return digest

@@ -180,7 +180,7 @@ async def create(request: Request, state: AppState, call: Call) -> Response:
                                                                    "under --proxy-only")))
     from velollm.api.local_create import create_locally
 
-    return await create_locally(state, body, root)
+    return await create_locally(state, request, body, root)
 
 
 @endpoint("/api/push")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from velollm.api.chat_messages import apply_template, continue_final, developer_as_system, with_model_preamble
-from velollm.api.context_fit import fit_chat, remember_turn
+from velollm.api.context_fit import fit_chat
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
 from velollm.api.handler import AppState
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
@@ -19,7 +19,7 @@ from velollm.api.protocol_openai import ChatCompletionRequest
 from velollm.api.served_model import ServedModel
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
-from velollm.api.turn_prefill import prefill_next_turn
+from velollm.api.turn_prefill import remember_turn
 from velollm.context.fitter import FittedPrompt, Render
 from velollm.output_budget import fit_max_tokens
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -89,9 +89,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                         want_logprobs=req.logprobs, reasoning=thinking is not None,
                         legacy_functions=req.legacy_functions)
     gen = GenerationStream(engine, calls, request_id, thinking)
-    remember_turn(state, served, gen, fitted)
-    if not req.continue_final_message:
-        prefill_next_turn(state, served, gen, fitted, render, has_tools=tools is not None)
+    # a continued final message has no next turn to tell
+    remember_turn(state, served, gen, fitted, None if req.continue_final_message else render, tools)
     return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
 
 

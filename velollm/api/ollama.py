@@ -22,7 +22,6 @@ from velollm.api.context_fit import (
     fit_chat,
     fit_token_prompt,
     ollama_overflow,
-    remember_turn,
 )
 from velollm.api.debug_render import debug_render
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
@@ -55,8 +54,7 @@ from velollm.api.served_model import ServedModel
 from velollm.api.targets import UpstreamTarget
 from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
-from velollm.api.turn_prefill import prefill_next_turn
-from velollm.context.fitter import FittedPrompt, Render
+from velollm.api.turn_prefill import remember_turn
 from velollm.context.token_cut import answer_room
 from velollm.errors import ContextOverflow
 from velollm.output_budget import fit_max_tokens
@@ -377,15 +375,9 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
-                          on_gen=lambda gen: _remember(state, served, gen, fitted, render, tools is not None))
+                          on_gen=lambda gen: remember_turn(state, served, gen, fitted, render, tools))
     response.headers.update(context_headers(fitted))
     return response
-
-
-def _remember(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt, render: Render,
-              has_tools: bool) -> None:
-    remember_turn(state, served, gen, fitted)
-    prefill_next_turn(state, served, gen, fitted, render, has_tools=has_tools)
 
 
 def routes() -> list[Route]:

@@ -128,8 +128,8 @@ def _modelfile(served: ServedModel) -> str:
     if info.default_system:
         lines.append(f"SYSTEM {_quoted(info.default_system)}")
     lines += [f"PARAMETER {key} {_quoted(go_value(v))}" for key, v in _option_values(info.default_options)]
-    if info.license:
-        lines.append(f"LICENSE {_quoted(info.license)}")
+    # one LICENSE a license layer, as Ollama's Model.String writes them (its show's `license` joins them)
+    lines += [f"LICENSE {_quoted(text)}" for text in info.licenses or ((info.license,) if info.license else ())]
     lines += [f"MESSAGE {m['role']} {_quoted(m['content'])}" for m in info.default_messages]
     return "\n".join(lines) + "\n"
 

@@ -51,6 +51,10 @@ class ServerConfig:
     context_compressor: str | None = None
     context_compressor_device: str = "cpu"  # where the classifier runs: cpu, cuda, cuda:N
     host_cache_bytes: int = 0  # weights of CPU models evicted by max_loaded_models kept asleep (0: off)
+    # threads of a local create's quantization (api/create_quantize.py); None: chunk_pool.default_workers()
+    quantize_threads: int | None = None
+    # at start, remove the store's blobs no manifest names, an hour old or more (Ollama's prune; OLLAMA_NOPRUNE: off)
+    prune_blobs: bool = True
     shutdown_timeout_s: float = 30.0  # on SIGTERM: how long running requests may go on (api/drain.py)
     # A connection's time to send a complete request line and headers, from its accept and from the end of each
     # response (api/header_deadline.py); the longest a client may stay silent in the middle of a JSON body (408).
@@ -101,6 +105,8 @@ class ServerConfig:
             raise ValueError(f"responses_max_store_bytes ({self.responses_max_store_bytes}) must be at least "
                              f"responses_max_row_bytes ({self.responses_max_row_bytes}): one row would fill the "
                              "store (--responses-max-store-size under --responses-max-row-size)")
+        if self.quantize_threads is not None and self.quantize_threads < 1:
+            raise ValueError(f"quantize_threads (--quantize-threads) must be >= 1, got {self.quantize_threads}")
         if self.host_cache_bytes < 0:
             raise ValueError(f"host_cache_bytes must be >= 0, got {self.host_cache_bytes}")
         if self.context_overflow not in (None, "error", "truncate", "compress"):

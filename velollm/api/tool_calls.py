@@ -91,6 +91,14 @@ class ToolCalls:
         self.context_len = context_len
         self.cut = fitted.cut
 
+    def plain_content(self, text: str) -> str | None:
+        """The content an answer without calls gets back to the client (the parsed text); None for one with calls
+        or that will be retried (the next turn is then a tool result, or the answer another one)."""
+        result = self.session.parse(text)
+        if result.calls or self.session.should_retry(result, 0):
+            return None
+        return result.content
+
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""
         self.messages = [dict(m) for m in messages]

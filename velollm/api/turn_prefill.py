@@ -1,19 +1,25 @@
-"""The next chat turn's prefix prefilled in the background when an answer ends (velollm.context.next_turn).
+"""The finished chat turn remembered for the next one, and the next turn's prefix prefilled in the background
+(velollm.context.next_turn): one hook, `remember_turn`, for /v1/chat/completions, /v1/responses and /api/chat.
 
-When the template rewrites the previous answer in the next turn (Llama 3's trim, Qwen3 dropping earlier
-`<think>` parts), the remembered prompt + answer is no prefix of the next prompt. The next prompt's start is
-rendered as the template will render it, tokenized through the TurnCache (the unchanged prefix keeps its
-ids) and remembered, and the engine computes its full blocks into the prefix cache while it is idle
-(LLMEngine.add_prefill: never ahead of a request, dropped when blocks run out). The user's next message then
-finds the whole conversation cached. Not for prompts cut at the token level, requests with tools (the answer
-may be calls, and the next turn a tool result), nor with `--no-prefetch` / `--no-turn-prefill`.
+Each finished answer is remembered as prompt + answer ids (TurnCache), so the next prompt starts with the ids
+the engine holds. When the template rewrites the previous answer in the next turn (Llama 3's trim, Qwen3
+dropping earlier `<think>` parts), the remembered prompt + answer is no prefix of the next prompt. The next
+prompt's start is rendered as the template will render it, tokenized through the TurnCache (the unchanged
+prefix keeps its ids) and remembered, and the engine computes its full blocks into the prefix cache while it
+is idle (LLMEngine.add_prefill: never ahead of a request, dropped when blocks run out). The user's next message
+then finds the whole conversation cached. With tools, the template renders them from the tools alone (the
+model's own template, or the fallback's system message), so the next turn, sent with the same tools, renders
+the same tools block in the same place: an answer without calls is prefilled as any other (its content as
+parsed, as the client gets it); one with calls is not (the next turn is a tool result, and the calls are
+rendered as the template writes them, not as generated). Not for prompts cut at the token level, an engine
+without a prefix cache, nor with `--no-prefetch` / `--no-turn-prefill`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from velollm.api.context_fit import context_state
@@ -24,32 +30,39 @@ if TYPE_CHECKING:
     from velollm.api.generation import ChoiceState, GenerationStream
     from velollm.api.handler import AppState
     from velollm.api.served_model import ServedModel
+    from velollm.api.tool_calls import ToolCalls
     from velollm.context.fitter import FittedPrompt
 
 logger = logging.getLogger(__name__)
 
 
-def prefill_next_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt,
-                      render: Render, *, has_tools: bool = False) -> None:
-    """When the answer is complete, the next turn's prefix is rendered, remembered and prefilled (off the
-    event loop; the engine runs it when idle)."""
-    config = state.config
-    engine = served.engine
-    if not (config.prefetch and config.turn_prefill) or fitted.cut is not None or has_tools:
-        return
-    prefill = getattr(engine, "prefill", None)
-    if prefill is None:
+def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt,
+                  render: Render | None = None, tools: ToolCalls | None = None) -> None:
+    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn, then,
+    with `render` (the request's chat template, through `tools` when it has tools; None where the next turn
+    cannot be told from it), the next turn's prefix is rendered, remembered and prefilled (off the event loop;
+    the engine runs it when idle).
+    Nothing for a prompt cut at the token level (its ids are not its text's: the next turn would start with
+    the cut)."""
+    if not state.config.prefetch or fitted.cut is not None:
         return
     ctx = context_state(state)
     cache = ctx.turn_cache(served.name)
-    tokenizer = engine.tokenizer
+    tokenizer = served.engine.tokenizer
+    prefill = _prefill_of(served.engine) if render is not None and state.config.turn_prefill else None
 
     def prepare(choice: ChoiceState) -> None:
-        ids = next_turn_ids(cache, tokenizer, render, fitted, choice)
+        content = choice.text if tools is None else tools.plain_content(choice.text)
+        if content is None:
+            return
+        ids = next_turn_ids(cache, tokenizer, render, fitted, choice, content)  # type: ignore[arg-type]
         if ids is not None:
-            prefill(ids)
+            prefill(ids)  # type: ignore[misc]
 
     def on_finished(choices: list[ChoiceState]) -> None:
+        cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
+        if prefill is None:
+            return
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(prepare, choices[0]))
         ctx.background.add(task)  # held until done: a task only weakly referenced may be collected
         task.add_done_callback(_done(ctx.background))
@@ -57,11 +70,18 @@ def prefill_next_turn(state: AppState, served: ServedModel, gen: GenerationStrea
     gen.on_finished.append(on_finished)
 
 
-def next_turn_ids(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt,
-                  choice: ChoiceState) -> list[int] | None:
-    """The ids of the next turn's prefix, remembered in `cache`; None when the remembered prompt + answer
-    covers it already (the engine holds those blocks from the answer) or the template cannot tell it."""
-    answer: Mapping[str, Any] = {"role": "assistant", "content": choice.text}  # as the client sends it back
+def _prefill_of(engine: Any) -> Callable[[list[int]], None] | None:
+    """The engine's background prefill, None where it has none or no prefix cache to fill (then nothing is
+    rendered for it)."""
+    return engine.prefill if getattr(engine, "prefix_caching", False) else None
+
+
+def next_turn_ids(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt, choice: ChoiceState,
+                  content: str) -> list[int] | None:
+    """The ids of the next turn's prefix (the answer's `content` as the client sends it back), remembered in
+    `cache`; None when the remembered prompt + answer covers it already (the engine holds those blocks from the
+    answer) or the template cannot tell it."""
+    answer: Mapping[str, Any] = {"role": "assistant", "content": content}
     answered = fitted.text + tokenizer.decode(list(choice.token_ids), skip_special_tokens=False)
     text = next_turn_prefix(render, list(fitted.messages), answer, getattr(tokenizer, "special_texts", frozenset()),
                             covered=answered)

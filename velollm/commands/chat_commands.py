@@ -10,6 +10,7 @@ from velollm.commands.chat_input import read_block
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.client import ServerError
 from velollm.commands.show import describe
+from velollm.wire.go_format import go_float, go_value
 
 if TYPE_CHECKING:
     from velollm.commands.chat_session import ChatSession
@@ -235,10 +236,15 @@ def _show(session: ChatSession, line: str, args: list[str]) -> None:
 
 
 def _go_value(value: object) -> str:
-    """A value as Go's %v prints it: a list as [a b], a bool as true/false."""
+    """A `/set parameter` value as Go's %v prints it (typed by format_parameter as Ollama's FormatParams types
+    it): an int as an int, a float as strconv's 'g' (`1e+06`), a list as [a b], a bool as true/false."""
     if isinstance(value, list):
-        return "[" + " ".join(map(str, value)) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+        return "[" + " ".join(map(_go_value, value)) + "]"
+    if isinstance(value, float):
+        return go_float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return go_value(value)
 
 
 _COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/load": _load, "/save": _save, "/set": _set,

@@ -87,6 +87,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host-cache-memory", type=parse_size, default=None,
                    help="weights of CPU models evicted by --max-loaded-models kept asleep in host memory for "
                         "a fast re-load, up to SIZE (default: a quarter of the RAM; 0: off)")
+    p.add_argument("--quantize-threads", type=int, default=None, metavar="N",
+                   help="threads a create's quantization (`ollama create -q`, without an Ollama upstream) runs on "
+                        "inside this server (default: the CPUs it may use, at most 8; fewer leave CPUs to a CPU "
+                        "engine serving meanwhile)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="tokenize every chat prompt afresh instead of reusing the previous turn's ids")
     p.add_argument("--no-turn-prefill", dest="turn_prefill", action="store_false",
@@ -119,6 +123,13 @@ def add_parser(subparsers: Any) -> None:
     add_upstream_arguments(p)
     add_cache_arguments(p)
     p.set_defaults(run=run)
+
+
+def go_bool(value: str) -> bool:
+    """An Ollama boolean variable as its envconfig.Bool reads one: unset or empty is false, Go's ParseBool
+    spellings of false are false, anything else is true."""
+    value = value.strip()
+    return bool(value) and value not in ("0", "f", "F", "false", "FALSE", "False")
 
 
 def _demo_in_cache(specs: tuple[str, ...], cache: str | None) -> tuple[str, ...]:
@@ -228,6 +239,8 @@ def _build_config(args: argparse.Namespace, env: dict[str, str], upstream: Upstr
         turn_prefill=getattr(args, "turn_prefill", True),
         model_prefetch=getattr(args, "model_prefetch", True),
         host_cache_bytes=_host_cache_bytes(getattr(args, "host_cache_memory", None)),
+        quantize_threads=getattr(args, "quantize_threads", None),
+        prune_blobs=not go_bool(env.get("OLLAMA_NOPRUNE", "")),
         shutdown_timeout_s=getattr(args, "shutdown_timeout", ServerConfig.shutdown_timeout_s),
         header_timeout_s=getattr(args, "header_timeout", ServerConfig.header_timeout_s),
         body_timeout_s=getattr(args, "body_timeout", ServerConfig.body_timeout_s),

@@ -10,7 +10,7 @@ then back to the end of a special token: the template's own tokens split the tex
 comes before them never depend on what comes after (the next user message's first characters). A template
 that renders the answer itself otherwise before a system turn (Qwen3 keeps the thinking of an answer after
 the last user query) diverges before the header: then the cut is before the placeholder user turn's text,
-back to a special token (the user header included: the next message of a chat without tools is the user's).
+back to a special token (the user header included: the next message after an answer without tool calls is the user's).
 """
 
 from __future__ import annotations

@@ -141,6 +141,11 @@ class AsyncEngine:
             if not finished:
                 self.abort(request_id)
 
+    @property
+    def prefix_caching(self) -> bool:
+        """Whether a background prefill has a prefix cache to fill (else LLMEngine.add_prefill drops it)."""
+        return self.engine.block_manager.enable_prefix_caching
+
     def prefill(self, prompt_token_ids: list[int]) -> None:
         """Queue a background prefill (LLMEngine.add_prefill); nothing comes back. A dead engine ignores it."""
         if self._dead is None:

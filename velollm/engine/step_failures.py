@@ -47,9 +47,10 @@ class StepFailures:
 
     def contain(self, batch: ScheduledBatch, exc: Exception, *, retrying: bool) -> None:
         """A synchronous step failed (`retrying`: it was a suspect's retry alone): a batch's requests are
-        retried alone; a request that failed alone is removed and raised as RequestFailed."""
+        retried alone; a request that failed alone is removed and raised as RequestFailed (a background prefill,
+        which no client waits on, is dropped)."""
         self.num_failed_steps += not retrying
-        if len(batch.requests) > 1:
+        if len(batch.requests) > 1 or batch.requests[0].prefill_only:  # a background prefill is dropped there
             self._retry_alone(batch.requests, exc)
             return
         request = batch.requests[0]

@@ -63,7 +63,11 @@ class ToolSession:
         if not self.specs and self.tool_choice not in ("auto", "none"):
             raise InvalidRequest("tool_choice requires tools, but none were given", param="tool_choice")
         self.parallel_tool_calls = parallel_tool_calls
-        self.family: ToolFamily = detect_family(tokenizer.chat_template, model_type)
+        from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+
+        # The template that renders the chat names the call format: a store model's Go TEMPLATE layer when it has
+        # no jinja template (Ollama reads the calls' format off that template too).
+        self.family: ToolFamily = detect_family(go_layer(tokenizer) or tokenizer.chat_template, model_type)
         max_calls = None if parallel_tool_calls else 1
         repair = RepairConfig(dedupe=self.config.dedupe, coerce=self.config.coerce, max_calls=max_calls)
         self.repairer = ToolRepairer(self.specs, self.family, repair)

@@ -19,7 +19,8 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the response was ready."""
 
 
-async def _wait_for_disconnect(receive: Any) -> None:
+async def wait_for_disconnect(receive: Any) -> None:
+    """Returns once `receive` (the ASGI receive of a request whose body has been read) says the client left."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -32,7 +33,7 @@ async def cancel_on_disconnect(receive: Any, work: Awaitable[T]) -> T:
     `receive` is the ASGI receive of a request whose body has already been read.
     """
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:

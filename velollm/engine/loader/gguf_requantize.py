@@ -16,12 +16,14 @@ per chunk.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from velollm.engine.loader.gguf_file import FLOAT_TYPES
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
 
 if TYPE_CHECKING:
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, ReaderTensor
+    from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFWriter, ReaderTensor
 
 SOURCE_TYPES = FLOAT_TYPES  # what it quantizes: float tensors
 TARGETS = ("Q8_0", "Q4_K_M", "Q4_K_S")  # Ollama's quantize levels
@@ -74,11 +76,12 @@ def open_source(path: Path) -> Source:
 
 
 def requantize(source: Path | Source, target: Path, quant: str,
-               on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> None:
+               on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Written:
     """`source` (a path, or a file open_source checked) written to `target` with its weights as `quant` (one of
     TARGETS); RequantizeError when the source holds weights that are not F32/F16/BF16. `on_progress(done_bytes,
     total_bytes)` (source bytes) per chunk of rows. The chunks are quantized on `workers` threads (default:
-    chunk_pool.default_workers()), the bytes the same whatever their number."""
+    chunk_pool.default_workers()), the bytes the same whatever their number. Returns the written file's sha256
+    and size, hashed as the bytes went out (no second read of a file of gigabytes)."""
     import gguf
 
     if quant not in TARGETS:
@@ -93,9 +96,6 @@ def requantize(source: Path | Source, target: Path, quant: str,
             for t, spec, kind in zip(reader.tensors, specs, kinds)]
     for tensor, qtype in plan:
         _add_info(writer, tensor, qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
     total, done = sum(int(t.n_bytes) for t in reader.tensors), 0
     sources = [None if qtype is None else _floats(tensor) for tensor, qtype in plan]
 
@@ -104,23 +104,79 @@ def requantize(source: Path | Source, target: Path, quant: str,
         return None if qtype is None else _quantize(sources[chunk.tensor][chunk.rows], qtype)
 
     out = np.empty(0, np.uint8)
-    jobs = ordered_map(quantize, _chunks(sources), workers or default_workers())
-    # an error in this loop (the writer's, on_progress's) stops the threads at once and closes the file too
-    with closing(writer), closing(jobs):
-        for chunk, block in jobs:
-            tensor, qtype = plan[chunk.tensor]
-            if qtype is None:
-                writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-            else:
-                if chunk.rows.start == 0:
-                    out = _output(tensor, qtype)
-                out[chunk.rows] = block
+    writer.open_output_file()
+    file = writer.fout[0] = _HashingFile(writer.fout[0])  # (one file: GGUFWriter splits only when asked)
+    # an error from here on (the writer's, on_progress's) stops the threads at once and closes the file too
+    with closing(writer):
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        jobs = ordered_map(quantize, _chunks(sources), workers or default_workers())
+        with closing(jobs):
+            for chunk, block in jobs:
+                tensor, qtype = plan[chunk.tensor]
+                if qtype is None:
+                    file.write_tensor(tensor.data, writer.data_alignment)  # (in the source's byte order: the file's)
+                else:
+                    if chunk.rows.start == 0:
+                        out = _output(tensor, qtype)
+                    out[chunk.rows] = block
+                    if chunk.last:
+                        file.write_tensor(_in_order(out, writer.endianess), writer.data_alignment)
+                if on_progress is not None:
+                    on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
                 if chunk.last:
-                    writer.write_tensor_data(out.reshape(_output_shape(tensor, qtype)))
-            if on_progress is not None:
-                on_progress(done + int(int(tensor.n_bytes) * chunk.fraction), total)
-            if chunk.last:
-                done += int(tensor.n_bytes)
+                    done += int(tensor.n_bytes)
+    return Written("sha256:" + file.sha256.hexdigest(), file.size)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What requantize wrote: its `sha256:<hex>` (the blob's name in a store) and size, hashed as it was written."""
+
+    digest: str
+    size: int
+
+
+class _HashingFile:
+    """The output file, hashed as it is written (the blob's digest without reading the file back): what
+    GGUFWriter calls for the header, metadata and tensor infos, and `write_tensor` for the tensors' data, which
+    GGUFWriter would write with numpy's tofile, past any wrapper."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | np.ndarray) -> int:
+        self.sha256.update(data)
+        written = self.file.write(data)
+        self.size += memoryview(data).nbytes
+        return written
+
+    def write_tensor(self, data: np.ndarray, alignment: int) -> None:
+        """As GGUFWriter.write_tensor_data lays it out: padded to `alignment` before and after."""
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        self.write(bytes(-self.size % alignment))
+        self.write(raw)
+        self.write(bytes(-raw.nbytes % alignment))
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _in_order(data: np.ndarray, endianess: GGUFEndian) -> np.ndarray:
+    """`data` (this machine's byte order) in the file's: GGUFWriter's byteswap for a big-endian file."""
+    import gguf
+
+    native = gguf.GGUFEndian.BIG if sys.byteorder == "big" else gguf.GGUFEndian.LITTLE
+    return data if endianess == native else data.byteswap(inplace=False)
 
 
 @dataclass(frozen=True)

@@ -109,9 +109,13 @@ class OllamaModel:
     def display_name(self) -> str:
         return self.name.display()
 
+    def licenses(self) -> tuple[str, ...]:
+        """The license layers' texts, in the manifest's order."""
+        return tuple(p.read_text(encoding="utf-8", errors="replace") for p in self.license_paths)
+
     def license(self) -> str:
-        """The license layers' text, as `ollama show --license` prints them."""
-        return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in self.license_paths)
+        """The license layers' text, as `ollama show --license` prints them (Ollama's show joins them by newlines)."""
+        return "\n".join(self.licenses())
 
 
 DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # Ollama's blob digest rule (manifest.BlobsPath)

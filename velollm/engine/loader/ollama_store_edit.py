@@ -4,7 +4,10 @@
   other manifest names is removed;
 - copy: the source manifest's bytes written under the new name (no blob is copied: they are shared);
 - blobs: written to a temporary `blobs/sha256-<random>` file while hashed, renamed to
-  `blobs/sha256-<hex>` only when the sha256 matches the digest it was sent under.
+  `blobs/sha256-<hex>` only when the sha256 matches the digest it was sent under;
+- prune (Ollama's at server start, unless OLLAMA_NOPRUNE): the blobs no manifest names, temporary files of
+  writes that died included, removed once they are an hour old, so that a write or a create of another process
+  sharing the store (a running Ollama) is never hit; nothing is removed when a manifest cannot be read.
 
 Names are parsed and matched (case-insensitively) as ollama_store reads them; error messages are
 Ollama's. The caller serialises nothing: each change is a rename or an unlink, safe to race with readers.
@@ -15,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 from velollm.engine.loader.ollama_store import (
@@ -29,6 +34,7 @@ from velollm.engine.loader.ollama_store import (
 )
 from velollm.errors import InvalidRequest, ModelNotFound
 
+PRUNE_AGE_S = 3600.0  # Ollama's grace for a blob no manifest names yet: a create in flight elsewhere
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
 
@@ -58,6 +64,65 @@ def manifest_digests(path: Path) -> set[str]:
         return set()
     refs = [manifest.get("config"), *(manifest.get("layers") or [])]
     return {r["digest"] for r in refs if isinstance(r, dict) and isinstance(r.get("digest"), str)}
+
+
+def _named(path: Path) -> set[str] | None:
+    """The blob file names (`sha256-<hex>`) a manifest names; None when it cannot be read as one."""
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
+    return {r["digest"].replace(":", "-", 1).lower() for r in refs
+            if isinstance(r, dict) and isinstance(r.get("digest"), str)}
+
+
+def named_blobs(root: Path) -> set[str] | None:
+    """The blob file names every manifest of the store names; None when one of them cannot be read (what it
+    names is unknown: nothing may be removed as unused)."""
+    names: set[str] = set()
+    for path in manifests(root):
+        named = _named(path)
+        if named is None:
+            if path.exists():
+                return None
+            continue  # deleted since it was listed
+        names |= named
+    return names
+
+
+def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
+    """Removes the files under blobs/ that no manifest names (blobs, and the temporary `sha256-<random>` files of
+    writes that died) and that were last written at least `min_age_s` ago; the removed paths. None removed when
+    a manifest cannot be read."""
+    folder = root / "blobs"
+    named = named_blobs(root) if folder.is_dir() else None
+    if named is None:
+        return []
+    removed: list[Path] = []
+    now = time.time()
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith("sha256-") or path.name.lower() in named:
+            continue
+        try:
+            info = path.stat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= min_age_s:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # (renamed into place or removed meanwhile)
+            continue
+    return removed
+
+
+def remove_unnamed(root: Path, paths: list[Path]) -> None:
+    """Removes those of `paths` (blobs a failed create wrote) that no manifest names (one of another process may
+    have come to name the same bytes)."""
+    named = named_blobs(root) if paths else set()
+    for path in paths if named is not None else []:
+        if path.name.lower() not in named:
+            path.unlink(missing_ok=True)
 
 
 def manifests(root: Path) -> list[Path]:

@@ -57,12 +57,17 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
             name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
             default_system=model.system, template=model.template, default_messages=model.messages,
-            **({"license": model.license()} if model.license_paths else {}),
+            **_licenses(model.licenses()),
         )
     folder = hf_cache.snapshot_folder(spec, Path(hf_hub) if hf_hub is not None else None)
     if folder is not None:
         return _from_path(folder, spec, dtype, device, quantization)
     raise ModelNotFound(f"model {spec!r} not found (not a file, an Ollama model in {root} or a cached Hugging Face repo)")
+
+
+def _licenses(texts: tuple[str, ...]) -> dict[str, object]:
+    """The license layers as ModelInfo holds them (none: the GGUF's general.license stays)."""
+    return {"license": "\n".join(texts), "licenses": texts} if texts else {}
 
 
 def check_model_name(spec: str) -> None:

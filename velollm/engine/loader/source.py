@@ -48,7 +48,8 @@ class ModelInfo:
     default_options: dict[str, Any] = field(default_factory=dict)  # Ollama params layer
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
-    license: str = ""  # Ollama license layers, else GGUF general.license
+    license: str = ""  # Ollama license layers joined by newlines (as Ollama's show), else GGUF general.license
+    licenses: tuple[str, ...] = ()  # Ollama license layers one by one: a LICENSE block each in the Modelfile
     default_messages: tuple[dict[str, str], ...] = ()  # Ollama messages layer: history before every chat
 
 

@@ -331,6 +331,21 @@ class Tokenizer:
         return frozenset(self.decode([i], skip_special_tokens=False) for i in self._special_ids)
 
     @functools.cached_property
+    def _added_special_text(self) -> tuple[str, str]:
+        """The special tokens encode(..., add_special_tokens=True) puts before and after a text (a GGUF's BOS, per
+        tokenizer.ggml.add_bos_token), as text. Ollama's Go templates write no BOS: its runner tokenizes the
+        prompt with llama.cpp's add_special, which adds them; VeloLLM's chat prompts are encoded without, so a
+        Go-rendered prompt carries them in its text."""
+        plain = self._backend.encode("a", add_special_tokens=False).ids
+        full = self._backend.encode("a", add_special_tokens=True).ids
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                before, after = full[:start], full[start + len(plain):]
+                return (self.decode(before, skip_special_tokens=False) if before else "",
+                        self.decode(after, skip_special_tokens=False) if after else "")
+        return "", ""
+
+    @functools.cached_property
     def byte_fallback_ids(self) -> frozenset[int]:
         """Ids of SentencePiece byte tokens (`<0xE2>`) when the model falls back to bytes.
 
@@ -357,7 +372,8 @@ class Tokenizer:
             from velollm.engine.text.go_template.chat import render_go_chat, think_values
 
             think = think_values(kwargs.get("enable_thinking"), kwargs.get("reasoning_effort"))
-            return render_go_chat(go, messages, tools=tools, think=think)
+            before, after = self._added_special_text
+            return before + render_go_chat(go, messages, tools=tools, think=think) + after
         if chat_template is not None and isinstance(self.chat_template, dict) and chat_template in self.chat_template:
             chat_template = self.chat_template[chat_template]
         template = chat_template or select_template(self.chat_template, has_tools=tools is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote_plus
 
 from velollm.engine.text.go_template.errors import GoTemplateError, bounded
 from velollm.engine.text.go_template.printf import sprintf
@@ -161,8 +162,54 @@ def printf(fmt: Any, *args: Any) -> str:
     return sprintf(fmt, list(args))
 
 
+def _eval_args(args: tuple[Any, ...]) -> str:
+    """funcs.go's evalArgs: one string as it is, else fmt.Sprint with each nil as `<no value>`."""
+    if len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    return bounded(sprint(["<no value>" if a is None else a for a in args]))
+
+
+_HTML = {"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E", "&": "\\u0026", "=": "\\u003D"}
+
+
+def html(*args: Any) -> str:
+    """HTMLEscaper: NUL and the five HTML specials, as text/template writes them."""
+    return bounded("".join(_HTML.get(c, c) for c in _eval_args(args)))
+
+
+def js(*args: Any) -> str:
+    """JSEscaper: quotes, backslash, <>&= and control characters escaped; a non-printable rune as \\uXXXX."""
+    out = []
+    for c in _eval_args(args):
+        if c in _JS:
+            out.append(_JS[c])
+        elif c < " ":
+            out.append(f"\\u00{ord(c):02X}")
+        elif c >= "\x80" and not c.isprintable():
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return bounded("".join(out))
+
+
+def urlquery(*args: Any) -> str:
+    """URLQueryEscaper: url.QueryEscape (space as +, all but letters, digits and -_.~ as %XX of UTF-8)."""
+    return bounded(quote_plus(_eval_args(args), safe=""))
+
+
+def call(*args: Any) -> Any:
+    """`call fn args...`: Ollama passes templates no function values, so every call fails as Go's does."""
+    if not args:
+        raise GoTemplateError("wrong number of args for call: want at least 1 got 0")
+    if args[0] is None:
+        raise GoTemplateError("error calling call: call of nil")
+    raise GoTemplateError(f"error calling call: non-function of type {type_name(args[0])}")
+
+
 BUILTINS: dict[str, Callable[..., Any]] = {
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge, "len": length, "index": index, "slice": slice_,
     "not": not_, "print": lambda *a: bounded(sprint(list(a))), "printf": printf, "println": println_,
+    "html": html, "js": js, "urlquery": urlquery, "call": call,
 }
-NAMES = frozenset(BUILTINS) | frozenset(LAZY) | {"html", "js", "urlquery", "call"}
+NAMES = frozenset(BUILTINS) | frozenset(LAZY)

@@ -19,13 +19,18 @@ from velollm.engine.text.go_template.nodes import (
     LoopControl,
     NilNode,
     Pipe,
+    TemplateNode,
     Text,
     VariableNode,
 )
-from velollm.engine.text.go_template.values import GoStruct, sprint_one, truth, type_name, unwrap
+from velollm.engine.text.go_template.printf import quote
+from velollm.engine.text.go_template.values import NO_VALUE, GoStruct, sprint_one, truth, type_name, unwrap
 
 _MISSING = object()
 MAX_STEPS = 1_000_000  # a template from a request must not spin the server
+# Templates calling templates: Go stops at 100000 (maxExecDepth); Python's stack ends far sooner, so VeloLLM
+# stops here, in Go's words (a real template nests a few deep; a recursive one ends on a condition).
+MAX_TEMPLATE_DEPTH = 100
 
 
 class _Break(Exception):
@@ -36,9 +41,11 @@ class _Continue(Exception):
     pass
 
 
-def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]]) -> str:
-    """The text `nodes` print for `data` (Go's Template.Execute with missingkey=zero)."""
-    state = _State(data, {**BUILTINS, **funcs})
+def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]],
+            templates: Mapping[str, list[Any]] | None = None) -> str:
+    """The text `nodes` print for `data` (Go's Template.Execute with missingkey=zero); `{{template}}` finds
+    its name in `templates` (the parse's TemplateSet.trees; none given: only `nodes`, as "")."""
+    state = _State(data, {**BUILTINS, **funcs}, {"": nodes} if templates is None else templates)
     try:
         state.walk_list(nodes, data)
     except RecursionError:  # nodes or data nested past Python's stack
@@ -47,9 +54,12 @@ def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]]
 
 
 class _State:
-    def __init__(self, data: Any, funcs: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(self, data: Any, funcs: Mapping[str, Callable[..., Any]],
+                 templates: Mapping[str, list[Any]]) -> None:
         self.vars: list[list[Any]] = [["$", data]]
         self.funcs = funcs
+        self.templates = templates
+        self.depth = 0  # templates called within templates
         self.out: list[str] = []
         self.size = 0  # characters in `out`: bounded by MAX_TEXT
         self.steps = 0
@@ -78,6 +88,25 @@ class _State:
             self.branch(node, dot)
         elif isinstance(node, LoopControl):
             raise _Break() if node.kind == "break" else _Continue()
+        elif isinstance(node, TemplateNode):
+            self.template(node, dot)
+
+    def template(self, node: TemplateNode, dot: Any) -> None:
+        """walkTemplate: the named template on the pipeline's value, which is its `.` and `$` (it sees no other
+        variable; those the pipeline declares stay the caller's)."""
+        nodes = self.templates.get(node.name)
+        if nodes is None:
+            raise GoTemplateError(f"template {quote(node.name)} not defined")
+        if self.depth == MAX_TEMPLATE_DEPTH:
+            raise GoTemplateError(f"exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})")
+        value = NO_VALUE if node.pipe is None else self.pipeline(dot, node.pipe)
+        outer, self.vars = self.vars, [["$", value]]
+        self.depth += 1
+        try:
+            self.walk_list(nodes, value)
+        finally:
+            self.vars = outer
+            self.depth -= 1
 
     def branch(self, node: Branch, dot: Any) -> None:
         mark = len(self.vars)
@@ -99,7 +128,7 @@ class _State:
             items: list[tuple[Any, Any]] = [(k, value[k]) for k in sorted(value)]
         elif isinstance(value, list):
             items = list(enumerate(value))
-        elif value is None:
+        elif value is None or value is NO_VALUE:
             items = []
         else:
             raise GoTemplateError(f"range can't iterate over {sprint_one(value)}")
@@ -186,6 +215,7 @@ class _State:
         args = [self.arg(dot, a) for a in arg_nodes]
         if final is not _MISSING:
             args.append(final)
+        args = [None if a is NO_VALUE else a for a in args]  # Go passes an invalid value as a nil interface
         try:
             return fn(*args)
         except TypeError as e:
@@ -234,6 +264,8 @@ def _not_a_function(args: list[Any], final: Any) -> None:
 
 def field(receiver: Any, name: str) -> Any:
     """.Name of `receiver`: a struct's field, a map's key (missing: nil), nil for nil."""
+    if receiver is NO_VALUE:  # Go's evalField on an invalid receiver: no value, not an error
+        return NO_VALUE
     value = unwrap(receiver)
     if value is None:
         if receiver is None:  # a nil interface (e.g. a missing key's zero value)

@@ -6,65 +6,65 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Text:
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class FieldNode:
     idents: list[str]  # .A.B -> ["A", "B"]
 
 
-@dataclass
+@dataclass(slots=True)
 class VariableNode:
     idents: list[str]  # $x.A -> ["$x", "A"]
 
 
-@dataclass
+@dataclass(slots=True)
 class ChainNode:
     node: Any
     fields: list[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class IdentifierNode:
     name: str  # a function name
 
 
-@dataclass
+@dataclass(slots=True)
 class DotNode:
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class NilNode:
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class ConstNode:
     value: Any  # str | int | float | bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     args: list[Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pipe:
     cmds: list[Command]
     decl: list[str] = field(default_factory=list)
     is_assign: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Action:
     pipe: Pipe
 
 
-@dataclass
+@dataclass(slots=True)
 class Branch:
     kind: str  # if | range | with
     pipe: Pipe
@@ -72,6 +72,33 @@ class Branch:
     else_body: list[Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LoopControl:
     kind: str  # break | continue
+
+
+@dataclass(slots=True)
+class TemplateNode:
+    name: str  # {{template "name" pipe}}, and where a {{block}} stands
+    pipe: Pipe | None  # None: `{{template "name"}}`, whose dot is no value
+
+
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
+            "\u202f\u205f\u3000"  # unicode.IsSpace
+
+
+def is_empty_tree(nodes: list[Any]) -> bool:
+    """parse.IsEmptyTree: only space in text (comments are gone already); an empty define yields to another."""
+    return all(isinstance(n, Text) and not n.text.strip(_GO_SPACE) for n in nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSet:
+    """A parse's templates by name, as text/template associates them: "" the main one, then each define and
+    block; `{{template "name"}}` looks its name up here."""
+
+    trees: dict[str, list[Any]]
+
+    @property
+    def root(self) -> list[Any]:
+        return self.trees[""]

@@ -14,8 +14,21 @@ from typing import Any
 from velollm.engine.text.go_template.builtins import NAMES
 from velollm.engine.text.go_template.errors import GoTemplateError
 from velollm.engine.text.go_template.executor import execute
-from velollm.engine.text.go_template.nodes import Action, Branch, Command, FieldNode, Pipe, VariableNode
-from velollm.engine.text.go_template.ollama_values import template_message, template_tools, to_typescript_type
+from velollm.engine.text.go_template.nodes import (
+    Action,
+    Branch,
+    Command,
+    FieldNode,
+    Pipe,
+    TemplateNode,
+    VariableNode,
+)
+from velollm.engine.text.go_template.ollama_values import (
+    message_content,
+    template_message,
+    template_tools,
+    to_typescript_type,
+)
 from velollm.engine.text.go_template.parser import parse
 from velollm.engine.text.go_template.values import go_json
 
@@ -39,6 +52,7 @@ class OllamaTemplate:
     source: str
     nodes: list[Any]
     vars: frozenset[str]
+    templates: dict[str, list[Any]]  # the set `{{template}}` looks in: "" is `nodes`, then defines and blocks
 
     @functools.cached_property
     def cut_nodes(self) -> list[Any]:
@@ -54,11 +68,13 @@ def parse_template(source: str) -> OllamaTemplate:
 
 
 def _parse(source: str) -> OllamaTemplate:
-    nodes = parse(source, NAMES | set(FUNCS))
-    names = frozenset(n.lower() for node in nodes for n in identifiers(node))
+    parsed = parse(source, NAMES | set(FUNCS))
+    # Ollama's Vars: the names in every template of the set, its defines and blocks too
+    names = frozenset(n.lower() for tree in parsed.trees.values() for n in identifiers(tree))
+    nodes = parsed.root
     if "messages" not in names and "response" not in names:
         nodes = [*nodes, _RESPONSE]
-    return OllamaTemplate(source, nodes, names)
+    return OllamaTemplate(source, nodes, names, {**parsed.trees, "": nodes})
 
 
 _parse_cached = functools.lru_cache(maxsize=64)(_parse)
@@ -70,6 +86,8 @@ def identifiers(node: Any) -> list[str]:
         return [n for child in node for n in identifiers(child)]
     if isinstance(node, Action):
         return identifiers(node.pipe)
+    if isinstance(node, TemplateNode):  # Ollama's walk reads its pipe (a nil one panics there: none here)
+        return identifiers(node.pipe) if node.pipe is not None else []
     if isinstance(node, Branch):
         return identifiers(node.pipe) + identifiers(node.body) + identifiers(node.else_body or [])
     if isinstance(node, Pipe):
@@ -96,10 +114,9 @@ def collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, 
     for m in messages:
         msg = dict(m)
         if msg.get("role") == "system":
-            system.append(template_message(msg).fields["Content"])
+            system.append(message_content(msg))
         if out and out[-1].get("role") == msg.get("role") and msg.get("role") != "tool":
-            prev = template_message(out[-1]).fields["Content"]
-            out[-1] = {**out[-1], "content": prev + "\n\n" + template_message(msg).fields["Content"]}
+            out[-1] = {**out[-1], "content": message_content(out[-1]) + "\n\n" + message_content(msg)}
         else:
             out.append(msg)
     return "\n\n".join(system), out
@@ -113,7 +130,7 @@ def render(template: OllamaTemplate, messages: Sequence[Mapping[str, Any]],
     if "messages" in template.vars:
         data = {"System": system, "Messages": [template_message(m) for m in collated],
                 "Tools": template_tools(tools), "Response": "", **think.values()}
-        return execute(template.nodes, data, FUNCS)
+        return execute(template.nodes, data, FUNCS, template.templates)
     return _legacy(template, collated, think)
 
 
@@ -122,11 +139,11 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
     turn = {"System": "", "Prompt": "", "Response": ""}
 
     def run() -> None:
-        out.append(execute(template.nodes, {**turn, **think.values()}, FUNCS))
+        out.append(execute(template.nodes, {**turn, **think.values()}, FUNCS, template.templates))
         turn.update(System="", Prompt="", Response="")
 
     for m in messages:
-        role, content = m.get("role"), template_message(m).fields["Content"]
+        role, content = m.get("role"), message_content(m)
         if role == "system":
             if turn["Prompt"] or turn["Response"]:
                 run()
@@ -137,7 +154,8 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
             turn["Prompt"] = content
         elif role == "assistant":
             turn["Response"] = content
-    out.append(execute(template.cut_nodes, {**turn, **think.values()}, {}))  # Ollama's last pass has no funcs of its own
+    # Ollama's last pass is a template of its own: no funcs, no defines (`{{template "x"}}` is not defined there)
+    out.append(execute(template.cut_nodes, {**turn, **think.values()}, {}))
     return "".join(out)
 
 

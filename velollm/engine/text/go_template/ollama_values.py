@@ -10,6 +10,11 @@ from typing import Any
 from velollm.engine.text.go_template.values import GoStruct, Named, go_json, nil_slice, unwrap
 
 
+def message_content(message: Mapping[str, Any]) -> str:
+    """A templateMessage's Content: what collate joins and the legacy path reads, without building the rest."""
+    return _content(message.get("content"))
+
+
 def _content(value: Any) -> str:
     if value is None:
         return ""
@@ -62,7 +67,7 @@ def template_message(message: Mapping[str, Any]) -> GoStruct:
     calls = message.get("tool_calls") or []
     thinking = message.get("thinking") or message.get("reasoning_content") or message.get("reasoning") or ""
     return GoStruct("*template.templateMessage", {
-        "Role": str(message.get("role") or ""), "Content": _content(message.get("content")),
+        "Role": str(message.get("role") or ""), "Content": message_content(message),
         "Thinking": str(thinking), "Images": nil_slice("[]api.ImageData"),
         "ToolCalls": [_tool_call(c, i) for i, c in enumerate(calls)] or nil_slice("[]template.templateToolCall"),
         "ToolName": str(message.get("tool_name") or (message.get("name") if message.get("role") == "tool" else "")

@@ -20,13 +20,18 @@ from velollm.engine.text.go_template.nodes import (
     LoopControl,
     NilNode,
     Pipe,
+    TemplateNode,
+    TemplateSet,
     Text,
     VariableNode,
+    is_empty_tree,
 )
+from velollm.engine.text.go_template.printf import quote
 
 
-def parse(src: str, funcs: Collection[str]) -> list[Any]:
-    """The nodes of `src`; a function name outside `funcs` is Go's `function "x" not defined`."""
+def parse(src: str, funcs: Collection[str]) -> TemplateSet:
+    """The templates of `src` (the main one, its defines and blocks); a function name outside `funcs` is Go's
+    `function "x" not defined`."""
     parser = _Parser(tokenize(src), funcs)
     try:
         nodes, end = parser.list(0)
@@ -34,7 +39,16 @@ def parse(src: str, funcs: Collection[str]) -> list[Any]:
         raise GoTemplateError("template: nesting too deep") from None
     if end is not None:
         raise parser.error(f"unexpected {{{{{end}}}}}")
-    return nodes
+    parser.add("", nodes)
+    return TemplateSet(parser.trees)
+
+
+def _item(tok: Token) -> str:
+    """How Go's parse errors name a token (lex item.String)."""
+    if tok.kind == "dot" or (tok.kind == "keyword" and tok.value not in ("true", "false")):
+        return f"<{tok.value}>"
+    value = f"`{tok.value}`" if tok.kind == "rawstring" else tok.value
+    return quote(value[:10]) + "..." if len(value) > 10 else quote(value)
 
 
 class _Parser:
@@ -43,6 +57,7 @@ class _Parser:
         self.pos = 0
         self.funcs = funcs
         self.vars = ["$"]
+        self.trees: dict[str, list[Any]] = {}
 
     def error(self, message: str) -> GoTemplateError:
         line = self.tokens[min(self.pos, len(self.tokens) - 1)].line if self.tokens else 1
@@ -69,6 +84,10 @@ class _Parser:
                 nodes.append(Text(tok.value))
                 continue
             key = self.peek()
+            if depth == 0 and key is not None and key.kind == "keyword" and key.value == "define":
+                self.pos += 1  # a definition only at the top of the source, as in Go
+                self.definition()
+                continue
             if key is not None and key.kind == "keyword" and key.value in ("end", "else"):
                 if depth == 0:
                     raise self.error(f"unexpected {{{{{key.value}}}}}")
@@ -97,9 +116,67 @@ class _Parser:
                 raise self.error(f"{{{{{tok.value}}}}} outside {{{{range}}}}")
             self.close()
             return LoopControl(tok.value)
-        if tok is not None and tok.kind == "keyword" and tok.value in ("define", "template", "block"):
-            raise self.error(f"{{{{{tok.value}}}}} is not supported by this server")
+        if tok is not None and tok.kind == "keyword" and tok.value == "template":
+            self.pos += 1
+            return self.template()
+        if tok is not None and tok.kind == "keyword" and tok.value == "block":
+            self.pos += 1
+            return self.block()
+        if tok is not None and tok.kind == "keyword" and tok.value == "define":
+            raise self.error("unexpected <define> in command")
         return Action(self.pipeline("command", allow_decl=True))
+
+    def definition(self) -> None:
+        """{{define "name"}} body {{end}}: a template of the set."""
+        tok = self.next()
+        if tok.kind not in ("string", "rawstring"):
+            raise self.error(f"unexpected {_item(tok)} in define clause")
+        name = str(constant(tok.kind, tok.value))
+        tok = self.next()
+        if tok.kind != "close":
+            raise self.error(f"unexpected {_item(tok)} in define clause")
+        self.add(name, self.tree_body("define clause"))
+
+    def template(self) -> TemplateNode:
+        """{{template "name"}} or {{template "name" pipeline}}."""
+        name = self.template_name("template clause")
+        tok = self.peek()
+        if tok is not None and tok.kind == "close":
+            self.pos += 1
+            return TemplateNode(name, None)
+        return TemplateNode(name, self.pipeline("template clause", allow_decl=True))
+
+    def block(self) -> TemplateNode:
+        """{{block "name" pipeline}} body {{end}}: defines `name` and runs it here."""
+        name = self.template_name("block clause")
+        pipe = self.pipeline("block clause", allow_decl=True)
+        self.add(name, self.tree_body("block clause"))
+        return TemplateNode(name, pipe)
+
+    def template_name(self, context: str) -> str:
+        tok = self.next()
+        if tok.kind not in ("string", "rawstring"):
+            raise self.error(f"unexpected {_item(tok)} in {context}")
+        return str(constant(tok.kind, tok.value))
+
+    def tree_body(self, context: str) -> list[Any]:
+        """A define's or block's body: a tree of its own, so only `$` is declared in it."""
+        outer, self.vars = self.vars, ["$"]
+        try:
+            body, end = self.list(1)
+        finally:
+            self.vars = outer
+        if end != "end":
+            raise self.error(f"unexpected {{{{{end}}}}} in {context}")
+        return body
+
+    def add(self, name: str, nodes: list[Any]) -> None:
+        """parse.Tree.add: an empty template yields to another of its name; two non-empty ones are an error."""
+        known = self.trees.get(name)
+        if known is None or is_empty_tree(known):
+            self.trees[name] = nodes
+        elif not is_empty_tree(nodes):
+            raise self.error(f"template: multiple definition of template {quote(name)}")
 
     def branch(self, kind: str, depth: int, loop: bool) -> Branch:
         mark = len(self.vars)

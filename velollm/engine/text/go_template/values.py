@@ -29,6 +29,22 @@ class Named:
     to_json: Callable[[Any], str] | None = field(repr=False, default=None)
 
 
+class _NoValue:
+    """Go's invalid reflect.Value: the dot of `{{template "name"}}` (no pipeline). It prints `<no value>`, is
+    false, its fields are no value too, and a function gets it as nil."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return "<no value>"
+
+
+NO_VALUE = _NoValue()
+
+
 def nil_slice(type_name: str) -> Named:
     """A nil slice in a struct field: prints `[]`, is false and empty, marshals as `null`."""
     return Named(type_name, None, lambda _: "[]", lambda _: "null")

@@ -1,0 +1,57 @@
+"""The next-turn prefill's gates: nothing rendered for an engine without a prefix cache (its prefill would be
+dropped: the stub engine behind a real server, through the openai client, its chat template's renders
+counted), and with tools, only an answer without calls is prefilled (its next turn is the user's)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import openai
+
+from tests.api.conftest import ThreadedServer, free_port, stub_app
+from tests.api.stub_engine import StubEngine, StubTokenizer
+from velollm.api.tool_calls import ToolCalls
+
+
+class CountingTokenizer(StubTokenizer):
+    def __init__(self) -> None:
+        self.renders = 0
+        self._lock = threading.Lock()  # prompts render in worker threads
+
+    def apply_chat_template(self, messages, **kw) -> str:
+        with self._lock:
+            self.renders += 1
+        return super().apply_chat_template(messages, **kw)
+
+
+def renders_of(engine: StubEngine, client: openai.OpenAI, topic: str) -> int:
+    before = engine.tokenizer.renders
+    client.chat.completions.create(model="demo", max_tokens=4, temperature=0,
+                                   messages=[{"role": "user", "content": f"Tell me about {topic}. " * 8}])
+    return engine.tokenizer.renders - before
+
+
+def test_no_prefix_cache_no_next_turn_rendering():
+    engine = StubEngine()
+    engine.tokenizer = CountingTokenizer()
+    port = free_port()
+    with ThreadedServer(stub_app(engine, port=port), port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+        num_fit = renders_of(engine, client, "rivers")  # no prefix cache: the prompt's renders only
+        engine.prefix_caching = True
+        renders_of(engine, client, "mountains")
+        deadline = time.monotonic() + 10
+        while engine.tokenizer.renders < 2 * num_fit + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the next turn is rendered in the background, after the answer
+        # with a prefix cache, the next turn's one rendering more (its start is the answer's prompt + answer:
+        # nothing to prefill); without, none, then or later
+        assert engine.tokenizer.renders == 2 * num_fit + 1 and engine.prefilled == []
+
+
+def test_with_tools_only_an_answer_without_calls_is_prefilled():
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    calls = ToolCalls(StubEngine(), tools, "auto", True, retries=1, metrics=None, model="demo")
+    assert calls.plain_content("Sunny, 21 degrees. ") == "Sunny, 21 degrees. "
+    assert calls.plain_content('{"name": "get_weather", "parameters": {"city": "Paris"}}') is None
