@@ -12,14 +12,12 @@ same kernel, into its own rows.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from velollm.engine.loader.chunk_pool import ordered_map
+from velollm.hw.torch_threads import one_intra_op_thread
 
 # A dequantized matrix over this many elements is split into pieces of rows of about as many (the embedding of a
 # 128k vocabulary: 32 pieces), so that the workers share it.
@@ -37,28 +35,10 @@ class WeightJob:
 
 def run_jobs(jobs: Iterable[WeightJob], workers: int) -> Iterator[tuple[str, Any]]:
     """The finished tensors of `jobs`, in order; the jobs run on `workers` threads (one: here, in turn)."""
-    initializer = _one_intra_op_thread(torch.get_num_threads())
-    for job, result in ordered_map(_run, jobs, workers, initializer=initializer, name="velollm-load"):
+    for job, result in ordered_map(_run, jobs, workers, initializer=one_intra_op_thread(), name="velollm-load"):
         if job.finish is not None:
             yield job.finish(result)
 
 
 def _run(job: WeightJob) -> Any:
     return job.run()
-
-
-def _one_intra_op_thread(restore: int) -> Callable[[], None]:
-    """A worker's initializer: its torch ops on one thread (no OpenMP team beside the other workers').
-
-    torch.set_num_threads sets the calling thread's team size and also the process-wide count that a thread
-    reads at its first parallel op: the count is put back to `restore` at once, from a thread of its own (so
-    the worker keeps its one thread), and a thread whose first op fell in between would run on one thread."""
-
-    def init() -> None:
-        torch.get_num_threads()  # this thread's own first read of the process-wide count, before it is set
-        torch.set_num_threads(1)
-        resetter = threading.Thread(target=torch.set_num_threads, args=(restore,), name="velollm-load-threads")
-        resetter.start()
-        resetter.join()
-
-    return init
