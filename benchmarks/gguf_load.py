@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,8 @@ def main() -> None:
                         help="a full model shape written as random blocks of llama.cpp's types (gguf_files.py) "
                              "instead of llama.cpp's quantizer on an F16 file: seconds instead of minutes")
     parser.add_argument("--device", default="cpu", help="where VeloLLM loads the weights (cuda: VRAM is measured)")
-    parser.add_argument("--quantization", default="none", choices=["auto", "none", "gguf"])
+    parser.add_argument("--quantization", default="none", choices=["auto", "none", "gguf", "int4"],
+                        help="int4 (auto on a CPU computing in bfloat16): what `velollm serve` does on such a CPU")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
     out = args.out or Path(tempfile.mkdtemp(prefix="gguf_load_"))
@@ -124,6 +126,7 @@ def main() -> None:
             if not base.exists():
                 write_f16(base, shape)
             quantize(base, path, ftype)
+        load_avg = os.getloadavg()[0]  # the box's load as this file's measurements begin (a shared CPU)
         ours = measure(_VELOLLM, str(path), args.dtype, args.device, args.quantization)
         theirs = measure(_LLAMA_CPP, str(path))
         emit(what="gguf_load", file=path.name, quant=ftype, file_gb=round(path.stat().st_size / 1e9, 3),
@@ -133,7 +136,8 @@ def main() -> None:
              vram_over_tensor_bytes=round(ours["vram_bytes"] / ours["tensor_bytes"], 3) if ours["vram_bytes"] else None,
              load_over_llama_cpp=round(ours["seconds"] / theirs["seconds"], 2),
              velollm_dequant_gb_per_s=round(ours["weight_bytes"] / 1e9 / ours["seconds"], 2),
-             llama_cpp_s=round(theirs["seconds"], 2), llama_cpp_peak_rss_gb=round(theirs["peak_rss"] / 1e9, 2))
+             llama_cpp_s=round(theirs["seconds"], 2), llama_cpp_peak_rss_gb=round(theirs["peak_rss"] / 1e9, 2),
+             cpus=len(os.sched_getaffinity(0)), load_avg_1m=round(load_avg, 2))
 
 
 if __name__ == "__main__":

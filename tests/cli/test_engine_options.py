@@ -1,4 +1,4 @@
-"""The shared engine flags (--kv-cache-dtype, --async-scheduling) on every command that builds an engine:
+"""The shared engine flags (--kv-cache-dtype, --async-scheduling, --[no-]enable-prefix-caching) on every command that builds an engine:
 parsed alike, $OLLAMA_KV_CACHE_TYPE mapped alike, and reaching the engine of `generate` (a subprocess) and of
 the server `run` starts in its process when none answers (read back from its /metrics)."""
 
@@ -15,8 +15,8 @@ import pytest
 from tests.serve_process import REPO, free_port
 from velollm.cli import build_parser
 from velollm.commands import run as run_command
-from velollm.config import EngineConfig, KernelSwitches
 from velollm.commands.engine_options import engine_flags, engine_options
+from velollm.config import EngineConfig, KernelSwitches
 
 from .conftest import cli_env
 
@@ -27,12 +27,16 @@ ENGINE_COMMANDS = {"serve": [], "run": ["demo"], "generate": ["hi"], "benchmark"
 def test_every_engine_command_takes_the_flags(command):
     parser = build_parser()
     extra = ENGINE_COMMANDS[command]
-    args = parser.parse_args([command, *extra, "--kv-cache-dtype", "fp8_e4m3", "--async-scheduling"])
+    args = parser.parse_args([command, *extra, "--kv-cache-dtype", "fp8_e4m3", "--async-scheduling",
+                              "--no-enable-prefix-caching"])
     config = EngineConfig(**engine_options(args, {}))
-    assert (config.kv_cache_dtype, config.async_scheduling) == ("fp8", True)
+    assert (config.kv_cache_dtype, config.async_scheduling, config.enable_prefix_caching) == ("fp8", True, False)
+    assert engine_flags(args) == ["--kv-cache-dtype", "fp8_e4m3", "--async-scheduling", "--no-enable-prefix-caching"]
     default = parser.parse_args([command, *extra])
     assert engine_options(default, {}) == {"kv_cache_dtype": "auto", "async_scheduling": False,
-                                           "kernel_switches": KernelSwitches()}
+                                           "enable_prefix_caching": True, "kernel_switches": KernelSwitches()}
+    assert engine_flags(default) == []
+    assert engine_options(parser.parse_args([command, *extra, "--enable-prefix-caching"]), {})["enable_prefix_caching"]
     assert engine_options(default, {"VELOLLM_SILU_DOWN_GEMV": "1"})["kernel_switches"].silu_down_gemv
     assert engine_options(default, {"OLLAMA_KV_CACHE_TYPE": "q8_0"})["kv_cache_dtype"] == "fp8"
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
@@ -46,7 +50,7 @@ def test_a_bad_kernel_switch_stops_the_command_at_start(tmp_path, command):
     env = cli_env("http://127.0.0.1:1", tmp_path, VELOLLM_CACHE=str(tmp_path / "cache"),
                   VELOLLM_PREFILL_ATTENTION="flash")
     args = ["--port", str(free_port()), "--no-upstream"] if command == "serve" else ["--device", "cpu", "hello"]
-    out = subprocess.run([sys.executable, "-m", "velollm.cli", command, *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "velollm.cli", command, *args], check=False, capture_output=True, text=True,
                          timeout=120, cwd=REPO, env=env)
     assert out.returncode in (1, 2), out.stderr
     assert "$VELOLLM_PREFILL_ATTENTION must be one of auto, varlen, paged" in out.stderr and "'flash'" in out.stderr
@@ -57,12 +61,12 @@ def test_generate_runs_with_an_fp8_cache_and_async_scheduling(tmp_path):
     env = cli_env("http://127.0.0.1:1", tmp_path, VELOLLM_CACHE=str(tmp_path / "cache"))
     out = subprocess.run([sys.executable, "-m", "velollm.cli", "generate", "--device", "cpu", "--max-tokens", "4",
                           "--kv-cache-dtype", "fp8", "--async-scheduling", "hello"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+                         check=False, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     assert "float8_e4m3fn" in out.stderr  # the line that sizes the KV cache
     assert "async scheduling" in out.stderr
     plain = subprocess.run([sys.executable, "-m", "velollm.cli", "generate", "--device", "cpu", "--max-tokens", "4",
-                            "hello"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                            "hello"], check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
                            env={**env, "OLLAMA_KV_CACHE_TYPE": "q8_0"})
     assert plain.returncode == 0, plain.stderr
     assert "float8_e4m3fn" in plain.stderr and "async scheduling" not in plain.stderr

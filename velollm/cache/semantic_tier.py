@@ -17,23 +17,12 @@ from velollm.cache.query_text import QueryText
 from velollm.cache.sqlite_store import SQLiteStore
 from velollm.cache.vector_index import VectorIndex
 from velollm.cache.verifier import Verifier
+from velollm.hw.torch_threads import one_intra_op_thread
 
 logger = logging.getLogger(__name__)
 
 NUM_CANDIDATES = 4
 T = TypeVar("T")
-
-
-def _one_intra_op_thread() -> None:
-    """Embedding one short question gains nothing from more threads, and a second OpenMP team next to
-    the engine's oversubscribes the CPU (on the 2-core test box: 772 ms vs 22 ms p50 per question under
-    load). OpenMP's thread count is per calling thread, so the engine keeps its own."""
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
 
 
 @dataclass
@@ -55,7 +44,10 @@ class SemanticTier:
         self.index = VectorIndex(int(embedder.dim))
         # Longer questions would be cut at the embedder's window, and two that differ past it would match.
         self.max_words = max(8, int(getattr(embedder, "max_tokens", 256)) // 2)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="velollm-embed", initializer=_one_intra_op_thread)
+        # One intra-op thread: embedding one short question gains nothing from more, and a second OpenMP team
+        # beside the engine's oversubscribes the CPU (on the 2-core test box: 772 ms vs 22 ms p50 per question
+        # under load); the engine's threads, started before or after, keep the process's count.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="velollm-embed", initializer=one_intra_op_thread())
         self.rebuild()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -19,13 +19,17 @@ _OLLAMA_KV_CACHE_TYPES = {"f16": "auto", "q8_0": "fp8", "q4_0": "fp8"}
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--kv-cache-dtype and --async-scheduling (read back with `engine_options`)."""
+    """--kv-cache-dtype, --async-scheduling and --[no-]enable-prefix-caching (read back with `engine_options`)."""
     parser.add_argument("--kv-cache-dtype", default=None, choices=(*KV_CACHE_DTYPES, *KV_CACHE_DTYPE_ALIASES),
                         help="KV cache storage: auto (the model's dtype) or fp8 (float8 e4m3, half the memory, so "
                              "twice the tokens; GPUs need compute capability 8.9+, older ones keep auto with a "
                              "warning). Default: $OLLAMA_KV_CACHE_TYPE mapped (q8_0 -> fp8, f16 -> auto), else auto")
     parser.add_argument("--async-scheduling", action="store_true",
                         help="schedule step N+1 while step N runs on the device (vLLM V1's async scheduling)")
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the KV blocks of a prompt prefix seen before (vLLM's spelling; default on). "
+                             "--no-enable-prefix-caching computes every prompt in full: no cached tokens, and no "
+                             "background prefill of a chat's next turn")
 
 
 def engine_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
@@ -33,13 +37,15 @@ def engine_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str
     (ValueError naming the variable for a bad value)."""
     return {"kv_cache_dtype": kv_cache_dtype(getattr(args, "kv_cache_dtype", None), env),
             "async_scheduling": bool(getattr(args, "async_scheduling", False)),
+            "enable_prefix_caching": bool(getattr(args, "enable_prefix_caching", True)),
             "kernel_switches": KernelSwitches.from_env(env)}
 
 
 def engine_flags(args: argparse.Namespace) -> list[str]:
     """The flags as given, to pass on to a `velollm serve` this command starts."""
     flags = ["--kv-cache-dtype", args.kv_cache_dtype] if getattr(args, "kv_cache_dtype", None) else []
-    return flags + (["--async-scheduling"] if getattr(args, "async_scheduling", False) else [])
+    flags += ["--async-scheduling"] if getattr(args, "async_scheduling", False) else []
+    return flags + ([] if getattr(args, "enable_prefix_caching", True) else ["--no-enable-prefix-caching"])
 
 
 def kv_cache_dtype(flag: str | None, env: Mapping[str, str]) -> str:

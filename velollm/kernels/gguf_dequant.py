@@ -162,9 +162,10 @@ def block_size(type_name: str) -> tuple[int, int]:
 
 
 def dequantize(raw: np.ndarray | memoryview | torch.Tensor, type_name: str, shape: tuple[int, ...],
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
     """The blocks in `raw` (uint8 bytes, e.g. a read-only view of the mapped file, or a CPU uint8
-    tensor) as a fresh `dtype` tensor of `shape`; equal to `gguf.quants.dequantize` (then cast to
+    tensor) as a fresh `dtype` tensor of `shape` (or written into `out`, a contiguous `dtype` tensor of
+    as many elements: a slice of rows of a larger one); equal to `gguf.quants.dequantize` (then cast to
     `dtype`). Raises KeyError for a type outside SUPPORTED_TYPES and ValueError when the byte count
     does not match the shape."""
     block_elems, type_size, kernel = _KERNELS[type_name]
@@ -180,7 +181,11 @@ def dequantize(raw: np.ndarray | memoryview | torch.Tensor, type_name: str, shap
     if numel % block_elems or flat.numel() != n_blocks * type_size:
         raise ValueError(f"{type_name}: {flat.numel()} bytes do not hold a tensor of shape {tuple(shape)}")
     blocks = flat.view(n_blocks, type_size)
-    out = torch.empty(n_blocks, block_elems, dtype=dtype)
+    if out is None:
+        out = torch.empty(n_blocks, block_elems, dtype=dtype)
+    elif out.dtype != dtype or out.numel() != numel or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {dtype} tensor of {numel} elements")
+    out = out.view(n_blocks, block_elems)
     step = max(1, _CHUNK_ELEMENTS // block_elems)
     # float32 goes straight into the output; other dtypes through one reused float32 chunk
     scratch = None if dtype == torch.float32 else torch.empty(min(step, n_blocks), block_elems)

@@ -1,4 +1,4 @@
-"""Independent pieces of work (a quantization's chunks of rows) run on a thread pool, their results taken in
+"""Independent pieces of work (a quantization's chunks of rows, a GGUF load's tensors) run on a thread pool, their results taken in
 submission order, with a bounded number in flight so that memory stays bounded however long the stream.
 
 Threads rather than processes: the work is numpy ufuncs on arrays of a few hundred thousand values, and numpy
@@ -29,15 +29,18 @@ def default_workers() -> int:
     return max(1, min(cpus, MAX_WORKERS))
 
 
-def ordered_map(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int) -> Iterator[tuple[Job, Result]]:
+def ordered_map(fn: Callable[[Job], Result], jobs: Iterable[Job], workers: int,
+                initializer: Callable[[], None] | None = None, name: str = "velollm-quantize"
+                ) -> Iterator[tuple[Job, Result]]:
     """(job, fn(job)) for each job, in the jobs' order, `fn` run on `workers` threads with at most 2 * workers
     jobs submitted and not yet taken. One worker: run here, one job at a time. The first error is raised here;
-    leaving early (an error, a close) cancels the jobs not started and waits for the running ones."""
+    leaving early (an error, a close) cancels the jobs not started and waits for the running ones.
+    `initializer` runs first on each worker thread (not here, with one worker); `name` prefixes the threads'."""
     if workers <= 1:
         for job in jobs:
             yield job, fn(job)
         return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="velollm-quantize")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=initializer)
     window: deque[tuple[Job, Future[Result]]] = deque()
     try:
         for job in jobs:

@@ -9,6 +9,7 @@ permutation is undone here so every tensor equals what Hugging Face's LlamaForCa
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from velollm.config import ModelConfig, RopeScaling
+from velollm.engine.loader.chunk_pool import default_workers
 from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
     int4_tensor,
@@ -31,6 +33,7 @@ from velollm.engine.loader.gguf_quantized import (
     stays_quantized,
 )
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, cuda_free_bytes, default_device
+from velollm.engine.loader.weight_jobs import PIECE_ELEMENTS, WeightJob, run_jobs
 from velollm.errors import UnsupportedModel
 from velollm.kernels import gguf_dequant
 from velollm.kernels.gguf_planes import QuantizedWeight
@@ -256,11 +259,13 @@ def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     return t.reshape(num_heads, t.shape[0] // num_heads // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
 
 
-def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None, int4: bool = False
-                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
+def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None, int4: bool = False,
+                 workers: int | None = None) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
     """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype; with
     `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device;
     with `int4`, the 4-bit matrices come as Int4Weight (CPU).
+    On the CPU the tensors are computed on `workers` threads (default: chunk_pool.default_workers(); weight_jobs.py),
+    in the file's order; the planes copied to a device, one after another.
     The file was validated by gguf_source (read_config), so it is not checked again here."""
     target = TORCH_DTYPES[config.dtype]
     with GGUFFile(path) as f:
@@ -269,21 +274,56 @@ def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None =
         total = resident_weight_bytes(infos, quantization, target.itemsize)
         logger.info("loading %s: %d tensors, %.2f GiB of weights (%s)", path.name, len(infos), total / 2**30,
                     {"gguf": "kept quantized", "int4": "CPU int4"}.get(quantization, config.dtype))
-        permute = config.model_type == "llama"
-        for info in infos:
-            heads = _permuted_heads(info.name, config) if permute else None
-            if int4 and stays_int4(info):
-                rows = unpermute_qk(torch.arange(info.shape[0]), heads) if heads else None
-                yield hf_name(info.name), int4_tensor(f, info, rows)  # type: ignore[misc]
-            elif quantized_device and stays_quantized(info):
-                weight = quantized_tensor(f, info, quantized_device)
-                if heads:
-                    weight = weight.rows(unpermute_qk(torch.arange(info.shape[0]), heads))
-                yield hf_name(info.name), weight  # type: ignore[misc]
-            else:
-                # float tensors are views of the map and must be copied out; dequantized ones are fresh
-                tensor = _dequantize(f, info, target).to(target, copy=info.type_name in FLOAT_TYPES)
-                yield hf_name(info.name), unpermute_qk(tensor, heads) if heads else tensor  # type: ignore[misc]
+        jobs = (job for info in infos for job in _weight_jobs(f, info, config, target, quantized_device, int4))
+        yield from run_jobs(jobs, 1 if quantized_device else workers or default_workers())
+
+
+def _weight_jobs(f: GGUFFile, info: TensorInfo, config: ModelConfig, target: torch.dtype,
+                 quantized_device: str | None, int4: bool) -> list[WeightJob]:
+    """The jobs computing one tensor as iter_weights yields it."""
+    name = hf_name(info.name)
+    heads = _permuted_heads(info.name, config) if config.model_type == "llama" else None
+    rows = unpermute_qk(torch.arange(info.shape[0]), heads) if heads else None
+    if int4 and stays_int4(info):
+        return [WeightJob(functools.partial(int4_tensor, f, info, rows), functools.partial(_named, name))]
+    if quantized_device and stays_quantized(info):
+        return [WeightJob(functools.partial(_planes, f, info, quantized_device, rows), functools.partial(_named, name))]
+    finish = functools.partial(_unpermuted, name, heads)
+    if (info.type_name in gguf_dequant.SUPPORTED_TYPES and len(info.shape) == 2
+            and info.num_elements > PIECE_ELEMENTS):
+        return _row_pieces(f, info, target, finish)
+    # float tensors are views of the map and must be copied out; dequantized ones are fresh
+    return [WeightJob(lambda: _dequantize(f, info, target).to(target, copy=info.type_name in FLOAT_TYPES), finish)]
+
+
+def _row_pieces(f: GGUFFile, info: TensorInfo, target: torch.dtype,
+                finish: Callable[[torch.Tensor], tuple[str, torch.Tensor]]) -> list[WeightJob]:
+    """A large quantized matrix dequantized by pieces of rows into one tensor, finished with the last piece."""
+    num_rows, cols = info.shape
+    block_elems, type_size = gguf_dequant.block_size(info.type_name)
+    row_bytes = cols // block_elems * type_size
+    raw = f.raw(info)
+    out = torch.empty(info.shape, dtype=target)
+    step = max(1, PIECE_ELEMENTS // cols)
+    jobs = [WeightJob(functools.partial(gguf_dequant.dequantize, raw[r * row_bytes:min(r + step, num_rows) * row_bytes],
+                                        info.type_name, (min(r + step, num_rows) - r, cols), target,
+                                        out[r:r + step]))
+            for r in range(0, num_rows, step)]
+    jobs[-1] = WeightJob(jobs[-1].run, lambda _: finish(out))
+    return jobs
+
+
+def _named(name: str, weight: QuantizedWeight | Int4Weight) -> tuple[str, QuantizedWeight | Int4Weight]:
+    return name, weight
+
+
+def _unpermuted(name: str, heads: int | None, tensor: torch.Tensor) -> tuple[str, torch.Tensor]:
+    return name, unpermute_qk(tensor, heads) if heads else tensor
+
+
+def _planes(f: GGUFFile, info: TensorInfo, device: str, rows: torch.Tensor | None) -> QuantizedWeight:
+    weight = quantized_tensor(f, info, device)
+    return weight if rows is None else weight.rows(rows)
 
 
 def _permuted_heads(name: str, config: ModelConfig) -> int | None:
