@@ -142,7 +142,8 @@ def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
     from velollm.engine.text.tokenizer import go_layer
     from velollm.tools.tool_prompt import _go_template_takes_tools
 
-    go = "{{ if .Think }}<think></think>{{ end }}{{ range .Messages }}{{ .Content }}{{ end }}{{ .Tools }}"
+    # thinking as Ollama infers it: tags around .Thinking in a range over .Messages
+    go = "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}{{ end }}{{ .Tools }}"
     layered = SimpleNamespace(chat_template=None, go_template=go)
     both = SimpleNamespace(chat_template="{{ messages }}", go_template=go)  # the jinja wins, as in the loader
     assert go_layer(layered) == go and go_layer(both) is None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from velollm.reasoning import PlannedStream, ThinkingTemplate, ThinkPlan, ThinkSetting
-from velollm.reasoning.families import family_for_template
+from velollm.reasoning import THINK_TAGS, PlannedStream, ReasoningFamily, ThinkingTemplate, ThinkPlan, ThinkSetting
+from velollm.reasoning.think_tags import ThinkTagParser
 from velollm.sampling_params import SamplingParams
 
 _PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered prompt
@@ -14,16 +15,24 @@ _PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered pr
 
 def thinking_template(tokenizer: Any) -> ThinkingTemplate:
     """What the model's template does about thinking: its jinja template, else its Ollama TEMPLATE layer
-    (a Go template: the family from the markers it writes, `.Think` / `.ThinkLevel` as the switches)."""
+    (a Go template: the tags around `.Thinking` as Ollama infers them, `.Think` / `.ThinkLevel` as the switches)."""
     from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
 
     go = go_layer(tokenizer)
     if go is not None:
-        from velollm.engine.text.go_template.chat import template_vars
+        from velollm.engine.text.go_template.chat import template_vars, think_tags
 
         names = template_vars(go)
-        return ThinkingTemplate(family_for_template(go), toggle="think" in names, effort="thinklevel" in names)
+        return ThinkingTemplate(_go_family(*think_tags(go)), toggle="think" in names, effort="thinklevel" in names)
     return ThinkingTemplate.of(getattr(tokenizer, "chat_template", None))
+
+
+def _go_family(start: str, end: str) -> ReasoningFamily | None:
+    """Ollama's rule for a TEMPLATE layer: it thinks when the tags around `.Thinking` are found, and its
+    answers are split on those tags (not on a marker looked for anywhere in the template)."""
+    if not start or not end:
+        return None
+    return ReasoningFamily(THINK_TAGS.name, end, THINK_TAGS.name_pattern, functools.partial(ThinkTagParser, start, end))
 
 
 def think_plan(tokenizer: Any, setting: ThinkSetting, model: str, *, strict: bool) -> ThinkPlan:

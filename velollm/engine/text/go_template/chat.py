@@ -41,6 +41,17 @@ def uses_tools(source: str) -> bool:
     return "tools" in template_vars(source)
 
 
+def think_tags(source: str) -> tuple[str, str]:
+    """Ollama's thinking.InferTags: the tags around `.Thinking` in the template, ("", "") for none or for a
+    template that does not parse."""
+    from velollm.engine.text.go_template.think_tags import infer_think_tags
+
+    try:
+        return infer_think_tags(parse_template(source).templates[""])
+    except GoTemplateError:
+        return "", ""
+
+
 def render_go_chat(source: str, messages: Sequence[Mapping[str, Any]], *,
                    tools: Sequence[Mapping[str, Any]] | None = None, think: Think | None = None,
                    param: str = "messages") -> str:

@@ -83,13 +83,13 @@ class TemplateNode:
     pipe: Pipe | None  # None: `{{template "name"}}`, whose dot is no value
 
 
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
             "\u202f\u205f\u3000"  # unicode.IsSpace
 
 
 def is_empty_tree(nodes: list[Any]) -> bool:
     """parse.IsEmptyTree: only space in text (comments are gone already); an empty define yields to another."""
-    return all(isinstance(n, Text) and not n.text.strip(_GO_SPACE) for n in nodes)
+    return all(isinstance(n, Text) and not n.text.strip(GO_SPACE) for n in nodes)
 
 
 @dataclass(frozen=True, slots=True)
