@@ -249,3 +249,34 @@ def test_unused_blobs_an_hour_old_are_pruned_at_start_unless_ollama_noprune(tmp_
         for path in (orphan, died):
             assert f"pruned unused blob {path} " in text, text[-3000:]
         assert "pruned 2 unused blobs from" in text
+
+
+def _broken(good: Path, out: Path, how: str) -> Path:
+    data = good.read_bytes()
+    broken = {"bad magic": b"GGUX" + data[4:], "truncated header": data[:200], "tensor past the end": data[:-64]}
+    out.write_bytes(broken[how])
+    return out
+
+
+@pytest.mark.parametrize("how, says", [("bad magic", "bad magic, not a GGUF file"),
+                                       ("truncated header", "truncated GGUF header"),
+                                       ("tensor past the end", "truncated GGUF file, tensor ")])
+def test_a_broken_source_gguf_is_a_400_naming_the_problem_before_any_progress(served, tmp_path, how, says):
+    """A stored model whose GGUF blob is broken (a bad magic, a header cut short, a tensor's data past the end of
+    the file), quantized FROM it: Ollama's JSON error naming the problem (not the server's paths), not a 500."""
+    url, store, _ = served
+    name = "broken-" + how.replace(" ", "-")
+    make_store(store, _broken(_gguf(tmp_path / "good.gguf", "F16"), tmp_path / "broken.gguf", how),
+               ("registry.ollama.ai", "library", name, "latest"))
+    before = _blobs(store)
+    body = {"model": f"{name}-q4", "from": name, "quantize": "q4_K_M"}
+    for stream in (True, False):
+        r = httpx.post(f"{url}/api/create", json={**body, "stream": stream}, timeout=60)
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), r.text
+        error = r.json()["error"]
+        assert says in error and str(store) not in error, error
+    with pytest.raises(ollama.ResponseError) as err:
+        list(ollama.Client(host=url, timeout=120).create(model=f"{name}-q4", from_=name, quantize="q4_K_M",
+                                                         stream=True))
+    assert err.value.status_code == 400 and says in err.value.error
+    assert _blobs(store) == before and not (store / f"manifests/registry.ollama.ai/library/{name}-q4").exists()

@@ -144,10 +144,15 @@ def test_show_parameters_prints_user_values_as_go():
     session = ChatSession(_ShowOnly(), "pirate", out, color=False)
     session.show = {"parameters": ""}
     for line in ("/set parameter temperature 1000000", "/set parameter top_p 0.000015", "/set parameter min_p 0.7",
-                 "/set parameter num_ctx 1000000", "/set parameter stop <|a|> ###", "/set parameter use_mmap false"):
+                 "/set parameter num_ctx 1000000", "/set parameter stop <|a|> ###", "/set parameter use_mmap false",
+                 "/set parameter typical_p 0.123456789", "/set parameter repeat_penalty 16777217",
+                 "/set parameter presence_penalty 1234567.8"):
         run_command(session, line)
     out.truncate(0)
     run_command(session, "/show parameters")
+    # the float32 Ollama's Options hold, as Go 1.19 printed them (%v of float32(strconv.ParseFloat(s, 32)))
     assert out.getvalue().split("User defined parameters:\n")[1] == (
         f"  {'temperature':<30} 1e+06\n  {'top_p':<30} 1.5e-05\n  {'min_p':<30} 0.7\n"
-        f"  {'num_ctx':<30} 1000000\n  {'stop':<30} [<|a|> ###]\n  {'use_mmap':<30} false\n\n")
+        f"  {'num_ctx':<30} 1000000\n  {'stop':<30} [<|a|> ###]\n  {'use_mmap':<30} false\n"
+        f"  {'typical_p':<30} 0.12345679\n  {'repeat_penalty':<30} 1.6777216e+07\n"
+        f"  {'presence_penalty':<30} 1.2345678e+06\n\n")

@@ -4,9 +4,11 @@ path (done, paused, aborted, dropped, slept) leaks a KV block. Sync and async sc
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from velollm.engine.scheduler import PREFILL_CHUNK
+from velollm.engine.scheduler import PREFILL_CHUNK, ScheduledBatch
 
 from .helpers import greedy, make_engine, random_prompts, run_all
 
@@ -99,3 +101,34 @@ def test_prompts_the_engine_would_refuse_or_not_cache_are_not_queued(llama_folde
     assert engine.add_prefill(list(range(3, 10))) is None  # under one block: nothing to cache
     assert engine.add_prefill([5] * (engine.max_model_len + 1)) is None
     assert make_engine(llama_folder, enable_prefix_caching=False).add_prefill(list(range(3, 100))) is None
+
+
+def test_a_failed_step_logs_what_happens_to_its_prefills_and_requests(engine, caplog):
+    """The warning says what quarantine does: a step of prefills alone drops them (nothing is retried); a step
+    with a client's request beside them retries that one alone and drops the prefills."""
+    run = engine.runner.run
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("device fault")
+
+    engine.add_prefill(random_prompts([600], seed=5)[0])
+    engine.runner.run = fail
+    with caplog.at_level(logging.WARNING, logger="velollm.engine.step_failures"):
+        engine.step()
+    [alone] = [r.getMessage() for r in caplog.records if "step over" in r.getMessage()]
+    assert alone.endswith("device fault); dropping 1 background prefill (no client waits on one)"), alone
+    assert "retrying" not in alone
+    engine.runner.run = run
+    assert not engine.has_unfinished_requests()
+    # A batch that held both (an async step's batches in flight are abandoned together): the request is retried
+    prefill = engine.add_prefill(random_prompts([600], seed=6)[0])
+    request = engine.add_request(random_prompts([40], seed=7)[0], greedy(4))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="velollm.engine.step_failures"):
+        engine.failures.contain(ScheduledBatch([prefill, request], [16, 16]), RuntimeError("device fault"),
+                                retrying=False)
+    [mixed] = [r.getMessage() for r in caplog.records if "step over" in r.getMessage()]
+    assert mixed.endswith("device fault); retrying the other 1 each alone, dropping 1 background prefill (no "
+                          "client waits on one)"), mixed
+    assert prefill.finished and list(engine.scheduler.suspects) == [request]
+    assert [d.request_id for d in drain(engine) if d.finished] == [request.request_id]

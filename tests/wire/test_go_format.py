@@ -25,3 +25,16 @@ def test_values():
 def test_quote():
     assert go_quote('é "x"\\') == '"é \\"x\\"\\\\"'
     assert go_quote("a\tb\nc\x01\u200b") == '"a\\tb\\nc\\x01\\u200b"'
+
+
+# strconv.FormatFloat(float64(float32(x)) as float32, 'g', -1, 32), printed by Go 1.19 (fmt %v of a float32)
+FLOAT32_BY_GO = {"0.123456789": "0.12345679", "0.7": "0.7", "1000000": "1e+06", "0.000015": "1.5e-05",
+                 "1e-45": "1e-45", "3.4028235e38": "3.4028235e+38", "16777217": "1.6777216e+07", "0.1": "0.1",
+                 "123456.7": "123456.7", "1234567.8": "1.2345678e+06", "-0.5": "-0.5", "2.5e-06": "2.5e-06",
+                 "100": "100", "1e+30": "1e+30"}
+
+
+def test_go_float_of_a_float32_as_go_prints_it():
+    assert {text: go_float(float(text), 32) for text in FLOAT32_BY_GO} == FLOAT32_BY_GO
+    assert go_float(0.123456789) == "0.123456789"  # float64 as before
+    assert go_float(1e39, 32) == "+Inf" and go_float(-0.0, 32) == "-0"

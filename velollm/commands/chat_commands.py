@@ -237,11 +237,12 @@ def _show(session: ChatSession, line: str, args: list[str]) -> None:
 
 def _go_value(value: object) -> str:
     """A `/set parameter` value as Go's %v prints it (typed by format_parameter as Ollama's FormatParams types
-    it): an int as an int, a float as strconv's 'g' (`1e+06`), a list as [a b], a bool as true/false."""
+    it): an int as an int, a float as the float32 it is in Ollama's Options, in strconv's 'g' (`1e+06`,
+    0.123456789 as `0.12345679`), a list as [a b], a bool as true/false."""
     if isinstance(value, list):
         return "[" + " ".join(map(_go_value, value)) + "]"
     if isinstance(value, float):
-        return go_float(value)
+        return go_float(value, 32)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return go_value(value)

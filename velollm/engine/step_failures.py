@@ -67,8 +67,8 @@ class StepFailures:
         self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
 
     def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
-        logger.warning("a step over %d requests failed (%s: %s); retrying each alone", len(requests),
-                       type(exc).__name__, exc)
+        logger.warning("a step over %d requests failed (%s: %s); %s", len(requests), type(exc).__name__, exc,
+                       _what_happens(requests))
         for request in requests:
             request.num_placeholders = 0  # ids sampled but never read go with the failed step
         self.scheduler.quarantine(requests)
@@ -97,3 +97,13 @@ class StepFailures:
         except Exception as exc:  # noqa: BLE001 (the answer is the failure)
             return f"{type(exc).__name__}: {exc}"
         return None
+
+
+def _what_happens(requests: list[Request]) -> str:
+    """The log's account of Scheduler.quarantine: clients' requests retried alone, background prefills dropped."""
+    num_prefills = sum(r.prefill_only for r in requests)
+    num_retried = len(requests) - num_prefills
+    if not num_prefills:
+        return "retrying each alone"
+    dropped = f"dropping {num_prefills} background prefill{'s' if num_prefills > 1 else ''} (no client waits on one)"
+    return f"retrying the other {num_retried} each alone, {dropped}" if num_retried else dropped

@@ -29,8 +29,9 @@ import numpy as np
 
 from velollm.engine.loader import kquants, legacy_quants
 from velollm.engine.loader.chunk_pool import default_workers, ordered_map
-from velollm.engine.loader.gguf_file import FLOAT_TYPES
+from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile
 from velollm.engine.loader.quant_mix import FILE_TYPES, TensorSpec, is_quantized, tensor_types
+from velollm.errors import ModelLoadError, UnsupportedModel
 
 if TYPE_CHECKING:
     from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFWriter, ReaderTensor
@@ -44,7 +45,8 @@ _BLOCKS = {"Q4_K": (256, kquants.quantize_q4_k), "Q5_K": (256, kquants.quantize_
 
 
 class RequantizeError(ValueError):
-    """The file cannot be quantized (its weights are not float, or the target is not one of TARGETS)."""
+    """The file cannot be quantized (it is not a readable GGUF, its weights are not float, or the target is not one
+    of TARGETS)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,17 @@ class Source:
 
 
 def open_source(path: Path) -> Source:
-    """`path` opened for `requantize`; RequantizeError when a weight Ollama's rule would quantize is not stored as
-    F32, F16 or BF16. The tensors' own types decide, not `general.file_type` (a header may say F16 over
-    quantized blocks)."""
+    """`path` opened for `requantize`; RequantizeError when it is not a readable GGUF (a bad magic, a header cut
+    short, a tensor's data past the end of the file: GGUFFile's checks, named without the path) or a weight
+    Ollama's rule would quantize is not stored as F32, F16 or BF16. The tensors' own types decide, not
+    `general.file_type` (a header may say F16 over quantized blocks)."""
     import gguf
 
+    try:  # GGUFReader answers a broken file with numpy's words (or none), at a tensor read deep in the run
+        GGUFFile(path).close()
+    except (ModelLoadError, UnsupportedModel) as exc:
+        problem = str(exc).replace(f"{path}: ", "").replace(str(path), "the file")
+        raise RequantizeError(f"the model's GGUF file is not usable: {problem}") from None
     reader = gguf.GGUFReader(path)
     arch = _arch(reader)
     specs = [TensorSpec(t.name, tuple(int(n) for n in t.shape), t.tensor_type.name) for t in reader.tensors]
