@@ -75,3 +75,35 @@ def test_capability_and_split_follow_the_inferred_tags():
     assert (split.reasoning, split.content) == ("The user greets.", "Hello!")
     with pytest.raises(Exception, match="does not support thinking"):
         think_plan(_store_model(NO_THINKING), ThinkSetting(enabled=True), "instruct", strict=True)
+
+
+def _rendered(template: str, think: ThinkSetting, strict: bool = True) -> str:
+    from velollm.engine.text.go_template.chat import render_go_chat, think_values
+
+    kwargs = think_plan(_store_model(template), think, "m", strict=strict).template_kwargs
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "A", "thinking": "T"}]
+    return render_go_chat(template, messages, think=think_values(kwargs.get("enable_thinking"),
+                                                                 kwargs.get("reasoning_effort")))
+
+
+SET = "{{ range .Messages }}{{ if and $.IsThinkSet .Thinking }}[THINK]{{ .Thinking }}[/THINK]{{ end }}{{ .Content }}" \
+      "{{ end }}|set={{ .IsThinkSet }}"  # Magistral's way: .IsThinkSet without .Think
+
+
+@pytest.mark.parametrize("template, think, expected", [
+    # Ollama: think unset on a thinking model is think:true; .IsThinkSet says the request's think was set
+    (SET, ThinkSetting(), "hi[THINK]T[/THINK]A|set=true"),
+    (SET, ThinkSetting(enabled=True), "hi[THINK]T[/THINK]A|set=true"),
+    (SET, ThinkSetting(enabled=False), "hi[THINK]T[/THINK]A|set=true"),
+    (SET + "{{ .Think }}", ThinkSetting(enabled=False), "hi[THINK]T[/THINK]A|set=truefalse"),
+    # a model that cannot think takes think:false (IsThinkSet true, Think false: the template may say so)
+    (NO_THINKING, ThinkSetting(enabled=False), ("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+                                               "<|im_start|>assistant\n<think>\n\n</think>\n\n")),
+    (NO_THINKING, ThinkSetting(), ("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+                                  "<|im_start|>assistant\n")),
+])
+def test_is_think_set_is_whether_the_request_set_think(template, think, expected):
+    """.IsThinkSet and .Think reach a template that reads them whether or not it names .Think (Magistral's reads
+    only .IsThinkSet: its history's thinking was dropped from the prompt; a think:false was lost on a model
+    without thinking)."""
+    assert _rendered(template, think) == expected

@@ -23,7 +23,8 @@ def thinking_template(tokenizer: Any) -> ThinkingTemplate:
         from velollm.engine.text.go_template.chat import template_vars, think_tags
 
         names = template_vars(go)
-        return ThinkingTemplate(_go_family(*think_tags(go)), toggle="think" in names, effort="thinklevel" in names)
+        return ThinkingTemplate(_go_family(*think_tags(go)), toggle="think" in names, effort="thinklevel" in names,
+                                reads_setting="isthinkset" in names)
     return ThinkingTemplate.of(getattr(tokenizer, "chat_template", None))
 
 

@@ -17,6 +17,8 @@ class ThinkingTemplate:
     family: ReasoningFamily | None
     toggle: bool = False  # the template takes `enable_thinking` (Qwen3): thinking can be switched off
     effort: bool = False  # the template takes `reasoning_effort` (think levels)
+    # the template sees whether think was set (a Go TEMPLATE layer's .IsThinkSet), even if it cannot switch it
+    reads_setting: bool = False
 
     @classmethod
     def of(cls, template: str | Mapping[str, str] | None) -> ThinkingTemplate:
@@ -35,10 +37,12 @@ class ThinkingTemplate:
         if self.family is None:
             if strict and setting.enabled:
                 raise InvalidRequest(f'"{model}" does not support thinking', param="think")
-            return ThinkPlan()
+            # think:false is accepted; a template that reads it gets it (Ollama: .IsThinkSet true, .Think false)
+            off = setting.enabled is False and (self.toggle or self.reads_setting)
+            return ThinkPlan(template_kwargs={"enable_thinking": False} if off else {})
         enabled = setting.enabled is not False
         kwargs: dict[str, Any] = {}
-        if self.toggle:
+        if self.toggle or self.reads_setting:
             kwargs["enable_thinking"] = enabled
         if self.effort and enabled and setting.level is not None:
             kwargs["reasoning_effort"] = "high" if setting.level == "max" else setting.level
