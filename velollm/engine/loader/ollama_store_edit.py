@@ -56,40 +56,38 @@ def check_storable(name: OllamaName, param: str) -> None:
 
 def manifest_digests(path: Path) -> set[str]:
     """The digests a manifest names (config and layers); none when it cannot be read."""
+    return _digests(path) or set()
+
+
+def _digests(path: Path) -> set[str] | None:
+    """The digests a manifest names; None when it cannot be read as one (not JSON, not an object, its layers
+    not a list: Ollama's json.Unmarshal into a Manifest fails)."""
     try:
         manifest = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        return set()
-    if not isinstance(manifest, dict):
-        return set()
-    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
+        return None
+    layers = manifest.get("layers") if isinstance(manifest, dict) else ()
+    if not isinstance(layers, list | None):
+        return None
+    refs = [manifest.get("config"), *(layers or [])]
     return {r["digest"] for r in refs if isinstance(r, dict) and isinstance(r.get("digest"), str)}
 
 
-def _named(path: Path) -> set[str] | None:
-    """The blob file names (`sha256-<hex>`) a manifest names; None when it cannot be read as one."""
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict):
-        return None
-    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
-    return {r["digest"].replace(":", "-", 1).lower() for r in refs
-            if isinstance(r, dict) and isinstance(r.get("digest"), str)}
-
-
 def named_blobs(root: Path) -> set[str] | None:
-    """The blob file names every manifest of the store names; None when one of them cannot be read (what it
-    names is unknown: nothing may be removed as unused)."""
+    """The blob file names (`sha256-<hex>`) every manifest of the store names; None when one of them, or a folder
+    of manifests, cannot be read (what it names is unknown: nothing may be removed as unused)."""
     names: set[str] = set()
-    for path in manifests(root):
-        named = _named(path)
-        if named is None:
+    try:
+        paths = manifest_paths(root, strict=True)
+    except OSError:
+        return None
+    for path in paths:
+        digests = _digests(path)
+        if digests is None:
             if path.exists():
                 return None
             continue  # deleted since it was listed
-        names |= named
+        names |= {digest.replace(":", "-", 1).lower() for digest in digests}
     return names
 
 
