@@ -280,3 +280,12 @@ def test_a_broken_source_gguf_is_a_400_naming_the_problem_before_any_progress(se
                                                          stream=True))
     assert err.value.status_code == 400 and says in err.value.error
     assert _blobs(store) == before and not (store / f"manifests/registry.ollama.ai/library/{name}-q4").exists()
+
+
+@pytest.mark.parametrize("value, noprune", [("", False), ("1", True), ("false", False), ("'false'", False),
+                                            (' "0" ', False), ("yes", True), ("'", False), ("' '", True)])
+def test_ollama_noprune_is_read_as_ollamas_envconfig_bool(value, noprune):
+    """envconfig.Var trims spaces, then quotes; Bool: empty is false, ParseBool's false words false, the rest true."""
+    from velollm.commands.serve import go_bool
+
+    assert go_bool(value) is noprune
