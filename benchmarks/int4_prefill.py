@@ -46,6 +46,7 @@ def seconds(fn) -> float:
 
 
 def main() -> None:
+    from velollm.hw.torch_threads import one_intra_op_thread
     from velollm.kernels import int4_cpu, int4_unpack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +59,7 @@ def main() -> None:
     emit(what="int4_prefill_box", cpus=os.cpu_count(), threads=torch.get_num_threads(),
          capability=torch.backends.cpu.get_cpu_capability(), prefill_rows=int4_cpu.PREFILL_ROWS,
          load_avg=os.getloadavg())
-    scratch = int4_unpack.Int4Scratch()
+    scratch = int4_unpack.Int4Scratch(one_intra_op_thread())  # as the engine's models dequantize (one thread)
     for shape in args.shapes:
         n, k = map(int, shape.split("x"))
         w = packed_matrix(n, k)

@@ -123,3 +123,54 @@ def test_supported_checks_the_packing_on_a_probe(monkeypatch):
         assert not int4_unpack.supported()
     finally:
         int4_unpack.supported.cache_clear()
+
+
+THREADS_PROBE = """
+import threading
+
+import torch
+from torch import nn
+
+torch.set_num_threads(3)  # the process's count, whatever this CPU has
+from velollm.engine.models.quantized_linear import quantize_linears
+from velollm.kernels import int4_cpu, int4_unpack
+
+with torch.device("meta"):
+    model = nn.Sequential(nn.Linear(64, 80, bias=False))
+quantize_linears(model, torch.bfloat16, {})
+scratch = model[0].scratch  # the model's, as the engine builds it
+gen = torch.Generator().manual_seed(0)
+q = torch.randint(0, 16, (80, 64), generator=gen, dtype=torch.int32)
+packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+sz = torch.randn(2, 80, 2, generator=gen).to(torch.bfloat16)
+w = int4_cpu.Int4Weight((80, 64), packed, sz)
+seen = {}
+tail = int4_unpack._tail_block
+
+def spying_tail(*args):  # inside the dequantization: its thread's count, and a thread starting meanwhile
+    seen["worker"] = torch.get_num_threads()
+    thread = threading.Thread(target=lambda: seen.setdefault("new", torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return tail(*args)
+
+int4_unpack._tail_block = spying_tail
+with torch.inference_mode():  # as the forward pass
+    ours = int4_unpack.dequantize_t(w, scratch).clone()
+kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.eye(64, dtype=torch.bfloat16), packed, 32, sz)
+print(seen["worker"], seen["new"], torch.get_num_threads(), torch.equal(ours.view(torch.int16), kernel.view(torch.int16)))
+"""
+
+
+def test_dequantization_runs_on_one_thread_and_leaves_the_process_count_alone():
+    """The model's dequantization runs on one torch thread, but not by torch.set_num_threads on the forward's
+    thread: that count is process-wide for any thread's first read, so a thread starting its first op meanwhile
+    (a model loaded on demand during a CPU prefill) ran on one thread for good. A fresh interpreter: the count is
+    process-wide."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "3", "3", "True"]

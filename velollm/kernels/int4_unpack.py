@@ -23,7 +23,10 @@ The nibbles are split eight bytes at a time as int64 words into signed int8 (q -
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -37,21 +40,39 @@ _SIGN = 0x0808080808080808
 _FLIP = 0x8888888888888888 - (1 << 64)  # q ^ 8 read as a signed nibble is q - 8
 # Weights per chunk: its int8 quants and bfloat16 values stay in cache (2^18..2^22 measured alike).
 _CHUNK_ELEMENTS = 1 << 22
-# Threads for the dequantization's ~10 elementwise ops per chunk. Each parallel op ends in a barrier that
-# waits for every thread; on a box whose cores other jobs share, a thread on a busy core costs a
+# The dequantization's ~10 elementwise ops per chunk run on one torch thread. Each parallel op ends in a barrier
+# that waits for every thread; on a box whose cores other jobs share, a thread on a busy core costs a
 # scheduler slice (~15 ms) per op. Measured on 2 shared EPYC cores, 4096x4096, load 4.5-7, medians: 2 threads
 # 250-1000 ms, 1 thread 27-95 ms; the fastest runs seen: 2 threads 10 ms, 1 thread 20 ms.
-THREADS = 1
+# Not by torch.set_num_threads around the ops on the caller's thread: that also sets the process-wide count a
+# thread reads at its first parallel op, so a thread starting meanwhile (a model loaded on demand during a CPU
+# prefill) would run on one thread for good. A worker thread of the scratch's own runs them instead.
+_T = TypeVar("_T")
 
 
 class Int4Scratch:
-    """One bfloat16 buffer for dequantized weights, grown to the largest matrix asked for.
+    """One bfloat16 buffer for dequantized weights, grown to the largest matrix asked for, and the thread that
+    dequantizes into it.
 
     Owned by one model (velollm.engine.models.quantized_linear), whose forward passes run one at a time.
+    `thread_init` starts that worker thread (velollm.hw.torch_threads.one_intra_op_thread(): one torch thread, the
+    process's count untouched); None: the dequantization runs on the caller's thread, at its own count.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, thread_init: Callable[[], None] | None = None) -> None:
         self.buffer = torch.empty(0, dtype=torch.bfloat16)
+        self.thread_init = thread_init
+        self._worker: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[..., _T], *args: object) -> _T:
+        """fn(*args) on the worker thread (started at the first call; it ends with the scratch), in inference
+        mode as the forward pass that calls it (the mode is per thread), and its result; or on this thread."""
+        if self.thread_init is None:
+            return fn(*args)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, "velollm-int4-unpack", initializer=self.thread_init)
+            weakref.finalize(self, self._worker.shutdown, wait=False)
+        return self._worker.submit(_inference, fn, *args).result()
 
     def take(self, numel: int) -> torch.Tensor:
         if self.buffer.numel() < numel:
@@ -107,22 +128,27 @@ def _tail_block(packed: torch.Tensor, sz: torch.Tensor, out: torch.Tensor, cols:
 
 
 def dequantize_t(w: Int4Weight, scratch: Int4Scratch) -> torch.Tensor:
-    """W^T [K, N] in bfloat16, in the scratch buffer (valid until its next use)."""
+    """W^T [K, N] in bfloat16, in the scratch buffer (valid until its next use), computed on its thread."""
     rows, cols = w.shape
     full = rows // BLOCK * BLOCK
     out = scratch.take(rows * cols).view(cols, rows)
     flat = w.packed.view(-1)
-    sz = w.scales_and_zeros
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
-        if full:
-            _full_blocks(flat[:full * cols // 2], sz[:, :full], out[:, :full], cols)
-        if full < rows:
-            _tail_block(flat[full * cols // 2:], sz[:, full:], out[:, full:], cols)
-    finally:
-        torch.set_num_threads(threads)
+    scratch.run(_unpack, flat, w.scales_and_zeros, out, full)
     return out
+
+
+def _unpack(flat: torch.Tensor, sz: torch.Tensor, out: torch.Tensor, full: int) -> None:
+    """The full blocks of 64 rows, then the tail block if any, into out [K, N]."""
+    cols, rows = out.shape
+    if full:
+        _full_blocks(flat[:full * cols // 2], sz[:, :full], out[:, :full], cols)
+    if full < rows:
+        _tail_block(flat[full * cols // 2:], sz[:, full:], out[:, full:], cols)
+
+
+def _inference(fn: Callable[..., _T], *args: object) -> _T:
+    with torch.inference_mode():
+        return fn(*args)
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from torch import nn
 
 from velollm import kernels
 from velollm.errors import ModelLoadError
+from velollm.hw.torch_threads import one_intra_op_thread
 from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QuantizedWeight, cat_rows
 from velollm.kernels.int4_cpu import Int4Weight
@@ -154,7 +155,7 @@ QUANTIZED_MODULES = (QuantizedLinear, QuantizedEmbedding)
 def quantize_linears(model: nn.Module, dtype: torch.dtype, fused: dict[str, str]) -> None:
     """Replace every nn.Linear and nn.Embedding of `model` (on the meta device) by its quantized
     counterpart. `fused`: child name -> the parent's method giving the shard sizes (q/k/v, gate/up)."""
-    scratch = Int4Scratch()
+    scratch = Int4Scratch(one_intra_op_thread())  # dequantizes on a thread of one torch thread (int4_unpack)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
