@@ -177,5 +177,7 @@ def test_prune_removes_nothing_when_a_manifest_or_its_folder_cannot_be_read(root
     odd.write_text('{"schemaVersion": 2, "layers": 5}')
     assert edit.prune_blobs(root, min_age_s=0) == []
     odd.unlink()
-    assert edit.prune_blobs(root, min_age_s=0) == [orphan]
+    died = root / "blobs/.tmp-k3j2h1"  # write_file's temporary blob, its create killed
+    died.write_bytes(b"half a config")
+    assert edit.prune_blobs(root, min_age_s=0) == [died, orphan]
     assert ollama_store.find_model("one", root).model_path.exists()

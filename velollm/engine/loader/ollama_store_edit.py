@@ -37,6 +37,7 @@ from velollm.errors import InvalidRequest, ModelNotFound
 PRUNE_AGE_S = 3600.0  # Ollama's grace for a blob no manifest names yet: a create in flight elsewhere
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
+TEMP_PREFIX = ".tmp-"  # write_file's temporary files (a blob's too, in blobs/: pruned when a write died)
 
 
 def check_digest(digest: str) -> str:
@@ -92,9 +93,9 @@ def named_blobs(root: Path) -> set[str] | None:
 
 
 def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
-    """Removes the files under blobs/ that no manifest names (blobs, and the temporary `sha256-<random>` files of
-    writes that died) and that were last written at least `min_age_s` ago; the removed paths. None removed when
-    a manifest cannot be read."""
+    """Removes the files under blobs/ that no manifest names (blobs, and the temporary files of writes that died:
+    Ollama's and BlobWriter's `sha256-<random>`, write_file's `.tmp-<random>`) and that were last written at least
+    `min_age_s` ago; the removed paths. None removed when a manifest cannot be read."""
     folder = root / "blobs"
     named = named_blobs(root) if folder.is_dir() else None
     if named is None:
@@ -102,7 +103,7 @@ def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
     removed: list[Path] = []
     now = time.time()
     for path in sorted(folder.iterdir()):
-        if not path.name.startswith("sha256-") or path.name.lower() in named:
+        if not path.name.startswith(("sha256-", TEMP_PREFIX)) or path.name.lower() in named:
             continue
         try:
             info = path.stat()
@@ -188,7 +189,7 @@ def write_file(path: Path, data: bytes, tries: int = 5) -> None:
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
