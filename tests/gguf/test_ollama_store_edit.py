@@ -181,3 +181,22 @@ def test_prune_removes_nothing_when_a_manifest_or_its_folder_cannot_be_read(root
     died.write_bytes(b"half a config")
     assert edit.prune_blobs(root, min_age_s=0) == [died, orphan]
     assert ollama_store.find_model("one", root).model_path.exists()
+
+
+def test_a_blob_the_prune_cannot_remove_is_logged_and_the_others_still_go(root, monkeypatch, caplog):
+    from pathlib import Path
+
+    stuck, orphan = (root / "blobs" / f"sha256-{c * 64}" for c in "ab")
+    for path in (stuck, orphan):
+        path.write_bytes(b"no manifest names it")
+    real_unlink = Path.unlink
+
+    def unlink(path, *args, **kwargs):
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with caplog.at_level("WARNING", logger=edit.__name__):
+        assert edit.prune_blobs(root, min_age_s=0) == [orphan]
+    assert stuck.exists() and f"could not prune unused blob {stuck}: " in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -33,6 +34,8 @@ from velollm.engine.loader.ollama_store import (
     parse_name,
 )
 from velollm.errors import InvalidRequest, ModelNotFound
+
+logger = logging.getLogger(__name__)
 
 PRUNE_AGE_S = 3600.0  # Ollama's grace for a blob no manifest names yet: a create in flight elsewhere
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
@@ -112,6 +115,8 @@ def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
                 removed.append(path)
         except FileNotFoundError:  # (renamed into place or removed meanwhile)
             continue
+        except OSError as exc:  # as Ollama's prune: said, and the others still go
+            logger.warning("could not prune unused blob %s: %s", path, exc)
     return removed
 
 
