@@ -128,3 +128,31 @@ def test_tools_and_tool_results_reach_the_template(layer_server):
     completion = openai.OpenAI(base_url=f"{url}/v1", api_key="x").chat.completions.create(
         model="tooly", messages=openai_messages, tools=TOOLS_CASE["tools"], max_tokens=2, temperature=0)
     assert completion.usage.prompt_tokens == _num_tokens(gguf, golden)
+
+
+def test_a_store_model_without_a_template_layer_renders_with_ollamas_default(fixtures, tmp_path):
+    """A store model with neither a TEMPLATE layer nor a jinja template (a base model `ollama create`d from a bare
+    GGUF) renders as Ollama renders it, with its default `{{ .Prompt }}`: /api/generate and /api/chat were a 400
+    "this model has no chat template" while /api/show said `{{ .Prompt }}`. A GGUF with a jinja template keeps it."""
+    from velollm.engine.loader.resolve import resolve_model
+
+    base = fixtures.model("llama", "F32")
+    bare = write_gguf(tmp_path / "bare.gguf", base.spec, base.sd, dataclasses.replace(base.tok, chat_template=None),
+                      "F32")
+    manifest = make_store(tmp_path / "models", bare)
+    stored = json.loads(manifest.read_text())
+    stored["layers"] = [la for la in stored["layers"] if not la["mediaType"].endswith(".template")]
+    manifest.write_text(json.dumps(stored))
+    make_store(tmp_path / "models", base.path, ("registry.ollama.ai", "library", "jinja", "latest"))
+    jinja_manifest = manifest.parents[1] / "jinja" / "latest"
+    jinja = json.loads(jinja_manifest.read_text())
+    jinja["layers"] = [la for la in jinja["layers"] if not la["mediaType"].endswith(".template")]
+    jinja_manifest.write_text(json.dumps(jinja))
+
+    source = resolve_model("tiny", ollama_models=tmp_path / "models", device="cpu")
+    tokenizer = source.load_tokenizer()
+    assert source.info.template is None  # /api/show and a create from it see no layer, as in Ollama
+    messages = [{"role": "system", "content": "You are tiny."}, {"role": "user", "content": QUESTION}]
+    assert tokenizer.apply_chat_template(messages) == "<|begin_of_text|>" + QUESTION  # legacy: the last .Prompt
+    kept = resolve_model("jinja", ollama_models=tmp_path / "models", device="cpu").load_tokenizer()
+    assert kept.chat_template == base.tok.chat_template and kept.go_template is None

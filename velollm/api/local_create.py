@@ -182,8 +182,9 @@ def _gguf(root: Path, files: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         with GGUFFile(path) as f:
             info = model_info(f, filename)
-    except Exception as exc:  # a broken upload: the client's to fix
-        raise InvalidRequest(f"{filename!r} is not a usable GGUF file: {exc}", param="files") from exc
+    except Exception as exc:  # a broken upload: the client's to fix (named by its file name, not the store's path)
+        problem = str(exc).replace(f"{path}: ", "").replace(str(path), filename)
+        raise InvalidRequest(f"{filename!r} is not a usable GGUF file: {problem}", param="files") from exc
     config = {"model_format": "gguf", "model_family": info.family, "model_families": [info.family],
               "model_type": human_number(info.parameter_count), "file_type": info.quantization_level,
               "architecture": "amd64", "os": "linux"}

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from velollm.engine.loader.source import ModelSource
 from velollm.errors import InvalidRequest, ModelNotFound, PathNotAllowed
+
+if TYPE_CHECKING:
+    from velollm.engine.text.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +58,35 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
     model = ollama_store.find_model(spec, root)
     if model is not None:
         ollama_store.check_runnable(model)  # raises for a cloud model or one with no GGUF layer
-        return gguf_source(
+        source = gguf_source(
             model.model_path,  # type: ignore[arg-type]
             name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
             default_system=model.system, template=model.template, default_messages=model.messages,
             **_licenses(model.licenses()),
         )
+        return source if model.template is not None else replace(
+            source, load_tokenizer=_default_template(source.load_tokenizer))
     folder = hf_cache.snapshot_folder(spec, Path(hf_hub) if hf_hub is not None else None)
     if folder is not None:
         return _from_path(folder, spec, dtype, device, quantization)
     raise ModelNotFound(f"model {spec!r} not found (not a file, an Ollama model in {root} or a cached Hugging Face repo)")
+
+
+# Ollama's template.DefaultTemplate: what renders a store model that has no TEMPLATE layer.
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+
+def _default_template(load: Callable[[], Tokenizer]) -> Callable[[], Tokenizer]:
+    """A store model without a TEMPLATE layer renders with Ollama's default template when its GGUF has no jinja
+    one (a base model created from a bare GGUF); the layer-less info stays (show, create see no layer)."""
+    def load_with_default() -> Tokenizer:
+        tokenizer = load()
+        if tokenizer.chat_template is None and not tokenizer.go_template:
+            tokenizer.go_template = DEFAULT_TEMPLATE
+        return tokenizer
+
+    return load_with_default
 
 
 def _licenses(texts: tuple[str, ...]) -> dict[str, object]:

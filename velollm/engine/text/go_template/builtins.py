@@ -133,6 +133,8 @@ def _typed_nil_as_empty(item: Any) -> Any:
 
 def slice_(item: Any, *indices: Any) -> Any:
     v = _typed_nil_as_empty(item)
+    if v is None:
+        raise GoTemplateError("error calling slice: slice of untyped nil")
     if not isinstance(v, (list, str)):
         raise GoTemplateError(f"error calling slice: can't slice item of type {type_name(v)}")
     if len(indices) > 3 or (len(indices) == 3 and isinstance(v, str)):

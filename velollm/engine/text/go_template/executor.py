@@ -215,6 +215,8 @@ class _State:
         args = [self.arg(dot, a) for a in arg_nodes]
         if final is not _MISSING:
             args.append(final)
+        if name == "len" and any(a is NO_VALUE for a in args):  # Go 1.19's len reads the invalid value's type
+            raise GoTemplateError("error calling len: reflect: call of reflect.Value.Type on zero Value")
         args = [None if a is NO_VALUE else a for a in args]  # Go passes an invalid value as a nil interface
         try:
             return fn(*args)

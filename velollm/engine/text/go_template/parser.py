@@ -89,21 +89,25 @@ class _Parser:
                 self.definition()
                 continue
             if key is not None and key.kind == "keyword" and key.value in ("end", "else"):
+                self.pos += 1
+                if not (key.value == "else" and self.peek_keyword("if")):  # `else if`: the `if` left pending
+                    self.close(key.value)  # Go's endControl / elseControl, wherever it stands
                 if depth == 0:
                     raise self.error(f"unexpected {{{{{key.value}}}}}")
-                self.pos += 1
-                if key.value == "end":
-                    self.close()
                 return nodes, key.value
             nodes.append(self.action(depth, loop))
         if depth:
             raise self.error("unexpected EOF")
         return nodes, None
 
-    def close(self) -> None:
+    def close(self, context: str) -> None:
         tok = self.next()
         if tok.kind != "close":
-            raise self.error(f"unexpected {tok.value!r} in end")
+            raise self.error(f"unexpected {_item(tok)} in {context}")
+
+    def peek_keyword(self, word: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok.kind == "keyword" and tok.value == word
 
     def action(self, depth: int, loop: bool) -> Any:
         tok = self.peek()
@@ -112,9 +116,9 @@ class _Parser:
             return self.branch(tok.value, depth, loop)
         if tok is not None and tok.kind == "keyword" and tok.value in ("break", "continue"):
             self.pos += 1
+            self.close(f"{{{{{tok.value}}}}}")
             if not loop:
                 raise self.error(f"{{{{{tok.value}}}}} outside {{{{range}}}}")
-            self.close()
             return LoopControl(tok.value)
         if tok is not None and tok.kind == "keyword" and tok.value == "template":
             self.pos += 1
@@ -184,12 +188,12 @@ class _Parser:
         body, end = self.list(depth + 1, loop or kind == "range")
         else_body = None
         if end == "else":
-            nxt = self.peek()
-            if nxt is not None and nxt.kind == "keyword" and nxt.value == "if" and kind == "if":
+            if self.peek_keyword("if") and kind == "if":
                 self.pos += 1
                 else_body = [self.branch("if", depth, loop)]  # `else if` shares the outer `end`
+            elif self.peek_keyword("if"):  # Go 1.19 joins `else if` to an `if` only
+                raise self.error("unexpected <if> in input")
             else:
-                self.close()
                 else_body, end = self.list(depth + 1, loop)
                 if end != "end":
                     raise self.error(f"expected end; found {{{{{end}}}}}")
