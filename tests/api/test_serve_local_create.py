@@ -288,3 +288,12 @@ def test_a_broken_source_gguf_is_a_400_naming_the_problem_before_any_progress(se
         files = {"model": f"{name}-q4", "files": {"broken.gguf": digest}, "quantize": "q4_K_M"}
         r = httpx.post(f"{url}/api/create", json=files, timeout=60)
         assert r.status_code == 400 and says in r.json()["error"] and str(store) not in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("value, noprune", [("", False), ("1", True), ("false", False), ("'false'", False),
+                                            (' "0" ', False), ("yes", True), ("'", False), ("' '", True)])
+def test_ollama_noprune_is_read_as_ollamas_envconfig_bool(value, noprune):
+    """envconfig.Var trims spaces, then quotes; Bool: empty is false, ParseBool's false words false, the rest true."""
+    from velollm.commands.serve import go_bool
+
+    assert go_bool(value) is noprune

@@ -126,9 +126,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def go_bool(value: str) -> bool:
-    """An Ollama boolean variable as its envconfig.Bool reads one: unset or empty is false, Go's ParseBool
-    spellings of false are false, anything else is true."""
-    value = value.strip()
+    """An Ollama boolean variable as its envconfig.Bool reads one: trimmed of spaces, then of quotes (envconfig.Var),
+    unset or empty is false, Go's ParseBool spellings of false are false, anything else is true."""
+    value = value.strip().strip("\"'")
     return bool(value) and value not in ("0", "f", "F", "false", "FALSE", "False")
 
 
