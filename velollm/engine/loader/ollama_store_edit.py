@@ -68,7 +68,7 @@ def _digests(path: Path) -> set[str] | None:
     not a list: Ollama's json.Unmarshal into a Manifest fails)."""
     try:
         manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (RecursionError: arrays nested past Python's stack)
         return None
     layers = manifest.get("layers") if isinstance(manifest, dict) else ()
     if not isinstance(layers, list | None):
