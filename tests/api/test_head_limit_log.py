@@ -6,11 +6,11 @@ before each of them, and httptools' refusals wrote their answer twice, the secon
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
+from tests.api.test_header_deadline import answer_in_pieces
 from tests.serve_process import free_port, start_serve, stop_serve
 from velollm.api.header_deadline import INVALID_REQUEST
 
@@ -28,28 +28,10 @@ def serve(tmp_path_factory):
         stop_serve(proc)
 
 
-def _answer(port: int, request: bytes) -> bytes:
-    """`request` sent in 16 KiB pieces, the answer read to the close."""
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        try:
-            for i in range(0, len(request), 16_384):
-                s.sendall(request[i:i + 16_384])
-                time.sleep(0.001)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            while chunk := s.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return answer
-
-
 def _warnings_after(log, request: bytes, port: int) -> tuple[bytes, str]:
     """The answer to `request`, and what the server logged from its sending to a moment after the answer."""
     before = len(log.read_text())
-    answer = _answer(port, request)
+    answer = answer_in_pieces(port, request, 16_384)
     time.sleep(0.3)  # the server logs before it answers; a margin for the file write
     return answer, log.read_text()[before:]
 
