@@ -164,6 +164,12 @@ def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
     assert capabilities(served) == ["completion", "tools", "thinking"]
     served = SimpleNamespace(engine=SimpleNamespace(tokenizer=both))
     assert capabilities(served) == ["completion", "tools"]
+    # an empty jinja template is a jinja template: the four agree that the layer does not render (capabilities
+    # alone took the Go layer's tools and thinking, with `not chat_template`)
+    empty = SimpleNamespace(chat_template="", go_template=go)
+    assert go_layer(empty) is None and not _go_template_takes_tools(empty)
+    assert not thinking_template(empty).supports_thinking
+    assert capabilities(SimpleNamespace(engine=SimpleNamespace(tokenizer=empty))) == ["completion"]
 
 
 def test_templates_calling_templates_stay_in_bounds():
