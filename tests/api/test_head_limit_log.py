@@ -1,7 +1,8 @@
 """A real `velollm serve` (proxy-only: no engine needed) answers a request line or head over 64 KiB with its JSON
 414/431 and logs no "Invalid HTTP request received." for it (uvicorn logged that warning at the parse error
 before each of them, and httptools' refusals wrote their answer twice, the second after write_eof: asyncio's
-"Fatal error on transport" with a traceback), while a request that is malformed otherwise still gets uvicorn's 400 and the warning."""
+"Fatal error on transport" with a traceback), while a request that is malformed otherwise still gets uvicorn's 400
+and the warning."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _warnings_after(log, request: bytes, port: int) -> tuple[bytes, str]:
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GET /v1/models?q=" + b"a" * BIG + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
     (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * BIG + b"\r\n\r\n", 431),
-    (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 990) for i in range(70)) + b"\r\n", 431),
+    (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 990) for i in range(70))
+     + b"\r\n", 431),
 ])
 def test_a_refused_head_is_answered_without_the_invalid_request_warning(serve, request_bytes, status):
     port, log = serve
