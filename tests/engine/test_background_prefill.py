@@ -162,3 +162,20 @@ def test_a_step_failing_past_the_engine_drops_the_async_engines_prefills(llama_f
         assert stats.num_turn_prefills == 0 and stats.num_allocated_blocks == 0 and engine.dead is None
     finally:
         engine.shutdown()
+
+
+def test_an_abandoned_step_leaves_a_prefill_that_had_finished_counted_as_done(engine, caplog):
+    """Under async scheduling a prefill's last chunk ends it at launch; a failure surfacing in the next step
+    abandons both steps' batches. The finished prefill is not dropped again (counted done and dropped, and the
+    warning saying it is dropped)."""
+    prefill = engine.add_prefill(random_prompts([40], seed=9)[0])  # two full blocks: one step
+    drain(engine)
+    request = engine.add_request(random_prompts([40], seed=10)[0], greedy(4))
+    with caplog.at_level(logging.WARNING, logger="velollm.engine.step_failures"):
+        engine.failures.abandon([ScheduledBatch([prefill], [32]), ScheduledBatch([request], [40])],
+                                RuntimeError("device fault"))
+    [message] = [r.getMessage() for r in caplog.records if "step over" in r.getMessage()]
+    assert message.endswith("device fault); retrying each alone"), message
+    stats = engine.stats()
+    assert prefill.finished and stats.num_turn_prefills == 1 and stats.num_dropped_turn_prefills == 0
+    assert [d.request_id for d in drain(engine) if d.finished] == [request.request_id]

@@ -125,7 +125,8 @@ class Scheduler:
 
     def quarantine(self, requests: list[Request]) -> None:
         """A step over `requests` failed: roll them back (their KV is recomputed) and retry each alone."""
-        for request in [r for r in requests if r.prefill_only]:  # not worth a retry: dropped
+        # not worth a retry: dropped (not one that had ended: an async step's last chunk ends it at launch)
+        for request in [r for r in requests if r.prefill_only and not r.finished]:
             self._drop_prefill(request)
         requests = [r for r in requests if not r.prefill_only]
         for request in reversed(requests):

@@ -101,8 +101,8 @@ class StepFailures:
 
 def _what_happens(requests: list[Request]) -> str:
     """The log's account of Scheduler.quarantine: clients' requests retried alone, background prefills dropped."""
-    num_prefills = sum(r.prefill_only for r in requests)
-    num_retried = len(requests) - num_prefills
+    num_prefills = sum(r.prefill_only and not r.finished for r in requests)
+    num_retried = sum(not r.prefill_only for r in requests)
     if not num_prefills:
         return "retrying each alone"
     dropped = f"dropping {num_prefills} background prefill{'s' if num_prefills > 1 else ''} (no client waits on one)"
