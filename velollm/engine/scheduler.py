@@ -28,6 +28,7 @@ class ScheduledBatch:
 
     requests: list[Request] = field(default_factory=list)
     num_scheduled_tokens: list[int] = field(default_factory=list)
+    cached_blocks: list[int] = field(default_factory=list)  # blocks the step put in the prefix cache (update)
 
     def samples(self, index: int) -> bool:
         """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
@@ -226,7 +227,7 @@ class Scheduler:
         """Advance computed-token counts after the model ran; cache the blocks that filled up."""
         for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
             request.num_computed_tokens += num_new
-            self.block_manager.cache_full_blocks(request)
+            batch.cached_blocks += self.block_manager.cache_full_blocks(request)
             if request.prefill_only and request.num_computed_tokens >= self._prefill_end(request):
                 self._end_prefill(request)
 

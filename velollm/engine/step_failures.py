@@ -50,6 +50,7 @@ class StepFailures:
         retried alone; a request that failed alone is removed and raised as RequestFailed (a background prefill,
         which no client waits on, is dropped)."""
         self.num_failed_steps += not retrying
+        self.scheduler.block_manager.uncache(batch.cached_blocks)
         if len(batch.requests) > 1 or batch.requests[0].prefill_only:  # a background prefill is dropped there
             self._retry_alone(batch.requests, exc)
             return
@@ -64,6 +65,8 @@ class StepFailures:
         """An async step failed: what is in flight is dropped (its ids were never read), and the requests are
         recomputed from the tokens the host has, each alone and synchronously, so the failure lands on one."""
         self.num_failed_steps += 1
+        for batch in batches:
+            self.scheduler.block_manager.uncache(batch.cached_blocks)
         self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
 
     def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
