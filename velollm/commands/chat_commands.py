@@ -148,6 +148,8 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what in ("wordwrap", "nowordwrap", "verbose", "quiet"):
         if what in ("verbose", "quiet"):
             session.verbose = what == "verbose"
+        else:
+            session.writer.word_wrap = what == "wordwrap"
         session.say(f"Set '{what}' mode.\n")
     elif what in ("think", "nothink"):
         level = args[1] if what == "think" and len(args) > 1 else None
