@@ -1,16 +1,17 @@
 """A real `velollm serve` (proxy-only: no engine needed) answers a request line or head over 64 KiB with its JSON
 414/431 and logs no "Invalid HTTP request received." for it (uvicorn logged that warning at the parse error
 before each of them, and httptools' refusals wrote their answer twice, the second after write_eof: asyncio's
-"Fatal error on transport" with a traceback), while a request that is malformed otherwise still gets uvicorn's 400 and the warning."""
+"Fatal error on transport" with a traceback), while a request that is malformed otherwise still gets uvicorn's 400
+and the warning."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
+from tests.api.test_header_deadline import answer_in_pieces
 from tests.serve_process import free_port, start_serve, stop_serve
 from velollm.api.header_deadline import INVALID_REQUEST
 
@@ -28,28 +29,10 @@ def serve(tmp_path_factory):
         stop_serve(proc)
 
 
-def _answer(port: int, request: bytes) -> bytes:
-    """`request` sent in 16 KiB pieces, the answer read to the close."""
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        try:
-            for i in range(0, len(request), 16_384):
-                s.sendall(request[i:i + 16_384])
-                time.sleep(0.001)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            while chunk := s.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return answer
-
-
 def _warnings_after(log, request: bytes, port: int) -> tuple[bytes, str]:
     """The answer to `request`, and what the server logged from its sending to a moment after the answer."""
     before = len(log.read_text())
-    answer = _answer(port, request)
+    answer = answer_in_pieces(port, request, 16_384)
     time.sleep(0.3)  # the server logs before it answers; a margin for the file write
     return answer, log.read_text()[before:]
 
@@ -57,7 +40,8 @@ def _warnings_after(log, request: bytes, port: int) -> tuple[bytes, str]:
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GET /v1/models?q=" + b"a" * BIG + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
     (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * BIG + b"\r\n\r\n", 431),
-    (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 990) for i in range(70)) + b"\r\n", 431),
+    (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 990) for i in range(70))
+     + b"\r\n", 431),
 ])
 def test_a_refused_head_is_answered_without_the_invalid_request_warning(serve, request_bytes, status):
     port, log = serve

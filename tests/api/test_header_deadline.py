@@ -165,7 +165,7 @@ def test_pipelined_requests_are_all_answered(port):
 
 def test_oversized_headers_are_refused(port, request):
     header = b"X-Big: " + b"a" * 990 + b"\r\n"
-    answer = _refused(port, b"GET / HTTP/1.1\r\nHost: localhost\r\n" + header * (2 * MAX_HEADER_BYTES // 1000),
+    answer = answer_in_pieces(port, b"GET / HTTP/1.1\r\nHost: localhost\r\n" + header * (2 * MAX_HEADER_BYTES // 1000),
                       len(header))  # a header a read, as from a real network
     # both protocols stop at MAX_HEADER_BYTES (h11's own 16 KiB is raised to it): JSON, Ollama's shape at "/"
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -182,7 +182,7 @@ def test_oversized_headers_that_arrive_whole_are_refused_too(port, piece):
     unfinished head)."""
     for headers, status in ((b"X-Big: " + b"a" * 70_000 + b"\r\n", 431),
                             (b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 990) for i in range(70)), 431)):
-        answer = _refused(port, b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n", piece)
+        answer = answer_in_pieces(port, b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n", piece)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
         assert json.loads(body)["error"]["code"] == "headers_too_large"
@@ -192,7 +192,7 @@ def test_oversized_headers_that_arrive_whole_are_refused_too(port, piece):
         assert read_response(s).endswith(b"hello")
 
 
-def _refused(port: int, request: bytes, piece: int) -> bytes:
+def answer_in_pieces(port: int, request: bytes, piece: int) -> bytes:
     """The answer to `request` sent in pieces of `piece` bytes (one read each, as from a real network), read
     to the close."""
     answer = b""
@@ -225,7 +225,7 @@ def test_a_request_line_over_64_kib_is_a_json_414_and_the_server_serves_on(port,
     16 KiB when it came in pieces, and took it whole in one read): a JSON 414 in the path's wire format, sent
     whole or in pieces, on both protocols."""
     query = b"?q=" + b"a" * (size - len(path) - 3)
-    answer = _refused(port, b"GET " + path + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", piece)
+    answer = answer_in_pieces(port, b"GET " + path + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", piece)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), answer[:200]
     assert b"content-type: application/json" in head and b"connection: close" in head.lower()
@@ -277,7 +277,7 @@ def server_log():
 def test_a_refused_head_logs_no_invalid_request(port, server_log, request_bytes, piece):
     """uvicorn logs "Invalid HTTP request received." at each parse error: not for a head answered with a
     JSON 414/431, which is not invalid; and the answer is written once (no error on the transport)."""
-    answer = _refused(port, request_bytes, piece)
+    answer = answer_in_pieces(port, request_bytes, piece)
     assert answer.startswith((b"HTTP/1.1 414 ", b"HTTP/1.1 431 ")), answer[:200]
     time.sleep(0.1)
     assert INVALID_REQUEST not in server_log and not any("Fatal error" in m for m in server_log), server_log

@@ -4,6 +4,7 @@ client and httpx: a quantize source refused with a 400 before any progress, clie
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -280,3 +281,19 @@ def test_a_broken_source_gguf_is_a_400_naming_the_problem_before_any_progress(se
                                                          stream=True))
     assert err.value.status_code == 400 and says in err.value.error
     assert _blobs(store) == before and not (store / f"manifests/registry.ollama.ai/library/{name}-q4").exists()
+    if how != "bad magic":  # the same blob named in `files`: checked when the layer is made, the path left out too
+        digest = next(layer["digest"] for layer in json.loads((store / f"manifests/registry.ollama.ai/library/{name}"
+                                                                         "/latest").read_text())["layers"]
+                      if layer["mediaType"].endswith(".model"))
+        files = {"model": f"{name}-q4", "files": {"broken.gguf": digest}, "quantize": "q4_K_M"}
+        r = httpx.post(f"{url}/api/create", json=files, timeout=60)
+        assert r.status_code == 400 and says in r.json()["error"] and str(store) not in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("value, noprune", [("", False), ("1", True), ("false", False), ("'false'", False),
+                                            (' "0" ', False), ("yes", True), ("'", False), ("' '", True)])
+def test_ollama_noprune_is_read_as_ollamas_envconfig_bool(value, noprune):
+    """envconfig.Var trims spaces, then quotes; Bool: empty is false, ParseBool's false words false, the rest true."""
+    from velollm.commands.serve import go_bool
+
+    assert go_bool(value) is noprune

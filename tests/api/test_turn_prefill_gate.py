@@ -4,14 +4,21 @@ counted), and with tools, only an answer without calls is prefilled (its next tu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from types import SimpleNamespace
 
 import openai
 
 from tests.api.conftest import ThreadedServer, free_port, stub_app
 from tests.api.stub_engine import StubEngine, StubTokenizer
+from velollm.api import turn_prefill
+from velollm.api.generation import ChoiceState
+from velollm.api.native_chat import chat_renderer
 from velollm.api.tool_calls import ToolCalls
+from velollm.context.fitter import FittedPrompt
+from velollm.context.turn_cache import TurnCache
 
 
 class CountingTokenizer(StubTokenizer):
@@ -49,9 +56,37 @@ def test_no_prefix_cache_no_next_turn_rendering():
         assert engine.tokenizer.renders == 2 * num_fit + 1 and engine.prefilled == []
 
 
-def test_with_tools_only_an_answer_without_calls_is_prefilled():
+def test_with_tools_only_an_answer_without_calls_is_prefilled(monkeypatch):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
     calls = ToolCalls(StubEngine(), tools, "auto", True, retries=1, metrics=None, model="demo")
-    assert calls.plain_content("Sunny, 21 degrees. ") == "Sunny, 21 degrees. "
-    assert calls.plain_content('{"name": "get_weather", "parameters": {"city": "Paris"}}') is None
+    plain, call = "Sunny, 21 degrees. ", '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert calls.plain_content(plain) == plain
+    assert calls.plain_content(call) is None
+    # through remember_turn, the hook /v1 and /api/chat register: the call is not prefilled, the answer is
+    told: list[str] = []
+    monkeypatch.setattr(turn_prefill, "next_turn_ids", lambda *args: told.append(args[-1]) or [7] * 32)
+    assert _prefilled_after(calls, call) == [] and told == []
+    assert _prefilled_after(calls, plain) == [[7] * 32] and told == [plain]
+
+
+def _prefilled_after(calls: ToolCalls, answer: str) -> list[list[int]]:
+    """What remember_turn prefills after `answer` to a request with `calls`' tools (an engine with a prefix cache)."""
+    engine = StubEngine()
+    engine.prefix_caching = True
+    context = SimpleNamespace(turn_cache=lambda name: TurnCache(), background=set())
+    state = SimpleNamespace(config=SimpleNamespace(prefetch=True, turn_prefill=True), context=context)
+    messages = [{"role": "user", "content": "The weather in Paris?"}]
+    render = chat_renderer(engine.tokenizer, calls, {})
+    text = render(messages)
+    fitted = FittedPrompt(messages, text, engine.tokenizer.encode(text), num_reused=0, report=None)
+    gen = SimpleNamespace(on_finished=[])
+    turn_prefill.remember_turn(state, SimpleNamespace(name="demo", engine=engine), gen, fitted, render, calls)
+
+    async def finish() -> None:
+        [hook] = gen.on_finished
+        hook([ChoiceState(0, text=answer, token_ids=engine.tokenizer.encode(answer), finish_reason="stop")])
+        await asyncio.gather(*context.background)
+
+    asyncio.run(finish())
+    return engine.prefilled

@@ -1,6 +1,7 @@
-"""The shared engine flags (--kv-cache-dtype, --async-scheduling, --[no-]enable-prefix-caching) on every command that builds an engine:
-parsed alike, $OLLAMA_KV_CACHE_TYPE mapped alike, and reaching the engine of `generate` (a subprocess) and of
-the server `run` starts in its process when none answers (read back from its /metrics)."""
+"""The shared engine flags (--kv-cache-dtype, --async-scheduling, --[no-]enable-prefix-caching) on every
+command that builds an engine: parsed alike, $OLLAMA_KV_CACHE_TYPE mapped alike, and reaching the engine of
+`generate` (a subprocess) and of the server `run` starts in its process when none answers (read back from its
+/metrics)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def test_a_bad_kernel_switch_stops_the_command_at_start(tmp_path, command):
     env = cli_env("http://127.0.0.1:1", tmp_path, VELOLLM_CACHE=str(tmp_path / "cache"),
                   VELOLLM_PREFILL_ATTENTION="flash")
     args = ["--port", str(free_port()), "--no-upstream"] if command == "serve" else ["--device", "cpu", "hello"]
-    out = subprocess.run([sys.executable, "-m", "velollm.cli", command, *args], check=False, capture_output=True, text=True,
-                         timeout=120, cwd=REPO, env=env)
+    out = subprocess.run([sys.executable, "-m", "velollm.cli", command, *args], check=False, capture_output=True,
+                         text=True, timeout=120, cwd=REPO, env=env)
     assert out.returncode in (1, 2), out.stderr
     assert "$VELOLLM_PREFILL_ATTENTION must be one of auto, varlen, paged" in out.stderr and "'flash'" in out.stderr
     assert not (tmp_path / "cache").exists()  # nothing loaded (not even the demo model generated)

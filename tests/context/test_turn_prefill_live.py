@@ -95,7 +95,8 @@ def history_tokens(folder: Path, messages: list[dict], header: str, tools: list[
     return len(tokenizer.encode(text[:text.rindex(header)], add_special_tokens=False))
 
 
-def openai_turns(server: ServerHandle, first: dict, answer_of, second: dict | None = None) -> tuple[list[dict], str, int]:
+def openai_turns(server: ServerHandle, first: dict, answer_of,
+                 second: dict | None = None) -> tuple[list[dict], str, int]:
     """Turn 1 (`first`: the request's extra arguments), the prefill waited for, then turn 2 (greedy; `second`:
     its extra arguments): (turn 2's messages, its answer, its cached tokens)."""
     client = oai(server)

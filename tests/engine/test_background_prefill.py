@@ -132,3 +132,50 @@ def test_a_failed_step_logs_what_happens_to_its_prefills_and_requests(engine, ca
                           "client waits on one)"), mixed
     assert prefill.finished and list(engine.scheduler.suspects) == [request]
     assert [d.request_id for d in drain(engine) if d.finished] == [request.request_id]
+
+
+def test_a_step_failing_past_the_engine_drops_the_async_engines_prefills(llama_folder):
+    """A step that raises out of LLMEngine.step (not contained there) fails every stream and drops the background
+    prefills (AsyncEngine._fail_all), which no longer sit in `requests`: the prefill is not run afterwards."""
+    import time
+
+    from velollm.engine.async_engine import AsyncEngine
+
+    engine = AsyncEngine(make_engine(llama_folder))
+    step, calls = engine.engine.step, []
+
+    def fails_once():
+        calls.append(len(engine.engine.scheduler.prefills))
+        if len(calls) == 1:
+            raise RuntimeError("one bad step")
+        return step()
+
+    engine.engine.step = fails_once  # type: ignore[method-assign]
+    engine.start()
+    try:
+        engine.prefill(random_prompts([600], seed=8)[0])
+        deadline = time.monotonic() + 30
+        while (not calls or engine.engine.has_unfinished_requests()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stats = engine.stats()
+        assert calls[0] == 1 and not engine.engine.scheduler.prefills  # it was there when the step failed
+        assert stats.num_turn_prefills == 0 and stats.num_allocated_blocks == 0 and engine.dead is None
+    finally:
+        engine.shutdown()
+
+
+def test_an_abandoned_step_leaves_a_prefill_that_had_finished_counted_as_done(engine, caplog):
+    """Under async scheduling a prefill's last chunk ends it at launch; a failure surfacing in the next step
+    abandons both steps' batches. The finished prefill is not dropped again (counted done and dropped, and the
+    warning saying it is dropped)."""
+    prefill = engine.add_prefill(random_prompts([40], seed=9)[0])  # two full blocks: one step
+    drain(engine)
+    request = engine.add_request(random_prompts([40], seed=10)[0], greedy(4))
+    with caplog.at_level(logging.WARNING, logger="velollm.engine.step_failures"):
+        engine.failures.abandon([ScheduledBatch([prefill], [32]), ScheduledBatch([request], [40])],
+                                RuntimeError("device fault"))
+    [message] = [r.getMessage() for r in caplog.records if "step over" in r.getMessage()]
+    assert message.endswith("device fault); retrying each alone"), message
+    stats = engine.stats()
+    assert prefill.finished and stats.num_turn_prefills == 1 and stats.num_dropped_turn_prefills == 0
+    assert [d.request_id for d in drain(engine) if d.finished] == [request.request_id]

@@ -83,3 +83,34 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_running(llama_folde
         engine.add_request(random_prompts([5], seed=1)[0], SamplingParams(max_tokens=4, **params))
     assert info.value.param == param
     assert not engine.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+def test_a_step_that_fails_at_its_read_back_leaves_nothing_in_the_prefix_cache(llama_folder, async_scheduling):
+    """The step registered its full blocks when it ran; it then fails where its ids are read (a device fault
+    found at the sync), its KV lost with it. The retry must recompute the prompt, not take those blocks from
+    the prefix cache: it finds none, and its tokens are a clean run's."""
+    engine = make_engine(llama_folder, async_scheduling=async_scheduling)
+    prompts = random_prompts([40, 36], seed=53)  # several full blocks of 16 each; two, so that they are retried
+    expected = [ref.token_ids for ref in run_all(make_engine(llama_folder), prompts, greedy(10))]
+    collect, failed = engine._collect, []
+
+    def fail_once(launched):
+        if not failed and launched.sampled is not None:
+            failed.append(list(launched.batch.cached_blocks))
+            for k, v in engine.runner.kv_caches:
+                k.zero_(), v.zero_()  # the step's device work, lost with it
+            raise RuntimeError("device fault at the read-back")
+        return collect(launched)
+
+    engine._collect = fail_once
+    requests = [engine.add_request(prompt, greedy(10), f"r{i}") for i, prompt in enumerate(prompts)]
+    tokens: dict[str, list[int]] = {r.request_id: [] for r in requests}
+    while engine.has_unfinished_requests():
+        for delta in engine.step():
+            tokens[delta.request_id] += delta.token_ids
+    assert failed and failed[0], "the failing step had registered full blocks"
+    assert [tokens[r.request_id] for r in requests] == expected
+    assert not set(failed[0]) & set(engine.block_manager.hash_to_block.values())
+    assert [r.num_cached_tokens for r in requests] == [0, 0]
+    assert engine.block_manager.num_allocated_blocks == 0 and not engine.scheduler.suspects

@@ -99,8 +99,8 @@ def test_too_big_for_memory_is_unsupported_before_loading(fixtures, monkeypatch)
     Mem = namedtuple("Mem", "available total")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1024, 1024))
     loaded = []
-    real = gguf_loader._dequantize
-    monkeypatch.setattr(gguf_loader, "_dequantize", lambda f, info: loaded.append(info.name) or real(f, info))
+    real = gguf_loader.map_bytes  # every tensor read goes through it: the config's and the weights' (any path)
+    monkeypatch.setattr(gguf_loader, "map_bytes", lambda f, info: loaded.append(info.name) or real(f, info))
     with pytest.raises(UnsupportedModel, match="only 0.0 GiB is free on cpu"):
         resolve_model(str(fixtures.model("llama", "Q8_0").path), device="cpu")
     assert loaded == ["rope_freqs.weight"]  # read for the config; no weight was dequantized

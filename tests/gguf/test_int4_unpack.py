@@ -158,7 +158,8 @@ int4_unpack._tail_block = spying_tail
 with torch.inference_mode():  # as the forward pass
     ours = int4_unpack.dequantize_t(w, scratch).clone()
 kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.eye(64, dtype=torch.bfloat16), packed, 32, sz)
-print(seen["worker"], seen["new"], torch.get_num_threads(), torch.equal(ours.view(torch.int16), kernel.view(torch.int16)))
+same = torch.equal(ours.view(torch.int16), kernel.view(torch.int16))
+print(seen["worker"], seen["new"], torch.get_num_threads(), same)
 """
 
 

@@ -151,3 +151,53 @@ def test_changes_at_the_same_time_are_not_file_system_errors(root, monkeypatch):
         m.setattr(edit.tempfile, "mkstemp", mkstemp)
         edit.copy_model("hf.co/org/repo:Q8_0", "copied", root)
     assert failed and ollama_store.find_model("copied", root) is not None
+
+
+def test_prune_removes_nothing_when_a_manifest_or_its_folder_cannot_be_read(root, monkeypatch):
+    """What no manifest names goes; but a folder of manifests that cannot be listed (its manifests unknown) or a
+    manifest that is not one (layers not a list: Ollama's Unmarshal fails) stops the prune, not the server."""
+    from pathlib import Path
+
+    orphan = root / "blobs" / f"sha256-{'a' * 64}"
+    orphan.write_bytes(b"no manifest names it")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if not isinstance(path, int) and Path(path).name == "library":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(ollama_store.os, "scandir", scandir)
+        assert edit.prune_blobs(root, min_age_s=0) == []
+        # (the listing that skips such a folder would see hf.co's manifest alone: `two`'s weights unnamed)
+        assert [p.parts[-4] for p in ollama_store.manifest_paths(root)] == ["hf.co"]
+    odd = root / "manifests/registry.ollama.ai/library/odd/latest"
+    odd.parent.mkdir()
+    for text in ('{"schemaVersion": 2, "layers": 5}', "[" * 100_000):  # (the second past Python's json stack)
+        odd.write_text(text)
+        assert edit.prune_blobs(root, min_age_s=0) == []
+    odd.unlink()
+    died = root / "blobs/.tmp-k3j2h1"  # write_file's temporary blob, its create killed
+    died.write_bytes(b"half a config")
+    assert edit.prune_blobs(root, min_age_s=0) == [died, orphan]
+    assert ollama_store.find_model("one", root).model_path.exists()
+
+
+def test_a_blob_the_prune_cannot_remove_is_logged_and_the_others_still_go(root, monkeypatch, caplog):
+    from pathlib import Path
+
+    stuck, orphan = (root / "blobs" / f"sha256-{c * 64}" for c in "ab")
+    for path in (stuck, orphan):
+        path.write_bytes(b"no manifest names it")
+    real_unlink = Path.unlink
+
+    def unlink(path, *args, **kwargs):
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with caplog.at_level("WARNING", logger=edit.__name__):
+        assert edit.prune_blobs(root, min_age_s=0) == [orphan]
+    assert stuck.exists() and f"could not prune unused blob {stuck}: " in caplog.text

@@ -5,6 +5,7 @@ load, large matrices in pieces of rows, bit-identical to one thread's and to ggu
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 import torch
@@ -83,3 +84,33 @@ def test_a_threaded_int4_load_is_identical(fixtures, monkeypatch):
                                                                            theirs.scales_and_zeros), name
         else:
             assert ours.dtype == torch.bfloat16 and torch.equal(ours, theirs), name
+
+
+@pytest.mark.parametrize("piece_elements", [1000, 1 << 30], ids=["pieces", "whole"])
+@pytest.mark.parametrize("int4", [False, True], ids=["dequantized", "int4"])
+def test_a_threaded_load_leaves_the_warnings_filters_alone(fixtures, monkeypatch, piece_elements, int4):
+    """catch_warnings swaps the process-wide filter list: blocks of it interleaved on a load's workers left one's
+    "ignore UserWarning" behind (every UserWarning silenced after a load). The map is read into tensors on the
+    loading thread; the workers never enter it."""
+    if int4:
+        from velollm.kernels import int4_cpu
+
+        if not int4_cpu.available():
+            pytest.skip("no CPU int4 kernels in this torch")
+    path = fixtures.kquant("llama", "Q4_K_M")
+    config = resolve_model(str(path), dtype="bfloat16" if int4 else "float32").config
+    monkeypatch.setattr(gguf, "PIECE_ELEMENTS", piece_elements)
+    entered: set[str] = set()
+    real = warnings.catch_warnings
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __enter__(self):
+            entered.add(threading.current_thread().name)
+            return super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", Spy)
+    before = list(warnings.filters)
+    for _ in range(3):
+        assert _load(path, config, 4, int4=int4)
+    assert entered == {threading.current_thread().name}
+    assert warnings.filters == before

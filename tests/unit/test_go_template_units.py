@@ -6,7 +6,8 @@ import datetime
 
 import pytest
 
-from velollm.engine.text.go_template import GoTemplateError
+from velollm.engine.text.go_template import GoTemplateError, execute, parse
+from velollm.engine.text.go_template.builtins import NAMES
 from velollm.engine.text.go_template.chat import checked_template, render_go_chat, think_values, uses_tools
 from velollm.engine.text.go_template.ollama import Think, parse_template, render
 from velollm.engine.text.go_template.values import go_float
@@ -67,6 +68,14 @@ def test_runaway_templates_stop(monkeypatch):
     with pytest.raises(GoTemplateError, match="step limit"):
         render(parse_template("{{ range .Messages }}{{ range $.Messages }}x{{ end }}{{ end }}"),
                [{"role": r, "content": "c"} for r in ("user", "assistant") * 10])
+
+
+@pytest.mark.parametrize("template", ["{{ range 1000000000000 }}{{ end }}", "{{ range 1000000000000 }}x{{ end }}"])
+def test_a_range_over_a_huge_integer_stops_at_the_step_limit_without_building_it(template):
+    """Go 1.22's range over an integer: each iteration counts as a step, an empty body too (else a loop of
+    10^12 empty iterations would hold the render thread for hours), and the numbers are not built first."""
+    with pytest.raises(GoTemplateError, match="step limit"):
+        execute(parse(template, NAMES).root, {}, {})
 
 
 @pytest.mark.parametrize("value, text", [(1e6, "1e+06"), (123456.0, "123456"), (0.0001, "0.0001"),
@@ -155,6 +164,12 @@ def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
     assert capabilities(served) == ["completion", "tools", "thinking"]
     served = SimpleNamespace(engine=SimpleNamespace(tokenizer=both))
     assert capabilities(served) == ["completion", "tools"]
+    # an empty jinja template is a jinja template: the four agree that the layer does not render (capabilities
+    # alone took the Go layer's tools and thinking, with `not chat_template`)
+    empty = SimpleNamespace(chat_template="", go_template=go)
+    assert go_layer(empty) is None and not _go_template_takes_tools(empty)
+    assert not thinking_template(empty).supports_thinking
+    assert capabilities(SimpleNamespace(engine=SimpleNamespace(tokenizer=empty))) == ["completion"]
 
 
 def test_templates_calling_templates_stay_in_bounds():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from velollm.engine.loader.ollama_store import (
 )
 from velollm.errors import InvalidRequest, ModelNotFound
 from velollm.wire.pull_answer import wants_stream
+
+logger = logging.getLogger(__name__)
 
 MEDIA = "application/vnd.ollama.image."
 UNSUPPORTED = ("adapters", "draft_files", "draft_quantize", "remote_host")
@@ -87,7 +90,10 @@ def create_model(body: dict[str, Any], root: Path, emit: Emit | None = None,
     try:
         rest = _write(root, parsed, body, config, layers, new, lines, emit, threads, written)  # (`lines` updated)
     except BaseException:
-        store_edit.remove_unnamed(root, written)
+        try:
+            store_edit.remove_unnamed(root, written)
+        except OSError as exc:  # the create's own failure stays the answer; a start-up prune takes them later
+            logger.warning("could not remove the blobs of a failed create: %s", exc)
         raise
     return lines + rest
 
@@ -182,8 +188,9 @@ def _gguf(root: Path, files: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         with GGUFFile(path) as f:
             info = model_info(f, filename)
-    except Exception as exc:  # a broken upload: the client's to fix
-        raise InvalidRequest(f"{filename!r} is not a usable GGUF file: {exc}", param="files") from exc
+    except Exception as exc:  # a broken upload: the client's to fix (named by its file name, not the store's path)
+        problem = str(exc).replace(f"{path}: ", "").replace(str(path), filename)
+        raise InvalidRequest(f"{filename!r} is not a usable GGUF file: {problem}", param="files") from exc
     config = {"model_format": "gguf", "model_family": info.family, "model_families": [info.family],
               "model_type": human_number(info.parameter_count), "file_type": info.quantization_level,
               "architecture": "amd64", "os": "linux"}

@@ -18,6 +18,7 @@ without a prefix cache, nor with `--no-prefetch` / `--no-turn-prefill`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt,
-                  render: Render | None = None, tools: ToolCalls | None = None) -> None:
+                  render: Render | None, tools: ToolCalls | None) -> None:
     """When the answer is complete, its prompt and ids are remembered for the conversation's next turn, then,
     with `render` (the request's chat template, through `tools` when it has tools; None where the next turn
     cannot be told from it), the next turn's prefix is rendered, remembered and prefilled (off the event loop;
@@ -49,25 +50,30 @@ def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, f
     ctx = context_state(state)
     cache = ctx.turn_cache(served.name)
     tokenizer = served.engine.tokenizer
-    prefill = _prefill_of(served.engine) if render is not None and state.config.turn_prefill else None
-
-    def prepare(choice: ChoiceState) -> None:
-        content = choice.text if tools is None else tools.plain_content(choice.text)
-        if content is None:
-            return
-        ids = next_turn_ids(cache, tokenizer, render, fitted, choice, content)  # type: ignore[arg-type]
-        if ids is not None:
-            prefill(ids)  # type: ignore[misc]
+    prefill = _prefill_of(served.engine) if state.config.turn_prefill else None
 
     def on_finished(choices: list[ChoiceState]) -> None:
         cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
-        if prefill is None:
+        if render is None or prefill is None:
             return
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(prepare, choices[0]))
+        prepare = functools.partial(_prefill_next_turn, cache, tokenizer, render, fitted, tools, prefill, choices[0])
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(prepare))
         ctx.background.add(task)  # held until done: a task only weakly referenced may be collected
         task.add_done_callback(_done(ctx.background))
 
     gen.on_finished.append(on_finished)
+
+
+def _prefill_next_turn(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt, tools: ToolCalls | None,
+                       prefill: Callable[[list[int]], None], choice: ChoiceState) -> None:
+    """The next turn's prefix after `choice` rendered, remembered and prefilled (on a worker thread); nothing after
+    an answer with tool calls (its next turn is a tool result)."""
+    content = choice.text if tools is None else tools.plain_content(choice.text)
+    if content is None:
+        return
+    ids = next_turn_ids(cache, tokenizer, render, fitted, choice, content)
+    if ids is not None:
+        prefill(ids)
 
 
 def _prefill_of(engine: Any) -> Callable[[list[int]], None] | None:

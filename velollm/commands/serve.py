@@ -4,7 +4,8 @@ Environment variables are read here only: VELOLLM_API_KEY (when --api-key is abs
 (the default --upstream, in Ollama's format), OLLAMA_ORIGINS (extra CORS origins, comma-separated),
 OLLAMA_KEEP_ALIVE (how long on-demand models stay loaded after their last request; default 5m),
 VELOLLM_CACHE (where the demo model is generated and the response cache is kept; default ~/.cache/velollm),
-OLLAMA_KV_CACHE_TYPE (when --kv-cache-dtype is absent: q8_0 -> fp8, f16 -> auto).
+OLLAMA_KV_CACHE_TYPE (when --kv-cache-dtype is absent: q8_0 -> fp8, f16 -> auto), OLLAMA_NOPRUNE (a true
+boolean keeps the store's unused blobs at start, as Ollama's server does).
 
 Models given with --model load at start-up and stay loaded. Any other name VeloLLM can run (Ollama
 store, HF cache, a path) loads on first request, at most --max-loaded-models at once; names it
@@ -126,9 +127,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def go_bool(value: str) -> bool:
-    """An Ollama boolean variable as its envconfig.Bool reads one: unset or empty is false, Go's ParseBool
-    spellings of false are false, anything else is true."""
-    value = value.strip()
+    """An Ollama boolean variable as its envconfig.Bool reads one: trimmed of spaces, then of quotes (envconfig.Var),
+    unset or empty is false, Go's ParseBool spellings of false are false, anything else is true."""
+    value = value.strip().strip("\"'")
     return bool(value) and value not in ("0", "f", "F", "false", "FALSE", "False")
 
 

@@ -88,10 +88,12 @@ class BlockManager:
             request.block_table.append(block_id)
         return True
 
-    def cache_full_blocks(self, request: Request) -> None:
-        """Register the hashes of blocks that this step filled, so later requests can share them."""
+    def cache_full_blocks(self, request: Request) -> list[int]:
+        """Register the hashes of blocks that this step filled, so later requests can share them; the blocks
+        registered."""
+        registered: list[int] = []
         if not self.enable_prefix_caching:
-            return
+            return registered
         # Only tokens the host knows: under async scheduling the KV of a placeholder is computed before its id
         # is read back.
         num_known = min(request.num_computed_tokens, request.num_tokens)
@@ -106,6 +108,14 @@ class BlockManager:
             if parent not in self.hash_to_block and block.hash is None:
                 block.hash, block.token_ids = parent, tokens
                 self.hash_to_block[parent] = block.block_id
+                registered.append(block.block_id)
+        return registered
+
+    def uncache(self, block_ids: list[int]) -> None:
+        """Take blocks out of the prefix cache: a failed step registered them, and their KV may never have been
+        written (an async step registers at launch; a step can fail at its read-back)."""
+        for block_id in block_ids:
+            self._evict(block_id)
 
     def free(self, request: Request) -> None:
         # Tail blocks first, so the LRU queue evicts a sequence's end before its shared prefix.

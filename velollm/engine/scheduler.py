@@ -28,6 +28,7 @@ class ScheduledBatch:
 
     requests: list[Request] = field(default_factory=list)
     num_scheduled_tokens: list[int] = field(default_factory=list)
+    cached_blocks: list[int] = field(default_factory=list)  # blocks the step put in the prefix cache (update)
 
     def samples(self, index: int) -> bool:
         """Whether this step reaches the end of the request's tokens, so its logits are sampled."""
@@ -125,7 +126,8 @@ class Scheduler:
 
     def quarantine(self, requests: list[Request]) -> None:
         """A step over `requests` failed: roll them back (their KV is recomputed) and retry each alone."""
-        for request in [r for r in requests if r.prefill_only]:  # not worth a retry: dropped
+        # not worth a retry: dropped (not one that had ended: an async step's last chunk ends it at launch)
+        for request in [r for r in requests if r.prefill_only and not r.finished]:
             self._drop_prefill(request)
         requests = [r for r in requests if not r.prefill_only]
         for request in reversed(requests):
@@ -225,7 +227,7 @@ class Scheduler:
         """Advance computed-token counts after the model ran; cache the blocks that filled up."""
         for request, num_new in zip(batch.requests, batch.num_scheduled_tokens):
             request.num_computed_tokens += num_new
-            self.block_manager.cache_full_blocks(request)
+            batch.cached_blocks += self.block_manager.cache_full_blocks(request)
             if request.prefill_only and request.num_computed_tokens >= self._prefill_end(request):
                 self._end_prefill(request)
 

@@ -50,6 +50,7 @@ class StepFailures:
         retried alone; a request that failed alone is removed and raised as RequestFailed (a background prefill,
         which no client waits on, is dropped)."""
         self.num_failed_steps += not retrying
+        self.scheduler.block_manager.uncache(batch.cached_blocks)
         if len(batch.requests) > 1 or batch.requests[0].prefill_only:  # a background prefill is dropped there
             self._retry_alone(batch.requests, exc)
             return
@@ -64,6 +65,8 @@ class StepFailures:
         """An async step failed: what is in flight is dropped (its ids were never read), and the requests are
         recomputed from the tokens the host has, each alone and synchronously, so the failure lands on one."""
         self.num_failed_steps += 1
+        for batch in batches:
+            self.scheduler.block_manager.uncache(batch.cached_blocks)
         self._retry_alone(list(dict.fromkeys(r for batch in batches for r in batch.requests)), exc)
 
     def _retry_alone(self, requests: list[Request], exc: Exception) -> None:
@@ -101,8 +104,8 @@ class StepFailures:
 
 def _what_happens(requests: list[Request]) -> str:
     """The log's account of Scheduler.quarantine: clients' requests retried alone, background prefills dropped."""
-    num_prefills = sum(r.prefill_only for r in requests)
-    num_retried = len(requests) - num_prefills
+    num_prefills = sum(r.prefill_only and not r.finished for r in requests)
+    num_retried = sum(not r.prefill_only for r in requests)
     if not num_prefills:
         return "retrying each alone"
     dropped = f"dropping {num_prefills} background prefill{'s' if num_prefills > 1 else ''} (no client waits on one)"

@@ -1,5 +1,6 @@
-"""Independent pieces of work (a quantization's chunks of rows, a GGUF load's tensors) run on a thread pool, their results taken in
-submission order, with a bounded number in flight so that memory stays bounded however long the stream.
+"""Independent pieces of work (a quantization's chunks of rows, a GGUF load's tensors) run on a thread pool, their
+results taken in submission order, with a bounded number in flight so that memory stays bounded however long the
+stream.
 
 Threads rather than processes: the work is numpy ufuncs on arrays of a few hundred thousand values, and numpy
 releases the GIL inside each of them (the Python between two ufuncs holds it for a few percent of the time), so

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from velollm.engine.loader.chunk_pool import default_workers
 from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile, TensorInfo
 from velollm.engine.loader.gguf_quantized import (
     int4_tensor,
+    map_bytes,
     quantized_tensor,
     resident_weight_bytes,
     resolve_quantization,
@@ -230,26 +230,28 @@ def check_memory(config: ModelConfig, weight_bytes: int, quantization: str, devi
         )
 
 
+FLOAT_VIEWS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}  # the bytes as they are
+
+
 def _dequantize(f: GGUFFile, info: TensorInfo, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """float32 (or the file's float type) tensor of `info`, in torch (rows, cols) order. The types
     with a torch dequantizer come out in `dtype` directly (no float32 copy of the whole tensor)."""
-    raw = f.raw(info)
-    kind = info.type_name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view
-        if kind == "F32":
-            t = torch.from_numpy(raw.view(np.float32))
-        elif kind == "F16":
-            t = torch.from_numpy(raw.view(np.float16))
-        elif kind == "BF16":
-            t = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
-        elif kind in gguf_dequant.SUPPORTED_TYPES:
-            t = gguf_dequant.dequantize(raw, kind, info.shape, dtype)
-        else:
-            import gguf
+    return _dequantize_bytes(map_bytes(f, info), info, dtype)
 
-            rows = raw.reshape(-1, raw.size // max(1, info.num_elements // info.shape[-1]))
-            t = torch.from_numpy(gguf.quants.dequantize(rows, gguf.GGMLQuantizationType[kind]))
+
+def _dequantize_bytes(raw: torch.Tensor, info: TensorInfo, dtype: torch.dtype) -> torch.Tensor:
+    """_dequantize of the tensor's bytes (map_bytes): no warnings filter touched, so a load's worker may run it."""
+    kind = info.type_name
+    if kind in FLOAT_VIEWS:
+        t = raw.view(FLOAT_VIEWS[kind])
+    elif kind in gguf_dequant.SUPPORTED_TYPES:
+        t = gguf_dequant.dequantize(raw, kind, info.shape, dtype)
+    else:
+        import gguf
+
+        data = raw.numpy()
+        rows = data.reshape(-1, data.size // max(1, info.num_elements // info.shape[-1]))
+        t = torch.from_numpy(gguf.quants.dequantize(rows, gguf.GGMLQuantizationType[kind]))
     return t.reshape(info.shape)
 
 
@@ -285,15 +287,18 @@ def _weight_jobs(f: GGUFFile, info: TensorInfo, config: ModelConfig, target: tor
     heads = _permuted_heads(info.name, config) if config.model_type == "llama" else None
     rows = unpermute_qk(torch.arange(info.shape[0]), heads) if heads else None
     if int4 and stays_int4(info):
-        return [WeightJob(functools.partial(int4_tensor, f, info, rows), functools.partial(_named, name))]
+        return [WeightJob(functools.partial(int4_tensor, map_bytes(f, info), info, rows),
+                          functools.partial(_named, name))]
     if quantized_device and stays_quantized(info):
         return [WeightJob(functools.partial(_planes, f, info, quantized_device, rows), functools.partial(_named, name))]
     finish = functools.partial(_unpermuted, name, heads)
     if (info.type_name in gguf_dequant.SUPPORTED_TYPES and len(info.shape) == 2
             and info.num_elements > PIECE_ELEMENTS):
         return _row_pieces(f, info, target, finish)
+    raw = map_bytes(f, info)  # here, not on a worker (map_bytes)
     # float tensors are views of the map and must be copied out; dequantized ones are fresh
-    return [WeightJob(lambda: _dequantize(f, info, target).to(target, copy=info.type_name in FLOAT_TYPES), finish)]
+    return [WeightJob(lambda: _dequantize_bytes(raw, info, target).to(target, copy=info.type_name in FLOAT_TYPES),
+                      finish)]
 
 
 def _row_pieces(f: GGUFFile, info: TensorInfo, target: torch.dtype,
@@ -302,7 +307,7 @@ def _row_pieces(f: GGUFFile, info: TensorInfo, target: torch.dtype,
     num_rows, cols = info.shape
     block_elems, type_size = gguf_dequant.block_size(info.type_name)
     row_bytes = cols // block_elems * type_size
-    raw = f.raw(info)
+    raw = map_bytes(f, info)  # here, not on a worker (map_bytes)
     out = torch.empty(info.shape, dtype=target)
     step = max(1, PIECE_ELEMENTS // cols)
     jobs = [WeightJob(functools.partial(gguf_dequant.dequantize, raw[r * row_bytes:min(r + step, num_rows) * row_bytes],

@@ -49,22 +49,27 @@ def stays_int4(info: TensorInfo) -> bool:
     return info.name != "token_embd.weight" and int4_cpu.fits(info.type_name, info.shape)
 
 
-def int4_tensor(f: GGUFFile, info: TensorInfo, rows: torch.Tensor | None = None) -> Int4Weight:
-    """The tensor's blocks (its rows `rows` first: the Q/K permutation) repacked for the CPU int4 kernel."""
+def map_bytes(f: GGUFFile, info: TensorInfo) -> torch.Tensor:
+    """The tensor's bytes as a uint8 tensor viewing the map (no copy). A threaded load (weight_jobs.py) makes it on
+    its own thread, never on a worker: catch_warnings swaps the process-wide filter list, and blocks interleaved
+    on several threads leave one's filter behind (every UserWarning ignored after the load)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view; never written
-        raw = torch.from_numpy(f.raw(info)).reshape(info.shape[0], -1)
+        return torch.from_numpy(f.raw(info))
+
+
+def int4_tensor(raw: torch.Tensor, info: TensorInfo, rows: torch.Tensor | None = None) -> Int4Weight:
+    """The tensor's blocks (`raw`, its bytes: map_bytes; its rows `rows` first: the Q/K permutation) repacked for
+    the CPU int4 kernel."""
+    blocks = raw.reshape(info.shape[0], -1)
     if rows is not None:
-        raw = raw.index_select(0, rows)
-    return int4_cpu.repack(raw, info.type_name, info.shape)  # type: ignore[arg-type]
+        blocks = blocks.index_select(0, rows)
+    return int4_cpu.repack(blocks, info.type_name, info.shape)  # type: ignore[arg-type]
 
 
 def quantized_tensor(f: GGUFFile, info: TensorInfo, device: str) -> QuantizedWeight:
     """The tensor's blocks copied once to `device` (straight from the map) and split into planes there."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only map view; never written
-        raw = torch.from_numpy(f.raw(info))
-    return split_planes(raw.to(device), info.type_name, info.shape)  # type: ignore[arg-type]
+    return split_planes(map_bytes(f, info).to(device), info.type_name, info.shape)  # type: ignore[arg-type]
 
 
 def resident_weight_bytes(infos: Iterable[TensorInfo], quantization: str, itemsize: int) -> int:

@@ -129,20 +129,25 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "blobs" / digest.replace(":", "-")
 
 
-def manifest_paths(root: Path) -> list[Path]:
+def manifest_paths(root: Path, strict: bool = False) -> list[Path]:
     """Every manifest file, manifests/<host>/<namespace>/<model>/<tag>. Unlike Path.glob (Python < 3.13),
-    a folder that a delete at the same time removes is skipped, not a FileNotFoundError."""
+    a folder that a delete at the same time removes is skipped, not a FileNotFoundError. `strict`: a folder that
+    cannot be read is an OSError, not skipped (a prune must know every manifest)."""
     level = [root / "manifests"]
     for _ in range(4):
-        level = [Path(entry.path) for folder in level for entry in _entries(folder)]
+        level = [Path(entry.path) for folder in level for entry in _entries(folder, strict)]
     return [path for path in level if path.is_file()]
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
+def _entries(folder: Path, strict: bool = False) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as entries:
             return list(entries)
-    except OSError:  # gone, not a folder, unreadable
+    except (FileNotFoundError, NotADirectoryError):  # gone, or a file where the walk looks for folders
+        return []
+    except OSError:  # unreadable
+        if strict:
+            raise
         return []
 
 

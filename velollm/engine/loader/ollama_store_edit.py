@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -34,9 +35,12 @@ from velollm.engine.loader.ollama_store import (
 )
 from velollm.errors import InvalidRequest, ModelNotFound
 
+logger = logging.getLogger(__name__)
+
 PRUNE_AGE_S = 3600.0  # Ollama's grace for a blob no manifest names yet: a create in flight elsewhere
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
+TEMP_PREFIX = ".tmp-"  # write_file's temporary files (a blob's too, in blobs/: pruned when a write died)
 
 
 def check_digest(digest: str) -> str:
@@ -56,47 +60,45 @@ def check_storable(name: OllamaName, param: str) -> None:
 
 def manifest_digests(path: Path) -> set[str]:
     """The digests a manifest names (config and layers); none when it cannot be read."""
+    return _digests(path) or set()
+
+
+def _digests(path: Path) -> set[str] | None:
+    """The digests a manifest names; None when it cannot be read as one (not JSON, not an object, its layers
+    not a list: Ollama's json.Unmarshal into a Manifest fails)."""
     try:
         manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return set()
-    if not isinstance(manifest, dict):
-        return set()
-    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
+    except (OSError, ValueError, RecursionError):  # (RecursionError: arrays nested past Python's stack)
+        return None
+    layers = manifest.get("layers") if isinstance(manifest, dict) else ()
+    if not isinstance(layers, list | None):
+        return None
+    refs = [manifest.get("config"), *(layers or [])]
     return {r["digest"] for r in refs if isinstance(r, dict) and isinstance(r.get("digest"), str)}
 
 
-def _named(path: Path) -> set[str] | None:
-    """The blob file names (`sha256-<hex>`) a manifest names; None when it cannot be read as one."""
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict):
-        return None
-    refs = [manifest.get("config"), *(manifest.get("layers") or [])]
-    return {r["digest"].replace(":", "-", 1).lower() for r in refs
-            if isinstance(r, dict) and isinstance(r.get("digest"), str)}
-
-
 def named_blobs(root: Path) -> set[str] | None:
-    """The blob file names every manifest of the store names; None when one of them cannot be read (what it
-    names is unknown: nothing may be removed as unused)."""
+    """The blob file names (`sha256-<hex>`) every manifest of the store names; None when one of them, or a folder
+    of manifests, cannot be read (what it names is unknown: nothing may be removed as unused)."""
     names: set[str] = set()
-    for path in manifests(root):
-        named = _named(path)
-        if named is None:
+    try:
+        paths = manifest_paths(root, strict=True)
+    except OSError:
+        return None
+    for path in paths:
+        digests = _digests(path)
+        if digests is None:
             if path.exists():
                 return None
             continue  # deleted since it was listed
-        names |= named
+        names |= {digest.replace(":", "-", 1).lower() for digest in digests}
     return names
 
 
 def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
-    """Removes the files under blobs/ that no manifest names (blobs, and the temporary `sha256-<random>` files of
-    writes that died) and that were last written at least `min_age_s` ago; the removed paths. None removed when
-    a manifest cannot be read."""
+    """Removes the files under blobs/ that no manifest names (blobs, and the temporary files of writes that died:
+    Ollama's and BlobWriter's `sha256-<random>`, write_file's `.tmp-<random>`) and that were last written at least
+    `min_age_s` ago; the removed paths. None removed when a manifest cannot be read."""
     folder = root / "blobs"
     named = named_blobs(root) if folder.is_dir() else None
     if named is None:
@@ -104,7 +106,7 @@ def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
     removed: list[Path] = []
     now = time.time()
     for path in sorted(folder.iterdir()):
-        if not path.name.startswith("sha256-") or path.name.lower() in named:
+        if not path.name.startswith(("sha256-", TEMP_PREFIX)) or path.name.lower() in named:
             continue
         try:
             info = path.stat()
@@ -113,6 +115,8 @@ def prune_blobs(root: Path, min_age_s: float = PRUNE_AGE_S) -> list[Path]:
                 removed.append(path)
         except FileNotFoundError:  # (renamed into place or removed meanwhile)
             continue
+        except OSError as exc:  # as Ollama's prune: said, and the others still go
+            logger.warning("could not prune unused blob %s: %s", path, exc)
     return removed
 
 
@@ -190,7 +194,7 @@ def write_file(path: Path, data: bytes, tries: int = 5) -> None:
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

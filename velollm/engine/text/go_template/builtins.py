@@ -38,7 +38,8 @@ def eq(arg1: Any, *others: Any) -> bool:
         k2 = _basic(b)
         if k1 != k2:
             if a is not None and b is not None:
-                raise GoTemplateError("error calling eq: incompatible types for comparison")
+                raise GoTemplateError(f"error calling eq: incompatible types for comparison: {type_name(arg1)} and "
+                                      f"{type_name(other)}")
             continue
         if k1 is None:
             if isinstance(b, (list, dict)):
@@ -61,7 +62,8 @@ def _order(name: str, a: Any, b: Any) -> tuple[Any, Any]:
     if ka is None or kb is None or ka == "bool" or kb == "bool":
         raise GoTemplateError(f"error calling {name}: invalid type for comparison")
     if ka != kb:
-        raise GoTemplateError(f"error calling {name}: incompatible types for comparison")
+        raise GoTemplateError(f"error calling {name}: incompatible types for comparison: {type_name(a)} and "
+                              f"{type_name(b)}")
     return unwrap(a), unwrap(b)
 
 
@@ -200,13 +202,14 @@ def urlquery(*args: Any) -> str:
     return bounded(quote_plus(_eval_args(args), safe=""))
 
 
-def call(*args: Any) -> Any:
-    """`call fn args...`: Ollama passes templates no function values, so every call fails as Go's does."""
+def call(*args: Any, callee: str = "") -> Any:
+    """`call fn args...`: Ollama passes templates no function values, so every call fails as Go's does. `callee`:
+    the function argument as the template wrote it, which the executor passes (as Go's evalCall does)."""
     if not args:
         raise GoTemplateError("wrong number of args for call: want at least 1 got 0")
     if args[0] is None:
         raise GoTemplateError("error calling call: call of nil")
-    raise GoTemplateError(f"error calling call: non-function of type {type_name(args[0])}")
+    raise GoTemplateError(f"error calling call: non-function {callee} of type {type_name(args[0])}")
 
 
 BUILTINS: dict[str, Callable[..., Any]] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from velollm.engine.text.go_template.builtins import BUILTINS, LAZY
@@ -22,6 +22,7 @@ from velollm.engine.text.go_template.nodes import (
     TemplateNode,
     Text,
     VariableNode,
+    go_text,
 )
 from velollm.engine.text.go_template.printf import quote
 from velollm.engine.text.go_template.values import NO_VALUE, GoStruct, sprint_one, truth, type_name, unwrap
@@ -70,14 +71,17 @@ class _State:
             raise too_long()
         self.out.append(text)
 
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise GoTemplateError("template: execution exceeded the step limit")
+
     def walk_list(self, nodes: list[Any], dot: Any) -> None:
         for node in nodes:
             self.walk(node, dot)
 
     def walk(self, node: Any, dot: Any) -> None:
-        self.steps += 1
-        if self.steps > MAX_STEPS:
-            raise GoTemplateError("template: execution exceeded the step limit")
+        self.step()
         if isinstance(node, Text):
             self.emit(node.text)
         elif isinstance(node, Action):
@@ -124,20 +128,24 @@ class _State:
 
     def range_(self, node: Branch, dot: Any) -> None:
         value = unwrap(self.pipeline(dot, Pipe(node.pipe.cmds)))
+        items: Iterable[tuple[Any, Any]]
         if isinstance(value, dict):
-            items: list[tuple[Any, Any]] = [(k, value[k]) for k in sorted(value)]
+            items = [(k, value[k]) for k in sorted(value)]
         elif isinstance(value, list):
-            items = list(enumerate(value))
+            items = enumerate(value)
         elif value is None or value is NO_VALUE:
-            items = []
+            items = ()
+        elif isinstance(value, int) and not isinstance(value, bool):  # Go 1.22: 0..n-1, the element only
+            if len(node.pipe.decl) > 1:
+                raise GoTemplateError(f"can't use {value} to iterate over more than one variable")
+            items = ((i, i) for i in range(value))  # lazily: the step bound ends `{{range 1000000000000}}`
         else:
             raise GoTemplateError(f"range can't iterate over {sprint_one(value)}")
-        if not items:
-            if node.else_body is not None:
-                self.walk_list(node.else_body, dot)
-            return
+        ran = False
         mark = len(self.vars)
         for key, elem in items:
+            ran = True
+            self.step()  # an iteration counts, its body empty or not
             decl = node.pipe.decl
             if decl:
                 values = [elem] if len(decl) == 1 else [key, elem]
@@ -154,6 +162,8 @@ class _State:
                 pass
             finally:
                 del self.vars[mark:]
+        if not ran and node.else_body is not None:
+            self.walk_list(node.else_body, dot)
 
     def set_var(self, name: str, value: Any) -> None:
         for slot in reversed(self.vars):
@@ -215,11 +225,12 @@ class _State:
         args = [self.arg(dot, a) for a in arg_nodes]
         if final is not _MISSING:
             args.append(final)
-        if name == "len" and any(a is NO_VALUE for a in args):  # Go 1.19's len reads the invalid value's type
+        if name == "len" and any(a is NO_VALUE for a in args):  # Go's len reads the invalid value's type
             raise GoTemplateError("error calling len: reflect: call of reflect.Value.Type on zero Value")
         args = [None if a is NO_VALUE else a for a in args]  # Go passes an invalid value as a nil interface
+        named = {"callee": _callee(arg_nodes, final)} if name == "call" and fn is BUILTINS["call"] else {}
         try:
-            return fn(*args)
+            return fn(*args, **named)
         except TypeError as e:
             raise GoTemplateError(f"wrong number of args for {name}: {e}") from None
         except (ValueError, KeyError, IndexError, AttributeError) as e:
@@ -257,6 +268,14 @@ class _State:
         if isinstance(node, IdentifierNode):
             return self.call(dot, node.name, [], _MISSING)
         raise GoTemplateError(f"can't handle {node!r} as an argument")
+
+
+def _callee(arg_nodes: list[Any], final: Any) -> str:
+    """What Go's evalCall names `call`'s function by: the first argument's text, or a piped value's
+    reflect.Value.String (a string itself, `<T Value>` otherwise)."""
+    if arg_nodes:
+        return go_text(arg_nodes[0])
+    return final if isinstance(final, str) else f"<{type_name(final)} Value>"
 
 
 def _not_a_function(args: list[Any], final: Any) -> None:

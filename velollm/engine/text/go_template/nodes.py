@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from velollm.engine.text.go_template.printf import quote
+from velollm.engine.text.go_template.values import go_float
+
 
 @dataclass(slots=True)
 class Text:
@@ -102,3 +105,37 @@ class TemplateSet:
     @property
     def root(self) -> list[Any]:
         return self.trees[""]
+
+
+def go_text(node: Any) -> str:
+    """A node as text/template/parse's String() writes it (what Go's errors quote)."""
+    if isinstance(node, FieldNode):
+        return "." + ".".join(node.idents)
+    if isinstance(node, VariableNode):
+        return ".".join(node.idents)
+    if isinstance(node, ChainNode):
+        inner = go_text(node.node)
+        return (f"({inner})" if isinstance(node.node, Pipe) else inner) + "".join("." + f for f in node.fields)
+    if isinstance(node, IdentifierNode):
+        return node.name
+    if isinstance(node, DotNode):
+        return "."
+    if isinstance(node, NilNode):
+        return "nil"
+    if isinstance(node, ConstNode):
+        return _const_text(node.value)
+    if isinstance(node, Pipe):
+        decl = ", ".join(node.decl) + (" = " if node.is_assign else " := ") if node.decl else ""
+        return decl + " | ".join(" ".join(f"({go_text(a)})" if isinstance(a, Pipe) else go_text(a)
+                                          for a in cmd.args) for cmd in node.cmds)
+    return repr(node)
+
+
+def _const_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, float):
+        return go_float(value)
+    return str(value)

@@ -90,7 +90,7 @@ class _Parser:
                 continue
             if key is not None and key.kind == "keyword" and key.value in ("end", "else"):
                 self.pos += 1
-                if not (key.value == "else" and self.peek_keyword("if")):  # `else if`: the `if` left pending
+                if not (key.value == "else" and self.peek_chain()):  # `else if`/`else with`: the keyword pending
                     self.close(key.value)  # Go's endControl / elseControl, wherever it stands
                 if depth == 0:
                     raise self.error(f"unexpected {{{{{key.value}}}}}")
@@ -104,6 +104,10 @@ class _Parser:
         tok = self.next()
         if tok.kind != "close":
             raise self.error(f"unexpected {_item(tok)} in {context}")
+
+    def peek_chain(self) -> bool:
+        """After `else`: an `if` or `with` that Go's elseControl leaves pending."""
+        return self.peek_keyword("if") or self.peek_keyword("with")
 
     def peek_keyword(self, word: str) -> bool:
         tok = self.peek()
@@ -188,11 +192,11 @@ class _Parser:
         body, end = self.list(depth + 1, loop or kind == "range")
         else_body = None
         if end == "else":
-            if self.peek_keyword("if") and kind == "if":
+            if kind in ("if", "with") and self.peek_keyword(kind):
                 self.pos += 1
-                else_body = [self.branch("if", depth, loop)]  # `else if` shares the outer `end`
-            elif self.peek_keyword("if"):  # Go 1.19 joins `else if` to an `if` only
-                raise self.error("unexpected <if> in input")
+                else_body = [self.branch(kind, depth, loop)]  # `else if`/`else with` share the outer `end`
+            elif self.peek_chain():  # Go joins `else if` to an `if` only, `else with` (Go 1.23) to a `with`
+                raise self.error(f"unexpected <{self.peek().value}> in input")
             else:
                 else_body, end = self.list(depth + 1, loop)
                 if end != "end":
