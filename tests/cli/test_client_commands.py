@@ -149,3 +149,22 @@ def test_show_text_is_laid_out_as_ollamas():
         "  Capabilities\n    completion\n    tools\n\n"
         '  Parameters\n    stop           "<|eot_id|>"\n    temperature    0.6\n\n'
         "  License\n    LLAMA 3.2 LICENSE\n    second line\n\n")
+
+
+def test_errors_and_flags_as_ollamas(live, tmp_path):
+    # Ollama's CLI prints the server's message after "Error: " (api.StatusError: no status code appended)
+    for command in (["show", "nothing-here"], ["rm", "nothing-here"], ["rm", "nothing-here", "demo"]):
+        out = velollm(live, tmp_path, *command)
+        assert out.returncode == 1 and out.stderr.strip() == "Error: model 'nothing-here' not found", out.stderr
+    stop = velollm(live, tmp_path, "stop", "nothing-here")
+    assert stop.returncode == 1 and stop.stderr.strip() == 'Error: couldn\'t find model "nothing-here" to stop'
+    two = velollm(live, tmp_path, "show", "demo", "--license", "--template")
+    only_one = "only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be specified"
+    assert two.returncode == 1 and two.stderr.strip() == f"Error: {only_one}"
+    insecure = velollm(live, tmp_path, "run", "demo", "--insecure", "-o", "num_predict=2", "hi")  # run's flag too
+    assert insecure.returncode == 0, insecure.stderr
+    velollm(live, tmp_path, "run", "-o", "num_predict=2", "demo", "hi")
+    ps = velollm(live, tmp_path, "ps", "de")  # `ollama ps PREFIX`
+    assert ps.returncode == 0 and [line.split()[0] for line in ps.stdout.splitlines()] == ["NAME", "demo"]
+    ps = velollm(live, tmp_path, "ps", "nomatch")
+    assert ps.returncode == 0 and len(ps.stdout.splitlines()) == 1

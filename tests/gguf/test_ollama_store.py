@@ -194,6 +194,10 @@ def test_list_models_and_command(store, capsys):
     assert main(["list", "--models-dir", str(store)]) == 0
     out = capsys.readouterr().out
     assert "tiny:latest" in out and "hf.co/org/Repo:Q8_0" in out and "yes" in out
+    # Ollama's `ls` alias and its name-prefix filter (`ollama ls tiny`)
+    assert main(["ls", "tiny", "--models-dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny:latest" in out and "hf.co/org/Repo" not in out
 
 
 def test_list_marks_unsupported_models(store, tmp_path, fixtures):

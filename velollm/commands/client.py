@@ -145,19 +145,21 @@ class ServerClient:
 
 
 def _message(response: Any) -> str:
-    """The error text of an Ollama (`{"error": "..."}`) or OpenAI (`{"error": {"message"}}`) body."""
+    """The error text of an Ollama (`{"error": "..."}`) or OpenAI (`{"error": {"message"}}`) body, as Ollama's
+    client gives it (api.StatusError: the message alone, `model 'x' not found`); the status only when the body
+    says nothing."""
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
         error = None
     if isinstance(error, dict):
         error = error.get("message")
-    return f"{error or response.text.strip() or 'error'} (HTTP {response.status_code})"
+    return str(error or response.text.strip() or f"HTTP {response.status_code} {response.reason_phrase}".strip())
 
 
 def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
-    ServerError printed as `error: ...` with exit status 1."""
+    ServerError printed as Ollama's CLI prints an error (`Error: ...`) with exit status 1."""
 
     def run(args: argparse.Namespace) -> int:
         import logging
@@ -168,7 +170,7 @@ def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> C
             with ServerClient(server_url(env), api_key=env.get("VELOLLM_API_KEY")) as client:
                 return body(args, client)
         except ServerError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"Error: {exc}", file=sys.stderr)
             return 1
 
     return run

@@ -102,7 +102,9 @@ def _human(size: int) -> str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("list", help="list the Ollama store's models and whether VeloLLM runs them")
+    parser = subparsers.add_parser("list", aliases=["ls"],
+                                   help="list the Ollama store's models and whether VeloLLM runs them")
+    parser.add_argument("prefix", nargs="?", default="", help="only the models whose name starts with it")
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="Ollama store root (default: $OLLAMA_MODELS, else ~/.ollama/models)")
     parser.set_defaults(run=run)
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     root = args.models_dir or models_dir()
     console = table_console()
-    rows = collect(root)
+    rows = [row for row in collect(root) if row.name.startswith(args.prefix)]  # `ollama ls llama`
     if not rows:
         console.print(f"no models in the Ollama store at {root}")
         return 0

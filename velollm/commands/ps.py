@@ -11,6 +11,7 @@ from velollm.commands.text_table import text_table
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ps", help="list the models the server has loaded")
+    parser.add_argument("prefix", nargs="?", default="", help="only the models whose name starts with it")
     parser.set_defaults(run=server_command(run))
 
 
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
     models = client.get("/api/ps").get("models") or []
     rows = [("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")]
     for m in models:
+        if not str(m.get("name", "")).startswith(args.prefix):  # `ollama ps llama`
+            continue
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
         rows.append((m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor(size, vram),
                      str(m.get("context_length") or ""), until(m.get("expires_at") or "")))

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
     parser.add_argument("--format", choices=["json"], default=None, help="response format (as /set format json)")
     parser.add_argument("--hidethinking", action="store_true", help="hide the thinking of a thinking model")
+    parser.add_argument("--insecure", action="store_true", help="use an insecure registry when pulling a missing model")
     parser.add_argument("--nowordwrap", action="store_true", help="accepted for Ollama's CLI; answers are not wrapped")
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
@@ -117,7 +118,7 @@ def _load(session, err) -> None:
         session.load()
 
 
-def _session(client, model: str, options: dict):
+def _session(client, model: str, options: dict, insecure: bool = False):
     """The chat with `model`; one the server does not have is pulled first (through the server's Ollama
     upstream, with its progress), as `ollama run` pulls a missing model."""
     from velollm.commands import pull
@@ -134,7 +135,7 @@ def _session(client, model: str, options: dict):
             raise
         missing = exc
     try:
-        pull.run(argparse.Namespace(model=model, insecure=False), client)
+        pull.run(argparse.Namespace(model=model, insecure=insecure), client)
     except ServerError as exc:
         raise ServerError(f"{missing}; pulling it failed: {exc}") from exc
     return start()
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client, local = _connect(args.model, sys.stderr, engine_flags(args))
         with client:
-            session = _session(client, args.model, options)
+            session = _session(client, args.model, options, args.insecure)
             session.verbose = args.verbose
             session.format = args.format
             session.writer.show_thinking = not args.hidethinking

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
@@ -39,6 +40,10 @@ def model_section(show: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
+    if sum(bool(getattr(args, part)) for part in _PARTS) > 1:  # Ollama's ShowHandler refuses two
+        print("Error: only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be "
+              "specified", file=sys.stderr)
+        return 1
     show = client.post("/api/show", {"model": args.model, "verbose": args.verbose})
     if args.json:
         print(json.dumps(show, indent=2))

@@ -25,12 +25,12 @@ def _running(client: ServerClient, name: str) -> dict | None:
 
 def run(args: argparse.Namespace, client: ServerClient) -> int:
     if _running(client, args.model) is None:
-        print(f'error: couldn\'t find model "{args.model}" to stop', file=sys.stderr)
+        print(f'Error: couldn\'t find model "{args.model}" to stop', file=sys.stderr)
         return 1
     # What `ollama stop` sends: an empty generate with keep_alive 0 unloads the model once it is idle.
     answer = client.post("/api/generate", {"model": args.model, "keep_alive": 0, "stream": False})
     if answer.get("done_reason") not in ("unload", None):
-        print(f"error: the server answered {answer.get('done_reason')!r} instead of unloading", file=sys.stderr)
+        print(f"Error: the server answered {answer.get('done_reason')!r} instead of unloading", file=sys.stderr)
         return 1
     left = _running(client, args.model)
     if left is not None and until(left.get("expires_at") or "") == "Forever":
