@@ -70,6 +70,22 @@ def test_int4_linear_matches_the_dequantized_matmul(qtype, shape, num_rows):
     assert ((y - y_ref).abs() > bound / 4).float().mean() < 0.01  # and not loose: most errors far inside
 
 
+@pytest.mark.parametrize("rows", [16, 48, 64, 128, 144, 176, 4096])
+def test_pack_is_torchs_packer_byte_for_byte(rows):
+    """int4_cpu.pack (uint8 passes, the load's packer) gives exactly torch's _convert_weight_to_int4pack_for_cpu,
+    on whole blocks of rows and every tail, and through repack for each type."""
+    q = torch.randint(0, 16, (rows, 512), generator=torch.Generator().manual_seed(rows), dtype=torch.uint8)
+    torch_packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+    assert int4_cpu._pack_rows() in (int4_cpu.PACK_ROWS, int4_cpu.PACK_ROWS // 2)  # the fast path runs here
+    assert torch.equal(int4_cpu.pack(q), torch_packed)
+    for qtype in sorted(int4_cpu.INT4_TYPES):
+        b = blocks(qtype, rows, 512, seed=rows)
+        _block, type_size = gguf_dequant.block_size(qtype)
+        qv, _scale, _zero = int4_cpu._quants_and_affine(b.reshape(-1, type_size), qtype)
+        expected = torch.ops.aten._convert_weight_to_int4pack_for_cpu(qv.reshape(rows, 512).to(torch.int32), 1)
+        assert torch.equal(int4_cpu.repack(b, qtype, (rows, 512)).packed, expected), qtype
+
+
 def test_fits_and_repack_rejects():
     assert int4_cpu.fits("Q4_K", (32, 256)) and not int4_cpu.fits("Q4_K", (40, 256))
     assert not int4_cpu.fits("Q6_K", (32, 256)) and not int4_cpu.fits("Q8_0", (32, 256))
