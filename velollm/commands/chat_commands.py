@@ -82,6 +82,11 @@ _NOTHING = {"license": "No license was specified for this model.",
             "template": "No prompt template was specified for this model."}
 
 
+def known(word: str) -> bool:
+    """True for the name of a slash command (`/set`, `/bye`...)."""
+    return word.lower() in _COMMANDS or word.lower() in ("/bye", "/exit")
+
+
 def run_command(session: ChatSession, line: str) -> bool:
     """Run one slash command; False when the session should end."""
     words = line.split()
