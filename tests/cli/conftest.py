@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,3 +46,21 @@ def terminal_signals() -> None:
     started in the background (`make test &`, CI runners) ignores SIGINT, children inherit that, and Python
     then installs no KeyboardInterrupt handler: the Ctrl-C tests would send ^C to a process deaf to it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def screen(raw: str) -> list[str]:
+    """What a terminal shows for `raw`: lines, with the cursor-left (ESC[nD) and clear-to-end (ESC[K) moves."""
+    lines, col = [""], 0
+    for token in re.findall(r"\x1b\[\d*[DK]|.", raw, re.DOTALL):
+        if token == "\n":
+            lines.append("")
+            col = 0
+        elif token.startswith("\x1b") and token.endswith("D"):
+            col = max(0, col - int(token[2:-1] or 1))
+        elif token.startswith("\x1b"):
+            lines[-1] = lines[-1][:col]
+        else:
+            lines[-1] = lines[-1][:col] + token + lines[-1][col + 1:]
+            col += 1
+    return lines
+

@@ -11,6 +11,8 @@ from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.chat_render import DIM, RESET, AnswerWriter, go_duration, timings
 from velollm.commands.chat_session import ChatSession, parse_value, read_message, run_interactive
 
+from .conftest import screen
+
 
 def _reader(lines):
     it = iter(lines)
@@ -156,3 +158,23 @@ def test_show_parameters_prints_user_values_as_go():
         f"  {'num_ctx':<30} 1000000\n  {'stop':<30} [<|a|> ###]\n  {'use_mmap':<30} false\n"
         f"  {'typical_p':<30} 0.12345679\n  {'repeat_penalty':<30} 1.6777216e+07\n"
         f"  {'presence_penalty':<30} 1.2345678e+06\n\n")
+
+
+def test_word_wrap_as_ollamas():
+    text = "the quick brown fox jumps over the lazy dog and keeps running far away from here"
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]  # streamed a few characters at a time
+    chunks = [_chunk(content=p) for p in pieces] + [_chunk(done_reason="stop")]
+    out = io.StringIO()
+    AnswerWriter(out, color=False, word_wrap=True, columns=lambda: 25).write(chunks)
+    shown = screen(out.getvalue())
+    assert "\x1b[K" in out.getvalue()  # a word was moved down as Ollama moves it: back over it, clear, newline
+    assert all(len(line) <= 20 for line in shown), shown  # within the width less 5
+    assert " ".join(w for line in shown for w in line.split()) == text  # no word cut, lost or doubled
+    long = "x" * 40 + " end"  # a word longer than the width less 10: broken where it is
+    out = io.StringIO()
+    AnswerWriter(out, color=False, word_wrap=True, columns=lambda: 25).write([_chunk(content=long)])
+    assert screen(out.getvalue()) == ["x" * 20, "x" * 20, "end", ""]  # a full line's space: its end
+    for wrap, columns in ((False, 25), (True, 0), (True, 9)):  # --nowordwrap; not a terminal; a narrow one
+        out = io.StringIO()
+        AnswerWriter(out, color=False, word_wrap=wrap, columns=lambda c=columns: c).write(chunks)
+        assert out.getvalue() == text + "\n"

@@ -10,7 +10,7 @@ import pexpect
 
 from tests.serve_process import REPO
 
-from .conftest import cli_env, terminal_signals
+from .conftest import cli_env, screen, terminal_signals
 
 PROMPT = ">>> "
 _COUNT = re.compile(r"prompt eval count:\s+(\d+) token")
@@ -265,3 +265,28 @@ def test_ctrl_c_on_a_typed_line_drops_it_without_the_hint(live, tmp_path):
         _bye(child)
     finally:
         child.close(force=True)
+
+
+
+def test_answers_are_word_wrapped_as_ollamas(live, tmp_path):
+    # Ollama wraps on a terminal unless --nowordwrap / `/set nowordwrap`: a word that would pass the width
+    # less 5 moves down (the cursor backs over it and clears the line's end: ESC[nD ESC[K)
+    for args, toggle, wrapped in (([], None, True), (["--nowordwrap"], None, False), ([], "/set nowordwrap", False),
+                                  (["--nowordwrap"], "/set wordwrap", True)):
+        child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "demo", "-o", "num_predict=60", "-o",
+                                               "seed=3", *args], cwd=str(REPO), env=cli_env(live, tmp_path),
+                              encoding="utf-8", timeout=120, dimensions=(40, 30), preexec_fn=terminal_signals)
+        try:
+            child.expect_exact(PROMPT)
+            if toggle:
+                child.sendline(toggle)
+                child.expect_exact(f"Set '{toggle.split()[1]}' mode.")
+                child.expect_exact(PROMPT)
+            child.sendline("tell me a story")
+            child.expect_exact(PROMPT)
+            answer = child.before.split("\r\n", 1)[1].replace("\r\n", "\n")
+            assert ("\x1b[K" in answer) == wrapped, (args, toggle, answer)
+            assert (max(map(len, screen(answer))) <= 25) == wrapped, (args, toggle, answer)
+            _bye(child)
+        finally:
+            child.close(force=True)

@@ -82,6 +82,32 @@ def test_run_sends_the_images_a_vision_model_is_shown(proxied, tmp_path):
     assert "Hello there!" in plain.stdout and "Added image" not in plain.stderr  # not a vision model
 
 
+def test_a_line_starting_with_an_image_path_is_a_message(proxied, tmp_path):
+    # Ollama's chat with a vision model: `/path/cat.png what is this?` is a message, not an unknown command
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
+    child = pexpect.spawn(sys.executable, ["-m", "velollm.cli", "run", "seer"], cwd=str(REPO),
+                          env=cli_env(proxied, tmp_path), encoding="utf-8", timeout=60, preexec_fn=terminal_signals)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline(f"{image} what is this?")
+        child.expect_exact(f"Added image '{image}'")
+        child.expect_exact("I see 1 image(s) of 412 base64 characters")
+        child.expect_exact(">>> ")
+        assert "Unknown command" not in child.before
+        child.sendline(f"/set system look at {image}")  # a command's name first: still the command
+        child.expect_exact("Set system message.")
+        child.expect_exact(">>> ")
+        child.sendline("/nothing here")
+        child.expect_exact("Unknown command '/nothing'. Type /? for help")
+        child.expect_exact(">>> ")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
 def test_pull_without_an_upstream(tmp_path):
     proc, url, _log, _ = start_serve(tmp_path, "--no-upstream")
     try:

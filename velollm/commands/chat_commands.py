@@ -82,6 +82,11 @@ _NOTHING = {"license": "No license was specified for this model.",
             "template": "No prompt template was specified for this model."}
 
 
+def known(word: str) -> bool:
+    """True for the name of a slash command (`/set`, `/bye`...)."""
+    return word.lower() in _COMMANDS or word.lower() in ("/bye", "/exit")
+
+
 def run_command(session: ChatSession, line: str) -> bool:
     """Run one slash command; False when the session should end."""
     words = line.split()
@@ -148,6 +153,8 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what in ("wordwrap", "nowordwrap", "verbose", "quiet"):
         if what in ("verbose", "quiet"):
             session.verbose = what == "verbose"
+        else:
+            session.writer.word_wrap = what == "wordwrap"
         session.say(f"Set '{what}' mode.\n")
     elif what in ("think", "nothink"):
         level = args[1] if what == "think" and len(args) > 1 else None

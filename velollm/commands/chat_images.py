@@ -14,6 +14,13 @@ _PATH = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|webp)
 _MAX_BYTES = 100 * 1024 * 1024  # Ollama's limit per image
 
 
+def names_image(line: str) -> bool:
+    """True when `line`, which starts with "/", starts with an image path rather than a slash command
+    (`/home/me/cat.png what is this?`): Ollama sends such a line to a vision model as a message."""
+    words = line.split()
+    return bool(words) and any(found.startswith(words[0]) for found in _PATH.findall(line))
+
+
 def extract_images(text: str, err: TextIO) -> tuple[str, list[str]]:
     """(the text without the image paths, the images as base64); a path that does not exist stays text."""
     images = []

@@ -3,7 +3,8 @@ and with `/set verbose` Ollama's timing lines."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -12,11 +13,18 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 class AnswerWriter:
     """Writes chunks of an /api/chat stream to `out`; returns the whole answer (content, thinking, last chunk)."""
 
-    def __init__(self, out: TextIO, *, color: bool, show_thinking: bool = True) -> None:
+    def __init__(self, out: TextIO, *, color: bool, show_thinking: bool = True, word_wrap: bool = False,
+                 columns: Callable[[], int] | None = None) -> None:
         self.out = out
         self.color = color
         self.show_thinking = show_thinking  # False: `--hidethinking`, the thinking is kept but not written
         self.end = "\n"  # after the answer; "\n\n" in a chat: Ollama leaves a blank line before the next prompt
+        # Ollama's word wrap (on unless --nowordwrap or /set nowordwrap): a word that would end past the
+        # terminal's width less 5 moves to the next line; only on a terminal at least 10 columns wide
+        self.word_wrap = word_wrap
+        self.columns = columns or self._terminal_columns
+        self._line = 0  # columns written on the current line
+        self._word = ""  # the word being written (moved down whole when the line overflows)
 
     def write(self, chunks: Iterable[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
         content: list[str] = []
@@ -33,21 +41,68 @@ class AnswerWriter:
                     in_thinking = True
                     self._emit("Thinking...\n" + (DIM if self.color else ""))
                 thinking.append(message["thinking"])
-                self._emit(message["thinking"])
+                self._display(message["thinking"])
             if message.get("content"):
                 if in_thinking:
                     in_thinking = False
                     self._emit((RESET if self.color else "") + "\n...done thinking.\n\n")
                 content.append(message["content"])
-                self._emit(message["content"])
+                self._display(message["content"])
         if in_thinking:
             self._emit((RESET if self.color else "") + "\n...done thinking.\n")
         self._emit(self.end)
         return "".join(content), "".join(thinking), last
 
     def _emit(self, text: str) -> None:
+        """A marker or the end of the answer: written as it is; what follows starts a line."""
+        self._line, self._word = 0, ""
         self.out.write(text)
         self.out.flush()
+
+    def _display(self, text: str) -> None:
+        """Answer text, word-wrapped as Ollama's displayResponse does it: a character that would pass the
+        width less 5 sends the word it ends to the next line (the cursor backs over it, clears the rest of
+        the line); a word longer than the width less 10 is broken where it is; wide characters break anywhere."""
+        width = self.columns() if self.word_wrap else 0
+        if width < 10:
+            self._line, self._word = 0, ""
+            self.out.write(text)
+            self.out.flush()
+            return
+        from rich.cells import cell_len
+
+        parts: list[str] = []
+        for ch in text:
+            cells = cell_len(ch)
+            if ch == "\n":
+                parts.append(ch)
+                self._line, self._word = 0, ""
+            elif self._line + 1 > width - 5 and ch == " ":  # the line is full at a space: it ends there
+                parts.append("\n")
+                self._line, self._word = 0, ""
+            elif self._line + 1 > width - 5:
+                back = cell_len(self._word)
+                if back > width - 10:  # a word too long to move: broken here
+                    parts.append("\n" + ch)
+                    self._word = "" if cells >= 2 else ch
+                    self._line = cells
+                    continue
+                parts.append((f"\x1b[{back}D" if back else "") + "\x1b[K\n" + self._word + ch)
+                self._line = back + cells
+                self._word = "" if cells >= 2 else self._word + ch
+            else:
+                parts.append(ch)
+                self._line += cells
+                self._word = "" if cells >= 2 or ch == " " else self._word + ch
+        self.out.write("".join(parts))
+        self.out.flush()
+
+    def _terminal_columns(self) -> int:
+        """The width of the terminal `out` writes to; 0 when it is not one (a pipe, a file: no wrap)."""
+        try:
+            return os.get_terminal_size(self.out.fileno()).columns if self.out.isatty() else 0
+        except (AttributeError, OSError, ValueError):
+            return 0
 
 
 def go_duration(ns: int) -> str:

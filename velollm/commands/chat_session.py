@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from velollm.commands.chat_commands import run_command
-from velollm.commands.chat_images import extract_images
+from velollm.commands.chat_commands import known, run_command
+from velollm.commands.chat_images import extract_images, names_image
 from velollm.commands.chat_input import ReadLine, read_message, typed_text
 from velollm.commands.chat_render import AnswerWriter, timings
 from velollm.commands.client import ServerClient, ServerError
@@ -49,6 +49,14 @@ class ChatSession:
 
     def _keep_alive(self) -> dict[str, Any]:
         return {"keep_alive": self.keep_alive} if self.keep_alive is not None else {}
+
+    def is_command(self, line: str) -> bool:
+        """A slash command, unless a vision model is asked about an image whose path starts the line (Ollama's
+        check in cmd/interactive.go, here after the command names: `/set system ... /x.png` stays a command)."""
+        line = line.strip()
+        if not line.startswith("/") or known(line.split()[0]):
+            return line.startswith("/")
+        return not ("vision" in (self.show.get("capabilities") or []) and names_image(line))
 
     def ask(self, text: str) -> str:
         """Send `text` as the next user message and stream the answer; the exchange joins the history."""
@@ -130,7 +138,7 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
             continue
         if not line.strip():
             continue
-        if line.lstrip().startswith("/"):
+        if session.is_command(line):
             if not session.command(line.strip()):
                 return 0
             continue

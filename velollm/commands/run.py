@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["json"], default=None, help="response format (as /set format json)")
     parser.add_argument("--hidethinking", action="store_true", help="hide the thinking of a thinking model")
     parser.add_argument("--insecure", action="store_true", help="use an insecure registry when pulling a missing model")
-    parser.add_argument("--nowordwrap", action="store_true", help="accepted for Ollama's CLI; answers are not wrapped")
+    parser.add_argument("--nowordwrap", action="store_true",
+                        help="don't wrap words to the next line automatically (wrapping is only on a terminal)")
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             session.verbose = args.verbose
             session.format = args.format
             session.writer.show_thinking = not args.hidethinking
+            session.writer.word_wrap = not args.nowordwrap
             if args.think is not None:
                 session.think = args.think
             if args.keepalive is not None:

@@ -8,6 +8,7 @@ that both `jsonschema` and the grammar compiler accept the schema as the client 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ def tool_specs(tools: Sequence[Mapping[str, Any]] | None) -> list[ToolSpec]:
         params = normalize_schema(dict(params))
         if "type" not in params and "properties" in params:
             params["type"] = "object"
-        _check_schema(params, i)
+        parameters_json = json.dumps(params, sort_keys=True)
+        _check_schema(params, parameters_json, i)
         if fn["name"] in seen:
             raise InvalidRequest(f"tool name {fn['name']!r} is defined twice", param="tools")
         seen.add(fn["name"])
@@ -111,18 +113,40 @@ def tool_specs(tools: Sequence[Mapping[str, Any]] | None) -> list[ToolSpec]:
             ToolSpec(
                 name=fn["name"],
                 description=str(fn.get("description") or ""),
-                parameters_json=json.dumps(params, sort_keys=True),
+                parameters_json=parameters_json,
                 strict=bool(fn.get("strict", False)),
             )
         )
     return specs
 
 
-def _check_schema(schema: dict[str, Any], index: int) -> None:
+# Schemas already checked against their metaschema, by their JSON: a client sends the same tools every turn,
+# and one request checks them more than once (parse, session, prompt). The check takes ~5-65 ms a tool
+# (Draft 2020-12's $dynamicRef); 300 tools took seconds on the event loop, each time. Small schemas only,
+# so that what is kept stays small (CHECKED_MAX of at most CHECKED_CHARS each).
+CHECKED_MAX = 1024
+CHECKED_CHARS = 16 << 10
+
+
+@functools.lru_cache(maxsize=CHECKED_MAX)
+def _checked(schema_json: str) -> None:
+    _metaschema_check(json.loads(schema_json))
+
+
+def _metaschema_check(schema: dict[str, Any]) -> None:
     import jsonschema  # lazily: not needed by `from velollm import LLM`
 
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def _check_schema(schema: dict[str, Any], schema_json: str, index: int) -> None:
+    import jsonschema
+
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        if len(schema_json) <= CHECKED_CHARS:
+            _checked(schema_json)
+        else:
+            _metaschema_check(schema)
     except jsonschema.SchemaError as e:
         raise InvalidRequest(
             f"tools[{index}].function.parameters is not a valid JSON Schema: {e.message}", param="tools"
