@@ -168,3 +168,18 @@ def test_errors_and_flags_as_ollamas(live, tmp_path):
     assert ps.returncode == 0 and [line.split()[0] for line in ps.stdout.splitlines()] == ["NAME", "demo"]
     ps = velollm(live, tmp_path, "ps", "nomatch")
     assert ps.returncode == 0 and len(ps.stdout.splitlines()) == 1
+
+
+def test_version_as_ollamas(live, tmp_path):
+    from velollm import __version__
+
+    for flag in ("-v", "--version"):
+        out = velollm(live, tmp_path, flag)
+        assert out.returncode == 0 and out.stdout == f"velollm version is {__version__}\n", out.stderr
+    url = f"http://127.0.0.1:{free_port()}"
+    out = velollm(url, tmp_path, "-v")
+    assert out.returncode == 0
+    assert out.stdout == ("Warning: could not connect to a running VeloLLM server\n"
+                          f"Warning: client version is {__version__}\n")
+    bare = velollm(live, tmp_path)  # Ollama's bare `ollama`: its usage, exit status 0
+    assert bare.returncode == 0 and "usage: velollm" in bare.stdout and "run" in bare.stdout
