@@ -88,6 +88,22 @@ def test_random_blocks_odd_rows_3d(name):
     assert torch.equal(dequantize(raw, name, shape), _reference(raw, name, shape))
 
 
+@pytest.mark.parametrize("name", sorted(SUPPORTED_TYPES))
+@pytest.mark.parametrize("offset", [1, 2, 4])
+def test_blocks_at_any_address(name, offset):
+    """The float16 scales and Q4_K/Q5_K's scale words are read in place where aligned, from a copy where not: the
+    values are the same wherever the blocks start (a map's tensors are aligned; a caller's bytes may not be)."""
+    import gguf
+
+    block, _ = gguf.GGML_QUANT_SIZES[_qtype(name)]
+    raw = _random_blocks(name, 3, 2 * block, seed=offset)
+    buf = torch.zeros(raw.size + offset, dtype=torch.uint8)
+    buf[offset:] = torch.from_numpy(raw.reshape(-1))
+    ref = _reference(raw, name, (3, 2 * block))
+    assert torch.equal(dequantize(buf[offset:], name, (3, 2 * block)), ref)
+    assert torch.equal(dequantize(buf[offset:], name, (3, 2 * block), torch.bfloat16), ref.to(torch.bfloat16))
+
+
 @pytest.mark.parametrize("ftype", KQUANT_FILES)
 def test_llama_cpp_kquant_tensors(fixtures, ftype):
     """Every tensor of a file quantized by llama.cpp, through the loader's _dequantize, and its

@@ -10,6 +10,7 @@ about three times in cache; what remains is mostly the first touch of the output
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -24,8 +25,17 @@ _CHUNK_ELEMENTS = 1 << 20
 
 
 def _f16(blocks: torch.Tensor, at: int) -> torch.Tensor:
-    """The little-endian float16 at byte `at` of every block, as float32 of shape (n, 1)."""
-    return blocks[:, at:at + 2].contiguous().view(torch.float16).float()
+    """The little-endian float16 at byte `at` of every block, as float32 of shape (n, 1): read in place where the
+    blocks sit at even addresses (every type's block is an even number of bytes), in the one pass of the cast."""
+    return _words(blocks[:, at:at + 2], torch.float16).float()
+
+
+def _words(b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bytes (n, k) viewed as (n, k / size) `dtype` words, in place when aligned to the word (else from a copy)."""
+    size = dtype.itemsize
+    if b.storage_offset() % size or b.stride(0) % size:
+        b = b.contiguous()
+    return b.view(dtype)
 
 
 # byte -> its 8 bits as 8 bytes (bit 0 first), packed little-endian in one int64
@@ -86,7 +96,15 @@ def _q5_1(b: torch.Tensor, o: torch.Tensor) -> None:
 
 
 def _scale_min_k4(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q4_K/Q5_K's 12 bytes of packed 6-bit (scale, min) pairs -> two (n, 8) uint8 tensors."""
+    """Q4_K/Q5_K's 12 bytes of packed 6-bit (scale, min) pairs -> two (n, 8) uint8 tensors. Bytewise masks and shifts
+    on the three little-endian int32 words of each block (the masks drop what a shift carries across bytes): a few
+    passes over n words rather than many over (n, 4) strided bytes."""
+    if sys.byteorder == "little":
+        n = scales.shape[0]
+        d, m, m_d = _words(scales, torch.int32).unbind(1)
+        sc = torch.stack([d & 0x3F3F3F3F, (m_d & 0x0F0F0F0F) | ((d >> 2) & 0x30303030)], dim=1)
+        mn = torch.stack([m & 0x3F3F3F3F, ((m_d >> 4) & 0x0F0F0F0F) | ((m >> 2) & 0x30303030)], dim=1)
+        return sc.view(torch.uint8).view(n, 8), mn.view(torch.uint8).view(n, 8)
     s = scales.reshape(scales.shape[0], 3, 4)
     d, m, m_d = s[:, 0], s[:, 1], s[:, 2]
     sc = torch.cat([d & 0x3F, (m_d & 0x0F) | ((d >> 2) & 0x30)], dim=-1)

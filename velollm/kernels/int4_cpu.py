@@ -93,20 +93,31 @@ def fits(qtype: str, shape: tuple[int, ...]) -> bool:
 
 
 def _f16(b: torch.Tensor, at: int) -> torch.Tensor:
-    return b[:, at:at + 2].contiguous().view(torch.float16).float().squeeze(1)
+    return gguf_dequant._f16(b, at).squeeze(1)
+
+
+def _affine(blocks: torch.Tensor, qtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """blocks uint8 [n, type_size] -> (scale, zero) float32 [n, groups]."""
+    if qtype == "Q4_K":
+        sc, mn = gguf_dequant._scale_min_k4(blocks[:, 4:16])
+        scale = _f16(blocks, 0).unsqueeze(1) * sc.float()
+        return scale, 8 * scale - _f16(blocks, 2).unsqueeze(1) * mn.float()
+    scale = _f16(blocks, 0).unsqueeze(1)
+    return scale, torch.zeros_like(scale) if qtype == "Q4_0" else _f16(blocks, 2).unsqueeze(1) + 8 * scale
+
+
+def _packed_quants(blocks: torch.Tensor, qtype: str) -> torch.Tensor:
+    """blocks uint8 [n, type_size] -> their quant bytes [n, groups, width] (a view): each group's `width` bytes hold
+    its first `width` elements in their low nibbles, the next `width` in their high ones."""
+    if qtype == "Q4_K":
+        return blocks[:, 16:].view(len(blocks), 4, 32)
+    return blocks[:, 2 if qtype == "Q4_0" else 4:].view(len(blocks), 1, 16)
 
 
 def _quants_and_affine(blocks: torch.Tensor, qtype: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """blocks uint8 [n, type_size] -> (q uint8 [n, block] in element order, scale, zero float32 [n, groups])."""
-    if qtype == "Q4_K":
-        sc, mn = gguf_dequant._scale_min_k4(blocks[:, 4:16])
-        scale = _f16(blocks, 0).unsqueeze(1) * sc.float()
-        zero = 8 * scale - _f16(blocks, 2).unsqueeze(1) * mn.float()
-        return gguf_dequant._nibbles(blocks[:, 16:], 4, 32).reshape(len(blocks), -1), scale, zero
-    at = 2 if qtype == "Q4_0" else 4
-    scale = _f16(blocks, 0).unsqueeze(1)
-    zero = torch.zeros_like(scale) if qtype == "Q4_0" else _f16(blocks, 2).unsqueeze(1) + 8 * scale
-    return gguf_dequant._nibbles(blocks[:, at:], 1, 16).reshape(len(blocks), -1), scale, zero
+    qs = _packed_quants(blocks, qtype)
+    return gguf_dequant._nibbles(qs, qs.shape[1], qs.shape[2]).reshape(len(blocks), -1), *_affine(blocks, qtype)
 
 
 def repack(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Int4Weight:
@@ -115,8 +126,15 @@ def repack(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Int4Weig
         raise ValueError(f"a {qtype} matrix of shape {tuple(shape)} does not fit the CPU int4 layout")
     rows, cols = shape
     _block, type_size = gguf_dequant.block_size(qtype)
-    q, scale, zero = _quants_and_affine(blocks.reshape(-1, type_size), qtype)
-    packed = pack(q.reshape(rows, cols))
+    blocks = blocks.reshape(-1, type_size)
+    scale, zero = _affine(blocks, qtype)
+    qs = _packed_quants(blocks, qtype)
+    block = _pack_rows() if available() else None
+    if block is None:
+        q = gguf_dequant._nibbles(qs, qs.shape[1], qs.shape[2])
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(rows, cols).to(torch.int32), 1)
+    else:
+        packed = _pack_nibbles(qs.view(rows, -1, *qs.shape[1:]), block)
     sz = torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=2)  # [N, K/32, 2]
     return Int4Weight((rows, cols), packed, sz.transpose(0, 1).to(torch.bfloat16).contiguous())
 
@@ -139,18 +157,51 @@ def _pack_blocks(q: torch.Tensor, block: int) -> torch.Tensor:
     return out.view(rows, cols // 2)
 
 
+def _pair_bytes(low: torch.Tensor, high: torch.Tensor, out: torch.Tensor) -> None:
+    """Quant bytes `low`, `high` [..., width] (two rows' groups, nibble-split as _packed_quants) -> out [..., 2, width]:
+    each element of the `low` row in a low nibble, the same element of the `high` row in the high nibble."""
+    torch.bitwise_and(low, 0x0F, out=out[..., 0, :]).bitwise_or_(torch.bitwise_left_shift(high, 4))
+    torch.bitwise_right_shift(low, 4, out=out[..., 1, :]).bitwise_or_(torch.bitwise_and(high, 0xF0))
+
+
+def _pack_nibbles(qs: torch.Tensor, block: int) -> torch.Tensor:
+    """_pack_blocks of the quants whose bytes `qs` [N, blocks per row, groups, width] hold (_packed_quants), straight
+    from the nibbles: each output byte is the low or high nibble of two input bytes, then the blocks turned k-major."""
+    rows, per_row, groups, width = qs.shape
+    cols = per_row * groups * 2 * width
+    full = rows // block * block
+    out = torch.empty(rows * cols // 2, dtype=torch.uint8)
+    if full:
+        nb, half = full // block, block // 2
+        src = qs[:full].view(nb, 2, half, per_row, groups, width)
+        pairs = torch.empty(nb, half, per_row, groups, 2, width, dtype=torch.uint8)
+        _pair_bytes(src[:, 0], src[:, 1], pairs)
+        out[:full * cols // 2].view(nb, cols, half).copy_(pairs.view(nb, half, cols).transpose(1, 2))
+    if full < rows:
+        src = qs[full:].view(-1, 2, per_row, groups, width)
+        pairs = torch.empty(len(src), per_row, groups, 2, width, dtype=torch.uint8)
+        _pair_bytes(src[:, 0], src[:, 1], pairs)
+        out[full * cols // 2:].view(cols, -1).copy_(pairs.view(len(src), cols).T)
+    return out.view(rows, cols // 2)
+
+
 @functools.lru_cache(maxsize=1)
 def _pack_rows() -> int | None:
     """The rows per block of torch's packer on this CPU (64 with AVX-512, 32 with AVX2) where `_pack_blocks`
     reproduces it byte for byte on a probe of whole blocks and every tail; None: torch's own packer is used."""
     gen = torch.Generator().manual_seed(0)
+    probes = [torch.randint(0, 256, (rows, 2, 1, 16), generator=gen, dtype=torch.uint8)
+              for rows in (2 * PACK_ROWS + 16, PACK_ROWS + 32, PACK_ROWS + 48, 16, PACK_ROWS)]
     for block in (PACK_ROWS, PACK_ROWS // 2):
-        if all(torch.equal(_pack_blocks(q, block),
-                           torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1))
-               for q in (torch.randint(0, 16, (rows, 2 * GROUP), generator=gen, dtype=torch.uint8)
-                         for rows in (2 * PACK_ROWS + 16, PACK_ROWS + 32, PACK_ROWS + 48, 16, PACK_ROWS))):
+        if all(_probe(qs, block) for qs in probes):
             return block
     return None
+
+
+def _probe(qs: torch.Tensor, block: int) -> bool:
+    q = gguf_dequant._nibbles(qs.reshape(-1, 1, 16), 1, 16).reshape(len(qs), -1)
+    expected = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+    return torch.equal(_pack_blocks(q, block), expected) and torch.equal(_pack_nibbles(qs, block), expected)
 
 
 def pack(q: torch.Tensor) -> torch.Tensor:
