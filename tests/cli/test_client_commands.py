@@ -88,6 +88,7 @@ def test_formatting():
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
     assert processor(100, 25) == "75%/25% CPU/GPU"
+    assert processor(100, 101) == "Unknown" and processor(0, 5) == "Unknown" and processor(0, 0) == "100% CPU"
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
     # Ollama's format.humanDuration words
