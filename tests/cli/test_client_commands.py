@@ -184,3 +184,6 @@ def test_version_as_ollamas(live, tmp_path):
                           f"Warning: client version is {__version__}\n")
     bare = velollm(live, tmp_path)  # Ollama's bare `ollama`: its usage, exit status 0
     assert bare.returncode == 0 and "usage: velollm" in bare.stdout and "run" in bare.stdout
+    for words, usage in ((["help"], "usage: velollm "), (["help", "run"], "usage: velollm run ")):  # cobra's help
+        out = velollm(live, tmp_path, *words)
+        assert out.returncode == 0 and out.stdout.startswith(usage), out.stdout + out.stderr
