@@ -52,7 +52,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 
 def _normalized(argv: list[str]) -> list[str]:
-    """The subcommand's own rewrite of the words after its name (`normalize_argv`: run's `--think`)."""
+    """The subcommand's own rewrite of the words after its name (`normalize_argv`: run's `--think`); cobra's
+    `help [COMMAND]` (`ollama help run`) as `COMMAND --help`."""
+    if argv[:1] == ["help"]:
+        return [*argv[1:2], "--help"]
     for i, word in enumerate(argv):
         if word in COMMANDS:
             normalize = getattr(importlib.import_module(COMMANDS[word]), "normalize_argv", None)

@@ -88,6 +88,7 @@ def test_formatting():
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
     assert processor(100, 25) == "75%/25% CPU/GPU"
+    assert processor(100, 101) == "Unknown" and processor(0, 5) == "Unknown" and processor(0, 0) == "100% CPU"
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
     # Ollama's format.humanDuration words
@@ -183,3 +184,6 @@ def test_version_as_ollamas(live, tmp_path):
                           f"Warning: client version is {__version__}\n")
     bare = velollm(live, tmp_path)  # Ollama's bare `ollama`: its usage, exit status 0
     assert bare.returncode == 0 and "usage: velollm" in bare.stdout and "run" in bare.stdout
+    for words, usage in ((["help"], "usage: velollm "), (["help", "run"], "usage: velollm run ")):  # cobra's help
+        out = velollm(live, tmp_path, *words)
+        assert out.returncode == 0 and out.stdout.startswith(usage), out.stdout + out.stderr
