@@ -31,7 +31,8 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="velollm", description="vLLM performance with Ollama simplicity.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--version", action="store_true", help="show version information (as `ollama -v`)")
+    subparsers = parser.add_subparsers(dest="command")
     for module_name in COMMANDS.values():
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
@@ -51,7 +52,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 
 def _normalized(argv: list[str]) -> list[str]:
-    """The subcommand's own rewrite of the words after its name (`normalize_argv`: run's `--think`)."""
+    """The subcommand's own rewrite of the words after its name (`normalize_argv`: run's `--think`); cobra's
+    `help [COMMAND]` (`ollama help run`) as `COMMAND --help`."""
+    if argv[:1] == ["help"]:
+        return [*argv[1:2], "--help"]
     for i, word in enumerate(argv):
         if word in COMMANDS:
             normalize = getattr(importlib.import_module(COMMANDS[word]), "normalize_argv", None)
@@ -60,7 +64,15 @@ def _normalized(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), _normalized(list(sys.argv[1:] if argv is None else argv)))
+    parser = build_parser()
+    args = parse_args(parser, _normalized(list(sys.argv[1:] if argv is None else argv)))
+    if args.command is None:  # `velollm -v`; a bare `velollm` prints its usage, as Ollama's root command does
+        if args.version:
+            from velollm.commands.version import show_version
+
+            return show_version()
+        parser.print_help()
+        return 0
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args) or 0)
 

@@ -88,6 +88,7 @@ def test_formatting():
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
     assert processor(100, 25) == "75%/25% CPU/GPU"
+    assert processor(100, 101) == "Unknown" and processor(0, 5) == "Unknown" and processor(0, 0) == "100% CPU"
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert until("2026-01-01T00:04:30Z", now) == "4 minutes from now"
     # Ollama's format.humanDuration words
@@ -168,3 +169,21 @@ def test_errors_and_flags_as_ollamas(live, tmp_path):
     assert ps.returncode == 0 and [line.split()[0] for line in ps.stdout.splitlines()] == ["NAME", "demo"]
     ps = velollm(live, tmp_path, "ps", "nomatch")
     assert ps.returncode == 0 and len(ps.stdout.splitlines()) == 1
+
+
+def test_version_as_ollamas(live, tmp_path):
+    from velollm import __version__
+
+    for flag in ("-v", "--version"):
+        out = velollm(live, tmp_path, flag)
+        assert out.returncode == 0 and out.stdout == f"velollm version is {__version__}\n", out.stderr
+    url = f"http://127.0.0.1:{free_port()}"
+    out = velollm(url, tmp_path, "-v")
+    assert out.returncode == 0
+    assert out.stdout == ("Warning: could not connect to a running VeloLLM server\n"
+                          f"Warning: client version is {__version__}\n")
+    bare = velollm(live, tmp_path)  # Ollama's bare `ollama`: its usage, exit status 0
+    assert bare.returncode == 0 and "usage: velollm" in bare.stdout and "run" in bare.stdout
+    for words, usage in ((["help"], "usage: velollm "), (["help", "run"], "usage: velollm run ")):  # cobra's help
+        out = velollm(live, tmp_path, *words)
+        assert out.returncode == 0 and out.stdout.startswith(usage), out.stdout + out.stderr

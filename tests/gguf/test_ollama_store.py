@@ -194,6 +194,11 @@ def test_list_models_and_command(store, capsys):
     assert main(["list", "--models-dir", str(store)]) == 0
     out = capsys.readouterr().out
     assert "tiny:latest" in out and "hf.co/org/Repo:Q8_0" in out and "yes" in out
+    header, *lines = out.splitlines()  # Ollama's columns first (NAME ID SIZE MODIFIED), then VeloLLM's
+    assert header.split() == ["NAME", "ID", "SIZE", "MODIFIED", "QUANTIZATION", "FAMILY", "CAPABILITY", "NATIVE"]
+    tiny = next(line for line in lines if line.startswith("tiny:latest "))
+    assert tiny.split()[1] == rows["tiny:latest"].digest[:12] and " ago " in tiny
+    assert list_cmd.modified(1000.0, now=1000.0 + 90) == "About a minute ago" and list_cmd.modified(0) == "Never"
     # Ollama's `ls` alias and its name-prefix filter (`ollama ls tiny`)
     assert main(["ls", "tiny", "--models-dir", str(store)]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,8 @@ class ListedModel:
     native: bool
     reason: str  # why not native ("" when native)
     capability: str = "completion"  # "completion" | "embedding"
+    digest: str = ""  # the manifest's sha256 (Ollama's ID column: its first 12 digits)
+    modified_at: float = 0.0  # seconds since the epoch
 
 
 def native_check(gguf_path: Path) -> tuple[bool, str, str, str]:
@@ -89,16 +92,19 @@ def collect(models_dir: Path | None = None) -> list[ListedModel]:
             native=native,
             reason=reason,
             capability=kind,
+            digest=model.digest,
+            modified_at=model.modified_at,
         ))
     return rows
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000  # type: ignore[assignment]
-    return str(size)
+def modified(when: float, now: float | None = None) -> str:
+    """Ollama's MODIFIED column (format.HumanTime): "4 minutes ago", "About an hour ago", "2 weeks ago"."""
+    from velollm.commands.ps import human_duration
+
+    if not when:
+        return "Never"
+    return f"{human_duration(max(0.0, (now or time.time()) - when))} ago"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -112,22 +118,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from velollm.commands.table_console import table_console
+    """`ollama list`'s table (NAME ID SIZE MODIFIED, plain, nothing cut), then whether VeloLLM runs each."""
+    from velollm.commands.ps import human_bytes
+    from velollm.commands.text_table import text_table
     from velollm.engine.loader.ollama_store import models_dir
 
     root = args.models_dir or models_dir()
-    console = table_console()
     rows = [row for row in collect(root) if row.name.startswith(args.prefix)]  # `ollama ls llama`
     if not rows:
-        console.print(f"no models in the Ollama store at {root}")
+        print(f"no models in the Ollama store at {root}")
         return 0
-    table = Table(title=f"Ollama models in {root}")
-    for column in ("NAME", "SIZE", "QUANTIZATION", "FAMILY", "CAPABILITY", "NATIVE"):
-        table.add_column(column, justify="right" if column == "SIZE" else "left")
-    for row in rows:
-        native = "yes" if row.native else f"no ({row.reason})"
-        table.add_row(row.name, _human(row.size), row.quantization, row.family, row.capability, native)
-    console.print(table)
+    table = [("NAME", "ID", "SIZE", "MODIFIED", "QUANTIZATION", "FAMILY", "CAPABILITY", "NATIVE")]
+    table += [(row.name, row.digest[:12], human_bytes(row.size), modified(row.modified_at), row.quantization,
+               row.family, row.capability, "yes" if row.native else f"no ({row.reason})") for row in rows]
+    print("\n".join(text_table(table)))
     return 0

@@ -26,10 +26,12 @@ def human_bytes(n: int) -> str:
 
 def processor(size: int, size_vram: int) -> str:
     """Ollama's PROCESSOR column: where the model's memory is."""
-    if size_vram <= 0 or size <= 0:
+    if size_vram <= 0:
         return "100% CPU"
-    if size_vram >= size:
+    if size_vram == size:
         return "100% GPU"
+    if size_vram > size or size <= 0:  # more in GPU memory than the whole: Ollama says it does not know
+        return "Unknown"
     gpu = round(100 * size_vram / size)
     return f"{100 - gpu}%/{gpu}% CPU/GPU"
 
