@@ -86,6 +86,18 @@ def test_pack_is_torchs_packer_byte_for_byte(rows):
         assert torch.equal(int4_cpu.repack(b, qtype, (rows, 512)).packed, expected), qtype
 
 
+@pytest.mark.parametrize("block", [int4_cpu.PACK_ROWS, int4_cpu.PACK_ROWS // 2])
+def test_packing_on_words_equals_packing_on_bytes(block):
+    """The int64-word packer (Q4_K's aligned quant bytes) and the byte packer agree for either packer block (64 rows:
+    AVX-512, checked against torch above; 32: AVX2), whole blocks and a tail."""
+    rows = 3 * block + 16
+    b = blocks("Q4_K", rows, 512, seed=block)
+    qs = int4_cpu._packed_quants(b.reshape(-1, 144), "Q4_K").view(rows, 2, 4, 32)
+    assert int4_cpu._word_aligned(qs)
+    q, _scale, _zero = int4_cpu._quants_and_affine(b.reshape(-1, 144), "Q4_K")
+    assert torch.equal(int4_cpu._pack_nibbles(qs, block), int4_cpu._pack_blocks(q.reshape(rows, 512), block))
+
+
 def test_fits_and_repack_rejects():
     assert int4_cpu.fits("Q4_K", (32, 256)) and not int4_cpu.fits("Q4_K", (40, 256))
     assert not int4_cpu.fits("Q6_K", (32, 256)) and not int4_cpu.fits("Q8_0", (32, 256))

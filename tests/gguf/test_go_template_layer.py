@@ -23,6 +23,8 @@ CHATML = (FIXTURES / "library" / "chatml.gotmpl").read_bytes()
 QUESTION = "Why is the sky blue?"
 CASES = {c["name"]: c for c in json.loads((FIXTURES / "cases.json").read_text())}
 TOOLS_CASE = CASES["tools-llama3.1-style/store-tools-call-result"]
+FIM_CODER = (FIXTURES / "library" / "fim-coder.gotmpl").read_bytes()
+FIM_CASE = CASES["lang/fim-coder-insert"]["data"]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,14 @@ def layer_server(fixtures, tmp_path_factory):
     make_store(root / "models", gguf, template=CHATML)
     make_store(root / "models", gguf, ("registry.ollama.ai", "library", "tooly", "latest"),
                template=TOOLS_CASE["template"].encode())
+    make_store(root / "models", gguf, ("registry.ollama.ai", "library", "coder", "latest"), template=FIM_CODER)
+    # a registry coder model's GGUF has a jinja chat template too: jinja renders its chats, the layer its inserts
+    make_store(root / "models", base.path, ("registry.ollama.ai", "library", "coder-jinja", "latest"),
+               template=FIM_CODER)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OLLAMA_MODELS", str(root / "models"))
-        proc, url, _log = start_live(root, "--model", "tiny", "--model", "tooly", "--max-model-len", "1024")
+        proc, url, _log = start_live(root, "--model", "tiny", "--model", "tooly", "--model", "coder",
+                                     "--model", "coder-jinja", "--max-model-len", "1024")
     try:
         yield url, gguf
     finally:
@@ -156,3 +163,46 @@ def test_a_store_model_without_a_template_layer_renders_with_ollamas_default(fix
     assert tokenizer.apply_chat_template(messages) == "<|begin_of_text|>" + QUESTION  # legacy: the last .Prompt
     kept = resolve_model("jinja", ollama_models=tmp_path / "models", device="cpu").load_tokenizer()
     assert kept.chat_template == base.tok.chat_template and kept.go_template is None
+
+
+@pytest.mark.parametrize("model", ["coder", "coder-jinja"])
+def test_fill_in_the_middle_renders_with_the_layer_as_ollama_does(layer_server, model):
+    """/api/generate with a `suffix` (Continue and other editors' completions through Ollama): Ollama's insert
+    capability, the model's TEMPLATE layer naming .Suffix, rendered over Prompt and Suffix alone (no SYSTEM
+    layer, no history) whether or not a jinja template renders the model's chats."""
+    url, gguf = layer_server
+    golden = "<|begin_of_text|>" + GOLDENS["lang/fim-coder-insert"]  # the BOS Ollama's runner adds, first
+    body = {"model": model, "prompt": FIM_CASE["Prompt"], "suffix": FIM_CASE["Suffix"], "system": "ignored",
+            "_debug_render_only": True}
+    r = httpx.post(f"{url}/api/generate", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["_debug_info"]["rendered_template"] == golden, r.text
+    client = ollama.Client(host=url)
+    answer = client.generate(model=model, prompt=FIM_CASE["Prompt"], suffix=FIM_CASE["Suffix"],
+                             options={"num_predict": 3, "temperature": 0})
+    assert answer.prompt_eval_count == _num_tokens(gguf, GOLDENS["lang/fim-coder-insert"]) and answer.eval_count == 3
+    raw = client.generate(model=model, prompt=GOLDENS["lang/fim-coder-insert"], raw=True,
+                          options={"num_predict": 3, "temperature": 0})
+    assert answer.response == raw.response  # the same prompt ids as the rendered text sent raw
+    # Ollama's /v1/completions takes a suffix the same way
+    completion = openai.OpenAI(base_url=f"{url}/v1", api_key="x").completions.create(
+        model=model, prompt=FIM_CASE["Prompt"], suffix=FIM_CASE["Suffix"], max_tokens=3, temperature=0)
+    assert completion.usage.prompt_tokens == answer.prompt_eval_count
+    assert completion.choices[0].text == answer.response
+    shown = client.show(model).capabilities
+    assert "insert" in shown and shown.index("insert") == shown.index("completion") + 1 + ("tools" in shown)
+
+
+def test_a_suffix_for_a_model_whose_template_has_none_is_ollamas_400(layer_server):
+    url, _ = layer_server
+    with pytest.raises(ollama.ResponseError) as e:
+        ollama.Client(host=url).generate(model="tiny", prompt="def f(", suffix="return 1")
+    assert e.value.status_code == 400 and e.value.error == '"tiny" does not support insert'
+    assert "insert" not in ollama.Client(host=url).show("tiny").capabilities
+    with pytest.raises(openai.BadRequestError) as e:
+        openai.OpenAI(base_url=f"{url}/v1", api_key="x").completions.create(
+            model="tiny", prompt="def f(", suffix="return 1", max_tokens=3)
+    assert e.value.body["param"] == "suffix" and "fill-in-the-middle" in e.value.body["message"]
+    # a request's own template does not make up for the model's (Ollama checks the model's capabilities)
+    r = httpx.post(f"{url}/api/generate", timeout=60, json={
+        "model": "tiny", "prompt": "def f(", "suffix": "return 1", "template": FIM_CODER.decode()})
+    assert r.status_code == 400 and "does not support insert" in r.json()["error"]

@@ -192,3 +192,20 @@ def test_templates_calling_templates_stay_in_bounds():
     with pytest.raises(InvalidRequest, match="exceeds 64 MiB"):
         render_go_chat(doubling + '{{ template "d0" "ab" }}' + msgs, USER)
     assert render_go_chat(doubling + '{{ template "d30" "ab" }}' + msgs, USER) == str(2 ** 11)
+
+
+def test_fill_in_the_middle_is_gos_execute_over_prompt_and_suffix():
+    """Ollama's Template.Execute with a prompt and a suffix: the whole template over Prompt, Suffix, an empty
+    Response and the think values (the golden: Go's output for those values)."""
+    import json
+    from pathlib import Path
+
+    from velollm.engine.text.go_template.chat import render_go_insert
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "go_template"
+    golden = {g["name"]: g["output"] for g in json.loads((fixtures / "goldens.json").read_text())}
+    data = {c["name"]: c for c in json.loads((fixtures / "cases.json").read_text())}["lang/fim-coder-insert"]["data"]
+    source = (fixtures / "library" / "fim-coder.gotmpl").read_text()
+    assert render_go_insert(source, data["Prompt"], data["Suffix"]) == golden["lang/fim-coder-insert"]
+    with pytest.raises(InvalidRequest, match="failed on this prompt"):
+        render_go_insert("{{ index .Suffix 99 }}", "p", "s")

@@ -56,7 +56,7 @@ from velollm.api.thinking import Thinking, think_plan
 from velollm.api.tool_calls import ToolCalls
 from velollm.api.turn_prefill import remember_turn
 from velollm.context.token_cut import answer_room
-from velollm.errors import ContextOverflow
+from velollm.errors import ContextOverflow, InvalidRequest
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
@@ -195,12 +195,24 @@ def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
     system = req.system if req.system is not None else info.default_system
     if req.raw:
         return req.prompt, True
+    if req.suffix:  # Ollama's fill-in-the-middle: the template over Prompt and Suffix alone (no system, no history)
+        from velollm.engine.text.go_template.chat import render_go_insert, think_values
+
+        think = think_values(template_kwargs.get("enable_thinking"), template_kwargs.get("reasoning_effort"))
+        return render_go_insert(req.template or _insert_layer(tokenizer) or "", req.prompt, req.suffix,
+                                think=think), True
     # Ollama's order: the system prompt, the model's MESSAGE history (not when continuing a `context`), the prompt
     messages = ([{"role": "system", "content": system}] if system else []) + (
         [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
     if req.template:
         return ollama_template.render(req.template, messages, template_kwargs), True
     return render_chat(tokenizer, messages, template_kwargs), False
+
+
+def _insert_layer(tokenizer: Any) -> str | None:
+    from velollm.engine.text.tokenizer import insert_layer  # not at import: --proxy-only loads no engine
+
+    return insert_layer(tokenizer)
 
 
 def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, req: GenerateRequest) -> list[int]:
@@ -314,6 +326,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
+    if req.suffix and _insert_layer(engine.tokenizer) is None:  # Ollama's capability check: the model's own template
+        raise InvalidRequest(f'"{req.model}" does not support insert', param="suffix")
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req, info,
                                                        plan.template_kwargs)

@@ -88,19 +88,23 @@ def capabilities(served: ServedModel) -> list[str]:
         return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
-    from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+    from velollm.engine.text.tokenizer import go_layer, insert_layer  # not at import: --proxy-only loads no engine
 
     template = served.engine.tokenizer.chat_template
     go = go_layer(served.engine.tokenizer)
+    # Ollama's order: completion, tools, insert (a TEMPLATE layer naming .Suffix, whichever renders the chats),
+    # thinking
+    insert = ["insert"] if insert_layer(served.engine.tokenizer) is not None else []
     if go is not None:  # rendered by the TEMPLATE layer: Ollama's rule, tools when it names .Tools
         from velollm.api.thinking import thinking_template
         from velollm.engine.text.go_template.chat import uses_tools
 
         thinks = thinking_template(served.engine.tokenizer).supports_thinking
-        return ["completion"] + (["tools"] if uses_tools(go) else []) + (["thinking"] if thinks else [])
+        return ["completion"] + (["tools"] if uses_tools(go) else []) + insert + (["thinking"] if thinks else [])
     if not template:
-        return ["completion"]
-    return ["completion", "tools"] + (["thinking"] if ThinkingTemplate.of(template).supports_thinking else [])
+        return ["completion"] + insert
+    thinks = ThinkingTemplate.of(template).supports_thinking
+    return ["completion", "tools"] + insert + (["thinking"] if thinks else [])
 
 
 def _modified(served: ServedModel) -> str:

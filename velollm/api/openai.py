@@ -63,6 +63,21 @@ def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> 
     return list(prompt)
 
 
+def _insert_ids(tokenizer: Any, req: CompletionRequest, model: str) -> list[list[int]]:
+    """Fill-in-the-middle prompts, as Ollama's /v1/completions makes them: each prompt and the suffix rendered by
+    the model's TEMPLATE layer that names .Suffix (its insert capability), tokenized as its runner does (the
+    BOS). The prompts are text (the request's check)."""
+    from velollm.engine.text.go_template.chat import render_go_insert  # not at import: --proxy-only loads no engine
+    from velollm.engine.text.tokenizer import insert_layer
+
+    layer = insert_layer(tokenizer)
+    if layer is None:
+        raise InvalidRequest(f"suffix is not supported by {model}: its template has no fill-in-the-middle form "
+                             "(an Ollama TEMPLATE layer naming .Suffix)", param="suffix")
+    return [tokenizer.encode(render_go_insert(layer, str(p), req.suffix), add_special_tokens=True)
+            for p in req.prompts]
+
+
 async def _sse(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter, state: AppState,
                call: Call, tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
@@ -129,7 +144,11 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     engine = served.engine
     tokenizer = engine.tokenizer
     check_queue_fits(engine, len(req.prompts) * req.params.n, "n" if req.params.n > 1 else "prompt")
-    prompt_ids = await asyncio.to_thread(lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
+    if req.suffix:
+        prompt_ids = await asyncio.to_thread(_insert_ids, tokenizer, req, served.name)
+    else:
+        prompt_ids = await asyncio.to_thread(
+            lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
     calls = []
     for ids in prompt_ids:
         if not ids:

@@ -50,6 +50,7 @@ class GenerateRequest:
     prompt: str
     stream: bool
     options: dict[str, Any]
+    suffix: str = ""  # fill-in-the-middle: what follows the insertion (the model's TEMPLATE layer renders it)
     system: str | None = None
     template: str | None = None
     context: list[int] | None = None
@@ -206,10 +207,8 @@ def parse_generate_request(body: Any) -> GenerateRequest:
                              "(1 MiB; a model's template is a few KiB)", param="template")
     common = _common(f)
     _no_images(f.list("images", None), common["model"], "images")
-    if f.str("suffix", ""):
-        raise InvalidRequest(f'"{common["model"]}" does not support insert', param="suffix")
-    return GenerateRequest(prompt=f.str("prompt", ""), system=system, template=template, context=context,
-                           raw=raw, context_overflow=_overflow(f, common), **common)
+    return GenerateRequest(prompt=f.str("prompt", ""), suffix=f.str("suffix", ""), system=system, template=template,
+                           context=context, raw=raw, context_overflow=_overflow(f, common), **common)
 
 
 def _overflow(f: Fields, common: dict[str, Any]) -> str | None:

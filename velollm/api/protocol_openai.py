@@ -60,6 +60,7 @@ class CompletionRequest:
     params: SamplingParams
     stream: StreamConfig
     echo: bool = False
+    suffix: str = ""  # fill-in-the-middle, as Ollama's /v1/completions: rendered by the model's TEMPLATE layer
 
 
 def _stream_config(f: Fields) -> StreamConfig:
@@ -275,8 +276,9 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     f = Fields(body)
     model = _model(f)
     prompts = _prompts(f)
-    if f.has("suffix"):
-        raise f.bad("suffix", "is not supported")
+    suffix = f.str("suffix", None) or ""
+    if suffix and not all(isinstance(p, str) for p in prompts):
+        raise f.bad("suffix", "needs the prompt as text (it is rendered with the prompt by the model's template)")
     best_of = f.int("best_of", None)
     if best_of is not None and best_of != f.int("n", 1):
         raise f.bad("best_of", "is not supported (only best_of == n)")
@@ -285,4 +287,5 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     if echo and logprobs is not None:
         raise f.bad("echo", "together with logprobs is not supported (prompt logprobs are not computed)")
     params = _sampling(f, max_tokens=f.int("max_tokens", 16), logprobs=logprobs)
-    return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo)
+    return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo,
+                             suffix=suffix)

@@ -171,7 +171,9 @@ def _pack_nibbles(qs: torch.Tensor, block: int) -> torch.Tensor:
     cols = per_row * groups * 2 * width
     full = rows // block * block
     out = torch.empty(rows * cols // 2, dtype=torch.uint8)
-    if full:
+    if full and _word_aligned(qs) and block % 16 == 0:
+        _pack_words(qs[:full], block, out[:full * cols // 2])
+    elif full:
         nb, half = full // block, block // 2
         src = qs[:full].view(nb, 2, half, per_row, groups, width)
         pairs = torch.empty(nb, half, per_row, groups, 2, width, dtype=torch.uint8)
@@ -185,13 +187,53 @@ def _pack_nibbles(qs: torch.Tensor, block: int) -> torch.Tensor:
     return out.view(rows, cols // 2)
 
 
+_LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
+_HIGH_NIBBLES = 0xF0F0F0F0F0F0F0F0 - (1 << 64)  # as int64
+# An 8x8 byte transpose across 8 int64 words, in three swaps: (words apart, bits, the mask of what stays low)
+_SWAPS = ((4, 32, 0x00000000FFFFFFFF), (2, 16, 0x0000FFFF0000FFFF), (1, 8, 0x00FF00FF00FF00FF))
+
+
+def _word_aligned(qs: torch.Tensor) -> bool:
+    """Whether the quant bytes read as int64 words in place: 8-byte aligned, whole words per group."""
+    return qs.storage_offset() % 8 == 0 and all(st % 8 == 0 for st in qs.stride()[:-1]) and qs.shape[-1] % 8 == 0
+
+
+def _pack_words(qs: torch.Tensor, block: int, out: torch.Tensor) -> None:
+    """The whole blocks of _pack_nibbles (qs [NB * block, per row, groups, width], _word_aligned) into `out`, on int64
+    words of 8 bytes rather than bytes (torch copies a permuted tensor at about the same cost per element whatever
+    its size, so a byte transpose costs 8 times a word's): the rows' words are laid out [row % 8, block, k / 8,
+    row / 8 within the half block], paired into nibbles (bytewise masks), then each 8 words of 8 rows turned into
+    8 words of 8 columns (three swaps of halves, quarters, eighths) and laid out [block, k, rows of the half]."""
+    rows, per_row, groups, width = qs.shape
+    nb, spans, w8 = rows // block, block // 16, width // 8
+    words = qs.view(torch.int64)  # [rows, per row, groups, width / 8]
+    src = words.view(nb, 2, spans, 8, per_row, groups, w8).permute(1, 3, 0, 4, 5, 6, 2).contiguous()
+    low, high = src[0], src[1]  # [8, NB, per row, groups, w8, spans]: rows d and d + block / 2
+    x = torch.empty(8, nb, per_row, groups, 2, w8, spans, dtype=torch.int64)
+    torch.bitwise_and(low, _LOW_NIBBLES, out=x[:, :, :, :, 0]).bitwise_or_(
+        torch.bitwise_left_shift(high, 4).bitwise_and_(_HIGH_NIBBLES))
+    torch.bitwise_right_shift(low, 4, out=x[:, :, :, :, 1]).bitwise_and_(_LOW_NIBBLES).bitwise_or_(
+        torch.bitwise_and(high, _HIGH_NIBBLES))
+    for apart, bits, mask in _SWAPS:
+        pairs = x.view(8 // (2 * apart), 2, apart, -1)
+        a, b = pairs[:, 0], pairs[:, 1]
+        moved_down = torch.bitwise_right_shift(a, bits).bitwise_and_(mask)
+        moved_up = torch.bitwise_and(b, mask).bitwise_left_shift_(bits)
+        a.bitwise_and_(mask).bitwise_or_(moved_up)
+        b.bitwise_and_(~mask).bitwise_or_(moved_down)
+    cols8 = per_row * groups * 2 * w8
+    out.view(torch.int64).view(nb, cols8, 8, spans).copy_(x.view(8, nb, cols8, spans).permute(1, 2, 0, 3))
+
+
 @functools.lru_cache(maxsize=1)
 def _pack_rows() -> int | None:
     """The rows per block of torch's packer on this CPU (64 with AVX-512, 32 with AVX2) where `_pack_blocks`
     reproduces it byte for byte on a probe of whole blocks and every tail; None: torch's own packer is used."""
     gen = torch.Generator().manual_seed(0)
-    probes = [torch.randint(0, 256, (rows, 2, 1, 16), generator=gen, dtype=torch.uint8)
-              for rows in (2 * PACK_ROWS + 16, PACK_ROWS + 32, PACK_ROWS + 48, 16, PACK_ROWS)]
+    probes = [_packed_quants(torch.randint(0, 256, (rows * 2, size), generator=gen, dtype=torch.uint8), qtype)
+              .view(rows, 2, -1, width)
+              for rows in (2 * PACK_ROWS + 16, PACK_ROWS + 32, PACK_ROWS + 48, 16, PACK_ROWS)
+              for qtype, size, width in (("Q4_0", 18, 16), ("Q4_K", 144, 32))]  # bytes as is, word-aligned
     for block in (PACK_ROWS, PACK_ROWS // 2):
         if all(_probe(qs, block) for qs in probes):
             return block
@@ -199,7 +241,7 @@ def _pack_rows() -> int | None:
 
 
 def _probe(qs: torch.Tensor, block: int) -> bool:
-    q = gguf_dequant._nibbles(qs.reshape(-1, 1, 16), 1, 16).reshape(len(qs), -1)
+    q = gguf_dequant._nibbles(qs.reshape(-1, qs.shape[2], qs.shape[3]), qs.shape[2], qs.shape[3]).reshape(len(qs), -1)
     expected = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
     return torch.equal(_pack_blocks(q, block), expected) and torch.equal(_pack_nibbles(qs, block), expected)
 

@@ -174,6 +174,18 @@ def go_layer(tokenizer: Any) -> str | None:
     return go if go and getattr(tokenizer, "chat_template", None) is None else None
 
 
+def insert_layer(tokenizer: Any) -> str | None:
+    """The Ollama TEMPLATE layer that renders a fill-in-the-middle prompt (`suffix`), or None: Ollama's insert
+    capability, a layer that names .Suffix. A jinja template has no such form, so the layer renders it also where
+    the jinja template renders the chats (a registry coder model's GGUF has both)."""
+    go = getattr(tokenizer, "go_template", None)
+    if not go:
+        return None
+    from velollm.engine.text.go_template.chat import template_vars
+
+    return go if "suffix" in template_vars(go) else None
+
+
 class Tokenizer:
     """Text <-> token ids, chat templates and special-token facts for one model."""
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from velollm.engine.text.go_template.errors import GoTemplateError
-from velollm.engine.text.go_template.ollama import OllamaTemplate, Think, parse_template, render
+from velollm.engine.text.go_template.ollama import OllamaTemplate, Think, parse_template, render, render_insert
 from velollm.errors import InvalidRequest
 
 _LEVELS = {"low", "medium", "high"}
@@ -63,3 +63,13 @@ def render_go_chat(source: str, messages: Sequence[Mapping[str, Any]], *,
         return render(template, messages, tools, think or Think())
     except GoTemplateError as e:
         raise InvalidRequest(f"the model's template failed on this chat: {e}", param=param) from None
+
+
+def render_go_insert(source: str, prompt: str, suffix: str, *, think: Think | None = None,
+                     param: str = "suffix") -> str:
+    """The fill-in-the-middle prompt Ollama builds with this template (template.Execute over Prompt and Suffix)."""
+    template = checked_template(source, param="template")
+    try:
+        return render_insert(template, prompt, suffix, think)
+    except GoTemplateError as e:
+        raise InvalidRequest(f"the model's template failed on this prompt: {e}", param=param) from None

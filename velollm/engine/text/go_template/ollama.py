@@ -134,6 +134,13 @@ def render(template: OllamaTemplate, messages: Sequence[Mapping[str, Any]],
     return _legacy(template, collated, think)
 
 
+def render_insert(template: OllamaTemplate, prompt: str, suffix: str, think: Think | None = None) -> str:
+    """Ollama's Template.Execute for a fill-in-the-middle request (a prompt and a suffix): the whole template
+    over Prompt, Suffix, an empty Response and the think values; no messages, no system."""
+    data = {"Prompt": prompt, "Suffix": suffix, "Response": "", **(think or Think()).values()}
+    return execute(template.nodes, data, FUNCS, template.templates)
+
+
 def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Think) -> str:
     out: list[str] = []
     turn = {"System": "", "Prompt": "", "Response": ""}
