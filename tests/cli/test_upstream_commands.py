@@ -65,6 +65,9 @@ def test_ps_and_stop_see_the_upstreams_running_models(proxied, tmp_path):
     assert "thinker:latest" in ps.stdout  # running on the Ollama upstream (its /api/ps), listed with ours
     stop = velollm(proxied, tmp_path, "stop", "thinker")
     assert stop.returncode == 0, stop.stderr  # found, and the unload went to the upstream
+    idle = velollm(proxied, tmp_path, "stop", "seer")  # listed, not loaded: nothing to stop, success as Ollama's
+    assert idle.returncode == 0 and not idle.stderr, idle.stderr
+    assert velollm(proxied, tmp_path, "stop", "nobody-has-it").returncode == 1
 
 
 def test_run_sends_the_images_a_vision_model_is_shown(proxied, tmp_path):

@@ -23,8 +23,16 @@ def _running(client: ServerClient, name: str) -> dict | None:
     return None
 
 
+def _listed(client: ServerClient, name: str) -> bool:
+    """True when /api/tags lists `name` (`m` is `m:latest`). Not /api/show: the server loads what it shows."""
+    names = {m.get("name") for m in client.get("/api/tags").get("models") or []}
+    return name in names or (":" not in name and f"{name}:latest" in names)
+
+
 def run(args: argparse.Namespace, client: ServerClient) -> int:
     if _running(client, args.model) is None:
+        if _listed(client, args.model):  # a model not loaded: nothing to unload, Ollama's stop succeeds
+            return 0
         print(f'Error: couldn\'t find model "{args.model}" to stop', file=sys.stderr)
         return 1
     # What `ollama stop` sends: an empty generate with keep_alive 0 unloads the model once it is idle.
