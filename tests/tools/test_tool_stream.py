@@ -158,6 +158,18 @@ def test_truncated_streamed_call_is_closed() -> None:
     assert parser.outcomes[0].outcome == "repaired"
 
 
+def test_a_call_cut_short_before_a_required_argument_is_not_made_whole() -> None:
+    """max_tokens cut the call before `enabled` (required): no repair makes a call of its schema, so the stream
+    does not close the arguments into one ({"time": "07:00", "ena": null}); it is no call (finish_reason stays
+    the engine's "length", as for the answer not streamed), and its arguments end where the model stopped."""
+    parser = StreamingToolParser(H, ToolRepairer(TOOLS, H), incremental=True)
+    text = '<tool_call>{"name": "set_alarm", "arguments": {"time": "07:00", "ena'
+    _, calls, _ = _run(parser, [text[:40], text[40:]])
+    assert not parser.has_tool_calls
+    assert [c["arguments"] for c in calls] == ['{"time": "07:00", "ena']
+    assert [o.outcome for o in parser.outcomes if o.outcome == "failed"]
+
+
 @pytest.mark.parametrize("text, suffix", [('{"a": "x', '"}'), ('{"a": 1, "en', '": null}'), ('{"a":', " null}"),
                                           ('{"a": 1,', '"": null}'), ("[1, 2,", " null]"),
                                           ('{"a": [1, {"b": "c"', "}]}")])

@@ -99,11 +99,12 @@ class StreamingToolParser:
         self._num_indices = 0  # tool-call indices handed out (a failed call may hold one)
         self.calls: list[ToolCall] = []
         self.outcomes: list[CallOutcome] = []
+        self.num_cut = 0  # calls cut short where no repair makes one of their schema (in `calls`, not calls made)
 
     @property
     def has_tool_calls(self) -> bool:
-        """True once a call went out: finish_reason must then be "tool_calls"."""
-        return bool(self.calls)
+        """True once a call went out whole: finish_reason must then be "tool_calls"."""
+        return len(self.calls) > self.num_cut
 
     def feed(self, text: str) -> StreamDelta:
         self._buf += text
@@ -293,6 +294,13 @@ class StreamingToolParser:
     ) -> None:
         assert call.index is not None
         sent = self._buf[call.args_start : call.args_start + call.args_sent] if call.args_start is not None else ""
+        if truncated and not good:
+            # Cut short (max_tokens) where no repair makes a call of its schema: as the answer not streamed (its
+            # text, finish_reason "length") and OpenAI's, the arguments end where the model stopped, and no
+            # closing makes them parse into a call a client would run ({"time": null} against a required string).
+            self.num_cut += 1
+            self._record(ToolCall(call.name or "", sent, call.id or ""), "failed")
+            return
         if call.args_sent:
             if truncated:
                 suffix = closing_suffix(sent)
