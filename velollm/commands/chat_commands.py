@@ -162,6 +162,9 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what in ("think", "nothink"):
         level = args[1] if what == "think" and len(args) > 1 else None
         session.think = level or what == "think"
+        if "thinking" not in (session.show.get("capabilities") or []):  # Ollama's ensureThinkingSupport
+            session.err.write(f'warning: model "{session.model}" does not support thinking output\n')
+            session.err.flush()
         session.say(f"Set 'think' mode to '{level}'.\n" if level else f"Set '{what}' mode.\n")
     elif what == "format":
         if len(args) < 2 or args[1] != "json":
