@@ -30,6 +30,8 @@ def test_one_shot_prompt_and_pipe(live, tmp_path):
     assert both.returncode == 0 and [line for line in both.stderr.splitlines() if "prompt eval count" in line] != count
     mixed = velollm(live, tmp_path, "run", "demo", "hello", "--verbose", "there", "-o", "num_predict=8")
     assert [line for line in mixed.stderr.splitlines() if "prompt eval count" in line] == count
+    bare = velollm(live, tmp_path, "run")  # the model is what is missing; a prompt never is
+    assert bare.returncode == 2 and bare.stderr.rstrip().endswith("the following arguments are required: model")
     unknown = velollm(live, tmp_path, "run", "demo", "--bogus", "hi")
     assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
 

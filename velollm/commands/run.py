@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="chat with a model in the terminal", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
-    parser.add_argument("prompt", nargs="*", help="answer this and exit (stdin, when piped, comes first)")
+    parser.add_argument("prompt", nargs="*", default=[], help="answer this and exit (stdin, when piped, comes first)")
     parser.add_argument("--verbose", action="store_true", help="print timings after each answer")
     parser.add_argument("--think", action=_ThinkFlag, nargs="?", default=None, metavar="true|false|LEVEL",
                         help="ask a thinking model to think, or not (--think=false), or how much (--think=high); "
