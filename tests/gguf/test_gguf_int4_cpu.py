@@ -90,9 +90,12 @@ def test_pack_is_torchs_packer_byte_for_byte(rows):
 
 
 @pytest.mark.parametrize("block", [int4_cpu.PACK_ROWS, int4_cpu.PACK_ROWS // 2])
-def test_packing_on_words_equals_packing_on_bytes(block):
+@pytest.mark.parametrize("chunk_blocks", [1, 2, 100])
+def test_packing_on_words_equals_packing_on_bytes(monkeypatch, block, chunk_blocks):
     """The int64-word packer (Q4_K's aligned quant bytes) and the byte packer agree for either packer block (64 rows:
-    AVX-512, checked against torch above; 32: AVX2), whole blocks and a tail."""
+    AVX-512, checked against torch above; 32: AVX2), whole blocks by chunks of 1, 2 (the last one short) or all, and
+    a tail."""
+    monkeypatch.setattr(int4_cpu, "_PACK_CHUNK_BYTES", chunk_blocks * block * 256)
     rows = 3 * block + 16
     b = blocks("Q4_K", rows, 512, seed=block)
     qs = int4_cpu._packed_quants(b.reshape(-1, 144), "Q4_K").view(rows, 2, 4, 32)
