@@ -46,8 +46,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     unknown = extra if words is None else [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if extra:
-        getattr(args, words).extend(extra)
+    if words is not None:  # a new list: never the parser's default one, extended
+        setattr(args, words, [*getattr(args, words), *extra])
     return args
 
 

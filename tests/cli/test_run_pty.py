@@ -130,6 +130,11 @@ def test_slash_commands_in_ollamas_words(live, tmp_path):
         _command(child, "/load no-such-model", "Loading model 'no-such-model'", "Couldn't find model 'no-such-model'")
         _command(child, "/load demo", "Loading model 'demo'")
         _command(child, "/?", "/load <model>", "/? shortcuts")
+        _command(child, "/save bad!name", "error: The model name 'bad!name' is invalid")
+        _command(child, "/set think", 'warning: model "demo" does not support thinking output', "Set 'think' mode.")
+        _command(child, "/set nothink", 'warning: model "demo" does not support thinking output',
+                 "Set 'nothink' mode.")
+        _command(child, "/? shortcuts", "Alt + b            Move back (left) one word")
         _bye(child)
     finally:
         child.close(force=True)

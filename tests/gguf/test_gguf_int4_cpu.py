@@ -81,9 +81,12 @@ def test_pack_is_torchs_packer_byte_for_byte(rows):
     for qtype in sorted(int4_cpu.INT4_TYPES):
         b = blocks(qtype, rows, 512, seed=rows)
         _block, type_size = gguf_dequant.block_size(qtype)
-        qv, _scale, _zero = int4_cpu._quants_and_affine(b.reshape(-1, type_size), qtype)
+        qv, scale, zero = int4_cpu._quants_and_affine(b.reshape(-1, type_size), qtype)
         expected = torch.ops.aten._convert_weight_to_int4pack_for_cpu(qv.reshape(rows, 512).to(torch.int32), 1)
-        assert torch.equal(int4_cpu.repack(b, qtype, (rows, 512)).packed, expected), qtype
+        w = int4_cpu.repack(b, qtype, (rows, 512))
+        assert torch.equal(w.packed, expected), qtype
+        sz = torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=2).transpose(0, 1).to(torch.bfloat16)
+        assert torch.equal(w.scales_and_zeros.view(torch.int16), sz.contiguous().view(torch.int16)), qtype
 
 
 @pytest.mark.parametrize("block", [int4_cpu.PACK_ROWS, int4_cpu.PACK_ROWS // 2])

@@ -68,6 +68,8 @@ PARAMETERS_HELP = """Available Parameters:
 SHORTCUTS_HELP = """Available keyboard shortcuts:
   Ctrl + a            Move to the beginning of the line (Home)
   Ctrl + e            Move to the end of the line (End)
+   Alt + b            Move back (left) one word
+   Alt + f            Move forward (right) one word
   Ctrl + k            Delete the sentence after the cursor
   Ctrl + u            Delete the sentence before the cursor
   Ctrl + w            Delete the word before the cursor
@@ -133,8 +135,9 @@ def _save(session: ChatSession, line: str, args: list[str]) -> None:
         return
     try:
         session.save_as(args[0])
-    except ServerError as exc:
-        session.say(f"error: {exc}\n")
+    except ServerError as exc:  # Ollama's words for errtypes.InvalidModelNameErrMsg
+        invalid = "invalid model name" in str(exc)
+        session.say(f"error: The model name '{args[0]}' is invalid\n" if invalid else f"error: {exc}\n")
         return
     session.say(f"Created new model '{args[0]}'\n")
 
@@ -159,6 +162,9 @@ def _set(session: ChatSession, line: str, args: list[str]) -> None:
     elif what in ("think", "nothink"):
         level = args[1] if what == "think" and len(args) > 1 else None
         session.think = level or what == "think"
+        if "thinking" not in (session.show.get("capabilities") or []):  # Ollama's ensureThinkingSupport
+            session.err.write(f'warning: model "{session.model}" does not support thinking output\n')
+            session.err.flush()
         session.say(f"Set 'think' mode to '{level}'.\n" if level else f"Set '{what}' mode.\n")
     elif what == "format":
         if len(args) < 2 or args[1] != "json":

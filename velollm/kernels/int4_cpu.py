@@ -135,8 +135,17 @@ def repack(blocks: torch.Tensor, qtype: str, shape: tuple[int, int]) -> Int4Weig
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.reshape(rows, cols).to(torch.int32), 1)
     else:
         packed = _pack_nibbles(qs.view(rows, -1, *qs.shape[1:]), block)
-    sz = torch.stack([scale.reshape(rows, -1), zero.reshape(rows, -1)], dim=2)  # [N, K/32, 2]
-    return Int4Weight((rows, cols), packed, sz.transpose(0, 1).to(torch.bfloat16).contiguous())
+    return Int4Weight((rows, cols), packed, _scales_and_zeros(scale.view(rows, -1), zero.view(rows, -1)))
+
+
+def _scales_and_zeros(scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """scale, zero float32 [N, K/32] -> bfloat16 [K/32, N, 2]: rounded into [N, K/32, 2], then each (scale, zero)
+    pair moved as one 4-byte word (the transpose costs per element moved)."""
+    rows, groups = scale.shape
+    sz = torch.empty(rows, groups, 2, dtype=torch.bfloat16)
+    sz[..., 0] = scale
+    sz[..., 1] = zero
+    return sz.view(torch.int32).view(rows, groups).T.contiguous().view(torch.bfloat16).view(groups, rows, 2)
 
 
 def _pack_blocks(q: torch.Tensor, block: int) -> torch.Tensor:
