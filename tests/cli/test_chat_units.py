@@ -135,6 +135,13 @@ def test_interactive_run_shows_the_models_messages_first():
     assert run_interactive(session, read) == 0
     assert out.getvalue() == ">>> Ahoy\nArr, matey.\n\n\n"  # then Ctrl-D's newline
     assert session.messages == []  # the server puts them before the chat, as Ollama's does
+    out = io.StringIO()
+    session = ChatSession(_ShowOnly(), "pirate", out, color=False)
+    session.show["messages"][2]["content"] = "Arr, matey, the sea is wide and the wind is strong today."
+    session.writer.word_wrap, session.writer.columns = True, lambda: 25  # a narrow terminal
+    run_interactive(session, _reader([])[0])
+    shown = screen(out.getvalue())
+    assert "\x1b[K" in out.getvalue() and all(len(line) <= 20 for line in shown), shown  # wrapped as an answer is
 
 
 def test_show_parameters_prints_user_values_as_go():

@@ -26,8 +26,12 @@ def test_one_shot_prompt_and_pipe(live, tmp_path):
     # the same message either way: the same prompt token count
     count = [line for line in out.stderr.splitlines() if "prompt eval count" in line]
     assert count == [line for line in piped.stderr.splitlines() if "prompt eval count" in line]
+    # stdin first, then the words, joined by a space as Ollama's RunHandler joins them: "hello" + "there"
+    # is the prompt "hello there"
     both = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "there", stdin="hello")
-    assert both.returncode == 0 and [line for line in both.stderr.splitlines() if "prompt eval count" in line] != count
+    assert both.returncode == 0 and [line for line in both.stderr.splitlines() if "prompt eval count" in line] == count
+    apart = velollm(live, tmp_path, "run", "--verbose", "-o", "num_predict=8", "demo", "there", stdin="hello\n\n")
+    assert [line for line in apart.stderr.splitlines() if "prompt eval count" in line] != count  # kept as piped
     mixed = velollm(live, tmp_path, "run", "demo", "hello", "--verbose", "there", "-o", "num_predict=8")
     assert [line for line in mixed.stderr.splitlines() if "prompt eval count" in line] == count
     bare = velollm(live, tmp_path, "run")  # the model is what is missing; a prompt never is

@@ -59,3 +59,29 @@ def test_a_prefix_keeps_its_ids_and_the_text_loses_its_bos(tokenizers):
         ids, cut, _ = cut_text(limited, sample, 56, num_keep, add_special_tokens=True, context_len=64,
                                prefix_ids=prefix)
         assert ids == expected.apply(whole) and cut.keep == expected.keep
+
+
+def test_a_prompt_too_long_to_tokenize_is_rendered_once_per_fitting(tokenizers):
+    """A chat whose tools alone are over the context (a few dozen tool schemas in a 1024-token context): the
+    prompt is too long to tokenize however many turns go, so each step of the fitting (the count of the whole,
+    truncation's counts, the cut from the ends, the report's estimate) meets the same prompts again. Each is
+    rendered once (one render of a prompt with many tools takes a good part of a second); the fitted prompt
+    is the cut from the ends of the kept messages' prompt, as before."""
+    from velollm.context.fitter import ContextFitter
+
+    limited, _ = tokenizers
+    tools_block = text(8, 20_000)
+    renders: list[tuple[int, ...]] = []
+
+    def render(messages):
+        renders.append(tuple(map(id, messages)))
+        return tools_block + "".join(f"\n<{m['role']}>{m['content']}" for m in messages)
+
+    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "an answer"},
+                {"role": "user", "content": "second"}]
+    fitted = ContextFitter(render, limited).fit(messages, "truncate", 64, 8, None, 4, True)
+    assert fitted.report is not None and fitted.report.dropped_messages == [0, 1]
+    assert fitted.messages == messages[2:]
+    expected, cut, _ = cut_text(limited, render(messages[2:]), 56, 4, add_special_tokens=False, context_len=64)
+    assert fitted.token_ids == expected and fitted.cut == cut
+    assert len(renders[:-1]) == len(set(renders[:-1])) <= 3  # each prompt once: the whole, the kept part

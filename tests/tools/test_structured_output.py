@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import pytest
@@ -14,6 +17,7 @@ from velollm.engine.text.schema_bounds import GrammarLimits, bound_regex, bound_
 from velollm.engine.text.structured_output import StructuredOutputManager
 from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
+from velollm.sampling_params import StructuredOutput
 from velollm.tools.tool_grammar import (
     ollama_format_constraint,
     response_format_constraint,
@@ -21,7 +25,6 @@ from velollm.tools.tool_grammar import (
 )
 from velollm.tools.tool_parsers import ToolFamily
 from velollm.tools.tool_repair import ToolRepairer
-from velollm.sampling_params import StructuredOutput
 
 MAX_TOKENS = 256
 PAD = 13  # the model's lm_head is larger than the vocabulary (padded rows must never be sampled)
@@ -109,6 +112,48 @@ def test_compiled_once_per_spec(byte_bpe: Tokenizer) -> None:
     manager.new_matcher(StructuredOutput("json_schema", json.dumps(ALL[0])), max_tokens=900)
     assert manager.compile(spec) is first and manager.num_cached == 1
 
+
+
+def test_a_spec_being_compiled_is_not_compiled_again(byte_bpe: Tokenizer) -> None:
+    """xgrammar's compile time grows faster than the grammar (a request with a few dozen tool schemas compiles
+    for seconds, minutes with hundreds): a second request for the spec while it compiles (the same tools sent
+    again, or a client's retry after it gave up on the first) waits for that compile instead of doing it again
+    beside it; a compile that fails is tried again by the waiter."""
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1)
+    compile_once = manager._compile
+    started, release = threading.Event(), threading.Event()
+    calls: list[StructuredOutput] = []
+
+    def slow_compile(spec: StructuredOutput):  # type: ignore[no-untyped-def]
+        calls.append(spec)
+        started.set()
+        assert release.wait(10)
+        return compile_once(spec)
+
+    manager._compile = slow_compile  # type: ignore[method-assign]
+    spec = StructuredOutput("json_schema", json.dumps(ALL[0]))
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(manager.compile, spec)
+        assert started.wait(10)
+        again = [pool.submit(manager.compile, StructuredOutput("json_schema", json.dumps(ALL[0]))) for _ in range(2)]
+        time.sleep(0.2)  # the second and third requests are waiting, not compiling
+        assert len(calls) == 1 and not any(f.done() for f in again)
+        release.set()
+        assert all(f.result(10) is first.result(10) for f in again)
+    assert len(calls) == 1 and manager.num_cached == 1
+
+    bad = StructuredOutput("json_schema", "{not json")
+    started.clear(), release.clear()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(manager.compile, bad)
+        assert started.wait(10)
+        again = [pool.submit(manager.compile, bad)]
+        time.sleep(0.2)
+        release.set()
+        for f in (first, *again):
+            with pytest.raises(InvalidRequest):
+                f.result(10)
+    assert len(calls) == 3 and not manager._compiling
 
 def test_bad_specs_are_invalid_requests(manager: StructuredOutputManager) -> None:
     with pytest.raises(InvalidRequest):

@@ -53,6 +53,11 @@ class AnswerWriter:
         self._emit(self.end)
         return "".join(content), "".join(thinking), last
 
+    def show(self, text: str) -> None:
+        """Text that is not streamed (a model's MESSAGE history), wrapped as an answer is."""
+        self._display(text)
+        self._emit("")
+
     def _emit(self, text: str) -> None:
         """A marker or the end of the answer: written as it is; what follows starts a line."""
         self._line, self._word = 0, ""

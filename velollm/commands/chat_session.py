@@ -125,8 +125,9 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
     for message in session.show.get("messages") or []:  # the model's MESSAGE history, shown as Ollama's run does
         if message.get("role") == "user":
             session.out.write(f">>> {message.get('content', '')}\n")
-        elif message.get("role") == "assistant":
-            session.out.write(f"{message.get('content', '')}\n\n")
+        elif message.get("role") == "assistant":  # through the writer: word-wrapped as Ollama's displayResponse
+            session.writer.show(message.get("content", ""))
+            session.out.write("\n\n")
     while True:
         try:
             line = read_message(read_line)

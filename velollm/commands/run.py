@@ -149,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
     from velollm.commands.client import ServerError
 
     logging.getLogger().setLevel(logging.WARNING)  # the chat, not the log of a server in this process, owns the terminal
+    # Ollama's prompt (the same command, the same greedy answer): what stdin holds, when piped, as it is, then
+    # the words, all joined by spaces (`cat notes.txt | velollm run m summarize`). An empty stdin (</dev/null,
+    # a script's) adds nothing; Ollama's join would start the prompt with a space
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
-    prompt = "\n\n".join(p for p in (piped.strip(), " ".join(args.prompt).strip()) if p)
+    prompt = " ".join(([piped] if piped else []) + args.prompt)
     if any("=" not in o for o in args.option):
         print("Error: --option takes NAME=VALUE", file=sys.stderr)
         return 2

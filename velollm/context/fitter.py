@@ -83,9 +83,21 @@ class ContextFitter:
         # the summary's report come back to the same prompts.
         self._counted: dict[tuple[int, ...], tuple[list[Mapping[str, Any]], str, Encoded]] = {}
         self._by_text: dict[str, Encoded] = {}
+        # Each prompt rendered once, by its messages (kept, so their ids stay theirs): a prompt too long to
+        # tokenize is counted again by each step of the fitting (truncation, the cut from its ends), and with
+        # many tools one render takes a good part of a second.
+        self._rendered: dict[tuple[int, ...], tuple[list[Mapping[str, Any]], str]] = {}
+        self._too_long: dict[tuple[int, ...], list[Mapping[str, Any]]] = {}  # prompts the tokenizer refused
+
+    def _render(self, messages: list[Mapping[str, Any]]) -> str:
+        key = tuple(map(id, messages))
+        hit = self._rendered.get(key)
+        if hit is None:
+            hit = self._rendered[key] = (messages, self.render(messages))
+        return hit[1]
 
     def encode(self, messages: list[Mapping[str, Any]]) -> tuple[str, Encoded]:
-        text = self.render(messages)
+        text = self._render(messages)
         encoded = self._by_text.get(text)
         if encoded is None:
             encoder = self.segments or self.tokenizer
@@ -102,10 +114,14 @@ class ContextFitter:
         key = tuple(map(id, messages))
         hit = self._counted.get(key)
         if hit is None:
+            if key in self._too_long:
+                self._encoded.pop(len(messages), None)
+                return TOO_LONG
             try:
                 text, encoded = self.encode(messages)
             except ContextOverflow:
                 self._encoded.pop(len(messages), None)  # not another prompt's ids for these messages
+                self._too_long[key] = messages
                 return TOO_LONG
             if self.turn_cache is not None and encoded.num_reused < len(encoded.token_ids):
                 self.turn_cache.remember(text, encoded.token_ids)
@@ -167,11 +183,11 @@ class ContextFitter:
         """Kept messages too long to tokenize (surely over the context), on the Ollama API: cut as any prompt
         that leaves no room, from the ids of the text's ends (velollm.context.text_ends: never tokenized
         whole). The sizes in the report are estimated from those ids."""
-        text = self.render(current)
+        text = self._render(current)
         ids, cut, num_ids = cut_text(self.tokenizer, text, budget, num_keep, add_special_tokens=False,
                                      context_len=context_len)
         if report.num_original_tokens == TOO_LONG:  # the whole conversation, at the kept text's ids per character
-            report.num_original_tokens = max(num_ids, round(num_ids * len(self.render(messages)) / len(text)))
+            report.num_original_tokens = max(num_ids, round(num_ids * len(self._render(messages)) / len(text)))
         report.num_prompt_tokens = len(ids)
         report.cut_tokens = (cut.keep, cut.end) if cut is not None else None
         return FittedPrompt(current, text, ids, 0, report, cut=cut)

@@ -129,6 +129,7 @@ class StructuredOutputManager:
         self._cache_bytes = cache_bytes
         self._num_cached_bytes = 0
         self._lock = threading.Lock()
+        self._compiling: dict[tuple[Any, ...], threading.Event] = {}  # keys being compiled now (compile)
         self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
         self._bitmask = xgr.allocate_token_bitmask(8, vocab_size)
         self._device_bitmask: torch.Tensor | None = None
@@ -136,26 +137,40 @@ class StructuredOutputManager:
     # ---- compilation -------------------------------------------------------------------------
 
     def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
-        """`spec` compiled once (LRU cache). Raises InvalidRequest for a schema or grammar that
+        """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises InvalidRequest for a schema or grammar that
         xgrammar cannot compile. `max_tokens` (the request's) bounds the thinking of a spec with
         `reasoning`, and is part of the grammar then."""
         budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
         key = (spec.kind, spec.value, spec.reasoning, budget)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        if spec.reasoning is None:
-            compiled = self._compile(spec)
-        else:
-            compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
-        with self._lock:
-            old = self._cache.pop(key, None)
-            self._num_cached_bytes += _size(compiled) - (_size(old) if old is not None else 0)
-            self._cache[key] = compiled
-            while len(self._cache) > 1 and (len(self._cache) > self._cache_size
-                                            or self._num_cached_bytes > self._cache_bytes):
-                self._num_cached_bytes -= _size(self._cache.popitem(last=False)[1])
+        while True:
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+                pending = self._compiling.get(key)
+                if pending is None:
+                    pending = self._compiling[key] = threading.Event()
+                    break
+            # Being compiled by another request (the same tools sent again, a client's retry after it gave up
+            # waiting): xgrammar's compile time grows faster than the grammar (seconds for a few dozen tool
+            # schemas), so it is waited for rather than done twice; a failed one is tried again here.
+            pending.wait()
+        try:
+            if spec.reasoning is None:
+                compiled = self._compile(spec)
+            else:
+                compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
+            with self._lock:
+                old = self._cache.pop(key, None)
+                self._num_cached_bytes += _size(compiled) - (_size(old) if old is not None else 0)
+                self._cache[key] = compiled
+                while len(self._cache) > 1 and (len(self._cache) > self._cache_size
+                                                or self._num_cached_bytes > self._cache_bytes):
+                    self._num_cached_bytes -= _size(self._cache.popitem(last=False)[1])
+        finally:
+            with self._lock:
+                del self._compiling[key]
+            pending.set()
         return compiled
 
     @property
