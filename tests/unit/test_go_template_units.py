@@ -148,7 +148,7 @@ def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
 
     from velollm.api.ollama_models import capabilities
     from velollm.api.thinking import thinking_template
-    from velollm.engine.text.tokenizer import go_layer
+    from velollm.engine.text.template_layer import go_layer
     from velollm.tools.tool_prompt import _go_template_takes_tools
 
     # thinking as Ollama infers it: tags around .Thinking in a range over .Messages

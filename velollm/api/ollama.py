@@ -188,31 +188,21 @@ def _strip_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids[1:] if ids and bos is not None and ids[0] == bos else ids
 
 
-def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo,
-                          template_kwargs: dict[str, Any]) -> tuple[str, bool]:
+def _generate_prompt_text(tokenizer: Any, req: GenerateRequest, info: ModelInfo, template_kwargs: dict[str, Any],
+                          insert: str | None = None) -> tuple[str, bool]:
     """The prompt's text, and whether the tokenizer adds its special tokens to it (a chat template writes
-    its own)."""
+    its own). `insert`: the model's fill-in-the-middle template, for a request with a suffix."""
     system = req.system if req.system is not None else info.default_system
     if req.raw:
         return req.prompt, True
-    if req.suffix:  # Ollama's fill-in-the-middle: the template over Prompt and Suffix alone (no system, no history)
-        from velollm.engine.text.go_template.chat import render_go_insert, think_values
-
-        think = think_values(template_kwargs.get("enable_thinking"), template_kwargs.get("reasoning_effort"))
-        return render_go_insert(req.template or _insert_layer(tokenizer) or "", req.prompt, req.suffix,
-                                think=think), True
+    if insert is not None:
+        return ollama_template.render_insert(req.template or insert, req.prompt, req.suffix, template_kwargs), True
     # Ollama's order: the system prompt, the model's MESSAGE history (not when continuing a `context`), the prompt
     messages = ([{"role": "system", "content": system}] if system else []) + (
         [] if req.context else list(info.default_messages)) + [{"role": "user", "content": req.prompt}]
     if req.template:
         return ollama_template.render(req.template, messages, template_kwargs), True
     return render_chat(tokenizer, messages, template_kwargs), False
-
-
-def _insert_layer(tokenizer: Any) -> str | None:
-    from velollm.engine.text.tokenizer import insert_layer  # not at import: --proxy-only loads no engine
-
-    return insert_layer(tokenizer)
 
 
 def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, req: GenerateRequest) -> list[int]:
@@ -326,11 +316,12 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
-    if req.suffix and _insert_layer(engine.tokenizer) is None:  # Ollama's capability check: the model's own template
+    insert = ollama_template.insert_template(engine.tokenizer) if req.suffix else None
+    if req.suffix and insert is None:  # Ollama's capability check, on the model's own template
         raise InvalidRequest(f'"{req.model}" does not support insert', param="suffix")
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     text, add_special_tokens = await asyncio.to_thread(_generate_prompt_text, engine.tokenizer, req, info,
-                                                       plan.template_kwargs)
+                                                       plan.template_kwargs, insert)
     options = _options(served, req)
     fit = {"requested": req.context_overflow, "context_len": _context_len(served, options, req.shift),
            "max_tokens": options.params.max_tokens, "num_keep": req.num_keep, "shift": req.shift}

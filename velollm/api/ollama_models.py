@@ -88,7 +88,8 @@ def capabilities(served: ServedModel) -> list[str]:
         return ["embedding"]
     # Any chat model can take tools: its own template renders them when it knows how, else the
     # built-in fallback prompt does, and constrained decoding makes the calls well formed either way.
-    from velollm.engine.text.tokenizer import go_layer, insert_layer  # not at import: --proxy-only loads no engine
+    # not at import: --proxy-only loads no engine
+    from velollm.engine.text.template_layer import go_layer, insert_layer
 
     template = served.engine.tokenizer.chat_template
     go = go_layer(served.engine.tokenizer)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from velollm.api import ollama_template
 from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
 from velollm.api.handler import (
@@ -67,14 +68,11 @@ def _insert_ids(tokenizer: Any, req: CompletionRequest, model: str) -> list[list
     """Fill-in-the-middle prompts, as Ollama's /v1/completions makes them: each prompt and the suffix rendered by
     the model's TEMPLATE layer that names .Suffix (its insert capability), tokenized as its runner does (the
     BOS). The prompts are text (the request's check)."""
-    from velollm.engine.text.go_template.chat import render_go_insert  # not at import: --proxy-only loads no engine
-    from velollm.engine.text.tokenizer import insert_layer
-
-    layer = insert_layer(tokenizer)
+    layer = ollama_template.insert_template(tokenizer)
     if layer is None:
         raise InvalidRequest(f"suffix is not supported by {model}: its template has no fill-in-the-middle form "
                              "(an Ollama TEMPLATE layer naming .Suffix)", param="suffix")
-    return [tokenizer.encode(render_go_insert(layer, str(p), req.suffix), add_special_tokens=True)
+    return [tokenizer.encode(ollama_template.render_insert(layer, str(p), req.suffix), add_special_tokens=True)
             for p in req.prompts]
 
 

@@ -16,7 +16,7 @@ _PROMPT_TAIL_TOKENS = 8  # enough to see "<think>\n" at the end of a rendered pr
 def thinking_template(tokenizer: Any) -> ThinkingTemplate:
     """What the model's template does about thinking: its jinja template, else its Ollama TEMPLATE layer
     (a Go template: the tags around `.Thinking` as Ollama infers them, `.Think` / `.ThinkLevel` as the switches)."""
-    from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+    from velollm.engine.text.template_layer import go_layer  # not at import: --proxy-only loads no engine
 
     go = go_layer(tokenizer)
     if go is not None:

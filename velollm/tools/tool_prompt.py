@@ -41,7 +41,7 @@ _INSTRUCTIONS = {
 
 def _go_template_takes_tools(tokenizer: Any) -> bool:
     """A model rendered by its Ollama TEMPLATE layer that names .Tools gets the tools, as in Ollama."""
-    from velollm.engine.text.tokenizer import go_layer
+    from velollm.engine.text.template_layer import go_layer
 
     go = go_layer(tokenizer)
     if go is None:

@@ -63,7 +63,7 @@ class ToolSession:
         if not self.specs and self.tool_choice not in ("auto", "none"):
             raise InvalidRequest("tool_choice requires tools, but none were given", param="tool_choice")
         self.parallel_tool_calls = parallel_tool_calls
-        from velollm.engine.text.tokenizer import go_layer  # not at import: --proxy-only loads no engine
+        from velollm.engine.text.template_layer import go_layer  # not at import: --proxy-only loads no engine
 
         # The template that renders the chat names the call format: a store model's Go TEMPLATE layer when it has
         # no jinja template (Ollama reads the calls' format off that template too).

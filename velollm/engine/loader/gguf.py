@@ -382,9 +382,8 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
 def _tokenizer_loader(path: Path, metadata: dict, template_layer: str | None = None) -> Callable[[], Tokenizer]:
     """load_tokenizer for gguf_source: the first call builds from the metadata already parsed (and
     checked), then lets it go, as a vocabulary is tens of MB and sources are kept (SourceView);
-    any later call reads the file again. A store model's TEMPLATE layer rides along (`go_template`): it renders the
-    chats of a GGUF without a chat template (one with both keeps its jinja: tools and thinking key on it; go_layer),
-    and fill-in-the-middle prompts whatever renders the chats (insert_layer)."""
+    any later call reads the file again. A store model's TEMPLATE layer rides along (`go_template`; which template
+    renders what: engine/text/template_layer.py)."""
     held = [metadata]
 
     def load() -> Tokenizer:

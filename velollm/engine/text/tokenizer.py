@@ -19,6 +19,7 @@ from tokenizers import AddedToken, processors
 
 from velollm.engine.text.chat_template import render_chat_template, select_template
 from velollm.engine.text.encode_worker import EncodeWorker
+from velollm.engine.text.template_layer import go_layer
 from velollm.errors import ContextOverflow, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -166,30 +167,11 @@ def _chat_templates(folder: Path, cfg: Mapping[str, Any]) -> str | dict[str, str
     return templates
 
 
-def go_layer(tokenizer: Any) -> str | None:
-    """The Ollama TEMPLATE layer (a Go template) that renders this tokenizer's chats, or None: a model has
-    one in use only without a jinja template. The one check behind rendering, capabilities, tools and
-    thinking, so they cannot disagree about which template a model speaks."""
-    go = getattr(tokenizer, "go_template", None)
-    return go if go and getattr(tokenizer, "chat_template", None) is None else None
-
-
-def insert_layer(tokenizer: Any) -> str | None:
-    """The Ollama TEMPLATE layer that renders a fill-in-the-middle prompt (`suffix`), or None: Ollama's insert
-    capability, a layer that names .Suffix. A jinja template has no such form, so the layer renders it also where
-    the jinja template renders the chats (a registry coder model's GGUF has both)."""
-    go = getattr(tokenizer, "go_template", None)
-    if not go:
-        return None
-    from velollm.engine.text.go_template.chat import template_vars
-
-    return go if "suffix" in template_vars(go) else None
-
-
 class Tokenizer:
     """Text <-> token ids, chat templates and special-token facts for one model."""
 
-    # The Ollama store model's TEMPLATE layer (Go text/template), used only when there is no jinja template.
+    # The Ollama store model's TEMPLATE layer (Go text/template): it renders the chats only without a jinja
+    # template (go_layer), fill-in-the-middle prompts always (insert_layer); velollm/engine/text/template_layer.py.
     go_template: str | None = None
 
     def __init__(
