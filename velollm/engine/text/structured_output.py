@@ -140,8 +140,8 @@ class StructuredOutputManager:
         """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises InvalidRequest for a schema or grammar that
         xgrammar cannot compile. `max_tokens` (the request's) bounds the thinking of a spec with
         `reasoning`, and is part of the grammar then."""
-        budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
-        key = (spec.kind, spec.value, spec.reasoning, budget)
+        key = self._key(spec, max_tokens)
+        budget = key[-1]
         while True:
             with self._lock:
                 if key in self._cache:
@@ -172,6 +172,16 @@ class StructuredOutputManager:
                 del self._compiling[key]
             pending.set()
         return compiled
+
+    def _key(self, spec: StructuredOutput, max_tokens: int | None) -> tuple[Any, ...]:
+        """The cache key; its last item is the thinking budget (None without `reasoning`)."""
+        budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
+        return (spec.kind, spec.value, spec.reasoning, budget)
+
+    def is_compiled(self, spec: StructuredOutput, max_tokens: int | None = None) -> bool:
+        """Whether compile(spec, max_tokens) would return at once (cached)."""
+        with self._lock:
+            return self._key(spec, max_tokens) in self._cache
 
     @property
     def num_cached(self) -> int:
