@@ -32,12 +32,12 @@ class StructuredOutput:
     """A constraint on the generated text, compiled to a token mask by the grammar backend.
 
     kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
-    "ebnf" (value: a grammar), "structural_tag" (value: xgrammar structural-tag JSON; used for
+    "ebnf" (value: a grammar), "regex" (value: a pattern the whole answer matches), "structural_tag" (value: xgrammar structural-tag JSON; used for
     tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
     starts after the model's thinking.
     """
 
-    kind: Literal["json_object", "json_schema", "ebnf", "structural_tag"]
+    kind: Literal["json_object", "json_schema", "ebnf", "regex", "structural_tag"]
     value: str = ""
     reasoning: ReasoningSpan | None = None
 

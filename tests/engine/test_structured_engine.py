@@ -47,6 +47,18 @@ def test_json_object_and_ignore_eos_still_end(engine):
     assert isinstance(json.loads(out.text), dict)
 
 
+def test_regex_answers_match_in_full(engine):
+    """The regex kind (vLLM's guided_regex / structured_outputs.regex) compiles with xgrammar's regex converter."""
+    import re
+
+    pattern = "[a-d]{2,4}-(x|yz)[0-9]"
+    params = SamplingParams(temperature=1.0, seed=2, max_tokens=40, structured_output=StructuredOutput("regex", pattern))
+    outputs = run_all(engine, random_prompts([5, 9, 13], seed=4), params)
+    for out in outputs:
+        assert out.finish_reason == "stop" and re.fullmatch(pattern, out.text), out.text
+    assert engine.block_manager.num_allocated_blocks == 0
+
+
 def test_bad_schema_is_an_invalid_request(engine):
     from velollm.errors import InvalidRequest
 

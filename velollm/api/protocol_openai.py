@@ -2,7 +2,8 @@
 
 Fields follow OpenAI plus vLLM's top-level extras (what the openai SDK sends in `extra_body`).
 `tools`, `tool_choice` and `parallel_tool_calls` are carried on the request (ToolConfig) for
-velollm/api/tool_calls.py; `response_format` becomes SamplingParams.structured_output.
+velollm/api/tool_calls.py; `response_format` (or vLLM's `structured_outputs` / `guided_*`, see
+velollm/api/vllm_structured.py) becomes SamplingParams.structured_output.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
 from velollm.api.fields import Fields
+from velollm.api.vllm_structured import vllm_structured_output
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
@@ -88,6 +90,12 @@ def _logit_bias(f: Fields) -> dict[int, float]:
 
 
 def _structured_output(f: Fields) -> StructuredOutput | None:
+    vllm = vllm_structured_output(f)
+    if vllm is not None:
+        key, spec = vllm
+        if (f.dict("response_format", None) or {}).get("type", "text") != "text":
+            raise f.bad(key, "cannot be combined with response_format: send one constraint")
+        return spec
     if not f.has("response_format"):
         return None
     from velollm.tools.tool_grammar import response_format_constraint

@@ -46,6 +46,7 @@ _PARAM = {
     "json_object": "response_format",
     "json_schema": "response_format",
     "ebnf": "grammar",
+    "regex": "regex",
     "structural_tag": "tools",
 }
 
@@ -198,6 +199,8 @@ class StructuredOutputManager:
                 return CompiledSpec(self._compile_schema(bound_schema(schema, self.limits)), True)
             if spec.kind == "ebnf":
                 return CompiledSpec(self._compiler.compile_grammar(spec.value), False)
+            if spec.kind == "regex":
+                return CompiledSpec(self._compiler.compile_grammar(self._xgr.Grammar.from_regex(spec.value)), False)
             if spec.kind == "structural_tag":
                 tag = _load(spec)
                 _bound_schemas(tag, self.limits)
@@ -221,7 +224,7 @@ class StructuredOutputManager:
                 thinking, {"type": "regex", "pattern": _GAP_AFTER_REASONING}, answer]}}
             _bound_schemas(tag, self.limits)
             grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
-            return CompiledSpec(grammar, spec.kind != "ebnf", tuple(_triggers(answer)), span)
+            return CompiledSpec(grammar, spec.kind not in ("ebnf", "regex"), tuple(_triggers(answer)), span)
         except InvalidRequest:
             raise
         except Exception as e:
@@ -254,6 +257,8 @@ class StructuredOutputManager:
             return {"type": "json_schema", "json_schema": _load(spec)}
         if spec.kind == "ebnf":
             return {"type": "grammar", "grammar": spec.value}
+        if spec.kind == "regex":
+            return {"type": "regex", "pattern": spec.value}
         if spec.kind == "structural_tag":
             return _load(spec)["format"]
         raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
