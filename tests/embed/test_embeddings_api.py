@@ -227,3 +227,18 @@ def test_langchain_openai_embeddings(native: str, expected: np.ndarray):
     assert err.value.body["param"] == "input"
     assert "outside the vocabulary" in err.value.body["message"]
     assert "check_embedding_ctx_length=False" in err.value.body["message"]
+
+
+@pytest.mark.parametrize("keep_alive", ["abc", "3600"])
+def test_bad_keep_alive_is_a_400_for_a_pinned_model(native: str, keep_alive):
+    """A pinned model never parses keep_alive when routed, so /api/embed and /api/embeddings answered 200 to
+    `keep_alive: "abc"`, which Ollama (and VeloLLM's /api/chat) refuse: `time: invalid duration`."""
+    import ollama
+
+    client = ollama.Client(host=native)
+    with pytest.raises(ollama.ResponseError) as err:
+        client.embed(model="minilm", input="x", keep_alive=keep_alive)
+    assert err.value.status_code == 400 and "invalid duration" in err.value.error
+    r = httpx.post(f"{native}/api/embeddings", json={"model": "minilm", "prompt": "x", "keep_alive": keep_alive})
+    assert r.status_code == 400 and set(r.json()) == {"error"}, r.text
+    assert len(client.embed(model="minilm", input="x", keep_alive="1m").embeddings[0]) == 384

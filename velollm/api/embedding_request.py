@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from velollm.api.fields import Fields
+from velollm.api.keep_alive import parse_keep_alive
 from velollm.errors import InvalidRequest
 
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
@@ -73,7 +74,7 @@ def parse_ollama_embed(body: dict[str, Any]) -> EmbedRequest:
         texts = []
     if not all(texts):
         raise f.bad("input", "must not contain empty strings")
-    f.dict("options", None)
+    _check_ollama_extras(f)
     return EmbedRequest(texts=texts, truncate=f.bool("truncate", True), dimensions=f.int("dimensions", None, lo=1))
 
 
@@ -81,5 +82,12 @@ def parse_ollama_legacy(body: dict[str, Any]) -> EmbedRequest:
     """/api/embeddings: one `prompt` (empty: load the model only, answered with an empty vector)."""
     f = Fields(body)
     prompt = f.str("prompt", "") or ""
-    f.dict("options", None)
+    _check_ollama_extras(f)
     return EmbedRequest(texts=[prompt] if prompt else [], truncate=True)
+
+
+def _check_ollama_extras(f: Fields) -> None:
+    """`options` must be an object and `keep_alive` a duration, as on /api/chat: a pinned model never reads
+    keep_alive (only on-demand ones parse it when routed), so a bad one would pass unnoticed."""
+    f.dict("options", None)
+    parse_keep_alive(f.raw("keep_alive"), default=None)
