@@ -27,13 +27,13 @@ class ContextReport:
             or any(self.saved_tokens.values())
 
     def header(self) -> str:
-        """`mode=truncate; tokens=9000->3900; dropped_messages=1,2,3,4` (and `saved=step:n,...` for compress,
+        """`mode=truncate; tokens=9000->3900; dropped_messages=1-4,7` (and `saved=step:n,...` for compress,
         `cut_tokens=4-5104` for a prompt cut at the token level)."""
         parts = [f"mode={self.mode}", f"tokens={self.num_original_tokens}->{self.num_prompt_tokens}"]
         if self.dropped_messages:
-            parts.append("dropped_messages=" + ",".join(map(str, self.dropped_messages)))
+            parts.append("dropped_messages=" + index_ranges(self.dropped_messages))
         if self.summarized_messages:
-            parts.append("summarized_messages=" + ",".join(map(str, self.summarized_messages)))
+            parts.append("summarized_messages=" + index_ranges(self.summarized_messages))
         if self.dropped_tokens:
             parts.append("dropped_tokens={}-{}".format(*self.dropped_tokens))
         if self.cut_tokens:
@@ -44,3 +44,16 @@ class ContextReport:
         if self.step_seconds:
             parts.append("seconds=" + ",".join(f"{step}:{s:.4f}" for step, s in self.step_seconds.items()))
         return "; ".join(parts)
+
+
+def index_ranges(indices: list[int]) -> str:
+    """Sorted indices as runs: `1-4,7`. Listed one by one, a long agent session's thousands of dropped
+    messages made a header of tens of kilobytes, past what HTTP stacks take (aiohttp, behind Open WebUI:
+    8190 bytes a line; nginx's default proxy buffer: 4-8 KiB, a 502; Node: 16 KiB in all)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
