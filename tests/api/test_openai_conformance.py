@@ -241,3 +241,15 @@ def test_input_items_of_a_chained_response_hold_the_earlier_turns(live_server):
     assert items[3].id == first.output[0].id and items[3].type == "message" and items[3].role == "assistant"
     assert [i.content[0].text for i in client.responses.input_items.list(first.id, order="asc").data] == \
         ["one", "two", "three"]
+
+
+def test_responses_null_tool_choice_is_auto(live_server):
+    """`"tool_choice": null` (clients that send every optional field, null when unset) was the one null field
+    /v1/responses refused (400 "Invalid 'tool_choice'"); chat completions and every other field take null."""
+    client = oai(live_server)
+    tools = [{"type": "function", **WEATHER}]
+    r = client.responses.create(model="demo", input="hi", max_output_tokens=4, tools=tools,
+                                extra_body={"tool_choice": None})
+    assert r.tool_choice == "auto" and r.status in ("completed", "incomplete")
+    r = client.responses.create(model="demo", input="hi", max_output_tokens=4, extra_body={"tool_choice": None})
+    assert r.tool_choice == "auto"

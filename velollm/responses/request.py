@@ -91,7 +91,9 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _tool_choice(body: Mapping[str, Any], names: list[str]) -> str | dict[str, Any]:
-    choice = body.get("tool_choice", "auto")
+    choice = body.get("tool_choice")
+    if choice is None:  # null is absent, as for every other field here and on chat completions
+        choice = "auto"
     if choice in ("auto", "none", "required"):
         if choice == "required" and not names:
             raise _bad("tool_choice", "'required' needs tools, but none were given")
