@@ -123,3 +123,22 @@ def test_a_plain_string_stop_is_refused_as_ollama_refuses_it(live_server):
             raise AssertionError("a string options.stop was accepted")
     r = client.generate(model="demo", prompt="hi", options={"stop": ["x"], "num_predict": 2})
     assert r.done
+
+
+def test_developer_is_a_system_message_for_templates_without_it(live_server):
+    """`developer` (what OpenAI clients send for instructions, and what reaches /api/chat when a VeloLLM proxy
+    translates /v1 to an Ollama upstream) was a 400 'chat template rejected the conversation: unsupported role:
+    developer' on /api/chat, where /v1 maps it to system for templates that have no such role."""
+    client = _client(live_server)
+    opts = {"num_predict": 4, "temperature": 0}
+    dev = client.chat(model="demo", options=opts, messages=[
+        {"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}])
+    sys = client.chat(model="demo", options=opts, messages=[
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}])
+    assert (dev.prompt_eval_count, dev.message.content) == (sys.prompt_eval_count, sys.message.content)
+    both = client.chat(model="demo", options=opts, messages=[  # one system message, as two in a row are
+        {"role": "system", "content": "Be terse."}, {"role": "developer", "content": "Answer in French."},
+        {"role": "user", "content": "hi"}])
+    joined = client.chat(model="demo", options=opts, messages=[
+        {"role": "system", "content": "Be terse.\n\nAnswer in French."}, {"role": "user", "content": "hi"}])
+    assert (both.prompt_eval_count, both.message.content) == (joined.prompt_eval_count, joined.message.content)

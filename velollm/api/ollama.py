@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
-from velollm.api.chat_messages import with_model_preamble
+from velollm.api.chat_messages import developer_as_system, with_model_preamble
 from velollm.api.context_fit import (
     context_headers,
     cut_long_prompt,
@@ -45,6 +45,7 @@ from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
     OllamaSampling,
+    collate,
     model_of,
     parse_chat_request,
     parse_generate_request,
@@ -354,7 +355,10 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     t_loaded = time.perf_counter()
     engine = served.engine
     info = engine.source.info
-    messages = with_model_preamble(req.messages, info.default_system, info.default_messages)
+    # `developer` as on /v1 (an OpenAI client's instructions reach /api/chat through a proxy's translation),
+    # collated again: beside a system message it is one system message
+    messages = collate(developer_as_system(req.messages, getattr(engine.tokenizer, "chat_template", None)))
+    messages = with_model_preamble(messages, info.default_system, info.default_messages)
     plan = think_plan(engine.tokenizer, req.think, served.name, strict=True)
     tools = None
     if req.tools:  # Ollama has no tool_choice: the model picks text or calls ("auto")

@@ -242,7 +242,7 @@ def _chat_message(message: Any, i: int, model: str) -> dict[str, Any]:
     return out
 
 
-def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ollama's collate (template/template.go): consecutive messages of one role, tool results aside, are
     one message, their contents joined by a blank line (so two system messages in a row reach a template
     that takes one system message, as on Ollama)."""
@@ -250,7 +250,7 @@ def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         last = out[-1] if out else None
         if last is None or last["role"] != message["role"] or message["role"] == "tool":
-            out.append(message)
+            out.append(dict(message))
             continue
         last["content"] = "\n\n".join(part for part in (last["content"], message["content"]) if part)
         if message.get("tool_calls"):
@@ -261,7 +261,7 @@ def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def parse_chat_request(body: Any) -> ChatRequest:
     f = Fields(body)
     common = _common(f)
-    messages = _collate([_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))])
+    messages = collate([_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))])
     tools = f.list("tools", None) or None
     if tools:
         from velollm.tools.tool_schema import tool_specs
