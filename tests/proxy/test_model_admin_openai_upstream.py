@@ -67,3 +67,22 @@ def test_the_upstreams_models_are_not_managed_here(setup):
     assert err.value.status_code == 501 and "does not push" in err.value.error
     missing = "sha256:" + hashlib.sha256(b"absent").hexdigest()
     assert httpx.head(f"{url}/api/blobs/{missing}").status_code == 404  # the local store's answer
+
+
+def test_show_knows_only_the_upstreams_models(tmp_path):
+    """/api/show through an OpenAI-compatible upstream (`--proxy-only`: every name goes to it) answered a model
+    card for any name ("nobody": 200), where chat said 404; Ollama's show is a 404 for a model it does not
+    have (Open WebUI reads it for a model's capabilities, `ollama show` for a typo)."""
+    server = LlamaServer(str(write_tiny_llama_gguf(tmp_path / "tiny.gguf")))
+    server.start()
+    proc, url, _, _ = start_serve(tmp_path, "--proxy-only", "--upstream", server.url,
+                                  env={"OLLAMA_MODELS": str(tmp_path / "empty")})
+    try:
+        client = ollama.Client(host=url, timeout=60)
+        assert "completion" in client.show(MODEL).capabilities
+        with pytest.raises(ollama.ResponseError) as err:
+            client.show("nobody")
+        assert (err.value.status_code, err.value.error) == (404, "model 'nobody' not found")
+    finally:
+        stop_serve(proc)
+        server.stop()

@@ -24,6 +24,8 @@ from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
 
+_SHOW_LISTING_WAIT_S = 5.0  # an upstream slower than this to list: /api/show answers from its last listing
+
 
 async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
                              repair: AnswerRepair | None, split: OpenAIAnswerSplit | None = None) -> Response:
@@ -31,6 +33,10 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
     if path in ("/api/embed", "/api/embeddings"):
         return await _embeddings_via_openai(upstream, path, body)
     if path == "/api/show":
+        # answered here, but only for a model the upstream lists: a typo is a 404 as on Ollama, not a model card
+        listing = await upstream.list_models(wait=_SHOW_LISTING_WAIT_S)
+        if listing is not None and not listing.has(model):
+            return error_answer("ollama", 404, f"model '{model}' not found")
         return JSONResponse(_show(model))
     if path == "/api/chat":
         if not body.get("messages"):

@@ -107,6 +107,11 @@ class UpstreamListing:
         key = "name" if self.kind == "ollama" else "id"
         return [str(m.get(key) or m.get("model") or "") for m in self.models]
 
+    def has(self, name: str) -> bool:
+        """Whether `name` is listed (names compare as Ollama's do: `m` is `m:latest`)."""
+        key = name_key(name)
+        return any(listed == name or name_key(listed) == key for listed in self.names)
+
     def digest(self, name: str) -> str:
         """The digest listed for `name` (names compare as Ollama's do); "" when none is (an OpenAI server)."""
         key = name_key(name)
