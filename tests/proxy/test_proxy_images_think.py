@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -138,3 +139,22 @@ def test_native_text_model_still_refuses_images_beside_upstream_vision_model(fak
         assert ollama_state.requests[-1][1]["messages"][0]["images"] == [PNG_B64]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("images", [["!!not base64"], ["iVBORw0KGgo="[:-2]], "abc", [5]])
+def test_bad_images_for_an_openai_upstream_are_400s(openai_upstream, start_proxy, images):
+    """Images that are no base64 strings, sent to an OpenAI-compatible upstream, were a 500 ('internal error:
+    Incorrect padding') from the MIME sniffing of the conversion; Ollama's JSON binding refuses them: 400.
+    Nothing reaches the upstream."""
+    upstream, received = openai_upstream
+    server = start_proxy(upstream.url)
+    native, _ = _clients(server)
+    before = len(received)
+    for body in ({"model": "vision-model", "stream": False,
+                  "messages": [{"role": "user", "content": "what is this", "images": images}]},
+                 {"model": "vision-model", "stream": False, "prompt": "describe", "images": images}):
+        path = "/api/chat" if "messages" in body else "/api/generate"
+        r = httpx.post(f"{server.url}{path}", json=body, timeout=30)
+        assert r.status_code == 400 and "images" in r.json()["error"], (path, r.text)
+    assert len(received) == before  # (the ollama client checks images itself: raw bodies, as other clients send)
+    assert native.chat(model="vision-model", messages=OLLAMA_MESSAGES).message.content == "echo: what is this"

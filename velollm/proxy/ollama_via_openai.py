@@ -93,14 +93,15 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
     ids_by_name: dict[str, str] = {}
     out = []
-    for message in messages:
+    for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidRequest("each message must be an object", param="messages")
         role = str(message.get("role") or "").lower()
         converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
         if message.get("images"):
             parts: list[dict[str, Any]] = [{"type": "text", "text": converted["content"]}] if converted["content"] else []
-            parts += [{"type": "image_url", "image_url": {"url": _data_url(image)}} for image in message["images"]]
+            parts += [{"type": "image_url", "image_url": {"url": _data_url(image, f"messages[{i}].images[{j}]")}}
+                      for j, image in enumerate(_image_list(message["images"], f"messages[{i}].images"))]
             converted["content"] = parts
         if message.get("tool_calls"):
             converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in message["tool_calls"]]
@@ -125,7 +126,21 @@ def _tool_call(call: dict[str, Any], ids_by_name: dict[str, str]) -> dict[str, A
                          "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {})}}
 
 
-def _data_url(image: str) -> str:
+def _image_list(images: Any, param: str) -> list[Any]:
+    if not isinstance(images, list):
+        raise InvalidRequest(f"{param} must be an array of base64 strings", param=param)
+    return images
+
+
+def _data_url(image: Any, param: str) -> str:
+    """A base64 image as a data URL for the upstream; anything else is a 400, as Ollama's JSON binding of
+    []byte refuses it (it was a 500 from the MIME sniffing)."""
+    if not isinstance(image, str):
+        raise InvalidRequest(f"{param} must be a base64 string, got {type(image).__name__}", param=param)
+    try:
+        base64.b64decode(image, validate=True)
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise InvalidRequest(f"{param} is not base64 image data: {exc}", param=param) from None
     head = base64.b64decode(image[:32] + "=" * (-len(image[:32]) % 4), validate=False)
     mime = ("image/png" if head.startswith(b"\x89PNG") else "image/gif" if head.startswith(b"GIF8")
             else "image/webp" if head[8:12] == b"WEBP" else "image/jpeg")
