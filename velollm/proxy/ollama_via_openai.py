@@ -70,8 +70,10 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     if options.get("stop"):
         out["stop"] = options["stop"]
     num_predict = options.get("num_predict")
-    if isinstance(num_predict, int) and num_predict >= 0:
-        out["max_tokens"] = num_predict
+    # Ollama's 0 and negatives mean no limit (the runner counts only a positive one): no max_tokens, which
+    # vLLM and VeloLLM would refuse at 0
+    if isinstance(num_predict, (int, float)) and not isinstance(num_predict, bool) and num_predict >= 1:
+        out["max_tokens"] = int(num_predict)
     fmt = body.get("format")
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}

@@ -1,0 +1,31 @@
+"""Ollama options, sent by the ollama client through VeloLLM to an OpenAI-compatible upstream, as the upstream
+gets them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import ollama
+import pytest
+from proxy_servers import ThreadServer, fake_openai_app
+
+
+@pytest.fixture
+def openai_upstream() -> Iterator[tuple[ThreadServer, list[tuple[str, dict[str, Any]]]]]:
+    received: list[tuple[str, dict[str, Any]]] = []
+    server = ThreadServer(fake_openai_app(["m"], received)).start()
+    yield server, received
+    server.stop()
+
+
+@pytest.mark.parametrize("num_predict, max_tokens", [(0, None), (-1, None), (-2, None), (5, 5), (7.0, 7)])
+def test_num_predict_becomes_max_tokens_only_when_it_limits(openai_upstream, start_proxy, num_predict, max_tokens):
+    """num_predict 0 went up as max_tokens 0, which vLLM and VeloLLM refuse (400 'max_tokens must be at least 1')
+    where Ollama and a native model generate without a limit; a float (5.0, what JSON numbers may be) was
+    dropped."""
+    upstream, received = openai_upstream
+    client = ollama.Client(host=start_proxy(upstream.url).url, timeout=30)
+    answer = client.chat(model="m", messages=[{"role": "user", "content": "hi"}], options={"num_predict": num_predict})
+    assert answer.message.content == "echo: hi"
+    assert received[-1][1].get("max_tokens") == max_tokens
