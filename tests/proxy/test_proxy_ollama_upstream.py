@@ -267,3 +267,21 @@ def test_openai_pass_through_broken_midway(start_proxy):
         assert "unreachable" in json.loads(events[1][6:])["error"]["message"] and events[2:] == ["data: [DONE]", ""]
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_openai_max_tokens_below_one_is_a_400_not_an_unlimited_answer(fake_ollama, ollama_state, start_proxy, field):
+    """max_tokens 0 or -1 went to Ollama as num_predict 0 / -1, which is no limit: an answer to the end of the
+    context where a native model (and OpenAI) answer 400; 2.5 went up as is. Nothing reaches the upstream."""
+    _, client = _clients(start_proxy(fake_ollama.url))
+    kw = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi there"}]}
+    before = len(ollama_state.requests)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(**kw, extra_body={field: bad})
+        assert err.value.body["param"] == field
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model="llama3.2", prompt="a b", extra_body={field: bad})
+    assert len(ollama_state.requests) == before
+    client.chat.completions.create(**kw, extra_body={field: 2})
+    assert ollama_state.requests[-1][1]["options"]["num_predict"] == 2

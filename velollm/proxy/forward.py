@@ -56,7 +56,7 @@ async def forward(request: Request, upstream: Upstream, api: Api, path: str, bod
         logger.warning("%s %s: %s", request.method, path, exc)
         return error_answer(api, exc.status_code, str(exc))
     except InvalidRequest as exc:
-        return error_answer(api, 400, str(exc))
+        return error_answer(api, 400, str(exc), exc.param)
     except ClientDisconnected:
         return Response(status_code=STATUS_CLIENT_CLOSED)
 

@@ -86,7 +86,7 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     stop = body.get("stop")
     if stop:
         options["stop"] = _stop_list(stop)
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = _max_tokens(body)
     if max_tokens is not None:
         options["num_predict"] = max_tokens
     for key, target in (("seed", "seed"), ("frequency_penalty", "frequency_penalty"),
@@ -95,6 +95,20 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         if body.get(key) is not None:
             options[target] = body[key]
     return options
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    """max_completion_tokens (else max_tokens), an integer of at least 1 as OpenAI wants: 0 or a negative one
+    would reach Ollama as num_predict 0 / -1, which is no limit at all (an answer to the end of the context)."""
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise InvalidRequest(f"{key} must be an integer, got {value!r}", param=key)
+    if value < 1:
+        raise InvalidRequest(f"{key} must be at least 1, got {value!r}", param=key)
+    return int(value)
 
 
 def _stop_list(stop: Any) -> list[str]:

@@ -17,9 +17,9 @@ from velollm.wire.errors import Api, APIError, error_message, error_response
 from velollm.wire.streaming import streaming_response
 
 
-def error_answer(api: Api, status: int, message: str) -> Response:
-    """`message` as an error answer in `api`'s wire format."""
-    return error_response(api, APIError(status, message))
+def error_answer(api: Api, status: int, message: str, param: str | None = None) -> Response:
+    """`message` as an error answer in `api`'s wire format (`param`: the request field it is about, for OpenAI's)."""
+    return error_response(api, APIError(status, message, param=param))
 
 
 def streaming(body: AsyncIterator[bytes], upstream_response: httpx.Response, media_type: str) -> StreamingResponse:
