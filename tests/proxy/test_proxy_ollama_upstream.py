@@ -282,6 +282,10 @@ def test_openai_max_tokens_below_one_is_a_400_not_an_unlimited_answer(fake_ollam
         assert err.value.body["param"] == field
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model="llama3.2", prompt="a b", extra_body={field: bad})
+    for n in (0, -1, 1.5):  # n 0 was one answer
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(**kw, extra_body={field: 2, "n": n})
+        assert err.value.body["param"] == "n"
     assert len(ollama_state.requests) == before
     client.chat.completions.create(**kw, extra_body={field: 2})
     assert ollama_state.requests[-1][1]["options"]["num_predict"] == 2

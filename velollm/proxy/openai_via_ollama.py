@@ -58,7 +58,10 @@ def completion_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
-    if (body.get("n") or 1) != 1:
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InvalidRequest(f"n must be an integer of at least 1, got {n!r}", param="n")  # 0 was one answer
+    if (n or 1) != 1:
         raise InvalidRequest("n > 1 is not supported by an Ollama upstream", param="n")
     fmt = _format(body.get("response_format"))
     if fmt is not None:
