@@ -253,3 +253,34 @@ def test_responses_null_tool_choice_is_auto(live_server):
     assert r.tool_choice == "auto" and r.status in ("completed", "incomplete")
     r = client.responses.create(model="demo", input="hi", max_output_tokens=4, extra_body={"tool_choice": None})
     assert r.tool_choice == "auto"
+
+
+def test_logprob_bytes_are_the_tokens_own(live_server):
+    """A token holding part of a character (byte-level BPE) decodes alone to U+FFFD, and its `bytes` were that
+    character's UTF-8 (EF BF BD) instead of its own: joining the tokens' bytes, which is what `bytes` is for,
+    did not give the answer back. Now they join to the text, whole and streamed, on chat and on Ollama's chat."""
+    import httpx
+
+    def joined(entries) -> str:  # special tokens (<|eot_id|>, ...) have logprobs but are not in the text
+        return bytes(b for e in entries if not (e["token"].startswith("<|") and e["token"].endswith("|>"))
+                     for b in e["bytes"]).decode("utf-8", "replace")
+
+    client = oai(live_server)
+    split_seen = False
+    for seed in range(6):
+        kw = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 24, "seed": seed,
+              "logprobs": True, "top_logprobs": 2}
+        choice = client.chat.completions.create(**kw).choices[0]
+        entries = choice.logprobs.content
+        assert joined([e.model_dump() for e in entries]) == choice.message.content
+        split = [e for e in entries if e.token == "\ufffd"]
+        split_seen |= bool(split)
+        assert all(e.bytes != [0xEF, 0xBF, 0xBD] for e in split)
+        streamed = [e for c in client.chat.completions.create(**kw, stream=True)
+                    if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+        assert [e.bytes for e in streamed] == [e.bytes for e in entries]
+        native = httpx.post(f"{live_server.url}/api/chat", timeout=60, json={
+            "model": "demo", "messages": kw["messages"], "stream": False, "logprobs": True,
+            "options": {"num_predict": 24, "seed": seed, "temperature": 1.0, "top_p": 1.0, "top_k": 0}}).json()
+        assert joined(native["logprobs"]) == native["message"]["content"]
+    assert split_seen  # the demo model writes split characters within these seeds

@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 # JSON has no -inf; vLLM reports this floor instead.
 _FLOOR = -9999.0
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a SentencePiece byte-fallback token
+
+
+def _byte_level_table() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (Llama 3, Qwen, ...): the character that spells each byte in a vocabulary."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_OF_CHAR = _byte_level_table()
+
+
+def raw_token_bytes(piece: str | None) -> bytes | None:
+    """The bytes a vocabulary entry stands for, when it is spelled in bytes (byte-level BPE, byte fallback)."""
+    if piece is None:
+        return None
+    match = _BYTE_TOKEN.fullmatch(piece)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    if piece and all(c in _BYTE_OF_CHAR for c in piece):
+        return bytes(_BYTE_OF_CHAR[c] for c in piece)
+    return None
 
 
 def _lp(value: float | None) -> float:
@@ -28,6 +58,16 @@ class LogprobFormatter:
             self._text[token_id] = text
         return text
 
+    def token_bytes(self, token_id: int) -> list[int]:
+        """The token's own bytes (OpenAI's `bytes`, which clients join to rebuild characters split across
+        tokens): a token holding part of a character decodes alone to U+FFFD, whose UTF-8 (EF BF BD) it was."""
+        text = self.token(token_id)
+        if "\ufffd" in text:
+            raw = raw_token_bytes(self.tokenizer.id_to_token(token_id))
+            if raw is not None:
+                return list(raw)
+        return list(text.encode())
+
     def _top(self, lps: dict[int, float]) -> list[tuple[int, float]]:
         return sorted(lps.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
 
@@ -37,8 +77,8 @@ class LogprobFormatter:
         for token_id, lps in zip(token_ids, logprobs):
             token = self.token(token_id)
             entries.append({
-                "token": token, "logprob": _lp(lps.get(token_id)), "bytes": list(token.encode()),
-                "top_logprobs": [{"token": (t := self.token(i)), "logprob": _lp(v), "bytes": list(t.encode())}
+                "token": token, "logprob": _lp(lps.get(token_id)), "bytes": self.token_bytes(token_id),
+                "top_logprobs": [{"token": self.token(i), "logprob": _lp(v), "bytes": self.token_bytes(i)}
                                  for i, v in self._top(lps)],
             })
         return entries
