@@ -35,16 +35,16 @@ def test_one_shot_prompt_and_pipe(live, tmp_path):
     mixed = velollm(live, tmp_path, "run", "demo", "hello", "--verbose", "there", "-o", "num_predict=8")
     assert [line for line in mixed.stderr.splitlines() if "prompt eval count" in line] == count
     bare = velollm(live, tmp_path, "run")  # the model is what is missing; a prompt never is
-    assert bare.returncode == 2 and bare.stderr.rstrip().endswith("the following arguments are required: model")
+    assert bare.returncode == 1 and bare.stderr == "Error: the following arguments are required: model\n"
     unknown = velollm(live, tmp_path, "run", "demo", "--bogus", "hi")
-    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
+    assert unknown.returncode == 1 and unknown.stderr == "Error: unknown flag: --bogus\n"
 
 
 def test_run_unknown_model(live, tmp_path):
     out = velollm(live, tmp_path, "run", "no-such-model", "hi")
     assert out.returncode == 1 and "not found" in out.stderr
     out = velollm(live, tmp_path, "run", "-o", "num_predict", "demo", "hi")
-    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "NAME=VALUE" in out.stderr
 
 
 def test_run_in_process_when_no_server_answers(tmp_path):
