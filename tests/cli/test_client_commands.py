@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
+
 from velollm.commands.client import server_url
 from velollm.commands.ps import human_bytes, processor, until
 from tests.serve_process import free_port
@@ -89,7 +91,7 @@ def test_no_server(tmp_path):
 def test_formatting():
     assert server_url({}) == "http://127.0.0.1:8000"
     assert server_url({"VELOLLM_HOST": "0.0.0.0:9000"}) == "http://127.0.0.1:9000"
-    assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:8000"
+    assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:443"
     assert server_url({"VELOLLM_HOST": "[::1]:7"}) == "http://[::1]:7"
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
@@ -127,6 +129,31 @@ def test_ps_piped_keeps_long_names_and_quoted_host(live, tmp_path):
 def test_host_forms():
     assert server_url({"VELOLLM_HOST": "'127.0.0.1:9000'"}) == "http://127.0.0.1:9000"
     assert server_url({"VELOLLM_HOST": "127.0.0.1:port"}) == "http://127.0.0.1:8000"  # Ollama: the default port
+
+
+@pytest.mark.parametrize("value, url", [
+    ("gpu-box", "http://gpu-box:8000"),  # no scheme: http, our default port (Ollama's 11434)
+    ("gpu-box:9000", "http://gpu-box:9000"),
+    ("http://gpu-box", "http://gpu-box:80"),  # a scheme without a port: the scheme's port, as Ollama's envconfig.Host
+    ("https://gpu-box", "https://gpu-box:443"),
+    ("https://gpu-box:8443", "https://gpu-box:8443"),
+    ("https://gpu-box/velollm/", "https://gpu-box:443/velollm"),  # a path: the base path, kept
+    ("gpu-box:8000/a/b", "http://gpu-box:8000/a/b"),
+    ("gpu-box:99999", "http://gpu-box:8000"), ("gpu-box:-1", "http://gpu-box:8000"),  # a bad port: the default
+    ("https://gpu-box:x", "https://gpu-box:443"), ("gpu-box:", "http://gpu-box:8000"),
+    (":9000", "http://127.0.0.1:9000"), ("0.0.0.0", "http://127.0.0.1:8000"),  # bind-everywhere: loopback
+    ("::", "http://[::1]:8000"), ("[::]:9", "http://[::1]:9"), ("::1", "http://[::1]:8000"),
+    ("[::1]", "http://[::1]:8000"), (' "gpu-box:1" ', "http://gpu-box:1"), ("", "http://127.0.0.1:8000"),
+])
+def test_velollm_host_read_as_ollama_reads_its_host(value, url):
+    assert server_url({"VELOLLM_HOST": value}) == url
+
+
+def test_a_base_path_prefixes_every_request():
+    from velollm.commands.client import ServerClient
+
+    with ServerClient(server_url({"VELOLLM_HOST": "https://gpu-box/velollm"})) as client:
+        assert str(client.http.build_request("GET", "/api/tags").url) == "https://gpu-box/velollm/api/tags"
 
 
 def test_run_format_json_and_ollamas_other_run_flags(live, tmp_path):
