@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from tests.serve_process import free_port
 from velollm.commands.client import server_url
 from velollm.commands.ps import human_bytes, processor, until
-from tests.serve_process import free_port
 
 from .conftest import velollm
 
@@ -94,6 +94,9 @@ def test_formatting():
     assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:443"
     assert server_url({"VELOLLM_HOST": "[::1]:7"}) == "http://[::1]:7"
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
+    # Ollama's format.HumanBytes: one decimal below 10 unless whole, the whole number cut from 10 up
+    assert human_bytes(2_019_393_189) == "2.0 GB" and human_bytes(13_400_000_000) == "13 GB"
+    assert human_bytes(134_900_000) == "134 MB" and human_bytes(1_500) == "1.5 KB" and human_bytes(2 * 10**12) == "2 TB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
     assert processor(100, 25) == "75%/25% CPU/GPU"
     assert processor(100, 101) == "Unknown" and processor(0, 5) == "Unknown" and processor(0, 0) == "100% CPU"
@@ -220,3 +223,58 @@ def test_version_as_ollamas(live, tmp_path):
     for words, usage in ((["help"], "usage: velollm "), (["help", "run"], "usage: velollm run ")):  # cobra's help
         out = velollm(live, tmp_path, *words)
         assert out.returncode == 0 and out.stdout.startswith(usage), out.stdout + out.stderr
+
+
+def test_list_asks_the_server(live, tmp_path):
+    """`list` is the server's /api/tags, as Ollama's is: with $VELOLLM_HOST naming a server, its models, not this
+    machine's store (an empty one here)."""
+    import httpx
+
+    store = tmp_path / "store"
+    store.mkdir()
+    demo = next(m for m in httpx.get(f"{live}/api/tags", timeout=60).json()["models"] if m["name"] == "demo")
+    out = velollm(live, tmp_path, "list", OLLAMA_MODELS=str(store))
+    assert out.returncode == 0 and out.stderr == "", out.stderr  # no log line per request either
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "ID", "SIZE", "MODIFIED"] and "NATIVE" not in header
+    row = next(r for r in rows if r.split()[0] == "demo")
+    assert row.split()[1] == demo["digest"][:12] and f" {human_bytes(demo['size'])} " in row and " ago" in row
+    assert demo["details"]["quantization_level"] in row and "QUANTIZATION" in header  # carried by /api/tags
+    # `ollama ls PREFIX`: the case ignored; nothing matching: the header alone
+    assert [r.split()[0] for r in velollm(live, tmp_path, "ls", "DE").stdout.splitlines()[1:]] == ["demo"]
+    assert velollm(live, tmp_path, "ls", "zzz").stdout == "NAME    ID    SIZE    MODIFIED\n"
+
+
+def test_list_without_a_server(tmp_path, monkeypatch, capsys):
+    from velollm.cli import main
+    from velollm.commands import client
+
+    url = f"http://127.0.0.1:{free_port()}"  # $VELOLLM_HOST names it; nothing answers there
+    out = velollm(url, tmp_path, "list")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == f"Error: could not connect to a VeloLLM server at {url}, run 'velollm serve' to start it\n"
+    # no $VELOLLM_HOST and nothing at the default address: the local store, as before
+    monkeypatch.delenv("VELOLLM_HOST", raising=False)
+    monkeypatch.setattr(client, "DEFAULT_PORT", free_port())
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "store"))
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == f"no models in the Ollama store at {tmp_path / 'store'}\n"
+
+
+def test_list_table_from_tags():
+    import datetime as dt
+
+    from velollm.commands.list_models import server_table
+
+    hour_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=61)).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    models = [{"name": "llama3.2:latest", "digest": "a80c4f17acd5" + "0" * 52, "size": 2019393189,
+               "modified_at": hour_ago, "details": {"family": "llama", "quantization_level": "Q4_K_M"}},
+              {"name": "gpt-oss:120b-cloud", "remote_model": "gpt-oss:120b", "digest": "569662207105" + "1" * 52,
+               "size": 384, "modified_at": "0001-01-01T00:00:00Z", "capabilities": ["completion", "tools"]}]
+    assert server_table(models) == [
+        ("NAME", "ID", "SIZE", "MODIFIED", "QUANTIZATION", "FAMILY", "CAPABILITIES"),
+        ("llama3.2:latest", "a80c4f17acd5", "2.0 GB", "About an hour ago", "Q4_K_M", "llama", ""),
+        ("gpt-oss:120b-cloud", "569662207105", "-", "Never", "", "", "completion,tools")]  # a cloud model: no size
+    assert server_table(models[1:2], "GPT") == [("NAME", "ID", "SIZE", "MODIFIED", "CAPABILITIES"),
+                                                 ("gpt-oss:120b-cloud", "569662207105", "-", "Never", "completion,tools")]
+    assert server_table(models, "x") == [("NAME", "ID", "SIZE", "MODIFIED")]

@@ -147,14 +147,19 @@ def _message(response: Any) -> str:
     return str(error or response.text.strip() or f"HTTP {response.status_code} {response.reason_phrase}".strip())
 
 
+def quiet_http_log() -> None:
+    """No httpx INFO line per request on a command's stderr: one line per request is the server's to log."""
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
     ServerError printed as Ollama's CLI prints an error (`Error: ...`) with exit status 1."""
 
     def run(args: argparse.Namespace) -> int:
-        import logging
-
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server's to log
+        quiet_http_log()
         env = os.environ
         try:
             with ServerClient(server_url(env), api_key=env.get("VELOLLM_API_KEY")) as client:
