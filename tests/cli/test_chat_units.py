@@ -185,3 +185,35 @@ def test_word_wrap_as_ollamas():
         out = io.StringIO()
         AnswerWriter(out, color=False, word_wrap=wrap, columns=lambda c=columns: c).write(chunks)
         assert out.getvalue() == text + "\n"
+
+
+def test_usage_texts_on_stderr_answers_on_stdout():
+    """Ollama's interactive mode writes its usage texts (usage(), usageSet(), usageShow(), usageParameters(),
+    usageShortcuts()) and `/show info` with fmt.Fprintln(os.Stderr, ...), every other answer with fmt.Println:
+    `velollm run m 2>/dev/null` keeps the answers, `2>&1` shows all."""
+    from velollm.commands.chat_commands import HELP, PARAMETERS_HELP, SET_HELP, SHORTCUTS_HELP, SHOW_HELP, run_command
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_ShowOnly(), "pirate", out, color=False, err=err)
+    session.show = {"capabilities": ["completion"], "details": {"family": "llama"}, "parameters": ""}
+    for line, text in (("/?", HELP), ("/help", HELP), ("/? set", SET_HELP), ("/help /show", SHOW_HELP),
+                       ("/? shortcuts", SHORTCUTS_HELP), ("/set", SET_HELP), ("/set system", SET_HELP),
+                       ("/set parameter", PARAMETERS_HELP), ("/set parameter seed", PARAMETERS_HELP),
+                       ("/show", SHOW_HELP)):
+        run_command(session, line)
+        assert (out.getvalue(), err.getvalue()) == ("", text + "\n"), line  # a blank line after, as Ollama's
+        err.truncate(0), err.seek(0)
+    run_command(session, "/show info")
+    assert (out.getvalue(), err.getvalue()) == ("", "  Model\n    architecture    llama\n\n  Capabilities\n    completion\n\n")
+    err.truncate(0), err.seek(0)
+    for line, answer in (("/set verbose", "Set 'verbose' mode.\n"), ("/clear", "Cleared session context\n"),
+                         ("/nope", "Unknown command '/nope'. Type /? for help\n"),
+                         ("/set nope", "Unknown command '/set nope'. Type /? for help\n"),
+                         ("/show system", "No system message was specified for this model.\n"),
+                         ("/load", "Usage:\n  /load <modelname>\n")):
+        run_command(session, line)
+        assert (out.getvalue(), err.getvalue()) == (answer, ""), line
+        out.truncate(0), out.seek(0)
+    session.show["capabilities"] = ["completion", "vision"]  # Ollama's usage() names images for a multimodal model
+    run_command(session, "/?")
+    assert err.getvalue() == HELP + "Use /path/to/file to include .jpg, .png, or .webp images.\n\n"

@@ -118,6 +118,11 @@ class ChatSession:
         self.out.write(text)
         self.out.flush()
 
+    def usage(self, text: str) -> None:
+        """A usage text (/?, a bare /set...): on stderr, where Ollama's interactive mode writes them."""
+        self.err.write(text)
+        self.err.flush()
+
 
 def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
     session.read_line = read_line  # for commands that read on (`/set system """...`)
