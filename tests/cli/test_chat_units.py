@@ -96,13 +96,17 @@ def test_thinking_is_dimmed():
               _chunk(done_reason="stop", eval_count=3)]
     content, thinking, final = AnswerWriter(out, color=True).write(chunks)
     assert (content, thinking, final["eval_count"]) == ("The answer is 4.", "Let me see.", 3)
-    assert out.getvalue() == f"Thinking...\n{DIM}Let me see.{RESET}\n...done thinking.\n\nThe answer is 4.\n"
+    # then Ollama's two newlines, after a one-shot answer as in a chat
+    assert out.getvalue() == f"Thinking...\n{DIM}Let me see.{RESET}\n...done thinking.\n\nThe answer is 4.\n\n"
     plain = io.StringIO()
     AnswerWriter(plain, color=False).write(chunks)
     assert "\x1b" not in plain.getvalue() and "Let me see." in plain.getvalue()
     only_thinking = io.StringIO()
     AnswerWriter(only_thinking, color=True).write([_chunk(thinking="hmm"), _chunk(done_reason="length")])
-    assert only_thinking.getvalue() == f"Thinking...\n{DIM}hmm{RESET}\n...done thinking.\n\n"
+    assert only_thinking.getvalue() == f"Thinking...\n{DIM}hmm{RESET}\n\n"  # never closed, as in Ollama
+    own_line = io.StringIO()  # thinking that ends its line: no newline added before "...done thinking."
+    AnswerWriter(own_line, color=False).write([_chunk(thinking="hmm\n"), _chunk("ok"), _chunk(done_reason="stop")])
+    assert own_line.getvalue() == "Thinking...\nhmm\n...done thinking.\n\nok\n\n"
 
 
 def test_timings():
@@ -180,11 +184,11 @@ def test_word_wrap_as_ollamas():
     long = "x" * 40 + " end"  # a word longer than the width less 10: broken where it is
     out = io.StringIO()
     AnswerWriter(out, color=False, word_wrap=True, columns=lambda: 25).write([_chunk(content=long)])
-    assert screen(out.getvalue()) == ["x" * 20, "x" * 20, "end", ""]  # a full line's space: its end
+    assert screen(out.getvalue()) == ["x" * 20, "x" * 20, "end", "", ""]  # a full line's space: its end
     for wrap, columns in ((False, 25), (True, 0), (True, 9)):  # --nowordwrap; not a terminal; a narrow one
         out = io.StringIO()
         AnswerWriter(out, color=False, word_wrap=wrap, columns=lambda c=columns: c).write(chunks)
-        assert out.getvalue() == text + "\n"
+        assert out.getvalue() == text + "\n\n"
 
 
 def test_usage_texts_on_stderr_answers_on_stdout():

@@ -42,6 +42,21 @@ def test_one_shot_prompt_and_pipe(live, tmp_path):
     assert unknown.returncode == 1 and unknown.stderr == "Error: unknown flag: --bogus\n"
 
 
+def test_one_shot_answer_ends_as_ollamas(live, tmp_path):
+    """stdout is the answer then Ollama's two newlines (cmd.go generate(): `if opts.Prompt != "" { fmt.Println();
+    fmt.Println() }`), whether the prompt is an argument or piped; nothing else."""
+    import httpx
+
+    options = {"num_predict": 6, "temperature": 0}
+    body = {"model": "demo", "stream": False, "options": options, "messages": [{"role": "user", "content": "hello"}]}
+    answer = httpx.post(f"{live}/api/chat", json=body, timeout=120).json()["message"]["content"]
+    assert answer
+    flags = ["-o", "num_predict=6", "-o", "temperature=0"]
+    for out in (velollm(live, tmp_path, "run", *flags, "demo", "hello"),
+                velollm(live, tmp_path, "run", *flags, "demo", stdin="hello")):
+        assert out.returncode == 0 and out.stdout == answer + "\n\n", (out.stdout, out.stderr)
+
+
 def test_run_unknown_model(live, tmp_path):
     out = velollm(live, tmp_path, "run", "no-such-model", "hi")
     assert out.returncode == 1 and "not found" in out.stderr

@@ -126,7 +126,6 @@ class ChatSession:
 
 def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
     session.read_line = read_line  # for commands that read on (`/set system """...`)
-    session.writer.end = "\n\n"
     for message in session.show.get("messages") or []:  # the model's MESSAGE history, shown as Ollama's run does
         if message.get("role") == "user":
             session.out.write(f">>> {message.get('content', '')}\n")
