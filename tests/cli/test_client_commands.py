@@ -293,3 +293,38 @@ def test_list_table_from_tags():
     assert server_table(models[1:2], "GPT") == [("NAME", "ID", "SIZE", "MODIFIED", "CAPABILITIES"),
                                                  ("gpt-oss:120b-cloud", "569662207105", "-", "Never", "completion,tools")]
     assert server_table(models, "x") == [("NAME", "ID", "SIZE", "MODIFIED")]
+
+
+def test_show_verbose_text_is_ollamas():
+    """`ollama show -v` (cmd.go showInfo): Metadata (keys sorted, values as Go prints the decoded JSON: %g numbers,
+    a list cut to what fits in 10 columns) and Tensors (name, type, shape as %v), after Parameters, before
+    License."""
+    from velollm.commands.show import describe
+
+    show = {"details": {"family": "llama", "parameter_size": "197K", "quantization_level": "Q8_0"},
+            "model_info": {"general.architecture": "llama", "llama.context_length": 8192, "general.parameter_count":
+                           8030261248, "llama.rope.freq_base": 500000.0, "llama.attention.layer_norm_rms_epsilon":
+                           1e-05, "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a"], "tokenizer.ggml.add_bos_token":
+                           True, "tokenizer.ggml.token_type": [1, 3, 3], "llama.rope.dimension_sections": None},
+            "tensors": [{"name": "token_embd.weight", "type": "Q8_0", "shape": [64, 960]},
+                        {"name": "output_norm.weight", "type": "F32", "shape": [64]}],
+            "capabilities": ["completion"], "license": "MIT"}
+    assert describe(show, verbose=True) == (
+        "  Model\n    architecture      llama\n    parameters        197K\n    context length    8192\n"
+        "    quantization      Q8_0\n\n"
+        "  Capabilities\n    completion\n\n"
+        "  Metadata\n"
+        "    general.architecture                      llama\n"
+        "    general.parameter_count                   8.030261248e+09\n"
+        "    llama.attention.layer_norm_rms_epsilon    1e-05\n"
+        "    llama.context_length                      8192\n"
+        "    llama.rope.dimension_sections             <nil>\n"
+        "    llama.rope.freq_base                      500000\n"
+        "    tokenizer.ggml.add_bos_token              true\n"
+        "    tokenizer.ggml.token_type                 [1 3 3]\n"
+        "    tokenizer.ggml.tokens                     [<unk> ...+3 more]\n\n"
+        "  Tensors\n"
+        "    token_embd.weight     Q8_0    [64 960]\n"
+        "    output_norm.weight    F32     [64]\n\n"
+        "  License\n    MIT\n\n")
+    assert "Metadata" not in describe(show) and "Tensors" not in describe(show)
