@@ -221,3 +221,23 @@ def test_usage_texts_on_stderr_answers_on_stdout():
     session.show["capabilities"] = ["completion", "vision"]  # Ollama's usage() names images for a multimodal model
     run_command(session, "/?")
     assert err.getvalue() == HELP + "Use /path/to/file to include .jpg, .png, or .webp images.\n\n"
+
+
+def test_chat_errors_on_ollamas_streams():
+    """A refused think value: Ollama's `error: ...` on stdout, the session goes on; any other error from the chat:
+    `Error: ...` on stderr, where Ollama's CLI writes it."""
+    from velollm.commands.client import ServerError
+
+    class _Refusing(_ShowOnly):
+        errors = iter(['"demo" does not support thinking', "model runner has unexpectedly stopped"])
+
+        def stream(self, path, body):
+            raise ServerError(next(self.errors))
+            yield
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_Refusing(), "demo", out, color=False, err=err)
+    read, _ = _reader(["hi", "hi"])
+    assert run_interactive(session, read) == 0
+    assert out.getvalue().endswith('error: "demo" does not support thinking\n\n')  # then Ctrl-D's newline
+    assert err.getvalue() == "Error: model runner has unexpectedly stopped\n"

@@ -119,7 +119,7 @@ class ChatSession:
         self.out.flush()
 
     def usage(self, text: str) -> None:
-        """A usage text (/?, a bare /set...): on stderr, where Ollama's interactive mode writes them."""
+        """A usage text (/?, a bare /set...) or an error: on stderr, where Ollama's interactive mode writes them."""
         self.err.write(text)
         self.err.flush()
 
@@ -151,5 +151,8 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
             session.ask(line)
         except KeyboardInterrupt:  # stops the answer; closing the stream makes the server abort it
             session.out.write("\n")
-        except ServerError as exc:
-            session.out.write(f"Error: {exc}\n")
+        except ServerError as exc:  # Ollama's words and streams: a think refusal on stdout, other errors on stderr
+            if "does not support thinking" in str(exc) or "invalid think value" in str(exc):
+                session.say(f"error: {exc}\n")
+            else:  # (Ollama's session ends there; this one goes on)
+                session.usage(f"Error: {exc}\n")
