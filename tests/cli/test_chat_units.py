@@ -241,3 +241,26 @@ def test_chat_errors_on_ollamas_streams():
     assert run_interactive(session, read) == 0
     assert out.getvalue().endswith('error: "demo" does not support thinking\n\n')  # then Ctrl-D's newline
     assert err.getvalue() == "Error: model runner has unexpectedly stopped\n"
+
+
+def test_list_in_the_chat():
+    """Ollama's interactive mode takes `/list [PREFIX]` (its ListHandler, not in /?): the server's models."""
+    from velollm.commands.chat_commands import run_command
+
+    class _Tags(_ShowOnly):
+        def get(self, path):
+            assert path == "/api/tags"
+            return {"models": [{"name": "demo", "digest": "36dc05124a3f" + "0" * 52, "size": 789_000,
+                                "modified_at": "0001-01-01T00:00:00Z"},
+                               {"name": "llama3.2:latest", "digest": "a80c4f17acd5" + "0" * 52, "size": 2_019_393_189,
+                                "modified_at": "0001-01-01T00:00:00Z"}]}
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_Tags(), "demo", out, color=False, err=err)
+    run_command(session, "/list")
+    assert out.getvalue() == ("NAME               ID              SIZE      MODIFIED\n"
+                              "demo               36dc05124a3f    789 KB    Never\n"
+                              "llama3.2:latest    a80c4f17acd5    2.0 GB    Never\n") and err.getvalue() == ""
+    out.truncate(0), out.seek(0)
+    run_command(session, "/list LL")
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["NAME", "llama3.2:latest"]

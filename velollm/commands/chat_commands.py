@@ -117,6 +117,19 @@ def _help(session: ChatSession, line: str, args: list[str]) -> None:
         session.usage(text + "\n")
 
 
+def _list(session: ChatSession, line: str, args: list[str]) -> None:
+    """`/list [PREFIX]`: `velollm list`'s table of the server's models (Ollama's interactive mode has it, unlisted)."""
+    from velollm.commands.list_models import server_table
+    from velollm.commands.text_table import text_table
+
+    try:
+        models = session.client.get("/api/tags").get("models") or []
+    except ServerError as exc:
+        session.usage(f"Error: {exc}\n")
+        return
+    session.say("\n".join(text_table(server_table(models, args[0] if args else ""))) + "\n")
+
+
 def _clear(session: ChatSession, line: str, args: list[str]) -> None:
     session.messages.clear()
     session.say("Cleared session context\n")
@@ -265,5 +278,5 @@ def _go_value(value: object) -> str:
     return go_value(value)
 
 
-_COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/load": _load, "/save": _save, "/set": _set,
-             "/show": _show}
+_COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/list": _list, "/load": _load, "/save": _save,
+             "/set": _set, "/show": _show}
