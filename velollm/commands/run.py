@@ -176,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
             if args.keepalive is not None:
                 session.keep_alive = args.keepalive
             _load(session, sys.stderr)
-            if prompt or not sys.stdin.isatty():
+            # no chat without a terminal on both ends: with stdout sent to a file or a pipe, Ollama's run is quiet
+            # (it loads the model and answers the prompt, if any, and no more)
+            if prompt or not sys.stdin.isatty() or not sys.stdout.isatty():
                 if prompt:
                     session.ask(prompt)
                 return 0
