@@ -8,6 +8,7 @@ from collections import namedtuple
 import pytest
 
 from velollm.engine.loader import gguf as gguf_loader
+from velollm.engine.loader import gguf_jobs
 from velollm.engine.loader.resolve import resolve_model
 from velollm.errors import InvalidRequest, ModelLoadError, ModelNotFound, UnsupportedModel
 
@@ -100,7 +101,8 @@ def test_too_big_for_memory_is_unsupported_before_loading(fixtures, monkeypatch)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1024, 1024))
     loaded = []
     real = gguf_loader.map_bytes  # every tensor read goes through it: the config's and the weights' (any path)
-    monkeypatch.setattr(gguf_loader, "map_bytes", lambda f, info: loaded.append(info.name) or real(f, info))
+    for module in (gguf_loader, gguf_jobs):
+        monkeypatch.setattr(module, "map_bytes", lambda f, info: loaded.append(info.name) or real(f, info))
     with pytest.raises(UnsupportedModel, match="only 0.0 GiB is free on cpu"):
         resolve_model(str(fixtures.model("llama", "Q8_0").path), device="cpu")
     assert loaded == ["rope_freqs.weight"]  # read for the config; no weight was dequantized
