@@ -20,7 +20,7 @@ import torch
 
 from velollm.config import ModelConfig, RopeScaling
 from velollm.engine.loader.chunk_pool import default_workers
-from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo
+from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo, TensorTable
 from velollm.engine.loader.gguf_jobs import dequantize_bytes, weight_jobs
 from velollm.engine.loader.gguf_quantized import map_bytes, resident_weight_bytes, resolve_quantization
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, cuda_free_bytes, default_device
@@ -227,15 +227,17 @@ def _dequantize(f: GGUFFile, info: TensorInfo, dtype: torch.dtype = torch.float3
 
 
 def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None, int4: bool = False,
-                 workers: int | None = None) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
+                 workers: int | None = None, table: TensorTable | None = None,
+                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
     """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype; with
     `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device;
     with `int4`, the 4-bit matrices come as Int4Weight (CPU).
     On the CPU the tensors are computed on `workers` threads (default: chunk_pool.default_workers(); weight_jobs.py),
     in the file's order; the planes copied to a device, one after another.
-    The file was validated by gguf_source (read_config), so it is not checked again here."""
+    The file was validated by gguf_source (read_config), so it is not checked again here; with `table` (that parse's
+    tensor table) its header is not parsed again either."""
     target = TORCH_DTYPES[config.dtype]
-    with GGUFFile(path) as f:
+    with GGUFFile(path, table) as f:
         infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
         quantization = "gguf" if quantized_device else "int4" if int4 else "none"
         total = resident_weight_bytes(infos, quantization, target.itemsize)
@@ -259,8 +261,8 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource.
     `quantization`: auto | none | gguf (gguf_quantized.resolve_quantization).
 
-    The header is parsed once, here: the tokenizer is built from this parse's metadata (the file is
-    opened again only for its tensors, by iter_weights)."""
+    The header is parsed once, here: the tokenizer is built from this parse's metadata, and iter_weights maps the
+    file again for its tensors with this parse's tensor table (ModelLoadError if the file changed in between)."""
     path = Path(path)
     device = device or default_device()
     from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported
@@ -269,7 +271,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         config = read_config(f, dtype or default_dtype(device))
         check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
-        metadata = f.metadata
+        metadata, table = f.metadata, f.table
         quantization = resolve_quantization(quantization, device, config.dtype)
         weight_bytes = resident_weight_bytes((t for t in f.tensors.values() if t.name not in _SKIPPED),
                                              quantization, TORCH_DTYPES[config.dtype].itemsize)
@@ -279,7 +281,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         config=config,
         info=info,
         load_tokenizer=_tokenizer_loader(path, metadata, info_overrides.get("template")),  # type: ignore[arg-type]
-        iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4"),
+        iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4", table=table),
         path=path,
         quantization=quantization,
         weight_bytes=weight_bytes,
