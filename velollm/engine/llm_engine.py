@@ -104,7 +104,7 @@ class LLMEngine:
 
     def add_prefill(self, prompt_token_ids: list[int]) -> Request | None:
         """A background prefill: the prompt's full blocks computed into the prefix cache while the engine is
-        idle, for a request expected to start with them (the next turn of a chat); nothing is sampled or
+        idle, for a request expected to start with them (the next turn of a chat, a request whose grammar compiles); nothing is sampled or
         returned. None when there is no prefix cache to fill or the prompt is not one the engine would run."""
         if not self.block_manager.enable_prefix_caching or len(prompt_token_ids) < self.block_manager.block_size:
             return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -130,7 +131,8 @@ class StructuredOutputManager:
         self._num_cached_bytes = 0
         self._lock = threading.Lock()
         self._compiling: dict[tuple[Any, ...], threading.Event] = {}  # keys being compiled now (compile)
-        self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
+        # Capped at the cores there are: xgrammar would use no more and warns on stderr at every start.
+        self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max(1, min(max_threads, os.cpu_count() or 1)))
         self._bitmask = xgr.allocate_token_bitmask(8, vocab_size)
         self._device_bitmask: torch.Tensor | None = None
 
@@ -140,8 +142,8 @@ class StructuredOutputManager:
         """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises
         InvalidRequest for a schema or grammar that xgrammar cannot compile. `max_tokens` (the request's) bounds
         the thinking of a spec with `reasoning`, and is part of the grammar then."""
-        budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
-        key = (spec.kind, spec.value, spec.reasoning, budget)
+        key = self._key(spec, max_tokens)
+        budget = key[-1]
         while True:
             with self._lock:
                 if key in self._cache:
@@ -172,6 +174,16 @@ class StructuredOutputManager:
                 del self._compiling[key]
             pending.set()
         return compiled
+
+    def _key(self, spec: StructuredOutput, max_tokens: int | None) -> tuple[Any, ...]:
+        """The cache key; its last item is the thinking budget (None without `reasoning`)."""
+        budget = self.limits.reasoning_budget(max_tokens) if spec.reasoning is not None else None
+        return (spec.kind, spec.value, spec.reasoning, budget)
+
+    def is_compiled(self, spec: StructuredOutput, max_tokens: int | None = None) -> bool:
+        """Whether compile(spec, max_tokens) would return at once (cached)."""
+        with self._lock:
+            return self._key(spec, max_tokens) in self._cache
 
     @property
     def num_cached(self) -> int:
