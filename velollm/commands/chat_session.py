@@ -54,9 +54,12 @@ class ChatSession:
         """A slash command, unless a vision model is asked about an image whose path starts the line (Ollama's
         check in cmd/interactive.go, here after the command names: `/set system ... /x.png` stays a command)."""
         line = line.strip()
-        if not line.startswith("/") or known(line.split()[0]):
-            return line.startswith("/")
-        return not ("vision" in (self.show.get("capabilities") or []) and names_image(line))
+        if not line.startswith("/"):
+            return False
+        if known(line.split()[0]):
+            return True
+        asks_about_an_image = "vision" in (self.show.get("capabilities") or []) and names_image(line)
+        return not asks_about_an_image
 
     def ask(self, text: str) -> str:
         """Send `text` as the next user message and stream the answer; the exchange joins the history."""

@@ -139,9 +139,9 @@ class StructuredOutputManager:
     # ---- compilation -------------------------------------------------------------------------
 
     def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
-        """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises InvalidRequest for a schema or grammar that
-        xgrammar cannot compile. `max_tokens` (the request's) bounds the thinking of a spec with
-        `reasoning`, and is part of the grammar then."""
+        """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises
+        InvalidRequest for a schema or grammar that xgrammar cannot compile. `max_tokens` (the request's) bounds
+        the thinking of a spec with `reasoning`, and is part of the grammar then."""
         key = self._key(spec, max_tokens)
         budget = key[-1]
         while True:
