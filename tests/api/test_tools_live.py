@@ -139,6 +139,56 @@ def test_auto_answers_text_or_a_valid_call(live, stream):
             assert content and finish in ("stop", "length")
 
 
+ANSWER = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
+          "additionalProperties": False}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_auto_with_a_response_format_answers_calls_or_that_format(live, stream):
+    """tool_choice "auto" beside response_format (or Ollama's `format` beside tools) ignored the format: the tool
+    grammar lets text run free until a call marker, so a text answer was any text. Now each answer is valid
+    calls or JSON of the format, whole and streamed, and through the ollama client."""
+    import ollama
+
+    server, _ = live
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    rf = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}}
+    for seed in range(6):
+        kw = {"model": "demo", "messages": MESSAGES, "tools": TOOLS, "max_tokens": 96, "seed": seed,
+              "response_format": rf}
+        if stream:
+            content, calls, finish = "", {}, None
+            for chunk in client.chat.completions.create(**kw, stream=True):
+                delta = chunk.choices[0].delta
+                content += delta.content or ""
+                for d in delta.tool_calls or []:
+                    name, args = calls.get(d.index, ("", ""))
+                    calls[d.index] = (name + (d.function.name or ""), args + (d.function.arguments or ""))
+                finish = chunk.choices[0].finish_reason or finish
+            calls = list(calls.values())
+        else:
+            choice = client.chat.completions.create(**kw).choices[0]
+            content, finish = choice.message.content, choice.finish_reason
+            calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        if calls:
+            assert finish == "tool_calls" and not content, (content, calls)
+            for name, arguments in calls:
+                validate(SCHEMAS[name], arguments)
+        else:
+            assert finish == "stop", content
+            validate(ANSWER, content)
+    if not stream:
+        native = ollama.Client(host=server.url, timeout=120)
+        for seed in range(3):
+            message = native.chat(model="demo", messages=MESSAGES, tools=TOOLS, format=ANSWER,
+                                  options={"num_predict": 96, "seed": seed}).message
+            if message.tool_calls:
+                for call in message.tool_calls:
+                    validate(SCHEMAS[call.function.name], json.dumps(call.function.arguments))
+            else:
+                validate(ANSWER, message.content)
+
+
 def _expected_prompt(tok: Tokenizer, history: list[dict], tools: list[dict] = TOOLS) -> tuple[str, list[int]]:
     session = ToolSession(tok, tools, "required", model_type="llama")
     messages = normalize_messages(history)

@@ -105,9 +105,10 @@ class ToolCalls:
         return _encode(self.session, self.messages, self.template_kwargs)
 
     def params(self, params: SamplingParams) -> SamplingParams:
-        """The tool grammar (when the choice needs one) wins over response_format; tool markers may be
-        special tokens, so an active session detokenizes with them."""
-        return replace(params, structured_output=self.session.structured_output or params.structured_output,
+        """The tool grammar wins over response_format where the choice forces calls; with "auto" the answer is
+        calls or what response_format asks for (ToolSession.constraint_beside); tool markers may be special
+        tokens, so an active session detokenizes with them."""
+        return replace(params, structured_output=self.session.constraint_beside(params.structured_output),
                        skip_special_tokens=params.skip_special_tokens and self.session.skip_special_tokens)
 
     async def answers(self, gen: GenerationStream) -> list[ToolAnswer]:

@@ -94,6 +94,33 @@ def tool_call_constraint(
     return StructuredOutput("structural_tag", json.dumps({"type": "structural_tag", "format": fmt}))
 
 
+def calls_or_answer(
+    specs: Sequence[ToolSpec], family: ToolFamily, parallel_tool_calls: bool, answer: StructuredOutput,
+    max_calls: int = 4,
+) -> StructuredOutput:
+    """tool_choice "auto" beside a constraint on the answer (response_format, Ollama's `format`): the answer is
+    either calls, as "required" makes them, or the text that constraint asks for. Free text until the call
+    marker (plain "auto") would let a text answer ignore the format, as it did."""
+    separator = _FORMATS[family][4]
+    calls = _required(list(specs), family, separator, parallel_tool_calls, max_calls)
+    return StructuredOutput("structural_tag", json.dumps(
+        {"type": "structural_tag", "format": {"type": "or", "elements": [calls, _answer_format(answer)]}}))
+
+
+def _answer_format(answer: StructuredOutput) -> dict[str, Any]:
+    if answer.kind == "json_object":
+        from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA
+
+        return {"type": "json_schema", "json_schema": JSON_OBJECT_SCHEMA}
+    if answer.kind == "json_schema":
+        return {"type": "json_schema", "json_schema": json.loads(answer.value)}
+    if answer.kind == "ebnf":
+        return {"type": "grammar", "grammar": answer.value}
+    if answer.kind == "regex":
+        return {"type": "regex", "pattern": answer.value}
+    raise InvalidRequest(f"a {answer.kind} constraint cannot go beside tools", param="tools")
+
+
 def _required(
     specs: list[ToolSpec], family: ToolFamily, separator: str, parallel: bool, max_calls: int
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import StructuredOutput
-from velollm.tools.tool_grammar import named_tool, tool_call_constraint
+from velollm.tools.tool_grammar import calls_or_answer, named_tool, tool_call_constraint
 from velollm.tools.tool_parsers import ToolFamily, detect_family
 from velollm.tools.tool_prompt import render_with_tools
 from velollm.tools.tool_repair import RepairConfig, RepairResult, ToolRepairer
@@ -90,6 +90,14 @@ class ToolSession:
             self.parallel_tool_calls,
             max_calls=self.config.max_parallel_calls,
         )
+
+    def constraint_beside(self, answer: StructuredOutput | None) -> StructuredOutput | None:
+        """The constraint when the request also constrains its answer (response_format, `format`): the tool
+        grammar where the choice forces calls, calls or that answer for "auto", else the answer's own."""
+        if answer is None or not self.active or self.tool_choice != "auto":
+            return self.structured_output or answer
+        return calls_or_answer(self.specs, self.family, self.parallel_tool_calls, answer,
+                               max_calls=self.config.max_parallel_calls if self.parallel_tool_calls else 1)
 
     @property
     def skip_special_tokens(self) -> bool:
