@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.proxy.forced_tool_call import call_format, forced_tools
 from velollm.reasoning import ThinkSetting
 from velollm.wire.errors import APIError, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
@@ -36,6 +37,9 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     if tools and body.get("tool_choice") != "none":
         out["tools"] = tools
     _common(body, out)
+    forced = forced_tools(body)
+    if forced:  # Ollama has no tool_choice: the answer is constrained to a call, taken whole (forced_tool_call.py)
+        out["format"], out["stream"] = call_format(forced), False
     return out
 
 

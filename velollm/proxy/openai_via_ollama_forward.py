@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.forced_tool_call import as_call, forced_tools
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
 
@@ -35,12 +36,17 @@ async def openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any],
     response = await upstream.send("POST", target, json_body=converted)
     if response.status_code != 200:
         return await converted_error(upstream, response, "openai")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if not converted["stream"]:
         answer = await read_json(upstream, response)
+        if path == "/v1/chat/completions" and isinstance(answer, dict) and forced_tools(body):
+            answer = as_call(answer)
         if repair is not None and isinstance(answer, dict):
             answer = repair.ollama_answer(answer, whole=True)
+        if body.get("stream") and isinstance(answer, dict):  # a forced call, asked for streamed: one chunk
+            events = stream_type(model, include_usage).feed({**answer, "done": True})
+            return Response(b"".join(events), media_type="text/event-stream")
         return JSONResponse(whole(answer, model))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     converter = stream_type(model, include_usage)
     return streaming(_ndjson_to_sse(upstream, response, converter, repair), response, "text/event-stream")
 

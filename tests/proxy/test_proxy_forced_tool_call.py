@@ -1,0 +1,79 @@
+"""tool_choice "required" or a named function through a VeloLLM proxy to an Ollama upstream (here a native
+VeloLLM on the demo model, `--proxy-only` in front), with the openai SDK and LangChain: Ollama has no
+tool_choice, so the answer was the model's free text, without a call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import jsonschema
+import openai
+import pytest
+
+from tests.serve_process import start_serve, stop_serve
+from velollm.proxy.forced_tool_call import as_call, call_format
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+             "type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"]}}},
+         {"type": "function", "function": {"name": "get_time", "parameters": {
+             "type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["tz"]}}}]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory) -> Iterator[str]:
+    native, native_url, _, _ = start_serve(tmp_path_factory.mktemp("native"), "--no-upstream",
+                                           "--max-model-len", "1024", "--kv-cache-memory", "16MiB")
+    front, url, _, _ = start_serve(tmp_path_factory.mktemp("front"), "--proxy-only", "--upstream", native_url)
+    yield url
+    stop_serve(front)
+    stop_serve(native)
+
+
+@pytest.mark.parametrize("choice, names", [("required", {"get_weather", "get_time"}),
+                                           ({"type": "function", "function": {"name": "get_time"}}, {"get_time"})])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_forced_choice_answers_a_call(proxy, choice, names, stream):
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key="x", max_retries=0, timeout=120)
+    for seed in range(3):
+        kw = {"model": "demo", "messages": [{"role": "user", "content": "weather?"}], "tools": TOOLS,
+              "tool_choice": choice, "max_tokens": 96, "seed": seed}
+        if stream:
+            chunks = [c for c in client.chat.completions.create(**kw, stream=True) if c.choices]
+            calls = [(t.function.name, t.function.arguments) for c in chunks for t in c.choices[0].delta.tool_calls or []]
+            finish = chunks[-1].choices[0].finish_reason
+        else:
+            choice_out = client.chat.completions.create(**kw).choices[0]
+            calls = [(t.function.name, t.function.arguments) for t in choice_out.message.tool_calls or []]
+            finish = choice_out.finish_reason
+        assert finish == "tool_calls" and calls, calls
+        for name, arguments in calls:
+            assert name in names
+            jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+def test_langchain_function_calling_structured_output(proxy):
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        temp: int
+
+    llm = ChatOpenAI(model="demo", base_url=f"{proxy}/v1", api_key="x", max_tokens=96, max_retries=0)
+    answer = llm.with_structured_output(Weather, method="function_calling").invoke("weather in Paris?")
+    assert isinstance(answer, Weather)
+
+
+def test_the_constrained_json_becomes_the_call():
+    """What an upstream that parses no calls out sends back: the JSON of the call format, as content."""
+    fmt = call_format(TOOLS[:1])
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    jsonschema.validate(call, fmt)
+    answer = as_call({"message": {"role": "assistant", "content": json.dumps(call)}, "done": True})
+    assert answer["message"] == {"role": "assistant", "content": "",
+                                 "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    cut = {"message": {"role": "assistant", "content": '{"name": "get_wea'}, "done": True}
+    assert as_call(cut) is cut  # a cut answer stays text, never dropped
+    assert {v["properties"]["name"]["enum"][0] for v in call_format(TOOLS)["anyOf"]} == set(SCHEMAS)
