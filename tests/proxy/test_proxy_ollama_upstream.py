@@ -289,3 +289,24 @@ def test_openai_max_tokens_below_one_is_a_400_not_an_unlimited_answer(fake_ollam
     assert len(ollama_state.requests) == before
     client.chat.completions.create(**kw, extra_body={field: 2})
     assert ollama_state.requests[-1][1]["options"]["num_predict"] == 2
+
+
+def test_vllm_constraint_keys_become_format_or_a_400(fake_ollama, ollama_state, start_proxy):
+    """vLLM's guided_json / structured_outputs.json were dropped on the way to an Ollama upstream (an
+    unconstrained answer); they are its `format`. A regex, choice or grammar, which Ollama cannot constrain to,
+    is a 400 naming the key, and nothing reaches the upstream."""
+    _, client = _clients(start_proxy(fake_ollama.url))
+    kw = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 2}
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    for extra in ({"guided_json": schema}, {"structured_outputs": {"json": json.dumps(schema)}}):
+        client.chat.completions.create(**kw, extra_body=extra)
+        assert ollama_state.requests[-1][1]["format"] == schema
+    client.chat.completions.create(**kw, extra_body={"structured_outputs": {"json_object": True}})
+    assert ollama_state.requests[-1][1]["format"] == "json"
+    before = len(ollama_state.requests)
+    for extra, param in (({"guided_choice": ["a", "b"]}, "guided_choice"), ({"guided_regex": "a+"}, "guided_regex"),
+                         ({"structured_outputs": {"grammar": "root ::= \"a\""}}, "structured_outputs.grammar")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(**kw, extra_body=extra)
+        assert err.value.body["param"] == param
+    assert len(ollama_state.requests) == before

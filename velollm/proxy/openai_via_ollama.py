@@ -68,6 +68,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
     if (n or 1) != 1:
         raise InvalidRequest("n > 1 is not supported by an Ollama upstream", param="n")
     fmt = _format(body.get("response_format"))
+    if fmt is None:
+        fmt = _vllm_format(body)
     if fmt is not None:
         out["format"] = fmt
     reasoning = body.get("reasoning")
@@ -138,6 +140,32 @@ def _format(response_format: Any) -> Any:
             raise InvalidRequest("response_format.json_schema must be an object", param="response_format")
         return (spec or {}).get("schema") or "json"
     return None
+
+
+def _vllm_format(body: dict[str, Any]) -> Any:
+    """vLLM's constraint keys (guided_json, structured_outputs.json; velollm/api/vllm_structured.py serves them
+    natively) as Ollama's `format`; a regex, choice or grammar, which Ollama cannot constrain to, is a 400
+    rather than an unconstrained answer."""
+    so = body.get("structured_outputs")
+    if so is not None and not isinstance(so, dict):
+        raise InvalidRequest("structured_outputs must be an object", param="structured_outputs")
+    so = so or {}
+    for key, value in (("guided_regex", body.get("guided_regex")), ("guided_choice", body.get("guided_choice")),
+                       ("guided_grammar", body.get("guided_grammar")), *(
+                           (f"structured_outputs.{k}", so.get(k)) for k in ("regex", "choice", "grammar",
+                                                                            "structural_tag"))):
+        if value is not None:
+            raise InvalidRequest(f"{key} is not supported by an Ollama upstream (its format takes JSON only)",
+                                 param=key)
+    schema = body.get("guided_json") if body.get("guided_json") is not None else so.get("json")
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            raise InvalidRequest(f"guided_json is not JSON: {exc}", param="guided_json") from None
+    if isinstance(schema, dict):
+        return schema
+    return "json" if so.get("json_object") else None
 
 
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
