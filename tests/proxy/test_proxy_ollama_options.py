@@ -29,3 +29,17 @@ def test_num_predict_becomes_max_tokens_only_when_it_limits(openai_upstream, sta
     answer = client.chat(model="m", messages=[{"role": "user", "content": "hi"}], options={"num_predict": num_predict})
     assert answer.message.content == "echo: hi"
     assert received[-1][1].get("max_tokens") == max_tokens
+
+
+@pytest.mark.parametrize("field, value", [("format", "yaml"), ("format", 5), ("options", []), ("options", "x")])
+def test_what_ollama_refuses_is_a_400_not_an_unconstrained_answer(openai_upstream, start_proxy, field, value):
+    """`format: "yaml"` was dropped on the way to an OpenAI-compatible upstream (a free answer where Ollama says
+    400 'invalid format'), and `options: []` taken as no options."""
+    import httpx
+
+    upstream, received = openai_upstream
+    url = start_proxy(upstream.url).url
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False, field: value}
+    r = httpx.post(f"{url}/api/chat", json=body, timeout=30)
+    assert r.status_code == 400 and set(r.json()) == {"error"}, r.text
+    assert not received

@@ -58,7 +58,7 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     out["stream"] = stream
     if stream:
         out["stream_options"] = {"include_usage": True}
-    options = body.get("options") or {}
+    options = {} if body.get("options") is None else body["options"]
     if not isinstance(options, dict):
         raise InvalidRequest("options must be an object", param="options")
     for key, target in _OPTION_KEYS + _EXTRA_OPTION_KEYS:
@@ -75,6 +75,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     if isinstance(num_predict, (int, float)) and not isinstance(num_predict, bool) and num_predict >= 1:
         out["max_tokens"] = int(num_predict)
     fmt = body.get("format")
+    if fmt not in (None, "", "json") and not isinstance(fmt, dict):  # as Ollama: never an unconstrained answer
+        raise InvalidRequest(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object', param="format")
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
