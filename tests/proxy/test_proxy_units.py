@@ -116,6 +116,21 @@ def test_ollama_string_stop_is_refused_before_the_openai_upstream():
     assert caught.value.param == "options.stop"
 
 
+@pytest.mark.parametrize(("num_predict", "max_tokens"), [(5, 5), (5.7, 5), (0, 0), (-1, None), (-2, None)])
+def test_ollama_num_predict_is_read_as_ollama_reads_it(num_predict, max_tokens):
+    """Any JSON number, truncated (Ollama's options); negative: no max_tokens (no limit)."""
+    body = o2o.chat_request({"model": "m", "messages": [], "options": {"num_predict": num_predict}})
+    assert body.get("max_tokens") == max_tokens
+
+
+@pytest.mark.parametrize("num_predict", ["50", True, [3], {"n": 1}])
+def test_ollama_num_predict_of_another_type_is_refused_not_dropped(num_predict):
+    """Dropped, it left the upstream's answer unbounded (a string "50" gave hundreds of tokens)."""
+    with pytest.raises(InvalidRequest, match='option "num_predict" must be of type integer') as caught:
+        o2o.chat_request({"model": "m", "messages": [], "options": {"num_predict": num_predict}})
+    assert caught.value.param == "options.num_predict"
+
+
 def test_openai_stream_to_ollama_lines_assembles_tool_calls():
     answer = o2o.NdjsonAnswer("m", "chat")
     lines = answer.feed({"choices": [{"delta": {"role": "assistant", "content": "He"}}]})

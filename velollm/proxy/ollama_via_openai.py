@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 import time
 from typing import Any
@@ -69,8 +70,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
                              'got a string)', param="options.stop")
     if options.get("stop"):
         out["stop"] = options["stop"]
-    num_predict = options.get("num_predict")
-    if isinstance(num_predict, int) and num_predict >= 0:
+    num_predict = _num_predict(options.get("num_predict"))
+    if num_predict is not None and num_predict >= 0:
         out["max_tokens"] = num_predict
     fmt = body.get("format")
     if fmt == "json":
@@ -88,6 +89,16 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         if body.get("top_logprobs"):
             out["top_logprobs"] = body["top_logprobs"]
     return out
+
+
+def _num_predict(value: Any) -> int | None:
+    """`options.num_predict` as Ollama reads it (any JSON number, truncated; negative: no limit). Anything else is
+    Ollama's 400: dropped, it would leave the answer unbounded, up to the upstream's whole context."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest('option "num_predict" must be of type integer', param="options.num_predict")
+    return int(value)
 
 
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
