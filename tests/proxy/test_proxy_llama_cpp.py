@@ -139,6 +139,20 @@ def test_responses_max_output_tokens_holds_through_a_chat_only_upstream(llama_se
         assert response.usage.output_tokens == 5
 
 
+def test_ollama_pull_of_the_upstreams_model_is_present(llama_server, proxy):
+    """`ollama pull` of a model the OpenAI-compatible server lists answers as for an up-to-date model (it was a
+    501, which stopped clients that pull before they chat); another name gets Ollama's answer for a pull it
+    cannot do: an error line in a 200 stream, or a 500."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    assert [p.status for p in client.pull(MODEL, stream=True)][-1] == "success"
+    assert client.pull(f"{MODEL}:latest").status == "success"
+    with pytest.raises(ollama.ResponseError, match="does not pull models"):
+        list(client.pull("no-such-model", stream=True))
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull("no-such-model")
+    assert err.value.status_code == 500 and "pull model manifest" in err.value.error
+
+
 FUNCTIONS = [{"name": "get_weather", "description": "Weather of a city",
               "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
                              "required": ["city"]}}]

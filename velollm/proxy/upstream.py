@@ -107,13 +107,16 @@ class UpstreamListing:
         key = "name" if self.kind == "ollama" else "id"
         return [str(m.get(key) or m.get("model") or "") for m in self.models]
 
-    def digest(self, name: str) -> str:
-        """The digest listed for `name` (names compare as Ollama's do); "" when none is (an OpenAI server)."""
+    def entry(self, name: str) -> dict[str, Any] | None:
+        """The listed model of that name (names compare as Ollama's do), or None."""
         key = name_key(name)
-        for listed, model in zip(self.names, self.models):
-            if listed == name or name_key(listed) == key:
-                return str(model.get("digest") or "")
-        return ""
+        return next((model for listed, model in zip(self.names, self.models)
+                     if listed == name or name_key(listed) == key), None)
+
+    def digest(self, name: str) -> str:
+        """The digest listed for `name`; "" when none is (an OpenAI server, or a name it does not list)."""
+        model = self.entry(name)
+        return str(model.get("digest") or "") if model is not None else ""
 
     def as_ollama_tags(self) -> list[dict[str, Any]]:
         """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
