@@ -246,7 +246,8 @@ def test_serve_options_read_ollama_host_at_the_edge():
     parser = argparse.ArgumentParser()
     add_upstream_arguments(parser)
     config = upstream_config(parser.parse_args([]), {"OLLAMA_HOST": "0.0.0.0:9999"})
-    assert (config.url, config.kind) == ("http://127.0.0.1:9999", "auto")
+    assert (config.url, config.kind, config.configured) == ("http://127.0.0.1:9999", "auto", True)
+    assert not upstream_config(parser.parse_args([]), {}).configured  # the default address, nobody asked for it
     args = parser.parse_args(["--upstream", "http://gpu-box:8080/v1", "--upstream-kind", "openai", "--proxy-only"])
     config = upstream_config(args, {"OLLAMA_HOST": "ignored:1"})
     assert (config.url, config.kind) == ("http://gpu-box:8080", "openai") and args.proxy_only

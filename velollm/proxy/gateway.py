@@ -106,6 +106,15 @@ class UpstreamGateway:
             logger.info("model %r goes to upstream %s (%s)", name, self.upstream.url, why)
         return listed if listed is not None and self.upstream.known_kind == "openai" else name
 
+    def not_listed_because(self) -> str | None:
+        """Why a name the upstream did not list may still be one of its models: its listing failed (the name
+        was looked up in the last one, if any). None when it answered, or when it is the default address that
+        nobody configured."""
+        error = self.upstream.listing_error
+        if error is None or not self.upstream.config.configured:
+            return None
+        return f"upstream {self.upstream.url} did not list its models: {error}"
+
     def _may_relist(self) -> bool:
         """--proxy-only: whether a name missing from the listing may fetch it again now (bounded rate)."""
         now = time.monotonic()

@@ -77,6 +77,9 @@ class UpstreamConfig:
     # The upstream answers /v1 and /api alike (another VeloLLM): requests pass through in the client's
     # API, never converted; listed through /api/tags.
     speaks_both: bool = False
+    # Asked for (--upstream, $OLLAMA_HOST), not the default Ollama address: when it cannot be listed, a name
+    # VeloLLM does not run is a 404 that says so (the default one missing is the common case: Ollama's plain 404).
+    configured: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("ollama", "openai", "auto"):
@@ -150,6 +153,7 @@ class Upstream:
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
         self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
+        self.listing_error: str | None = None  # why the last listing fetch failed; None once one succeeded
         headers = {"accept-encoding": "identity"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
@@ -329,6 +333,7 @@ class Upstream:
             return await asyncio.wait_for(asyncio.shield(task), wait)
         except (UpstreamUnavailable, ValueError, KeyError, TypeError) as exc:
             logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
+            self.listing_error = str(exc)
             return self._listing
         except asyncio.TimeoutError:
             if task is not self._slow_task:  # once per slow fetch, not once per caller
@@ -351,7 +356,7 @@ class Upstream:
             raise ValueError(f"GET {path} answered {status}")
         models = body.get("models" if kind == "ollama" else "data") or []
         listing = UpstreamListing(kind=kind, models=tuple(m for m in models if isinstance(m, dict)))
-        self._listing = listing
+        self._listing, self.listing_error = listing, None
         return listing
 
 
