@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     from bench_util import emit
 
-    from velollm.engine.loader.gguf import FLOAT_VIEWS, _dequantize_bytes
     from velollm.engine.loader.gguf_file import GGUFFile
+    from velollm.engine.loader.gguf_jobs import FLOAT_VIEWS, dequantize_bytes
     from velollm.engine.loader.gguf_quantized import int4_tensor, map_bytes, stays_int4
     from velollm.engine.loader.source import TORCH_DTYPES
 
@@ -46,7 +46,7 @@ def main() -> None:
                 int4_tensor(raw, info)
                 step = f"int4 repack {info.type_name}"
             else:
-                _dequantize_bytes(raw, info, dtype).to(dtype, copy=info.type_name in FLOAT_VIEWS)
+                dequantize_bytes(raw, info, dtype).to(dtype, copy=info.type_name in FLOAT_VIEWS)
                 step = f"{info.type_name} -> {args.dtype}" + (" (token_embd)" if info.name == "token_embd.weight" else "")
             seconds[step] += time.perf_counter() - t0
             elements[step] += info.num_elements

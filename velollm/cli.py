@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from velollm.commands.cli_parser import CliParser, unknown_flag
+
 # subcommand -> module exposing add_parser(subparsers) and run(args) -> int
 COMMANDS = {
     "serve": "velollm.commands.serve",
@@ -29,7 +31,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="velollm", description="vLLM performance with Ollama simplicity.")
+    parser = CliParser(prog="velollm", description="vLLM performance with Ollama simplicity.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("-v", "--version", action="store_true", help="show version information (as `ollama -v`)")
     subparsers = parser.add_subparsers(dest="command")
@@ -40,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """parse_args, except that a subcommand with `words` set (run's prompt) takes the words that follow
-    its options too: `velollm run demo --verbose why is the sky blue`, as Ollama's CLI reads it."""
+    its options too: `velollm run demo --verbose why is the sky blue`, as Ollama's CLI reads it. A flag no
+    command knows fails as cobra fails on it (`Error: unknown flag: --foo`, exit status 1)."""
     args, extra = parser.parse_known_args(argv)
     words = getattr(args, "words", None)
-    unknown = extra if words is None else [e for e in extra if e.startswith("-")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    flags = [e for e in extra if e.startswith("-")]
+    if flags:
+        parser.error(unknown_flag(flags[0]))
+    if extra and words is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if words is not None:  # a new list: never the parser's default one, extended
         setattr(args, words, [*getattr(args, words), *extra])
     return args

@@ -168,6 +168,21 @@ def test_generate_checks_raw_mode_first_and_caps_the_template():
     assert parse_generate_request({"model": "m", "prompt": "p", "template": huge[1:]}).template == huge[1:]
 
 
+def test_generate_type_errors_come_before_the_raw_mode_error():
+    """Ollama binds the JSON (each field's type) before GenerateHandler looks at raw mode: a request with a
+    wrong-typed field and raw mode with a system prompt gets the type error."""
+    faults = {"stream": "yes", "prompt": 5, "suffix": [], "images": "x.png", "options": [], "keep_alive": True,
+              "think": "very", "logprobs": 1, "top_logprobs": "2", "shift": "no", "truncate": 0,
+              "_debug_render_only": "y"}
+    for key, value in faults.items():
+        with pytest.raises(InvalidRequest) as e:
+            parse_generate_request({"model": "m", "prompt": "p", "raw": True, "system": "s", key: value})
+        assert e.value.param == key and "raw mode" not in str(e.value), key
+    with pytest.raises(InvalidRequest, match="raw mode does not support"):  # a value Ollama checks later: raw first
+        parse_generate_request({"model": "m", "prompt": "p", "raw": True, "system": "s", "format": "xml"})
+    assert parse_generate_request({"model": "m", "prompt": "p", "truncate": False}).context_overflow == "error"
+
+
 def test_human_number_like_ollama():
     assert human_number(8_030_261_248) == "8.0B" and human_number(361_821_696) == "361.82M"
     assert human_number(7_000_000_000) == "7B" and human_number(1500) == "2K" and human_number(12) == "12"

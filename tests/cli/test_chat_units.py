@@ -96,13 +96,17 @@ def test_thinking_is_dimmed():
               _chunk(done_reason="stop", eval_count=3)]
     content, thinking, final = AnswerWriter(out, color=True).write(chunks)
     assert (content, thinking, final["eval_count"]) == ("The answer is 4.", "Let me see.", 3)
-    assert out.getvalue() == f"Thinking...\n{DIM}Let me see.{RESET}\n...done thinking.\n\nThe answer is 4.\n"
+    # then Ollama's two newlines, after a one-shot answer as in a chat
+    assert out.getvalue() == f"Thinking...\n{DIM}Let me see.{RESET}\n...done thinking.\n\nThe answer is 4.\n\n"
     plain = io.StringIO()
     AnswerWriter(plain, color=False).write(chunks)
     assert "\x1b" not in plain.getvalue() and "Let me see." in plain.getvalue()
     only_thinking = io.StringIO()
     AnswerWriter(only_thinking, color=True).write([_chunk(thinking="hmm"), _chunk(done_reason="length")])
-    assert only_thinking.getvalue() == f"Thinking...\n{DIM}hmm{RESET}\n...done thinking.\n\n"
+    assert only_thinking.getvalue() == f"Thinking...\n{DIM}hmm{RESET}\n\n"  # never closed, as in Ollama
+    own_line = io.StringIO()  # thinking that ends its line: no newline added before "...done thinking."
+    AnswerWriter(own_line, color=False).write([_chunk(thinking="hmm\n"), _chunk("ok"), _chunk(done_reason="stop")])
+    assert own_line.getvalue() == "Thinking...\nhmm\n...done thinking.\n\nok\n\n"
 
 
 def test_timings():
@@ -180,8 +184,83 @@ def test_word_wrap_as_ollamas():
     long = "x" * 40 + " end"  # a word longer than the width less 10: broken where it is
     out = io.StringIO()
     AnswerWriter(out, color=False, word_wrap=True, columns=lambda: 25).write([_chunk(content=long)])
-    assert screen(out.getvalue()) == ["x" * 20, "x" * 20, "end", ""]  # a full line's space: its end
+    assert screen(out.getvalue()) == ["x" * 20, "x" * 20, "end", "", ""]  # a full line's space: its end
     for wrap, columns in ((False, 25), (True, 0), (True, 9)):  # --nowordwrap; not a terminal; a narrow one
         out = io.StringIO()
         AnswerWriter(out, color=False, word_wrap=wrap, columns=lambda c=columns: c).write(chunks)
-        assert out.getvalue() == text + "\n"
+        assert out.getvalue() == text + "\n\n"
+
+
+def test_usage_texts_on_stderr_answers_on_stdout():
+    """Ollama's interactive mode writes its usage texts (usage(), usageSet(), usageShow(), usageParameters(),
+    usageShortcuts()) and `/show info` with fmt.Fprintln(os.Stderr, ...), every other answer with fmt.Println:
+    `velollm run m 2>/dev/null` keeps the answers, `2>&1` shows all."""
+    from velollm.commands.chat_commands import HELP, PARAMETERS_HELP, SET_HELP, SHORTCUTS_HELP, SHOW_HELP, run_command
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_ShowOnly(), "pirate", out, color=False, err=err)
+    session.show = {"capabilities": ["completion"], "details": {"family": "llama"}, "parameters": ""}
+    for line, text in (("/?", HELP), ("/help", HELP), ("/? set", SET_HELP), ("/help /show", SHOW_HELP),
+                       ("/? shortcuts", SHORTCUTS_HELP), ("/set", SET_HELP), ("/set system", SET_HELP),
+                       ("/set parameter", PARAMETERS_HELP), ("/set parameter seed", PARAMETERS_HELP),
+                       ("/show", SHOW_HELP)):
+        run_command(session, line)
+        assert (out.getvalue(), err.getvalue()) == ("", text + "\n"), line  # a blank line after, as Ollama's
+        err.truncate(0), err.seek(0)
+    run_command(session, "/show info")
+    assert (out.getvalue(), err.getvalue()) == ("", "  Model\n    architecture    llama\n\n  Capabilities\n    completion\n\n")
+    err.truncate(0), err.seek(0)
+    for line, answer in (("/set verbose", "Set 'verbose' mode.\n"), ("/clear", "Cleared session context\n"),
+                         ("/nope", "Unknown command '/nope'. Type /? for help\n"),
+                         ("/set nope", "Unknown command '/set nope'. Type /? for help\n"),
+                         ("/show system", "No system message was specified for this model.\n"),
+                         ("/load", "Usage:\n  /load <modelname>\n")):
+        run_command(session, line)
+        assert (out.getvalue(), err.getvalue()) == (answer, ""), line
+        out.truncate(0), out.seek(0)
+    session.show["capabilities"] = ["completion", "vision"]  # Ollama's usage() names images for a multimodal model
+    run_command(session, "/?")
+    assert err.getvalue() == HELP + "Use /path/to/file to include .jpg, .png, or .webp images.\n\n"
+
+
+def test_chat_errors_on_ollamas_streams():
+    """A refused think value: Ollama's `error: ...` on stdout, the session goes on; any other error from the chat:
+    `Error: ...` on stderr, where Ollama's CLI writes it."""
+    from velollm.commands.client import ServerError
+
+    class _Refusing(_ShowOnly):
+        errors = iter(['"demo" does not support thinking', "model runner has unexpectedly stopped"])
+
+        def stream(self, path, body):
+            raise ServerError(next(self.errors))
+            yield
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_Refusing(), "demo", out, color=False, err=err)
+    read, _ = _reader(["hi", "hi"])
+    assert run_interactive(session, read) == 0
+    assert out.getvalue().endswith('error: "demo" does not support thinking\n\n')  # then Ctrl-D's newline
+    assert err.getvalue() == "Error: model runner has unexpectedly stopped\n"
+
+
+def test_list_in_the_chat():
+    """Ollama's interactive mode takes `/list [PREFIX]` (its ListHandler, not in /?): the server's models."""
+    from velollm.commands.chat_commands import run_command
+
+    class _Tags(_ShowOnly):
+        def get(self, path):
+            assert path == "/api/tags"
+            return {"models": [{"name": "demo", "digest": "36dc05124a3f" + "0" * 52, "size": 789_000,
+                                "modified_at": "0001-01-01T00:00:00Z"},
+                               {"name": "llama3.2:latest", "digest": "a80c4f17acd5" + "0" * 52, "size": 2_019_393_189,
+                                "modified_at": "0001-01-01T00:00:00Z"}]}
+
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(_Tags(), "demo", out, color=False, err=err)
+    run_command(session, "/list")
+    assert out.getvalue() == ("NAME               ID              SIZE      MODIFIED\n"
+                              "demo               36dc05124a3f    789 KB    Never\n"
+                              "llama3.2:latest    a80c4f17acd5    2.0 GB    Never\n") and err.getvalue() == ""
+    out.truncate(0), out.seek(0)
+    run_command(session, "/list LL")
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["NAME", "llama3.2:latest"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
+
+from tests.serve_process import free_port
 from velollm.commands.client import server_url
 from velollm.commands.ps import human_bytes, processor, until
-from tests.serve_process import free_port
 
 from .conftest import velollm
 
@@ -35,16 +37,31 @@ def test_one_shot_prompt_and_pipe(live, tmp_path):
     mixed = velollm(live, tmp_path, "run", "demo", "hello", "--verbose", "there", "-o", "num_predict=8")
     assert [line for line in mixed.stderr.splitlines() if "prompt eval count" in line] == count
     bare = velollm(live, tmp_path, "run")  # the model is what is missing; a prompt never is
-    assert bare.returncode == 2 and bare.stderr.rstrip().endswith("the following arguments are required: model")
+    assert bare.returncode == 1 and bare.stderr == "Error: the following arguments are required: model\n"
     unknown = velollm(live, tmp_path, "run", "demo", "--bogus", "hi")
-    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
+    assert unknown.returncode == 1 and unknown.stderr == "Error: unknown flag: --bogus\n"
+
+
+def test_one_shot_answer_ends_as_ollamas(live, tmp_path):
+    """stdout is the answer then Ollama's two newlines (cmd.go generate(): `if opts.Prompt != "" { fmt.Println();
+    fmt.Println() }`), whether the prompt is an argument or piped; nothing else."""
+    import httpx
+
+    options = {"num_predict": 6, "temperature": 0}
+    body = {"model": "demo", "stream": False, "options": options, "messages": [{"role": "user", "content": "hello"}]}
+    answer = httpx.post(f"{live}/api/chat", json=body, timeout=120).json()["message"]["content"]
+    assert answer
+    flags = ["-o", "num_predict=6", "-o", "temperature=0"]
+    for out in (velollm(live, tmp_path, "run", *flags, "demo", "hello"),
+                velollm(live, tmp_path, "run", *flags, "demo", stdin="hello")):
+        assert out.returncode == 0 and out.stdout == answer + "\n\n", (out.stdout, out.stderr)
 
 
 def test_run_unknown_model(live, tmp_path):
     out = velollm(live, tmp_path, "run", "no-such-model", "hi")
     assert out.returncode == 1 and "not found" in out.stderr
     out = velollm(live, tmp_path, "run", "-o", "num_predict", "demo", "hi")
-    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "NAME=VALUE" in out.stderr
 
 
 def test_run_in_process_when_no_server_answers(tmp_path):
@@ -89,9 +106,12 @@ def test_no_server(tmp_path):
 def test_formatting():
     assert server_url({}) == "http://127.0.0.1:8000"
     assert server_url({"VELOLLM_HOST": "0.0.0.0:9000"}) == "http://127.0.0.1:9000"
-    assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:8000"
+    assert server_url({"VELOLLM_HOST": "https://example.org/"}) == "https://example.org:443"
     assert server_url({"VELOLLM_HOST": "[::1]:7"}) == "http://[::1]:7"
     assert human_bytes(4_700_000_000) == "4.7 GB" and human_bytes(999) == "999 B" and human_bytes(2_000_000) == "2 MB"
+    # Ollama's format.HumanBytes: one decimal below 10 unless whole, the whole number cut from 10 up
+    assert human_bytes(2_019_393_189) == "2.0 GB" and human_bytes(13_400_000_000) == "13 GB"
+    assert human_bytes(134_900_000) == "134 MB" and human_bytes(1_500) == "1.5 KB" and human_bytes(2 * 10**12) == "2 TB"
     assert processor(100, 0) == "100% CPU" and processor(100, 100) == "100% GPU"
     assert processor(100, 25) == "75%/25% CPU/GPU"
     assert processor(100, 101) == "Unknown" and processor(0, 5) == "Unknown" and processor(0, 0) == "100% CPU"
@@ -127,6 +147,31 @@ def test_ps_piped_keeps_long_names_and_quoted_host(live, tmp_path):
 def test_host_forms():
     assert server_url({"VELOLLM_HOST": "'127.0.0.1:9000'"}) == "http://127.0.0.1:9000"
     assert server_url({"VELOLLM_HOST": "127.0.0.1:port"}) == "http://127.0.0.1:8000"  # Ollama: the default port
+
+
+@pytest.mark.parametrize("value, url", [
+    ("gpu-box", "http://gpu-box:8000"),  # no scheme: http, our default port (Ollama's 11434)
+    ("gpu-box:9000", "http://gpu-box:9000"),
+    ("http://gpu-box", "http://gpu-box:80"),  # a scheme without a port: the scheme's port, as Ollama's envconfig.Host
+    ("https://gpu-box", "https://gpu-box:443"),
+    ("https://gpu-box:8443", "https://gpu-box:8443"),
+    ("https://gpu-box/velollm/", "https://gpu-box:443/velollm"),  # a path: the base path, kept
+    ("gpu-box:8000/a/b", "http://gpu-box:8000/a/b"),
+    ("gpu-box:99999", "http://gpu-box:8000"), ("gpu-box:-1", "http://gpu-box:8000"),  # a bad port: the default
+    ("https://gpu-box:x", "https://gpu-box:443"), ("gpu-box:", "http://gpu-box:8000"),
+    (":9000", "http://127.0.0.1:9000"), ("0.0.0.0", "http://127.0.0.1:8000"),  # bind-everywhere: loopback
+    ("::", "http://[::1]:8000"), ("[::]:9", "http://[::1]:9"), ("::1", "http://[::1]:8000"),
+    ("[::1]", "http://[::1]:8000"), (' "gpu-box:1" ', "http://gpu-box:1"), ("", "http://127.0.0.1:8000"),
+])
+def test_velollm_host_read_as_ollama_reads_its_host(value, url):
+    assert server_url({"VELOLLM_HOST": value}) == url
+
+
+def test_a_base_path_prefixes_every_request():
+    from velollm.commands.client import ServerClient
+
+    with ServerClient(server_url({"VELOLLM_HOST": "https://gpu-box/velollm"})) as client:
+        assert str(client.http.build_request("GET", "/api/tags").url) == "https://gpu-box/velollm/api/tags"
 
 
 def test_run_format_json_and_ollamas_other_run_flags(live, tmp_path):
@@ -193,3 +238,93 @@ def test_version_as_ollamas(live, tmp_path):
     for words, usage in ((["help"], "usage: velollm "), (["help", "run"], "usage: velollm run ")):  # cobra's help
         out = velollm(live, tmp_path, *words)
         assert out.returncode == 0 and out.stdout.startswith(usage), out.stdout + out.stderr
+
+
+def test_list_asks_the_server(live, tmp_path):
+    """`list` is the server's /api/tags, as Ollama's is: with $VELOLLM_HOST naming a server, its models, not this
+    machine's store (an empty one here)."""
+    import httpx
+
+    store = tmp_path / "store"
+    store.mkdir()
+    demo = next(m for m in httpx.get(f"{live}/api/tags", timeout=60).json()["models"] if m["name"] == "demo")
+    out = velollm(live, tmp_path, "list", OLLAMA_MODELS=str(store))
+    assert out.returncode == 0 and out.stderr == "", out.stderr  # no log line per request either
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "ID", "SIZE", "MODIFIED"] and "NATIVE" not in header
+    row = next(r for r in rows if r.split()[0] == "demo")
+    assert row.split()[1] == demo["digest"][:12] and f" {human_bytes(demo['size'])} " in row and " ago" in row
+    assert demo["details"]["quantization_level"] in row and "QUANTIZATION" in header  # carried by /api/tags
+    # `ollama ls PREFIX`: the case ignored; nothing matching: the header alone
+    assert [r.split()[0] for r in velollm(live, tmp_path, "ls", "DE").stdout.splitlines()[1:]] == ["demo"]
+    assert velollm(live, tmp_path, "ls", "zzz").stdout == "NAME    ID    SIZE    MODIFIED\n"
+
+
+def test_list_without_a_server(tmp_path, monkeypatch, capsys):
+    from velollm.cli import main
+    from velollm.commands import client
+
+    url = f"http://127.0.0.1:{free_port()}"  # $VELOLLM_HOST names it; nothing answers there
+    out = velollm(url, tmp_path, "list")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == f"Error: could not connect to a VeloLLM server at {url}, run 'velollm serve' to start it\n"
+    # no $VELOLLM_HOST and nothing at the default address: the local store, as before
+    monkeypatch.delenv("VELOLLM_HOST", raising=False)
+    monkeypatch.setattr(client, "DEFAULT_PORT", free_port())
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "store"))
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == f"no models in the Ollama store at {tmp_path / 'store'}\n"
+
+
+def test_list_table_from_tags():
+    import datetime as dt
+
+    from velollm.commands.list_models import server_table
+
+    hour_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=61)).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    models = [{"name": "llama3.2:latest", "digest": "a80c4f17acd5" + "0" * 52, "size": 2019393189,
+               "modified_at": hour_ago, "details": {"family": "llama", "quantization_level": "Q4_K_M"}},
+              {"name": "gpt-oss:120b-cloud", "remote_model": "gpt-oss:120b", "digest": "569662207105" + "1" * 52,
+               "size": 384, "modified_at": "0001-01-01T00:00:00Z", "capabilities": ["completion", "tools"]}]
+    assert server_table(models) == [
+        ("NAME", "ID", "SIZE", "MODIFIED", "QUANTIZATION", "FAMILY", "CAPABILITIES"),
+        ("llama3.2:latest", "a80c4f17acd5", "2.0 GB", "About an hour ago", "Q4_K_M", "llama", ""),
+        ("gpt-oss:120b-cloud", "569662207105", "-", "Never", "", "", "completion,tools")]  # a cloud model: no size
+    assert server_table(models[1:2], "GPT") == [("NAME", "ID", "SIZE", "MODIFIED", "CAPABILITIES"),
+                                                 ("gpt-oss:120b-cloud", "569662207105", "-", "Never", "completion,tools")]
+    assert server_table(models, "x") == [("NAME", "ID", "SIZE", "MODIFIED")]
+
+
+def test_show_verbose_text_is_ollamas():
+    """`ollama show -v` (cmd.go showInfo): Metadata (keys sorted, values as Go prints the decoded JSON: %g numbers,
+    a list cut to what fits in 10 columns) and Tensors (name, type, shape as %v), after Parameters, before
+    License."""
+    from velollm.commands.show import describe
+
+    show = {"details": {"family": "llama", "parameter_size": "197K", "quantization_level": "Q8_0"},
+            "model_info": {"general.architecture": "llama", "llama.context_length": 8192, "general.parameter_count":
+                           8030261248, "llama.rope.freq_base": 500000.0, "llama.attention.layer_norm_rms_epsilon":
+                           1e-05, "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a"], "tokenizer.ggml.add_bos_token":
+                           True, "tokenizer.ggml.token_type": [1, 3, 3], "llama.rope.dimension_sections": None},
+            "tensors": [{"name": "token_embd.weight", "type": "Q8_0", "shape": [64, 960]},
+                        {"name": "output_norm.weight", "type": "F32", "shape": [64]}],
+            "capabilities": ["completion"], "license": "MIT"}
+    assert describe(show, verbose=True) == (
+        "  Model\n    architecture      llama\n    parameters        197K\n    context length    8192\n"
+        "    quantization      Q8_0\n\n"
+        "  Capabilities\n    completion\n\n"
+        "  Metadata\n"
+        "    general.architecture                      llama\n"
+        "    general.parameter_count                   8.030261248e+09\n"
+        "    llama.attention.layer_norm_rms_epsilon    1e-05\n"
+        "    llama.context_length                      8192\n"
+        "    llama.rope.dimension_sections             <nil>\n"
+        "    llama.rope.freq_base                      500000\n"
+        "    tokenizer.ggml.add_bos_token              true\n"
+        "    tokenizer.ggml.token_type                 [1 3 3]\n"
+        "    tokenizer.ggml.tokens                     [<unk> ...+3 more]\n\n"
+        "  Tensors\n"
+        "    token_embd.weight     Q8_0    [64 960]\n"
+        "    output_norm.weight    F32     [64]\n\n"
+        "  License\n    MIT\n\n")
+    assert "Metadata" not in describe(show) and "Tensors" not in describe(show)

@@ -295,3 +295,20 @@ def test_answers_are_word_wrapped_as_ollamas(live, tmp_path):
             _bye(child)
         finally:
             child.close(force=True)
+
+
+def test_no_chat_when_stdout_is_not_a_terminal(live, tmp_path):
+    """`ollama run MODEL > file` at a terminal: quiet, as Ollama's run ("Be quiet if we're redirecting to a pipe or
+    file"): the model loads, nothing is asked, nothing is written, the command ends."""
+    import shlex
+
+    out = tmp_path / "out.txt"
+    command = f"exec {shlex.quote(sys.executable)} -m velollm.cli run demo > {shlex.quote(str(out))}"
+    child = pexpect.spawn("/bin/sh", ["-c", command], cwd=str(REPO), env=cli_env(live, tmp_path), encoding="utf-8",
+                          timeout=120, dimensions=(40, 200), preexec_fn=terminal_signals)
+    try:
+        child.expect(pexpect.EOF)
+        assert PROMPT not in child.before
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0 and out.read_text() == ""

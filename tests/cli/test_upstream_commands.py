@@ -159,7 +159,7 @@ def test_run_shows_thinking_dimmed(proxied, tmp_path):
         on = velollm(proxied, tmp_path, "run", *words)
         assert on.returncode == 0 and "The user says hi." in on.stdout, (words, on.stderr)
     bad = velollm(proxied, tmp_path, "run", "thinker", "--think=sure", "hi")
-    assert bad.returncode == 2 and "invalid think value 'sure'" in bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "invalid think value 'sure'" in bad.stderr
 
 
 def test_optimize_check(tmp_path):

@@ -114,6 +114,9 @@ def test_ollama_client_embed_loads_gguf_on_demand(native: str, expected: np.ndar
     client = ollama.Client(host=native)
     answer = client.embed(model="all-minilm", input=TEXTS)
     assert cosines(np.array(answer.embeddings), expected).min() >= 0.9999  # GGUF of the same weights
+    assert answer.model == "all-minilm"  # as the request spelled it (loaded as all-minilm:latest), as Ollama answers
+    openai_answer = httpx.post(f"{native}/v1/embeddings", json={"model": "all-minilm", "input": "hi"}, timeout=60)
+    assert openai_answer.json()["model"] == "all-minilm", openai_answer.text
     assert answer.prompt_eval_count > len(TEXTS) * 2 and answer.total_duration > 0
     legacy = client.embeddings(model="all-minilm", prompt=TEXTS[0])
     assert cosines(np.array([legacy.embedding]), expected[:1]).min() >= 0.9999

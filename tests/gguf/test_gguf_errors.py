@@ -8,6 +8,7 @@ from collections import namedtuple
 import pytest
 
 from velollm.engine.loader import gguf as gguf_loader
+from velollm.engine.loader import gguf_jobs
 from velollm.engine.loader.resolve import resolve_model
 from velollm.errors import InvalidRequest, ModelLoadError, ModelNotFound, UnsupportedModel
 
@@ -100,7 +101,8 @@ def test_too_big_for_memory_is_unsupported_before_loading(fixtures, monkeypatch)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1024, 1024))
     loaded = []
     real = gguf_loader.map_bytes  # every tensor read goes through it: the config's and the weights' (any path)
-    monkeypatch.setattr(gguf_loader, "map_bytes", lambda f, info: loaded.append(info.name) or real(f, info))
+    for module in (gguf_loader, gguf_jobs):
+        monkeypatch.setattr(module, "map_bytes", lambda f, info: loaded.append(info.name) or real(f, info))
     with pytest.raises(UnsupportedModel, match="only 0.0 GiB is free on cpu"):
         resolve_model(str(fixtures.model("llama", "Q8_0").path), device="cpu")
     assert loaded == ["rope_freqs.weight"]  # read for the config; no weight was dequantized
@@ -126,3 +128,35 @@ def test_cuda_fit_counts_memory_torch_caches_but_no_tensor_holds(fixtures, monke
     gguf_loader.check_memory(model_config, 20 * gib, "gguf", "cuda:0")  # 1 GiB free + 25 GiB cached
     with pytest.raises(UnsupportedModel, match="only 26.0 GiB is free on cuda:0"):
         gguf_loader.check_memory(model_config, 30 * gib, "gguf", "cuda:0")
+
+
+def test_a_load_parses_the_header_once_and_refuses_a_file_changed_since(fixtures, tmp_path, monkeypatch):
+    """gguf_source parses the header (config, tokenizer, tensor table); the weights are read with that tensor table,
+    not a second parse (a 128k-token vocabulary takes 0.2-0.3 s). A file rewritten in between is refused: the config
+    and the table describe the old one."""
+    import os
+    import shutil
+
+    import torch
+
+    from velollm.engine.loader import gguf_file
+
+    path = shutil.copy(fixtures.model("llama", "Q8_0").path, tmp_path / "m.gguf")
+    parses = []
+
+    class Counted(gguf_file._Cursor):
+        def __init__(self, *args, **kwargs):
+            parses.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_file, "_Cursor", Counted)
+    source = resolve_model(str(path), device="cpu", dtype="float32")
+    source.load_tokenizer()
+    parsed = len(parses)
+    weights = dict(source.iter_weights())
+    assert len(parses) == parsed and weights and all(isinstance(t, torch.Tensor) for t in weights.values())
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ModelLoadError, match="m.gguf changed since it was read"):
+        next(source.iter_weights())
+    assert dict(resolve_model(str(path), device="cpu", dtype="float32").iter_weights()).keys() == weights.keys()

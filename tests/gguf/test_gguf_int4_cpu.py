@@ -23,7 +23,7 @@ from velollm.engine.loader.gguf import gguf_source
 from velollm.engine.loader.gguf_file import GGUFFile
 from velollm.engine.loader.gguf_quantized import resident_weight_bytes, resolve_quantization, stays_int4
 from velollm.engine.models.quantized_linear import QuantizedLinear
-from velollm.kernels import gguf_dequant, int4_cpu
+from velollm.kernels import gguf_dequant, int4_cpu, int4_unpack
 from velollm.kernels.int4_cpu import Int4Weight
 
 pytestmark = pytest.mark.skipif(not int4_cpu.available(), reason="this torch has no CPU int4 kernels")
@@ -194,7 +194,10 @@ def test_a_long_prompt_prefills_through_the_dequantized_weights_to_the_same_toke
     prompt, ours, runner = generate(path, "auto", text=LONG_PROMPT)
     assert len(prompt) >= 2 * int4_cpu.PREFILL_ROWS and runner.quantization == "int4"
     largest = max(w.numel() for w in int4_weights(runner.model))
-    assert 0 < scratch_bytes(runner.model) <= 2 * largest  # used, and one bfloat16 matrix at most
+    if int4_unpack.supported():
+        assert 0 < scratch_bytes(runner.model) <= 2 * largest  # used, and one bfloat16 matrix at most
+    else:  # this CPU's torch packs another layout than dequantize_t reads: the kernel prefills at every size
+        assert scratch_bytes(runner.model) == 0
     monkeypatch.setattr(int4_cpu, "PREFILL_ROWS", 1 << 30)
     _, theirs, kernel_runner = generate(path, "auto", text=LONG_PROMPT)
     assert scratch_bytes(kernel_runner.model) == 0

@@ -10,7 +10,7 @@ from tests.llama_cpp_ref import reference_scores
 
 from .tiny_gguf import VARIED_TEXT, gguf_name, hf_model
 
-from velollm.engine.loader.gguf import unpermute_qk
+from velollm.engine.loader.gguf_jobs import unpermute_qk
 from velollm.engine.loader.resolve import resolve_model
 
 ARCHS = ("llama", "qwen2", "qwen3")

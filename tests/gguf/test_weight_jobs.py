@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from velollm.engine.loader import gguf
+from velollm.engine.loader import gguf, gguf_jobs
 from velollm.engine.loader.resolve import resolve_model
 from velollm.engine.loader.weight_jobs import WeightJob, run_jobs
 from velollm.kernels.int4_cpu import Int4Weight
@@ -57,7 +57,7 @@ def test_a_threaded_load_in_row_pieces_is_bit_identical(fixtures, monkeypatch, a
     path = fixtures.kquant(arch, "Q4_K_M")
     config = resolve_model(str(path), dtype="float32").config
     serial = _load(path, config, 1)
-    monkeypatch.setattr(gguf, "PIECE_ELEMENTS", 1000)  # every matrix in pieces of a few rows, the last one short
+    monkeypatch.setattr(gguf_jobs, "PIECE_ELEMENTS", 1000)  # every matrix in pieces of a few rows, the last one short
     threaded = _load(path, config, 2)
     assert [name for name, _ in threaded] == [name for name, _ in serial]
     reference = _reference_tensors(path, config)
@@ -75,7 +75,7 @@ def test_a_threaded_int4_load_is_identical(fixtures, monkeypatch):
     path = fixtures.kquant("llama", "Q4_K_M")
     config = resolve_model(str(path), dtype="bfloat16").config
     serial = _load(path, config, 1, int4=True)
-    monkeypatch.setattr(gguf, "PIECE_ELEMENTS", 1000)
+    monkeypatch.setattr(gguf_jobs, "PIECE_ELEMENTS", 1000)
     threaded = _load(path, config, 2, int4=True)
     assert any(isinstance(w, Int4Weight) for _, w in threaded)
     for (name, ours), (_, theirs) in zip(threaded, serial, strict=True):
@@ -99,7 +99,7 @@ def test_a_threaded_load_leaves_the_warnings_filters_alone(fixtures, monkeypatch
             pytest.skip("no CPU int4 kernels in this torch")
     path = fixtures.kquant("llama", "Q4_K_M")
     config = resolve_model(str(path), dtype="bfloat16" if int4 else "float32").config
-    monkeypatch.setattr(gguf, "PIECE_ELEMENTS", piece_elements)
+    monkeypatch.setattr(gguf_jobs, "PIECE_ELEMENTS", piece_elements)
     entered: set[str] = set()
     real = warnings.catch_warnings
 

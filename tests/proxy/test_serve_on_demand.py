@@ -146,6 +146,29 @@ def test_show_and_model_card_do_not_load_and_listing_is_unique(native):
     assert r.status_code == 404
 
 
+def test_answers_name_the_model_as_the_request_spelled_it(native):
+    """Ollama answers `model: req.Model` on every route, /v1 included: a store model loaded on demand under its
+    canonical "tiny-a:latest" is "tiny-a" (or "Tiny-A") in the answer, whole and streamed."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="x", max_retries=0, timeout=60)
+    for name in ("tiny-a", "Tiny-A"):
+        assert client.chat.completions.create(model=name, messages=USER, max_tokens=2).model == name
+        chunks = list(client.chat.completions.create(model=name, messages=USER, max_tokens=2, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert len(chunks) > 2 and {c.model for c in chunks} == {name}
+        assert client.completions.create(model=name, prompt="once", max_tokens=2).model == name
+        chunks = list(client.completions.create(model=name, prompt="once", max_tokens=2, stream=True,
+                                                stream_options={"include_usage": True}))
+        assert len(chunks) > 1 and {c.model for c in chunks} == {name}
+        response = httpx.post(f"{native}/v1/responses", json={"model": name, "input": "hi", "max_output_tokens": 16},
+                              timeout=60)
+        assert response.status_code == 200 and response.json()["model"] == name, response.text
+        assert generate(native, name)["model"] == name
+        chat = httpx.post(f"{native}/api/chat", json={"model": name, "messages": USER, **RAW}, timeout=60).json()
+        assert chat["model"] == name
+
+
 # --- a second VeloLLM in front of the first ----------------------------------------------------
 
 

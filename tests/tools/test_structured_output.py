@@ -299,3 +299,13 @@ def test_compiled_grammars_are_bounded_in_bytes(byte_bpe: Tokenizer) -> None:
     assert 1 <= manager.num_cached < 30 and manager.num_cached_bytes <= 3 * one
     assert manager.num_cached_bytes == sum(c.grammar.memory_size_bytes for c in compiled[-manager.num_cached:])
     assert manager.compile(specs[-1]) is compiled[-1] and manager.compile(specs[0]) is not compiled[0]
+
+
+def test_more_threads_than_cores_start_without_xgrammars_warning(byte_bpe: Tokenizer, capfd) -> None:
+    """The batch mask filler takes at most the cores there are: xgrammar would use no more, and wrote a warning
+    on stderr at every server start on a machine with fewer than 4 cores."""
+    import os
+
+    capfd.readouterr()
+    StructuredOutputManager(byte_bpe, byte_bpe.vocab_size + PAD, max_threads=(os.cpu_count() or 1) + 4)
+    assert "larger than the number of hardware threads" not in capfd.readouterr().err

@@ -32,12 +32,13 @@ async def _embed(request: Request, state: AppState, call: Call) -> Response:
     protocol = protocol_openai if is_openai_path(path) else protocol_ollama
     if path != "/v1/embeddings" and is_unload(body.get("keep_alive")) and not _PARSERS[path](body).num_inputs:
         return await _unload(request, state, call, body)
-    target = await route(request, state, call, protocol.model_of(body), body.get("keep_alive"))
+    name = protocol.model_of(body)  # answered as the request spelled it, as Ollama answers (req.Model)
+    target = await route(request, state, call, name, body.get("keep_alive"))
     served = await forward_or_local(request, state, call, target, body) \
         if isinstance(target, UpstreamTarget) else target.model
     if not isinstance(served, ServedModel):
         return served  # the upstream's answer
-    engine, name = served.engine, served.name
+    engine = served.engine
     if not getattr(engine, "is_embedding", False):
         raise InvalidRequest(f'"{name}" does not support embeddings', param="model")
     t_loaded = time.perf_counter()
@@ -62,7 +63,7 @@ async def _unload(request: Request, state: AppState, call: Call, body: dict[str,
     await state.models.unload(target.model)
     if request.url.path == "/api/embeddings":
         return JSONResponse({"embedding": []})
-    return JSONResponse({"model": target.model.name, "embeddings": []})
+    return JSONResponse({"model": call.model, "embeddings": []})
 
 
 async def _vectors(engine: Any, req: embedding_request.EmbedRequest, raw: bool) -> tuple[Any, int]:

@@ -84,7 +84,8 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     calls = [EngineCall(prompt_ids, engine_params(params, max_tokens, i, stream=req.stream.stream))
              for i in range(params.n)]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    fmt = ChatFormatter(request_id, served.name, int(time.time()), tokenizer, req.top_logprobs,
+    # the name as the request spelled it (Ollama echoes req.Model): an on-demand "m" answers "m", not "m:latest"
+    fmt = ChatFormatter(request_id, req.model, int(time.time()), tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs, reasoning=thinking is not None,
                         legacy_functions=req.legacy_functions)

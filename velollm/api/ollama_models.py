@@ -17,11 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm import __version__
+from velollm.api.fields import Fields
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.virtual_model import ollama_tag, with_virtual
+from velollm.errors import VeloLLMError
 from velollm.reasoning import ThinkingTemplate
 from velollm.wire.go_format import go_syntax, go_value
 from velollm.wire.names import name_key
@@ -233,12 +235,31 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
         return await forward(request, state, call, target, body)
     served = target.model
     info = _info(served)
+    facts, tensors = await _file_facts(served) if Fields(body).bool("verbose", False) else ({}, [])
     return JSONResponse({
         "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
-        "model_info": model_info(served), "capabilities": capabilities(served), "modified_at": _modified(served),
-        "tensors": [], **({"messages": list(info.default_messages)} if info.default_messages else {}),
+        "model_info": {**model_info(served), **facts}, "capabilities": capabilities(served),
+        "modified_at": _modified(served), "tensors": tensors,
+        **({"messages": list(info.default_messages)} if info.default_messages else {}),
     })
+
+
+async def _file_facts(served: ServedModel) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`verbose`: the model file's metadata (every key, arrays whole) over model_info, and its tensor table; a file
+    that cannot be read now (moved since the load) leaves the answer as without `verbose`."""
+    from pathlib import Path
+
+    from velollm.api.model_file_facts import file_facts
+
+    path = getattr(served.engine.source, "path", None) or _info(served).path  # an embedding source: its info's
+    if not path:
+        return {}, []
+    try:
+        return await asyncio.to_thread(file_facts, Path(path))
+    except (OSError, ValueError, VeloLLMError) as exc:
+        logger.warning("show %s: the model file's metadata is unreadable: %s", served.name, exc)
+        return {}, []
 
 
 @endpoint("/api/ps")

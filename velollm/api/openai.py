@@ -158,7 +158,7 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     if req.echo:
         echo_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in req.prompts]
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    fmt = CompletionFormatter(request_id, served.name, int(time.time()), tokenizer, req.params.logprobs or 0,
+    fmt = CompletionFormatter(request_id, req.model, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
                               want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n)
     gen = GenerationStream(engine, calls, request_id)

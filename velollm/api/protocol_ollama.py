@@ -159,18 +159,26 @@ def _model(f: Fields) -> str:
     return model
 
 
-def _common(f: Fields) -> dict[str, Any]:
-    model = _model(f)
-    logprobs = f.bool("logprobs", False)
+def _bound(f: Fields) -> dict[str, Any]:
+    """The fields Ollama's JSON binding (ShouldBindJSON) checks before its handler looks at the request: each
+    one's type, keep_alive's duration, think's value; `truncate` is read for context_overflow (`_common`)."""
     return {
-        "model": model, "stream": f.bool("stream", True), "options": _options(f),
-        "format": parse_format(f.raw("format")), "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
-        "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": logprobs,
+        "model": _model(f), "stream": f.bool("stream", True), "options": _options(f),
+        "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
+        "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": f.bool("logprobs", False),
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
         "debug_render_only": f.bool("_debug_render_only", False),
-        "num_keep": _num_keep(f),
         "shift": f.bool("shift", True),
+        "truncate": f.bool("truncate", True),
     }
+
+
+def _common(f: Fields, bound: dict[str, Any]) -> dict[str, Any]:
+    """The fields generate and chat share: `bound`'s, then what Ollama checks later (format, options.num_keep,
+    the context overflow mode)."""
+    common = {k: v for k, v in bound.items() if k != "truncate"}
+    return {**common, "format": parse_format(f.raw("format")), "num_keep": _num_keep(f),
+            "context_overflow": _overflow(common["options"], bound["truncate"])}
 
 
 def _num_keep(f: Fields) -> int:
@@ -191,30 +199,33 @@ def _no_images(images: Any, model: str, param: str) -> None:
 
 
 def parse_generate_request(body: Any) -> GenerateRequest:
-    """The request, checked as Ollama's GenerateHandler does, the raw-mode 400 first. Its `template` is parsed
-    where it renders (in a thread, ollama_template.render): a parse takes about 1 s per MB."""
+    """The request, checked in Ollama's GenerateHandler order: the JSON binding's errors first (a field of the
+    wrong type, context's ids), then the raw-mode 400, then the rest. Its `template` is parsed where it renders
+    (in a thread, ollama_template.render): a parse takes about 1 s per MB."""
     f = Fields(body)
     raw = f.bool("raw", False)
     context = f.list("context", None)
     if context is not None and not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
-        raise f.bad("context", "must be an array of token ids")  # Ollama's JSON binding ([]int) comes first
+        raise f.bad("context", "must be an array of token ids")  # Ollama's JSON binding ([]int)
     template = f.str("template", None)
     system = f.str("system", None)
+    prompt, suffix, images = f.str("prompt", ""), f.str("suffix", ""), f.list("images", None)
+    bound = _bound(f)
     if raw and (template or system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
     if template and len(template) > MAX_TEMPLATE_CHARS:
         raise InvalidRequest(f"template is {len(template)} characters, over VeloLLM's cap of {MAX_TEMPLATE_CHARS} "
                              "(1 MiB; a model's template is a few KiB)", param="template")
-    common = _common(f)
-    _no_images(f.list("images", None), common["model"], "images")
-    return GenerateRequest(prompt=f.str("prompt", ""), suffix=f.str("suffix", ""), system=system, template=template,
-                           context=context, raw=raw, context_overflow=_overflow(f, common), **common)
+    common = _common(f, bound)
+    _no_images(images, common["model"], "images")
+    return GenerateRequest(prompt=prompt, suffix=suffix, system=system, template=template, context=context, raw=raw,
+                           **common)
 
 
-def _overflow(f: Fields, common: dict[str, Any]) -> str | None:
+def _overflow(options: dict[str, Any], truncate: bool) -> str | None:
     """options.context_overflow; Ollama's `truncate: false` is the error mode."""
-    overflow = parse_overflow(common["options"].get("context_overflow"), "options.context_overflow")
-    if overflow is None and f.has("truncate") and not f.bool("truncate"):
+    overflow = parse_overflow(options.get("context_overflow"), "options.context_overflow")
+    if overflow is None and not truncate:
         overflow = "error"  # Ollama's `truncate: false`: an error instead of a shorter history
     return overflow
 
@@ -260,11 +271,11 @@ def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def parse_chat_request(body: Any) -> ChatRequest:
     f = Fields(body)
-    common = _common(f)
+    common = _common(f, _bound(f))
     messages = _collate([_chat_message(m, i, common["model"]) for i, m in enumerate(f.list("messages", []))])
     tools = f.list("tools", None) or None
     if tools:
         from velollm.tools.tool_schema import tool_specs
 
         tool_specs(tools)  # 400 on a malformed tool, before the model is touched
-    return ChatRequest(messages=messages, tools=tools, context_overflow=_overflow(f, common), **common)
+    return ChatRequest(messages=messages, tools=tools, **common)

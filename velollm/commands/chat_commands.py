@@ -1,5 +1,6 @@
 """Ollama's slash commands in `velollm run`, with its words (cmd/interactive.go): /set, /show, /load,
-/save, /clear, /?, /bye."""
+/save, /clear, /?, /bye. As there, the usage texts (/?, a bare /set or /show...) and /show info go to stderr,
+the other answers to stdout."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ HELP = """Available Commands:
 
 Use \"\"\" to begin a multi-line message.
 """
+
+IMAGES_HELP = "Use /path/to/file to include .jpg, .png, or .webp images.\n"  # for a model that sees images
 
 SET_HELP = """Available Commands:
   /set parameter ...     Set a parameter
@@ -105,12 +108,26 @@ def run_command(session: ChatSession, line: str) -> bool:
 
 def _help(session: ChatSession, line: str, args: list[str]) -> None:
     if not args:
-        session.say(HELP + "\n")
+        images = "vision" in (session.show.get("capabilities") or [])
+        session.usage(HELP + (IMAGES_HELP if images else "") + "\n")
         return
     topic = {"set": SET_HELP, "show": SHOW_HELP, "shortcut": SHORTCUTS_HELP, "shortcuts": SHORTCUTS_HELP}
     text = topic.get(args[0].lstrip("/"))
     if text:
-        session.say(text + "\n")
+        session.usage(text + "\n")
+
+
+def _list(session: ChatSession, line: str, args: list[str]) -> None:
+    """`/list [PREFIX]`: `velollm list`'s table of the server's models (Ollama's interactive mode has it, unlisted)."""
+    from velollm.commands.list_models import server_table
+    from velollm.commands.text_table import text_table
+
+    try:
+        models = session.client.get("/api/tags").get("models") or []
+    except ServerError as exc:
+        session.usage(f"Error: {exc}\n")
+        return
+    session.say("\n".join(text_table(server_table(models, args[0] if args else ""))) + "\n")
 
 
 def _clear(session: ChatSession, line: str, args: list[str]) -> None:
@@ -144,7 +161,7 @@ def _save(session: ChatSession, line: str, args: list[str]) -> None:
 
 def _set(session: ChatSession, line: str, args: list[str]) -> None:
     if not args:
-        session.say(SET_HELP + "\n")
+        session.usage(SET_HELP + "\n")
         return
     what = args[0]
     if what == "parameter":
@@ -198,7 +215,7 @@ def _words(text: str) -> list[str]:
 
 def _set_parameter(session: ChatSession, parts: list[str]) -> None:
     if len(parts) < 2:
-        session.say(PARAMETERS_HELP + "\n")
+        session.usage(PARAMETERS_HELP + "\n")
         return
     name, values = parts[0], parts[1:]
     try:
@@ -212,7 +229,7 @@ def _set_parameter(session: ChatSession, parts: list[str]) -> None:
 def _set_system(session: ChatSession, text: str) -> None:
     text = text.strip()
     if not text:
-        session.say(SET_HELP + "\n")
+        session.usage(SET_HELP + "\n")
         return
     if text.startswith('"""'):  # a block, on this line or up to a closing line (Ollama's MultilineSystem)
         if session.read_line is None and not (len(text) >= 6 and text.endswith('"""')):
@@ -225,11 +242,11 @@ def _set_system(session: ChatSession, text: str) -> None:
 
 def _show(session: ChatSession, line: str, args: list[str]) -> None:
     if not args:
-        session.say(SHOW_HELP + "\n")
+        session.usage(SHOW_HELP + "\n")
         return
     what, show = args[0], session.show
-    if what == "info":
-        session.say(describe(show))
+    if what == "info":  # on stderr too: Ollama's showInfo(resp, false, os.Stderr)
+        session.usage(describe(show))
     elif what == "parameters":
         lines = (show.get("parameters") or "").splitlines()
         session.say("Model defined parameters:\n" + ("".join(f"  {p}\n" for p in lines) if lines else
@@ -261,5 +278,5 @@ def _go_value(value: object) -> str:
     return go_value(value)
 
 
-_COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/load": _load, "/save": _save, "/set": _set,
-             "/show": _show}
+_COMMANDS = {"/?": _help, "/help": _help, "/clear": _clear, "/list": _list, "/load": _load, "/save": _save,
+             "/set": _set, "/show": _show}

@@ -18,7 +18,9 @@ class AnswerWriter:
         self.out = out
         self.color = color
         self.show_thinking = show_thinking  # False: `--hidethinking`, the thinking is kept but not written
-        self.end = "\n"  # after the answer; "\n\n" in a chat: Ollama leaves a blank line before the next prompt
+        # after the answer: Ollama's two Println, in a chat (a blank line before the next prompt) as after a one-shot
+        # answer (cmd.go generate(): `if opts.Prompt != "" { fmt.Println(); fmt.Println() }`)
+        self.end = "\n\n"
         # Ollama's word wrap (on unless --nowordwrap or /set nowordwrap): a word that would end past the
         # terminal's width less 5 moves to the next line; only on a terminal at least 10 columns wide
         self.word_wrap = word_wrap
@@ -45,11 +47,11 @@ class AnswerWriter:
             if message.get("content"):
                 if in_thinking:
                     in_thinking = False
-                    self._emit((RESET if self.color else "") + "\n...done thinking.\n\n")
+                    self._emit((RESET if self.color else "") + _line_end(thinking) + "...done thinking.\n\n")
                 content.append(message["content"])
                 self._display(message["content"])
-        if in_thinking:
-            self._emit((RESET if self.color else "") + "\n...done thinking.\n")
+        if in_thinking:  # only thinking (num_predict ran out): Ollama never closes it, its two newlines end it
+            self._emit(RESET if self.color else "")
         self._emit(self.end)
         return "".join(content), "".join(thinking), last
 
@@ -108,6 +110,12 @@ class AnswerWriter:
             return os.get_terminal_size(self.out.fileno()).columns if self.out.isatty() else 0
         except (AttributeError, OSError, ValueError):
             return 0
+
+
+def _line_end(thinking: list[str]) -> str:
+    """The newline that ends the thinking before "...done thinking.", unless the thinking ended its line itself
+    (Ollama: `if !strings.HasSuffix(thinkingContent.String(), "\n") { fmt.Println() }`)."""
+    return "" if thinking and thinking[-1].endswith("\n") else "\n"
 
 
 def go_duration(ns: int) -> str:

@@ -54,9 +54,12 @@ class ChatSession:
         """A slash command, unless a vision model is asked about an image whose path starts the line (Ollama's
         check in cmd/interactive.go, here after the command names: `/set system ... /x.png` stays a command)."""
         line = line.strip()
-        if not line.startswith("/") or known(line.split()[0]):
-            return line.startswith("/")
-        return not ("vision" in (self.show.get("capabilities") or []) and names_image(line))
+        if not line.startswith("/"):
+            return False
+        if known(line.split()[0]):
+            return True
+        asks_about_an_image = "vision" in (self.show.get("capabilities") or []) and names_image(line)
+        return not asks_about_an_image
 
     def ask(self, text: str) -> str:
         """Send `text` as the next user message and stream the answer; the exchange joins the history."""
@@ -118,10 +121,14 @@ class ChatSession:
         self.out.write(text)
         self.out.flush()
 
+    def usage(self, text: str) -> None:
+        """A usage text (/?, a bare /set...) or an error: on stderr, where Ollama's interactive mode writes them."""
+        self.err.write(text)
+        self.err.flush()
+
 
 def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
     session.read_line = read_line  # for commands that read on (`/set system """...`)
-    session.writer.end = "\n\n"
     for message in session.show.get("messages") or []:  # the model's MESSAGE history, shown as Ollama's run does
         if message.get("role") == "user":
             session.out.write(f">>> {message.get('content', '')}\n")
@@ -147,5 +154,8 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
             session.ask(line)
         except KeyboardInterrupt:  # stops the answer; closing the stream makes the server abort it
             session.out.write("\n")
-        except ServerError as exc:
-            session.out.write(f"Error: {exc}\n")
+        except ServerError as exc:  # Ollama's words and streams: a think refusal on stdout, other errors on stderr
+            if "does not support thinking" in str(exc) or "invalid think value" in str(exc):
+                session.say(f"error: {exc}\n")
+            else:  # (Ollama's session ends there; this one goes on)
+                session.usage(f"Error: {exc}\n")

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-DEFAULT_HOST = "http://127.0.0.1:8000"
+from velollm.wire.ollama_host import parse_host
+
+DEFAULT_PORT = 8000
+DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 class ServerError(Exception):
@@ -19,22 +21,10 @@ class ServerError(Exception):
 
 
 def server_url(env: Mapping[str, str]) -> str:
-    """$VELOLLM_HOST as a base URL: `host`, `host:port`, `http(s)://host[:port]`; port 8000 when absent."""
-    value = (env.get("VELOLLM_HOST") or "").strip().strip("'\"").strip().rstrip("/")  # quotes: as Ollama trims
-    if not value:
-        return DEFAULT_HOST
-    if "://" not in value:
-        value = f"http://{value}"
-    parts = urlsplit(value)
-    host = parts.hostname or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"  # a bind-everywhere address: connect to loopback
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port or 8000
-    except ValueError:  # not a port number: the default, as Ollama's envconfig.Host falls back
-        port = 8000
-    return f"{parts.scheme}://{host}:{port}{parts.path}"
+    """$VELOLLM_HOST as a base URL, read as Ollama reads $OLLAMA_HOST (envconfig.Host) with our port 8000 for its
+    11434: `host[:port]`, `http://host` (port 80), `https://host` (443), a path after the host kept as the base
+    path, a bad port: 8000."""
+    return parse_host(env.get("VELOLLM_HOST"), DEFAULT_PORT)
 
 
 @dataclass(frozen=True)
@@ -157,14 +147,19 @@ def _message(response: Any) -> str:
     return str(error or response.text.strip() or f"HTTP {response.status_code} {response.reason_phrase}".strip())
 
 
+def quiet_http_log() -> None:
+    """No httpx INFO line per request on a command's stderr: one line per request is the server's to log."""
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def server_command(body: Callable[[argparse.Namespace, ServerClient], int]) -> Callable[[argparse.Namespace], int]:
     """A subcommand's run(): a client for $VELOLLM_HOST (and $VELOLLM_API_KEY) around `body`, and every
     ServerError printed as Ollama's CLI prints an error (`Error: ...`) with exit status 1."""
 
     def run(args: argparse.Namespace) -> int:
-        import logging
-
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server's to log
+        quiet_http_log()
         env = os.environ
         try:
             with ServerClient(server_url(env), api_key=env.get("VELOLLM_API_KEY")) as client:

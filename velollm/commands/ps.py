@@ -16,12 +16,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def human_bytes(n: int) -> str:
-    """Ollama's format.HumanBytes: decimal units, "4.7 GB"."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".0 ", " ")
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+    """Ollama's format.HumanBytes: decimal units; from 10 up the whole number cut ("13 GB", "134 MB"), below it
+    one decimal unless whole ("4.7 GB", "2.0 GB" for 2.02 GB, "2 MB" for exactly 2 MB)."""
+    if n < 1000:
+        return f"{n} B"
+    for limit, unit in ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "KB")):
+        if n >= limit:
+            value = n / limit
+            return f"{int(value)} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def processor(size: int, size_vram: int) -> str:

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="ask a thinking model to think, or not (--think=false), or how much (--think=high); "
                              "default: when the model can")
     parser.add_argument("--no-think", dest="think", action="store_const", const=False, help="--think=false")
-    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
                         help="a model option for every request, as /set parameter sets it (e.g. num_predict=64)")
     parser.add_argument("--keepalive", default=None, help="how long the model stays loaded (e.g. 10m)")
     parser.add_argument("--format", choices=["json"], default=None, help="response format (as /set format json)")
@@ -37,6 +37,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_engine_arguments(parser.add_argument_group(
         "engine (when no server answers and the model runs in this process; a server keeps its own)"))
     parser.set_defaults(run=run, words="prompt")  # words after the options are the prompt's too
+
+
+def _name_value(text: str) -> str:
+    """An --option word: NAME=VALUE, refused as a usage error otherwise."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"takes NAME=VALUE, not {text!r}")
+    return text
 
 
 def normalize_argv(args: list[str]) -> list[str]:
@@ -154,9 +161,6 @@ def run(args: argparse.Namespace) -> int:
     # a script's) adds nothing; Ollama's join would start the prompt with a space
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     prompt = " ".join(([piped] if piped else []) + args.prompt)
-    if any("=" not in o for o in args.option):
-        print("Error: --option takes NAME=VALUE", file=sys.stderr)
-        return 2
     options = {k: parse_value(v) for k, _, v in (o.partition("=") for o in args.option)}
     local = None
     try:
@@ -172,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
             if args.keepalive is not None:
                 session.keep_alive = args.keepalive
             _load(session, sys.stderr)
-            if prompt or not sys.stdin.isatty():
+            # no chat without a terminal on both ends: with stdout sent to a file or a pipe, Ollama's run is quiet
+            # (it loads the model and answers the prompt, if any, and no more)
+            if prompt or not sys.stdin.isatty() or not sys.stdout.isatty():
                 if prompt:
                     session.ask(prompt)
                 return 0

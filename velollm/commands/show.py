@@ -9,8 +9,10 @@ from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
 from velollm.commands.text_table import PADDING, text_table
+from velollm.wire.go_format import go_value
 
 _PARTS = ("license", "modelfile", "parameters", "system", "template")
+_ARRAY_WIDTH = 10  # Ollama's showInfo: a list shows the items that fit in 10 columns
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model")
     for part in _PARTS:
         parser.add_argument(f"--{part}", action="store_true", help=f"print only the {part}")
-    parser.add_argument("--verbose", "-v", action="store_true", help="every model_info key")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="the model's metadata and tensors too (name, type, shape)")
     parser.add_argument("--json", action="store_true", help="the /api/show answer as JSON")
     parser.set_defaults(run=server_command(run))
 
@@ -57,19 +60,53 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
-    """`ollama show`'s text (cmd.go showInfo): "  Model", "  Capabilities", "  Parameters", "  System",
-    "  License" (and with `verbose` "  Metadata"), rows indented by four and columns four apart."""
+    """`ollama show`'s text (cmd.go showInfo): "  Model", "  Capabilities", "  Parameters", with `verbose`
+    "  Metadata" and "  Tensors", then "  System" and "  License", rows indented by four and columns four apart."""
     params = [tuple(line.split(None, 1)) for line in (show.get("parameters") or "").splitlines() if line.strip()]
     parts = [_section("Model", model_section(show)),
              _section("Capabilities", [(c,) for c in show.get("capabilities") or []]),
              _section("Parameters", [(p[0], p[1] if len(p) > 1 else "") for p in params])]
+    if verbose:
+        info = sorted((show.get("model_info") or {}).items())
+        parts.append(_section("Metadata", [(k, metadata_value(v)) for k, v in info]))
+        parts.append(_section("Tensors", [(str(t.get("name", "")), str(t.get("type", "")),
+                                           "[" + " ".join(str(n) for n in t.get("shape") or []) + "]")
+                                          for t in show.get("tensors") or []]))
     for title in ("system", "license"):
         if show.get(title):
             parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]]))
-    if verbose:
-        info = sorted((show.get("model_info") or {}).items())
-        parts.append(_section("Metadata", [(k, json.dumps(v)) for k, v in info]))
     return "".join(parts)
+
+
+def metadata_value(value: Any) -> str:
+    """A model_info value as Ollama's showInfo prints it (Go, the JSON decoded into `any`): a number as %g, a bool
+    as true/false, a string as it is, a list as %v with the items that fit in 10 columns and "...+N more]" (a
+    vocabulary is "[<unk> <s> ...+31998 more]"), null as <nil>."""
+    if isinstance(value, list):
+        from rich.cells import cell_len  # go-runewidth's StringWidth
+
+        shown, width = 0, 1  # the opening bracket
+        for i, item in enumerate(value):
+            cells = cell_len(_go(item)) + (2 if i else 0)
+            if width + cells > _ARRAY_WIDTH and i:
+                break
+            width, shown = width + cells, shown + 1
+        items = " ".join(_go(v) for v in value[:shown])
+        return f"[{items} ...+{len(value) - shown} more]" if shown < len(value) else f"[{items}]"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    return _go(value)
+
+
+def _go(value: Any) -> str:
+    """%v of one decoded JSON value (every number a float64)."""
+    if isinstance(value, list):
+        return "[" + " ".join(_go(v) for v in value) + "]"
+    if value is None:
+        return "<nil>"
+    return go_value(value)
 
 
 def _section(title: str, rows: list[tuple[str, ...]]) -> str:

@@ -116,10 +116,12 @@ class AsyncEngine:
             # Compile (cached) off the engine thread, so a new schema never stalls the batch.
             manager = await asyncio.to_thread(lambda: self.engine.structured_output)
             budget = self.engine.limits.output_budget(len(prompt_token_ids), params)
-            if not manager.is_compiled(params.structured_output, budget):
+            scheduler = self.engine.scheduler
+            if not (scheduler.waiting or scheduler.running or manager.is_compiled(params.structured_output, budget)):
                 # A grammar seen for the first time can take seconds (xgrammar's compile grows with the schemas:
                 # about 50 ms per tool of 20 fields): an idle engine computes the prompt's blocks into the prefix
                 # cache meanwhile, so the request starts from them (time to first token: the longer of the two).
+                # A busy one would run it only once idle again, after the request: nothing is queued then.
                 self.prefill(prompt_token_ids)
             await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex

@@ -17,14 +17,20 @@ def now_rfc3339() -> str:
     return rfc3339(dt.datetime.now(dt.timezone.utc))
 
 
+def iso_text(text: str) -> str:
+    """An RFC 3339 time as datetime.fromisoformat reads it: Go writes 9 fractional digits and `Z`, Python
+    reads 6 and an offset."""
+    value = text.replace("Z", "+00:00")
+    head, dot, rest = value.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        value = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    return value
+
+
 def unix_seconds(text: Any) -> int:
-    """An RFC 3339 time (Go writes 9 fractional digits, Python reads 6) -> unix seconds; now when unreadable."""
+    """An RFC 3339 time -> unix seconds; now when unreadable."""
     try:
-        value = str(text).replace("Z", "+00:00")
-        head, dot, rest = value.partition(".")
-        if dot:
-            digits = len(rest) - len(rest.lstrip("0123456789"))
-            value = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
-        return int(dt.datetime.fromisoformat(value).timestamp())
+        return int(dt.datetime.fromisoformat(iso_text(str(text))).timestamp())
     except ValueError:
         return int(time.time())

@@ -3,13 +3,11 @@
 Weights are either kept quantized (planes of the file's blocks, computed in place by the quantized
 kernels: gguf_quantized.py says when) or dequantized at load (velollm.kernels.gguf_dequant, `gguf.quants`
 for other types).
-llama.cpp's converter permutes the Q/K rows of `llama` models for its interleaved rope; the
-permutation is undone here so every tensor equals what Hugging Face's LlamaForCausalLM holds.
+What computes each tensor (and undoes the Q/K row permutation of llama.cpp's converter): gguf_jobs.py.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections import Counter
@@ -22,20 +20,12 @@ import torch
 
 from velollm.config import ModelConfig, RopeScaling
 from velollm.engine.loader.chunk_pool import default_workers
-from velollm.engine.loader.gguf_file import FLOAT_TYPES, GGUFFile, TensorInfo
-from velollm.engine.loader.gguf_quantized import (
-    int4_tensor,
-    map_bytes,
-    quantized_tensor,
-    resident_weight_bytes,
-    resolve_quantization,
-    stays_int4,
-    stays_quantized,
-)
+from velollm.engine.loader.gguf_file import GGUFFile, TensorInfo, TensorTable
+from velollm.engine.loader.gguf_jobs import dequantize_bytes, weight_jobs
+from velollm.engine.loader.gguf_quantized import map_bytes, resident_weight_bytes, resolve_quantization
 from velollm.engine.loader.source import TORCH_DTYPES, ModelInfo, ModelSource, cuda_free_bytes, default_device
-from velollm.engine.loader.weight_jobs import PIECE_ELEMENTS, WeightJob, run_jobs
+from velollm.engine.loader.weight_jobs import run_jobs
 from velollm.errors import UnsupportedModel
-from velollm.kernels import gguf_dequant
 from velollm.kernels.gguf_planes import QuantizedWeight
 from velollm.kernels.int4_cpu import Int4Weight
 
@@ -230,113 +220,32 @@ def check_memory(config: ModelConfig, weight_bytes: int, quantization: str, devi
         )
 
 
-FLOAT_VIEWS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}  # the bytes as they are
-
-
 def _dequantize(f: GGUFFile, info: TensorInfo, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """float32 (or the file's float type) tensor of `info`, in torch (rows, cols) order. The types
     with a torch dequantizer come out in `dtype` directly (no float32 copy of the whole tensor)."""
-    return _dequantize_bytes(map_bytes(f, info), info, dtype)
-
-
-def _dequantize_bytes(raw: torch.Tensor, info: TensorInfo, dtype: torch.dtype) -> torch.Tensor:
-    """_dequantize of the tensor's bytes (map_bytes): no warnings filter touched, so a load's worker may run it."""
-    kind = info.type_name
-    if kind in FLOAT_VIEWS:
-        t = raw.view(FLOAT_VIEWS[kind])
-    elif kind in gguf_dequant.SUPPORTED_TYPES:
-        t = gguf_dequant.dequantize(raw, kind, info.shape, dtype)
-    else:
-        import gguf
-
-        data = raw.numpy()
-        rows = data.reshape(-1, data.size // max(1, info.num_elements // info.shape[-1]))
-        t = torch.from_numpy(gguf.quants.dequantize(rows, gguf.GGMLQuantizationType[kind]))
-    return t.reshape(info.shape)
-
-
-def unpermute_qk(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Undo convert_hf_to_gguf.py's `permute` (rows [h, 2, d/2] -> [h, d/2, 2]) for Q/K weights/biases."""
-    rest = t.shape[1:]
-    return t.reshape(num_heads, t.shape[0] // num_heads // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
+    return dequantize_bytes(map_bytes(f, info), info, dtype)
 
 
 def iter_weights(path: Path, config: ModelConfig, quantized_device: str | None = None, int4: bool = False,
-                 workers: int | None = None) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
+                 workers: int | None = None, table: TensorTable | None = None,
+                 ) -> Iterator[tuple[str, torch.Tensor | QuantizedWeight | Int4Weight]]:
     """Yield (hf_name, tensor) for every tensor of the GGUF file, dequantized into config.dtype; with
     `quantized_device`, the quantized matrices come as QuantizedWeight planes already on that device;
     with `int4`, the 4-bit matrices come as Int4Weight (CPU).
     On the CPU the tensors are computed on `workers` threads (default: chunk_pool.default_workers(); weight_jobs.py),
     in the file's order; the planes copied to a device, one after another.
-    The file was validated by gguf_source (read_config), so it is not checked again here."""
+    The file was validated by gguf_source (read_config), so it is not checked again here; with `table` (that parse's
+    tensor table) its header is not parsed again either."""
     target = TORCH_DTYPES[config.dtype]
-    with GGUFFile(path) as f:
+    with GGUFFile(path, table) as f:
         infos = [t for t in f.tensors.values() if t.name not in _SKIPPED]
         quantization = "gguf" if quantized_device else "int4" if int4 else "none"
         total = resident_weight_bytes(infos, quantization, target.itemsize)
         logger.info("loading %s: %d tensors, %.2f GiB of weights (%s)", path.name, len(infos), total / 2**30,
                     {"gguf": "kept quantized", "int4": "CPU int4"}.get(quantization, config.dtype))
-        jobs = (job for info in infos for job in _weight_jobs(f, info, config, target, quantized_device, int4))
+        jobs = (job for info in infos
+                for job in weight_jobs(f, info, hf_name(info.name), config, target, quantized_device, int4))
         yield from run_jobs(jobs, 1 if quantized_device else workers or default_workers())
-
-
-def _weight_jobs(f: GGUFFile, info: TensorInfo, config: ModelConfig, target: torch.dtype,
-                 quantized_device: str | None, int4: bool) -> list[WeightJob]:
-    """The jobs computing one tensor as iter_weights yields it."""
-    name = hf_name(info.name)
-    heads = _permuted_heads(info.name, config) if config.model_type == "llama" else None
-    rows = unpermute_qk(torch.arange(info.shape[0]), heads) if heads else None
-    if int4 and stays_int4(info):
-        return [WeightJob(functools.partial(int4_tensor, map_bytes(f, info), info, rows),
-                          functools.partial(_named, name))]
-    if quantized_device and stays_quantized(info):
-        return [WeightJob(functools.partial(_planes, f, info, quantized_device, rows), functools.partial(_named, name))]
-    finish = functools.partial(_unpermuted, name, heads)
-    if (info.type_name in gguf_dequant.SUPPORTED_TYPES and len(info.shape) == 2
-            and info.num_elements > PIECE_ELEMENTS):
-        return _row_pieces(f, info, target, finish)
-    raw = map_bytes(f, info)  # here, not on a worker (map_bytes)
-    # float tensors are views of the map and must be copied out; dequantized ones are fresh
-    return [WeightJob(lambda: _dequantize_bytes(raw, info, target).to(target, copy=info.type_name in FLOAT_TYPES),
-                      finish)]
-
-
-def _row_pieces(f: GGUFFile, info: TensorInfo, target: torch.dtype,
-                finish: Callable[[torch.Tensor], tuple[str, torch.Tensor]]) -> list[WeightJob]:
-    """A large quantized matrix dequantized by pieces of rows into one tensor, finished with the last piece."""
-    num_rows, cols = info.shape
-    block_elems, type_size = gguf_dequant.block_size(info.type_name)
-    row_bytes = cols // block_elems * type_size
-    raw = map_bytes(f, info)  # here, not on a worker (map_bytes)
-    out = torch.empty(info.shape, dtype=target)
-    step = max(1, PIECE_ELEMENTS // cols)
-    jobs = [WeightJob(functools.partial(gguf_dequant.dequantize, raw[r * row_bytes:min(r + step, num_rows) * row_bytes],
-                                        info.type_name, (min(r + step, num_rows) - r, cols), target,
-                                        out[r:r + step]))
-            for r in range(0, num_rows, step)]
-    jobs[-1] = WeightJob(jobs[-1].run, lambda _: finish(out))
-    return jobs
-
-
-def _named(name: str, weight: QuantizedWeight | Int4Weight) -> tuple[str, QuantizedWeight | Int4Weight]:
-    return name, weight
-
-
-def _unpermuted(name: str, heads: int | None, tensor: torch.Tensor) -> tuple[str, torch.Tensor]:
-    return name, unpermute_qk(tensor, heads) if heads else tensor
-
-
-def _planes(f: GGUFFile, info: TensorInfo, device: str, rows: torch.Tensor | None) -> QuantizedWeight:
-    weight = quantized_tensor(f, info, device)
-    return weight if rows is None else weight.rows(rows)
-
-
-def _permuted_heads(name: str, config: ModelConfig) -> int | None:
-    """The head count llama.cpp's converter permuted the rows of this Q/K tensor by, else None."""
-    kind = name.split(".")[-2]
-    if kind == "attn_q":
-        return config.num_attention_heads
-    return config.num_key_value_heads if kind == "attn_k" else None
 
 
 def default_dtype(device: str) -> str:
@@ -352,8 +261,8 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
     """Resolve a GGUF file: validate it, check memory, and return its lazy ModelSource.
     `quantization`: auto | none | gguf (gguf_quantized.resolve_quantization).
 
-    The header is parsed once, here: the tokenizer is built from this parse's metadata (the file is
-    opened again only for its tensors, by iter_weights)."""
+    The header is parsed once, here: the tokenizer is built from this parse's metadata, and iter_weights maps the
+    file again for its tensors with this parse's tensor table (ModelLoadError if the file changed in between)."""
     path = Path(path)
     device = device or default_device()
     from velollm.engine.loader.gguf_tokenizer import check_tokenizer_supported
@@ -362,7 +271,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         config = read_config(f, dtype or default_dtype(device))
         check_tokenizer_supported(f.metadata, str(path))
         info = model_info(f, name or path.name, **info_overrides)
-        metadata = f.metadata
+        metadata, table = f.metadata, f.table
         quantization = resolve_quantization(quantization, device, config.dtype)
         weight_bytes = resident_weight_bytes((t for t in f.tensors.values() if t.name not in _SKIPPED),
                                              quantization, TORCH_DTYPES[config.dtype].itemsize)
@@ -372,7 +281,7 @@ def gguf_source(path: str | Path, *, name: str | None = None, dtype: str | None 
         config=config,
         info=info,
         load_tokenizer=_tokenizer_loader(path, metadata, info_overrides.get("template")),  # type: ignore[arg-type]
-        iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4"),
+        iter_weights=lambda: iter_weights(path, config, quantized_device, quantization == "int4", table=table),
         path=path,
         quantization=quantization,
         weight_bytes=weight_bytes,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -130,16 +131,17 @@ class StructuredOutputManager:
         self._num_cached_bytes = 0
         self._lock = threading.Lock()
         self._compiling: dict[tuple[Any, ...], threading.Event] = {}  # keys being compiled now (compile)
-        self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max_threads)
+        # Capped at the cores there are: xgrammar would use no more and warns on stderr at every start.
+        self._batch_filler = xgr.BatchGrammarMatcher(max_threads=max(1, min(max_threads, os.cpu_count() or 1)))
         self._bitmask = xgr.allocate_token_bitmask(8, vocab_size)
         self._device_bitmask: torch.Tensor | None = None
 
     # ---- compilation -------------------------------------------------------------------------
 
     def compile(self, spec: StructuredOutput, max_tokens: int | None = None) -> CompiledSpec:
-        """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises InvalidRequest for a schema or grammar that
-        xgrammar cannot compile. `max_tokens` (the request's) bounds the thinking of a spec with
-        `reasoning`, and is part of the grammar then."""
+        """`spec` compiled once (LRU cache; requests that ask for it while it compiles wait for it). Raises
+        InvalidRequest for a schema or grammar that xgrammar cannot compile. `max_tokens` (the request's) bounds
+        the thinking of a spec with `reasoning`, and is part of the grammar then."""
         key = self._key(spec, max_tokens)
         budget = key[-1]
         while True:

