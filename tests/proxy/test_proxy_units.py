@@ -58,7 +58,8 @@ def test_openai_request_to_ollama_chat():
 
 @pytest.mark.parametrize("bad", [{"stop": 1.0}, {"stop": [1, "x"]}, {"stop": {"a": 1}}, {"reasoning": 1},
                                  {"reasoning": "high"},
-                                 {"response_format": {"type": "json_schema", "json_schema": [1]}}])
+                                 {"response_format": {"type": "json_schema", "json_schema": [1]}},
+                                 {"stream_options": "x"}])
 def test_openai_fields_of_the_wrong_type_are_invalid_requests_not_crashes(bad):
     """Found by tests/fuzz: {'prompt': '', 'stop': 1.0} through --proxy-only was a 500 (list(1.0))."""
     for convert, body in ((o2l.completion_request, {"prompt": ""}),
@@ -107,6 +108,29 @@ def test_ollama_request_to_openai():
     call_id = chat["messages"][0]["tool_calls"][0]["id"]
     assert chat["messages"][0]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}
     assert chat["messages"][1] == {"role": "tool", "content": "ok", "name": "f", "tool_call_id": call_id}
+
+
+@pytest.mark.parametrize("tool_calls", ["x", [5], [{"function": "f"}]])
+def test_openai_tool_calls_of_the_wrong_type_are_invalid_requests_not_crashes(tool_calls):
+    """Found by probing /v1/chat/completions through an Ollama upstream: a 500 ('int' object has no attribute 'get')."""
+    with pytest.raises(InvalidRequest, match="tool_calls must be an array of objects"):
+        o2l.chat_request({"model": "m", "messages": [{"role": "assistant", "tool_calls": tool_calls}]})
+
+
+@pytest.mark.parametrize("message", [{"role": "user", "content": "x", "images": "abc"},
+                                     {"role": "user", "content": "x", "images": [5]},
+                                     {"role": "user", "content": "x", "images": ["!!notbase64!!"]},
+                                     {"role": "assistant", "content": "", "tool_calls": [5]},
+                                     {"role": "assistant", "content": "", "tool_calls": "x"},
+                                     {"role": "assistant", "content": "", "tool_calls": [{"function": [1]}]}])
+def test_ollama_fields_of_the_wrong_type_are_invalid_requests_not_crashes(message):
+    """Found by probing /api/chat and /api/generate through an OpenAI-compatible upstream: each was a 500
+    (invalid base64, 'int' object has no attribute 'get'); Ollama answers them with a 400."""
+    with pytest.raises(InvalidRequest):
+        o2o.chat_request({"model": "m", "messages": [message]})
+    if "images" in message:
+        with pytest.raises(InvalidRequest):
+            o2o.generate_request({"model": "m", "prompt": "x", "images": message["images"]})
 
 
 def test_ollama_string_stop_is_refused_before_the_openai_upstream():

@@ -9,6 +9,7 @@ assembled and sent whole on the final line, as Ollama's own llama-server path do
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import secrets
@@ -111,10 +112,15 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
         converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
         if message.get("images"):
             parts: list[dict[str, Any]] = [{"type": "text", "text": converted["content"]}] if converted["content"] else []
-            parts += [{"type": "image_url", "image_url": {"url": _data_url(image)}} for image in message["images"]]
+            parts += [{"type": "image_url", "image_url": {"url": _data_url(image)}} for image in _images(message["images"])]
             converted["content"] = parts
         if message.get("tool_calls"):
-            converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in message["tool_calls"]]
+            calls = message["tool_calls"]
+            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict)
+                                                      for c in calls):
+                raise InvalidRequest("tool_calls must be an array of objects, each with a function object",
+                                     param="messages")
+            converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in calls]
         if role == "tool":
             name = message.get("tool_name") or message.get("name")
             if name:
@@ -136,8 +142,18 @@ def _tool_call(call: dict[str, Any], ids_by_name: dict[str, str]) -> dict[str, A
                          "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {})}}
 
 
+def _images(images: Any) -> list[str]:
+    """A message's images as Ollama takes them: an array of base64 strings (else Ollama's 400, not a crash)."""
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise InvalidRequest("images must be an array of base64-encoded strings", param="images")
+    return images
+
+
 def _data_url(image: str) -> str:
-    head = base64.b64decode(image[:32] + "=" * (-len(image[:32]) % 4), validate=False)
+    try:
+        head = base64.b64decode(image[:32] + "=" * (-len(image[:32]) % 4), validate=False)
+    except binascii.Error as exc:
+        raise InvalidRequest(f"an image is not base64-encoded: {exc}", param="images") from exc
     mime = ("image/png" if head.startswith(b"\x89PNG") else "image/gif" if head.startswith(b"GIF8")
             else "image/webp" if head[8:12] == b"WEBP" else "image/jpeg")
     return f"data:{mime};base64,{image}"
