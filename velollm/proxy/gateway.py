@@ -7,8 +7,9 @@ answers one request from it (pass-through or conversion, streamed); the listings
 --proxy-only. There the listing is fetched too, for the metric labels only (`listed` names a model, any
 other name is `unknown`): on the first name it lacks, then at most once per RELIST_INTERVAL_S, so that
 clients sending made-up names cannot make every request list the upstream; a request waits for it at
-most RELIST_WAIT_S. An upstream that is down gives 502 for the names it listed (forward raises that),
-and the first request after it comes back succeeds: there is no cool-down.
+most RELIST_WAIT_S. An upstream that is down gives 502 for the names it listed (forward raises that), and
+for any other name a 404 that says its listing failed (`not_listed_because`); the first request after it
+comes back succeeds: there is no cool-down.
 """
 
 from __future__ import annotations
