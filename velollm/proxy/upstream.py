@@ -192,12 +192,17 @@ class Upstream:
     async def kind(self) -> UpstreamKind:
         """`ollama` when GET /api/version answers with a version, else `openai`.
 
-        A failed probe is not cached: the next call probes again, so an upstream that starts after
-        VeloLLM is picked up without a restart.
+        A failed probe (no connection, or a 5xx) is not cached: the next call probes again, so an upstream
+        that starts after VeloLLM is picked up without a restart.
         """
         if self._kind is not None:
             return self._kind
         status, body = await self.request_json("GET", "/api/version", timeout=self.config.connect_timeout + 3.0)
+        if status >= 500:
+            # No answer about its API: a server failing now, or a proxy in front of one (nginx's 502 while Ollama
+            # restarts). Taken for an OpenAI server, an Ollama stayed one until VeloLLM restarted.
+            raise UpstreamUnavailable(self.url, f"GET /api/version answered {status} (--upstream-kind skips this "
+                                                f"probe)")
         kind: UpstreamKind = "ollama" if status == 200 and isinstance(body, dict) and "version" in body else "openai"
         logger.info("upstream %s speaks the %s API", self.url, kind)
         self._kind = kind
