@@ -51,10 +51,15 @@ class UpstreamBadAnswer(UpstreamUnavailable):
 
 
 class UpstreamTimeout(UpstreamUnavailable):
-    """The upstream accepted the request but sent nothing before the first-byte timeout (504)."""
+    """The upstream accepted the request but sent nothing before the first-byte timeout (504), or a stream
+    paused past the idle timeout. Said as such: "unreachable" sent users to check a network that worked,
+    when the upstream was slow (a model loading past --upstream-first-byte-timeout)."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(url, reason, status_code=504)
+        VeloLLMError.__init__(self, f"upstream {url} did not answer in time: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status_code = 504
 
 
 @dataclass(frozen=True)
