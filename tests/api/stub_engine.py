@@ -112,7 +112,7 @@ class StubEngine:
     def abort(self, request_id: str) -> None:
         pass
 
-    def prefill(self, prompt_token_ids: list[int]) -> None:
+    def prefill(self, prompt_token_ids: list[int], counted: bool = True) -> None:
         self.prefilled.append(list(prompt_token_ids))
 
     def _token(self, prompt: list[int], pos: int, rng: random.Random | None) -> int:

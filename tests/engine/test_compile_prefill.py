@@ -12,6 +12,7 @@ import time
 import pytest
 
 from velollm.engine.async_engine import AsyncEngine
+from velollm.engine.request import RequestStatus
 from velollm.sampling_params import SamplingParams, StructuredOutput
 
 from .helpers import make_engine, random_prompts
@@ -34,34 +35,45 @@ def _run(engine: AsyncEngine, prompt: list[int]) -> tuple[list[int], int]:
 
 @pytest.fixture
 def slow_compile_engine(llama_folder):
-    """An AsyncEngine whose compiles wait until the engine has prefilled in the background (at most 30 s), as a
-    compile that takes seconds would, unless `waits[0]` is set False; `compiled` counts the real compiles (True:
-    off the engine thread)."""
+    """An AsyncEngine whose compiles wait until `expected[0]` background prefills (default 1) have been queued
+    and have ended (at most 30 s), as a compile that takes seconds would. Yields (engine, compiled, prefills,
+    expected): `compiled` one entry per real compile (True: off the engine thread), `prefills` the background
+    prefills queued (LLMEngine.add_prefill)."""
     engine = AsyncEngine(make_engine(llama_folder))
     manager = engine.engine.structured_output
-    compile_spec, compiled, waits = manager._compile, [], [True]
+    compile_spec, compiled, prefills, expected = manager._compile, [], [], [1]
+    add_prefill = engine.engine.add_prefill
+
+    def recorded(prompt_token_ids, counted=True):
+        request = add_prefill(prompt_token_ids, counted)
+        prefills.append(request)
+        return request
 
     def slow(spec):
         deadline = time.monotonic() + 30
-        while waits[0] and engine.engine.scheduler.num_prefills == 0 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (len(prefills) < expected[0] or
+                                               any(r.status is not RequestStatus.FINISHED for r in prefills)):
             time.sleep(0.01)
         compiled.append(threading.current_thread() is not engine._thread)
         return compile_spec(spec)
 
+    engine.engine.add_prefill = recorded  # type: ignore[method-assign]
     manager._compile = slow  # type: ignore[method-assign]
     engine.start()
-    yield engine, compiled, waits
+    yield engine, compiled, prefills, expected
     engine.shutdown()
 
 
 def test_the_prompt_is_prefilled_while_its_grammar_compiles(slow_compile_engine, llama_folder):
-    engine, compiled, _ = slow_compile_engine
+    engine, compiled, prefills, _ = slow_compile_engine
     prompt = random_prompts([600], seed=11)[0]
     tokens, cached = _run(engine, prompt)
     stats = engine.stats()
     assert compiled == [True]  # compiled once, off the engine thread
-    assert stats.num_turn_prefills == 1 and stats.num_turn_prefill_tokens == 592  # 37 full blocks of 16
-    assert cached == 592  # the request started from the blocks prefilled meanwhile
+    [prefill] = prefills
+    assert prefill.prompt_token_ids == prompt and not prefill.counted
+    assert cached == 592  # the request started from the blocks prefilled meanwhile (37 full blocks of 16)
+    assert stats.num_turn_prefills == stats.num_turn_prefill_tokens == 0  # not a chat turn's prefill
 
     cold = AsyncEngine(make_engine(llama_folder, enable_prefix_caching=False))
     cold.start()
@@ -74,15 +86,15 @@ def test_the_prompt_is_prefilled_while_its_grammar_compiles(slow_compile_engine,
     other = random_prompts([600], seed=12)[0]
     _, cached = _run(engine, other)  # the grammar is compiled now: no background prefill for this one
     stats = engine.stats()
-    assert compiled == [True] and stats.num_turn_prefills == 1 and cached == 0
+    assert compiled == [True] and len(prefills) == 1 and cached == 0
     assert stats.num_allocated_blocks == 0
 
 
 def test_a_busy_engine_queues_no_prefill_for_a_compile(slow_compile_engine):
     """Requests are running: the prefill would run only after them (background prefills wait for an idle
     engine), so none is queued; the compile still happens off the engine thread."""
-    engine, compiled, waits = slow_compile_engine
-    waits[0] = False  # no prefill to wait for
+    engine, compiled, prefills, expected = slow_compile_engine
+    expected[0] = 0  # none to wait for
     busy, prompt = random_prompts([40, 600], seed=13)
 
     async def main():
@@ -97,7 +109,7 @@ def test_a_busy_engine_queues_no_prefill_for_a_compile(slow_compile_engine):
     deadline = time.monotonic() + 30  # a queued prefill would run now, the engine being idle
     while engine.engine.has_unfinished_requests() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert compiled == [True] and engine.stats().num_turn_prefills == 0 and engine.stats().num_allocated_blocks == 0
+    assert compiled == [True] and prefills == [] and engine.stats().num_allocated_blocks == 0
 
 
 async def _collect(engine: AsyncEngine, prompt: list[int]) -> list:

@@ -123,6 +123,36 @@ def test_ollama_client_through_openai_upstream(llama_server, proxy):
     assert [m.model for m in client.list().models] == [MODEL]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_max_output_tokens_holds_through_a_chat_only_upstream(llama_server, proxy, stream):
+    """/v1/responses becomes a chat request for a server without a Responses API: its max_output_tokens went as
+    max_completion_tokens only, which llama-cpp-python's server ignores, so the answer ran on (450 tokens for 16)."""
+    client = _openai(proxy.url)
+    params = {"model": MODEL, "input": "the cat sat on", "max_output_tokens": 5, "temperature": 0}
+    if stream:
+        events = list(client.responses.create(stream=True, **params))
+        response = events[-1].response
+    else:
+        response = client.responses.create(**params)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    if response.usage is not None:  # (llama-cpp-python's streams carry no usage)
+        assert response.usage.output_tokens == 5
+
+
+def test_ollama_pull_of_the_upstreams_model_is_present(llama_server, proxy):
+    """`ollama pull` of a model the OpenAI-compatible server lists answers as for an up-to-date model (it was a
+    501, which stopped clients that pull before they chat); another name gets Ollama's answer for a pull it
+    cannot do: an error line in a 200 stream, or a 500."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    assert [p.status for p in client.pull(MODEL, stream=True)][-1] == "success"
+    assert client.pull(f"{MODEL}:latest").status == "success"
+    with pytest.raises(ollama.ResponseError, match="does not pull models"):
+        list(client.pull("no-such-model", stream=True))
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull("no-such-model")
+    assert err.value.status_code == 500 and "pull model manifest" in err.value.error
+
+
 FUNCTIONS = [{"name": "get_weather", "description": "Weather of a city",
               "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
                              "required": ["city"]}}]

@@ -11,6 +11,7 @@ import ollama
 import openai
 import pytest
 from proxy_servers import ThreadServer, fake_ollama_app
+from starlette.responses import Response
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -239,6 +240,33 @@ def test_upstream_started_after_proxy(ollama_state, start_proxy):
         assert native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x "
     finally:
         late.stop()
+
+
+def test_upstream_failing_at_the_first_request_is_still_taken_for_ollama(ollama_state, start_proxy):
+    """An Ollama behind a reverse proxy that answers 502 while it restarts: the API probe (/api/version) says
+    nothing then, and is made again by the next request; it was taken for an OpenAI server for good, so every
+    /api request went to /v1 (a 404 here) until VeloLLM restarted."""
+    inner = fake_ollama_app(ollama_state)
+    restarting = True
+
+    async def behind_nginx(scope, receive, send):
+        if restarting and scope["type"] == "http":
+            await Response("<html><body>502 Bad Gateway</body></html>", status_code=502, media_type="text/html")(
+                scope, receive, send)
+            return
+        await inner(scope, receive, send)
+
+    upstream = ThreadServer(behind_nginx).start()
+    try:
+        native, _ = _clients(start_proxy(upstream.url, proxy_only=True))
+        with pytest.raises(ollama.ResponseError) as err:
+            native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}])
+        assert err.value.status_code == 502 and "/api/version answered 502" in err.value.error
+        restarting = False
+        assert native.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}]).message.content == "echo: x "
+        assert ollama_state.requests[-1][0] == "/api/chat"
+    finally:
+        upstream.stop()
 
 
 def test_openai_pass_through_broken_midway(start_proxy):

@@ -61,3 +61,34 @@ def test_upstream_down_then_back_through_velollm(fake_ollama, ollama_state, star
         assert client.completions.create(model="llama3.2", prompt="y").choices[0].text == "echo: y "
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_unknown_name_while_the_upstream_is_down_says_so(ollama_state, start_proxy, configured):
+    """A server started while its upstream is down (or a name it did not list when it went down) cannot tell
+    "no such model" from "no answer": the 404 says the listing failed, where it read as if the name were
+    wrong. Not for the default Ollama address nobody configured: no Ollama running is the common case, and
+    the 404 is then Ollama's own."""
+    down = ThreadServer(fake_ollama_app(ollama_state)).start()
+    down.stop()  # its port, free
+    server = start_proxy(down.url, configured=configured)
+    native = ollama.Client(host=server.url, timeout=10)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=10)
+    with pytest.raises(ollama.ResponseError) as err:
+        native.chat(model="llama3.2", messages=USER)
+    with pytest.raises(openai.NotFoundError) as oerr:
+        client.chat.completions.create(model="llama3.2", messages=USER)
+    assert err.value.status_code == 404 and oerr.value.body["code"] == "model_not_found"
+    if configured:
+        assert err.value.error.startswith("model 'llama3.2' not found (upstream ") and down.url in err.value.error
+        assert "did not list its models" in err.value.error and down.url in oerr.value.message
+    else:
+        assert err.value.error == "model 'llama3.2' not found"
+    restarted = ThreadServer(fake_ollama_app(ollama_state), port=down.port).start()
+    try:  # back: listed, answered, and an unknown name is a plain 404 again
+        assert native.chat(model="llama3.2", messages=USER).message.content == "echo: hi there "
+        with pytest.raises(ollama.ResponseError) as err:
+            native.chat(model="nope", messages=USER)
+        assert err.value.error == "model 'nope' not found"
+    finally:
+        restarted.stop()

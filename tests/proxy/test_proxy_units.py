@@ -58,7 +58,8 @@ def test_openai_request_to_ollama_chat():
 
 @pytest.mark.parametrize("bad", [{"stop": 1.0}, {"stop": [1, "x"]}, {"stop": {"a": 1}}, {"reasoning": 1},
                                  {"reasoning": "high"},
-                                 {"response_format": {"type": "json_schema", "json_schema": [1]}}])
+                                 {"response_format": {"type": "json_schema", "json_schema": [1]}},
+                                 {"stream_options": "x"}])
 def test_openai_fields_of_the_wrong_type_are_invalid_requests_not_crashes(bad):
     """Found by tests/fuzz: {'prompt': '', 'stop': 1.0} through --proxy-only was a 500 (list(1.0))."""
     for convert, body in ((o2l.completion_request, {"prompt": ""}),
@@ -109,11 +110,50 @@ def test_ollama_request_to_openai():
     assert chat["messages"][1] == {"role": "tool", "content": "ok", "name": "f", "tool_call_id": call_id}
 
 
+@pytest.mark.parametrize("tool_calls", ["x", [5], [{"function": "f"}]])
+def test_openai_tool_calls_of_the_wrong_type_are_invalid_requests_not_crashes(tool_calls):
+    """Found by probing /v1/chat/completions through an Ollama upstream: a 500 ('int' object has no attribute 'get')."""
+    with pytest.raises(InvalidRequest, match="tool_calls must be an array of objects"):
+        o2l.chat_request({"model": "m", "messages": [{"role": "assistant", "tool_calls": tool_calls}]})
+
+
+@pytest.mark.parametrize("message", [{"role": "user", "content": "x", "images": "abc"},
+                                     {"role": "user", "content": "x", "images": [5]},
+                                     {"role": "user", "content": "x", "images": ["!!notbase64!!"]},
+                                     {"role": "assistant", "content": "", "tool_calls": [5]},
+                                     {"role": "assistant", "content": "", "tool_calls": "x"},
+                                     {"role": "assistant", "content": "", "tool_calls": [{"function": [1]}]}])
+def test_ollama_fields_of_the_wrong_type_are_invalid_requests_not_crashes(message):
+    """Found by probing /api/chat and /api/generate through an OpenAI-compatible upstream: each was a 500
+    (invalid base64, 'int' object has no attribute 'get'); Ollama answers them with a 400."""
+    with pytest.raises(InvalidRequest):
+        o2o.chat_request({"model": "m", "messages": [message]})
+    if "images" in message:
+        with pytest.raises(InvalidRequest):
+            o2o.generate_request({"model": "m", "prompt": "x", "images": message["images"]})
+
+
 def test_ollama_string_stop_is_refused_before_the_openai_upstream():
     """Ollama takes `options.stop` as an array only; the conversion refuses what Ollama would refuse."""
     with pytest.raises(InvalidRequest, match='option "stop" must be of type array') as caught:
         o2o.generate_request({"model": "m", "prompt": "x", "options": {"stop": "\n"}})
     assert caught.value.param == "options.stop"
+
+
+@pytest.mark.parametrize(("num_predict", "max_tokens"), [(5, 5), (5.7, 5), (0, None), (-1, None), (-2, None)])
+def test_ollama_num_predict_is_read_as_ollama_reads_it(num_predict, max_tokens):
+    """Any JSON number, truncated (Ollama's options); 0 or negative: no max_tokens (no limit, as Ollama's runner
+    and a native model read it; max_tokens 0 is a 400 on vLLM and VeloLLM)."""
+    body = o2o.chat_request({"model": "m", "messages": [], "options": {"num_predict": num_predict}})
+    assert body.get("max_tokens") == max_tokens
+
+
+@pytest.mark.parametrize("num_predict", ["50", True, [3], {"n": 1}])
+def test_ollama_num_predict_of_another_type_is_refused_not_dropped(num_predict):
+    """Dropped, it left the upstream's answer unbounded (a string "50" gave hundreds of tokens)."""
+    with pytest.raises(InvalidRequest, match='option "num_predict" must be of type integer') as caught:
+        o2o.chat_request({"model": "m", "messages": [], "options": {"num_predict": num_predict}})
+    assert caught.value.param == "options.num_predict"
 
 
 def test_openai_stream_to_ollama_lines_assembles_tool_calls():
@@ -231,7 +271,8 @@ def test_serve_options_read_ollama_host_at_the_edge():
     parser = argparse.ArgumentParser()
     add_upstream_arguments(parser)
     config = upstream_config(parser.parse_args([]), {"OLLAMA_HOST": "0.0.0.0:9999"})
-    assert (config.url, config.kind) == ("http://127.0.0.1:9999", "auto")
+    assert (config.url, config.kind, config.configured) == ("http://127.0.0.1:9999", "auto", True)
+    assert not upstream_config(parser.parse_args([]), {}).configured  # the default address, nobody asked for it
     args = parser.parse_args(["--upstream", "http://gpu-box:8080/v1", "--upstream-kind", "openai", "--proxy-only"])
     config = upstream_config(args, {"OLLAMA_HOST": "ignored:1"})
     assert (config.url, config.kind) == ("http://gpu-box:8080", "openai") and args.proxy_only

@@ -252,7 +252,9 @@ class ModelRegistry:
                 return UpstreamTarget(self.upstream, upstream_name)
         if unsupported is not None:
             raise unsupported
-        raise ModelNotFound(f"model '{name}' not found")
+        because = getattr(self.upstream, "not_listed_because", None)  # optional for Upstream implementations
+        reason = because() if because is not None else None
+        raise ModelNotFound(f"model '{name}' not found" + (f" ({reason})" if reason else ""))
 
     async def load(self, specs: tuple[str, ...], names: tuple[str, ...], engine_config: EngineConfig) -> None:
         """Loads and starts each pinned model in a worker thread (the engine load blocks)."""

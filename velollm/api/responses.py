@@ -285,6 +285,11 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
 
 async def _via_upstream_chat(request: Request, state: AppState, call: Call, target: UpstreamTarget, turn: _Turn,
                              chat: dict[str, Any]) -> Response:
+    if "max_completion_tokens" in chat:
+        # also as max_tokens, which every chat server reads: llama-cpp-python's ignores max_completion_tokens (the
+        # answer ran to the context's end), and OpenAI's own, which refuses max_tokens for its reasoning models,
+        # has a Responses API and never gets here
+        chat = {**chat, "max_tokens": chat["max_completion_tokens"]}
     answer = await forward(request, state, call, target, chat, path="/v1/chat/completions")
     if answer.status_code != 200:
         return answer  # already an OpenAI error body

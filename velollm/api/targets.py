@@ -22,7 +22,8 @@ class Upstream(Protocol):
     relays the request in the wire format of its path (converting when the upstream speaks the other
     API) and returns the upstream's response; the listings are already in the asking route's format.
     Optional (read with getattr): `manages()` / `manage(request, body)`, Ollama's model management
-    (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`.
+    (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`,
+    `not_listed_because()` (why a name it did not list may still be its own: said in the 404).
     """
 
     async def find(self, name: str, reason: str = "") -> str | None: ...

@@ -122,7 +122,7 @@ class AsyncEngine:
                 # about 50 ms per tool of 20 fields): an idle engine computes the prompt's blocks into the prefix
                 # cache meanwhile, so the request starts from them (time to first token: the longer of the two).
                 # A busy one would run it only once idle again, after the request: nothing is queued then.
-                self.prefill(prompt_token_ids)
+                self.prefill(prompt_token_ids, counted=False)
             await asyncio.to_thread(manager.compile, params.structured_output, budget)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
@@ -153,10 +153,10 @@ class AsyncEngine:
         """Whether a background prefill has a prefix cache to fill (else LLMEngine.add_prefill drops it)."""
         return self.engine.block_manager.enable_prefix_caching
 
-    def prefill(self, prompt_token_ids: list[int]) -> None:
+    def prefill(self, prompt_token_ids: list[int], counted: bool = True) -> None:
         """Queue a background prefill (LLMEngine.add_prefill); nothing comes back. A dead engine ignores it."""
         if self._dead is None:
-            self._commands.put(("prefill", None, list(prompt_token_ids)))
+            self._commands.put(("prefill", None, list(prompt_token_ids), counted))
             self._wakeup.set()
 
     def _check_alive(self) -> None:
@@ -225,7 +225,7 @@ class AsyncEngine:
             except queue.Empty:
                 return
             if command[0] == "prefill":
-                self.engine.add_prefill(command[2])
+                self.engine.add_prefill(command[2], command[3])
             elif command[0] == "add":
                 _, request_id, prompt_token_ids, params = command
                 if request_id not in self._streams:

@@ -102,10 +102,11 @@ class LLMEngine:
         self.scheduler.add(request)
         return request
 
-    def add_prefill(self, prompt_token_ids: list[int]) -> Request | None:
+    def add_prefill(self, prompt_token_ids: list[int], counted: bool = True) -> Request | None:
         """A background prefill: the prompt's full blocks computed into the prefix cache while the engine is
-        idle, for a request expected to start with them (the next turn of a chat, a request whose grammar compiles); nothing is sampled or
-        returned. None when there is no prefix cache to fill or the prompt is not one the engine would run."""
+        idle, for a request expected to start with them (the next turn of a chat; `counted` False: a request whose
+        grammar compiles, not counted in the turn-prefill stats); nothing is sampled or returned. None when there
+        is no prefix cache to fill or the prompt is not one the engine would run."""
         if not self.block_manager.enable_prefix_caching or len(prompt_token_ids) < self.block_manager.block_size:
             return None
         request_id = f"prefill-{next(self._ids)}"
@@ -114,7 +115,7 @@ class LLMEngine:
             self.limits.validate(prompt_token_ids, params)
         except InvalidRequest:
             return None
-        request = Request(request_id, list(prompt_token_ids), params)
+        request = Request(request_id, list(prompt_token_ids), params, counted=counted)
         self.scheduler.add_prefill(request)  # the scheduler alone holds it (not in `requests`: nothing streams)
         return request
 

@@ -43,6 +43,8 @@ class Request:
     # A background prefill (Scheduler.add_prefill): its full blocks computed into the prefix cache, nothing
     # sampled, run only while no request waits or runs.
     prefill_only: bool = False
+    counted: bool = True  # a background prefill counted in the turn-prefill stats (False: a prompt computed
+    # while its grammar compiles, AsyncEngine.generate)
 
     @property
     def num_prompt_tokens(self) -> int:

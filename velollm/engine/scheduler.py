@@ -112,16 +112,17 @@ class Scheduler:
         return request.num_prompt_tokens // self.block_manager.block_size * self.block_manager.block_size
 
     def _end_prefill(self, request: Request) -> None:
-        self.num_prefills += 1
+        self.num_prefills += request.counted
         self._count_prefilled(request)
         self.finish(request)
 
     def _count_prefilled(self, request: Request) -> None:
         """The tokens a prefill computed since it last took blocks (not those it found cached)."""
-        self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
+        if request.counted:
+            self.num_prefill_tokens += request.num_computed_tokens - max(0, request.num_cached_tokens)
 
     def _drop_prefill(self, request: Request) -> None:
-        self.num_dropped_prefills += 1
+        self.num_dropped_prefills += request.counted
         self.finish(request)
 
     def quarantine(self, requests: list[Request]) -> None:

@@ -34,7 +34,7 @@ from velollm.wire.disconnect import (
     cancel_on_disconnect,
 )
 from velollm.wire.errors import Api
-from velollm.wire.framing import ndjson_line
+from velollm.wire.framing import ndjson_line, sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, co
     if split is None and repair is None:
         return await _relayed_json(upstream, response, media_type)
     data = await upstream.read_body(response)  # rewritten whole: held, within --max-upstream-body
+    _json_or_bad_answer(upstream, data)
     if split is not None:
         data = split_json(data, split)
     if repair is not None:
@@ -118,6 +119,8 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
     try:
         async for messages in upstream.iter_messages(response, buffer):
+            if not messages.endswith(buffer.boundaries):  # the last one, unterminated: the stream ended in it
+                messages = _whole_tail(upstream, messages, api)
             yield messages
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
@@ -127,6 +130,33 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
             yield ndjson_line({"error": str(exc)})
     finally:
         await response.aclose()
+
+
+def _whole_tail(upstream: Upstream, tail: bytes, api: Api) -> bytes:
+    """A stream's unterminated last message: terminated when it is whole (an upstream that leaves out the last
+    newline), an UpstreamBadAnswer when the stream ended inside it. Relayed as it came, a cut SSE event is never
+    dispatched (the SSE spec drops an event without its blank line): the openai SDK's stream then just stops,
+    an answer cut short with no error; a cut NDJSON line is a JSONDecodeError in the ollama client."""
+    text = tail.strip()
+    data = sse_data(text) if api == "openai" else text
+    if not data:  # blank, or an SSE comment: nothing a client reads
+        return tail
+    try:
+        if data != b"[DONE]":
+            json.loads(data)
+    except ValueError:
+        what = "an event" if api == "openai" else "a line"
+        raise UpstreamBadAnswer(upstream.url, f"the stream ended inside {what}: {text[:200]!r}") from None
+    return text + (b"\n\n" if api == "openai" else b"\n")
+
+
+def _json_or_bad_answer(upstream: Upstream, data: bytes) -> None:
+    """A whole answer passed on must be JSON: anything else is a 502 in the client's shape (a 200 that is no
+    JSON is a JSONDecodeError in the official clients, not an error they can read)."""
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        raise UpstreamBadAnswer(upstream.url, f"invalid JSON: {data[:200]!r}") from exc
 
 
 async def _relayed_json(upstream: Upstream, response: httpx.Response, media_type: str) -> Response:
@@ -143,10 +173,7 @@ async def _relayed_json(upstream: Upstream, response: httpx.Response, media_type
                 break
         else:
             data = b"".join(head)
-            try:
-                json.loads(data)
-            except ValueError as exc:
-                raise UpstreamBadAnswer(upstream.url, f"invalid JSON: {data[:200]!r}") from exc
+            _json_or_bad_answer(upstream, data)
             return Response(data, media_type=media_type)
     except BaseException:
         await response.aclose()

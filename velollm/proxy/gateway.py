@@ -7,8 +7,9 @@ answers one request from it (pass-through or conversion, streamed); the listings
 --proxy-only. There the listing is fetched too, for the metric labels only (`listed` names a model, any
 other name is `unknown`): on the first name it lacks, then at most once per RELIST_INTERVAL_S, so that
 clients sending made-up names cannot make every request list the upstream; a request waits for it at
-most RELIST_WAIT_S. An upstream that is down gives 502 for the names it listed (forward raises that),
-and the first request after it comes back succeeds: there is no cool-down.
+most RELIST_WAIT_S. An upstream that is down gives 502 for the names it listed (forward raises that), and
+for any other name a 404 that says its listing failed (`not_listed_because`); the first request after it
+comes back succeeds: there is no cool-down.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ class UpstreamGateway:
             why = reason or ("--proxy-only" if self.proxy_only else "VeloLLM has no model of that name")
             logger.info("model %r goes to upstream %s (%s)", name, self.upstream.url, why)
         return listed if listed is not None and self.upstream.known_kind == "openai" else name
+
+    def not_listed_because(self) -> str | None:
+        """Why a name the upstream did not list may still be one of its models: its listing failed (the name
+        was looked up in the last one, if any). None when it answered, or when it is the default address that
+        nobody configured."""
+        error = self.upstream.listing_error
+        if error is None or not self.upstream.config.configured:
+            return None
+        return f"upstream {self.upstream.url} did not list its models: {error}"
 
     def _may_relist(self) -> bool:
         """--proxy-only: whether a name missing from the listing may fetch it again now (bounded rate)."""

@@ -9,7 +9,9 @@ assembled and sent whole on the final line, as Ollama's own llama-server path do
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 import secrets
 import time
 from typing import Any
@@ -69,11 +71,11 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
                              'got a string)', param="options.stop")
     if options.get("stop"):
         out["stop"] = options["stop"]
-    num_predict = options.get("num_predict")
-    # Ollama's 0 and negatives mean no limit (the runner counts only a positive one): no max_tokens, which
-    # vLLM and VeloLLM would refuse at 0
-    if isinstance(num_predict, (int, float)) and not isinstance(num_predict, bool) and num_predict >= 1:
-        out["max_tokens"] = int(num_predict)
+    num_predict = _num_predict(options.get("num_predict"))
+    # Ollama's 0 and negatives mean no limit (its runner counts only a positive one), as on a native model: no
+    # max_tokens, which vLLM and VeloLLM would refuse at 0
+    if num_predict is not None and num_predict >= 1:
+        out["max_tokens"] = num_predict
     fmt = body.get("format")
     if fmt not in (None, "", "json") and not isinstance(fmt, dict):  # as Ollama: never an unconstrained answer
         raise InvalidRequest(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object', param="format")
@@ -94,6 +96,16 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _num_predict(value: Any) -> int | None:
+    """`options.num_predict` as Ollama reads it (any JSON number, truncated; negative: no limit). Anything else is
+    Ollama's 400: dropped, it would leave the answer unbounded, up to the upstream's whole context."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest('option "num_predict" must be of type integer', param="options.num_predict")
+    return int(value)
+
+
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
     ids_by_name: dict[str, str] = {}
     out = []
@@ -105,10 +117,15 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
         if message.get("images"):
             parts: list[dict[str, Any]] = [{"type": "text", "text": converted["content"]}] if converted["content"] else []
             parts += [{"type": "image_url", "image_url": {"url": _data_url(image, f"messages[{i}].images[{j}]")}}
-                      for j, image in enumerate(_image_list(message["images"], f"messages[{i}].images"))]
+                      for j, image in enumerate(_images(message["images"]))]
             converted["content"] = parts
         if message.get("tool_calls"):
-            converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in message["tool_calls"]]
+            calls = message["tool_calls"]
+            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict)
+                                                      for c in calls):
+                raise InvalidRequest("tool_calls must be an array of objects, each with a function object",
+                                     param="messages")
+            converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in calls]
         if role == "tool":
             name = message.get("tool_name") or message.get("name")
             if name:
@@ -130,20 +147,19 @@ def _tool_call(call: dict[str, Any], ids_by_name: dict[str, str]) -> dict[str, A
                          "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments or {})}}
 
 
-def _image_list(images: Any, param: str) -> list[Any]:
-    if not isinstance(images, list):
-        raise InvalidRequest(f"{param} must be an array of base64 strings", param=param)
+def _images(images: Any) -> list[str]:
+    """A message's images as Ollama takes them: an array of base64 strings (else Ollama's 400, not a crash)."""
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise InvalidRequest("images must be an array of base64-encoded strings", param="images")
     return images
 
 
-def _data_url(image: Any, param: str) -> str:
-    """A base64 image as a data URL for the upstream; anything else is a 400, as Ollama's JSON binding of
-    []byte refuses it (it was a 500 from the MIME sniffing)."""
-    if not isinstance(image, str):
-        raise InvalidRequest(f"{param} must be a base64 string, got {type(image).__name__}", param=param)
+def _data_url(image: str, param: str) -> str:
+    """A base64 image as a data URL for the upstream; an image that is no base64 is a 400, as Ollama's JSON
+    binding of []byte refuses it (it was a 500 from the MIME sniffing)."""
     try:
         base64.b64decode(image, validate=True)
-    except ValueError as exc:  # binascii.Error is a ValueError
+    except binascii.Error as exc:
         raise InvalidRequest(f"{param} is not base64 image data: {exc}", param=param) from None
     head = base64.b64decode(image[:32] + "=" * (-len(image[:32]) % 4), validate=False)
     mime = ("image/png" if head.startswith(b"\x89PNG") else "image/gif" if head.startswith(b"GIF8")

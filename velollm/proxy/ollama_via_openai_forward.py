@@ -20,6 +20,7 @@ from velollm.proxy.upstream_answer import converted_error, embed, error_answer, 
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.errors import error_message
 from velollm.wire.framing import ndjson_line
+from velollm.wire.pull_answer import cannot_pull, present, wants_stream
 from velollm.wire.timestamps import now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
         if listing is not None and not listing.has(model):
             return error_answer("ollama", 404, f"model '{model}' not found")
         return JSONResponse(_show(model))
+    if path == "/api/pull":
+        return await _pull(upstream, str(body.get("model") or body.get("name") or ""), wants_stream(body))
     if path == "/api/chat":
         if not body.get("messages"):
             return _load_answer(model, "chat", body)
@@ -149,6 +152,19 @@ def _show(model: str) -> dict[str, Any]:
                "quantization_level": ""}
     return {"modelfile": f"# served by an OpenAI-compatible upstream\nFROM {model}\n", "parameters": "",
             "template": "", "details": details, "model_info": {}, "capabilities": ["completion"]}
+
+
+async def _pull(upstream: Upstream, name: str, stream: bool) -> Response:
+    """An OpenAI-compatible server pulls nothing: a model it lists is present, Ollama's answer for an up-to-date
+    model (clients that pull before they chat, as the ollama library's examples do, go on: it was a 501); any
+    other name gets Ollama's answer for a pull it cannot do."""
+    listing = upstream.last_listing
+    if listing is None or listing.entry(name) is None:
+        listing = await upstream.list_models()  # a model the server took on since the last listing
+    if listing is not None and listing.entry(name) is not None:
+        return present(stream)
+    return cannot_pull(f"pull model manifest: the upstream {upstream.url} is an OpenAI-compatible server, which "
+                       f"does not pull models, and it does not list {name!r}", stream)
 
 
 def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:

@@ -85,6 +85,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
             out["top_logprobs"] = body["top_logprobs"]
     if "keep_alive" in body:
         out["keep_alive"] = body["keep_alive"]
+    if not isinstance(body.get("stream_options") or {}, dict):  # read once the upstream answers: checked before
+        raise InvalidRequest("stream_options must be an object", param="stream_options")
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +184,12 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
         if thinking:
             converted["thinking"] = thinking
         if message.get("tool_calls"):
-            converted["tool_calls"] = [_tool_call_in(c, names_by_id) for c in message["tool_calls"]]
+            calls = message["tool_calls"]
+            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict)
+                                                      for c in calls):
+                raise InvalidRequest("tool_calls must be an array of objects, each with a function object",
+                                     param="messages")
+            converted["tool_calls"] = [_tool_call_in(c, names_by_id) for c in calls]
         if message.get("role") == "tool":
             call_id = message.get("tool_call_id")
             name = message.get("name") or names_by_id.get(call_id or "")

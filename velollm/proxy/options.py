@@ -36,11 +36,13 @@ def upstream_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Ups
         if args.proxy_only:
             raise ValueError("--proxy-only needs an upstream")
         return None
-    url = parse_ollama_host(args.upstream or environ.get("OLLAMA_HOST"))
+    asked = args.upstream or environ.get("OLLAMA_HOST")
+    url = parse_ollama_host(asked)
     # OpenAI base URLs are often given with /v1; requests add it themselves.
     url = url.removesuffix("/v1")
     return UpstreamConfig(url=url, kind=args.upstream_kind, api_key=args.upstream_api_key,
                           connect_timeout=args.upstream_connect_timeout,
                           first_byte_timeout=args.upstream_first_byte_timeout,
                           idle_timeout=args.upstream_idle_timeout,
-                          max_body_bytes=getattr(args, "max_upstream_body", UpstreamConfig.max_body_bytes))
+                          max_body_bytes=getattr(args, "max_upstream_body", UpstreamConfig.max_body_bytes),
+                          configured=bool(asked))

@@ -51,10 +51,15 @@ class UpstreamBadAnswer(UpstreamUnavailable):
 
 
 class UpstreamTimeout(UpstreamUnavailable):
-    """The upstream accepted the request but sent nothing before the first-byte timeout (504)."""
+    """The upstream accepted the request but sent nothing before the first-byte timeout (504), or a stream
+    paused past the idle timeout. Said as such: "unreachable" sent users to check a network that worked,
+    when the upstream was slow (a model loading past --upstream-first-byte-timeout)."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(url, reason, status_code=504)
+        VeloLLMError.__init__(self, f"upstream {url} did not answer in time: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status_code = 504
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,9 @@ class UpstreamConfig:
     # The upstream answers /v1 and /api alike (another VeloLLM): requests pass through in the client's
     # API, never converted; listed through /api/tags.
     speaks_both: bool = False
+    # Asked for (--upstream, $OLLAMA_HOST), not the default Ollama address: when it cannot be listed, a name
+    # VeloLLM does not run is a 404 that says so (the default one missing is the common case: Ollama's plain 404).
+    configured: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("ollama", "openai", "auto"):
@@ -109,16 +117,18 @@ class UpstreamListing:
 
     def has(self, name: str) -> bool:
         """Whether `name` is listed (names compare as Ollama's do: `m` is `m:latest`)."""
+        return self.entry(name) is not None
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        """The listed model of that name (names compare as Ollama's do), or None."""
         key = name_key(name)
-        return any(listed == name or name_key(listed) == key for listed in self.names)
+        return next((model for listed, model in zip(self.names, self.models)
+                     if listed == name or name_key(listed) == key), None)
 
     def digest(self, name: str) -> str:
-        """The digest listed for `name` (names compare as Ollama's do); "" when none is (an OpenAI server)."""
-        key = name_key(name)
-        for listed, model in zip(self.names, self.models):
-            if listed == name or name_key(listed) == key:
-                return str(model.get("digest") or "")
-        return ""
+        """The digest listed for `name`; "" when none is (an OpenAI server, or a name it does not list)."""
+        model = self.entry(name)
+        return str(model.get("digest") or "") if model is not None else ""
 
     def as_ollama_tags(self) -> list[dict[str, Any]]:
         """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
@@ -152,6 +162,7 @@ class Upstream:
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
         self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
+        self.listing_error: str | None = None  # why the last listing fetch failed; None once one succeeded
         headers = {"accept-encoding": "identity"}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
@@ -190,12 +201,17 @@ class Upstream:
     async def kind(self) -> UpstreamKind:
         """`ollama` when GET /api/version answers with a version, else `openai`.
 
-        A failed probe is not cached: the next call probes again, so an upstream that starts after
-        VeloLLM is picked up without a restart.
+        A failed probe (no connection, or a 5xx) is not cached: the next call probes again, so an upstream
+        that starts after VeloLLM is picked up without a restart.
         """
         if self._kind is not None:
             return self._kind
         status, body = await self.request_json("GET", "/api/version", timeout=self.config.connect_timeout + 3.0)
+        if status >= 500:
+            # No answer about its API: a server failing now, or a proxy in front of one (nginx's 502 while Ollama
+            # restarts). Taken for an OpenAI server, an Ollama stayed one until VeloLLM restarted.
+            raise UpstreamUnavailable(self.url, f"GET /api/version answered {status} (--upstream-kind skips this "
+                                                f"probe)")
         kind: UpstreamKind = "ollama" if status == 200 and isinstance(body, dict) and "version" in body else "openai"
         logger.info("upstream %s speaks the %s API", self.url, kind)
         self._kind = kind
@@ -331,6 +347,7 @@ class Upstream:
             return await asyncio.wait_for(asyncio.shield(task), wait)
         except (UpstreamUnavailable, ValueError, KeyError, TypeError) as exc:
             logger.warning("listing the models of upstream %s failed (%s); using the last listing", self.url, exc)
+            self.listing_error = str(exc)
             return self._listing
         except asyncio.TimeoutError:
             if task is not self._slow_task:  # once per slow fetch, not once per caller
@@ -353,7 +370,7 @@ class Upstream:
             raise ValueError(f"GET {path} answered {status}")
         models = body.get("models" if kind == "ollama" else "data") or []
         listing = UpstreamListing(kind=kind, models=tuple(m for m in models if isinstance(m, dict)))
-        self._listing = listing
+        self._listing, self.listing_error = listing, None
         return listing
 
 

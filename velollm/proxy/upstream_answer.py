@@ -36,9 +36,23 @@ async def read_json(upstream: Upstream, response: httpx.Response) -> Any:
         raise UpstreamBadAnswer(upstream.url, f"invalid JSON: {data[:200]!r}") from exc
 
 
+# Headers of an upstream's error that tell the client when to try again (a 429 of a hosted API, the 503 of a
+# full queue: Ollama's, VeloLLM's own): the openai SDK waits what they say before its retry.
+RETRY_HEADERS = ("retry-after", "retry-after-ms")
+
+
 async def converted_error(upstream: Upstream, response: httpx.Response, api: Api) -> Response:
     """An upstream error status passed on in the client's error shape: a body already in that shape as
-    it is; any other (the other API's, HTML, broken JSON) turned into it, its text as the message."""
+    it is; any other (the other API's, HTML, broken JSON) turned into it, its text as the message. Its
+    Retry-After goes along."""
+    answer = await _error_body(upstream, response, api)
+    for name in RETRY_HEADERS:
+        if name in response.headers:
+            answer.headers[name] = response.headers[name]
+    return answer
+
+
+async def _error_body(upstream: Upstream, response: httpx.Response, api: Api) -> Response:
     data = await upstream.read_body(response)
     try:
         body = json.loads(data)
