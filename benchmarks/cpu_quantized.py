@@ -95,7 +95,8 @@ for _ in range(new_tokens - 1):  # one decode step of each engine per round: a b
         t = time.perf_counter(); cpp.eval([token]); decode["llama.cpp"].append(time.perf_counter() - t)
         token = int(cpp.scores[cpp.n_tokens - 1].argmax())
 for name, llm in engines.items():  # the int4 prefill's dequantization buffer, grown during the run
-    scratches = {id(m.scratch): m.scratch.nbytes for m in llm.engine.runner.model.modules() if hasattr(m, "scratch")}
+    scratches = {id(m.scratch): m.scratch.nbytes for m in llm.engine.runner.model.modules()
+                 if getattr(m, "scratch", None) is not None}
     info[name]["scratch_bytes"] = sum(scratches.values())
 print(json.dumps(dict(rss=rss, prefill=prefill, decode=decode, head=head, info=info)))
 """

@@ -22,7 +22,8 @@ from velollm import LLM, SamplingParams
 from velollm.engine.loader.gguf import gguf_source
 from velollm.engine.loader.gguf_file import GGUFFile
 from velollm.engine.loader.gguf_quantized import resident_weight_bytes, resolve_quantization, stays_int4
-from velollm.engine.models.quantized_linear import QuantizedLinear
+from velollm.engine.models.quantized_linear import QuantizedLinear, quantize_linears
+from velollm.hw import cpu_features
 from velollm.kernels import gguf_dequant, int4_cpu, int4_unpack
 from velollm.kernels.int4_cpu import Int4Weight
 
@@ -181,7 +182,8 @@ def assert_greedy_agrees(ours, theirs, what: str) -> None:
 
 
 def scratch_bytes(model: torch.nn.Module) -> int:
-    return next(m.scratch for m in model.modules() if isinstance(m, QuantizedLinear)).nbytes
+    scratch = next(m.scratch for m in model.modules() if isinstance(m, QuantizedLinear))
+    return 0 if scratch is None else scratch.nbytes
 
 
 @pytest.mark.parametrize("arch, qtype", CASES)
@@ -194,9 +196,9 @@ def test_a_long_prompt_prefills_through_the_dequantized_weights_to_the_same_toke
     prompt, ours, runner = generate(path, "auto", text=LONG_PROMPT)
     assert len(prompt) >= 2 * int4_cpu.PREFILL_ROWS and runner.quantization == "int4"
     largest = max(w.numel() for w in int4_weights(runner.model))
-    if int4_unpack.supported():
+    if int4_unpack.supported() and cpu_features.has_native_bf16():
         assert 0 < scratch_bytes(runner.model) <= 2 * largest  # used, and one bfloat16 matrix at most
-    else:  # this CPU's torch packs another layout than dequantize_t reads: the kernel prefills at every size
+    else:  # another packing than dequantize_t reads (AVX2's), or an emulated bfloat16 GEMM: the kernel prefills
         assert scratch_bytes(runner.model) == 0
     monkeypatch.setattr(int4_cpu, "PREFILL_ROWS", 1 << 30)
     _, theirs, kernel_runner = generate(path, "auto", text=LONG_PROMPT)
@@ -233,3 +235,16 @@ def test_quantization_none_and_float32_still_dequantize(fixtures):
         assert any(stays_int4(t) for t in infos) and not stays_int4(f.tensors["token_embd.weight"])
     packed = resident_weight_bytes(infos, "int4", 2)
     assert packed < resident_weight_bytes(infos, "none", 2)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_prefill_scratch_only_where_bfloat16_is_in_hardware(monkeypatch, native):
+    """The prefill switch feeds a bfloat16 GEMM: emulated (no AVX512-BF16 or AMX-BF16) it is slower than the int4
+    kernel at every size (benchmarks/data/int4_prefill_avx2.jsonl), so the layers get no scratch and the kernel
+    runs every size."""
+    monkeypatch.setattr(cpu_features, "has_native_bf16", lambda flags=None: native)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 64))
+    quantize_linears(model, torch.bfloat16, {})
+    scratches = [m.scratch for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert len(scratches) == 2 and len({id(s) for s in scratches}) == 1  # one for the model
+    assert (scratches[0] is not None) == native

@@ -125,20 +125,6 @@ def test_supported_checks_the_packing_on_a_probe(monkeypatch):
         int4_unpack.supported.cache_clear()
 
 
-def test_not_supported_where_the_bfloat16_gemm_is_emulated(monkeypatch):
-    """The packing may match (AVX-512 without BF16: Skylake-X, Ice Lake) and the GEMM still be emulated, slower
-    than the int4 kernel at every size: the kernel stays."""
-    from velollm.hw import cpu_features
-
-    assert int4_unpack.supported()
-    int4_unpack.supported.cache_clear()
-    monkeypatch.setattr(cpu_features, "has_native_bf16", lambda flags=None: False)
-    try:
-        assert not int4_unpack.supported()
-    finally:
-        int4_unpack.supported.cache_clear()
-
-
 THREADS_PROBE = """
 import threading
 

@@ -153,16 +153,12 @@ def _inference(fn: Callable[..., _T], *args: object) -> _T:
 
 @functools.lru_cache(maxsize=1)
 def supported() -> bool:
-    """Whether this torch on this CPU packs as described above (a probe of one full and one tail block must
-    dequantize to exactly what the kernel computes for x = identity) and the bfloat16 GEMM it feeds runs in
-    hardware (AVX512-BF16, AMX-BF16). Elsewhere that GEMM is emulated and slower than the int4 kernel at every
-    size (benchmarks/int4_prefill.py on an AVX2 EPYC, 4096x4096 at 256 rows: the kernel 260 ms, F.linear in
-    bfloat16 857 ms, the GEMM on the transposed scratch 44 s; benchmarks/data/int4_prefill_avx2.jsonl). Such a
-    CPU runs GGUF files in float32 unless told otherwise (cpu_features.default_cpu_dtype)."""
-    from velollm.hw.cpu_features import has_native_bf16
+    """Whether this torch on this CPU packs as described above: a probe of one full and one tail block
+    must dequantize to exactly what the kernel computes for x = identity. (Whether the bfloat16 GEMM it feeds
+    runs in hardware is the engine's to check: quantized_linear.quantize_linears gives no scratch otherwise.)"""
     from velollm.kernels import int4_cpu
 
-    if not int4_cpu.available() or not has_native_bf16():
+    if not int4_cpu.available():
         return False
     gen = torch.Generator().manual_seed(0)
     rows, cols = BLOCK + 16, 2 * GROUP

@@ -19,6 +19,7 @@ from torch import nn
 
 from velollm import kernels
 from velollm.errors import ModelLoadError
+from velollm.hw import cpu_features
 from velollm.hw.torch_threads import one_intra_op_thread
 from velollm.kernels import int4_cpu
 from velollm.kernels.gguf_planes import QuantizedWeight, cat_rows
@@ -152,10 +153,21 @@ def _check_shape(weight: Weight, shape: tuple[int, int], what: str) -> None:
 QUANTIZED_MODULES = (QuantizedLinear, QuantizedEmbedding)
 
 
+def _prefill_scratch() -> Int4Scratch | None:
+    """The buffer for int4 prefills through the dequantized weights (int4_unpack), where the bfloat16 GEMM it
+    feeds runs in hardware (AVX512-BF16, AMX-BF16). Elsewhere that GEMM is emulated and slower than the int4
+    kernel at every size (benchmarks/int4_prefill.py on an AVX2 EPYC, 4096x4096 at 256 rows: the kernel 260 ms,
+    F.linear in bfloat16 857 ms, the GEMM on the transposed buffer 44 s; benchmarks/data/int4_prefill_avx2.jsonl),
+    so the kernel runs every size (None). Such a CPU runs GGUF files in float32 unless told otherwise."""
+    if not cpu_features.has_native_bf16():
+        return None
+    return Int4Scratch(one_intra_op_thread())  # dequantizes on a thread of one torch thread (int4_unpack)
+
+
 def quantize_linears(model: nn.Module, dtype: torch.dtype, fused: dict[str, str]) -> None:
     """Replace every nn.Linear and nn.Embedding of `model` (on the meta device) by its quantized
     counterpart. `fused`: child name -> the parent's method giving the shard sizes (q/k/v, gate/up)."""
-    scratch = Int4Scratch(one_intra_op_thread())  # dequantizes on a thread of one torch thread (int4_unpack)
+    scratch = _prefill_scratch()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
