@@ -44,6 +44,26 @@ def _client(server: ServerHandle) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=120)
 
 
+class _Streamed:
+    """A streamed choice put back together: its text, its calls as (name, arguments), its finish_reason."""
+
+    def __init__(self) -> None:
+        self.content, self.finish = "", None
+        self._calls: dict[int, tuple[str, str]] = {}
+
+    def add(self, chunk) -> None:
+        delta = chunk.choices[0].delta
+        self.content += delta.content or ""
+        for d in delta.tool_calls or []:
+            name, args = self._calls.get(d.index, ("", ""))
+            self._calls[d.index] = (name + (d.function.name or ""), args + (d.function.arguments or ""))
+        self.finish = chunk.choices[0].finish_reason or self.finish
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        return list(self._calls.values())
+
+
 def _check_calls(calls) -> None:
     for c in calls:
         validate(SCHEMAS[c.function.name], c.function.arguments)
@@ -116,15 +136,10 @@ def test_auto_answers_text_or_a_valid_call(live, stream):
             r = await client.chat.completions.create(**kw)
             calls = [(c.function.name, c.function.arguments) for c in r.choices[0].message.tool_calls or []]
             return r.choices[0].message.content, calls, r.choices[0].finish_reason
-        content, calls, finish = "", {}, None
+        streamed = _Streamed()
         async for chunk in await client.chat.completions.create(**kw, stream=True):
-            delta = chunk.choices[0].delta
-            content += delta.content or ""
-            for d in delta.tool_calls or []:
-                name, args = calls.get(d.index, ("", ""))
-                calls[d.index] = (name + (d.function.name or ""), args + (d.function.arguments or ""))
-            finish = chunk.choices[0].finish_reason or finish
-        return content, list(calls.values()), finish
+            streamed.add(chunk)
+        return streamed.content, streamed.calls, streamed.finish
 
     async def run():
         client = _client(server)
@@ -157,15 +172,10 @@ def test_auto_with_a_response_format_answers_calls_or_that_format(live, stream):
         kw = {"model": "demo", "messages": MESSAGES, "tools": TOOLS, "max_tokens": 96, "seed": seed,
               "response_format": rf}
         if stream:
-            content, calls, finish = "", {}, None
+            streamed = _Streamed()
             for chunk in client.chat.completions.create(**kw, stream=True):
-                delta = chunk.choices[0].delta
-                content += delta.content or ""
-                for d in delta.tool_calls or []:
-                    name, args = calls.get(d.index, ("", ""))
-                    calls[d.index] = (name + (d.function.name or ""), args + (d.function.arguments or ""))
-                finish = chunk.choices[0].finish_reason or finish
-            calls = list(calls.values())
+                streamed.add(chunk)
+            content, calls, finish = streamed.content, streamed.calls, streamed.finish
         else:
             choice = client.chat.completions.create(**kw).choices[0]
             content, finish = choice.message.content, choice.finish_reason

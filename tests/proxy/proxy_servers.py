@@ -63,6 +63,23 @@ class ThreadServer:
 # --- fake Ollama ------------------------------------------------------------------------------
 
 
+def listing_routes(kind: str, models: list[str]) -> list[Route]:
+    """/api/version, /api/tags and /v1/models of a fake upstream listing `models`: "ollama" answers as Ollama
+    does; any other kind as an OpenAI-compatible server, which has no /api/version (a 404)."""
+
+    async def version(request: Request) -> Response:
+        if kind == "ollama":
+            return JSONResponse({"version": "0.12.0"})
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    async def listing(request: Request) -> Response:
+        if kind == "ollama":
+            return JSONResponse({"models": [{"name": f"{m}:latest", "model": f"{m}:latest"} for m in models]})
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+
+    return [Route("/api/version", version), Route("/api/tags", listing), Route("/v1/models", listing)]
+
+
 class FakeOllamaState:
     def __init__(self, models: list[str]) -> None:
         self.models = models

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import ollama
 import openai
 import pytest
-from proxy_servers import ThreadServer
+from proxy_servers import ThreadServer, listing_routes
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 USER = [{"role": "user", "content": "hi"}]
@@ -41,16 +41,6 @@ def cutting_upstream(kind: str) -> Starlette:
     terminator sent: no transport error); `unterminated` ends with a whole last message lacking its final
     newline; `notjson` answers a whole request with a truncated JSON body and a 200."""
 
-    async def version(request: Request) -> Response:
-        if kind == "ollama":
-            return JSONResponse({"version": "0.12.0"})
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
-
-    async def listing(request: Request) -> Response:
-        if kind == "ollama":
-            return JSONResponse({"models": [{"name": f"{m}:latest", "model": f"{m}:latest"} for m in MODELS]})
-        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
-
     async def chat(request: Request) -> Response:
         body = await request.json()
         model = body["model"].removesuffix(":latest")
@@ -70,7 +60,7 @@ def cutting_upstream(kind: str) -> Starlette:
 
         return StreamingResponse(stream(), media_type="application/x-ndjson" if kind == "ollama" else "text/event-stream")
 
-    return Starlette(routes=[Route("/api/version", version), Route("/api/tags", listing), Route("/v1/models", listing),
+    return Starlette(routes=[*listing_routes(kind, MODELS),
                              Route("/api/chat", chat, methods=["POST"]),
                              Route("/v1/chat/completions", chat, methods=["POST"])])
 

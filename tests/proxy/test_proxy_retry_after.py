@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from proxy_servers import ThreadServer
+from proxy_servers import ThreadServer, listing_routes
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,16 +22,6 @@ def busy_upstream(kind: str) -> Starlette:
     """Every generation is refused: `limited` with a 429 and `Retry-After: 7`, `full` with a 503 and
     `retry-after-ms: 1500`, each body in the upstream's own error shape."""
 
-    async def version(request: Request) -> Response:
-        if kind == "ollama":
-            return JSONResponse({"version": "0.12.0"})
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
-
-    async def listing(request: Request) -> Response:
-        if kind == "ollama":
-            return JSONResponse({"models": [{"name": f"{m}:latest", "model": f"{m}:latest"} for m in ("limited", "full")]})
-        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in ("limited", "full")]})
-
     async def refuse(request: Request) -> Response:
         model = (await request.json())["model"].removesuffix(":latest")
         status, headers = (429, {"retry-after": "7"}) if model == "limited" else (503, {"retry-after-ms": "1500"})
@@ -40,7 +30,7 @@ def busy_upstream(kind: str) -> Starlette:
                                                                       "param": None, "code": None}}
         return JSONResponse(body, status_code=status, headers=headers)
 
-    return Starlette(routes=[Route("/api/version", version), Route("/api/tags", listing), Route("/v1/models", listing),
+    return Starlette(routes=[*listing_routes(kind, ["limited", "full"]),
                              Route("/api/chat", refuse, methods=["POST"]),
                              Route("/v1/chat/completions", refuse, methods=["POST"])])
 
