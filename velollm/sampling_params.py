@@ -32,8 +32,8 @@ class StructuredOutput:
     """A constraint on the generated text, compiled to a token mask by the grammar backend.
 
     kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
-    "ebnf" (value: a grammar), "regex" (value: a pattern the whole answer matches), "structural_tag" (value: xgrammar structural-tag JSON; used for
-    tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
+    "ebnf" (value: a grammar), "regex" (value: a pattern the whole answer matches), "structural_tag" (value:
+    xgrammar structural-tag JSON; used for tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
     starts after the model's thinking.
     """
 

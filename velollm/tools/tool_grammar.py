@@ -108,17 +108,11 @@ def calls_or_answer(
 
 
 def _answer_format(answer: StructuredOutput) -> dict[str, Any]:
-    if answer.kind == "json_object":
-        from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA
+    if answer.kind == "structural_tag":
+        raise InvalidRequest(f"a {answer.kind} constraint cannot go beside tools", param="tools")
+    from velollm.engine.text.structured_output import structural_format
 
-        return {"type": "json_schema", "json_schema": JSON_OBJECT_SCHEMA}
-    if answer.kind == "json_schema":
-        return {"type": "json_schema", "json_schema": json.loads(answer.value)}
-    if answer.kind == "ebnf":
-        return {"type": "grammar", "grammar": answer.value}
-    if answer.kind == "regex":
-        return {"type": "regex", "pattern": answer.value}
-    raise InvalidRequest(f"a {answer.kind} constraint cannot go beside tools", param="tools")
+    return structural_format(answer)
 
 
 def _required(

@@ -218,7 +218,7 @@ class StructuredOutputManager:
     def _compile_after_reasoning(self, spec: StructuredOutput, span: ReasoningSpan, budget: int | None) -> CompiledSpec:
         """The thinking (free text, at most `budget` tokens), then the spec: one structural tag."""
         try:
-            answer = self._as_format(spec)
+            answer = structural_format(spec)
             thinking = self._thinking_format(span, budget)
             if span.optional:
                 thinking = {"type": "optional", "content": thinking}
@@ -249,21 +249,6 @@ class StructuredOutputManager:
     def _token_id(self, marker: str) -> int | None:
         token_id = self._token_to_id(marker) if marker else None
         return token_id if token_id is not None and 0 <= token_id < self.vocab_size else None
-
-    @staticmethod
-    def _as_format(spec: StructuredOutput) -> dict[str, Any]:
-        """The spec as a structural-tag format (what follows the thinking)."""
-        if spec.kind == "json_object":
-            return {"type": "json_schema", "json_schema": JSON_OBJECT_SCHEMA}
-        if spec.kind == "json_schema":
-            return {"type": "json_schema", "json_schema": _load(spec)}
-        if spec.kind == "ebnf":
-            return {"type": "grammar", "grammar": spec.value}
-        if spec.kind == "regex":
-            return {"type": "regex", "pattern": spec.value}
-        if spec.kind == "structural_tag":
-            return _load(spec)["format"]
-        raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
 
     def _compile_schema(self, schema: Any) -> Any:
         grammar = self._xgr.Grammar.from_json_schema(
@@ -365,6 +350,22 @@ _XGRAMMAR_STAMP = re.compile(r"^\[[0-9:]+\] \S+\.(?:cc|h):\d+: ")
 def _reason(exc: Exception) -> str:
     """What was wrong, as a client reads it (xgrammar's stamp and trailing newline dropped)."""
     return _XGRAMMAR_STAMP.sub("", str(exc)).strip()
+
+
+def structural_format(spec: StructuredOutput) -> dict[str, Any]:
+    """The spec as a structural-tag format: what follows a model's thinking, or a tool-call grammar's other
+    branch (velollm.tools.tool_grammar.calls_or_answer)."""
+    if spec.kind == "json_object":
+        return {"type": "json_schema", "json_schema": JSON_OBJECT_SCHEMA}
+    if spec.kind == "json_schema":
+        return {"type": "json_schema", "json_schema": _load(spec)}
+    if spec.kind == "ebnf":
+        return {"type": "grammar", "grammar": spec.value}
+    if spec.kind == "regex":
+        return {"type": "regex", "pattern": spec.value}
+    if spec.kind == "structural_tag":
+        return _load(spec)["format"]
+    raise InvalidRequest(f"unknown structured output kind {spec.kind!r}", param="response_format")
 
 
 def _load(spec: StructuredOutput) -> Any:
