@@ -142,3 +142,16 @@ def test_developer_is_a_system_message_for_templates_without_it(live_server):
     joined = client.chat(model="demo", options=opts, messages=[
         {"role": "system", "content": "Be terse.\n\nAnswer in French."}, {"role": "user", "content": "hi"}])
     assert (both.prompt_eval_count, both.message.content) == (joined.prompt_eval_count, joined.message.content)
+
+
+def test_sampling_options_out_of_range_are_clamped_as_ollamas_sampler_does(live_server):
+    """sample.NewSampler: a negative temperature is greedy, top_p and min_p are cut to [0, 1] (a top_p of 0 keeps
+    the most likely token). Before, each was a 400 here; NaN stays one."""
+    client = _client(live_server)
+    greedy = client.generate(model="demo", prompt="once upon", options={"num_predict": 8, "temperature": 0})
+    for options in ({"temperature": -1}, {"temperature": 0.9, "top_p": 0}, {"temperature": 0.9, "top_p": -0.5}):
+        r = client.generate(model="demo", prompt="once upon", options={"num_predict": 8, "seed": 3, **options})
+        assert r.response == greedy.response, options
+    for options in ({"top_p": 2}, {"min_p": -1}, {"min_p": 3}):
+        r = client.generate(model="demo", prompt="once upon", options={"num_predict": 8, "seed": 3, **options})
+        assert r.done, options

@@ -17,6 +17,7 @@ from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
+from velollm.wire.ollama_sampler import clamp_option
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +118,10 @@ def sampling_from_options(options: dict[str, Any], model_defaults: dict[str, Any
     num_ctx = o.int("num_ctx", None, truncate=True, lo=1)
     top_k = o.int("top_k", truncate=True)
     kwargs: dict[str, Any] = {
-        "temperature": o.float("temperature"),
-        "top_p": o.float("top_p"),
+        "temperature": clamp_option("temperature", o.float("temperature")),  # as Ollama's sampler takes them
+        "top_p": clamp_option("top_p", o.float("top_p")),
         "top_k": -1 if top_k <= 0 else top_k,
-        "min_p": o.float("min_p"),
+        "min_p": clamp_option("min_p", o.float("min_p")),
         "seed": None if seed < 0 else seed,
         "max_tokens": num_predict if num_predict > 0 else None,  # -1 unlimited, -2 fill the context
         "stop": o.str_list("stop", []),

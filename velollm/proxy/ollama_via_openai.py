@@ -18,6 +18,7 @@ from typing import Any
 
 from velollm.errors import InvalidRequest
 from velollm.wire.ollama_answer import ollama_answer
+from velollm.wire.ollama_sampler import clamp_option
 
 _OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
                 ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
@@ -65,7 +66,7 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("options must be an object", param="options")
     for key, target in _OPTION_KEYS + _EXTRA_OPTION_KEYS:
         if options.get(key) is not None:
-            out[target] = options[key]
+            out[target] = clamp_option(key, options[key])  # a temperature of -1 is Ollama's greedy, not a 400
     if isinstance(options.get("stop"), str):  # as the native route and Ollama itself: an array or nothing
         raise InvalidRequest('option "stop" must be of type array (options.stop must be an array of strings, '
                              'got a string)', param="options.stop")
