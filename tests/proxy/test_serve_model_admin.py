@@ -96,6 +96,11 @@ def test_copy_and_delete_on_the_local_store(native, store):
         with pytest.raises(ollama.ResponseError) as err:  # pinned (the default --model): kept loaded
             refused()
         assert err.value.status_code == 400 and "--model" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:  # listed by /api/tags, but no model of the store
+        client.copy("demo", "demo-copy")
+    assert err.value.status_code == 404
+    assert err.value.error == ('model "demo" not found in the Ollama store: this server runs it with --model (demo), '
+                               "and /api/copy copies the store's models")
 
 
 def test_delete_unloads_the_model_and_removes_its_blobs(native, store):

@@ -158,6 +158,10 @@ async def copy(request: Request, state: AppState, call: Call) -> Response:
         answer = answer or await unmanaged(state, request, body)
         if answer is not None:
             return answer
+        pinned = state.models.pinned(source)
+        if pinned is not None:  # listed by /api/tags, but not a model of the store (demo, a path, a folder)
+            raise ModelNotFound(f"model {json.dumps(source)} not found in the Ollama store: this server runs it "
+                                f"with --model ({pinned.name}), and /api/copy copies the store's models") from None
         raise
     finally:
         state.models.store_changed()
