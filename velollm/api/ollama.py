@@ -82,7 +82,7 @@ class OllamaFormatter:
 
     def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
                  return_context: bool, logprobs: LogprobFormatter | None,
-                 context_ids: list[int] | None = None) -> None:
+                 context_ids: list[int] | None = None, end_ids: frozenset[int] = frozenset()) -> None:
         self.model = model
         self.chat = chat
         self.call = call
@@ -93,6 +93,10 @@ class OllamaFormatter:
         # The `context` returned is the whole prompt (before truncation) and the answer, as Ollama's: the
         # next call then cuts the same ids (id_window) and its prompt extends this one's.
         self.context_ids = prompt_ids if context_ids is None else context_ids
+        # The ids that end an answer (EOS, stop_token_ids): left out of `context`, which in Ollama is the prompt
+        # and the answer's text tokenized again (tokenize(prompt + response)), so no end-of-sequence token that a
+        # continuation would then carry mid-prompt.
+        self.end_ids = end_ids
 
     def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
         return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
@@ -114,7 +118,10 @@ class OllamaFormatter:
         # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
         out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
         if self.return_context:
-            out["context"] = self.context_ids + choice.token_ids
+            answer = choice.token_ids
+            if choice.finish_reason == "stop" and answer and answer[-1] in self.end_ids:
+                answer = answer[:-1]
+            out["context"] = self.context_ids + answer
         t_first = choice.t_first or self.t_loaded
         out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
                    prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
@@ -343,7 +350,9 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids)
+    end_ids = (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
+               | frozenset(params.stop_token_ids or ()))
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response
