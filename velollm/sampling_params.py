@@ -33,8 +33,8 @@ class StructuredOutput:
 
     kind: "json_object" (any JSON object), "json_schema" (value: the schema as a JSON string),
     "ebnf" (value: a grammar), "regex" (value: a pattern the whole answer matches), "structural_tag" (value:
-    xgrammar structural-tag JSON; used for tool_choice="auto": free text until a trigger, then constrained). reasoning: the constraint
-    starts after the model's thinking.
+    xgrammar structural-tag JSON; used for tool_choice="auto": free text until a trigger, then constrained).
+    reasoning: the constraint starts after the model's thinking.
     """
 
     kind: Literal["json_object", "json_schema", "ebnf", "regex", "structural_tag"]

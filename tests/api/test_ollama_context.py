@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from velollm.api.generation import ChoiceState
 from velollm.api.handler import Call
-from velollm.api.ollama import OllamaFormatter
+from velollm.api.ollama_format import OllamaFormatter
 
 EOS, STOP = 2, 7
 

@@ -24,7 +24,7 @@ from velollm.api.context_fit import (
     ollama_overflow,
 )
 from velollm.api.debug_render import debug_render
-from velollm.api.generation import ChoiceState, EngineCall, GenerationStream, engine_params
+from velollm.api.generation import EngineCall, GenerationStream, engine_params
 from velollm.api.handler import (
     STATUS_CLIENT_CLOSED,
     AppState,
@@ -40,6 +40,7 @@ from velollm.api.handler import (
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.native_chat import chat_renderer, render_chat
 from velollm.api.protocol_ollama import (
     ChatRequest,
@@ -59,11 +60,9 @@ from velollm.api.turn_prefill import remember_turn
 from velollm.context.token_cut import answer_room
 from velollm.errors import ContextOverflow, InvalidRequest
 from velollm.output_budget import fit_max_tokens
-from velollm.outputs import RequestDelta
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import ollama_stream_error, to_api_error
 from velollm.wire.framing import NDJSON_MEDIA_TYPE, ndjson_line
-from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.streaming import streaming_response
 from velollm.wire.timestamps import now_rfc3339
 
@@ -71,69 +70,6 @@ if TYPE_CHECKING:
     from velollm.engine.loader.source import ModelInfo
 
 logger = logging.getLogger(__name__)
-
-
-def _ns(seconds: float) -> int:
-    return max(0, int(seconds * 1e9))
-
-
-class OllamaFormatter:
-    """Chunks and the final object of /api/generate (`response`) or /api/chat (`message`)."""
-
-    def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
-                 return_context: bool, logprobs: LogprobFormatter | None,
-                 context_ids: list[int] | None = None, end_ids: frozenset[int] = frozenset()) -> None:
-        self.model = model
-        self.chat = chat
-        self.call = call
-        self.t_loaded = t_loaded
-        self.prompt_ids = prompt_ids
-        self.return_context = return_context
-        self.logprobs = logprobs
-        # The `context` returned is the whole prompt (before truncation) and the answer, as Ollama's: the
-        # next call then cuts the same ids (id_window) and its prompt extends this one's.
-        self.context_ids = prompt_ids if context_ids is None else context_ids
-        # The ids that end an answer (EOS, stop_token_ids): left out of `context`, which in Ollama is the prompt
-        # and the answer's text tokenized again (tokenize(prompt + response)), so no end-of-sequence token that a
-        # continuation would then carry mid-prompt.
-        self.end_ids = end_ids
-
-    def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
-        return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
-
-    def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-        """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
-        if not delta.text and not delta.reasoning and not tool_calls and not (self.logprobs and delta.token_ids):
-            return None
-        out = self._body(delta.text, tool_calls, delta.reasoning)
-        out["done"] = False
-        if self.logprobs and delta.token_ids:
-            out["logprobs"] = self.logprobs.chat_entries(delta.token_ids, delta.logprobs or [])
-        return out
-
-    def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False,
-              tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
-        out = self._body(text, tool_calls, thinking)
-        out["done"] = True
-        # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
-        out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
-        if self.return_context:
-            answer = choice.token_ids
-            if choice.finish_reason == "stop" and answer and answer[-1] in self.end_ids:
-                answer = answer[:-1]
-            out["context"] = self.context_ids + answer
-        t_first = choice.t_first or self.t_loaded
-        out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
-                   prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids), prompt_eval_duration=_ns(t_first - self.t_loaded),
-                   eval_count=len(choice.token_ids), eval_duration=_ns((choice.t_last or t_first) - t_first))
-        if with_logprobs and self.logprobs:
-            out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
-        return out
-
-
-def _prompt_eval_count(choice: ChoiceState, prompt_ids: list[int]) -> int:
-    """The prompt the answer came from: a tool-call retry's when it retried (velollm.api.openai_format.usage)."""
-    return len(prompt_ids) if choice.num_prompt_tokens is None else choice.num_prompt_tokens
 
 
 def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:

@@ -1,9 +1,10 @@
 """Continuous batching: decodes first, then chunked prefill under a token budget; preemption by recompute.
 
 Background prefills (`add_prefill`: a chat's next-turn prefix computed into the prefix cache while the user
-types, or a prompt while its grammar compiles) run only when no request waits or runs, one chunk of at most PREFILL_CHUNK tokens a step: a request
-that arrives waits for the chunk in progress at most, then the prefill gives its blocks back (its full blocks
-stay cached, evictable) and resumes, from the cache, once the engine is idle again. One that finds no free
+types, or a prompt while its grammar compiles) run only when no request waits or runs, one chunk of at most
+PREFILL_CHUNK tokens a step: a request that arrives waits for the chunk in progress at most, then the prefill
+gives its blocks back (its full blocks stay cached, evictable) and resumes, from the cache, once the engine is
+idle again. One that finds no free
 blocks is dropped, as are the oldest beyond MAX_PREFILLS."""
 
 from __future__ import annotations

@@ -35,9 +35,10 @@ def call_format(tools: list[dict[str, Any]]) -> dict[str, Any]:
     for tool in tools:
         function = tool["function"]
         parameters = function.get("parameters")
+        arguments = parameters if isinstance(parameters, dict) else {"type": "object"}
         variants.append({"type": "object",
                          "properties": {"name": {"type": "string", "enum": [function.get("name")]},
-                                        "arguments": parameters if isinstance(parameters, dict) else {"type": "object"}},
+                                        "arguments": arguments},
                          "required": ["name", "arguments"]})
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 

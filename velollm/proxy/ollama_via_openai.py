@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.proxy.message_calls import message_tool_calls
 from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.ollama_sampler import clamp_option
 
@@ -120,12 +121,8 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
             parts += [{"type": "image_url", "image_url": {"url": _data_url(image, f"messages[{i}].images[{j}]")}}
                       for j, image in enumerate(_images(message["images"]))]
             converted["content"] = parts
-        if message.get("tool_calls"):
-            calls = message["tool_calls"]
-            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict)
-                                                      for c in calls):
-                raise InvalidRequest("tool_calls must be an array of objects, each with a function object",
-                                     param="messages")
+        calls = message_tool_calls(message)
+        if calls:
             converted["tool_calls"] = [_tool_call(c, ids_by_name) for c in calls]
         if role == "tool":
             name = message.get("tool_name") or message.get("name")

@@ -14,6 +14,7 @@ from typing import Any
 
 from velollm.errors import InvalidRequest
 from velollm.proxy.forced_tool_call import call_format, forced_tools
+from velollm.proxy.message_calls import message_tool_calls
 from velollm.reasoning import ThinkSetting
 from velollm.wire.errors import APIError, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
@@ -183,12 +184,8 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
         thinking = message.get("reasoning") or message.get("reasoning_content")
         if thinking:
             converted["thinking"] = thinking
-        if message.get("tool_calls"):
-            calls = message["tool_calls"]
-            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict)
-                                                      for c in calls):
-                raise InvalidRequest("tool_calls must be an array of objects, each with a function object",
-                                     param="messages")
+        calls = message_tool_calls(message)
+        if calls:
             converted["tool_calls"] = [_tool_call_in(c, names_by_id) for c in calls]
         if message.get("role") == "tool":
             call_id = message.get("tool_call_id")

@@ -1,0 +1,76 @@
+"""OllamaFormatter: the chunks and the final object of a native answer, /api/generate (`response`) or /api/chat
+(`message`), with Ollama's counts, durations and `context`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from velollm.api.generation import ChoiceState
+from velollm.api.handler import Call
+from velollm.api.logprobs import LogprobFormatter
+from velollm.outputs import RequestDelta
+from velollm.wire.ollama_answer import ollama_answer
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+class OllamaFormatter:
+    """Chunks and the final object of /api/generate (`response`) or /api/chat (`message`)."""
+
+    def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
+                 return_context: bool, logprobs: LogprobFormatter | None,
+                 context_ids: list[int] | None = None, end_ids: frozenset[int] = frozenset()) -> None:
+        self.model = model
+        self.chat = chat
+        self.call = call
+        self.t_loaded = t_loaded
+        self.prompt_ids = prompt_ids
+        self.return_context = return_context
+        self.logprobs = logprobs
+        # The `context` returned is the whole prompt (before truncation) and the answer, as Ollama's: the
+        # next call then cuts the same ids (id_window) and its prompt extends this one's.
+        self.context_ids = prompt_ids if context_ids is None else context_ids
+        # The ids that end an answer (EOS, stop_token_ids): left out of `context`, which in Ollama is the prompt
+        # and the answer's text tokenized again (tokenize(prompt + response)), so no end-of-sequence token that a
+        # continuation would then carry mid-prompt.
+        self.end_ids = end_ids
+
+    def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
+        return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
+
+    def chunk(self, delta: RequestDelta, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """`tool_calls`: whole calls (arguments as objects) that completed with this delta, as Ollama streams them."""
+        if not delta.text and not delta.reasoning and not tool_calls and not (self.logprobs and delta.token_ids):
+            return None
+        out = self._body(delta.text, tool_calls, delta.reasoning)
+        out["done"] = False
+        if self.logprobs and delta.token_ids:
+            out["logprobs"] = self.logprobs.chat_entries(delta.token_ids, delta.logprobs or [])
+        return out
+
+    def final(self, choice: ChoiceState, text: str = "", with_logprobs: bool = False,
+              tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
+        out = self._body(text, tool_calls, thinking)
+        out["done"] = True
+        # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
+        out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
+        if self.return_context:
+            answer = choice.token_ids
+            if choice.finish_reason == "stop" and answer and answer[-1] in self.end_ids:
+                answer = answer[:-1]
+            out["context"] = self.context_ids + answer
+        t_first = choice.t_first or self.t_loaded
+        out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
+                   prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids),
+                   prompt_eval_duration=_ns(t_first - self.t_loaded),
+                   eval_count=len(choice.token_ids), eval_duration=_ns((choice.t_last or t_first) - t_first))
+        if with_logprobs and self.logprobs:
+            out["logprobs"] = self.logprobs.chat_entries(choice.token_ids, choice.logprobs)
+        return out
+
+
+def _prompt_eval_count(choice: ChoiceState, prompt_ids: list[int]) -> int:
+    """The prompt the answer came from: a tool-call retry's when it retried (velollm.api.openai_format.usage)."""
+    return len(prompt_ids) if choice.num_prompt_tokens is None else choice.num_prompt_tokens
