@@ -1,4 +1,4 @@
-"""GGUF 4-bit models on the CPU: VeloLLM's int4 path, its dequantized (bfloat16) path and llama.cpp, same run.
+"""GGUF 4-bit models on the CPU: VeloLLM's int4 path, its dequantized path and llama.cpp, same run.
 
 Random weights of Llama-3.2-1B's shape are written once as F16 and quantized by llama.cpp's own quantizer
 to each type (Q4_K_M: Q4_K with Q6_K attn_v / ffn_down in some layers and a Q6_K tied embedding; Q4_0).
@@ -7,15 +7,18 @@ The three engines live in one subprocess and take turns, one request each: every
   prefill  a PROMPT_LEN-token prompt (M = 256 rows per matmul): tok/s
   decode   batch 1, NEW_TOKENS tokens: tok/s from the median step, and the roofline it sits under: the
            measured copy bandwidth over the bytes one token reads (the weights as held: int4 planes plus the
-           dequantized rest, all bfloat16, or the file's tensors for llama.cpp)
-  lm_head  the median time of the (tied, bfloat16) lm_head at batch 1 against the decode step
+           dequantized rest in the model's dtype, all of it in that dtype, or the file's tensors for llama.cpp)
+  lm_head  the median time of the (tied, dequantized) lm_head at batch 1 against the decode step
   rss      resident memory each engine added when it loaded (and, for int4, the prefill's dequantization
            buffer it grew afterwards: velollm.kernels.int4_unpack)
 Prefill is repeated --repeats times (fresh prompts: no prefix-cache hits); medians are printed.
-`--quantization auto` takes the int4 path on a bfloat16 CPU model (velollm/engine/loader/gguf_quantized.py);
-the `decision` row says whether it measured faster. The box is shared: every row carries the load average.
+`--dtype` is the models' (default: what `velollm serve` picks on this CPU for a GGUF file: bfloat16 where the
+CPU has it in hardware, float32 elsewhere). `--quantization auto` takes the int4 path on a bfloat16 or float32
+CPU model (velollm/engine/loader/gguf_quantized.py); the `decision` row says whether it measured faster. The box
+is shared: every row carries the load average.
 
 Usage: python benchmarks/cpu_quantized.py [--out DIR] [--types Q4_K_M Q4_0] [--prompt-len 256] [--new-tokens 32]
+       [--dtype float32]
        python benchmarks/cpu_quantized.py --layers 1 --vocab 4096 --new-tokens 8   (a quick smoke run)
 """
 
@@ -39,11 +42,12 @@ import json, statistics, sys, time
 import numpy as np, psutil, torch
 from velollm import LLM, SamplingParams
 path, prompt_len, new_tokens, repeats, with_llama_cpp, plain = sys.argv[1], *map(int, sys.argv[2:7])
+dtype = sys.argv[7]
 proc = psutil.Process()
 engines, rss, info = {}, {}, {}
 for quantization in ("auto", "none"):
     before = proc.memory_info().rss
-    llm = LLM(path, device="cpu", dtype="bfloat16", quantization=quantization, max_num_seqs=1,
+    llm = LLM(path, device="cpu", dtype=dtype, quantization=quantization, max_num_seqs=1,
               kv_cache_memory=256 * 2**20)
     runner = llm.engine.runner
     engines[runner.quantization] = llm
@@ -63,7 +67,7 @@ if with_llama_cpp:
 vocab = next(iter(engines.values())).engine.runner.config.vocab_size
 prefill = {k: [] for k in rss}
 decode = {k: [] for k in rss}
-x = torch.randn(1, next(iter(engines.values())).engine.runner.config.hidden_size, dtype=torch.bfloat16)
+x = torch.randn(1, next(iter(engines.values())).engine.runner.config.hidden_size, dtype=getattr(torch, dtype))
 
 def velollm_prefill(llm, prompt, max_tokens):
     llm.engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True))
@@ -117,7 +121,10 @@ def tensor_bytes(path: Path) -> int:
 
 
 def main() -> None:
+    import torch
+
     from velollm.hw.bandwidth import copy_bandwidth
+    from velollm.hw.cpu_features import default_cpu_dtype
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "velollm-cpu-quantized",
@@ -129,13 +136,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="prefill rounds (medians are printed)")
     parser.add_argument("--no-llama-cpp", action="store_true")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=default_cpu_dtype(),
+                        help="the models' dtype (default: this CPU's for GGUF files)")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"llama3.2-1b-shape-L{args.layers}-V{args.vocab}"
     base = args.out / f"{tag}-F16.gguf"
     bandwidth = copy_bandwidth("cpu")
-    emit(what="cpu_box", cpus=os.cpu_count(), copy_gb_s=round(bandwidth / 1e9, 1), load_avg=os.getloadavg())
+    emit(what="cpu_box", cpus=os.cpu_count(), capability=torch.backends.cpu.get_cpu_capability(), dtype=args.dtype,
+         copy_gb_s=round(bandwidth / 1e9, 1), load_avg=os.getloadavg())
     for ftype in args.types:
         path = args.out / f"{tag}-{ftype}.gguf"
         if not path.exists():
@@ -143,7 +153,8 @@ def main() -> None:
                 write_f16(base, shape)
             quantize(base, path, ftype)
         r = measure(_PAIRED, str(path), str(args.prompt_len), str(args.new_tokens), str(args.repeats),
-                    str(int(not args.no_llama_cpp)), str(int(args.layers < 4)))  # a smoke run's tiny tensors
+                    str(int(not args.no_llama_cpp)), str(int(args.layers < 4)),  # a smoke run's tiny tensors
+                    args.dtype)
         info = r["info"] | {"llama.cpp": dict(weight_bytes=tensor_bytes(path), matmul="ggml")}
         rates = {}
         for name, steps in r["decode"].items():
@@ -151,7 +162,8 @@ def main() -> None:
             prefill = args.prompt_len / statistics.median(r["prefill"][name])
             roofline = bandwidth / info[name]["weight_bytes"]
             rates[name] = dict(decode=decode, prefill=prefill, steps=steps)
-            emit(what="cpu_gguf", quant=ftype, path=name, weights_gb=round(info[name]["weight_bytes"] / 1e9, 3),
+            emit(what="cpu_gguf", quant=ftype, path=name, dtype=args.dtype,
+                 weights_gb=round(info[name]["weight_bytes"] / 1e9, 3),
                  decode_tok_s=round(decode, 2), best_decode_tok_s=round(1 / min(steps), 2),
                  roofline_tok_s=round(roofline, 2), frac_roofline=round(decode / roofline, 3),
                  prefill_tok_s=round(prefill, 1),
@@ -160,10 +172,11 @@ def main() -> None:
                  rss_gb=round(r["rss"][name] / 1e9, 2), prefill_scratch_gb=round(info[name].get("scratch_bytes", 0) / 1e9, 3),
                  matmul=info[name]["matmul"], load_avg=os.getloadavg())
         int4, dense = rates["int4"], rates["none"]
-        paired = [b / a for a, b in zip(int4["steps"], dense["steps"])]  # bf16 step / int4 step, same round
-        emit(what="decision", quant=ftype, decode_int4_over_bf16=round(int4["decode"] / dense["decode"], 2),
+        paired = [b / a for a, b in zip(int4["steps"], dense["steps"])]  # dense step / int4 step, same round
+        emit(what="decision", quant=ftype, dtype=args.dtype,
+             decode_int4_over_dense=round(int4["decode"] / dense["decode"], 2),
              paired_step_ratio_median=round(statistics.median(paired), 2),
-             prefill_int4_over_bf16=round(int4["prefill"] / dense["prefill"], 2),
+             prefill_int4_over_dense=round(int4["prefill"] / dense["prefill"], 2),
              auto_takes_int4=statistics.median(paired) > 1,
              int4_over_llama_cpp=round(int4["decode"] / rates["llama.cpp"]["decode"], 2) if "llama.cpp" in rates else None)
 

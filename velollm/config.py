@@ -13,8 +13,8 @@ from typing import Any
 from velollm.errors import UnsupportedModel
 
 DTYPES = ("float32", "bfloat16", "float16")
-# GGUF weights: auto (kept quantized on CUDA; on a bfloat16 CPU model the 4-bit matrices repacked to int4, the rest
-# dequantized at load) | none (dequantized) | gguf (kept quantized)
+# GGUF weights: auto (kept quantized on CUDA; on a bfloat16 or float32 CPU model the 4-bit matrices repacked to int4,
+# the rest dequantized at load) | none (dequantized) | gguf (kept quantized)
 QUANTIZATIONS = ("auto", "none", "gguf")
 # KV cache storage: auto (the model's dtype) | fp8 (float8 e4m3, half the bytes; velollm/kernels/fp8.py)
 KV_CACHE_DTYPES = ("auto", "fp8")
@@ -251,7 +251,7 @@ class EngineConfig:
     # Schedule step N+1 while step N runs; its sampled ids reach N+1's inputs on the device (LLMEngine.step)
     async_scheduling: bool = False
     max_queue: int = 512  # waiting requests of an AsyncEngine before Overloaded (503; Ollama's default)
-    quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA, int4 on a bf16 CPU), none (dequantized), gguf
+    quantization: str = "auto"  # GGUF weights: auto (quantized on CUDA, int4 on a CPU), none (dequantized), gguf
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8 (alias fp8_e4m3): float8 e4m3, half the bytes
     # Kernel choices ($VELOLLM_PREFILL_ATTENTION, ...); None: read from the environment when the engine is built
     kernel_switches: KernelSwitches | None = None

@@ -23,8 +23,8 @@ class LLM:
     free memory times `gpu_memory_utilization` when not given). `enforce_eager` turns off the CUDA graphs
     that decode steps otherwise replay on CUDA; `async_scheduling` schedules each step while the previous
     one runs on the device. `quantization`: "auto" keeps GGUF weights quantized on
-    CUDA (Triton kernels compute in place); on the CPU, for a bfloat16 model, it repacks the Q4_0/Q4_1/Q4_K
-    matrices for torch's int4 kernel and dequantizes the rest at load (float32: all); "none" always
+    CUDA (Triton kernels compute in place); on the CPU, for a bfloat16 or float32 model, it repacks the
+    Q4_0/Q4_1/Q4_K matrices for torch's int4 kernel and dequantizes the rest at load; "none" always
     dequantizes; "gguf" always keeps them quantized (on the CPU through the torch reference).
     `kv_cache_dtype`: "auto" stores K/V in the model's dtype; "fp8" (alias "fp8_e4m3") in float8 e4m3, half
     the bytes per token (GPUs below compute capability 8.9 keep "auto" with a warning).

@@ -1,15 +1,16 @@
 """The CPU int4 path: Q4_0 / Q4_1 / Q4_K matrices repacked for torch's CPU int4 kernel (velollm.kernels.int4_cpu),
-what `--quantization auto` takes for a bfloat16 model on the CPU.
+what `--quantization auto` takes for a bfloat16 or float32 model on the CPU.
 
 Per layer: int4_linear against x @ W^T with the bit-exact dequantized W (gguf_dequant) in float32, within
 int4_cpu.error_bound: bfloat16 rounding of each group's scale and zero and of the activations (2^-8 relative
 each) over sum_k |x_k| (|q - 8| |scale| + |zero|), plus the bfloat16 result; on random blocks the errors seen
 are about a tenth of it, so the bound is tight enough to catch a wrong scale, zero or element order (those
 are off by whole quanta).
-End to end (bfloat16 models): greedy tokens equal the dequantized bfloat16 path's; both round to bfloat16
-(its weights, our scales) and differ only there, so where they part the dequantized path's logprobs must put
-the two tokens within NEAR_TIE. Against llama.cpp the rule of test_gguf_generate.py, with its quantized
-tolerance widened for the bfloat16 residual stream.
+End to end (bfloat16 and float32 models): greedy tokens equal the dequantized path's of the same dtype; in
+bfloat16 both round (its weights, our scales) and differ only there, in float32 ours rounds the scales and the
+activations going into the kernel; so where they part the dequantized path's logprobs must put the two tokens
+within NEAR_TIE. Against llama.cpp the rule of test_gguf_generate.py, with its quantized tolerance widened for
+the bfloat16 residual stream.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.skipif(not int4_cpu.available(), reason="this torch has
 CASES = [("llama", "Q4_K_M"), ("qwen2", "Q4_0"), ("qwen3", "Q4_1")]
 PROMPT = "Hello world! def f(x):\n    return x"
 LONG_PROMPT = " ".join(f"{PROMPT} {i}" for i in range(30))  # over twice int4_cpu.PREFILL_ROWS tokens
+DTYPES = ["bfloat16", "float32"]
 NEAR_TIE = 0.1  # nats, in the dequantized bfloat16 path's logprobs
 LLAMA_CPP_NEAR_TIE = 0.5  # test_gguf_generate's 0.4 for quantized files, plus the bfloat16 residual stream
 MAX_TOKENS = 16
@@ -171,6 +173,26 @@ def test_auto_on_a_bfloat16_cpu_model_runs_int4_as_the_dequantized_path_does(fix
     assert_greedy_agrees(ours, theirs, "bfloat16")
 
 
+@pytest.mark.parametrize("arch, qtype", CASES)
+def test_auto_on_a_float32_cpu_model_runs_int4_as_the_dequantized_path_does(fixtures, arch, qtype):
+    """The dtype of CPUs without bfloat16 in hardware: int4 holds 0.625 bytes per 4-bit weight against 4."""
+    path = model_path(fixtures, arch, qtype)
+    _, ours, runner = generate(path, "auto", dtype="float32")
+    _, theirs, dense_runner = generate(path, "none", dtype="float32")
+    assert runner.quantization == "int4" and dense_runner.quantization == "none"
+    assert runner.model.lm_head.parts[0][1].dtype == torch.float32  # the dequantized rest is float32
+    if int4_unpack.supported():
+        assert f"dequantized to float32 + CPU BLAS from {int4_cpu.PREFILL_ROWS_FLOAT32} rows" in runner.paths()["matmul"]
+    held = int4_weights(runner.model)
+    assert held and not int4_weights(dense_runner.model)
+    source = gguf_source(path, dtype="float32", device="cpu")
+    rope = sum(b.numel() * b.element_size() for b in runner.model.buffers())
+    assert source.quantization == "int4" and runner.weight_bytes == source.weight_bytes + rope
+    saved = sum(w.numel() * 4 - w.nbytes for w in held)
+    assert dense_runner.weight_bytes - runner.weight_bytes == saved
+    assert_greedy_agrees(ours, theirs, "float32")
+
+
 def assert_greedy_agrees(ours, theirs, what: str) -> None:
     """Same tokens until they part at a near tie (in `theirs` logprobs), same logprobs up to there."""
     for step, (a, b) in enumerate(zip(ours.token_ids, theirs.token_ids)):
@@ -186,32 +208,37 @@ def scratch_bytes(model: torch.nn.Module) -> int:
     return 0 if scratch is None else scratch.nbytes
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("arch, qtype", CASES)
-def test_a_long_prompt_prefills_through_the_dequantized_weights_to_the_same_tokens(fixtures, arch, qtype,
+def test_a_long_prompt_prefills_through_the_dequantized_weights_to_the_same_tokens(fixtures, arch, qtype, dtype,
                                                                                    monkeypatch):
-    """Past PREFILL_ROWS the prefill runs the bfloat16 GEMM on the kernel's weights rounded to bfloat16
-    (2^-9 relative), so greedy tokens (prefill, then int4 decode) are the int4 kernel's up to a near tie:
-    on these fixtures qwen3-Q4_1 parts at its 16th token, 0.06 nats from a tie; the others match."""
+    """Past prefill_rows the prefill runs the GEMM of the model's dtype on the kernel's weights: in bfloat16
+    rounded (2^-9 relative), in float32 exact with x unrounded; so greedy tokens (prefill, then int4 decode) are
+    the int4 kernel's up to a near tie: on these fixtures in bfloat16, qwen3-Q4_1 parts at its 16th token, 0.06
+    nats from a tie; the others match."""
     path = model_path(fixtures, arch, qtype)
-    prompt, ours, runner = generate(path, "auto", text=LONG_PROMPT)
-    assert len(prompt) >= 2 * int4_cpu.PREFILL_ROWS and runner.quantization == "int4"
+    prompt, ours, runner = generate(path, "auto", dtype=dtype, text=LONG_PROMPT)
+    assert len(prompt) >= 2 * int4_cpu.prefill_rows(getattr(torch, dtype)) and runner.quantization == "int4"
     largest = max(w.numel() for w in int4_weights(runner.model))
-    if int4_unpack.supported() and cpu_features.has_native_bf16():
-        assert 0 < scratch_bytes(runner.model) <= 2 * largest  # used, and one bfloat16 matrix at most
-    else:  # another packing than dequantize_t reads (AVX2's), or an emulated bfloat16 GEMM: the kernel prefills
+    size = 4 if dtype == "float32" else 2
+    if int4_unpack.supported() and (dtype == "float32" or cpu_features.has_native_bf16()):
+        assert 0 < scratch_bytes(runner.model) <= size * largest  # used, and one matrix of the dtype at most
+    else:  # a packing dequantize_t does not read, or an emulated bfloat16 GEMM: the kernel prefills
         assert scratch_bytes(runner.model) == 0
     monkeypatch.setattr(int4_cpu, "PREFILL_ROWS", 1 << 30)
-    _, theirs, kernel_runner = generate(path, "auto", text=LONG_PROMPT)
+    monkeypatch.setattr(int4_cpu, "PREFILL_ROWS_FLOAT32", 1 << 30)
+    _, theirs, kernel_runner = generate(path, "auto", dtype=dtype, text=LONG_PROMPT)
     assert scratch_bytes(kernel_runner.model) == 0
     assert_greedy_agrees(ours, theirs, "the int4 kernel")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("arch, qtype", CASES)
-def test_int4_greedy_matches_llama_cpp(fixtures, arch, qtype):
+def test_int4_greedy_matches_llama_cpp(fixtures, arch, qtype, dtype):
     from tests.gguf.test_gguf_generate import _llama_cpp_greedy
 
     path = model_path(fixtures, arch, qtype)
-    prompt, out, runner = generate(path, "auto", logprobs=1)
+    prompt, out, runner = generate(path, "auto", dtype=dtype, logprobs=1)
     assert runner.quantization == "int4"
     theirs, logits = _llama_cpp_greedy(path, tuple(prompt))
     for step, (ours, ref, row) in enumerate(zip(out.token_ids, theirs, logits)):
@@ -223,28 +250,33 @@ def test_int4_greedy_matches_llama_cpp(fixtures, arch, qtype):
         assert out.logprobs[step][ours] == pytest.approx(log_probs[ours], abs=LLAMA_CPP_NEAR_TIE)
 
 
-def test_quantization_none_and_float32_still_dequantize(fixtures):
+def test_auto_takes_int4_for_bfloat16_and_float32_models_and_none_dequantizes(fixtures):
     path = model_path(fixtures, "qwen2", "Q4_0")
     assert resolve_quantization("auto", "cpu", "bfloat16") == "int4"
-    assert resolve_quantization("auto", "cpu", "float32") == "none"  # the kernel's activations are bfloat16
+    assert resolve_quantization("auto", "cpu", "float32") == "int4"  # activations rounded to bfloat16 on the way in
+    assert resolve_quantization("auto", "cpu", "float16") == "none"
     assert resolve_quantization("none", "cpu", "bfloat16") == "none"
-    assert gguf_source(path, dtype="float32", device="cpu").quantization == "none"
+    assert resolve_quantization("none", "cpu", "float32") == "none"
+    assert gguf_source(path, dtype="float32", device="cpu").quantization == "int4"
+    assert gguf_source(path, dtype="float32", device="cpu", quantization="none").quantization == "none"
     assert gguf_source(path, dtype="bfloat16", device="cpu", quantization="none").quantization == "none"
     with GGUFFile(path) as f:
         infos = list(f.tensors.values())
         assert any(stays_int4(t) for t in infos) and not stays_int4(f.tensors["token_embd.weight"])
-    packed = resident_weight_bytes(infos, "int4", 2)
-    assert packed < resident_weight_bytes(infos, "none", 2)
+    for itemsize in (2, 4):
+        assert resident_weight_bytes(infos, "int4", itemsize) < resident_weight_bytes(infos, "none", itemsize)
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_a_prefill_scratch_only_where_bfloat16_is_in_hardware(monkeypatch, native):
-    """The prefill switch feeds a bfloat16 GEMM: emulated (no AVX512-BF16 or AMX-BF16) it is slower than the int4
-    kernel at every size (benchmarks/data/int4_prefill_avx2.jsonl), so the layers get no scratch and the kernel
-    runs every size."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_prefill_scratch_only_where_its_gemm_is_in_hardware(monkeypatch, native, dtype):
+    """The prefill switch feeds a GEMM of the model's dtype: a bfloat16 one emulated (no AVX512-BF16 or AMX-BF16)
+    is slower than the int4 kernel at every size (benchmarks/data/int4_prefill_avx2.jsonl), so a bfloat16 model
+    there gets no scratch and the kernel runs every size; a float32 model always gets a float32 one."""
     monkeypatch.setattr(cpu_features, "has_native_bf16", lambda flags=None: native)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 64))
-    quantize_linears(model, torch.bfloat16, {})
+    quantize_linears(model, dtype, {})
     scratches = [m.scratch for m in model.modules() if isinstance(m, QuantizedLinear)]
     assert len(scratches) == 2 and len({id(s) for s in scratches}) == 1  # one for the model
-    assert (scratches[0] is not None) == native
+    assert (scratches[0] is not None) == (native or dtype == torch.float32)
+    assert scratches[0] is None or scratches[0].dtype == dtype

@@ -132,8 +132,9 @@ def test_memory_check_counts_the_quantized_size(fixtures, monkeypatch):
 def test_resolve_quantization():
     from velollm.kernels import HAS_TRITON
 
-    assert resolve_quantization("auto", "cpu", "float32") == "none"  # a float32 CPU model dequantizes at load
-    assert resolve_quantization("auto", "cpu", "bfloat16") == ("int4" if int4_cpu.available() else "none")
+    for dtype in ("float32", "bfloat16"):  # the 4-bit matrices as torch's CPU int4, the rest dequantized at load
+        assert resolve_quantization("auto", "cpu", dtype) == ("int4" if int4_cpu.available() else "none")
+    assert resolve_quantization("auto", "cpu", "float16") == "none"
     assert resolve_quantization(None, "cuda:0") == ("gguf" if HAS_TRITON else "none")
     assert resolve_quantization("none", "cuda") == "none"
     assert resolve_quantization("gguf", "cpu") == "gguf"

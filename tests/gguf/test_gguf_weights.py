@@ -1,4 +1,7 @@
-"""GGUF weights: config from metadata, dequantization, Q/K un-permutation, and logits against llama.cpp."""
+"""GGUF weights: config from metadata, dequantization, Q/K un-permutation, and logits against llama.cpp.
+
+The dequantizer is what is checked, so the float32 sources say quantization="none": `auto` would repack the
+4-bit matrices for the CPU int4 kernel (tests/gguf/test_gguf_int4_cpu.py checks that path against llama.cpp)."""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def _reference_tensors(path, config) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_config_from_metadata(fixtures, arch):
     fx = fixtures.model(arch)
-    c = resolve_model(str(fx.path), dtype="float32").config
+    c = resolve_model(str(fx.path), dtype="float32", quantization="none").config
     s = fx.spec
     assert (c.model_type, c.hidden_size, c.num_hidden_layers, c.intermediate_size) == (arch, s.hidden, s.layers, s.intermediate)
     assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim) == (s.heads, s.kv_heads, s.head_dim)
@@ -64,7 +67,7 @@ def test_config_from_metadata(fixtures, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_dequantized_tensors(fixtures, arch, qtype):
     fx = fixtures.model(arch, qtype)
-    source = resolve_model(str(fx.path), dtype="float32")
+    source = resolve_model(str(fx.path), dtype="float32", quantization="none")
     ours = dict(source.iter_weights())
     assert set(ours) == set(fx.sd)  # tied qwen2 has no lm_head.weight in the file nor in the stream
     reference = _reference_tensors(fx.path, source.config)
@@ -83,7 +86,7 @@ def test_qk_rows_are_unpermuted(fixtures):
 
     fx = fixtures.model("llama")
     raw = {t.name: t.data for t in gguf.GGUFReader(str(fx.path)).tensors}
-    ours = dict(resolve_model(str(fx.path), dtype="float32").iter_weights())
+    ours = dict(resolve_model(str(fx.path), dtype="float32", quantization="none").iter_weights())
     q, k = fx.sd["model.layers.0.self_attn.q_proj.weight"], fx.sd["model.layers.0.self_attn.k_proj.weight"]
     assert not np.array_equal(raw["blk.0.attn_q.weight"], q.numpy())  # the file holds llama.cpp's order
     assert torch.equal(ours["model.layers.0.self_attn.q_proj.weight"], q)
@@ -100,7 +103,7 @@ def test_compute_dtype(fixtures, dtype):
 
 def _logits_vs_llama_cpp(path, qtype_tol):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    source = resolve_model(str(path), dtype="float32")
+    source = resolve_model(str(path), dtype="float32", quantization="none")
     model = hf_model(source.config, dict(source.iter_weights()))
     ids = source.load_tokenizer().encode(VARIED_TEXT)[:64]
     with torch.no_grad():
@@ -124,7 +127,7 @@ def test_logits_match_llama_cpp(fixtures, arch, qtype):
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_kquants_from_llama_cpp_quantizer(fixtures, arch, ftype):
     path = fixtures.kquant(arch, ftype)
-    source = resolve_model(str(path), dtype="float32")
+    source = resolve_model(str(path), dtype="float32", quantization="none")
     ours = dict(source.iter_weights())
     reference = _reference_tensors(path, source.config)
     for name, tensor in ours.items():

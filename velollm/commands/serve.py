@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dtype", default="auto", choices=ENGINE_DTYPES)
     p.add_argument("--quantization", default="auto", choices=QUANTIZATIONS,
                    help="GGUF weights: auto keeps them quantized on GPUs (Triton kernels compute in place) and, on CPUs "
-                        "computing in bfloat16, repacks Q4_0/Q4_1/Q4_K to int4 and dequantizes the rest at load; "
+                        "(bfloat16 or float32), repacks Q4_0/Q4_1/Q4_K to int4 and dequantizes the rest at load; "
                         "none always dequantizes; gguf always keeps them quantized")
     p.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs, help="most requests batched at once")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")

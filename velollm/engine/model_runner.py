@@ -15,7 +15,7 @@ from velollm.engine.loader.progress import track_progress
 from velollm.engine.loader.source import TORCH_DTYPES, ModelSource
 from velollm.engine.models.layers import RotaryEmbedding
 from velollm.engine.models.llama import FUSED_LINEARS
-from velollm.engine.models.quantized_linear import quantize_linears, weight_bytes
+from velollm.engine.models.quantized_linear import QuantizedLinear, quantize_linears, weight_bytes
 from velollm.engine.models.registry import model_class
 from velollm.engine.placeholders import PendingTokens
 from velollm.engine.prefill_path import settle_prefill_path
@@ -195,8 +195,10 @@ class ModelRunner:
         blas = "cuBLAS" if self.device.type == "cuda" else "CPU BLAS"
         matmul = f"torch.nn.functional.linear ({blas})"
         if self.quantization == "int4":
-            prefill = (f"dequantized to bfloat16 + {blas} from {int4_cpu.PREFILL_ROWS} rows"
-                       if int4_unpack.supported() else "at every size")
+            scratch = next((m.scratch for m in self.model.modules() if isinstance(m, QuantizedLinear)), None)
+            prefill = (f"dequantized to {str(self.dtype).removeprefix('torch.')} + {blas} from "
+                       f"{int4_cpu.prefill_rows(self.dtype)} rows" if scratch is not None and int4_unpack.supported()
+                       else "at every size")
             matmul = (f"CPU int4 (torch _weight_int4pack_mm_for_cpu; {prefill}) for Q4_0/Q4_1/Q4_K, "
                       + matmul + " for the rest")
         if self.quantization == "gguf":

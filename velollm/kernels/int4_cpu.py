@@ -13,14 +13,19 @@ fit 4 bits with one scale per 32 and stay dequantized at load, as do matrices wh
 not a multiple of 16 (the kernel's tile).
 
 Prefill: the kernel dequantizes every weight again for each block of 4 rows of x, so at many rows it
-runs well below the bfloat16 GEMM. From PREFILL_ROWS rows on, `int4_linear` dequantizes the matrix once
+runs well below a dense GEMM. From prefill_rows(dtype) rows on, `int4_linear` dequantizes the matrix once
 into a per-model scratch buffer (velollm.kernels.int4_unpack: the kernel's own weights, rounded to
-bfloat16) and runs the bfloat16 GEMM.
+bfloat16 in a bfloat16 model, exact in a float32 one) and runs the GEMM of the model's dtype.
+
+A float32 model (the default on CPUs without bfloat16 in hardware) runs the same kernel: its activations are
+rounded to bfloat16 on the way in and the result cast back, which costs two passes over x, nothing next to
+reading 4-bit weights instead of float32 ones at decode (benchmarks/cpu_quantized.py --dtype float32).
 
 Error: scale and zero each carry a relative error <= 2^-8 (bfloat16 rounding) and the activations,
 cast to bfloat16, another 2^-8; so per output |y - y_ref| <= (2 * 2^-8 + 2^-16) * sum_k |x_k| (|q - 8|
 |scale| + |zero|) + 2^-8 |y| (the bfloat16 result), plus float32 accumulation (`error_bound`, which
-the tests hold the kernel to). The prefill path rounds each weight to bfloat16 once more: 3 * 2^-8.
+the tests hold the kernel to). The bfloat16 prefill path rounds each weight to bfloat16 once more: 3 * 2^-8;
+the float32 one keeps x and the weights unrounded, within the kernel's bound.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ PACK_ROWS = 64
 # The dequantization is a fixed cost (23-30 ms, 75-125 ms) against the kernel's per-row cost, so the
 # crossover is in rows, about the same for every shape: 128-192 and 96-128 here; 128 for both.
 PREFILL_ROWS = 128
+# The same switch in a float32 model (the GEMM and the scratch are float32; the dtype of CPUs without bfloat16 in
+# hardware). benchmarks/int4_prefill.py --dtype float32 on 2 shared EPYC (AVX2) cores, load 0.5-4.5, medians in ms,
+# int4 kernel / dequantize + float32 GEMM / float32 GEMM (benchmarks/data/int4_prefill_avx2_float32.jsonl):
+#   4096x4096    128 rows 285 / 378 / 224    192 rows 301 / 286 / 228    256 rows 362 / 246 / 218
+#   14336x4096   128 rows 757 / 898 / 613    192 rows 1128 / 1067 / 742  256 rows 1825 / 1562 / 915
+# The float32 dequantization writes twice the bytes (53-65 ms and 220-370 ms on one thread), so the switch is later.
+PREFILL_ROWS_FLOAT32 = 192
 _BF16_U = 2.0 ** -8  # unit roundoff of bfloat16
 
 
@@ -284,14 +296,20 @@ def cat_rows(weights: list[Int4Weight]) -> Int4Weight:
                       torch.cat([w.packed for w in weights]), torch.cat([w.scales_and_zeros for w in weights], dim=1))
 
 
+def prefill_rows(dtype: torch.dtype) -> int:
+    """Rows of x from which int4_linear runs the GEMM of the scratch's dtype on the dequantized weight."""
+    return PREFILL_ROWS_FLOAT32 if dtype == torch.float32 else PREFILL_ROWS
+
+
 def int4_linear(x: torch.Tensor, w: Int4Weight, scratch: Int4Scratch | None = None) -> torch.Tensor:
-    """x [..., K] @ W^T -> [..., N] in x's dtype; computed with bfloat16 activations, float32 accumulation.
-    With a scratch buffer and at least PREFILL_ROWS rows, through the dequantized weight (bfloat16)."""
-    flat = x.reshape(-1, w.shape[1]).to(torch.bfloat16)
-    if scratch is not None and len(flat) >= PREFILL_ROWS and int4_unpack.supported():
-        y = flat @ int4_unpack.dequantize_t(w, scratch)
+    """x [..., K] @ W^T -> [..., N] in x's dtype; the kernel computes with bfloat16 activations, float32
+    accumulation. With a scratch buffer and at least prefill_rows(its dtype) rows, through the weight dequantized
+    into it: a bfloat16 GEMM for a bfloat16 model, a float32 one (x as it is) for a float32 model."""
+    flat = x.reshape(-1, w.shape[1])
+    if scratch is not None and len(flat) >= prefill_rows(scratch.dtype) and int4_unpack.supported():
+        y = flat.to(scratch.dtype) @ int4_unpack.dequantize_t(w, scratch)
     else:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, w.packed, GROUP, w.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), w.packed, GROUP, w.scales_and_zeros)
     return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
 
 

@@ -1,10 +1,11 @@
 """GGUF weights kept quantized: which tensors stay in their blocks, their planes, the resident size.
 
 `--quantization auto` keeps a GGUF file quantized on CUDA (the Triton kernels compute in place); on
-the CPU it resolves to "int4" when the model computes in bfloat16 and torch has its CPU int4 kernels:
-the Q4_0 / Q4_1 / Q4_K matrices are repacked into torch's int4 layout (velollm.kernels.int4_cpu; batch-1
-decode about 2.5x the bfloat16 path, benchmarks/cpu_quantized.py) and every other tensor is dequantized at
-load. A float32 model keeps dequantizing (the kernel computes with bfloat16 activations).
+the CPU it resolves to "int4" when the model computes in bfloat16 or float32 and torch has its CPU int4
+kernels: the Q4_0 / Q4_1 / Q4_K matrices are repacked into torch's int4 layout (velollm.kernels.int4_cpu;
+batch-1 decode about 2.5x the bfloat16 path, benchmarks/cpu_quantized.py) and every other tensor is
+dequantized at load. A float32 model (CPUs without bfloat16 in hardware) gains the most: its dequantized
+weights take 4 bytes each against 0.625, so a Q4_K_M 8B goes from about 32 GB to about 12.
 `gguf` forces the GGUF planes anywhere (the CPU runs the torch reference: tests, comparisons);
 `none` dequantizes at load everywhere, as before.
 """
@@ -35,7 +36,7 @@ def resolve_quantization(requested: str | None, device: str, dtype: str = "bfloa
 
     if device.startswith("cuda"):
         return "gguf" if HAS_TRITON else "none"
-    return "int4" if dtype == "bfloat16" and int4_cpu.available() else "none"
+    return "int4" if dtype in ("bfloat16", "float32") and int4_cpu.available() else "none"
 
 
 def stays_quantized(info: TensorInfo) -> bool:

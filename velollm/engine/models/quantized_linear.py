@@ -8,7 +8,7 @@ of one type is one kernel launch; a Q4_K_M file's Q6_K v_proj is its own launch 
 On the CPU (quantization "int4") the 4-bit shards come as Int4Weight (velollm.kernels.int4_cpu) and the
 others as dense tensors dequantized at load; Int4Weight shards of any 4-bit type stack the same way.
 The layers of one model share one Int4Scratch: at prefill sizes an Int4Weight is dequantized into it per
-call (int4_cpu.PREFILL_ROWS), so it grows to the model's largest int4 matrix in bfloat16, once.
+call (int4_cpu.prefill_rows), so it grows to the model's largest int4 matrix in the model's dtype, once.
 """
 
 from __future__ import annotations
@@ -153,21 +153,22 @@ def _check_shape(weight: Weight, shape: tuple[int, int], what: str) -> None:
 QUANTIZED_MODULES = (QuantizedLinear, QuantizedEmbedding)
 
 
-def _prefill_scratch() -> Int4Scratch | None:
-    """The buffer for int4 prefills through the dequantized weights (int4_unpack), where the bfloat16 GEMM it
-    feeds runs in hardware (AVX512-BF16, AMX-BF16). Elsewhere that GEMM is emulated and slower than the int4
-    kernel at every size (benchmarks/int4_prefill.py on an AVX2 EPYC, 4096x4096 at 256 rows: the kernel 260 ms,
-    F.linear in bfloat16 857 ms, the GEMM on the transposed buffer 44 s; benchmarks/data/int4_prefill_avx2.jsonl),
-    so the kernel runs every size (None). Such a CPU runs GGUF files in float32 unless told otherwise."""
-    if not cpu_features.has_native_bf16():
-        return None
-    return Int4Scratch(one_intra_op_thread())  # dequantizes on a thread of one torch thread (int4_unpack)
+def _prefill_scratch(dtype: torch.dtype) -> Int4Scratch | None:
+    """The buffer for int4 prefills through the dequantized weights (int4_unpack), in the model's dtype: float32
+    (its GEMM runs in hardware everywhere), or bfloat16 where that GEMM runs in hardware (AVX512-BF16, AMX-BF16).
+    Elsewhere a bfloat16 GEMM is emulated and slower than the int4 kernel at every size (benchmarks/int4_prefill.py
+    on an AVX2 EPYC, 4096x4096 at 256 rows: the kernel 260 ms, F.linear in bfloat16 857 ms, the GEMM on the
+    transposed buffer 44 s; benchmarks/data/int4_prefill_avx2.jsonl), so the kernel runs every size (None). Such a
+    CPU runs GGUF files in float32 unless told otherwise."""
+    if dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_features.has_native_bf16()):
+        return Int4Scratch(one_intra_op_thread(), dtype)  # dequantizes on a thread of one torch thread (int4_unpack)
+    return None
 
 
 def quantize_linears(model: nn.Module, dtype: torch.dtype, fused: dict[str, str]) -> None:
     """Replace every nn.Linear and nn.Embedding of `model` (on the meta device) by its quantized
     counterpart. `fused`: child name -> the parent's method giving the shard sizes (q/k/v, gate/up)."""
-    scratch = _prefill_scratch()
+    scratch = _prefill_scratch(dtype)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
