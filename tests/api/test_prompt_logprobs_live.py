@@ -197,5 +197,11 @@ def test_bad_values_are_openai_400s(oai, body, param):
 
 def test_no_block_is_left_held(tiny, oai):
     prompt = random_prompts([90], seed=27)[0]
-    oai.completions.create(model=MODEL, prompt=[prompt, prompt[:50]], echo=True, logprobs=1, max_tokens=1, n=2)
+    out = oai.completions.create(model=MODEL, prompt=[prompt, prompt[:50]], echo=True, logprobs=1, max_tokens=1, n=2,
+                                 temperature=0)
+    # choices prompt by prompt, n each: every one scores its own prompt, then its one token
+    assert [len(c.logprobs.tokens) for c in out.choices] == [91, 91, 51, 51]
+    shared = [c.logprobs.token_logprobs[1:50] for c in out.choices]  # the first 50 tokens are both prompts'
+    assert shared[1] == pytest.approx(shared[0], abs=TOL) and shared[2] == pytest.approx(shared[0], abs=TOL)
+    assert out.choices[0].logprobs.token_logprobs[0] is out.choices[2].logprobs.token_logprobs[0] is None
     assert tiny[1].wait_metric("velollm_allocated_blocks", lambda v: v == 0, model=MODEL) == 0
