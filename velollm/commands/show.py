@@ -8,11 +8,12 @@ import sys
 from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
-from velollm.commands.text_table import PADDING, text_table
+from velollm.commands.text_table import COLUMN_WIDTH, text_table
 from velollm.wire.go_format import go_value
 
 _PARTS = ("license", "modelfile", "parameters", "system", "template")
 _ARRAY_WIDTH = 10  # Ollama's showInfo: a list shows the items that fit in 10 columns
+_TEXT_WIDTH = 100  # showInfo's SetColWidth(100) for its System and License tables (30 for the others)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +75,8 @@ def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
                                           for t in show.get("tensors") or []]))
     for title in ("system", "license"):
         if show.get(title):
-            parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]]))
+            parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]],
+                                  column_width=_TEXT_WIDTH))
     return "".join(parts)
 
 
@@ -109,7 +111,9 @@ def _go(value: Any) -> str:
     return go_value(value)
 
 
-def _section(title: str, rows: list[tuple[str, ...]]) -> str:
+def _section(title: str, rows: list[tuple[str, ...]], column_width: int = COLUMN_WIDTH) -> str:
+    """One of showInfo's tables: its title, then its rows after an empty first column (so four spaces in, and a
+    wrapped cell's further lines six: tablewriter fills the empty cell with two spaces there)."""
     if not rows:
         return ""
-    return "\n".join([f"  {title}", *text_table(rows, indent=PADDING)]) + "\n\n"
+    return "\n".join([f"  {title}", *text_table([("", *row) for row in rows], column_width)]) + "\n\n"
