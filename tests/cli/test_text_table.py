@@ -120,3 +120,18 @@ def test_show_matches_ollamas_own_tests():
         "    some.false_bool            false\n    some.true_bool             true\n"
         "    test.context_length        1000\n    test.embedding_length      11434\n\n"
         "  Tensors\n    blk.0.attn_k.weight    BF16    [42 3117]\n    blk.0.attn_q.weight    FP16    [3117 42]\n\n")
+
+
+def test_show_system_head_and_long_parameter_values():
+    """cmd_test.go's "system" case (two lines that are not blank, then "..."), and a parameter value with spaces:
+    showInfo splits each Parameters line into words (strings.Fields), one column each, so nothing there wraps."""
+    details = {"family": "test", "parameter_size": "7B", "quantization_level": "FP16"}
+    model = "  Model\n    architecture    test\n    parameters      7B\n    quantization    FP16\n\n"
+    assert describe({"details": details, "system": "You are a pirate!\n\n  Ahoy, matey!\nWeigh anchor!\n\t\t\t"}) == (
+        model + "  System\n    You are a pirate!\n    Ahoy, matey!\n    ...\n\n")
+    parameters = ('stop                           "<|im_start|>user Hello there, how are you today"\n'
+                  "temperature                    0.6")
+    assert describe({"details": details, "parameters": parameters}) == model + (
+        "  Parameters\n"
+        '    stop           "<|im_start|>user    Hello    there,    how    are    you    today"\n'
+        "    temperature    0.6\n\n")

@@ -63,10 +63,11 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
 def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
     """`ollama show`'s text (cmd.go showInfo): "  Model", "  Capabilities", "  Parameters", with `verbose`
     "  Metadata" and "  Tensors", then "  System" and "  License", rows indented by four and columns four apart."""
-    params = [tuple(line.split(None, 1)) for line in (show.get("parameters") or "").splitlines() if line.strip()]
+    # a line's words each a cell (Go's strings.Fields), so a value with spaces spans several columns, as Ollama's
+    params = [tuple(line.split()) for line in (show.get("parameters") or "").split("\n") if line]
     parts = [_section("Model", model_section(show)),
              _section("Capabilities", [(c,) for c in show.get("capabilities") or []]),
-             _section("Parameters", [(p[0], p[1] if len(p) > 1 else "") for p in params])]
+             _section("Parameters", params)]
     if verbose:
         info = sorted((show.get("model_info") or {}).items())
         parts.append(_section("Metadata", [(k, metadata_value(v)) for k, v in info]))
@@ -75,9 +76,14 @@ def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
                                           for t in show.get("tensors") or []]))
     for title in ("system", "license"):
         if show.get(title):
-            parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]],
-                                  column_width=_TEXT_WIDTH))
+            parts.append(_section(title.capitalize(), _head(show[title], 2), column_width=_TEXT_WIDTH))
     return "".join(parts)
+
+
+def _head(text: str, n: int) -> list[tuple[str, ...]]:
+    """showInfo's head(): the first `n` lines that are not blank, trimmed, and "..." when more follow."""
+    lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
+    return [(line,) for line in lines[:n]] + ([("...",)] if len(lines) > n else [])
 
 
 def metadata_value(value: Any) -> str:
