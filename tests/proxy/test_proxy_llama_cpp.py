@@ -123,6 +123,16 @@ def test_ollama_client_through_openai_upstream(llama_server, proxy):
     assert [m.model for m in client.list().models] == [MODEL]
 
 
+def test_whole_ollama_answers_have_a_nonzero_eval_duration(proxy):
+    """Unstreamed, the answer arrives at once: there was no first-token time, eval_duration was 0, and
+    `ollama run --verbose` divides eval_count by it. The whole request's time is the generation's."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    options = {"temperature": 0, "num_predict": 8}
+    for answer in (client.chat(model=MODEL, messages=MESSAGES, options=options),
+                   client.generate(model=MODEL, prompt="once upon", options=options)):
+        assert answer.eval_count > 0 and 0 < answer.eval_duration <= answer.total_duration, answer
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_responses_max_output_tokens_holds_through_a_chat_only_upstream(llama_server, proxy, stream):
     """/v1/responses becomes a chat request for a server without a Responses API: its max_output_tokens went as

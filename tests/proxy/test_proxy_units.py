@@ -171,6 +171,23 @@ def test_openai_stream_to_ollama_lines_assembles_tool_calls():
     assert final["total_duration"] >= final["eval_duration"] >= 0 and isinstance(final["total_duration"], int)
 
 
+def test_whole_openai_answer_durations_are_never_zero_and_use_the_upstreams_timings():
+    """A whole answer has no first token the proxy saw: eval_duration was 0, and clients divide eval_count by it.
+    llama.cpp's server times the prompt and the generation itself (`timings`, ms): those are used."""
+    answer = {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 4, "completion_tokens": 2}}
+    untimed = o2o.NdjsonAnswer("m", "chat").whole(answer)
+    assert untimed["eval_count"] == 2 and untimed["eval_duration"] > 0
+    assert untimed["eval_duration"] <= untimed["total_duration"] and "prompt_eval_duration" not in untimed
+    timed = o2o.NdjsonAnswer("m", "generate").whole({**answer, "timings": {"prompt_n": 4, "prompt_ms": 1.5,
+                                                                          "predicted_n": 2, "predicted_ms": 20.25}})
+    assert (timed["prompt_eval_duration"], timed["eval_duration"]) == (1_500_000, 20_250_000)
+    streamed = o2o.NdjsonAnswer("m", "chat")
+    streamed.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}],
+                   "timings": {"prompt_ms": 3.0, "predicted_ms": 7.0}})
+    assert (streamed.final()["prompt_eval_duration"], streamed.final()["eval_duration"]) == (3_000_000, 7_000_000)
+
+
 def _upstream(handler) -> Upstream:
     return Upstream(UpstreamConfig(url="http://up:1", kind="auto"), transport=httpx.MockTransport(handler))
 
