@@ -7,6 +7,6 @@ upstream.Upstream (pooled client, kind probe, listing cache, bounded reads) · f
 read answers through upstream_answer) · message_buffer (lines / events of a stream, linear time) ·
 openai_via_ollama / ollama_via_openai (wire-format converters) · answer_repair, sse_repair (tool calls)
 · options (serve flags). velollm.router builds one gateway per backend of `--config` on top of this
-(its own Upstream subclass reports failures; `UpstreamConfig.speaks_both` passes either API through to
-another VeloLLM).
+(its own Upstream subclass reports failures). Another VeloLLM gets either API passed through unconverted
+(`Upstream.speaks_both`: configured, or found by the kind probe).
 """

@@ -65,7 +65,7 @@ async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: d
                    repair: AnswerRepair | None) -> Response:
     kind = upstream.known_kind or await upstream.kind()
     split = splitter_for(path, body) if kind == "openai" else None  # Ollama splits thinking itself
-    if kind == api or upstream.config.speaks_both:
+    if kind == api or upstream.speaks_both:
         return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair, split)
     if api == "openai":
         return await openai_via_ollama(upstream, path, body, repair)

@@ -22,6 +22,7 @@ from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, MessageBuffer, Messa
 from velollm.wire.framing import dumps_bytes
 from velollm.wire.names import name_key
 from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
+from velollm.wire.server_version import velollm_version
 from velollm.wire.timestamps import rfc3339, unix_seconds
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class UpstreamConfig:
     # validates; one line / event of a stream); past it the client gets a 502. Relayed bodies are not held.
     max_body_bytes: int = 64 * 1024 * 1024
     # The upstream answers /v1 and /api alike (another VeloLLM): requests pass through in the client's
-    # API, never converted; listed through /api/tags.
+    # API, never converted; listed through /api/tags. Kind auto finds this out itself (Upstream.speaks_both).
     speaks_both: bool = False
     # Asked for (--upstream, $OLLAMA_HOST), not the default Ollama address: when it cannot be listed, a name
     # VeloLLM does not run is a 404 that says so (the default one missing is the common case: Ollama's plain 404).
@@ -159,6 +160,7 @@ class Upstream:
         self.config = config
         self.url = config.url.rstrip("/")
         self._kind: UpstreamKind | None = None if config.kind == "auto" else config.kind
+        self._is_velollm = False  # the kind probe found a VeloLLM
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
         self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
@@ -198,8 +200,17 @@ class Upstream:
         """The kind if configured or already probed, else None (no I/O)."""
         return self._kind
 
+    @property
+    def speaks_both(self) -> bool:
+        """Whether the upstream answers /v1 and /api alike, so that requests pass through in the client's API:
+        configured so (a router's kind velollm), or found by the kind probe (another VeloLLM, whose
+        /api/version says so: velollm.wire.server_version). Converted as for an Ollama, an OpenAI request
+        lost what Ollama has not (`n`, tool_choice) although the server behind takes it."""
+        return self.config.speaks_both or self._is_velollm
+
     async def kind(self) -> UpstreamKind:
-        """`ollama` when GET /api/version answers with a version, else `openai`.
+        """`ollama` when GET /api/version answers with a version, else `openai`; a VeloLLM (its version
+        answer says so) also `speaks_both`. A configured kind is taken as said: no probe.
 
         A failed probe (no connection, or a 5xx) is not cached: the next call probes again, so an upstream
         that starts after VeloLLM is picked up without a restart.
@@ -213,7 +224,12 @@ class Upstream:
             raise UpstreamUnavailable(self.url, f"GET /api/version answered {status} (--upstream-kind skips this "
                                                 f"probe)")
         kind: UpstreamKind = "ollama" if status == 200 and isinstance(body, dict) and "version" in body else "openai"
-        logger.info("upstream %s speaks the %s API", self.url, kind)
+        found = velollm_version(body) if kind == "ollama" else None
+        self._is_velollm = found is not None
+        if found is not None:
+            logger.info("upstream %s is a VeloLLM (%s): /v1 and /api requests pass through unconverted", self.url, found)
+        else:
+            logger.info("upstream %s speaks the %s API", self.url, kind)
         self._kind = kind
         return kind
 
