@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -185,7 +186,20 @@ async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, 
     if isinstance(answer, Response):
         return answer
     vectors = [d.get("embedding") for d in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))]
-    if legacy:
+    if legacy:  # Ollama's legacy route: the runner's vector as it is, not normalised
         return JSONResponse({"embedding": vectors[0] if vectors else []})
+    vectors = [_normalised(v, body.get("dimensions")) for v in vectors]
     tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
     return JSONResponse({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
+
+
+def _normalised(vector: Any, dimensions: Any) -> Any:
+    """A vector as Ollama's /api/embed returns it: cut to `dimensions` (an upstream may ignore the field),
+    then L2-normalised, as clients comparing by dot product rely on (OpenAI servers return them raw:
+    llama.cpp's, llama-cpp-python's). A zero vector, or anything that is no list of numbers, stays as it is."""
+    if not isinstance(vector, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+        return vector
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool) and 0 < dimensions < len(vector):
+        vector = vector[:dimensions]
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 and math.isfinite(norm) else vector
