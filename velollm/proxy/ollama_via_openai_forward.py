@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse, Response
 
+from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
@@ -21,6 +22,7 @@ from velollm.proxy.upstream_answer import converted_error, embed, error_answer, 
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.errors import error_message
 from velollm.wire.framing import ndjson_line
+from velollm.wire.keep_alive import InvalidKeepAlive, keep_alive_seconds
 from velollm.wire.pull_answer import cannot_pull, present, wants_stream
 from velollm.wire.timestamps import now_rfc3339
 
@@ -42,13 +44,15 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
         return JSONResponse(_show(model))
     if path == "/api/pull":
         return await _pull(upstream, str(body.get("model") or body.get("name") or ""), wants_stream(body))
+    # The upstream has no keep_alive to set, but a bad one is Ollama's 400 all the same.
+    keep_alive = _keep_alive(body) if path in ("/api/chat", "/api/generate") else None
     if path == "/api/chat":
         if not body.get("messages"):
-            return _load_answer(model, "chat", body)
+            return _load_answer(model, "chat", keep_alive)
         target, converted = "/v1/chat/completions", o2o.chat_request(body)
     elif path == "/api/generate":
         if not body.get("prompt") and not body.get("images"):
-            return _load_answer(model, "generate", body)
+            return _load_answer(model, "generate", keep_alive)
         target, converted = o2o.generate_request(body)
     else:
         return error_answer("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
@@ -168,12 +172,19 @@ async def _pull(upstream: Upstream, name: str, stream: bool) -> Response:
                        f"does not pull models, and it does not list {name!r}", stream)
 
 
-def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:
-    """Empty prompt / messages: Ollama loads (or unloads) the model; an OpenAI upstream has nothing to load."""
-    reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
+def _keep_alive(body: dict[str, Any]) -> float | None:
+    try:
+        return keep_alive_seconds(body.get("keep_alive"), default=None)
+    except InvalidKeepAlive as exc:
+        raise InvalidRequest(str(exc), param="keep_alive") from None
+
+
+def _load_answer(model: str, endpoint: str, keep_alive: float | None) -> Response:
+    """Empty prompt / messages: Ollama loads the model, or unloads it for a keep_alive of 0 in any spelling
+    (0, "0", "0m", "0s", 0.0: done_reason "unload"); an OpenAI upstream has nothing to load."""
     obj: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     obj.update({"message": {"role": "assistant", "content": ""}} if endpoint == "chat" else {"response": ""})
-    obj.update(done=True, done_reason=reason)
+    obj.update(done=True, done_reason="unload" if keep_alive == 0 else "load")
     return JSONResponse(obj)
 
 
