@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jsonschema
 import ollama
 import openai
 import pytest
@@ -131,6 +132,28 @@ def test_whole_ollama_answers_have_a_nonzero_eval_duration(proxy):
     for answer in (client.chat(model=MODEL, messages=MESSAGES, options=options),
                    client.generate(model=MODEL, prompt="once upon", options=options)):
         assert answer.eval_count > 0 and 0 < answer.eval_duration <= answer.total_duration, answer
+
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+def test_ollama_format_schema_through_llama_cpp_python(proxy):
+    """llama-cpp-python's server refuses OpenAI's response_format json_schema (its 500, a validation error)
+    and takes a schema as json_object + schema: the refused request goes again in that form, later ones at once.
+    The ollama client gets JSON that follows the schema, whole and streamed, from chat and generate; an OpenAI
+    client's json_schema is sent again the same way."""
+    client = ollama.Client(host=proxy.url, timeout=60)
+    options = {"temperature": 0, "num_predict": 64}
+    answers = [client.chat(model=MODEL, messages=MESSAGES, format=SCHEMA, options=options).message.content,
+               "".join(p.message.content for p in client.chat(model=MODEL, messages=MESSAGES, format=SCHEMA,
+                                                                options=options, stream=True)),
+               client.generate(model=MODEL, prompt="once upon", format=SCHEMA, options=options).response]
+    response_format = {"type": "json_schema", "json_schema": {"name": "ok", "schema": SCHEMA}}
+    answers.append(_openai(proxy.url).chat.completions.create(  # the same for the openai SDK's own json_schema
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=64, response_format=response_format
+    ).choices[0].message.content)
+    for text in answers:
+        jsonschema.validate(json.loads(text), SCHEMA)
 
 
 @pytest.mark.parametrize("stream", [False, True])

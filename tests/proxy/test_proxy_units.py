@@ -294,3 +294,34 @@ def test_serve_options_read_ollama_host_at_the_edge():
     config = upstream_config(args, {"OLLAMA_HOST": "ignored:1"})
     assert (config.url, config.kind) == ("http://gpu-box:8080", "openai") and args.proxy_only
     assert upstream_config(parser.parse_args(["--no-upstream"]), {}) is None
+
+
+async def test_a_refused_json_schema_goes_again_as_json_object_and_other_errors_pass():
+    """llama-cpp-python's refusal of response_format json_schema (a 500 naming both): sent again as json_object +
+    schema, and so at once from then on; any other error comes back as it was."""
+    from velollm.proxy.schema_format import schema_format, send_with_schema
+
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body["response_format"]["type"])
+        if body["messages"][0]["content"] == "boom":
+            return httpx.Response(500, json={"error": {"message": "boom"}})
+        if body["response_format"]["type"] == "json_schema":
+            return httpx.Response(500, json={"error": {"message": "('body', 'response_format', 'type') Input should "
+                                                                  "be 'text' or 'json_object', got 'json_schema'"}})
+        assert body["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
+        return httpx.Response(200, json={"choices": []})
+
+    upstream = _upstream(handler)
+    body = {"model": "m", "messages": [{"role": "user", "content": "boom"}],
+            "response_format": schema_format({"type": "object"})}
+    failed = await send_with_schema(upstream, "/v1/chat/completions", body)
+    assert failed.status_code == 500 and json.loads(await upstream.read_body(failed)) == {"error": {"message": "boom"}}
+    assert sent == ["json_schema"] and not upstream.wants_json_object_schema
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        assert (await send_with_schema(upstream, "/v1/chat/completions", body)).status_code == 200
+    assert sent == ["json_schema", "json_schema", "json_object", "json_object"] and upstream.wants_json_object_schema
+    await upstream.aclose()

@@ -23,6 +23,7 @@ from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
 from velollm.proxy.ollama_via_openai_forward import ollama_via_openai
 from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
+from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
@@ -66,15 +67,18 @@ async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: d
     kind = upstream.known_kind or await upstream.kind()
     split = splitter_for(path, body) if kind == "openai" else None  # Ollama splits thinking itself
     if kind == api or upstream.speaks_both:
-        return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair, split)
+        return await _pass_through(upstream, api, method, path, body, repair, split)
     if api == "openai":
         return await openai_via_ollama(upstream, path, body, repair)
     return await ollama_via_openai(upstream, path, body, repair, split)
 
 
-async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes,
+async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, body: dict[str, Any],
                         repair: AnswerRepair | None = None, split: OpenAIAnswerSplit | None = None) -> Response:
-    response = await upstream.send(method, path, content=content or None)
+    if api == "openai" and method == "POST":  # a json_schema response_format the upstream refuses goes again
+        response = await send_with_schema(upstream, path, body)
+    else:
+        response = await upstream.send(method, path, content=json.dumps(body).encode())
     media_type = response.headers.get("content-type", "application/json")
     if response.status_code != 200:
         return await converted_error(upstream, response, api)

@@ -18,6 +18,7 @@ from typing import Any
 
 from velollm.errors import InvalidRequest
 from velollm.proxy.message_calls import message_tool_calls
+from velollm.proxy.schema_format import schema_format
 from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.ollama_sampler import clamp_option
 
@@ -84,7 +85,7 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
-        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+        out["response_format"] = schema_format(fmt)
     think = body.get("think")
     if isinstance(think, str):
         out["reasoning_effort"] = think

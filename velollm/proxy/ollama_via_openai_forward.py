@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
@@ -57,7 +58,7 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
     else:
         return error_answer("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
     converter = o2o.NdjsonAnswer(model, "chat" if path == "/api/chat" else "generate")
-    response = await upstream.send("POST", target, json_body=converted)
+    response = await send_with_schema(upstream, target, converted)
     if response.status_code != 200:
         return await converted_error(upstream, response, "ollama")
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
