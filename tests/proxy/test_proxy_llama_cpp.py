@@ -134,6 +134,22 @@ def test_whole_ollama_answers_have_a_nonzero_eval_duration(proxy):
         assert answer.eval_count > 0 and 0 < answer.eval_duration <= answer.total_duration, answer
 
 
+def test_streamed_prompt_eval_count_is_counted_or_left_out_never_zero(llama_server, proxy):
+    """llama-cpp-python's streams carry no usage (it ignores stream_options.include_usage): prompt_eval_count
+    was 0. A raw prompt is counted by its own tokenizer (/extras/tokenize), exactly as its completion counts it;
+    a chat prompt (its chat template, which it does not show) cannot be counted exactly: left out, not 0."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    options = {"temperature": 0, "num_predict": 4}
+    direct = _openai(llama_server.url).completions.create(model=MODEL, prompt="once upon", temperature=0, max_tokens=4)
+    parts = list(client.generate(model=MODEL, prompt="once upon", raw=True, options=options, stream=True))
+    assert parts[-1].done and parts[-1].prompt_eval_count == direct.usage.prompt_tokens > 0
+    parts = list(client.chat(model=MODEL, messages=MESSAGES, options=options, stream=True))
+    assert parts[-1].done and parts[-1].eval_count > 0 and parts[-1].prompt_eval_count is None
+    raw = httpx.post(f"{proxy.url}/api/chat", json={"model": MODEL, "messages": MESSAGES, "options": options},
+                     timeout=30).text.splitlines()
+    assert "prompt_eval_count" not in json.loads(raw[-1]) and json.loads(raw[-1])["done"]
+
+
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
 

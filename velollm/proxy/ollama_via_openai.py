@@ -199,6 +199,8 @@ class NdjsonAnswer:
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
         self.timings: dict[str, Any] = {}  # llama.cpp's server: its own prompt / generation times (ms)
+        # The prompt's tokens counted otherwise, where the upstream sent no usage (prompt_tokens.py).
+        self.counted_prompt_tokens: int | None = None
         # Servers that send no usage in streams (llama-cpp-python) send one chunk per token.
         self.num_token_chunks = 0
         self._calls: dict[int, dict[str, Any]] = {}
@@ -241,16 +243,19 @@ class NdjsonAnswer:
         slot["function"]["name"] += function.get("name") or ""
         slot["function"]["arguments"] += function.get("arguments") or ""
 
-    def final(self, text: str = "", thinking: str = "") -> dict[str, Any]:
-        """The done:true object with Ollama's metrics (durations in ns); a whole answer carries its text and
-        thinking in it."""
+    def final(self, text: str = "", thinking: str = "", end: int | None = None) -> dict[str, Any]:
+        """The done:true object with Ollama's metrics (durations in ns, up to `end`, a perf_counter_ns time:
+        by default now); a whole answer carries its text and thinking in it."""
         calls = _tool_calls_in([self._calls[i] for i in sorted(self._calls)])
         obj = self._line(text, thinking, done=True, calls=calls or None)
-        end = time.perf_counter_ns()
+        end = time.perf_counter_ns() if end is None else end
         eval_count = int(self.usage.get("completion_tokens") or self.num_token_chunks)
         prompt_duration, eval_duration = self._durations(end, eval_count)
-        obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0,
-                   prompt_eval_count=int(self.usage.get("prompt_tokens") or 0))
+        obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0)
+        prompt_tokens = self.usage.get("prompt_tokens")
+        prompt_tokens = self.counted_prompt_tokens if prompt_tokens is None else prompt_tokens
+        if prompt_tokens is not None:  # unknown (no usage, nothing counted): left out, not a claimed 0
+            obj["prompt_eval_count"] = int(prompt_tokens)
         if prompt_duration > 0:
             obj["prompt_eval_duration"] = prompt_duration
         obj.update(eval_count=eval_count, eval_duration=eval_duration)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.prompt_tokens import count_prompt_tokens
 from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
@@ -71,20 +73,25 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
         if converted["stream"]:
             return Response(ndjson_line(obj), media_type="application/x-ndjson")
         return JSONResponse(obj)
+    asked = (target, converted)
     if converted["stream"]:
-        return streaming(_sse_to_ndjson(upstream, response, converter, repair, split), response,
+        return streaming(_sse_to_ndjson(upstream, response, converter, asked, repair, split), response,
                           "application/x-ndjson")
-    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path,
+    return await _collapse(_sse_to_ndjson(upstream, response, converter, asked, split=split), path,
                            upstream.config.max_body_bytes, repair)
 
 
 async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
-                         repair: AnswerRepair | None = None,
+                         asked: tuple[str, dict[str, Any]], repair: AnswerRepair | None = None,
                          split: OpenAIAnswerSplit | None = None) -> AsyncIterator[bytes]:
-    """`repair`: the calls, which arrive whole on the final line, are repaired there."""
+    """`asked`: the upstream request (path, body), its prompt counted when the stream carried no usage;
+    `repair`: the calls, which arrive whole on the final line, are repaired there."""
 
-    def final() -> bytes:
-        obj = converter.final()
+    async def final() -> bytes:
+        end = time.perf_counter_ns()  # the answer's durations end here, not after the count
+        if converter.usage.get("prompt_tokens") is None:
+            converter.counted_prompt_tokens = await count_prompt_tokens(upstream, *asked)
+        obj = converter.final(end=end)
         return ndjson_line(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
 
     try:
@@ -93,7 +100,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 continue
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                yield final()
+                yield await final()
                 return
             chunk = json.loads(payload)
             if "error" in chunk:
@@ -105,7 +112,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 yield ndjson_line(obj)
         # Some servers end without [DONE]: a stream that gave a finish reason is complete.
         if converter.finish is not None:
-            yield final()
+            yield await final()
         else:
             yield ndjson_line({"error": "the upstream ended the stream early"})
     except UpstreamUnavailable as exc:

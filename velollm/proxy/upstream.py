@@ -163,6 +163,7 @@ class Upstream:
         self._is_velollm = False  # the kind probe found a VeloLLM
         # It refused response_format json_schema and took json_object + schema instead (schema_format.py).
         self.wants_json_object_schema = False
+        self.tokenize_missing = False  # it has no /extras/tokenize (prompt_tokens.py)
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
         self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
