@@ -160,8 +160,9 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     request_id = f"cmpl-{uuid.uuid4().hex}"
     fmt = CompletionFormatter(request_id, req.model, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
-                              want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n)
-    gen = GenerationStream(engine, calls, request_id)
+                              want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n,
+                              prompt_logprobs=req.prompt_logprobs)
+    gen = GenerationStream(engine, calls, request_id, keep_output=not req.echo_only)
     return await _run(request, state, call, gen, fmt, req.stream.stream)
 
 
