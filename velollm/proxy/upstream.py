@@ -11,24 +11,19 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
 from velollm.errors import VeloLLMError
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, MessageBuffer, MessageTooLong, lines
+from velollm.proxy.upstream_listing import UpstreamKind, UpstreamListing
 from velollm.wire.framing import dumps_bytes
-from velollm.wire.names import name_key
 from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
 from velollm.wire.server_version import velollm_version
-from velollm.wire.timestamps import rfc3339, unix_seconds
 
 logger = logging.getLogger(__name__)
-
-UpstreamKind = Literal["ollama", "openai"]
-
 
 class UpstreamUnavailable(VeloLLMError):
     """The upstream cannot be reached, or it did not answer in time (HTTP 502 / 504)."""
@@ -101,56 +96,6 @@ class UpstreamConfig:
             raise ValueError("client_shards must be >= 1")
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be >= 1")
-
-
-@dataclass(frozen=True)
-class UpstreamListing:
-    """One successful model listing of the upstream, in the upstream's own format."""
-
-    kind: UpstreamKind
-    models: tuple[dict[str, Any], ...]
-    fetched_at: float = field(default_factory=time.time)
-
-    @cached_property
-    def names(self) -> list[str]:
-        key = "name" if self.kind == "ollama" else "id"
-        return [str(m.get(key) or m.get("model") or "") for m in self.models]
-
-    def has(self, name: str) -> bool:
-        """Whether `name` is listed (names compare as Ollama's do: `m` is `m:latest`)."""
-        return self.entry(name) is not None
-
-    def entry(self, name: str) -> dict[str, Any] | None:
-        """The listed model of that name (names compare as Ollama's do), or None."""
-        key = name_key(name)
-        return next((model for listed, model in zip(self.names, self.models)
-                     if listed == name or name_key(listed) == key), None)
-
-    def digest(self, name: str) -> str:
-        """The digest listed for `name`; "" when none is (an OpenAI server, or a name it does not list)."""
-        model = self.entry(name)
-        return str(model.get("digest") or "") if model is not None else ""
-
-    def as_ollama_tags(self) -> list[dict[str, Any]]:
-        """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
-        if self.kind == "ollama":
-            return list(self.models)
-        return [{"name": m.get("id"), "model": m.get("id"), "modified_at": _created(m),
-                 "size": 0, "digest": "", "details": {"parent_model": "", "format": "", "family": "",
-                                                      "families": None, "parameter_size": "",
-                                                      "quantization_level": ""}}
-                for m in self.models]
-
-    def as_openai_models(self) -> list[dict[str, Any]]:
-        """Entries for /v1/models, ids unchanged."""
-        if self.kind == "openai":
-            return list(self.models)
-        out = []
-        for m in self.models:
-            name = str(m.get("name") or m.get("model"))
-            owner = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "library"
-            out.append({"id": name, "object": "model", "created": unix_seconds(m.get("modified_at")), "owned_by": owner})
-        return out
 
 
 class Upstream:
@@ -402,11 +347,6 @@ if sys.version_info >= (3, 11):
 
 else:
     _within = asyncio.wait_for
-
-
-def _created(model: dict[str, Any]) -> str:
-    created = model.get("created")
-    return rfc3339(created if isinstance(created, (int, float)) else time.time())
 
 
 def _describe(exc: BaseException) -> str:
