@@ -40,8 +40,8 @@ from velollm.api.handler import (
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.native_chat import chat_renderer, render_chat
+from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
@@ -288,7 +288,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     end_ids = (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
                | frozenset(params.stop_token_ids or ()))
-    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids)
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids,
+                          engine.tokenizer)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response
