@@ -83,14 +83,14 @@ class LogprobFormatter:
             })
         return entries
 
-    def completion(self, token_ids: list[int], logprobs: list[dict[int, float]], offset: int) -> dict[str, Any]:
-        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, text_offset from `offset`)."""
-        tokens, values, tops, offsets = [], [], [], []
+    def completion(self, token_ids: list[int], logprobs: list[dict[int, float]], offsets: list[int]
+                   ) -> dict[str, Any]:
+        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, and `offsets` as text_offset:
+        velollm/api/text_offsets.py, as a token's own text cannot tell where a split character starts)."""
+        tokens, values, tops = [], [], []
         for token_id, lps in zip(token_ids, logprobs):
-            token = self.token(token_id)
-            tokens.append(token)
+            tokens.append(self.token(token_id))
             values.append(_lp(lps.get(token_id)))
             tops.append({self.token(i): _lp(v) for i, v in self._top(lps)})
-            offsets.append(offset)
-            offset += len(token)
-        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+                "text_offset": list(offsets[:len(tokens)])}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.text_offsets import TextOffsets
 from velollm.outputs import RequestDelta
 from velollm.wire import legacy_functions
 
@@ -149,12 +150,15 @@ class CompletionFormatter(_Base):
     object_name = "text_completion"
     chunk_object_name = "text_completion"
 
-    def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int, **kw: Any) -> None:
+    def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int,
+                 skip_special_tokens: bool = True, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.echo_texts = echo_texts
         self.n = n
-        self._offsets: dict[int, int] = {}
+        self.skip_special_tokens = skip_special_tokens
+        self._started: set[int] = set()  # choices whose first chunk (with the echo) is sent
+        self._offsets: dict[int, TextOffsets] = {}
 
     def _echo(self, index: int) -> str:
         return self.echo_texts[index // self.n] if self.echo_texts else ""
@@ -162,10 +166,11 @@ class CompletionFormatter(_Base):
     def _logprobs(self, index: int, token_ids: list[int], lps: list[dict[int, float]] | None):
         if not self.want_logprobs:
             return None
-        offset = self._offsets.get(index, len(self._echo(index)))
-        out = self.logprobs.completion(token_ids, lps or [], offset)
-        self._offsets[index] = offset + sum(len(t) for t in out["tokens"])
-        return out
+        offsets = self._offsets.get(index)
+        if offsets is None:
+            offsets = self._offsets[index] = TextOffsets(self.logprobs.tokenizer, len(self._echo(index)),
+                                                         self.skip_special_tokens)
+        return self.logprobs.completion(token_ids, lps or [], offsets.offsets(token_ids))
 
     def response(self, states: list[ChoiceState]) -> dict[str, Any]:
         choices = [{"index": c.index, "text": self._echo(c.index) + c.text,
@@ -175,10 +180,10 @@ class CompletionFormatter(_Base):
                 "system_fingerprint": None}
 
     def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
-        first = index not in self._offsets
+        first = index not in self._started
+        self._started.add(index)
         text = (self._echo(index) if first else "") + delta.text
         logprobs = self._logprobs(index, delta.token_ids, delta.logprobs) if delta.token_ids else None
-        self._offsets.setdefault(index, len(self._echo(index)))
         if not (text or logprobs or delta.finished):
             return []
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
