@@ -35,6 +35,7 @@ from velollm.api.handler import (
     forward,
     forward_or_local,
     observe,
+    parse_off_loop,
     read_json,
     route,
 )
@@ -85,7 +86,7 @@ def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
             served = await _served_or_answer(request, state, call, body, has_input, chat)
             if isinstance(served, Response):
                 return served
-            req = parse_chat_request(body) if chat else parse_generate_request(body)
+            req = await parse_off_loop(parse_chat_request if chat else parse_generate_request, body)
             if not (req.messages if chat else req.prompt):
                 return _load_response(req.model, chat, req.keep_alive_s)  # Ollama answers the name as sent
             return await fn(request, state, call, req, served)

@@ -24,6 +24,7 @@ from velollm.api.handler import (
     endpoint,
     forward_or_local,
     observe,
+    parse_off_loop,
     read_json,
     route,
     routed,
@@ -123,7 +124,7 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
         served = answer
     else:
         served = target.model
-    response = await _native_chat(request, state, call, parse_chat_request(body), served)
+    response = await _native_chat(request, state, call, await parse_off_loop(parse_chat_request, body), served)
     return await keep.keep(response) if keep is not None else response
 
 
