@@ -3,9 +3,13 @@ before it, so offsets index the returned text exactly, also when tokens split mu
 
 from __future__ import annotations
 
+import codecs
+import random
+
 import pytest
 
 from velollm.api.generation import ChoiceState
+from velollm.api.logprobs import raw_token_bytes
 from velollm.api.openai_format import CompletionFormatter
 from velollm.api.text_offsets import TextOffsets
 from velollm.engine.text.tokenizer import Tokenizer
@@ -23,6 +27,21 @@ TEXTS = [
 def expected(tok, ids: list[int], start: int, skip: bool) -> list[int]:
     """The rule from its definition: the text decoded before each token, less a trailing partial character."""
     return [start + len(tok.decode(ids[:k], skip_special_tokens=skip).rstrip("\ufffd")) for k in range(len(ids))]
+
+
+def by_bytes(tok, ids: list[int], start: int = 0) -> list[int]:
+    """The rule on a byte-level vocabulary's UTF-8 bytes: a token's offset counts the characters of the text whose
+    last byte comes before the token's first (bytes that never complete a character are one U+FFFD, as decoded)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    starts, ends, pos = [], [], 0
+    for token_id in ids:
+        starts.append(pos)
+        for byte in raw_token_bytes(tok.id_to_token(token_id)):
+            out = decoder.decode(bytes([byte]))
+            if out:  # one character at most holds this byte: the last, unless the byte starts a new one
+                ends += [pos - 1] * (len(out) - 1) + [pos - 1 if decoder.getstate()[0] else pos]
+            pos += 1
+    return [start + sum(end < first for end in ends) for first in starts]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +64,21 @@ def test_offsets_index_the_returned_text(tokenizers, name, skip):
         assert got == sorted(got) and got[-1] <= 7 + len(returned)
         if name in BYTE_LEVEL:  # a prefix decodes to the text so far (a byte-fallback run does not: below)
             assert got == expected(tok, ids, 7, skip), (name, text)
+
+
+@pytest.mark.parametrize("name", BYTE_LEVEL)
+def test_random_ids_bytes_that_never_complete_a_character_count_where_the_text_shows_them(tokenizers, name):
+    """A random model writes invalid UTF-8 too: a lead byte followed by no continuation is a U+FFFD in the text,
+    before the next token's characters."""
+    tok = tokenizers[name]
+    rng = random.Random(name)
+    vocab = [i for i in range(min(tok.vocab_size, 4000)) if not tok.is_special(i) and tok.id_to_token(i)]
+    multibyte = [i for i in vocab if any(b >= 0x80 for b in raw_token_bytes(tok.id_to_token(i)) or b"")]
+    for _ in range(200):
+        ids = [rng.choice(multibyte if rng.random() < 0.6 else vocab) for _ in range(rng.randrange(1, 24))]
+        cut = rng.randrange(len(ids) + 1)
+        offsets = TextOffsets(tok, 3)
+        assert offsets.offsets(ids[:cut]) + offsets.offsets(ids[cut:]) == by_bytes(tok, ids, 3), ids
 
 
 def test_a_byte_fallback_run_counts_the_characters_it_completed(tokenizers):

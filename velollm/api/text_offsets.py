@@ -37,18 +37,47 @@ class TextOffsets:
         self._ids: list[int] = []
         self._held = 0  # the first token whose text the detokenizer holds back (not emitted yet)
         self._emitted = start
+        self._pieces: dict[int, bytes | None] = {}
 
     def offsets(self, token_ids: list[int]) -> list[int]:
         """The offsets of the next tokens of the answer."""
         out = []
         for token_id in token_ids:
-            out.append(self._emitted + self._complete_held_chars())
+            out.append(self._emitted + (self._held_chars_before(token_id) if self._held < len(self._ids) else 0))
             self._ids.append(token_id)
             text = self._detokenizer.step([token_id])
             if text:  # everything up to this token is emitted now
                 self._emitted += len(text)
                 self._held = len(self._ids)
         return out
+
+    def _held_chars_before(self, token_id: int) -> int:
+        """Characters of the text held back (a character split across tokens, a byte-fallback run) that end
+        before `token_id`: from the tokens' UTF-8 bytes where the vocabulary spells them (byte-level BPE, byte
+        tokens), which also tell bytes that will never complete a character (U+FFFD, before the token that
+        shows it) from bytes the token goes on with; else from the held text's decode."""
+        pieces = [self._bytes(i) for i in (*self._ids[self._held:], token_id)]
+        if any(p is None for p in pieces):
+            return self._complete_held_chars()
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        num_chars = len(decoder.decode(b"".join(pieces[:-1])))  # type: ignore[arg-type]
+        token = pieces[-1]
+        if not token:
+            return num_chars
+        first = decoder.decode(token[:1])
+        buffered = decoder.getstate()[0]
+        return num_chars + len(first) - (0 if buffered else 1)  # a character its first byte ends is not before it
+
+    def _bytes(self, token_id: int) -> bytes | None:
+        """The token's bytes in the text, or None where its vocabulary entry does not spell them exactly."""
+        if token_id not in self._pieces:
+            text = self._decode([token_id])
+            raw = raw_token_bytes(self._tokenizer.id_to_token(token_id))
+            if not text:
+                self._pieces[token_id] = b""  # a skipped special token
+            else:
+                self._pieces[token_id] = raw if raw is not None and raw.decode("utf-8", "replace") == text else None
+        return self._pieces[token_id]
 
     def _complete_held_chars(self) -> int:
         """Characters complete in the text held back: a character split across tokens, a byte-fallback run."""
