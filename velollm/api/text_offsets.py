@@ -10,7 +10,8 @@ start of the returned text (after an `echo`ed prompt). So a token that begins wi
 offset where its own text starts; a token that completes a character begun in earlier tokens gets the offset where
 that character starts; a token holding only part of a character, like one that adds no text (a skipped special
 token), gets the offset of the text so far; in a SentencePiece byte-fallback run, the characters its bytes completed
-count as text so far. Every offset indexes into the returned text, offsets never decrease, and `text[offset]` is
+count as text so far. Bytes that never complete a character (a random model writes them) are the U+FFFD the text
+shows, before the token after them. Every offset indexes into the returned text, offsets never decrease, and `text[offset]` is
 the first character that the token's bytes are part of (when it has one).
 """
 
