@@ -14,6 +14,8 @@ from tests.api.conftest import ServerHandle
 from tests.engine.conftest import build_tiny_model
 from tests.engine.helpers import random_prompts
 from tests.serve_process import start_serve, stop_serve
+from tests.unit.test_text_offsets import by_bytes
+from velollm.engine.text.tokenizer import Tokenizer
 
 MODEL = "tiny-llama"
 TOL = 1e-3
@@ -36,6 +38,11 @@ def hf(tiny):
     return transformers.AutoModelForCausalLM.from_pretrained(tiny[0], dtype=torch.float32)
 
 
+@pytest.fixture(scope="module")
+def tok(tiny) -> Tokenizer:
+    return Tokenizer.from_folder(tiny[0])
+
+
 @pytest.fixture
 def oai(tiny) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{tiny[1].url}/v1", api_key="x", max_retries=0, timeout=120)
@@ -51,7 +58,7 @@ def token_text(hf_tokenizer, token_id: int) -> str:
     return hf_tokenizer.decode([token_id])
 
 
-def assert_echo_logprobs(logprobs, prompt: list[int], ref: torch.Tensor, k: int) -> None:
+def assert_echo_logprobs(logprobs, prompt: list[int], ref: torch.Tensor, k: int, tok: Tokenizer) -> None:
     """The prompt's part of an echoed completion's logprobs (OpenAI legacy format), against the reference."""
     assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
     for i in range(1, len(prompt)):
@@ -64,13 +71,13 @@ def assert_echo_logprobs(logprobs, prompt: list[int], ref: torch.Tensor, k: int)
         assert all(min(abs(v - w) for w in want) < TOL for v in top.values())
         if k:
             assert abs(max(top.values()) - want[0]) < TOL
-    offsets = [0]
-    for token in logprobs.tokens[:-1]:
-        offsets.append(offsets[-1] + len(token))
-    assert logprobs.text_offset == offsets  # from 0 over the prompt's tokens, then the answer's
+    # from 0 over the prompt's tokens (the characters complete before each: velollm/api/text_offsets.py), then the
+    # answer's, from the echo's end
+    assert logprobs.text_offset[: len(prompt)] == by_bytes(tok, prompt)
+    assert logprobs.text_offset == sorted(logprobs.text_offset)
 
 
-def test_echo_max_tokens_zero_returns_the_prompt_scored(oai, hf):
+def test_echo_max_tokens_zero_returns_the_prompt_scored(oai, hf, tok):
     """lm-eval's loglikelihood request: token ids, echo, logprobs, max_tokens 0: the prompt back, scored."""
     prompt = random_prompts([40], seed=21)[0]
     out = oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=2, max_tokens=0, temperature=0)
@@ -78,25 +85,25 @@ def test_echo_max_tokens_zero_returns_the_prompt_scored(oai, hf):
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf.name_or_path)
     assert choice.text == tokenizer.decode(prompt)
     assert len(choice.logprobs.tokens) == len(prompt)
-    assert_echo_logprobs(choice.logprobs, prompt, reference(hf, prompt), k=2)
+    assert_echo_logprobs(choice.logprobs, prompt, reference(hf, prompt), k=2, tok=tok)
     assert choice.finish_reason == "length"
     assert out.usage.prompt_tokens == len(prompt) and out.usage.completion_tokens == 0
 
 
-def test_echo_max_tokens_one_appends_the_answer(oai, hf):
+def test_echo_max_tokens_one_appends_the_answer(oai, hf, tok):
     """max_tokens 1 (lm-eval's other form): the prompt's entries, then the generated token's."""
     prompt = random_prompts([33], seed=22)[0]
     ref = reference(hf, prompt)
     out = oai.completions.create(model=MODEL, prompt=[prompt], echo=True, logprobs=1, max_tokens=1, temperature=0)
     lp = out.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(prompt) + 1
-    assert_echo_logprobs(lp, prompt, ref, k=1)
+    assert_echo_logprobs(lp, prompt, ref, k=1, tok=tok)
     greedy = int(ref[-1].argmax())  # the answer's token: the last position's argmax, and its logprob
     assert abs(lp.token_logprobs[-1] - ref[-1, greedy].item()) < TOL
     assert out.usage.completion_tokens == 1
 
 
-def test_text_prompt_echo(oai, hf):
+def test_text_prompt_echo(oai, hf, tok):
     prompt = "The quick brown fox jumps over the lazy dog."
     out = oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=0, max_tokens=3, temperature=0)
     choice = out.choices[0]
@@ -104,7 +111,7 @@ def test_text_prompt_echo(oai, hf):
     assert choice.text.startswith(prompt)
     lp = choice.logprobs
     assert "".join(lp.tokens[: len(ids)]) == prompt
-    assert_echo_logprobs(lp, ids, reference(hf, ids), k=0)
+    assert_echo_logprobs(lp, ids, reference(hf, ids), k=0, tok=tok)
     assert len(lp.tokens) == len(ids) + 3
 
 
@@ -121,7 +128,7 @@ def test_same_prompt_twice_scores_alike(oai, tiny):
     assert tiny[1].wait_metric("velollm_allocated_blocks", lambda v: v == 0, model=MODEL) == 0
 
 
-def test_streamed_echo_carries_the_prompt_first(oai, hf):
+def test_streamed_echo_carries_the_prompt_first(oai, hf, tok):
     prompt = random_prompts([25], seed=24)[0]
     whole = oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=2, max_tokens=4, temperature=0)
     chunks = list(oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=2, max_tokens=4,
@@ -129,7 +136,7 @@ def test_streamed_echo_carries_the_prompt_first(oai, hf):
     with_logprobs = [c.choices[0] for c in chunks if c.choices and c.choices[0].logprobs]
     first = with_logprobs[0]
     assert first.text.startswith(whole.choices[0].text[: len(first.text)]) and len(first.logprobs.tokens) > len(prompt)
-    assert_echo_logprobs(first.logprobs, prompt, reference(hf, prompt), k=2)
+    assert_echo_logprobs(first.logprobs, prompt, reference(hf, prompt), k=2, tok=tok)
     joined = {key: [x for c in with_logprobs for x in getattr(c.logprobs, key)] for key in
               ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
     assert joined == {key: getattr(whole.choices[0].logprobs, key) for key in joined}

@@ -85,18 +85,18 @@ class LogprobFormatter:
             })
         return entries
 
-    def completion(self, token_ids: list[int], logprobs: list[dict[int, float] | None], offset: int) -> dict[str, Any]:
-        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, text_offset from `offset`). A None
+    def completion(self, token_ids: list[int], logprobs: list[dict[int, float] | None], offsets: list[int]
+                   ) -> dict[str, Any]:
+        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, and `offsets` as text_offset:
+        velollm/api/text_offsets.py, as a token's own text cannot tell where a split character starts). A None
         entry (an echoed prompt's first token, which has no context) is null in token_logprobs and top_logprobs."""
-        tokens, values, tops, offsets = [], [], [], []
+        tokens, values, tops = [], [], []
         for token_id, lps in zip(token_ids, logprobs):
-            token = self.token(token_id)
-            tokens.append(token)
+            tokens.append(self.token(token_id))
             values.append(None if lps is None else _lp(lps.get(token_id)))
             tops.append(None if lps is None else self._top_by_text(lps))
-            offsets.append(offset)
-            offset += len(token)
-        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+                "text_offset": list(offsets[:len(tokens)])}
 
     def _top_by_text(self, lps: dict[int, float]) -> dict[str, float]:
         """The top ids keyed by their text; ids of one text (pieces of characters all decode to U+FFFD) keep the

@@ -35,13 +35,14 @@ from velollm.api.handler import (
     forward,
     forward_or_local,
     observe,
+    parse_off_loop,
     read_json,
     route,
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.native_chat import chat_renderer, render_chat
+from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
@@ -85,7 +86,7 @@ def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
             served = await _served_or_answer(request, state, call, body, has_input, chat)
             if isinstance(served, Response):
                 return served
-            req = parse_chat_request(body) if chat else parse_generate_request(body)
+            req = await parse_off_loop(parse_chat_request if chat else parse_generate_request, body)
             if not (req.messages if chat else req.prompt):
                 return _load_response(req.model, chat, req.keep_alive_s)  # Ollama answers the name as sent
             return await fn(request, state, call, req, served)
@@ -288,7 +289,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     end_ids = (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
                | frozenset(params.stop_token_ids or ()))
-    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids)
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids,
+                          engine.tokenizer)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response

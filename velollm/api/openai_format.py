@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.text_offsets import TextOffsets
 from velollm.outputs import PromptLogprobs, RequestDelta
 from velollm.wire import legacy_functions
 
@@ -156,14 +157,16 @@ class CompletionFormatter(_Base):
     chunk_object_name = "text_completion"
 
     def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int,
-                 prompt_logprobs: int | None = None, **kw: Any) -> None:
+                 skip_special_tokens: bool = True, prompt_logprobs: int | None = None, **kw: Any) -> None:
         """`prompt_logprobs`: vLLM's extra, each choice's `prompt_logprobs` with the top k (whole answers only)."""
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.echo_texts = echo_texts
         self.n = n
+        self.skip_special_tokens = skip_special_tokens
         self.prompt_logprobs = prompt_logprobs
-        self._offsets: dict[int, int] = {}
+        self._started: set[int] = set()  # choices whose first chunk (with the echo) is sent
+        self._offsets: dict[int, TextOffsets] = {}
 
     def _echo(self, index: int) -> str:
         return self.echo_texts[index // self.n] if self.echo_texts else ""
@@ -175,13 +178,15 @@ class CompletionFormatter(_Base):
         if not self.want_logprobs:
             return None
         entries: list[dict[int, float] | None] = list(lps or [])
-        if index not in self._offsets and self.echo_texts is not None and prompt is not None:
-            token_ids, entries, offset = prompt.token_ids + token_ids, prompt.logprobs + entries, 0
-        else:
-            offset = self._offsets.get(index, len(self._echo(index)))
-        out = self.logprobs.completion(token_ids, entries, offset)
-        self._offsets[index] = offset + sum(len(t) for t in out["tokens"])
-        return out
+        offsets = self._offsets.get(index)
+        echoed: list[int] = []  # the echoed prompt's offsets, into the echo from 0
+        if offsets is None:
+            offsets = self._offsets[index] = TextOffsets(self.logprobs.tokenizer, len(self._echo(index)),
+                                                         self.skip_special_tokens)
+            if self.echo_texts is not None and prompt is not None:
+                echoed = TextOffsets(self.logprobs.tokenizer, 0, self.skip_special_tokens).offsets(prompt.token_ids)
+                token_ids, entries = prompt.token_ids + token_ids, prompt.logprobs + entries
+        return self.logprobs.completion(token_ids, entries, echoed + offsets.offsets(token_ids[len(echoed):]))
 
     def response(self, states: list[ChoiceState]) -> dict[str, Any]:
         choices = []
@@ -199,13 +204,13 @@ class CompletionFormatter(_Base):
         return None if prompt is None else self.logprobs.vllm_prompt(prompt, self.prompt_logprobs or 0)
 
     def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
-        first = index not in self._offsets
+        first = index not in self._started
+        self._started.add(index)
         text = (self._echo(index) if first else "") + delta.text
         echoed = first and self.echo_texts is not None and delta.prompt_logprobs is not None
         logprobs = None
         if delta.token_ids or echoed:  # the first chunk of an echo carries the prompt's logprobs
             logprobs = self._logprobs(index, delta.token_ids, delta.logprobs, delta.prompt_logprobs)
-        self._offsets.setdefault(index, len(self._echo(index)))
         if not (text or logprobs or delta.finished):
             return []
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
