@@ -156,13 +156,14 @@ def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, re
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
 
-def _ollama_calls(calls: Any) -> tuple[list[dict[str, Any]], str]:
-    """Calls as Ollama sends them (arguments as objects); one whose arguments do not parse (a stream
-    cut mid-call) goes back into the content rather than being dropped."""
-    out, text = [], ""
+def _ollama_calls(calls: Any, first_index: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """Calls as Ollama sends them (id, index in the answer from `first_index`, arguments as objects); one whose
+    arguments do not parse (a stream cut mid-call) goes back into the content rather than being dropped."""
+    out: list[dict[str, Any]] = []
+    text = ""
     for c in calls:
         try:
-            out.append(c.to_ollama())
+            out.append(c.to_ollama(first_index + len(out)))
         except ValueError:
             text += c.arguments
     return out, text
@@ -172,13 +173,15 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
                   tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
     tool_stream = tools.stream() if tools is not None else None
+    calls_sent = 0
     try:
         try:
             async for index, delta in gen:
                 tool_calls = None
                 if tool_stream is not None:
                     piece = tool_stream.feed(index, delta)
-                    tool_calls, stray = _ollama_calls(piece.new_calls)
+                    tool_calls, stray = _ollama_calls(piece.new_calls, calls_sent)
+                    calls_sent += len(tool_calls)
                     delta = replace(piece.delta, text=piece.delta.text + stray)
                 chunk = fmt.chunk(delta, tool_calls)
                 if chunk is not None:
