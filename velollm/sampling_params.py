@@ -11,6 +11,7 @@ from velollm.errors import InvalidRequest
 # Beyond these, sampling is uniform noise or one token forever: a client mistake, refused as one.
 MAX_TEMPERATURE = 100.0
 MAX_REPETITION_PENALTY = 100.0
+MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default max_logprobs
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SamplingParams:
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     logprobs: int | None = None  # top-k logprobs per generated token (the sampled token always included)
+    prompt_logprobs: int | None = None  # top-k logprobs per prompt token (the prompt token always included)
     logit_bias: dict[int, float] = field(default_factory=dict)
     skip_special_tokens: bool = True
     structured_output: StructuredOutput | None = None
@@ -114,8 +116,10 @@ class SamplingParams:
             bad("min_tokens", f"({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
         if self.output_kind not in ("delta", "final_only"):
             bad("output_kind", f"must be 'delta' or 'final_only', got {self.output_kind!r}")
-        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            bad("logprobs", f"must be in [0, 20], got {self.logprobs}")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LOGPROBS:
+                bad(name, f"must be in [0, {MAX_LOGPROBS}], got {value}")
         for token_id, bias in self.logit_bias.items():
             if token_id < 0:
                 bad("logit_bias", f"keys must be non-negative token ids, got {token_id}")

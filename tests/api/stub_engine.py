@@ -25,6 +25,7 @@ class StubTokenizer:
     vocab_size = 256 + OFFSET
     bos_token_id = BOS
     eos_token_ids = frozenset({EOS})
+    byte_fallback_ids: frozenset[int] = frozenset()  # what the engine's detokenizer asks (api/text_offsets.py)
     chat_template = "{{ stub }}"
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

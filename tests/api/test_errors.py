@@ -45,7 +45,8 @@ CASES = [
     (V1_COMP, {"model": "demo", "prompt": [1.5]}, 400, "prompt"),
     (V1_COMP, {"model": "demo", "prompt": [10**9]}, 400, "prompt"),
     (V1_COMP, {"model": "demo", "prompt": "x", "logprobs": 50}, 400, "logprobs"),
-    (V1_COMP, {"model": "demo", "prompt": "x", "echo": True, "logprobs": 1}, 400, "echo"),
+    (V1_COMP, {"model": "demo", "prompt": "x", "prompt_logprobs": -1}, 400, "prompt_logprobs"),
+    (V1_COMP, {"model": "demo", "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),  # 0: only with echo
     (V1_COMP, {"model": "demo", "prompt": "x", "suffix": "y"}, 400, "suffix"),
     ("/api/generate", "{bad", 400, "invalid JSON"),
     ("/api/generate", {}, 400, "model is required"),

@@ -12,7 +12,7 @@ from velollm.api.on_demand import OnDemand
 from velollm.api.registry import ModelRegistry
 from velollm.cache.key import cache_key
 from velollm.errors import ModelNotFound
-from velollm.proxy.upstream import UpstreamListing
+from velollm.proxy.upstream_listing import UpstreamListing
 
 
 class ListingUpstream:

@@ -3,6 +3,12 @@ end-of-sequence token that ended the answer: a client continuing with it would p
 
 from __future__ import annotations
 
+import json
+
+import httpx
+import pytest
+
+from velollm.api.context_answer import answer_context_ids
 from velollm.api.generation import ChoiceState
 from velollm.api.handler import Call
 from velollm.api.ollama_format import OllamaFormatter
@@ -24,3 +30,48 @@ def test_the_token_that_ended_the_answer_is_left_out():
 def test_an_answer_cut_by_its_length_keeps_every_token():
     assert _context([20, 21, EOS], "length") == [1, 10, 11, 20, 21, EOS]  # EOS sampled mid-answer (ignore_eos)
     assert _context([20, 21], "stop") == [1, 10, 11, 20, 21]  # a stop string ended it: no end token to leave out
+
+
+def _answer(qwen3, text: str, stop: str) -> tuple[list[int], list[int]]:
+    """(ids generated until `stop` appeared in `text`, the context's answer ids for them)."""
+    ids = qwen3.encode(text, add_special_tokens=False)
+    n = next(k for k in range(1, len(ids) + 1) if stop in qwen3.decode(ids[:k]))
+    choice = ChoiceState(0, token_ids=ids[:n], finish_reason="stop", stop_reason=stop)
+    return ids[:n], answer_context_ids(choice, frozenset({EOS}), qwen3)
+
+
+@pytest.mark.parametrize("text,stop,response", [
+    ("The answer is 42.\n\nUser: and more", "\n\nUser:", "The answer is 42."),  # the stop is whole tokens
+    ("Hello wonderful world", "onderful", "Hello w"),  # the stop begins inside " wonderful"
+    ("Grüße aus Köln, bis bald", "ln,", "Grüße aus Kö"),  # ... inside a token after a multi-byte character
+    ("日本語の文章です。次の文", "章で", "日本語の文"),  # characters split across byte-level tokens
+])
+def test_a_stop_strings_tokens_are_left_out(qwen3, text, stop, response):
+    """Ollama's context is tokenize(prompt + response): the stop string, cut from the response, is not in it."""
+    generated, answer = _answer(qwen3, text, stop)
+    assert qwen3.decode(answer) == response and stop not in qwen3.decode(answer)
+    # the generated ids whose text ends before the stop are kept (a continuation's prompt extends this one's)
+    before = max(k for k in range(len(generated) + 1) if response.startswith(qwen3.decode(generated[:k])))
+    assert before > 0 and answer[:before] == generated[:before]
+
+
+def test_an_answer_stopped_by_a_string_its_text_does_not_hold_is_kept(qwen3):
+    ids = qwen3.encode("no stop here", add_special_tokens=False)
+    choice = ChoiceState(0, token_ids=ids, finish_reason="stop", stop_reason="zzz")
+    assert answer_context_ids(choice, frozenset(), qwen3) == ids
+
+
+def test_generate_context_through_the_server_lacks_the_stop_string(stub_server):
+    """The stub generates one byte per token: the context is the prompt's ids and the response's bytes."""
+    body = {"model": "demo", "prompt": "hi", "stream": False, "options": {"temperature": 0, "num_predict": 40}}
+    whole = httpx.post(f"{stub_server.url}/api/generate", json=body, timeout=30).json()["response"]
+    stop = whole[10:12]
+    for stream in (False, True):
+        r = httpx.post(f"{stub_server.url}/api/generate", timeout=30,
+                       json={**body, "stream": stream, "options": {**body["options"], "stop": [stop]}})
+        lines = [json.loads(line) for line in r.text.splitlines()]
+        response, final = "".join(x.get("response", "") for x in lines), lines[-1]
+        assert final["done_reason"] == "stop" and response == whole[: whole.index(stop)]
+        answer = final["context"][-len(response.encode()):]
+        assert answer == stub_server.engine.tokenizer.encode(response, add_special_tokens=False)
+        assert len(final["context"]) == final["prompt_eval_count"] + len(response.encode())

@@ -144,6 +144,23 @@ def test_ollama_chat_returns_whole_calls_with_object_arguments(scripted, engine)
     assert parts[-1].done and "".join(p.message.content for p in parts) == ""
 
 
+def test_ollama_calls_carry_an_id_and_their_index_in_the_answer(scripted, engine):
+    """Ollama (v0.12.10+) sends {"id": "call_...", "function": {"index", "name", "arguments"}}; the index counts the
+    answer's calls from 0, across the chunks of a stream."""
+    engine.script = [f'[{GOOD}, {GOOD.replace("Paris", "Oslo")}]']
+    body = {"model": "demo", "messages": MESSAGES, "tools": [WEATHER]}
+    whole = httpx.post(f"{scripted.url}/api/chat", timeout=30, json={**body, "stream": False}).json()
+    lines = httpx.post(f"{scripted.url}/api/chat", timeout=30, json={**body, "stream": True}).text.splitlines()
+    streamed = [c for line in lines for c in json.loads(line)["message"].get("tool_calls", [])]
+    for calls in (whole["message"]["tool_calls"], streamed):
+        assert [c["function"] for c in calls] == [
+            {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}},
+            {"index": 1, "name": "get_weather", "arguments": {"city": "Oslo"}}]
+        assert all(c["id"].startswith("call_") for c in calls) and calls[0]["id"] != calls[1]["id"]
+        assert "type" not in calls[0]  # no type on Ollama's native calls
+    assert {c["id"] for c in streamed}.isdisjoint(c["id"] for c in whole["message"]["tool_calls"])
+
+
 def test_history_renders_through_the_fallback_prompt(scripted, engine):
     """The stub's template knows no tools: the tools and the call history go in as text."""
     engine.script = [GOOD]

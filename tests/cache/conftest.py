@@ -13,7 +13,8 @@ from tests.serve_process import start_serve, stop_serve
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cache-serve")
-    proc, url, log, _ = start_serve(tmp, "--semantic-cache", "--max-model-len", "256", "--kv-cache-memory", "32MiB")
+    # 512: room for a forced tool call after the tools the demo template renders (about 220 tokens)
+    proc, url, log, _ = start_serve(tmp, "--semantic-cache", "--max-model-len", "512", "--kv-cache-memory", "32MiB")
     try:
         yield ServerHandle("live", url, log=log)
     finally:

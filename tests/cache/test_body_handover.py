@@ -20,13 +20,13 @@ def parses(monkeypatch):
     counts = {"middleware": 0, "endpoint": 0}
 
     def counting(where, parse):
-        def parse_json(*args, **kw):
+        async def parse_json(*args, **kw):
             counts[where] += 1
-            return parse(*args, **kw)
+            return await parse(*args, **kw)
         return parse_json
 
-    monkeypatch.setattr(middleware, "parse_json", counting("middleware", middleware.parse_json))
-    monkeypatch.setattr(handler, "parse_json", counting("endpoint", handler.parse_json))
+    monkeypatch.setattr(middleware, "parse_json_off_loop", counting("middleware", middleware.parse_json_off_loop))
+    monkeypatch.setattr(handler, "parse_json_off_loop", counting("endpoint", handler.parse_json_off_loop))
     return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -129,3 +130,40 @@ def test_only_stateless_responses_requests_are_cached():
     assert bypass_reason("responses", {"model": "m", "input": "hi", "previous_response_id": "resp_1"}) == "stateful"
     assert bypass_reason("chat", {"model": "m", "messages": [], "store": True}) == "stored"  # a new completion each
     assert bypass_reason("chat", {"model": "m", "messages": [], "store": False}) is None
+
+
+def _call(call_id: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "get", "arguments": "{\"a\": 1}"}}
+
+
+def test_a_replayed_answer_gets_fresh_completion_and_tool_call_ids():
+    """Agents key tool results on the call ids: two turns answered from the cache must not share one."""
+    calls = [_call("call_AbCdEfGhIjKlMnOpQrStUvWx"), _call("call_ab12cd34"), _call("a1B2c3D4e")]
+    answer = {"id": "chatcmpl-old", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                           "logprobs": None, "finish_reason": "tool_calls"}]}
+    whole = [json.loads(b"".join(replay("chat", answer, {"model": "m"}, 1)[0])) for _ in range(2)]
+    parts, media = replay("chat", answer, {"model": "m", "stream": True}, 1)
+    streamed = capture("chat", b"".join(parts), media)
+    seen = [c["id"] for body in [*whole, streamed] for c in body["choices"][0]["message"]["tool_calls"]]
+    assert len(set(seen)) == len(seen) and not set(seen) & {c["id"] for c in calls}
+    new_mixed, new_lower, new_bare = seen[:3]  # each keeps its kind's form (Mistral: 9 alphanumerics)
+    assert len(new_mixed) == len(calls[0]["id"]) and re.fullmatch(r"call_[a-z0-9]{8}", new_lower)
+    assert re.fullmatch(r"[A-Za-z0-9]{9}", new_bare)
+    assert {b["id"] for b in whole} & {"chatcmpl-old"} == set() and whole[0]["id"] != whole[1]["id"]
+    assert all(b["created"] > 1 for b in whole) and streamed["created"] > 1
+    assert whole[0]["choices"][0]["message"]["tool_calls"][0]["function"] == calls[0]["function"]
+    assert answer["choices"][0]["message"]["tool_calls"] == calls  # the stored answer is left as it was
+
+
+def test_a_replayed_ollama_answer_gets_fresh_tool_call_ids():
+    """Ollama's calls carry ids since v0.12.10 (an upstream Ollama's answer, cached by a proxy)."""
+    call = {"id": "call_ab12cd34", "function": {"index": 0, "name": "get", "arguments": {"a": 1}}}
+    answer = {"model": "m", "created_at": "2020-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+              "message": {"role": "assistant", "content": "", "tool_calls": [call]}}
+    whole = json.loads(b"".join(replay("ollama_chat", answer, {"model": "m", "stream": False}, 1)[0]))
+    lines = [json.loads(p) for p in replay("ollama_chat", answer, {"model": "m"}, 1)[0]]
+    ids = [whole["message"]["tool_calls"][0]["id"], lines[0]["message"]["tool_calls"][0]["id"]]
+    assert len(set(ids)) == 2 and call["id"] not in ids and all(re.fullmatch(r"call_[a-z0-9]{8}", i) for i in ids)
+    assert whole["created_at"] != answer["created_at"]
+    assert whole["message"]["tool_calls"][0]["function"] == call["function"]

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 def ask(server: ServerHandle, question: str, system: str | None = None, **kw):
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    raw = client(server).chat.completions.with_raw_response.create(model="demo", messages=messages, max_tokens=6,
-                                                                    temperature=0, **kw)
+    raw = client(server).chat.completions.with_raw_response.create(model="demo", messages=messages,
+                                                                    **{"max_tokens": 6, "temperature": 0, **kw})
     return raw.headers.get("x-velollm-cache"), raw.parse()
 
 
@@ -64,6 +64,36 @@ def test_paraphrase_hits_near_misses_and_other_contexts_do_not(cached):
     assert ask(cached, "What is the capital of Austria?")[0] == "miss"
     assert ask(cached, "What is the capital of Australia?", system="Answer in French.")[0] == "miss"
     assert cached.metric("velollm_cache_hits_total", kind="semantic") >= 1
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 6}}, "required": ["city"]}}}]
+FORCED = {"type": "function", "function": {"name": "get_weather"}}
+CALL_TOKENS = 100  # the demo tokenizer spends a token or two per character of the call's JSON
+
+
+def test_a_hit_gets_fresh_tool_call_ids(cached):
+    """Agents key tool results on the call ids: turns answered from the cache (exact or semantic, whole or
+    streamed) must each get new ones, and a new completion id."""
+    def weather(question: str):
+        return ask(cached, question, tools=WEATHER, tool_choice=FORCED, max_tokens=CALL_TOKENS)
+
+    _, first = weather("What is the weather in Oslo today?")
+    assert first.choices[0].message.tool_calls, first
+    cached.wait_metric("velollm_cache_entries", lambda v: v >= 4)
+    label, again = weather("What is the weather in Oslo today?")
+    label_para, para = weather("What's the weather in Oslo today?")
+    assert (label, label_para) == ("hit-exact", "hit-semantic")
+    streamed = list(client(cached).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "What is the weather in Oslo today?"}], tools=WEATHER,
+        tool_choice=FORCED, max_tokens=CALL_TOKENS, temperature=0, stream=True))
+    streamed_ids = [d.id for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or [] if d.id]
+    answers = [first, again, para]
+    ids = [c.id for a in answers for c in a.choices[0].message.tool_calls] + streamed_ids
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert len({a.id for a in answers} | {streamed[0].id}) == 4
+    calls = [[(c.function.name, c.function.arguments) for c in a.choices[0].message.tool_calls] for a in answers]
+    assert calls[1] == calls[2] == calls[0]
 
 
 def test_per_request_directives(cached):

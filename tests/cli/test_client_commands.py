@@ -200,7 +200,7 @@ def test_show_text_is_laid_out_as_ollamas():
         "    quantization        Q4_K_M\n\n"
         "  Capabilities\n    completion\n    tools\n\n"
         '  Parameters\n    stop           "<|eot_id|>"\n    temperature    0.6\n\n'
-        "  License\n    LLAMA 3.2 LICENSE\n    second line\n\n")
+        "  License\n    LLAMA 3.2 LICENSE\n    second line\n    ...\n\n")  # more lines follow: "..."
 
 
 def test_errors_and_flags_as_ollamas(live, tmp_path):

@@ -10,11 +10,12 @@ import pytest
 import torch
 import transformers
 
-from .conftest import ARCHS
-from .helpers import greedy, random_prompts, run_all
 from velollm.config import EngineConfig
 from velollm.engine.llm_engine import LLMEngine
 from velollm.engine.loader.hf_folder import load_hf_folder
+
+from .conftest import ARCHS
+from .helpers import greedy, random_prompts, run_all
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -179,3 +180,20 @@ def test_an_engine_on_an_indexed_device_gives_the_same_tokens(tiny_models):
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
     assert engine.runner.kv_caches[0][0].device == torch.device("cuda", index)
     assert engine.runner.paths()["graph_replays"] > 0
+
+
+def test_cuda_prompt_logprobs_match_transformers_and_decode_graphs_still_replay(tiny_models):
+    """Scored prefill steps run eagerly (the hidden states of every prompt row) and leave the decode graphs alone."""
+    pytest.importorskip("triton")
+    folder = tiny_models["llama"]
+    prompts = random_prompts([1, 17, 40], seed=9)
+    engine = _cuda_engine(folder)
+    ours = run_all(engine, prompts, greedy(8, prompt_logprobs=2))
+    assert engine.runner.paths()["graph_replays"] > 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).cuda().eval()
+    for prompt, got in zip(prompts, ours):
+        with torch.no_grad():
+            ref = torch.log_softmax(model(torch.tensor([prompt], device="cuda")).logits[0].float(), dim=-1)
+        assert got.prompt_logprobs.logprobs[0] is None and len(got.prompt_logprobs.logprobs) == len(prompt)
+        for i in range(1, len(prompt)):
+            assert abs(got.prompt_logprobs.logprobs[i][prompt[i]] - ref[i - 1, prompt[i]].item()) < 2e-3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ollama
 import openai
 import pytest
@@ -48,26 +50,55 @@ def test_show_command_prints_the_license(tiny_server, tmp_path):
     assert "License" in table.stdout and "MIT" in table.stdout and "Q8_0" in table.stdout
 
 
-def test_show_verbose_lists_the_files_metadata_and_tensors(tiny_server, tmp_path, fixtures):
-    """`ollama show -v`: /api/show with verbose gives the GGUF's own keys (arrays whole; general.name and the chat
-    template left out, as Ollama's GetModelInfo leaves them) and its tensor table (GGML type, GGUF's ne order);
-    the CLI prints them as Ollama's showInfo does."""
+def _show_is_ollamas(url: str, model: str, gguf: Path) -> tuple[dict, list]:
+    """/api/show as Ollama's GetModelInfo answers for a GGUF model, with and without `verbose`: the file's own keys
+    (general.name and the chat template left out, general.parameter_count counted from the tensors) and its
+    tensor table (GGML type, GGUF's ne order) either way; without `verbose` each array with items is null (the
+    vocabulary, the merges, the token types), an empty one [], every other value as with it."""
     import httpx
 
-    from velollm.commands.show import metadata_value
     from velollm.engine.loader.gguf_file import GGUFFile
 
-    with GGUFFile(fixtures.model("llama", "Q8_0").path) as f:
+    with GGUFFile(gguf) as f:
         table = [(t.name, t.type_name, list(reversed(t.shape))) for t in f.tensors.values()]
         vocab = len(f.metadata["tokenizer.ggml.tokens"])
-    plain = httpx.post(f"{tiny_server}/api/show", json={"model": "tiny"}, timeout=60).json()
-    assert plain["tensors"] == [] and "tokenizer.ggml.tokens" not in plain["model_info"]  # as before without it
-    shown = httpx.post(f"{tiny_server}/api/show", json={"model": "tiny", "verbose": True}, timeout=60).json()
+        count = sum(t.num_elements for t in f.tensors.values())
+    shown = httpx.post(f"{url}/api/show", json={"model": model, "verbose": True}, timeout=60).json()
     assert [(t["name"], t["type"], t["shape"]) for t in shown["tensors"]] == table
-    assert "Q8_0" in {t for _, t, _ in table}
     info = shown["model_info"]
     assert len(info["tokenizer.ggml.tokens"]) == vocab and info["general.architecture"] == "llama"
     assert "general.name" not in info and "tokenizer.chat_template" not in info
+    assert info["general.parameter_count"] == count
+    plain = httpx.post(f"{url}/api/show", json={"model": model}, timeout=60).json()
+    assert plain["tensors"] == shown["tensors"] and set(plain["model_info"]) == set(info)
+    arrays = {k for k, v in info.items() if isinstance(v, list) and v}
+    assert {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"} <= arrays
+    assert plain["model_info"] == {k: None if k in arrays else v for k, v in info.items()}
+    # the official client takes it (its model_info mapping holds the nulls)
+    assert ollama.Client(host=url).show(model).modelinfo["tokenizer.ggml.tokens"] is None
+    return info, table
+
+
+def test_show_model_info_and_tensors_as_ollamas(tiny_server, tmp_path, fixtures):
+    """A store model, then the same GGUF served from its path."""
+    path = fixtures.model("llama", "Q8_0").path
+    _show_is_ollamas(tiny_server, "tiny", path)
+    proc, url, _log = start_live(tmp_path, "--model", str(path), "--max-model-len", "256")
+    try:
+        model = ollama.Client(host=url).list().models[0].model
+        _show_is_ollamas(url, model, path)
+    finally:
+        stop_live(proc)
+
+
+def test_show_verbose_lists_the_files_metadata_and_tensors(tiny_server, tmp_path, fixtures):
+    """`ollama show -v`: the CLI prints /api/show's metadata and tensors as Ollama's showInfo does."""
+    import httpx
+
+    from velollm.commands.show import metadata_value
+
+    info, table = _show_is_ollamas(tiny_server, "tiny", fixtures.model("llama", "Q8_0").path)
+    assert "Q8_0" in {t for _, t, _ in table}
     bad = httpx.post(f"{tiny_server}/api/show", json={"model": "tiny", "verbose": "yes"}, timeout=60)
     assert bad.status_code == 400 and "verbose" in bad.json()["error"]
     out = velollm(tiny_server, tmp_path, "show", "tiny", "-v")

@@ -225,7 +225,8 @@ def fake_openai_app(models: list[str], requests: list[tuple[str, dict[str, Any]]
     """The OpenAI wire format (SSE with [DONE], string tool arguments); appends every request to
     `requests`. Answers echo the last user text; with reasoning asked for (`reasoning_effort`, or
     `chat_template_kwargs.enable_thinking` as vLLM and llama.cpp take it) a `reasoning_content` comes first,
-    saying how many image parts the request held. /api/version is a 404, as on any OpenAI server."""
+    saying how many image parts the request held. Embeddings are [3, 4, 0], unnormalised. /api/version is a
+    404, as on any OpenAI server."""
 
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "me"}
@@ -265,11 +266,22 @@ def fake_openai_app(models: list[str], requests: list[tuple[str, dict[str, Any]]
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        requests.append((request.url.path, body))
+        inputs = [body["input"]] if isinstance(body.get("input"), str) else body.get("input") or []
+        # Unnormalised, as llama.cpp's and llama-cpp-python's servers return them.
+        return JSONResponse({"object": "list", "model": body.get("model"), "usage": {"prompt_tokens": len(inputs),
+                                                                                      "total_tokens": len(inputs)},
+                             "data": [{"object": "embedding", "index": i, "embedding": [3.0, 4.0, 0.0]}
+                                      for i, _ in enumerate(inputs)]})
+
     async def not_found(request: Request) -> Response:
         return JSONResponse({"detail": "Not Found"}, status_code=404)
 
     return Starlette(routes=[Route("/v1/models", list_models, methods=["GET"]),
                              Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/embeddings", embeddings, methods=["POST"]),
                              Route("/api/version", not_found, methods=["GET"])])
 
 

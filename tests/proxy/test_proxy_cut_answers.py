@@ -22,7 +22,7 @@ from starlette.routing import Route
 USER = [{"role": "user", "content": "hi"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}]
-MODELS = ["cut", "unterminated", "notjson"]
+MODELS = ["cut", "unterminated", "notjson", "garbled"]
 
 
 def _chunk(model: str, delta: dict, finish: str | None = None) -> str:
@@ -39,7 +39,8 @@ def _line(model: str, text: str, done: bool) -> str:
 def cutting_upstream(kind: str) -> Starlette:
     """`cut` streams one whole message, then half of the next and ends the response cleanly (the chunked
     terminator sent: no transport error); `unterminated` ends with a whole last message lacking its final
-    newline; `notjson` answers a whole request with a truncated JSON body and a 200."""
+    newline; `notjson` answers a whole request with a truncated JSON body and a 200; `garbled` streams a whole
+    message and a whole one that is no JSON in one chunk, then goes on."""
 
     async def chat(request: Request) -> Response:
         body = await request.json()
@@ -48,9 +49,13 @@ def cutting_upstream(kind: str) -> Starlette:
             return Response(b'{"id": "c1", "choices": [{"message": {"content": "hel', media_type="application/json")
         if kind == "ollama":
             messages = [_line(model, "hello ", False) + "\n"]
+            if model == "garbled":  # a whole line, no JSON, in the same chunk as a good one; then more
+                messages = [messages[0] + "<html>502 Bad Gateway</html>\n", _line(model, "world", False) + "\n"]
             messages += ['{"model": "cut", "message": {"con'] if model == "cut" else [_line(model, "", True)]
         else:
             messages = [_chunk(model, {"role": "assistant", "content": "hello "}) + "\n\n"]
+            if model == "garbled":
+                messages = [messages[0] + "data: {'id': 'c1'}\n\n", _chunk(model, {"content": "world"}) + "\n\n"]
             messages += ['data: {"id": "c1", "choi'] if model == "cut" else [
                 _chunk(model, {}, "stop") + "\n\n", "data: [DONE]"]
 
@@ -93,6 +98,25 @@ def test_a_stream_cut_inside_a_message_ends_with_an_error(upstream, start_proxy)
         assert got == ["hello "]
         parts = list(native.chat(model="unterminated", messages=USER, stream=True))
         assert [p.done for p in parts] == [False, True]
+
+
+def test_a_whole_message_that_is_no_json_ends_the_stream_with_an_error(upstream, start_proxy):
+    """Relayed as it came, the ollama client's json.loads and the openai SDK's failed on it mid-stream, an
+    error that is no upstream's; now it is the wire format's error, after the messages before it."""
+    kind, server = upstream
+    proxy = start_proxy(server.url)
+    got = []
+    if kind == "openai":
+        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0, timeout=10)
+        with pytest.raises(openai.APIError, match="the stream held an event that is not JSON"):
+            for chunk in client.chat.completions.create(model="garbled", messages=USER, stream=True):
+                got.append(chunk.choices[0].delta.content)
+    else:
+        native = ollama.Client(host=proxy.url, timeout=10)
+        with pytest.raises(ollama.ResponseError, match="the stream held a line that is not JSON"):
+            for part in native.chat(model="garbled", messages=USER, stream=True):
+                got.append(part.message.content)
+    assert got == ["hello "]
 
 
 @pytest.mark.parametrize("tools", [None, TOOLS], ids=["plain", "tools"])

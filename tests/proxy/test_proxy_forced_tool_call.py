@@ -1,6 +1,7 @@
 """tool_choice "required" or a named function through a VeloLLM proxy to an Ollama upstream (here a native
-VeloLLM on the demo model, `--proxy-only` in front), with the openai SDK and LangChain: Ollama has no
-tool_choice, so the answer was the model's free text, without a call."""
+VeloLLM on the demo model, `--proxy-only` in front, told `--upstream-kind ollama` so that it converts as for
+an Ollama: found by the kind probe, a VeloLLM gets /v1 passed through), with the openai SDK and LangChain:
+Ollama has no tool_choice, so the answer was the model's free text, without a call."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 def proxy(tmp_path_factory) -> Iterator[str]:
     native, native_url, _, _ = start_serve(tmp_path_factory.mktemp("native"), "--no-upstream",
                                            "--max-model-len", "1024", "--kv-cache-memory", "16MiB")
-    front, url, _, _ = start_serve(tmp_path_factory.mktemp("front"), "--proxy-only", "--upstream", native_url)
+    front, url, _, _ = start_serve(tmp_path_factory.mktemp("front"), "--proxy-only", "--upstream", native_url,
+                                   "--upstream-kind", "ollama")
     yield url
     stop_serve(front)
     stop_serve(native)

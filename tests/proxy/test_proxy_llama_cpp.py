@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jsonschema
 import ollama
 import openai
 import pytest
@@ -121,6 +122,54 @@ def test_ollama_client_through_openai_upstream(llama_server, proxy):
     generated = client.generate(model=MODEL, prompt="once upon", raw=True, options={"temperature": 0, "num_predict": 12})
     assert generated.response == raw.choices[0].text
     assert [m.model for m in client.list().models] == [MODEL]
+
+
+def test_whole_ollama_answers_have_a_nonzero_eval_duration(proxy):
+    """Unstreamed, the answer arrives at once: there was no first-token time, eval_duration was 0, and
+    `ollama run --verbose` divides eval_count by it. The whole request's time is the generation's."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    options = {"temperature": 0, "num_predict": 8}
+    for answer in (client.chat(model=MODEL, messages=MESSAGES, options=options),
+                   client.generate(model=MODEL, prompt="once upon", options=options)):
+        assert answer.eval_count > 0 and 0 < answer.eval_duration <= answer.total_duration, answer
+
+
+def test_streamed_prompt_eval_count_is_counted_or_left_out_never_zero(llama_server, proxy):
+    """llama-cpp-python's streams carry no usage (it ignores stream_options.include_usage): prompt_eval_count
+    was 0. A raw prompt is counted by its own tokenizer (/extras/tokenize), exactly as its completion counts it;
+    a chat prompt (its chat template, which it does not show) cannot be counted exactly: left out, not 0."""
+    client = ollama.Client(host=proxy.url, timeout=30)
+    options = {"temperature": 0, "num_predict": 4}
+    direct = _openai(llama_server.url).completions.create(model=MODEL, prompt="once upon", temperature=0, max_tokens=4)
+    parts = list(client.generate(model=MODEL, prompt="once upon", raw=True, options=options, stream=True))
+    assert parts[-1].done and parts[-1].prompt_eval_count == direct.usage.prompt_tokens > 0
+    parts = list(client.chat(model=MODEL, messages=MESSAGES, options=options, stream=True))
+    assert parts[-1].done and parts[-1].eval_count > 0 and parts[-1].prompt_eval_count is None
+    raw = httpx.post(f"{proxy.url}/api/chat", json={"model": MODEL, "messages": MESSAGES, "options": options},
+                     timeout=30).text.splitlines()
+    assert "prompt_eval_count" not in json.loads(raw[-1]) and json.loads(raw[-1])["done"]
+
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+def test_ollama_format_schema_through_llama_cpp_python(proxy):
+    """llama-cpp-python's server refuses OpenAI's response_format json_schema (its 500, a validation error)
+    and takes a schema as json_object + schema: the refused request goes again in that form, later ones at once.
+    The ollama client gets JSON that follows the schema, whole and streamed, from chat and generate; an OpenAI
+    client's json_schema is sent again the same way."""
+    client = ollama.Client(host=proxy.url, timeout=60)
+    options = {"temperature": 0, "num_predict": 64}
+    answers = [client.chat(model=MODEL, messages=MESSAGES, format=SCHEMA, options=options).message.content,
+               "".join(p.message.content for p in client.chat(model=MODEL, messages=MESSAGES, format=SCHEMA,
+                                                                options=options, stream=True)),
+               client.generate(model=MODEL, prompt="once upon", format=SCHEMA, options=options).response]
+    response_format = {"type": "json_schema", "json_schema": {"name": "ok", "schema": SCHEMA}}
+    answers.append(_openai(proxy.url).chat.completions.create(  # the same for the openai SDK's own json_schema
+        model=MODEL, messages=MESSAGES, temperature=0, max_tokens=64, response_format=response_format
+    ).choices[0].message.content)
+    for text in answers:
+        jsonschema.validate(json.loads(text), SCHEMA)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 
 import httpx
+import numpy as np
 import ollama
 import openai
 import pytest
@@ -119,8 +121,15 @@ def test_openai_completions_and_embeddings(fake_ollama, ollama_state, start_prox
     text = "".join(c.choices[0].text for c in client.completions.create(model="llama3.2", prompt="x y", stream=True)
                    if c.choices)
     assert text == "echo: x y "
-    vectors = client.embeddings.create(model="llama3.2", input=["a", "b"])
-    assert [d.embedding for d in vectors.data] == [[0.6, 0.8], [0.6, 0.8]]
+    vectors = client.embeddings.create(model="llama3.2", input=["a", "b"])  # the SDK asks base64, decodes it
+    assert [[round(x, 6) for x in d.embedding] for d in vectors.data] == [[0.6, 0.8], [0.6, 0.8]]
+    vectors = client.embeddings.create(model="llama3.2", input="a", encoding_format="float")
+    assert [d.embedding for d in vectors.data] == [[0.6, 0.8]]
+    vectors = client.embeddings.create(model="llama3.2", input="a", encoding_format="base64")  # handed back as is
+    assert np.frombuffer(base64.b64decode(vectors.data[0].embedding), "<f4").tolist() == pytest.approx([0.6, 0.8])
+    with pytest.raises(openai.BadRequestError, match="encoding_format must be one of") as err:
+        client.embeddings.create(model="llama3.2", input="a", encoding_format="int8")  # type: ignore[arg-type]
+    assert err.value.body["param"] == "encoding_format"
 
 
 def test_listings_and_unknown_model(fake_ollama, start_proxy):

@@ -171,6 +171,23 @@ def test_openai_stream_to_ollama_lines_assembles_tool_calls():
     assert final["total_duration"] >= final["eval_duration"] >= 0 and isinstance(final["total_duration"], int)
 
 
+def test_whole_openai_answer_durations_are_never_zero_and_use_the_upstreams_timings():
+    """A whole answer has no first token the proxy saw: eval_duration was 0, and clients divide eval_count by it.
+    llama.cpp's server times the prompt and the generation itself (`timings`, ms): those are used."""
+    answer = {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 4, "completion_tokens": 2}}
+    untimed = o2o.NdjsonAnswer("m", "chat").whole(answer)
+    assert untimed["eval_count"] == 2 and untimed["eval_duration"] > 0
+    assert untimed["eval_duration"] <= untimed["total_duration"] and "prompt_eval_duration" not in untimed
+    timed = o2o.NdjsonAnswer("m", "generate").whole({**answer, "timings": {"prompt_n": 4, "prompt_ms": 1.5,
+                                                                          "predicted_n": 2, "predicted_ms": 20.25}})
+    assert (timed["prompt_eval_duration"], timed["eval_duration"]) == (1_500_000, 20_250_000)
+    streamed = o2o.NdjsonAnswer("m", "chat")
+    streamed.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}],
+                   "timings": {"prompt_ms": 3.0, "predicted_ms": 7.0}})
+    assert (streamed.final()["prompt_eval_duration"], streamed.final()["eval_duration"]) == (3_000_000, 7_000_000)
+
+
 def _upstream(handler) -> Upstream:
     return Upstream(UpstreamConfig(url="http://up:1", kind="auto"), transport=httpx.MockTransport(handler))
 
@@ -277,3 +294,34 @@ def test_serve_options_read_ollama_host_at_the_edge():
     config = upstream_config(args, {"OLLAMA_HOST": "ignored:1"})
     assert (config.url, config.kind) == ("http://gpu-box:8080", "openai") and args.proxy_only
     assert upstream_config(parser.parse_args(["--no-upstream"]), {}) is None
+
+
+async def test_a_refused_json_schema_goes_again_as_json_object_and_other_errors_pass():
+    """llama-cpp-python's refusal of response_format json_schema (a 500 naming both): sent again as json_object +
+    schema, and so at once from then on; any other error comes back as it was."""
+    from velollm.proxy.schema_format import schema_format, send_with_schema
+
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body["response_format"]["type"])
+        if body["messages"][0]["content"] == "boom":
+            return httpx.Response(500, json={"error": {"message": "boom"}})
+        if body["response_format"]["type"] == "json_schema":
+            return httpx.Response(500, json={"error": {"message": "('body', 'response_format', 'type') Input should "
+                                                                  "be 'text' or 'json_object', got 'json_schema'"}})
+        assert body["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
+        return httpx.Response(200, json={"choices": []})
+
+    upstream = _upstream(handler)
+    body = {"model": "m", "messages": [{"role": "user", "content": "boom"}],
+            "response_format": schema_format({"type": "object"})}
+    failed = await send_with_schema(upstream, "/v1/chat/completions", body)
+    assert failed.status_code == 500 and json.loads(await upstream.read_body(failed)) == {"error": {"message": "boom"}}
+    assert sent == ["json_schema"] and not upstream.wants_json_object_schema
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        assert (await send_with_schema(upstream, "/v1/chat/completions", body)).status_code == 200
+    assert sent == ["json_schema", "json_schema", "json_object", "json_object"] and upstream.wants_json_object_schema
+    await upstream.aclose()

@@ -223,6 +223,11 @@ def test_listing_show_and_ps_pass_through(native, proxy):
         == [m["name"] for m in httpx.get(f"{native}/api/ps").json()["models"]])
     shown = {p: httpx.post(f"{p}/api/show", json={"model": "demo"}).json() for p in (native, proxy)}
     assert shown[proxy] == shown[native] and shown[native]["details"]
+    for body in ({"model": A}, {"model": A, "verbose": True}):  # a store GGUF: its tensors, arrays null or whole
+        shown = {p: httpx.post(f"{p}/api/show", json=body, timeout=60).json() for p in (native, proxy)}
+        assert shown[proxy] == shown[native] and shown[native]["tensors"]
+        tokens = shown[proxy]["model_info"]["tokenizer.ggml.tokens"]
+        assert (tokens is None) if "verbose" not in body else len(tokens) > 5
     r = httpx.post(f"{proxy}/api/chat", json={"model": "nowhere", "messages": USER})
     assert r.status_code == 404 and "nowhere" in r.json()["error"]  # the upstream's own 404, passed on
 

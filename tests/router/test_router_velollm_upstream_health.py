@@ -1,8 +1,9 @@
-"""A VeloLLM configured as kind `auto` or `ollama` (users point VeloLLM at VeloLLM; `auto` takes it for an
-Ollama) is recognised by its /api/version answer (velollm.wire.server_version) and health-checked on /health:
-an engine that died there ejects it, although its /api/version still answers 200. Beside it, the backends
-that must not change: a healthy VeloLLM spoken to as Ollama, an Ollama stand-in (no /health, as a real
-Ollama: checked on /api/version) and llama.cpp's server (llama-cpp-python, auto -> /v1/models)."""
+"""A VeloLLM configured as kind `auto` or `ollama` (users point VeloLLM at VeloLLM; `ollama` speaks to it as
+to an Ollama, `auto` passes either API through: Upstream.speaks_both) is recognised by its /api/version answer
+(velollm.wire.server_version) and health-checked on /health: an engine that died there ejects it, although its
+/api/version still answers 200. Beside it, the backends that must not change: a healthy VeloLLM spoken to as
+Ollama, an Ollama stand-in (no /health, as a real Ollama: checked on /api/version) and llama.cpp's server
+(llama-cpp-python, auto -> /v1/models)."""
 
 from __future__ import annotations
 

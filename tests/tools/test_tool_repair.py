@@ -80,9 +80,10 @@ def test_repair_calls_from_an_upstream() -> None:
     r = ToolRepairer(TOOLS).repair_calls(upstream)
     assert [o.outcome for o in r.outcomes] == ["repaired", "valid", "repaired"]
     assert r.calls[0].id == "call_1" and json.loads(r.calls[0].arguments) == {"city": "Paris", "days": 2}
-    assert r.calls[1].id.startswith("call_") and r.calls[1].to_ollama() == {
-        "function": {"name": "now", "arguments": {}}
+    assert r.calls[1].id.startswith("call_") and r.calls[1].to_ollama(1, with_id=False) == {
+        "function": {"index": 1, "name": "now", "arguments": {}}
     }
+    assert r.calls[1].to_ollama(1) == {"id": r.calls[1].id, "function": {"index": 1, "name": "now", "arguments": {}}}
 
 
 def test_gorilla_types_and_bad_schemas() -> None:

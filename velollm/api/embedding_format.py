@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import numpy as np
 
 from velollm.errors import InvalidRequest
+from velollm.wire.embedding_base64 import float32_base64
 
 
 def fit_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
@@ -25,8 +25,8 @@ def fit_dimensions(vectors: np.ndarray, dimensions: int | None, normalize: bool)
 
 def openai_body(model: str, vectors: np.ndarray, num_tokens: int, encoding_format: str) -> dict[str, Any]:
     def encode(v: np.ndarray) -> Any:
-        if encoding_format == "base64":  # little-endian float32, as OpenAI sends and its SDK decodes
-            return base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
+        if encoding_format == "base64":
+            return float32_base64(v)
         return v.tolist()
 
     data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]

@@ -8,9 +8,9 @@ from typing import Any
 from velollm.api.fields import Fields
 from velollm.api.keep_alive import parse_keep_alive
 from velollm.errors import InvalidRequest
+from velollm.wire.embedding_base64 import ENCODING_FORMATS
 
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
-ENCODING_FORMATS = ("float", "base64")
 
 
 @dataclass(frozen=True)

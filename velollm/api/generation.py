@@ -19,7 +19,7 @@ from typing import Any
 from velollm.api.lease import EngineLease
 from velollm.api.thinking import Thinking
 from velollm.errors import InvalidRequest
-from velollm.outputs import RequestDelta
+from velollm.outputs import PromptLogprobs, RequestDelta
 from velollm.reasoning import PlannedStream
 from velollm.sampling_params import SamplingParams
 
@@ -44,6 +44,7 @@ class ChoiceState:
     num_prompt_tokens: int | None = None
     t_first: float | None = None  # perf_counter of the first and the latest delta
     t_last: float | None = None
+    prompt_logprobs: PromptLogprobs | None = None  # the prompt's, when asked for (echo + logprobs, prompt_logprobs)
 
     def add(self, delta: RequestDelta, now: float) -> None:
         if self.t_first is None:
@@ -57,6 +58,8 @@ class ChoiceState:
         self.finish_reason = delta.finish_reason
         self.stop_reason = delta.stop_reason
         self.num_cached_tokens = delta.num_cached_tokens or self.num_cached_tokens
+        if delta.prompt_logprobs is not None:
+            self.prompt_logprobs = delta.prompt_logprobs
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,25 @@ def check_queue_fits(engine: Any, num_sequences: int, param: str) -> None:
 _END = object()
 
 
+def _without_output(delta: RequestDelta) -> RequestDelta:
+    """The delta with nothing generated: a request for none ends by its length whatever the engine sampled."""
+    finish_reason = "length" if delta.finish_reason not in (None, "abort") else delta.finish_reason
+    return replace(delta, text="", token_ids=[], logprobs=None if delta.logprobs is None else [],
+                   num_output_tokens=0, finish_reason=finish_reason, stop_reason=None)
+
+
 class GenerationStream:
     """Merges the deltas of several engine requests; iterate for (choice index, delta).
 
     With `thinking`, each choice's text is split as it comes: deltas carry the answer in `text` and
     the thinking in `reasoning`."""
 
-    def __init__(self, engine: Any, calls: list[EngineCall], request_id: str, thinking: Thinking | None = None) -> None:
+    def __init__(self, engine: Any, calls: list[EngineCall], request_id: str, thinking: Thinking | None = None,
+                 *, keep_output: bool = True) -> None:
+        """`keep_output` False: what the engine generates is not part of the answer (echo with max_tokens 0: the
+        prompt back with its logprobs; the engine samples one token, as it always does, and it is dropped here)."""
         self.engine = engine
+        self.keep_output = keep_output
         self.calls = calls
         self.request_id = request_id
         self.thinking = thinking
@@ -141,6 +155,8 @@ class GenerationStream:
                 raise item
             if self._splits:
                 item = self._split(index, item)
+            if not self.keep_output:
+                item = _without_output(item)
             self.choices[index].add(item, t)
             yield index, item
         # Every choice ended: the hooks run now, before the caller sends the end of the answer (a client

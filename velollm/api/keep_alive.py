@@ -4,44 +4,27 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.wire.keep_alive import DEFAULT_KEEP_ALIVE, InvalidKeepAlive, go_duration_seconds, keep_alive_seconds
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEEP_ALIVE = 300.0
-_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
-MAX_DURATION_S = 2**63 / 1e9  # Go's time.Duration: int64 nanoseconds (about 292 years)
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_keep_alive(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> float | None:
-    """A request's `keep_alive` → seconds; math.inf = forever; None → `default`.
-
-    A number means seconds; a string is a Go duration ("5m", "1h30m", "-1m", "0"); a unit-less
-    string other than "0" is an error, as in Ollama.
-    """
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and math.isnan(value):
-            raise InvalidRequest("keep_alive must be a number or a duration string, got NaN", param="keep_alive")
-        # Past Go's time.Duration, Ollama's conversion overflows to a negative value: forever.
-        return math.inf if value < 0 or value >= MAX_DURATION_S else float(value)
-    if not isinstance(value, str):
-        raise InvalidRequest("keep_alive must be a number or a duration string", param="keep_alive")
-    return _parse_go_duration(value.strip())
+    """A request's `keep_alive` → seconds; math.inf = forever; None → `default` (velollm.wire.keep_alive);
+    a bad value is the request's 400."""
+    try:
+        return keep_alive_seconds(value, default)
+    except InvalidKeepAlive as exc:
+        raise InvalidRequest(str(exc), param="keep_alive") from None
 
 
 def is_unload(keep_alive: Any) -> bool:
     """`keep_alive` 0 (`ollama stop`); an invalid value is no unload (the request's parse reports it)."""
     try:
-        return parse_keep_alive(keep_alive, default=None) == 0
-    except InvalidRequest:
+        return keep_alive_seconds(keep_alive, default=None) == 0
+    except InvalidKeepAlive:
         return False
 
 
@@ -56,20 +39,7 @@ def parse_keep_alive_env(value: str | None) -> float:
     except ValueError:
         pass
     try:
-        return _parse_go_duration(value)
-    except InvalidRequest:
+        return go_duration_seconds(value)
+    except InvalidKeepAlive:
         logger.warning("invalid OLLAMA_KEEP_ALIVE %r; using 5m", value)
         return DEFAULT_KEEP_ALIVE
-
-
-def _parse_go_duration(text: str) -> float:
-    sign, body = (-1.0, text[1:]) if text.startswith("-") else (1.0, text.lstrip("+"))
-    if body == "0":
-        return 0.0
-    parts = _GO_DURATION.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        raise InvalidRequest(f"time: invalid duration {text!r} (missing unit?)", param="keep_alive")
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds >= MAX_DURATION_S:  # Go's ParseDuration: "invalid duration" on overflow
-        raise InvalidRequest(f"time: invalid duration {text!r}", param="keep_alive")
-    return math.inf if sign < 0 and seconds > 0 else seconds

@@ -6,6 +6,8 @@ import math
 import re
 from typing import Any
 
+from velollm.outputs import PromptLogprobs
+
 # JSON has no -inf; vLLM reports this floor instead.
 _FLOOR = -9999.0
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a SentencePiece byte-fallback token
@@ -83,14 +85,41 @@ class LogprobFormatter:
             })
         return entries
 
-    def completion(self, token_ids: list[int], logprobs: list[dict[int, float]], offset: int) -> dict[str, Any]:
-        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, text_offset from `offset`)."""
-        tokens, values, tops, offsets = [], [], [], []
+    def completion(self, token_ids: list[int], logprobs: list[dict[int, float] | None], offsets: list[int]
+                   ) -> dict[str, Any]:
+        """OpenAI completions `logprobs` (tokens, token_logprobs, top_logprobs, and `offsets` as text_offset:
+        velollm/api/text_offsets.py, as a token's own text cannot tell where a split character starts). A None
+        entry (an echoed prompt's first token, which has no context) is null in token_logprobs and top_logprobs."""
+        tokens, values, tops = [], [], []
         for token_id, lps in zip(token_ids, logprobs):
-            token = self.token(token_id)
-            tokens.append(token)
-            values.append(_lp(lps.get(token_id)))
-            tops.append({self.token(i): _lp(v) for i, v in self._top(lps)})
-            offsets.append(offset)
-            offset += len(token)
-        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+            tokens.append(self.token(token_id))
+            values.append(None if lps is None else _lp(lps.get(token_id)))
+            tops.append(None if lps is None else self._top_by_text(lps))
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+                "text_offset": list(offsets[:len(tokens)])}
+
+    def _top_by_text(self, lps: dict[int, float]) -> dict[str, float]:
+        """The top ids keyed by their text; ids of one text (pieces of characters all decode to U+FFFD) keep the
+        best logprob, so the dict's max is the top token's (lm-evaluation-harness's is_greedy reads it)."""
+        top: dict[str, float] = {}
+        for i, v in self._top(lps):
+            top.setdefault(self.token(i), _lp(v))
+        return top
+
+    def vllm_prompt(self, prompt: PromptLogprobs, k: int) -> list[dict[str, dict[str, Any]] | None]:
+        """vLLM's `prompt_logprobs`: per prompt token None (the first) or token id -> {logprob, rank,
+        decoded_token}, for the prompt token and the top `k`."""
+        out: list[dict[str, dict[str, Any]] | None] = []
+        for token_id, lps, rank in zip(prompt.token_ids, prompt.logprobs, prompt.ranks):
+            if lps is None or rank is None:
+                out.append(None)
+                continue
+            entry = {str(token_id): self._vllm_entry(token_id, lps[token_id], rank)}
+            top = sorted(lps.items(), key=lambda kv: kv[1], reverse=True)[:k]
+            for top_rank, (i, v) in enumerate(top, 1):
+                entry.setdefault(str(i), self._vllm_entry(i, v, top_rank))
+            out.append(entry)
+        return out
+
+    def _vllm_entry(self, token_id: int, logprob: float, rank: int) -> dict[str, Any]:
+        return {"logprob": _lp(logprob), "rank": rank, "decoded_token": self.token(token_id)}

@@ -1,9 +1,12 @@
-"""What /api/show adds with `verbose` (`ollama show -v`): the model file's own metadata, arrays whole, and its
-tensor table, read from the file's header alone (no tensor data is touched).
+"""What /api/show reads from the model file (Ollama's GetModelInfo): the file's own metadata and its tensor table,
+from the file's header alone (no tensor data is touched).
 
-Ollama's GetModelInfo: every GGUF key but `general.name` and `tokenizer.chat_template` (the template is a field
-of its own), and each tensor as {name, type, shape} with the GGML type name and the shape as GGUF stores it
-(ne0 first). A safetensors folder gives its tensors as the files hold them.
+A GGUF file gives every key but `general.name` and `tokenizer.chat_template` (the template is a field of its own),
+`general.parameter_count` counted from its tensors, and each tensor as {name, type, shape} with the GGML type name
+and the shape as GGUF stores it (ne0 first), with or without `verbose`. Without `verbose` its arrays are not read:
+each one with items is null, an empty one [] (getModelData's maxArraySize 0, so a vocabulary never goes over the
+wire). A safetensors folder gives its tensors as the files hold them, and only with `verbose`, as Ollama's
+safetensors models do.
 """
 
 from __future__ import annotations
@@ -14,20 +17,21 @@ from typing import Any
 _HIDDEN = ("general.name", "tokenizer.chat_template")
 
 
-def file_facts(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def file_facts(path: Path, verbose: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metadata, tensors) of the GGUF file or safetensors folder at `path`; ({}, []) for anything else."""
     if path.is_file():
-        return _gguf(path)
-    if path.is_dir():
+        return _gguf(path, verbose)
+    if path.is_dir() and verbose:
         return {}, _safetensors(path)
     return {}, []
 
 
-def _gguf(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _gguf(path: Path, verbose: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from velollm.engine.loader.gguf_file import GGUFFile
 
-    with GGUFFile(path) as f:
+    with GGUFFile(path, max_array_size=-1 if verbose else 0) as f:
         metadata = {key: _plain(value) for key, value in f.metadata.items() if key not in _HIDDEN}
+        metadata["general.parameter_count"] = sum(t.num_elements for t in f.tensors.values())
         tensors = [{"name": t.name, "type": t.type_name, "shape": list(reversed(t.shape))} for t in f.tensors.values()]
     return metadata, tensors
 

@@ -35,13 +35,14 @@ from velollm.api.handler import (
     forward,
     forward_or_local,
     observe,
+    parse_off_loop,
     read_json,
     route,
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
-from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.native_chat import chat_renderer, render_chat
+from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.protocol_ollama import (
     ChatRequest,
     GenerateRequest,
@@ -85,7 +86,7 @@ def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
             served = await _served_or_answer(request, state, call, body, has_input, chat)
             if isinstance(served, Response):
                 return served
-            req = parse_chat_request(body) if chat else parse_generate_request(body)
+            req = await parse_off_loop(parse_chat_request if chat else parse_generate_request, body)
             if not (req.messages if chat else req.prompt):
                 return _load_response(req.model, chat, req.keep_alive_s)  # Ollama answers the name as sent
             return await fn(request, state, call, req, served)
@@ -155,13 +156,14 @@ def _generate_prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool, re
     return list(req.context) + _strip_bos(tokenizer, ids) if req.context else ids
 
 
-def _ollama_calls(calls: Any) -> tuple[list[dict[str, Any]], str]:
-    """Calls as Ollama sends them (arguments as objects); one whose arguments do not parse (a stream
-    cut mid-call) goes back into the content rather than being dropped."""
-    out, text = [], ""
+def _ollama_calls(calls: Any, first_index: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """Calls as Ollama sends them (id, index in the answer from `first_index`, arguments as objects); one whose
+    arguments do not parse (a stream cut mid-call) goes back into the content rather than being dropped."""
+    out: list[dict[str, Any]] = []
+    text = ""
     for c in calls:
         try:
-            out.append(c.to_ollama())
+            out.append(c.to_ollama(first_index + len(out)))
         except ValueError:
             text += c.arguments
     return out, text
@@ -171,13 +173,15 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
                   tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
     tool_stream = tools.stream() if tools is not None else None
+    calls_sent = 0
     try:
         try:
             async for index, delta in gen:
                 tool_calls = None
                 if tool_stream is not None:
                     piece = tool_stream.feed(index, delta)
-                    tool_calls, stray = _ollama_calls(piece.new_calls)
+                    tool_calls, stray = _ollama_calls(piece.new_calls, calls_sent)
+                    calls_sent += len(tool_calls)
                     delta = replace(piece.delta, text=piece.delta.text + stray)
                 chunk = fmt.chunk(delta, tool_calls)
                 if chunk is not None:
@@ -288,7 +292,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
     end_ids = (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
                | frozenset(params.stop_token_ids or ()))
-    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids)
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids,
+                          engine.tokenizer)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from velollm.api.context_answer import answer_context_ids
 from velollm.api.generation import ChoiceState
 from velollm.api.handler import Call
 from velollm.api.logprobs import LogprobFormatter
@@ -21,7 +22,8 @@ class OllamaFormatter:
 
     def __init__(self, model: str, chat: bool, call: Call, t_loaded: float, prompt_ids: list[int],
                  return_context: bool, logprobs: LogprobFormatter | None,
-                 context_ids: list[int] | None = None, end_ids: frozenset[int] = frozenset()) -> None:
+                 context_ids: list[int] | None = None, end_ids: frozenset[int] = frozenset(),
+                 tokenizer: Any = None) -> None:
         self.model = model
         self.chat = chat
         self.call = call
@@ -32,10 +34,10 @@ class OllamaFormatter:
         # The `context` returned is the whole prompt (before truncation) and the answer, as Ollama's: the
         # next call then cuts the same ids (id_window) and its prompt extends this one's.
         self.context_ids = prompt_ids if context_ids is None else context_ids
-        # The ids that end an answer (EOS, stop_token_ids): left out of `context`, which in Ollama is the prompt
-        # and the answer's text tokenized again (tokenize(prompt + response)), so no end-of-sequence token that a
-        # continuation would then carry mid-prompt.
+        # The ids that end an answer (EOS, stop_token_ids), and the tokenizer that finds a stop string's tokens:
+        # what ended the answer is left out of `context` (velollm/api/context_answer.py), as in Ollama's.
         self.end_ids = end_ids
+        self.tokenizer = tokenizer
 
     def _body(self, text: str, tool_calls: list[dict[str, Any]] | None = None, thinking: str = "") -> dict[str, Any]:
         return ollama_answer(self.model, self.chat, text, thinking, tool_calls)
@@ -57,10 +59,7 @@ class OllamaFormatter:
         # Ollama says "stop" for answers with tool calls too (it has no "tool_calls" reason).
         out["done_reason"] = "length" if choice.finish_reason == "length" else "stop"
         if self.return_context:
-            answer = choice.token_ids
-            if choice.finish_reason == "stop" and answer and answer[-1] in self.end_ids:
-                answer = answer[:-1]
-            out["context"] = self.context_ids + answer
+            out["context"] = self.context_ids + answer_context_ids(choice, self.end_ids, self.tokenizer)
         t_first = choice.t_first or self.t_loaded
         out.update(total_duration=_ns(self.call.elapsed()), load_duration=_ns(self.t_loaded - self.call.t0),
                    prompt_eval_count=_prompt_eval_count(choice, self.prompt_ids),

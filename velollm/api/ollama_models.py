@@ -235,7 +235,7 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
         return await forward(request, state, call, target, body)
     served = target.model
     info = _info(served)
-    facts, tensors = await _file_facts(served) if Fields(body).bool("verbose", False) else ({}, [])
+    facts, tensors = await _file_facts(served, Fields(body).bool("verbose", False))
     return JSONResponse({
         "license": info.license, "modelfile": _modelfile(served), "parameters": _parameters(info.default_options),
         "template": _template(served), "system": info.default_system or "", "details": details(served),
@@ -245,9 +245,10 @@ async def show(request: Request, state: AppState, call: Call) -> Response:
     })
 
 
-async def _file_facts(served: ServedModel) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`verbose`: the model file's metadata (every key, arrays whole) over model_info, and its tensor table; a file
-    that cannot be read now (moved since the load) leaves the answer as without `verbose`."""
+async def _file_facts(served: ServedModel, verbose: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The model file's metadata over model_info, and its tensor table, with or without `verbose` as Ollama's
+    GetModelInfo reads them (model_file_facts: without it, arrays null); a file that cannot be read now (moved
+    since the load) leaves model_info as the config gives it and no tensors."""
     from pathlib import Path
 
     from velollm.api.model_file_facts import file_facts
@@ -256,7 +257,7 @@ async def _file_facts(served: ServedModel) -> tuple[dict[str, Any], list[dict[st
     if not path:
         return {}, []
     try:
-        return await asyncio.to_thread(file_facts, Path(path))
+        return await asyncio.to_thread(file_facts, Path(path), verbose)
     except (OSError, ValueError, VeloLLMError) as exc:
         logger.warning("show %s: the model file's metadata is unreadable: %s", served.name, exc)
         return {}, []

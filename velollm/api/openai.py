@@ -24,6 +24,7 @@ from velollm.api.handler import (
     endpoint,
     forward_or_local,
     observe,
+    parse_off_loop,
     read_json,
     route,
     routed,
@@ -123,7 +124,7 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
         served = answer
     else:
         served = target.model
-    response = await _native_chat(request, state, call, parse_chat_request(body), served)
+    response = await _native_chat(request, state, call, await parse_off_loop(parse_chat_request, body), served)
     return await keep.keep(response) if keep is not None else response
 
 
@@ -160,8 +161,9 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     request_id = f"cmpl-{uuid.uuid4().hex}"
     fmt = CompletionFormatter(request_id, req.model, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
-                              want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n)
-    gen = GenerationStream(engine, calls, request_id)
+                              want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n,
+                              skip_special_tokens=req.params.skip_special_tokens, prompt_logprobs=req.prompt_logprobs)
+    gen = GenerationStream(engine, calls, request_id, keep_output=not req.echo_only)
     return await _run(request, state, call, gen, fmt, req.stream.stream)
 
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from velollm.api.generation import ChoiceState
 from velollm.api.logprobs import LogprobFormatter
-from velollm.outputs import RequestDelta
+from velollm.api.text_offsets import TextOffsets
+from velollm.outputs import PromptLogprobs, RequestDelta
 from velollm.wire import legacy_functions
 
 if TYPE_CHECKING:
@@ -74,10 +75,12 @@ class ChatFormatter(_Base):
     chunk_object_name = "chat.completion.chunk"
 
     def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, legacy_functions: bool = False,
-                 **kw: Any) -> None:
+                 prompt_logprobs: int | None = None, **kw: Any) -> None:
         """`legacy_functions`: the request sent the deprecated `functions`; its call is answered as
-        `function_call` (velollm.wire.legacy_functions)."""
+        `function_call` (velollm.wire.legacy_functions). `prompt_logprobs`: vLLM's extra, the response's
+        `prompt_logprobs` with the top k (whole answers only)."""
         super().__init__(*args, **kw)
+        self.prompt_logprobs = prompt_logprobs
         self.want_logprobs = want_logprobs
         self.reasoning = reasoning
         self.legacy_functions = legacy_functions
@@ -109,8 +112,12 @@ class ChatFormatter(_Base):
                 finish_reason = legacy_functions.finish_reason(finish_reason)
             choices.append({"index": c.index, "message": message, "logprobs": self._logprobs(c.token_ids, c.logprobs),
                             "finish_reason": finish_reason, "stop_reason": c.stop_reason})
-        return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states, self.reasoning),
+        body = {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states, self.reasoning),
                 "system_fingerprint": None}
+        if self.prompt_logprobs is not None:  # one prompt for every choice: on the response, as vLLM has it
+            prompt = states[0].prompt_logprobs if states else None
+            body["prompt_logprobs"] = None if prompt is None else self.logprobs.vllm_prompt(prompt, self.prompt_logprobs)
+        return body
 
     def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState],
                       tool_calls: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -149,36 +156,61 @@ class CompletionFormatter(_Base):
     object_name = "text_completion"
     chunk_object_name = "text_completion"
 
-    def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int, **kw: Any) -> None:
+    def __init__(self, *args: Any, want_logprobs: bool, echo_texts: list[str] | None, n: int,
+                 skip_special_tokens: bool = True, prompt_logprobs: int | None = None, **kw: Any) -> None:
+        """`prompt_logprobs`: vLLM's extra, each choice's `prompt_logprobs` with the top k (whole answers only)."""
         super().__init__(*args, **kw)
         self.want_logprobs = want_logprobs
         self.echo_texts = echo_texts
         self.n = n
-        self._offsets: dict[int, int] = {}
+        self.skip_special_tokens = skip_special_tokens
+        self.prompt_logprobs = prompt_logprobs
+        self._started: set[int] = set()  # choices whose first chunk (with the echo) is sent
+        self._offsets: dict[int, TextOffsets] = {}
 
     def _echo(self, index: int) -> str:
         return self.echo_texts[index // self.n] if self.echo_texts else ""
 
-    def _logprobs(self, index: int, token_ids: list[int], lps: list[dict[int, float]] | None):
+    def _logprobs(self, index: int, token_ids: list[int], lps: list[dict[int, float]] | None,
+                  prompt: PromptLogprobs | None):
+        """The choice's logprobs from where the last call ended. With echo, the first call lists the prompt's
+        tokens before the answer's, as vLLM does: offsets from 0 over the prompt's tokens, the answer's after."""
         if not self.want_logprobs:
             return None
-        offset = self._offsets.get(index, len(self._echo(index)))
-        out = self.logprobs.completion(token_ids, lps or [], offset)
-        self._offsets[index] = offset + sum(len(t) for t in out["tokens"])
-        return out
+        entries: list[dict[int, float] | None] = list(lps or [])
+        offsets = self._offsets.get(index)
+        echoed: list[int] = []  # the echoed prompt's offsets, into the echo from 0
+        if offsets is None:
+            offsets = self._offsets[index] = TextOffsets(self.logprobs.tokenizer, len(self._echo(index)),
+                                                         self.skip_special_tokens)
+            if self.echo_texts is not None and prompt is not None:
+                echoed = TextOffsets(self.logprobs.tokenizer, 0, self.skip_special_tokens).offsets(prompt.token_ids)
+                token_ids, entries = prompt.token_ids + token_ids, prompt.logprobs + entries
+        return self.logprobs.completion(token_ids, entries, echoed + offsets.offsets(token_ids[len(echoed):]))
 
     def response(self, states: list[ChoiceState]) -> dict[str, Any]:
-        choices = [{"index": c.index, "text": self._echo(c.index) + c.text,
-                    "logprobs": self._logprobs(c.index, c.token_ids, c.logprobs),
-                    "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in states]
+        choices = []
+        for c in states:
+            choice = {"index": c.index, "text": self._echo(c.index) + c.text,
+                      "logprobs": self._logprobs(c.index, c.token_ids, c.logprobs, c.prompt_logprobs),
+                      "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}
+            if self.prompt_logprobs is not None:
+                choice["prompt_logprobs"] = self._vllm_prompt(c.prompt_logprobs)
+            choices.append(choice)
         return {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states),
                 "system_fingerprint": None}
 
+    def _vllm_prompt(self, prompt: PromptLogprobs | None) -> list[Any] | None:
+        return None if prompt is None else self.logprobs.vllm_prompt(prompt, self.prompt_logprobs or 0)
+
     def stream_chunks(self, index: int, delta: RequestDelta, states: list[ChoiceState]) -> list[dict[str, Any]]:
-        first = index not in self._offsets
+        first = index not in self._started
+        self._started.add(index)
         text = (self._echo(index) if first else "") + delta.text
-        logprobs = self._logprobs(index, delta.token_ids, delta.logprobs) if delta.token_ids else None
-        self._offsets.setdefault(index, len(self._echo(index)))
+        echoed = first and self.echo_texts is not None and delta.prompt_logprobs is not None
+        logprobs = None
+        if delta.token_ids or echoed:  # the first chunk of an echo carries the prompt's logprobs
+            logprobs = self._logprobs(index, delta.token_ids, delta.logprobs, delta.prompt_logprobs)
         if not (text or logprobs or delta.finished):
             return []
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}

@@ -17,7 +17,7 @@ from velollm.api.fields import Fields
 from velollm.api.vllm_structured import vllm_structured_output
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
-from velollm.sampling_params import SamplingParams, StructuredOutput
+from velollm.sampling_params import MAX_LOGPROBS, SamplingParams, StructuredOutput
 from velollm.wire.legacy_functions import as_tools
 
 
@@ -53,6 +53,7 @@ class ChatCompletionRequest:
     include_reasoning: bool = True  # vLLM's switch: false leaves reasoning_content out
     context_overflow: str | None = None  # error | truncate | compress (extra_body); None: the server's
     legacy_functions: bool = False  # the client sent `functions`: the answer's call is a `function_call`
+    prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on the response
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class CompletionRequest:
     stream: StreamConfig
     echo: bool = False
     suffix: str = ""  # fill-in-the-middle, as Ollama's /v1/completions: rendered by the model's TEMPLATE layer
+    # echo with max_tokens 0 (lm-evaluation-harness's loglikelihood): the prompt back, nothing generated
+    echo_only: bool = False
+    prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on each choice
 
 
 def _stream_config(f: Fields) -> StreamConfig:
@@ -175,7 +179,17 @@ def _tool_config(f: Fields) -> ToolConfig:
                       parallel_tool_calls=f.bool("parallel_tool_calls", True))
 
 
-def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+def _prompt_logprobs(f: Fields) -> int | None:
+    """vLLM's `prompt_logprobs` (its range is SamplingParams'). Like vLLM, not with stream: the prompt's logprobs
+    come whole, on the response (a streamed echo + logprobs completion has them in its first chunk)."""
+    value = f.int("prompt_logprobs", None, lo=0, hi=MAX_LOGPROBS)
+    if value is not None and f.raw("stream") is True:
+        raise f.bad("prompt_logprobs", "is not available when stream is true")
+    return value
+
+
+def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
+              prompt_logprobs: int | None = None) -> SamplingParams:
     """The sampling fields both endpoints share; SamplingParams checks the ranges (param-named 400s)."""
     n = f.int("n", 1, lo=1, hi=MAX_N)
     top_k = f.int("top_k", -1)
@@ -197,6 +211,7 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None) -> Sam
         include_stop_str_in_output=f.bool("include_stop_str_in_output", False),
         skip_special_tokens=f.bool("skip_special_tokens", True),
         logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
         logit_bias=_logit_bias(f),
         structured_output=_structured_output(f),
     )
@@ -234,7 +249,9 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if f.has("top_logprobs") and top_logprobs and not logprobs:
         raise f.bad("top_logprobs", "requires logprobs to be true")
     tool_config = _tool_config(f)
-    params = _sampling(f, max_tokens=max_tokens, logprobs=top_logprobs if logprobs else None)
+    prompt_logprobs = _prompt_logprobs(f)
+    params = _sampling(f, max_tokens=max_tokens, logprobs=top_logprobs if logprobs else None,
+                       prompt_logprobs=prompt_logprobs)
     template_kwargs = dict(f.dict("chat_template_kwargs", {}))
     if "chat_template" in template_kwargs or f.has("chat_template"):
         # A template is code the server runs; like vLLM's default, requests may not bring their own.
@@ -254,6 +271,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         include_reasoning=f.bool("include_reasoning", True),
         context_overflow=parse_overflow(f.raw("context_overflow")),
         legacy_functions=legacy_functions,
+        prompt_logprobs=prompt_logprobs,
     )
 
 
@@ -292,8 +310,14 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise f.bad("best_of", "is not supported (only best_of == n)")
     echo = f.bool("echo", False)
     logprobs = f.int("logprobs", None, lo=0, hi=20)
-    if echo and logprobs is not None:
-        raise f.bad("echo", "together with logprobs is not supported (prompt logprobs are not computed)")
-    params = _sampling(f, max_tokens=f.int("max_tokens", 16), logprobs=logprobs)
+    max_tokens = f.int("max_tokens", 16)
+    echo_only = echo and max_tokens == 0
+    if max_tokens == 0 and not echo:
+        raise f.bad("max_tokens", "must be at least 1 (0 only with echo: the prompt back, nothing generated)")
+    prompt_logprobs = _prompt_logprobs(f)
+    # The engine computes the prompt's top k once for both: echo's top_logprobs (logprobs) and prompt_logprobs.
+    asked = [k for k in (prompt_logprobs, logprobs if echo else None) if k is not None]
+    params = _sampling(f, max_tokens=1 if echo_only else max_tokens, logprobs=logprobs,
+                       prompt_logprobs=max(asked) if asked else None)
     return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo,
-                             suffix=suffix)
+                             suffix=suffix, echo_only=echo_only, prompt_logprobs=prompt_logprobs)

@@ -34,6 +34,7 @@ from velollm.api.handler import (
     endpoint,
     forward,
     forward_or_local,
+    parse_off_loop,
     read_json,
     route,
 )
@@ -180,7 +181,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             target = NativeTarget(answer)  # the router chose this process's replica
         elif answer.status_code not in _NO_RESPONSES_API:
             return answer
-    req = parse_responses_request(await _resolve_references(state, body))
+    req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")
     turn = _Turn(state, req, stored, store_asked=body.get("store") is True)
@@ -253,7 +254,7 @@ def _in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
     try:
-        native = await prepare_chat(state, served, parse_chat_request(chat))
+        native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, chat))
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
         raise _in_responses_terms(exc) from exc

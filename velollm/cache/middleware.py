@@ -39,7 +39,7 @@ from velollm.errors import InvalidRequest
 from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected, cancel_on_disconnect
 from velollm.wire.errors import APIError, send_error
 from velollm.wire.framing import STREAM_HEADERS
-from velollm.wire.json_body import hand_over, parse_json
+from velollm.wire.json_body import hand_over, parse_json_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ResponseCacheMiddleware:
         path = scope["path"]
         kind = ENDPOINTS[path]
         try:
-            body = parse_json(raw)
+            body = await parse_json_off_loop(raw)
         except InvalidRequest:  # the endpoint answers it in its wire format
             body = None
         if not isinstance(body, dict):

@@ -1,6 +1,9 @@
 """Replay: a cached answer served again, as the new request asks for it: one JSON body, or a stream
 framed like a live one (SSE for /v1, NDJSON for /api), with usage counting the prompt as cached.
 
+A hit is a new answer: it gets a new completion id, `created` and tool-call ids (`fresh_call_id`). Agents key
+tool results on the call ids, so two turns of one conversation answered from the cache must not share one.
+
 A Responses hit is not replayed here: a new response must be made of it (new ids, stored when the request
 says `store`), so the middleware hands the cached Response to the endpoint (`hand_over_hit`), which builds
 it as it builds a live one (velollm/responses/replay.py)."""
@@ -8,6 +11,8 @@ it as it builds a live one (velollm/responses/replay.py)."""
 from __future__ import annotations
 
 import copy
+import secrets
+import string
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +23,9 @@ from velollm.wire.framing import NDJSON_MEDIA_TYPE, SSE_DONE, SSE_MEDIA_TYPE, du
 from velollm.wire.timestamps import now_rfc3339
 
 _CACHED_ANSWER = "velollm.cached_answer"
+_LOWER_ID = string.ascii_lowercase + string.digits
+_MIXED_ID = string.ascii_letters + string.digits
+_MIN_ID_CHARS = 8  # random characters at least: the cached id's may be as short as "call_1"
 
 
 def hand_over_hit(scope: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -47,10 +55,29 @@ def _cached_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
+def fresh_call_id(old: str) -> str:
+    """A new tool-call id shaped like `old`: its prefix up to the last "_" and as many random characters, from
+    lowercase and digits when the old ones were (Ollama's "call_" + 8), else letters and digits; templates that
+    check the form (Mistral's 9 alphanumerics) take it as they took the original."""
+    head, sep, tail = old.rpartition("_")
+    alphabet = _LOWER_ID if tail == tail.lower() else _MIXED_ID
+    return head + sep + "".join(secrets.choice(alphabet) for _ in range(max(len(tail), _MIN_ID_CHARS)))
+
+
+def _renew_call_ids(calls: Any) -> None:
+    """Gives each call (OpenAI's or Ollama's, which may carry an id) of a replayed answer a new id, in place."""
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, dict) and isinstance(call.get("id"), str) and call["id"]:
+            call["id"] = fresh_call_id(call["id"])
+
+
 def _openai_whole(answer: dict[str, Any], model: str) -> dict[str, Any]:
     out = copy.deepcopy(answer)
     prefix = "chatcmpl" if out.get("object") == "chat.completion" else "cmpl"
     out.update(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+    for choice in out.get("choices") or []:
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            _renew_call_ids(choice["message"].get("tool_calls"))
     usage = _cached_usage(out.get("usage"))
     if usage is not None:
         out["usage"] = usage
@@ -61,6 +88,9 @@ def _ollama_whole(answer: dict[str, Any], model: str, elapsed_ns: int) -> dict[s
     out = copy.deepcopy(answer)
     out.update(model=model, created_at=now_rfc3339(), total_duration=elapsed_ns, load_duration=0,
                prompt_eval_duration=0, eval_duration=elapsed_ns)
+    if isinstance(out.get("message"), dict):
+        _renew_call_ids(out["message"].get("tool_calls"))
+    _renew_call_ids(out.get("tool_calls"))  # /api/generate's final object may carry calls too
     return out
 
 

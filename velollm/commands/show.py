@@ -8,11 +8,12 @@ import sys
 from typing import Any
 
 from velollm.commands.client import ServerClient, server_command
-from velollm.commands.text_table import PADDING, text_table
+from velollm.commands.text_table import COLUMN_WIDTH, text_table
 from velollm.wire.go_format import go_value
 
 _PARTS = ("license", "modelfile", "parameters", "system", "template")
 _ARRAY_WIDTH = 10  # Ollama's showInfo: a list shows the items that fit in 10 columns
+_TEXT_WIDTH = 100  # showInfo's SetColWidth(100) for its System and License tables (30 for the others)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,10 +63,11 @@ def run(args: argparse.Namespace, client: ServerClient) -> int:
 def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
     """`ollama show`'s text (cmd.go showInfo): "  Model", "  Capabilities", "  Parameters", with `verbose`
     "  Metadata" and "  Tensors", then "  System" and "  License", rows indented by four and columns four apart."""
-    params = [tuple(line.split(None, 1)) for line in (show.get("parameters") or "").splitlines() if line.strip()]
+    # a line's words each a cell (Go's strings.Fields), so a value with spaces spans several columns, as Ollama's
+    params = [tuple(line.split()) for line in (show.get("parameters") or "").split("\n") if line]
     parts = [_section("Model", model_section(show)),
              _section("Capabilities", [(c,) for c in show.get("capabilities") or []]),
-             _section("Parameters", [(p[0], p[1] if len(p) > 1 else "") for p in params])]
+             _section("Parameters", params)]
     if verbose:
         info = sorted((show.get("model_info") or {}).items())
         parts.append(_section("Metadata", [(k, metadata_value(v)) for k, v in info]))
@@ -74,8 +76,14 @@ def describe(show: dict[str, Any], *, verbose: bool = False) -> str:
                                           for t in show.get("tensors") or []]))
     for title in ("system", "license"):
         if show.get(title):
-            parts.append(_section(title.capitalize(), [(line,) for line in show[title].splitlines()[:2]]))
+            parts.append(_section(title.capitalize(), _head(show[title], 2), column_width=_TEXT_WIDTH))
     return "".join(parts)
+
+
+def _head(text: str, n: int) -> list[tuple[str, ...]]:
+    """showInfo's head(): the first `n` lines that are not blank, trimmed, and "..." when more follow."""
+    lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
+    return [(line,) for line in lines[:n]] + ([("...",)] if len(lines) > n else [])
 
 
 def metadata_value(value: Any) -> str:
@@ -109,7 +117,9 @@ def _go(value: Any) -> str:
     return go_value(value)
 
 
-def _section(title: str, rows: list[tuple[str, ...]]) -> str:
+def _section(title: str, rows: list[tuple[str, ...]], column_width: int = COLUMN_WIDTH) -> str:
+    """One of showInfo's tables: its title, then its rows after an empty first column (so four spaces in, and a
+    wrapped cell's further lines six: tablewriter fills the empty cell with two spaces there)."""
     if not rows:
         return ""
-    return "\n".join([f"  {title}", *text_table(rows, indent=PADDING)]) + "\n\n"
+    return "\n".join([f"  {title}", *text_table([("", *row) for row in rows], column_width)]) + "\n\n"

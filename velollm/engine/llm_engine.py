@@ -205,7 +205,9 @@ class LLMEngine:
 
     def _launch(self, batch: ScheduledBatch, previous: LaunchedStep | None = None) -> LaunchedStep:
         """Run the model and sample on the device; nothing is read back."""
-        logits, rows = self.runner.run(batch, previous.pending() if previous is not None else None)
+        logits, rows, prompt_scores = self.runner.run(batch, previous.pending() if previous is not None else None)
+        for scores in prompt_scores:
+            batch.requests[scores.row].prompt_logprobs.extend(scores.logprobs, scores.ranks)
         requests = [batch.requests[row] for row in rows]
         sampled = self._sample(logits, requests) if rows else None
         self.scheduler.update(batch)

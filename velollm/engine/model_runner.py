@@ -19,6 +19,7 @@ from velollm.engine.models.quantized_linear import QuantizedLinear, quantize_lin
 from velollm.engine.models.registry import model_class
 from velollm.engine.placeholders import PendingTokens
 from velollm.engine.prefill_path import settle_prefill_path
+from velollm.engine.prompt_logprobs import PromptScores, score_prompt
 from velollm.engine.scheduler import ScheduledBatch
 from velollm.engine.step_inputs import (
     HostStep,
@@ -226,31 +227,42 @@ class ModelRunner:
         return step_inputs(self.host_step(batch, pending), self.kv_caches, self.device, pending)
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch, pending: PendingTokens | None = None) -> tuple[torch.Tensor, list[int]]:
-        """Float32 logits for the rows of `batch` that reach their last token, and those rows.
+    def run(self, batch: ScheduledBatch, pending: PendingTokens | None = None,
+            ) -> tuple[torch.Tensor, list[int], list[PromptScores]]:
+        """Float32 logits for the rows of `batch` that reach their last token, those rows, and the prompt
+        logprobs of the rows that asked for them (prompt_logprobs.py).
 
-        No host sync: inputs go up asynchronously and nothing is read back (the sampler reads the result).
-        `pending` holds the ids of rows whose input is a placeholder (async scheduling).
+        No host sync, unless prompt logprobs are scored: inputs go up asynchronously and nothing is read back
+        (the sampler reads the result). `pending` holds the ids of rows whose input is a placeholder (async
+        scheduling).
         """
         step = self.host_step(batch, pending)
         self.num_forward_tokens += len(step.input_ids)
         graphs = self.graphs
-        decode_only = step.max_query_len == 1
+        # A one-token prompt chunk that is scored needs its hidden state, which a decode graph does not return.
+        decode_only = step.max_query_len == 1 and not step.prompt_slices
+        scores: list[PromptScores] = []
         if graphs is not None and decode_only and graphs.can_run(len(step.input_ids), len(step.block_tables[0])):
             hidden = self._run_graph(graphs, step, pending)
         else:
-            hidden = self._run_eager(step, pending)
+            hidden, scores = self._run_eager(step, batch, pending)
         if not step.sampled_rows:
-            return hidden.new_empty((0, self.config.vocab_size), dtype=torch.float32), []
-        return self.model.compute_logits(hidden), step.sampled_rows
+            return hidden.new_empty((0, self.config.vocab_size), dtype=torch.float32), [], scores
+        return self.model.compute_logits(hidden), step.sampled_rows, scores
 
-    def _run_eager(self, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
-        """Hidden states of the sampled rows."""
+    def _run_eager(self, step: HostStep, batch: ScheduledBatch,
+                   pending: PendingTokens | None) -> tuple[torch.Tensor, list[PromptScores]]:
+        """Hidden states of the sampled rows, and the scored prompt slices."""
         inputs = step_inputs(step, self.kv_caches, self.device, pending)
         self.step_counts["decode_eager" if step.max_query_len == 1 else "prefill"] += 1
         with forward_context(inputs.metadata, self.switches):
             hidden = self.model(inputs.input_ids, inputs.positions)
-        return hidden[inputs.logits_indices]
+        scores = []
+        if step.prompt_slices:
+            ks = [batch.requests[piece.row].params.prompt_logprobs for piece in step.prompt_slices]
+            # Blocks of max_num_seqs rows: the start-up profile reserved logits, softmax and sort of that many.
+            scores = score_prompt(hidden, step.prompt_slices, ks, self.model.compute_logits, self.max_num_seqs)
+        return hidden[inputs.logits_indices], scores
 
     def _run_graph(self, graphs: DecodeGraphs, step: HostStep, pending: PendingTokens | None) -> torch.Tensor:
         """Hidden states of the sampled rows, from the replayed graph's static output."""

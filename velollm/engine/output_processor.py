@@ -20,6 +20,7 @@ class _TextState:
     # (one step() over all of them gives the text that step-by-step would).
     pending: list[int] | None = None
     longest_stop: int = 0  # characters in the longest stop string (0: none)
+    sent_prompt_logprobs: bool = False
 
     def finish_text(self) -> None:
         if self.pending:
@@ -113,6 +114,9 @@ class OutputProcessor:
         token_ids = request.output_token_ids[state.num_sent_tokens :]
         logprobs = request.output_logprobs[state.num_sent_tokens :] if request.params.logprobs is not None else None
         state.num_sent_chars, state.num_sent_tokens = end, len(request.output_token_ids)
+        prompt_logprobs = None
+        if request.prompt_logprobs is not None and not state.sent_prompt_logprobs:
+            prompt_logprobs, state.sent_prompt_logprobs = request.prompt_logprobs, True
         return RequestDelta(
             request_id=request.request_id,
             text=text,
@@ -123,4 +127,5 @@ class OutputProcessor:
             num_prompt_tokens=request.num_prompt_tokens,
             num_cached_tokens=max(request.num_cached_tokens, 0),
             num_output_tokens=len(request.output_token_ids),
+            prompt_logprobs=prompt_logprobs,
         )

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from velollm.outputs import PromptLogprobs
 from velollm.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -45,6 +46,18 @@ class Request:
     prefill_only: bool = False
     counted: bool = True  # a background prefill counted in the turn-prefill stats (False: a prompt computed
     # while its grammar compiles, AsyncEngine.generate)
+    # params.prompt_logprobs set: the prompt's logprobs, gathered position by position as its prefill runs.
+    prompt_logprobs: PromptLogprobs | None = None
+
+    def __post_init__(self) -> None:
+        if self.params.prompt_logprobs is not None and self.prompt_logprobs is None:
+            self.prompt_logprobs = PromptLogprobs(self.prompt_token_ids)
+
+    @property
+    def needs_prompt_logits(self) -> bool:
+        """Whether prompt positions still lack their logprobs. Such a request takes no hit from the prefix cache:
+        a cached position is never run, so its logits would be missing."""
+        return self.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens
 
     @property
     def num_prompt_tokens(self) -> int:

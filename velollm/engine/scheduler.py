@@ -201,8 +201,11 @@ class Scheduler:
                 break
             request = self.waiting[0]
             if request.num_cached_tokens < 0:
-                request.num_computed_tokens = self.block_manager.match_prefix(request)
-                request.num_cached_tokens = request.num_computed_tokens
+                # Prompt logprobs need every prompt position run: the cached prefix is computed again (the
+                # request's blocks are its own; the cached ones stay for others). Once they are all gathered,
+                # a preempted request resumes from the cache like any other.
+                cached = 0 if request.needs_prompt_logits else self.block_manager.match_prefix(request)
+                request.num_computed_tokens = request.num_cached_tokens = cached
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
             if not self.block_manager.allocate(request, request.num_computed_tokens + num_new):
                 # Alone, a smaller chunk is the way forward; otherwise wait for running requests to finish.

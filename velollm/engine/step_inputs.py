@@ -11,6 +11,7 @@ import torch
 from velollm.engine.cuda_graph import host_tensor
 from velollm.engine.forward_context import AttentionMetadata
 from velollm.engine.placeholders import PendingTokens, TokenScatter
+from velollm.engine.prompt_logprobs import PromptSlice, prompt_slice
 from velollm.engine.request import Request
 from velollm.engine.scheduler import ScheduledBatch
 
@@ -41,6 +42,7 @@ class HostStep:
     # Async scheduling: input_ids[placeholder_positions[i]] is pending.token_ids[placeholder_rows[i]].
     placeholder_positions: list[int] = field(default_factory=list)
     placeholder_rows: list[int] = field(default_factory=list)
+    prompt_slices: list[PromptSlice] = field(default_factory=list)  # rows whose logits score prompt tokens
 
 
 def build_host_step(batch: ScheduledBatch, block_size: int, pending: PendingTokens | None = None) -> HostStep:
@@ -67,6 +69,10 @@ def build_host_step(batch: ScheduledBatch, block_size: int, pending: PendingToke
             step.positions.extend(range(start, end))
             step.slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, end))
         step.context_lens.append(end)
+        if request.prompt_logprobs is not None:
+            piece = prompt_slice(request, row, step.cu_seqlens_q[-1], start, end)
+            if piece is not None:
+                step.prompt_slices.append(piece)
         step.cu_seqlens_q.append(step.cu_seqlens_q[-1] + num_new)
         if batch.samples(row):
             step.logits_indices.append(step.cu_seqlens_q[-1] - 1)

@@ -187,10 +187,7 @@ def _unwrapped(call: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _ollama_call(call: ToolCall, index: int, keep_id: bool) -> dict[str, Any]:
-    out = call.to_ollama()
-    out["function"] = {"index": index, **out["function"]}
-    # Ollama ids are optional: keep the upstream's own, invent none.
-    return {"id": call.id, **out} if keep_id else out
+    return call.to_ollama(index, with_id=keep_id)  # Ollama ids are optional: keep the upstream's own, invent none
 
 
 def _no_calls_reason(reason: Any) -> Any:

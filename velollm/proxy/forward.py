@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
 from velollm.proxy.ollama_via_openai_forward import ollama_via_openai
 from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
+from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
@@ -65,16 +67,19 @@ async def _forward(method: str, upstream: Upstream, api: Api, path: str, body: d
                    repair: AnswerRepair | None) -> Response:
     kind = upstream.known_kind or await upstream.kind()
     split = splitter_for(path, body) if kind == "openai" else None  # Ollama splits thinking itself
-    if kind == api or upstream.config.speaks_both:
-        return await _pass_through(upstream, api, method, path, json.dumps(body).encode(), repair, split)
+    if kind == api or upstream.speaks_both:
+        return await _pass_through(upstream, api, method, path, body, repair, split)
     if api == "openai":
         return await openai_via_ollama(upstream, path, body, repair)
     return await ollama_via_openai(upstream, path, body, repair, split)
 
 
-async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, content: bytes,
+async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, body: dict[str, Any],
                         repair: AnswerRepair | None = None, split: OpenAIAnswerSplit | None = None) -> Response:
-    response = await upstream.send(method, path, content=content or None)
+    if api == "openai" and method == "POST":  # a json_schema response_format the upstream refuses goes again
+        response = await send_with_schema(upstream, path, body)
+    else:
+        response = await upstream.send(method, path, content=json.dumps(body).encode())
     media_type = response.headers.get("content-type", "application/json")
     if response.status_code != 200:
         return await converted_error(upstream, response, api)
@@ -113,7 +118,8 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
 
 
 async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
-    """An upstream stream relayed message by message, closed at the end; a break ends it with an error."""
+    """An upstream stream relayed message by message, closed at the end; a break ends it with an error, and so
+    does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read)."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
@@ -121,6 +127,13 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
         async for messages in upstream.iter_messages(response, buffer):
             if not messages.endswith(buffer.boundaries):  # the last one, unterminated: the stream ended in it
                 messages = _whole_tail(upstream, messages, api)
+            bad = _first_unreadable(messages, api)
+            if bad is not None:
+                if bad > 0:
+                    yield messages[:bad]  # the whole messages before it
+                what = "an event" if api == "openai" else "a line"
+                raise UpstreamBadAnswer(upstream.url, f"the stream held {what} that is not JSON: "
+                                                      f"{_message_at(messages, bad, api)[:200]!r}")
             yield messages
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
@@ -132,21 +145,49 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
         await response.aclose()
 
 
+_MESSAGE_ENDS = {"openai": re.compile(rb"\r?\n\r?\n"), "ollama": re.compile(rb"\n")}
+
+
+def _first_unreadable(messages: bytes, api: Api) -> int | None:
+    """Where the first message of `messages` (whole lines / events) that a client cannot parse starts; None
+    when each is JSON, [DONE] (SSE), blank, or an SSE comment."""
+    start = 0
+    for end in _MESSAGE_ENDS[api].finditer(messages):
+        if not _readable(messages[start:end.start()], api):
+            return start
+        start = end.end()
+    return None
+
+
+def _message_at(messages: bytes, start: int, api: Api) -> bytes:
+    end = _MESSAGE_ENDS[api].search(messages, start)
+    return messages[start:end.start() if end else len(messages)].strip()
+
+
+def _readable(message: bytes, api: Api) -> bool:
+    """Whether a client's parser takes one whole line / event: its JSON (an SSE event's data), [DONE], or
+    nothing a client reads (blank, an SSE comment)."""
+    data = sse_data(message) if api == "openai" else message.strip()
+    if not data or (api == "openai" and data == b"[DONE]"):
+        return True
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def _whole_tail(upstream: Upstream, tail: bytes, api: Api) -> bytes:
     """A stream's unterminated last message: terminated when it is whole (an upstream that leaves out the last
     newline), an UpstreamBadAnswer when the stream ended inside it. Relayed as it came, a cut SSE event is never
     dispatched (the SSE spec drops an event without its blank line): the openai SDK's stream then just stops,
     an answer cut short with no error; a cut NDJSON line is a JSONDecodeError in the ollama client."""
     text = tail.strip()
-    data = sse_data(text) if api == "openai" else text
-    if not data:  # blank, or an SSE comment: nothing a client reads
-        return tail
-    try:
-        if data != b"[DONE]":
-            json.loads(data)
-    except ValueError:
+    if not _readable(text, api):
         what = "an event" if api == "openai" else "a line"
-        raise UpstreamBadAnswer(upstream.url, f"the stream ended inside {what}: {text[:200]!r}") from None
+        raise UpstreamBadAnswer(upstream.url, f"the stream ended inside {what}: {text[:200]!r}")
+    if not (sse_data(text) if api == "openai" else text):  # blank, or an SSE comment: nothing a client reads
+        return tail
     return text + (b"\n\n" if api == "openai" else b"\n")
 
 

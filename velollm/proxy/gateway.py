@@ -193,7 +193,7 @@ class UpstreamGateway:
             kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable:
             return False
-        return kind == "ollama" or self.upstream.config.speaks_both
+        return kind == "ollama" or self.upstream.speaks_both
 
     async def manage(self, request: Request, body: dict[str, Any] | None) -> Response:
         """A model-management request answered by the upstream (velollm/proxy/model_admin.py); `body` None:
@@ -203,7 +203,7 @@ class UpstreamGateway:
             kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable as exc:
             return error_answer("ollama", exc.status_code, str(exc))
-        if kind != "ollama" and not self.upstream.config.speaks_both:
+        if kind != "ollama" and not self.upstream.speaks_both:
             name = model_admin.named(path, body)
             if name is not None and await self.find(name) is None:
                 return error_answer("ollama", 404, f"model '{name}' not found")

@@ -18,6 +18,7 @@ from typing import Any
 
 from velollm.errors import InvalidRequest
 from velollm.proxy.message_calls import message_tool_calls
+from velollm.proxy.schema_format import schema_format
 from velollm.wire.ollama_answer import ollama_answer
 from velollm.wire.ollama_sampler import clamp_option
 
@@ -84,7 +85,7 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
-        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+        out["response_format"] = schema_format(fmt)
     think = body.get("think")
     if isinstance(think, str):
         out["reasoning_effort"] = think
@@ -197,6 +198,9 @@ class NdjsonAnswer:
         self.first_token_at: int | None = None
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
+        self.timings: dict[str, Any] = {}  # llama.cpp's server: its own prompt / generation times (ms)
+        # The prompt's tokens counted otherwise, where the upstream sent no usage (prompt_tokens.py).
+        self.counted_prompt_tokens: int | None = None
         # Servers that send no usage in streams (llama-cpp-python) send one chunk per token.
         self.num_token_chunks = 0
         self._calls: dict[int, dict[str, Any]] = {}
@@ -213,6 +217,8 @@ class NdjsonAnswer:
         """One OpenAI stream chunk → zero or more Ollama objects (never the final one)."""
         if chunk.get("usage"):
             self.usage = chunk["usage"]
+        if isinstance(chunk.get("timings"), dict):
+            self.timings = chunk["timings"]
         out = []
         for choice in chunk.get("choices") or []:
             self.finish = choice.get("finish_reason") or self.finish
@@ -237,23 +243,44 @@ class NdjsonAnswer:
         slot["function"]["name"] += function.get("name") or ""
         slot["function"]["arguments"] += function.get("arguments") or ""
 
-    def final(self, text: str = "", thinking: str = "") -> dict[str, Any]:
-        """The done:true object with Ollama's metrics (durations in ns, measured here); a whole answer
-        carries its text and thinking in it."""
+    def final(self, text: str = "", thinking: str = "", end: int | None = None) -> dict[str, Any]:
+        """The done:true object with Ollama's metrics (durations in ns, up to `end`, a perf_counter_ns time:
+        by default now); a whole answer carries its text and thinking in it."""
         calls = _tool_calls_in([self._calls[i] for i in sorted(self._calls)])
         obj = self._line(text, thinking, done=True, calls=calls or None)
-        end = time.perf_counter_ns()
-        first = self.first_token_at or end
-        obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0,
-                   prompt_eval_count=int(self.usage.get("prompt_tokens") or 0),
-                   prompt_eval_duration=first - self.started,
-                   eval_count=int(self.usage.get("completion_tokens") or self.num_token_chunks),
-                   eval_duration=end - first)
+        end = time.perf_counter_ns() if end is None else end
+        eval_count = int(self.usage.get("completion_tokens") or self.num_token_chunks)
+        prompt_duration, eval_duration = self._durations(end, eval_count)
+        obj.update(done_reason=_done_reason(self.finish), total_duration=end - self.started, load_duration=0)
+        prompt_tokens = self.usage.get("prompt_tokens")
+        prompt_tokens = self.counted_prompt_tokens if prompt_tokens is None else prompt_tokens
+        if prompt_tokens is not None:  # unknown (no usage, nothing counted): left out, not a claimed 0
+            obj["prompt_eval_count"] = int(prompt_tokens)
+        if prompt_duration > 0:
+            obj["prompt_eval_duration"] = prompt_duration
+        obj.update(eval_count=eval_count, eval_duration=eval_duration)
         return obj
+
+    def _durations(self, end: int, eval_count: int) -> tuple[int, int]:
+        """(prompt_eval_duration, eval_duration), as truthful as the upstream lets them be: its own timings
+        (llama.cpp's server); else split at the first token this proxy saw (a stream); else, a whole answer
+        that arrived at once, all of the request's time is the generation's and the prompt's share is unknown:
+        0, left out (as Ollama leaves out a zero). Never an eval_duration of 0 beside tokens: clients divide
+        eval_count by it (`ollama run --verbose`, tokens/s)."""
+        prompt_ms, predicted_ms = self.timings.get("prompt_ms"), self.timings.get("predicted_ms")
+        if _is_ms(prompt_ms) and _is_ms(predicted_ms):
+            prompt, generation = int(prompt_ms * 1e6), int(predicted_ms * 1e6)
+        elif self.first_token_at is not None:
+            prompt, generation = self.first_token_at - self.started, end - self.first_token_at
+        else:
+            prompt, generation = 0, end - self.started
+        return prompt, max(generation, 1) if eval_count > 0 else generation
 
     def whole(self, answer: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed OpenAI answer → one Ollama object."""
         self.usage = answer.get("usage") or {}
+        if isinstance(answer.get("timings"), dict):
+            self.timings = answer["timings"]
         choice = (answer.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         self.finish = choice.get("finish_reason")
@@ -266,6 +293,10 @@ class NdjsonAnswer:
         if logprobs:
             obj["logprobs"] = logprobs
         return obj
+
+
+def _is_ms(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _logprobs_in(logprobs: Any) -> list[dict[str, Any]] | None:

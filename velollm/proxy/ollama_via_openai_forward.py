@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
 from starlette.responses import JSONResponse, Response
 
+from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy.answer_repair import AnswerRepair
+from velollm.proxy.prompt_tokens import count_prompt_tokens
+from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.errors import error_message
 from velollm.wire.framing import ndjson_line
+from velollm.wire.keep_alive import InvalidKeepAlive, keep_alive_seconds
 from velollm.wire.pull_answer import cannot_pull, present, wants_stream
 from velollm.wire.timestamps import now_rfc3339
 
@@ -41,18 +47,20 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
         return JSONResponse(_show(model))
     if path == "/api/pull":
         return await _pull(upstream, str(body.get("model") or body.get("name") or ""), wants_stream(body))
+    # The upstream has no keep_alive to set, but a bad one is Ollama's 400 all the same.
+    keep_alive = _keep_alive(body) if path in ("/api/chat", "/api/generate") else None
     if path == "/api/chat":
         if not body.get("messages"):
-            return _load_answer(model, "chat", body)
+            return _load_answer(model, "chat", keep_alive)
         target, converted = "/v1/chat/completions", o2o.chat_request(body)
     elif path == "/api/generate":
         if not body.get("prompt") and not body.get("images"):
-            return _load_answer(model, "generate", body)
+            return _load_answer(model, "generate", keep_alive)
         target, converted = o2o.generate_request(body)
     else:
         return error_answer("ollama", 501, f"{path} is not available through an OpenAI-compatible upstream")
     converter = o2o.NdjsonAnswer(model, "chat" if path == "/api/chat" else "generate")
-    response = await upstream.send("POST", target, json_body=converted)
+    response = await send_with_schema(upstream, target, converted)
     if response.status_code != 200:
         return await converted_error(upstream, response, "ollama")
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -65,20 +73,25 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
         if converted["stream"]:
             return Response(ndjson_line(obj), media_type="application/x-ndjson")
         return JSONResponse(obj)
+    asked = (target, converted)
     if converted["stream"]:
-        return streaming(_sse_to_ndjson(upstream, response, converter, repair, split), response,
+        return streaming(_sse_to_ndjson(upstream, response, converter, asked, repair, split), response,
                           "application/x-ndjson")
-    return await _collapse(_sse_to_ndjson(upstream, response, converter, split=split), path,
+    return await _collapse(_sse_to_ndjson(upstream, response, converter, asked, split=split), path,
                            upstream.config.max_body_bytes, repair)
 
 
 async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter: o2o.NdjsonAnswer,
-                         repair: AnswerRepair | None = None,
+                         asked: tuple[str, dict[str, Any]], repair: AnswerRepair | None = None,
                          split: OpenAIAnswerSplit | None = None) -> AsyncIterator[bytes]:
-    """`repair`: the calls, which arrive whole on the final line, are repaired there."""
+    """`asked`: the upstream request (path, body), its prompt counted when the stream carried no usage;
+    `repair`: the calls, which arrive whole on the final line, are repaired there."""
 
-    def final() -> bytes:
-        obj = converter.final()
+    async def final() -> bytes:
+        end = time.perf_counter_ns()  # the answer's durations end here, not after the count
+        if converter.usage.get("prompt_tokens") is None:
+            converter.counted_prompt_tokens = await count_prompt_tokens(upstream, *asked)
+        obj = converter.final(end=end)
         return ndjson_line(repair.ollama_answer(obj, whole=False) if repair is not None else obj)
 
     try:
@@ -87,7 +100,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 continue
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                yield final()
+                yield await final()
                 return
             chunk = json.loads(payload)
             if "error" in chunk:
@@ -99,7 +112,7 @@ async def _sse_to_ndjson(upstream: Upstream, response: httpx.Response, converter
                 yield ndjson_line(obj)
         # Some servers end without [DONE]: a stream that gave a finish reason is complete.
         if converter.finish is not None:
-            yield final()
+            yield await final()
         else:
             yield ndjson_line({"error": "the upstream ended the stream early"})
     except UpstreamUnavailable as exc:
@@ -167,12 +180,19 @@ async def _pull(upstream: Upstream, name: str, stream: bool) -> Response:
                        f"does not pull models, and it does not list {name!r}", stream)
 
 
-def _load_answer(model: str, endpoint: str, body: dict[str, Any]) -> Response:
-    """Empty prompt / messages: Ollama loads (or unloads) the model; an OpenAI upstream has nothing to load."""
-    reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
+def _keep_alive(body: dict[str, Any]) -> float | None:
+    try:
+        return keep_alive_seconds(body.get("keep_alive"), default=None)
+    except InvalidKeepAlive as exc:
+        raise InvalidRequest(str(exc), param="keep_alive") from None
+
+
+def _load_answer(model: str, endpoint: str, keep_alive: float | None) -> Response:
+    """Empty prompt / messages: Ollama loads the model, or unloads it for a keep_alive of 0 in any spelling
+    (0, "0", "0m", "0s", 0.0: done_reason "unload"); an OpenAI upstream has nothing to load."""
     obj: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     obj.update({"message": {"role": "assistant", "content": ""}} if endpoint == "chat" else {"response": ""})
-    obj.update(done=True, done_reason=reason)
+    obj.update(done=True, done_reason="unload" if keep_alive == 0 else "load")
     return JSONResponse(obj)
 
 
@@ -185,7 +205,20 @@ async def _embeddings_via_openai(upstream: Upstream, path: str, body: dict[str, 
     if isinstance(answer, Response):
         return answer
     vectors = [d.get("embedding") for d in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))]
-    if legacy:
+    if legacy:  # Ollama's legacy route: the runner's vector as it is, not normalised
         return JSONResponse({"embedding": vectors[0] if vectors else []})
+    vectors = [_normalised(v, body.get("dimensions")) for v in vectors]
     tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
     return JSONResponse({"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": tokens})
+
+
+def _normalised(vector: Any, dimensions: Any) -> Any:
+    """A vector as Ollama's /api/embed returns it: cut to `dimensions` (an upstream may ignore the field),
+    then L2-normalised, as clients comparing by dot product rely on (OpenAI servers return them raw:
+    llama.cpp's, llama-cpp-python's). A zero vector, or anything that is no list of numbers, stays as it is."""
+    if not isinstance(vector, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+        return vector
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool) and 0 < dimensions < len(vector):
+        vector = vector[:dimensions]
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 and math.isfinite(norm) else vector

@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse, Response
 
+from velollm.errors import InvalidRequest
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forced_tool_call import as_call, forced_tools
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
+from velollm.wire.embedding_base64 import ENCODING_FORMATS, float32_base64
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +79,18 @@ async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter
 
 
 async def _embeddings_via_ollama(upstream: Upstream, body: dict[str, Any]) -> Response:
+    """Ollama's /api/embed answers float arrays; an OpenAI client asking base64 (the openai SDK's default) gets
+    them encoded, as it would from OpenAI (an explicit base64 is handed back undecoded by the SDK)."""
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ENCODING_FORMATS:
+        raise InvalidRequest(f"encoding_format must be one of {list(ENCODING_FORMATS)}", param="encoding_format")
     answer = await embed(upstream, "/api/embed", body, body.get("input"), "openai")
     if isinstance(answer, Response):
         return answer
-    data = [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(answer.get("embeddings") or [])]
+    vectors = answer.get("embeddings") or []
+    if fmt == "base64":
+        vectors = [float32_base64(e) for e in vectors]
+    data = [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(vectors)]
     tokens = int(answer.get("prompt_eval_count") or 0)
     return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

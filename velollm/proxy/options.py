@@ -15,7 +15,8 @@ def add_upstream_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--upstream", default=None,
                        help="upstream URL (default: $OLLAMA_HOST in Ollama's format, else http://127.0.0.1:11434)")
     group.add_argument("--upstream-kind", choices=["auto", "ollama", "openai"], default="auto",
-                       help="auto: GET /api/version answers -> ollama, else openai")
+                       help="auto: GET /api/version answers -> ollama (a VeloLLM, which says so there: either API "
+                            "passed through unconverted), else openai; ollama: converted as for an Ollama")
     group.add_argument("--upstream-api-key", default=None, help="bearer token sent to the upstream")
     group.add_argument("--upstream-connect-timeout", type=float, default=2.0, metavar="S")
     group.add_argument("--upstream-first-byte-timeout", type=float, default=600.0, metavar="S",

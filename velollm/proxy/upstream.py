@@ -11,23 +11,19 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
 from velollm.errors import VeloLLMError
 from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, MessageBuffer, MessageTooLong, lines
+from velollm.proxy.upstream_listing import UpstreamKind, UpstreamListing
 from velollm.wire.framing import dumps_bytes
-from velollm.wire.names import name_key
 from velollm.wire.ollama_host import DEFAULT_OLLAMA_HOST
-from velollm.wire.timestamps import rfc3339, unix_seconds
+from velollm.wire.server_version import velollm_version
 
 logger = logging.getLogger(__name__)
-
-UpstreamKind = Literal["ollama", "openai"]
-
 
 class UpstreamUnavailable(VeloLLMError):
     """The upstream cannot be reached, or it did not answer in time (HTTP 502 / 504)."""
@@ -80,7 +76,7 @@ class UpstreamConfig:
     # validates; one line / event of a stream); past it the client gets a 502. Relayed bodies are not held.
     max_body_bytes: int = 64 * 1024 * 1024
     # The upstream answers /v1 and /api alike (another VeloLLM): requests pass through in the client's
-    # API, never converted; listed through /api/tags.
+    # API, never converted; listed through /api/tags. Kind auto finds this out itself (Upstream.speaks_both).
     speaks_both: bool = False
     # Asked for (--upstream, $OLLAMA_HOST), not the default Ollama address: when it cannot be listed, a name
     # VeloLLM does not run is a 404 that says so (the default one missing is the common case: Ollama's plain 404).
@@ -102,56 +98,6 @@ class UpstreamConfig:
             raise ValueError("max_body_bytes must be >= 1")
 
 
-@dataclass(frozen=True)
-class UpstreamListing:
-    """One successful model listing of the upstream, in the upstream's own format."""
-
-    kind: UpstreamKind
-    models: tuple[dict[str, Any], ...]
-    fetched_at: float = field(default_factory=time.time)
-
-    @cached_property
-    def names(self) -> list[str]:
-        key = "name" if self.kind == "ollama" else "id"
-        return [str(m.get(key) or m.get("model") or "") for m in self.models]
-
-    def has(self, name: str) -> bool:
-        """Whether `name` is listed (names compare as Ollama's do: `m` is `m:latest`)."""
-        return self.entry(name) is not None
-
-    def entry(self, name: str) -> dict[str, Any] | None:
-        """The listed model of that name (names compare as Ollama's do), or None."""
-        key = name_key(name)
-        return next((model for listed, model in zip(self.names, self.models)
-                     if listed == name or name_key(listed) == key), None)
-
-    def digest(self, name: str) -> str:
-        """The digest listed for `name`; "" when none is (an OpenAI server, or a name it does not list)."""
-        model = self.entry(name)
-        return str(model.get("digest") or "") if model is not None else ""
-
-    def as_ollama_tags(self) -> list[dict[str, Any]]:
-        """Entries for /api/tags: an Ollama upstream's unchanged, an OpenAI upstream's synthesised."""
-        if self.kind == "ollama":
-            return list(self.models)
-        return [{"name": m.get("id"), "model": m.get("id"), "modified_at": _created(m),
-                 "size": 0, "digest": "", "details": {"parent_model": "", "format": "", "family": "",
-                                                      "families": None, "parameter_size": "",
-                                                      "quantization_level": ""}}
-                for m in self.models]
-
-    def as_openai_models(self) -> list[dict[str, Any]]:
-        """Entries for /v1/models, ids unchanged."""
-        if self.kind == "openai":
-            return list(self.models)
-        out = []
-        for m in self.models:
-            name = str(m.get("name") or m.get("model"))
-            owner = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "library"
-            out.append({"id": name, "object": "model", "created": unix_seconds(m.get("modified_at")), "owned_by": owner})
-        return out
-
-
 class Upstream:
     """The upstream server: kind detection, model listing, and requests with typed failures."""
 
@@ -159,6 +105,10 @@ class Upstream:
         self.config = config
         self.url = config.url.rstrip("/")
         self._kind: UpstreamKind | None = None if config.kind == "auto" else config.kind
+        self._is_velollm = False  # the kind probe found a VeloLLM
+        # It refused response_format json_schema and took json_object + schema instead (schema_format.py).
+        self.wants_json_object_schema = False
+        self.tokenize_missing = False  # it has no /extras/tokenize (prompt_tokens.py)
         self._listing: UpstreamListing | None = None
         self._listing_task: asyncio.Task[UpstreamListing] | None = None
         self._slow_task: asyncio.Task[UpstreamListing] | None = None  # the fetch a listing last gave up waiting for
@@ -198,8 +148,17 @@ class Upstream:
         """The kind if configured or already probed, else None (no I/O)."""
         return self._kind
 
+    @property
+    def speaks_both(self) -> bool:
+        """Whether the upstream answers /v1 and /api alike, so that requests pass through in the client's API:
+        configured so (a router's kind velollm), or found by the kind probe (another VeloLLM, whose
+        /api/version says so: velollm.wire.server_version). Converted as for an Ollama, an OpenAI request
+        lost what Ollama has not (`n`, tool_choice) although the server behind takes it."""
+        return self.config.speaks_both or self._is_velollm
+
     async def kind(self) -> UpstreamKind:
-        """`ollama` when GET /api/version answers with a version, else `openai`.
+        """`ollama` when GET /api/version answers with a version, else `openai`; a VeloLLM (its version
+        answer says so) also `speaks_both`. A configured kind is taken as said: no probe.
 
         A failed probe (no connection, or a 5xx) is not cached: the next call probes again, so an upstream
         that starts after VeloLLM is picked up without a restart.
@@ -213,7 +172,12 @@ class Upstream:
             raise UpstreamUnavailable(self.url, f"GET /api/version answered {status} (--upstream-kind skips this "
                                                 f"probe)")
         kind: UpstreamKind = "ollama" if status == 200 and isinstance(body, dict) and "version" in body else "openai"
-        logger.info("upstream %s speaks the %s API", self.url, kind)
+        found = velollm_version(body) if kind == "ollama" else None
+        self._is_velollm = found is not None
+        if found is not None:
+            logger.info("upstream %s is a VeloLLM (%s): /v1 and /api requests pass through unconverted", self.url, found)
+        else:
+            logger.info("upstream %s speaks the %s API", self.url, kind)
         self._kind = kind
         return kind
 
@@ -383,11 +347,6 @@ if sys.version_info >= (3, 11):
 
 else:
     _within = asyncio.wait_for
-
-
-def _created(model: dict[str, Any]) -> str:
-    created = model.get("created")
-    return rfc3339(created if isinstance(created, (int, float)) else time.time())
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
 from velollm.wire.metadata import check_metadata, check_user
 
@@ -176,7 +177,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         model=model,
         input=_input(body),
         instructions=_typed(body, "instructions", str, "a string"),
-        max_output_tokens=_int(body, "max_output_tokens", 1),
+        # Read as chat reads max_tokens (any integral JSON number, 1e30 too); the chat request underneath clamps
+        # it to what the context leaves (velollm/output_budget.py), so a huge one means "as long as fits".
+        max_output_tokens=Fields(body).int("max_output_tokens", None, lo=1),
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         tools=tools,

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 
 from velollm.proxy.gateway import UpstreamGateway
-from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamListing, UpstreamTimeout, UpstreamUnavailable
+from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamTimeout, UpstreamUnavailable
+from velollm.proxy.upstream_listing import UpstreamListing
 from velollm.router.config import BackendConfig, RouterConfig
 from velollm.router.dead_models import DeadModels
 from velollm.router.engine_death_watch import EngineDeathWatch

@@ -42,7 +42,7 @@ async def speaks_ollama(b: Backend) -> bool:
         kind = b.upstream.known_kind or await b.upstream.kind()
     except UpstreamUnavailable:
         return False
-    return kind == "ollama" or b.upstream.config.speaks_both
+    return kind == "ollama" or b.upstream.speaks_both
 
 
 async def ollama_backends(backends: Sequence[Backend]) -> list[Backend]:

@@ -79,8 +79,11 @@ class ToolCall:
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
-    def to_ollama(self) -> dict[str, Any]:
-        return {"function": {"name": self.name, "arguments": json.loads(self.arguments)}}
+    def to_ollama(self, index: int, with_id: bool = True) -> dict[str, Any]:
+        """As Ollama (v0.12.10+) sends a call: its id, then the function with the call's index in the answer
+        (from 0, across the stream's chunks) and the arguments as an object (ValueError if they are no JSON)."""
+        function = {"index": index, "name": self.name, "arguments": json.loads(self.arguments)}
+        return {"id": self.id, "function": function} if with_id else {"function": function}
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ class TensorInfo:
 
 
 class _Cursor:
-    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
-        self.buf, self.pos, self.path = buf, 0, path
+    def __init__(self, buf: mmap.mmap | bytes, path: Path, max_array_size: int = -1) -> None:
+        self.buf, self.pos, self.path, self.max_array_size = buf, 0, path, max_array_size
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.buf):
@@ -91,6 +91,22 @@ class _Cursor:
             self.take(size + 1)  # raises the truncation error
         return out
 
+    def skip(self, item_type: int, count: int) -> None:
+        """Past `count` array items unread: fixed-size ones at once, strings by their lengths alone."""
+        if item_type in _SCALARS:
+            self.take(count * struct.calcsize(_SCALARS[item_type][0]))
+        elif item_type == _STRING:
+            buf, pos, size, unpack = self.buf, self.pos, len(self.buf), _U64.unpack_from
+            for _ in range(count):
+                if pos + 8 > size:
+                    self.take(size + 1)  # raises the truncation error
+                pos += 8 + unpack(buf, pos)[0]
+            self.pos = pos
+            self.take(0)  # raises if the last string ran past the end
+        else:
+            for _ in range(count):
+                self.value(item_type)
+
     def value(self, type_id: int) -> Any:
         if type_id in _SCALARS:
             return self.scalar(_SCALARS[type_id][0])
@@ -98,6 +114,9 @@ class _Cursor:
             return self.string()
         if type_id == _ARRAY:
             item_type, count = self.scalar("<I"), self.scalar("<Q")
+            if 0 <= self.max_array_size < count:
+                self.skip(item_type, count)
+                return None
             if item_type in _SCALARS:
                 dtype = np.dtype(_SCALARS[item_type][1])
                 return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).copy()
@@ -122,9 +141,11 @@ class GGUFFile:
     """Metadata dict + tensor table of a GGUF file; tensor bytes are read lazily from the map.
 
     With `table` (an earlier parse's `table`), the header is not parsed again (a 128k-token vocabulary takes
-    0.2-0.3 s): the file is mapped, without metadata; ModelLoadError when it changed since that parse."""
+    0.2-0.3 s): the file is mapped, without metadata; ModelLoadError when it changed since that parse.
+    With `max_array_size` 0 or more, a metadata array of more items is read past and its value is None (Ollama's
+    ggml.Decode maxArraySize: /api/show without `verbose` wants no vocabulary)."""
 
-    def __init__(self, path: str | Path, table: TensorTable | None = None) -> None:
+    def __init__(self, path: str | Path, table: TensorTable | None = None, *, max_array_size: int = -1) -> None:
         self.path = Path(path)
         try:
             with open(self.path, "rb") as f:
@@ -139,7 +160,7 @@ class GGUFFile:
         if table is not None:
             self._take(table)
             return
-        cur = _Cursor(self._map, self.path)
+        cur = _Cursor(self._map, self.path, max_array_size)
         magic = bytes(cur.take(4))
         if magic != GGUF_MAGIC:
             raise ModelLoadError(f"{self.path}: bad magic, not a GGUF file")  # never echo a file's bytes

@@ -1,0 +1,56 @@
+"""Another VeloLLM as the upstream (kind auto): its /api/version says it is one, so OpenAI requests pass through
+unconverted. Taken for an Ollama, they were converted to /api/chat and lost what Ollama has not: `n: 2` was a
+400, tool_choice was dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from proxy_servers import ThreadServer
+
+from velollm.proxy.upstream import Upstream, UpstreamConfig
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.fixture
+def velollm_upstream() -> Iterator[ThreadServer]:
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    server = ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
+    yield server
+    server.stop()
+
+
+def test_openai_requests_pass_through_to_a_velollm_upstream(velollm_upstream, start_proxy):
+    proxy = start_proxy(velollm_upstream.url)
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": "hi"}]
+    answer = client.chat.completions.create(model="demo", messages=messages, n=2, max_tokens=4, seed=1)
+    assert [c.index for c in answer.choices] == [0, 1]
+    chunks = list(client.chat.completions.create(model="demo", messages=messages, n=2, max_tokens=4, stream=True))
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1}
+    # tool_choice reaches the VeloLLM behind, which checks it (a name not in tools is its 400, about tool_choice)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="demo", messages=messages, tools=TOOLS,
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert err.value.body["param"] == "tool_choice" and "not in tools" in err.value.body["message"]
+
+
+async def test_the_kind_probe_finds_a_velollm(velollm_upstream):
+    upstream = Upstream(UpstreamConfig(url=velollm_upstream.url))
+    try:
+        assert not upstream.speaks_both
+        assert await upstream.kind() == "ollama" and upstream.speaks_both
+    finally:
+        await upstream.aclose()
+    configured = Upstream(UpstreamConfig(url=velollm_upstream.url, kind="ollama"))  # taken as said: converted
+    try:
+        assert await configured.kind() == "ollama" and not configured.speaks_both
+    finally:
+        await configured.aclose()
