@@ -111,7 +111,7 @@ def main() -> None:
                              "instead of llama.cpp's quantizer on an F16 file: seconds instead of minutes")
     parser.add_argument("--device", default="cpu", help="where VeloLLM loads the weights (cuda: VRAM is measured)")
     parser.add_argument("--quantization", default="none", choices=["auto", "none", "gguf", "int4"],
-                        help="int4 (auto on a CPU computing in bfloat16): what `velollm serve` does on such a CPU")
+                        help="int4 (auto on a CPU): what `velollm serve` does there")
     args = parser.parse_args()
     shape = {**LLAMA_3_2_1B, "layers": args.layers, "vocab": args.vocab}
     out = args.out or Path(tempfile.mkdtemp(prefix="gguf_load_"))
