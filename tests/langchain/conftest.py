@@ -4,7 +4,9 @@
   ones repeat), with the tiny random Qwen3 (real Qwen3 template: thinking) loaded on demand by its path.
 - `scripted`: the real API app over a stub engine that writes what a test scripts (a random model cannot be
   made to call a tool on its own, and Ollama has no tool_choice), uvicorn in a thread.
-- `demo_proxy` / `scripted_proxy`: `velollm serve --proxy-only` with one of those as its Ollama upstream.
+- `demo_proxy` / `scripted_proxy`: `velollm serve --proxy-only` with one of those as its Ollama upstream: told
+  `--upstream-kind ollama`, since the kind probe finds a VeloLLM and passes /v1 through, where these tests stand
+  it in for an Ollama (no Ollama binary here) and check the OpenAI <-> Ollama conversion.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def scripted() -> Iterator[Scripted]:
 
 
 def _proxy(tmp: Path, upstream: str) -> Iterator[str]:
-    proc, url, _, _ = start_serve(tmp, "--proxy-only", "--upstream", upstream)
+    proc, url, _, _ = start_serve(tmp, "--proxy-only", "--upstream", upstream, "--upstream-kind", "ollama")
     try:
         yield url
     finally:

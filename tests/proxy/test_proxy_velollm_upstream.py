@@ -42,6 +42,27 @@ def test_openai_requests_pass_through_to_a_velollm_upstream(velollm_upstream, st
     assert err.value.body["param"] == "tool_choice" and "not in tools" in err.value.body["message"]
 
 
+def test_responses_through_a_velollm_upstream_are_kept_here(velollm_upstream, start_proxy):
+    """The create runs on the upstream's chat route and is stored in the proxy, so that retrieve, input_items,
+    previous_response_id and delete find it there (the upstream's own Responses API kept it out of reach)."""
+    proxy = start_proxy(velollm_upstream.url)
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0, timeout=30)
+    first = client.responses.create(model="demo", input="hi", max_output_tokens=4)
+    events = list(client.responses.create(model="demo", input="again", previous_response_id=first.id,
+                                          max_output_tokens=4, stream=True))
+    second = events[-1].response
+    assert events[-1].type == "response.incomplete" and second.previous_response_id == first.id  # max_output_tokens
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    items = client.responses.input_items.list(second.id, order="asc").data
+    assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user"]
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    upstream = openai.OpenAI(base_url=f"{velollm_upstream.url}/v1", api_key="x", max_retries=0, timeout=30)
+    with pytest.raises(openai.NotFoundError):  # the upstream answered a chat: it holds no response
+        upstream.responses.retrieve(first.id)
+
+
 async def test_the_kind_probe_finds_a_velollm(velollm_upstream):
     upstream = Upstream(UpstreamConfig(url=velollm_upstream.url))
     try:

@@ -176,6 +176,11 @@ class UpstreamGateway:
         that have no Responses API).
         """
         path = path or request.url.path
+        if path == "/v1/responses" and await self._speaks_both():
+            # Another VeloLLM's Responses API would keep the response (and its chain) there, where this process's
+            # GET /v1/responses/{id}, input_items and previous_response_id cannot find it. It is answered as by an
+            # upstream without one, so that api/responses.py runs it on the upstream's chat route and stores it here.
+            return error_answer("openai", 501, "a VeloLLM upstream's Responses API is served by this process")
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
         legacy = False
@@ -185,6 +190,16 @@ class UpstreamGateway:
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         return await as_function_call(response) if legacy else response
+
+    async def _speaks_both(self) -> bool:
+        """Upstream.speaks_both, after the kind probe if it has not run (an upstream down now: False, and
+        forward() answers the outage in the client's format)."""
+        try:
+            if self.upstream.known_kind is None:
+                await self.upstream.kind()
+        except UpstreamUnavailable:
+            return False
+        return self.upstream.speaks_both
 
     async def manages(self) -> bool:
         """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):
