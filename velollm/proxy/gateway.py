@@ -176,10 +176,12 @@ class UpstreamGateway:
         that have no Responses API).
         """
         path = path or request.url.path
-        if path == "/v1/responses" and await self._speaks_both():
-            # Another VeloLLM's Responses API would keep the response (and its chain) there, where this process's
-            # GET /v1/responses/{id}, input_items and previous_response_id cannot find it. It is answered as by an
-            # upstream without one, so that api/responses.py runs it on the upstream's chat route and stores it here.
+        if path == "/v1/responses" and await self._found_velollm():
+            # A VeloLLM found by the kind probe: its Responses API would keep the response (and its chain) there,
+            # where this process's GET /v1/responses/{id}, input_items and previous_response_id cannot find it. It
+            # is answered as by an upstream without one, so that api/responses.py runs it on the upstream's chat
+            # route and stores it here, as before the probe knew VeloLLMs. A configured kind velollm (a router's
+            # replicas) keeps its own: the router relays its streams, errors included, as they come.
             return error_answer("openai", 501, "a VeloLLM upstream's Responses API is served by this process")
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
@@ -191,9 +193,11 @@ class UpstreamGateway:
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         return await as_function_call(response) if legacy else response
 
-    async def _speaks_both(self) -> bool:
-        """Upstream.speaks_both, after the kind probe if it has not run (an upstream down now: False, and
-        forward() answers the outage in the client's format)."""
+    async def _found_velollm(self) -> bool:
+        """Whether the kind probe (run now if it has not) found a VeloLLM: Upstream.speaks_both, not configured
+        (an upstream down now: False, and forward() answers the outage in the client's format)."""
+        if self.upstream.config.speaks_both:
+            return False
         try:
             if self.upstream.known_kind is None:
                 await self.upstream.kind()
