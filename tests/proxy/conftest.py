@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, velollm_app
+from proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, fake_openai_app, velollm_app
 
 from velollm.proxy.upstream import UpstreamConfig
 
@@ -37,3 +37,18 @@ def start_proxy() -> Iterator[Callable[..., ThreadServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def openai_models() -> list[str]:
+    """The models `openai_upstream` lists (a test module overrides this fixture to list others)."""
+    return ["m"]
+
+
+@pytest.fixture
+def openai_upstream(openai_models: list[str]) -> Iterator[tuple[ThreadServer, list[tuple[str, dict[str, Any]]]]]:
+    """A fake OpenAI-compatible upstream serving `openai_models`, and the (path, body) requests it received."""
+    received: list[tuple[str, dict[str, Any]]] = []
+    server = ThreadServer(fake_openai_app(openai_models, received)).start()
+    yield server, received
+    server.stop()

@@ -3,20 +3,8 @@ gets them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import ollama
 import pytest
-from proxy_servers import ThreadServer, fake_openai_app
-
-
-@pytest.fixture
-def openai_upstream() -> Iterator[tuple[ThreadServer, list[tuple[str, dict[str, Any]]]]]:
-    received: list[tuple[str, dict[str, Any]]] = []
-    server = ThreadServer(fake_openai_app(["m"], received)).start()
-    yield server, received
-    server.stop()
 
 
 @pytest.mark.parametrize("num_predict, max_tokens", [(0, None), (-1, None), (-2, None), (5, 5), (7.0, 7)])

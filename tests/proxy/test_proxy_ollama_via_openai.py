@@ -4,21 +4,10 @@ conversion of the upstream's: embeddings, load / unload requests."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import ollama
 import pytest
-from proxy_servers import ThreadServer, fake_openai_app
-
-
-@pytest.fixture
-def openai_upstream() -> Iterator[tuple[ThreadServer, list[tuple[str, dict[str, Any]]]]]:
-    received: list[tuple[str, dict[str, Any]]] = []
-    server = ThreadServer(fake_openai_app(["m"], received)).start()
-    yield server, received
-    server.stop()
 
 
 def test_api_embed_is_normalised_and_the_legacy_route_is_not(openai_upstream, start_proxy):
