@@ -56,7 +56,7 @@ PREFILL_ROWS = 128
 # int4 kernel / dequantize + float32 GEMM / float32 GEMM (benchmarks/data/int4_prefill_avx2_float32.jsonl):
 #   4096x4096    128 rows 285 / 378 / 224    192 rows 301 / 286 / 228    256 rows 362 / 246 / 218
 #   14336x4096   128 rows 757 / 898 / 613    192 rows 1128 / 1067 / 742  256 rows 1825 / 1562 / 915
-# The float32 dequantization writes twice the bytes (53-65 ms and 220-370 ms on one thread), so the switch is later.
+# The float32 dequantization writes twice the bytes (53-152 ms and 204-424 ms on one thread), so the switch is later.
 PREFILL_ROWS_FLOAT32 = 192
 _BF16_U = 2.0 ** -8  # unit roundoff of bfloat16
 

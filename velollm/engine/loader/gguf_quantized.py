@@ -5,7 +5,7 @@ the CPU it resolves to "int4" when the model computes in bfloat16 or float32 and
 kernels: the Q4_0 / Q4_1 / Q4_K matrices are repacked into torch's int4 layout (velollm.kernels.int4_cpu;
 batch-1 decode about 2.5x the bfloat16 path, benchmarks/cpu_quantized.py) and every other tensor is
 dequantized at load. A float32 model (CPUs without bfloat16 in hardware) gains the most: its dequantized
-weights take 4 bytes each against 0.625, so a Q4_K_M 8B goes from about 32 GB to about 12.
+weights take 4 bytes each against 0.625, so a Q4_K_M 8B goes from 32.1 GB to 12.0 (benchmarks/resident_size.py).
 `gguf` forces the GGUF planes anywhere (the CPU runs the torch reference: tests, comparisons);
 `none` dequantizes at load everywhere, as before.
 """
