@@ -6,18 +6,13 @@ import logging
 import math
 from typing import Any
 
-from velollm.errors import InvalidRequest
 from velollm.wire.keep_alive import DEFAULT_KEEP_ALIVE, InvalidKeepAlive, go_duration_seconds, keep_alive_seconds
 
 logger = logging.getLogger(__name__)
 
-def parse_keep_alive(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> float | None:
-    """A request's `keep_alive` → seconds; math.inf = forever; None → `default` (velollm.wire.keep_alive);
-    a bad value is the request's 400."""
-    try:
-        return keep_alive_seconds(value, default)
-    except InvalidKeepAlive as exc:
-        raise InvalidRequest(str(exc), param="keep_alive") from None
+# A request's `keep_alive` → seconds; math.inf = forever; None → the default; a bad value is the request's 400
+# (velollm.wire.keep_alive, which the proxy reads it with too).
+parse_keep_alive = keep_alive_seconds
 
 
 def is_unload(keep_alive: Any) -> bool:

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 from starlette.responses import JSONResponse, Response
 
-from velollm.errors import InvalidRequest
 from velollm.proxy import ollama_via_openai as o2o
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.prompt_tokens import count_prompt_tokens
@@ -25,7 +24,7 @@ from velollm.proxy.upstream_answer import converted_error, embed, error_answer, 
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.errors import error_message
 from velollm.wire.framing import ndjson_line
-from velollm.wire.keep_alive import InvalidKeepAlive, keep_alive_seconds
+from velollm.wire.keep_alive import keep_alive_seconds
 from velollm.wire.pull_answer import cannot_pull, present, wants_stream
 from velollm.wire.timestamps import now_rfc3339
 
@@ -48,7 +47,8 @@ async def ollama_via_openai(upstream: Upstream, path: str, body: dict[str, Any],
     if path == "/api/pull":
         return await _pull(upstream, str(body.get("model") or body.get("name") or ""), wants_stream(body))
     # The upstream has no keep_alive to set, but a bad one is Ollama's 400 all the same.
-    keep_alive = _keep_alive(body) if path in ("/api/chat", "/api/generate") else None
+    asked = path in ("/api/chat", "/api/generate")
+    keep_alive = keep_alive_seconds(body.get("keep_alive"), default=None) if asked else None
     if path == "/api/chat":
         if not body.get("messages"):
             return _load_answer(model, "chat", keep_alive)
@@ -178,13 +178,6 @@ async def _pull(upstream: Upstream, name: str, stream: bool) -> Response:
         return present(stream)
     return cannot_pull(f"pull model manifest: the upstream {upstream.url} is an OpenAI-compatible server, which "
                        f"does not pull models, and it does not list {name!r}", stream)
-
-
-def _keep_alive(body: dict[str, Any]) -> float | None:
-    try:
-        return keep_alive_seconds(body.get("keep_alive"), default=None)
-    except InvalidKeepAlive as exc:
-        raise InvalidRequest(str(exc), param="keep_alive") from None
 
 
 def _load_answer(model: str, endpoint: str, keep_alive: float | None) -> Response:

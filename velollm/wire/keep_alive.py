@@ -1,7 +1,7 @@
 """Ollama's `keep_alive` read as Ollama reads it (api.Duration): a number is seconds, a string a Go duration.
 Here, beside the wire formats, so that the native API and the proxy (which answers a load / unload request for
-an OpenAI-compatible upstream itself) read it alike; a bad value is an InvalidKeepAlive,
-which each turns into its 400."""
+an OpenAI-compatible upstream itself) read it alike; a bad value is an InvalidKeepAlive, the request's 400
+on keep_alive in either."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import math
 import re
 from typing import Any
 
+from velollm.errors import InvalidRequest
+
 DEFAULT_KEEP_ALIVE = 300.0
 MAX_DURATION_S = 2**63 / 1e9  # Go's time.Duration: int64 nanoseconds (about 292 years)
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class InvalidKeepAlive(ValueError):
+class InvalidKeepAlive(InvalidRequest):
     """A keep_alive Ollama refuses (400): a unit-less string, NaN, a type other than number or string."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="keep_alive")
 
 
 def keep_alive_seconds(value: Any, default: float | None = DEFAULT_KEEP_ALIVE) -> float | None:
