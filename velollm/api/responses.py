@@ -131,9 +131,10 @@ class _Turn:
         self.messages = conversation(req, previous.messages if previous is not None else [])
 
     async def keep(self, response: dict[str, Any]) -> None:
-        """Store `response` (with `store`, not failed); one the store finds over its row cap is not, and
-        says `store: false` (the final stream event holds this same object)."""
-        if not self.req.store or response.get("status") == "failed":
+        """Store `response` (with `store`), a failed one too, as OpenAI keeps it: `GET /v1/responses/{id}` of a
+        stream that ended in `response.failed` says failed and why (it was a 404, as if never made). One the
+        store finds over its row cap is not, and says `store: false` (the final stream event holds this object)."""
+        if not self.req.store:
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
         try:
@@ -150,7 +151,7 @@ class _Turn:
         try:
             async for chunk in chunks:
                 if "error" in chunk:
-                    raise APIError(502, error_message(chunk))
+                    raise _chunk_error(chunk)
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
@@ -164,6 +165,14 @@ class _Turn:
         await self.keep(stream.response)
         for event in events:
             yield sse_frame(event)
+
+
+def _chunk_error(chunk: dict[str, Any]) -> APIError:
+    """The error event that ended a chat stream mid-answer (an upstream's, or the proxy's for a broken one), with
+    its code: an upstream VeloLLM's engine_dead ends the Response as its own Responses API would end it."""
+    error = chunk["error"]
+    code = error.get("code") if isinstance(error, dict) else None
+    return APIError(502, error_message(chunk), code=code if isinstance(code, str) and code else None)
 
 
 @endpoint("/v1/responses")

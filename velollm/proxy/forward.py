@@ -25,6 +25,7 @@ from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
 from velollm.proxy.ollama_via_openai_forward import ollama_via_openai
 from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
 from velollm.proxy.schema_format import send_with_schema
+from velollm.proxy.sse_error_field import error_fields_as_data
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
@@ -119,7 +120,8 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
 
 async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
     """An upstream stream relayed message by message, closed at the end; a break ends it with an error, and so
-    does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read)."""
+    does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read).
+    llama.cpp's `error:` event goes on as OpenAI's error event (sse_error_field.py)."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
@@ -134,7 +136,7 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
                 what = "an event" if api == "openai" else "a line"
                 raise UpstreamBadAnswer(upstream.url, f"the stream held {what} that is not JSON: "
                                                       f"{_message_at(messages, bad, api)[:200]!r}")
-            yield messages
+            yield error_fields_as_data(messages) if api == "openai" else messages
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
         if api == "openai":
