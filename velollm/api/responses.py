@@ -305,9 +305,29 @@ async def _via_upstream_chat(request: Request, state: AppState, call: Call, targ
         return answer  # already an OpenAI error body
     if turn.req.stream:
         return streaming_response(turn.events(_sse_chunks(answer)), SSE_MEDIA_TYPE)
-    response = turn.shell.from_chat_completion(json.loads(bytes(answer.body)))
+    # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
+    # top_logprobs) comes relayed as it arrives, a StreamingResponse: it was a 500 here (no `.body`).
+    body = b"".join([part async for part in _body(answer)])
+    response = turn.shell.from_chat_completion(json.loads(body))
     await turn.keep(response)
     return JSONResponse(response)
+
+
+async def _body(answer: Response) -> AsyncIterator[bytes]:
+    """The bytes of an answer of the proxy, held or streamed; a streamed one's upstream is closed at the end
+    (what the response would do when sent), also when the reader stops early."""
+    if not isinstance(answer, StreamingResponse):
+        yield bytes(answer.body)
+        return
+    try:
+        async for data in answer.body_iterator:
+            yield data if isinstance(data, bytes) else str(data).encode()
+    finally:
+        close = getattr(answer.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
+        if answer.background is not None:
+            await answer.background()
 
 
 async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
@@ -316,20 +336,17 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
         yield json.loads(bytes(answer.body))  # an upstream that answered whole
         return
     pending = b""
+    parts = _body(answer)
     try:
-        async for data in answer.body_iterator:
-            pending += data if isinstance(data, bytes) else str(data).encode()
+        async for data in parts:
+            pending += data
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
                 payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
-    finally:  # what the response would do when sent: close the upstream stream
-        close = getattr(answer.body_iterator, "aclose", None)
-        if close is not None:
-            await close()
-        if answer.background is not None:
-            await answer.background()
+    finally:
+        await parts.aclose()
 
 
 @endpoint("/v1/responses/{id}")
