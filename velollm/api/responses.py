@@ -130,6 +130,15 @@ class _Turn:
         self.req = req
         self.messages = conversation(req, previous.messages if previous is not None else [])
 
+    def ran_with(self, max_tokens: Any) -> None:
+        """The budget the answer runs with (the chat request's max_tokens clamped to what the context leaves,
+        output_budget.py): a max_output_tokens past it is echoed as that budget. 10**30 was echoed as sent, 31
+        digits that int64 clients cannot read, for an answer that could never run so long."""
+        asked = self.req.max_output_tokens
+        if asked is not None and isinstance(max_tokens, int) and 0 < max_tokens < asked:
+            self.req = dataclasses.replace(self.req, max_output_tokens=max_tokens)
+            self.shell = ResponseShell(self.req, self.shell.id, self.shell.created_at)
+
     async def keep(self, response: dict[str, Any]) -> None:
         """Store `response` (with `store`), a failed one too, as OpenAI keeps it: `GET /v1/responses/{id}` of a
         stream that ended in `response.failed` says failed and why (it was a 404, as if never made). One the
@@ -224,6 +233,7 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     streamed or whole, and stored like a live one."""
     call.model = model_of(body)
     turn = _Turn(state, parse_responses_request(body))
+    turn.ran_with(cached.get("max_output_tokens"))  # the live answer's clamp (the same request, the same prompt)
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         for chunk in replay_chunks(cached):
@@ -267,6 +277,7 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
         raise _in_responses_terms(exc) from exc
+    turn.ran_with(native.max_tokens)
     gen = native.gen
     call.records_itself = True
     if turn.req.stream:
