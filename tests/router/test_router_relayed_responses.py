@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import ThreadServer
-from tests.router.replicas import config_toml, replica_backends, router_app
+from tests.router.replicas import BUSY_HEALTH_TIMEOUT_S, config_toml, replica_backends, router_app
 
 
 def _replica() -> ThreadServer:
@@ -30,7 +30,9 @@ def replicas():
 
 
 def test_a_response_is_found_on_the_replica_that_stored_it(replicas, tmp_path):
-    toml = config_toml(replica_backends(replicas), policy="round-robin", health_interval_s=0)
+    # active checks: the dead holder stays ejected (without them it would be tried again after readmit_after_s)
+    toml = config_toml(replica_backends(replicas), policy="round-robin", health_interval_s=0.2,
+                       health_timeout_s=BUSY_HEALTH_TIMEOUT_S)
     server = ThreadServer(router_app(toml, tmp_path)).start()
     try:
         front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
