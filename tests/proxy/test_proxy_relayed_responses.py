@@ -74,8 +74,9 @@ def test_an_unknown_or_unstored_id_is_this_process_404(upstream, start_proxy):
 
 def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
     """The front runs `other` itself; a create continuing a response the upstream stored goes to the upstream,
-    which holds the conversation (here it had no previous response: a 400)."""
-    front_server = _velollm("other", upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai")))
+    which holds the conversation (here it had no previous response: a 400). A model the upstream lacks is a 404
+    that says where the conversation is."""
+    front_server = _velollm("other", "mine", upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai")))
     try:
         front = _client(front_server.url)
         first = front.responses.create(model="demo", input="hi", max_output_tokens=4)
@@ -88,5 +89,9 @@ def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
         items = _client(upstream.url).responses.input_items.list(third.id, order="asc").data
         assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
         assert front.responses.retrieve(third.id).model == "other"
+        with pytest.raises(openai.NotFoundError) as err:
+            front.responses.create(model="mine", input="and", previous_response_id=third.id, max_output_tokens=4)
+        assert err.value.body["param"] == "model" and err.value.body["code"] == "model_not_found"
+        assert f"on upstream {upstream.url}, which stores the previous response '{third.id}'" in err.value.message
     finally:
         front_server.stop()

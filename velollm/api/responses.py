@@ -176,14 +176,18 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
-    held = stored is None and _held_upstream(state, previous)
-    if held and not isinstance(target, UpstreamTarget):  # the chain is there: it goes on there, whatever the model
+    holder = _upstream_holding(state, previous) if stored is None else None
+    if holder is not None and not isinstance(target, UpstreamTarget):  # the chain goes on there, whatever the model
         target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
             target = NativeTarget(answer)  # the router chose this process's replica
-        elif held or answer.status_code not in _NO_RESPONSES_API:
+        elif holder is not None and answer.status_code == 404:  # it has a Responses API: the model is what it lacks
+            raise APIError(404, f"The model '{model_of(body)}' does not exist on {holder}, which stores the previous "
+                                f"response '{previous}': its conversation goes on only there; continue it with a "
+                                "model that server has.", param="model", code="model_not_found")
+        elif holder is not None or answer.status_code not in _NO_RESPONSES_API:
             return answer
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
@@ -327,10 +331,11 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
             await answer.background()
 
 
-def _held_upstream(state: AppState, response_id: Any) -> bool:
-    """Whether an upstream's own Responses API stored `response_id` (a create passed through to it)."""
-    holds = getattr(state.models.upstream, "holds_response", None)  # optional for Upstream implementations
-    return holds is not None and holds(response_id)
+def _upstream_holding(state: AppState, response_id: Any) -> str | None:
+    """Which upstream's own Responses API stored `response_id` (a create passed through to it), said for a message;
+    None for an id none did."""
+    holder = getattr(state.models.upstream, "response_holder", None)  # optional for Upstream implementations
+    return holder(response_id) if holder is not None else None
 
 
 async def _relayed(request: Request, state: AppState, response_id: str) -> Response:

@@ -24,7 +24,7 @@ class Upstream(Protocol):
     Optional (read with getattr): `manages()` / `manage(request, body)`, Ollama's model management
     (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`,
     `not_listed_because()` (why a name it did not list may still be its own: said in the 404),
-    `holds_response(id)` / `relay_stored(request, id)` (a response its own Responses API stored: a lookup of it
+    `response_holder(id)` / `relay_stored(request, id)` (a response its own Responses API stored: a lookup of it
     answered there, None for an id it did not store; velollm/proxy/relayed_responses.py).
     """
 

@@ -200,14 +200,14 @@ class UpstreamGateway:
             return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
         return await as_function_call(response) if legacy else response
 
-    def holds_response(self, response_id: object) -> bool:
-        """Whether `response_id` is a response that the upstream's own Responses API stored (created through here)."""
-        return self.relayed.holder(response_id) is not None
+    def response_holder(self, response_id: object) -> str | None:
+        """"upstream <url>" when the upstream's own Responses API stored `response_id` (created through here)."""
+        return f"upstream {self.upstream.url}" if self.relayed.holder(response_id) is not None else None
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
         """GET /v1/responses/{id} (and its input_items), DELETE: the upstream's answer, status and body as they
         come, when it stored that response; None for an id it did not (this process's own lookup answers)."""
-        if not self.holds_response(response_id):
+        if self.response_holder(response_id) is None:
             return None
         return await self.relay_lookup(request, response_id)
 

@@ -220,9 +220,10 @@ class Router:
         name = self.relayed.holder(response_id)
         return next((b for b in self.backends if b.name == name), None) if name is not None else None
 
-    def holds_response(self, response_id: object) -> bool:
-        """Whether `response_id` was stored by a replica's own Responses API (created through this router)."""
-        return self._holder(response_id) is not None
+    def response_holder(self, response_id: object) -> str | None:
+        """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
+        backend = self._holder(response_id)
+        return f"backend {backend.name!r} ({backend.url})" if backend is not None else None
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
         """A lookup of a response a replica stored (GET, its input_items, DELETE), answered by that replica; None
