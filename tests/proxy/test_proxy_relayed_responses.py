@@ -95,3 +95,28 @@ def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
         assert f"on upstream {upstream.url}, which stores the previous response '{third.id}'" in err.value.message
     finally:
         front_server.stop()
+
+
+def test_a_restarted_proxy_still_finds_them(upstream, tmp_path):
+    """The ids are kept beside the local store (as `velollm serve` puts it: relayed_responses.sqlite), so that the
+    responses the upstream holds outlive a restart of the proxy, as the proxy's own stored responses do."""
+    from velollm.proxy.relayed_responses import RelayedResponses
+
+    def front() -> ThreadServer:
+        relayed = RelayedResponses(path=str(tmp_path / "relayed_responses.sqlite"))
+        return _velollm(upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai"), relayed=relayed))
+
+    first = front()
+    try:
+        created = _client(first.url).responses.create(model="demo", input="hi", max_output_tokens=4)
+    finally:
+        first.stop()
+    second = front()
+    try:
+        client = _client(second.url)
+        assert client.responses.retrieve(created.id).output_text == created.output_text
+        chained = client.responses.create(model="demo", input="again", previous_response_id=created.id,
+                                          max_output_tokens=4)
+        assert chained.previous_response_id == created.id
+    finally:
+        second.stop()

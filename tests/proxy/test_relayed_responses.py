@@ -84,3 +84,32 @@ def test_bounded_by_count_and_age():
     assert len(relayed) == 0
     with pytest.raises(ValueError):
         RelayedResponses(max_responses=0)
+
+
+def test_kept_on_disk_across_a_restart(tmp_path):
+    path = str(tmp_path / "cache" / "relayed_responses.sqlite")
+    relayed = RelayedResponses(max_responses=3, path=path)
+    assert relayed.holder("resp_x") is None and not (tmp_path / "cache").exists()  # no file until one is learned
+    for i in range(4):
+        relayed.remember(f"resp_{i}", "a" if i % 2 else "b")
+    relayed.forget("resp_2")
+    relayed.close()
+    again = RelayedResponses(max_responses=3, path=path)
+    assert [again.holder(f"resp_{i}") for i in range(4)] == [None, "a", None, "a"]  # the count's and forget's drops
+    again.close()
+    fewer = RelayedResponses(max_responses=1, path=path)  # a lowered cap applies to what the file holds
+    assert [fewer.holder(f"resp_{i}") for i in range(4)] == [None, None, None, "a"]
+    fewer.close()
+    time.sleep(0.1)
+    old = RelayedResponses(max_age_s=0.05, path=path)
+    assert old.holder("resp_3") is None and len(old) == 0
+    old.close()
+
+
+def test_a_file_that_cannot_be_made_leaves_the_map_in_memory(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    relayed = RelayedResponses(path=str(tmp_path / "file" / "relayed_responses.sqlite"))  # a file where a folder goes
+    relayed.remember("resp_a", "a")
+    relayed.remember("resp_b", "a")
+    assert relayed.holder("resp_a") == "a" and relayed.holder("resp_b") == "a"
+    assert sum("kept in memory only" in r.message for r in caplog.records) == 1

@@ -283,10 +283,15 @@ def _responses_db(cache: str | None) -> str:
 
 
 def _relayed_responses(config: ServerConfig) -> Any:
-    """The map of the responses an upstream's own Responses API stored, bounded as the local store is."""
+    """The map of the responses an upstream's own Responses API stored, bounded as the local store is and kept
+    beside it (relayed_responses.sqlite), so that both outlive a restart."""
+    from pathlib import Path
+
     from velollm.proxy.relayed_responses import RelayedResponses
 
-    return RelayedResponses(config.responses_max, config.responses_max_age_s)
+    db = config.responses_db
+    path = None if db == ":memory:" else str(Path(db).with_name("relayed_responses.sqlite"))
+    return RelayedResponses(config.responses_max, config.responses_max_age_s, path)
 
 
 def run(args: argparse.Namespace) -> int:

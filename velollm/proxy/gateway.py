@@ -318,3 +318,4 @@ class UpstreamGateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        self.relayed.close()

@@ -6,7 +6,8 @@ its input_items, DELETE and a `previous_response_id` naming it must go to the se
 is learned from the create's answer as it passes (a whole body's `id`, a stream's `response.created` event);
 one the answer says is not stored (`store: false`) is not remembered. Bounded as the local store is (its
 `--responses-max` count and 30-day age): the oldest id is forgotten first, and a forgotten id is this
-process's 404, as an evicted local response is.
+process's 404, as an evicted local response is. With a `path` the map is kept on disk too (relayed_file.py),
+so that it outlives a restart as the local store does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from velollm.proxy.relayed_file import RelayedFile
 from velollm.wire.framing import sse_data
 
 logger = logging.getLogger(__name__)
@@ -36,38 +38,55 @@ _HEAD_ID = re.compile(rb'^\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
 class RelayedResponses:
     """Response id -> the name of the upstream that stored it (a router's backend name, a proxy's URL)."""
 
-    def __init__(self, max_responses: int = DEFAULT_MAX_RESPONSES, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
+    def __init__(self, max_responses: int = DEFAULT_MAX_RESPONSES, max_age_s: float = DEFAULT_MAX_AGE_S,
+                 path: str | None = None) -> None:
         if max_responses < 1 or max_age_s <= 0:
             raise ValueError("max_responses must be >= 1 and max_age_s positive")
         self.max_responses = max_responses
         self.max_age_s = max_age_s
-        self._held: OrderedDict[str, tuple[str, float]] = OrderedDict()  # oldest first
+        self._held: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (holder, wall time), oldest first
+        self._file = RelayedFile(path) if path else None
+        self._loaded = self._file is None  # the file is read on first use
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self._load())
+
+    def _load(self) -> OrderedDict[str, tuple[str, float]]:
+        if not self._loaded and self._file is not None:
+            self._loaded = True
+            for response_id, holder, at in self._file.load(time.time() - self.max_age_s, self.max_responses):
+                self._held[response_id] = (holder, at)
+        return self._held
 
     def remember(self, response_id: str, holder: str) -> None:
-        now = time.monotonic()
-        self._held[response_id] = (holder, now)
-        self._held.move_to_end(response_id)
-        # oldest first: those over the count, then those over the age (never asked for since)
-        while len(self._held) > self.max_responses or now - next(iter(self._held.values()))[1] > self.max_age_s:
-            self._held.popitem(last=False)
+        held, now = self._load(), time.time()
+        held[response_id] = (holder, now)
+        held.move_to_end(response_id)
+        dropped = []  # oldest first: those over the count, then those over the age (never asked for since)
+        while len(held) > self.max_responses or now - next(iter(held.values()))[1] > self.max_age_s:
+            dropped.append(held.popitem(last=False)[0])
+        if self._file is not None:
+            self._file.put(response_id, holder, now, dropped)
 
     def holder(self, response_id: Any) -> str | None:
         """Who stored `response_id` (None: not a response relayed here, or one forgotten for age or count)."""
         if not isinstance(response_id, str):
             return None
-        held = self._held.get(response_id)
+        held = self._load().get(response_id)
         if held is None:
             return None
-        if time.monotonic() - held[1] > self.max_age_s:
-            del self._held[response_id]
+        if time.time() - held[1] > self.max_age_s:
+            self.forget(response_id)
             return None
         return held[0]
 
     def forget(self, response_id: str) -> None:
-        self._held.pop(response_id, None)
+        if self._load().pop(response_id, None) is not None and self._file is not None:
+            self._file.drop([response_id])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
     def learn(self, answer: Response, holder: str) -> Response:
         """`answer` (a create's 200, passed through) as it goes to the client; its response id is remembered

@@ -77,6 +77,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(b.aclose() for b in self.backends), return_exceptions=True)
+        self.relayed.close()
 
     async def _refresh_loop(self, interval_s: float) -> None:
         while True:
