@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS relayed (id TEXT PRIMARY KEY, holder TEXT NOT NULL, at REAL NOT NULL)"
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS relayed (id TEXT PRIMARY KEY, holder TEXT NOT NULL, at REAL NOT NULL)",
+           "CREATE INDEX IF NOT EXISTS relayed_at ON relayed (at)")
 _LOCK_TIMEOUT_S = 0.2  # another server sharing the cache folder: wait this long for its lock, then skip the write
 
 
@@ -37,8 +38,10 @@ class RelayedFile:
         try:
             with db:
                 db.execute("DELETE FROM relayed WHERE at <= ?", (newer_than,))
-                db.execute("DELETE FROM relayed WHERE id NOT IN (SELECT id FROM relayed ORDER BY at DESC LIMIT ?)",
-                           (limit,))
+                (count,) = db.execute("SELECT COUNT(*) FROM relayed").fetchone()
+                if count > limit:  # a lowered cap: the oldest go
+                    db.execute("DELETE FROM relayed WHERE at < (SELECT at FROM relayed ORDER BY at DESC LIMIT 1 "
+                               "OFFSET ?)", (limit - 1,))
             rows = db.execute("SELECT id, holder, at FROM relayed ORDER BY at").fetchall()
         except sqlite3.Error as exc:
             self._fail(exc)
@@ -81,7 +84,8 @@ class RelayedFile:
                 db = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_S, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.execute(_SCHEMA)
+                for sql in _SCHEMA:
+                    db.execute(sql)
                 self._db = db
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
