@@ -113,3 +113,17 @@ def test_a_file_that_cannot_be_made_leaves_the_map_in_memory(tmp_path, caplog):
     relayed.remember("resp_b", "a")
     assert relayed.holder("resp_a") == "a" and relayed.holder("resp_b") == "a"
     assert sum("kept in memory only" in r.message for r in caplog.records) == 1
+
+
+def test_a_gateway_holds_only_what_its_own_upstream_stored(tmp_path):
+    """Kept on disk, an id learned from another --upstream before a restart is not this upstream's to answer."""
+    from velollm.proxy.gateway import UpstreamGateway
+    from velollm.proxy.upstream import UpstreamConfig
+
+    relayed = RelayedResponses()
+    relayed.remember("resp_mine", "http://127.0.0.1:1")
+    relayed.remember("resp_other", "http://127.0.0.1:2")
+    gateway = UpstreamGateway(UpstreamConfig(url="http://127.0.0.1:1/"), relayed=relayed)
+    assert gateway.response_holder("resp_mine") == "upstream http://127.0.0.1:1"
+    assert gateway.response_holder("resp_other") is None and gateway.response_holder("resp_none") is None
+    asyncio.run(gateway.aclose())

@@ -201,8 +201,9 @@ class UpstreamGateway:
         return await as_function_call(response) if legacy else response
 
     def response_holder(self, response_id: object) -> str | None:
-        """"upstream <url>" when the upstream's own Responses API stored `response_id` (created through here)."""
-        return f"upstream {self.upstream.url}" if self.relayed.holder(response_id) is not None else None
+        """"upstream <url>" when the upstream's own Responses API stored `response_id` (created through here; one
+        learned from another --upstream before a restart is not this one's)."""
+        return f"upstream {self.upstream.url}" if self.relayed.holder(response_id) == self.name else None
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
         """GET /v1/responses/{id} (and its input_items), DELETE: the upstream's answer, status and body as they
