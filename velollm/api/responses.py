@@ -197,7 +197,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     holder = _upstream_holding(state, previous) if stored is None else None
     if holder is not None and not isinstance(target, UpstreamTarget):  # the chain goes on there, whatever the model
         target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
-    if isinstance(target, UpstreamTarget) and stored is None:
+    if isinstance(target, UpstreamTarget) and stored is None and (holder is not None or await _has_responses(target)):
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
             target = NativeTarget(answer)  # the router chose this process's replica
@@ -215,6 +215,15 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
+
+
+async def _has_responses(target: UpstreamTarget) -> bool:
+    """Whether the create is asked of the upstream's own Responses API first, known without asking it (a router's
+    replicas, each of them): one without (an Ollama, a VeloLLM found by the kind probe) goes straight to the chat
+    route, so a router picks its backend once. One that turns out to have none (404, 405, 501: llama.cpp's server)
+    is still tried. A native replica the router balances the model with runs it natively (`target.local`)."""
+    speaks = getattr(target.upstream, "speaks_responses", None)  # optional for Upstream implementations
+    return target.local is not None or speaks is None or await speaks(target.model)
 
 
 async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ class Upstream(Protocol):
     (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`,
     `not_listed_because()` (why a name it did not list may still be its own: said in the 404),
     `response_holder(id)` / `relay_stored(request, id)` (a response its own Responses API stored: a lookup of it
-    answered there, None for an id it did not store; velollm/proxy/relayed_responses.py).
+    answered there, None for an id it did not store; velollm/proxy/relayed_responses.py), `speaks_responses(model)`
+    (whether a create goes to its own Responses API, else to its chat route: api/responses.py).
     """
 
     async def find(self, name: str, reason: str = "") -> str | None: ...

@@ -181,13 +181,6 @@ class UpstreamGateway:
         that have no Responses API).
         """
         path = path or request.url.path
-        if path == "/v1/responses" and await self._found_velollm():
-            # A VeloLLM found by the kind probe: its Responses API would keep the response (and its chain) there,
-            # where this process's GET /v1/responses/{id}, input_items and previous_response_id cannot find it. It
-            # is answered as by an upstream without one, so that api/responses.py runs it on the upstream's chat
-            # route and stores it here, as before the probe knew VeloLLMs. A configured kind velollm (a router's
-            # replicas) keeps its own: the router relays its streams, errors included, as they come.
-            return error_answer("openai", 501, "a VeloLLM upstream's Responses API is served by this process")
         if model is not None and body.get("model") != model:
             body = {**body, "model": model}
         legacy = False
@@ -228,17 +221,23 @@ class UpstreamGateway:
         return Response(data, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
 
-    async def _found_velollm(self) -> bool:
-        """Whether the kind probe (run now if it has not) found a VeloLLM: Upstream.speaks_both, not configured
-        (an upstream down now: False, and forward() answers the outage in the client's format)."""
+    async def speaks_responses(self, model: str | None = None) -> bool:
+        """Whether a /v1/responses create goes to the upstream's own Responses API (else api/responses.py runs it
+        on the upstream's chat route and stores it here), known without asking /v1/responses: so that a router
+        picks one backend for one create, not one for a try that fails and another for the chat. An Ollama has
+        none (the conversion answers 404 for it); a VeloLLM found by the kind probe has one, but it would keep the
+        response and its chain there, out of reach of this process's GET /v1/responses/{id}, input_items and
+        previous_response_id (5d625bb). A configured kind velollm (a router's replicas) and an OpenAI-compatible
+        server keep theirs: the router relays a replica's Responses streams, errors included, as they come.
+        An upstream down now: True, and forward() answers the outage in the client's format. `model`: unused
+        (the router's answer depends on it)."""
         if self.upstream.config.speaks_both:
-            return False
+            return True
         try:
-            if self.upstream.known_kind is None:
-                await self.upstream.kind()
+            kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable:
-            return False
-        return self.upstream.speaks_both
+            return True
+        return kind == "openai"
 
     async def manages(self) -> bool:
         """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):

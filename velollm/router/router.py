@@ -134,6 +134,15 @@ class Router:
         return (any(r.serves(name) for r in self.local) and bool(self.replicas(name))
                 and not self.config.local_first_for(name))
 
+    async def speaks_responses(self, name: str) -> bool:
+        """Whether a /v1/responses create for `name` goes to a replica's own Responses API: when every replica
+        of it that takes requests has one (UpstreamGateway.speaks_responses). Else each create runs on the chat
+        route (api/responses.py), for which the policy picks one replica, once: a try on /v1/responses first
+        picked one, and the chat after its 404 another (two backends and the policy's counts for one create).
+        A replica continuing a response it stored is asked whatever this says (`forward`'s holder)."""
+        replicas = [b for b in self.replicas(name) if b.admitted_for(name)] or self.replicas(name)
+        return all(await asyncio.gather(*(b.gateway.speaks_responses() for b in replicas)))
+
     def policy(self, name: str) -> Policy:
         key = name_key(name)
         policy = self._policies.get(key)

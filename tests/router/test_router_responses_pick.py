@@ -1,0 +1,91 @@
+"""A /v1/responses create for a model whose replicas have no Responses API of their own (Ollamas; VeloLLMs found by
+the kind probe, whose Responses API would keep the response out of the router's reach) runs on one replica's chat
+route, picked once. It was first tried on /v1/responses of the replica the policy chose (an Ollama's conversion
+answers 404, a probed VeloLLM's gateway 501), then picked again for the chat: under round-robin over two replicas
+every chat went to the same one, and each create counted twice in the policy and the backends' request counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
+from tests.router.replicas import config_toml, metric, router_app
+
+N = 6  # creates, half of them streamed
+ROUND_ROBIN = {"policy": "round-robin", "health_interval_s": 0}
+
+
+def _creates(url: str, model: str) -> list[str]:
+    """N creates through the openai SDK; each answer's text."""
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+    texts = []
+    for i in range(N):
+        if i % 2:
+            events = list(sdk.responses.create(model=model, input=f"turn {i}", stream=True,
+                                                max_output_tokens=8))
+            assert events[-1].type in ("response.completed", "response.incomplete"), events[-1]
+            answer = events[-1].response
+        else:
+            answer = sdk.responses.create(model=model, input=f"turn {i}", max_output_tokens=8)
+        assert sdk.responses.retrieve(answer.id).output_text == answer.output_text  # stored in the router
+        texts.append(answer.output_text)
+    return texts
+
+
+def _requests_per_backend(url: str, names: tuple[str, ...]) -> dict[str, float | None]:
+    page = httpx.get(url + "/metrics").text
+    return {name: metric(page, "velollm_backend_requests_total", backend=name) for name in names}
+
+
+@pytest.fixture
+def ollamas() -> Iterator[list[tuple[ThreadServer, FakeOllamaState]]]:
+    states = [FakeOllamaState(["llama3.2:latest"]) for _ in range(2)]
+    servers = [ThreadServer(fake_ollama_app(s)).start() for s in states]
+    yield list(zip(servers, states))
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["ollama", "auto"])
+def test_each_create_runs_on_one_ollama_replica(tmp_path, ollamas, kind):
+    backends = [{"name": name, "url": server.url, "kind": kind, "models": ["llama3.2"]}
+                for name, (server, _) in zip("ab", ollamas)]
+    router = ThreadServer(router_app(config_toml(backends, **ROUND_ROBIN), tmp_path)).start()
+    try:
+        texts = _creates(router.url, "llama3.2")
+        assert [t.strip() for t in texts] == [f"echo: turn {i}" for i in range(N)]
+        for _, state in ollamas:  # each replica: half the chats, and nothing else for a create
+            paths = Counter(path for path, _ in state.requests)
+            assert paths == {"/api/chat": N // 2}, paths
+        assert _requests_per_backend(router.url, ("a", "b")) == {"a": N // 2, "b": N // 2}
+    finally:
+        router.stop()
+
+
+def test_each_create_runs_on_one_probed_velollm_replica(tmp_path):
+    """VeloLLMs behind kind auto: the probe finds them, and their Responses API is not used (the router stores the
+    response), so the chat route, one replica per create."""
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    servers = [ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
+               for _ in range(2)]
+    backends = [{"name": name, "url": server.url, "kind": "auto", "models": ["demo"]}
+                for name, server in zip("ab", servers)]
+    router = ThreadServer(router_app(config_toml(backends, **ROUND_ROBIN), tmp_path)).start()
+    try:
+        _creates(router.url, "demo")
+        assert _requests_per_backend(router.url, ("a", "b")) == {"a": N // 2, "b": N // 2}
+        for server in servers:  # the replicas answered chats only: none holds a response
+            page = httpx.get(server.url + "/metrics").text
+            assert 'endpoint="/v1/responses"' not in page, [line for line in page.splitlines() if "responses" in line]
+    finally:
+        router.stop()
+        for server in servers:
+            server.stop()
