@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -85,6 +86,39 @@ def test_each_create_runs_on_one_probed_velollm_replica(tmp_path):
         for server in servers:  # the replicas answered chats only: none holds a response
             page = httpx.get(server.url + "/metrics").text
             assert 'endpoint="/v1/responses"' not in page, [line for line in page.splitlines() if "responses" in line]
+    finally:
+        router.stop()
+        for server in servers:
+            server.stop()
+
+
+def _recording(app: Any, paths: list[str]) -> Any:
+    """`app`, with the path of every request it receives appended to `paths` (those it has no route for too)."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            paths.append(scope["path"])
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def test_a_replica_that_said_it_has_no_responses_api_gets_chats_only(tmp_path):
+    """OpenAI-compatible replicas without /v1/responses (llama.cpp's server: 404): the first create tries the
+    replica it picked, which answers 404 for a model it lists; that replica is then known to have none, and the
+    creates after it run on the chat route, one replica each."""
+    from tests.proxy.proxy_servers import fake_openai_app
+
+    paths: list[list[str]] = [[], []]
+    servers = [ThreadServer(_recording(fake_openai_app(["m"], []), p)).start() for p in paths]
+    backends = [{"name": name, "url": server.url, "kind": "openai", "models": ["m"]}
+                for name, server in zip("ab", servers)]
+    router = ThreadServer(router_app(config_toml(backends, **ROUND_ROBIN), tmp_path)).start()
+    try:
+        _creates(router.url, "m")
+        asked = [Counter(p for p in got if p.startswith("/v1/") and p != "/v1/models") for got in paths]
+        asked.sort(key=len, reverse=True)  # the one tried first, whichever round-robin starts with
+        assert asked == [{"/v1/responses": 1, "/v1/chat/completions": N // 2}, {"/v1/chat/completions": N // 2}]
     finally:
         router.stop()
         for server in servers:

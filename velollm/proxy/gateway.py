@@ -86,6 +86,7 @@ class UpstreamGateway:
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
         self._identity_listing: asyncio.Future[Any] | None = None  # that fetch
+        self._has_responses_api = True  # False once its /v1/responses said it has none (speaks_responses)
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -191,6 +192,9 @@ class UpstreamGateway:
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         if path == "/v1/responses" and response.status_code == 200:
             return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
+        if path == "/v1/responses" and self._no_responses_api(response.status_code, body):
+            logger.info("upstream %s has no Responses API: /v1/responses runs on its chat route", self.upstream.url)
+            self._has_responses_api = False
         return await as_function_call(response) if legacy else response
 
     def response_holder(self, response_id: object) -> str | None:
@@ -229,15 +233,24 @@ class UpstreamGateway:
         response and its chain there, out of reach of this process's GET /v1/responses/{id}, input_items and
         previous_response_id (5d625bb). A configured kind velollm (a router's replicas) and an OpenAI-compatible
         server keep theirs: the router relays a replica's Responses streams, errors included, as they come.
-        An upstream down now: True, and forward() answers the outage in the client's format. `model`: unused
-        (the router's answer depends on it)."""
-        if self.upstream.config.speaks_both:
-            return True
+        One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) is remembered. An
+        upstream down now: True, and forward() answers the outage in the client's format. `model`: unused (the
+        router's answer depends on it)."""
+        if not self._has_responses_api or self.upstream.config.speaks_both:
+            return self._has_responses_api
         try:
             kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable:
             return True
         return kind == "openai"
+
+    def _no_responses_api(self, status: int, body: dict[str, Any]) -> bool:
+        """Whether a create's answer says the upstream has no /v1/responses: a 405 or 501, or a 404 for a model its
+        listing holds (else the 404 may be the model's, or the previous response's)."""
+        if status in (405, 501):
+            return True
+        return (status == 404 and not body.get("previous_response_id")
+                and self.listed(str(body.get("model") or "")) is not None)
 
     async def manages(self) -> bool:
         """Whether the upstream takes Ollama's model management (/api/copy, delete, create, push, blobs):
