@@ -193,6 +193,11 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
     """The sampling fields both endpoints share; SamplingParams checks the ranges (param-named 400s)."""
     n = f.int("n", 1, lo=1, hi=MAX_N)
     top_k = f.int("top_k", -1)
+    structured_output = _structured_output(f)
+    allowed_token_ids = f.int_list("allowed_token_ids", None)
+    if allowed_token_ids is not None and (structured_output is not None or _calls_tools(f)):
+        # The grammar's mask on top of this one may leave no token at all: refused rather than answered with one.
+        raise f.bad("allowed_token_ids", "cannot be combined with a response format or tool calls")
     return SamplingParams(
         n=n,
         temperature=f.float("temperature", 1.0),
@@ -213,8 +218,13 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         logit_bias=_logit_bias(f),
-        structured_output=_structured_output(f),
+        allowed_token_ids=allowed_token_ids,
+        structured_output=structured_output,
     )
+
+
+def _calls_tools(f: Fields) -> bool:
+    return bool(f.raw("tools") or f.raw("functions")) and f.raw("tool_choice") != "none"
 
 
 def model_of(body: Any) -> str:

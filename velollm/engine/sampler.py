@@ -1,4 +1,4 @@
-"""Sampler: logits processors (bias, min_tokens, penalties), greedy or seeded sampling, top-k logprobs."""
+"""Sampler: logits processors (allowed ids, bias, min_tokens, penalties), greedy or seeded sampling, top-k logprobs."""
 
 from __future__ import annotations
 
@@ -92,6 +92,10 @@ class Sampler:
     def process(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
         for row, request in enumerate(requests):
             params = request.params
+            if params.allowed_token_ids is not None:  # every other id out (the ids are in the vocabulary)
+                allowed = _on_device(params.allowed_token_ids, torch.long, logits.device)
+                kept = logits[row].index_select(0, allowed)
+                logits[row].fill_(_NEG_INF).index_copy_(0, allowed, kept)
             if params.logit_bias:
                 ids = [i for i in params.logit_bias if 0 <= i < logits.shape[1]]
                 bias = _on_device([params.logit_bias[i] for i in ids], logits.dtype, logits.device)
