@@ -28,6 +28,20 @@ def test_developer_role_is_system_for_templates_without_it(live_server):
         client.chat.completions.create(messages=[{"role": "bogus", "content": "x"}], **kw)
 
 
+def test_responses_include_of_an_unknown_value_is_a_400(live_server):
+    """A misspelt include ("message.output_text.logprob") was taken and ignored: an answer without the logprobs
+    asked for. OpenAI's 400 names the item; every value the SDK knows is still taken."""
+    client = oai(live_server)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="demo", input="hi", max_output_tokens=2, top_logprobs=2,
+                                include=["message.output_text.logprob"])
+    assert info.value.body["param"] == "include[0]" and "message.output_text.logprobs" in info.value.body["message"]
+    every = ["file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+             "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
+             "reasoning.encrypted_content", "message.output_text.logprobs"]
+    assert client.responses.create(model="demo", input="hi", max_output_tokens=2, include=every).output
+
+
 def test_responses_logprobs_when_included(live_server):
     """`include=["message.output_text.logprobs"]` with `top_logprobs` gave `logprobs: []` in the output
     text and its stream events (computed for the chat underneath, then dropped)."""
