@@ -66,6 +66,9 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     allowed_token_ids: list[int] | None = None  # vLLM's: only these ids may be sampled
     skip_special_tokens: bool = True
+    # vLLM's cache_salt (not sampling: the one per-request engine setting beside it): prefix-cache blocks are
+    # shared only between requests of the same salt, so a tenant cannot time another's cached prompts.
+    cache_salt: str | None = None
     structured_output: StructuredOutput | None = None
     # "delta": each step's delta carries its new text (streaming). "final_only": the text comes whole
     # with the finishing delta (token ids still arrive per step): no incremental detokenization, which
@@ -117,6 +120,8 @@ class SamplingParams:
             for token_id in self.allowed_token_ids:
                 if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
                     bad("allowed_token_ids", f"must be non-negative token ids, got {token_id!r}")
+        if self.cache_salt is not None and (not isinstance(self.cache_salt, str) or not self.cache_salt):
+            bad("cache_salt", f"must be a non-empty string, got {self.cache_salt!r:.40}")
         if self.max_tokens is not None and self.max_tokens < 1:
             bad("max_tokens", f"must be at least 1, got {self.max_tokens}")
         if self.min_tokens < 0:

@@ -72,3 +72,20 @@ def test_their_defaults_are_taken(live_server):
     assert client.completions.create(model="demo", prompt="x", max_tokens=1, extra_body=extra).choices
     assert client.chat.completions.create(model="demo", messages=USER, max_tokens=1, extra_body=extra).choices
     assert live_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+
+
+def test_cache_salt_shares_cached_prompts_only_within_a_salt(live_server):
+    """vLLM's cache_salt was ignored: a tenant's prompt hit another's cached blocks (a timing side channel)."""
+    client = oai(live_server)
+    prompt = "the keeper's logbook lists every storm and ship " * 4
+
+    def cached(**extra) -> int:
+        usage = client.completions.create(model="demo", prompt=prompt, max_tokens=1, extra_body=extra).usage
+        return usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+
+    assert cached(cache_salt="tenant-a") == 0
+    assert cached(cache_salt="tenant-b") == 0 and cached() == 0
+    assert cached(cache_salt="tenant-a") > 0 and cached() > 0
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="demo", messages=USER, max_tokens=1, extra_body={"cache_salt": ""})
+    assert info.value.body["param"] == "cache_salt"

@@ -221,6 +221,7 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
         prompt_logprobs=prompt_logprobs,
         logit_bias=_logit_bias(f),
         allowed_token_ids=allowed_token_ids,
+        cache_salt=f.str("cache_salt", None),
         structured_output=structured_output,
     )
 
