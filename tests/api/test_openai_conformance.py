@@ -42,6 +42,26 @@ def test_responses_include_of_an_unknown_value_is_a_400(live_server):
     assert client.responses.create(model="demo", input="hi", max_output_tokens=2, include=every).output
 
 
+def test_responses_truncation_auto_drops_the_first_items(live_server):
+    """truncation "auto" was echoed but not done: a conversation over the context was the 400 of "disabled".
+    OpenAI drops items from the conversation's start; a previous_response_id chain goes on past the context."""
+    client = oai(live_server)
+    items = [{"role": role, "content": f"turn {i} " + "word " * 40}
+             for i in range(12) for role in ("user", "assistant")] + [{"role": "user", "content": "last"}]
+    with pytest.raises(openai.BadRequestError, match="context length"):
+        client.responses.create(model="demo", input=items, max_output_tokens=4)
+    r = client.responses.create(model="demo", input=items, max_output_tokens=4, truncation="auto")
+    assert r.truncation == "auto" and r.output_text and r.usage.input_tokens < live_server.max_model_len
+    previous = None
+    for _ in range(4):  # each turn ~200 tokens: the chain passes 512 at the third
+        r = client.responses.create(model="demo", input="word " * 180, previous_response_id=previous,
+                                    max_output_tokens=2, truncation="auto")
+        previous = r.id
+    assert r.usage.input_tokens < live_server.max_model_len
+    assert [i.content[0].text for i in client.responses.input_items.list(r.id, order="asc").data][:1] == \
+        ["word " * 180]  # the stored conversation stays whole
+
+
 def test_responses_logprobs_when_included(live_server):
     """`include=["message.output_text.logprobs"]` with `top_logprobs` gave `logprobs: []` in the output
     text and its stream events (computed for the chat underneath, then dropped)."""
