@@ -62,6 +62,25 @@ def test_responses_truncation_auto_drops_the_first_items(live_server):
         ["word " * 180]  # the stored conversation stays whole
 
 
+def test_chat_echo_starts_the_answer_with_the_continued_message(live_server):
+    """vLLM's chat `echo` was ignored: a continued assistant message came back without its start. With echo the
+    content (whole and streamed) is the last message's text, then the answer; a user's last message is no
+    assistant text, so nothing is echoed then."""
+    client = oai(live_server)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The lighthouse"}]
+    extra = {"ignore_eos": True, "continue_final_message": True}
+    kw = {"model": "demo", "messages": turns, "max_tokens": 4, "temperature": 0}
+    plain = client.chat.completions.create(**kw, extra_body=extra).choices[0].message.content
+    echoed = client.chat.completions.create(**kw, extra_body={**extra, "echo": True}).choices[0].message.content
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        **kw, stream=True, extra_body={**extra, "echo": True}) if c.choices)
+    assert echoed == streamed == "The lighthouse" + plain
+    user_last = {**kw, "messages": turns[:1], "extra_body": {"ignore_eos": True}}
+    assert client.chat.completions.create(**user_last).choices[0].message.content == \
+        client.chat.completions.create(**{**user_last, "extra_body": {"ignore_eos": True, "echo": True}}
+                                       ).choices[0].message.content
+
+
 def test_responses_logprobs_when_included(live_server):
     """`include=["message.output_text.logprobs"]` with `top_logprobs` gave `logprobs: []` in the output
     text and its stream events (computed for the chat underneath, then dropped)."""

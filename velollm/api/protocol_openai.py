@@ -54,6 +54,7 @@ class ChatCompletionRequest:
     context_overflow: str | None = None  # error | truncate | compress (extra_body); None: the server's
     legacy_functions: bool = False  # the client sent `functions`: the answer's call is a `function_call`
     prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on the response
+    echo: bool = False  # vLLM's: the last message's content first in the answer, when it is the answer's role
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         context_overflow=parse_overflow(f.raw("context_overflow")),
         legacy_functions=legacy_functions,
         prompt_logprobs=prompt_logprobs,
+        echo=f.bool("echo", False),
     )
 
 
