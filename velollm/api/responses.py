@@ -1,7 +1,8 @@
 """/v1/responses (OpenAI's Responses API): create, retrieve, list input items, delete.
 
 A create request is routed by its model first. An upstream that has its own Responses API gets the
-request as sent; otherwise (a native model, or an upstream with chat only) the request becomes a chat
+request as sent, and keeps the response: its id lookups and a create continuing it are that upstream's
+(the gateway remembers who stored which id: velollm/proxy/relayed_responses.py); otherwise (a native model, or an upstream with chat only) the request becomes a chat
 completion (velollm/responses), run natively through the same path as /v1/chat/completions or asked
 of the upstream's chat route, and its answer becomes the Response object or the typed stream events.
 With `store` (the default) the response and its conversation are kept in the ResponseStore, so that
@@ -175,11 +176,18 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
+    holder = _upstream_holding(state, previous) if stored is None else None
+    if holder is not None and not isinstance(target, UpstreamTarget):  # the chain goes on there, whatever the model
+        target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
             target = NativeTarget(answer)  # the router chose this process's replica
-        elif answer.status_code not in _NO_RESPONSES_API:
+        elif holder is not None and answer.status_code == 404:  # it has a Responses API: the model is what it lacks
+            raise APIError(404, f"The model '{model_of(body)}' does not exist on {holder}, which stores the previous "
+                                f"response '{previous}': its conversation goes on only there; continue it with a "
+                                "model that server has.", param="model", code="model_not_found")
+        elif holder is not None or answer.status_code not in _NO_RESPONSES_API:
             return answer
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
@@ -325,12 +333,29 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
             await answer.background()
 
 
+def _upstream_holding(state: AppState, response_id: Any) -> str | None:
+    """Which upstream's own Responses API stored `response_id` (a create passed through to it), said for a message;
+    None for an id none did."""
+    holder = getattr(state.models.upstream, "response_holder", None)  # optional for Upstream implementations
+    return holder(response_id) if holder is not None else None
+
+
+async def _relayed(request: Request, state: AppState, response_id: str) -> Response:
+    """A lookup of a response this process did not store: the upstream that stored it answers (status and body
+    as it sends them); an id no upstream stored through here is this process's 404."""
+    relay = getattr(state.models.upstream, "relay_stored", None)  # optional for Upstream implementations
+    answer = await relay(request, response_id) if relay is not None else None
+    if answer is None:
+        raise _not_found(response_id)
+    return answer
+
+
 @endpoint("/v1/responses/{id}")
 async def get_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
     stored = await in_store(state, ResponseStore.get, response_id)
     if stored is None:
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     return JSONResponse(stored)
 
 
@@ -342,7 +367,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     response_id = request.path_params["id"]
     stored = await in_store(state, ResponseStore.history, response_id)
     if stored is None:
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     query = request.query_params
     limit, order = page_args(query, "desc")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
@@ -362,7 +387,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
     if not await in_store(state, ResponseStore.delete, response_id):
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
