@@ -105,7 +105,9 @@ class Sampler:
             num_output = len(request.output_token_ids) + request.num_placeholders
             if num_output < params.min_tokens and request.grammar is None:
                 banned = [i for i in (*self.eos_token_ids, *params.stop_token_ids) if i < logits.shape[1]]
-                logits[row].index_fill_(0, _on_device(banned, torch.long, logits.device), _NEG_INF)
+                # Allowed ids that are all banned: they stay, as a finished grammar's EOS does (else id 0 came out)
+                if params.allowed_token_ids is None or not set(params.allowed_token_ids) <= set(banned):
+                    logits[row].index_fill_(0, _on_device(banned, torch.long, logits.device), _NEG_INF)
             if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
                 apply_penalties(logits[row], request)
         return logits
