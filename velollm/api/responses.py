@@ -131,10 +131,20 @@ class _Turn:
         self.req = req
         self.messages = conversation(req, previous.messages if previous is not None else [])
 
+    def ran_with(self, max_tokens: Any) -> None:
+        """The budget the answer runs with (the chat request's max_tokens clamped to what the context leaves,
+        output_budget.py): a max_output_tokens past it is echoed as that budget. 10**30 was echoed as sent, 31
+        digits that int64 clients cannot read, for an answer that could never run so long."""
+        asked = self.req.max_output_tokens
+        if asked is not None and isinstance(max_tokens, int) and 0 < max_tokens < asked:
+            self.req = dataclasses.replace(self.req, max_output_tokens=max_tokens)
+            self.shell = ResponseShell(self.req, self.shell.id, self.shell.created_at)
+
     async def keep(self, response: dict[str, Any]) -> None:
-        """Store `response` (with `store`, not failed); one the store finds over its row cap is not, and
-        says `store: false` (the final stream event holds this same object)."""
-        if not self.req.store or response.get("status") == "failed":
+        """Store `response` (with `store`), a failed one too, as OpenAI keeps it: `GET /v1/responses/{id}` of a
+        stream that ended in `response.failed` says failed and why (it was a 404, as if never made). One the
+        store finds over its row cap is not, and says `store: false` (the final stream event holds this object)."""
+        if not self.req.store:
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
         try:
@@ -151,7 +161,7 @@ class _Turn:
         try:
             async for chunk in chunks:
                 if "error" in chunk:
-                    raise APIError(502, error_message(chunk))
+                    raise _chunk_error(chunk)
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
@@ -165,6 +175,14 @@ class _Turn:
         await self.keep(stream.response)
         for event in events:
             yield sse_frame(event)
+
+
+def _chunk_error(chunk: dict[str, Any]) -> APIError:
+    """The error event that ended a chat stream mid-answer (an upstream's, or the proxy's for a broken one), with
+    its code: an upstream VeloLLM's engine_dead ends the Response as its own Responses API would end it."""
+    error = chunk["error"]
+    code = error.get("code") if isinstance(error, dict) else None
+    return APIError(502, error_message(chunk), code=code if isinstance(code, str) and code else None)
 
 
 @endpoint("/v1/responses")
@@ -223,6 +241,7 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     streamed or whole, and stored like a live one."""
     call.model = model_of(body)
     turn = _Turn(state, parse_responses_request(body))
+    turn.ran_with(cached.get("max_output_tokens"))  # the live answer's clamp (the same request, the same prompt)
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         for chunk in replay_chunks(cached):
@@ -268,6 +287,7 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
         raise _in_responses_terms(exc) from exc
+    turn.ran_with(native.max_tokens)
     gen = native.gen
     call.records_itself = True
     if turn.req.stream:
@@ -306,9 +326,29 @@ async def _via_upstream_chat(request: Request, state: AppState, call: Call, targ
         return answer  # already an OpenAI error body
     if turn.req.stream:
         return streaming_response(turn.events(_sse_chunks(answer)), SSE_MEDIA_TYPE)
-    response = turn.shell.from_chat_completion(json.loads(bytes(answer.body)))
+    # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
+    # top_logprobs) comes relayed as it arrives, a StreamingResponse: it was a 500 here (no `.body`).
+    body = b"".join([part async for part in _body(answer)])
+    response = turn.shell.from_chat_completion(json.loads(body))
     await turn.keep(response)
     return JSONResponse(response)
+
+
+async def _body(answer: Response) -> AsyncIterator[bytes]:
+    """The bytes of an answer of the proxy, held or streamed; a streamed one's upstream is closed at the end
+    (what the response would do when sent), also when the reader stops early."""
+    if not isinstance(answer, StreamingResponse):
+        yield bytes(answer.body)
+        return
+    try:
+        async for data in answer.body_iterator:
+            yield data if isinstance(data, bytes) else str(data).encode()
+    finally:
+        close = getattr(answer.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
+        if answer.background is not None:
+            await answer.background()
 
 
 async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
@@ -317,20 +357,17 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
         yield json.loads(bytes(answer.body))  # an upstream that answered whole
         return
     pending = b""
+    parts = _body(answer)
     try:
-        async for data in answer.body_iterator:
-            pending += data if isinstance(data, bytes) else str(data).encode()
+        async for data in parts:
+            pending += data
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
                 payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
-    finally:  # what the response would do when sent: close the upstream stream
-        close = getattr(answer.body_iterator, "aclose", None)
-        if close is not None:
-            await close()
-        if answer.background is not None:
-            await answer.background()
+    finally:
+        await parts.aclose()
 
 
 def _upstream_holding(state: AppState, response_id: Any) -> str | None:

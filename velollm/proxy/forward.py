@@ -25,6 +25,7 @@ from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES, tidy
 from velollm.proxy.ollama_via_openai_forward import ollama_via_openai
 from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
 from velollm.proxy.schema_format import send_with_schema
+from velollm.proxy.sse_error_field import error_fields_as_data
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
@@ -120,7 +121,8 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
 async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
     """An upstream stream relayed message by message, closed at the end; a break ends it with an error, and so
     does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read).
-    An NDJSON stream's blank lines are left out and its "\r\n" ends made "\n", as Ollama writes it."""
+    An NDJSON stream's blank lines are left out and its "\r\n" ends made "\n", as Ollama writes it; llama.cpp's
+    `error:` event goes on as OpenAI's error event (sse_error_field.py)."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
@@ -130,8 +132,7 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
                 messages = _whole_tail(upstream, messages, api)
             bad = _first_unreadable(messages, api)
             whole = messages if bad is None else messages[:bad]  # the whole messages before a bad one
-            if api == "ollama":
-                whole = tidy_lines(whole)
+            whole = tidy_lines(whole) if api == "ollama" else error_fields_as_data(whole)
             if whole:
                 yield whole
             if bad is not None:
