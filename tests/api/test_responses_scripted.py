@@ -95,19 +95,27 @@ def test_cut_while_thinking_the_reasoning_item_is_incomplete(client, engine, str
 @pytest.mark.parametrize("huge", [1e30, 10**30, 2**63])
 def test_a_huge_max_output_tokens_is_clamped_as_chat_clamps_max_tokens(thinking_server, engine, huge):
     """Chat takes a max_tokens past the context as "as long as fits" (velollm/output_budget.py); the Responses
-    request underneath it does the same with max_output_tokens, where it was a 400 for 1e30."""
-    engine.script = ["Hello!", "Hello!"]
+    request underneath it does the same with max_output_tokens, where it was a 400 for 1e30. The Response echoes
+    the budget it ran with, whole, streamed and stored (10**30 was echoed as sent: no int64 client reads it)."""
+    engine.script = ["Hello!"] * 4
     chat = httpx.post(f"{thinking_server.url}/v1/chat/completions", timeout=30, json={
         "model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": huge})
     assert chat.status_code == 200, chat.text
     r = httpx.post(f"{thinking_server.url}/v1/responses", timeout=30,
                    json={"model": "demo", "input": "Hi", "max_output_tokens": huge})
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "completed" and r.json()["max_output_tokens"] == int(huge)
     chat_budget, responses_budget = (p.max_tokens for p in engine.seen_params[-2:])
     assert responses_budget == chat_budget < int(huge)
+    assert r.json()["status"] == "completed" and r.json()["max_output_tokens"] == responses_budget
     stored = httpx.get(f"{thinking_server.url}/v1/responses/{r.json()['id']}", timeout=30)
-    assert stored.status_code == 200 and stored.json()["max_output_tokens"] == int(huge)
+    assert stored.status_code == 200 and stored.json()["max_output_tokens"] == responses_budget
+    with httpx.stream("POST", f"{thinking_server.url}/v1/responses", timeout=30,
+                      json={"model": "demo", "input": "Hi", "max_output_tokens": huge, "stream": True}) as answer:
+        events = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data: ")]
+    assert [e["response"]["max_output_tokens"] for e in events if "response" in e] == [responses_budget] * 3
+    r = httpx.post(f"{thinking_server.url}/v1/responses", timeout=30,
+                   json={"model": "demo", "input": "Hi", "max_output_tokens": 7})
+    assert r.json()["max_output_tokens"] == engine.seen_params[-1].max_tokens == 7  # one that fits: as sent
     r = httpx.post(f"{thinking_server.url}/v1/responses", timeout=30,
                    json={"model": "demo", "input": "Hi", "max_output_tokens": 1.5})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_output_tokens"

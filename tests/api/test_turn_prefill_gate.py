@@ -16,6 +16,7 @@ from tests.api.stub_engine import StubEngine, StubTokenizer
 from velollm.api import turn_prefill
 from velollm.api.generation import ChoiceState
 from velollm.api.native_chat import chat_renderer
+from velollm.api.remembering import Remembering
 from velollm.api.tool_calls import ToolCalls
 from velollm.context.fitter import FittedPrompt
 from velollm.context.turn_cache import TurnCache
@@ -74,7 +75,7 @@ def _prefilled_after(calls: ToolCalls, answer: str) -> list[list[int]]:
     """What remember_turn prefills after `answer` to a request with `calls`' tools (an engine with a prefix cache)."""
     engine = StubEngine()
     engine.prefix_caching = True
-    context = SimpleNamespace(turn_cache=lambda name: TurnCache(), background=set())
+    context = SimpleNamespace(turn_cache=lambda name: TurnCache(), background=set(), remembering=Remembering())
     state = SimpleNamespace(config=SimpleNamespace(prefetch=True, turn_prefill=True), context=context)
     messages = [{"role": "user", "content": "The weather in Paris?"}]
     render = chat_renderer(engine.tokenizer, calls, {})

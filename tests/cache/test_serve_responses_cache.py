@@ -75,6 +75,21 @@ def test_a_streamed_miss_is_stored_and_answers_a_whole_request(cached):
     assert label == "hit-exact" and hit.output_text == live.output_text and hit.id != live.id
 
 
+def test_a_hit_echoes_the_budget_its_answer_ran_with(cached):
+    """A max_output_tokens past the context is echoed as the budget the live answer ran with (what fits), the
+    hit's too: the hit's request is the same, not its clamp (10**30 was echoed as sent)."""
+    before = cached.metric("velollm_cache_entries")
+    label, first = create(cached, input="Count to three.", max_output_tokens=10**30)
+    assert 0 < first.max_output_tokens < 512
+    stored_after(cached, label, before)
+    for stream in (False, True):
+        kw = {"model": "demo", "input": "Count to three.", "max_output_tokens": 10**30, "temperature": 0}
+        with client(cached).responses.with_streaming_response.create(stream=stream, **kw) as raw:
+            assert raw.headers["x-velollm-cache"] == "hit-exact"
+            hit = list(raw.parse())[-1].response if stream else raw.parse()
+        assert hit.output_text == first.output_text and hit.max_output_tokens == first.max_output_tokens
+
+
 def test_a_hit_is_stored_and_can_be_continued(cached):
     before = cached.metric("velollm_cache_entries")
     label, first = create(cached, input="Describe a lighthouse.")

@@ -63,6 +63,28 @@ def test_responses_through_a_velollm_upstream_are_kept_here(velollm_upstream, st
         upstream.responses.retrieve(first.id)
 
 
+def test_a_whole_answer_over_a_mib_becomes_the_response(start_proxy):
+    """A whole chat answer over the proxy's check size (1 MiB: here 2,000 tokens with 20 top logprobs each) comes
+    relayed as it arrives; the Responses create read it as a held body, a 500 (no `.body`)."""
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+    from velollm.proxy.forward import VALIDATED_BYTES
+
+    engine = StubEngine(max_model_len=4096, token_delay_s=0)
+    upstream = ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": engine})).start()
+    try:
+        client = openai.OpenAI(base_url=f"{start_proxy(upstream.url).url}/v1", api_key="x", max_retries=0, timeout=60)
+        kw = {"model": "demo", "max_output_tokens": 2000, "top_logprobs": 20, "include": ["message.output_text.logprobs"]}
+        answer = client.responses.create(input="hi", **kw)
+        logprobs = answer.output[0].content[0].logprobs
+        assert len(answer.output_text) == len(logprobs) == 2000 and len(logprobs[0].top_logprobs) == 20
+        assert len(answer.model_dump_json()) > VALIDATED_BYTES
+        assert client.responses.retrieve(answer.id).output_text == answer.output_text
+    finally:
+        upstream.stop()
+
+
 async def test_the_kind_probe_finds_a_velollm(velollm_upstream):
     upstream = Upstream(UpstreamConfig(url=velollm_upstream.url))
     try:

@@ -117,6 +117,7 @@ def test_failure_mid_stream():
     for e in (error, failed):
         _strict(e)
     assert failed["response"]["status"] == "failed" and failed["response"]["error"]["message"] == "engine died"
+    assert [o["status"] for o in failed["response"]["output"]] == ["incomplete"]  # the item the error cut
 
 
 def test_a_cached_response_replays_to_the_same_output_with_new_ids():

@@ -89,6 +89,69 @@ def test_a_byte_fallback_run_counts_the_characters_it_completed(tokenizers):
     assert TextOffsets(tok).offsets(ids) == [0, 0, 1, 2, 3, 4, 5, *[6] * 4, *[7] * 4, *[8] * 4, 9, 11, 12, 13, 14, 15]
 
 
+SENTENCEPIECE = ["mistral-metaspace", "llama2-metaspace-legacy", "llama2-normalizer", "mistral-normalizer"]
+
+
+def _pieces(tok, *pieces: str) -> list[int]:
+    vocab = {tok.id_to_token(i): i for i in range(tok.vocab_size)}
+    return [vocab[p] for p in pieces]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_an_invalid_byte_fallback_run_is_before_the_token_that_ends_it(tokenizer_folders, skip):
+    """SentencePiece writes a byte-fallback run that is no UTF-8 as one U+FFFD per byte: the token after it starts
+    after all of them (it got the offset of the text before the run; "▁" alone decodes to "", and was taken for a
+    token without text). The run's tokens keep the offset of the text so far: whether it completes is not known
+    while it runs."""
+    tok = Tokenizer.from_folder(tokenizer_folders["mistral-metaspace"])
+    ids = _pieces(tok, "▁", "a", "<0xE9>", "<0x80>", "▁", "x", "y", "z")
+    assert tok.decode(ids, skip_special_tokens=skip) == "a\ufffd\ufffd xyz"
+    assert TextOffsets(tok, 0, skip).offsets(ids) == [0, 0, 1, 1, 3, 4, 5, 6]
+    # 😀's bytes then a lead byte: the whole run is five U+FFFD (UTF-8 would have read 😀 and one U+FFFD)
+    ids = _pieces(tok, "▁", "a", "<0xF0>", "<0x9F>", "<0x98>", "<0x80>", "<0xE9>", "▁", "x")
+    assert tok.decode(ids, skip_special_tokens=skip) == "a" + "\ufffd" * 5 + " x"
+    assert TextOffsets(tok, 0, skip).offsets(ids) == [0, 0, 1, 1, 1, 1, 2, 6, 7]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_partial_character_then_a_special_token_then_a_token_that_does_not_go_on(tokenizer_folders, skip):
+    """The special token, skipped, leaves the run open (the offset of the text so far); the token after it ends it,
+    after its U+FFFD. Written, the special token ends the run itself."""
+    tok = Tokenizer.from_folder(tokenizer_folders["mistral-metaspace"])
+    ids = _pieces(tok, "▁", "a", "<0xE9>", "</s>", "▁", "x", "y")
+    text = tok.decode(ids, skip_special_tokens=skip)
+    offsets = TextOffsets(tok, 0, skip).offsets(ids)
+    if skip:
+        assert text == "a\ufffd xy" and offsets == [0, 0, 1, 1, 2, 3, 4]
+    else:
+        assert text == "a\ufffd</s> xy" and offsets == [0, 0, 1, 2, 6, 7, 8]
+
+
+@pytest.mark.parametrize("name", SENTENCEPIECE)
+@pytest.mark.parametrize("skip", [True, False])
+def test_random_sentencepiece_ids_each_visible_token_starts_where_its_text_does(tokenizer_folders, name, skip):
+    """Random ids (a random model's: invalid byte runs, special tokens between bytes): a visible token that is no
+    byte token starts where the text before it ends, so text[offset[i]:offset[i + 1]] is what it added."""
+    tok = Tokenizer.from_folder(tokenizer_folders[name])
+    rng = random.Random(name)
+    high = [i for i in tok.byte_fallback_ids if raw_token_bytes(tok.id_to_token(i))[0] >= 0x80]
+    specials = [i for i in range(tok.vocab_size) if tok.is_special(i)]
+    words = [i for i in range(tok.vocab_size) if not tok.is_special(i) and i not in tok.byte_fallback_ids]
+    for _ in range(150):
+        ids = [rng.choice(high if r < 0.5 else specials if r < 0.6 else words)
+               for r in (rng.random() for _ in range(rng.randrange(2, 14)))]
+        cut = rng.randrange(len(ids) + 1)
+        offsets = TextOffsets(tok, 0, skip)
+        got = offsets.offsets(ids[:cut]) + offsets.offsets(ids[cut:])
+        text = tok.decode(ids, skip_special_tokens=skip)
+        assert got == sorted(got) and got[-1] <= len(text)
+        for i in range(1, len(ids)):
+            before = tok.decode(ids[:i], skip_special_tokens=skip)
+            if ids[i] in tok.byte_fallback_ids or (skip and tok.is_special(ids[i])) or not text.startswith(before):
+                continue
+            assert got[i] == len(before), ([tok.id_to_token(t) for t in ids], i, text, got)
+
+
 def test_a_split_character_gets_the_offset_where_it_starts(qwen3):
     ids = qwen3.encode("a鬱 ᚠᛇᚻ!", add_special_tokens=False)
     assert [qwen3.id_to_token(i) for i in ids] == ["a", "é¬", "±", "Ġá", "ļ", "ł", "áĽ", "ĩ", "áļ", "»", "!"]

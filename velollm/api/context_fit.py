@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from velollm.api.remembering import Remembering
 from velollm.api.summarizer import ModelSummarizer
 from velollm.context.compressor import Compressor
 from velollm.context.fit_plan import PlanCache, prefix_digests
@@ -70,6 +71,7 @@ class ContextState:
     summaries: OrderedDict[str, TextMemo] = field(default_factory=OrderedDict)
     plans: OrderedDict[str, PlanCache] = field(default_factory=OrderedDict)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # next-turn prefills being prepared
+    remembering: Remembering = field(default_factory=Remembering)  # finished turns being remembered
 
     def plan_cache(self, model: str) -> PlanCache:
         return _recent(self.plans, model, PlanCache)
@@ -146,6 +148,8 @@ async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, re
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
+    if turns is not None:
+        await ctx.remembering.settled(served.name)  # the conversation's previous turn, if it just ended
     fitter = ContextFitter(render, served.engine.tokenizer, turns)
     reserve = answer_reserve(context_len, max_tokens, shift)
     compressor = None

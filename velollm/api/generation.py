@@ -160,7 +160,8 @@ class GenerationStream:
             self.choices[index].add(item, t)
             yield index, item
         # Every choice ended: the hooks run now, before the caller sends the end of the answer (a client
-        # that sends its next turn on [DONE] finds the turn remembered), not at close.
+        # that sends its next turn on [DONE] finds the turn remembered, or being remembered: the fit waits for
+        # it, api.remembering), not at close.
         self._finished()
 
     def _split(self, index: int, delta: RequestDelta) -> RequestDelta:

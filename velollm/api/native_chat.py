@@ -50,6 +50,7 @@ class NativeChat:
     fmt: ChatFormatter
     tools: ToolCalls | None
     stream: bool
+    max_tokens: int  # each choice's budget: the request's max_tokens clamped to what the context leaves
     context: FittedPrompt | None = None
 
 
@@ -92,7 +93,7 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     gen = GenerationStream(engine, calls, request_id, thinking)
     # a continued final message has no next turn to tell
     remember_turn(state, served, gen, fitted, None if req.continue_final_message else render, tools)
-    return NativeChat(gen, fmt, tools, req.stream.stream, fitted)
+    return NativeChat(gen, fmt, tools, req.stream.stream, max_tokens, fitted)
 
 
 async def stream_chunks(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter,

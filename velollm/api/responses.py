@@ -1,7 +1,8 @@
 """/v1/responses (OpenAI's Responses API): create, retrieve, list input items, delete.
 
 A create request is routed by its model first. An upstream that has its own Responses API gets the
-request as sent; otherwise (a native model, or an upstream with chat only) the request becomes a chat
+request as sent, and keeps the response: its id lookups and a create continuing it are that upstream's
+(the gateway remembers who stored which id: velollm/proxy/relayed_responses.py); otherwise (a native model, or an upstream with chat only) the request becomes a chat
 completion (velollm/responses), run natively through the same path as /v1/chat/completions or asked
 of the upstream's chat route, and its answer becomes the Response object or the typed stream events.
 With `store` (the default) the response and its conversation are kept in the ResponseStore, so that
@@ -130,10 +131,20 @@ class _Turn:
         self.req = req
         self.messages = conversation(req, previous.messages if previous is not None else [])
 
+    def ran_with(self, max_tokens: Any) -> None:
+        """The budget the answer runs with (the chat request's max_tokens clamped to what the context leaves,
+        output_budget.py): a max_output_tokens past it is echoed as that budget. 10**30 was echoed as sent, 31
+        digits that int64 clients cannot read, for an answer that could never run so long."""
+        asked = self.req.max_output_tokens
+        if asked is not None and isinstance(max_tokens, int) and 0 < max_tokens < asked:
+            self.req = dataclasses.replace(self.req, max_output_tokens=max_tokens)
+            self.shell = ResponseShell(self.req, self.shell.id, self.shell.created_at)
+
     async def keep(self, response: dict[str, Any]) -> None:
-        """Store `response` (with `store`, not failed); one the store finds over its row cap is not, and
-        says `store: false` (the final stream event holds this same object)."""
-        if not self.req.store or response.get("status") == "failed":
+        """Store `response` (with `store`), a failed one too, as OpenAI keeps it: `GET /v1/responses/{id}` of a
+        stream that ended in `response.failed` says failed and why (it was a 404, as if never made). One the
+        store finds over its row cap is not, and says `store: false` (the final stream event holds this object)."""
+        if not self.req.store:
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
         try:
@@ -150,7 +161,7 @@ class _Turn:
         try:
             async for chunk in chunks:
                 if "error" in chunk:
-                    raise APIError(502, error_message(chunk))
+                    raise _chunk_error(chunk)
                 for event in stream.chunk(chunk):
                     yield sse_frame(event)
             events = stream.finish()
@@ -166,6 +177,14 @@ class _Turn:
             yield sse_frame(event)
 
 
+def _chunk_error(chunk: dict[str, Any]) -> APIError:
+    """The error event that ended a chat stream mid-answer (an upstream's, or the proxy's for a broken one), with
+    its code: an upstream VeloLLM's engine_dead ends the Response as its own Responses API would end it."""
+    error = chunk["error"]
+    code = error.get("code") if isinstance(error, dict) else None
+    return APIError(502, error_message(chunk), code=code if isinstance(code, str) and code else None)
+
+
 @endpoint("/v1/responses")
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
@@ -175,11 +194,18 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
+    holder = _upstream_holding(state, previous) if stored is None else None
+    if holder is not None and not isinstance(target, UpstreamTarget):  # the chain goes on there, whatever the model
+        target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
     if isinstance(target, UpstreamTarget) and stored is None:
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
             target = NativeTarget(answer)  # the router chose this process's replica
-        elif answer.status_code not in _NO_RESPONSES_API:
+        elif holder is not None and answer.status_code == 404:  # it has a Responses API: the model is what it lacks
+            raise APIError(404, f"The model '{model_of(body)}' does not exist on {holder}, which stores the previous "
+                                f"response '{previous}': its conversation goes on only there; continue it with a "
+                                "model that server has.", param="model", code="model_not_found")
+        elif holder is not None or answer.status_code not in _NO_RESPONSES_API:
             return answer
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
@@ -215,6 +241,7 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     streamed or whole, and stored like a live one."""
     call.model = model_of(body)
     turn = _Turn(state, parse_responses_request(body))
+    turn.ran_with(cached.get("max_output_tokens"))  # the live answer's clamp (the same request, the same prompt)
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         for chunk in replay_chunks(cached):
@@ -258,6 +285,7 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
         raise _in_responses_terms(exc) from exc
+    turn.ran_with(native.max_tokens)
     gen = native.gen
     call.records_itself = True
     if turn.req.stream:
@@ -296,9 +324,29 @@ async def _via_upstream_chat(request: Request, state: AppState, call: Call, targ
         return answer  # already an OpenAI error body
     if turn.req.stream:
         return streaming_response(turn.events(_sse_chunks(answer)), SSE_MEDIA_TYPE)
-    response = turn.shell.from_chat_completion(json.loads(bytes(answer.body)))
+    # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
+    # top_logprobs) comes relayed as it arrives, a StreamingResponse: it was a 500 here (no `.body`).
+    body = b"".join([part async for part in _body(answer)])
+    response = turn.shell.from_chat_completion(json.loads(body))
     await turn.keep(response)
     return JSONResponse(response)
+
+
+async def _body(answer: Response) -> AsyncIterator[bytes]:
+    """The bytes of an answer of the proxy, held or streamed; a streamed one's upstream is closed at the end
+    (what the response would do when sent), also when the reader stops early."""
+    if not isinstance(answer, StreamingResponse):
+        yield bytes(answer.body)
+        return
+    try:
+        async for data in answer.body_iterator:
+            yield data if isinstance(data, bytes) else str(data).encode()
+    finally:
+        close = getattr(answer.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
+        if answer.background is not None:
+            await answer.background()
 
 
 async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
@@ -307,20 +355,34 @@ async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
         yield json.loads(bytes(answer.body))  # an upstream that answered whole
         return
     pending = b""
+    parts = _body(answer)
     try:
-        async for data in answer.body_iterator:
-            pending += data if isinstance(data, bytes) else str(data).encode()
+        async for data in parts:
+            pending += data
             *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for event in events:
                 payload = sse_data(event)
                 if payload and payload != b"[DONE]":
                     yield json.loads(payload)
-    finally:  # what the response would do when sent: close the upstream stream
-        close = getattr(answer.body_iterator, "aclose", None)
-        if close is not None:
-            await close()
-        if answer.background is not None:
-            await answer.background()
+    finally:
+        await parts.aclose()
+
+
+def _upstream_holding(state: AppState, response_id: Any) -> str | None:
+    """Which upstream's own Responses API stored `response_id` (a create passed through to it), said for a message;
+    None for an id none did."""
+    holder = getattr(state.models.upstream, "response_holder", None)  # optional for Upstream implementations
+    return holder(response_id) if holder is not None else None
+
+
+async def _relayed(request: Request, state: AppState, response_id: str) -> Response:
+    """A lookup of a response this process did not store: the upstream that stored it answers (status and body
+    as it sends them); an id no upstream stored through here is this process's 404."""
+    relay = getattr(state.models.upstream, "relay_stored", None)  # optional for Upstream implementations
+    answer = await relay(request, response_id) if relay is not None else None
+    if answer is None:
+        raise _not_found(response_id)
+    return answer
 
 
 @endpoint("/v1/responses/{id}")
@@ -328,7 +390,7 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
     response_id = request.path_params["id"]
     stored = await in_store(state, ResponseStore.get, response_id)
     if stored is None:
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     return JSONResponse(stored)
 
 
@@ -340,7 +402,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
     response_id = request.path_params["id"]
     stored = await in_store(state, ResponseStore.history, response_id)
     if stored is None:
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     query = request.query_params
     limit, order = page_args(query, "desc")
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
@@ -360,7 +422,7 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     response_id = request.path_params["id"]
     if not await in_store(state, ResponseStore.delete, response_id):
-        raise _not_found(response_id)
+        return await _relayed(request, state, response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
 

@@ -23,7 +23,9 @@ class Upstream(Protocol):
     API) and returns the upstream's response; the listings are already in the asking route's format.
     Optional (read with getattr): `manages()` / `manage(request, body)`, Ollama's model management
     (/api/copy, delete, create, push, blobs; api/model_admin.py), `listed`, `before_on_demand`, `balances`,
-    `not_listed_because()` (why a name it did not list may still be its own: said in the 404).
+    `not_listed_because()` (why a name it did not list may still be its own: said in the 404),
+    `response_holder(id)` / `relay_stored(request, id)` (a response its own Responses API stored: a lookup of it
+    answered there, None for an id it did not store; velollm/proxy/relayed_responses.py).
     """
 
     async def find(self, name: str, reason: str = "") -> str | None: ...

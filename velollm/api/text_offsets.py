@@ -11,13 +11,15 @@ offset where its own text starts; a token that completes a character begun in ea
 that character starts; a token holding only part of a character, like one that adds no text (a skipped special
 token), gets the offset of the text so far; in a SentencePiece byte-fallback run, the characters its bytes completed
 count as text so far. Bytes that never complete a character (a random model writes them) are the U+FFFD the text
-shows, before the token after them. Every offset indexes into the returned text, offsets never decrease, and `text[offset]` is
+shows, before the token after them: a SentencePiece decoder writes a run that is not UTF-8 as a whole as one U+FFFD
+per byte, all before the token that ends the run (a skipped special token does not: the run goes on after it). Every offset indexes into the returned text, offsets never decrease, and `text[offset]` is
 the first character that the token's bytes are part of (when it has one).
 """
 
 from __future__ import annotations
 
 import codecs
+import os
 from typing import Any
 
 from velollm.api.logprobs import raw_token_bytes
@@ -58,7 +60,11 @@ class TextOffsets:
         tokens), which also tell bytes that will never complete a character (U+FFFD, before the token that
         shows it) from bytes the token goes on with; else from the held text's decode."""
         pieces = [self._bytes(i) for i in (*self._ids[self._held:], token_id)]
-        if any(p is None for p in pieces):
+        if self._ends_held(token_id) and (self._tokenizer.byte_fallback_ids or None in pieces):
+            # SentencePiece decodes a byte-fallback run whole, an invalid one as a U+FFFD per byte (UTF-8 has one
+            # per maximal invalid sequence, and the valid characters between them): the text tells.
+            return self._chars_kept_by(token_id)
+        if None in pieces:
             return self._complete_held_chars()
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         num_chars = len(decoder.decode(b"".join(pieces[:-1])))  # type: ignore[arg-type]
@@ -74,11 +80,31 @@ class TextOffsets:
         if token_id not in self._pieces:
             text = self._decode([token_id])
             raw = raw_token_bytes(self._tokenizer.id_to_token(token_id))
-            if not text:
-                self._pieces[token_id] = b""  # a skipped special token
+            if not text:  # a skipped special token; a SentencePiece "▁" alone, whose space the decoder strips
+                self._pieces[token_id] = None if self._visible(token_id) else b""
             else:
                 self._pieces[token_id] = raw if raw is not None and raw.decode("utf-8", "replace") == text else None
         return self._pieces[token_id]
+
+    def _visible(self, token_id: int) -> bool:
+        """Whether the token is in the text: a skipped special token or an unknown id vanishes from it."""
+        tok = self._tokenizer
+        return 0 <= token_id < tok.vocab_size and not (self._skip_special and tok.is_special(token_id))
+
+    def _ends_held(self, token_id: int) -> bool:
+        """Whether `token_id` ends what is held: a visible token that is no byte-fallback token (a byte-fallback
+        run goes on across the tokens that vanish)."""
+        return self._visible(token_id) and token_id not in self._tokenizer.byte_fallback_ids
+
+    def _chars_kept_by(self, token_id: int) -> int:
+        """Characters of the held text that `token_id` leaves as they are: all of them before it, U+FFFDs of bytes
+        that will never complete a character included (one per byte of an invalid byte-fallback run), except a
+        character the token completes (a byte-level vocabulary's token spelled otherwise than its bytes)."""
+        context = max(0, self._held - 1)
+        before = self._decode(self._ids[context:self._held])
+        held = self._decode(self._ids[context:])
+        after = self._decode([*self._ids[context:], token_id])
+        return max(0, len(os.path.commonprefix([held, after])) - len(before))
 
     def _complete_held_chars(self) -> int:
         """Characters complete in the text held back: a character split across tokens, a byte-fallback run."""

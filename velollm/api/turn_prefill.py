@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, fitted: FittedPrompt,
                   render: Render | None, tools: ToolCalls | None) -> None:
-    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn, then,
+    """When the answer is complete, its prompt and ids are remembered for the conversation's next turn (off the
+    event loop; the model's next fit waits for it: api.remembering), then,
     with `render` (the request's chat template, through `tools` when it has tools; None where the next turn
     cannot be told from it), the next turn's prefix is rendered, remembered and prefilled (off the event loop;
     the engine runs it when idle).
@@ -53,15 +54,23 @@ def remember_turn(state: AppState, served: ServedModel, gen: GenerationStream, f
     prefill = _prefill_of(served.engine) if state.config.turn_prefill else None
 
     def on_finished(choices: list[ChoiceState]) -> None:
-        cache.remember_turn(tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids)
+        # On a worker thread (a 1M-token turn is megabytes hashed and copied); the model's next fit waits for it.
+        remembered = ctx.remembering.start(served.name, functools.partial(
+            cache.remember_turn, tokenizer, fitted.text, fitted.token_ids, choices[0].token_ids))
         if render is None or prefill is None:
             return
         prepare = functools.partial(_prefill_next_turn, cache, tokenizer, render, fitted, tools, prefill, choices[0])
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(prepare))
+        task = asyncio.get_running_loop().create_task(_after(remembered, prepare))
         ctx.background.add(task)  # held until done: a task only weakly referenced may be collected
         task.add_done_callback(_done(ctx.background))
 
     gen.on_finished.append(on_finished)
+
+
+async def _after(remembered: asyncio.Task[None], prepare: Callable[[], None]) -> None:
+    """`prepare` on a worker thread once the turn is remembered: the next turn's prefix is encoded from it."""
+    await asyncio.wait([remembered])
+    await asyncio.to_thread(prepare)
 
 
 def _prefill_next_turn(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt, tools: ToolCalls | None,

@@ -282,6 +282,18 @@ def _responses_db(cache: str | None) -> str:
     return str(Path(cache or Path.home() / ".cache" / "velollm") / "responses.sqlite")
 
 
+def _relayed_responses(config: ServerConfig) -> Any:
+    """The map of the responses an upstream's own Responses API stored, bounded as the local store is and kept
+    beside it (relayed_responses.sqlite), so that both outlive a restart."""
+    from pathlib import Path
+
+    from velollm.proxy.relayed_responses import RelayedResponses
+
+    db = config.responses_db
+    path = None if db == ":memory:" else str(Path(db).with_name("relayed_responses.sqlite"))
+    return RelayedResponses(config.responses_max, config.responses_max_age_s, path)
+
+
 def run(args: argparse.Namespace) -> int:
     log_level = str(getattr(args, "log_level", "INFO")).lower()  # the top-level CLI's --log-level
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -326,9 +338,9 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     if config.config_file is not None and config.config_file.remote:
         from velollm.router.router import Router
 
-        gateway = Router(config.config_file)
+        gateway = Router(config.config_file, _relayed_responses(config))
     elif upstream_cfg is not None:
-        gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only)
+        gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only, relayed=_relayed_responses(config))
     app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
     closed = app.state.velollm.metrics.connections_closed
     server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s,

@@ -6,8 +6,9 @@ upstream.Upstream (pooled client, kind probe, listing cache, bounded reads) · u
 · forward.forward (pass-through, or one of the conversions: openai_via_ollama_forward,
 ollama_via_openai_forward; both read answers through upstream_answer) · message_buffer (lines / events of a
 stream, linear time) · openai_via_ollama / ollama_via_openai (wire-format converters) · schema_format,
-prompt_tokens (what some OpenAI-compatible servers need or lack) · answer_repair, sse_repair (tool calls) ·
-options (serve flags). velollm.router builds one gateway per backend of `--config` on top of this (its own
-Upstream subclass reports failures). Another VeloLLM gets either API passed through unconverted
-(`Upstream.speaks_both`: configured, or found by the kind probe).
+prompt_tokens (what some OpenAI-compatible servers need or lack) · sse_error_field (llama.cpp's stream
+error) · answer_repair, sse_repair (tool calls) · options (serve flags) · relayed_responses (which upstream
+stored a passed-through Responses create; relayed_file keeps that on disk). velollm.router builds one gateway
+per backend of `--config` on top of this (its own Upstream subclass reports failures). Another VeloLLM gets
+either API passed through unconverted (`Upstream.speaks_both`: configured, or found by the kind probe).
 """

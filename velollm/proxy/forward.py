@@ -21,10 +21,11 @@ from starlette.responses import Response
 from velollm.errors import InvalidRequest
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
-from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES
+from velollm.proxy.message_buffer import NDJSON_BOUNDARIES, SSE_BOUNDARIES, tidy_lines
 from velollm.proxy.ollama_via_openai_forward import ollama_via_openai
 from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
 from velollm.proxy.schema_format import send_with_schema
+from velollm.proxy.sse_error_field import error_fields_as_data
 from velollm.proxy.sse_repair import OpenAIStreamRepair
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
@@ -119,7 +120,9 @@ async def _repaired_events(chunks: AsyncIterator[bytes], repair: AnswerRepair) -
 
 async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -> AsyncIterator[bytes]:
     """An upstream stream relayed message by message, closed at the end; a break ends it with an error, and so
-    does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read)."""
+    does a message that is no JSON (the client's parser would fail on it mid-stream, with no error it can read).
+    An NDJSON stream's blank lines are left out and its "\r\n" ends made "\n", as Ollama writes it; llama.cpp's
+    `error:` event goes on as OpenAI's error event (sse_error_field.py)."""
     # Only whole lines (NDJSON) / events (SSE) are relayed, so that a stream that breaks never leaves
     # half a message before the error. Upstreams send whole messages per chunk: no copy then.
     buffer = upstream.message_buffer(SSE_BOUNDARIES if api == "openai" else NDJSON_BOUNDARIES)
@@ -128,13 +131,14 @@ async def relay_stream(upstream: Upstream, response: httpx.Response, api: Api) -
             if not messages.endswith(buffer.boundaries):  # the last one, unterminated: the stream ended in it
                 messages = _whole_tail(upstream, messages, api)
             bad = _first_unreadable(messages, api)
+            whole = messages if bad is None else messages[:bad]  # the whole messages before a bad one
+            whole = tidy_lines(whole) if api == "ollama" else error_fields_as_data(whole)
+            if whole:
+                yield whole
             if bad is not None:
-                if bad > 0:
-                    yield messages[:bad]  # the whole messages before it
                 what = "an event" if api == "openai" else "a line"
                 raise UpstreamBadAnswer(upstream.url, f"the stream held {what} that is not JSON: "
                                                       f"{_message_at(messages, bad, api)[:200]!r}")
-            yield messages
     except UpstreamUnavailable as exc:
         logger.warning("upstream stream broken: %s", exc)
         if api == "openai":
@@ -187,7 +191,7 @@ def _whole_tail(upstream: Upstream, tail: bytes, api: Api) -> bytes:
         what = "an event" if api == "openai" else "a line"
         raise UpstreamBadAnswer(upstream.url, f"the stream ended inside {what}: {text[:200]!r}")
     if not (sse_data(text) if api == "openai" else text):  # blank, or an SSE comment: nothing a client reads
-        return tail
+        return b""
     return text + (b"\n\n" if api == "openai" else b"\n")
 
 

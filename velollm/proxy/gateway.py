@@ -28,8 +28,9 @@ from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forward import forward
 from velollm.proxy.legacy_answer import as_function_call
+from velollm.proxy.relayed_responses import RelayedResponses
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
-from velollm.proxy.upstream_answer import error_answer
+from velollm.proxy.upstream_answer import converted_error, error_answer
 from velollm.wire.errors import api_of
 from velollm.wire.legacy_functions import as_tools
 from velollm.wire.names import name_key
@@ -74,9 +75,13 @@ def _has_nulls(message: Any) -> bool:
 class UpstreamGateway:
     """Models VeloLLM does not run natively, answered by the upstream (any path of /v1/* or /api/*)."""
 
-    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False, upstream: Upstream | None = None) -> None:
+    def __init__(self, config: UpstreamConfig, *, proxy_only: bool = False, upstream: Upstream | None = None,
+                 relayed: RelayedResponses | None = None, name: str | None = None) -> None:
         self.upstream = upstream if upstream is not None else Upstream(config)
         self.proxy_only = proxy_only
+        # The responses its Responses API stored (a router shares one map across its backends, each its `name`).
+        self.relayed = relayed if relayed is not None else RelayedResponses()
+        self.name = name or self.upstream.url
         self._explained: set[str] = set()
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
@@ -191,7 +196,37 @@ class UpstreamGateway:
             body = _null_contents_as_empty(body)
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
+        if path == "/v1/responses" and response.status_code == 200:
+            return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
         return await as_function_call(response) if legacy else response
+
+    def response_holder(self, response_id: object) -> str | None:
+        """"upstream <url>" when the upstream's own Responses API stored `response_id` (created through here; one
+        learned from another --upstream before a restart is not this one's)."""
+        return f"upstream {self.upstream.url}" if self.relayed.holder(response_id) == self.name else None
+
+    async def relay_stored(self, request: Request, response_id: str) -> Response | None:
+        """GET /v1/responses/{id} (and its input_items), DELETE: the upstream's answer, status and body as they
+        come, when it stored that response; None for an id it did not (this process's own lookup answers)."""
+        if self.response_holder(response_id) is None:
+            return None
+        return await self.relay_lookup(request, response_id)
+
+    async def relay_lookup(self, request: Request, response_id: str) -> Response:
+        """The request (method, path and query string as sent, no body) answered by the upstream."""
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            response = await self.upstream.send(request.method, path)
+            if response.status_code >= 400:
+                return await converted_error(self.upstream, response, "openai")
+            data = await self.upstream.read_body(response)
+        except UpstreamUnavailable as exc:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+            return error_answer("openai", exc.status_code, str(exc))
+        if request.method == "DELETE":
+            self.relayed.forget(response_id)
+        return Response(data, status_code=response.status_code,
+                        media_type=response.headers.get("content-type", "application/json"))
 
     async def _found_velollm(self) -> bool:
         """Whether the kind probe (run now if it has not) found a VeloLLM: Upstream.speaks_both, not configured
@@ -284,3 +319,4 @@ class UpstreamGateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        self.relayed.close()

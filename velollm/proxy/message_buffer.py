@@ -7,6 +7,8 @@ line in small chunks took the proxy 45 s). A message longer than `max_bytes` is 
 
 from __future__ import annotations
 
+import re
+
 from velollm.errors import VeloLLMError
 
 NDJSON_BOUNDARIES = (b"\n",)
@@ -58,6 +60,19 @@ class MessageBuffer:
         self._parts.append(part)
 
 
+# A blank or whitespace-only line, or a "\r\n" line end: what Ollama never writes.
+_UNTIDY = re.compile(rb"(?m)^[ \t\r]*\n|\r\n")
+
+
 def lines(data: bytes) -> list[bytes]:
-    """Complete NDJSON lines of `data` (as MessageBuffer.feed returns them), without their newlines."""
-    return [line.rstrip(b"\r") for line in data.split(b"\n")[:-1]]
+    """The lines of `data` (whole NDJSON lines, or a stream's unterminated last one), stripped, blank ones left
+    out: whitespace around a JSON value is nothing to its parser, and a blank line is no value."""
+    return [text for line in data.split(b"\n") if (text := line.strip())]
+
+
+def tidy_lines(data: bytes) -> bytes:
+    """Whole NDJSON lines as Ollama writes them: no blank line, each ended by "\n". An upstream's blank line
+    relayed as it came crashes the ollama library, whose json.loads('') raises mid-stream."""
+    if not _UNTIDY.search(data):
+        return data  # the usual case: relayed without a copy
+    return b"".join(line + b"\n" for line in lines(data))

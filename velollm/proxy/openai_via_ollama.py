@@ -313,7 +313,7 @@ class ChatStream:
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
-            return self.error(str(obj["error"]))
+            return error_events(str(obj["error"]), _code(obj))
         message = obj.get("message") or {}
         deltas: list[tuple[dict[str, Any], Any, str | None]] = []
         if message.get("thinking"):
@@ -356,7 +356,7 @@ class CompletionStream:
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
-            return self.error(str(obj["error"]))
+            return error_events(str(obj["error"]), _code(obj))
         base = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "system_fingerprint": FINGERPRINT}
         events = []
@@ -376,9 +376,16 @@ class CompletionStream:
         return error_events(message)
 
 
-def error_events(message: str) -> list[bytes]:
+def error_events(message: str, code: str | None = None) -> list[bytes]:
     """How an OpenAI stream that broke mid-way ends: an error event, then [DONE]."""
-    return [sse_event(openai_error_body(APIError(502, message))), SSE_DONE]
+    return [sse_event(openai_error_body(APIError(502, message, code=code))), SSE_DONE]
+
+
+def _code(line: dict[str, Any]) -> str | None:
+    """The code beside an error line's message: a VeloLLM upstream's (engine_dead, shutting_down), which its
+    OpenAI stream would carry too (wire/errors.ollama_stream_error); Ollama's own lines have none."""
+    code = line.get("code")
+    return code if isinstance(code, str) and code else None
 
 
 def _call_id() -> str:

@@ -58,8 +58,6 @@ async def _ndjson_to_sse(upstream: Upstream, response: httpx.Response, converter
     finished = False
     try:
         async for line in upstream.iter_lines(response):
-            if not line.strip():
-                continue
             obj = json.loads(line)
             finished = bool(obj.get("done")) or "error" in obj
             if repair is not None and "error" not in obj:

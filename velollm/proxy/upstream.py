@@ -260,9 +260,9 @@ class Upstream:
             yield tail
 
     async def iter_lines(self, response: httpx.Response) -> Any:
-        """Complete lines (without the newline) as they arrive."""
+        """Complete lines as they arrive, stripped (no newline, no "\r"); blank lines left out."""
         async for data in self.iter_messages(response, self.message_buffer(NDJSON_BOUNDARIES)):
-            for line in (lines(data) if data.endswith(b"\n") else [data]):
+            for line in lines(data):
                 yield line
 
     async def read_body(self, response: httpx.Response) -> bytes:

@@ -183,8 +183,9 @@ class ResponseEventStream:
         return events + [self._event("response.completed", response=self.response)]
 
     def fail(self, message: str, code: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
-        """After an error mid-stream: the `error` event, then `response.failed`."""
-        self._close()
+        """After an error mid-stream: the `error` event, then `response.failed`. The item the error cut is
+        `incomplete` in the failed response (kept in the store, GET shows it), as one cut by max_output_tokens."""
+        self._close("incomplete")
         self.response = self.shell.build("failed", self.output, self._usage,
                                          error={"code": code or "server_error", "message": message})
         return [self._event("error", code=code, message=message, param=param),

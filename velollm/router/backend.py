@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from velollm.proxy.gateway import UpstreamGateway
+from velollm.proxy.relayed_responses import RelayedResponses
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamTimeout, UpstreamUnavailable
 from velollm.proxy.upstream_listing import UpstreamListing
 from velollm.router.config import BackendConfig, RouterConfig
@@ -68,7 +69,7 @@ class WatchedUpstream(Upstream):
 class Backend:
     """One configured backend (not the native engine: that one is served by the API's registry)."""
 
-    def __init__(self, config: BackendConfig, router: RouterConfig) -> None:
+    def __init__(self, config: BackendConfig, router: RouterConfig, relayed: RelayedResponses | None = None) -> None:
         self.config = config
         self.name = config.name
         self.url = config.url
@@ -80,7 +81,9 @@ class Backend:
         self.upstream = WatchedUpstream(upstream_config, self)
         # Health checks on their own small client, so a down backend's probes are not counted as request errors.
         self._probe_client = Upstream(replace(upstream_config, client_shards=1, max_connections=4))
-        self.gateway = UpstreamGateway(upstream_config, proxy_only=True, upstream=self.upstream)
+        # `relayed`: the router's map of the responses its backends stored (each gateway records its own by name)
+        self.gateway = UpstreamGateway(upstream_config, proxy_only=True, upstream=self.upstream, relayed=relayed,
+                                       name=config.name)
         self.queue = BackendQueue(config.max_concurrency, router.max_queue, router.queue_timeout_s)
         self.health = Health(config.name, router.eject_after_failures, router.readmit_after_s,
                              active_checks=router.health_interval_s > 0)

@@ -6,6 +6,8 @@ policy (least-outstanding, round-robin, prefix-aware), waits there for a slot wh
 concurrency limit, and, when the replica fails before the first byte reached the client (unreachable,
 no answer in time, a 5xx), is sent to another replica (`retries`). A stream that breaks after its first
 byte ends with an error event (the proxy's relay). With no admitted replica left: 503 + Retry-After.
+A response stored by a replica's own Responses API stays that replica's: its id lookups and a create continuing
+it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from velollm.errors import Overloaded, ServeLocally
 from velollm.proxy import model_admin as proxy_admin
 from velollm.proxy.gateway import LISTING_WAIT_S
+from velollm.proxy.relayed_responses import RelayedResponses
 from velollm.router import model_admin
 from velollm.router.backend import Backend
 from velollm.router.config import RoutingFile
@@ -46,9 +49,10 @@ class Router:
     """The configured backends: the remote ones, and the native ones as local replicas (their models are
     the registry's; a name that remote backends serve too is balanced across all of them, `balances`)."""
 
-    def __init__(self, config: RoutingFile) -> None:
+    def __init__(self, config: RoutingFile, relayed: RelayedResponses | None = None) -> None:
         self.config = config
-        self.backends = [Backend(b, config.router) for b in config.remote]
+        self.relayed = relayed if relayed is not None else RelayedResponses()  # response id -> backend name
+        self.backends = [Backend(b, config.router, self.relayed) for b in config.remote]
         self.local = [LocalReplica(b, config.router) for b in config.native]
         self.metrics = RouterMetrics([*self.local, *self.backends])
         self._policies: dict[str, Policy] = {}
@@ -73,6 +77,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(b.aclose() for b in self.backends), return_exceptions=True)
+        self.relayed.close()
 
     async def _refresh_loop(self, interval_s: float) -> None:
         while True:
@@ -150,8 +155,12 @@ class Router:
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
-        replicas: list[Backend | LocalReplica] = [*self.replicas(name)]
-        if local is not None:
+        holder = self._holder(body.get("previous_response_id")) if path == "/v1/responses" else None
+        if holder is not None and not holder.admitted:
+            return self._holder_down(api, holder, body["previous_response_id"])
+        # the replica that stored the previous response holds the conversation: it answers, whatever the policy
+        replicas: list[Backend | LocalReplica] = [holder] if holder is not None else [*self.replicas(name)]
+        if local is not None and holder is None:
             native = [r for r in self.local if r.serves(name)]
             for r in native:
                 r.can_take(local)  # a dead engine is ejected before choosing
@@ -202,7 +211,41 @@ class Router:
                 continue
             response.headers["x-velollm-backend"] = backend.name
             return self._held(response, slot, backend, started)
+        if holder is not None and (failed is None or failed.status_code in (502, 503, 504)):
+            return self._holder_down(api, holder, body["previous_response_id"])
         return self._unavailable(api, name, replicas, failed)
+
+    # --- responses stored by a replica ------------------------------------------------------------
+
+    def _holder(self, response_id: Any) -> Backend | None:
+        name = self.relayed.holder(response_id)
+        return next((b for b in self.backends if b.name == name), None) if name is not None else None
+
+    def response_holder(self, response_id: object) -> str | None:
+        """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
+        backend = self._holder(response_id)
+        return f"backend {backend.name!r} ({backend.url})" if backend is not None else None
+
+    async def relay_stored(self, request: Request, response_id: str) -> Response | None:
+        """A lookup of a response a replica stored (GET, its input_items, DELETE), answered by that replica; None
+        for an id none stored. That replica ejected: a 502 that says so (no other replica has the response)."""
+        backend = self._holder(response_id)
+        if backend is None:
+            return None
+        if not backend.admitted:
+            return self._holder_down("openai", backend, response_id)
+        answer = await backend.gateway.relay_lookup(request, response_id)
+        answer.headers["x-velollm-backend"] = backend.name
+        return answer
+
+    @staticmethod
+    def _holder_down(api: Api, backend: Backend, response_id: str) -> Response:
+        """The 502 for a response whose replica is ejected: a 404 would tell the client that the response and its
+        conversation are gone, when they come back with the replica (the openai SDK retries a 502)."""
+        why = f" ({backend.health.reason})" if backend.health.reason else ""
+        return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {backend.name!r} "
+                                                 f"({backend.url}), which cannot take requests now{why}; no other "
+                                                 "backend holds it", type="server_error", code="backend_unavailable"))
 
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the

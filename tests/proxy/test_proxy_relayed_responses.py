@@ -1,0 +1,122 @@
+"""Responses stored by an upstream's own Responses API (here a VeloLLM taken as an OpenAI server, as a vLLM or
+OpenAI upstream is): created through the proxy, they are looked up there too. Its GET /v1/responses/{id},
+input_items and DELETE, and a create with previous_response_id, answered this process's 404 (its own store has
+them not)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from proxy_servers import ThreadServer
+
+from velollm.proxy.gateway import UpstreamGateway
+from velollm.proxy.upstream import UpstreamConfig
+
+
+def _velollm(*names: str, upstream: UpstreamGateway | None = None) -> ThreadServer:
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    app = create_app(ServerConfig(stats_interval_s=0), {n: StubEngine() for n in names}, upstream=upstream)
+    return ThreadServer(app).start()
+
+
+@pytest.fixture
+def upstream() -> Iterator[ThreadServer]:
+    """A VeloLLM serving demo and other: its Responses API stores what it answers."""
+    server = _velollm("demo", "other")
+    yield server
+    server.stop()
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=30)
+
+
+def test_responses_stored_upstream_are_looked_up_there(upstream, start_proxy):
+    front = _client(start_proxy(upstream.url, kind="openai").url)
+    first = front.responses.create(model="demo", input="hi", max_output_tokens=4)
+    assert _client(upstream.url).responses.retrieve(first.id).id == first.id  # passed through: stored upstream
+    assert front.responses.retrieve(first.id).output_text == first.output_text
+    second = front.responses.create(model="demo", input="again", previous_response_id=first.id, max_output_tokens=4)
+    events = list(front.responses.create(model="demo", input="more", previous_response_id=second.id,
+                                         max_output_tokens=4, stream=True))
+    third = events[-1].response
+    assert second.previous_response_id == first.id and third.previous_response_id == second.id
+    assert front.responses.retrieve(third.id).output_text == third.output_text  # learned from response.created
+    items = front.responses.input_items.list(third.id, order="asc").data
+    assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+    page = front.responses.input_items.list(third.id, order="asc", limit=2, after=items[0].id)  # the query goes along
+    assert [i.id for i in page.data] == [items[1].id, items[2].id] and page.has_more
+    assert front.responses.delete(second.id) is None
+    with pytest.raises(openai.NotFoundError):  # the upstream's 404 now, relayed
+        front.responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError):
+        _client(upstream.url).responses.retrieve(second.id)
+
+
+def test_an_unknown_or_unstored_id_is_this_process_404(upstream, start_proxy):
+    proxy = start_proxy(upstream.url, kind="openai")
+    front = _client(proxy.url)
+    unstored = front.responses.create(model="demo", input="hi", max_output_tokens=4, store=False)
+    stored = front.responses.create(model="demo", input="hi", max_output_tokens=4)
+    assert front.responses.retrieve(stored.id).id == stored.id
+    for response_id in ("resp_nope", unstored.id):
+        for method, path in (("GET", ""), ("GET", "/input_items"), ("DELETE", "")):
+            answer = httpx.request(method, f"{proxy.url}/v1/responses/{response_id}{path}")
+            assert answer.status_code == 404
+            assert answer.json()["error"]["message"] == f"Response with id '{response_id}' not found."
+
+
+def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
+    """The front runs `other` itself; a create continuing a response the upstream stored goes to the upstream,
+    which holds the conversation (here it had no previous response: a 400). A model the upstream lacks is a 404
+    that says where the conversation is."""
+    front_server = _velollm("other", "mine", upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai")))
+    try:
+        front = _client(front_server.url)
+        first = front.responses.create(model="demo", input="hi", max_output_tokens=4)
+        second = front.responses.create(model="other", input="again", previous_response_id=first.id,
+                                        max_output_tokens=4)
+        events = list(front.responses.create(model="other", input="more", previous_response_id=second.id,
+                                             max_output_tokens=4, stream=True))
+        third = events[-1].response
+        assert (second.previous_response_id, third.previous_response_id) == (first.id, second.id)
+        items = _client(upstream.url).responses.input_items.list(third.id, order="asc").data
+        assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+        assert front.responses.retrieve(third.id).model == "other"
+        with pytest.raises(openai.NotFoundError) as err:
+            front.responses.create(model="mine", input="and", previous_response_id=third.id, max_output_tokens=4)
+        assert err.value.body["param"] == "model" and err.value.body["code"] == "model_not_found"
+        assert f"on upstream {upstream.url}, which stores the previous response '{third.id}'" in err.value.message
+    finally:
+        front_server.stop()
+
+
+def test_a_restarted_proxy_still_finds_them(upstream, tmp_path):
+    """The ids are kept beside the local store (as `velollm serve` puts it: relayed_responses.sqlite), so that the
+    responses the upstream holds outlive a restart of the proxy, as the proxy's own stored responses do."""
+    from velollm.proxy.relayed_responses import RelayedResponses
+
+    def front() -> ThreadServer:
+        relayed = RelayedResponses(path=str(tmp_path / "relayed_responses.sqlite"))
+        return _velollm(upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai"), relayed=relayed))
+
+    first = front()
+    try:
+        created = _client(first.url).responses.create(model="demo", input="hi", max_output_tokens=4)
+    finally:
+        first.stop()
+    second = front()
+    try:
+        client = _client(second.url)
+        assert client.responses.retrieve(created.id).output_text == created.output_text
+        chained = client.responses.create(model="demo", input="again", previous_response_id=created.id,
+                                          max_output_tokens=4)
+        assert chained.previous_response_id == created.id
+    finally:
+        second.stop()

@@ -1,0 +1,69 @@
+"""Responses stored by a replica (kind velollm: its own Responses API, passed through) are found through the
+router: retrieve, input_items, delete and a create continuing one go to the replica that stored it, whatever the
+policy (round-robin here would send every other request to the replica that has not got it); that replica
+ejected is a 502 that names it."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.proxy.proxy_servers import ThreadServer
+from tests.router.replicas import BUSY_HEALTH_TIMEOUT_S, config_toml, replica_backends, router_app
+
+
+def _replica() -> ThreadServer:
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    return ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
+
+
+@pytest.fixture
+def replicas():
+    started = [_replica(), _replica()]
+    yield started
+    for r in started:
+        r.stop()
+
+
+def test_a_response_is_found_on_the_replica_that_stored_it(replicas, tmp_path):
+    # active checks: the dead holder stays ejected (without them it would be tried again after readmit_after_s)
+    toml = config_toml(replica_backends(replicas), policy="round-robin", health_interval_s=0.2,
+                       health_timeout_s=BUSY_HEALTH_TIMEOUT_S)
+    server = ThreadServer(router_app(toml, tmp_path)).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        first = front.responses.with_raw_response.create(model="demo", input="hi", max_output_tokens=4)
+        holder, first = first.headers["x-velollm-backend"], first.parse()
+        for _ in range(2):  # each lookup and continuation on the holder, though the policy alternates
+            got = front.responses.with_raw_response.retrieve(first.id)
+            assert got.headers["x-velollm-backend"] == holder and got.parse().output_text == first.output_text
+        second = front.responses.create(model="demo", input="again", previous_response_id=first.id,
+                                        max_output_tokens=4)
+        events = list(front.responses.create(model="demo", input="more", previous_response_id=second.id,
+                                             max_output_tokens=4, stream=True))
+        third = events[-1].response
+        assert (second.previous_response_id, third.previous_response_id) == (first.id, second.id)
+        items = front.responses.input_items.list(third.id, order="asc").data
+        assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+        other = front.responses.with_raw_response.create(model="demo", input="new", max_output_tokens=4)
+        assert other.headers["x-velollm-backend"] != holder  # round-robin: the other replica, and found there too
+        assert front.responses.retrieve(other.parse().id).id == other.parse().id
+        front.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            front.responses.retrieve(first.id)
+
+        replicas["ab".index(holder)].stop()  # the holder dies: unreachable, then ejected
+        for _ in range(2):
+            answer = httpx.get(f"{server.url}/v1/responses/{second.id}")
+            assert answer.status_code == 502 and answer.json()["error"]["type"] == "server_error"
+        assert f"stored by backend '{holder}'" in answer.json()["error"]["message"]
+        with pytest.raises(openai.InternalServerError) as err:
+            front.responses.create(model="demo", input="and", previous_response_id=third.id, max_output_tokens=4)
+        assert err.value.status_code == 502 and f"stored by backend '{holder}'" in err.value.message
+        assert httpx.get(f"{server.url}/v1/responses/resp_nope").status_code == 404
+    finally:
+        server.stop()

@@ -1,0 +1,145 @@
+"""RelayedResponses: which upstream holds each response created through it (response id -> holder).
+
+A /v1/responses create passed through to an upstream with its own Responses API (vLLM, OpenAI, a router's
+`kind = "velollm"` replica) is stored there, not in this process's ResponseStore: GET /v1/responses/{id},
+its input_items, DELETE and a `previous_response_id` naming it must go to the server that stored it. The id
+is learned from the create's answer as it passes (a whole body's `id`, a stream's `response.created` event);
+one the answer says is not stored (`store: false`) is not remembered. Bounded as the local store is (its
+`--responses-max` count and 30-day age): the oldest id is forgotten first, and a forgotten id is this
+process's 404, as an evicted local response is. With a `path` the map is kept on disk too (relayed_file.py),
+so that it outlives a restart as the local store does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from velollm.proxy.relayed_file import RelayedFile
+from velollm.wire.framing import sse_data
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_RESPONSES = 10_000  # the local store's default --responses-max
+DEFAULT_MAX_AGE_S = 30 * 86400.0  # and its age limit
+# A stream's first event (response.created: the response's shell, with its instructions and tools) is looked for
+# in at most this many bytes; a whole answer relayed as a stream (over forward.VALIDATED_BYTES) by its head.
+SNIFF_BYTES = 1 << 20
+_HEAD_ID = re.compile(rb'^\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
+
+
+class RelayedResponses:
+    """Response id -> the name of the upstream that stored it (a router's backend name, a proxy's URL)."""
+
+    def __init__(self, max_responses: int = DEFAULT_MAX_RESPONSES, max_age_s: float = DEFAULT_MAX_AGE_S,
+                 path: str | None = None) -> None:
+        if max_responses < 1 or max_age_s <= 0:
+            raise ValueError("max_responses must be >= 1 and max_age_s positive")
+        self.max_responses = max_responses
+        self.max_age_s = max_age_s
+        self._held: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (holder, wall time), oldest first
+        self._file = RelayedFile(path) if path else None
+        self._loaded = self._file is None  # the file is read on first use
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def _load(self) -> OrderedDict[str, tuple[str, float]]:
+        if not self._loaded and self._file is not None:
+            self._loaded = True
+            for response_id, holder, at in self._file.load(time.time() - self.max_age_s, self.max_responses):
+                self._held[response_id] = (holder, at)
+        return self._held
+
+    def remember(self, response_id: str, holder: str) -> None:
+        held, now = self._load(), time.time()
+        held[response_id] = (holder, now)
+        held.move_to_end(response_id)
+        dropped = []  # oldest first: those over the count, then those over the age (never asked for since)
+        while len(held) > self.max_responses or now - next(iter(held.values()))[1] > self.max_age_s:
+            dropped.append(held.popitem(last=False)[0])
+        if self._file is not None:
+            self._file.put(response_id, holder, now, dropped)
+
+    def holder(self, response_id: Any) -> str | None:
+        """Who stored `response_id` (None: not a response relayed here, or one forgotten for age or count)."""
+        if not isinstance(response_id, str):
+            return None
+        held = self._load().get(response_id)
+        if held is None:
+            return None
+        if time.time() - held[1] > self.max_age_s:
+            self.forget(response_id)
+            return None
+        return held[0]
+
+    def forget(self, response_id: str) -> None:
+        if self._load().pop(response_id, None) is not None and self._file is not None:
+            self._file.drop([response_id])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def learn(self, answer: Response, holder: str) -> Response:
+        """`answer` (a create's 200, passed through) as it goes to the client; its response id is remembered
+        for `holder` at once (a whole body) or when the stream's response.created event passes."""
+        if isinstance(answer, StreamingResponse):
+            sse = (answer.media_type or answer.headers.get("content-type", "")).startswith("text/event-stream")
+            answer.body_iterator = self._sniffed(answer.body_iterator, holder, sse)
+            return answer
+        try:
+            self._take(json.loads(bytes(answer.body)), holder)
+        except (ValueError, TypeError):
+            logger.debug("a relayed Responses answer was no JSON object: its id is not remembered")
+        return answer
+
+    def _take(self, response: Any, holder: str) -> bool:
+        """Remembers the id of a Response object (unless it says store: false); whether it was one."""
+        if not isinstance(response, dict) or not isinstance(response.get("id"), str):
+            return False
+        if response.get("store") is not False:
+            self.remember(response["id"], holder)
+        return True
+
+    async def _sniffed(self, chunks: AsyncIterator[Any], holder: str, sse: bool) -> AsyncIterator[Any]:
+        head = b""
+        looking = True
+        try:
+            async for chunk in chunks:
+                if looking:
+                    head += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                    looking = self._looking(head, holder, sse)
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _looking(self, head: bytes, holder: str, sse: bool) -> bool:
+        """Whether the id is still to be found in the stream's first `head` bytes."""
+        if not sse:  # a whole Response object relayed as it came: "id" is its first key (OpenAI's, VeloLLM's)
+            found = _HEAD_ID.match(head)
+            if found is not None:
+                self._take({"id": found.group(1).decode()}, holder)
+            return found is None and len(head) < 512
+        *events, _ = head.replace(b"\r\n", b"\n").split(b"\n\n")
+        for event in events:
+            payload = sse_data(event)
+            if not payload:  # a comment (a keep-alive): no event
+                continue
+            try:  # the first event decides: response.created, or an error (nothing was stored)
+                data = json.loads(payload)
+            except ValueError:
+                return False
+            if isinstance(data, dict) and data.get("type") == "response.created":
+                self._take(data.get("response"), holder)
+            return False
+        return len(head) < SNIFF_BYTES
