@@ -64,7 +64,11 @@ class SamplingParams:
     logprobs: int | None = None  # top-k logprobs per generated token (the sampled token always included)
     prompt_logprobs: int | None = None  # top-k logprobs per prompt token (the prompt token always included)
     logit_bias: dict[int, float] = field(default_factory=dict)
+    allowed_token_ids: list[int] | None = None  # vLLM's: only these ids may be sampled
     skip_special_tokens: bool = True
+    # vLLM's cache_salt (not sampling: the one per-request engine setting beside it): prefix-cache blocks are
+    # shared only between requests of the same salt, so a tenant cannot time another's cached prompts.
+    cache_salt: str | None = None
     structured_output: StructuredOutput | None = None
     # "delta": each step's delta carries its new text (streaming). "final_only": the text comes whole
     # with the finishing delta (token ids still arrive per step): no incremental detokenization, which
@@ -78,6 +82,8 @@ class SamplingParams:
         self.stop = [s for s in (self.stop or []) if s]
         self.stop_token_ids = list(self.stop_token_ids or [])
         self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
+        if self.allowed_token_ids is not None:
+            self.allowed_token_ids = list(self.allowed_token_ids)
         self._validate()
 
     def _validate(self) -> None:
@@ -108,6 +114,14 @@ class SamplingParams:
         for token_id in self.stop_token_ids:
             if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
                 bad("stop_token_ids", f"must be non-negative token ids, got {token_id!r}")
+        if self.allowed_token_ids is not None:
+            if not self.allowed_token_ids:
+                bad("allowed_token_ids", "must not be empty: it would leave no token to sample")
+            for token_id in self.allowed_token_ids:
+                if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                    bad("allowed_token_ids", f"must be non-negative token ids, got {token_id!r}")
+        if self.cache_salt is not None and (not isinstance(self.cache_salt, str) or not self.cache_salt):
+            bad("cache_salt", f"must be a non-empty string, got {self.cache_salt!r:.40}")
         if self.max_tokens is not None and self.max_tokens < 1:
             bad("max_tokens", f"must be at least 1, got {self.max_tokens}")
         if self.min_tokens < 0:

@@ -1,14 +1,16 @@
 """/api/generate's `context`: the prompt and the answer, as Ollama's (tokenize(prompt + response)), so without the
-end-of-sequence token that ended the answer: a client continuing with it would put that token mid-prompt."""
+end-of-sequence token that ended the answer: a client continuing with it would put that token mid-prompt. The
+answer's `logprobs` likewise: as Ollama's runner, none for the ending token or those a stop string took whole."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+import ollama
 import pytest
 
-from velollm.api.context_answer import answer_context_ids
+from velollm.api.context_answer import answer_context_ids, answer_logprob_count
 from velollm.api.generation import ChoiceState
 from velollm.api.handler import Call
 from velollm.api.ollama_format import OllamaFormatter
@@ -75,3 +77,51 @@ def test_generate_context_through_the_server_lacks_the_stop_string(stub_server):
         answer = final["context"][-len(response.encode()):]
         assert answer == stub_server.engine.tokenizer.encode(response, add_special_tokens=False)
         assert len(final["context"]) == final["prompt_eval_count"] + len(response.encode())
+
+
+@pytest.mark.parametrize("text,stop,response", [
+    ("The answer is 42.\n\nUser: and more", "\n\nUser:", "The answer is 42."),
+    ("Hello wonderful world", "onderful", "Hello w"),
+    ("日本語の文章です。次の文", "章で", "日本語の文"),
+])
+def test_logprobs_keep_the_tokens_with_text_in_the_response(qwen3, text, stop, response):
+    """Ollama's TruncateStop drops the pieces a stop string took whole (and their logprobs); a piece it cut in part
+    stays. So the kept tokens are those whose text starts before the stop."""
+    generated, _ = _answer(qwen3, text, stop)
+    choice = ChoiceState(0, token_ids=generated, finish_reason="stop", stop_reason=stop)
+    kept = answer_logprob_count(choice, frozenset({EOS}), qwen3)
+    assert len(qwen3.decode(generated[: kept - 1])) < len(response) <= len(qwen3.decode(generated[:kept]))
+    assert kept < len(generated) or stop == "onderful"
+    eos = ChoiceState(0, token_ids=[*generated, EOS], finish_reason="stop")
+    assert answer_logprob_count(eos, frozenset({EOS}), qwen3) == len(generated)  # no logprob for the EOS
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_logprobs_end_with_the_response_whole_and_streamed(live_server, chat):
+    """The logprobs of a stop string's tokens came with the answer (and, streamed, before the stop was known): two
+    tokens' text used as the stop leaves the logprobs of the tokens before them, streamed alike (/api/generate and
+    /api/chat through the ollama client)."""
+    client = ollama.Client(host=live_server.url, timeout=60)
+
+    def ask(stop: list[str], stream: bool = False):
+        opts = {"num_predict": 40, "temperature": 0, "stop": stop}
+        if chat:
+            return client.chat(model="demo", messages=[{"role": "user", "content": "The keeper"}], logprobs=True,
+                               options=opts, stream=stream)
+        return client.generate(model="demo", prompt="The keeper", raw=True, logprobs=True, options=opts, stream=stream)
+
+    def text(answer) -> str:
+        return answer.message.content if chat else answer.response
+
+    free = ask([])
+    tokens = [lp.token for lp in free.logprobs]
+    k = next(k for k in range(1, len(tokens) - 1) if all(t.isprintable() and "\ufffd" not in t and t.strip()
+                                                       for t in tokens[k:k + 2])
+             and text(free).find(tokens[k] + tokens[k + 1]) == len("".join(tokens[:k])))
+    stop = tokens[k] + tokens[k + 1]
+    whole = ask([stop])
+    assert text(whole) == text(free)[: text(free).index(stop)] and whole.done_reason == "stop"
+    assert [lp.token for lp in whole.logprobs] == tokens[:k]
+    chunks = list(ask([stop], stream=True))
+    assert [lp.token for c in chunks for lp in (c.logprobs or [])] == tokens[:k]
+    assert "".join(text(c) for c in chunks) == text(whole)

@@ -28,6 +28,59 @@ def test_developer_role_is_system_for_templates_without_it(live_server):
         client.chat.completions.create(messages=[{"role": "bogus", "content": "x"}], **kw)
 
 
+def test_responses_include_of_an_unknown_value_is_a_400(live_server):
+    """A misspelt include ("message.output_text.logprob") was taken and ignored: an answer without the logprobs
+    asked for. OpenAI's 400 names the item; every value the SDK knows is still taken."""
+    client = oai(live_server)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="demo", input="hi", max_output_tokens=2, top_logprobs=2,
+                                include=["message.output_text.logprob"])
+    assert info.value.body["param"] == "include[0]" and "message.output_text.logprobs" in info.value.body["message"]
+    every = ["file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+             "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
+             "reasoning.encrypted_content", "message.output_text.logprobs"]
+    assert client.responses.create(model="demo", input="hi", max_output_tokens=2, include=every).output
+
+
+def test_responses_truncation_auto_drops_the_first_items(live_server):
+    """truncation "auto" was echoed but not done: a conversation over the context was the 400 of "disabled".
+    OpenAI drops items from the conversation's start; a previous_response_id chain goes on past the context."""
+    client = oai(live_server)
+    items = [{"role": role, "content": f"turn {i} " + "word " * 40}
+             for i in range(12) for role in ("user", "assistant")] + [{"role": "user", "content": "last"}]
+    with pytest.raises(openai.BadRequestError, match="context length"):
+        client.responses.create(model="demo", input=items, max_output_tokens=4)
+    r = client.responses.create(model="demo", input=items, max_output_tokens=4, truncation="auto")
+    assert r.truncation == "auto" and r.output_text and r.usage.input_tokens < live_server.max_model_len
+    previous = None
+    for _ in range(4):  # each turn ~200 tokens: the chain passes 512 at the third
+        r = client.responses.create(model="demo", input="word " * 180, previous_response_id=previous,
+                                    max_output_tokens=2, truncation="auto")
+        previous = r.id
+    assert r.usage.input_tokens < live_server.max_model_len
+    assert [i.content[0].text for i in client.responses.input_items.list(r.id, order="asc").data][:1] == \
+        ["word " * 180]  # the stored conversation stays whole
+
+
+def test_chat_echo_starts_the_answer_with_the_continued_message(live_server):
+    """vLLM's chat `echo` was ignored: a continued assistant message came back without its start. With echo the
+    content (whole and streamed) is the last message's text, then the answer; a user's last message is no
+    assistant text, so nothing is echoed then."""
+    client = oai(live_server)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The lighthouse"}]
+    extra = {"ignore_eos": True, "continue_final_message": True}
+    kw = {"model": "demo", "messages": turns, "max_tokens": 4, "temperature": 0}
+    plain = client.chat.completions.create(**kw, extra_body=extra).choices[0].message.content
+    echoed = client.chat.completions.create(**kw, extra_body={**extra, "echo": True}).choices[0].message.content
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        **kw, stream=True, extra_body={**extra, "echo": True}) if c.choices)
+    assert echoed == streamed == "The lighthouse" + plain
+    user_last = {**kw, "messages": turns[:1], "extra_body": {"ignore_eos": True}}
+    assert client.chat.completions.create(**user_last).choices[0].message.content == \
+        client.chat.completions.create(**{**user_last, "extra_body": {"ignore_eos": True, "echo": True}}
+                                       ).choices[0].message.content
+
+
 def test_responses_logprobs_when_included(live_server):
     """`include=["message.output_text.logprobs"]` with `top_logprobs` gave `logprobs: []` in the output
     text and its stream events (computed for the chat underneath, then dropped)."""

@@ -65,12 +65,13 @@ def assert_echo_logprobs(logprobs, prompt: list[int], ref: torch.Tensor, k: int,
         row = ref[i - 1]
         assert abs(logprobs.token_logprobs[i] - row[prompt[i]].item()) < TOL, i
         top = logprobs.top_logprobs[i]
-        want = row.topk(k).values.tolist()
-        # keyed by text: ids that decode alike (pieces of one character) share a key, which keeps the best
-        assert (len(top) == 0) if k == 0 else (1 <= len(top) <= k)
+        want = row.topk(k).values.tolist() + [row[prompt[i]].item()]
+        # keyed by text: ids that decode alike (pieces of one character) share a key, which keeps the best;
+        # the top k, then the prompt token itself (OpenAI's up to logprobs + 1)
+        assert 1 <= len(top) <= k + 1
         assert all(min(abs(v - w) for w in want) < TOL for v in top.values())
-        if k:
-            assert abs(max(top.values()) - want[0]) < TOL
+        assert top[logprobs.tokens[i]] >= logprobs.token_logprobs[i] - TOL
+        assert abs(max(top.values()) - max(want)) < TOL
     # from 0 over the prompt's tokens (the characters complete before each: velollm/api/text_offsets.py), then the
     # answer's, from the echo's end
     assert logprobs.text_offset[: len(prompt)] == by_bytes(tok, prompt)
@@ -101,6 +102,23 @@ def test_echo_max_tokens_one_appends_the_answer(oai, hf, tok):
     greedy = int(ref[-1].argmax())  # the answer's token: the last position's argmax, and its logprob
     assert abs(lp.token_logprobs[-1] - ref[-1, greedy].item()) < TOL
     assert out.usage.completion_tokens == 1
+
+
+def test_top_logprobs_hold_the_sampled_token(oai):
+    """OpenAI's legacy logprobs: "the API will always return the logprob of the sampled token, so there may be
+    up to logprobs+1 elements" (vLLM's too). logprobs 0 gave an empty dict per token, and a sampled token
+    outside the top k was missing from its own entry."""
+    prompt = random_prompts([10], seed=26)[0]
+    for k in (0, 1):
+        out = oai.completions.create(model=MODEL, prompt=prompt, logprobs=k, max_tokens=12, temperature=2.0,
+                                     seed=5, extra_body={"ignore_eos": True})
+        lp = out.choices[0].logprobs
+        assert len(lp.top_logprobs) == 12
+        for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+            assert 1 <= len(top) <= k + 1, (k, token)
+            assert top.get(token, -float("inf")) >= value - TOL, (k, token)  # more: an id of the same text
+    # at this temperature some token is not the top one: its entry holds it beside the top 1
+    assert any(len(top) == 2 for top in lp.top_logprobs)
 
 
 def test_text_prompt_echo(oai, hf, tok):

@@ -1,5 +1,5 @@
-"""vLLM's constrained-decoding keys (`structured_outputs`, `guided_*`) sent with the openai SDK's `extra_body`,
-as clients written for vLLM send them. They were ignored: the answer was free text."""
+"""vLLM's constrained-decoding keys (`structured_outputs`, `guided_*`, `allowed_token_ids`) sent with the openai
+SDK's `extra_body`, as clients written for vLLM send them. They were ignored: the answer was free text."""
 
 from __future__ import annotations
 
@@ -42,6 +42,39 @@ def test_completions_follow_guided_choice(live_server):
     r = oai(live_server).completions.create(model="demo", prompt="x", max_tokens=20, n=4, seed=1,
                                             extra_body={"guided_choice": ["one", "two"]})
     assert {c.text for c in r.choices} <= {"one", "two"}
+
+
+def test_allowed_token_ids_are_the_only_tokens_sampled(live_server):
+    """vLLM's allowed_token_ids (a classifier's label tokens): it was ignored, any token came out."""
+    client = oai(live_server)
+    # the demo's byte-level ids of "a" and "b", as an echo of them reads back
+    texts = [client.completions.create(model="demo", prompt=[i], echo=True, max_tokens=0).choices[0].text
+             for i in (64, 65)]
+    assert texts == ["a", "b"]
+    r = client.completions.create(model="demo", prompt="x", max_tokens=24, n=2, temperature=1.5, seed=3, logprobs=0,
+                                  extra_body={"allowed_token_ids": [64, 65], "ignore_eos": True})
+    for choice in r.choices:
+        assert set(choice.logprobs.tokens) <= {"a", "b"} and len(choice.logprobs.tokens) == 24
+        assert set(choice.text) <= {"a", "b"}
+    chat = client.chat.completions.create(**{**CHAT, "max_tokens": 12}, temperature=1.5, stream=True,
+                                          extra_body={"allowed_token_ids": [64, 65], "ignore_eos": True})
+    streamed = "".join(c.choices[0].delta.content or "" for c in chat if c.choices)
+    assert len(streamed) == 12 and set(streamed) <= {"a", "b"}
+
+
+@pytest.mark.parametrize("extra", [
+    {"allowed_token_ids": []}, {"allowed_token_ids": [10**6]}, {"allowed_token_ids": [-1]},
+    {"allowed_token_ids": ["a"]}, {"allowed_token_ids": 5},
+    {"allowed_token_ids": [64], "response_format": {"type": "json_object"}},
+    {"allowed_token_ids": [64], "guided_choice": ["a"]},
+])
+def test_allowed_token_ids_that_cannot_be_honoured_are_400s(live_server, extra):
+    for create in (lambda c: c.chat.completions.create(**CHAT, extra_body=extra),
+                   lambda c: c.completions.create(model="demo", prompt="x", max_tokens=2, extra_body=extra)):
+        with pytest.raises(openai.BadRequestError) as info:
+            create(oai(live_server))
+        assert info.value.body["param"] == "allowed_token_ids", extra
+    assert live_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
 
 
 @pytest.mark.parametrize("extra, kw, param", [

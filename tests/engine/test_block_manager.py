@@ -60,3 +60,18 @@ def test_allocate_fails_without_side_effects():
     r = request(list(range(12)))
     assert not manager.allocate(r, 12)
     assert r.block_table == [] and manager.num_free_blocks == 2
+
+
+def test_cache_salt_partitions_the_prefix_cache():
+    """vLLM's cache_salt: blocks are shared only between requests of one salt (none being a salt of its own)."""
+    manager = BlockManager(num_blocks=16, block_size=4)
+
+    def salted(salt: str | None, rid: str) -> Request:
+        return Request(rid, list(range(10)), SamplingParams(cache_salt=salt))
+
+    fill(manager, salted("tenant-a", "a"))
+    assert manager.match_prefix(salted(None, "plain")) == 0
+    assert manager.match_prefix(salted("tenant-b", "b")) == 0
+    assert manager.match_prefix(salted("tenant-a", "a2")) == 8
+    fill(manager, salted(None, "plain2"))
+    assert manager.match_prefix(salted(None, "plain3")) == 8

@@ -34,6 +34,24 @@ def test_logit_bias_applies_before_choice():
     assert ids == [0]
 
 
+def test_allowed_token_ids_leave_only_those_ids():
+    """vLLM's allowed_token_ids: the rest masked out, greedy and sampled alike; the other rows untouched."""
+    logits = fixed_logits(2)  # the greedy choice is the last id
+    allowed = SamplingParams(temperature=0, allowed_token_ids=[2, 4])
+    ids, _ = Sampler(V, frozenset())(logits.clone(), [req(allowed), req(SamplingParams(temperature=0))])
+    assert ids == [4, V - 1]
+    sampled = [req(SamplingParams(temperature=5.0, allowed_token_ids=[0, 7]), seed=s) for s in range(20)]
+    ids, _ = Sampler(V, frozenset())(fixed_logits(20), sampled)
+    assert set(ids) == {0, 7}
+    # min_tokens bans EOS and stop ids; allowed ids that are all banned stay (a masked-out id 0 came out)
+    only_eos = SamplingParams(temperature=0, min_tokens=2, allowed_token_ids=[3, 5], stop_token_ids=[5])
+    ids, _ = Sampler(V, frozenset({3}))(fixed_logits(), [req(only_eos)])
+    assert ids == [5]
+    some_left = SamplingParams(temperature=0, min_tokens=2, allowed_token_ids=[1, 3, 5], stop_token_ids=[5])
+    ids, _ = Sampler(V, frozenset({3}))(fixed_logits(), [req(some_left)])
+    assert ids == [1]
+
+
 def test_min_tokens_bans_eos_and_stop_ids():
     logits = torch.zeros(1, V)
     logits[0, 5] = 10

@@ -51,6 +51,8 @@ def test_tools_tool_choice_and_text_format():
      "input[0].content[0]"),
     ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"model": "m", "input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+    ({"model": "m", "input": "x", "include": ["message.output_text.logprob"]}, "include[0]"),
+    ({"model": "m", "input": "x", "include": ["reasoning.encrypted_content", "logprobs"]}, "include[1]"),
 ])
 def test_bad_requests_name_the_param(body, param):
     with pytest.raises(InvalidRequest) as e:

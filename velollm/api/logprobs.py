@@ -94,16 +94,20 @@ class LogprobFormatter:
         for token_id, lps in zip(token_ids, logprobs):
             tokens.append(self.token(token_id))
             values.append(None if lps is None else _lp(lps.get(token_id)))
-            tops.append(None if lps is None else self._top_by_text(lps))
+            tops.append(None if lps is None else self._top_by_text(lps, token_id))
         return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
                 "text_offset": list(offsets[:len(tokens)])}
 
-    def _top_by_text(self, lps: dict[int, float]) -> dict[str, float]:
-        """The top ids keyed by their text; ids of one text (pieces of characters all decode to U+FFFD) keep the
-        best logprob, so the dict's max is the top token's (lm-evaluation-harness's is_greedy reads it)."""
+    def _top_by_text(self, lps: dict[int, float], token_id: int) -> dict[str, float]:
+        """The top ids keyed by their text, then the token itself, as OpenAI's legacy format has it ("the logprob
+        of the sampled token, so there may be up to logprobs+1 elements"; vLLM's too): a client reads the
+        chosen token's entry there. Ids of one text (pieces of characters all decode to U+FFFD) keep the best
+        logprob, so the dict's max is the top token's (lm-evaluation-harness's is_greedy reads it)."""
         top: dict[str, float] = {}
         for i, v in self._top(lps):
             top.setdefault(self.token(i), _lp(v))
+        if token_id in lps:
+            top.setdefault(self.token(token_id), _lp(lps[token_id]))
         return top
 
     def vllm_prompt(self, prompt: PromptLogprobs, k: int) -> list[dict[str, dict[str, Any]] | None]:

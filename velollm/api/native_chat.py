@@ -89,11 +89,25 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
     fmt = ChatFormatter(request_id, req.model, int(time.time()), tokenizer, req.top_logprobs,
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs, reasoning=thinking is not None,
-                        legacy_functions=req.legacy_functions, prompt_logprobs=req.prompt_logprobs)
+                        legacy_functions=req.legacy_functions, prompt_logprobs=req.prompt_logprobs,
+                        echo=_echo(req) if req.echo else "")
     gen = GenerationStream(engine, calls, request_id, thinking)
     # a continued final message has no next turn to tell
     remember_turn(state, served, gen, fitted, None if req.continue_final_message else render, tools)
     return NativeChat(gen, fmt, tools, req.stream.stream, max_tokens, fitted)
+
+
+def _echo(req: ChatCompletionRequest) -> str:
+    """vLLM's chat echo: the last message's text when its role is the answer's (assistant, or the last role
+    itself without a generation prompt), as with continue_final_message; otherwise nothing."""
+    last = req.messages[-1]
+    role = "assistant" if req.add_generation_prompt else last.get("role")
+    if last.get("role") != role:
+        return ""
+    content = last.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content if isinstance(content, str) else ""
 
 
 async def stream_chunks(gen: GenerationStream, fmt: ChatFormatter | CompletionFormatter,

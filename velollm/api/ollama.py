@@ -69,6 +69,7 @@ from velollm.wire.timestamps import now_rfc3339
 
 if TYPE_CHECKING:
     from velollm.engine.loader.source import ModelInfo
+    from velollm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,12 @@ def _ollama_calls(calls: Any, first_index: int = 0) -> tuple[list[dict[str, Any]
     return out, text
 
 
+def _end_ids(engine: Any, params: SamplingParams) -> frozenset[int]:
+    """The ids that end an answer, left out of its context and logprobs (velollm/api/context_answer.py)."""
+    return (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
+            | frozenset(params.stop_token_ids or ()))
+
+
 async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, call: Call,
                   tools: ToolCalls | None = None) -> AsyncIterator[bytes]:
     status = STATUS_CLIENT_CLOSED
@@ -183,7 +190,7 @@ async def _ndjson(gen: GenerationStream, fmt: OllamaFormatter, state: AppState, 
                     tool_calls, stray = _ollama_calls(piece.new_calls, calls_sent)
                     calls_sent += len(tool_calls)
                     delta = replace(piece.delta, text=piece.delta.text + stray)
-                chunk = fmt.chunk(delta, tool_calls)
+                chunk = fmt.chunk(delta, tool_calls, gen.choices[index])
                 if chunk is not None:
                     yield ndjson_line(chunk)
             yield ndjson_line(fmt.final(gen.choices[0]))
@@ -290,10 +297,8 @@ async def generate(request: Request, state: AppState, call: Call, req: GenerateR
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    end_ids = (frozenset(engine.model_config.eos_token_ids) | engine.tokenizer.eos_token_ids
-               | frozenset(params.stop_token_ids or ()))
-    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids, end_ids,
-                          engine.tokenizer)
+    fmt = OllamaFormatter(req.model, False, call, t_loaded, prompt_ids, not req.raw, logprobs, full_ids,
+                          _end_ids(engine, params), engine.tokenizer)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, thinking=thinking)
     response.headers.update(context_headers(report))
     return response
@@ -332,7 +337,8 @@ async def chat(request: Request, state: AppState, call: Call, req: ChatRequest, 
     if thinking is not None:
         params = thinking.constrain(params)
     logprobs = LogprobFormatter(engine.tokenizer, req.top_logprobs) if req.logprobs else None
-    fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs)
+    fmt = OllamaFormatter(req.model, True, call, t_loaded, prompt_ids, False, logprobs,
+                          end_ids=_end_ids(engine, params), tokenizer=engine.tokenizer)
     response = await _run(request, state, call, engine, prompt_ids, params, fmt, req.stream, tools, thinking,
                           on_gen=lambda gen: remember_turn(state, served, gen, fitted, render, tools))
     response.headers.update(context_headers(fitted))

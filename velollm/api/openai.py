@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import ollama_template
+from velollm.api.completion_prompts import prompt_ids as completion_prompt_ids
 from velollm.api.context_fit import context_headers
 from velollm.api.generation import EngineCall, GenerationStream, check_queue_fits, engine_params
 from velollm.api.handler import (
@@ -53,16 +54,6 @@ from velollm.wire.names import name_key
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
-
-
-def _encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> list[int]:
-    if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
-    bad = [t for t in prompt if not 0 <= t < vocab_size]
-    if bad:
-        raise InvalidRequest(f"prompt holds token ids outside the vocabulary [0, {vocab_size}): {bad[:5]}",
-                             param="prompt")
-    return list(prompt)
 
 
 def _insert_ids(tokenizer: Any, req: CompletionRequest, model: str) -> list[list[int]]:
@@ -143,11 +134,15 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     engine = served.engine
     tokenizer = engine.tokenizer
     check_queue_fits(engine, len(req.prompts) * req.params.n, "n" if req.params.n > 1 else "prompt")
+    keep_last = req.truncate_prompt_tokens
+    if keep_last == -1:  # vLLM's "the model's length": the context less one output token
+        keep_last = engine.max_model_len - 1
     if req.suffix:
         prompt_ids = await asyncio.to_thread(_insert_ids, tokenizer, req, served.name)
     else:
         prompt_ids = await asyncio.to_thread(
-            lambda: [_encode_prompt(tokenizer, p, tokenizer.vocab_size) for p in req.prompts])
+            lambda: [completion_prompt_ids(tokenizer, p, add_special_tokens=req.add_special_tokens,
+                                           keep_last=keep_last) for p in req.prompts])
     calls = []
     for ids in prompt_ids:
         if not ids:
@@ -157,7 +152,9 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
                   for i in range(req.params.n)]
     echo_texts = None
     if req.echo:
-        echo_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in req.prompts]
+        # a prompt cut to its last ids echoes what was scored: their text
+        echo_texts = [p if isinstance(p, str) and (keep_last is None or len(ids) < keep_last)
+                      else tokenizer.decode(ids) for p, ids in zip(req.prompts, prompt_ids)]
     request_id = f"cmpl-{uuid.uuid4().hex}"
     fmt = CompletionFormatter(request_id, req.model, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],

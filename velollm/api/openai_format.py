@@ -75,12 +75,14 @@ class ChatFormatter(_Base):
     chunk_object_name = "chat.completion.chunk"
 
     def __init__(self, *args: Any, want_logprobs: bool, reasoning: bool = False, legacy_functions: bool = False,
-                 prompt_logprobs: int | None = None, **kw: Any) -> None:
+                 prompt_logprobs: int | None = None, echo: str = "", **kw: Any) -> None:
         """`legacy_functions`: the request sent the deprecated `functions`; its call is answered as
         `function_call` (velollm.wire.legacy_functions). `prompt_logprobs`: vLLM's extra, the response's
-        `prompt_logprobs` with the top k (whole answers only)."""
+        `prompt_logprobs` with the top k (whole answers only). `echo`: vLLM's, the text each choice's content
+        starts with (the continued last message)."""
         super().__init__(*args, **kw)
         self.prompt_logprobs = prompt_logprobs
+        self.echo = echo
         self.want_logprobs = want_logprobs
         self.reasoning = reasoning
         self.legacy_functions = legacy_functions
@@ -110,6 +112,8 @@ class ChatFormatter(_Base):
                 finish_reason = a.finish_reason
             if self.legacy_functions:
                 finish_reason = legacy_functions.finish_reason(finish_reason)
+            if self.echo:
+                message["content"] = self.echo + (message["content"] or "")
             choices.append({"index": c.index, "message": message, "logprobs": self._logprobs(c.token_ids, c.logprobs),
                             "finish_reason": finish_reason, "stop_reason": c.stop_reason})
         body = {**self._envelope(self.object_name, choices), "usage": usage(self.prompt_lens, states, self.reasoning),
@@ -125,7 +129,7 @@ class ChatFormatter(_Base):
         chunks = []
         if index not in self._started:
             self._started.add(index)
-            chunks.append(self.chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
+            chunks.append(self.chunk([{"index": index, "delta": {"role": "assistant", "content": self.echo},
                                        "logprobs": None, "finish_reason": None}], states))
         has_logprobs = self.want_logprobs and bool(delta.token_ids)
         if delta.text or delta.reasoning or has_logprobs or delta.finished or tool_calls:

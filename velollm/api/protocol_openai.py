@@ -54,6 +54,7 @@ class ChatCompletionRequest:
     context_overflow: str | None = None  # error | truncate | compress (extra_body); None: the server's
     legacy_functions: bool = False  # the client sent `functions`: the answer's call is a `function_call`
     prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on the response
+    echo: bool = False  # vLLM's: the last message's content first in the answer, when it is the answer's role
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class CompletionRequest:
     # echo with max_tokens 0 (lm-evaluation-harness's loglikelihood): the prompt back, nothing generated
     echo_only: bool = False
     prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on each choice
+    truncate_prompt_tokens: int | None = None  # vLLM's: keep each prompt's last k ids (-1: the model's length)
+    add_special_tokens: bool = True  # vLLM's: a text prompt's BOS (and the like)
 
 
 def _stream_config(f: Fields) -> StreamConfig:
@@ -193,6 +196,11 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
     """The sampling fields both endpoints share; SamplingParams checks the ranges (param-named 400s)."""
     n = f.int("n", 1, lo=1, hi=MAX_N)
     top_k = f.int("top_k", -1)
+    structured_output = _structured_output(f)
+    allowed_token_ids = f.int_list("allowed_token_ids", None)
+    if allowed_token_ids is not None and (structured_output is not None or _calls_tools(f)):
+        # The grammar's mask on top of this one may leave no token at all: refused rather than answered with one.
+        raise f.bad("allowed_token_ids", "cannot be combined with a response format or tool calls")
     return SamplingParams(
         n=n,
         temperature=f.float("temperature", 1.0),
@@ -213,8 +221,14 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         logit_bias=_logit_bias(f),
-        structured_output=_structured_output(f),
+        allowed_token_ids=allowed_token_ids,
+        cache_salt=f.str("cache_salt", None),
+        structured_output=structured_output,
     )
+
+
+def _calls_tools(f: Fields) -> bool:
+    return bool(f.raw("tools") or f.raw("functions")) and f.raw("tool_choice") != "none"
 
 
 def model_of(body: Any) -> str:
@@ -229,8 +243,22 @@ def _model(f: Fields) -> str:
     return model
 
 
+def _refuse_unhonoured_vllm(f: Fields) -> None:
+    """vLLM's extras this server does not have: a 400 naming the key rather than an answer without it."""
+    if f.bool("use_beam_search", False):
+        raise f.bad("use_beam_search", "is not supported: this server samples (ask n answers instead)")
+    if f.str_list("bad_words", []):
+        raise f.bad("bad_words", "is not supported (logit_bias -100 bans single tokens)")
+    if f.bool("return_token_ids", False):
+        raise f.bad("return_token_ids", "is not supported (logprobs give the answer's tokens)")
+
+
 def _refuse_unhonoured(f: Fields) -> None:
     """Chat fields a native model cannot honour: a 400 rather than an answer without what was asked."""
+    _refuse_unhonoured_vllm(f)
+    if f.raw("truncate_prompt_tokens") is not None:
+        raise f.bad("truncate_prompt_tokens", "is not supported on chat (context_overflow 'truncate' drops the "
+                                              "oldest messages of a conversation over the context)")
     modalities = f.raw("modalities", [])
     wants_audio = isinstance(modalities, list) and "audio" in modalities
     if wants_audio or f.has("audio"):
@@ -272,6 +300,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         context_overflow=parse_overflow(f.raw("context_overflow")),
         legacy_functions=legacy_functions,
         prompt_logprobs=prompt_logprobs,
+        echo=f.bool("echo", False),
     )
 
 
@@ -301,10 +330,15 @@ def _prompts(f: Fields) -> list[str | list[int]]:
 def parse_completion_request(body: Any) -> CompletionRequest:
     f = Fields(body)
     model = _model(f)
+    _refuse_unhonoured_vllm(f)
     prompts = _prompts(f)
     suffix = f.str("suffix", None) or ""
     if suffix and not all(isinstance(p, str) for p in prompts):
         raise f.bad("suffix", "needs the prompt as text (it is rendered with the prompt by the model's template)")
+    truncate = f.int("truncate_prompt_tokens", None, lo=-1)
+    if truncate == 0 or (truncate is not None and suffix):
+        raise f.bad("truncate_prompt_tokens", "must be -1 or at least 1" if truncate == 0 else
+                    "cannot cut a prompt rendered with a suffix")
     best_of = f.int("best_of", None)
     if best_of is not None and best_of != f.int("n", 1):
         raise f.bad("best_of", "is not supported (only best_of == n)")
@@ -320,4 +354,6 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     params = _sampling(f, max_tokens=1 if echo_only else max_tokens, logprobs=logprobs,
                        prompt_logprobs=max(asked) if asked else None)
     return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo,
-                             suffix=suffix, echo_only=echo_only, prompt_logprobs=prompt_logprobs)
+                             suffix=suffix, echo_only=echo_only, prompt_logprobs=prompt_logprobs,
+                             truncate_prompt_tokens=truncate,
+                             add_special_tokens=f.bool("add_special_tokens", True))

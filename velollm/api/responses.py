@@ -289,6 +289,8 @@ def _in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
 
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
+    if turn.req.truncation == "auto":  # OpenAI's: the conversation's first items go when it overflows the context
+        chat = {"context_overflow": "truncate", **chat}  # (a client's own context_overflow extra first)
     try:
         native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, chat))
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here

@@ -20,6 +20,12 @@ def chain_hash(parent: int | None, token_ids: tuple[int, ...]) -> int:
     return hash((parent, token_ids))
 
 
+def chain_root(request: Request) -> int | None:
+    """The parent of a request's first block: its cache salt's, so salted chains never meet others."""
+    salt = request.params.cache_salt
+    return None if salt is None else hash(("cache_salt", salt))
+
+
 class BlockManager:
     """Free blocks sit in an LRU queue; a freed block keeps its hash until it is reused (lazy eviction)."""
 
@@ -59,7 +65,7 @@ class BlockManager:
         self.prefix_cache_queries += num_tokens
         if not self.enable_prefix_caching:
             return 0
-        parent: int | None = None
+        parent = chain_root(request)
         for start in range(0, num_tokens - 1 - self.block_size + 1, self.block_size):
             tokens = tuple(request.token_ids_slice(start, start + self.block_size))
             block_hash = chain_hash(parent, tokens)
@@ -98,7 +104,7 @@ class BlockManager:
         # is read back.
         num_known = min(request.num_computed_tokens, request.num_tokens)
         num_full = min(num_known // self.block_size, len(request.block_table))
-        parent = request.block_hashes[-1] if request.block_hashes else None
+        parent = request.block_hashes[-1] if request.block_hashes else chain_root(request)
         for index in range(len(request.block_hashes), num_full):
             start = index * self.block_size
             tokens = tuple(request.token_ids_slice(start, start + self.block_size))

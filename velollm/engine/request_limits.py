@@ -18,7 +18,8 @@ class RequestLimits:
         """Raise InvalidRequest or ContextOverflow for a request this model cannot run."""
         self.validate_prompt(prompt_token_ids)
         vocab = self.vocab_size
-        for param, token_ids in (("stop_token_ids", params.stop_token_ids), ("logit_bias", params.logit_bias)):
+        for param, token_ids in (("stop_token_ids", params.stop_token_ids), ("logit_bias", params.logit_bias),
+                                 ("allowed_token_ids", params.allowed_token_ids or [])):
             bad = next((t for t in token_ids if not 0 <= t < vocab), None)
             if bad is not None:
                 raise InvalidRequest(f"{param}: token id {bad} is outside the vocabulary (0..{vocab - 1})",

@@ -1,4 +1,4 @@
-"""Sampler: logits processors (bias, min_tokens, penalties), greedy or seeded sampling, top-k logprobs."""
+"""Sampler: logits processors (allowed ids, bias, min_tokens, penalties), greedy or seeded sampling, top-k logprobs."""
 
 from __future__ import annotations
 
@@ -92,6 +92,10 @@ class Sampler:
     def process(self, logits: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
         for row, request in enumerate(requests):
             params = request.params
+            if params.allowed_token_ids is not None:  # every other id out (the ids are in the vocabulary)
+                allowed = _on_device(params.allowed_token_ids, torch.long, logits.device)
+                kept = logits[row].index_select(0, allowed)
+                logits[row].fill_(_NEG_INF).index_copy_(0, allowed, kept)
             if params.logit_bias:
                 ids = [i for i in params.logit_bias if 0 <= i < logits.shape[1]]
                 bias = _on_device([params.logit_bias[i] for i in ids], logits.dtype, logits.device)
@@ -101,7 +105,9 @@ class Sampler:
             num_output = len(request.output_token_ids) + request.num_placeholders
             if num_output < params.min_tokens and request.grammar is None:
                 banned = [i for i in (*self.eos_token_ids, *params.stop_token_ids) if i < logits.shape[1]]
-                logits[row].index_fill_(0, _on_device(banned, torch.long, logits.device), _NEG_INF)
+                # Allowed ids that are all banned: they stay, as a finished grammar's EOS does (else id 0 came out)
+                if params.allowed_token_ids is None or not set(params.allowed_token_ids) <= set(banned):
+                    logits[row].index_fill_(0, _on_device(banned, torch.long, logits.device), _NEG_INF)
             if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
                 apply_penalties(logits[row], request)
         return logits

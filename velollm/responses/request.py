@@ -23,6 +23,11 @@ _UNSUPPORTED = {
 LOGPROBS = "message.output_text.logprobs"
 # The `include` value that asks for reasoning items a stateless client can send back (store=false).
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
+# OpenAI's `include` values (the openai SDK's ResponseIncludable); any other is its 400, so a misspelt one is not
+# an answer without what was asked. Those of built-in tools ask for nothing here: there are none.
+INCLUDABLE = (LOGPROBS, ENCRYPTED_REASONING, "file_search_call.results", "web_search_call.results",
+              "web_search_call.action.sources", "message.input_image.image_url",
+              "computer_call_output.output.image_url", "code_interpreter_call.outputs")
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,9 @@ def _include(body: Mapping[str, Any]) -> list[str]:
     for i, value in enumerate(include):
         if not isinstance(value, str):
             raise _bad(f"include[{i}]", f"expected a string, got {type(value).__name__}")
+        if value not in INCLUDABLE:
+            raise _bad(f"include[{i}]", f"unknown value {value!r:.100}; supported values are "
+                                        + ", ".join(repr(v) for v in INCLUDABLE))
     return include
 
 

@@ -8,6 +8,17 @@ dequantized at load. A float32 model (CPUs without bfloat16 in hardware) gains t
 weights take 4 bytes each against 0.625, so a Q4_K_M 8B goes from 32.1 GB to 12.0 (benchmarks/resident_size.py).
 `gguf` forces the GGUF planes anywhere (the CPU runs the torch reference: tests, comparisons);
 `none` dequantizes at load everywhere, as before.
+
+The rest stays in the model's dtype, float32 included, though a Q4_K_M file's Q6_K tensors (tied embedding, half
+the ffn_down and attn_v) are then 1.6 of the 2.2 GB a Llama-3.2-1B holds in float32. torch has no CPU kernel that
+takes Q6_K's scale per 16 elements (the int4 one groups 32 and more, `_weight_int8pack_mm` one scale per row), so
+the smaller form left is a 16-bit copy (x rounded to it, as the int4 kernel rounds x to bfloat16). On 2 shared AVX2
+EPYC cores it is not clearly faster: benchmarks/cpu_half_weights.py (benchmarks/data/cpu_half_weights_avx2.jsonl),
+float32 step over 16-bit step of the same round, medians of 32, five runs at load 1-6 on two threads: bfloat16
+0.96-1.19x, float16 1.01-1.29x (1.06x / 1.08x on one thread), the best steps 4.5-4.8 -> 5.9-6.9 tok/s. torch's
+16-bit GEMV converts every weight (one core: about the float32 GEMV's time per weight), and on two threads it waits
+for the second core on each call (attn_v 512x2048: 3-18 ms against MKL float32's 0.2-0.5 ms on one). float16 would
+also need x scaled into its range (65504). Not taken; a Q6_K CPU kernel would read 0.82 bytes per weight.
 """
 
 from __future__ import annotations
