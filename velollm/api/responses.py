@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import store_cap
@@ -41,6 +41,14 @@ from velollm.api.handler import (
 )
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
+from velollm.api.responses_upstream import (
+    NO_RESPONSES_API,
+    answer_bytes,
+    asks_own_api,
+    relayed_lookup,
+    sse_chunks,
+    upstream_holding,
+)
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.cache.replay import take_hit
@@ -62,12 +70,11 @@ from velollm.responses import (
 )
 from velollm.wire.disconnect import cancel_on_disconnect
 from velollm.wire.errors import APIError, error_message, to_api_error
-from velollm.wire.framing import SSE_MEDIA_TYPE, sse_data
+from velollm.wire.framing import SSE_MEDIA_TYPE
 from velollm.wire.streaming import streaming_response
 
 logger = logging.getLogger(__name__)
 
-_NO_RESPONSES_API = (404, 405, 501)  # what an upstream without /v1/responses answers
 _T = TypeVar("_T")
 
 
@@ -194,10 +201,10 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
     stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
-    holder = _upstream_holding(state, previous) if stored is None else None
+    holder = upstream_holding(state, previous) if stored is None else None
     if holder is not None and not isinstance(target, UpstreamTarget):  # the chain goes on there, whatever the model
         target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
-    if isinstance(target, UpstreamTarget) and stored is None and (holder is not None or await _has_responses(target)):
+    if isinstance(target, UpstreamTarget) and stored is None and (holder is not None or await asks_own_api(target)):
         answer = await forward_or_local(request, state, call, target, body)  # an upstream's own Responses API
         if isinstance(answer, ServedModel):
             target = NativeTarget(answer)  # the router chose this process's replica
@@ -205,7 +212,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             raise APIError(404, f"The model '{model_of(body)}' does not exist on {holder}, which stores the previous "
                                 f"response '{previous}': its conversation goes on only there; continue it with a "
                                 "model that server has.", param="model", code="model_not_found")
-        elif holder is not None or answer.status_code not in _NO_RESPONSES_API:
+        elif holder is not None or answer.status_code not in NO_RESPONSES_API:
             return answer
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
@@ -215,15 +222,6 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
-
-
-async def _has_responses(target: UpstreamTarget) -> bool:
-    """Whether the create is asked of the upstream's own Responses API first, known without asking it (a router's
-    replicas, each of them): one without (an Ollama, a VeloLLM found by the kind probe) goes straight to the chat
-    route, so a router picks its backend once. One that turns out to have none (404, 405, 501: llama.cpp's server)
-    is still tried. A native replica the router balances the model with runs it natively (`target.local`)."""
-    speaks = getattr(target.upstream, "speaks_responses", None)  # optional for Upstream implementations
-    return target.local is not None or speaks is None or await speaks(target.model)
 
 
 async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
@@ -334,63 +332,19 @@ async def _via_upstream_chat(request: Request, state: AppState, call: Call, targ
     if answer.status_code != 200:
         return answer  # already an OpenAI error body
     if turn.req.stream:
-        return streaming_response(turn.events(_sse_chunks(answer)), SSE_MEDIA_TYPE)
+        return streaming_response(turn.events(sse_chunks(answer)), SSE_MEDIA_TYPE)
     # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
     # top_logprobs) comes relayed as it arrives, a StreamingResponse: it was a 500 here (no `.body`).
-    body = b"".join([part async for part in _body(answer)])
+    body = b"".join([part async for part in answer_bytes(answer)])
     response = turn.shell.from_chat_completion(json.loads(body))
     await turn.keep(response)
     return JSONResponse(response)
 
 
-async def _body(answer: Response) -> AsyncIterator[bytes]:
-    """The bytes of an answer of the proxy, held or streamed; a streamed one's upstream is closed at the end
-    (what the response would do when sent), also when the reader stops early."""
-    if not isinstance(answer, StreamingResponse):
-        yield bytes(answer.body)
-        return
-    try:
-        async for data in answer.body_iterator:
-            yield data if isinstance(data, bytes) else str(data).encode()
-    finally:
-        close = getattr(answer.body_iterator, "aclose", None)
-        if close is not None:
-            await close()
-        if answer.background is not None:
-            await answer.background()
-
-
-async def _sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
-    """The chunk objects of a chat completion stream the proxy answered with."""
-    if not isinstance(answer, StreamingResponse):
-        yield json.loads(bytes(answer.body))  # an upstream that answered whole
-        return
-    pending = b""
-    parts = _body(answer)
-    try:
-        async for data in parts:
-            pending += data
-            *events, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
-            for event in events:
-                payload = sse_data(event)
-                if payload and payload != b"[DONE]":
-                    yield json.loads(payload)
-    finally:
-        await parts.aclose()
-
-
-def _upstream_holding(state: AppState, response_id: Any) -> str | None:
-    """Which upstream's own Responses API stored `response_id` (a create passed through to it), said for a message;
-    None for an id none did."""
-    holder = getattr(state.models.upstream, "response_holder", None)  # optional for Upstream implementations
-    return holder(response_id) if holder is not None else None
-
-
 async def _relayed(request: Request, state: AppState, response_id: str) -> Response:
-    """A lookup of a response this process did not store: the upstream that stored it answers (status and body
-    as it sends them); an id no upstream stored through here is this process's 404."""
-    relay = getattr(state.models.upstream, "relay_stored", None)  # optional for Upstream implementations
-    answer = await relay(request, response_id) if relay is not None else None
+    """A lookup of a response this process did not store: the upstream that stored it answers; an id no upstream
+    stored through here is this process's 404."""
+    answer = await relayed_lookup(request, state, response_id)
     if answer is None:
         raise _not_found(response_id)
     return answer
