@@ -69,7 +69,7 @@ from velollm.responses import (
     stored_bytes,
 )
 from velollm.wire.disconnect import cancel_on_disconnect
-from velollm.wire.errors import APIError, error_message, to_api_error
+from velollm.wire.errors import APIError, error_code, error_message, to_api_error
 from velollm.wire.framing import SSE_MEDIA_TYPE
 from velollm.wire.streaming import streaming_response
 
@@ -187,9 +187,7 @@ class _Turn:
 def _chunk_error(chunk: dict[str, Any]) -> APIError:
     """The error event that ended a chat stream mid-answer (an upstream's, or the proxy's for a broken one), with
     its code: an upstream VeloLLM's engine_dead ends the Response as its own Responses API would end it."""
-    error = chunk["error"]
-    code = error.get("code") if isinstance(error, dict) else None
-    return APIError(502, error_message(chunk), code=code if isinstance(code, str) and code else None)
+    return APIError(502, error_message(chunk), code=error_code(chunk))
 
 
 @endpoint("/v1/responses")

@@ -16,7 +16,7 @@ from velollm.errors import InvalidRequest
 from velollm.proxy.forced_tool_call import call_format, forced_tools
 from velollm.proxy.message_calls import message_tool_calls
 from velollm.reasoning import ThinkSetting
-from velollm.wire.errors import APIError, openai_error_body
+from velollm.wire.errors import APIError, error_code, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
 
 # What Ollama's OpenAI layer sends as every answer's and chunk's system_fingerprint (clients such as LangChain
@@ -313,7 +313,7 @@ class ChatStream:
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
-            return error_events(str(obj["error"]), _code(obj))
+            return error_events(str(obj["error"]), error_code(obj))
         message = obj.get("message") or {}
         deltas: list[tuple[dict[str, Any], Any, str | None]] = []
         if message.get("thinking"):
@@ -356,7 +356,7 @@ class CompletionStream:
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         if "error" in obj:
-            return error_events(str(obj["error"]), _code(obj))
+            return error_events(str(obj["error"]), error_code(obj))
         base = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "system_fingerprint": FINGERPRINT}
         events = []
@@ -380,12 +380,6 @@ def error_events(message: str, code: str | None = None) -> list[bytes]:
     """How an OpenAI stream that broke mid-way ends: an error event, then [DONE]."""
     return [sse_event(openai_error_body(APIError(502, message, code=code))), SSE_DONE]
 
-
-def _code(line: dict[str, Any]) -> str | None:
-    """The code beside an error line's message: a VeloLLM upstream's (engine_dead, shutting_down), which its
-    OpenAI stream would carry too (wire/errors.ollama_stream_error); Ollama's own lines have none."""
-    code = line.get("code")
-    return code if isinstance(code, str) and code else None
 
 
 def _call_id() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from velollm.wire.errors import APIError, error_message, openai_error_body
+from velollm.wire.errors import APIError, error_code, error_message, openai_error_body
 from velollm.wire.framing import sse_data, sse_event
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -44,7 +44,6 @@ def _as_error_event(event: bytes) -> bytes | None:
         body = text
     detail = body.get("error", body) if isinstance(body, dict) else None
     kind = detail.get("type") if isinstance(detail, dict) else None
-    code = detail.get("code") if isinstance(detail, dict) else None  # llama.cpp's is the HTTP status, a number
     err = APIError(502, error_message(body), type=kind if isinstance(kind, str) and kind else None,
-                   code=code if isinstance(code, str) and code else None)
+                   code=error_code(body))
     return sse_event(openai_error_body(err))

@@ -132,3 +132,14 @@ def error_message(body: Any) -> str:
             return str(error.get("message") or error)
         return str(error)
     return str(body)
+
+
+def error_code(body: Any) -> str | None:
+    """The code of an upstream's error body: OpenAI's `error.code`, or the `code` beside an error line's message
+    (a VeloLLM's NDJSON: engine_dead, shutting_down); None unless a non-empty string (llama.cpp's is the HTTP
+    status, a number)."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, dict) else body.get("code")
+    return code if isinstance(code, str) and code else None
