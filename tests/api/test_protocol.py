@@ -11,14 +11,14 @@ from velollm.api.fields import Fields
 from velollm.api.ollama_models import human_number
 from velollm.api.ollama_template import render
 from velollm.api.protocol_ollama import parse_chat_request as ollama_chat
-from velollm.api.keep_alive import parse_keep_alive
 from velollm.api.protocol_ollama import parse_generate_request, sampling_from_options
 from velollm.api.protocol_openai import parse_chat_request, parse_completion_request
 from velollm.api.server_config import ServerConfig
 from velollm.commands import serve
 from velollm.config import EngineConfig, KernelSwitches
-from velollm.output_budget import fit_max_tokens
 from velollm.errors import ContextOverflow, InvalidRequest
+from velollm.output_budget import fit_max_tokens
+from velollm.wire.keep_alive import keep_alive_seconds
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -91,13 +91,13 @@ def test_context_fitting():
 
 
 def test_keep_alive_like_ollama():
-    assert parse_keep_alive(None, default=None) is None
-    assert parse_keep_alive(30) == 30.0 and parse_keep_alive(-1) == math.inf
-    assert parse_keep_alive("1h30m") == 5400.0 and parse_keep_alive("300ms") == 0.3
-    assert parse_keep_alive("0") == 0.0 and parse_keep_alive("-1m") == math.inf
+    assert keep_alive_seconds(None, default=None) is None
+    assert keep_alive_seconds(30) == 30.0 and keep_alive_seconds(-1) == math.inf
+    assert keep_alive_seconds("1h30m") == 5400.0 and keep_alive_seconds("300ms") == 0.3
+    assert keep_alive_seconds("0") == 0.0 and keep_alive_seconds("-1m") == math.inf
     for bad in ("3600", "-1", "soon", True):
         with pytest.raises(InvalidRequest):
-            parse_keep_alive(bad)
+            keep_alive_seconds(bad)
 
 
 def test_ollama_options_precedence_and_mapping():
@@ -247,8 +247,8 @@ def test_request_cannot_bring_its_own_chat_template():
 
 
 def test_typed_errors_map_to_status():
-    from velollm.wire.errors import to_api_error
     from velollm.errors import ModelNotFound, Overloaded, VeloLLMError
+    from velollm.wire.errors import to_api_error
 
     class Unavailable(VeloLLMError):
         status_code = 502

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from velollm.api.keep_alive import parse_keep_alive, parse_keep_alive_env
+from velollm.api.keep_alive import parse_keep_alive_env
 from velollm.api.model_pool import ModelPool
 from velollm.errors import InvalidRequest
+from velollm.wire.keep_alive import keep_alive_seconds
 
 
 class FakeEngines:
@@ -45,14 +46,14 @@ class FakeEngine:
 @pytest.mark.parametrize("value, seconds", [
     (None, 300.0), (10, 10.0), (2.5, 2.5), (0, 0.0), (-1, math.inf), ("5m", 300.0), ("1h30m", 5400.0),
     ("300ms", 0.3), ("0", 0.0), ("-1m", math.inf), ("1.5s", 1.5)])
-def test_parse_keep_alive(value, seconds):
-    assert parse_keep_alive(value) == pytest.approx(seconds)
+def test_keep_alive_seconds(value, seconds):
+    assert keep_alive_seconds(value) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("value", ["3600", "-1", "5 minutes", "", True, [1]])
-def test_parse_keep_alive_rejects(value):
+def test_keep_alive_seconds_rejects(value):
     with pytest.raises(InvalidRequest):
-        parse_keep_alive(value)
+        keep_alive_seconds(value)
 
 
 def test_parse_keep_alive_env():

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from velollm.api.fields import Fields
-from velollm.api.keep_alive import parse_keep_alive
 from velollm.errors import InvalidRequest
 from velollm.wire.embedding_base64 import ENCODING_FORMATS
+from velollm.wire.keep_alive import keep_alive_seconds
 
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
 
@@ -90,4 +90,4 @@ def _check_ollama_extras(f: Fields) -> None:
     """`options` must be an object and `keep_alive` a duration, as on /api/chat: a pinned model never reads
     keep_alive (only on-demand ones parse it when routed), so a bad one would pass unnoticed."""
     f.dict("options", None)
-    parse_keep_alive(f.raw("keep_alive"), default=None)
+    keep_alive_seconds(f.raw("keep_alive"), default=None)

@@ -10,11 +10,6 @@ from velollm.wire.keep_alive import DEFAULT_KEEP_ALIVE, InvalidKeepAlive, go_dur
 
 logger = logging.getLogger(__name__)
 
-# A request's `keep_alive` → seconds; math.inf = forever; None → the default; a bad value is the request's 400
-# (velollm.wire.keep_alive, which the proxy reads it with too).
-parse_keep_alive = keep_alive_seconds
-
-
 def is_unload(keep_alive: Any) -> bool:
     """`keep_alive` 0 (`ollama stop`); an invalid value is no unload (the request's parse reports it)."""
     try:

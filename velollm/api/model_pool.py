@@ -28,11 +28,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE, parse_keep_alive
+from velollm.api.keep_alive import DEFAULT_KEEP_ALIVE
 from velollm.api.load_turns import LoadTurns
 from velollm.api.loaded_model import LoadedModel
 from velollm.context.model_prefetch import PrefetchStopped
 from velollm.context.parked_models import ParkedModels, parked_bytes
+from velollm.wire.keep_alive import keep_alive_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ModelPool:
 
     async def acquire(self, name: str, keep_alive: Any = None) -> Any:
         """The engine for `name`, loading it if needed; pair with `release(name)` when the request ends."""
-        seconds = parse_keep_alive(keep_alive, self.default_keep_alive)
+        seconds = keep_alive_seconds(keep_alive, self.default_keep_alive)
         while True:
             entry = self._models.get(name)
             if entry is not None and entry.dead and entry.num_active == 0:
@@ -127,7 +128,7 @@ class ModelPool:
         entry.num_active = max(0, entry.num_active - 1)
         entry.last_used = self._last_used[name] = time.monotonic()
         if keep_alive is not None:
-            entry.keep_alive = parse_keep_alive(keep_alive, self.default_keep_alive)
+            entry.keep_alive = keep_alive_seconds(keep_alive, self.default_keep_alive)
         if entry.dead:
             entry.draining = True  # unloaded once idle; the next request for it loads it afresh
         if entry.num_active == 0:

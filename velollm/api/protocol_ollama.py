@@ -11,12 +11,12 @@ from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
 from velollm.api.fields import Fields
-from velollm.api.keep_alive import parse_keep_alive
 from velollm.api.ollama_template import MAX_TEMPLATE_CHARS
 from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting
 from velollm.sampling_params import SamplingParams, StructuredOutput
+from velollm.wire.keep_alive import keep_alive_seconds
 from velollm.wire.ollama_sampler import clamp_option
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _bound(f: Fields) -> dict[str, Any]:
     one's type, keep_alive's duration, think's value; `truncate` is read for context_overflow (`_common`)."""
     return {
         "model": _model(f), "stream": f.bool("stream", True), "options": _options(f),
-        "keep_alive_s": parse_keep_alive(f.raw("keep_alive"), default=None),
+        "keep_alive_s": keep_alive_seconds(f.raw("keep_alive"), default=None),
         "think": ThinkSetting.from_ollama(f.raw("think")), "logprobs": f.bool("logprobs", False),
         "top_logprobs": f.int("top_logprobs", 0, lo=0, hi=20),
         "debug_render_only": f.bool("_debug_render_only", False),
