@@ -50,24 +50,24 @@ class RelayedFile:
 
     def put(self, response_id: str, holder: str, at: float, dropped: Iterable[str] = ()) -> None:
         """Writes one learned row, and deletes the `dropped` ones (evicted for the count or age) in the same commit."""
-        self._write([("INSERT OR REPLACE INTO relayed VALUES (?, ?, ?)", (response_id, holder, at))],
-                    [("DELETE FROM relayed WHERE id = ?", (d,)) for d in dropped])
+        self._write([("INSERT OR REPLACE INTO relayed VALUES (?, ?, ?)", (response_id, holder, at)),
+                     *(("DELETE FROM relayed WHERE id = ?", (d,)) for d in dropped)])
 
     def drop(self, response_ids: Iterable[str]) -> None:
-        self._write([], [("DELETE FROM relayed WHERE id = ?", (d,)) for d in response_ids])
+        self._write([("DELETE FROM relayed WHERE id = ?", (d,)) for d in response_ids])
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def _write(self, *statements: list[tuple[str, tuple[object, ...]]]) -> None:
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
         db = self._open()
         if db is None:
             return
         try:
             with db:
-                for sql, args in (s for group in statements for s in group):
+                for sql, args in statements:
                     db.execute(sql, args)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
