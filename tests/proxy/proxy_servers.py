@@ -60,6 +60,17 @@ class ThreadServer:
             self._server = None
 
 
+def velollm_server(engine: Any = None) -> ThreadServer:
+    """A real VeloLLM app serving `engine` (a StubEngine by default) as `demo`, started: an upstream of a proxy
+    or a router's replica."""
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+
+    engines = {"demo": engine if engine is not None else StubEngine()}
+    return ThreadServer(create_app(ServerConfig(stats_interval_s=0), engines)).start()
+
+
 # --- fake Ollama ------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from proxy_servers import ThreadServer, listing_routes
+from proxy_servers import ThreadServer, listing_routes, velollm_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -36,8 +36,9 @@ def _ollama_line(model: str, text: str) -> str:
 
 
 def _openai_event(model: str, text: str) -> str:
+    choices = [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
     return "data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model,
-                                  "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}) + "\n\n"
+                                  "choices": choices}) + "\n\n"
 
 
 def _end(kind: str, model: str) -> str:
@@ -59,7 +60,8 @@ def failing_upstream(kind: str) -> Starlette:
         body = await request.json()
         model = body["model"].removesuffix(":latest")
         whole = body.get("stream") is False or (kind == "openai" and not body.get("stream"))
-        media_type = "application/json" if whole else "application/x-ndjson" if kind == "ollama" else "text/event-stream"
+        stream_type = "application/x-ndjson" if kind == "ollama" else "text/event-stream"
+        media_type = "application/json" if whole else stream_type
         piece = _ollama_line if kind == "ollama" else _openai_event
 
         async def stream() -> Iterator[str]:
@@ -160,10 +162,7 @@ class DyingEngine(StubEngine):
 
 @pytest.fixture
 def dying_velollm() -> Iterator[ThreadServer]:
-    from velollm.api.app import create_app
-    from velollm.api.server_config import ServerConfig
-
-    server = ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": DyingEngine()})).start()
+    server = velollm_server(DyingEngine())
     yield server
     server.stop()
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from proxy_servers import ThreadServer
+from proxy_servers import ThreadServer, velollm_server
 
 from velollm.proxy.upstream import Upstream, UpstreamConfig
 
@@ -18,11 +18,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 
 @pytest.fixture
 def velollm_upstream() -> Iterator[ThreadServer]:
-    from tests.api.stub_engine import StubEngine
-    from velollm.api.app import create_app
-    from velollm.api.server_config import ServerConfig
-
-    server = ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
+    server = velollm_server()
     yield server
     server.stop()
 
@@ -67,15 +63,13 @@ def test_a_whole_answer_over_a_mib_becomes_the_response(start_proxy):
     """A whole chat answer over the proxy's check size (1 MiB: here 2,000 tokens with 20 top logprobs each) comes
     relayed as it arrives; the Responses create read it as a held body, a 500 (no `.body`)."""
     from tests.api.stub_engine import StubEngine
-    from velollm.api.app import create_app
-    from velollm.api.server_config import ServerConfig
     from velollm.proxy.forward import VALIDATED_BYTES
 
-    engine = StubEngine(max_model_len=4096, token_delay_s=0)
-    upstream = ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": engine})).start()
+    upstream = velollm_server(StubEngine(max_model_len=4096, token_delay_s=0))
     try:
         client = openai.OpenAI(base_url=f"{start_proxy(upstream.url).url}/v1", api_key="x", max_retries=0, timeout=60)
-        kw = {"model": "demo", "max_output_tokens": 2000, "top_logprobs": 20, "include": ["message.output_text.logprobs"]}
+        kw = {"model": "demo", "max_output_tokens": 2000, "top_logprobs": 20,
+              "include": ["message.output_text.logprobs"]}
         answer = client.responses.create(input="hi", **kw)
         logprobs = answer.output[0].content[0].logprobs
         assert len(answer.output_text) == len(logprobs) == 2000 and len(logprobs[0].top_logprobs) == 20

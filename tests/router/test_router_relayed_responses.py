@@ -9,16 +9,12 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.proxy_servers import ThreadServer
+from tests.proxy.proxy_servers import ThreadServer, velollm_server
 from tests.router.replicas import BUSY_HEALTH_TIMEOUT_S, config_toml, replica_backends, router_app
 
 
 def _replica() -> ThreadServer:
-    from tests.api.stub_engine import StubEngine
-    from velollm.api.app import create_app
-    from velollm.api.server_config import ServerConfig
-
-    return ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
+    return velollm_server()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
+from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app, velollm_server
 from tests.router.replicas import config_toml, metric, router_app
 
 N = 6  # creates, half of them streamed
@@ -71,12 +71,7 @@ def test_each_create_runs_on_one_ollama_replica(tmp_path, ollamas, kind):
 def test_each_create_runs_on_one_probed_velollm_replica(tmp_path):
     """VeloLLMs behind kind auto: the probe finds them, and their Responses API is not used (the router stores the
     response), so the chat route, one replica per create."""
-    from tests.api.stub_engine import StubEngine
-    from velollm.api.app import create_app
-    from velollm.api.server_config import ServerConfig
-
-    servers = [ThreadServer(create_app(ServerConfig(stats_interval_s=0), {"demo": StubEngine()})).start()
-               for _ in range(2)]
+    servers = [velollm_server() for _ in range(2)]
     backends = [{"name": name, "url": server.url, "kind": "auto", "models": ["demo"]}
                 for name, server in zip("ab", servers)]
     router = ThreadServer(router_app(config_toml(backends, **ROUND_ROBIN), tmp_path)).start()
