@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 from proxy_servers import ThreadServer
+from responses_chain import MESSAGE_ROLES, continue_twice, message_roles
 
 from velollm.proxy.gateway import UpstreamGateway
 from velollm.proxy.upstream import UpstreamConfig
@@ -42,14 +43,10 @@ def test_responses_stored_upstream_are_looked_up_there(upstream, start_proxy):
     first = front.responses.create(model="demo", input="hi", max_output_tokens=4)
     assert _client(upstream.url).responses.retrieve(first.id).id == first.id  # passed through: stored upstream
     assert front.responses.retrieve(first.id).output_text == first.output_text
-    second = front.responses.create(model="demo", input="again", previous_response_id=first.id, max_output_tokens=4)
-    events = list(front.responses.create(model="demo", input="more", previous_response_id=second.id,
-                                         max_output_tokens=4, stream=True))
-    third = events[-1].response
-    assert second.previous_response_id == first.id and third.previous_response_id == second.id
+    second, third = continue_twice(front, first)
     assert front.responses.retrieve(third.id).output_text == third.output_text  # learned from response.created
     items = front.responses.input_items.list(third.id, order="asc").data
-    assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+    assert message_roles(items) == MESSAGE_ROLES
     page = front.responses.input_items.list(third.id, order="asc", limit=2, after=items[0].id)  # the query goes along
     assert [i.id for i in page.data] == [items[1].id, items[2].id] and page.has_more
     assert front.responses.delete(second.id) is None
@@ -80,14 +77,9 @@ def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
     try:
         front = _client(front_server.url)
         first = front.responses.create(model="demo", input="hi", max_output_tokens=4)
-        second = front.responses.create(model="other", input="again", previous_response_id=first.id,
-                                        max_output_tokens=4)
-        events = list(front.responses.create(model="other", input="more", previous_response_id=second.id,
-                                             max_output_tokens=4, stream=True))
-        third = events[-1].response
-        assert (second.previous_response_id, third.previous_response_id) == (first.id, second.id)
+        _, third = continue_twice(front, first, "other")
         items = _client(upstream.url).responses.input_items.list(third.id, order="asc").data
-        assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+        assert message_roles(items) == MESSAGE_ROLES
         assert front.responses.retrieve(third.id).model == "other"
         with pytest.raises(openai.NotFoundError) as err:
             front.responses.create(model="mine", input="and", previous_response_id=third.id, max_output_tokens=4)

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.proxy.proxy_servers import ThreadServer, velollm_server
+from tests.proxy.responses_chain import MESSAGE_ROLES, continue_twice, message_roles
 from tests.router.replicas import BUSY_HEALTH_TIMEOUT_S, config_toml, replica_backends, router_app
 
 
@@ -37,14 +38,8 @@ def test_a_response_is_found_on_the_replica_that_stored_it(replicas, tmp_path):
         for _ in range(2):  # each lookup and continuation on the holder, though the policy alternates
             got = front.responses.with_raw_response.retrieve(first.id)
             assert got.headers["x-velollm-backend"] == holder and got.parse().output_text == first.output_text
-        second = front.responses.create(model="demo", input="again", previous_response_id=first.id,
-                                        max_output_tokens=4)
-        events = list(front.responses.create(model="demo", input="more", previous_response_id=second.id,
-                                             max_output_tokens=4, stream=True))
-        third = events[-1].response
-        assert (second.previous_response_id, third.previous_response_id) == (first.id, second.id)
-        items = front.responses.input_items.list(third.id, order="asc").data
-        assert [i.role for i in items if i.type == "message"] == ["user", "assistant", "user", "assistant", "user"]
+        second, third = continue_twice(front, first)
+        assert message_roles(front.responses.input_items.list(third.id, order="asc").data) == MESSAGE_ROLES
         other = front.responses.with_raw_response.create(model="demo", input="new", max_output_tokens=4)
         assert other.headers["x-velollm-backend"] != holder  # round-robin: the other replica, and found there too
         assert front.responses.retrieve(other.parse().id).id == other.parse().id
