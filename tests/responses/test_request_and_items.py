@@ -106,6 +106,22 @@ def test_previous_conversation_goes_first_and_instructions_are_not_kept():
     assert chat_body(req, turn)["messages"][0] == {"role": "system", "content": "New rules."}
 
 
+@pytest.mark.parametrize("items,history", [
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"}], []),
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"},  # a result before its call
+      {"type": "function_call", "call_id": "call_x", "name": "f", "arguments": "{}"}], []),
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"}],
+     [{"role": "assistant", "content": None, "tool_calls": [
+         {"id": "call_other", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]),
+])
+def test_a_function_call_output_without_its_call_is_openais_400(items, history):
+    req = parse_responses_request({"model": "m", "input": items})
+    with pytest.raises(InvalidRequest) as e:
+        conversation(req, history)
+    assert str(e.value) == "No tool call found for function call output with call_id call_x."
+    assert e.value.param == "input"
+
+
 def test_encrypted_reasoning_reads_back_as_the_thinking():
     """include=["reasoning.encrypted_content"]: reasoning items carry the thinking in a form a stateless client
     (store=false) sends back without the text; it reads back as the same assistant turn."""
