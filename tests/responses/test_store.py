@@ -318,3 +318,16 @@ def test_a_row_over_the_cap_is_not_stored_in_either_table(tmp_path):
     store.close()
     with pytest.raises(ValueError):
         ResponseStore(tmp_path / "r.sqlite", max_row_bytes=0)
+
+
+def test_a_background_response_left_running_by_a_stopped_server_reads_failed_when_reopened(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    for i, status in enumerate(("queued", "in_progress", "completed", "cancelled")):
+        store.put({**_resp(i), "status": status, "background": True, "error": None}, [_user("q")])
+    store.close()
+    store = ResponseStore(tmp_path / "r.sqlite")  # a new process: it runs none of them
+    got = [store.get(f"resp_{i}") for i in range(4)]
+    assert [r["status"] for r in got] == ["failed", "failed", "completed", "cancelled"]
+    assert got[0]["error"] == got[1]["error"] == {"code": "server_error",
+                                                  "message": "The server stopped before the response finished."}
+    assert got[2]["error"] is None and store.history("resp_1").input_items[0]["content"][0]["text"] == "q"

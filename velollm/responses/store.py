@@ -126,6 +126,7 @@ class ResponseStore:
                     self._db.execute(statement)
             upgraded = upgrade(self._db)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _fail_unfinished(self._db)
         if upgraded:  # the old rows held whole conversations: give their pages back
             self._db.execute("VACUUM")
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
@@ -282,6 +283,22 @@ class ResponseStore:
                 messages += [*items_to_messages(row.inputs), *items_to_messages(row.outputs)]
                 items += [*row.inputs, *row.outputs]
         return History(messages, items, len(chain[-1].outputs))
+
+
+# What a background response that no process runs any more reads as (api/responses_background.py).
+INTERRUPTED = {"code": "server_error", "message": "The server stopped before the response finished."}
+
+
+def _fail_unfinished(db: sqlite3.Connection) -> None:
+    """Background responses a process left queued or in progress (it was killed before it could end them) are
+    failed: opened, the store belongs to this process, which runs none of them yet. Else they said in_progress
+    for ever, to a client polling for the end."""
+    num_rows = db.execute(
+        "UPDATE response SET response = json_set(response, '$.status', 'failed', '$.error', json(?)) "
+        "WHERE json_extract(response, '$.status') IN ('queued', 'in_progress')", (json.dumps(INTERRUPTED),)).rowcount
+    if num_rows:
+        logger.warning("responses store: %d background response(s) left unfinished by a stopped server marked failed",
+                       num_rows)
 
 
 def _add_live_column(db: sqlite3.Connection) -> None:
