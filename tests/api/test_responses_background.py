@@ -158,3 +158,21 @@ def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
         store.close()
     assert stored["status"] == "failed" and stored["error"]["code"] == "server_error"
     assert stored["background"] is True and stored["output"][0]["status"] == "incomplete"
+
+
+def test_cancel_on_the_real_engine_aborts_and_frees_its_blocks(live_server):
+    """`velollm serve` on the demo model: a background response cancelled mid-answer gives its KV blocks back, and
+    the engine answers the next request."""
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="x", max_retries=0, timeout=60)
+    created = client.responses.create(model="demo", input="Tell a long story.", background=True,
+                                      max_output_tokens=400, temperature=0, extra_body={"ignore_eos": True})
+    _until(client, created.id, lambda r: r.status in TERMINAL or len(r.output_text) >= 3, timeout=60)
+    assert live_server.metric("velollm_allocated_blocks", model="demo") > 0
+    aborted = live_server.metric("velollm_aborted_requests_total", model="demo")
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled" and len(cancelled.output_text) >= 3  # mid-answer: not run to its end
+    assert live_server.wait_metric("velollm_aborted_requests_total", lambda v: v > aborted, model="demo") > aborted
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert live_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+    after = client.responses.create(model="demo", input="Hi", max_output_tokens=4, temperature=0)
+    assert after.status in ("completed", "incomplete") and after.output_text
