@@ -69,3 +69,17 @@ def test_on_an_upstreams_own_responses_api_cancel_goes_there(upstream, start_pro
     assert front.responses.cancel(created.id).status == "cancelled"
     assert _client(server.url).responses.retrieve(created.id).status == "cancelled"
     assert _blocks_freed(engine)
+
+
+def test_an_upstreams_background_stream_is_followed_through_the_proxy_as_it_comes(upstream, start_proxy):
+    """GET ?stream=true of a response an upstream's Responses API runs: its events relayed as they come (they were
+    held until the response ended), resumable after a sequence number."""
+    server, _ = upstream
+    front = _client(start_proxy(server.url, kind="openai").url)
+    created = front.responses.create(**ASK, background=True)
+    events = front.responses.retrieve(created.id, stream=True, starting_after=2)
+    first = next(iter(events))
+    assert first.sequence_number == 3
+    assert _client(server.url).responses.retrieve(created.id).status == "in_progress"  # not held until the end
+    rest = list(events)
+    assert rest[-1].type == "response.incomplete" and rest[0].sequence_number == 4
