@@ -132,6 +132,12 @@ class BackgroundRuns:
             task.cancel()
         await asyncio.wait({task})  # not cancelled with this caller: the run ends either way
 
+    async def wait(self) -> None:
+        """Until every run now in flight has ended."""
+        tasks = {run.task for run in self._live.values() if run.task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def stop_all(self) -> None:
         """At shutdown: every run in flight ends as `failed` (the server stopped), stored so, not left in progress."""
         runs = list(self._live.values())
