@@ -117,3 +117,39 @@ def test_a_run_whose_final_event_is_out_is_let_finish():
         assert run.response["status"] == "completed"
 
     asyncio.run(main())
+
+
+def test_a_run_cancelled_at_once_still_ends_its_work():
+    """Cancelled before its task took a step, the run still runs its work's ending (else an engine request would be
+    left running and the response queued)."""
+    async def main() -> None:
+        runs = BackgroundRuns()
+        ended = []
+
+        async def work(run: BackgroundRun) -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                ended.append(run.id)
+                run.finish({"id": run.id, "status": "cancelled"})
+
+        run = BackgroundRun({"id": "resp_1"})
+        runs.start(run, work)
+        await runs.cancel(run)  # no step taken yet
+        assert ended == ["resp_1"] and run.done and runs.get("resp_1") is run
+
+    asyncio.run(main())
+
+
+def test_a_reader_keeping_up_gets_every_event_while_the_oldest_go():
+    async def main() -> None:
+        run = BackgroundRun({"id": "resp_1"}, max_event_bytes=2000)
+        reader = asyncio.create_task(_collect(run))
+        for seq in range(300):
+            run.add(_event(seq, "z" * 30))
+            await asyncio.sleep(0)
+        run.finish({"id": "resp_1"})
+        assert _seqs(await reader) == list(range(300))
+        assert run.num_bytes <= 2000 and _seqs(await _collect(run, 290)) == list(range(291, 300))
+
+    asyncio.run(main())
