@@ -91,6 +91,7 @@ async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[d
         finally:
             await _close(chunks, close)  # the engine request aborted (its blocks freed), also when cancelled
     except asyncio.CancelledError:
+        run.finishing = True  # ending now: a second cancel (a stop at shutdown) must not cut the storing
         if run.stop_reason == "shutdown":
             for event in stream.fail(SHUTDOWN_MESSAGE, "server_error"):
                 run.add(event)
