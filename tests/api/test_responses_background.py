@@ -176,3 +176,47 @@ def test_cancel_on_the_real_engine_aborts_and_frees_its_blocks(live_server):
     assert live_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
     after = client.responses.create(model="demo", input="Hi", max_output_tokens=4, temperature=0)
     assert after.status in ("completed", "incomplete") and after.output_text
+
+
+def test_a_stop_while_a_cancel_stores_its_end_waits_for_it():
+    """stop_all (shutdown) after a cancel whose run is storing its end: the store write is not cut (the response
+    stayed queued)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from velollm.api.responses_background import run_in_background
+    from velollm.responses import ResponseShell, parse_responses_request
+    from velollm.responses.background import BackgroundRuns
+
+    class Turn:
+        def __init__(self) -> None:
+            self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
+            self.shell = ResponseShell(self.req)
+            self.kept: list[str] = []
+
+        async def keep(self, response):
+            await asyncio.sleep(0.05)
+            self.kept.append(response["status"])
+
+        async def answer(self, stream, chunks, on_final):
+            for event in stream.start():
+                yield event
+            async for _ in chunks:
+                pass
+
+    async def forever():
+        await asyncio.sleep(60)
+        yield {}
+
+    async def main() -> None:
+        state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
+        await run_in_background(state, turn, forever())
+        run = state.background.get(turn.shell.id)
+        await asyncio.sleep(0.01)
+        cancel = asyncio.create_task(state.background.cancel(run))
+        await asyncio.sleep(0.01)  # storing the cancelled response now
+        await state.background.stop_all()
+        await cancel
+        assert turn.kept == ["queued", "cancelled"] and run.response["status"] == "cancelled"
+
+    asyncio.run(main())
