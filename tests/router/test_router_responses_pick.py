@@ -118,3 +118,68 @@ def test_a_replica_that_said_it_has_no_responses_api_gets_chats_only(tmp_path):
         router.stop()
         for server in servers:
             server.stop()
+
+
+def _balanced_app(toml: str, tmp_path: Any, engine: Any) -> Any:
+    """The real API app running `engine` as `demo` itself, one replica (the config's native backend) beside the
+    remote ones of `toml`, as `velollm serve --config` with a native backend."""
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+    from velollm.router.config import load_config
+    from velollm.router.router import Router
+
+    path = tmp_path / "velollm.toml"
+    path.write_text(toml)
+    routing = load_config(path)
+    return create_app(ServerConfig(models=("demo",), stats_interval_s=0, config_file=routing), engines={"demo": engine},
+                      upstream=Router(routing))
+
+
+def test_each_create_of_a_balanced_model_runs_on_one_replica(tmp_path, ollamas):
+    """`demo` run by this process and by an Ollama, round-robin: each create runs on one of them, the Ollama's on its
+    chat route. It was tried on /v1/responses first: the replica picked for it (an Ollama: its 404) was followed
+    by a second pick for the chat, so a create reached two backends, and every chat went to the same one."""
+    from tests.api.stub_engine import StubEngine
+
+    (server, state), _ = ollamas
+    state.models = ["demo:latest"]
+    backends = [{"name": "local", "kind": "native", "models": ["demo"]},
+                {"name": "r", "url": server.url, "kind": "ollama", "models": ["demo"]}]
+    engine = StubEngine()
+    router = ThreadServer(_balanced_app(config_toml(backends, **ROUND_ROBIN), tmp_path, engine)).start()
+    try:
+        texts = _creates(router.url, "demo")
+        paths = Counter(path for path, _ in state.requests)
+        assert paths == {"/api/chat": N // 2}, paths
+        assert len(engine.seen_prompts) == N // 2
+        assert sum(t.strip().startswith("echo:") for t in texts) == N // 2
+        assert _requests_per_backend(router.url, ("local", "r")) == {"local": N // 2, "r": N // 2}
+    finally:
+        router.stop()
+
+
+def test_a_create_the_local_engine_refuses_runs_on_the_remote_chat(tmp_path, ollamas):
+    """The local engine chosen but refusing before the first byte (its queue full): the create runs on the other
+    replica's chat route and is the Response, stored here; it was the Ollama's 404 for /v1/responses."""
+    from tests.api.stub_engine import StubEngine
+    from velollm.errors import Overloaded
+
+    (server, state), _ = ollamas
+    state.models = ["demo:latest"]
+    backends = [{"name": "local", "kind": "native", "models": ["demo"]},
+                {"name": "a", "url": server.url, "kind": "ollama", "models": ["demo"]}]  # "local" picked first
+
+    class Refusing(StubEngine):
+        async def generate(self, prompt_token_ids: Any, params: Any, request_id: Any = None) -> Any:
+            raise Overloaded("the queue is full")  # where the router's check (an empty queue) let it through
+            yield
+
+    engine = Refusing()
+    router = ThreadServer(_balanced_app(config_toml(backends, **ROUND_ROBIN), tmp_path, engine)).start()
+    try:
+        texts = _creates(router.url, "demo")
+        assert [t.strip() for t in texts] == [f"echo: turn {i}" for i in range(N)]
+        assert Counter(path for path, _ in state.requests) == {"/api/chat": N}
+        assert engine.seen_prompts == []
+    finally:
+        router.stop()

@@ -26,9 +26,10 @@ async def asks_own_api(target: UpstreamTarget) -> bool:
     """Whether the create is asked of the upstream's own Responses API first, known without asking it (a router's
     replicas, each of them): one without (an Ollama, a VeloLLM found by the kind probe) goes straight to the chat
     route, so a router picks its backend once. One that turns out to have none (404, 405, 501: llama.cpp's server)
-    is still tried. A native replica the router balances the model with runs it natively (`target.local`)."""
+    is still tried. A native replica the router balances the model with is one of the picks either way: it runs the
+    create natively (handler.forward_or_local)."""
     speaks = getattr(target.upstream, "speaks_responses", None)
-    return target.local is not None or speaks is None or await speaks(target.model)
+    return speaks is None or await speaks(target.model)
 
 
 def upstream_holding(state: AppState, response_id: Any) -> str | None:
