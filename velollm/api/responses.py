@@ -44,6 +44,7 @@ from velollm.api.responses_upstream import (
     NO_RESPONSES_API,
     answer_bytes,
     asks_own_api,
+    chat_target,
     relayed_lookup,
     sse_chunks,
     upstream_holding,
@@ -211,6 +212,8 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
                                 "model that server has.", param="model", code="model_not_found")
         elif holder is not None or answer.status_code not in NO_RESPONSES_API:
             return answer
+        else:
+            target = chat_target(target, answer)  # the replica that has no Responses API runs the chat
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")

@@ -42,6 +42,7 @@ from velollm.wire.names import name_key
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
+BACKEND_HEADER = "x-velollm-backend"  # the remote backend that answered
 MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
 
 
@@ -154,11 +155,13 @@ class Router:
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
-                      local: Any = None) -> Response:
+                      local: Any = None, replica: str | None = None) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
         first byte); 503 + Retry-After when none can take it. `local`: the native model's engine, when its
         native replicas are candidates too (a dead engine is ejected, one with a full queue passed over);
-        choosing one raises ServeLocally (the API runs the request natively)."""
+        choosing one raises ServeLocally (the API runs the request natively). `replica`: the backend asked first,
+        without a pick (`answered_by`: the create whose /v1/responses it answered without having one runs on its
+        chat route); the policy picks another only when it cannot take the request."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
@@ -186,7 +189,8 @@ class Router:
             candidates = [b for b in replicas if b.admitted_for(name) and b.name not in tried]
             if not candidates:
                 break
-            backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
+            asked = next((b for b in candidates if b.name == replica), None)  # (only on the first attempt)
+            backend = asked or policy.choose(candidates, blocks)  # type: ignore[assignment]
             tried.add(backend.name)
             if isinstance(backend, LocalReplica) and not backend.can_take(local):
                 logger.info("the local engine cannot take a request for %r now (queue full or dead)", name)
@@ -218,11 +222,16 @@ class Router:
                 logger.warning("backend %s answered %d for %r before the first byte; %s", backend.name,
                                response.status_code, name, "trying another replica" if retry else "giving up")
                 continue
-            response.headers["x-velollm-backend"] = backend.name
+            response.headers[BACKEND_HEADER] = backend.name
             return self._held(response, slot, backend, started)
         if holder is not None and (failed is None or failed.status_code in (502, 503, 504)):
             return self._holder_down(api, holder, body["previous_response_id"])
         return self._unavailable(api, name, replicas, failed)
+
+    @staticmethod
+    def answered_by(response: Response) -> str | None:
+        """The backend that answered `response` (a remote one: forward's x-velollm-backend), None for none."""
+        return response.headers.get(BACKEND_HEADER)
 
     # --- responses stored by a replica ------------------------------------------------------------
 
@@ -244,7 +253,7 @@ class Router:
         if not backend.admitted:
             return self._holder_down("openai", backend, response_id)
         answer = await backend.gateway.relay_lookup(request, response_id)
-        answer.headers["x-velollm-backend"] = backend.name
+        answer.headers[BACKEND_HEADER] = backend.name
         return answer
 
     @staticmethod
