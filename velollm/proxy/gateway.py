@@ -51,6 +51,10 @@ IDENTITY_FIRST_LISTING_S = 2.0
 # connection and says nothing is skipped (logged), the tags showing its last listing, which the fetch still
 # running in the background renews; the local models are listed at once either way.
 LISTING_WAIT_S = 2.0
+# How long an upstream whose /v1/responses said it has none (llama.cpp's server) is taken at its word: the creates
+# meanwhile go straight to its chat route; the first one after it asks /v1/responses again, so an upstream upgraded
+# to one (llama.cpp, vLLM) is used without restarting this process, at the cost of one try per this time.
+NO_RESPONSES_API_S = 600.0
 
 
 def _null_contents_as_empty(body: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +90,7 @@ class UpstreamGateway:
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
         self._identity_listing: asyncio.Future[Any] | None = None  # that fetch
-        self._has_responses_api = True  # False once its /v1/responses said it has none (speaks_responses)
+        self._no_responses_api_at: float | None = None  # monotonic time its /v1/responses said it has none
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -194,7 +198,7 @@ class UpstreamGateway:
             return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
         if path == "/v1/responses" and self._no_responses_api(response.status_code, body):
             logger.info("upstream %s has no Responses API: /v1/responses runs on its chat route", self.upstream.url)
-            self._has_responses_api = False
+            self._no_responses_api_at = time.monotonic()
         return await as_function_call(response) if legacy else response
 
     def response_holder(self, response_id: object) -> str | None:
@@ -233,11 +237,14 @@ class UpstreamGateway:
         response and its chain there, out of reach of this process's GET /v1/responses/{id}, input_items and
         previous_response_id (5d625bb). A configured kind velollm (a router's replicas) and an OpenAI-compatible
         server keep theirs: the router relays a replica's Responses streams, errors included, as they come.
-        One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) is remembered. An
-        upstream down now: True, and forward() answers the outage in the client's format. `model`: unused (the
-        router's answer depends on it)."""
-        if not self._has_responses_api or self.upstream.config.speaks_both:
-            return self._has_responses_api
+        One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) has none for
+        NO_RESPONSES_API_S. An upstream down now: True, and forward() answers the outage in the client's format.
+        `model`: unused (the router's answer depends on it)."""
+        said_none = self._no_responses_api_at
+        if said_none is not None and time.monotonic() - said_none < NO_RESPONSES_API_S:
+            return False
+        if self.upstream.config.speaks_both:
+            return True
         try:
             kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable:
