@@ -230,15 +230,16 @@ class UpstreamGateway:
                         media_type=response.headers.get("content-type", "application/json"))
 
     async def speaks_responses(self, model: str | None = None) -> bool:
-        """Whether a /v1/responses create goes to the upstream's own Responses API (else api/responses.py runs it
-        on the upstream's chat route and stores it here), known without asking /v1/responses: so that a router
-        picks one backend for one create, not one for a try that fails and another for the chat. An Ollama has
-        none (the conversion answers 404 for it); a VeloLLM found by the kind probe has one, but it would keep the
-        response and its chain there, out of reach of this process's GET /v1/responses/{id}, input_items and
-        previous_response_id (5d625bb). A configured kind velollm (a router's replicas) and an OpenAI-compatible
-        server keep theirs: the router relays a replica's Responses streams, errors included, as they come.
-        One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) has none for
-        NO_RESPONSES_API_S. An upstream down now: True, and forward() answers the outage in the client's format.
+        """Whether a /v1/responses create goes to the upstream's own Responses API; else api/responses.py runs it on
+        the upstream's chat route and stores it here. Known without asking /v1/responses, so that a router picks one
+        backend for a create rather than one for a try that fails and another for the chat.
+
+        An Ollama has none (its conversion answers 404). A VeloLLM found by the kind probe has one, but a response
+        stored there would be out of reach of this process's GET /v1/responses/{id}, input_items and
+        previous_response_id: its chat route is used. A configured kind velollm (a router's replicas) and an
+        OpenAI-compatible server keep theirs, so the router relays a replica's Responses streams, errors included,
+        as they come. One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) has none
+        for NO_RESPONSES_API_S. An upstream down now: True, and forward() answers the outage in the client's format.
         `model`: unused (the router's answer depends on it)."""
         said_none = self._no_responses_api_at
         if said_none is not None and time.monotonic() - said_none < NO_RESPONSES_API_S:

@@ -138,8 +138,8 @@ class Router:
     async def speaks_responses(self, name: str) -> bool:
         """Whether a /v1/responses create for `name` goes to a replica's own Responses API: when every replica
         of it that takes requests has one (UpstreamGateway.speaks_responses). Else each create runs on the chat
-        route (api/responses.py), for which the policy picks one replica, once: a try on /v1/responses first
-        picked one, and the chat after its 404 another (two backends and the policy's counts for one create).
+        route (api/responses.py), for which the policy picks one replica, once: were the create tried on
+        /v1/responses first, the chat after a replica's 404 would be a second pick, on another backend.
         A replica continuing a response it stored is asked whatever this says (`forward`'s holder)."""
         replicas = [b for b in self.replicas(name) if b.admitted_for(name)] or self.replicas(name)
         return all(await asyncio.gather(*(b.gateway.speaks_responses() for b in replicas)))
