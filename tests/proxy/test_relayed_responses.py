@@ -127,3 +127,25 @@ def test_a_gateway_holds_only_what_its_own_upstream_stored(tmp_path):
     assert gateway.response_holder("resp_mine") == "upstream http://127.0.0.1:1"
     assert gateway.response_holder("resp_other") is None and gateway.response_holder("resp_none") is None
     asyncio.run(gateway.aclose())
+
+
+def test_a_late_first_event_in_small_chunks_is_read_in_linear_time():
+    """A response.created of almost SNIFF_BYTES (long instructions and tools) in 64-byte chunks: each chunk's bytes
+    are scanned once. The head read so far was split again for each chunk, 16,000 times up to a megabyte: seconds
+    of the event loop for one stream (71 s on this test's machine), where once takes 0.2 s."""
+    relayed = RelayedResponses()
+    created = _event({"type": "response.created", "response": {"id": "resp_long", "instructions": "x" * (SNIFF_BYTES - 200)}})
+    chunks = [created[i:i + 64] for i in range(0, len(created), 64)]
+    answer = relayed.learn(_stream(b": keep-alive\r\n\r\n", *chunks, _event({"type": "x"})), "b")
+    started = time.perf_counter()
+    body = _drain(answer)
+    elapsed = time.perf_counter() - started
+    assert body.endswith(_event({"type": "x"})) and relayed.holder("resp_long") == "b"
+    assert elapsed < 5.0, elapsed
+
+
+def test_crlf_cut_between_chunks_ends_an_event():
+    relayed = RelayedResponses()
+    created = _event({"type": "response.created", "response": {"id": "resp_crlf"}}).replace(b"\n", b"\r\n")
+    _drain(relayed.learn(_stream(created[:-3], created[-3:-1], created[-1:]), "b"))
+    assert relayed.holder("resp_crlf") == "b"

@@ -110,36 +110,68 @@ class RelayedResponses:
         return True
 
     async def _sniffed(self, chunks: AsyncIterator[Any], holder: str, sse: bool) -> AsyncIterator[Any]:
-        head = b""
+        events = _EventHead() if sse else None
+        head = b""  # a whole answer's first bytes
         looking = True
         try:
             async for chunk in chunks:
                 if looking:
-                    head += chunk if isinstance(chunk, bytes) else str(chunk).encode()
-                    looking = self._looking(head, holder, sse)
+                    data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                    if events is not None:
+                        looking = self._looking_for_event(events, data, holder)
+                    else:
+                        head += data
+                        looking = self._looking_in_whole(head, holder)
                 yield chunk
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
 
-    def _looking(self, head: bytes, holder: str, sse: bool) -> bool:
-        """Whether the id is still to be found in the stream's first `head` bytes."""
-        if not sse:  # a whole Response object relayed as it came: "id" is its first key (OpenAI's, VeloLLM's)
-            found = _HEAD_ID.match(head)
-            if found is not None:
-                self._take({"id": found.group(1).decode()}, holder)
-            return found is None and len(head) < 512
-        *events, _ = head.replace(b"\r\n", b"\n").split(b"\n\n")
-        for event in events:
+    def _looking_in_whole(self, head: bytes, holder: str) -> bool:
+        """Whether the id is still to be found in the first `head` bytes of a whole Response object relayed as it
+        came: "id" is its first key (OpenAI's, VeloLLM's)."""
+        found = _HEAD_ID.match(head)
+        if found is not None:
+            self._take({"id": found.group(1).decode()}, holder)
+        return found is None and len(head) < 512
+
+    def _looking_for_event(self, head: _EventHead, data: bytes, holder: str) -> bool:
+        """Whether the id is still to be found in the stream, once `data`, its next bytes, went by."""
+        for event in head.feed(data):
             payload = sse_data(event)
             if not payload:  # a comment (a keep-alive): no event
                 continue
             try:  # the first event decides: response.created, or an error (nothing was stored)
-                data = json.loads(payload)
+                event_data = json.loads(payload)
             except ValueError:
                 return False
-            if isinstance(data, dict) and data.get("type") == "response.created":
-                self._take(data.get("response"), holder)
+            if isinstance(event_data, dict) and event_data.get("type") == "response.created":
+                self._take(event_data.get("response"), holder)
             return False
-        return len(head) < SNIFF_BYTES
+        return head.size < SNIFF_BYTES
+
+
+class _EventHead:
+    """The events that begin an SSE stream, cut from its chunks as they come. Each byte is scanned once: a first event
+    that comes late or in many small chunks (up to SNIFF_BYTES) costs its length, not its length squared."""
+
+    def __init__(self) -> None:
+        self.size = 0  # bytes fed
+        self._pending = bytearray()  # after the last complete event, "\r\n" read as "\n"
+        self._cr = False  # the last chunk ended in "\r" (a "\r\n" may be cut in two)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The events that `data` completes, each without the blank line that ends it."""
+        self.size += len(data)
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        start = max(len(self._pending) - 1, 0)  # a "\n" the last chunk ended with may begin the boundary
+        self._pending += (data[:-1] if self._cr else data).replace(b"\r\n", b"\n")
+        events = []
+        while (end := self._pending.find(b"\n\n", start)) != -1:
+            events.append(bytes(self._pending[:end]))
+            del self._pending[:end + 2]
+            start = 0
+        return events
