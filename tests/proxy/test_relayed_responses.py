@@ -106,6 +106,26 @@ def test_kept_on_disk_across_a_restart(tmp_path):
     old.close()
 
 
+def test_the_holder_url_is_kept_and_an_older_file_read(tmp_path):
+    """Each id's holder URL is kept beside its name (a router follows a renamed backend by it); a file written before
+    the url column is read, its rows with no URL, and takes new rows with theirs."""
+    import sqlite3
+
+    path = str(tmp_path / "relayed_responses.sqlite")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE relayed (id TEXT PRIMARY KEY, holder TEXT NOT NULL, at REAL NOT NULL)")
+        db.execute("INSERT INTO relayed VALUES ('resp_old', 'a', ?)", (time.time(),))
+    db.close()
+    relayed = RelayedResponses(path=path)
+    assert relayed.where("resp_old") == ("a", "")
+    relayed.remember("resp_new", "b", "http://127.0.0.1:2")
+    relayed.close()
+    again = RelayedResponses(path=path)
+    assert again.where("resp_old") == ("a", "") and again.where("resp_new") == ("b", "http://127.0.0.1:2")
+    assert again.holder("resp_new") == "b" and again.where("resp_none") is None
+    again.close()
+
+
 def test_a_file_that_cannot_be_made_leaves_the_map_in_memory(tmp_path, caplog):
     (tmp_path / "file").write_text("")
     relayed = RelayedResponses(path=str(tmp_path / "file" / "relayed_responses.sqlite"))  # a file where a folder goes

@@ -195,7 +195,8 @@ class UpstreamGateway:
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         if path == "/v1/responses" and response.status_code == 200:
-            return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
+            # stored upstream: its id lookups go there
+            return self.relayed.learn(response, self.name, self.upstream.url)
         if path == "/v1/responses" and self._no_responses_api(response.status_code, body):
             logger.info("upstream %s has no Responses API: /v1/responses runs on its chat route", self.upstream.url)
             self._no_responses_api_at = time.monotonic()

@@ -7,7 +7,9 @@ concurrency limit, and, when the replica fails before the first byte reached the
 no answer in time, a 5xx), is sent to another replica (`retries`). A stream that breaks after its first
 byte ends with an error event (the proxy's relay). With no admitted replica left: 503 + Retry-After.
 A response stored by a replica's own Responses API stays that replica's: its id lookups and a create continuing
-it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways).
+it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways). A
+replica renamed in the configuration is found by its URL; one no longer configured (neither its name nor its URL)
+is a 502 that says so, as an ejected holder's is (`_holder_gone`).
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ class Router:
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
         holder = self._holder(body.get("previous_response_id")) if path == "/v1/responses" else None
+        if isinstance(holder, tuple):
+            return self._holder_gone(api, holder, body["previous_response_id"])
         if holder is not None and not holder.admitted:
             return self._holder_down(api, holder, body["previous_response_id"])
         # the replica that stored the previous response holds the conversation: it answers, whatever the policy
@@ -235,13 +239,22 @@ class Router:
 
     # --- responses stored by a replica ------------------------------------------------------------
 
-    def _holder(self, response_id: Any) -> Backend | None:
-        name = self.relayed.holder(response_id)
-        return next((b for b in self.backends if b.name == name), None) if name is not None else None
+    def _holder(self, response_id: Any) -> Backend | tuple[str, str] | None:
+        """The backend that stored `response_id`: the one of its name, else one at its URL (renamed; an admitted one
+        first); (name, URL) it was stored by when no backend has either now; None for an id no backend stored."""
+        where = self.relayed.where(response_id)
+        if where is None:
+            return None
+        name, url = where
+        named = next((b for b in self.backends if b.name == name), None)
+        at_url = [b for b in self.backends if url and b.url == url]
+        return named or next((b for b in at_url if b.admitted), at_url[0] if at_url else where)
 
     def response_holder(self, response_id: object) -> str | None:
         """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
         backend = self._holder(response_id)
+        if isinstance(backend, tuple):
+            return f"backend {backend[0]!r} ({backend[1] or 'its url unknown'}, no longer configured)"
         return f"backend {backend.name!r} ({backend.url})" if backend is not None else None
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
@@ -250,6 +263,8 @@ class Router:
         backend = self._holder(response_id)
         if backend is None:
             return None
+        if isinstance(backend, tuple):
+            return self._holder_gone("openai", backend, response_id)
         if not backend.admitted:
             return self._holder_down("openai", backend, response_id)
         answer = await backend.gateway.relay_lookup(request, response_id)
@@ -264,6 +279,18 @@ class Router:
         return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {backend.name!r} "
                                                  f"({backend.url}), which cannot take requests now{why}; no other "
                                                  "backend holds it", type="server_error", code="backend_unavailable"))
+
+    @staticmethod
+    def _holder_gone(api: Api, where: tuple[str, str], response_id: str) -> Response:
+        """The 502 for a response whose replica the configuration no longer has (removed, or renamed and moved). Not
+        a 404, OpenAI's for an id it does not know: this one is known and likely still stored there, and a 404 tells
+        clients to drop the conversation, which comes back when the replica is configured again."""
+        name, url = where
+        at = f" ({url})" if url else ""
+        return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {name!r}{at}, which "
+                                                 "this router's configuration no longer has (no backend of that name "
+                                                 "or url); configure it again to reach the response",
+                                            type="server_error", code="backend_not_configured"))
 
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the
