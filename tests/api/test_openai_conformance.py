@@ -337,3 +337,18 @@ def test_logprob_bytes_are_the_tokens_own(live_server):
             "options": {"num_predict": 24, "seed": seed, "temperature": 1.0, "top_p": 1.0, "top_k": 0}}).json()
         assert joined(native["logprobs"]) == native["message"]["content"]
     assert split_seen  # the demo model writes split characters within these seeds
+
+
+def test_max_completion_tokens_errors_name_it(live_server):
+    """max_completion_tokens 0 was a 400 naming max_tokens (message and param), a field the client never sent;
+    OpenAI's names max_completion_tokens. max_tokens' own errors still name max_tokens."""
+    client = oai(live_server)
+    for field in ("max_completion_tokens", "max_tokens"):
+        for value in (0, -3):
+            with pytest.raises(openai.BadRequestError) as info:
+                client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                               **{field: value})
+            assert info.value.body["param"] == field and info.value.body["message"].startswith(f"{field} ")
+    answer = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                            max_completion_tokens=2, extra_body={"ignore_eos": True})
+    assert answer.usage.completion_tokens == 2

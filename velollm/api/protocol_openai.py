@@ -271,7 +271,9 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     model = _model(f)
     _refuse_unhonoured(f)
     messages = normalize_messages(body.get("messages"))
-    max_tokens = f.int("max_completion_tokens", None) if f.has("max_completion_tokens") else f.int("max_tokens", None)
+    # checked here, under the name the client sent (SamplingParams would name max_tokens)
+    max_tokens = f.int("max_completion_tokens", None, lo=1) if f.has("max_completion_tokens") \
+        else f.int("max_tokens", None, lo=1)
     logprobs = f.bool("logprobs", False)
     top_logprobs = f.int("top_logprobs", 0, lo=0, hi=20)
     if f.has("top_logprobs") and top_logprobs and not logprobs:
