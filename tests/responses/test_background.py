@@ -153,3 +153,20 @@ def test_a_reader_keeping_up_gets_every_event_while_the_oldest_go():
         assert run.num_bytes <= 2000 and _seqs(await _collect(run, 290)) == list(range(291, 300))
 
     asyncio.run(main())
+
+
+def test_a_run_whose_work_fails_is_logged_and_ended(caplog):
+    async def main() -> None:
+        runs = BackgroundRuns()
+
+        async def work(run: BackgroundRun) -> None:
+            run.add(_event(0))
+            raise OSError("disk full")
+
+        run = BackgroundRun({"id": "resp_1", "status": "queued"})
+        runs.start(run, work)
+        assert _seqs(await _collect(run)) == [0]  # the reader is let go, not left waiting
+        assert run.done and runs.get("resp_1") is run
+
+    asyncio.run(main())
+    assert "background response resp_1 failed" in caplog.text and "disk full" in caplog.text

@@ -12,12 +12,15 @@ upstream stream). BackgroundRuns is the registry: start, look up, cancel, and st
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from velollm.responses.event_stream import sse_frame
+
+logger = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 4 << 20  # a run's frames (about 25,000 text deltas)
 KEEP_FINISHED = 64
@@ -115,6 +118,8 @@ class BackgroundRuns:
         run.started = True
         try:
             await work(run)
+        except Exception:  # no request to answer it: said in the log; the run is ended below, its readers let go
+            logger.exception("background response %s failed", run.id)
         finally:
             if not run.done:  # work failed to end it (a bug): readers must not wait forever
                 run.finish(run.response)
