@@ -8,8 +8,9 @@ is still the create's answer. `GET /v1/responses/{id}` shows it in progress (the
 `cancelled`, with what it said so far, its engine request aborted (its KV blocks freed).
 
 At shutdown the runs in flight end `failed` (server_error: the server stopped), stored so; a row a process left
-queued or in progress (it was killed) reads as failed in the same way when the store is next opened
-(velollm/responses/store.py): no response says in_progress with nothing running it.
+queued or in progress reads as failed in the same way when a store is next opened and that process is gone (it
+was killed; velollm/responses/store.py, runner.py: servers sharing the file leave each other's runs alone): no
+response says in_progress with nothing running it.
 """
 
 from __future__ import annotations
