@@ -18,11 +18,12 @@ from velollm.api.chat_messages import apply_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
 from velollm.context.fitter import FittedPrompt
 from velollm.context.token_cut import TokenCut
-from velollm.errors import ContextOverflow, Overloaded
+from velollm.errors import ContextOverflow, InvalidRequest, Overloaded
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 from velollm.tools.tool_parsers import ToolCall
+from velollm.tools.tool_prompt import takes_tools
 from velollm.tools.tool_repair import RepairResult
 from velollm.tools.tool_session import ToolCallConfig, ToolSession
 from velollm.tools.tool_stream import StreamingToolParser, ToolCallDelta
@@ -48,6 +49,17 @@ class StreamPiece:
     new_calls: tuple[ToolCall, ...] = ()
 
 
+def check_tools_capability(tokenizer: Any, model: str) -> None:
+    """Ollama's 400 for tools on a model without the tools capability, its full name first
+    (`registry.ollama.ai/library/gemma:latest does not support tools`); /v1 gets it in OpenAI's shape."""
+    if takes_tools(tokenizer):
+        return
+    from velollm.engine.loader.ollama_store import parse_name
+
+    name = parse_name(model)
+    raise InvalidRequest(f"{name.full() if name is not None else model} does not support tools", param="tools")
+
+
 def _render(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> str:
     """The prompt text, with template errors as a 400 ("roles must alternate", ...)."""
     return apply_template(session.render_prompt, messages, **kwargs)
@@ -62,6 +74,7 @@ class ToolCalls:
 
     def __init__(self, engine: Any, tools: list[dict[str, Any]], tool_choice: Any, parallel_tool_calls: bool,
                  *, retries: int, metrics: Any, model: str, template_kwargs: Mapping[str, Any] | None = None) -> None:
+        check_tools_capability(engine.tokenizer, model)
         self.engine = engine
         self.session = ToolSession(engine.tokenizer, tools, tool_choice, parallel_tool_calls,
                                    model_type=getattr(engine.model_config, "model_type", None),

@@ -51,6 +51,16 @@ def _go_template_takes_tools(tokenizer: Any) -> bool:
     return uses_tools(go)
 
 
+def takes_tools(tokenizer: Any) -> bool:
+    """Whether a request may carry tools: not when the model's Ollama TEMPLATE layer renders its chats and names
+    no .Tools (Ollama's tools capability; it refuses such a request, and the layer would drop a fallback's system
+    message with the tools on many templates). A jinja template takes them always: its own rendering or the
+    fallback prompt."""
+    from velollm.engine.text.template_layer import go_layer
+
+    return go_layer(tokenizer) is None or _go_template_takes_tools(tokenizer)
+
+
 def template_supports_tools(template: str | Mapping[str, str] | None) -> bool:
     if isinstance(template, Mapping):
         return any(template_supports_tools(t) for t in template.values())
