@@ -104,13 +104,18 @@ class ToolCalls:
         self.context_len = context_len
         self.cut = fitted.cut
 
-    def plain_content(self, text: str) -> str | None:
-        """The content an answer without calls gets back to the client (the parsed text); None for one with calls
-        or that will be retried (the next turn is then a tool result, or the answer another one)."""
+    def next_turn(self, text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The answer as the client sends it back (the parsed content, and its calls as /v1 returns them) and the
+        next message but its content: the user's after an answer without calls, the first call's result after one
+        with calls; None for an answer that will be retried (the answer is another one)."""
         result = self.session.parse(text)
-        if result.calls or self.session.should_retry(result, 0):
+        if self.session.should_retry(result, 0):
             return None
-        return result.content
+        if not result.calls:
+            return {"role": "assistant", "content": result.content}, {"role": "user"}
+        first = result.calls[0]
+        answer = {"role": "assistant", "content": result.content, "tool_calls": [c.to_openai() for c in result.calls]}
+        return answer, {"role": "tool", "tool_call_id": first.id, "name": first.name}
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""

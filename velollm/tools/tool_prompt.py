@@ -81,7 +81,7 @@ def _arguments(value: Any) -> Any:
     return value if value is not None else {}
 
 
-def _mistral_id(call_id: str) -> str:
+def mistral_id(call_id: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9]{9}", call_id):
         return call_id
     return hashlib.sha1(call_id.encode()).hexdigest()[:9]
@@ -92,7 +92,7 @@ def to_template_messages(messages: Sequence[Mapping[str, Any]], family: ToolFami
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     unanswered: list[str] = []  # ids of the last assistant message's calls that no result answered yet
-    fix_id = _mistral_id if family is ToolFamily.MISTRAL else (lambda i: i)
+    fix_id = mistral_id if family is ToolFamily.MISTRAL else (lambda i: i)
     for message in messages:
         msg = dict(message)
         if msg.get("role") == "assistant" and msg.get("tool_calls"):
