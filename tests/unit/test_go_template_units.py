@@ -56,6 +56,28 @@ def test_errors_are_400s_naming_the_field():
         render_go_chat("{{ .Prompt }}", [])
 
 
+def test_exec_errors_name_the_place_in_bytes_as_go_does():
+    """Go's exec errors start `template: :LINE:COL: executing "NAME" at <NODE>:`, the column a byte offset in its
+    line: text before the node in other scripts moves it by its UTF-8 length, not its characters. The message
+    was Go's without that prefix; the chat's 400 carries it whole."""
+    data = {"L": [1]}
+    parse_error = "template: :1:5: executing \"\" at <index .L 5>: error calling index: index out of range: 5"
+    for source, where in (("é{{ index .L 5 }}", ":1:5:"), ("ü\n😀 {{ index .L 5 }}", ":2:8:"),
+                          ("{{ index .L 5 }}", ":1:3:")):
+        with pytest.raises(GoTemplateError) as e:
+            execute(parse(source, NAMES).root, data, {}, source=source)
+        assert str(e.value) == parse_error.replace(":1:5:", where)
+    called = '{{ define "t" }}日本{{ .X.Y }}{{ end }}{{ template "t" . }}'
+    with pytest.raises(GoTemplateError) as e:
+        parsed = parse(called, NAMES)
+        execute(parsed.root, {"X": None}, {}, parsed.trees, called)
+    assert str(e.value) == 'template: :1:27: executing "t" at <.X.Y>: nil pointer evaluating interface {}.Y'
+    with pytest.raises(InvalidRequest) as e:
+        render_go_chat("{{ range .Messages }}\n  → {{ .Nope }}{{ end }}", USER)
+    assert str(e.value).endswith("template: :2:9: executing \"\" at <.Nope>: can't evaluate field Nope in type "
+                                 "*template.templateMessage")
+
+
 def test_legacy_cut_inside_if_else_is_refused_like_ollama_panics():
     with pytest.raises(GoTemplateError):
         render(parse_template("{{ if .Prompt }}{{ .Response }}{{ else }}x{{ end }}"), USER)

@@ -147,19 +147,26 @@ class _Parser:
 
     def template(self) -> TemplateNode:
         """{{template "name"}} or {{template "name" pipeline}}."""
+        at = self._at()
         name = self.template_name("template clause")
         tok = self.peek()
         if tok is not None and tok.kind == "close":
             self.pos += 1
-            return TemplateNode(name, None)
-        return TemplateNode(name, self.pipeline("template clause", allow_decl=True))
+            return TemplateNode(name, None, at)
+        return TemplateNode(name, self.pipeline("template clause", allow_decl=True), at)
 
     def block(self) -> TemplateNode:
         """{{block "name" pipeline}} body {{end}}: defines `name` and runs it here."""
+        at = self._at()
         name = self.template_name("block clause")
         pipe = self.pipeline("block clause", allow_decl=True)
         self.add(name, self.tree_body("block clause"))
-        return TemplateNode(name, pipe)
+        return TemplateNode(name, pipe, at)
+
+    def _at(self) -> int:
+        """Where the next token (not a space) starts: a node's position, as Go's parser takes it."""
+        tok = self.peek()
+        return tok.pos if tok is not None else -1
 
     def template_name(self, context: str) -> str:
         tok = self.next()
@@ -205,6 +212,7 @@ class _Parser:
         return Branch(kind, pipe, body, else_body)
 
     def pipeline(self, context: str, allow_decl: bool, range_decl: bool = False) -> Pipe:
+        at = self._at()
         decl, is_assign = self.declarations(allow_decl, range_decl)
         cmds: list[Command] = []
         while True:
@@ -226,7 +234,7 @@ class _Parser:
         for cmd in cmds[1:]:
             if isinstance(cmd.args[0], (ConstNode, NilNode, DotNode)):
                 raise self.error(f"non executable command in pipeline stage {cmds.index(cmd) + 1}")
-        return Pipe(cmds, decl, is_assign)
+        return Pipe(cmds, decl, is_assign, at)
 
     def declarations(self, allow: bool, range_decl: bool) -> tuple[list[str], bool]:
         start = self.pos
@@ -259,6 +267,7 @@ class _Parser:
             raise self.error(f"undefined variable \"{name}\"")
 
     def command(self) -> Command:
+        at = self._at()
         args: list[Any] = []
         while True:
             tok = self.peek(False)
@@ -272,42 +281,46 @@ class _Parser:
             args.append(self.operand())
         if not args:
             raise self.error("empty command")
-        return Command(args)
+        return Command(args, at)
 
     def operand(self) -> Any:
         node = self.term()
         fields: list[str] = []
+        chain_at = -1
         while (tok := self.peek(False)) is not None and tok.kind == "field":
             self.pos += 1
+            chain_at = tok.pos if not fields else chain_at
             fields.append(tok.value[1:])
         if not fields:
             return node
+        # Go's parser makes a chain first, at its first field, and keeps that position when it folds the chain
+        # back into the field or variable (`.A.B` is at `.B`)
         if isinstance(node, FieldNode):
-            return FieldNode(node.idents + fields)
+            return FieldNode(node.idents + fields, chain_at)
         if isinstance(node, VariableNode):
-            return VariableNode(node.idents + fields)
+            return VariableNode(node.idents + fields, chain_at)
         if isinstance(node, (ConstNode, NilNode, DotNode)):
             raise self.error("unexpected . after term")
-        return ChainNode(node, fields)
+        return ChainNode(node, fields, chain_at)
 
     def term(self) -> Any:
         tok = self.next(False)
         kind, value = tok.kind, tok.value
         if kind == "field":
-            return FieldNode([value[1:]])
+            return FieldNode([value[1:]], tok.pos)
         if kind == "var":
             self.check_var(value)
-            return VariableNode([value])
+            return VariableNode([value], tok.pos)
         if kind == "dot":
-            return DotNode()
+            return DotNode(tok.pos)
         if kind == "ident":
             if value not in self.funcs:
                 raise self.error(f"function \"{value}\" not defined")
-            return IdentifierNode(value)
+            return IdentifierNode(value, tok.pos)
         if kind == "keyword" and value in ("true", "false"):
-            return ConstNode(value == "true")
+            return ConstNode(value == "true", tok.pos)
         if kind == "keyword" and value == "nil":
-            return NilNode()
+            return NilNode(tok.pos)
         if kind == "lparen":
             pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
             close = self.next()
@@ -316,7 +329,7 @@ class _Parser:
             return pipe
         if kind in ("string", "rawstring", "char", "number"):
             try:
-                return ConstNode(constant(kind, value))
+                return ConstNode(constant(kind, value), tok.pos)
             except ValueError as e:
                 raise self.error(str(e)) from None
         raise self.error(f"unexpected {value!r} in operand")
