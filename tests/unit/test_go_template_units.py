@@ -170,6 +170,36 @@ def test_nesting_past_the_stack_is_a_400(template):
         render_go_chat(template, USER)
 
 
+def _nested(n: int) -> dict[str, str]:
+    return {"if": "{{ if 1 }}" * n + "{{ .Prompt }}" + "{{ end }}" * n,
+            "paren": "{{ " + "(" * n + "1" + ")" * n + " }}{{ .Prompt }}",
+            "else-if": "{{ if 0 }}" + "{{ else if 0 }}" * (n - 1) + "{{ end }}{{ .Prompt }}",
+            "messages": "{{ range .Messages }}" + "{{ if 1 }}" * (n - 1) + "<think>{{ .Thinking }}</think>"
+                        + "{{ end }}" * (n - 1) + "{{ end }}",
+            "block": "{{ range .Messages }}" + "".join(f'{{{{ block "b{i}" . }}}}' for i in range(n - 1))
+                     + "{{ .Content }}" + "{{ end }}" * n}
+
+
+def test_nesting_is_bounded_where_every_walk_of_the_tree_fits_the_stack():
+    """Nesting under the parser's stack could still pass a later walk's: Vars, the think tags and the legacy path's
+    copy recurse several frames per level, so a template of some hundred levels was a RecursionError (a 500)
+    there. Past MAX_NESTING the parse is a clear 400; at it, every walk runs, with a server thread's frames in use."""
+    from velollm.engine.text.go_template.chat import template_vars, think_tags
+    from velollm.engine.text.go_template.parser import MAX_NESTING
+
+    def with_frames_in_use(k: int, f):
+        return f() if k == 0 else with_frames_in_use(k - 1, f)
+
+    for name, template in _nested(MAX_NESTING).items():
+        with_frames_in_use(150, lambda t=template: (render_go_chat(t, USER), template_vars(t), think_tags(t)))
+    assert "thinking" in template_vars(_nested(MAX_NESTING)["messages"])
+    for n in (MAX_NESTING + 1, 300, 5000):
+        for name, template in _nested(n).items():
+            with pytest.raises(InvalidRequest, match=rf"nesting too deep \(over {MAX_NESTING} levels"):
+                render_go_chat(template, USER)
+            assert template_vars(template) == frozenset() and think_tags(template) == ("", ""), name
+
+
 def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():
     from types import SimpleNamespace
 

@@ -28,6 +28,11 @@ from velollm.engine.text.go_template.nodes import (
 )
 from velollm.engine.text.go_template.printf import quote
 
+# Actions nested in actions (if/range/with/block bodies, `else if` chains, parenthesized pipelines): Go's parser
+# has no bound; Python's stack has, and every walk of the tree after the parse (Vars, the think tags, the legacy
+# path's copy, execution) recurses per level, some several frames deep. Real templates nest under ten.
+MAX_NESTING = 32
+
 
 def parse(src: str, funcs: Collection[str]) -> TemplateSet:
     """The templates of `src` (the main one, its defines and blocks); a function name outside `funcs` is Go's
@@ -58,6 +63,13 @@ class _Parser:
         self.funcs = funcs
         self.vars = ["$"]
         self.trees: dict[str, list[Any]] = {}
+        self.nesting = 0  # actions open around the one being parsed: bounded by MAX_NESTING
+
+    def nested(self) -> None:
+        """One level deeper (undone by the caller's `self.nesting -= 1`); past MAX_NESTING a clear error."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.error(f"nesting too deep (over {MAX_NESTING} levels of actions)")
 
     def error(self, message: str) -> GoTemplateError:
         line = self.tokens[min(self.pos, len(self.tokens) - 1)].line if self.tokens else 1
@@ -177,10 +189,12 @@ class _Parser:
     def tree_body(self, context: str) -> list[Any]:
         """A define's or block's body: a tree of its own, so only `$` is declared in it."""
         outer, self.vars = self.vars, ["$"]
+        self.nested()
         try:
             body, end = self.list(1)
         finally:
             self.vars = outer
+            self.nesting -= 1
         if end != "end":
             raise self.error(f"unexpected {{{{{end}}}}} in {context}")
         return body
@@ -194,6 +208,13 @@ class _Parser:
             raise self.error(f"template: multiple definition of template {quote(name)}")
 
     def branch(self, kind: str, depth: int, loop: bool) -> Branch:
+        self.nested()
+        try:
+            return self._branch(kind, depth, loop)
+        finally:
+            self.nesting -= 1
+
+    def _branch(self, kind: str, depth: int, loop: bool) -> Branch:
         mark = len(self.vars)
         pipe = self.pipeline(kind, allow_decl=True, range_decl=kind == "range")
         body, end = self.list(depth + 1, loop or kind == "range")
@@ -322,7 +343,11 @@ class _Parser:
         if kind == "keyword" and value == "nil":
             return NilNode(tok.pos)
         if kind == "lparen":
-            pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
+            self.nested()
+            try:
+                pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
+            finally:
+                self.nesting -= 1
             close = self.next()
             if close.kind != "rparen":
                 raise self.error("unclosed left paren")
