@@ -149,6 +149,9 @@ def test_tools_on_a_layer_without_tools_are_ollamas_400_in_each_format(layer_ser
     assert e.value.status_code == 400
     assert e.value.error == "registry.ollama.ai/library/tiny:latest does not support tools"
     assert "tools" not in ollama.Client(host=url).show("tiny").capabilities
+    with pytest.raises(ollama.ResponseError) as e:  # Ollama checks before its load-only answer to no messages
+        ollama.Client(host=url).chat(model="tiny", messages=[], tools=tools)
+    assert e.value.status_code == 400 and e.value.error.endswith("does not support tools")
     with pytest.raises(openai.BadRequestError) as oe:
         openai.OpenAI(base_url=f"{url}/v1", api_key="x").chat.completions.create(
             model="tiny", messages=messages, tools=tools, max_tokens=2)
