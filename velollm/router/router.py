@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
 BACKEND_HEADER = "x-velollm-backend"  # the remote backend that answered
 MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
+_CONTINUED = ("/v1/responses", "/v1/responses/input_tokens")  # bodies whose previous_response_id names a holder
 
 
 class Router:
@@ -169,7 +170,8 @@ class Router:
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
-        holder = self._holder(body.get("previous_response_id")) if path == "/v1/responses" else None
+        # (a count of a continuation is the holder's too: it renders the conversation)
+        holder = self._holder(body.get("previous_response_id")) if path in _CONTINUED else None
         if isinstance(holder, tuple):
             return self._holder_gone(api, holder, body["previous_response_id"])
         if holder is not None and not holder.admitted:
