@@ -229,6 +229,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+    state.metrics.count_background(lambda: state.background.num_live)
     cache = open_cache(config.cache, state.metrics, _identifier(state)) if config.cache is not None else None
     if cache is not None:
         models.forgotten.append(cache.cache.stale.forget)
