@@ -47,3 +47,17 @@ def test_an_upstream_with_a_chat_route_only_cannot_count(openai_upstream, start_
     assert refused.value.body["code"] == "input_tokens_unavailable" and "'m'" in refused.value.body["message"]
     with pytest.raises(openai.BadRequestError):  # bad input is still the create's 400
         front.responses.input_tokens.count(model="m", input=5)
+
+
+def test_a_velollm_upstream_found_by_the_probe_counts_the_chat_it_runs(upstream, start_proxy):
+    """Its creates run on its chat route and are stored by the proxy: it counts what that chat holds, a chain
+    stored by the proxy sent as the items that make it."""
+    front = _client(start_proxy(upstream.url).url)
+    counted = front.responses.input_tokens.count(model="demo", input="hello there", instructions="Be brief.")
+    first = front.responses.create(model="demo", input="hello there", instructions="Be brief.", max_output_tokens=4)
+    assert counted.input_tokens == first.usage.input_tokens
+    with pytest.raises(openai.NotFoundError):
+        _client(upstream.url).responses.retrieve(first.id)  # stored by the proxy, not upstream
+    more = front.responses.input_tokens.count(model="demo", input="and?", previous_response_id=first.id)
+    assert more.input_tokens == front.responses.create(model="demo", input="and?", previous_response_id=first.id,
+                                                       max_output_tokens=2).usage.input_tokens
