@@ -61,3 +61,10 @@ def test_a_velollm_upstream_found_by_the_probe_counts_the_chat_it_runs(upstream,
     more = front.responses.input_tokens.count(model="demo", input="and?", previous_response_id=first.id)
     assert more.input_tokens == front.responses.create(model="demo", input="and?", previous_response_id=first.id,
                                                        max_output_tokens=2).usage.input_tokens
+
+
+def test_an_ollama_upstream_cannot_count(fake_ollama, start_proxy):
+    front = _client(start_proxy(fake_ollama.url).url)
+    with pytest.raises(openai.APIStatusError) as refused:
+        front.responses.input_tokens.count(model="llama3.2", input="hi")
+    assert refused.value.status_code == 501 and refused.value.body["code"] == "input_tokens_unavailable"
