@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import openai
 import pytest
@@ -337,3 +338,44 @@ def test_logprob_bytes_are_the_tokens_own(live_server):
             "options": {"num_predict": 24, "seed": seed, "temperature": 1.0, "top_p": 1.0, "top_k": 0}}).json()
         assert joined(native["logprobs"]) == native["message"]["content"]
     assert split_seen  # the demo model writes split characters within these seeds
+
+
+def test_max_completion_tokens_errors_name_it(live_server):
+    """max_completion_tokens 0 was a 400 naming max_tokens (message and param), a field the client never sent;
+    OpenAI's names max_completion_tokens. max_tokens' own errors still name max_tokens."""
+    client = oai(live_server)
+    for field in ("max_completion_tokens", "max_tokens"):
+        for value in (0, -3):
+            with pytest.raises(openai.BadRequestError) as info:
+                client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                               **{field: value})
+            assert info.value.body["param"] == field and info.value.body["message"].startswith(f"{field} ")
+    answer = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                            max_completion_tokens=2, extra_body={"ignore_eos": True})
+    assert answer.usage.completion_tokens == 2
+
+
+def test_return_tokens_as_token_ids(live_server):
+    """vLLM's return_tokens_as_token_ids spells each logprob's token "token_id:N" (chat content and top_logprobs,
+    completions' tokens and top_logprobs keys, whole and streamed); it was ignored: token texts came back, which
+    cannot tell apart the tokens of a split character or a special token from its text."""
+    client = oai(live_server)
+    as_ids = {"return_tokens_as_token_ids": True, "ignore_eos": True}
+    kw = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0,
+          "logprobs": True, "top_logprobs": 2}
+    plain = client.chat.completions.create(**kw, extra_body={"ignore_eos": True}).choices[0].logprobs.content
+    ids = client.chat.completions.create(**kw, extra_body=as_ids).choices[0].logprobs.content
+    streamed = [entry for chunk in client.chat.completions.create(**kw, stream=True, extra_body=as_ids)
+                if chunk.choices and chunk.choices[0].logprobs for entry in chunk.choices[0].logprobs.content]
+    assert [e.logprob for e in ids] == [e.logprob for e in plain] and len(ids) == 6
+    assert [e.token for e in streamed] == [e.token for e in ids]
+    for got, want in zip(ids, plain):
+        assert re.fullmatch(r"token_id:\d+", got.token) and got.bytes == want.bytes
+        assert all(re.fullmatch(r"token_id:\d+", top.token) for top in got.top_logprobs)
+    prompt = [71, 72, 294]
+    answer = client.completions.create(model="demo", prompt=prompt, max_tokens=2, echo=True, logprobs=2,
+                                       temperature=0, extra_body=as_ids).choices[0].logprobs
+    assert answer.tokens[:3] == [f"token_id:{i}" for i in prompt]
+    assert all(re.fullmatch(r"token_id:\d+", t) for t in answer.tokens[3:]) and len(answer.tokens) == 5
+    for token, top in zip(answer.tokens[1:], answer.top_logprobs[1:]):
+        assert token in top and all(key.startswith("token_id:") for key in top)

@@ -93,6 +93,39 @@ def test_openai_token_ids_and_dimensions(native: str, expected: np.ndarray, mini
     assert cosines(vector[None], expected[:1, :64]).min() >= 0.9999
 
 
+def test_vllm_truncate_prompt_tokens_and_add_special_tokens(native: str, minilm_dir: Path):
+    """vLLM's embedding extras: truncate_prompt_tokens keeps each input's last k tokens, the model's [CLS] and [SEP]
+    kept and counted (HF's left truncation at max_length k; -1: the model's 256), add_special_tokens false leaves
+    them out. Both were ignored: a long input with -1 was the context-length 400, a short one embedded whole."""
+    import openai
+    from transformers import AutoTokenizer
+
+    client = openai.OpenAI(base_url=f"{native}/v1", api_key="none", max_retries=0)
+    hf = AutoTokenizer.from_pretrained(minilm_dir, truncation_side="left")
+
+    def vectors(inputs, **extra) -> tuple[np.ndarray, int]:
+        answer = client.embeddings.create(model="minilm", input=inputs, encoding_format="float", extra_body=extra)
+        return np.array([d.embedding for d in answer.data]), answer.usage.prompt_tokens
+
+    for text, k, sent in ((LONG + "the end", -1, 256), (TEXTS[4], 9, 9), (TEXTS[0], 256, None)):
+        want_ids = hf(text, truncation=True, max_length=sent or 256)["input_ids"]
+        got, num_tokens = vectors(text, truncate_prompt_tokens=k)
+        assert num_tokens == len(want_ids) and (sent is None or num_tokens == sent)
+        assert cosines(got, vectors([want_ids])[0]).min() >= 0.9999
+    ids = hf(TEXTS[1])["input_ids"]
+    got, num_tokens = vectors([ids], truncate_prompt_tokens=3)
+    assert num_tokens == 3 and cosines(got, vectors([ids[-3:]])[0]).min() >= 0.9999
+    bare = hf(TEXTS[0], add_special_tokens=False)["input_ids"]
+    got, num_tokens = vectors(TEXTS[0], add_special_tokens=False)
+    assert num_tokens == len(bare) and cosines(got, vectors([bare])[0]).min() >= 0.9999
+    got, num_tokens = vectors(TEXTS[0], add_special_tokens=False, truncate_prompt_tokens=2)
+    assert num_tokens == 2 and cosines(got, vectors([bare[-2:]])[0]).min() >= 0.9999
+    for k, match in ((0, "-1 or at least 1"), (257, "greater than"), (2, "no room"), ("5", "integer")):
+        with pytest.raises(openai.BadRequestError, match=match) as err:
+            client.embeddings.create(model="minilm", input=TEXTS[0], extra_body={"truncate_prompt_tokens": k})
+        assert err.value.body["param"] == "truncate_prompt_tokens"
+
+
 def test_openai_errors(native: str):
     import openai
 

@@ -58,3 +58,50 @@ def test_a_response_is_found_on_the_replica_that_stored_it(replicas, tmp_path):
         assert httpx.get(f"{server.url}/v1/responses/resp_nope").status_code == 404
     finally:
         server.stop()
+
+
+def test_a_renamed_replica_is_followed_and_a_removed_one_said(replicas, tmp_path):
+    """Who stored which response outlives a restart of the router (relayed_responses.sqlite, as `velollm serve` keeps
+    it). Restarted with the holder renamed (same url), its responses are found under the new name; restarted
+    without it, a lookup or continuation is a 502 that says the backend is no longer configured. Both were this
+    process's 404 for an unknown id, which tells a client to drop a conversation the replica still holds."""
+    from velollm.proxy.relayed_responses import RelayedResponses
+
+    def router(name: str, url: str) -> ThreadServer:
+        toml = config_toml([{"name": name, "url": url, "kind": "velollm"}], health_interval_s=0)
+        relayed = RelayedResponses(path=str(tmp_path / "relayed_responses.sqlite"))
+        return ThreadServer(router_app(toml, tmp_path, relayed)).start()
+
+    def client(server: ThreadServer) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+
+    first = router("a", replicas[0].url)
+    try:
+        created = client(first).responses.create(model="demo", input="hi", max_output_tokens=4)
+    finally:
+        first.stop()
+    renamed = router("gpu0", replicas[0].url + "/v1")  # the same server (an OpenAI base URL's /v1 is dropped)
+    try:
+        got = client(renamed).responses.with_raw_response.retrieve(created.id)
+        assert got.headers["x-velollm-backend"] == "gpu0" and got.parse().output_text == created.output_text
+        chained = client(renamed).responses.create(model="demo", input="again", previous_response_id=created.id,
+                                                   max_output_tokens=4)
+        assert chained.previous_response_id == created.id
+    finally:
+        renamed.stop()
+    removed = router("b", replicas[1].url)
+    try:
+        for response_id, name in ((created.id, "a"), (chained.id, "gpu0")):
+            for method, path in (("GET", ""), ("GET", "/input_items"), ("DELETE", "")):
+                answer = httpx.request(method, f"{removed.url}/v1/responses/{response_id}{path}")
+                assert answer.status_code == 502 and answer.json()["error"]["code"] == "backend_not_configured"
+                assert f"stored by backend '{name}' ({replicas[0].url}), which this router's configuration no " \
+                       "longer has" in answer.json()["error"]["message"]
+        with pytest.raises(openai.InternalServerError) as err:
+            client(removed).responses.create(model="demo", input="and", previous_response_id=chained.id,
+                                             max_output_tokens=4)
+        assert err.value.status_code == 502 and err.value.body["code"] == "backend_not_configured"
+        assert httpx.get(f"{removed.url}/v1/responses/resp_nope").status_code == 404
+        assert client(removed).responses.create(model="demo", input="new", max_output_tokens=4).output_text
+    finally:
+        removed.stop()

@@ -22,6 +22,8 @@ class EmbedRequest:
     truncate: bool = True
     dimensions: int | None = None
     encoding_format: str = "float"
+    keep_last: int | None = None  # vLLM's truncate_prompt_tokens: each input's last k ids (-1: the model's length)
+    add_special_tokens: bool = True  # vLLM's: a text's special tokens (CLS/SEP, BOS/EOS)
 
     @property
     def num_inputs(self) -> int:
@@ -53,7 +55,8 @@ def _openai_input(value: Any) -> EmbedRequest:
 
 
 def parse_openai(body: dict[str, Any]) -> EmbedRequest:
-    """An over-long input is an error, as on OpenAI (no silent truncation)."""
+    """An over-long input is an error, as on OpenAI (no silent truncation), unless vLLM's truncate_prompt_tokens
+    asks for its last ids."""
     f = Fields(body)
     if not f.has("input"):
         raise InvalidRequest("input is required", param="input")
@@ -63,7 +66,11 @@ def parse_openai(body: dict[str, Any]) -> EmbedRequest:
         raise f.bad("encoding_format", f"must be one of {list(ENCODING_FORMATS)}")
     f.str("user", None)
     dimensions = f.int("dimensions", None, lo=1)
-    return EmbedRequest(req.texts, req.token_ids, truncate=False, dimensions=dimensions, encoding_format=fmt)
+    keep_last = f.int("truncate_prompt_tokens", None, lo=-1)
+    if keep_last == 0:
+        raise f.bad("truncate_prompt_tokens", "must be -1 or at least 1")
+    return EmbedRequest(req.texts, req.token_ids, truncate=False, dimensions=dimensions, encoding_format=fmt,
+                        keep_last=keep_last, add_special_tokens=f.bool("add_special_tokens", True))
 
 
 def parse_ollama_embed(body: dict[str, Any]) -> EmbedRequest:

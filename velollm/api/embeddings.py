@@ -67,9 +67,24 @@ async def _unload(request: Request, state: AppState, call: Call, body: dict[str,
 
 
 async def _vectors(engine: Any, req: embedding_request.EmbedRequest, raw: bool) -> tuple[Any, int]:
-    ids = req.token_ids if req.token_ids is not None else await engine.tokenize(req.texts or [], req.truncate)
+    keep_last = _keep_last(engine, req)
+    if req.token_ids is not None:
+        ids = req.token_ids if keep_last is None else [seq[-keep_last:] for seq in req.token_ids]
+    else:
+        ids = await engine.tokenize(req.texts or [], req.truncate, keep_last, req.add_special_tokens)
     vectors = await engine.embed_ids(ids, raw=raw)
     return vectors, sum(len(s) for s in ids)
+
+
+def _keep_last(engine: Any, req: embedding_request.EmbedRequest) -> int | None:
+    """vLLM's truncate_prompt_tokens as a count: -1 is the model's length; more than it is vLLM's 400."""
+    if req.keep_last == -1:
+        return engine.max_model_len
+    if req.keep_last is not None and req.keep_last > engine.max_model_len:
+        raise InvalidRequest(f"truncate_prompt_tokens value ({req.keep_last}) is greater than the model's context "
+                             f"length ({engine.max_model_len}); select a smaller truncation size",
+                             param="truncate_prompt_tokens")
+    return req.keep_last
 
 
 def routes() -> list[Route]:

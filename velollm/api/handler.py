@@ -219,17 +219,17 @@ async def forward(request: Request, state: AppState, call: Call, target: Upstrea
 
 
 async def forward_or_local(request: Request, state: AppState, call: Call, target: UpstreamTarget,
-                           body: dict[str, Any]) -> Response | ServedModel:
-    """The upstream's answer; or, for a native model that the router balances with remote replicas
-    (`target.local`) when it chose this process's engine, that model to run the request on natively (its
+                           body: dict[str, Any], path: str | None = None) -> Response | ServedModel:
+    """The upstream's answer (from `path`, if given); or, for a native model that the router balances with remote
+    replicas (`target.local`) when it chose this process's engine, that model to run the request on natively (its
     engine leased: the router's slot is released when the response is complete)."""
     local = target.local
     if local is None:
-        return await forward(request, state, call, target, body)
+        return await forward(request, state, call, target, body, path)
     model = call.model
     try:
         return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome),
-                                    local=True)
+                                    path, local=True)
     except ServeLocally as exc:
         chosen = exc  # (the except clause unbinds `exc`; the fallback below runs later)
         call.backend = chosen.backend
@@ -238,7 +238,7 @@ async def forward_or_local(request: Request, state: AppState, call: Call, target
         async def elsewhere(refused: BaseException) -> Response:
             chosen.failed(refused)
             chosen.release()
-            return await forward(request, state, call, target, sent)  # without local=True: remote replicas only
+            return await forward(request, state, call, target, sent, path)  # without local=True: remote replicas only
 
         call.local_fallback = elsewhere
         return replace(local, engine=EngineLease(local.engine, chosen.release))

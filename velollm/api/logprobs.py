@@ -48,10 +48,17 @@ def _lp(value: float | None) -> float:
 class LogprobFormatter:
     """Turns token ids into token strings once per request (decode caches nothing across requests)."""
 
-    def __init__(self, tokenizer: Any, top_n: int) -> None:
+    def __init__(self, tokenizer: Any, top_n: int, tokens_as_ids: bool = False) -> None:
+        """`tokens_as_ids`: vLLM's return_tokens_as_token_ids, each logprob's token spelt "token_id:N" (a token
+        that is no whole character, or a special one, stays tellable); `bytes` keep the token's own bytes."""
         self.tokenizer = tokenizer
         self.top_n = top_n
+        self.tokens_as_ids = tokens_as_ids
         self._text: dict[int, str] = {}
+
+    def label(self, token_id: int) -> str:
+        """A logprob entry's token: its text, or vLLM's "token_id:N" when asked."""
+        return f"token_id:{token_id}" if self.tokens_as_ids else self.token(token_id)
 
     def token(self, token_id: int) -> str:
         text = self._text.get(token_id)
@@ -77,10 +84,9 @@ class LogprobFormatter:
         """OpenAI chat `logprobs.content` items (Ollama's native `logprobs` uses the same shape)."""
         entries = []
         for token_id, lps in zip(token_ids, logprobs):
-            token = self.token(token_id)
             entries.append({
-                "token": token, "logprob": _lp(lps.get(token_id)), "bytes": self.token_bytes(token_id),
-                "top_logprobs": [{"token": self.token(i), "logprob": _lp(v), "bytes": self.token_bytes(i)}
+                "token": self.label(token_id), "logprob": _lp(lps.get(token_id)), "bytes": self.token_bytes(token_id),
+                "top_logprobs": [{"token": self.label(i), "logprob": _lp(v), "bytes": self.token_bytes(i)}
                                  for i, v in self._top(lps)],
             })
         return entries
@@ -92,7 +98,7 @@ class LogprobFormatter:
         entry (an echoed prompt's first token, which has no context) is null in token_logprobs and top_logprobs."""
         tokens, values, tops = [], [], []
         for token_id, lps in zip(token_ids, logprobs):
-            tokens.append(self.token(token_id))
+            tokens.append(self.label(token_id))
             values.append(None if lps is None else _lp(lps.get(token_id)))
             tops.append(None if lps is None else self._top_by_text(lps, token_id))
         return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
@@ -105,9 +111,9 @@ class LogprobFormatter:
         logprob, so the dict's max is the top token's (lm-evaluation-harness's is_greedy reads it)."""
         top: dict[str, float] = {}
         for i, v in self._top(lps):
-            top.setdefault(self.token(i), _lp(v))
+            top.setdefault(self.label(i), _lp(v))
         if token_id in lps:
-            top.setdefault(self.token(token_id), _lp(lps[token_id]))
+            top.setdefault(self.label(token_id), _lp(lps[token_id]))
         return top
 
     def vllm_prompt(self, prompt: PromptLogprobs, k: int) -> list[dict[str, dict[str, Any]] | None]:

@@ -90,7 +90,7 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                         req.stream.include_usage, req.stream.continuous_usage, [len(prompt_ids)],
                         want_logprobs=req.logprobs, reasoning=thinking is not None,
                         legacy_functions=req.legacy_functions, prompt_logprobs=req.prompt_logprobs,
-                        echo=_echo(req) if req.echo else "")
+                        echo=_echo(req) if req.echo else "", tokens_as_ids=req.tokens_as_ids)
     gen = GenerationStream(engine, calls, request_id, thinking)
     # a continued final message has no next turn to tell
     remember_turn(state, served, gen, fitted, None if req.continue_final_message else render, tools)

@@ -159,7 +159,8 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
     fmt = CompletionFormatter(request_id, req.model, int(time.time()), tokenizer, req.params.logprobs or 0,
                               req.stream.include_usage, req.stream.continuous_usage, [len(p) for p in prompt_ids],
                               want_logprobs=req.params.logprobs is not None, echo_texts=echo_texts, n=req.params.n,
-                              skip_special_tokens=req.params.skip_special_tokens, prompt_logprobs=req.prompt_logprobs)
+                              skip_special_tokens=req.params.skip_special_tokens, prompt_logprobs=req.prompt_logprobs,
+                              tokens_as_ids=req.tokens_as_ids)
     gen = GenerationStream(engine, calls, request_id, keep_output=not req.echo_only)
     return await _run(request, state, call, gen, fmt, req.stream.stream)
 

@@ -47,11 +47,12 @@ class _Base:
     reasoning = False  # a thinking model's answer: usage counts reasoning tokens
 
     def __init__(self, request_id: str, model: str, created: int, tokenizer: Any, top_n: int,
-                 include_usage: bool, continuous_usage: bool, prompt_lens: list[int]) -> None:
+                 include_usage: bool, continuous_usage: bool, prompt_lens: list[int], tokens_as_ids: bool = False
+                 ) -> None:
         self.request_id = request_id
         self.model = model
         self.created = created
-        self.logprobs = LogprobFormatter(tokenizer, top_n)
+        self.logprobs = LogprobFormatter(tokenizer, top_n, tokens_as_ids)
         self.include_usage = include_usage
         self.continuous_usage = continuous_usage
         self.prompt_lens = prompt_lens

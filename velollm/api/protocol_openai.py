@@ -55,6 +55,7 @@ class ChatCompletionRequest:
     legacy_functions: bool = False  # the client sent `functions`: the answer's call is a `function_call`
     prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on the response
     echo: bool = False  # vLLM's: the last message's content first in the answer, when it is the answer's role
+    tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids: logprobs' tokens spelt "token_id:N"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class CompletionRequest:
     prompt_logprobs: int | None = None  # vLLM's extra: the prompt's logprobs, top k, on each choice
     truncate_prompt_tokens: int | None = None  # vLLM's: keep each prompt's last k ids (-1: the model's length)
     add_special_tokens: bool = True  # vLLM's: a text prompt's BOS (and the like)
+    tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids: logprobs' tokens spelt "token_id:N"
 
 
 def _stream_config(f: Fields) -> StreamConfig:
@@ -271,7 +273,9 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     model = _model(f)
     _refuse_unhonoured(f)
     messages = normalize_messages(body.get("messages"))
-    max_tokens = f.int("max_completion_tokens", None) if f.has("max_completion_tokens") else f.int("max_tokens", None)
+    # checked here, under the name the client sent (SamplingParams would name max_tokens)
+    max_tokens = f.int("max_completion_tokens", None, lo=1) if f.has("max_completion_tokens") \
+        else f.int("max_tokens", None, lo=1)
     logprobs = f.bool("logprobs", False)
     top_logprobs = f.int("top_logprobs", 0, lo=0, hi=20)
     if f.has("top_logprobs") and top_logprobs and not logprobs:
@@ -299,6 +303,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         include_reasoning=f.bool("include_reasoning", True),
         context_overflow=parse_overflow(f.raw("context_overflow")),
         legacy_functions=legacy_functions,
+        tokens_as_ids=f.bool("return_tokens_as_token_ids", False),
         prompt_logprobs=prompt_logprobs,
         echo=f.bool("echo", False),
     )
@@ -356,4 +361,5 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     return CompletionRequest(model=model, prompts=prompts, params=params, stream=_stream_config(f), echo=echo,
                              suffix=suffix, echo_only=echo_only, prompt_logprobs=prompt_logprobs,
                              truncate_prompt_tokens=truncate,
-                             add_special_tokens=f.bool("add_special_tokens", True))
+                             add_special_tokens=f.bool("add_special_tokens", True),
+                             tokens_as_ids=f.bool("return_tokens_as_token_ids", False))

@@ -33,7 +33,6 @@ from velollm.api.handler import (
     AppState,
     Call,
     endpoint,
-    forward,
     forward_or_local,
     parse_off_loop,
     read_json,
@@ -45,6 +44,7 @@ from velollm.api.responses_upstream import (
     NO_RESPONSES_API,
     answer_bytes,
     asks_own_api,
+    chat_target,
     relayed_lookup,
     sse_chunks,
     upstream_holding,
@@ -212,6 +212,8 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
                                 "model that server has.", param="model", code="model_not_found")
         elif holder is not None or answer.status_code not in NO_RESPONSES_API:
             return answer
+        else:
+            target = chat_target(target, answer)  # the replica that has no Responses API runs the chat
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise _not_found(req.previous_response_id, "previous_response_id")
@@ -321,12 +323,29 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
 
 async def _via_upstream_chat(request: Request, state: AppState, call: Call, target: UpstreamTarget, turn: _Turn,
                              chat: dict[str, Any]) -> Response:
+    sent = chat
     if "max_completion_tokens" in chat:
         # also as max_tokens, which every chat server reads: llama-cpp-python's ignores max_completion_tokens (the
         # answer ran to the context's end), and OpenAI's own, which refuses max_tokens for its reasoning models,
         # has a Responses API and never gets here
-        chat = {**chat, "max_tokens": chat["max_completion_tokens"]}
-    answer = await forward(request, state, call, target, chat, path="/v1/chat/completions")
+        sent = {**chat, "max_tokens": chat["max_completion_tokens"]}
+    # A model the router balances between this process and remote replicas: one pick for the create, here (this
+    # process's engine runs it natively, a remote replica gets the chat), not one for /v1/responses and another one
+    # for the chat after a remote replica's 404.
+    answer = await forward_or_local(request, state, call, target, sent, path="/v1/chat/completions")
+    if not isinstance(answer, ServedModel):
+        return await _as_response(turn, answer)
+    refused = call.local_fallback  # the engine refused it before its first byte: another replica's chat answers
+    if refused is not None:
+        async def elsewhere(exc: BaseException) -> Response:
+            return await _as_response(turn, await refused(exc))
+
+        call.local_fallback = elsewhere
+    return await _native(request, state, call, answer, turn, chat)
+
+
+async def _as_response(turn: _Turn, answer: Response) -> Response:
+    """An upstream's chat answer as the Response (whole, or its event stream), stored; an error answer as it is."""
     if answer.status_code != 200:
         return answer  # already an OpenAI error body
     if turn.req.stream:

@@ -18,6 +18,7 @@ import torch
 from velollm.embed.encoder import PackedBatch
 from velollm.embed.packed_linear import can_pack, pack_linears
 from velollm.embed.source import EmbeddingSource
+from velollm.embed.tail_tokens import tail_ids, untruncated
 from velollm.errors import ContextOverflow, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Embedder:
         self.dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
         self.max_batch_tokens = max(max_batch_tokens, self.max_tokens)
         self._tokenizer = source.load_tokenizer()
+        self._untruncated = None  # the tokenizer without its cut at max_tokens, for tail_tokens
         self.vocab_size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)
         longest = max(1, *map(len, self._tokenizer.get_vocab(with_added_tokens=True)))
         # Characters that surely hold more than max_tokens tokens: no token covers more than the longest
@@ -51,15 +53,22 @@ class Embedder:
             pack_linears(self._model)  # weights laid out for oneDNN once, not at every matmul
         self._lock = threading.Lock()
 
-    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> list[list[int]]:
-        """Token ids with the model's special tokens; inputs over `max_tokens` are cut to it, or raise
-        ContextOverflow (naming the limit) when `truncate` is false."""
+    def tokenize(self, texts: Sequence[str], truncate: bool = True, keep_last: int | None = None,
+                 add_special_tokens: bool = True) -> list[list[int]]:
+        """Token ids with the model's special tokens (unless `add_special_tokens` is false); inputs over
+        `max_tokens` are cut to it, or raise ContextOverflow (naming the limit) when `truncate` is false.
+        `keep_last` (at most max_tokens): each input's last that many ids instead (vLLM's left truncation)."""
+        if keep_last is not None:
+            if self._untruncated is None:  # copied on first use: most servers never see the extra
+                self._untruncated = untruncated(self._tokenizer)
+            return tail_ids(self._untruncated, texts, keep_last, add_special_tokens, self.max_input_chars)
         if not truncate:
             for i, text in enumerate(texts):
                 if len(text) > self.max_input_chars:
                     raise ContextOverflow(f"input {i} exceeds the model's context length of {self.max_tokens} "
                                           "tokens", param="input")
-        encodings = self._tokenizer.encode_batch([text[:self.max_input_chars] for text in texts])
+        encodings = self._tokenizer.encode_batch([text[:self.max_input_chars] for text in texts],
+                                                 add_special_tokens=add_special_tokens)
         if not truncate:
             for i, enc in enumerate(encodings):
                 if enc.overflowing:

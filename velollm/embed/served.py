@@ -73,8 +73,9 @@ class EmbeddingEngine:
         dtype = str(self.embedder.dtype).removeprefix("torch.") if self.embedder is not None else ""
         return EngineSettings(str(self.device), dtype, MAX_BATCH_SEQS, self.max_model_len, 0, False)
 
-    async def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
-        return await asyncio.to_thread(self.embedder.tokenize, texts, truncate)
+    async def tokenize(self, texts: list[str], truncate: bool = True, keep_last: int | None = None,
+                       add_special_tokens: bool = True) -> list[list[int]]:
+        return await asyncio.to_thread(self.embedder.tokenize, texts, truncate, keep_last, add_special_tokens)
 
     async def embed_ids(self, ids: list[list[int]], raw: bool = False) -> np.ndarray:
         """float32 [len(ids), dim] (raw: before the model's normalisation); raises what
