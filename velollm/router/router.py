@@ -240,15 +240,18 @@ class Router:
     # --- responses stored by a replica ------------------------------------------------------------
 
     def _holder(self, response_id: Any) -> Backend | tuple[str, str] | None:
-        """The backend that stored `response_id`: the one of its name, else one at its URL (renamed; an admitted one
-        first); (name, URL) it was stored by when no backend has either now; None for an id no backend stored."""
+        """The backend that stored `response_id`: the one of its name at its URL, else one at its URL (renamed; an
+        admitted one first: names swapped in the configuration leave the old name on another server), else the one of
+        its name (moved); (name, URL) it was stored by when no backend has either now; None for an id none stored."""
         where = self.relayed.where(response_id)
         if where is None:
             return None
         name, url = where
         named = next((b for b in self.backends if b.name == name), None)
+        if named is not None and (not url or named.url == url):
+            return named
         at_url = [b for b in self.backends if url and b.url == url]
-        return named or next((b for b in at_url if b.admitted), at_url[0] if at_url else where)
+        return next((b for b in at_url if b.admitted), at_url[0] if at_url else named or where)
 
     def response_holder(self, response_id: object) -> str | None:
         """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
