@@ -134,23 +134,3 @@ def test_a_background_response_is_followed_and_cancelled_on_its_replica(tmp_path
         for replica in slow:
             replica.stop()
 
-
-def test_a_holder_is_the_backend_at_its_url_when_its_name_now_names_another_server(tmp_path):
-    """Backends whose names were swapped in the configuration: the response stored by "a" at one server is at that
-    server, now "b", not at the server "a" now names (which would answer a 404 for it); a name whose server moved
-    (nothing at the stored url) is still followed by its name."""
-    from velollm.proxy.relayed_responses import RelayedResponses
-    from velollm.router.config import load_config
-    from velollm.router.router import Router
-
-    path = tmp_path / "velollm.toml"
-    path.write_text(config_toml([{"name": "a", "url": "http://127.0.0.1:9002", "kind": "velollm"},
-                                 {"name": "b", "url": "http://127.0.0.1:9001", "kind": "velollm"}]))
-    relayed = RelayedResponses()
-    relayed.remember("resp_swapped", "a", "http://127.0.0.1:9001")
-    relayed.remember("resp_moved", "a", "http://127.0.0.1:9009")
-    relayed.remember("resp_old", "a")  # learned before urls were kept
-    router = Router(load_config(path), relayed)
-    assert router.response_holder("resp_swapped") == "backend 'b' (http://127.0.0.1:9001)"
-    assert router.response_holder("resp_moved") == "backend 'a' (http://127.0.0.1:9002)"
-    assert router.response_holder("resp_old") == "backend 'a' (http://127.0.0.1:9002)"
