@@ -152,6 +152,21 @@ def test_deleting_a_running_response_cancels_it(client, slow):
     assert slow.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
 
 
+def test_a_deleted_response_s_events_are_not_replayed(client, slow):
+    """A finished background response deleted: its events (its output) are gone with it, as are GET and cancel."""
+    created = client.responses.create(**ASK, background=True, max_output_tokens=5)
+    _until(client, created.id)
+    assert client.responses.delete(created.id) is None
+    answer = httpx.get(f"{slow.url}/v1/responses/{created.id}", params={"stream": "true"})
+    assert answer.status_code == 404, answer.text[:200]
+    with pytest.raises(openai.NotFoundError):
+        list(client.responses.retrieve(created.id, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.cancel(created.id)
+
+
 def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
     """A server stopped with a background response running stores it failed (it said in_progress for ever)."""
     from velollm.responses import ResponseStore

@@ -77,6 +77,23 @@ def test_finished_runs_are_kept_within_their_limits():
     asyncio.run(main())
 
 
+def test_a_forgotten_run_is_gone():
+    async def main() -> None:
+        runs = BackgroundRuns()
+
+        async def work(run: BackgroundRun) -> None:
+            run.finish({"id": run.id, "status": "completed"})
+
+        runs.start(BackgroundRun({"id": "resp_1"}), work)
+        await runs.wait()
+        assert runs.get("resp_1").done
+        runs.forget("resp_1")
+        runs.forget("resp_nope")  # an id it never had: nothing to drop
+        assert runs.get("resp_1") is None
+
+    asyncio.run(main())
+
+
 def test_cancel_and_stop_all_end_the_runs_with_their_reason():
     async def main() -> None:
         runs = BackgroundRuns()

@@ -98,12 +98,14 @@ async def list_input_items(request: Request, state: AppState, call: Call) -> Res
 @endpoint("/v1/responses/{id}")
 async def delete_response(request: Request, state: AppState, call: Call) -> Response:
     """Deletes a stored response; a background one still running is cancelled first (else its end would store it
-    again, and its engine request run on for nothing)."""
+    again, and its engine request run on for nothing), and its run dropped (its events replayed its output)."""
     response_id = request.path_params["id"]
     run = state.background.get(response_id)
     if run is not None and not run.done:
         await state.background.cancel(run)
-    if not await in_store(state, ResponseStore.delete, response_id):
+    deleted = await in_store(state, ResponseStore.delete, response_id)
+    state.background.forget(response_id)
+    if not deleted:
         return await _relayed(request, state, response_id)
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 

@@ -6,7 +6,7 @@ following it. Memory is bounded: a run keeps at most `max_event_bytes` of frames
 before what is kept is EventsGone), and a finished run is kept, for late readers, at most `keep_s` seconds and
 among the last `keep_finished` (and `keep_bytes` in all) finished ones; after that its stored Response object is
 what remains. The runs in flight are as many as the engine's queue admits (each holds an engine request or an
-upstream stream). BackgroundRuns is the registry: start, look up, cancel, and stop all at shutdown.
+upstream stream). BackgroundRuns is the registry: start, look up, cancel, forget (a deleted response), and stop all at shutdown.
 """
 
 from __future__ import annotations
@@ -136,6 +136,12 @@ class BackgroundRuns:
         """A run still going, or one finished recently (its events still held)."""
         self._prune()
         return self._live.get(response_id) or self._finished.get(response_id)
+
+    def forget(self, response_id: str) -> None:
+        """Drops a run that has ended (DELETE /v1/responses/{id}): its events, output included, are not replayed
+        to a later `GET ...?stream=true`, and a GET or cancel of it is the store's 404."""
+        self._finished.pop(response_id, None)
+        self._live.pop(response_id, None)
 
     async def cancel(self, run: BackgroundRun, reason: str = "cancelled") -> None:
         """Cancels a run in flight and waits until it has ended (stored, its engine request aborted). One whose
