@@ -128,6 +128,14 @@ def test_cancel_and_stream_errors(client, slow):
     assert stream_plain.value.body["param"] == "stream"
     answer = httpx.get(f"{slow.url}/v1/responses/{plain.id}", params={"stream": "true", "starting_after": "x"})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "starting_after"
+    below = client.responses.create(**ASK, background=True, max_output_tokens=3)
+    _until(client, below.id)
+    with pytest.raises(openai.BadRequestError) as negative:
+        list(client.responses.retrieve(below.id, stream=True, starting_after=-5))
+    assert negative.value.body["param"] == "starting_after" and "no longer held" not in negative.value.body["message"]
+    assert "sequence number" in negative.value.body["message"]
+    again = list(client.responses.retrieve(below.id, stream=True, starting_after=-1))  # -1: every event
+    assert again[0].sequence_number == 0 and again[-1].type == "response.incomplete"
     finished = client.responses.create(**ASK, background=True, max_output_tokens=3)
     ended = _until(client, finished.id)[-1]
     assert client.responses.cancel(finished.id).model_dump() == ended.model_dump()  # as it is

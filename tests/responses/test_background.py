@@ -37,6 +37,7 @@ def test_frames_replay_after_a_sequence_number_then_follow_until_the_end():
         assert _seqs(await everything) == [0, 1, 2, 3]
         assert _seqs(await resumed) == [2, 3]
         assert await _collect(run, 3) == []  # nothing after the last, and the run is over
+        run.check_resumable(-5)  # every event is held: not EventsGone (the API refuses below -1 itself)
 
     asyncio.run(main())
 

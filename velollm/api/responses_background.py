@@ -116,10 +116,14 @@ def starting_after(query: Any) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        after = int(value)
     except ValueError:
         raise APIError(400, f"Invalid 'starting_after': expected an integer, got {value!r:.40}",
                        param="starting_after") from None
+    if after < -1:  # sequence numbers start at 0: below -1 is no event (it read as events no longer held)
+        raise APIError(400, f"Invalid 'starting_after': expected a sequence number (0 or more; -1 or none for "
+                            f"every event), got {after}", param="starting_after")
+    return after
 
 
 def events_answer(run: BackgroundRun, after: int | None) -> Response:

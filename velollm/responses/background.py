@@ -75,7 +75,7 @@ class BackgroundRun:
 
     def check_resumable(self, starting_after: int | None) -> None:
         """EventsGone when the events after `starting_after` (from the first without it) are no longer held."""
-        first = 0 if starting_after is None else starting_after + 1
+        first = 0 if starting_after is None else max(starting_after + 1, 0)  # as frames reads it: none is below 0
         if first < self._first_seq:
             raise EventsGone(f"the events of response {self.id} before sequence number {self._first_seq} are no "
                              f"longer held; resume with a starting_after of {self._first_seq - 1} or more")
