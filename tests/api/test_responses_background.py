@@ -175,6 +175,38 @@ def test_a_deleted_response_s_events_are_not_replayed(client, slow):
         client.responses.cancel(created.id)
 
 
+@pytest.mark.parametrize(("failures", "stored", "ending"), [(1, "incomplete", "incomplete"), (2, "failed", "failed"),
+                                                           (99, None, "failed")])
+def test_a_run_whose_end_the_store_cannot_write_still_ends(client, slow, monkeypatch, failures, stored, ending):
+    """The store failing (sqlite's `database is locked`) on a background response's end: tried once more; failing
+    again, the response ends failed, stored so; failing even then, GET answers the end the run holds. It said
+    queued for ever."""
+    import sqlite3
+
+    from velollm.responses import ResponseStore
+
+    put, written, left = ResponseStore.put, [], [failures]
+
+    def flaky(store, response, *args):
+        if response["status"] != "queued" and left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        put(store, response, *args)
+        written.append(response["status"])
+
+    monkeypatch.setattr(ResponseStore, "put", flaky)
+    created = client.responses.create(**ASK, background=True, max_output_tokens=5, extra_body={"ignore_eos": True})
+    final = _until(client, created.id)[-1]
+    assert final.status == ending and final.output_text  # what it said is kept either way
+    assert written == ["queued"] + ([stored] if stored else [])
+    if ending == "failed":
+        assert final.error.code == "server_error" and final.error.message == "the response could not be stored"
+    events = list(client.responses.retrieve(created.id, stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == f"response.{ending}" and events[-1].response.status == ending
+    assert client.responses.cancel(created.id).status == ending  # ended: answered as it is
+
+
 def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
     """A server stopped with a background response running stores it failed (it said in_progress for ever)."""
     from velollm.responses import ResponseStore
@@ -192,6 +224,49 @@ def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
         store.close()
     assert stored["status"] == "failed" and stored["error"]["code"] == "server_error"
     assert stored["background"] is True and stored["output"][0]["status"] == "incomplete"
+
+
+def test_a_cancelled_run_whose_end_the_store_cannot_write_holds_it():
+    """A cancel whose store write fails twice: the run ends cancelled all the same (it raised past the run, which
+    kept its queued object)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from velollm.api.responses_background import run_in_background
+    from velollm.responses import ResponseShell, parse_responses_request
+    from velollm.responses.background import BackgroundRuns
+
+    class Turn:
+        def __init__(self) -> None:
+            self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
+            self.shell = ResponseShell(self.req)
+            self.tries: list[str] = []
+
+        async def keep(self, response):
+            self.tries.append(response["status"])
+            if response["status"] != "queued":
+                raise OSError("database is locked")
+
+        async def answer(self, stream, chunks, on_final):
+            for event in stream.start():
+                yield event
+            async for _ in chunks:
+                pass
+
+    async def forever():
+        await asyncio.sleep(60)
+        yield {}
+
+    async def main() -> None:
+        state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
+        await run_in_background(state, turn, forever())
+        run = state.background.get(turn.shell.id)
+        await asyncio.sleep(0.01)
+        await state.background.cancel(run)
+        assert turn.tries == ["queued", "cancelled", "cancelled"] and run.done
+        assert run.response["status"] == "cancelled"
+
+    asyncio.run(main())
 
 
 def test_cancel_on_the_real_engine_aborts_and_frees_its_blocks(live_server):

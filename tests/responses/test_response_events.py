@@ -120,6 +120,19 @@ def test_failure_mid_stream():
     assert [o["status"] for o in failed["response"]["output"]] == ["incomplete"]  # the item the error cut
 
 
+def test_an_answer_that_could_not_be_stored_ends_failed_in_its_place():
+    stream = ResponseEventStream(ResponseShell(REQ))
+    started = stream.start() + stream.chunk(_chunk({"content": "x"}, finish="stop"))
+    final = stream.finish()
+    events = stream.fail_instead(final, "the response could not be stored", "server_error")
+    for e in events:
+        _strict(e)
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"] and final[-1] not in events
+    assert [e["sequence_number"] for e in started + events] == list(range(len(started) + len(events)))
+    assert events[-1]["response"]["error"]["message"] == "the response could not be stored"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "x"  # what it said is kept
+
+
 def test_a_cached_response_replays_to_the_same_output_with_new_ids():
     from velollm.responses import replay_chunks
 

@@ -40,7 +40,7 @@ from velollm.api.handler import (
 )
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.responses_background import run_in_background
+from velollm.api.responses_background import UNSTORED_MESSAGE, keep_end, run_in_background
 from velollm.api.responses_upstream import (
     NO_RESPONSES_API,
     answer_bytes,
@@ -169,7 +169,8 @@ class _Turn:
     async def answer(self, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
                      on_final: Callable[[], None] = lambda: None) -> AsyncIterator[dict[str, Any]]:
         """The stream events of the chat answer in `chunks`; the final response is kept before the final events go
-        out. `on_final`: called once the answer is over, before it is kept."""
+        out. `on_final`: called once the answer is over, before it is kept. One the store could not keep (tried
+        twice, keep_end) ends failed instead, as stored if that can be (responses_background.py)."""
         for event in stream.start():
             yield event
         try:
@@ -187,7 +188,9 @@ class _Turn:
             if close is not None:
                 await close()
         on_final()
-        await self.keep(stream.response)
+        if not await keep_end(self.keep, stream.response) and stream.response["status"] != "failed":
+            events = stream.fail_instead(events, UNSTORED_MESSAGE, "server_error")
+            await keep_end(self.keep, stream.response)
         for event in events:
             yield event
 

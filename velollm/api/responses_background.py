@@ -11,11 +11,18 @@ At shutdown the runs in flight end `failed` (server_error: the server stopped), 
 queued or in progress reads as failed in the same way when a store is next opened and that process is gone (it
 was killed; velollm/responses/store.py, runner.py: servers sharing the file leave each other's runs alone): no
 response says in_progress with nothing running it.
+
+A run's end whose store write fails with a store error (sqlite's `database is locked`; not RowTooLarge, which
+responses.py's keep handles) is tried once more (keep_end); if that fails too, the response ends `failed`
+(server_error, "the response could not be stored"), its events so, and that is stored; if even that write fails,
+the run holds its end, and GET and cancel answer it from there while the run is kept (its row says queued until
+this process is gone and the store is next opened, as a killed server's rows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -29,7 +36,10 @@ from velollm.wire.errors import APIError
 from velollm.wire.framing import SSE_MEDIA_TYPE
 from velollm.wire.streaming import streaming_response
 
+logger = logging.getLogger(__name__)
+
 SHUTDOWN_MESSAGE = INTERRUPTED["message"]  # as a row left unfinished by a killed server reads
+UNSTORED_MESSAGE = "the response could not be stored"
 
 
 class Turn(Protocol):
@@ -98,8 +108,21 @@ async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[d
                 run.add(event)
         else:
             stream.cancel()
-        await turn.keep(stream.response)
+        await keep_end(turn.keep, stream.response)  # else the run holds it (the module)
     run.finish(stream.response)
+
+
+async def keep_end(keep: Callable[[dict[str, Any]], Awaitable[None]], response: dict[str, Any]) -> bool:
+    """`keep(response)`, the end of an answer, tried once more on an error (a store locked a while): False, logged,
+    when neither write stored it (the caller then ends it failed, or a background run holds it)."""
+    for attempt in (1, 2):
+        try:
+            await keep(response)
+            return True
+        except Exception:  # said in the log; what stands in for the row is the caller's
+            logger.exception("response %s (%s) could not be stored (try %d of 2)", response["id"],
+                             response["status"], attempt)
+    return False
 
 
 def query_flag(query: Any, name: str) -> bool:

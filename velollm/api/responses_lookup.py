@@ -4,6 +4,8 @@ delete. An id this process did not store is looked up on the upstream whose own 
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,6 +23,7 @@ from velollm.api.responses_background import (
 )
 from velollm.api.responses_upstream import relayed_lookup
 from velollm.responses import ResponseStore
+from velollm.responses.background import BackgroundRun
 from velollm.wire.errors import APIError
 
 
@@ -31,6 +34,14 @@ async def _relayed(request: Request, state: AppState, response_id: str) -> Respo
     if answer is None:
         raise not_found(response_id)
     return answer
+
+
+def _ended(run: BackgroundRun | None, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored row; for a run that has ended while its row still says queued or in progress (its end could not
+    be stored, responses_background.py), the end the run holds."""
+    if run is not None and stored is not None and stored["status"] in ("queued", "in_progress"):
+        return run.response
+    return stored
 
 
 @endpoint("/v1/responses/{id}")
@@ -45,7 +56,7 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
         return events_answer(run, after)
     if run is not None and not run.done:
         return JSONResponse(run.snapshot())
-    stored = await in_store(state, ResponseStore.get, response_id)
+    stored = _ended(run, await in_store(state, ResponseStore.get, response_id))
     if stored is None:
         return await _relayed(request, state, response_id)
     if stream:
@@ -63,7 +74,7 @@ async def cancel_response(request: Request, state: AppState, call: Call) -> Resp
     if run is not None and not run.done:
         await state.background.cancel(run)
         return JSONResponse(run.response)
-    stored = await in_store(state, ResponseStore.get, response_id)
+    stored = _ended(run, await in_store(state, ResponseStore.get, response_id))
     if stored is None:
         return await _relayed(request, state, response_id)
     if not stored.get("background"):

@@ -207,6 +207,12 @@ class ResponseEventStream:
         self.response = self.shell.build("cancelled", self.output, self._usage)
         return self.response
 
+    def fail_instead(self, final: list[dict[str, Any]], message: str, code: str) -> list[dict[str, Any]]:
+        """`finish`'s events, not sent yet, with their last (the response's end) replaced by `fail`'s: an answer
+        that ended but could not be stored ends failed. The sequence numbers go on unbroken."""
+        self._seq = final[-1]["sequence_number"]
+        return final[:-1] + self.fail(message, code)
+
     def fail(self, message: str, code: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
         """After an error mid-stream: the `error` event, then `response.failed`. The item the error cut is
         `incomplete` in the failed response (kept in the store, GET shows it), as one cut by max_output_tokens."""
