@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import torch
+
 # float32 logprobs of one model by different kernels differ by about 1e-5 nats on the tiny test models; 1e-3 is the
 # engine tests' logprob tolerance against transformers. Their greedy runs meet top-two gaps down to 0.0009 nats
 # (test_batch_invariance's prompts) and 0.003-0.03 (test_greedy_equals_transformers_generate): near enough to
@@ -45,3 +47,10 @@ def assert_all_greedy_agree(ours: Sequence, ref: Sequence, near_tie: float = FLO
     assert len(ours) == len(ref)
     for i, (o, r) in enumerate(zip(ours, ref, strict=True)):
         assert_greedy_agrees(o.token_ids, o.logprobs, r.token_ids, r.logprobs, near_tie, f"{what} (request {i})")
+
+
+def top_logprobs(logits: Sequence[torch.Tensor], k: int = 5) -> list[dict[int, float]]:
+    """A reference's logits per step (transformers' generate(output_logits=True): rows [1, vocab]) as the
+    engine's logprobs: token id -> logprob for the top k."""
+    tops = [torch.log_softmax(row.reshape(-1).float(), -1).topk(k) for row in logits]
+    return [dict(zip(t.indices.tolist(), t.values.tolist(), strict=True)) for t in tops]
