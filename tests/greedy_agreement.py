@@ -11,7 +11,7 @@ every logprob before it agrees within `near_tie`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 
@@ -22,8 +22,8 @@ import torch
 FLOAT32_NEAR_TIE = 1e-3
 
 
-def assert_greedy_agrees(ours: Sequence[int], ours_logprobs: Sequence[Mapping[int, float]] | None,
-                         ref: Sequence[int], ref_logprobs: Sequence[Mapping[int, float]],
+def assert_greedy_agrees(ours: Sequence[Hashable], ours_logprobs: Sequence[Mapping[Hashable, float]] | None,
+                         ref: Sequence[Hashable], ref_logprobs: Sequence[Mapping[Hashable, float]],
                          near_tie: float = FLOAT32_NEAR_TIE, what: str = "the reference") -> int:
     """`*_logprobs[i]`: a dict token id -> logprob at step i (the reference's must hold its top two: logprobs >= 2);
     `ours_logprobs` None: tokens only. Returns the number of steps that agree."""
