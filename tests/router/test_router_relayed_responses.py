@@ -105,3 +105,31 @@ def test_a_renamed_replica_is_followed_and_a_removed_one_said(replicas, tmp_path
         assert client(removed).responses.create(model="demo", input="new", max_output_tokens=4).output_text
     finally:
         removed.stop()
+
+
+def test_a_background_response_is_followed_and_cancelled_on_its_replica(tmp_path):
+    """A background create through the router runs on one replica; its GET (as it runs, and its events after a
+    sequence number) and its cancel go to that replica, though round-robin would send every other one elsewhere."""
+    from tests.api.stub_engine import StubEngine
+
+    slow = [velollm_server(StubEngine(token_delay_s=0.005)) for _ in range(2)]  # a second an answer
+    server = ThreadServer(router_app(config_toml(replica_backends(slow), policy="round-robin"), tmp_path)).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        created = front.responses.with_raw_response.create(model="demo", input="go on", background=True,
+                                                           max_output_tokens=200, extra_body={"ignore_eos": True})
+        holder, created = created.headers["x-velollm-backend"], created.parse()
+        assert created.status == "queued"
+        first = next(iter(front.responses.retrieve(created.id, stream=True, starting_after=3)))
+        assert first.sequence_number == 4
+        for _ in range(2):
+            got = front.responses.with_raw_response.retrieve(created.id)
+            assert got.headers["x-velollm-backend"] == holder and got.parse().status == "in_progress"
+        assert front.responses.cancel(created.id).status == "cancelled"
+        engine = slow["ab".index(holder)]
+        held = openai.OpenAI(base_url=f"{engine.url}/v1", api_key="x", max_retries=0, timeout=30)
+        assert held.responses.retrieve(created.id).status == "cancelled"
+    finally:
+        server.stop()
+        for replica in slow:
+            replica.stop()

@@ -15,6 +15,7 @@ from velollm.api.lease import EngineLease
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, ServeLocally
+from velollm.responses.background import BackgroundRuns
 from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json_off_loop, take_handed
@@ -48,6 +49,7 @@ class AppState:
     context: Any = None  # api/context_fit.ContextState, made on first use
     router: ComplexityRouter | None = None  # the virtual model of [routing] (velollm/complexity)
     drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
+    background: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses (responses_background.py)
 
 
 @dataclass

@@ -26,11 +26,11 @@ from starlette.responses import Response
 
 from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
-from velollm.proxy.forward import forward
+from velollm.proxy.forward import forward, relay_stream
 from velollm.proxy.legacy_answer import as_function_call
 from velollm.proxy.relayed_responses import RelayedResponses
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
-from velollm.proxy.upstream_answer import converted_error, error_answer
+from velollm.proxy.upstream_answer import converted_error, error_answer, streaming
 from velollm.wire.errors import api_of
 from velollm.wire.legacy_functions import as_tools
 from velollm.wire.names import name_key
@@ -215,12 +215,16 @@ class UpstreamGateway:
         return await self.relay_lookup(request, response_id)
 
     async def relay_lookup(self, request: Request, response_id: str) -> Response:
-        """The request (method, path and query string as sent, no body) answered by the upstream."""
+        """The request (method, path and query string as sent, no body) answered by the upstream; a stream (a
+        background response's events, `?stream=true`) relayed as it comes, not held until the response ends."""
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             response = await self.upstream.send(request.method, path)
             if response.status_code >= 400:
                 return await converted_error(self.upstream, response, "openai")
+            media_type = response.headers.get("content-type", "application/json")
+            if media_type.startswith("text/event-stream"):
+                return streaming(relay_stream(self.upstream, response, "openai"), response, media_type)
             data = await self.upstream.read_body(response)
         except UpstreamUnavailable as exc:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)

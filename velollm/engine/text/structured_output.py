@@ -34,6 +34,7 @@ from velollm.engine.text.grammar_vocab import (
     starts_with_bitmask,
 )
 from velollm.engine.text.json_guard import JsonGuard
+from velollm.engine.text.rule_merge import merge_identical_rules
 from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import ReasoningSpan, StructuredOutput
@@ -261,10 +262,16 @@ class StructuredOutputManager:
 
     def _compile_patched(self, grammar: Any) -> Any:
         # xgrammar 0.2.x writes strings with an explicit maxLength with a character class that
-        # admits raw control characters, which is invalid JSON: exclude them.
-        text = str(grammar)
-        if _LOOSE_STRING_CHAR in text:
-            grammar = self._xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHAR, _STRICT_STRING_CHAR))
+        # admits raw control characters, which is invalid JSON: exclude them. Each schema's copy of the
+        # JSON basics is merged into one (rule_merge: the compile time of many tools).
+        printed = str(grammar)
+        text = printed.replace(_LOOSE_STRING_CHAR, _STRICT_STRING_CHAR)
+        try:
+            grammar = self._xgr.Grammar.from_ebnf(merge_identical_rules(text))
+        except RuntimeError as e:  # a printed form xgrammar does not read back: compiled unmerged
+            logger.warning("grammar compiled without merging its rules: %s", _reason(e))
+            if text != printed:
+                grammar = self._xgr.Grammar.from_ebnf(text)
         return self._compiler.compile_grammar(grammar)
 
     def new_matcher(self, spec: StructuredOutput, max_tokens: int | None = None) -> GrammarMatcher:
