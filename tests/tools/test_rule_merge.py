@@ -9,8 +9,7 @@ import xgrammar as xgr
 
 from velollm.engine.text.grammar_vocab import build_tokenizer_info
 from velollm.engine.text.rule_merge import merge_identical_rules
-from velollm.engine.text.schema_bounds import GrammarLimits
-from velollm.engine.text.structured_output import _bound_schemas
+from velollm.engine.text.schema_bounds import GrammarLimits, bound_tag_schemas
 from velollm.tools.tool_grammar import tool_call_constraint
 
 
@@ -48,7 +47,7 @@ def _tool(index: int) -> dict:
 
 def _printed(num_tools: int, choice: str) -> str:
     tag = json.loads(tool_call_constraint([_tool(i) for i in range(num_tools)], choice).value)
-    _bound_schemas(tag, GrammarLimits())
+    bound_tag_schemas(tag, GrammarLimits())
     return str(xgr.Grammar.from_structural_tag(json.dumps(tag)))
 
 

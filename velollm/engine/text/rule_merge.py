@@ -17,7 +17,8 @@ import re
 
 # A body's pieces: string literals and character classes (whose contents are never references), names, the rest.
 _PIECE = re.compile(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|[A-Za-z_][A-Za-z0-9_]*|[^"\[A-Za-z_]+|.', re.DOTALL)
-_RULE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\[[^\]\n]*\])? ::= ", re.MULTILINE)  # a name, its attributes ([max_tokens=N])
+# A rule's head: its name and its attributes ([max_tokens=N])
+_RULE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\[[^\]\n]*\])? ::= ", re.MULTILINE)
 
 
 def merge_identical_rules(text: str, root: str = "root") -> str:
