@@ -204,6 +204,12 @@ def test_errors_have_the_spec_shape(client, engine, thinking_server):
     assert e.value.param == "tools[0].type"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-model", input="x")
+    with pytest.raises(openai.BadRequestError) as e:  # OpenAI's 400 (it was run, the result answering nothing)
+        client.responses.create(model="demo", input=[
+            {"type": "message", "role": "user", "content": "Weather?"},
+            {"type": "function_call_output", "call_id": "call_nope", "output": "18C"}])
+    assert e.value.body["message"] == "No tool call found for function call output with call_id call_nope."
+    assert e.value.param == "input" and e.value.body["type"] == "invalid_request_error"
     r = client.responses.create(model="demo", input="x", store=False)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)

@@ -88,6 +88,29 @@ def _sigterm_and_check_draining(proc: Any, url: str) -> None:
     assert new.status_code == 503 and "shutting down" in new.json()["error"]
 
 
+def _background(url: str, max_output_tokens: int) -> str:
+    """A background response (the demo model, greedy, to its max_output_tokens) seen running: its id."""
+    created = httpx.post(f"{url}/v1/responses", json={"model": "demo", "input": "story", "background": True,
+                                                      "max_output_tokens": max_output_tokens, "temperature": 0,
+                                                      "ignore_eos": True}, timeout=30).json()
+    deadline = time.monotonic() + 30
+    while not httpx.get(f"{url}/v1/responses/{created['id']}", timeout=10).json()["output"]:
+        assert time.monotonic() < deadline, "the background response did not start"
+        time.sleep(0.05)
+    return created["id"]
+
+
+def _stored(tmp_path: Path, response_id: str) -> dict[str, Any]:
+    """The response as the stopped server's store holds it (start_serve's VELOLLM_CACHE)."""
+    from velollm.responses import ResponseStore
+
+    store = ResponseStore(tmp_path / "cache" / "responses.sqlite")
+    try:
+        return store.get(response_id)
+    finally:
+        store.close()
+
+
 def _serve(tmp_path: Path, timeout_s: float) -> tuple[Any, str, Path]:
     proc, url, log, _ = start_serve(tmp_path, "--max-model-len", "4096", "--shutdown-timeout", str(timeout_s))
     return proc, url, log
@@ -114,6 +137,7 @@ def test_sigterm_cuts_long_requests_at_the_timeout_with_an_ending(tmp_path):
             ("/v1/completions", {"model": "demo", "prompt": "story", "max_tokens": LONG, "ignore_eos": True}),
             ("/api/chat", {"model": "demo", "messages": CHAT, "options": GREEDY_LONG, "stream": False}),
         ])
+        background = _background(url, LONG)
         _sigterm_and_check_draining(proc, url)
         assert _wait_exit(proc, 30) < 25
         for c in clients:
@@ -129,6 +153,8 @@ def test_sigterm_cuts_long_requests_at_the_timeout_with_an_ending(tmp_path):
         text = log.read_text()
         assert "cutting 4 request(s)" in text and "drained: demo holds 0 KV blocks" in text, text[-3000:]
         assert "Application shutdown complete" in text
+        cut = _stored(tmp_path, background)  # failed at the timeout, with what it said (not in_progress for ever)
+        assert cut["status"] == "failed" and cut["error"]["code"] == "server_error" and cut["output"]
     finally:
         stop_serve(proc)
 
@@ -145,6 +171,7 @@ def test_sigterm_lets_running_requests_finish(tmp_path):
                                "stream": False}),
         ])
         sse, ndjson, whole = clients
+        background = _background(url, 2 * FINISH)  # on after the requests are done: the drain waits for it too
         streamed_before = len(sse.lines), len(ndjson.lines)
         _sigterm_and_check_draining(proc, url)
         assert _wait_exit(proc, 60) < 55  # once they are done, not at the timeout
@@ -156,5 +183,7 @@ def test_sigterm_lets_running_requests_finish(tmp_path):
         assert json.loads(ndjson.lines[-1])["done"] is True and json.loads(ndjson.lines[-1])["eval_count"] == FINISH
         assert whole.status == 200 and whole.json["eval_count"] == FINISH
         assert "cutting" not in log.read_text()
+        finished = _stored(tmp_path, background)  # ran to its end, as the requests did
+        assert finished["status"] == "incomplete" and finished["usage"]["output_tokens"] == 2 * FINISH
     finally:
         stop_serve(proc)

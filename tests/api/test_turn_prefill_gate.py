@@ -1,6 +1,6 @@
 """The next-turn prefill's gates: nothing rendered for an engine without a prefix cache (its prefill would be
 dropped: the stub engine behind a real server, through the openai client, its chat template's renders
-counted), and with tools, only an answer without calls is prefilled (its next turn is the user's)."""
+counted), and with tools, an answer is prefilled as the client sends it back (its calls, then their result)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from velollm.api.remembering import Remembering
 from velollm.api.tool_calls import ToolCalls
 from velollm.context.fitter import FittedPrompt
 from velollm.context.turn_cache import TurnCache
+from velollm.tools.tool_prompt import mistral_id
 
 
 class CountingTokenizer(StubTokenizer):
@@ -57,18 +58,51 @@ def test_no_prefix_cache_no_next_turn_rendering():
         assert engine.tokenizer.renders == 2 * num_fit + 1 and engine.prefilled == []
 
 
-def test_with_tools_only_an_answer_without_calls_is_prefilled(monkeypatch):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-    calls = ToolCalls(StubEngine(), tools, "auto", True, retries=1, metrics=None, model="demo")
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_with_tools_an_answer_is_prefilled_as_the_client_sends_it_back(monkeypatch):
+    """An answer without calls is followed by the user's turn; one with calls (skipped before) by its first call's
+    result, the calls as /v1 returns them; a broken call that will be retried is not prefilled."""
+    calls = ToolCalls(StubEngine(), TOOLS, "auto", True, retries=1, metrics=None, model="demo")
     plain, call = "Sunny, 21 degrees. ", '{"name": "get_weather", "parameters": {"city": "Paris"}}'
-    assert calls.plain_content(plain) == plain
-    assert calls.plain_content(call) is None
-    # through remember_turn, the hook /v1 and /api/chat register: the call is not prefilled, the answer is
-    told: list[str] = []
-    monkeypatch.setattr(turn_prefill, "next_turn_ids", lambda *args: told.append(args[-1]) or [7] * 32)
-    assert _prefilled_after(calls, call) == [] and told == []
-    assert _prefilled_after(calls, plain) == [[7] * 32] and told == [plain]
+    # through remember_turn, the hook /v1 and /api/chat register
+    told: list[tuple] = []
+    monkeypatch.setattr(turn_prefill, "next_turn_ids", lambda *args: told.append(args[-2:]) or [7] * 32)
+    assert _prefilled_after(calls, plain) == [[7] * 32]
+    assert told.pop() == ({"role": "assistant", "content": plain}, {"role": "user"})
+    assert _prefilled_after(calls, call) == [[7] * 32]
+    answer, follow = told.pop()
+    [sent] = answer["tool_calls"]
+    assert sent["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert follow == {"role": "tool", "tool_call_id": sent["id"], "name": "get_weather"}
+    assert _prefilled_after(calls, '{"name": "get_weather", "parameters": {"town": 1}}') == [] and told == []
+
+
+def test_a_template_that_renders_call_ids_is_not_prefilled_after_calls():
+    """The ids a client got are made by another parse than the prefill's: a template writing them (Mistral's
+    9 characters) would give a prefix the next turn does not start with."""
+    tokenizer = StubEngine().tokenizer
+    messages = [{"role": "user", "content": "The weather in Paris?"}]
+
+    def render(with_ids: bool):
+        def text(msgs) -> str:
+            return "".join(f"<s>{m['role']}:{m.get('content') or ''}"
+                           + "".join(f"[{mistral_id(c['id']) if with_ids else ''}{c['function']['name']}]"
+                                     for c in m.get("tool_calls") or ()) + "</s>" for m in msgs)
+        return text
+
+    tokenizer.special_texts = frozenset({"<s>", "</s>"})
+    answer = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_abc", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    follow = {"role": "tool", "tool_call_id": "call_abc", "name": "f"}
+    choice = ChoiceState(0, text="[f]", token_ids=tokenizer.encode("[f]", add_special_tokens=False))
+    for with_ids, prefilled in ((False, True), (True, False)):
+        text = render(with_ids)(messages)
+        fitted = FittedPrompt(messages, text, tokenizer.encode(text), num_reused=0, report=None)
+        ids = turn_prefill.next_turn_ids(TurnCache(), tokenizer, render(with_ids), fitted, choice, answer, follow)
+        assert (ids is not None) == prefilled
 
 
 def _prefilled_after(calls: ToolCalls, answer: str) -> list[list[int]]:

@@ -128,6 +128,7 @@ def test_responses_answers_are_captured_whole_or_from_the_final_event():
 def test_only_stateless_responses_requests_are_cached():
     assert bypass_reason("responses", {"model": "m", "input": "hi"}) is None
     assert bypass_reason("responses", {"model": "m", "input": "hi", "previous_response_id": "resp_1"}) == "stateful"
+    assert bypass_reason("responses", {"model": "m", "input": "hi", "background": True}) == "stateful"  # polled
     assert bypass_reason("chat", {"model": "m", "messages": [], "store": True}) == "stored"  # a new completion each
     assert bypass_reason("chat", {"model": "m", "messages": [], "store": False}) is None
 

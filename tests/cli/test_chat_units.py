@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from velollm.commands.chat_commands import run_command
 from velollm.commands.chat_parameters import format_parameter
 from velollm.commands.chat_render import DIM, RESET, AnswerWriter, go_duration, timings
 from velollm.commands.chat_session import ChatSession, parse_value, read_message, run_interactive
@@ -35,12 +36,40 @@ def test_multi_line_input():
     read, _ = _reader(['"""one line"""'])
     assert read_message(read) == "one line"
     read, _ = _reader(['"""', "a", '"""'])
-    assert read_message(read) == "a"
+    assert read_message(read) == "\na\n"  # Ollama's strings.Builder: the empty first and last lines' newlines
     read, _ = _reader(["pasted\rlines\r\nhere"])  # a bracketed paste: the terminal's carriage returns
     assert read_message(read) == "pasted\nlines\nhere"
     read, _ = _reader(['"""never closed'])
     with pytest.raises(EOFError):
         read_message(read)
+
+
+def test_input_is_sent_as_typed():
+    """Ollama's CLI trims nothing (cmd/interactive.go writes readline's line as it came): spaces after a message,
+    around a block's lines and before its closing quotes are the user's; quotes count only at a line's very start
+    (opening) and end (closing); a line of spaces is a message and " /bye" is not a command."""
+    read, _ = _reader(["hello   ", '  """not a block', '"""  indented  ', "  tail  ", 'end  """', '"""x""" ', 'y"""'])
+    assert read_message(read) == "hello   "
+    assert read_message(read) == '  """not a block'
+    assert read_message(read) == '  indented  \n  tail  \nend  '
+    assert read_message(read) == 'x""" \ny'  # quotes then a space do not close it
+
+    class _Chat(_ShowOnly):
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def stream(self, path, body):
+            self.asked.append(body["messages"][-1]["content"])
+            yield {"message": {"role": "assistant", "content": "ok "}, "done": True}
+
+    out, client = io.StringIO(), _Chat()
+    session = ChatSession(client, "demo", out, color=False, err=io.StringIO())
+    assert run_interactive(session, _reader(["hi  ", "   ", "", " /bye", "/set system   be   terse  ", "/bye"])[0]) == 0
+    assert client.asked == ["hi  ", "   ", " /bye"]
+    assert session.messages[1] == {"role": "assistant", "content": "ok "}  # the answer as streamed
+    assert session.system == "be terse"  # Ollama's /set system: its words joined by one space
+    run_command(session, '/set system "be brief"')
+    assert session.system == '"be brief"'  # quotes kept, as Ollama keeps them
 
 
 def test_parameter_values():

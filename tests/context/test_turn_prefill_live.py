@@ -20,6 +20,8 @@ import pytest
 from tests.api.conftest import ServerHandle
 from tests.serve_process import start_serve, stop_serve
 from velollm.engine.text.tokenizer import Tokenizer
+from velollm.tools.tool_parsers import ToolFamily
+from velollm.tools.tool_prompt import to_template_messages
 
 BLOCK = 16
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -147,6 +149,33 @@ def test_qwen3_answer_with_tools_given_is_prefilled(qwen3_pair, tiny_qwen3):
     r_off = oai(off).chat.completions.create(model=off.model, messages=turn2, max_tokens=12, temperature=0,
                                              **second)
     assert r_off.choices[0].message.content == answer  # greedy: the same answer as with prefetch off
+
+
+def test_qwen3_answer_with_tool_calls_is_prefilled_up_to_their_result(qwen3_pair, tiny_qwen3):
+    """An answer with calls was not prefilled: its next turn is the calls' result, and Qwen3 writes the calls
+    back otherwise than generated (no empty `<think>` block before them). Prefilled as the client sends them back,
+    then the result's header, the next turn's cache hit covers the conversation up to the result."""
+    on, off = qwen3_pair
+    no_thinking = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    client = oai(on)
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": QUESTION}]
+    before = on.metric("velollm_turn_prefills_total", model=on.model, outcome="done")
+    r1 = client.chat.completions.create(model=on.model, messages=messages, max_tokens=60, temperature=0,
+                                        tools=TOOLS, tool_choice="required", **no_thinking)
+    [call] = r1.choices[0].message.tool_calls
+    prefilled(on, before)
+    answer = r1.choices[0].message
+    turn2 = messages + [{**answer.model_dump(exclude_none=True), "content": answer.content or ""},  # as the server reads
+                        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}]
+    r2 = client.chat.completions.create(model=on.model, messages=turn2, max_tokens=12, temperature=0, tools=TOOLS,
+                                        **no_thinking)
+    rendered = to_template_messages(turn2, ToolFamily.HERMES)  # the arguments as objects, as the server renders
+    history = history_tokens(tiny_qwen3, rendered, "<|im_start|>user", tools=TOOLS)  # up to the result's header
+    assert "<tool_call>" in Tokenizer.from_folder(tiny_qwen3).apply_chat_template(rendered, tools=TOOLS)
+    assert r2.usage.prompt_tokens_details.cached_tokens >= history // BLOCK * BLOCK
+    r_off = oai(off).chat.completions.create(model=off.model, messages=turn2, max_tokens=12, temperature=0,
+                                             tools=TOOLS, **no_thinking)
+    assert r_off.choices[0].message.content == r2.choices[0].message.content  # greedy, as with prefetch off
 
 
 def test_qwen3_ollama_chat_thinking_answer_is_prefilled(qwen3_pair, tiny_qwen3):

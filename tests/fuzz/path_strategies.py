@@ -209,11 +209,16 @@ ROUTES: dict[str, Callable[[Known], st.SearchStrategy[PathRequest]]] = {
         "GET /health", "GET /metrics", "GET /", "GET /status.js", "GET /status/upstream", "GET /api/version",
         "GET /api/tags", "GET /api/ps", "GET /v1/models")},
     "GET /v1/models/{model:path}": lambda k: _request("GET /v1/models/{model:path}", _models_path(k), {}),
-    # OpenAI's POST /v1/responses/{id}/cancel (background responses, which VeloLLM does not run) drawn too: a 404
+    # the cancel path drawn with GET too: a 405 naming POST; `stream` of a stored response not made in the
+    # background (none here is), and a bad `starting_after`: 400s
     "GET /v1/responses/{id}": lambda k: _request("GET /v1/responses/{id}", st.one_of(
         *[_response_path(k)] * 5, _response_path(k, "/cancel")),
                                                  {"include[]": st.sampled_from(_INCLUDES),
-                                                  "stream": st.sampled_from(["true", "false", "1", "x"])}),
+                                                  "stream": st.sampled_from(["true", "false", "1", "x"]),
+                                                  "starting_after": st.sampled_from(["0", "-1", "x", "99999"])}),
+    # cancelling a response not made in the background: a 400; an unknown id: a 404
+    "POST /v1/responses/{id}/cancel": lambda k: _request("POST /v1/responses/{id}/cancel",
+                                                         _response_path(k, "/cancel"), {}),
     "DELETE /v1/responses/{id}": lambda k: _request("DELETE /v1/responses/{id}", _response_path(k), {}),
     "GET /v1/responses/{id}/input_items": lambda k: _request(
         "GET /v1/responses/{id}/input_items", _response_path(k, "/input_items"),

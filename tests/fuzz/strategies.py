@@ -151,7 +151,7 @@ OPENAI_COMPLETIONS = body({"model": st.just(MODEL), "prompt": st.one_of(
 OPENAI_RESPONSES = body({"model": st.just(MODEL), "input": st.one_of(_prompt, _openai_messages)}, {
     "instructions": _prompt, "max_output_tokens": _small_tokens, "temperature": _sampling["temperature"],
     "top_p": _sampling["top_p"], "stream": st.booleans(), "store": st.booleans(), "tools": _tools,
-    "previous_response_id": st.sampled_from(["resp_missing", ""]),
+    "previous_response_id": st.sampled_from(["resp_missing", ""]), "background": st.booleans(),
 })
 
 _embedding_model = st.sampled_from([EMBEDDER, EMBEDDER, EMBEDDER, MODEL])

@@ -137,6 +137,32 @@ def test_tools_and_tool_results_reach_the_template(layer_server):
     assert completion.usage.prompt_tokens == _num_tokens(gguf, golden)
 
 
+def test_tools_on_a_layer_without_tools_are_ollamas_400_in_each_format(layer_server):
+    """Ollama refuses tools for a model whose TEMPLATE names no .Tools (its capability check, the full name first);
+    VeloLLM took them and put a fallback system message through the layer, which chatml's legacy branch and
+    many layers drop. /v1 answers the same 400 in OpenAI's shape, as Ollama's compatibility layer does."""
+    url, _ = layer_server
+    tools = TOOLS_CASE["tools"]
+    messages = [{"role": "user", "content": QUESTION}]
+    with pytest.raises(ollama.ResponseError) as e:
+        ollama.Client(host=url).chat(model="tiny", messages=messages, tools=tools)
+    assert e.value.status_code == 400
+    assert e.value.error == "registry.ollama.ai/library/tiny:latest does not support tools"
+    assert "tools" not in ollama.Client(host=url).show("tiny").capabilities
+    with pytest.raises(ollama.ResponseError) as e:  # Ollama checks before its load-only answer to no messages
+        ollama.Client(host=url).chat(model="tiny", messages=[], tools=tools)
+    assert e.value.status_code == 400 and e.value.error.endswith("does not support tools")
+    with pytest.raises(openai.BadRequestError) as oe:
+        openai.OpenAI(base_url=f"{url}/v1", api_key="x").chat.completions.create(
+            model="tiny", messages=messages, tools=tools, max_tokens=2)
+    assert oe.value.body["message"] == "registry.ollama.ai/library/tiny:latest does not support tools"
+    assert oe.value.body["type"] == "invalid_request_error"
+    # the same chat without tools runs; a layer naming .Tools takes them
+    assert ollama.Client(host=url).chat(model="tiny", messages=messages, options={"num_predict": 1}).done
+    assert ollama.Client(host=url).chat(model="tooly", messages=messages, tools=tools,
+                                        options={"num_predict": 1}).done
+
+
 def test_a_store_model_without_a_template_layer_renders_with_ollamas_default(fixtures, tmp_path):
     """A store model with neither a TEMPLATE layer nor a jinja template (a base model `ollama create`d from a bare
     GGUF) renders as Ollama renders it, with its default `{{ .Prompt }}`: /api/generate and /api/chat were a 400

@@ -5,6 +5,7 @@ them not)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,13 +18,13 @@ from velollm.proxy.gateway import UpstreamGateway
 from velollm.proxy.upstream import UpstreamConfig
 
 
-def _velollm(*names: str, upstream: UpstreamGateway | None = None) -> ThreadServer:
+def _velollm(*names: str, upstream: UpstreamGateway | None = None, port: int = 0) -> ThreadServer:
     from tests.api.stub_engine import StubEngine
     from velollm.api.app import create_app
     from velollm.api.server_config import ServerConfig
 
     app = create_app(ServerConfig(stats_interval_s=0), {n: StubEngine() for n in names}, upstream=upstream)
-    return ThreadServer(app).start()
+    return ThreadServer(app, port).start()
 
 
 @pytest.fixture
@@ -112,3 +113,36 @@ def test_a_restarted_proxy_still_finds_them(upstream, tmp_path):
         assert chained.previous_response_id == created.id
     finally:
         second.stop()
+
+
+def test_an_upstream_upgraded_to_a_responses_api_is_used_after_a_while(start_proxy, monkeypatch):
+    """An OpenAI-compatible upstream without /v1/responses (a 404 for a model it lists: llama.cpp's server) is
+    taken at its word for gateway.NO_RESPONSES_API_S: the creates go to its chat route, stored here. The same
+    address then serving one (upgraded) gets the creates after that time, stored there. The "no" was kept until the
+    proxy restarted."""
+    from proxy_servers import fake_openai_app
+
+    from velollm.proxy import gateway
+
+    monkeypatch.setattr(gateway, "NO_RESPONSES_API_S", 2.0)
+    received: list[tuple[str, dict]] = []
+    old = ThreadServer(fake_openai_app(["demo"], received)).start()
+    front = _client(start_proxy(old.url, kind="openai").url)
+    first = front.responses.create(model="demo", input="hi", max_output_tokens=4)  # tried, 404: the chat route
+    second = front.responses.create(model="demo", input="hi", max_output_tokens=4)
+    assert [path for path, _ in received] == ["/v1/chat/completions", "/v1/chat/completions"]
+    old.stop()
+    upgraded = _velollm("demo", port=old.port)
+    try:
+        third = front.responses.create(model="demo", input="hi", max_output_tokens=4)  # still "no": its chat
+        time.sleep(2.0)
+        fourth = front.responses.create(model="demo", input="hi", max_output_tokens=4)
+        stored_upstream = _client(upgraded.url).responses
+        for kept_here in (first, second, third):
+            assert front.responses.retrieve(kept_here.id).id == kept_here.id
+            with pytest.raises(openai.NotFoundError):
+                stored_upstream.retrieve(kept_here.id)
+        assert stored_upstream.retrieve(fourth.id).id == fourth.id
+        assert front.responses.retrieve(fourth.id).id == fourth.id  # relayed there
+    finally:
+        upgraded.stop()

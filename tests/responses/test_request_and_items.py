@@ -46,7 +46,8 @@ def test_tools_tool_choice_and_text_format():
     ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "w"}}}, "text.format.schema"),
     ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"model": "m", "input": "x", "temperature": True}, "temperature"),
-    ({"model": "m", "input": "x", "background": True}, "background"),
+    ({"model": "m", "input": "x", "background": True, "store": False}, "background"),
+    ({"model": "m", "input": "x", "background": "yes"}, "background"),
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0]"),
     ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
@@ -104,6 +105,22 @@ def test_previous_conversation_goes_first_and_instructions_are_not_kept():
     turn = conversation(req, history)
     assert turn == [*history, {"role": "tool", "tool_call_id": "c", "content": "ok"}]
     assert chat_body(req, turn)["messages"][0] == {"role": "system", "content": "New rules."}
+
+
+@pytest.mark.parametrize("items,history", [
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"}], []),
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"},  # a result before its call
+      {"type": "function_call", "call_id": "call_x", "name": "f", "arguments": "{}"}], []),
+    ([{"type": "function_call_output", "call_id": "call_x", "output": "ok"}],
+     [{"role": "assistant", "content": None, "tool_calls": [
+         {"id": "call_other", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]),
+])
+def test_a_function_call_output_without_its_call_is_openais_400(items, history):
+    req = parse_responses_request({"model": "m", "input": items})
+    with pytest.raises(InvalidRequest) as e:
+        conversation(req, history)
+    assert str(e.value) == "No tool call found for function call output with call_id call_x."
+    assert e.value.param == "input"
 
 
 def test_encrypted_reasoning_reads_back_as_the_thinking():

@@ -142,3 +142,23 @@ def test_a_cached_response_replays_to_the_same_output_with_new_ids():
     assert new["output"][2]["call_id"] != "call_1" and new["id"] != old["id"]
     assert new["usage"]["input_tokens_details"]["cached_tokens"] == old["usage"]["input_tokens"] == 10
     assert new["usage"]["output_tokens_details"]["reasoning_tokens"] == 3 and new["status"] == "completed"
+
+
+def test_a_background_stream_starts_queued_shows_its_progress_and_can_be_cancelled():
+    stream = ResponseEventStream(ResponseShell(parse_responses_request({"model": "m", "input": "hi",
+                                                                        "background": True})))
+    start = stream.start()
+    for event in start:
+        _strict(event)
+    assert [e["type"] for e in start] == ["response.created", "response.queued", "response.in_progress"]
+    assert [e["response"]["status"] for e in start] == ["queued", "queued", "in_progress"]
+    assert start[0]["response"]["background"] is True
+    stream.chunk(_chunk({"reasoning_content": "hmm"}))
+    stream.chunk(_chunk({"content": "Hel"}))
+    midway = Response.model_validate(stream.snapshot())  # GET of a running background response
+    assert midway.status == "in_progress" and midway.output_text == "Hel"
+    assert midway.output[0].content[0].text == "hmm" and stream.response["output"] == []  # its own copy
+    stream.chunk(_chunk({"content": "lo"}))
+    cancelled = Response.model_validate(stream.cancel())
+    assert cancelled.status == "cancelled" and cancelled.output_text == "Hello"
+    assert [o.status for o in cancelled.output] == ["completed", "incomplete"]  # the cut item

@@ -318,3 +318,56 @@ def test_a_row_over_the_cap_is_not_stored_in_either_table(tmp_path):
     store.close()
     with pytest.raises(ValueError):
         ResponseStore(tmp_path / "r.sqlite", max_row_bytes=0)
+
+
+def _runner_gone(path, runner: str = "999999999@1.00") -> None:
+    """The rows' runner made a process that is not there (a server killed since)."""
+    db = sqlite3.connect(path)
+    db.execute("UPDATE response SET runner = ? WHERE runner IS NOT NULL", (runner,))
+    db.commit()
+    db.close()
+
+
+def test_a_background_response_left_running_by_a_stopped_server_reads_failed_when_reopened(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite")
+    for i, status in enumerate(("queued", "in_progress", "completed", "cancelled")):
+        store.put({**_resp(i), "status": status, "background": True, "error": None}, [_user("q")])
+    store.close()
+    _runner_gone(tmp_path / "r.sqlite")
+    store = ResponseStore(tmp_path / "r.sqlite")  # a new process: it runs none of them
+    got = [store.get(f"resp_{i}") for i in range(4)]
+    assert [r["status"] for r in got] == ["failed", "failed", "completed", "cancelled"]
+    assert got[0]["error"] == got[1]["error"] == {"code": "server_error",
+                                                  "message": "The server stopped before the response finished."}
+    assert got[2]["error"] is None and store.history("resp_1").input_items[0]["content"][0]["text"] == "q"
+
+
+def test_a_background_response_a_running_server_holds_is_left_to_it(tmp_path):
+    """Servers sharing one store file (one cache directory): a server's start fails only the unfinished rows of a
+    process that is gone, not those another server is running (a pid now another process's is gone too)."""
+    import os
+
+    running = ResponseStore(tmp_path / "r.sqlite")
+    running.put({**_resp(0), "status": "in_progress", "background": True, "error": None})
+    assert ResponseStore(tmp_path / "r.sqlite").get("resp_0")["status"] == "in_progress"  # its runner is here
+    running.put({**_resp(0), "status": "completed", "background": True, "error": None})  # and ends it
+    running.put({**_resp(1), "status": "queued", "background": True, "error": None})
+    running.close()
+    _runner_gone(tmp_path / "r.sqlite", f"{os.getpid()}@1.00")  # this pid, but not the process that started then
+    store = ResponseStore(tmp_path / "r.sqlite")
+    assert [store.get(f"resp_{i}")["status"] for i in range(2)] == ["completed", "failed"]
+
+
+def test_a_version_3_file_gets_the_runner_column(tmp_path):
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    db.executescript("""
+        CREATE TABLE response (id TEXT PRIMARY KEY, created_at REAL NOT NULL, previous_id TEXT, response TEXT NOT NULL,
+                               base TEXT, live INTEGER NOT NULL DEFAULT 1);
+        CREATE TABLE response_item (response_id TEXT NOT NULL, seq INTEGER NOT NULL, output INTEGER NOT NULL, id TEXT,
+                                    item TEXT NOT NULL, PRIMARY KEY (response_id, seq));
+        INSERT INTO response (id, created_at, response) VALUES ('resp_0', 1e10, '{"id": "resp_0", "status": "completed"}');
+        PRAGMA user_version = 3;""")
+    db.close()
+    store = ResponseStore(tmp_path / "r.sqlite")
+    store.put({**_resp(1), "status": "queued", "background": True})
+    assert store.get("resp_0")["status"] == "completed" and store.get("resp_1")["status"] == "queued"

@@ -120,8 +120,9 @@ def replica_backends(replicas: Sequence[Replica], names: Sequence[str] = ("a", "
     return [{"name": name, "url": r.url, "kind": kind} for name, r in zip(names, replicas)]
 
 
-def router_app(toml: str, tmp_path: Path) -> Any:
-    """The real API app with no native model and a Router built from `toml` (as `velollm serve --config`)."""
+def router_app(toml: str, tmp_path: Path, relayed: Any = None) -> Any:
+    """The real API app with no native model and a Router built from `toml` (as `velollm serve --config`);
+    `relayed`: its RelayedResponses (one kept on disk, as `velollm serve` makes it)."""
     from velollm.api.app import create_app
     from velollm.api.server_config import ServerConfig
     from velollm.router.config import load_config
@@ -131,7 +132,7 @@ def router_app(toml: str, tmp_path: Path) -> Any:
     path.write_text(toml)
     routing = load_config(path)
     return create_app(ServerConfig(models=(), proxy_only=True, stats_interval_s=0, config_file=routing), engines={},
-                      upstream=Router(routing))
+                      upstream=Router(routing, relayed))
 
 
 def assert_one_label_set_per_family(text: str) -> None:

@@ -58,3 +58,78 @@ def test_a_response_is_found_on_the_replica_that_stored_it(replicas, tmp_path):
         assert httpx.get(f"{server.url}/v1/responses/resp_nope").status_code == 404
     finally:
         server.stop()
+
+
+def test_a_renamed_replica_is_followed_and_a_removed_one_said(replicas, tmp_path):
+    """Who stored which response outlives a restart of the router (relayed_responses.sqlite, as `velollm serve` keeps
+    it). Restarted with the holder renamed (same url), its responses are found under the new name; restarted
+    without it, a lookup or continuation is a 502 that says the backend is no longer configured. Both were this
+    process's 404 for an unknown id, which tells a client to drop a conversation the replica still holds."""
+    from velollm.proxy.relayed_responses import RelayedResponses
+
+    def router(name: str, url: str) -> ThreadServer:
+        toml = config_toml([{"name": name, "url": url, "kind": "velollm"}], health_interval_s=0)
+        relayed = RelayedResponses(path=str(tmp_path / "relayed_responses.sqlite"))
+        return ThreadServer(router_app(toml, tmp_path, relayed)).start()
+
+    def client(server: ThreadServer) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+
+    first = router("a", replicas[0].url)
+    try:
+        created = client(first).responses.create(model="demo", input="hi", max_output_tokens=4)
+    finally:
+        first.stop()
+    renamed = router("gpu0", replicas[0].url + "/v1")  # the same server (an OpenAI base URL's /v1 is dropped)
+    try:
+        got = client(renamed).responses.with_raw_response.retrieve(created.id)
+        assert got.headers["x-velollm-backend"] == "gpu0" and got.parse().output_text == created.output_text
+        chained = client(renamed).responses.create(model="demo", input="again", previous_response_id=created.id,
+                                                   max_output_tokens=4)
+        assert chained.previous_response_id == created.id
+    finally:
+        renamed.stop()
+    removed = router("b", replicas[1].url)
+    try:
+        for response_id, name in ((created.id, "a"), (chained.id, "gpu0")):
+            for method, path in (("GET", ""), ("GET", "/input_items"), ("DELETE", "")):
+                answer = httpx.request(method, f"{removed.url}/v1/responses/{response_id}{path}")
+                assert answer.status_code == 502 and answer.json()["error"]["code"] == "backend_not_configured"
+                assert f"stored by backend '{name}' ({replicas[0].url}), which this router's configuration no " \
+                       "longer has" in answer.json()["error"]["message"]
+        with pytest.raises(openai.InternalServerError) as err:
+            client(removed).responses.create(model="demo", input="and", previous_response_id=chained.id,
+                                             max_output_tokens=4)
+        assert err.value.status_code == 502 and err.value.body["code"] == "backend_not_configured"
+        assert httpx.get(f"{removed.url}/v1/responses/resp_nope").status_code == 404
+        assert client(removed).responses.create(model="demo", input="new", max_output_tokens=4).output_text
+    finally:
+        removed.stop()
+
+
+def test_a_background_response_is_followed_and_cancelled_on_its_replica(tmp_path):
+    """A background create through the router runs on one replica; its GET (as it runs, and its events after a
+    sequence number) and its cancel go to that replica, though round-robin would send every other one elsewhere."""
+    from tests.api.stub_engine import StubEngine
+
+    slow = [velollm_server(StubEngine(token_delay_s=0.005)) for _ in range(2)]  # a second an answer
+    server = ThreadServer(router_app(config_toml(replica_backends(slow), policy="round-robin"), tmp_path)).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        created = front.responses.with_raw_response.create(model="demo", input="go on", background=True,
+                                                           max_output_tokens=200, extra_body={"ignore_eos": True})
+        holder, created = created.headers["x-velollm-backend"], created.parse()
+        assert created.status == "queued"
+        first = next(iter(front.responses.retrieve(created.id, stream=True, starting_after=3)))
+        assert first.sequence_number == 4
+        for _ in range(2):
+            got = front.responses.with_raw_response.retrieve(created.id)
+            assert got.headers["x-velollm-backend"] == holder and got.parse().status == "in_progress"
+        assert front.responses.cancel(created.id).status == "cancelled"
+        engine = slow["ab".index(holder)]
+        held = openai.OpenAI(base_url=f"{engine.url}/v1", api_key="x", max_retries=0, timeout=30)
+        assert held.responses.retrieve(created.id).status == "cancelled"
+    finally:
+        server.stop()
+        for replica in slow:
+            replica.stop()

@@ -56,6 +56,28 @@ def test_errors_are_400s_naming_the_field():
         render_go_chat("{{ .Prompt }}", [])
 
 
+def test_exec_errors_name_the_place_in_bytes_as_go_does():
+    """Go's exec errors start `template: :LINE:COL: executing "NAME" at <NODE>:`, the column a byte offset in its
+    line: text before the node in other scripts moves it by its UTF-8 length, not its characters. The message
+    was Go's without that prefix; the chat's 400 carries it whole."""
+    data = {"L": [1]}
+    parse_error = "template: :1:5: executing \"\" at <index .L 5>: error calling index: index out of range: 5"
+    for source, where in (("é{{ index .L 5 }}", ":1:5:"), ("ü\n😀 {{ index .L 5 }}", ":2:8:"),
+                          ("{{ index .L 5 }}", ":1:3:")):
+        with pytest.raises(GoTemplateError) as e:
+            execute(parse(source, NAMES).root, data, {}, source=source)
+        assert str(e.value) == parse_error.replace(":1:5:", where)
+    called = '{{ define "t" }}日本{{ .X.Y }}{{ end }}{{ template "t" . }}'
+    with pytest.raises(GoTemplateError) as e:
+        parsed = parse(called, NAMES)
+        execute(parsed.root, {"X": None}, {}, parsed.trees, called)
+    assert str(e.value) == 'template: :1:27: executing "t" at <.X.Y>: nil pointer evaluating interface {}.Y'
+    with pytest.raises(InvalidRequest) as e:
+        render_go_chat("{{ range .Messages }}\n  → {{ .Nope }}{{ end }}", USER)
+    assert str(e.value).endswith("template: :2:9: executing \"\" at <.Nope>: can't evaluate field Nope in type "
+                                 "*template.templateMessage")
+
+
 def test_legacy_cut_inside_if_else_is_refused_like_ollama_panics():
     with pytest.raises(GoTemplateError):
         render(parse_template("{{ if .Prompt }}{{ .Response }}{{ else }}x{{ end }}"), USER)
@@ -146,6 +168,36 @@ def test_output_past_the_bound_is_an_error_not_a_gigabyte():
 def test_nesting_past_the_stack_is_a_400(template):
     with pytest.raises(InvalidRequest, match="nesting too deep"):
         render_go_chat(template, USER)
+
+
+def _nested(n: int) -> dict[str, str]:
+    return {"if": "{{ if 1 }}" * n + "{{ .Prompt }}" + "{{ end }}" * n,
+            "paren": "{{ " + "(" * n + "1" + ")" * n + " }}{{ .Prompt }}",
+            "else-if": "{{ if 0 }}" + "{{ else if 0 }}" * (n - 1) + "{{ end }}{{ .Prompt }}",
+            "messages": "{{ range .Messages }}" + "{{ if 1 }}" * (n - 1) + "<think>{{ .Thinking }}</think>"
+                        + "{{ end }}" * (n - 1) + "{{ end }}",
+            "block": "{{ range .Messages }}" + "".join(f'{{{{ block "b{i}" . }}}}' for i in range(n - 1))
+                     + "{{ .Content }}" + "{{ end }}" * n}
+
+
+def test_nesting_is_bounded_where_every_walk_of_the_tree_fits_the_stack():
+    """Nesting under the parser's stack could still pass a later walk's: Vars, the think tags and the legacy path's
+    copy recurse several frames per level, so a template of some hundred levels was a RecursionError (a 500)
+    there. Past MAX_NESTING the parse is a clear 400; at it, every walk runs, with a server thread's frames in use."""
+    from velollm.engine.text.go_template.chat import template_vars, think_tags
+    from velollm.engine.text.go_template.parser import MAX_NESTING
+
+    def with_frames_in_use(k: int, f):
+        return f() if k == 0 else with_frames_in_use(k - 1, f)
+
+    for name, template in _nested(MAX_NESTING).items():
+        with_frames_in_use(150, lambda t=template: (render_go_chat(t, USER), template_vars(t), think_tags(t)))
+    assert "thinking" in template_vars(_nested(MAX_NESTING)["messages"])
+    for n in (MAX_NESTING + 1, 300, 5000):
+        for name, template in _nested(n).items():
+            with pytest.raises(InvalidRequest, match=rf"nesting too deep \(over {MAX_NESTING} levels"):
+                render_go_chat(template, USER)
+            assert template_vars(template) == frozenset() and think_tags(template) == ("", ""), name
 
 
 def test_go_layer_is_the_one_check_of_rendered_by_the_template_layer():

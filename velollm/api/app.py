@@ -25,6 +25,7 @@ from velollm.api import (
     openai,
     pull,
     responses,
+    responses_lookup,
     status_page,
     stored_chat,
 )
@@ -263,6 +264,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await state.background.stop_all()  # stored as failed while the engines and the store are still up
             await models.close()
             if state.router is not None:
                 await state.router.close()
@@ -276,7 +278,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
 
     routes = one_route_per_path([
         Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-        *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *ollama.routes(),
+        *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *responses_lookup.routes(), *ollama.routes(),
         *ollama_models.routes(), *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,

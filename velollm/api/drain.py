@@ -66,6 +66,11 @@ class Drain:
                     flight.task.cancel()
             await _first(self._idle.wait(), timeout_s=CUT_GRACE_S)
 
+    async def wait_for(self, work: Any, timeout_s: float) -> None:
+        """Waits for `work` (what runs apart from requests: background responses) up to `timeout_s`, or until
+        `cut_now()`."""
+        await _first(work, self._cut_now.wait(), timeout_s=timeout_s)
+
     def cut_now(self) -> None:
         """Ends the wait of `run()` at once (a second SIGTERM)."""
         self._cut_now.set()

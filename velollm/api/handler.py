@@ -15,6 +15,7 @@ from velollm.api.lease import EngineLease
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget
 from velollm.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, ServeLocally
+from velollm.responses.background import BackgroundRuns
 from velollm.wire.disconnect import STATUS_CLIENT_CLOSED, ClientDisconnected
 from velollm.wire.errors import APIError, api_of, error_response, to_api_error
 from velollm.wire.json_body import parse_json_off_loop, take_handed
@@ -48,6 +49,7 @@ class AppState:
     context: Any = None  # api/context_fit.ContextState, made on first use
     router: ComplexityRouter | None = None  # the virtual model of [routing] (velollm/complexity)
     drain: Drain = field(default_factory=Drain)  # admission; drained at shutdown (api/shutdown.py)
+    background: BackgroundRuns = field(default_factory=BackgroundRuns)  # background responses (responses_background.py)
 
 
 @dataclass
@@ -219,17 +221,17 @@ async def forward(request: Request, state: AppState, call: Call, target: Upstrea
 
 
 async def forward_or_local(request: Request, state: AppState, call: Call, target: UpstreamTarget,
-                           body: dict[str, Any]) -> Response | ServedModel:
-    """The upstream's answer; or, for a native model that the router balances with remote replicas
-    (`target.local`) when it chose this process's engine, that model to run the request on natively (its
+                           body: dict[str, Any], path: str | None = None) -> Response | ServedModel:
+    """The upstream's answer (from `path`, if given); or, for a native model that the router balances with remote
+    replicas (`target.local`) when it chose this process's engine, that model to run the request on natively (its
     engine leased: the router's slot is released when the response is complete)."""
     local = target.local
     if local is None:
-        return await forward(request, state, call, target, body)
+        return await forward(request, state, call, target, body, path)
     model = call.model
     try:
         return await target.forward(request, body, lambda outcome: state.metrics.observe_tool_call(model, outcome),
-                                    local=True)
+                                    path, local=True)
     except ServeLocally as exc:
         chosen = exc  # (the except clause unbinds `exc`; the fallback below runs later)
         call.backend = chosen.backend
@@ -238,7 +240,7 @@ async def forward_or_local(request: Request, state: AppState, call: Call, target
         async def elsewhere(refused: BaseException) -> Response:
             chosen.failed(refused)
             chosen.release()
-            return await forward(request, state, call, target, sent)  # without local=True: remote replicas only
+            return await forward(request, state, call, target, sent, path)  # without local=True: remote replicas only
 
         call.local_fallback = elsewhere
         return replace(local, engine=EngineLease(local.engine, chosen.release))

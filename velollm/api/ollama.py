@@ -56,7 +56,7 @@ from velollm.api.protocol_ollama import (
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import UpstreamTarget
 from velollm.api.thinking import Thinking, think_plan
-from velollm.api.tool_calls import ToolCalls
+from velollm.api.tool_calls import ToolCalls, check_tools_capability
 from velollm.api.turn_prefill import remember_turn
 from velollm.context.token_cut import answer_room
 from velollm.errors import ContextOverflow, InvalidRequest
@@ -88,6 +88,8 @@ def _routed(chat: bool) -> Callable[[NativeHandler], Handler]:
             if isinstance(served, Response):
                 return served
             req = await parse_off_loop(parse_chat_request if chat else parse_generate_request, body)
+            if chat and req.tools:  # Ollama checks the capabilities first: tools and no messages is its 400 too
+                check_tools_capability(served.engine.tokenizer, req.model)
             if not (req.messages if chat else req.prompt):
                 return _load_response(req.model, chat, req.keep_alive_s)  # Ollama answers the name as sent
             return await fn(request, state, call, req, served)

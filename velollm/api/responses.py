@@ -1,4 +1,5 @@
-"""/v1/responses (OpenAI's Responses API): create, retrieve, list input items, delete.
+"""/v1/responses (OpenAI's Responses API): create (the id lookups are responses_lookup.py's; a background create,
+the answer run by the server and polled or followed, responses_background.py's).
 
 A create request is routed by its model first. An upstream that has its own Responses API gets the
 request as sent, and keeps the response: its id lookups and a create continuing it are that upstream's
@@ -27,13 +28,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api import store_cap
-from velollm.api.cursor_page import page_args
 from velollm.api.handler import (
     STATUS_CLIENT_CLOSED,
     AppState,
     Call,
     endpoint,
-    forward,
     forward_or_local,
     parse_off_loop,
     read_json,
@@ -41,11 +40,12 @@ from velollm.api.handler import (
 )
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.protocol_openai import model_of, parse_chat_request
+from velollm.api.responses_background import run_in_background
 from velollm.api.responses_upstream import (
     NO_RESPONSES_API,
     answer_bytes,
     asks_own_api,
-    relayed_lookup,
+    chat_target,
     sse_chunks,
     upstream_holding,
 )
@@ -112,7 +112,7 @@ async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.to_thread(call, state.responses, *args)
 
 
-def _not_found(response_id: str, param: str | None = None) -> APIError:
+def not_found(response_id: str, param: str | None = None) -> APIError:
     if param is not None:
         return APIError(400, f"Previous response with id '{response_id}' not found.", param=param,
                         code="previous_response_not_found")
@@ -130,7 +130,7 @@ class _Turn:
         if req.store:
             num_bytes = stored_bytes(self.shell.build("in_progress"), *input_item_objects(req.input))
             if store_cap.over_cap(state, num_bytes):
-                if store_asked:
+                if store_asked or req.background:  # a background response is read back from the store only
                     raise store_cap.refuse(state, "responses", num_bytes)
                 req = dataclasses.replace(req, store=False)  # the response says so from its first event
                 self.shell = ResponseShell(req, self.shell.id, self.shell.created_at)
@@ -150,7 +150,8 @@ class _Turn:
     async def keep(self, response: dict[str, Any]) -> None:
         """Store `response` (with `store`), a failed one too, as OpenAI keeps it: `GET /v1/responses/{id}` of a
         stream that ended in `response.failed` says failed and why (it was a 404, as if never made). One the
-        store finds over its row cap is not, and says `store: false` (the final stream event holds this object)."""
+        store finds over its row cap is not, and says `store: false` (the final stream event holds this object);
+        a background one's queued row goes then (it cannot say in_progress for ever)."""
         if not self.req.store:
             return
         # Its own input only: the earlier turns' are the previous responses' (store.py walks the chain).
@@ -158,19 +159,25 @@ class _Turn:
             await in_store(self.state, ResponseStore.put, response, input_item_objects(self.req.input),
                            self.previous)
         except RowTooLarge as exc:
+            if self.req.background and response["status"] == "queued":  # the input alone (__init__ let it by)
+                raise store_cap.refuse(self.state, "responses", exc.num_bytes) from exc
             store_cap.unstored(self.state, "responses", response["id"], exc)
             response["store"] = False
+            if self.req.background:
+                await in_store(self.state, ResponseStore.delete, response["id"])
 
-    async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-        stream = ResponseEventStream(self.shell)
+    async def answer(self, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
+                     on_final: Callable[[], None] = lambda: None) -> AsyncIterator[dict[str, Any]]:
+        """The stream events of the chat answer in `chunks`; the final response is kept before the final events go
+        out. `on_final`: called once the answer is over, before it is kept."""
         for event in stream.start():
-            yield sse_frame(event)
+            yield event
         try:
             async for chunk in chunks:
                 if "error" in chunk:
                     raise _chunk_error(chunk)
                 for event in stream.chunk(chunk):
-                    yield sse_frame(event)
+                    yield event
             events = stream.finish()
         except Exception as exc:  # noqa: BLE001 (the 200 went out: any failure goes in-band, as OpenAI does)
             err = to_api_error(exc)
@@ -179,8 +186,13 @@ class _Turn:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+        on_final()
         await self.keep(stream.response)
         for event in events:
+            yield event
+
+    async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        async for event in self.answer(ResponseEventStream(self.shell), chunks):
             yield sse_frame(event)
 
 
@@ -194,7 +206,7 @@ def _chunk_error(chunk: dict[str, Any]) -> APIError:
 async def create_response(request: Request, state: AppState, call: Call) -> Response:
     body = await read_json(request)
     cached = take_hit(request.scope)
-    if cached is not None:
+    if cached is not None and not body.get("background"):  # a background one is run (bypassed by the policy)
         return await _from_cache(state, call, body, cached)
     target: Any = await route(request, state, call, model_of(body), body=body)
     previous = body.get("previous_response_id")
@@ -212,11 +224,18 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
                                 "model that server has.", param="model", code="model_not_found")
         elif holder is not None or answer.status_code not in NO_RESPONSES_API:
             return answer
+        else:
+            target = chat_target(target, answer)  # the replica that has no Responses API runs the chat
     req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
     if req.previous_response_id and stored is None:
-        raise _not_found(req.previous_response_id, "previous_response_id")
+        raise not_found(req.previous_response_id, "previous_response_id")
+    running = state.background.get(req.previous_response_id) if req.previous_response_id else None
+    if running is not None and not running.done:
+        raise APIError(400, f"Previous response with id '{req.previous_response_id}' is still in progress: continue it "
+                            "once it has ended.", param="previous_response_id")
     turn = _Turn(state, req, stored, store_asked=body.get("store") is True)
-    chat = chat_body(turn.req, turn.messages)
+    # a background answer always streams underneath: GET shows it as it goes, a cancel stops it at once
+    chat = chat_body(turn.req, turn.messages, stream=True if req.background else None)
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
@@ -294,6 +313,8 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
         raise _in_responses_terms(exc) from exc
     turn.ran_with(native.max_tokens)
     gen = native.gen
+    if turn.req.background:
+        return await run_in_background(state, turn, stream_chunks(gen, native.fmt, native.tools), gen.aclose)
     call.records_itself = True
     if turn.req.stream:
         async def events() -> AsyncIterator[bytes]:
@@ -321,14 +342,33 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
 
 async def _via_upstream_chat(request: Request, state: AppState, call: Call, target: UpstreamTarget, turn: _Turn,
                              chat: dict[str, Any]) -> Response:
+    sent = chat
     if "max_completion_tokens" in chat:
         # also as max_tokens, which every chat server reads: llama-cpp-python's ignores max_completion_tokens (the
         # answer ran to the context's end), and OpenAI's own, which refuses max_tokens for its reasoning models,
         # has a Responses API and never gets here
-        chat = {**chat, "max_tokens": chat["max_completion_tokens"]}
-    answer = await forward(request, state, call, target, chat, path="/v1/chat/completions")
+        sent = {**chat, "max_tokens": chat["max_completion_tokens"]}
+    # A model the router balances between this process and remote replicas: one pick for the create, here (this
+    # process's engine runs it natively, a remote replica gets the chat), not one for /v1/responses and another one
+    # for the chat after a remote replica's 404.
+    answer = await forward_or_local(request, state, call, target, sent, path="/v1/chat/completions")
+    if not isinstance(answer, ServedModel):
+        return await _as_response(turn, answer)
+    refused = call.local_fallback  # the engine refused it before its first byte: another replica's chat answers
+    if refused is not None:
+        async def elsewhere(exc: BaseException) -> Response:
+            return await _as_response(turn, await refused(exc))
+
+        call.local_fallback = elsewhere
+    return await _native(request, state, call, answer, turn, chat)
+
+
+async def _as_response(turn: _Turn, answer: Response) -> Response:
+    """An upstream's chat answer as the Response (whole, or its event stream), stored; an error answer as it is."""
     if answer.status_code != 200:
         return answer  # already an OpenAI error body
+    if turn.req.background:
+        return await run_in_background(turn.state, turn, sse_chunks(answer))
     if turn.req.stream:
         return streaming_response(turn.events(sse_chunks(answer)), SSE_MEDIA_TYPE)
     # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
@@ -339,58 +379,5 @@ async def _via_upstream_chat(request: Request, state: AppState, call: Call, targ
     return JSONResponse(response)
 
 
-async def _relayed(request: Request, state: AppState, response_id: str) -> Response:
-    """A lookup of a response this process did not store: the upstream that stored it answers; an id no upstream
-    stored through here is this process's 404."""
-    answer = await relayed_lookup(request, state, response_id)
-    if answer is None:
-        raise _not_found(response_id)
-    return answer
-
-
-@endpoint("/v1/responses/{id}")
-async def get_response(request: Request, state: AppState, call: Call) -> Response:
-    response_id = request.path_params["id"]
-    stored = await in_store(state, ResponseStore.get, response_id)
-    if stored is None:
-        return await _relayed(request, state, response_id)
-    return JSONResponse(stored)
-
-
-@endpoint("/v1/responses/{id}/input_items")
-async def list_input_items(request: Request, state: AppState, call: Call) -> Response:
-    """The input items of a stored response (the earlier turns' inputs and outputs, then its own input),
-    a cursor page: `order` (desc by default), `limit` (1-100, default 20), `after` or `before` (an item id:
-    the page that follows it, or the one that comes just before it)."""
-    response_id = request.path_params["id"]
-    stored = await in_store(state, ResponseStore.history, response_id)
-    if stored is None:
-        return await _relayed(request, state, response_id)
-    query = request.query_params
-    limit, order = page_args(query, "desc")
-    items = stored.input_items if order == "asc" else stored.input_items[::-1]
-    ids = [item.get("id") for item in items]
-    for cursor in ("after", "before"):
-        if query.get(cursor) is not None and query[cursor] not in ids:
-            raise APIError(400, f"Invalid {cursor!r}: no input item with id {query[cursor]!r}", param=cursor)
-    after, before = query.get("after"), query.get("before")
-    items = items[ids.index(after) + 1 if after is not None else 0:ids.index(before) if before is not None else None]
-    page = items[-limit:] if before is not None and after is None else items[:limit]
-    has_more = len(items) > limit
-    return JSONResponse({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                         "last_id": page[-1]["id"] if page else None, "has_more": has_more})
-
-
-@endpoint("/v1/responses/{id}")
-async def delete_response(request: Request, state: AppState, call: Call) -> Response:
-    response_id = request.path_params["id"]
-    if not await in_store(state, ResponseStore.delete, response_id):
-        return await _relayed(request, state, response_id)
-    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
-
-
 def routes() -> list[Route]:
-    return [Route("/v1/responses", create_response, methods=["POST"]),
-            Route("/v1/responses/{id}", get_response, methods=["GET"]),
-            Route("/v1/responses/{id}/input_items", list_input_items, methods=["GET"]),
-            Route("/v1/responses/{id}", delete_response, methods=["DELETE"])]
+    return [Route("/v1/responses", create_response, methods=["POST"])]

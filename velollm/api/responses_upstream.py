@@ -8,6 +8,7 @@ What an upstream answers here is optional in the Upstream protocol (read with ge
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,9 +27,19 @@ async def asks_own_api(target: UpstreamTarget) -> bool:
     """Whether the create is asked of the upstream's own Responses API first, known without asking it (a router's
     replicas, each of them): one without (an Ollama, a VeloLLM found by the kind probe) goes straight to the chat
     route, so a router picks its backend once. One that turns out to have none (404, 405, 501: llama.cpp's server)
-    is still tried. A native replica the router balances the model with runs it natively (`target.local`)."""
+    is still tried. A native replica the router balances the model with is one of the picks either way: it runs the
+    create natively (handler.forward_or_local)."""
     speaks = getattr(target.upstream, "speaks_responses", None)
-    return target.local is not None or speaks is None or await speaks(target.model)
+    return speaks is None or await speaks(target.model)
+
+
+def chat_target(target: UpstreamTarget, answer: Response) -> UpstreamTarget:
+    """Where the chat of a create goes after the upstream's /v1/responses said it has none: under a router, to the
+    replica that said so (`answered_by`), so that the create stays on the one pick the policy made for it (and not
+    this process's engine, which the router passed over for it)."""
+    answered_by = getattr(target.upstream, "answered_by", None)
+    replica = answered_by(answer) if answered_by is not None else None
+    return dataclasses.replace(target, local=None, replica=replica) if replica is not None else target
 
 
 def upstream_holding(state: AppState, response_id: Any) -> str | None:

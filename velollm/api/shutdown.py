@@ -2,9 +2,10 @@
 
 uvicorn alone stops listening at the first signal and cuts whatever still runs after its own
 graceful timeout, without an ending the clients can read. Here the first signal starts the drain
-(new requests 503, running ones go on up to the shutdown timeout, then are ended in their wire
-format); uvicorn's shutdown starts once the drain is over, so its timeout never cuts a stream. A second
-signal cuts the running requests at once; a third is uvicorn's forced exit.
+(new requests 503, running ones and background responses go on up to the shutdown timeout, then are ended in
+their wire format, the background responses stored failed); uvicorn's shutdown starts once the drain is over,
+so its timeout never cuts a stream. A second signal cuts the running requests at once; a third is uvicorn's
+forced exit.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         try:
+            started = time.monotonic()
             await self.drain.run(self.shutdown_timeout_s)
+            # background responses go on within the same timeout, as requests do; those still running then fail
+            left = max(self.shutdown_timeout_s - (time.monotonic() - started), 0.0)
+            await self.drain.wait_for(self.state.background.wait(), left)
+            await self.state.background.stop_all()
             await self._report_kv_blocks()
         except Exception:  # stopping anyway
             logger.exception("draining failed")

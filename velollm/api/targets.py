@@ -26,7 +26,8 @@ class Upstream(Protocol):
     `not_listed_because()` (why a name it did not list may still be its own: said in the 404),
     `response_holder(id)` / `relay_stored(request, id)` (a response its own Responses API stored: a lookup of it
     answered there, None for an id it did not store; velollm/proxy/relayed_responses.py), `speaks_responses(model)`
-    (whether a create goes to its own Responses API, else to its chat route: api/responses.py).
+    (whether a create goes to its own Responses API, else to its chat route: api/responses.py), `answered_by(answer)`
+    (a router: the replica that answered, which `forward(..., replica=)` then asks first).
     """
 
     async def find(self, name: str, reason: str = "") -> str | None: ...
@@ -56,11 +57,13 @@ class UpstreamTarget:
 
     `local`: the native model of the same name when the router balances it with remote replicas
     (velollm.router: `balances`); `forward(..., local=True)` may then raise ServeLocally, and the request
-    runs on `local` (handler.forward_or_local)."""
+    runs on `local` (handler.forward_or_local). `replica`: the router's replica that is asked first (the one whose
+    /v1/responses just said it has none answers the create's chat: api/responses_upstream.chat_target)."""
 
     upstream: Upstream
     model: str
     local: ServedModel | None = None
+    replica: str | None = None
 
     async def forward(self, request: Request, body: dict[str, Any],
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None,
@@ -68,6 +71,9 @@ class UpstreamTarget:
         if local and self.local is not None:
             return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
                                                local=self.local.engine)
+        if self.replica is not None:
+            return await self.upstream.forward(request, body, self.model, tool_outcome, path,  # type: ignore[call-arg]
+                                               replica=self.replica)
         return await self.upstream.forward(request, body, self.model, tool_outcome, path)
 
 

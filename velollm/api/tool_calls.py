@@ -18,11 +18,12 @@ from velollm.api.chat_messages import apply_template
 from velollm.api.generation import ChoiceState, EngineCall, GenerationStream
 from velollm.context.fitter import FittedPrompt
 from velollm.context.token_cut import TokenCut
-from velollm.errors import ContextOverflow, Overloaded
+from velollm.errors import ContextOverflow, InvalidRequest, Overloaded
 from velollm.output_budget import fit_max_tokens
 from velollm.outputs import RequestDelta
 from velollm.sampling_params import SamplingParams
 from velollm.tools.tool_parsers import ToolCall
+from velollm.tools.tool_prompt import takes_tools
 from velollm.tools.tool_repair import RepairResult
 from velollm.tools.tool_session import ToolCallConfig, ToolSession
 from velollm.tools.tool_stream import StreamingToolParser, ToolCallDelta
@@ -48,6 +49,17 @@ class StreamPiece:
     new_calls: tuple[ToolCall, ...] = ()
 
 
+def check_tools_capability(tokenizer: Any, model: str) -> None:
+    """Ollama's 400 for tools on a model without the tools capability, its full name first
+    (`registry.ollama.ai/library/gemma:latest does not support tools`); /v1 gets it in OpenAI's shape."""
+    if takes_tools(tokenizer):
+        return
+    from velollm.engine.loader.ollama_store import parse_name
+
+    name = parse_name(model)
+    raise InvalidRequest(f"{name.full() if name is not None else model} does not support tools", param="tools")
+
+
 def _render(session: ToolSession, messages: Sequence[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> str:
     """The prompt text, with template errors as a 400 ("roles must alternate", ...)."""
     return apply_template(session.render_prompt, messages, **kwargs)
@@ -62,6 +74,7 @@ class ToolCalls:
 
     def __init__(self, engine: Any, tools: list[dict[str, Any]], tool_choice: Any, parallel_tool_calls: bool,
                  *, retries: int, metrics: Any, model: str, template_kwargs: Mapping[str, Any] | None = None) -> None:
+        check_tools_capability(engine.tokenizer, model)
         self.engine = engine
         self.session = ToolSession(engine.tokenizer, tools, tool_choice, parallel_tool_calls,
                                    model_type=getattr(engine.model_config, "model_type", None),
@@ -91,13 +104,18 @@ class ToolCalls:
         self.context_len = context_len
         self.cut = fitted.cut
 
-    def plain_content(self, text: str) -> str | None:
-        """The content an answer without calls gets back to the client (the parsed text); None for one with calls
-        or that will be retried (the next turn is then a tool result, or the answer another one)."""
+    def next_turn(self, text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The answer as the client sends it back (the parsed content, and its calls as /v1 returns them) and the
+        next message but its content: the user's after an answer without calls, the first call's result after one
+        with calls; None for an answer that will be retried (the answer is another one)."""
         result = self.session.parse(text)
-        if result.calls or self.session.should_retry(result, 0):
+        if self.session.should_retry(result, 0):
             return None
-        return result.content
+        if not result.calls:
+            return {"role": "assistant", "content": result.content}, {"role": "user"}
+        first = result.calls[0]
+        answer = {"role": "assistant", "content": result.content, "tool_calls": [c.to_openai() for c in result.calls]}
+        return answer, {"role": "tool", "tool_call_id": first.id, "name": first.name}
 
     def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The prompt through the model's template (tools and tool history included), or the fallback."""

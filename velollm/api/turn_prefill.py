@@ -10,9 +10,11 @@ is idle (LLMEngine.add_prefill: never ahead of a request, dropped when blocks ru
 then finds the whole conversation cached. With tools, the template renders them from the tools alone (the
 model's own template, or the fallback's system message), so the next turn, sent with the same tools, renders
 the same tools block in the same place: an answer without calls is prefilled as any other (its content as
-parsed, as the client gets it); one with calls is not (the next turn is a tool result, and the calls are
-rendered as the template writes them, not as generated). Not for prompts cut at the token level, an engine
-without a prefix cache, nor with `--no-prefetch` / `--no-turn-prefill`.
+parsed, as the client gets it), and one with calls as the client sends it back (its calls, arguments as parsed,
+then the first call's result as the next message): the template writes the calls its own way, which the next
+turn's prompt holds and the generated text may not. Not where the template renders the calls' ids (Mistral's):
+those the client got are made after this answer's parse, so the prefix would hold others. Not for prompts cut
+at the token level, an engine without a prefix cache, nor with `--no-prefetch` / `--no-turn-prefill`.
 """
 
 from __future__ import annotations
@@ -75,12 +77,12 @@ async def _after(remembered: asyncio.Task[None], prepare: Callable[[], None]) ->
 
 def _prefill_next_turn(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt, tools: ToolCalls | None,
                        prefill: Callable[[list[int]], None], choice: ChoiceState) -> None:
-    """The next turn's prefix after `choice` rendered, remembered and prefilled (on a worker thread); nothing after
-    an answer with tool calls (its next turn is a tool result)."""
-    content = choice.text if tools is None else tools.plain_content(choice.text)
-    if content is None:
+    """The next turn's prefix after `choice` rendered, remembered and prefilled (on a worker thread); after an
+    answer with tool calls, up to their first result."""
+    turn = ({"role": "assistant", "content": choice.text}, None) if tools is None else tools.next_turn(choice.text)
+    if turn is None:
         return
-    ids = next_turn_ids(cache, tokenizer, render, fitted, choice, content)
+    ids = next_turn_ids(cache, tokenizer, render, fitted, choice, *turn)
     if ids is not None:
         prefill(ids)
 
@@ -92,19 +94,27 @@ def _prefill_of(engine: Any) -> Callable[[list[int]], None] | None:
 
 
 def next_turn_ids(cache: TurnCache, tokenizer: Any, render: Render, fitted: FittedPrompt, choice: ChoiceState,
-                  content: str) -> list[int] | None:
-    """The ids of the next turn's prefix (the answer's `content` as the client sends it back), remembered in
-    `cache`; None when the remembered prompt + answer covers it already (the engine holds those blocks from the
-    answer) or the template cannot tell it."""
-    answer: Mapping[str, Any] = {"role": "assistant", "content": content}
+                  answer: Mapping[str, Any], follow: Mapping[str, Any] | None = None) -> list[int] | None:
+    """The ids of the next turn's prefix (`answer` as the client sends it back, `follow` the next message but its
+    content), remembered in `cache`; None when the remembered prompt + answer covers it already (the engine holds
+    those blocks from the answer), the template cannot tell it or it renders call ids the client was not given."""
     answered = fitted.text + tokenizer.decode(list(choice.token_ids), skip_special_tokens=False)
     text = next_turn_prefix(render, list(fitted.messages), answer, getattr(tokenizer, "special_texts", frozenset()),
-                            covered=answered)
-    if text is None:
+                            covered=answered, follow=follow)
+    if text is None or _renders_ids(text, answer):
         return None
     encoded = cache.encode(tokenizer, text)
     cache.remember(text, encoded.token_ids)
     return encoded.token_ids
+
+
+def _renders_ids(text: str, answer: Mapping[str, Any]) -> bool:
+    """Whether the template wrote the calls' ids (as sent, or made Mistral's 9 characters): the parse that made
+    them is not the one whose ids the client got."""
+    from velollm.tools.tool_prompt import mistral_id
+
+    ids = [str(c.get("id")) for c in answer.get("tool_calls") or ()]
+    return any(i in text or mistral_id(i) in text for i in ids)
 
 
 def _done(tasks: set[asyncio.Task[None]]):

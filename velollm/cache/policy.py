@@ -101,8 +101,8 @@ def bypass_reason(kind: str, body: dict[str, Any]) -> str | None:
         return "load"
     if kind == "ollama_chat" and not body.get("messages"):
         return "load"
-    if kind == "responses" and body.get("previous_response_id") is not None:
-        return "stateful"
+    if kind == "responses" and (body.get("previous_response_id") is not None or body.get("background")):
+        return "stateful"  # (a background response is polled and cancelled: one the server runs and keeps)
     if kind == "chat" and body.get("store") is True:
         return "stored"
     many = max(_int(body.get("n")), _int(body.get("best_of")))

@@ -227,7 +227,8 @@ def _set_parameter(session: ChatSession, parts: list[str]) -> None:
 
 
 def _set_system(session: ChatSession, text: str) -> None:
-    text = text.strip()
+    """Ollama's words joined by single spaces (strings.Fields), quotes kept; a \"\"\" block as typed."""
+    text = " ".join(text.split())
     if not text:
         session.usage(SET_HELP + "\n")
         return
@@ -236,7 +237,7 @@ def _set_system(session: ChatSession, text: str) -> None:
             session.say("Usage: /set system \"\"\"text\"\"\"\n")
             return
         text = read_block(session.read_line, text[3:]) if session.read_line else text[3:-3]
-    session.system = text.strip('"') or None
+    session.system = text or None
     session.say("Set system message.\n")
 
 

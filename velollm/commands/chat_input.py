@@ -9,24 +9,27 @@ ReadLine = Callable[[str], str]  # input() with its prompt; raises EOFError at t
 
 
 def read_message(read_line: ReadLine) -> str:
-    """One message: a line, or everything between \"\"\" markers. Raises EOFError at the end of input."""
+    """One message as typed (Ollama's CLI trims nothing: spaces around a line and the newlines of a block are the
+    user's): a line, or everything between \"\"\" markers, the first and last at the very start and end of their
+    lines. Raises EOFError at the end of input."""
     line = read_line(">>> ")
-    if not line.lstrip().startswith('"""'):
+    if not line.startswith('"""'):
         return _newlines(line)
-    return read_block(read_line, line.lstrip()[3:])
+    return read_block(read_line, line[3:])
 
 
 def read_block(read_line: ReadLine, first: str) -> str:
     """A \"\"\" block whose first line, after the opening quotes, is `first`: up to the closing quotes,
-    reading more lines ("... ") while they have not come."""
-    if first.rstrip().endswith('"""') and first.strip() != "":
-        return _newlines(first.rstrip()[:-3])
-    lines = [first] if first else []
+    reading more lines ("... ") while they have not come. Lines are joined by newlines, the first and last too
+    when empty (`\"\"\"`, `hi`, `\"\"\"` is "\\nhi\\n", as Ollama's strings.Builder holds it)."""
+    if first.endswith('"""'):
+        return _newlines(first[:-3])
+    lines = [first]
     while True:
         line = read_line("... ")
-        if line.rstrip().endswith('"""'):
-            lines.append(line.rstrip()[:-3])
-            return _newlines("\n".join(lines).strip("\n"))
+        if line.endswith('"""'):
+            lines.append(line[:-3])
+            return _newlines("\n".join(lines))
         lines.append(line)
 
 

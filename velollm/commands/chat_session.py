@@ -53,8 +53,7 @@ class ChatSession:
     def is_command(self, line: str) -> bool:
         """A slash command, unless a vision model is asked about an image whose path starts the line (Ollama's
         check in cmd/interactive.go, here after the command names: `/set system ... /x.png` stays a command)."""
-        line = line.strip()
-        if not line.startswith("/"):
+        if not line.startswith("/"):  # as typed: " /bye" is a message, as in Ollama
             return False
         if known(line.split()[0]):
             return True
@@ -144,10 +143,10 @@ def run_interactive(session: ChatSession, read_line: ReadLine) -> int:
         except KeyboardInterrupt:  # Ctrl-C drops the line being typed; on an empty line, Ollama's hint
             session.out.write("\n" if typed_text() else "\nUse Ctrl + d or /bye to exit.\n")
             continue
-        if not line.strip():
+        if not line:  # a line of spaces is a message: Ollama sends what was typed
             continue
         if session.is_command(line):
-            if not session.command(line.strip()):
+            if not session.command(line):
                 return 0
             continue
         try:

@@ -11,6 +11,8 @@ comes before them never depend on what comes after (the next user message's firs
 that renders the answer itself otherwise before a system turn (Qwen3 keeps the thinking of an answer after
 the last user query) diverges before the header: then the cut is before the placeholder user turn's text,
 back to a special token (the user header included: the next message after an answer without tool calls is the user's).
+After an answer with tool calls the next message is the first call's result (`follow`, a tool turn), which
+templates render in a header of its own (Qwen3's `<|im_start|>user\n<tool_response>`) or as a turn of its role.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ TAIL_CHARS = 256  # how far back from the cut a special token is looked for
 
 
 def next_turn_prefix(render: Render, messages: list[Mapping[str, Any]], answer: Mapping[str, Any],
-                     special_texts: Collection[str], covered: str = "") -> str | None:
+                     special_texts: Collection[str], covered: str = "",
+                     follow: Mapping[str, Any] | None = None) -> str | None:
     """The start of the prompt of the turn after `answer`, or None when the template cannot tell it (it
     refuses a system turn after an answer, or drops the placeholder) or when `covered` (the remembered
     prompt + answer: the engine holds its blocks) holds the start already or starts with it. A `covered`
-    that the first rendering starts with is one of those, so it is checked before the second rendering."""
+    that the first rendering starts with is one of those, so it is checked before the second rendering.
+    `follow`: the next message but its content (a user's, unless the answer called tools)."""
     marker = f"VELOLLM{uuid.uuid4().hex}"
     try:
-        as_user = render([*messages, answer, {"role": "user", "content": marker}])
+        as_user = render([*messages, answer, {**(follow or {"role": "user"}), "content": marker}])
         if covered and as_user.startswith(covered):
             return None
         as_system = render([*messages, answer, {"role": "system", "content": marker}])

@@ -26,11 +26,11 @@ from starlette.responses import Response
 
 from velollm.proxy import model_admin
 from velollm.proxy.answer_repair import AnswerRepair
-from velollm.proxy.forward import forward
+from velollm.proxy.forward import forward, relay_stream
 from velollm.proxy.legacy_answer import as_function_call
 from velollm.proxy.relayed_responses import RelayedResponses
 from velollm.proxy.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
-from velollm.proxy.upstream_answer import converted_error, error_answer
+from velollm.proxy.upstream_answer import converted_error, error_answer, streaming
 from velollm.wire.errors import api_of
 from velollm.wire.legacy_functions import as_tools
 from velollm.wire.names import name_key
@@ -51,6 +51,10 @@ IDENTITY_FIRST_LISTING_S = 2.0
 # connection and says nothing is skipped (logged), the tags showing its last listing, which the fetch still
 # running in the background renews; the local models are listed at once either way.
 LISTING_WAIT_S = 2.0
+# How long an upstream whose /v1/responses said it has none (llama.cpp's server) is taken at its word: the creates
+# meanwhile go straight to its chat route; the first one after it asks /v1/responses again, so an upstream upgraded
+# to one (llama.cpp, vLLM) is used without restarting this process, at the cost of one try per this time.
+NO_RESPONSES_API_S = 600.0
 
 
 def _null_contents_as_empty(body: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +90,7 @@ class UpstreamGateway:
         self._relisted_at: float | None = None  # monotonic time of the last listing fetched for find (--proxy-only)
         self._identity_relisted_at = -IDENTITY_LISTING_MAX_AGE_S  # monotonic time of the last one fetched for `identity`
         self._identity_listing: asyncio.Future[Any] | None = None  # that fetch
-        self._has_responses_api = True  # False once its /v1/responses said it has none (speaks_responses)
+        self._no_responses_api_at: float | None = None  # monotonic time its /v1/responses said it has none
 
     async def find(self, name: str, reason: str = "") -> str | None:
         """The name to send upstream for `name`, or None when the upstream does not serve it.
@@ -191,10 +195,11 @@ class UpstreamGateway:
         repair = AnswerRepair.for_request(path, body, tool_outcome)
         response = await forward(request, self.upstream, api_of(path), path, body, repair)
         if path == "/v1/responses" and response.status_code == 200:
-            return self.relayed.learn(response, self.name)  # stored upstream: its id lookups go there
+            # stored upstream: its id lookups go there
+            return self.relayed.learn(response, self.name, self.upstream.url)
         if path == "/v1/responses" and self._no_responses_api(response.status_code, body):
             logger.info("upstream %s has no Responses API: /v1/responses runs on its chat route", self.upstream.url)
-            self._has_responses_api = False
+            self._no_responses_api_at = time.monotonic()
         return await as_function_call(response) if legacy else response
 
     def response_holder(self, response_id: object) -> str | None:
@@ -210,12 +215,16 @@ class UpstreamGateway:
         return await self.relay_lookup(request, response_id)
 
     async def relay_lookup(self, request: Request, response_id: str) -> Response:
-        """The request (method, path and query string as sent, no body) answered by the upstream."""
+        """The request (method, path and query string as sent, no body) answered by the upstream; a stream (a
+        background response's events, `?stream=true`) relayed as it comes, not held until the response ends."""
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             response = await self.upstream.send(request.method, path)
             if response.status_code >= 400:
                 return await converted_error(self.upstream, response, "openai")
+            media_type = response.headers.get("content-type", "application/json")
+            if media_type.startswith("text/event-stream"):
+                return streaming(relay_stream(self.upstream, response, "openai"), response, media_type)
             data = await self.upstream.read_body(response)
         except UpstreamUnavailable as exc:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)
@@ -226,18 +235,22 @@ class UpstreamGateway:
                         media_type=response.headers.get("content-type", "application/json"))
 
     async def speaks_responses(self, model: str | None = None) -> bool:
-        """Whether a /v1/responses create goes to the upstream's own Responses API (else api/responses.py runs it
-        on the upstream's chat route and stores it here), known without asking /v1/responses: so that a router
-        picks one backend for one create, not one for a try that fails and another for the chat. An Ollama has
-        none (the conversion answers 404 for it); a VeloLLM found by the kind probe has one, but it would keep the
-        response and its chain there, out of reach of this process's GET /v1/responses/{id}, input_items and
-        previous_response_id (5d625bb). A configured kind velollm (a router's replicas) and an OpenAI-compatible
-        server keep theirs: the router relays a replica's Responses streams, errors included, as they come.
-        One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) is remembered. An
-        upstream down now: True, and forward() answers the outage in the client's format. `model`: unused (the
-        router's answer depends on it)."""
-        if not self._has_responses_api or self.upstream.config.speaks_both:
-            return self._has_responses_api
+        """Whether a /v1/responses create goes to the upstream's own Responses API; else api/responses.py runs it on
+        the upstream's chat route and stores it here. Known without asking /v1/responses, so that a router picks one
+        backend for a create rather than one for a try that fails and another for the chat.
+
+        An Ollama has none (its conversion answers 404). A VeloLLM found by the kind probe has one, but a response
+        stored there would be out of reach of this process's GET /v1/responses/{id}, input_items and
+        previous_response_id: its chat route is used. A configured kind velollm (a router's replicas) and an
+        OpenAI-compatible server keep theirs, so the router relays a replica's Responses streams, errors included,
+        as they come. One whose /v1/responses said it has none (`_no_responses_api`: llama.cpp's server) has none
+        for NO_RESPONSES_API_S. An upstream down now: True, and forward() answers the outage in the client's format.
+        `model`: unused (the router's answer depends on it)."""
+        said_none = self._no_responses_api_at
+        if said_none is not None and time.monotonic() - said_none < NO_RESPONSES_API_S:
+            return False
+        if self.upstream.config.speaks_both:
+            return True
         try:
             kind = self.upstream.known_kind or await self.upstream.kind()
         except UpstreamUnavailable:

@@ -5,7 +5,8 @@ whole or as chunks, becomes the Response object (response_object.py) or its type
 (event_stream.py); a cached Response is answered again through the same path (replay.py). Stored
 responses live in an SQLite file (store.py; legacy_store.py converts the layout before), and in the
 same file the stored chat completions (`store: true` on /v1/chat/completions: chat_store.py), each row under
-a size cap (row_size.py), the whole file under another (store_size.py). Used by
+a size cap (row_size.py), the whole file under another (store_size.py). Background responses' runs and their
+events (background.py) live in memory. Used by
 the native API and by the proxy (for upstreams without /v1/responses); it imports neither.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from velollm.errors import InvalidRequest
 from velollm.responses.items import items_to_messages
 from velollm.responses.request import ResponsesRequest
 
@@ -36,7 +37,21 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
 def conversation(req: ResponsesRequest, history: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The chat messages of this turn without the instructions: the previous responses' conversation
     (`history`), then this request's input. This is what a stored response keeps."""
-    return [*history, *items_to_messages(req.input)]
+    messages = [*history, *items_to_messages(req.input)]
+    _check_call_outputs(messages)
+    return messages
+
+
+def _check_call_outputs(messages: Sequence[dict[str, Any]]) -> None:
+    """Each tool result answers a call made before it (in the input or the previous responses), or it is OpenAI's
+    400: a result for no call reached the template as a tool message with nothing to answer, which a chat template
+    renders as it likes (or fails on) and the model reads as a result out of nowhere."""
+    call_ids: set[str] = set()
+    for message in messages:
+        call_ids.update(call["id"] for call in message.get("tool_calls") or [])
+        if message["role"] == "tool" and message.get("tool_call_id") not in call_ids:
+            raise InvalidRequest(f"No tool call found for function call output with call_id "
+                                 f"{message.get('tool_call_id')}.", param="input")
 
 
 def chat_body(req: ResponsesRequest, messages: Sequence[dict[str, Any]], stream: bool | None = None) -> dict[str, Any]:

@@ -63,8 +63,26 @@ class ResponseEventStream:
         return event
 
     def start(self) -> list[dict[str, Any]]:
-        return [self._event("response.created", response=self.response),
+        """`response.created` and `response.in_progress`; a background response is created `queued` (as its
+        create answered) and says so (`response.queued`) before it runs."""
+        if not self.shell.req.background:
+            return [self._event("response.created", response=self.response),
+                    self._event("response.in_progress", response=self.response)]
+        queued = self.shell.build("queued")
+        return [self._event("response.created", response=queued), self._event("response.queued", response=queued),
                 self._event("response.in_progress", response=self.response)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The response as it stands mid-answer (GET of a background response still running): the items so far,
+        the one still open with its text up to now."""
+        output = [dict(item) for item in self.output]
+        current = self._open
+        if current is not None and current.item["type"] in ("message", "reasoning"):
+            done = message_item if current.item["type"] == "message" else reasoning_item
+            output[current.index]["content"] = [done(current.text)["content"][0]]
+        elif current is not None:
+            output[current.index]["arguments"] = current.text
+        return self.shell.build("in_progress", output, self._usage)
 
     def chunk(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Events for one chat.completion.chunk (first choice; the usage chunk is remembered)."""
@@ -181,6 +199,13 @@ class ResponseEventStream:
             return events + [self._event("response.incomplete", response=self.response)]
         self.response = self.shell.build("completed", self.output, self._usage)
         return events + [self._event("response.completed", response=self.response)]
+
+    def cancel(self) -> dict[str, Any]:
+        """The response cancelled mid-answer (POST /v1/responses/{id}/cancel): what was said so far, the item it
+        cut `incomplete`. No event: the stream just ends (OpenAI has no stream event for it)."""
+        self._close("incomplete")
+        self.response = self.shell.build("cancelled", self.output, self._usage)
+        return self.response
 
     def fail(self, message: str, code: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
         """After an error mid-stream: the `error` event, then `response.failed`. The item the error cut is

@@ -13,7 +13,6 @@ from velollm.wire.metadata import check_metadata, check_user
 # Accepted and echoed or ignored as OpenAI allows; anything else unknown is left alone, as the
 # SDK's extra_body may carry vLLM-style sampling extras.
 _UNSUPPORTED = {
-    "background": "background responses are not supported",
     "conversation": "conversations are not supported; use previous_response_id",
     "prompt": "stored prompts are not supported",
 }
@@ -45,6 +44,7 @@ class ResponsesRequest:
     reasoning_effort: str | None = None
     stream: bool = False
     store: bool = True
+    background: bool = False  # run by the server on its own (api/responses_background.py), polled or resumed
     previous_response_id: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
@@ -179,6 +179,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     truncation = body.get("truncation") or "disabled"
     if truncation not in ("auto", "disabled"):
         raise _bad("truncation", "expected 'auto' or 'disabled'")
+    background = bool(_typed(body, "background", bool, "a boolean"))
+    if background and body.get("store") is False:  # what it makes is only ever read back from the store
+        raise _bad("background", "background mode requires store to be true; set store to true or leave it out")
     known = set(ResponsesRequest.__dataclass_fields__) | {"text", "reasoning", "include", "service_tier",
                                                           "safety_identifier", "prompt_cache_key", *_UNSUPPORTED}
     return ResponsesRequest(
@@ -197,6 +200,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         reasoning_effort=reasoning.get("effort"),
         stream=bool(_typed(body, "stream", bool, "a boolean")),
         store=body.get("store") is not False,
+        background=background,
         previous_response_id=_typed(body, "previous_response_id", str, "a string"),
         metadata=metadata,
         user=check_user(body.get("user")),

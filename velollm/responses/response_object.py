@@ -58,7 +58,7 @@ class ResponseShell:
             "text": {"format": req.text_format}, "tool_choice": req.tool_choice,
             "tools": [_tool(t) for t in req.tools], "top_p": req.top_p if req.top_p is not None else 1.0,
             "truncation": req.truncation, "usage": dict(usage) if usage else None, "user": req.user,
-            "metadata": dict(req.metadata), "background": False, "top_logprobs": req.top_logprobs,
+            "metadata": dict(req.metadata), "background": req.background, "top_logprobs": req.top_logprobs,
         }
 
     def from_chat_completion(self, completion: Mapping[str, Any]) -> dict[str, Any]:

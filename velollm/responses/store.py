@@ -34,11 +34,12 @@ from velollm.responses.chat_store import ChatCompletionStore
 from velollm.responses.items import items_to_messages
 from velollm.responses.legacy_store import upgrade
 from velollm.responses.row_size import check_row
+from velollm.responses.runner import is_running, this_process
 from velollm.responses.store_size import OnEvict, StoreSize, ignore_evictions, prepare
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS response (
     id TEXT PRIMARY KEY,
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS response (
     previous_id TEXT,       -- the previous_response_id it continued
     response TEXT NOT NULL, -- the Response object, its output in response_item
     base TEXT,              -- {"messages", "input_items"} up to and with it, when it ends the walk
-    live INTEGER NOT NULL DEFAULT 1  -- 0: deleted or pruned, kept as the beginning of live responses
+    live INTEGER NOT NULL DEFAULT 1, -- 0: deleted or pruned, kept as the beginning of live responses
+    runner TEXT             -- the process running it, while queued or in progress (runner.py)
 );
 CREATE INDEX IF NOT EXISTS response_live_created_at ON response (live, created_at);
 CREATE INDEX IF NOT EXISTS response_previous_id ON response (previous_id);
@@ -120,12 +122,13 @@ class ResponseStore:
         prepare(self._db, max_store_bytes)
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._writing():
-            _add_live_column(self._db)
+            _add_columns(self._db)
             for statement in _SCHEMA.split(";"):  # not executescript: it commits first (no ';' in comments)
                 if statement.strip():
                     self._db.execute(statement)
             upgraded = upgrade(self._db)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _fail_unfinished(self._db)
         if upgraded:  # the old rows held whole conversations: give their pages back
             self._db.execute("VACUUM")
             logger.info("responses store %s: converted to schema version %d", self.path, SCHEMA_VERSION)
@@ -231,9 +234,10 @@ class ResponseStore:
                  json.dumps(i)) for seq, i in enumerate([*inputs, *outputs])]
         check_row(len(shell) + len(base_json or "") + sum(len(r[-1]) for r in rows), self.max_row_bytes)
         self._db.execute("DELETE FROM response_item WHERE response_id = ?", (response_id,))
-        self._db.execute("INSERT OR REPLACE INTO response (id, created_at, previous_id, response, base) "
-                         "VALUES (?, ?, ?, ?, ?)", (response_id, created_at, response.get("previous_response_id"),
-                                                    shell, base_json))
+        runner = this_process() if response.get("status") in ("queued", "in_progress") else None
+        self._db.execute("INSERT OR REPLACE INTO response (id, created_at, previous_id, response, base, runner) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (response_id, created_at, response.get("previous_response_id"),
+                                                       shell, base_json, runner))
         self._db.executemany("INSERT INTO response_item (response_id, seq, output, id, item) VALUES (?, ?, ?, ?, ?)",
                              rows)
 
@@ -284,12 +288,34 @@ class ResponseStore:
         return History(messages, items, len(chain[-1].outputs))
 
 
-def _add_live_column(db: sqlite3.Connection) -> None:
-    """Schema version 2 had no `live`: its pruned rows were folded into a base of the next one."""
+# What a background response that no process runs any more reads as (api/responses_background.py).
+INTERRUPTED = {"code": "server_error", "message": "The server stopped before the response finished."}
+
+
+def _fail_unfinished(db: sqlite3.Connection) -> None:
+    """Background responses a process left queued or in progress and is no longer there to end (it was killed)
+    are failed; else they said in_progress for ever, to a client polling for the end. Those of a server still
+    running (sharing the file) are its own."""
+    rows = db.execute("SELECT id, runner FROM response WHERE runner IS NOT NULL OR "
+                      "json_extract(response, '$.status') IN ('queued', 'in_progress')").fetchall()
+    gone = [(json.dumps(INTERRUPTED), rid) for rid, runner in rows if not is_running(runner)]
+    num_rows = db.executemany(
+        "UPDATE response SET runner = NULL, response = json_set(response, '$.status', 'failed', '$.error', json(?)) "
+        "WHERE id = ? AND json_extract(response, '$.status') IN ('queued', 'in_progress')", gone).rowcount
+    if num_rows > 0:
+        logger.warning("responses store: %d background response(s) left unfinished by a stopped server marked failed",
+                       num_rows)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Schema version 2 had no `live`: its pruned rows were folded into a base of the next one. Version 3 had no
+    `runner` (no background responses)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(response)")}
     if columns and "live" not in columns:
         db.execute("ALTER TABLE response ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
         db.execute("DROP INDEX IF EXISTS response_created_at")
+    if columns and "runner" not in columns:
+        db.execute("ALTER TABLE response ADD COLUMN runner TEXT")
 
 
 def _base(history: History) -> dict[str, Any]:

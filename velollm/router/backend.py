@@ -81,7 +81,8 @@ class Backend:
         self.upstream = WatchedUpstream(upstream_config, self)
         # Health checks on their own small client, so a down backend's probes are not counted as request errors.
         self._probe_client = Upstream(replace(upstream_config, client_shards=1, max_connections=4))
-        # `relayed`: the router's map of the responses its backends stored (each gateway records its own by name)
+        # `relayed`: the router's map of the responses its backends stored (each gateway records its own by name and
+        # URL)
         self.gateway = UpstreamGateway(upstream_config, proxy_only=True, upstream=self.upstream, relayed=relayed,
                                        name=config.name)
         self.queue = BackendQueue(config.max_concurrency, router.max_queue, router.queue_timeout_s)

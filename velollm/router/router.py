@@ -7,7 +7,9 @@ concurrency limit, and, when the replica fails before the first byte reached the
 no answer in time, a 5xx), is sent to another replica (`retries`). A stream that breaks after its first
 byte ends with an error event (the proxy's relay). With no admitted replica left: 503 + Retry-After.
 A response stored by a replica's own Responses API stays that replica's: its id lookups and a create continuing
-it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways).
+it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways). A
+replica renamed in the configuration is found by its URL; one no longer configured (neither its name nor its URL)
+is a 502 that says so, as an ejected holder's is (`_holder_gone`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from velollm.wire.names import name_key
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
+BACKEND_HEADER = "x-velollm-backend"  # the remote backend that answered
 MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
 
 
@@ -137,8 +140,8 @@ class Router:
     async def speaks_responses(self, name: str) -> bool:
         """Whether a /v1/responses create for `name` goes to a replica's own Responses API: when every replica
         of it that takes requests has one (UpstreamGateway.speaks_responses). Else each create runs on the chat
-        route (api/responses.py), for which the policy picks one replica, once: a try on /v1/responses first
-        picked one, and the chat after its 404 another (two backends and the policy's counts for one create).
+        route (api/responses.py), for which the policy picks one replica, once: were the create tried on
+        /v1/responses first, the chat after a replica's 404 would be a second pick, on another backend.
         A replica continuing a response it stored is asked whatever this says (`forward`'s holder)."""
         replicas = [b for b in self.replicas(name) if b.admitted_for(name)] or self.replicas(name)
         return all(await asyncio.gather(*(b.gateway.speaks_responses() for b in replicas)))
@@ -154,17 +157,21 @@ class Router:
 
     async def forward(self, request: Request, body: dict[str, Any], model: str | None = None,
                       tool_outcome: Callable[[str], None] | None = None, path: str | None = None, *,
-                      local: Any = None) -> Response:
+                      local: Any = None, replica: str | None = None) -> Response:
         """One request answered by one replica of its model (another one when it fails before the
         first byte); 503 + Retry-After when none can take it. `local`: the native model's engine, when its
         native replicas are candidates too (a dead engine is ejected, one with a full queue passed over);
-        choosing one raises ServeLocally (the API runs the request natively)."""
+        choosing one raises ServeLocally (the API runs the request natively). `replica`: the backend asked first,
+        without a pick (`answered_by`: the create whose /v1/responses it answered without having one runs on its
+        chat route); the policy picks another only when it cannot take the request."""
         path = path or request.url.path
         api = api_of(path)
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
         holder = self._holder(body.get("previous_response_id")) if path == "/v1/responses" else None
+        if isinstance(holder, tuple):
+            return self._holder_gone(api, holder, body["previous_response_id"])
         if holder is not None and not holder.admitted:
             return self._holder_down(api, holder, body["previous_response_id"])
         # the replica that stored the previous response holds the conversation: it answers, whatever the policy
@@ -186,7 +193,8 @@ class Router:
             candidates = [b for b in replicas if b.admitted_for(name) and b.name not in tried]
             if not candidates:
                 break
-            backend = policy.choose(candidates, blocks)  # type: ignore[assignment]
+            asked = next((b for b in candidates if b.name == replica), None)  # (only on the first attempt)
+            backend = asked or policy.choose(candidates, blocks)  # type: ignore[assignment]
             tried.add(backend.name)
             if isinstance(backend, LocalReplica) and not backend.can_take(local):
                 logger.info("the local engine cannot take a request for %r now (queue full or dead)", name)
@@ -218,21 +226,35 @@ class Router:
                 logger.warning("backend %s answered %d for %r before the first byte; %s", backend.name,
                                response.status_code, name, "trying another replica" if retry else "giving up")
                 continue
-            response.headers["x-velollm-backend"] = backend.name
+            response.headers[BACKEND_HEADER] = backend.name
             return self._held(response, slot, backend, started)
         if holder is not None and (failed is None or failed.status_code in (502, 503, 504)):
             return self._holder_down(api, holder, body["previous_response_id"])
         return self._unavailable(api, name, replicas, failed)
 
+    @staticmethod
+    def answered_by(response: Response) -> str | None:
+        """The backend that answered `response` (a remote one: forward's x-velollm-backend), None for none."""
+        return response.headers.get(BACKEND_HEADER)
+
     # --- responses stored by a replica ------------------------------------------------------------
 
-    def _holder(self, response_id: Any) -> Backend | None:
-        name = self.relayed.holder(response_id)
-        return next((b for b in self.backends if b.name == name), None) if name is not None else None
+    def _holder(self, response_id: Any) -> Backend | tuple[str, str] | None:
+        """The backend that stored `response_id`: the one of its name, else one at its URL (renamed; an admitted one
+        first); (name, URL) it was stored by when no backend has either now; None for an id no backend stored."""
+        where = self.relayed.where(response_id)
+        if where is None:
+            return None
+        name, url = where
+        named = next((b for b in self.backends if b.name == name), None)
+        at_url = [b for b in self.backends if url and b.url == url]
+        return named or next((b for b in at_url if b.admitted), at_url[0] if at_url else where)
 
     def response_holder(self, response_id: object) -> str | None:
         """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
         backend = self._holder(response_id)
+        if isinstance(backend, tuple):
+            return f"backend {backend[0]!r} ({backend[1] or 'its url unknown'}, no longer configured)"
         return f"backend {backend.name!r} ({backend.url})" if backend is not None else None
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
@@ -241,10 +263,12 @@ class Router:
         backend = self._holder(response_id)
         if backend is None:
             return None
+        if isinstance(backend, tuple):
+            return self._holder_gone("openai", backend, response_id)
         if not backend.admitted:
             return self._holder_down("openai", backend, response_id)
         answer = await backend.gateway.relay_lookup(request, response_id)
-        answer.headers["x-velollm-backend"] = backend.name
+        answer.headers[BACKEND_HEADER] = backend.name
         return answer
 
     @staticmethod
@@ -255,6 +279,18 @@ class Router:
         return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {backend.name!r} "
                                                  f"({backend.url}), which cannot take requests now{why}; no other "
                                                  "backend holds it", type="server_error", code="backend_unavailable"))
+
+    @staticmethod
+    def _holder_gone(api: Api, where: tuple[str, str], response_id: str) -> Response:
+        """The 502 for a response whose replica the configuration no longer has (removed, or renamed and moved). Not
+        a 404, OpenAI's for an id it does not know: this one is known and likely still stored there, and a 404 tells
+        clients to drop the conversation, which comes back when the replica is configured again."""
+        name, url = where
+        at = f" ({url})" if url else ""
+        return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {name!r}{at}, which "
+                                                 "this router's configuration no longer has (no backend of that name "
+                                                 "or url); configure it again to reach the response",
+                                            type="server_error", code="backend_not_configured"))
 
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the

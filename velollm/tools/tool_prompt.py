@@ -51,6 +51,16 @@ def _go_template_takes_tools(tokenizer: Any) -> bool:
     return uses_tools(go)
 
 
+def takes_tools(tokenizer: Any) -> bool:
+    """Whether a request may carry tools: not when the model's Ollama TEMPLATE layer renders its chats and names
+    no .Tools (Ollama's tools capability; it refuses such a request, and the layer would drop a fallback's system
+    message with the tools on many templates). A jinja template takes them always: its own rendering or the
+    fallback prompt."""
+    from velollm.engine.text.template_layer import go_layer
+
+    return go_layer(tokenizer) is None or _go_template_takes_tools(tokenizer)
+
+
 def template_supports_tools(template: str | Mapping[str, str] | None) -> bool:
     if isinstance(template, Mapping):
         return any(template_supports_tools(t) for t in template.values())
@@ -71,7 +81,7 @@ def _arguments(value: Any) -> Any:
     return value if value is not None else {}
 
 
-def _mistral_id(call_id: str) -> str:
+def mistral_id(call_id: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9]{9}", call_id):
         return call_id
     return hashlib.sha1(call_id.encode()).hexdigest()[:9]
@@ -82,7 +92,7 @@ def to_template_messages(messages: Sequence[Mapping[str, Any]], family: ToolFami
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     unanswered: list[str] = []  # ids of the last assistant message's calls that no result answered yet
-    fix_id = _mistral_id if family is ToolFamily.MISTRAL else (lambda i: i)
+    fix_id = mistral_id if family is ToolFamily.MISTRAL else (lambda i: i)
     for message in messages:
         msg = dict(message)
         if msg.get("role") == "assistant" and msg.get("tool_calls"):

@@ -47,6 +47,10 @@ class OllamaName:
             return f"{self.namespace}/{self.model}:{self.tag}"
         return f"{self.model}:{self.tag}"
 
+    def full(self) -> str:
+        """Ollama's String(): `host/namespace/model:tag`, the name its capability errors spell."""
+        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+
     def parts(self) -> tuple[str, str, str, str]:
         return self.host, self.namespace, self.model, self.tag
 

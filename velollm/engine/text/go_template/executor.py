@@ -43,20 +43,33 @@ class _Continue(Exception):
 
 
 def execute(nodes: list[Any], data: Any, funcs: Mapping[str, Callable[..., Any]],
-            templates: Mapping[str, list[Any]] | None = None) -> str:
+            templates: Mapping[str, list[Any]] | None = None, source: str = "") -> str:
     """The text `nodes` print for `data` (Go's Template.Execute with missingkey=zero); `{{template}}` finds
-    its name in `templates` (the parse's TemplateSet.trees; none given: only `nodes`, as "")."""
-    state = _State(data, {**BUILTINS, **funcs}, {"": nodes} if templates is None else templates)
+    its name in `templates` (the parse's TemplateSet.trees; none given: only `nodes`, as ""). An error names
+    where it happened in `source` (the parsed text), as Go's do: `template: :1:3: executing "" at <.A.B>: ...`."""
+    state = _State(data, {**BUILTINS, **funcs}, {"": nodes} if templates is None else templates, source)
     try:
         state.walk_list(nodes, data)
     except RecursionError:  # nodes or data nested past Python's stack
         raise GoTemplateError("template: nesting too deep") from None
+    except GoTemplateError as e:
+        raise state.located(e) from None
     return "".join(state.out)
+
+
+def location(source: str, pos: int) -> str:
+    """Go's ErrorContext location of a node: its line and its byte column, from 0 (ParseName is Ollama's "")."""
+    start = source.rfind("\n", 0, pos) + 1
+    line = source.count("\n", 0, pos) + 1
+    return f":{line}:{len(source[start:pos].encode('utf-8', 'surrogatepass'))}"
 
 
 class _State:
     def __init__(self, data: Any, funcs: Mapping[str, Callable[..., Any]],
-                 templates: Mapping[str, list[Any]]) -> None:
+                 templates: Mapping[str, list[Any]], source: str = "") -> None:
+        self.source = source
+        self.name = ""  # the template executing (Go's s.tmpl), and the node at hand (s.node): errors name both
+        self.node: Any = None
         self.vars: list[list[Any]] = [["$", data]]
         self.funcs = funcs
         self.templates = templates
@@ -64,6 +77,18 @@ class _State:
         self.out: list[str] = []
         self.size = 0  # characters in `out`: bounded by MAX_TEXT
         self.steps = 0
+
+    def located(self, e: GoTemplateError) -> GoTemplateError:
+        """Go's state.errorf prefix on an exec error: where, in which template, at which node. VeloLLM's own
+        bounds (and errors located already) start with `template:` and stay as they are."""
+        message = str(e)
+        if message.startswith("template:"):
+            return e
+        pos = getattr(self.node, "pos", -1)
+        if pos < 0 or not self.source:
+            return GoTemplateError(f"template: {self.name}: {message}")
+        where = location(self.source, pos)
+        return GoTemplateError(f"template: {where}: executing {quote(self.name)} at <{go_text(self.node)}>: {message}")
 
     def emit(self, text: str) -> None:
         self.size += len(text)
@@ -98,6 +123,7 @@ class _State:
     def template(self, node: TemplateNode, dot: Any) -> None:
         """walkTemplate: the named template on the pipeline's value, which is its `.` and `$` (it sees no other
         variable; those the pipeline declares stay the caller's)."""
+        self.node = node
         nodes = self.templates.get(node.name)
         if nodes is None:
             raise GoTemplateError(f"template {quote(node.name)} not defined")
@@ -105,11 +131,15 @@ class _State:
             raise GoTemplateError(f"exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})")
         value = NO_VALUE if node.pipe is None else self.pipeline(dot, node.pipe)
         outer, self.vars = self.vars, [["$", value]]
+        caller, self.name = self.name, node.name
         self.depth += 1
         try:
             self.walk_list(nodes, value)
+        except GoTemplateError as e:
+            raise self.located(e) from None  # here, while the called template is the one executing
         finally:
             self.vars = outer
+            self.name = caller
             self.depth -= 1
 
     def branch(self, node: Branch, dot: Any) -> None:
@@ -172,6 +202,10 @@ class _State:
                 return
         raise GoTemplateError(f"undefined variable: {name}")
 
+    def var_node(self, node: VariableNode) -> Any:
+        self.node = node
+        return self.var(node.idents[0])
+
     def var(self, name: str) -> Any:
         for slot in reversed(self.vars):
             if slot[0] == name:
@@ -179,6 +213,7 @@ class _State:
         raise GoTemplateError(f"undefined variable: {name}")
 
     def pipeline(self, dot: Any, pipe: Pipe) -> Any:
+        self.node = pipe
         value: Any = _MISSING
         for cmd in pipe.cmds:
             value = self.command(dot, cmd, value)
@@ -191,10 +226,12 @@ class _State:
 
     def command(self, dot: Any, cmd: Command, final: Any) -> Any:
         first = cmd.args[0]
+        if not isinstance(first, Pipe):
+            self.node = first  # Go's s.at in evalCommand and the evalFieldNode/evalFunction/... it calls
         if isinstance(first, FieldNode):
             return self.fields(dot, dot, first.idents, cmd.args, final)
         if isinstance(first, VariableNode):
-            value = self.var(first.idents[0])
+            value = self.var_node(first)
             if len(first.idents) == 1:
                 _not_a_function(cmd.args, final)
                 return value
@@ -202,7 +239,7 @@ class _State:
         if isinstance(first, ChainNode):
             return self.fields(dot, self.arg(dot, first.node), first.fields, cmd.args, final)
         if isinstance(first, IdentifierNode):
-            return self.call(dot, first.name, cmd.args[1:], final)
+            return self.call(dot, first, cmd.args[1:], final, cmd)
         _not_a_function(cmd.args, final)
         if isinstance(first, NilNode):
             raise GoTemplateError("nil is not a command")
@@ -216,7 +253,11 @@ class _State:
             receiver = field(receiver, name)
         return receiver
 
-    def call(self, dot: Any, name: str, arg_nodes: list[Any], final: Any) -> Any:
+    def call(self, dot: Any, ident: IdentifierNode, arg_nodes: list[Any], final: Any, cmd: Any) -> Any:
+        """evalFunction + evalCall: `cmd` is the command that calls it (the identifier alone as an argument),
+        which Go's `error calling` errors name; its argument count errors name the identifier."""
+        name = ident.name
+        self.node = ident
         if name in LAZY:
             return self.lazy(dot, name, arg_nodes, final)
         fn = self.funcs.get(name)
@@ -226,15 +267,21 @@ class _State:
         if final is not _MISSING:
             args.append(final)
         if name == "len" and any(a is NO_VALUE for a in args):  # Go's len reads the invalid value's type
+            self.node = cmd
             raise GoTemplateError("error calling len: reflect: call of reflect.Value.Type on zero Value")
         args = [None if a is NO_VALUE else a for a in args]  # Go passes an invalid value as a nil interface
         named = {"callee": _callee(arg_nodes, final)} if name == "call" and fn is BUILTINS["call"] else {}
         try:
             return fn(*args, **named)
         except TypeError as e:
+            self.node = ident
             raise GoTemplateError(f"wrong number of args for {name}: {e}") from None
         except (ValueError, KeyError, IndexError, AttributeError) as e:
+            self.node = cmd
             raise GoTemplateError(f"error calling {name}: {e}") from None
+        except GoTemplateError as e:
+            self.node = ident if str(e).startswith("wrong number of args") else cmd
+            raise
 
     def lazy(self, dot: Any, name: str, arg_nodes: list[Any], final: Any) -> Any:
         thunks: list[Callable[[], Any]] = [lambda a=a: self.arg(dot, a) for a in arg_nodes]
@@ -250,6 +297,7 @@ class _State:
         return value
 
     def arg(self, dot: Any, node: Any) -> Any:
+        self.node = node  # Go's evalArg
         if isinstance(node, DotNode):
             return dot
         if isinstance(node, NilNode):
@@ -259,14 +307,14 @@ class _State:
         if isinstance(node, FieldNode):
             return self.fields(dot, dot, node.idents, [node], _MISSING)
         if isinstance(node, VariableNode):
-            value = self.var(node.idents[0])
+            value = self.var_node(node)
             return self.fields(dot, value, node.idents[1:], [node], _MISSING) if len(node.idents) > 1 else value
         if isinstance(node, ChainNode):
             return self.fields(dot, self.arg(dot, node.node), node.fields, [node], _MISSING)
         if isinstance(node, Pipe):
             return self.pipeline(dot, node)
         if isinstance(node, IdentifierNode):
-            return self.call(dot, node.name, [], _MISSING)
+            return self.call(dot, node, [], _MISSING, node)
         raise GoTemplateError(f"can't handle {node!r} as an argument")
 
 

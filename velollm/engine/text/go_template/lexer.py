@@ -18,6 +18,7 @@ class Token:
     kind: str  # text | open | close | space | ident | keyword | field | var | dot | string | char | number | ...
     value: str
     line: int
+    pos: int = 0  # where it starts in the source (a character index): the place Go's exec errors name
 
 
 class _Lines:
@@ -65,21 +66,21 @@ def _action(src: str, pos: int, out: list[Token], line: int) -> tuple[int, bool]
         if src.startswith("}}", after):
             return after + 2, False
         raise GoTemplateError(f"template: :{line}: comment ends before closing delimiter")
-    out.append(Token("open", "{{", line))
+    out.append(Token("open", "{{", line, pos))
     while True:
         if pos >= len(src):
             raise GoTemplateError(f"template: :{line}: unclosed action")
         if src.startswith("}}", pos):
-            out.append(Token("close", "}}", line))
+            out.append(Token("close", "}}", line, pos))
             return pos + 2, False
         if src[pos] in _SPACE:
             stop = pos
             while stop < len(src) and src[stop] in _SPACE:
                 stop += 1
             if src.startswith("-}}", stop):
-                out.append(Token("close", "}}", line))
+                out.append(Token("close", "}}", line, pos))
                 return stop + 3, True
-            out.append(Token("space", src[pos:stop], line))
+            out.append(Token("space", src[pos:stop], line, pos))
             pos = stop
             continue
         pos = _item(src, pos, out, line)
@@ -88,11 +89,11 @@ def _action(src: str, pos: int, out: list[Token], line: int) -> tuple[int, bool]
 def _item(src: str, pos: int, out: list[Token], line: int) -> int:
     c = src[pos]
     if src.startswith(":=", pos):
-        out.append(Token("declare", ":=", line))
+        out.append(Token("declare", ":=", line, pos))
         return pos + 2
     simple = {"|": "pipe", "(": "lparen", ")": "rparen", "=": "assign", ",": "comma"}
     if c in simple:
-        out.append(Token(simple[c], c, line))
+        out.append(Token(simple[c], c, line, pos))
         return pos + 1
     if c == '"':
         return _quoted(src, pos, out, line, '"', "string")
@@ -102,24 +103,24 @@ def _item(src: str, pos: int, out: list[Token], line: int) -> int:
         close = src.find("`", pos + 1)
         if close < 0:
             raise GoTemplateError(f"template: :{line}: unterminated raw quoted string")
-        out.append(Token("rawstring", src[pos + 1:close], line))
+        out.append(Token("rawstring", src[pos + 1:close], line, pos))
         return close + 1
     if c == "$":
         stop = _word_end(src, pos + 1)
-        out.append(Token("var", src[pos:stop], line))
+        out.append(Token("var", src[pos:stop], line, pos))
         return stop
     if c == ".":
         if pos + 1 < len(src) and src[pos + 1].isdigit():
             return _number(src, pos, out, line)
         stop = _word_end(src, pos + 1)
-        out.append(Token("field", src[pos:stop], line) if stop > pos + 1 else Token("dot", ".", line))
+        out.append(Token("field", src[pos:stop], line, pos) if stop > pos + 1 else Token("dot", ".", line, pos))
         return stop
     if c.isdigit() or (c in "+-" and pos + 1 < len(src) and (src[pos + 1].isdigit() or src[pos + 1] == ".")):
         return _number(src, pos, out, line)
     if c.isalpha() or c == "_":
         stop = _word_end(src, pos)
         word = src[pos:stop]
-        out.append(Token("keyword" if word in KEYWORDS else "ident", word, line))
+        out.append(Token("keyword" if word in KEYWORDS else "ident", word, line, pos))
         return stop
     raise GoTemplateError(f"template: :{line}: unexpected {c!r} in command")
 
@@ -135,7 +136,7 @@ def _number(src: str, pos: int, out: list[Token], line: int) -> int:
     while stop < len(src) and (src[stop].isalnum() or src[stop] in "._" or
                                (src[stop] in "+-" and src[stop - 1] in "eEpP")):
         stop += 1
-    out.append(Token("number", src[pos:stop], line))
+    out.append(Token("number", src[pos:stop], line, pos))
     return stop
 
 
@@ -148,7 +149,7 @@ def _quoted(src: str, pos: int, out: list[Token], line: int, quote: str, kind: s
         if src[i] == "\n":
             break
         if src[i] == quote:
-            out.append(Token(kind, src[pos:i + 1], line))
+            out.append(Token(kind, src[pos:i + 1], line, pos))
             return i + 1
         i += 1
     raise GoTemplateError(f"template: :{line}: unterminated quoted string")

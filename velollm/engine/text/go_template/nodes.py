@@ -17,42 +17,48 @@ class Text:
 @dataclass(slots=True)
 class FieldNode:
     idents: list[str]  # .A.B -> ["A", "B"]
+    pos: int = -1  # where the node starts in the source: each node's Go exec errors name (-1: none)
 
 
 @dataclass(slots=True)
 class VariableNode:
     idents: list[str]  # $x.A -> ["$x", "A"]
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class ChainNode:
     node: Any
     fields: list[str]
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class IdentifierNode:
     name: str  # a function name
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class DotNode:
-    pass
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class NilNode:
-    pass
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class ConstNode:
     value: Any  # str | int | float | bool
+    pos: int = -1
 
 
 @dataclass(slots=True)
 class Command:
     args: list[Any]
+    pos: int = -1
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class Pipe:
     cmds: list[Command]
     decl: list[str] = field(default_factory=list)
     is_assign: bool = False
+    pos: int = -1
 
 
 @dataclass(slots=True)
@@ -84,6 +91,7 @@ class LoopControl:
 class TemplateNode:
     name: str  # {{template "name" pipe}}, and where a {{block}} stands
     pipe: Pipe | None  # None: `{{template "name"}}`, whose dot is no value
+    pos: int = -1  # its name's
 
 
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
@@ -124,10 +132,13 @@ def go_text(node: Any) -> str:
         return "nil"
     if isinstance(node, ConstNode):
         return _const_text(node.value)
+    if isinstance(node, Command):
+        return " ".join(f"({go_text(a)})" if isinstance(a, Pipe) else go_text(a) for a in node.args)
+    if isinstance(node, TemplateNode):
+        return f"{{{{template {quote(node.name)}" + (f" {go_text(node.pipe)}" if node.pipe else "") + "}}"
     if isinstance(node, Pipe):
         decl = ", ".join(node.decl) + (" = " if node.is_assign else " := ") if node.decl else ""
-        return decl + " | ".join(" ".join(f"({go_text(a)})" if isinstance(a, Pipe) else go_text(a)
-                                          for a in cmd.args) for cmd in node.cmds)
+        return decl + " | ".join(go_text(cmd) for cmd in node.cmds)
     return repr(node)
 
 

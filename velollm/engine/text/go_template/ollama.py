@@ -130,7 +130,7 @@ def render(template: OllamaTemplate, messages: Sequence[Mapping[str, Any]],
     if "messages" in template.vars:
         data = {"System": system, "Messages": [template_message(m) for m in collated],
                 "Tools": template_tools(tools), "Response": "", **think.values()}
-        return execute(template.nodes, data, FUNCS, template.templates)
+        return execute(template.nodes, data, FUNCS, template.templates, template.source)
     return _legacy(template, collated, think)
 
 
@@ -138,7 +138,7 @@ def render_insert(template: OllamaTemplate, prompt: str, suffix: str, think: Thi
     """Ollama's Template.Execute for a fill-in-the-middle request (a prompt and a suffix): the whole template
     over Prompt, Suffix, an empty Response and the think values; no messages, no system."""
     data = {"Prompt": prompt, "Suffix": suffix, "Response": "", **(think or Think()).values()}
-    return execute(template.nodes, data, FUNCS, template.templates)
+    return execute(template.nodes, data, FUNCS, template.templates, template.source)
 
 
 def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Think) -> str:
@@ -146,7 +146,7 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
     turn = {"System": "", "Prompt": "", "Response": ""}
 
     def run() -> None:
-        out.append(execute(template.nodes, {**turn, **think.values()}, FUNCS, template.templates))
+        out.append(execute(template.nodes, {**turn, **think.values()}, FUNCS, template.templates, template.source))
         turn.update(System="", Prompt="", Response="")
 
     for m in messages:
@@ -162,7 +162,7 @@ def _legacy(template: OllamaTemplate, messages: list[dict[str, Any]], think: Thi
         elif role == "assistant":
             turn["Response"] = content
     # Ollama's last pass is a template of its own: no funcs, no defines (`{{template "x"}}` is not defined there)
-    out.append(execute(template.cut_nodes, {**turn, **think.values()}, {}))
+    out.append(execute(template.cut_nodes, {**turn, **think.values()}, {}, source=template.source))
     return "".join(out)
 
 

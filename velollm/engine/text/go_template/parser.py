@@ -28,6 +28,11 @@ from velollm.engine.text.go_template.nodes import (
 )
 from velollm.engine.text.go_template.printf import quote
 
+# Actions nested in actions (if/range/with/block bodies, `else if` chains, parenthesized pipelines): Go's parser
+# has no bound; Python's stack has, and every walk of the tree after the parse (Vars, the think tags, the legacy
+# path's copy, execution) recurses per level, some several frames deep. Real templates nest under ten.
+MAX_NESTING = 32
+
 
 def parse(src: str, funcs: Collection[str]) -> TemplateSet:
     """The templates of `src` (the main one, its defines and blocks); a function name outside `funcs` is Go's
@@ -58,6 +63,13 @@ class _Parser:
         self.funcs = funcs
         self.vars = ["$"]
         self.trees: dict[str, list[Any]] = {}
+        self.nesting = 0  # actions open around the one being parsed: bounded by MAX_NESTING
+
+    def nested(self) -> None:
+        """One level deeper (undone by the caller's `self.nesting -= 1`); past MAX_NESTING a clear error."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.error(f"nesting too deep (over {MAX_NESTING} levels of actions)")
 
     def error(self, message: str) -> GoTemplateError:
         line = self.tokens[min(self.pos, len(self.tokens) - 1)].line if self.tokens else 1
@@ -147,19 +159,26 @@ class _Parser:
 
     def template(self) -> TemplateNode:
         """{{template "name"}} or {{template "name" pipeline}}."""
+        at = self._at()
         name = self.template_name("template clause")
         tok = self.peek()
         if tok is not None and tok.kind == "close":
             self.pos += 1
-            return TemplateNode(name, None)
-        return TemplateNode(name, self.pipeline("template clause", allow_decl=True))
+            return TemplateNode(name, None, at)
+        return TemplateNode(name, self.pipeline("template clause", allow_decl=True), at)
 
     def block(self) -> TemplateNode:
         """{{block "name" pipeline}} body {{end}}: defines `name` and runs it here."""
+        at = self._at()
         name = self.template_name("block clause")
         pipe = self.pipeline("block clause", allow_decl=True)
         self.add(name, self.tree_body("block clause"))
-        return TemplateNode(name, pipe)
+        return TemplateNode(name, pipe, at)
+
+    def _at(self) -> int:
+        """Where the next token (not a space) starts: a node's position, as Go's parser takes it."""
+        tok = self.peek()
+        return tok.pos if tok is not None else -1
 
     def template_name(self, context: str) -> str:
         tok = self.next()
@@ -170,10 +189,12 @@ class _Parser:
     def tree_body(self, context: str) -> list[Any]:
         """A define's or block's body: a tree of its own, so only `$` is declared in it."""
         outer, self.vars = self.vars, ["$"]
+        self.nested()
         try:
             body, end = self.list(1)
         finally:
             self.vars = outer
+            self.nesting -= 1
         if end != "end":
             raise self.error(f"unexpected {{{{{end}}}}} in {context}")
         return body
@@ -187,6 +208,13 @@ class _Parser:
             raise self.error(f"template: multiple definition of template {quote(name)}")
 
     def branch(self, kind: str, depth: int, loop: bool) -> Branch:
+        self.nested()
+        try:
+            return self._branch(kind, depth, loop)
+        finally:
+            self.nesting -= 1
+
+    def _branch(self, kind: str, depth: int, loop: bool) -> Branch:
         mark = len(self.vars)
         pipe = self.pipeline(kind, allow_decl=True, range_decl=kind == "range")
         body, end = self.list(depth + 1, loop or kind == "range")
@@ -205,6 +233,7 @@ class _Parser:
         return Branch(kind, pipe, body, else_body)
 
     def pipeline(self, context: str, allow_decl: bool, range_decl: bool = False) -> Pipe:
+        at = self._at()
         decl, is_assign = self.declarations(allow_decl, range_decl)
         cmds: list[Command] = []
         while True:
@@ -226,7 +255,7 @@ class _Parser:
         for cmd in cmds[1:]:
             if isinstance(cmd.args[0], (ConstNode, NilNode, DotNode)):
                 raise self.error(f"non executable command in pipeline stage {cmds.index(cmd) + 1}")
-        return Pipe(cmds, decl, is_assign)
+        return Pipe(cmds, decl, is_assign, at)
 
     def declarations(self, allow: bool, range_decl: bool) -> tuple[list[str], bool]:
         start = self.pos
@@ -259,6 +288,7 @@ class _Parser:
             raise self.error(f"undefined variable \"{name}\"")
 
     def command(self) -> Command:
+        at = self._at()
         args: list[Any] = []
         while True:
             tok = self.peek(False)
@@ -272,51 +302,59 @@ class _Parser:
             args.append(self.operand())
         if not args:
             raise self.error("empty command")
-        return Command(args)
+        return Command(args, at)
 
     def operand(self) -> Any:
         node = self.term()
         fields: list[str] = []
+        chain_at = -1
         while (tok := self.peek(False)) is not None and tok.kind == "field":
             self.pos += 1
+            chain_at = tok.pos if not fields else chain_at
             fields.append(tok.value[1:])
         if not fields:
             return node
+        # Go's parser makes a chain first, at its first field, and keeps that position when it folds the chain
+        # back into the field or variable (`.A.B` is at `.B`)
         if isinstance(node, FieldNode):
-            return FieldNode(node.idents + fields)
+            return FieldNode(node.idents + fields, chain_at)
         if isinstance(node, VariableNode):
-            return VariableNode(node.idents + fields)
+            return VariableNode(node.idents + fields, chain_at)
         if isinstance(node, (ConstNode, NilNode, DotNode)):
             raise self.error("unexpected . after term")
-        return ChainNode(node, fields)
+        return ChainNode(node, fields, chain_at)
 
     def term(self) -> Any:
         tok = self.next(False)
         kind, value = tok.kind, tok.value
         if kind == "field":
-            return FieldNode([value[1:]])
+            return FieldNode([value[1:]], tok.pos)
         if kind == "var":
             self.check_var(value)
-            return VariableNode([value])
+            return VariableNode([value], tok.pos)
         if kind == "dot":
-            return DotNode()
+            return DotNode(tok.pos)
         if kind == "ident":
             if value not in self.funcs:
                 raise self.error(f"function \"{value}\" not defined")
-            return IdentifierNode(value)
+            return IdentifierNode(value, tok.pos)
         if kind == "keyword" and value in ("true", "false"):
-            return ConstNode(value == "true")
+            return ConstNode(value == "true", tok.pos)
         if kind == "keyword" and value == "nil":
-            return NilNode()
+            return NilNode(tok.pos)
         if kind == "lparen":
-            pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
+            self.nested()
+            try:
+                pipe = self.pipeline("parenthesized pipeline", allow_decl=False)
+            finally:
+                self.nesting -= 1
             close = self.next()
             if close.kind != "rparen":
                 raise self.error("unclosed left paren")
             return pipe
         if kind in ("string", "rawstring", "char", "number"):
             try:
-                return ConstNode(constant(kind, value))
+                return ConstNode(constant(kind, value), tok.pos)
             except ValueError as e:
                 raise self.error(str(e)) from None
         raise self.error(f"unexpected {value!r} in operand")

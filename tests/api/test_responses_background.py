@@ -1,0 +1,222 @@
+"""Background responses (`background: true`) and POST /v1/responses/{id}/cancel through the official openai SDK, on
+a stub engine that takes 5 ms a token (so that a response is still running when the test looks at it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.api.conftest import ServerHandle, ThreadedServer, free_port, stub_app
+from tests.api.stub_engine import StubEngine
+
+ASK = {"model": "demo", "input": "go on", "temperature": 0}
+LONG = {"max_output_tokens": 200, "extra_body": {"ignore_eos": True}}  # a second at 5 ms a token
+TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[ServerHandle]:
+    engine = StubEngine(token_delay_s=0.005)
+    port = free_port()
+    with ThreadedServer(stub_app(engine, port=port), port):
+        yield ServerHandle("stub", f"http://127.0.0.1:{port}", engine=engine)
+
+
+@pytest.fixture
+def client(slow) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{slow.url}/v1", api_key="x", max_retries=0, timeout=30)
+
+
+def _until(client: openai.OpenAI, response_id: str, done=lambda r: r.status in TERMINAL, timeout: float = 20.0):
+    """Polls the response until `done` says so; every state seen on the way."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(client.responses.retrieve(response_id))
+        if done(seen[-1]):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"{response_id}: still {seen[-1].status}")
+
+
+def test_create_returns_queued_at_once_and_polls_to_the_answer(client, slow):
+    created = client.responses.create(**ASK, background=True, **LONG)
+    assert created.status == "queued" and created.background is True and created.output == []
+    seen = _until(client, created.id)
+    final = seen[-1]
+    assert final.status == "incomplete" and final.background is True and len(final.output_text) == 200
+    partial = [r.output_text for r in seen if r.status == "in_progress" and r.output]
+    assert partial and all(final.output_text.startswith(text) for text in partial)  # progress, then the end
+    assert final.output_text == client.responses.create(**ASK, **LONG).output_text  # the answer it would give
+
+
+def test_a_background_stream_left_midway_runs_on_and_resumes_after_a_sequence_number(client, slow):
+    aborted = slow.metric("velollm_aborted_requests_total", model="demo")
+    with client.responses.create(**ASK, background=True, stream=True, **LONG) as stream:
+        first = [event for _, event in zip(range(8), stream)]
+    assert [e.type for e in first[:3]] == ["response.created", "response.queued", "response.in_progress"]
+    assert first[0].response.status == "queued" and first[0].response.background is True
+    response_id = first[0].response.id
+    rest = list(client.responses.retrieve(response_id, stream=True, starting_after=first[-1].sequence_number))
+    assert [e.sequence_number for e in first + rest] == list(range(len(first) + len(rest)))
+    assert rest[-1].type == "response.incomplete"  # the client's leaving stopped nothing
+    text = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")
+    assert text == rest[-1].response.output_text == client.responses.retrieve(response_id).output_text
+    again = list(client.responses.retrieve(response_id, stream=True))  # a finished run's events are kept a while
+    assert [e.sequence_number for e in again] == list(range(len(first) + len(rest)))
+    assert slow.metric("velollm_aborted_requests_total", model="demo") == aborted
+
+
+def test_cancel_stops_the_run_and_frees_its_blocks(client, slow):
+    aborted = slow.metric("velollm_aborted_requests_total", model="demo")
+    created = client.responses.create(**ASK, background=True, max_output_tokens=2000,  # the context's end
+                                      extra_body={"ignore_eos": True})
+    running = _until(client, created.id, lambda r: len(r.output_text) >= 10)[-1]
+    assert running.status == "in_progress"
+    assert slow.metric("velollm_allocated_blocks", model="demo") > 0
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled" and cancelled.output_text.startswith(running.output_text)
+    assert len(cancelled.output_text) < cancelled.max_output_tokens and cancelled.output[0].status == "incomplete"
+    assert slow.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+    assert slow.wait_metric("velollm_aborted_requests_total", lambda v: v > aborted, model="demo") == aborted + 1
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert client.responses.cancel(created.id).model_dump() == cancelled.model_dump()  # twice: the same object
+    assert client.responses.create(**ASK, max_output_tokens=5).status == "incomplete"  # the engine serves on
+
+
+def test_a_followed_stream_ends_when_the_run_is_cancelled(client, slow):
+    created = client.responses.create(**ASK, background=True, **LONG)
+    _until(client, created.id, lambda r: r.status == "in_progress")
+    with httpx.Client(timeout=30) as http, http.stream("GET", f"{slow.url}/v1/responses/{created.id}",
+                                                        params={"stream": "true"}) as followed:
+        assert followed.headers["content-type"].startswith("text/event-stream")
+        lines = followed.iter_lines()
+        assert next(lines) == "event: response.created"
+        client.responses.cancel(created.id)
+        rest = list(lines)  # ends: no more events
+    assert not any("response.completed" in line or "response.incomplete" in line for line in rest)
+
+
+def test_cancel_and_stream_errors(client, slow):
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.responses.cancel("resp_nope")
+    assert unknown.value.body["message"] == "Response with id 'resp_nope' not found."
+    plain = client.responses.create(**ASK, max_output_tokens=3)
+    with pytest.raises(openai.BadRequestError) as not_background:
+        client.responses.cancel(plain.id)
+    assert "background=true" in not_background.value.body["message"]
+    assert client.responses.retrieve(plain.id).status == "incomplete"  # untouched
+    with pytest.raises(openai.BadRequestError) as unstored:
+        client.responses.create(**ASK, background=True, store=False)
+    assert unstored.value.body["param"] == "background" and unstored.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as stream_plain:
+        list(client.responses.retrieve(plain.id, stream=True))
+    assert stream_plain.value.body["param"] == "stream"
+    answer = httpx.get(f"{slow.url}/v1/responses/{plain.id}", params={"stream": "true", "starting_after": "x"})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "starting_after"
+    finished = client.responses.create(**ASK, background=True, max_output_tokens=3)
+    ended = _until(client, finished.id)[-1]
+    assert client.responses.cancel(finished.id).model_dump() == ended.model_dump()  # as it is
+
+
+def test_a_running_response_is_not_continued(client, slow):
+    created = client.responses.create(**ASK, background=True, **LONG)
+    with pytest.raises(openai.BadRequestError) as running:
+        client.responses.create(**ASK, previous_response_id=created.id)
+    assert running.value.body["param"] == "previous_response_id"
+    client.responses.cancel(created.id)
+    assert client.responses.create(**ASK, previous_response_id=created.id, max_output_tokens=3).status == "incomplete"
+
+
+def test_deleting_a_running_response_cancels_it(client, slow):
+    created = client.responses.create(**ASK, background=True, **LONG)
+    _until(client, created.id, lambda r: len(r.output_text) >= 5)
+    client.responses.delete(created.id)
+    time.sleep(0.3)  # when its run would have stored it again
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    assert slow.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+
+
+def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
+    """A server stopped with a background response running stores it failed (it said in_progress for ever)."""
+    from velollm.responses import ResponseStore
+
+    engine, port, db = StubEngine(token_delay_s=0.005), free_port(), tmp_path / "responses.sqlite"
+    with ThreadedServer(stub_app(engine, port=port, responses_db=str(db)), port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+        created = client.responses.create(**ASK, background=True, **LONG)
+        _until(client, created.id, lambda r: len(r.output_text) >= 5)
+    assert engine.stats().num_allocated_blocks == 0
+    store = ResponseStore(db)
+    try:
+        stored = store.get(created.id)
+    finally:
+        store.close()
+    assert stored["status"] == "failed" and stored["error"]["code"] == "server_error"
+    assert stored["background"] is True and stored["output"][0]["status"] == "incomplete"
+
+
+def test_cancel_on_the_real_engine_aborts_and_frees_its_blocks(live_server):
+    """`velollm serve` on the demo model: a background response cancelled mid-answer gives its KV blocks back, and
+    the engine answers the next request."""
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="x", max_retries=0, timeout=60)
+    created = client.responses.create(model="demo", input="Tell a long story.", background=True,
+                                      max_output_tokens=400, temperature=0, extra_body={"ignore_eos": True})
+    _until(client, created.id, lambda r: r.status in TERMINAL or len(r.output_text) >= 3, timeout=60)
+    assert live_server.metric("velollm_allocated_blocks", model="demo") > 0
+    aborted = live_server.metric("velollm_aborted_requests_total", model="demo")
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled" and len(cancelled.output_text) >= 3  # mid-answer: not run to its end
+    assert live_server.wait_metric("velollm_aborted_requests_total", lambda v: v > aborted, model="demo") > aborted
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert live_server.wait_metric("velollm_allocated_blocks", lambda v: v == 0, model="demo") == 0
+    after = client.responses.create(model="demo", input="Hi", max_output_tokens=4, temperature=0)
+    assert after.status in ("completed", "incomplete") and after.output_text
+
+
+def test_a_stop_while_a_cancel_stores_its_end_waits_for_it():
+    """stop_all (shutdown) after a cancel whose run is storing its end: the store write is not cut (the response
+    stayed queued)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from velollm.api.responses_background import run_in_background
+    from velollm.responses import ResponseShell, parse_responses_request
+    from velollm.responses.background import BackgroundRuns
+
+    class Turn:
+        def __init__(self) -> None:
+            self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
+            self.shell = ResponseShell(self.req)
+            self.kept: list[str] = []
+
+        async def keep(self, response):
+            await asyncio.sleep(0.05)
+            self.kept.append(response["status"])
+
+        async def answer(self, stream, chunks, on_final):
+            for event in stream.start():
+                yield event
+            async for _ in chunks:
+                pass
+
+    async def forever():
+        await asyncio.sleep(60)
+        yield {}
+
+    async def main() -> None:
+        state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
+        await run_in_background(state, turn, forever())
+        run = state.background.get(turn.shell.id)
+        await asyncio.sleep(0.01)
+        cancel = asyncio.create_task(state.background.cancel(run))
+        await asyncio.sleep(0.01)  # storing the cancelled response now
+        await state.background.stop_all()
+        await cancel
+        assert turn.kept == ["queued", "cancelled"] and run.response["status"] == "cancelled"
+
+    asyncio.run(main())

@@ -1,0 +1,154 @@
+"""Background responses (`background: true` on /v1/responses), as OpenAI and vLLM serve them.
+
+The create stores the response `queued` and answers at once (or, with `stream`, streams its events); the answer
+runs on as a task of the server (velollm/responses/background.py), not of the HTTP request: a client that leaves
+cancels nothing. Its engine request (or upstream chat stream) was started by the create, so a 400 or a full queue
+is still the create's answer. `GET /v1/responses/{id}` shows it in progress (the output so far), then as stored;
+`?stream=true&starting_after=N` replays its events after N, then follows the new ones. `POST .../cancel` stops it:
+`cancelled`, with what it said so far, its engine request aborted (its KV blocks freed).
+
+At shutdown the runs in flight end `failed` (server_error: the server stopped), stored so; a row a process left
+queued or in progress reads as failed in the same way when a store is next opened and that process is gone (it
+was killed; velollm/responses/store.py, runner.py: servers sharing the file leave each other's runs alone): no
+response says in_progress with nothing running it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.responses import JSONResponse, Response
+
+from velollm.api.handler import AppState
+from velollm.responses import ResponseEventStream, ResponseShell, ResponsesRequest, sse_frame
+from velollm.responses.background import BackgroundRun, EventsGone
+from velollm.responses.store import INTERRUPTED
+from velollm.wire.errors import APIError
+from velollm.wire.framing import SSE_MEDIA_TYPE
+from velollm.wire.streaming import streaming_response
+
+SHUTDOWN_MESSAGE = INTERRUPTED["message"]  # as a row left unfinished by a killed server reads
+
+
+class Turn(Protocol):
+    """What api/responses.py's _Turn gives a background run."""
+
+    req: ResponsesRequest
+    shell: ResponseShell
+
+    async def keep(self, response: dict[str, Any]) -> None: ...
+
+    def answer(self, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
+               on_final: Callable[[], None]) -> AsyncIterator[dict[str, Any]]: ...
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def run_in_background(state: AppState, turn: Turn, chunks: AsyncIterator[dict[str, Any]],
+                            close: Callable[[], Awaitable[None]] = _nothing) -> Response:
+    """The create's answer for a background response whose chat answer comes as `chunks` (`close` ends its
+    source: the engine request): stored queued, then run by the server."""
+    queued = turn.shell.build("queued")
+    try:
+        await turn.keep(queued)  # GET and cancel find it from now on
+    except BaseException:
+        await _close(chunks, close)
+        raise
+    run = BackgroundRun(queued)
+    stream = ResponseEventStream(turn.shell)
+    run.snapshot = stream.snapshot
+
+    async def work(run: BackgroundRun) -> None:
+        await _work(turn, stream, chunks, close, run)
+
+    state.background.start(run, work)
+    if turn.req.stream:
+        return streaming_response(run.frames(), SSE_MEDIA_TYPE)
+    return JSONResponse(queued)
+
+
+async def _close(chunks: AsyncIterator[dict[str, Any]], close: Callable[[], Awaitable[None]]) -> None:
+    try:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    finally:
+        await close()
+
+
+async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
+                close: Callable[[], Awaitable[None]], run: BackgroundRun) -> None:
+    def final() -> None:
+        run.finishing = True
+
+    try:
+        try:
+            async for event in turn.answer(stream, chunks, final):
+                run.add(event)
+        finally:
+            await _close(chunks, close)  # the engine request aborted (its blocks freed), also when cancelled
+    except asyncio.CancelledError:
+        run.finishing = True  # ending now: a second cancel (a stop at shutdown) must not cut the storing
+        if run.stop_reason == "shutdown":
+            for event in stream.fail(SHUTDOWN_MESSAGE, "server_error"):
+                run.add(event)
+        else:
+            stream.cancel()
+        await turn.keep(stream.response)
+    run.finish(stream.response)
+
+
+def query_flag(query: Any, name: str) -> bool:
+    value = query.get(name)
+    if value is None or value.lower() in ("false", "0"):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise APIError(400, f"Invalid '{name}': expected a boolean, got {value!r:.40}", param=name)
+
+
+def starting_after(query: Any) -> int | None:
+    value = query.get("starting_after")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise APIError(400, f"Invalid 'starting_after': expected an integer, got {value!r:.40}",
+                       param="starting_after") from None
+
+
+def events_answer(run: BackgroundRun, after: int | None) -> Response:
+    """The run's events after `after` (all without it), then those to come: SSE until the run ends."""
+    try:
+        run.check_resumable(after)
+    except EventsGone as exc:
+        raise APIError(400, f"Invalid 'starting_after': {exc}", param="starting_after") from exc
+    return streaming_response(_frames(run, after), SSE_MEDIA_TYPE)
+
+
+async def _frames(run: BackgroundRun, after: int | None) -> AsyncIterator[bytes]:
+    try:
+        async for frame in run.frames(after):
+            yield frame
+    except EventsGone as exc:  # a reader so slow that the run's cap let its next events go
+        yield sse_frame({"type": "error", "code": "events_dropped", "message": str(exc), "param": None})
+
+
+def not_streamable(response_id: str) -> APIError:
+    return APIError(400, f"Response '{response_id}' was not created with background=true: only a background "
+                         "response's events can be streamed again; retrieve it without stream.", param="stream")
+
+
+def events_gone(response_id: str) -> APIError:
+    return APIError(400, f"The events of response '{response_id}' are no longer held (they are kept a while after a "
+                         "background response ends); retrieve it without stream.", param="stream")
+
+
+def not_cancellable(response_id: str) -> APIError:
+    return APIError(400, f"Response '{response_id}' was not created with background=true: only background responses "
+                         "can be cancelled.", param=None)
