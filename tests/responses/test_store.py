@@ -365,9 +365,22 @@ def test_a_version_3_file_gets_the_runner_column(tmp_path):
                                base TEXT, live INTEGER NOT NULL DEFAULT 1);
         CREATE TABLE response_item (response_id TEXT NOT NULL, seq INTEGER NOT NULL, output INTEGER NOT NULL, id TEXT,
                                     item TEXT NOT NULL, PRIMARY KEY (response_id, seq));
-        INSERT INTO response (id, created_at, response) VALUES ('resp_0', 1e10, '{"id": "resp_0", "status": "completed"}');
+        INSERT INTO response (id, created_at, response)
+            VALUES ('resp_0', 1e10, '{"id": "resp_0", "status": "completed"}');
         PRAGMA user_version = 3;""")
     db.close()
     store = ResponseStore(tmp_path / "r.sqlite")
     store.put({**_resp(1), "status": "queued", "background": True})
     assert store.get("resp_0")["status"] == "completed" and store.get("resp_1")["status"] == "queued"
+
+
+def test_the_unfinished_rows_are_found_without_reading_every_response(tmp_path):
+    """Each open looks for the rows a stopped server left running: through the partial index of the runners, not a
+    scan of every row's JSON (50,000 rows of 8 KB: 1.4-1.8 s at each start, against 0.02 s)."""
+    from velollm.responses.store import UNFINISHED
+
+    ResponseStore(tmp_path / "r.sqlite").put({**_resp(0), "status": "queued", "background": True})
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {UNFINISHED}"))
+    assert "USING INDEX response_runner" in plan or "USING COVERING INDEX response_runner" in plan, plan
+    assert db.execute(UNFINISHED).fetchall()[0][0] == "resp_0"

@@ -133,3 +133,22 @@ def test_a_background_response_is_followed_and_cancelled_on_its_replica(tmp_path
         server.stop()
         for replica in slow:
             replica.stop()
+
+
+def test_a_count_continuing_a_response_goes_to_the_replica_that_stored_it(replicas, tmp_path):
+    """POST /v1/responses/input_tokens with previous_response_id: the holder renders that conversation (the other
+    replica would answer its 400 previous_response_not_found), whatever the policy picks."""
+    toml = config_toml(replica_backends(replicas), policy="round-robin", health_interval_s=0)
+    server = ThreadServer(router_app(toml, tmp_path)).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        first = front.responses.with_raw_response.create(model="demo", input="hi", max_output_tokens=4)
+        holder, first = first.headers["x-velollm-backend"], first.parse()
+        for _ in range(2):
+            counted = front.responses.input_tokens.with_raw_response.count(model="demo", input="and?",
+                                                                         previous_response_id=first.id)
+            assert counted.headers["x-velollm-backend"] == holder
+        created = front.responses.create(model="demo", input="and?", previous_response_id=first.id, max_output_tokens=2)
+        assert counted.parse().input_tokens == created.usage.input_tokens
+    finally:
+        server.stop()

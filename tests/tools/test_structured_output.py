@@ -13,7 +13,7 @@ import torch
 
 from tests.tools.corpus import TOOLS
 from tests.tools.schemas import ALL
-from velollm.engine.text.schema_bounds import GrammarLimits, bound_regex, bound_schema
+from velollm.engine.text.schema_bounds import GrammarLimits, bound_regex, bound_schema, bound_tag_schemas
 from velollm.engine.text.structured_output import StructuredOutputManager
 from velollm.engine.text.tokenizer import Tokenizer
 from velollm.errors import InvalidRequest
@@ -179,6 +179,21 @@ def test_bounds_only_narrow() -> None:
     assert schema["properties"]["s"] == {"type": "string"}  # the original is not modified
     assert bound_regex(r"^[a-z]+\+x*(ab)?$", 5) == r"^[a-z]{1,5}\+x{0,5}(ab){0,1}$"
     assert GrammarLimits().wind_down_at(256) == 64 and GrammarLimits().wind_down_at(4096) == 3840
+
+
+def test_a_tags_schemas_are_bounded_in_place() -> None:
+    """bound_tag_schemas: each json_schema node of a structural tag narrowed, at any depth, with the limits'
+    whitespace bound unless the tag sets its own."""
+    array = {"type": "array", "items": {"type": "integer"}}
+    tag = {"type": "structural_tag", "format": {"type": "triggered_tags", "tags": [
+        {"begin": "<a>", "content": {"type": "json_schema", "json_schema": array}, "end": "</a>"},
+        {"begin": "<b>", "content": {"type": "json_schema", "json_schema": array, "max_whitespace_cnt": 1}}]}}
+    limits = GrammarLimits(max_whitespace=4)
+    bound_tag_schemas(tag, limits)
+    first, second = (t["content"] for t in tag["format"]["tags"])
+    assert first["json_schema"]["maxItems"] == second["json_schema"]["maxItems"] == limits.max_array_items
+    assert first["max_whitespace_cnt"] == 4 and second["max_whitespace_cnt"] == 1
+    assert "maxItems" not in array  # the schema given is copied, not narrowed
 
 
 @pytest.mark.parametrize("family", list(ToolFamily))

@@ -25,6 +25,7 @@ from velollm.api import (
     openai,
     pull,
     responses,
+    responses_count,
     responses_lookup,
     status_page,
     stored_chat,
@@ -232,6 +233,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
     state = AppState(config=config, models=models, metrics=ServerMetrics(models))
+    state.metrics.count_background(lambda: state.background.num_live)
     cache = open_cache(config.cache, state.metrics, _identifier(state)) if config.cache is not None else None
     if cache is not None:
         models.forgotten.append(cache.cache.stale.forget)
@@ -278,8 +280,9 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
 
     routes = one_route_per_path([
         Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
-        *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(), *responses_lookup.routes(), *ollama.routes(),
-        *ollama_models.routes(), *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
+        *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(),
+        *responses_count.routes(), *responses_lookup.routes(), *ollama.routes(), *ollama_models.routes(),
+        *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

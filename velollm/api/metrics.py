@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +170,15 @@ class ServerMetrics:
         backends = getattr(getattr(models, "upstream", None), "metrics_collector", None)  # velollm.router: per-backend series
         if backends is not None:
             self.registry.register(backends)
+
+    def count_background(self, num_live: Callable[[], int]) -> None:
+        """The gauge of background responses queued or in progress, read from the registry at each scrape (each
+        one holds an engine request or an upstream stream, and outlives the HTTP request that made it)."""
+        from prometheus_client import Gauge
+
+        gauge = Gauge("velollm_background_responses", "Background responses (background: true) queued or in "
+                      "progress", registry=self.registry)
+        gauge.set_function(lambda: float(num_live()))
 
     def label(self, model: str) -> str:
         """The metric label for a model name as a client sent it ("" for routes without a model)."""

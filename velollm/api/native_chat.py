@@ -22,6 +22,7 @@ from velollm.api.tool_calls import ToolCalls
 from velollm.api.turn_prefill import remember_turn
 from velollm.context.fitter import FittedPrompt, Render
 from velollm.output_budget import fit_max_tokens
+from velollm.reasoning import ThinkPlan
 from velollm.wire.disconnect import cancel_on_disconnect
 
 
@@ -54,10 +55,22 @@ class NativeChat:
     context: FittedPrompt | None = None
 
 
-async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
+@dataclass
+class ChatPrompt:
+    """A chat request's prompt on a native model, fitted to its context: what it runs, and what
+    /v1/responses/input_tokens counts without running it."""
+    plan: ThinkPlan
+    tools: ToolCalls | None
+    params: Any  # the request's SamplingParams, the tools' constraints applied
+    render: Render
+    fitted: FittedPrompt
+
+
+async def chat_prompt(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> ChatPrompt:
+    """The prompt the request runs with: the chat template (thinking mode, tools, the model's preamble),
+    fitted to the context per the request's overflow mode."""
     engine = served.engine
     tokenizer = engine.tokenizer
-    check_queue_fits(engine, req.params.n, "n")
     plan = think_plan(tokenizer, req.think, served.name, strict=False)  # reasoning_effort: accepted anywhere
     if not req.include_reasoning:
         plan = replace(plan, return_reasoning=False)
@@ -77,6 +90,15 @@ async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletion
                             context_len=engine.max_model_len, max_tokens=params.max_tokens)
     if tools is not None:
         tools.use_fitted(fitted, engine.max_model_len)
+    return ChatPrompt(plan, tools, params, render, fitted)
+
+
+async def prepare_chat(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> NativeChat:
+    engine = served.engine
+    tokenizer = engine.tokenizer
+    check_queue_fits(engine, req.params.n, "n")
+    prompt = await chat_prompt(state, served, req)
+    plan, tools, params, render, fitted = prompt.plan, prompt.tools, prompt.params, prompt.render, prompt.fitted
     prompt_ids = fitted.token_ids
     thinking = Thinking.for_prompt(plan, tokenizer, prompt_ids)
     if thinking is not None:

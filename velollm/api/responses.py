@@ -226,7 +226,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             return answer
         else:
             target = chat_target(target, answer)  # the replica that has no Responses API runs the chat
-    req = await parse_off_loop(parse_responses_request, await _resolve_references(state, body))
+    req = await parse_off_loop(parse_responses_request, await resolve_references(state, body))
     if req.previous_response_id and stored is None:
         raise not_found(req.previous_response_id, "previous_response_id")
     running = state.background.get(req.previous_response_id) if req.previous_response_id else None
@@ -241,7 +241,7 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
     return await _native(request, state, call, target.model, turn, chat)
 
 
-async def _resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
+async def resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
     """The body with each `item_reference` input item replaced by the stored item it names (an input or
     output item of a stored response: what stateful clients send instead of replaying an item)."""
     items = body.get("input")
@@ -288,7 +288,7 @@ _FIELD_NAMES = (("response_format.json_schema.", "text.format."), ("response_for
                 (".function.", "."))
 
 
-def _in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
+def in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
     """A 400 from the chat request underneath, naming the Responses request's fields: `messages` are
     its `input` (after its instructions and the previous responses' conversation), `response_format`
     its `text.format`, and so on. ContextOverflow stays one (context_length_exceeded)."""
@@ -302,15 +302,19 @@ def _in_responses_terms(exc: InvalidRequest) -> InvalidRequest:
     return exc
 
 
+def truncated(req: ResponsesRequest, chat: dict[str, Any]) -> dict[str, Any]:
+    """The chat body of a native answer: with `truncation: auto`, OpenAI's, the conversation's first items go when
+    it overflows the context (a client's own context_overflow extra first)."""
+    return {"context_overflow": "truncate", **chat} if req.truncation == "auto" else chat
+
+
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
-    if turn.req.truncation == "auto":  # OpenAI's: the conversation's first items go when it overflows the context
-        chat = {"context_overflow": "truncate", **chat}  # (a client's own context_overflow extra first)
     try:
-        native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, chat))
+        native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, truncated(turn.req, chat)))
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
-        raise _in_responses_terms(exc) from exc
+        raise in_responses_terms(exc) from exc
     turn.ran_with(native.max_tokens)
     gen = native.gen
     if turn.req.background:

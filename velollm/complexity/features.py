@@ -16,6 +16,7 @@ APIS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
     "/v1/responses": "responses",
+    "/v1/responses/input_tokens": "responses",  # a count picks the model its create would
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
 }

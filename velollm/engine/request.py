@@ -38,6 +38,7 @@ class Request:
     # a step is scheduled, two between launching a step and reading the previous one).
     num_placeholders: int = 0
     generator: torch.Generator | None = None
+    sampling_tensors: Any = None  # sampler.RequestTensors: its allowed ids, logit_bias, banned ids on the device
     grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
     stop_reason: str | int | None = None

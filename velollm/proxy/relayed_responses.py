@@ -37,7 +37,7 @@ _HEAD_ID = re.compile(rb'^\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
 
 class RelayedResponses:
     """Response id -> the name of the upstream that stored it (a router's backend name, a proxy's URL) and its URL
-    (a router follows a backend renamed in its configuration by the URL: velollm/router/router.py)."""
+    (a router follows a backend renamed in its configuration by the URL: velollm/router/response_holders.py)."""
 
     def __init__(self, max_responses: int = DEFAULT_MAX_RESPONSES, max_age_s: float = DEFAULT_MAX_AGE_S,
                  path: str | None = None) -> None:

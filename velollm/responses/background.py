@@ -127,6 +127,11 @@ class BackgroundRuns:
             self._finished[run.id] = run
             self._prune()
 
+    @property
+    def num_live(self) -> int:
+        """The runs queued or in progress (/metrics' velollm_background_responses)."""
+        return len(self._live)
+
     def get(self, response_id: str) -> BackgroundRun | None:
         """A run still going, or one finished recently (its events still held)."""
         self._prune()

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS response (
 );
 CREATE INDEX IF NOT EXISTS response_live_created_at ON response (live, created_at);
 CREATE INDEX IF NOT EXISTS response_previous_id ON response (previous_id);
+CREATE INDEX IF NOT EXISTS response_runner ON response (runner) WHERE runner IS NOT NULL;  -- the few unfinished
 CREATE TABLE IF NOT EXISTS response_item (
     response_id TEXT NOT NULL,
     seq INTEGER NOT NULL,   -- its input items first, then its output items
@@ -292,12 +293,16 @@ class ResponseStore:
 INTERRUPTED = {"code": "server_error", "message": "The server stopped before the response finished."}
 
 
+# The rows a process runs: every put of a queued or in-progress response names its runner (a schema 3 file has none:
+# no background responses). Read through the partial index at each open, not by reading every row's JSON.
+UNFINISHED = "SELECT id, runner FROM response WHERE runner IS NOT NULL"
+
+
 def _fail_unfinished(db: sqlite3.Connection) -> None:
     """Background responses a process left queued or in progress and is no longer there to end (it was killed)
     are failed; else they said in_progress for ever, to a client polling for the end. Those of a server still
     running (sharing the file) are its own."""
-    rows = db.execute("SELECT id, runner FROM response WHERE runner IS NOT NULL OR "
-                      "json_extract(response, '$.status') IN ('queued', 'in_progress')").fetchall()
+    rows = db.execute(UNFINISHED).fetchall()
     gone = [(json.dumps(INTERRUPTED), rid) for rid, runner in rows if not is_running(runner)]
     num_rows = db.executemany(
         "UPDATE response SET runner = NULL, response = json_set(response, '$.status', 'failed', '$.error', json(?)) "

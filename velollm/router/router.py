@@ -7,9 +7,7 @@ concurrency limit, and, when the replica fails before the first byte reached the
 no answer in time, a 5xx), is sent to another replica (`retries`). A stream that breaks after its first
 byte ends with an error event (the proxy's relay). With no admitted replica left: 503 + Retry-After.
 A response stored by a replica's own Responses API stays that replica's: its id lookups and a create continuing
-it (`previous_response_id`) go there, whatever the policy (RelayedResponses, shared by the backends' gateways). A
-replica renamed in the configuration is found by its URL; one no longer configured (neither its name nor its URL)
-is a 502 that says so, as an ejected holder's is (`_holder_gone`).
+it (`previous_response_id`) go there, whatever the policy (response_holders.py).
 """
 
 from __future__ import annotations
@@ -38,14 +36,15 @@ from velollm.router.policy import Policy, make_policy
 from velollm.router.prompt_blocks import NO_BLOCKS, PromptBlocks
 from velollm.router.pull import pull_through
 from velollm.router.queue import Slot, release_once
+from velollm.router.response_holders import BACKEND_HEADER, ResponseHolders
 from velollm.wire.errors import Api, APIError, api_of, error_response
 from velollm.wire.names import name_key
 
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
-BACKEND_HEADER = "x-velollm-backend"  # the remote backend that answered
 MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
+_CONTINUED = ("/v1/responses", "/v1/responses/input_tokens")  # bodies whose previous_response_id names a holder
 
 
 class Router:
@@ -56,6 +55,7 @@ class Router:
         self.config = config
         self.relayed = relayed if relayed is not None else RelayedResponses()  # response id -> backend name
         self.backends = [Backend(b, config.router, self.relayed) for b in config.remote]
+        self.holders = ResponseHolders(self.relayed, self.backends)
         self.local = [LocalReplica(b, config.router) for b in config.native]
         self.metrics = RouterMetrics([*self.local, *self.backends])
         self._policies: dict[str, Policy] = {}
@@ -169,11 +169,12 @@ class Router:
         if path == "/api/pull":
             return await self._pull(request, body)
         name = model or str(body.get("model") or "")
-        holder = self._holder(body.get("previous_response_id")) if path == "/v1/responses" else None
+        # (a count of a continuation is the holder's too: it renders the conversation)
+        holder = self.holders.find(body.get("previous_response_id")) if path in _CONTINUED else None
         if isinstance(holder, tuple):
-            return self._holder_gone(api, holder, body["previous_response_id"])
+            return self.holders.gone(api, holder, body["previous_response_id"])
         if holder is not None and not holder.admitted:
-            return self._holder_down(api, holder, body["previous_response_id"])
+            return self.holders.down(api, holder, body["previous_response_id"])
         # the replica that stored the previous response holds the conversation: it answers, whatever the policy
         replicas: list[Backend | LocalReplica] = [holder] if holder is not None else [*self.replicas(name)]
         if local is not None and holder is None:
@@ -229,7 +230,7 @@ class Router:
             response.headers[BACKEND_HEADER] = backend.name
             return self._held(response, slot, backend, started)
         if holder is not None and (failed is None or failed.status_code in (502, 503, 504)):
-            return self._holder_down(api, holder, body["previous_response_id"])
+            return self.holders.down(api, holder, body["previous_response_id"])
         return self._unavailable(api, name, replicas, failed)
 
     @staticmethod
@@ -237,60 +238,15 @@ class Router:
         """The backend that answered `response` (a remote one: forward's x-velollm-backend), None for none."""
         return response.headers.get(BACKEND_HEADER)
 
-    # --- responses stored by a replica ------------------------------------------------------------
-
-    def _holder(self, response_id: Any) -> Backend | tuple[str, str] | None:
-        """The backend that stored `response_id`: the one of its name, else one at its URL (renamed; an admitted one
-        first); (name, URL) it was stored by when no backend has either now; None for an id no backend stored."""
-        where = self.relayed.where(response_id)
-        if where is None:
-            return None
-        name, url = where
-        named = next((b for b in self.backends if b.name == name), None)
-        at_url = [b for b in self.backends if url and b.url == url]
-        return named or next((b for b in at_url if b.admitted), at_url[0] if at_url else where)
+    # --- responses stored by a replica (response_holders.py) ---------------------------------------
 
     def response_holder(self, response_id: object) -> str | None:
         """"backend <name> (<url>)" when a replica's own Responses API stored `response_id` (created through here)."""
-        backend = self._holder(response_id)
-        if isinstance(backend, tuple):
-            return f"backend {backend[0]!r} ({backend[1] or 'its url unknown'}, no longer configured)"
-        return f"backend {backend.name!r} ({backend.url})" if backend is not None else None
+        return self.holders.describe(response_id)
 
     async def relay_stored(self, request: Request, response_id: str) -> Response | None:
-        """A lookup of a response a replica stored (GET, its input_items, DELETE), answered by that replica; None
-        for an id none stored. That replica ejected: a 502 that says so (no other replica has the response)."""
-        backend = self._holder(response_id)
-        if backend is None:
-            return None
-        if isinstance(backend, tuple):
-            return self._holder_gone("openai", backend, response_id)
-        if not backend.admitted:
-            return self._holder_down("openai", backend, response_id)
-        answer = await backend.gateway.relay_lookup(request, response_id)
-        answer.headers[BACKEND_HEADER] = backend.name
-        return answer
-
-    @staticmethod
-    def _holder_down(api: Api, backend: Backend, response_id: str) -> Response:
-        """The 502 for a response whose replica is ejected: a 404 would tell the client that the response and its
-        conversation are gone, when they come back with the replica (the openai SDK retries a 502)."""
-        why = f" ({backend.health.reason})" if backend.health.reason else ""
-        return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {backend.name!r} "
-                                                 f"({backend.url}), which cannot take requests now{why}; no other "
-                                                 "backend holds it", type="server_error", code="backend_unavailable"))
-
-    @staticmethod
-    def _holder_gone(api: Api, where: tuple[str, str], response_id: str) -> Response:
-        """The 502 for a response whose replica the configuration no longer has (removed, or renamed and moved). Not
-        a 404, OpenAI's for an id it does not know: this one is known and likely still stored there, and a 404 tells
-        clients to drop the conversation, which comes back when the replica is configured again."""
-        name, url = where
-        at = f" ({url})" if url else ""
-        return error_response(api, APIError(502, f"response {response_id!r} is stored by backend {name!r}{at}, which "
-                                                 "this router's configuration no longer has (no backend of that name "
-                                                 "or url); configure it again to reach the response",
-                                            type="server_error", code="backend_not_configured"))
+        """A lookup of a response a replica stored, answered by that replica (ResponseHolders.relay)."""
+        return await self.holders.relay(request, response_id)
 
     def _held(self, response: Response, slot: Slot, backend: Backend, started: float) -> Response:
         """The slot (and the in-flight count) is held until the response's last byte, or until the
@@ -323,7 +279,8 @@ class Router:
         response.background = BackgroundTask(background)
         return response
 
-    def _unavailable(self, api: Api, name: str, replicas: list[Backend | LocalReplica], failed: Response | None) -> Response:
+    def _unavailable(self, api: Api, name: str, replicas: list[Backend | LocalReplica],
+                     failed: Response | None) -> Response:
         """No replica could take the request: an upstream's own error answer (a 500 it sent) as it is;
         otherwise (all ejected, unreachable, busy) 503 + Retry-After."""
         if failed is not None and failed.status_code not in (502, 503, 504):
@@ -386,7 +343,8 @@ class Router:
             logger.warning("backend %s: GET /api/ps answered %d without a model list; its running models are "
                            "not listed", b.name, status)
             return []
-        return [m for m in models if isinstance(m, dict) and b.configured_for(str(m.get("name") or m.get("model") or ""))]
+        return [m for m in models
+                if isinstance(m, dict) and b.configured_for(str(m.get("name") or m.get("model") or ""))]
 
     @property
     def metrics_collector(self) -> RouterMetrics:

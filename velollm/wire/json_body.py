@@ -12,10 +12,12 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from velollm.errors import InvalidRequest
 from velollm.wire import scope_state
+from velollm.wire.json_items import loads_by_items
 
 # Deeper than any request a client means to send (a tool schema 25 levels deep fits), far below the
 # interpreter's recursion limit, which every later reader (jsonschema, grammar compilers) must stay under.
@@ -41,10 +43,11 @@ def take_handed(scope: dict[str, Any]) -> dict[str, Any] | None:
     return scope_state.take(scope, _PARSED_BODY)
 
 
-def parse_json(data: bytes | str, what: str = "request body", prefix: str = "") -> Any:
+def parse_json(data: bytes | str, what: str = "request body", prefix: str = "",
+               loads: Callable[[bytes | str], Any] = json.loads) -> Any:
     """`data` parsed and checked (`check_json`); an InvalidRequest naming `what` / the field otherwise."""
     try:
-        value = json.loads(data)
+        value = loads(data)
     except RecursionError:
         top = _deep_field(data)
         raise InvalidRequest(f"{top or what} is nested more than {MAX_JSON_DEPTH} levels deep",
@@ -57,10 +60,11 @@ def parse_json(data: bytes | str, what: str = "request body", prefix: str = "") 
 
 async def parse_json_off_loop(data: bytes | str, what: str = "request body", prefix: str = "") -> Any:
     """`parse_json`, on a worker thread for a body of OFF_LOOP_BYTES or more (the event loop serves the other
-    requests meanwhile; json.loads itself still holds the GIL while it runs, a fraction of the time)."""
+    requests meanwhile), its top-level arrays read item by item (json_items: json.loads would hold the GIL, and
+    so the loop, until the whole body is read)."""
     if len(data) < OFF_LOOP_BYTES:
         return parse_json(data, what, prefix)
-    return await asyncio.to_thread(parse_json, data, what, prefix)
+    return await asyncio.to_thread(parse_json, data, what, prefix, loads_by_items)
 
 
 def check_json(value: Any, prefix: str = "") -> None:

@@ -194,3 +194,19 @@ def bound_schema(schema: Any, limits: GrammarLimits) -> Any:
 
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+
+def bound_tag_schemas(node: Any, limits: GrammarLimits) -> None:
+    """Every JSON schema inside a structural tag narrowed (bound_schema), in place; a tag's own whitespace
+    bound set from `limits` where it has none."""
+    if isinstance(node, list):
+        for item in node:
+            bound_tag_schemas(item, limits)
+    elif isinstance(node, dict):
+        if node.get("type") == "json_schema" and "json_schema" in node:
+            node["json_schema"] = bound_schema(node["json_schema"], limits)
+            if limits.max_whitespace is not None:
+                node.setdefault("max_whitespace_cnt", limits.max_whitespace)
+            return
+        for value in node.values():
+            bound_tag_schemas(value, limits)

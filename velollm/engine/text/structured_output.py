@@ -34,7 +34,8 @@ from velollm.engine.text.grammar_vocab import (
     starts_with_bitmask,
 )
 from velollm.engine.text.json_guard import JsonGuard
-from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema
+from velollm.engine.text.rule_merge import merge_identical_rules
+from velollm.engine.text.schema_bounds import JSON_OBJECT_SCHEMA, GrammarLimits, bound_schema, bound_tag_schemas
 from velollm.errors import InvalidRequest
 from velollm.sampling_params import ReasoningSpan, StructuredOutput
 
@@ -205,7 +206,7 @@ class StructuredOutputManager:
                 return CompiledSpec(self._compiler.compile_grammar(self._xgr.Grammar.from_regex(spec.value)), False)
             if spec.kind == "structural_tag":
                 tag = _load(spec)
-                _bound_schemas(tag, self.limits)
+                bound_tag_schemas(tag, self.limits)
                 grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
                 return CompiledSpec(grammar, True, tuple(_triggers(tag)))
         except InvalidRequest:
@@ -224,7 +225,7 @@ class StructuredOutputManager:
                 thinking = {"type": "optional", "content": thinking}
             tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
                 thinking, {"type": "regex", "pattern": _GAP_AFTER_REASONING}, answer]}}
-            _bound_schemas(tag, self.limits)
+            bound_tag_schemas(tag, self.limits)
             grammar = self._compile_patched(self._xgr.Grammar.from_structural_tag(json.dumps(tag)))
             return CompiledSpec(grammar, spec.kind not in ("ebnf", "regex"), tuple(_triggers(answer)), span)
         except InvalidRequest:
@@ -261,10 +262,16 @@ class StructuredOutputManager:
 
     def _compile_patched(self, grammar: Any) -> Any:
         # xgrammar 0.2.x writes strings with an explicit maxLength with a character class that
-        # admits raw control characters, which is invalid JSON: exclude them.
-        text = str(grammar)
-        if _LOOSE_STRING_CHAR in text:
-            grammar = self._xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHAR, _STRICT_STRING_CHAR))
+        # admits raw control characters, which is invalid JSON: exclude them. Each schema's copy of the
+        # JSON basics is merged into one (rule_merge: the compile time of many tools).
+        printed = str(grammar)
+        text = printed.replace(_LOOSE_STRING_CHAR, _STRICT_STRING_CHAR)
+        try:
+            grammar = self._xgr.Grammar.from_ebnf(merge_identical_rules(text))
+        except RuntimeError as e:  # a printed form xgrammar does not read back: compiled unmerged
+            logger.warning("grammar compiled without merging its rules: %s", _reason(e))
+            if text != printed:
+                grammar = self._xgr.Grammar.from_ebnf(text)
         return self._compiler.compile_grammar(grammar)
 
     def new_matcher(self, spec: StructuredOutput, max_tokens: int | None = None) -> GrammarMatcher:
@@ -383,17 +390,3 @@ def _triggers(node: Any) -> list[str]:
     own = list(node.get("triggers", [])) if node.get("type") == "triggered_tags" else []
     return own + [t for k, v in node.items() if isinstance(v, (dict, list)) for t in _triggers(v)]
 
-
-def _bound_schemas(node: Any, limits: GrammarLimits) -> None:
-    """Bound every JSON schema inside a structural tag, in place."""
-    if isinstance(node, list):
-        for item in node:
-            _bound_schemas(item, limits)
-    elif isinstance(node, dict):
-        if node.get("type") == "json_schema" and "json_schema" in node:
-            node["json_schema"] = bound_schema(node["json_schema"], limits)
-            if limits.max_whitespace is not None:
-                node.setdefault("max_whitespace_cnt", limits.max_whitespace)
-            return
-        for value in node.values():
-            _bound_schemas(value, limits)
