@@ -15,8 +15,10 @@ from .helpers import greedy, joined, make_engine, random_prompts, run_all
 
 
 def _poison(params: SamplingParams) -> None:
-    """Makes sampling raise inside the step: validation passed already, as a fault it misses would."""
-    params.stop_token_ids = [-100000]
+    """Makes sampling raise inside every step from now on (top-k logprobs past the vocabulary): validation passed
+    already, as a fault it misses would. Read each step, unlike the ids a request's first step puts on the device
+    once (sampler.RequestTensors), so it bites mid-answer too."""
+    params.logprobs = 1 << 40
 
 
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
@@ -54,8 +56,8 @@ def test_async_engine_fails_only_the_bad_stream(llama_folder, async_scheduling):
         return [d async for d in engine.generate(prompt, params)]
 
     async def poisoned(prompt):
-        # min_tokens spans the whole answer, so the poison (which bites while min_tokens masks) lands however
-        # many tokens the engine thread ran ahead of this coroutine on a busy machine
+        # min_tokens spans the whole answer, so the poison lands however many tokens the engine thread ran ahead
+        # of this coroutine on a busy machine
         params = greedy(256, min_tokens=256)
         async for _ in engine.generate(prompt, params):
             _poison(params)
