@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.api.conftest import ServerHandle, start_live, stop_live
+from tests.greedy_agreement import assert_greedy_agrees
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,17 @@ def _request(i: int) -> dict:
                 temperature=0, extra_body={"ignore_eos": True})
 
 
-def _stream(server: ServerHandle, i: int) -> tuple[str, str | None]:
-    chunks = list(_client(server).chat.completions.create(**_request(i), stream=True))
+def _stream(server: ServerHandle, i: int) -> tuple[str, str | None, list]:
+    chunks = list(_client(server).chat.completions.create(**_request(i), stream=True, logprobs=True, top_logprobs=2))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    return text, finishes[-1] if finishes else None
+    entries = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content or []]
+    return text, finishes[-1] if finishes else None, entries
+
+
+def _as_greedy(entries: list) -> tuple[list[str], list[dict[str, float]]]:
+    """OpenAI chat logprobs as tests/greedy_agreement.py reads them: the tokens, and per step token -> logprob."""
+    return [e.token for e in entries], [{t.token: t.logprob for t in [*e.top_logprobs, e]} for e in entries]
 
 
 def test_concurrent_streams_equal_the_sync_server(async_server, live_server):
@@ -43,9 +50,13 @@ def test_concurrent_streams_equal_the_sync_server(async_server, live_server):
     assert "async scheduling" not in live_server.log.read_text()
     with ThreadPoolExecutor(6) as pool:
         streamed = list(pool.map(lambda i: _stream(async_server, i), range(6)))
-    for i, (text, finish) in enumerate(streamed):
-        whole = _client(live_server).chat.completions.create(**_request(i))
-        assert (text, finish) == (whole.choices[0].message.content, "length")
+    for i, (text, finish, entries) in enumerate(streamed):
+        whole = _client(live_server).chat.completions.create(**_request(i), logprobs=True, top_logprobs=2)
+        assert finish == whole.choices[0].finish_reason == "length"
+        # batched against alone: equal up to a near tie (tests/greedy_agreement.py), and then the whole text
+        agreed = assert_greedy_agrees(*_as_greedy(entries), *_as_greedy(whole.choices[0].logprobs.content))
+        if agreed == len(entries):
+            assert text == whole.choices[0].message.content
     _assert_blocks_return(async_server)
 
 

@@ -74,6 +74,16 @@ def test_run_in_process_when_no_server_answers(tmp_path):
     assert "prompt eval count" in out.stderr
 
 
+def test_run_in_process_unknown_model_is_said_in_words(tmp_path):
+    """No server, a model nobody has: what went wrong in a line, as Ollama says it, not the loader's traceback
+    (the in-process server logged every failed load with logger.exception)."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out = velollm(url, tmp_path, "run", "no-such-model", "hi", timeout=300, VELOLLM_CACHE=str(tmp_path / "cache"))
+    assert out.returncode == 1
+    assert "Error: cannot run no-such-model: model 'no-such-model' not found" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_ps_show_stop(live, tmp_path):
     velollm(live, tmp_path, "run", "-o", "num_predict=2", "demo", "hi")  # loaded (pinned: the server's --model)
     ps = velollm(live, tmp_path, "ps")

@@ -40,3 +40,11 @@ def greedy(max_tokens: int = 32, **kwargs) -> SamplingParams:
 def random_prompts(lengths: list[int], seed: int = 0, vocab: int = 300) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+
+def joined(prompt: list[int], deltas: list) -> RequestOutput:
+    """One request's streamed deltas (AsyncEngine.generate) as its RequestOutput."""
+    out = RequestOutput(deltas[0].request_id if deltas else "", prompt)
+    for delta in deltas:
+        out.add(delta)
+    return out

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.engine.helpers import greedy, make_engine, random_prompts, run_all
+from tests.greedy_agreement import assert_greedy_agrees
 from velollm import LLM, SamplingParams
 from velollm import kernels
 from velollm.config import EngineConfig
@@ -124,9 +125,10 @@ def test_varlen_prefill_sees_what_the_fp8_cache_holds(llama_folder, monkeypatch)
         engine = make_engine(llama_folder, kv_cache_dtype="fp8", enable_prefix_caching=False)
         runs[path] = run_all(engine, prompts, params)
         engine.close()
-    for paged, varlen in zip(runs["paged"], runs["varlen"]):
-        assert paged.token_ids == varlen.token_ids
-        for a, b in zip(paged.logprobs, varlen.logprobs):
+    for paged, varlen in zip(runs["paged"], runs["varlen"], strict=True):
+        # equal up to a near tie (another CPU's kernels sum in another order): tokens and top-5 logprobs to there
+        agreed = assert_greedy_agrees(varlen.token_ids, varlen.logprobs, paged.token_ids, paged.logprobs, 1e-4, "paged")
+        for a, b in zip(paged.logprobs[:agreed], varlen.logprobs[:agreed]):
             assert max(abs(a[t] - b[t]) for t in a) < 1e-4
 
 

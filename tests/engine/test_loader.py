@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers
 
+from tests.greedy_agreement import assert_greedy_agrees, top_logprobs
 from velollm.engine.loader.hf_folder import load_hf_folder
 from velollm.engine.loader.safetensors import safetensors_files
 from velollm.errors import ModelLoadError
@@ -30,10 +31,12 @@ def test_sharded_checkpoint_loads_and_matches_transformers(sharded_folder):
     assert (sharded_folder / "model.safetensors.index.json").exists()
     assert len(safetensors_files(sharded_folder)) > 2
     prompt = random_prompts([20], seed=2)[0]
-    [out] = run_all(make_engine(sharded_folder), [prompt], greedy(12))
+    [out] = run_all(make_engine(sharded_folder), [prompt], greedy(12, logprobs=2))
     model = transformers.AutoModelForCausalLM.from_pretrained(sharded_folder, dtype=torch.float32)
-    ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12, min_new_tokens=12)
-    assert out.token_ids == ref[0, len(prompt):].tolist()
+    ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12, min_new_tokens=12,
+                         output_logits=True, return_dict_in_generate=True)
+    assert_greedy_agrees(out.token_ids, out.logprobs, ref.sequences[0, len(prompt):].tolist(), top_logprobs(ref.logits),
+                         what="transformers")
 
 
 def test_missing_shard_is_a_clear_error(sharded_folder, tmp_path):

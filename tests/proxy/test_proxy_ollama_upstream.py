@@ -347,3 +347,24 @@ def test_vllm_constraint_keys_become_format_or_a_400(fake_ollama, ollama_state, 
             client.chat.completions.create(**kw, extra_body=extra)
         assert err.value.body["param"] == param
     assert len(ollama_state.requests) == before
+
+
+WRONG_TYPES = [("temperature", "hot", "a number, got str"), ("top_p", [1], "a number, got list"),
+               ("presence_penalty", True, "a number, got bool"), ("seed", "7", "an integer, got str"),
+               ("seed", 1.5, "an integer, got 1.5")]
+
+
+@pytest.mark.parametrize(("field", "value", "must_be"), WRONG_TYPES)
+def test_a_sampling_field_of_the_wrong_type_is_a_400_before_ollama(fake_ollama, ollama_state, start_proxy, field,
+                                                                   value, must_be):
+    """The openai SDK's field of another type was sent to Ollama as an option, which Ollama refuses with a 500
+    (`option "temperature" must be of type float32`); a native model's route answers a 400 naming the field. The
+    proxy answers that 400, in the same words, and sends nothing; numbers go on."""
+    _, client = _clients(start_proxy(fake_ollama.url))
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="llama3.2", messages=messages, extra_body={field: value})
+    assert err.value.body["message"] == f"{field} must be {must_be}" and err.value.body["param"] == field
+    assert not ollama_state.requests
+    client.chat.completions.create(model="llama3.2", messages=messages, extra_body={field: 1.0})
+    assert ollama_state.requests[-1][1]["options"][field] == 1

@@ -47,3 +47,22 @@ def test_a_keep_alive_without_unit_is_ollamas_400(openai_upstream, start_proxy):
             call()
         assert err.value.status_code == 400 and "missing unit" in err.value.error
     assert not [p for p, _ in received if p != "/v1/models"]
+
+
+@pytest.mark.parametrize(("option", "value", "kind"), [("temperature", "hot", "float32"), ("top_p", [1], "float32"),
+                                                       ("repeat_penalty", True, "float32"), ("seed", "7", "integer"),
+                                                       ("top_k", {"k": 3}, "integer")])
+def test_an_option_of_the_wrong_type_is_ollamas_error_not_the_upstreams(openai_upstream, start_proxy, option, value,
+                                                                        kind):
+    """Ollama's Options.FromMap refuses a known option of another type (`option "x" must be of type float32`); the
+    conversion sent it on, and llama-cpp-python's answer was a 500 with a pydantic dump and its file path. Nothing
+    reaches the upstream; a number of either kind is taken (an integer option's truncated)."""
+    upstream, received = openai_upstream
+    client = ollama.Client(host=start_proxy(upstream.url).url, timeout=30)
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="m", messages=[{"role": "user", "content": "hi"}], options={option: value})
+    assert err.value.status_code == 400 and err.value.error == f'option "{option}" must be of type {kind}'
+    assert not [p for p, _ in received if p != "/v1/models"]
+    client.generate(model="m", prompt="hi", options={option: 2.5 if kind == "integer" else 0.5})
+    sent = received[-1][1]
+    assert sent.get({"repeat_penalty": "repetition_penalty"}.get(option, option)) == (2 if kind == "integer" else 0.5)

@@ -49,6 +49,7 @@ from velollm.api.registry import ModelRegistry
 from velollm.api.response_cache import open_cache
 from velollm.api.server_config import ServerConfig
 from velollm.api.targets import Upstream
+from velollm.errors import ModelNotFound, UnsupportedModel
 from velollm.wire.errors import APIError, api_of, error_response
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,10 @@ async def _load(config: ServerConfig, models: ModelRegistry,
     try:
         await models.load(config.models, config.served_names, config.engine)
     except Exception as exc:  # reported on /health; the CLI stops the server
-        logger.exception("loading models failed")
+        if isinstance(exc, (ModelNotFound, UnsupportedModel)):  # the model named, not the code: its message says all
+            logger.error("loading models failed: %s", exc)
+        else:
+            logger.exception("loading models failed")
         models.load_error = f"{type(exc).__name__}: {exc}"
         if on_load_error is not None:
             on_load_error(exc)

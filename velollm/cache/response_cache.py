@@ -217,13 +217,17 @@ def _device(device: str) -> str:
 
 
 def _embedding_dtype(device: str) -> Any:
-    """bfloat16 on a CPU with native bf16 dot products (AVX512-BF16, AMX): one short question embeds
-    about 1.3x faster than in float32 (benchmarks/cache.py latency), and its vector stays within cosine
-    0.9999 of the float32 one, far below what moves a pair across the threshold. Otherwise the
-    Embedder's default (float32 on CPU, float16 on GPU)."""
+    """bfloat16 on a CPU with native bf16 dot products (AVX512-BF16, AMX; velollm.hw.cpu_features, the rule of
+    the engine's dtype): one short question embeds about 1.3x faster than in float32 (benchmarks/cache.py
+    latency), and its vector stays within cosine 0.9999 of the float32 one, far below what moves a pair across
+    the threshold. Otherwise the Embedder's default (float32 on CPU, float16 on GPU). Not oneDNN's bf16 check
+    (torch.ops.mkldnn._is_mkldnn_bf16_supported): it answers yes for any AVX-512 CPU (AVX512BW/VL/DQ, e.g.
+    Skylake-SP), where bfloat16 is emulated and slower than float32."""
     import torch
 
-    if device == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    from velollm.hw import cpu_features
+
+    if device == "cpu" and cpu_features.has_native_bf16():
         return torch.bfloat16
     return None
 

@@ -27,9 +27,11 @@ from velollm.proxy.openai_via_ollama_forward import openai_via_ollama
 from velollm.proxy.schema_format import send_with_schema
 from velollm.proxy.sse_error_field import error_fields_as_data
 from velollm.proxy.sse_repair import OpenAIStreamRepair
+from velollm.proxy.stream_collapse import asks_whole, collapsed
 from velollm.proxy.think_split import split_events, split_json, splitter_for
 from velollm.proxy.upstream import Upstream, UpstreamBadAnswer, UpstreamUnavailable
 from velollm.proxy.upstream_answer import converted_error, error_answer, streaming
+from velollm.proxy.whole_as_stream import asks_events, sse_body
 from velollm.reasoning.openai_answer import OpenAIAnswerSplit
 from velollm.wire.disconnect import (
     STATUS_CLIENT_CLOSED,
@@ -90,8 +92,11 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, bo
             relay = split_events(relay, split)
         if repair is not None:
             relay = _repaired_lines(relay, repair) if api == "ollama" else _repaired_events(relay, repair)
+        if asks_whole(api, path, body):  # streamed all the same: the client reads one JSON body, not a stream
+            return await collapsed(relay, response, api, path, media_type, upstream.config.max_body_bytes)
         return streaming(relay, response, media_type)
-    if split is None and repair is None:
+    events = api == "openai" and asks_events(path, body)  # a stream asked for, a whole answer received
+    if split is None and repair is None and not events:
         return await _relayed_json(upstream, response, media_type)
     data = await upstream.read_body(response)  # rewritten whole: held, within --max-upstream-body
     _json_or_bad_answer(upstream, data)
@@ -99,6 +104,8 @@ async def _pass_through(upstream: Upstream, api: Api, method: str, path: str, bo
         data = split_json(data, split)
     if repair is not None:
         data = repair.json_body(data, api)
+    if events:
+        return Response(sse_body(json.loads(data), path, body), media_type="text/event-stream")
     return Response(data, media_type=media_type)
 
 

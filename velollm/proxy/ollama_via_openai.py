@@ -26,6 +26,7 @@ _OPTION_KEYS = (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "se
                 ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"))
 # Not in OpenAI's own API, but llama.cpp, vLLM and VeloLLM accept them: sent only when asked for.
 _EXTRA_OPTION_KEYS = (("top_k", "top_k"), ("min_p", "min_p"), ("repeat_penalty", "repetition_penalty"))
+_INTEGER_OPTIONS = frozenset({"seed", "top_k"})  # Go ints in Ollama's Options; the others are float32
 # Arguments that are no JSON, wrapped into the object Ollama's clients require (answer_repair unwraps them).
 RAW_ARGUMENTS = "_raw"
 
@@ -67,8 +68,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise InvalidRequest("options must be an object", param="options")
     for key, target in _OPTION_KEYS + _EXTRA_OPTION_KEYS:
-        if options.get(key) is not None:
-            out[target] = clamp_option(key, options[key])  # a temperature of -1 is Ollama's greedy, not a 400
+        if options.get(key) is not None:  # a temperature of -1 is Ollama's greedy, not a 400
+            out[target] = clamp_option(key, _typed_option(key, options[key]))
     if isinstance(options.get("stop"), str):  # as the native route and Ollama itself: an array or nothing
         raise InvalidRequest('option "stop" must be of type array (options.stop must be an array of strings, '
                              'got a string)', param="options.stop")
@@ -97,6 +98,16 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         if body.get("top_logprobs"):
             out["top_logprobs"] = body["top_logprobs"]
     return out
+
+
+def _typed_option(key: str, value: Any) -> float | int:
+    """An option's value as Ollama's Options.FromMap takes it: a float32 option any JSON number, an integer one any
+    number truncated. Anything else is its error, here a 400: sent on, the upstream refused it in its own words
+    (llama-cpp-python's 500 with a pydantic dump and a file path), or took a string for a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        kind = "integer" if key in _INTEGER_OPTIONS else "float32"
+        raise InvalidRequest(f'option "{key}" must be of type {kind}', param=f"options.{key}")
+    return int(value) if key in _INTEGER_OPTIONS else value
 
 
 def _num_predict(value: Any) -> int | None:

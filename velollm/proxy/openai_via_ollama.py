@@ -92,8 +92,8 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "temperature": 1.0 if body.get("temperature") is None else body["temperature"],
-        "top_p": 1.0 if body.get("top_p") is None else body["top_p"],
+        "temperature": 1.0 if body.get("temperature") is None else _number(body, "temperature"),
+        "top_p": 1.0 if body.get("top_p") is None else _number(body, "top_p"),
     }
     stop = body.get("stop")
     if stop:
@@ -105,8 +105,26 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
                         ("presence_penalty", "presence_penalty"), ("top_k", "top_k"), ("min_p", "min_p"),
                         ("repetition_penalty", "repeat_penalty")):
         if body.get(key) is not None:
-            options[target] = body[key]
+            options[target] = _number(body, key)
     return options
+
+
+_INTEGER_FIELDS = frozenset({"seed", "top_k"})
+
+
+def _number(body: dict[str, Any], key: str) -> int | float:
+    """A sampling field, of the type a native model's route takes (its 400 in the same words): sent on as it came,
+    Ollama refused it as an option (`option "temperature" must be of type float32`, a 500)."""
+    value = body[key]
+    if key in _INTEGER_FIELDS:
+        if isinstance(value, float) and value.is_integer():  # 2.0: an integer, as the native route takes it
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            got = repr(value) if isinstance(value, float) else type(value).__name__
+            raise InvalidRequest(f"{key} must be an integer, got {got}", param=key)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"{key} must be a number, got {type(value).__name__}", param=key)
+    return value
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:

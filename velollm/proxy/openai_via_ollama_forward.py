@@ -16,8 +16,9 @@ from velollm.errors import InvalidRequest
 from velollm.proxy import openai_via_ollama as o2l
 from velollm.proxy.answer_repair import AnswerRepair
 from velollm.proxy.forced_tool_call import as_call, forced_tools
+from velollm.proxy.stream_collapse import whole_ollama_answer
 from velollm.proxy.upstream import Upstream, UpstreamUnavailable
-from velollm.proxy.upstream_answer import converted_error, embed, error_answer, read_json, streaming
+from velollm.proxy.upstream_answer import converted_error, embed, error_answer, streaming
 from velollm.wire.embedding_base64 import ENCODING_FORMATS, float32_base64
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ async def openai_via_ollama(upstream: Upstream, path: str, body: dict[str, Any],
         return await converted_error(upstream, response, "openai")
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if not converted["stream"]:
-        answer = await read_json(upstream, response)
+        answer = await whole_ollama_answer(upstream, response, target)
         if path == "/v1/chat/completions" and isinstance(answer, dict) and forced_tools(body):
             answer = as_call(answer)
         if repair is not None and isinstance(answer, dict):
