@@ -213,8 +213,8 @@ def test_unterminated_template(olm, template):
 
 
 @pytest.mark.parametrize("template, error", [
-    ('{{ $x := "ab" }}' + '{{ range $.Messages }}{{ $x = printf "%s%s" $x $x }}' * 40 + "{{ end }}" * 40
-     + "{{ .Prompt }}", "exceeds 64 MiB"),  # 40 doublings: two terabytes
+    ('{{ $x := "ab" }}' + '{{ range $.Messages }}{{ $x = printf "%s%s%s%s" $x $x $x $x }}' * 20 + "{{ end }}" * 20
+     + "{{ .Prompt }}", "exceeds 64 MiB"),  # 20 nested quadruplings (within the 32 levels of nesting): 2 TB
     ('{{ printf "%9999999d" 1 }}' * 20 + "{{ .Prompt }}", "exceeds 64 MiB"),
     ("{{ if 1 }}" * 3000 + "{{ .Prompt }}" + "{{ end }}" * 3000, "nesting too deep"),
     # .Messages templates: Ollama's legacy last pass has no defines ("not defined" there)
