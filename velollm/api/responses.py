@@ -229,19 +229,28 @@ async def create_response(request: Request, state: AppState, call: Call) -> Resp
             return answer
         else:
             target = chat_target(target, answer)  # the replica that has no Responses API runs the chat
-    req = await parse_off_loop(parse_responses_request, await resolve_references(state, body))
-    if req.previous_response_id and stored is None:
-        raise not_found(req.previous_response_id, "previous_response_id")
-    running = state.background.get(req.previous_response_id) if req.previous_response_id else None
-    if running is not None and not running.done:
-        raise APIError(400, f"Previous response with id '{req.previous_response_id}' is still in progress: continue it "
-                            "once it has ended.", param="previous_response_id")
+    req = await parsed_continuation(state, body, stored, "continue it")
     turn = _Turn(state, req, stored, store_asked=body.get("store") is True)
     # a background answer always streams underneath: GET shows it as it goes, a cancel stops it at once
     chat = chat_body(turn.req, turn.messages, stream=True if req.background else None)
     if isinstance(target, UpstreamTarget):
         return await _via_upstream_chat(request, state, call, target, turn, chat)
     return await _native(request, state, call, target.model, turn, chat)
+
+
+async def parsed_continuation(state: AppState, body: dict[str, Any], stored: History | None,
+                              then: str) -> ResponsesRequest:
+    """The body read as a Responses request whose previous_response_id, if any, is `stored` (found in this
+    process's store) and has ended: a chain goes on from a finished answer only (`then`: what the 400 says to do
+    once it has, "continue it")."""
+    req = await parse_off_loop(parse_responses_request, await resolve_references(state, body))
+    if req.previous_response_id and stored is None:
+        raise not_found(req.previous_response_id, "previous_response_id")
+    running = state.background.get(req.previous_response_id) if req.previous_response_id else None
+    if running is not None and not running.done:
+        raise APIError(400, f"Previous response with id '{req.previous_response_id}' is still in progress: {then} "
+                            "once it has ended.", param="previous_response_id")
+    return req
 
 
 async def resolve_references(state: AppState, body: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from velollm.api.handler import AppState, Call, endpoint, forward_or_local, parse_off_loop, read_json, route
 from velollm.api.native_chat import chat_prompt
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.responses import in_responses_terms, in_store, not_found, resolve_references, truncated
+from velollm.api.responses import in_responses_terms, in_store, parsed_continuation, truncated
 from velollm.api.responses_upstream import NO_RESPONSES_API, asks_own_api, upstream_holding
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget
@@ -35,7 +35,6 @@ from velollm.responses import (
     ResponseStore,
     chat_body,
     conversation,
-    parse_responses_request,
 )
 from velollm.wire.errors import APIError
 
@@ -66,13 +65,7 @@ async def count_input_tokens(request: Request, state: AppState, call: Call) -> R
         elif holder is not None or answer.status_code not in NO_RESPONSES_API:
             return answer
         asked = True
-    req = await parse_off_loop(parse_responses_request, await resolve_references(state, body))
-    if req.previous_response_id and stored is None:
-        raise not_found(req.previous_response_id, "previous_response_id")
-    running = state.background.get(req.previous_response_id) if req.previous_response_id else None
-    if running is not None and not running.done:
-        raise APIError(400, f"Previous response with id '{req.previous_response_id}' is still in progress: count "
-                            "its continuation once it has ended.", param="previous_response_id")
+    req = await parsed_continuation(state, body, stored, "count its continuation")
     if isinstance(target, UpstreamTarget):
         if asked:
             raise not_counted(req.model)
