@@ -3,6 +3,7 @@ a stub engine that takes 5 ms a token (so that a response is still running when 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -226,44 +227,53 @@ def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
     assert stored["background"] is True and stored["output"][0]["status"] == "incomplete"
 
 
+class _ScriptedTurn:
+    """The side of a create that run_in_background drives (api/responses._Turn): a background request's shell, its
+    stream's opening events, and the statuses it was asked to store (`keep`, which each test scripts)."""
+
+    def __init__(self) -> None:
+        from velollm.responses import ResponseShell, parse_responses_request
+        self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
+        self.shell = ResponseShell(self.req)
+        self.kept: list[str] = []
+
+    async def keep(self, response):
+        self.kept.append(response["status"])
+
+    async def answer(self, stream, chunks, on_final):
+        for event in stream.start():
+            yield event
+        async for _ in chunks:
+            pass
+
+
+async def _forever():
+    """An answer that never comes: the run is cancelled or stopped while it waits."""
+    await asyncio.sleep(60)
+    yield {}
+
+
 def test_a_cancelled_run_whose_end_the_store_cannot_write_holds_it():
     """A cancel whose store write fails twice: the run ends cancelled all the same (it raised past the run, which
     kept its queued object)."""
-    import asyncio
     from types import SimpleNamespace
 
     from velollm.api.responses_background import run_in_background
-    from velollm.responses import ResponseShell, parse_responses_request
     from velollm.responses.background import BackgroundRuns
 
-    class Turn:
-        def __init__(self) -> None:
-            self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
-            self.shell = ResponseShell(self.req)
-            self.tries: list[str] = []
-
+    class Turn(_ScriptedTurn):
         async def keep(self, response):
-            self.tries.append(response["status"])
+            self.kept.append(response["status"])
             if response["status"] != "queued":
                 raise OSError("database is locked")
 
-        async def answer(self, stream, chunks, on_final):
-            for event in stream.start():
-                yield event
-            async for _ in chunks:
-                pass
-
-    async def forever():
-        await asyncio.sleep(60)
-        yield {}
-
     async def main() -> None:
         state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
-        await run_in_background(state, turn, forever())
+        await run_in_background(state, turn, _forever())
         run = state.background.get(turn.shell.id)
         await asyncio.sleep(0.01)
         await state.background.cancel(run)
-        assert turn.tries == ["queued", "cancelled", "cancelled"] and run.done
+        assert turn.kept == ["queued", "cancelled", "cancelled"] and run.done
         assert run.response["status"] == "cancelled"
 
     asyncio.run(main())
@@ -290,36 +300,19 @@ def test_cancel_on_the_real_engine_aborts_and_frees_its_blocks(live_server):
 def test_a_stop_while_a_cancel_stores_its_end_waits_for_it():
     """stop_all (shutdown) after a cancel whose run is storing its end: the store write is not cut (the response
     stayed queued)."""
-    import asyncio
     from types import SimpleNamespace
 
     from velollm.api.responses_background import run_in_background
-    from velollm.responses import ResponseShell, parse_responses_request
     from velollm.responses.background import BackgroundRuns
 
-    class Turn:
-        def __init__(self) -> None:
-            self.req = parse_responses_request({"model": "m", "input": "hi", "background": True})
-            self.shell = ResponseShell(self.req)
-            self.kept: list[str] = []
-
+    class Turn(_ScriptedTurn):
         async def keep(self, response):
             await asyncio.sleep(0.05)
             self.kept.append(response["status"])
 
-        async def answer(self, stream, chunks, on_final):
-            for event in stream.start():
-                yield event
-            async for _ in chunks:
-                pass
-
-    async def forever():
-        await asyncio.sleep(60)
-        yield {}
-
     async def main() -> None:
         state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
-        await run_in_background(state, turn, forever())
+        await run_in_background(state, turn, _forever())
         run = state.background.get(turn.shell.id)
         await asyncio.sleep(0.01)
         cancel = asyncio.create_task(state.background.cancel(run))
