@@ -15,6 +15,7 @@ from typing import Any
 from velollm.errors import InvalidRequest
 from velollm.proxy.forced_tool_call import call_format, forced_tools
 from velollm.proxy.message_calls import message_tool_calls
+from velollm.proxy.openai_numbers import max_tokens_field, sampling_number
 from velollm.reasoning import ThinkSetting
 from velollm.wire.errors import APIError, error_code, openai_error_body
 from velollm.wire.framing import SSE_DONE, sse_event
@@ -92,53 +93,21 @@ def _common(body: dict[str, Any], out: dict[str, Any]) -> None:
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "temperature": 1.0 if body.get("temperature") is None else _number(body, "temperature"),
-        "top_p": 1.0 if body.get("top_p") is None else _number(body, "top_p"),
+        "temperature": 1.0 if body.get("temperature") is None else sampling_number(body, "temperature"),
+        "top_p": 1.0 if body.get("top_p") is None else sampling_number(body, "top_p"),
     }
     stop = body.get("stop")
     if stop:
         options["stop"] = _stop_list(stop)
-    max_tokens = _max_tokens(body)
+    max_tokens = max_tokens_field(body)
     if max_tokens is not None:
         options["num_predict"] = max_tokens
     for key, target in (("seed", "seed"), ("frequency_penalty", "frequency_penalty"),
                         ("presence_penalty", "presence_penalty"), ("top_k", "top_k"), ("min_p", "min_p"),
                         ("repetition_penalty", "repeat_penalty")):
         if body.get(key) is not None:
-            options[target] = _number(body, key)
+            options[target] = sampling_number(body, key)
     return options
-
-
-_INTEGER_FIELDS = frozenset({"seed", "top_k"})
-
-
-def _number(body: dict[str, Any], key: str) -> int | float:
-    """A sampling field, of the type a native model's route takes (its 400 in the same words): sent on as it came,
-    Ollama refused it as an option (`option "temperature" must be of type float32`, a 500)."""
-    value = body[key]
-    if key in _INTEGER_FIELDS:
-        if isinstance(value, float) and value.is_integer():  # 2.0: an integer, as the native route takes it
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            got = repr(value) if isinstance(value, float) else type(value).__name__
-            raise InvalidRequest(f"{key} must be an integer, got {got}", param=key)
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(f"{key} must be a number, got {type(value).__name__}", param=key)
-    return value
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    """max_completion_tokens (else max_tokens), an integer of at least 1 as OpenAI wants: 0 or a negative one
-    would reach Ollama as num_predict 0 / -1, which is no limit at all (an answer to the end of the context)."""
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise InvalidRequest(f"{key} must be an integer, got {value!r}", param=key)
-    if value < 1:
-        raise InvalidRequest(f"{key} must be at least 1, got {value!r}", param=key)
-    return int(value)
 
 
 def _stop_list(stop: Any) -> list[str]:
