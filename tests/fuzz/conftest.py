@@ -5,13 +5,12 @@ front of it (the proxy path); a watcher that times /health all along. Both run o
 from __future__ import annotations
 
 import os
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
@@ -26,33 +25,39 @@ HEALTH_BOUND_S = 1.0
 
 @dataclass
 class HealthWatch:
-    """GET /health every 0.2 s in a thread; the slowest answer (or failure) is what the tests check."""
+    """/health polled every 0.2 s by its own process (health_probe.py); `window()` gives the slowest answer
+    and the failures since the previous call, so that each test is judged on what happened while it ran."""
 
     url: str
+    log: Path
     slowest_s: float = 0.0
     failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _offset: int = 0
 
-    def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.wait(0.2):
-                t0 = time.perf_counter()
-                try:
-                    status = client.get(f"{self.url}/health").status_code
-                    if status != 200:
-                        self.failures.append(f"/health answered {status}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"/health failed: {exc!r}")
-                self.slowest_s = max(self.slowest_s, time.perf_counter() - t0)
+    def window(self) -> HealthWatch:
+        """The answers logged since the previous window (only whole lines), as a HealthWatch of their own."""
+        with open(self.log, "rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+        data = data[:data.rfind(b"\n") + 1]
+        self._offset += len(data)
+        seen = HealthWatch(self.url, self.log)
+        for line in data.decode().splitlines():
+            seconds, outcome = line.split(" ", 1)
+            seen.slowest_s = max(seen.slowest_s, float(seconds))
+            if outcome != "200":
+                seen.failures.append(f"/health answered {outcome}")
+        return seen
 
     def __enter__(self) -> HealthWatch:
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
+        self.log.touch()
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz.health_probe", self.url, str(self.log)],
+                                      cwd=Path(__file__).resolve().parents[2])
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
+        self._proc.kill()
+        self._proc.wait(timeout=15)
 
 
 @dataclass
@@ -66,7 +71,7 @@ def _serve(tmp: Path, store: FuzzStore, *args: str) -> Iterator[FuzzTarget]:
     proc, url, log, _ = start_serve(tmp, *args, env={"OLLAMA_MODELS": str(store.root)})
     try:
         check_isolated(proc.pid, store)
-        with HealthWatch(url) as health:
+        with HealthWatch(url, log.with_name(f"{log.stem}-health.log")) as health:
             yield FuzzTarget(url, log, health)
     finally:
         stop_serve(proc)
