@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -58,8 +59,11 @@ _PARAM = {
 CACHE_BYTES = 256 << 20
 
 
-def _size(compiled: CompiledSpec) -> int:
-    return int(getattr(compiled.grammar, "memory_size_bytes", 0))
+def _size(key: tuple[Any, ...], compiled: CompiledSpec) -> int:
+    """An entry's bytes: the compiled grammar's and its key's, whose spec text (a tool set's JSON, up to
+    0.4 MB) the cache keeps alive too: 256 tool sets whose long descriptions compile to small grammars
+    could hold 100 MB the bound did not count."""
+    return int(getattr(compiled.grammar, "memory_size_bytes", 0)) + sys.getsizeof(key[1])  # key: _key's
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,11 @@ class StructuredOutputManager:
                 compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
             with self._lock:
                 old = self._cache.pop(key, None)
-                self._num_cached_bytes += _size(compiled) - (_size(old) if old is not None else 0)
+                self._num_cached_bytes += _size(key, compiled) - (_size(key, old) if old is not None else 0)
                 self._cache[key] = compiled
                 while len(self._cache) > 1 and (len(self._cache) > self._cache_size
                                                 or self._num_cached_bytes > self._cache_bytes):
-                    self._num_cached_bytes -= _size(self._cache.popitem(last=False)[1])
+                    self._num_cached_bytes -= _size(*self._cache.popitem(last=False))
         finally:
             with self._lock:
                 del self._compiling[key]
