@@ -197,6 +197,24 @@ def test_a_tags_schemas_are_bounded_in_place() -> None:
     assert "maxItems" not in array  # the schema given is copied, not narrowed
 
 
+@pytest.mark.parametrize("bad", [0, -1])
+def test_whitespace_bound_is_at_least_one(bad: int) -> None:
+    """No whitespace at all cannot be said in a structural tag (xgrammar: max_whitespace_cnt must be positive):
+    a tool call's grammar under max_whitespace=0 failed to compile, every request with tools a 400."""
+    with pytest.raises(ValueError, match="max_whitespace"):
+        GrammarLimits(max_whitespace=bad)
+
+
+@pytest.mark.parametrize("max_whitespace", [1, None])
+def test_the_least_whitespace_bounds_schemas_and_tool_calls(byte_bpe: Tokenizer, max_whitespace: int | None) -> None:
+    """The smallest whitespace bound there is (1) and none compile schemas and structural tags alike."""
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1,
+                                      limits=GrammarLimits(max_whitespace=max_whitespace))
+    for spec in (StructuredOutput("json_schema", json.dumps(ALL[0])), tool_call_constraint(TOOLS, "auto"),
+                 tool_call_constraint(TOOLS, "required")):
+        assert manager.new_matcher(spec, MAX_TOKENS) is not None
+
+
 @pytest.mark.parametrize("family", list(ToolFamily))
 @pytest.mark.parametrize("choice", ["required", "named"])
 @pytest.mark.parametrize("parallel", [True, False])

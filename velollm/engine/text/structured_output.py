@@ -258,8 +258,8 @@ class StructuredOutputManager:
     def _compile_schema(self, schema: Any) -> Any:
         grammar = self._xgr.Grammar.from_json_schema(
             json.dumps(schema),
-            any_whitespace=self.limits.max_whitespace != 0,
-            max_whitespace_cnt=self.limits.max_whitespace or None,
+            any_whitespace=True,
+            max_whitespace_cnt=self.limits.max_whitespace,
             strict_mode=True,
         )
         return self._compile_patched(grammar)
