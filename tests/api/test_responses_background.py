@@ -322,3 +322,33 @@ def test_a_stop_while_a_cancel_stores_its_end_waits_for_it():
         assert turn.kept == ["queued", "cancelled"] and run.response["status"] == "cancelled"
 
     asyncio.run(main())
+
+
+def test_a_reader_whose_next_events_were_let_go_gets_a_numbered_error_event():
+    """A reader so slow that the run's cap let its next events go: the stream ends in an `error` event (code
+    events_dropped) numbered as the first event it missed, which the SDK's ResponseErrorEvent requires (it had no
+    sequence_number)."""
+    import json
+
+    from openai.types.responses import ResponseErrorEvent
+
+    from velollm.api.responses_background import events_answer
+    from velollm.responses.background import BackgroundRun
+
+    def delta(seq: int) -> dict:
+        return {"type": "response.output_text.delta", "sequence_number": seq, "delta": "y" * 40}
+
+    async def main() -> list[bytes]:
+        run = BackgroundRun({"id": "resp_1", "status": "in_progress"}, max_event_bytes=1000)
+        run.add(delta(0))
+        frames = events_answer(run, None).body_iterator
+        read = [await frames.__anext__()]
+        for seq in range(1, 50):  # the reader away: the oldest go
+            run.add(delta(seq))
+        run.finish({"id": "resp_1", "status": "completed"})
+        return read + [frame async for frame in frames]
+
+    events = [json.loads(frame.split(b"data: ", 1)[1]) for frame in asyncio.run(main())]
+    assert [e["sequence_number"] for e in events] == [0, 1]
+    error = ResponseErrorEvent.model_validate(events[1])
+    assert error.code == "events_dropped" and "starting_after" in error.message

@@ -163,7 +163,10 @@ async def _frames(run: BackgroundRun, after: int | None) -> AsyncIterator[bytes]
         async for frame in run.frames(after):
             yield frame
     except EventsGone as exc:  # a reader so slow that the run's cap let its next events go
-        yield sse_frame({"type": "error", "code": "events_dropped", "message": str(exc), "param": None})
+        # numbered as the first event it missed: every streamed event has a sequence_number (the SDK's error event
+        # requires one), and the stream it read stays unbroken up to here
+        yield sse_frame({"type": "error", "sequence_number": exc.first_missing, "code": "events_dropped",
+                         "message": str(exc), "param": None})
 
 
 def not_streamable(response_id: str) -> APIError:
