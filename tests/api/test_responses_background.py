@@ -100,16 +100,24 @@ def test_the_background_responses_gauge_counts_the_runs_in_flight(client, slow):
 
 
 def test_a_followed_stream_ends_when_the_run_is_cancelled(client, slow):
+    """A cancel while the SDK follows the stream: it ends with `response.incomplete` holding the response, status
+    cancelled, after the cut item's done events (the stream just ended, as a dropped connection ends)."""
     created = client.responses.create(**ASK, background=True, **LONG)
     _until(client, created.id, lambda r: r.status == "in_progress")
-    with httpx.Client(timeout=30) as http, http.stream("GET", f"{slow.url}/v1/responses/{created.id}",
-                                                        params={"stream": "true"}) as followed:
-        assert followed.headers["content-type"].startswith("text/event-stream")
-        lines = followed.iter_lines()
-        assert next(lines) == "event: response.created"
-        client.responses.cancel(created.id)
-        rest = list(lines)  # ends: no more events
-    assert not any("response.completed" in line or "response.incomplete" in line for line in rest)
+    events: list = []
+    with client.responses.retrieve(created.id, stream=True) as followed:
+        for event in followed:
+            if event.type == "response.output_text.delta" and not any(e.type == event.type for e in events):
+                client.responses.cancel(created.id)  # at its first text
+            events.append(event)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in events[-3:]] == ["response.content_part.done", "response.output_item.done",
+                                            "response.incomplete"]
+    final = events[-1].response
+    assert final.status == "cancelled" and final.output[0].status == events[-2].item.status == "incomplete"
+    assert final.output_text == "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert final.model_dump() == client.responses.retrieve(created.id).model_dump()
+    assert list(client.responses.retrieve(created.id, stream=True, starting_after=events[-1].sequence_number)) == []
 
 
 def test_cancel_and_stream_errors(client, slow):
@@ -352,3 +360,4 @@ def test_a_reader_whose_next_events_were_let_go_gets_a_numbered_error_event():
     assert [e["sequence_number"] for e in events] == [0, 1]
     error = ResponseErrorEvent.model_validate(events[1])
     assert error.code == "events_dropped" and "starting_after" in error.message
+

@@ -5,7 +5,8 @@ runs on as a task of the server (velollm/responses/background.py), not of the HT
 cancels nothing. Its engine request (or upstream chat stream) was started by the create, so a 400 or a full queue
 is still the create's answer. `GET /v1/responses/{id}` shows it in progress (the output so far), then as stored;
 `?stream=true&starting_after=N` replays its events after N, then follows the new ones. `POST .../cancel` stops it:
-`cancelled`, with what it said so far, its engine request aborted (its KV blocks freed).
+`cancelled`, with what it said so far, its engine request aborted (its KV blocks freed); its stream ends with
+`response.incomplete` holding the cancelled response (event_stream.ResponseEventStream.cancel).
 
 At shutdown the runs in flight end `failed` (server_error: the server stopped), stored so; a row a process left
 queued or in progress reads as failed in the same way when a store is next opened and that process is gone (it
@@ -104,11 +105,12 @@ async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[d
     except asyncio.CancelledError:
         run.finishing = True  # ending now: a second cancel (a stop at shutdown) must not cut the storing
         if run.stop_reason == "shutdown":
-            for event in stream.fail(SHUTDOWN_MESSAGE, "server_error"):
-                run.add(event)
+            events = stream.fail(SHUTDOWN_MESSAGE, "server_error")
         else:
-            stream.cancel()
+            events = stream.cancel()
         await keep_end(turn.keep, stream.response)  # else the run holds it (the module)
+        for event in events:  # with run.finish below, no await between: a GET on seeing them finds the end
+            run.add(event)
     run.finish(stream.response)
 
 
