@@ -361,3 +361,26 @@ def test_a_reader_whose_next_events_were_let_go_gets_a_numbered_error_event():
     error = ResponseErrorEvent.model_validate(events[1])
     assert error.code == "events_dropped" and "starting_after" in error.message
 
+
+def test_a_stream_asked_after_the_events_were_let_go_is_openai_s_400():
+    """GET ?stream=true of a background response whose run is no longer kept (KEEP_S after its end, or past the
+    count and bytes kept): OpenAI's 400 for a stream asked too late ("This response can no longer be streamed
+    because it is more than 5 minutes old"), with the reason; not its events made again from the stored object,
+    whose sequence numbers would not be those a client resuming after starting_after counted."""
+    port = free_port()
+    app = stub_app(StubEngine(), port=port)
+    app.state.velollm.background.keep_s = 0.0  # a run is let go as soon as it has ended
+    with ThreadedServer(app, port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+        created = client.responses.create(**ASK, background=True, stream=True, max_output_tokens=3)
+        events = list(created)
+        assert events[-1].type == "response.incomplete"
+        response_id = events[0].response.id
+        assert client.responses.retrieve(response_id).status == "incomplete"  # stored
+        for after in ({}, {"starting_after": events[-2].sequence_number}):
+            with pytest.raises(openai.BadRequestError) as late:
+                list(client.responses.retrieve(response_id, stream=True, **after))
+            body = late.value.body
+            assert body["type"] == "invalid_request_error" and body["param"] == "stream"
+            assert body["message"].startswith("This response can no longer be streamed because its events are no "
+                                              "longer held: they are kept 0 minutes after")

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from velollm.api.handler import AppState
 from velollm.responses import ResponseEventStream, ResponseShell, ResponsesRequest, sse_frame
-from velollm.responses.background import BackgroundRun, EventsGone
+from velollm.responses.background import BackgroundRun, BackgroundRuns, EventsGone
 from velollm.responses.store import INTERRUPTED
 from velollm.wire.errors import APIError
 from velollm.wire.framing import SSE_MEDIA_TYPE
@@ -176,9 +176,14 @@ def not_streamable(response_id: str) -> APIError:
                          "response's events can be streamed again; retrieve it without stream.", param="stream")
 
 
-def events_gone(response_id: str) -> APIError:
-    return APIError(400, f"The events of response '{response_id}' are no longer held (they are kept a while after a "
-                         "background response ends); retrieve it without stream.", param="stream")
+def events_gone(runs: BackgroundRuns) -> APIError:
+    """A stream asked of a background response whose events have been let go (background.py's limits): OpenAI's
+    400 for a stream asked too late ("This response can no longer be streamed because it is more than 5 minutes
+    old", openai/openai-python#2828), with our reason. Not its events made again from the stored object: their
+    sequence numbers would not be the ones a client resuming after `starting_after` counted."""
+    return APIError(400, f"This response can no longer be streamed because its events are no longer held: they are "
+                         f"kept {runs.keep_s / 60:g} minutes after a background response ends, and for the last "
+                         f"{runs.keep_finished} to end. Retrieve it without stream.", param="stream")
 
 
 def not_cancellable(response_id: str) -> APIError:
