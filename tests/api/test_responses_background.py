@@ -384,3 +384,35 @@ def test_a_stream_asked_after_the_events_were_let_go_is_openai_s_400():
             assert body["type"] == "invalid_request_error" and body["param"] == "stream"
             assert body["message"].startswith("This response can no longer be streamed because its events are no "
                                               "longer held: they are kept 0 minutes after")
+
+
+@pytest.mark.parametrize(("failures", "stored", "status"), [(1, "incomplete", "incomplete"), (2, "failed", "failed"),
+                                                           (99, None, "failed")])
+def test_a_whole_answer_whose_store_write_fails_is_still_answered(client, monkeypatch, failures, stored, status):
+    """A whole (non-stream, not background) response the store cannot write: tried once more; failing again it is
+    answered failed (server_error, its output kept) and stored so if it can be, as a stream's and a background run's
+    end. It was an HTTP 500, the answer the engine made lost."""
+    import sqlite3
+
+    from velollm.responses import ResponseStore
+
+    put, written, left = ResponseStore.put, [], [failures]
+
+    def flaky(store, response, *args):
+        if left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        put(store, response, *args)
+        written.append(response["status"])
+
+    monkeypatch.setattr(ResponseStore, "put", flaky)
+    answered = client.responses.create(**ASK, max_output_tokens=5, extra_body={"ignore_eos": True})
+    assert answered.status == status and len(answered.output_text) == 5  # what the engine made, either way
+    assert written == ([stored] if stored else [])
+    if status == "failed":
+        assert answered.error.code == "server_error" and answered.error.message == "the response could not be stored"
+    if stored:
+        assert client.responses.retrieve(answered.id).model_dump() == answered.model_dump()
+    else:
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(answered.id)
