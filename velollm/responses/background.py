@@ -27,6 +27,7 @@ MAX_EVENT_BYTES = 4 << 20  # a run's frames (about 25,000 text deltas)
 KEEP_FINISHED = 64
 KEEP_BYTES = 64 << 20  # the finished runs' frames, all together
 KEEP_S = 600.0
+FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")  # each holds the response's end
 
 
 class EventsGone(LookupError):
@@ -59,6 +60,9 @@ class BackgroundRun:
         self._wake = asyncio.Event()
 
     def add(self, event: dict[str, Any]) -> None:
+        if event["type"] in FINAL_EVENTS:  # a GET by a reader that saw it finds that end (not the run mid-answer)
+            self.response = event["response"]
+            self.snapshot = lambda: self.response
         frame = sse_frame(event)
         self._frames.append(frame)
         self.num_bytes += len(frame)
