@@ -275,14 +275,18 @@ def test_a_cancelled_run_whose_end_the_store_cannot_write_holds_it():
             if response["status"] != "queued":
                 raise OSError("database is locked")
 
+    skipped: list = []
+
     async def main() -> None:
-        state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
+        metrics = SimpleNamespace(observe_store_skip=lambda *labels: skipped.append(labels))
+        state, turn = SimpleNamespace(background=BackgroundRuns(), metrics=metrics), Turn()
         await run_in_background(state, turn, _forever())
         run = state.background.get(turn.shell.id)
         await asyncio.sleep(0.01)
         await state.background.cancel(run)
         assert turn.kept == ["queued", "cancelled", "cancelled"] and run.done
         assert run.response["status"] == "cancelled"
+        assert skipped == [("responses", "write_failed")]  # velollm_store_rows_skipped
 
     asyncio.run(main())
 
@@ -388,10 +392,12 @@ def test_a_stream_asked_after_the_events_were_let_go_is_openai_s_400():
 
 @pytest.mark.parametrize(("failures", "stored", "status"), [(1, "incomplete", "incomplete"), (2, "failed", "failed"),
                                                            (99, None, "failed")])
-def test_a_whole_answer_whose_store_write_fails_is_still_answered(client, monkeypatch, failures, stored, status):
+def test_a_whole_answer_whose_store_write_fails_is_still_answered(client, slow, monkeypatch, failures, stored,
+                                                                  status):
     """A whole (non-stream, not background) response the store cannot write: tried once more; failing again it is
     answered failed (server_error, its output kept) and stored so if it can be, as a stream's and a background run's
-    end. It was an HTTP 500, the answer the engine made lost."""
+    end, and counted (velollm_store_rows_skipped, write_failed). It was an HTTP 500, the answer the engine made
+    lost."""
     import sqlite3
 
     from velollm.responses import ResponseStore
@@ -406,7 +412,10 @@ def test_a_whole_answer_whose_store_write_fails_is_still_answered(client, monkey
         written.append(response["status"])
 
     monkeypatch.setattr(ResponseStore, "put", flaky)
+    skipped = slow.metric("velollm_store_rows_skipped_total", store="responses", outcome="write_failed")
     answered = client.responses.create(**ASK, max_output_tokens=5, extra_body={"ignore_eos": True})
+    assert slow.metric("velollm_store_rows_skipped_total", store="responses",
+                       outcome="write_failed") == skipped + (failures > 1)
     assert answered.status == status and len(answered.output_text) == 5  # what the engine made, either way
     assert written == ([stored] if stored else [])
     if status == "failed":

@@ -173,7 +173,10 @@ class _Turn:
         failed (server_error, "the response could not be stored"), its output kept, and that stored if it can be,
         as a streamed answer (`answer`) and a background run end: the client gets what the engine made, and the
         status says that its id will not continue a conversation. It was an HTTP error, the answer lost."""
-        if await keep_end(self.keep, response) or response["status"] == "failed":
+        if await keep_end(self.keep, response):
+            return response
+        store_cap.write_failed(self.state, response["id"])
+        if response["status"] == "failed":
             return response
         failed = {**response, "status": "failed", "completed_at": None, "incomplete_details": None,
                   "error": {"code": "server_error", "message": UNSTORED_MESSAGE}}
@@ -202,9 +205,11 @@ class _Turn:
             if close is not None:
                 await close()
         on_final()
-        if not await keep_end(self.keep, stream.response) and stream.response["status"] != "failed":
-            events = stream.fail_instead(events, UNSTORED_MESSAGE, "server_error")
-            await keep_end(self.keep, stream.response)
+        if not await keep_end(self.keep, stream.response):
+            store_cap.write_failed(self.state, stream.response["id"])
+            if stream.response["status"] != "failed":
+                events = stream.fail_instead(events, UNSTORED_MESSAGE, "server_error")
+                await keep_end(self.keep, stream.response)
         for event in events:
             yield event
 

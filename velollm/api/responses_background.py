@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 
+from velollm.api import store_cap
 from velollm.api.handler import AppState
 from velollm.responses import ResponseEventStream, ResponseShell, ResponsesRequest, sse_frame
 from velollm.responses.background import BackgroundRun, BackgroundRuns, EventsGone
@@ -74,7 +75,7 @@ async def run_in_background(state: AppState, turn: Turn, chunks: AsyncIterator[d
     run.snapshot = stream.snapshot
 
     async def work(run: BackgroundRun) -> None:
-        await _work(turn, stream, chunks, close, run)
+        await _work(state, turn, stream, chunks, close, run)
 
     state.background.start(run, work)
     if turn.req.stream:
@@ -91,7 +92,7 @@ async def _close(chunks: AsyncIterator[dict[str, Any]], close: Callable[[], Awai
         await close()
 
 
-async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
+async def _work(state: AppState, turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
                 close: Callable[[], Awaitable[None]], run: BackgroundRun) -> None:
     def final() -> None:
         run.finishing = True
@@ -108,7 +109,8 @@ async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[d
             events = stream.fail(SHUTDOWN_MESSAGE, "server_error")
         else:
             events = stream.cancel()
-        await keep_end(turn.keep, stream.response)  # else the run holds it (the module)
+        if not await keep_end(turn.keep, stream.response):  # the run holds it (the module)
+            store_cap.write_failed(state, run.id)
         for event in events:  # with run.finish below, no await between: a GET on seeing them finds the end
             run.add(event)
     run.finish(stream.response)
