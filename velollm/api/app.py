@@ -27,6 +27,7 @@ from velollm.api import (
     responses,
     responses_count,
     responses_lookup,
+    responses_store,
     status_page,
     stored_chat,
 )
@@ -257,7 +258,7 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             if config.prune_blobs:
                 await _prune(models)
             tasks.append(asyncio.create_task(_load(config, models, on_load_error)))
-        await responses.open_existing_store(state)  # before the server listens: its conversion waits for nothing
+        await responses_store.open_existing_store(state)  # before the server listens: its conversion waits for nothing
         if config.stats_interval_s > 0:
             tasks.append(asyncio.create_task(StatsLogger(models, state.metrics, config.stats_interval_s).run()))
         try:
