@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from velollm.api.fields import Fields
 from velollm.api.ollama_models import human_number
 from velollm.api.ollama_template import render
 from velollm.api.protocol_ollama import parse_chat_request as ollama_chat
@@ -18,6 +17,7 @@ from velollm.commands import serve
 from velollm.config import EngineConfig, KernelSwitches
 from velollm.errors import ContextOverflow, InvalidRequest
 from velollm.output_budget import fit_max_tokens
+from velollm.request_fields import Fields
 from velollm.wire.keep_alive import keep_alive_seconds
 
 MSGS = [{"role": "user", "content": "hi"}]

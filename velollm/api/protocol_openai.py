@@ -13,10 +13,10 @@ from typing import Any
 
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
-from velollm.api.fields import Fields
 from velollm.api.vllm_structured import vllm_structured_output
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
+from velollm.request_fields import Fields
 from velollm.sampling_params import MAX_LOGPROBS, SamplingParams, StructuredOutput
 from velollm.wire.legacy_functions import as_tools
 

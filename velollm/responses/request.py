@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+from velollm.request_fields import Fields
 from velollm.wire.metadata import check_metadata, check_user
 
 # Accepted and echoed or ignored as OpenAI allows; anything else unknown is left alone, as the
