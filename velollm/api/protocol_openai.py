@@ -17,7 +17,7 @@ from velollm.api.vllm_structured import vllm_structured_output
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
 from velollm.request_fields import Fields
-from velollm.sampling_params import MAX_LOGPROBS, SamplingParams, StructuredOutput
+from velollm.sampling_params import MAX_LOGPROBS, SEED_MAX, SEED_MIN, SamplingParams, StructuredOutput
 from velollm.wire.legacy_functions import as_tools
 
 
@@ -212,7 +212,7 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
         presence_penalty=f.float("presence_penalty", 0.0),
         frequency_penalty=f.float("frequency_penalty", 0.0),
         repetition_penalty=f.float("repetition_penalty", 1.0),
-        seed=f.int("seed", None, lo=-(2**63), hi=2**64 - 1),
+        seed=f.int("seed", None, lo=SEED_MIN, hi=SEED_MAX),
         max_tokens=max_tokens,
         min_tokens=f.int("min_tokens", 0),
         stop=f.str_list("stop", []),
