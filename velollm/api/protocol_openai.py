@@ -86,15 +86,16 @@ def _stream_config(f: Fields) -> StreamConfig:
 
 
 def _logit_bias(f: Fields) -> dict[int, float]:
+    """Token id -> bias; each value read as any number field is (an integer no float holds, 10**400, was a 500)."""
     bias = {}
-    for key, value in f.dict("logit_bias", {}).items():
+    raw = f.dict("logit_bias", {})
+    values = Fields(raw, f.name("logit_bias."))
+    for key in raw:
         try:
             token_id = int(key)
         except (TypeError, ValueError):
             raise f.bad("logit_bias", f"keys must be token ids, got {key!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise f.bad("logit_bias", f"values must be numbers, got {value!r}")
-        bias[token_id] = float(value)
+        bias[token_id] = values.float(key)
     return bias
 
 

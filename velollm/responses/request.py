@@ -159,8 +159,10 @@ def _int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> 
 
 
 def _number(body: Mapping[str, Any], name: str) -> float | None:
-    value = _typed(body, name, (int, float), "a number")
-    return None if value is None else float(value)
+    """Its type in the Responses API's words; its range (finite, one a float holds: 10**400 was a 500) as every
+    number field's (Fields)."""
+    _typed(body, name, (int, float), "a number")
+    return Fields(body).float(name, None)
 
 
 def parse_responses_request(body: Any) -> ResponsesRequest:
