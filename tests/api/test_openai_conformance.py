@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
+import ollama
 import openai
 import pytest
 
@@ -27,6 +29,23 @@ def test_developer_role_is_system_for_templates_without_it(live_server):
     assert dev.choices[0].message.content == sys.choices[0].message.content
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(messages=[{"role": "bogus", "content": "x"}], **kw)
+
+
+def test_a_later_system_message_is_a_system_turn_on_the_demo(live_server):
+    """A system message after the first turn (an app steering a running chat) was a 400 'chat template rejected
+    the conversation: unsupported role: system' on the demo model, on /v1 and /api/chat alike: its template,
+    written after Llama 3.1's, took a system message only first, where Llama 3.1's renders one in its place."""
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "why?"}]
+    r = oai(live_server).chat.completions.create(model="demo", messages=messages, max_tokens=2, temperature=0)
+    assert r.choices[0].finish_reason == "length"
+    answer = ollama.Client(host=live_server.url).chat(model="demo", messages=messages, options={"num_predict": 2})
+    assert answer.done_reason == "length"
+    rendered = httpx.post(f"{live_server.url}/api/chat", timeout=60, json={
+        "model": "demo", "messages": messages, "stream": False, "_debug_render_only": True}).json()
+    assert ("hello<|eot_id|><|start_header_id|>system<|end_header_id|>\n\nAnswer in French.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nwhy?") in rendered["_debug_info"]["rendered_template"]
 
 
 def test_responses_include_of_an_unknown_value_is_a_400(live_server):
