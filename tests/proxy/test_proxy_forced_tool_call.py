@@ -55,6 +55,29 @@ def test_forced_choice_answers_a_call(proxy, choice, names, stream):
             jsonschema.validate(json.loads(arguments), SCHEMAS[name])
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_responses_forced_choice_answers_a_call(proxy, stream):
+    """A Responses create runs on the Ollama upstream's chat, whose forced call comes whole, its events held in one
+    body: the streamed create read that body as one JSON object and ended `response.failed` ('internal error:
+    Expecting value'), where the same create unstreamed answered the call."""
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key="x", max_retries=0, timeout=120)
+    tools = [{"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"],
+              "strict": False} for t in TOOLS]
+    kw = {"model": "demo", "input": "weather?", "tools": tools, "tool_choice": "required", "max_output_tokens": 96}
+    if stream:
+        with client.responses.stream(**kw) as events:
+            types = [e.type for e in events]
+            response = events.get_final_response()
+        assert "response.function_call_arguments.done" in types
+    else:
+        response = client.responses.create(**kw)
+    assert response.status == "completed"
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert calls and all(call.name in SCHEMAS for call in calls)
+    for call in calls:
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+
+
 def test_langchain_function_calling_structured_output(proxy):
     from langchain_openai import ChatOpenAI
     from pydantic import BaseModel
