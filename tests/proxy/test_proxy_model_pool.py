@@ -22,11 +22,14 @@ class FakeEngines:
         self.loaded: set[str] = set()
         self.max_loaded = 0
         self.loads: list[str] = []
+        self.began: list[str] = []  # loads started, in order (a test may wait for one to be under way)
         self.lock = threading.Lock()
 
     def load(self, name: str) -> FakeEngine:
         if name == "bad":
             raise RuntimeError("corrupt model")
+        with self.lock:
+            self.began.append(name)
         time.sleep(self.load_seconds)
         if self.held is not None:
             assert self.held.wait(30), "the test never let the load end"
