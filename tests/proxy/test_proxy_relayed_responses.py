@@ -90,6 +90,30 @@ def test_a_chain_stored_upstream_goes_on_there_for_a_model_run_here(upstream):
         front_server.stop()
 
 
+def test_a_chain_stored_here_goes_on_for_a_model_an_upstream_with_its_own_api_serves(upstream):
+    """A response this process stored (its own engine's) continued on a model of an upstream with its own
+    Responses API: the upstream has not got the chain, so the create runs on its chat route with the conversation
+    rebuilt here, and is stored here like the chain before it (retrievable, input_items, continued on either model);
+    the upstream stores nothing of it."""
+    front_server = _velollm("mine", upstream=UpstreamGateway(UpstreamConfig(url=upstream.url, kind="openai")))
+    try:
+        front = _client(front_server.url)
+        first = front.responses.create(model="mine", input="hi", max_output_tokens=4)
+        second, third = continue_twice(front, first, "demo")
+        for made in (second, third):
+            assert made.model == "demo" and front.responses.retrieve(made.id).output_text == made.output_text
+            with pytest.raises(openai.NotFoundError):
+                _client(upstream.url).responses.retrieve(made.id)
+        assert message_roles(front.responses.input_items.list(third.id, order="asc").data) == MESSAGE_ROLES
+        counted = front.responses.input_tokens.count(model="demo", input="and", previous_response_id=third.id)
+        fourth = front.responses.create(model="demo", input="and", previous_response_id=third.id, max_output_tokens=2)
+        assert counted.input_tokens == fourth.usage.input_tokens > third.usage.input_tokens
+        back = front.responses.create(model="mine", input="and", previous_response_id=fourth.id, max_output_tokens=2)
+        assert back.previous_response_id == fourth.id and back.usage.input_tokens > fourth.usage.input_tokens
+    finally:
+        front_server.stop()
+
+
 def test_a_restarted_proxy_still_finds_them(upstream, tmp_path):
     """The ids are kept beside the local store (as `velollm serve` puts it: relayed_responses.sqlite), so that the
     responses the upstream holds outlive a restart of the proxy, as the proxy's own stored responses do."""

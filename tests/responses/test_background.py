@@ -188,3 +188,15 @@ def test_a_run_whose_work_fails_is_logged_and_ended(caplog):
 
     asyncio.run(main())
     assert "background response resp_1 failed" in caplog.text and "disk full" in caplog.text
+
+
+def test_the_final_event_out_is_what_the_run_shows():
+    """A run whose final event is out shows that end, also before it is done (its engine request still closing):
+    a client that read response.completed and then GET the response got the run mid-answer, in_progress."""
+    run = BackgroundRun({"id": "resp_1", "status": "queued"})
+    run.snapshot = lambda: {"id": "resp_1", "status": "in_progress"}  # the stream's, mid-answer
+    run.add(_event(0))
+    assert run.snapshot()["status"] == "in_progress"
+    final = {"id": "resp_1", "status": "completed", "output": []}
+    run.add({"type": "response.completed", "sequence_number": 1, "response": final})
+    assert not run.done and run.snapshot() is final and run.response is final

@@ -172,6 +172,12 @@ def test_a_background_stream_starts_queued_shows_its_progress_and_can_be_cancell
     assert midway.status == "in_progress" and midway.output_text == "Hel"
     assert midway.output[0].content[0].text == "hmm" and stream.response["output"] == []  # its own copy
     stream.chunk(_chunk({"content": "lo"}))
-    cancelled = Response.model_validate(stream.cancel())
+    ending = stream.cancel()  # the cut item's done events, then the response in response.incomplete
+    for event in ending:
+        _strict(event)
+    assert [e["type"] for e in ending] == ["response.output_text.done", "response.content_part.done",
+                                           "response.output_item.done", "response.incomplete"]
+    cancelled = Response.model_validate(ending[-1]["response"])
     assert cancelled.status == "cancelled" and cancelled.output_text == "Hello"
+    assert stream.response is ending[-1]["response"]
     assert [o.status for o in cancelled.output] == ["completed", "incomplete"]  # the cut item

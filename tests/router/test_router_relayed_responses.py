@@ -152,3 +152,33 @@ def test_a_count_continuing_a_response_goes_to_the_replica_that_stored_it(replic
         assert counted.parse().input_tokens == created.usage.input_tokens
     finally:
         server.stop()
+
+
+def test_a_chain_stored_by_the_router_goes_on_on_a_replica_with_its_own_api(replicas, tmp_path):
+    """A response the router's own engine made and stored, continued on a model its replicas serve (kind velollm:
+    their own Responses API): the chain is the router's, so the create runs on a replica's chat route with the
+    conversation rebuilt here, and the router stores it (retrievable through it, unknown to the replicas)."""
+    from tests.api.stub_engine import StubEngine
+    from velollm.api.app import create_app
+    from velollm.api.server_config import ServerConfig
+    from velollm.router.config import load_config
+    from velollm.router.router import Router
+
+    path = tmp_path / "velollm.toml"
+    path.write_text(config_toml(replica_backends(replicas), health_interval_s=0))
+    app = create_app(ServerConfig(stats_interval_s=0), {"mine": StubEngine()}, upstream=Router(load_config(path)))
+    server = ThreadServer(app).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        first = front.responses.create(model="mine", input="hi", max_output_tokens=4)
+        second, third = continue_twice(front, first)
+        for made in (second, third):
+            assert made.model == "demo" and front.responses.retrieve(made.id).output_text == made.output_text
+            for replica in replicas:
+                assert httpx.get(f"{replica.url}/v1/responses/{made.id}").status_code == 404
+        assert message_roles(front.responses.input_items.list(third.id, order="asc").data) == MESSAGE_ROLES
+        counted = front.responses.input_tokens.count(model="demo", input="and", previous_response_id=third.id)
+        fourth = front.responses.create(model="demo", input="and", previous_response_id=third.id, max_output_tokens=2)
+        assert counted.input_tokens == fourth.usage.input_tokens
+    finally:
+        server.stop()

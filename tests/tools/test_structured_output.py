@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -196,6 +197,24 @@ def test_a_tags_schemas_are_bounded_in_place() -> None:
     assert "maxItems" not in array  # the schema given is copied, not narrowed
 
 
+@pytest.mark.parametrize("bad", [0, -1])
+def test_whitespace_bound_is_at_least_one(bad: int) -> None:
+    """No whitespace at all cannot be said in a structural tag (xgrammar: max_whitespace_cnt must be positive):
+    a tool call's grammar under max_whitespace=0 failed to compile, every request with tools a 400."""
+    with pytest.raises(ValueError, match="max_whitespace"):
+        GrammarLimits(max_whitespace=bad)
+
+
+@pytest.mark.parametrize("max_whitespace", [1, None])
+def test_the_least_whitespace_bounds_schemas_and_tool_calls(byte_bpe: Tokenizer, max_whitespace: int | None) -> None:
+    """The smallest whitespace bound there is (1) and none compile schemas and structural tags alike."""
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1,
+                                      limits=GrammarLimits(max_whitespace=max_whitespace))
+    for spec in (StructuredOutput("json_schema", json.dumps(ALL[0])), tool_call_constraint(TOOLS, "auto"),
+                 tool_call_constraint(TOOLS, "required")):
+        assert manager.new_matcher(spec, MAX_TOKENS) is not None
+
+
 @pytest.mark.parametrize("family", list(ToolFamily))
 @pytest.mark.parametrize("choice", ["required", "named"])
 @pytest.mark.parametrize("parallel", [True, False])
@@ -312,8 +331,25 @@ def test_compiled_grammars_are_bounded_in_bytes(byte_bpe: Tokenizer) -> None:
                                                           "required": [f"k{i}"]})) for i in range(30)]
     compiled = [manager.compile(spec) for spec in specs]
     assert 1 <= manager.num_cached < 30 and manager.num_cached_bytes <= 3 * one
-    assert manager.num_cached_bytes == sum(c.grammar.memory_size_bytes for c in compiled[-manager.num_cached:])
+    kept = range(30 - manager.num_cached, 30)
+    assert manager.num_cached_bytes == sum(compiled[i].grammar.memory_size_bytes + sys.getsizeof(specs[i].value)
+                                           for i in kept)
     assert manager.compile(specs[-1]) is compiled[-1] and manager.compile(specs[0]) is not compiled[0]
+
+
+def test_cached_grammars_count_their_spec_text(byte_bpe: Tokenizer) -> None:
+    """A spec's text is the cache's key, kept alive with the grammar: a tool set of long descriptions (0.2 MB
+    each here) compiles to a small grammar, and 256 of them held 50 MB past a 1 MB bound."""
+    limit = 1 << 20
+    manager = StructuredOutputManager(byte_bpe, byte_bpe.vocab_size, max_threads=1, cache_bytes=limit)
+    specs = [StructuredOutput("json_schema", json.dumps({"type": "object", "description": f"{i} " + "x" * 200_000,
+                                                          "properties": {"k": {"type": "string"}}}))
+             for i in range(12)]
+    compiled = [manager.compile(spec) for spec in specs]
+    assert all(c.grammar.memory_size_bytes < 100_000 for c in compiled)  # the text is most of each entry
+    assert 1 <= manager.num_cached <= 5 and manager.num_cached_bytes <= limit
+    assert manager.num_cached_bytes >= sum(len(spec.value) for spec in specs[-manager.num_cached:])
+    assert manager.compile(specs[-1]) is compiled[-1]
 
 
 def test_more_threads_than_cores_start_without_xgrammars_warning(byte_bpe: Tokenizer, capfd) -> None:

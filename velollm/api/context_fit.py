@@ -109,7 +109,7 @@ def _lingua(path: str | None, device: str) -> LinguaStep | None:
 
 async def fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                    *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
-                   num_keep: int = 4, shift: bool = True) -> FittedPrompt:
+                   num_keep: int = 4, shift: bool = True, counting: bool = False) -> FittedPrompt:
     """The prompt that runs for `messages`: per the request's overflow mode, else the server's, else the
     API's default (error on /v1, truncate on /api). With prefetch on, the plan that fitted the
     conversation's previous turn is applied again while its result fits (same cut, same summary, so the
@@ -118,11 +118,15 @@ async def fit_chat(state: AppState, served: ServedModel, messages: Messages, ren
     On /api, what dropping turns cannot fit is cut at the token level as Ollama's runner cuts it (the first
     `num_keep` ids and the tail: ContextFitter), and a context overflow says so in Ollama's words; without
     `shift` (Ollama's `shift: false`) no room is kept for the answer (answer_reserve). /v1 keeps OpenAI's
-    context_length_exceeded (OpenAI never cuts a message)."""
+    context_length_exceeded (OpenAI never cuts a message).
+
+    `counting`: the prompt is fitted only to be counted (/v1/responses/input_tokens), so the overflow metrics
+    and the fit plans are left as they are; a summary it needs is made and cached as a create's is, so the
+    create that follows the count finds it and does not summarise again."""
     try:
         return await _fit_chat(state, served, messages, render, api=api, requested=requested,
                                context_len=context_len, max_tokens=max_tokens,
-                               num_keep=num_keep if api == "ollama" else None, shift=shift)
+                               num_keep=num_keep if api == "ollama" else None, shift=shift, counting=counting)
     except ContextOverflow as e:
         if api != "ollama":
             raise
@@ -144,7 +148,7 @@ def ollama_overflow(e: ContextOverflow) -> ContextOverflow:
 
 async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, render: Render,
                     *, api: str, requested: str | None, context_len: int, max_tokens: int | None,
-                    num_keep: int | None, shift: bool) -> FittedPrompt:
+                    num_keep: int | None, shift: bool, counting: bool) -> FittedPrompt:
     ctx = context_state(state)
     mode = resolve_overflow(requested, state.config.context_overflow, api)  # type: ignore[arg-type]
     turns = ctx.turn_cache(served.name) if state.config.prefetch else None
@@ -169,6 +173,8 @@ async def _fit_chat(state: AppState, served: ServedModel, messages: Messages, re
                 and len(fitted.token_ids) <= context_len - reserve and fitted.cut is None:  # else no summary fits
             summarizer = ModelSummarizer(served.engine, ctx.summary_cache(served.name))
             fitted = await _summarize(fitter, summarizer, compressor, messages, fitted, context_len, reserve)
+    if counting:
+        return fitted
     if plans is not None and (made := fitted.plan(context_len)) is not None:
         plans.put(digests, made)
     ctx.metrics.observe(served.name, fitted.report, fitted.num_reused)

@@ -155,7 +155,8 @@ class ServerMetrics:
         self.store_rows_skipped = Counter(
             "velollm_store_rows_skipped", "Stored responses and chat completions not kept for being over "
             "--responses-max-row-size, by store (responses, chat_completions) and outcome (refused: a 400 before "
-            "generation; unstored: answered, not stored)", ["store", "outcome"], registry=self.registry)
+            "generation; unstored: answered, not stored); and responses whose end the store could not write, "
+            "tried twice (write_failed: answered failed)", ["store", "outcome"], registry=self.registry)
         self.store_rows_evicted = Counter(
             "velollm_store_rows_evicted", "Stored responses and chat completions taken out by a retention limit, "
             "by store (responses, chat_completions) and limit (age: 30 days; count: --responses-max; size: "

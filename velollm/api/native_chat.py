@@ -66,9 +66,10 @@ class ChatPrompt:
     fitted: FittedPrompt
 
 
-async def chat_prompt(state: AppState, served: ServedModel, req: ChatCompletionRequest) -> ChatPrompt:
+async def chat_prompt(state: AppState, served: ServedModel, req: ChatCompletionRequest,
+                      counting: bool = False) -> ChatPrompt:
     """The prompt the request runs with: the chat template (thinking mode, tools, the model's preamble),
-    fitted to the context per the request's overflow mode."""
+    fitted to the context per the request's overflow mode (`counting`: only to count it, context_fit.fit_chat)."""
     engine = served.engine
     tokenizer = engine.tokenizer
     plan = think_plan(tokenizer, req.think, served.name, strict=False)  # reasoning_effort: accepted anywhere
@@ -87,7 +88,7 @@ async def chat_prompt(state: AppState, served: ServedModel, req: ChatCompletionR
                                    info.default_system, info.default_messages)
     render = chat_renderer(tokenizer, tools, template_kwargs, req.continue_final_message)
     fitted = await fit_chat(state, served, messages, render, api="openai", requested=req.context_overflow,
-                            context_len=engine.max_model_len, max_tokens=params.max_tokens)
+                            context_len=engine.max_model_len, max_tokens=params.max_tokens, counting=counting)
     if tools is not None:
         tools.use_fitted(fitted, engine.max_model_len)
     return ChatPrompt(plan, tools, params, render, fitted)

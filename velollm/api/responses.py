@@ -3,12 +3,13 @@ the answer run by the server and polled or followed, responses_background.py's).
 
 A create request is routed by its model first. An upstream that has its own Responses API gets the
 request as sent, and keeps the response: its id lookups and a create continuing it are that upstream's
-(the gateway remembers who stored which id: velollm/proxy/relayed_responses.py); otherwise (a native model, or an upstream with chat only) the request becomes a chat
-completion (velollm/responses), run natively through the same path as /v1/chat/completions or asked
-of the upstream's chat route, and its answer becomes the Response object or the typed stream events.
-With `store` (the default) the response and its conversation are kept in the ResponseStore, so that
-`previous_response_id` continues it and `GET /v1/responses/{id}` returns it; one over the store's row cap
-is not (store_cap.py: a 400 when `store: true` was sent and the input alone is over, else `store: false`).
+(the gateway remembers who stored which id: velollm/proxy/relayed_responses.py); otherwise (a native model, or an
+upstream with chat only) the request becomes a chat completion (velollm/responses), run natively through the same
+path as /v1/chat/completions or asked of the upstream's chat route, and its answer becomes the Response object or
+the typed stream events. With `store` (the default) the response and its conversation are kept in the ResponseStore,
+so that `previous_response_id` continues it and `GET /v1/responses/{id}` returns it; one over the store's row cap
+is not (store_cap.py: a 400 when `store: true` was sent and the input alone is over, else `store: false`). One the
+store fails to write (tried twice) is answered failed, its output kept (_Turn.kept, _Turn.answer).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ async def open_existing_store(state: AppState) -> None:
 
 async def in_store(state: AppState, call: Callable[..., _T], *args: Any) -> _T:
     """`call(store, *args)` in a worker thread; the store is opened in one too, when start-up did not open it
-    (open_existing_store: a new file, or one that failed then). Also the stored chat completions' way in (stored_chat.py)."""
+    (open_existing_store: a new file, or one that failed then). Also the stored chat completions' way in
+    (stored_chat.py)."""
     if state.responses is None:
         store = await asyncio.to_thread(_open, state)
         if state.responses is None:
@@ -166,6 +168,21 @@ class _Turn:
             if self.req.background:
                 await in_store(self.state, ResponseStore.delete, response["id"])
 
+    async def kept(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A whole answer's `response`, stored (keep_end: tried twice). One the store could not keep is answered
+        failed (server_error, "the response could not be stored"), its output kept, and that stored if it can be,
+        as a streamed answer (`answer`) and a background run end: the client gets what the engine made, and the
+        status says that its id will not continue a conversation. It was an HTTP error, the answer lost."""
+        if await keep_end(self.keep, response):
+            return response
+        store_cap.write_failed(self.state, response["id"])
+        if response["status"] == "failed":
+            return response
+        failed = {**response, "status": "failed", "completed_at": None, "incomplete_details": None,
+                  "error": {"code": "server_error", "message": UNSTORED_MESSAGE}}
+        await keep_end(self.keep, failed)
+        return failed
+
     async def answer(self, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
                      on_final: Callable[[], None] = lambda: None) -> AsyncIterator[dict[str, Any]]:
         """The stream events of the chat answer in `chunks`; the final response is kept before the final events go
@@ -188,9 +205,11 @@ class _Turn:
             if close is not None:
                 await close()
         on_final()
-        if not await keep_end(self.keep, stream.response) and stream.response["status"] != "failed":
-            events = stream.fail_instead(events, UNSTORED_MESSAGE, "server_error")
-            await keep_end(self.keep, stream.response)
+        if not await keep_end(self.keep, stream.response):
+            store_cap.write_failed(self.state, stream.response["id"])
+            if stream.response["status"] != "failed":
+                events = stream.fail_instead(events, UNSTORED_MESSAGE, "server_error")
+                await keep_end(self.keep, stream.response)
         for event in events:
             yield event
 
@@ -290,8 +309,7 @@ async def _from_cache(state: AppState, call: Call, body: dict[str, Any], cached:
     for chunk in replay_chunks(cached):
         stream.chunk(chunk)
     stream.finish()
-    await turn.keep(stream.response)
-    return JSONResponse(stream.response)
+    return JSONResponse(await turn.kept(stream.response))
 
 
 # Chat field names -> the Responses request's, first match wins (chat_body made the one from the other).
@@ -351,9 +369,7 @@ async def _native(request: Request, state: AppState, call: Call, served: Any, tu
     finally:
         await gen.aclose()
     state.metrics.observe_request(call.model, call.endpoint, 200, call.elapsed())
-    response = turn.shell.from_chat_completion(completion)
-    await turn.keep(response)
-    return JSONResponse(response)
+    return JSONResponse(await turn.kept(turn.shell.from_chat_completion(completion)))
 
 
 async def _via_upstream_chat(request: Request, state: AppState, call: Call, target: UpstreamTarget, turn: _Turn,
@@ -390,9 +406,7 @@ async def _as_response(turn: _Turn, answer: Response) -> Response:
     # A whole answer over the proxy's check size (proxy/forward.VALIDATED_BYTES, 1 MiB: a long one with
     # top_logprobs) comes relayed as it arrives, a StreamingResponse: it was a 500 here (no `.body`).
     body = b"".join([part async for part in answer_bytes(answer)])
-    response = turn.shell.from_chat_completion(json.loads(body))
-    await turn.keep(response)
-    return JSONResponse(response)
+    return JSONResponse(await turn.kept(turn.shell.from_chat_completion(json.loads(body))))
 
 
 def routes() -> list[Route]:

@@ -5,7 +5,8 @@ runs on as a task of the server (velollm/responses/background.py), not of the HT
 cancels nothing. Its engine request (or upstream chat stream) was started by the create, so a 400 or a full queue
 is still the create's answer. `GET /v1/responses/{id}` shows it in progress (the output so far), then as stored;
 `?stream=true&starting_after=N` replays its events after N, then follows the new ones. `POST .../cancel` stops it:
-`cancelled`, with what it said so far, its engine request aborted (its KV blocks freed).
+`cancelled`, with what it said so far, its engine request aborted (its KV blocks freed); its stream ends with
+`response.incomplete` holding the cancelled response (event_stream.ResponseEventStream.cancel).
 
 At shutdown the runs in flight end `failed` (server_error: the server stopped), stored so; a row a process left
 queued or in progress reads as failed in the same way when a store is next opened and that process is gone (it
@@ -28,9 +29,10 @@ from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 
+from velollm.api import store_cap
 from velollm.api.handler import AppState
 from velollm.responses import ResponseEventStream, ResponseShell, ResponsesRequest, sse_frame
-from velollm.responses.background import BackgroundRun, EventsGone
+from velollm.responses.background import BackgroundRun, BackgroundRuns, EventsGone
 from velollm.responses.store import INTERRUPTED
 from velollm.wire.errors import APIError
 from velollm.wire.framing import SSE_MEDIA_TYPE
@@ -73,7 +75,7 @@ async def run_in_background(state: AppState, turn: Turn, chunks: AsyncIterator[d
     run.snapshot = stream.snapshot
 
     async def work(run: BackgroundRun) -> None:
-        await _work(turn, stream, chunks, close, run)
+        await _work(state, turn, stream, chunks, close, run)
 
     state.background.start(run, work)
     if turn.req.stream:
@@ -90,7 +92,7 @@ async def _close(chunks: AsyncIterator[dict[str, Any]], close: Callable[[], Awai
         await close()
 
 
-async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
+async def _work(state: AppState, turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[dict[str, Any]],
                 close: Callable[[], Awaitable[None]], run: BackgroundRun) -> None:
     def final() -> None:
         run.finishing = True
@@ -104,11 +106,13 @@ async def _work(turn: Turn, stream: ResponseEventStream, chunks: AsyncIterator[d
     except asyncio.CancelledError:
         run.finishing = True  # ending now: a second cancel (a stop at shutdown) must not cut the storing
         if run.stop_reason == "shutdown":
-            for event in stream.fail(SHUTDOWN_MESSAGE, "server_error"):
-                run.add(event)
+            events = stream.fail(SHUTDOWN_MESSAGE, "server_error")
         else:
-            stream.cancel()
-        await keep_end(turn.keep, stream.response)  # else the run holds it (the module)
+            events = stream.cancel()
+        if not await keep_end(turn.keep, stream.response):  # the run holds it (the module)
+            store_cap.write_failed(state, run.id)
+        for event in events:  # with run.finish below, no await between: a GET on seeing them finds the end
+            run.add(event)
     run.finish(stream.response)
 
 
@@ -163,7 +167,10 @@ async def _frames(run: BackgroundRun, after: int | None) -> AsyncIterator[bytes]
         async for frame in run.frames(after):
             yield frame
     except EventsGone as exc:  # a reader so slow that the run's cap let its next events go
-        yield sse_frame({"type": "error", "code": "events_dropped", "message": str(exc), "param": None})
+        # numbered as the first event it missed: every streamed event has a sequence_number (the SDK's error event
+        # requires one), and the stream it read stays unbroken up to here
+        yield sse_frame({"type": "error", "sequence_number": exc.first_missing, "code": "events_dropped",
+                         "message": str(exc), "param": None})
 
 
 def not_streamable(response_id: str) -> APIError:
@@ -171,9 +178,14 @@ def not_streamable(response_id: str) -> APIError:
                          "response's events can be streamed again; retrieve it without stream.", param="stream")
 
 
-def events_gone(response_id: str) -> APIError:
-    return APIError(400, f"The events of response '{response_id}' are no longer held (they are kept a while after a "
-                         "background response ends); retrieve it without stream.", param="stream")
+def events_gone(runs: BackgroundRuns) -> APIError:
+    """A stream asked of a background response whose events have been let go (background.py's limits): OpenAI's
+    400 for a stream asked too late ("This response can no longer be streamed because it is more than 5 minutes
+    old", openai/openai-python#2828), with our reason. Not its events made again from the stored object: their
+    sequence numbers would not be the ones a client resuming after `starting_after` counted."""
+    return APIError(400, f"This response can no longer be streamed because its events are no longer held: they are "
+                         f"kept {runs.keep_s / 60:g} minutes after a background response ends, and for the last "
+                         f"{runs.keep_finished} to end. Retrieve it without stream.", param="stream")
 
 
 def not_cancellable(response_id: str) -> APIError:

@@ -4,6 +4,10 @@ same request would use, counted without running it.
 A native model's count is the prompt a create renders: the same conversion of the input items, instructions, tools
 and previous_response_id chain into the chat body (api/responses.py), the same chat template and context fit
 (native_chat.chat_prompt); so it equals the create's `usage.input_tokens`. Its errors are the create's too.
+A prompt over the context is counted as the create would send it after its overflow handling (truncation auto,
+or the server's --context-overflow): the count is what the model sees, as OpenAI's is. It moves no overflow
+metric; under summarize (or compress) it needs the summary, which is made once and cached, so the create that
+follows reuses it (a count alone pays that generation, as the create would).
 
 An upstream with its own Responses API counts for itself (its answer relayed, as is the answer of the upstream
 holding the previous response). One whose creates run on its chat route (a VeloLLM found by the kind probe) is
@@ -77,7 +81,8 @@ async def count_input_tokens(request: Request, state: AppState, call: Call) -> R
         target = NativeTarget(answer)
     chat = chat_body(req, conversation(req, stored.messages if stored is not None else []))
     try:
-        prompt = await chat_prompt(state, target.model, await parse_off_loop(parse_chat_request, truncated(req, chat)))
+        prompt = await chat_prompt(state, target.model, await parse_off_loop(parse_chat_request, truncated(req, chat)),
+                                   counting=True)
     except InvalidRequest as exc:
         raise in_responses_terms(exc) from exc
     return JSONResponse({"object": "response.input_tokens", "input_tokens": len(prompt.fitted.token_ids)})

@@ -60,7 +60,7 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
     if stored is None:
         return await _relayed(request, state, response_id)
     if stream:
-        raise events_gone(response_id) if stored.get("background") else not_streamable(response_id)
+        raise events_gone(state.background) if stored.get("background") else not_streamable(response_id)
     return JSONResponse(stored)
 
 

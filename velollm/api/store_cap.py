@@ -43,3 +43,10 @@ def unstored(state: AppState, store: str, row_id: str, exc: RowTooLarge | int) -
     state.metrics.observe_store_skip(store, "unstored")
     logger.warning("%s %s not stored: %d bytes as stored, over the row cap of %d (--responses-max-row-size)",
                    _WHAT[store], row_id, num_bytes, state.config.responses_max_row_bytes)
+
+
+def write_failed(state: AppState, row_id: str) -> None:
+    """A response's end the store could not write (tried twice: responses_background.keep_end, which logged why):
+    answered failed, or held by its background run. Counted, as the rows skipped for their size are."""
+    state.metrics.observe_store_skip("responses", "write_failed")
+    logger.warning("response %s not stored as it ended: the store could not write it", row_id)

@@ -17,6 +17,7 @@ from velollm.engine.engine_stats import EngineSettings, EngineStats
 from velollm.engine.loader.source import ModelSource
 from velollm.engine.model_runner import ModelRunner
 from velollm.engine.output_processor import OutputProcessor
+from velollm.engine.penalties import has_penalties
 from velollm.engine.placeholders import LaunchedStep
 from velollm.engine.request import Request
 from velollm.engine.request_limits import RequestLimits
@@ -201,7 +202,7 @@ class LLMEngine:
         while a failed step's requests are retried."""
         if self.scheduler.suspects:
             return False
-        return not any(r.grammar is not None or _has_penalties(r) for r in previous.requests)
+        return not any(r.grammar is not None or has_penalties(r.params) for r in previous.requests)
 
     def _launch(self, batch: ScheduledBatch, previous: LaunchedStep | None = None) -> LaunchedStep:
         """Run the model and sample on the device; nothing is read back."""
@@ -307,7 +308,3 @@ def _with_kernel_switches(config: EngineConfig) -> EngineConfig:
         return config
     return config.replace(kernel_switches=KernelSwitches.from_env())
 
-
-def _has_penalties(request: Request) -> bool:
-    params = request.params
-    return params.repetition_penalty != 1.0 or bool(params.presence_penalty) or bool(params.frequency_penalty)

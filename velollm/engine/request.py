@@ -39,6 +39,7 @@ class Request:
     num_placeholders: int = 0
     generator: torch.Generator | None = None
     sampling_tensors: Any = None  # sampler.RequestTensors: its allowed ids, logit_bias, banned ids on the device
+    penalty_state: Any = None  # penalties.PenaltyState: its penalized ids and output counts on the device
     grammar: Any = None  # GrammarMatcher from velollm.engine.text.structured_output, when constrained
     finish_reason: str | None = None
     stop_reason: str | int | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from velollm.engine.penalties import PenaltyState, has_penalties
 from velollm.engine.request import Request
 from velollm.sampling_params import SamplingParams
 
@@ -134,8 +135,8 @@ class Sampler:
             num_output = len(request.output_token_ids) + request.num_placeholders
             if num_output < params.min_tokens and request.grammar is None and tensors.banned is not None:
                 logits[row].index_fill_(0, tensors.banned, _NEG_INF)
-            if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
-                apply_penalties(logits[row], request)
+            if has_penalties(params):
+                PenaltyState.of(request, logits.shape[1], logits.device).apply(logits[row], params)
         return logits
 
     def request_tensors(self, request: Request, logits: torch.Tensor) -> RequestTensors:
@@ -171,26 +172,6 @@ class Sampler:
                 noise[row].exponential_(generator=request.generator)
         sampled = probs.div_(noise).argmax(dim=-1)
         return torch.where(_on_device(greedy, torch.bool, device), logits.argmax(dim=-1), sampled)
-
-
-def apply_penalties(row_logits: torch.Tensor, request: Request) -> None:
-    """Repetition penalty (HF-style, over prompt and output; windowed like Ollama's repeat_last_n) and
-    OpenAI presence/frequency penalties over the output."""
-    params = request.params
-    vocab = row_logits.shape[0]
-    device = row_logits.device
-    if params.repetition_penalty != 1.0:
-        seen = request.all_token_ids
-        if params.repetition_window > 0:
-            seen = seen[-params.repetition_window :]
-        ids = torch.tensor(sorted({i for i in seen if i < vocab}), dtype=torch.long, device=device)
-        if ids.numel():
-            values = row_logits[ids]
-            row_logits[ids] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
-    if (params.presence_penalty or params.frequency_penalty) and request.output_token_ids:
-        out = torch.tensor([i for i in request.output_token_ids if i < vocab], dtype=torch.long, device=device)
-        counts = torch.bincount(out, minlength=vocab).to(row_logits.dtype)
-        row_logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(row_logits.dtype)
 
 
 def apply_top_k_top_p_min_p(

@@ -6,7 +6,8 @@ following it. Memory is bounded: a run keeps at most `max_event_bytes` of frames
 before what is kept is EventsGone), and a finished run is kept, for late readers, at most `keep_s` seconds and
 among the last `keep_finished` (and `keep_bytes` in all) finished ones; after that its stored Response object is
 what remains. The runs in flight are as many as the engine's queue admits (each holds an engine request or an
-upstream stream). BackgroundRuns is the registry: start, look up, cancel, forget (a deleted response), and stop all at shutdown.
+upstream stream). BackgroundRuns is the registry: start, look up, cancel, forget (a deleted response), and stop all
+at shutdown.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ MAX_EVENT_BYTES = 4 << 20  # a run's frames (about 25,000 text deltas)
 KEEP_FINISHED = 64
 KEEP_BYTES = 64 << 20  # the finished runs' frames, all together
 KEEP_S = 600.0
+FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")  # each holds the response's end
 
 
 class EventsGone(LookupError):
-    """The events after the asked sequence number are no longer held (the run's cap let the oldest go)."""
+    """The events after the asked sequence number are no longer held (the run's cap let the oldest go).
+    `first_missing`: the sequence number of the first of them (where a reader's stream broke off)."""
+
+    def __init__(self, message: str, first_missing: int) -> None:
+        super().__init__(message)
+        self.first_missing = first_missing
 
 
 class BackgroundRun:
@@ -53,6 +60,9 @@ class BackgroundRun:
         self._wake = asyncio.Event()
 
     def add(self, event: dict[str, Any]) -> None:
+        if event["type"] in FINAL_EVENTS:  # a GET by a reader that saw it finds that end (not the run mid-answer)
+            self.response = event["response"]
+            self.snapshot = lambda: self.response
         frame = sse_frame(event)
         self._frames.append(frame)
         self.num_bytes += len(frame)
@@ -78,7 +88,7 @@ class BackgroundRun:
         first = 0 if starting_after is None else max(starting_after + 1, 0)  # as frames reads it: none is below 0
         if first < self._first_seq:
             raise EventsGone(f"the events of response {self.id} before sequence number {self._first_seq} are no "
-                             f"longer held; resume with a starting_after of {self._first_seq - 1} or more")
+                             f"longer held; resume with a starting_after of {self._first_seq - 1} or more", first)
 
     async def frames(self, starting_after: int | None = None) -> AsyncIterator[bytes]:
         """The SSE frames after `starting_after` (all, without it), then each new one as it comes, until the run
@@ -102,7 +112,8 @@ class BackgroundRun:
 class BackgroundRuns:
     """The server's background responses by id: those running, and the recently finished (see the module)."""
 
-    def __init__(self, keep_finished: int = KEEP_FINISHED, keep_bytes: int = KEEP_BYTES, keep_s: float = KEEP_S) -> None:
+    def __init__(self, keep_finished: int = KEEP_FINISHED, keep_bytes: int = KEEP_BYTES,
+                 keep_s: float = KEEP_S) -> None:
         self.keep_finished, self.keep_bytes, self.keep_s = keep_finished, keep_bytes, keep_s
         self._live: dict[str, BackgroundRun] = {}
         self._finished: OrderedDict[str, BackgroundRun] = OrderedDict()

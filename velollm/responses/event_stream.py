@@ -3,8 +3,8 @@
 Each output item is announced (`response.output_item.added`), filled with deltas (reasoning text,
 output text, function call arguments) and closed (`...done`, `response.output_item.done`) before
 the next one opens; the stream starts with `response.created` / `response.in_progress` and ends
-with `response.completed` (or `response.incomplete` when max_output_tokens cut it, or an `error`
-event and `response.failed`). Every event carries a `sequence_number`.
+with `response.completed` (or `response.incomplete` when max_output_tokens cut it or a cancel stopped it, or an
+`error` event and `response.failed`). Every event carries a `sequence_number`.
 """
 
 from __future__ import annotations
@@ -195,17 +195,21 @@ class ResponseEventStream:
         cut = self._finish == "length"
         events = self._close("incomplete" if cut else "completed")
         if cut:
-            self.response = self.shell.build("incomplete", self.output, self._usage, incomplete_reason="max_output_tokens")
+            self.response = self.shell.build("incomplete", self.output, self._usage,
+                                             incomplete_reason="max_output_tokens")
             return events + [self._event("response.incomplete", response=self.response)]
         self.response = self.shell.build("completed", self.output, self._usage)
         return events + [self._event("response.completed", response=self.response)]
 
-    def cancel(self) -> dict[str, Any]:
+    def cancel(self) -> list[dict[str, Any]]:
         """The response cancelled mid-answer (POST /v1/responses/{id}/cancel): what was said so far, the item it
-        cut `incomplete`. No event: the stream just ends (OpenAI has no stream event for it)."""
-        self._close("incomplete")
+        cut `incomplete` (closed with its done events, as max_output_tokens closes it), then `response.incomplete`
+        holding the response, status `cancelled`. The Responses stream has no cancelled event (the SDK reads an
+        unknown type as another event's model); with none, a follower's stream just ended, as a dropped connection
+        does, and a client resuming from its last sequence number could not tell that nothing more would come."""
+        events = self._close("incomplete")
         self.response = self.shell.build("cancelled", self.output, self._usage)
-        return self.response
+        return events + [self._event("response.incomplete", response=self.response)]
 
     def fail_instead(self, final: list[dict[str, Any]], message: str, code: str) -> list[dict[str, Any]]:
         """`finish`'s events, not sent yet, with their last (the response's end) replaced by `fail`'s: an answer

@@ -25,7 +25,9 @@ class GrammarLimits:
     max_integer_digits: int = 12
     max_pattern_repeat: int = 64  # for `*`, `+` and `{m,}` in patterns and formats
     any_value_depth: int = 2  # nesting of untyped values ({} / json_object members)
-    max_whitespace: int | None = 2  # whitespace characters between JSON tokens; None: unlimited
+    # whitespace characters between JSON tokens; None: unlimited. At least 1: a structural tag (tool calls)
+    # cannot say "no whitespace" (xgrammar's max_whitespace_cnt must be positive, and it has no any_whitespace)
+    max_whitespace: int | None = 2
     wind_down_reserve: int = 256  # tokens kept at the end of max_tokens (at most 3/4) to close
 
     def __post_init__(self) -> None:
@@ -33,6 +35,9 @@ class GrammarLimits:
             raise ValueError("string, item and property limits must be at least 1")
         if self.max_integer_digits < 1 or self.max_pattern_repeat < 1 or self.wind_down_reserve < 1:
             raise ValueError("digit, pattern and wind-down limits must be at least 1")
+        if self.max_whitespace is not None and self.max_whitespace < 1:
+            raise ValueError("max_whitespace must be at least 1 (None: unlimited): tool-call grammars cannot "
+                             "forbid whitespace")
 
     def wind_down_at(self, max_tokens: int | None) -> int | None:
         """Token count after which a constrained answer is steered to its end."""

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -58,8 +59,11 @@ _PARAM = {
 CACHE_BYTES = 256 << 20
 
 
-def _size(compiled: CompiledSpec) -> int:
-    return int(getattr(compiled.grammar, "memory_size_bytes", 0))
+def _size(key: tuple[Any, ...], compiled: CompiledSpec) -> int:
+    """An entry's bytes: the compiled grammar's and its key's, whose spec text (a tool set's JSON, up to
+    0.4 MB) the cache keeps alive too: 256 tool sets whose long descriptions compile to small grammars
+    could hold 100 MB the bound did not count."""
+    return int(getattr(compiled.grammar, "memory_size_bytes", 0)) + sys.getsizeof(key[1])  # key: _key's
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,11 @@ class StructuredOutputManager:
                 compiled = self._compile_after_reasoning(spec, spec.reasoning, budget)
             with self._lock:
                 old = self._cache.pop(key, None)
-                self._num_cached_bytes += _size(compiled) - (_size(old) if old is not None else 0)
+                self._num_cached_bytes += _size(key, compiled) - (_size(key, old) if old is not None else 0)
                 self._cache[key] = compiled
                 while len(self._cache) > 1 and (len(self._cache) > self._cache_size
                                                 or self._num_cached_bytes > self._cache_bytes):
-                    self._num_cached_bytes -= _size(self._cache.popitem(last=False)[1])
+                    self._num_cached_bytes -= _size(*self._cache.popitem(last=False))
         finally:
             with self._lock:
                 del self._compiling[key]
@@ -254,8 +258,8 @@ class StructuredOutputManager:
     def _compile_schema(self, schema: Any) -> Any:
         grammar = self._xgr.Grammar.from_json_schema(
             json.dumps(schema),
-            any_whitespace=self.limits.max_whitespace != 0,
-            max_whitespace_cnt=self.limits.max_whitespace or None,
+            any_whitespace=True,
+            max_whitespace_cnt=self.limits.max_whitespace,
             strict_mode=True,
         )
         return self._compile_patched(grammar)
