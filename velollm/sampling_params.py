@@ -13,6 +13,8 @@ MAX_TEMPERATURE = 100.0
 MAX_REPETITION_PENALTY = 100.0
 MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default max_logprobs
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # 64 bits, signed or not (api/generation.py wraps the unsigned ones)
+
 
 @dataclass(frozen=True)
 class ReasoningSpan:
@@ -109,7 +111,7 @@ class SamplingParams:
             bad("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty}")
         if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
             bad("repetition_penalty", f"must be in (0, {MAX_REPETITION_PENALTY}], got {self.repetition_penalty}")
-        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
             bad("seed", f"must fit in 64 bits, got {self.seed}")
         for token_id in self.stop_token_ids:
             if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:

@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from velollm.api.fields import Fields
 from velollm.api.ollama_models import human_number
 from velollm.api.ollama_template import render
 from velollm.api.protocol_ollama import parse_chat_request as ollama_chat
@@ -18,6 +17,7 @@ from velollm.commands import serve
 from velollm.config import EngineConfig, KernelSwitches
 from velollm.errors import ContextOverflow, InvalidRequest
 from velollm.output_budget import fit_max_tokens
+from velollm.request_fields import Fields
 from velollm.wire.keep_alive import keep_alive_seconds
 
 MSGS = [{"role": "user", "content": "hi"}]
@@ -34,6 +34,18 @@ def test_fields_name_the_param_and_reject_bools_as_ints():
     with pytest.raises(InvalidRequest) as e:
         Fields(f.dict("o"), "options.").int("k")
     assert e.value.param == "options.k"
+
+
+@pytest.mark.parametrize("value, why", [(10**400, "must be a finite number, got an integer beyond the float range"),
+                                        (True, "must be a number, got bool"), ("5", "must be a number, got str")],
+                         ids=["10**400", "true", "string"])
+def test_a_logit_bias_value_is_read_as_a_number_field(value, why):
+    """float() of an integer no float holds (10**400) raised OverflowError: a 500 on both routes."""
+    for parse, body in ((parse_chat_request, {"messages": [{"role": "user", "content": "hi"}]}),
+                        (parse_completion_request, {"prompt": "hi"})):
+        with pytest.raises(InvalidRequest) as e:
+            parse({"model": "m", **body, "logit_bias": {"12": -5, "7": value}})
+        assert (str(e.value), e.value.param) == (f"logit_bias.7 {why}", "logit_bias.7")
 
 
 def test_chat_request_fields_map_to_sampling_params():

@@ -128,6 +128,14 @@ def proxy(native, tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
 
 
 @pytest.fixture(scope="session")
+def converting_proxy(native, tmp_path_factory, fuzz_store) -> Iterator[FuzzTarget]:
+    """`--proxy-only` that takes the native server for an Ollama (`--upstream-kind ollama`): /v1 is converted to
+    /api/chat, /api/generate and /api/embed (proxy/openai_via_ollama.py), which `proxy` passes through."""
+    yield from _serve(tmp_path_factory.mktemp("fuzz-converting"), fuzz_store, "--proxy-only", "--upstream", native.url,
+                      "--upstream-kind", "ollama")
+
+
+@pytest.fixture(scope="session")
 def front_store(tmp_path_factory) -> FuzzStore:
     return build_store(tmp_path_factory.mktemp("fuzz-front-store"), FRONT_ONLY)
 

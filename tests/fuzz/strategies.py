@@ -1,7 +1,8 @@
 """Hypothesis strategies for the request bodies of every POST route, both APIs.
 
 Each field is drawn from its plausible values most of the time and from `hostile()` otherwise: wrong
-types, NaN and infinities, numbers past every range, lone surrogates, nesting far past MAX_JSON_DEPTH.
+types, NaN and infinities, numbers past every range (integers past float64's too), lone surrogates, nesting far
+past MAX_JSON_DEPTH.
 Plausible values keep generation cheap (a few tokens), so a run spends its time on the edges.
 Bodies are sent as bytes by `encode`, which writes what json.dumps cannot: NaN/Infinity literals and
 nesting thousands of levels deep (`Deep`), as a careless or hostile client would.
@@ -57,7 +58,7 @@ def _deep() -> st.SearchStrategy[Deep]:
 
 _numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e308, -1e308, 1e-320, 2.0**64]),
-    st.integers(), st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**30, -100000, -1]),
+    st.integers(), st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**30, 10**400, -(10**400), -100000, -1]),
 )
 _texts = st.one_of(st.text(max_size=12), st.sampled_from(["\ud800", "a\udfffb", "", " ", "{{", "\x00"]))
 

@@ -95,6 +95,20 @@ def test_a_host_past_the_file_name_limit_is_not_found_or_refused(root):
 
 
 
+@pytest.mark.parametrize("value", [10**400, [1, -(10**400)]], ids=["10**400", "in a list"])
+def test_a_parameter_no_float_holds_is_a_400_and_nothing_is_written(root, value):
+    """Created, the model's /api/show was a 500 ever after (go_value's float() of it); Ollama's decoder refuses
+    the body."""
+    from velollm.api.local_create import create_model
+
+    before = sorted(root.rglob("*"))
+    with pytest.raises(InvalidRequest, match="beyond the float range") as err:
+        create_model({"model": "x", "from": "one", "parameters": {"num_ctx": value}}, root)
+    assert err.value.param == "parameters.num_ctx" and sorted(root.rglob("*")) == before
+    create_model({"model": "x", "from": "one", "parameters": {"num_ctx": 10**300}}, root)  # a float64 holds it
+    assert ollama_store.find_model("x", root) is not None
+
+
 def test_changes_at_the_same_time_are_not_file_system_errors(root, monkeypatch):
     """What the fuzz suite's races (tests/fuzz test_native_admin_races) hit as 500s, one at a time: a folder
     removed during a listing, a manifest deleted between its lookup and its unlink or read, a folder pruned

@@ -148,12 +148,21 @@ def test_ollama_num_predict_is_read_as_ollama_reads_it(num_predict, max_tokens):
     assert body.get("max_tokens") == max_tokens
 
 
-@pytest.mark.parametrize("num_predict", ["50", True, [3], {"n": 1}])
+@pytest.mark.parametrize("num_predict", ["50", True, [3], {"n": 1}, 10**400], ids=lambda v: repr(v)[:12])
 def test_ollama_num_predict_of_another_type_is_refused_not_dropped(num_predict):
     """Dropped, it left the upstream's answer unbounded (a string "50" gave hundreds of tokens)."""
     with pytest.raises(InvalidRequest, match='option "num_predict" must be of type integer') as caught:
         o2o.chat_request({"model": "m", "messages": [], "options": {"num_predict": num_predict}})
     assert caught.value.param == "options.num_predict"
+
+
+@pytest.mark.parametrize("option, kind", [("temperature", "float32"), ("top_k", "integer")])
+def test_ollama_option_past_float64_is_ollamas_error(option, kind):
+    """An integer no float64 holds (10**400), which Ollama's decoder refuses: math.isfinite of it raised
+    OverflowError (a 500)."""
+    with pytest.raises(InvalidRequest, match=f'option "{option}" must be of type {kind}') as caught:
+        o2o.chat_request({"model": "m", "messages": [], "options": {option: -(10**400)}})
+    assert caught.value.param == f"options.{option}"
 
 
 def test_openai_stream_to_ollama_lines_assembles_tool_calls():
@@ -186,6 +195,8 @@ def test_whole_openai_answer_durations_are_never_zero_and_use_the_upstreams_timi
     streamed.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}],
                    "timings": {"prompt_ms": 3.0, "predicted_ms": 7.0}})
     assert (streamed.final()["prompt_eval_duration"], streamed.final()["eval_duration"]) == (3_000_000, 7_000_000)
+    huge = o2o.NdjsonAnswer("m", "chat").whole({**answer, "timings": {"prompt_ms": 10**400, "predicted_ms": 1.0}})
+    assert huge["eval_duration"] > 0  # the upstream's timings past float64 are not used (math.isfinite raised)
 
 
 def _upstream(handler) -> Upstream:

@@ -46,6 +46,8 @@ def test_tools_tool_choice_and_text_format():
     ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "w"}}}, "text.format.schema"),
     ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"model": "m", "input": "x", "temperature": True}, "temperature"),
+    ({"model": "m", "input": "x", "temperature": 10**400}, "temperature"),  # float() of it was a 500
+    ({"model": "m", "input": "x", "top_p": -(10**400)}, "top_p"),
     ({"model": "m", "input": "x", "background": True, "store": False}, "background"),
     ({"model": "m", "input": "x", "background": "yes"}, "background"),
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},

@@ -8,6 +8,7 @@ import pytest
 
 from tests.tools.corpus import CASES, TOOLS
 from velollm.errors import InvalidRequest
+from velollm.tools.tool_coerce import check_arguments
 from velollm.tools.tool_parsers import ToolFamily, detect_family
 from velollm.tools.tool_repair import RepairConfig, ToolRepairer
 
@@ -59,6 +60,17 @@ def test_no_coercion_when_disabled() -> None:
     text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "days": "3"}}</tool_call>'
     r = ToolRepairer(TOOLS, ToolFamily.HERMES, RepairConfig(coerce=False)).repair_text(text)
     assert [o.outcome for o in r.outcomes] == ["failed"]
+
+
+def test_an_integer_string_of_any_length_is_coerced_exactly() -> None:
+    """A model's "999...9" (400 digits) for an integer was int(float(...)) = int(inf): an OverflowError; past 2**53
+    it lost digits."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    for text, number in (("9" * 400, int("9" * 400)), (" -12.00 ", -12), ("9007199254740993", 2**53 + 1)):
+        args, fixes, errors = check_arguments({"n": text}, schema)
+        assert args == {"n": number} and fixes and not errors
+    args, _, errors = check_arguments({"n": "9" * 5000}, schema)  # past int()'s 4300 digits: the schema's error
+    assert args == {"n": "9" * 5000} and errors
 
 
 def test_max_calls_keeps_the_first() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+from velollm.request_fields import Fields
 from velollm.wire.json_body import parse_json
 
 T = TypeVar("T")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+from velollm.request_fields import Fields
 from velollm.wire.embedding_base64 import ENCODING_FORMATS
 from velollm.wire.keep_alive import keep_alive_seconds
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,10 @@ def _params(root: Path, parameters: Any, base_layers: list[dict[str, Any]]) -> b
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float, bool)) for v in values):
             raise InvalidRequest(f"parameters.{key} must be a number, string or boolean (or a list of them)",
+                                 param=f"parameters.{key}")
+        if any(isinstance(v, int) and not -sys.float_info.max <= v <= sys.float_info.max for v in values):
+            # Ollama's decoder refuses the body; stored, it made every /api/show of the model a 500 (go_value)
+            raise InvalidRequest(f"parameters.{key} must be a finite number, got an integer beyond the float range",
                                  param=f"parameters.{key}")
         merged[key] = list(values) if key == "stop" else value  # `stop` is always a list
     return json.dumps(merged, separators=(",", ":")).encode()

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm import __version__
-from velollm.api.fields import Fields
 from velollm.api.handler import AppState, Call, endpoint, forward, read_json
 from velollm.api.protocol_ollama import model_of
 from velollm.api.served_model import ServedModel
@@ -25,6 +24,7 @@ from velollm.api.targets import Upstream, UpstreamTarget
 from velollm.api.virtual_model import ollama_tag, with_virtual
 from velollm.errors import VeloLLMError
 from velollm.reasoning import ThinkingTemplate
+from velollm.request_fields import Fields
 from velollm.wire.go_format import go_syntax, go_value
 from velollm.wire.names import name_key
 from velollm.wire.server_version import version_body

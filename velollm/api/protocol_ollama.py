@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velollm.api.features import STRUCTURED_OUTPUT_KINDS, check_schema
-from velollm.api.fields import Fields
 from velollm.api.ollama_template import MAX_TEMPLATE_CHARS
 from velollm.context.overflow import parse_overflow
 from velollm.errors import InvalidRequest
 from velollm.reasoning import ThinkSetting
+from velollm.request_fields import Fields
 from velollm.sampling_params import SamplingParams, StructuredOutput
 from velollm.wire.keep_alive import keep_alive_seconds
 from velollm.wire.ollama_sampler import clamp_option

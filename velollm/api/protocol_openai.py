@@ -13,11 +13,11 @@ from typing import Any
 
 from velollm.api.chat_messages import normalize_messages
 from velollm.api.features import MAX_N, MAX_PROMPTS, STRUCTURED_OUTPUT_KINDS, TOOL_CHOICES, check_schema
-from velollm.api.fields import Fields
 from velollm.api.vllm_structured import vllm_structured_output
 from velollm.context.overflow import parse_overflow
 from velollm.reasoning import ThinkSetting
-from velollm.sampling_params import MAX_LOGPROBS, SamplingParams, StructuredOutput
+from velollm.request_fields import Fields
+from velollm.sampling_params import MAX_LOGPROBS, SEED_MAX, SEED_MIN, SamplingParams, StructuredOutput
 from velollm.wire.legacy_functions import as_tools
 
 
@@ -86,15 +86,16 @@ def _stream_config(f: Fields) -> StreamConfig:
 
 
 def _logit_bias(f: Fields) -> dict[int, float]:
+    """Token id -> bias; each value read as any number field is (an integer no float holds, 10**400, was a 500)."""
     bias = {}
-    for key, value in f.dict("logit_bias", {}).items():
+    raw = f.dict("logit_bias", {})
+    values = Fields(raw, f.name("logit_bias."))
+    for key in raw:
         try:
             token_id = int(key)
         except (TypeError, ValueError):
             raise f.bad("logit_bias", f"keys must be token ids, got {key!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise f.bad("logit_bias", f"values must be numbers, got {value!r}")
-        bias[token_id] = float(value)
+        bias[token_id] = values.float(key)
     return bias
 
 
@@ -212,7 +213,7 @@ def _sampling(f: Fields, *, max_tokens: int | None, logprobs: int | None,
         presence_penalty=f.float("presence_penalty", 0.0),
         frequency_penalty=f.float("frequency_penalty", 0.0),
         repetition_penalty=f.float("repetition_penalty", 1.0),
-        seed=f.int("seed", None, lo=-(2**63), hi=2**64 - 1),
+        seed=f.int("seed", None, lo=SEED_MIN, hi=SEED_MAX),
         max_tokens=max_tokens,
         min_tokens=f.int("min_tokens", 0),
         stop=f.str_list("stop", []),

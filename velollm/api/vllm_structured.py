@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from velollm.api.features import check_schema
-from velollm.api.fields import Fields
+from velollm.request_fields import Fields
 from velollm.sampling_params import StructuredOutput
 
 # structured_outputs' constraint keys, and the guided_* field that said the same before it

@@ -104,7 +104,7 @@ def _typed_option(key: str, value: Any) -> float | int:
     """An option's value as Ollama's Options.FromMap takes it: a float32 option any JSON number, an integer one any
     number truncated. Anything else is its error, here a 400: sent on, the upstream refused it in its own words
     (llama-cpp-python's 500 with a pydantic dump and a file path), or took a string for a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _finite_number(value):
         kind = "integer" if key in _INTEGER_OPTIONS else "float32"
         raise InvalidRequest(f'option "{key}" must be of type {kind}', param=f"options.{key}")
     return int(value) if key in _INTEGER_OPTIONS else value
@@ -115,9 +115,20 @@ def _num_predict(value: Any) -> int | None:
     Ollama's 400: dropped, it would leave the answer unbounded, up to the upstream's whole context."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _finite_number(value):
         raise InvalidRequest('option "num_predict" must be of type integer', param="options.num_predict")
     return int(value)
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number a float64 holds, as Ollama decodes one: no bool, NaN or infinity, nor an integer past float64
+    (10**400, which Ollama's decoder refuses and math.isfinite cannot convert: an OverflowError, a 500)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
@@ -307,7 +318,7 @@ class NdjsonAnswer:
 
 
 def _is_ms(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return _finite_number(value) and value >= 0
 
 
 def _logprobs_in(logprobs: Any) -> list[dict[str, Any]] | None:

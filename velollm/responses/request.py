@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from velollm.api.fields import Fields
 from velollm.errors import InvalidRequest
+from velollm.request_fields import Fields
 from velollm.wire.metadata import check_metadata, check_user
 
 # Accepted and echoed or ignored as OpenAI allows; anything else unknown is left alone, as the
@@ -159,8 +159,10 @@ def _int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> 
 
 
 def _number(body: Mapping[str, Any], name: str) -> float | None:
-    value = _typed(body, name, (int, float), "a number")
-    return None if value is None else float(value)
+    """Its type in the Responses API's words; its range (finite, one a float holds: 10**400 was a 500) as every
+    number field's (Fields)."""
+    _typed(body, name, (int, float), "a number")
+    return Fields(body).float(name, None)
 
 
 def parse_responses_request(body: Any) -> ResponsesRequest:

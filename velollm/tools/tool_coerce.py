@@ -137,7 +137,10 @@ def coerce_value(value: Any, expected: str | list[str], schema: dict[str, Any]) 
 def _coerce_one(value: Any, kind: str, schema: dict[str, Any]) -> Any:
     if kind == "integer":
         if isinstance(value, str) and _INT.match(value):
-            return int(float(value))
+            try:  # exact: int(float(value)) of 400 digits was int(inf), an OverflowError
+                return int(value.strip().split(".", 1)[0])
+            except ValueError:  # past Python's digit limit for int(str): left as the error it is
+                return _UNSET
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif kind == "number":

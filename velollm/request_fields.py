@@ -1,4 +1,7 @@
-"""Typed reads of JSON request fields: each wrong type or range is an InvalidRequest naming the field."""
+"""Typed reads of JSON request fields: each wrong type or range is an InvalidRequest naming the field.
+
+Beside errors.py rather than in velollm.api: the native routes and the proxy's conversions (which may not import
+velollm.api, tests/unit/test_import_rule.py) read the same fields, so one reader words each type and range error."""
 
 from __future__ import annotations
 
