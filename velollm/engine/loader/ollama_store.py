@@ -104,6 +104,7 @@ class OllamaModel:
     model_path: Path | None  # the GGUF blob (last model layer)
     config: dict[str, Any] = field(default_factory=dict)  # the config blob (family, file_type, ...)
     params: dict[str, Any] = field(default_factory=dict)
+    params_error: str = ""  # why the params layer is unusable (not a JSON object): show works, a chat is a 400
     system: str | None = None
     template: str | None = None
     license_paths: tuple[Path, ...] = ()  # license layers, read only when asked (`ollama show`)
@@ -183,8 +184,8 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     if bad is not None:  # a hand edit or a broken write: said as such, not an AttributeError deep below
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} has an entry that is not a layer "
                              f"({{mediaType, digest, size}}): {json.dumps(bad)[:200]}")
-    fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
-                              "license_paths": (), "messages": ()}
+    fields: dict[str, Any] = {"model_path": None, "params": {}, "params_error": "", "system": None, "template": None,
+                              "config": {}, "license_paths": (), "messages": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
         fields["config"] = _json(blob_path(root, config_ref["digest"]))
     for layer in layers:
@@ -198,15 +199,15 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
         if kind == "model":
             fields["model_path"] = blob
         elif kind == "params":
-            fields["params"] = _json(blob)
+            fields["params"], fields["params_error"] = _params(blob, name)
         elif kind == "license":
             fields["license_paths"] += (blob,)
         elif kind == "messages":
             fields["messages"] = _messages(blob)
-        elif kind == "system":
-            fields["system"] = blob.read_text(encoding="utf-8")
+        elif kind == "system":  # Go keeps bytes that are not UTF-8 (its JSON writes them as U+FFFD): no 500 here
+            fields["system"] = blob.read_text(encoding="utf-8", errors="replace")
         else:
-            fields["template"] = blob.read_text(encoding="utf-8")
+            fields["template"] = blob.read_text(encoding="utf-8", errors="replace")
     size = sum(int(layer.get("size", 0)) for layer in layers) + int(config_ref.get("size", 0))
     return OllamaModel(name=name, manifest_path=path, digest=hashlib.sha256(raw).hexdigest(), size=size,
                        modified_at=path.stat().st_mtime, **fields)
@@ -224,12 +225,27 @@ def _messages(path: Path) -> tuple[dict[str, str], ...]:
     """The messages layer: a JSON list of {role, content} (Ollama's create writes it); entries of another
     shape are skipped, as Ollama's JSON decoding would leave them empty."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
     return tuple({"role": m["role"], "content": m.get("content") if isinstance(m.get("content"), str) else ""}
                  for m in (value if isinstance(value, list) else [])
                  if isinstance(m, dict) and isinstance(m.get("role"), str))
+
+
+def _params(path: Path, name: OllamaName) -> tuple[dict[str, Any], str]:
+    """The params layer and why it is unusable ("" when it is a JSON object). Written by another tool it may be
+    anything; the model stays listed and shown (without parameters), and a chat on it says why it cannot run."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"its params layer {path.name} is not valid JSON: {e}"
+    else:
+        if isinstance(value, dict):
+            return value, ""
+        why = f"its params layer {path.name} is not a JSON object but {type(value).__name__}"
+    logger.warning("Ollama model %s: %s", name.display(), why)
+    return {}, why
 
 
 def _json(path: Path) -> dict[str, Any]:
