@@ -296,3 +296,18 @@ def test_text_layers_that_are_not_utf8_are_read(store, tmp_path, kind):
     root = _with_layer(store, tmp_path, kind, b"\xffhi {{ .Prompt }}")
     model = ollama_store.find_model("tiny", root)
     assert getattr(model, kind) == "\ufffdhi {{ .Prompt }}"
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"\xff", b"[1]"])
+def test_a_config_blob_that_is_no_json_object_reads_as_empty(store, tmp_path, data):
+    """The config blob only feeds listings (family, file type): one another tool wrote badly leaves the model
+    listed and loadable (it was a ModelLoadError: the model dropped from /api/tags, a 500 on /api/show)."""
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    manifest_path = root / "manifests/registry.ollama.ai/library/tiny/latest"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"].update(_blob(root, data))
+    manifest_path.write_text(json.dumps(manifest))
+    assert "tiny:latest" in [m.display_name for m in ollama_store.list_models(root)]
+    assert ollama_store.find_model("tiny", root).config == {}
+    assert resolve_model("tiny", ollama_models=root).info.default_options["temperature"] == 0.7

@@ -187,7 +187,7 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     fields: dict[str, Any] = {"model_path": None, "params": {}, "params_error": "", "system": None, "template": None,
                               "config": {}, "license_paths": (), "messages": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
-        fields["config"] = _json(blob_path(root, config_ref["digest"]))
+        fields["config"] = _config(blob_path(root, config_ref["digest"]), name)
     for layer in layers:
         media, digest = layer.get("mediaType", ""), layer.get("digest", "")
         kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
@@ -248,11 +248,14 @@ def _params(path: Path, name: OllamaName) -> tuple[dict[str, Any], str]:
     return {}, why
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _config(path: Path, name: OllamaName) -> dict[str, Any]:
+    """The config blob (family, file type, ...: what listings show); one that is not a JSON object, as another tool
+    may write it, reads as empty with a warning, so the model stays listed and shown rather than dropped."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("Ollama model %s: its config blob %s is not valid JSON: %s", name.display(), path.name, e)
+        return {}
     return value if isinstance(value, dict) else {}
 
 
