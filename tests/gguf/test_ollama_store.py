@@ -271,7 +271,7 @@ def _with_layer(store: Path, tmp_path: Path, kind: str, data: bytes) -> Path:
     manifest = json.loads(manifest_path.read_text())
     media = f"application/vnd.ollama.image.{kind}"
     manifest["layers"] = [layer for layer in manifest["layers"] if layer["mediaType"] != media]
-    manifest["layers"].append({"mediaType": media, **_blob(root, data)})
+    manifest["layers"].insert(0, {"mediaType": media, **_blob(root, data)})  # first: the others read after it
     manifest_path.write_text(json.dumps(manifest))
     return root
 
@@ -284,9 +284,9 @@ def test_a_params_layer_that_is_no_json_object_leaves_the_model_listed(store, tm
     the listing and every route on it was a 500)."""
     root = _with_layer(store, tmp_path, "params", data)
     [model] = [m for m in ollama_store.list_models(root) if m.display_name == "tiny:latest"]
-    assert model.params == {} and why in model.params_error
+    assert model.params == {} and why in model.layer_error
     info = resolve_model("tiny", ollama_models=root).info
-    assert info.default_options == {} and why in info.options_error
+    assert info.default_options == {} and why in info.layer_error
 
 
 @pytest.mark.parametrize("kind", ["template", "system"])
@@ -311,3 +311,13 @@ def test_a_config_blob_that_is_no_json_object_reads_as_empty(store, tmp_path, da
     assert "tiny:latest" in [m.display_name for m in ollama_store.list_models(root)]
     assert ollama_store.find_model("tiny", root).config == {}
     assert resolve_model("tiny", ollama_models=root).info.default_options["temperature"] == 0.7
+
+
+def test_a_messages_layer_that_is_not_json_leaves_the_model_listed(store, tmp_path):
+    """As a bad params layer: listed and resolvable with no messages, the reason kept for a chat (it was a
+    ModelLoadError: dropped from the listing, a 500 on /api/show and on a chat)."""
+    root = _with_layer(store, tmp_path, "messages", b"[{not json")
+    assert "tiny:latest" in [m.display_name for m in ollama_store.list_models(root)]
+    info = resolve_model("tiny", ollama_models=root).info
+    assert info.default_messages == () and "messages layer" in info.layer_error and "not valid JSON" in info.layer_error
+    assert info.default_options["temperature"] == 0.7  # a good params layer after it does not clear the reason

@@ -27,6 +27,7 @@ PARAMS = {  # model -> its params layer as stored
     "null-temp": b'{"temperature":null}',
     "not-json": b"{bad",
     "a-list": b"[1,2]",
+    "bad-messages": b"{}",  # its messages layer is not JSON
 }
 USER = [{"role": "user", "content": "hi"}]
 
@@ -48,6 +49,8 @@ def url(tmp_path_factory) -> Iterator[str]:
         layers = [{"mediaType": "application/vnd.ollama.image.model", **gguf},
                   {"mediaType": "application/vnd.ollama.image.template", **_blob(root, b"{{ .Prompt }}")},
                   {"mediaType": "application/vnd.ollama.image.params", **_blob(root, params)}]
+        if name == "bad-messages":
+            layers.append({"mediaType": "application/vnd.ollama.image.messages", **_blob(root, b"[{bad")})
         path = root / "manifests/registry.ollama.ai/library" / name / "latest"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"schemaVersion": 2, "config": {"mediaType": "x", **config}, "layers": layers}))
@@ -66,7 +69,8 @@ def test_the_listings_hold_every_model(url):
 @pytest.mark.parametrize("name, shown", [
     ("big-ctx", f"num_ctx {BIG}"), ("big-list", f'stop "a" num_predict 1 num_predict {BIG}'),
     ("inf-temp", "temperature +Inf"),
-    ("str-temp", 'temperature "hot"'), ("stop-str", 'stop "x"'), ("not-json", ""), ("a-list", "")])
+    ("str-temp", 'temperature "hot"'), ("stop-str", 'stop "x"'), ("not-json", ""), ("a-list", ""),
+    ("bad-messages", "")])
 def test_show_prints_the_parameters_as_stored(url, name, shown):
     """It was a 500 for 10**400 (go_value's float() of it) and for a layer that is not a JSON object."""
     answer = ollama.Client(host=url).show(name)
@@ -78,7 +82,8 @@ def test_show_prints_the_parameters_as_stored(url, name, shown):
     ("big-ctx", "num_ctx is an integer no float64 holds"), ("big-list", "num_predict is an integer no float64 holds"),
     ("inf-temp", "temperature must be a finite number"), ("str-temp", "temperature must be a number, got str"),
     ("nested-ctx", "num_ctx must be an integer, got dict"), ("stop-str", "stop must be an array of strings"),
-    ("not-json", "params layer"), ("a-list", "is not a JSON object but list")])
+    ("not-json", "params layer"), ("a-list", "is not a JSON object but list"),
+    ("bad-messages", "messages layer")])
 def test_a_chat_on_the_model_is_a_400_naming_it_and_the_parameter(url, name, why):
     """As Ollama, which parses the model's options before the request's: the request setting the same option
     does not save it (big-ctx and big-list ran; stop-str ran with "x" as its stop string)."""

@@ -15,10 +15,10 @@ from velollm.api.protocol_ollama import sampling_from_options
 from velollm.errors import InvalidRequest
 
 
-def model_options(name: str, options: dict[str, Any], options_error: str = "") -> dict[str, Any]:
+def model_options(name: str, options: dict[str, Any], layer_error: str = "") -> dict[str, Any]:
     """The params layer's options, nulls dropped; InvalidRequest naming `name` and the bad parameter otherwise."""
-    if options_error:
-        raise InvalidRequest(f"model {name!r} cannot run: {options_error}", param="model")
+    if layer_error:
+        raise InvalidRequest(f"model {name!r} cannot run: {layer_error}", param="model")
     defaults = {key: value for key, value in options.items() if value is not None}
     for key, value in defaults.items():
         if key == "stop" and not isinstance(value, list):  # Ollama's []string field given anything else

@@ -239,7 +239,7 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
 
 def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
     info = served.engine.source.info
-    defaults = model_options(served.name, info.default_options, info.options_error)
+    defaults = model_options(served.name, info.default_options, info.layer_error)
     return sampling_from_options(req.options, defaults, req.format,
                                  req.top_logprobs if req.logprobs else None)
 

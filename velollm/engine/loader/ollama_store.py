@@ -104,7 +104,7 @@ class OllamaModel:
     model_path: Path | None  # the GGUF blob (last model layer)
     config: dict[str, Any] = field(default_factory=dict)  # the config blob (family, file_type, ...)
     params: dict[str, Any] = field(default_factory=dict)
-    params_error: str = ""  # why the params layer is unusable (not a JSON object): show works, a chat is a 400
+    layer_error: str = ""  # why a params or messages layer is unusable: show works, a chat is a 400 saying so
     system: str | None = None
     template: str | None = None
     license_paths: tuple[Path, ...] = ()  # license layers, read only when asked (`ollama show`)
@@ -184,7 +184,7 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     if bad is not None:  # a hand edit or a broken write: said as such, not an AttributeError deep below
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} has an entry that is not a layer "
                              f"({{mediaType, digest, size}}): {json.dumps(bad)[:200]}")
-    fields: dict[str, Any] = {"model_path": None, "params": {}, "params_error": "", "system": None, "template": None,
+    fields: dict[str, Any] = {"model_path": None, "params": {}, "layer_error": "", "system": None, "template": None,
                               "config": {}, "license_paths": (), "messages": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
         fields["config"] = _config(blob_path(root, config_ref["digest"]), name)
@@ -199,11 +199,13 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
         if kind == "model":
             fields["model_path"] = blob
         elif kind == "params":
-            fields["params"], fields["params_error"] = _params(blob, name)
+            fields["params"], why = _params(blob, name)
+            fields["layer_error"] = fields["layer_error"] or why
         elif kind == "license":
             fields["license_paths"] += (blob,)
         elif kind == "messages":
-            fields["messages"] = _messages(blob)
+            fields["messages"], why = _messages(blob, name)
+            fields["layer_error"] = fields["layer_error"] or why
         elif kind == "system":  # Go keeps bytes that are not UTF-8 (its JSON writes them as U+FFFD): no 500 here
             fields["system"] = blob.read_text(encoding="utf-8", errors="replace")
         else:
@@ -221,16 +223,19 @@ def _is_ref(ref: Any) -> bool:
             and isinstance(ref.get("size", 0), int) and not isinstance(ref.get("size", 0), bool))
 
 
-def _messages(path: Path) -> tuple[dict[str, str], ...]:
+def _messages(path: Path, name: OllamaName) -> tuple[tuple[dict[str, str], ...], str]:
     """The messages layer: a JSON list of {role, content} (Ollama's create writes it); entries of another
-    shape are skipped, as Ollama's JSON decoding would leave them empty."""
+    shape are skipped, as Ollama's JSON decoding would leave them empty. A layer that is not valid JSON reads as
+    none, with the reason (a chat on the model reports it; show and the listings still work)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+        why = f"its messages layer {path.name} is not valid JSON: {e}"
+        logger.warning("Ollama model %s: %s", name.display(), why)
+        return (), why
     return tuple({"role": m["role"], "content": m.get("content") if isinstance(m.get("content"), str) else ""}
                  for m in (value if isinstance(value, list) else [])
-                 if isinstance(m, dict) and isinstance(m.get("role"), str))
+                 if isinstance(m, dict) and isinstance(m.get("role"), str)), ""
 
 
 def _params(path: Path, name: OllamaName) -> tuple[dict[str, Any], str]:
