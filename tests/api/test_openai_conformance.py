@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
+import ollama
 import openai
 import pytest
+
+from velollm.engine.loader.demo import DEMO_NAME
+from velollm.engine.text.tokenizer import Tokenizer
 
 
 def oai(server) -> openai.OpenAI:
@@ -27,6 +32,43 @@ def test_developer_role_is_system_for_templates_without_it(live_server):
     assert dev.choices[0].message.content == sys.choices[0].message.content
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(messages=[{"role": "bogus", "content": "x"}], **kw)
+
+
+def test_a_later_system_message_is_a_system_turn_on_the_demo(live_server):
+    """A system message after the first turn (an app steering a running chat) was a 400 'chat template rejected
+    the conversation: unsupported role: system' on the demo model, on /v1 and /api/chat alike: its template,
+    written after Llama 3.1's, took a system message only first, where Llama 3.1's renders one in its place."""
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "why?"}]
+    r = oai(live_server).chat.completions.create(model="demo", messages=messages, max_tokens=2, temperature=0)
+    assert r.choices[0].finish_reason == "length"
+    answer = ollama.Client(host=live_server.url).chat(model="demo", messages=messages, options={"num_predict": 2})
+    assert answer.done_reason == "length"
+    rendered = httpx.post(f"{live_server.url}/api/chat", timeout=60, json={
+        "model": "demo", "messages": messages, "stream": False, "_debug_render_only": True}).json()
+    assert ("hello<|eot_id|><|start_header_id|>system<|end_header_id|>\n\nAnswer in French.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nwhy?") in rendered["_debug_info"]["rendered_template"]
+
+
+def test_token_ids_are_bounded_by_the_models_vocabulary_on_every_field(live_server):
+    """The demo's tokenizer has 950 ids, its embedding 960 rows (padded to 64): /v1/completions took prompt ids
+    below 950 only, where logit_bias, allowed_token_ids, stop_token_ids and /api/generate's context took any
+    below 960. Every field is bounded by the model's rows now, vLLM's bound, in one message."""
+    vocab = httpx.post(f"{live_server.url}/api/show", json={"model": "demo"}).json()["model_info"]["llama.vocab_size"]
+    assert Tokenizer.from_folder(live_server.log.parent / "cache" / DEMO_NAME).vocab_size < vocab - 1
+    client = oai(live_server)
+    kw = dict(model="demo", max_tokens=1, temperature=0)
+    fields = {"prompt": lambda t: {"prompt": [1, t]}, "logit_bias": lambda t: {"logit_bias": {str(t): 1}},
+              "allowed_token_ids": lambda t: {"extra_body": {"allowed_token_ids": [t]}},
+              "stop_token_ids": lambda t: {"extra_body": {"stop_token_ids": [t]}}}
+    for param, field in fields.items():
+        body = {"prompt": "hi", **field(vocab - 1)}
+        assert client.completions.create(**{**kw, **body}).choices[0].finish_reason in ("length", "stop"), param
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(**{**kw, "prompt": "hi", **field(vocab)})
+        assert info.value.body["param"] == param
+        assert f"outside the vocabulary (0..{vocab - 1})" in info.value.body["message"], info.value.body
 
 
 def test_responses_include_of_an_unknown_value_is_a_400(live_server):

@@ -16,6 +16,7 @@ import pytest
 from tests.api.conftest import ServerHandle, start_live, stop_live
 from tests.api.test_tools_schemas import gather_limited, validate
 from velollm.api.chat_messages import normalize_messages
+from velollm.engine.loader.demo import DEMO_NAME
 from velollm.engine.text.tokenizer import Tokenizer
 from velollm.tools.tool_session import ToolSession
 
@@ -35,7 +36,7 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tools-live")
     proc, url, _ = start_live(tmp, "--max-model-len", "2048")
     try:
-        yield ServerHandle("live", url), Tokenizer.from_folder(tmp / "cache" / "demo-v1")
+        yield ServerHandle("live", url), Tokenizer.from_folder(tmp / "cache" / DEMO_NAME)
     finally:
         stop_live(proc)
 

@@ -69,8 +69,21 @@ def test_truncate_drops_the_fewest_oldest_turns(budget, dropped):
 
 
 def test_truncate_that_cannot_fit_says_so():
-    with pytest.raises(ContextOverflow, match="system prompt and the last user message are always kept"):
+    with pytest.raises(ContextOverflow, match="system prompt and the last user message are always kept") as info:
         truncate(Turns.of(agent_chat()), count, 5, 100)
+    assert "oldest turns dropped" in str(info.value)
+
+
+def test_truncate_that_cannot_fit_reads_well_in_responses_terms():
+    """The Responses API's 400 (truncation: auto on one long input) read 'Even with the 0 oldest input dropped
+    (...), the input have 18015 tokens': nothing was dropped, and "messages" became "input" in every place."""
+    from velollm.api.responses import in_responses_terms
+
+    with pytest.raises(ContextOverflow) as info:
+        truncate(Turns.of([{"role": "user", "content": "word " * 50}]), count, 5, 100)
+    message = str(in_responses_terms(info.value))
+    assert "dropped" not in message and " have " not in message, message
+    assert message.endswith("Please reduce the length of the input.") and "more than the 5 the prompt" in message
 
 
 def test_fitter_error_mode_raises_openai_message():

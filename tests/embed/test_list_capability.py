@@ -25,3 +25,14 @@ def test_list_shows_embedding_models(tmp_path: Path, tiny_bert_dir: Path, tiny_n
     assert main(["list", "--models-dir", str(root)]) == 0
     out = capsys.readouterr().out
     assert "CAPABILITY" in out and "embedding" in out
+
+
+def test_an_embedding_folder_has_its_files_digest(tiny_bert_dir: Path):
+    """/api/tags and /api/ps gave an embedding model served from a folder (a sentence-transformers download, a path)
+    the digest "", so `velollm list` and `ps` showed no ID for it, where a generation model's folder has the digest
+    of its files (hf_folder.folder_digest, what the response cache identifies a folder by)."""
+    from velollm.embed.folder import folder_source
+    from velollm.engine.loader.hf_folder import folder_digest
+
+    digest = folder_source(tiny_bert_dir).info.digest
+    assert digest == folder_digest(tiny_bert_dir) and len(digest) == 64

@@ -20,6 +20,7 @@ import pytest
 from tests.api.conftest import ThreadedServer, free_port, stub_app
 from tests.api.test_tools_scripted import ScriptedEngine
 from tests.serve_process import start_serve, stop_serve
+from velollm.engine.loader.demo import DEMO_NAME
 from velollm.engine.text.tokenizer import Tokenizer
 
 
@@ -56,7 +57,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     proc, url, _, _ = start_serve(tmp, "--model", "demo", "--max-model-len", "2048", "--kv-cache-memory", "64MiB",
                                   "--no-upstream", "--device", "cpu")
     try:
-        yield Demo(url, Tokenizer.from_folder(tmp / "cache" / "demo-v1"))
+        yield Demo(url, Tokenizer.from_folder(tmp / "cache" / DEMO_NAME))
     finally:
         stop_serve(proc)
 

@@ -55,6 +55,52 @@ def test_forced_choice_answers_a_call(proxy, choice, names, stream):
             jsonschema.validate(json.loads(arguments), SCHEMAS[name])
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_responses_forced_choice_answers_a_call(proxy, stream):
+    """A Responses create runs on the Ollama upstream's chat, whose forced call comes whole, its events held in one
+    body: the streamed create read that body as one JSON object and ended `response.failed` ('internal error:
+    Expecting value'), where the same create unstreamed answered the call."""
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key="x", max_retries=0, timeout=120)
+    tools = [{"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"],
+              "strict": False} for t in TOOLS]
+    kw = {"model": "demo", "input": "weather?", "tools": tools, "tool_choice": "required", "max_output_tokens": 96}
+    if stream:
+        with client.responses.stream(**kw) as events:
+            types = [e.type for e in events]
+            response = events.get_final_response()
+        assert "response.function_call_arguments.done" in types
+    else:
+        response = client.responses.create(**kw)
+    assert response.status == "completed"
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert calls and all(call.name in SCHEMAS for call in calls)
+    for call in calls:
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_legacy_forced_function_call_answers_function_call(proxy, stream):
+    """The deprecated `functions` with a named `function_call` (older LangChain agents, AutoGen) is a forced call
+    here too: streamed, its events came held in one body, which the function_call rewrite left alone (it read the
+    body as one JSON object), so the client got `tool_calls` and finish_reason `tool_calls`, asked for neither."""
+    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key="x", max_retries=0, timeout=120)
+    kw = {"model": "demo", "messages": [{"role": "user", "content": "weather?"}], "max_tokens": 96, "seed": 1,
+          "functions": [t["function"] for t in TOOLS], "function_call": {"name": "get_weather"}}
+    if stream:
+        chunks = [c for c in client.chat.completions.create(**kw, stream=True) if c.choices]
+        assert not any(c.choices[0].delta.tool_calls for c in chunks)
+        calls = [c.choices[0].delta.function_call for c in chunks if c.choices[0].delta.function_call]
+        name, arguments = calls[0].name, "".join(call.arguments or "" for call in calls)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        message = client.chat.completions.create(**kw).choices[0]
+        assert not message.message.tool_calls
+        name, arguments, finish = message.message.function_call.name, message.message.function_call.arguments, \
+            message.finish_reason
+    assert (name, finish) == ("get_weather", "function_call")
+    jsonschema.validate(json.loads(arguments), SCHEMAS["get_weather"])
+
+
 def test_langchain_function_calling_structured_output(proxy):
     from langchain_openai import ChatOpenAI
     from pydantic import BaseModel

@@ -141,8 +141,9 @@ async def completions(request: Request, state: AppState, call: Call, req: Comple
         prompt_ids = await asyncio.to_thread(_insert_ids, tokenizer, req, served.name)
     else:
         prompt_ids = await asyncio.to_thread(
-            lambda: [completion_prompt_ids(tokenizer, p, add_special_tokens=req.add_special_tokens,
-                                           keep_last=keep_last) for p in req.prompts])
+            lambda: [completion_prompt_ids(tokenizer, p, engine.model_config.vocab_size,
+                                           add_special_tokens=req.add_special_tokens, keep_last=keep_last)
+                     for p in req.prompts])
     calls = []
     for ids in prompt_ids:
         if not ids:

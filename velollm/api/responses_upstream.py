@@ -74,8 +74,11 @@ async def answer_bytes(answer: Response) -> AsyncIterator[bytes]:
 
 
 async def sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
-    """The chunk objects of a chat completion stream the proxy answered with."""
-    if not isinstance(answer, StreamingResponse):
+    """The chunk objects of a chat completion stream the proxy answered with. Its events may come held, in one
+    body (a forced tool call of an Ollama upstream, taken whole: proxy/openai_via_ollama_forward.py; an upstream
+    that ignored `stream`: proxy/whole_as_stream.py), so the media type, not the response's class, tells an
+    event stream from a whole answer."""
+    if not isinstance(answer, StreamingResponse) and not _is_event_stream(answer):
         yield json.loads(bytes(answer.body))  # an upstream that answered whole
         return
     pending = b""
@@ -90,3 +93,7 @@ async def sse_chunks(answer: Response) -> AsyncIterator[dict[str, Any]]:
                     yield json.loads(payload)
     finally:
         await parts.aclose()
+
+
+def _is_event_stream(answer: Response) -> bool:
+    return answer.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"

@@ -51,11 +51,12 @@ def truncate(turns: Turns, count: Count, budget: int, context_len: int, target: 
     if num_kept > budget:
         if over_budget:
             return Truncation(kept, dropped, num_kept)
-        raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. Even with the "
-                              f"{len(dropped)} oldest messages dropped (the system prompt and the last user "
-                              f"message are always kept), the messages have {num_kept} tokens, more than the "
-                              f"{budget} the prompt may use. Please reduce the length of the messages.",
-                              param="messages")
+        # No "messages" as a subject or after a count: the Responses API says "input" for it (in_responses_terms)
+        cut = f" with the {len(dropped)} oldest turns dropped" if dropped else ""
+        raise ContextOverflow(f"This model's maximum context length is {context_len} tokens. What truncation keeps "
+                              f"(the system prompt and the last user message are always kept) comes to {num_kept} "
+                              f"tokens{cut}, more than the {budget} the prompt may use. Please reduce the length of "
+                              f"the messages.", param="messages")
     best = Truncation(kept, dropped, num_kept)
     goal = target if target is not None and num_kept <= target else budget
     lo, hi = 1, n - 1  # the cut is in [lo, hi + 1], and hi + 1 fits

@@ -17,6 +17,7 @@ import torch
 from velollm.embed.config import ENCODER_TYPES, EncoderConfig
 from velollm.embed.pooling import Pooling
 from velollm.embed.source import EmbeddingSource
+from velollm.engine.loader.hf_folder import folder_digest
 from velollm.engine.loader.safetensors import iter_safetensors, safetensors_size
 from velollm.engine.loader.source import ModelInfo
 from velollm.errors import ModelLoadError, ModelNotFound, UnsupportedModel
@@ -66,7 +67,8 @@ def folder_source(folder: Path, name: str | None = None) -> EmbeddingSource:
     info = ModelInfo(
         name=name or folder.name, format="safetensors", family=family, parameter_count=_parameter_count(model_dir),
         quantization_level=str(raw.get("torch_dtype") or raw.get("dtype") or "float32").upper().replace("FLOAT", "F"),
-        size_bytes=safetensors_size(model_dir), digest="", modified_at=(model_dir / "config.json").stat().st_mtime,
+        size_bytes=safetensors_size(model_dir), digest=folder_digest(model_dir),
+        modified_at=(model_dir / "config.json").stat().st_mtime,
         path=str(folder),
     )
     if is_encoder:

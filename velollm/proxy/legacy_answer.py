@@ -24,6 +24,10 @@ async def as_function_call(response: Response) -> Response:
         body = b"".join([c if isinstance(c, bytes) else c.encode() async for c in response.body_iterator])
         if response.background is not None:
             await response.background()  # the upstream response, read whole: closed
+    elif (response.media_type or "").startswith("text/event-stream"):  # events held in one body (a forced call
+        # of an Ollama upstream, taken whole; an upstream that ignored `stream`)
+        return Response(_rewritten(bytes(response.body)), status_code=response.status_code,
+                        media_type=response.media_type)
     else:
         body = bytes(response.body)
     try:
@@ -40,8 +44,13 @@ async def _events(chunks: AsyncIterator[bytes | str]) -> AsyncIterator[bytes]:
         if b'"tool_calls"' not in data and b'"function_call"' not in data and b'"finish_reason"' not in data:
             yield data
             continue
-        events = data.replace(b"\r\n", b"\n").split(b"\n\n")
-        yield b"".join(_event(e) for e in events[:-1]) + events[-1]
+        yield _rewritten(data)
+
+
+def _rewritten(data: bytes) -> bytes:
+    """Whole events with their tool calls as `function_call`; what follows the last blank line as it is."""
+    events = data.replace(b"\r\n", b"\n").split(b"\n\n")
+    return b"".join(_event(e) for e in events[:-1]) + events[-1]
 
 
 def _event(event: bytes) -> bytes:

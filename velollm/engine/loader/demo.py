@@ -16,7 +16,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEMO_NAME = "demo-v1"  # bump when the generated files change, so stale caches are not reused
+DEMO_NAME = "demo-v2"  # bump when the generated files change, so stale caches are not reused
 SEED = 20240601
 SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 BOS, EOS_TEXT, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
@@ -82,7 +82,7 @@ CHAT_TEMPLATE = (
     "    {{- system_message ~ '<|eot_id|>' }}\n"
     "{%- endif %}\n"
     "{%- for message in messages %}\n"
-    "    {%- if message['role'] not in ['user', 'assistant', 'tool', 'ipython'] %}\n"
+    "    {%- if message['role'] not in ['system', 'user', 'assistant', 'tool', 'ipython'] %}\n"
     "        {{- raise_exception('unsupported role: ' ~ message['role']) }}\n"
     "    {%- endif %}\n"
     "    {%- set role = 'ipython' if message['role'] == 'tool' else message['role'] %}\n"
@@ -116,7 +116,7 @@ def default_cache_dir() -> Path:
 
 
 def ensure_demo(cache_dir: Path | None = None) -> Path:
-    """Return the demo model folder `<cache_dir>/demo-v1`, generating it on first use.
+    """Return the demo model folder `<cache_dir>/<DEMO_NAME>`, generating it on first use.
 
     `cache_dir` defaults to `~/.cache/velollm` (the caller maps $VELOLLM_CACHE to it). The folder
     is written to a temporary sibling and renamed into place, so a reader never sees a partial
