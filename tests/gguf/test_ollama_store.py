@@ -261,3 +261,63 @@ def test_resolve_without_paths_refuses_them_before_looking(tmp_path, monkeypatch
     with pytest.raises(ModelNotFound, match="not found \\(not a file"):  # a bare relative name is not a path
         resolve_model("model", allow_paths=False, ollama_models=tmp_path / "none", hf_hub=tmp_path / "hub")
     assert resolve_model("demo", allow_paths=False, cache_dir=tmp_path / "cache").info.name == "demo"
+
+
+def _with_layer(store: Path, tmp_path: Path, kind: str, data: bytes) -> Path:
+    """A copy of `store` whose tiny model's `kind` layer holds `data` instead."""
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    manifest_path = root / "manifests/registry.ollama.ai/library/tiny/latest"
+    manifest = json.loads(manifest_path.read_text())
+    media = f"application/vnd.ollama.image.{kind}"
+    manifest["layers"] = [layer for layer in manifest["layers"] if layer["mediaType"] != media]
+    manifest["layers"].insert(0, {"mediaType": media, **_blob(root, data)})  # first: the others read after it
+    manifest_path.write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.mark.parametrize("data, why", [(b"{not json", "is not valid JSON"), (b"[1, 2]", "not a JSON object but list"),
+                                       (b'"x"', "not a JSON object but str"), (b"\xff{}", "is not valid JSON")])
+def test_a_params_layer_that_is_no_json_object_leaves_the_model_listed(store, tmp_path, data, why):
+    """Another tool's params layer may be anything: the model stays listed and resolvable (show works), its
+    options empty and the reason kept for a chat to report (it was a ModelLoadError: the model vanished from
+    the listing and every route on it was a 500)."""
+    root = _with_layer(store, tmp_path, "params", data)
+    [model] = [m for m in ollama_store.list_models(root) if m.display_name == "tiny:latest"]
+    assert model.params == {} and why in model.layer_error
+    info = resolve_model("tiny", ollama_models=root).info
+    assert info.default_options == {} and why in info.layer_error
+
+
+@pytest.mark.parametrize("kind", ["template", "system"])
+def test_text_layers_that_are_not_utf8_are_read(store, tmp_path, kind):
+    """Go keeps a string's bytes as they are: a template or system layer that is not UTF-8 is read, its bad bytes
+    as U+FFFD (it was a UnicodeDecodeError: a 500 on /api/show and on every chat)."""
+    root = _with_layer(store, tmp_path, kind, b"\xffhi {{ .Prompt }}")
+    model = ollama_store.find_model("tiny", root)
+    assert getattr(model, kind) == "\ufffdhi {{ .Prompt }}"
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"\xff", b"[1]"])
+def test_a_config_blob_that_is_no_json_object_reads_as_empty(store, tmp_path, data):
+    """The config blob only feeds listings (family, file type): one another tool wrote badly leaves the model
+    listed and loadable (it was a ModelLoadError: the model dropped from /api/tags, a 500 on /api/show)."""
+    root = tmp_path / "models"
+    shutil.copytree(store, root)
+    manifest_path = root / "manifests/registry.ollama.ai/library/tiny/latest"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"].update(_blob(root, data))
+    manifest_path.write_text(json.dumps(manifest))
+    assert "tiny:latest" in [m.display_name for m in ollama_store.list_models(root)]
+    assert ollama_store.find_model("tiny", root).config == {}
+    assert resolve_model("tiny", ollama_models=root).info.default_options["temperature"] == 0.7
+
+
+def test_a_messages_layer_that_is_not_json_leaves_the_model_listed(store, tmp_path):
+    """As a bad params layer: listed and resolvable with no messages, the reason kept for a chat (it was a
+    ModelLoadError: dropped from the listing, a 500 on /api/show and on a chat)."""
+    root = _with_layer(store, tmp_path, "messages", b"[{not json")
+    assert "tiny:latest" in [m.display_name for m in ollama_store.list_models(root)]
+    info = resolve_model("tiny", ollama_models=root).info
+    assert info.default_messages == () and "messages layer" in info.layer_error and "not valid JSON" in info.layer_error
+    assert info.default_options["temperature"] == 0.7  # a good params layer after it does not clear the reason

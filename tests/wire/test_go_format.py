@@ -38,3 +38,11 @@ def test_go_float_of_a_float32_as_go_prints_it():
     assert {text: go_float(float(text), 32) for text in FLOAT32_BY_GO} == FLOAT32_BY_GO
     assert go_float(0.123456789) == "0.123456789"  # float64 as before
     assert go_float(1e39, 32) == "+Inf" and go_float(-0.0, 32) == "-0"
+
+
+def test_an_integer_no_float64_holds_prints_its_digits():
+    """A params layer another tool wrote may hold 10**400 (json.loads gives an int): float() of it was an
+    OverflowError, and every /api/show of the model a 500."""
+    assert go_value(10**400) == "1" + "0" * 400
+    assert go_value(-(10**400)) == "-1" + "0" * 400
+    assert go_syntax(10**300) == go_float(1e300)

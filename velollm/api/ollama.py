@@ -41,6 +41,7 @@ from velollm.api.handler import (
 )
 from velollm.api.keep_alive import is_unload
 from velollm.api.logprobs import LogprobFormatter
+from velollm.api.model_options import model_options
 from velollm.api.native_chat import chat_renderer, render_chat
 from velollm.api.ollama_format import OllamaFormatter
 from velollm.api.protocol_ollama import (
@@ -238,7 +239,8 @@ async def _run(request: Request, state: AppState, call: Call, engine: Any, promp
 
 def _options(served: Any, req: GenerateRequest | ChatRequest) -> OllamaSampling:
     info = served.engine.source.info
-    return sampling_from_options(req.options, info.default_options, req.format,
+    defaults = model_options(served.name, info.default_options, info.layer_error)
+    return sampling_from_options(req.options, defaults, req.format,
                                  req.top_logprobs if req.logprobs else None)
 
 

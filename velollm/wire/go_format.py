@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,8 @@ def go_value(value: Any) -> str:
     """`fmt.Sprintf("%v", v)` of a value decoded from JSON by Go: every number is a float64."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and not -sys.float_info.max <= value <= sys.float_info.max:
+        return str(value)  # no float64 holds it (a store written by another tool): its digits as stored
     if isinstance(value, (int, float)):
         return go_float(float(value))
     if isinstance(value, str):

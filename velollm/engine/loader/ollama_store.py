@@ -104,6 +104,7 @@ class OllamaModel:
     model_path: Path | None  # the GGUF blob (last model layer)
     config: dict[str, Any] = field(default_factory=dict)  # the config blob (family, file_type, ...)
     params: dict[str, Any] = field(default_factory=dict)
+    layer_error: str = ""  # why a params or messages layer is unusable: show works, a chat is a 400 saying so
     system: str | None = None
     template: str | None = None
     license_paths: tuple[Path, ...] = ()  # license layers, read only when asked (`ollama show`)
@@ -183,10 +184,10 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
     if bad is not None:  # a hand edit or a broken write: said as such, not an AttributeError deep below
         raise ModelLoadError(f"Ollama manifest {path} for {name.display()} has an entry that is not a layer "
                              f"({{mediaType, digest, size}}): {json.dumps(bad)[:200]}")
-    fields: dict[str, Any] = {"model_path": None, "params": {}, "system": None, "template": None, "config": {},
-                              "license_paths": (), "messages": ()}
+    fields: dict[str, Any] = {"model_path": None, "params": {}, "layer_error": "", "system": None, "template": None,
+                              "config": {}, "license_paths": (), "messages": ()}
     if config_ref.get("digest") and blob_path(root, config_ref["digest"]).is_file():
-        fields["config"] = _json(blob_path(root, config_ref["digest"]))
+        fields["config"] = _config(blob_path(root, config_ref["digest"]), name)
     for layer in layers:
         media, digest = layer.get("mediaType", ""), layer.get("digest", "")
         kind = media.removeprefix(_MEDIA) if media.startswith(_MEDIA) else None
@@ -198,15 +199,17 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
         if kind == "model":
             fields["model_path"] = blob
         elif kind == "params":
-            fields["params"] = _json(blob)
+            fields["params"], why = _params(blob, name)
+            fields["layer_error"] = fields["layer_error"] or why
         elif kind == "license":
             fields["license_paths"] += (blob,)
         elif kind == "messages":
-            fields["messages"] = _messages(blob)
-        elif kind == "system":
-            fields["system"] = blob.read_text(encoding="utf-8")
+            fields["messages"], why = _messages(blob, name)
+            fields["layer_error"] = fields["layer_error"] or why
+        elif kind == "system":  # Go keeps bytes that are not UTF-8 (its JSON writes them as U+FFFD): no 500 here
+            fields["system"] = blob.read_text(encoding="utf-8", errors="replace")
         else:
-            fields["template"] = blob.read_text(encoding="utf-8")
+            fields["template"] = blob.read_text(encoding="utf-8", errors="replace")
     size = sum(int(layer.get("size", 0)) for layer in layers) + int(config_ref.get("size", 0))
     return OllamaModel(name=name, manifest_path=path, digest=hashlib.sha256(raw).hexdigest(), size=size,
                        modified_at=path.stat().st_mtime, **fields)
@@ -220,23 +223,44 @@ def _is_ref(ref: Any) -> bool:
             and isinstance(ref.get("size", 0), int) and not isinstance(ref.get("size", 0), bool))
 
 
-def _messages(path: Path) -> tuple[dict[str, str], ...]:
+def _messages(path: Path, name: OllamaName) -> tuple[tuple[dict[str, str], ...], str]:
     """The messages layer: a JSON list of {role, content} (Ollama's create writes it); entries of another
-    shape are skipped, as Ollama's JSON decoding would leave them empty."""
+    shape are skipped, as Ollama's JSON decoding would leave them empty. A layer that is not valid JSON reads as
+    none, with the reason (a chat on the model reports it; show and the listings still work)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as e:
+        why = f"its messages layer {path.name} is not valid JSON: {e}"
+        logger.warning("Ollama model %s: %s", name.display(), why)
+        return (), why
     return tuple({"role": m["role"], "content": m.get("content") if isinstance(m.get("content"), str) else ""}
                  for m in (value if isinstance(value, list) else [])
-                 if isinstance(m, dict) and isinstance(m.get("role"), str))
+                 if isinstance(m, dict) and isinstance(m.get("role"), str)), ""
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _params(path: Path, name: OllamaName) -> tuple[dict[str, Any], str]:
+    """The params layer and why it is unusable ("" when it is a JSON object). Written by another tool it may be
+    anything; the model stays listed and shown (without parameters), and a chat on it says why it cannot run."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read Ollama blob {path}: {e}") from e
+        why = f"its params layer {path.name} is not valid JSON: {e}"
+    else:
+        if isinstance(value, dict):
+            return value, ""
+        why = f"its params layer {path.name} is not a JSON object but {type(value).__name__}"
+    logger.warning("Ollama model %s: %s", name.display(), why)
+    return {}, why
+
+
+def _config(path: Path, name: OllamaName) -> dict[str, Any]:
+    """The config blob (family, file type, ...: what listings show); one that is not a JSON object, as another tool
+    may write it, reads as empty with a warning, so the model stays listed and shown rather than dropped."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("Ollama model %s: its config blob %s is not valid JSON: %s", name.display(), path.name, e)
+        return {}
     return value if isinstance(value, dict) else {}
 
 

@@ -62,6 +62,7 @@ def resolve_model(spec: str, *, dtype: str | None = None, cache_dir: str | Path 
             model.model_path,  # type: ignore[arg-type]
             name=model.display_name, dtype=dtype, device=device, quantization=quantization, digest=model.digest,
             size_bytes=model.size, modified_at=model.modified_at, default_options=dict(model.params),
+            layer_error=model.layer_error,
             default_system=model.system, template=model.template, default_messages=model.messages,
             **_licenses(model.licenses()),
         )

@@ -46,6 +46,7 @@ class ModelInfo:
     modified_at: float = 0.0  # unix time
     path: str = ""
     default_options: dict[str, Any] = field(default_factory=dict)  # Ollama params layer
+    layer_error: str = ""  # why a params/messages layer is unusable: a chat on the model is a 400 saying so
     default_system: str | None = None  # Ollama system layer
     template: str | None = None  # Ollama template layer / chat template text
     license: str = ""  # Ollama license layers joined by newlines (as Ollama's show), else GGUF general.license
