@@ -192,10 +192,12 @@ async def _route(request: Request, state: AppState, call: Call, name: str, keep_
 NativeHandler = Callable[..., Awaitable["Response"]]
 
 
-def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Callable[[NativeHandler], Handler]:
+def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any],
+           defaults: Callable[[Any, ServedModel], Any] | None = None) -> Callable[[NativeHandler], Handler]:
     """Wraps a generation handler: the body is routed by its model name first (`model_of` reads it in
     the route's wire format); an upstream model gets the body as sent, a native one runs the handler
-    with the body parsed by the native rules (`parse`) and the model."""
+    with the body parsed by the native rules (`parse`) and the model, after `defaults` fills in the
+    model's own values for what the body leaves out."""
 
     def wrap(fn: NativeHandler) -> Handler:
         async def handler(request: Request, state: AppState, call: Call) -> Response:
@@ -205,8 +207,11 @@ def routed(model_of: Callable[[Any], str], parse: Callable[[Any], Any]) -> Calla
                 answer = await forward_or_local(request, state, call, target, body)
                 if not isinstance(answer, ServedModel):
                     return answer
-                return await fn(request, state, call, await parse_off_loop(parse, body), answer)
-            return await fn(request, state, call, await parse_off_loop(parse, body), target.model)
+                served = answer
+            else:
+                served = target.model
+            native_body = body if defaults is None else defaults(body, served)
+            return await fn(request, state, call, await parse_off_loop(parse, native_body), served)
 
         handler.__name__ = fn.__name__
         return handler

@@ -32,6 +32,7 @@ from velollm.api.handler import (
 )
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
 from velollm.api.ollama_models import listing
+from velollm.api.openai_defaults import with_model_defaults
 from velollm.api.openai_format import ChatFormatter, CompletionFormatter
 from velollm.api.protocol_openai import (
     ChatCompletionRequest,
@@ -115,7 +116,8 @@ async def chat_completions(request: Request, state: AppState, call: Call) -> Res
         served = answer
     else:
         served = target.model
-    response = await _native_chat(request, state, call, await parse_off_loop(parse_chat_request, body), served)
+    req = await parse_off_loop(parse_chat_request, with_model_defaults(body, served))
+    response = await _native_chat(request, state, call, req, served)
     return await keep.keep(response) if keep is not None else response
 
 
@@ -128,7 +130,7 @@ async def _native_chat(request: Request, state: AppState, call: Call, req: ChatC
 
 
 @endpoint("/v1/completions")
-@routed(model_of, parse_completion_request)
+@routed(model_of, parse_completion_request, with_model_defaults)
 async def completions(request: Request, state: AppState, call: Call, req: CompletionRequest,
                       served: ServedModel) -> Response:
     engine = served.engine
@@ -194,7 +196,8 @@ async def get_model(request: Request, state: AppState, call: Call) -> Response:
         return JSONResponse(openai_card(state))
     target = await state.models.describe(name)  # a model that is not loaded is described, not loaded
     if isinstance(target, UpstreamTarget):
-        cards = [c for c in await state.models.upstream.openai_models() if name_key(c.get("id") or "") == name_key(name)]
+        cards = [c for c in await state.models.upstream.openai_models()
+                 if name_key(c.get("id") or "") == name_key(name)]
         if not cards:
             raise ModelNotFound(f"model '{name}' not found")
         return JSONResponse(cards[0])

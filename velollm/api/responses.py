@@ -37,6 +37,7 @@ from velollm.api.handler import (
     route,
 )
 from velollm.api.native_chat import prepare_chat, stream_chunks, whole_body
+from velollm.api.openai_defaults import with_model_defaults
 from velollm.api.protocol_openai import model_of, parse_chat_request
 from velollm.api.responses_background import UNSTORED_MESSAGE, keep_end, run_in_background
 from velollm.api.responses_store import in_store
@@ -302,7 +303,8 @@ def truncated(req: ResponsesRequest, chat: dict[str, Any]) -> dict[str, Any]:
 async def _native(request: Request, state: AppState, call: Call, served: Any, turn: _Turn,
                   chat: dict[str, Any]) -> Response:
     try:
-        native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, truncated(turn.req, chat)))
+        body = truncated(turn.req, with_model_defaults(chat, served))
+        native = await prepare_chat(state, served, await parse_off_loop(parse_chat_request, body))
         await cancel_on_disconnect(request.receive, native.gen.start())  # grammars compile here
     except InvalidRequest as exc:
         raise in_responses_terms(exc) from exc
