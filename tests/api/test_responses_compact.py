@@ -124,3 +124,22 @@ def test_the_content_is_versioned_and_self_contained():
     with pytest.raises(InvalidRequest) as bad:
         unseal(None, "input[0].encrypted_content")
     assert bad.value.param == "input[0].encrypted_content"
+
+
+def test_the_real_engine_compacts_and_continues(live_server):
+    """`velollm serve` on the demo model: its own tokenizer, chat template and summarizer run. Its answers are
+    random, so the check is the prompt: the summary's tokens are in the continuation's input, the answers are not."""
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="x", max_retries=0, timeout=60)
+    turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i} " + "word " * 20} for i in range(5)]
+    compacted = client.responses.compact(model="demo", input=turns)
+    assert compacted.output[-1].type == "compaction" and len(compacted.output) == 4
+    window = [item.model_dump(exclude_none=True, warnings=False) for item in compacted.output]
+    nxt = {"role": "user", "content": "and then?"}
+    users_only = client.responses.input_tokens.count(model="demo", input=[*window[:-1], nxt]).input_tokens
+    created = client.responses.create(model="demo", input=[*window, nxt], max_output_tokens=2)
+    assert created.usage.input_tokens == client.responses.input_tokens.count(
+        model="demo", input=[*window, nxt]).input_tokens
+    assert created.usage.input_tokens > users_only  # the summary is in the prompt, where the item stood
+    note = {"role": "system", "content": PREFIX + _summary(compacted.output[-1])}
+    assert created.usage.input_tokens == client.responses.input_tokens.count(
+        model="demo", input=[*window[:-1], note, nxt]).input_tokens
