@@ -4,6 +4,8 @@ arrives during a prefetch, unused predictions evicted first, a clean close durin
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 from tests.proxy.test_proxy_model_pool import FakeEngines
 from velollm.api.model_pool import ModelPool
@@ -14,8 +16,9 @@ async def names(name: str) -> str | None:
     return None if name == "upstream-only" else name
 
 
-async def settle(prefetcher: ModelPrefetcher) -> None:
-    for _ in range(200):
+async def settle(prefetcher: ModelPrefetcher, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         if prefetcher._task is None or prefetcher._task.done():
             return
         await asyncio.sleep(0.01)
@@ -72,12 +75,18 @@ async def test_an_unused_prediction_is_evicted_first():
 
 
 async def test_close_during_a_prefetch_unloads_it():
-    engines = FakeEngines(load_seconds=0.3)
+    held = threading.Event()  # the load ends once the prefetcher is closed (a 0.1 s sleep raced a 0.3 s load)
+    engines = FakeEngines(held=held)
     pool = ModelPool(engines.load, max_loaded_models=1)
     prefetcher = ModelPrefetcher(pool, names)
     prefetcher.predict("a", "shown")
-    await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while engines.began != ["a"]:
+        assert time.monotonic() < deadline, "the prefetch never started its load"
+        await asyncio.sleep(0.01)
     await prefetcher.close()  # cancels the prefetcher; the load in its thread goes on
+    assert engines.loads == []
+    held.set()
     await pool.close()  # waits for it, then unloads it
     assert engines.loads == ["a"] and engines.loaded == set()
     prefetcher.predict("b", "shown")  # closed: ignored

@@ -73,8 +73,9 @@ async def until(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
         await asyncio.sleep(0.02)
 
 
-async def started_loading(pool: ModelPool, name: str) -> None:
-    for _ in range(200):
+async def started_loading(pool: ModelPool, name: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         if name in pool._loading and pool._turns._holder is not None:
             await asyncio.sleep(3 * TENSOR_S)  # some tensors in
             return
@@ -156,7 +157,8 @@ async def test_a_prediction_stopped_twice_is_dropped_until_predicted_anew():
 
 async def test_a_stopped_prediction_waits_for_a_free_slot_and_never_evicts():
     engines = StoppableEngines()
-    pool = ModelPool(engines.load, max_loaded_models=1, default_keep_alive=0.5)
+    # b's keep_alive is 3 s: a stall of the 0.2 s below past a keep_alive of 0.5 s let a load first
+    pool = ModelPool(engines.load, max_loaded_models=1, default_keep_alive=3.0)
     prefetcher = ModelPrefetcher(pool, same_name)
     pool.on_slot_freed = prefetcher.slot_freed  # as OnDemand wires it
     prefetcher.predict("a", "shown")
@@ -165,7 +167,7 @@ async def test_a_stopped_prediction_waits_for_a_free_slot_and_never_evicts():
         await asyncio.sleep(0.3)
     await asyncio.sleep(0.2)
     assert engines.loads == ["b"] and engines.loaded == {"b"}  # b's slot is not taken while b is loaded
-    await until(lambda: engines.loads == ["b", "a"])  # b's keep_alive ran out: its slot loads a ahead
+    await until(lambda: engines.loads == ["b", "a"], timeout=30)  # b's keep_alive ran out: its slot loads a ahead
     assert "b" not in engines.loaded and pool.prefetch_counts[("a", "cancelled")] == 1
     await prefetcher.close()
     await pool.close()

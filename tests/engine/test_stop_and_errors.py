@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -137,7 +138,12 @@ def test_async_engine_streams_and_aborts(llama_folder):
 
     async def main():
         results = await asyncio.gather(*(collect(p) for p in prompts), abandon(prompts[0]))
-        await asyncio.sleep(0.2)
+        # the abort is processed at the engine thread's next step: waited for, where a 0.2 s sleep could end first
+        deadline = time.monotonic() + 30
+        while engine.stats().num_aborted < 1 or engine.stats().num_allocated_blocks:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
         return results
 
     try:

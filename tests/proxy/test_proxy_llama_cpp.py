@@ -17,6 +17,7 @@ import pytest
 from gguf_fixture import write_tiny_llama_gguf
 from proxy_servers import ThreadServer, velollm_app
 
+from tests.fast_enough import assert_fast
 from tests.llama_cpp_ref import child_env
 
 from velollm.proxy.upstream import UpstreamConfig
@@ -271,15 +272,19 @@ def test_an_agent_loop_with_the_sdks_own_assistant_message(llama_server, proxy):
 
 def test_upstream_restart(llama_server, proxy):
     client = ollama.Client(host=proxy.url, timeout=30)
+    # the model answered once: the proxy knows it is the upstream's (run alone, this test had no listing of it,
+    # and the first request after the stop was a 404 for an unknown model, not the 502)
+    assert client.chat(model=MODEL, messages=MESSAGES, options={"num_predict": 1}).done
     llama_server.stop()
     try:
-        started = time.monotonic()
-        with pytest.raises(ollama.ResponseError) as err:
-            client.chat(model=MODEL, messages=MESSAGES)
-        assert err.value.status_code == 502 and llama_server.url in err.value.error
-        with pytest.raises(openai.InternalServerError):
-            _openai(proxy.url).chat.completions.create(model=MODEL, messages=MESSAGES)
-        assert time.monotonic() - started < 2
+        def refused() -> None:
+            with pytest.raises(ollama.ResponseError) as err:
+                client.chat(model=MODEL, messages=MESSAGES)
+            assert err.value.status_code == 502 and llama_server.url in err.value.error
+            with pytest.raises(openai.InternalServerError):
+                _openai(proxy.url).chat.completions.create(model=MODEL, messages=MESSAGES)
+
+        assert_fast(refused, 2)  # no retry or timeout waited out: one try of three within 2 s
     finally:
         llama_server.start()
     answer = client.chat(model=MODEL, messages=MESSAGES, options={"temperature": 0, "num_predict": 4})

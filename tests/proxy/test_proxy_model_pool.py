@@ -16,17 +16,23 @@ from velollm.wire.keep_alive import keep_alive_seconds
 
 
 class FakeEngines:
-    def __init__(self, load_seconds: float = 0.05) -> None:
+    def __init__(self, load_seconds: float = 0.05, held: threading.Event | None = None) -> None:
         self.load_seconds = load_seconds
+        self.held = held  # when given, a load also waits until it is set
         self.loaded: set[str] = set()
         self.max_loaded = 0
         self.loads: list[str] = []
+        self.began: list[str] = []  # loads started, in order (a test may wait for one to be under way)
         self.lock = threading.Lock()
 
     def load(self, name: str) -> FakeEngine:
         if name == "bad":
             raise RuntimeError("corrupt model")
+        with self.lock:
+            self.began.append(name)
         time.sleep(self.load_seconds)
+        if self.held is not None:
+            assert self.held.wait(30), "the test never let the load end"
         with self.lock:
             self.loaded.add(name)
             self.loads.append(name)
@@ -97,16 +103,21 @@ async def test_alternating_models_with_one_slot():
 
 
 async def test_loading_waits_for_busy_model_and_loaded_models_keep_flowing():
-    engines = FakeEngines(load_seconds=0.3)
+    b_loads = threading.Event()
+    engines = FakeEngines(held=b_loads)
     pool = ModelPool(engines.load, max_loaded_models=2)
+    b_loads.set()
     await pool.acquire("a")
+    b_loads.clear()
     loading_b = asyncio.ensure_future(pool.acquire("b"))
     await asyncio.sleep(0.02)
-    started = time.monotonic()
-    assert (await pool.acquire("a")).name == "a"  # not stuck behind b's load
-    assert time.monotonic() - started < 0.2  # b takes 0.3 s to load
+    # b's load ends only once a was acquired again: a is not stuck behind it (a time bound failed on a busy box)
+    assert (await asyncio.wait_for(pool.acquire("a"), 10)).name == "a"
+    assert not loading_b.done()
+    b_loads.set()
     assert (await loading_b).name == "b"
-    pool.release("a"); pool.release("a"); pool.release("b")
+    for name in ("a", "a", "b"):
+        pool.release(name)
 
     one = ModelPool(FakeEngines(load_seconds=0.01).load, max_loaded_models=1)
     await one.acquire("a")
@@ -114,9 +125,10 @@ async def test_loading_waits_for_busy_model_and_loaded_models_keep_flowing():
     await asyncio.sleep(0.1)
     assert not waiting.done()  # a is busy: b waits for it
     one.release("a")
-    assert (await asyncio.wait_for(waiting, 2)).name == "b"
+    assert (await asyncio.wait_for(waiting, 30)).name == "b"
     assert [m.name for m in one.loaded()] == ["b"]
-    await pool.close(); await one.close()
+    await pool.close()
+    await one.close()
 
 
 async def test_concurrent_requests_share_one_load_and_failures_propagate():

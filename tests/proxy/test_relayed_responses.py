@@ -9,6 +9,8 @@ import time
 import pytest
 from starlette.responses import JSONResponse, StreamingResponse
 
+import velollm.proxy.relayed_responses
+from tests.wall_clock import wall_clock
 from velollm.proxy.relayed_responses import SNIFF_BYTES, RelayedResponses
 
 
@@ -71,12 +73,13 @@ def test_a_large_whole_answer_relayed_as_a_stream_is_learned_by_its_head():
     assert relayed.holder("resp_big") == "c"
 
 
-def test_bounded_by_count_and_age():
+def test_bounded_by_count_and_age(monkeypatch):
+    clock = wall_clock(monkeypatch, velollm.proxy.relayed_responses)
     relayed = RelayedResponses(max_responses=2, max_age_s=0.05)
     for i in range(3):
         relayed.remember(f"resp_{i}", "a")
     assert [relayed.holder(f"resp_{i}") for i in range(3)] == [None, "a", "a"]  # the oldest goes first
-    time.sleep(0.1)
+    clock.advance(0.1)
     assert relayed.holder("resp_2") is None and len(relayed) == 1  # an old one goes when it is asked for
     relayed.remember("resp_3", "b")  # and those never asked for, when another comes
     assert len(relayed) == 1 and relayed.holder("resp_3") == "b"

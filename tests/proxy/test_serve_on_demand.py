@@ -53,6 +53,14 @@ def generate(url: str, model: str, prompt: str = "once upon a time", **extra) ->
     return r.json()
 
 
+def until_unloaded(url: str, name: str, timeout_s: float = 30.0) -> None:
+    """Waits until `name` is no longer running: an engine is shut down in a worker thread after its answer, which
+    a loaded machine may run seconds late (waits of 2-5 s were a flake, not a bound of the product's)."""
+    deadline = time.monotonic() + timeout_s
+    while name in loaded(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def loaded(url: str) -> dict[str, dict]:
     return {m["name"]: m for m in httpx.get(f"{url}/api/ps", timeout=10).json()["models"]}
 
@@ -85,9 +93,7 @@ def test_ps_keep_alive_and_unload(native):
 
     r = httpx.post(f"{native}/api/generate", json={"model": "tiny-a", "keep_alive": 0}, timeout=60).json()
     assert r["done"] and r["done_reason"] == "unload"
-    deadline = time.monotonic() + 5
-    while A in loaded(native) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until_unloaded(native, A)
     assert set(loaded(native)) == {"demo"}
 
     # `ollama stop` of a model that is not loaded: nothing is loaded for it (with --max-loaded-models 1
@@ -102,9 +108,7 @@ def test_ps_keep_alive_and_unload(native):
     httpx.post(f"{native}/api/generate", json={"model": "tiny-a", "keep_alive": 0}, timeout=60)
 
     generate(native, "tiny-b", keep_alive=0)  # keep_alive 0 on a real request: unloaded once it is done
-    deadline = time.monotonic() + 5
-    while B in loaded(native) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until_unloaded(native, B)
     assert set(loaded(native)) == {"demo"}
 
     # A request that fails after its model loaded (prompt over the context, with truncate: false: by default it
@@ -113,9 +117,7 @@ def test_ps_keep_alive_and_unload(native):
                                                      "truncate": False,
                                                      **{k: v for k, v in RAW.items() if k != "raw"}}, timeout=60)
     assert r.status_code == 400, r.text
-    deadline = time.monotonic() + 2
-    while A in loaded(native) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until_unloaded(native, A)
     assert set(loaded(native)) == {"demo"}
 
 

@@ -120,6 +120,14 @@ def test_failure_mid_stream():
     assert [o["status"] for o in failed["response"]["output"]] == ["incomplete"]  # the item the error cut
 
 
+def test_failure_mid_item_keeps_the_sequence_numbers_unbroken():
+    """The item the error cut is closed without its done events: their numbers were taken all the same, so a
+    background run's frames (counted by sequence number for `starting_after`) and the numbers parted ways."""
+    stream = ResponseEventStream(ResponseShell(REQ))
+    events = stream.start() + stream.chunk(_chunk({"content": "x"})) + stream.fail("engine died", code="server_error")
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
 def test_an_answer_that_could_not_be_stored_ends_failed_in_its_place():
     stream = ResponseEventStream(ResponseShell(REQ))
     started = stream.start() + stream.chunk(_chunk({"content": "x"}, finish="stop"))

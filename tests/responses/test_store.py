@@ -7,6 +7,9 @@ import json
 import sqlite3
 import time
 
+import velollm.responses.chat_store
+import velollm.responses.store
+from tests.wall_clock import wall_clock
 from velollm.responses import ResponseStore
 
 
@@ -107,11 +110,12 @@ def test_a_branch_keeps_what_it_continued(tmp_path):
     assert store.delete("resp_7") and _rows(tmp_path / "r.sqlite") == []
 
 
-def test_old_responses_expire(tmp_path):
+def test_old_responses_expire(tmp_path, monkeypatch):
+    clock = wall_clock(monkeypatch, velollm.responses.store)
     store = ResponseStore(tmp_path / "r.sqlite", max_age_s=0.2)
     store.put(_resp(1), [])
     assert store.get("resp_1") is not None
-    time.sleep(0.3)
+    clock.advance(0.3)
     assert store.get("resp_1") is None and store.history("resp_1") is None  # before the next write prunes it
     store.put(_resp(2), [])
     assert len(store) == 1
@@ -282,10 +286,12 @@ def test_chat_completions_share_the_file_and_its_limits(tmp_path):
     assert again.chat_completions.delete("chatcmpl-4") and not again.chat_completions.delete("chatcmpl-4")
 
 
-def test_stored_chat_completions_expire(tmp_path):
+def test_stored_chat_completions_expire(tmp_path, monkeypatch):
+    clock = wall_clock(monkeypatch, velollm.responses.chat_store)
     chats = ResponseStore(tmp_path / "r.sqlite", max_age_s=0.2).chat_completions
     chats.put(_completion(1), [], {})
-    time.sleep(0.3)
+    assert chats.get("chatcmpl-1") is not None
+    clock.advance(0.3)
     assert chats.get("chatcmpl-1") is None and chats.list(limit=5).data == []
 
 

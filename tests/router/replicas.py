@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.serve_process import REPO, free_port
+from tests.serve_process import BIND_ATTEMPTS, REPO, free_port
 
 REPLICA_ARGS = ("--max-model-len", "512", "--kv-cache-memory", "16MiB", "--max-num-seqs", "8", "--no-upstream")
 
@@ -29,6 +29,7 @@ class Replica:
         self.args = args or REPLICA_ARGS
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self.served = False  # healthy once: its port is known to a router, kept across restarts
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -49,12 +50,23 @@ class Replica:
         return self
 
     def wait_healthy(self, timeout: float = 180.0) -> Replica:
+        """Waits for /health; a first start whose port was taken meanwhile (free_port() is only free when asked:
+        any outgoing connection may get it from the kernel while the replica imports torch) starts again on
+        another port, at most BIND_ATTEMPTS times, as serve_process.start_serve does."""
         deadline = time.monotonic() + timeout
+        attempts = 1
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
+                if (not self.served and attempts < BIND_ATTEMPTS and self.proc is not None
+                        and "address already in use" in self.log_tail()):
+                    attempts += 1
+                    self.port = free_port()
+                    self.start()
+                    continue
                 raise RuntimeError(f"replica on {self.port} exited:\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    self.served = True
                     return self
             except httpx.HTTPError:
                 pass
@@ -78,8 +90,8 @@ class Replica:
             self.proc = None
 
     def log_tail(self) -> str:
-        logs = sorted(self.folder.glob("serve-*.log"))
-        return logs[-1].read_text()[-3000:] if logs else ""
+        log = self.folder / f"serve-{self.port}.log"  # a restart on its port appends to it
+        return log.read_text()[-3000:] if log.exists() else ""
 
 
 def start_replicas(folder: Path, n: int, *args: str) -> list[Replica]:

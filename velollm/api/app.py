@@ -28,6 +28,7 @@ from velollm.api import (
     responses_compact,
     responses_count,
     responses_lookup,
+    responses_store,
     status_page,
     stored_chat,
 )
@@ -156,7 +157,7 @@ def _middleware(config: ServerConfig, drain: Drain, cache: Middleware | None) ->
 
 
 async def _load(config: ServerConfig, models: ModelRegistry,
-                on_load_error: Callable[[BaseException], None] | None) -> None:
+                on_load_error: Callable[[BaseException], None] | None, on_ready: Callable[[], None] | None) -> None:
     try:
         await models.load(config.models, config.served_names, config.engine)
     except Exception as exc:  # reported on /health; the CLI stops the server
@@ -168,6 +169,8 @@ async def _load(config: ServerConfig, models: ModelRegistry,
         if on_load_error is not None:
             on_load_error(exc)
     finally:
+        if on_ready is not None:
+            on_ready()
         models.mark_ready()
 
 
@@ -225,11 +228,13 @@ def _identifier(state: AppState) -> Callable[[str], Awaitable[str]]:
 
 def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *,
                upstream: Upstream | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
+               on_load_error: Callable[[BaseException], None] | None = None,
+               on_ready: Callable[[], None] | None = None) -> Starlette:
     """Builds the app. With `engines` (served name -> engine), those are served as given and nothing
     else is loaded; otherwise the lifespan loads `config.models` in the background (/health is 503
     until they are ready) and other runnable names load on demand. `config.proxy_only`: no engine.
-    The app owns `upstream` from here on (closed at shutdown).
+    The app owns `upstream` from here on (closed at shutdown). `on_ready` runs once the start-up models are
+    loaded (or failed), before /health says so: the CLI freezes the start-up heap there (startup_heap.py).
     """
     native = engines is None and not config.proxy_only
     models = ModelRegistry(upstream, on_demand(config) if native else None)
@@ -253,12 +258,14 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
             for name, engine in (engines or {}).items():
                 models.add(name, engine)
             models.start_all()
+            if on_ready is not None:
+                on_ready()
             models.mark_ready()
         else:
             if config.prune_blobs:
                 await _prune(models)
-            tasks.append(asyncio.create_task(_load(config, models, on_load_error)))
-        await responses.open_existing_store(state)  # before the server listens: its conversion waits for nothing
+            tasks.append(asyncio.create_task(_load(config, models, on_load_error, on_ready)))
+        await responses_store.open_existing_store(state)  # before the server listens: its conversion waits for nothing
         if config.stats_interval_s > 0:
             tasks.append(asyncio.create_task(StatsLogger(models, state.metrics, config.stats_interval_s).run()))
         try:

@@ -28,7 +28,8 @@ from starlette.routing import Route
 from velollm.api.handler import AppState, Call, endpoint, forward_or_local, parse_off_loop, read_json, route
 from velollm.api.native_chat import chat_prompt
 from velollm.api.protocol_openai import model_of, parse_chat_request
-from velollm.api.responses import in_responses_terms, in_store, parsed_continuation, truncated
+from velollm.api.responses import in_responses_terms, parsed_continuation, truncated
+from velollm.api.responses_store import in_store
 from velollm.api.responses_upstream import NO_RESPONSES_API, asks_own_api, upstream_holding
 from velollm.api.served_model import ServedModel
 from velollm.api.targets import NativeTarget, UpstreamTarget

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from velollm.api.cursor_page import page_args
 from velollm.api.handler import AppState, Call, endpoint
-from velollm.api.responses import in_store, not_found
+from velollm.api.responses import not_found
 from velollm.api.responses_background import (
     events_answer,
     events_gone,
@@ -21,6 +21,7 @@ from velollm.api.responses_background import (
     query_flag,
     starting_after,
 )
+from velollm.api.responses_store import in_store
 from velollm.api.responses_upstream import relayed_lookup
 from velollm.responses import ResponseStore
 from velollm.responses.background import BackgroundRun

@@ -9,7 +9,7 @@ in what the client receives (the whole body, or every chunk of a stream): the id
 it retrieves, and stored completions never collide, whatever ids the upstream issues (Ollama's /v1 answers
 `chatcmpl-` and a number below 1000, which would have a later completion replace an earlier one). The
 store is the ResponseStore's file, opened and used off the event loop as the Responses
-routes do (responses.in_store), with its retention limits.
+routes do (responses_store.in_store), with its retention limits.
 
 Routes: GET /v1/chat/completions (list: after, limit, order, model, metadata[KEY]=VALUE),
 GET/POST/DELETE /v1/chat/completions/{id} (retrieve, update metadata, delete) and
@@ -33,7 +33,7 @@ from starlette.routing import Route
 from velollm.api import store_cap
 from velollm.api.cursor_page import page_args
 from velollm.api.handler import AppState, Call, endpoint, read_json
-from velollm.api.responses import in_store
+from velollm.api.responses_store import in_store
 from velollm.cache.capture import capture
 from velollm.responses import ChatCompletionStore, RowTooLarge, UnknownCursor, stored_bytes
 from velollm.wire.errors import APIError
@@ -48,7 +48,7 @@ _T = TypeVar("_T")
 
 async def _in_chat_store(state: AppState, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """`method(chat_store, *args, **kwargs)` in a worker thread, the store opened in one too (as the
-    Responses routes open it: responses.in_store)."""
+    Responses routes open it: responses_store.in_store)."""
     return await in_store(state, lambda store: method(store.chat_completions, *args, **kwargs))
 
 

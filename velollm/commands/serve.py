@@ -324,6 +324,7 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
     """The uvicorn server for `config`, and the list a failed model load lands in (the server then stops)."""
     from velollm.api.app import create_app
     from velollm.api.shutdown import DrainingServer, make_uvicorn_config
+    from velollm.api.startup_heap import freeze_startup_heap
     from velollm.proxy.gateway import UpstreamGateway
 
     failed: list[BaseException] = []
@@ -341,7 +342,8 @@ def make_server(config: ServerConfig, upstream_cfg: UpstreamConfig | None,
         gateway = Router(config.config_file, _relayed_responses(config))
     elif upstream_cfg is not None:
         gateway = UpstreamGateway(upstream_cfg, proxy_only=config.proxy_only, relayed=_relayed_responses(config))
-    app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error)
+    app = create_app(config, {} if config.proxy_only else None, upstream=gateway, on_load_error=on_load_error,
+                     on_ready=freeze_startup_heap)
     closed = app.state.velollm.metrics.connections_closed
     server = DrainingServer(make_uvicorn_config(app, config.host, config.port, log_level, config.header_timeout_s,
                                                 on_close=lambda reason: closed.labels(reason).inc()),

@@ -219,8 +219,12 @@ class ResponseEventStream:
 
     def fail(self, message: str, code: str | None = None, param: str | None = None) -> list[dict[str, Any]]:
         """After an error mid-stream: the `error` event, then `response.failed`. The item the error cut is
-        `incomplete` in the failed response (kept in the store, GET shows it), as one cut by max_output_tokens."""
+        `incomplete` in the failed response (kept in the store, GET shows it), as one cut by max_output_tokens.
+        Its done events are not sent, so they take no sequence number: a gap would break a background run's
+        resume (`starting_after` counts frames) and leave a client's numbering with holes."""
+        seq = self._seq
         self._close("incomplete")
+        self._seq = seq
         self.response = self.shell.build("failed", self.output, self._usage,
                                          error={"code": code or "server_error", "message": message})
         return [self._event("error", code=code, message=message, param=param),
