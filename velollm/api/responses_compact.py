@@ -27,8 +27,9 @@ from starlette.routing import Route
 from velollm.api.context_fit import context_state
 from velollm.api.handler import AppState, Call, endpoint, forward_or_local, read_json, route
 from velollm.api.protocol_openai import model_of
-from velollm.api.responses import in_store, parsed_continuation
+from velollm.api.responses import parsed_continuation
 from velollm.api.responses_count import inlined
+from velollm.api.responses_store import in_store
 from velollm.api.responses_upstream import NO_RESPONSES_API, asks_own_api, upstream_holding
 from velollm.api.served_model import ServedModel
 from velollm.api.summarizer import ModelSummarizer
