@@ -154,6 +154,24 @@ def test_a_count_continuing_a_response_goes_to_the_replica_that_stored_it(replic
         server.stop()
 
 
+def test_a_compaction_continuing_a_response_goes_to_the_replica_that_stored_it(replicas, tmp_path):
+    """POST /v1/responses/compact with previous_response_id: the holder has the conversation to summarise (the
+    other replica would answer its 400 previous_response_not_found), whatever the policy picks."""
+    toml = config_toml(replica_backends(replicas), policy="round-robin", health_interval_s=0)
+    server = ThreadServer(router_app(toml, tmp_path)).start()
+    try:
+        front = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=30)
+        first = front.responses.with_raw_response.create(model="demo", input="hi", max_output_tokens=4)
+        holder, first = first.headers["x-velollm-backend"], first.parse()
+        for _ in range(2):
+            compacted = front.responses.with_raw_response.compact(model="demo", input="and?",
+                                                                  previous_response_id=first.id)
+            assert compacted.headers["x-velollm-backend"] == holder
+            assert [m.content[0].text for m in compacted.parse().output[:-1]] == ["hi", "and?"]
+    finally:
+        server.stop()
+
+
 def test_a_chain_stored_by_the_router_goes_on_on_a_replica_with_its_own_api(replicas, tmp_path):
     """A response the router's own engine made and stored, continued on a model its replicas serve (kind velollm:
     their own Responses API): the chain is the router's, so the create runs on a replica's chat route with the

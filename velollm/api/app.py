@@ -25,6 +25,7 @@ from velollm.api import (
     openai,
     pull,
     responses,
+    responses_compact,
     responses_count,
     responses_lookup,
     responses_store,
@@ -288,8 +289,8 @@ def create_app(config: ServerConfig, engines: Mapping[str, Any] | None = None, *
     routes = one_route_per_path([
         Route("/health", health, methods=["GET", "HEAD"]), Route("/metrics", metrics, methods=["GET"]),
         *status_page.routes(), *openai.routes(), *stored_chat.routes(), *responses.routes(),
-        *responses_count.routes(), *responses_lookup.routes(), *ollama.routes(), *ollama_models.routes(),
-        *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
+        *responses_count.routes(), *responses_compact.routes(), *responses_lookup.routes(), *ollama.routes(),
+        *ollama_models.routes(), *embeddings.routes(), *pull.routes(), *model_admin.routes(), *blobs.routes()])
     app = Starlette(routes=routes, middleware=_middleware(config, state.drain, cache.middleware if cache else None),
                     lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 # What an embedding model cannot do, by endpoint: `"NAME" does not support chat` (Ollama's 400).
 _GENERATES = {"/v1/chat/completions": "chat", "/api/chat": "chat", "/v1/completions": "completions",
               "/api/generate": "generate", "/v1/responses": "responses",
-              "/v1/responses/input_tokens": "responses"}
+              "/v1/responses/input_tokens": "responses",
+              "/v1/responses/compact": "responses"}
 
 
 @dataclass

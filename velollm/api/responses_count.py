@@ -74,7 +74,7 @@ async def count_input_tokens(request: Request, state: AppState, call: Call) -> R
     if isinstance(target, UpstreamTarget):
         if asked:
             raise not_counted(req.model)
-        answer = await forward_or_local(request, state, call, target, _inlined(body, req, stored), path=COUNT_PATH)
+        answer = await forward_or_local(request, state, call, target, inlined(body, req, stored), path=COUNT_PATH)
         if not isinstance(answer, ServedModel):
             if answer.status_code in NO_RESPONSES_API:
                 raise not_counted(req.model)
@@ -89,7 +89,7 @@ async def count_input_tokens(request: Request, state: AppState, call: Call) -> R
     return JSONResponse({"object": "response.input_tokens", "input_tokens": len(prompt.fitted.token_ids)})
 
 
-def _inlined(body: dict[str, Any], req: ResponsesRequest, stored: History | None) -> dict[str, Any]:
+def inlined(body: dict[str, Any], req: ResponsesRequest, stored: History | None) -> dict[str, Any]:
     """The count asked of an upstream whose creates run on its chat route (a VeloLLM found by the kind probe has
     the count route beside it): the conversation a create would send there, a chain stored here given as the input
     items that make it (the upstream has not got the previous response)."""

@@ -17,6 +17,7 @@ APIS = {
     "/v1/completions": "completion",
     "/v1/responses": "responses",
     "/v1/responses/input_tokens": "responses",  # a count picks the model its create would
+    "/v1/responses/compact": "responses",  # so does a compaction: the summary is the model's
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
 }

@@ -2,7 +2,8 @@
 
 A request (request.py) becomes a chat body (chat_body.py, items.py); what the chat side answers,
 whole or as chunks, becomes the Response object (response_object.py) or its typed stream events
-(event_stream.py); a cached Response is answered again through the same path (replay.py). Stored
+(event_stream.py); a compaction item (compaction.py) carries the summary of a compacted conversation
+back into the prompt; a cached Response is answered again through the same path (replay.py). Stored
 responses live in an SQLite file (store.py; legacy_store.py converts the layout before), and in the
 same file the stored chat completions (`store: true` on /v1/chat/completions: chat_store.py), each row under
 a size cap (row_size.py), the whole file under another (store_size.py). Background responses' runs and their

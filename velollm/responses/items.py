@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from velollm.errors import InvalidRequest
+from velollm.responses.compaction import compaction_message
 
 _ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 _TEXT_PARTS = ("input_text", "output_text", "text")
@@ -111,8 +112,11 @@ def items_to_messages(items: Sequence[Mapping[str, Any]], param: str = "input") 
             messages.append({"role": "tool", "tool_call_id": _field(item, "call_id", where), "content": text})
         elif kind == "reasoning":
             reasoning = _reasoning_text(item, where)
+        elif kind == "compaction":
+            messages.append(compaction_message(item, where))
         else:
-            raise InvalidRequest(f"Invalid '{where}.type': items of type {kind!r} are not supported", param=f"{where}.type")
+            raise InvalidRequest(f"Invalid '{where}.type': items of type {kind!r} are not supported",
+                                 param=f"{where}.type")
     return messages
 
 
@@ -175,7 +179,8 @@ def output_items(message: Mapping[str, Any], cut: bool = False,
 
 
 
-_ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+_ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
+                   "compaction": "cmp"}
 
 
 def input_item_objects(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = (500, 502, 503, 504)  # answers before the first byte that another replica may do better
 MISS_REFRESH_S = 1.0  # an unknown name lists the backends again at most this often
-_CONTINUED = ("/v1/responses", "/v1/responses/input_tokens")  # bodies whose previous_response_id names a holder
+# bodies whose previous_response_id names a holder
+_CONTINUED = ("/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact")
 
 
 class Router:
