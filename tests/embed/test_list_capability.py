@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from velollm.commands import list_models as list_cmd
-
 from tests.gguf.test_ollama_store import make_store
+from velollm.commands import list_models as list_cmd
 
 from . import encoder_fixtures as fx
 

@@ -19,7 +19,6 @@ from proxy_servers import ThreadServer, velollm_app
 
 from tests.fast_enough import assert_fast
 from tests.llama_cpp_ref import child_env
-
 from velollm.proxy.upstream import UpstreamConfig
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")

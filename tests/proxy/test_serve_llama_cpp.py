@@ -11,6 +11,7 @@ import ollama
 import openai
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
+
 from tests.fast_enough import assert_fast
 from tests.serve_process import start_serve, stop_serve
 

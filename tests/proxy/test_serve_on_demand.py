@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
-from tests.serve_process import start_serve, stop_serve
 
 from tests.gguf.test_ollama_store import make_store
+from tests.serve_process import start_serve, stop_serve
 
 A, B = "tiny-a:latest", "tiny-b:latest"
 RAW = {"raw": True, "stream": False, "options": {"temperature": 0, "num_predict": 8}}

@@ -16,8 +16,15 @@ import pytest
 
 from tests.fast_enough import assert_fast
 from tests.proxy.proxy_servers import FakeOllamaState, ThreadServer, fake_ollama_app
-from tests.router.replicas import (Replica, assert_one_label_set_per_family, config_toml, metric, replica_backends,
-                                  router_app, start_replicas)
+from tests.router.replicas import (
+    Replica,
+    assert_one_label_set_per_family,
+    config_toml,
+    metric,
+    replica_backends,
+    router_app,
+    start_replicas,
+)
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -182,8 +189,8 @@ def test_serve_config_cli(replicas, tmp_path):
 
     config = tmp_path / "velollm.toml"
     config.write_text(config_toml(replica_backends(replicas, ("r0", "r1"))) +
-                      f'[models.demo]\npolicy = "round-robin"\n'
-                      f'[routing]\ndefault = "demo"\n')
+                      '[models.demo]\npolicy = "round-robin"\n'
+                      '[routing]\ndefault = "demo"\n')
     proc, url, log, _ = start_serve(tmp_path, "--config", str(config), env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
         seen = set()
