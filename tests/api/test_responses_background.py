@@ -216,6 +216,65 @@ def test_a_run_whose_end_the_store_cannot_write_still_ends(client, slow, monkeyp
     assert client.responses.cancel(created.id).status == ending  # ended: answered as it is
 
 
+@pytest.mark.parametrize("runner", ["this process", "another process"])
+def test_a_run_that_left_memory_unstored_reads_failed_not_queued(monkeypatch, runner):
+    """A background run whose end no write could store, once it has left memory (10 min, 64 runs on): its row
+    still says queued, and a client polling for the end read queued for ever. A row of this process without its run
+    has ended: GET and cancel answer it failed. A row another process runs (two servers sharing a store) is as it is."""
+    import sqlite3
+
+    from velollm.api import responses_lookup
+    from velollm.responses import ResponseStore
+
+    put = ResponseStore.put
+
+    def end_never_stored(store, response, *args):
+        if response["status"] != "queued":
+            raise sqlite3.OperationalError("database is locked")
+        put(store, response, *args)
+
+    monkeypatch.setattr(ResponseStore, "put", end_never_stored)
+    if runner == "another process":
+        monkeypatch.setattr(responses_lookup, "this_process", lambda: "1@0.00")
+    port = free_port()
+    app = stub_app(StubEngine(token_delay_s=0.005), port=port)
+    with ThreadedServer(app, port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+        created = client.responses.create(**ASK, background=True, max_output_tokens=5, extra_body={"ignore_eos": True})
+        assert _until(client, created.id)[-1].status == "failed"  # the end the run holds
+        app.state.velollm.background.keep_finished = 0  # the run leaves memory at the next look-up
+        later, cancelled = client.responses.retrieve(created.id), client.responses.cancel(created.id)
+    if runner == "another process":
+        assert later.status == cancelled.status == "queued"
+        return
+    assert later.status == cancelled.status == "failed"
+    assert later.error.code == "server_error" and later.error.message == "the response could not be stored"
+
+
+def test_a_reserved_run_is_held_until_it_starts_or_is_released():
+    """The queued row is written before its run starts: a look-up meanwhile must not take it for one ended unstored."""
+    from velollm.responses.background import BackgroundRun, BackgroundRuns
+
+    runs = BackgroundRuns()
+    runs.reserve("resp_a")
+    runs.reserve("resp_b")
+    assert runs.holds("resp_a") and runs.holds("resp_b") and not runs.holds("resp_c")
+    runs.release("resp_b")
+    assert not runs.holds("resp_b")
+
+    async def started() -> None:
+        run = BackgroundRun({"id": "resp_a", "status": "queued"})
+
+        async def work(run: BackgroundRun) -> None:
+            run.finish(run.response)
+
+        runs.start(run, work)
+        await run.task
+        assert runs.holds("resp_a") and "resp_a" not in runs._reserved
+
+    asyncio.run(started())
+
+
 def test_shutdown_fails_the_runs_in_flight_and_frees_them(tmp_path):
     """A server stopped with a background response running stores it failed (it said in_progress for ever)."""
     from velollm.responses import ResponseStore

@@ -16,8 +16,10 @@ response says in_progress with nothing running it.
 A run's end whose store write fails with a store error (sqlite's `database is locked`; not RowTooLarge, which
 responses.py's keep handles) is tried once more (keep_end); if that fails too, the response ends `failed`
 (server_error, "the response could not be stored"), its events so, and that is stored; if even that write fails,
-the run holds its end, and GET and cancel answer it from there while the run is kept (its row says queued until
-this process is gone and the store is next opened, as a killed server's rows).
+the run holds its end, and GET and cancel answer it from there while the run is kept; once it has left memory, a
+row of this process still queued or in progress with no run here (BackgroundRuns.holds; the row names its runner)
+reads `failed` with that reason (responses_lookup._ended), and the store fails it for good when next opened after
+this process is gone, as a killed server's rows.
 """
 
 from __future__ import annotations
@@ -65,9 +67,11 @@ async def run_in_background(state: AppState, turn: Turn, chunks: AsyncIterator[d
     """The create's answer for a background response whose chat answer comes as `chunks` (`close` ends its
     source: the engine request): stored queued, then run by the server."""
     queued = turn.shell.build("queued")
+    state.background.reserve(queued["id"])  # a GET while the row is written finds it queued, not orphaned
     try:
         await turn.keep(queued)  # GET and cancel find it from now on
     except BaseException:
+        state.background.release(queued["id"])
         await _close(chunks, close)
         raise
     run = BackgroundRun(queued)

@@ -14,6 +14,7 @@ from velollm.api.cursor_page import page_args
 from velollm.api.handler import AppState, Call, endpoint
 from velollm.api.responses import not_found
 from velollm.api.responses_background import (
+    UNSTORED_MESSAGE,
     events_answer,
     events_gone,
     not_cancellable,
@@ -25,6 +26,7 @@ from velollm.api.responses_store import in_store
 from velollm.api.responses_upstream import relayed_lookup
 from velollm.responses import ResponseStore
 from velollm.responses.background import BackgroundRun
+from velollm.responses.runner import this_process
 from velollm.wire.errors import APIError
 
 
@@ -37,12 +39,21 @@ async def _relayed(request: Request, state: AppState, response_id: str) -> Respo
     return answer
 
 
-def _ended(run: BackgroundRun | None, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+async def _ended(state: AppState, run: BackgroundRun | None, stored: dict[str, Any] | None) -> dict[str, Any] | None:
     """The stored row; for a run that has ended while its row still says queued or in progress (its end could not
-    be stored, responses_background.py), the end the run holds."""
-    if run is not None and stored is not None and stored["status"] in ("queued", "in_progress"):
+    be stored, responses_background.py), the end the run holds, and once the run has left memory (10 min, 64 runs)
+    `failed` with the reason: a row of this process without its run has ended unstored (a client polling for the end
+    saw queued for ever). A row another process runs (a store shared by servers) is that process's to end."""
+    if stored is None or stored["status"] not in ("queued", "in_progress"):
+        return stored
+    if run is not None:
         return run.response
-    return stored
+    response_id = stored["id"]
+    if state.background.holds(response_id):
+        return stored
+    if await in_store(state, ResponseStore.runner, response_id) != this_process():
+        return stored
+    return {**stored, "status": "failed", "error": {"code": "server_error", "message": UNSTORED_MESSAGE}}
 
 
 @endpoint("/v1/responses/{id}")
@@ -57,7 +68,7 @@ async def get_response(request: Request, state: AppState, call: Call) -> Respons
         return events_answer(run, after)
     if run is not None and not run.done:
         return JSONResponse(run.snapshot())
-    stored = _ended(run, await in_store(state, ResponseStore.get, response_id))
+    stored = await _ended(state, run, await in_store(state, ResponseStore.get, response_id))
     if stored is None:
         return await _relayed(request, state, response_id)
     if stream:
@@ -75,7 +86,7 @@ async def cancel_response(request: Request, state: AppState, call: Call) -> Resp
     if run is not None and not run.done:
         await state.background.cancel(run)
         return JSONResponse(run.response)
-    stored = _ended(run, await in_store(state, ResponseStore.get, response_id))
+    stored = await _ended(state, run, await in_store(state, ResponseStore.get, response_id))
     if stored is None:
         return await _relayed(request, state, response_id)
     if not stored.get("background"):

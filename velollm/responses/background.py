@@ -117,11 +117,26 @@ class BackgroundRuns:
         self.keep_finished, self.keep_bytes, self.keep_s = keep_finished, keep_bytes, keep_s
         self._live: dict[str, BackgroundRun] = {}
         self._finished: OrderedDict[str, BackgroundRun] = OrderedDict()
+        self._reserved: set[str] = set()  # queued rows being written, their runs not started yet
+
+    def reserve(self, response_id: str) -> None:
+        """A run about to start: its queued row is being written (`holds` says so from now on)."""
+        self._reserved.add(response_id)
+
+    def release(self, response_id: str) -> None:
+        """A reservation whose run did not start (the queued row could not be written)."""
+        self._reserved.discard(response_id)
+
+    def holds(self, response_id: str) -> bool:
+        """Whether this process has the run of `response_id` (about to start, running, or finished recently): a
+        row of this process's queued or in progress without one has ended without its end being stored."""
+        return response_id in self._reserved or self.get(response_id) is not None
 
     def start(self, run: BackgroundRun, work: Callable[[BackgroundRun], Coroutine[Any, Any, None]]) -> None:
         """Runs `work(run)` as a task of its own, not tied to the HTTP request that made it; `work` ends the run
         (`run.finish`), also when cancelled."""
         self._prune()
+        self._reserved.discard(run.id)
         self._live[run.id] = run
         run.task = asyncio.create_task(self._run(run, work), name=f"background response {run.id}")
 

@@ -178,6 +178,13 @@ class ResponseStore:
                                        "ORDER BY seq", (response_id,)).fetchall()
         return {**json.loads(row[0]), "output": [json.loads(o[0]) for o in outputs]}
 
+    def runner(self, response_id: str) -> str | None:
+        """The process (runner.py) that runs a queued or in-progress background response; None once it has ended
+        (or unknown)."""
+        with self._lock:
+            row = self._db.execute("SELECT runner FROM response WHERE id = ?", (response_id,)).fetchone()
+        return row[0] if row is not None else None
+
     def history(self, response_id: str) -> History | None:
         """The conversation up to and with this response (None when unknown, deleted or expired)."""
         with self._lock:
