@@ -200,6 +200,7 @@ ROUTES: dict[str, st.SearchStrategy[Any]] = {
     "/v1/embeddings": OPENAI_EMBEDDINGS, "/api/generate": OLLAMA_GENERATE, "/api/chat": OLLAMA_CHAT,
     "/api/show": OLLAMA_SHOW, "/api/embed": OLLAMA_EMBED, "/api/embeddings": OLLAMA_EMBEDDINGS,
     "/api/pull": OLLAMA_PULL, "/v1/responses/input_tokens": OPENAI_RESPONSES,  # a count takes a create's body
+    "/v1/responses/compact": OPENAI_RESPONSES,  # as does a compaction (what it does not read is let by)
 }
 
 # Bodies that are no JSON object, or no JSON at all: what a broken client or a probe sends.
