@@ -30,8 +30,10 @@ def start_hooked(tmp_path: Path, hook: str, flag_env: str) -> HookedServer:
     """The server with tests/hooks/`hook` on its path and $`flag_env` naming the flag file; stop_serve(.proc)."""
     flag = tmp_path / "fault"
     path = os.pathsep.join(p for p in (str(HOOKS / hook), str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    # --no-turn-prefill: the hooks break the first step after the flag appears, and a turn prefill (the next turn's
+    # prefix, computed after an answer) is a step the test does not wait for: it broke the engine with no request.
     proc, url, log, _ = start_serve(tmp_path, "--max-model-len", "256", "--kv-cache-memory", "16MiB",
-                                    "--no-upstream", env={"PYTHONPATH": path, flag_env: str(flag)})
+                                    "--no-upstream", "--no-turn-prefill", env={"PYTHONPATH": path, flag_env: str(flag)})
     try:
         [config] = (tmp_path / "cache").rglob("config.json")  # the pinned demo's folder: a copy loads on demand
         folder = tmp_path / "on-demand"
