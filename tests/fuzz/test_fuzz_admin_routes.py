@@ -114,7 +114,7 @@ def test_native_admin_races(native, fuzz_store):
                 method, path, body = rng.choice(RACE)
                 response = http.request(method, f"{native.url}{path}", json=body)
                 if response.status_code >= 500 or response.status_code not in (200, 400, 404):
-                    bad.append(f"{method} {path} {body} -> {response.status_code}: {response.text[:300]}")
+                    bad.append(f"{method} {path} {body} -> {response.status_code}: {response.text[:1000]}")
         return bad
 
     with ThreadPoolExecutor(8) as pool:

@@ -178,7 +178,8 @@ def read_manifest(root: Path, path: Path) -> OllamaModel:
         manifest = json.loads(raw)
         layers = list(manifest.get("layers") or [])
     except (json.JSONDecodeError, AttributeError, TypeError) as e:
-        raise ModelLoadError(f"Ollama manifest {path} for {name.display()} is not valid JSON: {e}") from e
+        raise ModelLoadError(f"Ollama manifest for {name.display()} is not valid JSON ({len(raw)} bytes, {raw[:24]!r}"
+                             f"{'...' if len(raw) > 24 else ''}): {e}; at {path}") from e
     config_ref = manifest.get("config") or {}
     bad = next((ref for ref in [config_ref, *layers] if not _is_ref(ref)), None)
     if bad is not None:  # a hand edit or a broken write: said as such, not an AttributeError deep below
