@@ -6,7 +6,7 @@ items reads the summary as a system message where the compaction item stands (ve
 which says why the content is self-contained: it survives a restart and needs no store).
 
 The conversation is the create's: the input items, and the previous_response_id chain found in the store.
-Routing mirrors /v1/responses/input_tokens (api/responses_count.py): an upstream with its own Responses API
+Routed as /v1/responses/input_tokens is (api/responses_side_route.py): an upstream with its own Responses API
 compacts for itself (its answer relayed, as is the answer of the upstream holding the previous response); one whose
 creates run on its chat route but that has the route (a VeloLLM found by the kind probe) is asked with a chain
 stored here inlined as its items; one with a chat route only (Ollama, llama.cpp) is a 501 that says so: a summary
@@ -25,16 +25,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from velollm.api.context_fit import context_state
-from velollm.api.handler import AppState, Call, endpoint, forward_or_local, read_json, route
-from velollm.api.protocol_openai import model_of
-from velollm.api.responses import parsed_continuation
-from velollm.api.responses_count import inlined
-from velollm.api.responses_store import in_store
-from velollm.api.responses_upstream import NO_RESPONSES_API, asks_own_api, upstream_holding
+from velollm.api.handler import AppState, Call, endpoint
+from velollm.api.responses_side_route import Here, side_route
 from velollm.api.served_model import ServedModel
 from velollm.api.summarizer import ModelSummarizer
-from velollm.api.targets import NativeTarget, UpstreamTarget
-from velollm.responses import ResponseStore, conversation
+from velollm.responses import conversation
 from velollm.responses.compaction import seal
 from velollm.responses.items import new_id
 from velollm.wire.errors import APIError
@@ -53,35 +48,13 @@ def not_compacted(model: str) -> APIError:
 
 @endpoint(COMPACT_PATH)
 async def compact_response(request: Request, state: AppState, call: Call) -> Response:
-    body = await read_json(request)
-    target: Any = await route(request, state, call, model_of(body), body=body)
-    previous = body.get("previous_response_id")
-    stored = await in_store(state, ResponseStore.history, previous) if isinstance(previous, str) else None
-    holder = upstream_holding(state, previous) if stored is None else None
-    if holder is not None and not isinstance(target, UpstreamTarget):  # the chain is there, whatever the model
-        target = UpstreamTarget(state.models.upstream, model_of(body))  # type: ignore[arg-type]
-    asked = False
-    if isinstance(target, UpstreamTarget) and stored is None and (holder is not None or await asks_own_api(target)):
-        answer = await forward_or_local(request, state, call, target, body, path=COMPACT_PATH)
-        if isinstance(answer, ServedModel):
-            target = NativeTarget(answer)  # the router chose this process's replica
-        elif holder is not None or answer.status_code not in NO_RESPONSES_API:
-            return answer
-        asked = True
-    req = await parsed_continuation(state, body, stored, "compact it")
-    if isinstance(target, UpstreamTarget):
-        if asked:
-            raise not_compacted(req.model)
-        answer = await forward_or_local(request, state, call, target, inlined(body, req, stored), path=COMPACT_PATH)
-        if not isinstance(answer, ServedModel):
-            if answer.status_code in NO_RESPONSES_API:
-                raise not_compacted(req.model)
-            return answer
-        target = NativeTarget(answer)
-    messages = conversation(req, stored.messages if stored is not None else [])
+    here = await side_route(request, state, call, COMPACT_PATH, "compact it", not_compacted)
+    if not isinstance(here, Here):
+        return here
+    messages = conversation(here.req, here.stored.messages if here.stored is not None else [])
     if not messages:
         raise APIError(400, "Invalid 'input': there is no conversation to compact.", param="input")
-    return JSONResponse(await _compacted(state, target.model, messages))
+    return JSONResponse(await _compacted(state, here.served, messages))
 
 
 async def _compacted(state: AppState, served: ServedModel, messages: list[dict[str, Any]]) -> dict[str, Any]:
