@@ -3,17 +3,14 @@ object): listed and shown like any other, a chat on it a 400 naming the model an
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import ollama
 import openai
 import pytest
 
-from tests.proxy.gguf_fixture import write_tiny_llama_gguf
-from tests.serve_process import start_serve, stop_serve
+from tests.gguf.params_store import serve_params_store
+from tests.serve_process import stop_serve
 
 BIG = "1" + "0" * 400  # 10**400: JSON allows it, no float64 holds it
 PARAMS = {  # model -> its params layer as stored
@@ -32,30 +29,10 @@ PARAMS = {  # model -> its params layer as stored
 USER = [{"role": "user", "content": "hi"}]
 
 
-def _blob(root: Path, data: bytes) -> dict:
-    digest = hashlib.sha256(data).hexdigest()
-    (root / "blobs" / f"sha256-{digest}").write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:
-    base = tmp_path_factory.mktemp("bad-params")
-    root = base / "models"
-    (root / "blobs").mkdir(parents=True)
-    gguf = _blob(root, write_tiny_llama_gguf(base / "tiny.gguf", seed=0).read_bytes())
-    config = _blob(root, b'{"model_format":"gguf","model_family":"llama","file_type":"Q8_0"}')
-    for name, params in PARAMS.items():
-        layers = [{"mediaType": "application/vnd.ollama.image.model", **gguf},
-                  {"mediaType": "application/vnd.ollama.image.template", **_blob(root, b"{{ .Prompt }}")},
-                  {"mediaType": "application/vnd.ollama.image.params", **_blob(root, params)}]
-        if name == "bad-messages":
-            layers.append({"mediaType": "application/vnd.ollama.image.messages", **_blob(root, b"[{bad")})
-        path = root / "manifests/registry.ollama.ai/library" / name / "latest"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"schemaVersion": 2, "config": {"mediaType": "x", **config}, "layers": layers}))
-    proc, url, _, _ = start_serve(base, "--no-upstream", "--max-loaded-models", "1", "--max-model-len", "128",
-                                  "--kv-cache-memory", "16MiB", env={"OLLAMA_MODELS": str(root)})
+    more = {"bad-messages": {"messages": b"[{bad"}}  # its messages layer is not JSON
+    proc, url = serve_params_store(tmp_path_factory.mktemp("bad-params"), PARAMS, more)
     yield url
     stop_serve(proc)
 

@@ -4,16 +4,13 @@ whose layer is invalid is OpenAI's 400."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
-from tests.proxy.gguf_fixture import write_tiny_llama_gguf
-from tests.serve_process import start_serve, stop_serve
+from tests.gguf.params_store import serve_params_store
+from tests.serve_process import stop_serve
 
 PARAMS = {  # model -> its params layer as stored
     "tuned": b'{"temperature":0,"num_predict":3,"seed":-1}',
@@ -23,28 +20,9 @@ USER = [{"role": "user", "content": "hi"}]
 EXTRA = {"ignore_eos": True}  # the answer runs to its budget, whatever the random weights sample
 
 
-def _blob(root: Path, data: bytes) -> dict:
-    digest = hashlib.sha256(data).hexdigest()
-    (root / "blobs" / f"sha256-{digest}").write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[openai.OpenAI]:
-    base = tmp_path_factory.mktemp("v1-defaults")
-    root = base / "models"
-    (root / "blobs").mkdir(parents=True)
-    gguf = _blob(root, write_tiny_llama_gguf(base / "tiny.gguf", seed=0).read_bytes())
-    config = _blob(root, b'{"model_format":"gguf","model_family":"llama","file_type":"Q8_0"}')
-    for name, params in PARAMS.items():
-        layers = [{"mediaType": "application/vnd.ollama.image.model", **gguf},
-                  {"mediaType": "application/vnd.ollama.image.template", **_blob(root, b"{{ .Prompt }}")},
-                  {"mediaType": "application/vnd.ollama.image.params", **_blob(root, params)}]
-        path = root / "manifests/registry.ollama.ai/library" / name / "latest"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"schemaVersion": 2, "config": {"mediaType": "x", **config}, "layers": layers}))
-    proc, url, _, _ = start_serve(base, "--no-upstream", "--max-loaded-models", "1", "--max-model-len", "128",
-                                  "--kv-cache-memory", "16MiB", env={"OLLAMA_MODELS": str(root)})
+    proc, url = serve_params_store(tmp_path_factory.mktemp("v1-defaults"), PARAMS)
     yield openai.OpenAI(base_url=f"{url}/v1", api_key="x")
     stop_serve(proc)
 
